@@ -1,0 +1,51 @@
+"""The registry of checks. Registering the same check twice fails loudly at import time."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+
+from chamberlain.findings import RULES, Finding
+from chamberlain.intent.loader import Repository
+
+Check = Callable[[Repository], Iterable[Finding]]
+CHECKS: dict[str, Check] = {}
+
+# Modules that register checks; imported lazily by run_checks so the registry has no import cycle.
+CHECK_MODULES = (
+    "chamberlain.checks.structure",
+    "chamberlain.checks.references",
+    "chamberlain.checks.authority",
+    "chamberlain.checks.secrets",
+    "chamberlain.checks.sops",
+    "chamberlain.checks.manifests",
+)
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    """Register a check under a unique name."""
+
+    def register(fn: Check) -> Check:
+        if name in CHECKS:
+            raise RuntimeError(f"check {name!r} registered twice")
+        CHECKS[name] = fn
+        return fn
+
+    return register
+
+
+def load_checks() -> dict[str, Check]:
+    for module in CHECK_MODULES:
+        importlib.import_module(module)
+    return CHECKS
+
+
+def run_checks(repo: Repository) -> list[Finding]:
+    """Loading problems plus every registered check, de-duplicated and sorted by file, line and rule."""
+    findings: set[Finding] = set(repo.problems)
+    for fn in load_checks().values():
+        for f in fn(repo):
+            if f.rule not in RULES:  # a programming error; fail loudly rather than emit an unknown rule
+                raise RuntimeError(f"check emitted unknown rule {f.rule}")
+            findings.add(f)
+    return sorted(findings, key=Finding.sort_key)

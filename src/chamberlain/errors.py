@@ -1,0 +1,23 @@
+"""The one error hierarchy of chamberlain.
+
+Every error a user can see derives from :class:`ChamberlainError`. Messages never carry secret values: callers
+pass names, paths and reasons, never data.
+"""
+
+from __future__ import annotations
+
+
+class ChamberlainError(Exception):
+    """Base of every error chamberlain raises on purpose. The CLI prints these without a traceback."""
+
+    exit_code: int = 1
+
+
+class UsageError(ChamberlainError):
+    """The user asked for something that cannot be done as asked (bad path, bad option combination)."""
+
+    exit_code = 2
+
+
+class IntentError(ChamberlainError):
+    """The intent repository cannot be loaded at all (as opposed to findings inside it)."""

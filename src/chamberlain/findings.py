@@ -1,0 +1,104 @@
+"""Findings and the catalogue of rules that produce them.
+
+A *rule* is a stable id (``CH021``), a short slug, the invariant it protects and a description. A *finding* is
+one violation: rule, file, line (where known) and a message. Messages name things, never secret values.
+
+This module is pure data; the checks themselves live in :mod:`chamberlain.checks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    slug: str
+    invariant: str
+    description: str
+    severity: Severity = "error"
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    file: str
+    line: int | None
+    rule: str
+    message: str
+    column: int | None = field(default=None, compare=False)
+    object: str | None = field(default=None, compare=False)
+
+    @property
+    def rule_info(self) -> Rule:
+        return RULES[self.rule]
+
+    def sort_key(self) -> tuple[str, int, str, str]:
+        return (self.file, self.line or 0, self.rule, self.message)
+
+
+INV1 = "Inv. 1: Git is sufficient for reconstruction"
+INV2 = "Inv. 2: bootstrap secrets are temporary, encrypted scaffolding"
+INV3 = "Inv. 3: rotation never requires a Git change"
+INV4 = "Inv. 4: one authority per secret; transfers are explicit"
+INV6 = "Inv. 6: no hidden control planes"
+INV7 = "Inv. 7: internal secrets traverse Vault"
+INV8 = "Inv. 8: configuration is kept apart from secrets"
+ROT = "Rotation invariants: policy is declared and evaluable"
+LEAST = "Security model: least privilege scoped by namespace and path"
+
+_RULES = [
+    Rule("CH001", "yaml-syntax", INV1, "A YAML file cannot be parsed (syntax error, not UTF-8)."),
+    Rule("CH002", "resource-limit", INV1,
+         "A file is too large, too deeply nested, or expands through aliases (YAML bomb); it is not trusted."),
+    Rule("CH003", "schema", INV1, "An intent object does not match the schema (unknown field, wrong type, "
+         "missing field, bad enum value)."),
+    Rule("CH004", "owner-purpose", INV1, "A SecretIntent must say who owns it and why it exists."),
+    Rule("CH005", "duration", ROT, "A duration is malformed; use a number with s, m, h, d or w."),
+    Rule("CH006", "name", LEAST,
+         "A name is not DNS-1123 or could escape its Vault path or Kubernetes scope."),
+    Rule("CH007", "platform-count", INV1, "An intent repository has exactly one Platform."),
+    Rule("CH008", "duplicate-object", INV4, "Two objects of the same kind share a name."),
+    Rule("CH010", "unknown-environment", INV1, "An intent names an environment the Platform does not declare."),
+    Rule("CH011", "unknown-policy", ROT, "A rotation policy reference does not resolve."),
+    Rule("CH012", "restart-kind", INV1, "A consumer restart names a kind other than Deployment, StatefulSet or "
+         "DaemonSet."),
+    Rule("CH013", "rotate-before-ttl", ROT, "rotateBefore must be shorter than ttl, or rotation is always due."),
+    Rule("CH014", "unknown-intent", INV1, "A reference to another SecretIntent does not resolve."),
+    Rule("CH015", "classification-source", INV4,
+         "classification and source disagree (bootstrap needs source.bootstrap, runtime needs "
+         "source.generate, derived/config need source.publication)."),
+    Rule("CH020", "literal-secret", INV1, "A literal secret value is in intent or in a plaintext Secret manifest; "
+         "Git holds intent, never runtime values."),
+    Rule("CH021", "bootstrap-plaintext", INV2, "A bootstrap file is not SOPS-encrypted."),
+    Rule("CH022", "bootstrap-recipients", INV2,
+         "A SOPS file is not encrypted to exactly the Platform's age recipients."),
+    Rule("CH023", "sops-structure", INV2,
+         "A SOPS file has an unencrypted value, no MAC, or malformed SOPS metadata."),
+    Rule("CH024", "credential-in-repo", INV1,
+         "A high-entropy or credential-looking string is in the repository."),
+    Rule("CH025", "bootstrap-file", INV2,
+         "A bootstrap file is missing, escapes the repository, or is not a single Kubernetes Secret."),
+    Rule("CH030", "workload-uses-bootstrap", INV2,
+         "A workload mounts or references a bootstrap Secret directly; bootstrap secrets are never consumed "
+         "by applications."),
+    Rule("CH040", "mirror-annotation", INV7,
+         "A mirror/reflector/replicator annotation copies a Secret across namespaces."),
+    Rule("CH041", "eso-kubernetes-provider", INV7,
+         "An ESO SecretStore/ClusterSecretStore uses the kubernetes provider to copy Secrets across namespaces."),
+    Rule("CH050", "shared-mount", INV8, "Runtime, internal-data and internal-config mounts must all differ."),
+    Rule("CH051", "config-on-data-mount", INV8,
+         "A config intent carries sensitive material or lands on the internal-data mount (or the reverse)."),
+    Rule("CH060", "duplicate-materialization", INV4,
+         "Two intents materialize the same (namespace, Secret) in one cluster."),
+    Rule("CH061", "duplicate-vault-path", INV4, "Two intents own the same Vault path."),
+]
+
+RULES: dict[str, Rule] = {}
+for _rule in _RULES:
+    if _rule.id in RULES:  # pragma: no cover - a programming error, caught at import
+        raise RuntimeError(f"duplicate rule id {_rule.id}")
+    RULES[_rule.id] = _rule

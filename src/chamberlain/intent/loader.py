@@ -1,0 +1,388 @@
+"""Load an intent repository from disk into a :class:`Repository`.
+
+Every YAML document is parsed with the C loader and remembers its file and the line of every node, so that each
+finding can point at the exact place. Hostile input (binary garbage, huge files, deep nesting, alias bombs)
+becomes a finding, never a crash: nothing downstream sees a document that failed these limits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
+from pydantic import ValidationError
+
+from chamberlain.findings import Finding
+from chamberlain.intent.model import (
+    API_VERSION,
+    GROUP,
+    KINDS,
+    Platform,
+    RotationPolicy,
+    SecretIntent,
+)
+
+try:  # The C loader is an order of magnitude faster; fall back so a pure-Python PyYAML still works.
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 8 * 1024 * 1024  # no legitimate intent or manifest file is this large
+MAX_SCAN_BYTES = 64 * 1024 * 1024  # above this a file is not even read for secret scanning
+MAX_DEPTH = 64
+MAX_FLOW_DEPTH = 200
+MAX_EXPANDED_NODES = 200_000  # per document, after alias expansion
+T = TypeVar("T")
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules"}
+
+
+@dataclass
+class RepoFile:
+    """One file of the repository. ``text`` is None for binary or oversized files."""
+
+    path: Path
+    rel: str
+    size: int
+    text: str | None
+    is_yaml: bool
+    documents: list[Document] = field(default_factory=list)
+
+    @property
+    def is_sops(self) -> bool:
+        return any(d.is_sops for d in self.documents)
+
+
+@dataclass
+class Document:
+    """One YAML document: its data and the node tree used to find lines."""
+
+    file: str
+    index: int
+    data: Any
+    node: yaml.Node
+
+    @property
+    def line(self) -> int:
+        return int(self.node.start_mark.line) + 1
+
+    @property
+    def kind(self) -> str | None:
+        return self.data.get("kind") if isinstance(self.data, dict) else None
+
+    @property
+    def api_version(self) -> str | None:
+        value = self.data.get("apiVersion") if isinstance(self.data, dict) else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def name(self) -> str | None:
+        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else None
+
+    @property
+    def namespace(self) -> str | None:
+        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
+        ns = meta.get("namespace") if isinstance(meta, dict) else None
+        return ns if isinstance(ns, str) else None
+
+    @property
+    def is_sops(self) -> bool:
+        return isinstance(self.data, dict) and isinstance(self.data.get("sops"), dict)
+
+    def line_of(self, loc: tuple[int | str, ...]) -> int:
+        """Line (1-based) of the deepest node along ``loc`` that exists."""
+        node: yaml.Node = self.node
+        for part in loc:
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                        child = value
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                child = node.value[part]
+            if child is None:
+                break
+            node = child
+        return int(node.start_mark.line) + 1
+
+    def key_line(self, loc: tuple[int | str, ...]) -> int:
+        """Like :meth:`line_of`; kept for readability at call sites that point at a key."""
+        return self.line_of(loc)
+
+
+@dataclass
+class Loaded(Generic[T]):
+    """A validated intent object and the document it came from."""
+
+    obj: T
+    doc: Document
+
+    @property
+    def file(self) -> str:
+        return self.doc.file
+
+    @property
+    def line(self) -> int:
+        return self.doc.line
+
+    def line_of(self, *loc: int | str) -> int:
+        return self.doc.line_of(loc)
+
+
+@dataclass
+class Repository:
+    root: Path
+    files: list[RepoFile] = field(default_factory=list)
+    platforms: list[Loaded[Platform]] = field(default_factory=list)
+    policies: list[Loaded[RotationPolicy]] = field(default_factory=list)
+    intents: list[Loaded[SecretIntent]] = field(default_factory=list)
+    manifests: list[Document] = field(default_factory=list)  # every other YAML document, SOPS files included
+    problems: list[Finding] = field(default_factory=list)  # findings raised while loading
+
+    @property
+    def platform(self) -> Platform | None:
+        return self.platforms[0].obj if len(self.platforms) == 1 else None
+
+    def policy_index(self) -> dict[str, Loaded[RotationPolicy]]:
+        index: dict[str, Loaded[RotationPolicy]] = {}
+        for p in self.policies:
+            index.setdefault(p.obj.metadata.name, p)
+        return index
+
+    def intent_index(self) -> dict[str, Loaded[SecretIntent]]:
+        index: dict[str, Loaded[SecretIntent]] = {}
+        for i in self.intents:
+            index.setdefault(i.obj.metadata.name, i)
+        return index
+
+    def file(self, rel: str) -> RepoFile | None:
+        return next((f for f in self.files if f.rel == rel), None)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def load_repository(root: Path) -> Repository:
+    """Read every file under ``root``; parse YAML; validate chamberlain kinds. Never raises on bad content."""
+    root = root.resolve()
+    repo = Repository(root=root)
+    for path in _walk(root):
+        rel = path.relative_to(root).as_posix()
+        repo.files.append(_read_file(repo, path, rel))
+    for f in repo.files:
+        for doc in f.documents:
+            _classify(repo, doc)
+    return repo
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            yield path
+
+
+def _read_file(repo: Repository, path: Path, rel: str) -> RepoFile:
+    size = path.stat().st_size
+    is_yaml = path.suffix.lower() in YAML_SUFFIXES
+    if size > MAX_SCAN_BYTES or (is_yaml and size > MAX_FILE_BYTES):
+        repo.problems.append(
+            Finding(rel, None, "CH002", f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit; not parsed")
+        )
+        return RepoFile(path, rel, size, None, is_yaml)
+    raw = path.read_bytes()
+    text: str | None
+    try:
+        text = raw.decode("utf-8")
+        if "\x00" in text:
+            text = None
+    except UnicodeDecodeError:
+        text = None
+    rf = RepoFile(path, rel, size, text, is_yaml)
+    if is_yaml:
+        if text is None:
+            repo.problems.append(Finding(rel, None, "CH001", "file is not UTF-8 text; YAML must be UTF-8"))
+        else:
+            rf.documents = _parse_yaml(repo, rel, text)
+    return rf
+
+
+_FLOW_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    depth = best = 0
+    for m in _FLOW_BRACKETS.finditer(text):
+        if m.group() in "[{":
+            depth += 1
+            best = max(best, depth)
+        else:
+            depth = max(0, depth - 1)
+    return best
+
+
+def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
+    # libyaml's composer recurses in C; refuse pathological flow nesting before handing it the text.
+    if ("[" in text or "{" in text) and _flow_depth(text) > MAX_FLOW_DEPTH:
+        repo.problems.append(Finding(rel, None, "CH002", f"nesting deeper than {MAX_FLOW_DEPTH}; not parsed"))
+        return []
+    docs: list[Document] = []
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "syntax error"
+        repo.problems.append(Finding(rel, line, "CH001", f"YAML syntax error: {problem}"))
+        return []
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        repo.problems.append(Finding(rel, None, "CH001", f"YAML cannot be parsed: {type(exc).__name__}"))
+        return []
+    for index, node in enumerate(nodes):
+        if node is None:
+            continue
+        line = int(node.start_mark.line) + 1
+        verdict = _check_shape(node)
+        if verdict:
+            repo.problems.append(Finding(rel, line, "CH002", verdict))
+            continue
+        try:
+            data = _SafeLoader("").construct_document(node)
+        except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+            repo.problems.append(
+                Finding(rel, line, "CH001", f"YAML value cannot be constructed: {type(exc).__name__}")
+            )
+            continue
+        if data is None:
+            continue
+        docs.append(Document(rel, index, data, node))
+    return docs
+
+
+def _check_shape(root: yaml.Node) -> str | None:
+    """Reject deep nesting and alias bombs by walking the node graph once (iteratively, memoised)."""
+    expanded: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nesting deeper than {MAX_DEPTH} levels"
+        key = id(node)
+        if done:
+            children = _children(node)
+            total = 1 + sum(expanded[id(c)] for c in children)
+            expanded[key] = total
+            if total > MAX_EXPANDED_NODES:
+                return f"expands to more than {MAX_EXPANDED_NODES} nodes (alias bomb?)"
+            continue
+        if key in expanded:
+            continue
+        expanded[key] = 0  # on the current path; a cycle is only possible through aliases, counted as 0
+        stack.append((node, depth, True))
+        for child in _children(node):
+            if id(child) not in expanded:
+                stack.append((child, depth + 1, False))
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+# pydantic error types that map to a dedicated rule instead of the generic schema rule.
+_DURATION_FIELDS = {"ttl", "rotateBefore", "maxOverlap"}
+
+
+def _classify(repo: Repository, doc: Document) -> None:
+    api = doc.api_version
+    if api is None or not api.startswith(GROUP + "/"):
+        repo.manifests.append(doc)
+        return
+    if api != API_VERSION:
+        repo.problems.append(
+            Finding(doc.file, doc.line_of(("apiVersion",)), "CH003",
+                    f"apiVersion {api!r} is not served; use {API_VERSION}")
+        )
+        return
+    kind = doc.kind
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        repo.problems.append(
+            Finding(doc.file, doc.line_of(("kind",)), "CH003",
+                    f"unknown kind {kind!r}; expected one of {', '.join(sorted(KINDS))}")
+        )
+        return
+    try:
+        obj = model.model_validate(doc.data)
+    except ValidationError as exc:
+        for f in _validation_findings(doc, exc):
+            repo.problems.append(f)
+        return
+    if isinstance(obj, Platform):
+        repo.platforms.append(Loaded(obj, doc))
+    elif isinstance(obj, RotationPolicy):
+        repo.policies.append(Loaded(obj, doc))
+    else:
+        repo.intents.append(Loaded(obj, doc))
+
+
+def _validation_findings(doc: Document, exc: ValidationError) -> Iterator[Finding]:
+    label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind)
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        path = ".".join(str(p) for p in loc) or "(document)"
+        rule = _rule_for(loc, err["type"], str(err.get("msg", "")))
+        yield Finding(
+            doc.file, doc.line_of(loc), rule, f"{label}: {path}: {_describe(err)}", object=label
+        )
+
+
+# Union branch names that pydantic inserts into error locations; they are not YAML keys.
+_UNION_TAGS = {
+    "ref", "inline", "password", "token", "bytes", "ed25519", "ecdsa", "rsa", "fixed-name",
+}
+
+
+def _rule_for(loc: tuple[int | str, ...], err_type: str, msg: str) -> str:
+    last = str(loc[-1]) if loc else ""
+    if loc[:2] == ("spec", "owner") or loc[:2] == ("spec", "purpose"):
+        return "CH004"
+    if last in _DURATION_FIELDS or "invalid duration" in msg:
+        return "CH005"
+    if "restart" in loc and last == "kind":
+        return "CH012"
+    if err_type == "string_pattern_mismatch" and last in {
+        "name", "namespace", "owner", "secretName", "clusters", "environments", "policy", "adminIntent",
+        "rotationPolicy",
+    } or (err_type == "string_pattern_mismatch" and isinstance(loc[-1], int)):
+        return "CH006"
+    return "CH003"
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "string_pattern_mismatch":
+        return "invalid value: " + str(err["msg"]).replace("String should match pattern", "must match")
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")

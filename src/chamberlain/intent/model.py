@@ -1,0 +1,335 @@
+"""Pydantic models of the intent kinds: Platform, RotationPolicy and SecretIntent (SPEC §9, a contract).
+
+Field names are the camelCase names of the contract (via an alias generator); Python code uses snake_case.
+Unknown fields are errors everywhere. The models check shape and local rules only; rules that need the whole
+repository (unknown environments, duplicate paths, ...) live in :mod:`chamberlain.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from chamberlain.intent.durations import Duration
+
+API_VERSION = "chamberlain.dev/v1alpha1"
+GROUP = "chamberlain.dev"
+VERSION = "v1alpha1"
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+# A DNS-1123 label: safe as a Kubernetes name and as one Vault path segment (no '/', no '..').
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
+# Kubernetes object names such as Secrets and Deployments may be DNS-1123 subdomains.
+DnsSubdomain = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+SecretKey = Annotated[str, StringConstraints(pattern=SECRET_KEY_PATTERN, max_length=253)]
+NonEmptyText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
+
+
+class Model(BaseModel):
+    """Base of every intent model: camelCase on the wire, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+class ObjectMeta(Model):
+    """The part of Kubernetes ObjectMeta that intent files may carry."""
+
+    # Fields the API server adds are tolerated so the controller can read the same objects back from a cluster.
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    name: DnsLabel
+    namespace: DnsLabel | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------- Platform
+
+
+class Environment(Model):
+    name: DnsLabel
+    clusters: list[DnsLabel] = Field(min_length=1)
+    ephemeral: bool = False
+
+
+class Mounts(Model):
+    runtime: DnsLabel = "secret"
+    internal_data: DnsLabel = "platform-data"
+    internal_config: DnsLabel = "platform-config"
+
+
+class Authority(Model):
+    address: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(:\d+)?/?$")]
+    mounts: Mounts = Field(default_factory=Mounts)
+    kubernetes_auth_mount: DnsLabel = Field(
+        default="kubernetes", description="Vault auth mount of the Kubernetes auth method"
+    )
+
+
+class RootOfTrust(Model):
+    age_recipients: list[Annotated[str, StringConstraints(pattern=r"^age1[0-9a-z]{50,}$")]] = Field(
+        min_length=1, description="public age recipients only; identities never live in Git"
+    )
+
+
+class PlatformDefaults(Model):
+    rotation_policy: DnsLabel | None = None
+
+
+class ControllerSettings(Model):
+    """Where chamberlain's own orchestrator runs in each cluster."""
+
+    namespace: DnsLabel = "chamberlain-system"
+    service_account: DnsLabel = "chamberlain"
+
+
+class PlatformSpec(Model):
+    environments: list[Environment] = Field(min_length=1)
+    authority: Authority
+    root_of_trust: RootOfTrust
+    defaults: PlatformDefaults = Field(default_factory=PlatformDefaults)
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
+
+
+class Platform(Model):
+    api_version: Literal["chamberlain.dev/v1alpha1"]
+    kind: Literal["Platform"]
+    metadata: ObjectMeta
+    spec: PlatformSpec
+
+    def environment(self, name: str) -> Environment | None:
+        return next((e for e in self.spec.environments if e.name == name), None)
+
+
+# --------------------------------------------------------------------------------------------------- RotationPolicy
+
+RotationType = Literal["static", "time-based", "event-based"]
+FailureStrategy = Literal["retry", "alert", "hold"]
+
+
+class RotationPolicySpec(Model):
+    type: RotationType
+    ttl: Duration | None = None
+    rotate_before: Duration | None = None
+    revoke_old: bool = True
+    max_overlap: Duration | None = None
+    failure_strategy: FailureStrategy = "retry"
+
+    @model_validator(mode="after")
+    def _time_based_needs_ttl(self) -> RotationPolicySpec:
+        if self.type == "time-based" and self.ttl is None:
+            raise ValueError("a time-based policy needs a ttl")
+        return self
+
+
+class RotationPolicy(Model):
+    api_version: Literal["chamberlain.dev/v1alpha1"]
+    kind: Literal["RotationPolicy"]
+    metadata: ObjectMeta
+    spec: RotationPolicySpec
+
+
+# --------------------------------------------------------------------------------------------------- SecretIntent
+
+Classification = Literal["bootstrap", "runtime", "derived", "config"]
+
+
+class PasswordGenerator(Model):
+    type: Literal["password"]
+    length: int = Field(default=32, ge=8, le=1024)
+    lowercase: bool = True
+    uppercase: bool = True
+    digits: bool = True
+    symbols: bool = False
+    min_each: int = Field(default=1, ge=0, le=64, description="minimum count from every enabled class")
+
+
+class TokenGenerator(Model):
+    type: Literal["token"]
+    bytes: int = Field(default=32, ge=16, le=1024)
+    encoding: Literal["hex", "base64url"] = "base64url"
+
+
+class BytesGenerator(Model):
+    type: Literal["bytes"]
+    length: int = Field(default=32, ge=1, le=65536)
+    encoding: Literal["base64", "hex"] = "base64"
+
+
+class Ed25519Generator(Model):
+    type: Literal["ed25519"]
+
+
+class EcdsaGenerator(Model):
+    type: Literal["ecdsa"]
+    curve: Literal["P-256", "P-384", "P-521"] = "P-256"
+
+
+class RsaGenerator(Model):
+    type: Literal["rsa"]
+    bits: Literal[2048, 3072, 4096] = 3072
+
+
+class FixedNameGenerator(Model):
+    """A declared, non-secret value such as a user name."""
+
+    type: Literal["fixed-name"]
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$")]
+
+
+Generator = Annotated[
+    PasswordGenerator
+    | TokenGenerator
+    | BytesGenerator
+    | Ed25519Generator
+    | EcdsaGenerator
+    | RsaGenerator
+    | FixedNameGenerator,
+    Field(discriminator="type"),
+]
+
+AfterHandover = Literal["delete", "inert", "ignore"]
+
+
+class BootstrapSource(Model):
+    file: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    after_handover: AfterHandover = "delete"
+
+
+class PublicationSource(Model):
+    namespace: DnsLabel = Field(description="the producer namespace, where the operator writes the Secret")
+    secret_name: DnsSubdomain
+    keys: list[SecretKey] | None = Field(default=None, description="keys to publish; default: all")
+
+
+class Source(Model):
+    """Exactly one of ``generate``, ``bootstrap`` or ``publication``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        json_schema_extra={
+            "oneOf": [{"required": ["generate"]}, {"required": ["bootstrap"]}, {"required": ["publication"]}]
+        },
+    )
+
+    generate: dict[SecretKey, Generator] | None = Field(default=None, min_length=1)
+    bootstrap: BootstrapSource | None = None
+    publication: PublicationSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        given = [n for n in ("generate", "bootstrap", "publication") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "source needs exactly one of generate, bootstrap or publication"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["generate", "bootstrap", "publication"]:
+        if self.generate is not None:
+            return "generate"
+        if self.bootstrap is not None:
+            return "bootstrap"
+        return "publication"
+
+
+class PostgresTarget(Model):
+    host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]{1,253}$")]
+    port: int = Field(default=5432, ge=1, le=65535)
+    role: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+    database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")] = "postgres"
+    admin_intent: DnsLabel
+    strategy: Literal["single-user", "alternating"] = "single-user"
+
+
+class Target(Model):
+    """The system a secret authenticates to; rotation sets the new value there first."""
+
+    postgres: PostgresTarget
+
+
+class RotationRef(Model):
+    policy: DnsLabel
+
+
+def _rotation_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return "ref" if "policy" in value else "inline"
+    return "ref" if isinstance(value, RotationRef) else "inline"
+
+
+RotationSetting = Annotated[
+    Annotated[RotationRef, Tag("ref")] | Annotated[RotationPolicySpec, Tag("inline")],
+    Discriminator(_rotation_tag),
+]
+
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
+
+
+class WorkloadRef(Model):
+    kind: WorkloadKind
+    name: DnsSubdomain
+
+
+class Consumer(Model):
+    namespace: DnsLabel
+    secret_name: DnsSubdomain
+    keys: dict[SecretKey, SecretKey] | None = Field(
+        default=None, description="key in the Kubernetes Secret -> key of the intent; default: all keys as-is"
+    )
+    restart: list[WorkloadRef] = Field(default_factory=list)
+
+
+class SecretIntentSpec(Model):
+    owner: DnsLabel
+    purpose: NonEmptyText
+    classification: Classification
+    environments: list[DnsLabel] | None = Field(
+        default=None, description="default: every non-ephemeral environment"
+    )
+    source: Source
+    target: Target | None = None
+    rotation: RotationSetting | None = None
+    consumers: list[Consumer] = Field(default_factory=list)
+
+
+class SecretIntent(Model):
+    api_version: Literal["chamberlain.dev/v1alpha1"]
+    kind: Literal["SecretIntent"]
+    metadata: ObjectMeta
+    spec: SecretIntentSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+IntentObject = Platform | RotationPolicy | SecretIntent
+KINDS: dict[str, type[Platform] | type[RotationPolicy] | type[SecretIntent]] = {
+    "Platform": Platform,
+    "RotationPolicy": RotationPolicy,
+    "SecretIntent": SecretIntent,
+}

@@ -1,0 +1,91 @@
+"""Where each intent lives: its environments, clusters and Vault paths (SPEC §9, fixed and documented).
+
+- runtime and bootstrap (after handover): ``<runtime>/<environment>/<owner>/<name>``
+- derived:  ``<internalData>/<environment>/<cluster>/<producer-namespace>/<name>``
+- config:   ``<internalConfig>/<environment>/<cluster>/<producer-namespace>/<name>``
+
+Every segment is a DNS-1123 label (enforced by the model), so no path can escape its prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chamberlain.intent.model import Environment, Platform, RotationPolicy, RotationPolicySpec, SecretIntent
+
+
+@dataclass(frozen=True, order=True)
+class VaultPath:
+    """A KV v2 secret: its mount and its path inside the mount."""
+
+    mount: str
+    path: str
+
+    @property
+    def full(self) -> str:
+        return f"{self.mount}/{self.path}"
+
+    @property
+    def data_path(self) -> str:
+        """The HTTP API path of the data (what Vault policies match)."""
+        return f"{self.mount}/data/{self.path}"
+
+    @property
+    def metadata_path(self) -> str:
+        return f"{self.mount}/metadata/{self.path}"
+
+    def __str__(self) -> str:
+        return self.full
+
+
+@dataclass(frozen=True, order=True)
+class Placement:
+    """One intent in one cluster of one environment, and the Vault path it reads from there."""
+
+    environment: str
+    cluster: str
+    vault: VaultPath
+
+
+def intent_environments(platform: Platform, intent: SecretIntent) -> list[Environment]:
+    """The environments an intent exists in: as listed, or every non-ephemeral one. Unknown names are dropped
+    here (the checker reports them)."""
+    if intent.spec.environments is None:
+        return [e for e in platform.spec.environments if not e.ephemeral]
+    wanted = set(intent.spec.environments)
+    return [e for e in platform.spec.environments if e.name in wanted]
+
+
+def vault_path(platform: Platform, intent: SecretIntent, environment: str, cluster: str) -> VaultPath:
+    mounts = platform.spec.authority.mounts
+    spec = intent.spec
+    name = intent.metadata.name
+    if spec.classification in ("derived", "config") and spec.source.publication is not None:
+        mount = mounts.internal_data if spec.classification == "derived" else mounts.internal_config
+        producer = spec.source.publication.namespace
+        return VaultPath(mount, f"{environment}/{cluster}/{producer}/{name}")
+    return VaultPath(mounts.runtime, f"{environment}/{spec.owner}/{name}")
+
+
+def placements(platform: Platform, intent: SecretIntent) -> list[Placement]:
+    """Every (environment, cluster, Vault path) of an intent, in Platform order."""
+    return [
+        Placement(env.name, cluster, vault_path(platform, intent, env.name, cluster))
+        for env in intent_environments(platform, intent)
+        for cluster in env.clusters
+    ]
+
+
+def effective_policy(
+    platform: Platform, policies: dict[str, RotationPolicy], intent: SecretIntent
+) -> tuple[str, RotationPolicySpec] | None:
+    """The rotation policy an intent starts with: inline, named, or the Platform default. ``None`` when the
+    reference does not resolve (the checker reports it). The name is ``inline`` for inline policies."""
+    setting = intent.spec.rotation
+    if isinstance(setting, RotationPolicySpec):
+        return ("inline", setting)
+    name = setting.policy if setting is not None else platform.spec.defaults.rotation_policy
+    if name is None:
+        return None
+    policy = policies.get(name)
+    return (name, policy.spec) if policy is not None else None

@@ -1,0 +1,30 @@
+"""``python -m chamberlain.lab build [COMPONENT...]`` builds missing lab binaries.
+
+Kept separate from the typer CLI so CI can build the cache before the CLI (and its
+optional dependencies) matter.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from chamberlain.lab.builds import BuildError, build_missing
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "build":
+        print("usage: python -m chamberlain.lab build [--force] [COMPONENT ...]", file=sys.stderr)
+        return 2
+    args = argv[1:]
+    force = "--force" in args
+    names = [a for a in args if a != "--force"]
+    try:
+        build_missing(names or None, force=force)
+    except (BuildError, KeyError) as exc:
+        print(f"[lab build] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

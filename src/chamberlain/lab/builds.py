@@ -1,0 +1,508 @@
+"""Build the lab's server binaries from Go modules into a version-keyed cache.
+
+Boundary: this module knows *which* upstream releases the lab uses and *how* to
+turn their Go modules into binaries (plus the few non-Go assets they ship, such as
+the External Secrets Operator CRDs). It never starts a server; :mod:`.servers`
+does that from the paths :func:`binary` returns.
+
+Nothing produced here lives in the repository. Wrapper modules (a generated
+``go.mod`` whose ``tool`` directives name the upstream ``main`` packages), logs and
+binaries all go to ``${CHAMBERLAIN_CACHE_DIR:-~/.cache/chamberlain}/lab/<component>/
+<version>/``; a component whose binaries exist there is not rebuilt.
+
+Why wrapper modules: most of these projects carry ``replace`` directives pointing at
+directories inside their own repository (staging modules, nested api/sdk modules),
+which makes ``go install module/cmd@version`` refuse them. A wrapper module re-states
+those replaces against published versions, so the ordinary ``go`` client and the
+module proxy are all a fresh machine needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+Progress = Callable[[str], None]
+
+#: Go language version written into generated wrapper modules. Every upstream release
+#: pinned below declares a ``go`` line at or below the installed toolchain (1.26).
+WRAPPER_GO_VERSION = "1.24"
+WRAPPER_MODULE_PREFIX = "chamberlain.invalid/lab-wrapper"
+
+
+@dataclass(frozen=True)
+class Replace:
+    """One ``replace OLD => NEW VERSION`` line of a wrapper ``go.mod``."""
+
+    old: str
+    new: str
+    version: str
+    old_version: str = ""
+
+    def line(self) -> str:
+        left = f"{self.old} {self.old_version}".strip()
+        return f"{left} => {self.new} {self.version}"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A ``main`` package built into ``bin/<binary>``."""
+
+    package: str
+    binary: str
+
+
+@dataclass(frozen=True)
+class Component:
+    """One buildable lab component, pinned to an exact upstream release.
+
+    ``kind`` is ``install`` for modules that ``go install pkg@version`` accepts as-is
+    and ``wrapper`` for those that need a generated wrapper module.
+    ``module_version`` is what the Go proxy serves (it differs from ``version`` when
+    only a pseudo-version of a release commit can be fetched).
+    """
+
+    name: str
+    version: str
+    module: str
+    module_version: str
+    tools: tuple[Tool, ...]
+    kind: Literal["install", "wrapper"] = "wrapper"
+    replaces: tuple[Replace, ...] = ()
+    requires: tuple[tuple[str, str], ...] = ()
+    #: replace every ``k8s.io/*`` staging module with its published tag (this version).
+    staging_replaces_version: str = ""
+    ldflags: tuple[str, ...] = ()
+    build_tags: tuple[str, ...] = ()
+    cgo: bool = False
+    minutes_estimate: int = 5
+    #: Directories inside the upstream module copied to ``<cache>/<name>/<version>/``.
+    assets: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def binaries(self) -> tuple[str, ...]:
+        return tuple(t.binary for t in self.tools)
+
+
+def _build_date() -> str:
+    # A fixed date keeps builds reproducible; only the version strings matter to us.
+    return "2000-01-01T00:00:00Z"
+
+
+KUBERNETES_VERSION = "v1.34.4"
+KUBERNETES_STAGING_VERSION = "v0.34.4"
+ETCD_VERSION = "v3.6.16"
+VAULT_VERSION = "v1.21.4"
+ESO_VERSION = "v0.16.2"
+SOPS_VERSION = "v3.13.2"
+AGE_VERSION = "v1.3.2"
+
+
+def _k8s_version_ldflags(version: str) -> tuple[str, ...]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate={_build_date()}",
+        ]
+    return tuple(flags)
+
+
+COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in (
+        Component(
+            name="etcd",
+            version=ETCD_VERSION,
+            module="go.etcd.io/etcd/server/v3",
+            module_version=ETCD_VERSION,
+            tools=(Tool("go.etcd.io/etcd/server/v3", "etcd"),),
+            # The server module replaces its siblings with ../ paths; pin them to the
+            # same release tag instead.
+            requires=tuple(
+                (m, ETCD_VERSION)
+                for m in (
+                    "go.etcd.io/etcd/api/v3",
+                    "go.etcd.io/etcd/client/pkg/v3",
+                    "go.etcd.io/etcd/client/v3",
+                    "go.etcd.io/etcd/pkg/v3",
+                )
+            ),
+            minutes_estimate=3,
+        ),
+        Component(
+            name="kube-apiserver",
+            version=KUBERNETES_VERSION,
+            module="k8s.io/kubernetes",
+            module_version=KUBERNETES_VERSION,
+            tools=(
+                Tool("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
+                Tool("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
+            ),
+            staging_replaces_version=KUBERNETES_STAGING_VERSION,
+            ldflags=_k8s_version_ldflags(KUBERNETES_VERSION),
+            minutes_estimate=15,
+        ),
+        Component(
+            name="vault",
+            version=VAULT_VERSION,
+            module="github.com/hashicorp/vault",
+            module_version=VAULT_VERSION,
+            tools=(Tool("github.com/hashicorp/vault", "vault"),),
+            # The release's go.mod replaces api/ and sdk/ with its own subdirectories;
+            # outside the repository the released tags it requires are used instead.
+            replaces=(
+                Replace("github.com/pires/go-proxyproto", "github.com/peteski22/go-proxyproto", "v1.0.0",
+                        old_version="v1.0.0"),
+                Replace("github.com/99designs/keyring", "github.com/Jeffail/keyring", "v1.2.3"),
+                Replace("github.com/ma314smith/signedxml", "github.com/moov-io/signedxml", "v1.1.1",
+                        old_version="v1.1.1"),
+            ),
+            minutes_estimate=25,
+        ),
+        Component(
+            name="external-secrets",
+            version=ESO_VERSION,
+            module="github.com/external-secrets/external-secrets",
+            module_version=ESO_VERSION,
+            tools=(Tool("github.com/external-secrets/external-secrets", "external-secrets"),),
+            replaces=(Replace("github.com/Masterminds/sprig/v3", "github.com/external-secrets/sprig/v3",
+                              "v3.3.0"),),
+            assets=(("config/crds/bases", "crds"),),
+            minutes_estimate=20,
+        ),
+        Component(
+            name="sops",
+            version=SOPS_VERSION,
+            module="github.com/getsops/sops/v3",
+            module_version=SOPS_VERSION,
+            tools=(Tool("github.com/getsops/sops/v3/cmd/sops", "sops"),),
+            kind="install",
+            minutes_estimate=2,
+        ),
+        Component(
+            name="age",
+            version=AGE_VERSION,
+            module="filippo.io/age",
+            module_version=AGE_VERSION,
+            tools=(
+                Tool("filippo.io/age/cmd/age", "age"),
+                Tool("filippo.io/age/cmd/age-keygen", "age-keygen"),
+            ),
+            kind="install",
+            minutes_estimate=1,
+        ),
+    )
+}
+
+#: Build order: cheapest first so a partly built cache is useful early.
+BUILD_ORDER: tuple[str, ...] = ("age", "sops", "etcd", "kube-apiserver", "external-secrets", "vault")
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def cache_root() -> Path:
+    base = os.environ.get("CHAMBERLAIN_CACHE_DIR") or str(Path.home() / ".cache" / "chamberlain")
+    return Path(base) / "lab"
+
+
+def component_dir(component: Component) -> Path:
+    return cache_root() / component.name / component.version
+
+
+def binary(name: str, component: str | None = None) -> Path:
+    """Path of the cached binary ``name`` (``component`` defaults to the one providing it)."""
+    comp = COMPONENTS[component] if component else _provider(name)
+    return component_dir(comp) / "bin" / name
+
+
+def asset_dir(component: str, asset: str) -> Path:
+    return component_dir(COMPONENTS[component]) / asset
+
+
+def _provider(binary_name: str) -> Component:
+    for comp in COMPONENTS.values():
+        if binary_name in comp.binaries:
+            return comp
+    raise KeyError(f"no lab component provides the binary {binary_name!r}")
+
+
+def is_built(component: Component) -> bool:
+    if not all((component_dir(component) / "bin" / b).is_file() for b in component.binaries):
+        return False
+    return all((component_dir(component) / dest).is_dir() for _, dest in component.assets)
+
+
+# ------------------------------------------------------------------ pure generation
+
+
+_REPLACE_BLOCK = re.compile(r"^replace\s*\((.*?)^\)", re.M | re.S)
+_REPLACE_LINE = re.compile(r"^replace\s+(\S+)(?:\s+\S+)?\s+=>\s+(\S+)(?:\s+(\S+))?\s*$", re.M)
+
+
+def local_replaces(go_mod: str) -> list[str]:
+    """Module paths an upstream ``go.mod`` replaces with a directory (``=> ./x``)."""
+    olds: list[str] = []
+    entries: list[tuple[str, str]] = []
+    for block in _REPLACE_BLOCK.findall(go_mod):
+        for raw in block.splitlines():
+            line = raw.split("//", 1)[0].strip()
+            if "=>" not in line:
+                continue
+            left, right = (part.strip() for part in line.split("=>", 1))
+            entries.append((left.split()[0], right.split()[0]))
+    for m in _REPLACE_LINE.finditer(go_mod):
+        entries.append((m.group(1), m.group(2)))
+    for old, new in entries:
+        if new.startswith(("./", "../")) and old not in olds:
+            olds.append(old)
+    return olds
+
+
+def staging_replaces(kubernetes_go_mod: str, staging_version: str) -> tuple[Replace, ...]:
+    """The kubernetes release's ``k8s.io/* => ./staging/...`` replaces, re-pointed at tags."""
+    return tuple(
+        Replace(old, old, staging_version)
+        for old in local_replaces(kubernetes_go_mod)
+        if old.startswith("k8s.io/")
+    )
+
+
+def wrapper_go_mod(component: Component, extra_replaces: Sequence[Replace] = ()) -> str:
+    """Content of the generated wrapper ``go.mod`` for ``component``."""
+    lines = [
+        "// Generated by chamberlain.lab.builds - a wrapper that builds upstream main packages",
+        "// as tools; not part of any repository.",
+        f"module {WRAPPER_MODULE_PREFIX}/{component.name}",
+        "",
+        f"go {WRAPPER_GO_VERSION}",
+        "",
+        "require (",
+        f"\t{component.module} {component.module_version}",
+    ]
+    lines += [f"\t{path} {version}" for path, version in component.requires]
+    lines += [")", ""]
+    replaces = [*component.replaces, *extra_replaces]
+    if replaces:
+        lines.append("replace (")
+        lines += [f"\t{r.line()}" for r in replaces]
+        lines += [")", ""]
+    lines.append("tool (")
+    lines += [f"\t{t.package}" for t in component.tools]
+    lines += [")", ""]
+    return "\n".join(lines)
+
+
+def go_ldflags(component: Component) -> str:
+    return " ".join(["-s", "-w", *component.ldflags])
+
+
+# ----------------------------------------------------------------------- execution
+
+
+class BuildError(RuntimeError):
+    """A component could not be built; the message names the log file."""
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _go_env(gobin: Path | None = None, cgo: bool = False) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOMAXPROCS", "2")
+    env["CGO_ENABLED"] = "1" if cgo else "0"
+    env["GOFLAGS"] = "-mod=mod"
+    # The wrapper go.mod names a toolchain-compatible "go" line; never auto-download a
+    # different toolchain behind the user's back.
+    env.setdefault("GOTOOLCHAIN", "local")
+    if gobin is not None:
+        env["GOBIN"] = str(gobin)
+    return env
+
+
+def _run_logged(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    label: str,
+    progress: Progress,
+    heartbeat_s: float = 30.0,
+) -> None:
+    """Run ``argv`` with output appended to ``log``; print a heartbeat while it runs."""
+    started = time.monotonic()
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n$ {' '.join(argv)}\n")
+        fh.flush()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(heartbeat_s):
+                mins = (time.monotonic() - started) / 60
+                progress(f"[lab build] {label}: still running ({mins:.1f} min elapsed, log {log})")
+
+        t = threading.Thread(target=beat, daemon=True)
+        t.start()
+        try:
+            rc = proc.wait()
+        finally:
+            done.set()
+            t.join()
+    if rc != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+        for line in tail:
+            progress(f"[lab build]   | {line}")
+        raise BuildError(f"{label} failed with exit code {rc}; full log: {log}")
+
+
+def _go_mod_download(module: str, version: str, env: dict[str, str], cwd: Path) -> dict[str, str]:
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    info: dict[str, str] = json.loads(out.stdout) if out.stdout.strip() else {}
+    if out.returncode != 0 or "Error" in info:
+        raise BuildError(f"go mod download {module}@{version} failed: {info.get('Error') or out.stderr.strip()}")
+    return info
+
+
+def ensure_go() -> None:
+    if shutil.which("go") is None:
+        raise BuildError("the Go toolchain ('go') is not on PATH; install Go >= 1.24 first")
+
+
+def build(component: str | Component, *, progress: Progress = _print, force: bool = False) -> Path:
+    """Build one component into its cache directory; return that directory."""
+    comp = COMPONENTS[component] if isinstance(component, str) else component
+    out = component_dir(comp)
+    if is_built(comp) and not force:
+        progress(f"[lab build] {comp.name} {comp.version}: cached in {out}")
+        return out
+    ensure_go()
+    bindir = out / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    log = out / "build.log"
+    log.write_text(f"# build of {comp.name} {comp.version} started {datetime.now(UTC).isoformat()}\n")
+    started = time.monotonic()
+    label = f"{comp.name} {comp.version}"
+    ldflags = go_ldflags(comp)
+    if comp.kind == "install":
+        env = _go_env(gobin=bindir, cgo=comp.cgo)
+        for tool in comp.tools:
+            progress(f"[lab build] {label}: go install {tool.package}@{comp.module_version} "
+                     f"(this takes ~{comp.minutes_estimate} min)")
+            _run_logged(
+                ["go", "install", "-trimpath", f"-ldflags={ldflags}", f"{tool.package}@{comp.module_version}"],
+                cwd=out, env=env, log=log, label=label, progress=progress,
+            )
+    else:
+        src = out / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        env = _go_env(cgo=comp.cgo)
+        extra: tuple[Replace, ...] = ()
+        if comp.staging_replaces_version or comp.assets:
+            progress(f"[lab build] {label}: go mod download {comp.module}@{comp.module_version}")
+            info = _go_mod_download(comp.module, comp.module_version, env, src)
+            if comp.staging_replaces_version:
+                upstream_mod = Path(info["GoMod"]).read_text(encoding="utf-8")
+                extra = staging_replaces(upstream_mod, comp.staging_replaces_version)
+                progress(f"[lab build] {label}: {len(extra)} staging modules pinned to "
+                         f"{comp.staging_replaces_version}")
+            for rel, dest in comp.assets:
+                target = out / dest
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(Path(info["Dir"]) / rel, target)
+                # The module cache is read-only; the copies need not be.
+                for p in [target, *target.rglob("*")]:
+                    p.chmod(0o755 if p.is_dir() else 0o644)
+        (src / "go.mod").write_text(wrapper_go_mod(comp, extra), encoding="utf-8")
+        (src / "go.sum").unlink(missing_ok=True)
+        progress(f"[lab build] {label}: resolving dependencies (go mod tidy)")
+        _run_logged(["go", "mod", "tidy"], cwd=src, env=env, log=log, label=label, progress=progress)
+        for tool in comp.tools:
+            progress(f"[lab build] {label}: go build {tool.package} "
+                     f"(this takes ~{comp.minutes_estimate} min on 2 cores)")
+            argv = ["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(bindir / tool.binary)]
+            if comp.build_tags:
+                argv.append("-tags=" + ",".join(comp.build_tags))
+            argv.append(tool.package)
+            _run_logged(argv, cwd=src, env=env, log=log, label=label, progress=progress)
+    minutes = (time.monotonic() - started) / 60
+    sizes = ", ".join(
+        f"{b} {(bindir / b).stat().st_size / 2**20:.0f} MiB" for b in comp.binaries if (bindir / b).exists()
+    )
+    progress(f"[lab build] {label}: done in {minutes:.1f} min ({sizes})")
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"# done in {minutes:.1f} min ({sizes})\n")
+    return out
+
+
+def build_missing(
+    names: Sequence[str] | None = None, *, progress: Progress = _print, force: bool = False
+) -> list[Path]:
+    """Build every (or each named) component that is not cached yet, cheapest first."""
+    wanted = list(names) if names else list(BUILD_ORDER)
+    unknown = [n for n in wanted if n not in COMPONENTS and n != "postgres"]
+    if unknown:
+        raise KeyError(f"unknown lab component(s): {', '.join(unknown)}")
+    if "postgres" in wanted or not names:
+        ensure_postgres(progress=progress)
+    ordered = [n for n in BUILD_ORDER if n in wanted]
+    missing = [n for n in ordered if force or not is_built(COMPONENTS[n])]
+    if missing:
+        total = sum(COMPONENTS[n].minutes_estimate for n in missing)
+        progress(f"[lab build] to build: {', '.join(missing)} (roughly {total} min on 2 cores)")
+    return [build(n, progress=progress, force=force) for n in ordered]
+
+
+# ----------------------------------------------------------------------- postgres
+
+
+def postgres_bindir() -> Path | None:
+    """Newest Debian PostgreSQL server bin directory, if installed."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return found[-1].parent if found else None
+
+
+def ensure_postgres(*, progress: Progress = _print) -> Path:
+    """PostgreSQL is not built: it comes from Debian's package, installed if missing."""
+    found = postgres_bindir()
+    if found is not None:
+        progress(f"[lab build] postgres: using {found}")
+        return found
+    if shutil.which("apt-get") is None:
+        raise BuildError("PostgreSQL is not installed and apt-get is unavailable; install postgresql")
+    progress("[lab build] postgres: apt-get install -y postgresql")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], check=True, env=env)
+    found = postgres_bindir()
+    if found is None:
+        raise BuildError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin/postgres exists")
+    return found
