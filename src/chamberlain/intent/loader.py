@@ -97,25 +97,24 @@ class Document:
         return isinstance(self.data, dict) and isinstance(self.data.get("sops"), dict)
 
     def line_of(self, loc: tuple[int | str, ...]) -> int:
-        """Line (1-based) of the deepest node along ``loc`` that exists."""
+        """Line (1-based) of the deepest key or item along ``loc`` that exists (the key's line, not its value's:
+        a block mapping value starts on the line after its key)."""
         node: yaml.Node = self.node
+        line = int(node.start_mark.line) + 1
         for part in loc:
             child: yaml.Node | None = None
             if isinstance(node, yaml.MappingNode):
                 for key, value in node.value:
                     if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                        child = value
+                        child, line = value, int(key.start_mark.line) + 1
                         break
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
                 child = node.value[part]
+                line = int(child.start_mark.line) + 1
             if child is None:
                 break
             node = child
-        return int(node.start_mark.line) + 1
-
-    def key_line(self, loc: tuple[int | str, ...]) -> int:
-        """Like :meth:`line_of`; kept for readability at call sites that point at a key."""
-        return self.line_of(loc)
+        return line
 
 
 @dataclass
@@ -362,16 +361,16 @@ _UNION_TAGS = {
 
 def _rule_for(loc: tuple[int | str, ...], err_type: str, msg: str) -> str:
     last = str(loc[-1]) if loc else ""
-    if loc[:2] == ("spec", "owner") or loc[:2] == ("spec", "purpose"):
+    if loc[:2] in (("spec", "owner"), ("spec", "purpose")) and err_type in ("missing", "string_too_short"):
         return "CH004"
     if last in _DURATION_FIELDS or "invalid duration" in msg:
         return "CH005"
     if "restart" in loc and last == "kind":
         return "CH012"
-    if err_type == "string_pattern_mismatch" and last in {
+    if (err_type == "string_pattern_mismatch" and last in {
         "name", "namespace", "owner", "secretName", "clusters", "environments", "policy", "adminIntent",
         "rotationPolicy",
-    } or (err_type == "string_pattern_mismatch" and isinstance(loc[-1], int)):
+    }) or (err_type == "string_pattern_mismatch" and isinstance(loc[-1], int)):
         return "CH006"
     return "CH003"
 

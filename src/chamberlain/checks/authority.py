@@ -1,0 +1,114 @@
+"""Single-authority rules: distinct mounts (CH050), config kept off the data mount (CH051), one owner per
+materialized Kubernetes Secret (CH060) and per Vault path (CH061).
+
+The duplicate checks index by key in one pass (no pairwise comparison): 50k intents stay linear.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from chamberlain.checks.registry import check
+from chamberlain.findings import Finding
+from chamberlain.intent.loader import Loaded, Repository
+from chamberlain.intent.model import SecretIntent
+from chamberlain.intent.paths import intent_environments, placements
+
+# Key names that say "this is a credential"; a config intent publishing them is mislabelled.
+_SENSITIVE_KEY = re.compile(r"(pass(word|wd)?|secret|token|private|credential|api[-_]?key|\bkey$|dsn)", re.I)
+
+
+def _label(item: Loaded[SecretIntent]) -> str:
+    return f"SecretIntent/{item.obj.metadata.name}"
+
+
+@check("shared-mounts")
+def shared_mounts(repo: Repository) -> Iterator[Finding]:
+    if len(repo.platforms) != 1:
+        return
+    item = repo.platforms[0]
+    mounts = item.obj.spec.authority.mounts
+    named = {"runtime": mounts.runtime, "internalData": mounts.internal_data,
+             "internalConfig": mounts.internal_config}
+    seen: dict[str, str] = {}
+    for field, mount in named.items():
+        if mount in seen:
+            yield Finding(
+                item.file, item.line_of("spec", "authority", "mounts", field), "CH050",
+                f"mounts {seen[mount]} and {field} are both {mount!r}; config, derived and runtime data "
+                "must live on separate mounts",
+                object=f"Platform/{item.obj.metadata.name}",
+            )
+        else:
+            seen[mount] = field
+
+
+@check("config-on-data-mount")
+def config_on_data_mount(repo: Repository) -> Iterator[Finding]:
+    for item in repo.intents:
+        spec = item.obj.spec
+        if spec.classification != "config":
+            continue
+        if spec.target is not None:
+            yield Finding(
+                item.file, item.line_of("spec", "target"), "CH051",
+                f"{_label(item)}: a config intent authenticates to a target, so it is a credential; "
+                "classify it derived (internalData mount)",
+                object=_label(item),
+            )
+        publication = spec.source.publication
+        for i, key in enumerate(publication.keys or [] if publication else []):
+            if _SENSITIVE_KEY.search(key):
+                yield Finding(
+                    item.file, item.line_of("spec", "source", "publication", "keys", i), "CH051",
+                    f"{_label(item)}: config publishes key {key!r}, which names a credential; config lands on "
+                    "the non-secret internalConfig mount — classify it derived",
+                    object=_label(item),
+                )
+
+
+@check("single-authority")
+def single_authority(repo: Repository) -> Iterator[Finding]:
+    platform = repo.platform
+    if platform is None:
+        return
+    owners: dict[tuple[str, str, str], Loaded[SecretIntent]] = {}
+    paths: dict[str, Loaded[SecretIntent]] = {}
+    for item in repo.intents:
+        intent = item.obj
+        clusters = sorted({c for e in intent_environments(platform, intent) for c in e.clusters})
+        # The Secrets this intent writes in each cluster: its consumers, and the producer's Secret that
+        # PushSecret reads (an ExternalSecret writing the same name would fight the operator).
+        writes: list[tuple[str, str, tuple[int | str, ...]]] = [
+            (c.namespace, c.secret_name, ("spec", "consumers", i))
+            for i, c in enumerate(intent.spec.consumers)
+        ]
+        if intent.spec.source.publication is not None:
+            pub = intent.spec.source.publication
+            writes.append((pub.namespace, pub.secret_name, ("spec", "source", "publication")))
+        for cluster in clusters:
+            for namespace, secret, loc in writes:
+                key = (cluster, namespace, secret)
+                if key in owners:
+                    first = owners[key]
+                    yield Finding(
+                        item.file, item.doc.line_of(loc), "CH060",
+                        f"{_label(item)}: Secret {namespace}/{secret} in cluster {cluster} is already "
+                        f"written by {_label(first)} ({first.file}:{first.line}); two authorities for one "
+                        "Kubernetes Secret",
+                        object=_label(item),
+                    )
+                else:
+                    owners[key] = item
+        for placement in {p.vault.full for p in placements(platform, intent)}:
+            if placement in paths and paths[placement] is not item:
+                first = paths[placement]
+                yield Finding(
+                    item.file, item.line, "CH061",
+                    f"{_label(item)}: Vault path {placement} is already owned by {_label(first)} "
+                    f"({first.file}:{first.line})",
+                    object=_label(item),
+                )
+            else:
+                paths[placement] = item

@@ -1,0 +1,47 @@
+"""Repository-shape rules: exactly one Platform (CH007) and unique object names per kind (CH008)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from chamberlain.checks.registry import check
+from chamberlain.findings import Finding
+from chamberlain.intent.loader import Loaded, Repository
+
+
+@check("platform-count")
+def platform_count(repo: Repository) -> Iterator[Finding]:
+    if not repo.platforms:
+        # Point at the first intent file when there is one: that is where the author is looking.
+        anchor = repo.intents[0].file if repo.intents else "."
+        yield Finding(anchor, None, "CH007", "no Platform found; an intent repository declares exactly one")
+        return
+    first = repo.platforms[0]
+    for extra in repo.platforms[1:]:
+        yield Finding(
+            extra.file, extra.line, "CH007",
+            f"second Platform {extra.obj.metadata.name!r}; the first is in {first.file}:{first.line}",
+            object=f"Platform/{extra.obj.metadata.name}",
+        )
+
+
+def _duplicates(kind: str, objects: Sequence[Loaded[Any]]) -> Iterable[Finding]:
+    seen: dict[str, Loaded[Any]] = {}
+    for item in objects:
+        name = item.obj.metadata.name
+        if name in seen:
+            first = seen[name]
+            yield Finding(
+                item.file, item.line, "CH008",
+                f"{kind} {name!r} is declared twice; first in {first.file}:{first.line}",
+                object=f"{kind}/{name}",
+            )
+        else:
+            seen[name] = item
+
+
+@check("duplicate-objects")
+def duplicate_objects(repo: Repository) -> Iterator[Finding]:
+    yield from _duplicates("RotationPolicy", repo.policies)
+    yield from _duplicates("SecretIntent", repo.intents)

@@ -1,0 +1,185 @@
+"""Entry point of the ``chamberlain`` command: the typer app and the error boundary.
+
+The error boundary turns every :class:`~chamberlain.errors.ChamberlainError` into a one-line message and its exit
+code, and any other exception into a short internal-error line without a traceback (set CHAMBERLAIN_DEBUG=1 to see
+it). Exception text is not printed for unexpected errors because it could carry data we never vetted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chamberlain import __version__
+from chamberlain.cli.output import (
+    DataFormat,
+    FindingsFormat,
+    InventoryFormat,
+    RepoPath,
+    emit_data,
+    emit_json,
+    stderr,
+    stdout,
+)
+from chamberlain.errors import ChamberlainError, UsageError
+
+app = typer.Typer(
+    name="chamberlain",
+    help="GitOps-native, Vault-first secret life cycle for Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"chamberlain {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """GitOps-native, Vault-first secret life cycle for Kubernetes."""
+
+
+def _repo_dir(path: str) -> Path:
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"{path}: no such directory")
+    if not root.is_dir():
+        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
+    return root
+
+
+@app.command()
+def validate(
+    path: RepoPath,
+    output: Annotated[FindingsFormat, typer.Option("-o", "--output", help="Output format.")] = FindingsFormat.text,
+) -> None:
+    """Check an intent repository against the schema and every invariant. Exit 1 when anything is found.
+
+    Example: chamberlain validate examples/acme -o sarif > chamberlain.sarif
+    """
+    from chamberlain.reporting import findings_to_dicts, summary, to_sarif, to_text_lines
+    from chamberlain.service import validate_repository
+
+    result = validate_repository(_repo_dir(path))
+    if output is FindingsFormat.json:
+        emit_json({**summary(result.findings), "results": findings_to_dicts(result.findings)})
+    elif output is FindingsFormat.sarif:
+        emit_json(to_sarif(result.findings))
+    else:
+        for line in to_text_lines(result.findings):
+            stdout.print(line, markup=False, highlight=False)
+        n = len(result.findings)
+        if n:
+            stderr.print(f"[red]{n} finding{'s' if n != 1 else ''}[/red] in {path}")
+        else:
+            stderr.print(
+                f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
+                f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
+            )
+    raise typer.Exit(1 if result.findings else 0)
+
+
+@app.command()
+def render(
+    path: RepoPath,
+    out: Annotated[
+        Path, typer.Option("-o", "--output", help="Directory to write the GitOps output to.", show_default=False)
+    ],
+) -> None:
+    """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a clean validation.
+
+    Byte-identical across runs. Nothing is written when validation finds anything.
+
+    Example: chamberlain render examples/acme -o out/
+    """
+    from chamberlain.reporting import to_text_lines
+    from chamberlain.service import render_to
+
+    outcome = render_to(_repo_dir(path), out)
+    if outcome.findings:
+        for line in to_text_lines(outcome.findings):
+            stdout.print(line, markup=False, highlight=False)
+        stderr.print(f"[red]{len(outcome.findings)} findings[/red]; nothing rendered")
+        raise typer.Exit(1)
+    stderr.print(f"[green]rendered[/green] {outcome.files} files to {out}")
+
+
+@app.command()
+def inventory(
+    path: RepoPath,
+    output: Annotated[InventoryFormat, typer.Option("-o", "--output", help="Output format.")] = InventoryFormat.text,
+) -> None:
+    """List every secret: owner, purpose, class, environments, Vault paths, consumers, workloads, rotation.
+
+    Example: chamberlain inventory examples/acme -o html > inventory.html
+    """
+    from chamberlain.inventory import build_inventory, to_dict, to_html, to_markdown, to_text
+    from chamberlain.service import load_valid
+
+    repo = load_valid(_repo_dir(path))
+    inv = build_inventory(repo)
+    if output is InventoryFormat.json:
+        emit_json(to_dict(inv))
+    elif output is InventoryFormat.markdown:
+        sys.stdout.write(to_markdown(inv))
+    elif output is InventoryFormat.html:
+        sys.stdout.write(to_html(inv))
+    else:
+        stdout.print(to_text(inv))
+
+
+@app.command()
+def schema(
+    output: Annotated[DataFormat, typer.Option("-o", "--output", help="json or yaml.")] = DataFormat.json,
+) -> None:
+    """Print the JSON Schema of the intent kinds, for editors (yaml-language-server).
+
+    Example: chamberlain schema > .chamberlain.schema.json
+    """
+    from chamberlain.schema import intent_json_schema
+
+    data = intent_json_schema()
+    if not emit_data(data, output):
+        emit_json(data)
+
+
+def _register_subapps() -> None:
+    try:
+        from chamberlain.cli.lab import lab_app
+    except ImportError:  # pragma: no cover - the lab extra is optional
+        return
+    app.add_typer(lab_app, name="lab", help="The local lab of real servers: build, up, down, status.")
+
+
+_register_subapps()
+
+
+def main() -> None:
+    """Console entry point with the error boundary. Usage errors are click's (exit 2)."""
+    try:
+        app()
+    except ChamberlainError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("CHAMBERLAIN_DEBUG"):
+            raise
+        stderr.print(f"[red]internal error[/red] ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1 to see it")
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,60 @@
+"""Options shared by commands, and printing of data in the formats users ask for (-o text|json|yaml|...)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+# Data goes to stdout, diagnostics to stderr, so `-o json | jq` always works.
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+class DataFormat(StrEnum):
+    text = "text"
+    json = "json"
+    yaml = "yaml"
+
+
+class FindingsFormat(StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+class InventoryFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+
+
+RepoPath = Annotated[
+    str,
+    typer.Argument(help="The intent repository (a directory of YAML files).", show_default=False, metavar="PATH"),
+]
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def emit_yaml(data: Any) -> None:
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=True, allow_unicode=True))
+
+
+def emit_data(data: Any, fmt: DataFormat) -> bool:
+    """Print ``data`` as json or yaml; return False when the caller should print text itself."""
+    if fmt is DataFormat.json:
+        emit_json(data)
+        return True
+    if fmt is DataFormat.yaml:
+        emit_yaml(data)
+        return True
+    return False
