@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for chamberlain: a virtualenv with the package and its dev tools, and (with --lab) the
+# lab's real servers built into the cache outside the repository. Idempotent: re-running only does what's missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${CHAMBERLAIN_VENV:-.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+echo "[setup] installing chamberlain with runtime and dev extras"
+"$VENV/bin/pip" install --quiet --upgrade pip
+"$VENV/bin/pip" install --quiet -e '.[runtime,dev]'
+
+if [ "${1:-}" = "--lab" ]; then
+  echo "[setup] building lab servers that are missing from the cache (first time: long, shows progress)"
+  "$VENV/bin/python" -m chamberlain.lab build
+fi
+echo "[setup] done: $VENV/bin/chamberlain"
