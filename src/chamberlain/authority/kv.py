@@ -1,0 +1,67 @@
+"""The KV v2 protocol chamberlain needs from its runtime authority, and its value types.
+
+Deliberately small: read a version, write with check-and-set, read and patch metadata, list. Every method takes
+the mount explicitly (as hvac does with ``mount_point=``), so one client serves every mount.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """One version of a secret. ``data`` is secret: never log, format or compare it outside the workflow."""
+
+    version: int
+    data: Mapping[str, str] = field(repr=False)
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class SecretMetadata:
+    current_version: int
+    oldest_version: int
+    versions: Mapping[int, bool]  # version -> destroyed-or-deleted
+    custom: Mapping[str, str]
+    cas_required: bool = False
+
+
+# Vault's documented limits on custom_metadata.
+CUSTOM_METADATA_MAX_KEYS = 64
+CUSTOM_METADATA_MAX_KEY_BYTES = 128
+CUSTOM_METADATA_MAX_VALUE_BYTES = 512
+
+
+class KV(Protocol):
+    def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion | None:
+        """The given (default: current) version, or None when the secret does not exist."""
+        ...
+
+    def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        """Write a new version if the current version is ``cas`` (0: only if absent). Return the new version;
+        raise :class:`~chamberlain.authority.errors.CasConflict` otherwise."""
+        ...
+
+    def read_metadata(self, mount: str, path: str) -> SecretMetadata | None: ...
+
+    def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
+        """Merge ``custom`` into the secret's custom_metadata (other keys are kept)."""
+        ...
+
+    def list(self, mount: str, prefix: str) -> list[str]:
+        """Keys directly under ``prefix`` (sub-folders end with ``/``); empty when there is nothing."""
+        ...
+
+
+def check_custom_metadata(custom: Mapping[str, str]) -> None:
+    """Raise ValueError when ``custom`` would break Vault's custom_metadata limits (checked before any write)."""
+    if len(custom) > CUSTOM_METADATA_MAX_KEYS:
+        raise ValueError(f"custom_metadata has {len(custom)} keys; Vault allows {CUSTOM_METADATA_MAX_KEYS}")
+    for key, value in custom.items():
+        if len(key.encode()) > CUSTOM_METADATA_MAX_KEY_BYTES:
+            raise ValueError(f"custom_metadata key {key[:40]!r}… is over {CUSTOM_METADATA_MAX_KEY_BYTES} bytes")
+        if len(value.encode()) > CUSTOM_METADATA_MAX_VALUE_BYTES:
+            raise ValueError(f"custom_metadata value of {key!r} is over {CUSTOM_METADATA_MAX_VALUE_BYTES} bytes")
