@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,7 +40,7 @@ def test_chain_verifies(kv: FakeKV) -> None:
     assert report.ok and report.entries == 5 and not report.warnings
     entries = ledger.entries()
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
-    assert all(b.prev == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(entries))
     assert ledger.for_secret("s3")[0].details == {"i": "3"}
 
 
@@ -51,7 +52,7 @@ def test_edit_is_detected(kv: FakeKV) -> None:
 
 
 def test_deleted_middle_entry_is_detected(kv: FakeKV) -> None:
-    ledger = fill(kv)
+    fill(kv)
     kv.remove(MOUNT, f"{LEDGER_PREFIX}/{2:012d}")
     problems = Ledger(kv, MOUNT).verify().problems
     assert any("missing or out of order" in p for p in problems)

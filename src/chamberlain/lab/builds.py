@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from chamberlain.errors import ChamberlainError
+
 Progress = Callable[[str], None]
 
 #: Go language version written into generated wrapper modules. Every upstream release
@@ -315,7 +317,7 @@ def go_ldflags(component: Component) -> str:
 # ----------------------------------------------------------------------- execution
 
 
-class BuildError(RuntimeError):
+class BuildError(ChamberlainError):
     """A component could not be built; the message names the log file."""
 
 
