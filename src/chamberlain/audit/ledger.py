@@ -11,6 +11,7 @@ breaks the chain, and a deleted tail disagrees with the head.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -168,10 +169,9 @@ class Ledger:
         head = self._kv.read(self._mount, HEAD_PATH) if current else None
         if head is not None and int(head.data["seq"]) >= entry.seq:
             return
-        try:
+        # On conflict a later append moved the head; verification walks past a lagging head anyway.
+        with contextlib.suppress(CasConflict):
             self._kv.write(self._mount, HEAD_PATH, {"seq": str(entry.seq), "hash": entry.hash}, cas=current)
-        except CasConflict:
-            pass  # a later append moved the head; verification walks past a lagging head anyway
 
     # ------------------------------------------------------------------ verifying
 

@@ -254,7 +254,7 @@ def is_built(component: Component) -> bool:
 
 
 _REPLACE_BLOCK = re.compile(r"^replace\s*\((.*?)^\)", re.M | re.S)
-_REPLACE_LINE = re.compile(r"^replace\s+(\S+)(?:\s+\S+)?\s+=>\s+(\S+)(?:\s+(\S+))?\s*$", re.M)
+_REPLACE_LINE = re.compile(r"^replace[ \t]+([^\s(]\S*)(?:[ \t]+\S+)?[ \t]+=>[ \t]+(\S+)", re.M)
 
 
 def local_replaces(go_mod: str) -> list[str]:
