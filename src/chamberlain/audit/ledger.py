@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chamberlain.authority.errors import CasConflict
 from chamberlain.authority.kv import KV
+from chamberlain.intent.paths import LEDGER_HEAD as HEAD_PATH
+from chamberlain.intent.paths import LEDGER_PREFIX
 
-LEDGER_PREFIX = "_chamberlain/ledger"
-HEAD_PATH = "_chamberlain/ledger-head"
 GENESIS = "0" * 64
 MAX_DETAIL_CHARS = 256
 

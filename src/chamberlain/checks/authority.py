@@ -73,41 +73,42 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     if platform is None:
         return
-    owners: dict[tuple[str, str, str], Loaded[SecretIntent]] = {}
+    # (cluster, namespace, Secret) -> (intent, environment) that writes it. One intent in two environments that
+    # share a cluster (dev and preview on dev1) is two writers too: each environment has its own Vault path.
+    owners: dict[tuple[str, str, str], tuple[Loaded[SecretIntent], str]] = {}
     paths: dict[str, Loaded[SecretIntent]] = {}
     for item in repo.intents:
         intent = item.obj
-        clusters = sorted({c for e in intent_environments(platform, intent) for c in e.clusters})
         # The Secrets this intent writes in each cluster: its consumers, and the producer's Secret that
         # PushSecret reads (an ExternalSecret writing the same name would fight the operator).
         writes: list[tuple[str, str, tuple[int | str, ...]]] = [
-            (c.namespace, c.secret_name, ("spec", "consumers", i))
-            for i, c in enumerate(intent.spec.consumers)
+            (c.namespace, c.secret_name, ("spec", "consumers", i)) for i, c in enumerate(intent.spec.consumers)
         ]
-        if intent.spec.source.publication is not None:
-            pub = intent.spec.source.publication
-            writes.append((pub.namespace, pub.secret_name, ("spec", "source", "publication")))
-        for cluster in clusters:
-            for namespace, secret, loc in writes:
-                key = (cluster, namespace, secret)
-                if key in owners:
+        publication = intent.spec.source.publication
+        if publication is not None:
+            writes.append((publication.namespace, publication.secret_name, ("spec", "source", "publication")))
+        for env in intent_environments(platform, intent):
+            for cluster in env.clusters:
+                for namespace, secret, loc in writes:
+                    key = (cluster, namespace, secret)
+                    if key not in owners:
+                        owners[key] = (item, env.name)
+                        continue
                     first = owners[key]
                     yield Finding(
                         item.file, item.doc.line_of(loc), "CH060",
-                        f"{_label(item)}: Secret {namespace}/{secret} in cluster {cluster} is already "
-                        f"written by {_label(first)} ({first.file}:{first.line}); two authorities for one "
-                        "Kubernetes Secret",
+                        f"{_label(item)}: Secret {namespace}/{secret} in cluster {cluster} ({env.name}) is already "
+                        f"written by {_label(first[0])} ({first[0].file}:{first[0].line}, {first[1]}); two "
+                        "authorities for one Kubernetes Secret",
                         object=_label(item),
                     )
-                else:
-                    owners[key] = item
-        for placement in {p.vault.full for p in placements(platform, intent)}:
+        for placement in sorted({p.vault.full for p in placements(platform, intent)}):
             if placement in paths and paths[placement] is not item:
-                first = paths[placement]
+                owner = paths[placement]
                 yield Finding(
                     item.file, item.line, "CH061",
-                    f"{_label(item)}: Vault path {placement} is already owned by {_label(first)} "
-                    f"({first.file}:{first.line})",
+                    f"{_label(item)}: Vault path {placement} is already owned by {_label(owner)} "
+                    f"({owner.file}:{owner.line})",
                     object=_label(item),
                 )
             else:

@@ -40,12 +40,16 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Inverse of :func:`parse_duration`, the shortest canonical spelling (``0s`` for zero)."""
+    """Inverse of :func:`parse_duration`: whole weeks as ``w``, otherwise days down to seconds (``90d``, not
+    ``12w6d``, because that is how people write lifetimes); ``0s`` for zero."""
     seconds = int(value.total_seconds())
     if seconds == 0:
         return "0s"
+    if seconds % _UNIT_SECONDS["w"] == 0:
+        return f"{seconds // _UNIT_SECONDS['w']}w"
     parts = []
-    for unit, size in _UNIT_SECONDS.items():
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
         if seconds >= size:
             count, seconds = divmod(seconds, size)
             parts.append(f"{count}{unit}")

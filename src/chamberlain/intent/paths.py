@@ -5,6 +5,9 @@
 - config:   ``<internalConfig>/<environment>/<cluster>/<producer-namespace>/<name>``
 
 Every segment is a DNS-1123 label (enforced by the model), so no path can escape its prefix.
+
+chamberlain's own records live under ``<runtime>/_chamberlain/``: a leading ``_`` cannot start a DNS label, so no
+environment name can collide with it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chamberlain.intent.model import Environment, Platform, RotationPolicy, RotationPolicySpec, SecretIntent
+
+LEDGER_PREFIX = "_chamberlain/ledger"  # one entry per path below it, create-only
+LEDGER_HEAD = "_chamberlain/ledger-head"  # the last sequence number and hash, rewritten on every append
 
 
 @dataclass(frozen=True, order=True)

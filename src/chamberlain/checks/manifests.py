@@ -1,0 +1,233 @@
+"""Kubernetes manifests in the intent repository that break the secret data flow (CH030, CH040, CH041).
+
+Concept: secrets reach workloads one way only — Vault → ESO ExternalSecret → Kubernetes Secret → workload.
+
+- ``workload-bootstrap-refs`` (CH030): a workload (Pod or anything with a pod template) that references a
+  bootstrap Secret — volume, projected volume, ``secretKeyRef``, ``envFrom.secretRef``, ``imagePullSecrets`` —
+  consumes scaffolding that is retired after handover (Inv. 2).
+- ``mirror-annotations`` (CH040): annotations of Secret replicators/reflectors (emberstack reflector,
+  kubernetes-replicator, kubed/config-syncer), ClusterSecret objects and Kyverno rules that clone Secrets copy a
+  secret namespace to namespace instead of through Vault (Inv. 7).
+- ``eso-kubernetes-provider`` (CH041): an ESO SecretStore/ClusterSecretStore with the ``kubernetes`` provider is
+  the same copy by other means (Inv. 7).
+
+Boundary: reads parsed documents of :attr:`Repository.manifests` (plus the chamberlain documents for CH040);
+pure, no cluster access. Which Secrets are bootstrap Secrets comes from :mod:`chamberlain.checks.sops`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from chamberlain.checks.registry import check
+from chamberlain.checks.sops import BootstrapSecret, bootstrap_secrets
+from chamberlain.findings import Finding
+from chamberlain.intent.loader import Document, Repository
+
+Loc = tuple[int | str, ...]
+
+# Where each workload kind keeps its pod spec.
+POD_SPEC_PATHS: dict[str, Loc] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "PodTemplate": ("template", "spec"),
+}
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+def _get(node: Any, loc: Loc) -> Any:
+    for part in loc:
+        if isinstance(part, str) and isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _items(node: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, x) for i, x in enumerate(node) if isinstance(x, dict)] if isinstance(node, list) else []
+
+
+# ------------------------------------------------------------------------------------------------ CH030
+
+
+def secret_references(pod_spec: Mapping[str, Any]) -> Iterator[tuple[Loc, str, str]]:
+    """Every Secret a pod spec names: (location relative to the pod spec, how, Secret name). Pure."""
+    for i, volume in _items(pod_spec.get("volumes")):
+        name = _get(volume, ("secret", "secretName"))
+        if isinstance(name, str):
+            yield ("volumes", i, "secret", "secretName"), "volume", name
+        for j, source in _items(_get(volume, ("projected", "sources"))):
+            name = _get(source, ("secret", "name"))
+            if isinstance(name, str):
+                yield ("volumes", i, "projected", "sources", j, "secret", "name"), "projected volume", name
+    for i, pull in _items(pod_spec.get("imagePullSecrets")):
+        if isinstance(pull.get("name"), str):
+            yield ("imagePullSecrets", i, "name"), "imagePullSecrets", pull["name"]
+    for group in CONTAINER_LISTS:
+        for i, container in _items(pod_spec.get(group)):
+            for j, env in _items(container.get("env")):
+                name = _get(env, ("valueFrom", "secretKeyRef", "name"))
+                if isinstance(name, str):
+                    yield (group, i, "env", j, "valueFrom", "secretKeyRef", "name"), "env secretKeyRef", name
+            for j, source in _items(container.get("envFrom")):
+                name = _get(source, ("secretRef", "name"))
+                if isinstance(name, str):
+                    yield (group, i, "envFrom", j, "secretRef", "name"), "envFrom secretRef", name
+
+
+@check("workload-bootstrap-refs")
+def check_workload_bootstrap_refs(repo: Repository) -> Iterator[Finding]:
+    by_name: dict[str, list[BootstrapSecret]] = {}
+    for secret in bootstrap_secrets(repo):
+        by_name.setdefault(secret.name, []).append(secret)
+    if not by_name:
+        return
+    for doc in repo.manifests:
+        kind = doc.kind
+        if not isinstance(kind, str) or kind not in POD_SPEC_PATHS:
+            continue
+        path = POD_SPEC_PATHS[kind]
+        pod_spec = _get(doc.data, path)
+        if not isinstance(pod_spec, dict):
+            continue
+        namespace = doc.namespace
+        for loc, how, name in secret_references(pod_spec):
+            for secret in by_name.get(name, ()):
+                # Unknown namespaces on either side match by name: the manifest lands wherever it is applied.
+                if namespace is not None and secret.namespace is not None and namespace != secret.namespace:
+                    continue
+                note = ""
+                if namespace is None:
+                    note = " (the workload names no namespace, so it is matched by Secret name alone)"
+                where = f"{secret.namespace}/{name}" if secret.namespace else name
+                yield Finding(
+                    doc.file, doc.line_of((*path, *loc)), "CH030",
+                    f"{kind}/{doc.name or '?'} uses bootstrap Secret {where} ({how}) declared by "
+                    f"SecretIntent/{secret.ref.intent.obj.name}; workloads consume the Vault-materialized Secret "
+                    f"of a consumer instead{note}",
+                    object=f"{kind}/{doc.name}" if doc.name else kind,
+                )
+
+
+# ------------------------------------------------------------------------------------------------ CH040
+
+# Annotation prefixes of controllers that copy Secrets between namespaces.
+MIRROR_ANNOTATION_PREFIXES: dict[str, str] = {
+    "reflector.v1.k8s.emberstack.com/": "emberstack reflector",
+    "replicator.v1.mittwald.de/": "kubernetes-replicator",
+    "kubed.appscode.com/sync": "kubed/config-syncer",
+    "config-syncer.appscode.com/sync": "config-syncer",
+}
+# Custom resources whose whole job is to copy a Secret into many namespaces.
+MIRROR_KINDS: dict[str, str] = {"clustersecret.io": "ClusterSecret"}
+
+
+def mirror_annotations(annotations: Any) -> Iterator[tuple[str, str]]:
+    """(annotation key, tool) for every mirror annotation that is not explicitly switched off. Pure."""
+    if not isinstance(annotations, dict):
+        return
+    for key, value in annotations.items():
+        for prefix, tool in MIRROR_ANNOTATION_PREFIXES.items():
+            if isinstance(key, str) and key.startswith(prefix):
+                if str(value).strip().lower() != "false":  # an explicit opt-out is not a copy
+                    yield key, tool
+                break
+
+
+def _annotation_sites(doc: Document) -> Iterator[tuple[Loc, Any]]:
+    """Annotation maps of a document that end up on a Secret or on the object itself."""
+    data = doc.data
+    yield ("metadata", "annotations"), _get(data, ("metadata", "annotations"))
+    kind = doc.kind
+    api = doc.api_version or ""
+    if api.startswith("external-secrets.io/") and kind in ("ExternalSecret", "ClusterExternalSecret"):
+        # The Secret ESO creates carries the target template's annotations, mirroring included.
+        base: Loc = ("spec", "externalSecretSpec") if kind == "ClusterExternalSecret" else ("spec",)
+        yield (*base, "target", "template", "metadata", "annotations"), _get(
+            data, (*base, "target", "template", "metadata", "annotations"))
+    if kind == "Kustomization":
+        yield ("commonAnnotations",), _get(data, ("commonAnnotations",))
+        yield ("generatorOptions", "annotations"), _get(data, ("generatorOptions", "annotations"))
+        for i, gen in _items(_get(data, ("secretGenerator",))):
+            yield ("secretGenerator", i, "options", "annotations"), _get(gen, ("options", "annotations"))
+
+
+@check("mirror-annotations")
+def check_mirror_annotations(repo: Repository) -> Iterator[Finding]:
+    for rf in repo.files:
+        for doc in rf.documents:
+            if not isinstance(doc.data, dict):
+                continue
+            label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind)
+            # ConfigMaps hold non-sensitive configuration; copying them is not a secret leaving Vault's path.
+            if doc.kind == "ConfigMap":
+                continue
+            for loc, found in _annotation_sites(doc):
+                for key, tool in mirror_annotations(found):
+                    yield Finding(
+                        doc.file, doc.line_of((*loc, key)), "CH040",
+                        f"{label}: annotation {key} ({tool}) copies a Secret across namespaces; publish it to "
+                        f"Vault with a derived intent (PushSecret) and let each consumer pull it (ExternalSecret)",
+                        object=label,
+                    )
+            yield from _mirror_kind(doc, label)
+
+
+def _mirror_kind(doc: Document, label: str) -> Iterator[Finding]:
+    api = doc.api_version or ""
+    group = api.split("/", 1)[0] if "/" in api else ""
+    if group in MIRROR_KINDS and MIRROR_KINDS[group] == doc.kind:
+        yield Finding(
+            doc.file, doc.line_of(("kind",)), "CH040",
+            f"{label}: a ClusterSecret copies a Secret into many namespaces; use a derived intent (PushSecret to "
+            f"Vault, ExternalSecret per consumer) instead",
+            object=label,
+        )
+    if group == "kyverno.io" and doc.kind in ("ClusterPolicy", "Policy"):
+        for i, rule in _items(_get(doc.data, ("spec", "rules"))):
+            generate = rule.get("generate")
+            if not isinstance(generate, dict):
+                continue
+            kinds = _get(generate, ("cloneList", "kinds"))
+            clones_secret = (generate.get("kind") == "Secret" and isinstance(generate.get("clone"), dict)) or (
+                isinstance(kinds, list) and any(str(k).split("/")[-1] == "Secret" for k in kinds))
+            if clones_secret:
+                yield Finding(
+                    doc.file, doc.line_of(("spec", "rules", i, "generate")), "CH040",
+                    f"{label}: Kyverno rule {rule.get('name', i)!s} clones a Secret into other namespaces; "
+                    f"secrets traverse Vault instead (PushSecret, ExternalSecret)",
+                    object=label,
+                )
+
+
+# ------------------------------------------------------------------------------------------------ CH041
+
+ESO_STORE_KINDS = ("SecretStore", "ClusterSecretStore")
+
+
+@check("eso-kubernetes-provider")
+def check_eso_kubernetes_provider(repo: Repository) -> Iterator[Finding]:
+    for doc in repo.manifests:
+        api = doc.api_version or ""
+        if not api.startswith("external-secrets.io/") or doc.kind not in ESO_STORE_KINDS:
+            continue
+        provider = _get(doc.data, ("spec", "provider"))
+        if not isinstance(provider, dict) or "kubernetes" not in provider:
+            continue
+        label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind)
+        yield Finding(
+            doc.file, doc.line_of(("spec", "provider", "kubernetes")), "CH041",
+            f"{label}: the ESO kubernetes provider reads Secrets from another namespace; internal secrets are "
+            f"pushed to and pulled from Vault (a derived intent renders the PushSecret and ExternalSecrets)",
+            object=label,
+        )

@@ -1,0 +1,189 @@
+"""Deterministic GitOps output of an intent repository (``chamberlain render``).
+
+Belongs here: turning a repository that validated clean into the files a GitOps controller applies — the CRDs
+and intents as custom resources, the ESO objects that materialize (ExternalSecret) and publish (PushSecret)
+secrets, their ServiceAccounts and SecretStores, Argo CD sync waves — and the Vault configuration bundle
+(mounts, policies, Kubernetes auth roles) a later ``authority configure`` applies. Not here: validation
+(:mod:`chamberlain.checks`), talking to Vault or Kubernetes, and bootstrap Secret manifests (SOPS/KSOPS, a later
+layer; bootstrap intents' consumers *are* rendered: after handover they read from Vault).
+
+The output is byte-identical across runs and machines: every collection is sorted, keys are sorted, there are no
+timestamps, no absolute paths and only ``\\n`` line endings. :func:`render_repository` is pure;
+:func:`write_tree` is the only function that touches the disk. The directory layout and sync-wave order are
+documented in :mod:`chamberlain.render.layout`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from chamberlain.errors import UsageError
+from chamberlain.intent.loader import Repository
+from chamberlain.render.layout import build_files
+from chamberlain.render.topology import RenderError, build_topology
+
+__all__ = ["MARKER", "RenderError", "RenderedTree", "WriteResult", "render_repository", "write_tree"]
+
+MARKER = ".chamberlain-render"
+_MARKER_HEADER = (
+    "# This directory is written by `chamberlain render`; it removes the files listed below when they are no\n"
+    "# longer rendered. Do not edit files here: change the intent repository and render again.\n"
+)
+
+
+@dataclass(frozen=True)
+class RenderedTree:
+    """The rendered files: posix path relative to the output directory -> text."""
+
+    files: Mapping[str, str]
+
+    def paths(self) -> list[str]:
+        return sorted(self.files)
+
+    def __getitem__(self, path: str) -> str:
+        return self.files[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int
+    unchanged: int
+    removed: int
+
+
+def render_repository(repo: Repository) -> RenderedTree:
+    """Render a repository that validated clean. Raises :class:`RenderError` when it cannot be rendered."""
+    platform = repo.platform
+    if platform is None:
+        raise RenderError(
+            f"cannot render: the repository needs exactly one Platform (found {len(repo.platforms)})"
+        )
+    policies = [p.obj for p in repo.policy_index().values()]
+    intents = [i.obj for i in repo.intent_index().values()]
+    files = build_files(build_topology(platform, policies, intents))
+    return RenderedTree({path: files[path] for path in sorted(files)})
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def _safe_relative(path: str) -> PurePosixPath:
+    rel = PurePosixPath(path)
+    if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts) or "\\" in path:
+        raise RenderError(f"refusing to write outside the output directory: {path!r}")
+    return rel
+
+
+def _read_marker(marker: Path) -> set[str]:
+    owned: set[str] = set()
+    for line in marker.read_text(encoding="utf-8").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        try:
+            owned.add(str(_safe_relative(line)))
+        except RenderError:
+            continue  # a tampered marker never makes us delete outside the directory
+    return owned
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    # A fixed temporary name next to the target (same filesystem, so the rename is atomic); O_EXCL refuses to
+    # follow a planted symlink. 0644: rendered output is not secret and is read by git and tools.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # left behind by a crashed run with the same pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _marker_text(paths: list[str]) -> str:
+    return _MARKER_HEADER + "".join(f"{p}\n" for p in paths)
+
+
+def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
+    """Write ``tree`` into ``out_dir`` and remove files a previous render wrote there that are gone now.
+
+    ``out_dir`` must be absent, empty, or a directory this function wrote before (it has the marker file
+    ``.chamberlain-render``); anything else is refused, so a typo never overwrites someone's files. Each file is
+    replaced atomically; unchanged files are not rewritten (their mtime stays). Files in ``out_dir`` that no render
+    listed are left alone.
+    """
+    out_dir = Path(out_dir)
+    marker = out_dir / MARKER
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output path {out_dir} exists and is not a directory")
+    previous: set[str] = set()
+    if out_dir.is_dir():
+        if marker.is_file():
+            previous = _read_marker(marker)
+        elif any(out_dir.iterdir()):
+            raise UsageError(
+                f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
+                "(choose an empty directory or one chamberlain rendered before)"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = tree.paths()
+    rels = {p: _safe_relative(p) for p in paths}
+    # Claim the union first: an interrupted write still leaves every file we may have created owned.
+    _write_atomic(marker, _marker_text(sorted(previous | set(paths))).encode("utf-8"))
+
+    root = out_dir.resolve()
+    written = unchanged = 0
+    checked: set[Path] = set()
+    for path in paths:
+        target = out_dir.joinpath(*rels[path].parts)
+        if target.parent not in checked:
+            _inside(root, target)  # before mkdir, which would follow a symlinked directory
+            target.parent.mkdir(parents=True, exist_ok=True)
+            checked.add(target.parent)
+        data = tree.files[path].encode("utf-8")
+        if target.is_file() and not target.is_symlink():
+            try:
+                if target.stat().st_size == len(data) and target.read_bytes() == data:
+                    unchanged += 1
+                    continue
+            except OSError:
+                pass
+        _write_atomic(target, data)
+        written += 1
+
+    removed = 0
+    for path in sorted(previous - set(paths)):
+        target = _inside(root, out_dir.joinpath(*PurePosixPath(path).parts))
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+            removed += 1
+        _prune_empty_dirs(target.parent, out_dir)
+    _write_atomic(marker, _marker_text(paths).encode("utf-8"))
+    return WriteResult(written=written, unchanged=unchanged, removed=removed)
+
+
+def _inside(root: Path, target: Path) -> Path:
+    """``target`` unless a symlinked directory on the way would lead out of the output directory."""
+    if not target.parent.resolve().is_relative_to(root):
+        raise UsageError(f"refusing to follow a symlink out of the output directory at {target}")
+    return target
+
+
+def _prune_empty_dirs(start: Path, stop: Path) -> None:
+    current = start
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()  # fails (and stops) when the directory still has files
+        except OSError:
+            return
+        current = current.parent

@@ -1,0 +1,187 @@
+"""External Secrets Operator manifests: the materialization and publication layers (SPEC §4, §5 v1.1).
+
+Belongs here: building the Kubernetes objects ESO acts on — ServiceAccount, SecretStore (``external-secrets.io/v1``,
+Vault provider, Kubernetes auth), ExternalSecret (``external-secrets.io/v1``) and PushSecret
+(``external-secrets.io/v1alpha1``, the only version ESO serves for it) — plus Namespaces. Input is the
+:mod:`~chamberlain.render.topology`; output is plain dicts. Field names are checked against ESO's own CRDs in
+``tests/unit/test_render_eso.py``.
+
+Choices, and why:
+
+- One reader ServiceAccount per (consumer namespace, environment), one SecretStore per KV mount (a Vault store
+  addresses exactly one mount), all bound to one Vault role that may read only what this namespace consumes.
+- The ServiceAccount token ESO requests carries the audience ``vault``; the Vault role requires it, so a token
+  minted for the Kubernetes API cannot be replayed against Vault and the other way round.
+- ExternalSecret: ``creationPolicy: Owner`` (the Kubernetes Secret is a derived artifact, Inv. 5, and goes away
+  with its ExternalSecret), ``deletionPolicy: Retain`` (a value missing in Vault for a moment never blanks a
+  running workload's Secret), ``refreshInterval: 1h`` (the orchestrator forces a refresh right after a rotation
+  by annotating the ExternalSecret, so the interval is only a safety net).
+- PushSecret: ``updatePolicy: Replace`` (the producer's operator is the authority of a derived value, so Vault
+  follows it) and ``deletionPolicy: None``: removing an intent from Git, or a mistaken prune, must never destroy
+  every version of data other namespaces and clusters read. Pruning an unused internal path is an explicit,
+  audited orchestrator step, which also keeps the publisher role free of ``delete``.
+  ``refreshInterval: 1m``: ESO does not watch the producer Secret, so the interval bounds how long an operator's
+  rotation takes to reach Vault; ESO skips unchanged values, so a quiet interval costs only reads.
+- With a ``keys`` list, each key is pushed as one property (only those keys leave the namespace); without, the
+  whole Secret is pushed as one KV document in a single write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chamberlain.intent.model import Platform
+from chamberlain.render import naming
+from chamberlain.render.topology import Publish, Read
+
+Manifest = dict[str, Any]
+
+ESO_V1 = "external-secrets.io/v1"
+ESO_V1ALPHA1 = "external-secrets.io/v1alpha1"
+VAULT_AUDIENCE = "vault"
+MATERIALIZE_REFRESH = "1h"
+PUBLISH_REFRESH = "1m"
+
+
+def _meta(name: str, namespace: str | None, labels: dict[str, str], annotations: dict[str, str]) -> Manifest:
+    meta: Manifest = {"name": name, "labels": labels, "annotations": annotations}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def namespace(name: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": _meta(
+            name, None, naming.common_labels(), naming.wave(naming.WAVE_FOUNDATION, {naming.SYNC_OPTIONS: naming.KEEP})
+        ),
+    }
+
+
+def service_account(name: str, ns: str, labels: dict[str, str], *, automount: bool = False) -> Manifest:
+    """ESO's identities are never mounted into a pod: ESO asks the TokenRequest API for short-lived tokens."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(name, ns, labels, naming.wave(naming.WAVE_IDENTITY)),
+        "automountServiceAccountToken": automount,
+    }
+
+
+def secret_store(
+    platform: Platform, *, name: str, ns: str, mount: str, cluster: str, role: str, account: str,
+    labels: dict[str, str],
+) -> Manifest:
+    authority = platform.spec.authority
+    return {
+        "apiVersion": ESO_V1,
+        "kind": "SecretStore",
+        "metadata": _meta(name, ns, labels, naming.wave(naming.WAVE_STORE)),
+        "spec": {
+            "provider": {
+                "vault": {
+                    "server": authority.address.rstrip("/"),
+                    "path": mount,
+                    "version": "v2",
+                    "auth": {
+                        "kubernetes": {
+                            "mountPath": naming.kubernetes_auth_mount(platform, cluster),
+                            "role": role,
+                            "serviceAccountRef": {"name": account, "audiences": [VAULT_AUDIENCE]},
+                        }
+                    },
+                }
+            }
+        },
+    }
+
+
+def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, reads: list[Read]) -> list[Manifest]:
+    """ServiceAccount, SecretStores (one per mount used) and ExternalSecrets of one consumer namespace."""
+    labels = {**naming.common_labels(), naming.LABEL_ENVIRONMENT: environment, naming.LABEL_ROLE: naming.READER_ROLE}
+    account = naming.reader_service_account(environment)
+    role = naming.reader_policy(environment, cluster, ns)
+    mounts = sorted({r.vault.mount for r in reads})
+    out = [service_account(account, ns, labels)]
+    out.extend(
+        secret_store(platform, name=naming.reader_store(environment, m), ns=ns, mount=m, cluster=cluster,
+                     role=role, account=account, labels=dict(labels))
+        for m in mounts
+    )
+    reads = sorted(reads, key=lambda r: (r.consumer.secret_name, r.intent.metadata.name))
+    out.extend(external_secret(r, environment) for r in reads)
+    return out
+
+
+def external_secret(read: Read, environment: str) -> Manifest:
+    intent, consumer, path = read.intent, read.consumer, read.vault
+    labels = {**naming.intent_labels(intent), naming.LABEL_ENVIRONMENT: environment}
+    spec: Manifest = {
+        "refreshInterval": MATERIALIZE_REFRESH,
+        "secretStoreRef": {"kind": "SecretStore", "name": naming.reader_store(environment, path.mount)},
+        "target": {
+            "name": consumer.secret_name,
+            "creationPolicy": "Owner",
+            "deletionPolicy": "Retain",
+            # The materialized Secret names its intent, so the orchestrator can find what a rotation must reach
+            # with one label selector (its ownerReference already points at this ExternalSecret).
+            "template": {"metadata": {"labels": {naming.LABEL_INTENT: intent.metadata.name}}},
+        },
+    }
+    if consumer.keys:
+        spec["data"] = [
+            {"secretKey": k8s_key, "remoteRef": {"key": path.path, "property": intent_key}}
+            for k8s_key, intent_key in sorted(consumer.keys.items())
+        ]
+    else:
+        spec["dataFrom"] = [{"extract": {"key": path.path}}]
+    annotations = naming.wave(naming.WAVE_SYNC, {naming.ANNOTATION_VAULT_PATH: path.full})
+    return {
+        "apiVersion": ESO_V1,
+        "kind": "ExternalSecret",
+        "metadata": _meta(consumer.secret_name, consumer.namespace, labels, annotations),
+        "spec": spec,
+    }
+
+
+def publisher_objects(platform: Platform, environment: str, cluster: str, ns: str,
+                      publishes: list[Publish]) -> list[Manifest]:
+    """Per published intent: its own ServiceAccount, SecretStore (write-only role) and PushSecret."""
+    out: list[Manifest] = []
+    for pub in sorted(publishes, key=lambda p: p.intent.metadata.name):
+        name = naming.publisher_name(environment, pub.intent.metadata.name)
+        labels = {**naming.intent_labels(pub.intent), naming.LABEL_ENVIRONMENT: environment,
+                  naming.LABEL_ROLE: naming.PUBLISHER_ROLE}
+        role = naming.publisher_policy(environment, cluster, ns, pub.intent.metadata.name)
+        out.append(service_account(name, ns, dict(labels)))
+        out.append(secret_store(platform, name=name, ns=ns, mount=pub.vault.mount, cluster=cluster, role=role,
+                                account=name, labels=dict(labels)))
+        out.append(push_secret(pub, environment, name, labels))
+    return out
+
+
+def push_secret(pub: Publish, environment: str, name: str, labels: dict[str, str]) -> Manifest:
+    path = pub.vault
+    if pub.source.keys:
+        data = [
+            {"match": {"secretKey": key, "remoteRef": {"remoteKey": path.path, "property": key}}}
+            for key in sorted(set(pub.source.keys))
+        ]
+    else:
+        data = [{"match": {"remoteRef": {"remoteKey": path.path}}}]
+    annotations = naming.wave(naming.WAVE_SYNC, {naming.ANNOTATION_VAULT_PATH: path.full})
+    return {
+        "apiVersion": ESO_V1ALPHA1,
+        "kind": "PushSecret",
+        "metadata": _meta(name, pub.source.namespace, labels, annotations),
+        "spec": {
+            "refreshInterval": PUBLISH_REFRESH,
+            "updatePolicy": "Replace",
+            "deletionPolicy": "None",
+            "secretStoreRefs": [{"kind": "SecretStore", "name": name}],
+            "selector": {"secret": {"name": pub.source.secret_name}},
+            "data": data,
+        },
+    }

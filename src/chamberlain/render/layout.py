@@ -1,0 +1,154 @@
+"""Where each rendered object goes: the directory layout, kustomizations and the intents as custom resources.
+
+Belongs here: placing manifests into files (one Argo CD application per environment and cluster), listing them in
+``kustomization.yaml`` files in a stable order, and refusing output in which two files would define one object.
+Pure: returns ``{relative path: text}``; writing is :func:`chamberlain.render.write_tree`'s job.
+
+Layout::
+
+    crds/                          the three CRDs (+ kustomization.yaml)
+    clusters/<cluster>/            cluster-wide objects, applied once per cluster:
+        namespaces.yaml            every namespace chamberlain renders into (controller, consumers, producers)
+        controller.yaml            the orchestrator's ServiceAccount
+        platform.yaml              the Platform and the RotationPolicies, in the controller namespace
+        intents/<owner>.yaml       the SecretIntents present on this cluster, grouped by owning team
+    envs/<env>/<cluster>/          the Argo CD application of one environment on one cluster:
+        kustomization.yaml         ../../../clusters/<cluster> (base owner only, see below) + namespaces/*.yaml
+        namespaces/<ns>.yaml       ServiceAccounts, SecretStores, PushSecrets, ExternalSecrets of that namespace
+    vault/                         the Vault configuration bundle (see :mod:`.vault_bundle`)
+
+A cluster can host several environments (acme's ``preview`` lives on ``dev1``). Cluster-wide objects would then
+be claimed by two applications that fight over them, so exactly one environment per cluster — the first
+non-ephemeral one — includes ``clusters/<cluster>``; everything under ``envs/`` carries the environment in its
+name. Namespaces and CRDs are never pruned or deleted by Argo CD (``Prune=false,Delete=false``): removing them
+would delete workloads or every intent.
+
+Sync waves (``argocd.argoproj.io/sync-wave``, lower first, each wave healthy before the next):
+0 CRDs and Namespaces → 1 ServiceAccounts → 2 Platform, RotationPolicies, SecretIntents (the orchestrator can
+now generate runtime values in Vault) → 3 SecretStores → 4 PushSecrets and ExternalSecrets. Intents come before
+the ESO objects on purpose: an ExternalSecret is unhealthy until its value exists in Vault, and it is the
+orchestrator, reading the intents, that creates it. Waves order one application; the base owner's application
+must sync before other environments' applications on the same cluster (an app-of-apps wave, or just order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
+from chamberlain.render import eso, naming
+from chamberlain.render.crds import crd, crd_file_name, crd_kinds
+from chamberlain.render.topology import RenderError, Topology
+from chamberlain.render.vault_bundle import bundle
+from chamberlain.render.yamlio import dump_yaml, dump_yaml_documents, join_documents
+
+Manifest = dict[str, Any]
+KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
+
+
+def kustomization(resources: Iterable[str]) -> str:
+    return dump_yaml({"apiVersion": KUSTOMIZE_API, "kind": "Kustomization", "resources": list(resources)})
+
+
+def intent_manifest(obj: Platform | RotationPolicy | SecretIntent, namespace: str) -> Manifest:
+    """An intent object as the custom resource the controller reads: as written (unset fields stay unset), in
+    the controller namespace, with chamberlain's labels and wave."""
+    doc: Manifest = obj.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
+    meta = obj.metadata
+    labels = naming.intent_labels(obj) if isinstance(obj, SecretIntent) else naming.common_labels()
+    doc["metadata"] = {
+        "name": meta.name,
+        "namespace": namespace,
+        "labels": {**meta.labels, **labels},
+        "annotations": {**meta.annotations, **naming.wave(naming.WAVE_INTENT)},
+    }
+    return doc
+
+
+class _Claims:
+    """Each (cluster, kind, namespace, name) is defined once, or rendering fails: two definitions of one object
+    would make two intents (or two Argo CD applications) the authority of one thing."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str, str, str], str] = {}
+
+    def claim(self, cluster: str, manifests: Iterable[Manifest], where: str) -> None:
+        for m in manifests:
+            meta = m["metadata"]
+            group = str(m["apiVersion"]).rpartition("/")[0]
+            key = (cluster, group, str(m["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
+            other = self._seen.get(key)
+            if other is not None:
+                raise RenderError(
+                    f"{m['kind']} {key[3]}/{key[4]} on cluster {cluster} would be defined twice "
+                    f"({other} and {where}); two intents or two environments claim the same object"
+                )
+            self._seen[key] = where
+
+
+def build_files(topo: Topology) -> dict[str, str]:
+    """Every rendered file, keyed by its posix path relative to the output directory."""
+    platform = topo.platform
+    controller_ns = naming.controller_namespace(platform)
+    files: dict[str, str] = {}
+
+    keep = naming.wave(naming.WAVE_FOUNDATION, {naming.SYNC_OPTIONS: naming.KEEP})
+    crd_files = []
+    for kind in crd_kinds():
+        name = crd_file_name(kind)
+        files[f"crds/{name}"] = dump_yaml(crd(kind, labels=naming.common_labels(), annotations=keep))
+        crd_files.append(name)
+    files["crds/kustomization.yaml"] = kustomization(crd_files)
+
+    # Intents are dumped once and reused on every cluster they appear on.
+    platform_text = dump_yaml_documents(
+        [intent_manifest(platform, controller_ns)] + [intent_manifest(p, controller_ns) for p in topo.policies]
+    )
+    intent_texts: dict[str, str] = {}
+    claims = _Claims()
+    for cluster in topo.clusters:
+        base = f"clusters/{cluster}"
+        namespaces = [eso.namespace(ns) for ns in topo.namespaces(cluster)]
+        files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)
+        controller = [eso.service_account(
+            naming.controller_service_account(platform), controller_ns,
+            {**naming.common_labels(), naming.LABEL_ROLE: naming.ORCHESTRATOR_ROLE}, automount=True,
+        )]
+        claims.claim(cluster, controller, f"{base}/controller.yaml")
+        files[f"{base}/controller.yaml"] = dump_yaml_documents(controller)
+        files[f"{base}/platform.yaml"] = platform_text
+        by_owner: dict[str, list[str]] = {}
+        for intent in topo.cluster_intents[cluster]:
+            text = intent_texts.get(intent.metadata.name)
+            if text is None:
+                text = intent_texts[intent.metadata.name] = dump_yaml(intent_manifest(intent, controller_ns))
+            by_owner.setdefault(intent.spec.owner, []).append(text)
+        for owner, texts in by_owner.items():
+            files[f"{base}/intents/{owner}.yaml"] = join_documents(texts)
+        files[f"{base}/kustomization.yaml"] = kustomization(
+            ["../../crds", "namespaces.yaml", "controller.yaml", "platform.yaml"]
+            + [f"intents/{owner}.yaml" for owner in sorted(by_owner)]
+        )
+
+    for unit in topo.units:
+        env, cluster = unit.environment, unit.cluster
+        root = f"envs/{env}/{cluster}"
+        resources = [f"../../../clusters/{cluster}"] if topo.base_owner(cluster) == env else []
+        for ns in unit.namespaces:
+            manifests = eso.publisher_objects(platform, env, cluster, ns, unit.publishes.get(ns, []))
+            manifests += eso.reader_objects(platform, env, cluster, ns, unit.reads[ns]) if ns in unit.reads else []
+            # Identities first, then stores, then the objects that use them: easy to read top to bottom.
+            manifests.sort(key=lambda m: _KIND_ORDER.get(m["kind"], 99))
+            path = f"namespaces/{ns}.yaml"
+            claims.claim(cluster, manifests, f"{root}/{path}")
+            files[f"{root}/{path}"] = dump_yaml_documents(manifests)
+            resources.append(path)
+        files[f"{root}/kustomization.yaml"] = kustomization(resources)
+
+    for rel, text in bundle(topo).items():
+        files[f"vault/{rel}"] = text
+    return files
+
+
+_KIND_ORDER: Mapping[str, int] = {"ServiceAccount": 0, "SecretStore": 1, "PushSecret": 2, "ExternalSecret": 3}

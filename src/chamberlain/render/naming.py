@@ -1,0 +1,120 @@
+"""Names, labels and sync waves of everything chamberlain renders — one place, so the controller can find them.
+
+Belongs here: the pure functions that name Kubernetes objects, Vault policies and Kubernetes-auth roles, the
+labels and annotations they carry, and the Argo CD sync-wave of each phase. Nothing here builds a manifest.
+
+Kubernetes names stay env-qualified where two environments can share a cluster and a namespace (the acme
+``preview`` environment lives on the ``dev1`` cluster), so two Argo CD applications never fight over one object.
+
+Vault names join DNS-1123 labels with ``.``, a character no label can contain, so
+``chamberlain.<env>.<cluster>.<namespace>.reader`` can never be the same string for two different tuples. Every
+Vault name starts with ``chamberlain.`` so a later "configure --prune" can tell what it owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from chamberlain.intent.model import Platform, SecretIntent
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "chamberlain"
+LABEL_INTENT = "chamberlain.dev/intent"
+LABEL_CLASS = "chamberlain.dev/class"
+LABEL_OWNER = "chamberlain.dev/owner"
+LABEL_ENVIRONMENT = "chamberlain.dev/environment"
+LABEL_ROLE = "chamberlain.dev/role"  # reader | publisher | orchestrator
+ANNOTATION_VAULT_PATH = "chamberlain.dev/vault-path"
+ANNOTATION_PURPOSE = "chamberlain.dev/purpose"
+
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
+# Deleting a CRD deletes every intent; deleting a Namespace deletes the workloads in it. Neither may happen as a
+# side effect of removing something from the rendered output or deleting the Argo CD application.
+KEEP = "Delete=false,Prune=false"
+
+# Argo CD applies lower waves first and waits for them to be healthy.
+WAVE_FOUNDATION = 0  # CRDs and Namespaces: everything else lives in or is typed by them
+WAVE_IDENTITY = 1  # ServiceAccounts: the identities Vault's Kubernetes auth roles are bound to
+WAVE_INTENT = 2  # Platform, RotationPolicies, SecretIntents: the orchestrator can generate values now
+WAVE_STORE = 3  # SecretStores: need their ServiceAccount and the Vault role (configured in phase 3)
+WAVE_SYNC = 4  # PushSecrets and ExternalSecrets, together: a producer not yet ready never holds back consumers
+
+READER_ROLE = "reader"
+PUBLISHER_ROLE = "publisher"
+ORCHESTRATOR_ROLE = "orchestrator"
+
+
+def common_labels() -> dict[str, str]:
+    return {MANAGED_BY: MANAGER}
+
+
+def intent_labels(intent: SecretIntent) -> dict[str, str]:
+    """Labels of an object that belongs to exactly one intent."""
+    return {
+        MANAGED_BY: MANAGER,
+        LABEL_INTENT: intent.metadata.name,
+        LABEL_CLASS: intent.spec.classification,
+        LABEL_OWNER: intent.spec.owner,
+    }
+
+
+def wave(number: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    out = {SYNC_WAVE: str(number)}
+    if extra:
+        out.update(extra)
+    return out
+
+
+# ------------------------------------------------------------------------------------ Kubernetes object names
+
+
+def reader_service_account(environment: str) -> str:
+    """The identity ESO uses to read, in a consumer namespace, for one environment."""
+    return f"chamberlain-{environment}-reader"
+
+
+def reader_store(environment: str, mount: str) -> str:
+    """One SecretStore per (environment, KV mount) in a consumer namespace: a Vault store addresses one mount."""
+    return f"chamberlain-{environment}-{mount}"
+
+
+def publisher_name(environment: str, intent: str) -> str:
+    """ServiceAccount, SecretStore and PushSecret of one published intent in its producer namespace."""
+    return f"chamberlain-{environment}-publish-{intent}"
+
+
+def controller_namespace(platform: Platform) -> str:
+    return platform.spec.controller.namespace
+
+
+def controller_service_account(platform: Platform) -> str:
+    return platform.spec.controller.service_account
+
+
+# --------------------------------------------------------------------------------------------- Vault names
+
+
+def reader_policy(environment: str, cluster: str, namespace: str) -> str:
+    return f"chamberlain.{environment}.{cluster}.{namespace}.{READER_ROLE}"
+
+
+def publisher_policy(environment: str, cluster: str, namespace: str, intent: str) -> str:
+    return f"chamberlain.{environment}.{cluster}.{namespace}.{intent}.{PUBLISHER_ROLE}"
+
+
+def orchestrator_policy(cluster: str) -> str:
+    """One orchestrator per cluster; it serves every environment that cluster hosts."""
+    return f"chamberlain.{cluster}.{ORCHESTRATOR_ROLE}"
+
+
+def kubernetes_auth_mount(platform: Platform, cluster: str) -> str:
+    """The Vault auth mount the given cluster's service accounts log in at.
+
+    Today the Platform names one mount for every cluster. A Kubernetes auth mount validates tokens against one
+    cluster's API server, so several clusters sharing one Vault need one mount each; when the model grows a
+    per-cluster setting, this is the only function to change.
+    """
+    del cluster  # kept in the signature so callers already pass it
+    return platform.spec.authority.kubernetes_auth_mount
+

@@ -1,0 +1,119 @@
+"""Who reads and who publishes what, where: the facts every rendered artifact is derived from.
+
+Belongs here: one pass over a validated repository that answers, for each (environment, cluster), which
+namespaces materialize which intent from which Vault path, and which producer namespaces publish where. The ESO
+manifests and the Vault policies are both built from this one structure, so a SecretStore can never point at a
+path its policy does not grant. Pure data; no text, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from chamberlain.errors import ChamberlainError
+from chamberlain.intent.model import Consumer, Platform, PublicationSource, RotationPolicy, SecretIntent
+from chamberlain.intent.paths import VaultPath, intent_environments, vault_path
+
+
+class RenderError(ChamberlainError):
+    """The repository cannot be rendered as asked (no Platform, two objects with one identity); the message
+    names the objects, never a value."""
+
+
+@dataclass(frozen=True)
+class Read:
+    """One consumer of one intent in one cluster: becomes one ExternalSecret and one policy path."""
+
+    intent: SecretIntent
+    consumer: Consumer
+    vault: VaultPath
+
+
+@dataclass(frozen=True)
+class Publish:
+    """One derived/config intent published from its producer namespace: one PushSecret, one write-only role."""
+
+    intent: SecretIntent
+    source: PublicationSource
+    vault: VaultPath
+
+
+@dataclass
+class Unit:
+    """One environment on one cluster: the scope of one Argo CD application."""
+
+    environment: str
+    cluster: str
+    reads: dict[str, list[Read]] = field(default_factory=dict)  # consumer namespace -> reads
+    publishes: dict[str, list[Publish]] = field(default_factory=dict)  # producer namespace -> publications
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted(set(self.reads) | set(self.publishes))
+
+
+@dataclass
+class Topology:
+    platform: Platform
+    policies: list[RotationPolicy]
+    units: list[Unit]  # in Platform order: environments as declared, clusters as listed
+    cluster_intents: dict[str, list[SecretIntent]]  # cluster -> intents present there, by name
+    cluster_environments: dict[str, list[str]]  # cluster -> environments it hosts, in Platform order
+
+    @property
+    def clusters(self) -> list[str]:
+        return sorted(self.cluster_environments)
+
+    def base_owner(self, cluster: str) -> str:
+        """The environment whose application also applies the cluster-wide objects (CRDs, namespaces,
+        controller, intents): the first non-ephemeral environment on the cluster, else the first one. Exactly one
+        application owns each object, so Argo CD applications never fight over one."""
+        envs = self.cluster_environments[cluster]
+        ephemeral = {e.name for e in self.platform.spec.environments if e.ephemeral}
+        return next((e for e in envs if e not in ephemeral), envs[0])
+
+    def namespaces(self, cluster: str) -> list[str]:
+        """Every namespace chamberlain renders objects into on a cluster, controller namespace included."""
+        names = {self.platform.spec.controller.namespace}
+        for unit in self.units:
+            if unit.cluster == cluster:
+                names.update(unit.namespaces)
+        return sorted(names)
+
+
+def build_topology(
+    platform: Platform, policies: list[RotationPolicy], intents: list[SecretIntent]
+) -> Topology:
+    """Index every placement of every intent. Linear in intents x clusters x consumers."""
+    units: dict[tuple[str, str], Unit] = {}
+    cluster_envs: dict[str, list[str]] = defaultdict(list)
+    for env in platform.spec.environments:
+        for cluster in env.clusters:
+            if (env.name, cluster) in units:
+                continue
+            units[(env.name, cluster)] = Unit(env.name, cluster)
+            cluster_envs[cluster].append(env.name)
+    per_cluster: dict[str, dict[str, SecretIntent]] = defaultdict(dict)
+    # Sorting by name makes the output independent of file layout and load order.
+    for intent in sorted(intents, key=lambda i: i.metadata.name):
+        spec = intent.spec
+        publication = spec.source.publication if spec.classification in ("derived", "config") else None
+        for env in intent_environments(platform, intent):
+            for cluster in dict.fromkeys(env.clusters):
+                unit = units[(env.name, cluster)]
+                path = vault_path(platform, intent, env.name, cluster)
+                per_cluster[cluster].setdefault(intent.metadata.name, intent)
+                for consumer in spec.consumers:
+                    unit.reads.setdefault(consumer.namespace, []).append(Read(intent, consumer, path))
+                if publication is not None:
+                    unit.publishes.setdefault(publication.namespace, []).append(
+                        Publish(intent, publication, path)
+                    )
+    return Topology(
+        platform=platform,
+        policies=sorted(policies, key=lambda p: p.metadata.name),
+        units=list(units.values()),
+        cluster_intents={c: list(per_cluster.get(c, {}).values()) for c in cluster_envs},
+        cluster_environments=dict(cluster_envs),
+    )

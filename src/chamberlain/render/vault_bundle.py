@@ -1,0 +1,181 @@
+"""The Vault configuration bundle: KV mounts, ACL policies and Kubernetes auth roles, as plain files.
+
+Belongs here: deriving, from the :mod:`~chamberlain.render.topology`, exactly the Vault configuration that least
+privilege calls for (SPEC §6), as deterministic files a later ``authority configure`` applies with hvac. Nothing
+here talks to Vault.
+
+Layout (paths relative to ``vault/``):
+
+- ``mounts.json`` — ``{path: {type, description, options, kv_config}}``: enable with
+  ``sys.enable_secrets_engine(backend_type=type, path=path, description=..., options=options)``, then
+  ``secrets.kv.v2.configure(mount_point=path, **kv_config)``;
+- ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable (their cluster-specific config —
+  API server address, CA — is runtime data, not intent);
+- ``policies/<name>.hcl`` — ``sys.create_or_update_acl_policy(name, policy=text)``;
+- ``auth/<mount>/roles/<name>.json`` — the body of ``POST auth/<mount>/role/<name>`` (Vault API field names).
+
+Who may do what:
+
+- reader (ESO in a consumer namespace, per environment and cluster): ``read`` on the ``data/`` path of each intent
+  it materializes, nothing else — not even ``list`` or metadata;
+- publisher (ESO PushSecret of one derived/config intent): ``create``/``update`` on its own ``data/`` and
+  ``metadata/`` path, and ``read`` on both because ESO reads before it writes (it skips unchanged values and
+  refuses to overwrite a secret whose metadata lacks its ``managed-by`` marker). It reads back only the value
+  its own namespace produced. No ``delete`` (see the PushSecret deletion policy in :mod:`.eso`);
+- orchestrator (the chamberlain controller of one cluster): the full KV v2 life cycle under
+  ``<runtime>/<env>/`` of each environment the cluster hosts (generate, hand over, rotate, verify, revoke), its
+  the authority ledger at ``<runtime>/_chamberlain/ledger/`` (create and read only, never update or delete: it is
+  the audit trail; only ``_chamberlain/ledger-head`` is updatable),
+  and ``read``/``list`` on the *metadata* of the internal mounts for its own cluster — it reports on derived and
+  config secrets, it never reads their values.
+
+Mount settings: the runtime mount requires check-and-set (only the orchestrator writes there, always with CAS,
+so a lost race is an error, never a silent overwrite). The internal mounts cannot: ESO's PushSecret writes
+without CAS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chamberlain.intent.model import Platform
+from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, VaultPath
+from chamberlain.render import naming
+from chamberlain.render.eso import VAULT_AUDIENCE
+from chamberlain.render.topology import Topology
+from chamberlain.render.yamlio import dump_json
+
+MAX_VERSIONS = 10  # enough history to roll back a bad rotation and to serve the overlap window
+ESO_LOGIN_TTL = "10m"  # ESO logs in per reconcile; a token outliving it is only risk
+ESO_LOGIN_MAX_TTL = "30m"
+ORCHESTRATOR_LOGIN_TTL = "1h"
+ORCHESTRATOR_LOGIN_MAX_TTL = "4h"
+
+_HEADER = "# Rendered by chamberlain from the intent repository; do not edit, re-render instead.\n"
+
+
+def mounts(platform: Platform) -> dict[str, dict[str, object]]:
+    m = platform.spec.authority.mounts
+
+    def kv(description: str, cas: bool) -> dict[str, object]:
+        return {
+            "type": "kv",
+            "description": description,
+            "options": {"version": "2"},
+            "kv_config": {"max_versions": MAX_VERSIONS, "cas_required": cas, "delete_version_after": "0s"},
+        }
+
+    return {
+        m.runtime: kv("chamberlain runtime secrets: <env>/<owner>/<name>, owned by Vault", True),
+        m.internal_data: kv("chamberlain internal secrets published by producers: <env>/<cluster>/<ns>/<name>",
+                            False),
+        m.internal_config: kv("chamberlain internal configuration, non-sensitive (Inv. 8): "
+                              "<env>/<cluster>/<ns>/<name>", False),
+    }
+
+
+def _policy(title: str, blocks: Iterable[tuple[str, str, list[str]]]) -> str:
+    """HCL text. ``blocks`` are (comment, path, capabilities); identical paths are merged."""
+    merged: dict[str, tuple[list[str], set[str]]] = {}
+    for comment, path, caps in blocks:
+        comments, capabilities = merged.setdefault(path, ([], set()))
+        if comment not in comments:
+            comments.append(comment)
+        capabilities.update(caps)
+    lines = [_HEADER, f"# {title}\n"]
+    for path in sorted(merged):
+        notes, granted = merged[path]
+        lines.append("\n")
+        lines.extend(f"# {note}\n" for note in notes)
+        cap_list = ", ".join(f'"{c}"' for c in sorted(granted))
+        lines.append(f'path "{path}" {{\n  capabilities = [{cap_list}]\n}}\n')
+    return "".join(lines)
+
+
+def _role(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> str:
+    return dump_json({
+        "audience": VAULT_AUDIENCE,
+        "bound_service_account_names": [account],
+        "bound_service_account_namespaces": [ns],
+        "token_policies": [policy],
+        "token_ttl": ttl,
+        "token_max_ttl": max_ttl,
+    })
+
+
+def bundle(topo: Topology) -> dict[str, str]:
+    """Every file of the bundle, keyed by its path relative to ``vault/``."""
+    platform = topo.platform
+    files: dict[str, str] = {
+        "mounts.json": dump_json(mounts(platform)),
+    }
+    auth_mounts: set[str] = set()
+
+    def add_role(cluster: str, name: str, body: str) -> None:
+        mount = naming.kubernetes_auth_mount(platform, cluster)
+        auth_mounts.add(mount)
+        files[f"auth/{mount}/roles/{name}.json"] = body
+
+    for unit in topo.units:
+        env, cluster = unit.environment, unit.cluster
+        for ns, reads in unit.reads.items():
+            name = naming.reader_policy(env, cluster, ns)
+            files[f"policies/{name}.hcl"] = _policy(
+                f"ESO in namespace {ns} of cluster {cluster} ({env}) reads exactly what it materializes.",
+                ((f"{r.intent.metadata.name} -> {r.consumer.secret_name}", r.vault.data_path, ["read"])
+                 for r in reads),
+            )
+            add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
+                                          ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+        for ns, pubs in unit.publishes.items():
+            for pub in pubs:
+                intent = pub.intent.metadata.name
+                name = naming.publisher_policy(env, cluster, ns, intent)
+                caps = ["create", "read", "update"]
+                files[f"policies/{name}.hcl"] = _policy(
+                    f"ESO PushSecret of {intent} in namespace {ns} of cluster {cluster} ({env}) "
+                    "publishes to exactly its own path.",
+                    [(f"{intent}: value", pub.vault.data_path, caps),
+                     (f"{intent}: ESO's managed-by marker", pub.vault.metadata_path, caps)],
+                )
+                add_role(cluster, name, _role(naming.publisher_name(env, intent), ns, name,
+                                              ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+    for cluster in topo.clusters:
+        name = naming.orchestrator_policy(cluster)
+        files[f"policies/{name}.hcl"] = _policy(
+            f"The chamberlain orchestrator of cluster {cluster}.",
+            _orchestrator_blocks(platform, cluster, topo.cluster_environments[cluster]),
+        )
+        add_role(cluster, name, _role(naming.controller_service_account(platform),
+                                      naming.controller_namespace(platform), name,
+                                      ORCHESTRATOR_LOGIN_TTL, ORCHESTRATOR_LOGIN_MAX_TTL))
+    files["auth.json"] = dump_json({
+        mount: {"type": "kubernetes", "description": "chamberlain: ESO and orchestrator service accounts"}
+        for mount in sorted(auth_mounts)
+    })
+    return files
+
+
+def _orchestrator_blocks(platform: Platform, cluster: str,
+                         environments: list[str]) -> list[tuple[str, str, list[str]]]:
+    m = platform.spec.authority.mounts
+    blocks: list[tuple[str, str, list[str]]] = []
+    for env in environments:
+        scope = VaultPath(m.runtime, f"{env}/*")
+        life = f"runtime secrets of {env}: generate, hand over, rotate, verify, revoke"
+        blocks.append((life, scope.data_path, ["create", "read", "update", "patch", "delete"]))
+        blocks.append((life, scope.metadata_path, ["create", "read", "update", "patch", "delete", "list"]))
+        for verb in ("delete", "undelete", "destroy"):
+            blocks.append((life, f"{m.runtime}/{verb}/{env}/*", ["update"]))
+        for mount in (m.internal_data, m.internal_config):
+            blocks.append((f"internal secrets of {env} on {cluster}: metadata only, never values",
+                           VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"]))
+    # The authority ledger: entries are create-only (no update, no delete), so even the orchestrator cannot
+    # rewrite history; only the head pointer is updatable.
+    entries = VaultPath(m.runtime, f"{LEDGER_PREFIX}/*")
+    head = VaultPath(m.runtime, LEDGER_HEAD)
+    blocks.append(("authority ledger: append and read, never rewrite", entries.data_path, ["create", "read"]))
+    blocks.append(("authority ledger: append and read, never rewrite", entries.metadata_path, ["read", "list"]))
+    blocks.append(("authority ledger head", head.data_path, ["create", "read", "update"]))
+    blocks.append(("authority ledger head", head.metadata_path, ["read"]))
+    return blocks

@@ -1,0 +1,117 @@
+"""Every rendered ESO object validates against the openAPIV3Schema of ESO's real CRDs.
+
+The CRDs come from the lab's ESO build (``~/.cache/chamberlain/lab/external-secrets/<version>/crds``) or from the
+Go module cache. When neither is on this machine the test is skipped, and says so. Unknown fields are errors
+here (as with ``kubectl apply --validate=strict``): every object schema that lists its properties gets
+``additionalProperties: false`` unless it preserves unknown fields.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.unit.test_render import REPOS, docs, render
+
+SEARCH = [
+    Path.home() / ".cache" / "chamberlain" / "lab" / "external-secrets",
+    Path("/root/go/pkg/mod/github.com/external-secrets"),
+    Path.home() / "go" / "pkg" / "mod" / "github.com" / "external-secrets",
+]
+
+
+@cache
+def eso_crd_dir() -> Path | None:
+    for base in SEARCH:
+        if not base.is_dir():
+            continue
+        hits = sorted(base.glob("**/external-secrets.io_externalsecrets.yaml"))
+        if hits:
+            return hits[-1].parent
+    return None
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy in which listed properties are the only ones allowed (what pruning + strict validation means)."""
+    schema = copy.deepcopy(schema)
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if "properties" in node and "additionalProperties" not in node and not node.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            node["additionalProperties"] = False
+        for key in ("properties",):
+            stack.extend(node.get(key, {}).values())
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                stack.append(node[key])
+        for key in ("allOf", "anyOf", "oneOf"):
+            stack.extend(node.get(key, []))
+    return schema
+
+
+@cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict openAPIV3Schema, for every served version of ESO's namespaced kinds."""
+    directory = eso_crd_dir()
+    assert directory is not None
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(directory.glob("external-secrets.io_*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                api = f"{crd['spec']['group']}/{version['name']}"
+                out[(api, crd["spec"]["names"]["kind"])] = strict(version["schema"]["openAPIV3Schema"])
+    return out
+
+
+needs_crds = pytest.mark.skipif(
+    eso_crd_dir() is None,
+    reason="ESO CRDs not found (build ESO with `chamberlain lab up` or fetch the Go module); "
+    "the ESO schema check is SKIPPED",
+)
+
+
+@needs_crds
+@pytest.mark.parametrize("name", sorted(REPOS))
+def test_every_eso_object_matches_the_real_crd(name: str) -> None:
+    schemas = crd_schemas()
+    seen: dict[str, int] = {}
+    for path, doc in docs(render(name), "envs/"):
+        if not doc["apiVersion"].startswith("external-secrets.io/"):
+            continue
+        key = (doc["apiVersion"], doc["kind"])
+        assert key in schemas, f"{path}: ESO does not serve {key}"
+        errors = sorted(jsonschema.Draft4Validator(schemas[key]).iter_errors(doc), key=str)
+        assert not errors, f"{path} {doc['kind']} {doc['metadata']['name']}: {errors[0].message}"
+        seen[doc["kind"]] = seen.get(doc["kind"], 0) + 1
+    assert {"SecretStore", "ExternalSecret", "PushSecret"} <= set(seen), seen
+
+
+@needs_crds
+def test_the_strict_check_catches_a_misspelled_field() -> None:
+    schemas = crd_schemas()
+    doc = next(d for _, d in docs(render("base"), "envs/") if d["kind"] == "ExternalSecret")
+    broken = copy.deepcopy(doc)
+    broken["spec"]["target"]["creationPolicy"] = "Owned"  # not an enum value
+    broken["spec"]["refreshIntervall"] = "1h"
+    validator = jsonschema.Draft4Validator(schemas[(doc["apiVersion"], doc["kind"])])
+    messages = " ".join(e.message for e in validator.iter_errors(broken))
+    assert "Owned" in messages and "refreshIntervall" in messages
+
+
+@needs_crds
+def test_push_secret_version_is_the_one_eso_serves() -> None:
+    served = {api for api, kind in crd_schemas() if kind == "PushSecret"}
+    assert served == {"external-secrets.io/v1alpha1"}
+    assert ("external-secrets.io/v1", "ExternalSecret") in crd_schemas()
+    assert ("external-secrets.io/v1", "SecretStore") in crd_schemas()

@@ -1,0 +1,154 @@
+"""The Vault bundle grants exactly what the rendered ESO objects use, and nothing else (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from chamberlain.render import RenderedTree
+from tests.unit.test_render import REPOS, docs, render
+
+_BLOCK = re.compile(r'^path "([^"]+)" \{\n  capabilities = \[([^\]]*)\]\n\}$', re.M)
+_VAULT_NAME = re.compile(r"^chamberlain(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+
+
+def policy(tree: RenderedTree, name: str) -> dict[str, set[str]]:
+    """path -> capabilities of one rendered HCL policy."""
+    text = tree[f"vault/policies/{name}.hcl"]
+    grants = {m.group(1): {c.strip().strip('"') for c in m.group(2).split(",")} for m in _BLOCK.finditer(text)}
+    # Nothing but comments and the parsed blocks: no stray stanza the regex did not see.
+    rest = _BLOCK.sub("", text)
+    assert all(not line or line.startswith("#") for line in rest.splitlines()), rest
+    return grants
+
+
+def role(tree: RenderedTree, mount: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(tree[f"vault/auth/{mount}/roles/{name}.json"])
+    return body
+
+
+def stores(tree: RenderedTree) -> list[tuple[str, dict[str, Any]]]:
+    return [(p, d) for p, d in docs(tree, "envs/") if d["kind"] == "SecretStore"]
+
+
+def test_base_reader_policy_is_exactly_the_consumed_path() -> None:
+    tree = render("base")
+    assert policy(tree, "chamberlain.prod.prod-eu1.app.reader") == {
+        "secret/data/prod/team-app/app-db": {"read"},
+    }
+    assert policy(tree, "chamberlain.dev.dev1.reporting.reader") == {
+        "platform-data/data/dev/dev1/databases/orders-db-app": {"read"},
+        "platform-config/data/dev/dev1/databases/orders-db-endpoint": {"read"},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(REPOS))
+def test_each_store_role_grants_exactly_what_its_namespace_uses(name: str) -> None:
+    """Derive the expected grants from the ESO objects alone and compare with the policies."""
+    tree = render(name)
+    expected: dict[str, dict[str, set[str]]] = {}
+    store_role: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for path, st in stores(tree):
+        vault = st["spec"]["provider"]["vault"]
+        auth = vault["auth"]["kubernetes"]
+        store_role[(path, st["metadata"]["name"])] = (auth["role"], vault)
+        expected.setdefault(auth["role"], {})
+        body = role(tree, auth["mountPath"], auth["role"])
+        # The role is bound to exactly the ServiceAccount the store logs in with, in the store's namespace.
+        assert body["bound_service_account_names"] == [auth["serviceAccountRef"]["name"]]
+        assert body["bound_service_account_namespaces"] == [st["metadata"]["namespace"]]
+        assert body["token_policies"] == [auth["role"]]
+        assert [body["audience"]] == auth["serviceAccountRef"]["audiences"]
+    for path, d in docs(tree, "envs/"):
+        if d["kind"] == "ExternalSecret":
+            role_name, vault = store_role[(path, d["spec"]["secretStoreRef"]["name"])]
+            keys = [e["remoteRef"]["key"] for e in d["spec"].get("data", [])]
+            keys += [e["extract"]["key"] for e in d["spec"].get("dataFrom", [])]
+            for key in keys:
+                expected[role_name].setdefault(f"{vault['path']}/data/{key}", set()).add("read")
+        elif d["kind"] == "PushSecret":
+            role_name, vault = store_role[(path, d["spec"]["secretStoreRefs"][0]["name"])]
+            for entry in d["spec"]["data"]:
+                key = entry["match"]["remoteRef"]["remoteKey"]
+                for area in ("data", "metadata"):
+                    expected[role_name][f"{vault['path']}/{area}/{key}"] = {"create", "read", "update"}
+    assert expected
+    for role_name, grants in expected.items():
+        assert policy(tree, role_name) == grants, role_name
+
+
+@pytest.mark.parametrize("name", sorted(REPOS))
+def test_no_wildcards_outside_the_orchestrator(name: str) -> None:
+    tree = render(name)
+    for path in tree.paths():
+        if path.startswith("vault/policies/") and not path.endswith(".orchestrator.hcl"):
+            grants = policy(tree, path.removeprefix("vault/policies/").removesuffix(".hcl"))
+            assert not any("*" in p or "+" in p for p in grants), path
+            assert all(caps <= {"read", "create", "update"} for caps in grants.values()), path
+
+
+@pytest.mark.parametrize("name", sorted(REPOS))
+def test_orchestrator_never_reads_internal_values(name: str) -> None:
+    tree = render(name)
+    mounts = json.loads(tree["vault/mounts.json"])
+    internal = [m for m, spec in mounts.items() if not spec["kv_config"]["cas_required"]]
+    assert len(internal) == 2
+    orchestrators = [p for p in tree.paths() if p.endswith(".orchestrator.hcl")]
+    assert orchestrators
+    for path in orchestrators:
+        cluster = path.split(".")[1]
+        grants = policy(tree, path.removeprefix("vault/policies/").removesuffix(".hcl"))
+        for p, caps in grants.items():
+            mount, area = p.split("/")[:2]
+            if mount in internal:
+                assert area == "metadata" and caps == {"read", "list"}, p
+                assert f"/{cluster}/" in p, p  # only its own cluster's publications
+            else:
+                assert area in ("data", "metadata", "delete", "undelete", "destroy"), p
+
+
+def test_orchestrator_is_scoped_to_the_environments_of_its_cluster() -> None:
+    tree = render("base")
+    grants = policy(tree, "chamberlain.dev1.orchestrator")
+    assert grants["secret/data/dev/*"] == {"create", "read", "update", "patch", "delete"}
+    assert "secret/data/prod/*" not in grants
+    assert grants["secret/data/_chamberlain/ledger/*"] == {"create", "read"}  # never update or delete: audit
+    assert grants["secret/data/_chamberlain/ledger-head"] == {"create", "read", "update"}
+    body = role(tree, "kubernetes", "chamberlain.dev1.orchestrator")
+    assert body["bound_service_account_names"] == ["chamberlain"]
+    assert body["bound_service_account_namespaces"] == ["chamberlain-system"]
+
+
+def test_mounts_are_kv2_and_only_runtime_requires_cas() -> None:
+    mounts = json.loads(render("base")["vault/mounts.json"])
+    assert set(mounts) == {"secret", "platform-data", "platform-config"}
+    for name, spec in mounts.items():
+        assert spec["type"] == "kv" and spec["options"] == {"version": "2"}
+        assert spec["kv_config"]["max_versions"] >= 2
+        # ESO's PushSecret writes without check-and-set; only the runtime mount can require it.
+        assert spec["kv_config"]["cas_required"] is (name == "secret")
+    assert json.loads(render("base")["vault/auth.json"]) == {
+        "kubernetes": {"type": "kubernetes", "description": "chamberlain: ESO and orchestrator service accounts"}
+    }
+
+
+@pytest.mark.parametrize("name", sorted(REPOS))
+def test_vault_names_are_dns_safe_and_unambiguous(name: str) -> None:
+    tree = render(name)
+    names = [p.rsplit("/", 1)[1].removesuffix(".hcl") for p in tree.paths() if p.startswith("vault/policies/")]
+    roles = [p.rsplit("/", 1)[1].removesuffix(".json") for p in tree.paths() if "/roles/" in p]
+    assert sorted(names) == sorted(roles)  # one role per policy, same name
+    for n in names:
+        assert _VAULT_NAME.match(n), n
+
+
+def test_bundle_files_parse() -> None:
+    tree = render("base")
+    for path in tree.paths():
+        if path.startswith("vault/") and path.endswith(".json"):
+            json.loads(tree[path])
+        elif path.startswith("vault/"):
+            assert path.endswith(".hcl"), path
