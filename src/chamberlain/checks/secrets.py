@@ -459,7 +459,7 @@ def scan_file(rf: RepoFile) -> list[Hit]:
 def _outside_intents(rf: RepoFile) -> list[tuple[int, int]] | None:
     """Character ranges of ``rf`` outside its chamberlain documents (None: the whole file)."""
     spans = sorted(
-        (int(d.node.start_mark.index), int(d.node.end_mark.index)) for d in rf.documents if _is_chamberlain(d)
+        (d.start_index, d.end_index) for d in rf.documents if _is_chamberlain(d)
     )
     if not spans or rf.text is None:
         return None
@@ -489,7 +489,7 @@ def _label(doc: Document) -> str:
 def _doc_spans(rf: RepoFile) -> list[tuple[int, int, Document]]:
     """1-based inclusive line spans of the chamberlain documents of a file."""
     return [
-        (int(d.node.start_mark.line) + 1, int(d.node.end_mark.line) + 1, d)
+        (d.start_line, d.end_line, d)
         for d in rf.documents
         if _is_chamberlain(d)
     ]

@@ -7,9 +7,11 @@ becomes a finding, never a crash: nothing downstream sees a document that failed
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -60,16 +62,32 @@ class RepoFile:
 
 @dataclass
 class Document:
-    """One YAML document: its data and the node tree used to find lines."""
+    """One YAML document: its data, where it sits in its file, and (composed on demand) its node tree.
+
+    Composing nodes costs as much as loading, so it only happens when a finding needs the line of a key.
+    """
 
     file: str
     index: int
     data: Any
-    node: yaml.Node
+    start_line: int  # 1-based, first line of the document's text (its ``---`` line, if any)
+    end_line: int  # 1-based, inclusive
+    start_index: int  # character offsets of the document's text in the file
+    end_index: int
+    _source: str = field(repr=False, default="")
+    _node: yaml.Node | None = field(repr=False, default=None)
+
+    @property
+    def node(self) -> yaml.Node:
+        """The document's node tree; its marks are relative to the document (add ``start_line - 1``)."""
+        if self._node is None:
+            node = yaml.compose(self._source, Loader=_SafeLoader)  # already loaded once, so it parses
+            self._node = node if node is not None else yaml.ScalarNode("tag:yaml.org,2002:null", "")
+        return self._node
 
     @property
     def line(self) -> int:
-        return int(self.node.start_mark.line) + 1
+        return self.start_line + int(self.node.start_mark.line)
 
     @property
     def kind(self) -> str | None:
@@ -100,17 +118,18 @@ class Document:
         """Line (1-based) of the deepest key or item along ``loc`` that exists (the key's line, not its value's:
         a block mapping value starts on the line after its key)."""
         node: yaml.Node = self.node
-        line = int(node.start_mark.line) + 1
+        offset = self.start_line
+        line = offset + int(node.start_mark.line)
         for part in loc:
             child: yaml.Node | None = None
             if isinstance(node, yaml.MappingNode):
                 for key, value in node.value:
                     if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                        child, line = value, int(key.start_mark.line) + 1
+                        child, line = value, offset + int(key.start_mark.line)
                         break
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
                 child = node.value[part]
-                line = int(child.start_mark.line) + 1
+                line = offset + int(child.start_mark.line)
             if child is None:
                 break
             node = child
@@ -173,13 +192,31 @@ def load_repository(root: Path) -> Repository:
     """Read every file under ``root``; parse YAML; validate chamberlain kinds. Never raises on bad content."""
     root = root.resolve()
     repo = Repository(root=root)
-    for path in _walk(root):
-        rel = path.relative_to(root).as_posix()
-        repo.files.append(_read_file(repo, path, rel))
-    for f in repo.files:
-        for doc in f.documents:
-            _classify(repo, doc)
+    # Loading allocates millions of small objects that all stay alive; the cyclic GC would rescan them again and
+    # again (measured: 7.5 s instead of 2.6 s at 10k intents). Nothing here creates reference cycles.
+    with gc_paused():
+        for path in _walk(root):
+            rel = path.relative_to(root).as_posix()
+            repo.files.append(_read_file(repo, path, rel))
+        for f in repo.files:
+            for doc in f.documents:
+                _classify(repo, doc)
+    # The repository lives as long as the command; move it out of the GC's generations so later collections
+    # (during checks and render) do not rescan it. Reference counting still frees it.
+    gc.freeze()
     return repo
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a bulk build of acyclic objects (re-enabled only if it was on)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -231,42 +268,77 @@ def _flow_depth(text: str) -> int:
     return best
 
 
+_DOC_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.M)
+_ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s,\[\]{}]")
+_INDENT = re.compile(r"^[ \t]+", re.M)
+
+
+def _split_documents(text: str) -> list[tuple[int, int]]:
+    """Character spans of the documents of a YAML stream. ``---`` and ``...`` at column 0 are document markers
+    wherever they appear (YAML forbids them inside content), so splitting on them is exact; directive-only chunks
+    stay attached to the document they introduce."""
+    starts = [m.start() for m in _DOC_MARKER.finditer(text)]
+    bounds = sorted({0, *starts})
+    spans = []
+    pending: int | None = None
+    for i, start in enumerate(bounds):
+        end = bounds[i + 1] if i + 1 < len(bounds) else len(text)
+        chunk = text[start:end]
+        if chunk.startswith("..."):
+            continue
+        body = [ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if body and all(ln.startswith("%") for ln in body):
+            pending = start if pending is None else pending
+            continue
+        spans.append((pending if pending is not None else start, end))
+        pending = None
+    return spans
+
+
 def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
     # libyaml's composer recurses in C; refuse pathological flow nesting before handing it the text.
     if ("[" in text or "{" in text) and _flow_depth(text) > MAX_FLOW_DEPTH:
         repo.problems.append(Finding(rel, None, "CH002", f"nesting deeper than {MAX_FLOW_DEPTH}; not parsed"))
         return []
     docs: list[Document] = []
-    try:
-        nodes = list(yaml.compose_all(text, Loader=_SafeLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = int(mark.line) + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "syntax error"
-        repo.problems.append(Finding(rel, line, "CH001", f"YAML syntax error: {problem}"))
-        return []
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        repo.problems.append(Finding(rel, None, "CH001", f"YAML cannot be parsed: {type(exc).__name__}"))
-        return []
-    for index, node in enumerate(nodes):
-        if node is None:
-            continue
-        line = int(node.start_mark.line) + 1
-        verdict = _check_shape(node)
-        if verdict:
-            repo.problems.append(Finding(rel, line, "CH002", verdict))
-            continue
-        try:
-            data = _SafeLoader("").construct_document(node)
-        except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
-            repo.problems.append(
-                Finding(rel, line, "CH001", f"YAML value cannot be constructed: {type(exc).__name__}")
-            )
+    first_line, counted_to = 1, 0
+    for index, (start, end) in enumerate(_split_documents(text)):
+        chunk = text[start:end]
+        first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
+        counted_to = start
+        last_line = first_line + chunk.rstrip("\n").count("\n")
+        data, problem = _load_chunk(chunk, first_line)
+        if problem is not None:
+            repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
             continue
         if data is None:
             continue
-        docs.append(Document(rel, index, data, node))
+        docs.append(Document(rel, index, data, first_line, last_line, start, end, chunk))
     return docs
+
+
+def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str, str] | None]:
+    """Load one document. Plain documents take the fast path (C loader straight to data); documents with
+    anchors, or deep enough that nesting could be hostile, are composed first and their shape checked."""
+    max_indent = max((len(m.group()) for m in _INDENT.finditer(chunk)), default=0)
+    risky = _ANCHOR.search(chunk) is not None or max_indent >= MAX_DEPTH
+    offset = first_line - 1  # marks are chunk-relative; findings are file-relative
+    try:
+        if not risky:
+            return yaml.load(chunk, Loader=_SafeLoader), None
+        node = yaml.compose(chunk, Loader=_SafeLoader)
+        if node is None:
+            return None, None
+        verdict = _check_shape(node)
+        if verdict:
+            return None, (offset + int(node.start_mark.line) + 1, "CH002", verdict)
+        return _SafeLoader("").construct_document(node), None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = offset + int(mark.line) + 1 if mark is not None else None
+        return None, (line, "CH001", f"YAML syntax error: {exc.problem or exc.context or 'syntax error'}")
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+        return None, (first_line, "CH001", f"YAML cannot be parsed: {type(exc).__name__}")
 
 
 def _check_shape(root: yaml.Node) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from chamberlain.errors import UsageError
-from chamberlain.intent.loader import Repository
+from chamberlain.intent.loader import Repository, gc_paused
 from chamberlain.render.layout import build_files
 from chamberlain.render.topology import RenderError, build_topology
 
@@ -69,7 +69,8 @@ def render_repository(repo: Repository) -> RenderedTree:
         )
     policies = [p.obj for p in repo.policy_index().values()]
     intents = [i.obj for i in repo.intent_index().values()]
-    files = build_files(build_topology(platform, policies, intents))
+    with gc_paused():  # a bulk build of acyclic objects; see chamberlain.intent.loader.gc_paused
+        files = build_files(build_topology(platform, policies, intents))
     return RenderedTree({path: files[path] for path in sorted(files)})
 
 
