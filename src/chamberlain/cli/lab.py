@@ -1,0 +1,143 @@
+"""``chamberlain lab build|up|down|status``: thin commands over :mod:`chamberlain.lab`.
+
+Registered by the main CLI with ``app.add_typer(lab_app, name="lab")``. Progress
+goes to stderr so ``status -o json`` output on stdout stays machine-readable. No
+command prints a secret value: the dev-mode root token stays in its 0600 file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chamberlain.lab import builds
+from chamberlain.lab import lab as lab_mod
+
+lab_app = typer.Typer(
+    help="The local lab of real servers: Vault, kube-apiserver + etcd, External Secrets, PostgreSQL.",
+    no_args_is_help=True,
+)
+
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
+
+
+class StatusFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _progress(msg: str) -> None:
+    _err.print(msg, markup=False, highlight=False)
+
+
+LabDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--lab-dir",
+        help="Lab state directory (default: $CHAMBERLAIN_LAB_DIR, else ~/.local/state/chamberlain/lab).",
+        show_default=False,
+    ),
+]
+
+
+@lab_app.command("build")
+def build_cmd(
+    components: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=f"Components to build (default: all missing): {', '.join((*builds.BUILD_ORDER, 'postgres'))}.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+) -> None:
+    """Build the lab's server binaries from Go modules into the cache (skips cached ones)."""
+    builds.build_missing(components or None, progress=_progress, force=force)
+
+
+@lab_app.command("up")
+def up_cmd(
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Run Vault in dev mode (initialized, unsealed, in-memory; root token in <lab-dir>/vault/root-token).",
+        ),
+    ] = False,
+    lab_dir: LabDirOption = None,
+    port_offset: Annotated[int, typer.Option("--port-offset", help="Shift every default port by N.")] = 0,
+    etcd_port: Annotated[int | None, typer.Option(help="etcd client port.")] = None,
+    apiserver_port: Annotated[int | None, typer.Option(help="kube-apiserver port.")] = None,
+    vault_port: Annotated[int | None, typer.Option(help="Vault API port (cluster port is +1).")] = None,
+    postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port.")] = None,
+    eso_metrics_port: Annotated[int | None, typer.Option(help="External Secrets metrics port.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 180.0,
+) -> None:
+    """Start every lab server (idempotent) and print where they listen."""
+    ports = lab_mod.Ports().shifted(port_offset)
+    overrides: dict[str, int] = {}
+    for key, value in (
+        ("etcd", etcd_port),
+        ("kube_apiserver", apiserver_port),
+        ("vault", vault_port),
+        ("postgres", postgres_port),
+        ("eso_metrics", eso_metrics_port),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if vault_port is not None:
+        overrides["vault_cluster"] = vault_port + 1
+    if etcd_port is not None:
+        overrides["etcd_peer"] = etcd_port + 1
+    if overrides:
+        ports = dataclasses.replace(ports, **overrides)
+    config = lab_mod.LabConfig(lab_dir=lab_dir or lab_mod.default_lab_dir(), ports=ports, dev=dev)
+    report = lab_mod.up(config, progress=_progress, timeout=timeout)
+    _print_status(report)
+
+
+@lab_app.command("down")
+def down_cmd(
+    lab_dir: LabDirOption = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete all lab state (data, keys).")] = False,
+) -> None:
+    """Stop every lab server; nothing of the lab keeps running."""
+    stopped = lab_mod.down(lab_dir, progress=_progress, purge=purge)
+    if not stopped:
+        _progress("[lab] nothing was running")
+
+
+@lab_app.command("status")
+def status_cmd(
+    lab_dir: LabDirOption = None,
+    output: Annotated[StatusFormat, typer.Option("-o", "--output", help="Output format.")] = StatusFormat.text,
+) -> None:
+    """Health, address and version of each server; exit 0 only if all are healthy."""
+    report = lab_mod.status(lab_dir)
+    if output is StatusFormat.json:
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    else:
+        _print_status(report)
+    raise typer.Exit(0 if lab_mod.healthy(report) else 1)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    table = Table(title=f"chamberlain lab ({report['lab_dir']})")
+    for col in ("component", "healthy", "address", "version"):
+        # Addresses are copied into other tools: never truncate or wrap them.
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail")
+    for name, c in report["components"].items():
+        mark = "[green]yes[/green]" if c["healthy"] else "[red]no[/red]"
+        table.add_row(name, mark, c["address"], c["version"], c.get("detail", ""))
+    _out.print(table)
+    _out.print(f"kubeconfig: {report['kubeconfig']}", markup=False, highlight=False)

@@ -1,0 +1,238 @@
+"""The lab as a whole: ``up`` / ``down`` / ``status`` of all servers in one directory.
+
+Boundary: ordering and persistence. Which servers exist, their ports and the Vault
+mode are stored in ``<lab dir>/lab.json`` so ``status`` and ``down`` need no
+options. How an individual server is run is :mod:`.servers`' business; how its
+binary is built is :mod:`.builds`'.
+
+Start order: etcd → kube-apiserver (+ kubeconfig) → Vault → PostgreSQL → ESO CRDs
+(Established) → ESO controller. ``up`` is idempotent: a healthy running server is
+left alone, a server whose configuration changed (e.g. ``dev``) is restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chamberlain.lab import builds, procs
+from chamberlain.lab.pki import ensure_pki, pki_paths
+from chamberlain.lab.servers import (
+    Etcd,
+    ExternalSecrets,
+    KubeAPIServer,
+    LabError,
+    Postgres,
+    Server,
+    Vault,
+    port_open,
+)
+
+Progress = Callable[[str], None]
+
+#: Status names of the components, in start order.
+COMPONENT_NAMES: tuple[str, ...] = ("etcd", "kube-apiserver", "vault", "postgres", "external-secrets")
+
+
+def default_lab_dir() -> Path:
+    env = os.environ.get("CHAMBERLAIN_LAB_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "chamberlain" / "lab"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports; the defaults avoid the servers' usual ports on purpose."""
+
+    etcd: int = 22379
+    etcd_peer: int = 22380
+    kube_apiserver: int = 26443
+    vault: int = 28200
+    vault_cluster: int = 28201
+    postgres: int = 25432
+    eso_metrics: int = 28080
+
+    def shifted(self, offset: int) -> Ports:
+        """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
+        return Ports(**{k: v + offset for k, v in asdict(self).items()})
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    lab_dir: Path = field(default_factory=default_lab_dir)
+    ports: Ports = field(default_factory=Ports)
+    dev: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"ports": asdict(self.ports), "dev": self.dev}, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, lab_dir: Path | None = None) -> LabConfig:
+        """The configuration the lab in ``lab_dir`` was last brought up with (or defaults)."""
+        d = lab_dir or default_lab_dir()
+        try:
+            data = json.loads((d / "lab.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cls(lab_dir=d)
+        return cls(lab_dir=d, ports=Ports(**data.get("ports", {})), dev=bool(data.get("dev", False)))
+
+
+class Lab:
+    """The servers of one lab directory (constructing it starts or creates nothing)."""
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        d, p = config.lab_dir, config.ports
+        self.pki = pki_paths(d)
+        self.etcd = Etcd(d, p.etcd, p.etcd_peer)
+        self.apiserver = KubeAPIServer(d, p.kube_apiserver, self.pki, self.etcd.address)
+        self.vault = Vault(d, p.vault, p.vault_cluster, self.pki, dev=config.dev)
+        self.postgres = Postgres(d, p.postgres)
+        self.eso = ExternalSecrets(d, p.eso_metrics, self.apiserver)
+
+    def servers(self) -> dict[str, Server]:
+        """By status name, in start order."""
+        return {
+            "etcd": self.etcd,
+            "kube-apiserver": self.apiserver,
+            "vault": self.vault,
+            "postgres": self.postgres,
+            "external-secrets": self.eso,
+        }
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.apiserver.kubeconfig
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _check_missing_binaries() -> None:
+    missing = [
+        name
+        for name in ("etcd", "kube-apiserver", "vault", "external-secrets")
+        if not builds.is_built(builds.COMPONENTS[name])
+    ]
+    if missing:
+        raise LabError(
+            f"lab binaries not built: {', '.join(missing)}; run `python -m chamberlain.lab build` "
+            "(or `chamberlain lab build`) first"
+        )
+    if builds.postgres_bindir() is None:
+        raise LabError("PostgreSQL is not installed; run `python -m chamberlain.lab build postgres`")
+
+
+def _start(
+    server: Server, name: str, progress: Progress, started: list[str], restart: bool = False
+) -> procs.ProcInfo | None:
+    """Start ``server`` unless it already runs; return the new process (None if left alone)."""
+    running = server.running()
+    if running is not None and not restart:
+        progress(f"[lab] {name}: already running (pid {running.pid})")
+        return None
+    if running is not None:
+        progress(f"[lab] {name}: configuration changed, restarting")
+        server.stop()
+    port = int(server.address.rsplit(":", 1)[1].split("/", 1)[0])
+    if port_open(port):
+        raise LabError(f"{name}: port {port} on 127.0.0.1 is already in use by another process")
+    progress(f"[lab] {name}: starting")
+    proc = server.start()
+    started.append(name)
+    return proc
+
+
+def up(
+    config: LabConfig | None = None,
+    *,
+    progress: Progress = _print,
+    timeout: float = 180.0,
+) -> dict[str, Any]:
+    """Start every lab server (idempotent) and return :func:`status` once all are healthy."""
+    cfg = config or LabConfig()
+    _check_missing_binaries()
+    started_at = time.monotonic()
+    d = cfg.lab_dir
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    previous = LabConfig.load(d) if (d / "lab.json").exists() else None
+    if previous is not None and previous.ports != cfg.ports:
+        progress("[lab] ports changed: stopping the running lab first")
+        down(d, progress=progress)
+    (d / "lab.json").write_text(cfg.to_json(), encoding="utf-8")
+    ensure_pki(d)
+    lab = Lab(cfg)
+    vault_restart = previous is not None and previous.dev != cfg.dev
+    started: list[str] = []
+    try:
+        etcd_proc = _start(lab.etcd, "etcd", progress, started)
+        vault_proc = _start(lab.vault, "vault", progress, started, restart=vault_restart)
+        pg_proc = _start(lab.postgres, "postgres", progress, started)
+        lab.etcd.wait(etcd_proc, timeout=timeout)
+        api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
+        lab.apiserver.write_kubeconfig()
+        lab.apiserver.wait(api_proc, timeout=timeout)
+        lab.eso.install_crds(progress)
+        eso_proc = _start(lab.eso, "external-secrets", progress, started)
+        lab.vault.wait(vault_proc, timeout=timeout)
+        lab.postgres.wait(pg_proc, timeout=timeout)
+        lab.eso.wait(eso_proc, timeout=timeout)
+    except BaseException:
+        progress(f"[lab] start-up failed; stopping what this call started (logs kept in {procs.log_dir(d)})")
+        servers = lab.servers()
+        for name in reversed(started):
+            servers[name].stop()
+        raise
+    progress(f"[lab] up in {time.monotonic() - started_at:.1f}s; kubeconfig: {lab.kubeconfig}")
+    return status(cfg.lab_dir)
+
+
+def down(lab_dir: Path | None = None, *, progress: Progress = _print, purge: bool = False) -> list[str]:
+    """Stop every lab server (reverse start order); ``purge`` also deletes all lab state."""
+    cfg = LabConfig.load(lab_dir)
+    lab = Lab(cfg)
+    stopped = []
+    servers = lab.servers()
+    for name in reversed(COMPONENT_NAMES):
+        if servers[name].stop():
+            progress(f"[lab] {name}: stopped")
+            stopped.append(name)
+    if purge:
+        lab.postgres.purge()
+        if cfg.lab_dir.exists():
+            shutil.rmtree(cfg.lab_dir)
+        progress(f"[lab] removed {cfg.lab_dir}")
+    return stopped
+
+
+def status(lab_dir: Path | None = None) -> dict[str, Any]:
+    """``{"components": {name: {"healthy", "address", "version", ...}}, "kubeconfig": path}``."""
+    cfg = LabConfig.load(lab_dir)
+    lab = Lab(cfg)
+    components: dict[str, Any] = {}
+    for name, server in lab.servers().items():
+        if server.running() is None:
+            components[name] = {"healthy": False, "address": server.address, "version": "", "detail": "not running"}
+            continue
+        health = server.health()
+        components[name] = health.as_dict()
+    return {
+        "components": components,
+        "kubeconfig": str(lab.kubeconfig),
+        "lab_dir": str(cfg.lab_dir),
+        "dev": cfg.dev,
+    }
+
+
+def healthy(report: dict[str, Any]) -> bool:
+    return all(bool(c.get("healthy")) for c in report["components"].values())

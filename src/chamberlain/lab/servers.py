@@ -1,0 +1,650 @@
+"""The lab's servers: how each is configured, started, probed and stopped.
+
+Boundary: one class per server, each knowing its own command line, files under the
+lab directory and health/version probe. Ordering between servers, the lab's
+persisted configuration and the public ``up``/``down``/``status`` live in
+:mod:`.lab`. Every server listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chamberlain.errors import ChamberlainError
+from chamberlain.lab import builds, procs
+from chamberlain.lab.pki import LabPKI
+
+Progress = Callable[[str], None]
+HOST = "127.0.0.1"
+
+
+class LabError(ChamberlainError):
+    """A lab server could not be started or is not healthy (message is secret-free)."""
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    address: str
+    version: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"healthy": self.healthy, "address": self.address, "version": self.version}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+def _base_env() -> dict[str, str]:
+    # Servers get a minimal environment: nothing of the caller's credentials
+    # (VAULT_TOKEN, KUBECONFIG, PG*) should leak into what they do.
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _http_json(url: str, *, context: ssl.SSLContext | None = None, timeout: float = 3.0) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - lab URLs only
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
+            body = resp.read()
+            status = int(resp.status)
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        status = err.code
+    try:
+        return status, json.loads(body) if body else None
+    except ValueError:
+        return status, body.decode("utf-8", errors="replace")
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    lab_dir: Path | None = None,
+    proc: procs.ProcInfo | None = None,
+    interval: float = 0.5,
+    mask: tuple[str, ...] = (),
+) -> None:
+    """Poll ``check`` until true; fail early (with the log tail) if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if check():
+                return
+        if proc is not None and lab_dir is not None and procs.read(lab_dir, proc.name) is None:
+            raise LabError(f"{what}: process exited during start-up; log tail:\n{procs.log_tail(proc, mask=mask)}")
+        time.sleep(interval)
+    tail = f"; log tail:\n{procs.log_tail(proc, mask=mask)}" if proc else ""
+    raise LabError(f"{what}: not ready after {timeout:.0f}s{tail}")
+
+
+class Server:
+    """Common shape of a lab server."""
+
+    name: str = ""
+    stop_signal: int = signal.SIGTERM
+
+    def __init__(self, lab_dir: Path) -> None:
+        self.lab_dir = lab_dir
+
+    @property
+    def dir(self) -> Path:
+        return self.lab_dir / self.name
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    def running(self) -> procs.ProcInfo | None:
+        return procs.read(self.lab_dir, self.name)
+
+    def stop(self) -> bool:
+        return procs.stop(self.lab_dir, self.name, sig=self.stop_signal)
+
+    def start(self) -> procs.ProcInfo:
+        raise NotImplementedError
+
+    def health(self) -> Health:
+        raise NotImplementedError
+
+    def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
+        """Wait until healthy; ``proc`` (just started, or None) is watched for early exit."""
+        wait_until(
+            lambda: self.health().healthy,
+            timeout=timeout,
+            what=self.name,
+            lab_dir=self.lab_dir,
+            proc=proc,
+            mask=self.secret_values(),
+        )
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Values to hide from any log excerpt this server's errors show."""
+        return ()
+
+
+# --------------------------------------------------------------------------- etcd
+
+
+class Etcd(Server):
+    name = "etcd"
+
+    def __init__(self, lab_dir: Path, port: int, peer_port: int) -> None:
+        super().__init__(lab_dir)
+        self.port = port
+        self.peer_port = peer_port
+
+    @property
+    def address(self) -> str:
+        # Plain HTTP on loopback: only the kube-apiserver of this lab talks to it.
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> procs.ProcInfo:
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)
+        peer = f"http://{HOST}:{self.peer_port}"
+        argv = [
+            str(builds.binary("etcd")),
+            "--name=lab",
+            f"--data-dir={data}",
+            f"--listen-client-urls={self.address}",
+            f"--advertise-client-urls={self.address}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=lab={peer}",
+            "--initial-cluster-state=new",
+            "--log-level=warn",
+        ]
+        return procs.start(self.lab_dir, self.name, argv, env=_base_env())
+
+    def health(self) -> Health:
+        version = ""
+        try:
+            _, ver = _http_json(f"{self.address}/version")
+            version = str(ver.get("etcdserver", "")) if isinstance(ver, dict) else ""
+            status, body = _http_json(f"{self.address}/health")
+            ok = status == 200 and isinstance(body, dict) and body.get("health") == "true"
+        except OSError as exc:
+            return Health(False, self.address, version, f"unreachable: {exc}")
+        return Health(ok, self.address, version)
+
+
+# ------------------------------------------------------------------ kube-apiserver
+
+
+class KubeAPIServer(Server):
+    name = "kube-apiserver"
+
+    #: Issuer written into ServiceAccount tokens; OpenBao/Vault's kubernetes auth
+    #: needs no issuer check, but tools that do validate it see a stable value.
+    issuer = "https://kubernetes.default.svc.cluster.local"
+
+    def __init__(self, lab_dir: Path, port: int, pki: LabPKI, etcd_url: str) -> None:
+        super().__init__(lab_dir)
+        self.port = port
+        self.pki = pki
+        self.etcd_url = etcd_url
+
+    @property
+    def address(self) -> str:
+        return f"https://{HOST}:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.lab_dir / "kubeconfig"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+        ctx.load_cert_chain(str(self.pki.admin.cert), str(self.pki.admin.key))
+        return ctx
+
+    def start(self) -> procs.ProcInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(builds.binary("kube-apiserver")),
+            f"--etcd-servers={self.etcd_url}",
+            f"--bind-address={HOST}",
+            f"--advertise-address={HOST}",
+            f"--secure-port={self.port}",
+            f"--tls-cert-file={self.pki.apiserver.cert}",
+            f"--tls-private-key-file={self.pki.apiserver.key}",
+            f"--client-ca-file={self.pki.ca.cert}",
+            "--authorization-mode=RBAC",
+            "--anonymous-auth=false",
+            f"--service-account-issuer={self.issuer}",
+            f"--service-account-key-file={self.pki.sa_pub}",
+            f"--service-account-signing-key-file={self.pki.sa_key}",
+            # Only used to allocate ClusterIPs in etcd; no traffic ever goes there.
+            "--service-cluster-ip-range=10.96.0.0/24",
+            f"--cert-dir={self.dir}",
+            "--profiling=false",
+            "--enable-priority-and-fairness=false",
+            "--v=1",
+        ]
+        return procs.start(self.lab_dir, self.name, argv, env=_base_env())
+
+    def write_kubeconfig(self) -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "chamberlain-lab",
+                    "cluster": {"server": self.address, "certificate-authority": str(self.pki.ca.cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "chamberlain-lab-admin",
+                    "user": {
+                        "client-certificate": str(self.pki.admin.cert),
+                        "client-key": str(self.pki.admin.key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "chamberlain-lab",
+                    "context": {"cluster": "chamberlain-lab", "user": "chamberlain-lab-admin"},
+                }
+            ],
+            "current-context": "chamberlain-lab",
+        }
+        # JSON is valid YAML, and keeps this module free of a YAML dependency.
+        _write_private_text(self.kubeconfig, json.dumps(config, indent=2) + "\n")
+        return self.kubeconfig
+
+    def health(self) -> Health:
+        try:
+            ctx = self.ssl_context()
+            status, _ = _http_json(f"{self.address}/readyz", context=ctx)
+            _, ver = _http_json(f"{self.address}/version", context=ctx)
+        except (OSError, ssl.SSLError) as exc:
+            return Health(False, self.address, "", f"unreachable: {exc}")
+        version = str(ver.get("gitVersion", "")) if isinstance(ver, dict) else ""
+        return Health(status == 200, self.address, version, "" if status == 200 else f"/readyz {status}")
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        argv = [str(builds.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise LabError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()[-2000:]}")
+        return proc
+
+
+# --------------------------------------------------------------- Vault / OpenBao
+
+
+class Vault(Server):
+    """HashiCorp Vault (or OpenBao: same CLI shape) in server or dev mode.
+
+    Server mode: integrated raft storage and a TLS listener signed by the lab CA, left
+    *uninitialized* (initialization is chamberlain's job, not the lab's).
+    Dev mode: in-memory, initialized and unsealed, HTTP, with a random root token
+    written to ``vault/root-token`` (0600) and never printed.
+    """
+
+    name = "vault"
+
+    def __init__(self, lab_dir: Path, port: int, cluster_port: int, pki: LabPKI, *, dev: bool) -> None:
+        super().__init__(lab_dir)
+        self.port = port
+        self.cluster_port = cluster_port
+        self.pki = pki
+        self.dev = dev
+
+    @property
+    def address(self) -> str:
+        scheme = "http" if self.dev else "https"
+        return f"{scheme}://{HOST}:{self.port}"
+
+    @property
+    def root_token_file(self) -> Path:
+        return self.dir / "root-token"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return None if self.dev else ssl.create_default_context(cafile=str(self.pki.ca.cert))
+
+    def start(self) -> procs.ProcInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        env = _base_env()
+        vault_bin = str(builds.binary("vault"))
+        if self.dev:
+            # Vault refuses custom root token IDs carrying its own "hvs." prefix.
+            token = "lab-" + secrets.token_hex(20)
+            _write_private_text(self.root_token_file, token + "\n")
+            # The token goes through the environment, not argv: argv is world-readable
+            # in /proc, the environment is not.
+            env["VAULT_DEV_ROOT_TOKEN_ID"] = token
+            argv = [
+                vault_bin,
+                "server",
+                "-dev",
+                "-dev-no-store-token",
+                f"-dev-listen-address={HOST}:{self.port}",
+                "-log-level=warn",
+            ]
+        else:
+            self.root_token_file.unlink(missing_ok=True)
+            data = self.dir / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            data.chmod(0o700)
+            config = {
+                "storage": {"raft": {"path": str(data), "node_id": "lab-1"}},
+                "listener": [
+                    {
+                        "tcp": {
+                            "address": f"{HOST}:{self.port}",
+                            "cluster_address": f"{HOST}:{self.cluster_port}",
+                            "tls_cert_file": str(self.pki.vault.cert),
+                            "tls_key_file": str(self.pki.vault.key),
+                        }
+                    }
+                ],
+                "api_addr": self.address,
+                "cluster_addr": f"https://{HOST}:{self.cluster_port}",
+                # mlock needs CAP_IPC_LOCK and is pointless for a throw-away lab.
+                "disable_mlock": True,
+                "ui": False,
+                "log_level": "warn",
+            }
+            cfg = self.dir / "config.json"
+            cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            argv = [vault_bin, "server", f"-config={cfg}"]
+        return procs.start(self.lab_dir, self.name, argv, env=env)
+
+    def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
+        try:
+            super().wait(proc, timeout)
+        finally:
+            if self.dev and proc is not None:
+                # Dev mode prints its root token and unseal key in a start-up banner,
+                # once, before it answers: scrub the log now that it does (or failed).
+                procs.redact_file(proc.log, mask=self.secret_values())
+
+    def secret_values(self) -> tuple[str, ...]:
+        try:
+            return (self.root_token_file.read_text(encoding="utf-8").strip(),)
+        except OSError:
+            return ()
+
+    def sys_health(self) -> dict[str, Any]:
+        # The *code parameters make every state answer 200, so the body can be read.
+        _, body = _http_json(
+            f"{self.address}/v1/sys/health?standbyok=true&uninitcode=200&sealedcode=200"
+            "&perfstandbyok=true&drsecondarycode=200",
+            context=self.ssl_context(),
+        )
+        if not isinstance(body, dict):
+            raise ValueError("unexpected /v1/sys/health answer")
+        return body
+
+    def health(self) -> Health:
+        try:
+            body = self.sys_health()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return Health(False, self.address, "", f"unreachable: {exc}")
+        initialized, sealed = bool(body.get("initialized")), bool(body.get("sealed"))
+        state = "sealed" if sealed else "unsealed"
+        detail = f"{'initialized' if initialized else 'uninitialized'}, {state}"
+        # Dev mode must come up ready to use; server mode is healthy when it answers
+        # (uninitialized and sealed is its expected resting state in the lab).
+        ok = (initialized and not sealed) if self.dev else True
+        return Health(ok, self.address, "v" + str(body.get("version", "")).lstrip("v"), detail)
+
+
+# --------------------------------------------------------------- External Secrets
+
+
+class ExternalSecrets(Server):
+    """The ESO controller, out of cluster, talking to the lab API server via KUBECONFIG.
+
+    Only the main controller runs: no webhook and no cert-controller (CRD
+    conversion is not needed while every object is written as the storage
+    version). v0.16's controller has no health-probe endpoint, so health is judged
+    by its metrics endpoint answering.
+    """
+
+    name = "external-secrets"
+
+    def __init__(self, lab_dir: Path, metrics_port: int, apiserver: KubeAPIServer) -> None:
+        super().__init__(lab_dir)
+        self.metrics_port = metrics_port
+        self.apiserver = apiserver
+
+    @property
+    def address(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+    @staticmethod
+    def crd_files() -> list[Path]:
+        crds = builds.asset_dir("external-secrets", "crds")
+        return sorted(p for p in crds.glob("*.yaml") if p.name != "kustomization.yaml")
+
+    def install_crds(self, progress: Progress) -> None:
+        files = self.crd_files()
+        if not files:
+            raise LabError("no ESO CRDs in the build cache; run `python -m chamberlain.lab build`")
+        progress(f"[lab] installing {len(files)} External Secrets CRDs (server-side apply)")
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=chamberlain-lab"]
+        for f in files:
+            args += ["-f", str(f)]
+        self.apiserver.kubectl(*args)
+        names = []
+        for f in files:
+            m = re.search(r"^  name: (\S+)$", f.read_text(encoding="utf-8"), re.M)
+            if m:
+                names.append(f"crd/{m.group(1)}")
+        self.apiserver.kubectl("wait", "--for=condition=Established", "--timeout=120s", *names)
+
+    def start(self) -> procs.ProcInfo:
+        env = _base_env()
+        env["KUBECONFIG"] = str(self.apiserver.kubeconfig)
+        argv = [
+            str(builds.binary("external-secrets")),
+            f"--metrics-addr={HOST}:{self.metrics_port}",
+            "--enable-leader-election=false",
+            "--loglevel=info",
+            "--zap-time-encoding=iso8601",
+        ]
+        return procs.start(self.lab_dir, self.name, argv, env=env)
+
+    def health(self) -> Health:
+        version = builds.COMPONENTS["external-secrets"].version
+        if self.running() is None:
+            return Health(False, self.address, version, "not running")
+        try:
+            req = urllib.request.Request(self.address)  # noqa: S310 - lab URL
+            with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310
+                ok = resp.status == 200
+        except OSError as exc:
+            return Health(False, self.address, version, f"unreachable: {exc}")
+        return Health(ok, self.address, version)
+
+
+# ----------------------------------------------------------------------- postgres
+
+
+class Postgres(Server):
+    """PostgreSQL from Debian's package, run from a private data directory.
+
+    PostgreSQL refuses to run as root; when the lab runs as root the server runs as
+    the ``postgres`` system user and its data directory lives under
+    ``/var/lib/chamberlain-lab/`` (the lab directory may sit under a 0700 home that
+    user cannot enter). Only TCP on loopback, SCRAM passwords; the superuser
+    password is generated once and kept in ``postgres/superuser-password`` (0600).
+    """
+
+    name = "postgres"
+    # SIGINT is PostgreSQL's "fast shutdown": disconnect clients, stop promptly.
+    stop_signal = signal.SIGINT
+    superuser = "postgres"
+
+    def __init__(self, lab_dir: Path, port: int) -> None:
+        super().__init__(lab_dir)
+        self.port = port
+
+    @property
+    def address(self) -> str:
+        return f"postgresql://{HOST}:{self.port}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "superuser-password"
+
+    @property
+    def run_as(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
+
+    @property
+    def data_dir(self) -> Path:
+        if self.run_as is None:
+            return self.dir / "data"
+        digest = hashlib.sha256(str(self.lab_dir.resolve()).encode()).hexdigest()[:12]
+        return Path("/var/lib/chamberlain-lab") / digest / "pgdata"
+
+    def password(self) -> str:
+        return self.password_file.read_text(encoding="utf-8").strip()
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq connection string for the superuser (contains the password)."""
+        return f"host={HOST} port={self.port} dbname={dbname} user={self.superuser} password={self.password()}"
+
+    def _ensure_user(self) -> None:
+        if self.run_as is None:
+            return
+        try:
+            pwd.getpwnam(self.run_as)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.run_as], check=True
+            )
+
+    def _init(self, bindir: Path) -> None:
+        data = self.data_dir
+        if (data / "PG_VERSION").exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        if not self.password_file.exists():
+            _write_private_text(self.password_file, secrets.token_urlsafe(24) + "\n")
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)
+        pwfile = data.parent / ".initdb-pw"
+        _write_private_text(pwfile, self.password() + "\n")
+        if self.run_as is not None:
+            pw = pwd.getpwnam(self.run_as)
+            for p in (data.parent, data, pwfile):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        try:
+            proc = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    self.superuser,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                user=self.run_as,
+                env=_base_env(),
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=data.parent,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise LabError(f"initdb failed: {proc.stderr.strip()[-1500:]}")
+
+    def start(self) -> procs.ProcInfo:
+        bindir = builds.postgres_bindir()
+        if bindir is None:
+            raise LabError("PostgreSQL is not installed; run `python -m chamberlain.lab build postgres`")
+        self._ensure_user()
+        self._init(bindir)
+        argv = [
+            str(bindir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            f"listen_addresses={HOST}",
+            # No unix socket: nothing outside the lab should reach it by accident, and the
+            # default socket directory may be missing or owned by a system cluster.
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "logging_collector=off",
+            "-c",
+            "fsync=off",  # a throw-away lab: speed over durability
+        ]
+        return procs.start(self.lab_dir, self.name, argv, env=_base_env(), user=self.run_as, cwd=self.data_dir.parent)
+
+    def _version(self) -> str:
+        bindir = builds.postgres_bindir()
+        if bindir is None:
+            return ""
+        out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False)
+        m = re.search(r"(\d+(?:\.\d+)+)", out.stdout)
+        return m.group(1) if m else ""
+
+    def health(self) -> Health:
+        version = self._version()
+        bindir = builds.postgres_bindir()
+        if bindir is None:
+            return Health(False, self.address, version, "not installed")
+        ready = bindir / "pg_isready"
+        probe = (
+            subprocess.run(
+                [str(ready), "-h", HOST, "-p", str(self.port), "-t", "2"], capture_output=True, text=True, check=False
+            )
+            if ready.exists()
+            else None
+        )
+        ok = probe.returncode == 0 if probe is not None else port_open(self.port)
+        return Health(ok, self.address, version, "" if ok else "not accepting connections")
+
+    def purge(self) -> None:
+        if self.run_as is not None and self.data_dir.parent.exists():
+            shutil.rmtree(self.data_dir.parent)

@@ -1,0 +1,55 @@
+"""Proof 1: KV v2 on the real Vault: write, read, check-and-set, metadata, versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hvac
+import pytest
+
+pytestmark = pytest.mark.lab
+
+MOUNT = "secret"
+
+
+def test_kv2_write_read_cas_metadata_and_history(vault: Any) -> None:
+    kv = vault.secrets.kv.v2
+    path = "proof/kv-life-cycle"
+    first = kv.create_or_update_secret(path=path, secret={"password": "v1-value"}, cas=0, mount_point=MOUNT)
+    assert first["data"]["version"] == 1
+
+    read = kv.read_secret_version(path=path, mount_point=MOUNT, raise_on_deleted_version=True)
+    assert read["data"]["data"] == {"password": "v1-value"}
+    assert read["data"]["metadata"]["version"] == 1
+
+    # cas=0 means "only if absent": the second create must be refused.
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="check-and-set"):
+        kv.create_or_update_secret(path=path, secret={"password": "racer"}, cas=0, mount_point=MOUNT)
+    second = kv.create_or_update_secret(path=path, secret={"password": "v2-value"}, cas=1, mount_point=MOUNT)
+    assert second["data"]["version"] == 2
+    # A writer holding a stale version loses.
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="check-and-set"):
+        kv.create_or_update_secret(path=path, secret={"password": "stale"}, cas=1, mount_point=MOUNT)
+
+    kv.update_metadata(
+        path=path,
+        mount_point=MOUNT,
+        max_versions=5,
+        cas_required=True,
+        custom_metadata={"owner": "team-payments", "rotation_type": "time-based"},
+    )
+    meta = kv.read_secret_metadata(path=path, mount_point=MOUNT)["data"]
+    assert meta["custom_metadata"] == {"owner": "team-payments", "rotation_type": "time-based"}
+    assert meta["max_versions"] == 5
+    assert meta["cas_required"] is True
+    assert meta["current_version"] == 2
+    assert sorted(meta["versions"]) == ["1", "2"]
+
+    # With cas_required, a write without cas is refused by the server.
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        kv.create_or_update_secret(path=path, secret={"password": "no-cas"}, mount_point=MOUNT)
+
+    old = kv.read_secret_version(path=path, version=1, mount_point=MOUNT, raise_on_deleted_version=True)
+    assert old["data"]["data"] == {"password": "v1-value"}
+    latest = kv.read_secret_version(path=path, mount_point=MOUNT, raise_on_deleted_version=True)
+    assert latest["data"]["data"] == {"password": "v2-value"}
