@@ -1,0 +1,26 @@
+"""The Kubernetes side: a narrow typed interface over the cluster chamberlain reads and writes.
+
+Belongs here: the :class:`Kube` protocol, its typed errors, an in-memory fake (``fake``) and the implementation on
+the official ``kubernetes`` client (``client``) — the only module that imports it. Later: materialization checks,
+rollout restarts and leases.
+"""
+
+from chamberlain.kube.api import (
+    Kube,
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeSecret,
+    KubeUnavailable,
+)
+
+__all__ = [
+    "Kube",
+    "KubeConflict",
+    "KubeError",
+    "KubeForbidden",
+    "KubeNotFound",
+    "KubeSecret",
+    "KubeUnavailable",
+]

@@ -1,0 +1,164 @@
+"""The :class:`~chamberlain.kube.api.Kube` protocol on the official ``kubernetes`` client.
+
+The only module that imports ``kubernetes``. API errors are mapped once, here, to typed errors by status.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client import ApiException
+
+from chamberlain.kube.api import (
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeSecret,
+    KubeUnavailable,
+)
+
+T = TypeVar("T")
+
+
+def _map_error(exc: Exception, what: str) -> KubeError:
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        if status == 404:
+            return KubeNotFound(f"{what}: not found")
+        if status == 409:
+            return KubeConflict(f"{what}: conflict (changed since read, or exists)")
+        if status in (401, 403):
+            return KubeForbidden(f"{what}: forbidden ({status})")
+        if status == 429 or status >= 500:
+            return KubeUnavailable(f"{what}: API server answered {status}")
+        return KubeError(f"{what}: API server answered {status}")
+    return KubeUnavailable(f"{what}: API server unreachable ({type(exc).__name__})")
+
+
+def _decode(data: Mapping[str, str] | None) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode("utf-8", errors="surrogateescape") for k, v in (data or {}).items()}
+
+
+def _encode(data: Mapping[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode("utf-8", errors="surrogateescape")).decode() for k, v in data.items()}
+
+
+class KubeClient:
+    def __init__(self, api_client: Any) -> None:
+        self._api = api_client
+        self._core = kubernetes.client.CoreV1Api(api_client)
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeClient:
+        if path is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return cls(kubernetes.client.ApiClient())
+        return cls(kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(path) if path else None, context=context))
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (ApiException, OSError, kubernetes.client.exceptions.OpenApiException) as exc:
+            raise _map_error(exc, what) from None
+        except Exception as exc:  # urllib3 connection errors and friends
+            if type(exc).__module__.startswith("urllib3"):
+                raise _map_error(exc, what) from None
+            raise
+
+    @staticmethod
+    def _to_secret(obj: Any) -> KubeSecret:
+        meta = obj.metadata
+        return KubeSecret(
+            namespace=meta.namespace,
+            name=meta.name,
+            data=_decode(obj.data),
+            labels=dict(meta.labels or {}),
+            annotations=dict(meta.annotations or {}),
+            resource_version=meta.resource_version or "",
+            type=obj.type or "Opaque",
+        )
+
+    def get_secret(self, namespace: str, name: str) -> KubeSecret | None:
+        try:
+            obj = self._call(f"Secret {namespace}/{name}", lambda: self._core.read_namespaced_secret(name, namespace))
+        except KubeNotFound:
+            return None
+        return self._to_secret(obj)
+
+    def create_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> KubeSecret:
+        body = kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=name, namespace=namespace, labels=dict(labels or {}), annotations=dict(annotations or {})
+            ),
+            data=_encode(data),
+            type="Opaque",
+        )
+        obj = self._call(f"Secret {namespace}/{name}", lambda: self._core.create_namespaced_secret(namespace, body))
+        return self._to_secret(obj)
+
+    def update_secret(self, secret: KubeSecret) -> KubeSecret:
+        body = kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=secret.name,
+                namespace=secret.namespace,
+                labels=dict(secret.labels),
+                annotations=dict(secret.annotations),
+                resource_version=secret.resource_version or None,
+            ),
+            data=_encode(secret.data),
+            type=secret.type,
+        )
+        obj = self._call(
+            f"Secret {secret.namespace}/{secret.name}",
+            lambda: self._core.replace_namespaced_secret(secret.name, secret.namespace, body),
+        )
+        return self._to_secret(obj)
+
+    def delete_secret(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
+            if resource_version
+            else None
+        )
+        try:
+            self._call(
+                f"Secret {namespace}/{name}",
+                lambda: self._core.delete_namespaced_secret(name, namespace, body=options),
+            )
+        except KubeNotFound:
+            return
+
+    def ensure_namespace(self, name: str) -> None:
+        body = kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+        try:
+            self._call(f"Namespace {name}", lambda: self._core.create_namespace(body))
+        except KubeConflict:
+            return
+
+    def service_account_token(self, namespace: str, name: str, audiences: list[str], seconds: int = 600) -> str:
+        body = kubernetes.client.AuthenticationV1TokenRequest(
+            spec=kubernetes.client.V1TokenRequestSpec(audiences=audiences, expiration_seconds=seconds)
+        )
+        resp = self._call(
+            f"ServiceAccount {namespace}/{name} token",
+            lambda: self._core.create_namespaced_service_account_token(name, namespace, body),
+        )
+        if resp.status is None:
+            raise KubeError(f"ServiceAccount {namespace}/{name}: TokenRequest returned no token")
+        return str(resp.status.token)
