@@ -126,7 +126,7 @@ def inventory(
 
     Example: chamberlain inventory examples/acme -o html > inventory.html
     """
-    from chamberlain.inventory import build_inventory, to_dict, to_html, to_markdown, to_text
+    from chamberlain.inventory import build_inventory, text_renderable, to_dict, to_html, to_markdown, to_text
     from chamberlain.service import load_valid
 
     repo = load_valid(_repo_dir(path))
@@ -138,7 +138,11 @@ def inventory(
     elif output is InventoryFormat.html:
         sys.stdout.write(to_html(inv))
     else:
-        stdout.print(to_text(inv))
+        # A terminal gets a table that fits its width; a pipe gets the fixed wide layout, which wraps less.
+        if stdout.is_terminal:
+            stdout.print(text_renderable(inv))
+        else:
+            sys.stdout.write(to_text(inv))
 
 
 @app.command()

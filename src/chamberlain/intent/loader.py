@@ -87,7 +87,18 @@ class Document:
 
     @property
     def line(self) -> int:
-        return self.start_line + int(self.node.start_mark.line)
+        """The line where the document's content starts (past ``---``, directives, comments and blank lines);
+        read from the text, because composing nodes just for this is as slow as loading."""
+        for i, raw in enumerate(self._source.splitlines()):
+            text = raw.strip()
+            if not text or text.startswith(("#", "%")):
+                continue
+            if text.startswith("---"):
+                rest = text[3:].strip()
+                if not rest or rest.startswith("#"):
+                    continue
+            return self.start_line + i
+        return self.start_line
 
     @property
     def kind(self) -> str | None:
