@@ -151,6 +151,7 @@ class VaultInfo:
     address: str
     ca_file: Path
     root_token: str
+    unseal_keys: tuple[str, ...] = ()  # in memory only: lets a test seal Vault and unseal it again
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +180,7 @@ def vault_info(lab: RunningLab) -> VaultInfo:
         pytest.fail("Vault did not become active after unseal")
     if "secret/" not in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
-    return VaultInfo(address=vault.address, ca_file=lab.ca_file, root_token=root)
+    return VaultInfo(address=vault.address, ca_file=lab.ca_file, root_token=root, unseal_keys=tuple(keys))
 
 
 @pytest.fixture(scope="session")

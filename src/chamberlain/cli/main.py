@@ -161,10 +161,20 @@ def schema(
 
 
 def _register_subapps() -> None:
-    try:
-        from chamberlain.cli.lab import lab_app
-    except ImportError:  # pragma: no cover - the lab extra is optional
-        return
+    # Imported here, after the core commands, so `chamberlain validate` never pays for server clients.
+    from chamberlain.cli.audit import audit_app
+    from chamberlain.cli.bootstrap import bootstrap_app
+    from chamberlain.cli.gitops import apply_cmd
+    from chamberlain.cli.handover import handover_cmd, provision_cmd
+    from chamberlain.cli.lab import lab_app
+    from chamberlain.cli.root import root_app
+
+    app.add_typer(root_app, name="root", help="Phase 0: the offline root of trust (age identity).")
+    app.add_typer(bootstrap_app, name="bootstrap", help="Bootstrap Secrets, SOPS-encrypted to the Platform recipients.")
+    app.command("apply")(apply_cmd)
+    app.command("handover")(handover_cmd)
+    app.command("provision")(provision_cmd)
+    app.add_typer(audit_app, name="audit", help="Provenance of a secret and integrity of the ledger.")
     app.add_typer(lab_app, name="lab", help="The local lab of real servers: build, up, down, status.")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from chamberlain.errors import ChamberlainError
 
@@ -72,6 +72,27 @@ class Kube(Protocol):
 
     def ensure_namespace(self, name: str) -> None: ...
 
+    def ensure_service_account(self, namespace: str, name: str) -> None:
+        """Create the ServiceAccount unless it exists (GitOps normally does; a bare lab cluster does not)."""
+        ...
+
     def service_account_token(self, namespace: str, name: str, audiences: list[str], seconds: int = 600) -> str:
         """A short-lived ServiceAccount token from the TokenRequest API."""
+        ...
+
+
+ApplyOutcome = Literal["created", "configured", "unchanged"]
+
+
+class KubeApply(Protocol):
+    """Server-side apply of arbitrary manifests: what a GitOps controller (or chamberlain's lab stand-in for one)
+    needs. Manifests may be Secrets: implementations never put a manifest body into an error or a log."""
+
+    def apply_manifest(self, manifest: Mapping[str, Any], field_manager: str) -> ApplyOutcome:
+        """Server-side apply (conflicts forced: the caller is the deployment authority). ``unchanged`` when the
+        object's resourceVersion did not move, i.e. the apply was a no-op."""
+        ...
+
+    def wait_crd_established(self, name: str, timeout: float = 60.0) -> None:
+        """Block until the CustomResourceDefinition ``name`` is Established; :class:`KubeUnavailable` on timeout."""
         ...

@@ -6,6 +6,7 @@ The only module that imports ``kubernetes``. API errors are mapped once, here, t
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ import kubernetes
 from kubernetes.client import ApiException
 
 from chamberlain.kube.api import (
+    ApplyOutcome,
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -52,6 +54,7 @@ class KubeClient:
     def __init__(self, api_client: Any) -> None:
         self._api = api_client
         self._core = kubernetes.client.CoreV1Api(api_client)
+        self._dyn: Any = None
 
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeClient:
@@ -151,6 +154,14 @@ class KubeClient:
         except KubeConflict:
             return
 
+    def ensure_service_account(self, namespace: str, name: str) -> None:
+        body = kubernetes.client.V1ServiceAccount(metadata=kubernetes.client.V1ObjectMeta(name=name))
+        try:
+            self._call(f"ServiceAccount {namespace}/{name}",
+                       lambda: self._core.create_namespaced_service_account(namespace, body))
+        except KubeConflict:
+            return
+
     def service_account_token(self, namespace: str, name: str, audiences: list[str], seconds: int = 600) -> str:
         body = kubernetes.client.AuthenticationV1TokenRequest(
             spec=kubernetes.client.V1TokenRequestSpec(audiences=audiences, expiration_seconds=seconds)
@@ -162,3 +173,56 @@ class KubeClient:
         if resp.status is None:
             raise KubeError(f"ServiceAccount {namespace}/{name}: TokenRequest returned no token")
         return str(resp.status.token)
+
+    # ------------------------------------------------------------------ server-side apply (KubeApply)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.dynamic import DynamicClient
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        if self._dyn is None:
+            self._dyn = self._call("API discovery", lambda: DynamicClient(self._api))  # type: ignore[no-untyped-call]
+        dyn = self._dyn
+        try:
+            return self._call(f"{kind} ({api_version})", lambda: dyn.resources.get(api_version=api_version, kind=kind))
+        except ResourceNotFoundError:
+            pass
+        # A kind whose CRD was applied moments ago is missing from the (cached) discovery: refresh once.
+        self._call("API discovery", dyn.resources.invalidate_cache)
+        try:
+            return self._call(f"{kind} ({api_version})", lambda: dyn.resources.get(api_version=api_version, kind=kind))
+        except ResourceNotFoundError:
+            raise KubeNotFound(f"{kind} ({api_version}): the API server does not serve this kind") from None
+
+    def apply_manifest(self, manifest: Mapping[str, Any], field_manager: str) -> ApplyOutcome:
+        api_version, kind = str(manifest["apiVersion"]), str(manifest["kind"])
+        meta = manifest["metadata"]
+        name, namespace = str(meta["name"]), meta.get("namespace")
+        what = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+        resource = self._resource(api_version, kind)
+        ns = str(namespace) if resource.namespaced and namespace else None
+        if resource.namespaced and ns is None:
+            raise KubeError(f"{what}: a namespaced kind needs metadata.namespace")
+        try:
+            before = self._call(what, lambda: self._dyn.get(resource, name=name, namespace=ns))
+            before_rv: str | None = before.metadata.resourceVersion
+        except KubeNotFound:
+            before_rv = None
+        after = self._call(what, lambda: self._dyn.server_side_apply(
+            resource, body=dict(manifest), name=name, namespace=ns, field_manager=field_manager,
+            force_conflicts=True))
+        if before_rv is None:
+            return "created"
+        return "unchanged" if after.metadata.resourceVersion == before_rv else "configured"
+
+    def wait_crd_established(self, name: str, timeout: float = 60.0) -> None:
+        api = kubernetes.client.ApiextensionsV1Api(self._api)
+        deadline = time.monotonic() + timeout
+        while True:
+            crd = self._call(f"CustomResourceDefinition {name}", lambda: api.read_custom_resource_definition(name))
+            conditions = (crd.status.conditions or []) if crd.status else []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                return
+            if time.monotonic() > deadline:
+                raise KubeUnavailable(f"CustomResourceDefinition {name}: not Established after {timeout:.0f}s")
+            time.sleep(0.2)

@@ -3,9 +3,9 @@
 Belongs here: turning a repository that validated clean into the files a GitOps controller applies — the CRDs
 and intents as custom resources, the ESO objects that materialize (ExternalSecret) and publish (PushSecret)
 secrets, their ServiceAccounts and SecretStores, Argo CD sync waves — and the Vault configuration bundle
-(mounts, policies, Kubernetes auth roles) a later ``authority configure`` applies. Not here: validation
-(:mod:`chamberlain.checks`), talking to Vault or Kubernetes, and bootstrap Secret manifests (SOPS/KSOPS, a later
-layer; bootstrap intents' consumers *are* rendered: after handover they read from Vault).
+(mounts, policies, Kubernetes auth roles) a later ``authority configure`` applies, and the decryption layer
+(bootstrap Secrets still SOPS-encrypted, a KSOPS generator, Flux Kustomizations; :mod:`.bootstrap`). Not here:
+validation (:mod:`chamberlain.checks`), talking to Vault or Kubernetes, and decrypting anything.
 
 The output is byte-identical across runs and machines: every collection is sorted, keys are sorted, there are no
 timestamps, no absolute paths and only ``\\n`` line endings. :func:`render_repository` is pure;
@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Repository, gc_paused
+from chamberlain.render.bootstrap import collect as collect_bootstrap
 from chamberlain.render.layout import build_files
 from chamberlain.render.topology import RenderError, build_topology
 
@@ -70,7 +71,7 @@ def render_repository(repo: Repository) -> RenderedTree:
     policies = [p.obj for p in repo.policy_index().values()]
     intents = [i.obj for i in repo.intent_index().values()]
     with gc_paused():  # a bulk build of acyclic objects; see chamberlain.intent.loader.gc_paused
-        files = build_files(build_topology(platform, policies, intents))
+        files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo))
     return RenderedTree({path: files[path] for path in sorted(files)})
 
 

@@ -15,6 +15,9 @@ Layout::
     envs/<env>/<cluster>/          the Argo CD application of one environment on one cluster:
         kustomization.yaml         ../../../clusters/<cluster> (base owner only, see below) + namespaces/*.yaml
         namespaces/<ns>.yaml       ServiceAccounts, SecretStores, PushSecrets, ExternalSecrets of that namespace
+        ksops-bootstrap.yaml       KSOPS generator of the bootstrap Secrets this application carries (wave 1)
+        bootstrap/                 those Secrets' SOPS files, byte for byte (see :mod:`.bootstrap`)
+    flux/<env>/<cluster>/          Flux Kustomizations with SOPS decryption for the same bootstrap files
     vault/                         the Vault configuration bundle (see :mod:`.vault_bundle`)
 
 A cluster can host several environments (acme's ``preview`` lives on ``dev1``). Cluster-wide objects would then
@@ -37,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
+from chamberlain.render import bootstrap as boot
 from chamberlain.render import eso, naming
 from chamberlain.render.crds import crd, crd_file_name, crd_kinds
 from chamberlain.render.topology import RenderError, Topology
@@ -47,8 +51,9 @@ Manifest = dict[str, Any]
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
 
 
-def kustomization(resources: Iterable[str]) -> str:
-    return dump_yaml({"apiVersion": KUSTOMIZE_API, "kind": "Kustomization", "resources": list(resources)})
+def kustomization(resources: Iterable[str], extra: Mapping[str, Any] | None = None) -> str:
+    return dump_yaml({"apiVersion": KUSTOMIZE_API, "kind": "Kustomization", "resources": list(resources),
+                      **(extra or {})})
 
 
 def intent_manifest(obj: Platform | RotationPolicy | SecretIntent, namespace: str) -> Manifest:
@@ -87,9 +92,11 @@ class _Claims:
             self._seen[key] = where
 
 
-def build_files(topo: Topology) -> dict[str, str]:
-    """Every rendered file, keyed by its posix path relative to the output directory."""
+def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) -> dict[str, str]:
+    """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
+    bootstrap files, placed by :mod:`chamberlain.render.bootstrap`."""
     platform = topo.platform
+    layer = boot.assign(topo, list(bootstrap))
     controller_ns = naming.controller_namespace(platform)
     files: dict[str, str] = {}
 
@@ -109,7 +116,9 @@ def build_files(topo: Topology) -> dict[str, str]:
     claims = _Claims()
     for cluster in topo.clusters:
         base = f"clusters/{cluster}"
-        namespaces = [eso.namespace(ns) for ns in topo.namespaces(cluster)]
+        plain = set(topo.namespaces(cluster))
+        namespaces = [eso.namespace(ns) if ns in plain else boot.mark_bootstrap_namespace(eso.namespace(ns))
+                      for ns in sorted(plain | layer.namespaces(cluster))]
         files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)
         controller = [eso.service_account(
             naming.controller_service_account(platform), controller_ns,
@@ -144,8 +153,12 @@ def build_files(topo: Topology) -> dict[str, str]:
             claims.claim(cluster, manifests, f"{root}/{path}")
             files[f"{root}/{path}"] = dump_yaml_documents(manifests)
             resources.append(path)
-        files[f"{root}/kustomization.yaml"] = kustomization(resources)
+        carried = layer.files_of(env, cluster)
+        claims.claim(cluster, [boot.secret_identity(f) for f in carried], f"{root}/{boot.KSOPS_GENERATOR}")
+        files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried).items()})
+        files[f"{root}/kustomization.yaml"] = kustomization(resources, boot.kustomization_fields(carried))
 
+    files.update(boot.flux_files(layer))
     for rel, text in bundle(topo).items():
         files[f"vault/{rel}"] = text
     return files

@@ -1,0 +1,135 @@
+"""How a command gets an authenticated client of the runtime authority: connection options, the Kubernetes
+cluster facts Vault's Kubernetes auth needs, and logins as chamberlain's own identities.
+
+Identities (SPEC §6, one per component, no shared credentials): the *orchestrator* of a cluster (role
+``chamberlain.<cluster>.orchestrator``, KV life cycle) and the *configurator* (role
+``chamberlain.authority.configurator``, Vault configuration), both bound to the controller ServiceAccount; each
+login uses a fresh, short-lived TokenRequest token with the ``vault`` audience. A static token (``VAULT_TOKEN``)
+is accepted only where a human passes it on purpose (break-glass).
+
+Boundary: Kubernetes is reached through the structural :class:`TokenSource` (the Kube protocol satisfies it), so
+this module does not import the Kubernetes adapter. No secret is logged or put into an error.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from chamberlain.authority.configure import CONFIGURATOR, VAULT_AUDIENCE, KubernetesAuthSettings
+from chamberlain.authority.kv import KV
+from chamberlain.authority.vault import VaultClient, client_with_token, login_kubernetes, unauthenticated
+from chamberlain.errors import UsageError
+from chamberlain.intent.model import Platform
+
+LOGIN_JWT_SECONDS = 600  # the login JWT is used once, at login; it need not outlive it by much
+
+
+class TokenSource(Protocol):
+    def service_account_token(self, namespace: str, name: str, audiences: list[str], seconds: int = 600) -> str: ...
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the authority is. ``address`` defaults to the Platform's ``spec.authority.address``."""
+
+    address: str
+    ca_file: Path | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def resolve(cls, platform: Platform, address: str | None, ca_file: Path | None,
+                token: str | None = None) -> Connection:
+        if ca_file is not None and not ca_file.is_file():
+            raise UsageError(f"{ca_file}: no such CA file (--vault-cacert / VAULT_CACERT)")
+        return cls((address or platform.spec.authority.address).rstrip("/"), ca_file, token or None)
+
+    def anonymous(self) -> VaultClient:
+        return unauthenticated(self.address, self.ca_file)
+
+
+def _jwt_source(kube: TokenSource, namespace: str, account: str) -> Any:
+    return lambda: kube.service_account_token(namespace, account, [VAULT_AUDIENCE], LOGIN_JWT_SECONDS)
+
+
+def login_as(conn: Connection, platform: Platform, kube: TokenSource, role: str) -> VaultClient:
+    """Log in through Kubernetes auth as ``role`` with the controller ServiceAccount's token."""
+    ns, account = platform.spec.controller.namespace, platform.spec.controller.service_account
+    return login_kubernetes(conn.address, conn.ca_file, platform.spec.authority.kubernetes_auth_mount, role,
+                            _jwt_source(kube, ns, account))
+
+
+def configurator(conn: Connection, platform: Platform, kube: TokenSource) -> VaultClient:
+    """The identity that configures Vault: an explicit token when one was given, else the configurator role."""
+    if conn.token:
+        return client_with_token(conn.address, conn.ca_file, conn.token)
+    return login_as(conn, platform, kube, CONFIGURATOR)
+
+
+def orchestrator_kv(conn: Connection, platform: Platform, kube: TokenSource, role: str) -> KV:
+    """The KV the orchestrator works with (``role`` is ``chamberlain.<cluster>.orchestrator``)."""
+    return login_as(conn, platform, kube, role).kv
+
+
+# -------------------------------------------------------------------------------------- Kubernetes facts
+
+
+def cluster_from_kubeconfig(path: Path, context: str | None = None) -> tuple[str, str]:
+    """(API server URL, CA PEM) of the kubeconfig's current (or named) context — what Vault's Kubernetes auth
+    needs to review tokens of that cluster."""
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read the kubeconfig ({type(exc).__name__})") from None
+    name = context or config.get("current-context")
+    ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == name), None)
+    if ctx is None:
+        raise UsageError(f"{path}: no context {name!r}")
+    cluster = next((c.get("cluster") or {} for c in config.get("clusters") or []
+                    if c.get("name") == ctx.get("cluster")), None)
+    if not cluster or not cluster.get("server"):
+        raise UsageError(f"{path}: context {name!r} names no cluster with a server")
+    if cluster.get("certificate-authority-data"):
+        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    elif cluster.get("certificate-authority"):
+        ca_path = Path(cluster["certificate-authority"])
+        if not ca_path.is_absolute():
+            ca_path = path.parent / ca_path
+        ca = ca_path.read_text(encoding="utf-8")
+    else:
+        raise UsageError(f"{path}: the cluster of context {name!r} has no CA; pass --kubernetes-ca-file")
+    return str(cluster["server"]), ca
+
+
+def kubernetes_auth_settings(
+    kubeconfig: Path | None,
+    host: str | None = None,
+    ca_file: Path | None = None,
+    reviewer_jwt_file: Path | None = None,
+) -> KubernetesAuthSettings | None:
+    """Kubernetes auth settings from explicit options, falling back to the kubeconfig; None when neither says."""
+    kc_host, kc_ca = (None, None)
+    if kubeconfig is not None and (host is None or ca_file is None):
+        kc_host, kc_ca = cluster_from_kubeconfig(kubeconfig)
+    final_host = host or kc_host
+    if ca_file is not None:
+        try:
+            ca: str | None = ca_file.read_text(encoding="utf-8")
+        except OSError:
+            raise UsageError(f"{ca_file}: cannot read --kubernetes-ca-file") from None
+    else:
+        ca = kc_ca
+    if not final_host or not ca:
+        return None
+    reviewer = None
+    if reviewer_jwt_file is not None:
+        try:
+            reviewer = reviewer_jwt_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise UsageError(f"{reviewer_jwt_file}: cannot read --token-reviewer-jwt-file") from None
+    # With a reviewer JWT Vault runs outside the cluster: it must not look for a pod token of its own.
+    return KubernetesAuthSettings(final_host, ca, reviewer, disable_local_ca_jwt=reviewer is not None)

@@ -1,0 +1,117 @@
+"""A narrow wrapper over the ``sops`` binary: encrypt from memory, decrypt into memory.
+
+Boundary: bytes in, bytes (or parsed data) out, through pipes only. Plaintext is handed to ``sops`` on stdin and
+decrypted data comes back on stdout; neither ever touches the disk here. ``sops`` runs with ``--config`` pointing
+at the null device and every key option on the command line, so a stray ``.sops.yaml`` or ``SOPS_*`` variable in
+the caller's environment can neither change the recipients nor make the call fail; the age identity for decryption
+is passed as ``SOPS_AGE_KEY_FILE`` and nothing else.
+
+Errors are mapped once, here, to :class:`SopsError` with a reason chosen by us. ``sops``' own stderr is never
+repeated: it may quote input, and input here is secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chamberlain.bootstrap.tools import find_tool
+from chamberlain.errors import ChamberlainError
+
+ENCRYPTED_REGEX = "^(data|stringData)$"  # the rule chamberlain.checks.sops expects: values secret, shape reviewable
+
+
+class BootstrapError(ChamberlainError):
+    """A bootstrap file or step cannot be processed as asked; nothing was changed. Never carries a value."""
+
+
+class SopsError(BootstrapError):
+    """``sops`` failed; the message says why in our words, never in sops' (which may quote input)."""
+
+
+# What sops says (stderr substrings) -> what we tell the user. Order matters: first match wins.
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("MAC mismatch", "MAC mismatch: the file was changed after it was encrypted"),
+    ("no identity matched", "the age identity is not one of the file's recipients"),
+    ("did not match any of the recipients", "the age identity is not one of the file's recipients"),
+    ("failed to get the data key", "no available age identity can decrypt the file's data key"),
+    ("successful groups required", "no available age identity can decrypt the file's data key"),
+    ("sops metadata not found", "the input is not a sops file"),
+    ("already encrypted", "the input is already encrypted"),
+    ("failed to parse", "sops could not parse the age recipient or identity"),
+    ("Error unmarshalling input", "sops could not parse the input as YAML"),
+)
+
+
+def _reason(stderr: bytes, returncode: int) -> str:
+    text = stderr.decode("utf-8", errors="replace").lower()
+    for needle, reason in _REASONS:
+        if needle.lower() in text:
+            return reason
+    return f"sops exited with status {returncode}"
+
+
+def _environment(identity_file: Path | None) -> dict[str, str]:
+    # Drop every SOPS_* setting of the caller (recipients, key files, key commands, config paths): the call must
+    # mean exactly what its arguments say.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+    if identity_file is not None:
+        env["SOPS_AGE_KEY_FILE"] = str(identity_file)
+    return env
+
+
+@dataclass(frozen=True)
+class Sops:
+    binary: Path
+    timeout: float = 60.0
+
+    @classmethod
+    def locate(cls) -> Sops:
+        return cls(find_tool("sops"))
+
+    def _run(self, args: Sequence[str], stdin: bytes, identity_file: Path | None, what: str) -> bytes:
+        argv = [str(self.binary), "--config", os.devnull, *args]
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.timeout, check=False,
+                                  env=_environment(identity_file))
+        except subprocess.TimeoutExpired:
+            raise SopsError(f"{what}: sops did not finish within {self.timeout:.0f}s") from None
+        except OSError as exc:
+            raise SopsError(f"{what}: cannot run {self.binary} ({type(exc).__name__})") from None
+        if proc.returncode != 0:
+            raise SopsError(f"{what}: {_reason(proc.stderr, proc.returncode)}")
+        return proc.stdout
+
+    def encrypt(
+        self,
+        plaintext: bytes,
+        *,
+        filename: str,
+        recipients: Sequence[str],
+        encrypted_regex: str = ENCRYPTED_REGEX,
+    ) -> bytes:
+        """The sops-encrypted YAML of ``plaintext`` (YAML), to exactly ``recipients``. ``filename`` only names
+        the input in messages and in sops' own type detection; nothing is read from or written to it."""
+        if not recipients:
+            raise SopsError(f"{filename}: no age recipients to encrypt to")
+        return self._run(
+            ["encrypt", "--input-type", "yaml", "--output-type", "yaml", "--filename-override", filename,
+             "--age", ",".join(recipients), "--encrypted-regex", encrypted_regex],
+            plaintext, None, f"encrypting {filename}",
+        )
+
+    def decrypt(self, ciphertext: bytes, *, filename: str, identity_file: Path) -> Any:
+        """The decrypted document of a sops YAML file, parsed (as KSOPS or Flux would decrypt it in-cluster)."""
+        out = self._run(
+            ["decrypt", "--input-type", "yaml", "--output-type", "json", "--filename-override", filename],
+            ciphertext, identity_file, f"decrypting {filename}",
+        )
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise SopsError(f"decrypting {filename}: sops did not return one JSON document") from None

@@ -1,0 +1,81 @@
+"""``chamberlain root init``: Phase 0, the offline root of trust (thin: options in, :mod:`chamberlain.root` out)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chamberlain.cli.output import DataFormat, emit_data, stderr, stdout
+
+root_app = typer.Typer(
+    name="root",
+    help="Phase 0: the offline root of trust (an age identity kept outside Git).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@root_app.command("init")
+def init_cmd(
+    identity_file: Annotated[
+        Path | None,
+        typer.Option("--identity-file", help="Where the identity goes; must be outside the repository. "
+                     "Default: ~/.config/chamberlain/root-of-trust/<platform>.agekey", show_default=False),
+    ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", help="Intent repository: add the recipient to its Platform and write .sops.yaml "
+                     "creation rules for bootstrap files.", show_default=False),
+    ] = None,
+    print_identity: Annotated[
+        bool, typer.Option("--print-identity", help="Also print the SECRET identity (for moving it offline).")
+    ] = False,
+    output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,
+) -> None:
+    """Create the offline age identity once (0600, never in Git, never regenerated) and print its recipient.
+
+    An existing identity file is kept and reused, never overwritten. With --repo, the recipient is added to
+    Platform.spec.rootOfTrust.ageRecipients and .sops.yaml gets creation rules for bootstrap files; both edits keep
+    comments and layout and are idempotent.
+
+    Example: chamberlain root init --repo examples/acme
+    """
+    from chamberlain.intent.loader import load_repository
+    from chamberlain.root import default_identity_path, ensure_identity, update_repository
+
+    if repo is not None and not repo.is_dir():
+        from chamberlain.errors import UsageError
+
+        raise UsageError(f"{repo}: not a directory; pass the root of the intent repository")
+    if identity_file is None:
+        name = "chamberlain"
+        if repo is not None:
+            platforms = load_repository(repo).platforms
+            name = platforms[0].obj.metadata.name if len(platforms) == 1 else name
+        identity_file = default_identity_path(name)
+    ident = ensure_identity(identity_file, repo)
+    update = update_repository(repo, ident.recipient) if repo is not None else None
+    data = {
+        "identityFile": str(ident.path),
+        "created": ident.created,
+        "recipient": ident.recipient,
+        **({"platformFile": update.platform_file, "recipientAdded": update.recipient_added,
+            "sopsConfigWritten": update.sops_config_written, "recipients": update.recipients,
+            "staleBootstrapFiles": update.stale_files} if update else {}),
+    }
+    if not emit_data(data, output):
+        stdout.print(ident.recipient, markup=False, highlight=False)
+        state = "created" if ident.created else "exists, kept (never regenerated)"
+        stderr.print(f"identity {ident.path}: {state}; keep it offline, it is the root of trust", markup=False)
+        if update is not None:
+            stderr.print(f"{update.platform_file}: recipient {'added' if update.recipient_added else 'present'}; "
+                         f".sops.yaml {'written' if update.sops_config_written else 'up to date'}", markup=False)
+            for rel in update.stale_files:
+                stderr.print(f"{rel}: not encrypted to every recipient; re-encrypt with `sops updatekeys {rel}` "
+                             "using an identity that can decrypt it", markup=False)
+    if print_identity:
+        # Only on explicit request, and read straight from the file: chamberlain itself never keeps it.
+        sys.stdout.write(ident.path.read_text(encoding="utf-8"))

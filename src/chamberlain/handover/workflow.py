@@ -1,0 +1,344 @@
+"""Running a handover: observe, decide (:func:`~chamberlain.handover.decide.next_step`), act one step, repeat.
+
+Each action is one small idempotent step against the :class:`~chamberlain.authority.kv.KV` and
+:class:`~chamberlain.kube.api.Kube` protocols, followed by a :func:`~chamberlain.faults.checkpoint`, so tests can
+kill the process at every step boundary and prove that the next run converges. Nothing is remembered between
+steps: the state of Vault and of the cluster is re-read before every decision.
+
+Secret data is held only in memory, inside :class:`~chamberlain.kube.api.KubeSecret` and
+:class:`~chamberlain.authority.kv.SecretVersion` (whose reprs hide it), and compared in memory; what leaves this
+module — outcomes, errors, ledger entries, custom_metadata, annotations — carries paths, names, versions and a
+non-reversible marker only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from chamberlain.audit.ledger import Ledger, LedgerEntry
+from chamberlain.authority.errors import AuthorityError, CasConflict
+from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
+from chamberlain.checks.sops import BOOTSTRAP_CLASS, LABEL_CLASS, LABEL_INTENT
+from chamberlain.errors import ChamberlainError
+from chamberlain.faults import checkpoint
+from chamberlain.handover import metadata as md
+from chamberlain.handover.decide import TERMINAL, Bootstrap, Observed, Step, VaultValue, next_step
+from chamberlain.handover.units import HandoverUnit
+from chamberlain.kube.api import Kube, KubeConflict, KubeError, KubeSecret
+from chamberlain.values.markers import version_marker
+
+ANNOTATION_CONSUMED = "chamberlain.dev/consumed"
+ANNOTATION_AUTHORITY = "chamberlain.dev/authority"
+ANNOTATION_HANDED_OVER_TO = "chamberlain.dev/handed-over-to"
+
+# Typed Secrets must keep their required keys, or the API server rejects the update: an inert Secret keeps the
+# keys with empty (or, for docker configs, empty-but-valid) values.
+INERT_DATA: Mapping[str, Mapping[str, str]] = {
+    "kubernetes.io/dockerconfigjson": {".dockerconfigjson": '{"auths":{}}'},
+    "kubernetes.io/dockercfg": {".dockercfg": "{}"},
+    "kubernetes.io/basic-auth": {"username": ""},
+    "kubernetes.io/ssh-auth": {"ssh-privatekey": ""},
+    "kubernetes.io/tls": {"tls.crt": "", "tls.key": ""},
+}
+MAX_STEPS = 12  # a handover takes at most 4 actions; the rest absorbs concurrent changes (resourceVersion races)
+ORDER = (Step.WRITE, Step.RECORD, Step.CONSUME, Step.LEDGER)
+
+Result = Literal["handed-over", "already-handed-over", "planned", "conflict", "blocked"]
+
+
+class HandoverError(ChamberlainError):
+    """A handover could not finish; the message says which authority holds the secret now."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who runs, why, and the clock (injected so tests control time)."""
+
+    actor: str
+    run: str
+    reason: str = "explicit handover"
+    clock: Callable[[], datetime] = _now
+
+    def timestamp(self) -> str:
+        return self.clock().astimezone(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class UnitOutcome:
+    unit: HandoverUnit
+    result: Result
+    message: str
+    steps: list[str] = field(default_factory=list)  # done (or, with dry-run, still to do)
+    marker: str | None = None
+    ledger_seq: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        u = self.unit
+        return {
+            "intent": u.intent,
+            "environment": u.environment,
+            "cluster": u.cluster,
+            "path": u.vault.full,
+            "source": u.source,
+            "afterHandover": u.after_handover,
+            "result": self.result,
+            "steps": list(self.steps),
+            "message": self.message,
+            "marker": self.marker,
+            "ledgerSeq": self.ledger_seq,
+        }
+
+
+@dataclass
+class HandoverReport:
+    outcomes: list[UnitOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.result not in ("conflict", "blocked") for o in self.outcomes)
+
+
+# ------------------------------------------------------------------------------------------------ observing
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a run sees right now. Holds secret data in memory only (both types hide it from repr)."""
+
+    secret: KubeSecret | None
+    meta: SecretMetadata | None
+    current: SecretVersion | None
+
+    @property
+    def custom(self) -> Mapping[str, str]:
+        return self.meta.custom if self.meta is not None else {}
+
+
+def observe(kv: KV, kube: Kube, unit: HandoverUnit) -> Snapshot:
+    secret = kube.get_secret(unit.namespace, unit.name)
+    meta = kv.read_metadata(unit.vault.mount, unit.vault.path)
+    current = kv.read(unit.vault.mount, unit.vault.path) if meta is not None and meta.current_version else None
+    return Snapshot(secret, meta, current)
+
+
+def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
+    """Reduce a snapshot to the decision's inputs (pure)."""
+    secret = snap.secret
+    if secret is None:
+        bootstrap = Bootstrap.ABSENT
+    elif secret.labels.get(LABEL_CLASS) != BOOTSTRAP_CLASS or secret.labels.get(LABEL_INTENT) != unit.intent:
+        bootstrap = Bootstrap.FOREIGN
+    elif ANNOTATION_CONSUMED in secret.annotations:
+        bootstrap = Bootstrap.CONSUMED
+    else:
+        bootstrap = Bootstrap.PRESENT
+    if snap.meta is None or snap.meta.current_version == 0:
+        vault = VaultValue.ABSENT
+    elif bootstrap is not Bootstrap.PRESENT:
+        vault = VaultValue.PRESENT
+    elif snap.current is None or snap.current.deleted:
+        vault = VaultValue.DIFFERENT  # a deleted or destroyed version is not ours to paper over
+    else:
+        assert secret is not None
+        vault = VaultValue.EQUAL if dict(snap.current.data) == dict(secret.data) else VaultValue.DIFFERENT
+    custom = snap.custom
+    return Observed(
+        bootstrap=bootstrap,
+        vault=vault,
+        recorded=custom.get(md.AUTHORITY) == md.AUTHORITY_VAULT,
+        recorded_here=custom.get(md.SOURCE) == unit.source and custom.get(md.SOURCE_CLUSTER) == unit.cluster,
+        retired=md.retired_key(unit.cluster) in custom,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ acting
+
+
+def record_metadata(unit: HandoverUnit, at: str, version: int, marker: str) -> dict[str, str]:
+    """The custom_metadata written at the commit point."""
+    return {
+        md.AUTHORITY: md.AUTHORITY_VAULT,
+        md.INTENT: unit.intent,
+        md.ENVIRONMENT: unit.environment,
+        md.ORIGIN: "bootstrap",
+        md.HANDED_OVER_AT: at,
+        md.SOURCE: unit.source,
+        md.SOURCE_CLUSTER: unit.cluster,
+        md.VALUE_VERSION: str(version),
+        md.VALUE_MARKER: marker,
+        **md.policy_metadata(unit.policy_name, unit.policy),
+    }
+
+
+def _preflight(unit: HandoverUnit, snap: Snapshot) -> None:
+    """Check the record fits Vault's custom_metadata limits before the first write, so bad input never leaves a
+    written-but-unrecordable value behind. Sizes are those of the real record (fixed-width time and marker)."""
+    sample = record_metadata(unit, "0000-00-00T00:00:00+00:00", 10**9, "v1:" + "0" * 32)
+    sample.update({md.LEDGER_SEQ: str(10**12), md.retired_key(unit.cluster): str(10**12)})
+    try:
+        md.merged(snap.custom, sample)
+    except ValueError as exc:
+        raise HandoverError(f"{unit.vault}: cannot record the handover ({exc}); nothing was written") from None
+
+
+def _write(kv: KV, unit: HandoverUnit, snap: Snapshot) -> None:
+    assert snap.secret is not None
+    _preflight(unit, snap)
+    try:
+        kv.write(unit.vault.mount, unit.vault.path, dict(snap.secret.data), cas=0)
+    except CasConflict:
+        return  # someone created it between our read and write; the next observation decides (equal or conflict)
+    checkpoint("handover.write")
+    back = kv.read(unit.vault.mount, unit.vault.path)
+    if back is None or back.deleted or dict(back.data) != dict(snap.secret.data):
+        raise HandoverError(
+            f"{unit.vault}: the value read back differs from the bootstrap Secret {unit.source}; nothing was "
+            "recorded and the bootstrap Secret stays the authority"
+        )
+    checkpoint("handover.verify")
+
+
+def _record(kv: KV, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> str:
+    assert snap.current is not None
+    marker = version_marker(unit.vault.full, snap.current.data)
+    update = record_metadata(unit, ctx.timestamp(), snap.current.version, marker)
+    try:
+        md.merged(snap.custom, update)
+    except ValueError as exc:
+        raise HandoverError(f"{unit.vault}: cannot record the handover ({exc}); the bootstrap Secret stays the "
+                            "authority") from None
+    kv.update_custom_metadata(unit.vault.mount, unit.vault.path, update)
+    checkpoint("handover.record")
+    return marker
+
+
+def _consume(kube: Kube, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> None:
+    secret = snap.secret
+    assert secret is not None
+    if unit.after_handover == "delete":
+        # The resourceVersion precondition: never delete a Secret that changed since we compared it.
+        kube.delete_secret(secret.namespace, secret.name, resource_version=secret.resource_version or None)
+    else:
+        annotations = {
+            **secret.annotations,
+            ANNOTATION_CONSUMED: ctx.timestamp(),
+            ANNOTATION_AUTHORITY: md.AUTHORITY_VAULT,
+            ANNOTATION_HANDED_OVER_TO: unit.vault.full,
+        }
+        data = dict(INERT_DATA.get(secret.type, {})) if unit.after_handover == "inert" else dict(secret.data)
+        kube.update_secret(dataclasses.replace(secret, data=data, annotations=annotations))
+    checkpoint("handover.consume")
+
+
+def _find_entry(ledger: Ledger, unit: HandoverUnit) -> LedgerEntry | None:
+    """A handover entry a crashed run appended but did not note on the secret (so the ledger never doubles)."""
+    for entry in reversed(ledger.for_secret(unit.intent)):
+        if (entry.event == "handover" and entry.result == "ok" and entry.path == unit.vault.full
+                and entry.details.get("cluster") == unit.cluster):
+            return entry
+    return None
+
+
+def _ledger(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> int:
+    entry = _find_entry(ledger, unit)
+    if entry is None:
+        custom = snap.custom
+        entry = ledger.append(
+            "handover",
+            actor=ctx.actor,
+            secret=unit.intent,
+            path=unit.vault.full,
+            run=ctx.run,
+            reason=ctx.reason,
+            details={
+                "environment": unit.environment,
+                "cluster": unit.cluster,
+                "source": unit.source,
+                "after-handover": unit.after_handover,
+                "version": custom.get(md.VALUE_VERSION, ""),
+                "marker": custom.get(md.VALUE_MARKER, ""),
+                "policy": custom.get(f"{md.POLICY_PREFIX}name", ""),
+                "authority": md.AUTHORITY_VAULT,
+            },
+        )
+        checkpoint("handover.ledger")
+    update = {md.retired_key(unit.cluster): str(entry.seq)}
+    if md.LEDGER_SEQ not in snap.custom:
+        update[md.LEDGER_SEQ] = str(entry.seq)
+    kv.update_custom_metadata(unit.vault.mount, unit.vault.path, update)
+    checkpoint("handover.done")
+    return entry.seq
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _plan_from(step: Step) -> list[str]:
+    return [s.value for s in ORDER[ORDER.index(step):]]
+
+
+def hand_over(
+    unit: HandoverUnit, kv: KV, kube: Kube, ledger: Ledger, ctx: RunContext, *, dry_run: bool = False
+) -> UnitOutcome:
+    """Bring one unit as far as it can go: to ``done``, or to a conflict/blocked verdict that touches nothing."""
+    done: list[str] = []
+    marker: str | None = None
+    seq: int | None = None
+    step = Step.WRITE
+    recorded = False
+    try:
+        for _ in range(MAX_STEPS):
+            snap = observe(kv, kube, unit)
+            state = classify(snap, unit)
+            recorded = state.recorded
+            decision = next_step(state)
+            step = decision.step
+            marker = snap.custom.get(md.VALUE_MARKER, marker)
+            if step is Step.DONE:
+                result: Result = "handed-over" if done else "already-handed-over"
+                seq_text = snap.custom.get(md.retired_key(unit.cluster))
+                seq = int(seq_text) if seq_text and seq_text.isdigit() else seq
+                return UnitOutcome(unit, result, decision.why, done, marker, seq)
+            if step in TERMINAL:
+                verdict: Result = "conflict" if step is Step.CONFLICT else "blocked"
+                return UnitOutcome(unit, verdict, f"{decision.why} ({unit.vault}, Secret {unit.source})", done)
+            if dry_run:
+                return UnitOutcome(unit, "planned", decision.why, _plan_from(step), marker)
+            try:
+                if step is Step.WRITE:
+                    _write(kv, unit, snap)
+                elif step is Step.RECORD:
+                    marker = _record(kv, unit, snap, ctx)
+                elif step is Step.CONSUME:
+                    _consume(kube, unit, snap, ctx)
+                else:
+                    seq = _ledger(kv, ledger, unit, snap, ctx)
+            except KubeConflict:
+                continue  # the Secret changed under us: observe again and decide afresh
+            done.append(step.value)
+    except (AuthorityError, KubeError) as exc:
+        holder = (
+            "Vault is already the authority; re-run to finish retiring the bootstrap Secret"
+            if recorded
+            else f"the bootstrap Secret {unit.source} stays the authority; re-run once this is fixed"
+        )
+        raise HandoverError(f"handover of {unit.intent} to {unit.vault} stopped at step {step.value}: {exc}. "
+                            f"{holder}") from None
+    raise HandoverError(f"handover of {unit.intent} to {unit.vault} did not settle after {MAX_STEPS} steps "
+                        "(concurrent changes?); re-run")
+
+
+def run_handover(
+    units: list[HandoverUnit], kv: KV, kube: Kube, ledger: Ledger, ctx: RunContext, *, dry_run: bool = False
+) -> HandoverReport:
+    """Hand over every unit. A conflict or blocked unit does not stop the others (they are independent secrets);
+    an unavailable authority or API server stops the run (nothing after it could succeed either)."""
+    return HandoverReport([hand_over(u, kv, kube, ledger, ctx, dry_run=dry_run) for u in units])

@@ -1,0 +1,188 @@
+"""Record the root of trust's recipient in the intent repository: the Platform and ``.sops.yaml``.
+
+- ``Platform.spec.rootOfTrust.ageRecipients`` gains the recipient (once). Only the Platform's own document is
+  re-emitted, with a round-trip edit (:mod:`.yamledit`), so the rest of its file stays byte for byte.
+- ``.sops.yaml`` gets one creation rule per bootstrap location — ``bootstrap/.*\\.sops\\.ya?ml$`` and an exact rule
+  for every declared ``source.bootstrap.file`` outside it — encrypting only ``data``/``stringData`` to exactly the
+  Platform's recipients. Rules chamberlain does not manage are kept as they are, after ours (sops uses the first
+  rule that matches).
+
+Idempotent: a second run changes nothing and writes nothing. Files are replaced atomically and keep their mode.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from chamberlain.bootstrap.sops import ENCRYPTED_REGEX
+from chamberlain.checks.sops import bootstrap_refs, recipient_problems
+from chamberlain.errors import UsageError
+from chamberlain.intent.loader import Document, Repository, load_repository
+from chamberlain.intent.model import API_VERSION
+from chamberlain.root import yamledit
+
+SOPS_CONFIG = ".sops.yaml"
+GENERIC_RULE = r"bootstrap/.*\.sops\.ya?ml$"
+# Master-key settings of a creation rule besides age; our rules must encrypt to the Platform's recipients only.
+_OTHER_KEYS = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hckms", "key_groups",
+               "encrypted_suffix", "unencrypted_suffix", "unencrypted_regex", "encrypted_comment_regex",
+               "unencrypted_comment_regex", "shamir_threshold")
+_HEADER = (
+    "# Written by `chamberlain root init`: sops reads this when bootstrap Secrets are encrypted in this repository.\n"
+    "# They are encrypted to the Platform's rootOfTrust.ageRecipients, and only data/stringData are encrypted so\n"
+    "# that kind, name, namespace and labels stay reviewable in Git.\n"
+)
+
+
+@dataclass
+class RepoUpdate:
+    platform_file: str
+    recipients: list[str]
+    recipient_added: bool = False
+    sops_config_written: bool = False
+    stale_files: list[str] = field(default_factory=list)  # encrypted bootstrap files missing a recipient
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".chamberlain.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _platform_document(repo: Repository) -> tuple[str, Document]:
+    # Raw documents, not the validated Platform: a new repository's Platform may not validate yet precisely
+    # because it has no recipient.
+    found = [(f.rel, d) for f in repo.files for d in f.documents
+             if d.kind == "Platform" and d.api_version == API_VERSION]
+    if len(found) != 1:
+        raise UsageError(f"{repo.root}: needs exactly one Platform document to record the recipient in "
+                         f"(found {len(found)})")
+    return found[0]
+
+
+def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
+    """The Platform document ``text`` with ``recipient`` in ``spec.rootOfTrust.ageRecipients``: (new text,
+    recipients, changed). Pure."""
+    yaml, doc = yamledit.load(text)
+    spec = doc.get("spec") if isinstance(doc, CommentedMap) else None
+    if not isinstance(spec, CommentedMap):
+        raise UsageError("the Platform has no spec mapping")
+    root = spec.get("rootOfTrust")
+    if root is None:
+        root = spec["rootOfTrust"] = CommentedMap()
+    if not isinstance(root, CommentedMap):
+        raise UsageError("Platform spec.rootOfTrust is not a mapping")
+    recipients = root.get("ageRecipients")
+    if recipients is None:
+        recipients = root["ageRecipients"] = CommentedSeq()
+    if not isinstance(recipients, CommentedSeq):
+        raise UsageError("Platform spec.rootOfTrust.ageRecipients is not a list")
+    if recipient in recipients:
+        return text, [str(r) for r in recipients], False
+    recipients.append(recipient)
+    return yamledit.dump(yaml, doc), [str(r) for r in recipients], True
+
+
+def desired_rules(bootstrap_files: list[str]) -> list[str]:
+    """path_regex of every rule chamberlain manages, in the order sops should try them."""
+    generic = re.compile(GENERIC_RULE)
+    exact = [f"^{re.escape(rel)}$" for rel in sorted(set(bootstrap_files)) if not generic.search(rel)]
+    return [*exact, GENERIC_RULE]
+
+
+def update_sops_config(text: str | None, rules: list[str], recipients: list[str]) -> tuple[str, bool]:
+    """``.sops.yaml`` text with our creation rules in front and up to date. Pure; (new text, changed)."""
+    if text is None or not text.strip():
+        yaml, doc = yamledit.load("creation_rules: []\n")
+        doc["creation_rules"] = CommentedSeq()
+        original = None
+    else:
+        yaml, doc = yamledit.load(text)
+        original = text
+        if not isinstance(doc, CommentedMap):
+            raise UsageError(f"{SOPS_CONFIG}: is not a YAML mapping")
+    rules_seq = doc.get("creation_rules")
+    if rules_seq is None:
+        rules_seq = doc["creation_rules"] = CommentedSeq()
+    if not isinstance(rules_seq, CommentedSeq):
+        raise UsageError(f"{SOPS_CONFIG}: creation_rules is not a list")
+    age = ",".join(recipients)
+    by_regex: dict[str, CommentedMap] = {
+        r["path_regex"]: r for r in rules_seq if isinstance(r, CommentedMap) and isinstance(r.get("path_regex"), str)
+    }
+    changed = False
+    insert_at = 0
+    for regex in rules:
+        rule = by_regex.get(regex)
+        if rule is None:
+            rule = CommentedMap([("path_regex", regex), ("encrypted_regex", ENCRYPTED_REGEX), ("age", age)])
+            rules_seq.insert(insert_at, rule)
+            insert_at += 1
+            changed = True
+            continue
+        for key, value in (("encrypted_regex", ENCRYPTED_REGEX), ("age", age)):
+            if rule.get(key) != value:
+                rule[key] = value
+                changed = True
+        for key in _OTHER_KEYS:
+            if key in rule:
+                del rule[key]
+                changed = True
+    if not changed and original is not None:
+        return original, False
+    out = yamledit.dump(yaml, doc)
+    return (_HEADER + out if original is None else out), True
+
+
+def _stale(repo: Repository, recipients: list[str]) -> list[str]:
+    stale = []
+    for ref in bootstrap_refs(repo):
+        if ref.file is None:
+            continue
+        for doc in ref.file.documents:
+            if doc.is_sops and recipient_problems(doc.data["sops"], recipients):
+                stale.append(ref.file.rel)
+    return sorted(set(stale))
+
+
+def update_repository(root: Path, recipient: str) -> RepoUpdate:
+    """Add ``recipient`` to the Platform and bring ``.sops.yaml`` up to date. Writes only what changes."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory; pass the root of the intent repository")
+    repo = load_repository(root)
+    rel, doc = _platform_document(repo)
+    rf = repo.file(rel)
+    if rf is None or rf.text is None:  # pragma: no cover - a document always comes from a readable file
+        raise UsageError(f"{rel}: cannot be read")
+    chunk = rf.text[doc.start_index:doc.end_index]
+    new_chunk, recipients, added = add_recipient(chunk, recipient)
+    update = RepoUpdate(platform_file=rel, recipients=recipients, recipient_added=added)
+    if added:
+        _write_atomic(rf.path, rf.text[:doc.start_index] + new_chunk + rf.text[doc.end_index:])
+
+    config = repo.root / SOPS_CONFIG
+    if config.is_symlink():
+        raise UsageError(f"{config}: is a symbolic link; refusing to write through it")
+    current = config.read_text(encoding="utf-8") if config.exists() else None
+    files = [r.rel for r in bootstrap_refs(repo) if r.rel is not None]
+    text, changed = update_sops_config(current, desired_rules(files), recipients)
+    if changed:
+        _write_atomic(config, text)
+        update.sops_config_written = True
+    update.stale_files = _stale(repo, recipients)
+    return update
+
+

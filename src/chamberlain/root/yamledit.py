@@ -1,0 +1,65 @@
+"""Round-trip YAML edits that keep the user's comments, key order, quoting and indentation.
+
+Boundary: text in, text out, one YAML document at a time (ruamel.yaml's round-trip mode). ruamel needs to be told
+the file's indentation, so we read it off the text; :func:`faithful` says whether an unmodified round trip gives the
+text back byte for byte, so callers know an edit touches nothing but what they changed.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from ruamel.yaml import YAML
+
+_KEY = re.compile(r"^( *)(?![-#\s])[^:#]+:(\s|$)")
+_DASH = re.compile(r"^( *)- ")
+
+
+def guess_indent(text: str) -> tuple[int, int, int]:
+    """(mapping indent, sequence indent, dash offset) as ruamel's ``YAML.indent`` takes them."""
+    mapping: int | None = None
+    offset: int | None = None
+    parent_key: int | None = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, dash = _KEY.match(line), _DASH.match(line)
+        if dash and parent_key is not None and offset is None:
+            offset = len(dash.group(1)) - parent_key
+        if key:
+            indent = len(key.group(1))
+            if indent > 0 and (mapping is None or indent < mapping):
+                mapping = indent
+            parent_key = indent if line.rstrip().endswith(":") else None
+        elif not dash:
+            parent_key = None
+    off = max(offset or 0, 0)
+    return mapping or 2, off + 2, off
+
+
+def yaml_for(text: str) -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 1 << 16  # never fold long values
+    mapping, sequence, offset = guess_indent(text)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    yaml.explicit_start = text.lstrip("\ufeff").startswith("---")
+    return yaml
+
+
+def load(text: str) -> tuple[YAML, Any]:
+    yaml = yaml_for(text)
+    return yaml, yaml.load(text)
+
+
+def dump(yaml: YAML, data: Any) -> str:
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def faithful(text: str) -> bool:
+    yaml, data = load(text)
+    return dump(yaml, data) == text

@@ -1,0 +1,190 @@
+"""Configuration of the runtime authority: desired state from the render bundle, the pure plan, apply and prune,
+against the in-memory fake. The lab test proves the same against a real Vault."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chamberlain.authority.configure import (
+    AUDIT_PATH,
+    CONFIGURATOR,
+    Change,
+    ConfigurationConflict,
+    Desired,
+    KubernetesAuthSettings,
+    Observed,
+    Settings,
+    apply,
+    desired_state,
+    observe,
+    plan,
+    select,
+    summarize,
+)
+from chamberlain.render import render_repository
+from chamberlain.service import load_valid
+from tests.conftest import CORPUS
+from tests.unit.test_authority_fakes import FakeVault
+
+K8S = KubernetesAuthSettings("https://k8s.test:6443", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+                             reviewer_jwt="reviewer.jwt.value", disable_local_ca_jwt=True)
+
+
+def _bundle() -> dict[str, str]:
+    tree = render_repository(load_valid(CORPUS / "base"))
+    return {p[len("vault/"):]: tree[p] for p in tree.paths() if p.startswith("vault/")}
+
+
+def _settings(**kw: Any) -> Settings:
+    base: dict[str, Any] = {"controller_namespace": "chamberlain-system", "controller_service_account": "chamberlain",
+                            "runtime_mount": "secret", "audit_file": "/var/log/vault/audit.log", "kubernetes": K8S}
+    return Settings(**{**base, **kw})
+
+
+@pytest.fixture
+def desired() -> Desired:
+    return desired_state(_bundle(), _settings())
+
+
+def _converge(vault: FakeVault, desired: Desired, prune: bool = False) -> list[Change]:
+    changes = plan(desired, observe(vault, desired), prune=prune)
+    apply(vault, desired, changes)
+    return changes
+
+
+def test_desired_state_adds_the_configurator_to_the_bundle(desired: Desired) -> None:
+    assert set(desired.mounts) == {"secret", "platform-data", "platform-config"}
+    assert CONFIGURATOR in desired.policies
+    role = desired.roles[("kubernetes", CONFIGURATOR)]
+    assert role["bound_service_account_namespaces"] == ["chamberlain-system"]
+    assert role["token_policies"] == [CONFIGURATOR]
+    assert 'path "sys/rotate"' in desired.policies[CONFIGURATOR]
+    assert 'path "secret/data/_chamberlain/ledger/*"' in desired.policies[CONFIGURATOR]
+    assert desired.audit == {AUDIT_PATH: {"type": "file", "description": "chamberlain: file audit device",
+                                          "options": {"file_path": "/var/log/vault/audit.log"}}}
+
+
+def test_reviewer_jwt_stays_out_of_reprs_and_plans(desired: Desired) -> None:
+    assert "reviewer.jwt.value" not in repr(K8S)
+    assert "reviewer.jwt.value" not in repr(desired)
+    changes = plan(desired, observe(FakeVault(), desired))
+    assert "reviewer.jwt.value" not in json.dumps([c.as_dict() for c in changes])
+
+
+def test_plan_on_an_empty_vault_adds_everything(desired: Desired) -> None:
+    changes = plan(desired, observe(FakeVault(), desired))
+    kinds = {(c.kind, c.action) for c in changes}
+    assert kinds == {("mount", "add"), ("kv-config", "add"), ("auth", "add"), ("auth-config", "add"),
+                     ("policy", "add"), ("role", "add"), ("audit", "add")}
+    assert summarize(changes)["add"] == len(changes)
+
+
+def test_apply_then_second_plan_is_empty(desired: Desired) -> None:
+    vault = FakeVault()
+    first = _converge(vault, desired)
+    assert first
+    writes = vault.writes
+    assert plan(desired, observe(vault, desired), prune=True) == []
+    assert _converge(vault, desired) == []
+    assert vault.writes == writes
+    assert vault.kv_config["secret"]["cas_required"] is True
+    assert vault.kv_config["platform-data"]["cas_required"] is False
+    assert vault.paths["auth/kubernetes/config"]["token_reviewer_jwt"] == "reviewer.jwt.value"
+    assert vault.paths["auth/kubernetes/config"]["disable_local_ca_jwt"] is True
+
+
+def test_plan_shows_a_manual_change_field_by_field(desired: Desired) -> None:
+    vault = FakeVault()
+    _converge(vault, desired)
+    role = next(p for p in vault.paths if p.endswith(".orchestrator"))
+    vault.paths[role] = {**vault.paths[role], "token_ttl": "5h", "bound_service_account_namespaces": ["evil"]}
+    vault.kv_config["secret"]["max_versions"] = 99
+    vault.policies[CONFIGURATOR] += "\n# edited by hand\n"
+    changes = plan(desired, observe(vault, desired))
+    by_kind = {c.kind: c for c in changes}
+    assert by_kind["role"].fields == ("bound_service_account_namespaces", "token_ttl")
+    assert by_kind["kv-config"].fields == ("max_versions",)
+    assert by_kind["policy"].name == CONFIGURATOR
+    assert by_kind["role"].line().startswith("~ role kubernetes/chamberlain.")
+
+
+def test_durations_compare_by_value_not_spelling(desired: Desired) -> None:
+    vault = FakeVault()
+    _converge(vault, desired)
+    role = next(p for p in vault.paths if p.endswith(".orchestrator"))
+    vault.paths[role]["token_ttl"] = "60m"  # the same hour, spelled differently
+    assert plan(desired, observe(vault, desired)) == []
+
+
+def test_prune_removes_stale_roles_in_managed_mounts_and_unmanaged_policies(desired: Desired) -> None:
+    vault = FakeVault()
+    _converge(vault, desired)
+    vault.paths["auth/kubernetes/role/stale"] = {"token_policies": ["stale"]}
+    vault.paths["auth/other/role/theirs"] = {"token_policies": ["x"]}  # an auth mount we do not manage
+    vault.auth["other"] = {"type": "kubernetes"}
+    vault.policies["stale"] = "# stale\n"
+    assert plan(desired, observe(vault, desired)) == []  # without --prune nothing unmanaged is touched
+    changes = _converge(vault, desired, prune=True)
+    assert [c.line() for c in changes] == ["- role kubernetes/stale", "- policy stale"]
+    assert "auth/kubernetes/role/stale" not in vault.paths
+    assert "auth/other/role/theirs" in vault.paths
+    assert "default" in vault.policies  # never pruned
+    assert "other" in vault.auth and "cubbyhole" in vault.mounts  # mounts are never pruned
+
+
+def test_a_kv_v1_mount_under_a_managed_name_is_a_conflict_and_nothing_is_applied(desired: Desired) -> None:
+    vault = FakeVault()
+    vault.mounts["secret"] = {"type": "kv", "options": {"version": "1"}}
+    changes = plan(desired, observe(vault, desired))
+    assert next(c for c in changes if c.action == "conflict").name == "secret"
+    with pytest.raises(ConfigurationConflict, match="nothing was changed"):
+        apply(vault, desired, changes)
+    assert vault.writes == 0
+
+
+def test_audit_device_with_another_path_is_replaced(desired: Desired) -> None:
+    vault = FakeVault()
+    _converge(vault, desired)
+    vault.audit[AUDIT_PATH]["options"] = {"file_path": "/elsewhere"}
+    changes = _converge(vault, desired)
+    assert [(c.kind, c.action) for c in changes] == [("audit", "change")]
+    assert vault.audit[AUDIT_PATH]["options"] == {"file_path": "/var/log/vault/audit.log"}
+
+
+def test_without_kubernetes_settings_the_auth_config_is_left_alone() -> None:
+    desired = desired_state(_bundle(), _settings(kubernetes=None, audit_file=None))
+    assert desired.auth_config == {} and desired.audit == {}
+    changes = plan(desired, observe(FakeVault(), desired))
+    assert not [c for c in changes if c.kind in ("auth-config", "audit")]
+
+
+@pytest.mark.parametrize(("environment", "cluster", "orchestrators"), [
+    (None, None, {"chamberlain.dev1.orchestrator", "chamberlain.prod-eu1.orchestrator"}),
+    (None, "dev1", {"chamberlain.dev1.orchestrator"}),
+    ("prod", None, {"chamberlain.dev1.orchestrator", "chamberlain.prod-eu1.orchestrator"}),
+], ids=["all", "cluster-dev1", "environment-prod"])
+def test_select_restricts_the_bundle(environment: str | None, cluster: str | None, orchestrators: set[str]) -> None:
+    files = select(_bundle(), environment, cluster)
+    names = {p.rsplit("/", 1)[-1].removesuffix(".hcl") for p in files if p.startswith("policies/")}
+    assert {n for n in names if n.endswith(".orchestrator")} == orchestrators
+    if cluster:
+        assert all(".dev1." in n or n.endswith("dev1.orchestrator") for n in names)
+    if environment:
+        assert not [n for n in names if n.split(".")[1] == "dev" and len(n.split(".")) > 3]
+    assert "mounts.json" in files
+
+
+def test_runtime_mount_missing_from_bundle_is_a_usage_error() -> None:
+    from chamberlain.errors import UsageError
+
+    with pytest.raises(UsageError, match="runtime mount"):
+        desired_state(_bundle(), _settings(runtime_mount="nope"))
+
+
+def test_observed_is_a_plain_snapshot(desired: Desired) -> None:
+    obs = observe(FakeVault(), desired)
+    assert isinstance(obs, Observed)
+    assert "root" not in obs.policies

@@ -1,0 +1,193 @@
+"""Initial runtime values with a fake Vault: created once with check-and-set, recorded with the policy in force,
+ledgered once, never overwritten — across crashes at every step and races with other writers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from chamberlain.audit.ledger import Ledger
+from chamberlain.authority.fake import FakeKV
+from chamberlain.handover import metadata as md
+from chamberlain.intent.loader import Repository
+from chamberlain.provision import ProvisionError, ProvisionUnit, Step, next_step, provision_units, run_provision
+from chamberlain.provision import workflow as wf
+from chamberlain.provision.workflow import Observed
+from chamberlain.service import load_valid
+from tests.conftest import EXAMPLES
+
+CANARY = "canary-Pv7Yq3Mx8Rb2Lk5Wd0Hn"
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+POINTS = ["provision.create", "provision.record", "provision.ledger"]
+
+
+class Crash(BaseException):
+    pass
+
+
+@pytest.fixture(scope="module")
+def repo() -> Repository:
+    return load_valid(EXAMPLES / "acme")
+
+
+@pytest.fixture
+def canary_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every generated value is the canary, so a leak anywhere is caught by a plain substring scan."""
+    monkeypatch.setattr(wf, "generate_values", lambda generators: {k: f"{CANARY}-{k}" for k in generators})
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wf, "checkpoint", lambda point: None)
+
+
+def run(units: list[ProvisionUnit], kv: FakeKV, run_id: str = "run-1") -> list[wf.ProvisionOutcome]:
+    return run_provision(units, kv, Ledger(kv, "secret", clock=lambda: T0), actor="test", run=run_id,
+                         clock=lambda: T0)
+
+
+def scan(kv: FakeKV, *texts: object) -> None:
+    blobs = [e.model_dump_json() for e in Ledger(kv, "secret").entries()]
+    blobs += [json.dumps(s.custom) for s in kv._store.values()]
+    blobs += [str(t) for t in texts]
+    for blob in blobs:
+        assert CANARY not in blob
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        pytest.param(Observed(False, False, False, False), Step.CREATE, id="absent->create"),
+        pytest.param(Observed(True, False, False, False), Step.RECORD, id="unrecorded->record"),
+        pytest.param(Observed(True, True, True, False), Step.LEDGER, id="recorded->ledger"),
+        pytest.param(Observed(True, True, True, True), Step.DONE, id="ledgered->done"),
+        pytest.param(Observed(True, True, False, False), Step.DONE, id="someone-elses-record->done"),
+    ],
+)
+def test_next_step(state: Observed, expected: Step) -> None:
+    assert next_step(state) is expected
+
+
+def test_units_one_per_generated_intent_and_environment(repo: Repository) -> None:
+    units = provision_units(repo)
+    paths = [u.vault.full for u in units]
+    assert len(paths) == len(set(paths))
+    webhook = [u for u in units if u.intent == "argocd-webhook"]
+    assert sorted(u.environment for u in webhook) == ["dev", "prod"]
+    assert all(u.generators for u in units)
+    assert {u.environment for u in provision_units(repo, "dev")} == {"dev"}
+
+
+def test_creates_records_and_ledgers(repo: Repository, canary_values: None, quiet: None) -> None:
+    kv = FakeKV()
+    units = provision_units(repo, "dev")
+    outcomes = run(units, kv)
+    assert [o.result for o in outcomes] == ["created"] * len(units)
+    ledger = Ledger(kv, "secret")
+    assert ledger.verify().ok
+    for unit, outcome in zip(units, outcomes, strict=True):
+        current = kv.read(unit.vault.mount, unit.vault.path)
+        assert current is not None and current.version == 1
+        assert set(current.data) == set(unit.generators)
+        custom = kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
+        assert custom[md.AUTHORITY] == "vault" and custom[md.CREATED_BY] == "chamberlain"
+        assert custom[md.INTENT] == unit.intent and custom[md.CREATED_AT] == "2026-01-02T03:04:05+00:00"
+        assert custom["policy.name"] == unit.policy_name and custom["policy.type"]
+        entries = [e for e in ledger.for_secret(unit.intent) if e.event == "value-created"]
+        assert len(entries) == 1 and entries[0].details["origin"] == "created"
+        assert custom[md.LEDGER_SEQ] == str(entries[0].seq) == str(outcome.ledger_seq)
+    scan(kv, *(o.as_dict() for o in outcomes))
+
+
+def test_real_generators_produce_values(repo: Repository, quiet: None) -> None:
+    kv = FakeKV()
+    unit = next(u for u in provision_units(repo, "dev") if u.intent == "argocd-webhook")
+    run([unit], kv)
+    current = kv.read(unit.vault.mount, unit.vault.path)
+    assert current is not None and len(current.data["hmac"]) == 64  # 32 bytes, hex
+
+
+def test_rerun_is_a_noop(repo: Repository, canary_values: None, quiet: None) -> None:
+    kv = FakeKV()
+    units = provision_units(repo, "dev")
+    run(units, kv)
+    calls = dict(kv.calls)
+    again = run(units, kv, "run-2")
+    assert {o.result for o in again} == {"exists"} and all(o.steps == [] for o in again)
+    assert kv.calls["write"] == calls["write"]
+    assert kv.calls["update_custom_metadata"] == calls["update_custom_metadata"]
+
+
+def test_existing_values_are_left_untouched(repo: Repository, canary_values: None, quiet: None) -> None:
+    kv = FakeKV()
+    unit = provision_units(repo, "dev")[0]
+    kv.write(unit.vault.mount, unit.vault.path, {"theirs": "x"}, cas=0)
+    kv.update_custom_metadata(unit.vault.mount, unit.vault.path, {"authority": "vault", "created-by": "rotation"})
+    [outcome] = run([unit], kv)
+    assert outcome.result == "exists"
+    current = kv.read(unit.vault.mount, unit.vault.path)
+    assert current is not None and dict(current.data) == {"theirs": "x"} and current.version == 1
+    assert Ledger(kv, "secret").entries() == []
+
+
+def test_losing_the_create_race_keeps_the_winners_value(repo: Repository, canary_values: None, quiet: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv = FakeKV()
+    unit = provision_units(repo, "dev")[0]
+    real_write = kv.write
+
+    def racing_write(mount: str, path: str, data: dict[str, str], cas: int) -> int:
+        if path == unit.vault.path and kv.read(mount, path) is None:
+            real_write(mount, path, {"winner": "w"}, cas=0)  # another writer gets there first
+        return real_write(mount, path, data, cas)
+
+    monkeypatch.setattr(kv, "write", racing_write)
+    [outcome] = run([unit], kv)
+    current = kv.read(unit.vault.mount, unit.vault.path)
+    assert current is not None and dict(current.data) == {"winner": "w"} and current.version == 1
+    assert outcome.result == "exists"
+    assert Ledger(kv, "secret").entries()[0].details["origin"] == "found"
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_crash_at_every_step_then_rerun_converges(repo: Repository, canary_values: None, point: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    kv = FakeKV()
+    unit = provision_units(repo, "dev")[0]
+
+    def checkpoint(name: str) -> None:
+        if name == point:
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", checkpoint)
+    with pytest.raises(Crash):
+        run([unit], kv)
+    monkeypatch.setattr(wf, "checkpoint", lambda name: None)
+    run([unit], kv, "run-2")
+    current = kv.read(unit.vault.mount, unit.vault.path)
+    assert current is not None and current.version == 1, "the value is never regenerated"
+    ledger = Ledger(kv, "secret")
+    assert len([e for e in ledger.entries() if e.event == "value-created"]) == 1
+    assert ledger.verify().ok
+    custom = kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
+    assert custom[md.AUTHORITY] == "vault" and custom[md.LEDGER_SEQ] == "1"
+    scan(kv)
+
+
+def test_vault_down_is_a_clean_error(repo: Repository, canary_values: None, quiet: None) -> None:
+    kv = FakeKV()
+    kv.down = True
+    with pytest.raises(ProvisionError, match="re-run to resume") as err:
+        run(provision_units(repo, "dev")[:1], kv)
+    assert CANARY not in str(err.value)
+
+
+def test_dry_run_changes_nothing(repo: Repository, canary_values: None, quiet: None) -> None:
+    kv = FakeKV()
+    outcomes = run_provision(provision_units(repo, "dev"), kv, Ledger(kv, "secret"), actor="t", run="r",
+                             dry_run=True)
+    assert {o.result for o in outcomes} == {"planned"}
+    assert outcomes[0].steps == ["create", "record", "ledger"]
+    assert kv.calls["write"] == 0
