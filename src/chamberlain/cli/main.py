@@ -163,6 +163,8 @@ def schema(
 def _register_subapps() -> None:
     # Imported here, after the core commands, so `chamberlain validate` never pays for server clients.
     from chamberlain.cli.audit import audit_app
+    from chamberlain.cli.authority import authority_app
+    from chamberlain.cli.authority import plan as plan_cmd
     from chamberlain.cli.bootstrap import bootstrap_app
     from chamberlain.cli.gitops import apply_cmd
     from chamberlain.cli.handover import handover_cmd, provision_cmd
@@ -171,7 +173,9 @@ def _register_subapps() -> None:
 
     app.add_typer(root_app, name="root", help="Phase 0: the offline root of trust (age identity).")
     app.add_typer(bootstrap_app, name="bootstrap", help="Bootstrap Secrets, SOPS-encrypted to the Platform recipients.")
+    app.command("plan")(plan_cmd)
     app.command("apply")(apply_cmd)
+    app.add_typer(authority_app, name="authority", help="Phase 3: initialize, unseal, configure and re-key Vault.")
     app.command("handover")(handover_cmd)
     app.command("provision")(provision_cmd)
     app.add_typer(audit_app, name="audit", help="Provenance of a secret and integrity of the ledger.")
