@@ -17,15 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.handover import (
-    AuthorityOptions,
-    Kubeconfig,
-    VaultAddr,
-    VaultCACert,
-    VaultTokenFile,
-    open_kube,
-    open_kv,
-)
+from chamberlain.cli.handover import AuthorityOptions, open_kube, open_kv
+from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, VaultTokenFile
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import UsageError
 
@@ -35,12 +36,6 @@ authority_app = typer.Typer(
     no_args_is_help=True,
 )
 
-VaultAddr = Annotated[str | None, typer.Option("--vault-addr", envvar="VAULT_ADDR", show_default=False,
-                                               help="Vault address (default: the Platform's spec.authority.address).")]
-VaultCACert = Annotated[Path | None, typer.Option("--vault-cacert", envvar="VAULT_CACERT", show_default=False,
-                                                  help="CA bundle that signed Vault's TLS certificate.")]
-Kubeconfig = Annotated[Path | None, typer.Option("--kubeconfig", envvar="KUBECONFIG", show_default=False,
-                                                 help="kubeconfig of the cluster (in-cluster config when unset).")]
 VaultToken = Annotated[str | None, typer.Option(
     "--vault-token", envvar="VAULT_TOKEN", show_default=False, show_envvar=True,
     help="Break-glass only: configure with this token instead of the configurator's Kubernetes login.")]

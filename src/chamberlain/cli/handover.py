@@ -24,39 +24,12 @@ from typing import Annotated, Any
 import typer
 
 from chamberlain.authority.kv import KV
+from chamberlain.cli.options import Cluster, Environment, Kubeconfig, VaultAddr, VaultCACert, VaultTokenFile
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
 from chamberlain.kube.api import Kube
 
-VaultAddr = Annotated[
-    str | None,
-    typer.Option("--vault-addr", envvar="VAULT_ADDR", show_default=False,
-                 help="Vault address (default: the Platform's authority.address)."),
-]
-VaultCACert = Annotated[
-    Path | None,
-    typer.Option("--vault-cacert", envvar="VAULT_CACERT", show_default=False,
-                 help="PEM bundle of the CA that signed Vault's certificate."),
-]
-VaultTokenFile = Annotated[
-    Path | None,
-    typer.Option("--vault-token-file", envvar="CHAMBERLAIN_VAULT_TOKEN_FILE", show_default=False,
-                 help="File holding a Vault token (never pass a token on the command line)."),
-]
-Kubeconfig = Annotated[
-    Path | None,
-    typer.Option("--kubeconfig", envvar="KUBECONFIG", show_default=False,
-                 help="kubeconfig of the cluster whose bootstrap Secrets are handed over."),
-]
-Environment = Annotated[
-    str | None, typer.Option("--environment", "-e", show_default=False, help="Only this environment.")
-]
-Cluster = Annotated[
-    str | None,
-    typer.Option("--cluster", "-c", show_default=False,
-                 help="The cluster the kubeconfig reaches (optional when the Platform has one cluster)."),
-]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
 Output = Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")]
 
