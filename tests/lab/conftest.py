@@ -63,17 +63,22 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000"))
     config = lab_mod.LabConfig(lab_dir=tmp_path_factory.mktemp("lab"), ports=lab_mod.Ports().shifted(offset), dev=False)
     started = time.monotonic()
+    pids: dict[str, int] = {}
     try:
         report = lab_mod.up(config)
         print(f"\n[lab] started in {time.monotonic() - started:.1f}s")
         running = lab_mod.Lab(config)
-        pids = {}
         for name, server in running.servers().items():
             info = server.running()
             assert info is not None, f"{name} is not running after up()"
             pids[name] = info.pid
         yield RunningLab(lab=running, status=report, pids=pids)
     finally:
+        # Tests may restart a server on purpose; check the processes that run now, not the first ones.
+        for name, server in lab_mod.Lab(config).servers().items():
+            info = server.running()
+            if info is not None:
+                pids[name] = info.pid
         lab_mod.down(config.lab_dir)
         lab_mod.Lab(config).postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}

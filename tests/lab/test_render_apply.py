@@ -28,9 +28,18 @@ def test_rendered_acme_applies_server_side(lab: RunningLab, tmp_path: Path) -> N
     apps = sorted(p.parent for p in (out / "envs").glob("*/*/kustomization.yaml"))
     assert len(apps) >= 3, apps  # one Argo CD application per environment and cluster
     # Argo CD applies sync wave 0 (CRDs) and waits for it before later waves; kubectl needs the same two steps.
-    _kubectl(lab, "apply", "--server-side", "--field-manager=chamberlain-test", "-k", str(out / "crds"))
-    _kubectl(lab, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
-             "app.kubernetes.io/managed-by=chamberlain")
+    _kubectl(
+        lab, "apply", "--server-side", "--force-conflicts", "--field-manager=chamberlain-test", "-k", str(out / "crds")
+    )
+    _kubectl(
+        lab,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/managed-by=chamberlain",
+    )
     for app in apps:
         # kubectl has no KSOPS plugin: build without the bootstrap generator (test_bootstrap_phases.py applies
         # bootstrap Secrets through `chamberlain apply`, which decrypts as KSOPS would).
@@ -39,16 +48,26 @@ def test_rendered_acme_applies_server_side(lab: RunningLab, tmp_path: Path) -> N
         if kdoc.pop("generators", None) is not None:
             kdoc.pop("patches", None)
             kfile.write_text(yaml.safe_dump(kdoc))
-        _kubectl(lab, "apply", "--server-side", "--field-manager=chamberlain-test", "-k", str(app))
+        _kubectl(lab, "apply", "--server-side", "--force-conflicts", "--field-manager=chamberlain-test", "-k", str(app))
         # Applying the same output again changes nothing. Checked per application right away: the lab has one
         # API server standing in for every cluster, so the next cluster's application overwrites shared names.
-        diff = lab.lab.apiserver.kubectl("diff", "--server-side", "--field-manager=chamberlain-test", "-k", str(app),
-                                         check=False)
+        diff = lab.lab.apiserver.kubectl(
+            "diff",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=chamberlain-test",
+            "-k",
+            str(app),
+            check=False,
+        )
         assert diff.returncode == 0, diff.stdout[-2000:]
     crds = json.loads(_kubectl(lab, "get", "crd", "-o", "json"))["items"]
     ours = {c["metadata"]["name"]: c for c in crds if c["spec"]["group"] == "chamberlain.dev"}
-    assert set(ours) == {"platforms.chamberlain.dev", "rotationpolicies.chamberlain.dev",
-                         "secretintents.chamberlain.dev"}
+    assert set(ours) == {
+        "platforms.chamberlain.dev",
+        "rotationpolicies.chamberlain.dev",
+        "secretintents.chamberlain.dev",
+    }
     for crd in ours.values():
         conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
         assert conditions.get("Established") == "True"
