@@ -80,7 +80,9 @@ def show(
     kv = _kv(platform, vault_addr, vault_cacert, vault_token_file, cluster, kubeconfig)
     entries = Ledger(kv, platform.spec.authority.mounts.runtime).for_secret(name)
     metadata: dict[str, Any] = {}
-    for vault in sorted({p.vault for p in placements(platform, loaded.obj)}):
+    # Logged in as one cluster's orchestrator, only the environments that cluster serves are readable (the
+    # others are another orchestrator's, and Vault answers 403).
+    for vault in sorted({p.vault for p in placements(platform, loaded.obj) if cluster is None or p.cluster == cluster}):
         meta = kv.read_metadata(vault.mount, vault.path)
         metadata[vault.full] = None if meta is None else {
             "currentVersion": meta.current_version,

@@ -166,6 +166,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.authority import authority_app
     from chamberlain.cli.authority import plan as plan_cmd
     from chamberlain.cli.bootstrap import bootstrap_app
+    from chamberlain.cli.demo import demo_cmd
     from chamberlain.cli.gitops import apply_cmd
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.lab import lab_app
@@ -180,6 +181,7 @@ def _register_subapps() -> None:
     app.command("provision")(provision_cmd)
     app.add_typer(audit_app, name="audit", help="Provenance of a secret and integrity of the ledger.")
     app.add_typer(lab_app, name="lab", help="The local lab of real servers: build, up, down, status.")
+    app.command("demo")(demo_cmd)
 
 
 _register_subapps()

@@ -1,0 +1,548 @@
+"""The demo's phases: each one calls the package that owns the step, times it and reports non-secret facts.
+
+Lab policy (documented in the README): the demo needs a Vault that was never initialized, because Phase 3 is
+the point of the walkthrough. By default it therefore starts a fresh lab in a new temporary directory and removes
+it afterwards. ``--lab-dir D`` uses D instead; if the lab in D already has an initialized Vault (a previous demo
+kept with ``--keep``), the demo stops at the ``lab`` phase and says so rather than guessing which root of trust
+that Vault belongs to. ``--keep`` leaves the lab running and keeps the working directory (repository copy,
+identity, rendered output) so the walkthrough can be continued by hand.
+
+Scope: one environment and cluster (``dev``/``dev1``): the stand-in applies that cluster's application, Vault
+is configured for that cluster only (a Vault per cluster), and provisioning and handover cover ``dev``.
+
+The repository copy gets a new root of trust (``root init``); the previous root — the identity the example's
+bootstrap files were encrypted to (the repository's test identity) — opens them once so ``sops updatekeys`` can
+add the new recipient, exactly as a user moving to a new root would do.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chamberlain.errors import ChamberlainError
+
+if TYPE_CHECKING:
+    from chamberlain.authority.configure import Desired
+    from chamberlain.authority.session import Connection
+    from chamberlain.authority.vault import VaultClient
+    from chamberlain.intent.loader import Repository
+    from chamberlain.intent.model import Platform
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.lab.lab import Lab
+
+Progress = Callable[[str], None]
+
+DEMO_ENVIRONMENT = "dev"
+DEMO_CLUSTER = "dev1"
+SHARES, THRESHOLD = 3, 2
+ACTOR_PREFIX = "demo"
+FIELD_MANAGER = "chamberlain-demo"
+REVIEWER_NAMESPACE, REVIEWER_ACCOUNT = "vault-system", "vault-auth"
+REVIEWER_SECONDS = 24 * 3600  # Vault keeps this JWT to review logins for the lifetime of the lab
+
+
+class Phase(StrEnum):
+    """The phases ``--through`` can stop after, in order (rotation comes in a later issue)."""
+
+    root = "root"
+    bootstrap = "bootstrap"
+    apply = "apply"
+    authority = "authority"
+    provision = "provision"
+    handover = "handover"
+
+
+class DemoError(ChamberlainError):
+    """A demo phase could not run; the message is ours and never carries a value."""
+
+
+def _checkout() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def default_source_repo() -> Path:
+    """examples/acme of the source checkout the package runs from."""
+    return _checkout() / "examples" / "acme"
+
+
+def default_previous_identity() -> Path:
+    """The identity examples/acme's bootstrap files are encrypted to (a test fixture, never a real root)."""
+    return _checkout() / "tests" / "fixtures" / "age" / "test-identity.txt"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    through: Phase = Phase.handover
+    lab_dir: Path | None = None  # None: a fresh temporary directory, removed afterwards unless keep
+    port_offset: int = 0
+    keep: bool = False
+    source_repo: Path = field(default_factory=default_source_repo)
+    previous_identity: Path = field(default_factory=default_previous_identity)
+    timeout: float = 180.0
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    ok: bool
+    seconds: float
+    facts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"phase": self.name, "ok": self.ok, "seconds": round(self.seconds, 2),
+                               "facts": self.facts}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class DemoReport:
+    through: str
+    phases: list[PhaseResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    total_seconds: float = 0.0
+    # From "lab running, Vault empty" (start of Phase 0) to "Vault authoritative" (authority phase done).
+    authoritative_after_seconds: float | None = None
+    lab_dir: str = ""
+    work_dir: str = ""
+    kept: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.phases) and all(p.ok for p in self.phases) and not self.skipped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "through": self.through,
+            "scope": {"environment": DEMO_ENVIRONMENT, "cluster": DEMO_CLUSTER},
+            "phases": [p.as_dict() for p in self.phases],
+            "skipped": self.skipped,
+            "total_seconds": round(self.total_seconds, 2),
+            "authoritative_after_seconds": (None if self.authoritative_after_seconds is None
+                                            else round(self.authoritative_after_seconds, 2)),
+            "lab_dir": self.lab_dir,
+            "work_dir": self.work_dir,
+            "kept": self.kept,
+        }
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+@dataclass
+class _State:
+    """What later phases need from earlier ones (paths, clients). Holds no secret value, only clients."""
+
+    options: DemoOptions
+    work: Path
+    progress: Progress
+    run: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:12]}")
+    lab: Lab | None = None
+    kube: KubeClient | None = None
+    recipient: str = ""
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.work / "repo"
+
+    @property
+    def identity(self) -> Path:
+        # Outside the repository copy, as root init demands: the offline root never lives in Git.
+        return self.work / "offline" / "root.agekey"
+
+    @property
+    def actor(self) -> str:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return f"{ACTOR_PREFIX}:{user}"
+
+    def need_lab(self) -> Lab:
+        if self.lab is None:  # pragma: no cover - the lab phase always runs first
+            raise DemoError("the lab is not up")
+        return self.lab
+
+    def need_kube(self) -> KubeClient:
+        if self.kube is None:
+            from chamberlain.kube.client import KubeClient
+
+            self.kube = KubeClient.from_kubeconfig(self.need_lab().kubeconfig)
+        return self.kube
+
+    def repository(self) -> Repository:
+        from chamberlain.service import load_valid
+
+        return load_valid(self.repo_dir)
+
+    def platform(self) -> Platform:
+        platform = self.repository().platform
+        if platform is None:  # pragma: no cover - load_valid guarantees exactly one
+            raise DemoError("the repository has no Platform")
+        return platform
+
+    def connection(self) -> Connection:
+        from chamberlain.authority.session import Connection
+
+        lab = self.need_lab()
+        # The Platform's address is the in-cluster one; the lab's Vault listens on loopback with the lab CA.
+        return Connection(lab.vault.address, lab.pki.ca.cert)
+
+
+# ------------------------------------------------------------------------------------------------ phases
+
+
+def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
+    from chamberlain.authority.vault import unauthenticated
+    from chamberlain.lab import lab as lab_mod
+
+    config = lab_mod.LabConfig(lab_dir=lab_dir, ports=lab_mod.Ports().shifted(s.options.port_offset), dev=False)
+    report = lab_mod.up(config, progress=s.progress, timeout=s.options.timeout)
+    s.lab = lab_mod.Lab(config)
+    seal = unauthenticated(s.lab.vault.address, s.lab.pki.ca.cert).seal_status()
+    if seal.initialized:
+        raise DemoError(f"the Vault of the lab in {lab_dir} is already initialized (a kept demo?); the demo starts "
+                        "from an empty Vault: run it without --lab-dir (a fresh lab), or `chamberlain lab down "
+                        f"--lab-dir {lab_dir}` and remove that directory")
+    return {
+        "lab_dir": str(lab_dir),
+        "port_offset": s.options.port_offset,
+        "vault": s.lab.vault.address,
+        "kubeconfig": str(s.lab.kubeconfig),
+        "versions": {name: c.get("version", "") for name, c in report["components"].items()},
+    }
+
+
+def _root_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.root import ensure_identity, update_repository
+
+    if not s.options.source_repo.is_dir():
+        raise DemoError(f"{s.options.source_repo}: no such intent repository")
+    # A copy: the demo never edits the repository it was given.
+    shutil.copytree(s.options.source_repo, s.repo_dir)
+    ident = ensure_identity(s.identity, s.repo_dir)
+    update = update_repository(s.repo_dir, ident.recipient)
+    s.recipient = ident.recipient
+    return {
+        "repo_copy": str(s.repo_dir),
+        "identity_file": str(ident.path),
+        "identity_created": ident.created,
+        "recipient": ident.recipient,  # public by definition
+        "recipients": len(update.recipients),
+        "stale_bootstrap_files": update.stale_files,
+    }
+
+
+def _sops_updatekeys(s: _State, rel: str) -> None:
+    """``sops updatekeys`` with the previous root: re-wraps the file's data key to the new recipient set without
+    the plaintext touching the disk. sops reads the creation rules root init just wrote."""
+    from chamberlain.bootstrap import find_tool
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+    env["SOPS_AGE_KEY_FILE"] = str(s.options.previous_identity)
+    argv = [str(find_tool("sops")), "--config", str(s.repo_dir / ".sops.yaml"), "updatekeys", "--yes", rel]
+    try:
+        proc = subprocess.run(argv, cwd=s.repo_dir, env=env, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DemoError(f"{rel}: cannot run sops updatekeys ({type(exc).__name__})") from None
+    if proc.returncode != 0:
+        # sops' own stderr is not repeated: it may quote input.
+        raise DemoError(f"{rel}: sops updatekeys failed (exit {proc.returncode}); is "
+                        f"{s.options.previous_identity} a recipient of the file?")
+
+
+def _bootstrap_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.root.repo import update_repository
+    from chamberlain.service import validate_repository
+
+    if not s.options.previous_identity.is_file():
+        raise DemoError(f"{s.options.previous_identity}: no previous root identity to re-encrypt with")
+    stale = update_repository(s.repo_dir, s.recipient).stale_files
+    for rel in stale:
+        _sops_updatekeys(s, rel)
+    result = validate_repository(s.repo_dir)
+    if result.findings:
+        rules = sorted({f.rule for f in result.findings})
+        raise DemoError(f"validate: {len(result.findings)} findings ({', '.join(rules)})")
+    return {
+        "re_encrypted": stale,
+        "findings": 0,
+        "intents": len(result.repo.intents),
+        "files_checked": len(result.repo.files),
+    }
+
+
+def _apply_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.gitops import apply_repository
+    from chamberlain.service import render_to
+
+    out = s.work / "rendered"
+    rendered = render_to(s.repo_dir, out)
+    if rendered.findings:  # pragma: no cover - the bootstrap phase validated the same tree
+        raise DemoError(f"render: {len(rendered.findings)} findings")
+    report = apply_repository(s.repo_dir, s.need_kube(), identity=s.identity, environment=DEMO_ENVIRONMENT,
+                              cluster=DEMO_CLUSTER)
+    counts: dict[str, int] = {"created": 0, "configured": 0, "unchanged": 0}
+    for app in report.apps:
+        for key in counts:
+            counts[key] += app.counts[key]
+    return {
+        "rendered_files": rendered.files,
+        "rendered_to": str(out),
+        "cluster": report.cluster,
+        "applications": [a.path for a in report.apps],
+        "crds": dict(report.crds),
+        "objects": counts,
+        "bootstrap_secrets_decrypted": sum(a.bootstrap_secrets for a in report.apps),
+    }
+
+
+def _kubernetes_auth(s: _State) -> Any:
+    """Vault runs outside the lab cluster, so it reviews login tokens with a ServiceAccount of its own that holds
+    ``system:auth-delegator`` (what the Vault Helm chart sets up in a real cluster)."""
+    from chamberlain.authority.configure import KubernetesAuthSettings
+    from chamberlain.authority.session import cluster_from_kubeconfig
+
+    kube = s.need_kube()
+    kube.ensure_namespace(REVIEWER_NAMESPACE)
+    kube.ensure_service_account(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT)
+    kube.apply_manifest({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "vault-auth-delegator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": REVIEWER_ACCOUNT, "namespace": REVIEWER_NAMESPACE}],
+    }, FIELD_MANAGER)
+    host, ca = cluster_from_kubeconfig(s.need_lab().kubeconfig)
+    reviewer = kube.service_account_token(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT, [], REVIEWER_SECONDS)
+    return KubernetesAuthSettings(host, ca, reviewer, disable_local_ca_jwt=True)
+
+
+def _desired(s: _State, platform: Platform) -> Desired:
+    from chamberlain.authority.configure import Settings, desired_state, select
+    from chamberlain.render import render_repository
+
+    tree = render_repository(s.repository())
+    files = {p[len("vault/"):]: tree[p] for p in tree.paths() if p.startswith("vault/")}
+    spec = platform.spec
+    settings = Settings(
+        controller_namespace=spec.controller.namespace,
+        controller_service_account=spec.controller.service_account,
+        runtime_mount=spec.authority.mounts.runtime,
+        # A file audit device on the lab host, so the no-leak test can read what Vault audited.
+        audit_file=str(s.need_lab().config.lab_dir / "vault" / "audit.log"),
+        kubernetes=_kubernetes_auth(s),
+    )
+    return desired_state(select(files, None, DEMO_CLUSTER), settings)
+
+
+def _authority_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.audit.ledger import Ledger
+    from chamberlain.authority import lifecycle, session
+    from chamberlain.authority.configure import apply, observe, plan, summarize
+
+    platform = s.platform()
+    desired = _desired(s, platform)
+    kube = s.need_kube()
+    conn = s.connection()
+    spec = platform.spec
+    kube.ensure_namespace(spec.controller.namespace)
+    kube.ensure_service_account(spec.controller.namespace, spec.controller.service_account)
+
+    def recorder_for(client: VaultClient) -> lifecycle.Recorder:
+        ledger = Ledger(client.kv, spec.authority.mounts.runtime)
+
+        def record(event: lifecycle.AuthorityEvent, details: Mapping[str, str]) -> None:
+            ledger.append(event, actor=s.actor, run=s.run, details=details)
+
+        return record
+
+    def configure(client: VaultClient) -> int:
+        changes = plan(desired, observe(client, desired))
+        if changes:
+            apply(client, desired, changes)
+            recorder_for(client)("authority-configure", {k: str(v) for k, v in summarize(changes).items()})
+        return len(changes)
+
+    def verify() -> list[str]:
+        roles = sorted(name for (_, name) in desired.roles if name.endswith(".orchestrator"))
+        for role in roles:
+            session.login_as(conn, platform, kube, role).lookup_self()
+        return roles
+
+    store = lifecycle.SealedStore(kube, spec.controller.namespace)
+    report = lifecycle.initialize(
+        conn.anonymous(), store,
+        lifecycle.InitPlan(SHARES, THRESHOLD, spec.root_of_trust.age_recipients, s.work / "recovery"),
+        login_configurator=lambda: session.configurator(conn, platform, kube),
+        configure=configure, verify=verify, recorder_for=recorder_for,
+    )
+    status = lifecycle.status(conn.anonymous(), store)
+    if status["sealed"] or not status["initialized"] or not report.root_revoked:
+        raise DemoError("Vault is not initialized, unsealed and root-token-free after init")
+    return {
+        "vault_version": status["version"],
+        "storage": status["storage"],
+        "initialized_now": report.initialized_now,
+        "unsealed_now": report.unsealed_now,
+        "shares": SHARES,
+        "threshold": THRESHOLD,
+        "unseal_secret": status["sealed_material"]["secret"],
+        "configure_changes": report.configure_changes,
+        "verified_roles": report.verified_roles,
+        "root_token_revoked": report.root_revoked,
+    }
+
+
+def _orchestrator_kv(s: _State, platform: Platform) -> Any:
+    from chamberlain.authority.session import orchestrator_kv
+    from chamberlain.render.naming import orchestrator_policy
+
+    # The orchestrator's own least-privilege identity, as the in-cluster controller would log in.
+    return orchestrator_kv(s.connection(), platform, s.need_kube(), orchestrator_policy(DEMO_CLUSTER))
+
+
+def _tally(results: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        out[r] = out.get(r, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _provision_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.audit.ledger import Ledger
+    from chamberlain.provision import provision_units, run_provision
+
+    repo = s.repository()
+    platform = s.platform()
+    kv = _orchestrator_kv(s, platform)
+    outcomes = run_provision(provision_units(repo, DEMO_ENVIRONMENT), kv,
+                             Ledger(kv, platform.spec.authority.mounts.runtime), actor=s.actor, run=s.run)
+    results = [o.result for o in outcomes]
+    if any(r not in ("created", "exists") for r in results):  # pragma: no cover - run_provision raises instead
+        raise DemoError(f"provision: unexpected results {sorted(set(results))}")
+    return {"values": len(outcomes), "results": _tally(list(results)),
+            "paths": sorted(o.unit.vault.full for o in outcomes)}
+
+
+def _handover_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.audit.ledger import Ledger
+    from chamberlain.handover import RunContext, handover_units, run_handover
+
+    repo = s.repository()
+    platform = s.platform()
+    kv = _orchestrator_kv(s, platform)
+    units = handover_units(repo, DEMO_ENVIRONMENT, DEMO_CLUSTER)
+    report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime),
+                          RunContext(actor=s.actor, run=s.run, reason="demo: Phase 3 handover"))
+    rows = [o.as_dict() for o in report.outcomes]
+    if not report.ok:
+        bad = [f"{r['intent']}: {r['result']}" for r in rows if r["result"] in ("conflict", "blocked")]
+        raise DemoError(f"handover: {'; '.join(bad)}")
+    return {"secrets": len(rows), "results": _tally([str(r["result"]) for r in rows]),
+            "handed_over": sorted(f"{r['source']} -> {r['path']}" for r in rows)}
+
+
+def _audit_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.audit.ledger import Ledger
+
+    platform = s.platform()
+    result = Ledger(_orchestrator_kv(s, platform), platform.spec.authority.mounts.runtime).verify()
+    if not result.ok:
+        raise DemoError(f"audit verify: {len(result.problems)} problems in the ledger")
+    return {"entries": result.entries, "warnings": len(result.warnings)}
+
+
+_PHASES: dict[Phase, Callable[[_State], dict[str, Any]]] = {
+    Phase.root: _root_phase,
+    Phase.bootstrap: _bootstrap_phase,
+    Phase.apply: _apply_phase,
+    Phase.authority: _authority_phase,
+    Phase.provision: _provision_phase,
+    Phase.handover: _handover_phase,
+}
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) -> PhaseResult:
+    progress(f"[demo] {name}: starting")
+    started = time.monotonic()
+    try:
+        facts = step()
+    except ChamberlainError as exc:
+        # Our errors are written to be shown: they name files, paths and states, never values.
+        result = PhaseResult(name, False, time.monotonic() - started, error=str(exc))
+    except Exception as exc:  # a foreign exception's text is unvetted: report only its type
+        result = PhaseResult(name, False, time.monotonic() - started,
+                             error=f"internal error ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1")
+        if os.environ.get("CHAMBERLAIN_DEBUG"):
+            raise
+    else:
+        result = PhaseResult(name, True, time.monotonic() - started, facts)
+    progress(f"[demo] {name}: {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f}s"
+             + (f" ({result.error})" if result.error else ""))
+    return result
+
+
+def run_demo(options: DemoOptions, progress: Progress = lambda _m: None) -> DemoReport:
+    """Run the lab phase, then every phase up to ``options.through``, then verify the ledger; stop at the
+    first failure. Tears the lab down at the end unless ``options.keep``."""
+    from chamberlain.lab import lab as lab_mod
+
+    started = time.monotonic()
+    fresh = options.lab_dir is None
+    lab_dir = Path(tempfile.mkdtemp(prefix="chamberlain-demo-")) if fresh else options.lab_dir
+    assert lab_dir is not None
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    # A new working directory inside the lab directory on every run (0700 from mkdtemp): repository copy,
+    # identity, rendered output. Never reused, so a failed earlier run cannot leave half a repository behind.
+    work = Path(tempfile.mkdtemp(prefix="demo-", dir=lab_dir))
+    state = _State(options, work, progress)
+    wanted = list(Phase)[: list(Phase).index(options.through) + 1]
+    report = DemoReport(through=options.through.value, lab_dir=str(lab_dir), work_dir=str(work), kept=options.keep)
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("lab", lambda: _lab_phase(state, lab_dir))]
+    steps += [(p.value, lambda p=p: _PHASES[p](state)) for p in wanted]  # type: ignore[misc]
+    if Phase.authority in wanted:
+        steps.append(("audit", lambda: _audit_phase(state)))
+    phase0_started: float | None = None
+    try:
+        for i, (name, step) in enumerate(steps):
+            if name == Phase.root.value:
+                phase0_started = time.monotonic()
+            result = _timed(name, step, progress)
+            report.phases.append(result)
+            if name == Phase.authority.value and result.ok and phase0_started is not None:
+                report.authoritative_after_seconds = time.monotonic() - phase0_started
+            if not result.ok:
+                report.skipped = [n for n, _ in steps[i + 1:]]
+                break
+    finally:
+        if state.kube is not None:
+            state.kube.close()
+        if not options.keep:
+            lab_mod.down(lab_dir, progress=progress)
+            if fresh:
+                # Ours alone: the temporary lab (with the demo's work directory inside) goes entirely.
+                if state.lab is not None:
+                    state.lab.postgres.purge()
+                shutil.rmtree(lab_dir, ignore_errors=True)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        report.total_seconds = time.monotonic() - started
+    return report

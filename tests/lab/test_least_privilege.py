@@ -1,0 +1,212 @@
+"""The least-privilege matrix on the real Vault after the demo's setup (Phase 0 to handover for dev/dev1, Vault
+configured from the acme render bundle for that cluster).
+
+Every identity logs in the way it does in production: a real ServiceAccount token from the TokenRequest API
+(audience ``vault``) presented to Vault's Kubernetes auth, which reviews it at the real kube-apiserver. Each row
+of the matrix is one allowed or denied action; denied means Vault answers 403, never "not found" for a path that
+exists. Runs its own lab on ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`` + 700.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from chamberlain.lab import builds, procs
+from chamberlain.lab import lab as lab_mod
+
+pytestmark = pytest.mark.lab
+
+pytest.importorskip("hvac")
+pytest.importorskip("kubernetes")
+
+from chamberlain.authority.errors import AuthorityError, Forbidden  # noqa: E402
+from chamberlain.authority.vault import VaultClient, login_kubernetes  # noqa: E402
+from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
+from chamberlain.kube.client import KubeClient  # noqa: E402
+
+MOUNT = "kubernetes"
+ORCHESTRATOR = ("chamberlain-system", "chamberlain", "chamberlain.dev1.orchestrator")
+PAYMENTS_READER = ("payments", "chamberlain-dev-reader", "chamberlain.dev.dev1.payments.reader")
+WEB_READER = ("web", "chamberlain-dev-reader", "chamberlain.dev.dev1.web.reader")
+PUBLISHER = ("databases", "chamberlain-dev-publish-orders-db-app",
+             "chamberlain.dev.dev1.databases.orders-db-app.publisher")
+
+PAYMENTS_DB = "secret/data/dev/team-payments/payments-db"
+STOREFRONT = "secret/data/dev/team-web/storefront-session"  # consumed by namespace web only
+REGISTRY = "secret/data/dev/team-platform/registry-pull"  # handed over; consumed by payments (and others)
+ORDERS_DB_APP = "platform-data/data/dev/dev1/databases/orders-db-app"  # published by databases
+ORDERS_ENDPOINT = "platform-config/data/dev/dev1/databases/orders-db-endpoint"
+LEDGER_1 = "secret/data/_chamberlain/ledger/000000000001"  # the first entry (authority-init)
+
+
+@dataclass
+class Env:
+    lab: lab_mod.Lab
+    kube: KubeClient
+
+    def token(self, namespace: str, account: str, audiences: list[str] | None = None) -> str:
+        return self.kube.service_account_token(namespace, account, ["vault"] if audiences is None else audiences)
+
+    def login(self, namespace: str, account: str, role: str, audiences: list[str] | None = None) -> VaultClient:
+        jwt = self.token(namespace, account, audiences)
+        return login_kubernetes(self.lab.vault.address, self.lab.pki.ca.cert, MOUNT, role, jwt)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    if missing or builds.postgres_bindir() is None:
+        pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
+    lab_dir = tmp_path_factory.mktemp("least-privilege") / "lab"
+    offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 700
+    pids: dict[str, int] = {}
+    try:
+        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True))
+        assert report.ok, report.as_dict()
+        lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+        pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
+        kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+        # Workload identities: the ServiceAccount a Deployment in a consumer namespace runs as. Without a
+        # controller-manager nothing creates them, so the test does.
+        kube.ensure_service_account("payments", "default")
+        kube.ensure_service_account("payments", "payments-api")
+        yield Env(lab, kube)
+        kube.close()
+    finally:
+        lab_mod.down(lab_dir, progress=lambda _m: None)
+        lab_mod.Lab(lab_mod.LabConfig.load(lab_dir)).postgres.purge()
+    leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
+    assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
+
+
+def _denied(action: Callable[[], object]) -> None:
+    with pytest.raises(Forbidden) as info:
+        action()
+    assert "403" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ consumers (ESO)
+
+
+def test_reader_reads_what_its_namespace_materializes(env: Env) -> None:
+    client = env.login(*PAYMENTS_READER)
+    for path in (PAYMENTS_DB, REGISTRY):
+        body = client.read_path(path)
+        assert body is not None and body["data"], path
+
+
+@pytest.mark.parametrize("action", [
+    pytest.param(lambda c: c.read_path(STOREFRONT), id="read-other-namespace-path"),
+    pytest.param(lambda c: c.read_path(ORDERS_DB_APP.replace("orders-db-app", "x")), id="read-undeclared-internal"),
+    pytest.param(lambda c: c.read_path("secret/data/prod/team-payments/payments-db"), id="read-prod-path"),
+    pytest.param(lambda c: c.read_path(LEDGER_1), id="read-ledger-entry"),
+    pytest.param(lambda c: c.read_path("secret/data/_chamberlain/ledger-head"), id="read-ledger-head"),
+    pytest.param(lambda c: c.list_path("secret/metadata/dev"), id="list-runtime-mount"),
+    pytest.param(lambda c: c.read_path("secret/metadata/dev/team-payments/payments-db"), id="read-own-metadata"),
+    pytest.param(lambda c: c.write_path(PAYMENTS_DB, {"data": {"k": "v"}, "options": {"cas": 1}}),
+                 id="write-own-path"),
+    pytest.param(lambda c: c.read_path("sys/mounts"), id="read-sys-mounts"),
+    pytest.param(lambda c: c.read_path("sys/policy/chamberlain.dev1.orchestrator"), id="read-policies"),
+])
+def test_reader_denied(env: Env, action: Callable[[VaultClient], object]) -> None:
+    client = env.login(*PAYMENTS_READER)
+    _denied(lambda: action(client))
+
+
+def test_web_reader_cannot_read_payments(env: Env) -> None:
+    client = env.login(*WEB_READER)
+    assert client.read_path(STOREFRONT) is not None
+    _denied(lambda: client.read_path(PAYMENTS_DB))
+
+
+# ------------------------------------------------------------------------------------------ publisher (PushSecret)
+
+
+def test_publisher_writes_its_own_path(env: Env) -> None:
+    client = env.login(*PUBLISHER)
+    client.write_path(ORDERS_DB_APP, {"data": {"password": "published-by-the-operator"}})
+    body = client.read_path(ORDERS_DB_APP)
+    assert body is not None and body["data"] == {"password": "published-by-the-operator"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("platform-data/data/dev/dev1/databases/orders-db-other", id="sibling-in-own-namespace"),
+    pytest.param("platform-data/data/dev/dev1/kafka/payments-kafka-user", id="other-producer"),
+    pytest.param(ORDERS_ENDPOINT, id="config-intent-of-same-namespace"),
+    pytest.param("platform-data/data/prod/prod-eu1/databases/orders-db-app", id="same-name-other-cluster"),
+    pytest.param("secret/data/dev/team-data/orders-db-app", id="runtime-mount"),
+])
+def test_publisher_cannot_write_elsewhere(env: Env, path: str) -> None:
+    client = env.login(*PUBLISHER)
+    _denied(lambda: client.write_path(path, {"data": {"k": "v"}}))
+
+
+def test_publisher_cannot_delete_or_read_others(env: Env) -> None:
+    client = env.login(*PUBLISHER)
+    _denied(lambda: client.delete_path(ORDERS_DB_APP.replace("/data/", "/metadata/")))
+    _denied(lambda: client.read_path(PAYMENTS_DB))
+    _denied(lambda: client.read_path(LEDGER_1))
+
+
+# ------------------------------------------------------------------------------------------ logins that must fail
+
+
+@pytest.mark.parametrize(("namespace", "account", "role", "audiences"), [
+    pytest.param("payments", "default", PAYMENTS_READER[2], None, id="workload-default-sa-as-reader"),
+    pytest.param("payments", "payments-api", PAYMENTS_READER[2], None, id="workload-sa-as-reader"),
+    pytest.param("payments", "payments-api", ORCHESTRATOR[2], None, id="workload-sa-as-orchestrator"),
+    pytest.param("web", "chamberlain-dev-reader", PAYMENTS_READER[2], None, id="other-namespace-reader"),
+    pytest.param("payments", "chamberlain-dev-reader", ORCHESTRATOR[2], None, id="reader-as-orchestrator"),
+    pytest.param("payments", "chamberlain-dev-reader", PUBLISHER[2], None, id="reader-as-publisher"),
+    pytest.param("payments", "chamberlain-dev-reader", PAYMENTS_READER[2], [], id="reader-wrong-audience"),
+])
+def test_login_refused(env: Env, namespace: str, account: str, role: str, audiences: list[str] | None) -> None:
+    with pytest.raises(AuthorityError) as info:
+        env.login(namespace, account, role, audiences)
+    assert any(code in str(info.value) for code in ("403", "400")), str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ orchestrator
+
+
+def test_orchestrator_runs_the_runtime_life_cycle(env: Env) -> None:
+    client = env.login(*ORCHESTRATOR)
+    assert client.read_path(PAYMENTS_DB) is not None
+    assert client.read_path(LEDGER_1) is not None
+    assert client.list_path("platform-data/metadata/dev/dev1/databases")  # reports on internal secrets
+
+
+@pytest.mark.parametrize("action", [
+    pytest.param(lambda c: c.read_path(ORDERS_DB_APP), id="read-internal-data-value"),
+    pytest.param(lambda c: c.read_path(ORDERS_ENDPOINT), id="read-internal-config-value"),
+    pytest.param(lambda c: c.read_path("secret/data/prod/team-payments/payments-db"), id="read-other-cluster-env"),
+    pytest.param(lambda c: c.delete_path(LEDGER_1.replace("/data/", "/metadata/")), id="delete-ledger"),
+    pytest.param(lambda c: c.read_path("sys/mounts"), id="read-sys-mounts"),
+    pytest.param(lambda c: c.read_path("sys/audit"), id="read-sys-audit"),
+    pytest.param(lambda c: c.read_path("sys/policy/chamberlain.dev1.orchestrator"), id="read-own-policy"),
+    pytest.param(lambda c: c.write_path("sys/policy/x", {"policy": 'path "*" {capabilities=["read"]}'}),
+                 id="write-policy"),
+    pytest.param(lambda c: c.read_path("auth/kubernetes/config"), id="read-auth-config"),
+    pytest.param(lambda c: c.write_path("auth/token/create", {"policies": ["root"]}), id="create-root-token"),
+])
+def test_orchestrator_denied(env: Env, action: Callable[[VaultClient], object]) -> None:
+    client = env.login(*ORCHESTRATOR)
+    _denied(lambda: action(client))
+
+
+def test_orchestrator_cannot_rewrite_the_ledger(env: Env) -> None:
+    """The ledger policy grants create and read, not update: KV v2 then accepts a write only with cas=0 (a new
+    entry), so rewriting an entry fails at any CAS value and the entry stays as it was."""
+    from chamberlain.authority.errors import CasConflict
+
+    client = env.login(*ORCHESTRATOR)
+    before = client.read_path(LEDGER_1)
+    assert before is not None and before["data"]["entry"]
+    for options in ({"cas": 1}, {"cas": 0}, {}):
+        with pytest.raises((Forbidden, CasConflict)):
+            client.write_path(LEDGER_1, {"data": {"entry": "{}"}, "options": options})
+    assert client.read_path(LEDGER_1) == before
