@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -128,6 +129,24 @@ def status_cmd(
     else:
         _print_status(report)
     raise typer.Exit(0 if lab_mod.healthy(report) else 1)
+
+
+@lab_app.command("env")
+def env_cmd(lab_dir: LabDirOption = None) -> None:
+    """Print shell exports that point chamberlain, kubectl and vault at the lab (no secrets).
+
+    Example: eval "$(chamberlain lab env)"
+    """
+    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+    exports = {
+        "KUBECONFIG": shlex.quote(str(lab.kubeconfig)),
+        "VAULT_ADDR": shlex.quote(lab.vault.address),
+        "VAULT_CACERT": shlex.quote(str(lab.pki.ca.cert)),
+        # Double quotes so the shell expands $PATH; the cache paths contain no quotes.
+        "PATH": f'"{builds.binary("kubectl").parent}:{builds.binary("sops").parent}:$PATH"',
+    }
+    for name, value in exports.items():
+        sys.stdout.write(f"export {name}={value}\n")
 
 
 def _print_status(report: dict[str, Any]) -> None:
