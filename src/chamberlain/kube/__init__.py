@@ -11,8 +11,11 @@ from chamberlain.kube.api import (
     KubeError,
     KubeForbidden,
     KubeNotFound,
+    KubePropagation,
     KubeSecret,
     KubeUnavailable,
+    PodTemplateState,
+    WorkloadKind,
 )
 
 __all__ = [
@@ -21,6 +24,9 @@ __all__ = [
     "KubeError",
     "KubeForbidden",
     "KubeNotFound",
+    "KubePropagation",
     "KubeSecret",
     "KubeUnavailable",
+    "PodTemplateState",
+    "WorkloadKind",
 ]

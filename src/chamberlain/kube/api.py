@@ -96,3 +96,74 @@ class KubeApply(Protocol):
     def wait_crd_established(self, name: str, timeout: float = 60.0) -> None:
         """Block until the CustomResourceDefinition ``name`` is Established; :class:`KubeUnavailable` on timeout."""
         ...
+
+
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
+
+
+@dataclass(frozen=True)
+class PodTemplateState:
+    """What a rollout restart needs to see of a workload: its pod-template annotations and generation."""
+
+    annotations: Mapping[str, str]
+    generation: int
+
+
+class KubePropagation(Protocol):
+    """What propagation needs: poke ExternalSecrets, read consumer Secrets' metadata (never their data) and patch
+    workloads' pod templates. Kept apart from :class:`Kube` so the narrow handover fakes need not grow."""
+
+    def annotate_external_secret(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        """Merge-patch annotations onto an ExternalSecret (``external-secrets.io/v1``); :class:`KubeNotFound`."""
+        ...
+
+    def get_external_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The ExternalSecret object (spec and status; no secret data lives there), or None when absent."""
+        ...
+
+    def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The annotations of a Secret, fetched as metadata only (PartialObjectMetadata): its data never crosses
+        the wire. None when the Secret does not exist."""
+        ...
+
+    def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:
+        """:class:`KubeNotFound` when the workload does not exist."""
+        ...
+
+    def patch_pod_template_annotations(
+        self, kind: WorkloadKind, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> PodTemplateState:
+        """Merge the annotations into ``spec.template.metadata.annotations`` (what ``kubectl rollout restart``
+        does); returns the state after the patch."""
+        ...
+
+
+class KubeCustomObjects(Protocol):
+    """Custom resources as plain dicts (the annotation trigger reads SecretIntents and clears one annotation).
+    Kept apart from :class:`Kube` so existing fakes need not grow."""
+
+    def list_custom_objects(
+        self, group: str, version: str, plural: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of the kind (in ``namespace``, or cluster-wide when None)."""
+        ...
+
+    def get_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when absent."""
+        ...
+
+    def patch_custom_object_annotations(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str | None],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """JSON-merge-patch ``metadata.annotations`` (a None value removes the key). With ``resource_version``, the
+        patch applies only if the object is unchanged (:class:`KubeConflict` otherwise); :class:`KubeNotFound`."""
+        ...

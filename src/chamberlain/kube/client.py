@@ -6,6 +6,7 @@ The only module that imports ``kubernetes``. API errors are mapped once, here, t
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,9 +23,17 @@ from chamberlain.kube.api import (
     KubeNotFound,
     KubeSecret,
     KubeUnavailable,
+    PodTemplateState,
+    WorkloadKind,
 )
 
 T = TypeVar("T")
+
+# Ask the API server for an object's metadata only: a Secret's data never leaves the server (propagation reads
+# annotations of consumer Secrets and must never see their values).
+_PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_MERGE_PATCH = "application/merge-patch+json"
+_ESO_GROUP, _ESO_VERSION = "external-secrets.io", "v1"
 
 
 def _map_error(exc: Exception, what: str) -> KubeError:
@@ -226,3 +235,115 @@ class KubeClient:
             if time.monotonic() > deadline:
                 raise KubeUnavailable(f"CustomResourceDefinition {name}: not Established after {timeout:.0f}s")
             time.sleep(0.2)
+
+    # ------------------------------------------------------------------ custom objects (KubeCustomObjects)
+
+    def _custom(self) -> Any:
+        return kubernetes.client.CustomObjectsApi(self._api)
+
+    def list_custom_objects(
+        self, group: str, version: str, plural: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        api = self._custom()
+        if namespace is None:
+            resp = self._call(f"{plural}.{group}", lambda: api.list_cluster_custom_object(group, version, plural))
+        else:
+            resp = self._call(f"{plural}.{group} in {namespace}",
+                              lambda: api.list_namespaced_custom_object(group, version, namespace, plural))
+        return [dict(item) for item in (resp or {}).get("items", [])]
+
+    def get_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        api = self._custom()
+        try:
+            obj = self._call(f"{plural}.{group} {namespace}/{name}",
+                             lambda: api.get_namespaced_custom_object(group, version, namespace, plural, name))
+        except KubeNotFound:
+            return None
+        return dict(obj)
+
+    def patch_custom_object_annotations(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str | None],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        # A JSON merge patch (the client's default for custom objects): null deletes a key. A resourceVersion in
+        # the patch makes the API server refuse it with 409 when the object changed since it was read.
+        meta: dict[str, Any] = {"annotations": dict(annotations)}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        api = self._custom()
+        obj = self._call(
+            f"{plural}.{group} {namespace}/{name}",
+            lambda: api.patch_namespaced_custom_object(group, version, namespace, plural, name, {"metadata": meta}),
+        )
+        return dict(obj)
+
+    # ------------------------------------------------------------------ propagation (KubePropagation)
+
+    def annotate_external_secret(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        custom = kubernetes.client.CustomObjectsApi(self._api)
+        body = {"metadata": {"annotations": dict(annotations)}}
+        self._call(f"ExternalSecret {namespace}/{name}", lambda: custom.patch_namespaced_custom_object(
+            _ESO_GROUP, _ESO_VERSION, namespace, "externalsecrets", name, body, _content_type=_MERGE_PATCH))
+
+    def get_external_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        custom: Any = kubernetes.client.CustomObjectsApi(self._api)
+        try:
+            obj: dict[str, Any] = self._call(
+                f"ExternalSecret {namespace}/{name}", lambda: custom.get_namespaced_custom_object(
+                    _ESO_GROUP, _ESO_VERSION, namespace, "externalsecrets", name))
+        except KubeNotFound:
+            return None
+        return obj
+
+    def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        def read() -> Any:
+            resp: Any = self._core.read_namespaced_secret(
+                name, namespace, _headers={"Accept": _PARTIAL_METADATA}, _preload_content=False)
+            return json.loads(resp.data)
+
+        try:
+            obj = self._call(f"Secret {namespace}/{name} (metadata)", read)
+        except KubeNotFound:
+            return None
+        if obj.get("kind") != "PartialObjectMetadata" or "data" in obj:
+            # Never fall back to a full read: a server that ignores the Accept header would hand us the values.
+            raise KubeError(f"Secret {namespace}/{name}: the API server did not answer with metadata only")
+        return dict(obj.get("metadata", {}).get("annotations") or {})
+
+    def _apps(self, kind: WorkloadKind) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        apps = kubernetes.client.AppsV1Api(self._api)
+        table = {
+            "Deployment": (apps.read_namespaced_deployment, apps.patch_namespaced_deployment),
+            "StatefulSet": (apps.read_namespaced_stateful_set, apps.patch_namespaced_stateful_set),
+            "DaemonSet": (apps.read_namespaced_daemon_set, apps.patch_namespaced_daemon_set),
+        }
+        return table[kind]
+
+    @staticmethod
+    def _template_state(obj: Any) -> PodTemplateState:
+        template_meta = obj.spec.template.metadata if obj.spec and obj.spec.template else None
+        return PodTemplateState(
+            annotations=dict((template_meta.annotations if template_meta else None) or {}),
+            generation=int(obj.metadata.generation or 0),
+        )
+
+    def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:
+        read, _ = self._apps(kind)
+        return self._template_state(self._call(f"{kind} {namespace}/{name}", lambda: read(name, namespace)))
+
+    def patch_pod_template_annotations(
+        self, kind: WorkloadKind, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> PodTemplateState:
+        _, patch = self._apps(kind)
+        body = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+        obj = self._call(f"{kind} {namespace}/{name}",
+                         lambda: patch(name, namespace, body, _content_type=_MERGE_PATCH))
+        return self._template_state(obj)

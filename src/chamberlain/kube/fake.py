@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from chamberlain.kube.api import ApplyOutcome, KubeConflict, KubeNotFound, KubeSecret, KubeUnavailable
+from chamberlain.kube.api import (
+    ApplyOutcome,
+    KubeConflict,
+    KubeNotFound,
+    KubeSecret,
+    KubeUnavailable,
+    PodTemplateState,
+    WorkloadKind,
+)
 
 
 class FakeKube:
@@ -22,6 +30,14 @@ class FakeKube:
         self.applied: dict[tuple[str, str, str, str], tuple[dict[str, Any], str, str]] = {}
         self.apply_log: list[tuple[str, str, str, str]] = []
         self.established: set[str] = set()
+        # Propagation: ExternalSecrets as plain objects, workloads as their pod template state, and every patch
+        # (so tests can count restarts and force-syncs).
+        self.external_secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.workloads: dict[tuple[str, str, str], PodTemplateState] = {}
+        self.workload_patches: list[tuple[str, str, str]] = []
+        self.secret_annotation_reads = 0
+        # Custom objects: (group, version, plural, namespace, name) -> object (with metadata.resourceVersion).
+        self.custom_objects: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
 
     def _guard(self) -> None:
         if self.down:
@@ -99,3 +115,94 @@ class FakeKube:
         self._guard()
         if name not in self.established:
             raise KubeUnavailable(f"CustomResourceDefinition {name}: not Established after {timeout:.0f}s")
+
+    # ------------------------------------------------------------------ custom objects (KubeCustomObjects)
+
+    def add_custom_object(self, group: str, version: str, plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Test helper: store ``obj`` as the API server would (a uid and a resourceVersion added)."""
+        body = copy.deepcopy(dict(obj))
+        meta = body.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        meta["resourceVersion"] = str(next(self._rv))
+        self.custom_objects[(group, version, plural, str(meta.get("namespace") or ""), str(meta["name"]))] = body
+        return copy.deepcopy(body)
+
+    def list_custom_objects(
+        self, group: str, version: str, plural: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        self._guard()
+        return [copy.deepcopy(o) for (g, v, p, ns, _), o in sorted(self.custom_objects.items())
+                if (g, v, p) == (group, version, plural) and (namespace is None or ns == namespace)]
+
+    def get_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        self._guard()
+        obj = self.custom_objects.get((group, version, plural, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def patch_custom_object_annotations(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str | None],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        self._guard()
+        key = (group, version, plural, namespace, name)
+        obj = self.custom_objects.get(key)
+        if obj is None:
+            raise KubeNotFound(f"{plural}.{group} {namespace}/{name}")
+        meta = obj.setdefault("metadata", {})
+        if resource_version and resource_version != meta.get("resourceVersion"):
+            raise KubeConflict(f"{plural}.{group} {namespace}/{name}: changed since read")
+        current = meta.setdefault("annotations", {})
+        for k, v in annotations.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = v
+        meta["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
+
+    # ------------------------------------------------------------------ propagation (KubePropagation)
+
+    def annotate_external_secret(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        self._guard()
+        obj = self.external_secrets.get((namespace, name))
+        if obj is None:
+            raise KubeNotFound(f"ExternalSecret {namespace}/{name}")
+        obj.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+
+    def get_external_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        self._guard()
+        obj = self.external_secrets.get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        self._guard()
+        self.secret_annotation_reads += 1
+        secret = self.secrets.get((namespace, name))
+        return dict(secret.annotations) if secret is not None else None
+
+    def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:
+        self._guard()
+        state = self.workloads.get((kind, namespace, name))
+        if state is None:
+            raise KubeNotFound(f"{kind} {namespace}/{name}")
+        return state
+
+    def patch_pod_template_annotations(
+        self, kind: WorkloadKind, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> PodTemplateState:
+        state = self.get_pod_template(kind, namespace, name)
+        merged = {**state.annotations, **annotations}
+        # Like the API server: the generation moves only when the spec really changes.
+        generation = state.generation + (1 if merged != dict(state.annotations) else 0)
+        new = PodTemplateState(annotations=merged, generation=generation)
+        self.workloads[(kind, namespace, name)] = new
+        self.workload_patches.append((kind, namespace, name))
+        return new
