@@ -115,3 +115,49 @@ def test_push_secret_version_is_the_one_eso_serves() -> None:
     assert served == {"external-secrets.io/v1alpha1"}
     assert ("external-secrets.io/v1", "ExternalSecret") in crd_schemas()
     assert ("external-secrets.io/v1", "SecretStore") in crd_schemas()
+
+
+def _marked(doc: dict[str, Any]) -> dict[str, Any]:
+    from chamberlain.render import eso
+
+    marked = copy.deepcopy(doc)
+    key = (marked["spec"].get("data") or [{}])[0].get("remoteRef", {}).get("key") or \
+        marked["spec"]["dataFrom"][0]["extract"]["key"]
+    eso.add_version_marker(marked["spec"], key)
+    return marked
+
+
+@needs_crds
+def test_version_marker_extension_matches_the_real_crd() -> None:
+    """Both shapes (key mapping and extract-everything) stay valid ExternalSecrets with the marker template."""
+    schemas = crd_schemas()
+    seen = set()
+    for _, doc in docs(render("base"), "envs/"):
+        if doc["kind"] != "ExternalSecret":
+            continue
+        marked = _marked(doc)
+        errors = sorted(jsonschema.Draft4Validator(schemas[(doc["apiVersion"], doc["kind"])]).iter_errors(marked),
+                        key=str)
+        assert not errors, errors[0].message
+        seen.add("data" if "dataFrom" not in doc["spec"] else "dataFrom")
+    assert seen == {"data", "dataFrom"}
+
+
+def test_version_marker_extension_shape() -> None:
+    from chamberlain.render import eso
+
+    doc = next(d for _, d in docs(render("base"), "envs/") if d["kind"] == "ExternalSecret" and "data" in d["spec"])
+    marked = _marked(doc)
+    entry = marked["spec"]["data"][-1]
+    assert entry == {"secretKey": eso.METADATA_KEY, "remoteRef": {"key": entry["remoteRef"]["key"],
+                                                                  "metadataPolicy": "Fetch"}}
+    template = marked["spec"]["target"]["template"]
+    assert template["engineVersion"] == "v2" and template["mergePolicy"] == "Replace"
+    assert template["metadata"]["labels"] == doc["spec"]["target"]["template"]["metadata"]["labels"]
+    assert eso.METADATA_KEY in template["metadata"]["annotations"][eso.ANNOTATION_VERSION_MARKER]
+    assert template["templateFrom"][0]["target"] == "Data"
+    # Opt-in: the rendered tree is unchanged until the orchestrator wires it with the reader policy.
+    assert eso.METADATA_KEY not in str(doc)
+    # Applying it twice is refused rather than silently doubling the entry.
+    with pytest.raises(ValueError, match="reserved"):
+        eso.add_version_marker(marked["spec"], "x")

@@ -24,6 +24,15 @@ Choices, and why:
   rotation takes to reach Vault; ESO skips unchanged values, so a quiet interval costs only reads.
 - With a ``keys`` list, each key is pushed as one property (only those keys leave the namespace); without, the
   whole Secret is pushed as one KV document in a single write.
+- Version marker (``version_marker=True``, issue 5 propagation): the ExternalSecret also fetches the Vault
+  secret's custom_metadata (``metadataPolicy: Fetch``, no property: the whole map as JSON, so a secret that has no
+  ``value-marker`` yet — a derived one ESO pushed — yields an empty annotation instead of failing the whole
+  ExternalSecret) under a reserved key, and a v2 template copies ``value-marker`` into the annotation
+  ``chamberlain.dev/version-marker`` of the materialized Secret. ``mergePolicy: Replace`` plus a literal
+  ``templateFrom`` that re-emits every fetched key except the reserved one keeps the metadata out of the
+  Secret's data, so the consumer sees exactly the keys it saw before. The orchestrator then learns which
+  version a consumer carries from the Secret's annotations alone, never from its values. Needs the reader
+  policy to grant ``read`` on the secret's ``metadata/`` path.
 """
 
 from __future__ import annotations
@@ -41,6 +50,23 @@ ESO_V1ALPHA1 = "external-secrets.io/v1alpha1"
 VAULT_AUDIENCE = "vault"
 MATERIALIZE_REFRESH = "1h"
 PUBLISH_REFRESH = "1m"
+
+ANNOTATION_VERSION_MARKER = "chamberlain.dev/version-marker"
+VAULT_VALUE_MARKER = "value-marker"  # == chamberlain.handover.metadata.VALUE_MARKER (render sits below handover)
+# Reserved data key holding the fetched custom_metadata inside ESO's template input; never lands in the Secret.
+# A leading underscore plus the product name cannot collide with an intent's key mapping in practice, and
+# ``check_reserved_key`` refuses it when it would.
+METADATA_KEY = "_chamberlain-custom-metadata"
+# Every fetched key but the reserved one, each re-emitted as a one-entry YAML map (toYaml quotes what needs it;
+# ESO reads the output back with a YAML parser into map[string]string, KeysAndValues scope).
+_DATA_WITHOUT_METADATA = (
+    "{{- range $k, $v := . }}{{- if ne $k \"" + METADATA_KEY + "\" }}\n{{ dict $k $v | toYaml }}{{- end }}{{- end }}\n"
+)
+# A Vault secret without custom_metadata gives an empty value: ``default "{}"`` keeps fromJson (which yields nil
+# on bad input) feeding ``get`` a map, so the annotation is empty instead of the template failing.
+_MARKER_FROM_METADATA = (
+    "{{ get (index . \"" + METADATA_KEY + "\" | default \"{}\" | fromJson) \"" + VAULT_VALUE_MARKER + "\" }}"
+)
 
 
 def _meta(name: str, namespace: str | None, labels: dict[str, str], annotations: dict[str, str]) -> Manifest:
@@ -115,7 +141,7 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
     return out
 
 
-def external_secret(read: Read, environment: str) -> Manifest:
+def external_secret(read: Read, environment: str, *, version_marker: bool = False) -> Manifest:
     intent, consumer, path = read.intent, read.consumer, read.vault
     labels = {**naming.intent_labels(intent), naming.LABEL_ENVIRONMENT: environment}
     spec: Manifest = {
@@ -137,6 +163,8 @@ def external_secret(read: Read, environment: str) -> Manifest:
         ]
     else:
         spec["dataFrom"] = [{"extract": {"key": path.path}}]
+    if version_marker:
+        add_version_marker(spec, path.path)
     annotations = naming.wave(naming.WAVE_SYNC, {naming.ANNOTATION_VAULT_PATH: path.full})
     return {
         "apiVersion": ESO_V1,
@@ -144,6 +172,22 @@ def external_secret(read: Read, environment: str) -> Manifest:
         "metadata": _meta(consumer.secret_name, consumer.namespace, labels, annotations),
         "spec": spec,
     }
+
+
+def add_version_marker(spec: Manifest, vault_key: str) -> None:
+    """Extend an ExternalSecret ``spec`` (in place) so the materialized Secret carries the Vault secret's
+    ``value-marker`` as the annotation :data:`ANNOTATION_VERSION_MARKER` (see the module docstring)."""
+    for entry in spec.get("data", []):
+        if entry["secretKey"] == METADATA_KEY:
+            raise ValueError(f"the key {METADATA_KEY!r} is reserved for chamberlain's version marker")
+    spec.setdefault("data", []).append(
+        {"secretKey": METADATA_KEY, "remoteRef": {"key": vault_key, "metadataPolicy": "Fetch"}})
+    template = spec["target"].setdefault("template", {})
+    template["engineVersion"] = "v2"
+    template["mergePolicy"] = "Replace"
+    template.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_VERSION_MARKER] = (
+        _MARKER_FROM_METADATA)
+    template["templateFrom"] = [{"target": "Data", "literal": _DATA_WITHOUT_METADATA}]
 
 
 def publisher_objects(platform: Platform, environment: str, cluster: str, ns: str,

@@ -1,0 +1,45 @@
+"""Propagation: after a new version is in Vault, make every consumer carry it, then restart what reads it.
+
+Belongs here (SPEC §2 "propagation guaranteed", §5; issue 5 item 4): forcing ESO to refresh the affected
+ExternalSecrets (:mod:`.refresh`), waiting until each consumer Secret carries the new version marker
+(:mod:`.sync`), and debounced rollout restarts of the declared workloads (:mod:`.restart`). Decisions
+(:func:`in_sync`, :func:`plan_restarts`) are pure; the acting functions take a
+:class:`~chamberlain.kube.api.KubePropagation` and an injected :class:`Clock`.
+
+Not here: writing the value or its marker to Vault (the rotation workflow does that, *before* calling
+:func:`force_refresh`), and deciding what to do on failure (the workflow's ``failureStrategy``). Nothing here
+reads a Secret's data or logs a value: consumers are compared by their ``chamberlain.dev/version-marker``
+annotation only.
+"""
+
+from chamberlain.propagation.clock import Clock, SystemClock
+from chamberlain.propagation.refresh import FORCE_SYNC, ExternalSecretRef, force_refresh
+from chamberlain.propagation.restart import (
+    ANNOTATION_RESTART_BATCH,
+    ANNOTATION_RESTARTED_AT,
+    Change,
+    RestartOutcome,
+    WorkloadRef,
+    plan_restarts,
+    restart,
+)
+from chamberlain.propagation.sync import ConsumerRef, ConsumerSync, in_sync, wait_in_sync
+
+__all__ = [
+    "ANNOTATION_RESTARTED_AT",
+    "ANNOTATION_RESTART_BATCH",
+    "FORCE_SYNC",
+    "Change",
+    "Clock",
+    "ConsumerRef",
+    "ConsumerSync",
+    "ExternalSecretRef",
+    "RestartOutcome",
+    "SystemClock",
+    "WorkloadRef",
+    "force_refresh",
+    "in_sync",
+    "plan_restarts",
+    "restart",
+    "wait_in_sync",
+]

@@ -1,0 +1,82 @@
+"""Is each consumer Secret in sync with the version just written? Decided from annotations, never from data.
+
+The rendered ExternalSecret (:func:`chamberlain.render.eso.add_version_marker`) makes ESO copy the Vault secret's
+``value-marker`` custom metadata into the Secret annotation ``chamberlain.dev/version-marker``. ESO writes data and
+annotations in one update, so a Secret carrying the new marker also carries the new data. The marker is a
+non-reversible HMAC (:mod:`chamberlain.values.markers`): comparing it reveals nothing about the value.
+
+:func:`in_sync` is the pure decision; :func:`wait_in_sync` polls with an injected clock and reports, per consumer,
+whether and after how long it got there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from chamberlain.kube.api import KubePropagation, KubeUnavailable
+from chamberlain.propagation.clock import Clock
+from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
+
+
+@dataclass(frozen=True, order=True)
+class ConsumerRef:
+    """A materialized Secret (the ExternalSecret's target) in a consumer namespace."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ConsumerSync:
+    consumer: ConsumerRef
+    in_sync: bool
+    latency: float | None  # seconds from the start of the wait until the marker was seen; None when never
+    observed: str | None  # the marker the Secret carried last (a marker, never a value); None when absent
+
+
+def in_sync(annotations: Mapping[str, str] | None, marker: str) -> bool:
+    """True when the Secret exists and carries exactly ``marker``. An empty expected marker never matches: an
+    empty annotation means "the Vault secret has no marker", which proves nothing about the version."""
+    if annotations is None or not marker:
+        return False
+    return annotations.get(ANNOTATION_VERSION_MARKER) == marker
+
+
+def wait_in_sync(
+    kube: KubePropagation,
+    consumers: Sequence[ConsumerRef],
+    marker: str,
+    clock: Clock,
+    timeout: float,
+    poll: float = 0.25,
+) -> list[ConsumerSync]:
+    """Poll every consumer's annotations until all carry ``marker`` or ``timeout`` seconds pass.
+
+    Consumers already in sync are not read again. A transient API error is a miss for this round, not a failure:
+    the deadline alone decides (the caller's failureStrategy applies to what is still out of sync).
+    """
+    start = clock.monotonic()
+    pending = sorted(set(consumers))
+    done: dict[ConsumerRef, ConsumerSync] = {}
+    observed: dict[ConsumerRef, str | None] = {}
+    while True:
+        still: list[ConsumerRef] = []
+        for ref in pending:
+            try:
+                annotations = kube.get_secret_annotations(ref.namespace, ref.name)
+            except KubeUnavailable:
+                still.append(ref)
+                continue
+            observed[ref] = annotations.get(ANNOTATION_VERSION_MARKER) if annotations is not None else None
+            if in_sync(annotations, marker):
+                done[ref] = ConsumerSync(ref, True, clock.monotonic() - start, marker)
+            else:
+                still.append(ref)
+        pending = still
+        if not pending or clock.monotonic() - start >= timeout:
+            break
+        clock.sleep(poll)
+    for ref in pending:
+        done[ref] = ConsumerSync(ref, False, None, observed.get(ref))
+    return [done[ref] for ref in sorted(done)]
