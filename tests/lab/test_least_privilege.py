@@ -97,6 +97,9 @@ def test_reader_reads_what_its_namespace_materializes(env: Env) -> None:
     for path in (PAYMENTS_DB, REGISTRY):
         body = client.read_path(path)
         assert body is not None and body["data"], path
+        # ...and its metadata, where the version marker ESO copies into an annotation lives (no values there).
+        meta = client.read_path(path.replace("/data/", "/metadata/", 1))
+        assert meta is not None, path
 
 
 @pytest.mark.parametrize("action", [
@@ -106,7 +109,7 @@ def test_reader_reads_what_its_namespace_materializes(env: Env) -> None:
     pytest.param(lambda c: c.read_path(LEDGER_1), id="read-ledger-entry"),
     pytest.param(lambda c: c.read_path("secret/data/_chamberlain/ledger-head"), id="read-ledger-head"),
     pytest.param(lambda c: c.list_path("secret/metadata/dev"), id="list-runtime-mount"),
-    pytest.param(lambda c: c.read_path("secret/metadata/dev/team-payments/payments-db"), id="read-own-metadata"),
+    pytest.param(lambda c: c.read_path(STOREFRONT.replace("/data/", "/metadata/", 1)), id="read-other-metadata"),
     pytest.param(lambda c: c.write_path(PAYMENTS_DB, {"data": {"k": "v"}, "options": {"cas": 1}}),
                  id="write-own-path"),
     pytest.param(lambda c: c.read_path("sys/mounts"), id="read-sys-mounts"),

@@ -257,10 +257,12 @@ def test_external_secret_with_key_mapping() -> None:
     assert spec["target"]["creationPolicy"] == "Owner"
     assert spec["refreshInterval"] == "1h"
     assert spec["secretStoreRef"] == {"kind": "SecretStore", "name": "chamberlain-prod-secret"}
-    assert spec["data"] == [
+    assert spec["data"][:2] == [
         {"secretKey": "DB_PASSWORD", "remoteRef": {"key": "prod/team-app/app-db", "property": "password"}},
         {"secretKey": "DB_USER", "remoteRef": {"key": "prod/team-app/app-db", "property": "username"}},
     ]
+    # Last: the version marker, fetched from custom_metadata into an annotation (see test_render_eso).
+    assert spec["data"][2]["remoteRef"] == {"key": "prod/team-app/app-db", "metadataPolicy": "Fetch"}
     assert "dataFrom" not in spec
 
 

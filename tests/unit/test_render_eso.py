@@ -118,13 +118,8 @@ def test_push_secret_version_is_the_one_eso_serves() -> None:
 
 
 def _marked(doc: dict[str, Any]) -> dict[str, Any]:
-    from chamberlain.render import eso
-
-    marked = copy.deepcopy(doc)
-    key = (marked["spec"].get("data") or [{}])[0].get("remoteRef", {}).get("key") or \
-        marked["spec"]["dataFrom"][0]["extract"]["key"]
-    eso.add_version_marker(marked["spec"], key)
-    return marked
+    """Rendered ExternalSecrets carry the version marker already; a copy keeps tests from mutating the tree."""
+    return copy.deepcopy(doc)
 
 
 @needs_crds
@@ -156,8 +151,8 @@ def test_version_marker_extension_shape() -> None:
     assert template["metadata"]["labels"] == doc["spec"]["target"]["template"]["metadata"]["labels"]
     assert eso.METADATA_KEY in template["metadata"]["annotations"][eso.ANNOTATION_VERSION_MARKER]
     assert template["templateFrom"][0]["target"] == "Data"
-    # Opt-in: the rendered tree is unchanged until the orchestrator wires it with the reader policy.
-    assert eso.METADATA_KEY not in str(doc)
+    # Rendered by default: the reader policy grants read on the metadata path (test_render_vault).
+    assert eso.METADATA_KEY in str(doc)
     # Applying it twice is refused rather than silently doubling the entry.
     with pytest.raises(ValueError, match="reserved"):
         eso.add_version_marker(marked["spec"], "x")

@@ -36,12 +36,16 @@ def stores(tree: RenderedTree) -> list[tuple[str, dict[str, Any]]]:
 
 def test_base_reader_policy_is_exactly_the_consumed_path() -> None:
     tree = render("base")
+    # data: the value; metadata: the version marker ESO copies into an annotation (custom_metadata, no values).
     assert policy(tree, "chamberlain.prod.prod-eu1.app.reader") == {
         "secret/data/prod/team-app/app-db": {"read"},
+        "secret/metadata/prod/team-app/app-db": {"read"},
     }
     assert policy(tree, "chamberlain.dev.dev1.reporting.reader") == {
         "platform-data/data/dev/dev1/databases/orders-db-app": {"read"},
+        "platform-data/metadata/dev/dev1/databases/orders-db-app": {"read"},
         "platform-config/data/dev/dev1/databases/orders-db-endpoint": {"read"},
+        "platform-config/metadata/dev/dev1/databases/orders-db-endpoint": {"read"},
     }
 
 
@@ -67,6 +71,11 @@ def test_each_store_role_grants_exactly_what_its_namespace_uses(name: str) -> No
             role_name, vault = store_role[(path, d["spec"]["secretStoreRef"]["name"])]
             keys = [e["remoteRef"]["key"] for e in d["spec"].get("data", [])]
             keys += [e["extract"]["key"] for e in d["spec"].get("dataFrom", [])]
+            for e in d["spec"].get("data", []):
+                if e["remoteRef"].get("metadataPolicy") == "Fetch":  # the version marker: metadata, not data
+                    expected[role_name].setdefault(f"{vault['path']}/metadata/{e['remoteRef']['key']}", set()).add(
+                        "read")
+                    keys.remove(e["remoteRef"]["key"])
             for key in keys:
                 expected[role_name].setdefault(f"{vault['path']}/data/{key}", set()).add("read")
         elif d["kind"] == "PushSecret":

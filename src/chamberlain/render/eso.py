@@ -137,7 +137,7 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
         for m in mounts
     )
     reads = sorted(reads, key=lambda r: (r.consumer.secret_name, r.intent.metadata.name))
-    out.extend(external_secret(r, environment) for r in reads)
+    out.extend(external_secret(r, environment, version_marker=True) for r in reads)
     return out
 
 

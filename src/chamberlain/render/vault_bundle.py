@@ -122,8 +122,13 @@ def bundle(topo: Topology) -> dict[str, str]:
             name = naming.reader_policy(env, cluster, ns)
             files[f"policies/{name}.hcl"] = _policy(
                 f"ESO in namespace {ns} of cluster {cluster} ({env}) reads exactly what it materializes.",
-                ((f"{r.intent.metadata.name} -> {r.consumer.secret_name}", r.vault.data_path, ["read"])
-                 for r in reads),
+                (block
+                 for r in reads
+                 for block in (
+                     (f"{r.intent.metadata.name} -> {r.consumer.secret_name}", r.vault.data_path, ["read"]),
+                     # The version marker ESO copies into an annotation lives in custom_metadata (no values).
+                     (f"{r.intent.metadata.name}: version marker", r.vault.metadata_path, ["read"]),
+                 )),
             )
             add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
                                           ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))

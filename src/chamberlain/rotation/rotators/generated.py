@@ -1,0 +1,98 @@
+"""Rotators for values chamberlain generates itself and that authenticate to nothing: random and keypair.
+
+``random`` redraws ``password``/``token``/``bytes`` keys, ``keypair`` redraws ``ed25519``/``ecdsa``/``rsa`` keys
+(the private key under ``<key>`` and the public key under ``<key>.pub``, as :mod:`chamberlain.values.generate`
+lays them out), ``generated`` redraws both kinds for intents that mix them. Keys of any other generator — above
+all ``fixed-name`` — keep their current value. There is no target: ``set_at_target``, ``test`` and ``revoke_old``
+are no-ops, because consumers read the new value through Vault → ESO and nothing else must accept it.
+Boundary: pure value generation through :mod:`chamberlain.values.generate`; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from chamberlain.intent.model import (
+    BytesGenerator,
+    EcdsaGenerator,
+    Ed25519Generator,
+    FixedNameGenerator,
+    PasswordGenerator,
+    RsaGenerator,
+    TokenGenerator,
+)
+from chamberlain.rotation.rotators.base import PendingVersion, RotationContext, RotatorConfigError, carry_over
+from chamberlain.values.generate import AnyGenerator, keypair, password, random_bytes, token
+
+RANDOM_TYPES: tuple[type, ...] = (PasswordGenerator, TokenGenerator, BytesGenerator)
+KEYPAIR_TYPES: tuple[type, ...] = (Ed25519Generator, EcdsaGenerator, RsaGenerator)
+
+
+def generators_of(ctx: RotationContext) -> Mapping[str, AnyGenerator]:
+    """The intent's ``source.generate`` block; a rotator of generated values cannot work without one."""
+    generate = ctx.intent.spec.source.generate
+    if not generate:
+        raise RotatorConfigError(
+            f"{ctx.name}: source is {ctx.intent.spec.source.kind}, not generate; chamberlain cannot draw its values"
+        )
+    return generate
+
+
+def fresh_values(generators: Mapping[str, AnyGenerator], handled: tuple[type, ...]) -> dict[str, str]:
+    """New values for the keys whose generator type is in ``handled`` (keypairs add ``<key>.pub``)."""
+    fresh: dict[str, str] = {}
+    for key in sorted(generators):
+        spec = generators[key]
+        if not isinstance(spec, handled):
+            continue
+        if isinstance(spec, PasswordGenerator):
+            fresh[key] = password(spec)
+        elif isinstance(spec, TokenGenerator):
+            fresh[key] = token(spec)
+        elif isinstance(spec, BytesGenerator):
+            fresh[key] = random_bytes(spec)
+        elif isinstance(spec, Ed25519Generator | EcdsaGenerator | RsaGenerator):
+            fresh[key], fresh[f"{key}.pub"] = keypair(spec)
+    return fresh
+
+
+def fixed_names(ctx: RotationContext, generators: Mapping[str, AnyGenerator]) -> dict[str, str]:
+    """Declared names, so a pending version is complete even if ``current`` was never fully populated."""
+    return {k: ctx.current.get(k, g.name) for k, g in generators.items() if isinstance(g, FixedNameGenerator)}
+
+
+class GeneratedRotator:
+    """Redraws every key whose generator type is in ``handles``; carries every other key over unchanged."""
+
+    name = "generated"
+    handles: tuple[type, ...] = RANDOM_TYPES + KEYPAIR_TYPES
+
+    def create_pending(self, ctx: RotationContext) -> PendingVersion:
+        generators = generators_of(ctx)
+        fresh = fresh_values(generators, self.handles)
+        if not fresh:
+            # Rotating nothing would record a "successful" rotation that changed no value: a silent rotation.
+            raise RotatorConfigError(f"{ctx.name}: rotator {self.name!r} has no key to rotate in this intent")
+        return carry_over({**fixed_names(ctx, generators), **ctx.current}, fresh)
+
+    def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        """Nothing to do: a generated value authenticates to nothing but its consumers."""
+
+    def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        """Check the pending version is complete (every declared key present), the one thing that can be wrong."""
+        missing = sorted(set(generators_of(ctx)) - set(pending.data))
+        if missing:
+            raise RotatorConfigError(f"{ctx.name}: pending version lacks keys {missing}")
+
+    def revoke_old(self, ctx: RotationContext, previous: Mapping[str, str]) -> None:
+        """Nothing to revoke: the old value stops existing for consumers once ESO has synced the new version."""
+
+
+class RandomRotator(GeneratedRotator):
+    name = "random"
+    handles = RANDOM_TYPES
+
+
+class KeypairRotator(GeneratedRotator):
+    name = "keypair"
+    handles = KEYPAIR_TYPES
