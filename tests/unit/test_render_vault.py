@@ -126,6 +126,10 @@ def test_orchestrator_is_scoped_to_the_environments_of_its_cluster() -> None:
     assert "secret/data/prod/*" not in grants
     assert grants["secret/data/_chamberlain/ledger/*"] == {"create", "read"}  # never update or delete: audit
     assert grants["secret/data/_chamberlain/ledger-head"] == {"create", "read", "update"}
+    # Rotation run records and staged values of its own environment only; never deletable history.
+    assert grants["secret/data/_chamberlain/runs/dev/*"] == {"create", "read", "update"}
+    assert grants["secret/data/_chamberlain/pending/dev/*"] == {"create", "read", "update", "delete"}
+    assert "secret/data/_chamberlain/runs/prod/*" not in grants
     body = role(tree, "kubernetes", "chamberlain.dev1.orchestrator")
     assert body["bound_service_account_names"] == ["chamberlain"]
     assert body["bound_service_account_namespaces"] == ["chamberlain-system"]

@@ -18,6 +18,8 @@ from chamberlain.intent.model import Environment, Platform, RotationPolicy, Rota
 
 LEDGER_PREFIX = "_chamberlain/ledger"  # one entry per path below it, create-only
 LEDGER_HEAD = "_chamberlain/ledger-head"  # the last sequence number and hash, rewritten on every append
+RUNS_PREFIX = "_chamberlain/runs"  # rotation run records (and leases): runs/<env>/<owner>/<name>
+PENDING_PREFIX = "_chamberlain/pending"  # values staged by a rotation before promotion, never read by ESO
 
 
 @dataclass(frozen=True, order=True)

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from chamberlain.intent.model import Platform
-from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, VaultPath
+from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, PENDING_PREFIX, RUNS_PREFIX, VaultPath
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
 from chamberlain.render.topology import Topology
@@ -172,6 +172,15 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
         blocks.append((life, scope.metadata_path, ["create", "read", "update", "patch", "delete", "list"]))
         for verb in ("delete", "undelete", "destroy"):
             blocks.append((life, f"{m.runtime}/{verb}/{env}/*", ["update"]))
+        # Rotation: the run record (also the lease) and values staged before promotion. Only the orchestrator
+        # reaches these paths; ESO never reads a staged, untested value.
+        runs = VaultPath(m.runtime, f"{RUNS_PREFIX}/{env}/*")
+        pending = VaultPath(m.runtime, f"{PENDING_PREFIX}/{env}/*")
+        blocks.append((f"rotation runs of {env}", runs.data_path, ["create", "read", "update"]))
+        blocks.append((f"rotation runs of {env}", runs.metadata_path, ["read"]))
+        blocks.append((f"rotation staging of {env}", pending.data_path, ["create", "read", "update", "delete"]))
+        blocks.append((f"rotation staging of {env}", pending.metadata_path, ["read", "delete"]))
+        blocks.append((f"rotation staging of {env}", f"{m.runtime}/destroy/{PENDING_PREFIX}/{env}/*", ["update"]))
         for mount in (m.internal_data, m.internal_config):
             blocks.append((f"internal secrets of {env} on {cluster}: metadata only, never values",
                            VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"]))

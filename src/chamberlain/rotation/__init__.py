@@ -2,6 +2,7 @@
 
 Belongs here: the policy in force and its drift from Git, and the pure "is rotation due?" decision with the clock
 injected (``policy``); the rotators in the AWS Secrets Manager shape (``rotators``: create pending, set at target,
-test, promote, revoke old). The durable workflow is to come. Deciding is kept apart from acting: nothing in
+test, promote, revoke old); the durable workflow (``run``: the run record and lease; ``workflow``: a pure
+``next_step`` and one-step ``advance``). The controller, CRD and CLI wiring are to come. Deciding is kept apart from acting: nothing in
 ``policy`` does I/O or reads the wall clock.
 """

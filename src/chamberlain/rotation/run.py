@@ -1,0 +1,227 @@
+"""The rotation run record: the persisted status one rotation hands off through, and the per-secret lease.
+
+A :class:`RotationRun` is everything the durable workflow (:mod:`.workflow`) needs to resume a rotation after a
+crash, and nothing secret: names, stages, Vault version numbers, non-reversible markers, key *names*, notes the
+rotator declared non-secret, and error messages (which carry no values by contract, and are scrubbed of the
+values the executor holds anyway). It has two homes, one now and one later:
+
+* now: KV v2 custom data at ``<runtime>/_chamberlain/runs/<env>/<owner>/<name>`` (next to the secret, in the
+  mount the orchestrator already owns), written with check-and-set. That record is the **lease**: while it holds
+  a run that is not finished, :func:`start` refuses a second run (or joins the same run id), so one secret never
+  has two concurrent runs. ``revision`` is the record's KV version, used as the CAS of the next write, the way a
+  ``resourceVersion`` is used on a Kubernetes object;
+* later: the ``status`` of a ``RotationRun`` custom resource (:meth:`RotationRun.to_status`, Kubernetes-style
+  ``conditions``).
+
+Boundary: the record, its storage and its lease. Deciding the next step and acting live in :mod:`.workflow`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chamberlain.authority.errors import CasConflict
+from chamberlain.authority.kv import KV
+from chamberlain.errors import ChamberlainError
+from chamberlain.intent.paths import PENDING_PREFIX, RUNS_PREFIX, VaultPath
+
+Stage = Literal[
+    "pending",  # the run exists (the lease is taken); nothing was written yet
+    "staged",  # the new values are in the staging path (not readable by consumers)
+    "set-at-target",  # the target system accepts the new credential
+    "tested",  # the new credential was proven to work
+    "promoted",  # the new values are the latest version of the real path, marker recorded in metadata
+    "propagated",  # every consumer Secret carries the new marker
+    "restarted",  # the declared workloads were rolled (once, with the run id as batch token)
+    "revoke-wait",  # waiting for maxOverlap before revoking the previous credential
+    "revoked",  # finished: the previous credential was revoked
+    "done",  # finished: nothing to revoke
+    "failed",  # finished without success (permanent error, retries exhausted, or failureStrategy alert)
+    "held",  # finished without success, secret marked held until released (failureStrategy hold)
+]
+STAGES: tuple[Stage, ...] = (
+    "pending", "staged", "set-at-target", "tested", "promoted", "propagated", "restarted", "revoke-wait",
+    "revoked", "done", "failed", "held",
+)
+TERMINAL: frozenset[Stage] = frozenset({"revoked", "done", "failed", "held"})
+SUCCEEDED: frozenset[Stage] = frozenset({"revoked", "done"})
+PROMOTED_OR_LATER: frozenset[Stage] = frozenset({"promoted", "propagated", "restarted", "revoke-wait", "revoked",
+                                                 "done"})
+
+TriggerKind = Literal["time", "webhook", "annotation", "manual", "policy-change", "rollback"]
+FailureStrategy = Literal["retry", "alert", "hold"]
+Mode = Literal["rotate", "rollback"]
+
+MAX_ERROR_CHARS = 300
+
+
+class RunError(ChamberlainError):
+    """Base of the errors about run records and the lease."""
+
+
+class RunActive(RunError):
+    """Another run of this secret is not finished: the lease is taken (a second start is refused)."""
+
+
+class RunLost(RunError):
+    """The run record changed under this executor (another executor advanced it): stop, do not act further."""
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t is not None else None
+
+
+class RotationRun(BaseModel):
+    """One rotation of one secret (or one rollback), as persisted between steps. Never holds a value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    secret: str  # the intent name
+    path: str  # the secret's Vault path inside the runtime mount (<env>/<owner>/<name>)
+    mount: str
+    trigger: TriggerKind
+    reason: str
+    mode: Mode = "rotate"
+    stage: Stage = "pending"
+    revision: int = 0  # KV version of the run record this value was read from / written as (the CAS)
+    attempts: int = 0  # failed attempts of the current step
+    next_retry_at: datetime | None = None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    # policy in force, snapshotted at start so a decision needs nothing but the run
+    failure_strategy: FailureStrategy = "retry"
+    revoke_old: bool = False
+    max_overlap_seconds: float = 0.0
+    # Vault bookkeeping (version numbers and non-reversible markers only)
+    previous_version: int  # the real path's current version when the run started (the CAS of promote)
+    current_version: int | None = None  # the version promote wrote
+    staging_base: int  # the staging path's version when the run started (the CAS of stage)
+    staged_version: int | None = None
+    source_version: int | None = None  # rollback: the version whose values are re-promoted
+    pending_marker: str | None = None  # marker of the staged values *as they will be at the real path*
+    rotated_keys: tuple[str, ...] = ()
+    revoke_at: datetime | None = None
+    notes: dict[str, str] = Field(default_factory=dict)
+    last_error: str | None = None
+    ledger_seq: int | None = None
+
+    @property
+    def vault(self) -> VaultPath:
+        return VaultPath(self.mount, self.path)
+
+    @property
+    def finished(self) -> bool:
+        return self.stage in TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stage in SUCCEEDED
+
+    def to_status(self) -> dict[str, Any]:
+        """The ``status`` of a ``RotationRun`` custom resource: camelCase fields plus ``conditions``."""
+        at = _iso(self.updated_at)
+
+        def cond(kind: str, ok: bool, reason: str, message: str = "") -> dict[str, str]:
+            return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message,
+                    "lastTransitionTime": at or ""}
+
+        promoted = self.stage in PROMOTED_OR_LATER
+        retrying = self.next_retry_at is not None and not self.finished
+        conditions = [
+            cond("Ready", self.succeeded, "Succeeded" if self.succeeded else ("Failed" if self.finished else
+                                                                               "InProgress")),
+            cond("Promoted", promoted, "Promoted" if promoted else "NotYet",
+                 f"version {self.current_version}" if promoted else ""),
+            cond("Propagated", self.stage in PROMOTED_OR_LATER - {"promoted"}, self.stage),
+            cond("Retrying", retrying, "BackingOff" if retrying else "NotRetrying", self.last_error or ""),
+            cond("Failed", self.stage == "failed", "Failed" if self.stage == "failed" else "NotFailed",
+                 self.last_error or "" if self.stage == "failed" else ""),
+            cond("Held", self.stage == "held", "Held" if self.stage == "held" else "NotHeld",
+                 self.last_error or "" if self.stage == "held" else ""),
+        ]
+        return {
+            "phase": self.stage,
+            "runId": self.run_id,
+            "secret": self.secret,
+            "path": self.vault.full,
+            "trigger": self.trigger,
+            "reason": self.reason,
+            "mode": self.mode,
+            "attempts": self.attempts,
+            "nextRetryAt": _iso(self.next_retry_at),
+            "startedAt": _iso(self.started_at),
+            "finishedAt": _iso(self.finished_at),
+            "previousVersion": self.previous_version,
+            "currentVersion": self.current_version,
+            "rotatedKeys": list(self.rotated_keys),
+            "notes": dict(self.notes),
+            "lastError": self.last_error,
+            "ledgerSeq": self.ledger_seq,
+            "conditions": conditions,
+        }
+
+
+# --------------------------------------------------------------------------------------------------- storage
+
+
+def run_path(secret: VaultPath) -> str:
+    """Where the run record (the lease) of ``secret`` lives, inside the same mount."""
+    return f"{RUNS_PREFIX}/{secret.path}"
+
+
+def staging_path(secret: VaultPath) -> str:
+    """Where the pending values of ``secret`` wait until promote: not a path any consumer reads."""
+    return f"{PENDING_PREFIX}/{secret.path}"
+
+
+def load(kv: KV, secret: VaultPath) -> RotationRun | None:
+    """The last run record of ``secret`` (finished or not), or None when it never rotated through a run."""
+    version = kv.read(secret.mount, run_path(secret))
+    if version is None or "run" not in version.data:
+        return None
+    return RotationRun.model_validate({**json.loads(version.data["run"]), "revision": version.version})
+
+
+def save(kv: KV, run: RotationRun) -> RotationRun:
+    """Write ``run`` with CAS = its revision; returns it with the new revision. :class:`RunLost` on a conflict."""
+    body = run.model_dump(mode="json", exclude={"revision"})
+    try:
+        revision = kv.write(run.mount, run_path(run.vault), {"run": json.dumps(body, sort_keys=True)},
+                            cas=run.revision)
+    except CasConflict:
+        raise RunLost(f"run {run.run_id} of {run.secret}: the run record changed under this executor") from None
+    return run.model_copy(update={"revision": revision})
+
+
+def take_lease(kv: KV, fresh: RotationRun) -> RotationRun:
+    """Persist ``fresh`` as the run of its secret unless another unfinished run holds the lease.
+
+    Same run id already recorded (a retried start): that run is returned (joined). Another unfinished run:
+    :class:`RunActive`. A finished run is replaced (its story is in the ledger).
+    """
+    for _ in range(3):
+        existing = load(kv, fresh.vault)
+        if existing is not None and existing.run_id == fresh.run_id:
+            return existing
+        if existing is not None and not existing.finished:
+            raise RunActive(f"{fresh.secret}: run {existing.run_id} is still {existing.stage}; "
+                            f"refusing to start {fresh.run_id}")
+        try:
+            return save(kv, fresh.model_copy(update={"revision": existing.revision if existing else 0}))
+        except RunLost:
+            continue  # someone started (or finished) a run meanwhile: look again
+    raise RunActive(f"{fresh.secret}: could not take the run lease (contention)")
+
+
+def clean_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """An error message fit for a run record: type and message, any value the executor holds scrubbed out."""
+    text = f"{type(exc).__name__}: {exc}"
+    for value in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "[redacted]")
+    return text[:MAX_ERROR_CHARS]

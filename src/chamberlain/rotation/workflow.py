@@ -1,0 +1,670 @@
+"""The durable rotation workflow: one rotation of one secret as small idempotent steps handing off through a record.
+
+Shape (cert-manager's, with AWS Secrets Manager's steps): :func:`start` takes the per-secret lease by writing a
+:class:`~chamberlain.rotation.run.RotationRun`; then, repeatedly, :func:`observe` reads what Vault holds, the
+pure :func:`next_step` decides from the run and that observation (and an injected ``now``), and :func:`advance`
+does exactly that one step and persists the updated run with check-and-set. :func:`run_to_completion` loops with
+an injected clock and sleep. A crash anywhere resumes at the right step from the persisted run.
+
+Pending vs current — where the new values live before they are promoted:
+
+* ESO (and anyone with ``read`` on the secret) always reads the **latest** KV v2 version, so a new version written
+  to the real path is live at once. A pending value must therefore never be a version of the real path.
+* Pending values are written to a **staging path** ``<runtime>/_chamberlain/pending/<env>/<owner>/<name>`` (CAS =
+  the staging version recorded when the run started), which only the orchestrator may read. The run records the
+  staged version number, the rotated key *names* and the value's marker *as it will be at the real path*; the
+  staged data also carries ``_chamberlain.run`` so a resumed run recognises its own write.
+* **Promote** copies the staged values to the real path with CAS = the version the run started from, then writes
+  ``value-marker``/``value-version``/``last-*`` custom metadata. There is exactly one current version (the latest)
+  at every moment; a crash between the write and the metadata is recognised (version = previous + 1 and its marker
+  equals the staged marker) and only the metadata is completed, never a second write.
+* Anything else moving the real path during a run is a conflict (a second writer): the run fails, it never
+  overwrites.
+
+Policy change the renderer needs (``render/vault_bundle.py``): the orchestrator's grants cover the ledger under
+``_chamberlain/`` only. It also needs ``create``/``read``/``update`` on ``<runtime>/data/_chamberlain/runs/*`` and
+``<runtime>/data/_chamberlain/pending/*`` (plus ``read`` on their ``metadata/``, and ``delete``/``destroy`` on the
+pending path once staged values are destroyed after promote); no other identity may read them.
+
+Failures: an error with ``retryable`` under ``failureStrategy: retry`` is retried with exponential backoff and
+jitter (drawn from an injected RNG) up to ``Backoff.max_attempts``; anything else stops the run: ``retry`` and
+``alert`` at ``failed`` (``alert`` also calls the alert hook), ``hold`` at ``held`` with ``held=true`` on the
+secret until :func:`release`. Every finished run appends exactly one ``rotation`` ledger entry (found again by its
+run id after a crash). :func:`rollback` re-promotes an earlier version's values through the same machine.
+
+Boundary: no Kubernetes or Vault client here (the KV and KubePropagation protocols only), no wall clock, no
+randomness except through the injected RNG, and no value in any record, metadata, ledger entry or error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from chamberlain.audit.ledger import Ledger, LedgerEntry, Result
+from chamberlain.authority.errors import AuthorityError, NotFound
+from chamberlain.authority.kv import KV
+from chamberlain.errors import ChamberlainError
+from chamberlain.faults import checkpoint
+from chamberlain.handover import metadata as md
+from chamberlain.intent.model import RotationPolicySpec, SecretIntent
+from chamberlain.intent.paths import VaultPath
+from chamberlain.kube.api import KubeError, KubePropagation
+from chamberlain.propagation import (
+    Change,
+    Clock,
+    ConsumerRef,
+    ExternalSecretRef,
+    WorkloadRef,
+    force_refresh,
+    plan_restarts,
+    restart,
+    wait_in_sync,
+)
+from chamberlain.rotation import run as runs
+from chamberlain.rotation.policy import HELD, from_metadata
+from chamberlain.rotation.rotators.base import PendingVersion, RotationContext, Rotator, RotatorError
+from chamberlain.rotation.run import (
+    PROMOTED_OR_LATER,
+    RotationRun,
+    RunLost,
+    TriggerKind,
+    clean_error,
+    staging_path,
+)
+from chamberlain.values.markers import version_marker
+
+# custom_metadata written on the secret (the audit answer "when, why, which run, result" lives with the secret)
+LAST_ROTATED = "last-rotated"
+LAST_RUN = "last-run"
+LAST_REASON = "last-reason"
+LAST_RESULT = "last-result"
+HELD_RUN = "held-run"
+
+# reserved keys of the staged data (never promoted)
+STAGED_RUN = "_chamberlain.run"
+STAGED_ROTATED = "_chamberlain.rotated"
+STAGED_NOTES = "_chamberlain.notes"
+RESERVED_PREFIX = "_chamberlain."
+
+MAX_STEPS = 64
+
+
+class RotationError(ChamberlainError):
+    """A rotation step failed for a reason of the workflow itself (not of a rotator, Vault or Kubernetes)."""
+
+    retryable = False
+
+
+class WriteConflict(RotationError):
+    """The secret (or its staging path) moved outside this run: a second writer exists; never overwrite it."""
+
+
+class PropagationIncomplete(RotationError):
+    """Some consumer Secrets did not carry the new marker before the deadline (retryable: ESO may be slow)."""
+
+    retryable = True
+
+
+class SecretHeld(RotationError):
+    """The secret is held after a failed rotation; ``chamberlain rotate NAME --release`` first."""
+
+
+STEP_ERRORS = (RotatorError, AuthorityError, KubeError, RotationError)
+
+
+# --------------------------------------------------------------------------------------------------- decision
+
+
+class Step(StrEnum):
+    WAIT = "wait"  # a retry or the revoke time is in the future
+    STAGE = "stage"  # create the pending values and write them to the staging path
+    RECORD_STAGED = "record-staged"  # the staging write happened (crash before the run was saved): adopt it
+    SET_AT_TARGET = "set-at-target"
+    TEST = "test"
+    PROMOTE = "promote"  # copy the staged values to the real path (CAS), then record the marker
+    RECORD_PROMOTED = "record-promoted"  # the promote write happened: complete the metadata only
+    PROPAGATE = "propagate"
+    RESTART = "restart"
+    SCHEDULE_REVOKE = "schedule-revoke"
+    REVOKE = "revoke"
+    FINISH = "finish"  # nothing to revoke: done
+    CONFLICT = "conflict"  # someone else wrote: fail, never overwrite
+    FINALIZE = "finalize"  # a finished run: held flag, alert, ledger entry, last-result (each idempotent)
+    NONE = "none"  # finished and recorded
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What Vault holds now, as far as a rotation cares. Markers only, never values."""
+
+    current_version: int  # latest version of the real path (0: absent)
+    current_marker: str | None  # marker of that version's data
+    staged_version: int  # latest version of the staging path (0: absent)
+    staged_run: str | None  # the run id the latest staged data was written by
+    held: bool = False
+
+
+def wake_at(run: RotationRun) -> datetime | None:
+    """When a waiting run may act next (a retry, or the end of maxOverlap)."""
+    if run.next_retry_at is not None:
+        return run.next_retry_at
+    return run.revoke_at if run.stage == "revoke-wait" else None
+
+
+def next_step(run: RotationRun, seen: Observed, now: datetime) -> Step:
+    """The one step to do next (pure). Safe to ask again after any crash: a done write is recognised, not redone."""
+    if run.next_retry_at is not None and now < run.next_retry_at:
+        return Step.WAIT
+    if run.finished:
+        return Step.FINALIZE if run.ledger_seq is None else Step.NONE
+    if run.stage not in PROMOTED_OR_LATER and seen.current_version != run.previous_version:
+        ours = (seen.current_version == run.previous_version + 1 and run.pending_marker is not None
+                and seen.current_marker == run.pending_marker)
+        return Step.RECORD_PROMOTED if ours and run.stage == "tested" else Step.CONFLICT
+    match run.stage:
+        case "pending":
+            if seen.staged_version == run.staging_base:
+                return Step.STAGE
+            if seen.staged_version == run.staging_base + 1 and seen.staged_run == run.run_id:
+                return Step.RECORD_STAGED
+            return Step.CONFLICT
+        case "staged":
+            return Step.SET_AT_TARGET
+        case "set-at-target":
+            return Step.TEST
+        case "tested":
+            return Step.PROMOTE
+        case "promoted":
+            return Step.PROPAGATE
+        case "propagated":
+            return Step.RESTART
+        case "restarted":
+            return Step.SCHEDULE_REVOKE if run.revoke_old and run.mode == "rotate" else Step.FINISH
+        case "revoke-wait":
+            return Step.WAIT if run.revoke_at is not None and now < run.revoke_at else Step.REVOKE
+    return Step.NONE  # pragma: no cover - every unfinished stage is matched above
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits ``min(cap, base * factor**(n-1))``, of which the upper
+    half is drawn at random ("equal jitter": never less than half the nominal delay, never a synchronized herd)."""
+
+    base: timedelta = timedelta(seconds=10)
+    factor: float = 2.0
+    cap: timedelta = timedelta(minutes=15)
+    max_attempts: int = 12  # then the run needs a human: failed
+
+
+def retry_delay(attempt: int, backoff: Backoff, draw: float) -> timedelta:
+    """Pure: the delay before retry number ``attempt`` (1-based), ``draw`` in [0, 1) from the injected RNG."""
+    nominal = min(backoff.cap.total_seconds(), backoff.base.total_seconds() * backoff.factor ** (attempt - 1))
+    return timedelta(seconds=nominal / 2 + draw * nominal / 2)
+
+
+# --------------------------------------------------------------------------------------------------- dependencies
+
+
+class RandomSource(Protocol):
+    def random(self) -> float: ...
+
+
+class Propagation(Protocol):
+    """How a promoted version reaches consumers: refresh, wait for the marker, restart (each idempotent)."""
+
+    def refresh(self, token: str) -> None: ...
+
+    def wait(self, marker: str) -> None:
+        """Return when every consumer carries ``marker``; raise :class:`PropagationIncomplete` otherwise."""
+        ...
+
+    def restart(self, token: str) -> list[str]:
+        """Roll the declared workloads once for batch ``token``; returns the ones actually patched."""
+        ...
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One consumer of the rotating secret: its ExternalSecret, the Secret it materializes, the workloads reading
+    it (all in the same namespace)."""
+
+    external_secret: ExternalSecretRef
+    secret: ConsumerRef
+    workloads: tuple[WorkloadRef, ...] = ()
+
+
+@dataclass
+class KubeConsumers:
+    """:class:`Propagation` over the :mod:`chamberlain.propagation` functions and a KubePropagation API."""
+
+    kube: KubePropagation
+    secret: str
+    consumers: Sequence[Consumer]
+    clock: Clock
+    timeout: float = 120.0
+    poll: float = 1.0
+
+    def refresh(self, token: str) -> None:
+        force_refresh(self.kube, [c.external_secret for c in self.consumers], token)
+
+    def wait(self, marker: str) -> None:
+        results = wait_in_sync(self.kube, [c.secret for c in self.consumers], marker, self.clock, self.timeout,
+                               self.poll)
+        late = [f"{r.consumer.namespace}/{r.consumer.name}" for r in results if not r.in_sync]
+        if late:
+            raise PropagationIncomplete(f"{self.secret}: consumers not in sync after {self.timeout:g}s: "
+                                        f"{', '.join(late)}")
+
+    def restart(self, token: str) -> list[str]:
+        change = Change(self.secret, tuple((c.secret, c.workloads) for c in self.consumers))
+        return [f"{w.kind}/{w.namespace}/{w.name}" for w in sorted(plan_restarts([change]))
+                if restart(self.kube, w, token, self.clock) == "restarted"]
+
+
+def _no_alert(run: RotationRun) -> None:
+    return None
+
+
+@dataclass
+class RotationDeps:
+    """Everything :func:`advance` acts through. ``admin`` holds values (for a target's admin login): never logged."""
+
+    kv: KV
+    ledger: Ledger
+    rotator: Rotator
+    intent: SecretIntent
+    propagation: Propagation
+    now: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    rng: RandomSource
+    actor: str = "chamberlain-controller"
+    backoff: Backoff = field(default_factory=Backoff)
+    admin: Mapping[str, str] | None = field(default=None, repr=False)
+    on_alert: Callable[[RotationRun], None] = _no_alert  # event + metric hook of failureStrategy alert
+
+
+# --------------------------------------------------------------------------------------------------- start
+
+
+def _policy(custom: Mapping[str, str]) -> RotationPolicySpec | None:
+    return from_metadata(custom)
+
+
+def start(
+    kv: KV,
+    secret_path: VaultPath,
+    *,
+    secret: str,
+    run_id: str,
+    trigger: TriggerKind,
+    reason: str,
+    now: datetime,
+    source_version: int | None = None,
+    ignore_held: bool = False,
+) -> RotationRun:
+    """Take the lease and record a new run (or join the same run id). Refuses while another run is unfinished
+    (:class:`~chamberlain.rotation.run.RunActive`) or while the secret is held (:class:`SecretHeld`)."""
+    existing = runs.load(kv, secret_path)
+    if existing is not None and existing.run_id == run_id:
+        return existing
+    meta = kv.read_metadata(secret_path.mount, secret_path.path)
+    if meta is None or meta.current_version == 0:
+        raise NotFound(f"{secret_path}: no secret to rotate")
+    if meta.custom.get(HELD) == "true" and not ignore_held:
+        raise SecretHeld(f"{secret}: held after run {meta.custom.get(HELD_RUN, '?')}; release it first")
+    staging = kv.read_metadata(secret_path.mount, staging_path(secret_path))
+    policy = _policy(meta.custom)
+    fresh = RotationRun(
+        run_id=run_id, secret=secret, path=secret_path.path, mount=secret_path.mount, trigger=trigger,
+        reason=reason, mode="rollback" if source_version is not None else "rotate",
+        started_at=now, updated_at=now,
+        failure_strategy=policy.failure_strategy if policy else "retry",
+        revoke_old=policy.revoke_old if policy else False,
+        max_overlap_seconds=policy.max_overlap.total_seconds() if policy and policy.max_overlap else 0.0,
+        previous_version=meta.current_version,
+        staging_base=staging.current_version if staging else 0,
+        source_version=source_version,
+    )
+    return runs.take_lease(kv, fresh)
+
+
+# --------------------------------------------------------------------------------------------------- observe/act
+
+
+def _public(data: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in data.items() if not k.startswith(RESERVED_PREFIX)}
+
+
+def observe(run: RotationRun, kv: KV) -> Observed:
+    real = kv.read(run.mount, run.path)
+    staged = kv.read(run.mount, staging_path(run.vault))
+    meta = kv.read_metadata(run.mount, run.path)
+    return Observed(
+        current_version=real.version if real else 0,
+        current_marker=version_marker(run.vault.full, real.data) if real else None,
+        staged_version=staged.version if staged else 0,
+        staged_run=staged.data.get(STAGED_RUN) if staged else None,
+        held=meta is not None and meta.custom.get(HELD) == "true",
+    )
+
+
+class _Executor:
+    """One step of one run. Holds values in memory only for the duration of the step."""
+
+    def __init__(self, run: RotationRun, deps: RotationDeps, now: datetime) -> None:
+        self.run, self.deps, self.now = run, deps, now
+        self.kv = deps.kv
+        self.held_values: list[str] = []  # every value read in this step, to scrub error messages
+
+    # -------------------------------------------------------------- reads
+
+    def _read(self, path: str, version: int | None = None) -> dict[str, str]:
+        got = self.kv.read(self.run.mount, path, version)
+        if got is None:
+            raise WriteConflict(f"{self.run.mount}/{path}: version {version or 'latest'} is missing")
+        self.held_values.extend(got.data.values())
+        return dict(got.data)
+
+    def _custom(self) -> Mapping[str, str]:
+        meta = self.kv.read_metadata(self.run.mount, self.run.path)
+        return meta.custom if meta is not None else {}
+
+    def context(self, current: Mapping[str, str]) -> RotationContext:
+        return RotationContext(intent=self.deps.intent, now=self.now, current=current,
+                               policy=_policy(self._custom()), admin=self.deps.admin)
+
+    def pending(self) -> PendingVersion:
+        staged = self._read(staging_path(self.run.vault), self.run.staged_version)
+        return PendingVersion(data=_public(staged), rotated=frozenset(self.run.rotated_keys),
+                              notes=dict(self.run.notes))
+
+    # -------------------------------------------------------------- steps
+
+    def stage(self) -> RotationRun:
+        current = self._read(self.run.path, self.run.previous_version)
+        if self.run.mode == "rollback" and self.run.source_version is not None:
+            source = self._read(self.run.path, self.run.source_version)
+            data = source
+            rotated = frozenset(k for k in set(source) | set(current) if source.get(k) != current.get(k))
+            notes: dict[str, str] = {"rollback-to": str(self.run.source_version)}
+        else:
+            fresh = self.deps.rotator.create_pending(self.context(current))
+            data, rotated, notes = dict(fresh.data), fresh.rotated, dict(fresh.notes)
+            self.held_values.extend(data.values())
+        if any(k.startswith(RESERVED_PREFIX) for k in data):
+            raise RotationError(f"{self.run.secret}: a key starts with the reserved prefix {RESERVED_PREFIX!r}")
+        staged = {**data, STAGED_RUN: self.run.run_id, STAGED_ROTATED: json.dumps(sorted(rotated)),
+                  STAGED_NOTES: json.dumps(notes, sort_keys=True)}
+        version = self.kv.write(self.run.mount, staging_path(self.run.vault), staged, cas=self.run.staging_base)
+        checkpoint("rotation.stage")
+        return self._staged(version, staged)
+
+    def record_staged(self) -> RotationRun:
+        version = self.run.staging_base + 1
+        return self._staged(version, self._read(staging_path(self.run.vault), version))
+
+    def _staged(self, version: int, staged: Mapping[str, str]) -> RotationRun:
+        return self.run.model_copy(update={
+            "stage": "staged",
+            "staged_version": version,
+            "pending_marker": version_marker(self.run.vault.full, _public(staged)),
+            "rotated_keys": tuple(json.loads(staged.get(STAGED_ROTATED, "[]"))),
+            "notes": {**self.run.notes, **json.loads(staged.get(STAGED_NOTES, "{}"))},
+        })
+
+    def set_at_target(self) -> RotationRun:
+        current = self._read(self.run.path, self.run.previous_version)
+        self.deps.rotator.set_at_target(self.context(current), self.pending())
+        checkpoint("rotation.set-at-target")
+        return self.run.model_copy(update={"stage": "set-at-target"})
+
+    def test(self) -> RotationRun:
+        current = self._read(self.run.path, self.run.previous_version)
+        self.deps.rotator.test(self.context(current), self.pending())
+        checkpoint("rotation.test")
+        return self.run.model_copy(update={"stage": "tested"})
+
+    def promote(self) -> RotationRun:
+        pending = self.pending()
+        if version_marker(self.run.vault.full, pending.data) != self.run.pending_marker:
+            raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
+        self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
+        checkpoint("rotation.promote.write")
+        return self.record_promoted()
+
+    def record_promoted(self) -> RotationRun:
+        version = self.run.previous_version + 1
+        update = {
+            md.VALUE_MARKER: self.run.pending_marker or "",
+            md.VALUE_VERSION: str(version),
+            LAST_ROTATED: _iso(self.now),
+            LAST_RUN: self.run.run_id,
+            LAST_REASON: self.run.reason[:200],
+        }
+        try:
+            md.merged(self._custom(), update)
+        except ValueError as exc:
+            raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
+        self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
+        checkpoint("rotation.promote")
+        return self.run.model_copy(update={"stage": "promoted", "current_version": version})
+
+    def propagate(self) -> RotationRun:
+        token = f"{self.run.run_id}.{self.run.attempts}"  # a retried refresh needs a new force-sync value
+        self.deps.propagation.refresh(token)
+        self.deps.propagation.wait(self.run.pending_marker or "")
+        checkpoint("rotation.propagate")
+        return self.run.model_copy(update={"stage": "propagated"})
+
+    def restart(self) -> RotationRun:
+        rolled = self.deps.propagation.restart(self.run.run_id)
+        checkpoint("rotation.restart")
+        notes = {**self.run.notes, "restarted": str(len(rolled))} if rolled else self.run.notes
+        return self.run.model_copy(update={"stage": "restarted", "notes": notes})
+
+    def schedule_revoke(self) -> RotationRun:
+        at = self.now + timedelta(seconds=self.run.max_overlap_seconds)
+        return self.run.model_copy(update={"stage": "revoke-wait", "revoke_at": at})
+
+    def revoke(self) -> RotationRun:
+        previous = self._read(self.run.path, self.run.previous_version)
+        current = self._read(self.run.path, self.run.current_version)
+        self.deps.rotator.revoke_old(self.context(current), previous)
+        checkpoint("rotation.revoke")
+        return self._finish("revoked")
+
+    def _finish(self, stage: runs.Stage) -> RotationRun:
+        return self.run.model_copy(update={"stage": stage, "finished_at": self.now, "next_retry_at": None})
+
+    def finalize(self) -> RotationRun:
+        run = self.run
+        result: Result = "ok" if run.succeeded else "failed"
+        update = {LAST_RESULT: f"{run.run_id}:{result}"}
+        if run.stage == "held":
+            update.update({HELD: "true", HELD_RUN: run.run_id})
+        self.kv.update_custom_metadata(run.mount, run.path, update)
+        entry = _find_entry(self.deps.ledger, run)
+        if entry is None:
+            if run.failure_strategy == "alert" and not run.succeeded:
+                self.deps.on_alert(run)  # at least once: a crash before the entry is appended alerts again
+            entry = self.deps.ledger.append(
+                "rotation", actor=self.deps.actor, secret=run.secret, path=run.vault.full, run=run.run_id,
+                reason=run.reason, result=result, details=_ledger_details(run),
+            )
+        checkpoint("rotation.finalize")
+        return run.model_copy(update={"ledger_seq": entry.seq})
+
+    # -------------------------------------------------------------- failure
+
+    def fail(self, exc: BaseException) -> RotationRun:
+        run = self.run
+        attempts = run.attempts + 1
+        if run.finished:  # recording a finished run failed: retry the recording, the outcome stands
+            delay = retry_delay(min(attempts, 8), self.deps.backoff, self.deps.rng.random())
+            return run.model_copy(update={"attempts": attempts, "next_retry_at": self.now + delay})
+        message = clean_error(exc, tuple(self.held_values))
+        retryable = bool(getattr(exc, "retryable", False))
+        if retryable and run.failure_strategy == "retry" and attempts < self.deps.backoff.max_attempts:
+            delay = retry_delay(attempts, self.deps.backoff, self.deps.rng.random())
+            return run.model_copy(update={"attempts": attempts, "next_retry_at": self.now + delay,
+                                          "last_error": message})
+        stage: runs.Stage = "held" if run.failure_strategy == "hold" else "failed"
+        return run.model_copy(update={"stage": stage, "attempts": attempts, "next_retry_at": None,
+                                      "last_error": message, "finished_at": self.now})
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _ledger_details(run: RotationRun) -> dict[str, str]:
+    details = {
+        "trigger": run.trigger,
+        "mode": run.mode,
+        "stage": run.stage,
+        "attempts": str(run.attempts),
+        "previous-version": str(run.previous_version),
+        "version": str(run.current_version or ""),
+        "marker": run.pending_marker or "",
+        "rotated": ",".join(run.rotated_keys),
+    }
+    if run.last_error and not run.succeeded:
+        details["error"] = run.last_error
+    details.update({f"note.{k}": v for k, v in run.notes.items()})
+    return details
+
+
+def _find_entry(ledger: Ledger, run: RotationRun) -> LedgerEntry | None:
+    for entry in reversed(ledger.for_secret(run.secret)):
+        if entry.event == "rotation" and entry.run == run.run_id:
+            return entry
+    return None
+
+
+def advance(run: RotationRun, deps: RotationDeps) -> RotationRun:
+    """Do the one step :func:`next_step` names and persist the result (CAS on the run record). Returns the run as
+    persisted; unchanged when there is nothing to do yet (WAIT, NONE). :class:`RunLost` when another executor
+    moved the record."""
+    now = deps.now()
+    step = next_step(run, observe(run, deps.kv), now)
+    if step in (Step.WAIT, Step.NONE):
+        return run
+    ex = _Executor(run, deps, now)
+    try:
+        actions: dict[Step, Callable[[], RotationRun]] = {
+            Step.STAGE: ex.stage,
+            Step.RECORD_STAGED: ex.record_staged,
+            Step.SET_AT_TARGET: ex.set_at_target,
+            Step.TEST: ex.test,
+            Step.PROMOTE: ex.promote,
+            Step.RECORD_PROMOTED: ex.record_promoted,
+            Step.PROPAGATE: ex.propagate,
+            Step.RESTART: ex.restart,
+            Step.SCHEDULE_REVOKE: ex.schedule_revoke,
+            Step.REVOKE: ex.revoke,
+            Step.FINISH: lambda: ex._finish("done"),
+            Step.FINALIZE: ex.finalize,
+        }
+        if step is Step.CONFLICT:
+            raise WriteConflict(f"{run.secret}: {run.vault} or its staging path changed outside run {run.run_id}")
+        updated = actions[step]()
+        keep = {"attempts": updated.attempts} if step is Step.FINALIZE else {"attempts": 0}
+        updated = updated.model_copy(update={**keep, "next_retry_at": None})
+    except STEP_ERRORS as exc:
+        updated = ex.fail(exc)
+    return runs.save(deps.kv, updated.model_copy(update={"updated_at": now}))
+
+
+def run_to_completion(run: RotationRun, deps: RotationDeps, max_steps: int = MAX_STEPS) -> RotationRun:
+    """Advance until the run is finished and recorded, sleeping (injected) while it waits."""
+    for _ in range(max_steps):
+        if run.finished and run.ledger_seq is not None:
+            return run
+        after = advance(run, deps)
+        if after == run:  # waiting: sleep until it may act again
+            at = wake_at(run)
+            if at is None:  # pragma: no cover - a run that neither waits nor acts would loop
+                raise RotationError(f"run {run.run_id} of {run.secret} made no progress")
+            deps.sleep(max((at - deps.now()).total_seconds(), 0.0))
+        run = after
+    raise RotationError(f"run {run.run_id} of {run.secret} did not finish within {max_steps} steps; "
+                        "it resumes from its record")
+
+
+def resume(deps: RotationDeps, secret_path: VaultPath) -> RotationRun | None:
+    """Pick up the recorded run of ``secret_path`` (after a crash or a restart of the controller) and finish it."""
+    run = runs.load(deps.kv, secret_path)
+    if run is None:
+        return None
+    return run_to_completion(run, deps)
+
+
+# --------------------------------------------------------------------------------------------------- hold, rollback
+
+
+def release(kv: KV, secret_path: VaultPath) -> bool:
+    """Clear ``held`` on a secret so rotations may run again (``chamberlain rotate NAME --release``). Returns
+    whether it was held."""
+    meta = kv.read_metadata(secret_path.mount, secret_path.path)
+    if meta is None or meta.custom.get(HELD) != "true":
+        return False
+    kv.update_custom_metadata(secret_path.mount, secret_path.path, {HELD: "false"})
+    return True
+
+
+def rollback(
+    deps: RotationDeps,
+    secret_path: VaultPath,
+    *,
+    secret: str,
+    run_id: str,
+    reason: str,
+    to_version: int | None = None,
+) -> RotationRun:
+    """Re-promote an earlier version's values (default: the one before the current) as a new version, through the
+    same durable steps (set at target, test, promote, propagate, restart; never revoke), ledgered as a
+    ``rotation`` with ``mode: rollback``. Allowed on a held secret (it is the way out of a bad promote); the
+    hold itself stays until :func:`release`."""
+    existing = runs.load(deps.kv, secret_path)
+    if existing is not None and existing.run_id == run_id:
+        return run_to_completion(existing, deps)
+    meta = deps.kv.read_metadata(secret_path.mount, secret_path.path)
+    if meta is None or meta.current_version < 2:
+        raise NotFound(f"{secret_path}: no earlier version to roll back to")
+    source = to_version if to_version is not None else meta.current_version - 1
+    if not 1 <= source < meta.current_version or meta.versions.get(source, False):
+        raise NotFound(f"{secret_path}: version {source} is not available to roll back to")
+    run = start(deps.kv, secret_path, secret=secret, run_id=run_id, trigger="rollback", reason=reason,
+                now=deps.now(), source_version=source, ignore_held=True)
+    return run_to_completion(run, deps)
+
+
+__all__ = [
+    "Backoff",
+    "Consumer",
+    "KubeConsumers",
+    "Observed",
+    "Propagation",
+    "PropagationIncomplete",
+    "RotationDeps",
+    "RotationError",
+    "RunLost",
+    "SecretHeld",
+    "Step",
+    "WriteConflict",
+    "advance",
+    "next_step",
+    "observe",
+    "release",
+    "resume",
+    "retry_delay",
+    "rollback",
+    "run_to_completion",
+    "start",
+    "wake_at",
+]

@@ -1,0 +1,545 @@
+"""The durable rotation workflow with fakes: FakeKV as Vault, FakeKube as the cluster (ESO simulated), a fake
+rotator and a fake clock. Crashes are injected at every checkpoint and the run is resumed from its record by a
+fresh executor; the invariants checked are the ones of SPEC §2 and issue 5 item 3: exactly one new version,
+never two current, one ledger entry per run, no value in any record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chamberlain.audit.ledger import Ledger
+from chamberlain.authority.errors import NotFound
+from chamberlain.authority.fake import FakeKV
+from chamberlain.handover import metadata as md
+from chamberlain.intent.model import RotationPolicySpec, SecretIntent
+from chamberlain.intent.paths import VaultPath
+from chamberlain.kube.api import KubeSecret, PodTemplateState
+from chamberlain.kube.fake import FakeKube
+from chamberlain.propagation import ConsumerRef, ExternalSecretRef, WorkloadRef
+from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
+from chamberlain.rotation import run as runs
+from chamberlain.rotation import workflow as wf
+from chamberlain.rotation.policy import HELD
+from chamberlain.rotation.rotators import (
+    CredentialTestFailed,
+    PendingVersion,
+    RotationContext,
+    TargetRejected,
+    TargetUnavailable,
+)
+from chamberlain.rotation.run import RotationRun, RunActive
+from chamberlain.values.markers import version_marker
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+MOUNT = "secret"
+SECRET = VaultPath(MOUNT, "prod/shop/api-token")
+OLD = "CANARY-old-0123456789abcdef"
+ESO_NS, ESO_NAME = "shop", "api-token"
+WORKLOAD = WorkloadRef("Deployment", "shop", "api")
+
+
+# --------------------------------------------------------------------------------------------------- fakes
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = T0
+        self.mono = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class FixedDraw:
+    def __init__(self, value: float = 0.5) -> None:
+        self.value = value
+        self.draws = 0
+
+    def random(self) -> float:
+        self.draws += 1
+        return self.value
+
+
+@dataclass
+class FakeRotator:
+    """Values are canaries, so any leak into a record is caught by a substring search."""
+
+    name: str = "fake"
+    created: int = 0
+    fail: dict[str, list[Exception]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+
+    def _maybe_fail(self, step: str) -> None:
+        self.calls.append(step)
+        queue = self.fail.get(step)
+        if queue:
+            raise queue.pop(0)
+
+    def create_pending(self, ctx: RotationContext) -> PendingVersion:
+        self._maybe_fail("create_pending")
+        self.created += 1
+        return PendingVersion({**ctx.current, "token": f"CANARY-new-{self.created}-fedcba9876543210"},
+                              frozenset({"token"}), {"fake-user": "blue"})
+
+    def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        self._maybe_fail("set_at_target")
+
+    def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        self._maybe_fail("test")
+
+    def revoke_old(self, ctx: RotationContext, previous: Mapping[str, str]) -> None:
+        self._maybe_fail("revoke_old")
+        assert previous["token"] != ctx.current["token"]
+        self.revoked.append(version_marker("x", previous))
+
+
+class SimulatedESO:
+    """The real KubeConsumers, plus what ESO would do on a force-sync: copy data and the value-marker."""
+
+    def __init__(self, kv: FakeKV, kube: FakeKube, clock: FakeClock, *, lag: int = 0) -> None:
+        self.kv, self.kube = kv, kube
+        self.inner = wf.KubeConsumers(
+            kube, "api-token",
+            [wf.Consumer(ExternalSecretRef(ESO_NS, ESO_NAME), ConsumerRef(ESO_NS, ESO_NAME), (WORKLOAD,))],
+            clock, timeout=5.0, poll=1.0,
+        )
+        self.lag = lag  # refreshes that do nothing (ESO slow), to drive the retry path
+
+    def refresh(self, token: str) -> None:
+        self.inner.refresh(token)
+        if self.lag:
+            self.lag -= 1
+            return
+        meta = self.kv.read_metadata(MOUNT, SECRET.path)
+        latest = self.kv.read(MOUNT, SECRET.path)
+        assert meta is not None and latest is not None
+        self.kube.secrets[(ESO_NS, ESO_NAME)] = KubeSecret(
+            ESO_NS, ESO_NAME, dict(latest.data), annotations={ANNOTATION_VERSION_MARKER: meta.custom[md.VALUE_MARKER]}
+        )
+
+    def wait(self, marker: str) -> None:
+        self.inner.wait(marker)
+
+    def restart(self, token: str) -> list[str]:
+        return self.inner.restart(token)
+
+
+class Crash(BaseException):
+    """Stands in for os._exit at a checkpoint: nothing after it runs."""
+
+
+@dataclass
+class World:
+    kv: FakeKV
+    kube: FakeKube
+    clock: FakeClock
+    ledger: Ledger
+    rotator: FakeRotator
+    rng: FixedDraw
+    eso: SimulatedESO
+    alerts: list[str] = field(default_factory=list)
+
+    def deps(self, **overrides: Any) -> wf.RotationDeps:
+        base: dict[str, Any] = {
+            "kv": self.kv, "ledger": Ledger(self.kv, MOUNT, self.clock.now), "rotator": self.rotator,
+            "intent": INTENT, "propagation": self.eso, "now": self.clock.now, "sleep": self.clock.sleep,
+            "rng": self.rng, "on_alert": lambda run: self.alerts.append(run.run_id),
+        }
+        base.update(overrides)
+        return wf.RotationDeps(**base)
+
+    def start(self, run_id: str = "run-1", **kw: Any) -> RotationRun:
+        return wf.start(self.kv, SECRET, secret="api-token", run_id=run_id, trigger=kw.pop("trigger", "manual"),
+                        reason=kw.pop("reason", "test"), now=self.clock.now(), **kw)
+
+    def versions(self) -> int:
+        meta = self.kv.read_metadata(MOUNT, SECRET.path)
+        return meta.current_version if meta else 0
+
+    def custom(self) -> Mapping[str, str]:
+        meta = self.kv.read_metadata(MOUNT, SECRET.path)
+        assert meta is not None
+        return meta.custom
+
+    def rotations(self) -> list[Any]:
+        return [e for e in self.ledger.entries() if e.event == "rotation"]
+
+
+INTENT = SecretIntent.model_validate({
+    "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": "api-token"},
+    "spec": {"owner": "shop", "purpose": "tests", "classification": "runtime",
+             "source": {"generate": {"token": {"type": "token"}}}},
+})
+
+
+def make_world(strategy: str = "retry", *, revoke_old: bool = True, lag: int = 0) -> World:
+    kv = FakeKV()
+    kv.write(MOUNT, SECRET.path, {"token": OLD, "user": "svc"}, cas=0)
+    policy = RotationPolicySpec(type="time-based", ttl=timedelta(days=30), rotate_before=timedelta(days=3),
+                                revoke_old=revoke_old, max_overlap=timedelta(hours=1),
+                                failure_strategy=strategy)
+    kv.update_custom_metadata(MOUNT, SECRET.path, {
+        **md.policy_metadata("standard", policy),
+        md.VALUE_MARKER: version_marker(SECRET.full, {"token": OLD, "user": "svc"}), md.VALUE_VERSION: "1",
+    })
+    kube = FakeKube()
+    kube.external_secrets[(ESO_NS, ESO_NAME)] = {"metadata": {"name": ESO_NAME, "annotations": {}}}
+    kube.workloads[(WORKLOAD.kind, WORKLOAD.namespace, WORKLOAD.name)] = PodTemplateState({}, 1)
+    clock = FakeClock()
+    return World(kv, kube, clock, Ledger(kv, MOUNT, clock.now), FakeRotator(), FixedDraw(),
+                 SimulatedESO(kv, kube, clock, lag=lag))
+
+
+def everything_recorded(w: World) -> str:
+    """Every record the workflow leaves behind, as one string: run record versions, ledger, metadata."""
+    parts: list[str] = []
+    run_path = runs.run_path(SECRET)
+    meta = w.kv.read_metadata(MOUNT, run_path)
+    for v in range(1, (meta.current_version if meta else 0) + 1):
+        got = w.kv.read(MOUNT, run_path, v)
+        assert got is not None
+        parts.append(got.data["run"])
+        parts.append(json.dumps(RotationRun.model_validate_json(got.data["run"]).to_status()))
+    parts += [e.model_dump_json() for e in w.ledger.entries()]
+    parts.append(json.dumps(dict(w.custom())))
+    parts += [json.dumps(dict(s.annotations)) for s in w.kube.secrets.values()]
+    return "\n".join(parts)
+
+
+def assert_one_clean_rotation(w: World, run: RotationRun) -> None:
+    assert run.stage == "revoked" and run.ledger_seq is not None
+    assert w.versions() == 2, "exactly one new version promoted"
+    latest = w.kv.read(MOUNT, SECRET.path)
+    assert latest is not None and latest.data["token"].startswith("CANARY-new-")
+    assert not any(k.startswith("_chamberlain.") for k in latest.data), "staging bookkeeping never promoted"
+    custom = w.custom()
+    assert custom[md.VALUE_VERSION] == "2"
+    assert custom[md.VALUE_MARKER] == version_marker(SECRET.full, latest.data) == run.pending_marker
+    assert custom[wf.LAST_RUN] == run.run_id and custom[wf.LAST_RESULT] == f"{run.run_id}:ok"
+    entries = w.rotations()
+    assert [(e.run, e.result) for e in entries] == [(run.run_id, "ok")]
+    assert w.ledger.verify().ok
+    assert len(w.kube.workload_patches) == 1, "one restart for the batch"
+    assert len(set(w.rotator.revoked)) == 1, "only the previous version is revoked (repeating is idempotent)"
+    assert "CANARY" not in everything_recorded(w)
+
+
+# --------------------------------------------------------------------------------------------------- full run
+
+
+def test_full_run_reaches_revoked_with_one_version_one_entry_and_no_values() -> None:
+    w = make_world()
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert_one_clean_rotation(w, run)
+    assert w.rotator.created == 1
+    assert run.previous_version == 1 and run.current_version == 2 and run.rotated_keys == ("token",)
+    assert run.notes["fake-user"] == "blue"
+    assert w.clock.sleeps == [3600.0], "revoke waited exactly maxOverlap"
+    assert w.kube.secrets[(ESO_NS, ESO_NAME)].annotations[ANNOTATION_VERSION_MARKER] == run.pending_marker
+    status = run.to_status()
+    assert status["phase"] == "revoked"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True", "Promoted": "True", "Propagated": "True", "Retrying": "False", "Failed": "False",
+        "Held": "False"}
+
+
+def test_without_revoke_old_the_run_ends_done_without_waiting() -> None:
+    w = make_world(revoke_old=False)
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.stage == "done" and w.clock.sleeps == [] and w.rotator.revoked == []
+    assert w.versions() == 2 and len(w.rotations()) == 1
+
+
+def test_consumers_never_see_a_pending_value_before_promote() -> None:
+    w = make_world()
+    run, deps = w.start(), w.deps()
+    while run.stage != "tested":
+        run = wf.advance(run, deps)
+        latest = w.kv.read(MOUNT, SECRET.path)
+        assert latest is not None and latest.version == 1 and latest.data["token"] == OLD
+    staged = w.kv.read(MOUNT, runs.staging_path(SECRET))
+    assert staged is not None and staged.data[wf.STAGED_RUN] == "run-1"
+
+
+def test_every_advance_is_persisted_and_a_fresh_load_equals_it() -> None:
+    w = make_world()
+    run, stages = w.start(), []
+    while not (run.finished and run.ledger_seq is not None):
+        deps = w.deps(rotator=w.rotator)  # a fresh executor for every step
+        after = wf.advance(run, deps)
+        if after == run:
+            w.clock.sleep(3600)
+        loaded = runs.load(w.kv, SECRET)
+        assert loaded == after
+        run = loaded
+        stages.append(run.stage)
+    assert stages[:8] == ["staged", "set-at-target", "tested", "promoted", "propagated", "restarted",
+                          "revoke-wait", "revoke-wait"]
+    assert_one_clean_rotation(w, run)
+
+
+# --------------------------------------------------------------------------------------------------- crashes
+
+CHECKPOINTS = ["rotation.stage", "rotation.set-at-target", "rotation.test", "rotation.promote.write",
+               "rotation.promote", "rotation.propagate", "rotation.restart", "rotation.revoke", "rotation.finalize"]
+
+
+@pytest.mark.parametrize("point", CHECKPOINTS, ids=[p.removeprefix("rotation.") for p in CHECKPOINTS])
+def test_a_crash_at_any_checkpoint_resumes_to_exactly_one_rotation(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world()
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == point and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    with pytest.raises(Crash):
+        wf.run_to_completion(w.start(), w.deps())
+    assert hit == [point]
+    # the process is gone; a fresh controller finds the record and finishes the run
+    resumed = wf.resume(w.deps(), SECRET)
+    assert resumed is not None
+    assert_one_clean_rotation(w, resumed)
+    assert w.rotator.created == 1, "a staged version is adopted, never drawn again"
+    staging = w.kv.read_metadata(MOUNT, runs.staging_path(SECRET))
+    assert staging is not None and staging.current_version == 1
+
+
+def test_resuming_a_finished_run_does_nothing_more() -> None:
+    w = make_world()
+    run = wf.run_to_completion(w.start(), w.deps())
+    again = wf.resume(w.deps(), SECRET)
+    assert again == run and w.versions() == 2 and len(w.rotations()) == 1
+
+
+# --------------------------------------------------------------------------------------------------- lease
+
+
+def test_a_second_run_is_refused_while_one_is_active_and_the_same_id_joins() -> None:
+    w = make_world()
+    first = w.start("run-1")
+    first = wf.advance(first, w.deps())
+    with pytest.raises(RunActive, match="run-1"):
+        w.start("run-2")
+    assert w.start("run-1") == first, "a retried start joins the run"
+    wf.run_to_completion(first, w.deps())
+    second = wf.run_to_completion(w.start("run-2"), w.deps())
+    assert second.stage == "revoked" and w.versions() == 3
+    assert [e.run for e in w.rotations()] == ["run-1", "run-2"]
+
+
+def test_two_executors_on_one_run_the_slower_loses_and_acts_no_further() -> None:
+    w = make_world()
+    run = w.start()
+    wf.advance(run, w.deps())
+    with pytest.raises(runs.RunLost):
+        wf.advance(run, w.deps())  # a stale copy: its CAS on the run record fails
+    staging = w.kv.read_metadata(MOUNT, runs.staging_path(SECRET))
+    assert staging is not None and staging.current_version == 1
+
+
+def test_a_foreign_write_during_a_run_is_a_conflict_never_an_overwrite() -> None:
+    w = make_world()
+    run, deps = w.start(), w.deps()
+    run = wf.advance(wf.advance(run, deps), deps)  # staged, set at target
+    w.kv.write(MOUNT, SECRET.path, {"token": "CANARY-someone-else-0000"}, cas=1)
+    run = wf.run_to_completion(run, deps)
+    assert run.stage == "failed" and "WriteConflict" in (run.last_error or "")
+    assert w.versions() == 2
+    latest = w.kv.read(MOUNT, SECRET.path)
+    assert latest is not None and latest.data["token"] == "CANARY-someone-else-0000"
+    assert [e.result for e in w.rotations()] == ["failed"]
+
+
+# --------------------------------------------------------------------------------------------------- failures
+
+
+def test_retryable_failures_back_off_with_jitter_then_succeed() -> None:
+    w = make_world()
+    w.rotator.fail["set_at_target"] = [TargetUnavailable("db restarting"), TargetUnavailable("db restarting")]
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert_one_clean_rotation(w, run)
+    # base 10s, factor 2, equal jitter with draw 0.5: 5 + 2.5, then 10 + 5 (then maxOverlap before revoking)
+    assert w.clock.sleeps == [7.5, 15.0, 3600.0]
+    assert w.rng.draws == 2
+    assert w.rotator.calls.count("set_at_target") == 3
+
+
+def test_slow_propagation_is_retried_with_a_new_force_sync_token() -> None:
+    w = make_world(lag=1)
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert_one_clean_rotation(w, run)
+    annotations = w.kube.external_secrets[(ESO_NS, ESO_NAME)]["metadata"]["annotations"]
+    assert annotations["force-sync"] == "run-1.1"
+
+
+@pytest.mark.parametrize(
+    ("delays", "draw", "expected"),
+    [
+        ((1,), 0.0, 5.0),
+        ((1,), 0.999, 9.995),
+        ((3,), 0.5, 30.0),
+        ((20,), 0.0, 450.0),  # capped at 15 minutes, half of it fixed
+    ],
+    ids=["first-no-jitter", "first-max-jitter", "third-mid", "capped"],
+)
+def test_retry_delay_table(delays: tuple[int], draw: float, expected: float) -> None:
+    assert wf.retry_delay(delays[0], wf.Backoff(), draw).total_seconds() == pytest.approx(expected)
+
+
+def test_retry_gives_up_after_max_attempts_and_fails() -> None:
+    w = make_world()
+    w.rotator.fail["test"] = [CredentialTestFailed("auth failed") for _ in range(10)]
+    run = wf.run_to_completion(w.start(), w.deps(backoff=wf.Backoff(max_attempts=3)))
+    assert run.stage == "failed" and run.attempts == 3 and w.versions() == 1
+    assert [e.result for e in w.rotations()] == ["failed"]
+    assert w.alerts == []
+
+
+def test_a_permanent_error_fails_at_once_even_under_retry() -> None:
+    w = make_world()
+    w.rotator.fail["set_at_target"] = [TargetRejected("permission denied (42501)")]
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.stage == "failed" and run.attempts == 1 and w.clock.sleeps == []
+    assert run.last_error == "TargetRejected: permission denied (42501)"
+
+
+def test_alert_stops_at_failed_and_calls_the_hook_once() -> None:
+    w = make_world("alert")
+    w.rotator.fail["set_at_target"] = [TargetUnavailable("db restarting")]
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.stage == "failed" and w.alerts == ["run-1"]
+    assert w.versions() == 1 and w.custom()[wf.LAST_RESULT] == "run-1:failed"
+    assert [(e.result, e.details["stage"]) for e in w.rotations()] == [("failed", "failed")]
+    assert {c["type"]: c["status"] for c in run.to_status()["conditions"]}["Failed"] == "True"
+
+
+def test_hold_stops_at_held_marks_the_secret_and_release_lets_rotation_run_again() -> None:
+    w = make_world("hold")
+    w.rotator.fail["test"] = [CredentialTestFailed("cannot log in")]
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.stage == "held" and w.custom()[HELD] == "true" and w.custom()[wf.HELD_RUN] == "run-1"
+    with pytest.raises(wf.SecretHeld):
+        w.start("run-2")
+    assert wf.release(w.kv, SECRET) is True
+    assert wf.release(w.kv, SECRET) is False
+    again = wf.run_to_completion(w.start("run-2"), w.deps())
+    assert again.stage == "revoked" and w.versions() == 2
+    assert [(e.run, e.result) for e in w.rotations()] == [("run-1", "failed"), ("run-2", "ok")]
+
+
+def test_an_error_quoting_a_value_is_scrubbed_before_it_is_recorded() -> None:
+    w = make_world("alert")
+
+    class Leaky(FakeRotator):
+        def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+            raise CredentialTestFailed(f"login with {pending.data['token']} failed")
+
+    w.rotator = Leaky()
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.stage == "failed" and "[redacted]" in (run.last_error or "")
+    assert "CANARY" not in everything_recorded(w)
+
+
+# --------------------------------------------------------------------------------------------------- rollback
+
+
+def test_rollback_re_promotes_the_previous_values_as_a_new_version_and_is_ledgered() -> None:
+    w = make_world()
+    wf.run_to_completion(w.start(), w.deps())
+    back = wf.rollback(w.deps(), SECRET, secret="api-token", run_id="rb-1", reason="bad deploy")
+    assert back.stage == "done" and back.mode == "rollback" and back.source_version == 1
+    assert w.versions() == 3
+    v1, v3 = w.kv.read(MOUNT, SECRET.path, 1), w.kv.read(MOUNT, SECRET.path, 3)
+    assert v1 is not None and v3 is not None and dict(v3.data) == dict(v1.data)
+    assert w.custom()[md.VALUE_MARKER] == version_marker(SECRET.full, v1.data)
+    assert [(e.run, e.details["mode"]) for e in w.rotations()] == [("run-1", "rotate"), ("rb-1", "rollback")]
+    assert len(w.rotator.revoked) == 1, "a rollback never revokes"
+    assert "CANARY" not in everything_recorded(w)
+
+
+def test_rollback_needs_an_earlier_version() -> None:
+    w = make_world()
+    with pytest.raises(NotFound):
+        wf.rollback(w.deps(), SECRET, secret="api-token", run_id="rb-1", reason="nothing to go back to")
+
+
+# --------------------------------------------------------------------------------------------------- next_step
+
+
+def _run(stage: str, **kw: Any) -> RotationRun:
+    base: dict[str, Any] = {"run_id": "r", "secret": "s", "path": "p/o/s", "mount": MOUNT, "trigger": "manual",
+                            "reason": "x", "stage": stage, "started_at": T0, "updated_at": T0,
+                            "previous_version": 4, "staging_base": 2, "pending_marker": "v1:new"}
+    base.update(kw)
+    return RotationRun.model_validate(base)
+
+
+def _seen(current: int = 4, marker: str = "v1:old", staged: int = 2, staged_run: str | None = None) -> wf.Observed:
+    return wf.Observed(current, marker, staged, staged_run)
+
+
+LATER = T0 + timedelta(hours=2)
+NEXT_STEP_CASES = [
+    ("pending-nothing-staged", _run("pending", pending_marker=None), _seen(), T0, wf.Step.STAGE),
+    ("pending-our-write-landed", _run("pending", pending_marker=None), _seen(staged=3, staged_run="r"), T0,
+     wf.Step.RECORD_STAGED),
+    ("pending-foreign-staging", _run("pending", pending_marker=None), _seen(staged=3, staged_run="other"), T0,
+     wf.Step.CONFLICT),
+    ("staged", _run("staged"), _seen(staged=3), T0, wf.Step.SET_AT_TARGET),
+    ("set-at-target", _run("set-at-target"), _seen(staged=3), T0, wf.Step.TEST),
+    ("tested", _run("tested"), _seen(staged=3), T0, wf.Step.PROMOTE),
+    ("tested-promote-write-landed", _run("tested"), _seen(current=5, marker="v1:new"), T0, wf.Step.RECORD_PROMOTED),
+    ("tested-foreign-write", _run("tested"), _seen(current=5, marker="v1:other"), T0, wf.Step.CONFLICT),
+    ("staged-foreign-write", _run("staged"), _seen(current=5, marker="v1:new"), T0, wf.Step.CONFLICT),
+    ("promoted", _run("promoted"), _seen(current=5, marker="v1:new"), T0, wf.Step.PROPAGATE),
+    ("propagated", _run("propagated"), _seen(current=5), T0, wf.Step.RESTART),
+    ("restarted-revoke-old", _run("restarted", revoke_old=True), _seen(current=5), T0, wf.Step.SCHEDULE_REVOKE),
+    ("restarted-keep-old", _run("restarted"), _seen(current=5), T0, wf.Step.FINISH),
+    ("restarted-rollback", _run("restarted", revoke_old=True, mode="rollback"), _seen(current=5), T0,
+     wf.Step.FINISH),
+    ("revoke-wait-early", _run("revoke-wait", revoke_at=T0 + timedelta(hours=1)), _seen(current=5), T0,
+     wf.Step.WAIT),
+    ("revoke-wait-over", _run("revoke-wait", revoke_at=T0 + timedelta(hours=1)), _seen(current=5), LATER,
+     wf.Step.REVOKE),
+    ("backing-off", _run("staged", next_retry_at=T0 + timedelta(seconds=5)), _seen(staged=3), T0, wf.Step.WAIT),
+    ("backoff-over", _run("staged", next_retry_at=T0 + timedelta(seconds=5)), _seen(staged=3), LATER,
+     wf.Step.SET_AT_TARGET),
+    ("finished-unrecorded", _run("failed"), _seen(), T0, wf.Step.FINALIZE),
+    ("finished-recorded", _run("done", ledger_seq=7), _seen(current=5), T0, wf.Step.NONE),
+]
+
+
+@pytest.mark.parametrize(("run", "seen", "now", "expected"), [c[1:] for c in NEXT_STEP_CASES],
+                         ids=[c[0] for c in NEXT_STEP_CASES])
+def test_next_step_table(run: RotationRun, seen: wf.Observed, now: datetime, expected: wf.Step) -> None:
+    assert wf.next_step(run, seen, now) is expected
+
+
+def test_the_run_record_round_trips_and_its_status_is_kubernetes_shaped() -> None:
+    run = _run("staged", next_retry_at=T0 + timedelta(seconds=5), last_error="TargetUnavailable: down", attempts=1)
+    again = RotationRun.model_validate_json(run.model_dump_json())
+    assert again == run
+    status = run.to_status()
+    assert status["phase"] == "staged" and status["nextRetryAt"] == "2030-01-01T12:00:05Z"
+    retrying = next(c for c in status["conditions"] if c["type"] == "Retrying")
+    assert retrying == {"type": "Retrying", "status": "True", "reason": "BackingOff",
+                        "message": "TargetUnavailable: down", "lastTransitionTime": "2030-01-01T12:00:00Z"}
