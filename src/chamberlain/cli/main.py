@@ -171,6 +171,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.lab import lab_app
     from chamberlain.cli.root import root_app
+    from chamberlain.cli.rotate import rotate_cmd, status_cmd
 
     app.add_typer(root_app, name="root", help="Phase 0: the offline root of trust (age identity).")
     app.add_typer(bootstrap_app, name="bootstrap", help="Bootstrap Secrets, SOPS-encrypted to the Platform recipients.")
@@ -182,6 +183,8 @@ def _register_subapps() -> None:
     app.add_typer(audit_app, name="audit", help="Provenance of a secret and integrity of the ledger.")
     app.add_typer(lab_app, name="lab", help="The local lab of real servers: build, up, down, status.")
     app.command("demo")(demo_cmd)
+    app.command("rotate")(rotate_cmd)
+    app.command("status")(status_cmd)
 
 
 _register_subapps()

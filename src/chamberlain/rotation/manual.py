@@ -1,0 +1,289 @@
+"""Glue between a loaded intent repository and the durable workflow, for ``chamberlain rotate`` and ``status``.
+
+Belongs here: choosing the one placement (environment, cluster, Vault path) of an intent a command acts on,
+building :class:`~chamberlain.rotation.workflow.RotationDeps` from it (the rotator from the registry, the admin
+values of a ``target.postgres.adminIntent`` read from Vault, :class:`KubeConsumers` for the intent's consumers in
+the selected cluster, the ledger, the system clock), timing propagation, and the per-secret status report
+(metadata, ledger, policy in force, consumer sync by marker annotation only). Not here: the CLI, loading the
+repository, or selecting intents by namespace (:mod:`chamberlain.triggers.manual`).
+
+Nothing here reads a consumer Secret's data; Vault values are read only to hand a rotator its admin login.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from chamberlain.audit.ledger import Ledger
+from chamberlain.authority.errors import NotFound
+from chamberlain.authority.kv import KV
+from chamberlain.errors import UsageError
+from chamberlain.handover import metadata as md
+from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
+from chamberlain.intent.paths import VaultPath, placements, vault_path
+from chamberlain.kube.api import KubeError, KubePropagation
+from chamberlain.propagation import ConsumerRef, ExternalSecretRef, SystemClock, WorkloadRef, in_sync
+from chamberlain.propagation.clock import Clock
+from chamberlain.rotation import run as runs
+from chamberlain.rotation import workflow as wf
+from chamberlain.rotation.policy import HELD, due, from_metadata
+from chamberlain.rotation.rotators import Registry
+from chamberlain.rotation.run import RotationRun
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One intent in the environment and cluster a command acts on."""
+
+    intent: SecretIntent
+    environment: str
+    cluster: str
+    vault: VaultPath
+
+    @property
+    def name(self) -> str:
+        return self.intent.metadata.name
+
+
+def place(platform: Platform, intent: SecretIntent, environment: str | None, cluster: str | None) -> Placed:
+    """The one placement of ``intent`` matching the selection; :class:`UsageError` when none or ambiguous."""
+    found = [p for p in placements(platform, intent)
+             if (environment is None or p.environment == environment) and (cluster is None or p.cluster == cluster)]
+    paths = sorted({(p.environment, p.vault) for p in found})
+    if not found:
+        raise UsageError(f"{intent.metadata.name}: not placed in the selected environment/cluster "
+                         f"({environment or '*'}/{cluster or '*'})")
+    if len(paths) > 1:
+        raise UsageError(f"{intent.metadata.name}: more than one environment matches; pass --environment "
+                         f"(candidates: {', '.join(sorted({e for e, _ in paths}))})")
+    clusters = sorted({p.cluster for p in found})
+    if len(clusters) > 1 and cluster is None:
+        raise UsageError(f"{intent.metadata.name}: pass --cluster (candidates: {', '.join(clusters)})")
+    first = found[0]
+    return Placed(intent, first.environment, first.cluster, first.vault)
+
+
+def consumers_of(intent: SecretIntent) -> list[wf.Consumer]:
+    """The ExternalSecret, Secret and workloads of every consumer (rendered under the consumer Secret's name)."""
+    return [
+        wf.Consumer(
+            ExternalSecretRef(c.namespace, c.secret_name),
+            ConsumerRef(c.namespace, c.secret_name),
+            tuple(WorkloadRef(w.kind, c.namespace, w.name) for w in c.restart),
+        )
+        for c in intent.spec.consumers
+    ]
+
+
+@dataclass
+class TimedPropagation:
+    """:class:`~chamberlain.rotation.workflow.Propagation` that measures refresh-start → all in sync, and keeps
+    the workloads actually restarted."""
+
+    inner: wf.Propagation
+    monotonic: Callable[[], float] = time.monotonic
+    seconds: float | None = None
+    restarted: list[str] = field(default_factory=list)
+    _started: float | None = None
+
+    def refresh(self, token: str) -> None:
+        self._started = self.monotonic()
+        self.inner.refresh(token)
+
+    def wait(self, marker: str) -> None:
+        self.inner.wait(marker)
+        if self._started is not None:
+            self.seconds = self.monotonic() - self._started
+
+    def restart(self, token: str) -> list[str]:
+        rolled = self.inner.restart(token)
+        self.restarted.extend(rolled)
+        return rolled
+
+
+def admin_values(
+    kv: KV, platform: Platform, intents: Mapping[str, SecretIntent], placed: Placed
+) -> dict[str, str] | None:
+    """The values of ``target.postgres.adminIntent`` in the same environment/cluster (None without a target)."""
+    target = placed.intent.spec.target
+    if target is None:
+        return None
+    admin = intents.get(target.postgres.admin_intent)
+    if admin is None:
+        raise UsageError(f"{placed.name}: adminIntent {target.postgres.admin_intent!r} is not in the repository")
+    path = vault_path(platform, admin, placed.environment, placed.cluster)
+    got = kv.read(path.mount, path.path)
+    if got is None:
+        raise NotFound(f"{path}: the admin secret of {placed.name} is not in Vault")
+    return dict(got.data)
+
+
+def build_deps(
+    kv: KV,
+    kube: KubePropagation,
+    platform: Platform,
+    intents: Mapping[str, SecretIntent],
+    placed: Placed,
+    *,
+    actor: str,
+    registry: Registry | None = None,
+    clock: Clock | None = None,
+    timeout: float = 120.0,
+    poll: float = 0.5,
+) -> tuple[wf.RotationDeps, TimedPropagation]:
+    """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper."""
+    clk = clock or SystemClock()
+    rotator = (registry or Registry.load()).for_intent(placed.intent)
+    propagation = TimedPropagation(
+        wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clk, timeout=timeout, poll=poll),
+        monotonic=clk.monotonic,
+    )
+    deps = wf.RotationDeps(
+        kv=kv, ledger=Ledger(kv, platform.spec.authority.mounts.runtime), rotator=rotator, intent=placed.intent,
+        propagation=propagation, now=clk.now, sleep=clk.sleep, rng=random.SystemRandom(), actor=actor,
+        admin=admin_values(kv, platform, intents, placed),
+    )
+    return deps, propagation
+
+
+def drive(run: RotationRun, deps: wf.RotationDeps, *, max_wait: float) -> RotationRun:
+    """Advance ``run`` until it is finished and recorded, sleeping through waits of at most ``max_wait`` seconds.
+    A longer wait (a revoke after a long ``maxOverlap``, a distant retry) returns the run as persisted: it
+    resumes from its record (the controller, or ``workflow.resume``)."""
+    for _ in range(wf.MAX_STEPS):
+        if run.finished and run.ledger_seq is not None:
+            return run
+        after = wf.advance(run, deps)
+        if after == run:
+            at = wf.wake_at(run)
+            if at is None:  # pragma: no cover - a run that neither waits nor acts
+                return run
+            delay = (at - deps.now()).total_seconds()
+            if delay > max_wait:
+                return run
+            deps.sleep(max(delay, 0.0))
+        run = after
+    return run
+
+
+def run_report(run: RotationRun, propagation: TimedPropagation | None = None) -> dict[str, Any]:
+    """What ``rotate`` prints about one run: ids, stages, versions, timings. Never a value (runs hold none)."""
+    out: dict[str, Any] = {
+        "secret": run.secret,
+        "path": run.vault.full,
+        "run": run.run_id,
+        "trigger": run.trigger,
+        "mode": run.mode,
+        "reason": run.reason,
+        "stage": run.stage,
+        "ok": run.succeeded,
+        "finished": run.finished,
+        "previousVersion": run.previous_version,
+        "version": run.current_version,
+        "rotatedKeys": list(run.rotated_keys),
+        "revokeAt": _iso(run.revoke_at),
+        "error": run.last_error,
+        "ledgerSeq": run.ledger_seq,
+        "propagationSeconds": None if propagation is None or propagation.seconds is None
+        else round(propagation.seconds, 3),
+        "workloadsRestarted": list(propagation.restarted) if propagation is not None else [],
+    }
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- status
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t is not None else None
+
+
+def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str) -> list[dict[str, Any]]:
+    """Per consumer Secret: whether its version-marker annotation equals ``marker`` (annotations only)."""
+    rows: list[dict[str, Any]] = []
+    for c in consumers_of(intent):
+        row: dict[str, Any] = {"namespace": c.secret.namespace, "secret": c.secret.name}
+        if kube is None:
+            row.update({"exists": None, "inSync": None})
+        else:
+            try:
+                annotations = kube.get_secret_annotations(c.secret.namespace, c.secret.name)
+            except KubeError as exc:
+                row.update({"exists": None, "inSync": None, "error": type(exc).__name__})
+            else:
+                row.update({"exists": annotations is not None, "inSync": in_sync(annotations, marker)})
+        rows.append(row)
+    return rows
+
+
+def secret_status(kv: KV, ledger: Ledger, kube: KubePropagation | None, placed: Placed, now: datetime,
+                  git_policy: RotationPolicySpec | None = None) -> dict[str, Any]:
+    """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync."""
+    intent = placed.intent
+    meta = kv.read_metadata(placed.vault.mount, placed.vault.path)
+    custom: Mapping[str, str] = meta.custom if meta is not None else {}
+    policy = from_metadata(custom)
+    held = custom.get(HELD) == "true"
+    rotations = [e for e in ledger.for_secret(intent.metadata.name) if e.event == "rotation"
+                 and e.path == placed.vault.full]
+    last_entry = rotations[-1] if rotations else None
+    last_run = runs.load(kv, placed.vault) if meta is not None else None
+    last_rotated = _parse_time(custom.get(wf.LAST_ROTATED))
+    created = _parse_time(custom.get(md.CREATED_AT)) or _parse_time(custom.get(md.HANDED_OVER_AT))
+    since = last_rotated or created or (_parse_time(last_entry.time) if last_entry else None)
+    decision = due(policy, since, now, held=held) if since is not None else None
+    marker = custom.get(md.VALUE_MARKER, "")
+    result_field = custom.get(wf.LAST_RESULT, "")
+    return {
+        "secret": intent.metadata.name,
+        "environment": placed.environment,
+        "cluster": placed.cluster,
+        "path": placed.vault.full,
+        "classification": intent.spec.classification,
+        "authority": custom.get(md.AUTHORITY) or ("none" if meta is None else "unknown"),
+        "exists": meta is not None,
+        "version": meta.current_version if meta is not None else None,
+        "policy": policy.type if policy is not None else (git_policy.type if git_policy else None),
+        "policyInForce": policy is not None,
+        "lastRotation": None if last_rotated is None and last_entry is None else {
+            "at": _iso(last_rotated) or (last_entry.time if last_entry else None),
+            "reason": custom.get(wf.LAST_REASON) or (last_entry.reason if last_entry else None),
+            "run": custom.get(wf.LAST_RUN) or (last_entry.run if last_entry else None),
+            "result": result_field.rpartition(":")[2] or (last_entry.result if last_entry else None),
+            "ledgerSeq": last_entry.seq if last_entry else None,
+        },
+        "run": None if last_run is None else {"id": last_run.run_id, "stage": last_run.stage,
+                                               "finished": last_run.finished},
+        "nextDue": _iso(decision.next_due) if decision is not None else None,
+        "due": decision.due if decision is not None else False,
+        "dueReason": decision.reason if decision is not None else ("no-secret" if meta is None else "no-history"),
+        "held": held,
+        "consumers": consumer_sync(kube, intent, marker),
+    }
+
+
+def pick(intents: Sequence[SecretIntent], names: Sequence[str]) -> list[SecretIntent]:
+    by_name = {i.metadata.name: i for i in intents}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UsageError(f"unknown secret(s): {', '.join(missing)}")
+    return [by_name[n] for n in names]
+
+
+__all__ = ["Placed", "TimedPropagation", "admin_values", "build_deps", "consumer_sync", "consumers_of", "drive",
+           "pick", "place", "run_report", "secret_status"]

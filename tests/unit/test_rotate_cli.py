@@ -1,0 +1,120 @@
+"""``chamberlain rotate`` and ``status``: usage errors before any server is contacted, and the glue
+(:mod:`chamberlain.rotation.manual`) driving the real workflow over FakeKV/FakeKube with ESO simulated."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chamberlain.audit.ledger import Ledger
+from chamberlain.authority.fake import FakeKV
+from chamberlain.handover import metadata as md
+from chamberlain.kube.api import KubeSecret, PodTemplateState
+from chamberlain.kube.fake import FakeKube
+from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
+from chamberlain.rotation import manual as rm
+from chamberlain.rotation import workflow as wf
+from chamberlain.service import load_valid
+from chamberlain.values.markers import version_marker
+from tests.conftest import EXAMPLES, run_cli
+
+ACME = str(EXAMPLES / "acme")
+
+
+@pytest.mark.parametrize("args", [["rotate", "--help"], ["status", "--help"]], ids=lambda a: a[0])
+def test_help(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.code == 0 and "Usage" in result.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["rotate", ACME], "exactly one", id="no-name"),
+        pytest.param(["rotate", ACME, "grafana-admin", "--namespace", "monitoring", "--reason", "x"],
+                     "exactly one", id="name-and-namespace"),
+        pytest.param(["rotate", ACME, "grafana-admin"], "--reason", id="no-reason"),
+        pytest.param(["rotate", "grafana-admin", ACME, "--reason", "x", "--rollback", "--release"], "exclude",
+                     id="rollback-and-release"),
+        pytest.param(["rotate", "nope", ACME, "--reason", "x", "--cluster", "dev1"], "unknown secret",
+                     id="unknown-secret"),
+        pytest.param(["rotate", ACME, "--namespace", "nowhere", "--reason", "x", "--cluster", "dev1"],
+                     "no secret", id="empty-namespace"),
+        pytest.param(["status", ACME, "--cluster", "nowhere"], "unknown cluster", id="status-unknown-cluster"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = run_cli(*args)
+    assert result.code == 2, result.out + result.err
+    assert message in result.err and "Traceback" not in result.err
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 1, 1, tzinfo=UTC)
+        self.m = 0.0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.m
+
+    def sleep(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        self.m += seconds
+
+
+class ESOKube(FakeKube):
+    """FakeKube where a force-sync copies the Vault marker into the consumer Secret (what ESO does)."""
+
+    def __init__(self, kv: FakeKV, path: tuple[str, str]) -> None:
+        super().__init__()
+        self.kv, self.path = kv, path
+
+    def annotate_external_secret(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        meta = self.kv.read_metadata(*self.path)
+        assert meta is not None
+        self.secrets[(namespace, name)] = KubeSecret(namespace, name, {},
+                                                     annotations={ANNOTATION_VERSION_MARKER:
+                                                                  meta.custom[md.VALUE_MARKER]})
+
+
+def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
+    repo = load_valid(EXAMPLES / "acme")
+    platform = repo.platform
+    assert platform is not None
+    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
+    placed = rm.place(platform, intents["grafana-admin"], "dev", "dev1")
+    assert placed.vault.full == "secret/dev/team-observability/grafana-admin"
+    kv = FakeKV()
+    data = {"username": "admin", "password": "canary-old-value-123"}
+    kv.write(placed.vault.mount, placed.vault.path, data, cas=0)
+    kv.update_custom_metadata(placed.vault.mount, placed.vault.path, {
+        md.AUTHORITY: "vault", md.VALUE_MARKER: version_marker(placed.vault.full, data),
+        md.CREATED_AT: "2026-01-01T00:00:00Z", "policy.type": "time-based", "policy.ttl": "90d",
+        "policy.rotate-before": "7d", "policy.revoke-old": "true", "policy.max-overlap": "1h"})
+    kube = ESOKube(kv, (placed.vault.mount, placed.vault.path))
+    kube.workloads[("Deployment", "monitoring", "grafana")] = PodTemplateState(annotations={}, generation=1)
+    clock = Clock()
+    deps, timed = rm.build_deps(kv, kube, platform, intents, placed, actor="test", clock=clock, poll=0.1)
+    run = wf.start(kv, placed.vault, secret=placed.name, run_id="run-1", trigger="manual", reason="test",
+                   now=clock.now())
+    # maxOverlap 1h exceeds max_wait: the run stops at revoke-wait (promoted, propagated, restarted).
+    run = rm.drive(run, deps, max_wait=60)
+    assert run.stage == "revoke-wait" and run.current_version == 2
+    run = rm.drive(run, deps, max_wait=7200)
+    assert run.stage == "revoked" and run.ledger_seq is not None
+    report = rm.run_report(run, timed)
+    assert report["version"] == 2 and report["workloadsRestarted"] == ["Deployment/monitoring/grafana"]
+    assert report["propagationSeconds"] is not None
+    assert "canary-old-value-123" not in str(report)
+    row = rm.secret_status(kv, Ledger(kv, "secret"), kube, placed, clock.now())
+    assert row["version"] == 2 and row["authority"] == "vault" and not row["held"]
+    assert row["lastRotation"]["run"] == "run-1" and row["lastRotation"]["result"] == "ok"
+    assert row["consumers"] == [{"namespace": "monitoring", "secret": "grafana-admin", "exists": True,
+                                 "inSync": True}]
+    assert row["nextDue"] is not None and row["due"] is False
+
