@@ -82,6 +82,10 @@ class Authority(Model):
     kubernetes_auth_mount: DnsLabel = Field(
         default="kubernetes", description="Vault auth mount of the Kubernetes auth method"
     )
+    ca_bundle: Annotated[str, StringConstraints(pattern=r"^-----BEGIN CERTIFICATE-----")] | None = Field(
+        default=None,
+        description="PEM of the CA that signed the authority's TLS certificate (public); given to ESO's stores",
+    )
 
 
 class RootOfTrust(Model):

@@ -37,6 +37,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from chamberlain.intent.model import Platform
@@ -101,26 +102,26 @@ def secret_store(
     labels: dict[str, str],
 ) -> Manifest:
     authority = platform.spec.authority
+    vault: Manifest = {
+        "server": authority.address.rstrip("/"),
+        "path": mount,
+        "version": "v2",
+        "auth": {
+            "kubernetes": {
+                "mountPath": naming.kubernetes_auth_mount(platform, cluster),
+                "role": role,
+                "serviceAccountRef": {"name": account, "audiences": [VAULT_AUDIENCE]},
+            }
+        },
+    }
+    if authority.ca_bundle:
+        # ESO's caBundle is base64 of the PEM; without it an https Vault signed by a private CA is unreachable.
+        vault["caBundle"] = base64.b64encode(authority.ca_bundle.encode()).decode()
     return {
         "apiVersion": ESO_V1,
         "kind": "SecretStore",
         "metadata": _meta(name, ns, labels, naming.wave(naming.WAVE_STORE)),
-        "spec": {
-            "provider": {
-                "vault": {
-                    "server": authority.address.rstrip("/"),
-                    "path": mount,
-                    "version": "v2",
-                    "auth": {
-                        "kubernetes": {
-                            "mountPath": naming.kubernetes_auth_mount(platform, cluster),
-                            "role": role,
-                            "serviceAccountRef": {"name": account, "audiences": [VAULT_AUDIENCE]},
-                        }
-                    },
-                }
-            }
-        },
+        "spec": {"provider": {"vault": vault}},
     }
 
 
