@@ -348,7 +348,7 @@ def test_cli_usage_errors_exit_2_before_touching_anything(tmp_path: Path) -> Non
     result = _cli("authority", "init", "--shares", "2", "--threshold", "3", str(CORPUS / "base"))
     assert result.code == 2 and "--threshold" in result.err
     result = _cli("authority", "status", str(tmp_path / "missing"))
-    assert result.code == 2 and "not a directory" in result.err
+    assert result.code == 2 and "no such directory" in result.err
 
 
 def test_cli_help_lists_every_command() -> None:

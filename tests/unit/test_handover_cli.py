@@ -48,7 +48,7 @@ def test_help(args: list[str]) -> None:
         pytest.param(["handover", ACME, "--cluster", "nowhere"], "unknown cluster", id="unknown-cluster"),
         pytest.param(["handover", ACME, "--cluster", "dev1", "--vault-token-file", "/nonexistent",
                       "--kubeconfig", "/nonexistent"], "no such kubeconfig", id="missing-kubeconfig"),
-        pytest.param(["handover", "/nonexistent", "--cluster", "dev1"], "not a directory", id="missing-repo"),
+        pytest.param(["handover", "/nonexistent", "--cluster", "dev1"], "no such directory", id="missing-repo"),
         pytest.param(["provision", ACME, "--vault-token-file", "/nonexistent"], "token file", id="missing-token"),
         pytest.param(["provision", ACME, "--environment", "staging"], "unknown environment", id="unknown-env"),
         pytest.param(["audit", "show", "no-such-secret", ACME, "--vault-token-file", "t"], "no SecretIntent",

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from chamberlain.cli.handover import AuthorityOptions, open_kube, open_kv
-from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, VaultTokenFile
+from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, VaultTokenFile, repo_dir
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
@@ -45,9 +45,7 @@ def _kv(platform: Platform, addr: str | None, cacert: Path | None, token_file: P
 def _platform_and_repo(path: str) -> tuple[Platform, Any]:
     from chamberlain.intent.loader import load_repository
 
-    root = Path(path)
-    if not root.is_dir():
-        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
+    root = repo_dir(path)
     # Auditing must work while the repository has unrelated findings, so it loads without validating.
     repo = load_repository(root)
     if repo.platform is None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert
+from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, repo_dir, valid_repository
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import UsageError
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from chamberlain.authority.lifecycle import AuthorityEvent, Recorder
     from chamberlain.authority.session import Connection
     from chamberlain.authority.vault import VaultClient
-    from chamberlain.intent.model import Platform
     from chamberlain.kube.client import KubeClient
 
 authority_app = typer.Typer(
@@ -63,18 +62,11 @@ class _Context:
     def __init__(self, path: str, vault_addr: str | None, vault_cacert: Path | None, kubeconfig: Path | None,
                  token: str | None = None) -> None:
         from chamberlain.authority.session import Connection
-        from chamberlain.service import load_valid
 
-        root = Path(path)
-        if not root.is_dir():
-            raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
-        self.root = root
+        self.root = repo_dir(path)
         self.kubeconfig = kubeconfig
-        self.repo = load_valid(root)
-        platform = self.repo.platform
-        assert platform is not None  # load_valid guarantees exactly one
-        self.platform: Platform = platform
-        self.conn: Connection = Connection.resolve(platform, vault_addr, vault_cacert, token)
+        self.repo, self.platform = valid_repository(path)
+        self.conn: Connection = Connection.resolve(self.platform, vault_addr, vault_cacert, token)
         self.run = uuid.uuid4().hex[:12]
         self._kube: KubeClient | None = None
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from chamberlain.cli.options import repo_dir
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 
 
@@ -43,9 +44,7 @@ def apply_cmd(
     from chamberlain.gitops import apply_repository
     from chamberlain.kube.client import KubeClient
 
-    root = Path(path)
-    if not root.is_dir():
-        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
+    root = repo_dir(path)
     if kubeconfig is not None and not kubeconfig.is_file():
         raise UsageError(f"{kubeconfig}: no such kubeconfig")
     kube = KubeClient.from_kubeconfig(kubeconfig)

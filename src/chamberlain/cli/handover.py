@@ -19,12 +19,20 @@ import getpass
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from chamberlain.authority.kv import KV
-from chamberlain.cli.options import Cluster, Environment, Kubeconfig, VaultAddr, VaultCACert, VaultTokenFile
+from chamberlain.cli.options import (
+    Cluster,
+    Environment,
+    Kubeconfig,
+    VaultAddr,
+    VaultCACert,
+    VaultTokenFile,
+    valid_repository,
+)
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
@@ -88,22 +96,6 @@ def new_run_id() -> str:
     return f"run-{uuid.uuid4().hex[:12]}"
 
 
-def _repo(path: str) -> Any:
-    from chamberlain.service import load_valid
-
-    root = Path(path)
-    if not root.is_dir():
-        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
-    return load_valid(root)
-
-
-def _platform(repo: Any) -> Platform:
-    platform: Platform | None = repo.platform
-    if platform is None:  # load_valid rejects this already
-        raise UsageError("the repository needs exactly one Platform")
-    return platform
-
-
 def handover_cmd(
     path: RepoPath,
     environment: Environment = None,
@@ -126,8 +118,7 @@ def handover_cmd(
     from chamberlain.audit.ledger import Ledger
     from chamberlain.handover import RunContext, handover_units, run_handover, select_cluster
 
-    repo = _repo(path)
-    platform = _platform(repo)
+    repo, platform = valid_repository(path)
     units = handover_units(repo, environment, cluster)
     chosen, _ = select_cluster(platform, environment, cluster)
     kube = open_kube(kubeconfig)
@@ -174,8 +165,7 @@ def provision_cmd(
     from chamberlain.audit.ledger import Ledger
     from chamberlain.provision import provision_units, run_provision
 
-    repo = _repo(path)
-    platform = _platform(repo)
+    repo, platform = valid_repository(path)
     units = provision_units(repo, environment)
     kube = open_kube(kubeconfig) if vault_token_file is None else None
     kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, cluster)

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from chamberlain import __version__
+from chamberlain.cli.options import repo_dir
 from chamberlain.cli.output import (
     DataFormat,
     FindingsFormat,
@@ -25,7 +26,7 @@ from chamberlain.cli.output import (
     stderr,
     stdout,
 )
-from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.errors import ChamberlainError
 
 app = typer.Typer(
     name="chamberlain",
@@ -52,15 +53,6 @@ def _root(
     """GitOps-native, Vault-first secret life cycle for Kubernetes."""
 
 
-def _repo_dir(path: str) -> Path:
-    root = Path(path)
-    if not root.exists():
-        raise UsageError(f"{path}: no such directory")
-    if not root.is_dir():
-        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
-    return root
-
-
 @app.command()
 def validate(
     path: RepoPath,
@@ -73,7 +65,7 @@ def validate(
     from chamberlain.reporting import findings_to_dicts, summary, to_sarif, to_text_lines
     from chamberlain.service import validate_repository
 
-    result = validate_repository(_repo_dir(path))
+    result = validate_repository(repo_dir(path))
     if output is FindingsFormat.json:
         emit_json({**summary(result.findings), "results": findings_to_dicts(result.findings)})
     elif output is FindingsFormat.sarif:
@@ -108,7 +100,7 @@ def render(
     from chamberlain.reporting import to_text_lines
     from chamberlain.service import render_to
 
-    outcome = render_to(_repo_dir(path), out)
+    outcome = render_to(repo_dir(path), out)
     if outcome.findings:
         for line in to_text_lines(outcome.findings):
             stdout.print(line, markup=False, highlight=False)
@@ -129,7 +121,7 @@ def inventory(
     from chamberlain.inventory import build_inventory, text_renderable, to_dict, to_html, to_markdown, to_text
     from chamberlain.service import load_valid
 
-    repo = load_valid(_repo_dir(path))
+    repo = load_valid(repo_dir(path))
     inv = build_inventory(repo)
     if output is InventoryFormat.json:
         emit_json(to_dict(inv))

@@ -6,9 +6,13 @@ Defined once so every command spells them the same way and reads the same enviro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from chamberlain.intent.loader import Repository
+    from chamberlain.intent.model import Platform
 
 VaultAddr = Annotated[
     str | None,
@@ -39,3 +43,25 @@ Cluster = Annotated[
     typer.Option("--cluster", "-c", show_default=False,
                  help="The cluster the kubeconfig reaches (optional when the Platform has one cluster)."),
 ]
+
+
+def repo_dir(path: str | Path) -> Path:
+    """The intent repository's root, or a usage error (exit 2) that says what is wrong with ``path``."""
+    from chamberlain.errors import UsageError
+
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"{path}: no such directory")
+    if not root.is_dir():
+        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
+    return root
+
+
+def valid_repository(path: str | Path) -> tuple[Repository, Platform]:
+    """Load a repository that must validate clean (anything else applies nothing), and its one Platform."""
+    from chamberlain.service import load_valid
+
+    repo = load_valid(repo_dir(path))
+    platform = repo.platform
+    assert platform is not None  # load_valid rejects a repository without exactly one Platform
+    return repo, platform

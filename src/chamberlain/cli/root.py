@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from chamberlain.cli.options import repo_dir
 from chamberlain.cli.output import DataFormat, emit_data, stderr, stdout
 
 root_app = typer.Typer(
@@ -46,10 +47,8 @@ def init_cmd(
     from chamberlain.intent.loader import load_repository
     from chamberlain.root import default_identity_path, ensure_identity, update_repository
 
-    if repo is not None and not repo.is_dir():
-        from chamberlain.errors import UsageError
-
-        raise UsageError(f"{repo}: not a directory; pass the root of the intent repository")
+    if repo is not None:
+        repo = repo_dir(repo)
     if identity_file is None:
         name = "chamberlain"
         if repo is not None:

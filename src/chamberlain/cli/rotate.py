@@ -18,8 +18,16 @@ from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.handover import AuthorityOptions, Output, _platform, _repo, actor, new_run_id, open_kube, open_kv
-from chamberlain.cli.options import Cluster, Environment, Kubeconfig, VaultAddr, VaultCACert, VaultTokenFile
+from chamberlain.cli.handover import AuthorityOptions, Output, actor, new_run_id, open_kube, open_kv
+from chamberlain.cli.options import (
+    Cluster,
+    Environment,
+    Kubeconfig,
+    VaultAddr,
+    VaultCACert,
+    VaultTokenFile,
+    valid_repository,
+)
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import ChamberlainError, UsageError
 
@@ -87,8 +95,7 @@ def rotate_cmd(
         raise UsageError("--rollback and --release take one secret NAME, not --namespace")
     if not release and not (reason or "").strip():
         raise UsageError("--reason is required (it is recorded on the run and in the ledger)")
-    repo = _repo(path)
-    platform = _platform(repo)
+    repo, platform = valid_repository(path)
     intents = {i.obj.metadata.name: i.obj for i in repo.intents}
     chosen, _ = select_cluster(platform, environment, cluster)
     now = datetime.now(UTC)
@@ -184,8 +191,7 @@ def status_cmd(
     from chamberlain.intent.paths import effective_policy, placements
     from chamberlain.rotation import manual as rm
 
-    repo = _repo(path)
-    platform = _platform(repo)
+    repo, platform = valid_repository(path)
     chosen, envs = select_cluster(platform, environment, cluster)
     kube = open_kube(kubeconfig)
     kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
