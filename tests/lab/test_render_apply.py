@@ -66,6 +66,7 @@ def test_rendered_acme_applies_server_side(lab: RunningLab, tmp_path: Path) -> N
     assert set(ours) == {
         "platforms.chamberlain.dev",
         "rotationpolicies.chamberlain.dev",
+        "rotationruns.chamberlain.dev",
         "secretintents.chamberlain.dev",
     }
     for crd in ours.values():

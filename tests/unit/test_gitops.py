@@ -84,7 +84,7 @@ def test_apply_acme_dev1_with_the_real_sops_is_idempotent() -> None:
     kube = FakeKube()
     report = apply_repository(ACME, kube, identity=TEST_IDENTITY, cluster="dev1", sops=Sops.locate())
     assert [a.path for a in report.apps] == ["envs/dev/dev1", "envs/preview/dev1"]  # base owner first
-    assert report.crds["created"] == 3 and report.changed
+    assert report.crds["created"] == 4 and report.changed  # three intent kinds and RotationRun
     assert report.apps[0].bootstrap_secrets == 2
     secret, _, manager = kube.applied[("v1", "Secret", "chamberlain-bootstrap", "bootstrap-smtp-relay")]
     assert manager == FIELD_MANAGER

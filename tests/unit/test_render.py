@@ -75,6 +75,7 @@ def test_base_layout() -> None:
         "crds/kustomization.yaml",
         "crds/chamberlain.dev_platforms.yaml",
         "crds/chamberlain.dev_rotationpolicies.yaml",
+        "crds/chamberlain.dev_rotationruns.yaml",
         "crds/chamberlain.dev_secretintents.yaml",
         "clusters/prod-eu1/kustomization.yaml",
         "clusters/prod-eu1/namespaces.yaml",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from chamberlain.errors import ChamberlainError
@@ -166,4 +167,59 @@ class KubeCustomObjects(Protocol):
     ) -> dict[str, Any]:
         """JSON-merge-patch ``metadata.annotations`` (a None value removes the key). With ``resource_version``, the
         patch applies only if the object is unchanged (:class:`KubeConflict` otherwise); :class:`KubeNotFound`."""
+        ...
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A coordination.k8s.io/v1 Lease as leader election sees it.
+
+    Datetimes are timezone-aware UTC; on the wire they are MicroTime (RFC 3339 with exactly six fractional digits,
+    e.g. ``2026-11-28T03:00:00.000000Z``), so they round-trip at microsecond precision."""
+
+    holder: str | None  # spec.holderIdentity
+    duration_seconds: int  # spec.leaseDurationSeconds
+    acquired: datetime | None  # spec.acquireTime
+    renewed: datetime | None  # spec.renewTime
+    transitions: int = 0  # spec.leaseTransitions
+    resource_version: str = ""  # metadata.resourceVersion (the precondition of replace)
+
+
+class KubeLeases(Protocol):
+    """Leases for leader election: read, create, replace with a resourceVersion precondition."""
+
+    def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        """The Lease, or None when absent."""
+        ...
+
+    def create_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        """:class:`KubeConflict` when it already exists."""
+        ...
+
+    def replace_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        """Replace if ``record.resource_version`` is still current; :class:`KubeConflict` otherwise;
+        :class:`KubeNotFound` when the Lease is gone."""
+        ...
+
+
+class KubeRunObjects(Protocol):
+    """RotationRun custom resources (``chamberlain.dev/v1alpha1``, plural ``rotationruns``, namespaced) and Events."""
+
+    def create_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """:class:`KubeConflict` when it exists. A ``status`` in ``body`` is ignored (status subresource)."""
+        ...
+
+    def patch_custom_object_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """JSON-merge-patch the status subresource (a None value removes the key); :class:`KubeNotFound`."""
+        ...
+
+    def create_event(
+        self, namespace: str, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        """A core/v1 Event about ``involved`` (``{apiVersion, kind, name, namespace, uid?}``), reportingComponent
+        ``chamberlain-controller``. Never fails the caller on 403/409 (and logs nothing secret)."""
         ...

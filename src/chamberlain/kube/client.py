@@ -1,6 +1,8 @@
-"""The :class:`~chamberlain.kube.api.Kube` protocol on the official ``kubernetes`` client.
+"""The protocols of :mod:`chamberlain.kube.api` (``Kube``, ``KubeApply``, ``KubeCustomObjects``, ``KubePropagation``,
+``KubeLeases``, ``KubeRunObjects``) on the official ``kubernetes`` client.
 
-The only module that imports ``kubernetes``. API errors are mapped once, here, to typed errors by status.
+The only module that imports ``kubernetes``. API errors are mapped once, here, to typed errors by status. Leases
+and Events go through :meth:`KubeClient._json` (plain JSON both ways) because of their MicroTime fields.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client import ApiException
@@ -23,6 +27,7 @@ from chamberlain.kube.api import (
     KubeNotFound,
     KubeSecret,
     KubeUnavailable,
+    LeaseRecord,
     PodTemplateState,
     WorkloadKind,
 )
@@ -34,6 +39,9 @@ T = TypeVar("T")
 _PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _MERGE_PATCH = "application/merge-patch+json"
 _ESO_GROUP, _ESO_VERSION = "external-secrets.io", "v1"
+REPORTING_COMPONENT = "chamberlain-controller"
+# Limits the API server enforces on core/v1 Events (k8s.io/kubernetes/pkg/apis/core/validation/events.go).
+_EVENT_REASON_MAX, _EVENT_MESSAGE_MAX, _EVENT_NAME_PREFIX_MAX = 128, 1024, 200
 
 
 def _map_error(exc: Exception, what: str) -> KubeError:
@@ -51,6 +59,26 @@ def _map_error(exc: Exception, what: str) -> KubeError:
     return KubeUnavailable(f"{what}: API server unreachable ({type(exc).__name__})")
 
 
+def micro_time(t: datetime) -> str:
+    """A timezone-aware datetime as Kubernetes MicroTime: RFC 3339 in UTC with exactly six fractional digits (the
+    API server refuses a MicroTime without them, which ``datetime.isoformat`` omits for whole seconds)."""
+    if t.tzinfo is None:
+        raise ValueError("a naive datetime has no place on the wire; pass a timezone-aware UTC datetime")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A MicroTime (or Time) from the wire as a timezone-aware UTC datetime."""
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value)).astimezone(UTC)
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
+    return f"{base}/{quote(name, safe='')}" if name else base
+
+
 def _decode(data: Mapping[str, str] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode("utf-8", errors="surrogateescape") for k, v in (data or {}).items()}
 
@@ -60,10 +88,14 @@ def _encode(data: Mapping[str, str]) -> dict[str, str]:
 
 
 class KubeClient:
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, now: Callable[[], datetime] | None = None,
+                 instance: str = REPORTING_COMPONENT) -> None:
         self._api = api_client
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._dyn: Any = None
+        # The clock of Event timestamps (the only "now" this module needs); ``instance``: reportingInstance.
+        self._now = now or (lambda: datetime.now(UTC))
+        self._instance = instance
 
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeClient:
@@ -284,6 +316,132 @@ class KubeClient:
             lambda: api.patch_namespaced_custom_object(group, version, namespace, plural, name, {"metadata": meta}),
         )
         return dict(obj)
+
+    def create_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        api = self._custom()
+        name = str((body.get("metadata") or {}).get("name", ""))
+        obj = self._call(f"{plural}.{group} {namespace}/{name}",
+                         lambda: api.create_namespaced_custom_object(group, version, namespace, plural, dict(body)))
+        return dict(obj)
+
+    def patch_custom_object_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        api = self._custom()
+        body = {"status": dict(status)}
+        obj = self._call(
+            f"{plural}.{group} {namespace}/{name} status",
+            lambda: api.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body,
+                                                              _content_type=_MERGE_PATCH),
+        )
+        return dict(obj)
+
+    # ------------------------------------------------------------------ events (KubeRunObjects)
+
+    def create_event(
+        self, namespace: str, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        now = self._now()
+        stamp = micro_time(now)
+        name = str(involved.get("name", "chamberlain"))[:_EVENT_NAME_PREFIX_MAX]
+        reference = {k: str(involved[k]) for k in ("apiVersion", "kind", "name", "namespace", "uid") if involved.get(k)}
+        reason = reason[:_EVENT_REASON_MAX]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            # The API server appends a random suffix: two events in the same microsecond never collide.
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": reference,
+            "reason": reason,
+            "message": message[:_EVENT_MESSAGE_MAX],
+            "type": type_,
+            # eventTime set means the "new" validation rules: reportingComponent, reportingInstance and action are
+            # required. The legacy fields stay filled so `kubectl describe` and `kubectl get events` show them.
+            "eventTime": stamp,
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": self._instance[:128],
+            "action": reason,
+            "source": {"component": REPORTING_COMPONENT},
+            "firstTimestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+        }
+        try:
+            self._call(f"Event about {reference.get('kind', '?')} {namespace}/{name}",
+                       lambda: self._json("POST", f"/api/v1/namespaces/{quote(namespace, safe='')}/events", body))
+        except (KubeForbidden, KubeConflict):
+            # Events are advisory: a controller without the grant, or a duplicate, never fails the work it reports.
+            return
+
+    # ------------------------------------------------------------------ leases (KubeLeases)
+
+    @staticmethod
+    def _to_lease(obj: Mapping[str, Any]) -> LeaseRecord:
+        spec = obj.get("spec") or {}
+        return LeaseRecord(
+            holder=spec.get("holderIdentity"),
+            duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+            acquired=_parse_time(spec.get("acquireTime")),
+            renewed=_parse_time(spec.get("renewTime")),
+            transitions=int(spec.get("leaseTransitions") or 0),
+            resource_version=str((obj.get("metadata") or {}).get("resourceVersion") or ""),
+        )
+
+    @staticmethod
+    def _lease_spec(record: LeaseRecord) -> dict[str, Any]:
+        """The Lease spec on the wire; absent times and holder are None (a merge patch then clears them)."""
+        return {
+            "holderIdentity": record.holder,
+            "leaseDurationSeconds": record.duration_seconds,
+            "acquireTime": micro_time(record.acquired) if record.acquired is not None else None,
+            "renewTime": micro_time(record.renewed) if record.renewed is not None else None,
+            "leaseTransitions": record.transitions,
+        }
+
+    def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        try:
+            obj = self._call(f"Lease {namespace}/{name}",
+                             lambda: self._json("GET", _lease_path(namespace, name)))
+        except KubeNotFound:
+            return None
+        return self._to_lease(obj)
+
+    def create_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        spec = {k: v for k, v in self._lease_spec(record).items() if v is not None}
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        obj = self._call(f"Lease {namespace}/{name}", lambda: self._json("POST", _lease_path(namespace), body))
+        return self._to_lease(obj)
+
+    def replace_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        if not record.resource_version:
+            raise KubeConflict(f"Lease {namespace}/{name}: replace needs the resourceVersion it was read at")
+        # A merge patch of the whole spec (None clears a field) rather than a PUT: Leases allow create-on-update, so
+        # a PUT would silently recreate a Lease deleted since it was read; a patch answers 404. The
+        # resourceVersion in the patch is the precondition: 409 when the Lease changed since it was read.
+        patch = {"metadata": {"resourceVersion": record.resource_version}, "spec": self._lease_spec(record)}
+        obj = self._call(f"Lease {namespace}/{name}",
+                         lambda: self._json("PATCH", _lease_path(namespace, name), patch, _MERGE_PATCH))
+        return self._to_lease(obj)
+
+    def _json(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+              content_type: str = "application/json") -> dict[str, Any]:
+        """One request with a JSON body sent as is and the answer parsed as is. For the kinds with MicroTime
+        fields (Lease, Event): the typed API turns a body into its model first, and the model writes datetimes with
+        ``isoformat()`` — without the six fractional digits the API server requires for whole seconds."""
+        api = self._api
+        request = api.param_serialize(
+            method, path, header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=dict(body) if body is not None else None, auth_settings=["BearerToken"])
+        response = api.call_api(*request)
+        response.read()
+        if not 200 <= response.status <= 299:
+            api.response_deserialize(response, {})  # raises the ApiException of that status
+            raise ApiException(status=response.status)
+        data: dict[str, Any] = json.loads(response.data)
+        return data
 
     # ------------------------------------------------------------------ propagation (KubePropagation)
 

@@ -1,22 +1,55 @@
-"""An in-memory :class:`~chamberlain.kube.api.Kube` with resourceVersion semantics, for unit tests."""
+"""An in-memory :class:`~chamberlain.kube.api.Kube` with resourceVersion semantics, for unit tests.
+
+It also stands in for :class:`~chamberlain.kube.api.KubeLeases` and :class:`~chamberlain.kube.api.KubeRunObjects`
+the way the real API server behaves: every write bumps the resourceVersion, a stale resourceVersion is a conflict,
+custom objects created with a status lose it (status subresource), and status patches are JSON merge patches.
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any
 
 from chamberlain.kube.api import (
     ApplyOutcome,
     KubeConflict,
+    KubeError,
     KubeNotFound,
     KubeSecret,
     KubeUnavailable,
+    LeaseRecord,
     PodTemplateState,
     WorkloadKind,
 )
+
+
+@dataclass(frozen=True)
+class FakeEvent:
+    """An Event as :class:`FakeKube` recorded it (what the real client would send, minus timestamps)."""
+
+    namespace: str
+    involved: Mapping[str, str]
+    reason: str
+    message: str
+    type: str
+    reporting_component: str = "chamberlain-controller"
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, None removes a key, everything else replaces."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 class FakeKube:
@@ -38,6 +71,14 @@ class FakeKube:
         self.secret_annotation_reads = 0
         # Custom objects: (group, version, plural, namespace, name) -> object (with metadata.resourceVersion).
         self.custom_objects: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
+        # RotationRuns and Events (KubeRunObjects): what was created and patched, in order, for assertions.
+        self.created_custom_objects: list[dict[str, Any]] = []
+        self.status_patches: list[tuple[str, str, str, dict[str, Any]]] = []  # (plural, namespace, name, status)
+        self.events: list[FakeEvent] = []
+        self.events_forbidden = False  # simulate a controller without the grant: events are dropped silently
+        self.dropped_events = 0
+        # Leases (KubeLeases): (namespace, name) -> record as stored (with its resourceVersion).
+        self.leases: dict[tuple[str, str], LeaseRecord] = {}
 
     def _guard(self) -> None:
         if self.down:
@@ -167,6 +208,85 @@ class FakeKube:
                 current[k] = v
         meta["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)
+
+    def create_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self._guard()
+        obj = copy.deepcopy(dict(body))
+        meta = obj.setdefault("metadata", {})
+        name = str(meta.get("name") or "")
+        if not name:
+            raise KubeError(f"{plural}.{group} in {namespace}: metadata.name is required")
+        if meta.get("namespace", namespace) != namespace:
+            raise KubeError(f"{plural}.{group} {namespace}/{name}: metadata.namespace does not match the request")
+        key = (group, version, plural, namespace, name)
+        if key in self.custom_objects:
+            raise KubeConflict(f"{plural}.{group} {namespace}/{name}: exists")
+        obj.pop("status", None)  # the status subresource: create ignores it, like the API server
+        meta.update(namespace=namespace, uid=f"uid-{name}", generation=1, resourceVersion=str(next(self._rv)))
+        self.custom_objects[key] = obj
+        self.created_custom_objects.append(copy.deepcopy(obj))
+        return copy.deepcopy(obj)
+
+    def patch_custom_object_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self._guard()
+        key = (group, version, plural, namespace, name)
+        obj = self.custom_objects.get(key)
+        if obj is None:
+            raise KubeNotFound(f"{plural}.{group} {namespace}/{name}")
+        patched = merge_patch(obj.get("status") or {}, dict(status))
+        if patched != obj.get("status"):  # the API server does not bump the resourceVersion of a no-op patch
+            obj["status"] = patched
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.status_patches.append((plural, namespace, name, copy.deepcopy(dict(status))))
+        return copy.deepcopy(obj)
+
+    # ------------------------------------------------------------------ events (KubeRunObjects)
+
+    def create_event(
+        self, namespace: str, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        self._guard()
+        if self.events_forbidden:
+            self.dropped_events += 1
+            return
+        self.events.append(FakeEvent(namespace, dict(involved), reason, message, type_))
+
+    # ------------------------------------------------------------------ leases (KubeLeases)
+
+    def _store_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        stored = replace(
+            record,
+            acquired=record.acquired.astimezone(UTC) if record.acquired is not None else None,
+            renewed=record.renewed.astimezone(UTC) if record.renewed is not None else None,
+            resource_version=str(next(self._rv)),
+        )
+        self.leases[(namespace, name)] = stored
+        return stored
+
+    def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        self._guard()
+        return self.leases.get((namespace, name))
+
+    def create_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        self._guard()
+        if (namespace, name) in self.leases:
+            raise KubeConflict(f"Lease {namespace}/{name}: exists")
+        return self._store_lease(namespace, name, record)
+
+    def replace_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        self._guard()
+        current = self.leases.get((namespace, name))
+        if not record.resource_version:
+            raise KubeConflict(f"Lease {namespace}/{name}: replace needs the resourceVersion it was read at")
+        if current is None:
+            raise KubeNotFound(f"Lease {namespace}/{name}")
+        if record.resource_version != current.resource_version:
+            raise KubeConflict(f"Lease {namespace}/{name}: changed since read")
+        return self._store_lease(namespace, name, record)
 
     # ------------------------------------------------------------------ propagation (KubePropagation)
 

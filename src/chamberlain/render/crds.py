@@ -1,4 +1,5 @@
-"""CustomResourceDefinitions of the intent kinds, generated from the pydantic models (one source of truth).
+"""CustomResourceDefinitions of the intent kinds, generated from the pydantic models (one source of truth), and of
+``RotationRun``, the controller's record of one rotation (a hand-written schema: it is no intent and has no model).
 
 Belongs here: turning the JSON Schema pydantic produces into a Kubernetes *structural* OpenAPI v3 schema, and
 wrapping it into a ``apiextensions.k8s.io/v1`` CRD with status subresource and printer columns. Nothing here
@@ -22,6 +23,7 @@ CustomResourceDefinition docs). The translation, node by node:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -217,8 +219,11 @@ def _pairwise_disjoint(sets: Sequence[frozenset[str]]) -> bool:
     return True
 
 
-def spec_schema(model: type[BaseModel]) -> Schema:
-    """The structural schema of a kind's ``spec`` (its model's ``spec`` field), refs inlined."""
+def spec_schema(model: type[BaseModel] | Schema) -> Schema:
+    """The structural schema of a kind's ``spec`` (its model's ``spec`` field), refs inlined; a hand-written
+    schema (``RotationRun``) is returned as is."""
+    if isinstance(model, dict):
+        return model
     full = model.model_json_schema(by_alias=True, mode="validation")
     converter = _Converter(full.get("$defs", {}))
     return converter.convert(full["properties"]["spec"])
@@ -262,6 +267,22 @@ def _status_schema(kind: str) -> Schema:
             "description": "who is authoritative for the value right now (e.g. git-bootstrap, vault)",
         }
         props["currentVersion"] = {"type": "integer", "description": "KV v2 version of the value in force"}
+    if kind == "RotationRun":
+        # The controller may publish a condition before it knows a transition time (an empty string), and one odd
+        # field must never make the API server refuse a whole status update: no date-time format here.
+        condition = copy.deepcopy(_CONDITION)
+        condition["properties"]["lastTransitionTime"] = {
+            "type": "string", "description": "RFC 3339 time of the last status change; empty when not known"}
+        props["conditions"] = {**props["conditions"], "items": condition}
+        props.update({
+            "runId": {"type": "string", "description": "the run's id (also the object's name)"},
+            "attempts": {"type": "integer", "description": "how many times the current step was attempted"},
+            # nullable: the controller publishes None until promote wrote a version.
+            "currentVersion": {"type": "integer", "nullable": True,
+                               "description": "KV v2 version the run promoted (unset before promote)"},
+            "previousVersion": {"type": "integer", "nullable": True,
+                                "description": "KV v2 version in force when the run started"},
+        })
     return {
         "type": "object",
         "description": "written by the chamberlain controller only",
@@ -272,6 +293,21 @@ def _status_schema(kind: str) -> Schema:
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+RUN_KIND = "RotationRun"
+_RUN_SPEC: Schema = {
+    "type": "object",
+    "description": "what the run was asked to do; written once when the run starts",
+    "required": ["secret", "path", "trigger"],
+    "properties": {
+        "secret": {"type": "string", "description": "name of the SecretIntent being rotated"},
+        "path": {"type": "string", "description": "Vault KV path of the value (mount and path)"},
+        "trigger": {"type": "string", "description": "what started the run (time, webhook, annotation, manual, "
+                                                     "policy-change)"},
+        "reason": {"type": "string", "description": "why, in words; never a secret value"},
+        "mode": {"type": "string", "description": "rotate, or rollback to an earlier version"},
+    },
+}
 
 _KINDS: dict[str, dict[str, Any]] = {
     "Platform": {
@@ -309,14 +345,27 @@ _KINDS: dict[str, dict[str, Any]] = {
             _AGE,
         ],
     },
+    RUN_KIND: {
+        "model": _RUN_SPEC,
+        "description": "One rotation of one secret, as the chamberlain controller runs it (the run record in Vault "
+                       "is the source of truth; this object mirrors it for kubectl and events).",
+        "plural": "rotationruns",
+        "short": ["rotrun"],
+        "columns": [
+            {"name": "Secret", "type": "string", "jsonPath": ".spec.secret"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Trigger", "type": "string", "jsonPath": ".spec.trigger"},
+            _AGE,
+        ],
+    },
 }
 
 
 def crd(kind: str, *, labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None) -> Schema:
-    """The CustomResourceDefinition of one intent kind."""
+    """The CustomResourceDefinition of one kind (an intent kind, or ``RotationRun``)."""
     info = _KINDS[kind]
-    model: type[BaseModel] = info["model"]
+    model: type[BaseModel] | Schema = info["model"]
     plural: str = info["plural"]
     names: Schema = {
         "kind": kind,
@@ -365,6 +414,12 @@ def crd(kind: str, *, labels: Mapping[str, str] | None = None,
             ],
         },
     }
+
+
+def rotation_run_crd(*, labels: Mapping[str, str] | None = None,
+                     annotations: Mapping[str, str] | None = None) -> Schema:
+    """The CustomResourceDefinition ``rotationruns.chamberlain.dev`` (rendered with the intent CRDs)."""
+    return crd(RUN_KIND, labels=labels, annotations=annotations)
 
 
 def crd_kinds() -> list[str]:

@@ -6,7 +6,7 @@ Pure: returns ``{relative path: text}``; writing is :func:`chamberlain.render.wr
 
 Layout::
 
-    crds/                          the three CRDs (+ kustomization.yaml)
+    crds/                          the CRDs: three intent kinds and RotationRun (+ kustomization.yaml)
     clusters/<cluster>/            cluster-wide objects, applied once per cluster:
         namespaces.yaml            every namespace chamberlain renders into (controller, consumers, producers)
         controller.yaml            the orchestrator's ServiceAccount
