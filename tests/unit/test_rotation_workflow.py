@@ -543,3 +543,108 @@ def test_the_run_record_round_trips_and_its_status_is_kubernetes_shaped() -> Non
     retrying = next(c for c in status["conditions"] if c["type"] == "Retrying")
     assert retrying == {"type": "Retrying", "status": "True", "reason": "BackingOff",
                         "message": "TargetUnavailable: down", "lastTransitionTime": "2030-01-01T12:00:00Z"}
+
+
+# --------------------------------------------------------------------------------------------------- economy paths
+
+
+def test_a_foreign_write_after_test_is_refused_by_the_promote_cas_never_overwritten() -> None:
+    w = make_world()
+    run, deps = w.start(), w.deps()
+    while run.stage != "tested":
+        run = wf.advance(run, deps)
+    assert wf.observe(run, w.kv).current_version == 1, "at tested nothing is read: the promote CAS checks"
+    w.kv.write(MOUNT, SECRET.path, {"token": "CANARY-someone-else-0000"}, cas=1)
+    run = wf.run_to_completion(run, deps)
+    assert run.stage == "failed" and "WriteConflict" in (run.last_error or "")
+    latest = w.kv.read(MOUNT, SECRET.path)
+    assert w.versions() == 2 and latest is not None and latest.data["token"] == "CANARY-someone-else-0000"
+    assert w.custom()[md.VALUE_VERSION] == "1", "no marker recorded for a foreign write"
+    assert [e.result for e in w.rotations()] == ["failed"]
+    assert "CANARY" not in everything_recorded(w)
+
+
+def test_a_waiting_run_and_a_run_past_promote_read_nothing_to_decide() -> None:
+    w = make_world()
+    run, deps = w.start(), w.deps()
+    while run.stage != "revoke-wait":
+        run = wf.advance(run, deps)
+    before = w.kv.calls.total()
+    assert wf.advance(run, deps) == run  # maxOverlap not over yet
+    assert w.kv.calls.total() == before
+    retrying = run.model_copy(update={"stage": "staged", "next_retry_at": T0 + timedelta(days=1)})
+    assert wf.advance(retrying, deps) == retrying
+    assert w.kv.calls.total() == before
+
+
+def test_other_appends_between_finish_and_finalize_and_a_crash_still_leave_one_chained_entry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world(revoke_old=False)
+    run, deps = w.start(), w.deps()
+    while not run.finished:
+        run = wf.advance(run, deps)
+    assert run.ledger_mark is not None and run.ledger_mark.seq == 0
+    other = Ledger(w.kv, MOUNT, w.clock.now)
+    other.append("handover", actor="someone", secret="other-1")
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == "rotation.finalize" and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    with pytest.raises(Crash):
+        wf.advance(run, deps)
+    other.append("handover", actor="someone", secret="other-2")  # the head moves on after the crashed attempt
+    resumed = wf.resume(w.deps(), SECRET)
+    assert resumed is not None and resumed.ledger_seq == 2
+    assert [(e.run, e.seq) for e in w.rotations()] == [("run-1", 2)]
+    assert w.ledger.verify().ok and not w.ledger.verify().warnings
+
+
+def test_alert_is_not_called_again_when_the_crashed_finalize_already_appended(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world("alert")
+    w.rotator.fail["set_at_target"] = [TargetUnavailable("db restarting")]
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == "rotation.finalize" and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    with pytest.raises(Crash):
+        wf.run_to_completion(w.start(), w.deps())
+    resumed = wf.resume(w.deps(), SECRET)
+    assert resumed is not None and resumed.stage == "failed"
+    assert w.alerts == ["run-1"] and [e.result for e in w.rotations()] == ["failed"]
+
+
+def test_a_run_recorded_before_the_policy_and_ledger_snapshots_still_finishes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world()
+    run, deps = w.start(), w.deps()
+    while run.stage != "restarted":
+        run = wf.advance(run, deps)
+    # what an older controller persisted: no policy snapshot, and (below) no ledger mark
+    run = runs.save(w.kv, run.model_copy(update={"policy_metadata": None}))
+    seen: list[Any] = []
+
+    class Recording(FakeRotator):
+        def revoke_old(self, ctx: RotationContext, previous: Mapping[str, str]) -> None:
+            seen.append(ctx.policy)
+            super().revoke_old(ctx, previous)
+
+    w.rotator = Recording()
+    deps = w.deps()
+    while not run.finished:
+        after = wf.advance(run, deps)
+        if after == run:
+            w.clock.sleep(3600)
+        run = after
+    assert seen and seen[0] is not None and seen[0].max_overlap == timedelta(hours=1), "policy read from metadata"
+    run = runs.save(w.kv, run.model_copy(update={"ledger_mark": None}))
+    run = wf.run_to_completion(run, deps)
+    assert run.ledger_seq == 1 and [e.run for e in w.rotations()] == ["run-1"]

@@ -7,6 +7,14 @@ keeps it apart from ``<environment>/…`` paths, which are DNS labels and cannot
 
 Verification recomputes every hash and link: an edited entry breaks its own hash, a deleted or reordered one
 breaks the chain, and a deleted tail disagrees with the head.
+
+Calls per append (the head names the last entry's seq *and* hash, and a read returns the head's KV version): read
+the head (skipped when this instance appended last), create entry ``seq + 1`` with CAS 0, write the head with CAS =
+the version read. Only a refused CAS costs more: a refused entry means the head lags or another writer got there
+first, so the entry at that seq is read and the chain continues after it; a refused head is read again and
+rewritten only when it still names an earlier entry. A caller that must append an entry at most once across
+crashes (a rotation run's one entry) keeps a :class:`LedgerMark` from before its first attempt and passes it with
+``find``: entries after the mark are the only places an earlier attempt can have written to.
 """
 
 from __future__ import annotations
@@ -75,6 +83,16 @@ class Verification:
         return not self.problems
 
 
+@dataclass(frozen=True)
+class LedgerMark:
+    """Where the head stood: the last entry it named (seq and hash; 0 and :data:`GENESIS` for an empty ledger) and
+    the head record's KV version (the CAS of the next head write; 0 when there is no head)."""
+
+    seq: int = 0
+    hash: str = GENESIS
+    head_version: int = 0
+
+
 def _entry_path(seq: int) -> str:
     return f"{LEDGER_PREFIX}/{seq:012d}"
 
@@ -88,7 +106,7 @@ class Ledger:
         self._kv = kv
         self._mount = mount
         self._clock = clock
-        self._last: LedgerEntry | None = None  # cached tail, re-read when another writer got there first
+        self._mark: LedgerMark | None = None  # the tail after this instance's last append (saves a head read)
 
     # ------------------------------------------------------------------ reading
 
@@ -98,17 +116,23 @@ class Ledger:
             return None
         return LedgerEntry.model_validate_json(version.data["entry"])
 
-    def _tail(self) -> LedgerEntry | None:
-        if self._last is not None:
-            return self._last
+    def mark(self) -> LedgerMark:
+        """Where the head stands now (one read). The head may lag behind entries whose writer crashed before
+        moving it; :meth:`append` walks past those, so a mark is a lower bound of the tail."""
         head = self._kv.read(self._mount, HEAD_PATH)
-        seq = int(head.data["seq"]) if head is not None else 0
-        # The head may lag by entries whose writer crashed before updating it: walk forward to the real tail.
-        last = self._read(seq) if seq else None
-        while (nxt := self._read(seq + 1)) is not None:
-            last, seq = nxt, seq + 1
-        self._last = last
-        return last
+        if head is None or "seq" not in head.data:
+            return LedgerMark()
+        return LedgerMark(int(head.data["seq"]), head.data.get("hash", GENESIS), head.version)
+
+    def find_after(self, mark: LedgerMark, match: Callable[[LedgerEntry], bool]) -> LedgerEntry | None:
+        """The first entry after ``mark`` for which ``match`` is true, walking forward to the real tail (one read
+        per entry appended since the mark, plus one)."""
+        seq = mark.seq
+        while (entry := self._read(seq + 1)) is not None:
+            if match(entry):
+                return entry
+            seq += 1
+        return None
 
     def entries(self) -> list[LedgerEntry]:
         keys = sorted(k for k in self._kv.list(self._mount, LEDGER_PREFIX) if not k.endswith("/"))
@@ -135,12 +159,17 @@ class Ledger:
         reason: str | None = None,
         result: Result = "ok",
         details: Mapping[str, str] | None = None,
+        after: LedgerMark | None = None,
+        find: Callable[[LedgerEntry], bool] | None = None,
     ) -> LedgerEntry:
+        """Append one entry and return it. ``after``: start from this mark instead of the head (no read); ``find``:
+        an entry after the mark for which it is true is returned instead of appending (an earlier attempt of the
+        same caller that crashed before recording it)."""
         clean = {k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())}
+        tail = after if after is not None else (self._mark or self.mark())
         for _ in range(50):
-            tail = self._tail()
             entry = LedgerEntry(
-                seq=(tail.seq + 1) if tail else 1,
+                seq=tail.seq + 1,
                 time=self._clock().astimezone(UTC).isoformat(timespec="seconds"),
                 event=event,
                 result=result,
@@ -150,28 +179,42 @@ class Ledger:
                 run=run,
                 reason=reason[:MAX_DETAIL_CHARS] if reason else None,
                 details=clean,
-                prev=tail.hash if tail else GENESIS,
+                prev=tail.hash,
             )
             entry = entry.model_copy(update={"hash": entry.computed_hash()})
             try:
                 self._kv.write(self._mount, _entry_path(entry.seq), {"entry": entry.model_dump_json()}, cas=0)
             except CasConflict:
-                self._last = None  # another writer appended; re-read the tail and chain after it
+                # The head lags (a writer crashed before moving it) or another writer appended: chain after the
+                # entry that holds this seq (or, if it vanished meanwhile, start again from the head).
+                taken = self._read(entry.seq)
+                if taken is None:
+                    tail = self.mark()
+                    continue
+                if find is not None and find(taken):
+                    self._mark = None
+                    return taken
+                tail = LedgerMark(taken.seq, taken.hash, tail.head_version)
                 continue
-            self._last = entry
-            self._update_head(entry)
+            self._mark = self._update_head(entry, tail.head_version)
             return entry
         raise CasConflict("ledger: could not append after 50 attempts (heavy contention)")
 
-    def _update_head(self, entry: LedgerEntry) -> None:
-        meta = self._kv.read_metadata(self._mount, HEAD_PATH)
-        current = meta.current_version if meta else 0
-        head = self._kv.read(self._mount, HEAD_PATH) if current else None
-        if head is not None and int(head.data["seq"]) >= entry.seq:
-            return
+    def _update_head(self, entry: LedgerEntry, head_version: int) -> LedgerMark | None:
+        """Point the head at ``entry`` (CAS = ``head_version``); the mark after it, None when it is unknown."""
+        body = {"seq": str(entry.seq), "hash": entry.hash}
+        try:
+            return LedgerMark(entry.seq, entry.hash, self._kv.write(self._mount, HEAD_PATH, body, cas=head_version))
+        except CasConflict:
+            pass  # another append moved the head since it was read: look again
+        head = self._kv.read(self._mount, HEAD_PATH)
+        current = head.version if head is not None else 0
+        if head is not None and int(head.data.get("seq", "0")) >= entry.seq:
+            return None
         # On conflict a later append moved the head; verification walks past a lagging head anyway.
         with contextlib.suppress(CasConflict):
-            self._kv.write(self._mount, HEAD_PATH, {"seq": str(entry.seq), "hash": entry.hash}, cas=current)
+            return LedgerMark(entry.seq, entry.hash, self._kv.write(self._mount, HEAD_PATH, body, cas=current))
+        return None
 
     # ------------------------------------------------------------------ verifying
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chamberlain.audit.ledger import LedgerMark
 from chamberlain.authority.errors import CasConflict
 from chamberlain.authority.kv import KV
 from chamberlain.errors import ChamberlainError
@@ -98,6 +99,9 @@ class RotationRun(BaseModel):
     failure_strategy: FailureStrategy = "retry"
     revoke_old: bool = False
     max_overlap_seconds: float = 0.0
+    # the policy.* custom metadata in force at start, for the rotator's context (None: a record from before it was
+    # snapshotted; the workflow then reads the secret's metadata)
+    policy_metadata: dict[str, str] | None = None
     # Vault bookkeeping (version numbers and non-reversible markers only)
     previous_version: int  # the real path's current version when the run started (the CAS of promote)
     current_version: int | None = None  # the version promote wrote
@@ -109,6 +113,9 @@ class RotationRun(BaseModel):
     revoke_at: datetime | None = None
     notes: dict[str, str] = Field(default_factory=dict)
     last_error: str | None = None
+    # where the ledger's head stood before the run's one entry was first attempted: that entry, if an attempt
+    # crashed before recording it, can only be after this mark (None: unknown, the whole ledger is searched)
+    ledger_mark: LedgerMark | None = None
     ledger_seq: int | None = None
 
     @property
@@ -199,14 +206,17 @@ def save(kv: KV, run: RotationRun) -> RotationRun:
     return run.model_copy(update={"revision": revision})
 
 
-def take_lease(kv: KV, fresh: RotationRun) -> RotationRun:
+def take_lease(kv: KV, fresh: RotationRun, existing: RotationRun | None = None, *, loaded: bool = False
+               ) -> RotationRun:
     """Persist ``fresh`` as the run of its secret unless another unfinished run holds the lease.
 
     Same run id already recorded (a retried start): that run is returned (joined). Another unfinished run:
-    :class:`RunActive`. A finished run is replaced (its story is in the ledger).
+    :class:`RunActive`. A finished run is replaced (its story is in the ledger). ``loaded``: ``existing`` is what
+    :func:`load` just returned (saves reading the record again; a stale one only costs a retry, the write is CAS).
     """
-    for _ in range(3):
-        existing = load(kv, fresh.vault)
+    for attempt in range(3):
+        if attempt or not loaded:
+            existing = load(kv, fresh.vault)
         if existing is not None and existing.run_id == fresh.run_id:
             return existing
         if existing is not None and not existing.finished:

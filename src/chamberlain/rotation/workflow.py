@@ -32,6 +32,16 @@ jitter (drawn from an injected RNG) up to ``Backoff.max_attempts``; anything els
 secret until :func:`release`. Every finished run appends exactly one ``rotation`` ledger entry (found again by its
 run id after a crash). :func:`rollback` re-promotes an earlier version's values through the same machine.
 
+Vault calls (``benchmarks/bench_rotation_vault_calls.py`` counts them against the protocol's minimum): values are
+never kept between steps, so a step reads what it needs, and nothing more. :func:`observe` reads only what
+:func:`next_step` needs for the run's stage: the real path's latest version (its data is the current values the
+same step hands the rotator) while a foreign write must stop the run before the target moves (``pending`` to
+``set-at-target``), and the staging path only while ``pending``. Promote relies on its check-and-set alone: only
+a refused write reads the real path, to tell an earlier attempt's own write from a second writer. A waiting run
+and a run past promote read nothing to decide. The policy is snapshotted in the run at start; the ledger head is
+read once, when the run finishes, and recorded in the run (:class:`~chamberlain.audit.ledger.LedgerMark`): the
+run's one entry is chained after it, and a crashed earlier attempt's entry can only be after it.
+
 Boundary: no Kubernetes or Vault client here (the KV and KubePropagation protocols only), no wall clock, no
 randomness except through the injected RNG, and no value in any record, metadata, ledger entry or error.
 """
@@ -45,9 +55,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from chamberlain.audit.ledger import Ledger, LedgerEntry, Result
-from chamberlain.authority.errors import AuthorityError, NotFound
-from chamberlain.authority.kv import KV
+from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
+from chamberlain.authority.errors import AuthorityError, CasConflict, NotFound
+from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
 from chamberlain.handover import metadata as md
@@ -140,13 +150,16 @@ class Step(StrEnum):
 
 @dataclass(frozen=True)
 class Observed:
-    """What Vault holds now, as far as a rotation cares. Markers only, never values."""
+    """What Vault holds now, as far as the run's next step cares. Markers only, never values.
+
+    :func:`observe` reads only the paths :func:`next_step` looks at in the run's stage; a path it does not read is
+    reported as the run expects it (its recorded versions and marker)."""
 
     current_version: int  # latest version of the real path (0: absent)
-    current_marker: str | None  # marker of that version's data
+    current_marker: str | None  # marker of that version's data (None: not read)
     staged_version: int  # latest version of the staging path (0: absent)
     staged_run: str | None  # the run id the latest staged data was written by
-    held: bool = False
+    held: bool = False  # not read by observe (next_step does not depend on it; start refuses a held secret)
 
 
 def wake_at(run: RotationRun) -> datetime | None:
@@ -163,9 +176,7 @@ def next_step(run: RotationRun, seen: Observed, now: datetime) -> Step:
     if run.finished:
         return Step.FINALIZE if run.ledger_seq is None else Step.NONE
     if run.stage not in PROMOTED_OR_LATER and seen.current_version != run.previous_version:
-        ours = (seen.current_version == run.previous_version + 1 and run.pending_marker is not None
-                and seen.current_marker == run.pending_marker)
-        return Step.RECORD_PROMOTED if ours and run.stage == "tested" else Step.CONFLICT
+        return Step.RECORD_PROMOTED if _our_promote(run, seen) else Step.CONFLICT
     match run.stage:
         case "pending":
             if seen.staged_version == run.staging_base:
@@ -188,6 +199,12 @@ def next_step(run: RotationRun, seen: Observed, now: datetime) -> Step:
         case "revoke-wait":
             return Step.WAIT if run.revoke_at is not None and now < run.revoke_at else Step.REVOKE
     return Step.NONE  # pragma: no cover - every unfinished stage is matched above
+
+
+def _our_promote(run: RotationRun, seen: Observed) -> bool:
+    """The real path moved by exactly one version, to the staged values: this run's own promote write."""
+    return (run.stage == "tested" and seen.current_version == run.previous_version + 1
+            and run.pending_marker is not None and seen.current_marker == run.pending_marker)
 
 
 @dataclass(frozen=True)
@@ -313,6 +330,25 @@ def start(
     if existing is not None and existing.run_id == run_id:
         return existing
     meta = kv.read_metadata(secret_path.mount, secret_path.path)
+    return _begin(kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger=trigger, reason=reason,
+                  now=now, source_version=source_version, ignore_held=ignore_held)
+
+
+def _begin(
+    kv: KV,
+    secret_path: VaultPath,
+    existing: RotationRun | None,
+    meta: SecretMetadata | None,
+    *,
+    secret: str,
+    run_id: str,
+    trigger: TriggerKind,
+    reason: str,
+    now: datetime,
+    source_version: int | None,
+    ignore_held: bool,
+) -> RotationRun:
+    """:func:`start` once the run record (``existing``) and the secret's metadata are read."""
     if meta is None or meta.current_version == 0:
         raise NotFound(f"{secret_path}: no secret to rotate")
     if meta.custom.get(HELD) == "true" and not ignore_held:
@@ -326,11 +362,12 @@ def start(
         failure_strategy=policy.failure_strategy if policy else "retry",
         revoke_old=policy.revoke_old if policy else False,
         max_overlap_seconds=policy.max_overlap.total_seconds() if policy and policy.max_overlap else 0.0,
+        policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(md.POLICY_PREFIX)},
         previous_version=meta.current_version,
         staging_base=staging.current_version if staging else 0,
         source_version=source_version,
     )
-    return runs.take_lease(kv, fresh)
+    return runs.take_lease(kv, fresh, existing, loaded=True)
 
 
 # --------------------------------------------------------------------------------------------------- observe/act
@@ -340,26 +377,59 @@ def _public(data: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in data.items() if not k.startswith(RESERVED_PREFIX)}
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """An observation and the versions read for it: the executor of the same step uses their data instead of
+    reading them again (values stay in memory for the duration of the step only)."""
+
+    observed: Observed
+    real: SecretVersion | None = None  # latest version of the real path, when read
+    staged: SecretVersion | None = None  # latest version of the staging path, when read
+
+
+# stages in which a foreign write to the real path must stop the run before it acts (at ``tested`` the promote
+# write's check-and-set is the check); their steps also need the current values, which the same read returns
+_READS_REAL: frozenset[runs.Stage] = frozenset({"pending", "staged", "set-at-target"})
+
+
+def _look(run: RotationRun, kv: KV) -> _Seen:
+    read_real = not run.finished and run.stage in _READS_REAL
+    read_staged = not run.finished and run.stage == "pending"
+    real = kv.read(run.mount, run.path) if read_real else None
+    staged = kv.read(run.mount, staging_path(run.vault)) if read_staged else None
+    if read_real:
+        current_version = real.version if real else 0
+        current_marker = version_marker(run.vault.full, real.data) if real else None
+    else:  # as the run expects it
+        current_version = run.current_version or run.previous_version
+        current_marker = run.pending_marker if run.stage in PROMOTED_OR_LATER else None
+    if read_staged:
+        staged_version = staged.version if staged else 0
+        staged_run = staged.data.get(STAGED_RUN) if staged else None
+    else:
+        staged_version = run.staged_version or run.staging_base
+        staged_run = run.run_id if run.staged_version else None
+    return _Seen(Observed(current_version, current_marker, staged_version, staged_run), real, staged)
+
+
 def observe(run: RotationRun, kv: KV) -> Observed:
-    real = kv.read(run.mount, run.path)
-    staged = kv.read(run.mount, staging_path(run.vault))
-    meta = kv.read_metadata(run.mount, run.path)
-    return Observed(
-        current_version=real.version if real else 0,
-        current_marker=version_marker(run.vault.full, real.data) if real else None,
-        staged_version=staged.version if staged else 0,
-        staged_run=staged.data.get(STAGED_RUN) if staged else None,
-        held=meta is not None and meta.custom.get(HELD) == "true",
-    )
+    """What :func:`next_step` needs to know of Vault for ``run``, read with as few calls as its stage allows:
+    the real path while a foreign write must stop the run (``pending`` to ``set-at-target``), the staging path
+    while ``pending``, nothing at ``tested`` (promote's check-and-set checks), past promote or when finished."""
+    return _look(run, kv).observed
 
 
 class _Executor:
     """One step of one run. Holds values in memory only for the duration of the step."""
 
-    def __init__(self, run: RotationRun, deps: RotationDeps, now: datetime) -> None:
+    def __init__(self, run: RotationRun, deps: RotationDeps, now: datetime, seen: _Seen | None = None) -> None:
         self.run, self.deps, self.now = run, deps, now
         self.kv = deps.kv
+        self.seen = seen or _Seen(Observed(run.previous_version, None, run.staging_base, None))
         self.held_values: list[str] = []  # every value read in this step, to scrub error messages
+        for version in (self.seen.real, self.seen.staged):
+            if version is not None:
+                self.held_values.extend(version.data.values())
 
     # -------------------------------------------------------------- reads
 
@@ -370,13 +440,23 @@ class _Executor:
         self.held_values.extend(got.data.values())
         return dict(got.data)
 
-    def _custom(self) -> Mapping[str, str]:
-        meta = self.kv.read_metadata(self.run.mount, self.run.path)
-        return meta.custom if meta is not None else {}
+    def _current(self) -> dict[str, str]:
+        """The values of the version the run started from: observed this step (latest = previous version, or
+        next_step would have named a conflict), else read."""
+        real = self.seen.real
+        if real is not None and real.version == self.run.previous_version:
+            return dict(real.data)
+        return self._read(self.run.path, self.run.previous_version)
+
+    def _policy(self) -> RotationPolicySpec | None:
+        if self.run.policy_metadata is not None:
+            return _policy(self.run.policy_metadata)
+        meta = self.kv.read_metadata(self.run.mount, self.run.path)  # a run recorded before the snapshot
+        return _policy(meta.custom) if meta is not None else None
 
     def context(self, current: Mapping[str, str]) -> RotationContext:
-        return RotationContext(intent=self.deps.intent, now=self.now, current=current,
-                               policy=_policy(self._custom()), admin=self.deps.admin)
+        return RotationContext(intent=self.deps.intent, now=self.now, current=current, policy=self._policy(),
+                               admin=self.deps.admin)
 
     def pending(self) -> PendingVersion:
         staged = self._read(staging_path(self.run.vault), self.run.staged_version)
@@ -386,7 +466,7 @@ class _Executor:
     # -------------------------------------------------------------- steps
 
     def stage(self) -> RotationRun:
-        current = self._read(self.run.path, self.run.previous_version)
+        current = self._current()
         if self.run.mode == "rollback" and self.run.source_version is not None:
             source = self._read(self.run.path, self.run.source_version)
             data = source
@@ -406,6 +486,9 @@ class _Executor:
 
     def record_staged(self) -> RotationRun:
         version = self.run.staging_base + 1
+        staged = self.seen.staged
+        if staged is not None and staged.version == version:
+            return self._staged(version, staged.data)
         return self._staged(version, self._read(staging_path(self.run.vault), version))
 
     def _staged(self, version: int, staged: Mapping[str, str]) -> RotationRun:
@@ -418,13 +501,13 @@ class _Executor:
         })
 
     def set_at_target(self) -> RotationRun:
-        current = self._read(self.run.path, self.run.previous_version)
+        current = self._current()
         self.deps.rotator.set_at_target(self.context(current), self.pending())
         checkpoint("rotation.set-at-target")
         return self.run.model_copy(update={"stage": "set-at-target"})
 
     def test(self) -> RotationRun:
-        current = self._read(self.run.path, self.run.previous_version)
+        current = self._current()
         self.deps.rotator.test(self.context(current), self.pending())
         checkpoint("rotation.test")
         return self.run.model_copy(update={"stage": "tested"})
@@ -433,8 +516,22 @@ class _Executor:
         pending = self.pending()
         if version_marker(self.run.vault.full, pending.data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
-        self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
-        checkpoint("rotation.promote.write")
+        try:
+            self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
+        except CasConflict:
+            # The real path moved: this run's own write of an earlier attempt (crashed before it was recorded),
+            # or a second writer. Only now is the real path read, to tell which.
+            latest = self.kv.read(self.run.mount, self.run.path)
+            if latest is not None:
+                self.held_values.extend(latest.data.values())
+            seen = Observed(latest.version if latest else 0,
+                            version_marker(self.run.vault.full, latest.data) if latest else None,
+                            self.run.staged_version or 0, self.run.run_id)
+            if not _our_promote(self.run, seen):
+                raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
+                                    "not overwritten") from None
+        else:
+            checkpoint("rotation.promote.write")
         return self.record_promoted()
 
     def record_promoted(self) -> RotationRun:
@@ -446,11 +543,10 @@ class _Executor:
             LAST_RUN: self.run.run_id,
             LAST_REASON: self.run.reason[:200],
         }
-        try:
-            md.merged(self._custom(), update)
+        try:  # the KV checks the merged custom_metadata against Vault's limits before it writes
+            self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
         except ValueError as exc:
             raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
-        self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
         checkpoint("rotation.promote")
         return self.run.model_copy(update={"stage": "promoted", "current_version": version})
 
@@ -472,14 +568,27 @@ class _Executor:
         return self.run.model_copy(update={"stage": "revoke-wait", "revoke_at": at})
 
     def revoke(self) -> RotationRun:
+        mark = self.deps.ledger.mark()
         previous = self._read(self.run.path, self.run.previous_version)
         current = self._read(self.run.path, self.run.current_version)
         self.deps.rotator.revoke_old(self.context(current), previous)
         checkpoint("rotation.revoke")
-        return self._finish("revoked")
+        return self._finish("revoked", mark)
 
-    def _finish(self, stage: runs.Stage) -> RotationRun:
-        return self.run.model_copy(update={"stage": stage, "finished_at": self.now, "next_retry_at": None})
+    def finish(self) -> RotationRun:
+        return self._finish("done", self.deps.ledger.mark())
+
+    def _finish(self, stage: runs.Stage, mark: LedgerMark | None) -> RotationRun:
+        """The terminal stage, with the ledger mark the run's one entry will be chained after (read before the
+        first attempt to append it, so an attempt that crashed before recording it is found after the mark)."""
+        return self.run.model_copy(update={"stage": stage, "finished_at": self.now, "next_retry_at": None,
+                                           "ledger_mark": mark})
+
+    def _mark_or_none(self) -> LedgerMark | None:
+        try:
+            return self.deps.ledger.mark()
+        except (*STEP_ERRORS, KeyError, ValueError):
+            return None  # finalize searches the whole ledger instead
 
     def finalize(self) -> RotationRun:
         run = self.run
@@ -488,13 +597,24 @@ class _Executor:
         if run.stage == "held":
             update.update({HELD: "true", HELD_RUN: run.run_id})
         self.kv.update_custom_metadata(run.mount, run.path, update)
-        entry = _find_entry(self.deps.ledger, run)
+        ledger, mark = self.deps.ledger, run.ledger_mark
+
+        def ours(entry: LedgerEntry) -> bool:
+            return entry.event == "rotation" and entry.run == run.run_id and entry.secret == run.secret
+
+        alert = run.failure_strategy == "alert" and not run.succeeded
+        entry = None
+        if mark is None:  # unknown where the entry would be (an older record, or the head was unreadable)
+            entry = _find_entry(ledger, run)
+        elif alert:  # alert only while no entry exists: look after the mark first
+            entry = ledger.find_after(mark, ours)
         if entry is None:
-            if run.failure_strategy == "alert" and not run.succeeded:
+            if alert:
                 self.deps.on_alert(run)  # at least once: a crash before the entry is appended alerts again
-            entry = self.deps.ledger.append(
+            entry = ledger.append(
                 "rotation", actor=self.deps.actor, secret=run.secret, path=run.vault.full, run=run.run_id,
-                reason=run.reason, result=result, details=_ledger_details(run),
+                reason=run.reason, result=result, details=_ledger_details(run), after=mark,
+                find=ours if mark is not None else None,
             )
         checkpoint("rotation.finalize")
         return run.model_copy(update={"ledger_seq": entry.seq})
@@ -515,7 +635,8 @@ class _Executor:
                                           "last_error": message})
         stage: runs.Stage = "held" if run.failure_strategy == "hold" else "failed"
         return run.model_copy(update={"stage": stage, "attempts": attempts, "next_retry_at": None,
-                                      "last_error": message, "finished_at": self.now})
+                                      "last_error": message, "finished_at": self.now,
+                                      "ledger_mark": self._mark_or_none()})
 
 
 def _iso(t: datetime) -> str:
@@ -551,10 +672,13 @@ def advance(run: RotationRun, deps: RotationDeps) -> RotationRun:
     persisted; unchanged when there is nothing to do yet (WAIT, NONE). :class:`RunLost` when another executor
     moved the record."""
     now = deps.now()
-    step = next_step(run, observe(run, deps.kv), now)
+    if run.next_retry_at is not None and now < run.next_retry_at:
+        return run  # WAIT, decided from the run alone: nothing to read
+    seen = _look(run, deps.kv)
+    step = next_step(run, seen.observed, now)
     if step in (Step.WAIT, Step.NONE):
         return run
-    ex = _Executor(run, deps, now)
+    ex = _Executor(run, deps, now, seen)
     try:
         actions: dict[Step, Callable[[], RotationRun]] = {
             Step.STAGE: ex.stage,
@@ -567,7 +691,7 @@ def advance(run: RotationRun, deps: RotationDeps) -> RotationRun:
             Step.RESTART: ex.restart,
             Step.SCHEDULE_REVOKE: ex.schedule_revoke,
             Step.REVOKE: ex.revoke,
-            Step.FINISH: lambda: ex._finish("done"),
+            Step.FINISH: ex.finish,
             Step.FINALIZE: ex.finalize,
         }
         if step is Step.CONFLICT:
@@ -639,8 +763,8 @@ def rollback(
     source = to_version if to_version is not None else meta.current_version - 1
     if not 1 <= source < meta.current_version or meta.versions.get(source, False):
         raise NotFound(f"{secret_path}: version {source} is not available to roll back to")
-    run = start(deps.kv, secret_path, secret=secret, run_id=run_id, trigger="rollback", reason=reason,
-                now=deps.now(), source_version=source, ignore_held=True)
+    run = _begin(deps.kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger="rollback",
+                 reason=reason, now=deps.now(), source_version=source, ignore_held=True)
     return run_to_completion(run, deps)
 
 

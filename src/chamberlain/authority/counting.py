@@ -1,0 +1,81 @@
+"""A :class:`~chamberlain.authority.kv.KV` that counts the calls it passes on to another one.
+
+Wraps any KV (the fake, :class:`~chamberlain.authority.vault.VaultKV`): every call of the five protocol methods is
+counted by operation name (``read``, ``write``, ``read_metadata``, ``update_custom_metadata``, ``list``) and
+reported to an optional ``on_call`` hook *before* it is delegated, so a call that fails (CAS conflict, Vault down)
+still counts: it was a request to the authority. The controller exports the hook as its "Vault requests"
+Prometheus counter; the benchmark and the tests read :attr:`CountingKV.counts`.
+
+Counting is thread-safe (a controller drives several runs on worker threads through one KV). Nothing about the
+call but its operation name is recorded: no mount, path or data.
+
+Boundary: counts protocol calls. A KV implementation may make more than one HTTP request for one call
+(:meth:`VaultKV.update_custom_metadata` reads the metadata before it writes it back); those are not seen here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
+
+OPERATIONS: tuple[str, ...] = ("read", "write", "read_metadata", "update_custom_metadata", "list")
+
+
+class CountingKV:
+    """``inner`` with every call counted in :attr:`counts` (by operation) and passed to ``on_call`` first."""
+
+    def __init__(self, inner: KV, on_call: Callable[[str], None] | None = None) -> None:
+        self.inner = inner
+        self.on_call = on_call
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, operation: str) -> None:
+        with self._lock:
+            self.counts[operation] += 1
+        if self.on_call is not None:
+            self.on_call(operation)
+
+    @property
+    def total(self) -> int:
+        """Calls of every operation so far."""
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> Counter[str]:
+        """A copy of :attr:`counts`, consistent with concurrent callers."""
+        with self._lock:
+            return Counter(self.counts)
+
+    def reset(self) -> None:
+        """Forget the counts so far (the hook is not told: it saw every call already)."""
+        with self._lock:
+            self.counts.clear()
+
+    # ------------------------------------------------------------------ the KV protocol
+
+    def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion | None:
+        self._count("read")
+        return self.inner.read(mount, path, version)
+
+    def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        self._count("write")
+        return self.inner.write(mount, path, data, cas)
+
+    def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
+        self._count("read_metadata")
+        return self.inner.read_metadata(mount, path)
+
+    def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
+        self._count("update_custom_metadata")
+        self.inner.update_custom_metadata(mount, path, custom)
+
+    def list(self, mount: str, prefix: str) -> list[str]:
+        self._count("list")
+        return self.inner.list(mount, prefix)
+
+
+__all__ = ["OPERATIONS", "CountingKV"]
