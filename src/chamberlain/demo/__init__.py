@@ -1,9 +1,12 @@
-"""``chamberlain demo``: the life cycle, Phase 0 to handover, on the lab of real servers.
+"""``chamberlain demo``: the life cycle, Phase 0 through handover to rotation, on the lab of real servers.
 
 Belongs here: driving the real workflows in order on a throw-away copy of an intent repository — root of trust,
 bootstrap re-encryption and validation, render + the lab's GitOps stand-in, authority init (unseal and configure
-included), initial values, handover, ledger verification — and measuring each phase. Not here: any workflow logic
-of its own (every step calls the package that owns it), printing (the CLI), or rotation (a later issue).
+included), initial values, handover, the declared workloads and ESO materialization, rotations by the real
+controller run in process (time trigger, signed webhook, manual; the last one the alternating PostgreSQL rotation),
+ledger verification — and measuring each phase (``walkthrough``; lab glue of the rotation phases in
+``rotations``). Not here: any workflow or rotation logic of its own (every step calls the package that owns it, and
+every rotation is the controller's), or printing (the CLI).
 
 Nothing the demo reports can be a secret: phases report counts, names, versions and paths.
 """
@@ -11,6 +14,7 @@ Nothing the demo reports can be a secret: phases report counts, names, versions 
 from chamberlain.demo.walkthrough import (
     DEMO_CLUSTER,
     DEMO_ENVIRONMENT,
+    ROTATION_PHASES,
     DemoError,
     DemoOptions,
     DemoReport,
@@ -24,6 +28,7 @@ from chamberlain.demo.walkthrough import (
 __all__ = [
     "DEMO_CLUSTER",
     "DEMO_ENVIRONMENT",
+    "ROTATION_PHASES",
     "DemoError",
     "DemoOptions",
     "DemoReport",

@@ -10,6 +10,13 @@ identity, rendered output) so the walkthrough can be continued by hand.
 Scope: one environment and cluster (``dev``/``dev1``): the stand-in applies that cluster's application, Vault
 is configured for that cluster only (a Vault per cluster), and provisioning and handover cover ``dev``.
 
+After the handover the demo creates the declared workloads (objects only: the lab has no kubelet), waits until ESO
+materialized every consumer Secret with its current version marker, then starts the real controller in process
+(:mod:`.rotations`) and proves three rotations through it and the real ESO, with restarts: a time-triggered one
+(a 40 s ttl), a signed webhook, and a manual request for the alternating two-user PostgreSQL rotation of
+``payments-db`` against the lab's PostgreSQL while a client keeps logging in. The controller is stopped before the
+ledger is verified.
+
 The repository copy gets a new root of trust (``root init``); the previous root — the identity the example's
 bootstrap files were encrypted to (the repository's test identity) — opens them once so ``sops updatekeys`` can
 add the new recipient, exactly as a user moving to a new root would do.
@@ -18,6 +25,7 @@ add the new recipient, exactly as a user moving to a new root would do.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +43,10 @@ from chamberlain.errors import ChamberlainError
 
 if TYPE_CHECKING:
     from chamberlain.authority.configure import Desired
+    from chamberlain.authority.kv import KV
     from chamberlain.authority.session import Connection
     from chamberlain.authority.vault import VaultClient
+    from chamberlain.demo.rotations import RunningController
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
     from chamberlain.kube.client import KubeClient
@@ -53,7 +64,7 @@ REVIEWER_SECONDS = 24 * 3600  # Vault keeps this JWT to review logins for the li
 
 
 class Phase(StrEnum):
-    """The phases ``--through`` can stop after, in order (rotation comes in a later issue)."""
+    """The phases ``--through`` can stop after, in order."""
 
     root = "root"
     bootstrap = "bootstrap"
@@ -61,6 +72,13 @@ class Phase(StrEnum):
     authority = "authority"
     provision = "provision"
     handover = "handover"
+    workloads = "workloads"
+    rotation_time = "rotation-time"
+    rotation_webhook = "rotation-webhook"
+    rotation_postgres = "rotation-postgres"
+
+
+ROTATION_PHASES = (Phase.rotation_time, Phase.rotation_webhook, Phase.rotation_postgres)
 
 
 class DemoError(ChamberlainError):
@@ -83,7 +101,7 @@ def default_previous_identity() -> Path:
 
 @dataclass(frozen=True)
 class DemoOptions:
-    through: Phase = Phase.handover
+    through: Phase = Phase.rotation_postgres
     lab_dir: Path | None = None  # None: a fresh temporary directory, removed afterwards unless keep
     port_offset: int = 0
     keep: bool = False
@@ -113,6 +131,7 @@ class DemoReport:
     through: str
     phases: list[PhaseResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    rotations: list[dict[str, Any]] = field(default_factory=list)  # one row per rotation phase, no value
     total_seconds: float = 0.0
     # From "lab running, Vault empty" (start of Phase 0) to "Vault authoritative" (authority phase done).
     authoritative_after_seconds: float | None = None
@@ -131,6 +150,7 @@ class DemoReport:
             "scope": {"environment": DEMO_ENVIRONMENT, "cluster": DEMO_CLUSTER},
             "phases": [p.as_dict() for p in self.phases],
             "skipped": self.skipped,
+            "rotations": self.rotations,
             "total_seconds": round(self.total_seconds, 2),
             "authoritative_after_seconds": (None if self.authoritative_after_seconds is None
                                             else round(self.authoritative_after_seconds, 2)),
@@ -154,6 +174,14 @@ class _State:
     lab: Lab | None = None
     kube: KubeClient | None = None
     recipient: str = ""
+    running: RunningController | None = None
+    _kv: KV | None = None
+
+    @property
+    def rotations(self) -> bool:
+        """Whether any rotation phase is wanted (the repository copy then gets the demo's rotation settings)."""
+        order = list(Phase)
+        return order.index(self.options.through) >= order.index(ROTATION_PHASES[0])
 
     @property
     def repo_dir(self) -> Path:
@@ -199,8 +227,33 @@ class _State:
         from chamberlain.authority.session import Connection
 
         lab = self.need_lab()
-        # The Platform's address is the in-cluster one; the lab's Vault listens on loopback with the lab CA.
+        # The lab's Vault on loopback with the lab CA (the root phase puts the same into the copy's Platform).
         return Connection(lab.vault.address, lab.pki.ca.cert)
+
+    def kv(self) -> KV:
+        """The orchestrator's KV for the demo's own reads (one login, kept for the rotation phases)."""
+        if self._kv is None:
+            self._kv = _orchestrator_kv(self, self.platform())
+        return self._kv
+
+    def controller(self) -> tuple[RunningController, bool]:
+        """The running controller, started on first use; (controller, started now)."""
+        if self.running is not None:
+            return self.running, False
+        from chamberlain.demo.rotations import start_controller
+
+        repo = self.repository()
+        platform = self.platform()
+        self.running = start_controller(
+            platform=platform, intents={i.obj.metadata.name: i.obj for i in repo.intents}, conn=self.connection(),
+            kubeconfig=self.need_lab().kubeconfig, work=self.work, environment=DEMO_ENVIRONMENT,
+            cluster=DEMO_CLUSTER, progress=self.progress)
+        return self.running, True
+
+    def stop_controller(self) -> dict[str, Any]:
+        if self.running is None:
+            return {}
+        return self.running.stop()
 
 
 # ------------------------------------------------------------------------------------------------ phases
@@ -228,6 +281,7 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
 
 
 def _root_phase(s: _State) -> dict[str, Any]:
+    from chamberlain.demo.rotations import adjust_repository
     from chamberlain.root import ensure_identity, update_repository
 
     if not s.options.source_repo.is_dir():
@@ -237,6 +291,9 @@ def _root_phase(s: _State) -> dict[str, Any]:
     ident = ensure_identity(s.identity, s.repo_dir)
     update = update_repository(s.repo_dir, ident.recipient)
     s.recipient = ident.recipient
+    lab = s.need_lab()
+    demo_settings = adjust_repository(s.repo_dir, vault_address=lab.vault.address, ca_pem=lab.pki.ca_pem,
+                                      postgres_port=lab.postgres.port, rotations=s.rotations)
     return {
         "repo_copy": str(s.repo_dir),
         "identity_file": str(ident.path),
@@ -244,6 +301,7 @@ def _root_phase(s: _State) -> dict[str, Any]:
         "recipient": ident.recipient,  # public by definition
         "recipients": len(update.recipients),
         "stale_bootstrap_files": update.stale_files,
+        "demo_settings": demo_settings,
     }
 
 
@@ -354,6 +412,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     from chamberlain.audit.ledger import Ledger
     from chamberlain.authority import lifecycle, session
     from chamberlain.authority.configure import apply, observe, plan, summarize
+    from chamberlain.demo.rotations import revalidate_stores
 
     platform = s.platform()
     desired = _desired(s, platform)
@@ -394,6 +453,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     status = lifecycle.status(conn.anonymous(), store)
     if status["sealed"] or not status["initialized"] or not report.root_revoked:
         raise DemoError("Vault is not initialized, unsealed and root-token-free after init")
+    revalidated = revalidate_stores(kube, s.run)
     return {
         "vault_version": status["version"],
         "storage": status["storage"],
@@ -405,6 +465,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
         "configure_changes": report.configure_changes,
         "verified_roles": report.verified_roles,
         "root_token_revoked": report.root_revoked,
+        "eso_stores_revalidated": revalidated,
     }
 
 
@@ -457,14 +518,197 @@ def _handover_phase(s: _State) -> dict[str, Any]:
             "handed_over": sorted(f"{r['source']} -> {r['path']}" for r in rows)}
 
 
+def _workloads_phase(s: _State) -> dict[str, Any]:
+    """The declared workloads of every consumer in dev/dev1 (objects only), and every consumer Secret of a value
+    Vault holds materialized by ESO with its current version marker."""
+    from chamberlain.controller.loop import scope_of
+    from chamberlain.demo.rotations import materialize, workload_manifest
+    from chamberlain.handover.metadata import VALUE_MARKER
+
+    repo = s.repository()
+    platform = s.platform()
+    scope = scope_of(platform, {i.obj.metadata.name: i.obj for i in repo.intents}, DEMO_ENVIRONMENT, DEMO_CLUSTER)
+    kube = s.need_kube()
+    workloads = sorted({(w.kind, c.namespace, w.name) for p in scope.placed.values()
+                        for c in p.intent.spec.consumers for w in c.restart})
+    outcomes: list[str] = []
+    for namespace in sorted({ns for _, ns, _ in workloads}):
+        kube.ensure_namespace(namespace)
+    for kind, namespace, name in workloads:
+        outcomes.append(kube.apply_manifest(workload_manifest(kind, namespace, name), FIELD_MANAGER))
+    kinds: dict[str, int] = {}
+    for kind, _, _ in workloads:
+        kinds[kind] = kinds.get(kind, 0) + 1
+
+    kv = s.kv()
+    markers: dict[tuple[str, str], str] = {}
+    elsewhere: list[str] = []
+    for name, placed in sorted(scope.placed.items()):
+        if not placed.intent.spec.consumers:
+            continue
+        if placed.intent.spec.classification not in ("runtime", "bootstrap"):
+            elsewhere.append(name)  # derived/config: published by their producer, which the lab does not run
+            continue
+        meta = kv.read_metadata(placed.vault.mount, placed.vault.path)
+        marker = meta.custom.get(VALUE_MARKER) if meta is not None else None
+        if not marker:
+            raise DemoError(f"{placed.vault.full}: no value or version marker in Vault after provisioning/handover")
+        for consumer in placed.intent.spec.consumers:
+            markers[(consumer.namespace, consumer.secret_name)] = marker
+    seconds = materialize(kube, markers, timeout=min(s.options.timeout, 90.0), stamp=s.run)
+    return {
+        "workloads": dict(sorted(kinds.items())),
+        "workloads_created": outcomes.count("created"),
+        "image": "example.invalid/x:1 (objects only: the lab runs no kubelet)",
+        "consumer_secrets_in_sync": len(markers),
+        "materialized_in_seconds": round(seconds, 2),
+        "published_by_producers": elsewhere,
+    }
+
+
+def _rotation_time_phase(s: _State) -> dict[str, Any]:
+    """Wait for the controller's time trigger to rotate the short-ttl secret."""
+    from chamberlain.demo import rotations as r
+    from chamberlain.rotation.manual import last_changed
+    from chamberlain.rotation.policy import from_metadata, renewal_time
+
+    running, started = s.controller()
+    placed = running.controller.scope.placed.get(r.SHORT_TTL_SECRET)
+    if placed is None:
+        raise DemoError(f"{r.SHORT_TTL_SECRET}: not placed in {DEMO_ENVIRONMENT}/{DEMO_CLUSTER}")
+    meta = s.kv().read_metadata(placed.vault.mount, placed.vault.path)
+    custom = meta.custom if meta is not None else {}
+    policy, since = from_metadata(custom), last_changed(custom)
+    due_at = renewal_time(since, policy) if policy is not None and since is not None else None
+    if due_at is None:
+        raise DemoError(f"{placed.vault.full}: no time-based policy in force to trigger on")
+    due_in = (due_at - datetime.now(UTC)).total_seconds()
+    run = running.wait_run(r.SHORT_TTL_SECRET, "time", 0, timeout=max(due_in, 0.0) + 60.0)
+    # One timed rotation is the proof; the 40 s ttl must not keep rotating the secret while later phases run.
+    running.controller.evaluate_every = r.EVALUATE_AFTERWARDS
+    facts: dict[str, Any] = {
+        "rotation": running.row(run),
+        "policy_in_force": f"{policy.type if policy else '-'}, ttl {custom.get('policy.ttl', '-')}, rotateBefore "
+                           f"{custom.get('policy.rotate-before', '-')}, maxOverlap "
+                           f"{custom.get('policy.max-overlap', '-')}",
+        "due_in_seconds_at_phase_start": round(due_in, 1),
+        "time_trigger_every_seconds": f"{r.EVALUATE_WHILE_WAITING:g} while waiting, then {r.EVALUATE_AFTERWARDS:g}",
+    }
+    if started:
+        facts["controller"] = running.facts()
+    return facts
+
+
+def _rotation_webhook_phase(s: _State) -> dict[str, Any]:
+    """An unsigned request is refused; a signed one to the controller's webhook rotates the secret."""
+    from chamberlain.demo import rotations as r
+
+    running, started = s.controller()
+    since = len(running.controller.finished)
+    body = json.dumps({"secret": r.WEBHOOK_SECRET, "reason": "demo: unsigned"}).encode()
+    unsigned, _ = r.post_webhook(running.webhook_url, body, {"Content-Type": "application/json"})
+    if unsigned != 401:
+        raise DemoError(f"the webhook answered {unsigned} to an unsigned request (expected 401)")
+    status, answer = r.signed_webhook(running.webhook_url, running.key, r.WEBHOOK_SECRET,
+                                      "demo: signed webhook", f"{s.run}-webhook")
+    if status != 200:
+        raise DemoError(f"the webhook answered {status} to a signed request: {answer.get('error', '-')}")
+    run = running.wait_run(r.WEBHOOK_SECRET, "webhook", since, timeout=60.0)
+    facts: dict[str, Any] = {
+        "rotation": running.row(run),
+        "webhook": running.webhook_url,
+        "unsigned_request": unsigned,
+        "signed_request": status,
+        "request": answer.get("request"),
+        "outcome": answer.get("outcome"),
+    }
+    if started:
+        facts["controller"] = running.facts()
+    return facts
+
+
+def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
+    """The alternating two-user rotation of payments-db on the lab PostgreSQL, requested manually, while a
+    client keeps logging in with the credential its Kubernetes Secret holds."""
+    from chamberlain.demo import rotations as r
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.triggers import manual
+
+    lab = s.need_lab()
+    repo = s.repository()
+    platform = s.platform()
+    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
+    intent = intents.get(r.POSTGRES_SECRET)
+    if intent is None or intent.spec.target is None or not intent.spec.consumers:
+        raise DemoError(f"{r.POSTGRES_SECRET}: no target.postgres or no consumer in the repository copy")
+    target = intent.spec.target.postgres
+    admin_intent = intents.get(target.admin_intent)
+    if admin_intent is None:
+        raise DemoError(f"{r.POSTGRES_SECRET}: adminIntent {target.admin_intent} is not in the repository")
+    kv = s.kv()
+    admin = r.login_of(r.read_values(kv, platform, admin_intent, DEMO_ENVIRONMENT, DEMO_CLUSTER),
+                       target.admin_intent)
+    app = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER), r.POSTGRES_SECRET)
+    prepared = r.prepare_postgres(lab.postgres.dsn(), target.host, target.port, target.database, admin, app)
+    if not r.can_login(target.host, target.port, target.database, app):
+        raise DemoError(f"{r.POSTGRES_SECRET}: the provisioned credential does not log in after preparation")
+
+    running, started = s.controller()
+    since = len(running.controller.finished)
+    reader_kube = KubeClient.from_kubeconfig(lab.kubeconfig)  # the login loop's own client (its own thread)
+    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 15.0
+        while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
+            if time.monotonic() > deadline or not loop.is_alive():
+                raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
+            time.sleep(0.05)
+        running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
+                                          datetime.now(UTC)))
+        run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
+        time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
+    finally:
+        loop.stop()
+        reader_kube.close()
+    new = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.current_version),
+                     r.POSTGRES_SECRET)
+    old = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.previous_version),
+                     r.POSTGRES_SECRET)
+    new_works = r.can_login(target.host, target.port, target.database, new)
+    old_rejected = not r.can_login(target.host, target.port, target.database, old)
+    if loop.failures:
+        raise DemoError(f"the login loop saw {len(loop.failures)} failed logins during the rotation "
+                        f"(first: {loop.failures[0]})")
+    if not new_works:
+        raise DemoError(f"{r.POSTGRES_SECRET}: the new credential does not log in")
+    facts: dict[str, Any] = {
+        "rotation": running.row(run),
+        "postgres": f"{target.host}:{target.port}/{target.database}",
+        "strategy": target.strategy,
+        "prepared": prepared,
+        "users": f"{old.user} -> {new.user}",
+        "new_credential_logs_in": new_works,
+        "old_credential_rejected_after_revoke": old_rejected,
+        "client_logins": loop.attempts,
+        "client_failed_logins": len(loop.failures),
+        "client_users_seen": list(loop.users),
+    }
+    if started:
+        facts["controller"] = running.facts()
+    return facts
+
+
 def _audit_phase(s: _State) -> dict[str, Any]:
     from chamberlain.audit.ledger import Ledger
 
+    # The controller stops first (gracefully: its current tick finishes), so the ledger is verified at rest.
+    stopped = s.stop_controller()
     platform = s.platform()
     result = Ledger(_orchestrator_kv(s, platform), platform.spec.authority.mounts.runtime).verify()
     if not result.ok:
         raise DemoError(f"audit verify: {len(result.problems)} problems in the ledger")
-    return {"entries": result.entries, "warnings": len(result.warnings)}
+    return {"entries": result.entries, "warnings": len(result.warnings), **stopped}
 
 
 _PHASES: dict[Phase, Callable[[_State], dict[str, Any]]] = {
@@ -474,6 +718,10 @@ _PHASES: dict[Phase, Callable[[_State], dict[str, Any]]] = {
     Phase.authority: _authority_phase,
     Phase.provision: _provision_phase,
     Phase.handover: _handover_phase,
+    Phase.workloads: _workloads_phase,
+    Phase.rotation_time: _rotation_time_phase,
+    Phase.rotation_webhook: _rotation_webhook_phase,
+    Phase.rotation_postgres: _rotation_postgres_phase,
 }
 
 
@@ -526,6 +774,9 @@ def run_demo(options: DemoOptions, progress: Progress = lambda _m: None) -> Demo
             if name == Phase.root.value:
                 phase0_started = time.monotonic()
             result = _timed(name, step, progress)
+            row = result.facts.pop("rotation", None)
+            if row is not None:
+                report.rotations.append({"phase": name, **row})
             report.phases.append(result)
             if name == Phase.authority.value and result.ok and phase0_started is not None:
                 report.authoritative_after_seconds = time.monotonic() - phase0_started
@@ -533,6 +784,10 @@ def run_demo(options: DemoOptions, progress: Progress = lambda _m: None) -> Demo
                 report.skipped = [n for n, _ in steps[i + 1:]]
                 break
     finally:
+        try:
+            state.stop_controller()  # before the lab goes down: the loop must not outlive its servers
+        except Exception as exc:  # teardown goes on; the type is enough to report
+            progress(f"[demo] stopping the controller failed ({type(exc).__name__})")
         if state.kube is not None:
             state.kube.close()
         if not options.keep:

@@ -1,0 +1,673 @@
+"""What the demo's rotation phases need beyond the packages that own each step: the demo's settings in the
+repository copy, workloads and ESO materialization in the lab, the real controller run in process, and the lab
+PostgreSQL prepared for the alternating rotation.
+
+Belongs here: glue for the lab only. Every rotation runs through :class:`chamberlain.controller.Controller` (the
+same loop ``chamberlain controller run`` drives, on a thread via :class:`~chamberlain.controller.ControllerApp`,
+with its webhook endpoint and ``/metrics``), the real ESO and the real PostgreSQL. Nothing here decides or does a
+rotation step.
+
+The repository copy is adjusted so the rotations finish inside the demo (each change is reported by the ``root``
+phase): the Platform names the lab Vault (loopback address and the lab CA, so ESO's SecretStores reach it); the
+short-ttl secret (``grafana-admin``) gets ``ttl 40s, rotateBefore 30s`` so its policy in force, written at
+provisioning, makes it due about 10 s later; the webhook secret (``log-shipper-token``) and ``payments-db`` get a
+2 s ``maxOverlap`` so the revoke step runs within the demo; ``payments-db`` targets the lab PostgreSQL with the
+``alternating`` strategy.
+
+The time trigger evaluates every second while the demo waits for the timed rotation, then every 30 s (the
+controller's default): with a 40 s ttl, ``grafana-admin`` would otherwise rotate again every 10 s while the other
+phases run. Every run's propagation time and restarted workloads come from the controller's own ``run finished``
+log event (the demo's logger records it).
+
+Value hygiene: values read here (the PostgreSQL credentials, the consumer Secret the login loop reads) stay in
+memory for one call; errors name users, paths and SQLSTATEs, never a value. PostgreSQL passwords are sent as
+SCRAM verifiers computed client side, as the ``postgres`` rotator does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from chamberlain.demo.walkthrough import DemoError
+
+if TYPE_CHECKING:
+    import psycopg
+    from ruamel.yaml.comments import CommentedMap
+
+    from chamberlain.authority.kv import KV
+    from chamberlain.authority.session import Connection
+    from chamberlain.controller import ControllerApp
+    from chamberlain.controller.loop import Controller
+    from chamberlain.intent.model import Platform, SecretIntent
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.rotation.run import RotationRun
+    from chamberlain.triggers import WebhookKey
+
+Progress = Callable[[str], None]
+
+SHORT_TTL_SECRET = "grafana-admin"  # noqa: S105 - an intent name
+WEBHOOK_SECRET = "log-shipper-token"  # noqa: S105 - an intent name
+POSTGRES_SECRET = "payments-db"  # noqa: S105 - an intent name
+SHORT_TTL_POLICY = {"type": "time-based", "ttl": "40s", "rotateBefore": "30s", "revokeOld": True,
+                    "maxOverlap": "2s", "failureStrategy": "retry"}
+QUICK_REVOKE_POLICY = {"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "revokeOld": True,
+                       "maxOverlap": "2s", "failureStrategy": "retry"}
+WORKLOAD_IMAGE = "example.invalid/x:1"
+DEMO_LABEL = "chamberlain.dev/demo"
+REVALIDATE_ANNOTATION = "chamberlain.dev/demo-revalidate"
+ESO_GROUP, ESO_VERSION = "external-secrets.io", "v1"
+
+LOOP_INTERVAL = 0.5  # seconds between controller ticks
+EVALUATE_WHILE_WAITING = 1.0  # time-trigger evaluations while the demo waits for the timed rotation
+EVALUATE_AFTERWARDS = 30.0  # the controller's default cadence
+POLL = 0.25  # the controller's poll of consumer Secrets while a rotation propagates
+PROPAGATION_TIMEOUT = 60.0
+LEASE_NAME = "chamberlain-controller"
+
+
+# --------------------------------------------------------------------------------------------------- repository
+
+
+def _edit_document(repo_dir: Path, kind: str, name: str | None, edit: Callable[[CommentedMap], None]) -> str:
+    """Round-trip edit of one document of the repository copy (comments and format kept); returns its file."""
+    from ruamel.yaml.comments import CommentedMap
+
+    from chamberlain.intent.loader import load_repository
+    from chamberlain.root import yamledit
+
+    repo = load_repository(repo_dir)
+    for f in repo.files:
+        if f.text is None:
+            continue
+        for d in f.documents:
+            meta = d.data.get("metadata") if isinstance(d.data, dict) else None
+            if d.kind != kind or (name is not None and (not isinstance(meta, dict) or meta.get("name") != name)):
+                continue
+            yaml, doc = yamledit.load(f.text[d.start_index:d.end_index])
+            if not isinstance(doc, CommentedMap) or not isinstance(doc.get("spec"), CommentedMap):
+                raise DemoError(f"{f.rel}: {kind} {name or ''} has no spec mapping")
+            edit(doc["spec"])
+            f.path.write_text(f.text[:d.start_index] + yamledit.dump(yaml, doc) + f.text[d.end_index:],
+                              encoding="utf-8")
+            return f.rel
+    raise DemoError(f"{repo_dir}: no {kind} {name or ''} to adjust for the demo")
+
+
+def _flow(values: Mapping[str, Any]) -> CommentedMap:
+    from ruamel.yaml.comments import CommentedMap
+
+    m = CommentedMap(values)
+    m.fa.set_flow_style()
+    return m
+
+
+def _mapping(parent: CommentedMap, key: str) -> CommentedMap:
+    from ruamel.yaml.comments import CommentedMap
+
+    child = parent.get(key)
+    if not isinstance(child, CommentedMap):
+        raise DemoError(f"spec.{key} is not a mapping")
+    return child
+
+
+def adjust_repository(repo_dir: Path, *, vault_address: str, ca_pem: str, postgres_port: int,
+                      rotations: bool) -> list[str]:
+    """The demo's settings in the repository copy (see the module docstring); returns what changed, per file."""
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    def authority(spec: CommentedMap) -> None:
+        auth = _mapping(spec, "authority")
+        auth["address"] = vault_address
+        auth["caBundle"] = LiteralScalarString(ca_pem if ca_pem.endswith("\n") else ca_pem + "\n")
+
+    changes = [f"{_edit_document(repo_dir, 'Platform', None, authority)}: spec.authority address and caBundle "
+               "of the lab Vault"]
+    if not rotations:
+        return changes
+
+    def short_ttl(spec: CommentedMap) -> None:
+        spec["rotation"] = _flow(SHORT_TTL_POLICY)
+
+    def quick_revoke(spec: CommentedMap) -> None:
+        rotation = spec.get("rotation")
+        if isinstance(rotation, dict) and "policy" not in rotation:  # an inline policy: keep it, shorten overlap
+            rotation["revokeOld"] = True
+            rotation["maxOverlap"] = QUICK_REVOKE_POLICY["maxOverlap"]
+        else:
+            spec["rotation"] = _flow(QUICK_REVOKE_POLICY)
+
+    def postgres(spec: CommentedMap) -> None:
+        target = _mapping(_mapping(spec, "target"), "postgres")
+        target["host"] = "127.0.0.1"
+        target["port"] = postgres_port
+        target["strategy"] = "alternating"
+        spec["rotation"] = _flow(QUICK_REVOKE_POLICY)
+
+    changes.append(f"{_edit_document(repo_dir, 'SecretIntent', SHORT_TTL_SECRET, short_ttl)}: "
+                   f"{SHORT_TTL_SECRET} rotation ttl 40s, rotateBefore 30s, maxOverlap 2s")
+    changes.append(f"{_edit_document(repo_dir, 'SecretIntent', WEBHOOK_SECRET, quick_revoke)}: "
+                   f"{WEBHOOK_SECRET} rotation maxOverlap 2s")
+    changes.append(f"{_edit_document(repo_dir, 'SecretIntent', POSTGRES_SECRET, postgres)}: "
+                   f"{POSTGRES_SECRET} target.postgres on the lab PostgreSQL (127.0.0.1:{postgres_port}), "
+                   "strategy alternating, maxOverlap 2s")
+    return changes
+
+
+# --------------------------------------------------------------------------------------------------- lab objects
+
+
+def revalidate_stores(kube: KubeClient, stamp: str) -> int:
+    """Touch every ESO SecretStore so ESO validates it again now that Vault answers (instead of waiting out the
+    backoff it built up while Vault was still uninitialized); returns how many."""
+    stores = kube.list_custom_objects(ESO_GROUP, ESO_VERSION, "secretstores")
+    for store in stores:
+        meta = store.get("metadata") or {}
+        kube.patch_custom_object_annotations(ESO_GROUP, ESO_VERSION, "secretstores", str(meta["namespace"]),
+                                             str(meta["name"]), {REVALIDATE_ANNOTATION: stamp})
+    return len(stores)
+
+
+def workload_manifest(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """A minimal Deployment/StatefulSet/DaemonSet: the lab has no kubelet, so only the object exists, which is all
+    a restart (a pod-template annotation) needs."""
+    labels = {"app": name}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels},
+                     "spec": {"containers": [{"name": "app", "image": WORKLOAD_IMAGE}]}},
+    }
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "labels": {**labels, DEMO_LABEL: "workload"}},
+            "spec": spec}
+
+
+def materialize(kube: KubeClient, markers: Mapping[tuple[str, str], str], timeout: float,
+                stamp: str) -> float:
+    """Force ESO to sync every consumer Secret until each carries its version marker (annotations only, never the
+    data); returns the seconds it took."""
+    from chamberlain.propagation import FORCE_SYNC
+    from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
+
+    started = time.monotonic()
+    pending = dict(markers)
+    kicked_at: float | None = None
+    round_ = 0
+    while pending:
+        now = time.monotonic()
+        if kicked_at is None or now - kicked_at >= 2.0:
+            round_ += 1
+            for ns, name in sorted(pending):
+                kube.annotate_external_secret(ns, name, {FORCE_SYNC: f"{stamp}-{round_}"})
+            kicked_at = now
+        for key in sorted(pending):
+            annotations = kube.get_secret_annotations(*key)
+            if annotations is not None and annotations.get(ANNOTATION_VERSION_MARKER) == pending[key]:
+                del pending[key]
+        if not pending:
+            break
+        if now - started > timeout:
+            late = ", ".join(f"{ns}/{name}" for ns, name in sorted(pending))
+            raise DemoError(f"ESO did not materialize {late} with the current version marker within {timeout:.0f}s")
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------------------------------- controller
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    propagation_seconds: float | None
+    restarted: tuple[str, ...]
+
+
+class DemoLog:
+    """The controller's logger in the demo: a progress line for what a reader follows, and each finished run's
+    propagation time and restarted workloads (from the controller's ``run finished`` event). Only names, ids,
+    stages and our own value-free error messages are printed."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunFacts] = {}
+
+    def info(self, event: str, **kw: Any) -> None:
+        secret, run = kw.get("secret", "?"), kw.get("run", "?")
+        if event == "run finished":
+            seconds = kw.get("propagation_seconds")
+            facts = RunFacts(float(seconds) if isinstance(seconds, int | float) else None,
+                             tuple(str(w) for w in kw.get("restarted") or ()))
+            with self._lock:
+                self._runs[str(run)] = facts
+            self._progress(f"[controller] {secret}: run {run} {kw.get('stage')}, version {kw.get('version')}"
+                           + (f", propagated in {facts.propagation_seconds:.2f}s"
+                              if facts.propagation_seconds is not None else "")
+                           + (f", restarted {', '.join(facts.restarted)}" if facts.restarted else ""))
+        elif event == "run started":
+            self._progress(f"[controller] {secret}: run {run} started ({kw.get('trigger')} trigger)")
+        elif event == "rotation requested":
+            self._progress(f"[controller] {secret}: {kw.get('trigger')} trigger requested a rotation")
+
+    def warning(self, event: str, **kw: Any) -> None:
+        shown = {k: kw[k] for k in ("secret", "run", "trigger", "stage", "error", "detail") if k in kw}
+        self._progress(f"[controller] warning: {event}" + "".join(f"; {k}={v}" for k, v in shown.items()))
+
+    def facts(self, run_id: str) -> RunFacts | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+
+class _ProgressHandler(logging.Handler):
+    """The triggers' own warnings (``webhook: rejected request (missing)``) as progress lines while the controller
+    runs, instead of bare lines on stderr. Their messages carry outcomes and names, never a key or a body."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__(logging.WARNING)
+        self._progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._progress(f"[controller] {record.getMessage()}")
+
+
+TRIGGER_LOGGER = "chamberlain.triggers"
+
+
+def _supports(obj: object, *methods: str) -> bool:
+    return all(callable(getattr(obj, m, None)) for m in methods)
+
+
+def _webhook_key(work: Path) -> tuple[Path, WebhookKey]:
+    """A random HMAC key in a 0600 file of the work directory (never printed)."""
+    from chamberlain.triggers import load_key
+
+    path = work / "webhook.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    return path, load_key(path)
+
+
+@dataclass
+class RunningController:
+    """The controller of the demo's cluster, running on a thread with its webhook endpoint and /metrics."""
+
+    app: ControllerApp
+    controller: Controller
+    kube: KubeClient
+    log: DemoLog
+    key: WebhookKey = field(repr=False)
+    key_file: Path
+    leader_election: bool
+    run_objects: bool
+    log_handler: logging.Handler | None = None
+    stopped: bool = False
+
+    @property
+    def webhook_url(self) -> str:
+        if self.app.webhook is None:  # pragma: no cover - the demo always starts the webhook
+            raise DemoError("the controller has no webhook endpoint")
+        return self.app.webhook.url
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "secrets_in_scope": len(self.controller.scope.placed),
+            "tick_seconds": LOOP_INTERVAL,
+            "webhook": self.webhook_url,
+            "webhook_key_file": str(self.key_file),
+            "metrics": self.app.metrics_url,
+            "leader_election": self.leader_election,
+            "run_objects": self.run_objects,
+        }
+
+    def alive(self) -> bool:
+        return any(t.name == "chamberlain-controller" and t.is_alive() for t in threading.enumerate())
+
+    def wait_run(self, secret: str, trigger: str, since: int, timeout: float) -> RotationRun:
+        """The first run of ``secret`` by ``trigger`` that finished after ``since`` finished runs; it must have
+        succeeded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for run in list(self.controller.finished[since:]):
+                if run.secret == secret and run.trigger == trigger:
+                    if not run.succeeded:
+                        raise DemoError(f"{secret}: run {run.run_id} ended {run.stage}: {run.last_error or '-'}")
+                    return run
+            if not self.alive():
+                raise DemoError("the controller loop stopped unexpectedly")
+            if time.monotonic() > deadline:
+                active = self.controller.active.get(secret)
+                where = (f"; run {active.run.run_id} is at {active.run.stage}"
+                         + (f" ({active.run.last_error})" if active.run.last_error else "")
+                         if active is not None else "; no run is active")
+                if self.controller.outages:
+                    where += f"; the authority failed the last {self.controller.outages} ticks"
+                raise DemoError(f"{secret}: no {trigger}-triggered rotation finished within {timeout:.0f}s{where}")
+            time.sleep(0.1)
+
+    def row(self, run: RotationRun) -> dict[str, Any]:
+        """The report's row of one rotation. Never a value: runs hold none."""
+        facts = self.log.facts(run.run_id)
+        seconds = facts.propagation_seconds if facts is not None else None
+        return {
+            "secret": run.secret,
+            "path": run.vault.full,
+            "trigger": run.trigger,
+            "run": run.run_id,
+            "stage": run.stage,
+            "ok": run.succeeded,
+            "previousVersion": run.previous_version,
+            "version": run.current_version,
+            "propagationSeconds": None if seconds is None else round(seconds, 3),
+            "workloadsRestarted": list(facts.restarted) if facts is not None else [],
+            "runSeconds": (round((run.finished_at - run.started_at).total_seconds(), 2)
+                           if run.finished_at is not None else None),
+            "ledgerSeq": run.ledger_seq,
+        }
+
+    def metrics_rotations(self) -> int | None:
+        """Finished rotations as the controller's /metrics endpoint counts them (None when unreachable)."""
+        url = self.app.metrics_url
+        if url is None:
+            return None
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own loopback endpoint
+                text = resp.read().decode()
+        except OSError:
+            return None
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("chamberlain_rotations_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
+
+    def stop(self) -> dict[str, Any]:
+        if self.stopped:
+            return {}
+        started = time.monotonic()
+        counted = self.metrics_rotations()
+        try:
+            self.app.stop(timeout=30.0)
+        finally:
+            self.stopped = True
+            self.kube.close()
+            if self.log_handler is not None:
+                logging.getLogger(TRIGGER_LOGGER).removeHandler(self.log_handler)
+        publisher = self.controller.publisher
+        return {"controller_stopped_in_seconds": round(time.monotonic() - started, 2),
+                "rotations_counted_by_metrics": counted,
+                "runs_finished_by_controller": len(self.controller.finished),
+                "run_object_publish_failures": publisher.failures if publisher is not None else None}
+
+
+def start_controller(*, platform: Platform, intents: Mapping[str, SecretIntent], conn: Connection,
+                     kubeconfig: Path, work: Path, environment: str, cluster: str,
+                     progress: Progress) -> RunningController:
+    """Wire the controller as ``chamberlain controller run`` does, in process: its own Kubernetes client, a
+    Kubernetes login as the cluster's orchestrator (renewed, never one login per tick), the scope, the time,
+    annotation, webhook and manual triggers; leader election and RotationRun objects when the Kubernetes client
+    offers them."""
+    from chamberlain.authority.counting import CountingKV
+    from chamberlain.authority.session import login_as
+    from chamberlain.controller import ControllerApp, ControllerMetrics, LeaderElector, RunPublisher
+    from chamberlain.controller.loop import Controller, scope_of
+    from chamberlain.kube.api import KubeLeases, KubeRunObjects
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.propagation import SystemClock
+    from chamberlain.render.naming import orchestrator_policy
+    from chamberlain.triggers import AnnotationTrigger, MemoryQueue
+
+    kube = KubeClient.from_kubeconfig(kubeconfig)
+    try:
+        client = login_as(conn, platform, kube, orchestrator_policy(cluster))
+        metrics = ControllerMetrics()
+        metrics.vault_request("login")
+        generation = [client.session_generation]
+
+        def refresh_session() -> None:
+            client.ensure_fresh()
+            if client.session_generation != generation[0]:
+                generation[0] = client.session_generation
+                metrics.vault_request("renew")
+
+        clock = SystemClock()
+        me = f"demo-{socket.gethostname()}-{os.getpid()}"
+        ns = platform.spec.controller.namespace
+        queue = MemoryQueue()
+        leases = _supports(kube, "get_lease", "create_lease", "replace_lease")
+        run_objects = _supports(kube, "create_custom_object", "patch_custom_object_status", "create_event")
+        log = DemoLog(progress)
+        # Only the intents whose values chamberlain writes (runtime, bootstrap after handover): derived and config
+        # values are published by their producers into the internal mounts, which the orchestrator may not read,
+        # and the loop's adopt step would otherwise stop on a 403 for their run records.
+        rotatable = {n: i for n, i in intents.items() if i.spec.classification in ("runtime", "bootstrap")}
+        controller = Controller(
+            scope=scope_of(platform, rotatable, environment, cluster),
+            kv=CountingKV(client.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics, queue=queue,
+            elector=LeaderElector(cast("KubeLeases", kube), ns, LEASE_NAME, me, clock.now, 15) if leases else None,
+            publisher=RunPublisher(cast("KubeRunObjects", kube), ns) if run_objects else None,
+            annotations=AnnotationTrigger(kube, queue, clock.now, ns),
+            actor=f"controller:{me}", propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL,
+            evaluate_every=EVALUATE_WHILE_WAITING, refresh_session=refresh_session, log=log,
+        )
+        key_file, key = _webhook_key(work)
+        app = ControllerApp(controller, interval=LOOP_INTERVAL, metrics_address=("127.0.0.1", 0),
+                            webhook_address=("127.0.0.1", 0), webhook_key=key)
+        handler = _ProgressHandler(progress)
+        logging.getLogger(TRIGGER_LOGGER).addHandler(handler)
+        try:
+            app.start()
+        except BaseException:
+            logging.getLogger(TRIGGER_LOGGER).removeHandler(handler)
+            raise
+    except BaseException:
+        kube.close()
+        raise
+    return RunningController(app, controller, kube, log, key, key_file, leases, run_objects, handler)
+
+
+def post_webhook(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """POST to the controller's webhook endpoint; (status, answer). The answer names the request, never a value."""
+    if not url.startswith("http://127.0.0.1:"):  # pragma: no cover - the demo's own endpoint
+        raise DemoError(f"{url}: not the demo's loopback webhook")
+    req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - checked
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - checked above
+            status, raw = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = int(exc.code), exc.read()
+    except OSError as exc:
+        raise DemoError(f"{url}: cannot reach the webhook ({type(exc).__name__})") from None
+    try:
+        answer = json.loads(raw or b"{}")
+    except ValueError:
+        answer = {}
+    return status, answer if isinstance(answer, dict) else {}
+
+
+def signed_webhook(url: str, key: WebhookKey, secret: str, reason: str, request_id: str,
+                   timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
+    """Send a signed rotation request; a 503 (the controller has not won the Lease yet) is retried."""
+    from chamberlain.triggers import sign
+
+    body = json.dumps({"secret": secret, "reason": reason, "id": request_id}).encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        headers = {"Content-Type": "application/json", **sign(body, key, datetime.now(UTC))}
+        status, answer = post_webhook(url, body, headers)
+        if status != 503 or time.monotonic() > deadline:
+            return status, answer
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------------------------------- postgres
+
+
+@dataclass(frozen=True)
+class Login:
+    user: str
+    password: str = field(repr=False)
+
+
+def login_of(values: Mapping[str, str], what: str) -> Login:
+    user = values.get("username") or values.get("user")
+    password = values.get("password")
+    if not user or not password:
+        raise DemoError(f"{what}: the secret in Vault has no username/password keys")
+    return Login(user, password)
+
+
+def _scram(conn: psycopg.Connection[Any], login: Login) -> str:
+    return bytes(conn.pgconn.encrypt_password(login.password.encode(), login.user.encode(),
+                                              b"scram-sha-256")).decode()
+
+
+def _set_role(conn: psycopg.Connection[Any], login: Login, options: str) -> str:
+    from psycopg import sql
+
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login.user,)).fetchone() is not None
+    verb = "ALTER" if exists else "CREATE"
+    conn.execute(sql.SQL(verb + " ROLE {} WITH " + options + " PASSWORD {}").format(
+        sql.Identifier(login.user), sql.Literal(_scram(conn, login))))
+    return "updated" if exists else "created"
+
+
+def prepare_postgres(superuser_dsn: str, host: str, port: int, database: str, admin: Login,
+                     app: Login) -> dict[str, str]:
+    """What the alternating rotator expects at the target: the admin role (CREATEROLE) with its password from
+    Vault, the database, and the application role with its current password from Vault — created by the admin so
+    the admin may manage it. Returns what was done per role (no value)."""
+    import psycopg
+    from psycopg import sql
+
+    done: dict[str, str] = {}
+    try:
+        with psycopg.connect(superuser_dsn, autocommit=True, connect_timeout=5) as su:
+            done[admin.user] = _set_role(su, admin, "LOGIN CREATEROLE")
+            if su.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
+                su.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+                done[f"database {database}"] = "created"
+        with psycopg.connect(host=host, port=port, dbname="postgres", user=admin.user, password=admin.password,
+                             autocommit=True, connect_timeout=5) as adm:
+            done[app.user] = _set_role(adm, app, "LOGIN")
+    except psycopg.Error as exc:
+        # psycopg's text may quote a statement: only the class and SQLSTATE leave this function.
+        raise DemoError(f"preparing the lab PostgreSQL failed ({type(exc).__name__}, sqlstate "
+                        f"{exc.sqlstate or 'none'})") from None
+    return done
+
+
+def can_login(host: str, port: int, database: str, login: Login) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(host=host, port=port, dbname=database, user=login.user, password=login.password,
+                             connect_timeout=5) as conn:
+            row = conn.execute("SELECT session_user").fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] == login.user
+
+
+class LoginLoop(threading.Thread):
+    """A consumer of ``payments-db``: logs in over and over with the credential in its Kubernetes Secret (what
+    the workloads read, materialized by ESO) and counts failed logins. Failures are kept as class and SQLSTATE."""
+
+    def __init__(self, read: Callable[[], Login | None], host: str, port: int, database: str) -> None:
+        super().__init__(name="chamberlain-demo-login-loop", daemon=True)
+        self._read, self._host, self._port, self._database = read, host, port, database
+        self._halt = threading.Event()
+        self.attempts = 0
+        self.failures: list[str] = []
+        self.read_errors = 0
+        self.users: list[str] = []  # in the order they were first seen (names, not secrets)
+
+    def run(self) -> None:
+        import psycopg
+
+        from chamberlain.kube.api import KubeError
+
+        while not self._halt.is_set():
+            try:
+                login = self._read()
+            except KubeError:
+                self.read_errors += 1
+                login = None
+            if login is not None:
+                self.attempts += 1
+                try:
+                    with psycopg.connect(host=self._host, port=self._port, dbname=self._database, user=login.user,
+                                         password=login.password, connect_timeout=5) as conn:
+                        conn.execute("SELECT session_user").fetchone()
+                    if login.user not in self.users:
+                        self.users.append(login.user)
+                except psycopg.Error as exc:
+                    self.failures.append(f"{login.user}: {type(exc).__name__} {exc.sqlstate or ''}".strip())
+            self._halt.wait(0.02)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=15)
+
+
+def consumer_login_reader(kube: KubeClient, intent: SecretIntent) -> Callable[[], Login | None]:
+    """Reads the first consumer Secret of ``intent`` and maps its keys back to the intent's username/password."""
+    consumer = intent.spec.consumers[0]
+    mapping = consumer.keys or {}
+    back = {v: k for k, v in mapping.items()}  # intent key -> key in the Kubernetes Secret
+    user_key, password_key = back.get("username", "username"), back.get("password", "password")
+
+    def read() -> Login | None:
+        secret = kube.get_secret(consumer.namespace, consumer.secret_name)
+        if secret is None:
+            return None
+        user, password = secret.data.get(user_key), secret.data.get(password_key)
+        return Login(user, password) if user and password else None
+
+    return read
+
+
+def read_values(kv: KV, platform: Platform, intent: SecretIntent, environment: str, cluster: str,
+                version: int | None = None) -> Mapping[str, str]:
+    from chamberlain.intent.paths import vault_path
+
+    path = vault_path(platform, intent, environment, cluster)
+    got = kv.read(path.mount, path.path, version)
+    if got is None:
+        raise DemoError(f"{path}: not in Vault")
+    return got.data
+
+
+__all__ = [
+    "POSTGRES_SECRET",
+    "SHORT_TTL_SECRET",
+    "WEBHOOK_SECRET",
+    "DemoLog",
+    "LoginLoop",
+    "RunningController",
+    "adjust_repository",
+    "can_login",
+    "consumer_login_reader",
+    "materialize",
+    "post_webhook",
+    "prepare_postgres",
+    "read_values",
+    "revalidate_stores",
+    "signed_webhook",
+    "start_controller",
+    "workload_manifest",
+]
