@@ -1,0 +1,761 @@
+"""``chamberlain controller run`` against the real lab: Vault 1.21 (raft, TLS), kube-apiserver, etcd, the real ESO.
+
+A fresh lab (ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`` + 1300) runs the demo's phases through handover
+on a copy of examples/acme whose secrets under test carry short policies (see ``controller_helpers.TARGETS``); the
+consumer namespaces' SecretStores point at the lab's loopback Vault and ESO materializes every consumer Secret. The
+controller runs as a real process (``python -m chamberlain.cli.main controller run``), JSON logs in a file, stopped
+with SIGTERM or SIGKILL, or killed by ``CHAMBERLAIN_CRASH_AT`` at a step boundary of the rotation workflow.
+
+What is asserted is Vault's state through the orchestrator's own KV (version, ``value-marker``, ``last-*``,
+``held``), the ledger (one verified ``rotation`` entry per run), the consumer Secrets' version-marker annotation,
+the workloads' restart annotation and generation, RotationRun objects and Events — and that no value leaks.
+
+Outages are real: the lab Vault is stopped, started and unsealed with ``chamberlain authority unseal`` (the demo's
+offline root identity), the kube-apiserver is killed and started (etcd stays up). Where the controller's behaviour
+depends on the exact tick Vault comes back on (failureStrategy hold), the controller reaches Vault through a
+loopback forwarder the test cuts and heals at a chosen moment (``controller_helpers.Partition``).
+
+The controller is given a copy of the repository without the intents placed outside the runtime mount (derived
+and config secrets in ``platform-data``/``platform-config``): with them in scope it never acts (see
+``test_full_example_scope_acts``). Most tests also leave out the one time-based short-ttl secret, so its timer
+cannot interfere with their counts or crash points; ``test_time_trigger_rotates_once_per_window`` includes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chamberlain.lab import procs
+
+pytestmark = pytest.mark.lab
+
+pytest.importorskip("hvac")
+kubernetes = pytest.importorskip("kubernetes")
+
+from chamberlain.lab import builds  # noqa: E402
+from chamberlain.rotation import run as runs  # noqa: E402
+from chamberlain.rotation import workflow  # noqa: E402
+from chamberlain.triggers.annotation import ANNOTATION  # noqa: E402
+from chamberlain.triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookKey, sign  # noqa: E402
+from tests.conftest import REPO_ROOT  # noqa: E402
+from tests.lab import controller_helpers as ch  # noqa: E402
+from tests.lab.controller_helpers import (  # noqa: E402
+    CONTROLLER_NS,
+    GRAFANA,
+    HOOK,
+    SHIPPER,
+    TARGETS,
+    TICKING,
+    ControllerProc,
+    Target,
+    World,
+    post,
+    wait_for,
+)
+
+RR_GROUP, RR_VERSION, RR_PLURAL = "chamberlain.dev", "v1alpha1", "rotationruns"
+
+# Every step boundary of the rotation workflow, in step order, read from the source so a new one is covered too.
+CHECKPOINTS = re.findall(r'checkpoint\("(rotation\.[a-z.-]+)"\)', Path(workflow.__file__).read_text())
+PROMOTE_WRITE = "rotation.promote.write"  # from here on the new version is in Vault
+CHAIN = list(reversed(CHECKPOINTS))  # see test_crash_at_each_step_boundary_then_restart_converges
+FINALIZE = "rotation.finalize"
+FINALIZE_BUG = (
+    "rotation workflow bug: after a crash at rotation.finalize (ledger entry appended, run not yet saved), the "
+    "resumed finalize re-appends at the run's ledger mark expecting a CAS conflict to find its own entry, but the "
+    "orchestrator's ledger grant is create-only, so Vault answers 403 (Forbidden) for the existing key: finalize "
+    "retries forever (attempts grow, no last_error recorded), the run never gets its ledger_seq, and the controller "
+    "defers every later request for the secret behind it"
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    if missing or builds.postgres_bindir() is None:
+        pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
+    base = tmp_path_factory.mktemp("controller")
+    offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 1300
+    pids: dict[str, int] = {}
+    w: World | None = None
+    started = time.monotonic()
+    try:
+        w = ch.build_world(base, offset)
+        print(f"\n[controller] lab, demo through handover and consumers materialized in "
+              f"{time.monotonic() - started:.1f}s")
+        yield w
+    finally:
+        if w is not None:
+            w.stop_all()
+            w.kube.close()
+            w.api.close()
+            alive = [c.identity for c in w.controllers if c.alive]
+            assert not alive, f"controller processes left behind: {alive}"
+        pids = ch.teardown_world(base / "lab")
+    leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
+    assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
+
+
+_chain: dict[str, ControllerProc] = {}  # the controller the crash chain hands from one checkpoint to the next
+
+
+@pytest.fixture(autouse=True)
+def _stop_controllers(world: World) -> Iterator[None]:
+    """Each test stops what it started; a controller still running afterwards (a failed test) is killed."""
+    yield
+    keep = set(map(id, _chain.values()))
+    for c in world.controllers:
+        if c.alive and id(c) not in keep:
+            c.kill()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _ts(doc: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(doc["timestamp"]).replace("Z", "+00:00"))
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _rotation_runs(w: World) -> dict[str, dict[str, Any]]:
+    items = w.custom().list_namespaced_custom_object(RR_GROUP, RR_VERSION, CONTROLLER_NS, RR_PLURAL)["items"]
+    return {i["metadata"]["name"]: i for i in items}
+
+
+def _new_entries(w: World, t: Target, known: set[int]) -> list[Any]:
+    return [e for e in w.rotations(t) if e.seq not in known]
+
+
+def _seqs(w: World, t: Target) -> set[int]:
+    return {e.seq for e in w.rotations(t)}
+
+
+def _assert_one_good_run(w: World, t: Target, run_id: str, before: int, gens: dict[Any, int],
+                         known: set[int], *, trigger: str, actor: str | None = None) -> None:
+    """Exactly one new version, one ok ledger entry for ``run_id``, marker everywhere, each workload rolled once."""
+    w.assert_converged(t, before + 1)
+    meta = w.meta(t)
+    assert meta.custom["last-run"] == run_id and meta.custom["last-result"] == f"{run_id}:ok"
+    assert meta.custom.get("held", "false") != "true"
+    [entry] = _new_entries(w, t, known)
+    assert entry.run == run_id and entry.result == "ok", entry
+    assert entry.details["trigger"] == trigger
+    assert entry.details["previous-version"] == str(before) and entry.details["version"] == str(before + 1)
+    assert entry.details["marker"] == meta.custom["value-marker"]
+    if actor is not None:
+        assert entry.actor == actor
+    assert {d: g + 1 for d, g in gens.items()} == w.generations(t), "each workload rolled exactly once"
+    assert w.restart_batches(t) == {run_id}
+    assert w.ledger().verify().ok
+    rr = _rotation_runs(w).get(run_id)
+    assert rr is not None, f"no RotationRun {run_id}"
+    assert rr["status"]["phase"] in ("revoked", "done") and rr["status"]["currentVersion"] == before + 1
+
+
+def _webhook_ok(w: World, c: ControllerProc, t: Target, reason: str) -> None:
+    status, answer = w.webhook(c, t.name, reason)
+    assert status == 200 and answer["outcome"] == "queued", (status, answer)
+
+
+# ------------------------------------------------------------------------------------------------ 1. time
+
+
+def test_time_trigger_rotates_once_per_window(world: World) -> None:
+    """ttl 20s, rotateBefore 10s: a window opens 10 s after each rotation; the controller (evaluating every second)
+    rotates exactly once in each, and never twice in one."""
+    w = world
+    period = 10.0  # ttl - rotateBefore
+    known, v0 = _seqs(w, TICKING), w.version(TICKING)
+    gens = w.generations(TICKING)
+    c = w.start_controller("timer", repo=w.timed)
+    t0 = time.monotonic()
+
+    def idle_after_enough() -> bool:
+        """~35 s in, between two runs: the last one recorded, the next window at least 2 s away."""
+        w.remember(TICKING)
+        r = w.run_record(TICKING)
+        if time.monotonic() - t0 < 33 or r is None or not r.finished or r.ledger_seq is None:
+            return False
+        opens = _parse(w.meta(TICKING).custom["last-rotated"]) + timedelta(seconds=period)
+        return datetime.now(UTC) < opens - timedelta(seconds=2)
+
+    wait_for(idle_after_enough, 60, "35 s of timer rotations, ending between two runs", every=0.2)
+    stopped_at = datetime.now(UTC)
+    w.stop(c)
+
+    started = [d for d in c.events("run started") if d["secret"] == TICKING.name]
+    promoted = {d["run"]: _ts(d) for d in c.events("run step", stage="promoted") if d["secret"] == TICKING.name}
+    finished = [d for d in c.events("run finished") if d["secret"] == TICKING.name]
+    runs = [d["run"] for d in started]
+    n = len(runs)
+    print(f"\n[time] {n} rotations of {TICKING.name} in {time.monotonic() - t0:.1f}s: "
+          + ", ".join(f"{_ts(d):%H:%M:%S.%f}"[:-3] for d in started))
+    assert n >= 3, f"only {n} rotations in ~35 s with a 10 s window"
+    assert {d["trigger"] for d in started} == {"time"}
+    assert [d["run"] for d in finished] == runs and all(d["ok"] for d in finished)
+    assert {d["secret"] for d in c.events("run started")} == {TICKING.name}, "only the due secret rotated"
+
+    # One ledger entry per run, consecutive versions, all by time.
+    entries = sorted(_new_entries(w, TICKING, known), key=lambda e: e.seq)
+    assert [e.run for e in entries] == runs
+    assert all(e.result == "ok" and e.details["trigger"] == "time" and e.actor == "controller:timer"
+               for e in entries)
+    assert [(int(e.details["previous-version"]), int(e.details["version"])) for e in entries] == \
+        [(v0 + i, v0 + i + 1) for i in range(n)]
+    assert w.version(TICKING) == v0 + n
+
+    # Exactly once per window: each run starts once the previous promote's window opened (last-rotated is recorded
+    # to the second, so up to 1 s early), soon after it (evaluation every 1 s), and no window opened unserved.
+    for prev, nxt in itertools.pairwise(runs):
+        gap = (_ts(started[runs.index(nxt)]) - promoted[prev]).total_seconds()
+        assert period - 1.5 <= gap <= period + 3.5, f"run {nxt} started {gap:.2f}s after {prev} promoted"
+    next_due = _parse(w.meta(TICKING).custom["last-rotated"]) + timedelta(seconds=period)
+    assert stopped_at < next_due, "a window opened before the stop and was not served"
+
+    w.assert_converged(TICKING, v0 + n)
+    assert {d: g + n for d, g in gens.items()} == w.generations(TICKING), "one restart per rotation"
+    assert w.restart_batches(TICKING) == {runs[-1]}
+    objects = _rotation_runs(w)
+    assert all(objects[r]["status"]["phase"] == "revoked" and objects[r]["spec"]["trigger"] == "time" for r in runs)
+    assert w.ledger().verify().ok
+
+
+# ------------------------------------------------------------------------------------------------ 2. webhook
+
+
+def test_webhook_signed_replayed_forged(world: World) -> None:
+    w = world
+    c = w.start_controller("hook")
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    last = w.run_record(GRAFANA)
+
+    body = json.dumps({"secret": GRAFANA.name, "reason": "webhook drill"}).encode()
+    headers = sign(body, WebhookKey(w.key), datetime.now(UTC))
+    status, answer = post(c.webhook_url, body, headers)
+    assert status == 200 and answer["outcome"] == "queued", answer
+    run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+    assert run.trigger == "webhook" and run.reason == "webhook drill"
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook", actor="controller:hook")
+    print(f"\n[webhook] {GRAFANA.name}: v{before} -> v{before + 1} by {run.run_id}")
+
+    # The same request again (within its window): refused, nothing queued.
+    assert post(c.webhook_url, body, headers)[0] == 401
+    # Forged: a signature over another body, a flipped digit, no signature, a stale (but correct) one.
+    other = json.dumps({"secret": GRAFANA.name, "reason": "forged"}).encode()
+    forged = dict(headers)
+    digest = forged[SIGNATURE_HEADER]
+    forged[SIGNATURE_HEADER] = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+    assert post(c.webhook_url, other, headers)[0] == 401
+    assert post(c.webhook_url, body, forged)[0] == 401
+    assert post(c.webhook_url, other, {TIMESTAMP_HEADER: headers[TIMESTAMP_HEADER]})[0] == 401
+    stale = sign(other, WebhookKey(w.key), datetime.now(UTC) - timedelta(hours=1))
+    assert post(c.webhook_url, other, stale)[0] == 401
+    wrong_key = sign(other, WebhookKey(b"not-the-key-0123456789"), datetime.now(UTC))
+    assert post(c.webhook_url, other, wrong_key)[0] == 401
+    # Authentic but for secrets outside the controller's scope: 404, nothing queued.
+    for name in ("no-such-secret", TICKING.name):
+        unknown = json.dumps({"secret": name}).encode()
+        assert post(c.webhook_url, unknown, sign(unknown, WebhookKey(w.key), datetime.now(UTC)))[0] == 404
+    time.sleep(3)  # several ticks
+    assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+    rejected = [d for d in c.lines() if "rejected request" in str(d.get("event"))]
+    assert len(rejected) >= 6
+
+    # The sender CLI (what a CI job runs): one more rotation.
+    sent = w.cli("controller", "webhook", GRAFANA.name, "--url", c.webhook_url, "--webhook-key-file",
+                 str(w.key_file), "--reason", "sent by the CLI", "--id", "ci-job-17")
+    assert sent.returncode == 0 and sent.stdout.startswith("200"), sent.stdout + sent.stderr
+    second = w.wait_run_done(GRAFANA, not_run=run.run_id)
+    assert second.reason == "sent by the CLI" and second.current_version == before + 2
+    w.assert_converged(GRAFANA, before + 2)
+    w.stop(c)
+
+
+# ------------------------------------------------------------------------------------------------ 3. annotation
+
+
+def test_annotation_on_the_secretintent(world: World) -> None:
+    w = world
+    intent = w.custom().get_namespaced_custom_object(RR_GROUP, RR_VERSION, CONTROLLER_NS, "secretintents",
+                                                     GRAFANA.name)
+    assert ANNOTATION not in (intent["metadata"].get("annotations") or {}), "rendered and applied by the demo"
+    c = w.start_controller("annot")
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    last = w.run_record(GRAFANA)
+    reason = "suspected leak INC-4711"
+    w.kube.patch_custom_object_annotations(RR_GROUP, RR_VERSION, "secretintents", CONTROLLER_NS, GRAFANA.name,
+                                           {ANNOTATION: reason})
+    run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+    assert run.trigger == "annotation" and run.reason == reason
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="annotation",
+                         actor="controller:annot")
+    [entry] = _new_entries(w, GRAFANA, known)
+    assert entry.reason == reason
+
+    def cleared() -> bool:
+        obj = w.kube.get_custom_object(RR_GROUP, RR_VERSION, "secretintents", CONTROLLER_NS, GRAFANA.name)
+        return obj is not None and ANNOTATION not in (obj["metadata"].get("annotations") or {})
+
+    wait_for(cleared, 10, "the rotate annotation removed after the run")
+    time.sleep(3)  # further polls see no annotation: no second run
+    assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+    w.stop(c)
+
+
+# ------------------------------------------------------------------------------------------------ 4. manual
+
+
+def _rotate_cli(w: World, reason: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CHAMBERLAIN_", "KUBECONFIG"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "chamberlain.cli.main", "rotate", GRAFANA.name, str(w.quiet), "--reason", reason,
+         "-o", "json", *w.vault_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=REPO_ROOT)
+
+
+def test_manual_rotation_while_the_controller_runs(world: World) -> None:
+    w = world
+    c = w.start_controller("manual")
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    got = w.cli("rotate", GRAFANA.name, str(w.quiet), "--reason", "manual drill", "-o", "json", *w.vault_args())
+    assert got.returncode == 0, got.stdout + got.stderr
+    [row] = json.loads(got.stdout)["runs"]
+    assert row["ok"] and row["version"] == before + 1
+    time.sleep(2)  # the controller does not add a run of its own
+    [entry] = _new_entries(w, GRAFANA, known)
+    assert entry.details["trigger"] == "manual" and entry.reason == "manual drill"
+    assert not entry.actor.startswith("controller:")
+    w.assert_converged(GRAFANA, before + 1)
+    assert {d: g + 1 for d, g in gens.items()} == w.generations(GRAFANA)
+
+    # A webhook and the CLI at the same moment: the run record is the lease, so the two runs never overlap —
+    # whichever starts second either is refused (CLI) or waits (controller) — and every new version has exactly
+    # one ledger entry.
+    before, known = w.version(GRAFANA), _seqs(w, GRAFANA)
+    proc = _rotate_cli(w, "concurrent manual")
+    _webhook_ok(w, c, GRAFANA, "concurrent webhook")
+    out, err = proc.communicate(timeout=120)
+    w.outputs.append(out + err)
+
+    def settled() -> bool:
+        r = w.run_record(GRAFANA)
+        entries = _new_entries(w, GRAFANA, known)
+        return (r is not None and r.finished and r.ledger_seq is not None
+                and len(entries) == w.version(GRAFANA) - before and len(entries) >= 1
+                and any(e.details["trigger"] == "webhook" for e in entries))
+
+    wait_for(settled, 60, "both requests handled")
+    time.sleep(2)
+    entries = sorted(_new_entries(w, GRAFANA, known), key=lambda e: e.seq)
+    after = w.version(GRAFANA)
+    print(f"\n[manual] concurrent CLI (exit {proc.returncode}) + webhook: v{before} -> v{after}, "
+          f"{[(e.details['trigger'], e.run) for e in entries]}")
+    assert len(entries) == after - before and 1 <= len(entries) <= 2
+    assert all(e.result == "ok" for e in entries)
+    assert [(int(e.details["previous-version"]), int(e.details["version"])) for e in entries] == \
+        [(before + i, before + i + 1) for i in range(len(entries))]
+    triggers = sorted(e.details["trigger"] for e in entries)
+    if "still" in out + err:  # the CLI came while the controller's run held the lease: refused, did nothing
+        assert proc.returncode == 1 and triggers == ["webhook"], (proc.returncode, triggers)
+    else:  # one after the other
+        assert triggers == ["manual", "webhook"], (out + err, triggers)
+    w.assert_converged(GRAFANA, after)
+    assert w.ledger().verify().ok
+    w.stop(c)
+
+
+# ------------------------------------------------------------------------------------------------ 5. crashes
+
+
+def _repair_unledgered(w: World, t: Target) -> None:
+    """Record the seq of the entry a crashed finalize already appended (what a fixed finalize does), so the xfail
+    of the finalize case does not block the secret for the tests after it."""
+    record = w.run_record(t)
+    if record is None or not record.finished or record.ledger_seq is not None:
+        return
+    entries = [e for e in w.rotations(t) if e.run == record.run_id]
+    if len(entries) == 1:
+        runs.save(w.kv, record.model_copy(update={"ledger_seq": entries[0].seq, "next_retry_at": None,
+                                                  "attempts": 0}))
+
+
+@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=FINALIZE_BUG))
+                                   if p == FINALIZE else p for p in CHAIN])
+def test_crash_at_each_step_boundary_then_restart_converges(world: World, point: str) -> None:
+    """Kill the controller (``os._exit(137)``) at ``point`` during a webhook-triggered rotation, start it again:
+    exactly one new version, one ledger entry, consumer marker = Vault marker = marker of the data, one restart.
+
+    The restarted controller is the next test's crashing one: checkpoints go in reverse step order, so resuming a
+    run (which only moves forward from where it died) never passes the next, earlier, crash point. One controller
+    start per checkpoint; the same identity, so the restart leads at once (a restarted pod keeps its name)."""
+    assert len(CHECKPOINTS) >= 9 and PROMOTE_WRITE in CHECKPOINTS
+    w = world
+    c = _chain.pop("next", None)
+    if c is None or not c.alive or c.crash_at != point:
+        if c is not None and c.alive:
+            w.stop(c)
+        c = w.start_controller("crashy", crash_at=point)
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    last = w.run_record(GRAFANA)
+    _webhook_ok(w, c, GRAFANA, f"crash drill {point}")
+    assert c.wait_exit(60) == 137, c.text()[-2000:]
+
+    crashed = w.run_record(GRAFANA)
+    assert crashed is not None and (last is None or crashed.run_id != last.run_id), "the run was recorded"
+    assert not (crashed.finished and crashed.ledger_seq is not None)
+    promoted = CHECKPOINTS.index(point) >= CHECKPOINTS.index(PROMOTE_WRITE)
+    assert w.version(GRAFANA) == before + (1 if promoted else 0), "never more than the one new version"
+
+    i = CHAIN.index(point)
+    nxt = CHAIN[i + 1] if i + 1 < len(CHAIN) else None
+    restarted = w.start_controller("crashy", crash_at=nxt)
+    try:
+        run = w.wait_run_done(GRAFANA, run_id=crashed.run_id, timeout=60 if point != FINALIZE else 12)
+    except AssertionError:
+        if point == FINALIZE:
+            restarted.kill()
+            _repair_unledgered(w, GRAFANA)
+        raise
+    assert run.succeeded, run
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
+                         actor="controller:crashy")
+    assert restarted.events("adopted run", run=crashed.run_id), "the restarted controller resumed the run"
+    print(f"\n[crash] {point}: died at stage {crashed.stage}, resumed to {run.stage}, v{before} -> v{before + 1}")
+    if nxt is None:
+        w.stop(restarted)
+    else:
+        _chain["next"] = restarted
+
+
+# ------------------------------------------------------------------------------------------------ 6. Vault down
+
+
+def _wait_stage(w: World, c: ControllerProc, t: Target, stage: str, timeout: float = 30) -> str:
+    def seen() -> str | None:
+        got = [d for d in c.events("run step", stage=stage) if d["secret"] == t.name]
+        return str(got[-1]["run"]) if got else None
+
+    run: str = wait_for(seen, timeout, f"{t.name} reaching {stage}", every=0.1)
+    return run
+
+
+def _outage_warnings(c: ControllerProc, since: int = 0) -> list[dict[str, Any]]:
+    return [d for d in c.lines()[since:] if d.get("event") == "authority unavailable; retrying"]
+
+
+def test_crash_then_vault_down_then_restart(world: World) -> None:
+    """Killed right after promote, then Vault goes down: a controller started meanwhile cannot log in (it exits 1
+    with a clean message, changing nothing); once Vault is back and unsealed, a new one finishes the run."""
+    w = world
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    c = w.start_controller("vdown-1", crash_at="rotation.promote")
+    _webhook_ok(w, c, GRAFANA, "crash then vault down")
+    assert c.wait_exit(60) == 137
+    crashed = w.run_record(GRAFANA)
+    assert crashed is not None and crashed.stage == "tested" and w.version(GRAFANA) == before + 1
+    w.stop_vault()
+    try:
+        with pytest.raises(AssertionError, match="exited with 1 before it started"):
+            w.start_controller("vdown-2", wait_leader=False)
+        failed = w.controllers[-1]
+        assert "Vault unreachable" in failed.text() and "Traceback" not in failed.text()
+    finally:
+        w.start_vault()
+    assert w.version(GRAFANA) == before + 1
+    c3 = w.start_controller("vdown-3")
+    run = w.wait_run_done(GRAFANA, run_id=crashed.run_id)
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
+                         actor="controller:vdown-3")
+    w.stop(c3)
+
+
+@pytest.mark.xfail(strict=True, reason="controller bug: a request taken from the queue while Vault is unreachable "
+                   "is lost (Controller._begin lets the AuthorityError of wf.start escape, the MemoryQueue keeps the "
+                   "secret in flight forever), so that secret never rotates again until the controller restarts")
+def test_request_arriving_while_vault_is_down_is_carried_out(world: World) -> None:
+    w = world
+    c = w.start_controller("vdown-q", evaluate_every=600)
+    before, last = w.version(GRAFANA), w.run_record(GRAFANA)
+    time.sleep(2)  # a few good ticks: unfinished runs adopted, evaluation done (the next one in 600 s)
+    assert not _outage_warnings(c)
+    w.stop_vault()
+    try:
+        _webhook_ok(w, c, GRAFANA, "while Vault is down")
+        mark = len(c.lines())
+        wait_for(lambda: _outage_warnings(c, mark), 20, "an authority-unavailable warning after the request")
+        assert c.alive
+    finally:
+        w.start_vault()
+    try:
+        run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None, timeout=12)
+        assert run.current_version == before + 1
+    finally:
+        w.stop(c)
+
+
+def _vault_outage_during_revoke_wait(w: World, t: Target, identity: str) -> tuple[ControllerProc, str, int]:
+    """Trigger ``t``, stop Vault while its run waits out maxOverlap (promoted and propagated), keep it down until
+    the controller logged two outage warnings and is still alive, start and unseal it (``chamberlain authority
+    unseal``). Returns (controller, run
+    id, version before)."""
+    # Evaluation only on the first tick: the outage then hits the run's own step, the case failureStrategy covers.
+    c = w.start_controller(identity, evaluate_every=600)
+    before = w.version(t)
+    _webhook_ok(w, c, t, f"vault outage drill ({identity})")
+    run_id = _wait_stage(w, c, t, "revoke-wait")
+    mark = len(c.lines())
+    w.stop_vault()
+    try:
+        wait_for(lambda: len(_outage_warnings(c, mark)) >= 2, 30, "two authority-unavailable warnings")
+        assert c.alive, c.text()[-2000:]
+        assert not [d for d in c.lines()[mark:] if d.get("event") in ("tick failed", "stopped")]
+    finally:
+        w.start_vault()
+    return c, run_id, before
+
+
+def test_vault_stopped_mid_run_retry_resumes(world: World) -> None:
+    """failureStrategy retry: the controller keeps running through the outage (warnings, backoff) and the run
+    completes once Vault is back: revoked, one version, one ok entry."""
+    w = world
+    gens, known = w.generations(SHIPPER), _seqs(w, SHIPPER)
+    c, run_id, before = _vault_outage_during_revoke_wait(w, SHIPPER, "vdown-retry")
+    run = w.wait_run_done(SHIPPER, run_id=run_id, timeout=60)
+    assert run.stage == "revoked", run
+    _assert_one_good_run(w, SHIPPER, run_id, before, gens, known, trigger="webhook", actor="controller:vdown-retry")
+    warnings = _outage_warnings(c)
+    print(f"\n[vault down, retry] {len(warnings)} outage warnings "
+          f"({sorted({str(d.get('error')) for d in warnings})}), then {run.stage}")
+    w.stop(c)
+
+
+def _hold_through_partition(w: World, identity: str, heal_after: int) -> tuple[ControllerProc, str, int]:
+    """HOOK (failureStrategy hold) rotated by a controller that reaches Vault through a :class:`Partition`; the
+    partition is cut while the run waits out maxOverlap (promoted and propagated) and healed right after the
+    controller logged ``heal_after`` outage warnings (each tick logs one while Vault is unreachable, and the next
+    tick comes at least a second later). Returns (controller, run id, version before); the run is finished."""
+    partition = ch.Partition(w.lab.vault.port)
+    try:
+        c = w.start_controller(identity, evaluate_every=600, vault_addr=partition.address)
+        before = w.version(HOOK)
+        _webhook_ok(w, c, HOOK, f"partition drill ({identity})")
+        run_id = _wait_stage(w, c, HOOK, "revoke-wait")
+        mark = len(c.lines())
+        partition.cut()
+        wait_for(lambda: len(_outage_warnings(c, mark)) >= heal_after, 30,
+                 f"{heal_after} authority-unavailable warnings", every=0.05)
+        partition.heal()
+        assert c.alive, c.text()[-2000:]
+        run = w.wait_run_done(HOOK, run_id=run_id, timeout=60)
+        print(f"\n[partition, hold, healed after {heal_after} outage ticks] run ended {run.stage}: "
+              f"{run.last_error}")
+        w.stop(c)
+    finally:
+        partition.close()
+    return c, run_id, before
+
+
+def _assert_held_after_outage(w: World, c: ControllerProc, run_id: str, before: int, known: set[int]) -> None:
+    """What loop.py documents for failureStrategy hold after an authority outage: the run ends held — even in
+    revoke-wait, with the new version promoted and in every consumer; the secret is held until released; one
+    failed ledger entry; the old credential is not revoked."""
+    run = w.run_record(HOOK)
+    assert run is not None and run.run_id == run_id
+    assert run.stage == "held" and "authority unavailable during revoke-wait" in (run.last_error or ""), run
+    assert c.events("run stopped after an authority outage", run=run_id, stage="held")
+    meta = w.meta(HOOK)
+    assert meta.custom["held"] == "true" and meta.custom["held-run"] == run_id
+    assert meta.custom["last-result"] == f"{run_id}:failed"
+    w.assert_converged(HOOK, before + 1)  # the promoted version stays current and in every consumer
+    [entry] = _new_entries(w, HOOK, known)
+    assert entry.result == "failed" and entry.run == run_id and entry.details["stage"] == "held"
+    assert _rotation_runs(w)[run_id]["status"]["phase"] == "held"
+
+
+def _release(w: World) -> None:
+    released = w.cli("rotate", HOOK.name, str(w.quiet), "--release", *w.vault_args())
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert w.meta(HOOK).custom.get("held", "false") == "false"
+
+
+def test_vault_unreachable_mid_run_hold_holds(world: World) -> None:
+    """failureStrategy hold, Vault unreachable for one controller tick during the run: the run ends held once
+    Vault answers (loop.py ``_stop_after_outage``); requests for the held secret are dropped until
+    ``chamberlain rotate --release``."""
+    w = world
+    known = _seqs(w, HOOK)
+    c, run_id, before = _hold_through_partition(w, "partition-1", heal_after=1)
+    _assert_held_after_outage(w, c, run_id, before, known)
+
+    held = w.start_controller("partition-1b")
+    _webhook_ok(w, held, HOOK, "while held")
+    wait_for(lambda: held.events("secret is held; request dropped"), 10, "the held secret's request dropped")
+    assert w.version(HOOK) == before + 1
+    w.stop(held)
+    _release(w)
+    assert w.ledger().verify().ok
+
+
+@pytest.mark.xfail(strict=True, reason="controller bug: Controller._stop_after_outage clears Active.interrupted "
+                   "before runs.save; while Vault is still unreachable that save fails, the failureStrategy "
+                   "decision is forgotten, and the next tick advances the run as if nothing happened — so "
+                   "hold/alert apply or not depending on the parity of the tick Vault comes back on")
+def test_vault_unreachable_for_two_ticks_hold_still_holds(world: World) -> None:
+    w = world
+    known = _seqs(w, HOOK)
+    try:
+        c, run_id, before = _hold_through_partition(w, "partition-2", heal_after=2)
+        _assert_held_after_outage(w, c, run_id, before, known)
+    finally:
+        _release(w)
+
+
+# ------------------------------------------------------------------------------------------------ 7. kube down
+
+
+def test_kube_apiserver_down_after_promote(world: World) -> None:
+    """Killed right after promote, then the kube-apiserver dies: Vault holds exactly the one new version; a
+    controller started meanwhile (Vault token from a file: its Kubernetes login needs the API server) runs but
+    never leads; when the API server is back it leads, and propagation and the single restart complete."""
+    w = world
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    c = w.start_controller("kdown-1", crash_at="rotation.promote")
+    _webhook_ok(w, c, GRAFANA, "kube down drill")
+    assert c.wait_exit(60) == 137
+    crashed = w.run_record(GRAFANA)
+    assert crashed is not None and crashed.stage == "tested"
+    token = w.base / "orchestrator.token"
+    token.write_text(w.login()._client.token + "\n")
+    token.chmod(0o600)
+    w.kill_apiserver()
+    try:
+        c2 = w.start_controller("kdown-2", token_file=token, wait_leader=False,
+                                extra=["--propagation-timeout", "90"])
+        time.sleep(6)
+        assert c2.alive and not c2.leader
+        assert w.version(GRAFANA) == before + 1, "exactly the one new version while the API server is down"
+        record = w.run_record(GRAFANA)
+        assert record is not None and record.run_id == crashed.run_id and record.stage == "tested"
+    finally:
+        w.start_apiserver()
+    c2.wait_leader(30)
+    run = w.wait_run_done(GRAFANA, run_id=crashed.run_id, timeout=120)
+    assert w.lab.eso.running() is not None, "ESO survived the API server outage"
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
+                         actor="controller:kdown-2")
+    print(f"\n[kube down] resumed {run.run_id}: propagation {c2.events('run finished')[-1]['propagation_seconds']}s "
+          "after the API server came back")
+    w.stop(c2)
+
+
+# ------------------------------------------------------------------------------------------------ 8. two replicas
+
+
+def test_two_controllers_one_leader_and_failover(world: World) -> None:
+    w = world
+    a = w.start_controller("pair-a")
+    b = w.start_controller("pair-b", wait_leader=False)
+    time.sleep(2)
+    assert a.leader and not b.leader
+    status, _ = w.webhook(b, GRAFANA.name, "to the follower")
+    assert status == 503, "a follower does not queue"
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    last = w.run_record(GRAFANA)
+    _webhook_ok(w, a, GRAFANA, "to the leader")
+    run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook", actor="controller:pair-a")
+    assert not [d for d in b.lines() if d.get("event") in ("run started", "adopted run", "run step")]
+
+    killed = time.monotonic()
+    a.kill()
+    b.wait_leader(15)
+    takeover = time.monotonic() - killed
+    print(f"\n[failover] pair-b leads {takeover:.1f}s after pair-a was killed (lease 4 s)")
+    assert takeover <= 4 + 3
+    lease = w.kube.get_lease(CONTROLLER_NS, "chamberlain-controller")
+    assert lease is not None and lease.holder == "pair-b"
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    _webhook_ok(w, b, GRAFANA, "to the new leader")
+    second = w.wait_run_done(GRAFANA, not_run=run.run_id)
+    _assert_one_good_run(w, GRAFANA, second.run_id, before, gens, known, trigger="webhook",
+                         actor="controller:pair-b")
+    w.stop(b)
+
+
+# ------------------------------------------------------------------------------------------------ scope
+
+
+@pytest.mark.xfail(strict=True, reason="controller bug: scope_of places every intent of the environment/cluster, "
+                   "including derived/config ones in the internal mounts; _adopt reads their run records there "
+                   "(403: the orchestrator may read only metadata in platform-data/platform-config), the "
+                   "AuthorityError aborts every tick as 'authority unavailable', and the controller never acts")
+def test_full_example_scope_acts(world: World) -> None:
+    w = world
+    c = w.start_controller("full-scope", repo=w.repo)
+    try:
+        before, last = w.version(GRAFANA), w.run_record(GRAFANA)
+        _webhook_ok(w, c, GRAFANA, "full scope")
+        try:
+            w.wait_run_done(GRAFANA, not_run=last.run_id if last else None, timeout=10)
+        finally:
+            forbidden = [d for d in _outage_warnings(c) if d.get("error") == "Forbidden"]
+            print(f"\n[scope] {len(forbidden)} 'authority unavailable' warnings for a 403, e.g. "
+                  f"{forbidden[0]['detail'] if forbidden else '-'}")
+        assert w.version(GRAFANA) == before + 1
+        assert not _outage_warnings(c)
+    finally:
+        w.stop(c)
+
+
+# ------------------------------------------------------------------------------------------------ 9. leaks
+
+
+def test_no_value_leaks(world: World) -> None:
+    """No value of any version of any secret under test appears in any controller log, CLI output, metrics page,
+    RotationRun object or Event; nor does the webhook key."""
+    w = world
+    c = w.start_controller("leaks")
+    last = w.run_record(GRAFANA)
+    _webhook_ok(w, c, GRAFANA, "leak check")
+    w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+    metrics = ch.get_text(c.metrics_url)
+    assert re.search(r'chamberlain_rotations_total\{result="ok",secret="grafana-admin",trigger="webhook"\} 1\.0',
+                     metrics), metrics
+    assert "chamberlain_leader 1.0" in metrics
+    w.stop(c)
+
+    values = sorted({v for t in TARGETS for v in w.values(t) if len(v) >= 8})
+    assert len(values) >= 20, "values of many versions of the secrets under test"
+    core = kubernetes.client.CoreV1Api(w.api)
+    events = core.list_namespaced_event(CONTROLLER_NS).items
+    assert any(e.reason == "RotationSucceeded" for e in events)
+    texts = {
+        **{f"log {x.log.name}": x.text() for x in w.controllers},
+        **{f"output {i}": out for i, out in enumerate(w.outputs)},
+        "metrics": metrics,
+        "rotationruns": json.dumps(list(_rotation_runs(w).values()), default=str),
+        "events": json.dumps([e.to_dict() for e in events], default=str),
+    }
+    print(f"\n[leaks] {len(values)} values x {len(texts)} texts ({sum(map(len, texts.values()))} chars), "
+          f"{len(w.controllers)} controller logs, {len(events)} events")
+    key = w.key.decode()
+    for where, text in texts.items():
+        assert key not in text, f"the webhook key in {where}"
+        assert "Traceback" not in text, where
+        for value in values:
+            assert value not in text, f"a value of a secret under test in {where}"
