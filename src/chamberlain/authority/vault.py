@@ -161,6 +161,7 @@ class VaultClient:
         self._client = client
         self._monotonic = monotonic
         self._session: _Session | None = None
+        self._generation = 0  # bumped on every login, renewal or re-login (the controller counts them)
         self.kv = VaultKV(self)
 
     # -- construction
@@ -209,6 +210,7 @@ class VaultClient:
         token, ttl, renewable = login()
         self._client.token = token
         self._session = _Session(ttl, renewable, self._monotonic(), login)
+        self._generation += 1
         return self.lookup_self()
 
     def ensure_fresh(self) -> None:
@@ -224,6 +226,7 @@ class VaultClient:
                 # Renewal stops extending at the role's max TTL: then a fresh login is the only way forward.
                 if granted > s.ttl / 4:
                     self._session = _Session(granted, bool(auth.get("renewable")), self._monotonic(), s.relogin)
+                    self._generation += 1
                     return
             except (Forbidden, InvalidRequest):
                 pass
@@ -231,6 +234,12 @@ class VaultClient:
             token, ttl, renewable = s.relogin()
             self._client.token = token
             self._session = _Session(ttl, renewable, self._monotonic(), s.relogin)
+            self._generation += 1
+
+    @property
+    def session_generation(self) -> int:
+        """How many times a token was obtained or renewed: a controller logs in once, then only renews."""
+        return self._generation
 
     @property
     def session_ttl(self) -> int | None:

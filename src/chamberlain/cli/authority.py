@@ -21,7 +21,7 @@ import typer
 
 from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, repo_dir, valid_repository
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
-from chamberlain.errors import UsageError
+from chamberlain.errors import ChamberlainError, UsageError
 
 if TYPE_CHECKING:
     from chamberlain.authority.configure import Change, Desired
@@ -303,6 +303,9 @@ def configure(
 def plan(
     path: RepoPath,
     prune: Annotated[bool, typer.Option("--prune", help="Also show what --prune would remove.")] = False,
+    policies: Annotated[bool, typer.Option("--policies/--no-policies",
+                                           help="Also show rotation-policy drift (policy in force vs Git).")
+                        ] = True,
     vault_addr: VaultAddr = None,
     vault_cacert: VaultCACert = None,
     kubeconfig: Kubeconfig = None,
@@ -315,17 +318,37 @@ def plan(
     token_reviewer_jwt_file: ReviewerJWT = None,
     output: Output = DataFormat.text,
 ) -> None:
-    """Show how Vault's configuration differs from the intent (add/change/remove per object); change nothing.
-    Exit 0 when up to date, 1 when there is a diff.
+    """Show how Vault's configuration differs from the intent (add/change/remove per object), and where the
+    rotation policy in force differs from Git's; change nothing. Exit 0 when up to date, 1 when there is a diff.
 
     Example: chamberlain plan examples/acme --cluster dev1 -o json
     """
+    from chamberlain.cli.policy import drift_for_plan, show_drift
+
     changes = vault_plan(path, prune=prune, vault_addr=vault_addr, vault_cacert=vault_cacert,
                          kubeconfig=kubeconfig, vault_token=vault_token, environment=environment, cluster=cluster,
                          audit_file=audit_file, kubernetes_host=kubernetes_host,
                          kubernetes_ca_file=kubernetes_ca_file, token_reviewer_jwt_file=token_reviewer_jwt_file)
-    _print_changes(changes, output, applied=None, dry_run=True)
-    if changes:
+    drifts: list[Any] = []
+    unchecked: str | None = None if policies else "not requested"
+    if policies:
+        try:
+            drifts = drift_for_plan(path, environment, cluster, vault_addr, vault_cacert, vault_token, kubeconfig)
+        except ChamberlainError as exc:  # e.g. no orchestrator login from here: the config plan still stands
+            unchecked = str(exc)
+    if output is DataFormat.text:
+        _print_changes(changes, output, applied=None, dry_run=True)
+        if unchecked is None:
+            show_drift(drifts, output, None)
+        elif policies:
+            stderr.print(f"policy drift not checked: {unchecked}", markup=False, highlight=False)
+    else:
+        from chamberlain.authority.configure import summarize
+
+        emit_data({"changes": [c.as_dict() for c in changes], "summary": summarize(changes), "dry_run": True,
+                   "policyDrift": None if unchecked else [d.as_dict() for d in drifts],
+                   "policyDriftUnchecked": unchecked}, output)
+    if changes or drifts:
         raise typer.Exit(1)
 
 

@@ -158,10 +158,12 @@ def _register_subapps() -> None:
     from chamberlain.cli.authority import authority_app
     from chamberlain.cli.authority import plan as plan_cmd
     from chamberlain.cli.bootstrap import bootstrap_app
+    from chamberlain.cli.controller import controller_app
     from chamberlain.cli.demo import demo_cmd
     from chamberlain.cli.gitops import apply_cmd
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.lab import lab_app
+    from chamberlain.cli.policy import policy_app
     from chamberlain.cli.root import root_app
     from chamberlain.cli.rotate import rotate_cmd, status_cmd
 
@@ -176,7 +178,9 @@ def _register_subapps() -> None:
     app.add_typer(lab_app, name="lab", help="The local lab of real servers: build, up, down, status.")
     app.command("demo")(demo_cmd)
     app.command("rotate")(rotate_cmd)
+    app.add_typer(policy_app, name="policy", help="The rotation policy in force against Git's: plan, apply.")
     app.command("status")(status_cmd)
+    app.add_typer(controller_app, name="controller", help="The in-cluster controller: triggers in, rotations out.")
 
 
 _register_subapps()

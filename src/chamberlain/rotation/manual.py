@@ -92,7 +92,8 @@ class TimedPropagation:
     _started: float | None = None
 
     def refresh(self, token: str) -> None:
-        self._started = self.monotonic()
+        if self._started is None:  # a retried or repeated refresh does not restart the measurement
+            self._started = self.monotonic()
         self.inner.refresh(token)
 
     def wait(self, marker: str) -> None:
@@ -213,6 +214,13 @@ def _iso(t: datetime | None) -> str | None:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t is not None else None
 
 
+def last_changed(custom: Mapping[str, str]) -> datetime | None:
+    """When the secret last got a value chamberlain knows of: its last rotation, else its creation or handover
+    (from the secret's custom_metadata; None when it carries neither)."""
+    return (_parse_time(custom.get(wf.LAST_ROTATED)) or _parse_time(custom.get(md.CREATED_AT))
+            or _parse_time(custom.get(md.HANDED_OVER_AT)))
+
+
 def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str) -> list[dict[str, Any]]:
     """Per consumer Secret: whether its version-marker annotation equals ``marker`` (annotations only)."""
     rows: list[dict[str, Any]] = []
@@ -244,8 +252,7 @@ def secret_status(kv: KV, ledger: Ledger, kube: KubePropagation | None, placed: 
     last_entry = rotations[-1] if rotations else None
     last_run = runs.load(kv, placed.vault) if meta is not None else None
     last_rotated = _parse_time(custom.get(wf.LAST_ROTATED))
-    created = _parse_time(custom.get(md.CREATED_AT)) or _parse_time(custom.get(md.HANDED_OVER_AT))
-    since = last_rotated or created or (_parse_time(last_entry.time) if last_entry else None)
+    since = last_changed(custom) or (_parse_time(last_entry.time) if last_entry else None)
     decision = due(policy, since, now, held=held) if since is not None else None
     marker = custom.get(md.VALUE_MARKER, "")
     result_field = custom.get(wf.LAST_RESULT, "")
@@ -286,4 +293,4 @@ def pick(intents: Sequence[SecretIntent], names: Sequence[str]) -> list[SecretIn
 
 
 __all__ = ["Placed", "TimedPropagation", "admin_values", "build_deps", "consumer_sync", "consumers_of", "drive",
-           "pick", "place", "run_report", "secret_status"]
+           "last_changed", "pick", "place", "run_report", "secret_status"]

@@ -61,7 +61,8 @@ def due(spec: RotationPolicySpec | None, last_rotated: datetime, now: datetime, 
 
 def from_metadata(custom: Mapping[str, str]) -> RotationPolicySpec | None:
     """The policy in force as recorded on a secret, or None when none (or an unreadable one) is recorded."""
-    fields = {k[len(POLICY_PREFIX):]: v for k, v in custom.items() if k.startswith(POLICY_PREFIX)}
+    # An empty value is a field removed by a policy change (custom_metadata keys are merged, never deleted).
+    fields = {k[len(POLICY_PREFIX):]: v for k, v in custom.items() if k.startswith(POLICY_PREFIX) and v != ""}
     if "type" not in fields:
         return None
     try:
@@ -85,7 +86,7 @@ def from_metadata(custom: Mapping[str, str]) -> RotationPolicySpec | None:
 def drift(git_name: str | None, git: RotationPolicySpec | None, custom: Mapping[str, str]) -> list[FieldDrift]:
     """Fields where the policy declared in Git differs from the one in force (empty: in sync)."""
     want = policy_metadata(git_name, git)
-    have = {k: v for k, v in custom.items() if k.startswith(POLICY_PREFIX)}
+    have = {k: v for k, v in custom.items() if k.startswith(POLICY_PREFIX) and v != ""}
     return [
         FieldDrift(key[len(POLICY_PREFIX):], want.get(key), have.get(key))
         for key in sorted(set(want) | set(have))

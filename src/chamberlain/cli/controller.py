@@ -1,0 +1,195 @@
+"""``chamberlain controller run``: the long-running orchestrator; ``chamberlain controller webhook``: a signed sender.
+
+``run PATH -e ENV --cluster C`` builds the clients (a Kubernetes login as the cluster's orchestrator unless
+``--vault-token-file`` is given), the scope (every intent placed in ENV/C), and starts the loop, the webhook
+endpoint (``--webhook-port``, key from ``--webhook-key-file`` or ``$CHAMBERLAIN_WEBHOOK_KEY_FILE``) and
+``/metrics`` (``--metrics-port``). SIGTERM/SIGINT stop it gracefully. Logs are JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+
+from chamberlain.cli.handover import AuthorityOptions
+from chamberlain.cli.options import (
+    Cluster,
+    Environment,
+    Kubeconfig,
+    VaultAddr,
+    VaultCACert,
+    VaultTokenFile,
+    valid_repository,
+)
+from chamberlain.cli.output import RepoPath, stderr, stdout
+from chamberlain.errors import UsageError
+
+if TYPE_CHECKING:
+    from chamberlain.kube.client import KubeClient
+
+controller_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+WebhookKeyFile = Annotated[Path | None, typer.Option(
+    "--webhook-key-file", help="File holding the webhook HMAC key (or $CHAMBERLAIN_WEBHOOK_KEY_FILE).",
+    show_default=False)]
+
+
+def _vault(platform: Any, opts: AuthorityOptions, kube: Any, cluster: str) -> Any:
+    """The VaultClient the controller keeps for its lifetime: one login, then renewals (``ensure_fresh``)."""
+    from chamberlain.authority.session import Connection, login_as
+    from chamberlain.authority.vault import client_with_token
+    from chamberlain.render.naming import orchestrator_policy
+
+    conn = Connection.resolve(platform, opts.address, opts.ca_file)
+    if opts.token_file is not None:
+        try:
+            token = opts.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"{opts.token_file}: cannot read the token file ({exc.strerror})") from None
+        return client_with_token(conn.address, conn.ca_file, token)
+    return login_as(conn, platform, kube, orchestrator_policy(cluster))
+
+
+@controller_app.command("run")
+def run_cmd(
+    path: RepoPath,
+    environment: Environment = None,
+    cluster: Cluster = None,
+    identity: Annotated[str | None, typer.Option("--identity", help="This replica's name in the Lease "
+                                                 "(default: $POD_NAME, else host name and pid).",
+                                                 show_default=False)] = None,
+    lease_name: Annotated[str, typer.Option("--lease-name", help="The coordination.k8s.io Lease.")
+                          ] = "chamberlain-controller",
+    lease_seconds: Annotated[int, typer.Option("--lease-seconds", help="Lease duration.")] = 15,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between ticks.")] = 1.0,
+    evaluate_every: Annotated[float, typer.Option("--evaluate-every",
+                                                  help="Seconds between time-trigger evaluations.")] = 30.0,
+    propagation_timeout: Annotated[float, typer.Option("--propagation-timeout",
+                                                       help="Seconds to wait for consumers to sync.")] = 120.0,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve /metrics here (0: any).",
+                                                     show_default=False)] = None,
+    webhook_port: Annotated[int | None, typer.Option("--webhook-port", help="Serve POST /v1/rotate here.",
+                                                     show_default=False)] = None,
+    listen: Annotated[str, typer.Option("--listen", help="Address of the metrics and webhook servers.")
+                      ] = "127.0.0.1",
+    webhook_key_file: WebhookKeyFile = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Stop after this long (tests).",
+                                                      show_default=False)] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="json or console.")] = "json",
+    vault_addr: VaultAddr = None,
+    vault_cacert: VaultCACert = None,
+    vault_token_file: VaultTokenFile = None,
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """Run the controller: time, webhook and annotation triggers in, durable rotations out, while leader.
+
+    Example: chamberlain controller run examples/acme -e dev --cluster dev1 --metrics-port 9102 --webhook-port 8443
+    """
+    from chamberlain.authority.counting import CountingKV
+    from chamberlain.cli.handover import open_kube
+    from chamberlain.controller import ControllerApp, ControllerMetrics, LeaderElector, RunPublisher, logs
+    from chamberlain.controller.loop import Controller, scope_of
+    from chamberlain.handover import select_cluster
+    from chamberlain.propagation import SystemClock
+    from chamberlain.triggers import AnnotationTrigger, MemoryQueue
+    from chamberlain.triggers.webhook import load_key
+
+    if log_format not in ("json", "console"):
+        raise UsageError("--log-format is json or console")
+    logs.configure(json=log_format == "json")
+    log = logs.get()
+    repo, platform = valid_repository(path)
+    chosen, envs = select_cluster(platform, environment, cluster)
+    if len(envs) != 1:
+        raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
+    key = load_key(webhook_key_file) if webhook_port is not None else None
+    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
+    scope = scope_of(platform, intents, envs[0], chosen)
+    kube = cast("KubeClient", open_kube(kubeconfig))  # the real client: leases, run objects, events too
+    metrics = ControllerMetrics()
+    client = _vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
+    metrics.vault_request("login")
+    generation = [client.session_generation]
+
+    def refresh_session() -> None:
+        client.ensure_fresh()
+        if client.session_generation != generation[0]:
+            generation[0] = client.session_generation
+            metrics.vault_request("renew")
+
+    clock = SystemClock()
+    me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    ns = platform.spec.controller.namespace
+    queue = MemoryQueue()
+    controller = Controller(
+        scope=scope, kv=CountingKV(client.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
+        queue=queue, elector=LeaderElector(kube, ns, lease_name, me, clock.now, lease_seconds),
+        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
+        actor=f"controller:{me}", propagation_timeout=propagation_timeout, evaluate_every=evaluate_every,
+        refresh_session=refresh_session, log=log,
+    )
+    app = ControllerApp(
+        controller, interval=interval,
+        metrics_address=(listen, metrics_port) if metrics_port is not None else None,
+        webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key,
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal received; stopping", signal=signal.Signals(signum).name)
+        app.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    app.start()
+    log.info("controller started", identity=me, environment=envs[0], cluster=chosen, secrets=len(scope.placed),
+             metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
+    app.wait(max_seconds)
+    app.stop()
+    kube.close()
+
+
+@controller_app.command("webhook")
+def webhook_cmd(
+    secret: Annotated[str, typer.Argument(help="The secret (intent name) to rotate.", show_default=False)],
+    url: Annotated[str, typer.Option("--url", help="The controller's webhook endpoint.")
+                   ] = "http://127.0.0.1:8443/v1/rotate",
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the run and the ledger.")] = "webhook",
+    request_id: Annotated[str | None, typer.Option("--id", help="Idempotency key (a retry sends the same).",
+                                                   show_default=False)] = None,
+    webhook_key_file: WebhookKeyFile = None,
+) -> None:
+    """Send a signed rotation request to a controller's webhook (what a CI job or an alert would do).
+
+    Example: CHAMBERLAIN_WEBHOOK_KEY_FILE=key chamberlain controller webhook grafana-admin --reason "leak drill"
+    """
+    from chamberlain.triggers.webhook import load_key, sign
+
+    key = load_key(webhook_key_file)
+    doc: dict[str, str] = {"secret": secret, "reason": reason}
+    if request_id:
+        doc["id"] = request_id
+    body = json.dumps(doc).encode()
+    headers = {"Content-Type": "application/json", **sign(body, key, datetime.now(UTC))}
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"{url}: the webhook URL must be http:// or https://")
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - scheme checked above
+            status, answer = resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        status, answer = exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        raise UsageError(f"{url}: cannot reach the webhook ({type(exc).__name__})") from None
+    (stdout if status == 200 else stderr).print(f"{status} {answer}", markup=False, highlight=False)
+    sys.stdout.flush()
+    raise typer.Exit(0 if status == 200 else 1)

@@ -1,0 +1,110 @@
+"""Leader election on a ``coordination.k8s.io`` Lease, so two controller replicas never act at once.
+
+The decision is pure (:func:`decide`: the Lease as read, who I am, an injected ``now``); :class:`LeaderElector`
+does the one read and, when the decision says so, the one write with the Lease's ``resourceVersion`` as the
+precondition — two replicas racing for an expired Lease both try to replace the same version and exactly one
+wins (the other gets a conflict and follows).
+
+Why not the ``kubernetes`` client's ``leaderelection`` package: it runs its own blocking loop and callbacks on
+threads, while the controller needs leadership as a value it checks before every action, with the clock injected
+for tests. The protocol is small: read, then create or replace with a precondition.
+
+Safety margin: a leader stops acting as soon as its own last successful renewal is older than the lease duration,
+even if it could not write (API server unreachable): by then another replica may hold the Lease. The run record
+in Vault (a check-and-set lease per secret) is the second line of defence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from chamberlain.kube.api import KubeConflict, KubeError, KubeLeases, KubeNotFound, LeaseRecord
+
+
+class Decision(StrEnum):
+    CREATE = "create"  # no Lease yet: create it holding it
+    RENEW = "renew"  # I hold it: renew
+    TAKE_OVER = "take-over"  # nobody holds it, or the holder stopped renewing
+    FOLLOW = "follow"  # someone else holds a live Lease
+
+
+def expired(record: LeaseRecord, now: datetime) -> bool:
+    """Whether the holder's last renewal is older than the lease duration."""
+    last = record.renewed or record.acquired
+    return last is None or now >= last + timedelta(seconds=record.duration_seconds)
+
+
+def decide(record: LeaseRecord | None, me: str, now: datetime) -> Decision:
+    """What a replica named ``me`` should do about the Lease as read at ``now`` (pure)."""
+    if record is None:
+        return Decision.CREATE
+    if record.holder == me:
+        return Decision.RENEW
+    if not record.holder or expired(record, now):
+        return Decision.TAKE_OVER
+    return Decision.FOLLOW
+
+
+@dataclass
+class LeaderElector:
+    """Leadership of one controller replica; call :meth:`step` once per loop, before acting."""
+
+    leases: KubeLeases
+    namespace: str
+    name: str
+    identity: str
+    now: Callable[[], datetime]
+    duration_seconds: int = 15
+    _renewed: datetime | None = None  # my last successful acquire/renew, on my clock
+
+    @property
+    def is_leader(self) -> bool:
+        return self._renewed is not None and self.now() < self._renewed + timedelta(seconds=self.duration_seconds)
+
+    def step(self) -> bool:
+        """Read the Lease, acquire or renew it when allowed; returns whether this replica may act now."""
+        now = self.now()
+        try:
+            record = self.leases.get_lease(self.namespace, self.name)
+            decision = decide(record, self.identity, now)
+            if decision is Decision.FOLLOW:
+                self._renewed = None
+                return False
+            mine = LeaseRecord(
+                holder=self.identity,
+                duration_seconds=self.duration_seconds,
+                acquired=record.acquired if record is not None and decision is Decision.RENEW else now,
+                renewed=now,
+                transitions=(record.transitions if record is not None else 0)
+                + (1 if decision is Decision.TAKE_OVER else 0),
+                resource_version=record.resource_version if record is not None else "",
+            )
+            if decision is Decision.CREATE:
+                self.leases.create_lease(self.namespace, self.name, mine)
+            else:
+                self.leases.replace_lease(self.namespace, self.name, mine)
+        except (KubeConflict, KubeNotFound):
+            self._renewed = None  # another replica won the race: follow
+            return False
+        except KubeError:
+            return self.is_leader  # cannot reach the API server: act only while my last renewal is valid
+        self._renewed = now
+        return True
+
+    def release(self) -> None:
+        """Give the Lease up on graceful shutdown, so another replica takes over at once (best effort)."""
+        if self._renewed is None:
+            return
+        self._renewed = None
+        try:
+            record = self.leases.get_lease(self.namespace, self.name)
+            if record is not None and record.holder == self.identity:
+                self.leases.replace_lease(self.namespace, self.name, replace(record, holder=None, renewed=None))
+        except KubeError:
+            pass  # the Lease expires by itself
+
+
+__all__ = ["Decision", "LeaderElector", "decide", "expired"]

@@ -1,0 +1,60 @@
+"""The controller's Prometheus metrics, on a registry of its own (tests create as many controllers as they like).
+
+Labels are names and outcomes only — secret names, trigger kinds, results, Vault operations — never values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+
+# Propagation through ESO takes under a second in the lab; ESO's own default refresh is an hour.
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+RUN_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0)
+
+
+@dataclass
+class ControllerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.secret_age = Gauge("chamberlain_secret_age_seconds", "Seconds since the secret last got a new value",
+                                ["secret", "path"], registry=r)
+        self.next_due = Gauge("chamberlain_secret_next_due_timestamp_seconds",
+                              "Unix time the secret is next due for rotation (absent: never by time)",
+                              ["secret", "path"], registry=r)
+        self.held = Gauge("chamberlain_secret_held", "1 while the secret is held after a failed rotation",
+                          ["secret", "path"], registry=r)
+        self.rotations = Counter("chamberlain_rotations", "Finished rotation runs",
+                                 ["secret", "trigger", "result"], registry=r)
+        self.run_duration = Histogram("chamberlain_rotation_run_duration_seconds",
+                                      "Start of a run to its ledger entry", ["trigger"], buckets=RUN_BUCKETS,
+                                      registry=r)
+        self.propagation = Histogram("chamberlain_propagation_latency_seconds",
+                                     "Force-refresh to every consumer Secret carrying the new version marker",
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.vault_requests = Counter("chamberlain_vault_requests", "Requests to the runtime authority",
+                                      ["operation"], registry=r)
+        self.alerts = Counter("chamberlain_rotation_alerts", "Runs that ended under failureStrategy alert",
+                              ["secret"], registry=r)
+        self.leader = Gauge("chamberlain_leader", "1 while this replica holds the leader Lease", registry=r)
+        self.requests = Counter("chamberlain_rotation_requests", "Rotation requests by trigger and outcome",
+                                ["trigger", "outcome"], registry=r)
+        self.active_runs = Gauge("chamberlain_active_runs", "Unfinished runs this replica drives", registry=r)
+
+    def vault_request(self, operation: str) -> None:
+        self.vault_requests.labels(operation).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> Any:
+        """Serve ``/metrics``; returns the server (``shutdown()`` on stop)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return server
+
+
+__all__ = ["ControllerMetrics"]

@@ -1,0 +1,367 @@
+"""The controller loop with fakes: FakeKV as Vault, FakeKube as the cluster with ESO simulated on force-sync, the
+real rotators, a fake clock. What is checked: a short-ttl secret rotates exactly once per window; a batch rolls a
+shared workload once; two replicas never both act; an adopted run resumes; annotation and webhook triggers go
+through the same path; metrics, logs, RotationRun statuses and events carry no value."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+
+from chamberlain.audit.ledger import Ledger
+from chamberlain.authority.fake import FakeKV
+from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
+from chamberlain.controller.app import LeaderOnlyWebhook
+from chamberlain.controller.leader import Decision
+from chamberlain.controller.loop import Controller, scope_of
+from chamberlain.handover import metadata as md
+from chamberlain.intent.model import GROUP, VERSION, Platform, RotationPolicySpec, SecretIntent
+from chamberlain.kube.api import KubeSecret, LeaseRecord, PodTemplateState
+from chamberlain.kube.fake import FakeKube
+from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
+from chamberlain.rotation import run as runs
+from chamberlain.rotation import workflow as wf
+from chamberlain.triggers import ANNOTATION, MemoryQueue, WebhookKey, sign
+from chamberlain.values.markers import version_marker
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+MOUNT = "secret"
+CANARY = "CANARY-controller-0123456789"
+NS = "chamberlain-system"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+        self.mono = 0.0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class ListLog:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, event: str, **kw: Any) -> None:
+        self.lines.append(json.dumps({"event": event, **kw}, default=str))
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self.info(event, **kw)
+
+
+class EsoKube(FakeKube):
+    """FakeKube whose force-sync does what ESO does: copy the latest Vault version's marker to the Secret."""
+
+    def __init__(self, kv: FakeKV, paths: dict[tuple[str, str], str]) -> None:
+        super().__init__()
+        self.kv, self.paths = kv, paths
+        self.force_syncs = 0
+
+    def annotate_external_secret(self, namespace: str, name: str, annotations: Any) -> None:
+        super().annotate_external_secret(namespace, name, annotations)
+        self.force_syncs += 1
+        meta = self.kv.read_metadata(MOUNT, self.paths[(namespace, name)])
+        assert meta is not None
+        self.secrets[(namespace, name)] = KubeSecret(
+            namespace, name, {"v": "materialized"},
+            annotations={ANNOTATION_VERSION_MARKER: meta.custom.get(md.VALUE_MARKER, "")})
+
+
+PLATFORM = Platform.model_validate({
+    "apiVersion": "chamberlain.dev/v1alpha1", "kind": "Platform", "metadata": {"name": "t"},
+    "spec": {"environments": [{"name": "dev", "clusters": ["dev1"]}],
+             "authority": {"address": "https://vault.invalid:8200",
+                           "mounts": {"runtime": MOUNT, "internalData": "pd", "internalConfig": "pc"}},
+             "rootOfTrust": {"ageRecipients": ["age1alv9cmp24g55wasnmzrfm3rspphz5u8ay6e5ujdujr99yf27xyssrczjjk"]},
+             "controller": {"namespace": NS, "serviceAccount": "chamberlain"}},
+})
+
+
+def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = None) -> SecretIntent:
+    return SecretIntent.model_validate({
+        "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": name},
+        "spec": {"owner": "shop", "purpose": "tests", "classification": "runtime",
+                 "source": {"generate": {"token": {"type": "token"}}},
+                 "rotation": policy or {"type": "time-based", "ttl": "10m", "rotateBefore": "2m",
+                                        "failureStrategy": "retry"},
+                 "consumers": [{"namespace": "shop", "secretName": name,
+                                "restart": [{"kind": "Deployment", "name": workload}]}]},
+    })
+
+
+class World:
+    def __init__(self, names: tuple[str, ...] = ("api-token",), policy: dict[str, Any] | None = None) -> None:
+        self.clock = Clock()
+        self.kv = FakeKV()
+        intents = {n: intent(n, policy=policy) for n in names}
+        self.scope = scope_of(PLATFORM, intents, "dev", "dev1")
+        self.kube = EsoKube(self.kv, {("shop", n): self.scope.placed[n].vault.path for n in names})
+        self.kube.workloads[("Deployment", "shop", "api")] = PodTemplateState({}, 1)
+        for n in names:
+            path = self.scope.placed[n].vault.path
+            data = {"token": f"{CANARY}-{n}"}
+            self.kv.write(MOUNT, path, data, cas=0)
+            spec = intents[n].spec.rotation
+            assert spec is not None
+            policy_spec = RotationPolicySpec.model_validate(spec.model_dump(by_alias=True))
+            self.kv.update_custom_metadata(MOUNT, path, {
+                **md.policy_metadata(None, policy_spec),
+                md.VALUE_MARKER: version_marker(f"{MOUNT}/{path}", data), md.VALUE_VERSION: "1",
+                md.CREATED_AT: T0.isoformat().replace("+00:00", "Z"), md.AUTHORITY: "vault"})
+            self.kube.external_secrets[("shop", n)] = {"metadata": {"name": n, "namespace": "shop"}}
+        self.log = ListLog()
+        self.ids = iter(f"run-{i:04d}" for i in range(1000))
+
+    def controller(self, *, identity: str | None = None, queue: MemoryQueue | None = None, **kw: Any) -> Controller:
+        elector = (LeaderElector(self.kube, NS, "chamberlain-controller", identity, self.clock.now, 15)
+                   if identity else None)
+        return Controller(scope=self.scope, kv=self.kv, kube=self.kube, clock=self.clock,
+                          queue=queue or MemoryQueue(), elector=elector, publisher=RunPublisher(self.kube, NS),
+                          log=self.log, evaluate_every=0.0, propagation_timeout=5.0, poll=1.0,
+                          new_run_id=lambda: next(self.ids), **kw)
+
+    def version(self, name: str = "api-token") -> int:
+        meta = self.kv.read_metadata(MOUNT, self.scope.placed[name].vault.path)
+        assert meta is not None
+        return meta.current_version
+
+    def rotations(self) -> list[Any]:
+        return [e for e in Ledger(self.kv, MOUNT).entries() if e.event == "rotation"]
+
+
+# --------------------------------------------------------------------------------------------------- leader
+
+
+def test_decide_is_pure_and_covers_every_case() -> None:
+    live = LeaseRecord("a", 15, T0, T0)
+    assert decide(None, "a", T0) is Decision.CREATE
+    assert decide(live, "a", T0) is Decision.RENEW
+    assert decide(live, "b", T0 + timedelta(seconds=14)) is Decision.FOLLOW
+    assert decide(live, "b", T0 + timedelta(seconds=15)) is Decision.TAKE_OVER
+    assert decide(LeaseRecord(None, 15, T0, None), "b", T0) is Decision.TAKE_OVER
+
+
+def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
+    kube, clock = FakeKube(), Clock()
+    a = LeaderElector(kube, NS, "l", "a", clock.now, 15)
+    b = LeaderElector(kube, NS, "l", "b", clock.now, 15)
+    assert a.step() and not b.step()
+    clock.advance(10)
+    assert a.step() and not b.step()  # renewed
+    clock.advance(16)  # a stopped renewing (crashed): b takes over, a would follow
+    assert b.step() and not a.step()
+    b.release()
+    assert a.step()
+    lease = kube.get_lease(NS, "l")
+    assert lease is not None and lease.holder == "a" and lease.transitions >= 2
+
+
+def test_a_leader_that_cannot_renew_stops_acting_when_its_lease_may_have_expired() -> None:
+    kube, clock = FakeKube(), Clock()
+    a = LeaderElector(kube, NS, "l", "a", clock.now, 15)
+    assert a.step()
+    kube.down = True
+    clock.advance(5)
+    assert a.step()  # API server unreachable, but my renewal is still valid
+    clock.advance(11)
+    assert not a.step()
+
+
+# --------------------------------------------------------------------------------------------------- time trigger
+
+
+def test_short_ttl_secret_rotates_exactly_once_per_window() -> None:
+    w = World()
+    c = w.controller()
+    minutes: list[int] = []
+    for minute in range(0, 30):
+        before = w.version()
+        c.tick()
+        if w.version() != before:
+            minutes.append(minute)
+        w.clock.advance(60)
+    # ttl 10m, rotateBefore 2m: due at 8m after each change; 30 ticks cover three windows
+    assert minutes == [8, 16, 24]
+    assert len(w.rotations()) == 3 and all(e.result == "ok" for e in w.rotations())
+    assert w.version() == 4
+
+
+def test_a_stale_time_request_behind_a_running_rotation_does_not_rotate_twice() -> None:
+    w = World()
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    w.clock.advance(9 * 60)
+    c.tick()
+    assert w.version() == 2
+    # A second time request for the same (old) window arrives late: it must be recognised as stale.
+    from chamberlain.triggers import RotationRequest
+
+    q.put(RotationRequest("api-token", "time", "late", w.clock.now(), "time:api-token:old-window"))
+    c.tick()
+    assert w.version() == 2
+
+
+def test_static_and_event_based_never_rotate_by_time_but_manual_requests_do() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    for _ in range(5):
+        c.tick()
+        w.clock.advance(3600)
+    assert w.version() == 1
+    from chamberlain.triggers import manual
+
+    q.put(manual("api-token", "compromise drill", w.clock.now()))
+    c.tick()
+    assert w.version() == 2 and w.rotations()[-1].reason == "compromise drill"
+
+
+# --------------------------------------------------------------------------------------------------- batches
+
+
+def test_a_batch_of_secrets_feeding_one_workload_restarts_it_once() -> None:
+    names = tuple(f"token-{i}" for i in range(5))
+    w = World(names)
+    c = w.controller()
+    w.clock.advance(9 * 60)
+    c.tick()
+    assert all(w.version(n) == 2 for n in names)
+    assert w.kube.workload_patches == [("Deployment", "shop", "api")]
+    assert len(w.rotations()) == 5
+
+
+# --------------------------------------------------------------------------------------------------- two replicas
+
+
+def test_two_controllers_exactly_one_acts() -> None:
+    w = World()
+    a = w.controller(identity="replica-a")
+    b = w.controller(identity="replica-b")
+    w.clock.advance(9 * 60)
+    acted = [a.tick(), b.tick()]
+    assert acted == [True, False]
+    assert w.version() == 2 and len(w.rotations()) == 1
+    # a dies (stops ticking): b takes over after the lease expires, and the next window rotates once.
+    for _ in range(10):
+        w.clock.advance(60)
+        b.tick()
+    assert w.version() == 3 and len(w.rotations()) == 2
+    assert w.rotations()[-1].actor == w.rotations()[0].actor  # both are the controller actor
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+def test_a_run_left_half_done_by_a_dead_leader_is_adopted_and_finished_once() -> None:
+    w = World()
+    placed = w.scope.placed["api-token"]
+    c0 = w.controller()
+    deps, _ = c0._deps(placed)
+    run = wf.start(w.kv, placed.vault, secret="api-token", run_id="run-dead", trigger="manual", reason="crash",
+                   now=w.clock.now())
+    for _ in range(3):  # stage, set-at-target, test: then the leader "dies"
+        run = wf.advance(run, deps)
+    assert run.stage == "tested" and w.version() == 1
+    c = w.controller()
+    c.tick()
+    final = runs.load(w.kv, placed.vault)
+    assert final is not None and final.run_id == "run-dead" and final.succeeded
+    assert w.version() == 2 and len(w.rotations()) == 1
+
+
+# --------------------------------------------------------------------------------------------------- triggers
+
+
+def test_annotation_trigger_rotates_and_the_annotation_is_removed() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    from chamberlain.triggers import AnnotationTrigger
+
+    q = MemoryQueue()
+    w.kube.add_custom_object(GROUP, VERSION, "secretintents", {
+        "metadata": {"name": "api-token", "namespace": NS, "annotations": {ANNOTATION: "pentest finding"}}})
+    c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock.now, NS))
+    c.tick()
+    assert w.version() == 2 and w.rotations()[-1].reason == "pentest finding"
+    obj = w.kube.get_custom_object(GROUP, VERSION, "secretintents", NS, "api-token")
+    assert obj is not None and ANNOTATION not in (obj["metadata"].get("annotations") or {})
+    c.tick()
+    assert w.version() == 2  # no second run from the same annotation
+
+
+def test_webhook_on_a_follower_is_503_and_on_the_leader_rotates_once_replay_is_401() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    key = WebhookKey(b"k" * 32)
+    leader = w.controller(identity="a")
+    follower = w.controller(identity="b")
+    leader.tick()
+    follower.tick()
+    body = json.dumps({"secret": "api-token", "reason": "ci"}).encode()
+    headers = sign(body, key, w.clock.now())
+    assert LeaderOnlyWebhook(follower, key).handle(headers, body).status == HTTPStatus.SERVICE_UNAVAILABLE
+    hook = LeaderOnlyWebhook(leader, key)
+    assert hook.handle(headers, body).status == HTTPStatus.OK
+    assert hook.handle(headers, body).status == HTTPStatus.UNAUTHORIZED  # replay
+    bad = dict(headers, **{"X-Chamberlain-Signature": "sha256=" + "0" * 64})
+    assert hook.handle(bad, body).status == HTTPStatus.UNAUTHORIZED
+    leader.tick()
+    assert w.version() == 2 and w.rotations()[-1].reason == "ci"
+    leader.tick()
+    assert w.version() == 2
+
+
+def test_a_held_secret_is_not_rotated_by_any_trigger() -> None:
+    w = World()
+    w.kv.update_custom_metadata(MOUNT, w.scope.placed["api-token"].vault.path, {"held": "true"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    w.clock.advance(9 * 60)
+    from chamberlain.triggers import manual
+
+    q.put(manual("api-token", "try", w.clock.now()))
+    c.tick()
+    assert w.version() == 1 and any("held" in line for line in w.log.lines)
+
+
+# --------------------------------------------------------------------------------------------------- outputs
+
+
+def test_metrics_runs_events_and_logs_carry_names_never_values() -> None:
+    w = World(("api-token", "other-token"))
+    metrics = ControllerMetrics()
+    c = w.controller(metrics=metrics)
+    w.clock.advance(9 * 60)
+    c.tick()
+    text = metrics.exposition().decode()
+    assert 'chamberlain_rotations_total{result="ok",secret="api-token",trigger="time"} 1.0' in text
+    assert "chamberlain_secret_next_due_timestamp_seconds" in text and "chamberlain_secret_age_seconds" in text
+    assert "chamberlain_propagation_latency_seconds_count 2.0" in text
+    assert "chamberlain_rotation_run_duration_seconds" in text
+    objs = {k[-1]: v for k, v in w.kube.custom_objects.items() if k[2] == "rotationruns"}
+    assert len(objs) == 2 and all(o["status"]["phase"] in ("done", "revoked") for o in objs.values())
+    assert any(e for e in w.kube.events)
+    values = [v for n in ("api-token", "other-token")
+              for version in (1, 2)
+              for v in (w.kv.read(MOUNT, w.scope.placed[n].vault.path, version) or _none()).data.values()]
+    assert any(CANARY in v for v in values)
+    outputs = text + "\n".join(w.log.lines) + json.dumps(objs, default=str) + repr(w.kube.events)
+    for v in values:
+        assert v not in outputs
+
+
+def _none() -> Any:
+    pytest.fail("missing version")
