@@ -15,10 +15,10 @@ offline root identity), the kube-apiserver is killed and started (etcd stays up)
 depends on the exact tick Vault comes back on (failureStrategy hold), the controller reaches Vault through a
 loopback forwarder the test cuts and heals at a chosen moment (``controller_helpers.Partition``).
 
-The controller is given a copy of the repository without the intents placed outside the runtime mount (derived
-and config secrets in ``platform-data``/``platform-config``): with them in scope it never acts (see
-``test_full_example_scope_acts``). Most tests also leave out the one time-based short-ttl secret, so its timer
-cannot interfere with their counts or crash points; ``test_time_trigger_rotates_once_per_window`` includes it.
+The controller leaves derived and config secrets (``platform-data``/``platform-config``) out of its scope by itself
+(``test_full_example_scope_acts`` runs it on the unmodified repository). Most tests leave out the one time-based
+short-ttl secret, so its timer cannot interfere with their counts or crash points;
+``test_time_trigger_rotates_once_per_window`` includes it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ pytest.importorskip("hvac")
 kubernetes = pytest.importorskip("kubernetes")
 
 from chamberlain.lab import builds  # noqa: E402
-from chamberlain.rotation import run as runs  # noqa: E402
 from chamberlain.rotation import workflow  # noqa: E402
 from chamberlain.triggers.annotation import ANNOTATION  # noqa: E402
 from chamberlain.triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookKey, sign  # noqa: E402
@@ -72,13 +71,6 @@ CHECKPOINTS = re.findall(r'checkpoint\("(rotation\.[a-z.-]+)"\)', Path(workflow.
 PROMOTE_WRITE = "rotation.promote.write"  # from here on the new version is in Vault
 CHAIN = list(reversed(CHECKPOINTS))  # see test_crash_at_each_step_boundary_then_restart_converges
 FINALIZE = "rotation.finalize"
-FINALIZE_BUG = (
-    "rotation workflow bug: after a crash at rotation.finalize (ledger entry appended, run not yet saved), the "
-    "resumed finalize re-appends at the run's ledger mark expecting a CAS conflict to find its own entry, but the "
-    "orchestrator's ledger grant is create-only, so Vault answers 403 (Forbidden) for the existing key: finalize "
-    "retries forever (attempts grow, no last_error recorded), the run never gets its ledger_seq, and the controller "
-    "defers every later request for the secret behind it"
-)
 
 
 @pytest.fixture(scope="module")
@@ -382,20 +374,7 @@ def test_manual_rotation_while_the_controller_runs(world: World) -> None:
 # ------------------------------------------------------------------------------------------------ 5. crashes
 
 
-def _repair_unledgered(w: World, t: Target) -> None:
-    """Record the seq of the entry a crashed finalize already appended (what a fixed finalize does), so the xfail
-    of the finalize case does not block the secret for the tests after it."""
-    record = w.run_record(t)
-    if record is None or not record.finished or record.ledger_seq is not None:
-        return
-    entries = [e for e in w.rotations(t) if e.run == record.run_id]
-    if len(entries) == 1:
-        runs.save(w.kv, record.model_copy(update={"ledger_seq": entries[0].seq, "next_retry_at": None,
-                                                  "attempts": 0}))
-
-
-@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=FINALIZE_BUG))
-                                   if p == FINALIZE else p for p in CHAIN])
+@pytest.mark.parametrize("point", CHAIN)
 def test_crash_at_each_step_boundary_then_restart_converges(world: World, point: str) -> None:
     """Kill the controller (``os._exit(137)``) at ``point`` during a webhook-triggered rotation, start it again:
     exactly one new version, one ledger entry, consumer marker = Vault marker = marker of the data, one restart.
@@ -424,13 +403,7 @@ def test_crash_at_each_step_boundary_then_restart_converges(world: World, point:
     i = CHAIN.index(point)
     nxt = CHAIN[i + 1] if i + 1 < len(CHAIN) else None
     restarted = w.start_controller("crashy", crash_at=nxt)
-    try:
-        run = w.wait_run_done(GRAFANA, run_id=crashed.run_id, timeout=60 if point != FINALIZE else 12)
-    except AssertionError:
-        if point == FINALIZE:
-            restarted.kill()
-            _repair_unledgered(w, GRAFANA)
-        raise
+    run = w.wait_run_done(GRAFANA, run_id=crashed.run_id, timeout=60)
     assert run.succeeded, run
     _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
                          actor="controller:crashy")
@@ -484,9 +457,6 @@ def test_crash_then_vault_down_then_restart(world: World) -> None:
     w.stop(c3)
 
 
-@pytest.mark.xfail(strict=True, reason="controller bug: a request taken from the queue while Vault is unreachable "
-                   "is lost (Controller._begin lets the AuthorityError of wf.start escape, the MemoryQueue keeps the "
-                   "secret in flight forever), so that secret never rotates again until the controller restarts")
 def test_request_arriving_while_vault_is_down_is_carried_out(world: World) -> None:
     w = world
     c = w.start_controller("vdown-q", evaluate_every=600)
@@ -611,10 +581,6 @@ def test_vault_unreachable_mid_run_hold_holds(world: World) -> None:
     assert w.ledger().verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="controller bug: Controller._stop_after_outage clears Active.interrupted "
-                   "before runs.save; while Vault is still unreachable that save fails, the failureStrategy "
-                   "decision is forgotten, and the next tick advances the run as if nothing happened — so "
-                   "hold/alert apply or not depending on the parity of the tick Vault comes back on")
 def test_vault_unreachable_for_two_ticks_hold_still_holds(world: World) -> None:
     w = world
     known = _seqs(w, HOOK)
@@ -700,10 +666,6 @@ def test_two_controllers_one_leader_and_failover(world: World) -> None:
 # ------------------------------------------------------------------------------------------------ scope
 
 
-@pytest.mark.xfail(strict=True, reason="controller bug: scope_of places every intent of the environment/cluster, "
-                   "including derived/config ones in the internal mounts; _adopt reads their run records there "
-                   "(403: the orchestrator may read only metadata in platform-data/platform-config), the "
-                   "AuthorityError aborts every tick as 'authority unavailable', and the controller never acts")
 def test_full_example_scope_acts(world: World) -> None:
     w = world
     c = w.start_controller("full-scope", repo=w.repo)

@@ -365,3 +365,54 @@ def test_metrics_runs_events_and_logs_carry_names_never_values() -> None:
 
 def _none() -> Any:
     pytest.fail("missing version")
+
+
+# --------------------------------------------------------------------------------------------------- outages
+
+
+def test_a_request_taken_while_vault_is_down_survives_the_outage() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    from chamberlain.triggers import manual
+
+    q.put(manual("api-token", "during outage", w.clock.now()))
+    w.kv.down = True
+    c.tick()
+    assert c.outages == 1 and c.pause(1.0) >= 1.0
+    w.kv.down = False
+    c.tick()
+    assert c.outages == 0 and w.version() == 2 and w.rotations()[-1].reason == "during outage"
+
+
+def test_hold_after_an_outage_of_two_ticks_still_holds() -> None:
+    w = World(policy={"type": "event-based", "revokeOld": True, "maxOverlap": "1h", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    from chamberlain.triggers import manual
+
+    q.put(manual("api-token", "x", w.clock.now()))
+    c.tick()  # promoted, propagated, restarted; now waiting for maxOverlap
+    run = runs.load(w.kv, w.scope.placed["api-token"].vault)
+    assert run is not None and run.stage == "revoke-wait"
+    w.clock.advance(3600)
+    w.kv.down = True
+    c.tick()  # the outage interrupts the run
+    c.tick()  # still down: the hold cannot be recorded yet
+    w.kv.down = False
+    c.tick()
+    run = runs.load(w.kv, w.scope.placed["api-token"].vault)
+    assert run is not None and run.stage == "held" and "authority unavailable" in (run.last_error or "")
+    meta = w.kv.read_metadata(MOUNT, w.scope.placed["api-token"].vault.path)
+    assert meta is not None and meta.custom.get("held") == "true"
+
+
+def test_derived_and_config_intents_are_out_of_the_controller_scope() -> None:
+    derived = SecretIntent.model_validate({
+        "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": "db-app"},
+        "spec": {"owner": "data", "purpose": "t", "classification": "derived",
+                 "source": {"publication": {"namespace": "databases", "secretName": "db-app", "keys": ["password"]}},
+                 "rotation": {"type": "event-based", "failureStrategy": "alert"}}})
+    scope = scope_of(PLATFORM, {"db-app": derived, "api-token": intent("api-token")}, "dev", "dev1")
+    assert list(scope.placed) == ["api-token"]

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chamberlain.authority.errors import CasConflict
+from chamberlain.authority.errors import CasConflict, Forbidden
 from chamberlain.authority.kv import KV
 from chamberlain.intent.paths import LEDGER_HEAD as HEAD_PATH
 from chamberlain.intent.paths import LEDGER_PREFIX
@@ -184,11 +184,14 @@ class Ledger:
             entry = entry.model_copy(update={"hash": entry.computed_hash()})
             try:
                 self._kv.write(self._mount, _entry_path(entry.seq), {"entry": entry.model_dump_json()}, cas=0)
-            except CasConflict:
+            except (CasConflict, Forbidden) as exc:
                 # The head lags (a writer crashed before moving it) or another writer appended: chain after the
-                # entry that holds this seq (or, if it vanished meanwhile, start again from the head).
+                # entry that holds this seq (or, if it vanished meanwhile, start again from the head). A writer
+                # whose policy grants only `create` on entries gets 403, not a CAS error, for an existing one.
                 taken = self._read(entry.seq)
                 if taken is None:
+                    if isinstance(exc, Forbidden):
+                        raise
                     tail = self.mark()
                     continue
                 if find is not None and find(taken):

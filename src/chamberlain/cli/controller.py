@@ -95,13 +95,12 @@ def run_cmd(
 
     Example: chamberlain controller run examples/acme -e dev --cluster dev1 --metrics-port 9102 --webhook-port 8443
     """
-    from chamberlain.authority.counting import CountingKV
     from chamberlain.cli.handover import open_kube
-    from chamberlain.controller import ControllerApp, ControllerMetrics, LeaderElector, RunPublisher, logs
-    from chamberlain.controller.loop import Controller, scope_of
+    from chamberlain.controller import ControllerApp, logs
+    from chamberlain.controller.app import wire
+    from chamberlain.controller.loop import scope_of
     from chamberlain.handover import select_cluster
     from chamberlain.propagation import SystemClock
-    from chamberlain.triggers import AnnotationTrigger, MemoryQueue
     from chamberlain.triggers.webhook import load_key
 
     if log_format not in ("json", "console"):
@@ -116,28 +115,11 @@ def run_cmd(
     intents = {i.obj.metadata.name: i.obj for i in repo.intents}
     scope = scope_of(platform, intents, envs[0], chosen)
     kube = cast("KubeClient", open_kube(kubeconfig))  # the real client: leases, run objects, events too
-    metrics = ControllerMetrics()
     client = _vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
-    metrics.vault_request("login")
-    generation = [client.session_generation]
-
-    def refresh_session() -> None:
-        client.ensure_fresh()
-        if client.session_generation != generation[0]:
-            generation[0] = client.session_generation
-            metrics.vault_request("renew")
-
-    clock = SystemClock()
     me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    ns = platform.spec.controller.namespace
-    queue = MemoryQueue()
-    controller = Controller(
-        scope=scope, kv=CountingKV(client.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
-        queue=queue, elector=LeaderElector(kube, ns, lease_name, me, clock.now, lease_seconds),
-        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
-        actor=f"controller:{me}", propagation_timeout=propagation_timeout, evaluate_every=evaluate_every,
-        refresh_session=refresh_session, log=log,
-    )
+    controller = wire(scope, client, kube, SystemClock(), identity=me, lease_name=lease_name,
+                      lease_seconds=lease_seconds, log=log, propagation_timeout=propagation_timeout,
+                      evaluate_every=evaluate_every)
     app = ControllerApp(
         controller, interval=interval,
         metrics_address=(listen, metrics_port) if metrics_port is not None else None,

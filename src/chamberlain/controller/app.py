@@ -12,10 +12,72 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
-from chamberlain.controller.loop import Controller
+from chamberlain.authority.counting import CountingKV
+from chamberlain.authority.kv import KV
+from chamberlain.controller.leader import LeaderElector
+from chamberlain.controller.loop import Controller, Logger, Scope
+from chamberlain.controller.metrics import ControllerMetrics
+from chamberlain.controller.resources import RunPublisher
+from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
+from chamberlain.propagation.clock import Clock
+from chamberlain.triggers import AnnotationTrigger, MemoryQueue
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, Answer, WebhookHandler, WebhookKey, WebhookServer
+
+DEFAULT_LEASE = "chamberlain-controller"
+
+
+class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObjects, Protocol):
+    """Everything the running controller needs from Kubernetes (the real client has it all)."""
+
+
+class VaultSession(Protocol):
+    """A logged-in authority client that renews its own token (``VaultClient``)."""
+
+    @property
+    def kv(self) -> KV: ...
+
+    @property
+    def session_generation(self) -> int: ...
+
+    def ensure_fresh(self) -> None: ...
+
+
+def wire(
+    scope: Scope,
+    vault: VaultSession,
+    kube: ControllerKube,
+    clock: Clock,
+    *,
+    identity: str,
+    lease_name: str = DEFAULT_LEASE,
+    lease_seconds: int = 15,
+    log: Logger | None = None,
+    **options: Any,
+) -> Controller:
+    """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
+    trigger, Vault requests counted and the token renewed (one login per token lifetime, never one per tick).
+    ``options`` are further :class:`Controller` fields (intervals, timeouts)."""
+    metrics = ControllerMetrics()
+    metrics.vault_request("login")
+    seen = [vault.session_generation]
+
+    def refresh_session() -> None:
+        vault.ensure_fresh()
+        if vault.session_generation != seen[0]:
+            seen[0] = vault.session_generation
+            metrics.vault_request("renew")
+
+    ns = scope.platform.spec.controller.namespace
+    queue = MemoryQueue()
+    extra: dict[str, Any] = {"log": log} if log is not None else {}
+    return Controller(
+        scope=scope, kv=CountingKV(vault.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
+        queue=queue, elector=LeaderElector(kube, ns, lease_name, identity, clock.now, lease_seconds),
+        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
+        actor=f"controller:{identity}", refresh_session=refresh_session, **extra, **options,
+    )
 
 
 class LeaderOnlyWebhook(WebhookHandler):
@@ -82,4 +144,4 @@ class ControllerApp:
             self.metrics_server.server_close()
 
 
-__all__ = ["ControllerApp", "LeaderOnlyWebhook"]
+__all__ = ["DEFAULT_LEASE", "ControllerApp", "ControllerKube", "LeaderOnlyWebhook", "VaultSession", "wire"]

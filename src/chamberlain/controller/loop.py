@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from chamberlain.authority.errors import AuthorityError, NotFound
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.metrics import ControllerMetrics
@@ -233,6 +233,9 @@ class Controller:
             self._drive()
         except AuthorityError as exc:  # Vault unreachable or sealed: nothing moves; runs resume next tick
             self.outages += 1
+            for a in self.active.values():  # every run in flight lived through the outage: its policy decides
+                if a.interrupted is None and not a.run.finished:
+                    a.interrupted = runs.clean_error(exc)
             self.log.warning("authority unavailable; retrying", error=type(exc).__name__, detail=str(exc)[:200],
                              consecutive=self.outages)
         else:
@@ -358,7 +361,12 @@ class Controller:
                              detail=str(exc))
             self._end_request(request, cleared=True)
             return
-        except (NotFound, UsageError) as exc:
+        except AuthorityUnavailable:
+            # Vault unreachable or sealed: the request must survive the outage. Back in line; stop this tick.
+            self.queue.done(request.secret)
+            self.queue.put(request)
+            raise
+        except (AuthorityError, UsageError) as exc:  # not found, forbidden, ...: this request cannot run
             self.log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,
                              detail=str(exc)[:200])
             self._end_request(request, cleared=True)
@@ -453,8 +461,8 @@ class Controller:
                                          "next_retry_at": None, "attempts": a.run.attempts + 1,
                                          "last_error": f"authority unavailable during {a.run.stage}: "
                                                        f"{a.interrupted}"[:runs.MAX_ERROR_CHARS]})
+        a.run = runs.save(self.kv, ended)  # raises while Vault is still down: the decision stands for next tick
         a.interrupted = None
-        a.run = runs.save(self.kv, ended)
         self._publish(a.run)
         self.log.warning("run stopped after an authority outage", secret=a.run.secret, run=a.run.run_id,
                          stage=stage)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from chamberlain.demo.walkthrough import DemoError
 
@@ -287,10 +287,6 @@ class _ProgressHandler(logging.Handler):
 TRIGGER_LOGGER = "chamberlain.triggers"
 
 
-def _supports(obj: object, *methods: str) -> bool:
-    return all(callable(getattr(obj, m, None)) for m in methods)
-
-
 def _webhook_key(work: Path) -> tuple[Path, WebhookKey]:
     """A random HMAC key in a 0600 file of the work directory (never printed)."""
     from chamberlain.triggers import load_key
@@ -312,8 +308,6 @@ class RunningController:
     log: DemoLog
     key: WebhookKey = field(repr=False)
     key_file: Path
-    leader_election: bool
-    run_objects: bool
     log_handler: logging.Handler | None = None
     stopped: bool = False
 
@@ -330,8 +324,8 @@ class RunningController:
             "webhook": self.webhook_url,
             "webhook_key_file": str(self.key_file),
             "metrics": self.app.metrics_url,
-            "leader_election": self.leader_election,
-            "run_objects": self.run_objects,
+            "leader_election": True,
+            "run_objects": True,
         }
 
     def alive(self) -> bool:
@@ -421,48 +415,21 @@ def start_controller(*, platform: Platform, intents: Mapping[str, SecretIntent],
     Kubernetes login as the cluster's orchestrator (renewed, never one login per tick), the scope, the time,
     annotation, webhook and manual triggers; leader election and RotationRun objects when the Kubernetes client
     offers them."""
-    from chamberlain.authority.counting import CountingKV
     from chamberlain.authority.session import login_as
-    from chamberlain.controller import ControllerApp, ControllerMetrics, LeaderElector, RunPublisher
-    from chamberlain.controller.loop import Controller, scope_of
-    from chamberlain.kube.api import KubeLeases, KubeRunObjects
+    from chamberlain.controller.app import ControllerApp, wire
+    from chamberlain.controller.loop import scope_of
     from chamberlain.kube.client import KubeClient
     from chamberlain.propagation import SystemClock
     from chamberlain.render.naming import orchestrator_policy
-    from chamberlain.triggers import AnnotationTrigger, MemoryQueue
 
     kube = KubeClient.from_kubeconfig(kubeconfig)
     try:
         client = login_as(conn, platform, kube, orchestrator_policy(cluster))
-        metrics = ControllerMetrics()
-        metrics.vault_request("login")
-        generation = [client.session_generation]
-
-        def refresh_session() -> None:
-            client.ensure_fresh()
-            if client.session_generation != generation[0]:
-                generation[0] = client.session_generation
-                metrics.vault_request("renew")
-
-        clock = SystemClock()
-        me = f"demo-{socket.gethostname()}-{os.getpid()}"
-        ns = platform.spec.controller.namespace
-        queue = MemoryQueue()
-        leases = _supports(kube, "get_lease", "create_lease", "replace_lease")
-        run_objects = _supports(kube, "create_custom_object", "patch_custom_object_status", "create_event")
         log = DemoLog(progress)
-        # Only the intents whose values chamberlain writes (runtime, bootstrap after handover): derived and config
-        # values are published by their producers into the internal mounts, which the orchestrator may not read,
-        # and the loop's adopt step would otherwise stop on a 403 for their run records.
-        rotatable = {n: i for n, i in intents.items() if i.spec.classification in ("runtime", "bootstrap")}
-        controller = Controller(
-            scope=scope_of(platform, rotatable, environment, cluster),
-            kv=CountingKV(client.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics, queue=queue,
-            elector=LeaderElector(cast("KubeLeases", kube), ns, LEASE_NAME, me, clock.now, 15) if leases else None,
-            publisher=RunPublisher(cast("KubeRunObjects", kube), ns) if run_objects else None,
-            annotations=AnnotationTrigger(kube, queue, clock.now, ns),
-            actor=f"controller:{me}", propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL,
-            evaluate_every=EVALUATE_WHILE_WAITING, refresh_session=refresh_session, log=log,
+        controller = wire(
+            scope_of(platform, intents, environment, cluster), client, kube, SystemClock(),
+            identity=f"demo-{socket.gethostname()}-{os.getpid()}", lease_name=LEASE_NAME, log=log,
+            propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL, evaluate_every=EVALUATE_WHILE_WAITING,
         )
         key_file, key = _webhook_key(work)
         app = ControllerApp(controller, interval=LOOP_INTERVAL, metrics_address=("127.0.0.1", 0),
@@ -477,7 +444,7 @@ def start_controller(*, platform: Platform, intents: Mapping[str, SecretIntent],
     except BaseException:
         kube.close()
         raise
-    return RunningController(app, controller, kube, log, key, key_file, leases, run_objects, handler)
+    return RunningController(app, controller, kube, log, key, key_file, handler)
 
 
 def post_webhook(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
