@@ -416,3 +416,16 @@ def test_derived_and_config_intents_are_out_of_the_controller_scope() -> None:
                  "rotation": {"type": "event-based", "failureStrategy": "alert"}}})
     scope = scope_of(PLATFORM, {"db-app": derived, "api-token": intent("api-token")}, "dev", "dev1")
     assert list(scope.placed) == ["api-token"]
+
+
+def test_a_parallel_batch_rotates_each_secret_once_restarts_once_and_chains_the_ledger() -> None:
+    names = tuple(f"token-{i}" for i in range(24))
+    w = World(names)
+    c = w.controller(workers=6)
+    w.clock.advance(9 * 60)
+    c.tick()
+    assert all(w.version(n) == 2 for n in names)
+    assert w.kube.workload_patches == [("Deployment", "shop", "api")]
+    assert len(w.rotations()) == 24 and Ledger(w.kv, MOUNT).verify().ok
+    runs_published = [k for k in w.kube.custom_objects if k[2] == "rotationruns"]
+    assert len(runs_published) == 24

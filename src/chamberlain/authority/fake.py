@@ -5,6 +5,7 @@ It also counts calls, so tests can assert how many round-trips a workflow makes.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class FakeKV:
         self._store: dict[tuple[str, str], _Secret] = {}
         self.calls: Counter[str] = Counter()
         self.down = False  # set True to simulate an unreachable server
+        self._lock = threading.Lock()  # check-and-set is atomic on a real server: so here (the controller is threaded)
 
     def _guard(self, op: str) -> None:
         self.calls[op] += 1
@@ -42,11 +44,13 @@ class FakeKV:
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         self._guard("write")
-        secret = self._store.setdefault((mount, path), _Secret())
-        if len(secret.versions) != cas:
-            raise CasConflict(f"{mount}/{path}: check-and-set expected version {cas}, found {len(secret.versions)}")
-        secret.versions.append(dict(data))
-        return len(secret.versions)
+        with self._lock:
+            secret = self._store.setdefault((mount, path), _Secret())
+            if len(secret.versions) != cas:
+                raise CasConflict(f"{mount}/{path}: check-and-set expected version {cas}, "
+                                  f"found {len(secret.versions)}")
+            secret.versions.append(dict(data))
+            return len(secret.versions)
 
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
         self._guard("read_metadata")
@@ -61,9 +65,10 @@ class FakeKV:
         secret = self._store.get((mount, path))
         if secret is None:
             raise NotFound(f"{mount}/{path}")
-        merged = {**secret.custom, **custom}
-        check_custom_metadata(merged)
-        secret.custom = merged
+        with self._lock:
+            merged = {**secret.custom, **custom}
+            check_custom_metadata(merged)
+            secret.custom = merged
 
     def list(self, mount: str, prefix: str) -> list[str]:
         self._guard("list")

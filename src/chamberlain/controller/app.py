@@ -76,7 +76,7 @@ def wire(
         scope=scope, kv=CountingKV(vault.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
         queue=queue, elector=LeaderElector(kube, ns, lease_name, identity, clock.now, lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
-        actor=f"controller:{identity}", refresh_session=refresh_session, **extra, **options,
+        actor=f"controller:{identity}", refresh_session=refresh_session, **extra, **{"workers": 8, **options},
     )
 
 
@@ -91,7 +91,10 @@ class LeaderOnlyWebhook(WebhookHandler):
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         if not self._controller.is_leader:
             return Answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "not the leader, retry"})
-        return super().handle(headers, body)
+        answer = super().handle(headers, body)
+        if answer.status == HTTPStatus.OK:
+            self._controller.wake.set()  # start the run now, not at the next tick
+        return answer
 
 
 @dataclass
@@ -134,6 +137,7 @@ class ControllerApp:
 
     def stop(self, timeout: float = 60.0) -> None:
         self.stop_event.set()
+        self.controller.wake.set()
         if self.webhook is not None:
             self.webhook.shutdown()
             self.webhook.server_close()

@@ -27,6 +27,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -120,6 +121,7 @@ class RestartWave:
     clock: Clock
     token: str = ""
     rolled: set[WorkloadRef] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # runs of a batch restart from worker threads
 
     def begin(self, run_ids: list[str]) -> None:
         # Derived from the runs (not random), so a batch resumed after a crash reuses its token: no second roll.
@@ -131,12 +133,13 @@ class RestartWave:
 
     def restart(self, change: Change) -> list[str]:
         out = []
-        for w in sorted(plan_restarts([change])):
-            if w in self.rolled:
-                continue
-            if restart(self.kube, w, self.token, self.clock) == "restarted":
-                out.append(f"{w.kind}/{w.namespace}/{w.name}")
-            self.rolled.add(w)
+        with self.lock:
+            for w in sorted(plan_restarts([change])):
+                if w in self.rolled:
+                    continue
+                if restart(self.kube, w, self.token, self.clock) == "restarted":
+                    out.append(f"{w.kind}/{w.namespace}/{w.name}")
+                self.rolled.add(w)
         return out
 
 
@@ -148,9 +151,13 @@ class BatchedPropagation:
     timed: rm.TimedPropagation
     wave: RestartWave
     change: Change
+    refreshed: set[str] = field(default_factory=set)
 
     def refresh(self, token: str) -> None:
+        if token in self.refreshed:  # the batch already poked these ExternalSecrets with this token
+            return
         self.timed.refresh(token)
+        self.refreshed.add(token)
 
     def wait(self, marker: str) -> None:
         self.timed.wait(marker)
@@ -202,7 +209,11 @@ class Controller:
     active: dict[str, Active] = field(default_factory=dict)
     deferred: dict[str, RotationRequest] = field(default_factory=dict)
     finished: list[RotationRun] = field(default_factory=list)  # what this replica finished, newest last
+    workers: int = 1  # runs advanced in parallel (Vault and API calls are I/O; `wire` uses 8)
+    wake: threading.Event = field(default_factory=threading.Event)  # set by a new request: tick now
     outages: int = 0  # consecutive ticks the authority could not be reached
+    _dirty: dict[str, RotationRun] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _leader: bool = False
     _adopted: bool = False
     _last_evaluation: float | None = None
@@ -240,6 +251,7 @@ class Controller:
                              consecutive=self.outages)
         else:
             self.outages = 0
+        self._flush()
         self.metrics.active_runs.set(len(self.active))
         return True
 
@@ -262,7 +274,8 @@ class Controller:
                     self.log.warning("tick failed", error=type(exc).__name__, detail=str(exc)[:200])
                 except KubeError as exc:  # pragma: no cover - KubeError is a ChamberlainError
                     self.log.warning("tick failed", error=type(exc).__name__)
-                stop.wait(self.pause(interval))
+                self.wake.wait(self.pause(interval))
+                self.wake.clear()
         finally:
             if self.elector is not None:
                 self.elector.release()
@@ -318,6 +331,7 @@ class Controller:
     def _enqueue(self, request: RotationRequest) -> None:
         outcome = self.queue.put(request)
         self.metrics.requests.labels(request.kind, outcome).inc()
+        self.wake.set()
         if outcome == "queued":
             self.log.info("rotation requested", secret=request.secret, trigger=request.kind,
                           request=request.request_id)
@@ -420,10 +434,18 @@ class Controller:
             self._complete(self.active.pop(name))
 
     def _advance_all(self, goal: Callable[[RotationRun], bool]) -> None:
-        for name in list(self.active):
-            a = self.active.get(name)
-            if a is not None:
+        todo = list(self.active.values())
+        if self.workers <= 1 or len(todo) <= 1:
+            for a in todo:
                 self._advance(a, goal)
+            return
+        # Independent runs (one per secret, each with its own lease) advance side by side; a Vault outage seen
+        # by any of them is raised once all have stopped, as the sequential loop would.
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="chamberlain-run") as pool:
+            futures = [pool.submit(self._advance, a, goal) for a in todo]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            raise errors[0]
 
     def _advance(self, a: Active, goal: Callable[[RotationRun], bool]) -> None:
         for _ in range(wf.MAX_STEPS):
@@ -436,7 +458,8 @@ class Controller:
                 after = wf.advance(a.run, a.deps)
             except wf.RunLost:
                 self.log.warning("run taken over by another executor", secret=a.placed.name, run=a.run.run_id)
-                self.active.pop(a.placed.name, None)
+                with self._lock:
+                    self.active.pop(a.placed.name, None)
                 return
             except AuthorityError as exc:
                 # Vault itself is unreachable: the failure cannot even be recorded. The tick stops here; once
@@ -505,8 +528,24 @@ class Controller:
             self.log.warning("could not clear the rotate annotation", secret=secret, error=type(exc).__name__)
 
     def _publish(self, run: RotationRun) -> None:
+        """Note the run's new state; :meth:`_flush` publishes each changed run once per tick (a RotationRun
+        patch per stage of every run of a big batch would cost more than the rotations themselves)."""
         if self.publisher is not None:
-            self.publisher.publish(run)
+            with self._lock:
+                self._dirty[run.run_id] = run
+
+    def _flush(self) -> None:
+        if self.publisher is None:
+            return
+        with self._lock:
+            dirty, self._dirty = list(self._dirty.values()), {}
+        publish = self.publisher.publish
+        if self.workers <= 1 or len(dirty) <= 1:
+            for run in dirty:
+                publish(run)
+            return
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="chamberlain-publish") as pool:
+            list(pool.map(publish, dirty))
 
     # ------------------------------------------------------------------------------------------- triggers
 

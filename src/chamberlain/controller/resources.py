@@ -43,9 +43,14 @@ class RunPublisher:
 
     def publish(self, run: RotationRun) -> bool:
         """Create the object if needed and set its status; True when the API server has the current status."""
-        if self._published.get(run.run_id) == run:
+        known = self._published.get(run.run_id)
+        if known == run:
             return True
         try:
+            if known is None:  # a run this replica has not published yet: most often a new one, so create first
+                with contextlib.suppress(KubeConflict):
+                    self.kube.create_custom_object(GROUP, VERSION, PLURAL, self.namespace,
+                                                   manifest(run, self.namespace))
             try:
                 self.kube.patch_custom_object_status(GROUP, VERSION, PLURAL, self.namespace, run.run_id,
                                                      run.to_status())
