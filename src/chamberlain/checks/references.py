@@ -4,6 +4,7 @@ classification with source (CH015). Each lookup goes through a dict, so the rule
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
@@ -41,11 +42,13 @@ def unknown_environments(repo: Repository) -> Iterator[Finding]:
 
 
 def _rotate_before_findings(
-    file: str, line: int, label: str, spec: RotationPolicySpec
+    item: Loaded[Any], loc: tuple[str, ...], label: str, spec: RotationPolicySpec
 ) -> Iterator[Finding]:
+    """CH013 at ``loc`` in ``item``'s document. The line is computed only for a finding: ``line_of`` composes
+    and caches the document's node tree, which a clean repository should not pay for."""
     if spec.ttl is not None and spec.rotate_before is not None and spec.rotate_before >= spec.ttl:
         yield Finding(
-            file, line, "CH013",
+            item.file, item.line_of(*loc), "CH013",
             f"{label}: rotateBefore {format_duration(spec.rotate_before)} is not shorter than ttl "
             f"{format_duration(spec.ttl)}; the secret would always be due",
             object=label,
@@ -57,7 +60,7 @@ def policies(repo: Repository) -> Iterator[Finding]:
     index = repo.policy_index()
     for p in repo.policies:
         label = f"RotationPolicy/{p.obj.metadata.name}"
-        yield from _rotate_before_findings(p.file, p.line_of("spec", "rotateBefore"), label, p.obj.spec)
+        yield from _rotate_before_findings(p, ("spec", "rotateBefore"), label, p.obj.spec)
     platform_item = repo.platforms[0] if len(repo.platforms) == 1 else None
     default = platform_item.obj.spec.defaults.rotation_policy if platform_item else None
     if platform_item is not None and default is not None and default not in index:
@@ -69,9 +72,7 @@ def policies(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         rotation = item.obj.spec.rotation
         if isinstance(rotation, RotationPolicySpec):
-            yield from _rotate_before_findings(
-                item.file, item.line_of("spec", "rotation", "rotateBefore"), _label(item), rotation
-            )
+            yield from _rotate_before_findings(item, ("spec", "rotation", "rotateBefore"), _label(item), rotation)
         elif rotation is not None and rotation.policy not in index:
             yield Finding(
                 item.file, item.line_of("spec", "rotation", "policy"), "CH011",
@@ -94,12 +95,13 @@ def intent_references(repo: Repository) -> Iterator[Finding]:
         if target is None:
             continue
         admin = target.postgres.admin_intent
-        line = item.line_of("spec", "target", "postgres", "adminIntent")
+        # The line is computed only for a finding: it composes (and caches) the document's YAML node tree,
+        # which a clean repository must not pay for every intent with a target.
         if admin == item.obj.metadata.name:
-            yield Finding(item.file, line, "CH014",
+            yield Finding(item.file, item.line_of("spec", "target", "postgres", "adminIntent"), "CH014",
                           f"{_label(item)}: adminIntent names the intent itself", object=_label(item))
         elif admin not in index:
-            yield Finding(item.file, line, "CH014",
+            yield Finding(item.file, item.line_of("spec", "target", "postgres", "adminIntent"), "CH014",
                           f"{_label(item)}: adminIntent {admin!r} is not a declared SecretIntent",
                           object=_label(item))
 
