@@ -32,10 +32,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from chamberlain.intent.model import FixedNameGenerator, PasswordGenerator, PostgresTarget
 from chamberlain.rotation.rotators.base import (
@@ -50,6 +47,11 @@ from chamberlain.rotation.rotators.base import (
 from chamberlain.rotation.rotators.generated import fixed_names, generators_of
 from chamberlain.values.generate import password
 
+if TYPE_CHECKING:
+    # psycopg (and libpq behind it) is imported by the steps that talk to a server, not when the registry loads
+    # this plug-in: a controller that never rotates a PostgreSQL secret does not pay for it (memory, start-up).
+    import psycopg
+
 ALT_SUFFIX = "_alt"
 MAX_IDENTIFIER = 63  # PostgreSQL NAMEDATALEN - 1
 DEFAULT_ADMIN_USER = "postgres"
@@ -60,7 +62,7 @@ RETRYABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 RETRYABLE_SQLSTATES = ("55P03",)
 AUTH_FAILED_SQLSTATES = ("28P01", "28000")
 
-Connect = Callable[..., psycopg.Connection[Any]]
+Connect = Callable[..., "psycopg.Connection[Any]"]
 
 
 # --------------------------------------------------------------------------------------------------- pure parts
@@ -143,6 +145,8 @@ def map_error(exc: psycopg.Error, where: str, *, login: Literal["admin", "pendin
     state = exc.sqlstate or ""
     if state.startswith(RETRYABLE_SQLSTATE_CLASSES) or state in RETRYABLE_SQLSTATES:
         return TargetUnavailable(detail)
+    import psycopg  # already imported: ``exc`` is one of its errors
+
     if isinstance(exc, psycopg.OperationalError) and not state:
         return TargetUnavailable(detail)  # refused, timed out, reset: the server or the network
     return TargetRejected(detail)
@@ -154,8 +158,8 @@ def map_error(exc: psycopg.Error, where: str, *, login: Literal["admin", "pendin
 class PostgresRotator:
     name = "postgres"
 
-    def __init__(self, connect: Connect = psycopg.connect, timeout_seconds: int = 5) -> None:
-        self._connect = connect
+    def __init__(self, connect: Connect | None = None, timeout_seconds: int = 5) -> None:
+        self._connect = connect  # None: psycopg.connect, imported on the first connection
         self._timeout = timeout_seconds
 
     # ------------------------------------------------------------------ steps
@@ -179,6 +183,9 @@ class PostgresRotator:
         target, keys = target_of(ctx), layout(ctx)
         user = self._pending_user(ctx, target, keys, pending)
         where = f"{ctx.name}: set_at_target at postgres {target.host}:{target.port}"
+        import psycopg
+        from psycopg import sql
+
         with self._admin(ctx, target, where) as conn:
             try:
                 if target.strategy == "alternating":
@@ -199,6 +206,8 @@ class PostgresRotator:
         target, keys = target_of(ctx), layout(ctx)
         user = self._pending_user(ctx, target, keys, pending)
         where = f"{ctx.name}: test at postgres {target.host}:{target.port}"
+        import psycopg
+
         try:
             with self._open(target, Credential(user, pending.data[keys.password_key])) as conn:
                 row = conn.execute("SELECT session_user").fetchone()
@@ -217,6 +226,9 @@ class PostgresRotator:
             # The stored values name a user this rotator does not manage: refuse rather than disable a stranger.
             raise RotatorConfigError(f"{ctx.name}: previous version names a user outside this rotation's pair")
         where = f"{ctx.name}: revoke_old at postgres {target.host}:{target.port}"
+        import psycopg
+        from psycopg import sql
+
         with self._admin(ctx, target, where) as conn:
             try:
                 if self._role_exists(conn, old_user):
@@ -233,7 +245,12 @@ class PostgresRotator:
         return user
 
     def _open(self, target: PostgresTarget, cred: Credential) -> psycopg.Connection[Any]:
-        return self._connect(
+        connect = self._connect
+        if connect is None:
+            import psycopg
+
+            connect = psycopg.connect
+        return connect(
             host=target.host,
             port=target.port,
             dbname=target.database,
@@ -246,6 +263,9 @@ class PostgresRotator:
 
     def _admin(self, ctx: RotationContext, target: PostgresTarget, where: str) -> psycopg.Connection[Any]:
         cred = admin_credential(ctx)
+        import psycopg
+        from psycopg import sql
+
         try:
             conn = self._open(target, cred)
         except psycopg.Error as exc:
@@ -267,6 +287,9 @@ class PostgresRotator:
         """Make sure ``user`` exists and holds ``role``'s privileges. Each statement is skipped when already true."""
         if user == role:
             return  # the base role is the application's; it must exist and already has its grants
+        import psycopg
+        from psycopg import sql
+
         if not self._role_exists(conn, user):
             # A concurrent repeat may create it first: that is the state we want.
             with contextlib.suppress(psycopg.errors.DuplicateObject):
