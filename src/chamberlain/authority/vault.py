@@ -17,8 +17,9 @@ not log in on every call.
 from __future__ import annotations
 
 import base64
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,10 +37,12 @@ from chamberlain.authority.errors import (
     Sealed,
 )
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
+from chamberlain.authority.pki import SignedCertificate
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")  # a PEM/DER body a PKI error might quote
 
 
 class Unauthenticated(Forbidden):
@@ -486,6 +489,48 @@ class VaultClient:
 
     def disable_audit_device(self, path: str) -> None:
         self._call(f"disable audit device {path}/", lambda: self._client.sys.disable_audit_device(path=path))
+
+    # -- PKI (the x509-vault-pki rotator, through chamberlain.authority.pki.VaultCertificateIssuer)
+
+    def pki_sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
+                 ttl: str | None) -> SignedCertificate:
+        """Sign ``csr_pem`` at ``<mount>/sign/<role>``. Only the CSR is sent; the private key never leaves the
+        caller. Vault's short error text is kept (it names the CN or field the role refuses) unless it quotes a
+        PEM body."""
+        self.ensure_fresh()
+        params: dict[str, Any] = {"format": "pem"}
+        if alt_names:
+            params["alt_names"] = ",".join(alt_names)
+        if ttl:
+            params["ttl"] = ttl
+        what = f"sign a certificate at {mount}/sign/{role}"
+        resp = self._pki_call(what, lambda: self._client.secrets.pki.sign_certificate(
+            name=role, csr=csr_pem, common_name=common_name, extra_params=params, mount_point=mount))
+        data = (resp or {}).get("data") or {}
+        certificate, issuing_ca = data.get("certificate"), data.get("issuing_ca")
+        if not isinstance(certificate, str) or not isinstance(issuing_ca, str):
+            raise AuthorityError(f"{what}: the answer lacks the certificate or the issuing CA")
+        chain = data.get("ca_chain") or []
+        return SignedCertificate(
+            certificate_pem=certificate,
+            issuing_ca_pem=issuing_ca,
+            chain_pem=tuple(str(c) for c in chain if isinstance(c, str)),
+            serial=str(data.get("serial_number") or ""),
+        )
+
+    def pki_revoke(self, mount: str, serial: str) -> None:
+        """Revoke the certificate ``serial`` (public) at ``<mount>/revoke``. Revoking it again is harmless."""
+        self.ensure_fresh()
+        self._pki_call(f"revoke certificate {serial} at {mount}/revoke",
+                       lambda: self._client.secrets.pki.revoke_certificate(serial_number=serial, mount_point=mount))
+
+    def _pki_call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return self._call(what, fn, safe_detail=True)
+        except AuthorityError as exc:
+            if "-----" in str(exc) or _BASE64_RUN.search(str(exc)):
+                raise type(exc)(f"{what}: rejected by Vault (detail withheld: it quoted encoded data)") from None
+            raise
 
 
 def _token_info(data: Mapping[str, Any]) -> TokenInfo:

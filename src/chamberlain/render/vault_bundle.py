@@ -27,7 +27,9 @@ Who may do what:
   the authority ledger at ``<runtime>/_chamberlain/ledger/`` (create and read only, never update or delete: it is
   the audit trail; only ``_chamberlain/ledger-head`` is updatable),
   and ``read``/``list`` on the *metadata* of the internal mounts for its own cluster — it reports on derived and
-  config secrets, it never reads their values.
+  config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
+  ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
+  (signing a CSR and revoking a serial; never ``issue``, so Vault never generates or sees a private key).
 
 Mount settings: the runtime mount requires check-and-set (only the orchestrator writes there, always with CAS,
 so a lost race is an error, never a silent overwrite). The internal mounts cannot: ESO's PushSecret writes
@@ -38,11 +40,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chamberlain.intent.model import Platform
+from chamberlain.authority.pki import PkiRefError, pki_ref, uses_vault_pki
+from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, PENDING_PREFIX, RUNS_PREFIX, VaultPath
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
-from chamberlain.render.topology import Topology
+from chamberlain.render.topology import RenderError, Topology
 from chamberlain.render.yamlio import dump_json
 
 MAX_VERSIONS = 10  # enough history to roll back a bad rotation and to serve the overlap window
@@ -149,7 +152,8 @@ def bundle(topo: Topology) -> dict[str, str]:
         name = naming.orchestrator_policy(cluster)
         files[f"policies/{name}.hcl"] = _policy(
             f"The chamberlain orchestrator of cluster {cluster}.",
-            _orchestrator_blocks(platform, cluster, topo.cluster_environments[cluster]),
+            [*_orchestrator_blocks(platform, cluster, topo.cluster_environments[cluster]),
+             *_pki_blocks(topo.cluster_intents.get(cluster, []))],
         )
         add_role(cluster, name, _role(naming.controller_service_account(platform),
                                       naming.controller_namespace(platform), name,
@@ -192,4 +196,21 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
     blocks.append(("authority ledger: append and read, never rewrite", entries.metadata_path, ["read", "list"]))
     blocks.append(("authority ledger head", head.data_path, ["create", "read", "update"]))
     blocks.append(("authority ledger head", head.metadata_path, ["read"]))
+    return blocks
+
+
+def _pki_blocks(intents: Iterable[SecretIntent]) -> list[tuple[str, str, list[str]]]:
+    """Sign and revoke on the PKI mount and role of each ``x509-vault-pki`` intent (sorted: deterministic)."""
+    blocks: list[tuple[str, str, list[str]]] = []
+    for intent in sorted(intents, key=lambda i: i.metadata.name):
+        annotations = intent.metadata.annotations
+        if not uses_vault_pki(annotations):
+            continue
+        try:
+            ref = pki_ref(annotations)
+        except PkiRefError as exc:
+            raise RenderError(f"SecretIntent {intent.metadata.name}: {exc}") from None
+        name = intent.metadata.name
+        blocks.append((f"{name}: sign its certificate (x509-vault-pki)", ref.sign_path, ["update"]))
+        blocks.append((f"{name}: revoke its previous certificate (x509-vault-pki)", ref.revoke_path, ["update"]))
     return blocks

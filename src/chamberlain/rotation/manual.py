@@ -33,6 +33,7 @@ from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import HELD, due, from_metadata
 from chamberlain.rotation.rotators import Registry
+from chamberlain.rotation.rotators.base import CertificateIssuer
 from chamberlain.rotation.run import RotationRun
 
 
@@ -136,8 +137,10 @@ def build_deps(
     clock: Clock | None = None,
     timeout: float = 120.0,
     poll: float = 0.5,
+    pki: CertificateIssuer | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
-    """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper."""
+    """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. ``pki``
+    signs and revokes certificates for the ``x509-vault-pki`` rotator."""
     clk = clock or SystemClock()
     rotator = (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
@@ -147,7 +150,7 @@ def build_deps(
     deps = wf.RotationDeps(
         kv=kv, ledger=Ledger(kv, platform.spec.authority.mounts.runtime), rotator=rotator, intent=placed.intent,
         propagation=propagation, now=clk.now, sleep=clk.sleep, rng=random.SystemRandom(), actor=actor,
-        admin=admin_values(kv, platform, intents, placed),
+        admin=admin_values(kv, platform, intents, placed), pki=pki,
     )
     return deps, propagation
 

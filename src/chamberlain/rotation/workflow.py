@@ -77,7 +77,13 @@ from chamberlain.propagation import (
 )
 from chamberlain.rotation import run as runs
 from chamberlain.rotation.policy import HELD, from_metadata
-from chamberlain.rotation.rotators.base import PendingVersion, RotationContext, Rotator, RotatorError
+from chamberlain.rotation.rotators.base import (
+    CertificateIssuer,
+    PendingVersion,
+    RotationContext,
+    Rotator,
+    RotatorError,
+)
 from chamberlain.rotation.run import (
     PROMOTED_OR_LATER,
     RotationRun,
@@ -303,6 +309,7 @@ class RotationDeps:
     backoff: Backoff = field(default_factory=Backoff)
     admin: Mapping[str, str] | None = field(default=None, repr=False)
     on_alert: Callable[[RotationRun], None] = _no_alert  # event + metric hook of failureStrategy alert
+    pki: CertificateIssuer | None = None  # signs/revokes for the x509-vault-pki rotator
 
 
 # --------------------------------------------------------------------------------------------------- start
@@ -456,7 +463,7 @@ class _Executor:
 
     def context(self, current: Mapping[str, str]) -> RotationContext:
         return RotationContext(intent=self.deps.intent, now=self.now, current=current, policy=self._policy(),
-                               admin=self.deps.admin)
+                               admin=self.deps.admin, pki=self.deps.pki)
 
     def pending(self) -> PendingVersion:
         staged = self._read(staging_path(self.run.vault), self.run.staged_version)

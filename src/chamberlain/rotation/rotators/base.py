@@ -20,11 +20,12 @@ Idempotency contract, step by step, so the workflow can repeat any step after a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from chamberlain.authority.pki import SignedCertificate
 from chamberlain.errors import ChamberlainError
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 
@@ -71,6 +72,24 @@ class CredentialTestFailed(RotatorError):
 # --------------------------------------------------------------------------------------------------- data
 
 
+class CertificateIssuer(Protocol):
+    """A certificate authority a rotator may ask to sign a CSR (Vault PKI: ``<mount>/sign/<role>``) and to revoke a
+    serial (``<mount>/revoke``). Handed in through :attr:`RotationContext.pki`, so a rotator still never holds a
+    Vault client. Implemented by :class:`chamberlain.authority.pki.VaultCertificateIssuer`; errors are
+    :class:`~chamberlain.authority.errors.AuthorityError`. Only CSRs and serials cross it, never a private key.
+    """
+
+    def sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
+             ttl: str | None) -> SignedCertificate:
+        """Sign ``csr_pem`` for ``common_name`` and DNS ``alt_names``; ``ttl`` (Vault duration) or the role's."""
+        ...
+
+    def revoke(self, mount: str, serial: str) -> None:
+        """Revoke the certificate with ``serial``; revoking it again is harmless."""
+        ...
+
+
+
 @dataclass(frozen=True)
 class RotationContext:
     """Everything a rotator step may look at. Secret values are excluded from ``repr`` so a logged context is safe.
@@ -78,6 +97,7 @@ class RotationContext:
     ``current`` holds the values of the version that is current when the step runs (before *promote* that is the
     previous version; at ``revoke_old`` time it is the newly promoted one). ``admin`` holds the values of the
     intent named by ``target.postgres.adminIntent``, read from Vault by the caller — a rotator never reads Vault.
+    ``pki`` is the certificate authority of the ``x509-vault-pki`` rotator (``None`` where no one wired one).
     """
 
     intent: SecretIntent
@@ -85,6 +105,7 @@ class RotationContext:
     current: Mapping[str, str] = field(default_factory=dict, repr=False)
     policy: RotationPolicySpec | None = None
     admin: Mapping[str, str] | None = field(default=None, repr=False)
+    pki: CertificateIssuer | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

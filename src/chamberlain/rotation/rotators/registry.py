@@ -38,6 +38,7 @@ BUILTINS: Mapping[str, str] = {
     "keypair": "chamberlain.rotation.rotators.generated:KeypairRotator",
     "generated": "chamberlain.rotation.rotators.generated:GeneratedRotator",
     "x509": "chamberlain.rotation.rotators.x509:X509SelfSignedRotator",
+    "x509-vault-pki": "chamberlain.rotation.rotators.x509:X509VaultPkiRotator",
     "postgres": "chamberlain.rotation.rotators.postgres:PostgresRotator",
 }
 
@@ -130,9 +131,9 @@ class Registry:
 def rotator_name_for(intent: SecretIntent) -> str:
     """Which rotator rotates ``intent`` (pure).
 
-    An explicit ``chamberlain.dev/rotator`` annotation wins (this is how ``x509`` or a plug-in is chosen);
-    a ``target.postgres`` means ``postgres``; otherwise ``keypair`` if every rotating key is a keypair, ``random``
-    if none is, ``generated`` for a mix.
+    An explicit ``chamberlain.dev/rotator`` annotation wins (this is how ``x509``, ``x509-vault-pki`` or a plug-in
+    is chosen); a ``target.postgres`` means ``postgres``; otherwise ``keypair`` if every rotating key is a keypair,
+    ``random`` if none is, ``generated`` for a mix.
     """
     chosen = intent.metadata.annotations.get(ROTATOR_ANNOTATION)
     if chosen:

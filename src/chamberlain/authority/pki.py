@@ -1,0 +1,107 @@
+"""Vault's PKI secrets engine as chamberlain uses it: sign a CSR at ``<mount>/sign/<role>``, revoke by serial.
+
+Belongs here: :class:`SignedCertificate` (what a signature returns: certificates and a serial, all public), the
+names of the annotations that select a PKI mount and role for an intent (:func:`pki_ref`, shared by the rotator
+that uses them and the renderer that grants the orchestrator exactly those two paths), and
+:class:`VaultCertificateIssuer`, the adapter that gives a rotation the ``CertificateIssuer`` it needs over a
+:class:`~chamberlain.authority.vault.VaultClient`.
+
+Boundary: no hvac here (the rotation layer imports this module, and it must not reach a server client); the
+adapter talks to anything with ``pki_sign``/``pki_revoke`` (``VaultClient`` implements both behind its error
+boundary). Private keys never cross this boundary: only a CSR goes to Vault.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+ROTATOR_NAME = "x509-vault-pki"
+ROTATOR_ANNOTATION = "chamberlain.dev/rotator"
+MOUNT_ANNOTATION = "chamberlain.dev/x509-pki-mount"
+ROLE_ANNOTATION = "chamberlain.dev/x509-pki-role"
+TTL_ANNOTATION = "chamberlain.dev/x509-ttl"
+DEFAULT_MOUNT = "pki"
+
+# Both end up in Vault paths and in rendered HCL policies: plain path segments only, no wildcard, no quote.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_MOUNT = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
+_ROLE = re.compile(rf"^{_SEGMENT}$")
+
+
+class PkiRefError(ValueError):
+    """The annotations do not name a usable PKI mount and role. The message names annotations, never values of
+    secrets (annotation values are public)."""
+
+
+@dataclass(frozen=True)
+class PkiRef:
+    """Where an intent's certificates are signed: ``<mount>/sign/<role>``; revoked at ``<mount>/revoke``."""
+
+    mount: str
+    role: str
+
+    @property
+    def sign_path(self) -> str:
+        return f"{self.mount}/sign/{self.role}"
+
+    @property
+    def revoke_path(self) -> str:
+        return f"{self.mount}/revoke"
+
+
+def uses_vault_pki(annotations: Mapping[str, str]) -> bool:
+    return annotations.get(ROTATOR_ANNOTATION) == ROTATOR_NAME
+
+
+def pki_ref(annotations: Mapping[str, str]) -> PkiRef:
+    """The mount (default ``pki``) and the role (required) named by an intent's annotations."""
+    mount = annotations.get(MOUNT_ANNOTATION, "").strip().strip("/") or DEFAULT_MOUNT
+    role = annotations.get(ROLE_ANNOTATION, "").strip()
+    if not role:
+        raise PkiRefError(f"annotation {ROLE_ANNOTATION} is required by the {ROTATOR_NAME} rotator")
+    if not _MOUNT.match(mount):
+        raise PkiRefError(f"annotation {MOUNT_ANNOTATION}: {mount!r} is not a Vault mount path")
+    if not _ROLE.match(role):
+        raise PkiRefError(f"annotation {ROLE_ANNOTATION}: {role!r} is not a Vault PKI role name")
+    return PkiRef(mount, role)
+
+
+@dataclass(frozen=True)
+class SignedCertificate:
+    """What Vault returns for a signed CSR. Nothing here is secret; the PEM bodies are kept out of ``repr`` only
+    to keep log lines short. ``serial`` is Vault's colon-separated hex form (``3a:0f:...``)."""
+
+    certificate_pem: str = field(repr=False)
+    issuing_ca_pem: str = field(repr=False)
+    chain_pem: tuple[str, ...] = field(default=(), repr=False)
+    serial: str = ""
+
+
+class PkiClient(Protocol):
+    """The two PKI operations of :class:`~chamberlain.authority.vault.VaultClient`."""
+
+    def pki_sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
+                 ttl: str | None) -> SignedCertificate: ...
+
+    def pki_revoke(self, mount: str, serial: str) -> None: ...
+
+
+class VaultCertificateIssuer:
+    """The rotation layer's ``CertificateIssuer`` over a Vault client (errors are the client's typed
+    :mod:`~chamberlain.authority.errors`; the rotator maps them to rotator errors)."""
+
+    def __init__(self, client: PkiClient) -> None:
+        self._client = client
+
+    def sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
+             ttl: str | None) -> SignedCertificate:
+        return self._client.pki_sign(mount, role, csr_pem, common_name, alt_names, ttl)
+
+    def revoke(self, mount: str, serial: str) -> None:
+        self._client.pki_revoke(mount, serial)
+
+    def __repr__(self) -> str:
+        return "VaultCertificateIssuer()"
