@@ -1,15 +1,17 @@
 """Benchmark: the controller's memory (peak RSS) with 10k intents.
 
 The goal (benchmarks/README.md): at most 150 MiB. A 10k-intent repository is generated with the generator of
-bench_validate_render (imported, not copied). A fresh subprocess then builds the state ``chamberlain controller
-run`` builds (cli/controller.py): the repository loaded and validated (``service.load_valid``, what
-``valid_repository`` calls), ``scope_of`` for one environment and cluster, and a Controller with every trigger and
-collaborator (queue, metrics, annotation trigger, leader election, run publisher). Vault is a FakeKV seeded with a
-value and chamberlain's custom_metadata for every secret in scope; the cluster is a FakeKube holding every
-SecretIntent as a custom resource (each annotation poll deep-copies the list, as deserializing the API's answer
-does) and simulating ESO on force-sync. Then ticks: each evaluates the time trigger over every secret (the
-evaluation interval is set to 0 so every tick does), polls the annotations, and one tick drives a batch of
-manual rotations to completion.
+bench_validate_render (imported, not copied). A fresh subprocess then does what ``chamberlain controller run``
+does (cli/controller.py ``run_cmd``): it imports the same modules (the CLI, the real Kubernetes and Vault client
+modules), calls the same ``load_scope`` (load and validate the repository, place the intents, keep only the
+scope; the repository is garbage when it returns), and wires the controller with the same ``controller.app.wire``
+(queue, metrics, annotation trigger, leader election, run publisher). Vault is a FakeKV seeded with a value and
+chamberlain's custom_metadata for every secret in scope; the cluster is a FakeKube holding every SecretIntent as a
+custom resource (each annotation poll deep-copies the list, as deserializing the API's answer does) and simulating
+ESO on force-sync. What the fakes are seeded with is computed by the parent process and handed to the child as
+JSON lines, so the child holds no repository but the one ``load_scope`` loads and drops. Then ticks: each
+evaluates the time trigger over every secret (the evaluation interval is set to 0 so every tick does), polls the
+annotations, and one tick drives a batch of manual rotations to completion.
 
 Peak RSS is ``VmHWM`` from /proc/self/status (``ru_maxrss`` elsewhere). The fakes live in the measured process,
 so the report also gives what they hold (tracemalloc, in a separate run: tracing inflates RSS) and the controller
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import os
 import resource
@@ -48,10 +49,8 @@ GOAL_MIB = 150.0
 ENVIRONMENT, CLUSTER = "prod", "prod-a"
 BATCH = 100  # manual rotations driven in one tick
 TICKS = 3
-STAGES = ("imports", "repository loaded + validated", "scope", "fakes seeded", "controller built",
+STAGES = ("imports", "scope (repository dropped)", "fakes seeded", "controller built",
           *(f"tick {t + 1}" for t in range(TICKS)))
-WHAT_IF = {"nodes": "no cached YAML node trees (checks compose a node tree only for a finding)",
-           "repository": "... and the repository dropped after scope_of (only Platform + intent models kept)"}
 
 
 # ------------------------------------------------------------------------------------------------ the child
@@ -85,15 +84,25 @@ def _import_everything() -> None:
     import yaml  # noqa: F401
 
     import chamberlain.authority.fake
+    import chamberlain.authority.session  # run_cmd: the Vault login (hvac)
+    import chamberlain.authority.vault
+    import chamberlain.cli.controller
+    import chamberlain.cli.handover  # run_cmd: open_kube (the kubernetes client)
+    import chamberlain.cli.main  # the `chamberlain` entry point
     import chamberlain.controller
+    import chamberlain.controller.app
+    import chamberlain.controller.logs
     import chamberlain.controller.loop
     import chamberlain.intent.loader
+    import chamberlain.kube.client
     import chamberlain.kube.fake
     import chamberlain.propagation
     import chamberlain.render.layout
+    import chamberlain.render.naming
     import chamberlain.rotation.rotators
     import chamberlain.service
-    import chamberlain.triggers  # noqa: F401
+    import chamberlain.triggers
+    import chamberlain.triggers.webhook  # noqa: F401
 
 
 def _yaml_files(root: Path) -> list[Path]:
@@ -157,13 +166,47 @@ def _eso_kube(kv: Any, paths: dict[tuple[str, str], tuple[str, str]]) -> Any:
     return EsoKube()
 
 
-def child_controller(root: Path, trace: int, what_if: str = "") -> dict[str, Any]:
-    """Build what ``controller run`` builds, run ticks; RSS after every stage (or tracemalloc, when tracing).
+def write_seed(root: Path, seed: Path) -> None:
+    """What the fakes hold, computed here (in the parent) and written as JSON lines: one line per secret in scope
+    (Vault path, values, custom_metadata, consumers) and one per SecretIntent custom resource. The child reads it
+    line by line, so it never holds the repository (nor a second copy of it) for the fakes' sake."""
+    from chamberlain.controller.loop import scope_of
+    from chamberlain.handover import metadata as md
+    from chamberlain.intent.paths import effective_policy
+    from chamberlain.render.layout import intent_manifest
+    from chamberlain.service import load_valid
+    from chamberlain.values.markers import version_marker
 
-    ``what_if`` measures a suggested change without making it: ``nodes`` drops the YAML node trees the checks
-    composed and cached on the documents (as if the checks composed them only for a finding); ``repository``
-    also keeps nothing of the repository but the Platform and the SecretIntent models after ``scope_of`` (as if
-    ``controller run`` let go of it)."""
+    repo = load_valid(root)
+    platform = repo.platform
+    assert platform is not None
+    scope = scope_of(platform, {i.obj.metadata.name: i.obj for i in repo.intents}, ENVIRONMENT, CLUSTER)
+    policies = {p.obj.metadata.name: p.obj for p in repo.policies}
+    created = "2030-01-01T00:00:00+00:00"
+    ns = platform.spec.controller.namespace
+    with seed.open("w", encoding="utf-8") as out:
+        for name, placed in scope.placed.items():
+            intent = placed.intent
+            keys = sorted(intent.spec.source.generate or {}) or ["username", "password"]
+            values = {k: f"{k}-{name}-0123456789abcdef0123456789" for k in keys}
+            resolved = effective_policy(platform, policies, intent)
+            custom = {
+                md.AUTHORITY: md.AUTHORITY_VAULT, md.CREATED_BY: md.CREATED_BY_CHAMBERLAIN, md.CREATED_AT: created,
+                md.INTENT: name, md.ENVIRONMENT: placed.environment, md.ORIGIN: "generated",
+                md.VALUE_MARKER: version_marker(placed.vault.full, values),
+                **md.policy_metadata(resolved[0] if resolved else None, resolved[1] if resolved else None),
+            }
+            consumers = [[c.namespace, c.secret_name, [[w.kind, w.name] for w in c.restart]]
+                         for c in intent.spec.consumers]
+            out.write(json.dumps({"secret": [placed.vault.mount, placed.vault.path, values, custom, consumers]})
+                      + "\n")
+        for i in repo.intents:
+            out.write(json.dumps({"cr": intent_manifest(i.obj, ns)}) + "\n")
+
+
+def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
+    """Do what ``controller run`` does (its imports, ``load_scope``, ``wire``), seed the fakes, run ticks; RSS after
+    every stage (or tracemalloc, when tracing)."""
     if trace:
         import tracemalloc
 
@@ -172,17 +215,13 @@ def child_controller(root: Path, trace: int, what_if: str = "") -> dict[str, Any
     from datetime import UTC, datetime
 
     from chamberlain.authority.fake import FakeKV
-    from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher
-    from chamberlain.controller.loop import Controller, scope_of
+    from chamberlain.cli.controller import load_scope
+    from chamberlain.controller.app import wire
     from chamberlain.handover import metadata as md
     from chamberlain.intent.model import GROUP, VERSION
-    from chamberlain.intent.paths import effective_policy
     from chamberlain.kube.api import PodTemplateState
-    from chamberlain.render.layout import intent_manifest
-    from chamberlain.service import load_valid
-    from chamberlain.triggers import AnnotationTrigger, MemoryQueue, manual
+    from chamberlain.triggers import manual
     from chamberlain.triggers.annotation import PLURAL
-    from chamberlain.values.markers import version_marker
 
     stages: dict[str, float] = {}
     traced: dict[str, dict[str, float]] = {}
@@ -200,72 +239,35 @@ def child_controller(root: Path, trace: int, what_if: str = "") -> dict[str, Any
             tracemalloc.reset_peak()
 
     stage("imports")
-    # ---- what `controller run` builds
-    repo = load_valid(root)
-    platform = repo.platform
-    assert platform is not None
-    if what_if in ("nodes", "repository"):
-        for f in repo.files:
-            for d in f.documents:
-                d._node = None
-        for d in (*(i.doc for i in repo.intents), *(p.doc for p in repo.policies), *repo.manifests):
-            d._node = None
-    stage("repository loaded + validated")
-    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
-    scope = scope_of(platform, intents, ENVIRONMENT, CLUSTER)
-    policy_objs = [p.obj for p in repo.policies]
-    intent_objs = [i.obj for i in repo.intents]
-    if what_if == "repository":
-        del repo
-    stage("scope")
+    # ---- what `controller run` builds: the scope, and nothing else of the repository
+    scope = load_scope(root, ENVIRONMENT, CLUSTER)
+    stage("scope (repository dropped)")
+    peak_after_scope = _peak_mib()
     # ---- the stand-ins for Vault and the cluster (not the controller's memory; reported separately)
     kv = FakeKV()
-    policies = {p.metadata.name: p for p in policy_objs}
-    created = datetime(2030, 1, 1, tzinfo=UTC).isoformat(timespec="seconds")
-    paths: dict[tuple[str, str], tuple[str, str]] = {}
-    for name, placed in scope.placed.items():
-        intent = placed.intent
-        keys = sorted(intent.spec.source.generate or {}) or ["username", "password"]
-        values = {k: f"{k}-{name}-0123456789abcdef0123456789" for k in keys}
-        version = kv.write(placed.vault.mount, placed.vault.path, values, cas=0)
-        resolved = effective_policy(platform, policies, intent)
-        kv.update_custom_metadata(placed.vault.mount, placed.vault.path, {
-            md.AUTHORITY: md.AUTHORITY_VAULT, md.CREATED_BY: md.CREATED_BY_CHAMBERLAIN, md.CREATED_AT: created,
-            md.INTENT: name, md.ENVIRONMENT: placed.environment, md.ORIGIN: "generated",
-            md.VALUE_VERSION: str(version), md.VALUE_MARKER: version_marker(placed.vault.full, values),
-            **md.policy_metadata(resolved[0] if resolved else None, resolved[1] if resolved else None),
-        })
-        for c in intent.spec.consumers:
-            paths[(c.namespace, c.secret_name)] = (placed.vault.mount, placed.vault.path)
+    paths: dict[tuple[str, str], tuple[str, str]] = {}  # filled below; the fake ESO reads it on force-sync
     kube = _eso_kube(kv, paths)
-    ns = platform.spec.controller.namespace
-    for obj in intent_objs:
-        kube.add_custom_object(GROUP, VERSION, PLURAL, intent_manifest(obj, ns))
-    for placed in scope.placed.values():
-        for c in placed.intent.spec.consumers:
-            kube.external_secrets[(c.namespace, c.secret_name)] = {
-                "metadata": {"name": c.secret_name, "namespace": c.namespace}}
-            for w in c.restart:
-                kube.workloads[(w.kind, c.namespace, w.name)] = PodTemplateState({}, 1)
+    crs = 0
+    with seed.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            if "secret" in row:
+                mount, path, values, custom, consumers = row["secret"]
+                version = kv.write(mount, path, values, cas=0)
+                kv.update_custom_metadata(mount, path, {**custom, md.VALUE_VERSION: str(version)})
+                for c_ns, c_name, restart in consumers:
+                    paths[(c_ns, c_name)] = (mount, path)
+                    kube.external_secrets[(c_ns, c_name)] = {"metadata": {"name": c_name, "namespace": c_ns}}
+                    for kind, w in restart:
+                        kube.workloads[(kind, c_ns, w)] = PodTemplateState({}, 1)
+            else:
+                kube.add_custom_object(GROUP, VERSION, PLURAL, row["cr"])
+                crs += 1
     stage("fakes seeded")
     # ---- the controller, as cli/controller.py wires it
     clock = _Clock()
     options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
-    # ``wire`` is what ``controller run`` calls; before it existed the CLI wired the same objects inline.
-    wire: Any = getattr(importlib.import_module("chamberlain.controller.app"), "wire", None)
-    if wire is not None:  # what `controller run` calls
-        controller = wire(scope, _FakeSession(kv), kube, clock, identity="bench-0", **options)
-    else:  # as cli/controller.py wired it inline
-        from chamberlain.authority.counting import CountingKV
-
-        metrics = ControllerMetrics()
-        queue = MemoryQueue()
-        controller = Controller(
-            scope=scope, kv=CountingKV(kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
-            queue=queue, elector=LeaderElector(kube, ns, "chamberlain-controller", "bench-0", clock.now, 15),
-            publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
-            actor="controller:bench-0", **options,
-        )
+    controller = wire(scope, _FakeSession(kv), kube, clock, identity="bench-0", **options)
     stage("controller built")
     tick_s = []
     for t in range(TICKS):
@@ -280,10 +282,11 @@ def child_controller(root: Path, trace: int, what_if: str = "") -> dict[str, Any
         tick_s.append(round(time.monotonic() - started, 3))
         stage(f"tick {t + 1}")
     out: dict[str, Any] = {
-        "intents": len(intents), "in_scope": len(scope.placed), "ticks": tick_s,
+        "intents": crs, "intents_in_memory": len(scope.intents), "in_scope": len(scope.placed), "ticks": tick_s,
         "finished_runs": len(controller.finished),
         "failed_runs": sum(1 for r in controller.finished if not r.succeeded),
-        "stages": stages, "peak_mib": _peak_mib(), "kv_calls": dict(kv.calls),
+        "stages": stages, "peak_mib": _peak_mib(), "peak_after_scope_mib": peak_after_scope,
+        "kv_calls": dict(kv.calls),
     }
     if trace:
         import tracemalloc
@@ -316,9 +319,9 @@ def _short(filename: str) -> str:
 # ------------------------------------------------------------------------------------------------ the parent
 
 
-def _run_child(mode: str, root: Path, trace: int = 0, what_if: str = "") -> dict[str, Any]:
+def _run_child(mode: str, root: Path, seed: Path, trace: int = 0) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--repo", str(root),
-            "--trace", str(trace), "--what-if", what_if]
+            "--seed", str(seed), "--trace", str(trace)]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child {mode} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -326,20 +329,21 @@ def _run_child(mode: str, root: Path, trace: int = 0, what_if: str = "") -> dict
     return result
 
 
-def measure(n: int, workdir: Path, trace: int, what_if: list[str]) -> dict[str, Any]:
+def measure(n: int, workdir: Path, trace: int) -> dict[str, Any]:
     import bench_validate_render as gen
 
     root = workdir / f"repo-{n}"
+    seed = workdir / f"seed-{n}.jsonl"
     shape = gen.generate(root, n)
-    floor = _run_child("floor", root)
-    ctrl = _run_child("controller", root)
-    traced = _run_child("controller", root, trace) if trace else None
-    what_ifs = {w: _run_child("controller", root, 0, w)["peak_mib"] for w in what_if}
+    write_seed(root, seed)
+    floor = _run_child("floor", root, seed)
+    ctrl = _run_child("controller", root, seed)
+    traced = _run_child("controller", root, seed, trace) if trace else None
     out = {"n": n, "files": shape["intentFiles"], "floor": floor, "controller": ctrl, "traced": traced,
-           "ratio": ctrl["peak_mib"] / floor["peak_mib"], "what_if": what_ifs}
+           "ratio": ctrl["peak_mib"] / floor["peak_mib"]}
     if traced is not None:
         t = traced["traced"]
-        out["fakes_mib"] = t["fakes seeded"]["mib"] - t["scope"]["mib"]
+        out["fakes_mib"] = t["fakes seeded"]["mib"] - t["scope (repository dropped)"]["mib"]
         out["controller_without_fakes_mib"] = ctrl["peak_mib"] - out["fakes_mib"]
     return out
 
@@ -374,8 +378,10 @@ def table(results: list[dict[str, Any]], top: int) -> str:
         for t in traced["tracemalloc"]["top_lines"][:top]:
             lines.append(f"  {t['mib']:>7.2f} MiB {t['blocks']:>9} blocks  {t['where']}")
         lines.extend(f"failed run: {f}" for f in traced.get("failures", []))
-    for w, peak_w in last.get("what_if", {}).items():
-        lines.append(f"what if {WHAT_IF[w]}: peak {peak_w:.1f} MiB")
+    c = last["controller"]
+    lines.append(f"peak RSS until the scope is built (the repository load; no fakes yet): "
+                 f"{c['peak_after_scope_mib']:.1f} MiB; intents kept in memory: {c['intents_in_memory']} of "
+                 f"{c['intents']}")
     ten_k = next((r for r in results if r["n"] == 10_000), None)
     if ten_k is not None:
         peak = ten_k["controller"]["peak_mib"]
@@ -392,21 +398,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=int, default=1, help="tracemalloc frames (0: no attribution run)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--keep", type=Path, help="generate into this directory and keep it")
-    parser.add_argument("--no-what-if", action="store_true", help="skip the runs measuring suggested changes")
     parser.add_argument("--child", choices=("floor", "controller"), help=argparse.SUPPRESS)
-    parser.add_argument("--what-if", choices=("", *WHAT_IF), default="", help=argparse.SUPPRESS)
     parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         result = (child_floor(args.repo) if args.child == "floor"
-                  else child_controller(args.repo, args.trace, args.what_if))
+                  else child_controller(args.repo, args.seed, args.trace))
         json.dump(result, sys.stdout)
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="chamberlain-bench-mem-"))
     try:
-        what_if = [] if args.no_what_if else list(WHAT_IF)
-        results = [measure(n, workdir, args.trace, what_if) for n in sizes]
+        results = [measure(n, workdir, args.trace) for n in sizes]
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

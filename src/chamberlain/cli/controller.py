@@ -8,6 +8,7 @@ endpoint (``--webhook-port``, key from ``--webhook-key-file`` or ``$CHAMBERLAIN_
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from chamberlain.cli.output import RepoPath, stderr, stdout
 from chamberlain.errors import UsageError
 
 if TYPE_CHECKING:
+    from chamberlain.controller.loop import Scope
     from chamberlain.kube.client import KubeClient
 
 controller_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -42,6 +44,34 @@ controller_app = typer.Typer(no_args_is_help=True, add_completion=False)
 WebhookKeyFile = Annotated[Path | None, typer.Option(
     "--webhook-key-file", help="File holding the webhook HMAC key (or $CHAMBERLAIN_WEBHOOK_KEY_FILE).",
     show_default=False)]
+
+
+def load_scope(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
+    """The scope ``controller run`` acts on, and nothing else of the repository.
+
+    The controller runs for days; the loaded Repository (every document's raw data and text, every model) is only
+    needed to validate and to place the intents. It is built and dropped in :func:`_scope_from_repository`, so
+    it is garbage when that returns; the loader froze it out of the collector's generations (``gc.freeze``), so
+    it is unfrozen and collected here, in case any of it is cyclic."""
+    scope = _scope_from_repository(path, environment, cluster)
+    if gc.get_freeze_count():
+        gc.unfreeze()
+    gc.collect()
+    return scope
+
+
+def _scope_from_repository(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
+    """Load and validate; place the intents."""
+    from chamberlain.controller.loop import scope_of
+    from chamberlain.handover import select_cluster
+
+    repo, platform = valid_repository(path)
+    chosen, envs = select_cluster(platform, environment, cluster)
+    if len(envs) != 1:
+        raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
+    every = {i.obj.metadata.name: i.obj for i in repo.intents}
+    del repo  # from here on only the models are needed
+    return scope_of(platform, every, envs[0], chosen)
 
 
 def _vault(platform: Any, opts: AuthorityOptions, kube: Any, cluster: str) -> Any:
@@ -98,8 +128,6 @@ def run_cmd(
     from chamberlain.cli.handover import open_kube
     from chamberlain.controller import ControllerApp, logs
     from chamberlain.controller.app import wire
-    from chamberlain.controller.loop import scope_of
-    from chamberlain.handover import select_cluster
     from chamberlain.propagation import SystemClock
     from chamberlain.triggers.webhook import load_key
 
@@ -107,13 +135,9 @@ def run_cmd(
         raise UsageError("--log-format is json or console")
     logs.configure(json=log_format == "json")
     log = logs.get()
-    repo, platform = valid_repository(path)
-    chosen, envs = select_cluster(platform, environment, cluster)
-    if len(envs) != 1:
-        raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
+    scope = load_scope(path, environment, cluster)  # the repository itself is not kept
+    platform, chosen = scope.platform, scope.cluster
     key = load_key(webhook_key_file) if webhook_port is not None else None
-    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
-    scope = scope_of(platform, intents, envs[0], chosen)
     kube = cast("KubeClient", open_kube(kubeconfig))  # the real client: leases, run objects, events too
     client = _vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
     me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -133,8 +157,8 @@ def run_cmd(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     app.start()
-    log.info("controller started", identity=me, environment=envs[0], cluster=chosen, secrets=len(scope.placed),
-             metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
+    log.info("controller started", identity=me, environment=scope.environment, cluster=chosen,
+             secrets=len(scope.placed), metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
     app.wait(max_seconds)
     app.stop()
     kube.close()
