@@ -22,6 +22,7 @@ from chamberlain.intent.loader import load_repository
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.render import vault_bundle
 from chamberlain.render.topology import RenderError, build_topology
+from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import Registry, registry
 from chamberlain.rotation.rotators.base import (
     CertificateIssuer,
@@ -39,6 +40,7 @@ from chamberlain.rotation.rotators.x509 import (
     vault_serial,
 )
 from tests.conftest import CORPUS
+from tests.unit.test_rotation_workflow import MOUNT, SECRET, make_world
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 PKI = {"chamberlain.dev/rotator": "x509-vault-pki", "chamberlain.dev/x509-pki-role": "web"}
@@ -213,6 +215,25 @@ def test_every_keypair_key_gets_its_certificate() -> None:
     assert set(pending.notes) == {"pki", "serial.server.crt", "serial.edge.crt"}
     assert leaf_of(pending, "server.crt").subject.rfc4514_string() == "CN=app"  # no DNS names: the intent name
     rotator.test(ctx_of(intent, issuer), pending)
+
+
+def test_two_workflow_runs_issue_promote_and_revoke_the_first_certificate() -> None:
+    """Through the durable workflow: ``RotationDeps.pki`` reaches the rotator; the second run revokes the
+    certificate the first run promoted (the version before the first had none: nothing to revoke)."""
+    w = make_world()
+    issuer = FakeIssuer(now=w.clock.now())
+    deps = w.deps(intent=make_intent(PKI), rotator=X509VaultPkiRotator(), pki=issuer)
+    first = wf.run_to_completion(w.start(), deps)
+    assert first.stage == "revoked" and issuer.revoked == []
+    promoted = w.kv.read(MOUNT, SECRET.path)
+    assert promoted is not None and {"tls.key", "tls.crt", "ca.crt", "token"} <= set(promoted.data)
+    assert first.notes["serial.tls.crt"] == vault_serial(x509.load_pem_x509_certificate(
+        promoted.data["tls.crt"].encode()))
+    second = wf.run_to_completion(w.start(run_id="run-2"), deps)
+    assert second.stage == "revoked" and issuer.revoked == [first.notes["serial.tls.crt"]]
+    entry = next(e for e in w.rotations() if e.run == "run-2")
+    assert entry.details["note.serial.tls.crt"] == second.notes["serial.tls.crt"]
+    assert "-----" not in entry.model_dump_json()
 
 
 # --------------------------------------------------------------------------------------------------- refusals
