@@ -116,6 +116,10 @@ class Ledger:
             return None
         return LedgerEntry.model_validate_json(version.data["entry"])
 
+    def entry(self, seq: int) -> LedgerEntry | None:
+        """Entry number ``seq`` (one read), or None when there is none."""
+        return self._read(seq)
+
     def mark(self) -> LedgerMark:
         """Where the head stands now (one read). The head may lag behind entries whose writer crashed before
         moving it; :meth:`append` walks past those, so a mark is a lower bound of the tail."""

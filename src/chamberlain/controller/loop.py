@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV
 from chamberlain.controller.leader import LeaderElector
+from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.errors import ChamberlainError, UsageError
@@ -213,6 +214,7 @@ class Controller:
     wake: threading.Event = field(default_factory=threading.Event)  # set by a new request: tick now
     outages: int = 0  # consecutive ticks the authority could not be reached
     _dirty: dict[str, RotationRun] = field(default_factory=dict)
+    _ledger: SharedLedger | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _leader: bool = False
     _adopted: bool = False
@@ -337,8 +339,10 @@ class Controller:
                           request=request.request_id)
 
     def _start_requested(self) -> None:
+        requests = []
         while (request := self.queue.take(timeout=0)) is not None:
-            self._begin(request)
+            requests.append(request)
+        self._each(self._begin, requests)  # one queue entry per secret: the starts are independent
 
     def _still_due(self, placed: rm.Placed) -> bool:
         meta = self.kv.read_metadata(placed.vault.mount, placed.vault.path)
@@ -402,7 +406,14 @@ class Controller:
                                      warning=True)
 
         propagation = BatchedPropagation(timing, self._wave_for(), change)
-        return replace(deps, propagation=propagation, on_alert=on_alert, rng=self.rng), timing
+        return replace(deps, propagation=propagation, on_alert=on_alert, rng=self.rng,
+                       ledger=self._shared_ledger()), timing
+
+    def _shared_ledger(self) -> SharedLedger:
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = SharedLedger(self.kv, self.scope.platform.spec.authority.mounts.runtime)
+            return self._ledger
 
     def _wave_for(self) -> RestartWave:
         if self._wave is None:
@@ -421,10 +432,8 @@ class Controller:
 
     def _drive(self) -> None:
         self._advance_all(lambda r: r.stage in PROMOTED_OR_LATER)
-        for a in self.active.values():  # one poke per ExternalSecret, all before anyone waits
-            if a.run.stage == "promoted" and a.run.next_retry_at is None:
-                with contextlib.suppress(KubeError):  # the propagate step itself retries under the failure strategy
-                    a.deps.propagation.refresh(f"{a.run.run_id}.{a.run.attempts}")
+        promoted = [a for a in self.active.values() if a.run.stage == "promoted" and a.run.next_retry_at is None]
+        self._each(self._poke, promoted)  # one poke per ExternalSecret, all before anyone waits
         self._advance_all(lambda r: r.stage in PROPAGATED_OR_LATER)
         ready = [a.run.run_id for a in self.active.values() if a.run.stage == "propagated"]
         if ready:
@@ -433,19 +442,26 @@ class Controller:
         for name in [n for n, a in self.active.items() if a.run.finished and a.run.ledger_seq is not None]:
             self._complete(self.active.pop(name))
 
-    def _advance_all(self, goal: Callable[[RotationRun], bool]) -> None:
-        todo = list(self.active.values())
-        if self.workers <= 1 or len(todo) <= 1:
-            for a in todo:
-                self._advance(a, goal)
+    @staticmethod
+    def _poke(a: Active) -> None:
+        with contextlib.suppress(KubeError):  # the propagate step itself retries under the failure strategy
+            a.deps.propagation.refresh(f"{a.run.run_id}.{a.run.attempts}")
+
+    def _each(self, fn: Callable[[Any], object], items: list[Any]) -> None:
+        """``fn`` on every item, on the worker threads; the first error is raised once all are done."""
+        if self.workers <= 1 or len(items) <= 1:
+            for item in items:
+                fn(item)
             return
-        # Independent runs (one per secret, each with its own lease) advance side by side; a Vault outage seen
-        # by any of them is raised once all have stopped, as the sequential loop would.
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="chamberlain-run") as pool:
-            futures = [pool.submit(self._advance, a, goal) for a in todo]
+            futures = [pool.submit(fn, item) for item in items]
         errors = [e for f in futures if (e := f.exception()) is not None]
         if errors:
             raise errors[0]
+
+    def _advance_all(self, goal: Callable[[RotationRun], bool]) -> None:
+        # Independent runs (one per secret, each with its own lease) advance side by side.
+        self._each(lambda a: self._advance(a, goal), list(self.active.values()))
 
     def _advance(self, a: Active, goal: Callable[[RotationRun], bool]) -> None:
         for _ in range(wf.MAX_STEPS):
@@ -540,12 +556,7 @@ class Controller:
         with self._lock:
             dirty, self._dirty = list(self._dirty.values()), {}
         publish = self.publisher.publish
-        if self.workers <= 1 or len(dirty) <= 1:
-            for run in dirty:
-                publish(run)
-            return
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="chamberlain-publish") as pool:
-            list(pool.map(publish, dirty))
+        self._each(publish, dirty)
 
     # ------------------------------------------------------------------------------------------- triggers
 

@@ -1,0 +1,69 @@
+"""One ledger writer per controller process: the runs of a batch append their entries one after the other.
+
+Why: every finished run appends one hash-chained entry. Runs advancing on worker threads, each with a ledger of
+its own, race for the same next sequence number; the losers read the winner's entry and try again, so a batch of
+n runs costs O(n²) reads. Serialized through one :class:`SharedLedger`, an append is two writes (entry, head).
+
+A run remembers the ledger mark of when it finished, so a finalize resumed after a crash finds the entry an
+earlier attempt appended (``find``). Entries this process appended since that mark are checked in memory; only
+entries written by someone else (another replica, the CLI) are read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chamberlain.audit.ledger import Event, Ledger, LedgerEntry, LedgerMark, Result
+
+REMEMBERED = 10_000  # own entries kept in memory for the check above (older marks fall back to reads)
+
+
+class SharedLedger(Ledger):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.RLock()  # append reads mark() through the base class
+        self._own: OrderedDict[int, LedgerEntry] = OrderedDict()
+        self._last: LedgerMark | None = None  # after this process's last append
+
+    def mark(self) -> LedgerMark:
+        with self._lock:
+            return self._last if self._last is not None else super().mark()
+
+    def append(
+        self,
+        event: Event,
+        *,
+        actor: str,
+        secret: str | None = None,
+        path: str | None = None,
+        run: str | None = None,
+        reason: str | None = None,
+        result: Result = "ok",
+        details: Mapping[str, str] | None = None,
+        after: LedgerMark | None = None,
+        find: Callable[[LedgerEntry], bool] | None = None,
+    ) -> LedgerEntry:
+        with self._lock:
+            if after is not None and find is not None and self._last is not None:
+                for seq in range(after.seq + 1, self._last.seq + 1):
+                    known = self._own.get(seq)
+                    entry = known if known is not None else self.entry(seq)
+                    if entry is not None and find(entry):
+                        return entry
+                if self._last.seq > after.seq:
+                    after = self._last  # not found up to the tail this process knows: chain there
+            entry = super().append(event, actor=actor, secret=secret, path=path, run=run, reason=reason,
+                                   result=result, details=details, after=after, find=find)
+            self._own[entry.seq] = entry
+            while len(self._own) > REMEMBERED:
+                self._own.popitem(last=False)
+            # After a conflict the base class does not know where the head is: read it (a lower bound of the
+            # tail; an append walks past entries beyond it).
+            self._last = self._mark if self._mark is not None else super().mark()
+            return entry
+
+
+__all__ = ["SharedLedger"]
