@@ -61,7 +61,9 @@ def load_scope(path: str | Path, environment: str | None, cluster: str | None) -
 
 
 def _scope_from_repository(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
-    """Load and validate; place the intents."""
+    """Load and validate; place the intents. The scope keeps the Platform, the intents placed in the cluster and
+    environment (runtime mount), and the admin intents they name (``target.postgres.adminIntent``, read by
+    ``rotation.manual.admin_values``): the other intents are never looked at again."""
     from chamberlain.controller.loop import scope_of
     from chamberlain.handover import select_cluster
 
@@ -71,7 +73,13 @@ def _scope_from_repository(path: str | Path, environment: str | None, cluster: s
         raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
     every = {i.obj.metadata.name: i.obj for i in repo.intents}
     del repo  # from here on only the models are needed
-    return scope_of(platform, every, envs[0], chosen)
+    placed = scope_of(platform, every, envs[0], chosen).placed
+    needed = {name: every[name] for name in placed}
+    for name in placed:
+        target = every[name].spec.target
+        if target is not None and target.postgres.admin_intent in every:
+            needed.setdefault(target.postgres.admin_intent, every[target.postgres.admin_intent])
+    return scope_of(platform, needed, envs[0], chosen)
 
 
 def _vault(platform: Any, opts: AuthorityOptions, kube: Any, cluster: str) -> Any:
