@@ -19,7 +19,7 @@ import getpass
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,6 +38,9 @@ from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
 from chamberlain.kube.api import Kube
 
+if TYPE_CHECKING:
+    from chamberlain.authority.vault import VaultClient
+
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
 Output = Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")]
 
@@ -49,10 +52,11 @@ class AuthorityOptions:
     token_file: Path | None
 
 
-def open_kv(platform: Platform, opts: AuthorityOptions, kube: Kube | None = None, cluster: str | None = None) -> KV:
-    """The KV of the runtime authority: with ``--vault-token-file`` a token session (lab, break-glass);
-    otherwise a Kubernetes login as the orchestrator of ``cluster`` (its own identity, least privilege)."""
-    from chamberlain.authority.session import Connection, orchestrator_kv
+def open_vault(platform: Platform, opts: AuthorityOptions, kube: Kube | None = None,
+               cluster: str | None = None) -> VaultClient:
+    """The runtime authority's client: with ``--vault-token-file`` a token session (lab, break-glass); otherwise a
+    Kubernetes login as the orchestrator of ``cluster`` (its own identity, least privilege), renewable."""
+    from chamberlain.authority.session import Connection, login_as
     from chamberlain.authority.vault import client_with_token
 
     conn = Connection.resolve(platform, opts.address, opts.ca_file)
@@ -62,14 +66,19 @@ def open_kv(platform: Platform, opts: AuthorityOptions, kube: Kube | None = None
                              "to log in as that cluster's orchestrator")
         from chamberlain.render.naming import orchestrator_policy
 
-        return orchestrator_kv(conn, platform, kube, orchestrator_policy(cluster))
+        return login_as(conn, platform, kube, orchestrator_policy(cluster))
     try:
         token = opts.token_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise UsageError(f"{opts.token_file}: cannot read the token file ({exc.strerror})") from None
     if not token:
         raise UsageError(f"{opts.token_file}: the token file is empty")
-    return client_with_token(conn.address, conn.ca_file, token).kv
+    return client_with_token(conn.address, conn.ca_file, token)
+
+
+def open_kv(platform: Platform, opts: AuthorityOptions, kube: Kube | None = None, cluster: str | None = None) -> KV:
+    """The KV of :func:`open_vault`."""
+    return open_vault(platform, opts, kube, cluster).kv
 
 
 def open_kube(kubeconfig: Path | None) -> Kube:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.handover import AuthorityOptions, Output, actor, new_run_id, open_kube, open_kv
+from chamberlain.cli.handover import AuthorityOptions, Output, actor, new_run_id, open_kube, open_kv, open_vault
 from chamberlain.cli.options import (
     Cluster,
     Environment,
@@ -109,7 +109,10 @@ def rotate_cmd(
     selected = rm.pick(list(intents.values()), names)
     placed = [rm.place(platform, i, environment, chosen) for i in selected]
     kube = open_kube(kubeconfig)
-    kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
+    from chamberlain.authority.pki import VaultCertificateIssuer
+
+    client = open_vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
+    kv = client.kv
     who = actor()
     rows: list[dict[str, Any]] = []
     ok = True
@@ -118,7 +121,8 @@ def rotate_cmd(
             was = wf.release(kv, p.vault)
             rows.append({"secret": p.name, "path": p.vault.full, "released": was})
             continue
-        deps, timed = rm.build_deps(kv, _kube_propagation(kube), platform, intents, p, actor=who, timeout=timeout)
+        deps, timed = rm.build_deps(kv, _kube_propagation(kube), platform, intents, p, actor=who, timeout=timeout,
+                                     pki=VaultCertificateIssuer(client))
         run_id = new_run_id()
         try:
             if rollback:

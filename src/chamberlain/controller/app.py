@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
+from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.loop import Controller, Logger, Scope
 from chamberlain.controller.metrics import ControllerMetrics
@@ -32,8 +33,8 @@ class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObje
     """Everything the running controller needs from Kubernetes (the real client has it all)."""
 
 
-class VaultSession(Protocol):
-    """A logged-in authority client that renews its own token (``VaultClient``)."""
+class VaultSession(PkiClient, Protocol):
+    """A logged-in authority client that renews its own token and signs certificates (``VaultClient``)."""
 
     @property
     def kv(self) -> KV: ...
@@ -76,7 +77,8 @@ def wire(
         scope=scope, kv=CountingKV(vault.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
         queue=queue, elector=LeaderElector(kube, ns, lease_name, identity, clock.now, lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
-        actor=f"controller:{identity}", refresh_session=refresh_session, **extra, **{"workers": 8, **options},
+        actor=f"controller:{identity}", refresh_session=refresh_session, pki=VaultCertificateIssuer(vault),
+        **extra, **{"workers": 8, **options},
     )
 
 

@@ -49,6 +49,7 @@ from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import HELD, due, from_metadata
 from chamberlain.rotation.rotators import Registry
+from chamberlain.rotation.rotators.base import CertificateIssuer
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestQueue, RotationRequest, SecretSchedule
 from chamberlain.triggers.timer import evaluate
@@ -210,6 +211,7 @@ class Controller:
     active: dict[str, Active] = field(default_factory=dict)
     deferred: dict[str, RotationRequest] = field(default_factory=dict)
     finished: list[RotationRun] = field(default_factory=list)  # what this replica finished, newest last
+    pki: CertificateIssuer | None = None  # for x509-vault-pki intents
     workers: int = 1  # runs advanced in parallel (Vault and API calls are I/O; `wire` uses 8)
     wake: threading.Event = field(default_factory=threading.Event)  # set by a new request: tick now
     outages: int = 0  # consecutive ticks the authority could not be reached
@@ -396,7 +398,7 @@ class Controller:
     def _deps(self, placed: rm.Placed) -> tuple[wf.RotationDeps, rm.TimedPropagation]:
         deps, timing = rm.build_deps(self.kv, self.kube, self.scope.platform, self.scope.intents, placed,
                                      actor=self.actor, registry=self.registry, clock=self.clock,
-                                     timeout=self.propagation_timeout, poll=self.poll)
+                                     timeout=self.propagation_timeout, poll=self.poll, pki=self.pki)
         change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.consumers_of(placed.intent)))
 
         def on_alert(run: RotationRun) -> None:
