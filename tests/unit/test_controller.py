@@ -429,3 +429,14 @@ def test_a_parallel_batch_rotates_each_secret_once_restarts_once_and_chains_the_
     assert len(w.rotations()) == 24 and Ledger(w.kv, MOUNT).verify().ok
     runs_published = [k for k in w.kube.custom_objects if k[2] == "rotationruns"]
     assert len(runs_published) == 24
+
+
+def test_load_scope_keeps_the_placed_runtime_intents_and_the_admins_they_name() -> None:
+    from chamberlain.cli.controller import load_scope
+    from tests.conftest import EXAMPLES
+
+    scope = load_scope(EXAMPLES / "acme", "dev", "dev1")
+    assert "grafana-admin" in scope.placed and "payments-db" in scope.placed
+    assert "orders-db-app" not in scope.placed  # derived: its producer publishes it
+    assert "pg-payments-admin" in scope.intents  # the admin login the payments-db rotator needs
+    assert all(p.vault.mount == "secret" for p in scope.placed.values())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from chamberlain.cli.handover import AuthorityOptions
+from chamberlain.cli.handover import AuthorityOptions, open_vault
 from chamberlain.cli.options import (
     Cluster,
     Environment,
@@ -82,22 +82,6 @@ def _scope_from_repository(path: str | Path, environment: str | None, cluster: s
     return scope_of(platform, needed, envs[0], chosen)
 
 
-def _vault(platform: Any, opts: AuthorityOptions, kube: Any, cluster: str) -> Any:
-    """The VaultClient the controller keeps for its lifetime: one login, then renewals (``ensure_fresh``)."""
-    from chamberlain.authority.session import Connection, login_as
-    from chamberlain.authority.vault import client_with_token
-    from chamberlain.render.naming import orchestrator_policy
-
-    conn = Connection.resolve(platform, opts.address, opts.ca_file)
-    if opts.token_file is not None:
-        try:
-            token = opts.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"{opts.token_file}: cannot read the token file ({exc.strerror})") from None
-        return client_with_token(conn.address, conn.ca_file, token)
-    return login_as(conn, platform, kube, orchestrator_policy(cluster))
-
-
 @controller_app.command("run")
 def run_cmd(
     path: RepoPath,
@@ -147,7 +131,7 @@ def run_cmd(
     platform, chosen = scope.platform, scope.cluster
     key = load_key(webhook_key_file) if webhook_port is not None else None
     kube = cast("KubeClient", open_kube(kubeconfig))  # the real client: leases, run objects, events too
-    client = _vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
+    client = open_vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
     me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     controller = wire(scope, client, kube, SystemClock(), identity=me, lease_name=lease_name,
                       lease_seconds=lease_seconds, log=log, propagation_timeout=propagation_timeout,
