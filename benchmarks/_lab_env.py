@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import builtins
-import importlib
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import hvac  # noqa: E402
 import kubernetes  # noqa: E402
 
+from chamberlain.authority.pki import SignedCertificate  # noqa: E402
 from chamberlain.authority.vault import VaultClient, client_with_token  # noqa: E402
 from chamberlain.controller.loop import Scope, scope_of  # noqa: E402
 from chamberlain.handover import metadata as md  # noqa: E402
@@ -577,54 +577,33 @@ class _Session:
     def ensure_fresh(self) -> None:
         self._client.ensure_fresh()
 
+    def pki_sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
+                 ttl: str | None) -> SignedCertificate:
+        return self._client.pki_sign(mount, role, csr_pem, common_name, alt_names, ttl)
+
+    def pki_revoke(self, mount: str, serial: str) -> None:
+        self._client.pki_revoke(mount, serial)
+
 
 def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 120.0,
                     evaluate_every: float = 30.0) -> Wiring:
     """The Controller as ``chamberlain controller run --vault-token-file`` builds it: through
-    ``chamberlain.controller.app.wire`` when it exists (what the CLI calls), else as cli/controller.py wired it
-    inline (token client with session refresh, CountingKV, LeaderElector, RunPublisher, the annotation trigger).
+    ``chamberlain.controller.app.wire``, as the CLI does.
     SystemClock, the default poll. Vault and Kubernetes are wrapped (TimedKV, TimedKube) so the benchmark can
     say where the time goes."""
-    from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher
-    from chamberlain.controller.loop import Controller
+    from chamberlain.controller.app import wire
     from chamberlain.propagation import SystemClock
-    from chamberlain.triggers import AnnotationTrigger, MemoryQueue
 
-    notes: list[str] = []
     client = world.handle.vault()
     timed_kv = TimedKV(client.kv)
     kube = TimedKube(world.handle.kube())
     clock = SystemClock()
     log = EventLog()
     identity = f"bench-{os.getpid()}"
-    # ``wire`` is what ``controller run`` calls; before it existed the CLI wired the same objects inline.
-    wire: Any = getattr(importlib.import_module("chamberlain.controller.app"), "wire", None)
-    if wire is not None:
-        controller = wire(scope, _Session(client, timed_kv), kube, clock, identity=identity, log=log,
-                          propagation_timeout=propagation_timeout, evaluate_every=evaluate_every)
-        return Wiring(controller, timed_kv, kube, log, ["wired by chamberlain.controller.app.wire"])
-    from chamberlain.authority.counting import CountingKV
-
-    metrics = ControllerMetrics()
-    generation = [client.session_generation]
-
-    def refresh_session() -> None:
-        client.ensure_fresh()
-        if client.session_generation != generation[0]:
-            generation[0] = client.session_generation
-            metrics.vault_request("renew")
-
-    ns = scope.platform.spec.controller.namespace
-    queue = MemoryQueue()
-    controller = Controller(
-        scope=scope, kv=CountingKV(timed_kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
-        queue=queue, elector=LeaderElector(kube, ns, "chamberlain-controller", identity, clock.now, 15),
-        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
-        actor=f"controller:{identity}", propagation_timeout=propagation_timeout, evaluate_every=evaluate_every,
-        refresh_session=refresh_session, log=log,
-    )
-    notes.append("wired as cli/controller.py did inline (no chamberlain.controller.app.wire)")
-    return Wiring(controller, timed_kv, kube, log, notes)
+    # ``wire`` is what ``controller run`` calls.
+    controller = wire(scope, _Session(client, timed_kv), kube, clock, identity=identity, log=log,
+                      propagation_timeout=propagation_timeout, evaluate_every=evaluate_every)
+    return Wiring(controller, timed_kv, kube, log, ["wired by chamberlain.controller.app.wire"])
 
 
 # ------------------------------------------------------------------------------------------------- helpers
