@@ -243,6 +243,8 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
     scope = load_scope(root, ENVIRONMENT, CLUSTER)
     stage("scope (repository dropped)")
     peak_after_scope = _peak_mib()
+    # load_scope loads in a short-lived child process: its peak is not the controller's, but a pod limit sees it
+    loader_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     # ---- the stand-ins for Vault and the cluster (not the controller's memory; reported separately)
     kv = FakeKV()
     paths: dict[tuple[str, str], tuple[str, str]] = {}  # filled below; the fake ESO reads it on force-sync
@@ -286,6 +288,7 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
         "finished_runs": len(controller.finished),
         "failed_runs": sum(1 for r in controller.finished if not r.succeeded),
         "stages": stages, "peak_mib": _peak_mib(), "peak_after_scope_mib": peak_after_scope,
+        "loader_peak_mib": round(loader_peak, 1),
         "kv_calls": dict(kv.calls),
     }
     if trace:

@@ -440,3 +440,17 @@ def test_load_scope_keeps_the_placed_runtime_intents_and_the_admins_they_name() 
     assert "orders-db-app" not in scope.placed  # derived: its producer publishes it
     assert "pg-payments-admin" in scope.intents  # the admin login the payments-db rotator needs
     assert all(p.vault.mount == "secret" for p in scope.placed.values())
+
+
+def test_load_scope_reports_a_repository_with_findings_like_every_command(tmp_path: Any) -> None:
+    import shutil
+
+    from chamberlain.cli.controller import load_scope
+    from chamberlain.errors import ChamberlainError
+    from tests.conftest import EXAMPLES
+
+    shutil.copytree(EXAMPLES / "acme", tmp_path / "repo")
+    f = tmp_path / "repo" / "intents" / "observability.yaml"
+    f.write_text(f.read_text().replace("owner: team-observability", "owner: Team_Bad"))
+    with pytest.raises(ChamberlainError, match="findings; run `chamberlain validate"):
+        load_scope(tmp_path / "repo", "dev", "dev1")

@@ -8,8 +8,8 @@ endpoint (``--webhook-port``, key from ``--webhook-key-file`` or ``$CHAMBERLAIN_
 
 from __future__ import annotations
 
-import gc
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -33,7 +33,7 @@ from chamberlain.cli.options import (
     valid_repository,
 )
 from chamberlain.cli.output import RepoPath, stderr, stdout
-from chamberlain.errors import UsageError
+from chamberlain.errors import ChamberlainError, UsageError
 
 if TYPE_CHECKING:
     from chamberlain.controller.loop import Scope
@@ -46,18 +46,50 @@ WebhookKeyFile = Annotated[Path | None, typer.Option(
     show_default=False)]
 
 
+class LoadFailed(ChamberlainError):
+    """Loading the repository in the loader process failed; carries that error's message and exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def load_scope(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
     """The scope ``controller run`` acts on, and nothing else of the repository.
 
     The controller runs for days; the loaded Repository (every document's raw data and text, every model) is only
-    needed to validate and to place the intents. It is built and dropped in :func:`_scope_from_repository`, so
-    it is garbage when that returns; the loader froze it out of the collector's generations (``gc.freeze``), so
-    it is unfrozen and collected here, in case any of it is cyclic."""
-    scope = _scope_from_repository(path, environment, cluster)
-    if gc.get_freeze_count():
-        gc.unfreeze()
-    gc.collect()
-    return scope
+    needed to validate and to place the intents. Loading it in this process would leave its peak as the process's
+    resident size for good (CPython keeps freed arenas that still hold one live object, and the kept models are
+    scattered among them), so a short-lived child process (fork, before any thread starts) loads, validates and
+    places, and sends back only the scope."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    loader = ctx.Process(target=_load_in_child, args=(send, str(path), environment, cluster),
+                         name="chamberlain-loader")
+    loader.start()
+    send.close()
+    try:
+        status, payload = receive.recv()
+    except EOFError:
+        raise ChamberlainError("loading the intent repository failed: the loader process ended early") from None
+    finally:
+        receive.close()
+        loader.join()
+    if status == "error":
+        message, code = payload
+        raise LoadFailed(message, code)
+    return cast("Scope", payload)
+
+
+def _load_in_child(send: Any, path: str, environment: str | None, cluster: str | None) -> None:
+    try:
+        result: tuple[str, Any] = ("ok", _scope_from_repository(path, environment, cluster))
+    except ChamberlainError as exc:  # our messages are fit to show (findings name files and lines, no values)
+        result = ("error", (str(exc), exc.exit_code))
+    except Exception as exc:  # a foreign exception's text is unvetted: its type only
+        result = ("error", (f"internal error while loading ({type(exc).__name__})", 1))
+    send.send(result)
+    send.close()
 
 
 def _scope_from_repository(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
