@@ -92,6 +92,13 @@ def open_kube(kubeconfig: Path | None) -> Kube:
         raise UsageError(f"cannot load a kubeconfig ({type(exc).__name__}); pass --kubeconfig") from None
 
 
+def close_kube(kube: object) -> None:
+    """Close a client from :func:`open_kube` (test doubles may have nothing to close)."""
+    close = getattr(kube, "close", None)
+    if callable(close):
+        close()
+
+
 def actor() -> str:
     """Who acts, for the ledger: a workstation is never an anonymous control plane (Inv. 6)."""
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from chamberlain.cli.handover import AuthorityOptions, Output, actor, new_run_id, open_kube, open_kv
+from chamberlain.cli.handover import AuthorityOptions, Output, actor, close_kube, new_run_id, open_kube, open_kv
 from chamberlain.cli.options import (
     Cluster,
     Environment,
@@ -43,7 +43,7 @@ def drift_for_plan(path: str, environment: str | None, cluster: str | None, vaul
     else:
         _, _, kube, drifts = _drifts(path, environment, cluster, AuthorityOptions(vault_addr, vault_cacert, None),
                                      kubeconfig)
-    _close(kube)
+    close_kube(kube)
     return drifts
 
 
@@ -66,12 +66,6 @@ def _drifts(path: str, environment: str | None, cluster: str | None, opts: Autho
             except UsageError:  # not placed in this environment/cluster
                 continue
     return platform, kv, kube, policy_sync.plan(kv, platform, policies, placed)
-
-
-def _close(kube: Any) -> None:
-    close = getattr(kube, "close", None)
-    if callable(close):
-        close()
 
 
 def show_drift(drifts: list[Any], output: DataFormat, applied: int | None) -> None:
@@ -105,7 +99,7 @@ def plan_cmd(
     """
     _, _, kube, drifts = _drifts(path, environment, cluster,
                                  AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kubeconfig)
-    _close(kube)
+    close_kube(kube)
     show_drift(drifts, output, None)
     raise typer.Exit(1 if drifts else 0)
 
@@ -133,5 +127,5 @@ def apply_cmd(
                                          AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kubeconfig)
     ledger = Ledger(kv, platform.spec.authority.mounts.runtime)
     applied = policy_sync.apply(kv, ledger, drifts, actor=actor(), run=new_run_id(), reason=reason)
-    _close(kube)
+    close_kube(kube)
     show_drift(drifts, output, applied)

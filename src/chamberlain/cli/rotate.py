@@ -18,7 +18,16 @@ from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.handover import AuthorityOptions, Output, actor, new_run_id, open_kube, open_kv, open_vault
+from chamberlain.cli.handover import (
+    AuthorityOptions,
+    Output,
+    actor,
+    close_kube,
+    new_run_id,
+    open_kube,
+    open_kv,
+    open_vault,
+)
 from chamberlain.cli.options import (
     Cluster,
     Environment,
@@ -145,9 +154,7 @@ def rotate_cmd(
                               + (f" (revoke at {row['revokeAt']})" if row.get("revokeAt") else ""))
         ok = ok and (run.succeeded or (run.stage == "revoke-wait" and run.last_error is None))
         rows.append(row)
-    kube_close = getattr(kube, "close", None)
-    if callable(kube_close):
-        kube_close()
+    close_kube(kube)
     if not emit_data({"ok": ok, "cluster": chosen, "runs" if not release else "released": rows}, output):
         for row in rows:
             if release:
@@ -212,9 +219,7 @@ def status_cmd(
             placed = rm.Placed(intent, pl.environment, pl.cluster, pl.vault)
             rows.append(rm.secret_status(kv, ledger, _kube_propagation(kube), placed, now,
                                          git[1] if git else None))
-    kube_close = getattr(kube, "close", None)
-    if callable(kube_close):
-        kube_close()
+    close_kube(kube)
     if not emit_data({"cluster": chosen, "at": now.isoformat(timespec="seconds"), "secrets": rows}, output):
         for r in rows:
             last = r["lastRotation"] or {}
