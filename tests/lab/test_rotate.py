@@ -194,3 +194,35 @@ def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: 
     for value in old_values + new_values:
         if len(value) >= 8:
             assert value not in outputs
+
+
+def test_policy_drift_is_planned_then_applied_as_one_audited_policy_change(world: World) -> None:
+    """A Git change of a policy reaches Vault only through `policy apply`: plan shows the field, apply writes it and
+    one policy-change ledger entry, and a second plan (and `chamberlain plan`'s drift part) is clean."""
+    w = world
+    args = w.vault_args()
+    first = run_cli("policy", "plan", str(w.repo), "-o", "json", *args)
+    assert first.code == 0, first.out + first.err
+    assert json.loads(first.out)["drift"] == []
+    f = w.repo / "intents" / "observability.yaml"
+    text = f.read_text()
+    assert "ttl: 30d" in text
+    f.write_text(text.replace("ttl: 30d", "ttl: 20d", 1))  # log-shipper-token's inline policy
+
+    plan = run_cli("policy", "plan", str(w.repo), "-o", "json", *args)
+    assert plan.code == 1, plan.out + plan.err
+    [drift] = json.loads(plan.out)["drift"]
+    assert drift["secret"] == "log-shipper-token"
+    assert {"field": "ttl", "git": "20d", "inForce": "30d"} in drift["fields"]
+
+    applied = run_cli("policy", "apply", str(w.repo), "--reason", "ttl 30d -> 20d", "-o", "json", *args)
+    assert applied.code == 0 and json.loads(applied.out)["applied"] == 1, applied.out + applied.err
+    meta = w.kv.read_metadata(MOUNT, "dev/team-observability/log-shipper-token")
+    assert meta.custom["policy.ttl"] == "20d"
+    changes = [e for e in Ledger(w.kv, MOUNT).for_secret("log-shipper-token") if e.event == "policy-change"]
+    assert len(changes) == 1 and changes[0].reason == "ttl 30d -> 20d" and changes[0].details["ttl"] == "30d -> 20d"
+    assert Ledger(w.kv, MOUNT).verify().ok
+
+    again = run_cli("policy", "apply", str(w.repo), "-o", "json", *args)
+    assert again.code == 0 and json.loads(again.out)["applied"] == 0
+    assert run_cli("policy", "plan", str(w.repo), *args).code == 0
