@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import hvac  # noqa: E402
 import kubernetes  # noqa: E402
 
+from chamberlain import wellknown as wk  # noqa: E402
 from chamberlain.authority.pki import SignedCertificate  # noqa: E402
 from chamberlain.authority.vault import VaultClient, client_with_token  # noqa: E402
 from chamberlain.controller.loop import Scope, scope_of  # noqa: E402
@@ -237,7 +238,7 @@ def _store_manifest(world_platform: Any, ns: str, ca_pem: str) -> dict[str, Any]
     store = eso.secret_store(
         world_platform, name=naming.reader_store(ENV, MOUNT), ns=ns, mount=MOUNT, cluster=CLUSTER,
         role=naming.reader_policy(ENV, CLUSTER, ns), account=naming.reader_service_account(ENV),
-        labels={**naming.common_labels(), naming.LABEL_ENVIRONMENT: ENV, naming.LABEL_ROLE: naming.READER_ROLE},
+        labels={**naming.common_labels(), wk.LABEL_ENVIRONMENT: ENV, wk.LABEL_ROLE: naming.READER_ROLE},
     )
     vault = store["spec"]["provider"]["vault"]
     # The one deviation from the renderer: token auth (the dev root token in a Secret) instead of Kubernetes auth.
@@ -270,9 +271,9 @@ def seed(kv: Any, scope: Scope, repo: Repository, names: list[str]) -> dict[str,
         markers[name] = version_marker(placed.vault.full, values)
         resolved = effective_policy(scope.platform, policies, placed.intent)
         kv.update_custom_metadata(placed.vault.mount, placed.vault.path, {
-            md.AUTHORITY: md.AUTHORITY_VAULT, md.CREATED_BY: md.CREATED_BY_CHAMBERLAIN, md.CREATED_AT: now,
-            md.INTENT: name, md.ENVIRONMENT: placed.environment, md.ORIGIN: "generated",
-            md.VALUE_VERSION: str(version), md.VALUE_MARKER: markers[name],
+            wk.AUTHORITY: wk.AUTHORITY_VAULT, wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN, wk.CREATED_AT: now,
+            wk.INTENT: name, wk.ENVIRONMENT: placed.environment, wk.ORIGIN: "generated",
+            wk.VALUE_VERSION: str(version), wk.VALUE_MARKER: markers[name],
             **md.policy_metadata(resolved[0] if resolved else None, resolved[1] if resolved else None),
         })
         values.clear()
@@ -365,7 +366,7 @@ class SecretWatch:
     def _record(self, obj: Mapping[str, Any], now: float) -> None:
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
-        marker = str((meta.get("annotations") or {}).get(eso.ANNOTATION_VERSION_MARKER, ""))
+        marker = str((meta.get("annotations") or {}).get(wk.ANNOTATION_VERSION_MARKER, ""))
         with self._cond:
             self.current[key] = marker
             self.first_seen.setdefault((*key, marker), now)
@@ -373,7 +374,7 @@ class SecretWatch:
 
     def _run(self) -> None:
         core = kubernetes.client.CoreV1Api(self._api)
-        selector = naming.LABEL_INTENT
+        selector = wk.LABEL_INTENT
         rv = ""
         while not self._stop.is_set():
             try:

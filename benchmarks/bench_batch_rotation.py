@@ -40,9 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kubernetes
 
 import _lab_env as le
-from chamberlain.propagation.refresh import FORCE_SYNC
-from chamberlain.propagation.restart import ANNOTATION_RESTART_BATCH, ANNOTATION_RESTARTED_AT
-from chamberlain.render import eso
+from chamberlain import wellknown as wk
 from chamberlain.triggers import manual
 from chamberlain.values.generate import generate_values
 from chamberlain.values.markers import version_marker
@@ -57,7 +55,7 @@ def _generations(apps: Any, workloads: list[tuple[str, str]]) -> dict[tuple[str,
     for ns, name in workloads:
         d = apps.read_namespaced_deployment(name, ns)
         annotations = (d.spec.template.metadata.annotations or {}) if d.spec.template.metadata else {}
-        out[(ns, name)] = (int(d.metadata.generation or 0), annotations.get(ANNOTATION_RESTART_BATCH))
+        out[(ns, name)] = (int(d.metadata.generation or 0), annotations.get(wk.ANNOTATION_RESTART_BATCH))
     return out
 
 
@@ -78,7 +76,7 @@ def floor(world: le.World, watch: le.SecretWatch, names: list[str], timeout: flo
     t0 = time.monotonic()
     for n, path, values, marker in prepared:
         kv.create_or_update_secret(path=path, secret=values, mount_point=le.MOUNT)
-        kv.update_metadata(path=path, custom_metadata={**customs[n], eso.VAULT_VALUE_MARKER: marker},
+        kv.update_metadata(path=path, custom_metadata={**customs[n], wk.VALUE_MARKER: marker},
                            mount_point=le.MOUNT)
         expected[world.consumer(n)] = marker
         values.clear()
@@ -88,7 +86,7 @@ def floor(world: le.World, watch: le.SecretWatch, names: list[str], timeout: flo
         ns, secret = world.consumer(n)
         custom_api.patch_namespaced_custom_object(
             "external-secrets.io", "v1", ns, "externalsecrets", secret,
-            {"metadata": {"annotations": {FORCE_SYNC: token}}})
+            {"metadata": {"annotations": {wk.ESO_FORCE_SYNC: token}}})
     t_annotated = time.monotonic()
     seen = watch.wait(expected, timeout)
     if len(seen) != len(expected):
@@ -97,7 +95,7 @@ def floor(world: le.World, watch: le.SecretWatch, names: list[str], timeout: flo
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for ns, name in world.workloads():
         apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
-            ANNOTATION_RESTARTED_AT: now, ANNOTATION_RESTART_BATCH: token}}}}})
+            wk.ANNOTATION_RESTARTED_AT: now, wk.ANNOTATION_RESTART_BATCH: token}}}}})
     t_end = time.monotonic()
     return {"total": t_end - t0, "vault": t_vault - t0, "annotate": t_annotated - t_vault,
             "eso_wait": t_synced - t_annotated, "eso_last_synced_after_first_annotation": max(seen.values()) - t_vault,

@@ -147,10 +147,9 @@ class _FakeSession:
 
 
 def _eso_kube(kv: Any, paths: dict[tuple[str, str], tuple[str, str]]) -> Any:
-    from chamberlain.handover import metadata as md
+    from chamberlain import wellknown as wk
     from chamberlain.kube.api import KubeSecret
     from chamberlain.kube.fake import FakeKube
-    from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 
     class EsoKube(FakeKube):
         """Force-sync does what ESO does: the consumer Secret gets the latest marker (data: a placeholder)."""
@@ -161,7 +160,7 @@ def _eso_kube(kv: Any, paths: dict[tuple[str, str], tuple[str, str]]) -> Any:
             meta = kv.read_metadata(mount, path)
             self.secrets[(namespace, name)] = KubeSecret(
                 namespace, name, {"v": "x"},
-                annotations={ANNOTATION_VERSION_MARKER: meta.custom.get(md.VALUE_MARKER, "") if meta else ""})
+                annotations={wk.ANNOTATION_VERSION_MARKER: meta.custom.get(wk.VALUE_MARKER, "") if meta else ""})
 
     return EsoKube()
 
@@ -170,6 +169,7 @@ def write_seed(root: Path, seed: Path) -> None:
     """What the fakes hold, computed here (in the parent) and written as JSON lines: one line per secret in scope
     (Vault path, values, custom_metadata, consumers) and one per SecretIntent custom resource. The child reads it
     line by line, so it never holds the repository (nor a second copy of it) for the fakes' sake."""
+    from chamberlain import wellknown as wk
     from chamberlain.controller.loop import scope_of
     from chamberlain.handover import metadata as md
     from chamberlain.intent.paths import effective_policy
@@ -191,9 +191,9 @@ def write_seed(root: Path, seed: Path) -> None:
             values = {k: f"{k}-{name}-0123456789abcdef0123456789" for k in keys}
             resolved = effective_policy(platform, policies, intent)
             custom = {
-                md.AUTHORITY: md.AUTHORITY_VAULT, md.CREATED_BY: md.CREATED_BY_CHAMBERLAIN, md.CREATED_AT: created,
-                md.INTENT: name, md.ENVIRONMENT: placed.environment, md.ORIGIN: "generated",
-                md.VALUE_MARKER: version_marker(placed.vault.full, values),
+                wk.AUTHORITY: wk.AUTHORITY_VAULT, wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN, wk.CREATED_AT: created,
+                wk.INTENT: name, wk.ENVIRONMENT: placed.environment, wk.ORIGIN: "generated",
+                wk.VALUE_MARKER: version_marker(placed.vault.full, values),
                 **md.policy_metadata(resolved[0] if resolved else None, resolved[1] if resolved else None),
             }
             consumers = [[c.namespace, c.secret_name, [[w.kind, w.name] for w in c.restart]]
@@ -214,10 +214,10 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
     _import_everything()
     from datetime import UTC, datetime
 
+    from chamberlain import wellknown as wk
     from chamberlain.authority.fake import FakeKV
     from chamberlain.cli.controller import load_scope
     from chamberlain.controller.app import wire
-    from chamberlain.handover import metadata as md
     from chamberlain.intent.model import GROUP, VERSION
     from chamberlain.kube.api import PodTemplateState
     from chamberlain.triggers import manual
@@ -256,7 +256,7 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
             if "secret" in row:
                 mount, path, values, custom, consumers = row["secret"]
                 version = kv.write(mount, path, values, cas=0)
-                kv.update_custom_metadata(mount, path, {**custom, md.VALUE_VERSION: str(version)})
+                kv.update_custom_metadata(mount, path, {**custom, wk.VALUE_VERSION: str(version)})
                 for c_ns, c_name, restart in consumers:
                     paths[(c_ns, c_name)] = (mount, path)
                     kube.external_secrets[(c_ns, c_name)] = {"metadata": {"name": c_name, "namespace": c_ns}}

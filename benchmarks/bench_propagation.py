@@ -37,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kubernetes
 
 import _lab_env as le
-from chamberlain.propagation.refresh import FORCE_SYNC
-from chamberlain.render import eso
+from chamberlain import wellknown as wk
 from chamberlain.triggers import manual
 from chamberlain.values.generate import generate_values
 from chamberlain.values.markers import version_marker
@@ -58,14 +57,14 @@ def _floor_sample(world: le.World, watch: le.SecretWatch, custom_api: Any, name:
     marker = version_marker(placed.vault.full, values)
     client = world.handle.hvac()
     client.secrets.kv.v2.create_or_update_secret(path=placed.vault.path, secret=values, mount_point=le.MOUNT)
-    custom[eso.VAULT_VALUE_MARKER] = marker
+    custom[wk.VALUE_MARKER] = marker
     client.secrets.kv.v2.update_metadata(path=placed.vault.path, custom_metadata=custom, mount_point=le.MOUNT)
     values.clear()
     ns, secret = world.consumer(name)
     t0 = time.monotonic()
     custom_api.patch_namespaced_custom_object(
         "external-secrets.io", "v1", ns, "externalsecrets", secret,
-        {"metadata": {"annotations": {FORCE_SYNC: f"floor-{secrets.token_hex(6)}"}}})
+        {"metadata": {"annotations": {wk.ESO_FORCE_SYNC: f"floor-{secrets.token_hex(6)}"}}})
     got = watch.wait({(ns, secret): marker}, timeout)
     if not got:
         raise SystemExit(f"floor: {ns}/{secret} did not carry the new marker within {timeout:.0f}s")

@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from chamberlain import wellknown as wk  # noqa: E402
 from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.counting import OPERATIONS, CountingKV  # noqa: E402
 from chamberlain.authority.fake import FakeKV  # noqa: E402
@@ -179,7 +180,7 @@ def seed(kv: KV, path: VaultPath, revoke_old: bool, ledger_entries: int) -> None
                                 revoke_old=revoke_old, max_overlap=timedelta(hours=1), failure_strategy="retry")
     kv.update_custom_metadata(path.mount, path.path, {
         **md.policy_metadata("standard", policy),
-        md.VALUE_MARKER: version_marker(path.full, data), md.VALUE_VERSION: "1",
+        wk.VALUE_MARKER: version_marker(path.full, data), wk.VALUE_VERSION: "1",
     })
     ledger = Ledger(kv, path.mount, lambda: T0)
     for i in range(ledger_entries):

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 
 class ChamberlainError(Exception):
-    """Base of every error chamberlain raises on purpose. The CLI prints these without a traceback."""
+    """Base of every error chamberlain raises on purpose. The CLI prints these without a traceback.
+
+    ``retryable`` splits errors into temporary (trying the same thing again later may succeed: a server is down,
+    an object changed under us) and permanent (it will fail the same way until someone changes something).
+    Workflows decide retry, alert or hold on this flag alone, never on an error's text."""
 
     exit_code: int = 1
+    retryable: bool = False
 
 
 class UsageError(ChamberlainError):

@@ -35,15 +35,13 @@ from typing import Any
 
 import kubernetes
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.authority.session import Connection, login_as, orchestrator_kv
-from chamberlain.handover import metadata as md
 from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.client import KubeClient
 from chamberlain.lab import lab as lab_mod
-from chamberlain.propagation import ANNOTATION_RESTART_BATCH
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 from chamberlain.render.naming import orchestrator_policy
 from chamberlain.rotation import run as runs
 from chamberlain.rotation.run import RotationRun
@@ -258,7 +256,7 @@ class World:
         out = []
         for ns, name in t.consumers:
             ann = self.kube.get_secret_annotations(ns, name)
-            out.append(None if ann is None else ann.get(ANNOTATION_VERSION_MARKER))
+            out.append(None if ann is None else ann.get(wk.ANNOTATION_VERSION_MARKER))
         return out
 
     def workload(self, kind: str, ns: str, name: str) -> tuple[int, dict[str, str]]:
@@ -272,7 +270,7 @@ class World:
         return {wl: self.workload(*wl)[0] for wl in t.workloads}
 
     def restart_batches(self, t: Target) -> set[str | None]:
-        return {self.workload(*wl)[1].get(ANNOTATION_RESTART_BATCH) for wl in t.workloads}
+        return {self.workload(*wl)[1].get(wk.ANNOTATION_RESTART_BATCH) for wl in t.workloads}
 
     def custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self.api)
@@ -394,7 +392,7 @@ class World:
         self.remember(t)
         meta = self.meta(t)
         assert meta.current_version == version, (t.name, meta.current_version, version)
-        marker = meta.custom[md.VALUE_MARKER]
+        marker = meta.custom[wk.VALUE_MARKER]
         assert self.latest_marker(t) == marker, f"{t.name}: the latest version is not the recorded one"
         assert meta.custom["value-version"] == str(version)
 
@@ -645,7 +643,7 @@ def materialize(w: World, targets: Iterable[Target]) -> None:
     def synced() -> bool:
         ok = True
         for t in targets:
-            marker = w.meta(t).custom[md.VALUE_MARKER]
+            marker = w.meta(t).custom[wk.VALUE_MARKER]
             for (ns, name), got in zip(t.consumers, w.consumer_markers(t), strict=True):
                 if got != marker:
                     ok = False

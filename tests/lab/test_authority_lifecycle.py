@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
 
@@ -188,8 +189,8 @@ def test_init_from_uninitialized_server(env: Env) -> None:
     assert material.root_revoked_at
     secret = env.kube.get_secret(NS, lifecycle.SECRET_NAME)
     assert secret is not None
-    assert secret.annotations[lifecycle.A_THRESHOLD] == "2"
-    assert secret.annotations[lifecycle.A_SHARES] == "3"
+    assert secret.annotations[wk.ANNOTATION_UNSEAL_THRESHOLD] == "2"
+    assert secret.annotations[wk.ANNOTATION_UNSEAL_SHARES] == "3"
     # No plaintext share (and no Vault token) left the process.
     for text in [*env.outputs, secret.annotations.__repr__()]:
         assert not any(s in text for s in shares)

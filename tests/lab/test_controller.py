@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.lab import procs
 
 pytestmark = pytest.mark.lab
@@ -46,7 +47,6 @@ kubernetes = pytest.importorskip("kubernetes")
 
 from chamberlain.lab import builds  # noqa: E402
 from chamberlain.rotation import workflow  # noqa: E402
-from chamberlain.triggers.annotation import ANNOTATION  # noqa: E402
 from chamberlain.triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookKey, sign  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.lab import controller_helpers as ch  # noqa: E402
@@ -285,13 +285,13 @@ def test_annotation_on_the_secretintent(world: World) -> None:
     w = world
     intent = w.custom().get_namespaced_custom_object(RR_GROUP, RR_VERSION, CONTROLLER_NS, "secretintents",
                                                      GRAFANA.name)
-    assert ANNOTATION not in (intent["metadata"].get("annotations") or {}), "rendered and applied by the demo"
+    assert wk.ANNOTATION_ROTATE not in (intent["metadata"].get("annotations") or {}), "rendered and applied by the demo"
     c = w.start_controller("annot")
     before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
     last = w.run_record(GRAFANA)
     reason = "suspected leak INC-4711"
     w.kube.patch_custom_object_annotations(RR_GROUP, RR_VERSION, "secretintents", CONTROLLER_NS, GRAFANA.name,
-                                           {ANNOTATION: reason})
+                                           {wk.ANNOTATION_ROTATE: reason})
     run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
     assert run.trigger == "annotation" and run.reason == reason
     _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="annotation",
@@ -301,7 +301,7 @@ def test_annotation_on_the_secretintent(world: World) -> None:
 
     def cleared() -> bool:
         obj = w.kube.get_custom_object(RR_GROUP, RR_VERSION, "secretintents", CONTROLLER_NS, GRAFANA.name)
-        return obj is not None and ANNOTATION not in (obj["metadata"].get("annotations") or {})
+        return obj is not None and wk.ANNOTATION_ROTATE not in (obj["metadata"].get("annotations") or {})
 
     wait_for(cleared, 10, "the rotate annotation removed after the run")
     time.sleep(3)  # further polls see no annotation: no second run

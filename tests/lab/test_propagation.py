@@ -19,6 +19,7 @@ from typing import Any, cast
 import kubernetes
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.kube.client import KubeClient
 from chamberlain.propagation import (
     Change,
@@ -146,7 +147,7 @@ def test_marker_reaches_consumers_after_force_refresh(vault: Any, k8s: Any, lab:
                                            _external_secret("orders-db", whole_path, None))
     _wait_for(lambda: _data(core, "orders-db") == {"v": "0", **AWKWARD}, 90, "orders-db materialized")
     # ... with an empty marker, which in_sync never takes for any version.
-    assert (kube.get_secret_annotations(NS, "orders-db") or {}).get(eso.ANNOTATION_VERSION_MARKER) == ""
+    assert (kube.get_secret_annotations(NS, "orders-db") or {}).get(wk.ANNOTATION_VERSION_MARKER) == ""
     consumers = [ConsumerRef(NS, "app-db"), ConsumerRef(NS, "orders-db")]
     refs = [ExternalSecretRef(NS, "app-db"), ExternalSecretRef(NS, "orders-db")]
     first = wait_in_sync(kube, consumers[:1], marker_mapped, SystemClock(), timeout=90)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 from tests.conftest import EXAMPLES, run_cli
@@ -36,7 +37,6 @@ from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.session import Connection, orchestrator_kv  # noqa: E402
 from chamberlain.demo.walkthrough import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER  # noqa: E402
 from chamberlain.service import load_valid  # noqa: E402
 
 NAME, NS, SECRET, WORKLOAD = "grafana-admin", "monitoring", "grafana-admin", "grafana"
@@ -136,7 +136,7 @@ def _materialize(w: World) -> str:
     def synced() -> bool:
         w.kube.annotate_external_secret(NS, SECRET, {"force-sync": str(time.monotonic())})
         ann = w.kube.get_secret_annotations(NS, SECRET)
-        return ann is not None and ann.get(ANNOTATION_VERSION_MARKER) == marker
+        return ann is not None and ann.get(wk.ANNOTATION_VERSION_MARKER) == marker
 
     _wait_for(synced, 120, f"{NS}/{SECRET} materialized by ESO with the current marker")
     return str(marker)
@@ -167,7 +167,7 @@ def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: 
     new_marker = meta.custom["value-marker"]
     assert meta.custom["last-run"] == run["run"] and meta.custom["last-result"] == f"{run['run']}:ok"
     ann = w.kube.get_secret_annotations(NS, SECRET)
-    assert ann is not None and ann[ANNOTATION_VERSION_MARKER] == new_marker
+    assert ann is not None and ann[wk.ANNOTATION_VERSION_MARKER] == new_marker
     template = apps.read_namespaced_deployment(WORKLOAD, NS).spec.template.metadata.annotations or {}
     assert "chamberlain.dev/restartedAt" in template and template["chamberlain.dev/restart-batch"] == run["run"]
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import KubeConflict
 from chamberlain.kube.client import KubeClient
 from chamberlain.render.crds import crd
-from chamberlain.triggers.annotation import ANNOTATION, PLURAL, AnnotationTrigger
+from chamberlain.triggers.annotation import PLURAL, AnnotationTrigger
 from chamberlain.triggers.request import MemoryQueue
 from tests.lab.conftest import RunningLab
 
@@ -51,7 +52,8 @@ def _intent(name: str, annotations: dict[str, str]) -> dict[str, Any]:
 
 
 def test_annotation_trigger_against_the_real_apiserver(kube: KubeClient) -> None:
-    kube.apply_manifest(_intent("leaky", {ANNOTATION: "found in a paste site", "keep": "me"}), "chamberlain-test")
+    kube.apply_manifest(_intent("leaky", {wk.ANNOTATION_ROTATE: "found in a paste site", "keep": "me"}),
+                        "chamberlain-test")
     kube.apply_manifest(_intent("quiet", {"keep": "me"}), "chamberlain-test")
     queue = MemoryQueue()
     trigger = AnnotationTrigger(kube, queue, lambda: NOW, NS)
@@ -67,14 +69,14 @@ def test_annotation_trigger_against_the_real_apiserver(kube: KubeClient) -> None
     assert stale is not None
     kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "leaky", {"touched": "yes"})
     with pytest.raises(KubeConflict):
-        kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "leaky", {ANNOTATION: None},
+        kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "leaky", {wk.ANNOTATION_ROTATE: None},
                                              resource_version=stale["metadata"]["resourceVersion"])
 
     assert trigger.clear_annotation("leaky", taken) is True
     queue.done("leaky")
     after = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "leaky")
     assert after is not None
-    assert ANNOTATION not in after["metadata"]["annotations"]
+    assert wk.ANNOTATION_ROTATE not in after["metadata"]["annotations"]
     assert after["metadata"]["annotations"]["keep"] == "me"
     assert trigger.poll() == []
     assert trigger.clear_annotation("leaky", taken) is False  # idempotent

@@ -15,11 +15,12 @@ import pyrage
 import pytest
 import requests
 
+from chamberlain import wellknown as wk
 from chamberlain.authority import errors, lifecycle
 from chamberlain.authority.configure import CONFIGURATOR
 from chamberlain.authority.lifecycle import InitPlan, SealedStore, SealError
 from chamberlain.authority.session import cluster_from_kubeconfig, kubernetes_auth_settings
-from chamberlain.authority.vault import InvalidRequest, NotInitialized, Unauthenticated, VaultClient, map_error
+from chamberlain.authority.vault import NotInitialized, Unauthenticated, VaultClient, map_error
 from chamberlain.errors import UsageError
 from chamberlain.kube.api import KubeUnavailable
 from chamberlain.kube.fake import FakeKube
@@ -118,8 +119,8 @@ def test_init_seals_shares_into_the_secret_and_revokes_root(world: World) -> Non
     assert material.root_revoked_at and material.init_recorded
     secret = world.kube.secrets[(NS, lifecycle.SECRET_NAME)]
     assert not any(k in v for k in world.vault.keys for v in secret.data.values())
-    assert secret.annotations[lifecycle.A_SHARES] == "3"
-    assert secret.annotations[lifecycle.A_RECIPIENTS] == lifecycle.recipients_fingerprint([RECIPIENT])
+    assert secret.annotations[wk.ANNOTATION_UNSEAL_SHARES] == "3"
+    assert secret.annotations[wk.ANNOTATION_RECIPIENTS] == lifecycle.recipients_fingerprint([RECIPIENT])
     assert not [t for t in world.vault.tokens.values() if "root" in t.policies]
     assert [e for e, _ in world.events] == ["authority-init"]
     assert not (world.tmp / "recovery").exists() or not list((world.tmp / "recovery").iterdir())
@@ -242,7 +243,7 @@ def test_rekey_requires_an_unsealed_server(world: World) -> None:
 @pytest.mark.parametrize(("exc", "expected"), [
     (hvac.exceptions.InvalidRequest(errors=["check-and-set parameter did not match the current version"]),
      errors.CasConflict),
-    (hvac.exceptions.InvalidRequest(errors=["check-and-set parameter required for this call"]), InvalidRequest),
+    (hvac.exceptions.InvalidRequest(errors=["check-and-set parameter required for this call"]), errors.CasRequired),
     (hvac.exceptions.VaultDown(errors=["Vault is sealed"]), errors.Sealed),
     (hvac.exceptions.VaultNotInitialized(), NotInitialized),
     (hvac.exceptions.Forbidden(errors=["permission denied"]), errors.Forbidden),

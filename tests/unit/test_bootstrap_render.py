@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.loader import load_repository
 from chamberlain.render import naming, render_repository
 from chamberlain.render.bootstrap import assign, collect
@@ -38,7 +39,7 @@ def test_ksops_generator_is_listed_by_the_application() -> None:
     assert "exec" in gen["metadata"]["annotations"]["config.kubernetes.io/function"]
     (patch,) = kust["patches"]
     assert patch["target"] == {"kind": "Secret", "labelSelector": "chamberlain.dev/class=bootstrap"}
-    assert yaml.safe_load(patch["patch"])["metadata"]["annotations"][naming.SYNC_WAVE] == str(naming.WAVE_IDENTITY)
+    assert yaml.safe_load(patch["patch"])["metadata"]["annotations"][wk.ARGOCD_SYNC_WAVE] == str(naming.WAVE_IDENTITY)
     flux_res = yaml.safe_load(tree["envs/dev/dev1/bootstrap/kustomization.yaml"])["resources"]
     assert flux_res == ["registry-pull.sops.yaml", "smtp-relay.sops.yaml"]
 
@@ -58,7 +59,7 @@ def test_the_secrets_namespace_is_created_in_wave_zero_labelled_bootstrap() -> N
     namespaces = {d["metadata"]["name"]: d for d in yaml.safe_load_all(tree["clusters/dev1/namespaces.yaml"]) if d}
     ns = namespaces["chamberlain-bootstrap"]
     assert ns["metadata"]["labels"]["chamberlain.dev/class"] == "bootstrap"
-    assert ns["metadata"]["annotations"][naming.SYNC_WAVE] == "0"
+    assert ns["metadata"]["annotations"][wk.ARGOCD_SYNC_WAVE] == "0"
     assert "chamberlain.dev/class" not in namespaces["payments"]["metadata"]["labels"]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
 from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
@@ -22,10 +23,9 @@ from chamberlain.handover import metadata as md
 from chamberlain.intent.model import GROUP, VERSION, Platform, RotationPolicySpec, SecretIntent
 from chamberlain.kube.api import KubeSecret, LeaseRecord, PodTemplateState
 from chamberlain.kube.fake import FakeKube
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
-from chamberlain.triggers import ANNOTATION, MemoryQueue, WebhookKey, sign
+from chamberlain.triggers import MemoryQueue, WebhookKey, sign
 from chamberlain.values.markers import version_marker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -79,7 +79,7 @@ class EsoKube(FakeKube):
         assert meta is not None
         self.secrets[(namespace, name)] = KubeSecret(
             namespace, name, {"v": "materialized"},
-            annotations={ANNOTATION_VERSION_MARKER: meta.custom.get(md.VALUE_MARKER, "")})
+            annotations={wk.ANNOTATION_VERSION_MARKER: meta.custom.get(wk.VALUE_MARKER, "")})
 
 
 PLATFORM = Platform.model_validate({
@@ -121,8 +121,8 @@ class World:
             policy_spec = RotationPolicySpec.model_validate(spec.model_dump(by_alias=True))
             self.kv.update_custom_metadata(MOUNT, path, {
                 **md.policy_metadata(None, policy_spec),
-                md.VALUE_MARKER: version_marker(f"{MOUNT}/{path}", data), md.VALUE_VERSION: "1",
-                md.CREATED_AT: T0.isoformat().replace("+00:00", "Z"), md.AUTHORITY: "vault"})
+                wk.VALUE_MARKER: version_marker(f"{MOUNT}/{path}", data), wk.VALUE_VERSION: "1",
+                wk.CREATED_AT: T0.isoformat().replace("+00:00", "Z"), wk.AUTHORITY: "vault"})
             self.kube.external_secrets[("shop", n)] = {"metadata": {"name": n, "namespace": "shop"}}
         self.log = ListLog()
         self.ids = iter(f"run-{i:04d}" for i in range(1000))
@@ -293,12 +293,12 @@ def test_annotation_trigger_rotates_and_the_annotation_is_removed() -> None:
 
     q = MemoryQueue()
     w.kube.add_custom_object(GROUP, VERSION, "secretintents", {
-        "metadata": {"name": "api-token", "namespace": NS, "annotations": {ANNOTATION: "pentest finding"}}})
+        "metadata": {"name": "api-token", "namespace": NS, "annotations": {wk.ANNOTATION_ROTATE: "pentest finding"}}})
     c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock.now, NS))
     c.tick()
     assert w.version() == 2 and w.rotations()[-1].reason == "pentest finding"
     obj = w.kube.get_custom_object(GROUP, VERSION, "secretintents", NS, "api-token")
-    assert obj is not None and ANNOTATION not in (obj["metadata"].get("annotations") or {})
+    assert obj is not None and wk.ANNOTATION_ROTATE not in (obj["metadata"].get("annotations") or {})
     c.tick()
     assert w.version() == 2  # no second run from the same annotation
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.counting import OPERATIONS, CountingKV
 from chamberlain.authority.errors import AuthorityUnavailable, CasConflict
@@ -143,8 +144,8 @@ def _seeded(revoke_old: bool, ledger_entries: int) -> FakeKV:
     policy = RotationPolicySpec(type="time-based", ttl=timedelta(days=30), rotate_before=timedelta(days=3),
                                 revoke_old=revoke_old, max_overlap=timedelta(hours=1))
     kv.update_custom_metadata(MOUNT, SECRET.path, {**md.policy_metadata("standard", policy),
-                                                   md.VALUE_MARKER: version_marker(SECRET.full, data),
-                                                   md.VALUE_VERSION: "1"})
+                                                   wk.VALUE_MARKER: version_marker(SECRET.full, data),
+                                                   wk.VALUE_VERSION: "1"})
     ledger = Ledger(kv, MOUNT, lambda: T0)
     for i in range(ledger_entries):
         ledger.append("value-created", actor="test", secret=f"other-{i}")

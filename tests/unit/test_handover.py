@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV, _Secret
 from chamberlain.errors import UsageError
@@ -102,31 +103,31 @@ def assert_converged(w: World, unit: HandoverUnit, data: dict[str, str] = CANARY
     current = w.kv.read(unit.vault.mount, unit.vault.path)
     assert current is not None and dict(current.data) == data and current.version == 1
     custom = w.kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
-    assert custom[md.AUTHORITY] == "vault"
-    assert custom[md.SOURCE] == unit.source and custom[md.SOURCE_CLUSTER] == unit.cluster
-    assert custom[md.INTENT] == unit.intent
+    assert custom[wk.AUTHORITY] == "vault"
+    assert custom[wk.SOURCE] == unit.source and custom[wk.SOURCE_CLUSTER] == unit.cluster
+    assert custom[wk.INTENT] == unit.intent
     secret = w.kube.get_secret(unit.namespace, unit.name)
     if unit.after_handover == "delete":
         assert secret is None
     else:
-        assert secret is not None and wf.ANNOTATION_CONSUMED in secret.annotations
-        assert secret.annotations[wf.ANNOTATION_AUTHORITY] == "vault"
+        assert secret is not None and wk.ANNOTATION_CONSUMED in secret.annotations
+        assert secret.annotations[wk.ANNOTATION_AUTHORITY] == "vault"
         if unit.after_handover == "inert":
             assert CANARY not in secret.data.values()
         else:
             assert dict(secret.data) == data
     entries = [e for e in w.ledger.for_secret(unit.intent) if e.event == "handover"]
     assert len(entries) == 1, "each secret is handed over exactly once"
-    assert custom[md.LEDGER_SEQ] == str(entries[0].seq) == custom[md.retired_key(unit.cluster)]
+    assert custom[wk.LEDGER_SEQ] == str(entries[0].seq) == custom[wk.retired_key(unit.cluster)]
     assert w.ledger.verify().ok
 
 
 def authority(w: World, unit: HandoverUnit) -> str:
     """Who holds the secret now; raises if nobody or both do."""
     meta = w.kv.read_metadata(unit.vault.mount, unit.vault.path)
-    vault = meta is not None and meta.custom.get(md.AUTHORITY) == "vault"
+    vault = meta is not None and meta.custom.get(wk.AUTHORITY) == "vault"
     secret = w.kube.get_secret(unit.namespace, unit.name)
-    bootstrap = secret is not None and wf.ANNOTATION_CONSUMED not in secret.annotations and bool(secret.data)
+    bootstrap = secret is not None and wk.ANNOTATION_CONSUMED not in secret.annotations and bool(secret.data)
     if vault:
         return "vault"
     assert bootstrap, "neither Vault nor the bootstrap Secret holds the secret"
@@ -211,7 +212,7 @@ def test_hands_over_when_vault_is_absent(world: World, units: dict[str, Handover
     custom = world.kv.read_metadata("secret", unit.vault.path).custom  # type: ignore[union-attr]
     assert custom["policy.name"] == "on-event" and custom["policy.type"] == "event-based"
     assert custom["policy.max-overlap"] == "1h" and custom["policy.failure-strategy"] == "alert"
-    assert custom[md.HANDED_OVER_AT] == "2026-01-02T03:04:05+00:00"
+    assert custom[wk.HANDED_OVER_AT] == "2026-01-02T03:04:05+00:00"
     entry = world.ledger.for_secret("smtp-relay")[0]
     assert (entry.actor, entry.run, entry.details["after-handover"]) == ("test", "run-1", mode)
     scan_for_canary(world, outcome.as_dict())
@@ -274,7 +275,7 @@ def test_inert_keeps_typed_secrets_valid(world: World, units: dict[str, Handover
     secret = world.kube.get_secret(unit.namespace, unit.name)
     assert secret is not None and secret.type == "kubernetes.io/dockerconfigjson"
     assert dict(secret.data) == {".dockerconfigjson": '{"auths":{}}'}
-    assert secret.annotations[wf.ANNOTATION_HANDED_OVER_TO] == unit.vault.full
+    assert secret.annotations[wk.ANNOTATION_HANDED_OVER_TO] == unit.vault.full
     scan_for_canary(world)
 
 
@@ -412,7 +413,7 @@ def test_blocked_states_touch_nothing(world: World, units: dict[str, HandoverUni
         materialize(world.kube, unit, intent="something-else")
     elif setup == "consumed-unrecorded":
         secret = materialize(world.kube, unit)
-        world.kube.update_secret(dataclasses.replace(secret, annotations={wf.ANNOTATION_CONSUMED: "x"}))
+        world.kube.update_secret(dataclasses.replace(secret, annotations={wk.ANNOTATION_CONSUMED: "x"}))
     before = dict(world.kube.secrets)
     outcome = hand_over(unit, world.kv, world.kube, world.ledger, world.ctx)
     assert outcome.result == "blocked" and why in outcome.message
@@ -438,7 +439,7 @@ def test_metadata_fits_vault_limits_for_the_longest_names(units: dict[str, Hando
     unit = dataclasses.replace(units["smtp-relay"], intent="i" * 63, cluster="c" * 63, namespace="n" * 63,
                                name="s" * 253)
     record = wf.record_metadata(unit, T0.isoformat(), 1, "v1:" + "0" * 32)
-    record[md.retired_key(unit.cluster)] = "1"
+    record[wk.retired_key(unit.cluster)] = "1"
     md.merged({}, record)  # raises when over a limit
 
 
@@ -460,8 +461,8 @@ def test_clusters_sharing_a_vault_path_each_retire_their_own_secret(
     assert first.steps == ["write", "record", "consume", "ledger"]
     assert second.steps == ["consume", "ledger"]
     custom = world.kv.read_metadata("secret", eu.vault.path).custom  # type: ignore[union-attr]
-    assert custom[md.SOURCE_CLUSTER] == "prod-eu1"
-    assert (custom["retired.prod-eu1"], custom["retired.prod-us1"], custom[md.LEDGER_SEQ]) == ("1", "2", "1")
+    assert custom[wk.SOURCE_CLUSTER] == "prod-eu1"
+    assert (custom["retired.prod-eu1"], custom["retired.prod-us1"], custom[wk.LEDGER_SEQ]) == ("1", "2", "1")
     assert kube_us.get_secret(us.namespace, us.name) is None
     assert world.ledger.verify().ok
 

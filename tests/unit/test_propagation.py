@@ -6,12 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.propagation import (
-    ANNOTATION_RESTART_BATCH,
-    ANNOTATION_RESTARTED_AT,
-    FORCE_SYNC,
     Change,
     ConsumerRef,
     ExternalSecretRef,
@@ -22,7 +20,6 @@ from chamberlain.propagation import (
     restart,
     wait_in_sync,
 )
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER as MARK
 
 NEW, OLD = "v1:" + "a" * 32, "v1:" + "b" * 32
 
@@ -46,12 +43,12 @@ class FakeClock:
 @pytest.mark.parametrize(("annotations", "marker", "expected"), [
     (None, NEW, False),  # the Secret does not exist (yet)
     ({}, NEW, False),  # materialized without the marker template
-    ({MARK: ""}, NEW, False),  # the Vault secret had no marker
-    ({MARK: OLD}, NEW, False),  # still the previous version
-    ({MARK: NEW}, NEW, True),
-    ({MARK: NEW, "other": "x"}, NEW, True),
-    ({MARK: NEW.upper()}, NEW, False),  # exact comparison only
-    ({MARK: ""}, "", False),  # an empty expectation proves nothing
+    ({wk.ANNOTATION_VERSION_MARKER: ""}, NEW, False),  # the Vault secret had no marker
+    ({wk.ANNOTATION_VERSION_MARKER: OLD}, NEW, False),  # still the previous version
+    ({wk.ANNOTATION_VERSION_MARKER: NEW}, NEW, True),
+    ({wk.ANNOTATION_VERSION_MARKER: NEW, "other": "x"}, NEW, True),
+    ({wk.ANNOTATION_VERSION_MARKER: NEW.upper()}, NEW, False),  # exact comparison only
+    ({wk.ANNOTATION_VERSION_MARKER: ""}, "", False),  # an empty expectation proves nothing
     ({"chamberlain.dev/version": NEW}, NEW, False),  # only the one annotation counts
 ])
 def test_in_sync(annotations: dict[str, str] | None, marker: str, expected: bool) -> None:
@@ -59,7 +56,8 @@ def test_in_sync(annotations: dict[str, str] | None, marker: str, expected: bool
 
 
 def _secret(kube: FakeKube, name: str, marker: str, ns: str = "app") -> None:
-    kube.secrets[(ns, name)] = KubeSecret(ns, name, {"password": "never-read"}, annotations={MARK: marker})
+    kube.secrets[(ns, name)] = KubeSecret(ns, name, {"password": "never-read"},
+                                          annotations={wk.ANNOTATION_VERSION_MARKER: marker})
 
 
 class ESOAfter:
@@ -124,7 +122,8 @@ def test_force_refresh_annotates_each_external_secret_once_and_reports_missing()
     kube.external_secrets[("app", "db")] = {"metadata": {"name": "db", "annotations": {"keep": "me"}}}
     refs = [ExternalSecretRef("app", "db"), ExternalSecretRef("app", "db"), ExternalSecretRef("app", "gone")]
     assert force_refresh(kube, refs, "run-7-1") == [ExternalSecretRef("app", "gone")]
-    assert kube.external_secrets[("app", "db")]["metadata"]["annotations"] == {"keep": "me", FORCE_SYNC: "run-7-1"}
+    annotations = kube.external_secrets[("app", "db")]["metadata"]["annotations"]
+    assert annotations == {"keep": "me", wk.ESO_FORCE_SYNC: "run-7-1"}
 
 
 def test_500_secrets_feeding_50_workloads_restart_each_workload_once() -> None:
@@ -163,7 +162,7 @@ def test_restart_is_idempotent_per_batch_token(kind: str) -> None:
     assert restart(kube, w, "batch-1", clock) == "already-restarted"
     state = kube.workloads[(kind, "app", "api")]
     assert state.generation == 4 and len(kube.workload_patches) == 1
-    assert state.annotations == {"unrelated": "x", ANNOTATION_RESTARTED_AT: "2025-01-02T03:04:05Z",
-                                 ANNOTATION_RESTART_BATCH: "batch-1"}
+    assert state.annotations == {"unrelated": "x", wk.ANNOTATION_RESTARTED_AT: "2025-01-02T03:04:05Z",
+                                 wk.ANNOTATION_RESTART_BATCH: "batch-1"}
     assert restart(kube, w, "batch-2", clock) == "restarted"
     assert kube.workloads[(kind, "app", "api")].generation == 5

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
-from chamberlain.handover import metadata as md
 from chamberlain.intent.loader import Repository
 from chamberlain.provision import ProvisionError, ProvisionUnit, Step, next_step, provision_units, run_provision
 from chamberlain.provision import workflow as wf
@@ -92,12 +92,12 @@ def test_creates_records_and_ledgers(repo: Repository, canary_values: None, quie
         assert current is not None and current.version == 1
         assert set(current.data) == set(unit.generators)
         custom = kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
-        assert custom[md.AUTHORITY] == "vault" and custom[md.CREATED_BY] == "chamberlain"
-        assert custom[md.INTENT] == unit.intent and custom[md.CREATED_AT] == "2026-01-02T03:04:05+00:00"
+        assert custom[wk.AUTHORITY] == "vault" and custom[wk.CREATED_BY] == "chamberlain"
+        assert custom[wk.INTENT] == unit.intent and custom[wk.CREATED_AT] == "2026-01-02T03:04:05+00:00"
         assert custom["policy.name"] == unit.policy_name and custom["policy.type"]
         entries = [e for e in ledger.for_secret(unit.intent) if e.event == "value-created"]
         assert len(entries) == 1 and entries[0].details["origin"] == "created"
-        assert custom[md.LEDGER_SEQ] == str(entries[0].seq) == str(outcome.ledger_seq)
+        assert custom[wk.LEDGER_SEQ] == str(entries[0].seq) == str(outcome.ledger_seq)
     scan(kv, *(o.as_dict() for o in outcomes))
 
 
@@ -172,7 +172,7 @@ def test_crash_at_every_step_then_rerun_converges(repo: Repository, canary_value
     assert len([e for e in ledger.entries() if e.event == "value-created"]) == 1
     assert ledger.verify().ok
     custom = kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
-    assert custom[md.AUTHORITY] == "vault" and custom[md.LEDGER_SEQ] == "1"
+    assert custom[wk.AUTHORITY] == "vault" and custom[wk.LEDGER_SEQ] == "1"
     scan(kv)
 
 

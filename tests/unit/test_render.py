@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
 from chamberlain.render import MARKER, RenderedTree, RenderError, naming, render_repository, write_tree
@@ -49,7 +50,7 @@ def docs(tree: RenderedTree, prefix: str = "") -> Iterator[tuple[str, dict[str, 
 
 
 def wave(doc: dict[str, Any]) -> int:
-    return int(doc["metadata"]["annotations"][naming.SYNC_WAVE])
+    return int(doc["metadata"]["annotations"][wk.ARGOCD_SYNC_WAVE])
 
 
 def tree_digest(tree: RenderedTree) -> str:
@@ -232,12 +233,12 @@ def test_every_object_has_its_wave_and_labels(name: str) -> None:
     for path, doc in docs(render(name)):
         meta = doc["metadata"]
         assert wave(doc) == _WAVES[doc["kind"]], (path, doc["kind"])
-        assert meta["labels"][naming.MANAGED_BY] == "chamberlain", path
+        assert meta["labels"][wk.MANAGED_BY] == "chamberlain", path
         if doc["kind"] in ("ExternalSecret", "PushSecret", "SecretIntent"):
-            assert meta["labels"][naming.LABEL_INTENT]
-            assert meta["labels"][naming.LABEL_CLASS] in ("bootstrap", "runtime", "derived", "config")
+            assert meta["labels"][wk.LABEL_INTENT]
+            assert meta["labels"][wk.LABEL_CLASS] in ("bootstrap", "runtime", "derived", "config")
         if doc["kind"] in ("Namespace", "CustomResourceDefinition"):
-            assert meta["annotations"][naming.SYNC_OPTIONS] == "Delete=false,Prune=false"
+            assert meta["annotations"][wk.ARGOCD_SYNC_OPTIONS] == "Delete=false,Prune=false"
 
 
 # ------------------------------------------------------------------------------------------- ESO objects
@@ -291,7 +292,7 @@ def test_external_secret_without_mapping_extracts_everything() -> None:
 def test_push_secrets_only_for_derived_and_config() -> None:
     tree = render("base")
     pushes = _by_kind(tree, "PushSecret")
-    assert {p["metadata"]["labels"][naming.LABEL_CLASS] for p in pushes} == {"derived", "config"}
+    assert {p["metadata"]["labels"][wk.LABEL_CLASS] for p in pushes} == {"derived", "config"}
     assert len(pushes) == 4  # two intents x two clusters
     ps = next(p for p in pushes if p["metadata"]["name"] == "chamberlain-prod-publish-orders-db-app")
     assert ps["apiVersion"] == "external-secrets.io/v1alpha1"
@@ -331,10 +332,10 @@ def test_bootstrap_consumers_read_the_runtime_path() -> None:
     repo = load_repository(ACME)
     boot = {i.obj.metadata.name for i in repo.intents if i.obj.spec.classification == "bootstrap"}
     assert boot
-    ext = [d for d in _by_kind(tree, "ExternalSecret") if d["metadata"]["labels"][naming.LABEL_INTENT] in boot]
+    ext = [d for d in _by_kind(tree, "ExternalSecret") if d["metadata"]["labels"][wk.LABEL_INTENT] in boot]
     assert ext
     for d in ext:
-        assert d["metadata"]["annotations"][naming.ANNOTATION_VAULT_PATH].startswith("secret/")
+        assert d["metadata"]["annotations"][wk.ANNOTATION_VAULT_PATH].startswith("secret/")
     # No plaintext Secret is rendered: bootstrap Secrets only as their SOPS files (the KSOPS/Flux layer).
     assert not any(d["kind"] == "Secret" for _, d in docs(tree))
 

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from chamberlain import wellknown as wk
 from tests.unit.test_render import REPOS, docs, render
 
 SEARCH = [
@@ -149,7 +150,7 @@ def test_version_marker_extension_shape() -> None:
     template = marked["spec"]["target"]["template"]
     assert template["engineVersion"] == "v2" and template["mergePolicy"] == "Replace"
     assert template["metadata"]["labels"] == doc["spec"]["target"]["template"]["metadata"]["labels"]
-    assert eso.METADATA_KEY in template["metadata"]["annotations"][eso.ANNOTATION_VERSION_MARKER]
+    assert eso.METADATA_KEY in template["metadata"]["annotations"][wk.ANNOTATION_VERSION_MARKER]
     assert template["templateFrom"][0]["target"] == "Data"
     # Rendered by default: the reader policy grants read on the metadata path (test_render_vault).
     assert eso.METADATA_KEY in str(doc)

@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
-from chamberlain.handover import metadata as md
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import workflow as wf
 from chamberlain.service import load_valid
@@ -78,8 +77,8 @@ class ESOKube(FakeKube):
         meta = self.kv.read_metadata(*self.path)
         assert meta is not None
         self.secrets[(namespace, name)] = KubeSecret(namespace, name, {},
-                                                     annotations={ANNOTATION_VERSION_MARKER:
-                                                                  meta.custom[md.VALUE_MARKER]})
+                                                     annotations={wk.ANNOTATION_VERSION_MARKER:
+                                                                  meta.custom[wk.VALUE_MARKER]})
 
 
 def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
@@ -93,8 +92,8 @@ def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
     data = {"username": "admin", "password": "canary-old-value-123"}
     kv.write(placed.vault.mount, placed.vault.path, data, cas=0)
     kv.update_custom_metadata(placed.vault.mount, placed.vault.path, {
-        md.AUTHORITY: "vault", md.VALUE_MARKER: version_marker(placed.vault.full, data),
-        md.CREATED_AT: "2026-01-01T00:00:00Z", "policy.type": "time-based", "policy.ttl": "90d",
+        wk.AUTHORITY: "vault", wk.VALUE_MARKER: version_marker(placed.vault.full, data),
+        wk.CREATED_AT: "2026-01-01T00:00:00Z", "policy.type": "time-based", "policy.ttl": "90d",
         "policy.rotate-before": "7d", "policy.revoke-old": "true", "policy.max-overlap": "1h"})
     kube = ESOKube(kv, (placed.vault.mount, placed.vault.path))
     kube.workloads[("Deployment", "monitoring", "grafana")] = PodTemplateState(annotations={}, generation=1)

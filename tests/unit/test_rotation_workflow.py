@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.fake import FakeKV
@@ -22,10 +23,8 @@ from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.propagation import ConsumerRef, ExternalSecretRef, WorkloadRef
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
-from chamberlain.rotation.policy import HELD
 from chamberlain.rotation.rotators import (
     CredentialTestFailed,
     PendingVersion,
@@ -130,7 +129,8 @@ class SimulatedESO:
         latest = self.kv.read(MOUNT, SECRET.path)
         assert meta is not None and latest is not None
         self.kube.secrets[(ESO_NS, ESO_NAME)] = KubeSecret(
-            ESO_NS, ESO_NAME, dict(latest.data), annotations={ANNOTATION_VERSION_MARKER: meta.custom[md.VALUE_MARKER]}
+            ESO_NS, ESO_NAME, dict(latest.data),
+            annotations={wk.ANNOTATION_VERSION_MARKER: meta.custom[wk.VALUE_MARKER]}
         )
 
     def wait(self, marker: str) -> None:
@@ -196,7 +196,7 @@ def make_world(strategy: str = "retry", *, revoke_old: bool = True, lag: int = 0
                                 failure_strategy=strategy)
     kv.update_custom_metadata(MOUNT, SECRET.path, {
         **md.policy_metadata("standard", policy),
-        md.VALUE_MARKER: version_marker(SECRET.full, {"token": OLD, "user": "svc"}), md.VALUE_VERSION: "1",
+        wk.VALUE_MARKER: version_marker(SECRET.full, {"token": OLD, "user": "svc"}), wk.VALUE_VERSION: "1",
     })
     kube = FakeKube()
     kube.external_secrets[(ESO_NS, ESO_NAME)] = {"metadata": {"name": ESO_NAME, "annotations": {}}}
@@ -229,9 +229,9 @@ def assert_one_clean_rotation(w: World, run: RotationRun) -> None:
     assert latest is not None and latest.data["token"].startswith("CANARY-new-")
     assert not any(k.startswith("_chamberlain.") for k in latest.data), "staging bookkeeping never promoted"
     custom = w.custom()
-    assert custom[md.VALUE_VERSION] == "2"
-    assert custom[md.VALUE_MARKER] == version_marker(SECRET.full, latest.data) == run.pending_marker
-    assert custom[wf.LAST_RUN] == run.run_id and custom[wf.LAST_RESULT] == f"{run.run_id}:ok"
+    assert custom[wk.VALUE_VERSION] == "2"
+    assert custom[wk.VALUE_MARKER] == version_marker(SECRET.full, latest.data) == run.pending_marker
+    assert custom[wk.LAST_RUN] == run.run_id and custom[wk.LAST_RESULT] == f"{run.run_id}:ok"
     entries = w.rotations()
     assert [(e.run, e.result) for e in entries] == [(run.run_id, "ok")]
     assert w.ledger.verify().ok
@@ -251,7 +251,7 @@ def test_full_run_reaches_revoked_with_one_version_one_entry_and_no_values() -> 
     assert run.previous_version == 1 and run.current_version == 2 and run.rotated_keys == ("token",)
     assert run.notes["fake-user"] == "blue"
     assert w.clock.sleeps == [3600.0], "revoke waited exactly maxOverlap"
-    assert w.kube.secrets[(ESO_NS, ESO_NAME)].annotations[ANNOTATION_VERSION_MARKER] == run.pending_marker
+    assert w.kube.secrets[(ESO_NS, ESO_NAME)].annotations[wk.ANNOTATION_VERSION_MARKER] == run.pending_marker
     status = run.to_status()
     assert status["phase"] == "revoked"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
@@ -427,7 +427,7 @@ def test_alert_stops_at_failed_and_calls_the_hook_once() -> None:
     w.rotator.fail["set_at_target"] = [TargetUnavailable("db restarting")]
     run = wf.run_to_completion(w.start(), w.deps())
     assert run.stage == "failed" and w.alerts == ["run-1"]
-    assert w.versions() == 1 and w.custom()[wf.LAST_RESULT] == "run-1:failed"
+    assert w.versions() == 1 and w.custom()[wk.LAST_RESULT] == "run-1:failed"
     assert [(e.result, e.details["stage"]) for e in w.rotations()] == [("failed", "failed")]
     assert {c["type"]: c["status"] for c in run.to_status()["conditions"]}["Failed"] == "True"
 
@@ -436,7 +436,7 @@ def test_hold_stops_at_held_marks_the_secret_and_release_lets_rotation_run_again
     w = make_world("hold")
     w.rotator.fail["test"] = [CredentialTestFailed("cannot log in")]
     run = wf.run_to_completion(w.start(), w.deps())
-    assert run.stage == "held" and w.custom()[HELD] == "true" and w.custom()[wf.HELD_RUN] == "run-1"
+    assert run.stage == "held" and w.custom()[wk.HELD] == "true" and w.custom()[wk.HELD_RUN] == "run-1"
     with pytest.raises(wf.SecretHeld):
         w.start("run-2")
     assert wf.release(w.kv, SECRET) is True
@@ -470,7 +470,7 @@ def test_rollback_re_promotes_the_previous_values_as_a_new_version_and_is_ledger
     assert w.versions() == 3
     v1, v3 = w.kv.read(MOUNT, SECRET.path, 1), w.kv.read(MOUNT, SECRET.path, 3)
     assert v1 is not None and v3 is not None and dict(v3.data) == dict(v1.data)
-    assert w.custom()[md.VALUE_MARKER] == version_marker(SECRET.full, v1.data)
+    assert w.custom()[wk.VALUE_MARKER] == version_marker(SECRET.full, v1.data)
     assert [(e.run, e.details["mode"]) for e in w.rotations()] == [("run-1", "rotate"), ("rb-1", "rollback")]
     assert len(w.rotator.revoked) == 1, "a rollback never revokes"
     assert "CANARY" not in everything_recorded(w)
@@ -559,7 +559,7 @@ def test_a_foreign_write_after_test_is_refused_by_the_promote_cas_never_overwrit
     assert run.stage == "failed" and "WriteConflict" in (run.last_error or "")
     latest = w.kv.read(MOUNT, SECRET.path)
     assert w.versions() == 2 and latest is not None and latest.data["token"] == "CANARY-someone-else-0000"
-    assert w.custom()[md.VALUE_VERSION] == "1", "no marker recorded for a foreign write"
+    assert w.custom()[wk.VALUE_VERSION] == "1", "no marker recorded for a foreign write"
     assert [e.result for e in w.rotations()] == ["failed"]
     assert "CANARY" not in everything_recorded(w)
 

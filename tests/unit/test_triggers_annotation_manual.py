@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.model import GROUP, VERSION, SecretIntent
 from chamberlain.kube.fake import FakeKube
-from chamberlain.triggers.annotation import ANNOTATION, PLURAL, AnnotationTrigger, detect
+from chamberlain.triggers.annotation import PLURAL, AnnotationTrigger, detect
 from chamberlain.triggers.manual import for_namespace, manual
 from chamberlain.triggers.request import MemoryQueue
 
@@ -21,7 +22,7 @@ NS = "chamberlain-system"
 def obj(name: str, annotation: str | None = None, kind: str = "SecretIntent", uid: str | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": NS, "uid": uid or f"uid-{name}"}
     if annotation is not None:
-        meta["annotations"] = {ANNOTATION: annotation, "other": "x"}
+        meta["annotations"] = {wk.ANNOTATION_ROTATE: annotation, "other": "x"}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": meta}
 
 
@@ -82,7 +83,7 @@ def test_clear_keeps_a_newer_annotation() -> None:
     trigger.poll()
     request = queue.take(timeout=0)
     assert request is not None
-    kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "db", {ANNOTATION: "second"})
+    kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "db", {wk.ANNOTATION_ROTATE: "second"})
     assert trigger.clear_annotation("db", request) is False
     queue.done("db")
     (again,) = trigger.poll()
@@ -104,7 +105,7 @@ def test_clear_retries_on_conflict() -> None:
     kube.patch_custom_object_annotations = flaky  # type: ignore[method-assign]
     assert trigger.clear_annotation("db") is True
     stored = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "db")
-    assert stored is not None and ANNOTATION not in stored["metadata"]["annotations"]
+    assert stored is not None and wk.ANNOTATION_ROTATE not in stored["metadata"]["annotations"]
 
 
 # ------------------------------------------------------------------------------------------------- manual

@@ -1,7 +1,8 @@
 """Typed errors of the runtime authority, split into retryable and permanent.
 
-Mapped once, at the boundary (the hvac adapter), from HTTP status and server messages. Messages carry paths and
-status, never request or response bodies, which may hold secret data.
+Mapped once, at the boundary (:mod:`chamberlain.authority.vault`), from HTTP status and server messages; callers
+catch these types and never look at an error's text. Messages carry paths and status, never request or response
+bodies, which may hold secret data.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from chamberlain.errors import ChamberlainError
 
 class AuthorityError(ChamberlainError):
     """Base of every Vault/OpenBao error. ``retryable`` says whether trying again later may succeed."""
-
-    retryable = False
 
 
 class AuthorityUnavailable(AuthorityError):
@@ -25,13 +24,49 @@ class Sealed(AuthorityUnavailable):
     """The server is sealed; unseal it (``chamberlain authority unseal``) and retry."""
 
 
+class NotInitialized(AuthorityError):
+    """The server has not been initialized (``chamberlain authority init``)."""
+
+
 class Forbidden(AuthorityError):
-    """The token lacks a capability (403) — a policy or identity problem, not transient."""
+    """The token lacks a capability (403): a policy or identity problem, not transient."""
+
+
+class Unauthenticated(Forbidden):
+    """The token is missing, expired or revoked (401/403 on a token operation)."""
 
 
 class NotFound(AuthorityError):
     """The path does not exist."""
 
 
+class InvalidRequest(AuthorityError):
+    """The server rejected the request as malformed (400)."""
+
+
+class CasRequired(InvalidRequest):
+    """The mount requires check-and-set and the write did not carry one."""
+
+
 class CasConflict(AuthorityError):
     """Check-and-set failed: the secret changed since it was read (or exists when creation was expected)."""
+
+
+class MetadataTooLarge(AuthorityError, ValueError):
+    """A custom_metadata record would break the server's limits (keys, key or value size); refused before any
+    write, so nothing is half-recorded. Permanent: the record itself must shrink."""
+
+
+__all__ = [
+    "AuthorityError",
+    "AuthorityUnavailable",
+    "CasConflict",
+    "CasRequired",
+    "Forbidden",
+    "InvalidRequest",
+    "MetadataTooLarge",
+    "NotFound",
+    "NotInitialized",
+    "Sealed",
+    "Unauthenticated",
+]

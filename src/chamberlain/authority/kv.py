@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chamberlain.authority.errors import MetadataTooLarge
+
 
 @dataclass(frozen=True)
 class SecretVersion:
@@ -57,11 +59,12 @@ class KV(Protocol):
 
 
 def check_custom_metadata(custom: Mapping[str, str]) -> None:
-    """Raise ValueError when ``custom`` would break Vault's custom_metadata limits (checked before any write)."""
+    """Raise :class:`MetadataTooLarge` when ``custom`` would break Vault's custom_metadata limits (checked before
+    any write)."""
     if len(custom) > CUSTOM_METADATA_MAX_KEYS:
-        raise ValueError(f"custom_metadata has {len(custom)} keys; Vault allows {CUSTOM_METADATA_MAX_KEYS}")
+        raise MetadataTooLarge(f"custom_metadata has {len(custom)} keys; Vault allows {CUSTOM_METADATA_MAX_KEYS}")
     for key, value in custom.items():
         if len(key.encode()) > CUSTOM_METADATA_MAX_KEY_BYTES:
-            raise ValueError(f"custom_metadata key {key[:40]!r}… is over {CUSTOM_METADATA_MAX_KEY_BYTES} bytes")
+            raise MetadataTooLarge(f"custom_metadata key {key[:40]!r}… is over {CUSTOM_METADATA_MAX_KEY_BYTES} bytes")
         if len(value.encode()) > CUSTOM_METADATA_MAX_VALUE_BYTES:
-            raise ValueError(f"custom_metadata value of {key!r} is over {CUSTOM_METADATA_MAX_VALUE_BYTES} bytes")
+            raise MetadataTooLarge(f"custom_metadata value of {key!r} is over {CUSTOM_METADATA_MAX_VALUE_BYTES} bytes")

@@ -38,25 +38,14 @@ from typing import Any, Literal, Protocol
 
 import pyrage
 
-from chamberlain.authority.errors import AuthorityError, Forbidden
-from chamberlain.authority.vault import InvalidRequest, NotInitialized, SealStatus, VaultClient
+from chamberlain import wellknown as wk
+from chamberlain.authority.errors import AuthorityError, Forbidden, InvalidRequest, NotInitialized
+from chamberlain.authority.vault import SealStatus, VaultClient
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 
 SECRET_NAME = "chamberlain-unseal"  # noqa: S105 - a Secret name, not a credential
-PREFIX = "chamberlain.dev/"
-A_STATE = PREFIX + "state"  # pending (placeholder, before init) | sealed (holds the shares)
-A_SHARES = PREFIX + "unseal-shares"
-A_THRESHOLD = PREFIX + "unseal-threshold"
-A_RECIPIENTS = PREFIX + "recipients-sha256"
-A_INITIALIZED = PREFIX + "initialized-at"
-A_ROOT = PREFIX + "root-token-revoked-at"
-A_GENERATION = PREFIX + "key-generation"
-A_REKEYED = PREFIX + "rekeyed-at"
-A_NEXT_THRESHOLD = PREFIX + "next-unseal-threshold"
-A_INIT_RECORDED = PREFIX + "init-recorded"
-A_VAULT = PREFIX + "vault-address"
-LABELS = {"app.kubernetes.io/managed-by": "chamberlain", PREFIX + "role": "unseal-material"}
+LABELS = {wk.MANAGED_BY: wk.MANAGER, wk.LABEL_ROLE: "unseal-material"}
 
 AuthorityEvent = Literal["authority-init", "authority-configure", "authority-rekey", "authority-unseal"]
 Recorder = Callable[[AuthorityEvent, Mapping[str, str]], None]
@@ -199,32 +188,37 @@ class SealedStore:
 
         return SealedMaterial(
             shares=keys("share-"),
-            threshold=int(a.get(A_THRESHOLD) or 0),
-            recipients=a.get(A_RECIPIENTS, ""),
-            initialized_at=a.get(A_INITIALIZED, ""),
-            root_revoked_at=a.get(A_ROOT, ""),
-            generation=int(a.get(A_GENERATION) or 1),
-            rekeyed_at=a.get(A_REKEYED, ""),
+            threshold=int(a.get(wk.ANNOTATION_UNSEAL_THRESHOLD) or 0),
+            recipients=a.get(wk.ANNOTATION_RECIPIENTS, ""),
+            initialized_at=a.get(wk.ANNOTATION_INITIALIZED_AT, ""),
+            root_revoked_at=a.get(wk.ANNOTATION_ROOT_REVOKED_AT, ""),
+            generation=int(a.get(wk.ANNOTATION_KEY_GENERATION) or 1),
+            rekeyed_at=a.get(wk.ANNOTATION_REKEYED_AT, ""),
             next_shares=keys("next-share-"),
-            next_threshold=int(a.get(A_NEXT_THRESHOLD) or 0),
-            init_recorded=a.get(A_INIT_RECORDED) == "true",
-            vault_address=a.get(A_VAULT, ""),
-            pending=a.get(A_STATE) == "pending",
+            next_threshold=int(a.get(wk.ANNOTATION_NEXT_THRESHOLD) or 0),
+            init_recorded=a.get(wk.ANNOTATION_INIT_RECORDED) == "true",
+            vault_address=a.get(wk.ANNOTATION_VAULT_ADDRESS, ""),
+            pending=a.get(wk.ANNOTATION_SEAL_STATE) == "pending",
         )
 
     def save(self, m: SealedMaterial) -> None:
         data = {f"share-{i}": c for i, c in enumerate(m.shares, start=1)}
         data.update({f"next-share-{i}": c for i, c in enumerate(m.next_shares, start=1)})
         annotations = {
-            A_STATE: "pending" if m.pending else "sealed",
-            A_SHARES: str(len(m.shares)),
-            A_THRESHOLD: str(m.threshold),
-            A_RECIPIENTS: m.recipients,
-            A_GENERATION: str(m.generation),
+            wk.ANNOTATION_SEAL_STATE: "pending" if m.pending else "sealed",
+            wk.ANNOTATION_UNSEAL_SHARES: str(len(m.shares)),
+            wk.ANNOTATION_UNSEAL_THRESHOLD: str(m.threshold),
+            wk.ANNOTATION_RECIPIENTS: m.recipients,
+            wk.ANNOTATION_KEY_GENERATION: str(m.generation),
         }
-        optional = {A_INITIALIZED: m.initialized_at, A_ROOT: m.root_revoked_at, A_REKEYED: m.rekeyed_at,
-                    A_VAULT: m.vault_address, A_NEXT_THRESHOLD: str(m.next_threshold) if m.next_shares else "",
-                    A_INIT_RECORDED: "true" if m.init_recorded else ""}
+        optional = {
+            wk.ANNOTATION_INITIALIZED_AT: m.initialized_at,
+            wk.ANNOTATION_ROOT_REVOKED_AT: m.root_revoked_at,
+            wk.ANNOTATION_REKEYED_AT: m.rekeyed_at,
+            wk.ANNOTATION_VAULT_ADDRESS: m.vault_address,
+            wk.ANNOTATION_NEXT_THRESHOLD: str(m.next_threshold) if m.next_shares else "",
+            wk.ANNOTATION_INIT_RECORDED: "true" if m.init_recorded else "",
+        }
         annotations.update({k: v for k, v in optional.items() if v})
         if self._current is None:
             self._kube.ensure_namespace(self.namespace)
@@ -495,7 +489,7 @@ def _save_with_retry(store: SealedStore, m: SealedMaterial, recovery: Path, atte
             store.save(m)
             return
         except ChamberlainError as exc:
-            if not getattr(exc, "retryable", False) or attempt == attempts - 1:
+            if not exc.retryable or attempt == attempts - 1:
                 raise SealError(f"Vault is initialized but the sealed shares could not be stored in Secret "
                                 f"{store.ref} ({type(exc).__name__}); they are kept, encrypted, in {recovery}: "
                                 "re-run the same command to upload them") from None

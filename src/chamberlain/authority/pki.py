@@ -18,11 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chamberlain import wellknown as wk
+
 ROTATOR_NAME = "x509-vault-pki"
-ROTATOR_ANNOTATION = "chamberlain.dev/rotator"
-MOUNT_ANNOTATION = "chamberlain.dev/x509-pki-mount"
-ROLE_ANNOTATION = "chamberlain.dev/x509-pki-role"
-TTL_ANNOTATION = "chamberlain.dev/x509-ttl"
 DEFAULT_MOUNT = "pki"
 
 # Both end up in Vault paths and in rendered HCL policies: plain path segments only, no wildcard, no quote.
@@ -53,19 +51,19 @@ class PkiRef:
 
 
 def uses_vault_pki(annotations: Mapping[str, str]) -> bool:
-    return annotations.get(ROTATOR_ANNOTATION) == ROTATOR_NAME
+    return annotations.get(wk.ANNOTATION_ROTATOR) == ROTATOR_NAME
 
 
 def pki_ref(annotations: Mapping[str, str]) -> PkiRef:
     """The mount (default ``pki``) and the role (required) named by an intent's annotations."""
-    mount = annotations.get(MOUNT_ANNOTATION, "").strip().strip("/") or DEFAULT_MOUNT
-    role = annotations.get(ROLE_ANNOTATION, "").strip()
+    mount = annotations.get(wk.ANNOTATION_X509_PKI_MOUNT, "").strip().strip("/") or DEFAULT_MOUNT
+    role = annotations.get(wk.ANNOTATION_X509_PKI_ROLE, "").strip()
     if not role:
-        raise PkiRefError(f"annotation {ROLE_ANNOTATION} is required by the {ROTATOR_NAME} rotator")
+        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE} is required by the {ROTATOR_NAME} rotator")
     if not _MOUNT.match(mount):
-        raise PkiRefError(f"annotation {MOUNT_ANNOTATION}: {mount!r} is not a Vault mount path")
+        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is not a Vault mount path")
     if not _ROLE.match(role):
-        raise PkiRefError(f"annotation {ROLE_ANNOTATION}: {role!r} is not a Vault PKI role name")
+        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE}: {role!r} is not a Vault PKI role name")
     return PkiRef(mount, role)
 
 

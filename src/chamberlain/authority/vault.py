@@ -32,9 +32,13 @@ from chamberlain.authority.errors import (
     AuthorityError,
     AuthorityUnavailable,
     CasConflict,
+    CasRequired,
     Forbidden,
+    InvalidRequest,
     NotFound,
+    NotInitialized,
     Sealed,
+    Unauthenticated,
 )
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
 from chamberlain.authority.pki import SignedCertificate
@@ -43,18 +47,6 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")  # a PEM/DER body a PKI error might quote
-
-
-class Unauthenticated(Forbidden):
-    """The token is missing, expired or revoked (401/403 on a token operation)."""
-
-
-class NotInitialized(AuthorityError):
-    """The server has not been initialized (``chamberlain authority init``)."""
-
-
-class InvalidRequest(AuthorityError):
-    """Vault rejected the request as malformed (400)."""
 
 
 def _first_error(exc: hvac.exceptions.VaultError) -> str:
@@ -70,7 +62,7 @@ def map_error(exc: BaseException, what: str, *, safe_detail: bool = False) -> Au
         text = _first_error(exc)
         detail = f": {text}" if safe_detail and text else ""
         if "check-and-set" in text and "required" in text:
-            return InvalidRequest(f"{what}: the mount requires check-and-set (400)")
+            return CasRequired(f"{what}: the mount requires check-and-set (400)")
         if "check-and-set" in text:
             return CasConflict(f"{what}: check-and-set did not match the current version")
         if isinstance(exc, hvac.exceptions.VaultDown) or "sealed" in text.lower():

@@ -17,8 +17,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from chamberlain import wellknown as wk
 from chamberlain.bootstrap.sops import BootstrapError
-from chamberlain.checks.sops import BOOTSTRAP_CLASS, LABEL_CLASS, LABEL_INTENT
+from chamberlain.checks.sops import BOOTSTRAP_CLASS
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def existing_intent_label(text: str) -> str | None:
         return None
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     labels = meta.get("labels") if isinstance(meta, dict) else None
-    value = labels.get(LABEL_INTENT) if isinstance(labels, dict) else None
+    value = labels.get(wk.LABEL_INTENT) if isinstance(labels, dict) else None
     return value if isinstance(value, str) else None
 
 
@@ -103,15 +104,15 @@ def prepare_secret(text: str, intent: str, where: str) -> PreparedSecret:
         labels = meta["labels"] = CommentedMap()
     if not isinstance(labels, CommentedMap):
         raise BootstrapError(f"{where}: metadata.labels is not a mapping")
-    current = labels.get(LABEL_INTENT)
+    current = labels.get(wk.LABEL_INTENT)
     if current is not None and current != intent:
-        raise BootstrapError(f"{where}: the Secret is labelled {LABEL_INTENT}: {current}, not {intent}; fix the "
+        raise BootstrapError(f"{where}: the Secret is labelled {wk.LABEL_INTENT}: {current}, not {intent}; fix the "
                              "label or pass the right --intent")
-    if labels.get(LABEL_CLASS) not in (None, BOOTSTRAP_CLASS):
-        raise BootstrapError(f"{where}: the Secret is labelled {LABEL_CLASS}: {labels.get(LABEL_CLASS)}, "
+    if labels.get(wk.LABEL_CLASS) not in (None, BOOTSTRAP_CLASS):
+        raise BootstrapError(f"{where}: the Secret is labelled {wk.LABEL_CLASS}: {labels.get(wk.LABEL_CLASS)}, "
                              f"not {BOOTSTRAP_CLASS}")
     added = []
-    for key, value in ((LABEL_CLASS, BOOTSTRAP_CLASS), (LABEL_INTENT, intent)):
+    for key, value in ((wk.LABEL_CLASS, BOOTSTRAP_CLASS), (wk.LABEL_INTENT, intent)):
         if key not in labels:
             labels[key] = value
             added.append(key)

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Document, Loaded, RepoFile, Repository
 from chamberlain.intent.model import SecretIntent
 
-LABEL_CLASS = "chamberlain.dev/class"
-LABEL_INTENT = "chamberlain.dev/intent"
 BOOTSTRAP_CLASS = "bootstrap"
 
 # A value sops encrypted: AES-256-GCM ciphertext, IV, tag and the original type, all base64.
@@ -208,11 +207,11 @@ def bootstrap_secret_problems(secret: Mapping[str, Any], intent_name: str) -> li
     labels = meta.get("labels")
     labels = labels if isinstance(labels, dict) else {}
     loc: Loc = ("metadata", "labels") if "labels" in meta else ("metadata",)
-    if labels.get(LABEL_CLASS) != BOOTSTRAP_CLASS:
-        problems.append((loc, f"the Secret is not labelled {LABEL_CLASS}: {BOOTSTRAP_CLASS}"))
-    if labels.get(LABEL_INTENT) != intent_name:
-        got = labels.get(LABEL_INTENT)
-        problems.append((loc, f"the Secret is not labelled {LABEL_INTENT}: {intent_name}"
+    if labels.get(wk.LABEL_CLASS) != BOOTSTRAP_CLASS:
+        problems.append((loc, f"the Secret is not labelled {wk.LABEL_CLASS}: {BOOTSTRAP_CLASS}"))
+    if labels.get(wk.LABEL_INTENT) != intent_name:
+        got = labels.get(wk.LABEL_INTENT)
+        problems.append((loc, f"the Secret is not labelled {wk.LABEL_INTENT}: {intent_name}"
                               + (f" (it names {got!r})" if isinstance(got, str) and not is_encrypted_value(got)
                                  else "")))
     if not any(isinstance(secret.get(s), dict) and secret[s] for s in ("data", "stringData")):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV
 from chamberlain.controller.leader import LeaderElector
@@ -47,7 +48,7 @@ from chamberlain.propagation.restart import Change
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
-from chamberlain.rotation.policy import HELD, due, from_metadata
+from chamberlain.rotation.policy import due, from_metadata
 from chamberlain.rotation.rotators import Registry
 from chamberlain.rotation.rotators.base import CertificateIssuer
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
@@ -109,7 +110,7 @@ def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:
     since = rm.last_changed(custom)
     if since is None:
         return None
-    return SecretSchedule(name, from_metadata(custom), since, held=custom.get(HELD) == "true")
+    return SecretSchedule(name, from_metadata(custom), since, held=custom.get(wk.HELD) == "true")
 
 
 # --------------------------------------------------------------------------------------------------- restarts
@@ -312,7 +313,7 @@ class Controller:
                 continue
             s = schedule_of(name, meta.custom)
             labels = (name, placed.vault.full)
-            self.metrics.held.labels(*labels).set(1 if meta.custom.get(HELD) == "true" else 0)
+            self.metrics.held.labels(*labels).set(1 if meta.custom.get(wk.HELD) == "true" else 0)
             if s is None:
                 continue
             schedules.append(s)

@@ -12,11 +12,11 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.kube.api import KubeConflict, KubeError, KubeNotFound, KubeRunObjects
 from chamberlain.rotation.run import RotationRun
 
 GROUP, VERSION, PLURAL, KIND = "chamberlain.dev", "v1alpha1", "rotationruns", "RotationRun"
-LABEL_SECRET = "chamberlain.dev/secret"  # noqa: S105 - a label name
 
 
 def manifest(run: RotationRun, namespace: str) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def manifest(run: RotationRun, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
-        "metadata": {"name": run.run_id, "namespace": namespace, "labels": {LABEL_SECRET: run.secret}},
+        "metadata": {"name": run.run_id, "namespace": namespace, "labels": {wk.LABEL_SECRET: run.secret}},
         "spec": {"secret": run.secret, "path": run.vault.full, "trigger": run.trigger, "reason": run.reason,
                  "mode": run.mode},
     }
@@ -77,4 +77,4 @@ class RunPublisher:
             self.failures += 1
 
 
-__all__ = ["GROUP", "KIND", "LABEL_SECRET", "PLURAL", "VERSION", "RunPublisher", "involved", "manifest"]
+__all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "RunPublisher", "involved", "manifest"]

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chamberlain import wellknown as wk
 from chamberlain.demo.walkthrough import DemoError
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ SHORT_TTL_POLICY = {"type": "time-based", "ttl": "40s", "rotateBefore": "30s", "
 QUICK_REVOKE_POLICY = {"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "revokeOld": True,
                        "maxOverlap": "2s", "failureStrategy": "retry"}
 WORKLOAD_IMAGE = "example.invalid/x:1"
-DEMO_LABEL = "chamberlain.dev/demo"
-REVALIDATE_ANNOTATION = "chamberlain.dev/demo-revalidate"
 ESO_GROUP, ESO_VERSION = "external-secrets.io", "v1"
 
 LOOP_INTERVAL = 0.5  # seconds between controller ticks
@@ -176,7 +175,7 @@ def revalidate_stores(kube: KubeClient, stamp: str) -> int:
     for store in stores:
         meta = store.get("metadata") or {}
         kube.patch_custom_object_annotations(ESO_GROUP, ESO_VERSION, "secretstores", str(meta["namespace"]),
-                                             str(meta["name"]), {REVALIDATE_ANNOTATION: stamp})
+                                             str(meta["name"]), {wk.ANNOTATION_DEMO_REVALIDATE: stamp})
     return len(stores)
 
 
@@ -192,7 +191,7 @@ def workload_manifest(kind: str, namespace: str, name: str) -> dict[str, Any]:
     if kind == "StatefulSet":
         spec["serviceName"] = name
     return {"apiVersion": "apps/v1", "kind": kind,
-            "metadata": {"name": name, "namespace": namespace, "labels": {**labels, DEMO_LABEL: "workload"}},
+            "metadata": {"name": name, "namespace": namespace, "labels": {**labels, wk.LABEL_DEMO: "workload"}},
             "spec": spec}
 
 
@@ -200,8 +199,6 @@ def materialize(kube: KubeClient, markers: Mapping[tuple[str, str], str], timeou
                 stamp: str) -> float:
     """Force ESO to sync every consumer Secret until each carries its version marker (annotations only, never the
     data); returns the seconds it took."""
-    from chamberlain.propagation import FORCE_SYNC
-    from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 
     started = time.monotonic()
     pending = dict(markers)
@@ -212,11 +209,11 @@ def materialize(kube: KubeClient, markers: Mapping[tuple[str, str], str], timeou
         if kicked_at is None or now - kicked_at >= 2.0:
             round_ += 1
             for ns, name in sorted(pending):
-                kube.annotate_external_secret(ns, name, {FORCE_SYNC: f"{stamp}-{round_}"})
+                kube.annotate_external_secret(ns, name, {wk.ESO_FORCE_SYNC: f"{stamp}-{round_}"})
             kicked_at = now
         for key in sorted(pending):
             annotations = kube.get_secret_annotations(*key)
-            if annotations is not None and annotations.get(ANNOTATION_VERSION_MARKER) == pending[key]:
+            if annotations is not None and annotations.get(wk.ANNOTATION_VERSION_MARKER) == pending[key]:
                 del pending[key]
         if not pending:
             break

@@ -521,9 +521,9 @@ def _handover_phase(s: _State) -> dict[str, Any]:
 def _workloads_phase(s: _State) -> dict[str, Any]:
     """The declared workloads of every consumer in dev/dev1 (objects only), and every consumer Secret of a value
     Vault holds materialized by ESO with its current version marker."""
+    from chamberlain import wellknown as wk
     from chamberlain.controller.loop import scope_of
     from chamberlain.demo.rotations import materialize, workload_manifest
-    from chamberlain.handover.metadata import VALUE_MARKER
 
     repo = s.repository()
     platform = s.platform()
@@ -550,7 +550,7 @@ def _workloads_phase(s: _State) -> dict[str, Any]:
             elsewhere.append(name)  # derived/config: published by their producer, which the lab does not run
             continue
         meta = kv.read_metadata(placed.vault.mount, placed.vault.path)
-        marker = meta.custom.get(VALUE_MARKER) if meta is not None else None
+        marker = meta.custom.get(wk.VALUE_MARKER) if meta is not None else None
         if not marker:
             raise DemoError(f"{placed.vault.full}: no value or version marker in Vault after provisioning/handover")
         for consumer in placed.intent.spec.consumers:

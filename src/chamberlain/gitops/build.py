@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from chamberlain import wellknown as wk
 from chamberlain.errors import ChamberlainError
-from chamberlain.render import naming
 
 Manifest = dict[str, Any]
 Decrypt = Callable[[str, str], Manifest]  # (path in the tree, encrypted text) -> decrypted Secret manifest
@@ -51,7 +51,7 @@ class App:
 def wave_of(obj: Mapping[str, Any]) -> int:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     try:
-        return int(annotations.get(naming.SYNC_WAVE, 0))
+        return int(annotations.get(wk.ARGOCD_SYNC_WAVE, 0))
     except (TypeError, ValueError):
         return 0
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry
-from chamberlain.authority.errors import AuthorityError, CasConflict
+from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
-from chamberlain.checks.sops import BOOTSTRAP_CLASS, LABEL_CLASS, LABEL_INTENT
+from chamberlain.checks.sops import BOOTSTRAP_CLASS
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
 from chamberlain.handover import metadata as md
@@ -30,10 +31,6 @@ from chamberlain.handover.decide import TERMINAL, Bootstrap, Observed, Step, Vau
 from chamberlain.handover.units import HandoverUnit
 from chamberlain.kube.api import Kube, KubeConflict, KubeError, KubeSecret
 from chamberlain.values.markers import version_marker
-
-ANNOTATION_CONSUMED = "chamberlain.dev/consumed"
-ANNOTATION_AUTHORITY = "chamberlain.dev/authority"
-ANNOTATION_HANDED_OVER_TO = "chamberlain.dev/handed-over-to"
 
 # Typed Secrets must keep their required keys, or the API server rejects the update: an inert Secret keeps the
 # keys with empty (or, for docker configs, empty-but-valid) values.
@@ -134,9 +131,9 @@ def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
     secret = snap.secret
     if secret is None:
         bootstrap = Bootstrap.ABSENT
-    elif secret.labels.get(LABEL_CLASS) != BOOTSTRAP_CLASS or secret.labels.get(LABEL_INTENT) != unit.intent:
+    elif secret.labels.get(wk.LABEL_CLASS) != BOOTSTRAP_CLASS or secret.labels.get(wk.LABEL_INTENT) != unit.intent:
         bootstrap = Bootstrap.FOREIGN
-    elif ANNOTATION_CONSUMED in secret.annotations:
+    elif wk.ANNOTATION_CONSUMED in secret.annotations:
         bootstrap = Bootstrap.CONSUMED
     else:
         bootstrap = Bootstrap.PRESENT
@@ -153,9 +150,9 @@ def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
     return Observed(
         bootstrap=bootstrap,
         vault=vault,
-        recorded=custom.get(md.AUTHORITY) == md.AUTHORITY_VAULT,
-        recorded_here=custom.get(md.SOURCE) == unit.source and custom.get(md.SOURCE_CLUSTER) == unit.cluster,
-        retired=md.retired_key(unit.cluster) in custom,
+        recorded=custom.get(wk.AUTHORITY) == wk.AUTHORITY_VAULT,
+        recorded_here=custom.get(wk.SOURCE) == unit.source and custom.get(wk.SOURCE_CLUSTER) == unit.cluster,
+        retired=wk.retired_key(unit.cluster) in custom,
     )
 
 
@@ -165,15 +162,15 @@ def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
 def record_metadata(unit: HandoverUnit, at: str, version: int, marker: str) -> dict[str, str]:
     """The custom_metadata written at the commit point."""
     return {
-        md.AUTHORITY: md.AUTHORITY_VAULT,
-        md.INTENT: unit.intent,
-        md.ENVIRONMENT: unit.environment,
-        md.ORIGIN: "bootstrap",
-        md.HANDED_OVER_AT: at,
-        md.SOURCE: unit.source,
-        md.SOURCE_CLUSTER: unit.cluster,
-        md.VALUE_VERSION: str(version),
-        md.VALUE_MARKER: marker,
+        wk.AUTHORITY: wk.AUTHORITY_VAULT,
+        wk.INTENT: unit.intent,
+        wk.ENVIRONMENT: unit.environment,
+        wk.ORIGIN: "bootstrap",
+        wk.HANDED_OVER_AT: at,
+        wk.SOURCE: unit.source,
+        wk.SOURCE_CLUSTER: unit.cluster,
+        wk.VALUE_VERSION: str(version),
+        wk.VALUE_MARKER: marker,
         **md.policy_metadata(unit.policy_name, unit.policy),
     }
 
@@ -182,10 +179,10 @@ def _preflight(unit: HandoverUnit, snap: Snapshot) -> None:
     """Check the record fits Vault's custom_metadata limits before the first write, so bad input never leaves a
     written-but-unrecordable value behind. Sizes are those of the real record (fixed-width time and marker)."""
     sample = record_metadata(unit, "0000-00-00T00:00:00+00:00", 10**9, "v1:" + "0" * 32)
-    sample.update({md.LEDGER_SEQ: str(10**12), md.retired_key(unit.cluster): str(10**12)})
+    sample.update({wk.LEDGER_SEQ: str(10**12), wk.retired_key(unit.cluster): str(10**12)})
     try:
         md.merged(snap.custom, sample)
-    except ValueError as exc:
+    except MetadataTooLarge as exc:
         raise HandoverError(f"{unit.vault}: cannot record the handover ({exc}); nothing was written") from None
 
 
@@ -212,7 +209,7 @@ def _record(kv: KV, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> str:
     update = record_metadata(unit, ctx.timestamp(), snap.current.version, marker)
     try:
         md.merged(snap.custom, update)
-    except ValueError as exc:
+    except MetadataTooLarge as exc:
         raise HandoverError(f"{unit.vault}: cannot record the handover ({exc}); the bootstrap Secret stays the "
                             "authority") from None
     kv.update_custom_metadata(unit.vault.mount, unit.vault.path, update)
@@ -229,9 +226,9 @@ def _consume(kube: Kube, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) ->
     else:
         annotations = {
             **secret.annotations,
-            ANNOTATION_CONSUMED: ctx.timestamp(),
-            ANNOTATION_AUTHORITY: md.AUTHORITY_VAULT,
-            ANNOTATION_HANDED_OVER_TO: unit.vault.full,
+            wk.ANNOTATION_CONSUMED: ctx.timestamp(),
+            wk.ANNOTATION_AUTHORITY: wk.AUTHORITY_VAULT,
+            wk.ANNOTATION_HANDED_OVER_TO: unit.vault.full,
         }
         data = dict(INERT_DATA.get(secret.type, {})) if unit.after_handover == "inert" else dict(secret.data)
         kube.update_secret(dataclasses.replace(secret, data=data, annotations=annotations))
@@ -263,16 +260,16 @@ def _ledger(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: Run
                 "cluster": unit.cluster,
                 "source": unit.source,
                 "after-handover": unit.after_handover,
-                "version": custom.get(md.VALUE_VERSION, ""),
-                "marker": custom.get(md.VALUE_MARKER, ""),
-                "policy": custom.get(f"{md.POLICY_PREFIX}name", ""),
-                "authority": md.AUTHORITY_VAULT,
+                "version": custom.get(wk.VALUE_VERSION, ""),
+                "marker": custom.get(wk.VALUE_MARKER, ""),
+                "policy": custom.get(f"{wk.POLICY_PREFIX}name", ""),
+                "authority": wk.AUTHORITY_VAULT,
             },
         )
         checkpoint("handover.ledger")
-    update = {md.retired_key(unit.cluster): str(entry.seq)}
-    if md.LEDGER_SEQ not in snap.custom:
-        update[md.LEDGER_SEQ] = str(entry.seq)
+    update = {wk.retired_key(unit.cluster): str(entry.seq)}
+    if wk.LEDGER_SEQ not in snap.custom:
+        update[wk.LEDGER_SEQ] = str(entry.seq)
     kv.update_custom_metadata(unit.vault.mount, unit.vault.path, update)
     checkpoint("handover.done")
     return entry.seq
@@ -301,10 +298,10 @@ def hand_over(
             recorded = state.recorded
             decision = next_step(state)
             step = decision.step
-            marker = snap.custom.get(md.VALUE_MARKER, marker)
+            marker = snap.custom.get(wk.VALUE_MARKER, marker)
             if step is Step.DONE:
                 result: Result = "handed-over" if done else "already-handed-over"
-                seq_text = snap.custom.get(md.retired_key(unit.cluster))
+                seq_text = snap.custom.get(wk.retired_key(unit.cluster))
                 seq = int(seq_text) if seq_text and seq_text.isdigit() else seq
                 return UnitOutcome(unit, result, decision.why, done, marker, seq)
             if step in TERMINAL:

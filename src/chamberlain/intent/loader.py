@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from chamberlain.findings import Finding
 from chamberlain.intent.model import (
     API_VERSION,
+    GENERATOR_TYPES,
     GROUP,
     KINDS,
     Platform,
@@ -437,9 +438,7 @@ def _validation_findings(doc: Document, exc: ValidationError) -> Iterator[Findin
 
 
 # Union branch names that pydantic inserts into error locations; they are not YAML keys.
-_UNION_TAGS = {
-    "ref", "inline", "password", "token", "bytes", "ed25519", "ecdsa", "rsa", "fixed-name",
-}
+_UNION_TAGS = {"ref", "inline", *GENERATOR_TYPES}
 
 
 def _rule_for(loc: tuple[int | str, ...], err_type: str, msg: str) -> str:

@@ -7,7 +7,7 @@ repository (unknown environments, duplicate paths, ...) live in :mod:`chamberlai
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -199,16 +199,17 @@ class FixedNameGenerator(Model):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$")]
 
 
-Generator = Annotated[
-    PasswordGenerator
-    | TokenGenerator
-    | BytesGenerator
-    | Ed25519Generator
-    | EcdsaGenerator
-    | RsaGenerator
-    | FixedNameGenerator,
-    Field(discriminator="type"),
-]
+# The generator union, declared once: the values, the rotators and the loader's error messages all derive from it.
+AnyGenerator = (
+    PasswordGenerator | TokenGenerator | BytesGenerator | Ed25519Generator | EcdsaGenerator | RsaGenerator
+    | FixedNameGenerator
+)
+Generator = Annotated[AnyGenerator, Field(discriminator="type")]
+RANDOM_GENERATORS: tuple[type[AnyGenerator], ...] = (PasswordGenerator, TokenGenerator, BytesGenerator)
+KEYPAIR_GENERATORS: tuple[type[AnyGenerator], ...] = (Ed25519Generator, EcdsaGenerator, RsaGenerator)
+GENERATOR_TYPES: tuple[str, ...] = tuple(
+    get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(AnyGenerator)
+)  # the ``type:`` names, in declaration order
 
 AfterHandover = Literal["delete", "inert", "ignore"]
 

@@ -15,7 +15,7 @@ from chamberlain.errors import ChamberlainError
 
 
 class KubeError(ChamberlainError):
-    retryable = False
+    """Base of every Kubernetes API error."""
 
 
 class KubeUnavailable(KubeError):

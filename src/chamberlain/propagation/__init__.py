@@ -13,10 +13,8 @@ annotation only.
 """
 
 from chamberlain.propagation.clock import Clock, SystemClock
-from chamberlain.propagation.refresh import FORCE_SYNC, ExternalSecretRef, force_refresh
+from chamberlain.propagation.refresh import ExternalSecretRef, force_refresh
 from chamberlain.propagation.restart import (
-    ANNOTATION_RESTART_BATCH,
-    ANNOTATION_RESTARTED_AT,
     Change,
     RestartOutcome,
     WorkloadRef,
@@ -26,9 +24,6 @@ from chamberlain.propagation.restart import (
 from chamberlain.propagation.sync import ConsumerRef, ConsumerSync, in_sync, wait_in_sync
 
 __all__ = [
-    "ANNOTATION_RESTARTED_AT",
-    "ANNOTATION_RESTART_BATCH",
-    "FORCE_SYNC",
     "Change",
     "Clock",
     "ConsumerRef",

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from chamberlain import wellknown as wk
 from chamberlain.kube.api import KubeNotFound, KubePropagation
-
-FORCE_SYNC = "force-sync"
 
 
 @dataclass(frozen=True, order=True)
@@ -29,7 +28,7 @@ def force_refresh(kube: KubePropagation, refs: Iterable[ExternalSecretRef], toke
     missing: list[ExternalSecretRef] = []
     for ref in sorted(set(refs)):
         try:
-            kube.annotate_external_secret(ref.namespace, ref.name, {FORCE_SYNC: token})
+            kube.annotate_external_secret(ref.namespace, ref.name, {wk.ESO_FORCE_SYNC: token})
         except KubeNotFound:
             missing.append(ref)
     return missing

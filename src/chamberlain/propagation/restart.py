@@ -16,12 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from chamberlain import wellknown as wk
 from chamberlain.kube.api import KubePropagation, WorkloadKind
 from chamberlain.propagation.clock import Clock
 from chamberlain.propagation.sync import ConsumerRef
-
-ANNOTATION_RESTARTED_AT = "chamberlain.dev/restartedAt"
-ANNOTATION_RESTART_BATCH = "chamberlain.dev/restart-batch"
 
 
 @dataclass(frozen=True, order=True)
@@ -57,10 +55,10 @@ RestartOutcome = Literal["restarted", "already-restarted"]
 def restart(kube: KubePropagation, workload: WorkloadRef, token: str, clock: Clock) -> RestartOutcome:
     """Roll ``workload`` for batch ``token`` unless that batch already did (same token: no second patch)."""
     state = kube.get_pod_template(workload.kind, workload.namespace, workload.name)
-    if state.annotations.get(ANNOTATION_RESTART_BATCH) == token:
+    if state.annotations.get(wk.ANNOTATION_RESTART_BATCH) == token:
         return "already-restarted"
     kube.patch_pod_template_annotations(
         workload.kind, workload.namespace, workload.name,
-        {ANNOTATION_RESTARTED_AT: clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"), ANNOTATION_RESTART_BATCH: token},
+        {wk.ANNOTATION_RESTARTED_AT: clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"), wk.ANNOTATION_RESTART_BATCH: token},
     )
     return "restarted"

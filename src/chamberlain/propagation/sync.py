@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from chamberlain import wellknown as wk
 from chamberlain.kube.api import KubePropagation, KubeUnavailable
 from chamberlain.propagation.clock import Clock
-from chamberlain.render.eso import ANNOTATION_VERSION_MARKER
 
 
 @dataclass(frozen=True, order=True)
@@ -40,7 +40,7 @@ def in_sync(annotations: Mapping[str, str] | None, marker: str) -> bool:
     empty annotation means "the Vault secret has no marker", which proves nothing about the version."""
     if annotations is None or not marker:
         return False
-    return annotations.get(ANNOTATION_VERSION_MARKER) == marker
+    return annotations.get(wk.ANNOTATION_VERSION_MARKER) == marker
 
 
 def wait_in_sync(
@@ -68,7 +68,7 @@ def wait_in_sync(
             except KubeUnavailable:
                 still.append(ref)
                 continue
-            observed[ref] = annotations.get(ANNOTATION_VERSION_MARKER) if annotations is not None else None
+            observed[ref] = annotations.get(wk.ANNOTATION_VERSION_MARKER) if annotations is not None else None
             if in_sync(annotations, marker):
                 done[ref] = ConsumerSync(ref, True, clock.monotonic() - start, marker)
             else:

@@ -23,16 +23,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry
-from chamberlain.authority.errors import AuthorityError, CasConflict
+from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 from chamberlain.handover import metadata as md
 from chamberlain.intent.loader import Repository
-from chamberlain.intent.model import RotationPolicySpec
+from chamberlain.intent.model import AnyGenerator, RotationPolicySpec
 from chamberlain.intent.paths import VaultPath, effective_policy, placements
-from chamberlain.values.generate import AnyGenerator, generate_values
+from chamberlain.values.generate import generate_values
 from chamberlain.values.markers import version_marker
 
 MAX_STEPS = 8
@@ -130,9 +131,9 @@ def _observe(meta: SecretMetadata | None) -> Observed:
     custom = meta.custom if meta is not None else {}
     return Observed(
         exists=meta is not None and meta.current_version > 0,
-        recorded=custom.get(md.AUTHORITY) == md.AUTHORITY_VAULT,
-        ours=custom.get(md.CREATED_BY) == md.CREATED_BY_CHAMBERLAIN,
-        ledgered=md.LEDGER_SEQ in custom,
+        recorded=custom.get(wk.AUTHORITY) == wk.AUTHORITY_VAULT,
+        ours=custom.get(wk.CREATED_BY) == wk.CREATED_BY_CHAMBERLAIN,
+        ledgered=wk.LEDGER_SEQ in custom,
     )
 
 
@@ -167,9 +168,9 @@ def provision(
             meta = kv.read_metadata(mount, path)
             step = next_step(_observe(meta))
             custom = meta.custom if meta is not None else {}
-            marker = custom.get(md.VALUE_MARKER, marker)
+            marker = custom.get(wk.VALUE_MARKER, marker)
             if step is Step.DONE:
-                seq_text = custom.get(md.LEDGER_SEQ, "")
+                seq_text = custom.get(wk.LEDGER_SEQ, "")
                 return ProvisionOutcome(unit, "created" if created_here else "exists", done, marker,
                                         int(seq_text) if seq_text.isdigit() else None)
             if dry_run:
@@ -191,19 +192,19 @@ def provision(
                     continue
                 marker = version_marker(unit.vault.full, current.data)
                 update = {
-                    md.AUTHORITY: md.AUTHORITY_VAULT,
-                    md.CREATED_BY: md.CREATED_BY_CHAMBERLAIN,
-                    md.CREATED_AT: clock().astimezone(UTC).isoformat(timespec="seconds"),
-                    md.INTENT: unit.intent,
-                    md.ENVIRONMENT: unit.environment,
-                    md.ORIGIN: "generated",
-                    md.VALUE_VERSION: str(current.version),
-                    md.VALUE_MARKER: marker,
+                    wk.AUTHORITY: wk.AUTHORITY_VAULT,
+                    wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN,
+                    wk.CREATED_AT: clock().astimezone(UTC).isoformat(timespec="seconds"),
+                    wk.INTENT: unit.intent,
+                    wk.ENVIRONMENT: unit.environment,
+                    wk.ORIGIN: "generated",
+                    wk.VALUE_VERSION: str(current.version),
+                    wk.VALUE_MARKER: marker,
                     **md.policy_metadata(unit.policy_name, unit.policy),
                 }
                 try:
                     md.merged(custom, update)
-                except ValueError as exc:
+                except MetadataTooLarge as exc:
                     raise ProvisionError(f"{unit.vault}: cannot record the new secret ({exc})") from None
                 kv.update_custom_metadata(mount, path, update)
                 checkpoint("provision.record")
@@ -218,13 +219,13 @@ def provision(
                     details={
                         "environment": unit.environment,
                         "origin": "created" if created_here else "found",
-                        "version": custom.get(md.VALUE_VERSION, ""),
-                        "marker": custom.get(md.VALUE_MARKER, ""),
-                        "policy": custom.get(f"{md.POLICY_PREFIX}name", ""),
+                        "version": custom.get(wk.VALUE_VERSION, ""),
+                        "marker": custom.get(wk.VALUE_MARKER, ""),
+                        "policy": custom.get(f"{wk.POLICY_PREFIX}name", ""),
                     },
                 )
                 checkpoint("provision.ledger")
-                kv.update_custom_metadata(mount, path, {md.LEDGER_SEQ: str(entry.seq)})
+                kv.update_custom_metadata(mount, path, {wk.LEDGER_SEQ: str(entry.seq)})
             done.append(step.value)
     except AuthorityError as exc:
         raise ProvisionError(f"initial value of {unit.intent} at {unit.vault} stopped at step {step.value}: "

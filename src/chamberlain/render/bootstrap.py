@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.checks.sops import bootstrap_refs
 from chamberlain.intent.loader import Repository
 from chamberlain.intent.paths import intent_environments
@@ -134,7 +135,7 @@ def secret_identity(bf: BootstrapFile) -> Manifest:
 
 
 def mark_bootstrap_namespace(manifest: Manifest) -> Manifest:
-    manifest["metadata"].setdefault("labels", {})[naming.LABEL_CLASS] = BOOTSTRAP_CLASS
+    manifest["metadata"].setdefault("labels", {})[wk.LABEL_CLASS] = BOOTSTRAP_CLASS
     return manifest
 
 
@@ -159,9 +160,9 @@ def wave_patch() -> dict[str, Any]:
         "metadata:\n"
         "  name: chamberlain-bootstrap\n"
         "  annotations:\n"
-        f'    {naming.SYNC_WAVE}: "{WAVE_BOOTSTRAP}"\n'
+        f'    {wk.ARGOCD_SYNC_WAVE}: "{WAVE_BOOTSTRAP}"\n'
     )
-    return {"target": {"kind": "Secret", "labelSelector": f"{naming.LABEL_CLASS}={BOOTSTRAP_CLASS}"}, "patch": patch}
+    return {"target": {"kind": "Secret", "labelSelector": f"{wk.LABEL_CLASS}={BOOTSTRAP_CLASS}"}, "patch": patch}
 
 
 def kustomization_fields(files: Sequence[BootstrapFile]) -> dict[str, Any]:
@@ -192,8 +193,8 @@ def flux_kustomization(environment: str, cluster: str) -> Manifest:
         "metadata": {
             "name": f"chamberlain-bootstrap-{environment}-{cluster}",
             "namespace": FLUX_NAMESPACE,
-            "labels": {**naming.common_labels(), naming.LABEL_CLASS: BOOTSTRAP_CLASS,
-                       naming.LABEL_ENVIRONMENT: environment},
+            "labels": {**naming.common_labels(), wk.LABEL_CLASS: BOOTSTRAP_CLASS,
+                       wk.LABEL_ENVIRONMENT: environment},
         },
         "spec": {
             "interval": "10m",

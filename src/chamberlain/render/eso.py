@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform
 from chamberlain.render import naming
 from chamberlain.render.topology import Publish, Read
@@ -52,8 +53,6 @@ VAULT_AUDIENCE = "vault"
 MATERIALIZE_REFRESH = "1h"
 PUBLISH_REFRESH = "1m"
 
-ANNOTATION_VERSION_MARKER = "chamberlain.dev/version-marker"
-VAULT_VALUE_MARKER = "value-marker"  # == chamberlain.handover.metadata.VALUE_MARKER (render sits below handover)
 # Reserved data key holding the fetched custom_metadata inside ESO's template input; never lands in the Secret.
 # A leading underscore plus the product name cannot collide with an intent's key mapping in practice, and
 # ``check_reserved_key`` refuses it when it would.
@@ -66,7 +65,7 @@ _DATA_WITHOUT_METADATA = (
 # A Vault secret without custom_metadata gives an empty value: ``default "{}"`` keeps fromJson (which yields nil
 # on bad input) feeding ``get`` a map, so the annotation is empty instead of the template failing.
 _MARKER_FROM_METADATA = (
-    "{{ get (index . \"" + METADATA_KEY + "\" | default \"{}\" | fromJson) \"" + VAULT_VALUE_MARKER + "\" }}"
+    "{{ get (index . \"" + METADATA_KEY + "\" | default \"{}\" | fromJson) \"" + wk.VALUE_MARKER + "\" }}"
 )
 
 
@@ -82,7 +81,8 @@ def namespace(name: str) -> Manifest:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": _meta(
-            name, None, naming.common_labels(), naming.wave(naming.WAVE_FOUNDATION, {naming.SYNC_OPTIONS: naming.KEEP})
+            name, None, naming.common_labels(),
+            naming.wave(naming.WAVE_FOUNDATION, {wk.ARGOCD_SYNC_OPTIONS: naming.KEEP}),
         ),
     }
 
@@ -127,7 +127,7 @@ def secret_store(
 
 def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, reads: list[Read]) -> list[Manifest]:
     """ServiceAccount, SecretStores (one per mount used) and ExternalSecrets of one consumer namespace."""
-    labels = {**naming.common_labels(), naming.LABEL_ENVIRONMENT: environment, naming.LABEL_ROLE: naming.READER_ROLE}
+    labels = {**naming.common_labels(), wk.LABEL_ENVIRONMENT: environment, wk.LABEL_ROLE: naming.READER_ROLE}
     account = naming.reader_service_account(environment)
     role = naming.reader_policy(environment, cluster, ns)
     mounts = sorted({r.vault.mount for r in reads})
@@ -144,7 +144,7 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
 
 def external_secret(read: Read, environment: str, *, version_marker: bool = False) -> Manifest:
     intent, consumer, path = read.intent, read.consumer, read.vault
-    labels = {**naming.intent_labels(intent), naming.LABEL_ENVIRONMENT: environment}
+    labels = {**naming.intent_labels(intent), wk.LABEL_ENVIRONMENT: environment}
     spec: Manifest = {
         "refreshInterval": MATERIALIZE_REFRESH,
         "secretStoreRef": {"kind": "SecretStore", "name": naming.reader_store(environment, path.mount)},
@@ -154,7 +154,7 @@ def external_secret(read: Read, environment: str, *, version_marker: bool = Fals
             "deletionPolicy": "Retain",
             # The materialized Secret names its intent, so the orchestrator can find what a rotation must reach
             # with one label selector (its ownerReference already points at this ExternalSecret).
-            "template": {"metadata": {"labels": {naming.LABEL_INTENT: intent.metadata.name}}},
+            "template": {"metadata": {"labels": {wk.LABEL_INTENT: intent.metadata.name}}},
         },
     }
     if consumer.keys:
@@ -166,7 +166,7 @@ def external_secret(read: Read, environment: str, *, version_marker: bool = Fals
         spec["dataFrom"] = [{"extract": {"key": path.path}}]
     if version_marker:
         add_version_marker(spec, path.path)
-    annotations = naming.wave(naming.WAVE_SYNC, {naming.ANNOTATION_VAULT_PATH: path.full})
+    annotations = naming.wave(naming.WAVE_SYNC, {wk.ANNOTATION_VAULT_PATH: path.full})
     return {
         "apiVersion": ESO_V1,
         "kind": "ExternalSecret",
@@ -177,7 +177,7 @@ def external_secret(read: Read, environment: str, *, version_marker: bool = Fals
 
 def add_version_marker(spec: Manifest, vault_key: str) -> None:
     """Extend an ExternalSecret ``spec`` (in place) so the materialized Secret carries the Vault secret's
-    ``value-marker`` as the annotation :data:`ANNOTATION_VERSION_MARKER` (see the module docstring)."""
+    ``value-marker`` as the annotation :data:`wk.ANNOTATION_VERSION_MARKER` (see the module docstring)."""
     for entry in spec.get("data", []):
         if entry["secretKey"] == METADATA_KEY:
             raise ValueError(f"the key {METADATA_KEY!r} is reserved for chamberlain's version marker")
@@ -186,7 +186,7 @@ def add_version_marker(spec: Manifest, vault_key: str) -> None:
     template = spec["target"].setdefault("template", {})
     template["engineVersion"] = "v2"
     template["mergePolicy"] = "Replace"
-    template.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_VERSION_MARKER] = (
+    template.setdefault("metadata", {}).setdefault("annotations", {})[wk.ANNOTATION_VERSION_MARKER] = (
         _MARKER_FROM_METADATA)
     template["templateFrom"] = [{"target": "Data", "literal": _DATA_WITHOUT_METADATA}]
 
@@ -197,8 +197,8 @@ def publisher_objects(platform: Platform, environment: str, cluster: str, ns: st
     out: list[Manifest] = []
     for pub in sorted(publishes, key=lambda p: p.intent.metadata.name):
         name = naming.publisher_name(environment, pub.intent.metadata.name)
-        labels = {**naming.intent_labels(pub.intent), naming.LABEL_ENVIRONMENT: environment,
-                  naming.LABEL_ROLE: naming.PUBLISHER_ROLE}
+        labels = {**naming.intent_labels(pub.intent), wk.LABEL_ENVIRONMENT: environment,
+                  wk.LABEL_ROLE: naming.PUBLISHER_ROLE}
         role = naming.publisher_policy(environment, cluster, ns, pub.intent.metadata.name)
         out.append(service_account(name, ns, dict(labels)))
         out.append(secret_store(platform, name=name, ns=ns, mount=pub.vault.mount, cluster=cluster, role=role,
@@ -216,7 +216,7 @@ def push_secret(pub: Publish, environment: str, name: str, labels: dict[str, str
         ]
     else:
         data = [{"match": {"remoteRef": {"remoteKey": path.path}}}]
-    annotations = naming.wave(naming.WAVE_SYNC, {naming.ANNOTATION_VAULT_PATH: path.full})
+    annotations = naming.wave(naming.WAVE_SYNC, {wk.ANNOTATION_VAULT_PATH: path.full})
     return {
         "apiVersion": ESO_V1ALPHA1,
         "kind": "PushSecret",

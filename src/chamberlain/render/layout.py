@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
 from chamberlain.render import bootstrap as boot
 from chamberlain.render import eso, naming
@@ -100,7 +101,7 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
     controller_ns = naming.controller_namespace(platform)
     files: dict[str, str] = {}
 
-    keep = naming.wave(naming.WAVE_FOUNDATION, {naming.SYNC_OPTIONS: naming.KEEP})
+    keep = naming.wave(naming.WAVE_FOUNDATION, {wk.ARGOCD_SYNC_OPTIONS: naming.KEEP})
     crd_files = []
     for kind in crd_kinds():
         name = crd_file_name(kind)
@@ -122,7 +123,7 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
         files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)
         controller = [eso.service_account(
             naming.controller_service_account(platform), controller_ns,
-            {**naming.common_labels(), naming.LABEL_ROLE: naming.ORCHESTRATOR_ROLE}, automount=True,
+            {**naming.common_labels(), wk.LABEL_ROLE: naming.ORCHESTRATOR_ROLE}, automount=True,
         )]
         claims.claim(cluster, controller, f"{base}/controller.yaml")
         files[f"{base}/controller.yaml"] = dump_yaml_documents(controller)

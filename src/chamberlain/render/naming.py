@@ -15,20 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform, SecretIntent
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGER = "chamberlain"
-LABEL_INTENT = "chamberlain.dev/intent"
-LABEL_CLASS = "chamberlain.dev/class"
-LABEL_OWNER = "chamberlain.dev/owner"
-LABEL_ENVIRONMENT = "chamberlain.dev/environment"
-LABEL_ROLE = "chamberlain.dev/role"  # reader | publisher | orchestrator
-ANNOTATION_VAULT_PATH = "chamberlain.dev/vault-path"
-ANNOTATION_PURPOSE = "chamberlain.dev/purpose"
-
-SYNC_WAVE = "argocd.argoproj.io/sync-wave"
-SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
 # Deleting a CRD deletes every intent; deleting a Namespace deletes the workloads in it. Neither may happen as a
 # side effect of removing something from the rendered output or deleting the Argo CD application.
 KEEP = "Delete=false,Prune=false"
@@ -46,21 +35,21 @@ ORCHESTRATOR_ROLE = "orchestrator"
 
 
 def common_labels() -> dict[str, str]:
-    return {MANAGED_BY: MANAGER}
+    return {wk.MANAGED_BY: wk.MANAGER}
 
 
 def intent_labels(intent: SecretIntent) -> dict[str, str]:
     """Labels of an object that belongs to exactly one intent."""
     return {
-        MANAGED_BY: MANAGER,
-        LABEL_INTENT: intent.metadata.name,
-        LABEL_CLASS: intent.spec.classification,
-        LABEL_OWNER: intent.spec.owner,
+        wk.MANAGED_BY: wk.MANAGER,
+        wk.LABEL_INTENT: intent.metadata.name,
+        wk.LABEL_CLASS: intent.spec.classification,
+        wk.LABEL_OWNER: intent.spec.owner,
     }
 
 
 def wave(number: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    out = {SYNC_WAVE: str(number)}
+    out = {wk.ARGOCD_SYNC_WAVE: str(number)}
     if extra:
         out.update(extra)
     return out

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import KV
 from chamberlain.errors import UsageError
-from chamberlain.handover import metadata as md
 from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath, placements, vault_path
 from chamberlain.kube.api import KubeError, KubePropagation
@@ -31,7 +31,7 @@ from chamberlain.propagation import ConsumerRef, ExternalSecretRef, SystemClock,
 from chamberlain.propagation.clock import Clock
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
-from chamberlain.rotation.policy import HELD, due, from_metadata
+from chamberlain.rotation.policy import due, from_metadata
 from chamberlain.rotation.rotators import Registry
 from chamberlain.rotation.rotators.base import CertificateIssuer
 from chamberlain.rotation.run import RotationRun
@@ -220,8 +220,8 @@ def _iso(t: datetime | None) -> str | None:
 def last_changed(custom: Mapping[str, str]) -> datetime | None:
     """When the secret last got a value chamberlain knows of: its last rotation, else its creation or handover
     (from the secret's custom_metadata; None when it carries neither)."""
-    return (_parse_time(custom.get(wf.LAST_ROTATED)) or _parse_time(custom.get(md.CREATED_AT))
-            or _parse_time(custom.get(md.HANDED_OVER_AT)))
+    return (_parse_time(custom.get(wk.LAST_ROTATED)) or _parse_time(custom.get(wk.CREATED_AT))
+            or _parse_time(custom.get(wk.HANDED_OVER_AT)))
 
 
 def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str) -> list[dict[str, Any]]:
@@ -249,31 +249,31 @@ def secret_status(kv: KV, ledger: Ledger, kube: KubePropagation | None, placed: 
     meta = kv.read_metadata(placed.vault.mount, placed.vault.path)
     custom: Mapping[str, str] = meta.custom if meta is not None else {}
     policy = from_metadata(custom)
-    held = custom.get(HELD) == "true"
+    held = custom.get(wk.HELD) == "true"
     rotations = [e for e in ledger.for_secret(intent.metadata.name) if e.event == "rotation"
                  and e.path == placed.vault.full]
     last_entry = rotations[-1] if rotations else None
     last_run = runs.load(kv, placed.vault) if meta is not None else None
-    last_rotated = _parse_time(custom.get(wf.LAST_ROTATED))
+    last_rotated = _parse_time(custom.get(wk.LAST_ROTATED))
     since = last_changed(custom) or (_parse_time(last_entry.time) if last_entry else None)
     decision = due(policy, since, now, held=held) if since is not None else None
-    marker = custom.get(md.VALUE_MARKER, "")
-    result_field = custom.get(wf.LAST_RESULT, "")
+    marker = custom.get(wk.VALUE_MARKER, "")
+    result_field = custom.get(wk.LAST_RESULT, "")
     return {
         "secret": intent.metadata.name,
         "environment": placed.environment,
         "cluster": placed.cluster,
         "path": placed.vault.full,
         "classification": intent.spec.classification,
-        "authority": custom.get(md.AUTHORITY) or ("none" if meta is None else "unknown"),
+        "authority": custom.get(wk.AUTHORITY) or ("none" if meta is None else "unknown"),
         "exists": meta is not None,
         "version": meta.current_version if meta is not None else None,
         "policy": policy.type if policy is not None else (git_policy.type if git_policy else None),
         "policyInForce": policy is not None,
         "lastRotation": None if last_rotated is None and last_entry is None else {
             "at": _iso(last_rotated) or (last_entry.time if last_entry else None),
-            "reason": custom.get(wf.LAST_REASON) or (last_entry.reason if last_entry else None),
-            "run": custom.get(wf.LAST_RUN) or (last_entry.run if last_entry else None),
+            "reason": custom.get(wk.LAST_REASON) or (last_entry.reason if last_entry else None),
+            "run": custom.get(wk.LAST_RUN) or (last_entry.run if last_entry else None),
             "result": result_field.rpartition(":")[2] or (last_entry.result if last_entry else None),
             "ledgerSeq": last_entry.seq if last_entry else None,
         },

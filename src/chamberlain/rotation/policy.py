@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chamberlain.handover.metadata import POLICY_PREFIX, policy_metadata
+from chamberlain import wellknown as wk
+from chamberlain.handover.metadata import policy_metadata
 from chamberlain.intent.durations import DurationError, parse_duration
 from chamberlain.intent.model import RotationPolicySpec
-
-HELD = "held"  # custom metadata key: "true" while a failed rotation waits for `chamberlain rotate --release`
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def due(spec: RotationPolicySpec | None, last_rotated: datetime, now: datetime, 
 def from_metadata(custom: Mapping[str, str]) -> RotationPolicySpec | None:
     """The policy in force as recorded on a secret, or None when none (or an unreadable one) is recorded."""
     # An empty value is a field removed by a policy change (custom_metadata keys are merged, never deleted).
-    fields = {k[len(POLICY_PREFIX):]: v for k, v in custom.items() if k.startswith(POLICY_PREFIX) and v != ""}
+    fields = {k[len(wk.POLICY_PREFIX):]: v for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX) and v != ""}
     if "type" not in fields:
         return None
     try:
@@ -86,9 +85,9 @@ def from_metadata(custom: Mapping[str, str]) -> RotationPolicySpec | None:
 def drift(git_name: str | None, git: RotationPolicySpec | None, custom: Mapping[str, str]) -> list[FieldDrift]:
     """Fields where the policy declared in Git differs from the one in force (empty: in sync)."""
     want = policy_metadata(git_name, git)
-    have = {k: v for k, v in custom.items() if k.startswith(POLICY_PREFIX) and v != ""}
+    have = {k: v for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX) and v != ""}
     return [
-        FieldDrift(key[len(POLICY_PREFIX):], want.get(key), have.get(key))
+        FieldDrift(key[len(wk.POLICY_PREFIX):], want.get(key), have.get(key))
         for key in sorted(set(want) | set(have))
         if want.get(key) != have.get(key)
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.kv import KV
 from chamberlain.handover import metadata as md
@@ -58,7 +59,7 @@ def apply(kv: KV, ledger: Ledger, drifts: Sequence[PolicyDrift], *, actor: str, 
     for d in drifts:
         mount, path = d.vault.mount, d.vault.path
         want = md.policy_metadata(d.git_name, d.git)
-        update = {**{f"{md.POLICY_PREFIX}{f.field}": "" for f in d.fields}, **want}
+        update = {**{f"{wk.POLICY_PREFIX}{f.field}": "" for f in d.fields}, **want}
         meta = kv.read_metadata(mount, path)
         if meta is None:
             continue

@@ -55,12 +55,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
-from chamberlain.authority.errors import AuthorityError, CasConflict, NotFound
+from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge, NotFound
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
-from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.api import KubeError, KubePropagation
@@ -76,7 +76,7 @@ from chamberlain.propagation import (
     wait_in_sync,
 )
 from chamberlain.rotation import run as runs
-from chamberlain.rotation.policy import HELD, from_metadata
+from chamberlain.rotation.policy import from_metadata
 from chamberlain.rotation.rotators.base import (
     CertificateIssuer,
     PendingVersion,
@@ -95,11 +95,6 @@ from chamberlain.rotation.run import (
 from chamberlain.values.markers import version_marker
 
 # custom_metadata written on the secret (the audit answer "when, why, which run, result" lives with the secret)
-LAST_ROTATED = "last-rotated"
-LAST_RUN = "last-run"
-LAST_REASON = "last-reason"
-LAST_RESULT = "last-result"
-HELD_RUN = "held-run"
 
 # reserved keys of the staged data (never promoted)
 STAGED_RUN = "_chamberlain.run"
@@ -112,8 +107,6 @@ MAX_STEPS = 64
 
 class RotationError(ChamberlainError):
     """A rotation step failed for a reason of the workflow itself (not of a rotator, Vault or Kubernetes)."""
-
-    retryable = False
 
 
 class WriteConflict(RotationError):
@@ -358,8 +351,8 @@ def _begin(
     """:func:`start` once the run record (``existing``) and the secret's metadata are read."""
     if meta is None or meta.current_version == 0:
         raise NotFound(f"{secret_path}: no secret to rotate")
-    if meta.custom.get(HELD) == "true" and not ignore_held:
-        raise SecretHeld(f"{secret}: held after run {meta.custom.get(HELD_RUN, '?')}; release it first")
+    if meta.custom.get(wk.HELD) == "true" and not ignore_held:
+        raise SecretHeld(f"{secret}: held after run {meta.custom.get(wk.HELD_RUN, '?')}; release it first")
     staging = kv.read_metadata(secret_path.mount, staging_path(secret_path))
     policy = _policy(meta.custom)
     fresh = RotationRun(
@@ -369,7 +362,7 @@ def _begin(
         failure_strategy=policy.failure_strategy if policy else "retry",
         revoke_old=policy.revoke_old if policy else False,
         max_overlap_seconds=policy.max_overlap.total_seconds() if policy and policy.max_overlap else 0.0,
-        policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(md.POLICY_PREFIX)},
+        policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(wk.POLICY_PREFIX)},
         previous_version=meta.current_version,
         staging_base=staging.current_version if staging else 0,
         source_version=source_version,
@@ -544,15 +537,15 @@ class _Executor:
     def record_promoted(self) -> RotationRun:
         version = self.run.previous_version + 1
         update = {
-            md.VALUE_MARKER: self.run.pending_marker or "",
-            md.VALUE_VERSION: str(version),
-            LAST_ROTATED: _iso(self.now),
-            LAST_RUN: self.run.run_id,
-            LAST_REASON: self.run.reason[:200],
+            wk.VALUE_MARKER: self.run.pending_marker or "",
+            wk.VALUE_VERSION: str(version),
+            wk.LAST_ROTATED: _iso(self.now),
+            wk.LAST_RUN: self.run.run_id,
+            wk.LAST_REASON: self.run.reason[:200],
         }
         try:  # the KV checks the merged custom_metadata against Vault's limits before it writes
             self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
-        except ValueError as exc:
+        except MetadataTooLarge as exc:
             raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
         checkpoint("rotation.promote")
         return self.run.model_copy(update={"stage": "promoted", "current_version": version})
@@ -600,9 +593,9 @@ class _Executor:
     def finalize(self) -> RotationRun:
         run = self.run
         result: Result = "ok" if run.succeeded else "failed"
-        update = {LAST_RESULT: f"{run.run_id}:{result}"}
+        update = {wk.LAST_RESULT: f"{run.run_id}:{result}"}
         if run.stage == "held":
-            update.update({HELD: "true", HELD_RUN: run.run_id})
+            update.update({wk.HELD: "true", wk.HELD_RUN: run.run_id})
         self.kv.update_custom_metadata(run.mount, run.path, update)
         ledger, mark = self.deps.ledger, run.ledger_mark
 
@@ -628,15 +621,14 @@ class _Executor:
 
     # -------------------------------------------------------------- failure
 
-    def fail(self, exc: BaseException) -> RotationRun:
+    def fail(self, exc: ChamberlainError) -> RotationRun:
         run = self.run
         attempts = run.attempts + 1
         if run.finished:  # recording a finished run failed: retry the recording, the outcome stands
             delay = retry_delay(min(attempts, 8), self.deps.backoff, self.deps.rng.random())
             return run.model_copy(update={"attempts": attempts, "next_retry_at": self.now + delay})
         message = clean_error(exc, tuple(self.held_values))
-        retryable = bool(getattr(exc, "retryable", False))
-        if retryable and run.failure_strategy == "retry" and attempts < self.deps.backoff.max_attempts:
+        if exc.retryable and run.failure_strategy == "retry" and attempts < self.deps.backoff.max_attempts:
             delay = retry_delay(attempts, self.deps.backoff, self.deps.rng.random())
             return run.model_copy(update={"attempts": attempts, "next_retry_at": self.now + delay,
                                           "last_error": message})
@@ -742,9 +734,9 @@ def release(kv: KV, secret_path: VaultPath) -> bool:
     """Clear ``held`` on a secret so rotations may run again (``chamberlain rotate NAME --release``). Returns
     whether it was held."""
     meta = kv.read_metadata(secret_path.mount, secret_path.path)
-    if meta is None or meta.custom.get(HELD) != "true":
+    if meta is None or meta.custom.get(wk.HELD) != "true":
         return False
-    kv.update_custom_metadata(secret_path.mount, secret_path.path, {HELD: "false"})
+    kv.update_custom_metadata(secret_path.mount, secret_path.path, {wk.HELD: "false"})
     return True
 
 

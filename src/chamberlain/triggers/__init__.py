@@ -11,7 +11,7 @@ the durable workflow consumes (taking, running, then calling ``done`` and, for a
 :meth:`AnnotationTrigger.clear_annotation`).
 """
 
-from chamberlain.triggers.annotation import ANNOTATION, AnnotationTrigger, detect
+from chamberlain.triggers.annotation import AnnotationTrigger, detect
 from chamberlain.triggers.manual import for_namespace, manual
 from chamberlain.triggers.request import (
     Enqueued,
@@ -34,7 +34,6 @@ from chamberlain.triggers.webhook import (
 )
 
 __all__ = [
-    "ANNOTATION",
     "AnnotationTrigger",
     "Enqueued",
     "MemoryQueue",

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import KubeConflict, KubeCustomObjects, KubeNotFound
 from chamberlain.triggers.request import RequestError, RequestQueue, RotationRequest
 
 log = logging.getLogger(__name__)
 
-ANNOTATION = "chamberlain.dev/rotate"
 PLURAL = "secretintents"
 KIND = "SecretIntent"
 
@@ -33,7 +33,7 @@ KIND = "SecretIntent"
 def request_id(obj: Mapping[str, Any]) -> str | None:
     """The idempotency key of the annotation on ``obj`` (None when it carries none)."""
     meta = obj.get("metadata") or {}
-    value = (meta.get("annotations") or {}).get(ANNOTATION)
+    value = (meta.get("annotations") or {}).get(wk.ANNOTATION_ROTATE)
     if not isinstance(value, str):
         return None
     who = meta.get("uid") or f"{meta.get('namespace', '')}.{meta.get('name', '')}"
@@ -56,7 +56,7 @@ def detect(objects: Iterable[Mapping[str, Any]], now: datetime) -> list[Rotation
                 RotationRequest(
                     secret=str(meta.get("name", "")),
                     kind="annotation",
-                    reason=str(meta["annotations"][ANNOTATION]).strip() or "annotation",
+                    reason=str(meta["annotations"][wk.ANNOTATION_ROTATE]).strip() or "annotation",
                     requested_at=now,
                     request_id=key,
                 )
@@ -109,7 +109,7 @@ class AnnotationTrigger:
             meta = current["metadata"]
             try:
                 self._kube.patch_custom_object_annotations(
-                    GROUP, VERSION, PLURAL, self._namespace, name, {ANNOTATION: None},
+                    GROUP, VERSION, PLURAL, self._namespace, name, {wk.ANNOTATION_ROTATE: None},
                     resource_version=meta.get("resourceVersion") or None,
                 )
                 return True
@@ -117,4 +117,5 @@ class AnnotationTrigger:
                 return False
             except KubeConflict:
                 continue
-        raise KubeConflict(f"SecretIntent {self._namespace}/{name}: kept changing while clearing {ANNOTATION}")
+        raise KubeConflict(f"SecretIntent {self._namespace}/{name}: kept changing while clearing "
+                           f"{wk.ANNOTATION_ROTATE}")

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from chamberlain.intent.model import (
+    AnyGenerator,
     BytesGenerator,
     EcdsaGenerator,
     Ed25519Generator,
@@ -22,16 +23,6 @@ from chamberlain.intent.model import (
     PasswordGenerator,
     RsaGenerator,
     TokenGenerator,
-)
-
-AnyGenerator = (
-    PasswordGenerator
-    | TokenGenerator
-    | BytesGenerator
-    | Ed25519Generator
-    | EcdsaGenerator
-    | RsaGenerator
-    | FixedNameGenerator
 )
 
 # Symbols that survive shells, URLs-in-DSNs and YAML without quoting trouble.
@@ -97,21 +88,26 @@ def keypair(spec: Ed25519Generator | EcdsaGenerator | RsaGenerator) -> tuple[str
     return _pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=spec.bits))
 
 
+def values_of(key: str, spec: AnyGenerator) -> dict[str, str]:
+    """A fresh value for one key of a ``source.generate`` block: ``{key: value}``, or for a keypair the private
+    key under ``key`` and the public key under ``<key>.pub``. A fixed name is its declared value."""
+    if isinstance(spec, PasswordGenerator):
+        return {key: password(spec)}
+    if isinstance(spec, TokenGenerator):
+        return {key: token(spec)}
+    if isinstance(spec, BytesGenerator):
+        return {key: random_bytes(spec)}
+    if isinstance(spec, FixedNameGenerator):
+        return {key: spec.name}
+    private, public = keypair(spec)
+    return {key: private, f"{key}.pub": public}
+
+
 def generate_values(generators: Mapping[str, AnyGenerator]) -> dict[str, str]:
     """Fresh values for every key of a ``source.generate`` block. Keypairs add ``<key>.pub``."""
     values: dict[str, str] = {}
     for key in sorted(generators):
-        spec = generators[key]
-        if isinstance(spec, PasswordGenerator):
-            values[key] = password(spec)
-        elif isinstance(spec, TokenGenerator):
-            values[key] = token(spec)
-        elif isinstance(spec, BytesGenerator):
-            values[key] = random_bytes(spec)
-        elif isinstance(spec, FixedNameGenerator):
-            values[key] = spec.name
-        else:
-            values[key], values[f"{key}.pub"] = keypair(spec)
+        values.update(values_of(key, generators[key]))
     return values
 
 

@@ -38,8 +38,6 @@ class RotatorError(ChamberlainError):
     Messages name the secret, the step and a reason (an SQLSTATE, an exception class), never a value.
     """
 
-    retryable = False
-
 
 class RotatorConfigError(RotatorError):
     """The intent (or the values handed in) does not fit this rotator: permanent until the intent changes."""

@@ -12,20 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from chamberlain.intent.model import (
-    BytesGenerator,
-    EcdsaGenerator,
-    Ed25519Generator,
-    FixedNameGenerator,
-    PasswordGenerator,
-    RsaGenerator,
-    TokenGenerator,
-)
+from chamberlain.intent.model import KEYPAIR_GENERATORS, RANDOM_GENERATORS, AnyGenerator, FixedNameGenerator
 from chamberlain.rotation.rotators.base import PendingVersion, RotationContext, RotatorConfigError, carry_over
-from chamberlain.values.generate import AnyGenerator, keypair, password, random_bytes, token
-
-RANDOM_TYPES: tuple[type, ...] = (PasswordGenerator, TokenGenerator, BytesGenerator)
-KEYPAIR_TYPES: tuple[type, ...] = (Ed25519Generator, EcdsaGenerator, RsaGenerator)
+from chamberlain.values.generate import values_of
 
 
 def generators_of(ctx: RotationContext) -> Mapping[str, AnyGenerator]:
@@ -42,17 +31,8 @@ def fresh_values(generators: Mapping[str, AnyGenerator], handled: tuple[type, ..
     """New values for the keys whose generator type is in ``handled`` (keypairs add ``<key>.pub``)."""
     fresh: dict[str, str] = {}
     for key in sorted(generators):
-        spec = generators[key]
-        if not isinstance(spec, handled):
-            continue
-        if isinstance(spec, PasswordGenerator):
-            fresh[key] = password(spec)
-        elif isinstance(spec, TokenGenerator):
-            fresh[key] = token(spec)
-        elif isinstance(spec, BytesGenerator):
-            fresh[key] = random_bytes(spec)
-        elif isinstance(spec, Ed25519Generator | EcdsaGenerator | RsaGenerator):
-            fresh[key], fresh[f"{key}.pub"] = keypair(spec)
+        if isinstance(generators[key], handled):
+            fresh.update(values_of(key, generators[key]))
     return fresh
 
 
@@ -65,7 +45,7 @@ class GeneratedRotator:
     """Redraws every key whose generator type is in ``handles``; carries every other key over unchanged."""
 
     name = "generated"
-    handles: tuple[type, ...] = RANDOM_TYPES + KEYPAIR_TYPES
+    handles: tuple[type, ...] = RANDOM_GENERATORS + KEYPAIR_GENERATORS
 
     def create_pending(self, ctx: RotationContext) -> PendingVersion:
         generators = generators_of(ctx)
@@ -90,9 +70,9 @@ class GeneratedRotator:
 
 class RandomRotator(GeneratedRotator):
     name = "random"
-    handles = RANDOM_TYPES
+    handles = RANDOM_GENERATORS
 
 
 class KeypairRotator(GeneratedRotator):
     name = "keypair"
-    handles = KEYPAIR_TYPES
+    handles = KEYPAIR_GENERATORS

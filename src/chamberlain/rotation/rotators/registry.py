@@ -19,18 +19,12 @@ from dataclasses import dataclass
 from importlib import import_module, metadata
 from typing import Protocol
 
-from chamberlain.intent.model import (
-    EcdsaGenerator,
-    Ed25519Generator,
-    FixedNameGenerator,
-    RsaGenerator,
-    SecretIntent,
-)
+from chamberlain import wellknown as wk
+from chamberlain.intent.model import KEYPAIR_GENERATORS, FixedNameGenerator, SecretIntent
 from chamberlain.rotation.rotators.base import DuplicateRotator, Rotator, RotatorConfigError, UnknownRotator
 
 GROUP = "chamberlain.rotators"
 DISTRIBUTION = "chamberlain"
-ROTATOR_ANNOTATION = "chamberlain.dev/rotator"
 
 # The built-ins, exactly as pyproject.toml declares them in [project.entry-points."chamberlain.rotators"].
 BUILTINS: Mapping[str, str] = {
@@ -135,14 +129,14 @@ def rotator_name_for(intent: SecretIntent) -> str:
     is chosen); a ``target.postgres`` means ``postgres``; otherwise ``keypair`` if every rotating key is a keypair,
     ``random`` if none is, ``generated`` for a mix.
     """
-    chosen = intent.metadata.annotations.get(ROTATOR_ANNOTATION)
+    chosen = intent.metadata.annotations.get(wk.ANNOTATION_ROTATOR)
     if chosen:
         return chosen
     if intent.spec.target is not None:
         return "postgres"
     generate = intent.spec.source.generate or {}
     rotating = [g for g in generate.values() if not isinstance(g, FixedNameGenerator)]
-    keypairs = [g for g in rotating if isinstance(g, Ed25519Generator | EcdsaGenerator | RsaGenerator)]
+    keypairs = [g for g in rotating if isinstance(g, KEYPAIR_GENERATORS)]
     if rotating and len(keypairs) == len(rotating):
         return "keypair"
     return "generated" if keypairs else "random"

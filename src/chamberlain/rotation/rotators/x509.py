@@ -35,10 +35,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError
 from chamberlain.authority.pki import ROTATOR_NAME as VAULT_PKI_ROTATOR
-from chamberlain.authority.pki import TTL_ANNOTATION, PkiRef, PkiRefError, SignedCertificate, pki_ref
+from chamberlain.authority.pki import PkiRef, PkiRefError, SignedCertificate, pki_ref
 from chamberlain.intent.durations import DurationError, parse_duration
+from chamberlain.intent.model import KEYPAIR_GENERATORS
 from chamberlain.rotation.rotators.base import (
     CertificateIssuer,
     CredentialTestFailed,
@@ -50,10 +52,8 @@ from chamberlain.rotation.rotators.base import (
     TargetUnavailable,
     carry_over,
 )
-from chamberlain.rotation.rotators.generated import KEYPAIR_TYPES, fixed_names, fresh_values, generators_of
+from chamberlain.rotation.rotators.generated import fixed_names, fresh_values, generators_of
 
-ROTATOR_ANNOTATION = "chamberlain.dev/rotator"
-DNS_NAMES_ANNOTATION = "chamberlain.dev/x509-dns-names"
 DEFAULT_VALIDITY = timedelta(days=90)
 CLOCK_SKEW = timedelta(minutes=5)
 CA_KEY = "ca.crt"
@@ -73,12 +73,12 @@ def validity(ctx: RotationContext) -> tuple[datetime, datetime]:
 
 def dns_names_of(ctx: RotationContext) -> list[str]:
     annotations = ctx.intent.metadata.annotations
-    return [n.strip() for n in annotations.get(DNS_NAMES_ANNOTATION, "").split(",") if n.strip()]
+    return [n.strip() for n in annotations.get(wk.ANNOTATION_X509_DNS_NAMES, "").split(",") if n.strip()]
 
 
 def keypair_keys(ctx: RotationContext, rotator: str) -> list[str]:
     """The intent's keypair keys (sorted); a certificate rotator without one has nothing to certify."""
-    keys = sorted(k for k, g in generators_of(ctx).items() if isinstance(g, KEYPAIR_TYPES))
+    keys = sorted(k for k, g in generators_of(ctx).items() if isinstance(g, KEYPAIR_GENERATORS))
     if not keys:
         raise RotatorConfigError(f"{ctx.name}: the {rotator} rotator needs a keypair generator for the private key")
     return keys
@@ -133,7 +133,7 @@ class X509SelfSignedRotator:
     def create_pending(self, ctx: RotationContext) -> PendingVersion:
         key_names = keypair_keys(ctx, self.name)
         generators = generators_of(ctx)
-        fresh = fresh_values(generators, KEYPAIR_TYPES)
+        fresh = fresh_values(generators, KEYPAIR_GENERATORS)
         dns_names = dns_names_of(ctx)
         not_before, not_after = validity(ctx)
         for key in key_names:
@@ -146,7 +146,7 @@ class X509SelfSignedRotator:
     def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
         """Each certificate matches its private key and is valid at ``ctx.now``."""
         for key, spec in generators_of(ctx).items():
-            if not isinstance(spec, KEYPAIR_TYPES):
+            if not isinstance(spec, KEYPAIR_GENERATORS):
                 continue
             cert_pem = pending.data.get(certificate_key(key))
             private_pem = pending.data.get(key)
@@ -232,12 +232,12 @@ def _ref(ctx: RotationContext) -> PkiRef:
 
 
 def _ttl(ctx: RotationContext) -> str | None:
-    text = ctx.intent.metadata.annotations.get(TTL_ANNOTATION, "").strip()
+    text = ctx.intent.metadata.annotations.get(wk.ANNOTATION_X509_TTL, "").strip()
     if text:
         try:
             lifetime = parse_duration(text)
         except DurationError as exc:
-            raise RotatorConfigError(f"{ctx.name}: annotation {TTL_ANNOTATION}: {exc}") from None
+            raise RotatorConfigError(f"{ctx.name}: annotation {wk.ANNOTATION_X509_TTL}: {exc}") from None
     elif ctx.policy is not None and ctx.policy.ttl is not None:
         lifetime = ctx.policy.ttl
     else:
@@ -260,7 +260,7 @@ class X509VaultPkiRotator:
         keys = keypair_keys(ctx, self.name)
         ref, ttl, issuer = _ref(ctx), _ttl(ctx), _issuer(ctx)
         generators = generators_of(ctx)
-        fresh = fresh_values(generators, KEYPAIR_TYPES)
+        fresh = fresh_values(generators, KEYPAIR_GENERATORS)
         dns_names = dns_names_of(ctx)
         common_name = dns_names[0] if dns_names else ctx.name
         notes = {"pki": ref.sign_path}

@@ -1,0 +1,106 @@
+"""Every name chamberlain writes onto someone else's objects, spelled once: the custom_metadata keys on secrets in
+the authority, and the labels and annotations on Kubernetes objects.
+
+These names are a contract with running systems (a secret handed over today is read by next year's release, a
+consumer Secret's annotation is what ESO templates), so they live in one module and every reader and writer
+imports them from here. Pure data: no functions beyond spelling a key that takes a parameter.
+
+Custom metadata (on KV v2 secrets in the runtime mount) answers SPEC §5's audit questions next to the secret:
+who owns it since when (``authority``, ``origin``, ``handed-over-at``, ``created-at``), which policy is in force
+(``policy.*``), which version chamberlain wrote (``value-marker``, ``value-version``) and how the last rotation
+went (``last-*``, ``held``). Labels and annotations use the ``chamberlain.dev/`` prefix, except the well-known
+``app.kubernetes.io/managed-by`` and the names other projects own (ESO's ``force-sync``, Argo CD's sync waves).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "chamberlain.dev/"
+API_GROUP: Final = "chamberlain.dev"
+
+# --------------------------------------------------------------------------------------------------- custom_metadata
+
+AUTHORITY: Final = "authority"  # "vault": the authority holds this secret (the handover's commit point)
+AUTHORITY_VAULT: Final = "vault"
+INTENT: Final = "intent"
+ENVIRONMENT: Final = "environment"
+ORIGIN: Final = "origin"  # "bootstrap" (handed over) or "generated" (created in the authority)
+HANDED_OVER_AT: Final = "handed-over-at"
+SOURCE: Final = "source"  # <namespace>/<name> of the bootstrap Secret that was handed over
+SOURCE_CLUSTER: Final = "source-cluster"
+VALUE_MARKER: Final = "value-marker"  # non-reversible marker of the version chamberlain wrote
+VALUE_VERSION: Final = "value-version"
+LEDGER_SEQ: Final = "ledger-seq"  # the ledger entry recording the transfer (or creation)
+CREATED_BY: Final = "created-by"
+CREATED_BY_CHAMBERLAIN: Final = "chamberlain"
+CREATED_AT: Final = "created-at"
+RETIRED_PREFIX: Final = "retired."  # retired.<cluster> = ledger seq of that cluster's retirement entry
+POLICY_PREFIX: Final = "policy."  # policy.type, policy.ttl, ...: the rotation policy in force
+LAST_ROTATED: Final = "last-rotated"
+LAST_RUN: Final = "last-run"
+LAST_REASON: Final = "last-reason"
+LAST_RESULT: Final = "last-result"  # <run id>:ok|failed
+HELD: Final = "held"  # "true" while a failed rotation waits for `chamberlain rotate --release`
+HELD_RUN: Final = "held-run"
+
+
+def retired_key(cluster: str) -> str:
+    """Several clusters of one environment may share a path; each retires its own bootstrap Secret."""
+    return f"{RETIRED_PREFIX}{cluster}"
+
+
+# --------------------------------------------------------------------------------------------------- labels
+
+MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGER: Final = "chamberlain"
+LABEL_INTENT: Final = PREFIX + "intent"
+LABEL_CLASS: Final = PREFIX + "class"
+LABEL_OWNER: Final = PREFIX + "owner"
+LABEL_ENVIRONMENT: Final = PREFIX + "environment"
+LABEL_ROLE: Final = PREFIX + "role"  # reader | publisher | orchestrator | unseal-material
+LABEL_SECRET: Final = PREFIX + "secret"
+LABEL_DEMO: Final = PREFIX + "demo"
+
+# --------------------------------------------------------------------------------------------------- annotations
+
+# on rendered objects
+ANNOTATION_VAULT_PATH: Final = PREFIX + "vault-path"
+ANNOTATION_PURPOSE: Final = PREFIX + "purpose"
+# on consumer Secrets (templated by ESO from the secret's value-marker)
+ANNOTATION_VERSION_MARKER: Final = PREFIX + "version-marker"
+# on retired bootstrap Secrets
+ANNOTATION_CONSUMED: Final = PREFIX + "consumed"
+ANNOTATION_AUTHORITY: Final = PREFIX + "authority"
+ANNOTATION_HANDED_OVER_TO: Final = PREFIX + "handed-over-to"
+# on workloads' pod templates (a rollout restart)
+ANNOTATION_RESTARTED_AT: Final = PREFIX + "restartedAt"
+ANNOTATION_RESTART_BATCH: Final = PREFIX + "restart-batch"
+# on SecretIntents: the annotation trigger
+ANNOTATION_ROTATE: Final = PREFIX + "rotate"
+# on SecretIntents: rotator selection and its settings
+ANNOTATION_ROTATOR: Final = PREFIX + "rotator"
+ANNOTATION_X509_DNS_NAMES: Final = PREFIX + "x509-dns-names"
+ANNOTATION_X509_PKI_MOUNT: Final = PREFIX + "x509-pki-mount"
+ANNOTATION_X509_PKI_ROLE: Final = PREFIX + "x509-pki-role"
+ANNOTATION_X509_TTL: Final = PREFIX + "x509-ttl"
+# on the unseal-material Secret
+ANNOTATION_SEAL_STATE: Final = PREFIX + "state"  # pending (placeholder, before init) | sealed (holds the shares)
+ANNOTATION_UNSEAL_SHARES: Final = PREFIX + "unseal-shares"
+ANNOTATION_UNSEAL_THRESHOLD: Final = PREFIX + "unseal-threshold"
+ANNOTATION_RECIPIENTS: Final = PREFIX + "recipients-sha256"
+ANNOTATION_INITIALIZED_AT: Final = PREFIX + "initialized-at"
+ANNOTATION_ROOT_REVOKED_AT: Final = PREFIX + "root-token-revoked-at"
+ANNOTATION_KEY_GENERATION: Final = PREFIX + "key-generation"
+ANNOTATION_REKEYED_AT: Final = PREFIX + "rekeyed-at"
+ANNOTATION_NEXT_THRESHOLD: Final = PREFIX + "next-unseal-threshold"
+ANNOTATION_INIT_RECORDED: Final = PREFIX + "init-recorded"
+ANNOTATION_VAULT_ADDRESS: Final = PREFIX + "vault-address"
+# the demo's own marks on lab objects
+ANNOTATION_DEMO_REVALIDATE: Final = PREFIX + "demo-revalidate"
+
+# --------------------------------------------------------------------------------------------------- other projects'
+
+ESO_FORCE_SYNC: Final = "force-sync"  # ESO reconciles an ExternalSecret whose annotations changed
+ARGOCD_SYNC_WAVE: Final = "argocd.argoproj.io/sync-wave"
+ARGOCD_SYNC_OPTIONS: Final = "argocd.argoproj.io/sync-options"
