@@ -54,6 +54,7 @@ import kubernetes  # noqa: E402
 from chamberlain import wellknown as wk  # noqa: E402
 from chamberlain.authority.pki import SignedCertificate  # noqa: E402
 from chamberlain.authority.vault import VaultClient, client_with_token  # noqa: E402
+from chamberlain.clock import SystemClock  # noqa: E402
 from chamberlain.controller.loop import Scope, scope_of  # noqa: E402
 from chamberlain.handover import metadata as md  # noqa: E402
 from chamberlain.intent.loader import Repository  # noqa: E402
@@ -104,7 +105,7 @@ class LabHandle:
         return hvac.Client(url=self.vault_addr, token=self.root_token)
 
     def kube(self) -> KubeClient:
-        return KubeClient.from_kubeconfig(self.kubeconfig)
+        return KubeClient.from_kubeconfig(self.kubeconfig, clock=SystemClock())
 
     def api_client(self) -> Any:
         return kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
@@ -592,8 +593,8 @@ def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 
     ``chamberlain.controller.app.wire``, as the CLI does.
     SystemClock, the default poll. Vault and Kubernetes are wrapped (TimedKV, TimedKube) so the benchmark can
     say where the time goes."""
+    from chamberlain.clock import SystemClock
     from chamberlain.controller.app import wire
-    from chamberlain.propagation import SystemClock
 
     client = world.handle.vault()
     timed_kv = TimedKV(client.kv)

@@ -39,6 +39,7 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.authority.session import Connection, login_as, orchestrator_kv
+from chamberlain.clock import SystemClock
 from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.client import KubeClient
 from chamberlain.lab import lab as lab_mod
@@ -663,7 +664,7 @@ def build_world(base: Path, offset: int) -> World:
     lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
     work = Path(report.work_dir)
     repo = work / "repo"
-    kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+    kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     api = kubernetes.config.new_client_from_config(config_file=str(lab.kubeconfig))  # type: ignore[no-untyped-call]
     key = os.urandom(32).hex().encode()
     key_file = base / "webhook.key"

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import SystemClock
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
 
@@ -139,7 +140,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         reviewer = work / "reviewer.jwt"
         reviewer.write_text(token, encoding="utf-8")
         reviewer.chmod(0o600)
-        kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+        kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
         yield Env(lab, repo, work, reviewer, kube, [])
         kube.close()
     finally:

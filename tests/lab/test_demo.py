@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 
@@ -71,7 +72,7 @@ def _values_in_vault(lab_dir: Path, report: dict[str, Any]) -> list[str]:
     lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
     platform = load_valid(Path(report["work_dir"]) / "repo").platform
     assert platform is not None
-    kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+    kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     try:
         kv = orchestrator_kv(Connection(lab.vault.address, lab.pki.ca.cert), platform, kube,
                              "chamberlain.dev1.orchestrator")

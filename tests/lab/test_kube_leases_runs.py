@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain.clock import SystemClock
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import KubeConflict, KubeNotFound, LeaseRecord
 from chamberlain.kube.client import KubeClient
@@ -29,7 +30,7 @@ T0 = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 @pytest.fixture
 def kube(lab: RunningLab, make_namespace: Callable[[str], str]) -> Iterator[KubeClient]:
     make_namespace(NS)
-    client = KubeClient.from_kubeconfig(lab.kubeconfig)
+    client = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     try:
         yield client
     finally:
@@ -170,7 +171,7 @@ def test_a_forbidden_event_never_fails_the_caller(lab: RunningLab, kube: KubeCli
     config.host = lab.lab.apiserver.address
     config.ssl_ca_cert = str(lab.ca_file)
     config.api_key = {"authorization": f"Bearer {sa_token(NS, 'no-events')}"}
-    weak = KubeClient(kubernetes.client.ApiClient(config))
+    weak = KubeClient(kubernetes.client.ApiClient(config), clock=SystemClock())
     try:
         weak.create_event(NS, {"apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": NS}, "Denied", "m")
     finally:

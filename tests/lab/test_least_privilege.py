@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 
@@ -69,7 +70,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         assert report.ok, report.as_dict()
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
-        kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+        kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
         # Workload identities: the ServiceAccount a Deployment in a consumer namespace runs as. Without a
         # controller-manager nothing creates them, so the test does.
         kube.ensure_service_account("payments", "default")

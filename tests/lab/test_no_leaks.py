@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 from tests.conftest import EXAMPLES, REPO_ROOT, run_cli
@@ -199,7 +200,7 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
 def _orchestrator(f: Flow) -> Any:
     platform = load_repository(f.repo).platform
     assert platform is not None
-    kube = KubeClient.from_kubeconfig(f.lab.kubeconfig)
+    kube = KubeClient.from_kubeconfig(f.lab.kubeconfig, clock=SystemClock())
     return login_as(Connection(f.lab.vault.address, f.lab.pki.ca.cert), platform, kube,
                     "chamberlain.dev1.orchestrator")
 

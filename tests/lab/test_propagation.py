@@ -20,12 +20,12 @@ import kubernetes
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import SystemClock
 from chamberlain.kube.client import KubeClient
 from chamberlain.propagation import (
     Change,
     ConsumerRef,
     ExternalSecretRef,
-    SystemClock,
     WorkloadRef,
     force_refresh,
     plan_restarts,
@@ -134,7 +134,7 @@ def _external_secret(name: str, vault_key: str, keys: dict[str, str] | None) -> 
 def test_marker_reaches_consumers_after_force_refresh(vault: Any, k8s: Any, lab: RunningLab, store: str) -> None:
     custom = kubernetes.client.CustomObjectsApi(k8s)
     core = kubernetes.client.CoreV1Api(k8s)
-    kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+    kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     mapped_path, whole_path = f"{NS}/app-db", f"{NS}/orders-db"
     mapping = {"DB_PASSWORD": "password", "DB_USER": "username"}
 
@@ -192,7 +192,7 @@ def test_restart_patches_a_real_deployment_once_per_batch(k8s: Any, lab: Running
                  "template": {"metadata": {"labels": {"app": "api"}},
                               "spec": {"containers": [{"name": "api", "image": "example.invalid/api:1"}]}}},
     })
-    kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+    kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     api = WorkloadRef("Deployment", ns, "api")
     # Three rotated secrets feed the same Deployment: one restart.
     changes = [Change(f"s{i}", ((ConsumerRef(ns, f"s{i}"), (api,)),)) for i in range(3)]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 from tests.conftest import EXAMPLES, run_cli
@@ -94,7 +95,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
         assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
         repo = Path(report.work_dir) / "repo"
-        kube = KubeClient.from_kubeconfig(lab.kubeconfig)
+        kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
         platform = load_valid(repo).platform
         assert platform is not None
         kv = orchestrator_kv(Connection(lab.vault.address, lab.pki.ca.cert), platform, kube,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import SystemClock
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import KubeConflict
 from chamberlain.kube.client import KubeClient
@@ -27,7 +28,7 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 @pytest.fixture
 def kube(lab: RunningLab) -> Iterator[KubeClient]:
-    client = KubeClient.from_kubeconfig(lab.kubeconfig)
+    client = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     try:
         client.apply_manifest(crd("SecretIntent"), field_manager="chamberlain-test")
         client.wait_crd_established(f"{PLURAL}.{GROUP}")

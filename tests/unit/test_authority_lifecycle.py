@@ -21,6 +21,7 @@ from chamberlain.authority.configure import CONFIGURATOR
 from chamberlain.authority.lifecycle import InitPlan, SealedStore, SealError
 from chamberlain.authority.session import cluster_from_kubeconfig, kubernetes_auth_settings
 from chamberlain.authority.vault import NotInitialized, Unauthenticated, VaultClient, map_error
+from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.kube.api import KubeUnavailable
 from chamberlain.kube.fake import FakeKube
@@ -63,7 +64,7 @@ class World:
             self.store(), InitPlan(shares, threshold, [RECIPIENT], self.tmp / "recovery"),
             login_configurator=self.vault.login_configurator,  # type: ignore[arg-type]
             configure=self.configure, verify=lambda: ["chamberlain.dev1.orchestrator"],
-            recorder_for=self.recorder_for, identities=identities)
+            recorder_for=self.recorder_for, identities=identities, clock=FakeClock())
 
 
 @pytest.fixture
@@ -155,8 +156,7 @@ def test_unwritable_store_fails_before_init(world: World) -> None:
     assert world.vault.init_calls == 0
 
 
-def test_store_failure_after_init_keeps_an_encrypted_recovery_copy(world: World, monkeypatch: Any) -> None:
-    monkeypatch.setattr(lifecycle.time, "sleep", lambda _s: None)
+def test_store_failure_after_init_keeps_an_encrypted_recovery_copy(world: World) -> None:
     original = world.kube.update_secret
 
     def failing(secret: Any) -> Any:
@@ -234,7 +234,7 @@ def test_rekey_requires_an_unsealed_server(world: World) -> None:
     with pytest.raises(SealError, match="unsealed"):
         lifecycle.rekey(world.vault, world.store(), _identities(), [RECIPIENT],  # type: ignore[arg-type]
                         login_configurator=world.vault.login_configurator,  # type: ignore[arg-type]
-                        recorder_for=world.recorder_for)
+                        recorder_for=world.recorder_for, clock=FakeClock())
 
 
 # ------------------------------------------------------------------------------------------- hvac errors

@@ -15,6 +15,7 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
 from chamberlain.controller.app import LeaderOnlyWebhook
 from chamberlain.controller.leader import Decision
@@ -32,25 +33,6 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MOUNT = "secret"
 CANARY = "CANARY-controller-0123456789"
 NS = "chamberlain-system"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-        self.mono = 0.0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.t += timedelta(seconds=seconds)
-        self.mono += seconds
 
 
 class ListLog:
@@ -106,7 +88,7 @@ def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = Non
 
 class World:
     def __init__(self, names: tuple[str, ...] = ("api-token",), policy: dict[str, Any] | None = None) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock(T0)
         self.kv = FakeKV()
         intents = {n: intent(n, policy=policy) for n in names}
         self.scope = scope_of(PLATFORM, intents, "dev", "dev1")
@@ -128,7 +110,7 @@ class World:
         self.ids = iter(f"run-{i:04d}" for i in range(1000))
 
     def controller(self, *, identity: str | None = None, queue: MemoryQueue | None = None, **kw: Any) -> Controller:
-        elector = (LeaderElector(self.kube, NS, "chamberlain-controller", identity, self.clock.now, 15)
+        elector = (LeaderElector(self.kube, NS, "chamberlain-controller", identity, self.clock, 15)
                    if identity else None)
         return Controller(scope=self.scope, kv=self.kv, kube=self.kube, clock=self.clock,
                           queue=queue or MemoryQueue(), elector=elector, publisher=RunPublisher(self.kube, NS),
@@ -157,9 +139,9 @@ def test_decide_is_pure_and_covers_every_case() -> None:
 
 
 def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
-    kube, clock = FakeKube(), Clock()
-    a = LeaderElector(kube, NS, "l", "a", clock.now, 15)
-    b = LeaderElector(kube, NS, "l", "b", clock.now, 15)
+    kube, clock = FakeKube(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    b = LeaderElector(kube, NS, "l", "b", clock, 15)
     assert a.step() and not b.step()
     clock.advance(10)
     assert a.step() and not b.step()  # renewed
@@ -172,8 +154,8 @@ def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
 
 
 def test_a_leader_that_cannot_renew_stops_acting_when_its_lease_may_have_expired() -> None:
-    kube, clock = FakeKube(), Clock()
-    a = LeaderElector(kube, NS, "l", "a", clock.now, 15)
+    kube, clock = FakeKube(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
     assert a.step()
     kube.down = True
     clock.advance(5)
@@ -294,7 +276,7 @@ def test_annotation_trigger_rotates_and_the_annotation_is_removed() -> None:
     q = MemoryQueue()
     w.kube.add_custom_object(GROUP, VERSION, "secretintents", {
         "metadata": {"name": "api-token", "namespace": NS, "annotations": {wk.ANNOTATION_ROTATE: "pentest finding"}}})
-    c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock.now, NS))
+    c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock, NS))
     c.tick()
     assert w.version() == 2 and w.rotations()[-1].reason == "pentest finding"
     obj = w.kube.get_custom_object(GROUP, VERSION, "secretintents", NS, "api-token")

@@ -7,12 +7,13 @@ import threading
 
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 from chamberlain.controller.ledger import SharedLedger
 
 
 def test_parallel_appends_chain_and_cost_two_writes_each() -> None:
     kv = FakeKV()
-    shared = SharedLedger(kv, "secret")
+    shared = SharedLedger(kv, "secret", FakeClock())
     shared.append("rotation", actor="t", run="warm-up")
     before = dict(kv.calls)
     threads = [threading.Thread(target=lambda i=i: shared.append("rotation", actor="t", run=f"r{i}"))
@@ -28,12 +29,12 @@ def test_parallel_appends_chain_and_cost_two_writes_each() -> None:
 
 def test_an_entry_appended_by_a_crashed_process_after_the_mark_is_found_not_duplicated() -> None:
     kv = FakeKV()
-    old_process = Ledger(kv, "secret")
+    old_process = Ledger(kv, "secret", FakeClock())
     old_process.append("rotation", actor="t", run="other")
     mark = old_process.mark()
     crashed = old_process.append("rotation", actor="t", run="r-crashed")  # then the process died
 
-    shared = SharedLedger(kv, "secret")
+    shared = SharedLedger(kv, "secret", FakeClock())
     shared.append("rotation", actor="t", run="new-process")  # the new leader appended since
 
     def ours(e: object) -> bool:

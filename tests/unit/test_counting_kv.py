@@ -16,6 +16,7 @@ from chamberlain.authority.counting import OPERATIONS, CountingKV
 from chamberlain.authority.errors import AuthorityUnavailable, CasConflict
 from chamberlain.authority.fake import FakeKV
 from chamberlain.authority.kv import KV
+from chamberlain.clock import FakeClock
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath
@@ -121,17 +122,6 @@ class NoPropagation:
         return []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += timedelta(seconds=seconds)
-
-
 class Half:
     def random(self) -> float:
         return 0.5
@@ -146,7 +136,7 @@ def _seeded(revoke_old: bool, ledger_entries: int) -> FakeKV:
     kv.update_custom_metadata(MOUNT, SECRET.path, {**md.policy_metadata("standard", policy),
                                                    wk.VALUE_MARKER: version_marker(SECRET.full, data),
                                                    wk.VALUE_VERSION: "1"})
-    ledger = Ledger(kv, MOUNT, lambda: T0)
+    ledger = Ledger(kv, MOUNT, FakeClock(T0))
     for i in range(ledger_entries):
         ledger.append("value-created", actor="test", secret=f"other-{i}")
     return kv
@@ -156,11 +146,11 @@ def _seeded(revoke_old: bool, ledger_entries: int) -> FakeKV:
 @pytest.mark.parametrize("revoke_old", [False, True], ids=["keep-old", "revoke-old"])
 def test_vault_calls_per_rotation_do_not_regress(revoke_old: bool, ledger_entries: int) -> None:
     kv = CountingKV(_seeded(revoke_old, ledger_entries))
-    clock = Clock()
+    clock = FakeClock(T0)
     for i in range(2):  # the second one starts over a finished run record
         kv.reset()
-        deps = wf.RotationDeps(kv=kv, ledger=Ledger(kv, MOUNT, clock.now), rotator=RandomRotator(), intent=INTENT,
-                               propagation=NoPropagation(), now=clock.now, sleep=clock.sleep, rng=Half())
+        deps = wf.RotationDeps(kv=kv, ledger=Ledger(kv, MOUNT, clock), rotator=RandomRotator(), intent=INTENT,
+                               propagation=NoPropagation(), clock=clock, rng=Half())
         run = wf.start(kv, SECRET, secret="db-password", run_id=f"r{i}", trigger="manual", reason="test",
                        now=clock.now())
         run = wf.run_to_completion(run, deps)

@@ -13,6 +13,7 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV, _Secret
+from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.handover import (
     Bootstrap,
@@ -67,8 +68,8 @@ class World:
 @pytest.fixture
 def world() -> World:
     kv = FakeKV()
-    return World(kv, FakeKube(), Ledger(kv, "secret", clock=lambda: T0),
-                 RunContext(actor="test", run="run-1", clock=lambda: T0))
+    return World(kv, FakeKube(), Ledger(kv, "secret", clock=FakeClock(T0)),
+                 RunContext(actor="test", run="run-1", clock=FakeClock(T0)))
 
 
 def materialize(kube: FakeKube, unit: HandoverUnit, data: dict[str, str] | None = None,
@@ -212,7 +213,7 @@ def test_hands_over_when_vault_is_absent(world: World, units: dict[str, Handover
     custom = world.kv.read_metadata("secret", unit.vault.path).custom  # type: ignore[union-attr]
     assert custom["policy.name"] == "on-event" and custom["policy.type"] == "event-based"
     assert custom["policy.max-overlap"] == "1h" and custom["policy.failure-strategy"] == "alert"
-    assert custom[wk.HANDED_OVER_AT] == "2026-01-02T03:04:05+00:00"
+    assert custom[wk.HANDED_OVER_AT] == "2026-01-02T03:04:05Z"
     entry = world.ledger.for_secret("smtp-relay")[0]
     assert (entry.actor, entry.run, entry.details["after-handover"]) == ("test", "run-1", mode)
     scan_for_canary(world, outcome.as_dict())
@@ -311,7 +312,7 @@ def test_crash_after_ledger_append_does_not_double_the_entry(
         hand_over(unit, world.kv, world.kube, world.ledger, world.ctx)
     assert len(world.ledger.entries()) == 1
     no_crash(monkeypatch)
-    outcome = hand_over(unit, world.kv, world.kube, Ledger(world.kv, "secret"), world.ctx)
+    outcome = hand_over(unit, world.kv, world.kube, Ledger(world.kv, "secret", FakeClock(T0)), world.ctx)
     assert outcome.steps == ["ledger"] and outcome.ledger_seq == 1
     assert len(world.ledger.entries()) == 1
 

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from chamberlain.audit.ledger import HEAD_PATH, LEDGER_PREFIX, Ledger
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 
 MOUNT = "secret"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+class Clock(FakeClock):
+    """Every reading is one second after the previous one."""
 
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
+    def __init__(self) -> None:
+        super().__init__(datetime(2026, 1, 1, tzinfo=UTC))
+
+    def now(self) -> datetime:
+        self.advance(1)
+        return self.t
 
 
 @pytest.fixture
@@ -92,5 +95,5 @@ def test_lagging_head_is_a_warning_and_repaired(kv: FakeKV) -> None:
     kv.tamper(MOUNT, HEAD_PATH, head.data)
     report = Ledger(kv, MOUNT).verify()
     assert report.ok and report.warnings
-    Ledger(kv, MOUNT).append("rotation", actor="y")
+    Ledger(kv, MOUNT, Clock()).append("rotation", actor="y")
     assert not Ledger(kv, MOUNT).verify().warnings

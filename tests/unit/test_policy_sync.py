@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec
 from chamberlain.rotation import policy_sync
@@ -26,7 +27,7 @@ def test_drift_apply_is_audited_and_idempotent() -> None:
     assert [d.secret for d in drifts] == ["api-token"]
     fields = {f.field for f in drifts[0].fields}
     assert {"type", "ttl", "rotate-before", "failure-strategy"} <= fields
-    ledger = Ledger(kv, MOUNT)
+    ledger = Ledger(kv, MOUNT, FakeClock())
     assert policy_sync.apply(kv, ledger, drifts, actor="t", run="r1") == 1
     meta = kv.read_metadata(MOUNT, placed.vault.path)
     assert meta is not None

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import FakeClock
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.propagation import (
@@ -24,20 +25,8 @@ from chamberlain.propagation import (
 NEW, OLD = "v1:" + "a" * 32, "v1:" + "b" * 32
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def now(self) -> datetime:
-        return datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
+def clock_at(mono: float = 1000.0) -> FakeClock:
+    return FakeClock(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), mono)
 
 
 @pytest.mark.parametrize(("annotations", "marker", "expected"), [
@@ -82,7 +71,7 @@ def test_wait_in_sync_reports_per_consumer_latency_and_never_reads_data() -> Non
     kube = FakeKube()
     _secret(kube, "fast", NEW)
     _secret(kube, "slow", OLD)
-    clock = FakeClock()
+    clock = clock_at()
     got = wait_in_sync(ESOAfter(kube, "slow", 4), [ConsumerRef("app", "slow"), ConsumerRef("app", "fast")],  # type: ignore[arg-type]
                        NEW, clock, timeout=10, poll=0.5)
     by_name = {r.consumer.name: r for r in got}
@@ -94,11 +83,11 @@ def test_wait_in_sync_reports_per_consumer_latency_and_never_reads_data() -> Non
 def test_wait_in_sync_times_out_with_what_it_saw() -> None:
     kube = FakeKube()
     _secret(kube, "stuck", OLD)
-    clock = FakeClock()
+    clock = clock_at()
     [result] = wait_in_sync(kube, [ConsumerRef("app", "stuck")], NEW, clock, timeout=5, poll=1)
     assert not result.in_sync and result.latency is None and result.observed == OLD
-    assert clock.t - 1000.0 == pytest.approx(5)
-    [missing] = wait_in_sync(kube, [ConsumerRef("app", "missing")], NEW, FakeClock(), timeout=1, poll=1)
+    assert clock.mono - 1000.0 == pytest.approx(5)
+    [missing] = wait_in_sync(kube, [ConsumerRef("app", "missing")], NEW, clock_at(), timeout=1, poll=1)
     assert not missing.in_sync and missing.observed is None
 
 
@@ -106,10 +95,10 @@ def test_wait_in_sync_rides_out_an_unavailable_api_server() -> None:
     kube = FakeKube()
     _secret(kube, "s", NEW)
     kube.down = True
-    clock = FakeClock()
+    clock = clock_at()
 
     def heal(seconds: float) -> None:
-        clock.t += seconds
+        clock.mono += seconds
         kube.down = False
 
     clock.sleep = heal  # type: ignore[method-assign]
@@ -141,7 +130,7 @@ def test_500_secrets_feeding_50_workloads_restart_each_workload_once() -> None:
     for w in workloads:
         kube.workloads[(w.kind, w.namespace, w.name)] = PodTemplateState({}, 1)
     for w in sorted(planned):
-        assert restart(kube, w, "batch-1", FakeClock()) == "restarted"
+        assert restart(kube, w, "batch-1", clock_at()) == "restarted"
     assert len(kube.workload_patches) == 50 and len(set(kube.workload_patches)) == 50
 
 
@@ -157,7 +146,7 @@ def test_restart_is_idempotent_per_batch_token(kind: str) -> None:
     kube = FakeKube()
     w = WorkloadRef(kind, "app", "api")  # type: ignore[arg-type]
     kube.workloads[(kind, "app", "api")] = PodTemplateState({"unrelated": "x"}, 3)
-    clock = FakeClock()
+    clock = clock_at()
     assert restart(kube, w, "batch-1", clock) == "restarted"
     assert restart(kube, w, "batch-1", clock) == "already-restarted"
     state = kube.workloads[(kind, "app", "api")]

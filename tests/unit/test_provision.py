@@ -11,6 +11,7 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 from chamberlain.intent.loader import Repository
 from chamberlain.provision import ProvisionError, ProvisionUnit, Step, next_step, provision_units, run_provision
 from chamberlain.provision import workflow as wf
@@ -44,8 +45,8 @@ def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(units: list[ProvisionUnit], kv: FakeKV, run_id: str = "run-1") -> list[wf.ProvisionOutcome]:
-    return run_provision(units, kv, Ledger(kv, "secret", clock=lambda: T0), actor="test", run=run_id,
-                         clock=lambda: T0)
+    return run_provision(units, kv, Ledger(kv, "secret", clock=FakeClock(T0)), actor="test", run=run_id,
+                         clock=FakeClock(T0))
 
 
 def scan(kv: FakeKV, *texts: object) -> None:
@@ -93,7 +94,7 @@ def test_creates_records_and_ledgers(repo: Repository, canary_values: None, quie
         assert set(current.data) == set(unit.generators)
         custom = kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
         assert custom[wk.AUTHORITY] == "vault" and custom[wk.CREATED_BY] == "chamberlain"
-        assert custom[wk.INTENT] == unit.intent and custom[wk.CREATED_AT] == "2026-01-02T03:04:05+00:00"
+        assert custom[wk.INTENT] == unit.intent and custom[wk.CREATED_AT] == "2026-01-02T03:04:05Z"
         assert custom["policy.name"] == unit.policy_name and custom["policy.type"]
         entries = [e for e in ledger.for_secret(unit.intent) if e.event == "value-created"]
         assert len(entries) == 1 and entries[0].details["origin"] == "created"
@@ -187,6 +188,7 @@ def test_vault_down_is_a_clean_error(repo: Repository, canary_values: None, quie
 def test_dry_run_changes_nothing(repo: Repository, canary_values: None, quiet: None) -> None:
     kv = FakeKV()
     outcomes = run_provision(provision_units(repo, "dev"), kv, Ledger(kv, "secret"), actor="t", run="r",
+                             clock=FakeClock(T0),
                              dry_run=True)
     assert {o.result for o in outcomes} == {"planned"}
     assert outcomes[0].steps == ["create", "record", "ledger"]

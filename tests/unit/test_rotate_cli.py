@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import manual as rm
@@ -50,22 +51,6 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert message in result.err and "Traceback" not in result.err
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = datetime(2026, 1, 1, tzinfo=UTC)
-        self.m = 0.0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.m
-
-    def sleep(self, seconds: float) -> None:
-        self.t += timedelta(seconds=seconds)
-        self.m += seconds
-
-
 class ESOKube(FakeKube):
     """FakeKube where a force-sync copies the Vault marker into the consumer Secret (what ESO does)."""
 
@@ -97,7 +82,7 @@ def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
         "policy.rotate-before": "7d", "policy.revoke-old": "true", "policy.max-overlap": "1h"})
     kube = ESOKube(kv, (placed.vault.mount, placed.vault.path))
     kube.workloads[("Deployment", "monitoring", "grafana")] = PodTemplateState(annotations={}, generation=1)
-    clock = Clock()
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
     deps, timed = rm.build_deps(kv, kube, platform, intents, placed, actor="test", clock=clock, poll=0.1)
     run = wf.start(kv, placed.vault, secret=placed.name, run_id="run-1", trigger="manual", reason="test",
                    now=clock.now())

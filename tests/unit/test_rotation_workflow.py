@@ -17,6 +17,7 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.fake import FakeKV
+from chamberlain.clock import FakeClock
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath
@@ -44,24 +45,6 @@ WORKLOAD = WorkloadRef("Deployment", "shop", "api")
 
 
 # --------------------------------------------------------------------------------------------------- fakes
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = T0
-        self.mono = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> datetime:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += timedelta(seconds=seconds)
-        self.mono += seconds
 
 
 class FixedDraw:
@@ -157,8 +140,8 @@ class World:
 
     def deps(self, **overrides: Any) -> wf.RotationDeps:
         base: dict[str, Any] = {
-            "kv": self.kv, "ledger": Ledger(self.kv, MOUNT, self.clock.now), "rotator": self.rotator,
-            "intent": INTENT, "propagation": self.eso, "now": self.clock.now, "sleep": self.clock.sleep,
+            "kv": self.kv, "ledger": Ledger(self.kv, MOUNT, self.clock), "rotator": self.rotator,
+            "intent": INTENT, "propagation": self.eso, "clock": self.clock,
             "rng": self.rng, "on_alert": lambda run: self.alerts.append(run.run_id),
         }
         base.update(overrides)
@@ -201,8 +184,8 @@ def make_world(strategy: str = "retry", *, revoke_old: bool = True, lag: int = 0
     kube = FakeKube()
     kube.external_secrets[(ESO_NS, ESO_NAME)] = {"metadata": {"name": ESO_NAME, "annotations": {}}}
     kube.workloads[(WORKLOAD.kind, WORKLOAD.namespace, WORKLOAD.name)] = PodTemplateState({}, 1)
-    clock = FakeClock()
-    return World(kv, kube, clock, Ledger(kv, MOUNT, clock.now), FakeRotator(), FixedDraw(),
+    clock = FakeClock(T0)
+    return World(kv, kube, clock, Ledger(kv, MOUNT, clock), FakeRotator(), FixedDraw(),
                  SimulatedESO(kv, kube, clock, lag=lag))
 
 
@@ -584,7 +567,7 @@ def test_other_appends_between_finish_and_finalize_and_a_crash_still_leave_one_c
     while not run.finished:
         run = wf.advance(run, deps)
     assert run.ledger_mark is not None and run.ledger_mark.seq == 0
-    other = Ledger(w.kv, MOUNT, w.clock.now)
+    other = Ledger(w.kv, MOUNT, w.clock)
     other.append("handover", actor="someone", secret="other-1")
     hit: list[str] = []
 

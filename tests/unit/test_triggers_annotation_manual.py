@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import FakeClock
 from chamberlain.intent.model import GROUP, VERSION, SecretIntent
 from chamberlain.kube.fake import FakeKube
 from chamberlain.triggers.annotation import PLURAL, AnnotationTrigger, detect
@@ -56,7 +57,7 @@ def test_detect_id_is_stable_per_object_and_reason() -> None:
 
 def _trigger() -> tuple[FakeKube, MemoryQueue, AnnotationTrigger]:
     kube, queue = FakeKube(), MemoryQueue()
-    return kube, queue, AnnotationTrigger(kube, queue, lambda: NOW, NS)
+    return kube, queue, AnnotationTrigger(kube, queue, FakeClock(NOW), NS)
 
 
 def test_poll_queues_once_and_clear_ends_it() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chamberlain.clock import FakeClock
 from chamberlain.intent.model import RotationPolicySpec
 from chamberlain.triggers.request import MemoryQueue
 from chamberlain.triggers.timer import SecretSchedule, Ticker, evaluate
@@ -38,14 +39,6 @@ def test_request_id_names_the_window() -> None:
     assert request.request_id == f"time:short:{(T0 + timedelta(seconds=90)).isoformat()}"
 
 
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def test_short_ttl_secret_is_requested_exactly_once_per_window() -> None:
     """Tick every 10 s for 10 minutes; a 'workflow' takes each request 20 s later and records the rotation."""
     clock = FakeClock(T0)
@@ -55,14 +48,14 @@ def test_short_ttl_secret_is_requested_exactly_once_per_window() -> None:
     requested: list[datetime] = []
     taken_at: datetime | None = None
     for _ in range(60):
-        requested += [clock.now for _ in ticker.tick()]
+        requested += [clock.now() for _ in ticker.tick()]
         if taken_at is None and queue.take(timeout=0) is not None:
-            taken_at = clock.now
-        if taken_at is not None and clock.now - taken_at >= timedelta(seconds=20):
-            last["short"] = clock.now  # the workflow records the rotation in the metadata, then ends the run
+            taken_at = clock.now()
+        if taken_at is not None and clock.now() - taken_at >= timedelta(seconds=20):
+            last["short"] = clock.now()  # the workflow records the rotation in the metadata, then ends the run
             queue.done("short")
             taken_at = None
-        clock.now += timedelta(seconds=10)
+        clock.advance(10)
     # Window opens 90 s after each rotation; a rotation completes 20 s after the request: one every 110 s.
     assert [int((t - T0).total_seconds()) for t in requested] == [90, 200, 310, 420, 530]
 

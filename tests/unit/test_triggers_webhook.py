@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chamberlain.clock import FakeClock
 from chamberlain.triggers.request import MemoryQueue
 from chamberlain.triggers.webhook import (
     SIGNATURE_HEADER,
@@ -151,7 +152,7 @@ class Endpoint:
     host: str
     port: int
     queue: MemoryQueue
-    clock: list[datetime]
+    clock: FakeClock
 
     def post(self, body: bytes, headers: dict[str, str], method: str = "POST",
              path: str = "/v1/rotate") -> tuple[int, dict[str, object]]:
@@ -168,8 +169,8 @@ class Endpoint:
 @pytest.fixture
 def endpoint() -> Iterator[Endpoint]:
     queue = MemoryQueue()
-    clock = [NOW]
-    handler = WebhookHandler(KEY, queue, known=lambda s: s in {"db-password", "api-token"}, clock=lambda: clock[0])
+    clock = FakeClock(NOW)
+    handler = WebhookHandler(KEY, queue, known=lambda s: s in {"db-password", "api-token"}, clock=clock)
     server = WebhookServer(("127.0.0.1", 0), handler, max_body=1024)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -219,7 +220,7 @@ def test_server_only_the_valid_request_enqueues(endpoint: Endpoint, caplog: pyte
 
 def test_server_second_signal_merges_and_sender_id_is_idempotent(endpoint: Endpoint) -> None:
     first = b'{"secret": "api-token", "reason": "scanner hit", "id": "evt-1"}'
-    endpoint.clock[0] = NOW + timedelta(seconds=1)
+    endpoint.clock.advance(1)
     assert endpoint.post(first, _signed(first, at=NOW))[1]["outcome"] == "queued"
     # The sender retries the same event with a fresh timestamp (a new signature, so no replay): same id.
     assert endpoint.post(first, _signed(first, at=NOW + timedelta(seconds=1)))[1]["outcome"] == "duplicate"

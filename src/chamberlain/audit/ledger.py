@@ -24,13 +24,14 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chamberlain.authority.errors import CasConflict, Forbidden
 from chamberlain.authority.kv import KV
+from chamberlain.clock import Clock, rfc3339
+from chamberlain.errors import ChamberlainError
 from chamberlain.intent.paths import LEDGER_HEAD as HEAD_PATH
 from chamberlain.intent.paths import LEDGER_PREFIX
 
@@ -97,12 +98,15 @@ def _entry_path(seq: int) -> str:
     return f"{LEDGER_PREFIX}/{seq:012d}"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+class LedgerReadOnly(ChamberlainError):
+    """An append through a ledger opened without a clock (for reading and verifying only)."""
 
 
 class Ledger:
-    def __init__(self, kv: KV, mount: str, clock: Callable[[], datetime] = _now) -> None:
+    """The ledger in ``mount``. Reading and verifying need no clock; appending stamps each entry with
+    ``clock.now()``, so a ledger opened without one is read-only."""
+
+    def __init__(self, kv: KV, mount: str, clock: Clock | None = None) -> None:
         self._kv = kv
         self._mount = mount
         self._clock = clock
@@ -169,12 +173,14 @@ class Ledger:
         """Append one entry and return it. ``after``: start from this mark instead of the head (no read); ``find``:
         an entry after the mark for which it is true is returned instead of appending (an earlier attempt of the
         same caller that crashed before recording it)."""
+        if self._clock is None:
+            raise LedgerReadOnly("this ledger was opened for reading: appending needs a clock")
         clean = {k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())}
         tail = after if after is not None else (self._mark or self.mark())
         for _ in range(50):
             entry = LedgerEntry(
                 seq=tail.seq + 1,
-                time=self._clock().astimezone(UTC).isoformat(timespec="seconds"),
+                time=rfc3339(self._clock.now()),
                 event=event,
                 result=result,
                 secret=secret,

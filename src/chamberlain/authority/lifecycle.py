@@ -29,10 +29,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -41,6 +39,7 @@ import pyrage
 from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError, Forbidden, InvalidRequest, NotInitialized
 from chamberlain.authority.vault import SealStatus, VaultClient
+from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 
@@ -54,14 +53,6 @@ Recorder = Callable[[AuthorityEvent, Mapping[str, str]], None]
 
 class SealError(ChamberlainError):
     """The unseal material is missing, stale, or cannot be opened; the message says what to do."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _stamp(clock: Callable[[], datetime]) -> str:
-    return clock().astimezone(UTC).isoformat(timespec="seconds")
 
 
 # -------------------------------------------------------------------------------------------------- age
@@ -380,8 +371,8 @@ def initialize(
     configure: Callable[[VaultClient], int],
     verify: Callable[[], list[str]],
     recorder_for: Callable[[VaultClient], Recorder],
+    clock: Clock,
     identities: Sequence[pyrage.x25519.Identity] | None = None,
-    clock: Callable[[], datetime] = _now,
 ) -> InitReport:
     """Bring the authority from any state to initialized, unsealed, configured, with the root token revoked.
 
@@ -409,11 +400,11 @@ def initialize(
         checkpoint("init.before-init")
         result = vault.initialize(plan.shares, plan.threshold)
         sealed = SealedMaterial(tuple(seal_share(k, recipients) for k in result.keys), plan.threshold,
-                                fingerprint, initialized_at=_stamp(clock), vault_address=vault.address)
+                                fingerprint, initialized_at=rfc3339(clock.now()), vault_address=vault.address)
         keys, token = list(result.keys), result.root_token
         del result
         _write_recovery(recovery, sealed)  # ciphertext only; survives a failing Kubernetes write
-        _save_with_retry(store, sealed, recovery)
+        _save_with_retry(store, sealed, recovery, clock)
         recovery.unlink(missing_ok=True)
         material = store.load()
         report.initialized_now = True
@@ -424,7 +415,7 @@ def initialize(
             if recovered is None:
                 raise SealError(f"Vault at {vault.address} is initialized but Secret {store.ref} holds no unseal "
                                 "material (initialized by someone else, or the material is lost)")
-            _save_with_retry(store, recovered, recovery)
+            _save_with_retry(store, recovered, recovery, clock)
             recovery.unlink(missing_ok=True)
             material = store.load()
     assert material is not None
@@ -474,7 +465,7 @@ def initialize(
         checkpoint("init.after-sweep")
         if "root" in me.policies:
             actor.revoke_self()
-        material = dataclasses.replace(material, root_revoked_at=_stamp(clock))
+        material = dataclasses.replace(material, root_revoked_at=rfc3339(clock.now()))
         store.save(material)
     elif actor is vault and token is None:
         actor.revoke_self()  # a break-glass token of this run: never keep it
@@ -482,7 +473,7 @@ def initialize(
     return report
 
 
-def _save_with_retry(store: SealedStore, m: SealedMaterial, recovery: Path, attempts: int = 5) -> None:
+def _save_with_retry(store: SealedStore, m: SealedMaterial, recovery: Path, clock: Clock, attempts: int = 5) -> None:
     for attempt in range(attempts):
         try:
             store.load()  # refresh the resourceVersion (the pending placeholder, or a partial earlier write)
@@ -493,7 +484,7 @@ def _save_with_retry(store: SealedStore, m: SealedMaterial, recovery: Path, atte
                 raise SealError(f"Vault is initialized but the sealed shares could not be stored in Secret "
                                 f"{store.ref} ({type(exc).__name__}); they are kept, encrypted, in {recovery}: "
                                 "re-run the same command to upload them") from None
-            time.sleep(min(2**attempt, 8))
+            clock.sleep(min(2**attempt, 8))
 
 
 # -------------------------------------------------------------------------------------------------- rekey
@@ -534,8 +525,8 @@ def rekey(
     login_configurator: Callable[[], VaultClient],
     recorder_for: Callable[[VaultClient], Recorder],
     shares: int | None = None,
+    clock: Clock,
     threshold: int | None = None,
-    clock: Callable[[], datetime] = _now,
 ) -> RekeyReport:
     """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``.
 
@@ -594,7 +585,7 @@ def rekey(
     if in_force:
         material = dataclasses.replace(material, shares=material.next_shares, threshold=material.next_threshold,
                                        next_shares=(), next_threshold=0, generation=material.generation + 1,
-                                       rekeyed_at=_stamp(clock), recipients=recipients_fingerprint(recipients))
+                                       rekeyed_at=rfc3339(clock.now()), recipients=recipients_fingerprint(recipients))
     else:
         material = dataclasses.replace(material, next_shares=(), next_threshold=0)
     store.save(material)

@@ -62,12 +62,14 @@ class _Context:
     def __init__(self, path: str, vault_addr: str | None, vault_cacert: Path | None, kubeconfig: Path | None,
                  token: str | None = None) -> None:
         from chamberlain.authority.session import Connection
+        from chamberlain.clock import SystemClock
 
         self.root = repo_dir(path)
         self.kubeconfig = kubeconfig
         self.repo, self.platform = valid_repository(path)
         self.conn: Connection = Connection.resolve(self.platform, vault_addr, vault_cacert, token)
         self.run = uuid.uuid4().hex[:12]
+        self.clock = SystemClock()
         self._kube: KubeClient | None = None
 
     @property
@@ -75,7 +77,7 @@ class _Context:
         if self._kube is None:
             from chamberlain.kube.client import KubeClient
 
-            self._kube = KubeClient.from_kubeconfig(self.kubeconfig)
+            self._kube = KubeClient.from_kubeconfig(self.kubeconfig, clock=self.clock)
         return self._kube
 
     def store(self) -> Any:
@@ -116,7 +118,7 @@ class _Context:
         from chamberlain.audit.ledger import Ledger
 
         def bind(client: VaultClient) -> Recorder:
-            ledger = Ledger(client.kv, self.platform.spec.authority.mounts.runtime)
+            ledger = Ledger(client.kv, self.platform.spec.authority.mounts.runtime, self.clock)
 
             def record(event: AuthorityEvent, details: Mapping[str, str]) -> None:
                 ledger.append(event, actor=f"chamberlain {command}", run=self.run, details=details)
@@ -227,7 +229,7 @@ def init(
         lifecycle.InitPlan(shares, threshold, spec.root_of_trust.age_recipients,
                            recovery_dir or _default_recovery_dir()),
         login_configurator=lambda: session.configurator(ctx.conn, ctx.platform, ctx.kube),
-        configure=configure, verify=verify, recorder_for=recorder_for, identities=identities,
+        configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=ctx.clock,
     )
     data = asdict(report) | {"secret": f"{ns}/{lifecycle.SECRET_NAME}"}
     if not emit_data(data, output):
@@ -397,7 +399,7 @@ def rekey(
         ctx.conn.anonymous(), ctx.store(), lifecycle.load_identities(identity),
         ctx.platform.spec.root_of_trust.age_recipients,
         login_configurator=lambda: session.configurator(ctx.conn, ctx.platform, ctx.kube),
-        recorder_for=ctx.recorder("authority rekey"), shares=shares, threshold=threshold,
+        recorder_for=ctx.recorder("authority rekey"), shares=shares, threshold=threshold, clock=ctx.clock,
     )
     if not emit_data(asdict(report), output):
         stdout.print(f"rekeyed: {report.shares} new shares (threshold {report.threshold}, generation "

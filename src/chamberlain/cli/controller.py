@@ -16,7 +16,6 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -33,6 +32,7 @@ from chamberlain.cli.options import (
     valid_repository,
 )
 from chamberlain.cli.output import RepoPath, stderr, stdout
+from chamberlain.clock import SystemClock
 from chamberlain.errors import ChamberlainError, UsageError
 
 if TYPE_CHECKING:
@@ -152,7 +152,6 @@ def run_cmd(
     from chamberlain.cli.handover import open_kube
     from chamberlain.controller import ControllerApp, logs
     from chamberlain.controller.app import wire
-    from chamberlain.propagation import SystemClock
     from chamberlain.triggers.webhook import load_key
 
     if log_format not in ("json", "console"):
@@ -209,7 +208,7 @@ def webhook_cmd(
     if request_id:
         doc["id"] = request_id
     body = json.dumps(doc).encode()
-    headers = {"Content-Type": "application/json", **sign(body, key, datetime.now(UTC))}
+    headers = {"Content-Type": "application/json", **sign(body, key, SystemClock().now())}
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"{url}: the webhook URL must be http:// or https://")
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked

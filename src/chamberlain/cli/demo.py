@@ -86,6 +86,7 @@ def demo_cmd(
 
     Example: chamberlain demo -o json --port-offset 300
     """
+    from chamberlain.clock import SystemClock
     from chamberlain.demo import run_demo
 
     options = DemoOptions(
@@ -93,7 +94,7 @@ def demo_cmd(
         source_repo=repo or default_source_repo(),
         previous_identity=previous_identity or default_previous_identity(),
     )
-    report = run_demo(options, progress=_progress)
+    report = run_demo(options, SystemClock(), progress=_progress)
     data = report.as_dict()
     if not emit_data(data, output):
         table = Table(title=f"chamberlain demo (through {report.through}; {data['scope']['environment']}/"

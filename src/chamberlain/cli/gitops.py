@@ -9,6 +9,7 @@ import typer
 
 from chamberlain.cli.options import repo_dir
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
+from chamberlain.clock import SystemClock
 
 
 def apply_cmd(
@@ -47,7 +48,7 @@ def apply_cmd(
     root = repo_dir(path)
     if kubeconfig is not None and not kubeconfig.is_file():
         raise UsageError(f"{kubeconfig}: no such kubeconfig")
-    kube = KubeClient.from_kubeconfig(kubeconfig)
+    kube = KubeClient.from_kubeconfig(kubeconfig, clock=SystemClock())
     try:
         report = apply_repository(root, kube, identity=identity, environment=environment, cluster=cluster)
     finally:

@@ -34,6 +34,7 @@ from chamberlain.cli.options import (
     valid_repository,
 )
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
+from chamberlain.clock import SystemClock
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
 from chamberlain.kube.api import Kube
@@ -87,7 +88,7 @@ def open_kube(kubeconfig: Path | None) -> Kube:
     if kubeconfig is not None and not kubeconfig.is_file():
         raise UsageError(f"{kubeconfig}: no such kubeconfig")
     try:
-        return KubeClient.from_kubeconfig(kubeconfig)
+        return KubeClient.from_kubeconfig(kubeconfig, clock=SystemClock())
     except Exception as exc:  # the client's config loader raises its own types; the text may name files only
         raise UsageError(f"cannot load a kubeconfig ({type(exc).__name__}); pass --kubeconfig") from None
 
@@ -139,8 +140,9 @@ def handover_cmd(
     chosen, _ = select_cluster(platform, environment, cluster)
     kube = open_kube(kubeconfig)
     kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
-    ctx = RunContext(actor=actor(), run=new_run_id(), reason=reason)
-    report = run_handover(units, kv, kube, Ledger(kv, platform.spec.authority.mounts.runtime), ctx,
+    clock = SystemClock()
+    ctx = RunContext(actor=actor(), run=new_run_id(), clock=clock, reason=reason)
+    report = run_handover(units, kv, kube, Ledger(kv, platform.spec.authority.mounts.runtime, clock), ctx,
                           dry_run=dry_run)
     rows = [o.as_dict() for o in report.outcomes]
     if not emit_data({"run": ctx.run, "dryRun": dry_run, "handovers": rows}, output):
@@ -186,8 +188,9 @@ def provision_cmd(
     kube = open_kube(kubeconfig) if vault_token_file is None else None
     kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, cluster)
     run_id = new_run_id()
-    outcomes = run_provision(units, kv, Ledger(kv, platform.spec.authority.mounts.runtime), actor=actor(),
-                             run=run_id, dry_run=dry_run)
+    clock = SystemClock()
+    outcomes = run_provision(units, kv, Ledger(kv, platform.spec.authority.mounts.runtime, clock), actor=actor(),
+                             run=run_id, clock=clock, dry_run=dry_run)
     rows = [o.as_dict() for o in outcomes]
     if not emit_data({"run": run_id, "dryRun": dry_run, "values": rows}, output):
         for row in rows:

@@ -13,7 +13,6 @@ rotation, next due, held, and whether each consumer Secret carries the current v
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -38,6 +37,7 @@ from chamberlain.cli.options import (
     valid_repository,
 )
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
+from chamberlain.clock import SystemClock
 from chamberlain.errors import ChamberlainError, UsageError
 
 
@@ -107,7 +107,8 @@ def rotate_cmd(
     repo, platform = valid_repository(path)
     intents = {i.obj.metadata.name: i.obj for i in repo.intents}
     chosen, _ = select_cluster(platform, environment, cluster)
-    now = datetime.now(UTC)
+    clock = SystemClock()
+    now = clock.now()
     if namespace is not None:
         names = [r.secret for r in for_namespace(intents.values(), namespace, reason or "", now)]
         if not names:
@@ -130,17 +131,18 @@ def rotate_cmd(
             was = wf.release(kv, p.vault)
             rows.append({"secret": p.name, "path": p.vault.full, "released": was})
             continue
-        deps, timed = rm.build_deps(kv, _kube_propagation(kube), platform, intents, p, actor=who, timeout=timeout,
+        deps, timed = rm.build_deps(kv, _kube_propagation(kube), platform, intents, p, actor=who, clock=clock,
+                                     timeout=timeout,
                                      pki=VaultCertificateIssuer(client))
         run_id = new_run_id()
         try:
             if rollback:
                 run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="rollback",
-                               reason=reason or "", now=deps.now(), source_version=_previous(kv, p.vault),
+                               reason=reason or "", now=clock.now(), source_version=_previous(kv, p.vault),
                                ignore_held=True)
             else:
                 run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="manual", reason=reason or "",
-                               now=deps.now())
+                               now=clock.now())
             run = rm.drive(run, deps, max_wait=max_wait)
         except ChamberlainError as exc:  # our messages name secrets and states, never values
             ok = False
@@ -208,7 +210,7 @@ def status_cmd(
     kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
     ledger = Ledger(kv, platform.spec.authority.mounts.runtime)
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     rows: list[dict[str, Any]] = []
     for loaded in sorted(repo.intents, key=lambda i: i.obj.metadata.name):
         intent = loaded.obj

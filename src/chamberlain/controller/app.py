@@ -17,12 +17,12 @@ from typing import Any, Protocol
 from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
 from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
+from chamberlain.clock import Clock
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.loop import Controller, Logger, Scope
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
-from chamberlain.propagation.clock import Clock
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, Answer, WebhookHandler, WebhookKey, WebhookServer
 
@@ -75,8 +75,8 @@ def wire(
     extra: dict[str, Any] = {"log": log} if log is not None else {}
     return Controller(
         scope=scope, kv=CountingKV(vault.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
-        queue=queue, elector=LeaderElector(kube, ns, lease_name, identity, clock.now, lease_seconds),
-        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock.now, ns),
+        queue=queue, elector=LeaderElector(kube, ns, lease_name, identity, clock, lease_seconds),
+        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         actor=f"controller:{identity}", refresh_session=refresh_session, pki=VaultCertificateIssuer(vault),
         **extra, **{"workers": 8, **options},
     )
@@ -87,7 +87,7 @@ class LeaderOnlyWebhook(WebhookHandler):
     a Service, the sender's retry reaches the leader."""
 
     def __init__(self, controller: Controller, key: WebhookKey, window: timedelta = DEFAULT_WINDOW) -> None:
-        super().__init__(key, controller.queue, controller.scope.knows, controller.now, window=window)
+        super().__init__(key, controller.queue, controller.scope.knows, controller.clock, window=window)
         self._controller = controller
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:

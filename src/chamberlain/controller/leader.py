@@ -16,11 +16,11 @@ in Vault (a check-and-set lease per secret) is the second line of defence.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from chamberlain.clock import Clock
 from chamberlain.kube.api import KubeConflict, KubeError, KubeLeases, KubeNotFound, LeaseRecord
 
 
@@ -56,17 +56,18 @@ class LeaderElector:
     namespace: str
     name: str
     identity: str
-    now: Callable[[], datetime]
+    clock: Clock
     duration_seconds: int = 15
     _renewed: datetime | None = None  # my last successful acquire/renew, on my clock
 
     @property
     def is_leader(self) -> bool:
-        return self._renewed is not None and self.now() < self._renewed + timedelta(seconds=self.duration_seconds)
+        return (self._renewed is not None
+                and self.clock.now() < self._renewed + timedelta(seconds=self.duration_seconds))
 
     def step(self) -> bool:
         """Read the Lease, acquire or renew it when allowed; returns whether this replica may act now."""
-        now = self.now()
+        now = self.clock.now()
         try:
             record = self.leases.get_lease(self.namespace, self.name)
             decision = decide(record, self.identity, now)

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV
+from chamberlain.clock import Clock
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.metrics import ControllerMetrics
@@ -43,7 +44,6 @@ from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import WorkloadRef, plan_restarts, restart
-from chamberlain.propagation.clock import Clock
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
@@ -415,7 +415,7 @@ class Controller:
     def _shared_ledger(self) -> SharedLedger:
         with self._lock:
             if self._ledger is None:
-                self._ledger = SharedLedger(self.kv, self.scope.platform.spec.authority.mounts.runtime)
+                self._ledger = SharedLedger(self.kv, self.scope.platform.spec.authority.mounts.runtime, self.clock)
             return self._ledger
 
     def _wave_for(self) -> RestartWave:

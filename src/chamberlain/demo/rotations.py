@@ -37,11 +37,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import Clock
 from chamberlain.demo.walkthrough import DemoError
 
 if TYPE_CHECKING:
@@ -406,7 +406,7 @@ class RunningController:
 
 
 def start_controller(*, platform: Platform, intents: Mapping[str, SecretIntent], conn: Connection,
-                     kubeconfig: Path, work: Path, environment: str, cluster: str,
+                     kubeconfig: Path, work: Path, environment: str, cluster: str, clock: Clock,
                      progress: Progress) -> RunningController:
     """Wire the controller as ``chamberlain controller run`` does, in process: its own Kubernetes client, a
     Kubernetes login as the cluster's orchestrator (renewed, never one login per tick), the scope, the time,
@@ -416,15 +416,14 @@ def start_controller(*, platform: Platform, intents: Mapping[str, SecretIntent],
     from chamberlain.controller.app import ControllerApp, wire
     from chamberlain.controller.loop import scope_of
     from chamberlain.kube.client import KubeClient
-    from chamberlain.propagation import SystemClock
     from chamberlain.render.naming import orchestrator_policy
 
-    kube = KubeClient.from_kubeconfig(kubeconfig)
+    kube = KubeClient.from_kubeconfig(kubeconfig, clock=clock)
     try:
         client = login_as(conn, platform, kube, orchestrator_policy(cluster))
         log = DemoLog(progress)
         controller = wire(
-            scope_of(platform, intents, environment, cluster), client, kube, SystemClock(),
+            scope_of(platform, intents, environment, cluster), client, kube, clock,
             identity=f"demo-{socket.gethostname()}-{os.getpid()}", lease_name=LEASE_NAME, log=log,
             propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL, evaluate_every=EVALUATE_WHILE_WAITING,
         )
@@ -463,19 +462,19 @@ def post_webhook(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int
     return status, answer if isinstance(answer, dict) else {}
 
 
-def signed_webhook(url: str, key: WebhookKey, secret: str, reason: str, request_id: str,
+def signed_webhook(url: str, key: WebhookKey, secret: str, reason: str, request_id: str, clock: Clock,
                    timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
     """Send a signed rotation request; a 503 (the controller has not won the Lease yet) is retried."""
     from chamberlain.triggers import sign
 
     body = json.dumps({"secret": secret, "reason": reason, "id": request_id}).encode()
-    deadline = time.monotonic() + timeout
+    deadline = clock.monotonic() + timeout
     while True:
-        headers = {"Content-Type": "application/json", **sign(body, key, datetime.now(UTC))}
+        headers = {"Content-Type": "application/json", **sign(body, key, clock.now())}
         status, answer = post_webhook(url, body, headers)
-        if status != 503 or time.monotonic() > deadline:
+        if status != 503 or clock.monotonic() > deadline:
             return status, answer
-        time.sleep(0.5)
+        clock.sleep(0.5)
 
 
 # --------------------------------------------------------------------------------------------------- postgres

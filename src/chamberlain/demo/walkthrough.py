@@ -34,11 +34,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
 
 if TYPE_CHECKING:
@@ -169,6 +169,7 @@ class _State:
 
     options: DemoOptions
     work: Path
+    clock: Clock
     progress: Progress
     run: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:12]}")
     lab: Lab | None = None
@@ -209,7 +210,7 @@ class _State:
         if self.kube is None:
             from chamberlain.kube.client import KubeClient
 
-            self.kube = KubeClient.from_kubeconfig(self.need_lab().kubeconfig)
+            self.kube = KubeClient.from_kubeconfig(self.need_lab().kubeconfig, clock=self.clock)
         return self.kube
 
     def repository(self) -> Repository:
@@ -247,7 +248,7 @@ class _State:
         self.running = start_controller(
             platform=platform, intents={i.obj.metadata.name: i.obj for i in repo.intents}, conn=self.connection(),
             kubeconfig=self.need_lab().kubeconfig, work=self.work, environment=DEMO_ENVIRONMENT,
-            cluster=DEMO_CLUSTER, progress=self.progress)
+            cluster=DEMO_CLUSTER, clock=self.clock, progress=self.progress)
         return self.running, True
 
     def stop_controller(self) -> dict[str, Any]:
@@ -423,7 +424,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     kube.ensure_service_account(spec.controller.namespace, spec.controller.service_account)
 
     def recorder_for(client: VaultClient) -> lifecycle.Recorder:
-        ledger = Ledger(client.kv, spec.authority.mounts.runtime)
+        ledger = Ledger(client.kv, spec.authority.mounts.runtime, s.clock)
 
         def record(event: lifecycle.AuthorityEvent, details: Mapping[str, str]) -> None:
             ledger.append(event, actor=s.actor, run=s.run, details=details)
@@ -448,7 +449,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
         conn.anonymous(), store,
         lifecycle.InitPlan(SHARES, THRESHOLD, spec.root_of_trust.age_recipients, s.work / "recovery"),
         login_configurator=lambda: session.configurator(conn, platform, kube),
-        configure=configure, verify=verify, recorder_for=recorder_for,
+        configure=configure, verify=verify, recorder_for=recorder_for, clock=s.clock,
     )
     status = lifecycle.status(conn.anonymous(), store)
     if status["sealed"] or not status["initialized"] or not report.root_revoked:
@@ -492,7 +493,8 @@ def _provision_phase(s: _State) -> dict[str, Any]:
     platform = s.platform()
     kv = _orchestrator_kv(s, platform)
     outcomes = run_provision(provision_units(repo, DEMO_ENVIRONMENT), kv,
-                             Ledger(kv, platform.spec.authority.mounts.runtime), actor=s.actor, run=s.run)
+                             Ledger(kv, platform.spec.authority.mounts.runtime, s.clock), actor=s.actor, run=s.run,
+                             clock=s.clock)
     results = [o.result for o in outcomes]
     if any(r not in ("created", "exists") for r in results):  # pragma: no cover - run_provision raises instead
         raise DemoError(f"provision: unexpected results {sorted(set(results))}")
@@ -509,7 +511,7 @@ def _handover_phase(s: _State) -> dict[str, Any]:
     kv = _orchestrator_kv(s, platform)
     units = handover_units(repo, DEMO_ENVIRONMENT, DEMO_CLUSTER)
     report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime),
-                          RunContext(actor=s.actor, run=s.run, reason="demo: Phase 3 handover"))
+                          RunContext(actor=s.actor, run=s.run, clock=s.clock, reason="demo: Phase 3 handover"))
     rows = [o.as_dict() for o in report.outcomes]
     if not report.ok:
         bad = [f"{r['intent']}: {r['result']}" for r in rows if r["result"] in ("conflict", "blocked")]
@@ -582,7 +584,7 @@ def _rotation_time_phase(s: _State) -> dict[str, Any]:
     due_at = renewal_time(since, policy) if policy is not None and since is not None else None
     if due_at is None:
         raise DemoError(f"{placed.vault.full}: no time-based policy in force to trigger on")
-    due_in = (due_at - datetime.now(UTC)).total_seconds()
+    due_in = (due_at - s.clock.now()).total_seconds()
     run = running.wait_run(r.SHORT_TTL_SECRET, "time", 0, timeout=max(due_in, 0.0) + 60.0)
     # One timed rotation is the proof; the 40 s ttl must not keep rotating the secret while later phases run.
     running.controller.evaluate_every = r.EVALUATE_AFTERWARDS
@@ -610,7 +612,7 @@ def _rotation_webhook_phase(s: _State) -> dict[str, Any]:
     if unsigned != 401:
         raise DemoError(f"the webhook answered {unsigned} to an unsigned request (expected 401)")
     status, answer = r.signed_webhook(running.webhook_url, running.key, r.WEBHOOK_SECRET,
-                                      "demo: signed webhook", f"{s.run}-webhook")
+                                      "demo: signed webhook", f"{s.run}-webhook", s.clock)
     if status != 200:
         raise DemoError(f"the webhook answered {status} to a signed request: {answer.get('error', '-')}")
     run = running.wait_run(r.WEBHOOK_SECRET, "webhook", since, timeout=60.0)
@@ -655,7 +657,7 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
 
     running, started = s.controller()
     since = len(running.controller.finished)
-    reader_kube = KubeClient.from_kubeconfig(lab.kubeconfig)  # the login loop's own client (its own thread)
+    reader_kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=s.clock)  # the login loop thread's own client
     loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
     loop.start()
     try:
@@ -665,7 +667,7 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
                 raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
             time.sleep(0.05)
         running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
-                                          datetime.now(UTC)))
+                                          s.clock.now()))
         run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
         time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
     finally:
@@ -748,7 +750,7 @@ def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) ->
     return result
 
 
-def run_demo(options: DemoOptions, progress: Progress = lambda _m: None) -> DemoReport:
+def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m: None) -> DemoReport:
     """Run the lab phase, then every phase up to ``options.through``, then verify the ledger; stop at the
     first failure. Tears the lab down at the end unless ``options.keep``."""
     from chamberlain.lab import lab as lab_mod
@@ -761,7 +763,7 @@ def run_demo(options: DemoOptions, progress: Progress = lambda _m: None) -> Demo
     # A new working directory inside the lab directory on every run (0700 from mkdtemp): repository copy,
     # identity, rendered output. Never reused, so a failed earlier run cannot leave half a repository behind.
     work = Path(tempfile.mkdtemp(prefix="demo-", dir=lab_dir))
-    state = _State(options, work, progress)
+    state = _State(options, work, clock, progress)
     wanted = list(Phase)[: list(Phase).index(options.through) + 1]
     report = DemoReport(through=options.through.value, lab_dir=str(lab_dir), work_dir=str(work), kept=options.keep)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("lab", lambda: _lab_phase(state, lab_dir))]

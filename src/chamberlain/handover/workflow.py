@@ -14,9 +14,8 @@ non-reversible marker only.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
 from chamberlain import wellknown as wk
@@ -24,6 +23,7 @@ from chamberlain.audit.ledger import Ledger, LedgerEntry
 from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 from chamberlain.checks.sops import BOOTSTRAP_CLASS
+from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
 from chamberlain.handover import metadata as md
@@ -51,21 +51,17 @@ class HandoverError(ChamberlainError):
     """A handover could not finish; the message says which authority holds the secret now."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class RunContext:
     """Who runs, why, and the clock (injected so tests control time)."""
 
     actor: str
     run: str
+    clock: Clock
     reason: str = "explicit handover"
-    clock: Callable[[], datetime] = _now
 
     def timestamp(self) -> str:
-        return self.clock().astimezone(UTC).isoformat(timespec="seconds")
+        return rfc3339(self.clock.now())
 
 
 @dataclass
@@ -178,7 +174,7 @@ def record_metadata(unit: HandoverUnit, at: str, version: int, marker: str) -> d
 def _preflight(unit: HandoverUnit, snap: Snapshot) -> None:
     """Check the record fits Vault's custom_metadata limits before the first write, so bad input never leaves a
     written-but-unrecordable value behind. Sizes are those of the real record (fixed-width time and marker)."""
-    sample = record_metadata(unit, "0000-00-00T00:00:00+00:00", 10**9, "v1:" + "0" * 32)
+    sample = record_metadata(unit, "0000-00-00T00:00:00Z", 10**9, "v1:" + "0" * 32)
     sample.update({wk.LEDGER_SEQ: str(10**12), wk.retired_key(unit.cluster): str(10**12)})
     try:
         md.merged(snap.custom, sample)

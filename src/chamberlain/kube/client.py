@@ -19,6 +19,7 @@ from urllib.parse import quote
 import kubernetes
 from kubernetes.client import ApiException
 
+from chamberlain.clock import Clock
 from chamberlain.kube.api import (
     ApplyOutcome,
     KubeConflict,
@@ -88,22 +89,21 @@ def _encode(data: Mapping[str, str]) -> dict[str, str]:
 
 
 class KubeClient:
-    def __init__(self, api_client: Any, now: Callable[[], datetime] | None = None,
-                 instance: str = REPORTING_COMPONENT) -> None:
+    def __init__(self, api_client: Any, *, clock: Clock, instance: str = REPORTING_COMPONENT) -> None:
         self._api = api_client
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._dyn: Any = None
         # The clock of Event timestamps (the only "now" this module needs); ``instance``: reportingInstance.
-        self._now = now or (lambda: datetime.now(UTC))
+        self._clock = clock
         self._instance = instance
 
     @classmethod
-    def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeClient:
+    def from_kubeconfig(cls, path: Path | None = None, context: str | None = None, *, clock: Clock) -> KubeClient:
         if path is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return cls(kubernetes.client.ApiClient())
+            return cls(kubernetes.client.ApiClient(), clock=clock)
         return cls(kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(path) if path else None, context=context))
+            config_file=str(path) if path else None, context=context), clock=clock)
 
     def close(self) -> None:
         self._api.close()
@@ -343,7 +343,7 @@ class KubeClient:
     def create_event(
         self, namespace: str, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
     ) -> None:
-        now = self._now()
+        now = self._clock.now()
         stamp = micro_time(now)
         name = str(involved.get("name", "chamberlain"))[:_EVENT_NAME_PREFIX_MAX]
         reference = {k: str(involved[k]) for k in ("apiVersion", "kind", "name", "namespace", "uid") if involved.get(k)}

@@ -4,7 +4,7 @@ Belongs here (SPEC §2 "propagation guaranteed", §5; issue 5 item 4): forcing E
 ExternalSecrets (:mod:`.refresh`), waiting until each consumer Secret carries the new version marker
 (:mod:`.sync`), and debounced rollout restarts of the declared workloads (:mod:`.restart`). Decisions
 (:func:`in_sync`, :func:`plan_restarts`) are pure; the acting functions take a
-:class:`~chamberlain.kube.api.KubePropagation` and an injected :class:`Clock`.
+:class:`~chamberlain.kube.api.KubePropagation` and an injected :class:`~chamberlain.clock.Clock`.
 
 Not here: writing the value or its marker to Vault (the rotation workflow does that, *before* calling
 :func:`force_refresh`), and deciding what to do on failure (the workflow's ``failureStrategy``). Nothing here
@@ -12,7 +12,6 @@ reads a Secret's data or logs a value: consumers are compared by their ``chamber
 annotation only.
 """
 
-from chamberlain.propagation.clock import Clock, SystemClock
 from chamberlain.propagation.refresh import ExternalSecretRef, force_refresh
 from chamberlain.propagation.restart import (
     Change,
@@ -25,12 +24,10 @@ from chamberlain.propagation.sync import ConsumerRef, ConsumerSync, in_sync, wai
 
 __all__ = [
     "Change",
-    "Clock",
     "ConsumerRef",
     "ConsumerSync",
     "ExternalSecretRef",
     "RestartOutcome",
-    "SystemClock",
     "WorkloadRef",
     "force_refresh",
     "in_sync",

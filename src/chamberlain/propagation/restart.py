@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import Clock
 from chamberlain.kube.api import KubePropagation, WorkloadKind
-from chamberlain.propagation.clock import Clock
 from chamberlain.propagation.sync import ConsumerRef
 
 

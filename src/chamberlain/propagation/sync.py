@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import Clock
 from chamberlain.kube.api import KubePropagation, KubeUnavailable
-from chamberlain.propagation.clock import Clock
 
 
 @dataclass(frozen=True, order=True)

@@ -17,9 +17,7 @@ runtime path for exactly one intent, and this is also how a run resumes after a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -27,6 +25,7 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry
 from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
 from chamberlain.authority.kv import KV, SecretMetadata
+from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 from chamberlain.handover import metadata as md
@@ -144,10 +143,6 @@ def _find_entry(ledger: Ledger, unit: ProvisionUnit) -> LedgerEntry | None:
     return None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def provision(
     unit: ProvisionUnit,
     kv: KV,
@@ -155,7 +150,7 @@ def provision(
     *,
     actor: str,
     run: str,
-    clock: Callable[[], datetime] = _now,
+    clock: Clock,
     dry_run: bool = False,
 ) -> ProvisionOutcome:
     mount, path = unit.vault.mount, unit.vault.path
@@ -194,7 +189,7 @@ def provision(
                 update = {
                     wk.AUTHORITY: wk.AUTHORITY_VAULT,
                     wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN,
-                    wk.CREATED_AT: clock().astimezone(UTC).isoformat(timespec="seconds"),
+                    wk.CREATED_AT: rfc3339(clock.now()),
                     wk.INTENT: unit.intent,
                     wk.ENVIRONMENT: unit.environment,
                     wk.ORIGIN: "generated",
@@ -240,7 +235,7 @@ def run_provision(
     *,
     actor: str,
     run: str,
-    clock: Callable[[], datetime] = _now,
+    clock: Clock,
     dry_run: bool = False,
 ) -> list[ProvisionOutcome]:
     return [provision(u, kv, ledger, actor=actor, run=run, clock=clock, dry_run=dry_run) for u in units]

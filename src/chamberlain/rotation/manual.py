@@ -13,22 +13,21 @@ Nothing here reads a consumer Secret's data; Vault values are read only to hand 
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import KV
+from chamberlain.clock import Clock, parse_rfc3339, rfc3339
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath, placements, vault_path
 from chamberlain.kube.api import KubeError, KubePropagation
-from chamberlain.propagation import ConsumerRef, ExternalSecretRef, SystemClock, WorkloadRef, in_sync
-from chamberlain.propagation.clock import Clock
+from chamberlain.propagation import ConsumerRef, ExternalSecretRef, WorkloadRef, in_sync
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import due, from_metadata
@@ -87,20 +86,20 @@ class TimedPropagation:
     the workloads actually restarted."""
 
     inner: wf.Propagation
-    monotonic: Callable[[], float] = time.monotonic
+    clock: Clock
     seconds: float | None = None
     restarted: list[str] = field(default_factory=list)
     _started: float | None = None
 
     def refresh(self, token: str) -> None:
         if self._started is None:  # a retried or repeated refresh does not restart the measurement
-            self._started = self.monotonic()
+            self._started = self.clock.monotonic()
         self.inner.refresh(token)
 
     def wait(self, marker: str) -> None:
         self.inner.wait(marker)
         if self._started is not None:
-            self.seconds = self.monotonic() - self._started
+            self.seconds = self.clock.monotonic() - self._started
 
     def restart(self, token: str) -> list[str]:
         rolled = self.inner.restart(token)
@@ -133,23 +132,20 @@ def build_deps(
     placed: Placed,
     *,
     actor: str,
+    clock: Clock,
     registry: Registry | None = None,
-    clock: Clock | None = None,
     timeout: float = 120.0,
     poll: float = 0.5,
     pki: CertificateIssuer | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
     """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. ``pki``
     signs and revokes certificates for the ``x509-vault-pki`` rotator."""
-    clk = clock or SystemClock()
     rotator = (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
-        wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clk, timeout=timeout, poll=poll),
-        monotonic=clk.monotonic,
-    )
+        wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clock, timeout=timeout, poll=poll), clock)
     deps = wf.RotationDeps(
-        kv=kv, ledger=Ledger(kv, platform.spec.authority.mounts.runtime), rotator=rotator, intent=placed.intent,
-        propagation=propagation, now=clk.now, sleep=clk.sleep, rng=random.SystemRandom(), actor=actor,
+        kv=kv, ledger=Ledger(kv, platform.spec.authority.mounts.runtime, clock), rotator=rotator,
+        intent=placed.intent, propagation=propagation, clock=clock, rng=random.SystemRandom(), actor=actor,
         admin=admin_values(kv, platform, intents, placed), pki=pki,
     )
     return deps, propagation
@@ -167,10 +163,10 @@ def drive(run: RotationRun, deps: wf.RotationDeps, *, max_wait: float) -> Rotati
             at = wf.wake_at(run)
             if at is None:  # pragma: no cover - a run that neither waits nor acts
                 return run
-            delay = (at - deps.now()).total_seconds()
+            delay = (at - deps.clock.now()).total_seconds()
             if delay > max_wait:
                 return run
-            deps.sleep(max(delay, 0.0))
+            deps.clock.sleep(max(delay, 0.0))
         run = after
     return run
 
@@ -203,25 +199,15 @@ def run_report(run: RotationRun, propagation: TimedPropagation | None = None) ->
 # --------------------------------------------------------------------------------------------------- status
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
 def _iso(t: datetime | None) -> str | None:
-    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t is not None else None
+    return rfc3339(t) if t is not None else None
 
 
 def last_changed(custom: Mapping[str, str]) -> datetime | None:
     """When the secret last got a value chamberlain knows of: its last rotation, else its creation or handover
     (from the secret's custom_metadata; None when it carries neither)."""
-    return (_parse_time(custom.get(wk.LAST_ROTATED)) or _parse_time(custom.get(wk.CREATED_AT))
-            or _parse_time(custom.get(wk.HANDED_OVER_AT)))
+    return (parse_rfc3339(custom.get(wk.LAST_ROTATED)) or parse_rfc3339(custom.get(wk.CREATED_AT))
+            or parse_rfc3339(custom.get(wk.HANDED_OVER_AT)))
 
 
 def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str) -> list[dict[str, Any]]:
@@ -254,8 +240,8 @@ def secret_status(kv: KV, ledger: Ledger, kube: KubePropagation | None, placed: 
                  and e.path == placed.vault.full]
     last_entry = rotations[-1] if rotations else None
     last_run = runs.load(kv, placed.vault) if meta is not None else None
-    last_rotated = _parse_time(custom.get(wk.LAST_ROTATED))
-    since = last_changed(custom) or (_parse_time(last_entry.time) if last_entry else None)
+    last_rotated = parse_rfc3339(custom.get(wk.LAST_ROTATED))
+    since = last_changed(custom) or (parse_rfc3339(last_entry.time) if last_entry else None)
     decision = due(policy, since, now, held=held) if since is not None else None
     marker = custom.get(wk.VALUE_MARKER, "")
     result_field = custom.get(wk.LAST_RESULT, "")

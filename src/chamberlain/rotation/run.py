@@ -19,7 +19,7 @@ Boundary: the record, its storage and its lease. Deciding the next step and acti
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chamberlain.audit.ledger import LedgerMark
 from chamberlain.authority.errors import CasConflict
 from chamberlain.authority.kv import KV
+from chamberlain.clock import rfc3339
 from chamberlain.errors import ChamberlainError
 from chamberlain.intent.paths import PENDING_PREFIX, RUNS_PREFIX, VaultPath
 
@@ -73,7 +74,7 @@ class RunLost(RunError):
 
 
 def _iso(t: datetime | None) -> str | None:
-    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t is not None else None
+    return rfc3339(t) if t is not None else None
 
 
 class RotationRun(BaseModel):

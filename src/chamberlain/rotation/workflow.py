@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -59,6 +59,7 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
 from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge, NotFound
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
+from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
@@ -66,7 +67,6 @@ from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import (
     Change,
-    Clock,
     ConsumerRef,
     ExternalSecretRef,
     WorkloadRef,
@@ -295,8 +295,7 @@ class RotationDeps:
     rotator: Rotator
     intent: SecretIntent
     propagation: Propagation
-    now: Callable[[], datetime]
-    sleep: Callable[[float], None]
+    clock: Clock
     rng: RandomSource
     actor: str = "chamberlain-controller"
     backoff: Backoff = field(default_factory=Backoff)
@@ -539,7 +538,7 @@ class _Executor:
         update = {
             wk.VALUE_MARKER: self.run.pending_marker or "",
             wk.VALUE_VERSION: str(version),
-            wk.LAST_ROTATED: _iso(self.now),
+            wk.LAST_ROTATED: rfc3339(self.now),
             wk.LAST_RUN: self.run.run_id,
             wk.LAST_REASON: self.run.reason[:200],
         }
@@ -638,10 +637,6 @@ class _Executor:
                                       "ledger_mark": self._mark_or_none()})
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _ledger_details(run: RotationRun) -> dict[str, str]:
     details = {
         "trigger": run.trigger,
@@ -670,7 +665,7 @@ def advance(run: RotationRun, deps: RotationDeps) -> RotationRun:
     """Do the one step :func:`next_step` names and persist the result (CAS on the run record). Returns the run as
     persisted; unchanged when there is nothing to do yet (WAIT, NONE). :class:`RunLost` when another executor
     moved the record."""
-    now = deps.now()
+    now = deps.clock.now()
     if run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
     seen = _look(run, deps.kv)
@@ -713,7 +708,7 @@ def run_to_completion(run: RotationRun, deps: RotationDeps, max_steps: int = MAX
             at = wake_at(run)
             if at is None:  # pragma: no cover - a run that neither waits nor acts would loop
                 raise RotationError(f"run {run.run_id} of {run.secret} made no progress")
-            deps.sleep(max((at - deps.now()).total_seconds(), 0.0))
+            deps.clock.sleep(max((at - deps.clock.now()).total_seconds(), 0.0))
         run = after
     raise RotationError(f"run {run.run_id} of {run.secret} did not finish within {max_steps} steps; "
                         "it resumes from its record")
@@ -763,7 +758,7 @@ def rollback(
     if not 1 <= source < meta.current_version or meta.versions.get(source, False):
         raise NotFound(f"{secret_path}: version {source} is not available to roll back to")
     run = _begin(deps.kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger="rollback",
-                 reason=reason, now=deps.now(), source_version=source, ignore_held=True)
+                 reason=reason, now=deps.clock.now(), source_version=source, ignore_held=True)
     return run_to_completion(run, deps)
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from chamberlain import wellknown as wk
+from chamberlain.clock import Clock
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import KubeConflict, KubeCustomObjects, KubeNotFound
 from chamberlain.triggers.request import RequestError, RequestQueue, RotationRequest
@@ -73,7 +74,7 @@ class AnnotationTrigger:
         self,
         kube: KubeCustomObjects,
         queue: RequestQueue,
-        clock: Callable[[], datetime],
+        clock: Clock,
         namespace: str,
     ) -> None:
         self._kube = kube
@@ -85,7 +86,7 @@ class AnnotationTrigger:
         """One pass; returns the requests newly queued."""
         objects = self._kube.list_custom_objects(GROUP, VERSION, PLURAL, self._namespace)
         queued = []
-        for request in detect(objects, self._clock()):
+        for request in detect(objects, self._clock.now()):
             if self._queue.put(request) == "queued":
                 queued.append(request)
                 log.info("annotation trigger queued a rotation",

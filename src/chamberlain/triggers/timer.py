@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from chamberlain.clock import Clock
 from chamberlain.intent.model import RotationPolicySpec
 from chamberlain.rotation.policy import due
 from chamberlain.triggers.request import RequestQueue, RotationRequest
@@ -65,7 +66,7 @@ class Ticker:
         self,
         load: Callable[[], Iterable[SecretSchedule]],
         queue: RequestQueue,
-        clock: Callable[[], datetime],
+        clock: Clock,
         interval: float = 60.0,
         wait: Callable[[float], bool] | None = None,
     ) -> None:
@@ -81,7 +82,7 @@ class Ticker:
     def tick(self) -> list[RotationRequest]:
         """One evaluation; returns the requests that were newly queued (merged and duplicate ones are not)."""
         queued = []
-        for request in evaluate(self._load(), self._clock()):
+        for request in evaluate(self._load(), self._clock.now()):
             if self._queue.put(request) == "queued":
                 queued.append(request)
                 log.info("time trigger queued a rotation", extra={"secret": request.secret,

@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
+from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
 from chamberlain.triggers.request import RequestError, RequestQueue, RotationRequest, sanitize_reason
 
@@ -194,7 +195,7 @@ class WebhookHandler:
         key: WebhookKey,
         queue: RequestQueue,
         known: Callable[[str], bool],
-        clock: Callable[[], datetime],
+        clock: Clock,
         window: timedelta = DEFAULT_WINDOW,
         replay: ReplayCache | None = None,
     ) -> None:
@@ -206,7 +207,7 @@ class WebhookHandler:
         self._replay = replay or ReplayCache()
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
-        now = self._clock()
+        now = self._clock.now()
         verdict = verify(headers, body, self._key, now, self._replay, self._window)
         if not verdict.ok or verdict.replay_key is None or verdict.expires_at is None:
             log.warning("webhook: rejected request (%s)", verdict.outcome)
