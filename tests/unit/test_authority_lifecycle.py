@@ -321,7 +321,9 @@ def test_kubeconfig_gives_host_and_ca(tmp_path: Path) -> None:
 
 
 def test_checkpoint_exits_like_a_killed_process() -> None:
-    code = "from chamberlain.faults import checkpoint; checkpoint('a'); checkpoint('b'); print('survived')"
+    # The entry point arms the crash point named by the environment; then the checkpoint ends the process.
+    code = ("import os; from chamberlain.faults import arm, checkpoint; arm(os.environ.get('CHAMBERLAIN_CRASH_AT'));"
+            " checkpoint('a'); checkpoint('b'); print('survived')")
     env = {**os.environ, "CHAMBERLAIN_CRASH_AT": "b"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 137 and "survived" not in proc.stdout

@@ -7,7 +7,6 @@ it). Exception text is not printed for unexpected errors because it could carry 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,7 @@ from typing import Annotated
 import typer
 
 from chamberlain import __version__
-from chamberlain.cli.options import repo_dir
+from chamberlain.cli.options import repo_dir, settings
 from chamberlain.cli.output import (
     DataFormat,
     FindingsFormat,
@@ -51,6 +50,9 @@ def _root(
     ] = False,
 ) -> None:
     """GitOps-native, Vault-first secret life cycle for Kubernetes."""
+    from chamberlain import faults
+
+    faults.arm(settings().crash_at)  # resumability tests kill the process at a named checkpoint
 
 
 @app.command()
@@ -194,7 +196,7 @@ def main() -> None:
         stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
     except Exception as exc:
-        if os.environ.get("CHAMBERLAIN_DEBUG"):
+        if settings().debug:
             raise
         stderr.print(f"[red]internal error[/red] ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1 to see it")
         sys.exit(1)

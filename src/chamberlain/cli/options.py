@@ -5,10 +5,13 @@ Defined once so every command spells them the same way and reads the same enviro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from chamberlain.settings import Settings
 
 if TYPE_CHECKING:
     from chamberlain.intent.loader import Repository
@@ -43,6 +46,12 @@ Cluster = Annotated[
     typer.Option("--cluster", "-c", show_default=False,
                  help="The cluster the kubeconfig reaches (optional when the Platform has one cluster)."),
 ]
+
+
+def settings() -> Settings:
+    """The process environment as chamberlain uses it. The CLI is an entry point, the only kind of module that
+    may look at ``os.environ``; everything below receives these values as arguments."""
+    return Settings.from_environ(os.environ, Path.home())
 
 
 def repo_dir(path: str | Path) -> Path:
