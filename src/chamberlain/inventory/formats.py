@@ -193,6 +193,21 @@ def _md_table(header: list[str], rows: list[list[object]]) -> list[str]:
     return lines
 
 
+def _md_secret_row(e: Entry) -> list[object]:
+    return [
+        f"`{e.name}`",
+        e.classification,
+        e.owner,
+        e.purpose,
+        ", ".join(e.environments),
+        f"{e.rotation.policy} ({e.rotation.summary})" if e.rotation else "unresolved",
+        e.source.detail if e.source.kind != "generate"
+        else "generated: " + ", ".join(f"{k} ({t})" for k, t in e.source.generators),
+        e.target.summary + (f", admin via `{e.target.admin_intent}`" if e.target.admin_intent else "")
+        if e.target else "",
+    ]
+
+
 def to_markdown(inventory: Inventory) -> str:
     """A Markdown report: summary, environments, secrets, consumers, Vault paths and a Mermaid graph."""
     counts = inventory.classification_counts()
@@ -214,21 +229,7 @@ def to_markdown(inventory: Inventory) -> str:
         "",
         *_md_table(
             ["secret", "class", "owner", "purpose", "environments", "rotation", "source", "target"],
-            [
-                [
-                    f"`{e.name}`",
-                    e.classification,
-                    e.owner,
-                    e.purpose,
-                    ", ".join(e.environments),
-                    f"{e.rotation.policy} ({e.rotation.summary})" if e.rotation else "unresolved",
-                    e.source.detail if e.source.kind != "generate"
-                    else "generated: " + ", ".join(f"{k} ({t})" for k, t in e.source.generators),
-                    e.target.summary + (f", admin via `{e.target.admin_intent}`" if e.target.admin_intent else "")
-                    if e.target else "",
-                ]
-                for e in inventory.entries
-            ],
+            [_md_secret_row(e) for e in inventory.entries],
         ),
         "",
         "## Consumers",

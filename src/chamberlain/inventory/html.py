@@ -161,49 +161,62 @@ def _detail(e: Entry) -> str:
     return "\n".join(parts)
 
 
-def to_html(inventory: Inventory, *, max_graph_secrets: int = 400) -> str:
-    """The whole report. Above ``max_graph_secrets`` the graph is left out (it would be unreadable and
-    megabytes large); the tables still list everything."""
-    counts = inventory.classification_counts()
-    platform = escape(inventory.platform or "(no platform)")
+def _cards(inventory: Inventory) -> str:
     namespaces = {c.namespace for e in inventory.entries for c in e.consumers}
     workloads = {w for e in inventory.entries for w in e.workloads}
     cards = [
         (len(inventory.entries), "secrets"),
-        *((n, c) for c, n in counts.items()),
+        *((n, c) for c, n in inventory.classification_counts().items()),
         (len(inventory.owners()), "owners"),
         (len(namespaces), "consumer namespaces"),
         (len(workloads), "workloads"),
     ]
-    envs = "".join(
+    return ('<div class="cards">'
+            + "".join(f"<div class=card><b>{n}</b><span>{escape(label)}</span></div>" for n, label in cards)
+            + "</div>")
+
+
+def _environments(inventory: Inventory) -> str:
+    return "".join(
         f'<div class="env{" ephemeral" if env.ephemeral else ""}"><b>{escape(env.name)}</b> '
         f'<span class="muted">{escape(", ".join(env.clusters))}{" · ephemeral" if env.ephemeral else ""}'
         "</span></div>"
         for env in inventory.environments
     )
+
+
+def _graph_section(inventory: Inventory, max_graph_secrets: int) -> str:
+    if len(inventory.entries) > max_graph_secrets:
+        return (
+            f'<p class="muted">{len(inventory.entries)} secrets: the graph is omitted above '
+            f"{max_graph_secrets}; use the tables below or <code>chamberlain inventory -o json</code>.</p>"
+        )
     legend = "".join(
         f'<span><i style="background:{PALETTE[c][0]};border-color:{PALETTE[c][1]}"></i>{c}</span>'
         for c in ("bootstrap", "runtime", "derived", "config")
     )
-    if len(inventory.entries) <= max_graph_secrets:
-        graph = build_graph(inventory)
-        graph_html = (
-            f'<div class="legend">{legend}<span>hover a node to follow its secrets</span></div>'
-            f'<div class="graph-wrap">{to_svg(graph)}</div>'
-            "<details><summary class=muted>Mermaid source</summary>"
-            f"<pre>{escape(to_mermaid(graph))}</pre></details>"
-        )
-    else:
-        graph_html = (
-            f'<p class="muted">{len(inventory.entries)} secrets: the graph is omitted above '
-            f"{max_graph_secrets}; use the tables below or <code>chamberlain inventory -o json</code>.</p>"
-        )
-    owners = "".join(
+    graph = build_graph(inventory)
+    return (
+        f'<div class="legend">{legend}<span>hover a node to follow its secrets</span></div>'
+        f'<div class="graph-wrap">{to_svg(graph)}</div>'
+        "<details><summary class=muted>Mermaid source</summary>"
+        f"<pre>{escape(to_mermaid(graph))}</pre></details>"
+    )
+
+
+def _owners(inventory: Inventory) -> str:
+    return "".join(
         f"<tr><td>{escape(owner)}</td><td>{len(entries)}</td><td>"
         + ", ".join(f'<a href="#secret-{escape(e.name)}">{escape(e.name)}</a>' for e in entries)
         + "</td></tr>"
         for owner, entries in inventory.owners().items()
     )
+
+
+def to_html(inventory: Inventory, *, max_graph_secrets: int = 400) -> str:
+    """The whole report. Above ``max_graph_secrets`` the graph is left out (it would be unreadable and
+    megabytes large); the tables still list everything."""
+    platform = escape(inventory.platform or "(no platform)")
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -213,17 +226,15 @@ def to_html(inventory: Inventory, *, max_graph_secrets: int = 400) -> str:
         f"<header><h1>Secret inventory — {platform}</h1>",
         "<p>What exists, who owns it, who depends on it, and when it rotates. Generated from intent by "
         "chamberlain; contains no secret values.</p>",
-        '<div class="cards">'
-        + "".join(f"<div class=card><b>{n}</b><span>{escape(label)}</span></div>" for n, label in cards)
-        + "</div></header><main>",
-        f'<section><h2>Environments</h2><div class="envs">{envs}</div></section>',
-        f"<section><h2>Dependency graph</h2>{graph_html}</section>",
+        _cards(inventory) + "</header><main>",
+        f'<section><h2>Environments</h2><div class="envs">{_environments(inventory)}</div></section>',
+        f"<section><h2>Dependency graph</h2>{_graph_section(inventory, max_graph_secrets)}</section>",
         "<section><h2>Secrets</h2><table><tr><th>secret</th><th>class</th><th>owner</th><th>purpose</th>"
         "<th>environments</th><th>rotation</th><th>source</th><th>target</th><th>consumers &rarr; restarts</th></tr>",
         *(_secret_row(e) for e in inventory.entries),
         "</table></section>",
         "<section><h2>By owner</h2><table><tr><th>owner</th><th>secrets</th><th>names</th></tr>"
-        f"{owners}</table></section>",
+        f"{_owners(inventory)}</table></section>",
         "<section><h2>Details</h2>",
         *(_detail(e) for e in inventory.entries),
         "</section></main>",

@@ -17,6 +17,7 @@ runtime path for exactly one intent, and this is also how a run resumes after a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -143,6 +144,67 @@ def _find_entry(ledger: Ledger, unit: ProvisionUnit) -> LedgerEntry | None:
     return None
 
 
+def _create(kv: KV, unit: ProvisionUnit) -> bool:
+    """Write a fresh value with check-and-set 0; False when someone else created it meanwhile (theirs stands)."""
+    values = generate_values(unit.generators)
+    try:
+        kv.write(unit.vault.mount, unit.vault.path, values, cas=0)
+    except CasConflict:
+        return False
+    finally:
+        values.clear()  # drop our only reference to the plaintext as soon as it is stored
+    checkpoint("provision.create")
+    return True
+
+
+def _record(kv: KV, unit: ProvisionUnit, custom: Mapping[str, str], clock: Clock) -> str | None:
+    """Tag the value with who made it, when, its marker and the policy in force; the marker (None: vanished)."""
+    current = kv.read(unit.vault.mount, unit.vault.path)
+    if current is None:
+        return None
+    marker = version_marker(unit.vault.full, current.data)
+    update = {
+        wk.AUTHORITY: wk.AUTHORITY_VAULT,
+        wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN,
+        wk.CREATED_AT: rfc3339(clock.now()),
+        wk.INTENT: unit.intent,
+        wk.ENVIRONMENT: unit.environment,
+        wk.ORIGIN: "generated",
+        wk.VALUE_VERSION: str(current.version),
+        wk.VALUE_MARKER: marker,
+        **md.policy_metadata(unit.policy_name, unit.policy),
+    }
+    try:
+        md.merged(custom, update)
+    except MetadataTooLarge as exc:
+        raise ProvisionError(f"{unit.vault}: cannot record the new secret ({exc})") from None
+    kv.update_custom_metadata(unit.vault.mount, unit.vault.path, update)
+    checkpoint("provision.record")
+    return marker
+
+
+def _ledger(kv: KV, ledger: Ledger, unit: ProvisionUnit, custom: Mapping[str, str], *, actor: str, run: str,
+            created_here: bool) -> None:
+    """The one ``value-created`` entry (found again after a crash), then its sequence number on the secret."""
+    entry = _find_entry(ledger, unit) or ledger.append(
+        "value-created",
+        actor=actor,
+        secret=unit.intent,
+        path=unit.vault.full,
+        run=run,
+        reason="initial value of a generated secret",
+        details={
+            "environment": unit.environment,
+            "origin": "created" if created_here else "found",
+            "version": custom.get(wk.VALUE_VERSION, ""),
+            "marker": custom.get(wk.VALUE_MARKER, ""),
+            "policy": custom.get(f"{wk.POLICY_PREFIX}name", ""),
+        },
+    )
+    checkpoint("provision.ledger")
+    kv.update_custom_metadata(unit.vault.mount, unit.vault.path, {wk.LEDGER_SEQ: str(entry.seq)})
+
+
 def provision(
     unit: ProvisionUnit,
     kv: KV,
@@ -153,14 +215,14 @@ def provision(
     clock: Clock,
     dry_run: bool = False,
 ) -> ProvisionOutcome:
-    mount, path = unit.vault.mount, unit.vault.path
+    """Bring one unit to DONE: observe, decide (:func:`next_step`), do that one step, repeat."""
     done: list[str] = []
     created_here = False
     marker: str | None = None
     step = Step.CREATE
     try:
         for _ in range(MAX_STEPS):
-            meta = kv.read_metadata(mount, path)
+            meta = kv.read_metadata(unit.vault.mount, unit.vault.path)
             step = next_step(_observe(meta))
             custom = meta.custom if meta is not None else {}
             marker = custom.get(wk.VALUE_MARKER, marker)
@@ -172,55 +234,14 @@ def provision(
                 order = list(Step)[:-1]
                 return ProvisionOutcome(unit, "planned", [s.value for s in order[order.index(step):]], marker)
             if step is Step.CREATE:
-                values = generate_values(unit.generators)
-                try:
-                    kv.write(mount, path, values, cas=0)
-                    created_here = True
-                except CasConflict:
-                    continue  # created by someone else meanwhile: theirs stands, untouched
-                finally:
-                    values.clear()  # drop our only reference to the plaintext as soon as it is stored
-                checkpoint("provision.create")
-            elif step is Step.RECORD:
-                current = kv.read(mount, path)
-                if current is None:
+                if not _create(kv, unit):
                     continue
-                marker = version_marker(unit.vault.full, current.data)
-                update = {
-                    wk.AUTHORITY: wk.AUTHORITY_VAULT,
-                    wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN,
-                    wk.CREATED_AT: rfc3339(clock.now()),
-                    wk.INTENT: unit.intent,
-                    wk.ENVIRONMENT: unit.environment,
-                    wk.ORIGIN: "generated",
-                    wk.VALUE_VERSION: str(current.version),
-                    wk.VALUE_MARKER: marker,
-                    **md.policy_metadata(unit.policy_name, unit.policy),
-                }
-                try:
-                    md.merged(custom, update)
-                except MetadataTooLarge as exc:
-                    raise ProvisionError(f"{unit.vault}: cannot record the new secret ({exc})") from None
-                kv.update_custom_metadata(mount, path, update)
-                checkpoint("provision.record")
+                created_here = True
+            elif step is Step.RECORD:
+                if (marker := _record(kv, unit, custom, clock)) is None:
+                    continue
             else:
-                entry = _find_entry(ledger, unit) or ledger.append(
-                    "value-created",
-                    actor=actor,
-                    secret=unit.intent,
-                    path=unit.vault.full,
-                    run=run,
-                    reason="initial value of a generated secret",
-                    details={
-                        "environment": unit.environment,
-                        "origin": "created" if created_here else "found",
-                        "version": custom.get(wk.VALUE_VERSION, ""),
-                        "marker": custom.get(wk.VALUE_MARKER, ""),
-                        "policy": custom.get(f"{wk.POLICY_PREFIX}name", ""),
-                    },
-                )
-                checkpoint("provision.ledger")
-                kv.update_custom_metadata(mount, path, {wk.LEDGER_SEQ: str(entry.seq)})
+                _ledger(kv, ledger, unit, custom, actor=actor, run=run, created_here=created_here)
             done.append(step.value)
     except AuthorityError as exc:
         raise ProvisionError(f"initial value of {unit.intent} at {unit.vault} stopped at step {step.value}: "

@@ -93,14 +93,7 @@ class _Claims:
             self._seen[key] = where
 
 
-def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) -> dict[str, str]:
-    """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
-    bootstrap files, placed by :mod:`chamberlain.render.bootstrap`."""
-    platform = topo.platform
-    layer = boot.assign(topo, list(bootstrap))
-    controller_ns = naming.controller_namespace(platform)
-    files: dict[str, str] = {}
-
+def _crd_files(files: dict[str, str]) -> None:
     keep = naming.wave(naming.WAVE_FOUNDATION, {wk.ARGOCD_SYNC_OPTIONS: naming.KEEP})
     crd_files = []
     for kind in crd_kinds():
@@ -109,12 +102,16 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
         crd_files.append(name)
     files["crds/kustomization.yaml"] = kustomization(crd_files)
 
+
+def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer, claims: _Claims) -> None:
+    """Per cluster: namespaces, the controller's identity, the Platform and policies, the intents by owner."""
+    platform = topo.platform
+    controller_ns = naming.controller_namespace(platform)
     # Intents are dumped once and reused on every cluster they appear on.
     platform_text = dump_yaml_documents(
         [intent_manifest(platform, controller_ns)] + [intent_manifest(p, controller_ns) for p in topo.policies]
     )
     intent_texts: dict[str, str] = {}
-    claims = _Claims()
     for cluster in topo.clusters:
         base = f"clusters/{cluster}"
         plain = set(topo.namespaces(cluster))
@@ -141,13 +138,17 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
             + [f"intents/{owner}.yaml" for owner in sorted(by_owner)]
         )
 
+
+def _environment_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer, claims: _Claims) -> None:
+    """Per environment and cluster: each namespace's ESO objects and identities, and the bootstrap layer."""
     for unit in topo.units:
         env, cluster = unit.environment, unit.cluster
         root = f"envs/{env}/{cluster}"
         resources = [f"../../../clusters/{cluster}"] if topo.base_owner(cluster) == env else []
         for ns in unit.namespaces:
-            manifests = eso.publisher_objects(platform, env, cluster, ns, unit.publishes.get(ns, []))
-            manifests += eso.reader_objects(platform, env, cluster, ns, unit.reads[ns]) if ns in unit.reads else []
+            manifests = eso.publisher_objects(topo.platform, env, cluster, ns, unit.publishes.get(ns, []))
+            if ns in unit.reads:
+                manifests += eso.reader_objects(topo.platform, env, cluster, ns, unit.reads[ns])
             # Identities first, then stores, then the objects that use them: easy to read top to bottom.
             manifests.sort(key=lambda m: _KIND_ORDER.get(m["kind"], 99))
             path = f"namespaces/{ns}.yaml"
@@ -159,6 +160,16 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
         files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried).items()})
         files[f"{root}/kustomization.yaml"] = kustomization(resources, boot.kustomization_fields(carried))
 
+
+def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) -> dict[str, str]:
+    """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
+    bootstrap files, placed by :mod:`chamberlain.render.bootstrap`."""
+    layer = boot.assign(topo, list(bootstrap))
+    files: dict[str, str] = {}
+    claims = _Claims()
+    _crd_files(files)
+    _cluster_files(files, topo, layer, claims)
+    _environment_files(files, topo, layer, claims)
     files.update(boot.flux_files(layer))
     for rel, text in bundle(topo).items():
         files[f"vault/{rel}"] = text
