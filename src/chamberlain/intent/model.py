@@ -229,10 +229,7 @@ class Source(Model):
     """Exactly one of ``generate``, ``bootstrap`` or ``publication``."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
+        **Model.model_config,
         json_schema_extra={
             "oneOf": [{"required": ["generate"]}, {"required": ["bootstrap"]}, {"required": ["publication"]}]
         },

@@ -114,6 +114,12 @@ def _secret_row(e: Entry) -> str:
     )
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """An HTML table; cells are already escaped."""
+    head = "<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"
+    return [head, *("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows), "</table>"]
+
+
 def _detail(e: Entry) -> str:
     parts = [
         f'<details class="secret" id="secret-{escape(e.name)}"><summary>{escape(e.name)} {_badge(e.classification)}'
@@ -142,21 +148,13 @@ def _detail(e: Entry) -> str:
             + "</p>"
         )
     if e.locations:
-        parts.append("<table><tr><th>environment</th><th>cluster</th><th>Vault path</th></tr>")
-        parts += [
-            f"<tr><td>{escape(loc.environment)}</td><td>{escape(loc.cluster)}</td>"
-            f"<td><code>{escape(loc.vault_path)}</code></td></tr>"
-            for loc in e.locations
-        ]
-        parts.append("</table>")
+        parts += _table(["environment", "cluster", "Vault path"],
+                        [[escape(loc.environment), escape(loc.cluster), f"<code>{escape(loc.vault_path)}</code>"]
+                         for loc in e.locations])
     if e.consumers:
-        parts.append("<table><tr><th>namespace</th><th>Kubernetes Secret</th><th>keys</th><th>restarts</th></tr>")
-        parts += [
-            f"<tr><td>{escape(c.namespace)}</td><td><code>{escape(c.secret_name)}</code></td>"
-            f"<td>{escape(c.key_summary)}</td><td>{escape(', '.join(w.ref for w in c.restart)) or '-'}</td></tr>"
-            for c in e.consumers
-        ]
-        parts.append("</table>")
+        parts += _table(["namespace", "Kubernetes Secret", "keys", "restarts"],
+                        [[escape(c.namespace), f"<code>{escape(c.secret_name)}</code>", escape(c.key_summary),
+                          escape(", ".join(w.ref for w in c.restart)) or "-"] for c in e.consumers])
     parts.append("</details>")
     return "\n".join(parts)
 

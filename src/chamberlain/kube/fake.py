@@ -192,11 +192,7 @@ class FakeKube:
         annotations: Mapping[str, str | None],
         resource_version: str | None = None,
     ) -> dict[str, Any]:
-        self._guard()
-        key = (group, version, plural, namespace, name)
-        obj = self.custom_objects.get(key)
-        if obj is None:
-            raise KubeNotFound(f"{plural}.{group} {namespace}/{name}")
+        obj = self._existing_custom_object(group, version, plural, namespace, name)
         meta = obj.setdefault("metadata", {})
         if resource_version and resource_version != meta.get("resourceVersion"):
             raise KubeConflict(f"{plural}.{group} {namespace}/{name}: changed since read")
@@ -208,6 +204,14 @@ class FakeKube:
                 current[k] = v
         meta["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)
+
+    def _existing_custom_object(self, group: str, version: str, plural: str, namespace: str,
+                                name: str) -> dict[str, Any]:
+        self._guard()
+        obj = self.custom_objects.get((group, version, plural, namespace, name))
+        if obj is None:
+            raise KubeNotFound(f"{plural}.{group} {namespace}/{name}")
+        return obj
 
     def create_custom_object(
         self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
@@ -232,11 +236,7 @@ class FakeKube:
     def patch_custom_object_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self._guard()
-        key = (group, version, plural, namespace, name)
-        obj = self.custom_objects.get(key)
-        if obj is None:
-            raise KubeNotFound(f"{plural}.{group} {namespace}/{name}")
+        obj = self._existing_custom_object(group, version, plural, namespace, name)
         patched = merge_patch(obj.get("status") or {}, dict(status))
         if patched != obj.get("status"):  # the API server does not bump the resourceVersion of a no-op patch
             obj["status"] = patched
