@@ -279,16 +279,20 @@ class _Lines:
         self._text = text
         self._starts: list[int] | None = None
 
-    def locate(self, offset: int) -> tuple[int, int]:
-        if self._starts is None:
+    def _line_starts(self) -> list[int]:
+        if self._starts is None:  # computed on the first finding only: a clean file never pays for it
             self._starts = [0] + [m.end() for m in re.finditer("\n", self._text)]
-        index = bisect.bisect_right(self._starts, offset) - 1
-        return index + 1, offset - self._starts[index] + 1
+        return self._starts
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        starts = self._line_starts()
+        index = bisect.bisect_right(starts, offset) - 1
+        return index + 1, offset - starts[index] + 1
 
     def text_of(self, line: int) -> str:
-        assert self._starts is not None  # locate() ran first
-        start = self._starts[line - 1]
-        end = self._starts[line] - 1 if line < len(self._starts) else len(self._text)
+        starts = self._line_starts()
+        start = starts[line - 1]
+        end = starts[line] - 1 if line < len(starts) else len(self._text)
         return self._text[start:end]
 
 

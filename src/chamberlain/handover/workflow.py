@@ -137,10 +137,9 @@ def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
         vault = VaultValue.ABSENT
     elif bootstrap is not Bootstrap.PRESENT:
         vault = VaultValue.PRESENT
-    elif snap.current is None or snap.current.deleted:
+    elif snap.current is None or snap.current.deleted or secret is None:
         vault = VaultValue.DIFFERENT  # a deleted or destroyed version is not ours to paper over
     else:
-        assert secret is not None
         vault = VaultValue.EQUAL if dict(snap.current.data) == dict(secret.data) else VaultValue.DIFFERENT
     custom = snap.custom
     return Observed(
@@ -182,16 +181,24 @@ def _preflight(unit: HandoverUnit, snap: Snapshot) -> None:
         raise HandoverError(f"{unit.vault}: cannot record the handover ({exc}); nothing was written") from None
 
 
+def _bootstrap_secret(unit: HandoverUnit, snap: Snapshot) -> KubeSecret:
+    """The bootstrap Secret the step acts on (:func:`next_step` names a step that needs it only when it exists;
+    one that vanished between the read and the step stops the run, which the next observation resolves)."""
+    if snap.secret is None:
+        raise HandoverError(f"{unit.source}: the bootstrap Secret vanished during the handover; re-run")
+    return snap.secret
+
+
 def _write(kv: KV, unit: HandoverUnit, snap: Snapshot) -> None:
-    assert snap.secret is not None
+    secret = _bootstrap_secret(unit, snap)
     _preflight(unit, snap)
     try:
-        kv.write(unit.vault.mount, unit.vault.path, dict(snap.secret.data), cas=0)
+        kv.write(unit.vault.mount, unit.vault.path, dict(secret.data), cas=0)
     except CasConflict:
         return  # someone created it between our read and write; the next observation decides (equal or conflict)
     checkpoint("handover.write")
     back = kv.read(unit.vault.mount, unit.vault.path)
-    if back is None or back.deleted or dict(back.data) != dict(snap.secret.data):
+    if back is None or back.deleted or dict(back.data) != dict(secret.data):
         raise HandoverError(
             f"{unit.vault}: the value read back differs from the bootstrap Secret {unit.source}; nothing was "
             "recorded and the bootstrap Secret stays the authority"
@@ -200,9 +207,12 @@ def _write(kv: KV, unit: HandoverUnit, snap: Snapshot) -> None:
 
 
 def _record(kv: KV, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> str:
-    assert snap.current is not None
-    marker = version_marker(unit.vault.full, snap.current.data)
-    update = record_metadata(unit, ctx.timestamp(), snap.current.version, marker)
+    current = snap.current
+    if current is None:
+        raise HandoverError(f"{unit.vault}: the value vanished before it was recorded; the bootstrap Secret stays "
+                            "the authority; re-run")
+    marker = version_marker(unit.vault.full, current.data)
+    update = record_metadata(unit, ctx.timestamp(), current.version, marker)
     try:
         md.merged(snap.custom, update)
     except MetadataTooLarge as exc:
@@ -214,8 +224,7 @@ def _record(kv: KV, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> str:
 
 
 def _consume(kube: Kube, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> None:
-    secret = snap.secret
-    assert secret is not None
+    secret = _bootstrap_secret(unit, snap)
     if unit.after_handover == "delete":
         # The resourceVersion precondition: never delete a Secret that changed since we compared it.
         kube.delete_secret(secret.namespace, secret.name, resource_version=secret.resource_version or None)
