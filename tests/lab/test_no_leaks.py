@@ -30,7 +30,7 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, REPO_ROOT, run_cli
+from tests.conftest import EXAMPLES, REPO_ROOT, lab_host, run_cli, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -101,12 +101,12 @@ def _updatekeys(repo: Path, rel: str) -> None:
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     work = tmp_path_factory.mktemp("no-leaks")
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 800
-    config = lab_mod.LabConfig(lab_dir=work / "lab", ports=lab_mod.Ports().shifted(offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset), dev=False)
     capture = _Capture()
     root_logger = logging.getLogger()
     old_level = root_logger.level
@@ -125,7 +125,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     finally:
         root_logger.removeHandler(capture)
         root_logger.setLevel(old_level)
-        lab_mod.down(config.lab_dir, progress=lambda _m: None)
+        lab_mod.down(config.lab_dir, lab_host(), progress=lambda _m: None)
         lab.postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
     assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from chamberlain.errors import ChamberlainError
+from chamberlain.settings import Settings
 
 KNOWN = ("sops", "age", "age-keygen")
 
@@ -41,7 +42,7 @@ def find_tool(name: str) -> Path:
     try:  # the lab cache; imported lazily so the tool itself never depends on the lab package being usable
         from chamberlain.lab import builds
 
-        cached = builds.binary(name)
+        cached = builds.binary(Settings.from_environ(os.environ, Path.home()).lab_cache, name)
         if cached.is_file():
             return cached
     except (ImportError, KeyError, OSError):

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from chamberlain.intent.model import Platform
     from chamberlain.kube.client import KubeClient
     from chamberlain.lab.lab import Lab
+    from chamberlain.lab.servers import LabHost
 
 Progress = Callable[[str], None]
 
@@ -169,7 +170,7 @@ class _State:
 
     options: DemoOptions
     work: Path
-    clock: Clock
+    host: LabHost  # the machine the lab runs on (build cache, environment, clock)
     progress: Progress
     run: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:12]}")
     lab: Lab | None = None
@@ -192,6 +193,10 @@ class _State:
     def identity(self) -> Path:
         # Outside the repository copy, as root init demands: the offline root never lives in Git.
         return self.work / "offline" / "root.agekey"
+
+    @property
+    def clock(self) -> Clock:
+        return self.host.clock
 
     @property
     def actor(self) -> str:
@@ -264,7 +269,8 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
     from chamberlain.authority.vault import unauthenticated
     from chamberlain.lab import lab as lab_mod
 
-    config = lab_mod.LabConfig(lab_dir=lab_dir, ports=lab_mod.Ports().shifted(s.options.port_offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=lab_dir, host=s.host, ports=lab_mod.Ports().shifted(s.options.port_offset),
+                               dev=False)
     report = lab_mod.up(config, progress=s.progress, timeout=s.options.timeout)
     s.lab = lab_mod.Lab(config)
     seal = unauthenticated(s.lab.vault.address, s.lab.pki.ca.cert).seal_status()
@@ -750,9 +756,10 @@ def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) ->
     return result
 
 
-def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m: None) -> DemoReport:
+def run_demo(options: DemoOptions, host: LabHost, progress: Progress = lambda _m: None) -> DemoReport:
     """Run the lab phase, then every phase up to ``options.through``, then verify the ledger; stop at the
-    first failure. Tears the lab down at the end unless ``options.keep``."""
+    first failure. Tears the lab down at the end unless ``options.keep``. The lab runs on ``host``, whose clock
+    is the demo's."""
     from chamberlain.lab import lab as lab_mod
 
     started = time.monotonic()
@@ -763,7 +770,7 @@ def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m:
     # A new working directory inside the lab directory on every run (0700 from mkdtemp): repository copy,
     # identity, rendered output. Never reused, so a failed earlier run cannot leave half a repository behind.
     work = Path(tempfile.mkdtemp(prefix="demo-", dir=lab_dir))
-    state = _State(options, work, clock, progress)
+    state = _State(options, work, host, progress)
     wanted = list(Phase)[: list(Phase).index(options.through) + 1]
     report = DemoReport(through=options.through.value, lab_dir=str(lab_dir), work_dir=str(work), kept=options.keep)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("lab", lambda: _lab_phase(state, lab_dir))]
@@ -793,7 +800,7 @@ def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m:
         if state.kube is not None:
             state.kube.close()
         if not options.keep:
-            lab_mod.down(lab_dir, progress=progress)
+            lab_mod.down(lab_dir, host, progress=progress)
             if fresh:
                 # Ours alone: the temporary lab (with the demo's work directory inside) goes entirely.
                 if state.lab is not None:
