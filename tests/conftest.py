@@ -19,6 +19,7 @@ import pytest
 from chamberlain.settings import Settings
 
 if TYPE_CHECKING:
+    from chamberlain.bootstrap.tools import Tools
     from chamberlain.lab.servers import LabHost
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,13 @@ def host_settings() -> Settings:
     return Settings.from_environ(os.environ, Path.home())
 
 
+def host_tools() -> Tools:
+    """sops/age as this process finds them: ``CHAMBERLAIN_SOPS``..., then ``PATH``, then the lab cache."""
+    from chamberlain.bootstrap.tools import Tools
+
+    return Tools.from_settings(host_settings())
+
+
 def unbuilt(names: Sequence[str] = ()) -> list[str]:
     """Which lab components (default: all of them) are missing from this process's build cache."""
     from chamberlain.lab import builds
@@ -87,3 +95,8 @@ def lab_host() -> LabHost:
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return host_settings()
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    return host_tools()

@@ -28,7 +28,7 @@ from chamberlain.authority.errors import AuthorityError, Forbidden  # noqa: E402
 from chamberlain.authority.vault import VaultClient, login_kubernetes  # noqa: E402
 from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
-from tests.conftest import lab_host, unbuilt  # noqa: E402
+from tests.conftest import host_tools, lab_host, unbuilt  # noqa: E402
 
 MOUNT = "kubernetes"
 ORCHESTRATOR = ("chamberlain-system", "chamberlain", "chamberlain.dev1.orchestrator")
@@ -68,7 +68,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pids: dict[str, int] = {}
     try:
         report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True),
-                          lab_host())
+                          lab_host(), host_tools())
         assert report.ok, report.as_dict()
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}

@@ -30,7 +30,7 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, REPO_ROOT, lab_host, run_cli, unbuilt
+from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_host, run_cli, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -39,7 +39,7 @@ pytest.importorskip("kubernetes")
 
 from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.session import Connection, login_as  # noqa: E402
-from chamberlain.bootstrap import encrypt_file, find_tool  # noqa: E402
+from chamberlain.bootstrap import encrypt_file  # noqa: E402
 from chamberlain.errors import ChamberlainError  # noqa: E402
 from chamberlain.intent.loader import load_repository  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
@@ -95,7 +95,7 @@ class Flow:
 
 def _updatekeys(repo: Path, rel: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")} | {"SOPS_AGE_KEY_FILE": str(PREVIOUS_ROOT)}
-    subprocess.run([str(find_tool("sops")), "updatekeys", "--yes", rel], cwd=repo, env=env, check=True,
+    subprocess.run([str(host_tools().find("sops")), "updatekeys", "--yes", rel], cwd=repo, env=env, check=True,
                    capture_output=True, timeout=60)
 
 
@@ -155,14 +155,14 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo))
     f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo), expect=1)  # already encrypted: an error
     try:
-        encrypt_file(smtp, f.repo)
+        encrypt_file(smtp, f.repo, tools=host_tools())
     except ChamberlainError as exc:
         f.errors.append(str(exc))
     f.cli("validate", str(f.repo))
     # Phases 1-2
     f.cli("render", str(f.repo), "-o", str(f.rendered))
     wrong = work / "wrong.agekey"
-    subprocess.run([str(find_tool("age-keygen")), "-o", str(wrong)], capture_output=True, check=True)
+    subprocess.run([str(host_tools().find("age-keygen")), "-o", str(wrong)], capture_output=True, check=True)
     f.cli("apply", str(f.repo), "--identity", str(wrong), "--kubeconfig", str(f.lab.kubeconfig), "--cluster", "dev1",
           "-e", "dev", expect=1)
     f.cli("apply", str(f.repo), "--identity", str(f.identity), "--kubeconfig", str(f.lab.kubeconfig),

@@ -27,7 +27,7 @@ from chamberlain import wellknown as wk
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, lab_host, run_cli, unbuilt
+from tests.conftest import EXAMPLES, host_tools, lab_host, run_cli, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -90,7 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     pids: dict[str, int] = {}
     try:
         report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
-                                      source_repo=_source_repo(base / "source")), lab_host())
+                                      source_repo=_source_repo(base / "source")), lab_host(), host_tools())
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
         assert report.ok, [p.as_dict() for p in report.phases if not p.ok]

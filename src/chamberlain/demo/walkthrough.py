@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.kv import KV
     from chamberlain.authority.session import Connection
     from chamberlain.authority.vault import VaultClient
+    from chamberlain.bootstrap.tools import Tools
     from chamberlain.demo.rotations import RunningController
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
@@ -171,6 +172,7 @@ class _State:
     options: DemoOptions
     work: Path
     host: LabHost  # the machine the lab runs on (build cache, environment, clock)
+    tools: Tools  # sops and age-keygen, and the environment they start from
     progress: Progress
     run: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:12]}")
     lab: Lab | None = None
@@ -295,7 +297,7 @@ def _root_phase(s: _State) -> dict[str, Any]:
         raise DemoError(f"{s.options.source_repo}: no such intent repository")
     # A copy: the demo never edits the repository it was given.
     shutil.copytree(s.options.source_repo, s.repo_dir)
-    ident = ensure_identity(s.identity, s.repo_dir)
+    ident = ensure_identity(s.identity, s.repo_dir, tools=s.tools)
     update = update_repository(s.repo_dir, ident.recipient)
     s.recipient = ident.recipient
     lab = s.need_lab()
@@ -315,11 +317,10 @@ def _root_phase(s: _State) -> dict[str, Any]:
 def _sops_updatekeys(s: _State, rel: str) -> None:
     """``sops updatekeys`` with the previous root: re-wraps the file's data key to the new recipient set without
     the plaintext touching the disk. sops reads the creation rules root init just wrote."""
-    from chamberlain.bootstrap import find_tool
+    from chamberlain.bootstrap import sops_env
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    env["SOPS_AGE_KEY_FILE"] = str(s.options.previous_identity)
-    argv = [str(find_tool("sops")), "--config", str(s.repo_dir / ".sops.yaml"), "updatekeys", "--yes", rel]
+    env = sops_env(s.tools.env, s.options.previous_identity)
+    argv = [str(s.tools.find("sops")), "--config", str(s.repo_dir / ".sops.yaml"), "updatekeys", "--yes", rel]
     try:
         proc = subprocess.run(argv, cwd=s.repo_dir, env=env, capture_output=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -359,7 +360,8 @@ def _apply_phase(s: _State) -> dict[str, Any]:
     rendered = render_to(s.repo_dir, out)
     if rendered.findings:  # pragma: no cover - the bootstrap phase validated the same tree
         raise DemoError(f"render: {len(rendered.findings)} findings")
-    report = apply_repository(s.repo_dir, s.need_kube(), identity=s.identity, environment=DEMO_ENVIRONMENT,
+    report = apply_repository(s.repo_dir, s.need_kube(), identity=s.identity, tools=s.tools,
+                              environment=DEMO_ENVIRONMENT,
                               cluster=DEMO_CLUSTER)
     counts: dict[str, int] = {"created": 0, "configured": 0, "unchanged": 0}
     for app in report.apps:
@@ -756,10 +758,10 @@ def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) ->
     return result
 
 
-def run_demo(options: DemoOptions, host: LabHost, progress: Progress = lambda _m: None) -> DemoReport:
+def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progress = lambda _m: None) -> DemoReport:
     """Run the lab phase, then every phase up to ``options.through``, then verify the ledger; stop at the
-    first failure. Tears the lab down at the end unless ``options.keep``. The lab runs on ``host``, whose clock
-    is the demo's."""
+    first failure. Tears the lab down at the end unless ``options.keep``. The lab runs on ``host`` (whose clock
+    is the demo's), ``sops`` and ``age-keygen`` come from ``tools``."""
     from chamberlain.lab import lab as lab_mod
 
     started = time.monotonic()
@@ -770,7 +772,7 @@ def run_demo(options: DemoOptions, host: LabHost, progress: Progress = lambda _m
     # A new working directory inside the lab directory on every run (0700 from mkdtemp): repository copy,
     # identity, rendered output. Never reused, so a failed earlier run cannot leave half a repository behind.
     work = Path(tempfile.mkdtemp(prefix="demo-", dir=lab_dir))
-    state = _State(options, work, host, progress)
+    state = _State(options, work, host, tools, progress)
     wanted = list(Phase)[: list(Phase).index(options.through) + 1]
     report = DemoReport(through=options.through.value, lab_dir=str(lab_dir), work_dir=str(work), kept=options.keep)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("lab", lambda: _lab_phase(state, lab_dir))]
