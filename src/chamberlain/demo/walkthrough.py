@@ -24,9 +24,7 @@ add the new recipient, exactly as a user moving to a new root would do.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -110,6 +108,8 @@ class DemoOptions:
     source_repo: Path = field(default_factory=default_source_repo)
     previous_identity: Path = field(default_factory=default_previous_identity)
     timeout: float = 180.0
+    user: str = "unknown"  # who runs the demo, for the ledger's actor (the CLI passes the login name)
+    debug: bool = False  # let an unexpected error's traceback through (the CLI passes CHAMBERLAIN_DEBUG)
 
 
 @dataclass
@@ -202,11 +202,7 @@ class _State:
 
     @property
     def actor(self) -> str:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-        return f"{ACTOR_PREFIX}:{user}"
+        return f"{ACTOR_PREFIX}:{self.options.user}"
 
     def need_lab(self) -> Lab:
         if self.lab is None:  # pragma: no cover - the lab phase always runs first
@@ -738,7 +734,7 @@ _PHASES: dict[Phase, Callable[[_State], dict[str, Any]]] = {
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) -> PhaseResult:
+def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress, debug: bool) -> PhaseResult:
     progress(f"[demo] {name}: starting")
     started = time.monotonic()
     try:
@@ -749,7 +745,7 @@ def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) ->
     except Exception as exc:  # a foreign exception's text is unvetted: report only its type
         result = PhaseResult(name, False, time.monotonic() - started,
                              error=f"internal error ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1")
-        if os.environ.get("CHAMBERLAIN_DEBUG"):
+        if debug:
             raise
     else:
         result = PhaseResult(name, True, time.monotonic() - started, facts)
@@ -784,7 +780,7 @@ def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progre
         for i, (name, step) in enumerate(steps):
             if name == Phase.root.value:
                 phase0_started = time.monotonic()
-            result = _timed(name, step, progress)
+            result = _timed(name, step, progress, options.debug)
             row = result.facts.pop("rotation", None)
             if row is not None:
                 report.rotations.append({"phase": name, **row})
