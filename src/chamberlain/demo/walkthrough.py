@@ -45,12 +45,13 @@ if TYPE_CHECKING:
     from chamberlain.authority.session import Connection
     from chamberlain.authority.vault import VaultClient
     from chamberlain.bootstrap.tools import Tools
-    from chamberlain.demo.rotations import RunningController
+    from chamberlain.demo.rotations import LoginLoop, RunningController
     from chamberlain.intent.loader import Repository
-    from chamberlain.intent.model import Platform
+    from chamberlain.intent.model import Platform, PostgresTarget, SecretIntent
     from chamberlain.kube.client import KubeClient
     from chamberlain.lab.lab import Lab
     from chamberlain.lab.servers import LabHost
+    from chamberlain.rotation.run import RotationRun
 
 Progress = Callable[[str], None]
 
@@ -633,12 +634,38 @@ def _rotation_webhook_phase(s: _State) -> dict[str, Any]:
     return facts
 
 
+def _rotate_while_logging_in(s: _State, running: RunningController, intent: SecretIntent,
+                             target: PostgresTarget) -> tuple[RotationRun, LoginLoop]:
+    """Request the rotation of payments-db manually while a client keeps logging in with the credential its
+    consumer Secret holds (it starts before the request, on the old credential); the run and the stopped loop."""
+    from chamberlain.demo import rotations as r
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.triggers import manual
+
+    since = len(running.controller.finished)
+    reader_kube = KubeClient.from_kubeconfig(s.need_lab().kubeconfig, clock=s.clock)  # the loop thread's own
+    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 15.0
+        while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
+            if time.monotonic() > deadline or not loop.is_alive():
+                raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
+            time.sleep(0.05)
+        running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
+                                          s.clock.now()))
+        run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
+        time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
+    finally:
+        loop.stop()
+        reader_kube.close()
+    return run, loop
+
+
 def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
     """The alternating two-user rotation of payments-db on the lab PostgreSQL, requested manually, while a
     client keeps logging in with the credential its Kubernetes Secret holds."""
     from chamberlain.demo import rotations as r
-    from chamberlain.kube.client import KubeClient
-    from chamberlain.triggers import manual
 
     lab = s.need_lab()
     repo = s.repository()
@@ -660,23 +687,7 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
         raise DemoError(f"{r.POSTGRES_SECRET}: the provisioned credential does not log in after preparation")
 
     running, started = s.controller()
-    since = len(running.controller.finished)
-    reader_kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=s.clock)  # the login loop thread's own client
-    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
-    loop.start()
-    try:
-        deadline = time.monotonic() + 15.0
-        while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
-            if time.monotonic() > deadline or not loop.is_alive():
-                raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
-            time.sleep(0.05)
-        running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
-                                          s.clock.now()))
-        run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
-        time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
-    finally:
-        loop.stop()
-        reader_kube.close()
+    run, loop = _rotate_while_logging_in(s, running, intent, target)
     new = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.current_version),
                      r.POSTGRES_SECRET)
     old = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.previous_version),
