@@ -70,6 +70,7 @@ from chamberlain.lab import lab as lab_mod  # noqa: E402
 from chamberlain.render import eso, naming  # noqa: E402
 from chamberlain.render.topology import build_topology  # noqa: E402
 from chamberlain.service import load_valid  # noqa: E402
+from chamberlain.settings import Settings  # noqa: E402
 from chamberlain.values.generate import generate_values  # noqa: E402
 from chamberlain.values.markers import version_marker  # noqa: E402
 
@@ -112,20 +113,27 @@ class LabHandle:
             config_file=str(self.kubeconfig))
 
 
+def lab_host() -> lab_mod.LabHost:
+    """The machine the lab runs on, from this process's environment (a benchmark is an entry point)."""
+    return lab_mod.LabHost.from_settings(Settings.from_environ(os.environ, Path.home()), SystemClock())
+
+
 @contextmanager
 def running_lab(lab_dir: Path | None, port_offset: int) -> Iterator[LabHandle]:
     """A lab in dev mode: the one running in ``lab_dir`` (reused, left running), else a fresh one on shifted
     ports in a temporary directory, stopped and purged on exit whatever happens."""
-    own = lab_dir is None or not lab_mod.healthy(lab_mod.status(lab_dir))
+    host = lab_host()
+    own = lab_dir is None or not lab_mod.healthy(lab_mod.status(lab_dir, host))
     directory = lab_dir or Path(tempfile.mkdtemp(prefix="chamberlain-bench-lab-"))
     try:
         if own:
             log(f"starting a lab in {directory} (port offset {port_offset})")
             started = time.monotonic()
-            config = lab_mod.LabConfig(lab_dir=directory, ports=lab_mod.Ports().shifted(port_offset), dev=True)
+            config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=lab_mod.Ports().shifted(port_offset),
+                                       dev=True)
             lab_mod.up(config, progress=lambda m: None)
             log(f"lab up in {time.monotonic() - started:.1f}s")
-        cfg = lab_mod.LabConfig.load(directory)
+        cfg = lab_mod.LabConfig.load(directory, host)
         if not cfg.dev:
             raise SystemExit(f"{directory}: the benchmarks need a lab in dev mode (lab up --dev)")
         running = lab_mod.Lab(cfg)
@@ -134,7 +142,7 @@ def running_lab(lab_dir: Path | None, port_offset: int) -> Iterator[LabHandle]:
     finally:
         if own:
             log("taking the lab down")
-            lab_mod.down(directory, progress=lambda m: None, purge=True)
+            lab_mod.down(directory, host, progress=lambda m: None, purge=True)
             shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -271,18 +272,21 @@ def dev_vault(offset: int) -> Iterator[tuple[KV, Counter[str]] | None]:
     """A lab Vault dev server (in-memory, KV v2 at ``secret/``) when its binary is cached; always stopped."""
     try:
         from chamberlain.authority.vault import VaultClient
+        from chamberlain.clock import SystemClock
         from chamberlain.lab import builds
         from chamberlain.lab.pki import ensure_pki
-        from chamberlain.lab.servers import Vault
+        from chamberlain.lab.servers import LabHost, Vault
+        from chamberlain.settings import Settings
     except ImportError:
         yield None
         return
-    if not builds.is_built(builds.COMPONENTS["vault"]):
+    host = LabHost.from_settings(Settings.from_environ(os.environ, Path.home()), SystemClock())
+    if not builds.is_built(host.cache, builds.COMPONENTS["vault"]):
         yield None
         return
     workdir = Path(tempfile.mkdtemp(prefix="chamberlain-bench-vault-"))
     port = VAULT_BASE_PORT + offset
-    server = Vault(workdir, port, port + 1, ensure_pki(workdir), dev=True)
+    server = Vault(workdir, host, port, port + 1, ensure_pki(workdir, host.clock), dev=True)
     try:
         proc = server.start()
         server.wait(proc, timeout=60)

@@ -177,10 +177,11 @@ def _admin_intents() -> list[str]:
 def _sops_binary() -> Path | None:
     try:
         from chamberlain.lab import builds
+        from chamberlain.settings import Settings
     except ImportError:
         found = shutil.which("sops")
         return Path(found) if found else None
-    path = builds.binary("sops")
+    path = builds.binary(Settings.from_environ(os.environ, Path.home()).lab_cache, "sops")
     return path if path.is_file() else None
 
 

@@ -1,14 +1,26 @@
-"""Shared test helpers: run the CLI in-process through its real error boundary."""
+"""Shared test helpers: run the CLI in-process through its real error boundary; the process environment as
+chamberlain reads it (tests are entry points, like the CLI: they build :class:`Settings` from ``os.environ`` and
+pass its values down)."""
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import sys
+from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from chamberlain.settings import Settings
+
+if TYPE_CHECKING:
+    from chamberlain.bootstrap.tools import Tools
+    from chamberlain.lab.servers import LabHost
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS = REPO_ROOT / "tests" / "corpus"
@@ -49,3 +61,42 @@ def run_cli(*args: str) -> CliResult:
 @pytest.fixture
 def cli() -> type[CliResult]:
     return CliResult
+
+
+@functools.cache
+def host_settings() -> Settings:
+    """This test process's environment, read once (for helpers that are not fixtures)."""
+    return Settings.from_environ(os.environ, Path.home())
+
+
+def host_tools() -> Tools:
+    """sops/age as this process finds them: ``CHAMBERLAIN_SOPS``..., then ``PATH``, then the lab cache."""
+    from chamberlain.bootstrap.tools import Tools
+
+    return Tools.from_settings(host_settings())
+
+
+def unbuilt(names: Sequence[str] = ()) -> list[str]:
+    """Which lab components (default: all of them) are missing from this process's build cache."""
+    from chamberlain.lab import builds
+
+    cache = host_settings().lab_cache
+    return [n for n in (names or builds.BUILD_ORDER) if not builds.is_built(cache, builds.COMPONENTS[n])]
+
+
+def lab_host() -> LabHost:
+    """The machine the lab runs on: this process's build cache, environment and the real clock."""
+    from chamberlain.clock import SystemClock
+    from chamberlain.lab.servers import LabHost
+
+    return LabHost.from_settings(host_settings(), SystemClock())
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return host_settings()
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    return host_tools()

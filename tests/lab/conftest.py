@@ -21,13 +21,14 @@ import pytest
 
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
+from tests.conftest import host_settings, lab_host, unbuilt
 
 hvac = pytest.importorskip("hvac")
 kubernetes = pytest.importorskip("kubernetes")
 
 
 def _binaries_missing() -> list[str]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if builds.postgres_bindir() is None:
         missing.append("postgres")
     return missing
@@ -61,7 +62,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
             pytest.fail(msg)
         pytest.skip(msg)
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000"))
-    config = lab_mod.LabConfig(lab_dir=tmp_path_factory.mktemp("lab"), ports=lab_mod.Ports().shifted(offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=tmp_path_factory.mktemp("lab"), host=lab_host(),
+                               ports=lab_mod.Ports().shifted(offset), dev=False)
     started = time.monotonic()
     pids: dict[str, int] = {}
     try:
@@ -79,7 +81,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
             info = server.running()
             if info is not None:
                 pids[name] = info.pid
-        lab_mod.down(config.lab_dir)
+        lab_mod.down(config.lab_dir, lab_host())
         lab_mod.Lab(config).postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
     assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
@@ -247,17 +249,16 @@ def postgres_dsn(lab: RunningLab) -> str:
 
 @pytest.fixture(scope="session")
 def sops_bin() -> Path:
-    if not builds.is_built(builds.COMPONENTS["sops"]) or not builds.is_built(builds.COMPONENTS["age"]):
+    if unbuilt(["sops", "age"]):
         pytest.skip("sops/age not built; run `python -m chamberlain.lab build sops age`")
-    return builds.binary("sops")
+    return builds.binary(host_settings().lab_cache, "sops")
 
 
 @pytest.fixture
 def age_identity(tmp_path: Path, sops_bin: Path) -> tuple[Path, str]:
     """A fresh age identity file (0600) and its public recipient."""
     key = tmp_path / "age.key"
-    subprocess.run([str(builds.binary("age-keygen")), "-o", str(key)], check=True, capture_output=True)
-    recipient = subprocess.run(
-        [str(builds.binary("age-keygen")), "-y", str(key)], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    keygen = str(builds.binary(host_settings().lab_cache, "age-keygen"))
+    subprocess.run([keygen, "-o", str(key)], check=True, capture_output=True)
+    recipient = subprocess.run([keygen, "-y", str(key)], check=True, capture_output=True, text=True).stdout.strip()
     return key, recipient

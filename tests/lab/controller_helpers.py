@@ -49,7 +49,7 @@ from chamberlain.rotation.run import RotationRun
 from chamberlain.service import load_valid
 from chamberlain.triggers.webhook import WebhookKey, sign
 from chamberlain.values.markers import version_marker
-from tests.conftest import EXAMPLES, REPO_ROOT
+from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_host
 
 MOUNT = "secret"
 CLUSTER, ENVIRONMENT = "dev1", "dev"
@@ -659,9 +659,9 @@ def build_world(base: Path, offset: int) -> World:
 
     lab_dir = base / "lab"
     report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
-                                  source_repo=source_repo(base / "source")))
+                                  source_repo=source_repo(base / "source")), lab_host(), host_tools())
     assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
-    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
     work = Path(report.work_dir)
     repo = work / "repo"
     kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
@@ -681,8 +681,8 @@ def teardown_world(lab_dir: Path) -> dict[str, int]:
     """Stop the lab of ``lab_dir`` (and purge its PostgreSQL); returns the pids of the servers that ran."""
     if not (lab_dir / "lab.json").exists():
         return {}
-    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
     pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
-    lab_mod.down(lab_dir, progress=lambda _m: None)
+    lab_mod.down(lab_dir, lab_host(), progress=lambda _m: None)
     lab.postgres.purge()
     return pids

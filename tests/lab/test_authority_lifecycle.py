@@ -39,6 +39,7 @@ from chamberlain.authority.session import Connection, login_as
 from chamberlain.authority.vault import InvalidRequest, VaultClient, login_kubernetes
 from chamberlain.intent.loader import load_repository
 from chamberlain.kube.client import KubeClient
+from tests.conftest import lab_host, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -117,13 +118,13 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    missing = [n for n in ("etcd", "kube-apiserver", "vault", "external-secrets")
-               if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt(["etcd", "kube-apiserver", "vault", "external-secrets"])
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 500
     work = tmp_path_factory.mktemp("authority")
-    config = lab_mod.LabConfig(lab_dir=work / "lab", ports=lab_mod.Ports().shifted(offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset),
+                               dev=False)
     started = time.monotonic()
     lab_mod.up(config, progress=lambda _m: None)
     print(f"\n[authority lab] up in {time.monotonic() - started:.1f}s")
@@ -144,7 +145,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield Env(lab, repo, work, reviewer, kube, [])
         kube.close()
     finally:
-        lab_mod.down(config.lab_dir, progress=lambda _m: None)
+        lab_mod.down(config.lab_dir, lab_host(), progress=lambda _m: None)
         lab.postgres.purge()
 
 

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chamberlain.bootstrap import find_tool
-from tests.conftest import run_cli
+from tests.conftest import host_tools, run_cli
 from tests.lab.conftest import RunningLab
 from tests.unit.test_bootstrap_helpers import make_repo, register_cli
 
@@ -55,7 +54,8 @@ def test_root_init_encrypt_validate_apply_and_reapply(lab: RunningLab, k8s: Any,
 
     # the real sops decrypts what chamberlain encrypted, with the identity
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")} | {"SOPS_AGE_KEY_FILE": str(identity)}
-    plain = yaml.safe_load(subprocess.run([str(find_tool("sops")), "decrypt", str(encrypted)], capture_output=True,
+    sops = host_tools().find("sops")
+    plain = yaml.safe_load(subprocess.run([str(sops), "decrypt", str(encrypted)], capture_output=True,
                                           env=env, check=True).stdout)
     assert _digest(plain["stringData"]["password"].encode()) == _digest(canary.encode())
 
@@ -107,7 +107,7 @@ def test_apply_with_a_wrong_identity_applies_nothing(lab: RunningLab, k8s: Any, 
     assert run_cli("bootstrap", "encrypt", str(repo / "bootstrap" / "smtp-relay.sops.yaml"), "--repo",
                    str(repo)).code == 0
     other = tmp_path / "k2"
-    subprocess.run([str(find_tool("age-keygen")), "-o", str(other)], capture_output=True, check=True)
+    subprocess.run([str(host_tools().find("age-keygen")), "-o", str(other)], capture_output=True, check=True)
     result = run_cli("apply", str(repo), "--identity", str(other), "--kubeconfig", str(lab.kubeconfig))
     assert result.code == 1 and "identity" in result.err and canary not in result.out + result.err
     core = kubernetes.client.CoreV1Api(k8s)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from chamberlain.lab import builds
+from chamberlain.settings import Settings
 
 UPSTREAM = """\
 module k8s.io/kubernetes
@@ -52,13 +53,26 @@ def test_versions_are_stamped_into_kubernetes_binaries() -> None:
     assert flags.startswith("-s -w")
 
 
-def test_cache_layout_is_keyed_by_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("CHAMBERLAIN_CACHE_DIR", str(tmp_path))
-    assert builds.binary("etcd") == tmp_path / "lab" / "etcd" / builds.ETCD_VERSION / "bin" / "etcd"
-    assert builds.binary("kubectl").parent.parent.name == builds.KUBERNETES_VERSION
-    assert not builds.is_built(builds.COMPONENTS["etcd"])
+def test_cache_layout_is_keyed_by_version(tmp_path: Path) -> None:
+    cache = Settings.from_environ({"CHAMBERLAIN_CACHE_DIR": str(tmp_path)}, tmp_path / "home").lab_cache
+    assert builds.binary(cache, "etcd") == tmp_path / "lab" / "etcd" / builds.ETCD_VERSION / "bin" / "etcd"
+    assert builds.binary(cache, "kubectl").parent.parent.name == builds.KUBERNETES_VERSION
+    assert not builds.is_built(cache, builds.COMPONENTS["etcd"])
 
 
-def test_unknown_component_is_refused() -> None:
+def test_go_starts_from_the_callers_environment_with_the_build_settings_on_top() -> None:
+    base = {"PATH": "/opt/go/bin", "GOFLAGS": "-buildvcs=false -mod=vendor", "GOMAXPROCS": "8"}
+    assert builds._go_env(base, gobin=Path("/c/bin")) == {
+        "PATH": "/opt/go/bin",
+        "GOFLAGS": "-buildvcs=false -mod=mod",
+        "GOMAXPROCS": "8",
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+        "GOBIN": "/c/bin",
+    }
+    assert base["GOFLAGS"] == "-buildvcs=false -mod=vendor"  # the caller's mapping is left alone
+
+
+def test_unknown_component_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
-        builds.build_missing(["no-such-server"], progress=lambda _m: None)
+        builds.build_missing(tmp_path, ["no-such-server"], env={}, progress=lambda _m: None)

@@ -48,7 +48,7 @@ kubernetes = pytest.importorskip("kubernetes")
 from chamberlain.lab import builds  # noqa: E402
 from chamberlain.rotation import workflow  # noqa: E402
 from chamberlain.triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookKey, sign  # noqa: E402
-from tests.conftest import REPO_ROOT  # noqa: E402
+from tests.conftest import REPO_ROOT, unbuilt  # noqa: E402
 from tests.lab import controller_helpers as ch  # noqa: E402
 from tests.lab.controller_helpers import (  # noqa: E402
     CONTROLLER_NS,
@@ -75,7 +75,7 @@ FINALIZE = "rotation.finalize"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     base = tmp_path_factory.mktemp("controller")

@@ -22,6 +22,7 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
+from tests.conftest import lab_host, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -39,7 +40,7 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     d = tmp_path_factory.mktemp("demo") / "lab"
@@ -48,9 +49,9 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield d
     finally:
         if (d / "lab.json").exists():
-            lab = lab_mod.Lab(lab_mod.LabConfig.load(d))
+            lab = lab_mod.Lab(lab_mod.LabConfig.load(d, lab_host()))
             pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
-            lab_mod.down(d, progress=lambda _m: None)
+            lab_mod.down(d, lab_host(), progress=lambda _m: None)
             lab.postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
     assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
@@ -69,7 +70,7 @@ def _values_in_vault(lab_dir: Path, report: dict[str, Any]) -> list[str]:
     from chamberlain.kube.client import KubeClient
     from chamberlain.service import load_valid
 
-    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
     platform = load_valid(Path(report["work_dir"]) / "repo").platform
     assert platform is not None
     kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())

@@ -11,6 +11,7 @@ import pytest
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
 from chamberlain.lab.servers import LabError
+from tests.conftest import lab_host
 
 from .conftest import RunningLab
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.lab
 
 
 def test_status_reports_every_component_healthy(lab: RunningLab) -> None:
-    report = lab_mod.status(lab.lab.config.lab_dir)
+    report = lab_mod.status(lab.lab.config.lab_dir, lab_host())
     assert set(report["components"]) == {"vault", "kube-apiserver", "etcd", "external-secrets", "postgres"}
     unhealthy = {k: v for k, v in report["components"].items() if not v["healthy"]}
     assert not unhealthy
@@ -73,7 +74,7 @@ def test_cli_status_json_and_exit_code(lab: RunningLab, tmp_path: Path) -> None:
 def test_failed_up_stops_what_it_started(lab: RunningLab, tmp_path: Path) -> None:
     """A port taken by someone else makes ``up`` fail cleanly: nothing it started survives."""
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 200
-    config = lab_mod.LabConfig(lab_dir=tmp_path / "lab", ports=lab_mod.Ports().shifted(offset))
+    config = lab_mod.LabConfig(lab_dir=tmp_path / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset))
     blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,5 +86,5 @@ def test_failed_up_stops_what_it_started(lab: RunningLab, tmp_path: Path) -> Non
         blocker.close()
         lab_mod.Lab(config).postgres.purge()
     assert not list((config.lab_dir / "run").glob("*.pid"))
-    report = lab_mod.status(config.lab_dir)
+    report = lab_mod.status(config.lab_dir, lab_host())
     assert not any(c["healthy"] for c in report["components"].values())

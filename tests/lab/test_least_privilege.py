@@ -28,6 +28,7 @@ from chamberlain.authority.errors import AuthorityError, Forbidden  # noqa: E402
 from chamberlain.authority.vault import VaultClient, login_kubernetes  # noqa: E402
 from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
+from tests.conftest import host_tools, lab_host, unbuilt  # noqa: E402
 
 MOUNT = "kubernetes"
 ORCHESTRATOR = ("chamberlain-system", "chamberlain", "chamberlain.dev1.orchestrator")
@@ -59,16 +60,17 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     lab_dir = tmp_path_factory.mktemp("least-privilege") / "lab"
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 700
     pids: dict[str, int] = {}
     try:
-        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True))
+        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True),
+                          lab_host(), host_tools())
         assert report.ok, report.as_dict()
-        lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+        lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
         kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
         # Workload identities: the ServiceAccount a Deployment in a consumer namespace runs as. Without a
@@ -78,8 +80,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield Env(lab, kube)
         kube.close()
     finally:
-        lab_mod.down(lab_dir, progress=lambda _m: None)
-        lab_mod.Lab(lab_mod.LabConfig.load(lab_dir)).postgres.purge()
+        lab_mod.down(lab_dir, lab_host(), progress=lambda _m: None)
+        lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host())).postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
     assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
 

@@ -30,7 +30,7 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, REPO_ROOT, run_cli
+from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_host, run_cli, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -39,7 +39,7 @@ pytest.importorskip("kubernetes")
 
 from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.session import Connection, login_as  # noqa: E402
-from chamberlain.bootstrap import encrypt_file, find_tool  # noqa: E402
+from chamberlain.bootstrap import encrypt_file  # noqa: E402
 from chamberlain.errors import ChamberlainError  # noqa: E402
 from chamberlain.intent.loader import load_repository  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
@@ -95,18 +95,18 @@ class Flow:
 
 def _updatekeys(repo: Path, rel: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")} | {"SOPS_AGE_KEY_FILE": str(PREVIOUS_ROOT)}
-    subprocess.run([str(find_tool("sops")), "updatekeys", "--yes", rel], cwd=repo, env=env, check=True,
+    subprocess.run([str(host_tools().find("sops")), "updatekeys", "--yes", rel], cwd=repo, env=env, check=True,
                    capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     work = tmp_path_factory.mktemp("no-leaks")
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 800
-    config = lab_mod.LabConfig(lab_dir=work / "lab", ports=lab_mod.Ports().shifted(offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset), dev=False)
     capture = _Capture()
     root_logger = logging.getLogger()
     old_level = root_logger.level
@@ -125,7 +125,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     finally:
         root_logger.removeHandler(capture)
         root_logger.setLevel(old_level)
-        lab_mod.down(config.lab_dir, progress=lambda _m: None)
+        lab_mod.down(config.lab_dir, lab_host(), progress=lambda _m: None)
         lab.postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
     assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
@@ -155,14 +155,14 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo))
     f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo), expect=1)  # already encrypted: an error
     try:
-        encrypt_file(smtp, f.repo)
+        encrypt_file(smtp, f.repo, tools=host_tools())
     except ChamberlainError as exc:
         f.errors.append(str(exc))
     f.cli("validate", str(f.repo))
     # Phases 1-2
     f.cli("render", str(f.repo), "-o", str(f.rendered))
     wrong = work / "wrong.agekey"
-    subprocess.run([str(find_tool("age-keygen")), "-o", str(wrong)], capture_output=True, check=True)
+    subprocess.run([str(host_tools().find("age-keygen")), "-o", str(wrong)], capture_output=True, check=True)
     f.cli("apply", str(f.repo), "--identity", str(wrong), "--kubeconfig", str(f.lab.kubeconfig), "--cluster", "dev1",
           "-e", "dev", expect=1)
     f.cli("apply", str(f.repo), "--identity", str(f.identity), "--kubeconfig", str(f.lab.kubeconfig),

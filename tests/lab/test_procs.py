@@ -10,13 +10,15 @@ import signal
 import time
 from pathlib import Path
 
+from chamberlain.clock import FakeClock
 from chamberlain.lab import procs
 
 SH = shutil.which("sh") or "/bin/sh"
 
 
 def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
-    info = procs.start(tmp_path, "forker", [SH, "-c", "sleep 300 & sleep 300 & wait"], env={"PATH": os.defpath})
+    info = procs.start(tmp_path, "forker", [SH, "-c", "sleep 300 & sleep 300 & wait"], env={"PATH": os.defpath},
+                       clock=FakeClock())
     deadline = time.monotonic() + 10
     while len(procs.group_members(info.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)

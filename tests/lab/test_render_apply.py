@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from chamberlain.lab import builds
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, host_settings, run_cli
 from tests.lab.conftest import RunningLab
 
 pytestmark = pytest.mark.lab
@@ -84,4 +84,4 @@ def test_rendered_acme_applies_server_side(lab: RunningLab, tmp_path: Path) -> N
 
 
 def test_kubectl_is_built() -> None:
-    assert builds.binary("kubectl").exists()
+    assert builds.binary(host_settings().lab_cache, "kubectl").exists()

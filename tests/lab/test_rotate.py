@@ -27,7 +27,7 @@ from chamberlain import wellknown as wk
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, host_tools, lab_host, run_cli, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -81,7 +81,7 @@ def _source_repo(dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    missing = [n for n in builds.BUILD_ORDER if not builds.is_built(builds.COMPONENTS[n])]
+    missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     base = tmp_path_factory.mktemp("rotate")
@@ -90,8 +90,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     pids: dict[str, int] = {}
     try:
         report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
-                                      source_repo=_source_repo(base / "source")))
-        lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+                                      source_repo=_source_repo(base / "source")), lab_host(), host_tools())
+        lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
         assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
         repo = Path(report.work_dir) / "repo"
@@ -105,9 +105,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         kube.close()
     finally:
         if (lab_dir / "lab.json").exists():
-            lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+            lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
             pids = pids or {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
-            lab_mod.down(lab_dir, progress=lambda _m: None)
+            lab_mod.down(lab_dir, lab_host(), progress=lambda _m: None)
             lab.postgres.purge()
     leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
     assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from chamberlain.lab import builds
+from tests.conftest import host_settings
 
 pytestmark = pytest.mark.lab
 
@@ -29,9 +30,8 @@ stringData:
 
 
 def _sops(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(builds.binary("sops")), *args], capture_output=True, text=True, env=env, check=False, timeout=60
-    )
+    sops = builds.binary(host_settings().lab_cache, "sops")
+    return subprocess.run([str(sops), *args], capture_output=True, text=True, env=env, check=False, timeout=60)
 
 
 def test_sops_age_round_trip(tmp_path: Path, age_identity: tuple[Path, str]) -> None:

@@ -10,20 +10,21 @@ from pathlib import Path
 import hvac
 import pytest
 
-from chamberlain.lab import builds
 from chamberlain.lab.pki import ensure_pki
 from chamberlain.lab.servers import Vault
+from tests.conftest import lab_host, unbuilt
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
 def dev_vault(tmp_path: Path) -> Iterator[Vault]:
-    if not builds.is_built(builds.COMPONENTS["vault"]):
+    if unbuilt(["vault"]):
         pytest.skip("vault not built")
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000"))
     port = 28200 + offset + 10
-    server = Vault(tmp_path, port, port + 1, ensure_pki(tmp_path), dev=True)
+    host = lab_host()
+    server = Vault(tmp_path, host, port, port + 1, ensure_pki(tmp_path, host.clock), dev=True)
     proc = server.start()
     try:
         server.wait(proc, timeout=60)

@@ -12,23 +12,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chamberlain.bootstrap import BootstrapError, Sops, SopsError, encrypt_file, find_tool
+from chamberlain.bootstrap import BootstrapError, Sops, SopsError, Tools, encrypt_file
 from chamberlain.bootstrap.manifest import prepare_secret
 from chamberlain.checks import run_checks
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
 from chamberlain.root import ensure_identity, update_repository
-from tests.conftest import run_cli
+from tests.conftest import host_tools, run_cli
 from tests.unit.test_bootstrap_helpers import SECRET, make_repo, need_tools, register_cli
 
 CANARY = "canary-7f3a9c2e-do-not-leak"
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> tuple[Path, Path]:
+def repo(tmp_path: Path, tools: Tools) -> tuple[Path, Path]:
     need_tools("sops", "age-keygen")
     root = make_repo(tmp_path / "repo", CANARY)
-    ident = ensure_identity(tmp_path / "offline" / "root.agekey", root)
+    ident = ensure_identity(tmp_path / "offline" / "root.agekey", root, tools=tools)
     update_repository(root, ident.recipient)
     return root, ident.path
 
@@ -36,7 +36,8 @@ def repo(tmp_path: Path) -> tuple[Path, Path]:
 def _decrypt(path: Path, identity: Path) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
     env["SOPS_AGE_KEY_FILE"] = str(identity)
-    out = subprocess.run([str(find_tool("sops")), "decrypt", str(path)], capture_output=True, env=env, check=True)
+    out = subprocess.run([str(host_tools().find("sops")), "decrypt", str(path)], capture_output=True, env=env,
+                         check=True)
     data = yaml.safe_load(out.stdout)
     assert isinstance(data, dict)
     return data
@@ -77,11 +78,11 @@ def test_prepare_adds_labels_and_keeps_comments() -> None:
 # ------------------------------------------------------------------------------------------- real sops
 
 
-def test_encrypted_file_validates_and_decrypts_with_the_identity(repo: tuple[Path, Path]) -> None:
+def test_encrypted_file_validates_and_decrypts_with_the_identity(repo: tuple[Path, Path], tools: Tools) -> None:
     root, identity = repo
     file = root / "bootstrap" / "smtp-relay.sops.yaml"
     assert "CH021" in {f.rule for f in run_checks(load_repository(root))}
-    result = encrypt_file(file, root)
+    result = encrypt_file(file, root, tools=tools)
     assert (result.intent, result.namespace, result.name) == ("smtp-relay", "chamberlain-bootstrap",
                                                               "bootstrap-smtp-relay")
     text = file.read_text()
@@ -95,17 +96,18 @@ def test_encrypted_file_validates_and_decrypts_with_the_identity(repo: tuple[Pat
     assert sorted(p.name for p in file.parent.iterdir()) == ["smtp-relay.sops.yaml"]  # no temporary left
 
 
-def test_encrypting_twice_is_refused_and_changes_nothing(repo: tuple[Path, Path]) -> None:
+def test_encrypting_twice_is_refused_and_changes_nothing(repo: tuple[Path, Path], tools: Tools) -> None:
     root, _ = repo
     file = root / "bootstrap" / "smtp-relay.sops.yaml"
-    encrypt_file(file, root)
+    encrypt_file(file, root, tools=tools)
     before = file.read_bytes()
     with pytest.raises(BootstrapError, match="already SOPS-encrypted"):
-        encrypt_file(file, root)
+        encrypt_file(file, root, tools=tools)
     assert file.read_bytes() == before
 
 
-def test_a_sops_failure_leaves_the_input_untouched_and_no_temporary(repo: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_sops_failure_leaves_the_input_untouched_and_no_temporary(repo: tuple[Path, Path], tmp_path: Path,
+                                                                    tools: Tools) -> None:
     root, _ = repo
     file = root / "bootstrap" / "smtp-relay.sops.yaml"
     before = file.read_bytes()
@@ -113,13 +115,14 @@ def test_a_sops_failure_leaves_the_input_untouched_and_no_temporary(repo: tuple[
     failing.write_text(f"#!/bin/sh\ncat >/dev/null\necho 'leaked {CANARY}' >&2\nexit 3\n")
     failing.chmod(0o755)
     with pytest.raises(SopsError) as err:
-        encrypt_file(file, root, sops=Sops(failing))
+        encrypt_file(file, root, tools=tools, sops=Sops(failing, tools.env))
     assert CANARY not in str(err.value) and "status 3" in str(err.value)
     assert file.read_bytes() == before
     assert sorted(p.name for p in file.parent.iterdir()) == ["smtp-relay.sops.yaml"]
 
 
-def test_output_that_would_not_validate_is_never_written(repo: tuple[Path, Path], tmp_path: Path) -> None:
+def test_output_that_would_not_validate_is_never_written(repo: tuple[Path, Path], tmp_path: Path,
+                                                         tools: Tools) -> None:
     root, _ = repo
     file = root / "bootstrap" / "smtp-relay.sops.yaml"
     before = file.read_bytes()
@@ -127,25 +130,25 @@ def test_output_that_would_not_validate_is_never_written(repo: tuple[Path, Path]
     echo.write_text("#!/bin/sh\ncat\n")  # "encrypts" to plaintext
     echo.chmod(0o755)
     with pytest.raises(BootstrapError, match="nothing was written") as err:
-        encrypt_file(file, root, sops=Sops(echo))
+        encrypt_file(file, root, tools=tools, sops=Sops(echo, tools.env))
     assert CANARY not in str(err.value)
     assert file.read_bytes() == before
     assert sorted(p.name for p in file.parent.iterdir()) == ["smtp-relay.sops.yaml"]
 
 
 def test_files_outside_the_repository_or_of_another_intent_are_refused(repo: tuple[Path, Path],
-                                                                       tmp_path: Path) -> None:
+                                                                       tmp_path: Path, tools: Tools) -> None:
     root, _ = repo
     outside = tmp_path / "outside.yaml"
     shutil.copy(root / "bootstrap" / "smtp-relay.sops.yaml", outside)
     with pytest.raises(UsageError, match="outside the repository"):
-        encrypt_file(outside, root)
+        encrypt_file(outside, root, tools=tools)
     other = root / "bootstrap" / "other.yaml"
     shutil.copy(root / "bootstrap" / "smtp-relay.sops.yaml", other)
     with pytest.raises(UsageError, match="pass --intent"):
-        encrypt_file(other, root)
+        encrypt_file(other, root, tools=tools)
     with pytest.raises(UsageError, match="declares bootstrap file"):
-        encrypt_file(other, root, intent="smtp-relay")
+        encrypt_file(other, root, tools=tools, intent="smtp-relay")
 
 
 def test_cli_bootstrap_encrypt_never_prints_the_value(repo: tuple[Path, Path]) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from chamberlain.bootstrap.tools import ToolMissing, find_tool
+from chamberlain.bootstrap.tools import ToolMissing
+from tests.conftest import host_tools
 
 PLATFORM = """\
 # The platform of the test repository
@@ -70,7 +71,7 @@ def make_repo(
 def need_tools(*names: str) -> None:
     for name in names:
         try:
-            find_tool(name)
+            host_tools().find(name)
         except ToolMissing:
             pytest.skip(f"{name} is not installed (chamberlain lab build sops age)")
 

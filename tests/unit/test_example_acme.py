@@ -12,6 +12,7 @@ import yaml
 from chamberlain.checks import run_checks
 from chamberlain.intent.loader import Repository, load_repository
 from chamberlain.intent.paths import effective_policy
+from tests.conftest import host_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ACME = ROOT / "examples" / "acme"
@@ -27,7 +28,7 @@ def repo() -> Repository:
 def _sops_binary() -> Path | None:
     from chamberlain.lab import builds
 
-    path = builds.binary("sops")
+    path = builds.binary(host_settings().lab_cache, "sops")
     return path if path.is_file() else None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chamberlain.bootstrap import Sops
+from chamberlain.bootstrap import Sops, Tools
 from chamberlain.errors import UsageError
 from chamberlain.gitops import FIELD_MANAGER, GitopsError, apply_repository, build_app
 from chamberlain.gitops.build import wave_of
@@ -63,26 +63,27 @@ def test_unknown_generators_and_resources_are_refused() -> None:
         build_app(tree, "a", _fake_decrypt)
 
 
-def test_several_clusters_need_one_picked() -> None:
+def test_several_clusters_need_one_picked(tools: Tools) -> None:
     kube = FakeKube()
     with pytest.raises(UsageError, match="pick one with --cluster"):
-        apply_repository(ACME, kube, identity=TEST_IDENTITY)
+        apply_repository(ACME, kube, identity=TEST_IDENTITY, tools=tools)
     with pytest.raises(UsageError, match="unknown cluster"):
-        apply_repository(ACME, kube, identity=TEST_IDENTITY, cluster="nope")
+        apply_repository(ACME, kube, identity=TEST_IDENTITY, tools=tools, cluster="nope")
     assert kube.applied == {}
 
 
-def test_bootstrap_secrets_without_identity_apply_nothing() -> None:
+def test_bootstrap_secrets_without_identity_apply_nothing(tools: Tools) -> None:
     kube = FakeKube()
     with pytest.raises(UsageError, match="--identity"):
-        apply_repository(ACME, kube, identity=None, cluster="dev1")
+        apply_repository(ACME, kube, identity=None, tools=tools, cluster="dev1")
     assert kube.applied == {}
 
 
-def test_apply_acme_dev1_with_the_real_sops_is_idempotent() -> None:
+def test_apply_acme_dev1_with_the_real_sops_is_idempotent(tools: Tools) -> None:
     need_tools("sops")
     kube = FakeKube()
-    report = apply_repository(ACME, kube, identity=TEST_IDENTITY, cluster="dev1", sops=Sops.locate())
+    report = apply_repository(ACME, kube, identity=TEST_IDENTITY, tools=tools, cluster="dev1",
+                              sops=Sops.locate(tools))
     assert [a.path for a in report.apps] == ["envs/dev/dev1", "envs/preview/dev1"]  # base owner first
     assert report.crds["created"] == 4 and report.changed  # three intent kinds and RotationRun
     assert report.apps[0].bootstrap_secrets == 2
@@ -90,18 +91,19 @@ def test_apply_acme_dev1_with_the_real_sops_is_idempotent() -> None:
     assert manager == FIELD_MANAGER
     assert set(secret["data"]) == {"username", "password"} and "stringData" not in secret
     assert secret["metadata"]["labels"]["chamberlain.dev/intent"] == "smtp-relay"
-    again = apply_repository(ACME, kube, identity=TEST_IDENTITY, cluster="dev1", sops=Sops.locate())
+    again = apply_repository(ACME, kube, identity=TEST_IDENTITY, tools=tools, cluster="dev1",
+                              sops=Sops.locate(tools))
     assert not again.changed
     assert all(a.counts["created"] == a.counts["configured"] == 0 for a in again.apps)
 
 
-def test_a_wrong_identity_applies_nothing(tmp_path: Path) -> None:
+def test_a_wrong_identity_applies_nothing(tmp_path: Path, tools: Tools) -> None:
     need_tools("sops", "age-keygen")
     from chamberlain.root import ensure_identity
 
-    other = ensure_identity(tmp_path / "other.agekey").path
+    other = ensure_identity(tmp_path / "other.agekey", tools=tools).path
     kube = FakeKube()
     with pytest.raises(Exception, match="not one of the file's recipients") as err:
-        apply_repository(ACME, kube, identity=other, cluster="dev1", sops=Sops.locate())
+        apply_repository(ACME, kube, identity=other, tools=tools, cluster="dev1", sops=Sops.locate(tools))
     assert "ENC[" not in str(err.value)
     assert kube.applied == {}

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from chamberlain.bootstrap import Tools
 from chamberlain.checks import run_checks
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
 from chamberlain.root import default_identity_path, ensure_identity, update_repository
 from chamberlain.root.repo import GENERIC_RULE, add_recipient, desired_rules, update_sops_config
 from chamberlain.root.yamledit import faithful, guess_indent
+from chamberlain.settings import Settings
 from tests.conftest import EXAMPLES, run_cli
 from tests.unit.test_bootstrap_helpers import make_repo, need_tools, register_cli
 
@@ -23,11 +25,11 @@ R2 = "age1den0g69ak623sjkfceaufaw98k2cvllshtvulsmq0mkchyd29cjqdm3d33"
 # ------------------------------------------------------------------------------------------- pure edits
 
 
-def test_default_identity_path_is_per_platform_under_the_config_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", "/cfg")
-    assert default_identity_path("acme") == Path("/cfg/chamberlain/root-of-trust/acme.agekey")
-    monkeypatch.delenv("XDG_CONFIG_HOME")
-    assert default_identity_path("acme", home=Path("/h")) == Path("/h/.config/chamberlain/root-of-trust/acme.agekey")
+def test_default_identity_path_is_per_platform_under_the_config_dir() -> None:
+    config_dir = Settings.from_environ({"XDG_CONFIG_HOME": "/cfg"}, Path("/h")).config_dir
+    assert default_identity_path("acme", config_dir) == Path("/cfg/chamberlain/root-of-trust/acme.agekey")
+    config_dir = Settings.from_environ({}, Path("/h")).config_dir
+    assert default_identity_path("acme", config_dir) == Path("/h/.config/chamberlain/root-of-trust/acme.agekey")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -71,27 +73,27 @@ def test_sops_config_rules_are_created_and_updated_in_front() -> None:
 # ------------------------------------------------------------------------------------------- identity
 
 
-def test_identity_is_created_private_and_never_regenerated(tmp_path: Path) -> None:
+def test_identity_is_created_private_and_never_regenerated(tmp_path: Path, tools: Tools) -> None:
     need_tools("age-keygen")
     path = tmp_path / "keys" / "deep" / "labco.agekey"
-    first = ensure_identity(path)
+    first = ensure_identity(path, tools=tools)
     assert first.created and first.recipient.startswith("age1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
     content = path.read_bytes()
-    second = ensure_identity(path)
+    second = ensure_identity(path, tools=tools)
     assert not second.created and second.recipient == first.recipient
     assert path.read_bytes() == content
 
 
-def test_identity_inside_the_repository_or_a_git_tree_is_refused(tmp_path: Path) -> None:
+def test_identity_inside_the_repository_or_a_git_tree_is_refused(tmp_path: Path, tools: Tools) -> None:
     repo = make_repo(tmp_path / "repo", "x")
     with pytest.raises(UsageError, match="inside the repository"):
-        ensure_identity(repo / "keys" / "root.agekey", repo)
+        ensure_identity(repo / "keys" / "root.agekey", repo, tools=tools)
     (tmp_path / "wt" / ".git").mkdir(parents=True)
     with pytest.raises(UsageError, match="Git work tree"):
-        ensure_identity(tmp_path / "wt" / "sub" / "root.agekey")
+        ensure_identity(tmp_path / "wt" / "sub" / "root.agekey", tools=tools)
     assert not (repo / "keys").exists() and not (tmp_path / "wt" / "sub").exists()
 
 

@@ -11,7 +11,7 @@ an exception or a ``repr``.
 """
 
 from chamberlain.bootstrap.encrypt import EncryptResult, encrypt_file
-from chamberlain.bootstrap.sops import BootstrapError, Sops, SopsError
-from chamberlain.bootstrap.tools import ToolMissing, find_tool
+from chamberlain.bootstrap.sops import BootstrapError, Sops, SopsError, sops_env
+from chamberlain.bootstrap.tools import ToolMissing, Tools
 
-__all__ = ["BootstrapError", "EncryptResult", "Sops", "SopsError", "ToolMissing", "encrypt_file", "find_tool"]
+__all__ = ["BootstrapError", "EncryptResult", "Sops", "SopsError", "ToolMissing", "Tools", "encrypt_file", "sops_env"]

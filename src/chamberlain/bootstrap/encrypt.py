@@ -22,6 +22,7 @@ import yaml
 
 from chamberlain.bootstrap.manifest import existing_intent_label, prepare_secret
 from chamberlain.bootstrap.sops import BootstrapError, Sops
+from chamberlain.bootstrap.tools import Tools
 from chamberlain.checks.sops import (
     bootstrap_refs,
     bootstrap_secret_problems,
@@ -114,8 +115,11 @@ def replace_atomically(target: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
-def encrypt_file(file: Path, repo_root: Path, *, intent: str | None = None, sops: Sops | None = None) -> EncryptResult:
-    """Encrypt the bootstrap Secret manifest ``file`` in place to the Platform's age recipients."""
+def encrypt_file(
+    file: Path, repo_root: Path, *, tools: Tools, intent: str | None = None, sops: Sops | None = None
+) -> EncryptResult:
+    """Encrypt the bootstrap Secret manifest ``file`` in place to the Platform's age recipients, with ``sops``
+    (default: the one ``tools`` finds, looked up only once the file is ready to encrypt)."""
     if not repo_root.is_dir():
         raise UsageError(f"{repo_root}: not a directory; pass the root of the intent repository with --repo")
     rel = _repo_relative(file, repo_root)
@@ -133,7 +137,8 @@ def encrypt_file(file: Path, repo_root: Path, *, intent: str | None = None, sops
     name = resolve_intent(repo, rel, intent, existing_intent_label(text))
     prepared = prepare_secret(text, name, rel)
     del text
-    ciphertext = (sops or Sops.locate()).encrypt(prepared.text.encode("utf-8"), filename=rel, recipients=recipients)
+    sops = sops or Sops.locate(tools)
+    ciphertext = sops.encrypt(prepared.text.encode("utf-8"), filename=rel, recipients=recipients)
     verify_ciphertext(ciphertext, name, recipients, rel)
     replace_atomically(file, ciphertext)
     return EncryptResult(file, rel, name, prepared.namespace, prepared.name, recipients, prepared.labels_added)

@@ -4,7 +4,8 @@ Boundary: bytes in, bytes (or parsed data) out, through pipes only. Plaintext is
 decrypted data comes back on stdout; neither ever touches the disk here. ``sops`` runs with ``--config`` pointing
 at the null device and every key option on the command line, so a stray ``.sops.yaml`` or ``SOPS_*`` variable in
 the caller's environment can neither change the recipients nor make the call fail; the age identity for decryption
-is passed as ``SOPS_AGE_KEY_FILE`` and nothing else.
+is passed as ``SOPS_AGE_KEY_FILE`` and nothing else. The rest of its environment is the one the entry point hands
+down (``Tools.env``), minus every ``SOPS_*`` variable.
 
 Errors are mapped once, here, to :class:`SopsError` with a reason chosen by us. ``sops``' own stderr is never
 repeated: it may quote input, and input here is secret.
@@ -15,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chamberlain.bootstrap.tools import find_tool
+from chamberlain.bootstrap.tools import Tools
 from chamberlain.errors import ChamberlainError
 
 ENCRYPTED_REGEX = "^(data|stringData)$"  # the rule chamberlain.checks.sops expects: values secret, shape reviewable
@@ -56,10 +57,11 @@ def _reason(stderr: bytes, returncode: int) -> str:
     return f"sops exited with status {returncode}"
 
 
-def _environment(identity_file: Path | None) -> dict[str, str]:
-    # Drop every SOPS_* setting of the caller (recipients, key files, key commands, config paths): the call must
-    # mean exactly what its arguments say.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+def sops_env(base: Mapping[str, str], identity_file: Path | None) -> dict[str, str]:
+    """The environment ``sops`` runs with: ``base`` without any ``SOPS_*`` setting of the caller (recipients, key
+    files, key commands, config paths), so the call means exactly what its arguments say; plus the age identity
+    to decrypt with, when there is one."""
+    env = {k: v for k, v in base.items() if not k.startswith("SOPS_")}
     if identity_file is not None:
         env["SOPS_AGE_KEY_FILE"] = str(identity_file)
     return env
@@ -67,18 +69,21 @@ def _environment(identity_file: Path | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Sops:
+    """The ``sops`` at ``binary``, started from ``env`` (narrowed by :func:`sops_env` on every call)."""
+
     binary: Path
+    env: Mapping[str, str] = field(repr=False, hash=False)  # a mapping: left out of the hash, kept in ==
     timeout: float = 60.0
 
     @classmethod
-    def locate(cls) -> Sops:
-        return cls(find_tool("sops"))
+    def locate(cls, tools: Tools) -> Sops:
+        return cls(tools.find("sops"), tools.env)
 
     def _run(self, args: Sequence[str], stdin: bytes, identity_file: Path | None, what: str) -> bytes:
         argv = [str(self.binary), "--config", os.devnull, *args]
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.timeout, check=False,
-                                  env=_environment(identity_file))
+                                  env=sops_env(self.env, identity_file))
         except subprocess.TimeoutExpired:
             raise SopsError(f"{what}: sops did not finish within {self.timeout:.0f}s") from None
         except OSError as exc:

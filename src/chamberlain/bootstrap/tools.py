@@ -1,51 +1,77 @@
 """Where the external encryption tools are: ``sops``, ``age`` and ``age-keygen``.
 
 We shell out to the ecosystem's own binaries rather than re-implementing SOPS or age: the files must be exactly what
-KSOPS and Flux's kustomize-controller decrypt in-cluster. Lookup order, first hit wins: the environment variable
-``CHAMBERLAIN_<NAME>`` (``CHAMBERLAIN_SOPS``, ``CHAMBERLAIN_AGE_KEYGEN``, ...), the ``PATH``, then the lab's build
+KSOPS and Flux's kustomize-controller decrypt in-cluster. Lookup order, first hit wins: the explicit binary
+(``CHAMBERLAIN_<NAME>``: ``CHAMBERLAIN_SOPS``, ``CHAMBERLAIN_AGE_KEYGEN``, ...), the ``PATH``, then the lab's build
 cache (``chamberlain lab build sops age``), so a developer with only the lab set up needs nothing else.
+
+All three come in a :class:`Tools` value the entry point builds from its :class:`~chamberlain.settings.Settings`;
+nothing here reads the process environment.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chamberlain.errors import ChamberlainError
+from chamberlain.settings import TOOLS, Settings, tool_variable
 
-KNOWN = ("sops", "age", "age-keygen")
+KNOWN = TOOLS
 
 
 class ToolMissing(ChamberlainError):
     """A binary chamberlain shells out to is not installed."""
 
 
-def env_var(name: str) -> str:
-    return "CHAMBERLAIN_" + name.upper().replace("-", "_")
+@dataclass(frozen=True)
+class Tools:
+    """Where to look for the tools, and the environment they start from.
 
+    ``env`` is the environment a tool's process starts from (its ``PATH`` is searched); ``overrides`` the explicit
+    binaries by tool name; ``lab_cache`` the lab's build cache (None: not searched).
+    """
 
-def find_tool(name: str) -> Path:
-    """The path of ``name`` (one of :data:`KNOWN`); raise :class:`ToolMissing` with how to get it."""
-    if name not in KNOWN:
-        raise ValueError(f"unknown tool {name!r}")
-    override = os.environ.get(env_var(name))
-    if override:
-        path = Path(override)
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise ToolMissing(f"{env_var(name)}={override} is not an executable file")
-    found = shutil.which(name)
-    if found:
-        return Path(found)
-    try:  # the lab cache; imported lazily so the tool itself never depends on the lab package being usable
-        from chamberlain.lab import builds
+    env: Mapping[str, str] = field(repr=False, hash=False)  # a mapping: left out of the hash, kept in ==
+    overrides: Mapping[str, Path] = field(default_factory=dict, hash=False)
+    lab_cache: Path | None = None
 
-        cached = builds.binary(name)
-        if cached.is_file():
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tools:
+        return cls(settings.child_env, settings.tools, settings.lab_cache)
+
+    def find(self, name: str) -> Path:
+        """The path of ``name`` (one of :data:`KNOWN`); raise :class:`ToolMissing` with how to get it."""
+        if name not in KNOWN:
+            raise ValueError(f"unknown tool {name!r}")
+        override = self.overrides.get(name)
+        if override is not None:
+            if override.is_file() and os.access(override, os.X_OK):
+                return override
+            raise ToolMissing(f"{tool_variable(name)}={override} is not an executable file")
+        found = shutil.which(name, path=self.env.get("PATH", os.defpath))
+        if found:
+            return Path(found)
+        cached = self._cached(name)
+        if cached is not None:
             return cached
-    except (ImportError, KeyError, OSError):
-        pass
-    raise ToolMissing(
-        f"{name} not found: install it on PATH, set {env_var(name)}, or run `chamberlain lab build sops age`"
-    )
+        raise ToolMissing(
+            f"{name} not found: install it on PATH, set {tool_variable(name)}, or run `chamberlain lab build sops age`"
+        )
+
+    def _cached(self, name: str) -> Path | None:
+        if self.lab_cache is None:
+            return None
+        try:  # imported lazily so the tool itself never depends on the lab package being usable
+            from chamberlain.lab import builds
+
+            cached = builds.binary(self.lab_cache, name)
+            if cached.is_file():
+                return cached
+        except (ImportError, KeyError, OSError):
+            pass
+        return None
+

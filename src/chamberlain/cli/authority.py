@@ -10,7 +10,6 @@ part of the top-level ``chamberlain plan PATH``.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, repo_dir, valid_repository
+from chamberlain.cli.options import Kubeconfig, VaultAddr, VaultCACert, repo_dir, settings, valid_repository
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.errors import ChamberlainError, UsageError
 
@@ -164,11 +163,6 @@ def _print_changes(changes: list[Change], output: DataFormat, *, applied: int | 
                      + (f", {s['conflict']} conflicts" if s["conflict"] else ""), markup=False)
 
 
-def _default_recovery_dir() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "chamberlain" / "recovery"
-
-
 # ------------------------------------------------------------------------------------------------ commands
 
 
@@ -227,7 +221,7 @@ def init(
     report = lifecycle.initialize(
         ctx.conn.anonymous(), ctx.store(),
         lifecycle.InitPlan(shares, threshold, spec.root_of_trust.age_recipients,
-                           recovery_dir or _default_recovery_dir()),
+                           recovery_dir or settings().recovery_dir),
         login_configurator=lambda: session.configurator(ctx.conn, ctx.platform, ctx.kube),
         configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=ctx.clock,
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from chamberlain.cli.options import settings
 from chamberlain.cli.output import DataFormat, emit_data, stderr
 
 bootstrap_app = typer.Typer(
@@ -37,9 +38,9 @@ def encrypt_cmd(
 
     Example: chamberlain bootstrap encrypt bootstrap/smtp-relay.sops.yaml --repo .
     """
-    from chamberlain.bootstrap import encrypt_file
+    from chamberlain.bootstrap import Tools, encrypt_file
 
-    result = encrypt_file(file, repo, intent=intent)
+    result = encrypt_file(file, repo, tools=Tools.from_settings(settings()), intent=intent)
     data = {"file": result.rel, "intent": result.intent, "secret": f"{result.namespace}/{result.name}",
             "recipients": list(result.recipients), "labelsAdded": list(result.labels_added)}
     if not emit_data(data, output):

@@ -29,6 +29,7 @@ from chamberlain.cli.options import (
     VaultAddr,
     VaultCACert,
     VaultTokenFile,
+    settings,
     valid_repository,
 )
 from chamberlain.cli.output import RepoPath, stderr, stdout
@@ -160,10 +161,10 @@ def run_cmd(
     log = logs.get()
     scope = load_scope(path, environment, cluster)  # the repository itself is not kept
     platform, chosen = scope.platform, scope.cluster
-    key = load_key(webhook_key_file) if webhook_port is not None else None
+    key = load_key(webhook_key_file, os.environ) if webhook_port is not None else None
     kube = cast("KubeClient", open_kube(kubeconfig))  # the real client: leases, run objects, events too
     client = open_vault(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
-    me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    me = identity or settings().pod_name or f"{socket.gethostname()}-{os.getpid()}"
     controller = wire(scope, client, kube, SystemClock(), identity=me, lease_name=lease_name,
                       lease_seconds=lease_seconds, log=log, propagation_timeout=propagation_timeout,
                       evaluate_every=evaluate_every)
@@ -203,7 +204,7 @@ def webhook_cmd(
     """
     from chamberlain.triggers.webhook import load_key, sign
 
-    key = load_key(webhook_key_file)
+    key = load_key(webhook_key_file, os.environ)
     doc: dict[str, str] = {"secret": secret, "reason": reason}
     if request_id:
         doc["id"] = request_id

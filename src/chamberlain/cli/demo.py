@@ -86,15 +86,21 @@ def demo_cmd(
 
     Example: chamberlain demo -o json --port-offset 300
     """
+    from chamberlain.bootstrap import Tools
+    from chamberlain.cli.handover import login_name
+    from chamberlain.cli.options import settings
     from chamberlain.clock import SystemClock
     from chamberlain.demo import run_demo
+    from chamberlain.lab.servers import LabHost
 
+    s = settings()
     options = DemoOptions(
         through=through, lab_dir=lab_dir, port_offset=port_offset, keep=keep,
         source_repo=repo or default_source_repo(),
         previous_identity=previous_identity or default_previous_identity(),
+        user=login_name(), debug=s.debug,
     )
-    report = run_demo(options, SystemClock(), progress=_progress)
+    report = run_demo(options, LabHost.from_settings(s, SystemClock()), Tools.from_settings(s), progress=_progress)
     data = report.as_dict()
     if not emit_data(data, output):
         table = Table(title=f"chamberlain demo (through {report.through}; {data['scope']['environment']}/"

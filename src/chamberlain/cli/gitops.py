@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chamberlain.cli.options import repo_dir
+from chamberlain.cli.options import repo_dir, settings
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
 from chamberlain.clock import SystemClock
 
@@ -41,6 +41,7 @@ def apply_cmd(
 
     Example: chamberlain apply examples/acme --cluster dev1 --identity ~/lab.agekey --kubeconfig lab/kubeconfig
     """
+    from chamberlain.bootstrap import Tools
     from chamberlain.errors import UsageError
     from chamberlain.gitops import apply_repository
     from chamberlain.kube.client import KubeClient
@@ -50,7 +51,8 @@ def apply_cmd(
         raise UsageError(f"{kubeconfig}: no such kubeconfig")
     kube = KubeClient.from_kubeconfig(kubeconfig, clock=SystemClock())
     try:
-        report = apply_repository(root, kube, identity=identity, environment=environment, cluster=cluster)
+        report = apply_repository(root, kube, identity=identity, tools=Tools.from_settings(settings()),
+                                  environment=environment, cluster=cluster)
     finally:
         kube.close()
     if emit_data(report.to_dict(), output):

@@ -100,13 +100,17 @@ def close_kube(kube: object) -> None:
         close()
 
 
+def login_name() -> str:
+    """The login name of whoever runs this process (``unknown`` when the system cannot say)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def actor() -> str:
     """Who acts, for the ledger: a workstation is never an anonymous control plane (Inv. 6)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"cli:{user}"
+    return f"cli:{login_name()}"
 
 
 def new_run_id() -> str:

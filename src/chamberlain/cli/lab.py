@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from chamberlain.cli.options import settings
+from chamberlain.clock import SystemClock
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
 
@@ -38,6 +40,12 @@ class StatusFormat(StrEnum):
 
 def _progress(msg: str) -> None:
     _err.print(msg, markup=False, highlight=False)
+
+
+def _lab(lab_dir: Path | None) -> tuple[Path, lab_mod.LabHost]:
+    """The lab directory (``--lab-dir``, else the settings' default) and the machine it runs on."""
+    s = settings()
+    return lab_dir or s.lab_dir, lab_mod.LabHost.from_settings(s, SystemClock())
 
 
 LabDirOption = Annotated[
@@ -62,7 +70,8 @@ def build_cmd(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
 ) -> None:
     """Build the lab's server binaries from Go modules into the cache (skips cached ones)."""
-    builds.build_missing(components or None, progress=_progress, force=force)
+    s = settings()
+    builds.build_missing(s.lab_cache, components or None, env=s.child_env, progress=_progress, force=force)
 
 
 @lab_app.command("up")
@@ -101,7 +110,8 @@ def up_cmd(
         overrides["etcd_peer"] = etcd_port + 1
     if overrides:
         ports = dataclasses.replace(ports, **overrides)
-    config = lab_mod.LabConfig(lab_dir=lab_dir or lab_mod.default_lab_dir(), ports=ports, dev=dev)
+    directory, host = _lab(lab_dir)
+    config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=ports, dev=dev)
     report = lab_mod.up(config, progress=_progress, timeout=timeout)
     _print_status(report)
 
@@ -112,7 +122,7 @@ def down_cmd(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete all lab state (data, keys).")] = False,
 ) -> None:
     """Stop every lab server; nothing of the lab keeps running."""
-    stopped = lab_mod.down(lab_dir, progress=_progress, purge=purge)
+    stopped = lab_mod.down(*_lab(lab_dir), progress=_progress, purge=purge)
     if not stopped:
         _progress("[lab] nothing was running")
 
@@ -123,7 +133,7 @@ def status_cmd(
     output: Annotated[StatusFormat, typer.Option("-o", "--output", help="Output format.")] = StatusFormat.text,
 ) -> None:
     """Health, address and version of each server; exit 0 only if all are healthy."""
-    report = lab_mod.status(lab_dir)
+    report = lab_mod.status(*_lab(lab_dir))
     if output is StatusFormat.json:
         sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
     else:
@@ -137,13 +147,14 @@ def env_cmd(lab_dir: LabDirOption = None) -> None:
 
     Example: eval "$(chamberlain lab env)"
     """
-    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
+    directory, host = _lab(lab_dir)
+    lab = lab_mod.Lab(lab_mod.LabConfig.load(directory, host))
     exports = {
         "KUBECONFIG": shlex.quote(str(lab.kubeconfig)),
         "VAULT_ADDR": shlex.quote(lab.vault.address),
         "VAULT_CACERT": shlex.quote(str(lab.pki.ca.cert)),
         # Double quotes so the shell expands $PATH; the cache paths contain no quotes.
-        "PATH": f'"{builds.binary("kubectl").parent}:{builds.binary("sops").parent}:$PATH"',
+        "PATH": f'"{host.binary("kubectl").parent}:{host.binary("sops").parent}:$PATH"',
     }
     for name, value in exports.items():
         sys.stdout.write(f"export {name}={value}\n")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from chamberlain.cli.options import repo_dir
+from chamberlain.cli.options import repo_dir, settings
 from chamberlain.cli.output import DataFormat, emit_data, stderr, stdout
 
 root_app = typer.Typer(
@@ -44,9 +44,11 @@ def init_cmd(
 
     Example: chamberlain root init --repo examples/acme
     """
+    from chamberlain.bootstrap.tools import Tools
     from chamberlain.intent.loader import load_repository
     from chamberlain.root import default_identity_path, ensure_identity, update_repository
 
+    s = settings()
     if repo is not None:
         repo = repo_dir(repo)
     if identity_file is None:
@@ -54,8 +56,8 @@ def init_cmd(
         if repo is not None:
             platforms = load_repository(repo).platforms
             name = platforms[0].obj.metadata.name if len(platforms) == 1 else name
-        identity_file = default_identity_path(name)
-    ident = ensure_identity(identity_file, repo)
+        identity_file = default_identity_path(name, s.config_dir)
+    ident = ensure_identity(identity_file.expanduser(), repo, tools=Tools.from_settings(s))
     update = update_repository(repo, ident.recipient) if repo is not None else None
     data = {
         "identityFile": str(ident.path),

@@ -292,7 +292,7 @@ def _webhook_key(work: Path) -> tuple[Path, WebhookKey]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(secrets.token_hex(32) + "\n")
-    return path, load_key(path)
+    return path, load_key(path, {})  # the file is given: no environment is consulted
 
 
 @dataclass

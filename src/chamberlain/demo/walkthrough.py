@@ -24,9 +24,7 @@ add the new recipient, exactly as a user moving to a new root would do.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -46,11 +44,14 @@ if TYPE_CHECKING:
     from chamberlain.authority.kv import KV
     from chamberlain.authority.session import Connection
     from chamberlain.authority.vault import VaultClient
-    from chamberlain.demo.rotations import RunningController
+    from chamberlain.bootstrap.tools import Tools
+    from chamberlain.demo.rotations import LoginLoop, RunningController
     from chamberlain.intent.loader import Repository
-    from chamberlain.intent.model import Platform
+    from chamberlain.intent.model import Platform, PostgresTarget, SecretIntent
     from chamberlain.kube.client import KubeClient
     from chamberlain.lab.lab import Lab
+    from chamberlain.lab.servers import LabHost
+    from chamberlain.rotation.run import RotationRun
 
 Progress = Callable[[str], None]
 
@@ -108,6 +109,8 @@ class DemoOptions:
     source_repo: Path = field(default_factory=default_source_repo)
     previous_identity: Path = field(default_factory=default_previous_identity)
     timeout: float = 180.0
+    user: str = "unknown"  # who runs the demo, for the ledger's actor (the CLI passes the login name)
+    debug: bool = False  # let an unexpected error's traceback through (the CLI passes CHAMBERLAIN_DEBUG)
 
 
 @dataclass
@@ -169,7 +172,8 @@ class _State:
 
     options: DemoOptions
     work: Path
-    clock: Clock
+    host: LabHost  # the machine the lab runs on (build cache, environment, clock)
+    tools: Tools  # sops and age-keygen, and the environment they start from
     progress: Progress
     run: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:12]}")
     lab: Lab | None = None
@@ -194,12 +198,12 @@ class _State:
         return self.work / "offline" / "root.agekey"
 
     @property
+    def clock(self) -> Clock:
+        return self.host.clock
+
+    @property
     def actor(self) -> str:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-        return f"{ACTOR_PREFIX}:{user}"
+        return f"{ACTOR_PREFIX}:{self.options.user}"
 
     def need_lab(self) -> Lab:
         if self.lab is None:  # pragma: no cover - the lab phase always runs first
@@ -264,7 +268,8 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
     from chamberlain.authority.vault import unauthenticated
     from chamberlain.lab import lab as lab_mod
 
-    config = lab_mod.LabConfig(lab_dir=lab_dir, ports=lab_mod.Ports().shifted(s.options.port_offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=lab_dir, host=s.host, ports=lab_mod.Ports().shifted(s.options.port_offset),
+                               dev=False)
     report = lab_mod.up(config, progress=s.progress, timeout=s.options.timeout)
     s.lab = lab_mod.Lab(config)
     seal = unauthenticated(s.lab.vault.address, s.lab.pki.ca.cert).seal_status()
@@ -289,7 +294,7 @@ def _root_phase(s: _State) -> dict[str, Any]:
         raise DemoError(f"{s.options.source_repo}: no such intent repository")
     # A copy: the demo never edits the repository it was given.
     shutil.copytree(s.options.source_repo, s.repo_dir)
-    ident = ensure_identity(s.identity, s.repo_dir)
+    ident = ensure_identity(s.identity, s.repo_dir, tools=s.tools)
     update = update_repository(s.repo_dir, ident.recipient)
     s.recipient = ident.recipient
     lab = s.need_lab()
@@ -309,11 +314,10 @@ def _root_phase(s: _State) -> dict[str, Any]:
 def _sops_updatekeys(s: _State, rel: str) -> None:
     """``sops updatekeys`` with the previous root: re-wraps the file's data key to the new recipient set without
     the plaintext touching the disk. sops reads the creation rules root init just wrote."""
-    from chamberlain.bootstrap import find_tool
+    from chamberlain.bootstrap import sops_env
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    env["SOPS_AGE_KEY_FILE"] = str(s.options.previous_identity)
-    argv = [str(find_tool("sops")), "--config", str(s.repo_dir / ".sops.yaml"), "updatekeys", "--yes", rel]
+    env = sops_env(s.tools.env, s.options.previous_identity)
+    argv = [str(s.tools.find("sops")), "--config", str(s.repo_dir / ".sops.yaml"), "updatekeys", "--yes", rel]
     try:
         proc = subprocess.run(argv, cwd=s.repo_dir, env=env, capture_output=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -353,7 +357,8 @@ def _apply_phase(s: _State) -> dict[str, Any]:
     rendered = render_to(s.repo_dir, out)
     if rendered.findings:  # pragma: no cover - the bootstrap phase validated the same tree
         raise DemoError(f"render: {len(rendered.findings)} findings")
-    report = apply_repository(s.repo_dir, s.need_kube(), identity=s.identity, environment=DEMO_ENVIRONMENT,
+    report = apply_repository(s.repo_dir, s.need_kube(), identity=s.identity, tools=s.tools,
+                              environment=DEMO_ENVIRONMENT,
                               cluster=DEMO_CLUSTER)
     counts: dict[str, int] = {"created": 0, "configured": 0, "unchanged": 0}
     for app in report.apps:
@@ -510,7 +515,7 @@ def _handover_phase(s: _State) -> dict[str, Any]:
     platform = s.platform()
     kv = _orchestrator_kv(s, platform)
     units = handover_units(repo, DEMO_ENVIRONMENT, DEMO_CLUSTER)
-    report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime),
+    report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime, s.clock),
                           RunContext(actor=s.actor, run=s.run, clock=s.clock, reason="demo: Phase 3 handover"))
     rows = [o.as_dict() for o in report.outcomes]
     if not report.ok:
@@ -629,12 +634,38 @@ def _rotation_webhook_phase(s: _State) -> dict[str, Any]:
     return facts
 
 
+def _rotate_while_logging_in(s: _State, running: RunningController, intent: SecretIntent,
+                             target: PostgresTarget) -> tuple[RotationRun, LoginLoop]:
+    """Request the rotation of payments-db manually while a client keeps logging in with the credential its
+    consumer Secret holds (it starts before the request, on the old credential); the run and the stopped loop."""
+    from chamberlain.demo import rotations as r
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.triggers import manual
+
+    since = len(running.controller.finished)
+    reader_kube = KubeClient.from_kubeconfig(s.need_lab().kubeconfig, clock=s.clock)  # the loop thread's own
+    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 15.0
+        while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
+            if time.monotonic() > deadline or not loop.is_alive():
+                raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
+            time.sleep(0.05)
+        running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
+                                          s.clock.now()))
+        run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
+        time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
+    finally:
+        loop.stop()
+        reader_kube.close()
+    return run, loop
+
+
 def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
     """The alternating two-user rotation of payments-db on the lab PostgreSQL, requested manually, while a
     client keeps logging in with the credential its Kubernetes Secret holds."""
     from chamberlain.demo import rotations as r
-    from chamberlain.kube.client import KubeClient
-    from chamberlain.triggers import manual
 
     lab = s.need_lab()
     repo = s.repository()
@@ -656,23 +687,7 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
         raise DemoError(f"{r.POSTGRES_SECRET}: the provisioned credential does not log in after preparation")
 
     running, started = s.controller()
-    since = len(running.controller.finished)
-    reader_kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=s.clock)  # the login loop thread's own client
-    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
-    loop.start()
-    try:
-        deadline = time.monotonic() + 15.0
-        while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
-            if time.monotonic() > deadline or not loop.is_alive():
-                raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
-            time.sleep(0.05)
-        running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
-                                          s.clock.now()))
-        run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
-        time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
-    finally:
-        loop.stop()
-        reader_kube.close()
+    run, loop = _rotate_while_logging_in(s, running, intent, target)
     new = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.current_version),
                      r.POSTGRES_SECRET)
     old = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.previous_version),
@@ -730,7 +745,7 @@ _PHASES: dict[Phase, Callable[[_State], dict[str, Any]]] = {
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) -> PhaseResult:
+def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress, debug: bool) -> PhaseResult:
     progress(f"[demo] {name}: starting")
     started = time.monotonic()
     try:
@@ -741,7 +756,7 @@ def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) ->
     except Exception as exc:  # a foreign exception's text is unvetted: report only its type
         result = PhaseResult(name, False, time.monotonic() - started,
                              error=f"internal error ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1")
-        if os.environ.get("CHAMBERLAIN_DEBUG"):
+        if debug:
             raise
     else:
         result = PhaseResult(name, True, time.monotonic() - started, facts)
@@ -750,9 +765,10 @@ def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress) ->
     return result
 
 
-def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m: None) -> DemoReport:
+def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progress = lambda _m: None) -> DemoReport:
     """Run the lab phase, then every phase up to ``options.through``, then verify the ledger; stop at the
-    first failure. Tears the lab down at the end unless ``options.keep``."""
+    first failure. Tears the lab down at the end unless ``options.keep``. The lab runs on ``host`` (whose clock
+    is the demo's), ``sops`` and ``age-keygen`` come from ``tools``."""
     from chamberlain.lab import lab as lab_mod
 
     started = time.monotonic()
@@ -763,7 +779,7 @@ def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m:
     # A new working directory inside the lab directory on every run (0700 from mkdtemp): repository copy,
     # identity, rendered output. Never reused, so a failed earlier run cannot leave half a repository behind.
     work = Path(tempfile.mkdtemp(prefix="demo-", dir=lab_dir))
-    state = _State(options, work, clock, progress)
+    state = _State(options, work, host, tools, progress)
     wanted = list(Phase)[: list(Phase).index(options.through) + 1]
     report = DemoReport(through=options.through.value, lab_dir=str(lab_dir), work_dir=str(work), kept=options.keep)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("lab", lambda: _lab_phase(state, lab_dir))]
@@ -775,7 +791,7 @@ def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m:
         for i, (name, step) in enumerate(steps):
             if name == Phase.root.value:
                 phase0_started = time.monotonic()
-            result = _timed(name, step, progress)
+            result = _timed(name, step, progress, options.debug)
             row = result.facts.pop("rotation", None)
             if row is not None:
                 report.rotations.append({"phase": name, **row})
@@ -793,7 +809,7 @@ def run_demo(options: DemoOptions, clock: Clock, progress: Progress = lambda _m:
         if state.kube is not None:
             state.kube.close()
         if not options.keep:
-            lab_mod.down(lab_dir, progress=progress)
+            lab_mod.down(lab_dir, host, progress=progress)
             if fresh:
                 # Ours alone: the temporary lab (with the demo's work directory inside) goes entirely.
                 if state.lab is not None:

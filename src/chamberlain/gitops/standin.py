@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chamberlain.bootstrap.sops import Sops
+from chamberlain.bootstrap.tools import Tools
 from chamberlain.errors import UsageError
 from chamberlain.gitops.build import App, GitopsError, Manifest, build_app
 from chamberlain.kube.api import ApplyOutcome, KubeApply
@@ -116,10 +117,13 @@ def apply_repository(
     kube: KubeApply,
     *,
     identity: Path | None,
+    tools: Tools,
     environment: str | None = None,
     cluster: str | None = None,
     sops: Sops | None = None,
 ) -> ApplyReport:
+    """Apply the rendered application(s) of one cluster (see the module docstring). Bootstrap files are decrypted
+    with ``sops`` (default: the one ``tools`` finds, looked up only when a file needs decrypting)."""
     repo = load_valid(root)
     tree = render_repository(repo).files
     platform = repo.platform
@@ -139,7 +143,7 @@ def apply_repository(
             raise UsageError(f"{path}: the application carries bootstrap Secrets; pass --identity with the "
                              "in-cluster age identity (what KSOPS/Flux decrypt with)")
         nonlocal sops
-        sops = sops or Sops.locate()
+        sops = sops or Sops.locate(tools)
         return secret_for_apply(sops.decrypt(text.encode("utf-8"), filename=path, identity_file=identity), path)
 
     # Build (and decrypt) everything before applying anything: a wrong identity or a bad file applies nothing.

@@ -1,14 +1,19 @@
 """``python -m chamberlain.lab build [COMPONENT...]`` builds missing lab binaries.
 
 Kept separate from the typer CLI so CI can build the cache before the CLI (and its
-optional dependencies) matter.
+optional dependencies) matter. An entry point: it reads the process environment once
+(:class:`~chamberlain.settings.Settings`: ``CHAMBERLAIN_CACHE_DIR`` and the
+environment ``go`` runs with) and passes the values down.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from chamberlain.lab.builds import BuildError, build_missing
+from chamberlain.settings import Settings
 
 
 def main(argv: list[str]) -> int:
@@ -18,8 +23,9 @@ def main(argv: list[str]) -> int:
     args = argv[1:]
     force = "--force" in args
     names = [a for a in args if a != "--force"]
+    settings = Settings.from_environ(os.environ, Path.home())
     try:
-        build_missing(names or None, force=force)
+        build_missing(settings.lab_cache, names or None, env=settings.child_env, force=force)
     except (BuildError, KeyError) as exc:
         print(f"[lab build] error: {exc}", file=sys.stderr)
         return 1

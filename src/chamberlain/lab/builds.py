@@ -7,8 +7,11 @@ does that from the paths :func:`binary` returns.
 
 Nothing produced here lives in the repository. Wrapper modules (a generated
 ``go.mod`` whose ``tool`` directives name the upstream ``main`` packages), logs and
-binaries all go to ``${CHAMBERLAIN_CACHE_DIR:-~/.cache/chamberlain}/lab/<component>/
-<version>/``; a component whose binaries exist there is not rebuilt.
+binaries all go to ``<cache>/<component>/<version>/``, where ``cache`` is the
+directory the caller passes (the entry points pass ``Settings.lab_cache``:
+``${CHAMBERLAIN_CACHE_DIR:-~/.cache/chamberlain}/lab``); a component whose binaries
+exist there is not rebuilt. Nothing here reads the process environment either: ``go``
+and ``apt-get`` start from the environment the caller passes (``Settings.child_env``).
 
 Why wrapper modules: most of these projects carry ``replace`` directives pointing at
 directories inside their own repository (staging modules, nested api/sdk modules),
@@ -26,9 +29,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -232,23 +234,19 @@ BUILD_ORDER: tuple[str, ...] = ("age", "sops", "etcd", "kube-apiserver", "extern
 # ---------------------------------------------------------------------------- paths
 
 
-def cache_root() -> Path:
-    base = os.environ.get("CHAMBERLAIN_CACHE_DIR") or str(Path.home() / ".cache" / "chamberlain")
-    return Path(base) / "lab"
+def component_dir(cache: Path, component: Component) -> Path:
+    """``<cache>/<name>/<version>/``: everything one build of ``component`` produces."""
+    return cache / component.name / component.version
 
 
-def component_dir(component: Component) -> Path:
-    return cache_root() / component.name / component.version
-
-
-def binary(name: str, component: str | None = None) -> Path:
+def binary(cache: Path, name: str, component: str | None = None) -> Path:
     """Path of the cached binary ``name`` (``component`` defaults to the one providing it)."""
     comp = COMPONENTS[component] if component else _provider(name)
-    return component_dir(comp) / "bin" / name
+    return component_dir(cache, comp) / "bin" / name
 
 
-def asset_dir(component: str, asset: str) -> Path:
-    return component_dir(COMPONENTS[component]) / asset
+def asset_dir(cache: Path, component: str, asset: str) -> Path:
+    return component_dir(cache, COMPONENTS[component]) / asset
 
 
 def _provider(binary_name: str) -> Component:
@@ -258,10 +256,11 @@ def _provider(binary_name: str) -> Component:
     raise KeyError(f"no lab component provides the binary {binary_name!r}")
 
 
-def is_built(component: Component) -> bool:
-    if not all((component_dir(component) / "bin" / b).is_file() for b in component.binaries):
+def is_built(cache: Path, component: Component) -> bool:
+    out = component_dir(cache, component)
+    if not all((out / "bin" / b).is_file() for b in component.binaries):
         return False
-    return all((component_dir(component) / dest).is_dir() for _, dest in component.assets)
+    return all((out / dest).is_dir() for _, dest in component.assets)
 
 
 # ------------------------------------------------------------------ pure generation
@@ -337,8 +336,14 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _go_env(gobin: Path | None = None, cgo: bool = False) -> dict[str, str]:
-    env = dict(os.environ)
+def _search_path(env: Mapping[str, str]) -> str:
+    """Where a child process started with ``env`` finds its programs (what ``subprocess`` searches too)."""
+    return env.get("PATH", os.defpath)
+
+
+def _go_env(base: Mapping[str, str], gobin: Path | None = None, cgo: bool = False) -> dict[str, str]:
+    """``base`` (the caller's environment) with what every lab build of Go needs set on top."""
+    env = dict(base)
     env.setdefault("GOMAXPROCS", "2")
     env["CGO_ENABLED"] = "1" if cgo else "0"
     # Wrapper modules have no go.sum until ``go mod tidy`` writes one; keep any
@@ -357,7 +362,7 @@ def _run_logged(
     argv: Sequence[str],
     *,
     cwd: Path,
-    env: dict[str, str],
+    env: Mapping[str, str],
     log: Path,
     label: str,
     progress: Progress,
@@ -390,7 +395,7 @@ def _run_logged(
         raise BuildError(f"{label} failed with exit code {rc}; full log: {log}")
 
 
-def _go_mod_download(module: str, version: str, env: dict[str, str], cwd: Path) -> dict[str, str]:
+def _go_mod_download(module: str, version: str, env: Mapping[str, str], cwd: Path) -> dict[str, str]:
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         cwd=cwd,
@@ -405,100 +410,154 @@ def _go_mod_download(module: str, version: str, env: dict[str, str], cwd: Path) 
     return info
 
 
-def ensure_go() -> None:
-    if shutil.which("go") is None:
+def ensure_go(env: Mapping[str, str]) -> None:
+    if shutil.which("go", path=_search_path(env)) is None:
         raise BuildError("the Go toolchain ('go') is not on PATH; install Go >= 1.24 first")
 
 
-def build(component: str | Component, *, progress: Progress = _print, force: bool = False) -> Path:
-    """Build one component into its cache directory; return that directory."""
+@dataclass(frozen=True)
+class _Build:
+    """One build under way: the component, where it goes, the environment ``go`` runs with, who is told."""
+
+    comp: Component
+    out: Path
+    env: dict[str, str]
+    progress: Progress
+
+    @property
+    def label(self) -> str:
+        return f"{self.comp.name} {self.comp.version}"
+
+    @property
+    def bindir(self) -> Path:
+        return self.out / "bin"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "build.log"
+
+    def run(self, argv: Sequence[str], cwd: Path) -> None:
+        _run_logged(argv, cwd=cwd, env=self.env, log=self.log, label=self.label, progress=self.progress)
+
+
+def _go_install(b: _Build) -> None:
+    """``go install pkg@version`` of each tool, straight into ``bin/`` (``GOBIN``)."""
+    comp = b.comp
+    for tool in comp.tools:
+        b.progress(
+            f"[lab build] {b.label}: go install {tool.package}@{comp.module_version} "
+            f"(this takes ~{comp.minutes_estimate} min)"
+        )
+        b.run(
+            ["go", "install", "-trimpath", f"-ldflags={go_ldflags(comp)}", f"{tool.package}@{comp.module_version}"],
+            cwd=b.out,
+        )
+
+
+def _upstream_parts(b: _Build, src: Path) -> tuple[Replace, ...]:
+    """What a wrapper build takes from the upstream module itself: the staging replaces it needs (returned)
+    and the asset directories, copied next to ``bin/``. Downloads the module only when either is wanted."""
+    comp = b.comp
+    if not (comp.staging_replaces_version or comp.assets):
+        return ()
+    b.progress(f"[lab build] {b.label}: go mod download {comp.module}@{comp.module_version}")
+    info = _go_mod_download(comp.module, comp.module_version, b.env, src)
+    extra: tuple[Replace, ...] = ()
+    if comp.staging_replaces_version:
+        upstream_mod = Path(info["GoMod"]).read_text(encoding="utf-8")
+        extra = staging_replaces(upstream_mod, comp.staging_replaces_version)
+        b.progress(f"[lab build] {b.label}: {len(extra)} staging modules pinned to {comp.staging_replaces_version}")
+    for rel, dest in comp.assets:
+        target = b.out / dest
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(info["Dir"]) / rel, target)
+        # The module cache is read-only; the copies need not be.
+        for p in [target, *target.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    return extra
+
+
+def _wrapper_build(b: _Build) -> None:
+    """Generate the wrapper module in ``src/``, resolve it (``go mod tidy``), ``go build`` each tool."""
+    comp = b.comp
+    src = b.out / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    extra = _upstream_parts(b, src)
+    (src / "go.mod").write_text(wrapper_go_mod(comp, extra), encoding="utf-8")
+    (src / "go.sum").unlink(missing_ok=True)
+    b.progress(f"[lab build] {b.label}: resolving dependencies (go mod tidy)")
+    b.run(["go", "mod", "tidy"], cwd=src)
+    for tool in comp.tools:
+        b.progress(
+            f"[lab build] {b.label}: go build {tool.package} (this takes ~{comp.minutes_estimate} min on 2 cores)"
+        )
+        argv = ["go", "build", "-trimpath", f"-ldflags={go_ldflags(comp)}", "-o", str(b.bindir / tool.binary)]
+        if comp.build_tags:
+            argv.append("-tags=" + ",".join(comp.build_tags))
+        argv.append(tool.package)
+        b.run(argv, cwd=src)
+
+
+def build(
+    cache: Path,
+    component: str | Component,
+    *,
+    env: Mapping[str, str],
+    progress: Progress = _print,
+    force: bool = False,
+) -> Path:
+    """Build one component into its directory under ``cache``; return that directory. ``env`` is the
+    environment ``go`` starts from (see :func:`_go_env` for what is set on top)."""
     comp = COMPONENTS[component] if isinstance(component, str) else component
-    out = component_dir(comp)
-    if is_built(comp) and not force:
+    out = component_dir(cache, comp)
+    if is_built(cache, comp) and not force:
         progress(f"[lab build] {comp.name} {comp.version}: cached in {out}")
         return out
-    ensure_go()
-    bindir = out / "bin"
-    bindir.mkdir(parents=True, exist_ok=True)
-    log = out / "build.log"
-    log.write_text(f"# build of {comp.name} {comp.version} started {datetime.now(UTC).isoformat()}\n")
+    ensure_go(env)
+    gobin = out / "bin" if comp.kind == "install" else None
+    b = _Build(comp, out, _go_env(env, gobin=gobin, cgo=comp.cgo), progress)
+    b.bindir.mkdir(parents=True, exist_ok=True)
+    # No wall-clock time in the header: the log file's own mtime says when, the footer says how long.
+    b.log.write_text(f"# build of {b.label}\n")
     started = time.monotonic()
-    label = f"{comp.name} {comp.version}"
-    ldflags = go_ldflags(comp)
     if comp.kind == "install":
-        env = _go_env(gobin=bindir, cgo=comp.cgo)
-        for tool in comp.tools:
-            progress(
-                f"[lab build] {label}: go install {tool.package}@{comp.module_version} "
-                f"(this takes ~{comp.minutes_estimate} min)"
-            )
-            _run_logged(
-                ["go", "install", "-trimpath", f"-ldflags={ldflags}", f"{tool.package}@{comp.module_version}"],
-                cwd=out,
-                env=env,
-                log=log,
-                label=label,
-                progress=progress,
-            )
+        _go_install(b)
     else:
-        src = out / "src"
-        src.mkdir(parents=True, exist_ok=True)
-        env = _go_env(cgo=comp.cgo)
-        extra: tuple[Replace, ...] = ()
-        if comp.staging_replaces_version or comp.assets:
-            progress(f"[lab build] {label}: go mod download {comp.module}@{comp.module_version}")
-            info = _go_mod_download(comp.module, comp.module_version, env, src)
-            if comp.staging_replaces_version:
-                upstream_mod = Path(info["GoMod"]).read_text(encoding="utf-8")
-                extra = staging_replaces(upstream_mod, comp.staging_replaces_version)
-                progress(f"[lab build] {label}: {len(extra)} staging modules pinned to {comp.staging_replaces_version}")
-            for rel, dest in comp.assets:
-                target = out / dest
-                if target.exists():
-                    shutil.rmtree(target)
-                shutil.copytree(Path(info["Dir"]) / rel, target)
-                # The module cache is read-only; the copies need not be.
-                for p in [target, *target.rglob("*")]:
-                    p.chmod(0o755 if p.is_dir() else 0o644)
-        (src / "go.mod").write_text(wrapper_go_mod(comp, extra), encoding="utf-8")
-        (src / "go.sum").unlink(missing_ok=True)
-        progress(f"[lab build] {label}: resolving dependencies (go mod tidy)")
-        _run_logged(["go", "mod", "tidy"], cwd=src, env=env, log=log, label=label, progress=progress)
-        for tool in comp.tools:
-            progress(
-                f"[lab build] {label}: go build {tool.package} (this takes ~{comp.minutes_estimate} min on 2 cores)"
-            )
-            argv = ["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(bindir / tool.binary)]
-            if comp.build_tags:
-                argv.append("-tags=" + ",".join(comp.build_tags))
-            argv.append(tool.package)
-            _run_logged(argv, cwd=src, env=env, log=log, label=label, progress=progress)
+        _wrapper_build(b)
     minutes = (time.monotonic() - started) / 60
     sizes = ", ".join(
-        f"{b} {(bindir / b).stat().st_size / 2**20:.0f} MiB" for b in comp.binaries if (bindir / b).exists()
+        f"{name} {(b.bindir / name).stat().st_size / 2**20:.0f} MiB"
+        for name in comp.binaries
+        if (b.bindir / name).exists()
     )
-    progress(f"[lab build] {label}: done in {minutes:.1f} min ({sizes})")
-    with log.open("a", encoding="utf-8") as fh:
+    progress(f"[lab build] {b.label}: done in {minutes:.1f} min ({sizes})")
+    with b.log.open("a", encoding="utf-8") as fh:
         fh.write(f"# done in {minutes:.1f} min ({sizes})\n")
     return out
 
 
 def build_missing(
-    names: Sequence[str] | None = None, *, progress: Progress = _print, force: bool = False
+    cache: Path,
+    names: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str],
+    progress: Progress = _print,
+    force: bool = False,
 ) -> list[Path]:
-    """Build every (or each named) component that is not cached yet, cheapest first."""
+    """Build every (or each named) component that is not cached in ``cache`` yet, cheapest first."""
     wanted = list(names) if names else list(BUILD_ORDER)
     unknown = [n for n in wanted if n not in COMPONENTS and n != "postgres"]
     if unknown:
         raise KeyError(f"unknown lab component(s): {', '.join(unknown)}")
     if "postgres" in wanted or not names:
-        ensure_postgres(progress=progress)
+        ensure_postgres(env=env, progress=progress)
     ordered = [n for n in BUILD_ORDER if n in wanted]
-    missing = [n for n in ordered if force or not is_built(COMPONENTS[n])]
+    missing = [n for n in ordered if force or not is_built(cache, COMPONENTS[n])]
     if missing:
         total = sum(COMPONENTS[n].minutes_estimate for n in missing)
         progress(f"[lab build] to build: {', '.join(missing)} (roughly {total} min on 2 cores)")
-    return [build(n, progress=progress, force=force) for n in ordered]
+    return [build(cache, n, env=env, progress=progress, force=force) for n in ordered]
 
 
 # ----------------------------------------------------------------------- postgres
@@ -513,18 +572,19 @@ def postgres_bindir() -> Path | None:
     return found[-1].parent if found else None
 
 
-def ensure_postgres(*, progress: Progress = _print) -> Path:
-    """PostgreSQL is not built: it comes from Debian's package, installed if missing."""
+def ensure_postgres(*, env: Mapping[str, str], progress: Progress = _print) -> Path:
+    """PostgreSQL is not built: it comes from Debian's package, installed if missing (``apt-get`` starts from
+    ``env``, the caller's environment)."""
     found = postgres_bindir()
     if found is not None:
         progress(f"[lab build] postgres: using {found}")
         return found
-    if shutil.which("apt-get") is None:
+    if shutil.which("apt-get", path=_search_path(env)) is None:
         raise BuildError("PostgreSQL is not installed and apt-get is unavailable; install postgresql")
     progress("[lab build] postgres: apt-get install -y postgresql")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], check=True, env=env)
+    apt_env = dict(env, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=True, env=apt_env)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], check=True, env=apt_env)
     found = postgres_bindir()
     if found is None:
         raise BuildError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin/postgres exists")

@@ -8,12 +8,15 @@ binary is built is :mod:`.builds`'.
 Start order: etcd → kube-apiserver (+ kubeconfig) → Vault → PostgreSQL → ESO CRDs
 (Established) → ESO controller. ``up`` is idempotent: a healthy running server is
 left alone, a server whose configuration changed (e.g. ``dev``) is restarted.
+
+Which lab directory, build cache, environment and clock: the entry point decides
+(``chamberlain lab`` passes ``Settings.lab_dir`` and a :class:`LabHost` built from its
+settings); nothing here reads the process environment.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from chamberlain.lab.servers import (
     ExternalSecrets,
     KubeAPIServer,
     LabError,
+    LabHost,
     Postgres,
     Server,
     Vault,
@@ -38,14 +42,6 @@ Progress = Callable[[str], None]
 
 #: Status names of the components, in start order.
 COMPONENT_NAMES: tuple[str, ...] = ("etcd", "kube-apiserver", "vault", "postgres", "external-secrets")
-
-
-def default_lab_dir() -> Path:
-    env = os.environ.get("CHAMBERLAIN_LAB_DIR")
-    if env:
-        return Path(env)
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "chamberlain" / "lab"
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,11 @@ class Ports:
 
 @dataclass(frozen=True)
 class LabConfig:
-    lab_dir: Path = field(default_factory=default_lab_dir)
+    """One lab: its directory, the machine it runs on, its ports and Vault mode. Only ``ports`` and ``dev`` are
+    persisted (``lab.json``); the host is the current process's, whoever brought the lab up."""
+
+    lab_dir: Path
+    host: LabHost
     ports: Ports = field(default_factory=Ports)
     dev: bool = False
 
@@ -75,14 +75,13 @@ class LabConfig:
         return json.dumps({"ports": asdict(self.ports), "dev": self.dev}, indent=2) + "\n"
 
     @classmethod
-    def load(cls, lab_dir: Path | None = None) -> LabConfig:
+    def load(cls, lab_dir: Path, host: LabHost) -> LabConfig:
         """The configuration the lab in ``lab_dir`` was last brought up with (or defaults)."""
-        d = lab_dir or default_lab_dir()
         try:
-            data = json.loads((d / "lab.json").read_text(encoding="utf-8"))
+            data = json.loads((lab_dir / "lab.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return cls(lab_dir=d)
-        return cls(lab_dir=d, ports=Ports(**data.get("ports", {})), dev=bool(data.get("dev", False)))
+            return cls(lab_dir=lab_dir, host=host)
+        return cls(lab_dir=lab_dir, host=host, ports=Ports(**data.get("ports", {})), dev=bool(data.get("dev", False)))
 
 
 class Lab:
@@ -90,13 +89,13 @@ class Lab:
 
     def __init__(self, config: LabConfig) -> None:
         self.config = config
-        d, p = config.lab_dir, config.ports
+        d, h, p = config.lab_dir, config.host, config.ports
         self.pki = pki_paths(d)
-        self.etcd = Etcd(d, p.etcd, p.etcd_peer)
-        self.apiserver = KubeAPIServer(d, p.kube_apiserver, self.pki, self.etcd.address)
-        self.vault = Vault(d, p.vault, p.vault_cluster, self.pki, dev=config.dev)
-        self.postgres = Postgres(d, p.postgres)
-        self.eso = ExternalSecrets(d, p.eso_metrics, self.apiserver)
+        self.etcd = Etcd(d, h, p.etcd, p.etcd_peer)
+        self.apiserver = KubeAPIServer(d, h, p.kube_apiserver, self.pki, self.etcd.address)
+        self.vault = Vault(d, h, p.vault, p.vault_cluster, self.pki, dev=config.dev)
+        self.postgres = Postgres(d, h, p.postgres)
+        self.eso = ExternalSecrets(d, h, p.eso_metrics, self.apiserver)
 
     def servers(self) -> dict[str, Server]:
         """By status name, in start order."""
@@ -117,11 +116,11 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _check_missing_binaries() -> None:
+def _check_missing_binaries(cache: Path) -> None:
     missing = [
         name
         for name in ("etcd", "kube-apiserver", "vault", "external-secrets")
-        if not builds.is_built(builds.COMPONENTS[name])
+        if not builds.is_built(cache, builds.COMPONENTS[name])
     ]
     if missing:
         raise LabError(
@@ -153,26 +152,25 @@ def _start(
 
 
 def up(
-    config: LabConfig | None = None,
+    config: LabConfig,
     *,
     progress: Progress = _print,
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Start every lab server (idempotent) and return :func:`status` once all are healthy."""
-    cfg = config or LabConfig()
-    _check_missing_binaries()
+    _check_missing_binaries(config.host.cache)
     started_at = time.monotonic()
-    d = cfg.lab_dir
+    d = config.lab_dir
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o700)
-    previous = LabConfig.load(d) if (d / "lab.json").exists() else None
-    if previous is not None and previous.ports != cfg.ports:
+    previous = LabConfig.load(d, config.host) if (d / "lab.json").exists() else None
+    if previous is not None and previous.ports != config.ports:
         progress("[lab] ports changed: stopping the running lab first")
-        down(d, progress=progress)
-    (d / "lab.json").write_text(cfg.to_json(), encoding="utf-8")
-    ensure_pki(d)
-    lab = Lab(cfg)
-    vault_restart = previous is not None and previous.dev != cfg.dev
+        down(d, config.host, progress=progress)
+    (d / "lab.json").write_text(config.to_json(), encoding="utf-8")
+    ensure_pki(d, config.host.clock)
+    lab = Lab(config)
+    vault_restart = previous is not None and previous.dev != config.dev
     started: list[str] = []
     try:
         etcd_proc = _start(lab.etcd, "etcd", progress, started)
@@ -194,12 +192,12 @@ def up(
             servers[name].stop()
         raise
     progress(f"[lab] up in {time.monotonic() - started_at:.1f}s; kubeconfig: {lab.kubeconfig}")
-    return status(cfg.lab_dir)
+    return status(config.lab_dir, config.host)
 
 
-def down(lab_dir: Path | None = None, *, progress: Progress = _print, purge: bool = False) -> list[str]:
+def down(lab_dir: Path, host: LabHost, *, progress: Progress = _print, purge: bool = False) -> list[str]:
     """Stop every lab server (reverse start order); ``purge`` also deletes all lab state."""
-    cfg = LabConfig.load(lab_dir)
+    cfg = LabConfig.load(lab_dir, host)
     lab = Lab(cfg)
     stopped = []
     servers = lab.servers()
@@ -215,9 +213,9 @@ def down(lab_dir: Path | None = None, *, progress: Progress = _print, purge: boo
     return stopped
 
 
-def status(lab_dir: Path | None = None) -> dict[str, Any]:
+def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
     """``{"components": {name: {"healthy", "address", "version", ...}}, "kubeconfig": path}``."""
-    cfg = LabConfig.load(lab_dir)
+    cfg = LabConfig.load(lab_dir, host)
     lab = Lab(cfg)
     components: dict[str, Any] = {}
     for name, server in lab.servers().items():
@@ -236,3 +234,17 @@ def status(lab_dir: Path | None = None) -> dict[str, Any]:
 
 def healthy(report: dict[str, Any]) -> bool:
     return all(bool(c.get("healthy")) for c in report["components"].values())
+
+
+__all__ = [
+    "COMPONENT_NAMES",
+    "Lab",
+    "LabConfig",
+    "LabError",
+    "LabHost",
+    "Ports",
+    "down",
+    "healthy",
+    "status",
+    "up",
+]

@@ -3,7 +3,8 @@
 Boundary: generates files under ``<lab dir>/pki`` (private keys 0600) with the
 ``cryptography`` package and nothing else; it never starts a process. Each lab gets
 its own CA, so nothing here is trusted outside that lab. Existing files are reused,
-so ``lab up`` is idempotent and clients keep trusting a restarted lab.
+so ``lab up`` is idempotent and clients keep trusting a restarted lab. Validity periods
+start at the time of the :class:`~chamberlain.clock.Clock` the caller passes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from chamberlain.clock import Clock
 
 _VALIDITY = dt.timedelta(days=365)
 LOOPBACK_SANS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
@@ -77,12 +80,11 @@ def _san(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def _ensure_ca(pair: CertPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _ensure_ca(pair: CertPair, now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if pair.cert.exists() and pair.key.exists():
         return x509.load_pem_x509_certificate(pair.cert.read_bytes()), _load_key(pair.key)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chamberlain-lab-ca")])
-    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -122,6 +124,7 @@ def _ensure_leaf(
     organizations: tuple[str, ...] = (),
     sans: tuple[str, ...] = (),
     server: bool,
+    now: dt.datetime,
 ) -> None:
     if pair.cert.exists() and pair.key.exists():
         return
@@ -129,7 +132,6 @@ def _ensure_leaf(
     key = ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    now = dt.datetime.now(dt.UTC)
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
@@ -164,17 +166,20 @@ def pki_paths(lab_dir: Path) -> LabPKI:
     )
 
 
-def ensure_pki(lab_dir: Path) -> LabPKI:
-    """Create (or reuse) the lab's PKI under ``lab_dir/pki`` and return its paths."""
+def ensure_pki(lab_dir: Path, clock: Clock) -> LabPKI:
+    """Create (or reuse) the lab's PKI under ``lab_dir/pki`` and return its paths; new certificates are valid
+    from ``clock.now()`` (less five minutes of skew) for a year."""
     pki = pki_paths(lab_dir)
     pki.dir.mkdir(parents=True, exist_ok=True)
     pki.dir.chmod(0o700)
-    ca = _ensure_ca(pki.ca)
+    now = clock.now()
+    ca = _ensure_ca(pki.ca, now)
     _ensure_leaf(
         pki.apiserver,
         ca,
         common_name="kube-apiserver",
         server=True,
+        now=now,
         sans=(
             *LOOPBACK_SANS,
             "kubernetes",
@@ -184,8 +189,12 @@ def ensure_pki(lab_dir: Path) -> LabPKI:
         ),
     )
     # system:masters makes the lab admin a cluster-admin without any RBAC object.
-    _ensure_leaf(pki.admin, ca, common_name="chamberlain-lab-admin", organizations=("system:masters",), server=False)
-    _ensure_leaf(pki.vault, ca, common_name="vault", server=True, sans=(*LOOPBACK_SANS, "vault", "vault.vault.svc"))
+    _ensure_leaf(
+        pki.admin, ca, common_name="chamberlain-lab-admin", organizations=("system:masters",), server=False, now=now
+    )
+    _ensure_leaf(
+        pki.vault, ca, common_name="vault", server=True, sans=(*LOOPBACK_SANS, "vault", "vault.vault.svc"), now=now
+    )
     if not (pki.sa_key.exists() and pki.sa_pub.exists()):
         # RSA: the service-account signer's most widely supported algorithm (RS256).
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)

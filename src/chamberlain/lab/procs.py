@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chamberlain.clock import Clock, rfc3339
+
 
 @dataclass(frozen=True)
 class ProcInfo:
@@ -102,10 +104,12 @@ def start(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
+    clock: Clock,
     cwd: Path | None = None,
     user: str | None = None,
 ) -> ProcInfo:
-    """Start ``argv`` detached in its own session, logging to ``logs/<name>.log``."""
+    """Start ``argv`` detached in its own session, logging to ``logs/<name>.log`` (each start is marked there
+    with ``clock``'s time)."""
     run_dir(lab_dir).mkdir(parents=True, exist_ok=True)
     log_dir(lab_dir).mkdir(parents=True, exist_ok=True)
     log_dir(lab_dir).chmod(0o700)
@@ -113,7 +117,7 @@ def start(
     # 0600: a server may print credentials at start-up (Vault's dev mode does).
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as fh:
-        fh.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}\n".encode())
+        fh.write(f"\n==== {rfc3339(clock.now())} starting {name}\n".encode())
         fh.flush()
         proc = subprocess.Popen(
             list(argv),

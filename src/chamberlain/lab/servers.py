@@ -3,7 +3,9 @@
 Boundary: one class per server, each knowing its own command line, files under the
 lab directory and health/version probe. Ordering between servers, the lab's
 persisted configuration and the public ``up``/``down``/``status`` live in
-:mod:`.lab`. Every server listens on loopback only.
+:mod:`.lab`. Every server listens on loopback only. What a server takes from the
+machine (its binary in the build cache, the environment it starts from, the clock
+its log is stamped with) comes in a :class:`LabHost` from the entry point.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
 from chamberlain.lab import builds, procs
 from chamberlain.lab.pki import LabPKI
+from chamberlain.settings import Settings
 
 Progress = Callable[[str], None]
 HOST = "127.0.0.1"
@@ -54,11 +58,32 @@ class Health:
         return out
 
 
-def _base_env() -> dict[str, str]:
-    # Servers get a minimal environment: nothing of the caller's credentials
-    # (VAULT_TOKEN, KUBECONFIG, PG*) should leak into what they do.
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-    return {k: os.environ[k] for k in keep if k in os.environ}
+@dataclass(frozen=True)
+class LabHost:
+    """What the lab takes from the machine it runs on, handed down by the entry point.
+
+    ``cache`` is the build cache (``Settings.lab_cache``), ``env`` the environment every child process of the lab
+    starts from (``Settings.child_env``; a server keeps only a few of its variables, see :meth:`server_env`),
+    ``clock`` stamps certificates and logs.
+    """
+
+    cache: Path
+    env: Mapping[str, str] = field(repr=False, hash=False)  # a mapping: left out of the hash, kept in ==
+    clock: Clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock) -> LabHost:
+        return cls(settings.lab_cache, settings.child_env, clock)
+
+    def binary(self, name: str) -> Path:
+        """The cached binary ``name`` (see :func:`.builds.binary`)."""
+        return builds.binary(self.cache, name)
+
+    def server_env(self) -> dict[str, str]:
+        """A server's environment: a minimal one, so nothing of the caller's credentials (VAULT_TOKEN,
+        KUBECONFIG, PG*) leaks into what it does."""
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+        return {k: self.env[k] for k in keep if k in self.env}
 
 
 def _write_private_text(path: Path, text: str) -> None:
@@ -117,8 +142,9 @@ class Server:
     name: str = ""
     stop_signal: int = signal.SIGTERM
 
-    def __init__(self, lab_dir: Path) -> None:
+    def __init__(self, lab_dir: Path, host: LabHost) -> None:
         self.lab_dir = lab_dir
+        self.host = host
 
     @property
     def dir(self) -> Path:
@@ -136,6 +162,18 @@ class Server:
 
     def start(self) -> procs.ProcInfo:
         raise NotImplementedError
+
+    def _spawn(
+        self,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> procs.ProcInfo:
+        """Start ``argv`` as this server's process, with ``env`` (default: :meth:`LabHost.server_env`)."""
+        env = self.host.server_env() if env is None else env
+        return procs.start(self.lab_dir, self.name, argv, env=env, clock=self.host.clock, cwd=cwd, user=user)
 
     def health(self) -> Health:
         raise NotImplementedError
@@ -162,8 +200,8 @@ class Server:
 class Etcd(Server):
     name = "etcd"
 
-    def __init__(self, lab_dir: Path, port: int, peer_port: int) -> None:
-        super().__init__(lab_dir)
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, peer_port: int) -> None:
+        super().__init__(lab_dir, host)
         self.port = port
         self.peer_port = peer_port
 
@@ -178,7 +216,7 @@ class Etcd(Server):
         data.chmod(0o700)
         peer = f"http://{HOST}:{self.peer_port}"
         argv = [
-            str(builds.binary("etcd")),
+            str(self.host.binary("etcd")),
             "--name=lab",
             f"--data-dir={data}",
             f"--listen-client-urls={self.address}",
@@ -189,7 +227,7 @@ class Etcd(Server):
             "--initial-cluster-state=new",
             "--log-level=warn",
         ]
-        return procs.start(self.lab_dir, self.name, argv, env=_base_env())
+        return self._spawn(argv)
 
     def health(self) -> Health:
         version = ""
@@ -213,8 +251,8 @@ class KubeAPIServer(Server):
     #: needs no issuer check, but tools that do validate it see a stable value.
     issuer = "https://kubernetes.default.svc.cluster.local"
 
-    def __init__(self, lab_dir: Path, port: int, pki: LabPKI, etcd_url: str) -> None:
-        super().__init__(lab_dir)
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, pki: LabPKI, etcd_url: str) -> None:
+        super().__init__(lab_dir, host)
         self.port = port
         self.pki = pki
         self.etcd_url = etcd_url
@@ -235,7 +273,7 @@ class KubeAPIServer(Server):
     def start(self) -> procs.ProcInfo:
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            str(builds.binary("kube-apiserver")),
+            str(self.host.binary("kube-apiserver")),
             f"--etcd-servers={self.etcd_url}",
             f"--bind-address={HOST}",
             f"--advertise-address={HOST}",
@@ -255,7 +293,7 @@ class KubeAPIServer(Server):
             "--enable-priority-and-fairness=false",
             "--v=1",
         ]
-        return procs.start(self.lab_dir, self.name, argv, env=_base_env())
+        return self._spawn(argv)
 
     def write_kubeconfig(self) -> Path:
         config = {
@@ -299,8 +337,8 @@ class KubeAPIServer(Server):
         return Health(status == 200, self.address, version, "" if status == 200 else f"/readyz {status}")
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        argv = [str(builds.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        argv = [str(self.host.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=self.host.env)
         if check and proc.returncode != 0:
             raise LabError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()[-2000:]}")
         return proc
@@ -320,8 +358,8 @@ class Vault(Server):
 
     name = "vault"
 
-    def __init__(self, lab_dir: Path, port: int, cluster_port: int, pki: LabPKI, *, dev: bool) -> None:
-        super().__init__(lab_dir)
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *, dev: bool) -> None:
+        super().__init__(lab_dir, host)
         self.port = port
         self.cluster_port = cluster_port
         self.pki = pki
@@ -342,8 +380,8 @@ class Vault(Server):
     def start(self) -> procs.ProcInfo:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        env = _base_env()
-        vault_bin = str(builds.binary("vault"))
+        env = self.host.server_env()
+        vault_bin = str(self.host.binary("vault"))
         if self.dev:
             # Vault refuses custom root token IDs carrying its own "hvs." prefix.
             token = "lab-" + secrets.token_hex(20)
@@ -386,7 +424,7 @@ class Vault(Server):
             cfg = self.dir / "config.json"
             cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             argv = [vault_bin, "server", f"-config={cfg}"]
-        return procs.start(self.lab_dir, self.name, argv, env=env)
+        return self._spawn(argv, env)
 
     def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
         try:
@@ -442,8 +480,8 @@ class ExternalSecrets(Server):
 
     name = "external-secrets"
 
-    def __init__(self, lab_dir: Path, metrics_port: int, apiserver: KubeAPIServer) -> None:
-        super().__init__(lab_dir)
+    def __init__(self, lab_dir: Path, host: LabHost, metrics_port: int, apiserver: KubeAPIServer) -> None:
+        super().__init__(lab_dir, host)
         self.metrics_port = metrics_port
         self.apiserver = apiserver
 
@@ -451,9 +489,8 @@ class ExternalSecrets(Server):
     def address(self) -> str:
         return f"http://{HOST}:{self.metrics_port}/metrics"
 
-    @staticmethod
-    def crd_files() -> list[Path]:
-        crds = builds.asset_dir("external-secrets", "crds")
+    def crd_files(self) -> list[Path]:
+        crds = builds.asset_dir(self.host.cache, "external-secrets", "crds")
         return sorted(p for p in crds.glob("*.yaml") if p.name != "kustomization.yaml")
 
     def install_crds(self, progress: Progress) -> None:
@@ -473,10 +510,10 @@ class ExternalSecrets(Server):
         self.apiserver.kubectl("wait", "--for=condition=Established", "--timeout=120s", *names)
 
     def start(self) -> procs.ProcInfo:
-        env = _base_env()
+        env = self.host.server_env()
         env["KUBECONFIG"] = str(self.apiserver.kubeconfig)
         argv = [
-            str(builds.binary("external-secrets")),
+            str(self.host.binary("external-secrets")),
             f"--metrics-addr={HOST}:{self.metrics_port}",
             "--enable-leader-election=false",
             "--loglevel=info",
@@ -487,7 +524,7 @@ class ExternalSecrets(Server):
             "--client-qps=500",
             "--client-burst=1000",
         ]
-        return procs.start(self.lab_dir, self.name, argv, env=env)
+        return self._spawn(argv, env)
 
     def health(self) -> Health:
         version = builds.COMPONENTS["external-secrets"].version
@@ -520,8 +557,8 @@ class Postgres(Server):
     stop_signal = signal.SIGINT
     superuser = "postgres"
 
-    def __init__(self, lab_dir: Path, port: int) -> None:
-        super().__init__(lab_dir)
+    def __init__(self, lab_dir: Path, host: LabHost, port: int) -> None:
+        super().__init__(lab_dir, host)
         self.port = port
 
     @property
@@ -557,7 +594,9 @@ class Postgres(Server):
             pwd.getpwnam(self.run_as)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.run_as], check=True
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.run_as],
+                check=True,
+                env=self.host.env,
             )
 
     def _init(self, bindir: Path) -> None:
@@ -590,7 +629,7 @@ class Postgres(Server):
                     "--locale=C",
                 ],
                 user=self.run_as,
-                env=_base_env(),
+                env=self.host.server_env(),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -624,13 +663,15 @@ class Postgres(Server):
             "-c",
             "fsync=off",  # a throw-away lab: speed over durability
         ]
-        return procs.start(self.lab_dir, self.name, argv, env=_base_env(), user=self.run_as, cwd=self.data_dir.parent)
+        return self._spawn(argv, user=self.run_as, cwd=self.data_dir.parent)
 
     def _version(self) -> str:
         bindir = builds.postgres_bindir()
         if bindir is None:
             return ""
-        out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False, env=self.host.env
+        )
         m = re.search(r"(\d+(?:\.\d+)+)", out.stdout)
         return m.group(1) if m else ""
 
@@ -642,7 +683,11 @@ class Postgres(Server):
         ready = bindir / "pg_isready"
         probe = (
             subprocess.run(
-                [str(ready), "-h", HOST, "-p", str(self.port), "-t", "2"], capture_output=True, text=True, check=False
+                [str(ready), "-h", HOST, "-p", str(self.port), "-t", "2"],
+                capture_output=True,
+                text=True,
+                check=False,
+                env=self.host.env,
             )
             if ready.exists()
             else None

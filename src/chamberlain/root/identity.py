@@ -4,6 +4,10 @@ Why ``age-keygen`` and not our own key code: it is the ecosystem's tool, it open
 (an existing identity is never overwritten, even by a race) and writes it 0600. We add the rules around it: the
 path must not be inside the intent repository or any Git work tree, parent directories we create are 0700, and an
 existing identity is reused (its recipient read back with ``age-keygen -y``), never replaced.
+
+``age-keygen`` is found through the :class:`~chamberlain.bootstrap.tools.Tools` the caller passes, and the default
+location is under the configuration directory it passes (``Settings.config_dir``): nothing here reads the process
+environment, so a ``~`` in a path is the caller's to expand.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from chamberlain.bootstrap.tools import find_tool
+from chamberlain.bootstrap.tools import Tools
 from chamberlain.errors import ChamberlainError, UsageError
 
 RECIPIENT = re.compile(r"age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}")
@@ -31,12 +35,10 @@ class RootIdentity:
     created: bool  # False: an identity was already there and was kept
 
 
-def default_identity_path(name: str, home: Path | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/chamberlain/root-of-trust/<name>.agekey`` (default ``~/.config``): outside any
-    repository, per user, one file per Platform."""
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    base = Path(xdg) if xdg and home is None else (home or Path.home()) / ".config"
-    return base / "chamberlain" / "root-of-trust" / f"{name}.agekey"
+def default_identity_path(name: str, config_dir: Path) -> Path:
+    """``<config_dir>/root-of-trust/<name>.agekey``: outside any repository, per user, one file per Platform.
+    The entry points pass ``Settings.config_dir``, ``$XDG_CONFIG_HOME/chamberlain`` (default ``~/.config``)."""
+    return config_dir / "root-of-trust" / f"{name}.agekey"
 
 
 def _git_work_tree(path: Path) -> Path | None:
@@ -48,7 +50,7 @@ def _git_work_tree(path: Path) -> Path | None:
 
 def check_location(path: Path, repo_root: Path | None) -> Path:
     """The absolute identity path, or :class:`UsageError` if it would live where Git could pick it up."""
-    path = Path(os.path.abspath(path.expanduser()))
+    path = Path(os.path.abspath(path))
     resolved_parent = path.parent.resolve() if path.parent.exists() else path.parent
     if repo_root is not None:
         root = repo_root.resolve()
@@ -74,11 +76,11 @@ def _make_private_dirs(directory: Path) -> None:
         os.chmod(d, 0o700)
 
 
-def recipient_of(identity: Path) -> str:
+def recipient_of(identity: Path, tools: Tools) -> str:
     """The public recipient of an age identity file (``age-keygen -y``). Nothing secret is read into Python."""
     try:
-        proc = subprocess.run([str(find_tool("age-keygen")), "-y", str(identity)], capture_output=True, text=True,
-                              timeout=30, check=False)
+        proc = subprocess.run([str(tools.find("age-keygen")), "-y", str(identity)], capture_output=True, text=True,
+                              timeout=30, check=False, env=dict(tools.env))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RootError(f"{identity}: cannot run age-keygen ({type(exc).__name__})") from None
     recipient = proc.stdout.strip()
@@ -87,7 +89,7 @@ def recipient_of(identity: Path) -> str:
     return recipient
 
 
-def ensure_identity(path: Path, repo_root: Path | None = None) -> RootIdentity:
+def ensure_identity(path: Path, repo_root: Path | None = None, *, tools: Tools) -> RootIdentity:
     """Create the identity at ``path`` unless one is there; return it with its recipient."""
     path = check_location(path, repo_root)
     if path.is_symlink():
@@ -95,11 +97,11 @@ def ensure_identity(path: Path, repo_root: Path | None = None) -> RootIdentity:
     if path.exists():
         if not path.is_file():
             raise UsageError(f"{path}: exists and is not a file")
-        return RootIdentity(path, recipient_of(path), created=False)
+        return RootIdentity(path, recipient_of(path, tools), created=False)
     _make_private_dirs(path.parent)
     try:
-        proc = subprocess.run([str(find_tool("age-keygen")), "-o", str(path)], capture_output=True, text=True,
-                              timeout=30, check=False)
+        proc = subprocess.run([str(tools.find("age-keygen")), "-o", str(path)], capture_output=True, text=True,
+                              timeout=30, check=False, env=dict(tools.env))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RootError(f"{path}: cannot run age-keygen ({type(exc).__name__})") from None
     if proc.returncode != 0:
@@ -107,4 +109,4 @@ def ensure_identity(path: Path, repo_root: Path | None = None) -> RootIdentity:
             raise RootError(f"{path}: an identity appeared there while creating it; not overwritten, run again")
         raise RootError(f"{path}: age-keygen failed (exit {proc.returncode})")
     os.chmod(path, 0o600)
-    return RootIdentity(path, recipient_of(path), created=True)
+    return RootIdentity(path, recipient_of(path, tools), created=True)

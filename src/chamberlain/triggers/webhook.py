@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -69,10 +68,10 @@ class WebhookKey:
             raise WebhookKeyError(f"the webhook key is shorter than {MIN_KEY_BYTES} bytes")
 
 
-def load_key(path: Path | None = None, env: Mapping[str, str] | None = None) -> WebhookKey:
-    """The key from ``path``, else from the file named by ``$CHAMBERLAIN_WEBHOOK_KEY_FILE``, else from
-    ``$CHAMBERLAIN_WEBHOOK_KEY``. Never from the command line: argv is visible to every user via ``ps``."""
-    env = os.environ if env is None else env
+def load_key(path: Path | None, env: Mapping[str, str]) -> WebhookKey:
+    """The key from ``path``, else from the file named by ``CHAMBERLAIN_WEBHOOK_KEY_FILE`` in ``env``, else from
+    ``CHAMBERLAIN_WEBHOOK_KEY`` in ``env`` (the CLI passes its process environment). Never from the command line:
+    argv is visible to every user via ``ps``."""
     file = path or (Path(env[KEY_FILE_ENV]) if env.get(KEY_FILE_ENV) else None)
     if file is not None:
         try:
