@@ -36,7 +36,7 @@ from typing import Any
 import kubernetes
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger, LedgerEntry
+from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerReader
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.authority.session import Connection, login_as, orchestrator_kv
 from chamberlain.clock import SystemClock
@@ -223,7 +223,7 @@ class World:
         return runs.load(self.kv, t.vault)
 
     def ledger(self) -> Ledger:
-        return Ledger(self.kv, MOUNT)
+        return LedgerReader(self.kv, MOUNT)
 
     def rotations(self, t: Target) -> list[LedgerEntry]:
         return [e for e in self.ledger().for_secret(t.name) if e.event == "rotation"]

@@ -31,7 +31,7 @@ pytest.importorskip("hvac")
 pytest.importorskip("kubernetes")
 pytest.importorskip("pyrage")
 
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority import lifecycle
 from chamberlain.authority.configure import CONFIGURATOR
 from chamberlain.authority.errors import CasConflict, Forbidden
@@ -227,7 +227,7 @@ def test_orchestrator_logs_in_and_writes_with_cas(env: Env) -> None:
 
 
 def test_ledger_records_init_and_verifies(env: Env) -> None:
-    ledger = Ledger(env.configurator().kv, "secret")
+    ledger = LedgerReader(env.configurator().kv, "secret")
     events = [e.event for e in ledger.entries()]
     assert events.count("authority-init") == 1
     assert "authority-configure" in events
@@ -296,7 +296,7 @@ def test_rekey_issues_new_shares_that_unseal(env: Env) -> None:
     env.restart_vault()
     data = _json(env.cli("authority", "unseal", "--identity", str(IDENTITY), str(env.repo), "-o", "json"))
     assert data["was_sealed"] and not data["sealed"]
-    ledger = Ledger(env.configurator().kv, "secret")
+    ledger = LedgerReader(env.configurator().kv, "secret")
     assert [e.event for e in ledger.entries()].count("authority-rekey") == 1
     assert ledger.verify().ok
     assert not any(s in text for text in env.outputs for s in [*old, *new])
@@ -348,7 +348,7 @@ def test_init_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
     assert material.initialized_at == first_initialized_at and len(shares) == 3
     admin = env.configurator()
     assert _root_tokens(admin) == 0, "a root token of a crashed run survived"
-    ledger = Ledger(admin.kv, "secret")
+    ledger = LedgerReader(admin.kv, "secret")
     assert [e.event for e in ledger.entries()].count("authority-init") == 1
     assert ledger.verify().ok
     second = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "-o", "json"))
@@ -380,4 +380,4 @@ def test_configure_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
         assert _json(env.cli(*args))["changes"] == [], f"{point}: not converged after the re-run"
     login_kubernetes(env.vault_addr, env.ca, "kubernetes", ORCHESTRATOR,
                      lambda: env.kube.service_account_token(NS, "chamberlain", ["vault"])).lookup_self()
-    assert Ledger(admin.kv, "secret").verify().ok
+    assert LedgerReader(admin.kv, "secret").verify().ok

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.lab
 pytest.importorskip("hvac")
 pytest.importorskip("kubernetes")
 
-from chamberlain.audit.ledger import Ledger  # noqa: E402
+from chamberlain.audit.ledger import LedgerReader  # noqa: E402
 from chamberlain.authority.session import Connection, login_as  # noqa: E402
 from chamberlain.bootstrap import encrypt_file  # noqa: E402
 from chamberlain.errors import ChamberlainError  # noqa: E402
@@ -248,7 +248,7 @@ def test_error_messages_and_logs(flow: Flow) -> None:
 
 
 def test_ledger_entries(flow: Flow) -> None:
-    entries = Ledger(_orchestrator(flow).kv, "secret").entries()
+    entries = LedgerReader(_orchestrator(flow).kv, "secret").entries()
     assert len(entries) >= 10
     _assert_clean("ledger", json.dumps([e.model_dump() for e in entries]), flow.canaries)
 

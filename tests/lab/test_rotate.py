@@ -34,7 +34,7 @@ pytestmark = pytest.mark.lab
 pytest.importorskip("hvac")
 kubernetes = pytest.importorskip("kubernetes")
 
-from chamberlain.audit.ledger import Ledger  # noqa: E402
+from chamberlain.audit.ledger import LedgerReader  # noqa: E402
 from chamberlain.authority.session import Connection, orchestrator_kv  # noqa: E402
 from chamberlain.demo.walkthrough import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
@@ -172,7 +172,7 @@ def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: 
     template = apps.read_namespaced_deployment(WORKLOAD, NS).spec.template.metadata.annotations or {}
     assert "chamberlain.dev/restartedAt" in template and template["chamberlain.dev/restart-batch"] == run["run"]
 
-    ledger = Ledger(w.kv, MOUNT)
+    ledger = LedgerReader(w.kv, MOUNT)
     rotations = [e for e in ledger.for_secret(NAME) if e.event == "rotation"]
     assert len(rotations) == 1 and rotations[0].run == run["run"] and rotations[0].result == "ok"
     assert ledger.verify().ok
@@ -220,9 +220,9 @@ def test_policy_drift_is_planned_then_applied_as_one_audited_policy_change(world
     assert applied.code == 0 and json.loads(applied.out)["applied"] == 1, applied.out + applied.err
     meta = w.kv.read_metadata(MOUNT, "dev/team-observability/log-shipper-token")
     assert meta.custom["policy.ttl"] == "20d"
-    changes = [e for e in Ledger(w.kv, MOUNT).for_secret("log-shipper-token") if e.event == "policy-change"]
+    changes = [e for e in LedgerReader(w.kv, MOUNT).for_secret("log-shipper-token") if e.event == "policy-change"]
     assert len(changes) == 1 and changes[0].reason == "ttl 30d -> 20d" and changes[0].details["ttl"] == "30d -> 20d"
-    assert Ledger(w.kv, MOUNT).verify().ok
+    assert LedgerReader(w.kv, MOUNT).verify().ok
 
     again = run_cli("policy", "apply", str(w.repo), "-o", "json", *args)
     assert again.code == 0 and json.loads(again.out)["applied"] == 0

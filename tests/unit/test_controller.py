@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
@@ -123,7 +123,7 @@ class World:
         return meta.current_version
 
     def rotations(self) -> list[Any]:
-        return [e for e in Ledger(self.kv, MOUNT).entries() if e.event == "rotation"]
+        return [e for e in LedgerReader(self.kv, MOUNT).entries() if e.event == "rotation"]
 
 
 # --------------------------------------------------------------------------------------------------- leader
@@ -408,7 +408,7 @@ def test_a_parallel_batch_rotates_each_secret_once_restarts_once_and_chains_the_
     c.tick()
     assert all(w.version(n) == 2 for n in names)
     assert w.kube.workload_patches == [("Deployment", "shop", "api")]
-    assert len(w.rotations()) == 24 and Ledger(w.kv, MOUNT).verify().ok
+    assert len(w.rotations()) == 24 and LedgerReader(w.kv, MOUNT).verify().ok
     runs_published = [k for k in w.kube.custom_objects if k[2] == "rotationruns"]
     assert len(runs_published) == 24
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import Ledger, LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.controller.ledger import SharedLedger
@@ -23,7 +23,7 @@ def test_parallel_appends_chain_and_cost_two_writes_each() -> None:
     for t in threads:
         t.join()
     assert kv.calls["write"] - before.get("write", 0) == 80 and kv.calls["read"] == before.get("read", 0)
-    verified = Ledger(kv, "secret").verify()
+    verified = LedgerReader(kv, "secret").verify()
     assert verified.ok and verified.entries == 41
 
 
@@ -42,5 +42,5 @@ def test_an_entry_appended_by_a_crashed_process_after_the_mark_is_found_not_dupl
 
     found = shared.append("rotation", actor="t", run="r-crashed", after=mark, find=ours)
     assert found.seq == crashed.seq
-    entries = Ledger(kv, "secret").entries()
-    assert [e.run for e in entries].count("r-crashed") == 1 and Ledger(kv, "secret").verify().ok
+    entries = LedgerReader(kv, "secret").entries()
+    assert [e.run for e in entries].count("r-crashed") == 1 and LedgerReader(kv, "secret").verify().ok

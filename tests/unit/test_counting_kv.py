@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import Ledger, LedgerReader
 from chamberlain.authority.counting import OPERATIONS, CountingKV
 from chamberlain.authority.errors import AuthorityUnavailable, CasConflict
 from chamberlain.authority.fake import FakeKV
@@ -157,4 +157,4 @@ def test_vault_calls_per_rotation_do_not_regress(revoke_old: bool, ledger_entrie
         assert run.succeeded and run.ledger_seq == ledger_entries + i + 1
         assert kv.total <= CALLS_PER_ROTATION[revoke_old], dict(kv.counts)
         assert kv.counts["list"] == 0, "no ledger scan: the cost does not grow with the ledger"
-    assert Ledger(kv.inner, MOUNT).verify().ok
+    assert LedgerReader(kv.inner, MOUNT).verify().ok

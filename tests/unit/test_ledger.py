@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chamberlain.audit.ledger import HEAD_PATH, LEDGER_PREFIX, Ledger
+from chamberlain.audit.ledger import HEAD_PATH, LEDGER_PREFIX, Ledger, LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 
@@ -57,14 +57,14 @@ def test_edit_is_detected(kv: FakeKV) -> None:
 def test_deleted_middle_entry_is_detected(kv: FakeKV) -> None:
     fill(kv)
     kv.remove(MOUNT, f"{LEDGER_PREFIX}/{2:012d}")
-    problems = Ledger(kv, MOUNT).verify().problems
+    problems = LedgerReader(kv, MOUNT).verify().problems
     assert any("missing or out of order" in p for p in problems)
 
 
 def test_deleted_tail_is_detected(kv: FakeKV) -> None:
     fill(kv)
     kv.remove(MOUNT, f"{LEDGER_PREFIX}/{5:012d}")
-    assert any("deleted" in p for p in Ledger(kv, MOUNT).verify().problems)
+    assert any("deleted" in p for p in LedgerReader(kv, MOUNT).verify().problems)
 
 
 def test_reordering_is_detected(kv: FakeKV) -> None:
@@ -82,7 +82,7 @@ def test_two_writers_interleave_into_one_chain(kv: FakeKV) -> None:
     for i in range(4):
         one.append("rotation", actor="one", secret=f"a{i}")
         two.append("rotation", actor="two", secret=f"b{i}")
-    report = Ledger(kv, MOUNT).verify()
+    report = LedgerReader(kv, MOUNT).verify()
     assert report.ok and report.entries == 8
 
 
@@ -93,7 +93,7 @@ def test_lagging_head_is_a_warning_and_repaired(kv: FakeKV) -> None:
     assert head is not None
     ledger.append("rotation", actor="x")
     kv.tamper(MOUNT, HEAD_PATH, head.data)
-    report = Ledger(kv, MOUNT).verify()
+    report = LedgerReader(kv, MOUNT).verify()
     assert report.ok and report.warnings
     Ledger(kv, MOUNT, Clock()).append("rotation", actor="y")
-    assert not Ledger(kv, MOUNT).verify().warnings
+    assert not LedgerReader(kv, MOUNT).verify().warnings

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import Ledger, LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.intent.loader import Repository
@@ -50,7 +50,7 @@ def run(units: list[ProvisionUnit], kv: FakeKV, run_id: str = "run-1") -> list[w
 
 
 def scan(kv: FakeKV, *texts: object) -> None:
-    blobs = [e.model_dump_json() for e in Ledger(kv, "secret").entries()]
+    blobs = [e.model_dump_json() for e in LedgerReader(kv, "secret").entries()]
     blobs += [json.dumps(s.custom) for s in kv._store.values()]
     blobs += [str(t) for t in texts]
     for blob in blobs:
@@ -86,7 +86,7 @@ def test_creates_records_and_ledgers(repo: Repository, canary_values: None, quie
     units = provision_units(repo, "dev")
     outcomes = run(units, kv)
     assert [o.result for o in outcomes] == ["created"] * len(units)
-    ledger = Ledger(kv, "secret")
+    ledger = LedgerReader(kv, "secret")
     assert ledger.verify().ok
     for unit, outcome in zip(units, outcomes, strict=True):
         current = kv.read(unit.vault.mount, unit.vault.path)
@@ -130,7 +130,7 @@ def test_existing_values_are_left_untouched(repo: Repository, canary_values: Non
     assert outcome.result == "exists"
     current = kv.read(unit.vault.mount, unit.vault.path)
     assert current is not None and dict(current.data) == {"theirs": "x"} and current.version == 1
-    assert Ledger(kv, "secret").entries() == []
+    assert LedgerReader(kv, "secret").entries() == []
 
 
 def test_losing_the_create_race_keeps_the_winners_value(repo: Repository, canary_values: None, quiet: None,
@@ -149,7 +149,7 @@ def test_losing_the_create_race_keeps_the_winners_value(repo: Repository, canary
     current = kv.read(unit.vault.mount, unit.vault.path)
     assert current is not None and dict(current.data) == {"winner": "w"} and current.version == 1
     assert outcome.result == "exists"
-    assert Ledger(kv, "secret").entries()[0].details["origin"] == "found"
+    assert LedgerReader(kv, "secret").entries()[0].details["origin"] == "found"
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -169,7 +169,7 @@ def test_crash_at_every_step_then_rerun_converges(repo: Repository, canary_value
     run([unit], kv, "run-2")
     current = kv.read(unit.vault.mount, unit.vault.path)
     assert current is not None and current.version == 1, "the value is never regenerated"
-    ledger = Ledger(kv, "secret")
+    ledger = LedgerReader(kv, "secret")
     assert len([e for e in ledger.entries() if e.event == "value-created"]) == 1
     assert ledger.verify().ok
     custom = kv.read_metadata(unit.vault.mount, unit.vault.path).custom  # type: ignore[union-attr]
@@ -187,7 +187,7 @@ def test_vault_down_is_a_clean_error(repo: Repository, canary_values: None, quie
 
 def test_dry_run_changes_nothing(repo: Repository, canary_values: None, quiet: None) -> None:
     kv = FakeKV()
-    outcomes = run_provision(provision_units(repo, "dev"), kv, Ledger(kv, "secret"), actor="t", run="r",
+    outcomes = run_provision(provision_units(repo, "dev"), kv, Ledger(kv, "secret", FakeClock(T0)), actor="t", run="r",
                              clock=FakeClock(T0),
                              dry_run=True)
     assert {o.result for o in outcomes} == {"planned"}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.kube.api import KubeSecret, PodTemplateState
@@ -95,7 +95,7 @@ def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
     assert report["version"] == 2 and report["workloadsRestarted"] == ["Deployment/monitoring/grafana"]
     assert report["propagationSeconds"] is not None
     assert "canary-old-value-123" not in str(report)
-    row = rm.secret_status(kv, Ledger(kv, "secret"), kube, placed, clock.now())
+    row = rm.secret_status(kv, LedgerReader(kv, "secret"), kube, placed, clock.now())
     assert row["version"] == 2 and row["authority"] == "vault" and not row["held"]
     assert row["lastRotation"]["run"] == "run-1" and row["lastRotation"]["result"] == "ok"
     assert row["consumers"] == [{"namespace": "monitoring", "secret": "grafana-admin", "exists": True,

@@ -4,6 +4,6 @@ Belongs here: ledger entries, appending, verification and per-secret provenance.
 entries carry names, paths, versions, reasons and outcomes.
 """
 
-from chamberlain.audit.ledger import Ledger, LedgerEntry, Verification
+from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerReader, Verification
 
-__all__ = ["Ledger", "LedgerEntry", "Verification"]
+__all__ = ["Ledger", "LedgerEntry", "LedgerReader", "Verification"]

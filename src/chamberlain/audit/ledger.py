@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from chamberlain.authority.errors import CasConflict, Forbidden
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock, rfc3339
-from chamberlain.errors import ChamberlainError
 from chamberlain.intent.paths import LEDGER_HEAD as HEAD_PATH
 from chamberlain.intent.paths import LEDGER_PREFIX
 
@@ -98,19 +97,12 @@ def _entry_path(seq: int) -> str:
     return f"{LEDGER_PREFIX}/{seq:012d}"
 
 
-class LedgerReadOnly(ChamberlainError):
-    """An append through a ledger opened without a clock (for reading and verifying only)."""
+class LedgerReader:
+    """The ledger in ``mount``, for reading and verifying (an auditor, ``status``, ``audit show``)."""
 
-
-class Ledger:
-    """The ledger in ``mount``. Reading and verifying need no clock; appending stamps each entry with
-    ``clock.now()``, so a ledger opened without one is read-only."""
-
-    def __init__(self, kv: KV, mount: str, clock: Clock | None = None) -> None:
+    def __init__(self, kv: KV, mount: str) -> None:
         self._kv = kv
         self._mount = mount
-        self._clock = clock
-        self._mark: LedgerMark | None = None  # the tail after this instance's last append (saves a head read)
 
     # ------------------------------------------------------------------ reading
 
@@ -154,6 +146,51 @@ class Ledger:
     def for_secret(self, name: str) -> list[LedgerEntry]:
         return [e for e in self.entries() if e.secret == name]
 
+    # ------------------------------------------------------------------ verifying
+
+    def verify(self) -> Verification:
+        report = Verification()
+        entries = self.entries()
+        report.entries = len(entries)
+        prev_hash = GENESIS
+        for expected_seq, entry in enumerate(entries, start=1):
+            if entry.seq != expected_seq:
+                report.problems.append(
+                    f"entry {expected_seq} is missing or out of order (found seq {entry.seq} in its place)"
+                )
+            if entry.computed_hash() != entry.hash:
+                report.problems.append(f"entry {entry.seq} was edited: its hash does not match its content")
+            if entry.prev != prev_hash:
+                report.problems.append(f"entry {entry.seq} does not chain to the entry before it")
+            prev_hash = entry.hash
+            meta = self._kv.read_metadata(self._mount, _entry_path(entry.seq))
+            if meta is not None and meta.current_version != 1:
+                report.problems.append(f"entry {entry.seq} was rewritten (KV version {meta.current_version})")
+        head = self._kv.read(self._mount, HEAD_PATH)
+        if head is not None:
+            head_seq = int(head.data["seq"])
+            last = entries[-1] if entries else None
+            if last is None or head_seq > last.seq:
+                report.problems.append(f"the head names entry {head_seq}, but the ledger ends at "
+                                       f"{last.seq if last else 0}: entries were deleted")
+            elif head_seq == last.seq and head.data["hash"] != last.hash:
+                report.problems.append("the head hash does not match the last entry")
+            elif head_seq < last.seq:
+                report.warnings.append(f"the head lags at {head_seq} of {last.seq} (a writer stopped before "
+                                       "updating it); the next append repairs it")
+        elif entries:
+            report.problems.append("entries exist but the head is missing")
+        return report
+
+
+class Ledger(LedgerReader):
+    """The ledger in ``mount``, for appending too: every entry is stamped with ``clock.now()``."""
+
+    def __init__(self, kv: KV, mount: str, clock: Clock) -> None:
+        super().__init__(kv, mount)
+        self._clock = clock
+        self._mark: LedgerMark | None = None  # the tail after this instance's last append (saves a head read)
+
     # ------------------------------------------------------------------ writing
 
     def append(
@@ -173,8 +210,6 @@ class Ledger:
         """Append one entry and return it. ``after``: start from this mark instead of the head (no read); ``find``:
         an entry after the mark for which it is true is returned instead of appending (an earlier attempt of the
         same caller that crashed before recording it)."""
-        if self._clock is None:
-            raise LedgerReadOnly("this ledger was opened for reading: appending needs a clock")
         clean = {k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())}
         tail = after if after is not None else (self._mark or self.mark())
         for _ in range(50):
@@ -228,39 +263,3 @@ class Ledger:
         with contextlib.suppress(CasConflict):
             return LedgerMark(entry.seq, entry.hash, self._kv.write(self._mount, HEAD_PATH, body, cas=current))
         return None
-
-    # ------------------------------------------------------------------ verifying
-
-    def verify(self) -> Verification:
-        report = Verification()
-        entries = self.entries()
-        report.entries = len(entries)
-        prev_hash = GENESIS
-        for expected_seq, entry in enumerate(entries, start=1):
-            if entry.seq != expected_seq:
-                report.problems.append(
-                    f"entry {expected_seq} is missing or out of order (found seq {entry.seq} in its place)"
-                )
-            if entry.computed_hash() != entry.hash:
-                report.problems.append(f"entry {entry.seq} was edited: its hash does not match its content")
-            if entry.prev != prev_hash:
-                report.problems.append(f"entry {entry.seq} does not chain to the entry before it")
-            prev_hash = entry.hash
-            meta = self._kv.read_metadata(self._mount, _entry_path(entry.seq))
-            if meta is not None and meta.current_version != 1:
-                report.problems.append(f"entry {entry.seq} was rewritten (KV version {meta.current_version})")
-        head = self._kv.read(self._mount, HEAD_PATH)
-        if head is not None:
-            head_seq = int(head.data["seq"])
-            last = entries[-1] if entries else None
-            if last is None or head_seq > last.seq:
-                report.problems.append(f"the head names entry {head_seq}, but the ledger ends at "
-                                       f"{last.seq if last else 0}: entries were deleted")
-            elif head_seq == last.seq and head.data["hash"] != last.hash:
-                report.problems.append("the head hash does not match the last entry")
-            elif head_seq < last.seq:
-                report.warnings.append(f"the head lags at {head_seq} of {last.seq} (a writer stopped before "
-                                       "updating it); the next append repairs it")
-        elif entries:
-            report.problems.append("entries exist but the head is missing")
-        return report

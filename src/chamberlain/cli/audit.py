@@ -68,7 +68,7 @@ def show(
 
     Example: chamberlain audit show smtp-relay examples/acme -o json
     """
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import LedgerReader
     from chamberlain.intent.paths import placements
 
     platform, repo = _platform_and_repo(path)
@@ -76,7 +76,7 @@ def show(
     if loaded is None:
         raise UsageError(f"no SecretIntent named {name!r} in {path}")
     kv = _kv(platform, vault_addr, vault_cacert, vault_token_file, cluster, kubeconfig)
-    entries = Ledger(kv, platform.spec.authority.mounts.runtime).for_secret(name)
+    entries = LedgerReader(kv, platform.spec.authority.mounts.runtime).for_secret(name)
     metadata: dict[str, Any] = {}
     # Logged in as one cluster's orchestrator, only the environments that cluster serves are readable (the
     # others are another orchestrator's, and Vault answers 403).
@@ -122,11 +122,11 @@ def verify(
 
     Example: chamberlain audit verify examples/acme
     """
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import LedgerReader
 
     platform, _ = _platform_and_repo(path)
     kv = _kv(platform, vault_addr, vault_cacert, vault_token_file, cluster, kubeconfig)
-    result = Ledger(kv, platform.spec.authority.mounts.runtime).verify()
+    result = LedgerReader(kv, platform.spec.authority.mounts.runtime).verify()
     data = {"ok": result.ok, "entries": result.entries, "problems": result.problems, "warnings": result.warnings}
     if not emit_data(data, output):
         for problem in result.problems:

@@ -199,7 +199,7 @@ def status_cmd(
 
     Example: chamberlain status examples/acme -e dev --cluster dev1 -o json
     """
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import LedgerReader
     from chamberlain.handover import select_cluster
     from chamberlain.intent.paths import effective_policy, placements
     from chamberlain.rotation import manual as rm
@@ -208,7 +208,7 @@ def status_cmd(
     chosen, envs = select_cluster(platform, environment, cluster)
     kube = open_kube(kubeconfig)
     kv = open_kv(platform, AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kube, chosen)
-    ledger = Ledger(kv, platform.spec.authority.mounts.runtime)
+    ledger = LedgerReader(kv, platform.spec.authority.mounts.runtime)
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
     now = SystemClock().now()
     rows: list[dict[str, Any]] = []

@@ -717,12 +717,12 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
 
 
 def _audit_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import LedgerReader
 
     # The controller stops first (gracefully: its current tick finishes), so the ledger is verified at rest.
     stopped = s.stop_controller()
     platform = s.platform()
-    result = Ledger(_orchestrator_kv(s, platform), platform.spec.authority.mounts.runtime).verify()
+    result = LedgerReader(_orchestrator_kv(s, platform), platform.spec.authority.mounts.runtime).verify()
     if not result.ok:
         raise DemoError(f"audit verify: {len(result.problems)} problems in the ledger")
     return {"entries": result.entries, "warnings": len(result.warnings), **stopped}

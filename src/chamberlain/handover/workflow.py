@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger, LedgerEntry
+from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerReader
 from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 from chamberlain.checks.sops import BOOTSTRAP_CLASS
@@ -240,7 +240,7 @@ def _consume(kube: Kube, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) ->
     checkpoint("handover.consume")
 
 
-def _find_entry(ledger: Ledger, unit: HandoverUnit) -> LedgerEntry | None:
+def _find_entry(ledger: LedgerReader, unit: HandoverUnit) -> LedgerEntry | None:
     """A handover entry a crashed run appended but did not note on the secret (so the ledger never doubles)."""
     for entry in reversed(ledger.for_secret(unit.intent)):
         if (entry.event == "handover" and entry.result == "ok" and entry.path == unit.vault.full

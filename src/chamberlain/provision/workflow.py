@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Literal
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger, LedgerEntry
+from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerReader
 from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, rfc3339
@@ -137,7 +137,7 @@ def _observe(meta: SecretMetadata | None) -> Observed:
     )
 
 
-def _find_entry(ledger: Ledger, unit: ProvisionUnit) -> LedgerEntry | None:
+def _find_entry(ledger: LedgerReader, unit: ProvisionUnit) -> LedgerEntry | None:
     for entry in reversed(ledger.for_secret(unit.intent)):
         if entry.event == "value-created" and entry.result == "ok" and entry.path == unit.vault.full:
             return entry

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger
+from chamberlain.audit.ledger import Ledger, LedgerReader
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
@@ -228,7 +228,7 @@ def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: st
     return rows
 
 
-def secret_status(kv: KV, ledger: Ledger, kube: KubePropagation | None, placed: Placed, now: datetime,
+def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, placed: Placed, now: datetime,
                   git_policy: RotationPolicySpec | None = None) -> dict[str, Any]:
     """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync."""
     intent = placed.intent
