@@ -313,10 +313,11 @@ class PkiRole:
     allow_subdomains: bool = False
     allow_bare_domains: bool = False
     max_ttl: int = 0
+    key_type: str = "any"  # the CSR's key decides (chamberlain's rotators send EC keys)
 
     def as_body(self) -> dict[str, Any]:
         return {"allowed_domains": list(self.allowed_domains), "allow_subdomains": self.allow_subdomains,
-                "allow_bare_domains": self.allow_bare_domains, "max_ttl": self.max_ttl}
+                "allow_bare_domains": self.allow_bare_domains, "max_ttl": self.max_ttl, "key_type": self.key_type}
 
 
 @dataclass(frozen=True)

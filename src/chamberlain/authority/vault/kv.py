@@ -9,18 +9,25 @@ Belongs here: :class:`VaultKV` (read, write with check-and-set, metadata, list, 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
 from chamberlain.authority.vault import body
+from chamberlain.clock import parse_rfc3339
 
 if TYPE_CHECKING:
     from chamberlain.authority.vault.client import VaultClient
 
 
-def _gone(meta: Mapping[str, Any]) -> bool:
-    return bool(meta.get("deletion_time")) or bool(meta.get("destroyed"))
+def _gone(meta: Mapping[str, Any], now: datetime) -> bool:
+    """Destroyed, or deleted. A deletion time in the future is a mount's ``delete_version_after`` that has not
+    come yet: that version is still readable."""
+    if meta.get("destroyed"):
+        return True
+    deleted_at = parse_rfc3339(str(meta.get("deletion_time") or ""))
+    return deleted_at is not None and deleted_at <= now
 
 
 class VaultKV:
@@ -38,7 +45,7 @@ class VaultKV:
         answer = body.data(resp)
         meta = answer.get("metadata") or {}
         values = answer.get("data")
-        deleted = _gone(meta)
+        deleted = _gone(meta, self._c.clock.now())
         if values is None and not deleted:
             return None
         return SecretVersion(int(meta.get("version") or 0), {str(k): str(v) for k, v in (values or {}).items()},
@@ -60,7 +67,7 @@ class VaultKV:
         return SecretMetadata(
             current_version=int(d.get("current_version") or 0),
             oldest_version=int(d.get("oldest_version") or 0),
-            versions={n: _gone(v) for n, v in versions.items()},
+            versions={n: _gone(v, self._c.clock.now()) for n, v in versions.items()},
             custom={str(k): str(v) for k, v in (d.get("custom_metadata") or {}).items()},
             cas_required=bool(d.get("cas_required")),
             destroyed=frozenset(n for n, v in versions.items() if v.get("destroyed")),
