@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 
 class Material(StrEnum):
@@ -90,70 +91,75 @@ class InitObserved:
     root_revoked: bool  # the material notes that the root token was revoked
 
 
+StepT = TypeVar("StepT", "InitStep", "RekeyStep")
+
+
 @dataclass(frozen=True)
-class InitDecision:
-    step: InitStep
+class Decision(Generic[StepT]):
+    """The step to take next and why (names states, never values)."""
+
+    step: StepT
     why: str
 
 
-def next_init_step(s: InitObserved) -> InitDecision:
+def next_init_step(s: InitObserved) -> Decision[InitStep]:
     """The one init step to take next."""
     if not s.initialized:
         return _before_init(s)
     if s.material is not Material.STORED:
         if s.recovery_file:
-            return InitDecision(InitStep.UPLOAD_RECOVERY, "initialized; a previous run's encrypted shares wait in "
-                                                          "the recovery file")
-        return InitDecision(InitStep.BLOCKED, "initialized, but the unseal Secret holds no unseal material "
-                                              "(initialized by someone else, or the material is lost)")
+            return Decision(InitStep.UPLOAD_RECOVERY, "initialized; a previous run's encrypted shares wait in "
+                                                      "the recovery file")
+        return Decision(InitStep.BLOCKED, "initialized, but the unseal Secret holds no unseal material "
+                                          "(initialized by someone else, or the material is lost)")
     if s.sealed:
         if s.holds_shares or s.can_open:
-            return InitDecision(InitStep.UNSEAL, "sealed; the shares are at hand")
-        return InitDecision(InitStep.BLOCKED, "sealed; pass --identity FILE (or run `chamberlain authority "
-                                              "unseal`) to resume")
+            return Decision(InitStep.UNSEAL, "sealed; the shares are at hand")
+        return Decision(InitStep.BLOCKED, "sealed; pass --identity FILE (or run `chamberlain authority "
+                                          "unseal`) to resume")
     if not s.active:
-        return InitDecision(InitStep.WAIT_ACTIVE, "unsealed; wait until it is active")
+        return Decision(InitStep.WAIT_ACTIVE, "unsealed; wait until it is active")
     if s.session is Session.NONE:
         return _authenticate(s)
     return _authenticated(s)
 
 
-def _before_init(s: InitObserved) -> InitDecision:
+def _before_init(s: InitObserved) -> Decision[InitStep]:
     if s.material is Material.STORED:
-        return InitDecision(InitStep.BLOCKED, "not initialized, but the unseal Secret holds unseal material (of a "
-                                              "server whose storage was wiped?); move that Secret away first")
+        return Decision(InitStep.BLOCKED, "not initialized, but the unseal Secret holds unseal material (of a "
+                                          "server whose storage was wiped?); move that Secret away first")
     if s.material is Material.ABSENT:
-        return InitDecision(InitStep.PREPARE_STORE, "prove the unseal Secret can be written before init")
-    return InitDecision(InitStep.INITIALIZE, "not initialized; the store is writable")
+        return Decision(InitStep.PREPARE_STORE, "prove the unseal Secret can be written before init")
+    return Decision(InitStep.INITIALIZE, "not initialized; the store is writable")
 
 
-def _authenticate(s: InitObserved) -> InitDecision:
+def _authenticate(s: InitObserved) -> Decision[InitStep]:
     if s.holds_root:
-        return InitDecision(InitStep.USE_ROOT, "this run initialized the server and holds its root token")
+        return Decision(InitStep.USE_ROOT, "this run initialized the server and holds its root token")
     if not s.login_refused:
-        return InitDecision(InitStep.LOGIN, "log in as the configurator role")
+        return Decision(InitStep.LOGIN, "log in as the configurator role")
     if s.holds_shares or s.can_open:
-        return InitDecision(InitStep.GENERATE_ROOT, "the configurator cannot log in yet; a temporary root token "
-                                                    "from the stored shares")
-    return InitDecision(InitStep.BLOCKED, "cannot log in as the configurator role yet (the first run stopped before "
-                                          "configuring it) — pass --identity FILE to resume with a temporary root "
-                                          "token from the stored shares")
+        return Decision(InitStep.GENERATE_ROOT, "the configurator cannot log in yet; a temporary root token "
+                                                "from the stored shares")
+    return Decision(InitStep.BLOCKED, "cannot log in as the configurator role yet (the first run stopped before "
+                                      "configuring it) — pass --identity FILE to resume with a temporary root "
+                                      "token from the stored shares")
 
 
-def _authenticated(s: InitObserved) -> InitDecision:
+def _authenticated(s: InitObserved) -> Decision[InitStep]:
     if s.session is Session.DROPPED:
-        return InitDecision(InitStep.DONE, "initialized, configured, verified; root token revoked")
+        return Decision(InitStep.DONE, "initialized, configured, verified; root token revoked")
     if not s.configured:
-        return InitDecision(InitStep.CONFIGURE, "converge the configuration")
+        return Decision(InitStep.CONFIGURE, "converge the configuration")
     if not s.init_recorded:
-        return InitDecision(InitStep.RECORD, "the ledger has no authority-init entry yet")
+        return Decision(InitStep.RECORD, "the ledger has no authority-init entry yet")
     if not s.verified:
-        return InitDecision(InitStep.VERIFY, "prove the orchestrator login")
+        return Decision(InitStep.VERIFY, "prove the orchestrator login")
     if not s.root_revoked:
-        return InitDecision(InitStep.SWEEP, "revoke every root token, ours last")
+        return Decision(InitStep.SWEEP, "revoke every root token, ours last")
     if s.session is Session.BREAK_GLASS:
-        return InitDecision(InitStep.DROP, "revoke this run's break-glass root token")
-    return InitDecision(InitStep.DONE, "initialized, configured, verified; root token revoked")
+        return Decision(InitStep.DROP, "revoke this run's break-glass root token")
+    return Decision(InitStep.DONE, "initialized, configured, verified; root token revoked")
 
 
 # ------------------------------------------------------------------------------------------------ rekey
@@ -191,37 +197,31 @@ class RekeyObserved:
     abandoned: bool  # this run found the old shares still in force and dropped the new ones
 
 
-@dataclass(frozen=True)
-class RekeyDecision:
-    step: RekeyStep
-    why: str
-
-
-def next_rekey_step(s: RekeyObserved) -> RekeyDecision:
+def next_rekey_step(s: RekeyObserved) -> Decision[RekeyStep]:
     """The one rekey step to take next."""
     if not s.ready:
-        return RekeyDecision(RekeyStep.BLOCKED, "must be initialized and unsealed to rekey")
+        return Decision(RekeyStep.BLOCKED, "must be initialized and unsealed to rekey")
     if not s.material:
-        return RekeyDecision(RekeyStep.BLOCKED, "no sealed unseal material in the unseal Secret")
+        return Decision(RekeyStep.BLOCKED, "no sealed unseal material in the unseal Secret")
     if s.abandoned:
-        return RekeyDecision(RekeyStep.BLOCKED, "the previous rekey did not take effect; the old shares are still "
-                                                "in force — run rekey again")
+        return Decision(RekeyStep.BLOCKED, "the previous rekey did not take effect; the old shares are still "
+                                           "in force — run rekey again")
     if s.next_stored:
         if s.in_force is InForce.NEW:
-            return RekeyDecision(RekeyStep.PROMOTE, "the new shares are in force; store them as the shares")
+            return Decision(RekeyStep.PROMOTE, "the new shares are in force; store them as the shares")
         if s.in_force is InForce.OLD:
-            return RekeyDecision(RekeyStep.ABANDON, "the old shares are still in force; forget the new ones")
+            return Decision(RekeyStep.ABANDON, "the old shares are still in force; forget the new ones")
         if s.verification_pending:
-            return RekeyDecision(RekeyStep.VERIFY, "the new shares are stored; verify them")
-        return RekeyDecision(RekeyStep.PROBE, "new shares are stored but no verification is pending; ask the "
-                                              "server which set is in force")
+            return Decision(RekeyStep.VERIFY, "the new shares are stored; verify them")
+        return Decision(RekeyStep.PROBE, "new shares are stored but no verification is pending; ask the "
+                                         "server which set is in force")
     if s.in_force is not InForce.NEW:
-        return RekeyDecision(RekeyStep.START, "issue new shares")
+        return Decision(RekeyStep.START, "issue new shares")
     if not s.rotated:
-        return RekeyDecision(RekeyStep.ROTATE, "new shares in force; rotate the encryption key")
+        return Decision(RekeyStep.ROTATE, "new shares in force; rotate the encryption key")
     if not s.recorded:
-        return RekeyDecision(RekeyStep.RECORD, "record the rekey in the ledger")
-    return RekeyDecision(RekeyStep.DONE, "rekeyed")
+        return Decision(RekeyStep.RECORD, "record the rekey in the ledger")
+    return Decision(RekeyStep.DONE, "rekeyed")
 
 
 INIT_TERMINAL = frozenset({InitStep.DONE, InitStep.BLOCKED})
@@ -230,12 +230,11 @@ REKEY_TERMINAL = frozenset({RekeyStep.DONE, RekeyStep.BLOCKED})
 __all__ = [
     "INIT_TERMINAL",
     "REKEY_TERMINAL",
+    "Decision",
     "InForce",
-    "InitDecision",
     "InitObserved",
     "InitStep",
     "Material",
-    "RekeyDecision",
     "RekeyObserved",
     "RekeyStep",
     "Session",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from chamberlain.intent.durations import parse_duration
 
@@ -182,18 +182,23 @@ class Login:
 
 
 @dataclass(frozen=True)
-class MountInfo:
-    """A secrets engine (``sys/mounts``). ``options`` carry the engine's options (KV: ``version``)."""
+class _Typed:
+    """An entry of ``sys/mounts`` or ``sys/audit``: a type, a description and string options."""
 
     type: str
     description: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> MountInfo:
-        options = data.get("options") or {}
+    def from_api(cls, data: Mapping[str, Any]) -> Self:
+        options = data.get("options") or {}  # null on the wire for engines without options
         return cls(str(data.get("type") or ""), str(data.get("description") or "").strip(),
                    {str(k): str(v) for k, v in options.items()})
+
+
+@dataclass(frozen=True)
+class MountInfo(_Typed):
+    """A secrets engine (``sys/mounts``). ``options`` carry the engine's options (KV: ``version``)."""
 
     @property
     def version(self) -> str:
@@ -290,16 +295,8 @@ class KubernetesRole:
 
 
 @dataclass(frozen=True)
-class AuditDevice:
-    type: str
-    description: str = ""
-    options: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> AuditDevice:
-        options = data.get("options") or {}
-        return cls(str(data.get("type") or ""), str(data.get("description") or "").strip(),
-                   {str(k): str(v) for k, v in options.items()})
+class AuditDevice(_Typed):
+    """An audit device (``sys/audit``)."""
 
 
 # ------------------------------------------------------------------------------------------------ pki, transit

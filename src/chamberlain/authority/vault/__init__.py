@@ -16,6 +16,7 @@ module          area
 ``transit``     ``client.transit``: a key, encrypt, decrypt, rotate
 ``logical``     ``client.logical``: raw path access, for probes only
 ``body``        reading hvac's answers (envelopes, listings)
+``area``        the base of every area class (holds the client core)
 ==============  ==========================================================================================
 
 Every area takes the mount explicitly (as hvac does with ``mount_point=``) and uses the same verbs (``list``,

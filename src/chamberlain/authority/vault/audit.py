@@ -8,19 +8,12 @@ exist (:mod:`chamberlain.authority.configure`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chamberlain.authority.model import AuditDevice
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
-class Audit:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Audit(Area):
     def list(self) -> dict[str, AuditDevice]:
         resp = self._c.call("list audit devices", lambda h: h.sys.list_enabled_audit_devices())
         return {path: AuditDevice.from_api(info) for path, info in body.listing(resp).items()}

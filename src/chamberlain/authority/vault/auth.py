@@ -12,14 +12,12 @@ Not here: when to renew or log in again (the session in :mod:`.client`), which r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chamberlain.authority.errors import InvalidRequest, NotFound
 from chamberlain.authority.model import AuthMountInfo, KubernetesAuthConfig, KubernetesRole, Login, TokenInfo
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
 def _login(resp: Any) -> Login:
@@ -28,10 +26,7 @@ def _login(resp: Any) -> Login:
                  bool(auth.get("renewable")))
 
 
-class Auth:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Auth(Area):
     # -- tokens
 
     def lookup_self(self) -> TokenInfo:

@@ -67,23 +67,26 @@ def _by_message(text: str, what: str, detail: str) -> AuthorityError | None:
     return None
 
 
+# hvac's exception (by HTTP status) -> our type, what to say, whether the server's short text may follow.
+_BY_TYPE: tuple[tuple[type[hvac.exceptions.VaultError], type[AuthorityError], str, bool], ...] = (
+    (hvac.exceptions.VaultNotInitialized, NotInitialized,
+     "Vault is not initialized (501); run `chamberlain authority init`", False),
+    (hvac.exceptions.Unauthorized, Unauthenticated, "unauthenticated (401)", True),
+    (hvac.exceptions.Forbidden, Forbidden, "permission denied (403)", True),
+    (hvac.exceptions.InvalidPath, NotFound, "not found (404)", False),
+    (hvac.exceptions.InvalidRequest, InvalidRequest, "rejected (400)", True),
+    (hvac.exceptions.RateLimitExceeded, AuthorityUnavailable, "rate limited (429)", False),
+    (hvac.exceptions.InternalServerError, AuthorityUnavailable, "server error (5xx)", False),
+    (hvac.exceptions.BadGateway, AuthorityUnavailable, "server error (5xx)", False),
+)
+
+
 def _by_type(exc: hvac.exceptions.VaultError, text: str, what: str, detail: str) -> AuthorityError:
     if isinstance(exc, hvac.exceptions.VaultDown) or "sealed" in text.lower():
         return Sealed(f"{what}: Vault is sealed (503); run `chamberlain authority unseal`")
-    if isinstance(exc, hvac.exceptions.VaultNotInitialized):
-        return NotInitialized(f"{what}: Vault is not initialized (501); run `chamberlain authority init`")
-    if isinstance(exc, hvac.exceptions.Unauthorized):
-        return Unauthenticated(f"{what}: unauthenticated (401){detail}")
-    if isinstance(exc, hvac.exceptions.Forbidden):
-        return Forbidden(f"{what}: permission denied (403){detail}")
-    if isinstance(exc, hvac.exceptions.InvalidPath):
-        return NotFound(f"{what}: not found (404)")
-    if isinstance(exc, hvac.exceptions.InvalidRequest):
-        return InvalidRequest(f"{what}: rejected (400){detail}")
-    if isinstance(exc, hvac.exceptions.RateLimitExceeded):
-        return AuthorityUnavailable(f"{what}: rate limited (429)")
-    if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway):
-        return AuthorityUnavailable(f"{what}: server error (5xx)")
+    for hvac_type, ours, said, with_detail in _BY_TYPE:
+        if isinstance(exc, hvac_type):
+            return ours(f"{what}: {said}{detail if with_detail else ''}")
     return AuthorityError(f"{what}: Vault answered with an error ({type(exc).__name__}){detail}")
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
 from chamberlain.authority.vault import body
+from chamberlain.authority.vault.area import Area
 from chamberlain.clock import parse_rfc3339
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
 
 
 def _gone(meta: Mapping[str, Any], now: datetime) -> bool:
@@ -30,18 +28,15 @@ def _gone(meta: Mapping[str, Any], now: datetime) -> bool:
     return deleted_at is not None and deleted_at <= now
 
 
-class VaultKV:
+class VaultKV(Area):
     """:class:`~chamberlain.authority.kv.KV` over Vault's KV v2 engine. Every call renews the session when due."""
-
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
 
     def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion | None:
         try:
             resp = self._c.call(f"read {mount}/{path}", lambda h: h.secrets.kv.v2.read_secret_version(
                 path=path, version=version, mount_point=mount, raise_on_deleted_version=False), fresh=True)
         except NotFound:
-            return None
+            return self._destroyed(mount, path, version)
         answer = body.data(resp)
         meta = answer.get("metadata") or {}
         values = answer.get("data")
@@ -50,6 +45,14 @@ class VaultKV:
             return None
         return SecretVersion(int(meta.get("version") or 0), {str(k): str(v) for k, v in (values or {}).items()},
                              deleted=deleted)
+
+    def _destroyed(self, mount: str, path: str, version: int | None) -> SecretVersion | None:
+        """A destroyed version answers 404 like an absent one (hvac returns only deleted ones): ask the metadata."""
+        meta = self.read_metadata(mount, path)
+        number = version or (meta.current_version if meta else 0)
+        if meta is None or number not in meta.destroyed:
+            return None
+        return SecretVersion(number, {}, deleted=True)
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         resp = self._c.call(f"write {mount}/{path}", lambda h: h.secrets.kv.v2.create_or_update_secret(

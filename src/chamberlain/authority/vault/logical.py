@@ -8,20 +8,15 @@ chamberlain's own workflows never use it: they use the typed areas. Answers come
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.model import RawResponse
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
-class Logical:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Logical(Area):
     def read(self, path: str) -> RawResponse | None:
         try:
             resp = self._c.call(f"read {path}", lambda h: h.read(path))

@@ -8,19 +8,12 @@ secrets inside a mount (:mod:`.kv`, :mod:`.pki`, :mod:`.transit`), which mounts 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chamberlain.authority.model import KvConfig, MountInfo
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
-class Mounts:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Mounts(Area):
     def list(self) -> dict[str, MountInfo]:
         resp = self._c.call("list secret mounts", lambda h: h.sys.list_mounted_secrets_engines())
         return {path: MountInfo.from_api(info) for path, info in body.listing(resp).items()}

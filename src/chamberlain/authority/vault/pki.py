@@ -10,21 +10,16 @@ short error text is kept (it names the CN or field the role refuses) unless it q
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chamberlain.authority.errors import AuthorityError
 from chamberlain.authority.model import PkiRole
 from chamberlain.authority.pki import SignedCertificate
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
-class Pki:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Pki(Area):
     def sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
              ttl: str | None) -> SignedCertificate:
         """Sign ``csr_pem`` at ``<mount>/sign/<role>``."""

@@ -6,19 +6,12 @@ rendered by :mod:`chamberlain.render.vault_bundle`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
-class Policies:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Policies(Area):
     def list(self) -> list[str]:
         return body.keys(self._c.call("list ACL policies", lambda h: h.sys.list_acl_policies()))
 

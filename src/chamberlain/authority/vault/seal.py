@@ -11,7 +11,7 @@ Not here: deciding when to init, unseal or rekey, or where the shares are kept (
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, InvalidRequest, NotFound
 from chamberlain.authority.model import (
@@ -26,10 +26,8 @@ from chamberlain.authority.model import (
     SealStatus,
 )
 from chamberlain.authority.vault import body
+from chamberlain.authority.vault.area import Area
 from chamberlain.authority.vault.flavor import REKEY_PATHS, RekeyPaths, flavor_of
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
 
 
 def _progress(d: dict[str, Any]) -> RekeyProgress:
@@ -37,10 +35,7 @@ def _progress(d: dict[str, Any]) -> RekeyProgress:
                          int(d.get("required") or 0), bool(d.get("verification_required")))
 
 
-class Seal:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Seal(Area):
     # -- state (unauthenticated)
 
     def status(self) -> SealStatus:

@@ -8,14 +8,12 @@ Not here: which key unseals what.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chamberlain.authority.errors import AuthorityError, NotFound
 from chamberlain.authority.model import Plaintext, TransitKey
 from chamberlain.authority.vault import body
-
-if TYPE_CHECKING:
-    from chamberlain.authority.vault.client import VaultClient
+from chamberlain.authority.vault.area import Area
 
 
 def _key(name: str, d: dict[str, Any]) -> TransitKey:
@@ -23,10 +21,7 @@ def _key(name: str, d: dict[str, Any]) -> TransitKey:
                       int(d.get("min_decryption_version") or 1))
 
 
-class Transit:
-    def __init__(self, client: VaultClient) -> None:
-        self._c = client
-
+class Transit(Area):
     def read_key(self, mount: str, name: str) -> TransitKey | None:
         try:
             resp = self._c.call(f"read transit key {mount}/keys/{name}", lambda h: h.secrets.transit.read_key(
