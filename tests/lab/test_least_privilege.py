@@ -66,7 +66,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 700
     pids: dict[str, int] = {}
     try:
-        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True))
+        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True),
+                          SystemClock())
         assert report.ok, report.as_dict()
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}

@@ -70,9 +70,8 @@ def test_typed_adapter_destroys_versions_on_vault(vault: Any, vault_info: Any) -
     kv.destroy(MOUNT, path, [1])
     gone = kv.read(MOUNT, path, version=1)
     assert gone is not None and gone.deleted and dict(gone.data) == {}
-    raw = vault.secrets.kv.v2.read_secret_version(path=path, version=1, mount_point=MOUNT,
-                                                   raise_on_deleted_version=False)
-    assert raw["data"]["data"] is None and raw["data"]["metadata"]["destroyed"] is True
+    raw = vault.secrets.kv.v2.read_secret_metadata(path=path, mount_point=MOUNT)["data"]["versions"]
+    assert raw["1"]["destroyed"] is True and raw["2"]["destroyed"] is False
     meta = kv.read_metadata(MOUNT, path)
     assert meta is not None and meta.destroyed == frozenset({1}) and meta.versions == {1: True, 2: False}
     current = kv.read(MOUNT, path)
