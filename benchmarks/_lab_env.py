@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +52,6 @@ import hvac  # noqa: E402
 import kubernetes  # noqa: E402
 
 from chamberlain import wellknown as wk  # noqa: E402
-from chamberlain.authority.pki import SignedCertificate  # noqa: E402
 from chamberlain.authority.vault import VaultClient, client_with_token  # noqa: E402
 from chamberlain.clock import SystemClock  # noqa: E402
 from chamberlain.controller.loop import Scope, scope_of  # noqa: E402
@@ -100,7 +99,7 @@ class LabHandle:
     root_token: str = field(repr=False)
 
     def vault(self) -> VaultClient:
-        return client_with_token(self.vault_addr, None, self.root_token)
+        return client_with_token(self.vault_addr, None, self.root_token, clock=SystemClock())
 
     def hvac(self) -> Any:
         return hvac.Client(url=self.vault_addr, token=self.root_token)
@@ -587,12 +586,9 @@ class _Session:
     def ensure_fresh(self) -> None:
         self._client.ensure_fresh()
 
-    def pki_sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
-                 ttl: str | None) -> SignedCertificate:
-        return self._client.pki_sign(mount, role, csr_pem, common_name, alt_names, ttl)
-
-    def pki_revoke(self, mount: str, serial: str) -> None:
-        self._client.pki_revoke(mount, serial)
+    @property
+    def pki(self) -> Any:
+        return self._client.pki
 
 
 def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 120.0,

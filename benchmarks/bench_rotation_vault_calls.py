@@ -291,7 +291,7 @@ def dev_vault(offset: int) -> Iterator[tuple[KV, Counter[str]] | None]:
         proc = server.start()
         server.wait(proc, timeout=60)
         token = server.root_token_file.read_text(encoding="utf-8").strip()
-        client = VaultClient.connect(server.address, token=token)
+        client = VaultClient.connect(server.address, token=token, clock=SystemClock())
         http: Counter[str] = Counter()
 
         def count(response: Any, *args: Any, **kwargs: Any) -> Any:
@@ -299,7 +299,7 @@ def dev_vault(offset: int) -> Iterator[tuple[KV, Counter[str]] | None]:
             return response
 
         # every request of the KV adapter goes through this requests session
-        client._client.adapter.session.hooks["response"].append(count)
+        client._hvac.adapter.session.hooks["response"].append(count)
         yield client.kv, http
     finally:
         server.stop()

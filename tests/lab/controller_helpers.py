@@ -192,14 +192,14 @@ class World:
 
     def login(self) -> Any:
         """A fresh orchestrator session (a VaultClient), as ``chamberlain controller run`` logs in."""
-        return login_as(Connection(self.lab.vault.address, self.lab.pki.ca.cert), self.platform, self.kube,
-                        orchestrator_policy(CLUSTER))
+        conn = Connection(self.lab.vault.address, self.lab.pki.ca.cert, clock=SystemClock())
+        return login_as(conn, self.platform, self.kube, orchestrator_policy(CLUSTER))
 
     @property
     def kv(self) -> KV:
         if self._kv is None:
-            self._kv = orchestrator_kv(Connection(self.lab.vault.address, self.lab.pki.ca.cert), self.platform,
-                                       self.kube, orchestrator_policy(CLUSTER))
+            conn = Connection(self.lab.vault.address, self.lab.pki.ca.cert, clock=SystemClock())
+            self._kv = orchestrator_kv(conn, self.platform, self.kube, orchestrator_policy(CLUSTER))
         return self._kv
 
     def relogin(self) -> None:

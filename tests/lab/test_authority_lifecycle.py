@@ -10,6 +10,7 @@ every checkpoint of init and configure. The CLI runs in a subprocess, as a user 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -34,9 +35,10 @@ pytest.importorskip("pyrage")
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority import lifecycle
 from chamberlain.authority.configure import CONFIGURATOR
-from chamberlain.authority.errors import CasConflict, Forbidden
+from chamberlain.authority.errors import CasConflict, Forbidden, InvalidRequest
+from chamberlain.authority.model import KubernetesRole
 from chamberlain.authority.session import Connection, login_as
-from chamberlain.authority.vault import InvalidRequest, VaultClient, login_kubernetes
+from chamberlain.authority.vault import VaultClient, login_kubernetes
 from chamberlain.intent.loader import load_repository
 from chamberlain.kube.client import KubeClient
 from tests.conftest import lab_host, unbuilt
@@ -97,7 +99,7 @@ class Env:
                 "--token-reviewer-jwt-file", str(self.reviewer_jwt)]
 
     def conn(self) -> Connection:
-        return Connection(self.vault_addr, self.ca)
+        return Connection(self.vault_addr, self.ca, clock=SystemClock())
 
     def platform(self):  # type: ignore[no-untyped-def]
         return load_repository(self.repo).platform
@@ -106,7 +108,7 @@ class Env:
         return login_as(self.conn(), self.platform(), self.kube, CONFIGURATOR)
 
     def anonymous(self) -> VaultClient:
-        return VaultClient.connect(self.vault_addr, self.ca)
+        return VaultClient.connect(self.vault_addr, self.ca, clock=SystemClock())
 
     def restart_vault(self, wipe: bool = False) -> None:
         v = self.lab.vault
@@ -162,8 +164,8 @@ def _open_shares(env: Env) -> tuple[lifecycle.SealedMaterial, list[str]]:
 
 
 def _root_tokens(client: VaultClient) -> int:
-    return sum(1 for a in client.list_token_accessors()
-               if (info := client.lookup_accessor(a)) is not None and "root" in info.policies)
+    return sum(1 for a in client.auth.list_accessors()
+               if (info := client.auth.lookup_accessor(a)) is not None and "root" in info.policies)
 
 
 # ------------------------------------------------------------------------------------------------- tests
@@ -218,9 +220,9 @@ def test_orchestrator_logs_in_and_writes_with_cas(env: Env) -> None:
     version = kv.read("secret", "dev/team-x/probe")
     assert version is not None and version.version == 2
     # The mount requires check-and-set: a write without it is refused.
-    assert env.configurator().read_kv_config("secret")["cas_required"] is True
+    assert env.configurator().mounts.read_kv_config("secret").cas_required is True
     with pytest.raises(InvalidRequest):
-        client.write_path("secret/data/dev/team-x/no-cas", {"data": {"k": "v"}})
+        client.logical.write("secret/data/dev/team-x/no-cas", {"data": {"k": "v"}})
     # Least privilege: the orchestrator of dev1 cannot touch prod.
     with pytest.raises(Forbidden):
         kv.write("secret", "prod/team-x/probe", {"k": "v"}, cas=0)
@@ -244,7 +246,7 @@ def test_configure_twice_second_is_noop(env: Env) -> None:
 
 def test_plan_shows_a_manual_change_then_configure_repairs_it(env: Env) -> None:
     admin = env.configurator()
-    admin.write_policy(ORCHESTRATOR, 'path "secret/data/*" { capabilities = ["read"] }\n')
+    admin.policies.write(ORCHESTRATOR, 'path "secret/data/*" { capabilities = ["read"] }\n')
     plan = env.cli("authority", "plan", str(env.repo), *env.config_args(), "-o", "json")
     assert plan.returncode == 1
     changes = json.loads(plan.stdout)["changes"]
@@ -257,25 +259,25 @@ def test_plan_shows_a_manual_change_then_configure_repairs_it(env: Env) -> None:
 
 def test_prune_removes_stale_role_in_managed_mount_and_unmanaged_policy(env: Env) -> None:
     admin = env.configurator()
-    admin.write_policy("stale-policy", 'path "secret/data/x" { capabilities = ["read"] }\n')
-    admin.write_path("auth/kubernetes/role/stale-role", {
-        "bound_service_account_names": ["x"], "bound_service_account_namespaces": ["y"],
-        "token_policies": ["stale-policy"], "audience": "vault"})
+    admin.policies.write("stale-policy", 'path "secret/data/x" { capabilities = ["read"] }\n')
+    admin.auth.write_role("kubernetes", "stale-role", KubernetesRole(
+        bound_service_account_names=("x",), bound_service_account_namespaces=("y",),
+        token_policies=("stale-policy",), audience="vault"))
     without = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "--dry-run", "-o", "json"))
     assert without["changes"] == []  # unmanaged objects are only touched with --prune
     pruned = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "--prune", "-o", "json"))
     assert {"kind": "role", "name": "kubernetes/stale-role", "action": "remove"} in pruned["changes"]
     assert {"kind": "policy", "name": "stale-policy", "action": "remove"} in pruned["changes"]
-    assert admin.read_path("auth/kubernetes/role/stale-role") is None
-    assert "stale-policy" not in admin.list_policies()
-    assert {"default", "root"} <= set(admin.list_policies())
+    assert admin.auth.read_role("kubernetes", "stale-role") is None
+    assert "stale-policy" not in admin.policies.list()
+    assert {"default", "root"} <= set(admin.policies.list())
     again = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "--prune", "-o", "json"))
     assert again["changes"] == []
 
 
 def test_unseal_after_restart(env: Env) -> None:
     env.restart_vault()
-    assert env.anonymous().seal_status().sealed
+    assert env.anonymous().seal.status().sealed
     data = _json(env.cli("authority", "unseal", "--identity", str(IDENTITY), str(env.repo), "-o", "json"))
     assert data == {"was_sealed": True, "submitted": 2, "sealed": False}
     assert _json(env.cli("authority", "unseal", "--identity", str(IDENTITY), str(env.repo),
@@ -286,7 +288,7 @@ def test_unseal_after_restart(env: Env) -> None:
 
 def test_rekey_issues_new_shares_that_unseal(env: Env) -> None:
     before, old = _open_shares(env)
-    term_before = env.configurator().key_status()["term"]
+    term_before = env.configurator().seal.key_status().term
     data = _json(env.cli("authority", "rekey", "--identity", str(IDENTITY), str(env.repo), "-o", "json"))
     assert data["generation"] == before.generation + 1
     after, new = _open_shares(env)
@@ -330,7 +332,7 @@ INIT_CRASH_POINTS = [
 def test_init_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
     env.restart_vault(wipe=True)
     env.kube.delete_secret(NS, lifecycle.SECRET_NAME)
-    assert not env.anonymous().seal_status().initialized
+    assert not env.anonymous().seal.status().initialized
     init = ("authority", "init", "--shares", "3", "--threshold", "2", "--identity", str(IDENTITY), str(env.repo),
             *env.config_args(), "-o", "json")
     first_initialized_at = None
@@ -369,15 +371,16 @@ def test_configure_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
     admin = env.configurator()
     for point in CONFIGURE_CRASH_POINTS:
         # Something to do after every checkpoint: a mount setting, a policy, a role, the audit device.
-        admin.configure_kv("secret", {"max_versions": 3})
-        admin.disable_audit_device("chamberlain-file")
-        admin.delete_path(f"auth/kubernetes/role/{ORCHESTRATOR}")
-        admin.delete_policy(ORCHESTRATOR)
+        admin.mounts.configure_kv("secret", dataclasses.replace(admin.mounts.read_kv_config("secret"), max_versions=3))
+        admin.audit.disable("chamberlain-file")
+        admin.auth.delete_role("kubernetes", ORCHESTRATOR)
+        admin.policies.delete(ORCHESTRATOR)
         crashed = env.cli(*args, crash_at=point)
         assert crashed.returncode == 137, f"{point}: exit {crashed.returncode}\n{crashed.stderr}"
         done = _json(env.cli(*args))
         assert done["changes"], point
         assert _json(env.cli(*args))["changes"] == [], f"{point}: not converged after the re-run"
     login_kubernetes(env.vault_addr, env.ca, "kubernetes", ORCHESTRATOR,
-                     lambda: env.kube.service_account_token(NS, "chamberlain", ["vault"])).lookup_self()
+                     lambda: env.kube.service_account_token(NS, "chamberlain", ["vault"]),
+                     clock=SystemClock()).auth.lookup_self()
     assert LedgerReader(admin.kv, "secret").verify().ok

@@ -55,7 +55,7 @@ class Env:
 
     def login(self, namespace: str, account: str, role: str, audiences: list[str] | None = None) -> VaultClient:
         jwt = self.token(namespace, account, audiences)
-        return login_kubernetes(self.lab.vault.address, self.lab.pki.ca.cert, MOUNT, role, jwt)
+        return login_kubernetes(self.lab.vault.address, self.lab.pki.ca.cert, MOUNT, role, jwt, clock=SystemClock())
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +98,25 @@ def _denied(action: Callable[[], object]) -> None:
 def test_reader_reads_what_its_namespace_materializes(env: Env) -> None:
     client = env.login(*PAYMENTS_READER)
     for path in (PAYMENTS_DB, REGISTRY):
-        body = client.read_path(path)
-        assert body is not None and body["data"], path
+        body = client.logical.read(path)
+        assert body is not None and body.data["data"], path
         # ...and its metadata, where the version marker ESO copies into an annotation lives (no values there).
-        meta = client.read_path(path.replace("/data/", "/metadata/", 1))
+        meta = client.logical.read(path.replace("/data/", "/metadata/", 1))
         assert meta is not None, path
 
 
 @pytest.mark.parametrize("action", [
-    pytest.param(lambda c: c.read_path(STOREFRONT), id="read-other-namespace-path"),
-    pytest.param(lambda c: c.read_path(ORDERS_DB_APP.replace("orders-db-app", "x")), id="read-undeclared-internal"),
-    pytest.param(lambda c: c.read_path("secret/data/prod/team-payments/payments-db"), id="read-prod-path"),
-    pytest.param(lambda c: c.read_path(LEDGER_1), id="read-ledger-entry"),
-    pytest.param(lambda c: c.read_path("secret/data/_chamberlain/ledger-head"), id="read-ledger-head"),
-    pytest.param(lambda c: c.list_path("secret/metadata/dev"), id="list-runtime-mount"),
-    pytest.param(lambda c: c.read_path(STOREFRONT.replace("/data/", "/metadata/", 1)), id="read-other-metadata"),
-    pytest.param(lambda c: c.write_path(PAYMENTS_DB, {"data": {"k": "v"}, "options": {"cas": 1}}),
+    pytest.param(lambda c: c.logical.read(STOREFRONT), id="read-other-namespace-path"),
+    pytest.param(lambda c: c.logical.read(ORDERS_DB_APP.replace("orders-db-app", "x")), id="read-undeclared-internal"),
+    pytest.param(lambda c: c.logical.read("secret/data/prod/team-payments/payments-db"), id="read-prod-path"),
+    pytest.param(lambda c: c.logical.read(LEDGER_1), id="read-ledger-entry"),
+    pytest.param(lambda c: c.logical.read("secret/data/_chamberlain/ledger-head"), id="read-ledger-head"),
+    pytest.param(lambda c: c.logical.list("secret/metadata/dev"), id="list-runtime-mount"),
+    pytest.param(lambda c: c.logical.read(STOREFRONT.replace("/data/", "/metadata/", 1)), id="read-other-metadata"),
+    pytest.param(lambda c: c.logical.write(PAYMENTS_DB, {"data": {"k": "v"}, "options": {"cas": 1}}),
                  id="write-own-path"),
-    pytest.param(lambda c: c.read_path("sys/mounts"), id="read-sys-mounts"),
-    pytest.param(lambda c: c.read_path("sys/policy/chamberlain.dev1.orchestrator"), id="read-policies"),
+    pytest.param(lambda c: c.logical.read("sys/mounts"), id="read-sys-mounts"),
+    pytest.param(lambda c: c.logical.read("sys/policy/chamberlain.dev1.orchestrator"), id="read-policies"),
 ])
 def test_reader_denied(env: Env, action: Callable[[VaultClient], object]) -> None:
     client = env.login(*PAYMENTS_READER)
@@ -125,8 +125,8 @@ def test_reader_denied(env: Env, action: Callable[[VaultClient], object]) -> Non
 
 def test_web_reader_cannot_read_payments(env: Env) -> None:
     client = env.login(*WEB_READER)
-    assert client.read_path(STOREFRONT) is not None
-    _denied(lambda: client.read_path(PAYMENTS_DB))
+    assert client.logical.read(STOREFRONT) is not None
+    _denied(lambda: client.logical.read(PAYMENTS_DB))
 
 
 # ------------------------------------------------------------------------------------------ publisher (PushSecret)
@@ -134,9 +134,9 @@ def test_web_reader_cannot_read_payments(env: Env) -> None:
 
 def test_publisher_writes_its_own_path(env: Env) -> None:
     client = env.login(*PUBLISHER)
-    client.write_path(ORDERS_DB_APP, {"data": {"password": "published-by-the-operator"}})
-    body = client.read_path(ORDERS_DB_APP)
-    assert body is not None and body["data"] == {"password": "published-by-the-operator"}
+    client.logical.write(ORDERS_DB_APP, {"data": {"password": "published-by-the-operator"}})
+    body = client.logical.read(ORDERS_DB_APP)
+    assert body is not None and body.data["data"] == {"password": "published-by-the-operator"}
 
 
 @pytest.mark.parametrize("path", [
@@ -148,14 +148,14 @@ def test_publisher_writes_its_own_path(env: Env) -> None:
 ])
 def test_publisher_cannot_write_elsewhere(env: Env, path: str) -> None:
     client = env.login(*PUBLISHER)
-    _denied(lambda: client.write_path(path, {"data": {"k": "v"}}))
+    _denied(lambda: client.logical.write(path, {"data": {"k": "v"}}))
 
 
 def test_publisher_cannot_delete_or_read_others(env: Env) -> None:
     client = env.login(*PUBLISHER)
-    _denied(lambda: client.delete_path(ORDERS_DB_APP.replace("/data/", "/metadata/")))
-    _denied(lambda: client.read_path(PAYMENTS_DB))
-    _denied(lambda: client.read_path(LEDGER_1))
+    _denied(lambda: client.logical.delete(ORDERS_DB_APP.replace("/data/", "/metadata/")))
+    _denied(lambda: client.logical.read(PAYMENTS_DB))
+    _denied(lambda: client.logical.read(LEDGER_1))
 
 
 # ------------------------------------------------------------------------------------------ logins that must fail
@@ -181,23 +181,23 @@ def test_login_refused(env: Env, namespace: str, account: str, role: str, audien
 
 def test_orchestrator_runs_the_runtime_life_cycle(env: Env) -> None:
     client = env.login(*ORCHESTRATOR)
-    assert client.read_path(PAYMENTS_DB) is not None
-    assert client.read_path(LEDGER_1) is not None
-    assert client.list_path("platform-data/metadata/dev/dev1/databases")  # reports on internal secrets
+    assert client.logical.read(PAYMENTS_DB) is not None
+    assert client.logical.read(LEDGER_1) is not None
+    assert client.logical.list("platform-data/metadata/dev/dev1/databases")  # reports on internal secrets
 
 
 @pytest.mark.parametrize("action", [
-    pytest.param(lambda c: c.read_path(ORDERS_DB_APP), id="read-internal-data-value"),
-    pytest.param(lambda c: c.read_path(ORDERS_ENDPOINT), id="read-internal-config-value"),
-    pytest.param(lambda c: c.read_path("secret/data/prod/team-payments/payments-db"), id="read-other-cluster-env"),
-    pytest.param(lambda c: c.delete_path(LEDGER_1.replace("/data/", "/metadata/")), id="delete-ledger"),
-    pytest.param(lambda c: c.read_path("sys/mounts"), id="read-sys-mounts"),
-    pytest.param(lambda c: c.read_path("sys/audit"), id="read-sys-audit"),
-    pytest.param(lambda c: c.read_path("sys/policy/chamberlain.dev1.orchestrator"), id="read-own-policy"),
-    pytest.param(lambda c: c.write_path("sys/policy/x", {"policy": 'path "*" {capabilities=["read"]}'}),
+    pytest.param(lambda c: c.logical.read(ORDERS_DB_APP), id="read-internal-data-value"),
+    pytest.param(lambda c: c.logical.read(ORDERS_ENDPOINT), id="read-internal-config-value"),
+    pytest.param(lambda c: c.logical.read("secret/data/prod/team-payments/payments-db"), id="read-other-cluster-env"),
+    pytest.param(lambda c: c.logical.delete(LEDGER_1.replace("/data/", "/metadata/")), id="delete-ledger"),
+    pytest.param(lambda c: c.logical.read("sys/mounts"), id="read-sys-mounts"),
+    pytest.param(lambda c: c.logical.read("sys/audit"), id="read-sys-audit"),
+    pytest.param(lambda c: c.logical.read("sys/policy/chamberlain.dev1.orchestrator"), id="read-own-policy"),
+    pytest.param(lambda c: c.logical.write("sys/policy/x", {"policy": 'path "*" {capabilities=["read"]}'}),
                  id="write-policy"),
-    pytest.param(lambda c: c.read_path("auth/kubernetes/config"), id="read-auth-config"),
-    pytest.param(lambda c: c.write_path("auth/token/create", {"policies": ["root"]}), id="create-root-token"),
+    pytest.param(lambda c: c.logical.read("auth/kubernetes/config"), id="read-auth-config"),
+    pytest.param(lambda c: c.logical.write("auth/token/create", {"policies": ["root"]}), id="create-root-token"),
 ])
 def test_orchestrator_denied(env: Env, action: Callable[[VaultClient], object]) -> None:
     client = env.login(*ORCHESTRATOR)
@@ -210,9 +210,9 @@ def test_orchestrator_cannot_rewrite_the_ledger(env: Env) -> None:
     from chamberlain.authority.errors import CasConflict
 
     client = env.login(*ORCHESTRATOR)
-    before = client.read_path(LEDGER_1)
-    assert before is not None and before["data"]["entry"]
+    before = client.logical.read(LEDGER_1)
+    assert before is not None and before.data["data"]["entry"]
     for options in ({"cas": 1}, {"cas": 0}, {}):
         with pytest.raises((Forbidden, CasConflict)):
-            client.write_path(LEDGER_1, {"data": {"entry": "{}"}, "options": options})
-    assert client.read_path(LEDGER_1) == before
+            client.logical.write(LEDGER_1, {"data": {"entry": "{}"}, "options": options})
+    assert client.logical.read(LEDGER_1) == before

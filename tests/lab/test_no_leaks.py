@@ -201,7 +201,7 @@ def _orchestrator(f: Flow) -> Any:
     platform = load_repository(f.repo).platform
     assert platform is not None
     kube = KubeClient.from_kubeconfig(f.lab.kubeconfig, clock=SystemClock())
-    return login_as(Connection(f.lab.vault.address, f.lab.pki.ca.cert), platform, kube,
+    return login_as(Connection(f.lab.vault.address, f.lab.pki.ca.cert, clock=SystemClock()), platform, kube,
                     "chamberlain.dev1.orchestrator")
 
 

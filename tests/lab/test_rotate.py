@@ -98,7 +98,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
         platform = load_valid(repo).platform
         assert platform is not None
-        kv = orchestrator_kv(Connection(lab.vault.address, lab.pki.ca.cert), platform, kube,
+        kv = orchestrator_kv(Connection(lab.vault.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
                              "chamberlain.dev1.orchestrator")
         api = kubernetes.config.new_client_from_config(config_file=str(lab.kubeconfig))
         yield World(lab, repo, kube, api, kv)

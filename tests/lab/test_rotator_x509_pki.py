@@ -17,6 +17,7 @@ from cryptography import x509
 
 from chamberlain.authority.pki import VaultCertificateIssuer
 from chamberlain.authority.vault import client_with_token
+from chamberlain.clock import SystemClock
 from chamberlain.intent.model import SecretIntent
 from chamberlain.render.vault_bundle import _pki_blocks, _policy
 from chamberlain.rotation.rotators import RotationContext, TargetRejected
@@ -75,7 +76,7 @@ def revocation_time(vault: Any, mount: str, serial: str) -> int:
 
 def test_rotate_test_and_revoke_with_a_real_vault_pki(vault: Any, vault_info: VaultInfo, pki_mount: str,
                                                       orchestrator_token: str) -> None:
-    client = client_with_token(vault_info.address, vault_info.ca_file, orchestrator_token)
+    client = client_with_token(vault_info.address, vault_info.ca_file, orchestrator_token, clock=SystemClock())
     issuer = VaultCertificateIssuer(client)
     intent = make_intent(pki_mount)
     rotator = X509VaultPkiRotator()
@@ -110,7 +111,7 @@ def test_rotate_test_and_revoke_with_a_real_vault_pki(vault: Any, vault_info: Va
 
 def test_a_name_the_role_refuses_is_rejected_without_a_pem_in_the_message(
         vault_info: VaultInfo, pki_mount: str, orchestrator_token: str) -> None:
-    client = client_with_token(vault_info.address, vault_info.ca_file, orchestrator_token)
+    client = client_with_token(vault_info.address, vault_info.ca_file, orchestrator_token, clock=SystemClock())
     intent = make_intent(pki_mount, dns_names="evil.example.com")
     ctx = RotationContext(intent, datetime.now(UTC), pki=VaultCertificateIssuer(client))
     with pytest.raises(TargetRejected, match=f"web-cert: sign a certificate at {pki_mount}/sign/{ROLE}") as caught:

@@ -53,3 +53,27 @@ def test_kv2_write_read_cas_metadata_and_history(vault: Any) -> None:
     assert old["data"]["data"] == {"password": "v1-value"}
     latest = kv.read_secret_version(path=path, mount_point=MOUNT, raise_on_deleted_version=True)
     assert latest["data"]["data"] == {"password": "v2-value"}
+
+
+def test_typed_adapter_destroys_versions_on_vault(vault: Any, vault_info: Any) -> None:
+    """KV destroy through ``chamberlain.authority.vault`` (what rotation will call after a promote): the data of the
+    destroyed version is gone for good, its metadata says destroyed, the current version is untouched."""
+    from chamberlain.authority.model import Flavor
+    from chamberlain.authority.vault import client_with_token
+    from chamberlain.clock import SystemClock
+
+    client = client_with_token(vault_info.address, vault_info.ca_file, vault_info.root_token, clock=SystemClock())
+    assert client.flavor is Flavor.VAULT
+    kv, path = client.kv, "proof/kv-destroy"
+    assert kv.write(MOUNT, path, {"password": "staged-v1"}, cas=0) == 1
+    assert kv.write(MOUNT, path, {"password": "promoted-v2"}, cas=1) == 2
+    kv.destroy(MOUNT, path, [1])
+    gone = kv.read(MOUNT, path, version=1)
+    assert gone is not None and gone.deleted and dict(gone.data) == {}
+    raw = vault.secrets.kv.v2.read_secret_metadata(path=path, mount_point=MOUNT)["data"]["versions"]
+    assert raw["1"]["destroyed"] is True and raw["2"]["destroyed"] is False
+    meta = kv.read_metadata(MOUNT, path)
+    assert meta is not None and meta.destroyed == frozenset({1}) and meta.versions == {1: True, 2: False}
+    current = kv.read(MOUNT, path)
+    assert current is not None and current.version == 2 and current.data == {"password": "promoted-v2"}
+    kv.destroy(MOUNT, path, [1])  # again: harmless

@@ -24,6 +24,7 @@ from chamberlain.authority.configure import (
     select,
     summarize,
 )
+from chamberlain.authority.model import AuditDevice
 from chamberlain.render import render_repository
 from chamberlain.service import load_valid
 from tests.conftest import CORPUS
@@ -59,12 +60,12 @@ def test_desired_state_adds_the_configurator_to_the_bundle(desired: Desired) -> 
     assert set(desired.mounts) == {"secret", "platform-data", "platform-config"}
     assert CONFIGURATOR in desired.policies
     role = desired.roles[("kubernetes", CONFIGURATOR)]
-    assert role["bound_service_account_namespaces"] == ["chamberlain-system"]
-    assert role["token_policies"] == [CONFIGURATOR]
+    assert role.bound_service_account_namespaces == ("chamberlain-system",)
+    assert role.token_policies == (CONFIGURATOR,)
     assert 'path "sys/rotate"' in desired.policies[CONFIGURATOR]
     assert 'path "secret/data/_chamberlain/ledger/*"' in desired.policies[CONFIGURATOR]
-    assert desired.audit == {AUDIT_PATH: {"type": "file", "description": "chamberlain: file audit device",
-                                          "options": {"file_path": "/var/log/vault/audit.log"}}}
+    assert desired.audit == {AUDIT_PATH: AuditDevice("file", "chamberlain: file audit device",
+                                                     {"file_path": "/var/log/vault/audit.log"})}
 
 
 def test_reviewer_jwt_stays_out_of_reprs_and_plans(desired: Desired) -> None:

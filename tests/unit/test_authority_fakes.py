@@ -1,16 +1,216 @@
 """An in-memory stand-in for :class:`~chamberlain.authority.vault.VaultClient` (seal life cycle + configuration)
 for the authority unit tests (no tests here; named ``test_*`` to sit with them). Real-server behaviour is
-proven in ``tests/lab/test_authority_lifecycle.py``."""
+proven in ``tests/lab/test_authority_lifecycle.py`` and ``tests/lab/test_openbao_adapter.py``.
+
+It has the client's areas (``seal``, ``auth``, ``mounts``, ``policies``, ``audit``, ``kv``). The configuration
+areas are dicts of raw bodies as well (``vault.mounts["secret"] = {...}``), so a test can change the server behind
+the adapter's back; they answer with the adapter's typed values, parsed as the real adapter parses them.
+"""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 from typing import Any
 
-from chamberlain.authority.errors import AuthorityError, Forbidden
+from chamberlain.authority.errors import AuthorityError, Forbidden, InvalidRequest, NotInitialized
 from chamberlain.authority.fake import FakeKV
-from chamberlain.authority.vault import InitResult, InvalidRequest, NotInitialized, SealStatus, TokenInfo
+from chamberlain.authority.model import (
+    AuditDevice,
+    AuthMountInfo,
+    HaStatus,
+    InitResult,
+    KubernetesAuthConfig,
+    KubernetesRole,
+    KvConfig,
+    MountInfo,
+    RootToken,
+    SealStatus,
+    TokenInfo,
+)
+
+
+class _Seal:
+    def __init__(self, v: FakeVault) -> None:
+        self.v = v
+
+    def status(self) -> SealStatus:
+        v = self.v
+        return SealStatus(v.initialized, v.sealed, v.threshold, len(v.keys), len(v.progress), "1.21.0")
+
+    def initialize(self, shares: int, threshold: int) -> InitResult:
+        v = self.v
+        if v.initialized:
+            raise InvalidRequest("already initialized")
+        v.init_calls += 1
+        v.initialized, v.threshold = True, threshold
+        v.keys = [secrets.token_hex(33) for _ in range(shares)]
+        root = "hvs." + secrets.token_hex(12)
+        v.tokens[root] = TokenInfo("acc-" + root[-6:], ("root",), 0, False)
+        return InitResult(tuple(v.keys), root)
+
+    def submit_unseal_key(self, key: str) -> SealStatus:
+        v = self.v
+        if not v.initialized:
+            raise NotInitialized("not initialized")
+        if key not in v.progress:
+            v.progress.append(key)
+        if len(v.progress) >= v.threshold:
+            if set(v.progress) <= set(v.keys):
+                v.sealed = False
+            v.progress = []
+        return self.status()
+
+    def reset_unseal(self) -> None:
+        self.v.progress = []
+
+    def leader(self) -> HaStatus:
+        return HaStatus(True, True)
+
+    def wait_active(self) -> None:
+        if self.v.sealed:
+            raise AuthorityError("sealed")
+
+    def generate_root(self, keys: list[str]) -> RootToken:
+        v = self.v
+        if not set(keys[: v.threshold]) <= set(v.keys) or len(keys) < v.threshold:
+            raise AuthorityError("generate-root: not enough valid shares")
+        root = "hvs." + secrets.token_hex(12)
+        v.tokens[root] = TokenInfo("acc-" + root[-6:], ("root",), 0, False)
+        return RootToken(root)
+
+
+class _Auth(dict[str, dict[str, Any]]):
+    """Auth mounts by path (raw bodies); tokens and roles through the parent."""
+
+    def __init__(self, v: FakeVault) -> None:
+        super().__init__({"token": {"type": "token"}})
+        self.v = v
+
+    def _me(self) -> TokenInfo:
+        if self.v.token not in self.v.tokens:
+            raise Forbidden("permission denied (403)")
+        return self.v.tokens[self.v.token]
+
+    def lookup_self(self) -> TokenInfo:
+        return self._me()
+
+    def revoke_self(self) -> None:
+        self._me()
+        del self.v.tokens[self.v.token]  # type: ignore[arg-type]
+        self.v.token = None
+
+    def list_accessors(self) -> list[str]:
+        self._me()
+        return [t.accessor for t in self.v.tokens.values()]
+
+    def lookup_accessor(self, accessor: str) -> TokenInfo | None:
+        return next((t for t in self.v.tokens.values() if t.accessor == accessor), None)
+
+    def revoke_accessor(self, accessor: str) -> None:
+        for token, info in list(self.v.tokens.items()):
+            if info.accessor == accessor:
+                del self.v.tokens[token]
+
+    def list_mounts(self) -> dict[str, AuthMountInfo]:
+        return {k: AuthMountInfo.from_api(v) for k, v in self.items()}
+
+    def enable(self, path: str, method: AuthMountInfo) -> None:
+        self.v.writes += 1
+        self[path] = {"type": method.type, "description": method.description}
+
+    def read_kubernetes_config(self, mount: str) -> KubernetesAuthConfig | None:
+        body = self.v.paths.get(f"auth/{mount}/config")
+        if body is None:
+            return None
+        # The server answers with the reviewer JWT only as a flag.
+        return KubernetesAuthConfig.from_api({**body, "token_reviewer_jwt_set": "token_reviewer_jwt" in body})
+
+    def write_kubernetes_config(self, mount: str, config: KubernetesAuthConfig, reviewer_jwt: str | None) -> None:
+        self.v.writes += 1
+        body: dict[str, Any] = {"kubernetes_host": config.kubernetes_host,
+                                "kubernetes_ca_cert": config.kubernetes_ca_cert,
+                                "disable_local_ca_jwt": config.disable_local_ca_jwt}
+        if reviewer_jwt is not None:
+            body["token_reviewer_jwt"] = reviewer_jwt
+        self.v.paths[f"auth/{mount}/config"] = body
+
+    def list_roles(self, mount: str) -> list[str]:
+        prefix = f"auth/{mount}/role/"
+        return sorted(p[len(prefix):] for p in self.v.paths if p.startswith(prefix))
+
+    def read_role(self, mount: str, name: str) -> KubernetesRole | None:
+        body = self.v.paths.get(f"auth/{mount}/role/{name}")
+        return KubernetesRole.from_api(body) if body is not None else None
+
+    def write_role(self, mount: str, name: str, role: KubernetesRole) -> None:
+        self.v.writes += 1
+        self.v.paths[f"auth/{mount}/role/{name}"] = role.as_body()
+
+    def delete_role(self, mount: str, name: str) -> None:
+        self.v.writes += 1
+        self.v.paths.pop(f"auth/{mount}/role/{name}", None)
+
+
+class _Mounts(dict[str, dict[str, Any]]):
+    def __init__(self, v: FakeVault) -> None:
+        super().__init__({"cubbyhole": {"type": "cubbyhole"}, "sys": {"type": "system"}})
+        self.v = v
+
+    def list(self) -> dict[str, MountInfo]:
+        return {k: MountInfo.from_api(v) for k, v in self.items()}
+
+    def enable(self, path: str, mount: MountInfo) -> None:
+        self.v.writes += 1
+        self[path] = {"type": mount.type, "description": mount.description, "options": dict(mount.options)}
+        self.v.kv_config[path] = {"max_versions": 0, "cas_required": False, "delete_version_after": "0s"}
+
+    def tune(self, path: str, description: str) -> None:
+        self.v.writes += 1
+        self[path]["description"] = description
+
+    def read_kv_config(self, mount: str) -> KvConfig:
+        return KvConfig.from_api(self.v.kv_config.get(mount, {}))
+
+    def configure_kv(self, mount: str, config: KvConfig) -> None:
+        self.v.writes += 1
+        self.v.kv_config.setdefault(mount, {}).update(config.as_body())
+
+
+class _Policies(dict[str, str]):
+    def __init__(self, v: FakeVault) -> None:
+        super().__init__({"default": "# default\n"})
+        self.v = v
+
+    def list(self) -> list[str]:
+        return sorted([*self, "root"])
+
+    def read(self, name: str) -> str | None:
+        return self.get(name)
+
+    def write(self, name: str, text: str) -> None:
+        self.v.writes += 1
+        self[name] = text
+
+    def delete(self, name: str) -> None:
+        self.v.writes += 1
+        self.pop(name, None)
+
+
+class _Audit(dict[str, dict[str, Any]]):
+    def __init__(self, v: FakeVault) -> None:
+        super().__init__()
+        self.v = v
+
+    def list(self) -> dict[str, AuditDevice]:
+        return {k: AuditDevice.from_api(v) for k, v in self.items()}
+
+    def enable(self, path: str, device: AuditDevice) -> None:
+        self.v.writes += 1
+        self[path] = {"type": device.type, "description": device.description, "options": dict(device.options)}
+
+    def disable(self, path: str) -> None:
+        self.v.writes += 1
+        self.pop(path, None)
 
 
 class FakeVault:
@@ -24,87 +224,21 @@ class FakeVault:
         self.tokens: dict[str, TokenInfo] = {}  # token -> info
         self.token: str | None = None
         self.init_calls = 0
-        self.mounts: dict[str, dict[str, Any]] = {"cubbyhole": {"type": "cubbyhole"}, "sys": {"type": "system"}}
         self.kv_config: dict[str, dict[str, Any]] = {}
-        self.auth: dict[str, dict[str, Any]] = {"token": {"type": "token"}}
-        self.paths: dict[str, dict[str, Any]] = {}
-        self.policies: dict[str, str] = {"default": "# default\n"}
-        self.audit: dict[str, dict[str, Any]] = {}
+        self.paths: dict[str, dict[str, Any]] = {}  # auth config and roles, raw bodies as written
         self.writes = 0
         self.kv = FakeKV()
-
-    # -- seal life cycle
-    def seal_status(self) -> SealStatus:
-        return SealStatus(self.initialized, self.sealed, self.threshold, len(self.keys), len(self.progress), "1.21.0")
-
-    def initialize(self, shares: int, threshold: int) -> InitResult:
-        if self.initialized:
-            raise InvalidRequest("already initialized")
-        self.init_calls += 1
-        self.initialized, self.threshold = True, threshold
-        self.keys = [secrets.token_hex(33) for _ in range(shares)]
-        root = "hvs." + secrets.token_hex(12)
-        self.tokens[root] = TokenInfo("acc-" + root[-6:], ("root",), 0, False)
-        return InitResult(tuple(self.keys), root)
-
-    def submit_unseal_key(self, key: str) -> SealStatus:
-        if not self.initialized:
-            raise NotInitialized("not initialized")
-        if key not in self.progress:
-            self.progress.append(key)
-        if len(self.progress) >= self.threshold:
-            if set(self.progress) <= set(self.keys):
-                self.sealed = False
-            self.progress = []
-        return self.seal_status()
-
-    def reset_unseal(self) -> None:
-        self.progress = []
-
-    def ha_status(self) -> dict[str, Any]:
-        return {"ha_enabled": True, "is_self": True}
-
-    def wait_active(self) -> None:
-        assert not self.sealed
+        self.seal = _Seal(self)
+        self.auth = _Auth(self)
+        self.mounts = _Mounts(self)
+        self.policies = _Policies(self)
+        self.audit = _Audit(self)
 
     def restart(self) -> None:
         self.sealed, self.token = True, None
 
-    # -- tokens
     def use_token(self, token: str) -> None:
         self.token = token
-
-    def _me(self) -> TokenInfo:
-        if self.token not in self.tokens:
-            raise Forbidden("permission denied (403)")
-        return self.tokens[self.token]
-
-    def lookup_self(self) -> TokenInfo:
-        return self._me()
-
-    def revoke_self(self) -> None:
-        self._me()
-        del self.tokens[self.token]  # type: ignore[arg-type]
-        self.token = None
-
-    def list_token_accessors(self) -> list[str]:
-        self._me()
-        return [t.accessor for t in self.tokens.values()]
-
-    def lookup_accessor(self, accessor: str) -> TokenInfo | None:
-        return next((t for t in self.tokens.values() if t.accessor == accessor), None)
-
-    def revoke_accessor(self, accessor: str) -> None:
-        for token, info in list(self.tokens.items()):
-            if info.accessor == accessor:
-                del self.tokens[token]
-
-    def generate_root(self, keys: list[str]) -> str:
-        if not set(keys[: self.threshold]) <= set(self.keys) or len(keys) < self.threshold:
-            raise AuthorityError("generate-root: not enough valid shares")
-        root = "hvs." + secrets.token_hex(12)
-        self.tokens[root] = TokenInfo("acc-" + root[-6:], ("root",), 0, False)
-        return root
 
     def login_configurator(self) -> FakeVault:
         if "auth/kubernetes/role/chamberlain.authority.configurator" not in self.paths:
@@ -113,78 +247,3 @@ class FakeVault:
         self.tokens[token] = TokenInfo("acc-" + token[-6:], ("chamberlain.authority.configurator",), 900, True)
         self.token = token
         return self
-
-    # -- configuration (ConfigAPI)
-    def list_secret_mounts(self) -> dict[str, dict[str, Any]]:
-        return {k: dict(v) for k, v in self.mounts.items()}
-
-    def enable_secret_mount(self, path: str, type_: str, description: str, options: Mapping[str, str]) -> None:
-        self.writes += 1
-        self.mounts[path] = {"type": type_, "description": description, "options": dict(options)}
-        self.kv_config[path] = {"max_versions": 0, "cas_required": False, "delete_version_after": "0s"}
-
-    def tune_mount_description(self, path: str, description: str) -> None:
-        self.writes += 1
-        self.mounts[path]["description"] = description
-
-    def read_kv_config(self, mount: str) -> dict[str, Any]:
-        return dict(self.kv_config.get(mount, {}))
-
-    def configure_kv(self, mount: str, config: Mapping[str, Any]) -> None:
-        self.writes += 1
-        self.kv_config.setdefault(mount, {}).update(config)
-
-    def list_auth_mounts(self) -> dict[str, dict[str, Any]]:
-        return {k: dict(v) for k, v in self.auth.items()}
-
-    def enable_auth_mount(self, path: str, type_: str, description: str) -> None:
-        self.writes += 1
-        self.auth[path] = {"type": type_, "description": description}
-
-    def read_path(self, path: str) -> dict[str, Any] | None:
-        body = self.paths.get(path)
-        if body is None:
-            return None
-        # Vault answers role reads with durations in seconds and with the reviewer JWT only as a flag.
-        out = {k: (3600 if v == "1h" else 600 if v == "10m" else 1800 if v == "30m" else 900 if v == "15m"
-                   else 14400 if v == "4h" else v) for k, v in body.items() if k != "token_reviewer_jwt"}
-        if path.endswith("/config"):
-            out["token_reviewer_jwt_set"] = "token_reviewer_jwt" in body
-        return out
-
-    def write_path(self, path: str, body: Mapping[str, Any]) -> None:
-        self.writes += 1
-        self.paths[path] = dict(body)
-
-    def delete_path(self, path: str) -> None:
-        self.writes += 1
-        self.paths.pop(path, None)
-
-    def list_path(self, path: str) -> list[str]:
-        prefix = path.rstrip("/") + "/"
-        return sorted(p[len(prefix):] for p in self.paths if p.startswith(prefix) and "/" not in p[len(prefix):])
-
-    def list_policies(self) -> list[str]:
-        return sorted([*self.policies, "root"])
-
-    def read_policy(self, name: str) -> str | None:
-        return self.policies.get(name)
-
-    def write_policy(self, name: str, text: str) -> None:
-        self.writes += 1
-        self.policies[name] = text
-
-    def delete_policy(self, name: str) -> None:
-        self.writes += 1
-        self.policies.pop(name, None)
-
-    def list_audit_devices(self) -> dict[str, dict[str, Any]]:
-        return {k: dict(v) for k, v in self.audit.items()}
-
-    def enable_audit_device(self, path: str, type_: str, description: str, options: Mapping[str, str]) -> None:
-        self.writes += 1
-        self.audit[path] = {"type": type_, "description": description, "options": dict(options)}
-
-    def disable_audit_device(self, path: str) -> None:
-        self.writes += 1
-        self.audit.pop(path, None)

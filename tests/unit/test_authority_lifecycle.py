@@ -18,9 +18,11 @@ import requests
 from chamberlain import wellknown as wk
 from chamberlain.authority import errors, lifecycle
 from chamberlain.authority.configure import CONFIGURATOR
+from chamberlain.authority.errors import NotInitialized, Unauthenticated
 from chamberlain.authority.lifecycle import InitPlan, SealedStore, SealError
+from chamberlain.authority.model import KubernetesRole, Login
 from chamberlain.authority.session import cluster_from_kubeconfig, kubernetes_auth_settings
-from chamberlain.authority.vault import NotInitialized, Unauthenticated, VaultClient, map_error
+from chamberlain.authority.vault import VaultClient, map_error
 from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.kube.api import KubeUnavailable
@@ -46,15 +48,15 @@ class World:
 
     def configure(self, client: Any) -> int:
         self.configured += 1
-        client.lookup_self()  # must be authenticated
+        client.auth.lookup_self()  # must be authenticated
         if "auth/kubernetes/role/" + CONFIGURATOR in client.paths:
             return 0
-        client.write_path("auth/kubernetes/role/" + CONFIGURATOR, {"token_policies": [CONFIGURATOR]})
+        client.auth.write_role("kubernetes", CONFIGURATOR, KubernetesRole(token_policies=(CONFIGURATOR,)))
         return 1
 
     def recorder_for(self, client: Any) -> Any:
         def record(event: str, details: Mapping[str, str]) -> None:
-            client.lookup_self()
+            client.auth.lookup_self()
             self.events.append((event, dict(details)))
         return record
 
@@ -187,7 +189,7 @@ def test_resume_when_sealed_needs_the_identity(world: World) -> None:
 
 def test_resume_before_the_configurator_exists_uses_generate_root_and_revokes_it(world: World) -> None:
     # A first run that stored the shares and died: Vault sealed, root token lost, nothing configured.
-    keys = list(world.vault.initialize(3, 2).keys)
+    keys = list(world.vault.seal.initialize(3, 2).keys)
     recips = lifecycle.parse_recipients([RECIPIENT])
     world.store().save(lifecycle.SealedMaterial(tuple(lifecycle.seal_share(k, recips) for k in keys), 2,
                                                 lifecycle.recipients_fingerprint([RECIPIENT])))
@@ -220,10 +222,10 @@ def test_unseal_without_material_or_init_is_a_clear_error(world: World) -> None:
 
 
 def test_status_reports_material_and_root_revocation(world: World) -> None:
-    before = lifecycle.status(world.vault, world.store())  # type: ignore[arg-type]
+    before = lifecycle.status(world.vault, world.store()).as_dict()  # type: ignore[arg-type]
     assert before["initialized"] is False and before["sealed_material"]["exists"] is False
     world.init()
-    after = lifecycle.status(world.vault, world.store())  # type: ignore[arg-type]
+    after = lifecycle.status(world.vault, world.store()).as_dict()  # type: ignore[arg-type]
     assert after["initialized"] and not after["sealed"]
     assert after["sealed_material"]["shares"] == 3 and after["root_token_revoked"] is True
 
@@ -284,21 +286,21 @@ class _Hvac:
 
 
 def test_session_renews_at_half_ttl_instead_of_logging_in_again() -> None:
-    now = [0.0]
-    client = VaultClient(_Hvac(), monotonic=lambda: now[0])
+    clock = FakeClock()
+    client = VaultClient(_Hvac(), clock)
     logins = []
 
-    def relogin() -> tuple[str, int, bool]:
+    def relogin() -> Login:
         logins.append(1)
-        return "t2", 3600, True
+        return Login("t2", 3600, True)
 
     client.use_token("t1")
-    client._session = type(client._session)(3600, True, 0.0, relogin)  # type: ignore[misc]
+    client._session = type(client._session)(3600, True, clock.monotonic(), relogin)  # type: ignore[misc]
     client.ensure_fresh()
-    assert client._client.auth.token.renewed == 0
-    now[0] = 1900.0
+    assert client._hvac.auth.token.renewed == 0
+    clock.advance(1900.0)
     client.ensure_fresh()
-    assert client._client.auth.token.renewed == 1 and not logins
+    assert client._hvac.auth.token.renewed == 1 and not logins
     assert client.session_ttl == 3600
 
 

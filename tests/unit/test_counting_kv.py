@@ -38,9 +38,10 @@ def test_every_operation_is_counted_and_delegated() -> None:
     assert meta is not None and meta.current_version == 1
     kv.update_custom_metadata(MOUNT, "a/b", {"x": "y"})
     assert kv.list(MOUNT, "a") == ["b"]
-    assert seen == ["write", "read", "read_metadata", "update_custom_metadata", "list"]
+    kv.destroy(MOUNT, "a/b", [1])
+    assert seen == ["write", "read", "read_metadata", "update_custom_metadata", "list", "destroy"]
     assert isinstance(kv, CountingKV)
-    assert kv.counts == Counter({op: 1 for op in OPERATIONS}) and kv.total == 5
+    assert kv.counts == Counter({op: 1 for op in OPERATIONS}) and kv.total == 6
     assert inner.calls == kv.counts, "exactly one inner call per counted call"
 
 

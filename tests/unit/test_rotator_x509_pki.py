@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, Forbidden
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, Forbidden, InvalidRequest
 from chamberlain.authority.pki import SignedCertificate, VaultCertificateIssuer, pki_ref
-from chamberlain.authority.vault import InvalidRequest, VaultClient
+from chamberlain.authority.vault import VaultClient
+from chamberlain.clock import FakeClock
 from chamberlain.intent.loader import load_repository
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.render import vault_bundle
@@ -385,7 +386,7 @@ def test_vault_client_signs_through_hvac_and_the_adapter_delegates() -> None:
     signed = ca.sign("pki", "web", csr, "app", ["app"], None)
     stub = StubPki({"data": {"certificate": signed.certificate_pem, "issuing_ca": signed.issuing_ca_pem,
                              "ca_chain": list(signed.chain_pem), "serial_number": signed.serial}})
-    issuer = VaultCertificateIssuer(VaultClient(StubHvac(stub)))
+    issuer = VaultCertificateIssuer(VaultClient(StubHvac(stub), FakeClock()))
     got = issuer.sign("pki/int", "web", csr, "app", ["app", "app.shop"], "60s")
     assert got == signed
     issuer.revoke("pki/int", signed.serial)
@@ -411,18 +412,18 @@ def test_vault_client_signs_through_hvac_and_the_adapter_delegates() -> None:
 )
 def test_vault_pki_errors_keep_short_details_and_never_bodies(error: Exception, expected: type[Exception],
                                                               kept: str) -> None:
-    client = VaultClient(StubHvac(StubPki(error=error)))
+    client = VaultClient(StubHvac(StubPki(error=error)), FakeClock())
     with pytest.raises(expected, match=kept) as caught:
-        client.pki_sign("pki", "web", "csr", "app", [], None)
+        client.pki.sign("pki", "web", "csr", "app", [], None)
     assert "-----" not in str(caught.value) and "QUJDQUJD" not in str(caught.value)
     with pytest.raises(expected):
-        client.pki_revoke("pki", "01:02")
+        client.pki.revoke("pki", "01:02")
 
 
 def test_vault_client_refuses_an_answer_without_a_certificate() -> None:
-    client = VaultClient(StubHvac(StubPki({"data": {"serial_number": "01"}})))
+    client = VaultClient(StubHvac(StubPki({"data": {"serial_number": "01"}})), FakeClock())
     with pytest.raises(AuthorityError, match="lacks the certificate"):
-        client.pki_sign("pki", "web", "csr", "app", [], None)
+        client.pki.sign("pki", "web", "csr", "app", [], None)
 
 
 # --------------------------------------------------------------------------------------------------- policy

@@ -1,8 +1,10 @@
 """The runtime authority adapter: a narrow, typed interface over Vault/OpenBao.
 
-Belongs here: the :class:`KV` protocol and the typed errors (``errors``), an in-memory fake for unit tests
-(``fake``), and the hvac-backed implementation (``vault``) — the only module that imports hvac. Workflows
-(handover, ledger, rotation) depend on the protocol, never on hvac.
+Belongs here: the :class:`KV` protocol (``kv``), the typed values (``model``) and errors (``errors``), an in-memory
+fake for unit tests (``fake``), the hvac-backed implementation (``vault``, one module per area; the only package
+that imports hvac, checked by ``.importlinter``), the declarative configuration (``configure``), and the seal life
+cycle: where the unseal material lives (``material``), what to do next (``decide``, pure) and doing it
+(``lifecycle``). Workflows (handover, ledger, rotation) depend on the protocols, never on hvac.
 """
 
 from chamberlain.authority.errors import (

@@ -23,13 +23,23 @@ policies, so it is as powerful as the configuration it applies; who may mint its
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from chamberlain.authority.model import (
+    ROLE_FIELDS,
+    AuditDevice,
+    AuthMountInfo,
+    KubernetesAuthConfig,
+    KubernetesRole,
+    KvConfig,
+    MountInfo,
+    differing,
+    seconds,
+)
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
-from chamberlain.intent.durations import parse_duration
 from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX
 
 CONFIGURATOR = "chamberlain.authority.configurator"
@@ -77,13 +87,17 @@ class Settings:
 
 @dataclass(frozen=True)
 class Desired:
-    mounts: Mapping[str, Mapping[str, Any]]
-    auth: Mapping[str, Mapping[str, Any]]
-    auth_config: Mapping[str, Mapping[str, Any]]  # per auth mount; comparable fields only
+    """What the bundle and the settings call for, in the adapter's types (normalised: compares with
+    :class:`Observed` field by field)."""
+
+    mounts: Mapping[str, MountInfo]
+    kv_config: Mapping[str, KvConfig]  # per KV mount that declares settings
+    auth: Mapping[str, AuthMountInfo]
+    auth_config: Mapping[str, KubernetesAuthConfig]  # per Kubernetes auth mount
     reviewer_jwt: str | None = field(repr=False)
     policies: Mapping[str, str]
-    roles: Mapping[tuple[str, str], Mapping[str, Any]]
-    audit: Mapping[str, Mapping[str, Any]]
+    roles: Mapping[tuple[str, str], KubernetesRole]
+    audit: Mapping[str, AuditDevice]
 
     @property
     def auth_mounts(self) -> list[str]:
@@ -156,115 +170,151 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
     return "".join(lines)
 
 
-def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
-    """The configuration the bundle (files relative to ``vault/``) and the runtime settings call for."""
+def _bundle_json(bundle: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
-        mounts = json.loads(bundle["mounts.json"])
-        auth = json.loads(bundle.get("auth.json", "{}"))
+        return json.loads(bundle["mounts.json"]), json.loads(bundle.get("auth.json", "{}"))
     except (KeyError, ValueError) as exc:
         raise UsageError(f"the Vault bundle is incomplete or malformed ({type(exc).__name__})") from None
+
+
+def _role_of(path: str, text: str) -> KubernetesRole:
+    body = json.loads(text)
+    unknown = sorted(set(body) - ROLE_FIELDS)
+    if unknown:  # a field chamberlain would neither write nor compare: refuse rather than drop it silently
+        raise UsageError(f"{path}: role fields chamberlain does not manage: {', '.join(unknown)}")
+    return KubernetesRole.from_api(body)
+
+
+def _configurator_role(settings: Settings) -> KubernetesRole:
+    return KubernetesRole(
+        bound_service_account_names=(settings.controller_service_account,),
+        bound_service_account_namespaces=(settings.controller_namespace,),
+        audience=VAULT_AUDIENCE,
+        token_policies=(CONFIGURATOR,),
+        token_ttl=seconds(CONFIGURATOR_TTL),
+        token_max_ttl=seconds(CONFIGURATOR_MAX_TTL),
+    )
+
+
+def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
+    """The configuration the bundle (files relative to ``vault/``) and the runtime settings call for."""
+    mounts, auth = _bundle_json(bundle)
     policies: dict[str, str] = {}
-    roles: dict[tuple[str, str], Mapping[str, Any]] = {}
+    roles: dict[tuple[str, str], KubernetesRole] = {}
     for path, text in bundle.items():
         if path.startswith("policies/") and path.endswith(".hcl"):
             policies[path[len("policies/"):-len(".hcl")]] = text
         elif path.startswith("auth/") and path.endswith(".json") and "/roles/" in path:
             mount, _, name = path[len("auth/"):-len(".json")].partition("/roles/")
-            roles[(mount, name)] = json.loads(text)
+            roles[(mount, name)] = _role_of(path, text)
     if settings.runtime_mount not in mounts:
         raise UsageError(f"the runtime mount {settings.runtime_mount!r} is not in the bundle's mounts.json")
     policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount)
     for mount in auth:
-        roles[(mount, CONFIGURATOR)] = {
-            "audience": VAULT_AUDIENCE,
-            "bound_service_account_names": [settings.controller_service_account],
-            "bound_service_account_namespaces": [settings.controller_namespace],
-            "token_policies": [CONFIGURATOR],
-            "token_ttl": CONFIGURATOR_TTL,
-            "token_max_ttl": CONFIGURATOR_MAX_TTL,
-        }
-    auth_config: dict[str, Mapping[str, Any]] = {}
+        roles[(mount, CONFIGURATOR)] = _configurator_role(settings)
     k = settings.kubernetes
-    if k is not None:
-        for mount, spec in auth.items():
-            if spec.get("type") == "kubernetes":
-                auth_config[mount] = {
-                    "kubernetes_host": k.host,
-                    "kubernetes_ca_cert": k.ca_pem.strip(),
-                    "disable_local_ca_jwt": k.disable_local_ca_jwt,
-                    "token_reviewer_jwt_set": k.reviewer_jwt is not None,
-                }
-    audit = {}
-    if settings.audit_file:
-        audit[AUDIT_PATH] = {"type": "file", "description": AUDIT_DESCRIPTION,
-                             "options": {"file_path": settings.audit_file}}
-    return Desired(mounts, auth, auth_config, k.reviewer_jwt if k else None, policies, roles, audit)
+    auth_config = {} if k is None else {
+        mount: KubernetesAuthConfig(k.host.strip(), k.ca_pem.strip(), k.disable_local_ca_jwt,
+                                    k.reviewer_jwt is not None)
+        for mount, spec in auth.items() if spec.get("type") == "kubernetes"}
+    audit = {} if not settings.audit_file else {
+        AUDIT_PATH: AuditDevice("file", AUDIT_DESCRIPTION, {"file_path": settings.audit_file})}
+    return Desired(
+        mounts={path: MountInfo.from_api(spec) for path, spec in mounts.items()},
+        kv_config={path: KvConfig.from_api(spec["kv_config"])
+                   for path, spec in mounts.items() if spec.get("kv_config")},
+        auth={path: AuthMountInfo.from_api(spec) for path, spec in auth.items()},
+        auth_config=auth_config, reviewer_jwt=k.reviewer_jwt if k else None,
+        policies=policies, roles=roles, audit=audit,
+    )
 
 
 # --------------------------------------------------------------------------------------------- observed state
 
 
-class ConfigAPI(Protocol):
-    """The part of :class:`~chamberlain.authority.vault.VaultClient` configuration uses (a fake stands in)."""
+class MountsAPI(Protocol):
+    def list(self) -> dict[str, MountInfo]: ...
+    def enable(self, path: str, mount: MountInfo) -> None: ...
+    def tune(self, path: str, description: str) -> None: ...
+    def read_kv_config(self, mount: str) -> KvConfig: ...
+    def configure_kv(self, mount: str, config: KvConfig) -> None: ...
 
-    def list_secret_mounts(self) -> dict[str, dict[str, Any]]: ...
-    def enable_secret_mount(self, path: str, type_: str, description: str, options: Mapping[str, str]) -> None: ...
-    def tune_mount_description(self, path: str, description: str) -> None: ...
-    def read_kv_config(self, mount: str) -> dict[str, Any]: ...
-    def configure_kv(self, mount: str, config: Mapping[str, Any]) -> None: ...
-    def list_auth_mounts(self) -> dict[str, dict[str, Any]]: ...
-    def enable_auth_mount(self, path: str, type_: str, description: str) -> None: ...
-    def read_path(self, path: str) -> dict[str, Any] | None: ...
-    def write_path(self, path: str, body: Mapping[str, Any]) -> None: ...
-    def delete_path(self, path: str) -> None: ...
-    def list_path(self, path: str) -> list[str]: ...
-    def list_policies(self) -> list[str]: ...
-    def read_policy(self, name: str) -> str | None: ...
-    def write_policy(self, name: str, text: str) -> None: ...
-    def delete_policy(self, name: str) -> None: ...
-    def list_audit_devices(self) -> dict[str, dict[str, Any]]: ...
-    def enable_audit_device(self, path: str, type_: str, description: str, options: Mapping[str, str]) -> None: ...
-    def disable_audit_device(self, path: str) -> None: ...
+
+class AuthAPI(Protocol):
+    def list_mounts(self) -> dict[str, AuthMountInfo]: ...
+    def enable(self, path: str, method: AuthMountInfo) -> None: ...
+    def read_kubernetes_config(self, mount: str) -> KubernetesAuthConfig | None: ...
+    def write_kubernetes_config(self, mount: str, config: KubernetesAuthConfig, reviewer_jwt: str | None) -> None: ...
+    def list_roles(self, mount: str) -> list[str]: ...
+    def read_role(self, mount: str, name: str) -> KubernetesRole | None: ...
+    def write_role(self, mount: str, name: str, role: KubernetesRole) -> None: ...
+    def delete_role(self, mount: str, name: str) -> None: ...
+
+
+class PoliciesAPI(Protocol):
+    def list(self) -> list[str]: ...
+    def read(self, name: str) -> str | None: ...
+    def write(self, name: str, text: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+
+
+class AuditAPI(Protocol):
+    def list(self) -> dict[str, AuditDevice]: ...
+    def enable(self, path: str, device: AuditDevice) -> None: ...
+    def disable(self, path: str) -> None: ...
+
+
+class ConfigAPI(Protocol):
+    """The areas of :class:`~chamberlain.authority.vault.VaultClient` configuration uses (a fake stands in)."""
+
+    @property
+    def mounts(self) -> MountsAPI: ...
+    @property
+    def auth(self) -> AuthAPI: ...
+    @property
+    def policies(self) -> PoliciesAPI: ...
+    @property
+    def audit(self) -> AuditAPI: ...
 
 
 @dataclass(frozen=True)
 class Observed:
-    mounts: Mapping[str, Mapping[str, Any]]
-    kv_config: Mapping[str, Mapping[str, Any]]
-    auth: Mapping[str, Mapping[str, Any]]
-    auth_config: Mapping[str, Mapping[str, Any]]
+    mounts: Mapping[str, MountInfo]
+    kv_config: Mapping[str, KvConfig]
+    auth: Mapping[str, AuthMountInfo]
+    auth_config: Mapping[str, KubernetesAuthConfig]
     policies: Mapping[str, str]
-    roles: Mapping[tuple[str, str], Mapping[str, Any]]
-    audit: Mapping[str, Mapping[str, Any]]
+    roles: Mapping[tuple[str, str], KubernetesRole]
+    audit: Mapping[str, AuditDevice]
 
 
 def observe(vault: ConfigAPI, desired: Desired) -> Observed:
     """Read what the plan compares: every mount and auth method, the managed mounts' settings, every policy, the
     roles of the managed auth mounts and every audit device."""
-    mounts = vault.list_secret_mounts()
-    kv_config = {m: vault.read_kv_config(m) for m in desired.mounts
-                 if m in mounts and str(mounts[m].get("type")) == "kv"}
-    auth = vault.list_auth_mounts()
-    auth_config: dict[str, Mapping[str, Any]] = {}
-    roles: dict[tuple[str, str], Mapping[str, Any]] = {}
+    mounts = vault.mounts.list()
+    kv_config = {m: vault.mounts.read_kv_config(m) for m in desired.mounts
+                 if m in mounts and mounts[m].type == "kv"}
+    auth = vault.auth.list_mounts()
+    auth_config: dict[str, KubernetesAuthConfig] = {}
+    roles: dict[tuple[str, str], KubernetesRole] = {}
     for mount in desired.auth:
         if mount not in auth:
             continue
-        cfg = vault.read_path(f"auth/{mount}/config")
-        if cfg:
+        cfg = vault.auth.read_kubernetes_config(mount) if auth[mount].type == "kubernetes" else None
+        if cfg is not None:
             auth_config[mount] = cfg
-        for name in vault.list_path(f"auth/{mount}/role"):
-            body = vault.read_path(f"auth/{mount}/role/{name}")
-            if body is not None:
-                roles[(mount, name)] = body
+        for name in vault.auth.list_roles(mount):
+            role = vault.auth.read_role(mount, name)
+            if role is not None:
+                roles[(mount, name)] = role
     policies: dict[str, str] = {}
-    for name in vault.list_policies():
+    for name in vault.policies.list():
         if name == "root":
             continue  # not readable and never ours
-        text = vault.read_policy(name)
+        text = vault.policies.read(name)
         if text is not None:
             policies[name] = text
-    return Observed(mounts, kv_config, auth, auth_config, policies, roles, vault.list_audit_devices())
+    return Observed(mounts, kv_config, auth, auth_config, policies, roles, vault.audit.list())
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -293,91 +343,81 @@ class Change:
         return f"{sign} {self.kind} {self.name}{extra}{note}"
 
 
-def _seconds(value: Any) -> int:
-    if isinstance(value, int | float):
-        return int(value)
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    return int(parse_duration(text).total_seconds())
-
-
-def _norm(key: str, value: Any) -> Any:
-    if key.endswith("_ttl") or key == "delete_version_after":
-        return _seconds(value or 0)
-    if isinstance(value, list | tuple):
-        return sorted(str(v) for v in value)
-    if isinstance(value, str) and key.startswith("bound_"):
-        return sorted(v for v in value.split(",") if v)
-    if isinstance(value, str):
-        return value.strip()
-    return value
-
-
-def _diff_fields(want: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(sorted(k for k, v in want.items() if _norm(k, v) != _norm(k, have.get(k))))
-
-
-def plan(desired: Desired, observed: Observed, *, prune: bool = False) -> list[Change]:
-    """The changes that bring ``observed`` to ``desired`` (pure). Conflicts are reported, never resolved."""
+def _plan_mounts(desired: Desired, observed: Observed) -> list[Change]:
     changes: list[Change] = []
-    for path, spec in sorted(desired.mounts.items()):
+    for path, want in sorted(desired.mounts.items()):
         have = observed.mounts.get(path)
         if have is None:
             changes.append(Change("mount", path, "add"))
-            changes.append(Change("kv-config", path, "add"))
+            if path in desired.kv_config:
+                changes.append(Change("kv-config", path, "add"))
             continue
-        want_version = str((spec.get("options") or {}).get("version", ""))
-        have_version = str((have.get("options") or {}).get("version", ""))
-        if have.get("type") != spec.get("type") or want_version != have_version:
+        if have.type != want.type or have.version != want.version:
             changes.append(Change("mount", path, "conflict", detail=(
-                f"exists as {have.get('type')} version {have_version or '?'}, want {spec.get('type')} "
-                f"version {want_version}; migrate it by hand")))
+                f"exists as {have.type} version {have.version or '?'}, want {want.type} version {want.version}; "
+                "migrate it by hand")))
             continue
-        if str(have.get("description") or "") != str(spec.get("description") or ""):
+        if have.description != want.description:
             changes.append(Change("mount", path, "change", ("description",)))
-        fields = _diff_fields(spec.get("kv_config") or {}, observed.kv_config.get(path, {}))
-        if fields:
+        want_kv = desired.kv_config.get(path)
+        if want_kv is not None and (fields := differing(want_kv, observed.kv_config.get(path, KvConfig()))):
             changes.append(Change("kv-config", path, "change", fields))
-    for path, spec in sorted(desired.auth.items()):
+    return changes
+
+
+def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
+    changes: list[Change] = []
+    for path, want in sorted(desired.auth.items()):
         have = observed.auth.get(path)
         if have is None:
             changes.append(Change("auth", path, "add"))
-        elif have.get("type") != spec.get("type"):
-            changes.append(Change("auth", path, "conflict",
-                                  detail=f"exists as {have.get('type')}, want {spec.get('type')}"))
-            continue
-    for path, want in sorted(desired.auth_config.items()):
+        elif have.type != want.type:
+            changes.append(Change("auth", path, "conflict", detail=f"exists as {have.type}, want {want.type}"))
+    for path, want_cfg in sorted(desired.auth_config.items()):
         have_cfg = observed.auth_config.get(path)
         if have_cfg is None:
             changes.append(Change("auth-config", path, "add"))
-        elif fields := _diff_fields(want, have_cfg):
+        elif fields := differing(want_cfg, have_cfg):
             changes.append(Change("auth-config", path, "change", fields))
+    return changes
+
+
+def _plan_policies_roles_audit(desired: Desired, observed: Observed) -> list[Change]:
+    changes: list[Change] = []
     for name, text in sorted(desired.policies.items()):
         have_text = observed.policies.get(name)
         if have_text is None:
             changes.append(Change("policy", name, "add"))
         elif have_text.strip() != text.strip():
             changes.append(Change("policy", name, "change", ("policy",)))
-    for (mount, name), body in sorted(desired.roles.items()):
+    for (mount, name), role in sorted(desired.roles.items()):
         have_role = observed.roles.get((mount, name))
         if have_role is None:
             changes.append(Change("role", f"{mount}/{name}", "add"))
-        elif fields := _diff_fields(body, have_role):
+        elif fields := differing(role, have_role):
             changes.append(Change("role", f"{mount}/{name}", "change", fields))
-    for path, spec in sorted(desired.audit.items()):
+    for path, device in sorted(desired.audit.items()):
         have = observed.audit.get(path)
         if have is None:
             changes.append(Change("audit", path, "add"))
-        elif have.get("type") != spec.get("type") or dict(have.get("options") or {}) != dict(spec["options"]):
+        elif have.type != device.type or dict(have.options) != dict(device.options):
             changes.append(Change("audit", path, "change", ("options",), "re-enabled (audit devices cannot be tuned)"))
-    if prune:
-        for (mount, name) in sorted(set(observed.roles) - set(desired.roles)):
-            if mount in desired.auth:
-                changes.append(Change("role", f"{mount}/{name}", "remove"))
-        for name in sorted(set(observed.policies) - set(desired.policies) - NEVER_PRUNED_POLICIES):
-            changes.append(Change("policy", name, "remove"))
     return changes
+
+
+def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:
+    changes = [Change("role", f"{mount}/{name}", "remove")
+               for (mount, name) in sorted(set(observed.roles) - set(desired.roles)) if mount in desired.auth]
+    changes += [Change("policy", name, "remove")
+                for name in sorted(set(observed.policies) - set(desired.policies) - NEVER_PRUNED_POLICIES)]
+    return changes
+
+
+def plan(desired: Desired, observed: Observed, *, prune: bool = False) -> list[Change]:
+    """The changes that bring ``observed`` to ``desired`` (pure). Conflicts are reported, never resolved."""
+    changes = [*_plan_mounts(desired, observed), *_plan_auth(desired, observed),
+               *_plan_policies_roles_audit(desired, observed)]
+    return changes + _plan_prunes(desired, observed) if prune else changes
 
 
 def summarize(changes: Iterable[Change]) -> dict[str, int]:
@@ -400,8 +440,79 @@ class ApplyResult:
         return summarize(self.changes)
 
 
-def _role_body(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in body.items()}
+def _apply_mounts(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    applied = 0
+    for c in _of(changes, "mount"):
+        if c.action == "add":
+            vault.mounts.enable(c.name, desired.mounts[c.name])
+        else:
+            vault.mounts.tune(c.name, desired.mounts[c.name].description)
+        applied += 1
+    for c in _of(changes, "kv-config"):
+        vault.mounts.configure_kv(c.name, desired.kv_config[c.name])
+        applied += 1
+    return applied
+
+
+def _apply_auth(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    applied = 0
+    for c in _of(changes, "auth", "add"):
+        vault.auth.enable(c.name, desired.auth[c.name])
+        applied += 1
+    for c in _of(changes, "auth-config"):
+        vault.auth.write_kubernetes_config(c.name, desired.auth_config[c.name], desired.reviewer_jwt)
+        applied += 1
+    return applied
+
+
+def _apply_policies(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    writes = [c for c in _of(changes, "policy") if c.action in ("add", "change")]
+    for c in writes:
+        vault.policies.write(c.name, desired.policies[c.name])
+    return len(writes)
+
+
+def _apply_roles(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    writes = [c for c in _of(changes, "role") if c.action in ("add", "change")]
+    for c in writes:
+        mount, _, name = c.name.partition("/")
+        vault.auth.write_role(mount, name, desired.roles[(mount, name)])
+    return len(writes)
+
+
+def _apply_audit(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    devices = _of(changes, "audit")
+    for c in devices:
+        if c.action == "change":
+            vault.audit.disable(c.name)
+        vault.audit.enable(c.name, desired.audit[c.name])
+    return len(devices)
+
+
+def _apply_prunes(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    # Prunes last: a role is removed before the policy it names, and nothing desired depends on either.
+    roles, policies = _of(changes, "role", "remove"), _of(changes, "policy", "remove")
+    for c in roles:
+        mount, _, name = c.name.partition("/")
+        vault.auth.delete_role(mount, name)
+    for c in policies:
+        vault.policies.delete(c.name)
+    return len(roles) + len(policies)
+
+
+def _of(changes: list[Change], kind: Kind, action: Action | None = None) -> list[Change]:
+    return [c for c in changes if c.kind == kind and (action is None or c.action == action)]
+
+
+# Groups in dependency order, each followed by its crash checkpoint (names are part of the crash tests).
+_GROUPS: tuple[tuple[Callable[[ConfigAPI, Desired, list[Change]], int], str | None], ...] = (
+    (_apply_mounts, "configure.after-mounts"),
+    (_apply_auth, "configure.after-auth"),
+    (_apply_policies, "configure.after-policies"),
+    (_apply_roles, "configure.after-roles"),
+    (_apply_audit, None),
+    (_apply_prunes, None),
+)
 
 
 def apply(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> ApplyResult:
@@ -411,58 +522,8 @@ def apply(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> ApplyRes
         raise ConfigurationConflict(
             "nothing was changed; resolve by hand first: " + "; ".join(c.line() for c in conflicts))
     result = ApplyResult(changes)
-
-    def of(kind: Kind, action: Action | None = None) -> list[Change]:
-        return [c for c in changes if c.kind == kind and (action is None or c.action == action)]
-
-    for c in of("mount"):
-        spec = desired.mounts[c.name]
-        if c.action == "add":
-            vault.enable_secret_mount(c.name, str(spec["type"]), str(spec.get("description") or ""),
-                                      {str(k): str(v) for k, v in (spec.get("options") or {}).items()})
-        else:
-            vault.tune_mount_description(c.name, str(spec.get("description") or ""))
-        result.applied += 1
-    for c in of("kv-config"):
-        vault.configure_kv(c.name, desired.mounts[c.name].get("kv_config") or {})
-        result.applied += 1
-    checkpoint("configure.after-mounts")
-    for c in of("auth", "add"):
-        spec = desired.auth[c.name]
-        vault.enable_auth_mount(c.name, str(spec["type"]), str(spec.get("description") or ""))
-        result.applied += 1
-    for c in of("auth-config"):
-        want = dict(desired.auth_config[c.name])
-        want.pop("token_reviewer_jwt_set", None)
-        if desired.reviewer_jwt is not None:
-            want["token_reviewer_jwt"] = desired.reviewer_jwt
-        vault.write_path(f"auth/{c.name}/config", want)
-        result.applied += 1
-    checkpoint("configure.after-auth")
-    for c in of("policy"):
-        if c.action in ("add", "change"):
-            vault.write_policy(c.name, desired.policies[c.name])
-            result.applied += 1
-    checkpoint("configure.after-policies")
-    for c in of("role"):
-        mount, _, name = c.name.partition("/")
-        if c.action in ("add", "change"):
-            vault.write_path(f"auth/{mount}/role/{name}", _role_body(desired.roles[(mount, name)]))
-            result.applied += 1
-    checkpoint("configure.after-roles")
-    for c in of("audit"):
-        spec = desired.audit[c.name]
-        if c.action == "change":
-            vault.disable_audit_device(c.name)
-        vault.enable_audit_device(c.name, str(spec["type"]), str(spec.get("description") or ""),
-                                  dict(spec["options"]))
-        result.applied += 1
-    # Prunes last: a role is removed before the policy it names, and nothing desired depends on either.
-    for c in of("role", "remove"):
-        mount, _, name = c.name.partition("/")
-        vault.delete_path(f"auth/{mount}/role/{name}")
-        result.applied += 1
-    for c in of("policy", "remove"):
-        vault.delete_policy(c.name)
-        result.applied += 1
+    for group, point in _GROUPS:
+        result.applied += group(vault, desired, changes)
+        if point is not None:
+            checkpoint(point)
     return result

@@ -1,10 +1,10 @@
 """A :class:`~chamberlain.authority.kv.KV` that counts the calls it passes on to another one.
 
-Wraps any KV (the fake, :class:`~chamberlain.authority.vault.VaultKV`): every call of the five protocol methods is
-counted by operation name (``read``, ``write``, ``read_metadata``, ``update_custom_metadata``, ``list``) and
-reported to an optional ``on_call`` hook *before* it is delegated, so a call that fails (CAS conflict, Vault down)
-still counts: it was a request to the authority. The controller exports the hook as its "Vault requests"
-Prometheus counter; the benchmark and the tests read :attr:`CountingKV.counts`.
+Wraps any KV (the fake, :class:`~chamberlain.authority.vault.VaultKV`): every call of the six protocol methods is
+counted by operation name (``read``, ``write``, ``read_metadata``, ``update_custom_metadata``, ``list``,
+``destroy``) and reported to an optional ``on_call`` hook *before* it is delegated, so a call that fails (CAS
+conflict, Vault down) still counts: it was a request to the authority. The controller exports the hook as its
+"Vault requests" Prometheus counter; the benchmark and the tests read :attr:`CountingKV.counts`.
 
 Counting is thread-safe (a controller drives several runs on worker threads through one KV). Nothing about the
 call but its operation name is recorded: no mount, path or data.
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 
-OPERATIONS: tuple[str, ...] = ("read", "write", "read_metadata", "update_custom_metadata", "list")
+OPERATIONS: tuple[str, ...] = ("read", "write", "read_metadata", "update_custom_metadata", "list", "destroy")
 
 
 class CountingKV:
@@ -76,6 +76,10 @@ class CountingKV:
     def list(self, mount: str, prefix: str) -> list[str]:
         self._count("list")
         return self.inner.list(mount, prefix)
+
+    def destroy(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        self._count("destroy")
+        self.inner.destroy(mount, path, versions)
 
 
 __all__ = ["OPERATIONS", "CountingKV"]

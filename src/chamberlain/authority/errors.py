@@ -1,8 +1,8 @@
 """Typed errors of the runtime authority, split into retryable and permanent.
 
-Mapped once, at the boundary (:mod:`chamberlain.authority.vault`), from HTTP status and server messages; callers
-catch these types and never look at an error's text. Messages carry paths and status, never request or response
-bodies, which may hold secret data.
+Mapped once, at the boundary (:mod:`chamberlain.authority.vault.boundary`), from HTTP status and server messages;
+callers catch these types and never look at an error's text. Messages carry paths and status, never request or
+response bodies, which may hold secret data.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class CasConflict(AuthorityError):
     """Check-and-set failed: the secret changed since it was read (or exists when creation was expected)."""
 
 
+class Unsupported(AuthorityError):
+    """The server does not offer this operation as asked: an OpenBao endpoint that is disabled by default
+    (unauthenticated generate-root) or managed only in its configuration file (audit devices). Permanent."""
+
+
 class MetadataTooLarge(AuthorityError, ValueError):
     """A custom_metadata record would break the server's limits (keys, key or value size); refused before any
     write, so nothing is half-recorded. Permanent: the record itself must shrink."""
@@ -69,4 +74,5 @@ __all__ = [
     "NotInitialized",
     "Sealed",
     "Unauthenticated",
+    "Unsupported",
 ]

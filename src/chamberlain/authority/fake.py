@@ -1,4 +1,5 @@
-"""An in-memory KV v2 with Vault's semantics (versions, check-and-set, custom metadata) for unit tests.
+"""An in-memory KV v2 with Vault's semantics (versions, check-and-set, custom metadata, destroyed versions) for
+unit tests.
 
 It also counts calls, so tests can assert how many round-trips a workflow makes.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chamberlain.authority.errors import AuthorityUnavailable, CasConflict, NotFound
@@ -18,6 +19,7 @@ from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom
 class _Secret:
     versions: list[dict[str, str]] = field(default_factory=list)
     custom: dict[str, str] = field(default_factory=dict)
+    destroyed: set[int] = field(default_factory=set)
 
 
 class FakeKV:
@@ -40,6 +42,8 @@ class FakeKV:
         number = version or len(secret.versions)
         if not 1 <= number <= len(secret.versions):
             return None
+        if number in secret.destroyed:
+            return SecretVersion(number, {}, deleted=True)  # as Vault answers: no data, metadata says destroyed
         return SecretVersion(number, dict(secret.versions[number - 1]))
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
@@ -58,7 +62,8 @@ class FakeKV:
         if secret is None:
             return None
         n = len(secret.versions)
-        return SecretMetadata(n, 1 if n else 0, {i: False for i in range(1, n + 1)}, dict(secret.custom))
+        return SecretMetadata(n, 1 if n else 0, {i: i in secret.destroyed for i in range(1, n + 1)},
+                              dict(secret.custom), destroyed=frozenset(secret.destroyed))
 
     def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
         self._guard("update_custom_metadata")
@@ -80,6 +85,16 @@ class FakeKV:
                 head, sep, _ = rest.partition("/")
                 out.add(head + sep)
         return sorted(out)
+
+    def destroy(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        self._guard("destroy")
+        secret = self._store.get((mount, path))
+        if secret is None:
+            return
+        with self._lock:
+            secret.destroyed |= {v for v in versions if 1 <= v <= len(secret.versions)}
+            for v in secret.destroyed:
+                secret.versions[v - 1] = {}  # the data is gone for good, not just hidden
 
     # Test helpers: tamper with stored history the way an attacker with raw access could.
     def tamper(self, mount: str, path: str, data: Mapping[str, str]) -> None:

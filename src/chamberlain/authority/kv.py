@@ -1,12 +1,12 @@
 """The KV v2 protocol chamberlain needs from its runtime authority, and its value types.
 
-Deliberately small: read a version, write with check-and-set, read and patch metadata, list. Every method takes
-the mount explicitly (as hvac does with ``mount_point=``), so one client serves every mount.
+Deliberately small: read a version, write with check-and-set, read and patch metadata, list, destroy versions.
+Every method takes the mount explicitly (as hvac does with ``mount_point=``), so one client serves every mount.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +29,7 @@ class SecretMetadata:
     versions: Mapping[int, bool]  # version -> destroyed-or-deleted
     custom: Mapping[str, str]
     cas_required: bool = False
+    destroyed: frozenset[int] = frozenset()  # versions whose data is destroyed for good
 
 
 # Vault's documented limits on custom_metadata.
@@ -55,6 +56,11 @@ class KV(Protocol):
 
     def list(self, mount: str, prefix: str) -> list[str]:
         """Keys directly under ``prefix`` (sub-folders end with ``/``); empty when there is nothing."""
+        ...
+
+    def destroy(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        """Destroy the data of ``versions`` for good (KV v2 destroy); their metadata stays, marked destroyed, and
+        reading them answers a deleted version. Destroying an absent or already destroyed version is a no-op."""
         ...
 
 

@@ -7,7 +7,7 @@ that uses them and the renderer that grants the orchestrator exactly those two p
 :class:`~chamberlain.authority.vault.VaultClient`.
 
 Boundary: no hvac here (the rotation layer imports this module, and it must not reach a server client); the
-adapter talks to anything with ``pki_sign``/``pki_revoke`` (``VaultClient`` implements both behind its error
+adapter talks to anything with a ``pki`` area that signs and revokes (``VaultClient.pki``, behind its error
 boundary). Private keys never cross this boundary: only a CSR goes to Vault.
 """
 
@@ -78,13 +78,20 @@ class SignedCertificate:
     serial: str = ""
 
 
+class PkiArea(Protocol):
+    """The two PKI operations of the client's PKI area (``VaultClient.pki``)."""
+
+    def sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
+             ttl: str | None) -> SignedCertificate: ...
+
+    def revoke(self, mount: str, serial: str) -> None: ...
+
+
 class PkiClient(Protocol):
-    """The two PKI operations of :class:`~chamberlain.authority.vault.VaultClient`."""
+    """A client with a PKI area (:class:`~chamberlain.authority.vault.VaultClient`)."""
 
-    def pki_sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
-                 ttl: str | None) -> SignedCertificate: ...
-
-    def pki_revoke(self, mount: str, serial: str) -> None: ...
+    @property
+    def pki(self) -> PkiArea: ...
 
 
 class VaultCertificateIssuer:
@@ -96,10 +103,10 @@ class VaultCertificateIssuer:
 
     def sign(self, mount: str, role: str, csr_pem: str, common_name: str, alt_names: Sequence[str],
              ttl: str | None) -> SignedCertificate:
-        return self._client.pki_sign(mount, role, csr_pem, common_name, alt_names, ttl)
+        return self._client.pki.sign(mount, role, csr_pem, common_name, alt_names, ttl)
 
     def revoke(self, mount: str, serial: str) -> None:
-        self._client.pki_revoke(mount, serial)
+        self._client.pki.revoke(mount, serial)
 
     def __repr__(self) -> str:
         return "VaultCertificateIssuer()"

@@ -8,7 +8,8 @@ login uses a fresh, short-lived TokenRequest token with the ``vault`` audience. 
 is accepted only where a human passes it on purpose (break-glass).
 
 Boundary: Kubernetes is reached through the structural :class:`TokenSource` (the Kube protocol satisfies it), so
-this module does not import the Kubernetes adapter. No secret is logged or put into an error.
+this module does not import the Kubernetes adapter. The clock comes with the :class:`Connection`: the entry point
+that builds one passes its clock (sessions renew on it). No secret is logged or put into an error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import yaml
 from chamberlain.authority.configure import CONFIGURATOR, VAULT_AUDIENCE, KubernetesAuthSettings
 from chamberlain.authority.kv import KV
 from chamberlain.authority.vault import VaultClient, client_with_token, login_kubernetes, unauthenticated
+from chamberlain.clock import Clock
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
 
@@ -35,21 +37,23 @@ class TokenSource(Protocol):
 
 @dataclass(frozen=True)
 class Connection:
-    """Where the authority is. ``address`` defaults to the Platform's ``spec.authority.address``."""
+    """Where the authority is, and the clock its sessions run on. ``address`` defaults to the Platform's
+    ``spec.authority.address``."""
 
     address: str
     ca_file: Path | None = None
     token: str | None = field(default=None, repr=False)
+    clock: Clock = field(kw_only=True, repr=False)
 
     @classmethod
     def resolve(cls, platform: Platform, address: str | None, ca_file: Path | None,
-                token: str | None = None) -> Connection:
+                token: str | None = None, *, clock: Clock) -> Connection:
         if ca_file is not None and not ca_file.is_file():
             raise UsageError(f"{ca_file}: no such CA file (--vault-cacert / VAULT_CACERT)")
-        return cls((address or platform.spec.authority.address).rstrip("/"), ca_file, token or None)
+        return cls((address or platform.spec.authority.address).rstrip("/"), ca_file, token or None, clock=clock)
 
     def anonymous(self) -> VaultClient:
-        return unauthenticated(self.address, self.ca_file)
+        return unauthenticated(self.address, self.ca_file, clock=self.clock)
 
 
 def _jwt_source(kube: TokenSource, namespace: str, account: str) -> Any:
@@ -60,13 +64,13 @@ def login_as(conn: Connection, platform: Platform, kube: TokenSource, role: str)
     """Log in through Kubernetes auth as ``role`` with the controller ServiceAccount's token."""
     ns, account = platform.spec.controller.namespace, platform.spec.controller.service_account
     return login_kubernetes(conn.address, conn.ca_file, platform.spec.authority.kubernetes_auth_mount, role,
-                            _jwt_source(kube, ns, account))
+                            _jwt_source(kube, ns, account), clock=conn.clock)
 
 
 def configurator(conn: Connection, platform: Platform, kube: TokenSource) -> VaultClient:
     """The identity that configures Vault: an explicit token when one was given, else the configurator role."""
     if conn.token:
-        return client_with_token(conn.address, conn.ca_file, conn.token)
+        return client_with_token(conn.address, conn.ca_file, conn.token, clock=conn.clock)
     return login_as(conn, platform, kube, CONFIGURATOR)
 
 

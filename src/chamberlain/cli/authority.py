@@ -66,9 +66,9 @@ class _Context:
         self.root = repo_dir(path)
         self.kubeconfig = kubeconfig
         self.repo, self.platform = valid_repository(path)
-        self.conn: Connection = Connection.resolve(self.platform, vault_addr, vault_cacert, token)
-        self.run = uuid.uuid4().hex[:12]
         self.clock = SystemClock()
+        self.conn: Connection = Connection.resolve(self.platform, vault_addr, vault_cacert, token, clock=self.clock)
+        self.run = uuid.uuid4().hex[:12]
         self._kube: KubeClient | None = None
 
     @property
@@ -215,7 +215,7 @@ def init(
     def verify() -> list[str]:
         roles = ctx.orchestrator_roles(desired)
         for role in roles:
-            session.login_as(ctx.conn, ctx.platform, ctx.kube, role).lookup_self()
+            session.login_as(ctx.conn, ctx.platform, ctx.kube, role).auth.lookup_self()
         return roles
 
     report = lifecycle.initialize(
@@ -413,7 +413,7 @@ def status(
     from chamberlain.authority import lifecycle
 
     ctx = _Context(path, vault_addr, vault_cacert, kubeconfig)
-    data = lifecycle.status(ctx.conn.anonymous(), ctx.store())
+    data = lifecycle.status(ctx.conn.anonymous(), ctx.store()).as_dict()
     if emit_data(data, output):
         return
     m = data["sealed_material"]

@@ -34,7 +34,7 @@ from chamberlain.cli.options import (
     valid_repository,
 )
 from chamberlain.cli.output import DataFormat, RepoPath, emit_data, stderr, stdout
-from chamberlain.clock import SystemClock
+from chamberlain.clock import Clock, SystemClock
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform
 from chamberlain.kube.api import Kube
@@ -54,13 +54,13 @@ class AuthorityOptions:
 
 
 def open_vault(platform: Platform, opts: AuthorityOptions, kube: Kube | None = None,
-               cluster: str | None = None) -> VaultClient:
+               cluster: str | None = None, clock: Clock | None = None) -> VaultClient:
     """The runtime authority's client: with ``--vault-token-file`` a token session (lab, break-glass); otherwise a
     Kubernetes login as the orchestrator of ``cluster`` (its own identity, least privilege), renewable."""
     from chamberlain.authority.session import Connection, login_as
     from chamberlain.authority.vault import client_with_token
 
-    conn = Connection.resolve(platform, opts.address, opts.ca_file)
+    conn = Connection.resolve(platform, opts.address, opts.ca_file, clock=clock or SystemClock())
     if opts.token_file is None:
         if kube is None or cluster is None:
             raise UsageError("pass --vault-token-file (a file holding a Vault token), or --cluster and --kubeconfig "
@@ -74,7 +74,7 @@ def open_vault(platform: Platform, opts: AuthorityOptions, kube: Kube | None = N
         raise UsageError(f"{opts.token_file}: cannot read the token file ({exc.strerror})") from None
     if not token:
         raise UsageError(f"{opts.token_file}: the token file is empty")
-    return client_with_token(conn.address, conn.ca_file, token)
+    return client_with_token(conn.address, conn.ca_file, token, clock=conn.clock)
 
 
 def open_kv(platform: Platform, opts: AuthorityOptions, kube: Kube | None = None, cluster: str | None = None) -> KV:

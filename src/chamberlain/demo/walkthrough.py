@@ -233,7 +233,7 @@ class _State:
 
         lab = self.need_lab()
         # The lab's Vault on loopback with the lab CA (the root phase puts the same into the copy's Platform).
-        return Connection(lab.vault.address, lab.pki.ca.cert)
+        return Connection(lab.vault.address, lab.pki.ca.cert, clock=self.clock)
 
     def kv(self) -> KV:
         """The orchestrator's KV for the demo's own reads (one login, kept for the rotation phases)."""
@@ -272,7 +272,7 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
                                dev=False)
     report = lab_mod.up(config, progress=s.progress, timeout=s.options.timeout)
     s.lab = lab_mod.Lab(config)
-    seal = unauthenticated(s.lab.vault.address, s.lab.pki.ca.cert).seal_status()
+    seal = unauthenticated(s.lab.vault.address, s.lab.pki.ca.cert, clock=s.clock).seal.status()
     if seal.initialized:
         raise DemoError(f"the Vault of the lab in {lab_dir} is already initialized (a kept demo?); the demo starts "
                         "from an empty Vault: run it without --lab-dir (a fresh lab), or `chamberlain lab down "
@@ -446,7 +446,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     def verify() -> list[str]:
         roles = sorted(name for (_, name) in desired.roles if name.endswith(".orchestrator"))
         for role in roles:
-            session.login_as(conn, platform, kube, role).lookup_self()
+            session.login_as(conn, platform, kube, role).auth.lookup_self()
         return roles
 
     store = lifecycle.SealedStore(kube, spec.controller.namespace)
@@ -456,7 +456,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
         login_configurator=lambda: session.configurator(conn, platform, kube),
         configure=configure, verify=verify, recorder_for=recorder_for, clock=s.clock,
     )
-    status = lifecycle.status(conn.anonymous(), store)
+    status = lifecycle.status(conn.anonymous(), store).as_dict()
     if status["sealed"] or not status["initialized"] or not report.root_revoked:
         raise DemoError("Vault is not initialized, unsealed and root-token-free after init")
     revalidated = revalidate_stores(kube, s.run)

@@ -1,0 +1,57 @@
+"""Where OpenBao and Vault differ, written down once: how to tell them apart, and which endpoints differ.
+
+Detection: OpenBao forked Vault at 1.14 and numbers its releases from 2.0; its seal status carries
+``commit_date`` where Vault's carries ``build_date``. Either sign is enough.
+
+Differences the adapter handles (everything else is the same HTTP API):
+
+==========================  =====================================  =============================================
+operation                   Vault                                   OpenBao (2.4 and later)
+==========================  =====================================  =============================================
+rekey the unseal shares     ``sys/rekey/*``, unauthenticated        ``sys/rotate/root/*``, a token with ``sudo``
+                                                                    (the unauthenticated ``sys/rekey/*`` is off by
+                                                                    default from 2.5)
+generate-root (break-glass) ``sys/generate-root/*``                 off by default from 2.5: answered with
+                                                                    :class:`~chamberlain.authority.errors.Unsupported`
+enable an audit device      ``sys/audit/<path>``                    declarative only (server configuration file):
+                                                                    :class:`~chamberlain.authority.errors.Unsupported`
+==========================  =====================================  =============================================
+
+Not here: the requests themselves (each area module makes its own, choosing by :class:`RekeyPaths`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chamberlain.authority.model import Flavor
+
+
+def flavor_of(body: Mapping[str, Any]) -> Flavor:
+    """The flavour of the server that answered ``sys/seal-status`` or ``sys/health`` with ``body``."""
+    if "commit_date" in body and "build_date" not in body:
+        return Flavor.OPENBAO
+    major = str(body.get("version") or "").lstrip("v").split(".", 1)[0]
+    return Flavor.OPENBAO if major.isdigit() and int(major) >= 2 else Flavor.VAULT
+
+
+@dataclass(frozen=True)
+class RekeyPaths:
+    """The endpoints of a rekey with verification (paths without ``/v1/``)."""
+
+    init: str
+    update: str
+    verify: str
+    authenticated: bool  # the response is wrapped in ``data`` and a token is needed
+
+
+REKEY_PATHS: Mapping[Flavor, RekeyPaths] = {
+    Flavor.VAULT: RekeyPaths("sys/rekey/init", "sys/rekey/update", "sys/rekey/verify", authenticated=False),
+    Flavor.OPENBAO: RekeyPaths("sys/rotate/root/init", "sys/rotate/root/update", "sys/rotate/root/verify",
+                               authenticated=True),
+}
+
+
+__all__ = ["REKEY_PATHS", "RekeyPaths", "flavor_of"]

@@ -1,0 +1,105 @@
+"""KV v2 (``<mount>/data``, ``<mount>/metadata``, ``<mount>/destroy``): the
+:class:`~chamberlain.authority.kv.KV` protocol over hvac.
+
+Belongs here: :class:`VaultKV` (read, write with check-and-set, metadata, list, destroy). The mount's own settings
+(``<mount>/config``) are :mod:`.mounts`' business. Secret data is read into
+:class:`~chamberlain.authority.kv.SecretVersion` (whose repr hides it) and never enters an error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from chamberlain.authority.errors import NotFound
+from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
+from chamberlain.authority.vault import body
+from chamberlain.authority.vault.area import Area
+from chamberlain.clock import parse_rfc3339
+
+
+def _gone(meta: Mapping[str, Any], now: datetime) -> bool:
+    """Destroyed, or deleted. A deletion time in the future is a mount's ``delete_version_after`` that has not
+    come yet: that version is still readable."""
+    if meta.get("destroyed"):
+        return True
+    deleted_at = parse_rfc3339(str(meta.get("deletion_time") or ""))
+    return deleted_at is not None and deleted_at <= now
+
+
+class VaultKV(Area):
+    """:class:`~chamberlain.authority.kv.KV` over Vault's KV v2 engine. Every call renews the session when due."""
+
+    def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion | None:
+        try:
+            resp = self._c.call(f"read {mount}/{path}", lambda h: h.secrets.kv.v2.read_secret_version(
+                path=path, version=version, mount_point=mount, raise_on_deleted_version=False), fresh=True)
+        except NotFound:
+            return self._destroyed(mount, path, version)
+        answer = body.data(resp)
+        meta = answer.get("metadata") or {}
+        values = answer.get("data")
+        deleted = _gone(meta, self._c.clock.now())
+        if values is None and not deleted:
+            return None
+        return SecretVersion(int(meta.get("version") or 0), {str(k): str(v) for k, v in (values or {}).items()},
+                             deleted=deleted)
+
+    def _destroyed(self, mount: str, path: str, version: int | None) -> SecretVersion | None:
+        """A destroyed version answers 404 like an absent one (hvac returns only deleted ones): ask the metadata."""
+        meta = self.read_metadata(mount, path)
+        number = version or (meta.current_version if meta else 0)
+        if meta is None or number not in meta.destroyed:
+            return None
+        return SecretVersion(number, {}, deleted=True)
+
+    def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        resp = self._c.call(f"write {mount}/{path}", lambda h: h.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=dict(data), cas=cas, mount_point=mount), fresh=True)
+        return int(body.data(resp).get("version") or 0)
+
+    def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
+        try:
+            resp = self._c.call(f"read metadata of {mount}/{path}", lambda h: h.secrets.kv.v2.read_secret_metadata(
+                path=path, mount_point=mount), fresh=True)
+        except NotFound:
+            return None
+        d = body.data(resp)
+        versions = {int(n): v for n, v in (d.get("versions") or {}).items()}
+        return SecretMetadata(
+            current_version=int(d.get("current_version") or 0),
+            oldest_version=int(d.get("oldest_version") or 0),
+            versions={n: _gone(v, self._c.clock.now()) for n, v in versions.items()},
+            custom={str(k): str(v) for k, v in (d.get("custom_metadata") or {}).items()},
+            cas_required=bool(d.get("cas_required")),
+            destroyed=frozenset(n for n, v in versions.items() if v.get("destroyed")),
+        )
+
+    def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
+        current = self.read_metadata(mount, path)
+        if current is None:
+            raise NotFound(f"{mount}/{path}: not found (404)")
+        merged = {**current.custom, **custom}
+        check_custom_metadata(merged)
+        # The metadata POST replaces custom_metadata as a whole, so send the merged map.
+        self._c.call(f"update metadata of {mount}/{path}", lambda h: h.secrets.kv.v2.update_metadata(
+            path=path, custom_metadata=merged, mount_point=mount), fresh=True)
+
+    def list(self, mount: str, prefix: str) -> list[str]:
+        try:
+            resp = self._c.call(f"list {mount}/{prefix}", lambda h: h.secrets.kv.v2.list_secrets(
+                path=prefix, mount_point=mount), fresh=True)
+        except NotFound:
+            return []
+        return sorted(body.keys(resp))
+
+    def destroy(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        if not versions:
+            return
+        wanted = sorted({int(v) for v in versions})
+        self._c.call(f"destroy versions {wanted} of {mount}/{path}", lambda h: h.secrets.kv.v2.destroy_secret_versions(
+            path=path, versions=wanted, mount_point=mount), fresh=True)
+
+
+__all__ = ["VaultKV"]

@@ -1,0 +1,65 @@
+"""The transit secrets engine: a named key, encrypt and decrypt with it, rotate it (it will serve auto-unseal).
+
+Belongs here: :class:`Transit`. Plaintexts go in as bytes and come back inside
+:class:`~chamberlain.authority.model.Plaintext` (repr hidden); ciphertexts (``vault:v<n>:...``) are not secret.
+Not here: which key unseals what.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from chamberlain.authority.errors import AuthorityError, NotFound
+from chamberlain.authority.model import Plaintext, TransitKey
+from chamberlain.authority.vault import body
+from chamberlain.authority.vault.area import Area
+
+
+def _key(name: str, d: dict[str, Any]) -> TransitKey:
+    return TransitKey(name, str(d.get("type") or ""), int(d.get("latest_version") or 0),
+                      int(d.get("min_decryption_version") or 1))
+
+
+class Transit(Area):
+    def read_key(self, mount: str, name: str) -> TransitKey | None:
+        try:
+            resp = self._c.call(f"read transit key {mount}/keys/{name}", lambda h: h.secrets.transit.read_key(
+                name=name, mount_point=mount), fresh=True)
+        except NotFound:
+            return None
+        return _key(name, body.data(resp))
+
+    def ensure_key(self, mount: str, name: str, key_type: str = "aes256-gcm96") -> TransitKey:
+        """The key ``name``, created when absent (an existing key is never changed)."""
+        existing = self.read_key(mount, name)
+        if existing is not None:
+            return existing
+        self._c.call(f"create transit key {mount}/keys/{name}", lambda h: h.secrets.transit.create_key(
+            name=name, key_type=key_type, mount_point=mount), safe_detail=True, fresh=True)
+        created = self.read_key(mount, name)
+        if created is None:
+            raise AuthorityError(f"create transit key {mount}/keys/{name}: the key is not there afterwards")
+        return created
+
+    def encrypt(self, mount: str, name: str, plaintext: bytes) -> str:
+        encoded = base64.b64encode(plaintext).decode()
+        d = body.data(self._c.call(f"encrypt with {mount}/keys/{name}", lambda h: h.secrets.transit.encrypt_data(
+            name=name, plaintext=encoded, mount_point=mount), fresh=True))
+        return str(d.get("ciphertext") or "")
+
+    def decrypt(self, mount: str, name: str, ciphertext: str) -> Plaintext:
+        d = body.data(self._c.call(f"decrypt with {mount}/keys/{name}", lambda h: h.secrets.transit.decrypt_data(
+            name=name, ciphertext=ciphertext, mount_point=mount), fresh=True))
+        return Plaintext(base64.b64decode(str(d.get("plaintext") or "")))
+
+    def rotate_key(self, mount: str, name: str) -> TransitKey:
+        self._c.call(f"rotate transit key {mount}/keys/{name}", lambda h: h.secrets.transit.rotate_key(
+            name=name, mount_point=mount), fresh=True)
+        rotated = self.read_key(mount, name)
+        if rotated is None:
+            raise NotFound(f"rotate transit key {mount}/keys/{name}: not found (404)")
+        return rotated
+
+
+__all__ = ["Transit"]

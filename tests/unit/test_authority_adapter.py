@@ -1,0 +1,148 @@
+"""The authority adapter's pure parts: telling OpenBao from Vault, mapping what OpenBao refuses to a typed error,
+the value types' normalisation (so Git's value and the server's compare equal), and KV destroy in the fake and the
+counting wrapper. Real servers: ``tests/lab/test_openbao_adapter.py`` and ``tests/lab/test_vault_kv.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hvac.exceptions
+import pytest
+
+from chamberlain.authority import errors
+from chamberlain.authority.counting import CountingKV
+from chamberlain.authority.fake import FakeKV
+from chamberlain.authority.model import (
+    Flavor,
+    InitResult,
+    KubernetesRole,
+    KvConfig,
+    Plaintext,
+    RawResponse,
+    RootToken,
+    differing,
+    seconds,
+)
+from chamberlain.authority.vault import map_error
+from chamberlain.authority.vault.body import data, keys, listing
+from chamberlain.authority.vault.flavor import REKEY_PATHS, flavor_of
+
+MOUNT = "secret"
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    pytest.param({"version": "1.21.0", "build_date": "2025-10-01T00:00:00Z"}, Flavor.VAULT, id="vault-seal-status"),
+    pytest.param({"version": "1.21.0+ent"}, Flavor.VAULT, id="vault-enterprise-health"),
+    pytest.param({"version": "2.7.2", "commit_date": "2026-10-26T20:32:27Z"}, Flavor.OPENBAO, id="openbao-seal-status"),
+    pytest.param({"version": "2.7.2"}, Flavor.OPENBAO, id="openbao-health"),
+    pytest.param({"version": "v2.4.0"}, Flavor.OPENBAO, id="openbao-v-prefix"),
+    pytest.param({}, Flavor.VAULT, id="nothing-known"),
+])
+def test_flavor_of(body: dict[str, Any], expected: Flavor) -> None:
+    assert flavor_of(body) is expected
+
+
+def test_rekey_endpoints_differ_by_flavor() -> None:
+    assert REKEY_PATHS[Flavor.VAULT].init == "sys/rekey/init" and not REKEY_PATHS[Flavor.VAULT].authenticated
+    assert REKEY_PATHS[Flavor.OPENBAO].verify == "sys/rotate/root/verify" and REKEY_PATHS[Flavor.OPENBAO].authenticated
+
+
+@pytest.mark.parametrize("message", [
+    "unsupported operation",
+    "cannot enable audit device via API; use declarative, config-based audit device management instead",
+], ids=["unauthenticated-endpoint-disabled", "api-audit-disabled"])
+def test_what_openbao_refuses_is_unsupported(message: str) -> None:
+    mapped = map_error(hvac.exceptions.InvalidRequest(errors=[message]), "enable audit device x/", safe_detail=True)
+    assert type(mapped) is errors.Unsupported and not mapped.retryable
+    assert str(mapped).startswith("enable audit device x/: not offered by this server")
+
+
+def test_encoded_data_in_a_safe_detail_is_withheld() -> None:
+    exc = hvac.exceptions.InvalidRequest(errors=["bad input " + "QUJD" * 20])
+    assert "QUJD" not in str(map_error(exc, "write policy p", safe_detail=True))
+    assert "detail withheld" in str(map_error(exc, "write policy p", safe_detail=True))
+
+
+def test_bodies_are_read_with_or_without_an_envelope() -> None:
+    assert data({"data": {"a": 1}, "a": 2}) == {"a": 1}
+    assert data({"sealed": True}) == {"sealed": True}
+    assert data(object()) == {}
+    assert keys({"data": {"keys": ["a", "b/"]}}) == ["a", "b/"] and keys(None) == []
+    assert listing({"data": {"secret/": {"type": "kv"}, "request_id": "x"}}) == {"secret": {"type": "kv"}}
+
+
+# ------------------------------------------------------------------------------------------------ values
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (3600, 3600), ("3600", 3600), ("1h", 3600), ("60m", 3600), ("0s", 0), (None, 0), ("", 0),
+], ids=["int", "digits", "hours", "minutes", "zero", "none", "empty"])
+def test_durations_in_seconds(value: Any, expected: int) -> None:
+    assert seconds(value) == expected
+
+
+def test_a_role_from_git_equals_the_role_the_server_answers() -> None:
+    git = KubernetesRole.from_api({"audience": "vault", "bound_service_account_names": ["b", "a"],
+                                   "bound_service_account_namespaces": ["ns"], "token_policies": ["p"],
+                                   "token_ttl": "1h", "token_max_ttl": "4h"})
+    server = KubernetesRole.from_api({"audience": "vault", "bound_service_account_names": "a,b",
+                                      "bound_service_account_namespaces": ["ns"], "token_policies": ["p"],
+                                      "token_ttl": 3600, "token_max_ttl": 14400, "token_type": "default",
+                                      "alias_name_source": "serviceaccount_uid"})
+    assert git == server and differing(git, server) == ()
+    assert differing(git, KubernetesRole.from_api({**git.as_body(), "token_ttl": "2h"})) == ("token_ttl",)
+    assert KubernetesRole.from_api(git.as_body()) == git
+
+
+def test_kv_config_round_trips_and_compares_durations_by_value() -> None:
+    assert KvConfig.from_api({"max_versions": 10, "cas_required": True, "delete_version_after": "0s"}) == \
+        KvConfig(10, True, 0)
+    assert KvConfig.from_api(KvConfig(3, False, 60).as_body()) == KvConfig(3, False, 60)
+
+
+def test_secret_material_hides_from_repr() -> None:
+    for value, secret in [(InitResult(("share-one",), "root-token"), "share-one"), (RootToken("root-token"), "root"),
+                          (Plaintext(b"plain-value"), "plain-value"), (RawResponse({"data": {"k": "value"}}), "value")]:
+        assert secret not in repr(value)
+
+
+# ------------------------------------------------------------------------------------------------ destroy
+
+
+def test_fake_destroy_reads_back_as_deleted_and_metadata_marks_it() -> None:
+    kv = FakeKV()
+    kv.write(MOUNT, "a/b", {"k": "v1"}, cas=0)
+    kv.write(MOUNT, "a/b", {"k": "v2"}, cas=1)
+    kv.destroy(MOUNT, "a/b", [1])
+    gone = kv.read(MOUNT, "a/b", version=1)
+    assert gone is not None and gone.deleted and dict(gone.data) == {}
+    current = kv.read(MOUNT, "a/b")
+    assert current is not None and not current.deleted and current.data == {"k": "v2"}
+    meta = kv.read_metadata(MOUNT, "a/b")
+    assert meta is not None and meta.destroyed == frozenset({1}) and meta.versions == {1: True, 2: False}
+    assert meta.current_version == 2  # destroy keeps the history: the next write still needs cas=2
+    assert kv.write(MOUNT, "a/b", {"k": "v3"}, cas=2) == 3
+
+
+def test_fake_destroy_is_idempotent_and_ignores_what_does_not_exist() -> None:
+    kv = FakeKV()
+    kv.destroy(MOUNT, "absent", [1])
+    kv.write(MOUNT, "p", {"k": "v"}, cas=0)
+    kv.destroy(MOUNT, "p", [1, 1, 7])
+    kv.destroy(MOUNT, "p", [1])
+    meta = kv.read_metadata(MOUNT, "p")
+    assert meta is not None and meta.destroyed == frozenset({1})
+    current = kv.read(MOUNT, "p")
+    assert current is not None and current.deleted
+
+
+def test_destroy_counts_as_destroy_and_fails_like_any_call_when_down() -> None:
+    inner = FakeKV()
+    counting = CountingKV(inner)
+    counting.write(MOUNT, "p", {"k": "v"}, cas=0)
+    counting.destroy(MOUNT, "p", [1])
+    assert counting.counts["destroy"] == 1 and inner.calls["destroy"] == 1
+    inner.down = True
+    with pytest.raises(errors.AuthorityUnavailable):
+        counting.destroy(MOUNT, "p", [1])
+    assert counting.counts["destroy"] == 2
