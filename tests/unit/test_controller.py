@@ -535,3 +535,41 @@ def test_the_controller_holds_no_admin_login_between_ticks_while_a_run_is_active
     assert rotator.logins[-1] == ("revoke_old", True)
     assert ADMIN["password"] not in strings_reachable(c, outside=(FakeKV,))
 
+
+# --------------------------------------------------------------------------------------------------- queue slots
+
+
+def test_a_time_request_whose_due_check_meets_an_outage_survives_it() -> None:
+    from chamberlain.triggers import RotationRequest
+
+    w = World()
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()  # the time trigger's first evaluation: nothing due yet
+    c.set_evaluate_every(3600)  # no second evaluation during the test: only the queued request can rotate
+    assert c.evaluate_every == 3600
+    w.clock.advance(9 * 60)
+    q.put(RotationRequest("api-token", "time", "window", w.clock.now(), "time:api-token:w1"))
+    w.kv.down = True
+    c.tick()  # the due check before the start cannot read the metadata
+    w.kv.down = False
+    assert c.outages == 1 and w.version() == 1
+    c.tick()
+    assert w.version() == 2 and q.in_flight() == [] and q.pending() == []
+
+
+def test_a_replica_that_loses_the_lease_releases_the_queue_slots_of_its_runs() -> None:
+    from chamberlain.triggers import manual
+
+    w = World(policy={"type": "event-based", "revokeOld": True, "maxOverlap": "1h", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    a = w.controller(identity="replica-a", queue=q)
+    q.put(manual("api-token", "drill", w.clock.now()))
+    a.tick()
+    assert a.active["api-token"].run.stage == "revoke-wait" and len(q.in_flight()) == 1
+    w.clock.advance(16)  # a stops renewing for a while; b takes the expired Lease
+    assert LeaderElector(w.kube, NS, "chamberlain-controller", "replica-b", w.clock, 15).step()
+    assert a.tick() is False and not a.active
+    assert q.in_flight() == [], "a follower's queue slots are released (the new leader adopts the run)"
+    q.put(manual("api-token", "after the takeover", w.clock.now()))
+    assert q.take(timeout=0) is not None

@@ -168,7 +168,8 @@ class Controller:
         if leader != self.state.leader:
             self.parts.log.info("leadership", leader=leader)
             if not leader:  # stop driving at once; the new leader adopts the runs from their records
-                self.state.follow()
+                for request in self.state.follow():
+                    self.parts.queue.done(request.secret)  # its queue slot, else the secret waits forever
         self.state.leader = leader
         self.parts.metrics.leader.set(1 if leader else 0)
         return leader
@@ -309,11 +310,11 @@ class Controller:
     def _open(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Start the run of one admitted request (worker thread; touches no state). None: nothing to drive."""
         log = self.parts.log
-        if request.kind == "time" and not self._still_due(placed):
-            self.parts.metrics.requests.labels("time", "stale").inc()
-            self._end_request(request)
-            return None
         try:
+            if request.kind == "time" and not self._still_due(placed):
+                self.parts.metrics.requests.labels("time", "stale").inc()
+                self._end_request(request)
+                return None
             deps, timing = self._deps(placed)
             run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=self.parts.new_run_id(),
                            trigger=request.kind, reason=request.reason, now=self.parts.clock.now())

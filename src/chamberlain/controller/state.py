@@ -70,13 +70,15 @@ class TickState:
             self.finished.append(run)
             del self.finished[:-keep]
 
-    def follow(self) -> None:
+    def follow(self) -> list[RotationRequest]:
         """Leadership lost: drop every run and deferred request (the new leader adopts the runs from their
-        records)."""
+        records); returns the requests this replica held, so their queue entries can be released."""
+        held = [a.request for a in self.active.values() if a.request is not None] + list(self.deferred.values())
         with self.lock:
             self.active.clear()
         self.deferred.clear()
         self.adopted = False
+        return held
 
     def snapshot(self) -> tuple[dict[str, Active], list[RotationRun]]:
         """``active`` and ``finished`` as copies, for other threads."""
