@@ -536,6 +536,41 @@ def test_the_controller_holds_no_admin_login_between_ticks_while_a_run_is_active
     assert ADMIN["password"] not in strings_reachable(c, outside=(FakeKV,))
 
 
+# --------------------------------------------------------------------------------------------------- RotationRun
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes_even_across_a_restart() -> None:
+    from chamberlain.controller import resources
+    from chamberlain.rotation.run import RotationRun
+
+    kube = FakeKube()
+    run = RotationRun(run_id="run-t", secret="s", path="dev/shop/s", mount=MOUNT, trigger="manual", reason="x",
+                      stage="staged", started_at=T0, updated_at=T0, previous_version=1, staging_base=0)
+
+    def at(minutes: int, **update: Any) -> RotationRun:
+        return run.model_copy(update={"updated_at": T0 + timedelta(minutes=minutes), **update})
+
+    def times() -> dict[str, str]:
+        obj = kube.get_custom_object(resources.GROUP, resources.VERSION, resources.PLURAL, NS, "run-t")
+        assert obj is not None
+        return {c["type"]: c["lastTransitionTime"] for c in obj["status"]["conditions"]}
+
+    publisher = RunPublisher(kube, NS)
+    assert publisher.publish(run)
+    first = times()
+    assert set(first.values()) == {"2030-01-01T12:00:00Z"}
+    assert publisher.publish(at(1, stage="tested", attempts=0))
+    assert times() == first, "no condition changed status: no transition"
+    assert publisher.publish(at(2, stage="promoted", current_version=2))
+    assert times() == {**first, "Promoted": "2030-01-01T12:02:00Z"}
+    restarted = RunPublisher(kube, NS)  # a new process adopts the run: it reads the published conditions back
+    assert restarted.publish(at(3, stage="propagated", current_version=2))
+    assert times() == {**first, "Promoted": "2030-01-01T12:02:00Z", "Propagated": "2030-01-01T12:03:00Z"}
+    assert restarted.publish(at(4, stage="done", current_version=2, finished_at=T0, ledger_seq=1))
+    assert times() == {**first, "Ready": "2030-01-01T12:04:00Z", "Promoted": "2030-01-01T12:02:00Z",
+                       "Propagated": "2030-01-01T12:03:00Z"}
+
+
 # --------------------------------------------------------------------------------------------------- queue slots
 
 

@@ -19,6 +19,7 @@ Boundary: the record, its storage and its lease. Deciding the next step and acti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -131,13 +132,21 @@ class RotationRun(BaseModel):
     def succeeded(self) -> bool:
         return self.stage in SUCCEEDED
 
-    def to_status(self) -> dict[str, Any]:
-        """The ``status`` of a ``RotationRun`` custom resource: camelCase fields plus ``conditions``."""
-        at = _iso(self.updated_at)
+    def to_status(self, previous: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The ``status`` of a ``RotationRun`` custom resource: camelCase fields plus ``conditions``.
+
+        ``previous``: the conditions last published for this run. A condition whose status did not change keeps
+        its ``lastTransitionTime`` (the Kubernetes convention: the time of the last *transition*, not of the last
+        write); a new or flipped one takes ``updated_at``."""
+        at = _iso(self.updated_at) or ""
+        since = {c.get("type"): c for c in previous}
 
         def cond(kind: str, ok: bool, reason: str, message: str = "") -> dict[str, str]:
-            return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message,
-                    "lastTransitionTime": at or ""}
+            status = "True" if ok else "False"
+            before = since.get(kind)
+            kept = before is not None and before.get("status") == status and before.get("lastTransitionTime")
+            return {"type": kind, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": str(kept) if kept else at}
 
         promoted = self.stage in PROMOTED_OR_LATER
         retrying = self.next_retry_at is not None and not self.finished
