@@ -659,7 +659,7 @@ def build_world(base: Path, offset: int) -> World:
 
     lab_dir = base / "lab"
     report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
-                                  source_repo=source_repo(base / "source")))
+                                  source_repo=source_repo(base / "source")), SystemClock())
     assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
     lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
     work = Path(report.work_dir)
