@@ -510,7 +510,7 @@ def _handover_phase(s: _State) -> dict[str, Any]:
     platform = s.platform()
     kv = _orchestrator_kv(s, platform)
     units = handover_units(repo, DEMO_ENVIRONMENT, DEMO_CLUSTER)
-    report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime),
+    report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime, s.clock),
                           RunContext(actor=s.actor, run=s.run, clock=s.clock, reason="demo: Phase 3 handover"))
     rows = [o.as_dict() for o in report.outcomes]
     if not report.ok:
