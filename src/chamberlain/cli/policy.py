@@ -121,11 +121,12 @@ def apply_cmd(
     Example: chamberlain policy apply examples/acme -e dev --cluster dev1 --reason "ttl 90d -> 30d (PR #42)"
     """
     from chamberlain.audit.ledger import Ledger
+    from chamberlain.clock import SystemClock
     from chamberlain.rotation import policy_sync
 
     platform, kv, kube, drifts = _drifts(path, environment, cluster,
                                          AuthorityOptions(vault_addr, vault_cacert, vault_token_file), kubeconfig)
-    ledger = Ledger(kv, platform.spec.authority.mounts.runtime)
+    ledger = Ledger(kv, platform.spec.authority.mounts.runtime, SystemClock())
     applied = policy_sync.apply(kv, ledger, drifts, actor=actor(), run=new_run_id(), reason=reason)
     close_kube(kube)
     show_drift(drifts, output, applied)
