@@ -42,6 +42,7 @@ SECRET = VaultPath(MOUNT, "prod/shop/api-token")
 OLD = "CANARY-old-0123456789abcdef"
 ESO_NS, ESO_NAME = "shop", "api-token"
 WORKLOAD = WorkloadRef("Deployment", "shop", "api")
+ADMIN = {"username": "postgres", "password": "CANARY-admin-5e5e5e5e5e5e"}  # a target's admin login
 
 
 # --------------------------------------------------------------------------------------------------- fakes
@@ -429,15 +430,26 @@ def test_hold_stops_at_held_marks_the_secret_and_release_lets_rotation_run_again
     assert [(e.run, e.result) for e in w.rotations()] == [("run-1", "failed"), ("run-2", "ok")]
 
 
-def test_an_error_quoting_a_value_is_scrubbed_before_it_is_recorded() -> None:
-    w = make_world("alert")
+@dataclass
+class Leaky(FakeRotator):
+    """A rotator whose error quotes a value: a pending one at ``test``, the admin login at ``set_at_target``."""
 
-    class Leaky(FakeRotator):
-        def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+    leak: str = "test"
+
+    def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        if self.leak == "set_at_target":
+            raise TargetRejected(f"login as {dict(ctx.admin or {}).get('password')} refused")
+
+    def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        if self.leak == "test":
             raise CredentialTestFailed(f"login with {pending.data['token']} failed")
 
-    w.rotator = Leaky()
-    run = wf.run_to_completion(w.start(), w.deps())
+
+@pytest.mark.parametrize("leak", ["test", "set_at_target"], ids=["pending-value", "admin-login"])
+def test_an_error_quoting_a_value_is_scrubbed_before_it_is_recorded(leak: str) -> None:
+    w = make_world("alert")
+    w.rotator = Leaky(leak=leak)
+    run = wf.run_to_completion(w.start(), w.deps(admin=lambda: dict(ADMIN)))
     assert run.stage == "failed" and "[redacted]" in (run.last_error or "")
     assert "CANARY" not in everything_recorded(w)
 
@@ -688,9 +700,6 @@ def test_an_outage_under_retry_carries_on_where_the_run_was() -> None:
 # --------------------------------------------------------------------------------------------------- admin login
 
 
-ADMIN = {"username": "postgres", "password": "CANARY-admin-5e5e5e5e5e5e"}
-
-
 def strings_reachable(root: object, *, outside: tuple[type, ...]) -> set[str]:
     """Every str reachable from ``root`` through attributes, containers and closures, not entering ``outside``
     (the authority itself holds the admin values, by definition)."""
@@ -765,15 +774,3 @@ def test_the_admin_login_is_read_inside_the_steps_that_need_it_and_held_by_nothi
     assert len(reads) == 3, "one read per step that logs in as admin"
     assert_one_clean_rotation(w, run)
 
-
-def test_an_error_quoting_the_admin_login_is_scrubbed() -> None:
-    w = make_world("alert")
-
-    class Leaky(FakeRotator):
-        def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
-            raise TargetRejected(f"login as {dict(ctx.admin or {}).get('password')} refused")
-
-    w.rotator = Leaky()
-    run = wf.run_to_completion(w.start(), w.deps(admin=lambda: dict(ADMIN)))
-    assert run.stage == "failed" and "[redacted]" in (run.last_error or "")
-    assert ADMIN["password"] not in everything_recorded(w)
