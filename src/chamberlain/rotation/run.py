@@ -3,15 +3,15 @@
 A :class:`RotationRun` is everything the durable workflow (:mod:`.workflow`) needs to resume a rotation after a
 crash, and nothing secret: names, stages, Vault version numbers, non-reversible markers, key *names*, notes the
 rotator declared non-secret, and error messages (which carry no values by contract, and are scrubbed of the
-values the executor holds anyway). It has two homes, one now and one later:
+values the executor holds anyway). It has a home and a mirror:
 
-* now: KV v2 custom data at ``<runtime>/_chamberlain/runs/<env>/<owner>/<name>`` (next to the secret, in the
-  mount the orchestrator already owns), written with check-and-set. That record is the **lease**: while it holds
-  a run that is not finished, :func:`start` refuses a second run (or joins the same run id), so one secret never
-  has two concurrent runs. ``revision`` is the record's KV version, used as the CAS of the next write, the way a
-  ``resourceVersion`` is used on a Kubernetes object;
-* later: the ``status`` of a ``RotationRun`` custom resource (:meth:`RotationRun.to_status`, Kubernetes-style
-  ``conditions``).
+* the home: KV v2 custom data at ``<runtime>/_chamberlain/runs/<env>/<owner>/<name>`` (next to the secret, in
+  the mount the orchestrator already owns), written with check-and-set. That record is the **lease**: while it
+  holds a run that is not finished, :func:`~chamberlain.rotation.workflow.start` refuses a second run (or joins
+  the same run id), so one secret never has two concurrent runs. ``revision`` is the record's KV version, used as
+  the CAS of the next write, the way a ``resourceVersion`` is used on a Kubernetes object;
+* the mirror: the ``status`` of a ``RotationRun`` custom resource (:meth:`RotationRun.to_status`, Kubernetes-style
+  ``conditions``), published by the controller (``controller.resources.RunPublisher``), never read back as truth.
 
 Boundary: the record, its storage and its lease. Deciding the next step and acting live in :mod:`.workflow`.
 """

@@ -21,10 +21,10 @@ Pending vs current — where the new values live before they are promoted:
 * Anything else moving the real path during a run is a conflict (a second writer): the run fails, it never
   overwrites.
 
-Policy change the renderer needs (``render/vault_bundle.py``): the orchestrator's grants cover the ledger under
-``_chamberlain/`` only. It also needs ``create``/``read``/``update`` on ``<runtime>/data/_chamberlain/runs/*`` and
-``<runtime>/data/_chamberlain/pending/*`` (plus ``read`` on their ``metadata/``, and ``delete``/``destroy`` on the
-pending path once staged values are destroyed after promote); no other identity may read them.
+Grants (rendered per environment by ``render/vault_bundle.py``): the orchestrator has ``create``/``read``/
+``update`` on ``<runtime>/data/_chamberlain/runs/<env>/*`` and ``<runtime>/data/_chamberlain/pending/<env>/*``,
+``read`` on their ``metadata/``, and ``delete``/``destroy`` on the pending path (for destroying staged values after
+promote); no other identity may read them.
 
 Failures: an error with ``retryable`` under ``failureStrategy: retry`` is retried with exponential backoff and
 jitter (drawn from an injected RNG) up to ``Backoff.max_attempts``; anything else stops the run: ``retry`` and
