@@ -565,8 +565,8 @@ def _release(w: World) -> None:
 
 def test_vault_unreachable_mid_run_hold_holds(world: World) -> None:
     """failureStrategy hold, Vault unreachable for one controller tick during the run: the run ends held once
-    Vault answers (loop.py ``_stop_after_outage``); requests for the held secret are dropped until
-    ``chamberlain rotate --release``."""
+    Vault answers (the workflow's ``next_step`` returns ``Step.STOP`` for the outage); requests for the held secret
+    are dropped until ``chamberlain rotate --release``."""
     w = world
     known = _seqs(w, HOOK)
     c, run_id, before = _hold_through_partition(w, "partition-1", heal_after=1)

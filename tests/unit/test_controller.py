@@ -6,6 +6,7 @@ through the same path; metrics, logs, RotationRun statuses and events carry no v
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -18,7 +19,10 @@ from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
 from chamberlain.controller.app import LeaderOnlyWebhook
+from chamberlain.controller.collaborators import Collaborators
+from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.leader import Decision
+from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller, scope_of
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import GROUP, VERSION, Platform, RotationPolicySpec, SecretIntent
@@ -26,6 +30,7 @@ from chamberlain.kube.api import KubeSecret, LeaseRecord, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
+from chamberlain.rotation.rotators import PendingVersion, RotationContext
 from chamberlain.triggers import MemoryQueue, WebhookKey, sign
 from chamberlain.values.markers import version_marker
 
@@ -74,7 +79,8 @@ PLATFORM = Platform.model_validate({
 })
 
 
-def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = None) -> SecretIntent:
+def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = None,
+           target: dict[str, Any] | None = None) -> SecretIntent:
     return SecretIntent.model_validate({
         "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": name},
         "spec": {"owner": "shop", "purpose": "tests", "classification": "runtime",
@@ -82,7 +88,8 @@ def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = Non
                  "rotation": policy or {"type": "time-based", "ttl": "10m", "rotateBefore": "2m",
                                         "failureStrategy": "retry"},
                  "consumers": [{"namespace": "shop", "secretName": name,
-                                "restart": [{"kind": "Deployment", "name": workload}]}]},
+                                "restart": [{"kind": "Deployment", "name": workload}]}],
+                 **({"target": target} if target is not None else {})},
     })
 
 
@@ -109,13 +116,18 @@ class World:
         self.log = ListLog()
         self.ids = iter(f"run-{i:04d}" for i in range(1000))
 
-    def controller(self, *, identity: str | None = None, queue: MemoryQueue | None = None, **kw: Any) -> Controller:
+    def controller(self, *, identity: str | None = None, queue: MemoryQueue | None = None, workers: int = 1,
+                   **kw: Any) -> Controller:
+        """A controller over this world; ``kw`` are further :class:`Collaborators` (metrics, annotations...)."""
         elector = (LeaderElector(self.kube, NS, "chamberlain-controller", identity, self.clock, 15)
                    if identity else None)
-        return Controller(scope=self.scope, kv=self.kv, kube=self.kube, clock=self.clock,
-                          queue=queue or MemoryQueue(), elector=elector, publisher=RunPublisher(self.kube, NS),
-                          log=self.log, evaluate_every=0.0, propagation_timeout=5.0, poll=1.0,
-                          new_run_id=lambda: next(self.ids), **kw)
+        parts = Collaborators(kv=self.kv, kube=self.kube, clock=self.clock,
+                              ledger=SharedLedger(self.kv, MOUNT, self.clock), queue=queue or MemoryQueue(),
+                              elector=elector, publisher=RunPublisher(self.kube, NS), log=self.log,
+                              new_run_id=lambda: next(self.ids), **kw)
+        config = ControllerConfig(evaluate_every=0.0, propagation_timeout=5.0, poll=1.0, workers=workers,
+                                  identity=identity)
+        return Controller(self.scope, parts, config)
 
     def version(self, name: str = "api-token") -> int:
         meta = self.kv.read_metadata(MOUNT, self.scope.placed[name].vault.path)
@@ -436,3 +448,163 @@ def test_load_scope_reports_a_repository_with_findings_like_every_command(tmp_pa
     f.write_text(f.read_text().replace("owner: team-observability", "owner: Team_Bad"))
     with pytest.raises(ChamberlainError, match="findings; run `chamberlain validate"):
         load_scope(tmp_path / "repo", "dev", "dev1")
+
+
+def test_parallel_starts_share_one_restart_wave_so_a_shared_workload_rolls_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs starting on two worker threads must restart through one wave. A wave constructor slowed down by a
+    barrier (both threads inside it at once, if the code lets them) makes a lazily built, unlocked wave come out
+    twice; the shared workload would then roll once per wave."""
+    import contextlib
+    import threading
+
+    from chamberlain.controller.batch import RestartWave
+    from chamberlain.triggers import manual
+
+    built: list[object] = []
+    both_inside = threading.Barrier(2, timeout=2.0)
+    original = RestartWave.__init__
+
+    def slow_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        built.append(self)
+        with contextlib.suppress(threading.BrokenBarrierError):  # built once: nobody to wait for
+            both_inside.wait()
+
+    monkeypatch.setattr(RestartWave, "__init__", slow_init)
+    names = ("token-a", "token-b")
+    w = World(names, policy={"type": "static", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q, workers=2)
+    for n in names:
+        q.put(manual(n, "parallel starts", w.clock.now()))
+    c.tick()
+    assert all(w.version(n) == 2 for n in names)
+    assert len(built) == 1, "one restart wave for the controller"
+    assert w.kube.workload_patches == [("Deployment", "shop", "api")]
+
+
+class AdminLoginRotator:
+    """Stands in for the postgres rotator: new token values, and a record of *whether* each step got the admin
+    login (never the login itself)."""
+
+    name = "postgres"
+
+    def __init__(self, admin: Mapping[str, str]) -> None:
+        self.admin = version_marker("admin", admin)  # a fingerprint: this rotator must hold no value either
+        self.logins: list[tuple[str, bool]] = []
+        self.count = 0
+
+    def create_pending(self, ctx: RotationContext) -> PendingVersion:
+        self.logins.append(("create_pending", ctx.admin is not None))
+        self.count += 1
+        return PendingVersion({**ctx.current, "token": f"{CANARY}-new-{self.count}"}, frozenset({"token"}), {})
+
+    def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        self.logins.append(("set_at_target", version_marker("admin", ctx.admin or {}) == self.admin))
+
+    def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        self.logins.append(("test", version_marker("admin", ctx.admin or {}) == self.admin))
+
+    def revoke_old(self, ctx: RotationContext, previous: Mapping[str, str]) -> None:
+        self.logins.append(("revoke_old", version_marker("admin", ctx.admin or {}) == self.admin))
+
+
+def test_the_controller_holds_no_admin_login_between_ticks_while_a_run_is_active() -> None:
+    from chamberlain.rotation.rotators import Registry
+    from chamberlain.triggers import manual
+    from tests.unit.test_rotation_workflow import ADMIN, strings_reachable
+
+    policy = {"type": "event-based", "revokeOld": True, "maxOverlap": "1h", "failureStrategy": "hold"}
+    w = World(("app-db", "pg-admin"), policy=policy)
+    w.kv.write(MOUNT, w.scope.placed["pg-admin"].vault.path, ADMIN, cas=1)
+    target = {"postgres": {"host": "127.0.0.1", "role": "app", "adminIntent": "pg-admin"}}
+    w.scope = scope_of(PLATFORM, {**w.scope.intents, "app-db": intent("app-db", policy=policy, target=target)},
+                       "dev", "dev1")
+    rotator = AdminLoginRotator(ADMIN)
+    q = MemoryQueue()
+    c = w.controller(queue=q, registry=Registry({"postgres": rotator}))
+    q.put(manual("app-db", "admin drill", w.clock.now()))
+    c.tick()  # staged ... restarted; then the run waits maxOverlap before the revoke, and stays active
+    assert c.active["app-db"].run.stage == "revoke-wait"
+    assert rotator.logins == [("create_pending", False), ("set_at_target", True), ("test", True)]
+    assert ADMIN["password"] not in strings_reachable(c, outside=(FakeKV,)), "an admin value outlived its step"
+    w.clock.advance(3600)
+    c.tick()
+    assert not c.active and c.finished[-1].stage == "revoked"
+    assert rotator.logins[-1] == ("revoke_old", True)
+    assert ADMIN["password"] not in strings_reachable(c, outside=(FakeKV,))
+
+
+# --------------------------------------------------------------------------------------------------- RotationRun
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes_even_across_a_restart() -> None:
+    from chamberlain.controller import resources
+    from chamberlain.rotation.run import RotationRun
+
+    kube = FakeKube()
+    run = RotationRun(run_id="run-t", secret="s", path="dev/shop/s", mount=MOUNT, trigger="manual", reason="x",
+                      stage="staged", started_at=T0, updated_at=T0, previous_version=1, staging_base=0)
+
+    def at(minutes: int, **update: Any) -> RotationRun:
+        return run.model_copy(update={"updated_at": T0 + timedelta(minutes=minutes), **update})
+
+    def times() -> dict[str, str]:
+        obj = kube.get_custom_object(resources.GROUP, resources.VERSION, resources.PLURAL, NS, "run-t")
+        assert obj is not None
+        return {c["type"]: c["lastTransitionTime"] for c in obj["status"]["conditions"]}
+
+    publisher = RunPublisher(kube, NS)
+    assert publisher.publish(run)
+    first = times()
+    assert set(first.values()) == {"2030-01-01T12:00:00Z"}
+    assert publisher.publish(at(1, stage="tested", attempts=0))
+    assert times() == first, "no condition changed status: no transition"
+    assert publisher.publish(at(2, stage="promoted", current_version=2))
+    assert times() == {**first, "Promoted": "2030-01-01T12:02:00Z"}
+    restarted = RunPublisher(kube, NS)  # a new process adopts the run: it reads the published conditions back
+    assert restarted.publish(at(3, stage="propagated", current_version=2))
+    assert times() == {**first, "Promoted": "2030-01-01T12:02:00Z", "Propagated": "2030-01-01T12:03:00Z"}
+    assert restarted.publish(at(4, stage="done", current_version=2, finished_at=T0, ledger_seq=1))
+    assert times() == {**first, "Ready": "2030-01-01T12:04:00Z", "Promoted": "2030-01-01T12:02:00Z",
+                       "Propagated": "2030-01-01T12:03:00Z"}
+
+
+# --------------------------------------------------------------------------------------------------- queue slots
+
+
+def test_a_time_request_whose_due_check_meets_an_outage_survives_it() -> None:
+    from chamberlain.triggers import RotationRequest
+
+    w = World()
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()  # the time trigger's first evaluation: nothing due yet
+    c.set_evaluate_every(3600)  # no second evaluation during the test: only the queued request can rotate
+    assert c.evaluate_every == 3600
+    w.clock.advance(9 * 60)
+    q.put(RotationRequest("api-token", "time", "window", w.clock.now(), "time:api-token:w1"))
+    w.kv.down = True
+    c.tick()  # the due check before the start cannot read the metadata
+    w.kv.down = False
+    assert c.outages == 1 and w.version() == 1
+    c.tick()
+    assert w.version() == 2 and q.in_flight() == [] and q.pending() == []
+
+
+def test_a_replica_that_loses_the_lease_releases_the_queue_slots_of_its_runs() -> None:
+    from chamberlain.triggers import manual
+
+    w = World(policy={"type": "event-based", "revokeOld": True, "maxOverlap": "1h", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    a = w.controller(identity="replica-a", queue=q)
+    q.put(manual("api-token", "drill", w.clock.now()))
+    a.tick()
+    assert a.active["api-token"].run.stage == "revoke-wait" and len(q.in_flight()) == 1
+    w.clock.advance(16)  # a stops renewing for a while; b takes the expired Lease
+    assert LeaderElector(w.kube, NS, "chamberlain-controller", "replica-b", w.clock, 15).step()
+    assert a.tick() is False and not a.active
+    assert q.in_flight() == [], "a follower's queue slots are released (the new leader adopts the run)"
+    q.put(manual("api-token", "after the takeover", w.clock.now()))
+    assert q.take(timeout=0) is not None

@@ -42,6 +42,7 @@ SECRET = VaultPath(MOUNT, "prod/shop/api-token")
 OLD = "CANARY-old-0123456789abcdef"
 ESO_NS, ESO_NAME = "shop", "api-token"
 WORKLOAD = WorkloadRef("Deployment", "shop", "api")
+ADMIN = {"username": "postgres", "password": "CANARY-admin-5e5e5e5e5e5e"}  # a target's admin login
 
 
 # --------------------------------------------------------------------------------------------------- fakes
@@ -429,15 +430,26 @@ def test_hold_stops_at_held_marks_the_secret_and_release_lets_rotation_run_again
     assert [(e.run, e.result) for e in w.rotations()] == [("run-1", "failed"), ("run-2", "ok")]
 
 
-def test_an_error_quoting_a_value_is_scrubbed_before_it_is_recorded() -> None:
-    w = make_world("alert")
+@dataclass
+class Leaky(FakeRotator):
+    """A rotator whose error quotes a value: a pending one at ``test``, the admin login at ``set_at_target``."""
 
-    class Leaky(FakeRotator):
-        def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+    leak: str = "test"
+
+    def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        if self.leak == "set_at_target":
+            raise TargetRejected(f"login as {dict(ctx.admin or {}).get('password')} refused")
+
+    def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        if self.leak == "test":
             raise CredentialTestFailed(f"login with {pending.data['token']} failed")
 
-    w.rotator = Leaky()
-    run = wf.run_to_completion(w.start(), w.deps())
+
+@pytest.mark.parametrize("leak", ["test", "set_at_target"], ids=["pending-value", "admin-login"])
+def test_an_error_quoting_a_value_is_scrubbed_before_it_is_recorded(leak: str) -> None:
+    w = make_world("alert")
+    w.rotator = Leaky(leak=leak)
+    run = wf.run_to_completion(w.start(), w.deps(admin=lambda: dict(ADMIN)))
     assert run.stage == "failed" and "[redacted]" in (run.last_error or "")
     assert "CANARY" not in everything_recorded(w)
 
@@ -476,8 +488,12 @@ def _run(stage: str, **kw: Any) -> RotationRun:
     return RotationRun.model_validate(base)
 
 
-def _seen(current: int = 4, marker: str = "v1:old", staged: int = 2, staged_run: str | None = None) -> wf.Observed:
-    return wf.Observed(current, marker, staged, staged_run)
+def _seen(current: int = 4, marker: str = "v1:old", staged: int = 2, staged_run: str | None = None,
+          outage: str | None = None) -> wf.Observed:
+    return wf.Observed(current, marker, staged, staged_run, outage=outage)
+
+
+DOWN = "AuthorityUnavailable: connection refused"
 
 
 LATER = T0 + timedelta(hours=2)
@@ -508,6 +524,24 @@ NEXT_STEP_CASES = [
      wf.Step.SET_AT_TARGET),
     ("finished-unrecorded", _run("failed"), _seen(), T0, wf.Step.FINALIZE),
     ("finished-recorded", _run("done", ledger_seq=7), _seen(current=5), T0, wf.Step.NONE),
+    # an authority outage interrupted the run: the failure strategy decides, as for any failure
+    ("outage-alert-stops", _run("staged", failure_strategy="alert"), _seen(staged=3, outage=DOWN), T0,
+     wf.Step.STOP),
+    ("outage-hold-stops", _run("tested", failure_strategy="hold"), _seen(staged=3, outage=DOWN), T0, wf.Step.STOP),
+    ("outage-hold-stops-a-backoff", _run("staged", failure_strategy="hold", next_retry_at=T0 + timedelta(hours=1)),
+     _seen(staged=3, outage=DOWN), T0, wf.Step.STOP),
+    ("outage-hold-stops-the-overlap-wait", _run("revoke-wait", failure_strategy="hold",
+                                                 revoke_at=T0 + timedelta(hours=1)),
+     _seen(current=5, outage=DOWN), T0, wf.Step.STOP),
+    ("outage-alert-even-past-promote", _run("propagated", failure_strategy="alert"), _seen(current=5, outage=DOWN),
+     T0, wf.Step.STOP),
+    ("outage-retry-goes-on", _run("staged"), _seen(staged=3, outage=DOWN), T0, wf.Step.SET_AT_TARGET),
+    ("outage-retry-keeps-waiting", _run("staged", next_retry_at=T0 + timedelta(seconds=5)),
+     _seen(staged=3, outage=DOWN), T0, wf.Step.WAIT),
+    ("outage-after-the-end-records", _run("failed", failure_strategy="hold"), _seen(outage=DOWN), T0,
+     wf.Step.FINALIZE),
+    ("outage-after-the-record-nothing", _run("held", failure_strategy="hold", ledger_seq=7), _seen(outage=DOWN), T0,
+     wf.Step.NONE),
 ]
 
 
@@ -631,3 +665,112 @@ def test_a_run_recorded_before_the_policy_and_ledger_snapshots_still_finishes(
     run = runs.save(w.kv, run.model_copy(update={"ledger_mark": None}))
     run = wf.run_to_completion(run, deps)
     assert run.ledger_seq == 1 and [e.run for e in w.rotations()] == ["run-1"]
+
+
+# --------------------------------------------------------------------------------------------------- outage
+
+
+@pytest.mark.parametrize(("strategy", "stage"), [("alert", "failed"), ("hold", "held")])
+def test_an_outage_under_alert_or_hold_ends_the_run_and_finalize_records_it(strategy: str, stage: str) -> None:
+    w = make_world(strategy)
+    run, deps = w.start(), w.deps()
+    run = wf.advance(wf.advance(run, deps), deps)  # staged, set at target: then the authority went away
+    assert run.stage == "set-at-target"
+    ended = wf.advance(run, deps, outage=DOWN)
+    assert ended.stage == stage and ended.finished and ended.attempts == 1 and ended.next_retry_at is None
+    assert ended.last_error == f"authority unavailable during set-at-target: {DOWN}"
+    assert ended.ledger_mark is not None and runs.load(w.kv, SECRET) == ended
+    final = wf.run_to_completion(ended, deps)
+    assert final.ledger_seq is not None and w.versions() == 1
+    assert [(e.result, e.details["stage"]) for e in w.rotations()] == [("failed", stage)]
+    assert (w.custom().get(wk.HELD) == "true") is (strategy == "hold")
+    assert w.alerts == (["run-1"] if strategy == "alert" else [])
+    assert "CANARY" not in everything_recorded(w)
+
+
+def test_an_outage_under_retry_carries_on_where_the_run_was() -> None:
+    w = make_world()
+    run, deps = w.start(), w.deps()
+    run = wf.advance(run, deps)
+    after = wf.advance(run, deps, outage=DOWN)
+    assert after.stage == "set-at-target" and after.last_error is None
+    assert_one_clean_rotation(w, wf.run_to_completion(after, deps))
+
+
+# --------------------------------------------------------------------------------------------------- admin login
+
+
+def strings_reachable(root: object, *, outside: tuple[type, ...]) -> set[str]:
+    """Every str reachable from ``root`` through attributes, containers and closures, not entering ``outside``
+    (the authority itself holds the admin values, by definition)."""
+    import types
+
+    seen: set[int] = set()
+    found: set[str] = set()
+    todo: list[object] = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (type, types.ModuleType, *outside)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            found.add(obj)
+        elif isinstance(obj, dict):
+            todo += [*obj.keys(), *obj.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            todo += list(obj)
+        elif isinstance(obj, types.FunctionType):
+            todo += [c.cell_contents for c in obj.__closure__ or ()]
+        elif isinstance(obj, types.MethodType):
+            todo.append(obj.__self__)
+        else:
+            todo += list(getattr(obj, "__dict__", {}).values())
+            todo += [getattr(obj, n) for n in getattr(type(obj), "__slots__", ()) if hasattr(obj, n)]
+    return found
+
+
+@dataclass
+class AdminRotator(FakeRotator):
+    """Logs in as the target's admin where a real one would; records *whether* it got the login, never the login."""
+
+    logins: list[tuple[str, bool]] = field(default_factory=list)
+
+    def create_pending(self, ctx: RotationContext) -> PendingVersion:
+        self.logins.append(("create_pending", ctx.admin is not None))
+        return super().create_pending(ctx)
+
+    def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        self.logins.append(("set_at_target", dict(ctx.admin or {}) == ADMIN))
+        super().set_at_target(ctx, pending)
+
+    def test(self, ctx: RotationContext, pending: PendingVersion) -> None:
+        self.logins.append(("test", dict(ctx.admin or {}) == ADMIN))
+        super().test(ctx, pending)
+
+    def revoke_old(self, ctx: RotationContext, previous: Mapping[str, str]) -> None:
+        self.logins.append(("revoke_old", dict(ctx.admin or {}) == ADMIN))
+        super().revoke_old(ctx, previous)
+
+
+def test_the_admin_login_is_read_inside_the_steps_that_need_it_and_held_by_nothing_between_steps() -> None:
+    w = make_world()
+    reads: list[int] = []
+
+    def admin() -> dict[str, str]:
+        reads.append(1)
+        return dict(ADMIN)
+
+    w.rotator = AdminRotator()
+    run, deps = w.start(), w.deps(admin=admin)
+    while not (run.finished and run.ledger_seq is not None):
+        after = wf.advance(run, deps)
+        if after == run:
+            w.clock.sleep(3600)
+        run = after
+        held = strings_reachable(deps, outside=(FakeKV,)) | strings_reachable(run, outside=(FakeKV,))
+        assert ADMIN["password"] not in held, f"the admin login outlived the step before {run.stage}"
+    assert w.rotator.logins == [("create_pending", False), ("set_at_target", True), ("test", True),
+                                ("revoke_old", True)]
+    assert len(reads) == 3, "one read per step that logs in as admin"
+    assert_one_clean_rotation(w, run)
+

@@ -1,21 +1,30 @@
 """The in-cluster controller: the long-running orchestrator and event system (SPEC §4 components 5 and 6).
 
-Belongs here: leader election on a Lease (``leader``), the loop that turns trigger requests into durable rotation
-runs and drives them in batches (``loop``), RotationRun objects and Events (``resources``), Prometheus metrics
-(``metrics``), structured JSON logs (``logs``), and running it all with the webhook endpoint (``app``). Not here:
-deciding whether a secret is due (``rotation.policy``), the steps of a rotation (``rotation.workflow``), the
-triggers themselves (``triggers``), or building clients (the CLI and the demo do that).
+Belongs here: the loop that turns trigger requests into durable rotation runs and drives them in batches
+(``loop``), in three parts — its frozen configuration (``config``), its collaborators built once (``collaborators``)
+and the tick's mutable state with its lock discipline (``state``) — plus what it acts on (``scope``), the restart
+wave a batch shares (``batch``), the process's one ledger writer (``ledger``), leader election on a Lease
+(``leader``), RotationRun objects and Events (``resources``), Prometheus metrics (``metrics``), structured JSON
+logs (``logs``), and running it all with the webhook endpoint (``app``: ``wire`` builds the three parts). Not here:
+deciding whether a secret is due (``rotation.policy``), the steps of a rotation and their decisions
+(``rotation.workflow``), the triggers themselves (``triggers``), or building clients (the CLI and the demo do
+that).
 """
 
 from chamberlain.controller.app import ControllerApp, LeaderOnlyWebhook
+from chamberlain.controller.collaborators import Collaborators
+from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.leader import Decision, LeaderElector, decide
-from chamberlain.controller.loop import Controller, Scope, schedule_of, scope_of
+from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
+from chamberlain.controller.scope import Scope, schedule_of, scope_of
 
 __all__ = [
+    "Collaborators",
     "Controller",
     "ControllerApp",
+    "ControllerConfig",
     "ControllerMetrics",
     "Decision",
     "LeaderElector",

@@ -1,14 +1,15 @@
 """The running controller: the loop on a thread, the webhook endpoint and ``/metrics``, started and stopped as one.
 
-The CLI (``chamberlain controller run``) and the demo build the clients and the :class:`~.loop.Controller`, then
-hand it here. Stopping is graceful: the loop finishes its tick, gives up the Lease, and the servers shut down;
-an unfinished run stays recorded in Vault for whichever replica leads next.
+The CLI (``chamberlain controller run``) and the demo build the clients, then :func:`wire` builds the
+:class:`~.loop.Controller` from them (its configuration, its collaborators built once, its state) and
+:class:`ControllerApp` runs it. Stopping is graceful: the loop finishes its tick, gives up the Lease, and the
+servers shut down; an unfinished run stays recorded in Vault for whichever replica leads next.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http import HTTPStatus
@@ -18,15 +19,17 @@ from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
 from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.clock import Clock
+from chamberlain.controller.collaborators import Collaborators, Logger, Silent
+from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
 from chamberlain.controller.leader import LeaderElector
-from chamberlain.controller.loop import Controller, Logger, Scope
+from chamberlain.controller.ledger import SharedLedger
+from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
+from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, Answer, WebhookHandler, WebhookKey, WebhookServer
-
-DEFAULT_LEASE = "chamberlain-controller"
 
 
 class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObjects, Protocol):
@@ -59,9 +62,26 @@ def wire(
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
     trigger, Vault requests counted and the token renewed (one login per token lifetime, never one per tick).
-    ``options`` are further :class:`Controller` fields (intervals, timeouts)."""
+    ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers)."""
+    config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
+                              lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
     metrics.vault_request("login")
+    kv = CountingKV(vault.kv, metrics.vault_request)
+    ns = scope.platform.spec.controller.namespace
+    queue = MemoryQueue()
+    parts = Collaborators(
+        kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock), metrics=metrics,
+        queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
+        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
+        pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
+        log=log if log is not None else Silent(),
+    )
+    return Controller(scope, parts, config)
+
+
+def _session_refresher(vault: VaultSession, metrics: ControllerMetrics) -> Callable[[], None]:
+    """Renew the authority token when due, counting each renewal (the session says when it logged in again)."""
     seen = [vault.session_generation]
 
     def refresh_session() -> None:
@@ -70,16 +90,7 @@ def wire(
             seen[0] = vault.session_generation
             metrics.vault_request("renew")
 
-    ns = scope.platform.spec.controller.namespace
-    queue = MemoryQueue()
-    extra: dict[str, Any] = {"log": log} if log is not None else {}
-    return Controller(
-        scope=scope, kv=CountingKV(vault.kv, metrics.vault_request), kube=kube, clock=clock, metrics=metrics,
-        queue=queue, elector=LeaderElector(kube, ns, lease_name, identity, clock, lease_seconds),
-        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
-        actor=f"controller:{identity}", refresh_session=refresh_session, pki=VaultCertificateIssuer(vault),
-        **extra, **{"workers": 8, **options},
-    )
+    return refresh_session
 
 
 class LeaderOnlyWebhook(WebhookHandler):

@@ -7,6 +7,8 @@ n runs costs O(n²) reads. Serialized through one :class:`SharedLedger`, an appe
 A run remembers the ledger mark of when it finished, so a finalize resumed after a crash finds the entry an
 earlier attempt appended (``find``). Entries this process appended since that mark are checked in memory; only
 entries written by someone else (another replica, the CLI) are read.
+
+The clock is required: entry times come from the controller's injected clock, never from the wall clock here.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from chamberlain.audit.ledger import Event, Ledger, LedgerEntry, LedgerMark, Result
+from chamberlain.authority.kv import KV
+from chamberlain.clock import Clock
 
 REMEMBERED = 10_000  # own entries kept in memory for the check above (older marks fall back to reads)
 
 
 class SharedLedger(Ledger):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    """The process's one ledger writer: appends are serialized, and remembered for :meth:`append`'s ``find``."""
+
+    def __init__(self, kv: KV, mount: str, clock: Clock) -> None:
+        super().__init__(kv, mount, clock)
         self._lock = threading.RLock()  # append reads mark() through the base class
         self._own: OrderedDict[int, LedgerEntry] = OrderedDict()
         self._last: LedgerMark | None = None  # after this process's last append

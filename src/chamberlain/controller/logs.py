@@ -1,8 +1,9 @@
 """Structured JSON logs for the controller: structlog for our events, and the standard library's records (the
 triggers log through ``logging``) rendered by the same JSON processor chain, one object per line on stderr.
 
-Events name secrets, runs, stages and outcomes. Values never reach a log call (the workflow holds none in its
-records); :func:`scrub` is a last line of defence for exception texts from libraries.
+Events name secrets, runs, stages and outcomes. Values never reach a log call: the workflow holds none in its
+records, and the error texts the loop logs are our own (``ChamberlainError`` messages carry names, never data;
+a run's ``last_error`` is scrubbed of the values its step held).
 """
 
 from __future__ import annotations

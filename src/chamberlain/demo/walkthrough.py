@@ -592,7 +592,7 @@ def _rotation_time_phase(s: _State) -> dict[str, Any]:
     due_in = (due_at - s.clock.now()).total_seconds()
     run = running.wait_run(r.SHORT_TTL_SECRET, "time", 0, timeout=max(due_in, 0.0) + 60.0)
     # One timed rotation is the proof; the 40 s ttl must not keep rotating the secret while later phases run.
-    running.controller.evaluate_every = r.EVALUATE_AFTERWARDS
+    running.controller.set_evaluate_every(r.EVALUATE_AFTERWARDS)
     facts: dict[str, Any] = {
         "rotation": running.row(run),
         "policy_in_force": f"{policy.type if policy else '-'}, ttl {custom.get('policy.ttl', '-')}, rotateBefore "

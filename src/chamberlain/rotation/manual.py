@@ -1,13 +1,14 @@
 """Glue between a loaded intent repository and the durable workflow, for ``chamberlain rotate`` and ``status``.
 
 Belongs here: choosing the one placement (environment, cluster, Vault path) of an intent a command acts on,
-building :class:`~chamberlain.rotation.workflow.RotationDeps` from it (the rotator from the registry, the admin
-values of a ``target.postgres.adminIntent`` read from Vault, :class:`KubeConsumers` for the intent's consumers in
-the selected cluster, the ledger, the system clock), timing propagation, and the per-secret status report
+building :class:`~chamberlain.rotation.workflow.RotationDeps` from it (the rotator from the registry, the
+:class:`VaultAdmin` source of a ``target.postgres.adminIntent``, :class:`KubeConsumers` for the intent's consumers
+in the selected cluster, the ledger, the injected clock), timing propagation, and the per-secret status report
 (metadata, ledger, policy in force, consumer sync by marker annotation only). Not here: the CLI, loading the
 repository, or selecting intents by namespace (:mod:`chamberlain.triggers.manual`).
 
-Nothing here reads a consumer Secret's data; Vault values are read only to hand a rotator its admin login.
+Nothing here reads a consumer Secret's data, and nothing here reads a Vault value: the admin login is read by the
+workflow's executor through :class:`VaultAdmin`, inside the step that needs it.
 """
 
 from __future__ import annotations
@@ -107,10 +108,26 @@ class TimedPropagation:
         return rolled
 
 
-def admin_values(
-    kv: KV, platform: Platform, intents: Mapping[str, SecretIntent], placed: Placed
-) -> dict[str, str] | None:
-    """The values of ``target.postgres.adminIntent`` in the same environment/cluster (None without a target)."""
+@dataclass(frozen=True)
+class VaultAdmin:
+    """:class:`~chamberlain.rotation.workflow.AdminSource` over the authority: each call reads the admin secret's
+    latest values; none is kept here (the executor drops them with the step)."""
+
+    kv: KV = field(repr=False)
+    path: VaultPath
+    secret: str  # the rotating secret, for messages
+
+    def __call__(self) -> dict[str, str]:
+        got = self.kv.read(self.path.mount, self.path.path)
+        if got is None:
+            raise NotFound(f"{self.path}: the admin secret of {self.secret} is not in Vault")
+        return dict(got.data)
+
+
+def admin_source(kv: KV, platform: Platform, intents: Mapping[str, SecretIntent], placed: Placed
+                 ) -> VaultAdmin | None:
+    """Where the admin login of ``target.postgres.adminIntent`` lives in the same environment/cluster (None without
+    a target). Checked now, by metadata only, so a run never starts without its admin secret."""
     target = placed.intent.spec.target
     if target is None:
         return None
@@ -118,10 +135,10 @@ def admin_values(
     if admin is None:
         raise UsageError(f"{placed.name}: adminIntent {target.postgres.admin_intent!r} is not in the repository")
     path = vault_path(platform, admin, placed.environment, placed.cluster)
-    got = kv.read(path.mount, path.path)
-    if got is None:
+    meta = kv.read_metadata(path.mount, path.path)
+    if meta is None or meta.current_version == 0:
         raise NotFound(f"{path}: the admin secret of {placed.name} is not in Vault")
-    return dict(got.data)
+    return VaultAdmin(kv, path, placed.name)
 
 
 def build_deps(
@@ -134,19 +151,23 @@ def build_deps(
     actor: str,
     clock: Clock,
     registry: Registry | None = None,
+    ledger: Ledger | None = None,
     timeout: float = 120.0,
     poll: float = 0.5,
     pki: CertificateIssuer | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
-    """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. ``pki``
-    signs and revokes certificates for the ``x509-vault-pki`` rotator."""
+    """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. A
+    long-lived caller (the controller) hands in its one ``registry`` and ``ledger``; without them they are built
+    here (the registry loaded, a ledger over the runtime mount on ``clock``). ``pki`` signs and revokes
+    certificates for the ``x509-vault-pki`` rotator."""
     rotator = (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
         wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clock, timeout=timeout, poll=poll), clock)
     deps = wf.RotationDeps(
-        kv=kv, ledger=Ledger(kv, platform.spec.authority.mounts.runtime, clock), rotator=rotator,
+        kv=kv, ledger=ledger if ledger is not None else Ledger(kv, platform.spec.authority.mounts.runtime, clock),
+        rotator=rotator,
         intent=placed.intent, propagation=propagation, clock=clock, rng=random.SystemRandom(), actor=actor,
-        admin=admin_values(kv, platform, intents, placed), pki=pki,
+        admin=admin_source(kv, platform, intents, placed), pki=pki,
     )
     return deps, propagation
 
@@ -281,5 +302,5 @@ def pick(intents: Sequence[SecretIntent], names: Sequence[str]) -> list[SecretIn
     return [by_name[n] for n in names]
 
 
-__all__ = ["Placed", "TimedPropagation", "admin_values", "build_deps", "consumer_sync", "consumers_of", "drive",
-           "last_changed", "pick", "place", "run_report", "secret_status"]
+__all__ = ["Placed", "TimedPropagation", "VaultAdmin", "admin_source", "build_deps", "consumer_sync", "consumers_of",
+           "drive", "last_changed", "pick", "place", "run_report", "secret_status"]

@@ -3,15 +3,15 @@
 A :class:`RotationRun` is everything the durable workflow (:mod:`.workflow`) needs to resume a rotation after a
 crash, and nothing secret: names, stages, Vault version numbers, non-reversible markers, key *names*, notes the
 rotator declared non-secret, and error messages (which carry no values by contract, and are scrubbed of the
-values the executor holds anyway). It has two homes, one now and one later:
+values the executor holds anyway). It has a home and a mirror:
 
-* now: KV v2 custom data at ``<runtime>/_chamberlain/runs/<env>/<owner>/<name>`` (next to the secret, in the
-  mount the orchestrator already owns), written with check-and-set. That record is the **lease**: while it holds
-  a run that is not finished, :func:`start` refuses a second run (or joins the same run id), so one secret never
-  has two concurrent runs. ``revision`` is the record's KV version, used as the CAS of the next write, the way a
-  ``resourceVersion`` is used on a Kubernetes object;
-* later: the ``status`` of a ``RotationRun`` custom resource (:meth:`RotationRun.to_status`, Kubernetes-style
-  ``conditions``).
+* the home: KV v2 custom data at ``<runtime>/_chamberlain/runs/<env>/<owner>/<name>`` (next to the secret, in
+  the mount the orchestrator already owns), written with check-and-set. That record is the **lease**: while it
+  holds a run that is not finished, :func:`~chamberlain.rotation.workflow.start` refuses a second run (or joins
+  the same run id), so one secret never has two concurrent runs. ``revision`` is the record's KV version, used as
+  the CAS of the next write, the way a ``resourceVersion`` is used on a Kubernetes object;
+* the mirror: the ``status`` of a ``RotationRun`` custom resource (:meth:`RotationRun.to_status`, Kubernetes-style
+  ``conditions``), published by the controller (``controller.resources.RunPublisher``), never read back as truth.
 
 Boundary: the record, its storage and its lease. Deciding the next step and acting live in :mod:`.workflow`.
 """
@@ -19,6 +19,7 @@ Boundary: the record, its storage and its lease. Deciding the next step and acti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -131,13 +132,21 @@ class RotationRun(BaseModel):
     def succeeded(self) -> bool:
         return self.stage in SUCCEEDED
 
-    def to_status(self) -> dict[str, Any]:
-        """The ``status`` of a ``RotationRun`` custom resource: camelCase fields plus ``conditions``."""
-        at = _iso(self.updated_at)
+    def to_status(self, previous: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The ``status`` of a ``RotationRun`` custom resource: camelCase fields plus ``conditions``.
+
+        ``previous``: the conditions last published for this run. A condition whose status did not change keeps
+        its ``lastTransitionTime`` (the Kubernetes convention: the time of the last *transition*, not of the last
+        write); a new or flipped one takes ``updated_at``."""
+        at = _iso(self.updated_at) or ""
+        since = {c.get("type"): c for c in previous}
 
         def cond(kind: str, ok: bool, reason: str, message: str = "") -> dict[str, str]:
-            return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message,
-                    "lastTransitionTime": at or ""}
+            status = "True" if ok else "False"
+            before = since.get(kind)
+            kept = before is not None and before.get("status") == status and before.get("lastTransitionTime")
+            return {"type": kind, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": str(kept) if kept else at}
 
         promoted = self.stage in PROMOTED_OR_LATER
         retrying = self.next_retry_at is not None and not self.finished

@@ -21,16 +21,23 @@ Pending vs current — where the new values live before they are promoted:
 * Anything else moving the real path during a run is a conflict (a second writer): the run fails, it never
   overwrites.
 
-Policy change the renderer needs (``render/vault_bundle.py``): the orchestrator's grants cover the ledger under
-``_chamberlain/`` only. It also needs ``create``/``read``/``update`` on ``<runtime>/data/_chamberlain/runs/*`` and
-``<runtime>/data/_chamberlain/pending/*`` (plus ``read`` on their ``metadata/``, and ``delete``/``destroy`` on the
-pending path once staged values are destroyed after promote); no other identity may read them.
+Grants (rendered per environment by ``render/vault_bundle.py``): the orchestrator has ``create``/``read``/
+``update`` on ``<runtime>/data/_chamberlain/runs/<env>/*`` and ``<runtime>/data/_chamberlain/pending/<env>/*``,
+``read`` on their ``metadata/``, and ``delete``/``destroy`` on the pending path (for destroying staged values after
+promote); no other identity may read them.
 
 Failures: an error with ``retryable`` under ``failureStrategy: retry`` is retried with exponential backoff and
 jitter (drawn from an injected RNG) up to ``Backoff.max_attempts``; anything else stops the run: ``retry`` and
 ``alert`` at ``failed`` (``alert`` also calls the alert hook), ``hold`` at ``held`` with ``held=true`` on the
-secret until :func:`release`. Every finished run appends exactly one ``rotation`` ledger entry (found again by its
-run id after a crash). :func:`rollback` re-promotes an earlier version's values through the same machine.
+secret until :func:`release`. An outage of the authority itself cannot be recorded while it lasts; the executor
+that lived through it says so to :func:`advance` (``outage=``), and :func:`next_step` then decides like for any
+other failure: ``retry`` carries on where the run was, ``alert``/``hold`` end it (:attr:`Step.STOP`). Every
+finished run appends exactly one ``rotation`` ledger entry (found again by its run id after a crash).
+:func:`rollback` re-promotes an earlier version's values through the same machine.
+
+Admin credentials (``target.postgres.adminIntent``) are values too: :class:`RotationDeps` holds an
+:class:`AdminSource`, never the values. The executor calls it inside the steps that log in as admin
+(set at target, test, revoke), scrubs what it returned from error messages, and drops it with the step.
 
 Vault calls (``benchmarks/bench_rotation_vault_calls.py`` counts them against the protocol's minimum): values are
 never kept between steps, so a step reads what it needs, and nothing more. :func:`observe` reads only what
@@ -144,12 +151,14 @@ class Step(StrEnum):
     FINISH = "finish"  # nothing to revoke: done
     CONFLICT = "conflict"  # someone else wrote: fail, never overwrite
     FINALIZE = "finalize"  # a finished run: held flag, alert, ledger entry, last-result (each idempotent)
+    STOP = "stop"  # an authority outage interrupted the run under failureStrategy alert/hold: end it failed/held
     NONE = "none"  # finished and recorded
 
 
 @dataclass(frozen=True)
 class Observed:
-    """What Vault holds now, as far as the run's next step cares. Markers only, never values.
+    """What Vault holds now, as far as the run's next step cares, and whether an authority outage interrupted the
+    run. Markers only, never values.
 
     :func:`observe` reads only the paths :func:`next_step` looks at in the run's stage; a path it does not read is
     reported as the run expects it (its recorded versions and marker)."""
@@ -159,6 +168,9 @@ class Observed:
     staged_version: int  # latest version of the staging path (0: absent)
     staged_run: str | None  # the run id the latest staged data was written by
     held: bool = False  # not read by observe (next_step does not depend on it; start refuses a held secret)
+    # not read by observe either: the authority was unreachable while this run was in flight (the cleaned error),
+    # as the executor that lived through the outage saw it; None when no outage interrupted the run
+    outage: str | None = None
 
 
 def wake_at(run: RotationRun) -> datetime | None:
@@ -169,7 +181,12 @@ def wake_at(run: RotationRun) -> datetime | None:
 
 
 def next_step(run: RotationRun, seen: Observed, now: datetime) -> Step:
-    """The one step to do next (pure). Safe to ask again after any crash: a done write is recognised, not redone."""
+    """The one step to do next (pure). Safe to ask again after any crash: a done write is recognised, not redone.
+
+    An outage of the authority during the run (``seen.outage``) ends it under ``alert``/``hold`` even while it
+    waits: the policy said a failure needs a human. Under ``retry`` the run goes on where it was."""
+    if seen.outage is not None and not run.finished and run.failure_strategy != "retry":
+        return Step.STOP
     if run.next_retry_at is not None and now < run.next_retry_at:
         return Step.WAIT
     if run.finished:
@@ -282,13 +299,21 @@ class KubeConsumers:
                 if restart(self.kube, w, token, self.clock) == "restarted"]
 
 
+class AdminSource(Protocol):
+    """The admin login of a rotation's target (the values of ``target.postgres.adminIntent``), read from the
+    authority when called. Holds no value itself: the executor calls it inside the one step that needs it."""
+
+    def __call__(self) -> Mapping[str, str]: ...
+
+
 def _no_alert(run: RotationRun) -> None:
     return None
 
 
 @dataclass
 class RotationDeps:
-    """Everything :func:`advance` acts through. ``admin`` holds values (for a target's admin login): never logged."""
+    """Everything :func:`advance` acts through. No values: ``admin`` reads the target's admin login on demand
+    (inside set at target, test and revoke only), so deps kept for the length of a run hold none."""
 
     kv: KV
     ledger: Ledger
@@ -299,7 +324,7 @@ class RotationDeps:
     rng: RandomSource
     actor: str = "chamberlain-controller"
     backoff: Backoff = field(default_factory=Backoff)
-    admin: Mapping[str, str] | None = field(default=None, repr=False)
+    admin: AdminSource | None = None
     on_alert: Callable[[RotationRun], None] = _no_alert  # event + metric hook of failureStrategy alert
     pki: CertificateIssuer | None = None  # signs/revokes for the x509-vault-pki rotator
 
@@ -391,7 +416,7 @@ class _Seen:
 _READS_REAL: frozenset[runs.Stage] = frozenset({"pending", "staged", "set-at-target"})
 
 
-def _look(run: RotationRun, kv: KV) -> _Seen:
+def _look(run: RotationRun, kv: KV, outage: str | None = None) -> _Seen:
     read_real = not run.finished and run.stage in _READS_REAL
     read_staged = not run.finished and run.stage == "pending"
     real = kv.read(run.mount, run.path) if read_real else None
@@ -408,7 +433,7 @@ def _look(run: RotationRun, kv: KV) -> _Seen:
     else:
         staged_version = run.staged_version or run.staging_base
         staged_run = run.run_id if run.staged_version else None
-    return _Seen(Observed(current_version, current_marker, staged_version, staged_run), real, staged)
+    return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage), real, staged)
 
 
 def observe(run: RotationRun, kv: KV) -> Observed:
@@ -453,9 +478,18 @@ class _Executor:
         meta = self.kv.read_metadata(self.run.mount, self.run.path)  # a run recorded before the snapshot
         return _policy(meta.custom) if meta is not None else None
 
-    def context(self, current: Mapping[str, str]) -> RotationContext:
+    def context(self, current: Mapping[str, str], *, admin: bool = False) -> RotationContext:
+        """The rotator's view of this step; ``admin``: the step logs in as the target's admin, whose values are
+        read now and live as long as this executor (one step)."""
         return RotationContext(intent=self.deps.intent, now=self.now, current=current, policy=self._policy(),
-                               admin=self.deps.admin, pki=self.deps.pki)
+                               admin=self._admin() if admin else None, pki=self.deps.pki)
+
+    def _admin(self) -> dict[str, str] | None:
+        if self.deps.admin is None:
+            return None
+        values = dict(self.deps.admin())
+        self.held_values.extend(values.values())
+        return values
 
     def pending(self) -> PendingVersion:
         staged = self._read(staging_path(self.run.vault), self.run.staged_version)
@@ -501,13 +535,13 @@ class _Executor:
 
     def set_at_target(self) -> RotationRun:
         current = self._current()
-        self.deps.rotator.set_at_target(self.context(current), self.pending())
+        self.deps.rotator.set_at_target(self.context(current, admin=True), self.pending())
         checkpoint("rotation.set-at-target")
         return self.run.model_copy(update={"stage": "set-at-target"})
 
     def test(self) -> RotationRun:
         current = self._current()
-        self.deps.rotator.test(self.context(current), self.pending())
+        self.deps.rotator.test(self.context(current, admin=True), self.pending())
         checkpoint("rotation.test")
         return self.run.model_copy(update={"stage": "tested"})
 
@@ -570,7 +604,7 @@ class _Executor:
         mark = self.deps.ledger.mark()
         previous = self._read(self.run.path, self.run.previous_version)
         current = self._read(self.run.path, self.run.current_version)
-        self.deps.rotator.revoke_old(self.context(current), previous)
+        self.deps.rotator.revoke_old(self.context(current, admin=True), previous)
         checkpoint("rotation.revoke")
         return self._finish("revoked", mark)
 
@@ -631,9 +665,19 @@ class _Executor:
             delay = retry_delay(attempts, self.deps.backoff, self.deps.rng.random())
             return run.model_copy(update={"attempts": attempts, "next_retry_at": self.now + delay,
                                           "last_error": message})
+        return self._stop(message)
+
+    def stop(self) -> RotationRun:
+        """An authority outage interrupted the run under ``alert``/``hold``: end it now that the authority answers
+        (finalize then marks the secret held, alerts and ledgers, like after any other failure)."""
+        return self._stop(f"authority unavailable during {self.run.stage}: {self.seen.observed.outage}")
+
+    def _stop(self, message: str) -> RotationRun:
+        """The end of a run that failed: ``held`` under failureStrategy hold, else ``failed``; one more attempt."""
+        run = self.run
         stage: runs.Stage = "held" if run.failure_strategy == "hold" else "failed"
-        return run.model_copy(update={"stage": stage, "attempts": attempts, "next_retry_at": None,
-                                      "last_error": message, "finished_at": self.now,
+        return run.model_copy(update={"stage": stage, "attempts": run.attempts + 1, "next_retry_at": None,
+                                      "last_error": message[:runs.MAX_ERROR_CHARS], "finished_at": self.now,
                                       "ledger_mark": self._mark_or_none()})
 
 
@@ -661,14 +705,15 @@ def _find_entry(ledger: Ledger, run: RotationRun) -> LedgerEntry | None:
     return None
 
 
-def advance(run: RotationRun, deps: RotationDeps) -> RotationRun:
+def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) -> RotationRun:
     """Do the one step :func:`next_step` names and persist the result (CAS on the run record). Returns the run as
     persisted; unchanged when there is nothing to do yet (WAIT, NONE). :class:`RunLost` when another executor
-    moved the record."""
+    moved the record. ``outage``: the authority was unreachable while this run was in flight (the cleaned error;
+    see :attr:`Observed.outage`)."""
     now = deps.clock.now()
-    if run.next_retry_at is not None and now < run.next_retry_at:
+    if outage is None and run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
-    seen = _look(run, deps.kv)
+    seen = _look(run, deps.kv, outage)
     step = next_step(run, seen.observed, now)
     if step in (Step.WAIT, Step.NONE):
         return run
@@ -687,11 +732,12 @@ def advance(run: RotationRun, deps: RotationDeps) -> RotationRun:
             Step.REVOKE: ex.revoke,
             Step.FINISH: ex.finish,
             Step.FINALIZE: ex.finalize,
+            Step.STOP: ex.stop,
         }
         if step is Step.CONFLICT:
             raise WriteConflict(f"{run.secret}: {run.vault} or its staging path changed outside run {run.run_id}")
         updated = actions[step]()
-        keep = {"attempts": updated.attempts} if step is Step.FINALIZE else {"attempts": 0}
+        keep = {"attempts": updated.attempts} if step in (Step.FINALIZE, Step.STOP) else {"attempts": 0}
         updated = updated.model_copy(update={**keep, "next_retry_at": None})
     except STEP_ERRORS as exc:
         updated = ex.fail(exc)
@@ -763,6 +809,7 @@ def rollback(
 
 
 __all__ = [
+    "AdminSource",
     "Backoff",
     "Consumer",
     "KubeConsumers",

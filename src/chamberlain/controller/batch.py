@@ -1,0 +1,87 @@
+"""One batch of runs: the restart wave they share and the propagation each run of the batch goes through.
+
+A batch is one tick's runs. The workflow's restart step of every run goes through the one :class:`RestartWave`
+of the controller, so a workload fed by several secrets of the batch rolls once (Reloader #220, VSO #644). The
+wave is built once, with the controller's state; the loop thread starts a new batch in it before the restart pass
+(:meth:`RestartWave.begin`) while no worker runs; the workers of that pass restart through it under its lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+
+from chamberlain.clock import Clock
+from chamberlain.kube.api import KubePropagation
+from chamberlain.propagation import WorkloadRef, plan_restarts, restart
+from chamberlain.propagation.restart import Change
+from chamberlain.rotation import manual as rm
+
+
+def batch_token(run_ids: list[str]) -> str:
+    """The restart token of a batch. Derived from its runs (not random), so a batch resumed after a crash reuses
+    its token: no second roll."""
+    if len(run_ids) == 1:
+        return run_ids[0]
+    return "batch-" + hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RestartWave:
+    """The restarts of one batch: each workload rolls once, under one token shared by the batch's runs."""
+
+    kube: KubePropagation
+    clock: Clock
+    token: str = ""
+    rolled: set[WorkloadRef] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # runs of a batch restart from worker threads
+
+    def begin(self, run_ids: list[str]) -> None:
+        """A new batch (loop thread, between passes). Without runs ready to restart, the token is left to the
+        first run that restarts in the batch anyway (one whose retry fell due during the pass)."""
+        with self.lock:
+            self.token = batch_token(run_ids) if run_ids else ""
+            self.rolled = set()
+
+    def restart(self, change: Change, run_token: str) -> list[str]:
+        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones patched."""
+        out = []
+        with self.lock:
+            if not self.token:
+                self.token = run_token
+            for w in sorted(plan_restarts([change])):
+                if w in self.rolled:
+                    continue
+                if restart(self.kube, w, self.token, self.clock) == "restarted":
+                    out.append(f"{w.kind}/{w.namespace}/{w.name}")
+                self.rolled.add(w)
+        return out
+
+
+@dataclass
+class BatchedPropagation:
+    """The workflow's :class:`~chamberlain.rotation.workflow.Propagation` for one run inside a batch: refresh and
+    wait as usual (timed), restarts through the batch's wave."""
+
+    timed: rm.TimedPropagation
+    wave: RestartWave
+    change: Change
+    refreshed: set[str] = field(default_factory=set)
+
+    def refresh(self, token: str) -> None:
+        if token in self.refreshed:  # the batch already poked these ExternalSecrets with this token
+            return
+        self.timed.refresh(token)
+        self.refreshed.add(token)
+
+    def wait(self, marker: str) -> None:
+        self.timed.wait(marker)
+
+    def restart(self, token: str) -> list[str]:
+        rolled = self.wave.restart(self.change, token)
+        self.timed.restarted.extend(rolled)
+        return rolled
+
+
+__all__ = ["BatchedPropagation", "RestartWave", "batch_token"]

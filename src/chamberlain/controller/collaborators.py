@@ -1,0 +1,75 @@
+"""What the controller acts through, built once per process: clients, the registry, the ledger writer, triggers.
+
+Belongs here: the authority session's KV (counted), the Kubernetes client, the rotator registry (loaded once,
+not per run), the one :class:`~.ledger.SharedLedger` every run of the process appends through (on the injected
+clock), the RunPublisher, metrics, the leader elector, the request queue and the annotation trigger, the clock,
+the RNG and the logger. Each is safe to call from the controller's worker threads (the queue, the ledger, the
+publisher and the metrics lock inside). Not here: configuration (:mod:`.config`) or anything that changes from
+tick to tick (:mod:`.state`).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chamberlain.authority.kv import KV
+from chamberlain.clock import Clock
+from chamberlain.controller.leader import LeaderElector
+from chamberlain.controller.ledger import SharedLedger
+from chamberlain.controller.metrics import ControllerMetrics
+from chamberlain.controller.resources import RunPublisher
+from chamberlain.kube.api import KubePropagation
+from chamberlain.rotation import workflow as wf
+from chamberlain.rotation.rotators import Registry
+from chamberlain.rotation.rotators.base import CertificateIssuer
+from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestQueue
+
+
+class Logger(Protocol):
+    def info(self, event: str, **kw: Any) -> Any: ...
+
+    def warning(self, event: str, **kw: Any) -> Any: ...
+
+
+class Silent:
+    """A :class:`Logger` that drops everything."""
+
+    def info(self, event: str, **kw: Any) -> None:
+        return None
+
+    def warning(self, event: str, **kw: Any) -> None:
+        return None
+
+
+def _no_session_refresh() -> None:
+    return None
+
+
+def _new_run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    kv: KV
+    kube: KubePropagation
+    clock: Clock
+    ledger: SharedLedger  # the one ledger writer of the process (over the scope's runtime mount, on `clock`)
+    registry: Registry = field(default_factory=Registry.load)
+    metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
+    queue: RequestQueue = field(default_factory=MemoryQueue)
+    elector: LeaderElector | None = None  # None: always leader (one replica, tests)
+    publisher: RunPublisher | None = None  # RotationRun objects and Events (None: none)
+    annotations: AnnotationTrigger | None = None
+    pki: CertificateIssuer | None = None  # for x509-vault-pki intents
+    refresh_session: Callable[[], None] = _no_session_refresh  # renew the authority token when due
+    new_run_id: Callable[[], str] = _new_run_id
+    rng: wf.RandomSource = field(default_factory=random.SystemRandom)
+    log: Logger = field(default_factory=Silent)
+
+
+__all__ = ["Collaborators", "Logger", "Silent"]

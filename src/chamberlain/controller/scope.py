@@ -1,0 +1,63 @@
+"""The controller's scope: which secrets one controller acts on, and what its time trigger reads of each.
+
+A :class:`Scope` is data fixed at start (the Platform, the intents, the placements in one environment and
+cluster); :func:`schedule_of` turns a secret's custom_metadata into what the time trigger needs. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chamberlain import wellknown as wk
+from chamberlain.errors import UsageError
+from chamberlain.intent.model import Platform, SecretIntent
+from chamberlain.rotation import manual as rm
+from chamberlain.rotation.policy import from_metadata
+from chamberlain.triggers import SecretSchedule
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The secrets one controller acts on: every intent placed in its cluster and environment."""
+
+    platform: Platform
+    intents: Mapping[str, SecretIntent]
+    environment: str
+    cluster: str
+    placed: Mapping[str, rm.Placed]
+
+    def knows(self, secret: str) -> bool:
+        return secret in self.placed
+
+    @property
+    def runtime_mount(self) -> str:
+        """The mount the orchestrator owns: the scope's secrets, their run records and the ledger."""
+        return self.platform.spec.authority.mounts.runtime
+
+
+def scope_of(platform: Platform, intents: Mapping[str, SecretIntent], environment: str, cluster: str) -> Scope:
+    """Place every intent in ``environment``/``cluster``; intents not placed there are out of scope, and so are
+    derived and config intents: their producers publish them (PushSecret) into the internal mounts, which the
+    orchestrator neither reads nor rotates."""
+    placed: dict[str, rm.Placed] = {}
+    runtime = platform.spec.authority.mounts.runtime
+    for name, intent in intents.items():
+        try:
+            p = rm.place(platform, intent, environment, cluster)
+        except UsageError:
+            continue
+        if p.vault.mount == runtime:
+            placed[name] = p
+    return Scope(platform, intents, environment, cluster, placed)
+
+
+def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:
+    """What the time trigger needs, from the secret's custom_metadata; None without a known last change."""
+    since = rm.last_changed(custom)
+    if since is None:
+        return None
+    return SecretSchedule(name, from_metadata(custom), since, held=custom.get(wk.HELD) == "true")
+
+
+__all__ = ["Scope", "schedule_of", "scope_of"]
