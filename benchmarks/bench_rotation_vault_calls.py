@@ -113,6 +113,8 @@ def minimum(revoke_old: bool) -> list[Need]:
                                  "second writer?)"),
         Need("promote", "update_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
                                                   "compare against"),
+        Need("promote", "destroy", "staging path at the staged version: the promoted values' plaintext copy, "
+                                   "destroyed for good once the real path holds them"),
         _save("promoted"),
         _save("propagated"),  # refresh + wait: Kubernetes only
         _save("restarted"),  # rollout restart: Kubernetes only

@@ -546,26 +546,35 @@ class _Executor:
         return self.run.model_copy(update={"stage": "tested"})
 
     def promote(self) -> RotationRun:
-        pending = self.pending()
-        if version_marker(self.run.vault.full, pending.data) != self.run.pending_marker:
+        staged = self.kv.read(self.run.mount, staging_path(self.run.vault), self.run.staged_version)
+        if staged is None or staged.deleted:
+            # Destroyed: only after a promote of this run (an attempt that crashed before recording it).
+            self._adopt_own_promote()
+            return self.record_promoted()
+        self.held_values.extend(staged.data.values())
+        data = _public(staged.data)
+        if version_marker(self.run.vault.full, data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
         try:
-            self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
+            self.kv.write(self.run.mount, self.run.path, data, cas=self.run.previous_version)
         except CasConflict:
-            # The real path moved: this run's own write of an earlier attempt (crashed before it was recorded),
-            # or a second writer. Only now is the real path read, to tell which.
-            latest = self.kv.read(self.run.mount, self.run.path)
-            if latest is not None:
-                self.held_values.extend(latest.data.values())
-            seen = Observed(latest.version if latest else 0,
-                            version_marker(self.run.vault.full, latest.data) if latest else None,
-                            self.run.staged_version or 0, self.run.run_id)
-            if not _our_promote(self.run, seen):
-                raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
-                                    "not overwritten") from None
+            self._adopt_own_promote()
         else:
             checkpoint("rotation.promote.write")
         return self.record_promoted()
+
+    def _adopt_own_promote(self) -> None:
+        """The real path moved: this run's own write of an earlier attempt (crashed before it was recorded), or a
+        second writer. Only now is the real path read, to tell which; a second writer stops the run."""
+        latest = self.kv.read(self.run.mount, self.run.path)
+        if latest is not None:
+            self.held_values.extend(latest.data.values())
+        seen = Observed(latest.version if latest else 0,
+                        version_marker(self.run.vault.full, latest.data) if latest else None,
+                        self.run.staged_version or 0, self.run.run_id)
+        if not _our_promote(self.run, seen):
+            raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
+                                "not overwritten")
 
     def record_promoted(self) -> RotationRun:
         version = self.run.previous_version + 1
@@ -580,6 +589,11 @@ class _Executor:
             self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
         except MetadataTooLarge as exc:
             raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
+        # The real path holds the values now: the staged copy is plaintext nobody needs, so it is destroyed, not
+        # just superseded (destroying it again after a crash is a no-op). Before promote it may be the only copy
+        # of a credential already set at the target, so a failed run keeps it.
+        if self.run.staged_version:
+            self.kv.destroy(self.run.mount, staging_path(self.run.vault), [self.run.staged_version])
         checkpoint("rotation.promote")
         return self.run.model_copy(update={"stage": "promoted", "current_version": version})
 
