@@ -37,6 +37,7 @@ kubernetes = pytest.importorskip("kubernetes")
 from chamberlain.audit.ledger import LedgerReader  # noqa: E402
 from chamberlain.authority.session import Connection, orchestrator_kv  # noqa: E402
 from chamberlain.demo.walkthrough import DemoOptions, Phase, run_demo  # noqa: E402
+from chamberlain.intent.paths import PENDING_PREFIX  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
 from chamberlain.service import load_valid  # noqa: E402
 
@@ -176,6 +177,14 @@ def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: 
     rotations = [e for e in ledger.for_secret(NAME) if e.event == "rotation"]
     assert len(rotations) == 1 and rotations[0].run == run["run"] and rotations[0].result == "ok"
     assert ledger.verify().ok
+
+    # The staged copy of the promoted values is destroyed, not merely superseded: Vault keeps its metadata only.
+    staging = f"{PENDING_PREFIX}/{PATH}"
+    staged_meta = w.kv.read_metadata(MOUNT, staging)
+    assert staged_meta is not None and staged_meta.current_version >= 1
+    assert staged_meta.versions[staged_meta.current_version] is True, "the staged version is destroyed"
+    gone = w.kv.read(MOUNT, staging, staged_meta.current_version)
+    assert gone is None or (gone.deleted and not gone.data)
 
     status = run_cli("status", str(w.repo), "-o", "json", *w.vault_args())
     assert status.code == 0, status.err
