@@ -347,7 +347,7 @@ def _bootstrap_phase(s: _State) -> dict[str, Any]:
 
 def _apply_phase(s: _State) -> dict[str, Any]:
     from chamberlain.gitops import apply_repository
-    from chamberlain.service import render_to
+    from chamberlain.service.repository import render as render_to
 
     out = s.work / "rendered"
     rendered = render_to(s.repo_dir, out)
