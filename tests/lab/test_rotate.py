@@ -90,7 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     pids: dict[str, int] = {}
     try:
         report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
-                                      source_repo=_source_repo(base / "source")))
+                                      source_repo=_source_repo(base / "source")), SystemClock())
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir))
         pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
         assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
