@@ -267,7 +267,7 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
                 kube.add_custom_object(GROUP, VERSION, PLURAL, row["cr"])
                 crs += 1
     stage("fakes seeded")
-    # ---- the controller, as cli/controller.py wires it
+    # ---- the controller, as service/controller.py wires it
     clock = _Clock()
     options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
     controller = wire(scope, _FakeSession(kv), kube, clock, identity="bench-0", **options)
