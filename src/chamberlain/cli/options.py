@@ -131,7 +131,7 @@ class Target:
 
 
 def target_options(*, environment: bool = True, cluster: bool = True, vault: bool = True, token_file: bool = True,
-           token: bool = False) -> OptionGroup:
+                   token: bool = False) -> OptionGroup:
     """The options that say where a command acts, as ``target: Target``: ``--environment/-e`` and
     ``--cluster/-c`` (unless turned off), then ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` (or,
     for break-glass commands, ``--vault-token``) and ``--kubeconfig`` (only that one without ``vault``)."""
