@@ -87,7 +87,6 @@ def _import_everything() -> None:
     import chamberlain.authority.session  # run_cmd: the Vault login (hvac)
     import chamberlain.authority.vault
     import chamberlain.cli.controller
-    import chamberlain.cli.handover  # run_cmd: open_kube (the kubernetes client)
     import chamberlain.cli.main  # the `chamberlain` entry point
     import chamberlain.controller
     import chamberlain.controller.app
@@ -101,6 +100,8 @@ def _import_everything() -> None:
     import chamberlain.render.naming
     import chamberlain.rotation.rotators
     import chamberlain.service
+    import chamberlain.service.context  # run_cmd: LiveServers.kube (the kubernetes client)
+    import chamberlain.service.controller  # run_cmd: load_scope, start
     import chamberlain.triggers
     import chamberlain.triggers.webhook  # noqa: F401
 
@@ -216,10 +217,10 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
 
     from chamberlain import wellknown as wk
     from chamberlain.authority.fake import FakeKV
-    from chamberlain.cli.controller import load_scope
     from chamberlain.controller.app import wire
     from chamberlain.intent.model import GROUP, VERSION
     from chamberlain.kube.api import PodTemplateState
+    from chamberlain.service.controller import load_scope
     from chamberlain.triggers import manual
     from chamberlain.triggers.annotation import PLURAL
 
@@ -266,7 +267,7 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
                 kube.add_custom_object(GROUP, VERSION, PLURAL, row["cr"])
                 crs += 1
     stage("fakes seeded")
-    # ---- the controller, as cli/controller.py wires it
+    # ---- the controller, as service/controller.py wires it
     clock = _Clock()
     options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
     controller = wire(scope, _FakeSession(kv), kube, clock, identity="bench-0", **options)

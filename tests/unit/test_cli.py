@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import typer
 
 from chamberlain.cli.main import app
-from tests.conftest import CORPUS, run_cli
+from chamberlain.cli.options import GROUPED, Target, target_options
+from chamberlain.service.context import ConnectionOptions
+from tests.conftest import CORPUS, EXAMPLES, run_cli
 
 
 def _all_commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -85,3 +89,58 @@ def test_lab_env_prints_exports_only(tmp_path: Path) -> None:
     names = [line.split("=", 1)[0] for line in result.out.splitlines()]
     assert names == ["export KUBECONFIG", "export VAULT_ADDR", "export VAULT_CACERT", "export PATH"]
     assert "TOKEN" not in result.out.upper()
+
+
+# ------------------------------------------------------------------------------------------------ options, once
+
+SHARED = ("environment", "cluster", "vault_addr", "vault_cacert", "vault_token_file", "vault_token", "kubeconfig")
+
+
+def _options(group: typer.core.TyperGroup, prefix: str = "") -> Iterator[tuple[str, typer.core.TyperOption]]:
+    for name, command in group.commands.items():
+        if isinstance(command, typer.core.TyperGroup):
+            yield from _options(command, f"{prefix}{name} ")
+        else:
+            for param in command.params:
+                if isinstance(param, typer.core.TyperOption):
+                    yield f"{prefix}{name}", param
+
+
+def test_shared_options_are_spelled_the_same_everywhere() -> None:
+    """Every command spells a shared option with the same flags, environment variable and help."""
+    spellings: dict[str, set[tuple[tuple[str, ...], str | None, str | None]]] = {}
+    users: dict[str, list[str]] = {}
+    for command, option in _options(typer.main.get_group(app)):
+        if option.name in SHARED:
+            envvar = option.envvar if isinstance(option.envvar, str | None) else ",".join(option.envvar)
+            spellings.setdefault(option.name, set()).add((tuple(sorted(option.opts)), envvar, option.help))
+            users.setdefault(option.name, []).append(command)
+    assert {name: len(s) for name, s in spellings.items()} == dict.fromkeys(SHARED, 1)
+    assert {"authority init", "authority configure", "plan", "handover", "rotate"} <= set(users["cluster"])
+    assert next(iter(spellings["cluster"]))[0] == ("--cluster", "-c")
+    assert next(iter(spellings["environment"]))[0] == ("--environment", "-e")
+    assert next(iter(spellings["kubeconfig"]))[1] == "KUBECONFIG"
+
+
+def test_short_flags_reach_the_authority_commands() -> None:
+    result = run_cli("authority", "init", str(EXAMPLES / "acme"), "-c", "nowhere")
+    assert result.code == 2 and "--cluster nowhere: not a cluster" in result.err
+
+
+def test_connection_options_still_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VAULT_CACERT", str(tmp_path / "missing-ca.pem"))
+    result = run_cli("provision", str(EXAMPLES / "acme"), "--vault-token-file", str(tmp_path / "token"))
+    assert result.code == 2 and "missing-ca.pem: no such CA file" in result.err
+
+
+def test_an_option_group_hands_the_command_one_object() -> None:
+    @target_options(environment=False, token_file=False, token=True)
+    def command(path: str, target: Target = GROUPED, output: str = "text") -> Target:
+        return target
+
+    assert list(inspect.signature(command).parameters) == [
+        "path", "cluster", "vault_addr", "vault_cacert", "kubeconfig", "vault_token", "output"]
+    got = command("p", cluster="c1", vault_addr="https://v", vault_cacert=None, kubeconfig=None, vault_token="t")
+    assert got == Target(None, "c1", ConnectionOptions(vault_addr="https://v", vault_token="t"))
+    with pytest.raises(TypeError, match="no parameter 'target'"):
+        target_options()(lambda path: None)

@@ -426,7 +426,7 @@ def test_a_parallel_batch_rotates_each_secret_once_restarts_once_and_chains_the_
 
 
 def test_load_scope_keeps_the_placed_runtime_intents_and_the_admins_they_name() -> None:
-    from chamberlain.cli.controller import load_scope
+    from chamberlain.service.controller import load_scope
     from tests.conftest import EXAMPLES
 
     scope = load_scope(EXAMPLES / "acme", "dev", "dev1")
@@ -439,8 +439,8 @@ def test_load_scope_keeps_the_placed_runtime_intents_and_the_admins_they_name() 
 def test_load_scope_reports_a_repository_with_findings_like_every_command(tmp_path: Any) -> None:
     import shutil
 
-    from chamberlain.cli.controller import load_scope
     from chamberlain.errors import ChamberlainError
+    from chamberlain.service.controller import load_scope
     from tests.conftest import EXAMPLES
 
     shutil.copytree(EXAMPLES / "acme", tmp_path / "repo")

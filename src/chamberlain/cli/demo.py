@@ -87,8 +87,7 @@ def demo_cmd(
     Example: chamberlain demo -o json --port-offset 300
     """
     from chamberlain.bootstrap import Tools
-    from chamberlain.cli.handover import login_name
-    from chamberlain.cli.options import settings
+    from chamberlain.cli.options import login_name, settings
     from chamberlain.clock import SystemClock
     from chamberlain.demo import run_demo
     from chamberlain.lab.servers import LabHost

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chamberlain import __version__
-from chamberlain.cli.options import repo_dir, settings
+from chamberlain.cli.options import settings
 from chamberlain.cli.output import (
     DataFormat,
     FindingsFormat,
+    FindingsOutput,
     InventoryFormat,
+    InventoryOutput,
     RepoPath,
     emit_data,
     emit_json,
+    line,
     stderr,
     stdout,
 )
 from chamberlain.errors import ChamberlainError
+
+if TYPE_CHECKING:
+    from chamberlain.findings import Finding
 
 app = typer.Typer(
     name="chamberlain",
@@ -56,25 +62,21 @@ def _root(
 
 
 @app.command()
-def validate(
-    path: RepoPath,
-    output: Annotated[FindingsFormat, typer.Option("-o", "--output", help="Output format.")] = FindingsFormat.text,
-) -> None:
+def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text) -> None:
     """Check an intent repository against the schema and every invariant. Exit 1 when anything is found.
 
     Example: chamberlain validate examples/acme -o sarif > chamberlain.sarif
     """
-    from chamberlain.reporting import findings_to_dicts, summary, to_sarif, to_text_lines
-    from chamberlain.service import validate_repository
+    from chamberlain.reporting import findings_to_dicts, summary, to_sarif
+    from chamberlain.service import repository
 
-    result = validate_repository(repo_dir(path))
+    result = repository.validate(path)
     if output is FindingsFormat.json:
         emit_json({**summary(result.findings), "results": findings_to_dicts(result.findings)})
     elif output is FindingsFormat.sarif:
         emit_json(to_sarif(result.findings))
     else:
-        for line in to_text_lines(result.findings):
-            stdout.print(line, markup=False, highlight=False)
+        _print_findings(result.findings)
         n = len(result.findings)
         if n:
             stderr.print(f"[red]{n} finding{'s' if n != 1 else ''}[/red] in {path}")
@@ -84,6 +86,13 @@ def validate(
                 f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
             )
     raise typer.Exit(1 if result.findings else 0)
+
+
+def _print_findings(findings: list[Finding]) -> None:
+    from chamberlain.reporting import to_text_lines
+
+    for text in to_text_lines(findings):
+        line(text)
 
 
 @app.command()
@@ -99,44 +108,37 @@ def render(
 
     Example: chamberlain render examples/acme -o out/
     """
-    from chamberlain.reporting import to_text_lines
-    from chamberlain.service import render_to
+    from chamberlain.service import repository
 
-    outcome = render_to(repo_dir(path), out)
+    outcome = repository.render(path, out)
     if outcome.findings:
-        for line in to_text_lines(outcome.findings):
-            stdout.print(line, markup=False, highlight=False)
+        _print_findings(outcome.findings)
         stderr.print(f"[red]{len(outcome.findings)} findings[/red]; nothing rendered")
         raise typer.Exit(1)
     stderr.print(f"[green]rendered[/green] {outcome.files} files to {out}")
 
 
 @app.command()
-def inventory(
-    path: RepoPath,
-    output: Annotated[InventoryFormat, typer.Option("-o", "--output", help="Output format.")] = InventoryFormat.text,
-) -> None:
+def inventory(path: RepoPath, output: InventoryOutput = InventoryFormat.text) -> None:
     """List every secret: owner, purpose, class, environments, Vault paths, consumers, workloads, rotation.
 
     Example: chamberlain inventory examples/acme -o html > inventory.html
     """
-    from chamberlain.inventory import build_inventory, text_renderable, to_dict, to_html, to_markdown, to_text
-    from chamberlain.service import load_valid
+    from chamberlain.inventory import text_renderable, to_dict, to_html, to_markdown, to_text
+    from chamberlain.service import repository
 
-    repo = load_valid(repo_dir(path))
-    inv = build_inventory(repo)
+    inv = repository.inventory(path)
     if output is InventoryFormat.json:
         emit_json(to_dict(inv))
     elif output is InventoryFormat.markdown:
         sys.stdout.write(to_markdown(inv))
     elif output is InventoryFormat.html:
         sys.stdout.write(to_html(inv))
+    # A terminal gets a table that fits its width; a pipe gets the fixed wide layout, which wraps less.
+    elif stdout.is_terminal:
+        stdout.print(text_renderable(inv))
     else:
-        # A terminal gets a table that fits its width; a pipe gets the fixed wide layout, which wraps less.
-        if stdout.is_terminal:
-            stdout.print(text_renderable(inv))
-        else:
-            sys.stdout.write(to_text(inv))
+        sys.stdout.write(to_text(inv))
 
 
 @app.command()
@@ -169,20 +171,21 @@ def _register_subapps() -> None:
     from chamberlain.cli.root import root_app
     from chamberlain.cli.rotate import rotate_cmd, status_cmd
 
-    app.add_typer(root_app, name="root", help="Phase 0: the offline root of trust (age identity).")
-    app.add_typer(bootstrap_app, name="bootstrap", help="Bootstrap Secrets, SOPS-encrypted to the Platform recipients.")
-    app.command("plan")(plan_cmd)
-    app.command("apply")(apply_cmd)
-    app.add_typer(authority_app, name="authority", help="Phase 3: initialize, unseal, configure and re-key Vault.")
-    app.command("handover")(handover_cmd)
-    app.command("provision")(provision_cmd)
-    app.add_typer(audit_app, name="audit", help="Provenance of a secret and integrity of the ledger.")
-    app.add_typer(lab_app, name="lab", help="The local lab of real servers: build, up, down, status.")
-    app.command("demo")(demo_cmd)
-    app.command("rotate")(rotate_cmd)
-    app.add_typer(policy_app, name="policy", help="The rotation policy in force against Git's: plan, apply.")
-    app.command("status")(status_cmd)
-    app.add_typer(controller_app, name="controller", help="The in-cluster controller: triggers in, rotations out.")
+    groups = {  # name: (sub-app, one-line help)
+        "root": (root_app, "Phase 0: the offline root of trust (age identity)."),
+        "bootstrap": (bootstrap_app, "Bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
+        "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key Vault."),
+        "audit": (audit_app, "Provenance of a secret and integrity of the ledger."),
+        "lab": (lab_app, "The local lab of real servers: build, up, down, status."),
+        "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
+        "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
+    }
+    commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
+                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd}
+    for name, (sub_app, help_) in groups.items():
+        app.add_typer(sub_app, name=name, help=help_)
+    for name, command in commands.items():
+        app.command(name)(command)
 
 
 _register_subapps()

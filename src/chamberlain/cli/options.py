@@ -1,51 +1,171 @@
-"""Connection and selection options shared by the commands that talk to Vault and Kubernetes.
+"""Every option more than one command takes, declared once, and what the CLI reads from its process.
 
-Defined once so every command spells them the same way and reads the same environment variables.
+Options are ``Annotated`` aliases (``reason: Reason = "..."``), so every command spells them the same way, with the
+same short flags and environment variables. The options that say where a command acts come as a group: a command
+declares one parameter ``target: Target = GROUPED`` and decorates itself with :func:`target_options`, which puts
+``--environment/-e``, ``--cluster/-c``, ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` (or
+``--vault-token``) and ``--kubeconfig`` in that parameter's place and hands the command one typed :class:`Target`
+holding a :class:`~chamberlain.service.context.ConnectionOptions` (:data:`configure_options` does the same for the
+authority's configuration options). Typer builds a command's options from its signature, so an
+:class:`OptionGroup` rewrites ``__signature__``.
+
+The CLI is an entry point, the only kind of module that looks at ``os.environ`` (:func:`settings`), asks who the
+user is (:func:`actor`) or reads the wall clock (:func:`clock`); everything below receives these as arguments.
 """
 
 from __future__ import annotations
 
+import functools
+import getpass
+import inspect
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from chamberlain.clock import Clock, SystemClock
+from chamberlain.service.authority import ConfigureOptions
+from chamberlain.service.context import ConnectionOptions, workstation_actor
+from chamberlain.service.repository import repository_root
 from chamberlain.settings import Settings
 
-if TYPE_CHECKING:
-    from chamberlain.intent.loader import Repository
-    from chamberlain.intent.model import Platform
+R = TypeVar("R")
 
-VaultAddr = Annotated[
-    str | None,
-    typer.Option("--vault-addr", envvar="VAULT_ADDR", show_default=False,
-                 help="Vault address (default: the Platform's spec.authority.address)."),
-]
-VaultCACert = Annotated[
-    Path | None,
-    typer.Option("--vault-cacert", envvar="VAULT_CACERT", show_default=False,
-                 help="PEM bundle of the CA that signed Vault's TLS certificate."),
-]
-VaultTokenFile = Annotated[
-    Path | None,
-    typer.Option("--vault-token-file", envvar="CHAMBERLAIN_VAULT_TOKEN_FILE", show_default=False,
-                 help="File holding a Vault token, for the lab and break-glass (never pass a token on the command "
-                      "line)."),
-]
-Kubeconfig = Annotated[
-    Path | None,
-    typer.Option("--kubeconfig", envvar="KUBECONFIG", show_default=False,
-                 help="kubeconfig of the cluster (in-cluster config when unset)."),
-]
-Environment = Annotated[
-    str | None, typer.Option("--environment", "-e", show_default=False, help="Only this environment.")
-]
-Cluster = Annotated[
-    str | None,
-    typer.Option("--cluster", "-c", show_default=False,
-                 help="The cluster the kubeconfig reaches (optional when the Platform has one cluster)."),
-]
+# ------------------------------------------------------------------------------------------------ connection
+
+
+def _option(flag: str, envvar: str, help_: str) -> Any:
+    """An option that falls back to an environment variable (shown in --help)."""
+    return typer.Option(flag, envvar=envvar, show_default=False, help=help_)
+
+
+VaultAddr = Annotated[str | None, _option("--vault-addr", "VAULT_ADDR",
+                                          "Vault address (default: the Platform's spec.authority.address).")]
+VaultCACert = Annotated[Path | None, _option("--vault-cacert", "VAULT_CACERT",
+                                             "PEM bundle of the CA that signed Vault's TLS certificate.")]
+VaultTokenFile = Annotated[Path | None, _option(
+    "--vault-token-file", "CHAMBERLAIN_VAULT_TOKEN_FILE",
+    "File holding a Vault token, for the lab and break-glass (never pass a token on the command line).")]
+VaultToken = Annotated[str | None, _option(
+    "--vault-token", "VAULT_TOKEN", "Break-glass only: configure with this token instead of the configurator's "
+    "Kubernetes login.")]
+Kubeconfig = Annotated[Path | None, _option("--kubeconfig", "KUBECONFIG",
+                                            "kubeconfig of the cluster (in-cluster config when unset).")]
+
+# ------------------------------------------------------------------------------------------------ selection
+
+Environment = Annotated[str | None, typer.Option("--environment", "-e", show_default=False,
+                                                 help="Only this environment.")]
+Cluster = Annotated[str | None, typer.Option(
+    "--cluster", "-c", show_default=False,
+    help="The cluster (a Vault per cluster): only its objects, and without a Vault token its orchestrator logs in. "
+         "Optional when the Platform has one cluster.")]
+
+# ------------------------------------------------------------------------------------------------ acting
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
+Reason = Annotated[str, typer.Option("--reason", help="Why, for the ledger.")]
+
+# ------------------------------------------------------------------------------------------------ authority
+
+AuditFile = Annotated[str, typer.Option("--audit-file", help="File audit device path on the Vault host "
+                                        "('stdout': Vault's log stream; '' manages no audit device).")]
+KubeHost = Annotated[str | None, typer.Option("--kubernetes-host", show_default=False,
+                                              help="API server URL Vault reviews tokens at (default: kubeconfig).")]
+KubeCA = Annotated[Path | None, typer.Option("--kubernetes-ca-file", show_default=False,
+                                             help="CA of that API server (default: kubeconfig).")]
+ReviewerJWT = Annotated[Path | None, typer.Option(
+    "--token-reviewer-jwt-file", show_default=False,
+    help="A token of a ServiceAccount with system:auth-delegator, for a Vault running outside the cluster.")]
+Identity = Annotated[Path, typer.Option("--identity", help="age identity file of the offline root of trust.")]
+
+
+# ------------------------------------------------------------------------------------------------ groups
+
+
+GROUPED: Any = None
+"""The default of the parameter an :class:`OptionGroup` fills (``target: Target = GROUPED``); never used,
+since the group replaces that parameter with its options."""
+
+
+class OptionGroup:
+    """Options that reach a command as one typed object: the command declares one parameter (``param``) and the
+    group puts its options in that parameter's place in the signature typer reads; at call time the options'
+    values are built into that object (``build(**values)``)."""
+
+    def __init__(self, param: str, build: Callable[..., object], options: Sequence[tuple[str, Any, Any]]) -> None:
+        self.param = param
+        self.build = build
+        self.options = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                          annotation=annotation) for name, annotation, default in options]
+
+    def __call__(self, command: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(command, eval_str=True)
+        if self.param not in signature.parameters:
+            raise TypeError(f"{command.__name__} has no parameter {self.param!r} for its options")
+        params: list[inspect.Parameter] = []
+        for p in signature.parameters.values():
+            params.extend(self.options if p.name == self.param else [p])
+        names = [o.name for o in self.options]
+
+        @functools.wraps(command)
+        def with_group(*args: Any, **kwargs: Any) -> R:
+            kwargs[self.param] = self.build(**{name: kwargs.pop(name) for name in names})
+            return command(*args, **kwargs)
+
+        with_group.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        with_group.__annotations__ = {p.name: p.annotation for p in params} | {"return": signature.return_annotation}
+        return with_group
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a command acts: the environment and cluster it selects (None: not selected, or not an option of
+    that command) and how it reaches their servers."""
+
+    environment: str | None
+    cluster: str | None
+    conn: ConnectionOptions
+
+
+def target_options(*, environment: bool = True, cluster: bool = True, vault: bool = True, token_file: bool = True,
+                   token: bool = False) -> OptionGroup:
+    """The options that say where a command acts, as ``target: Target``: ``--environment/-e`` and
+    ``--cluster/-c`` (unless turned off), then ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` (or,
+    for break-glass commands, ``--vault-token``) and ``--kubeconfig`` (only that one without ``vault``)."""
+    options: list[tuple[str, Any, Any]] = []
+    if environment:
+        options.append(("environment", Environment, None))
+    if cluster:
+        options.append(("cluster", Cluster, None))
+    if vault:
+        options += [("vault_addr", VaultAddr, None), ("vault_cacert", VaultCACert, None)]
+        if token_file:
+            options.append(("vault_token_file", VaultTokenFile, None))
+    options.append(("kubeconfig", Kubeconfig, None))
+    if vault and token:
+        options.append(("vault_token", VaultToken, None))
+
+    def build(environment: str | None = None, cluster: str | None = None, **conn: Any) -> Target:
+        return Target(environment, cluster, ConnectionOptions(**conn))
+
+    return OptionGroup("target", build, options)
+
+
+configure_options = OptionGroup("configure", ConfigureOptions, [
+    ("audit_file", AuditFile, "stdout"),
+    ("kubernetes_host", KubeHost, None),
+    ("kubernetes_ca_file", KubeCA, None),
+    ("token_reviewer_jwt_file", ReviewerJWT, None),
+])
+"""``--audit-file``, ``--kubernetes-host``, ``--kubernetes-ca-file``, ``--token-reviewer-jwt-file`` as
+``configure: ConfigureOptions``."""
+
+
+# ------------------------------------------------------------------------------------------------ the process
 
 
 def settings() -> Settings:
@@ -54,23 +174,24 @@ def settings() -> Settings:
     return Settings.from_environ(os.environ, Path.home())
 
 
+def login_name() -> str:
+    """The login name of whoever runs this process (``unknown`` when the system cannot say)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def actor() -> str:
+    """Who acts from this command line, for the ledger (``cli:<user>``)."""
+    return workstation_actor("cli", login_name())
+
+
+def clock() -> Clock:
+    """The wall clock, read by the entry point and injected into every use case."""
+    return SystemClock()
+
+
 def repo_dir(path: str | Path) -> Path:
     """The intent repository's root, or a usage error (exit 2) that says what is wrong with ``path``."""
-    from chamberlain.errors import UsageError
-
-    root = Path(path)
-    if not root.exists():
-        raise UsageError(f"{path}: no such directory")
-    if not root.is_dir():
-        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
-    return root
-
-
-def valid_repository(path: str | Path) -> tuple[Repository, Platform]:
-    """Load a repository that must validate clean (anything else applies nothing), and its one Platform."""
-    from chamberlain.service import load_valid
-
-    repo = load_valid(repo_dir(path))
-    platform = repo.platform
-    assert platform is not None  # load_valid rejects a repository without exactly one Platform
-    return repo, platform
+    return repository_root(path)

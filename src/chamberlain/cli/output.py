@@ -1,4 +1,5 @@
-"""Options shared by commands, and printing of data in the formats users ask for (-o text|json|yaml|...)."""
+"""Printing: data on stdout, diagnostics on stderr, in the formats users ask for (``-o text|json|yaml|...``), and the
+``-o`` and PATH parameters every printing command takes."""
 
 from __future__ import annotations
 
@@ -35,10 +36,19 @@ class InventoryFormat(StrEnum):
     html = "html"
 
 
+Output = Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")]
+FindingsOutput = Annotated[FindingsFormat, typer.Option("-o", "--output", help="Output format.")]
+InventoryOutput = Annotated[InventoryFormat, typer.Option("-o", "--output", help="Output format.")]
+
 RepoPath = Annotated[
     str,
     typer.Argument(help="The intent repository (a directory of YAML files).", show_default=False, metavar="PATH"),
 ]
+
+
+def line(text: str, *, err: bool = False) -> None:
+    """One line of plain text (no markup, no highlighting: names and paths are printed as they are)."""
+    (stderr if err else stdout).print(text, markup=False, highlight=False)
 
 
 def emit_json(data: Any) -> None:

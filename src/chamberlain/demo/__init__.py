@@ -5,8 +5,9 @@ bootstrap re-encryption and validation, render + the lab's GitOps stand-in, auth
 included), initial values, handover, the declared workloads and ESO materialization, rotations by the real
 controller run in process (time trigger, signed webhook, manual; the last one the alternating PostgreSQL rotation),
 ledger verification — and measuring each phase (``walkthrough``; lab glue of the rotation phases in
-``rotations``). Not here: any workflow or rotation logic of its own (every step calls the package that owns it, and
-every rotation is the controller's), or printing (the CLI).
+``rotations``). Not here: any workflow or rotation logic of its own (a phase calls the same
+:mod:`chamberlain.service` use case as the command a user would type, and every rotation is the controller's,
+started through the controller's entry point), or printing (the CLI).
 
 Nothing the demo reports can be a secret: phases report counts, names, versions and paths.
 """

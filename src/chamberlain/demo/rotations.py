@@ -26,7 +26,6 @@ SCRAM verifiers computed client side, as the ``postgres`` rotator does.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -49,12 +48,12 @@ if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedMap
 
     from chamberlain.authority.kv import KV
-    from chamberlain.authority.session import Connection
     from chamberlain.controller import ControllerApp
-    from chamberlain.controller.loop import Controller
+    from chamberlain.controller.loop import Controller, Scope
     from chamberlain.intent.model import Platform, SecretIntent
     from chamberlain.kube.client import KubeClient
     from chamberlain.rotation.run import RotationRun
+    from chamberlain.service.context import ConnectionOptions, LiveServers
     from chamberlain.triggers import WebhookKey
 
 Progress = Callable[[str], None]
@@ -74,7 +73,6 @@ EVALUATE_WHILE_WAITING = 1.0  # time-trigger evaluations while the demo waits fo
 EVALUATE_AFTERWARDS = 30.0  # the controller's default cadence
 POLL = 0.25  # the controller's poll of consumer Secrets while a rotation propagates
 PROPAGATION_TIMEOUT = 60.0
-LEASE_NAME = "chamberlain-controller"
 
 
 # --------------------------------------------------------------------------------------------------- repository
@@ -301,7 +299,7 @@ class RunningController:
 
     app: ControllerApp
     controller: Controller
-    kube: KubeClient
+    servers: LiveServers  # the controller's own clients, closed when it stops
     log: DemoLog
     key: WebhookKey = field(repr=False)
     key_file: Path
@@ -395,7 +393,7 @@ class RunningController:
             self.app.stop(timeout=30.0)
         finally:
             self.stopped = True
-            self.kube.close()
+            self.servers.close()
             if self.log_handler is not None:
                 logging.getLogger(TRIGGER_LOGGER).removeHandler(self.log_handler)
         publisher = self.controller.publisher
@@ -405,76 +403,31 @@ class RunningController:
                 "run_object_publish_failures": publisher.failures if publisher is not None else None}
 
 
-def start_controller(*, platform: Platform, intents: Mapping[str, SecretIntent], conn: Connection,
-                     kubeconfig: Path, work: Path, environment: str, cluster: str, clock: Clock,
+def start_controller(scope: Scope, connection: ConnectionOptions, *, work: Path, clock: Clock,
                      progress: Progress) -> RunningController:
-    """Wire the controller as ``chamberlain controller run`` does, in process: its own Kubernetes client, a
-    Kubernetes login as the cluster's orchestrator (renewed, never one login per tick), the scope, the time,
-    annotation, webhook and manual triggers; leader election and RotationRun objects when the Kubernetes client
-    offers them."""
-    from chamberlain.authority.session import login_as
-    from chamberlain.controller.app import ControllerApp, wire
-    from chamberlain.controller.loop import scope_of
-    from chamberlain.kube.client import KubeClient
-    from chamberlain.render.naming import orchestrator_policy
+    """Start the controller of ``scope`` as ``chamberlain controller run`` does (:func:`chamberlain.service.
+    controller.start`), in process: its own Kubernetes client, a Kubernetes login as the cluster's orchestrator
+    (renewed, never one login per tick), the time, annotation, webhook and manual triggers, leader election and
+    RotationRun objects; the webhook and ``/metrics`` on free loopback ports."""
+    from chamberlain.service.context import LiveServers
+    from chamberlain.service.controller import ControllerOptions, start
 
-    kube = KubeClient.from_kubeconfig(kubeconfig, clock=clock)
+    servers = LiveServers(connection, clock)
+    handler = _ProgressHandler(progress)
     try:
-        client = login_as(conn, platform, kube, orchestrator_policy(cluster))
         log = DemoLog(progress)
-        controller = wire(
-            scope_of(platform, intents, environment, cluster), client, kube, clock,
-            identity=f"demo-{socket.gethostname()}-{os.getpid()}", lease_name=LEASE_NAME, log=log,
-            propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL, evaluate_every=EVALUATE_WHILE_WAITING,
-        )
         key_file, key = _webhook_key(work)
-        app = ControllerApp(controller, interval=LOOP_INTERVAL, metrics_address=("127.0.0.1", 0),
-                            webhook_address=("127.0.0.1", 0), webhook_key=key)
-        handler = _ProgressHandler(progress)
+        options = ControllerOptions(
+            identity=f"demo-{socket.gethostname()}-{os.getpid()}", interval=LOOP_INTERVAL,
+            evaluate_every=EVALUATE_WHILE_WAITING, propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL,
+            metrics_address=("127.0.0.1", 0), webhook_address=("127.0.0.1", 0), webhook_key=key)
         logging.getLogger(TRIGGER_LOGGER).addHandler(handler)
-        try:
-            app.start()
-        except BaseException:
-            logging.getLogger(TRIGGER_LOGGER).removeHandler(handler)
-            raise
+        app = start(scope, servers, clock, options, log=log)
     except BaseException:
-        kube.close()
+        logging.getLogger(TRIGGER_LOGGER).removeHandler(handler)
+        servers.close()
         raise
-    return RunningController(app, controller, kube, log, key, key_file, handler)
-
-
-def post_webhook(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-    """POST to the controller's webhook endpoint; (status, answer). The answer names the request, never a value."""
-    if not url.startswith("http://127.0.0.1:"):  # pragma: no cover - the demo's own endpoint
-        raise DemoError(f"{url}: not the demo's loopback webhook")
-    req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - checked
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - checked above
-            status, raw = int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = int(exc.code), exc.read()
-    except OSError as exc:
-        raise DemoError(f"{url}: cannot reach the webhook ({type(exc).__name__})") from None
-    try:
-        answer = json.loads(raw or b"{}")
-    except ValueError:
-        answer = {}
-    return status, answer if isinstance(answer, dict) else {}
-
-
-def signed_webhook(url: str, key: WebhookKey, secret: str, reason: str, request_id: str, clock: Clock,
-                   timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
-    """Send a signed rotation request; a 503 (the controller has not won the Lease yet) is retried."""
-    from chamberlain.triggers import sign
-
-    body = json.dumps({"secret": secret, "reason": reason, "id": request_id}).encode()
-    deadline = clock.monotonic() + timeout
-    while True:
-        headers = {"Content-Type": "application/json", **sign(body, key, clock.now())}
-        status, answer = post_webhook(url, body, headers)
-        if status != 503 or clock.monotonic() > deadline:
-            return status, answer
-        clock.sleep(0.5)
+    return RunningController(app, app.controller, servers, log, key, key_file, handler)
 
 
 # --------------------------------------------------------------------------------------------------- postgres
@@ -626,11 +579,9 @@ __all__ = [
     "can_login",
     "consumer_login_reader",
     "materialize",
-    "post_webhook",
     "prepare_postgres",
     "read_values",
     "revalidate_stores",
-    "signed_webhook",
     "start_controller",
     "workload_manifest",
 ]

@@ -1,4 +1,8 @@
-"""The demo's phases: each one calls the package that owns the step, times it and reports non-secret facts.
+"""The demo's phases: each one calls the use case its command calls (:mod:`chamberlain.service`: validate, render,
+apply, authority init, provision, handover, audit verify, the controller's entry point; the root of trust through
+:mod:`chamberlain.root`), times it and reports non-secret facts. The phases reach the lab's servers through the same
+connection options a user passes (the lab Vault's address and CA, the lab kubeconfig), and act as ``demo:<user>``
+with one run id.
 
 Lab policy (documented in the README): the demo needs a Vault that was never initialized, because Phase 3 is
 the point of the walkthrough. By default it therefore starts a fresh lab in a new temporary directory and removes
@@ -25,12 +29,13 @@ add the new recipient, exactly as a user moving to a new root would do.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -38,14 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
+from chamberlain.service.context import Caller, ConnectionOptions, LiveServers
 
 if TYPE_CHECKING:
-    from chamberlain.authority.configure import Desired
     from chamberlain.authority.kv import KV
-    from chamberlain.authority.session import Connection
-    from chamberlain.authority.vault import VaultClient
     from chamberlain.bootstrap.tools import Tools
-    from chamberlain.demo.rotations import LoginLoop, RunningController
+    from chamberlain.demo.rotations import Login, LoginLoop, RunningController
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform, PostgresTarget, SecretIntent
     from chamberlain.kube.client import KubeClient
@@ -122,11 +125,8 @@ class PhaseResult:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"phase": self.name, "ok": self.ok, "seconds": round(self.seconds, 2),
-                               "facts": self.facts}
-        if self.error is not None:
-            out["error"] = self.error
-        return out
+        error = {} if self.error is None else {"error": self.error}
+        return {"phase": self.name, "ok": self.ok, "seconds": round(self.seconds, 2), "facts": self.facts, **error}
 
 
 @dataclass
@@ -177,10 +177,14 @@ class _State:
     progress: Progress
     run: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:12]}")
     lab: Lab | None = None
-    kube: KubeClient | None = None
+    servers: LiveServers | None = None  # the lab's Vault and cluster, as a user's connection options name them
     recipient: str = ""
     running: RunningController | None = None
     _kv: KV | None = None
+
+    @property
+    def clock(self) -> Clock:
+        return self.host.clock
 
     @property
     def rotations(self) -> bool:
@@ -198,27 +202,32 @@ class _State:
         return self.work / "offline" / "root.agekey"
 
     @property
-    def clock(self) -> Clock:
-        return self.host.clock
-
-    @property
-    def actor(self) -> str:
-        return f"{ACTOR_PREFIX}:{self.options.user}"
+    def caller(self) -> Caller:
+        """The demo acts as ``demo:<user>``, one run id for every phase's ledger entries."""
+        return Caller(f"{ACTOR_PREFIX}:{self.options.user}", self.clock, self.run)
 
     def need_lab(self) -> Lab:
         if self.lab is None:  # pragma: no cover - the lab phase always runs first
             raise DemoError("the lab is not up")
         return self.lab
 
-    def need_kube(self) -> KubeClient:
-        if self.kube is None:
-            from chamberlain.kube.client import KubeClient
+    def connection(self) -> ConnectionOptions:
+        """The lab's Vault on loopback with the lab CA (the root phase puts the same into the copy's Platform),
+        and the lab's kubeconfig."""
+        lab = self.need_lab()
+        return ConnectionOptions(vault_addr=lab.vault.address, vault_cacert=lab.pki.ca.cert,
+                                 kubeconfig=lab.kubeconfig)
 
-            self.kube = KubeClient.from_kubeconfig(self.need_lab().kubeconfig, clock=self.clock)
-        return self.kube
+    def need_servers(self) -> LiveServers:
+        if self.servers is None:
+            self.servers = LiveServers(self.connection(), self.clock)
+        return self.servers
+
+    def need_kube(self) -> KubeClient:
+        return self.need_servers().kube()
 
     def repository(self) -> Repository:
-        from chamberlain.service import load_valid
+        from chamberlain.service.repository import load_valid
 
         return load_valid(self.repo_dir)
 
@@ -228,31 +237,25 @@ class _State:
             raise DemoError("the repository has no Platform")
         return platform
 
-    def connection(self) -> Connection:
-        from chamberlain.authority.session import Connection
-
-        lab = self.need_lab()
-        # The lab's Vault on loopback with the lab CA (the root phase puts the same into the copy's Platform).
-        return Connection(lab.vault.address, lab.pki.ca.cert, clock=self.clock)
-
     def kv(self) -> KV:
-        """The orchestrator's KV for the demo's own reads (one login, kept for the rotation phases)."""
+        """The orchestrator's KV for the demo's own reads (one login, kept for the rotation phases): its own
+        least-privilege identity, as the in-cluster controller logs in."""
         if self._kv is None:
-            self._kv = _orchestrator_kv(self, self.platform())
+            self._kv = self.need_servers().orchestrator(self.platform(), DEMO_CLUSTER).kv
         return self._kv
 
     def controller(self) -> tuple[RunningController, bool]:
         """The running controller, started on first use; (controller, started now)."""
         if self.running is not None:
             return self.running, False
+        from chamberlain.controller.loop import scope_of
         from chamberlain.demo.rotations import start_controller
 
         repo = self.repository()
-        platform = self.platform()
-        self.running = start_controller(
-            platform=platform, intents={i.obj.metadata.name: i.obj for i in repo.intents}, conn=self.connection(),
-            kubeconfig=self.need_lab().kubeconfig, work=self.work, environment=DEMO_ENVIRONMENT,
-            cluster=DEMO_CLUSTER, clock=self.clock, progress=self.progress)
+        scope = scope_of(self.platform(), {i.obj.metadata.name: i.obj for i in repo.intents}, DEMO_ENVIRONMENT,
+                         DEMO_CLUSTER)
+        self.running = start_controller(scope, self.connection(), work=self.work, clock=self.clock,
+                                        progress=self.progress)
         return self.running, True
 
     def stop_controller(self) -> dict[str, Any]:
@@ -330,14 +333,14 @@ def _sops_updatekeys(s: _State, rel: str) -> None:
 
 def _bootstrap_phase(s: _State) -> dict[str, Any]:
     from chamberlain.root.repo import update_repository
-    from chamberlain.service import validate_repository
+    from chamberlain.service import repository
 
     if not s.options.previous_identity.is_file():
         raise DemoError(f"{s.options.previous_identity}: no previous root identity to re-encrypt with")
     stale = update_repository(s.repo_dir, s.recipient).stale_files
     for rel in stale:
         _sops_updatekeys(s, rel)
-    result = validate_repository(s.repo_dir)
+    result = repository.validate(s.repo_dir)
     if result.findings:
         rules = sorted({f.rule for f in result.findings})
         raise DemoError(f"validate: {len(result.findings)} findings ({', '.join(rules)})")
@@ -350,16 +353,14 @@ def _bootstrap_phase(s: _State) -> dict[str, Any]:
 
 
 def _apply_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.gitops import apply_repository
-    from chamberlain.service import render_to
+    from chamberlain.service import gitops, repository
 
     out = s.work / "rendered"
-    rendered = render_to(s.repo_dir, out)
+    rendered = repository.render(s.repo_dir, out)
     if rendered.findings:  # pragma: no cover - the bootstrap phase validated the same tree
         raise DemoError(f"render: {len(rendered.findings)} findings")
-    report = apply_repository(s.repo_dir, s.need_kube(), identity=s.identity, tools=s.tools,
-                              environment=DEMO_ENVIRONMENT,
-                              cluster=DEMO_CLUSTER)
+    report = gitops.apply(s.repo_dir, s.need_servers(), s.tools, identity=s.identity,
+                          environment=DEMO_ENVIRONMENT, cluster=DEMO_CLUSTER)
     counts: dict[str, int] = {"created": 0, "configured": 0, "unchanged": 0}
     for app in report.apps:
         for key in counts:
@@ -375,12 +376,10 @@ def _apply_phase(s: _State) -> dict[str, Any]:
     }
 
 
-def _kubernetes_auth(s: _State) -> Any:
+def _token_reviewer(s: _State) -> Path:
     """Vault runs outside the lab cluster, so it reviews login tokens with a ServiceAccount of its own that holds
-    ``system:auth-delegator`` (what the Vault Helm chart sets up in a real cluster)."""
-    from chamberlain.authority.configure import KubernetesAuthSettings
-    from chamberlain.authority.session import cluster_from_kubeconfig
-
+    ``system:auth-delegator`` (what the Vault Helm chart sets up in a real cluster). Its token goes into a 0600
+    file for ``--token-reviewer-jwt-file``, as the README's step-by-step walkthrough has a user do."""
     kube = s.need_kube()
     kube.ensure_namespace(REVIEWER_NAMESPACE)
     kube.ensure_service_account(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT)
@@ -391,75 +390,29 @@ def _kubernetes_auth(s: _State) -> Any:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
         "subjects": [{"kind": "ServiceAccount", "name": REVIEWER_ACCOUNT, "namespace": REVIEWER_NAMESPACE}],
     }, FIELD_MANAGER)
-    host, ca = cluster_from_kubeconfig(s.need_lab().kubeconfig)
-    reviewer = kube.service_account_token(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT, [], REVIEWER_SECONDS)
-    return KubernetesAuthSettings(host, ca, reviewer, disable_local_ca_jwt=True)
-
-
-def _desired(s: _State, platform: Platform) -> Desired:
-    from chamberlain.authority.configure import Settings, desired_state, select
-    from chamberlain.render import render_repository
-
-    tree = render_repository(s.repository())
-    files = {p[len("vault/"):]: tree[p] for p in tree.paths() if p.startswith("vault/")}
-    spec = platform.spec
-    settings = Settings(
-        controller_namespace=spec.controller.namespace,
-        controller_service_account=spec.controller.service_account,
-        runtime_mount=spec.authority.mounts.runtime,
-        # A file audit device on the lab host, so the no-leak test can read what Vault audited.
-        audit_file=str(s.need_lab().config.lab_dir / "vault" / "audit.log"),
-        kubernetes=_kubernetes_auth(s),
-    )
-    return desired_state(select(files, None, DEMO_CLUSTER), settings)
+    path = s.work / "reviewer.jwt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(kube.service_account_token(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT, [], REVIEWER_SECONDS))
+    return path
 
 
 def _authority_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.audit.ledger import Ledger
-    from chamberlain.authority import lifecycle, session
-    from chamberlain.authority.configure import apply, observe, plan, summarize
+    """``chamberlain authority init`` for the demo's cluster, with 3 shares and threshold 2."""
     from chamberlain.demo.rotations import revalidate_stores
+    from chamberlain.service import authority
 
-    platform = s.platform()
-    desired = _desired(s, platform)
-    kube = s.need_kube()
-    conn = s.connection()
-    spec = platform.spec
-    kube.ensure_namespace(spec.controller.namespace)
-    kube.ensure_service_account(spec.controller.namespace, spec.controller.service_account)
-
-    def recorder_for(client: VaultClient) -> lifecycle.Recorder:
-        ledger = Ledger(client.kv, spec.authority.mounts.runtime, s.clock)
-
-        def record(event: lifecycle.AuthorityEvent, details: Mapping[str, str]) -> None:
-            ledger.append(event, actor=s.actor, run=s.run, details=details)
-
-        return record
-
-    def configure(client: VaultClient) -> int:
-        changes = plan(desired, observe(client, desired))
-        if changes:
-            apply(client, desired, changes)
-            recorder_for(client)("authority-configure", {k: str(v) for k, v in summarize(changes).items()})
-        return len(changes)
-
-    def verify() -> list[str]:
-        roles = sorted(name for (_, name) in desired.roles if name.endswith(".orchestrator"))
-        for role in roles:
-            session.login_as(conn, platform, kube, role).auth.lookup_self()
-        return roles
-
-    store = lifecycle.SealedStore(kube, spec.controller.namespace)
-    report = lifecycle.initialize(
-        conn.anonymous(), store,
-        lifecycle.InitPlan(SHARES, THRESHOLD, spec.root_of_trust.age_recipients, s.work / "recovery"),
-        login_configurator=lambda: session.configurator(conn, platform, kube),
-        configure=configure, verify=verify, recorder_for=recorder_for, clock=s.clock,
-    )
-    status = lifecycle.status(conn.anonymous(), store).as_dict()
+    configure = authority.ConfigureOptions(
+        # A file audit device on the lab host, so the no-leak test can read what Vault audited.
+        audit_file=str(s.need_lab().config.lab_dir / "vault" / "audit.log"),
+        token_reviewer_jwt_file=_token_reviewer(s))
+    request = authority.InitRequest(authority.Selection(s.repo_dir, None, DEMO_CLUSTER, configure),
+                                    s.work / "recovery", SHARES, THRESHOLD)
+    report = authority.initialize(request, s.need_servers(), s.caller).report
+    status = authority.status(s.repo_dir, s.need_servers()).as_dict()
     if status["sealed"] or not status["initialized"] or not report.root_revoked:
         raise DemoError("Vault is not initialized, unsealed and root-token-free after init")
-    revalidated = revalidate_stores(kube, s.run)
+    revalidated = revalidate_stores(s.need_kube(), s.run)
     return {
         "vault_version": status["version"],
         "storage": status["storage"],
@@ -475,14 +428,6 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     }
 
 
-def _orchestrator_kv(s: _State, platform: Platform) -> Any:
-    from chamberlain.authority.session import orchestrator_kv
-    from chamberlain.render.naming import orchestrator_policy
-
-    # The orchestrator's own least-privilege identity, as the in-cluster controller would log in.
-    return orchestrator_kv(s.connection(), platform, s.need_kube(), orchestrator_policy(DEMO_CLUSTER))
-
-
 def _tally(results: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in results:
@@ -491,15 +436,11 @@ def _tally(results: list[str]) -> dict[str, int]:
 
 
 def _provision_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.audit.ledger import Ledger
-    from chamberlain.provision import provision_units, run_provision
+    """``chamberlain provision`` for the demo's environment, as the cluster's orchestrator."""
+    from chamberlain.service.handover import provision
 
-    repo = s.repository()
-    platform = s.platform()
-    kv = _orchestrator_kv(s, platform)
-    outcomes = run_provision(provision_units(repo, DEMO_ENVIRONMENT), kv,
-                             Ledger(kv, platform.spec.authority.mounts.runtime, s.clock), actor=s.actor, run=s.run,
-                             clock=s.clock)
+    outcomes = provision(s.repo_dir, s.need_servers(), s.caller, environment=DEMO_ENVIRONMENT,
+                         cluster=DEMO_CLUSTER).outcomes
     results = [o.result for o in outcomes]
     if any(r not in ("created", "exists") for r in results):  # pragma: no cover - run_provision raises instead
         raise DemoError(f"provision: unexpected results {sorted(set(results))}")
@@ -508,17 +449,13 @@ def _provision_phase(s: _State) -> dict[str, Any]:
 
 
 def _handover_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.audit.ledger import Ledger
-    from chamberlain.handover import RunContext, handover_units, run_handover
+    """``chamberlain handover`` for the demo's environment and cluster."""
+    from chamberlain.service.handover import handover
 
-    repo = s.repository()
-    platform = s.platform()
-    kv = _orchestrator_kv(s, platform)
-    units = handover_units(repo, DEMO_ENVIRONMENT, DEMO_CLUSTER)
-    report = run_handover(units, kv, s.need_kube(), Ledger(kv, platform.spec.authority.mounts.runtime, s.clock),
-                          RunContext(actor=s.actor, run=s.run, clock=s.clock, reason="demo: Phase 3 handover"))
-    rows = [o.as_dict() for o in report.outcomes]
-    if not report.ok:
+    result = handover(s.repo_dir, s.need_servers(), s.caller, environment=DEMO_ENVIRONMENT, cluster=DEMO_CLUSTER,
+                      reason="demo: Phase 3 handover")
+    rows = result.as_dict()["handovers"]
+    if not result.ok:
         bad = [f"{r['intent']}: {r['result']}" for r in rows if r["result"] in ("conflict", "blocked")]
         raise DemoError(f"handover: {'; '.join(bad)}")
     return {"secrets": len(rows), "results": _tally([str(r["result"]) for r in rows]),
@@ -607,25 +544,29 @@ def _rotation_time_phase(s: _State) -> dict[str, Any]:
 
 
 def _rotation_webhook_phase(s: _State) -> dict[str, Any]:
-    """An unsigned request is refused; a signed one to the controller's webhook rotates the secret."""
+    """An unsigned request is refused; a signed one to the controller's webhook (what ``chamberlain controller
+    webhook`` sends) rotates the secret."""
     from chamberlain.demo import rotations as r
+    from chamberlain.service.controller import post_webhook, request_rotation
 
     running, started = s.controller()
     since = len(running.controller.finished)
     body = json.dumps({"secret": r.WEBHOOK_SECRET, "reason": "demo: unsigned"}).encode()
-    unsigned, _ = r.post_webhook(running.webhook_url, body, {"Content-Type": "application/json"})
+    unsigned = post_webhook(running.webhook_url, body, {"Content-Type": "application/json"}).status
     if unsigned != 401:
         raise DemoError(f"the webhook answered {unsigned} to an unsigned request (expected 401)")
-    status, answer = r.signed_webhook(running.webhook_url, running.key, r.WEBHOOK_SECRET,
-                                      "demo: signed webhook", f"{s.run}-webhook", s.clock)
-    if status != 200:
-        raise DemoError(f"the webhook answered {status} to a signed request: {answer.get('error', '-')}")
+    # A 503 means the controller has not won the Lease yet: the request is retried for a while.
+    signed = request_rotation(running.webhook_url, running.key, r.WEBHOOK_SECRET, "demo: signed webhook", s.clock,
+                              request_id=f"{s.run}-webhook", retry_unavailable=15.0)
+    answer = signed.json()
+    if signed.status != 200:
+        raise DemoError(f"the webhook answered {signed.status} to a signed request: {answer.get('error', '-')}")
     run = running.wait_run(r.WEBHOOK_SECRET, "webhook", since, timeout=60.0)
     facts: dict[str, Any] = {
         "rotation": running.row(run),
         "webhook": running.webhook_url,
         "unsigned_request": unsigned,
-        "signed_request": status,
+        "signed_request": signed.status,
         "request": answer.get("request"),
         "outcome": answer.get("outcome"),
     }
@@ -634,64 +575,70 @@ def _rotation_webhook_phase(s: _State) -> dict[str, Any]:
     return facts
 
 
-def _rotate_while_logging_in(s: _State, running: RunningController, intent: SecretIntent,
-                             target: PostgresTarget) -> tuple[RotationRun, LoginLoop]:
-    """Request the rotation of payments-db manually while a client keeps logging in with the credential its
-    consumer Secret holds (it starts before the request, on the old credential); the run and the stopped loop."""
+def _postgres_target(s: _State) -> tuple[SecretIntent, PostgresTarget, SecretIntent]:
+    """The PostgreSQL intent of the repository copy, its target and its admin intent."""
     from chamberlain.demo import rotations as r
-    from chamberlain.kube.client import KubeClient
+
+    intents = {i.obj.metadata.name: i.obj for i in s.repository().intents}
+    intent = intents.get(r.POSTGRES_SECRET)
+    if intent is None or intent.spec.target is None or not intent.spec.consumers:
+        raise DemoError(f"{r.POSTGRES_SECRET}: no target.postgres or no consumer in the repository copy")
+    target = intent.spec.target.postgres
+    admin = intents.get(target.admin_intent)
+    if admin is None:
+        raise DemoError(f"{r.POSTGRES_SECRET}: adminIntent {target.admin_intent} is not in the repository")
+    return intent, target, admin
+
+
+def _login(s: _State, intent: SecretIntent, version: int | None = None) -> Login:
+    from chamberlain.demo import rotations as r
+
+    values = r.read_values(s.kv(), s.platform(), intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, version)
+    return r.login_of(values, intent.metadata.name)
+
+
+def _rotate_while_logging_in(s: _State, loop: LoginLoop) -> RotationRun:
+    """Request the rotation manually once the client's login loop runs on the old credential, and wait until the
+    controller finished it."""
+    from chamberlain.demo import rotations as r
     from chamberlain.triggers import manual
 
+    running, _ = s.controller()
     since = len(running.controller.finished)
-    reader_kube = KubeClient.from_kubeconfig(s.need_lab().kubeconfig, clock=s.clock)  # the loop thread's own
-    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
-    loop.start()
-    try:
-        deadline = time.monotonic() + 15.0
-        while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
-            if time.monotonic() > deadline or not loop.is_alive():
-                raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
-            time.sleep(0.05)
-        running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation",
-                                          s.clock.now()))
-        run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
-        time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
-    finally:
-        loop.stop()
-        reader_kube.close()
-    return run, loop
+    deadline = time.monotonic() + 15.0
+    while loop.attempts < 5:  # the client runs on the old credential before the rotation starts
+        if time.monotonic() > deadline or not loop.is_alive():
+            raise DemoError(f"the login loop could not log in with the {r.POSTGRES_SECRET} consumer Secret")
+        time.sleep(0.05)
+    running.controller.request(manual(r.POSTGRES_SECRET, "demo: alternating PostgreSQL rotation", s.clock.now()))
+    run = running.wait_run(r.POSTGRES_SECRET, "manual", since, timeout=60.0)
+    time.sleep(0.3)  # a few logins after the revoke, with the credential consumers now hold
+    return run
 
 
 def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
     """The alternating two-user rotation of payments-db on the lab PostgreSQL, requested manually, while a
     client keeps logging in with the credential its Kubernetes Secret holds."""
     from chamberlain.demo import rotations as r
+    from chamberlain.kube.client import KubeClient
 
     lab = s.need_lab()
-    repo = s.repository()
-    platform = s.platform()
-    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
-    intent = intents.get(r.POSTGRES_SECRET)
-    if intent is None or intent.spec.target is None or not intent.spec.consumers:
-        raise DemoError(f"{r.POSTGRES_SECRET}: no target.postgres or no consumer in the repository copy")
-    target = intent.spec.target.postgres
-    admin_intent = intents.get(target.admin_intent)
-    if admin_intent is None:
-        raise DemoError(f"{r.POSTGRES_SECRET}: adminIntent {target.admin_intent} is not in the repository")
-    kv = s.kv()
-    admin = r.login_of(r.read_values(kv, platform, admin_intent, DEMO_ENVIRONMENT, DEMO_CLUSTER),
-                       target.admin_intent)
-    app = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER), r.POSTGRES_SECRET)
-    prepared = r.prepare_postgres(lab.postgres.dsn(), target.host, target.port, target.database, admin, app)
+    intent, target, admin_intent = _postgres_target(s)
+    app = _login(s, intent)
+    prepared = r.prepare_postgres(lab.postgres.dsn(), target.host, target.port, target.database,
+                                  _login(s, admin_intent), app)
     if not r.can_login(target.host, target.port, target.database, app):
         raise DemoError(f"{r.POSTGRES_SECRET}: the provisioned credential does not log in after preparation")
-
     running, started = s.controller()
-    run, loop = _rotate_while_logging_in(s, running, intent, target)
-    new = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.current_version),
-                     r.POSTGRES_SECRET)
-    old = r.login_of(r.read_values(kv, platform, intent, DEMO_ENVIRONMENT, DEMO_CLUSTER, run.previous_version),
-                     r.POSTGRES_SECRET)
+    reader_kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=s.clock)  # the login loop thread's own client
+    loop = r.LoginLoop(r.consumer_login_reader(reader_kube, intent), target.host, target.port, target.database)
+    loop.start()
+    try:
+        run = _rotate_while_logging_in(s, loop)
+    finally:
+        loop.stop()
+        reader_kube.close()
+    new, old = _login(s, intent, run.current_version), _login(s, intent, run.previous_version)
     new_works = r.can_login(target.host, target.port, target.database, new)
     old_rejected = not r.can_login(target.host, target.port, target.database, old)
     if loop.failures:
@@ -717,12 +664,12 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
 
 
 def _audit_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.audit.ledger import LedgerReader
+    """``chamberlain audit verify``, as the cluster's orchestrator."""
+    from chamberlain.service import audit
 
     # The controller stops first (gracefully: its current tick finishes), so the ledger is verified at rest.
     stopped = s.stop_controller()
-    platform = s.platform()
-    result = LedgerReader(_orchestrator_kv(s, platform), platform.spec.authority.mounts.runtime).verify()
+    result = audit.verify(s.repo_dir, s.need_servers(), cluster=DEMO_CLUSTER)
     if not result.ok:
         raise DemoError(f"audit verify: {len(result.problems)} problems in the ledger")
     return {"entries": result.entries, "warnings": len(result.warnings), **stopped}
@@ -806,8 +753,8 @@ def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progre
             state.stop_controller()  # before the lab goes down: the loop must not outlive its servers
         except Exception as exc:  # teardown goes on; the type is enough to report
             progress(f"[demo] stopping the controller failed ({type(exc).__name__})")
-        if state.kube is not None:
-            state.kube.close()
+        if state.servers is not None:
+            state.servers.close()
         if not options.keep:
             lab_mod.down(lab_dir, host, progress=progress)
             if fresh:

@@ -23,12 +23,12 @@ from typing import Any
 
 from chamberlain.bootstrap.sops import Sops
 from chamberlain.bootstrap.tools import Tools
+from chamberlain.checks.gate import load_valid
 from chamberlain.errors import UsageError
 from chamberlain.gitops.build import App, GitopsError, Manifest, build_app
 from chamberlain.kube.api import ApplyOutcome, KubeApply
 from chamberlain.render import render_repository
 from chamberlain.render.topology import build_topology
-from chamberlain.service import load_valid
 
 FIELD_MANAGER = "chamberlain-gitops-standin"
 

@@ -795,6 +795,17 @@ def release(kv: KV, secret_path: VaultPath) -> bool:
     return True
 
 
+def rollback_source(secret_path: VaultPath, meta: SecretMetadata | None, to_version: int | None = None) -> int:
+    """The version a rollback re-promotes (pure): ``to_version``, by default the one before the current; it must be
+    an earlier version that is neither deleted nor destroyed, else :class:`NotFound` saying why."""
+    if meta is None or meta.current_version < 2:
+        raise NotFound(f"{secret_path}: no earlier version to roll back to")
+    source = to_version if to_version is not None else meta.current_version - 1
+    if not 1 <= source < meta.current_version or meta.versions.get(source, False):
+        raise NotFound(f"{secret_path}: version {source} is not available to roll back to")
+    return source
+
+
 def rollback(
     deps: RotationDeps,
     secret_path: VaultPath,
@@ -812,11 +823,7 @@ def rollback(
     if existing is not None and existing.run_id == run_id:
         return run_to_completion(existing, deps)
     meta = deps.kv.read_metadata(secret_path.mount, secret_path.path)
-    if meta is None or meta.current_version < 2:
-        raise NotFound(f"{secret_path}: no earlier version to roll back to")
-    source = to_version if to_version is not None else meta.current_version - 1
-    if not 1 <= source < meta.current_version or meta.versions.get(source, False):
-        raise NotFound(f"{secret_path}: version {source} is not available to roll back to")
+    source = rollback_source(secret_path, meta, to_version)
     run = _begin(deps.kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger="rollback",
                  reason=reason, now=deps.clock.now(), source_version=source, ignore_held=True)
     return run_to_completion(run, deps)
@@ -843,6 +850,7 @@ __all__ = [
     "resume",
     "retry_delay",
     "rollback",
+    "rollback_source",
     "run_to_completion",
     "start",
     "wake_at",

@@ -1,7 +1,10 @@
-"""Use cases the CLI and the controller share: load and validate, render after validation.
+"""The validate-before-use gate: a repository with findings is never rendered, applied or acted on.
 
-This is the "merge, diff, apply" glue: it sequences core functions and holds no logic of its own beyond the rule
-that nothing is rendered or applied from a repository with findings.
+Belongs here: loading a repository and running every check on it (:func:`validate_repository`), and refusing it
+when anything is found (:func:`load_valid`, :class:`InvalidRepository`). It sits with the checks, low in the layers,
+because every package that reads a repository to act on it (the GitOps stand-in, the use cases in
+:mod:`chamberlain.service`, the controller's loader) goes through it. Not here: the rules themselves
+(:mod:`chamberlain.checks.registry`), rendering or printing findings.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chamberlain.checks import run_checks
+from chamberlain.checks.registry import run_checks
 from chamberlain.errors import ChamberlainError
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Repository, load_repository
@@ -19,12 +22,6 @@ from chamberlain.intent.loader import Repository, load_repository
 class Validation:
     repo: Repository
     findings: list[Finding]
-
-
-@dataclass
-class RenderOutcome:
-    findings: list[Finding]
-    files: int = 0
 
 
 class InvalidRepository(ChamberlainError):
@@ -50,12 +47,4 @@ def load_valid(root: Path) -> Repository:
     return result.repo
 
 
-def render_to(root: Path, out: Path) -> RenderOutcome:
-    from chamberlain.render import render_repository, write_tree
-
-    result = validate_repository(root)
-    if result.findings:
-        return RenderOutcome(result.findings)
-    tree = render_repository(result.repo)
-    write_tree(tree, out)
-    return RenderOutcome([], len(tree.files))
+__all__ = ["InvalidRepository", "Validation", "load_valid", "validate_repository"]

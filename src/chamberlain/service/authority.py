@@ -1,0 +1,324 @@
+"""Phase 3, the runtime authority: init, unseal, configure, plan, rekey, status.
+
+Each use case loads the intent repository (which must validate), renders the Vault bundle in memory, reaches the
+servers through :class:`~chamberlain.service.context.Servers` and calls :mod:`chamberlain.authority.lifecycle` /
+:mod:`chamberlain.authority.configure`. Every configuration change and life-cycle event is recorded in the ledger
+as the :class:`~chamberlain.service.context.Caller`. Results carry counts, names and states; never a share, a token
+or a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.service.repository import load_platform, vault_bundle
+
+if TYPE_CHECKING:
+    from chamberlain.authority.configure import Change, Desired
+    from chamberlain.authority.lifecycle import (
+        AuthorityEvent,
+        InitReport,
+        Recorder,
+        RekeyReport,
+        SealedStore,
+        UnsealReport,
+    )
+    from chamberlain.authority.vault import VaultClient
+    from chamberlain.intent.loader import Repository
+    from chamberlain.intent.model import Platform
+    from chamberlain.rotation.policy_sync import PolicyDrift
+    from chamberlain.service.context import Caller, Servers
+
+
+@dataclass(frozen=True)
+class ConfigureOptions:
+    """What the authority's configuration needs beyond the rendered bundle: its file audit device (``stdout``:
+    Vault's log stream; empty: no audit device managed) and where its Kubernetes auth reviews tokens (default:
+    the kubeconfig's cluster)."""
+
+    audit_file: str = "stdout"
+    kubernetes_host: str | None = None
+    kubernetes_ca_file: Path | None = None
+    token_reviewer_jwt_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The repository and the part of it a Vault serves (a Vault per cluster)."""
+
+    root: Path
+    environment: str | None = None
+    cluster: str | None = None
+    configure: ConfigureOptions = field(default_factory=ConfigureOptions)
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    target: Selection
+    recovery_dir: Path  # where encrypted shares wait if the Kubernetes write fails
+    shares: int = 5
+    threshold: int = 3
+    identity: Path | None = None  # only needed to resume a run that stopped before it finished
+
+
+@dataclass
+class InitResult:
+    address: str
+    secret: str  # namespace/name of the Secret holding the sealed shares
+    report: InitReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self.report) | {"secret": self.secret}
+
+
+@dataclass
+class UnsealResult:
+    address: str
+    report: UnsealReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self.report)
+
+
+@dataclass
+class ConfigureResult:
+    changes: list[Change]
+    dry_run: bool
+    applied: int | None = None  # None on a dry run
+
+    def as_dict(self) -> dict[str, Any]:
+        from chamberlain.authority.configure import summarize
+
+        applied = {} if self.applied is None else {"applied": self.applied}
+        return {"changes": [c.as_dict() for c in self.changes], "summary": summarize(self.changes),
+                "dry_run": self.dry_run, **applied}
+
+
+@dataclass
+class PlanResult:
+    """``chamberlain plan``: the configuration diff, and the rotation-policy drift unless it was not requested or
+    could not be checked (``drift_unchecked`` says why)."""
+
+    changes: list[Change]
+    drifts: list[PolicyDrift] = field(default_factory=list)
+    drift_unchecked: str | None = None
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.changes and not self.drifts
+
+    def as_dict(self) -> dict[str, Any]:
+        return ConfigureResult(self.changes, dry_run=True).as_dict() | {
+            "policyDrift": None if self.drift_unchecked else [d.as_dict() for d in self.drifts],
+            "policyDriftUnchecked": self.drift_unchecked,
+        }
+
+
+@dataclass
+class RekeyResult:
+    report: RekeyReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self.report)
+
+
+@dataclass
+class StatusResult:
+    data: dict[str, Any]  # lifecycle.status: address, seal state, version, the sealed material, the root token
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.data["initialized"]) and not self.data["sealed"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+# ------------------------------------------------------------------------------------------------ plumbing
+
+
+def desired_state(repo: Repository, platform: Platform, target: Selection, kubeconfig: Path | None) -> Desired:
+    """The configuration the authority should have: the rendered bundle of the selected environment/cluster, the
+    controller identity, the audit device and the Kubernetes auth settings."""
+    from chamberlain.authority.configure import Settings, desired_state, select
+    from chamberlain.authority.session import kubernetes_auth_settings
+
+    spec = platform.spec
+    if target.environment is not None and target.environment not in {e.name for e in spec.environments}:
+        raise UsageError(f"--environment {target.environment}: not an environment of the Platform")
+    if target.cluster is not None and target.cluster not in {c for e in spec.environments for c in e.clusters}:
+        raise UsageError(f"--cluster {target.cluster}: not a cluster of the Platform")
+    opts = target.configure
+    settings = Settings(
+        controller_namespace=spec.controller.namespace,
+        controller_service_account=spec.controller.service_account,
+        runtime_mount=spec.authority.mounts.runtime,
+        audit_file=opts.audit_file or None,
+        kubernetes=kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
+                                            opts.token_reviewer_jwt_file),
+    )
+    return desired_state(select(vault_bundle(repo), target.environment, target.cluster), settings)
+
+
+def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Recorder]:
+    """Ledger entries of authority events, written through whichever client is authenticated at that point."""
+    from chamberlain.audit.ledger import Ledger
+
+    def bind(client: VaultClient) -> Recorder:
+        ledger = Ledger(client.kv, platform.spec.authority.mounts.runtime, caller.clock)
+
+        def record(event: AuthorityEvent, details: Mapping[str, str]) -> None:
+            ledger.append(event, actor=caller.actor, run=caller.run, details=details)
+
+        return record
+
+    return bind
+
+
+def _converge(client: VaultClient, desired: Desired, *, prune: bool, dry_run: bool,
+              record: Recorder | None, details: Mapping[str, str] | None = None) -> ConfigureResult:
+    """Plan, and unless ``dry_run``, apply and record (``authority-configure``, with the change counts)."""
+    from chamberlain.authority.configure import apply, observe, plan, summarize
+
+    changes = plan(desired, observe(client, desired), prune=prune)
+    if dry_run:
+        return ConfigureResult(changes, dry_run=True)
+    if not changes:
+        return ConfigureResult(changes, dry_run=False, applied=0)
+    result = apply(client, desired, changes)
+    if record is not None:
+        record("authority-configure", {k: str(v) for k, v in summarize(changes).items()} | dict(details or {}))
+    return ConfigureResult(changes, dry_run=False, applied=result.applied)
+
+
+def _store(platform: Platform, servers: Servers) -> SealedStore:
+    from chamberlain.authority.lifecycle import SealedStore
+
+    return SealedStore(servers.kube(), platform.spec.controller.namespace)
+
+
+# ------------------------------------------------------------------------------------------------ use cases
+
+
+def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitResult:
+    """Initialize the authority: shares sealed to the root of trust into a Kubernetes Secret, unseal, configure,
+    verify the orchestrator login, revoke the root token. Safe to re-run; resumes after a crash."""
+    from chamberlain.authority import lifecycle
+
+    if request.threshold > request.shares:
+        raise UsageError(f"--threshold ({request.threshold}) cannot exceed --shares ({request.shares})")
+    repo, platform = load_platform(request.target.root)
+    address = servers.connection(platform).address
+    desired = desired_state(repo, platform, request.target, servers.kubeconfig)
+    spec = platform.spec
+    kube = servers.kube()
+    kube.ensure_namespace(spec.controller.namespace)
+    kube.ensure_service_account(spec.controller.namespace, spec.controller.service_account)
+    identities = lifecycle.load_identities(request.identity) if request.identity else None
+    recorder_for = _recorder(platform, caller)
+
+    def configure(client: VaultClient) -> int:
+        return len(_converge(client, desired, prune=False, dry_run=False, record=recorder_for(client)).changes)
+
+    def verify() -> list[str]:
+        roles = sorted(name for (_, name) in desired.roles if name.endswith(".orchestrator"))
+        for role in roles:
+            servers.login(platform, role).auth.lookup_self()
+        return roles
+
+    report = lifecycle.initialize(
+        servers.anonymous(platform), _store(platform, servers),
+        lifecycle.InitPlan(request.shares, request.threshold, spec.root_of_trust.age_recipients,
+                           request.recovery_dir),
+        login_configurator=lambda: servers.configurator(platform),
+        configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
+    )
+    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report)
+
+
+def unseal(root: Path, identity: Path, servers: Servers) -> UnsealResult:
+    """Unseal with the shares sealed in the Kubernetes Secret, opened with the age identity (a no-op when
+    unsealed)."""
+    from chamberlain.authority import lifecycle
+
+    _, platform = load_platform(root)
+    vault = servers.anonymous(platform)
+    report = lifecycle.unseal(vault, _store(platform, servers), lifecycle.load_identities(identity))
+    return UnsealResult(vault.address, report)
+
+
+def configure(target: Selection, servers: Servers, caller: Caller, *, prune: bool = False,
+              dry_run: bool = False) -> ConfigureResult:
+    """Converge the authority's mounts, Kubernetes auth, roles, policies and audit device to the bundle."""
+    repo, platform = load_platform(target.root)
+    servers.connection(platform)  # a bad CA file is a usage error before anything is read
+    desired = desired_state(repo, platform, target, servers.kubeconfig)
+    client = servers.configurator(platform)
+    return _converge(client, desired, prune=prune, dry_run=dry_run, record=_recorder(platform, caller)(client),
+                     details={"prune": str(prune).lower()})
+
+
+def plan(target: Selection, servers: Servers, *, prune: bool = False, policies: bool = True) -> PlanResult:
+    """What :func:`configure` would change and, with ``policies``, where the rotation policy in force differs from
+    Git's; changes nothing. The drift needs the orchestrator (or the break-glass token): when that fails, the
+    configuration plan still stands and the result says why the drift is unchecked."""
+    from chamberlain.service.policy import drift
+
+    repo, platform = load_platform(target.root)
+    servers.connection(platform)
+    desired = desired_state(repo, platform, target, servers.kubeconfig)
+    changes = _converge(servers.configurator(platform), desired, prune=prune, dry_run=True, record=None).changes
+    if not policies:
+        return PlanResult(changes, drift_unchecked="not requested")
+    try:
+        _, drifts = drift(repo, platform, target.environment, target.cluster, servers)
+    except ChamberlainError as exc:  # e.g. no orchestrator login from here; our messages carry no value
+        return PlanResult(changes, drift_unchecked=str(exc))
+    return PlanResult(changes, drifts)
+
+
+def rekey(root: Path, identity: Path, servers: Servers, caller: Caller, *, shares: int | None = None,
+          threshold: int | None = None) -> RekeyResult:
+    """New unseal shares sealed to the Platform's recipients, the Secret replaced, the encryption key rotated."""
+    from chamberlain.authority import lifecycle
+
+    _, platform = load_platform(root)
+    report = lifecycle.rekey(
+        servers.anonymous(platform), _store(platform, servers), lifecycle.load_identities(identity),
+        platform.spec.root_of_trust.age_recipients,
+        login_configurator=lambda: servers.configurator(platform),
+        recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
+    )
+    return RekeyResult(report)
+
+
+def status(root: Path, servers: Servers) -> StatusResult:
+    """Initialized, sealed, version, HA, the sealed material, the root token."""
+    from chamberlain.authority import lifecycle
+
+    _, platform = load_platform(root)
+    return StatusResult(lifecycle.status(servers.anonymous(platform), _store(platform, servers)).as_dict())
+
+
+__all__ = [
+    "ConfigureOptions",
+    "ConfigureResult",
+    "InitRequest",
+    "InitResult",
+    "PlanResult",
+    "RekeyResult",
+    "Selection",
+    "StatusResult",
+    "UnsealResult",
+    "configure",
+    "desired_state",
+    "initialize",
+    "plan",
+    "rekey",
+    "status",
+    "unseal",
+]

@@ -1,0 +1,223 @@
+"""The controller's entry point: the scope it acts on, the running controller, and a signed webhook request.
+
+``chamberlain controller run`` and the demo both start the controller through :func:`start`: the orchestrator's
+authority session (a Kubernetes login as the cluster's orchestrator, renewed, or a token file), the Kubernetes
+client, :func:`chamberlain.controller.app.wire` and :class:`~chamberlain.controller.app.ControllerApp` (the loop on
+a thread, the webhook endpoint, ``/metrics``). :func:`run` adds loading the scope in a short-lived child process and
+running until stopped. :func:`request_rotation` is what a CI job or an alert (``controller webhook``) sends.
+
+Not here: signal handling and log configuration (the entry point's), the loop itself (:mod:`chamberlain.controller`).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.service.repository import load_platform
+
+if TYPE_CHECKING:
+    from chamberlain.clock import Clock
+    from chamberlain.controller.app import ControllerApp
+    from chamberlain.controller.loop import Logger, Scope
+    from chamberlain.service.context import Servers
+    from chamberlain.triggers import WebhookKey
+
+class LoadFailed(ChamberlainError):
+    """Loading the repository in the loader process failed; carries that error's message and exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ------------------------------------------------------------------------------------------------ the scope
+
+
+def load_scope(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
+    """The scope ``controller run`` acts on, and nothing else of the repository.
+
+    The controller runs for days; the loaded Repository (every document's raw data and text, every model) is only
+    needed to validate and to place the intents. Loading it in this process would leave its peak as the process's
+    resident size for good (CPython keeps freed arenas that still hold one live object, and the kept models are
+    scattered among them), so a short-lived child process (fork, before any thread starts) loads, validates and
+    places, and sends back only the scope."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    loader = ctx.Process(target=_load_in_child, args=(send, str(path), environment, cluster),
+                         name="chamberlain-loader")
+    loader.start()
+    send.close()
+    try:
+        status, payload = receive.recv()
+    except EOFError:
+        raise ChamberlainError("loading the intent repository failed: the loader process ended early") from None
+    finally:
+        receive.close()
+        loader.join()
+    if status == "error":
+        message, code = payload
+        raise LoadFailed(message, code)
+    return cast("Scope", payload)
+
+
+def _load_in_child(send: Any, path: str, environment: str | None, cluster: str | None) -> None:
+    try:
+        result: tuple[str, Any] = ("ok", scope_from_repository(path, environment, cluster))
+    except ChamberlainError as exc:  # our messages are fit to show (findings name files and lines, no values)
+        result = ("error", (str(exc), exc.exit_code))
+    except Exception as exc:  # a foreign exception's text is unvetted: its type only
+        result = ("error", (f"internal error while loading ({type(exc).__name__})", 1))
+    send.send(result)
+    send.close()
+
+
+def scope_from_repository(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
+    """Load and validate; place the intents. The scope keeps the Platform, the intents placed in the cluster and
+    environment (runtime mount), and the admin intents they name (``target.postgres.adminIntent``, read by
+    ``rotation.manual.admin_values``): the other intents are never looked at again."""
+    from chamberlain.controller.loop import scope_of
+    from chamberlain.handover import select_cluster
+
+    repo, platform = load_platform(path)
+    chosen, envs = select_cluster(platform, environment, cluster)
+    if len(envs) != 1:
+        raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
+    every = {i.obj.metadata.name: i.obj for i in repo.intents}
+    del repo  # from here on only the models are needed
+    placed = scope_of(platform, every, envs[0], chosen).placed
+    needed = {name: every[name] for name in placed}
+    for name in placed:
+        target = every[name].spec.target
+        if target is not None and target.postgres.admin_intent in every:
+            needed.setdefault(target.postgres.admin_intent, every[target.postgres.admin_intent])
+    return scope_of(platform, needed, envs[0], chosen)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    """How the controller runs: its name in the Lease, cadences and timeouts, and where it serves."""
+
+    identity: str | None = None  # default: host name and pid
+    lease_name: str | None = None  # default: chamberlain.controller.app.DEFAULT_LEASE
+    lease_seconds: int = 15
+    interval: float = 1.0  # seconds between ticks
+    evaluate_every: float = 30.0  # seconds between time-trigger evaluations
+    propagation_timeout: float = 120.0
+    poll: float | None = None  # seconds between polls of consumer Secrets (default: the controller's)
+    metrics_address: tuple[str, int] | None = None  # (host, port); port 0 picks a free one
+    webhook_address: tuple[str, int] | None = None
+    webhook_key: WebhookKey | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.identity or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger | None = None,
+          stop: threading.Event | None = None) -> ControllerApp:
+    """Log in as the scope's orchestrator, wire the controller and start it (loop, webhook, metrics). ``stop``
+    ends it when set; :meth:`ControllerApp.stop` stops it gracefully."""
+    from chamberlain.controller.app import DEFAULT_LEASE, ControllerApp, wire
+
+    kube = servers.kube()  # the real client: leases, run objects and events too
+    client = servers.orchestrator(scope.platform, scope.cluster)
+    tuning: dict[str, Any] = {"propagation_timeout": options.propagation_timeout,
+                              "evaluate_every": options.evaluate_every}
+    if options.poll is not None:
+        tuning["poll"] = options.poll
+    controller = wire(scope, client, kube, clock, identity=options.name, lease_name=options.lease_name or DEFAULT_LEASE,
+                      lease_seconds=options.lease_seconds, log=log, **tuning)
+    app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,
+                        webhook_address=options.webhook_address, webhook_key=options.webhook_key,
+                        stop_event=stop or threading.Event())
+    app.start()
+    return app
+
+
+def run(root: Path, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger,
+        environment: str | None = None, cluster: str | None = None, stop: threading.Event | None = None,
+        max_seconds: float | None = None) -> None:
+    """``controller run``: load the scope (the repository itself is not kept), start, run until ``stop`` is set
+    (or ``max_seconds`` passed), then stop gracefully: the Lease is released, unfinished runs stay recorded."""
+    scope = load_scope(root, environment, cluster)
+    app = start(scope, servers, clock, options, log=log, stop=stop)
+    log.info("controller started", identity=options.name, environment=scope.environment, cluster=scope.cluster,
+             secrets=len(scope.placed), metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
+    app.wait(max_seconds)
+    app.stop()
+
+
+# ------------------------------------------------------------------------------------------------ the webhook
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    text: str  # the controller's answer names the request and its outcome, never a value
+
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.text or "{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def post_webhook(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float = 10.0) -> WebhookAnswer:
+    """POST ``body`` to a controller's webhook endpoint (http or https only)."""
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"{url}: the webhook URL must be http:// or https://")
+    req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+            status, raw = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = int(exc.code), exc.read()
+    except OSError as exc:
+        raise UsageError(f"{url}: cannot reach the webhook ({type(exc).__name__})") from None
+    return WebhookAnswer(status, raw.decode(errors="replace"))
+
+
+def request_rotation(url: str, key: WebhookKey, secret: str, reason: str, clock: Clock, *,
+                     request_id: str | None = None, retry_unavailable: float = 0.0) -> WebhookAnswer:
+    """A signed rotation request (HMAC-SHA256 over ``<unix-time>.<body>``). A 503 (the controller does not lead
+    yet) is retried for up to ``retry_unavailable`` seconds."""
+    from chamberlain.triggers.webhook import sign
+
+    doc: dict[str, str] = {"secret": secret, "reason": reason}
+    if request_id:
+        doc["id"] = request_id
+    body = json.dumps(doc).encode()
+    deadline = clock.monotonic() + retry_unavailable
+    while True:
+        answer = post_webhook(url, body, {"Content-Type": "application/json", **sign(body, key, clock.now())})
+        if answer.status != 503 or clock.monotonic() >= deadline:
+            return answer
+        clock.sleep(0.5)
+
+
+__all__ = [
+    "ControllerOptions",
+    "LoadFailed",
+    "WebhookAnswer",
+    "load_scope",
+    "post_webhook",
+    "request_rotation",
+    "run",
+    "scope_from_repository",
+    "start",
+]

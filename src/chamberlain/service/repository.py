@@ -1,0 +1,113 @@
+"""Use cases over the intent repository alone: validate, render, inventory, and loading for the other use cases.
+
+Belongs here: finding the repository's root (a usage error when it is not a directory), the validate-before-use
+gate applied to it (nothing is rendered or acted on from a repository with findings; the gate itself is
+:mod:`chamberlain.checks.gate`), and the three offline use cases. Reads files, talks to no server, prints nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chamberlain.errors import UsageError
+
+if TYPE_CHECKING:
+    from chamberlain.checks.gate import Validation
+    from chamberlain.findings import Finding
+    from chamberlain.intent.loader import Repository
+    from chamberlain.intent.model import Platform
+    from chamberlain.inventory.model import Inventory
+
+
+@dataclass
+class RenderOutcome:
+    findings: list[Finding]
+    files: int = 0
+
+
+def repository_root(path: str | Path) -> Path:
+    """The intent repository's root, or a usage error (exit 2) that says what is wrong with ``path``."""
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"{path}: no such directory")
+    if not root.is_dir():
+        raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
+    return root
+
+
+def validate(path: str | Path) -> Validation:
+    """Every check over the repository at ``path`` (``chamberlain validate``)."""
+    from chamberlain.checks.gate import validate_repository
+
+    return validate_repository(repository_root(path))
+
+
+def load_valid(path: str | Path) -> Repository:
+    """The repository at ``path``, which must validate clean; :class:`~chamberlain.checks.gate.InvalidRepository`
+    otherwise."""
+    from chamberlain.checks.gate import load_valid as gate
+
+    return gate(repository_root(path))
+
+
+def load_platform(path: str | Path) -> tuple[Repository, Platform]:
+    """A repository that must validate clean (anything else applies nothing), and its one Platform."""
+    repo = load_valid(path)
+    platform = repo.platform
+    if platform is None:  # pragma: no cover - the checks reject a repository without exactly one Platform
+        raise UsageError(f"{path}: the repository needs exactly one Platform")
+    return repo, platform
+
+
+def load_unvalidated(path: str | Path) -> tuple[Repository, Platform]:
+    """A repository loaded without the checks, and its one Platform: reading what the authority recorded (the
+    audit) must work while the repository has unrelated findings."""
+    from chamberlain.intent.loader import load_repository
+
+    repo = load_repository(repository_root(path))
+    if repo.platform is None:
+        raise UsageError(f"{path}: the repository needs exactly one Platform")
+    return repo, repo.platform
+
+
+def render(path: str | Path, out: Path) -> RenderOutcome:
+    """The GitOps output of a clean repository written to ``out``; with findings, nothing is written."""
+    from chamberlain.checks.gate import validate_repository
+    from chamberlain.render import render_repository, write_tree
+
+    result = validate_repository(repository_root(path))
+    if result.findings:
+        return RenderOutcome(result.findings)
+    tree = render_repository(result.repo)
+    write_tree(tree, out)
+    return RenderOutcome([], len(tree.files))
+
+
+def inventory(path: str | Path) -> Inventory:
+    """What exists, who owns it, who depends on it, when it rotates (``chamberlain inventory``)."""
+    from chamberlain.inventory import build_inventory
+
+    return build_inventory(load_valid(path))
+
+
+def vault_bundle(repo: Repository) -> dict[str, str]:
+    """The Vault part of the rendered output (mounts, policies, roles), keyed by its path below ``vault/``."""
+    from chamberlain.render import render_repository
+
+    tree = render_repository(repo)
+    return {p[len("vault/"):]: tree[p] for p in tree.paths() if p.startswith("vault/")}
+
+
+__all__ = [
+    "RenderOutcome",
+    "inventory",
+    "load_platform",
+    "load_unvalidated",
+    "load_valid",
+    "render",
+    "repository_root",
+    "validate",
+    "vault_bundle",
+]
