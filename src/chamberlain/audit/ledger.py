@@ -50,11 +50,11 @@ Event = Literal[
 Result = Literal["ok", "failed", "noop"]
 
 
-class LedgerEntry(BaseModel):
+class Draft(BaseModel):
+    """What an entry says, before the chain gives it a sequence number, a time and its links."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seq: int
-    time: str
     event: Event
     result: Result = "ok"
     secret: str | None = None
@@ -63,6 +63,13 @@ class LedgerEntry(BaseModel):
     run: str | None = None
     reason: str | None = None
     details: dict[str, str] = Field(default_factory=dict)
+
+
+class LedgerEntry(Draft):
+    """One chained entry: the draft, its place (``seq``), when, the previous entry's hash and its own."""
+
+    seq: int
+    time: str
     prev: str
     hash: str = ""
 
@@ -210,22 +217,18 @@ class Ledger(LedgerReader):
         """Append one entry and return it. ``after``: start from this mark instead of the head (no read); ``find``:
         an entry after the mark for which it is true is returned instead of appending (an earlier attempt of the
         same caller that crashed before recording it)."""
-        clean = {k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())}
+        draft = Draft(event=event, result=result, secret=secret, path=path, actor=actor, run=run,
+                      reason=reason[:MAX_DETAIL_CHARS] if reason else None,
+                      details={k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())})
+        return self._append(draft, after, find)
+
+    def _append(self, draft: Draft, after: LedgerMark | None,
+                find: Callable[[LedgerEntry], bool] | None) -> LedgerEntry:
+        """Chain ``draft`` after ``after`` (default: the head), walking past entries others appended."""
         tail = after if after is not None else (self._mark or self.mark())
         for _ in range(50):
-            entry = LedgerEntry(
-                seq=tail.seq + 1,
-                time=rfc3339(self._clock.now()),
-                event=event,
-                result=result,
-                secret=secret,
-                path=path,
-                actor=actor,
-                run=run,
-                reason=reason[:MAX_DETAIL_CHARS] if reason else None,
-                details=clean,
-                prev=tail.hash,
-            )
+            entry = LedgerEntry(seq=tail.seq + 1, time=rfc3339(self._clock.now()), prev=tail.hash,
+                                **draft.model_dump())
             entry = entry.model_copy(update={"hash": entry.computed_hash()})
             try:
                 self._kv.write(self._mount, _entry_path(entry.seq), {"entry": entry.model_dump_json()}, cas=0)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from chamberlain.audit.ledger import Event, Ledger, LedgerEntry, LedgerMark, Result
+from chamberlain.audit.ledger import Draft, Ledger, LedgerEntry, LedgerMark
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock
 
@@ -37,20 +37,8 @@ class SharedLedger(Ledger):
         with self._lock:
             return self._last if self._last is not None else super().mark()
 
-    def append(
-        self,
-        event: Event,
-        *,
-        actor: str,
-        secret: str | None = None,
-        path: str | None = None,
-        run: str | None = None,
-        reason: str | None = None,
-        result: Result = "ok",
-        details: Mapping[str, str] | None = None,
-        after: LedgerMark | None = None,
-        find: Callable[[LedgerEntry], bool] | None = None,
-    ) -> LedgerEntry:
+    def _append(self, draft: Draft, after: LedgerMark | None,
+                find: Callable[[LedgerEntry], bool] | None) -> LedgerEntry:
         with self._lock:
             if after is not None and find is not None and self._last is not None:
                 for seq in range(after.seq + 1, self._last.seq + 1):
@@ -60,8 +48,7 @@ class SharedLedger(Ledger):
                         return entry
                 if self._last.seq > after.seq:
                     after = self._last  # not found up to the tail this process knows: chain there
-            entry = super().append(event, actor=actor, secret=secret, path=path, run=run, reason=reason,
-                                   result=result, details=details, after=after, find=find)
+            entry = super()._append(draft, after, find)
             self._own[entry.seq] = entry
             while len(self._own) > REMEMBERED:
                 self._own.popitem(last=False)
