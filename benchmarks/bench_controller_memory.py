@@ -219,7 +219,7 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
     from chamberlain.authority.fake import FakeKV
     from chamberlain.controller.app import wire
     from chamberlain.intent.model import GROUP, VERSION
-    from chamberlain.kube.api import PodTemplateState
+    from chamberlain.kube.api import CustomResource, PodTemplateState
     from chamberlain.service.controller import load_scope
     from chamberlain.triggers import manual
     from chamberlain.triggers.annotation import PLURAL
@@ -264,7 +264,7 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
                     for kind, w in restart:
                         kube.workloads[(kind, c_ns, w)] = PodTemplateState({}, 1)
             else:
-                kube.add_custom_object(GROUP, VERSION, PLURAL, row["cr"])
+                kube.add_custom_object(CustomResource(GROUP, VERSION, PLURAL), row["cr"])
                 crs += 1
     stage("fakes seeded")
     # ---- the controller, as service/controller.py wires it

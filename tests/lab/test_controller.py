@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
+from chamberlain.kube.api import CustomResource
 from chamberlain.lab import procs
 
 pytestmark = pytest.mark.lab
@@ -290,8 +291,8 @@ def test_annotation_on_the_secretintent(world: World) -> None:
     before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
     last = w.run_record(GRAFANA)
     reason = "suspected leak INC-4711"
-    w.kube.patch_custom_object_annotations(RR_GROUP, RR_VERSION, "secretintents", CONTROLLER_NS, GRAFANA.name,
-                                           {wk.ANNOTATION_ROTATE: reason})
+    intents = CustomResource(RR_GROUP, RR_VERSION, "secretintents")
+    w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: reason})
     run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
     assert run.trigger == "annotation" and run.reason == reason
     _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="annotation",
@@ -300,7 +301,7 @@ def test_annotation_on_the_secretintent(world: World) -> None:
     assert entry.reason == reason
 
     def cleared() -> bool:
-        obj = w.kube.get_custom_object(RR_GROUP, RR_VERSION, "secretintents", CONTROLLER_NS, GRAFANA.name)
+        obj = w.kube.get_custom_object(intents, CONTROLLER_NS, GRAFANA.name)
         return obj is not None and wk.ANNOTATION_ROTATE not in (obj["metadata"].get("annotations") or {})
 
     wait_for(cleared, 10, "the rotate annotation removed after the run")

@@ -13,7 +13,7 @@ import pytest
 
 from chamberlain.clock import SystemClock
 from chamberlain.intent.model import GROUP, VERSION
-from chamberlain.kube.api import KubeConflict, KubeNotFound, LeaseRecord
+from chamberlain.kube.api import CustomResource, KubeConflict, KubeNotFound, LeaseRecord
 from chamberlain.kube.client import KubeClient
 from chamberlain.render.crds import rotation_run_crd
 from tests.lab.conftest import RunningLab
@@ -110,44 +110,45 @@ def test_rotation_run_create_patch_status_read_back(kube: KubeClient, run_crd: s
     assert conditions.get("Established") == "True"
     assert conditions.get("NonStructuralSchema", "False") == "False"
 
-    created = kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run("run-1"))
+    created = kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run("run-1"))
     assert created["metadata"]["uid"] and "status" not in created  # status subresource: create drops it
     with pytest.raises(KubeConflict):
-        kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run("run-1"))
+        kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run("run-1"))
 
     at = "2026-11-28T03:00:00Z"
-    first = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-1", {
+    first = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1", {
         "phase": "staged", "runId": "run-1", "attempts": 1, "previousVersion": 3, "currentVersion": None,
         "nextRetryAt": "2026-11-28T03:01:00Z", "notes": {"a": "1"}, "rotatedKeys": ["password"],
         "lastError": None, "conditions": _conditions(at)})
     assert first["status"]["phase"] == "staged" and first["spec"] == created["spec"]
     assert first["status"]["notes"] == {"a": "1"}  # an unknown field the status schema preserves
-    second = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-1", {
+    second = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1", {
         "phase": "promoted", "currentVersion": 4, "nextRetryAt": None, "notes": {"b": "2"}})
     status = second["status"]
     assert status["phase"] == "promoted" and status["currentVersion"] == 4 and status["attempts"] == 1
     assert "nextRetryAt" not in status and status["notes"] == {"a": "1", "b": "2"}
     assert [c["type"] for c in status["conditions"]] == ["Ready", "Promoted"]
 
-    back = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "run-1")
+    back = kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1")
     assert back is not None and back["status"] == status and back["spec"]["trigger"] == "manual"
-    assert [o["metadata"]["name"] for o in kube.list_custom_objects(GROUP, VERSION, PLURAL, NS)] == ["run-1"]
+    listed = kube.list_custom_objects(CustomResource(GROUP, VERSION, PLURAL), NS)
+    assert [o["metadata"]["name"] for o in listed] == ["run-1"]
 
     with pytest.raises(KubeNotFound):
-        kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "no-such-run", {"phase": "x"})
+        kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "no-such-run", {"phase": "x"})
 
 
 def test_rotation_run_status_with_an_empty_transition_time(kube: KubeClient, run_crd: str) -> None:
     """A condition the controller has no time for yet (an empty lastTransitionTime) is still accepted, so one odd
     field never makes the whole status publication fail."""
-    kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run("run-empty-time"))
-    got = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-empty-time",
+    kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run("run-empty-time"))
+    got = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-empty-time",
                                           {"phase": "pending", "conditions": _conditions("")})
     assert got["status"]["phase"] == "pending"
 
 
 def test_events_about_a_rotation_run(kube: KubeClient, run_crd: str, k8s: Any) -> None:
-    obj = kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run("run-events"))
+    obj = kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run("run-events"))
     involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RotationRun", "name": "run-events", "namespace": NS,
                 "uid": obj["metadata"]["uid"]}
     kube.create_event(NS, involved, "RotationStarted", "rotation of orders-db started")

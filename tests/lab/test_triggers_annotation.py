@@ -13,7 +13,7 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.clock import SystemClock
 from chamberlain.intent.model import GROUP, VERSION
-from chamberlain.kube.api import KubeConflict
+from chamberlain.kube.api import CustomResource, KubeConflict
 from chamberlain.kube.client import KubeClient
 from chamberlain.render.crds import crd
 from chamberlain.triggers.annotation import PLURAL, AnnotationTrigger
@@ -66,16 +66,17 @@ def test_annotation_trigger_against_the_real_apiserver(kube: KubeClient) -> None
     assert taken is not None
 
     # A stale resourceVersion is refused by the API server: nothing is removed behind a concurrent edit.
-    stale = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "leaky")
+    stale = kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "leaky")
     assert stale is not None
-    kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "leaky", {"touched": "yes"})
+    kube.patch_custom_object_annotations(CustomResource(GROUP, VERSION, PLURAL), NS, "leaky", {"touched": "yes"})
     with pytest.raises(KubeConflict):
-        kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "leaky", {wk.ANNOTATION_ROTATE: None},
+        kube.patch_custom_object_annotations(CustomResource(GROUP, VERSION, PLURAL), NS, "leaky",
+                                             {wk.ANNOTATION_ROTATE: None},
                                              resource_version=stale["metadata"]["resourceVersion"])
 
     assert trigger.clear_annotation("leaky", taken) is True
     queue.done("leaky")
-    after = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "leaky")
+    after = kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "leaky")
     assert after is not None
     assert wk.ANNOTATION_ROTATE not in after["metadata"]["annotations"]
     assert after["metadata"]["annotations"]["keep"] == "me"

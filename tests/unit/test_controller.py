@@ -26,7 +26,7 @@ from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller, scope_of
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import GROUP, VERSION, Platform, RotationPolicySpec, SecretIntent
-from chamberlain.kube.api import KubeSecret, LeaseRecord, PodTemplateState
+from chamberlain.kube.api import CustomResource, KubeSecret, LeaseRecord, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
@@ -286,12 +286,12 @@ def test_annotation_trigger_rotates_and_the_annotation_is_removed() -> None:
     from chamberlain.triggers import AnnotationTrigger
 
     q = MemoryQueue()
-    w.kube.add_custom_object(GROUP, VERSION, "secretintents", {
+    w.kube.add_custom_object(CustomResource(GROUP, VERSION, "secretintents"), {
         "metadata": {"name": "api-token", "namespace": NS, "annotations": {wk.ANNOTATION_ROTATE: "pentest finding"}}})
     c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock, NS))
     c.tick()
     assert w.version() == 2 and w.rotations()[-1].reason == "pentest finding"
-    obj = w.kube.get_custom_object(GROUP, VERSION, "secretintents", NS, "api-token")
+    obj = w.kube.get_custom_object(CustomResource(GROUP, VERSION, "secretintents"), NS, "api-token")
     assert obj is not None and wk.ANNOTATION_ROTATE not in (obj["metadata"].get("annotations") or {})
     c.tick()
     assert w.version() == 2  # no second run from the same annotation
@@ -551,7 +551,7 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes_even_acr
         return run.model_copy(update={"updated_at": T0 + timedelta(minutes=minutes), **update})
 
     def times() -> dict[str, str]:
-        obj = kube.get_custom_object(resources.GROUP, resources.VERSION, resources.PLURAL, NS, "run-t")
+        obj = kube.get_custom_object(CustomResource(resources.GROUP, resources.VERSION, resources.PLURAL), NS, "run-t")
         assert obj is not None
         return {c["type"]: c["lastTransitionTime"] for c in obj["status"]["conditions"]}
 

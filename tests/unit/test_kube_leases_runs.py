@@ -14,6 +14,7 @@ import yaml
 
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import (
+    CustomResource,
     KubeConflict,
     KubeError,
     KubeLeases,
@@ -116,7 +117,7 @@ def test_a_down_api_server_is_unavailable() -> None:
     with pytest.raises(KubeUnavailable):
         kube.get_lease(NS, LEASE)
     with pytest.raises(KubeUnavailable):
-        kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run())
+        kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run())
     with pytest.raises(KubeUnavailable):
         kube.create_event(NS, {"kind": "RotationRun", "name": "x"}, "Started", "m")
 
@@ -126,14 +127,14 @@ def test_a_down_api_server_is_unavailable() -> None:
 
 def test_custom_object_create_drops_status_and_conflicts_when_it_exists() -> None:
     kube = FakeKube()
-    obj = kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run(phase="promoted"))
+    obj = kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run(phase="promoted"))
     assert "status" not in obj  # the status subresource: create ignores status, like the API server
     meta = obj["metadata"]
     assert meta["namespace"] == NS and meta["uid"] and meta["resourceVersion"] and meta["generation"] == 1
-    assert kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "run-1") == obj
+    assert kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1") == obj
     assert [o["metadata"]["name"] for o in kube.created_custom_objects] == ["run-1"]
     with pytest.raises(KubeConflict):
-        kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run())
+        kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run())
     assert len(kube.created_custom_objects) == 1
 
 
@@ -141,45 +142,45 @@ def test_custom_object_create_refuses_a_namespace_mismatch() -> None:
     body = _run()
     body["metadata"]["namespace"] = "elsewhere"
     with pytest.raises(KubeError):
-        FakeKube().create_custom_object(GROUP, VERSION, PLURAL, NS, body)
+        FakeKube().create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, body)
 
 
 def test_status_patch_is_a_merge_patch_and_bumps_the_resource_version() -> None:
     kube = FakeKube()
-    created = kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run())
+    created = kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run())
     conditions = [{"type": "Ready", "status": "False", "reason": "InProgress", "message": "",
                    "lastTransitionTime": "2026-11-28T03:00:00Z"}]
-    first = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-1", {
+    first = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1", {
         "phase": "staged", "runId": "run-1", "attempts": 1, "nextRetryAt": "2026-11-28T03:01:00Z",
         "notes": {"a": "1"}, "conditions": conditions})
     assert first["status"]["phase"] == "staged" and first["spec"] == created["spec"]
     assert int(first["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    second = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-1", {
+    second = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1", {
         "phase": "promoted", "currentVersion": 4, "nextRetryAt": None, "notes": {"b": "2"}, "conditions": []})
     status = second["status"]
     assert status["phase"] == "promoted" and status["currentVersion"] == 4 and status["attempts"] == 1
     assert "nextRetryAt" not in status  # None removes the key
     assert status["notes"] == {"a": "1", "b": "2"}  # objects merge
     assert status["conditions"] == []  # lists replace
-    assert kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "run-1") == second
+    assert kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1") == second
     assert [p[3]["phase"] for p in kube.status_patches] == ["staged", "promoted"]
-    again = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-1", {"phase": "promoted"})
+    again = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1", {"phase": "promoted"})
     assert again["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]  # a no-op
 
 
 def test_status_patch_of_a_missing_object_is_not_found() -> None:
     with pytest.raises(KubeNotFound):
-        FakeKube().patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "nope", {"phase": "x"})
+        FakeKube().patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "nope", {"phase": "x"})
 
 
 def test_status_patch_never_leaks_into_the_caller_dict() -> None:
     kube = FakeKube()
-    kube.create_custom_object(GROUP, VERSION, PLURAL, NS, _run())
+    kube.create_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, _run())
     status: dict[str, Any] = {"notes": {"a": "1"}}
-    got = kube.patch_custom_object_status(GROUP, VERSION, PLURAL, NS, "run-1", status)
+    got = kube.patch_custom_object_status(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1", status)
     got["status"]["notes"]["a"] = "changed"
     assert status == {"notes": {"a": "1"}}
-    assert kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "run-1")["status"]["notes"] == {"a": "1"}  # type: ignore[index]
+    assert kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "run-1")["status"]["notes"] == {"a": "1"}  # type: ignore[index]
 
 
 @pytest.mark.parametrize(("target", "patch", "expected"), [

@@ -11,6 +11,7 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.clock import FakeClock
 from chamberlain.intent.model import GROUP, VERSION, SecretIntent
+from chamberlain.kube.api import CustomResource
 from chamberlain.kube.fake import FakeKube
 from chamberlain.triggers.annotation import PLURAL, AnnotationTrigger, detect
 from chamberlain.triggers.manual import for_namespace, manual
@@ -62,8 +63,8 @@ def _trigger() -> tuple[FakeKube, MemoryQueue, AnnotationTrigger]:
 
 def test_poll_queues_once_and_clear_ends_it() -> None:
     kube, queue, trigger = _trigger()
-    kube.add_custom_object(GROUP, VERSION, PLURAL, obj("db", "compromised"))
-    kube.add_custom_object(GROUP, VERSION, PLURAL, obj("quiet"))
+    kube.add_custom_object(CustomResource(GROUP, VERSION, PLURAL), obj("db", "compromised"))
+    kube.add_custom_object(CustomResource(GROUP, VERSION, PLURAL), obj("quiet"))
     assert [r.secret for r in trigger.poll()] == ["db"]
     assert trigger.poll() == []  # still annotated: same key, no second request
     request = queue.take(timeout=0)
@@ -71,7 +72,7 @@ def test_poll_queues_once_and_clear_ends_it() -> None:
     assert trigger.poll() == []  # in flight: still no second request
     assert trigger.clear_annotation("db", request) is True
     queue.done("db")
-    stored = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "db")
+    stored = kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "db")
     assert stored is not None and stored["metadata"]["annotations"] == {"other": "x"}  # only ours removed
     assert trigger.poll() == []
     assert trigger.clear_annotation("db", request) is False  # idempotent
@@ -80,11 +81,12 @@ def test_poll_queues_once_and_clear_ends_it() -> None:
 
 def test_clear_keeps_a_newer_annotation() -> None:
     kube, queue, trigger = _trigger()
-    kube.add_custom_object(GROUP, VERSION, PLURAL, obj("db", "first"))
+    kube.add_custom_object(CustomResource(GROUP, VERSION, PLURAL), obj("db", "first"))
     trigger.poll()
     request = queue.take(timeout=0)
     assert request is not None
-    kube.patch_custom_object_annotations(GROUP, VERSION, PLURAL, NS, "db", {wk.ANNOTATION_ROTATE: "second"})
+    kube.patch_custom_object_annotations(CustomResource(GROUP, VERSION, PLURAL), NS, "db",
+                                         {wk.ANNOTATION_ROTATE: "second"})
     assert trigger.clear_annotation("db", request) is False
     queue.done("db")
     (again,) = trigger.poll()
@@ -93,19 +95,19 @@ def test_clear_keeps_a_newer_annotation() -> None:
 
 def test_clear_retries_on_conflict() -> None:
     kube, _, trigger = _trigger()
-    kube.add_custom_object(GROUP, VERSION, PLURAL, obj("db", "x"))
+    kube.add_custom_object(CustomResource(GROUP, VERSION, PLURAL), obj("db", "x"))
     real = kube.patch_custom_object_annotations
     calls = {"n": 0}
 
     def flaky(*args: Any, **kwargs: Any) -> dict[str, Any]:
         calls["n"] += 1
         if calls["n"] == 1:  # someone edits the object between our read and our patch
-            real(GROUP, VERSION, PLURAL, NS, "db", {"touched": "yes"})
+            real(CustomResource(GROUP, VERSION, PLURAL), NS, "db", {"touched": "yes"})
         return real(*args, **kwargs)
 
     kube.patch_custom_object_annotations = flaky  # type: ignore[method-assign]
     assert trigger.clear_annotation("db") is True
-    stored = kube.get_custom_object(GROUP, VERSION, PLURAL, NS, "db")
+    stored = kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "db")
     assert stored is not None and wk.ANNOTATION_ROTATE not in stored["metadata"]["annotations"]
 
 

@@ -16,10 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chamberlain import wellknown as wk
-from chamberlain.kube.api import KubeConflict, KubeCustomObjects, KubeError, KubeNotFound, KubeRunObjects
+from chamberlain.kube.api import (
+    CustomResource,
+    KubeConflict,
+    KubeCustomObjects,
+    KubeError,
+    KubeNotFound,
+    KubeRunObjects,
+)
 from chamberlain.rotation.run import RotationRun
 
 GROUP, VERSION, PLURAL, KIND = "chamberlain.dev", "v1alpha1", "rotationruns", "RotationRun"
+ROTATION_RUNS = CustomResource(GROUP, VERSION, PLURAL)
 
 
 def manifest(run: RotationRun, namespace: str) -> dict[str, Any]:
@@ -83,16 +91,16 @@ class RunPublisher:
             self._create_object(run)
         except KubeConflict:
             with contextlib.suppress(KubeError):  # unreadable: the first publish sets the times
-                obj = self.kube.get_custom_object(GROUP, VERSION, PLURAL, self.namespace, run.run_id)
+                obj = self.kube.get_custom_object(ROTATION_RUNS, self.namespace, run.run_id)
                 conditions = ((obj or {}).get("status") or {}).get("conditions")
                 return list(conditions) if isinstance(conditions, list) else None
         return None
 
     def _create_object(self, run: RotationRun) -> None:
-        self.kube.create_custom_object(GROUP, VERSION, PLURAL, self.namespace, manifest(run, self.namespace))
+        self.kube.create_custom_object(ROTATION_RUNS, self.namespace, manifest(run, self.namespace))
 
     def _patch(self, run: RotationRun, status: dict[str, Any]) -> None:
-        self.kube.patch_custom_object_status(GROUP, VERSION, PLURAL, self.namespace, run.run_id, status)
+        self.kube.patch_custom_object_status(ROTATION_RUNS, self.namespace, run.run_id, status)
 
     def _remember(self, run: RotationRun, conditions: list[dict[str, str]]) -> None:
         with self._lock:

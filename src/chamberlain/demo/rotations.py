@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from chamberlain import wellknown as wk
 from chamberlain.clock import Clock
 from chamberlain.demo.walkthrough import DemoError
+from chamberlain.kube.api import CustomResource
 
 if TYPE_CHECKING:
     import psycopg
@@ -67,6 +68,7 @@ QUICK_REVOKE_POLICY = {"type": "time-based", "ttl": "90d", "rotateBefore": "7d",
                        "maxOverlap": "2s", "failureStrategy": "retry"}
 WORKLOAD_IMAGE = "example.invalid/x:1"
 ESO_GROUP, ESO_VERSION = "external-secrets.io", "v1"
+SECRET_STORES = CustomResource(ESO_GROUP, ESO_VERSION, "secretstores")
 
 LOOP_INTERVAL = 0.5  # seconds between controller ticks
 EVALUATE_WHILE_WAITING = 1.0  # time-trigger evaluations while the demo waits for the timed rotation
@@ -169,10 +171,10 @@ def adjust_repository(repo_dir: Path, *, vault_address: str, ca_pem: str, postgr
 def revalidate_stores(kube: KubeClient, stamp: str) -> int:
     """Touch every ESO SecretStore so ESO validates it again now that Vault answers (instead of waiting out the
     backoff it built up while Vault was still uninitialized); returns how many."""
-    stores = kube.list_custom_objects(ESO_GROUP, ESO_VERSION, "secretstores")
+    stores = kube.list_custom_objects(SECRET_STORES)
     for store in stores:
         meta = store.get("metadata") or {}
-        kube.patch_custom_object_annotations(ESO_GROUP, ESO_VERSION, "secretstores", str(meta["namespace"]),
+        kube.patch_custom_object_annotations(SECRET_STORES, str(meta["namespace"]),
                                              str(meta["name"]), {wk.ANNOTATION_DEMO_REVALIDATE: stamp})
     return len(stores)
 

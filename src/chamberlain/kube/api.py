@@ -139,32 +139,35 @@ class KubePropagation(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CustomResource:
+    """A kind of custom object, as the API addresses it (client-go's GroupVersionResource)."""
+
+    group: str
+    version: str
+    plural: str
+
+    def describe(self, namespace: str | None = None, name: str | None = None) -> str:
+        """``plural.group ns/name`` for error messages (names only, never a body)."""
+        where = f" {namespace}/{name}" if name else (f" in {namespace}" if namespace else "")
+        return f"{self.plural}.{self.group}{where}"
+
+
 class KubeCustomObjects(Protocol):
     """Custom resources as plain dicts (the annotation trigger reads SecretIntents and clears one annotation).
     Kept apart from :class:`Kube` so existing fakes need not grow."""
 
-    def list_custom_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
+    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every object of the kind (in ``namespace``, or cluster-wide when None)."""
         ...
 
-    def get_custom_object(
-        self, group: str, version: str, plural: str, namespace: str, name: str
-    ) -> dict[str, Any] | None:
+    def get_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when absent."""
         ...
 
-    def patch_custom_object_annotations(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str,
-        name: str,
-        annotations: Mapping[str, str | None],
-        resource_version: str | None = None,
-    ) -> dict[str, Any]:
+    def patch_custom_object_annotations(self, resource: CustomResource, namespace: str, name: str,
+                                        annotations: Mapping[str, str | None],
+                                        resource_version: str | None = None) -> dict[str, Any]:
         """JSON-merge-patch ``metadata.annotations`` (a None value removes the key). With ``resource_version``, the
         patch applies only if the object is unchanged (:class:`KubeConflict` otherwise); :class:`KubeNotFound`."""
         ...
@@ -205,15 +208,12 @@ class KubeLeases(Protocol):
 class KubeRunObjects(Protocol):
     """RotationRun custom resources (``chamberlain.dev/v1alpha1``, plural ``rotationruns``, namespaced) and Events."""
 
-    def create_custom_object(
-        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def create_custom_object(self, resource: CustomResource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """:class:`KubeConflict` when it exists. A ``status`` in ``body`` is ignored (status subresource)."""
         ...
 
-    def patch_custom_object_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def patch_custom_object_status(self, resource: CustomResource, namespace: str, name: str,
+                                   status: Mapping[str, Any]) -> dict[str, Any]:
         """JSON-merge-patch the status subresource (a None value removes the key); :class:`KubeNotFound`."""
         ...
 

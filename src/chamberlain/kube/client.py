@@ -22,6 +22,7 @@ from kubernetes.client import ApiException
 from chamberlain.clock import Clock
 from chamberlain.kube.api import (
     ApplyOutcome,
+    CustomResource,
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -273,69 +274,50 @@ class KubeClient:
     def _custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self._api)
 
-    def list_custom_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
-        api = self._custom()
+    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None) -> list[dict[str, Any]]:
+        api, (group, version, plural) = self._custom(), (resource.group, resource.version, resource.plural)
         if namespace is None:
-            resp = self._call(f"{plural}.{group}", lambda: api.list_cluster_custom_object(group, version, plural))
+            resp = self._call(resource.describe(), lambda: api.list_cluster_custom_object(group, version, plural))
         else:
-            resp = self._call(f"{plural}.{group} in {namespace}",
+            resp = self._call(resource.describe(namespace),
                               lambda: api.list_namespaced_custom_object(group, version, namespace, plural))
         return [dict(item) for item in (resp or {}).get("items", [])]
 
-    def get_custom_object(
-        self, group: str, version: str, plural: str, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        api = self._custom()
+    def get_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:
+        api, r = self._custom(), resource
         try:
-            obj = self._call(f"{plural}.{group} {namespace}/{name}",
-                             lambda: api.get_namespaced_custom_object(group, version, namespace, plural, name))
+            obj = self._call(r.describe(namespace, name),
+                             lambda: api.get_namespaced_custom_object(r.group, r.version, namespace, r.plural, name))
         except KubeNotFound:
             return None
         return dict(obj)
 
-    def patch_custom_object_annotations(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str,
-        name: str,
-        annotations: Mapping[str, str | None],
-        resource_version: str | None = None,
-    ) -> dict[str, Any]:
+    def patch_custom_object_annotations(self, resource: CustomResource, namespace: str, name: str,
+                                        annotations: Mapping[str, str | None],
+                                        resource_version: str | None = None) -> dict[str, Any]:
         # A JSON merge patch (the client's default for custom objects): null deletes a key. A resourceVersion in
         # the patch makes the API server refuse it with 409 when the object changed since it was read.
         meta: dict[str, Any] = {"annotations": dict(annotations)}
         if resource_version:
             meta["resourceVersion"] = resource_version
-        api = self._custom()
-        obj = self._call(
-            f"{plural}.{group} {namespace}/{name}",
-            lambda: api.patch_namespaced_custom_object(group, version, namespace, plural, name, {"metadata": meta}),
-        )
+        api, r = self._custom(), resource
+        obj = self._call(r.describe(namespace, name), lambda: api.patch_namespaced_custom_object(
+            r.group, r.version, namespace, r.plural, name, {"metadata": meta}))
         return dict(obj)
 
-    def create_custom_object(
-        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        api = self._custom()
+    def create_custom_object(self, resource: CustomResource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        api, r = self._custom(), resource
         name = str((body.get("metadata") or {}).get("name", ""))
-        obj = self._call(f"{plural}.{group} {namespace}/{name}",
-                         lambda: api.create_namespaced_custom_object(group, version, namespace, plural, dict(body)))
+        obj = self._call(r.describe(namespace, name), lambda: api.create_namespaced_custom_object(
+            r.group, r.version, namespace, r.plural, dict(body)))
         return dict(obj)
 
-    def patch_custom_object_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        api = self._custom()
+    def patch_custom_object_status(self, resource: CustomResource, namespace: str, name: str,
+                                   status: Mapping[str, Any]) -> dict[str, Any]:
+        api, r = self._custom(), resource
         body = {"status": dict(status)}
-        obj = self._call(
-            f"{plural}.{group} {namespace}/{name} status",
-            lambda: api.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body,
-                                                              _content_type=_MERGE_PATCH),
-        )
+        obj = self._call(r.describe(namespace, name) + " status", lambda: api.patch_namespaced_custom_object_status(
+            r.group, r.version, namespace, r.plural, name, body, _content_type=_MERGE_PATCH))
         return dict(obj)
 
     # ------------------------------------------------------------------ events (KubeRunObjects)

@@ -16,6 +16,7 @@ from typing import Any
 
 from chamberlain.kube.api import (
     ApplyOutcome,
+    CustomResource,
     KubeConflict,
     KubeError,
     KubeNotFound,
@@ -50,6 +51,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[key] = merge_patch(out.get(key), value)
     return out
+
+
+def _key(resource: CustomResource, namespace: str, name: str) -> tuple[str, str, str, str, str]:
+    return resource.group, resource.version, resource.plural, namespace, name
 
 
 class FakeKube:
@@ -159,43 +164,33 @@ class FakeKube:
 
     # ------------------------------------------------------------------ custom objects (KubeCustomObjects)
 
-    def add_custom_object(self, group: str, version: str, plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def add_custom_object(self, resource: CustomResource, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Test helper: store ``obj`` as the API server would (a uid and a resourceVersion added)."""
         body = copy.deepcopy(dict(obj))
         meta = body.setdefault("metadata", {})
         meta.setdefault("uid", f"uid-{meta['name']}")
         meta["resourceVersion"] = str(next(self._rv))
-        self.custom_objects[(group, version, plural, str(meta.get("namespace") or ""), str(meta["name"]))] = body
+        self.custom_objects[_key(resource, str(meta.get("namespace") or ""), str(meta["name"]))] = body
         return copy.deepcopy(body)
 
-    def list_custom_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
+    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None) -> list[dict[str, Any]]:
         self._guard()
+        kind = (resource.group, resource.version, resource.plural)
         return [copy.deepcopy(o) for (g, v, p, ns, _), o in sorted(self.custom_objects.items())
-                if (g, v, p) == (group, version, plural) and (namespace is None or ns == namespace)]
+                if (g, v, p) == kind and (namespace is None or ns == namespace)]
 
-    def get_custom_object(
-        self, group: str, version: str, plural: str, namespace: str, name: str
-    ) -> dict[str, Any] | None:
+    def get_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:
         self._guard()
-        obj = self.custom_objects.get((group, version, plural, namespace, name))
+        obj = self.custom_objects.get(_key(resource, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def patch_custom_object_annotations(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str,
-        name: str,
-        annotations: Mapping[str, str | None],
-        resource_version: str | None = None,
-    ) -> dict[str, Any]:
-        obj = self._existing_custom_object(group, version, plural, namespace, name)
+    def patch_custom_object_annotations(self, resource: CustomResource, namespace: str, name: str,
+                                        annotations: Mapping[str, str | None],
+                                        resource_version: str | None = None) -> dict[str, Any]:
+        obj = self._existing_custom_object(resource, namespace, name)
         meta = obj.setdefault("metadata", {})
         if resource_version and resource_version != meta.get("resourceVersion"):
-            raise KubeConflict(f"{plural}.{group} {namespace}/{name}: changed since read")
+            raise KubeConflict(f"{resource.describe(namespace, name)}: changed since read")
         current = meta.setdefault("annotations", {})
         for k, v in annotations.items():
             if v is None:
@@ -205,43 +200,39 @@ class FakeKube:
         meta["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)
 
-    def _existing_custom_object(self, group: str, version: str, plural: str, namespace: str,
-                                name: str) -> dict[str, Any]:
+    def _existing_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any]:
         self._guard()
-        obj = self.custom_objects.get((group, version, plural, namespace, name))
+        obj = self.custom_objects.get(_key(resource, namespace, name))
         if obj is None:
-            raise KubeNotFound(f"{plural}.{group} {namespace}/{name}")
+            raise KubeNotFound(resource.describe(namespace, name))
         return obj
 
-    def create_custom_object(
-        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def create_custom_object(self, resource: CustomResource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self._guard()
         obj = copy.deepcopy(dict(body))
         meta = obj.setdefault("metadata", {})
         name = str(meta.get("name") or "")
         if not name:
-            raise KubeError(f"{plural}.{group} in {namespace}: metadata.name is required")
+            raise KubeError(f"{resource.describe(namespace)}: metadata.name is required")
         if meta.get("namespace", namespace) != namespace:
-            raise KubeError(f"{plural}.{group} {namespace}/{name}: metadata.namespace does not match the request")
-        key = (group, version, plural, namespace, name)
+            raise KubeError(f"{resource.describe(namespace, name)}: metadata.namespace does not match the request")
+        key = _key(resource, namespace, name)
         if key in self.custom_objects:
-            raise KubeConflict(f"{plural}.{group} {namespace}/{name}: exists")
+            raise KubeConflict(f"{resource.describe(namespace, name)}: exists")
         obj.pop("status", None)  # the status subresource: create ignores it, like the API server
         meta.update(namespace=namespace, uid=f"uid-{name}", generation=1, resourceVersion=str(next(self._rv)))
         self.custom_objects[key] = obj
         self.created_custom_objects.append(copy.deepcopy(obj))
         return copy.deepcopy(obj)
 
-    def patch_custom_object_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        obj = self._existing_custom_object(group, version, plural, namespace, name)
+    def patch_custom_object_status(self, resource: CustomResource, namespace: str, name: str,
+                                   status: Mapping[str, Any]) -> dict[str, Any]:
+        obj = self._existing_custom_object(resource, namespace, name)
         patched = merge_patch(obj.get("status") or {}, dict(status))
         if patched != obj.get("status"):  # the API server does not bump the resourceVersion of a no-op patch
             obj["status"] = patched
             obj["metadata"]["resourceVersion"] = str(next(self._rv))
-        self.status_patches.append((plural, namespace, name, copy.deepcopy(dict(status))))
+        self.status_patches.append((resource.plural, namespace, name, copy.deepcopy(dict(status))))
         return copy.deepcopy(obj)
 
     # ------------------------------------------------------------------ events (KubeRunObjects)
