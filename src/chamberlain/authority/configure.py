@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from chamberlain.authority.model import (
     ROLE_FIELDS,
@@ -52,6 +52,8 @@ VAULT_AUDIENCE = "vault"  # the audience chamberlain's ServiceAccount tokens are
 
 Kind = Literal["mount", "kv-config", "auth", "auth-config", "policy", "role", "audit"]
 Action = Literal["add", "change", "remove", "conflict"]
+K = TypeVar("K", str, tuple[str, str])
+T = TypeVar("T")
 
 
 class ConfigurationConflict(ChamberlainError):
@@ -365,44 +367,46 @@ def _plan_mounts(desired: Desired, observed: Observed) -> list[Change]:
     return changes
 
 
-def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
+Verdict = tuple[Action, tuple[str, ...], str] | None  # (action, fields, detail); None: nothing to change
+
+
+def _compare(kind: Kind, desired: Mapping[K, T], observed: Mapping[K, T], judge: Callable[[T, T], Verdict],
+             name: Callable[[K], str] = str) -> list[Change]:
+    """One change per desired object: ``add`` when the server lacks it, else what ``judge(want, have)`` says."""
     changes: list[Change] = []
-    for path, want in sorted(desired.auth.items()):
-        have = observed.auth.get(path)
-        if have is None:
-            changes.append(Change("auth", path, "add"))
-        elif have.type != want.type:
-            changes.append(Change("auth", path, "conflict", detail=f"exists as {have.type}, want {want.type}"))
-    for path, want_cfg in sorted(desired.auth_config.items()):
-        have_cfg = observed.auth_config.get(path)
-        if have_cfg is None:
-            changes.append(Change("auth-config", path, "add"))
-        elif fields := differing(want_cfg, have_cfg):
-            changes.append(Change("auth-config", path, "change", fields))
+    for key, want in sorted(desired.items()):
+        have = observed.get(key)
+        verdict: Verdict = ("add", (), "") if have is None else judge(want, have)
+        if verdict is not None:
+            action, changed, detail = verdict
+            changes.append(Change(kind, name(key), action, changed, detail))
     return changes
+
+
+def _fields_differ(want: Any, have: Any) -> Verdict:
+    return ("change", changed, "") if (changed := differing(want, have)) else None
+
+
+def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
+    def same_type(want: AuthMountInfo, have: AuthMountInfo) -> Verdict:
+        return None if have.type == want.type else ("conflict", (), f"exists as {have.type}, want {want.type}")
+
+    return (_compare("auth", desired.auth, observed.auth, same_type)
+            + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
 
 
 def _plan_policies_roles_audit(desired: Desired, observed: Observed) -> list[Change]:
-    changes: list[Change] = []
-    for name, text in sorted(desired.policies.items()):
-        have_text = observed.policies.get(name)
-        if have_text is None:
-            changes.append(Change("policy", name, "add"))
-        elif have_text.strip() != text.strip():
-            changes.append(Change("policy", name, "change", ("policy",)))
-    for (mount, name), role in sorted(desired.roles.items()):
-        have_role = observed.roles.get((mount, name))
-        if have_role is None:
-            changes.append(Change("role", f"{mount}/{name}", "add"))
-        elif fields := differing(role, have_role):
-            changes.append(Change("role", f"{mount}/{name}", "change", fields))
-    for path, device in sorted(desired.audit.items()):
-        have = observed.audit.get(path)
-        if have is None:
-            changes.append(Change("audit", path, "add"))
-        elif have.type != device.type or dict(have.options) != dict(device.options):
-            changes.append(Change("audit", path, "change", ("options",), "re-enabled (audit devices cannot be tuned)"))
-    return changes
+    def same_text(want: str, have: str) -> Verdict:
+        return None if have.strip() == want.strip() else ("change", ("policy",), "")
+
+    def same_device(want: AuditDevice, have: AuditDevice) -> Verdict:
+        if have.type == want.type and dict(have.options) == dict(want.options):
+            return None
+        return "change", ("options",), "re-enabled (audit devices cannot be tuned)"
+
+    return (_compare("policy", desired.policies, observed.policies, same_text)
+            + _compare("role", desired.roles, observed.roles, _fields_differ, name=lambda key: "/".join(key))
+            + _compare("audit", desired.audit, observed.audit, same_device))
 
 
 def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:

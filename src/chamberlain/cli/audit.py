@@ -23,10 +23,7 @@ from chamberlain.cli.options import GROUPED, Target, clock, target_options
 from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line, stderr
 from chamberlain.service.context import LiveServers
 
-audit_app = typer.Typer(
-    help="Provenance of a secret and integrity of the ledger.",
-    no_args_is_help=True,
-)
+audit_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 
 @audit_app.command("show")

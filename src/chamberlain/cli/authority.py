@@ -24,10 +24,7 @@ from chamberlain.service.context import Caller, LiveServers
 if TYPE_CHECKING:
     from chamberlain.authority.configure import Change
 
-authority_app = typer.Typer(
-    help="Phase 3, the runtime authority: initialize, unseal, configure, re-key Vault.",
-    no_args_is_help=True,
-)
+authority_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 
 def _caller(command: str, servers: LiveServers) -> Caller:

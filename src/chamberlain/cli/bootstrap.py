@@ -10,12 +10,7 @@ import typer
 from chamberlain.cli.options import settings
 from chamberlain.cli.output import DataFormat, emit_data, stderr
 
-bootstrap_app = typer.Typer(
-    name="bootstrap",
-    help="Phases 1-2: bootstrap Secrets, SOPS-encrypted in Git to the Platform's age recipients.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+bootstrap_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 
 @bootstrap_app.command("encrypt")

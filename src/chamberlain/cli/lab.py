@@ -24,10 +24,7 @@ from chamberlain.clock import SystemClock
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
 
-lab_app = typer.Typer(
-    help="The local lab of real servers: Vault, kube-apiserver + etcd, External Secrets, PostgreSQL.",
-    no_args_is_help=True,
-)
+lab_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 _out = Console(soft_wrap=True)
 _err = Console(stderr=True, soft_wrap=True)

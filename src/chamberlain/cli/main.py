@@ -172,11 +172,11 @@ def _register_subapps() -> None:
     from chamberlain.cli.rotate import rotate_cmd, status_cmd
 
     groups = {  # name: (sub-app, one-line help)
-        "root": (root_app, "Phase 0: the offline root of trust (age identity)."),
-        "bootstrap": (bootstrap_app, "Bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
-        "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key Vault."),
+        "root": (root_app, "Phase 0: the offline root of trust (an age identity kept outside Git)."),
+        "bootstrap": (bootstrap_app, "Phases 1-2: bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
+        "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key the authority."),
         "audit": (audit_app, "Provenance of a secret and integrity of the ledger."),
-        "lab": (lab_app, "The local lab of real servers: build, up, down, status."),
+        "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
     }

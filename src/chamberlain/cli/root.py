@@ -11,12 +11,7 @@ import typer
 from chamberlain.cli.options import repo_dir, settings
 from chamberlain.cli.output import DataFormat, emit_data, stderr, stdout
 
-root_app = typer.Typer(
-    name="root",
-    help="Phase 0: the offline root of trust (an age identity kept outside Git).",
-    no_args_is_help=True,
-    add_completion=False,
-)
+root_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 
 @root_app.command("init")

@@ -50,16 +50,15 @@ class KubeSecret:
 
 
 class Kube(Protocol):
+    """Secrets, namespaces, ServiceAccounts and tokens. :class:`~chamberlain.kube.client.KubeClient` implements
+    every protocol of this module and :class:`~chamberlain.kube.fake.FakeKube` fakes them: both repeat these
+    signatures on purpose (that is what a protocol is), so keep each on as few lines as it reads well."""
+
     def get_secret(self, namespace: str, name: str) -> KubeSecret | None: ...
 
-    def create_secret(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, str],
-        labels: Mapping[str, str] | None = None,
-        annotations: Mapping[str, str] | None = None,
-    ) -> KubeSecret:
+    def create_secret(self, namespace: str, name: str, data: Mapping[str, str],
+                      labels: Mapping[str, str] | None = None,
+                      annotations: Mapping[str, str] | None = None) -> KubeSecret:
         """Create; raise :class:`KubeConflict` when it exists."""
         ...
 

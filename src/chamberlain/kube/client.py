@@ -139,14 +139,9 @@ class KubeClient:
             return None
         return self._to_secret(obj)
 
-    def create_secret(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, str],
-        labels: Mapping[str, str] | None = None,
-        annotations: Mapping[str, str] | None = None,
-    ) -> KubeSecret:
+    def create_secret(self, namespace: str, name: str, data: Mapping[str, str],
+                      labels: Mapping[str, str] | None = None,
+                      annotations: Mapping[str, str] | None = None) -> KubeSecret:
         body = kubernetes.client.V1Secret(
             metadata=kubernetes.client.V1ObjectMeta(
                 name=name, namespace=namespace, labels=dict(labels or {}), annotations=dict(annotations or {})

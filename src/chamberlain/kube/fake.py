@@ -93,14 +93,9 @@ class FakeKube:
         self._guard()
         return self.secrets.get((namespace, name))
 
-    def create_secret(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, str],
-        labels: Mapping[str, str] | None = None,
-        annotations: Mapping[str, str] | None = None,
-    ) -> KubeSecret:
+    def create_secret(self, namespace: str, name: str, data: Mapping[str, str],
+                      labels: Mapping[str, str] | None = None,
+                      annotations: Mapping[str, str] | None = None) -> KubeSecret:
         self._guard()
         if (namespace, name) in self.secrets:
             raise KubeConflict(f"Secret {namespace}/{name}: exists")
