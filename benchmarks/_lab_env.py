@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -505,6 +505,9 @@ class TimedKV:
 
     def list(self, mount: str, prefix: str) -> list[str]:
         return list(self._timed("list", prefix, lambda: self.inner.list(mount, prefix)))
+
+    def destroy(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        self._timed("destroy", path, lambda: self.inner.destroy(mount, path, versions))
 
     def table(self) -> builtins.list[dict[str, Any]]:
         with self._lock:

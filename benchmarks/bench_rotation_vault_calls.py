@@ -40,6 +40,7 @@ from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.counting import OPERATIONS, CountingKV  # noqa: E402
 from chamberlain.authority.fake import FakeKV  # noqa: E402
 from chamberlain.authority.kv import KV  # noqa: E402
+from chamberlain.clock import FakeClock  # noqa: E402
 from chamberlain.handover import metadata as md  # noqa: E402
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent  # noqa: E402
 from chamberlain.intent.paths import VaultPath  # noqa: E402
@@ -158,17 +159,6 @@ class NoPropagation:
         return []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += timedelta(seconds=seconds)
-
-
 class Draw:
     def random(self) -> float:
         return 0.5
@@ -185,7 +175,7 @@ def seed(kv: KV, path: VaultPath, revoke_old: bool, ledger_entries: int) -> None
         **md.policy_metadata("standard", policy),
         wk.VALUE_MARKER: version_marker(path.full, data), wk.VALUE_VERSION: "1",
     })
-    ledger = Ledger(kv, path.mount, lambda: T0)
+    ledger = Ledger(kv, path.mount, FakeClock(T0))
     for i in range(ledger_entries):
         ledger.append("value-created", actor="bench", secret=f"other-{i:04d}", path=f"{MOUNT}/prod/x/other-{i:04d}")
 
@@ -201,9 +191,9 @@ class Measured:
     steady: bool = True  # every rotation counted the same
 
 
-def _deps(kv: KV, clock: Clock) -> wf.RotationDeps:
-    return wf.RotationDeps(kv=kv, ledger=Ledger(kv, MOUNT, clock.now), rotator=RandomRotator(), intent=INTENT,
-                           propagation=NoPropagation(), now=clock.now, sleep=clock.sleep, rng=Draw(),
+def _deps(kv: KV, clock: FakeClock) -> wf.RotationDeps:
+    return wf.RotationDeps(kv=kv, ledger=Ledger(kv, MOUNT, clock), rotator=RandomRotator(), intent=INTENT,
+                           propagation=NoPropagation(), clock=clock, rng=Draw(),
                            actor="bench")
 
 
@@ -212,7 +202,7 @@ def secret_path(revoke_old: bool) -> VaultPath:
     return VaultPath(MOUNT, f"prod/shop/{NAME}-{'revoke' if revoke_old else 'keep'}")
 
 
-def _start(kv: KV, path: VaultPath, clock: Clock, run_id: str) -> RotationRun:
+def _start(kv: KV, path: VaultPath, clock: FakeClock, run_id: str) -> RotationRun:
     return wf.start(kv, path, secret=path.path.rsplit("/", 1)[-1], run_id=run_id, trigger="manual",
                     reason="benchmark", now=clock.now())
 
@@ -221,7 +211,7 @@ def rotate(inner: KV, path: VaultPath, revoke_old: bool, rotations: int, *, back
            http: Counter[str] | None = None) -> Measured:
     """``rotations`` rotations one after the other (the first one has no earlier run record, the others do)."""
     counting = CountingKV(inner)
-    clock = Clock()
+    clock = FakeClock(T0)
     per: list[Counter[str]] = []
     http_per: list[int] = []
     for i in range(rotations):
@@ -246,7 +236,7 @@ def rotate(inner: KV, path: VaultPath, revoke_old: bool, rotations: int, *, back
 def by_step(inner: KV, path: VaultPath, revoke_old: bool) -> list[tuple[str, Counter[str]]]:
     """The same rotation driven by ``advance`` (what ``run_to_completion`` does), calls attributed to steps."""
     counting = CountingKV(inner)
-    clock = Clock()
+    clock = FakeClock(T0)
     steps: list[tuple[str, Counter[str]]] = []
     run = _start(counting, path, clock, "bench-by-step")
     steps.append(("start", counting.snapshot()))

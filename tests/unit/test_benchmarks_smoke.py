@@ -1,0 +1,42 @@
+"""The benchmarks run at a smoke size, so an API change cannot leave them broken (they are not timed tests: only
+that they run, and that what they measure keeps its shape, is checked here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def _json(script: str, *args: str) -> Any:
+    return json.loads(_run(script, *args, "-o", "json"))
+
+
+def test_validate_render_at_a_smoke_size() -> None:
+    report = _json("bench_validate_render.py", "-n", "50")
+    assert report, "no measurement reported"
+
+
+def test_vault_calls_per_rotation_stay_at_the_protocol_minimum_on_the_fake() -> None:
+    report = _json("bench_rotation_vault_calls.py", "--no-vault", "-n", "1", "--ledger-entries", "2")
+    assert {r["scenario"] for r in report["results"]} == {"keep old", "revokeOld"}
+    assert all(r["counted_total"] == r["minimum_total"] for r in report["results"]), report["results"]
+
+
+@pytest.mark.timeout(300)
+def test_controller_memory_at_a_smoke_size() -> None:
+    out = _run("bench_controller_memory.py", "-n", "200", "--trace", "0")
+    assert "peak RSS" in out
