@@ -607,7 +607,7 @@ def test_kube_apiserver_down_after_promote(world: World) -> None:
     crashed = w.run_record(GRAFANA)
     assert crashed is not None and crashed.stage == "tested"
     token = w.base / "orchestrator.token"
-    token.write_text(w.login()._client.token + "\n")
+    token.write_text(w.login()._hvac.token + "\n")
     token.chmod(0o600)
     w.kill_apiserver()
     try:
