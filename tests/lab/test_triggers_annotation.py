@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.clock import SystemClock
+from chamberlain.clock import FakeClock, SystemClock
 from chamberlain.intent.model import GROUP, VERSION
 from chamberlain.kube.api import CustomResource, KubeConflict
 from chamberlain.kube.client import KubeClient
@@ -57,7 +57,7 @@ def test_annotation_trigger_against_the_real_apiserver(kube: KubeClient) -> None
                         "chamberlain-test")
     kube.apply_manifest(_intent("quiet", {"keep": "me"}), "chamberlain-test")
     queue = MemoryQueue()
-    trigger = AnnotationTrigger(kube, queue, lambda: NOW, NS)
+    trigger = AnnotationTrigger(kube, queue, FakeClock(NOW), NS)
 
     (request,) = trigger.poll()
     assert (request.secret, request.kind, request.reason) == ("leaky", "annotation", "found in a paste site")
