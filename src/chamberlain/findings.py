@@ -50,6 +50,7 @@ INV8 = "Inv. 8: configuration is kept apart from secrets"
 ROT = "Rotation invariants: policy is declared and evaluable"
 LEAST = "Security model: least privilege scoped by namespace and path"
 
+# A table, not code: one rule per row, alike on purpose (the duplicate finder pairs its rows).
 _RULES = [
     Rule("CH001", "yaml-syntax", INV1, "A YAML file cannot be parsed (syntax error, not UTF-8)."),
     Rule("CH002", "resource-limit", INV1,

@@ -78,6 +78,7 @@ _PRIVATE_KEY = _shape(
     "private-key", "a PEM private key", r"-----BEGIN[ A-Z0-9]{0,20}PRIVATE KEY(?: BLOCK)?-----"
 )
 # Shapes looked for after ciphertext and public material are blanked out.
+# A table, not code: one credential shape per row, alike on purpose (the duplicate finder pairs its rows).
 _SHAPES: tuple[_Shape, ...] = (
     _shape("age-identity", "an age secret key (identity)", rf"AGE-SECRET-KEY-1{_BECH32.upper()}{{58}}"),
     _shape("aws-access-key-id", "an AWS access key id",

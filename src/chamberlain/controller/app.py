@@ -98,7 +98,7 @@ class LeaderOnlyWebhook(WebhookHandler):
     a Service, the sender's retry reaches the leader."""
 
     def __init__(self, controller: Controller, key: WebhookKey, window: timedelta = DEFAULT_WINDOW) -> None:
-        super().__init__(key, controller.queue, controller.scope.knows, controller.clock, window=window)
+        super().__init__(key, controller.parts.queue, controller.scope.knows, controller.parts.clock, window=window)
         self._controller = controller
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
@@ -124,7 +124,7 @@ class ControllerApp:
 
     def start(self) -> None:
         if self.metrics_address is not None:
-            self.metrics_server = self.controller.metrics.serve(self.metrics_address[1], self.metrics_address[0])
+            self.metrics_server = self.controller.parts.metrics.serve(self.metrics_address[1], self.metrics_address[0])
         if self.webhook_address is not None:
             if self.webhook_key is None:
                 raise ValueError("a webhook address needs a webhook key")

@@ -40,12 +40,9 @@ from typing import TypeVar
 
 from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
-from chamberlain.clock import Clock
 from chamberlain.controller.batch import BatchedPropagation, RestartWave
 from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
-from chamberlain.controller.metrics import ControllerMetrics
-from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
@@ -56,7 +53,7 @@ from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import due
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
-from chamberlain.triggers import RequestQueue, RotationRequest
+from chamberlain.triggers import RotationRequest
 from chamberlain.triggers.timer import evaluate
 
 PROPAGATED_OR_LATER = PROMOTED_OR_LATER - {"promoted"}
@@ -78,8 +75,8 @@ class Opened:
 class Controller:
     """The loop over one :class:`~.scope.Scope`; :meth:`tick` is called by :meth:`serve` on the loop thread.
 
-    Other threads use :meth:`request`, :attr:`wake`, :meth:`set_evaluate_every` and the read-only properties
-    (snapshots, see :mod:`.state`)."""
+    Other threads use :meth:`request`, :attr:`wake`, :meth:`set_evaluate_every`, the read-only properties
+    (snapshots, see :mod:`.state`) and the collaborators in :attr:`parts` (queue, clock, metrics, publisher)."""
 
     def __init__(self, scope: Scope, parts: Collaborators, config: ControllerConfig | None = None) -> None:
         self.scope = scope
@@ -89,22 +86,6 @@ class Controller:
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
 
     # ------------------------------------------------------------------------------------------- surface
-
-    @property
-    def clock(self) -> Clock:
-        return self.parts.clock
-
-    @property
-    def queue(self) -> RequestQueue:
-        return self.parts.queue
-
-    @property
-    def metrics(self) -> ControllerMetrics:
-        return self.parts.metrics
-
-    @property
-    def publisher(self) -> RunPublisher | None:
-        return self.parts.publisher
 
     @property
     def is_leader(self) -> bool:

@@ -398,7 +398,7 @@ class RunningController:
             self.servers.close()
             if self.log_handler is not None:
                 logging.getLogger(TRIGGER_LOGGER).removeHandler(self.log_handler)
-        publisher = self.controller.publisher
+        publisher = self.controller.parts.publisher
         return {"controller_stopped_in_seconds": round(time.monotonic() - started, 2),
                 "rotations_counted_by_metrics": counted,
                 "runs_finished_by_controller": len(self.controller.finished),

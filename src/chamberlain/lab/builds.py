@@ -129,6 +129,7 @@ def _k8s_version_ldflags(version: str) -> tuple[str, ...]:
     return tuple(flags)
 
 
+# A table, not code: every entry has the same shape on purpose (the duplicate finder pairs its rows).
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
@@ -420,21 +421,16 @@ class _Build:
     """One build under way: the component, where it goes, the environment ``go`` runs with, who is told."""
 
     comp: Component
-    out: Path
+    out: Path  # the component's cache directory
     env: dict[str, str]
     progress: Progress
+    label: str  # "<name> <version>", for progress lines
+    bindir: Path  # <out>/bin
+    log: Path  # <out>/build.log
 
-    @property
-    def label(self) -> str:
-        return f"{self.comp.name} {self.comp.version}"
-
-    @property
-    def bindir(self) -> Path:
-        return self.out / "bin"
-
-    @property
-    def log(self) -> Path:
-        return self.out / "build.log"
+    @classmethod
+    def of(cls, comp: Component, out: Path, env: dict[str, str], progress: Progress) -> _Build:
+        return cls(comp, out, env, progress, f"{comp.name} {comp.version}", out / "bin", out / "build.log")
 
     def run(self, argv: Sequence[str], cwd: Path) -> None:
         _run_logged(argv, cwd=cwd, env=self.env, log=self.log, label=self.label, progress=self.progress)
@@ -516,7 +512,7 @@ def build(
         return out
     ensure_go(env)
     gobin = out / "bin" if comp.kind == "install" else None
-    b = _Build(comp, out, _go_env(env, gobin=gobin, cgo=comp.cgo), progress)
+    b = _Build.of(comp, out, _go_env(env, gobin=gobin, cgo=comp.cgo), progress)
     b.bindir.mkdir(parents=True, exist_ok=True)
     # No wall-clock time in the header: the log file's own mtime says when, the footer says how long.
     b.log.write_text(f"# build of {b.label}\n")

@@ -80,6 +80,8 @@ def _san(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
+# The lab's own CA. The x509 rotator builds its certificates the same way with cryptography's builder, but
+# the lab sits below the product's packages and shares no code with them.
 def _ensure_ca(pair: CertPair, now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if pair.cert.exists() and pair.key.exists():
         return x509.load_pem_x509_certificate(pair.cert.read_bytes()), _load_key(pair.key)

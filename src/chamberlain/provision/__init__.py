@@ -11,7 +11,6 @@ from chamberlain.provision.workflow import (
     ProvisionUnit,
     Step,
     next_step,
-    provision,
     provision_units,
     run_provision,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "ProvisionUnit",
     "Step",
     "next_step",
-    "provision",
     "provision_units",
     "run_provision",
 ]

@@ -205,17 +205,21 @@ def _ledger(kv: KV, ledger: Ledger, unit: ProvisionUnit, custom: Mapping[str, st
     kv.update_custom_metadata(unit.vault.mount, unit.vault.path, {wk.LEDGER_SEQ: str(entry.seq)})
 
 
-def provision(
-    unit: ProvisionUnit,
-    kv: KV,
-    ledger: Ledger,
-    *,
-    actor: str,
-    run: str,
-    clock: Clock,
-    dry_run: bool = False,
-) -> ProvisionOutcome:
+@dataclass(frozen=True)
+class _Run:
+    """One ``provision`` command: where it writes and records, who and when, and whether only to plan."""
+
+    kv: KV
+    ledger: Ledger
+    actor: str
+    run: str
+    clock: Clock
+    dry_run: bool
+
+
+def _provision(unit: ProvisionUnit, r: _Run) -> ProvisionOutcome:
     """Bring one unit to DONE: observe, decide (:func:`next_step`), do that one step, repeat."""
+    kv = r.kv
     done: list[str] = []
     created_here = False
     marker: str | None = None
@@ -230,7 +234,7 @@ def provision(
                 seq_text = custom.get(wk.LEDGER_SEQ, "")
                 return ProvisionOutcome(unit, "created" if created_here else "exists", done, marker,
                                         int(seq_text) if seq_text.isdigit() else None)
-            if dry_run:
+            if r.dry_run:
                 order = list(Step)[:-1]
                 return ProvisionOutcome(unit, "planned", [s.value for s in order[order.index(step):]], marker)
             if step is Step.CREATE:
@@ -238,10 +242,10 @@ def provision(
                     continue
                 created_here = True
             elif step is Step.RECORD:
-                if (marker := _record(kv, unit, custom, clock)) is None:
+                if (marker := _record(kv, unit, custom, r.clock)) is None:
                     continue
             else:
-                _ledger(kv, ledger, unit, custom, actor=actor, run=run, created_here=created_here)
+                _ledger(kv, r.ledger, unit, custom, actor=r.actor, run=r.run, created_here=created_here)
             done.append(step.value)
     except AuthorityError as exc:
         raise ProvisionError(f"initial value of {unit.intent} at {unit.vault} stopped at step {step.value}: "
@@ -259,4 +263,7 @@ def run_provision(
     clock: Clock,
     dry_run: bool = False,
 ) -> list[ProvisionOutcome]:
-    return [provision(u, kv, ledger, actor=actor, run=run, clock=clock, dry_run=dry_run) for u in units]
+    """Create each unit's initial value once, record it on the secret and in the ledger (``dry_run``: the steps
+    each unit still needs, nothing written)."""
+    r = _Run(kv, ledger, actor, run, clock, dry_run)
+    return [_provision(unit, r) for unit in units]

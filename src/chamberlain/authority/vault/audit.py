@@ -13,6 +13,7 @@ from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
 
 
+# Same verbs as every area (list, enable, disable), as hvac's areas have: the shape repeats by design.
 class Audit(Area):
     def list(self) -> dict[str, AuditDevice]:
         resp = self._c.call("list audit devices", lambda h: h.sys.list_enabled_audit_devices())
