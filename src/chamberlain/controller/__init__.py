@@ -7,8 +7,8 @@ wave a batch shares (``batch``), the process's one ledger writer (``ledger``), l
 (``leader``), RotationRun objects and Events (``resources``), Prometheus metrics (``metrics``), structured JSON
 logs (``logs``), and running it all with the webhook endpoint (``app``: ``wire`` builds the three parts). Not here:
 deciding whether a secret is due (``rotation.policy``), the steps of a rotation and their decisions
-(``rotation.workflow``), the triggers themselves (``triggers``), or building clients (the CLI and the demo do
-that).
+(``rotation.workflow``), the triggers themselves (``triggers``), or building clients
+(:mod:`chamberlain.service.controller` does that for the CLI and the demo).
 """
 
 from chamberlain.controller.app import ControllerApp, LeaderOnlyWebhook

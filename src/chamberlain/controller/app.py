@@ -1,9 +1,9 @@
 """The running controller: the loop on a thread, the webhook endpoint and ``/metrics``, started and stopped as one.
 
-The CLI (``chamberlain controller run``) and the demo build the clients, then :func:`wire` builds the
-:class:`~.loop.Controller` from them (its configuration, its collaborators built once, its state) and
-:class:`ControllerApp` runs it. Stopping is graceful: the loop finishes its tick, gives up the Lease, and the
-servers shut down; an unfinished run stays recorded in Vault for whichever replica leads next.
+:func:`chamberlain.service.controller.start` (what ``chamberlain controller run`` and the demo call) builds the
+clients, then :func:`wire` builds the :class:`~.loop.Controller` from them (its configuration, its collaborators
+built once, its state) and :class:`ControllerApp` runs it. Stopping is graceful: the loop finishes its tick, gives
+up the Lease, and the servers shut down; an unfinished run stays recorded in Vault for whichever replica leads next.
 """
 
 from __future__ import annotations

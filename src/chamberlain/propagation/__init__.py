@@ -1,6 +1,6 @@
 """Propagation: after a new version is in Vault, make every consumer carry it, then restart what reads it.
 
-Belongs here (SPEC §2 "propagation guaranteed", §5; issue 5 item 4): forcing ESO to refresh the affected
+Belongs here (SPEC §2 "propagation guaranteed", §5): forcing ESO to refresh the affected
 ExternalSecrets (:mod:`.refresh`), waiting until each consumer Secret carries the new version marker
 (:mod:`.sync`), and debounced rollout restarts of the declared workloads (:mod:`.restart`). Decisions
 (:func:`in_sync`, :func:`plan_restarts`) are pure; the acting functions take a

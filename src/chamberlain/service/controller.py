@@ -84,8 +84,8 @@ def _load_in_child(send: Any, path: str, environment: str | None, cluster: str |
 
 def scope_from_repository(path: str | Path, environment: str | None, cluster: str | None) -> Scope:
     """Load and validate; place the intents. The scope keeps the Platform, the intents placed in the cluster and
-    environment (runtime mount), and the admin intents they name (``target.postgres.adminIntent``, read by
-    ``rotation.manual.admin_values``): the other intents are never looked at again."""
+    environment (runtime mount), and the admin intents they name (``target.postgres.adminIntent``, found by
+    ``rotation.manual.admin_source``): the other intents are never looked at again."""
     from chamberlain.controller.loop import scope_of
     from chamberlain.handover import select_cluster
 

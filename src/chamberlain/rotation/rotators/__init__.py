@@ -1,4 +1,4 @@
-"""Rotators: how one secret gets a new value (SPEC §5 "Flow"; issue 5 item 2).
+"""Rotators: how one secret gets a new value (SPEC §5 "Flow").
 
 The public surface of the package. :mod:`.base` holds the contract (the :class:`Rotator` protocol, the
 :class:`RotationContext` handed in, the :class:`PendingVersion` handed back, typed retryable/permanent errors);
