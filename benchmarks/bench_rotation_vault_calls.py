@@ -114,8 +114,6 @@ def minimum(revoke_old: bool) -> list[Need]:
                                  "second writer?)"),
         Need("promote", "update_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
                                                   "compare against"),
-        Need("promote", "destroy", "staging path at the staged version: the promoted values' plaintext copy, "
-                                   "destroyed for good once the real path holds them"),
         _save("promoted"),
         _save("propagated"),  # refresh + wait: Kubernetes only
         _save("restarted"),  # rollout restart: Kubernetes only
@@ -133,6 +131,8 @@ def minimum(revoke_old: bool) -> list[Need]:
     else:
         need += [Need("finish", "read", ledger_head), _save("done")]
     need += [
+        Need("finalize", "destroy", "staging path at the staged version: the promoted values' plaintext copy, "
+                                    "destroyed for good once the real path holds them"),
         Need("finalize", "update_custom_metadata", "last-result (and held) on the secret: the audit answer lives "
                                                    "with the secret"),
         Need("finalize", "write", "ledger entry at head + 1, CAS 0 (create-only: concurrent writers cannot "

@@ -262,6 +262,15 @@ def test_hvac_errors_map_once_to_typed_errors(exc: BaseException, expected: type
     assert str(mapped).startswith("write secret/dev/x")
 
 
+@pytest.mark.parametrize("text", ['no handler for route "sealed-secrets/data/x"', "permission denied: unsealed",
+                                  "sealed box"])
+def test_only_the_sealed_answer_is_sealed(text: str) -> None:
+    mapped = map_error(hvac.exceptions.InvalidPath(errors=[text]), "read x")
+    assert not isinstance(mapped, errors.Sealed)
+    assert isinstance(map_error(hvac.exceptions.InternalServerError(errors=["Vault is sealed"]), "read x"),
+                      errors.Sealed)
+
+
 def test_error_bodies_stay_out_of_messages_unless_safe() -> None:
     exc = hvac.exceptions.InvalidRequest(errors=["the value s3cr3t-VALUE is bad"])
     assert "s3cr3t" not in str(map_error(exc, "write secret/x"))

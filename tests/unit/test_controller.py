@@ -31,7 +31,7 @@ from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import PendingVersion, RotationContext
-from chamberlain.triggers import MemoryQueue, WebhookKey, sign
+from chamberlain.triggers import MemoryQueue, WebhookKey, manual, sign
 from chamberlain.values.markers import version_marker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -608,3 +608,90 @@ def test_a_replica_that_loses_the_lease_releases_the_queue_slots_of_its_runs() -
     assert q.in_flight() == [], "a follower's queue slots are released (the new leader adopts the run)"
     q.put(manual("api-token", "after the takeover", w.clock.now()))
     assert q.take(timeout=0) is not None
+
+
+# ------------------------------------------------------------------------------------- refusals are not outages
+
+
+def test_a_refusal_on_one_secret_holds_no_other_secret() -> None:
+    """A 403 while observing one run is that run's failure (its policy decides), not an authority outage that
+    every other run in flight would be stopped for."""
+    from chamberlain.authority.errors import Forbidden
+
+    names = ("token-a", "token-b")
+    w = World(names, policy={"type": "static", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    for n in names:
+        q.put(manual(n, "probe", w.clock.now()))
+    real_read = w.kv.read
+    path_a = w.scope.placed["token-a"].vault.path
+
+    def read(mount: str, path: str, version: int | None = None) -> Any:
+        if path == path_a and version is None:
+            raise Forbidden(f"{mount}/{path}: permission denied (403)")
+        return real_read(mount, path, version)
+
+    w.kv.read = read  # type: ignore[method-assign]
+    for _ in range(3):
+        c.tick()
+    assert c.outages == 0
+    b = w.kv.read_metadata(MOUNT, w.scope.placed["token-b"].vault.path)
+    assert b is not None and b.custom.get(wk.HELD) != "true" and w.version("token-b") == 2
+    a = w.kv.read_metadata(MOUNT, path_a)
+    assert a is not None and a.custom.get(wk.HELD) == "true", "token-a's own policy (hold) decided its refusal"
+
+
+def test_a_rotator_bug_fails_its_run_and_never_stops_the_loop() -> None:
+    """A plug-in raising a foreign exception fails its run (type only in the record: its text may quote values);
+    the loop thread keeps ticking."""
+    import threading
+
+    from chamberlain.rotation.rotators import Registry
+
+    class Broken:
+        name = "random"
+
+        def create_pending(self, ctx: RotationContext) -> PendingVersion:
+            raise RuntimeError(f"plugin bug with {CANARY}")
+
+        def set_at_target(self, ctx: RotationContext, pending: PendingVersion) -> None: ...
+
+        def test(self, ctx: RotationContext, pending: PendingVersion) -> None: ...
+
+        def revoke_old(self, ctx: RotationContext, previous: Mapping[str, str]) -> None: ...
+
+    w = World(("api-token",), policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    c = w.controller(queue=q, registry=Registry({"random": Broken()}))  # type: ignore[dict-item]
+    q.put(manual("api-token", "probe", w.clock.now()))
+    stop = threading.Event()
+    loop = threading.Thread(target=c.serve, args=(stop, 0.01), daemon=True)
+    loop.start()
+    try:
+        for _ in range(200):
+            if c.finished:
+                break
+            stop.wait(0.01)
+        assert loop.is_alive()
+        [run] = c.finished
+        assert run.stage == "failed" and run.last_error is not None and "RuntimeError" in run.last_error
+        assert CANARY not in run.last_error and CANARY not in "\n".join(w.log.lines)
+    finally:
+        stop.set()
+        loop.join(5)
+
+
+def test_keep_finished_zero_keeps_none() -> None:
+    from chamberlain.controller.batch import RestartWave
+    from chamberlain.controller.state import TickState
+
+    state = TickState(RestartWave(FakeKube(), FakeClock(T0)))
+    run = runs.RotationRun(run_id="r", secret="s", path="dev/shop/s", mount=MOUNT, trigger="manual", reason="x",
+                           started_at=T0, updated_at=T0, previous_version=1, staging_base=0)
+    for _ in range(3):
+        state.finish(run, 0)
+    assert state.finished == []
+    for _ in range(3):
+        state.finish(run, 2)
+    assert len(state.finished) == 2

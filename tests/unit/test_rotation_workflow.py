@@ -774,3 +774,31 @@ def test_the_admin_login_is_read_inside_the_steps_that_need_it_and_held_by_nothi
     assert len(reads) == 3, "one read per step that logs in as admin"
     assert_one_clean_rotation(w, run)
 
+
+
+def test_a_refused_destroy_of_the_staged_copy_never_strands_a_promoted_run() -> None:
+    """The staged copy is destroyed once the run is recorded; when the authority refuses (a policy without
+    destroy), the rotation still completes (consumers refreshed, workloads restarted) and the ledger says so."""
+    from chamberlain.authority.errors import Forbidden
+
+    w = make_world("hold")
+
+    def refuse(mount: str, path: str, versions: Any) -> None:
+        raise Forbidden(f"{mount}/{path}: permission denied (403)")
+
+    w.kv.destroy = refuse  # type: ignore[method-assign]
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.succeeded and run.ledger_seq is not None and w.custom().get(wk.HELD) != "true"
+    assert w.kube.workload_patches, "consumers' workloads restarted"
+    [entry] = [e for e in w.ledger.entries() if e.event == "rotation"]
+    assert entry.details["staged"] == "kept (Forbidden)"
+
+
+def test_the_staged_copy_is_destroyed_once_the_run_is_recorded() -> None:
+    w = make_world()
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.succeeded and run.staged_version is not None
+    staged = w.kv.read(MOUNT, runs.staging_path(SECRET), run.staged_version)
+    assert staged is None or (staged.deleted and not staged.data)
+    [entry] = [e for e in w.ledger.entries() if e.event == "rotation"]
+    assert entry.details["staged"] == "destroyed"

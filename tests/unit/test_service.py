@@ -310,6 +310,15 @@ def test_rollback_source(current: int, gone: tuple[int, ...], to_version: int | 
         rollback_source(path, None)
 
 
+def test_rollback_source_refuses_versions_pruned_by_max_versions_and_non_numbers() -> None:
+    path = VaultPath(MOUNT, "dev/team/x")
+    pruned = SecretMetadata(12, 3, {v: False for v in range(3, 13)}, {})  # versions 1 and 2 are gone
+    assert rollback_source(path, pruned, 3) == 3 and rollback_source(path, pruned) == 11
+    for wrong in (1, 2, 12, 13, 0, -1, True):
+        with pytest.raises(NotFound):
+            rollback_source(path, pruned, wrong)
+
+
 # ------------------------------------------------------------------------------------------------ policy, audit
 
 

@@ -136,8 +136,11 @@ class Controller:
             self._poll_annotations()
             self._start(self._take_requests())
             self._drive()
-        except AuthorityError as exc:  # Vault unreachable or sealed: nothing moves; runs resume next tick
+        except AuthorityUnavailable as exc:  # Vault unreachable or sealed: nothing moves; runs resume next tick
             self._outage(exc)
+        except AuthorityError as exc:  # a refusal (403, 404, ...) is not an outage: no run pays for it
+            self.state.outages = 0
+            self.parts.log.warning("tick stopped by the authority", error=type(exc).__name__, detail=str(exc)[:200])
         else:
             self.state.outages = 0
         self._flush()
@@ -155,7 +158,7 @@ class Controller:
         self.parts.metrics.leader.set(1 if leader else 0)
         return leader
 
-    def _outage(self, exc: AuthorityError) -> None:
+    def _outage(self, exc: AuthorityUnavailable) -> None:
         """Every run in flight lived through the outage: say so to its next step, where its policy decides."""
         self.state.outages += 1
         for a in self.state.active.values():
@@ -163,6 +166,9 @@ class Controller:
                 a.outage = runs.clean_error(exc)
         self.parts.log.warning("authority unavailable; retrying", error=type(exc).__name__,
                                detail=str(exc)[:200], consecutive=self.state.outages)
+
+    def _refused(self, event: str, secret: str, exc: AuthorityError, **fields: str) -> None:
+        self.parts.log.warning(event, secret=secret, error=type(exc).__name__, detail=str(exc)[:200], **fields)
 
     def pause(self, interval: float) -> float:
         """Seconds to wait before the next tick: ``interval``, backing off exponentially with jitter while the
@@ -181,6 +187,9 @@ class Controller:
                     self.tick()
                 except ChamberlainError as exc:  # our messages carry no values (KubeError included)
                     self.parts.log.warning("tick failed", error=type(exc).__name__, detail=str(exc)[:200])
+                except Exception as exc:  # a bug must not end the loop: every other secret still rotates;
+                    # a foreign exception's text is unvetted, so only its type is logged
+                    self.parts.log.warning("tick failed (internal error)", error=type(exc).__name__)
                 self.wake.wait(self.pause(interval))
                 self.wake.clear()
         finally:
@@ -195,7 +204,13 @@ class Controller:
         for name, placed in self.scope.placed.items():
             if name in self.state.active:
                 continue
-            run = runs.load(self.parts.kv, placed.vault)
+            try:
+                run = runs.load(self.parts.kv, placed.vault)
+            except AuthorityUnavailable:
+                raise
+            except AuthorityError as exc:  # refused for this secret: the others are adopted all the same
+                self._refused("cannot read a run record", name, exc)
+                continue
             if run is None or (run.finished and run.ledger_seq is not None):
                 continue
             a = self._track(placed, run)
@@ -213,7 +228,13 @@ class Controller:
         now = self.parts.clock.now()
         metrics, schedules = self.parts.metrics, []
         for name, placed in self.scope.placed.items():
-            meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
+            try:
+                meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
+            except AuthorityUnavailable:
+                raise
+            except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
+                self._refused("cannot read a secret's metadata", name, exc)
+                continue
             if meta is None:
                 continue
             s = schedule_of(name, meta.custom)
@@ -417,12 +438,15 @@ class Controller:
                 log.warning("run taken over by another executor", secret=a.placed.name, run=a.run.run_id)
                 a.lost = True
                 return
-            except AuthorityError as exc:
+            except AuthorityUnavailable as exc:
                 # Vault itself is unreachable: the failure cannot even be recorded. The tick stops here; once
                 # Vault answers again the run's next step decides (retry resumes, alert/hold stop it).
                 if a.outage is None:
                     a.outage = runs.clean_error(exc)
                 raise
+            except AuthorityError as exc:  # refused for this run only (even its record): the others go on
+                self._refused("run step refused", a.placed.name, exc, run=a.run.run_id)
+                return
             stopped = a.outage is not None and after.finished and not a.run.finished
             a.outage = None
             if after == a.run:

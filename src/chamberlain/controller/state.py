@@ -68,7 +68,7 @@ class TickState:
     def finish(self, run: RotationRun, keep: int) -> None:
         with self.lock:
             self.finished.append(run)
-            del self.finished[:-keep]
+            del self.finished[:max(len(self.finished) - keep, 0)]  # keep 0: none ([:-0] would keep all)
 
     def follow(self) -> list[RotationRequest]:
         """Leadership lost: drop every run and deferred request (the new leader adopts the runs from their

@@ -64,7 +64,7 @@ from typing import Protocol
 
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
-from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge, NotFound
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, MetadataTooLarge, NotFound
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError
@@ -546,35 +546,26 @@ class _Executor:
         return self.run.model_copy(update={"stage": "tested"})
 
     def promote(self) -> RotationRun:
-        staged = self.kv.read(self.run.mount, staging_path(self.run.vault), self.run.staged_version)
-        if staged is None or staged.deleted:
-            # Destroyed: only after a promote of this run (an attempt that crashed before recording it).
-            self._adopt_own_promote()
-            return self.record_promoted()
-        self.held_values.extend(staged.data.values())
-        data = _public(staged.data)
-        if version_marker(self.run.vault.full, data) != self.run.pending_marker:
+        pending = self.pending()
+        if version_marker(self.run.vault.full, pending.data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
         try:
-            self.kv.write(self.run.mount, self.run.path, data, cas=self.run.previous_version)
+            self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
         except CasConflict:
-            self._adopt_own_promote()
+            # The real path moved: this run's own write of an earlier attempt (crashed before it was recorded),
+            # or a second writer. Only now is the real path read, to tell which.
+            latest = self.kv.read(self.run.mount, self.run.path)
+            if latest is not None:
+                self.held_values.extend(latest.data.values())
+            seen = Observed(latest.version if latest else 0,
+                            version_marker(self.run.vault.full, latest.data) if latest else None,
+                            self.run.staged_version or 0, self.run.run_id)
+            if not _our_promote(self.run, seen):
+                raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
+                                    "not overwritten") from None
         else:
             checkpoint("rotation.promote.write")
         return self.record_promoted()
-
-    def _adopt_own_promote(self) -> None:
-        """The real path moved: this run's own write of an earlier attempt (crashed before it was recorded), or a
-        second writer. Only now is the real path read, to tell which; a second writer stops the run."""
-        latest = self.kv.read(self.run.mount, self.run.path)
-        if latest is not None:
-            self.held_values.extend(latest.data.values())
-        seen = Observed(latest.version if latest else 0,
-                        version_marker(self.run.vault.full, latest.data) if latest else None,
-                        self.run.staged_version or 0, self.run.run_id)
-        if not _our_promote(self.run, seen):
-            raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
-                                "not overwritten")
 
     def record_promoted(self) -> RotationRun:
         version = self.run.previous_version + 1
@@ -589,11 +580,6 @@ class _Executor:
             self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
         except MetadataTooLarge as exc:
             raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
-        # The real path holds the values now: the staged copy is plaintext nobody needs, so it is destroyed, not
-        # just superseded (destroying it again after a crash is a no-op). Before promote it may be the only copy
-        # of a credential already set at the target, so a failed run keeps it.
-        if self.run.staged_version:
-            self.kv.destroy(self.run.mount, staging_path(self.run.vault), [self.run.staged_version])
         checkpoint("rotation.promote")
         return self.run.model_copy(update={"stage": "promoted", "current_version": version})
 
@@ -644,6 +630,7 @@ class _Executor:
         if run.stage == "held":
             update.update({wk.HELD: "true", wk.HELD_RUN: run.run_id})
         self.kv.update_custom_metadata(run.mount, run.path, update)
+        staged = self._destroy_staged()
         ledger, mark = self.deps.ledger, run.ledger_mark
 
         def ours(entry: LedgerEntry) -> bool:
@@ -660,11 +647,27 @@ class _Executor:
                 self.deps.on_alert(run)  # at least once: a crash before the entry is appended alerts again
             entry = ledger.append(
                 "rotation", actor=self.deps.actor, secret=run.secret, path=run.vault.full, run=run.run_id,
-                reason=run.reason, result=result, details=_ledger_details(run), after=mark,
+                reason=run.reason, result=result, details={**_ledger_details(run), **staged}, after=mark,
                 find=ours if mark is not None else None,
             )
         checkpoint("rotation.finalize")
         return run.model_copy(update={"ledger_seq": entry.seq})
+
+    def _destroy_staged(self) -> dict[str, str]:
+        """Once the real path holds the promoted values, their staged copy is plaintext nobody needs: destroyed
+        (again after a crash: a no-op). Never before promote, where it may be the only copy of a credential already
+        set at the target; and never at the cost of the run: a refusal is noted in the ledger entry (an outage is
+        retried with the rest of the finalize step)."""
+        run = self.run
+        if run.current_version is None or not run.staged_version:
+            return {}
+        try:
+            self.kv.destroy(run.mount, staging_path(run.vault), [run.staged_version])
+        except AuthorityUnavailable:
+            raise
+        except AuthorityError as exc:
+            return {"staged": f"kept ({type(exc).__name__})"}
+        return {"staged": "destroyed"}
 
     # -------------------------------------------------------------- failure
 
@@ -727,7 +730,12 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
     now = deps.clock.now()
     if outage is None and run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
-    seen = _look(run, deps.kv, outage)
+    try:
+        seen = _look(run, deps.kv, outage)
+    except AuthorityUnavailable:
+        raise
+    except AuthorityError as exc:  # refused (403, 404, ...): a failure of this run, which its policy decides
+        return runs.save(deps.kv, _Executor(run, deps, now).fail(exc).model_copy(update={"updated_at": now}))
     step = next_step(run, seen.observed, now)
     if step in (Step.WAIT, Step.NONE):
         return run
@@ -755,6 +763,9 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
         updated = updated.model_copy(update={**keep, "next_retry_at": None})
     except STEP_ERRORS as exc:
         updated = ex.fail(exc)
+    except Exception as exc:  # a rotator plug-in's own bug fails this run, never the controller; its text may
+        # quote values, so only its type is kept
+        updated = ex.fail(RotatorError(f"{run.secret}: step {step.value} raised {type(exc).__name__}"))
     return runs.save(deps.kv, updated.model_copy(update={"updated_at": now}))
 
 
@@ -801,7 +812,9 @@ def rollback_source(secret_path: VaultPath, meta: SecretMetadata | None, to_vers
     if meta is None or meta.current_version < 2:
         raise NotFound(f"{secret_path}: no earlier version to roll back to")
     source = to_version if to_version is not None else meta.current_version - 1
-    if not 1 <= source < meta.current_version or meta.versions.get(source, False):
+    # Versions older than the oldest kept (max_versions pruned them) and deleted or destroyed ones are gone.
+    kept = type(source) is int and max(meta.oldest_version, 1) <= source < meta.current_version
+    if not kept or source not in meta.versions or meta.versions[source]:
         raise NotFound(f"{secret_path}: version {source} is not available to roll back to")
     return source
 

@@ -67,6 +67,8 @@ def _by_message(text: str, what: str, detail: str) -> AuthorityError | None:
     return None
 
 
+_SEALED = re.compile(r"\bis sealed\b", re.IGNORECASE)
+
 # hvac's exception (by HTTP status) -> our type, what to say, whether the server's short text may follow.
 _BY_TYPE: tuple[tuple[type[hvac.exceptions.VaultError], type[AuthorityError], str, bool], ...] = (
     (hvac.exceptions.VaultNotInitialized, NotInitialized,
@@ -82,7 +84,8 @@ _BY_TYPE: tuple[tuple[type[hvac.exceptions.VaultError], type[AuthorityError], st
 
 
 def _by_type(exc: hvac.exceptions.VaultError, text: str, what: str, detail: str) -> AuthorityError:
-    if isinstance(exc, hvac.exceptions.VaultDown) or "sealed" in text.lower():
+    # The server says "Vault is sealed" (503); a path or message that merely contains "sealed" is not that.
+    if isinstance(exc, hvac.exceptions.VaultDown) or _SEALED.search(text):
         return Sealed(f"{what}: Vault is sealed (503); run `chamberlain authority unseal`")
     for hvac_type, ours, said, with_detail in _BY_TYPE:
         if isinstance(exc, hvac_type):
