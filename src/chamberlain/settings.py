@@ -24,6 +24,15 @@ POD_NAME = "POD_NAME"
 TOOLS = ("sops", "age", "age-keygen")
 
 
+_TOOL_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP"})
+
+
+def tool_env(base: Mapping[str, str]) -> dict[str, str]:
+    """What a small tool (sops, age-keygen) starts from: where to find programs, whose home, which locale and
+    temporary directory; never the caller's credentials (``VAULT_TOKEN``, cloud keys, ``PG*``...)."""
+    return {k: v for k, v in base.items() if k in _TOOL_ENV or k.startswith("LC_")}
+
+
 def tool_variable(name: str) -> str:
     """``CHAMBERLAIN_SOPS``, ``CHAMBERLAIN_AGE_KEYGEN``, ...: the variable that points at an explicit binary."""
     return "CHAMBERLAIN_" + name.upper().replace("-", "_")
@@ -41,7 +50,8 @@ class Settings:
     crash_at: str | None = None  # crash-injection point for the resumability tests (CHAMBERLAIN_CRASH_AT)
     debug: bool = False  # show tracebacks of unexpected errors (CHAMBERLAIN_DEBUG)
     pod_name: str | None = None  # this replica's name in-cluster (the Downward API sets POD_NAME)
-    # What a child process (go, sops, a lab server) starts from; each caller narrows it further.
+    # What a child process starts from: sops and age-keygen get only tool_env() of it, the lab's servers their own
+    # short list; go and apt-get (the lab's builds) get it whole, proxies and Go settings included.
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -73,4 +83,4 @@ class Settings:
         return self.state_dir / "recovery"
 
 
-__all__ = ["Settings", "tool_variable"]
+__all__ = ["Settings", "tool_env", "tool_variable"]

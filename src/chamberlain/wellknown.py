@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Final
 
 PREFIX: Final = "chamberlain.dev/"
-API_GROUP: Final = "chamberlain.dev"
 
 # --------------------------------------------------------------------------------------------------- custom_metadata
 
@@ -37,6 +36,13 @@ CREATED_BY_CHAMBERLAIN: Final = "chamberlain"
 CREATED_AT: Final = "created-at"
 RETIRED_PREFIX: Final = "retired."  # retired.<cluster> = ledger seq of that cluster's retirement entry
 POLICY_PREFIX: Final = "policy."  # policy.type, policy.ttl, ...: the rotation policy in force
+POLICY_NAME: Final = POLICY_PREFIX + "name"  # the RotationPolicy's name, or "inline"
+POLICY_TYPE: Final = POLICY_PREFIX + "type"
+POLICY_TTL: Final = POLICY_PREFIX + "ttl"
+POLICY_ROTATE_BEFORE: Final = POLICY_PREFIX + "rotate-before"
+POLICY_MAX_OVERLAP: Final = POLICY_PREFIX + "max-overlap"
+POLICY_REVOKE_OLD: Final = POLICY_PREFIX + "revoke-old"
+POLICY_FAILURE_STRATEGY: Final = POLICY_PREFIX + "failure-strategy"
 LAST_ROTATED: Final = "last-rotated"
 LAST_RUN: Final = "last-run"
 LAST_REASON: Final = "last-reason"

@@ -4,6 +4,7 @@ counting wrapper. Real servers: ``tests/lab/test_openbao_adapter.py`` and ``test
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hvac.exceptions
@@ -26,6 +27,7 @@ from chamberlain.authority.model import (
 from chamberlain.authority.vault import map_error
 from chamberlain.authority.vault.body import data, keys, listing
 from chamberlain.authority.vault.flavor import REKEY_PATHS, flavor_of
+from chamberlain.clock import FakeClock
 
 MOUNT = "secret"
 
@@ -146,3 +148,45 @@ def test_destroy_counts_as_destroy_and_fails_like_any_call_when_down() -> None:
     with pytest.raises(errors.AuthorityUnavailable):
         counting.destroy(MOUNT, "p", [1])
     assert counting.counts["destroy"] == 2
+
+
+def test_an_anonymous_client_sends_no_token_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """hvac alone would send VAULT_TOKEN (or ~/.vault-token) even on a client chamberlain built without one, to
+    whatever address the Platform in Git names; requests would add netrc credentials."""
+    import http.server
+    import json
+    import threading
+
+    from chamberlain.authority.vault import unauthenticated
+
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("X-Vault-Token"), self.headers.get("Authorization")))
+            body = json.dumps({"initialized": True, "sealed": False, "t": 1, "n": 1, "progress": 0,
+                               "version": "1.21.0"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".vault-token").write_text("hvs.FROM-THE-TOKEN-FILE")
+        (home / ".netrc").write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("VAULT_TOKEN", "hvs.OPERATORS-PERSONAL-TOKEN")
+        client = unauthenticated(f"http://127.0.0.1:{server.server_address[1]}", None, clock=FakeClock())
+        assert client.seal.status().initialized and not client.has_token
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("/v1/sys/seal-status", None, None)]

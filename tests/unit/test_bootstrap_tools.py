@@ -70,3 +70,15 @@ def test_without_a_lab_cache_only_the_explicit_binary_and_path_count(places: dic
     with pytest.raises(ToolMissing):
         Tools({"PATH": str(places["path"].parent.parent / "empty")}).find("sops")
     assert Tools({"PATH": str(places["path"].parent)}).find("sops") == places["path"]
+
+
+def test_sops_and_age_keygen_get_no_credential_of_the_caller() -> None:
+    from chamberlain.bootstrap.sops import sops_env
+    from chamberlain.settings import tool_env
+
+    caller = {"PATH": "/usr/bin", "HOME": "/home/a", "LC_ALL": "C.UTF-8", "VAULT_TOKEN": "hvs.x",
+              "AWS_SECRET_ACCESS_KEY": "y", "PGPASSWORD": "z", "SOPS_AGE_RECIPIENTS": "age1evil",
+              "KUBECONFIG": "/k"}
+    assert tool_env(caller) == {"PATH": "/usr/bin", "HOME": "/home/a", "LC_ALL": "C.UTF-8"}
+    assert sops_env(caller, None) == {"PATH": "/usr/bin", "HOME": "/home/a", "LC_ALL": "C.UTF-8"}
+    assert sops_env(caller, Path("/id"))["SOPS_AGE_KEY_FILE"] == "/id"

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, Forbidden, InvalidRequest
-from chamberlain.authority.pki import SignedCertificate, VaultCertificateIssuer, pki_ref
+from chamberlain.authority.pki import PkiRefError, SignedCertificate, VaultCertificateIssuer, pki_ref
 from chamberlain.authority.vault import VaultClient
 from chamberlain.clock import FakeClock
 from chamberlain.intent.loader import load_repository
@@ -258,6 +258,14 @@ def test_the_default_mount_is_pki_and_a_nested_mount_is_allowed() -> None:
     assert pki_ref({"chamberlain.dev/x509-pki-role": "web"}).sign_path == "pki/sign/web"
     ref = pki_ref({"chamberlain.dev/x509-pki-role": "web", "chamberlain.dev/x509-pki-mount": "/pki/int/"})
     assert (ref.sign_path, ref.revoke_path) == ("pki/int/sign/web", "pki/int/revoke")
+
+
+@pytest.mark.parametrize("mount", ["sys", "sys/leases", "auth/token", "identity", "cubbyhole", "SYS/leases"])
+def test_a_system_path_is_never_a_pki_mount(mount: str) -> None:
+    """The orchestrator's policy would grant update on <mount>/sign/<role> and <mount>/revoke: a team's annotation
+    must not turn that into a grant on the server's own API."""
+    with pytest.raises(PkiRefError, match="system path"):
+        pki_ref({"chamberlain.dev/x509-pki-role": "web", "chamberlain.dev/x509-pki-mount": mount})
 
 
 def test_without_an_issuer_or_a_keypair_it_refuses() -> None:

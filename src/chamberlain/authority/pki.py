@@ -27,6 +27,7 @@ DEFAULT_MOUNT = "pki"
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _MOUNT = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
 _ROLE = re.compile(rf"^{_SEGMENT}$")
+_SYSTEM_PATHS = frozenset({"sys", "auth", "identity", "cubbyhole"})
 
 
 class PkiRefError(ValueError):
@@ -62,6 +63,10 @@ def pki_ref(annotations: Mapping[str, str]) -> PkiRef:
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE} is required by the {ROTATOR_NAME} rotator")
     if not _MOUNT.match(mount):
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is not a Vault mount path")
+    if mount.split("/", 1)[0].lower() in _SYSTEM_PATHS:
+        # The orchestrator's policy grants update on <mount>/sign/<role> and <mount>/revoke: under sys/, auth/ or
+        # identity/ that would be a grant on the server's own API, not on a PKI engine.
+        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is a system path, not a PKI mount")
     if not _ROLE.match(role):
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE}: {role!r} is not a Vault PKI role name")
     return PkiRef(mount, role)

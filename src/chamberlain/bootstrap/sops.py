@@ -4,8 +4,8 @@ Boundary: bytes in, bytes (or parsed data) out, through pipes only. Plaintext is
 decrypted data comes back on stdout; neither ever touches the disk here. ``sops`` runs with ``--config`` pointing
 at the null device and every key option on the command line, so a stray ``.sops.yaml`` or ``SOPS_*`` variable in
 the caller's environment can neither change the recipients nor make the call fail; the age identity for decryption
-is passed as ``SOPS_AGE_KEY_FILE`` and nothing else. The rest of its environment is the one the entry point hands
-down (``Tools.env``), minus every ``SOPS_*`` variable.
+is passed as ``SOPS_AGE_KEY_FILE`` and nothing else. The rest of its environment is the tool basics (``PATH``,
+``HOME``, locale, temporary directory) of the one the entry point hands down (``Tools.env``).
 
 Errors are mapped once, here, to :class:`SopsError` with a reason chosen by us. ``sops``' own stderr is never
 repeated: it may quote input, and input here is secret.
@@ -23,6 +23,7 @@ from typing import Any
 
 from chamberlain.bootstrap.tools import Tools
 from chamberlain.errors import ChamberlainError
+from chamberlain.settings import tool_env
 
 ENCRYPTED_REGEX = "^(data|stringData)$"  # the rule chamberlain.checks.sops expects: values secret, shape reviewable
 
@@ -58,10 +59,11 @@ def _reason(stderr: bytes, returncode: int) -> str:
 
 
 def sops_env(base: Mapping[str, str], identity_file: Path | None) -> dict[str, str]:
-    """The environment ``sops`` runs with: ``base`` without any ``SOPS_*`` setting of the caller (recipients, key
-    files, key commands, config paths), so the call means exactly what its arguments say; plus the age identity
-    to decrypt with, when there is one."""
-    env = {k: v for k, v in base.items() if not k.startswith("SOPS_")}
+    """The environment ``sops`` runs with: the tool basics of ``base`` (:func:`~chamberlain.settings.tool_env`: no
+    credential of the caller reaches it) without any ``SOPS_*`` setting (recipients, key files, key commands,
+    config paths), so the call means exactly what its arguments say; plus the age identity to decrypt with, when
+    there is one."""
+    env = {k: v for k, v in tool_env(base).items() if not k.startswith("SOPS_")}
     if identity_file is not None:
         env["SOPS_AGE_KEY_FILE"] = str(identity_file)
     return env

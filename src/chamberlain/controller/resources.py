@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chamberlain import wellknown as wk
+from chamberlain.intent.model import GROUP, ROTATION_RUN_KIND, ROTATION_RUNS, VERSION
 from chamberlain.kube.api import (
     CustomResource,
     KubeConflict,
@@ -26,8 +27,8 @@ from chamberlain.kube.api import (
 )
 from chamberlain.rotation.run import RotationRun
 
-GROUP, VERSION, PLURAL, KIND = "chamberlain.dev", "v1alpha1", "rotationruns", "RotationRun"
-ROTATION_RUNS = CustomResource(GROUP, VERSION, PLURAL)
+PLURAL, KIND = ROTATION_RUNS, ROTATION_RUN_KIND
+RUN_OBJECTS = CustomResource(GROUP, VERSION, PLURAL)
 
 
 def manifest(run: RotationRun, namespace: str) -> dict[str, Any]:
@@ -91,16 +92,16 @@ class RunPublisher:
             self._create_object(run)
         except KubeConflict:
             with contextlib.suppress(KubeError):  # unreadable: the first publish sets the times
-                obj = self.kube.get_custom_object(ROTATION_RUNS, self.namespace, run.run_id)
+                obj = self.kube.get_custom_object(RUN_OBJECTS, self.namespace, run.run_id)
                 conditions = ((obj or {}).get("status") or {}).get("conditions")
                 return list(conditions) if isinstance(conditions, list) else None
         return None
 
     def _create_object(self, run: RotationRun) -> None:
-        self.kube.create_custom_object(ROTATION_RUNS, self.namespace, manifest(run, self.namespace))
+        self.kube.create_custom_object(RUN_OBJECTS, self.namespace, manifest(run, self.namespace))
 
     def _patch(self, run: RotationRun, status: dict[str, Any]) -> None:
-        self.kube.patch_custom_object_status(ROTATION_RUNS, self.namespace, run.run_id, status)
+        self.kube.patch_custom_object_status(RUN_OBJECTS, self.namespace, run.run_id, status)
 
     def _remember(self, run: RotationRun, conditions: list[dict[str, str]]) -> None:
         with self._lock:

@@ -512,6 +512,7 @@ def _workloads_phase(s: _State) -> dict[str, Any]:
 
 def _rotation_time_phase(s: _State) -> dict[str, Any]:
     """Wait for the controller's time trigger to rotate the short-ttl secret."""
+    from chamberlain import wellknown as wk
     from chamberlain.demo import rotations as r
     from chamberlain.rotation.manual import last_changed
     from chamberlain.rotation.policy import from_metadata, renewal_time
@@ -532,9 +533,9 @@ def _rotation_time_phase(s: _State) -> dict[str, Any]:
     running.controller.set_evaluate_every(r.EVALUATE_AFTERWARDS)
     facts: dict[str, Any] = {
         "rotation": running.row(run),
-        "policy_in_force": f"{policy.type if policy else '-'}, ttl {custom.get('policy.ttl', '-')}, rotateBefore "
-                           f"{custom.get('policy.rotate-before', '-')}, maxOverlap "
-                           f"{custom.get('policy.max-overlap', '-')}",
+        "policy_in_force": f"{policy.type if policy else '-'}, ttl {custom.get(wk.POLICY_TTL, '-')}, rotateBefore "
+                           f"{custom.get(wk.POLICY_ROTATE_BEFORE, '-')}, maxOverlap "
+                           f"{custom.get(wk.POLICY_MAX_OVERLAP, '-')}",
         "due_in_seconds_at_phase_start": round(due_in, 1),
         "time_trigger_every_seconds": f"{r.EVALUATE_WHILE_WAITING:g} while waiting, then {r.EVALUATE_AFTERWARDS:g}",
     }

@@ -24,14 +24,15 @@ def policy_metadata(name: str | None, spec: RotationPolicySpec | None) -> dict[s
     if spec is None:
         return {}
     out = {
-        f"{wk.POLICY_PREFIX}name": name or "inline",
-        f"{wk.POLICY_PREFIX}type": spec.type,
-        f"{wk.POLICY_PREFIX}revoke-old": "true" if spec.revoke_old else "false",
-        f"{wk.POLICY_PREFIX}failure-strategy": spec.failure_strategy,
+        wk.POLICY_NAME: name or "inline",
+        wk.POLICY_TYPE: spec.type,
+        wk.POLICY_REVOKE_OLD: "true" if spec.revoke_old else "false",
+        wk.POLICY_FAILURE_STRATEGY: spec.failure_strategy,
     }
-    for key, value in (("ttl", spec.ttl), ("rotate-before", spec.rotate_before), ("max-overlap", spec.max_overlap)):
+    for key, value in ((wk.POLICY_TTL, spec.ttl), (wk.POLICY_ROTATE_BEFORE, spec.rotate_before),
+                       (wk.POLICY_MAX_OVERLAP, spec.max_overlap)):
         if value is not None:
-            out[f"{wk.POLICY_PREFIX}{key}"] = format_duration(value)
+            out[key] = format_duration(value)
     return out
 
 

@@ -267,7 +267,7 @@ def _ledger(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: Run
                 "after-handover": unit.after_handover,
                 "version": custom.get(wk.VALUE_VERSION, ""),
                 "marker": custom.get(wk.VALUE_MARKER, ""),
-                "policy": custom.get(f"{wk.POLICY_PREFIX}name", ""),
+                "policy": custom.get(wk.POLICY_NAME, ""),
                 "authority": wk.AUTHORITY_VAULT,
             },
         )

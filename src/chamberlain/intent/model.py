@@ -22,9 +22,12 @@ from pydantic.alias_generators import to_camel
 
 from chamberlain.intent.durations import Duration
 
-API_VERSION = "chamberlain.dev/v1alpha1"
+API_VERSION = "chamberlain.dev/v1alpha1"  # the chamberlain.dev API, spelled here only (and in the Literals below)
 GROUP = "chamberlain.dev"
 VERSION = "v1alpha1"
+# The plural resource names the API server serves the kinds under (the CRDs say the same).
+PLATFORMS, ROTATION_POLICIES, SECRET_INTENTS = "platforms", "rotationpolicies", "secretintents"
+ROTATION_RUNS, ROTATION_RUN_KIND = "rotationruns", "RotationRun"  # written by the controller only
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -17,10 +17,11 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from chamberlain.intent.model import API_VERSION
 from chamberlain.inventory.graph import build_graph, to_mermaid
 from chamberlain.inventory.model import Consumer, Entry, Inventory, Rotation
 
-INVENTORY_API_VERSION = "chamberlain.dev/v1alpha1"
+INVENTORY_API_VERSION = API_VERSION
 CLASS_STYLE = {"bootstrap": "yellow", "runtime": "blue", "derived": "magenta", "config": "green"}
 
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import kubernetes
 from kubernetes.client import ApiException
 
-from chamberlain.clock import Clock
+from chamberlain.clock import Clock, rfc3339
 from chamberlain.kube.api import (
     ApplyOutcome,
     CustomResource,
@@ -341,8 +341,8 @@ class KubeClient:
             "reportingInstance": self._instance[:128],
             "action": reason,
             "source": {"component": REPORTING_COMPONENT},
-            "firstTimestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "firstTimestamp": rfc3339(now),
+            "lastTimestamp": rfc3339(now),
             "count": 1,
         }
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chamberlain import wellknown as wk
-from chamberlain.clock import Clock
+from chamberlain.clock import Clock, rfc3339
 from chamberlain.kube.api import KubePropagation, WorkloadKind
 from chamberlain.propagation.sync import ConsumerRef
 
@@ -59,6 +59,6 @@ def restart(kube: KubePropagation, workload: WorkloadRef, token: str, clock: Clo
         return "already-restarted"
     kube.patch_pod_template_annotations(
         workload.kind, workload.namespace, workload.name,
-        {wk.ANNOTATION_RESTARTED_AT: clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"), wk.ANNOTATION_RESTART_BATCH: token},
+        {wk.ANNOTATION_RESTARTED_AT: rfc3339(clock.now()), wk.ANNOTATION_RESTART_BATCH: token},
     )
     return "restarted"

@@ -198,7 +198,7 @@ def _ledger(kv: KV, ledger: Ledger, unit: ProvisionUnit, custom: Mapping[str, st
             "origin": "created" if created_here else "found",
             "version": custom.get(wk.VALUE_VERSION, ""),
             "marker": custom.get(wk.VALUE_MARKER, ""),
-            "policy": custom.get(f"{wk.POLICY_PREFIX}name", ""),
+            "policy": custom.get(wk.POLICY_NAME, ""),
         },
     )
     checkpoint("provision.ledger")

@@ -29,7 +29,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from chamberlain.intent.model import GROUP, VERSION, Platform, RotationPolicy, SecretIntent
+from chamberlain.intent.model import (
+    GROUP,
+    PLATFORMS,
+    ROTATION_POLICIES,
+    ROTATION_RUN_KIND,
+    ROTATION_RUNS,
+    SECRET_INTENTS,
+    VERSION,
+    Platform,
+    RotationPolicy,
+    SecretIntent,
+)
 
 Schema = dict[str, Any]
 
@@ -294,7 +305,7 @@ def _status_schema(kind: str) -> Schema:
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
-RUN_KIND = "RotationRun"
+RUN_KIND = ROTATION_RUN_KIND
 _RUN_SPEC: Schema = {
     "type": "object",
     "description": "what the run was asked to do; written once when the run starts",
@@ -314,7 +325,7 @@ _KINDS: dict[str, dict[str, Any]] = {
     "Platform": {
         "model": Platform,
         "description": "Where secrets may exist (environments, clusters) and who the runtime authority is.",
-        "plural": "platforms",
+        "plural": PLATFORMS,
         "short": [],
         "columns": [
             # A printer column shows only the first value of a list, so the controller writes the joined names.
@@ -326,7 +337,7 @@ _KINDS: dict[str, dict[str, Any]] = {
     "RotationPolicy": {
         "model": RotationPolicy,
         "description": "A named rotation policy secrets start with: type, ttl, safety window, failure strategy.",
-        "plural": "rotationpolicies",
+        "plural": ROTATION_POLICIES,
         "short": ["rotpol"],
         "columns": [
             {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
@@ -337,7 +348,7 @@ _KINDS: dict[str, dict[str, Any]] = {
     "SecretIntent": {
         "model": SecretIntent,
         "description": "One secret's declared life cycle: owner, purpose, class, source, rotation, consumers.",
-        "plural": "secretintents",
+        "plural": SECRET_INTENTS,
         "short": ["si"],
         "columns": [
             {"name": "Class", "type": "string", "jsonPath": ".spec.classification"},
@@ -350,7 +361,7 @@ _KINDS: dict[str, dict[str, Any]] = {
         "model": _RUN_SPEC,
         "description": "One rotation of one secret, as the chamberlain controller runs it (the run record in Vault "
                        "is the source of truth; this object mirrors it for kubectl and events).",
-        "plural": "rotationruns",
+        "plural": ROTATION_RUNS,
         "short": ["rotrun"],
         "columns": [
             {"name": "Secret", "type": "string", "jsonPath": ".spec.secret"},

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from chamberlain.bootstrap.tools import Tools
 from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.settings import tool_env
 
 RECIPIENT = re.compile(r"age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}")
 
@@ -80,7 +81,7 @@ def recipient_of(identity: Path, tools: Tools) -> str:
     """The public recipient of an age identity file (``age-keygen -y``). Nothing secret is read into Python."""
     try:
         proc = subprocess.run([str(tools.find("age-keygen")), "-y", str(identity)], capture_output=True, text=True,
-                              timeout=30, check=False, env=dict(tools.env))
+                              timeout=30, check=False, env=tool_env(tools.env))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RootError(f"{identity}: cannot run age-keygen ({type(exc).__name__})") from None
     recipient = proc.stdout.strip()
@@ -101,7 +102,7 @@ def ensure_identity(path: Path, repo_root: Path | None = None, *, tools: Tools) 
     _make_private_dirs(path.parent)
     try:
         proc = subprocess.run([str(tools.find("age-keygen")), "-o", str(path)], capture_output=True, text=True,
-                              timeout=30, check=False, env=dict(tools.env))
+                              timeout=30, check=False, env=tool_env(tools.env))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RootError(f"{path}: cannot run age-keygen ({type(exc).__name__})") from None
     if proc.returncode != 0:

@@ -61,20 +61,21 @@ def due(spec: RotationPolicySpec | None, last_rotated: datetime, now: datetime, 
 def from_metadata(custom: Mapping[str, str]) -> RotationPolicySpec | None:
     """The policy in force as recorded on a secret, or None when none (or an unreadable one) is recorded."""
     # An empty value is a field removed by a policy change (custom_metadata keys are merged, never deleted).
-    fields = {k[len(wk.POLICY_PREFIX):]: v for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX) and v != ""}
-    if "type" not in fields:
+    fields = {k: v for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX) and v != ""}
+    if wk.POLICY_TYPE not in fields:
         return None
     try:
         durations = {
             name: parse_duration(fields[key])
-            for key, name in (("ttl", "ttl"), ("rotate-before", "rotate_before"), ("max-overlap", "max_overlap"))
+            for key, name in ((wk.POLICY_TTL, "ttl"), (wk.POLICY_ROTATE_BEFORE, "rotate_before"),
+                              (wk.POLICY_MAX_OVERLAP, "max_overlap"))
             if key in fields
         }
         return RotationPolicySpec.model_validate(
             {
-                "type": fields["type"],
-                "revoke_old": fields.get("revoke-old", "true") == "true",
-                "failure_strategy": fields.get("failure-strategy", "retry"),
+                "type": fields[wk.POLICY_TYPE],
+                "revoke_old": fields.get(wk.POLICY_REVOKE_OLD, "true") == "true",
+                "failure_strategy": fields.get(wk.POLICY_FAILURE_STRATEGY, "retry"),
                 **durations,
             }
         )

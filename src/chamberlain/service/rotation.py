@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chamberlain.clock import rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.service.context import new_run_id
 from chamberlain.service.repository import load_platform
@@ -77,7 +78,7 @@ class StatusReport:
     rows: list[dict[str, Any]]  # per placed secret (rotation.manual.secret_status)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "at": self.at.isoformat(timespec="seconds"), "secrets": self.rows}
+        return {"cluster": self.cluster, "at": rfc3339(self.at), "secrets": self.rows}
 
 
 def placed_in(repo: Repository, platform: Platform, cluster: str, environments: list[str]) -> list[Placed]:

@@ -21,14 +21,14 @@ from typing import Any
 
 from chamberlain import wellknown as wk
 from chamberlain.clock import Clock
-from chamberlain.intent.model import GROUP, VERSION
+from chamberlain.intent.model import GROUP, SECRET_INTENTS, VERSION
 from chamberlain.kube.api import CustomResource, KubeConflict, KubeCustomObjects, KubeNotFound
 from chamberlain.triggers.request import RequestError, RequestQueue, RotationRequest
 
 log = logging.getLogger(__name__)
 
-PLURAL = "secretintents"
-SECRET_INTENTS = CustomResource(GROUP, VERSION, PLURAL)
+PLURAL = SECRET_INTENTS
+INTENT_OBJECTS = CustomResource(GROUP, VERSION, PLURAL)
 KIND = "SecretIntent"
 
 
@@ -85,7 +85,7 @@ class AnnotationTrigger:
 
     def poll(self) -> list[RotationRequest]:
         """One pass; returns the requests newly queued."""
-        objects = self._kube.list_custom_objects(SECRET_INTENTS, self._namespace)
+        objects = self._kube.list_custom_objects(INTENT_OBJECTS, self._namespace)
         queued = []
         for request in detect(objects, self._clock.now()):
             if self._queue.put(request) == "queued":
@@ -103,7 +103,7 @@ class AnnotationTrigger:
         when an annotation was removed; absence (object or annotation) is not an error — the step is idempotent.
         """
         for _ in range(5):
-            current = self._kube.get_custom_object(SECRET_INTENTS, self._namespace, name)
+            current = self._kube.get_custom_object(INTENT_OBJECTS, self._namespace, name)
             if current is None or request_id(current) is None:
                 return False
             if request is not None and request_id(current) not in request.keys:
@@ -111,7 +111,7 @@ class AnnotationTrigger:
             meta = current["metadata"]
             try:
                 self._kube.patch_custom_object_annotations(
-                    SECRET_INTENTS, self._namespace, name, {wk.ANNOTATION_ROTATE: None},
+                    INTENT_OBJECTS, self._namespace, name, {wk.ANNOTATION_ROTATE: None},
                     resource_version=meta.get("resourceVersion") or None,
                 )
                 return True

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
+import requests
 
 from chamberlain.authority.errors import Forbidden, InvalidRequest
 from chamberlain.authority.model import Flavor, Login, TokenInfo
@@ -74,7 +75,13 @@ class VaultClient:
     def connect(cls, address: str, ca_file: Path | str | None = None, token: str | None = None,
                 timeout: int = DEFAULT_TIMEOUT, *, clock: Clock) -> VaultClient:
         verify: bool | str = str(ca_file) if ca_file else True
-        return cls(hvac.Client(url=address, token=token, verify=verify, timeout=timeout), clock)
+        # Only what chamberlain was given reaches the server: hvac would otherwise send VAULT_TOKEN or
+        # ~/.vault-token (even on an "anonymous" client) and VAULT_CLIENT_CERT, and requests would add netrc
+        # credentials, environment proxies and CA bundles.
+        session = requests.Session()
+        session.trust_env = False
+        return cls(hvac.Client(url=address, token=token or "", cert="", verify=verify, timeout=timeout,
+                               session=session), clock)
 
     def __repr__(self) -> str:
         return f"VaultClient({self.address})"
