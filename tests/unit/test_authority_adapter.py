@@ -190,3 +190,17 @@ def test_an_anonymous_client_sends_no_token_from_the_environment(monkeypatch: py
         server.shutdown()
         server.server_close()
     assert seen == [("/v1/sys/seal-status", None, None)]
+
+
+def test_the_given_ca_file_is_what_verifies_the_server(tmp_path: Path) -> None:
+    """hvac takes a given session's own ``verify`` over its argument; the CA file must reach every request."""
+    from chamberlain.authority.vault import client_with_token, unauthenticated
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a request is made")
+    for client in (unauthenticated("https://127.0.0.1:1", ca, clock=FakeClock()),
+                   client_with_token("https://127.0.0.1:1", ca, "t", clock=FakeClock())):
+        adapter = client._hvac.adapter
+        assert adapter._kwargs["verify"] == str(ca) and adapter.session.verify == str(ca)
+    default = unauthenticated("https://127.0.0.1:1", None, clock=FakeClock())._hvac.adapter
+    assert default._kwargs["verify"] is True

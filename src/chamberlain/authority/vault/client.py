@@ -80,6 +80,8 @@ class VaultClient:
         # credentials, environment proxies and CA bundles.
         session = requests.Session()
         session.trust_env = False
+        # hvac prefers a given session's own verify (always truthy) over its verify argument: set it here.
+        session.verify = verify
         return cls(hvac.Client(url=address, token=token or "", cert="", verify=verify, timeout=timeout,
                                session=session), clock)
 
