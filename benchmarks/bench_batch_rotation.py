@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds per phase")
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
-    parser.add_argument("--port-offset", type=int, default=6000, help="port offset of the lab this starts")
+    parser.add_argument("--port-offset", type=int, default=4000, help="port offset of the lab this starts")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
     with le.running_lab(args.lab_dir, args.port_offset) as handle:

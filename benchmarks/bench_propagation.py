@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="controller tick interval (CLI default 1 s)")
     parser.add_argument("--seed", type=int, help="seed of the trigger jitter")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
-    parser.add_argument("--port-offset", type=int, default=6000, help="port offset of the lab this starts")
+    parser.add_argument("--port-offset", type=int, default=4000, help="port offset of the lab this starts")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
     if args.rotations < 20:

@@ -24,11 +24,11 @@ def _run(script: str, *args: str) -> str:
 @pytest.mark.timeout(700)
 def test_batch_rotation_through_the_real_eso_at_a_smoke_size() -> None:
     out = _run("bench_batch_rotation.py", "--secrets", "6", "--per-workload", "3", "--namespaces", "2",
-               "--skip-floor", "--port-offset", "7100")
+               "--skip-floor", "--port-offset", "3100")
     assert "each workload restarted once" in out
 
 
 @pytest.mark.timeout(700)
 def test_propagation_through_the_real_eso_at_a_smoke_size() -> None:
-    out = _run("bench_propagation.py", "-n", "20", "--warmup", "1", "--port-offset", "7200")
+    out = _run("bench_propagation.py", "-n", "20", "--warmup", "1", "--port-offset", "3300")
     assert "p95" in out

@@ -46,7 +46,8 @@ COMPONENT_NAMES: tuple[str, ...] = ("etcd", "kube-apiserver", "vault", "postgres
 
 @dataclass(frozen=True)
 class Ports:
-    """Loopback ports; the defaults avoid the servers' usual ports on purpose."""
+    """Loopback ports; the defaults avoid the servers' usual ports on purpose. They stay under Linux's ephemeral
+    range (32768 and up) for offsets up to about 4500: above it an outgoing connection may hold a port first."""
 
     etcd: int = 22379
     etcd_peer: int = 22380
