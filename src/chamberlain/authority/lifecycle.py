@@ -149,6 +149,10 @@ class AuthorityStatus:
     root_token_revoked: bool | None = None
     root_token_revoked_at: str = ""
 
+    @property
+    def ready(self) -> bool:
+        return self.initialized and not self.sealed
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "address": self.address, "initialized": self.initialized, "sealed": self.sealed,

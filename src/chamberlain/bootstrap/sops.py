@@ -112,6 +112,21 @@ class Sops:
             plaintext, None, f"encrypting {filename}",
         )
 
+    def updatekeys(self, repo: Path, rel: str, *, identity_file: Path) -> None:
+        """``sops updatekeys`` of the file ``rel`` of ``repo`` with the repository's ``.sops.yaml``: re-wraps its
+        data key to the recipients the creation rules name, opened with ``identity_file`` (an identity that can
+        already decrypt it). The plaintext never touches the disk."""
+        argv = [str(self.binary), "--config", str(repo / ".sops.yaml"), "updatekeys", "--yes", rel]
+        try:
+            proc = subprocess.run(argv, cwd=repo, env=sops_env(self.env, identity_file), capture_output=True,
+                                  timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise SopsError(f"{rel}: sops updatekeys did not finish within {self.timeout:.0f}s") from None
+        except OSError as exc:
+            raise SopsError(f"{rel}: cannot run {self.binary} ({type(exc).__name__})") from None
+        if proc.returncode != 0:  # sops' own stderr is not repeated: it may quote input
+            raise SopsError(f"{rel}: sops updatekeys failed (exit {proc.returncode}); can {identity_file} open it?")
+
     def decrypt(self, ciphertext: bytes, *, filename: str, identity_file: Path) -> Any:
         """The decrypted document of a sops YAML file, parsed (as KSOPS or Flux would decrypt it in-cluster)."""
         out = self._run(

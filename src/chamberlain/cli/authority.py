@@ -195,19 +195,18 @@ def status(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat
 
     with LiveServers(target.conn, clock()) as servers:
         result = authority.status(Path(path), servers)
-    data = result.as_dict()
-    if emit_data(data, output):
+    if emit_data(result.as_dict(), output):
         return
-    m = data["sealed_material"]
-    root = {True: "revoked", False: "NOT revoked", None: "unknown"}[data["root_token_revoked"]]
+    m = result.material
+    root = {True: "revoked", False: "NOT revoked", None: "unknown"}[result.root_token_revoked]
     for text in (
-        f"address:        {data['address']}",
-        f"version:        {data['version']}",
-        f"initialized:    {data['initialized']}",
-        f"sealed:         {data['sealed']} (threshold {data['threshold']} of {data['shares']})",
-        f"ha enabled:     {data.get('ha_enabled', 'unknown')}",
-        f"sealed shares:  {'Secret ' + m['secret'] if m['exists'] else 'MISSING (' + m['secret'] + ')'}"
-        + (f", {m['shares']} shares, threshold {m['threshold']}, generation {m['generation']}" if m["exists"] else ""),
+        f"address:        {result.address}",
+        f"version:        {result.version}",
+        f"initialized:    {result.initialized}",
+        f"sealed:         {result.sealed} (threshold {result.threshold} of {result.shares})",
+        f"ha enabled:     {'unknown' if result.ha_enabled is None else result.ha_enabled}",
+        f"sealed shares:  {'Secret ' + m.secret if m.exists else 'MISSING (' + m.secret + ')'}"
+        + (f", {m.shares} shares, threshold {m.threshold}, generation {m.generation}" if m.exists else ""),
         f"root token:     {root}",
     ):
         line(text)

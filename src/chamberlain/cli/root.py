@@ -40,29 +40,14 @@ def init_cmd(
     Example: chamberlain root init --repo examples/acme
     """
     from chamberlain.bootstrap.tools import Tools
-    from chamberlain.intent.loader import load_repository
-    from chamberlain.root import default_identity_path, ensure_identity, update_repository
+    from chamberlain.service import root
 
     s = settings()
-    if repo is not None:
-        repo = repo_dir(repo)
-    if identity_file is None:
-        name = "chamberlain"
-        if repo is not None:
-            platforms = load_repository(repo).platforms
-            name = platforms[0].obj.metadata.name if len(platforms) == 1 else name
-        identity_file = default_identity_path(name, s.config_dir)
-    ident = ensure_identity(identity_file.expanduser(), repo, tools=Tools.from_settings(s))
-    update = update_repository(repo, ident.recipient) if repo is not None else None
-    data = {
-        "identityFile": str(ident.path),
-        "created": ident.created,
-        "recipient": ident.recipient,
-        **({"platformFile": update.platform_file, "recipientAdded": update.recipient_added,
-            "sopsConfigWritten": update.sops_config_written, "recipients": update.recipients,
-            "staleBootstrapFiles": update.stale_files} if update else {}),
-    }
-    if not emit_data(data, output):
+    result = root.init(repo=repo_dir(repo) if repo is not None else None,
+                       identity_file=identity_file.expanduser() if identity_file is not None else None,
+                       config_dir=s.config_dir, tools=Tools.from_settings(s))
+    ident, update = result.identity, result.update
+    if not emit_data(result.as_dict(), output):
         stdout.print(ident.recipient, markup=False, highlight=False)
         state = "created" if ident.created else "exists, kept (never regenerated)"
         stderr.print(f"identity {ident.path}: {state}; keep it offline, it is the root of trust", markup=False)

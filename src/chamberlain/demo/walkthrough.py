@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -291,14 +290,16 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
 
 def _root_phase(s: _State) -> dict[str, Any]:
     from chamberlain.demo.rotations import adjust_repository
-    from chamberlain.root import ensure_identity, update_repository
+    from chamberlain.service import root
 
     if not s.options.source_repo.is_dir():
         raise DemoError(f"{s.options.source_repo}: no such intent repository")
     # A copy: the demo never edits the repository it was given.
     shutil.copytree(s.options.source_repo, s.repo_dir)
-    ident = ensure_identity(s.identity, s.repo_dir, tools=s.tools)
-    update = update_repository(s.repo_dir, ident.recipient)
+    result = root.init(repo=s.repo_dir, identity_file=s.identity, config_dir=s.work, tools=s.tools)
+    ident, update = result.identity, result.update
+    if update is None:  # pragma: no cover - init with a repository always updates it
+        raise DemoError(f"{s.repo_dir}: the repository was not updated")
     s.recipient = ident.recipient
     lab = s.need_lab()
     demo_settings = adjust_repository(s.repo_dir, vault_address=lab.vault.address, ca_pem=lab.pki.ca_pem,
@@ -314,32 +315,14 @@ def _root_phase(s: _State) -> dict[str, Any]:
     }
 
 
-def _sops_updatekeys(s: _State, rel: str) -> None:
-    """``sops updatekeys`` with the previous root: re-wraps the file's data key to the new recipient set without
-    the plaintext touching the disk. sops reads the creation rules root init just wrote."""
-    from chamberlain.bootstrap import sops_env
-
-    env = sops_env(s.tools.env, s.options.previous_identity)
-    argv = [str(s.tools.find("sops")), "--config", str(s.repo_dir / ".sops.yaml"), "updatekeys", "--yes", rel]
-    try:
-        proc = subprocess.run(argv, cwd=s.repo_dir, env=env, capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DemoError(f"{rel}: cannot run sops updatekeys ({type(exc).__name__})") from None
-    if proc.returncode != 0:
-        # sops' own stderr is not repeated: it may quote input.
-        raise DemoError(f"{rel}: sops updatekeys failed (exit {proc.returncode}); is "
-                        f"{s.options.previous_identity} a recipient of the file?")
-
-
 def _bootstrap_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.root.repo import update_repository
-    from chamberlain.service import repository
+    from chamberlain.service import repository, root
 
     if not s.options.previous_identity.is_file():
         raise DemoError(f"{s.options.previous_identity}: no previous root identity to re-encrypt with")
-    stale = update_repository(s.repo_dir, s.recipient).stale_files
-    for rel in stale:
-        _sops_updatekeys(s, rel)
+    # sops updatekeys with the previous root: each file's data key re-wrapped to the new recipient set, reading
+    # the creation rules root init just wrote; the plaintext never touches the disk.
+    stale = root.reencrypt(s.repo_dir, s.recipient, previous_identity=s.options.previous_identity, tools=s.tools)
     result = repository.validate(s.repo_dir)
     if result.findings:
         rules = sorted({f.rule for f in result.findings})
@@ -409,18 +392,18 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     request = authority.InitRequest(authority.Selection(s.repo_dir, None, DEMO_CLUSTER, configure),
                                     s.work / "recovery", SHARES, THRESHOLD)
     report = authority.initialize(request, s.need_servers(), s.caller).report
-    status = authority.status(s.repo_dir, s.need_servers()).as_dict()
-    if status["sealed"] or not status["initialized"] or not report.root_revoked:
+    status = authority.status(s.repo_dir, s.need_servers())
+    if not status.ready or not report.root_revoked:
         raise DemoError("Vault is not initialized, unsealed and root-token-free after init")
     revalidated = revalidate_stores(s.need_kube(), s.run)
     return {
-        "vault_version": status["version"],
-        "storage": status["storage"],
+        "vault_version": status.version,
+        "storage": status.storage,
         "initialized_now": report.initialized_now,
         "unsealed_now": report.unsealed_now,
         "shares": SHARES,
         "threshold": THRESHOLD,
-        "unseal_secret": status["sealed_material"]["secret"],
+        "unseal_secret": status.material.secret,
         "configure_changes": report.configure_changes,
         "verified_roles": report.verified_roles,
         "root_token_revoked": report.root_revoked,
@@ -721,8 +704,7 @@ def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progre
 
     started = time.monotonic()
     fresh = options.lab_dir is None
-    lab_dir = Path(tempfile.mkdtemp(prefix="chamberlain-demo-")) if fresh else options.lab_dir
-    assert lab_dir is not None
+    lab_dir = options.lab_dir if options.lab_dir is not None else Path(tempfile.mkdtemp(prefix="chamberlain-demo-"))
     lab_dir.mkdir(parents=True, exist_ok=True)
     # A new working directory inside the lab directory on every run (0700 from mkdtemp): repository copy,
     # identity, rendered output. Never reused, so a failed earlier run cannot leave half a repository behind.

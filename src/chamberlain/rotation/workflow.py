@@ -819,26 +819,27 @@ def rollback_source(secret_path: VaultPath, meta: SecretMetadata | None, to_vers
     return source
 
 
-def rollback(
-    deps: RotationDeps,
-    secret_path: VaultPath,
-    *,
-    secret: str,
-    run_id: str,
-    reason: str,
-    to_version: int | None = None,
-) -> RotationRun:
-    """Re-promote an earlier version's values (default: the one before the current) as a new version, through the
-    same durable steps (set at target, test, promote, propagate, restart; never revoke), ledgered as a
-    ``rotation`` with ``mode: rollback``. Allowed on a held secret (it is the way out of a bad promote); the
-    hold itself stays until :func:`release`."""
-    existing = runs.load(deps.kv, secret_path)
+def start_rollback(kv: KV, secret_path: VaultPath, *, secret: str, run_id: str, reason: str, now: datetime,
+                   to_version: int | None = None) -> RotationRun:
+    """Take the lease for a rollback: re-promote an earlier version's values (default: the one before the
+    current, :func:`rollback_source`) as a new version, through the same durable steps (set at target, test,
+    promote, propagate, restart; never revoke), ledgered as a ``rotation`` with ``mode: rollback``. Allowed on a
+    held secret (it is the way out of a bad promote); the hold itself stays until :func:`release`. The same run
+    id joins the run already recorded."""
+    existing = runs.load(kv, secret_path)
     if existing is not None and existing.run_id == run_id:
-        return run_to_completion(existing, deps)
-    meta = deps.kv.read_metadata(secret_path.mount, secret_path.path)
+        return existing
+    meta = kv.read_metadata(secret_path.mount, secret_path.path)
     source = rollback_source(secret_path, meta, to_version)
-    run = _begin(deps.kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger="rollback",
-                 reason=reason, now=deps.clock.now(), source_version=source, ignore_held=True)
+    return _begin(kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger="rollback",
+                  reason=reason, now=now, source_version=source, ignore_held=True)
+
+
+def rollback(deps: RotationDeps, secret_path: VaultPath, *, secret: str, run_id: str, reason: str,
+             to_version: int | None = None) -> RotationRun:
+    """:func:`start_rollback`, then the run to its end."""
+    run = start_rollback(deps.kv, secret_path, secret=secret, run_id=run_id, reason=reason,
+                         now=deps.clock.now(), to_version=to_version)
     return run_to_completion(run, deps)
 
 
@@ -866,5 +867,6 @@ __all__ = [
     "rollback_source",
     "run_to_completion",
     "start",
+    "start_rollback",
     "wake_at",
 ]

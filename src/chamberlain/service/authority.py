@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.configure import Change, Desired
     from chamberlain.authority.lifecycle import (
         AuthorityEvent,
+        AuthorityStatus,
         InitReport,
         Recorder,
         RekeyReport,
@@ -124,18 +125,6 @@ class RekeyResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self.report)
-
-
-@dataclass
-class StatusResult:
-    data: dict[str, Any]  # lifecycle.status: address, seal state, version, the sealed material, the root token
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.data["initialized"]) and not self.data["sealed"]
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.data
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -296,12 +285,12 @@ def rekey(root: Path, identity: Path, servers: Servers, caller: Caller, *, share
     return RekeyResult(report)
 
 
-def status(root: Path, servers: Servers) -> StatusResult:
+def status(root: Path, servers: Servers) -> AuthorityStatus:
     """Initialized, sealed, version, HA, the sealed material, the root token."""
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
-    return StatusResult(lifecycle.status(servers.anonymous(platform), _store(platform, servers)).as_dict())
+    return lifecycle.status(servers.anonymous(platform), _store(platform, servers))
 
 
 __all__ = [
@@ -312,7 +301,6 @@ __all__ = [
     "PlanResult",
     "RekeyResult",
     "Selection",
-    "StatusResult",
     "UnsealResult",
     "configure",
     "desired_state",

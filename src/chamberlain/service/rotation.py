@@ -145,9 +145,8 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
     run_id = new_run_id()
     try:
         if request.rollback:
-            source = wf.rollback_source(p.vault, kv.read_metadata(p.vault.mount, p.vault.path))
-            run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="rollback", reason=request.reason,
-                           now=caller.clock.now(), source_version=source, ignore_held=True)
+            run = wf.start_rollback(kv, p.vault, secret=p.name, run_id=run_id, reason=request.reason,
+                                    now=caller.clock.now())
         else:
             run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="manual", reason=request.reason,
                            now=caller.clock.now())

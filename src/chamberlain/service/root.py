@@ -1,0 +1,60 @@
+"""Phase 0, the root of trust: ``chamberlain root init`` and moving a repository's bootstrap files to it.
+
+Belongs here: the use cases over :mod:`chamberlain.root` and :mod:`chamberlain.bootstrap` the command line and the
+demo share. Never prints; the identity itself is never returned, only its path and public recipient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chamberlain.bootstrap.sops import Sops
+from chamberlain.bootstrap.tools import Tools
+from chamberlain.intent.loader import load_repository
+from chamberlain.root import RepoUpdate, RootIdentity, default_identity_path, ensure_identity, update_repository
+
+
+@dataclass(frozen=True)
+class RootInit:
+    identity: RootIdentity
+    update: RepoUpdate | None  # None without a repository
+
+    def as_dict(self) -> dict[str, Any]:
+        ident, update = self.identity, self.update
+        return {
+            "identityFile": str(ident.path),
+            "created": ident.created,
+            "recipient": ident.recipient,  # public by definition
+            **({"platformFile": update.platform_file, "recipientAdded": update.recipient_added,
+                "sopsConfigWritten": update.sops_config_written, "recipients": update.recipients,
+                "staleBootstrapFiles": update.stale_files} if update else {}),
+        }
+
+
+def init(*, repo: Path | None, identity_file: Path | None, config_dir: Path, tools: Tools) -> RootInit:
+    """The offline identity, created once and never overwritten (default: ``<config_dir>/root-of-trust/
+    <platform>.agekey``); with ``repo``, its recipient added to the Platform and ``.sops.yaml``."""
+    if identity_file is None:
+        name = "chamberlain"
+        if repo is not None:
+            platforms = load_repository(repo).platforms
+            name = platforms[0].obj.metadata.name if len(platforms) == 1 else name
+        identity_file = default_identity_path(name, config_dir)
+    ident = ensure_identity(identity_file, repo, tools=tools)
+    return RootInit(ident, update_repository(repo, ident.recipient) if repo is not None else None)
+
+
+def reencrypt(repo: Path, recipient: str, *, previous_identity: Path, tools: Tools) -> list[str]:
+    """Bring every bootstrap file of ``repo`` to the recipients its Platform names now (after ``init`` added
+    ``recipient``), opening each with ``previous_identity``; returns the files re-encrypted."""
+    stale = update_repository(repo, recipient).stale_files
+    sops = Sops.locate(tools) if stale else None
+    for rel in stale:
+        if sops is not None:
+            sops.updatekeys(repo, rel, identity_file=previous_identity)
+    return stale
+
+
+__all__ = ["RootInit", "init", "reencrypt"]
