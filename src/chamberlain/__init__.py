@@ -23,9 +23,10 @@ Layers, top to bottom (enforced by import-linter, see ``.importlinter``; a modul
 - ``chamberlain.intent``     — the intent model (Platform, RotationPolicy, SecretIntent), loading and paths.
 - ``chamberlain.findings``   — the finding type and the rule catalogue.
 
-Beside the layers: ``chamberlain.lab`` (the local lab of real servers) and the shared vocabulary every layer may
-use — ``clock`` (the one Clock), ``wellknown`` (metadata keys, labels, annotations), ``settings`` (the process
-environment, read by entry points only) and ``errors`` (the one error hierarchy).
+Below the intent model: ``chamberlain.lab`` (the local lab of real servers; it knows nothing of intent) and the
+shared vocabulary every layer may use — ``clock`` (the one Clock), ``wellknown`` (metadata keys, labels,
+annotations), ``settings`` (the process environment, read by entry points only), ``faults`` (crash-test injection
+points) and ``errors`` (the one error hierarchy).
 """
 
 __version__ = "0.1.0"

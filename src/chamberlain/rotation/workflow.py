@@ -101,8 +101,6 @@ from chamberlain.rotation.run import (
 )
 from chamberlain.values.markers import version_marker
 
-# custom_metadata written on the secret (the audit answer "when, why, which run, result" lives with the secret)
-
 # reserved keys of the staged data (never promoted)
 STAGED_RUN = "_chamberlain.run"
 STAGED_ROTATED = "_chamberlain.rotated"
