@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
@@ -32,6 +33,15 @@ class CliResult:
     code: int
     out: str
     err: str
+
+
+def run_benchmark(script: str, *args: str, timeout: int) -> str:
+    """``python benchmarks/SCRIPT ARGS`` as a user runs it; its stdout, or a failure quoting the output's tail."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    proc = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
 
 
 def run_cli(*args: str) -> CliResult:

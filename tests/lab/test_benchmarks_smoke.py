@@ -3,22 +3,15 @@ so they keep working as the code changes. Not timed tests: the goals they print 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.conftest import run_benchmark
 
 pytestmark = pytest.mark.lab
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 def _run(script: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc.stdout
+    return run_benchmark(script, *args, timeout=600)
 
 
 @pytest.mark.timeout(700)
