@@ -35,7 +35,8 @@ class _Seal:
 
     def status(self) -> SealStatus:
         v = self.v
-        return SealStatus(v.initialized, v.sealed, v.threshold, len(v.keys), len(v.progress), "1.21.0")
+        return SealStatus(initialized=v.initialized, sealed=v.sealed, threshold=v.threshold, shares=len(v.keys),
+                          progress=len(v.progress), version="1.21.0")
 
     def initialize(self, shares: int, threshold: int) -> InitResult:
         v = self.v

@@ -13,8 +13,8 @@ from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
 from chamberlain.root import default_identity_path, ensure_identity, update_repository
 from chamberlain.root.repo import GENERIC_RULE, add_recipient, desired_rules, update_sops_config
-from chamberlain.root.yamledit import faithful, guess_indent
 from chamberlain.settings import Settings
+from chamberlain.yamledit import faithful, guess_indent
 from tests.conftest import EXAMPLES, run_cli
 from tests.unit.test_bootstrap_helpers import make_repo, need_tools, register_cli
 

@@ -59,29 +59,30 @@ def differing(want: Any, have: Any) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------ seal
 
 
-@dataclass(frozen=True)
-class SealStatus:
-    initialized: bool
-    sealed: bool
-    threshold: int
-    shares: int
-    progress: int
-    version: str
-    storage: str = ""
-    cluster_name: str = ""
-    flavor: Flavor = Flavor.VAULT
-
-
-@dataclass(frozen=True)
-class Health:
-    """``sys/health`` read with every state answering 200, so sealed, standby and uninitialized are readable."""
+@dataclass(frozen=True, kw_only=True)
+class ServerState:
+    """What every unauthenticated status read answers (seal status, health)."""
 
     initialized: bool
     sealed: bool
-    standby: bool
     version: str = ""
     cluster_name: str = ""
     flavor: Flavor = Flavor.VAULT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SealStatus(ServerState):
+    threshold: int
+    shares: int
+    progress: int
+    storage: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health(ServerState):
+    """``sys/health`` read with every state answering 200, so sealed, standby and uninitialized are readable."""
+
+    standby: bool
 
     @property
     def active(self) -> bool:
@@ -361,6 +362,7 @@ __all__ = [
     "RekeyVerification",
     "RootToken",
     "SealStatus",
+    "ServerState",
     "TokenInfo",
     "TransitKey",
     "differing",

@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from chamberlain import wellknown as wk
+from chamberlain import yamledit
 from chamberlain.bootstrap.sops import BootstrapError
 from chamberlain.checks.sops import BOOTSTRAP_CLASS
 
@@ -99,10 +100,8 @@ def prepare_secret(text: str, intent: str, where: str) -> PreparedSecret:
                              "minimal namespace that handover reads from")
     if not any(isinstance(doc.get(s), dict) and doc[s] for s in ("data", "stringData")):
         raise BootstrapError(f"{where}: the Secret has no data or stringData keys")
-    labels = meta.get("labels")
+    labels = yamledit.child(meta, "labels", CommentedMap)
     if labels is None:
-        labels = meta["labels"] = CommentedMap()
-    if not isinstance(labels, CommentedMap):
         raise BootstrapError(f"{where}: metadata.labels is not a mapping")
     current = labels.get(wk.LABEL_INTENT)
     if current is not None and current != intent:

@@ -84,8 +84,8 @@ def _edit_document(repo_dir: Path, kind: str, name: str | None, edit: Callable[[
     """Round-trip edit of one document of the repository copy (comments and format kept); returns its file."""
     from ruamel.yaml.comments import CommentedMap
 
+    from chamberlain import yamledit
     from chamberlain.intent.loader import load_repository
-    from chamberlain.root import yamledit
 
     repo = load_repository(repo_dir)
     for f in repo.files:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from chamberlain import yamledit
 from chamberlain.bootstrap.sops import ENCRYPTED_REGEX
 from chamberlain.checks.sops import bootstrap_refs, recipient_problems
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Document, Repository, load_repository
 from chamberlain.intent.model import API_VERSION
-from chamberlain.root import yamledit
 
 SOPS_CONFIG = ".sops.yaml"
 GENERIC_RULE = r"bootstrap/.*\.sops\.ya?ml$"
@@ -80,15 +80,11 @@ def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
     spec = doc.get("spec") if isinstance(doc, CommentedMap) else None
     if not isinstance(spec, CommentedMap):
         raise UsageError("the Platform has no spec mapping")
-    root = spec.get("rootOfTrust")
+    root = yamledit.child(spec, "rootOfTrust", CommentedMap)
     if root is None:
-        root = spec["rootOfTrust"] = CommentedMap()
-    if not isinstance(root, CommentedMap):
         raise UsageError("Platform spec.rootOfTrust is not a mapping")
-    recipients = root.get("ageRecipients")
+    recipients = yamledit.child(root, "ageRecipients", CommentedSeq)
     if recipients is None:
-        recipients = root["ageRecipients"] = CommentedSeq()
-    if not isinstance(recipients, CommentedSeq):
         raise UsageError("Platform spec.rootOfTrust.ageRecipients is not a list")
     if recipient in recipients:
         return text, [str(r) for r in recipients], False
@@ -114,10 +110,8 @@ def update_sops_config(text: str | None, rules: list[str], recipients: list[str]
         original = text
         if not isinstance(doc, CommentedMap):
             raise UsageError(f"{SOPS_CONFIG}: is not a YAML mapping")
-    rules_seq = doc.get("creation_rules")
+    rules_seq = yamledit.child(doc, "creation_rules", CommentedSeq)
     if rules_seq is None:
-        rules_seq = doc["creation_rules"] = CommentedSeq()
-    if not isinstance(rules_seq, CommentedSeq):
         raise UsageError(f"{SOPS_CONFIG}: creation_rules is not a list")
     age = ",".join(recipients)
     by_regex: dict[str, CommentedMap] = {

@@ -52,8 +52,9 @@ class Seal(Area):
         d = body.data(self._c.call("read health", lambda h: h.sys.read_health_status(
             method="GET", standby_ok=True, active_code=200, standby_code=200, sealed_code=200, uninit_code=200,
             performance_standby_code=200, dr_secondary_code=200)))
-        return Health(bool(d.get("initialized")), bool(d.get("sealed")), bool(d.get("standby")),
-                      str(d.get("version") or ""), str(d.get("cluster_name") or ""), flavor_of(d))
+        return Health(initialized=bool(d.get("initialized")), sealed=bool(d.get("sealed")),
+                      standby=bool(d.get("standby")), version=str(d.get("version") or ""),
+                      cluster_name=str(d.get("cluster_name") or ""), flavor=flavor_of(d))
 
     def leader(self) -> HaStatus:
         d = body.data(self._c.call("read leader status", lambda h: h.sys.read_leader_status()))

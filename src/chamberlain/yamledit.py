@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+Node = TypeVar("Node", CommentedMap, CommentedSeq)
 
 _KEY = re.compile(r"^( *)(?![-#\s])[^:#]+:(\s|$)")
 _DASH = re.compile(r"^( *)- ")
@@ -52,6 +55,14 @@ def yaml_for(text: str) -> YAML:
 def load(text: str) -> tuple[YAML, Any]:
     yaml = yaml_for(text)
     return yaml, yaml.load(text)
+
+
+def child(parent: CommentedMap, key: str, kind: type[Node]) -> Node | None:
+    """``parent[key]``, created empty when absent; ``None`` when it holds something else (the caller says what)."""
+    value = parent.get(key)
+    if value is None:
+        value = parent[key] = kind()
+    return value if isinstance(value, kind) else None
 
 
 def dump(yaml: YAML, data: Any) -> str:
