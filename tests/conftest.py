@@ -21,7 +21,7 @@ from chamberlain.settings import Settings
 
 if TYPE_CHECKING:
     from chamberlain.bootstrap.tools import Tools
-    from chamberlain.lab.servers import LabHost
+    from chamberlain.lab.servers import AuthorityFlavor, LabHost
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS = REPO_ROOT / "tests" / "corpus"
@@ -92,6 +92,14 @@ def unbuilt(names: Sequence[str] = ()) -> list[str]:
 
     cache = host_settings().lab_cache
     return [n for n in (names or builds.BUILD_ORDER) if not builds.is_built(cache, builds.COMPONENTS[n])]
+
+
+def lab_authority() -> AuthorityFlavor:
+    """The authority the lab tests run against: ``CHAMBERLAIN_LAB_TEST_AUTHORITY`` (``openbao`` or ``vault``)."""
+    value = os.environ.get("CHAMBERLAIN_LAB_TEST_AUTHORITY", "vault")
+    if value not in ("openbao", "vault"):
+        raise pytest.UsageError(f"CHAMBERLAIN_LAB_TEST_AUTHORITY={value!r}: use openbao or vault")
+    return "openbao" if value == "openbao" else "vault"
 
 
 def lab_host() -> LabHost:

@@ -21,7 +21,7 @@ import pytest
 
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import host_settings, lab_host, unbuilt
+from tests.conftest import host_settings, lab_authority, lab_host, unbuilt
 
 hvac = pytest.importorskip("hvac")
 kubernetes = pytest.importorskip("kubernetes")
@@ -63,7 +63,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
         pytest.skip(msg)
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000"))
     config = lab_mod.LabConfig(lab_dir=tmp_path_factory.mktemp("lab"), host=lab_host(),
-                               ports=lab_mod.Ports().shifted(offset), dev=False)
+                               ports=lab_mod.Ports().shifted(offset), dev=False,
+                               authority=lab_authority())
     started = time.monotonic()
     pids: dict[str, int] = {}
     try:
@@ -164,7 +165,7 @@ class VaultInfo:
 @pytest.fixture(scope="session")
 def vault_info(lab: RunningLab) -> VaultInfo:
     """Initialize (1 share) and unseal the lab's Vault; nothing is written to disk."""
-    vault = lab.lab.vault
+    vault = lab.lab.authority
     client = hvac.Client(url=vault.address, verify=str(lab.ca_file))
     if not client.sys.is_initialized():
         result = client.sys.initialize(secret_shares=1, secret_threshold=1)

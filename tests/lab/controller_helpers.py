@@ -192,13 +192,13 @@ class World:
 
     def login(self) -> Any:
         """A fresh orchestrator session (a VaultClient), as ``chamberlain controller run`` logs in."""
-        conn = Connection(self.lab.vault.address, self.lab.pki.ca.cert, clock=SystemClock())
+        conn = Connection(self.lab.authority.address, self.lab.pki.ca.cert, clock=SystemClock())
         return login_as(conn, self.platform, self.kube, orchestrator_policy(CLUSTER))
 
     @property
     def kv(self) -> KV:
         if self._kv is None:
-            conn = Connection(self.lab.vault.address, self.lab.pki.ca.cert, clock=SystemClock())
+            conn = Connection(self.lab.authority.address, self.lab.pki.ca.cert, clock=SystemClock())
             self._kv = orchestrator_kv(conn, self.platform, self.kube, orchestrator_policy(CLUSTER))
         return self._kv
 
@@ -206,7 +206,7 @@ class World:
         self._kv = None
 
     def vault_args(self) -> list[str]:
-        return ["-e", ENVIRONMENT, "--cluster", CLUSTER, "--vault-addr", self.lab.vault.address,
+        return ["-e", ENVIRONMENT, "--cluster", CLUSTER, "--vault-addr", self.lab.authority.address,
                 "--vault-cacert", str(self.lab.pki.ca.cert), "--kubeconfig", str(self.lab.kubeconfig)]
 
     # ----------------------------------------------------------------------------------- Vault state
@@ -285,7 +285,7 @@ class World:
         log = self.base / "logs" / f"{identity}-{len(self.controllers)}.log"
         log.parent.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "chamberlain.cli.main", "controller", "run", str(repo or self.quiet),
-                "-e", ENVIRONMENT, "--cluster", CLUSTER, "--vault-addr", vault_addr or self.lab.vault.address,
+                "-e", ENVIRONMENT, "--cluster", CLUSTER, "--vault-addr", vault_addr or self.lab.authority.address,
                 "--vault-cacert", str(self.lab.pki.ca.cert), "--kubeconfig", str(self.lab.kubeconfig),
                 "--interval", str(interval), "--evaluate-every", str(evaluate_every),
                 "--lease-seconds", str(lease_seconds), "--identity", identity, "--webhook-port", "0",
@@ -321,22 +321,22 @@ class World:
     # ----------------------------------------------------------------------------------- outages
 
     def stop_vault(self) -> None:
-        assert self.lab.vault.stop(), "the lab Vault was not running"
+        assert self.lab.authority.stop(), "the lab Vault was not running"
 
     def start_vault(self) -> None:
         """Start the raft Vault again (it comes back sealed) and unseal it the way an operator does: `chamberlain
         authority unseal` with the demo's offline root identity and the sealed shares in the cluster."""
-        proc = self.lab.vault.start()
-        self.lab.vault.wait(proc)
+        proc = self.lab.authority.start()
+        self.lab.authority.wait(proc)
         got = self.cli("authority", "unseal", str(self.repo), "--identity", str(self.work / "offline" /
                                                                                 "root.agekey"),
-                       "--vault-addr", self.lab.vault.address, "--vault-cacert", str(self.lab.pki.ca.cert),
+                       "--vault-addr", self.lab.authority.address, "--vault-cacert", str(self.lab.pki.ca.cert),
                        "--kubeconfig", str(self.lab.kubeconfig))
         assert got.returncode == 0, got.stdout + got.stderr
 
         def active() -> bool:
             try:
-                health = self.lab.vault.sys_health()
+                health = self.lab.authority.sys_health()
             except (OSError, ValueError):
                 return False
             return not health.get("sealed") and not health.get("standby")
@@ -609,7 +609,7 @@ def _close(sock: socket.socket) -> None:
 def point_store_at_lab(w: World, namespace: str) -> None:
     """The rendered SecretStore names the in-cluster Vault; the lab's listens on loopback with the lab CA."""
     w.custom().patch_namespaced_custom_object(ESO_GROUP, "v1", namespace, "secretstores", STORE, {"spec": {
-        "provider": {"vault": {"server": w.lab.vault.address,
+        "provider": {"vault": {"server": w.lab.authority.address,
                                "caBundle": base64.b64encode(w.lab.pki.ca_pem.encode()).decode()}}}})
 
 

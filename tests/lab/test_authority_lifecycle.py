@@ -41,7 +41,7 @@ from chamberlain.authority.session import Connection, login_as
 from chamberlain.authority.vault import VaultClient, login_kubernetes
 from chamberlain.intent.loader import load_repository
 from chamberlain.kube.client import KubeClient
-from tests.conftest import lab_host, unbuilt
+from tests.conftest import lab_authority, lab_host, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -72,7 +72,7 @@ class Env:
 
     @property
     def vault_addr(self) -> str:
-        return self.lab.vault.address
+        return self.lab.authority.address
 
     @property
     def ca(self) -> Path:
@@ -111,7 +111,7 @@ class Env:
         return VaultClient.connect(self.vault_addr, self.ca, clock=SystemClock())
 
     def restart_vault(self, wipe: bool = False) -> None:
-        v = self.lab.vault
+        v = self.lab.authority
         v.stop()
         if wipe:
             shutil.rmtree(v.dir / "data")
@@ -126,7 +126,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 500
     work = tmp_path_factory.mktemp("authority")
     config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset),
-                               dev=False)
+                               dev=False, authority=lab_authority())
     started = time.monotonic()
     lab_mod.up(config, progress=lambda _m: None)
     print(f"\n[authority lab] up in {time.monotonic() - started:.1f}s")

@@ -520,7 +520,7 @@ def _hold_through_partition(w: World, identity: str, heal_after: int) -> tuple[C
     partition is cut while the run waits out maxOverlap (promoted and propagated) and healed right after the
     controller logged ``heal_after`` outage warnings (each tick logs one while Vault is unreachable, and the next
     tick comes at least a second later). Returns (controller, run id, version before); the run is finished."""
-    partition = ch.Partition(w.lab.vault.port)
+    partition = ch.Partition(w.lab.authority.port)
     try:
         c = w.start_controller(identity, evaluate_every=600, vault_addr=partition.address)
         before = w.version(HOOK)

@@ -22,7 +22,7 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import lab_host, unbuilt
+from tests.conftest import lab_authority, lab_host, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -34,8 +34,8 @@ ROTATIONS = {"rotation-time": ("grafana-admin", "time"), "rotation-webhook": ("l
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "SOPS_", "KUBECONFIG"))}
-    return subprocess.run([sys.executable, "-m", "chamberlain.cli.main", "demo", *args], capture_output=True,
-                          text=True, env=env, timeout=300, check=False)
+    return subprocess.run([sys.executable, "-m", "chamberlain.cli.main", "demo", "--authority", lab_authority(), *args],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def _values_in_vault(lab_dir: Path, report: dict[str, Any]) -> list[str]:
     assert platform is not None
     kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     try:
-        kv = orchestrator_kv(Connection(lab.vault.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
+        kv = orchestrator_kv(Connection(lab.authority.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
                              "chamberlain.dev1.orchestrator")
         facts = {p["phase"]: p["facts"] for p in report["phases"]}
         paths = list(facts["provision"]["paths"]) + [h.split(" -> ")[1] for h in facts["handover"]["handed_over"]]
@@ -105,7 +105,10 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
         assert phase["ok"] is True, phase
         assert isinstance(phase["seconds"], float | int) and phase["seconds"] >= 0
     facts = {p["phase"]: p["facts"] for p in report["phases"]}
-    assert facts["lab"]["versions"]["vault"].lstrip("v") == "1.21.0"
+    flavor = lab_authority()
+    assert facts["lab"]["authority"] == flavor
+    expected = builds.VAULT_VERSION if flavor == "vault" else "v" + builds.openbao_version()
+    assert "v" + facts["lab"]["versions"][flavor].lstrip("v") == expected
     assert any("caBundle" in c for c in facts["root"]["demo_settings"])
     assert facts["bootstrap"]["findings"] == 0 and len(facts["bootstrap"]["re_encrypted"]) == 2
     assert facts["apply"]["bootstrap_secrets_decrypted"] == 2 and facts["apply"]["cluster"] == "dev1"

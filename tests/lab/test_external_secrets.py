@@ -89,7 +89,7 @@ path "secret/metadata/{NS}/*" {{ capabilities = ["create", "read", "update", "de
         "spec": {
             "provider": {
                 "vault": {
-                    "server": lab.lab.vault.address,
+                    "server": lab.lab.authority.address,
                     "path": "secret",
                     "version": "v2",
                     "caBundle": base64.b64encode(lab.ca_pem.encode()).decode(),

@@ -355,7 +355,7 @@ def test_vault_stopped_mid_handover_fails_cleanly_and_resumes(env: Env, vault: A
                                                               core: Any, lab: Any) -> None:
     crashed = env.handover(crash_at="handover.record")  # committed for the first secret, nothing retired
     assert crashed.code == 137
-    server = lab.lab.vault
+    server = lab.lab.authority
     server.stop()
     try:
         failed = env.handover()

@@ -11,7 +11,7 @@ import pytest
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
 from chamberlain.lab.servers import LabError
-from tests.conftest import lab_host
+from tests.conftest import lab_authority, lab_host
 
 from .conftest import RunningLab
 
@@ -20,13 +20,16 @@ pytestmark = pytest.mark.lab
 
 def test_status_reports_every_component_healthy(lab: RunningLab) -> None:
     report = lab_mod.status(lab.lab.config.lab_dir, lab_host())
-    assert set(report["components"]) == {"vault", "kube-apiserver", "etcd", "external-secrets", "postgres"}
+    flavor = lab.lab.authority.name
+    assert set(report["components"]) == {flavor, "kube-apiserver", "etcd", "external-secrets", "postgres"}
+    assert report["authority"] == flavor
     unhealthy = {k: v for k, v in report["components"].items() if not v["healthy"]}
     assert not unhealthy
     comps = report["components"]
     assert comps["kube-apiserver"]["version"] == builds.KUBERNETES_VERSION
     assert comps["etcd"]["version"] == builds.ETCD_VERSION.lstrip("v")
-    assert comps["vault"]["version"] == builds.VAULT_VERSION
+    expected = builds.VAULT_VERSION if flavor == "vault" else "v" + builds.openbao_version()
+    assert comps[flavor]["version"] == expected
     assert comps["external-secrets"]["version"] == builds.ESO_VERSION
     assert all(v["address"].split("//")[1].startswith("127.0.0.1:") for v in comps.values())
     assert report["kubeconfig"] == str(lab.kubeconfig)
@@ -74,7 +77,8 @@ def test_cli_status_json_and_exit_code(lab: RunningLab, tmp_path: Path) -> None:
 def test_failed_up_stops_what_it_started(lab: RunningLab, tmp_path: Path) -> None:
     """A port taken by someone else makes ``up`` fail cleanly: nothing it started survives."""
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 200
-    config = lab_mod.LabConfig(lab_dir=tmp_path / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset))
+    config = lab_mod.LabConfig(lab_dir=tmp_path / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset),
+                               authority=lab_authority())
     blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -55,7 +55,7 @@ class Env:
 
     def login(self, namespace: str, account: str, role: str, audiences: list[str] | None = None) -> VaultClient:
         jwt = self.token(namespace, account, audiences)
-        return login_kubernetes(self.lab.vault.address, self.lab.pki.ca.cert, MOUNT, role, jwt, clock=SystemClock())
+        return login_kubernetes(self.lab.authority.address, self.lab.pki.ca.cert, MOUNT, role, jwt, clock=SystemClock())
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_host, run_cli, unbuilt
+from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_authority, lab_host, run_cli, unbuilt
 
 pytestmark = pytest.mark.lab
 
@@ -85,7 +85,7 @@ class Flow:
         return result.out
 
     def vault(self) -> list[str]:
-        return ["--vault-addr", self.lab.vault.address, "--vault-cacert", str(self.lab.pki.ca.cert),
+        return ["--vault-addr", self.lab.authority.address, "--vault-cacert", str(self.lab.pki.ca.cert),
                 "--kubeconfig", str(self.lab.kubeconfig)]
 
     @property
@@ -106,7 +106,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
     work = tmp_path_factory.mktemp("no-leaks")
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 800
-    config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset), dev=False)
+    config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset), dev=False,
+                               authority=lab_authority())
     capture = _Capture()
     root_logger = logging.getLogger()
     old_level = root_logger.level
@@ -201,7 +202,7 @@ def _orchestrator(f: Flow) -> Any:
     platform = load_repository(f.repo).platform
     assert platform is not None
     kube = KubeClient.from_kubeconfig(f.lab.kubeconfig, clock=SystemClock())
-    return login_as(Connection(f.lab.vault.address, f.lab.pki.ca.cert, clock=SystemClock()), platform, kube,
+    return login_as(Connection(f.lab.authority.address, f.lab.pki.ca.cert, clock=SystemClock()), platform, kube,
                     "chamberlain.dev1.orchestrator")
 
 

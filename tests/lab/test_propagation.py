@@ -95,7 +95,7 @@ path "secret/metadata/{NS}/*" {{ capabilities = ["read"] }}
     manifest = {
         "apiVersion": eso.ESO_V1, "kind": "SecretStore", "metadata": {"name": STORE, "namespace": NS},
         "spec": {"provider": {"vault": {
-            "server": lab.lab.vault.address, "path": "secret", "version": "v2",
+            "server": lab.lab.authority.address, "path": "secret", "version": "v2",
             "caBundle": base64.b64encode(lab.ca_pem.encode()).decode(),
             "auth": {"kubernetes": {"mountPath": vault_kubernetes_auth, "role": NS, "serviceAccountRef": {
                 "name": "chamberlain-lab-reader", "audiences": [eso.VAULT_AUDIENCE]}}}}}},

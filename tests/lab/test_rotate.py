@@ -55,7 +55,7 @@ class World:
     kv: Any
 
     def vault_args(self) -> list[str]:
-        return ["-e", "dev", "--cluster", "dev1", "--vault-addr", self.lab.vault.address,
+        return ["-e", "dev", "--cluster", "dev1", "--vault-addr", self.lab.authority.address,
                 "--vault-cacert", str(self.lab.pki.ca.cert), "--kubeconfig", str(self.lab.kubeconfig)]
 
 
@@ -99,7 +99,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
         platform = load_valid(repo).platform
         assert platform is not None
-        kv = orchestrator_kv(Connection(lab.vault.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
+        kv = orchestrator_kv(Connection(lab.authority.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
                              "chamberlain.dev1.orchestrator")
         api = kubernetes.config.new_client_from_config(config_file=str(lab.kubeconfig))
         yield World(lab, repo, kube, api, kv)
@@ -120,7 +120,7 @@ def _materialize(w: World) -> str:
     custom = kubernetes.client.CustomObjectsApi(w.api)
     store = "chamberlain-dev-secret"
     custom.patch_namespaced_custom_object(GROUP, "v1", NS, "secretstores", store, {"spec": {"provider": {"vault": {
-        "server": w.lab.vault.address, "caBundle": base64.b64encode(w.lab.pki.ca_pem.encode()).decode()}}}})
+        "server": w.lab.authority.address, "caBundle": base64.b64encode(w.lab.pki.ca_pem.encode()).decode()}}}})
     apps = kubernetes.client.AppsV1Api(w.api)
     try:
         apps.create_namespaced_deployment(NS, {

@@ -87,7 +87,8 @@ def test_lab_env_prints_exports_only(tmp_path: Path) -> None:
     result = run_cli("lab", "env", "--lab-dir", str(tmp_path))
     assert result.code == 0, result.err
     names = [line.split("=", 1)[0] for line in result.out.splitlines()]
-    assert names == ["export KUBECONFIG", "export VAULT_ADDR", "export VAULT_CACERT", "export PATH"]
+    assert names == ["export KUBECONFIG", "export VAULT_ADDR", "export VAULT_CACERT", "export BAO_ADDR",
+                     "export BAO_CACERT", "export PATH"]
     assert "TOKEN" not in result.out.upper()
 
 

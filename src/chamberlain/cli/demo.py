@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from chamberlain.cli.lab import AuthorityChoice
 from chamberlain.cli.output import DataFormat, emit_data, stderr, stdout
 from chamberlain.demo import DemoOptions, Phase, default_previous_identity, default_source_repo
 
@@ -64,6 +65,9 @@ def demo_cmd(
         help="Lab directory whose Vault is still uninitialized (default: a fresh temporary lab, removed "
              "afterwards unless --keep).")] = None,
     port_offset: Annotated[int, typer.Option("--port-offset", help="Shift every lab port by N.")] = 0,
+    authority: Annotated[AuthorityChoice, typer.Option(
+        "--authority", help="The lab's runtime authority: OpenBao (default) or HashiCorp Vault.")]
+    = AuthorityChoice.openbao,
     keep: Annotated[bool, typer.Option(
         "--keep", help="Leave the lab running and keep the working directory (repository copy, identity).")]
     = False,
@@ -94,7 +98,7 @@ def demo_cmd(
 
     s = settings()
     options = DemoOptions(
-        through=through, lab_dir=lab_dir, port_offset=port_offset, keep=keep,
+        through=through, lab_dir=lab_dir, port_offset=port_offset, authority=authority.value, keep=keep,
         source_repo=repo or default_source_repo(),
         previous_identity=previous_identity or default_previous_identity(),
         user=login_name(), debug=s.debug,

