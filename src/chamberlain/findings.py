@@ -8,6 +8,7 @@ This module is pure data; the checks themselves live in :mod:`chamberlain.checks
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +36,10 @@ class Finding:
     @property
     def rule_info(self) -> Rule:
         return RULES[self.rule]
+
+    @property
+    def severity(self) -> Severity:
+        return RULES[self.rule].severity
 
     def sort_key(self) -> tuple[str, int, str, str]:
         return (self.file, self.line or 0, self.rule, self.message)
@@ -72,6 +77,14 @@ _RULES = [
     Rule("CH015", "classification-source", INV4,
          "classification and source disagree (bootstrap needs source.bootstrap, runtime needs "
          "source.generate, derived/config need source.publication)."),
+    Rule("CH016", "unknown-cluster", INV1,
+         "spec.gitops names a cluster that no environment of the Platform declares."),
+    Rule("CH017", "gitops-recipient-is-root", INV2,
+         "A GitOps decryption recipient is one of the root recipients: the in-cluster key would open unseal "
+         "shares; give each cluster's GitOps controller a key of its own."),
+    Rule("CH018", "gitops-recipient-missing", INV2,
+         "The Platform declares GitOps decryption recipients, but not for a cluster that applies bootstrap files: "
+         "its GitOps controller would need the offline root identity in-cluster.", severity="warning"),
     Rule("CH020", "literal-secret", INV1, "A literal secret value is in intent or in a plaintext Secret manifest; "
          "Git holds intent, never runtime values."),
     Rule("CH021", "bootstrap-plaintext", INV2, "A bootstrap file is not SOPS-encrypted."),
@@ -103,3 +116,9 @@ for _rule in _RULES:
     if _rule.id in RULES:  # pragma: no cover - a programming error, caught at import
         raise RuntimeError(f"duplicate rule id {_rule.id}")
     RULES[_rule.id] = _rule
+
+
+def blocking(findings: Iterable[Finding], *, strict: bool = False) -> list[Finding]:
+    """The findings that stop a command: errors, and with ``strict`` warnings too (SPEC §10: a new rule starts as
+    a warning, printed but never failing a command on its own)."""
+    return [f for f in findings if strict or f.severity == "error"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chamberlain import __version__
-from chamberlain.findings import RULES, Finding
+from chamberlain.findings import RULES, Finding, blocking
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFO_URI = "https://chamberlain.dev/rules"
@@ -33,10 +33,12 @@ def findings_to_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     ]
 
 
-def summary(findings: Sequence[Finding]) -> dict[str, Any]:
+def summary(findings: Sequence[Finding], *, strict: bool = False) -> dict[str, Any]:
     return {
-        "ok": not findings,
+        "ok": not blocking(findings, strict=strict),
         "findings": len(findings),
+        "errors": sum(1 for f in findings if f.severity == "error"),
+        "warnings": sum(1 for f in findings if f.severity == "warning"),
         "byRule": dict(sorted(Counter(f.rule for f in findings).items())),
     }
 

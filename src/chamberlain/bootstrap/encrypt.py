@@ -31,6 +31,8 @@ from chamberlain.checks.sops import (
 )
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import YAML_SUFFIXES, Repository, load_repository
+from chamberlain.intent.model import Platform
+from chamberlain.intent.paths import bootstrap_recipients
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,15 @@ def resolve_intent(repo: Repository, rel: str, given: str | None, existing_label
     if existing_label:
         return existing_label
     raise UsageError(f"no SecretIntent declares source.bootstrap.file: {rel}; pass --intent NAME")
+
+
+def _recipients_of(repo: Repository, platform: Platform, intent: str) -> list[str]:
+    """The root recipients plus the GitOps decryption recipients of the intent's clusters (an intent not declared
+    in the repository yet: the root recipients only)."""
+    known = repo.intent_index().get(intent)
+    if known is None:
+        return list(platform.spec.root_of_trust.age_recipients)
+    return bootstrap_recipients(platform, known.obj)
 
 
 def verify_ciphertext(ciphertext: bytes, intent: str, recipients: Sequence[str], where: str) -> None:
@@ -129,12 +140,12 @@ def encrypt_file(
         raise BootstrapError(f"{repo_root}: has no valid Platform (found {len(repo.platforms)}); its "
                              "rootOfTrust.ageRecipients are what bootstrap files are encrypted to — run "
                              f"`chamberlain validate {repo_root}`")
-    recipients = tuple(platform.spec.root_of_trust.age_recipients)
     try:
         text = file.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{rel}: is not UTF-8 text") from None
     name = resolve_intent(repo, rel, intent, existing_intent_label(text))
+    recipients = tuple(_recipients_of(repo, platform, name))
     prepared = prepare_secret(text, name, rel)
     del text
     sops = sops or Sops.locate(tools)

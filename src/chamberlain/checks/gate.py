@@ -1,7 +1,8 @@
-"""The validate-before-use gate: a repository with findings is never rendered, applied or acted on.
+"""The validate-before-use gate: a repository with error findings is never rendered, applied or acted on.
 
 Belongs here: loading a repository and running every check on it (:func:`validate_repository`), and refusing it
-when anything is found (:func:`load_valid`, :class:`InvalidRepository`). It sits with the checks, low in the layers,
+when an error is found (:func:`load_valid`, :class:`InvalidRepository`). Warnings (new rules that need new
+declarations, SPEC §10) pass the gate unless ``strict``. It sits with the checks, low in the layers,
 because every package that reads a repository to act on it (the GitOps stand-in, the use cases in
 :mod:`chamberlain.service`, the controller's loader) goes through it. Not here: the rules themselves
 (:mod:`chamberlain.checks.registry`), rendering or printing findings.
@@ -14,18 +15,21 @@ from pathlib import Path
 
 from chamberlain.checks.registry import run_checks
 from chamberlain.errors import ChamberlainError
-from chamberlain.findings import Finding
+from chamberlain.findings import Finding, blocking
 from chamberlain.intent.loader import Repository, load_repository
 
 
 @dataclass
 class Validation:
     repo: Repository
-    findings: list[Finding]
+    findings: list[Finding]  # errors and warnings
+
+    def blocking(self, *, strict: bool = False) -> list[Finding]:
+        return blocking(self.findings, strict=strict)
 
 
 class InvalidRepository(ChamberlainError):
-    """The repository has findings; the requested step applies nothing."""
+    """The repository has error findings (or, strict, warnings); the requested step applies nothing."""
 
     def __init__(self, root: Path, findings: list[Finding]) -> None:
         self.findings = findings
@@ -39,11 +43,12 @@ def validate_repository(root: Path) -> Validation:
     return Validation(repo, run_checks(repo))
 
 
-def load_valid(root: Path) -> Repository:
-    """Load and validate; raise :class:`InvalidRepository` on any finding."""
+def load_valid(root: Path, *, strict: bool = False) -> Repository:
+    """Load and validate; raise :class:`InvalidRepository` on any error finding (any finding when ``strict``)."""
     result = validate_repository(root)
-    if result.findings:
-        raise InvalidRepository(root, result.findings)
+    stopping = result.blocking(strict=strict)
+    if stopping:
+        raise InvalidRepository(root, stopping)
     return result.repo
 
 

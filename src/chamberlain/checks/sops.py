@@ -1,7 +1,8 @@
 """SOPS files and bootstrap files: the structure of encrypted intent (CH021, CH022, CH023, CH025).
 
 Concept: a bootstrap secret enters Git exactly once, as a SOPS-encrypted Kubernetes ``Secret`` manifest that only
-the Platform's offline root of trust (its age recipients) can decrypt, labelled so it is traceable to its
+the Platform's offline root of trust (its age recipients) and the GitOps controllers of the clusters it is applied
+on (``spec.gitops.decryptionRecipients``) can decrypt, labelled so it is traceable to its
 SecretIntent (Inv. 2). chamberlain encrypts with ``--encrypted-regex '^(data|stringData)$'``, so kind, name,
 namespace and labels stay reviewable in Git while every value is ciphertext.
 
@@ -9,7 +10,8 @@ namespace and labels stay reviewable in Git while every value is ciphertext.
   namespaced Secret (CH025) that is SOPS-encrypted (CH021).
 - ``sops-files``: every SOPS document in the repository (referenced or not; YAML, and JSON by content) has
   well-formed metadata, a MAC, and ciphertext wherever its own rules say a value is encrypted (CH023), and is
-  encrypted to exactly the Platform's age recipients and nothing else (CH022).
+  encrypted to exactly the Platform's age recipients — plus, for a bootstrap file, the decryption recipients of
+  its intent's clusters — and nothing else (CH022).
 
 Boundary: structural only. Nothing is decrypted, no MAC is verified (that needs the data key), no binary is
 called. The helpers that resolve bootstrap files are shared with :mod:`chamberlain.checks.manifests` and
@@ -30,6 +32,7 @@ from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Document, Loaded, RepoFile, Repository
 from chamberlain.intent.model import SecretIntent
+from chamberlain.intent.paths import bootstrap_recipients, intent_environments
 
 BOOTSTRAP_CLASS = "bootstrap"
 
@@ -225,14 +228,63 @@ def bootstrap_secret_problems(secret: Mapping[str, Any], intent_name: str) -> li
 @check("sops-files")
 def check_sops_files(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
-    expected = list(platform.spec.root_of_trust.age_recipients) if platform is not None else None
+    root = list(platform.spec.root_of_trust.age_recipients) if platform is not None else None
+    # A bootstrap file is also opened by the GitOps controller of each cluster its intent is placed on.
+    per_file: dict[str, list[str]] = {}
+    if platform is not None:
+        for ref in bootstrap_refs(repo):
+            if ref.rel is not None:
+                wanted = per_file.setdefault(ref.rel, list(root or []))
+                wanted += [r for r in bootstrap_recipients(platform, ref.intent.obj) if r not in wanted]
     for rf in repo.files:
+        expected = per_file.get(rf.rel, root)
         for data, locate in _sops_documents(rf):
             for loc, msg in sops_structure_problems(data):
                 yield Finding(rf.rel, locate(loc), "CH023", msg)
             if expected is not None:
                 for loc, msg in recipient_problems(data["sops"], expected):
                     yield Finding(rf.rel, locate(("sops", *loc)), "CH022", msg)
+
+
+@check("gitops-recipients")
+def check_gitops_recipients(repo: Repository) -> Iterator[Finding]:
+    """``spec.gitops.decryptionRecipients``: known clusters (CH016), never a root recipient (CH017), and, once a
+    Platform declares any, present for every cluster that applies a bootstrap file (CH018, a warning). A Platform
+    that declares none keeps the earlier model (the root recipients only) and gets no finding: valid repositories
+    stay valid and quiet; the README says why declaring them is better."""
+    if repo.platform is None:
+        return
+    loaded = repo.platforms[0]
+    spec = loaded.obj.spec
+    declared = {c for env in spec.environments for c in env.clusters}
+    root = set(spec.root_of_trust.age_recipients)
+    where = ("spec", "gitops", "decryptionRecipients")
+    obj = f"Platform/{loaded.obj.metadata.name}"
+    for cluster, recipients in spec.gitops.decryption_recipients.items():
+        if cluster not in declared:
+            yield Finding(loaded.file, loaded.line_of(*where, cluster), "CH016",
+                          f"spec.gitops.decryptionRecipients names cluster {cluster!r}, which no environment "
+                          f"lists (known: {', '.join(sorted(declared))})", object=obj)
+        for i, recipient in enumerate(recipients):
+            if recipient in root:
+                yield Finding(loaded.file, loaded.line_of(*where, cluster, i), "CH017",
+                              f"the GitOps decryption recipient of cluster {cluster!r} is a root recipient "
+                              f"({recipient}); the in-cluster key must be a separate age key",
+                              object=obj)
+    if not spec.gitops.decryption_recipients:
+        return
+    needing: dict[str, list[str]] = {}
+    for ref in bootstrap_refs(repo):
+        for env in intent_environments(loaded.obj, ref.intent.obj):
+            for cluster in env.clusters:
+                needing.setdefault(cluster, []).append(ref.intent.obj.name)
+    for cluster in sorted(needing):
+        if not spec.gitops.decryption_recipients.get(cluster):
+            names = ", ".join(sorted(set(needing[cluster])))
+            yield Finding(loaded.file, loaded.line_of(*where), "CH018",
+                          f"cluster {cluster!r} applies bootstrap files ({names}) but spec.gitops."
+                          f"decryptionRecipients has no recipient for it; add the public key of its GitOps "
+                          "controller's age key", object=obj)
 
 
 def _sops_documents(rf: RepoFile) -> Iterator[tuple[dict[str, Any], Callable[[Loc], int | None]]]:
@@ -405,7 +457,8 @@ def recipient_problems(meta: Mapping[str, Any], expected: Sequence[str]) -> list
                                  "only the Platform's age recipients may decrypt bootstrap material"))
     for recipient in sorted(set(found) - wanted):
         problems.append((found[recipient], f"encrypted to age recipient {recipient}, which is not one of the "
-                                           "Platform's rootOfTrust.ageRecipients"))
+                                           "Platform's rootOfTrust.ageRecipients (nor, for a bootstrap file, a "
+                                           "spec.gitops.decryptionRecipients entry of its clusters)"))
     missing = sorted(wanted - set(found))
     if missing:
         loc: Loc = ("age",) if "age" in meta else ()

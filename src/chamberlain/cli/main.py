@@ -22,6 +22,7 @@ from chamberlain.cli.output import (
     InventoryFormat,
     InventoryOutput,
     RepoPath,
+    StrictOption,
     emit_data,
     emit_json,
     line,
@@ -62,8 +63,9 @@ def _root(
 
 
 @app.command()
-def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text) -> None:
-    """Check an intent repository against the schema and every invariant. Exit 1 when anything is found.
+def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, strict: StrictOption = False) -> None:
+    """Check an intent repository against the schema and every invariant. Exit 1 when an error is found (with
+    --strict: any finding; warnings alone never fail otherwise).
 
     Example: chamberlain validate examples/acme -o sarif > chamberlain.sarif
     """
@@ -71,21 +73,26 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text) -> No
     from chamberlain.service import repository
 
     result = repository.validate(path)
+    failing = result.blocking(strict=strict)
     if output is FindingsFormat.json:
-        emit_json({**summary(result.findings), "results": findings_to_dicts(result.findings)})
+        emit_json({**summary(result.findings, strict=strict), "results": findings_to_dicts(result.findings)})
     elif output is FindingsFormat.sarif:
         emit_json(to_sarif(result.findings))
     else:
         _print_findings(result.findings)
-        n = len(result.findings)
-        if n:
-            stderr.print(f"[red]{n} finding{'s' if n != 1 else ''}[/red] in {path}")
-        else:
-            stderr.print(
-                f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
-                f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
-            )
-    raise typer.Exit(1 if result.findings else 0)
+        stderr.print(_findings_summary(result.findings, failing, str(path)) if result.findings else
+                     f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
+                     f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked")
+    raise typer.Exit(1 if failing else 0)
+
+
+def _findings_summary(findings: list[Finding], failing: list[Finding], where: str) -> str:
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    counts = ", ".join(p for p in (f"{errors} error{'s' if errors != 1 else ''}" if errors else "",
+                                   f"{warnings} warning{'s' if warnings != 1 else ''}" if warnings else "") if p)
+    colour = "red" if failing else "yellow"
+    return f"[{colour}]{counts}[/{colour}] in {where}"
 
 
 def _print_findings(findings: list[Finding]) -> None:
@@ -101,19 +108,23 @@ def render(
     out: Annotated[
         Path, typer.Option("-o", "--output", help="Directory to write the GitOps output to.", show_default=False)
     ],
+    strict: StrictOption = False,
 ) -> None:
-    """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a clean validation.
+    """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a validation without errors.
 
-    Byte-identical across runs. Nothing is written when validation finds anything.
+    Byte-identical across runs. Nothing is written when validation finds an error (with --strict: any finding);
+    warnings are printed.
 
     Example: chamberlain render examples/acme -o out/
     """
+    from chamberlain.findings import blocking
     from chamberlain.service import repository
 
-    outcome = repository.render(path, out)
-    if outcome.findings:
-        _print_findings(outcome.findings)
-        stderr.print(f"[red]{len(outcome.findings)} findings[/red]; nothing rendered")
+    outcome = repository.render(path, out, strict=strict)
+    _print_findings(outcome.findings)
+    if not outcome.rendered:
+        failing = blocking(outcome.findings, strict=strict)
+        stderr.print(_findings_summary(outcome.findings, failing, str(path)) + "; nothing rendered")
         raise typer.Exit(1)
     stderr.print(f"[green]rendered[/green] {outcome.files} files to {out}")
 

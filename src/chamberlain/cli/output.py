@@ -40,6 +40,9 @@ Output = Annotated[DataFormat, typer.Option("-o", "--output", help="Output forma
 FindingsOutput = Annotated[FindingsFormat, typer.Option("-o", "--output", help="Output format.")]
 InventoryOutput = Annotated[InventoryFormat, typer.Option("-o", "--output", help="Output format.")]
 
+StrictOption = Annotated[
+    bool, typer.Option("--strict", help="Warnings fail the command too (SPEC §10: a new rule starts as a warning).")
+]
 RepoPath = Annotated[
     str,
     typer.Argument(help="The intent repository (a directory of YAML files).", show_default=False, metavar="PATH"),

@@ -91,9 +91,29 @@ class Authority(Model):
     )
 
 
+AgeRecipient = Annotated[str, StringConstraints(pattern=r"^age1[0-9a-z]{50,}$")]
+# Where a rendered tree sits inside the Git repository the GitOps controller reads: relative, no '..', no '//'.
+_GIT_SEGMENT = r"[A-Za-z0-9_][-A-Za-z0-9_.]*"
+GitPath = Annotated[str, StringConstraints(pattern=rf"^\.$|^(\./)?{_GIT_SEGMENT}(/{_GIT_SEGMENT})*/?$", max_length=512)]
+
+
 class RootOfTrust(Model):
-    age_recipients: list[Annotated[str, StringConstraints(pattern=r"^age1[0-9a-z]{50,}$")]] = Field(
+    age_recipients: list[AgeRecipient] = Field(
         min_length=1, description="public age recipients only; identities never live in Git"
+    )
+
+
+class GitOps(Model):
+    """How the GitOps controller (Flux, Argo CD) of each cluster reads the rendered output and decrypts bootstrap
+    files. Its age keys are recipients of their own: they open bootstrap files, never an unseal share."""
+
+    path: GitPath = Field(
+        default=".", description="where the rendered tree is committed in the GitOps repository (Flux paths)"
+    )
+    decryption_recipients: dict[DnsLabel, list[AgeRecipient]] = Field(
+        default_factory=dict,
+        description="per cluster: the public age recipient(s) of the in-cluster key the GitOps controller "
+        "decrypts bootstrap files with; bootstrap files are encrypted to the root recipients plus these",
     )
 
 
@@ -114,6 +134,7 @@ class PlatformSpec(Model):
     root_of_trust: RootOfTrust
     defaults: PlatformDefaults = Field(default_factory=PlatformDefaults)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    gitops: GitOps = Field(default_factory=GitOps)
 
 
 class Platform(Model):

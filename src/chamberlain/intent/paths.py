@@ -64,6 +64,17 @@ def intent_environments(platform: Platform, intent: SecretIntent) -> list[Enviro
     return [e for e in platform.spec.environments if e.name in wanted]
 
 
+def bootstrap_recipients(platform: Platform, intent: SecretIntent) -> list[str]:
+    """Who may open a bootstrap file of ``intent``: the Platform's root recipients, then the GitOps decryption
+    recipients of every cluster the intent is placed on (``spec.gitops.decryptionRecipients``), each once."""
+    recipients = dict.fromkeys(platform.spec.root_of_trust.age_recipients)
+    per_cluster = platform.spec.gitops.decryption_recipients
+    for env in intent_environments(platform, intent):
+        for cluster in env.clusters:
+            recipients.update(dict.fromkeys(per_cluster.get(cluster, [])))
+    return list(recipients)
+
+
 def vault_path(platform: Platform, intent: SecretIntent, environment: str, cluster: str) -> VaultPath:
     mounts = platform.spec.authority.mounts
     spec = intent.spec

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from chamberlain.checks.sops import bootstrap_refs, recipient_problems
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Document, Repository, load_repository
 from chamberlain.intent.model import API_VERSION
+from chamberlain.intent.paths import bootstrap_recipients
 
 SOPS_CONFIG = ".sops.yaml"
 GENERIC_RULE = r"bootstrap/.*\.sops\.ya?ml$"
@@ -92,15 +94,22 @@ def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
     return yamledit.dump(yaml, doc), [str(r) for r in recipients], True
 
 
-def desired_rules(bootstrap_files: list[str]) -> list[str]:
-    """path_regex of every rule chamberlain manages, in the order sops should try them."""
+def desired_rules(bootstrap_files: list[str], own: Collection[str] = ()) -> list[str]:
+    """path_regex of every rule chamberlain manages, in the order sops should try them. A file with recipients of
+    its own (``own``: GitOps decryption recipients on top of the root's) always gets an exact rule."""
     generic = re.compile(GENERIC_RULE)
-    exact = [f"^{re.escape(rel)}$" for rel in sorted(set(bootstrap_files)) if not generic.search(rel)]
+    exact = [exact_rule(rel) for rel in sorted(set(bootstrap_files)) if rel in own or not generic.search(rel)]
     return [*exact, GENERIC_RULE]
 
 
-def update_sops_config(text: str | None, rules: list[str], recipients: list[str]) -> tuple[str, bool]:
-    """``.sops.yaml`` text with our creation rules in front and up to date. Pure; (new text, changed)."""
+def exact_rule(rel: str) -> str:
+    return f"^{re.escape(rel)}$"
+
+
+def update_sops_config(text: str | None, rules: list[str], recipients: list[str],
+                       extra: Mapping[str, Sequence[str]] | None = None) -> tuple[str, bool]:
+    """``.sops.yaml`` text with our creation rules in front and up to date: each rule encrypts to ``recipients``
+    plus ``extra[rule]`` (a bootstrap file's GitOps decryption recipients). Pure; (new text, changed)."""
     if text is None or not text.strip():
         yaml, doc = yamledit.load("creation_rules: []\n")
         doc["creation_rules"] = CommentedSeq()
@@ -113,13 +122,13 @@ def update_sops_config(text: str | None, rules: list[str], recipients: list[str]
     rules_seq = yamledit.child(doc, "creation_rules", CommentedSeq)
     if rules_seq is None:
         raise UsageError(f"{SOPS_CONFIG}: creation_rules is not a list")
-    age = ",".join(recipients)
     by_regex: dict[str, CommentedMap] = {
         r["path_regex"]: r for r in rules_seq if isinstance(r, CommentedMap) and isinstance(r.get("path_regex"), str)
     }
     changed = False
     insert_at = 0
     for regex in rules:
+        age = ",".join([*recipients, *(r for r in (extra or {}).get(regex, ()) if r not in recipients)])
         rule = by_regex.get(regex)
         if rule is None:
             rule = CommentedMap([("path_regex", regex), ("encrypted_regex", ENCRYPTED_REGEX), ("age", age)])
@@ -141,15 +150,33 @@ def update_sops_config(text: str | None, rules: list[str], recipients: list[str]
     return (_HEADER + out if original is None else out), True
 
 
-def _stale(repo: Repository, recipients: list[str]) -> list[str]:
+def _stale(repo: Repository, recipients: list[str], extra: Mapping[str, Sequence[str]]) -> list[str]:
     stale = []
     for ref in bootstrap_refs(repo):
         if ref.file is None:
             continue
+        wanted = [*recipients, *extra.get(ref.file.rel, ())]
         for doc in ref.file.documents:
-            if doc.is_sops and recipient_problems(doc.data["sops"], recipients):
+            if doc.is_sops and recipient_problems(doc.data["sops"], wanted):
                 stale.append(ref.file.rel)
     return sorted(set(stale))
+
+
+def _gitops_recipients(repo: Repository) -> dict[str, list[str]]:
+    """Per bootstrap file: the GitOps decryption recipients its intent's clusters add to the root's."""
+    platform = repo.platform
+    if platform is None:
+        return {}
+    root = set(platform.spec.root_of_trust.age_recipients)
+    extra: dict[str, list[str]] = {}
+    for ref in bootstrap_refs(repo):
+        if ref.rel is None:
+            continue
+        own = [r for r in bootstrap_recipients(platform, ref.intent.obj) if r not in root]
+        if own:
+            extra.setdefault(ref.rel, [])
+            extra[ref.rel] += [r for r in own if r not in extra[ref.rel]]
+    return extra
 
 
 def update_repository(root: Path, recipient: str) -> RepoUpdate:
@@ -172,11 +199,13 @@ def update_repository(root: Path, recipient: str) -> RepoUpdate:
         raise UsageError(f"{config}: is a symbolic link; refusing to write through it")
     current = config.read_text(encoding="utf-8") if config.exists() else None
     files = [r.rel for r in bootstrap_refs(repo) if r.rel is not None]
-    text, changed = update_sops_config(current, desired_rules(files), recipients)
+    extra = _gitops_recipients(repo)
+    text, changed = update_sops_config(current, desired_rules(files, set(extra)), recipients,
+                                       {exact_rule(rel): own for rel, own in extra.items()})
     if changed:
         _write_atomic(config, text)
         update.sops_config_written = True
-    update.stale_files = _stale(repo, recipients)
+    update.stale_files = _stale(repo, recipients, extra)
     return update
 
 

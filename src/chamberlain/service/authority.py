@@ -221,12 +221,17 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
 
     report = lifecycle.initialize(
         servers.anonymous(platform), _store(platform, servers),
-        lifecycle.InitPlan(request.shares, request.threshold, spec.root_of_trust.age_recipients,
-                           request.recovery_dir),
+        lifecycle.InitPlan(request.shares, request.threshold, share_recipients(platform), request.recovery_dir),
         login_configurator=lambda: servers.configurator(platform),
         configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
     )
     return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report)
+
+
+def share_recipients(platform: Platform) -> list[str]:
+    """Who unseal shares are sealed to: the offline root only. The GitOps controllers' decryption keys
+    (``spec.gitops.decryptionRecipients``) live in-cluster and open bootstrap files, never a share."""
+    return list(platform.spec.root_of_trust.age_recipients)
 
 
 def unseal(root: Path, identity: Path, servers: Servers) -> UnsealResult:
@@ -278,7 +283,7 @@ def rekey(root: Path, identity: Path, servers: Servers, caller: Caller, *, share
     _, platform = load_platform(root)
     report = lifecycle.rekey(
         servers.anonymous(platform), _store(platform, servers), lifecycle.load_identities(identity),
-        platform.spec.root_of_trust.age_recipients,
+        share_recipients(platform),
         login_configurator=lambda: servers.configurator(platform),
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
     )

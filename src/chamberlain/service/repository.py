@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class RenderOutcome:
-    findings: list[Finding]
+    findings: list[Finding]  # everything found; rendering stopped only when ``rendered`` is False
     files: int = 0
+    rendered: bool = False
 
 
 def repository_root(path: str | Path) -> Path:
@@ -72,17 +73,18 @@ def load_unvalidated(path: str | Path) -> tuple[Repository, Platform]:
     return repo, repo.platform
 
 
-def render(path: str | Path, out: Path) -> RenderOutcome:
-    """The GitOps output of a clean repository written to ``out``; with findings, nothing is written."""
+def render(path: str | Path, out: Path, *, strict: bool = False) -> RenderOutcome:
+    """The GitOps output of a repository without errors (``strict``: without warnings either) written to ``out``;
+    otherwise nothing is written."""
     from chamberlain.checks.gate import validate_repository
     from chamberlain.render import render_repository, write_tree
 
     result = validate_repository(repository_root(path))
-    if result.findings:
+    if result.blocking(strict=strict):
         return RenderOutcome(result.findings)
     tree = render_repository(result.repo)
     write_tree(tree, out)
-    return RenderOutcome([], len(tree.files))
+    return RenderOutcome(result.findings, len(tree.files), rendered=True)
 
 
 def inventory(path: str | Path) -> Inventory:

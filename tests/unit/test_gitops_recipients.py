@@ -1,0 +1,114 @@
+"""Per-cluster GitOps decryption recipients (``spec.gitops.decryptionRecipients``): bootstrap files are encrypted
+to the root recipients plus their clusters' GitOps keys, unseal shares to the root only, and the checks say so."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from chamberlain.checks.gate import validate_repository
+from chamberlain.intent.model import GitOps, Platform
+from chamberlain.intent.paths import bootstrap_recipients
+from chamberlain.root.repo import GENERIC_RULE, desired_rules, exact_rule, update_sops_config
+from chamberlain.service.authority import share_recipients
+from tests.conftest import CORPUS
+
+ROOT = "age1alv9cmp24g55wasnmzrfm3rspphz5u8ay6e5ujdujr99yf27xyssrczjjk"
+OTHER = "age1uje6yutxcw4r8qt9yrcm2x98zpljfgvsn7w3e46vfla77w8cmv7qyzkcaz"  # tests/fixtures/age/other-identity.txt
+ANCHOR = "  defaults: {rotationPolicy: standard}\n"
+
+
+def _repo(tmp_path: Path, gitops: str) -> Path:
+    """The corpus base with the bootstrap intent whose file is encrypted to ROOT and OTHER."""
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS / "base", repo)
+    case = CORPUS / "bad" / "CH022-extra-recipient"
+    shutil.copytree(case / "bootstrap", repo / "bootstrap")
+    shutil.copy(case / "intents" / "bootstrap.yaml", repo / "intents" / "bootstrap.yaml")
+    platform = repo / "platform.yaml"
+    platform.write_text(platform.read_text().replace(ANCHOR, ANCHOR + gitops))
+    return repo
+
+
+def _rules(repo: Path) -> list[str]:
+    return sorted(f.rule for f in validate_repository(repo).findings)
+
+
+def test_a_file_encrypted_to_the_root_and_its_clusters_gitops_key_is_clean(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, f"  gitops:\n    decryptionRecipients:\n      dev1: [{OTHER}]\n      prod-eu1: [{OTHER}]\n")
+    assert _rules(repo) == []
+
+
+def test_without_the_declaration_the_extra_recipient_is_still_refused(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "")
+    findings = validate_repository(repo).findings
+    assert [f.rule for f in findings] == ["CH022"]
+    assert "spec.gitops.decryptionRecipients" in findings[0].message
+
+
+def test_a_declared_gitops_key_the_file_lacks_is_reported(tmp_path: Path) -> None:
+    third = "age1" + "q" * 58
+    repo = _repo(tmp_path, f"  gitops:\n    decryptionRecipients:\n      dev1: [{OTHER}, {third}]\n"
+                           f"      prod-eu1: [{OTHER}]\n")
+    findings = validate_repository(repo).findings
+    assert [f.rule for f in findings] == ["CH022"] and third in findings[0].message
+
+
+def test_a_cluster_without_a_gitops_key_is_a_warning_once_any_is_declared(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, f"  gitops:\n    decryptionRecipients:\n      dev1: [{OTHER}]\n")
+    result = validate_repository(repo)
+    # prod-eu1 lacks its key: CH018 (warning) names it; the file carries OTHER only for dev1's sake, which is fine.
+    assert [f.rule for f in result.findings] == ["CH018"]
+    assert "prod-eu1" in result.findings[0].message
+    assert result.blocking() == [] and [f.rule for f in result.blocking(strict=True)] == ["CH018"]
+
+
+def _platform(gitops: dict[str, list[str]]) -> Platform:
+    return Platform.model_validate({
+        "apiVersion": "chamberlain.dev/v1alpha1", "kind": "Platform", "metadata": {"name": "p"},
+        "spec": {"environments": [{"name": "prod", "clusters": ["eu", "us"]}, {"name": "dev", "clusters": ["d1"]}],
+                 "authority": {"address": "https://vault:8200"},
+                 "rootOfTrust": {"ageRecipients": [ROOT]},
+                 "gitops": {"decryptionRecipients": gitops}},
+    })
+
+
+def test_bootstrap_recipients_are_the_root_then_each_placed_clusters_keys_once() -> None:
+    from chamberlain.intent.model import SecretIntent
+
+    platform = _platform({"eu": [OTHER], "us": [OTHER], "d1": ["age1" + "d" * 58]})
+    intent = SecretIntent.model_validate({
+        "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": "smtp"},
+        "spec": {"owner": "t", "purpose": "p", "classification": "bootstrap", "environments": ["prod"],
+                 "source": {"bootstrap": {"file": "b.sops.yaml"}}}})
+    assert bootstrap_recipients(platform, intent) == [ROOT, OTHER]
+
+
+def test_unseal_shares_are_sealed_to_the_root_only() -> None:
+    platform = _platform({"eu": [OTHER]})
+    assert share_recipients(platform) == [ROOT]
+
+
+@pytest.mark.parametrize("path", [".", "deploy", "./deploy/chamberlain", "deploy/"])
+def test_gitops_path_accepts_relative_paths(path: str) -> None:
+    assert GitOps(path=path).path == path
+
+
+@pytest.mark.parametrize("path", ["/abs", "../up", "a/../b", "a//b", "", "a b", "~/x"])
+def test_gitops_path_refuses_paths_that_could_leave_the_repository(path: str) -> None:
+    with pytest.raises(ValidationError):
+        GitOps(path=path)
+
+
+def test_sops_rules_give_a_file_with_gitops_keys_its_own_exact_rule() -> None:
+    rel = "bootstrap/smtp.sops.yaml"  # matches the generic rule, yet needs its own recipients
+    assert desired_rules([rel]) == [GENERIC_RULE]
+    rules = desired_rules([rel], {rel})
+    assert rules == [exact_rule(rel), GENERIC_RULE]
+    text, changed = update_sops_config(None, rules, [ROOT], {exact_rule(rel): [OTHER]})
+    assert changed and f"age: {ROOT},{OTHER}" in text and f"age: {ROOT}\n" in text
+    again, changed = update_sops_config(text, rules, [ROOT], {exact_rule(rel): [OTHER]})
+    assert not changed and again == text
