@@ -110,3 +110,4 @@ ANNOTATION_DEMO_REVALIDATE: Final = PREFIX + "demo-revalidate"
 ESO_FORCE_SYNC: Final = "force-sync"  # ESO reconciles an ExternalSecret whose annotations changed
 ARGOCD_SYNC_WAVE: Final = "argocd.argoproj.io/sync-wave"
 ARGOCD_SYNC_OPTIONS: Final = "argocd.argoproj.io/sync-options"
+FLUX_PRUNE: Final = "kustomize.toolkit.fluxcd.io/prune"  # "disabled": Flux's garbage collection skips the object

@@ -46,12 +46,15 @@ def test_ksops_generator_is_listed_by_the_application() -> None:
 
 def test_flux_kustomization_decrypts_with_sops_age() -> None:
     tree = render_repository(load_repository(ACME))
-    flux = yaml.safe_load(tree["flux/prod/prod-eu1/bootstrap.yaml"])
+    docs = [d for d in yaml.safe_load_all(tree["flux/prod-eu1/prod.yaml"]) if d]
+    (flux,) = [d for d in docs if d["metadata"]["name"] == "chamberlain-bootstrap-prod"]
     assert flux["apiVersion"] == "kustomize.toolkit.fluxcd.io/v1" and flux["kind"] == "Kustomization"
     assert flux["spec"]["decryption"] == {"provider": "sops", "secretRef": {"name": "sops-age"}}
     assert flux["spec"]["path"] == "./envs/prod/prod-eu1/bootstrap"
-    assert sorted(p for p in tree.paths() if p.startswith("flux/")) == [
-        "flux/dev/dev1/bootstrap.yaml", "flux/prod/prod-eu1/bootstrap.yaml", "flux/prod/prod-us1/bootstrap.yaml"]
+    assert flux["spec"]["prune"] is False
+    # the ephemeral preview environment on dev1 carries no bootstrap files: no bootstrap Kustomization
+    preview = [d["metadata"]["name"] for d in yaml.safe_load_all(tree["flux/dev1/preview.yaml"]) if d]
+    assert preview == ["chamberlain-env-preview"]
 
 
 def test_the_secrets_namespace_is_created_in_wave_zero_labelled_bootstrap() -> None:
@@ -73,7 +76,9 @@ def test_render_is_deterministic_and_without_bootstrap_intents_unchanged(tmp_pat
     for f in ("smtp-relay", "registry-pull"):
         (repo / "bootstrap" / f"{f}.sops.yaml").unlink()
     tree = render_repository(load_repository(repo))
-    assert not any("bootstrap" in p or p.startswith("flux/") for p in tree.paths())
+    assert not any("bootstrap" in p for p in tree.paths())
+    flux = "".join(text for p, text in tree.files.items() if p.startswith("flux/"))
+    assert "decryption" not in flux and "chamberlain-bootstrap" not in flux
 
 
 def test_an_intent_on_two_environments_of_one_cluster_is_carried_once() -> None:

@@ -3,7 +3,7 @@
 Belongs here: for each bootstrap intent, in each cluster of its environments, the encrypted file copied byte for
 byte into the output, a KSOPS generator that the Argo CD application's ``kustomization.yaml`` lists under
 ``generators:`` (KSOPS decrypts in-cluster with its age key), a plain ``bootstrap/kustomization.yaml`` listing the
-encrypted files, and a Flux ``Kustomization`` with ``decryption: {provider: sops}`` pointing at that directory.
+encrypted files, which Flux's ``chamberlain-bootstrap-<env>`` Kustomization decrypts (:mod:`.flux`).
 Pure: no decryption (nothing here could), no I/O; the files come from the loaded repository.
 
 Layout inside ``envs/<env>/<cluster>/``::
@@ -12,8 +12,7 @@ Layout inside ``envs/<env>/<cluster>/``::
     bootstrap/<intent>.sops.yaml   the encrypted Secret, byte for byte as in Git
     bootstrap/kustomization.yaml   the encrypted files as resources: what Flux's kustomize-controller decrypts
 
-and ``flux/<env>/<cluster>/bootstrap.yaml`` (Flux ``Kustomization``, path ``./envs/<env>/<cluster>/bootstrap``,
-relative to the root of the Git repository the output is committed to).
+Flux's Kustomization over ``bootstrap/`` is rendered by :mod:`chamberlain.render.flux`.
 
 Why these choices:
 
@@ -46,10 +45,6 @@ Manifest = dict[str, Any]
 KSOPS_API = "viaduct.ai/v1"
 KSOPS_GENERATOR = "ksops-bootstrap.yaml"
 BOOTSTRAP_DIR = "bootstrap"
-FLUX_API = "kustomize.toolkit.fluxcd.io/v1"
-FLUX_NAMESPACE = "flux-system"
-FLUX_SOURCE = "flux-system"  # the GitRepository `flux bootstrap` creates
-SOPS_AGE_SECRET = "sops-age"  # noqa: S105 - the name of the Secret holding the age key in-cluster, not a value
 BOOTSTRAP_CLASS = "bootstrap"
 WAVE_BOOTSTRAP = naming.WAVE_IDENTITY  # after Namespaces (0); before stores and syncs that read Vault
 
@@ -186,28 +181,4 @@ def app_files(files: Sequence[BootstrapFile]) -> dict[str, str]:
     return out
 
 
-def flux_kustomization(environment: str, cluster: str) -> Manifest:
-    return {
-        "apiVersion": FLUX_API,
-        "kind": "Kustomization",
-        "metadata": {
-            "name": f"chamberlain-bootstrap-{environment}-{cluster}",
-            "namespace": FLUX_NAMESPACE,
-            "labels": {**naming.common_labels(), wk.LABEL_CLASS: BOOTSTRAP_CLASS,
-                       wk.LABEL_ENVIRONMENT: environment},
-        },
-        "spec": {
-            "interval": "10m",
-            "path": f"./envs/{environment}/{cluster}/{BOOTSTRAP_DIR}",
-            "prune": False,  # handover retires bootstrap Secrets; Flux must never delete or resurrect them itself
-            "sourceRef": {"kind": "GitRepository", "name": FLUX_SOURCE},
-            "decryption": {"provider": "sops", "secretRef": {"name": SOPS_AGE_SECRET}},
-        },
-    }
 
-
-def flux_files(layer: BootstrapLayer) -> dict[str, str]:
-    return {
-        f"flux/{env}/{cluster}/bootstrap.yaml": dump_yaml(flux_kustomization(env, cluster))
-        for (env, cluster), files in sorted(layer.apps.items()) if files
-    }

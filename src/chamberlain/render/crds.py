@@ -439,6 +439,11 @@ def crd_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
+def crd_name(kind: str) -> str:
+    """``secretintents.chamberlain.dev`` — the CustomResourceDefinition's object name."""
+    return f"{_KINDS[kind]['plural']}.{GROUP}"
+
+
 def crd_file_name(kind: str) -> str:
     """``chamberlain.dev_secretintents.yaml`` — the controller-gen naming convention."""
     return f"{GROUP}_{_KINDS[kind]['plural']}.yaml"

@@ -82,7 +82,7 @@ def namespace(name: str) -> Manifest:
         "kind": "Namespace",
         "metadata": _meta(
             name, None, naming.common_labels(),
-            naming.wave(naming.WAVE_FOUNDATION, {wk.ARGOCD_SYNC_OPTIONS: naming.KEEP}),
+            naming.wave(naming.WAVE_FOUNDATION, naming.keep()),
         ),
     }
 

@@ -7,17 +7,19 @@ Pure: returns ``{relative path: text}``; writing is :func:`chamberlain.render.wr
 Layout::
 
     crds/                          the CRDs: three intent kinds and RotationRun (+ kustomization.yaml)
-    clusters/<cluster>/            cluster-wide objects, applied once per cluster:
+    clusters/<cluster>/            cluster-wide objects, applied once per cluster (the CRDs apart):
         namespaces.yaml            every namespace chamberlain renders into (controller, consumers, producers)
         controller.yaml            the orchestrator's ServiceAccount
         platform.yaml              the Platform and the RotationPolicies, in the controller namespace
         intents/<owner>.yaml       the SecretIntents present on this cluster, grouped by owning team
     envs/<env>/<cluster>/          the Argo CD application of one environment on one cluster:
-        kustomization.yaml         ../../../clusters/<cluster> (base owner only, see below) + namespaces/*.yaml
+        kustomization.yaml         ../../../crds and ../../../clusters/<cluster> (base owner only, see below) +
+                                   namespaces/*.yaml
         namespaces/<ns>.yaml       ServiceAccounts, SecretStores, PushSecrets, ExternalSecrets of that namespace
+        namespaces/kustomization.yaml  those files alone: Flux's path for the environment
         ksops-bootstrap.yaml       KSOPS generator of the bootstrap Secrets this application carries (wave 1)
         bootstrap/                 those Secrets' SOPS files, byte for byte (see :mod:`.bootstrap`)
-    flux/<env>/<cluster>/          Flux Kustomizations with SOPS decryption for the same bootstrap files
+    flux/<cluster>/                Flux Kustomizations that apply all of the above in order (see :mod:`.flux`)
     vault/                         the Vault configuration bundle (see :mod:`.vault_bundle`)
 
 A cluster can host several environments (acme's ``preview`` lives on ``dev1``). Cluster-wide objects would then
@@ -42,7 +44,7 @@ from typing import Any
 from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
 from chamberlain.render import bootstrap as boot
-from chamberlain.render import eso, naming
+from chamberlain.render import eso, flux, naming
 from chamberlain.render.crds import crd, crd_file_name, crd_kinds
 from chamberlain.render.topology import RenderError, Topology
 from chamberlain.render.vault_bundle import bundle
@@ -94,7 +96,7 @@ class _Claims:
 
 
 def _crd_files(files: dict[str, str]) -> None:
-    keep = naming.wave(naming.WAVE_FOUNDATION, {wk.ARGOCD_SYNC_OPTIONS: naming.KEEP})
+    keep = naming.wave(naming.WAVE_FOUNDATION, naming.keep())
     crd_files = []
     for kind in crd_kinds():
         name = crd_file_name(kind)
@@ -133,18 +135,25 @@ def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapL
             by_owner.setdefault(intent.spec.owner, []).append(text)
         for owner, texts in by_owner.items():
             files[f"{base}/intents/{owner}.yaml"] = join_documents(texts)
+        # The CRDs are a layer of their own (Flux: chamberlain-crds, which this one depends on); the Argo CD
+        # application of the base owner lists them beside this directory.
         files[f"{base}/kustomization.yaml"] = kustomization(
-            ["../../crds", "namespaces.yaml", "controller.yaml", "platform.yaml"]
+            ["namespaces.yaml", "controller.yaml", "platform.yaml"]
             + [f"intents/{owner}.yaml" for owner in sorted(by_owner)]
         )
 
 
-def _environment_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer, claims: _Claims) -> None:
-    """Per environment and cluster: each namespace's ESO objects and identities, and the bootstrap layer."""
+def _environment_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer,
+                       claims: _Claims) -> dict[tuple[str, str], list[flux.Store]]:
+    """Per environment and cluster: each namespace's ESO objects and identities (also listed on their own in
+    ``namespaces/kustomization.yaml``, Flux's path), and the bootstrap layer. Returns each application's
+    SecretStores, which its Flux Kustomization waits for."""
+    stores: dict[tuple[str, str], list[flux.Store]] = {}
     for unit in topo.units:
         env, cluster = unit.environment, unit.cluster
         root = f"envs/{env}/{cluster}"
-        resources = [f"../../../clusters/{cluster}"] if topo.base_owner(cluster) == env else []
+        base = topo.base_owner(cluster) == env
+        resources = ["../../../crds", f"../../../clusters/{cluster}"] if base else []
         for ns in unit.namespaces:
             manifests = eso.publisher_objects(topo.platform, env, cluster, ns, unit.publishes.get(ns, []))
             if ns in unit.reads:
@@ -155,10 +164,16 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
             claims.claim(cluster, manifests, f"{root}/{path}")
             files[f"{root}/{path}"] = dump_yaml_documents(manifests)
             resources.append(path)
+            stores.setdefault((env, cluster), []).extend(
+                flux.Store(m["apiVersion"], ns, m["metadata"]["name"]) for m in manifests if m["kind"] == "SecretStore")
+        if unit.namespaces:
+            files[f"{root}/namespaces/kustomization.yaml"] = kustomization([f"{ns}.yaml" for ns in unit.namespaces])
+            stores.setdefault((env, cluster), [])
         carried = layer.files_of(env, cluster)
         claims.claim(cluster, [boot.secret_identity(f) for f in carried], f"{root}/{boot.KSOPS_GENERATOR}")
         files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried).items()})
         files[f"{root}/kustomization.yaml"] = kustomization(resources, boot.kustomization_fields(carried))
+    return stores
 
 
 def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) -> dict[str, str]:
@@ -169,8 +184,8 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
     claims = _Claims()
     _crd_files(files)
     _cluster_files(files, topo, layer, claims)
-    _environment_files(files, topo, layer, claims)
-    files.update(boot.flux_files(layer))
+    stores = _environment_files(files, topo, layer, claims)
+    files.update(flux.flux_files(topo, stores, [key for key, carried in layer.apps.items() if carried]))
     for rel, text in bundle(topo).items():
         files[f"vault/{rel}"] = text
     return files

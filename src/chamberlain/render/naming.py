@@ -22,6 +22,11 @@ from chamberlain.intent.model import Platform, SecretIntent
 # side effect of removing something from the rendered output or deleting the Argo CD application.
 KEEP = "Delete=false,Prune=false"
 
+
+def keep() -> dict[str, str]:
+    """Annotations that stop both GitOps controllers from ever deleting an object (CRDs, Namespaces)."""
+    return {wk.ARGOCD_SYNC_OPTIONS: KEEP, wk.FLUX_PRUNE: "disabled"}
+
 # Argo CD applies lower waves first and waits for them to be healthy.
 WAVE_FOUNDATION = 0  # CRDs and Namespaces: everything else lives in or is typed by them
 WAVE_IDENTITY = 1  # ServiceAccounts: the identities Vault's Kubernetes auth roles are bound to
