@@ -110,3 +110,13 @@ ANNOTATION_DEMO_REVALIDATE: Final = PREFIX + "demo-revalidate"
 ESO_FORCE_SYNC: Final = "force-sync"  # ESO reconciles an ExternalSecret whose annotations changed
 ARGOCD_SYNC_WAVE: Final = "argocd.argoproj.io/sync-wave"
 ARGOCD_SYNC_OPTIONS: Final = "argocd.argoproj.io/sync-options"
+ARGOCD_PRUNE_FALSE: Final = "Prune=false"
+ARGOCD_COMPARE_OPTIONS: Final = "argocd.argoproj.io/compare-options"
+ARGOCD_IGNORE_EXTRANEOUS: Final = "IgnoreExtraneous"
+ARGOCD_TRACKING_ID: Final = "argocd.argoproj.io/tracking-id"  # <app>:<group>/<kind>:<namespace>/<name>
+ARGOCD_INSTANCE_LABEL: Final = "app.kubernetes.io/instance"  # Argo CD's label tracking: the application's name
+FLUX_NAME_LABEL: Final = "kustomize.toolkit.fluxcd.io/name"  # the Flux Kustomization that applied the object
+FLUX_NAMESPACE_LABEL: Final = "kustomize.toolkit.fluxcd.io/namespace"
+FLUX_RECONCILE: Final = "kustomize.toolkit.fluxcd.io/reconcile"  # "disabled": Flux never applies it again
+FLUX_PRUNE: Final = "kustomize.toolkit.fluxcd.io/prune"  # "disabled": Flux never garbage-collects it
+FLUX_DISABLED: Final = "disabled"

@@ -44,7 +44,11 @@ def test_bad_case(case: Path, tmp_path: Path) -> None:
     expect = yaml.safe_load((case / "expect.yaml").read_text())
     assert expect["rule"] in RULES
     repo = materialize(case, tmp_path)
-    result = run_cli("validate", str(repo), "-o", "json")
+    if expect.get("severity") == "warning":  # a warning alone never fails validate; --strict makes it fail
+        assert run_cli("validate", str(repo)).code == 0
+        result = run_cli("validate", "--strict", str(repo), "-o", "json")
+    else:
+        result = run_cli("validate", str(repo), "-o", "json")
     assert "Traceback" not in result.out + result.err
     assert result.code == 1, result.out + result.err
     import json

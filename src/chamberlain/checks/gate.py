@@ -23,6 +23,16 @@ class Validation:
     repo: Repository
     findings: list[Finding]
 
+    @property
+    def errors(self) -> list[Finding]:
+        """The findings that refuse the repository; warnings are printed but never do on their own (SPEC §10)."""
+        return blocking(self.findings)
+
+
+def blocking(findings: list[Finding], *, strict: bool = False) -> list[Finding]:
+    """The findings that refuse a repository: the errors, and with ``strict`` the warnings too."""
+    return [f for f in findings if strict or f.rule_info.severity == "error"]
+
 
 class InvalidRepository(ChamberlainError):
     """The repository has findings; the requested step applies nothing."""
@@ -40,11 +50,11 @@ def validate_repository(root: Path) -> Validation:
 
 
 def load_valid(root: Path) -> Repository:
-    """Load and validate; raise :class:`InvalidRepository` on any finding."""
+    """Load and validate; raise :class:`InvalidRepository` on any error (warnings do not refuse it)."""
     result = validate_repository(root)
-    if result.findings:
-        raise InvalidRepository(root, result.findings)
+    if result.errors:
+        raise InvalidRepository(root, result.errors)
     return result.repo
 
 
-__all__ = ["InvalidRepository", "Validation", "load_valid", "validate_repository"]
+__all__ = ["InvalidRepository", "Validation", "blocking", "load_valid", "validate_repository"]

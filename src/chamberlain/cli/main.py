@@ -62,8 +62,13 @@ def _root(
 
 
 @app.command()
-def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text) -> None:
-    """Check an intent repository against the schema and every invariant. Exit 1 when anything is found.
+def validate(
+    path: RepoPath,
+    output: FindingsOutput = FindingsFormat.text,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+) -> None:
+    """Check an intent repository against the schema and every invariant. Exit 1 on an error (or, with
+    --strict, a warning); warnings alone are printed and exit 0.
 
     Example: chamberlain validate examples/acme -o sarif > chamberlain.sarif
     """
@@ -85,7 +90,9 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text) -> No
                 f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
                 f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
             )
-    raise typer.Exit(1 if result.findings else 0)
+    from chamberlain.checks.gate import blocking
+
+    raise typer.Exit(1 if blocking(result.findings, strict=strict) else 0)
 
 
 def _print_findings(findings: list[Finding]) -> None:

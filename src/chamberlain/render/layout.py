@@ -157,7 +157,8 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
             resources.append(path)
         carried = layer.files_of(env, cluster)
         claims.claim(cluster, [boot.secret_identity(f) for f in carried], f"{root}/{boot.KSOPS_GENERATOR}")
-        files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried).items()})
+        emptied = (env, cluster) in layer.emptied
+        files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried, emptied=emptied).items()})
         files[f"{root}/kustomization.yaml"] = kustomization(resources, boot.kustomization_fields(carried))
 
 

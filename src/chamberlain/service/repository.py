@@ -78,8 +78,8 @@ def render(path: str | Path, out: Path) -> RenderOutcome:
     from chamberlain.render import render_repository, write_tree
 
     result = validate_repository(repository_root(path))
-    if result.findings:
-        return RenderOutcome(result.findings)
+    if result.errors:
+        return RenderOutcome(result.errors)
     tree = render_repository(result.repo)
     write_tree(tree, out)
     return RenderOutcome([], len(tree.files))
