@@ -35,6 +35,9 @@ CREATED_BY: Final = "created-by"
 CREATED_BY_CHAMBERLAIN: Final = "chamberlain"
 CREATED_AT: Final = "created-at"
 RETIRED_PREFIX: Final = "retired."  # retired.<cluster> = ledger seq of that cluster's retirement entry
+# handover-seq.<cluster> = ledger seq of that cluster's handover entry when its retirement was deferred (GitOps
+# still applied the bootstrap Secret); the retirement then gets its own entry
+HANDOVER_SEQ_PREFIX: Final = "handover-seq."
 POLICY_PREFIX: Final = "policy."  # policy.type, policy.ttl, ...: the rotation policy in force
 POLICY_NAME: Final = POLICY_PREFIX + "name"  # the RotationPolicy's name, or "inline"
 POLICY_TYPE: Final = POLICY_PREFIX + "type"
@@ -54,6 +57,10 @@ HELD_RUN: Final = "held-run"
 def retired_key(cluster: str) -> str:
     """Several clusters of one environment may share a path; each retires its own bootstrap Secret."""
     return f"{RETIRED_PREFIX}{cluster}"
+
+
+def handover_seq_key(cluster: str) -> str:
+    return f"{HANDOVER_SEQ_PREFIX}{cluster}"
 
 
 # --------------------------------------------------------------------------------------------------- labels
