@@ -20,8 +20,18 @@ from chamberlain.authority.fake import FakeKV
 from chamberlain.checks.gate import validate_repository
 from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
-from chamberlain.handover import Bootstrap, HandoverError, HandoverUnit, Observed, RunContext, Step, VaultValue
-from chamberlain.handover import hand_over, handover_units, next_step
+from chamberlain.handover import (
+    Bootstrap,
+    HandoverError,
+    HandoverUnit,
+    Observed,
+    RunContext,
+    Step,
+    VaultValue,
+    hand_over,
+    handover_units,
+    next_step,
+)
 from chamberlain.handover import workflow as wf
 from chamberlain.handover.declare import declare_retirement, write_retirement
 from chamberlain.handover.gitops import (
