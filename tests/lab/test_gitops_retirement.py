@@ -12,9 +12,7 @@ files); once the inventory no longer lists them, handover consumes them and ledg
 from __future__ import annotations
 
 import json
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,8 @@ import yaml
 
 from chamberlain import wellknown as wk
 from chamberlain.clock import SystemClock
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import run_cli
+from tests.lab.test_handover import fresh_repo
 
 pytestmark = pytest.mark.lab
 
@@ -106,15 +105,7 @@ def test_the_check_against_a_real_api_server(flux_crd: KubeClient, k8s: Any) -> 
 
 def test_handover_waits_for_git_then_retires(flux_crd: KubeClient, k8s: Any, vault: Any, vault_info: Any,
                                              lab: Any, tmp_path: Path) -> None:
-    mount = f"rt-{uuid.uuid4().hex[:8]}"
-    vault.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
-    repo = tmp_path / "repo"
-    shutil.copytree(EXAMPLES / "acme", repo)
-    platform = repo / "platform.yaml"
-    platform.write_text(platform.read_text().replace("runtime: secret", f"runtime: {mount}"))
-    token = tmp_path / "token"
-    token.write_text(vault_info.root_token)
-    token.chmod(0o600)
+    repo, mount, token = fresh_repo(tmp_path, vault, vault_info)
     core = kubernetes.client.CoreV1Api(k8s)
     for intent, name in SECRETS.items():
         _secret(core, name, intent)

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.fake import FakeKV
 from chamberlain.checks.gate import validate_repository
 from chamberlain.clock import FakeClock
@@ -25,7 +24,6 @@ from chamberlain.handover import (
     HandoverError,
     HandoverUnit,
     Observed,
-    RunContext,
     Step,
     VaultValue,
     hand_over,
@@ -50,6 +48,7 @@ from chamberlain.service import handover as service
 from chamberlain.service import load_valid
 from chamberlain.service.context import Caller
 from tests.conftest import EXAMPLES
+from tests.unit.test_handover import Crash, World, new_world
 from tests.unit.test_service import FakeServers
 
 CANARY = "canary-Rt7Yq3Mz8Lp2Wx5Nb4"
@@ -62,23 +61,9 @@ PHASE_B = ["handover.consume", "handover.retire", "handover.retired"]
 MODES = ["delete", "inert", "ignore"]
 
 
-class Crash(BaseException):
-    """Stands in for os._exit at a checkpoint."""
-
-
-@dataclasses.dataclass
-class World:
-    kv: FakeKV
-    kube: FakeKube
-    ledger: Ledger
-    ctx: RunContext
-
-
 @pytest.fixture
 def world() -> World:
-    kv = FakeKV()
-    return World(kv, FakeKube(), Ledger(kv, "secret", clock=FakeClock(T0)),
-                 RunContext(actor="test", run="run-1", clock=FakeClock(T0)))
+    return new_world()
 
 
 @pytest.fixture(scope="module")

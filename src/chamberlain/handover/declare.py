@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedSeq
 
 from chamberlain import yamledit
 from chamberlain.checks.retirement import file_fingerprint
@@ -53,10 +53,8 @@ def declare_retirement(text: str, environment: str, fingerprint: str) -> tuple[s
     """One SecretIntent document ``text`` with ``environment`` in ``spec.source.bootstrap.retiredIn`` and
     ``retiredFingerprint`` set: (new text, changed). Pure."""
     yaml, doc = yamledit.load(text)
-    spec = doc.get("spec") if isinstance(doc, CommentedMap) else None
-    source = spec.get("source") if isinstance(spec, CommentedMap) else None
-    bootstrap = source.get("bootstrap") if isinstance(source, CommentedMap) else None
-    if not isinstance(bootstrap, CommentedMap):
+    bootstrap = yamledit.mapping_at(doc, "spec", "source", "bootstrap")
+    if bootstrap is None:
         raise DeclareError("the document has no spec.source.bootstrap mapping to record the retirement in")
     retired = yamledit.child(bootstrap, "retiredIn", CommentedSeq)
     if retired is None:
