@@ -96,6 +96,16 @@ _RULES = [
          "A high-entropy or credential-looking string is in the repository."),
     Rule("CH025", "bootstrap-file", INV2,
          "A bootstrap file is missing, escapes the repository, or is not a single Kubernetes Secret."),
+    Rule("CH026", "retired-unknown-environment", INV2,
+         "source.bootstrap.retiredIn names an environment the intent does not exist in."),
+    Rule("CH027", "retired-without-fingerprint", INV2,
+         "source.bootstrap.retiredIn without retiredFingerprint: a later change of the file cannot be detected.",
+         "warning"),
+    Rule("CH028", "bootstrap-changed-after-retirement", INV4,
+         "A bootstrap file changed after its retirement; an upstream-issued value goes through "
+         "`chamberlain import NAME`, never back through Git."),
+    Rule("CH029", "retirement-misplaced", INV2,
+         "retiredIn/retiredFingerprint outside spec.source.bootstrap: only a bootstrap file is retired."),
     Rule("CH030", "workload-uses-bootstrap", INV2,
          "A workload mounts or references a bootstrap Secret directly; bootstrap secrets are never consumed "
          "by applications."),

@@ -35,6 +35,9 @@ CREATED_BY: Final = "created-by"
 CREATED_BY_CHAMBERLAIN: Final = "chamberlain"
 CREATED_AT: Final = "created-at"
 RETIRED_PREFIX: Final = "retired."  # retired.<cluster> = ledger seq of that cluster's retirement entry
+# handover-seq.<cluster> = ledger seq of that cluster's handover entry when its retirement was deferred (GitOps
+# still applied the bootstrap Secret); the retirement then gets its own entry
+HANDOVER_SEQ_PREFIX: Final = "handover-seq."
 POLICY_PREFIX: Final = "policy."  # policy.type, policy.ttl, ...: the rotation policy in force
 POLICY_NAME: Final = POLICY_PREFIX + "name"  # the RotationPolicy's name, or "inline"
 POLICY_TYPE: Final = POLICY_PREFIX + "type"
@@ -54,6 +57,10 @@ HELD_RUN: Final = "held-run"
 def retired_key(cluster: str) -> str:
     """Several clusters of one environment may share a path; each retires its own bootstrap Secret."""
     return f"{RETIRED_PREFIX}{cluster}"
+
+
+def handover_seq_key(cluster: str) -> str:
+    return f"{HANDOVER_SEQ_PREFIX}{cluster}"
 
 
 # --------------------------------------------------------------------------------------------------- labels
@@ -110,4 +117,13 @@ ANNOTATION_DEMO_REVALIDATE: Final = PREFIX + "demo-revalidate"
 ESO_FORCE_SYNC: Final = "force-sync"  # ESO reconciles an ExternalSecret whose annotations changed
 ARGOCD_SYNC_WAVE: Final = "argocd.argoproj.io/sync-wave"
 ARGOCD_SYNC_OPTIONS: Final = "argocd.argoproj.io/sync-options"
-FLUX_PRUNE: Final = "kustomize.toolkit.fluxcd.io/prune"  # "disabled": Flux's garbage collection skips the object
+ARGOCD_PRUNE_FALSE: Final = "Prune=false"
+ARGOCD_COMPARE_OPTIONS: Final = "argocd.argoproj.io/compare-options"
+ARGOCD_IGNORE_EXTRANEOUS: Final = "IgnoreExtraneous"
+ARGOCD_TRACKING_ID: Final = "argocd.argoproj.io/tracking-id"  # <app>:<group>/<kind>:<namespace>/<name>
+ARGOCD_INSTANCE_LABEL: Final = "app.kubernetes.io/instance"  # Argo CD's label tracking: the application's name
+FLUX_NAME_LABEL: Final = "kustomize.toolkit.fluxcd.io/name"  # the Flux Kustomization that applied the object
+FLUX_NAMESPACE_LABEL: Final = "kustomize.toolkit.fluxcd.io/namespace"
+FLUX_RECONCILE: Final = "kustomize.toolkit.fluxcd.io/reconcile"  # "disabled": Flux never applies it again
+FLUX_PRUNE: Final = "kustomize.toolkit.fluxcd.io/prune"  # "disabled": Flux never garbage-collects it
+FLUX_DISABLED: Final = "disabled"

@@ -65,6 +65,13 @@ def child(parent: CommentedMap, key: str, kind: type[Node]) -> Node | None:
     return value if isinstance(value, kind) else None
 
 
+def mapping_at(node: Any, *keys: str) -> CommentedMap | None:
+    """The mapping at ``node[k1][k2]...``, or ``None`` when a step is missing or not a mapping (never creates)."""
+    for key in keys:
+        node = node.get(key) if isinstance(node, CommentedMap) else None
+    return node if isinstance(node, CommentedMap) else None
+
+
 def dump(yaml: YAML, data: Any) -> str:
     buf = io.StringIO()
     yaml.dump(data, buf)

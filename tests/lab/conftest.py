@@ -263,3 +263,11 @@ def age_identity(tmp_path: Path, sops_bin: Path) -> tuple[Path, str]:
     subprocess.run([keygen, "-o", str(key)], check=True, capture_output=True)
     recipient = subprocess.run([keygen, "-y", str(key)], check=True, capture_output=True, text=True).stdout.strip()
     return key, recipient
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The lab after the demo's phases through handover, shared by ``test_rotate`` and ``test_import``."""
+    from tests.lab import demo_lab
+
+    yield from demo_lab.start(tmp_path_factory.mktemp("demo-world"))

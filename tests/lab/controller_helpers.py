@@ -49,7 +49,7 @@ from chamberlain.rotation.run import RotationRun
 from chamberlain.service import load_valid
 from chamberlain.triggers.webhook import WebhookKey, sign
 from chamberlain.values.markers import version_marker
-from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_host
+from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_authority, lab_host
 
 MOUNT = "secret"
 CLUSTER, ENVIRONMENT = "dev1", "dev"
@@ -659,6 +659,7 @@ def build_world(base: Path, offset: int) -> World:
 
     lab_dir = base / "lab"
     report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
+                                  authority=lab_authority(),
                                   source_repo=source_repo(base / "source")), lab_host(), host_tools())
     assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
     lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))

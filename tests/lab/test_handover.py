@@ -147,9 +147,9 @@ def _decoded(obj: Any) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (obj.data or {}).items()}
 
 
-@pytest.fixture
-def env(tmp_path: Path, vault: Any, vault_info: Any, lab: Any, core: Any,
-        bootstrap_docs: dict[str, dict[str, Any]]) -> Iterator[Env]:
+def fresh_repo(tmp_path: Path, vault: Any, vault_info: Any) -> tuple[Path, str, Path]:
+    """A copy of examples/acme whose runtime mount is a new KV v2 mount of its own, and a token file: (repository,
+    mount, token file). Tests never share Vault state."""
     mount = f"rt-{uuid.uuid4().hex[:8]}"
     vault.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
     repo = tmp_path / "repo"
@@ -159,6 +159,13 @@ def env(tmp_path: Path, vault: Any, vault_info: Any, lab: Any, core: Any,
     token_file = tmp_path / "token"
     token_file.write_text(vault_info.root_token + "\n")
     token_file.chmod(0o600)
+    return repo, mount, token_file
+
+
+@pytest.fixture
+def env(tmp_path: Path, vault: Any, vault_info: Any, lab: Any, core: Any,
+        bootstrap_docs: dict[str, dict[str, Any]]) -> Iterator[Env]:
+    repo, mount, token_file = fresh_repo(tmp_path, vault, vault_info)
     for doc in bootstrap_docs.values():
         _materialize(core, doc)
     values = {name: dict(doc["stringData"]) for name, doc in bootstrap_docs.items()}

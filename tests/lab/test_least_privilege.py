@@ -28,7 +28,7 @@ from chamberlain.authority.errors import AuthorityError, Forbidden  # noqa: E402
 from chamberlain.authority.vault import VaultClient, login_kubernetes  # noqa: E402
 from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
-from tests.conftest import host_tools, lab_host, unbuilt  # noqa: E402
+from tests.conftest import host_tools, lab_authority, lab_host, unbuilt  # noqa: E402
 
 MOUNT = "kubernetes"
 ORCHESTRATOR = ("chamberlain-system", "chamberlain", "chamberlain.dev1.orchestrator")
@@ -67,7 +67,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 700
     pids: dict[str, int] = {}
     try:
-        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True),
+        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
+                                      authority=lab_authority()),
                           lab_host(), host_tools())
         assert report.ok, report.as_dict()
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))

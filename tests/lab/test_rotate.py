@@ -1,33 +1,23 @@
 """``chamberlain rotate`` and ``chamberlain status`` against the real lab, after a real Phase 0 → handover.
 
-A fresh lab (ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`` + 900) runs the demo's phases through handover on a
-copy of examples/acme whose ``grafana-admin`` has a 3-second maxOverlap (so the revoke step finishes inside the
-command). The rendered output was applied by the demo; the SecretStore of ``monitoring`` is pointed at the lab's
-loopback Vault with the lab CA (the rendered one names the in-cluster address), the real ESO materializes the
-consumer Secret, and then ``chamberlain rotate`` must: bump the Vault version by exactly one, get the new marker
-through the real ESO to the consumer Secret, restart the declared Deployment once, write one verified ``rotation``
-ledger entry; ``chamberlain status`` shows the consumer in sync. No value appears in any output.
+The session's demo lab (``tests/lab/demo_lab.py``: the demo's phases through handover on a fresh lab, a copy of
+examples/acme whose ``grafana-admin`` has a 3-second maxOverlap, so the revoke step finishes inside the command).
+The rendered output was applied by the demo; the SecretStore of ``monitoring`` is pointed at the lab's loopback
+Vault with the lab CA (the rendered one names the in-cluster address), the real ESO materializes the consumer
+Secret, and then ``chamberlain rotate`` must: bump the Vault version by exactly one, get the new marker through the
+real ESO to the consumer Secret, restart the declared Deployment once, write one verified ``rotation`` ledger
+entry; ``chamberlain status`` shows the consumer in sync. No value appears in any output.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.clock import SystemClock
-from chamberlain.lab import builds, procs
-from chamberlain.lab import lab as lab_mod
-from tests.conftest import EXAMPLES, host_tools, lab_host, run_cli, unbuilt
+from tests.conftest import run_cli
+from tests.lab.demo_lab import World, materialize
 
 pytestmark = pytest.mark.lab
 
@@ -35,113 +25,19 @@ pytest.importorskip("hvac")
 kubernetes = pytest.importorskip("kubernetes")
 
 from chamberlain.audit.ledger import LedgerReader  # noqa: E402
-from chamberlain.authority.session import Connection, orchestrator_kv  # noqa: E402
-from chamberlain.demo.walkthrough import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.intent.paths import PENDING_PREFIX  # noqa: E402
-from chamberlain.kube.client import KubeClient  # noqa: E402
-from chamberlain.service import load_valid  # noqa: E402
 
 NAME, NS, SECRET, WORKLOAD = "grafana-admin", "monitoring", "grafana-admin", "grafana"
 MOUNT, PATH = "secret", "dev/team-observability/grafana-admin"
-GROUP = "external-secrets.io"
 
 
-@dataclass
-class World:
-    lab: lab_mod.Lab
-    repo: Path
-    kube: KubeClient
-    api: Any  # kubernetes ApiClient
-    kv: Any
-
-    def vault_args(self) -> list[str]:
-        return ["-e", "dev", "--cluster", "dev1", "--vault-addr", self.lab.authority.address,
-                "--vault-cacert", str(self.lab.pki.ca.cert), "--kubeconfig", str(self.lab.kubeconfig)]
-
-
-def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
-
-
-def _source_repo(dst: Path) -> Path:
-    shutil.copytree(EXAMPLES / "acme", dst)
-    f = dst / "intents" / "observability.yaml"
-    text = f.read_text()
-    short = ("rotation: {type: time-based, ttl: 90d, rotateBefore: 7d, revokeOld: true, maxOverlap: 3s, "
-             "failureStrategy: retry}")
-    assert "rotation: {policy: standard}" in text
-    f.write_text(text.replace("rotation: {policy: standard}", short, 1))
-    return dst
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    missing = unbuilt()
-    if missing or builds.postgres_bindir() is None:
-        pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
-    base = tmp_path_factory.mktemp("rotate")
-    lab_dir = base / "lab"
-    offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 900
-    pids: dict[str, int] = {}
-    try:
-        report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=offset, keep=True,
-                                      source_repo=_source_repo(base / "source")), lab_host(), host_tools())
-        lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
-        pids = {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
-        assert report.ok, [p.as_dict() for p in report.phases if not p.ok]
-        repo = Path(report.work_dir) / "repo"
-        kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
-        platform = load_valid(repo).platform
-        assert platform is not None
-        kv = orchestrator_kv(Connection(lab.authority.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
-                             "chamberlain.dev1.orchestrator")
-        api = kubernetes.config.new_client_from_config(config_file=str(lab.kubeconfig))
-        yield World(lab, repo, kube, api, kv)
-        kube.close()
-    finally:
-        if (lab_dir / "lab.json").exists():
-            lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
-            pids = pids or {n: info.pid for n, s in lab.servers().items() if (info := s.running()) is not None}
-            lab_mod.down(lab_dir, lab_host(), progress=lambda _m: None)
-            lab.postgres.purge()
-    leftovers = {name: procs.group_members(pid) for name, pid in pids.items()}
-    assert not any(leftovers.values()), f"lab processes left behind: {leftovers}"
+@pytest.fixture
+def world(demo_world: World) -> World:
+    return demo_world
 
 
 def _materialize(w: World) -> str:
-    """Point the rendered SecretStore at the lab's Vault (loopback + lab CA), create the declared Deployment (no
-    kubelet: the object only), wait until ESO materialized the consumer with the current marker."""
-    custom = kubernetes.client.CustomObjectsApi(w.api)
-    store = "chamberlain-dev-secret"
-    custom.patch_namespaced_custom_object(GROUP, "v1", NS, "secretstores", store, {"spec": {"provider": {"vault": {
-        "server": w.lab.authority.address, "caBundle": base64.b64encode(w.lab.pki.ca_pem.encode()).decode()}}}})
-    apps = kubernetes.client.AppsV1Api(w.api)
-    try:
-        apps.create_namespaced_deployment(NS, {
-            "metadata": {"name": WORKLOAD},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": WORKLOAD}},
-                     "template": {"metadata": {"labels": {"app": WORKLOAD}},
-                                  "spec": {"containers": [{"name": WORKLOAD, "image": "example.invalid/g:1"}]}}},
-        })
-    except kubernetes.client.ApiException as exc:
-        if exc.status != 409:
-            raise
-    meta = w.kv.read_metadata(MOUNT, PATH)
-    marker = meta.custom["value-marker"]
-
-    def synced() -> bool:
-        w.kube.annotate_external_secret(NS, SECRET, {"force-sync": str(time.monotonic())})
-        ann = w.kube.get_secret_annotations(NS, SECRET)
-        return ann is not None and ann.get(wk.ANNOTATION_VERSION_MARKER) == marker
-
-    _wait_for(synced, 120, f"{NS}/{SECRET} materialized by ESO with the current marker")
-    return str(marker)
+    return materialize(w, NS, SECRET, WORKLOAD, MOUNT, PATH)
 
 
 def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: World) -> None:

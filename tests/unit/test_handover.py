@@ -65,11 +65,15 @@ class World:
     ctx: RunContext
 
 
-@pytest.fixture
-def world() -> World:
+def new_world() -> World:
     kv = FakeKV()
     return World(kv, FakeKube(), Ledger(kv, "secret", clock=FakeClock(T0)),
                  RunContext(actor="test", run="run-1", clock=FakeClock(T0)))
+
+
+@pytest.fixture
+def world() -> World:
+    return new_world()
 
 
 def materialize(kube: FakeKube, unit: HandoverUnit, data: dict[str, str] | None = None,

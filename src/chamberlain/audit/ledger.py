@@ -43,6 +43,7 @@ Event = Literal[
     "authority-rekey",
     "authority-unseal",
     "handover",
+    "retire",
     "value-created",
     "policy-change",
     "rotation",

@@ -27,6 +27,11 @@ class Validation:
     def blocking(self, *, strict: bool = False) -> list[Finding]:
         return blocking(self.findings, strict=strict)
 
+    @property
+    def errors(self) -> list[Finding]:
+        """The findings that refuse the repository; warnings are printed but never do on their own (SPEC §10)."""
+        return blocking(self.findings)
+
 
 class InvalidRepository(ChamberlainError):
     """The repository has error findings (or, strict, warnings); the requested step applies nothing."""

@@ -18,6 +18,7 @@ CHECK_MODULES = (
     "chamberlain.checks.authority",
     "chamberlain.checks.secrets",
     "chamberlain.checks.sops",
+    "chamberlain.checks.retirement",
     "chamberlain.checks.manifests",
 )
 

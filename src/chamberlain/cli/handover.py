@@ -14,11 +14,11 @@ a blocked secret or an interrupted run (the message says who is the authority no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.options import GROUPED, DryRun, Reason, Target, actor, clock, target_options
+from chamberlain.cli.options import GROUPED, DryRun, Reason, Target, actor, clock, settings, target_options
 from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line
 from chamberlain.service.context import Caller, LiveServers
 
@@ -34,30 +34,54 @@ def handover_cmd(
     target: Target = GROUPED,
     dry_run: DryRun = False,
     reason: Reason = "explicit handover",
+    commit: Annotated[bool, typer.Option(
+        "--commit", help="When GitOps still applies a bootstrap Secret: git-commit the retirement written into "
+                         "the intent file (that file only).")] = False,
     output: Output = DataFormat.text,
 ) -> None:
     """Hand the bootstrap Secrets of one cluster over to Vault: copy (check-and-set), verify, record, retire.
 
     Safe to re-run: finished handovers are no-ops and an interrupted one resumes. A different value already in
-    Vault is a conflict that touches nothing. No value is ever printed.
+    Vault is a conflict that touches nothing. A bootstrap Secret that Flux or Argo CD still applies is not retired
+    (it would come back): handover records the transfer, writes the retirement (retiredIn, retiredFingerprint) into
+    the intent file, and the Secret is retired by the next run once that change is pushed and reconciled. No value
+    is ever printed.
 
     Example: chamberlain handover examples/acme --cluster dev1 --vault-token-file ~/.vault-token
     """
-    from chamberlain.service.handover import handover
+    from chamberlain.handover.declare import git_env
+    from chamberlain.service.handover import GitOptions, handover
 
     caller = Caller(actor(), clock())
+    git = GitOptions(commit=commit, env=git_env(settings().child_env))
     with LiveServers(target.conn, caller.clock) as servers:
         result = handover(Path(path), servers, caller, environment=target.environment, cluster=target.cluster,
-                          dry_run=dry_run, reason=reason)
+                          dry_run=dry_run, reason=reason, git=git)
     data = result.as_dict()
     if not emit_data(data, output):
         for row in data["handovers"]:
             line(_steps(row, "{result:<20} {intent} ({environment}/{cluster}) {source} -> {path}", dry_run))
             if row["result"] in ("conflict", "blocked"):
                 line(f"  {row['message']}", err=True)
+            elif row["result"] == "awaiting-retirement":
+                _print_awaiting(row)
         if not data["handovers"]:
             line("no bootstrap secrets in the selected cluster", err=True)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _print_awaiting(row: dict[str, Any]) -> None:
+    git = row.get("git") or {}
+    line(f"  {row['message']}", err=True)
+    if git.get("commit"):
+        line(f"  committed {git['file']} ({str(git['commit'])[:12]}): push it, let GitOps reconcile, then re-run "
+             "handover", err=True)
+    elif git.get("changed"):
+        line(f"  wrote the retirement into {git['file']}: commit and push it, let GitOps reconcile, then re-run "
+             "handover", err=True)
+    else:
+        line(f"  {git.get('file', 'the intent file')} already declares it: push it and let GitOps reconcile, then "
+             "re-run handover", err=True)
 
 
 @target_options()

@@ -177,6 +177,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.demo import demo_cmd
     from chamberlain.cli.gitops import apply_cmd
     from chamberlain.cli.handover import handover_cmd, provision_cmd
+    from chamberlain.cli.importing import import_cmd
     from chamberlain.cli.lab import lab_app
     from chamberlain.cli.policy import policy_app
     from chamberlain.cli.root import root_app
@@ -192,7 +193,7 @@ def _register_subapps() -> None:
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
-                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd}
+                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd}
     for name, (sub_app, help_) in groups.items():
         app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():

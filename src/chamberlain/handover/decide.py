@@ -1,17 +1,23 @@
 """The handover decision: given what is observed now, which single step comes next (pure, no I/O).
 
-A handover is five small idempotent steps, and the persisted state of Vault and of the cluster *is* the progress
+A handover is a few small idempotent steps, and the persisted state of Vault and of the cluster *is* the progress
 record, so a crash anywhere resumes at the right step on the next run:
 
-=========  =============================================================================================
-write      copy the bootstrap Secret's data to the runtime path, check-and-set 0 (create only), then read it
-           back and compare in memory (verify)
-record     write custom_metadata ``authority=vault`` + provenance + the policy in force: **the commit point**;
-           before it the bootstrap Secret is the authority, from it on Vault is
-consume    retire the bootstrap Secret per ``afterHandover`` (delete / inert / ignore)
-ledger     append the ``handover`` ledger entry and note its sequence number on the secret (``retired.<cluster>``)
-done       nothing left to do
-=========  =============================================================================================
+================  ======================================================================================
+write             copy the bootstrap Secret's data to the runtime path, check-and-set 0 (create only), then read
+                  it back and compare in memory (verify)
+record            write custom_metadata ``authority=vault`` + provenance + the policy in force: **the commit
+                  point**; before it the bootstrap Secret is the authority, from it on Vault is
+consume           retire the bootstrap Secret per ``afterHandover`` (delete / inert / ignore) — only once no
+                  GitOps controller applies it any more (:mod:`.gitops`), or it would come back
+ledger            append the ``handover`` ledger entry and note its sequence number on the secret: after consume
+                  (``retired.<cluster>``, the entry records the retirement too), or, while GitOps still applies the
+                  Secret, before it (``handover-seq.<cluster>``)
+await-retirement  GitOps still applies the Secret and the handover is recorded: its retirement must be declared
+                  in Git (``retiredIn``) and reconciled first; the run ends here, the bootstrap Secret untouched
+retire            after a deferred consume: append the ``retire`` ledger entry (``retired.<cluster>``)
+done              nothing left to do
+================  ======================================================================================
 
 ``conflict`` (Vault holds a different value) and ``blocked`` (the observed state is not one a handover can
 produce, e.g. the bootstrap Secret is missing) stop the handover of that secret and touch nothing.
@@ -31,6 +37,8 @@ class Step(StrEnum):
     RECORD = "record"
     CONSUME = "consume"
     LEDGER = "ledger"
+    AWAIT = "await-retirement"
+    RETIRE = "retire"
     DONE = "done"
     CONFLICT = "conflict"
     BLOCKED = "blocked"
@@ -61,6 +69,8 @@ class Observed:
     recorded: bool  # custom_metadata says authority=vault
     recorded_here: bool  # ... and names this cluster's bootstrap Secret as its source
     retired: bool  # custom_metadata has retired.<this cluster>
+    gitops: bool = False  # a GitOps controller still applies the bootstrap Secret (it would come back if consumed)
+    logged: bool = False  # custom_metadata has handover-seq.<this cluster>: handed over, retirement deferred
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ class Decision:
     why: str
 
 
-TERMINAL = frozenset({Step.DONE, Step.CONFLICT, Step.BLOCKED})
+TERMINAL = frozenset({Step.DONE, Step.CONFLICT, Step.BLOCKED, Step.AWAIT})
 
 
 def next_step(s: Observed) -> Decision:
@@ -97,15 +107,28 @@ def next_step(s: Observed) -> Decision:
 def _after_commit(s: Observed) -> Decision:
     if s.bootstrap is Bootstrap.PRESENT:
         if s.vault is VaultValue.EQUAL:
-            return Decision(Step.CONSUME, "Vault is the authority; retire the bootstrap Secret")
+            return _consume(s, "Vault is the authority; retire the bootstrap Secret")
         if s.vault is VaultValue.DIFFERENT and s.recorded_here:
             # This very Secret was handed over and Vault has moved on since (e.g. a rotation): still retire it.
-            return Decision(Step.CONSUME, "Vault is the authority (its value changed since the handover); "
-                                          "retire the bootstrap Secret")
+            return _consume(s, "Vault is the authority (its value changed since the handover); retire the "
+                               "bootstrap Secret")
         if s.vault is VaultValue.DIFFERENT:
             return Decision(Step.CONFLICT, "Vault is the authority from another source and holds a different "
                                            "value than this cluster's bootstrap Secret")
         return Decision(Step.BLOCKED, "Vault records a handover but holds no current value")
     if s.retired:
         return Decision(Step.DONE, "already handed over")
+    if s.logged:
+        return Decision(Step.RETIRE, "the bootstrap Secret is retired; record its retirement in the ledger")
     return Decision(Step.LEDGER, "the bootstrap Secret is retired; record the handover in the ledger")
+
+
+def _consume(s: Observed, why: str) -> Decision:
+    """Consume, unless GitOps still applies the Secret: then record the handover and wait for Git to retire it."""
+    if not s.gitops:
+        return Decision(Step.CONSUME, why)
+    if s.logged:
+        return Decision(Step.AWAIT, "Vault is the authority, but GitOps still applies the bootstrap Secret: declare "
+                                    "its retirement in Git (retiredIn), let GitOps reconcile, then re-run")
+    return Decision(Step.LEDGER, "Vault is the authority, but GitOps still applies the bootstrap Secret: record "
+                                 "the handover now, retire the Secret once Git no longer declares it")

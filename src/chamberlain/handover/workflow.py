@@ -28,8 +28,9 @@ from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
 from chamberlain.handover import metadata as md
 from chamberlain.handover.decide import TERMINAL, Bootstrap, Observed, Step, VaultValue, next_step
+from chamberlain.handover.gitops import NOT_TRACKED, GitOpsOwner, applied_by, trackings
 from chamberlain.handover.units import HandoverUnit
-from chamberlain.kube.api import Kube, KubeConflict, KubeError, KubeSecret
+from chamberlain.kube.api import Kube, KubeConflict, KubeCustomObjects, KubeError, KubeSecret
 from chamberlain.values.markers import version_marker
 
 # Typed Secrets must keep their required keys, or the API server rejects the update: an inert Secret keeps the
@@ -41,10 +42,19 @@ INERT_DATA: Mapping[str, Mapping[str, str]] = {
     "kubernetes.io/ssh-auth": {"ssh-privatekey": ""},
     "kubernetes.io/tls": {"tls.crt": "", "tls.key": ""},
 }
-MAX_STEPS = 12  # a handover takes at most 4 actions; the rest absorbs concurrent changes (resourceVersion races)
+# On an inert or ignored bootstrap Secret, defence in depth should someone revert the retirement in Git: Flux never
+# applies (refills) nor prunes it again, Argo CD neither reports it out of sync nor prunes it.
+RETIRED_ANNOTATIONS: Mapping[str, str] = {
+    wk.FLUX_RECONCILE: wk.FLUX_DISABLED,
+    wk.FLUX_PRUNE: wk.FLUX_DISABLED,
+    wk.ARGOCD_COMPARE_OPTIONS: wk.ARGOCD_IGNORE_EXTRANEOUS,
+    wk.ARGOCD_SYNC_OPTIONS: wk.ARGOCD_PRUNE_FALSE,
+}
+MAX_STEPS = 12  # a handover takes at most 5 actions; the rest absorbs concurrent changes (resourceVersion races)
 ORDER = (Step.WRITE, Step.RECORD, Step.CONSUME, Step.LEDGER)
+DEFERRED_ORDER = (Step.WRITE, Step.RECORD, Step.LEDGER, Step.AWAIT)  # while GitOps still applies the Secret
 
-Result = Literal["handed-over", "already-handed-over", "planned", "conflict", "blocked"]
+Result = Literal["handed-over", "already-handed-over", "awaiting-retirement", "planned", "conflict", "blocked"]
 
 
 class HandoverError(ChamberlainError):
@@ -72,6 +82,8 @@ class UnitOutcome:
     steps: list[str] = field(default_factory=list)  # done (or, with dry-run, still to do)
     marker: str | None = None
     ledger_seq: int | None = None
+    gitops: str | None = None  # the GitOps controller that (still) applies the Secret, when one does
+    git: dict[str, object] | None = None  # awaiting-retirement: the retirement written into the checkout
 
     def as_dict(self) -> dict[str, object]:
         u = self.unit
@@ -87,6 +99,8 @@ class UnitOutcome:
             "message": self.message,
             "marker": self.marker,
             "ledgerSeq": self.ledger_seq,
+            "gitops": self.gitops,
+            "git": self.git,
         }
 
 
@@ -96,6 +110,7 @@ class HandoverReport:
 
     @property
     def ok(self) -> bool:
+        """Nothing failed: awaiting retirement is the expected stop while Git still declares the Secret."""
         return all(o.result not in ("conflict", "blocked") for o in self.outcomes)
 
 
@@ -109,17 +124,32 @@ class Snapshot:
     secret: KubeSecret | None
     meta: SecretMetadata | None
     current: SecretVersion | None
+    owner: GitOpsOwner | None = None  # who applies the bootstrap Secret (None: absent, or not ours)
 
     @property
     def custom(self) -> Mapping[str, str]:
         return self.meta.custom if self.meta is not None else {}
 
 
-def observe(kv: KV, kube: Kube, unit: HandoverUnit) -> Snapshot:
+def _ours(secret: KubeSecret | None, unit: HandoverUnit) -> bool:
+    return (secret is not None and secret.labels.get(wk.LABEL_CLASS) == BOOTSTRAP_CLASS
+            and secret.labels.get(wk.LABEL_INTENT) == unit.intent)
+
+
+def observe(kv: KV, kube: Kube, unit: HandoverUnit, gitops: KubeCustomObjects | None = None) -> Snapshot:
+    """Read the bootstrap Secret, the secret's metadata and current version, and — for a bootstrap Secret of ours
+    that is not consumed yet, with a ``gitops`` API to ask — whether a GitOps controller still applies it."""
     secret = kube.get_secret(unit.namespace, unit.name)
     meta = kv.read_metadata(unit.vault.mount, unit.vault.path)
     current = kv.read(unit.vault.mount, unit.vault.path) if meta is not None and meta.current_version else None
-    return Snapshot(secret, meta, current)
+    owner = None
+    if secret is not None and _ours(secret, unit) and wk.ANNOTATION_CONSUMED not in secret.annotations:
+        if gitops is not None:
+            owner = applied_by(gitops, secret.namespace, secret.name, secret.labels, secret.annotations)
+        else:
+            found = trackings(secret.labels, secret.annotations)
+            owner = GitOpsOwner(found[0] if found else NOT_TRACKED, applies=False)
+    return Snapshot(secret, meta, current, owner)
 
 
 def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
@@ -127,7 +157,7 @@ def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
     secret = snap.secret
     if secret is None:
         bootstrap = Bootstrap.ABSENT
-    elif secret.labels.get(wk.LABEL_CLASS) != BOOTSTRAP_CLASS or secret.labels.get(wk.LABEL_INTENT) != unit.intent:
+    elif not _ours(secret, unit):
         bootstrap = Bootstrap.FOREIGN
     elif wk.ANNOTATION_CONSUMED in secret.annotations:
         bootstrap = Bootstrap.CONSUMED
@@ -148,6 +178,8 @@ def classify(snap: Snapshot, unit: HandoverUnit) -> Observed:
         recorded=custom.get(wk.AUTHORITY) == wk.AUTHORITY_VAULT,
         recorded_here=custom.get(wk.SOURCE) == unit.source and custom.get(wk.SOURCE_CLUSTER) == unit.cluster,
         retired=wk.retired_key(unit.cluster) in custom,
+        gitops=snap.owner is not None and snap.owner.applies,
+        logged=wk.handover_seq_key(unit.cluster) in custom,
     )
 
 
@@ -174,7 +206,8 @@ def _preflight(unit: HandoverUnit, snap: Snapshot) -> None:
     """Check the record fits Vault's custom_metadata limits before the first write, so bad input never leaves a
     written-but-unrecordable value behind. Sizes are those of the real record (fixed-width time and marker)."""
     sample = record_metadata(unit, "0000-00-00T00:00:00Z", 10**9, "v1:" + "0" * 32)
-    sample.update({wk.LEDGER_SEQ: str(10**12), wk.retired_key(unit.cluster): str(10**12)})
+    sample.update({wk.LEDGER_SEQ: str(10**12), wk.retired_key(unit.cluster): str(10**12),
+                   wk.handover_seq_key(unit.cluster): str(10**12)})
     try:
         md.merged(snap.custom, sample)
     except MetadataTooLarge as exc:
@@ -234,22 +267,33 @@ def _consume(kube: Kube, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) ->
             wk.ANNOTATION_CONSUMED: ctx.timestamp(),
             wk.ANNOTATION_AUTHORITY: wk.AUTHORITY_VAULT,
             wk.ANNOTATION_HANDED_OVER_TO: unit.vault.full,
+            **RETIRED_ANNOTATIONS,
         }
         data = dict(INERT_DATA.get(secret.type, {})) if unit.after_handover == "inert" else dict(secret.data)
         kube.update_secret(dataclasses.replace(secret, data=data, annotations=annotations))
     checkpoint("handover.consume")
 
 
-def _find_entry(ledger: LedgerReader, unit: HandoverUnit) -> LedgerEntry | None:
-    """A handover entry a crashed run appended but did not note on the secret (so the ledger never doubles)."""
+def _find_entry(ledger: LedgerReader, unit: HandoverUnit, event: str = "handover") -> LedgerEntry | None:
+    """An entry a crashed run appended but did not note on the secret (so the ledger never doubles)."""
     for entry in reversed(ledger.for_secret(unit.intent)):
-        if (entry.event == "handover" and entry.result == "ok" and entry.path == unit.vault.full
+        if (entry.event == event and entry.result == "ok" and entry.path == unit.vault.full
                 and entry.details.get("cluster") == unit.cluster):
             return entry
     return None
 
 
-def _ledger(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> int:
+def _details(unit: HandoverUnit) -> dict[str, str]:
+    return {"environment": unit.environment, "cluster": unit.cluster, "source": unit.source,
+            "after-handover": unit.after_handover}
+
+
+def _ledger(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: RunContext, gitops: str) -> int:
+    """The ``handover`` entry: after the consume (it records the retirement too: ``retired.<cluster>``), or, while
+    GitOps still applies the bootstrap Secret, before it (``handover-seq.<cluster>``; the retirement gets its own
+    entry later). ``gitops``: the controller that had applied the Secret (flux, argocd, none; unknown when a crash
+    hid it: a deleted Secret's labels are gone)."""
+    deferred = snap.owner is not None and snap.owner.applies
     entry = _find_entry(ledger, unit)
     if entry is None:
         custom = snap.custom
@@ -261,59 +305,93 @@ def _ledger(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: Run
             run=ctx.run,
             reason=ctx.reason,
             details={
-                "environment": unit.environment,
-                "cluster": unit.cluster,
-                "source": unit.source,
-                "after-handover": unit.after_handover,
+                **_details(unit),
                 "version": custom.get(wk.VALUE_VERSION, ""),
                 "marker": custom.get(wk.VALUE_MARKER, ""),
                 "policy": custom.get(wk.POLICY_NAME, ""),
                 "authority": wk.AUTHORITY_VAULT,
+                "gitops": gitops,
+                "retirement": "awaiting-gitops" if deferred else "done",
             },
         )
         checkpoint("handover.ledger")
-    update = {wk.retired_key(unit.cluster): str(entry.seq)}
+    key = wk.handover_seq_key(unit.cluster) if deferred else wk.retired_key(unit.cluster)
+    update = {key: str(entry.seq)}
     if wk.LEDGER_SEQ not in snap.custom:
         update[wk.LEDGER_SEQ] = str(entry.seq)
     kv.update_custom_metadata(unit.vault.mount, unit.vault.path, update)
-    checkpoint("handover.done")
+    checkpoint("handover.deferred" if deferred else "handover.done")
+    return entry.seq
+
+
+def _retire(kv: KV, ledger: Ledger, unit: HandoverUnit, snap: Snapshot, ctx: RunContext, gitops: str | None) -> int:
+    """The ``retire`` entry of a consume that waited for GitOps, and ``retired.<cluster>``. The controller that had
+    applied the Secret: as observed before the consume, else as the handover entry recorded it."""
+    handover_seq = snap.custom.get(wk.handover_seq_key(unit.cluster), "")
+    entry = _find_entry(ledger, unit, "retire")
+    if entry is None:
+        if gitops is None:
+            recorded = ledger.entry(int(handover_seq)) if handover_seq.isdigit() else None
+            gitops = recorded.details.get("gitops", "unknown") if recorded is not None else "unknown"
+        entry = ledger.append("retire", actor=ctx.actor, secret=unit.intent, path=unit.vault.full, run=ctx.run,
+                              reason=ctx.reason, details={**_details(unit), "gitops": gitops,
+                                                          "handover-seq": handover_seq})
+        checkpoint("handover.retire")
+    kv.update_custom_metadata(unit.vault.mount, unit.vault.path, {wk.retired_key(unit.cluster): str(entry.seq)})
+    checkpoint("handover.retired")
     return entry.seq
 
 
 # ------------------------------------------------------------------------------------------------ running
 
 
-def _plan_from(step: Step) -> list[str]:
-    return [s.value for s in ORDER[ORDER.index(step):]]
+def _plan_from(step: Step, deferred: bool) -> list[str]:
+    order = DEFERRED_ORDER if deferred else ORDER
+    return [s.value for s in order[order.index(step):]] if step in order else [step.value]
+
+
+def _seq(custom: Mapping[str, str], key: str) -> int | None:
+    text = custom.get(key)
+    return int(text) if text and text.isdigit() else None
 
 
 def hand_over(
-    unit: HandoverUnit, kv: KV, kube: Kube, ledger: Ledger, ctx: RunContext, *, dry_run: bool = False
+    unit: HandoverUnit, kv: KV, kube: Kube, ledger: Ledger, ctx: RunContext, *, dry_run: bool = False,
+    gitops: KubeCustomObjects | None = None,
 ) -> UnitOutcome:
-    """Bring one unit as far as it can go: to ``done``, or to a conflict/blocked verdict that touches nothing."""
+    """Bring one unit as far as it can go: to ``done``, to ``awaiting-retirement`` (GitOps still applies the
+    bootstrap Secret: nothing consumed), or to a conflict/blocked verdict that touches nothing. ``gitops``: where to
+    ask whether Flux or Argo CD still applies the bootstrap Secret (None: nobody is asked; the lab's stand-in)."""
     done: list[str] = []
     marker: str | None = None
     seq: int | None = None
     step = Step.WRITE
     recorded = False
+    tracked: str | None = None  # the controller that had applied the Secret, while it could still be seen
     try:
         for _ in range(MAX_STEPS):
-            snap = observe(kv, kube, unit)
+            snap = observe(kv, kube, unit, gitops)
             state = classify(snap, unit)
             recorded = state.recorded
             decision = next_step(state)
             step = decision.step
             marker = snap.custom.get(wk.VALUE_MARKER, marker)
+            tracked = snap.owner.controller if snap.owner is not None else tracked
+            applier = snap.owner.describe() if snap.owner is not None and snap.owner.applies else None
             if step is Step.DONE:
                 result: Result = "handed-over" if done else "already-handed-over"
-                seq_text = snap.custom.get(wk.retired_key(unit.cluster))
-                seq = int(seq_text) if seq_text and seq_text.isdigit() else seq
+                seq = _seq(snap.custom, wk.retired_key(unit.cluster)) or seq
                 return UnitOutcome(unit, result, decision.why, done, marker, seq)
-            if step in TERMINAL:
+            if step is Step.AWAIT and not dry_run:
+                seq = _seq(snap.custom, wk.handover_seq_key(unit.cluster)) or seq
+                return UnitOutcome(unit, "awaiting-retirement", f"{decision.why} ({applier} applies Secret "
+                                   f"{unit.source})", done, marker, seq, gitops=applier)
+            if step in TERMINAL and step is not Step.AWAIT:
                 verdict: Result = "conflict" if step is Step.CONFLICT else "blocked"
                 return UnitOutcome(unit, verdict, f"{decision.why} ({unit.vault}, Secret {unit.source})", done)
             if dry_run:
-                return UnitOutcome(unit, "planned", decision.why, _plan_from(step), marker)
+                return UnitOutcome(unit, "planned", decision.why, _plan_from(step, state.gitops), marker,
+                                   gitops=applier)
             try:
                 if step is Step.WRITE:
                     _write(kv, unit, snap)
@@ -321,8 +399,10 @@ def hand_over(
                     marker = _record(kv, unit, snap, ctx)
                 elif step is Step.CONSUME:
                     _consume(kube, unit, snap, ctx)
+                elif step is Step.LEDGER:
+                    seq = _ledger(kv, ledger, unit, snap, ctx, tracked or "unknown")
                 else:
-                    seq = _ledger(kv, ledger, unit, snap, ctx)
+                    seq = _retire(kv, ledger, unit, snap, ctx, tracked)
             except KubeConflict:
                 continue  # the Secret changed under us: observe again and decide afresh
             done.append(step.value)
@@ -339,8 +419,9 @@ def hand_over(
 
 
 def run_handover(
-    units: list[HandoverUnit], kv: KV, kube: Kube, ledger: Ledger, ctx: RunContext, *, dry_run: bool = False
+    units: list[HandoverUnit], kv: KV, kube: Kube, ledger: Ledger, ctx: RunContext, *, dry_run: bool = False,
+    gitops: KubeCustomObjects | None = None,
 ) -> HandoverReport:
     """Hand over every unit. A conflict or blocked unit does not stop the others (they are independent secrets);
     an unavailable authority or API server stops the run (nothing after it could succeed either)."""
-    return HandoverReport([hand_over(u, kv, kube, ledger, ctx, dry_run=dry_run) for u in units])
+    return HandoverReport([hand_over(u, kv, kube, ledger, ctx, dry_run=dry_run, gitops=gitops) for u in units])

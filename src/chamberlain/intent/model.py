@@ -238,9 +238,22 @@ GENERATOR_TYPES: tuple[str, ...] = tuple(
 AfterHandover = Literal["delete", "inert", "ignore"]
 
 
+FINGERPRINT_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
 class BootstrapSource(Model):
     file: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     after_handover: AfterHandover = "delete"
+    retired_in: list[DnsLabel] = Field(
+        default_factory=list,
+        description="environments whose GitOps no longer applies the bootstrap Secret: Git declares the "
+                    "retirement, handover then consumes it (docs/design/gitops-retirement.md)",
+    )
+    retired_fingerprint: Annotated[str, StringConstraints(pattern=FINGERPRINT_PATTERN)] | None = Field(
+        default=None,
+        description="sha256 of the encrypted file without its sops block, when it was retired: a later edit of "
+                    "the file is refused (an upstream-issued value goes through `chamberlain import`)",
+    )
 
 
 class PublicationSource(Model):

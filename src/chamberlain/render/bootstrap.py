@@ -83,9 +83,12 @@ def collect(repo: Repository) -> list[BootstrapFile]:
 
 @dataclass
 class BootstrapLayer:
-    """Which application carries which bootstrap Secret: (environment, cluster) -> files."""
+    """Which application carries which bootstrap Secret: (environment, cluster) -> files. ``emptied``: the
+    applications that would carry some file but for its retirement, and now carry none (their Flux Kustomization
+    stays, empty, so Flux drops the Secrets from its inventory instead of failing on a missing path)."""
 
     apps: dict[tuple[str, str], list[BootstrapFile]]
+    emptied: frozenset[tuple[str, str]] = frozenset()
 
     def namespaces(self, cluster: str) -> set[str]:
         return {f.namespace for (_, c), files in self.apps.items() if c == cluster for f in files}
@@ -95,7 +98,17 @@ class BootstrapLayer:
 
 
 def assign(topo: Topology, files: Sequence[BootstrapFile]) -> BootstrapLayer:
-    """Place each bootstrap file in one application per cluster its intent reaches."""
+    """Place each bootstrap file in one application per cluster its intent reaches, leaving out the environments
+    that retired it (``source.bootstrap.retiredIn``): on a cluster where every environment of the intent retired
+    it, no application carries it any more."""
+    apps = _place(topo, files, retire=True)
+    before = _place(topo, files, retire=False)
+    emptied = frozenset(key for key in before if key not in apps)
+    return BootstrapLayer({key: sorted(v, key=lambda f: f.intent) for key, v in apps.items()}, emptied)
+
+
+def _place(topo: Topology, files: Sequence[BootstrapFile], *, retire: bool) -> dict[tuple[str, str],
+                                                                                    list[BootstrapFile]]:
     platform = topo.platform
     by_name = {i.metadata.name: i for i in _intents(topo)}
     apps: dict[tuple[str, str], list[BootstrapFile]] = {}
@@ -103,8 +116,12 @@ def assign(topo: Topology, files: Sequence[BootstrapFile]) -> BootstrapLayer:
         intent = by_name.get(bf.intent)
         if intent is None:
             continue
+        source = intent.spec.source.bootstrap
+        retired = set(source.retired_in) if retire and source is not None else set()
         per_cluster: dict[str, list[str]] = {}
         for env in intent_environments(platform, intent):
+            if env.name in retired:
+                continue
             for cluster in env.clusters:
                 envs = per_cluster.setdefault(cluster, [])
                 if env.name not in envs:
@@ -113,7 +130,7 @@ def assign(topo: Topology, files: Sequence[BootstrapFile]) -> BootstrapLayer:
             base = topo.base_owner(cluster)
             owner = base if base in envs else envs[0]
             apps.setdefault((owner, cluster), []).append(bf)
-    return BootstrapLayer({key: sorted(v, key=lambda f: f.intent) for key, v in apps.items()})
+    return apps
 
 
 def _intents(topo: Topology) -> Iterable[Any]:
@@ -148,7 +165,9 @@ def ksops_generator(files: Sequence[BootstrapFile]) -> Manifest:
 
 
 def wave_patch() -> dict[str, Any]:
-    """A kustomize patch giving the Secrets KSOPS generates their sync wave (the encrypted files cannot carry it)."""
+    """A kustomize patch giving the Secrets KSOPS generates their sync wave (the encrypted files cannot carry it)
+    and ``Prune=false``: a file dropped from Git (retired) must never make Argo CD delete a Secret whose value
+    handover may not have copied yet."""
     patch = (
         "apiVersion: v1\n"
         "kind: Secret\n"
@@ -156,6 +175,7 @@ def wave_patch() -> dict[str, Any]:
         "  name: chamberlain-bootstrap\n"
         "  annotations:\n"
         f'    {wk.ARGOCD_SYNC_WAVE}: "{WAVE_BOOTSTRAP}"\n'
+        f"    {wk.ARGOCD_SYNC_OPTIONS}: {wk.ARGOCD_PRUNE_FALSE}\n"
     )
     return {"target": {"kind": "Secret", "labelSelector": f"{wk.LABEL_CLASS}={BOOTSTRAP_CLASS}"}, "patch": patch}
 
@@ -167,9 +187,10 @@ def kustomization_fields(files: Sequence[BootstrapFile]) -> dict[str, Any]:
     return {"generators": [KSOPS_GENERATOR], "patches": [wave_patch()]}
 
 
-def app_files(files: Sequence[BootstrapFile]) -> dict[str, str]:
-    """Files relative to ``envs/<env>/<cluster>/``."""
-    if not files:
+def app_files(files: Sequence[BootstrapFile], *, emptied: bool = False) -> dict[str, str]:
+    """Files relative to ``envs/<env>/<cluster>/``. ``emptied``: every file this application carried is retired;
+    the Flux kustomization stays, listing nothing."""
+    if not files and not emptied:
         return {}
     out = {f"{BOOTSTRAP_DIR}/{f.output_name}": f.text for f in files}
     out[f"{BOOTSTRAP_DIR}/kustomization.yaml"] = dump_yaml({
@@ -177,8 +198,6 @@ def app_files(files: Sequence[BootstrapFile]) -> dict[str, str]:
         "kind": "Kustomization",
         "resources": [f.output_name for f in files],
     })
-    out[KSOPS_GENERATOR] = dump_yaml(ksops_generator(files))
+    if files:
+        out[KSOPS_GENERATOR] = dump_yaml(ksops_generator(files))
     return out
-
-
-

@@ -171,7 +171,8 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
             stores.setdefault((env, cluster), [])
         carried = layer.files_of(env, cluster)
         claims.claim(cluster, [boot.secret_identity(f) for f in carried], f"{root}/{boot.KSOPS_GENERATOR}")
-        files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried).items()})
+        emptied = (env, cluster) in layer.emptied
+        files.update({f"{root}/{rel}": text for rel, text in boot.app_files(carried, emptied=emptied).items()})
         files[f"{root}/kustomization.yaml"] = kustomization(resources, boot.kustomization_fields(carried))
     return stores
 
@@ -185,7 +186,8 @@ def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) ->
     _crd_files(files)
     _cluster_files(files, topo, layer, claims)
     stores = _environment_files(files, topo, layer, claims)
-    files.update(flux.flux_files(topo, stores, [key for key, carried in layer.apps.items() if carried]))
+    carrying = {key for key, carried in layer.apps.items() if carried} | layer.emptied
+    files.update(flux.flux_files(topo, stores, carrying))
     for rel, text in bundle(topo).items():
         files[f"vault/{rel}"] = text
     return files

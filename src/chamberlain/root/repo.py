@@ -51,7 +51,7 @@ class RepoUpdate:
     stale_files: list[str] = field(default_factory=list)  # encrypted bootstrap files missing a recipient
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".chamberlain.tmp", dir=path.parent)
     try:
@@ -192,7 +192,7 @@ def update_repository(root: Path, recipient: str) -> RepoUpdate:
     new_chunk, recipients, added = add_recipient(chunk, recipient)
     update = RepoUpdate(platform_file=rel, recipients=recipients, recipient_added=added)
     if added:
-        _write_atomic(rf.path, rf.text[:doc.start_index] + new_chunk + rf.text[doc.end_index:])
+        write_atomic(rf.path, rf.text[:doc.start_index] + new_chunk + rf.text[doc.end_index:])
 
     config = repo.root / SOPS_CONFIG
     if config.is_symlink():
@@ -203,7 +203,7 @@ def update_repository(root: Path, recipient: str) -> RepoUpdate:
     text, changed = update_sops_config(current, desired_rules(files, set(extra)), recipients,
                                        {exact_rule(rel): own for rel, own in extra.items()})
     if changed:
-        _write_atomic(config, text)
+        write_atomic(config, text)
         update.sops_config_written = True
     update.stale_files = _stale(repo, recipients, extra)
     return update

@@ -33,7 +33,7 @@ from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import due, from_metadata
 from chamberlain.rotation.rotators import Registry
-from chamberlain.rotation.rotators.base import CertificateIssuer
+from chamberlain.rotation.rotators.base import CertificateIssuer, Rotator
 from chamberlain.rotation.run import RotationRun
 
 
@@ -155,12 +155,14 @@ def build_deps(
     timeout: float = 120.0,
     poll: float = 0.5,
     pki: CertificateIssuer | None = None,
+    rotator: Rotator | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
     """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. A
     long-lived caller (the controller) hands in its one ``registry`` and ``ledger``; without them they are built
     here (the registry loaded, a ledger over the runtime mount on ``clock``). ``pki`` signs and revokes
-    certificates for the ``x509-vault-pki`` rotator."""
-    rotator = (registry or Registry.load()).for_intent(placed.intent)
+    certificates for the ``x509-vault-pki`` rotator; ``rotator`` replaces the registry's choice (an import's
+    :class:`~chamberlain.rotation.rotators.imported.ImportedRotator`)."""
+    rotator = rotator or (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
         wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clock, timeout=timeout, poll=poll), clock)
     deps = wf.RotationDeps(

@@ -55,7 +55,8 @@ SUCCEEDED: frozenset[Stage] = frozenset({"revoked", "done"})
 PROMOTED_OR_LATER: frozenset[Stage] = frozenset({"promoted", "propagated", "restarted", "revoke-wait", "revoked",
                                                  "done"})
 
-TriggerKind = Literal["time", "webhook", "annotation", "manual", "policy-change", "rollback"]
+# "import": a value issued upstream (``chamberlain import``), staged from what the user supplied, never generated
+TriggerKind = Literal["time", "webhook", "annotation", "manual", "policy-change", "rollback", "import"]
 FailureStrategy = Literal["retry", "alert", "hold"]
 Mode = Literal["rotate", "rollback"]
 

@@ -91,6 +91,7 @@ from chamberlain.rotation.rotators.base import (
     Rotator,
     RotatorError,
 )
+from chamberlain.rotation.rotators.imported import ImportedRotator
 from chamberlain.rotation.run import (
     PROMOTED_OR_LATER,
     RotationRun,
@@ -382,7 +383,8 @@ def _begin(
         reason=reason, mode="rollback" if source_version is not None else "rotate",
         started_at=now, updated_at=now,
         failure_strategy=policy.failure_strategy if policy else "retry",
-        revoke_old=policy.revoke_old if policy else False,
+        # an imported value was issued upstream: the upstream revokes its old credential, chamberlain cannot
+        revoke_old=policy.revoke_old if policy and trigger != "import" else False,
         max_overlap_seconds=policy.max_overlap.total_seconds() if policy and policy.max_overlap else 0.0,
         policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(wk.POLICY_PREFIX)},
         previous_version=meta.current_version,
@@ -434,11 +436,32 @@ def _look(run: RotationRun, kv: KV, outage: str | None = None) -> _Seen:
     return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage), real, staged)
 
 
+def staged_marker(kv: KV, run: RotationRun) -> str | None:
+    """The marker of the values ``run`` staged, recorded in the run or not (a crash between the staging write and
+    saving the run leaves it unrecorded); None when it staged nothing."""
+    if run.pending_marker is not None:
+        return run.pending_marker
+    staged = kv.read(run.mount, staging_path(run.vault))
+    if staged is None or staged.version != run.staging_base + 1 or staged.data.get(STAGED_RUN) != run.run_id:
+        return None
+    return version_marker(run.vault.full, _public(staged.data))
+
+
 def observe(run: RotationRun, kv: KV) -> Observed:
     """What :func:`next_step` needs to know of Vault for ``run``, read with as few calls as its stage allows:
     the real path while a foreign write must stop the run (``pending`` to ``set-at-target``), the staging path
     while ``pending``, nothing at ``tested`` (promote's check-and-set checks), past promote or when finished."""
     return _look(run, kv).observed
+
+
+def rotator_for(run: RotationRun, rotator: Rotator) -> Rotator:
+    """The rotator that acts for ``run``: an import run is only ever staged from the value its ``chamberlain
+    import`` supplied (an :class:`ImportedRotator` holding it); any other executor — the controller adopting the
+    run, a resume — gets one that holds no value, so a run interrupted before staging fails instead of generating
+    or guessing one, and one past staging goes on from what Vault staged."""
+    if run.trigger == "import" and not isinstance(rotator, ImportedRotator):
+        return ImportedRotator()
+    return rotator
 
 
 class _Executor:
@@ -447,6 +470,7 @@ class _Executor:
     def __init__(self, run: RotationRun, deps: RotationDeps, now: datetime, seen: _Seen | None = None) -> None:
         self.run, self.deps, self.now = run, deps, now
         self.kv = deps.kv
+        self.rotator = rotator_for(run, deps.rotator)
         self.seen = seen or _Seen(Observed(run.previous_version, None, run.staging_base, None))
         self.held_values: list[str] = []  # every value read in this step, to scrub error messages
         for version in (self.seen.real, self.seen.staged):
@@ -504,7 +528,7 @@ class _Executor:
             rotated = frozenset(k for k in set(source) | set(current) if source.get(k) != current.get(k))
             notes: dict[str, str] = {"rollback-to": str(self.run.source_version)}
         else:
-            fresh = self.deps.rotator.create_pending(self.context(current))
+            fresh = self.rotator.create_pending(self.context(current))
             data, rotated, notes = dict(fresh.data), fresh.rotated, dict(fresh.notes)
             self.held_values.extend(data.values())
         if any(k.startswith(RESERVED_PREFIX) for k in data):
@@ -533,13 +557,13 @@ class _Executor:
 
     def set_at_target(self) -> RotationRun:
         current = self._current()
-        self.deps.rotator.set_at_target(self.context(current, admin=True), self.pending())
+        self.rotator.set_at_target(self.context(current, admin=True), self.pending())
         checkpoint("rotation.set-at-target")
         return self.run.model_copy(update={"stage": "set-at-target"})
 
     def test(self) -> RotationRun:
         current = self._current()
-        self.deps.rotator.test(self.context(current, admin=True), self.pending())
+        self.rotator.test(self.context(current, admin=True), self.pending())
         checkpoint("rotation.test")
         return self.run.model_copy(update={"stage": "tested"})
 
@@ -602,7 +626,7 @@ class _Executor:
         mark = self.deps.ledger.mark()
         previous = self._read(self.run.path, self.run.previous_version)
         current = self._read(self.run.path, self.run.current_version)
-        self.deps.rotator.revoke_old(self.context(current, admin=True), previous)
+        self.rotator.revoke_old(self.context(current, admin=True), previous)
         checkpoint("rotation.revoke")
         return self._finish("revoked", mark)
 
@@ -864,6 +888,7 @@ __all__ = [
     "rollback",
     "rollback_source",
     "run_to_completion",
+    "staged_marker",
     "start",
     "start_rollback",
     "wake_at",

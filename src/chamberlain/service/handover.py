@@ -10,7 +10,9 @@ paths and steps, never a value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
     from chamberlain.handover import UnitOutcome
+    from chamberlain.handover.declare import Declaration
+    from chamberlain.intent.loader import Repository
     from chamberlain.provision.workflow import ProvisionOutcome
     from chamberlain.service.context import Caller, Servers
 
@@ -32,6 +36,20 @@ class HandoverResult:
     def as_dict(self) -> dict[str, Any]:
         return {"run": self.run, "dryRun": self.dry_run, "handovers": [o.as_dict() for o in self.outcomes]}
 
+    @property
+    def awaiting(self) -> list[UnitOutcome]:
+        return [o for o in self.outcomes if o.result == "awaiting-retirement"]
+
+
+@dataclass(frozen=True)
+class GitOptions:
+    """What handover may do with the repository checkout it reads: write a retirement it needs into the intent
+    file (always, unless a dry run), and with ``commit`` commit that file alone; ``env`` is what ``git`` starts
+    from."""
+
+    commit: bool = False
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
 
 @dataclass
 class ProvisionResult:
@@ -45,21 +63,48 @@ class ProvisionResult:
 
 def handover(root: Path, servers: Servers, caller: Caller, *, environment: str | None = None,
              cluster: str | None = None, dry_run: bool = False,
-             reason: str = "explicit handover") -> HandoverResult:
+             reason: str = "explicit handover", git: GitOptions | None = None) -> HandoverResult:
     """Hand the bootstrap Secrets of one cluster over to the authority: copy (check-and-set), verify, record,
-    retire. A different value already in Vault is a conflict that touches nothing."""
+    retire. A different value already in Vault is a conflict that touches nothing. A bootstrap Secret that GitOps
+    still applies is not retired: its retirement is written into the checkout at ``root`` (and committed with
+    ``git.commit``) for the user to push, and the next run retires it."""
     from chamberlain.audit.ledger import Ledger
     from chamberlain.handover import RunContext, handover_units, run_handover, select_cluster
+    from chamberlain.handover.declare import check_work_tree
+    from chamberlain.intent.loader import load_repository
 
+    git = git or GitOptions()
     repo, platform = load_platform(root)
     units = handover_units(repo, environment, cluster)
     chosen, _ = select_cluster(platform, environment, cluster)
+    if git.commit and not dry_run:
+        check_work_tree(repo.root, git.env, [])
     kube = servers.kube()
     kv = servers.orchestrator(platform, chosen).kv
     ctx = RunContext(actor=caller.actor, run=caller.run, clock=caller.clock, reason=reason)
     report = run_handover(units, kv, kube, Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock), ctx,
-                          dry_run=dry_run)
-    return HandoverResult(caller.run, dry_run, report.outcomes, report.ok)
+                          dry_run=dry_run, gitops=kube)
+    result = HandoverResult(caller.run, dry_run, report.outcomes, report.ok)
+    for outcome in result.awaiting:
+        # Read again for each: an earlier declaration may have rewritten the same file (several intents per file).
+        fresh = load_repository(repo.root)
+        outcome.git = _declare(fresh, outcome.unit.intent, outcome.unit.environment, git).as_dict()
+    return result
+
+
+def _declare(repo: Repository, intent: str, environment: str, git: GitOptions) -> Declaration:
+    """Write the retirement of ``intent`` in ``environment`` into the checkout (and commit that file alone)."""
+    from chamberlain.handover.declare import check_work_tree, git_commit, write_retirement
+
+    loaded = repo.intent_index()[intent]
+    if git.commit:
+        check_work_tree(repo.root, git.env, [loaded.file])
+    declared = write_retirement(repo, intent, environment)
+    if not (git.commit and declared.changed):
+        return declared
+    message = (f"Retire the bootstrap file of {intent} in {environment}: handed over to the authority, GitOps "
+               "stops applying it\n\nWritten by `chamberlain handover --commit`.")
+    return dataclasses.replace(declared, commit=git_commit(repo.root, git.env, declared.file, message))
 
 
 def provision(root: Path, servers: Servers, caller: Caller, *, environment: str | None = None,
@@ -77,4 +122,4 @@ def provision(root: Path, servers: Servers, caller: Caller, *, environment: str 
     return ProvisionResult(caller.run, dry_run, outcomes)
 
 
-__all__ = ["HandoverResult", "ProvisionResult", "handover", "provision"]
+__all__ = ["GitOptions", "HandoverResult", "ProvisionResult", "handover", "provision"]
