@@ -64,14 +64,15 @@ class Ports:
     authority_cluster: int = 28201
     postgres: int = 25432
     eso_metrics: int = 28080
-    # A block of their own: no two labs on the offsets in use (tests, benchmarks, manual labs) share a port.
-    kube_controller_manager: int = 23257
-    git: int = 23418
-    flux_source_storage: int = 23090  # source-controller's artifact server, the address it advertises too
-    flux_source_metrics: int = 23091
-    flux_source_health: int = 23092
-    flux_kustomize_metrics: int = 23093
-    flux_kustomize_health: int = 23094
+    # A block of their own, chosen so that no port of a lab on any offset in use (the test labs at +0 to +1300 of
+    # 1000, 1050, 1580 and 2410, manual labs at 0 and 1630, benchmarks at 3100, 3300, 4000) is another's.
+    kube_controller_manager: int = 23111
+    git: int = 23112
+    flux_source_storage: int = 23113  # source-controller's artifact server, the address it advertises too
+    flux_source_metrics: int = 23114
+    flux_source_health: int = 23115
+    flux_kustomize_metrics: int = 23116
+    flux_kustomize_health: int = 23117
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -79,10 +80,14 @@ class Ports:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ports:
-        """Ports as ``lab.json`` stored them (labs brought up before OpenBao named the authority port ``vault``)."""
+        """Ports as ``lab.json`` stored them (labs brought up before OpenBao named the authority port ``vault``).
+        A port a lab older than its server did not store is the default moved by that lab's offset (read off its
+        etcd port), so such a lab is not taken for one whose ports changed."""
         renamed = {"vault": "authority", "vault_cluster": "authority_cluster"}
-        known = {f for f in asdict(cls())}
-        return cls(**{renamed.get(k, k): int(v) for k, v in data.items() if renamed.get(k, k) in known})
+        defaults = asdict(cls())
+        stored = {renamed.get(k, k): int(v) for k, v in data.items() if renamed.get(k, k) in defaults}
+        offset = stored.get("etcd", defaults["etcd"]) - defaults["etcd"]
+        return cls(**{k: stored.get(k, v + offset) for k, v in defaults.items()})
 
 
 @dataclass(frozen=True)
