@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Repository, gc_paused
 from chamberlain.render.bootstrap import collect as collect_bootstrap
@@ -28,7 +29,7 @@ from chamberlain.render.topology import RenderError, build_topology
 
 __all__ = ["MARKER", "RenderError", "RenderedTree", "WriteResult", "render_repository", "write_tree"]
 
-MARKER = ".chamberlain-render"
+MARKER = wk.RENDER_MARKER
 _MARKER_HEADER = (
     "# This directory is written by `chamberlain render`; it removes the files listed below when they are no\n"
     "# longer rendered. Do not edit files here: change the intent repository and render again.\n"
