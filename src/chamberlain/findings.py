@@ -32,6 +32,9 @@ class Finding:
     message: str
     column: int | None = field(default=None, compare=False)
     object: str | None = field(default=None, compare=False)
+    # What the finding is about inside its object (a key, an environment), when the object alone does not say:
+    # with rule, file, line and object it identifies the finding across runs (SARIF fingerprints), never the message.
+    subject: str | None = field(default=None, compare=False)
 
     @property
     def rule_info(self) -> Rule:

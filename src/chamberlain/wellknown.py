@@ -135,7 +135,7 @@ FLUX_DISABLED: Final = "disabled"
 # stakater Reloader: rolls a workload when a Secret it reads changes. On a restart target it would roll the workload a
 # second time after chamberlain's restart, so propagation leaves such a workload to Reloader (and plan reports it).
 RELOADER_AUTO: Final = "reloader.stakater.com/auto"  # "true": any Secret or ConfigMap the pod spec references
-RELOADER_SECRET_AUTO: Final = "secret.reloader.stakater.com/auto"  # "true": any Secret the pod spec references
-RELOADER_SECRET_RELOAD: Final = "secret.reloader.stakater.com/reload"  # comma-separated Secret names
+RELOADER_SECRET_AUTO: Final = "secret.reloader.stakater.com/auto"  # noqa: S105 - "true": any Secret it references
+RELOADER_SECRET_RELOAD: Final = "secret.reloader.stakater.com/reload"  # noqa: S105 - comma-separated Secret names
 RELOADER_SEARCH: Final = "reloader.stakater.com/search"  # "true": Secrets annotated with RELOADER_MATCH
 RELOADER_MATCH: Final = "reloader.stakater.com/match"  # "true" on a Secret that search-mode workloads follow
