@@ -80,7 +80,7 @@ class Env:
 
     @property
     def audit_log(self) -> Path:
-        return self.lab.config.lab_dir / "vault" / "audit.log"
+        return self.lab.authority.audit_log
 
     def cli(self, *args: str, crash_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
@@ -372,7 +372,8 @@ def test_configure_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
     for point in CONFIGURE_CRASH_POINTS:
         # Something to do after every checkpoint: a mount setting, a policy, a role, the audit device.
         admin.mounts.configure_kv("secret", dataclasses.replace(admin.mounts.read_kv_config("secret"), max_versions=3))
-        admin.audit.disable("chamberlain-file")
+        if not admin.audit.declarative:  # OpenBao's device is declared in its configuration: the API cannot drop it
+            admin.audit.disable("chamberlain-file")
         admin.auth.delete_role("kubernetes", ORCHESTRATOR)
         admin.policies.delete(ORCHESTRATOR)
         crashed = env.cli(*args, crash_at=point)

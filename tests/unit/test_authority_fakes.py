@@ -201,6 +201,7 @@ class _Audit(dict[str, dict[str, Any]]):
     def __init__(self, v: FakeVault) -> None:
         super().__init__()
         self.v = v
+        self.declarative = False  # True: an OpenBao, whose audit devices come from its configuration file
 
     def list(self) -> dict[str, AuditDevice]:
         return {k: AuditDevice.from_api(v) for k, v in self.items()}
