@@ -102,6 +102,14 @@ def lab_authority() -> AuthorityFlavor:
     return "openbao" if value == "openbao" else "vault"
 
 
+def holds_authority_token(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a Vault (``hvs.``) or OpenBao (``s.``) token: the no-leak
+    checks hold for either flavor."""
+    from chamberlain.checks.secrets import scan_text
+
+    return any(hit.kind == "vault-token" for hit in scan_text(text, generic=False))
+
+
 def lab_host() -> LabHost:
     """The machine the lab runs on: this process's build cache, environment and the real clock."""
     from chamberlain.clock import SystemClock

@@ -169,7 +169,7 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     f.cli("apply", str(f.repo), "--identity", str(f.identity), "--kubeconfig", str(f.lab.kubeconfig),
           "--cluster", "dev1", "-e", "dev")
     # Phase 3
-    audit_log = f.lab.config.lab_dir / "vault" / "audit.log"
+    audit_log = f.lab.authority.audit_log
     f.cli("authority", "init", "--shares", "3", "--threshold", "2", str(f.repo), *f.vault(), "--cluster", "dev1",
           "--audit-file", str(audit_log), "--token-reviewer-jwt-file", str(reviewer))
     f.cli("authority", "status", str(f.repo), *f.vault())
@@ -286,6 +286,6 @@ def test_lab_server_logs(flow: Flow) -> None:
 
 
 def test_vault_audit_log_holds_values_only_hmacd(flow: Flow) -> None:
-    audit = (flow.lab.config.lab_dir / "vault" / "audit.log").read_text(encoding="utf-8")
+    audit = flow.lab.authority.audit_log.read_text(encoding="utf-8")
     assert audit.count("\n") > 10 and "hmac-sha256:" in audit
     _assert_clean("vault audit log", audit, flow.canaries)

@@ -455,7 +455,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
 
     configure = authority.ConfigureOptions(
         # A file audit device on the lab host, so the no-leak test can read what Vault audited.
-        audit_file=str(s.need_lab().config.lab_dir / "vault" / "audit.log"),
+        audit_file=str(s.need_lab().authority.audit_log),
         token_reviewer_jwt_file=_token_reviewer(s))
     request = authority.InitRequest(authority.Selection(s.repo_dir, None, DEMO_CLUSTER, configure),
                                     s.work / "recovery", SHARES, THRESHOLD)

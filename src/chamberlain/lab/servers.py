@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chamberlain import wellknown as wk
 from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
 from chamberlain.lab import builds, procs
@@ -407,6 +408,12 @@ class Authority(Server):
     def root_token_file(self) -> Path:
         return self.dir / "root-token"
 
+    @property
+    def audit_log(self) -> Path:
+        """The file audit device's log: declared in OpenBao's configuration (server mode), the path chamberlain
+        enables on Vault (``--audit-file``)."""
+        return self.dir / "audit.log"
+
     def ssl_context(self) -> ssl.SSLContext | None:
         return None if self.dev else ssl.create_default_context(cafile=str(self.pki.ca.cert))
 
@@ -436,18 +443,15 @@ class Authority(Server):
             data = self.dir / "data"
             data.mkdir(parents=True, exist_ok=True)
             data.chmod(0o700)
-            config = {
+            listener: dict[str, Any] = {
+                "address": f"{HOST}:{self.port}",
+                "cluster_address": f"{HOST}:{self.cluster_port}",
+                "tls_cert_file": str(self.pki.vault.cert),
+                "tls_key_file": str(self.pki.vault.key),
+            }
+            config: dict[str, Any] = {
                 "storage": {"raft": {"path": str(data), "node_id": "lab-1"}},
-                "listener": [
-                    {
-                        "tcp": {
-                            "address": f"{HOST}:{self.port}",
-                            "cluster_address": f"{HOST}:{self.cluster_port}",
-                            "tls_cert_file": str(self.pki.vault.cert),
-                            "tls_key_file": str(self.pki.vault.key),
-                        }
-                    }
-                ],
+                "listener": [{"tcp": listener}],
                 "api_addr": self.address,
                 "cluster_addr": f"https://{HOST}:{self.cluster_port}",
                 # mlock needs CAP_IPC_LOCK and is pointless for a throw-away lab.
@@ -455,6 +459,14 @@ class Authority(Server):
                 "ui": False,
                 "log_level": "warn",
             }
+            if self.flavor == "openbao":
+                del config["disable_mlock"]  # OpenBao has no mlock to disable (it warns about the field)
+                # chamberlain resumes an init that crashed before its configurator role existed with generate-root,
+                # off by default from OpenBao 2.5.3: the lab turns it on, as an operator would for the init window.
+                listener["disable_unauthed_generate_root_endpoints"] = False
+                # OpenBao takes audit devices only from its configuration; chamberlain verifies this one exists.
+                device = {"description": wk.AUDIT_DEVICE_DESCRIPTION, "options": {"file_path": str(self.audit_log)}}
+                config["audit"] = [{"file": {wk.AUDIT_DEVICE_PATH: device}}]
             cfg = self.dir / "config.json"
             cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             argv = [server_bin, "server", f"-config={cfg}"]

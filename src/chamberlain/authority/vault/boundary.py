@@ -39,7 +39,8 @@ T = TypeVar("T")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")  # a PEM/DER body an error might quote
 # What OpenBao answers where it differs from Vault (unauthenticated endpoints disabled by default, audit devices
 # only in the configuration file): matched here so callers see one typed error for both.
-_UNSUPPORTED = ("unsupported operation", "cannot enable audit device via api")
+_UNSUPPORTED = ("unsupported operation", "cannot enable audit device via api",
+                "cannot disable configuration-managed audit device")
 
 
 def _first_error(exc: hvac.exceptions.VaultError) -> str:
