@@ -197,8 +197,8 @@ def _gitops_recipients(repo: Repository) -> dict[str, list[str]]:
     return extra
 
 
-def update_repository(root: Path, recipient: str) -> RepoUpdate:
-    """Add ``recipient`` to the Platform and bring ``.sops.yaml`` up to date. Writes only what changes."""
+def _platform_source(root: Path) -> tuple[Repository, str, Document, str]:
+    """The repository at ``root``, its Platform document, that document's file (relative) and the file's text."""
     if not root.is_dir():
         raise UsageError(f"{root}: not a directory; pass the root of the intent repository")
     repo = load_repository(root)
@@ -206,11 +206,21 @@ def update_repository(root: Path, recipient: str) -> RepoUpdate:
     rf = repo.file(rel)
     if rf is None or rf.text is None:  # pragma: no cover - a document always comes from a readable file
         raise UsageError(f"{rel}: cannot be read")
-    chunk = rf.text[doc.start_index:doc.end_index]
+    return repo, rel, doc, rf.text
+
+
+def _write_document(root: Path, rel: str, doc: Document, text: str, new_chunk: str) -> None:
+    write_atomic(root / rel, text[:doc.start_index] + new_chunk + text[doc.end_index:])
+
+
+def update_repository(root: Path, recipient: str) -> RepoUpdate:
+    """Add ``recipient`` to the Platform and bring ``.sops.yaml`` up to date. Writes only what changes."""
+    repo, rel, doc, text = _platform_source(root)
+    chunk = text[doc.start_index:doc.end_index]
     new_chunk, recipients, added = add_recipient(chunk, recipient)
     update = RepoUpdate(platform_file=rel, recipients=recipients, recipient_added=added)
     if added:
-        write_atomic(rf.path, rf.text[:doc.start_index] + new_chunk + rf.text[doc.end_index:])
+        _write_document(repo.root, rel, doc, text, new_chunk)
 
     return _refresh_sops_config(load_repository(root) if added else repo, update)
 
@@ -219,13 +229,7 @@ def declare_decryption_recipient(root: Path, cluster: str, recipient: str) -> Re
     """Add a cluster's GitOps decryption recipient to the Platform and bring ``.sops.yaml`` up to date (the
     cluster's bootstrap files get an exact rule with it). Refuses a root recipient: the cluster's key must never be
     able to open an unseal share. Writes only what changes; ``stale_files`` lists what to re-encrypt."""
-    if not root.is_dir():
-        raise UsageError(f"{root}: not a directory; pass the root of the intent repository")
-    repo = load_repository(root)
-    rel, doc = _platform_document(repo)
-    rf = repo.file(rel)
-    if rf is None or rf.text is None:  # pragma: no cover - a document always comes from a readable file
-        raise UsageError(f"{rel}: cannot be read")
+    repo, rel, doc, text = _platform_source(root)
     spec = doc.data.get("spec") if isinstance(doc.data, Mapping) else None
     trust = spec.get("rootOfTrust") if isinstance(spec, Mapping) else None
     roots = trust.get("ageRecipients") if isinstance(trust, Mapping) else None
@@ -238,10 +242,10 @@ def declare_decryption_recipient(root: Path, cluster: str, recipient: str) -> Re
     if recipient in root_recipients:
         raise UsageError(f"{rel}: {recipient} is a root-of-trust recipient; a cluster's decryption key must be a "
                          "key of its own (it must never open an unseal share)")
-    chunk = rf.text[doc.start_index:doc.end_index]
+    chunk = text[doc.start_index:doc.end_index]
     new_chunk, added = add_decryption_recipient(chunk, cluster, recipient)
     if added:
-        write_atomic(rf.path, rf.text[:doc.start_index] + new_chunk + rf.text[doc.end_index:])
+        _write_document(repo.root, rel, doc, text, new_chunk)
     update = RepoUpdate(platform_file=rel, recipients=root_recipients, recipient_added=added)
     return _refresh_sops_config(load_repository(root) if added else repo, update)
 
