@@ -23,7 +23,7 @@ from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
-from chamberlain.propagation import ConsumerRef, ExternalSecretRef, WorkloadRef
+from chamberlain.propagation import ConsumerRef, ExternalSecretRef, Restarts, WorkloadRef
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import (
@@ -120,7 +120,7 @@ class SimulatedESO:
     def wait(self, marker: str) -> None:
         self.inner.wait(marker)
 
-    def restart(self, token: str) -> list[str]:
+    def restart(self, token: str) -> Restarts:
         return self.inner.restart(token)
 
 

@@ -103,10 +103,12 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 @dataclass(frozen=True)
 class PodTemplateState:
-    """What a rollout restart needs to see of a workload: its pod-template annotations and generation."""
+    """What a rollout restart needs to see of a workload: its pod-template annotations and generation, and the
+    workload's own annotations (where another restarter, such as Reloader, is configured)."""
 
     annotations: Mapping[str, str]
     generation: int
+    workload_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubePropagation(Protocol):

@@ -468,6 +468,7 @@ class KubeClient:
         return PodTemplateState(
             annotations=dict((template_meta.annotations if template_meta else None) or {}),
             generation=int(obj.metadata.generation or 0),
+            workload_annotations=dict(obj.metadata.annotations or {}),
         )
 
     def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:

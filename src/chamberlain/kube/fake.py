@@ -308,7 +308,8 @@ class FakeKube:
         merged = {**state.annotations, **annotations}
         # Like the API server: the generation moves only when the spec really changes.
         generation = state.generation + (1 if merged != dict(state.annotations) else 0)
-        new = PodTemplateState(annotations=merged, generation=generation)
+        new = PodTemplateState(annotations=merged, generation=generation,
+                               workload_annotations=state.workload_annotations)
         self.workloads[(kind, namespace, name)] = new
         self.workload_patches.append((kind, namespace, name))
         return new
