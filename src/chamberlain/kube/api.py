@@ -123,6 +123,10 @@ class KubePropagation(Protocol):
         """The ExternalSecret object (spec and status; no secret data lives there), or None when absent."""
         ...
 
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        """Every ExternalSecret of a namespace (``external-secrets.io/v1``; spec and status, no secret data)."""
+        ...
+
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """The annotations of a Secret, fetched as metadata only (PartialObjectMetadata): its data never crosses
         the wire. None when the Secret does not exist."""

@@ -288,6 +288,10 @@ class FakeKube:
         obj = self.external_secrets.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        self._guard()
+        return [copy.deepcopy(o) for (ns, _), o in sorted(self.external_secrets.items()) if ns == namespace]
+
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         self._guard()
         self.secret_annotation_reads += 1
