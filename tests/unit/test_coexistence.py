@@ -75,6 +75,19 @@ def test_gitignore_is_honoured_through_git_in_a_work_tree(tmp_path: Path) -> Non
     assert code == 0 and report["excluded"] == {"gitignore": 2}
 
 
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_an_intent_root_git_ignores_is_read_with_its_own_gitignore_files(tmp_path: Path) -> None:
+    mono = tmp_path / "mono"
+    repo = base_repo(mono / "scratch", "copy")
+    (mono / ".gitignore").write_text("scratch/\n")
+    (repo / ".gitignore").write_text("*.bak\n")
+    (repo / "old.bak").write_text("x\n")
+    git(mono, "init", "-q")
+    loaded = load_repository(repo)
+    assert loaded.git_root is None and len(loaded.intents) == 4
+    assert [(e.path, e.reason) for e in loaded.exclusions] == [("old.bak", "gitignore")]
+
+
 def test_gitignore_files_apply_outside_a_work_tree(tmp_path: Path) -> None:
     repo = base_repo(tmp_path)
     (repo / ".gitignore").write_text("*.tmp.yaml\n!keep.tmp.yaml\nbuild/\n")

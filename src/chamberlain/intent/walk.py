@@ -7,7 +7,7 @@ itself says is not part of it, and reports every exclusion (never a silent skip)
   considers part of the tree (tracked files, and untracked ones no ignore rule matches), so ``.git/info/exclude``
   and ``core.excludesFile`` count too. Outside a work tree (an exported tarball, no ``git``), the ``.gitignore``
   files found below the root are applied with gitignore semantics (deeper files win, the last matching pattern of
-  a file wins).
+  a file wins); so are they when Git ignores the intent root itself (a scratch copy in an ignored directory).
 - ``.chamberlainignore`` at the intent root, in gitignore syntax: what chamberlain leaves out on top of Git (it
   cannot re-include what Git ignores).
 - chamberlain's own rendered output: a directory holding the marker file ``.chamberlain-render`` (written by
@@ -179,7 +179,14 @@ def walk(root: Path, *, git: str | None = "git") -> Walk:
     ignore rules (None: never ask, read ``.gitignore`` files instead)."""
     root = root.resolve()
     result = Walk(git_root=git_root(root, git))
-    listed = git_listing(root, git) if result.git_root is not None and git is not None else None
+    listed = None
+    if result.git_root is not None and git is not None:
+        # An intent root Git itself ignores (a scratch copy in an ignored directory) is not described by Git's
+        # rules at all: read its own .gitignore files instead of leaving everything out.
+        if _git(root, git, "check-ignore", "-q", ".") is None:
+            listed = git_listing(root, git)
+        else:
+            result.git_root = None
     listed_dirs: set[str] = set()
     submodules: set[str] = set()
     if listed is not None:
