@@ -364,3 +364,13 @@ def test_render_check_of_an_invalid_repository_fails_and_writes_nothing(tmp_path
     (repo / "bad.yaml").write_text(BROKEN_INTENT)
     result = run_cli("render", str(repo), "-o", str(tmp_path / "out"), "--check")
     assert result.code == 1 and "nothing rendered" in result.err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif"])
+def test_a_file_name_that_is_not_utf8_is_reported_printably(tmp_path: Path, fmt: str) -> None:
+    repo = base_repo(tmp_path)
+    (Path(os.fsdecode(bytes(repo))) / os.fsdecode(b"caf\xe9.yaml")).write_text("a: [1\n")
+    result = run_cli("validate", str(repo), "-o", fmt)
+    assert result.code == 1 and "Traceback" not in result.err and "internal error" not in result.err
+    result.out.encode("utf-8")  # strict UTF-8 output can carry it
+    assert ("caf%5Cxe9.yaml" if fmt == "sarif" else "caf\\xe9.yaml") in result.out.replace("\\\\", "\\")
