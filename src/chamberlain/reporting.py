@@ -11,9 +11,11 @@ and the finding's object and subject, never from its message: rewording a messag
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from chamberlain import __version__
 from chamberlain.findings import RULES, Finding, blocking
@@ -101,11 +103,15 @@ def fingerprint(f: Finding, uri: str) -> str:
 
 
 def _uri(prefix: str, file: str) -> str:
+    """A relative URI reference: the path below the Git root, percent-encoded (a file name may hold spaces, or
+    bytes that are not UTF-8, which the file system hands over as surrogate escapes)."""
     if not prefix or prefix == ".":
-        return file
-    if file in ("", "."):
-        return prefix
-    return f"{prefix.rstrip('/')}/{file}"
+        path = file
+    elif file in ("", "."):
+        path = prefix
+    else:
+        path = f"{prefix.rstrip('/')}/{file}"
+    return quote(os.fsencode(path), safe="/")
 
 
 def to_sarif(findings: Sequence[Finding], *, prefix: str = "",

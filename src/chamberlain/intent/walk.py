@@ -7,7 +7,7 @@ itself says is not part of it, and reports every exclusion (never a silent skip)
   considers part of the tree (tracked files, and untracked ones no ignore rule matches), so ``.git/info/exclude``
   and ``core.excludesFile`` count too. Outside a work tree (an exported tarball, no ``git``), the ``.gitignore``
   files found below the root are applied with gitignore semantics (deeper files win, the last matching pattern of
-  a file wins).
+  a file wins); so are they when Git ignores the intent root itself (a scratch copy in an ignored directory).
 - ``.chamberlainignore`` at the intent root, in gitignore syntax: what chamberlain leaves out on top of Git (it
   cannot re-include what Git ignores).
 - chamberlain's own rendered output: a directory holding the marker file ``.chamberlain-render`` (written by
@@ -179,7 +179,14 @@ def walk(root: Path, *, git: str | None = "git") -> Walk:
     ignore rules (None: never ask, read ``.gitignore`` files instead)."""
     root = root.resolve()
     result = Walk(git_root=git_root(root, git))
-    listed = git_listing(root, git) if result.git_root is not None and git is not None else None
+    listed = None
+    if result.git_root is not None and git is not None:
+        # An intent root Git itself ignores (a scratch copy in an ignored directory) is not described by Git's
+        # rules at all: read its own .gitignore files instead of leaving everything out.
+        if _git(root, git, "check-ignore", "-q", ".") is None:
+            listed = git_listing(root, git)
+        else:
+            result.git_root = None
     listed_dirs: set[str] = set()
     submodules: set[str] = set()
     if listed is not None:
@@ -203,7 +210,7 @@ def walk(root: Path, *, git: str | None = "git") -> Walk:
         names = {e.name for e in entries}
         if wk.RENDER_MARKER in names and role != "rendered":
             role = "rendered"
-            result.exclusions.append(Exclusion(rel_dir + "/" if rel_dir else "./", "rendered-output"))
+            result.exclusions.append(Exclusion(shown(rel_dir) + "/" if rel_dir else "./", "rendered-output"))
         if listed is None and GITIGNORE in names:
             spec = load_ignore_file(directory / GITIGNORE)
             if spec is not None:
@@ -222,13 +229,13 @@ def walk(root: Path, *, git: str | None = "git") -> Walk:
             reason = _ignore_reason(rel, is_dir, listed, listed_dirs, submodules, specs, own)
             if reason is not None:
                 if not (is_dir and reason == "gitignore" and _empty(entry.path)):
-                    result.exclusions.append(Exclusion(rel + "/" if is_dir else rel, reason))
+                    result.exclusions.append(Exclusion(shown(rel) + "/" if is_dir else shown(rel), reason))
                 continue
             if stat.S_ISLNK(mode):
-                result.exclusions.append(Exclusion(rel, "symlink"))
+                result.exclusions.append(Exclusion(shown(rel), "symlink"))
             elif is_dir:
                 if depth + 1 > MAX_DIR_DEPTH:
-                    result.exclusions.append(Exclusion(rel + "/", "too-deep"))
+                    result.exclusions.append(Exclusion(shown(rel) + "/", "too-deep"))
                     continue
                 child_role: Role = "template" if (chart and entry.name == CHART_TEMPLATES and role == "source") \
                     else role
@@ -236,9 +243,9 @@ def walk(root: Path, *, git: str | None = "git") -> Walk:
             elif stat.S_ISREG(mode):
                 if entry.name == wk.RENDER_MARKER:
                     continue  # the marker itself: reported with its directory
-                result.files.append(WalkedFile(Path(entry.path), rel, role))
+                result.files.append(WalkedFile(Path(entry.path), shown(rel), role))
             else:
-                result.exclusions.append(Exclusion(rel, "special-file"))
+                result.exclusions.append(Exclusion(shown(rel), "special-file"))
         stack.extend(reversed(subdirs))  # depth first, in name order
     result.files.sort(key=lambda f: f.rel)
     result.exclusions.sort()
@@ -259,6 +266,17 @@ def _ignore_reason(
     if own is not None and own.match_file(rel + "/" if is_dir else rel):
         return "chamberlainignore"
     return None
+
+
+def shown(rel: str) -> str:
+    """``rel`` as printable text: a name that is not UTF-8 reaches Python with surrogate escapes, which no strict
+    UTF-8 output (a terminal, JSON) can write; its bytes are shown as ``\\xNN`` instead. Such a name never equals a
+    path declared in YAML (always UTF-8), so nothing is matched against it."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return rel
 
 
 def _empty(path: str) -> bool:
@@ -282,5 +300,6 @@ __all__ = [
     "git_listing",
     "git_root",
     "load_ignore_file",
+    "shown",
     "walk",
 ]

@@ -103,10 +103,12 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 @dataclass(frozen=True)
 class PodTemplateState:
-    """What a rollout restart needs to see of a workload: its pod-template annotations and generation."""
+    """What a rollout restart needs to see of a workload: its pod-template annotations and generation, and the
+    workload's own annotations (where another restarter, such as Reloader, is configured)."""
 
     annotations: Mapping[str, str]
     generation: int
+    workload_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubePropagation(Protocol):
@@ -119,6 +121,10 @@ class KubePropagation(Protocol):
 
     def get_external_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The ExternalSecret object (spec and status; no secret data lives there), or None when absent."""
+        ...
+
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        """Every ExternalSecret of a namespace (``external-secrets.io/v1``; spec and status, no secret data)."""
         ...
 
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:

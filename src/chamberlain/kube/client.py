@@ -479,6 +479,12 @@ class KubeClient:
             return None
         return obj
 
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        custom: Any = kubernetes.client.CustomObjectsApi(self._api)
+        resp = self._call(f"ExternalSecrets in {namespace}", lambda: custom.list_namespaced_custom_object(
+            _ESO_GROUP, _ESO_VERSION, namespace, "externalsecrets"))
+        return [dict(item) for item in (resp or {}).get("items", [])]
+
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         def read() -> Any:
             resp: Any = self._core.read_namespaced_secret(
@@ -509,6 +515,7 @@ class KubeClient:
         return PodTemplateState(
             annotations=dict((template_meta.annotations if template_meta else None) or {}),
             generation=int(obj.metadata.generation or 0),
+            workload_annotations=dict(obj.metadata.annotations or {}),
         )
 
     def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:

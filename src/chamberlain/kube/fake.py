@@ -301,6 +301,10 @@ class FakeKube:
         obj = self.external_secrets.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        self._guard()
+        return [copy.deepcopy(o) for (ns, _), o in sorted(self.external_secrets.items()) if ns == namespace]
+
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         self._guard()
         self.secret_annotation_reads += 1
@@ -321,7 +325,8 @@ class FakeKube:
         merged = {**state.annotations, **annotations}
         # Like the API server: the generation moves only when the spec really changes.
         generation = state.generation + (1 if merged != dict(state.annotations) else 0)
-        new = PodTemplateState(annotations=merged, generation=generation)
+        new = PodTemplateState(annotations=merged, generation=generation,
+                               workload_annotations=state.workload_annotations)
         self.workloads[(kind, namespace, name)] = new
         self.workload_patches.append((kind, namespace, name))
         return new
