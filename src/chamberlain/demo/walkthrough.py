@@ -1,6 +1,7 @@
 """The demo's phases: each one calls the use case its command calls (:mod:`chamberlain.service`: validate, render,
-apply, authority init, provision, handover, audit verify, the controller's entry point; the root of trust through
-:mod:`chamberlain.root`), times it and reports non-secret facts. The phases reach the lab's servers through the same
+authority init, provision, handover, audit verify, the controller's entry point; the root of trust and each
+cluster's GitOps key through :mod:`chamberlain.root`; Git -> cluster through the lab's real Flux with
+:mod:`chamberlain.gitops`), times it and reports non-secret facts. The phases reach the lab's servers through the same
 connection options a user passes (the lab Vault's address and CA, the lab kubeconfig), and act as ``demo:<user>``
 with one run id.
 
@@ -11,10 +12,14 @@ kept with ``--keep``), the demo stops at the ``lab`` phase and says so rather th
 that Vault belongs to. ``--keep`` leaves the lab running and keeps the working directory (repository copy,
 identity, rendered output) so the walkthrough can be continued by hand.
 
-Scope: one environment and cluster (``dev``/``dev1``): the stand-in applies that cluster's application, Vault
-is configured for that cluster only (a Vault per cluster), and provisioning and handover cover ``dev``.
+Scope: one environment and cluster (``dev``/``dev1``): Flux applies that cluster's ``flux/dev1`` tree from the lab's
+Git server, the authority is configured for that cluster only (one per cluster), and provisioning and handover cover
+``dev``. Handover meets a Flux that still applies the bootstrap Secrets: it writes their retirement into the copy,
+the demo commits the re-rendered tree, Flux reconciles, and the next handover retires them; forced rounds of
+reconciles then count retired Secrets that came back (the report's ``gitops`` object).
 
-After the handover the demo creates the declared workloads (objects only: the lab has no kubelet), waits until ESO
+After the handover the demo creates the declared workloads (objects only: the lab has no kubelet; the lab's
+kube-controller-manager gives them ReplicaSets and ControllerRevisions), waits until ESO
 materialized every consumer Secret with its current version marker, then starts the real controller in process
 (:mod:`.rotations`) and proves three rotations through it and the real ESO, with restarts: a time-triggered one
 (a 40 s ttl), a signed webhook, and a manual request for the alternating two-user PostgreSQL rotation of
