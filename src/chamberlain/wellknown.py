@@ -117,6 +117,13 @@ ANNOTATION_VAULT_ADDRESS: Final = PREFIX + "vault-address"
 # the demo's own marks on lab objects
 ANNOTATION_DEMO_REVALIDATE: Final = PREFIX + "demo-revalidate"
 
+# --------------------------------------------------------------------------------------------------- the authority
+
+# The file audit device chamberlain manages (Vault: enabled through sys/audit) or expects declared in the server's
+# configuration file (OpenBao); the lab declares it under the same name.
+AUDIT_DEVICE_PATH: Final = "chamberlain-file"
+AUDIT_DEVICE_DESCRIPTION: Final = "chamberlain: file audit device"
+
 # --------------------------------------------------------------------------------------------------- other projects'
 
 ESO_FORCE_SYNC: Final = "force-sync"  # ESO reconciles an ExternalSecret whose annotations changed

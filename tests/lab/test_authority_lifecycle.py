@@ -41,9 +41,9 @@ from chamberlain.authority.session import Connection, login_as
 from chamberlain.authority.vault import VaultClient, login_kubernetes
 from chamberlain.intent.loader import load_repository
 from chamberlain.kube.client import KubeClient
-from tests.conftest import lab_authority, lab_host, unbuilt
+from tests.conftest import holds_authority_token, lab_authority, lab_host, unbuilt
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.vault_compat]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = REPO_ROOT / "tests" / "fixtures" / "age" / "test-identity.txt"
@@ -80,7 +80,7 @@ class Env:
 
     @property
     def audit_log(self) -> Path:
-        return self.lab.config.lab_dir / "vault" / "audit.log"
+        return self.lab.authority.audit_log
 
     def cli(self, *args: str, crash_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
@@ -198,7 +198,7 @@ def test_init_from_uninitialized_server(env: Env) -> None:
     # No plaintext share (and no Vault token) left the process.
     for text in [*env.outputs, secret.annotations.__repr__()]:
         assert not any(s in text for s in shares)
-        assert "hvs." not in text
+        assert not holds_authority_token(text)
 
 
 def test_no_root_token_survives(env: Env) -> None:
@@ -359,7 +359,7 @@ def test_init_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
     assert _json(env.cli("authority", "unseal", "--identity", str(IDENTITY), str(env.repo),
                          "-o", "json"))["sealed"] is False
     assert not any(s in text for text in env.outputs for s in shares)
-    assert not any("hvs." in text for text in env.outputs)
+    assert not any(holds_authority_token(text) for text in env.outputs)
 
 
 CONFIGURE_CRASH_POINTS = ["configure.after-mounts", "configure.after-auth", "configure.after-policies",
@@ -372,7 +372,8 @@ def test_configure_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
     for point in CONFIGURE_CRASH_POINTS:
         # Something to do after every checkpoint: a mount setting, a policy, a role, the audit device.
         admin.mounts.configure_kv("secret", dataclasses.replace(admin.mounts.read_kv_config("secret"), max_versions=3))
-        admin.audit.disable("chamberlain-file")
+        if not admin.audit.declarative:  # OpenBao's device is declared in its configuration: the API cannot drop it
+            admin.audit.disable("chamberlain-file")
         admin.auth.delete_role("kubernetes", ORCHESTRATOR)
         admin.policies.delete(ORCHESTRATOR)
         crashed = env.cli(*args, crash_at=point)

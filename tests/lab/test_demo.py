@@ -22,11 +22,11 @@ import pytest
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
-from tests.conftest import lab_authority, lab_host, unbuilt
+from tests.conftest import holds_authority_token, lab_authority, lab_host, unbuilt
 
 pytestmark = pytest.mark.lab
 
-PHASES = ["lab", "root", "bootstrap", "apply", "authority", "provision", "handover", "workloads", "rotation-time",
+PHASES = ["lab", "root", "bootstrap", "gitops", "authority", "provision", "handover", "workloads", "rotation-time",
           "rotation-webhook", "rotation-postgres", "audit"]
 ROTATIONS = {"rotation-time": ("grafana-admin", "time"), "rotation-webhook": ("log-shipper-token", "webhook"),
              "rotation-postgres": ("payments-db", "manual")}
@@ -111,13 +111,25 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
     assert "v" + facts["lab"]["versions"][flavor].lstrip("v") == expected
     assert any("caBundle" in c for c in facts["root"]["demo_settings"])
     assert facts["bootstrap"]["findings"] == 0 and len(facts["bootstrap"]["re_encrypted"]) == 2
-    assert facts["apply"]["bootstrap_secrets_decrypted"] == 2 and facts["apply"]["cluster"] == "dev1"
+    # Git -> cluster through the real Flux, decrypting with the cluster's own key (not the root's).
+    recipients = facts["root"]["gitops_recipients"]
+    assert set(recipients) >= {"dev1"} and facts["root"]["recipient"] not in recipients.values()
+    gitops = facts["gitops"]
+    assert gitops["controller"] == "flux" and gitops["bootstrap_secrets_applied"] == 2
+    assert gitops["ready"][0] == "GitRepository/flux-system" and len(gitops["commit"]) == 40
     authority = facts["authority"]
     assert authority["initialized_now"] and authority["root_token_revoked"]
     assert (authority["shares"], authority["threshold"]) == (3, 2)
     assert authority["verified_roles"] == ["chamberlain.dev1.orchestrator"]
+    assert authority["gitops_environment_ready"] is True and authority["gitops_key_opens_unseal_share"] is False
     assert facts["provision"]["results"] == {"created": facts["provision"]["values"]}
-    assert facts["handover"]["results"] == {"handed-over": 2}
+    # Flux applied both bootstrap Secrets: the first handover wrote their retirement into Git instead of retiring
+    # them; once Flux applied the retirement commit, the second retired them, and no reconcile brought one back.
+    handover = facts["handover"]
+    assert handover["first_run"] == {"awaiting-retirement": 2} and len(handover["retirement_commit"]) == 40
+    assert handover["results"] == {"handed-over": 2} and handover["retired"] == 2
+    assert report["gitops"]["controller"] == "flux" and report["gitops"]["resurrectedAfterHandover"] == 0
+    assert report["gitops"]["reconciles"] >= handover["reconcile_rounds_after"] * 6
     assert facts["workloads"]["workloads_created"] == sum(facts["workloads"]["workloads"].values()) > 0
     assert facts["workloads"]["consumer_secrets_in_sync"] > 0
 
@@ -162,7 +174,7 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
     assert "examples/acme" not in facts["root"]["repo_copy"]
     # No secret in the report or the progress: no identity, no token, no share, no value Vault holds.
     outputs = proc.stdout + proc.stderr
-    assert "AGE-SECRET-KEY" not in outputs and "hvs." not in outputs
+    assert "AGE-SECRET-KEY" not in outputs and not holds_authority_token(outputs)
     values = _values_in_vault(lab_dir, report)
     assert len(values) > 10
     leaked = [i for i, v in enumerate(values) if v in outputs]

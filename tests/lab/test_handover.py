@@ -231,6 +231,7 @@ def _ledger(vault: Any, mount: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ happy paths
 
 
+@pytest.mark.vault_compat
 @pytest.mark.parametrize("smtp_mode", ["delete", "ignore"])
 def test_handover_moves_authority_once(env: Env, vault: Any, core: Any, smtp_mode: str) -> None:
     if smtp_mode != "delete":

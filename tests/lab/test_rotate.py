@@ -40,6 +40,7 @@ def _materialize(w: World) -> str:
     return materialize(w, NS, SECRET, WORKLOAD, MOUNT, PATH)
 
 
+@pytest.mark.vault_compat
 def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: World) -> None:
     w = world
     _materialize(w)

@@ -52,11 +52,20 @@ def test_rekey_endpoints_differ_by_flavor() -> None:
 @pytest.mark.parametrize("message", [
     "unsupported operation",
     "cannot enable audit device via API; use declarative, config-based audit device management instead",
-], ids=["unauthenticated-endpoint-disabled", "api-audit-disabled"])
+    "cannot disable configuration-managed audit device",
+], ids=["unauthenticated-endpoint-disabled", "api-audit-disabled", "declared-audit-device"])
 def test_what_openbao_refuses_is_unsupported(message: str) -> None:
     mapped = map_error(hvac.exceptions.InvalidRequest(errors=[message]), "enable audit device x/", safe_detail=True)
     assert type(mapped) is errors.Unsupported and not mapped.retryable
     assert str(mapped).startswith("enable audit device x/: not offered by this server")
+
+
+def test_a_kv_mount_still_upgrading_is_retryable() -> None:
+    exc = hvac.exceptions.InvalidRequest(errors=["Upgrading from non-versioned to versioned data. This backend will "
+                                                 "be unavailable for a brief period and will resume service shortly."])
+    mapped = map_error(exc, "write platform-config/config", safe_detail=True)
+    assert type(mapped) is errors.AuthorityUnavailable and mapped.retryable
+    assert str(mapped) == "write platform-config/config: the KV mount is still upgrading to version 2 (400)"
 
 
 def test_encoded_data_in_a_safe_detail_is_withheld() -> None:

@@ -13,6 +13,7 @@ from chamberlain.authority.configure import (
     CONFIGURATOR,
     Change,
     ConfigurationConflict,
+    DeclarationRequired,
     Desired,
     KubernetesAuthSettings,
     Observed,
@@ -21,6 +22,7 @@ from chamberlain.authority.configure import (
     desired_state,
     observe,
     plan,
+    plan_audit,
     select,
     summarize,
 )
@@ -153,6 +155,57 @@ def test_audit_device_with_another_path_is_replaced(desired: Desired) -> None:
     changes = _converge(vault, desired)
     assert [(c.kind, c.action) for c in changes] == [("audit", "change")]
     assert vault.audit[AUDIT_PATH]["options"] == {"file_path": "/var/log/vault/audit.log"}
+
+
+WANT = AuditDevice("file", "chamberlain: file audit device", {"file_path": "/var/log/bao/audit.log"})
+DECLARED = {"to-file": AuditDevice("file", "the operator's", {"file_path": "/var/log/bao/audit.log",
+                                                              "mode": "0600"})}
+ELSEWHERE = {AUDIT_PATH: AuditDevice("file", "x", {"file_path": "/elsewhere"})}
+SOCKET = {"to-socket": AuditDevice("socket", "x", {"file_path": "/var/log/bao/audit.log"})}
+
+
+@pytest.mark.parametrize(("observed", "declarative", "expected"), [
+    pytest.param({}, False, [("add", "")], id="api-managed-absent:add"),
+    pytest.param({AUDIT_PATH: WANT}, False, [], id="api-managed-same:nothing"),
+    pytest.param(ELSEWHERE, False, [("change", "re-enabled")], id="api-managed-other-options:re-enable"),
+    pytest.param(DECLARED, False, [("add", "")], id="api-managed-only-at-another-path:add-ours"),
+    pytest.param({}, True, [("declare", "configuration file")], id="declarative-absent:declare"),
+    pytest.param({AUDIT_PATH: WANT}, True, [], id="declarative-declared-as-ours:nothing"),
+    pytest.param(DECLARED, True, [], id="declarative-declared-elsewhere-with-more-options:nothing"),
+    pytest.param(ELSEWHERE, True, [("declare", "configuration file")], id="declarative-other-file:declare"),
+    pytest.param(SOCKET, True, [("declare", "configuration file")], id="declarative-other-type:declare"),
+])
+def test_audit_device_enabled_or_verified(observed: dict[str, AuditDevice], declarative: bool,
+                                          expected: list[tuple[str, str]]) -> None:
+    changes = plan_audit({AUDIT_PATH: WANT}, observed, declarative=declarative)
+    assert [c.action for c in changes] == [action for action, _ in expected]
+    for change, (_, said) in zip(changes, expected, strict=True):
+        assert said in change.detail and change.name == AUDIT_PATH
+
+
+def test_a_declare_change_names_the_stanza_to_add() -> None:
+    (change,) = plan_audit({AUDIT_PATH: WANT}, {}, declarative=True)
+    assert ('audit "file" "chamberlain-file" { description = "chamberlain: file audit device" '
+            'options { file_path = "/var/log/bao/audit.log" } }') in change.detail
+    assert change.line().startswith("? audit chamberlain-file")
+    assert summarize([change])["declare"] == 1
+
+
+def test_on_a_declarative_server_everything_else_is_applied_then_the_declaration_is_required(
+        desired: Desired) -> None:
+    vault = FakeVault()
+    vault.audit.declarative = True
+    changes = plan(desired, observe(vault, desired))
+    assert ("audit", "declare") in {(c.kind, c.action) for c in changes}
+    result = apply(vault, desired, changes)
+    assert vault.audit == {}  # never enabled through the API
+    assert ("kubernetes", CONFIGURATOR) in observe(vault, desired).roles  # the configurator exists for a re-run
+    assert [c.name for c in result.undeclared] == [AUDIT_PATH]
+    with pytest.raises(DeclarationRequired, match=r"everything else was applied.*configuration file"):
+        result.raise_undeclared()
+    vault.audit["declared"] = {"type": "file", "description": "by the operator",  # the operator declares it
+                               "options": {"file_path": "/var/log/vault/audit.log"}}
+    assert plan(desired, observe(vault, desired)) == []
 
 
 def test_without_kubernetes_settings_the_auth_config_is_left_alone() -> None:

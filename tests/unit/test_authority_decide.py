@@ -64,6 +64,8 @@ INIT_TABLE = [
                  id="configurator-refused-shares-held:generate-root"),
     pytest.param(_init(READY, session=Session.NONE, login_refused=True), InitStep.BLOCKED,
                  id="configurator-refused-no-identity:blocked"),
+    pytest.param(_init(READY, session=Session.NONE, login_refused=True, can_open=True, generate_root_refused=True),
+                 InitStep.BLOCKED, id="configurator-refused-generate-root-refused:blocked"),
     # authenticated: configure, record, verify, sweep
     pytest.param(READY, InitStep.CONFIGURE, id="authenticated:configure"),
     pytest.param(_init(READY, configured=True), InitStep.RECORD, id="configured-not-recorded:record"),
@@ -91,6 +93,8 @@ def test_init_messages_say_what_to_do() -> None:
     assert "move that Secret away" in next_init_step(_init(FRESH, material=Material.STORED)).why
     assert "--identity" in next_init_step(_init(READY, sealed=True, session=Session.NONE)).why
     assert "--identity" in next_init_step(_init(READY, session=Session.NONE, login_refused=True)).why
+    refused = _init(READY, session=Session.NONE, login_refused=True, can_open=True, generate_root_refused=True)
+    assert "disable_unauthed_generate_root_endpoints = false" in next_init_step(refused).why
 
 
 def test_a_sealed_server_is_unsealed_before_anything_else_even_mid_run() -> None:

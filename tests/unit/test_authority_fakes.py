@@ -19,10 +19,14 @@ from chamberlain.authority.model import (
     AuthMountInfo,
     HaStatus,
     InitResult,
+    KeyStatus,
     KubernetesAuthConfig,
     KubernetesRole,
     KvConfig,
     MountInfo,
+    RekeyProgress,
+    RekeyResult,
+    RekeyVerification,
     RootToken,
     SealStatus,
     TokenInfo,
@@ -78,6 +82,70 @@ class _Seal:
         root = "hvs." + secrets.token_hex(12)
         v.tokens[root] = TokenInfo("acc-" + root[-6:], ("root",), 0, False)
         return RootToken(root)
+
+    # -- rekey with verification: without a token (Vault) or only with one (OpenBao, ``rekey_needs_token``)
+
+    @property
+    def rekey_needs_token(self) -> bool:
+        return self.v.rekey_needs_token
+
+    def _guard(self) -> None:
+        if self.v.rekey_needs_token and self.v.token is None:
+            raise Forbidden("rekey: permission denied (403)")
+        self.v.rekey_calls.append(self.v.token)
+
+    def cancel_rekey(self) -> None:
+        self._guard()
+        self.v.rekey = {}
+
+    def start_rekey(self, shares: int, threshold: int) -> RekeyProgress:
+        self._guard()
+        self.v.rekey = {"nonce": secrets.token_hex(4), "shares": shares, "threshold": threshold, "old": set()}
+        return self.rekey_progress()
+
+    def rekey_progress(self) -> RekeyProgress:
+        self._guard()
+        r = self.v.rekey
+        return RekeyProgress(bool(r), r.get("nonce", ""), len(r.get("old", ())), self.v.threshold, True)
+
+    def rekey_submit(self, key: str, nonce: str) -> RekeyResult | None:
+        self._guard()
+        r = self.v.rekey
+        if nonce != r.get("nonce") or key not in self.v.keys:
+            raise InvalidRequest("rekey: wrong nonce or share (400)")
+        r["old"].add(key)
+        if len(r["old"]) < self.v.threshold:
+            return None
+        r["new"] = [secrets.token_hex(33) for _ in range(r["shares"])]
+        r["verify_nonce"], r["verified"] = secrets.token_hex(4), set()
+        return RekeyResult(tuple(r["new"]), r["verify_nonce"])
+
+    def rekey_verification(self) -> RekeyVerification:
+        self._guard()
+        return RekeyVerification(self.v.rekey.get("verify_nonce", ""), len(self.v.rekey.get("verified", ())))
+
+    def cancel_rekey_verify(self) -> None:
+        self._guard()
+        self.v.rekey.pop("verify_nonce", None)
+
+    def rekey_verify(self, key: str, nonce: str) -> bool:
+        self._guard()
+        r = self.v.rekey
+        if nonce != r.get("verify_nonce") or key not in r["new"]:
+            raise InvalidRequest("rekey verify: wrong nonce or share (400)")
+        r["verified"].add(key)
+        if len(r["verified"]) < r["threshold"]:
+            return False
+        self.v.keys, self.v.threshold, self.v.rekey = r["new"], r["threshold"], {}
+        return True
+
+    def rotate_encryption_key(self) -> None:
+        if self.v.token is None:
+            raise Forbidden("rotate: permission denied (403)")
+        self.v.term += 1
+
+    def key_status(self) -> KeyStatus:
+        return KeyStatus(self.v.term)
 
 
 class _Auth(dict[str, dict[str, Any]]):
@@ -201,6 +269,7 @@ class _Audit(dict[str, dict[str, Any]]):
     def __init__(self, v: FakeVault) -> None:
         super().__init__()
         self.v = v
+        self.declarative = False  # True: an OpenBao, whose audit devices come from its configuration file
 
     def list(self) -> dict[str, AuditDevice]:
         return {k: AuditDevice.from_api(v) for k, v in self.items()}
@@ -225,6 +294,10 @@ class FakeVault:
         self.tokens: dict[str, TokenInfo] = {}  # token -> info
         self.token: str | None = None
         self.init_calls = 0
+        self.rekey_needs_token = False  # True: OpenBao's sys/rotate/root/*
+        self.rekey: dict[str, Any] = {}
+        self.rekey_calls: list[str | None] = []  # the token each rekey request carried
+        self.term = 1
         self.kv_config: dict[str, dict[str, Any]] = {}
         self.paths: dict[str, dict[str, Any]] = {}  # auth config and roles, raw bodies as written
         self.writes = 0

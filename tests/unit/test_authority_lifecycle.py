@@ -239,6 +239,27 @@ def test_rekey_requires_an_unsealed_server(world: World) -> None:
                         recorder_for=world.recorder_for, clock=FakeClock())
 
 
+@pytest.mark.parametrize("needs_token", [False, True], ids=["vault-unauthenticated", "openbao-with-a-token"])
+def test_rekey_calls_the_endpoints_as_the_server_requires(world: World, needs_token: bool) -> None:
+    world.init()
+    world.vault.token = None  # a fresh, anonymous process
+    world.vault.rekey_needs_token = needs_token
+    old, before = list(world.vault.keys), world.store().load()
+    assert before is not None
+    report = lifecycle.rekey(world.vault, world.store(), _identities(), [RECIPIENT],  # type: ignore[arg-type]
+                             login_configurator=world.vault.login_configurator,  # type: ignore[arg-type]
+                             recorder_for=world.recorder_for, clock=FakeClock())
+    assert report.generation == before.generation + 1 and report.key_term == 2
+    assert not set(world.vault.keys) & set(old)
+    stored = world.store().load()
+    assert stored is not None and stored.open(_identities()) == world.vault.keys
+    # Vault: no token reaches the rekey endpoints; OpenBao: the configurator's, logged in before the first one.
+    tokens = set(world.vault.rekey_calls)
+    assert tokens == ({next(iter(tokens))} if needs_token else {None})
+    assert needs_token is (None not in tokens)
+    assert [e for e, _ in world.events].count("authority-rekey") == 1
+
+
 # ------------------------------------------------------------------------------------------- hvac errors
 
 

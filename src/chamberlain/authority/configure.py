@@ -7,6 +7,13 @@ writes what the plan says, in dependency order (mounts, auth methods and their c
 device, then prunes), with a crash checkpoint between groups. Every write is a whole-object put, so re-running
 after a crash at any point converges; a second run against a converged server plans nothing.
 
+The audit device depends on the server: Vault enables it through its API, so chamberlain manages it like the
+rest; OpenBao takes audit devices only from its configuration file, so there chamberlain *verifies* that a device
+of the desired type and options is declared (at any path: the operator names it) and plans ``declare`` when none
+is. A ``declare`` change is never applied; :func:`apply` carries out everything else and reports it, and the
+caller fails once the rest is done (:class:`DeclarationRequired`) — during ``authority init`` that leaves the
+configurator role in place, so a re-run can log in after the operator has fixed the server's configuration.
+
 Ownership: objects in the bundle are managed; so are chamberlain's own configurator policy and role (below).
 ``--prune`` removes policies that are not desired (never ``root``/``default``) and roles that are not desired *inside
 the managed Kubernetes auth mounts* — stale roles there still let a ServiceAccount log in. Mounts and auth methods
@@ -27,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
+from chamberlain import wellknown as wk
 from chamberlain.authority.model import (
     ROLE_FIELDS,
     AuditDevice,
@@ -45,13 +53,13 @@ from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX
 CONFIGURATOR = "chamberlain.authority.configurator"
 CONFIGURATOR_TTL = "15m"
 CONFIGURATOR_MAX_TTL = "1h"
-AUDIT_PATH = "chamberlain-file"
-AUDIT_DESCRIPTION = "chamberlain: file audit device"
+AUDIT_PATH = wk.AUDIT_DEVICE_PATH
+AUDIT_DESCRIPTION = wk.AUDIT_DEVICE_DESCRIPTION
 NEVER_PRUNED_POLICIES = frozenset({"root", "default"})
 VAULT_AUDIENCE = "vault"  # the audience chamberlain's ServiceAccount tokens are requested for
 
 Kind = Literal["mount", "kv-config", "auth", "auth-config", "policy", "role", "audit"]
-Action = Literal["add", "change", "remove", "conflict"]
+Action = Literal["add", "change", "remove", "conflict", "declare"]  # declare: only the server's own config can
 K = TypeVar("K", str, tuple[str, str])
 T = TypeVar("T")
 
@@ -59,6 +67,12 @@ T = TypeVar("T")
 class ConfigurationConflict(ChamberlainError):
     """The server holds something under a managed name that cannot be converged safely (e.g. a KV v1 mount where
     a KV v2 mount is wanted); nothing was changed."""
+
+
+class DeclarationRequired(ChamberlainError):
+    """Something the configuration needs can only be declared in the server's own configuration file (OpenBao's
+    audit devices); everything else was applied. Permanent until the operator declares it and reloads the
+    server."""
 
 
 # ---------------------------------------------------------------------------------------------- desired state
@@ -156,6 +170,11 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
         ("sys/audit", ["read", "sudo"]),
         ("sys/audit/*", ["create", "delete", "sudo", "update"]),
         ("sys/rotate", ["sudo", "update"]),
+        # OpenBao rekeys here, with a token (Vault's sys/rekey/* needs none). Exact paths: a bare sys/rotate/root
+        # would rotate the root key without any share.
+        ("sys/rotate/root/init", ["create", "delete", "read", "update"]),
+        ("sys/rotate/root/update", ["create", "update"]),
+        ("sys/rotate/root/verify", ["create", "delete", "read", "update"]),
         ("sys/key-status", ["read"]),
         ("auth/token/accessors", ["list", "sudo"]),
         ("auth/token/lookup-accessor", ["update"]),
@@ -261,6 +280,8 @@ class PoliciesAPI(Protocol):
 
 
 class AuditAPI(Protocol):
+    @property
+    def declarative(self) -> bool: ...
     def list(self) -> dict[str, AuditDevice]: ...
     def enable(self, path: str, device: AuditDevice) -> None: ...
     def disable(self, path: str) -> None: ...
@@ -288,6 +309,7 @@ class Observed:
     policies: Mapping[str, str]
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
+    audit_declarative: bool = False  # the server takes audit devices only from its configuration file (OpenBao)
 
 
 def observe(vault: ConfigAPI, desired: Desired) -> Observed:
@@ -316,7 +338,8 @@ def observe(vault: ConfigAPI, desired: Desired) -> Observed:
         text = vault.policies.read(name)
         if text is not None:
             policies[name] = text
-    return Observed(mounts, kv_config, auth, auth_config, policies, roles, vault.audit.list())
+    return Observed(mounts, kv_config, auth, auth_config, policies, roles, vault.audit.list(),
+                    audit_declarative=vault.audit.declarative)
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -339,7 +362,7 @@ class Change:
         return out
 
     def line(self) -> str:
-        sign = {"add": "+", "change": "~", "remove": "-", "conflict": "!"}[self.action]
+        sign = {"add": "+", "change": "~", "remove": "-", "conflict": "!", "declare": "?"}[self.action]
         extra = f" ({', '.join(self.fields)})" if self.fields else ""
         note = f" — {self.detail}" if self.detail else ""
         return f"{sign} {self.kind} {self.name}{extra}{note}"
@@ -395,18 +418,41 @@ def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
             + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
 
 
-def _plan_policies_roles_audit(desired: Desired, observed: Observed) -> list[Change]:
+def _plan_policies_roles(desired: Desired, observed: Observed) -> list[Change]:
     def same_text(want: str, have: str) -> Verdict:
         return None if have.strip() == want.strip() else ("change", ("policy",), "")
 
-    def same_device(want: AuditDevice, have: AuditDevice) -> Verdict:
-        if have.type == want.type and dict(have.options) == dict(want.options):
-            return None
-        return "change", ("options",), "re-enabled (audit devices cannot be tuned)"
-
     return (_compare("policy", desired.policies, observed.policies, same_text)
-            + _compare("role", desired.roles, observed.roles, _fields_differ, name=lambda key: "/".join(key))
-            + _compare("audit", desired.audit, observed.audit, same_device))
+            + _compare("role", desired.roles, observed.roles, _fields_differ, name=lambda key: "/".join(key)))
+
+
+def declaration(path: str, device: AuditDevice) -> str:
+    """The server-configuration stanza (HCL) that declares ``device`` at ``path``, as OpenBao reads it."""
+    options = " ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(device.options.items()))
+    description = json.dumps(device.description)
+    return f'audit "{device.type}" "{path}" {{ description = {description} options {{ {options} }} }}'
+
+
+def plan_audit(desired: Mapping[str, AuditDevice], observed: Mapping[str, AuditDevice], *,
+               declarative: bool) -> list[Change]:
+    """The audit device: enabled through the API where the server allows it (re-enabled when its options differ:
+    devices cannot be tuned); where it only takes them from its configuration file, verified: any device of the
+    same type carrying the desired options satisfies it, else ``declare`` with the stanza to add."""
+    if not declarative:
+        def same_device(want: AuditDevice, have: AuditDevice) -> Verdict:
+            if have.type == want.type and dict(have.options) == dict(want.options):
+                return None
+            return "change", ("options",), "re-enabled (audit devices cannot be tuned)"
+
+        return _compare("audit", desired, observed, same_device)
+    changes: list[Change] = []
+    for path, want in sorted(desired.items()):
+        if any(have.type == want.type and want.options.items() <= have.options.items() for have in observed.values()):
+            continue
+        changes.append(Change("audit", path, "declare", detail=(
+            "this server takes audit devices only from its configuration file: add "
+            f"{declaration(path, want)} and reload it (SIGHUP)")))
+    return changes
 
 
 def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:
@@ -420,12 +466,13 @@ def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:
 def plan(desired: Desired, observed: Observed, *, prune: bool = False) -> list[Change]:
     """The changes that bring ``observed`` to ``desired`` (pure). Conflicts are reported, never resolved."""
     changes = [*_plan_mounts(desired, observed), *_plan_auth(desired, observed),
-               *_plan_policies_roles_audit(desired, observed)]
+               *_plan_policies_roles(desired, observed),
+               *plan_audit(desired.audit, observed.audit, declarative=observed.audit_declarative)]
     return changes + _plan_prunes(desired, observed) if prune else changes
 
 
 def summarize(changes: Iterable[Change]) -> dict[str, int]:
-    counts = {"add": 0, "change": 0, "remove": 0, "conflict": 0}
+    counts = {"add": 0, "change": 0, "remove": 0, "conflict": 0, "declare": 0}
     for c in changes:
         counts[c.action] += 1
     return counts
@@ -442,6 +489,16 @@ class ApplyResult:
     @property
     def counts(self) -> dict[str, int]:
         return summarize(self.changes)
+
+    @property
+    def undeclared(self) -> list[Change]:
+        """What only the server's configuration file can add (never applied; the caller fails on it)."""
+        return [c for c in self.changes if c.action == "declare"]
+
+    def raise_undeclared(self) -> None:
+        if self.undeclared:
+            raise DeclarationRequired("everything else was applied, but " + "; ".join(
+                f"{c.kind} {c.name}: {c.detail}" for c in self.undeclared))
 
 
 def _apply_mounts(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
@@ -485,7 +542,7 @@ def _apply_roles(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> i
 
 
 def _apply_audit(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
-    devices = _of(changes, "audit")
+    devices = [c for c in _of(changes, "audit") if c.action != "declare"]
     for c in devices:
         if c.action == "change":
             vault.audit.disable(c.name)

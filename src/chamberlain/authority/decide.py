@@ -89,6 +89,7 @@ class InitObserved:
     init_recorded: bool  # the authority-init ledger entry exists (noted on the material)
     verified: bool  # the orchestrator login was proven in this run
     root_revoked: bool  # the material notes that the root token was revoked
+    generate_root_refused: bool = False  # the server refused generate-root in this run (OpenBao's default)
 
 
 StepT = TypeVar("StepT", "InitStep", "RekeyStep")
@@ -138,6 +139,12 @@ def _authenticate(s: InitObserved) -> Decision[InitStep]:
         return Decision(InitStep.USE_ROOT, "this run initialized the server and holds its root token")
     if not s.login_refused:
         return Decision(InitStep.LOGIN, "log in as the configurator role")
+    if (s.holds_shares or s.can_open) and s.generate_root_refused:
+        return Decision(InitStep.BLOCKED, "cannot log in as the configurator role yet (the first run stopped before "
+                                          "configuring it) and the server refuses unauthenticated generate-root "
+                                          "(OpenBao's default from 2.5.3) — set disable_unauthed_generate_root_"
+                                          "endpoints = false on its listener, restart it, re-run with --identity, "
+                                          "then remove the setting again")
     if s.holds_shares or s.can_open:
         return Decision(InitStep.GENERATE_ROOT, "the configurator cannot log in yet; a temporary root token "
                                                 "from the stored shares")

@@ -42,7 +42,7 @@ from chamberlain.authority.decide import (
     next_init_step,
     next_rekey_step,
 )
-from chamberlain.authority.errors import AuthorityError, NotInitialized
+from chamberlain.authority.errors import AuthorityError, NotInitialized, Unsupported
 from chamberlain.authority.material import (
     LABELS,
     SECRET_NAME,
@@ -252,6 +252,7 @@ class _InitRun:
         self.session = Session.NONE
         self.actor = vault
         self.login_refused = self.active = self.configured = self.verified = False
+        self.generate_root_refused = False
         self.login_error = ""
 
     def observe(self) -> InitObserved:
@@ -264,7 +265,7 @@ class _InitRun:
             can_open=self.identities is not None, holds_root=self.root is not None, session=self.session,
             login_refused=self.login_refused, active=self.active and not seal.sealed, configured=self.configured,
             init_recorded=bool(m and m.init_recorded), verified=self.verified,
-            root_revoked=bool(m and m.root_revoked_at),
+            root_revoked=bool(m and m.root_revoked_at), generate_root_refused=self.generate_root_refused,
         )
 
     def act(self, step: InitStep) -> None:
@@ -339,7 +340,12 @@ class _InitRun:
         self.report.authenticated_as = "configurator (Kubernetes auth)"
 
     def _generate_root(self) -> None:
-        self.vault.use_token(self.vault.seal.generate_root(self._shares()).token)
+        try:
+            root = self.vault.seal.generate_root(self._shares())
+        except Unsupported:
+            self.generate_root_refused = True  # the decider stops with what the operator can do
+            return
+        self.vault.use_token(root.token)
         self.actor, self.session = self.vault, Session.BREAK_GLASS
         self.report.authenticated_as = "temporary root token (generate-root)"
 
@@ -466,7 +472,7 @@ class _RekeyRun:
         next_stored = bool(m and m.next_shares)
         if self.resumed is None and m is not None:
             self.resumed = next_stored
-        pending = next_stored and self.in_force is InForce.UNKNOWN and self.vault.seal.rekey_verification().pending
+        pending = next_stored and self.in_force is InForce.UNKNOWN and self.sealer.seal.rekey_verification().pending
         return RekeyObserved(ready=ready, material=bool(m and m.shares), next_stored=next_stored,
                              verification_pending=pending, in_force=self.in_force, rotated=self.rotated,
                              recorded=self.recorded, abandoned=self.abandoned)
@@ -492,6 +498,17 @@ class _RekeyRun:
             raise SealError(f"no sealed unseal material in Secret {self.store.ref}")
         return self.material
 
+    def _configurator(self) -> VaultClient:
+        if self.admin is None:
+            self.admin = self.login_configurator()
+        return self.admin
+
+    @property
+    def sealer(self) -> VaultClient:
+        """Who calls the rekey endpoints: nobody in particular where they need no token (Vault), the configurator
+        where they do (OpenBao). The old shares are what authorizes a rekey either way."""
+        return self._configurator() if self.vault.seal.rekey_needs_token else self.vault
+
     def _next_keys(self) -> list[str]:
         if self.new_keys is None:
             self.new_keys = self._stored().open(self.identities, next_=True)
@@ -500,13 +517,14 @@ class _RekeyRun:
     def _start(self) -> None:
         m = self._stored()
         old = m.open(self.identities)
+        seal = self.sealer.seal
         with contextlib.suppress(AuthorityError):
-            self.vault.seal.cancel_rekey()  # an abandoned attempt of unknown origin
-        self.vault.seal.start_rekey(self.shares, self.threshold)
-        nonce = self.vault.seal.rekey_progress().nonce
+            seal.cancel_rekey()  # an abandoned attempt of unknown origin
+        seal.start_rekey(self.shares, self.threshold)
+        nonce = seal.rekey_progress().nonce
         result = None
         for key in old[: m.threshold]:
-            result = self.vault.seal.rekey_submit(key, nonce)
+            result = seal.rekey_submit(key, nonce)
             if result is not None:
                 break
         if result is None:
@@ -518,9 +536,10 @@ class _RekeyRun:
         checkpoint("rekey.after-store-next")
 
     def _verify(self) -> None:
-        nonce = self.vault.seal.rekey_verification().nonce
+        seal = self.sealer.seal
+        nonce = seal.rekey_verification().nonce
         keys = self._next_keys()[: self._stored().next_threshold]
-        if not any(self.vault.seal.rekey_verify(key, nonce) for key in keys):
+        if not any(seal.rekey_verify(key, nonce) for key in keys):
             raise SealError("rekey verification did not complete with the new shares")
         self.in_force = InForce.NEW
         checkpoint("rekey.after-verify")
@@ -528,7 +547,7 @@ class _RekeyRun:
     def _probe(self) -> None:
         # No verification pending: either it completed before a crash (new shares in force) or the attempt was
         # lost with a restart (old ones still are). Ask the server which set works.
-        new = _probe_shares(self.vault, self._next_keys(), self._stored().next_threshold)
+        new = _probe_shares(self.sealer, self._next_keys(), self._stored().next_threshold)
         self.in_force = InForce.NEW if new else InForce.OLD
         checkpoint("rekey.after-verify")
 
@@ -544,15 +563,14 @@ class _RekeyRun:
         self.abandoned = True
 
     def _rotate(self) -> None:
-        self.admin = self.login_configurator()
-        self.admin.seal.rotate_encryption_key()
-        self.key_term = self.admin.seal.key_status().term
+        admin = self._configurator()
+        admin.seal.rotate_encryption_key()
+        self.key_term = admin.seal.key_status().term
         self.rotated = True
 
     def _record(self) -> None:
         m = self._stored()
-        admin = self.admin or self.login_configurator()
-        self.recorder_for(admin)("authority-rekey", {
+        self.recorder_for(self._configurator())("authority-rekey", {
             "shares": str(len(m.shares)), "threshold": str(m.threshold), "generation": str(m.generation),
             "key_term": str(self.key_term), "recipients_sha256": m.recipients})
         self.recorded = True

@@ -45,7 +45,8 @@ def _print_changes(changes: list[Change], *, dry_run: bool) -> None:
         line("Vault configuration is up to date (no changes).")
     else:
         line(f"{'would change' if dry_run else 'changed'}: {s['add']} to add, {s['change']} to change, "
-             f"{s['remove']} to remove" + (f", {s['conflict']} conflicts" if s["conflict"] else ""))
+             f"{s['remove']} to remove" + (f", {s['conflict']} conflicts" if s["conflict"] else "")
+             + (f", {s['declare']} to declare in the server's configuration file" if s["declare"] else ""))
 
 
 @authority_app.command()

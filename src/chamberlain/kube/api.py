@@ -6,7 +6,7 @@ Errors carry kind, namespace, name and status, never bodies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -175,6 +175,12 @@ class KubeCustomObjects(Protocol):
                                         resource_version: str | None = None) -> dict[str, Any]:
         """JSON-merge-patch ``metadata.annotations`` (a None value removes the key). With ``resource_version``, the
         patch applies only if the object is unchanged (:class:`KubeConflict` otherwise); :class:`KubeNotFound`."""
+        ...
+
+    def wait_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                           until: Callable[[dict[str, Any] | None], bool], timeout: float) -> dict[str, Any] | None:
+        """Watch the object until ``until`` holds for it (None: absent) and return it as it was then;
+        :class:`KubeUnavailable` when ``timeout`` seconds pass first. A watch, not a polling loop."""
         ...
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
@@ -84,6 +84,8 @@ class FakeKube:
         self.dropped_events = 0
         # Leases (KubeLeases): (namespace, name) -> record as stored (with its resourceVersion).
         self.leases: dict[tuple[str, str], LeaseRecord] = {}
+        # What "controllers" do while someone waits (wait_custom_object): each step mutates the fake, in order.
+        self.on_wait: list[Callable[[FakeKube], bool]] = []
 
     def _guard(self) -> None:
         if self.down:
@@ -194,6 +196,17 @@ class FakeKube:
                 current[k] = v
         meta["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)
+
+    def wait_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                           until: Callable[[dict[str, Any] | None], bool], timeout: float) -> dict[str, Any] | None:
+        """No time passes in a fake: each call of :attr:`on_wait` (a test's script of what controllers do next)
+        is one watch event; when the script has nothing left and ``until`` still fails, the wait times out."""
+        while True:
+            current = self.get_custom_object(resource, namespace, name)
+            if until(current):
+                return current
+            if not self.on_wait or not self.on_wait.pop(0)(self):
+                raise KubeUnavailable(f"{resource.describe(namespace, name)}: not as expected after {timeout:.0f}s")
 
     def _existing_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any]:
         self._guard()

@@ -184,8 +184,9 @@ def _converge(client: VaultClient, desired: Desired, *, prune: bool, dry_run: bo
     if not changes:
         return ConfigureResult(changes, dry_run=False, applied=0)
     result = apply(client, desired, changes)
-    if record is not None:
+    if record is not None and result.applied:
         record("authority-configure", {k: str(v) for k, v in summarize(changes).items()} | dict(details or {}))
+    result.raise_undeclared()  # after the record: what was applied is in the ledger either way
     return ConfigureResult(changes, dry_run=False, applied=result.applied)
 
 

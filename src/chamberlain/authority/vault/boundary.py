@@ -39,7 +39,10 @@ T = TypeVar("T")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")  # a PEM/DER body an error might quote
 # What OpenBao answers where it differs from Vault (unauthenticated endpoints disabled by default, audit devices
 # only in the configuration file): matched here so callers see one typed error for both.
-_UNSUPPORTED = ("unsupported operation", "cannot enable audit device via api")
+_UNSUPPORTED = ("unsupported operation", "cannot enable audit device via api",
+                "cannot disable configuration-managed audit device")
+
+_UPGRADING = "upgrading from non-versioned to versioned data"
 
 
 def _first_error(exc: hvac.exceptions.VaultError) -> str:
@@ -64,6 +67,8 @@ def _by_message(text: str, what: str, detail: str) -> AuthorityError | None:
         return CasConflict(f"{what}: check-and-set did not match the current version")
     if any(marker in lowered for marker in _UNSUPPORTED):
         return Unsupported(f"{what}: not offered by this server (400){detail}")
+    if _UPGRADING in lowered:  # a KV v2 mount answers so for a moment after it is enabled: try again shortly
+        return AuthorityUnavailable(f"{what}: the KV mount is still upgrading to version 2 (400)")
     return None
 
 

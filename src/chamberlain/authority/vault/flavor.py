@@ -3,18 +3,24 @@
 Detection: OpenBao forked Vault at 1.14 and numbers its releases from 2.0; its seal status carries
 ``commit_date`` where Vault's carries ``build_date``. Either sign is enough.
 
-Differences the adapter handles (everything else is the same HTTP API):
+Differences the adapter handles (everything else is the same HTTP API; checked against OpenBao 2.7.2 and Vault
+1.21):
 
 ==========================  =====================================  =============================================
-operation                   Vault                                   OpenBao (2.4 and later)
+operation                   Vault                                   OpenBao
 ==========================  =====================================  =============================================
-rekey the unseal shares     ``sys/rekey/*``, unauthenticated        ``sys/rotate/root/*``, a token with ``sudo``
-                                                                    (the unauthenticated ``sys/rekey/*`` is off by
-                                                                    default from 2.5)
-generate-root (break-glass) ``sys/generate-root/*``                 off by default from 2.5: answered with
+rekey the unseal shares     ``sys/rekey/*``, unauthenticated        ``sys/rotate/root/{init,update,verify}``, with a
+                                                                    token (chamberlain: the configurator's); the
+                                                                    unauthenticated ``sys/rekey/*`` answers
+                                                                    "unsupported operation" from 2.5
+generate-root (break-glass) ``sys/generate-root/*``                 off by default from 2.5.3 (listener option
+                                                                    ``disable_unauthed_generate_root_endpoints``):
                                                                     :class:`~chamberlain.authority.errors.Unsupported`
-enable an audit device      ``sys/audit/<path>``                    declarative only (server configuration file):
-                                                                    :class:`~chamberlain.authority.errors.Unsupported`
+audit devices               enabled through ``sys/audit/<path>``    declared in the server configuration file
+                                                                    (``audit "file" "<path>" {...}``); the API
+                                                                    refuses to enable one, or to disable a declared
+                                                                    one: chamberlain verifies instead
+                                                                    (:data:`AUDIT_DEVICES_BY_API`)
 ==========================  =====================================  =============================================
 
 Not here: the requests themselves (each area module makes its own, choosing by :class:`RekeyPaths`).
@@ -54,4 +60,9 @@ REKEY_PATHS: Mapping[Flavor, RekeyPaths] = {
 }
 
 
-__all__ = ["REKEY_PATHS", "RekeyPaths", "flavor_of"]
+#: Whether the server accepts audit devices through ``sys/audit`` (Vault) or only from its configuration file
+#: (OpenBao, unless ``unsafe_allow_api_audit_creation`` is set, which chamberlain never asks for).
+AUDIT_DEVICES_BY_API: Mapping[Flavor, bool] = {Flavor.VAULT: True, Flavor.OPENBAO: False}
+
+
+__all__ = ["AUDIT_DEVICES_BY_API", "REKEY_PATHS", "RekeyPaths", "flavor_of"]

@@ -8,9 +8,12 @@ secrets inside a mount (:mod:`.kv`, :mod:`.pki`, :mod:`.transit`), which mounts 
 
 from __future__ import annotations
 
+from chamberlain.authority.errors import AuthorityUnavailable
 from chamberlain.authority.model import KvConfig, MountInfo
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
+
+KV_UPGRADE_TIMEOUT = 30.0  # seconds a new KV v2 mount may take before it serves requests
 
 
 class Mounts(Area):
@@ -22,6 +25,22 @@ class Mounts(Area):
         self._c.call(f"enable secrets engine at {path}/", lambda h: h.sys.enable_secrets_engine(
             backend_type=mount.type, path=path, description=mount.description, options=dict(mount.options)),
             safe_detail=True)
+        if mount.type == "kv" and str(mount.options.get("version")) == "2":
+            self.wait_kv_ready(path)
+
+    def wait_kv_ready(self, mount: str, timeout: float = KV_UPGRADE_TIMEOUT, interval: float = 0.2) -> None:
+        """Wait until a KV v2 mount serves requests: a new one upgrades its storage first and answers 400
+        meanwhile (OpenBao for about a second, longer on a busy host; Vault too, usually faster)."""
+        clock = self._c.clock
+        deadline = clock.monotonic() + timeout
+        while True:
+            try:
+                self.read_kv_config(mount)
+                return
+            except AuthorityUnavailable:
+                if clock.monotonic() > deadline:
+                    raise
+            clock.sleep(interval)
 
     def tune(self, path: str, description: str) -> None:
         self._c.call(f"tune {path}/", lambda h: h.sys.tune_mount_configuration(path=path, description=description),

@@ -97,6 +97,11 @@ class Seal(Area):
     def _paths(self) -> RekeyPaths:
         return REKEY_PATHS[self._c.flavor]
 
+    @property
+    def rekey_needs_token(self) -> bool:
+        """Whether this server's rekey endpoints need a token (OpenBao's ``sys/rotate/root/*``) or none (Vault's)."""
+        return self._paths.authenticated
+
     def rekey_progress(self) -> RekeyProgress:
         return _progress(self._rekey("read rekey progress", "get", self._paths.init))
 
