@@ -32,8 +32,10 @@ from chamberlain.cli.output import (
 from chamberlain.errors import ChamberlainError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from chamberlain.findings import Finding
-    from chamberlain.intent.loader import Repository
+    from chamberlain.intent.walk import Exclusion
 
 app = typer.Typer(
     name="chamberlain",
@@ -89,7 +91,7 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
         emit_json(to_sarif(result.findings, prefix=repository.git_prefix(result.repo), exclusions=excluded))
     else:
         _print_findings(result.findings)
-        _print_exclusions(result.repo)
+        _print_exclusions(excluded)
         left_out = exclusion_summary(excluded)
         stderr.print(_findings_summary(result.findings, failing, str(path)) if result.findings else
                      f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
@@ -98,11 +100,11 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
     raise typer.Exit(1 if failing else 0)
 
 
-def _print_exclusions(repo: Repository) -> None:
+def _print_exclusions(exclusions: Sequence[Exclusion]) -> None:
     """What the loader left out of intent, on stderr (diagnostics): visible, never a silent skip."""
     from chamberlain.reporting import exclusion_lines
 
-    for text in exclusion_lines(repo.exclusions):
+    for text in exclusion_lines(exclusions):
         line(text, err=True)
 
 
@@ -146,6 +148,7 @@ def render(
 
     outcome = repository.render(path, out, strict=strict, check=check)
     _print_findings(outcome.findings)
+    _print_exclusions(outcome.exclusions)
     if not outcome.rendered:
         failing = blocking(outcome.findings, strict=strict)
         stderr.print(_findings_summary(outcome.findings, failing, str(path)) + "; nothing rendered")

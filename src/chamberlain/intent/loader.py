@@ -289,8 +289,11 @@ def _read_file(repo: Repository, wf: WalkedFile) -> RepoFile:
     return rf
 
 
-# Go/Helm template actions. A YAML file with one that does not parse is a template, not broken YAML.
-_TEMPLATE_ACTION = re.compile(r"\{\{-?\s.*?\}\}|\{\{[^{}\n]*\}\}", re.S)
+def _has_template_actions(text: str) -> bool:
+    """Go/Helm template actions (``{{ ... }}``). Substring tests only: linear on any input, where a regex with
+    a lazy wildcard would go quadratic on a hostile file of unclosed ``{{``."""
+    start = text.find("{{")
+    return start >= 0 and text.find("}}", start) >= 0
 
 
 def _parse_source(repo: Repository, rf: RepoFile, text: str) -> None:
@@ -300,7 +303,7 @@ def _parse_source(repo: Repository, rf: RepoFile, text: str) -> None:
     # A template outside a chart (an Argo CD or Helmfile template, a values file with actions): only when it does
     # not parse, so valid manifests keep every check. Intent is never templated: a file naming the chamberlain
     # group keeps its syntax error.
-    if failed and _TEMPLATE_ACTION.search(text) and GROUP + "/" not in text:
+    if failed and _has_template_actions(text) and GROUP + "/" not in text:
         del repo.problems[problems_before:]
         rf.documents = []
         rf.role = "template"

@@ -7,7 +7,7 @@ gate applied to it (nothing is rendered or acted on from a repository with findi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from chamberlain.findings import Finding
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
+    from chamberlain.intent.walk import Exclusion
     from chamberlain.inventory.model import Inventory
     from chamberlain.render import Staleness
 
@@ -28,6 +29,7 @@ class RenderOutcome:
     files: int = 0
     rendered: bool = False
     stale: Staleness | None = None  # with ``check``: how the committed output differs (nothing was written)
+    exclusions: list[Exclusion] = field(default_factory=list)  # what the loader left out of intent, reported
 
 
 def repository_root(path: str | Path) -> Path:
@@ -82,13 +84,15 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
     from chamberlain.render import compare_output, render_repository, write_tree
 
     result = validate_repository(repository_root(path))
+    excluded = result.repo.exclusions
     if result.blocking(strict=strict):
-        return RenderOutcome(result.findings)
+        return RenderOutcome(result.findings, exclusions=excluded)
     tree = render_repository(result.repo)
     if check:
-        return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out))
+        return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
+                             exclusions=excluded)
     write_tree(tree, out)
-    return RenderOutcome(result.findings, len(tree.files), rendered=True)
+    return RenderOutcome(result.findings, len(tree.files), rendered=True, exclusions=excluded)
 
 
 def git_prefix(repo: Repository) -> str:
