@@ -892,9 +892,17 @@ class FluxSourceController(FluxController):
     def storage_address(self) -> str:
         return f"{HOST}:{self.storage_port}"
 
+    @property
+    def storage_path(self) -> Path:
+        return self.dir / "storage"
+
+    def start(self) -> procs.ProcInfo:
+        self.storage_path.mkdir(parents=True, exist_ok=True)  # it refuses a storage path that does not exist
+        return super().start()
+
     def extra_args(self) -> list[str]:
         return [
-            f"--storage-path={self.dir / 'storage'}",
+            f"--storage-path={self.storage_path}",
             f"--storage-addr={self.storage_address}",
             f"--storage-adv-addr={self.storage_address}",
         ]
