@@ -367,13 +367,15 @@ CONFIGURE_CRASH_POINTS = ["configure.after-mounts", "configure.after-auth", "con
 
 
 def test_configure_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
-    args = ("authority", "configure", str(env.repo), *env.config_args(), "-o", "json")
+    args = ("authority", "configure", str(env.repo), *env.config_args(), "--prune", "-o", "json")
     admin = env.configurator()
     for point in CONFIGURE_CRASH_POINTS:
-        # Something to do after every checkpoint: a mount setting, a policy, a role, the audit device.
+        # Something to do after every checkpoint: a mount setting, a policy, a role, the audit device (Vault; on
+        # OpenBao it is declared in the server's configuration and the API cannot drop it), a prune.
         admin.mounts.configure_kv("secret", dataclasses.replace(admin.mounts.read_kv_config("secret"), max_versions=3))
-        if not admin.audit.declarative:  # OpenBao's device is declared in its configuration: the API cannot drop it
+        if not admin.audit.declarative:
             admin.audit.disable("chamberlain-file")
+        admin.policies.write("stale-policy", 'path "secret/data/x" { capabilities = ["read"] }\n')
         admin.auth.delete_role("kubernetes", ORCHESTRATOR)
         admin.policies.delete(ORCHESTRATOR)
         crashed = env.cli(*args, crash_at=point)
