@@ -75,7 +75,7 @@ def test_root_init_encrypt_validate_apply_and_reapply(lab: RunningLab, k8s: Any,
         assert secret.metadata.labels["chamberlain.dev/class"] == "bootstrap"
         assert secret.metadata.labels["chamberlain.dev/intent"] == "smtp-relay"
         assert secret.metadata.labels["kustomize.toolkit.fluxcd.io/name"] == bootstrap_name("dev")
-        assert secret.metadata.annotations["argocd.argoproj.io/sync-wave"] == "1"
+        assert secret.metadata.labels["kustomize.toolkit.fluxcd.io/namespace"] == flux.NAMESPACE
         assert _digest(base64.b64decode(secret.data["password"])) == _digest(canary.encode())
         assert base64.b64decode(secret.data["username"]) == b"relay"
         assert {f.manager for f in secret.metadata.managed_fields} == {"kustomize-controller"}
@@ -114,9 +114,14 @@ def test_flux_with_a_wrong_key_applies_no_bootstrap_secret(lab: RunningLab, k8s:
         run.wait_ready(flux.ROOT, CRDS, CLUSTER)
 
         def failed(obj: dict[str, Any] | None) -> bool:
-            return flux.readiness(obj).ready is False
+            said = flux.readiness(obj)
+            return said.ready is False and "decrypt" in said.message.lower()
 
-        obj = run.kube.wait_custom_object(flux.KUSTOMIZATIONS, flux.NAMESPACE, bootstrap_name("dev"), failed, 120)
+        try:
+            obj = run.kube.wait_custom_object(flux.KUSTOMIZATIONS, flux.NAMESPACE, bootstrap_name("dev"), failed, 120)
+        except Exception:
+            seen = run.kube.get_custom_object(flux.KUSTOMIZATIONS, flux.NAMESPACE, bootstrap_name("dev"))
+            raise AssertionError(f"Flux did not report the failure: {(seen or {}).get('status')}") from None
         said = flux.readiness(obj)
         assert "decrypt" in said.message.lower() and canary not in said.message, said.describe()
         core = kubernetes.client.CoreV1Api(k8s)

@@ -67,12 +67,15 @@ def readiness(obj: Mapping[str, Any] | None, kind: str = "Kustomization", name: 
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     ready: bool | None = None
     reason = message = ""
+    observed = status.get("observedGeneration")
     for cond in status.get("conditions") or []:
         if isinstance(cond, Mapping) and cond.get("type") == "Ready":
             ready = {"True": True, "False": False}.get(str(cond.get("status")))
             reason, message = str(cond.get("reason") or ""), str(cond.get("message") or "")
+            # A failed reconcile may leave status.observedGeneration behind; the condition says which spec it is about.
+            observed = cond.get("observedGeneration", observed)
     revision = str(status.get("lastAppliedRevision") or (status.get("artifact") or {}).get("revision") or "")
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    generation = meta.get("generation")
     current = generation is not None and observed == generation
     return Readiness(str(obj.get("kind") or kind), str(meta.get("name") or name), ready if current else None,
                      reason, message, revision, str(status.get("lastHandledReconcileAt") or ""), current)

@@ -918,7 +918,9 @@ class FluxKustomizeController(FluxController):
 
     def extra_args(self) -> list[str]:
         # dependsOn is re-checked every 30 s by default; the lab's ordered Kustomizations should not idle that long.
-        return ["--no-remote-bases=true", "--requeue-dependency=5s"]
+        # A Kustomization whose health checks wait (stores before the authority exists) holds a worker for up to its
+        # timeout: more workers than the default 4 keep the others moving.
+        return ["--no-remote-bases=true", "--requeue-dependency=5s", "--concurrent=10"]
 
 
 # ------------------------------------------------------------------------ Git
