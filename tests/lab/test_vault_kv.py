@@ -1,4 +1,5 @@
-"""Proof 1: KV v2 on the real Vault: write, read, check-and-set, metadata, versions."""
+"""Proof 1: KV v2 on the real authority (OpenBao or Vault, as the lab tests run): write, read, check-and-set,
+metadata, versions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import hvac
 import pytest
+
+from tests.conftest import lab_authority
 
 pytestmark = pytest.mark.lab
 
@@ -63,7 +66,7 @@ def test_typed_adapter_destroys_versions_on_vault(vault: Any, vault_info: Any) -
     from chamberlain.clock import SystemClock
 
     client = client_with_token(vault_info.address, vault_info.ca_file, vault_info.root_token, clock=SystemClock())
-    assert client.flavor is Flavor.VAULT
+    assert client.flavor is Flavor(lab_authority())
     kv, path = client.kv, "proof/kv-destroy"
     assert kv.write(MOUNT, path, {"password": "staged-v1"}, cas=0) == 1
     assert kv.write(MOUNT, path, {"password": "promoted-v2"}, cas=1) == 2

@@ -72,7 +72,8 @@ Reason = Annotated[str, typer.Option("--reason", help="Why, for the ledger.")]
 # ------------------------------------------------------------------------------------------------ authority
 
 AuditFile = Annotated[str, typer.Option("--audit-file", help="File audit device path on the Vault host "
-                                        "('stdout': Vault's log stream; '' manages no audit device).")]
+                                        "('stdout': Vault's log stream; '' manages no audit device). OpenBao: "
+                                        "the path its configuration file declares (verified, never enabled).")]
 KubeHost = Annotated[str | None, typer.Option("--kubernetes-host", show_default=False,
                                               help="API server URL Vault reviews tokens at (default: kubeconfig).")]
 KubeCA = Annotated[Path | None, typer.Option("--kubernetes-ca-file", show_default=False,
