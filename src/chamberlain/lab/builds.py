@@ -242,7 +242,7 @@ COMPONENTS: dict[str, Component] = {
             ),
             assets=(("config/crd/bases", "crds"),),
             tidy_tolerant=True,
-            minutes_estimate=5,
+            minutes_estimate=8,
         ),
         Component(
             name="flux-kustomize-controller",
@@ -260,7 +260,7 @@ COMPONENTS: dict[str, Component] = {
             ),
             assets=(("config/crd/bases", "crds"),),
             tidy_tolerant=True,
-            minutes_estimate=4,
+            minutes_estimate=5,
         ),
         Component(
             name="sops",

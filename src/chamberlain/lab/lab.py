@@ -6,10 +6,10 @@ so ``status`` and ``down`` need no options. How an individual server is run is :
 binary is built is :mod:`.builds`'.
 
 Start order: etcd, the authority, PostgreSQL and the Git server (none needs another) → kube-apiserver
-(+ kubeconfig) → kube-controller-manager, and the ESO and Flux CRDs (Established) → the ESO and Flux
-controllers; then every server is waited for. ``up`` is idempotent: a healthy running server is
-left alone, a server whose configuration changed (e.g. ``dev``) is restarted, and
-switching the authority stops the other one (each keeps its own data directory).
+(+ kubeconfig) → the ESO and Flux CRDs (Established: a controller started before its CRD is served retries
+only every 10 s) → kube-controller-manager and the ESO and Flux controllers; then every server is waited for.
+``up`` is idempotent: a healthy running server is left alone, a server whose configuration changed (e.g. ``dev``)
+is restarted, and switching the authority stops the other one (each keeps its own data directory).
 
 Which lab directory, build cache, environment and clock: the entry point decides
 (``chamberlain lab`` passes ``Settings.lab_dir`` and a :class:`LabHost` built from its
@@ -253,10 +253,12 @@ def up(
         api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
         lab.apiserver.write_kubeconfig()
         lab.apiserver.wait(api_proc, timeout=timeout)
-        kcm_proc = _start(lab.controller_manager, "kube-controller-manager", progress, started)
         # One apply for every CRD: each kubectl call costs a process start and a discovery round.
         install_crds(lab.apiserver, [*lab.eso.crd_files(), *lab.flux_source.crd_files(),
                                      *lab.flux_kustomize.crd_files()], "External Secrets and Flux", progress)
+        # After the CRDs: it needs nothing earlier, and its start-up would compete for the two cores with their
+        # establishing, the critical path.
+        kcm_proc = _start(lab.controller_manager, "kube-controller-manager", progress, started)
         eso_proc = _start(lab.eso, "external-secrets", progress, started)
         source_proc = _start(lab.flux_source, "flux-source-controller", progress, started)
         kustomize_proc = _start(lab.flux_kustomize, "flux-kustomize-controller", progress, started)
