@@ -44,6 +44,7 @@ from chamberlain.clock import FakeClock  # noqa: E402
 from chamberlain.handover import metadata as md  # noqa: E402
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent  # noqa: E402
 from chamberlain.intent.paths import VaultPath  # noqa: E402
+from chamberlain.propagation import Restarts  # noqa: E402
 from chamberlain.rotation import workflow as wf  # noqa: E402
 from chamberlain.rotation.rotators.generated import RandomRotator  # noqa: E402
 from chamberlain.rotation.run import RotationRun  # noqa: E402
@@ -155,8 +156,8 @@ class NoPropagation:
     def wait(self, marker: str) -> None:
         return None
 
-    def restart(self, token: str) -> list[str]:
-        return []
+    def restart(self, token: str) -> Restarts:
+        return Restarts()
 
 
 class Draw:

@@ -32,6 +32,9 @@ class Finding:
     message: str
     column: int | None = field(default=None, compare=False)
     object: str | None = field(default=None, compare=False)
+    # What the finding is about inside its object (a key, an environment), when the object alone does not say:
+    # with rule, file, line and object it identifies the finding across runs (SARIF fingerprints), never the message.
+    subject: str | None = field(default=None, compare=False)
 
     @property
     def rule_info(self) -> Rule:
@@ -68,6 +71,9 @@ _RULES = [
          "A name is not DNS-1123 or could escape its Vault path or Kubernetes scope."),
     Rule("CH007", "platform-count", INV1, "An intent repository has exactly one Platform."),
     Rule("CH008", "duplicate-object", INV4, "Two objects of the same kind share a name."),
+    Rule("CH009", "publication-keys-undeclared", INV1,
+         "A consumer maps keys of a publication that declares none (source.publication.keys), so the keys it "
+         "names cannot be checked.", "warning"),
     Rule("CH010", "unknown-environment", INV1, "An intent names an environment the Platform does not declare."),
     Rule("CH011", "unknown-policy", ROT, "A rotation policy reference does not resolve."),
     Rule("CH012", "restart-kind", INV1, "A consumer restart names a kind other than Deployment, StatefulSet or "
@@ -85,6 +91,9 @@ _RULES = [
     Rule("CH018", "gitops-recipient-missing", INV2,
          "The Platform declares GitOps decryption recipients, but not for a cluster that applies bootstrap files: "
          "its GitOps controller would need the offline root identity in-cluster.", severity="warning"),
+    Rule("CH019", "unknown-consumer-key", INV1,
+         "A consumer's keys map names a key its intent's source does not have; the ExternalSecret could never "
+         "be fulfilled."),
     Rule("CH020", "literal-secret", INV1, "A literal secret value is in intent or in a plaintext Secret manifest; "
          "Git holds intent, never runtime values."),
     Rule("CH021", "bootstrap-plaintext", INV2, "A bootstrap file is not SOPS-encrypted."),

@@ -1,20 +1,31 @@
-"""Findings as text, JSON and SARIF 2.1.0 (what GitHub code scanning reads).
+"""Findings as text, JSON and SARIF 2.1.0 (what GitHub code scanning reads), and the paths the loader left out.
 
-Pure formatting: takes findings, returns strings or dicts. Findings never carry secret values, so neither does
-anything here.
+Pure formatting: takes findings and exclusions, returns strings or dicts. Findings never carry secret values, so
+neither does anything here.
+
+SARIF paths are relative to the Git work tree's root (``prefix``: where the intent root sits in it), so code
+scanning places them in a monorepo. Each result's ``partialFingerprints`` is derived from the rule, the location
+and the finding's object and subject, never from its message: rewording a message does not reopen an alert.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from chamberlain import __version__
 from chamberlain.findings import RULES, Finding, blocking
+from chamberlain.intent.walk import Exclusion
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFO_URI = "https://chamberlain.dev/rules"
+FINGERPRINT_KEY = "chamberlain/v1"
+# Exclusions that are one line each in text output; the rest (ignored files, templates) are counted past this.
+TEXT_EXCLUSIONS = 10
 
 
 def findings_to_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
@@ -33,14 +44,46 @@ def findings_to_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     ]
 
 
-def summary(findings: Sequence[Finding], *, strict: bool = False) -> dict[str, Any]:
+def summary(findings: Sequence[Finding], *, strict: bool = False,
+            exclusions: Sequence[Exclusion] = ()) -> dict[str, Any]:
     return {
         "ok": not blocking(findings, strict=strict),
         "findings": len(findings),
         "errors": sum(1 for f in findings if f.severity == "error"),
         "warnings": sum(1 for f in findings if f.severity == "warning"),
         "byRule": dict(sorted(Counter(f.rule for f in findings).items())),
+        "excluded": dict(sorted(Counter(e.reason for e in exclusions).items())),
     }
+
+
+def exclusions_to_dicts(exclusions: Sequence[Exclusion]) -> list[dict[str, Any]]:
+    return [e.as_dict() for e in exclusions]
+
+
+def exclusion_lines(exclusions: Sequence[Exclusion], limit: int = TEXT_EXCLUSIONS) -> list[str]:
+    """``excluded: path[:line]: detail``, rendered output first (the exclusion a user most needs to see); at most
+    ``limit`` lines per reason, then a count."""
+    by_reason: dict[str, list[Exclusion]] = {}
+    for e in exclusions:
+        by_reason.setdefault(e.reason, []).append(e)
+    order = sorted(by_reason, key=lambda r: (not r.startswith("rendered"), r))
+    lines: list[str] = []
+    for reason in order:
+        items = by_reason[reason]
+        for e in items[:limit]:
+            where = f"{e.path}:{e.line}" if e.line else e.path
+            lines.append(f"excluded: {where}: {e.detail}")
+        if len(items) > limit:
+            lines.append(f"excluded: ... and {len(items) - limit} more ({items[0].detail})")
+    return lines
+
+
+def exclusion_summary(exclusions: Sequence[Exclusion]) -> str:
+    """``3 excluded (1 rendered-output, 2 gitignore)``, or '' when nothing was left out."""
+    if not exclusions:
+        return ""
+    counts = Counter(e.reason for e in exclusions)
+    return f"{len(exclusions)} excluded ({', '.join(f'{n} {r}' for r, n in sorted(counts.items()))})"
 
 
 def to_text_lines(findings: Sequence[Finding]) -> list[str]:
@@ -53,8 +96,30 @@ def to_text_lines(findings: Sequence[Finding]) -> list[str]:
     return lines
 
 
-def to_sarif(findings: Sequence[Finding]) -> dict[str, Any]:
-    """A SARIF 2.1.0 log with one run; every rule of the catalogue is listed so rule indexes are stable."""
+def fingerprint(f: Finding, uri: str) -> str:
+    """A stable identity of a finding across runs: rule, location and subject, never the message text."""
+    key = "\0".join((f.rule, uri, str(f.line or 0), f.object or "", f.subject or ""))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _uri(prefix: str, file: str) -> str:
+    """A relative URI reference: the path below the Git root, percent-encoded (a file name may hold spaces, or
+    bytes that are not UTF-8, which the file system hands over as surrogate escapes)."""
+    if not prefix or prefix == ".":
+        path = file
+    elif file in ("", "."):
+        path = prefix
+    else:
+        path = f"{prefix.rstrip('/')}/{file}"
+    return quote(os.fsencode(path), safe="/")
+
+
+def to_sarif(findings: Sequence[Finding], *, prefix: str = "",
+             exclusions: Sequence[Exclusion] = ()) -> dict[str, Any]:
+    """A SARIF 2.1.0 log with one run; every rule of the catalogue is listed so rule indexes are stable.
+
+    ``prefix``: the intent root's path relative to the Git root (``""`` when it is the Git root or not in Git),
+    prepended to every artifact URI. Exclusions are tool notifications of the run's invocation."""
     rule_ids = sorted(RULES)
     index = {rid: i for i, rid in enumerate(rule_ids)}
     rules = [
@@ -71,10 +136,11 @@ def to_sarif(findings: Sequence[Finding]) -> dict[str, Any]:
     ]
     results = []
     for f in findings:
+        uri = _uri(prefix, f.file)
         region: dict[str, Any] = {"startLine": f.line} if f.line else {}
         if f.line and f.column:
             region["startColumn"] = f.column
-        location: dict[str, Any] = {"artifactLocation": {"uri": f.file, "uriBaseId": "%SRCROOT%"}}
+        location: dict[str, Any] = {"artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"}}
         if region:
             location["region"] = region
         results.append(
@@ -85,9 +151,22 @@ def to_sarif(findings: Sequence[Finding]) -> dict[str, Any]:
                 "message": {"text": f.message},
                 "locations": [{"physicalLocation": location}],
                 # GitHub de-duplicates alerts across runs by this fingerprint.
-                "partialFingerprints": {"primaryLocationLineHash": f"{f.rule}:{f.file}:{f.message}"},
+                "partialFingerprints": {FINGERPRINT_KEY: fingerprint(f, uri)},
             }
         )
+    notifications = [
+        {
+            "level": "note",
+            "message": {"text": f"excluded ({e.reason}): {e.detail}"},
+            "locations": [{"physicalLocation": {
+                "artifactLocation": {"uri": _uri(prefix, e.path.rstrip("/") if e.path != "./" else ""),
+                                     "uriBaseId": "%SRCROOT%"},
+                **({"region": {"startLine": e.line}} if e.line else {}),
+            }}],
+            "properties": {"reason": e.reason},
+        }
+        for e in exclusions
+    ]
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -102,6 +181,7 @@ def to_sarif(findings: Sequence[Finding]) -> dict[str, Any]:
                         "rules": rules,
                     }
                 },
+                "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
                 "columnKind": "unicodeCodePoints",
                 "results": results,
             }

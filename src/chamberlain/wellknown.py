@@ -63,6 +63,10 @@ def handover_seq_key(cluster: str) -> str:
     return f"{HANDOVER_SEQ_PREFIX}{cluster}"
 
 
+# The file `chamberlain render` keeps in the root of its output: the files it owns, one per line. The loader takes a
+# directory holding it for rendered output (never read as intent, reported as excluded).
+RENDER_MARKER: Final = ".chamberlain-render"
+
 # --------------------------------------------------------------------------------------------------- labels
 
 MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -78,6 +82,7 @@ LABEL_DEMO: Final = PREFIX + "demo"
 # --------------------------------------------------------------------------------------------------- annotations
 
 # on rendered objects
+ANNOTATION_RENDERED: Final = PREFIX + "rendered"  # "true" on the intents as `chamberlain render` writes them
 ANNOTATION_VAULT_PATH: Final = PREFIX + "vault-path"
 ANNOTATION_PURPOSE: Final = PREFIX + "purpose"
 # on consumer Secrets (templated by ESO from the secret's value-marker)
@@ -134,3 +139,10 @@ FLUX_NAMESPACE_LABEL: Final = "kustomize.toolkit.fluxcd.io/namespace"
 FLUX_RECONCILE: Final = "kustomize.toolkit.fluxcd.io/reconcile"  # "disabled": Flux never applies it again
 FLUX_PRUNE: Final = "kustomize.toolkit.fluxcd.io/prune"  # "disabled": Flux never garbage-collects it
 FLUX_DISABLED: Final = "disabled"
+# stakater Reloader: rolls a workload when a Secret it reads changes. On a restart target it would roll the workload a
+# second time after chamberlain's restart, so propagation leaves such a workload to Reloader (and plan reports it).
+RELOADER_AUTO: Final = "reloader.stakater.com/auto"  # "true": any Secret or ConfigMap the pod spec references
+RELOADER_SECRET_AUTO: Final = "secret.reloader.stakater.com/auto"  # noqa: S105 - "true": any Secret it references
+RELOADER_SECRET_RELOAD: Final = "secret.reloader.stakater.com/reload"  # noqa: S105 - comma-separated Secret names
+RELOADER_SEARCH: Final = "reloader.stakater.com/search"  # "true": Secrets annotated with RELOADER_MATCH
+RELOADER_MATCH: Final = "reloader.stakater.com/match"  # "true" on a Secret that search-mode workloads follow

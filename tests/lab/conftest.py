@@ -106,8 +106,8 @@ def k8s(lab: RunningLab) -> Any:
 
 @pytest.fixture(scope="session")
 def make_namespace(k8s: Any) -> Callable[[str], str]:
-    """Create a namespace (idempotent). Without a controller-manager they never finalize,
-    so tests use unique names rather than deleting namespaces."""
+    """Create a namespace (idempotent). kube-controller-manager finalizes deleted namespaces, but that takes a
+    while, so tests use unique names rather than deleting and re-creating one."""
     core = kubernetes.client.CoreV1Api(k8s)
 
     def make(name: str) -> str:
@@ -138,7 +138,7 @@ def make_service_account(k8s: Any) -> Callable[[str, str], str]:
 
 @pytest.fixture(scope="session")
 def sa_token(k8s: Any) -> Callable[..., str]:
-    """A ServiceAccount JWT from the TokenRequest API (the only way without a controller-manager)."""
+    """A ServiceAccount JWT from the TokenRequest API (bound and short-lived, as a pod would get it)."""
     core = kubernetes.client.CoreV1Api(k8s)
 
     def token(namespace: str, name: str, audiences: list[str] | None = None, seconds: int = 600) -> str:

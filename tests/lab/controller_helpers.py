@@ -50,6 +50,7 @@ from chamberlain.service import load_valid
 from chamberlain.triggers.webhook import WebhookKey, sign
 from chamberlain.values.markers import version_marker
 from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_authority, lab_host
+from tests.lab import rollouts
 
 MOUNT = "secret"
 CLUSTER, ENVIRONMENT = "dev1", "dev"
@@ -267,11 +268,23 @@ class World:
         obj: Any = read(name, ns)
         return int(obj.metadata.generation or 0), dict(obj.spec.template.metadata.annotations or {})
 
-    def generations(self, t: Target) -> dict[tuple[str, str, str], int]:
-        return {wl: self.workload(*wl)[0] for wl in t.workloads}
+    def generations(self, t: Target) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """Per declared workload: (metadata.generation, rollout revision) once kube-controller-manager caught up.
+        A restart is proven by both moving together: the pod-template patch *and* the new ReplicaSet (Deployment)
+        or ControllerRevision (DaemonSet) it produced."""
+        out = {}
+        for wl in t.workloads:
+            r = rollouts.rollout(self.api, *wl)
+            out[wl] = (r.generation, r.revision)
+        return out
 
     def restart_batches(self, t: Target) -> set[str | None]:
-        return {self.workload(*wl)[1].get(wk.ANNOTATION_RESTART_BATCH) for wl in t.workloads}
+        """The restart batch tokens on the workloads' pod templates *and* on the revisions their controllers
+        rolled out last (one set: a revision left behind by its template shows as a second token)."""
+        tokens = {self.workload(*wl)[1].get(wk.ANNOTATION_RESTART_BATCH) for wl in t.workloads}
+        for wl in t.workloads:
+            tokens.add(rollouts.rollout(self.api, *wl).template_annotations.get(wk.ANNOTATION_RESTART_BATCH))
+        return tokens
 
     def custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self.api)
@@ -410,6 +423,12 @@ def _answers(w: World) -> bool:
         w.relogin()
         return False
     return True
+
+
+def advanced(gens: Mapping[tuple[str, str, str], tuple[int, int]], n: int) -> dict[tuple[str, str, str],
+                                                                                 tuple[int, int]]:
+    """``gens`` (from :meth:`World.generations`) after ``n`` restarts: generation and revision each ``n`` on."""
+    return {wl: (g + n, r + n) for wl, (g, r) in gens.items()}
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:

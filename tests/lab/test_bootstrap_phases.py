@@ -1,6 +1,7 @@
-"""Phases 0-2 against the real kube-apiserver, sops and age: root init -> bootstrap encrypt -> validate ->
-apply (the lab's GitOps stand-in) -> the bootstrap Secret exists, labelled, with the right data; re-apply is a
-no-op; a canary value never appears in any CLI output or in the rendered output."""
+"""Phases 0-2 against the real kube-apiserver, sops, age and Flux: root init -> the cluster's own GitOps key ->
+bootstrap encrypt -> validate -> render, commit -> Flux decrypts in-cluster and applies -> the bootstrap Secret
+exists, labelled, with the right data; another reconcile changes nothing; a canary value never appears in any CLI
+output, in the rendered output or in what Flux reports. A wrong in-cluster key applies nothing."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from chamberlain.gitops import flux
+from chamberlain.render.flux import CLUSTER, CRDS, bootstrap_name
 from tests.conftest import host_tools, run_cli
 from tests.lab.conftest import RunningLab
+from tests.lab.gitops_world import through_flux
 from tests.unit.test_bootstrap_helpers import make_repo, register_cli
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -46,6 +50,9 @@ def test_root_init_encrypt_validate_apply_and_reapply(lab: RunningLab, k8s: Any,
     # Phase 0: the offline identity; its recipient goes into the Platform and .sops.yaml
     recipient = cli("root", "init", "--repo", str(repo), "--identity-file", str(identity)).strip()
     assert recipient.startswith("age1") and identity.stat().st_mode & 0o777 == 0o600
+    # The cluster's GitOps controller gets a key of its own; bootstrap files are encrypted to it and the root
+    cluster_key = tmp_path / "gitops" / "lab1.agekey"
+    cli("root", "gitops-key", "lab1", "--identity-file", str(cluster_key), "--repo", str(repo))
     # Phase 1: the bootstrap Secret is encrypted in place, and the repository validates clean
     cli("bootstrap", "encrypt", str(repo / "bootstrap" / "smtp-relay.sops.yaml"), "--repo", str(repo))
     cli("validate", str(repo))
@@ -59,35 +66,28 @@ def test_root_init_encrypt_validate_apply_and_reapply(lab: RunningLab, k8s: Any,
                                           env=env, check=True).stdout)
     assert _digest(plain["stringData"]["password"].encode()) == _digest(canary.encode())
 
-    # Phase 2: the stand-in applies CRDs, then the application in wave order, decrypting in memory
-    apply_args = ("apply", str(repo), "--identity", str(identity), "--kubeconfig", str(lab.kubeconfig), "-o", "json")
-    import json
+    # Phase 2: Git -> cluster through the real Flux, decrypting with the cluster's key (not the root's)
+    with through_flux(lab, k8s, repo, "lab1", cluster_key, tmp_path / "flux") as run:
+        names = [flux.ROOT, CRDS, CLUSTER, bootstrap_name("dev")]
+        run.wait_ready(*names)
+        core = kubernetes.client.CoreV1Api(k8s)
+        secret = core.read_namespaced_secret("bootstrap-smtp-relay", namespace)
+        assert secret.metadata.labels["chamberlain.dev/class"] == "bootstrap"
+        assert secret.metadata.labels["chamberlain.dev/intent"] == "smtp-relay"
+        assert secret.metadata.labels["kustomize.toolkit.fluxcd.io/name"] == bootstrap_name("dev")
+        assert secret.metadata.labels["kustomize.toolkit.fluxcd.io/namespace"] == flux.NAMESPACE
+        assert _digest(base64.b64decode(secret.data["password"])) == _digest(canary.encode())
+        assert base64.b64decode(secret.data["username"]) == b"relay"
+        assert {f.manager for f in secret.metadata.managed_fields} == {"kustomize-controller"}
+        ns = core.read_namespace(namespace)
+        assert ns.metadata.labels["chamberlain.dev/class"] == "bootstrap"
+        rv = secret.metadata.resource_version
 
-    first = json.loads(cli(*apply_args))
-    assert first["cluster"] == "lab1" and first["changed"]
-    (app,) = first["apps"]
-    assert app["bootstrapSecrets"] == 1 and app["created"] >= 5
-
-    core = kubernetes.client.CoreV1Api(k8s)
-    secret = core.read_namespaced_secret("bootstrap-smtp-relay", namespace)
-    assert secret.metadata.labels["chamberlain.dev/class"] == "bootstrap"
-    assert secret.metadata.labels["chamberlain.dev/intent"] == "smtp-relay"
-    assert secret.metadata.annotations["argocd.argoproj.io/sync-wave"] == "1"
-    assert _digest(base64.b64decode(secret.data["password"])) == _digest(canary.encode())
-    assert base64.b64decode(secret.data["username"]) == b"relay"
-    managers = {f.manager for f in secret.metadata.managed_fields}
-    assert managers == {"chamberlain-gitops-standin"}
-    ns = core.read_namespace(namespace)
-    assert ns.metadata.labels["chamberlain.dev/class"] == "bootstrap"
-    rv = secret.metadata.resource_version
-
-    # idempotent: a second apply changes nothing
-    second = json.loads(cli(*apply_args))
-    assert not second["changed"]
-    assert second["apps"][0]["created"] == second["apps"][0]["configured"] == 0
-    assert core.read_namespaced_secret("bootstrap-smtp-relay", namespace).metadata.resource_version == rv
-    text_run = cli(*apply_args[:-2])
-    assert "0 created, 0 configured" in text_run
+        # idempotent: reconciling again changes nothing
+        again = run.reconcile(*names)
+        assert all(r.ready for r in again), [r.describe() for r in again]
+        assert core.read_namespaced_secret("bootstrap-smtp-relay", namespace).metadata.resource_version == rv
+        outputs += [r.describe() for r in again]
 
     # the rendered output holds ciphertext only
     out = tmp_path / "out"
@@ -97,19 +97,33 @@ def test_root_init_encrypt_validate_apply_and_reapply(lab: RunningLab, k8s: Any,
     assert all(canary not in text for text in outputs)
 
 
-def test_apply_with_a_wrong_identity_applies_nothing(lab: RunningLab, k8s: Any, tmp_path: Path) -> None:
+def test_flux_with_a_wrong_key_applies_no_bootstrap_secret(lab: RunningLab, k8s: Any, tmp_path: Path) -> None:
     register_cli()
     suffix = uuid.uuid4().hex[:8]
     canary = f"canary-{uuid.uuid4().hex}"
     namespace = f"cb-{suffix}"
     repo = make_repo(tmp_path / "repo", canary, namespace=namespace, consumer=f"notif-{suffix}")
     assert run_cli("root", "init", "--repo", str(repo), "--identity-file", str(tmp_path / "k1")).code == 0
+    assert run_cli("root", "gitops-key", "lab1", "--identity-file", str(tmp_path / "lab1.agekey"), "--repo",
+                   str(repo)).code == 0
     assert run_cli("bootstrap", "encrypt", str(repo / "bootstrap" / "smtp-relay.sops.yaml"), "--repo",
                    str(repo)).code == 0
     other = tmp_path / "k2"
     subprocess.run([str(host_tools().find("age-keygen")), "-o", str(other)], capture_output=True, check=True)
-    result = run_cli("apply", str(repo), "--identity", str(other), "--kubeconfig", str(lab.kubeconfig))
-    assert result.code == 1 and "identity" in result.err and canary not in result.out + result.err
-    core = kubernetes.client.CoreV1Api(k8s)
-    names = {n.metadata.name for n in core.list_namespace().items}
-    assert namespace not in names  # built and decrypted before anything was applied
+    with through_flux(lab, k8s, repo, "lab1", other, tmp_path / "flux") as run:
+        run.wait_ready(flux.ROOT, CRDS, CLUSTER)
+
+        def failed(obj: dict[str, Any] | None) -> bool:
+            said = flux.readiness(obj)
+            return said.ready is False and "decrypt" in said.message.lower()
+
+        try:
+            obj = run.kube.wait_custom_object(flux.KUSTOMIZATIONS, flux.NAMESPACE, bootstrap_name("dev"), failed, 120)
+        except Exception:
+            seen = run.kube.get_custom_object(flux.KUSTOMIZATIONS, flux.NAMESPACE, bootstrap_name("dev"))
+            raise AssertionError(f"Flux did not report the failure: {(seen or {}).get('status')}") from None
+        said = flux.readiness(obj)
+        assert "decrypt" in said.message.lower() and canary not in said.message, said.describe()
+        core = kubernetes.client.CoreV1Api(k8s)
+        secrets = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
+        assert "bootstrap-smtp-relay" not in secrets  # nothing of the file was applied

@@ -26,7 +26,7 @@ from tests.conftest import holds_authority_token, lab_authority, lab_host, unbui
 
 pytestmark = pytest.mark.lab
 
-PHASES = ["lab", "root", "bootstrap", "apply", "authority", "provision", "handover", "workloads", "rotation-time",
+PHASES = ["lab", "root", "bootstrap", "gitops", "authority", "provision", "handover", "workloads", "rotation-time",
           "rotation-webhook", "rotation-postgres", "audit"]
 ROTATIONS = {"rotation-time": ("grafana-admin", "time"), "rotation-webhook": ("log-shipper-token", "webhook"),
              "rotation-postgres": ("payments-db", "manual")}
@@ -111,13 +111,25 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
     assert "v" + facts["lab"]["versions"][flavor].lstrip("v") == expected
     assert any("caBundle" in c for c in facts["root"]["demo_settings"])
     assert facts["bootstrap"]["findings"] == 0 and len(facts["bootstrap"]["re_encrypted"]) == 2
-    assert facts["apply"]["bootstrap_secrets_decrypted"] == 2 and facts["apply"]["cluster"] == "dev1"
+    # Git -> cluster through the real Flux, decrypting with the cluster's own key (not the root's).
+    recipients = facts["root"]["gitops_recipients"]
+    assert set(recipients) >= {"dev1"} and facts["root"]["recipient"] not in recipients.values()
+    gitops = facts["gitops"]
+    assert gitops["controller"] == "flux" and gitops["bootstrap_secrets_applied"] == 2
+    assert gitops["ready"][0] == "GitRepository/flux-system" and len(gitops["commit"]) == 40
     authority = facts["authority"]
     assert authority["initialized_now"] and authority["root_token_revoked"]
     assert (authority["shares"], authority["threshold"]) == (3, 2)
     assert authority["verified_roles"] == ["chamberlain.dev1.orchestrator"]
+    assert authority["gitops_environment_ready"] is True and authority["gitops_key_opens_unseal_share"] is False
     assert facts["provision"]["results"] == {"created": facts["provision"]["values"]}
-    assert facts["handover"]["results"] == {"handed-over": 2}
+    # Flux applied both bootstrap Secrets: the first handover wrote their retirement into Git instead of retiring
+    # them; once Flux applied the retirement commit, the second retired them, and no reconcile brought one back.
+    handover = facts["handover"]
+    assert handover["first_run"] == {"awaiting-retirement": 2} and len(handover["retirement_commit"]) == 40
+    assert handover["results"] == {"handed-over": 2} and handover["retired"] == 2
+    assert report["gitops"]["controller"] == "flux" and report["gitops"]["resurrectedAfterHandover"] == 0
+    assert report["gitops"]["reconciles"] >= handover["reconcile_rounds_after"] * 6
     assert facts["workloads"]["workloads_created"] == sum(facts["workloads"]["workloads"].values()) > 0
     assert facts["workloads"]["consumer_secrets_in_sync"] > 0
 
@@ -140,10 +152,11 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
     assert pg["client_failed_logins"] == 0 and pg["client_logins"] > 20
     assert pg["client_users_seen"] == ["payments", "payments_alt"], "the client never switched credentials"
 
-    # authority-init, authority-configure, one per provisioned value, one per handover, one per finished run
+    # authority-init, authority-configure, one per provisioned value, a handover and a retire per bootstrap Secret
+    # (retired in a second run, after Flux applied the retirement commit), one per finished run
     audit = facts["audit"]
     assert audit["runs_finished_by_controller"] >= 3
-    assert audit["entries"] == 2 + facts["provision"]["values"] + 2 + audit["runs_finished_by_controller"]
+    assert audit["entries"] == 2 + facts["provision"]["values"] + 2 * 2 + audit["runs_finished_by_controller"]
     assert audit["rotations_counted_by_metrics"] == audit["runs_finished_by_controller"]
     assert report["total_seconds"] >= sum(p["seconds"] for p in report["phases"]) - 0.5
     assert report["authoritative_after_seconds"] is not None

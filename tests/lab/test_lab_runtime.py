@@ -21,7 +21,9 @@ pytestmark = pytest.mark.lab
 def test_status_reports_every_component_healthy(lab: RunningLab) -> None:
     report = lab_mod.status(lab.lab.config.lab_dir, lab_host())
     flavor = lab.lab.authority.name
-    assert set(report["components"]) == {flavor, "kube-apiserver", "etcd", "external-secrets", "postgres"}
+    assert set(report["components"]) == {flavor, "kube-apiserver", "etcd", "external-secrets", "postgres",
+                                         "kube-controller-manager", "flux-source-controller",
+                                         "flux-kustomize-controller", "git"}
     assert report["authority"] == flavor
     unhealthy = {k: v for k, v in report["components"].items() if not v["healthy"]}
     assert not unhealthy
@@ -31,6 +33,10 @@ def test_status_reports_every_component_healthy(lab: RunningLab) -> None:
     expected = builds.VAULT_VERSION if flavor == "vault" else "v" + builds.openbao_version()
     assert comps[flavor]["version"] == expected
     assert comps["external-secrets"]["version"] == builds.ESO_VERSION
+    assert comps["kube-controller-manager"]["version"] == builds.KUBERNETES_VERSION
+    assert comps["flux-source-controller"]["version"] == builds.FLUX_SOURCE_VERSION
+    assert comps["flux-kustomize-controller"]["version"] == builds.FLUX_KUSTOMIZE_VERSION
+    assert comps["git"]["version"]
     assert all(v["address"].split("//")[1].startswith("127.0.0.1:") for v in comps.values())
     assert report["kubeconfig"] == str(lab.kubeconfig)
     assert lab.kubeconfig.stat().st_mode & 0o077 == 0
@@ -52,7 +58,8 @@ def test_up_again_is_idempotent(lab: RunningLab) -> None:
 
 def test_private_keys_are_private(lab: RunningLab) -> None:
     pki = lab.lab.pki
-    for key in (pki.ca.key, pki.apiserver.key, pki.admin.key, pki.vault.key, pki.sa_key):
+    for key in (pki.ca.key, pki.apiserver.key, pki.admin.key, pki.vault.key, pki.sa_key, pki.controller_manager.key,
+                pki.controller_manager_serving.key, lab.lab.controller_manager.kubeconfig):
         assert key.stat().st_mode & 0o077 == 0, key
 
 
@@ -72,6 +79,25 @@ def test_cli_status_json_and_exit_code(lab: RunningLab, tmp_path: Path) -> None:
     empty = runner.invoke(lab_app, ["status", "--lab-dir", str(tmp_path), "-o", "json"])
     assert empty.exit_code == 1
     assert not any(c["healthy"] for c in json.loads(empty.stdout)["components"].values())
+
+
+def test_cli_tools_json_names_every_built_tool(lab: RunningLab) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from chamberlain.cli.lab import lab_app
+
+    got = CliRunner().invoke(lab_app, ["tools", "-o", "json"])
+    assert got.exit_code == 0, got.output
+    tools = json.loads(got.stdout)["tools"]
+    running = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "external-secrets", "source-controller",
+               "kustomize-controller", "sops", "age", "age-keygen", "git", "postgres",
+               "bao" if lab.lab.config.authority == "openbao" else "vault"]
+    for name in running:
+        assert tools[name]["available"], (name, tools[name])
+        assert Path(tools[name]["path"]).exists(), name
+    assert tools["kube-controller-manager"]["path"] == str(lab.lab.controller_manager.argv()[0])
 
 
 def test_failed_up_stops_what_it_started(lab: RunningLab, tmp_path: Path) -> None:

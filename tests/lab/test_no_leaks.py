@@ -2,7 +2,8 @@
 
 The README walkthrough is run through the real CLI (in process, through its error boundary), Phase 0 to
 handover, with canaries: a bootstrap Secret whose plaintext holds a unique canary (encrypted with
-``chamberlain bootstrap encrypt``, applied by the stand-in, handed over), and every generated value read back
+``chamberlain bootstrap encrypt``, committed to the lab's Git server and applied by the real Flux, decrypting with
+the cluster's own key, handed over), and every generated value read back
 from Vault after ``provision``. None may appear in: the stdout/stderr of any command (failing ones included),
 messages of errors raised by the core, anything logged through ``logging``, the ledger, Vault custom_metadata,
 Kubernetes events, the rendered output, the repository (ciphertext only), the lab servers' own logs, or the
@@ -99,6 +100,26 @@ def _updatekeys(repo: Path, rel: str) -> None:
                    capture_output=True, timeout=60)
 
 
+def _through_flux(f: Flow, key: Path) -> None:
+    """Phase 2: the rendered tree committed to the lab's Git server; the real Flux decrypts with dev1's own key and
+    applies CRDs -> cluster -> bootstrap. What Flux reports is an output too."""
+    from chamberlain.gitops import flux
+    from chamberlain.gitops.git import publish_tree
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.render.flux import CLUSTER, CRDS, bootstrap_name
+
+    kube = KubeClient.from_kubeconfig(f.lab.kubeconfig, clock=SystemClock())
+    try:
+        url = f.lab.git.repo_url()
+        commit = publish_tree(f.rendered, url, "chamberlain render", base_env=host_tools().env).commit
+        flux.install_decryption_key(kube, key.read_text(encoding="utf-8"))
+        flux.install_source(kube, url, "dev1")
+        for name in (flux.ROOT, CRDS, CLUSTER, bootstrap_name("dev")):
+            f.outputs.append(flux.wait_ready(kube, name, commit=commit, timeout=180).describe())
+    finally:
+        kube.close()
+
+
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     missing = unbuilt()
@@ -148,6 +169,7 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     # Phase 0
     recipient = f.cli("root", "init", "--repo", str(f.repo), "--identity-file", str(f.identity)).strip()
     assert recipient.startswith("age1")
+    f.cli("root", "gitops-key", "dev1", "--identity-file", str(work / "gitops" / "dev1.agekey"), "--repo", str(f.repo))
     for rel in ("bootstrap/registry-pull.sops.yaml",):
         _updatekeys(f.repo, rel)  # the previous root opens it once to add the new recipient
     # A bootstrap Secret with the canary, encrypted by chamberlain (replacing the example's smtp-relay file).
@@ -162,12 +184,7 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     f.cli("validate", str(f.repo))
     # Phases 1-2
     f.cli("render", str(f.repo), "-o", str(f.rendered))
-    wrong = work / "wrong.agekey"
-    subprocess.run([str(host_tools().find("age-keygen")), "-o", str(wrong)], capture_output=True, check=True)
-    f.cli("apply", str(f.repo), "--identity", str(wrong), "--kubeconfig", str(f.lab.kubeconfig), "--cluster", "dev1",
-          "-e", "dev", expect=1)
-    f.cli("apply", str(f.repo), "--identity", str(f.identity), "--kubeconfig", str(f.lab.kubeconfig),
-          "--cluster", "dev1", "-e", "dev")
+    _through_flux(f, work / "gitops" / "dev1.agekey")
     # Phase 3
     audit_log = f.lab.authority.audit_log
     f.cli("authority", "init", "--shares", "3", "--threshold", "2", str(f.repo), *f.vault(), "--cluster", "dev1",

@@ -4,7 +4,8 @@ ExternalSecrets shaped as chamberlain renders them, plus the version-marker exte
 (:func:`chamberlain.render.eso.add_version_marker`): a change of value and ``value-marker`` in Vault, then
 :func:`force_refresh`, reaches the consumer Secret's annotation and data; :func:`wait_in_sync` sees it from the
 annotations alone. The test reads data to check; production code never does. Latency over ten rotations is
-printed as p50/p95. A rollout restart patches a real Deployment's pod template once per batch.
+printed as p50/p95. A rollout restart patches a real Deployment's or StatefulSet's pod template once per
+batch, and kube-controller-manager rolls out exactly one new ReplicaSet or ControllerRevision for it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from chamberlain import wellknown as wk
 from chamberlain.clock import SystemClock
+from chamberlain.kube.api import WorkloadKind
 from chamberlain.kube.client import KubeClient
 from chamberlain.propagation import (
     Change,
@@ -35,6 +37,7 @@ from chamberlain.propagation import (
 from chamberlain.render import eso
 from chamberlain.values.markers import version_marker
 
+from . import rollouts
 from .conftest import RunningLab
 
 pytestmark = pytest.mark.lab
@@ -182,32 +185,44 @@ def test_marker_reaches_consumers_after_force_refresh(vault: Any, k8s: Any, lab:
     kube.close()
 
 
-def test_restart_patches_a_real_deployment_once_per_batch(k8s: Any, lab: RunningLab,
-                                                           make_namespace: Callable[[str], str]) -> None:
-    ns = make_namespace(f"{NS}-restart")
+def _workload(kind: str, name: str) -> dict[str, Any]:
+    """A Deployment or StatefulSet object (no kubelet: its pods are created but never run)."""
+    spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                            "template": {"metadata": {"labels": {"app": name}},
+                                         "spec": {"containers": [{"name": name, "image": "example.invalid/api:1"}]}}}
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+def test_restart_rolls_out_a_real_workload_once_per_batch(kind: WorkloadKind, k8s: Any, lab: RunningLab,
+                                                          make_namespace: Callable[[str], str]) -> None:
+    """The restart is proven by what kube-controller-manager makes of the patch: one new ReplicaSet (Deployment)
+    or ControllerRevision (StatefulSet) per batch, made from the template that carries the batch's token."""
+    ns = make_namespace(f"{NS}-restart-{kind.lower()}")
     apps: Any = kubernetes.client.AppsV1Api(k8s)
-    apps.create_namespaced_deployment(ns, {
-        "metadata": {"name": "api"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
-                 "template": {"metadata": {"labels": {"app": "api"}},
-                              "spec": {"containers": [{"name": "api", "image": "example.invalid/api:1"}]}}},
-    })
+    create = apps.create_namespaced_deployment if kind == "Deployment" else apps.create_namespaced_stateful_set
+    create(ns, _workload(kind, "api"))
     kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
-    api = WorkloadRef("Deployment", ns, "api")
-    # Three rotated secrets feed the same Deployment: one restart.
+    api = WorkloadRef(kind, ns, "api")
+    first = rollouts.rollout(k8s, kind, ns, "api")
+    assert first.revision == 1
+    # Three rotated secrets feed the same workload: one restart.
     changes = [Change(f"s{i}", ((ConsumerRef(ns, f"s{i}"), (api,)),)) for i in range(3)]
     planned = plan_restarts(changes)
     assert planned == {api}
-    before = kube.get_pod_template("Deployment", ns, "api").generation
     outcomes = [restart(kube, w, "batch-1", SystemClock()) for w in planned]
     assert outcomes == ["restarted"]
     # A resumed step with the same batch token does not roll the pods again.
     assert restart(kube, api, "batch-1", SystemClock()) == "already-restarted"
-    after = kube.get_pod_template("Deployment", ns, "api")
-    assert after.generation == before + 1
-    assert after.annotations["chamberlain.dev/restart-batch"] == "batch-1"
-    assert "chamberlain.dev/restartedAt" in after.annotations
-    # The next batch restarts again.
+    after = rollouts.rollout(k8s, kind, ns, "api")
+    assert (after.generation, after.revision) == (first.generation + 1, 2), "exactly one new revision"
+    assert after.template_annotations["chamberlain.dev/restart-batch"] == "batch-1"
+    assert "chamberlain.dev/restartedAt" in after.template_annotations
+    # The next batch rolls out again.
     assert restart(kube, api, "batch-2", SystemClock()) == "restarted"
-    assert kube.get_pod_template("Deployment", ns, "api").generation == before + 2
+    again = rollouts.rollout(k8s, kind, ns, "api")
+    assert (again.generation, again.revision) == (first.generation + 2, 3)
+    assert again.template_annotations["chamberlain.dev/restart-batch"] == "batch-2"
     kube.close()

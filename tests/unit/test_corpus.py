@@ -65,3 +65,22 @@ def test_every_rule_has_a_case() -> None:
     covered = {c.name.split("-")[0] for c in CASES}
     missing = sorted(set(RULES) - covered)
     assert not missing, f"rules without a bad-input case: {missing}"
+
+
+# Coexistence with a real GitOps repository: the base plus files a monorepo holds next to intent (Helm charts,
+# SealedSecrets, kustomize overlays, committed rendered output, vendored files) must stay valid, and every path
+# left out of intent is a reported exclusion (expect.yaml: the counts by reason).
+GOOD = sorted(p for p in (CORPUS / "good").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", GOOD, ids=[c.name for c in GOOD])
+def test_good_case(case: Path, tmp_path: Path) -> None:
+    import json
+
+    expect = yaml.safe_load((case / "expect.yaml").read_text())
+    repo = materialize(case, tmp_path)
+    result = run_cli("validate", str(repo), "-o", "json")
+    assert "Traceback" not in result.out + result.err
+    report = json.loads(result.out)
+    assert result.code == 0 and report["findings"] == 0, report["results"]
+    assert report["excluded"] == expect["excluded"], report["exclusions"]

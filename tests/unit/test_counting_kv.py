@@ -20,6 +20,7 @@ from chamberlain.clock import FakeClock
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath
+from chamberlain.propagation import Restarts
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators.generated import RandomRotator
 from chamberlain.values.markers import version_marker
@@ -120,8 +121,8 @@ class NoPropagation:
     def wait(self, marker: str) -> None:
         return None
 
-    def restart(self, token: str) -> list[str]:
-        return []
+    def restart(self, token: str) -> Restarts:
+        return Restarts()
 
 
 class Half:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from chamberlain.checks.gate import validate_repository
+from chamberlain.errors import UsageError
 from chamberlain.intent.model import GitOps, Platform
 from chamberlain.intent.paths import bootstrap_recipients
 from chamberlain.root.repo import GENERIC_RULE, desired_rules, exact_rule, update_sops_config
@@ -112,3 +113,42 @@ def test_sops_rules_give_a_file_with_gitops_keys_its_own_exact_rule() -> None:
     assert changed and f"age: {ROOT},{OTHER}" in text and f"age: {ROOT}\n" in text
     again, changed = update_sops_config(text, rules, [ROOT], {exact_rule(rel): [OTHER]})
     assert not changed and again == text
+
+
+def test_declaring_a_clusters_gitops_key_edits_the_platform_and_sops_config(tmp_path: Path) -> None:
+    from chamberlain.root.repo import add_decryption_recipient, declare_decryption_recipient
+
+    repo = _repo(tmp_path, "")
+    cluster = "dev1"
+    update = declare_decryption_recipient(repo, cluster, OTHER)
+    assert update.recipient_added and update.sops_config_written and update.recipients == [ROOT]
+    assert f"{cluster}:" in (repo / "platform.yaml").read_text()
+    assert OTHER in (repo / ".sops.yaml").read_text()
+    # The intent's file is already encrypted to ROOT and OTHER: nothing to re-encrypt; once every cluster that
+    # applies it has its key, validate is clean.
+    assert update.stale_files == [] and _rules(repo) == ["CH018"]
+    declare_decryption_recipient(repo, "prod-eu1", OTHER)
+    assert _rules(repo) == []
+    again = declare_decryption_recipient(repo, cluster, OTHER)
+    assert not again.recipient_added and not again.sops_config_written
+    with pytest.raises(UsageError, match="root-of-trust recipient"):
+        declare_decryption_recipient(repo, cluster, ROOT)
+    with pytest.raises(UsageError, match="no environment lists cluster 'nope'"):
+        declare_decryption_recipient(repo, "nope", OTHER)
+    _, changed = add_decryption_recipient("spec: {gitops: {decryptionRecipients: {a: [x]}}}\n", "a", "x")
+    assert not changed
+    with pytest.raises(UsageError, match="not a list"):
+        add_decryption_recipient("spec: {gitops: {decryptionRecipients: {a: oops}}}\n", "a", "x")
+
+
+def test_root_gitops_key_command_creates_the_key_outside_the_repo(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    repo = _repo(tmp_path, "")
+    key = tmp_path / "keys" / "dev1.agekey"
+    result = run_cli("root", "gitops-key", "dev1", "--identity-file", str(key), "--repo", str(repo), "-o", "json")
+    assert result.code == 0, result.err
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "AGE-SECRET-KEY" not in result.out + result.err
+    inside = run_cli("root", "gitops-key", "dev1", "--identity-file", str(repo / "k.agekey"), "--repo", str(repo))
+    assert inside.code != 0 and not (repo / "k.agekey").exists() and "Traceback" not in inside.err

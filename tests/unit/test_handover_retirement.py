@@ -465,3 +465,23 @@ def test_commit_outside_a_work_tree_is_refused_before_anything(
 
 def test_secret_repr_never_shows_data() -> None:
     assert CANARY not in repr(KubeSecret("ns", "s", DATA))
+
+
+def test_retirement_undone_by_mode() -> None:
+    from chamberlain import wellknown as wk
+    from chamberlain.handover import retirement_undone
+    from chamberlain.kube.api import KubeSecret
+
+    consumed = {wk.ANNOTATION_CONSUMED: "2026-12-02T00:00:00Z"}
+    inert = KubeSecret("ns", "s", {}, annotations=consumed)
+    refilled = KubeSecret("ns", "s", {"password": "x"}, annotations=consumed)
+    plain = KubeSecret("ns", "s", {"password": "x"})
+    assert not retirement_undone("delete", None, applied=False)
+    assert retirement_undone("delete", plain, applied=False)  # recreated
+    assert retirement_undone("delete", None, applied=True)  # listed again by a Kustomization
+    assert not retirement_undone("inert", inert, applied=False)
+    assert retirement_undone("inert", refilled, applied=False)
+    assert not retirement_undone("ignore", refilled, applied=False)
+    assert retirement_undone("ignore", plain, applied=False)  # the retirement annotations are gone
+    tls = KubeSecret("ns", "s", {"tls.crt": "", "tls.key": ""}, annotations=consumed, type="kubernetes.io/tls")
+    assert not retirement_undone("inert", tls, applied=False)

@@ -23,7 +23,7 @@ from chamberlain.intent.model import RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
-from chamberlain.propagation import ConsumerRef, ExternalSecretRef, WorkloadRef
+from chamberlain.propagation import ConsumerRef, ExternalSecretRef, Restarts, WorkloadRef
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import (
@@ -120,7 +120,7 @@ class SimulatedESO:
     def wait(self, marker: str) -> None:
         self.inner.wait(marker)
 
-    def restart(self, token: str) -> list[str]:
+    def restart(self, token: str) -> Restarts:
         return self.inner.restart(token)
 
 
@@ -802,3 +802,13 @@ def test_the_staged_copy_is_destroyed_once_the_run_is_recorded() -> None:
     assert staged is None or (staged.deleted and not staged.data)
     [entry] = [e for e in w.ledger.entries() if e.event == "rotation"]
     assert entry.details["staged"] == "destroyed"
+
+
+def test_a_reloader_managed_workload_is_left_to_reloader_and_noted_in_the_run() -> None:
+    w = make_world()
+    w.kube.workloads[(WORKLOAD.kind, WORKLOAD.namespace, WORKLOAD.name)] = PodTemplateState(
+        {}, 1, {wk.RELOADER_AUTO: "true"})
+    run = wf.run_to_completion(w.start(), w.deps())
+    assert run.stage == "revoked" and w.kube.workload_patches == []  # Reloader rolls it: never twice
+    assert run.notes["left-to-reloader"] == f"{WORKLOAD.kind}/{WORKLOAD.namespace}/{WORKLOAD.name}"
+    assert "restarted" not in run.notes

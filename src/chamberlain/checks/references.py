@@ -1,16 +1,20 @@
-"""Reference rules: environments (CH010), policies (CH011, CH013), other intents (CH014) and the agreement of
-classification with source (CH015). Each lookup goes through a dict, so the rules stay linear in repo size."""
+"""Reference rules: environments (CH010), policies (CH011, CH013), other intents (CH014), the agreement of
+classification with source (CH015) and consumer keys that name a key of their source (CH019, CH009). Each lookup
+goes through a dict, so the rules stay linear in repo size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
+from chamberlain.checks.sops import bootstrap_refs
 from chamberlain.findings import Finding
 from chamberlain.intent.durations import format_duration
 from chamberlain.intent.loader import Loaded, Repository
-from chamberlain.intent.model import RotationPolicySpec, SecretIntent
+from chamberlain.intent.model import KEYPAIR_GENERATORS, RotationPolicySpec, SecretIntent
 
 _SOURCE_FOR_CLASS = {
     "bootstrap": "bootstrap",
@@ -118,3 +122,101 @@ def classification_source(repo: Repository) -> Iterator[Finding]:
                 f"not source.{spec.source.kind}",
                 object=_label(item),
             )
+
+
+# ------------------------------------------------------------------------------------------------ CH019 / CH009
+
+# Keys a certificate rotator adds next to each keypair key K (see chamberlain.rotation.rotators.x509): K's
+# certificate under <stem>.crt (tls.key -> tls.crt), and for the CA-issued variant the CA bundle.
+_X509_ROTATORS = {"x509": (), "x509-vault-pki": ("ca.crt",)}
+_BUILTIN_ROTATORS = {"random", "keypair", "generated", "postgres"}
+
+
+def _certificate_key(key: str) -> str:
+    return f"{key[: -len('.key')]}.crt" if key.endswith(".key") and len(key) > len(".key") else f"{key}.crt"
+
+
+def source_keys(intent: SecretIntent, bootstrap_keys: Mapping[str, frozenset[str]]) -> frozenset[str] | None:
+    """The keys the intent's value has in the authority, or None when Git cannot say (a publication without
+    ``keys``, a bootstrap file that is missing, a plug-in rotator). Pure.
+
+    Generated: every declared key, plus ``<key>.pub`` for keypairs (and the certificates of the x509 rotators).
+    Bootstrap: the keys of the Secret in the bootstrap file (SOPS leaves key names in clear). Publication: the
+    declared ``keys``."""
+    source = intent.spec.source
+    if source.generate is not None:
+        rotator = intent.metadata.annotations.get(wk.ANNOTATION_ROTATOR)
+        if rotator and rotator not in _BUILTIN_ROTATORS and rotator not in _X509_ROTATORS:
+            return None  # a plug-in may add keys of its own
+        keys = set(source.generate)
+        for key, gen in source.generate.items():
+            if isinstance(gen, KEYPAIR_GENERATORS):
+                keys.add(f"{key}.pub")
+                if rotator in _X509_ROTATORS:
+                    keys.add(_certificate_key(key))
+        if rotator in _X509_ROTATORS:
+            keys.update(_X509_ROTATORS[rotator])
+        return frozenset(keys)
+    if source.bootstrap is not None:
+        return bootstrap_keys.get(intent.metadata.name)
+    assert source.publication is not None
+    return frozenset(source.publication.keys) if source.publication.keys is not None else None
+
+
+def _bootstrap_keys(repo: Repository) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for ref in bootstrap_refs(repo):
+        docs = ref.file.documents if ref.file is not None else []
+        if len(docs) != 1 or not isinstance(docs[0].data, dict):
+            continue  # CH025 reports the file; its keys are unknown
+        keys: set[str] = set()
+        for section in ("data", "stringData"):
+            values = docs[0].data.get(section)
+            if isinstance(values, dict):
+                keys.update(str(k) for k in values)
+        out[ref.intent.obj.name] = frozenset(keys)
+    return out
+
+
+def did_you_mean(name: str, known: frozenset[str]) -> str:
+    """`` (did you mean 'password'?)`` for the closest known name, or ''."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@check("consumer-keys")
+def consumer_keys(repo: Repository) -> Iterator[Finding]:
+    """CH019: a consumer maps a Secret key to an intent key the source does not have (ESO would fail the whole
+    ExternalSecret, so the consumer would never receive any key). CH009 (warning): the source is a publication that
+    declares no keys, so the mapping cannot be checked until it does."""
+    bootstrap = None
+    for item in repo.intents:
+        intent = item.obj
+        mapped = [(i, c) for i, c in enumerate(intent.spec.consumers) if c.keys]
+        if not mapped:
+            continue
+        if bootstrap is None:
+            bootstrap = _bootstrap_keys(repo)
+        known = source_keys(intent, bootstrap)
+        if known is None:
+            if intent.spec.source.publication is not None:
+                i, consumer = mapped[0]
+                yield Finding(
+                    item.file, item.line_of("spec", "source", "publication"), "CH009",
+                    f"{_label(item)}: consumer {consumer.namespace}/{consumer.secret_name} maps keys "
+                    f"({', '.join(sorted(set((consumer.keys or {}).values())))}) of a publication that declares "
+                    "none; declare source.publication.keys so a mistyped key is caught before it fails in ESO",
+                    object=_label(item),
+                )
+            continue
+        for i, consumer in mapped:
+            for secret_key, intent_key in sorted((consumer.keys or {}).items()):
+                if intent_key in known:
+                    continue
+                yield Finding(
+                    item.file, item.line_of("spec", "consumers", i, "keys", secret_key), "CH019",
+                    f"{_label(item)}: consumer {consumer.namespace}/{consumer.secret_name} maps {secret_key} to "
+                    f"{intent_key!r}, which its {intent.spec.source.kind} source does not have"
+                    f"{did_you_mean(intent_key, known)}; known keys: {', '.join(sorted(known)) or '(none)'}",
+                    object=_label(item), subject=f"{consumer.namespace}/{consumer.secret_name}:{secret_key}",
+                )

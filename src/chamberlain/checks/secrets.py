@@ -10,9 +10,11 @@ Concept: Git holds encrypted intent, never runtime values (Inv. 1 and 2). Two ch
   (a ``fixed-name`` generator on a password/token key, a random-looking fixed name) (CH020).
 
 Boundary: pure analysis of the loaded :class:`Repository`; no decryption, no network. Public or encrypted
-material is allowed: SOPS ``ENC[...]`` values and metadata, age/PGP ciphertext, certificates, public keys, age
-recipients, digests. A deliberate exception is marked on its line with ``chamberlain:allow CH024``. Findings
-name the file, line, column and the *kind* of credential, never the matched text.
+material is allowed: SOPS ``ENC[...]`` values and metadata, age/PGP ciphertext, SealedSecret ``encryptedData``,
+certificates, public keys, age recipients, digests; a Secret value that is one template action (``{{ ... }}``,
+``${...}``) is a placeholder, not a value. A deliberate exception is marked on its line with
+``chamberlain:allow CH024``. Findings name the file, line, column and the *kind* of credential, never the matched
+text.
 
 Why hand-written rather than detect-secrets: measured on 10k intents it took ~20 s and produced hundreds of
 false positives on intent files (keyword plugin on ``password: {type: password}``), against our budget of 3 s
@@ -30,6 +32,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+import yaml
 
 from chamberlain.checks.registry import check
 from chamberlain.checks.sops import bootstrap_rels
@@ -451,7 +455,7 @@ def scan_file(rf: RepoFile) -> list[Hit]:
     if rf.rel.lower().endswith(_KEYSTORE_SUFFIXES):
         hits.append(Hit("keystore", "a key-store file (PKCS#12/JKS/KeePass)", None, None))
     if rf.text is not None:
-        hits.extend(scan_text(rf.text, generic_regions=_outside_intents(rf)))
+        hits.extend(scan_text(_mask_ciphertext(rf), generic_regions=_outside_intents(rf)))
     elif rf.size <= MAX_SCAN_BYTES:
         try:
             raw = rf.path.read_bytes()
@@ -459,6 +463,46 @@ def scan_file(rf: RepoFile) -> list[Hit]:
             return hits
         hits.extend(scan_binary(raw))
     return hits
+
+
+SEALED_SECRET_GROUP = "bitnami.com"  # noqa: S105 - an API group, not a password
+
+
+def ciphertext_spans(doc: Document) -> list[tuple[int, int]]:
+    """Character spans (in the file) of the values of a SealedSecret's ``spec.encryptedData``: ciphertext only
+    the controller's private key opens, public by design, so never a leak. Empty for any other document."""
+    api = doc.api_version or ""
+    if doc.kind != "SealedSecret" or api.split("/", 1)[0] != SEALED_SECRET_GROUP:
+        return []
+    node = doc.node
+    for key in ("spec", "encryptedData"):
+        if not isinstance(node, yaml.MappingNode):
+            return []
+        child = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        if child is None:
+            return []
+        node = child
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(doc.start_index + int(v.start_mark.index), doc.start_index + int(v.end_mark.index))
+            for _, v in node.value if isinstance(v, yaml.ScalarNode)]
+
+
+def _mask_ciphertext(rf: RepoFile) -> str:
+    """``rf.text`` with SealedSecret ciphertext blanked (line breaks kept, so every position stays true)."""
+    text = rf.text or ""
+    spans = [span for doc in rf.documents if doc.kind == "SealedSecret" for span in ciphertext_spans(doc)]
+    if not spans:
+        return text
+    parts, cursor = [], 0
+    for start, end in sorted(spans):
+        if start < cursor:
+            continue
+        parts.append(text[cursor:start])
+        parts.append(_NOT_NEWLINE.sub(" ", text[start:end]))
+        cursor = end
+    parts.append(text[cursor:])
+    return "".join(parts)
 
 
 def _outside_intents(rf: RepoFile) -> list[tuple[int, int]] | None:
@@ -610,7 +654,7 @@ def _plaintext_secret(text: str | None, doc: Document) -> Iterator[Finding]:
             if not isinstance(values, dict):
                 continue
             for key, value in values.items():
-                if value not in (None, ""):
+                if value not in (None, "") and not _templated(value):
                     keys.append(str(key))
                     if first is None:
                         first = (*prefix, section, key)
@@ -629,6 +673,13 @@ def _plaintext_secret(text: str | None, doc: Document) -> Iterator[Finding]:
             f"from Vault, and what must enter through Git is SOPS-encrypted ('chamberlain bootstrap encrypt')",
             object=f"Secret/{name}" if name else "Secret",
         )
+
+
+def _templated(value: object) -> bool:
+    """A value that is one template action (``{{ .Values.password }}``, ``${DB_PASSWORD}``) is filled in by a tool
+    at deploy time; it holds no value in Git."""
+    text = str(value).strip()
+    return (text.startswith("{{") and text.endswith("}}")) or (text.startswith("${") and text.endswith("}"))
 
 
 def _line_text(text: str, line: int) -> str:

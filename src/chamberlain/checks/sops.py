@@ -134,10 +134,11 @@ def bootstrap_secrets(repo: Repository) -> list[BootstrapSecret]:
 @check("bootstrap-files")
 def check_bootstrap_files(repo: Repository) -> Iterator[Finding]:
     for ref in bootstrap_refs(repo):
-        yield from _bootstrap_file(repo.root, ref)
+        yield from _bootstrap_file(repo, ref)
 
 
-def _bootstrap_file(root: Path, ref: BootstrapRef) -> Iterator[Finding]:
+def _bootstrap_file(repo: Repository, ref: BootstrapRef) -> Iterator[Finding]:
+    root = repo.root
     intent = ref.intent.obj
     label = f"SecretIntent/{intent.name}"
     where = ref.intent.file
@@ -153,7 +154,9 @@ def _bootstrap_file(root: Path, ref: BootstrapRef) -> Iterator[Finding]:
                                "path relative to the repository root")
         return
     if ref.file is None:
-        yield finding("CH025", _missing_reason(root, ref.rel))
+        excluded = repo.excluded(ref.rel)
+        yield finding("CH025", f"bootstrap file {ref.rel} is left out of the repository: {excluded.detail}"
+                      if excluded is not None else _missing_reason(root, ref.rel))
         return
     rf = ref.file
     if not rf.is_yaml or rf.text is None:

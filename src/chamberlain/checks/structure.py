@@ -15,7 +15,10 @@ def platform_count(repo: Repository) -> Iterator[Finding]:
     if not repo.platforms:
         # Point at the first intent file when there is one: that is where the author is looking.
         anchor = repo.intents[0].file if repo.intents else "."
-        yield Finding(anchor, None, "CH007", "no Platform found; an intent repository declares exactly one")
+        left_out = [e for e in repo.exclusions if e.reason not in ("symlink", "special-file")]
+        why = (f" ({len(left_out)} paths were left out: ignore files or rendered output, see the exclusions; an "
+               "ignore file that ignores everything leaves nothing to validate)") if left_out else ""
+        yield Finding(anchor, None, "CH007", f"no Platform found; an intent repository declares exactly one{why}")
         return
     first = repo.platforms[0]
     for extra in repo.platforms[1:]:

@@ -137,8 +137,10 @@ def plan(
     configure: ConfigureOptions = GROUPED,
     output: Output = DataFormat.text,
 ) -> None:
-    """Show how Vault's configuration differs from the intent (add/change/remove per object), and where the
-    rotation policy in force differs from Git's; change nothing. Exit 0 when up to date, 1 when there is a diff.
+    """Show how Vault's configuration differs from the intent (add/change/remove per object), where the
+    rotation policy in force differs from Git's, and conflicts in the cluster (an ExternalSecret chamberlain did
+    not render writing one of its Secrets, a Reloader annotation on a restart target); change nothing. Exit 0
+    when up to date, 1 when there is a diff or a conflict.
 
     Example: chamberlain plan examples/acme --cluster dev1 -o json
     """
@@ -153,6 +155,12 @@ def plan(
             show_drift(result.drifts)
         elif policies:
             line(f"policy drift not checked: {result.drift_unchecked}", err=True)
+        for conflict in result.conflicts:
+            line(conflict.line())
+        if result.conflicts_unchecked is not None:
+            line(f"conflicts not checked: {result.conflicts_unchecked}", err=True)
+        elif not result.conflicts:
+            line("no conflicts: nothing else writes chamberlain's Secrets or restarts its workloads")
     if not result.up_to_date:
         raise typer.Exit(1)
 

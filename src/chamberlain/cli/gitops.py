@@ -23,7 +23,7 @@ def apply_cmd(
     target: Target = GROUPED,
     output: Output = DataFormat.text,
 ) -> None:
-    """LAB STAND-IN for the GitOps controller (Argo CD + KSOPS, or Flux): apply the rendered output to a cluster.
+    """OFFLINE FALLBACK, not a GitOps controller: apply the rendered output to a cluster without Flux or Argo CD.
 
     Not a GitOps controller: in production Argo CD or Flux apply the output of `chamberlain render`. This command
     lets the lab do the same: validate, render in memory, apply CRDs and wait until Established, then

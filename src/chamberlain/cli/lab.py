@@ -1,4 +1,4 @@
-"""``chamberlain lab build|up|down|status``: thin commands over :mod:`chamberlain.lab`.
+"""``chamberlain lab build|up|down|status|env|tools``: thin commands over :mod:`chamberlain.lab`.
 
 Registered by the main CLI with ``app.add_typer(lab_app, name="lab")``. Progress
 goes to stderr so ``status -o json`` output on stdout stays machine-readable. No
@@ -171,6 +171,29 @@ def env_cmd(lab_dir: LabDirOption = None) -> None:
     }
     for name, value in exports.items():
         sys.stdout.write(f"export {name}={value}\n")
+
+
+@lab_app.command("tools")
+def tools_cmd(
+    output: Annotated[StatusFormat, typer.Option("-o", "--output", help="Output format.")] = StatusFormat.text,
+) -> None:
+    """Paths of the lab's tool binaries (sops, age, kubectl, bao, the servers, the Flux controllers, PostgreSQL's
+    bin directory, git). A missing one is listed as such, with the command that provides it; the exit code is 0
+    either way (the report is the answer).
+
+    Example: chamberlain lab tools -o json | jq -r .tools.kubectl.path
+    """
+    s = settings()
+    tools = builds.tool_paths(s.lab_cache, s.child_env)
+    if output is StatusFormat.json:
+        report = {"cache": str(s.lab_cache), "tools": {name: t.as_dict() for name, t in tools.items()}}
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        return
+    # Plain lines, not a table: paths are copied into other tools and must never be cut.
+    width = max(len(name) for name in tools)
+    for name, t in tools.items():
+        where = str(t.path) if t.path else f"missing ({t.detail})"
+        sys.stdout.write(f"{name:<{width}}  {t.version or '-':<8}  {where}\n")
 
 
 def _print_status(report: dict[str, Any]) -> None:

@@ -32,7 +32,10 @@ from chamberlain.cli.output import (
 from chamberlain.errors import ChamberlainError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from chamberlain.findings import Finding
+    from chamberlain.intent.walk import Exclusion
 
 app = typer.Typer(
     name="chamberlain",
@@ -69,21 +72,40 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
 
     Example: chamberlain validate examples/acme -o sarif > chamberlain.sarif
     """
-    from chamberlain.reporting import findings_to_dicts, summary, to_sarif
+    from chamberlain.reporting import (
+        exclusion_summary,
+        exclusions_to_dicts,
+        findings_to_dicts,
+        summary,
+        to_sarif,
+    )
     from chamberlain.service import repository
 
     result = repository.validate(path)
     failing = result.blocking(strict=strict)
+    excluded = result.repo.exclusions
     if output is FindingsFormat.json:
-        emit_json({**summary(result.findings, strict=strict), "results": findings_to_dicts(result.findings)})
+        emit_json({**summary(result.findings, strict=strict, exclusions=excluded),
+                   "results": findings_to_dicts(result.findings), "exclusions": exclusions_to_dicts(excluded)})
     elif output is FindingsFormat.sarif:
-        emit_json(to_sarif(result.findings))
+        emit_json(to_sarif(result.findings, prefix=repository.git_prefix(result.repo), exclusions=excluded))
     else:
         _print_findings(result.findings)
+        _print_exclusions(excluded)
+        left_out = exclusion_summary(excluded)
         stderr.print(_findings_summary(result.findings, failing, str(path)) if result.findings else
                      f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
-                     f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked")
+                     f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
+                     + (f"; {left_out}" if left_out else ""), markup=True, highlight=False)
     raise typer.Exit(1 if failing else 0)
+
+
+def _print_exclusions(exclusions: Sequence[Exclusion]) -> None:
+    """What the loader left out of intent, on stderr (diagnostics): visible, never a silent skip."""
+    from chamberlain.reporting import exclusion_lines
+
+    for text in exclusion_lines(exclusions):
+        line(text, err=True)
 
 
 def _findings_summary(findings: list[Finding], failing: list[Finding], where: str) -> str:
@@ -109,23 +131,41 @@ def render(
         Path, typer.Option("-o", "--output", help="Directory to write the GitOps output to.", show_default=False)
     ],
     strict: StrictOption = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 when the output committed in the directory is stale (lists the "
+                        "missing, changed and extra files), 0 when it is exactly what render writes.")] = False,
 ) -> None:
     """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a validation without errors.
 
     Byte-identical across runs. Nothing is written when validation finds an error (with --strict: any finding);
-    warnings are printed.
+    warnings are printed. With --check nothing is ever written: CI runs it to catch intent changed without a
+    render.
 
-    Example: chamberlain render examples/acme -o out/
+    Example: chamberlain render examples/acme -o out/ --check
     """
     from chamberlain.findings import blocking
     from chamberlain.service import repository
 
-    outcome = repository.render(path, out, strict=strict)
+    outcome = repository.render(path, out, strict=strict, check=check)
     _print_findings(outcome.findings)
+    _print_exclusions(outcome.exclusions)
     if not outcome.rendered:
         failing = blocking(outcome.findings, strict=strict)
         stderr.print(_findings_summary(outcome.findings, failing, str(path)) + "; nothing rendered")
         raise typer.Exit(1)
+    stale = outcome.stale
+    if stale is not None:
+        for label, paths in (("missing", stale.missing), ("changed", stale.changed), ("extra", stale.extra)):
+            for p in paths:
+                line(f"{label}: {p}")
+        if not stale.fresh:
+            stderr.print(f"[red]stale[/red]: {out}: {len(stale.missing)} missing, {len(stale.changed)} changed, "
+                         f"{len(stale.extra)} extra; run `chamberlain render {path} -o {out}` and commit the result",
+                         markup=True, highlight=False)
+            raise typer.Exit(1)
+        stderr.print(f"[green]fresh[/green]: {out} holds exactly the {outcome.files} rendered files",
+                     markup=True, highlight=False)
+        return
     stderr.print(f"[green]rendered[/green] {outcome.files} files to {out}")
 
 

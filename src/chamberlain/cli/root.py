@@ -60,3 +60,45 @@ def init_cmd(
     if print_identity:
         # Only on explicit request, and read straight from the file: chamberlain itself never keeps it.
         sys.stdout.write(ident.path.read_text(encoding="utf-8"))
+
+
+@root_app.command("gitops-key")
+def gitops_key_cmd(
+    cluster: Annotated[str, typer.Argument(help="The cluster whose GitOps controller gets the key.")],
+    identity_file: Annotated[
+        Path, typer.Option("--identity-file", help="Where the cluster's identity goes (created once, 0600); must "
+                           "be outside the repository.", show_default=False),
+    ],
+    repo: Annotated[Path, typer.Option("--repo", help="Intent repository whose Platform declares the recipient.")]
+    = Path("."),
+    output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,
+) -> None:
+    """Create the age identity a cluster's GitOps controller decrypts bootstrap files with, and declare its
+    recipient in Platform.spec.gitops.decryptionRecipients and .sops.yaml.
+
+    A key of its own, never a root recipient: bootstrap files are encrypted to the root recipients plus it, unseal
+    shares to the root recipients only. Re-encrypt the files it lists with `sops updatekeys`, then put the identity
+    into the cluster as Flux expects it:
+    kubectl -n flux-system create secret generic sops-age --from-file=identity.agekey=FILE
+
+    Example: chamberlain root gitops-key dev1 --identity-file ~/.config/chamberlain/gitops/dev1.agekey --repo .
+    """
+    from chamberlain.bootstrap.tools import Tools
+    from chamberlain.service import root
+
+    result = root.gitops_key(repo=repo_dir(repo), cluster=cluster, identity_file=identity_file.expanduser(),
+                             tools=Tools.from_settings(settings()))
+    ident, update = result.identity, result.update
+    if emit_data(result.as_dict(), output):
+        return
+    stdout.print(ident.recipient, markup=False, highlight=False)
+    state = "created" if ident.created else "exists, kept (never regenerated)"
+    stderr.print(f"identity {ident.path}: {state}; it belongs in the cluster's flux-system/sops-age only",
+                 markup=False)
+    if update is not None:
+        stderr.print(f"{update.platform_file}: decryption recipient of {cluster} "
+                     f"{'added' if update.recipient_added else 'present'}; .sops.yaml "
+                     f"{'written' if update.sops_config_written else 'up to date'}", markup=False)
+        for rel in update.stale_files:
+            stderr.print(f"{rel}: not encrypted to every recipient; re-encrypt with `sops updatekeys {rel}` using "
+                         "the root identity", markup=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from chamberlain.clock import Clock
 from chamberlain.kube.api import KubePropagation
-from chamberlain.propagation import WorkloadRef, plan_restarts, restart
+from chamberlain.propagation import Restarts, WorkloadRef, restart_all, restart_sources
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import manual as rm
 
@@ -44,19 +44,16 @@ class RestartWave:
             self.token = batch_token(run_ids) if run_ids else ""
             self.rolled = set()
 
-    def restart(self, change: Change, run_token: str) -> list[str]:
-        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones patched."""
-        out = []
+    def restart(self, change: Change, run_token: str) -> Restarts:
+        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones patched and the ones
+        left to Reloader."""
         with self.lock:
             if not self.token:
                 self.token = run_token
-            for w in sorted(plan_restarts([change])):
-                if w in self.rolled:
-                    continue
-                if restart(self.kube, w, self.token, self.clock) == "restarted":
-                    out.append(f"{w.kind}/{w.namespace}/{w.name}")
-                self.rolled.add(w)
-        return out
+            sources = {w: s for w, s in restart_sources([change]).items() if w not in self.rolled}
+            done = restart_all(self.kube, sources, self.token, self.clock)
+            self.rolled.update(sources)
+        return done
 
 
 @dataclass
@@ -78,10 +75,11 @@ class BatchedPropagation:
     def wait(self, marker: str) -> None:
         self.timed.wait(marker)
 
-    def restart(self, token: str) -> list[str]:
-        rolled = self.wave.restart(self.change, token)
-        self.timed.restarted.extend(rolled)
-        return rolled
+    def restart(self, token: str) -> Restarts:
+        done = self.wave.restart(self.change, token)
+        self.timed.restarted.extend(done.rolled)
+        self.timed.left_to_reloader.extend(done.left_to_reloader)
+        return done
 
 
 __all__ = ["BatchedPropagation", "RestartWave", "batch_token"]

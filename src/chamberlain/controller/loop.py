@@ -482,7 +482,7 @@ class Controller:
                               warning=not run.succeeded)
         p.log.info("run finished", secret=run.secret, run=run.run_id, stage=run.stage, ok=run.succeeded,
                    version=run.current_version, propagation_seconds=a.timing.seconds,
-                   restarted=a.timing.restarted)
+                   restarted=a.timing.restarted, left_to_reloader=a.timing.left_to_reloader)
         self.state.finish(run, self.config.keep_finished)
         if a.request is not None:
             self._end_request(a.request, cleared=True)

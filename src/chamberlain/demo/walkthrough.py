@@ -1,6 +1,7 @@
 """The demo's phases: each one calls the use case its command calls (:mod:`chamberlain.service`: validate, render,
-apply, authority init, provision, handover, audit verify, the controller's entry point; the root of trust through
-:mod:`chamberlain.root`), times it and reports non-secret facts. The phases reach the lab's servers through the same
+authority init, provision, handover, audit verify, the controller's entry point; the root of trust and each
+cluster's GitOps key through :mod:`chamberlain.root`; Git -> cluster through the lab's real Flux with
+:mod:`chamberlain.gitops`), times it and reports non-secret facts. The phases reach the lab's servers through the same
 connection options a user passes (the lab Vault's address and CA, the lab kubeconfig), and act as ``demo:<user>``
 with one run id.
 
@@ -11,10 +12,14 @@ kept with ``--keep``), the demo stops at the ``lab`` phase and says so rather th
 that Vault belongs to. ``--keep`` leaves the lab running and keeps the working directory (repository copy,
 identity, rendered output) so the walkthrough can be continued by hand.
 
-Scope: one environment and cluster (``dev``/``dev1``): the stand-in applies that cluster's application, Vault
-is configured for that cluster only (a Vault per cluster), and provisioning and handover cover ``dev``.
+Scope: one environment and cluster (``dev``/``dev1``): Flux applies that cluster's ``flux/dev1`` tree from the lab's
+Git server, the authority is configured for that cluster only (one per cluster), and provisioning and handover cover
+``dev``. Handover meets a Flux that still applies the bootstrap Secrets: it writes their retirement into the copy,
+the demo commits the re-rendered tree, Flux reconciles, and the next handover retires them; forced rounds of
+reconciles then count retired Secrets that came back (the report's ``gitops`` object).
 
-After the handover the demo creates the declared workloads (objects only: the lab has no kubelet), waits until ESO
+After the handover the demo creates the declared workloads (objects only: the lab has no kubelet; the lab's
+kube-controller-manager gives them ReplicaSets and ControllerRevisions), waits until ESO
 materialized every consumer Secret with its current version marker, then starts the real controller in process
 (:mod:`.rotations`) and proves three rotations through it and the real ESO, with restarts: a time-triggered one
 (a 40 s ttl), a signed webhook, and a manual request for the alternating two-user PostgreSQL rotation of
@@ -71,7 +76,7 @@ class Phase(StrEnum):
 
     root = "root"
     bootstrap = "bootstrap"
-    apply = "apply"
+    gitops = "gitops"
     authority = "authority"
     provision = "provision"
     handover = "handover"
@@ -141,6 +146,7 @@ class DemoReport:
     lab_dir: str = ""
     work_dir: str = ""
     kept: bool = False
+    gitops: dict[str, Any] | None = None  # {"controller", "reconciles", "resurrectedAfterHandover"}
 
     @property
     def ok(self) -> bool:
@@ -154,6 +160,7 @@ class DemoReport:
             "phases": [p.as_dict() for p in self.phases],
             "skipped": self.skipped,
             "rotations": self.rotations,
+            "gitops": self.gitops,
             "total_seconds": round(self.total_seconds, 2),
             "authoritative_after_seconds": (None if self.authoritative_after_seconds is None
                                             else round(self.authoritative_after_seconds, 2)),
@@ -179,6 +186,10 @@ class _State:
     lab: Lab | None = None
     servers: LiveServers | None = None  # the lab's Vault and cluster, as a user's connection options name them
     recipient: str = ""
+    gitops_keys: dict[str, Path] = field(default_factory=dict)  # cluster -> its in-cluster age identity (a file)
+    reconciles: int = 0  # Flux reconciles the demo requested and saw handled
+    published: int = 0  # commits the demo pushed to the lab's Git repository
+    gitops_report: dict[str, Any] | None = None  # the report's top-level ``gitops`` object
     running: RunningController | None = None
     _kv: KV | None = None
 
@@ -303,6 +314,15 @@ def _root_phase(s: _State) -> dict[str, Any]:
     if update is None:  # pragma: no cover - init with a repository always updates it
         raise DemoError(f"{s.repo_dir}: the repository was not updated")
     s.recipient = ident.recipient
+    # Each cluster's GitOps controller gets an age key of its own (never the root's): bootstrap files are encrypted
+    # to the root plus it, unseal shares to the root only.
+    platform_clusters = sorted({c for env in _raw_platform(s.repo_dir).spec.environments for c in env.clusters})
+    gitops_recipients = {}
+    for cluster in platform_clusters:
+        key = root.gitops_key(repo=s.repo_dir, cluster=cluster, identity_file=s.work / "gitops" / f"{cluster}.agekey",
+                              tools=s.tools)
+        s.gitops_keys[cluster] = key.identity.path
+        gitops_recipients[cluster] = key.identity.recipient  # public
     lab = s.need_lab()
     demo_settings = adjust_repository(s.repo_dir, vault_address=lab.authority.address, ca_pem=lab.pki.ca_pem,
                                       postgres_port=lab.postgres.port, rotations=s.rotations)
@@ -312,7 +332,7 @@ def _root_phase(s: _State) -> dict[str, Any]:
         "identity_created": ident.created,
         "recipient": ident.recipient,  # public by definition
         "recipients": len(update.recipients),
-        "stale_bootstrap_files": update.stale_files,
+        "gitops_recipients": gitops_recipients,
         "demo_settings": demo_settings,
     }
 
@@ -337,28 +357,79 @@ def _bootstrap_phase(s: _State) -> dict[str, Any]:
     }
 
 
-def _apply_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.service import gitops, repository
+def _raw_platform(repo_dir: Path) -> Platform:
+    from chamberlain.intent.loader import load_repository
 
-    out = s.work / "rendered"
-    rendered = repository.render(s.repo_dir, out)
-    if rendered.findings:  # pragma: no cover - the bootstrap phase validated the same tree
-        raise DemoError(f"render: {len(rendered.findings)} findings")
-    report = gitops.apply(s.repo_dir, s.need_servers(), s.tools, identity=s.identity,
-                          environment=DEMO_ENVIRONMENT, cluster=DEMO_CLUSTER)
-    counts: dict[str, int] = {"created": 0, "configured": 0, "unchanged": 0}
-    for app in report.apps:
-        for key in counts:
-            counts[key] += app.counts[key]
+    platform = load_repository(repo_dir).platform
+    if platform is None:
+        raise DemoError(f"{repo_dir}: the repository needs exactly one Platform")
+    return platform
+
+
+def _publish(s: _State, message: str) -> str:
+    """Render the repository copy into a fresh directory and make the lab's Git repository hold exactly that tree
+    (what a user does with ``chamberlain render`` and ``git push``); the commit Flux will apply."""
+    from chamberlain.gitops.git import publish_tree
+    from chamberlain.service import repository
+
+    s.published += 1
+    out = s.work / f"rendered-{s.published}"
+    rendered = repository.render(s.repo_dir, out, strict=True)
+    if not rendered.rendered:
+        rules = sorted({f.rule for f in rendered.findings})
+        raise DemoError(f"render: {len(rendered.findings)} findings ({', '.join(rules)})")
+    return publish_tree(out, s.need_lab().git.repo_url(), message, base_env=s.tools.env).commit
+
+
+def _kustomizations(s: _State) -> list[str]:
+    """The demo cluster's Kustomizations in dependency order (the root first)."""
+    from chamberlain.gitops import flux
+    from chamberlain.render.flux import CLUSTER, CRDS, bootstrap_name, env_name
+
+    return [flux.ROOT, CRDS, CLUSTER, bootstrap_name(DEMO_ENVIRONMENT), env_name(DEMO_ENVIRONMENT)]
+
+
+def _reconcile(s: _State, names: list[str]) -> list[Any]:
+    """``flux reconcile source git`` then each Kustomization, waiting until Flux handled each request."""
+    from chamberlain.gitops import flux
+
+    token = f"{s.clock.now().isoformat()}/{s.reconciles}"  # unique per request, as Flux compares it verbatim
+    done = flux.reconcile_all(s.need_kube(), names, token, timeout=s.options.timeout)
+    s.reconciles += len(done)
+    return done
+
+
+def _gitops_phase(s: _State) -> dict[str, Any]:
+    """Git → cluster through the real Flux: the rendered tree committed to the lab's Git repository, the cluster's
+    own age key in flux-system/sops-age, the Git source and root Kustomization applied; then Flux applies CRDs →
+    cluster → bootstrap (decrypting in-cluster). The environment's stores wait for the authority (next phase)."""
+    from chamberlain.gitops import flux
+    from chamberlain.render.flux import CLUSTER, CRDS, bootstrap_name
+
+    lab, kube = s.need_lab(), s.need_kube()
+    commit = _publish(s, "chamberlain render: the demo's intent repository")
+    key = s.gitops_keys[DEMO_CLUSTER].read_text(encoding="utf-8")  # secret: goes to the API server only
+    key_state = flux.install_decryption_key(kube, key)
+    del key
+    flux.install_source(kube, lab.git.repo_url(), DEMO_CLUSTER, gitops_path=s.platform().spec.gitops.path)
+    ready = [flux.wait_ready(kube, flux.SOURCE, kind="GitRepository", commit=commit, timeout=s.options.timeout)]
+    for name in (flux.ROOT, CRDS, CLUSTER, bootstrap_name(DEMO_ENVIRONMENT)):
+        ready.append(flux.wait_ready(kube, name, commit=commit, timeout=s.options.timeout))
+    applied = [u for u in _units(s) if kube.get_secret(u.namespace, u.name) is not None]
     return {
-        "rendered_files": rendered.files,
-        "rendered_to": str(out),
-        "cluster": report.cluster,
-        "applications": [a.path for a in report.apps],
-        "crds": dict(report.crds),
-        "objects": counts,
-        "bootstrap_secrets_decrypted": sum(a.bootstrap_secrets for a in report.apps),
+        "controller": "flux",
+        "repository": lab.git.repo_url(),
+        "commit": commit,
+        "decryption_key": key_state,
+        "ready": [f"{r.kind}/{r.name}" for r in ready],
+        "bootstrap_secrets_applied": len(applied),
     }
+
+
+def _units(s: _State) -> list[Any]:
+    from chamberlain.handover import handover_units
+
+    return handover_units(s.repository(), DEMO_ENVIRONMENT, DEMO_CLUSTER)
 
 
 def _token_reviewer(s: _State) -> Path:
@@ -398,6 +469,12 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     if not status.ready or not report.root_revoked:
         raise DemoError("Vault is not initialized, unsealed and root-token-free after init")
     revalidated = revalidate_stores(s.need_kube(), s.run)
+    # Flux retries the environment (its stores not Ready while the authority was empty); ask now rather than wait.
+    from chamberlain.gitops import flux
+    from chamberlain.render.flux import env_name
+
+    _reconcile(s, [env_name(DEMO_ENVIRONMENT)])
+    env_ready = flux.wait_ready(s.need_kube(), env_name(DEMO_ENVIRONMENT), timeout=s.options.timeout)
     return {
         "vault_version": status.version,
         "storage": status.storage,
@@ -410,7 +487,24 @@ def _authority_phase(s: _State) -> dict[str, Any]:
         "verified_roles": report.verified_roles,
         "root_token_revoked": report.root_revoked,
         "eso_stores_revalidated": revalidated,
+        "gitops_environment_ready": env_ready.ready is True,
+        "gitops_key_opens_unseal_share": _gitops_key_opens_share(s),
     }
+
+
+def _gitops_key_opens_share(s: _State) -> bool:
+    """Whether the cluster's GitOps key can open a stored unseal share (it must not: shares are sealed to the root
+    recipients only)."""
+    from chamberlain.authority.material import SealedStore, SealError, load_identities
+
+    material = SealedStore(s.need_kube(), s.platform().spec.controller.namespace).load()
+    if material is None or not material.shares:
+        raise DemoError("no unseal material stored after init")
+    try:
+        material.open(load_identities(s.gitops_keys[DEMO_CLUSTER]))
+    except SealError:
+        return False
+    return True
 
 
 def _tally(results: list[str]) -> dict[str, int]:
@@ -434,17 +528,67 @@ def _provision_phase(s: _State) -> dict[str, Any]:
 
 
 def _handover_phase(s: _State) -> dict[str, Any]:
-    """``chamberlain handover`` for the demo's environment and cluster."""
+    """``chamberlain handover`` for the demo's environment and cluster, against a real Flux. Flux still applies the
+    bootstrap Secrets, so the first run hands the values over but retires nothing: it writes the retirement into the
+    repository copy (``retiredIn``). The demo commits the re-rendered tree, Flux reconciles it away, and the second
+    run retires each Secret per its ``afterHandover``. Then it forces rounds of reconciles and counts retired
+    Secrets that came back (``gitops.resurrectedAfterHandover``, which must be 0)."""
     from chamberlain.service.handover import handover
 
-    result = handover(s.repo_dir, s.need_servers(), s.caller, environment=DEMO_ENVIRONMENT, cluster=DEMO_CLUSTER,
-                      reason="demo: Phase 3 handover")
-    rows = result.as_dict()["handovers"]
-    if not result.ok:
-        bad = [f"{r['intent']}: {r['result']}" for r in rows if r["result"] in ("conflict", "blocked")]
-        raise DemoError(f"handover: {'; '.join(bad)}")
-    return {"secrets": len(rows), "results": _tally([str(r["result"]) for r in rows]),
-            "handed_over": sorted(f"{r['source']} -> {r['path']}" for r in rows)}
+    def run(reason: str) -> list[dict[str, Any]]:
+        result = handover(s.repo_dir, s.need_servers(), s.caller, environment=DEMO_ENVIRONMENT,
+                          cluster=DEMO_CLUSTER, reason=reason)
+        rows: list[dict[str, Any]] = result.as_dict()["handovers"]
+        if not result.ok:
+            bad = [f"{r['intent']}: {r['result']}" for r in rows if r["result"] in ("conflict", "blocked")]
+            raise DemoError(f"handover: {'; '.join(bad)}")
+        return rows
+
+    first = run("demo: Phase 3 handover")
+    awaiting = [r for r in first if r["result"] == "awaiting-retirement"]
+    commit = ""
+    if awaiting:
+        from chamberlain.gitops import flux
+        from chamberlain.render.flux import bootstrap_name
+
+        commit = _publish(s, f"Retire {len(awaiting)} bootstrap file(s) in {DEMO_ENVIRONMENT} after handover")
+        _reconcile(s, [_kustomizations(s)[0], bootstrap_name(DEMO_ENVIRONMENT)])
+        flux.wait_ready(s.need_kube(), bootstrap_name(DEMO_ENVIRONMENT), commit=commit, timeout=s.options.timeout)
+    second = run("demo: Phase 3 handover, retirement committed") if awaiting else first
+    retired = [r for r in second if r["result"] in ("handed-over", "already-handed-over")]
+    rounds, resurrected = _resurrection_rounds(s)
+    s.gitops_report = {"controller": "flux", "reconciles": s.reconciles, "resurrectedAfterHandover": resurrected}
+    return {
+        "secrets": len(second),
+        "first_run": _tally([str(r["result"]) for r in first]),
+        "results": _tally([str(r["result"]) for r in second]),
+        "retirement_commit": commit,
+        "retired": len(retired),
+        "reconcile_rounds_after": rounds,
+        "handed_over": sorted(f"{r['source']} -> {r['path']}" for r in second),
+    }
+
+
+RECONCILE_ROUNDS = 3
+
+
+def _resurrection_rounds(s: _State) -> tuple[int, int]:
+    """Force rounds of reconciles of every Kustomization and count the retired bootstrap Secrets that came back
+    after any round (recreated, refilled or re-owned)."""
+    from chamberlain.handover import retirement_undone
+    from chamberlain.handover.gitops import applied_by
+
+    kube = s.need_kube()
+    back: set[str] = set()
+    for _ in range(RECONCILE_ROUNDS):
+        _reconcile(s, _kustomizations(s))
+        for unit in _units(s):
+            secret = kube.get_secret(unit.namespace, unit.name)
+            applied = secret is not None and applied_by(kube, unit.namespace, unit.name, secret.labels,
+                                                         secret.annotations).applies
+            if retirement_undone(unit.after_handover, secret, applied):
+                back.add(unit.source)
+    return RECONCILE_ROUNDS, len(back)
 
 
 def _workloads_phase(s: _State) -> dict[str, Any]:
@@ -664,7 +808,7 @@ def _audit_phase(s: _State) -> dict[str, Any]:
 _PHASES: dict[Phase, Callable[[_State], dict[str, Any]]] = {
     Phase.root: _root_phase,
     Phase.bootstrap: _bootstrap_phase,
-    Phase.apply: _apply_phase,
+    Phase.gitops: _gitops_phase,
     Phase.authority: _authority_phase,
     Phase.provision: _provision_phase,
     Phase.handover: _handover_phase,
@@ -750,4 +894,5 @@ def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progre
             else:
                 shutil.rmtree(work, ignore_errors=True)
         report.total_seconds = time.monotonic() - started
+        report.gitops = state.gitops_report
     return report

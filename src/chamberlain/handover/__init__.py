@@ -15,6 +15,7 @@ from chamberlain.handover.workflow import (
     RunContext,
     UnitOutcome,
     hand_over,
+    retirement_undone,
     run_handover,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "hand_over",
     "handover_units",
     "next_step",
+    "retirement_undone",
     "run_handover",
     "select_cluster",
 ]

@@ -50,6 +50,21 @@ RETIRED_ANNOTATIONS: Mapping[str, str] = {
     wk.ARGOCD_COMPARE_OPTIONS: wk.ARGOCD_IGNORE_EXTRANEOUS,
     wk.ARGOCD_SYNC_OPTIONS: wk.ARGOCD_PRUNE_FALSE,
 }
+
+
+def retirement_undone(after_handover: str, secret: KubeSecret | None, applied: bool) -> bool:
+    """Whether a retired bootstrap Secret came back (pure): a GitOps controller applies it again (``applied``), it
+    exists again after a ``delete``, it lost its retirement annotations, or an ``inert`` one holds data again.
+    An ``ignore`` Secret keeps its data by definition; it only counts when re-owned or un-annotated."""
+    if applied:
+        return True
+    if secret is None:
+        return False
+    if after_handover == "delete" or wk.ANNOTATION_CONSUMED not in secret.annotations:
+        return True
+    return after_handover == "inert" and secret.data != dict(INERT_DATA.get(secret.type, {}))
+
+
 MAX_STEPS = 12  # a handover takes at most 5 actions; the rest absorbs concurrent changes (resourceVersion races)
 ORDER = (Step.WRITE, Step.RECORD, Step.CONSUME, Step.LEDGER)
 DEFERRED_ORDER = (Step.WRITE, Step.RECORD, Step.LEDGER, Step.AWAIT)  # while GitOps still applies the Secret

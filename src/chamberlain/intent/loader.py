@@ -3,12 +3,17 @@
 Every YAML document is parsed with the C loader and remembers its file and the line of every node, so that each
 finding can point at the exact place. Hostile input (binary garbage, huge files, deep nesting, alias bombs)
 becomes a finding, never a crash: nothing downstream sees a document that failed these limits.
+
+Which files are read at all is the walk's decision (:mod:`chamberlain.intent.walk`: ignore files, rendered output,
+Helm templates, symbolic links). Only documents with the chamberlain apiVersion are intent; every other file is
+scanned for credentials, and other YAML is kept as manifests for the manifest checks. Not intent either, and
+reported as excluded: documents ``chamberlain render`` wrote (annotation ``chamberlain.dev/rendered``) and
+documents in kustomize patch files (partial objects).
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import ValidationError
 
+from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
 from chamberlain.intent.model import (
     API_VERSION,
@@ -29,6 +35,7 @@ from chamberlain.intent.model import (
     RotationPolicy,
     SecretIntent,
 )
+from chamberlain.intent.walk import Exclusion, Role, WalkedFile, walk
 
 try:  # The C loader is an order of magnitude faster; fall back so a pure-Python PyYAML still works.
     from yaml import CSafeLoader as _SafeLoader
@@ -42,12 +49,13 @@ MAX_DEPTH = 64
 MAX_FLOW_DEPTH = 200
 MAX_EXPANDED_NODES = 200_000  # per document, after alias expansion
 T = TypeVar("T")
-SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules"}
 
 
 @dataclass
 class RepoFile:
-    """One file of the repository. ``text`` is None for binary or oversized files."""
+    """One file of the repository. ``text`` is None for binary or oversized files. ``role``: ``source`` files are
+    parsed; ``rendered`` (chamberlain's own output) and ``template`` (Helm/Go templates) files are only scanned, so
+    their ``documents`` stay empty."""
 
     path: Path
     rel: str
@@ -55,6 +63,7 @@ class RepoFile:
     text: str | None
     is_yaml: bool
     documents: list[Document] = field(default_factory=list)
+    role: Role = "source"
 
     @property
     def is_sops(self) -> bool:
@@ -176,6 +185,8 @@ class Repository:
     intents: list[Loaded[SecretIntent]] = field(default_factory=list)
     manifests: list[Document] = field(default_factory=list)  # every other YAML document, SOPS files included
     problems: list[Finding] = field(default_factory=list)  # findings raised while loading
+    exclusions: list[Exclusion] = field(default_factory=list)  # what was left out of intent, and why (reported)
+    git_root: Path | None = None  # the Git work tree the repository lies in (SARIF paths are relative to it)
 
     @property
     def platform(self) -> Platform | None:
@@ -196,23 +207,35 @@ class Repository:
     def file(self, rel: str) -> RepoFile | None:
         return next((f for f in self.files if f.rel == rel), None)
 
+    def excluded(self, rel: str) -> Exclusion | None:
+        """The exclusion that covers ``rel`` (the path itself or a directory above it), if any."""
+        for e in self.exclusions:
+            if e.path == rel or (e.path.endswith("/") and (rel + "/").startswith(e.path)) or e.path == "./":
+                return e
+        return None
+
 
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def load_repository(root: Path) -> Repository:
-    """Read every file under ``root``; parse YAML; validate chamberlain kinds. Never raises on bad content."""
+def load_repository(root: Path, *, git: str | None = "git") -> Repository:
+    """Read every file under ``root`` the walk keeps; parse YAML; validate chamberlain kinds. Never raises on bad
+    content (an unreadable ignore file is a usage error). ``git``: the program asked about ignore rules (None:
+    read ``.gitignore`` files instead)."""
     root = root.resolve()
-    repo = Repository(root=root)
+    walked = walk(root, git=git)
+    repo = Repository(root=root, exclusions=walked.exclusions, git_root=walked.git_root)
     # Loading allocates millions of small objects that all stay alive; the cyclic GC would rescan them again and
     # again (measured: 7.5 s instead of 2.6 s at 10k intents). Nothing here creates reference cycles.
     with gc_paused():
-        for path in _walk(root):
-            rel = path.relative_to(root).as_posix()
-            repo.files.append(_read_file(repo, path, rel))
+        for wf in walked.files:
+            repo.files.append(_read_file(repo, wf))
+        patches = kustomize_patches(repo.files)
         for f in repo.files:
+            in_patch = f.rel in patches
             for doc in f.documents:
-                _classify(repo, doc)
+                _classify(repo, doc, in_patch=in_patch)
+    repo.exclusions.sort()
     # The repository lives as long as the command; move it out of the GC's generations so later collections
     # (during checks and render) do not rescan it. Reference counting still frees it.
     gc.freeze()
@@ -231,25 +254,23 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            if path.is_symlink() or not path.is_file():
-                continue
-            yield path
-
-
-def _read_file(repo: Repository, path: Path, rel: str) -> RepoFile:
-    size = path.stat().st_size
+def _read_file(repo: Repository, wf: WalkedFile) -> RepoFile:
+    path, rel = wf.path, wf.rel
     is_yaml = path.suffix.lower() in YAML_SUFFIXES
-    if size > MAX_SCAN_BYTES or (is_yaml and size > MAX_FILE_BYTES):
-        repo.problems.append(
-            Finding(rel, None, "CH002", f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit; not parsed")
-        )
-        return RepoFile(path, rel, size, None, is_yaml)
-    raw = path.read_bytes()
+    parse = is_yaml and wf.role == "source"
+    try:
+        size = path.stat().st_size
+        if size > MAX_SCAN_BYTES or (parse and size > MAX_FILE_BYTES):
+            limit = MAX_FILE_BYTES if size <= MAX_SCAN_BYTES else MAX_SCAN_BYTES
+            what = "not parsed" if size <= MAX_SCAN_BYTES else "not scanned for credentials either"
+            repo.problems.append(Finding(
+                rel, None, "CH002", f"file is {size} bytes, over the {limit}-byte limit; {what} (list it in "
+                f".chamberlainignore if it is not part of the intent repository)"))
+            return RepoFile(path, rel, size, None, is_yaml, role=wf.role)
+        raw = path.read_bytes()
+    except OSError as exc:  # unreadable (permissions) or vanished since the walk
+        repo.problems.append(Finding(rel, None, "CH001", f"file cannot be read ({exc.strerror or 'I/O error'})"))
+        return RepoFile(path, rel, 0, None, is_yaml, role=wf.role)
     text: str | None
     try:
         text = raw.decode("utf-8")
@@ -257,13 +278,36 @@ def _read_file(repo: Repository, path: Path, rel: str) -> RepoFile:
             text = None
     except UnicodeDecodeError:
         text = None
-    rf = RepoFile(path, rel, size, text, is_yaml)
-    if is_yaml:
+    rf = RepoFile(path, rel, size, text, is_yaml, role=wf.role)
+    if wf.role == "template":
+        repo.exclusions.append(Exclusion(rel, "template"))
+    elif parse:
         if text is None:
             repo.problems.append(Finding(rel, None, "CH001", "file is not UTF-8 text; YAML must be UTF-8"))
         else:
-            rf.documents = _parse_yaml(repo, rel, text)
+            _parse_source(repo, rf, text)
     return rf
+
+
+def _has_template_actions(text: str) -> bool:
+    """Go/Helm template actions (``{{ ... }}``). Substring tests only: linear on any input, where a regex with
+    a lazy wildcard would go quadratic on a hostile file of unclosed ``{{``."""
+    start = text.find("{{")
+    return start >= 0 and text.find("}}", start) >= 0
+
+
+def _parse_source(repo: Repository, rf: RepoFile, text: str) -> None:
+    problems_before = len(repo.problems)
+    rf.documents = _parse_yaml(repo, rf.rel, text)
+    failed = len(repo.problems) > problems_before
+    # A template outside a chart (an Argo CD or Helmfile template, a values file with actions): only when it does
+    # not parse, so valid manifests keep every check. Intent is never templated: a file naming the chamberlain
+    # group keeps its syntax error.
+    if failed and _has_template_actions(text) and GROUP + "/" not in text:
+        del repo.problems[problems_before:]
+        rf.documents = []
+        rf.role = "template"
+        repo.exclusions.append(Exclusion(rf.rel, "template"))
 
 
 _FLOW_BRACKETS = re.compile(r"[\[\]{}]")
@@ -393,10 +437,16 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 _DURATION_FIELDS = {"ttl", "rotateBefore", "maxOverlap"}
 
 
-def _classify(repo: Repository, doc: Document) -> None:
+def _classify(repo: Repository, doc: Document, *, in_patch: bool = False) -> None:
     api = doc.api_version
     if api is None or not api.startswith(GROUP + "/"):
         repo.manifests.append(doc)
+        return
+    if in_patch:  # a partial object kustomize merges into rendered output; its own schema does not apply
+        repo.exclusions.append(Exclusion(doc.file, "kustomize-patch", doc.line))
+        return
+    if _rendered(doc):
+        repo.exclusions.append(Exclusion(doc.file, "rendered-document", doc.line))
         return
     if api != API_VERSION:
         repo.problems.append(
@@ -467,3 +517,55 @@ def _describe(err: Any) -> str:
         return "invalid value: " + str(err["msg"]).replace("String should match pattern", "must match")
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
+
+
+def _rendered(doc: Document) -> bool:
+    meta = doc.data.get("metadata") if isinstance(doc.data, dict) else None
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return isinstance(annotations, dict) and str(annotations.get(wk.ANNOTATION_RENDERED)).lower() == "true"
+
+
+# ------------------------------------------------------------------------------------------------ kustomize
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def kustomize_patches(files: list[RepoFile]) -> set[str]:
+    """Repository-relative paths of the patch files the repository's kustomizations name (``patches[].path``,
+    ``patchesStrategicMerge``, ``patchesJson6902[].path``). A path that leaves the repository names nothing."""
+    found: set[str] = set()
+    for rf in files:
+        if rf.rel.rsplit("/", 1)[-1] not in KUSTOMIZATION_FILES:
+            continue
+        base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
+        for doc in rf.documents:
+            data = doc.data if isinstance(doc.data, dict) else {}
+            for entry in _patch_paths(data):
+                rel = _join(base, entry)
+                if rel is not None:
+                    found.add(rel)
+    return found
+
+
+def _patch_paths(data: dict[str, Any]) -> Iterator[str]:
+    for key in ("patches", "patchesJson6902"):
+        for item in data.get(key) or []:
+            if isinstance(item, dict) and isinstance(item.get("path"), str):
+                yield item["path"]
+    for item in data.get("patchesStrategicMerge") or []:
+        if isinstance(item, str) and "\n" not in item:  # an inline patch is YAML text, not a path
+            yield item
+
+
+def _join(base: str, path: str) -> str | None:
+    parts = [p for p in base.split("/") if p]
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts) or None

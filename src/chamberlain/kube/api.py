@@ -6,7 +6,7 @@ Errors carry kind, namespace, name and status, never bodies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -103,10 +103,12 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 @dataclass(frozen=True)
 class PodTemplateState:
-    """What a rollout restart needs to see of a workload: its pod-template annotations and generation."""
+    """What a rollout restart needs to see of a workload: its pod-template annotations and generation, and the
+    workload's own annotations (where another restarter, such as Reloader, is configured)."""
 
     annotations: Mapping[str, str]
     generation: int
+    workload_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubePropagation(Protocol):
@@ -119,6 +121,10 @@ class KubePropagation(Protocol):
 
     def get_external_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The ExternalSecret object (spec and status; no secret data lives there), or None when absent."""
+        ...
+
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        """Every ExternalSecret of a namespace (``external-secrets.io/v1``; spec and status, no secret data)."""
         ...
 
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
@@ -169,6 +175,12 @@ class KubeCustomObjects(Protocol):
                                         resource_version: str | None = None) -> dict[str, Any]:
         """JSON-merge-patch ``metadata.annotations`` (a None value removes the key). With ``resource_version``, the
         patch applies only if the object is unchanged (:class:`KubeConflict` otherwise); :class:`KubeNotFound`."""
+        ...
+
+    def wait_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                           until: Callable[[dict[str, Any] | None], bool], timeout: float) -> dict[str, Any] | None:
+        """Watch the object until ``until`` holds for it (None: absent) and return it as it was then;
+        :class:`KubeUnavailable` when ``timeout`` seconds pass first. A watch, not a polling loop."""
         ...
 
 

@@ -300,6 +300,47 @@ class KubeClient:
             r.group, r.version, namespace, r.plural, name, {"metadata": meta}))
         return dict(obj)
 
+    def wait_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                           until: Callable[[dict[str, Any] | None], bool], timeout: float) -> dict[str, Any] | None:
+        # List-then-watch on one name (client-go's informer pattern without the cache): the list gives the object
+        # and the resourceVersion the watch starts from; a watch that ends (server timeout, 410 Gone) relists.
+        api, r = self._custom(), resource
+        selector = f"metadata.name={name}"
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self._call(r.describe(namespace, name), lambda: api.list_namespaced_custom_object(
+                r.group, r.version, namespace, r.plural, field_selector=selector))
+            items = (listed or {}).get("items") or []
+            current: dict[str, Any] | None = dict(items[0]) if items else None
+            if until(current):
+                return current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KubeUnavailable(f"{r.describe(namespace, name)}: not as expected after {timeout:.0f}s")
+            since = ((listed or {}).get("metadata") or {}).get("resourceVersion")
+            watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in watch.stream(  # type: ignore[no-untyped-call]
+                        api.list_namespaced_custom_object, r.group, r.version, namespace, r.plural,
+                        field_selector=selector, resource_version=since, timeout_seconds=max(1, int(remaining) + 1)):
+                    kind, obj = event.get("type"), event.get("object")
+                    if kind == "ERROR" or not isinstance(obj, Mapping):
+                        break  # 410 Gone and friends: relist
+                    current = None if kind == "DELETED" else dict(obj)
+                    if until(current):
+                        return current
+                    if time.monotonic() > deadline:
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise _map_error(exc, r.describe(namespace, name) + " watch") from None
+            except Exception as exc:  # urllib3 connection errors while streaming
+                if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
+                    raise _map_error(exc, r.describe(namespace, name) + " watch") from None
+                raise
+            finally:
+                watch.stop()  # type: ignore[no-untyped-call]
+
     def create_custom_object(self, resource: CustomResource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         api, r = self._custom(), resource
         name = str((body.get("metadata") or {}).get("name", ""))
@@ -438,6 +479,12 @@ class KubeClient:
             return None
         return obj
 
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        custom: Any = kubernetes.client.CustomObjectsApi(self._api)
+        resp = self._call(f"ExternalSecrets in {namespace}", lambda: custom.list_namespaced_custom_object(
+            _ESO_GROUP, _ESO_VERSION, namespace, "externalsecrets"))
+        return [dict(item) for item in (resp or {}).get("items", [])]
+
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         def read() -> Any:
             resp: Any = self._core.read_namespaced_secret(
@@ -468,6 +515,7 @@ class KubeClient:
         return PodTemplateState(
             annotations=dict((template_meta.annotations if template_meta else None) or {}),
             generation=int(obj.metadata.generation or 0),
+            workload_annotations=dict(obj.metadata.annotations or {}),
         )
 
     def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:

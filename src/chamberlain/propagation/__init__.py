@@ -2,7 +2,8 @@
 
 Belongs here (SPEC §2 "propagation guaranteed", §5): forcing ESO to refresh the affected
 ExternalSecrets (:mod:`.refresh`), waiting until each consumer Secret carries the new version marker
-(:mod:`.sync`), and debounced rollout restarts of the declared workloads (:mod:`.restart`). Decisions
+(:mod:`.sync`), and debounced rollout restarts of the declared workloads (:mod:`.restart`), except those stakater
+Reloader rolls itself (:mod:`.reloader`). Decisions
 (:func:`in_sync`, :func:`plan_restarts`) are pure; the acting functions take a
 :class:`~chamberlain.kube.api.KubePropagation` and an injected :class:`~chamberlain.clock.Clock`.
 
@@ -13,12 +14,17 @@ annotation only.
 """
 
 from chamberlain.propagation.refresh import ExternalSecretRef, force_refresh
+from chamberlain.propagation.reloader import reloader_annotations, reloader_reason
 from chamberlain.propagation.restart import (
     Change,
     RestartOutcome,
+    Restarts,
     WorkloadRef,
+    describe,
     plan_restarts,
     restart,
+    restart_all,
+    restart_sources,
 )
 from chamberlain.propagation.sync import ConsumerRef, ConsumerSync, in_sync, wait_in_sync
 
@@ -28,10 +34,16 @@ __all__ = [
     "ConsumerSync",
     "ExternalSecretRef",
     "RestartOutcome",
+    "Restarts",
     "WorkloadRef",
+    "describe",
     "force_refresh",
     "in_sync",
     "plan_restarts",
+    "reloader_annotations",
+    "reloader_reason",
     "restart",
+    "restart_all",
+    "restart_sources",
     "wait_in_sync",
 ]

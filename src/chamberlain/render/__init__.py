@@ -20,15 +20,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Repository, gc_paused
 from chamberlain.render.bootstrap import collect as collect_bootstrap
 from chamberlain.render.layout import build_files
 from chamberlain.render.topology import RenderError, build_topology
 
-__all__ = ["MARKER", "RenderError", "RenderedTree", "WriteResult", "render_repository", "write_tree"]
+__all__ = [
+    "MARKER",
+    "RenderError",
+    "RenderedTree",
+    "Staleness",
+    "WriteResult",
+    "compare_output",
+    "read_output",
+    "render_repository",
+    "stale_paths",
+    "write_tree",
+]
 
-MARKER = ".chamberlain-render"
+MARKER = wk.RENDER_MARKER
 _MARKER_HEADER = (
     "# This directory is written by `chamberlain render`; it removes the files listed below when they are no\n"
     "# longer rendered. Do not edit files here: change the intent repository and render again.\n"
@@ -189,3 +201,69 @@ def _prune_empty_dirs(start: Path, stop: Path) -> None:
         except OSError:
             return
         current = current.parent
+
+
+# ---------------------------------------------------------------------------------------------------- checking
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """How committed output differs from a fresh render (``chamberlain render --check``): paths relative to the
+    output directory, each list sorted."""
+
+    missing: list[str]  # rendered now, absent on disk
+    changed: list[str]  # on disk with other bytes (or not a regular file)
+    extra: list[str]  # on disk, not rendered now (a leftover of an older render, or a hand-made file)
+
+    @property
+    def fresh(self) -> bool:
+        return not (self.missing or self.changed or self.extra)
+
+
+NOT_A_FILE = object()  # stands for a path on disk that is a symlink, a directory or a special file
+
+
+def stale_paths(tree: RenderedTree, on_disk: Mapping[str, bytes | object], extra: list[str]) -> Staleness:
+    """Compare a fresh render (plus the marker it would write) with what the output directory holds. Pure:
+    ``on_disk`` maps each rendered path (and the marker) to its bytes, :data:`NOT_A_FILE`, or nothing when absent;
+    ``extra`` lists the other files found there."""
+    expected = {p: tree.files[p].encode("utf-8") for p in tree.paths()}
+    expected[MARKER] = _marker_text(tree.paths()).encode("utf-8")
+    missing = sorted(p for p in expected if p not in on_disk)
+    changed = sorted(p for p, data in expected.items() if p in on_disk and on_disk[p] != data)
+    return Staleness(missing, changed, sorted(p for p in extra if p not in expected))
+
+
+def read_output(tree: RenderedTree, out_dir: Path, *, git: str | None = "git") -> tuple[dict[str, bytes | object],
+                                                                                         list[str]]:
+    """What ``out_dir`` holds at the rendered paths (bytes, or :data:`NOT_A_FILE`), and the other files in it.
+    The other files come from the repository walk, so Git's ignore rules and a ``.chamberlainignore`` in the
+    output directory keep hand-made files out of the comparison; nothing here follows a symbolic link."""
+    from chamberlain.intent.walk import GITIGNORE, IGNORE_FILE, walk
+
+    on_disk: dict[str, bytes | object] = {}
+    for path in [*tree.paths(), MARKER]:
+        target = out_dir.joinpath(*_safe_relative(path).parts)
+        try:
+            if target.is_symlink() or not target.exists():
+                if target.is_symlink():
+                    on_disk[path] = NOT_A_FILE
+                continue
+            on_disk[path] = target.read_bytes() if target.is_file() else NOT_A_FILE
+        except OSError:
+            on_disk[path] = NOT_A_FILE
+    if not out_dir.is_dir():
+        return on_disk, []
+    walked = walk(out_dir, git=git)
+    extra = [f.rel for f in walked.files if f.rel.rsplit("/", 1)[-1] not in (GITIGNORE, IGNORE_FILE)]
+    extra += [e.path.rstrip("/") for e in walked.exclusions if e.reason in ("symlink", "special-file")]
+    return on_disk, extra
+
+
+def compare_output(tree: RenderedTree, out_dir: Path, *, git: str | None = "git") -> Staleness:
+    """Is the output committed in ``out_dir`` exactly what rendering now writes? Reads, never writes."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output path {out_dir} exists and is not a directory")
+    on_disk, extra = read_output(tree, out_dir, git=git)
+    return stale_paths(tree, on_disk, extra)

@@ -69,7 +69,8 @@ def intent_manifest(obj: Platform | RotationPolicy | SecretIntent, namespace: st
         "name": meta.name,
         "namespace": namespace,
         "labels": {**meta.labels, **labels},
-        "annotations": {**meta.annotations, **naming.wave(naming.WAVE_INTENT)},
+        # Marked as rendered, so `validate` of a repository that holds this output never reads it as intent.
+        "annotations": {**meta.annotations, **naming.wave(naming.WAVE_INTENT, {wk.ANNOTATION_RENDERED: "true"})},
     }
     return doc
 

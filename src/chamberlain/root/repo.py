@@ -94,6 +94,24 @@ def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
     return yamledit.dump(yaml, doc), [str(r) for r in recipients], True
 
 
+def add_decryption_recipient(text: str, cluster: str, recipient: str) -> tuple[str, bool]:
+    """The Platform document ``text`` with ``recipient`` in ``spec.gitops.decryptionRecipients[cluster]``: (new
+    text, changed). Pure."""
+    yaml, doc = yamledit.load(text)
+    spec = doc.get("spec") if isinstance(doc, CommentedMap) else None
+    if not isinstance(spec, CommentedMap):
+        raise UsageError("the Platform has no spec mapping")
+    gitops = yamledit.child(spec, "gitops", CommentedMap)
+    per_cluster = yamledit.child(gitops, "decryptionRecipients", CommentedMap) if gitops is not None else None
+    listed = yamledit.child(per_cluster, cluster, CommentedSeq) if per_cluster is not None else None
+    if listed is None:
+        raise UsageError(f"Platform spec.gitops.decryptionRecipients.{cluster} is not a list under mappings")
+    if recipient in listed:
+        return text, False
+    listed.append(recipient)
+    return yamledit.dump(yaml, doc), True
+
+
 def desired_rules(bootstrap_files: list[str], own: Collection[str] = ()) -> list[str]:
     """path_regex of every rule chamberlain manages, in the order sops should try them. A file with recipients of
     its own (``own``: GitOps decryption recipients on top of the root's) always gets an exact rule."""
@@ -179,8 +197,8 @@ def _gitops_recipients(repo: Repository) -> dict[str, list[str]]:
     return extra
 
 
-def update_repository(root: Path, recipient: str) -> RepoUpdate:
-    """Add ``recipient`` to the Platform and bring ``.sops.yaml`` up to date. Writes only what changes."""
+def _platform_source(root: Path) -> tuple[Repository, str, Document, str]:
+    """The repository at ``root``, its Platform document, that document's file (relative) and the file's text."""
     if not root.is_dir():
         raise UsageError(f"{root}: not a directory; pass the root of the intent repository")
     repo = load_repository(root)
@@ -188,12 +206,54 @@ def update_repository(root: Path, recipient: str) -> RepoUpdate:
     rf = repo.file(rel)
     if rf is None or rf.text is None:  # pragma: no cover - a document always comes from a readable file
         raise UsageError(f"{rel}: cannot be read")
-    chunk = rf.text[doc.start_index:doc.end_index]
+    return repo, rel, doc, rf.text
+
+
+def _write_document(root: Path, rel: str, doc: Document, text: str, new_chunk: str) -> None:
+    write_atomic(root / rel, text[:doc.start_index] + new_chunk + text[doc.end_index:])
+
+
+def update_repository(root: Path, recipient: str) -> RepoUpdate:
+    """Add ``recipient`` to the Platform and bring ``.sops.yaml`` up to date. Writes only what changes."""
+    repo, rel, doc, text = _platform_source(root)
+    chunk = text[doc.start_index:doc.end_index]
     new_chunk, recipients, added = add_recipient(chunk, recipient)
     update = RepoUpdate(platform_file=rel, recipients=recipients, recipient_added=added)
     if added:
-        write_atomic(rf.path, rf.text[:doc.start_index] + new_chunk + rf.text[doc.end_index:])
+        _write_document(repo.root, rel, doc, text, new_chunk)
 
+    return _refresh_sops_config(load_repository(root) if added else repo, update)
+
+
+def declare_decryption_recipient(root: Path, cluster: str, recipient: str) -> RepoUpdate:
+    """Add a cluster's GitOps decryption recipient to the Platform and bring ``.sops.yaml`` up to date (the
+    cluster's bootstrap files get an exact rule with it). Refuses a root recipient: the cluster's key must never be
+    able to open an unseal share. Writes only what changes; ``stale_files`` lists what to re-encrypt."""
+    repo, rel, doc, text = _platform_source(root)
+    spec = doc.data.get("spec") if isinstance(doc.data, Mapping) else None
+    trust = spec.get("rootOfTrust") if isinstance(spec, Mapping) else None
+    roots = trust.get("ageRecipients") if isinstance(trust, Mapping) else None
+    root_recipients = [str(r) for r in roots] if isinstance(roots, list) else []
+    if repo.platform is not None:
+        known = {c for env in repo.platform.spec.environments for c in env.clusters}
+        if cluster not in known:
+            raise UsageError(f"{rel}: no environment lists cluster {cluster!r} (known: {', '.join(sorted(known))}); "
+                             "nothing was written")
+    if recipient in root_recipients:
+        raise UsageError(f"{rel}: {recipient} is a root-of-trust recipient; a cluster's decryption key must be a "
+                         "key of its own (it must never open an unseal share)")
+    chunk = text[doc.start_index:doc.end_index]
+    new_chunk, added = add_decryption_recipient(chunk, cluster, recipient)
+    if added:
+        _write_document(repo.root, rel, doc, text, new_chunk)
+    update = RepoUpdate(platform_file=rel, recipients=root_recipients, recipient_added=added)
+    return _refresh_sops_config(load_repository(root) if added else repo, update)
+
+
+def _refresh_sops_config(repo: Repository, update: RepoUpdate) -> RepoUpdate:
+    """Bring ``.sops.yaml`` up to date with the Platform (root recipients in ``update.recipients``, plus each
+    bootstrap file's GitOps decryption recipients) and list the bootstrap files whose recipients are stale."""
+    recipients = update.recipients
     config = repo.root / SOPS_CONFIG
     if config.is_symlink():
         raise UsageError(f"{config}: is a symbolic link; refusing to write through it")

@@ -28,7 +28,7 @@ from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath, placements, vault_path
 from chamberlain.kube.api import KubeError, KubePropagation
-from chamberlain.propagation import ConsumerRef, ExternalSecretRef, WorkloadRef, in_sync
+from chamberlain.propagation import ConsumerRef, ExternalSecretRef, Restarts, WorkloadRef, in_sync
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import due, from_metadata
@@ -90,6 +90,7 @@ class TimedPropagation:
     clock: Clock
     seconds: float | None = None
     restarted: list[str] = field(default_factory=list)
+    left_to_reloader: list[str] = field(default_factory=list)
     _started: float | None = None
 
     def refresh(self, token: str) -> None:
@@ -102,10 +103,11 @@ class TimedPropagation:
         if self._started is not None:
             self.seconds = self.clock.monotonic() - self._started
 
-    def restart(self, token: str) -> list[str]:
-        rolled = self.inner.restart(token)
-        self.restarted.extend(rolled)
-        return rolled
+    def restart(self, token: str) -> Restarts:
+        done = self.inner.restart(token)
+        self.restarted.extend(done.rolled)
+        self.left_to_reloader.extend(done.left_to_reloader)
+        return done
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ def run_report(run: RotationRun, propagation: TimedPropagation | None = None) ->
         "propagationSeconds": None if propagation is None or propagation.seconds is None
         else round(propagation.seconds, 3),
         "workloadsRestarted": list(propagation.restarted) if propagation is not None else [],
+        "workloadsLeftToReloader": list(propagation.left_to_reloader) if propagation is not None else [],
     }
     return out
 

@@ -76,10 +76,11 @@ from chamberlain.propagation import (
     Change,
     ConsumerRef,
     ExternalSecretRef,
+    Restarts,
     WorkloadRef,
     force_refresh,
-    plan_restarts,
-    restart,
+    restart_all,
+    restart_sources,
     wait_in_sync,
 )
 from chamberlain.rotation import run as runs
@@ -255,8 +256,9 @@ class Propagation(Protocol):
         """Return when every consumer carries ``marker``; raise :class:`PropagationIncomplete` otherwise."""
         ...
 
-    def restart(self, token: str) -> list[str]:
-        """Roll the declared workloads once for batch ``token``; returns the ones actually patched."""
+    def restart(self, token: str) -> Restarts:
+        """Roll the declared workloads once for batch ``token``; returns the ones actually patched and the ones
+        left to Reloader (which rolls them itself: never twice)."""
         ...
 
 
@@ -292,10 +294,9 @@ class KubeConsumers:
             raise PropagationIncomplete(f"{self.secret}: consumers not in sync after {self.timeout:g}s: "
                                         f"{', '.join(late)}")
 
-    def restart(self, token: str) -> list[str]:
+    def restart(self, token: str) -> Restarts:
         change = Change(self.secret, tuple((c.secret, c.workloads) for c in self.consumers))
-        return [f"{w.kind}/{w.namespace}/{w.name}" for w in sorted(plan_restarts([change]))
-                if restart(self.kube, w, token, self.clock) == "restarted"]
+        return restart_all(self.kube, restart_sources([change]), token, self.clock)
 
 
 class AdminSource(Protocol):
@@ -613,9 +614,13 @@ class _Executor:
         return self.run.model_copy(update={"stage": "propagated"})
 
     def restart(self) -> RotationRun:
-        rolled = self.deps.propagation.restart(self.run.run_id)
+        done = self.deps.propagation.restart(self.run.run_id)
         checkpoint("rotation.restart")
-        notes = {**self.run.notes, "restarted": str(len(rolled))} if rolled else self.run.notes
+        notes = dict(self.run.notes)
+        if done.rolled:
+            notes["restarted"] = str(len(done.rolled))
+        if done.left_to_reloader:  # names only: reported so nobody wonders why chamberlain did not roll them
+            notes["left-to-reloader"] = ",".join(done.left_to_reloader)
         return self.run.model_copy(update={"stage": "restarted", "notes": notes})
 
     def schedule_revoke(self) -> RotationRun:

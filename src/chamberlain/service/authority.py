@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.vault import VaultClient
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
+    from chamberlain.propagation.conflicts import Conflict
     from chamberlain.rotation.policy_sync import PolicyDrift
     from chamberlain.service.context import Caller, Servers
 
@@ -107,15 +108,19 @@ class PlanResult:
     changes: list[Change]
     drifts: list[PolicyDrift] = field(default_factory=list)
     drift_unchecked: str | None = None
+    conflicts: list[Conflict] = field(default_factory=list)  # other owners in the cluster (see propagation)
+    conflicts_unchecked: str | None = None
 
     @property
     def up_to_date(self) -> bool:
-        return not self.changes and not self.drifts
+        return not self.changes and not self.drifts and not self.conflicts
 
     def as_dict(self) -> dict[str, Any]:
         return ConfigureResult(self.changes, dry_run=True).as_dict() | {
             "policyDrift": None if self.drift_unchecked else [d.as_dict() for d in self.drifts],
             "policyDriftUnchecked": self.drift_unchecked,
+            "conflicts": None if self.conflicts_unchecked else [c.as_dict() for c in self.conflicts],
+            "conflictsUnchecked": self.conflicts_unchecked,
         }
 
 
@@ -267,13 +272,37 @@ def plan(target: Selection, servers: Servers, *, prune: bool = False, policies: 
     servers.connection(platform)
     desired = desired_state(repo, platform, target, servers.kubeconfig)
     changes = _converge(servers.configurator(platform), desired, prune=prune, dry_run=True, record=None).changes
+    found, unchecked = conflicts(repo, platform, target, servers)
+    result = PlanResult(changes, conflicts=found, conflicts_unchecked=unchecked)
     if not policies:
-        return PlanResult(changes, drift_unchecked="not requested")
+        result.drift_unchecked = "not requested"
+        return result
     try:
-        _, drifts = drift(repo, platform, target.environment, target.cluster, servers)
+        _, result.drifts = drift(repo, platform, target.environment, target.cluster, servers)
     except ChamberlainError as exc:  # e.g. no orchestrator login from here; our messages carry no value
-        return PlanResult(changes, drift_unchecked=str(exc))
-    return PlanResult(changes, drifts)
+        result.drift_unchecked = str(exc)
+    return result
+
+
+def conflicts(repo: Repository, platform: Platform, target: Selection, servers: Servers
+              ) -> tuple[list[Conflict], str | None]:
+    """Other owners of what chamberlain renders onto the selected cluster: ExternalSecrets it did not render that
+    write its consumer Secrets, and Reloader annotations on its restart targets. (conflicts, None), or ([], why
+    they could not be checked): one kubeconfig reaches one cluster, so several clusters need ``--cluster``."""
+    from chamberlain.propagation.conflicts import expected_consumers, observe
+    from chamberlain.render.topology import build_topology
+
+    clusters = sorted({c for e in platform.spec.environments if target.environment in (None, e.name)
+                       for c in e.clusters})
+    cluster = target.cluster or (clusters[0] if len(clusters) == 1 else None)
+    if cluster is None:
+        return [], f"pass --cluster (one of {', '.join(clusters)}): conflicts are read from that cluster"
+    topo = build_topology(platform, [p.obj for p in repo.policy_index().values()],
+                          [i.obj for i in repo.intent_index().values()])
+    try:
+        return observe(servers.kube(), expected_consumers(topo, cluster, target.environment)), None
+    except ChamberlainError as exc:  # the cluster cannot be read from here; the plan still stands
+        return [], str(exc)
 
 
 def rekey(root: Path, identity: Path, servers: Servers, caller: Caller, *, shares: int | None = None,
@@ -309,6 +338,7 @@ __all__ = [
     "Selection",
     "UnsealResult",
     "configure",
+    "conflicts",
     "desired_state",
     "initialize",
     "plan",

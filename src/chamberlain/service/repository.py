@@ -7,7 +7,7 @@ gate applied to it (nothing is rendered or acted on from a repository with findi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from chamberlain.findings import Finding
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
+    from chamberlain.intent.walk import Exclusion
     from chamberlain.inventory.model import Inventory
+    from chamberlain.render import Staleness
 
 
 @dataclass
@@ -26,6 +28,8 @@ class RenderOutcome:
     findings: list[Finding]  # everything found; rendering stopped only when ``rendered`` is False
     files: int = 0
     rendered: bool = False
+    stale: Staleness | None = None  # with ``check``: how the committed output differs (nothing was written)
+    exclusions: list[Exclusion] = field(default_factory=list)  # what the loader left out of intent, reported
 
 
 def repository_root(path: str | Path) -> Path:
@@ -73,18 +77,31 @@ def load_unvalidated(path: str | Path) -> tuple[Repository, Platform]:
     return repo, repo.platform
 
 
-def render(path: str | Path, out: Path, *, strict: bool = False) -> RenderOutcome:
+def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = False) -> RenderOutcome:
     """The GitOps output of a repository without errors (``strict``: without warnings either) written to ``out``;
-    otherwise nothing is written."""
+    otherwise nothing is written. ``check``: write nothing, compare ``out`` with a fresh render instead."""
     from chamberlain.checks.gate import validate_repository
-    from chamberlain.render import render_repository, write_tree
+    from chamberlain.render import compare_output, render_repository, write_tree
 
     result = validate_repository(repository_root(path))
+    excluded = result.repo.exclusions
     if result.blocking(strict=strict):
-        return RenderOutcome(result.findings)
+        return RenderOutcome(result.findings, exclusions=excluded)
     tree = render_repository(result.repo)
+    if check:
+        return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
+                             exclusions=excluded)
     write_tree(tree, out)
-    return RenderOutcome(result.findings, len(tree.files), rendered=True)
+    return RenderOutcome(result.findings, len(tree.files), rendered=True, exclusions=excluded)
+
+
+def git_prefix(repo: Repository) -> str:
+    """Where the intent root lies inside its Git work tree (posix, ``""`` at the top or outside Git): what SARIF
+    paths are prefixed with, so code scanning finds the file in a monorepo."""
+    if repo.git_root is None or not repo.root.is_relative_to(repo.git_root):
+        return ""
+    rel = repo.root.relative_to(repo.git_root).as_posix()
+    return "" if rel == "." else rel
 
 
 def inventory(path: str | Path) -> Inventory:
@@ -104,6 +121,7 @@ def vault_bundle(repo: Repository) -> dict[str, str]:
 
 __all__ = [
     "RenderOutcome",
+    "git_prefix",
     "inventory",
     "load_platform",
     "load_unvalidated",

@@ -46,6 +46,17 @@ def init(*, repo: Path | None, identity_file: Path | None, config_dir: Path, too
     return RootInit(ident, update_repository(repo, ident.recipient) if repo is not None else None)
 
 
+def gitops_key(*, repo: Path, cluster: str, identity_file: Path, tools: Tools) -> RootInit:
+    """The in-cluster age identity a cluster's GitOps controller decrypts bootstrap files with: created once at
+    ``identity_file`` (outside the repository, never overwritten), its recipient declared in
+    ``Platform.spec.gitops.decryptionRecipients[cluster]`` and ``.sops.yaml``. Not a root recipient: it opens
+    bootstrap files, never an unseal share."""
+    from chamberlain.root.repo import declare_decryption_recipient
+
+    ident = ensure_identity(identity_file, repo, tools=tools)
+    return RootInit(ident, declare_decryption_recipient(repo, cluster, ident.recipient))
+
+
 def reencrypt(repo: Path, recipient: str, *, previous_identity: Path, tools: Tools) -> list[str]:
     """Bring every bootstrap file of ``repo`` to the recipients its Platform names now (after ``init`` added
     ``recipient``), opening each with ``previous_identity``; returns the files re-encrypted."""
@@ -57,4 +68,4 @@ def reencrypt(repo: Path, recipient: str, *, previous_identity: Path, tools: Too
     return stale
 
 
-__all__ = ["RootInit", "init", "reencrypt"]
+__all__ = ["RootInit", "gitops_key", "init", "reencrypt"]
