@@ -213,3 +213,31 @@ def test_the_given_ca_file_is_what_verifies_the_server(tmp_path: Path) -> None:
         assert adapter._kwargs["verify"] == str(ca) and adapter.session.verify == str(ca)
     default = unauthenticated("https://127.0.0.1:1", None, clock=FakeClock())._hvac.adapter
     assert default._kwargs["verify"] is True
+
+
+class _Calls:
+    """The client core's ``call`` for one area: what each named request returns or raises."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+
+    def call(self, what: str, _fn: Any) -> Any:
+        answer = self.answers[what]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize(("listed", "expected"), [([], None), (["acc-1"], errors.Forbidden)],
+                         ids=["revoked-meanwhile", "really-denied"])
+def test_lookup_accessor_forbidden_is_gone_only_when_no_longer_listed(listed: list[str], expected: Any) -> None:
+    from chamberlain.authority.vault.auth import Auth
+
+    calls = _Calls({"token lookup-accessor": errors.Forbidden("token lookup-accessor: permission denied (403)"),
+                    "list token accessors": {"data": {"keys": listed}}})
+    auth = Auth(calls)  # type: ignore[arg-type]
+    if expected is None:
+        assert auth.lookup_accessor("acc-1") is None
+    else:
+        with pytest.raises(expected):
+            auth.lookup_accessor("acc-1")

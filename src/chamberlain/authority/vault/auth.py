@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chamberlain.authority.errors import InvalidRequest, NotFound
+from chamberlain.authority.errors import Forbidden, InvalidRequest, NotFound
 from chamberlain.authority.model import AuthMountInfo, KubernetesAuthConfig, KubernetesRole, Login, TokenInfo
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
@@ -49,6 +49,12 @@ class Auth(Area):
             resp = self._c.call("token lookup-accessor", lambda h: h.auth.token.lookup_accessor(accessor))
         except (InvalidRequest, NotFound):
             return None  # revoked or expired meanwhile
+        except Forbidden:
+            # OpenBao answers 403 for an accessor whose token was revoked between the listing and the lookup (ESO's
+            # logins come and go). Gone from the list: nothing to look up. Still listed: a real denial.
+            if accessor not in self.list_accessors():
+                return None
+            raise
         return TokenInfo.from_api(body.data(resp))
 
     def revoke_accessor(self, accessor: str) -> None:
