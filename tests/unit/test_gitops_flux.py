@@ -125,3 +125,34 @@ def test_publish_tree_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "t").mkdir()
     with pytest.raises(GitError, match="git clone failed"):
         publish_tree(tmp_path / "t", str(tmp_path / "no-such-remote.git"), "m")
+
+
+def test_publish_tree_ignores_the_callers_git_config_and_a_nested_git_dir(tmp_path: Path) -> None:
+    url = _bare(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    # A user's signing and hooks must not apply to chamberlain's commit.
+    (home / ".gitconfig").write_text("[commit]\n\tgpgsign = true\n[gpg]\n\tprogram = /bin/false\n")
+    tree = tmp_path / "rendered"
+    (tree / ".git").mkdir(parents=True)
+    (tree / ".git" / "config").write_text("[core]\n\thooksPath = /tmp/evil\n")
+    (tree / "a.yaml").write_text("a: 1\n")
+    published = publish_tree(tree, url, "render", base_env={"PATH": "/usr/bin:/bin", "HOME": str(home)})
+    assert published.changed and _files(url, tmp_path) == {"a.yaml": "a: 1\n"}
+
+
+def test_a_url_is_never_read_as_an_option(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    marker = tmp_path / "ran"
+    with pytest.raises(GitError, match="git clone failed"):
+        publish_tree(tmp_path / "t", f"--upload-pack=touch {marker}", "m")
+    assert not marker.exists()
+
+
+def test_install_decryption_key_keeps_other_keys() -> None:
+    kube = FakeKube()
+    kube.ensure_namespace("flux-system")
+    kube.create_secret("flux-system", "sops-age", {"team-b.agekey": "AGE-SECRET-KEY-1B"})
+    assert flux.install_decryption_key(kube, "AGE-SECRET-KEY-1A") == "updated"
+    secret = kube.get_secret("flux-system", "sops-age")
+    assert secret is not None and set(secret.data) == {"team-b.agekey", flux.AGE_KEY}

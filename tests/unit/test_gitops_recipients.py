@@ -124,11 +124,9 @@ def test_declaring_a_clusters_gitops_key_edits_the_platform_and_sops_config(tmp_
     assert update.recipient_added and update.sops_config_written and update.recipients == [ROOT]
     assert f"{cluster}:" in (repo / "platform.yaml").read_text()
     assert OTHER in (repo / ".sops.yaml").read_text()
-    # The intent's file is already encrypted to ROOT and OTHER: nothing to re-encrypt; once every cluster that
-    # applies it has its key, validate is clean.
+    # The intent's file is already encrypted to ROOT and OTHER: nothing to re-encrypt; prod-eu1, which applies it
+    # too, has no key yet (a warning).
     assert update.stale_files == [] and _rules(repo) == ["CH018"]
-    declare_decryption_recipient(repo, "prod-eu1", OTHER)
-    assert _rules(repo) == []
     again = declare_decryption_recipient(repo, cluster, OTHER)
     assert not again.recipient_added and not again.sops_config_written
     with pytest.raises(UsageError, match="root-of-trust recipient"):
@@ -152,3 +150,50 @@ def test_root_gitops_key_command_creates_the_key_outside_the_repo(tmp_path: Path
     assert "AGE-SECRET-KEY" not in result.out + result.err
     inside = run_cli("root", "gitops-key", "dev1", "--identity-file", str(repo / "k.agekey"), "--repo", str(repo))
     assert inside.code != 0 and not (repo / "k.agekey").exists() and "Traceback" not in inside.err
+
+
+def test_a_shared_yaml_list_is_never_appended_to() -> None:
+    from chamberlain.root.repo import add_decryption_recipient
+
+    text = (f"spec:\n  rootOfTrust:\n    ageRecipients: &roots [{ROOT}]\n"
+            "  gitops:\n    decryptionRecipients:\n      dev1: *roots\n")
+    with pytest.raises(UsageError, match="anchor or alias"):
+        add_decryption_recipient(text, "dev1", OTHER)
+
+
+def test_one_key_for_two_clusters_and_a_gitops_key_as_root_are_refused(tmp_path: Path) -> None:
+    from chamberlain.root.repo import add_recipient, declare_decryption_recipient
+
+    repo = _repo(tmp_path, "")
+    declare_decryption_recipient(repo, "dev1", OTHER)
+    before = (repo / "platform.yaml").read_text()
+    with pytest.raises(UsageError, match="already the decryption key of dev1"):
+        declare_decryption_recipient(repo, "prod-eu1", OTHER)
+    platform_doc = before.split("---\n")[0]
+    assert "decryptionRecipients" in platform_doc
+    with pytest.raises(UsageError, match="GitOps decryption key"):
+        add_recipient(platform_doc, OTHER)
+    assert (repo / "platform.yaml").read_text() == before
+
+
+@pytest.mark.parametrize("cluster", ["Dev1", "a.b", "? z", "x\ny", ""])
+def test_cluster_names_are_dns_labels_before_anything_is_written(tmp_path: Path, cluster: str) -> None:
+    from tests.conftest import run_cli
+
+    repo = _repo(tmp_path, "")
+    key = tmp_path / "keys" / "k.agekey"
+    result = run_cli("root", "gitops-key", cluster, "--identity-file", str(key), "--repo", str(repo))
+    assert result.code != 0 and "Traceback" not in result.err
+    assert not key.exists(), "a refusal leaves no key file behind"
+
+
+def test_the_root_identity_directory_is_refused_for_a_cluster_key(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("CHAMBERLAIN_CONFIG_DIR", str(tmp_path / "config" / "chamberlain"))
+    repo = _repo(tmp_path, "")
+    key = tmp_path / "config" / "chamberlain" / "root-of-trust" / "acme.agekey"
+    result = run_cli("root", "gitops-key", "dev1", "--identity-file", str(key), "--repo", str(repo))
+    assert result.code != 0 and "root of trust" in result.err and not key.exists()

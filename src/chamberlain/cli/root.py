@@ -84,10 +84,12 @@ def gitops_key_cmd(
     Example: chamberlain root gitops-key dev1 --identity-file ~/.config/chamberlain/gitops/dev1.agekey --repo .
     """
     from chamberlain.bootstrap.tools import Tools
+    from chamberlain.root import default_identity_path
     from chamberlain.service import root
 
+    s = settings()
     result = root.gitops_key(repo=repo_dir(repo), cluster=cluster, identity_file=identity_file.expanduser(),
-                             tools=Tools.from_settings(settings()))
+                             tools=Tools.from_settings(s), root_dir=default_identity_path("x", s.config_dir).parent)
     ident, update = result.identity, result.update
     if emit_data(result.as_dict(), output):
         return

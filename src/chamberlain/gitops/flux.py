@@ -30,6 +30,7 @@ RECONCILE_REQUESTED = "reconcile.fluxcd.io/requestedAt"
 AGE_KEY = "identity.agekey"
 FIELD_MANAGER = "chamberlain-gitops"
 ROOT = "flux-system"  # the root Kustomization, named as `flux bootstrap` names it
+MESSAGE_MAX = 300  # Flux's messages can quote whole build errors; ours quote the start
 
 
 class FluxError(ChamberlainError):
@@ -56,7 +57,8 @@ class Readiness:
     def describe(self) -> str:
         state = {True: "Ready", False: "not Ready", None: "reconciling"}[self.ready]
         rev = f" at {self.revision}" if self.revision else ""
-        why = f" ({self.reason}: {self.message})" if self.reason or self.message else ""
+        message = self.message if len(self.message) <= MESSAGE_MAX else self.message[:MESSAGE_MAX] + "…"
+        why = f" ({self.reason}: {message})" if self.reason or message else ""
         return f"{self.kind} {NAMESPACE}/{self.name}: {state}{rev}{why}"
 
 
@@ -123,9 +125,10 @@ def install_decryption_key(kube: Kube, identity: str) -> str:
     if existing is None:
         kube.create_secret(NAMESPACE, SOPS_AGE_SECRET, {AGE_KEY: identity})
         return "created"
-    if existing.data == {AGE_KEY: identity}:
+    if existing.data.get(AGE_KEY) == identity:
         return "unchanged"
-    kube.update_secret(dataclasses.replace(existing, data={AGE_KEY: identity}))
+    # Other *.agekey entries are someone else's keys for other files: kept. The resourceVersion guards the update.
+    kube.update_secret(dataclasses.replace(existing, data={**existing.data, AGE_KEY: identity}))
     return "updated"
 
 

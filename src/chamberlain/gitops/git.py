@@ -8,6 +8,7 @@ and a fixed identity; never the caller's credentials.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -36,15 +37,19 @@ class Published:
     changed: bool
 
 
+def _verb(args: tuple[str, ...]) -> str:
+    return next((a for a in args if not a.startswith("-") and "=" not in a), "")
+
+
 def _git(cwd: Path, env: Mapping[str, str], *args: str) -> str:
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=dict(env),
                               timeout=GIT_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GitError(f"git {args[0]} could not run ({type(exc).__name__})") from None
+        raise GitError(f"git {_verb(args)} could not run ({type(exc).__name__})") from None
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["unknown reason"])[-1][:300]
-        raise GitError(f"git {args[0]} failed: {reason}")
+        raise GitError(f"git {_verb(args)} failed: {reason}")
     return done.stdout.strip()
 
 
@@ -56,7 +61,8 @@ def _replace_tree(work: Path, tree: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-    shutil.copytree(tree, work, dirs_exist_ok=True, symlinks=True)
+    # A .git inside the tree would merge into the clone's own (config, hooks): never copied.
+    shutil.copytree(tree, work, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(".git"))
 
 
 def publish_tree(tree: Path, url: str, message: str, *, branch: str = "main",
@@ -65,11 +71,16 @@ def publish_tree(tree: Path, url: str, message: str, *, branch: str = "main",
     work tree, commit when something differs, push. Idempotent: publishing the same tree twice makes one commit."""
     if not tree.is_dir():
         raise GitError(f"{tree}: no rendered tree to publish")
-    env = {**tool_env(base_env or {}), **AUTHOR, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    # Neither the system's nor the user's git configuration: no credential helpers, URL rewrites, hooks or signing
+    # keys of the caller's apply to this commit.
+    env = {**tool_env(base_env or {}), **AUTHOR, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull}
     with tempfile.TemporaryDirectory(prefix="chamberlain-publish-") as tmp:
         work = Path(tmp) / "work"
-        _git(Path(tmp), env, "clone", "--quiet", url, str(work))
-        have_branch = bool(_git(work, env, "ls-remote", "--heads", "origin", branch))
+        _git(Path(tmp), env, "-c", "core.hooksPath=/dev/null", "clone", "--quiet", "--", url, str(work))
+        _git(work, env, "config", "core.hooksPath", "/dev/null")
+        heads = _git(work, env, "ls-remote", "--heads", "origin").splitlines()
+        have_branch = any(line.split("\t")[-1] == f"refs/heads/{branch}" for line in heads)
         if have_branch:
             _git(work, env, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
         else:

@@ -307,6 +307,7 @@ class KubeClient:
         api, r = self._custom(), resource
         selector = f"metadata.name={name}"
         deadline = time.monotonic() + timeout
+        relists = 0
         while True:
             listed = self._call(r.describe(namespace, name), lambda: api.list_namespaced_custom_object(
                 r.group, r.version, namespace, r.plural, field_selector=selector))
@@ -316,13 +317,19 @@ class KubeClient:
                 return current
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise KubeUnavailable(f"{r.describe(namespace, name)}: not as expected after {timeout:.0f}s")
+                raise KubeUnavailable(f"{r.describe(namespace, name)}: not as expected after {timeout:g}s")
             since = ((listed or {}).get("metadata") or {}).get("resourceVersion")
+            if relists:  # a watch that ended without news: pause before listing again, never spin
+                time.sleep(min(0.5 * relists, 2.0, max(0.0, deadline - time.monotonic())))
+            relists += 1
             watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
             try:
+                # The client-side read timeout bounds a stalled connection; the server ends the watch before it.
                 for event in watch.stream(  # type: ignore[no-untyped-call]
                         api.list_namespaced_custom_object, r.group, r.version, namespace, r.plural,
-                        field_selector=selector, resource_version=since, timeout_seconds=max(1, int(remaining) + 1)):
+                        field_selector=selector, resource_version=since, timeout_seconds=max(1, int(remaining) + 1),
+                        _request_timeout=(10, remaining + 10)):
+                    relists = 0
                     kind, obj = event.get("type"), event.get("object")
                     if kind == "ERROR" or not isinstance(obj, Mapping):
                         break  # 410 Gone and friends: relist
@@ -335,6 +342,8 @@ class KubeClient:
                 if exc.status != 410:
                     raise _map_error(exc, r.describe(namespace, name) + " watch") from None
             except Exception as exc:  # urllib3 connection errors while streaming
+                if type(exc).__name__ == "ReadTimeoutError":
+                    continue  # a stalled watch: list again (the deadline decides when to stop)
                 if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
                     raise _map_error(exc, r.describe(namespace, name) + " watch") from None
                 raise

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -26,10 +27,11 @@ from chamberlain.bootstrap.sops import ENCRYPTED_REGEX
 from chamberlain.checks.sops import bootstrap_refs, recipient_problems
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Document, Repository, load_repository
-from chamberlain.intent.model import API_VERSION
+from chamberlain.intent.model import API_VERSION, DNS_LABEL_PATTERN
 from chamberlain.intent.paths import bootstrap_recipients
 
 SOPS_CONFIG = ".sops.yaml"
+DNS_LABEL = re.compile(DNS_LABEL_PATTERN.strip("^$"))
 GENERIC_RULE = r"bootstrap/.*\.sops\.ya?ml$"
 # Master-key settings of a creation rule besides age; our rules must encrypt to the Platform's recipients only.
 _OTHER_KEYS = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hckms", "key_groups",
@@ -90,6 +92,11 @@ def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
         raise UsageError("Platform spec.rootOfTrust.ageRecipients is not a list")
     if recipient in recipients:
         return text, [str(r) for r in recipients], False
+    gitops = spec.get("gitops")
+    per_cluster = gitops.get("decryptionRecipients") if isinstance(gitops, Mapping) else None
+    if isinstance(per_cluster, Mapping) and any(isinstance(v, list) and recipient in v for v in per_cluster.values()):
+        raise UsageError(f"{recipient} is a cluster's GitOps decryption key (spec.gitops.decryptionRecipients); the "
+                         "root of trust needs a key of its own (nothing was written)")
     recipients.append(recipient)
     return yamledit.dump(yaml, doc), [str(r) for r in recipients], True
 
@@ -106,10 +113,20 @@ def add_decryption_recipient(text: str, cluster: str, recipient: str) -> tuple[s
     listed = yamledit.child(per_cluster, cluster, CommentedSeq) if per_cluster is not None else None
     if listed is None:
         raise UsageError(f"Platform spec.gitops.decryptionRecipients.{cluster} is not a list under mappings")
+    # A YAML anchor or alias shares one list between places (say, the root recipients): appending would add the
+    # cluster's key there too, and unseal shares sealed later would open with it.
+    if any(_anchored(node) for node in (gitops, per_cluster, listed)):
+        raise UsageError(f"Platform spec.gitops.decryptionRecipients.{cluster} uses a YAML anchor or alias; write "
+                         "the list out in full, then run again (nothing was written)")
     if recipient in listed:
         return text, False
     listed.append(recipient)
     return yamledit.dump(yaml, doc), True
+
+
+def _anchored(node: Any) -> bool:
+    anchor = getattr(node, "anchor", None)
+    return bool(getattr(anchor, "value", None))
 
 
 def desired_rules(bootstrap_files: list[str], own: Collection[str] = ()) -> list[str]:
@@ -225,23 +242,47 @@ def update_repository(root: Path, recipient: str) -> RepoUpdate:
     return _refresh_sops_config(load_repository(root) if added else repo, update)
 
 
+def _raw_recipients(doc: Document) -> tuple[list[str], dict[str, list[str]]]:
+    """(root recipients, decryption recipients per cluster) as the Platform document says, valid or not."""
+    spec = doc.data.get("spec") if isinstance(doc.data, Mapping) else None
+    spec = spec if isinstance(spec, Mapping) else {}
+    trust = spec.get("rootOfTrust")
+    roots = trust.get("ageRecipients") if isinstance(trust, Mapping) else None
+    gitops = spec.get("gitops")
+    per_cluster = gitops.get("decryptionRecipients") if isinstance(gitops, Mapping) else None
+    declared = {str(c): [str(r) for r in v] for c, v in per_cluster.items() if isinstance(v, list)} \
+        if isinstance(per_cluster, Mapping) else {}
+    return ([str(r) for r in roots] if isinstance(roots, list) else []), declared
+
+
+def check_decryption_target(root: Path, cluster: str) -> tuple[Repository, str, Document, str]:
+    """Before any key is made: ``cluster`` is a DNS label that an environment of a valid Platform lists."""
+    if not DNS_LABEL.fullmatch(cluster):
+        raise UsageError(f"{cluster!r} is not a cluster name (a DNS label: lowercase letters, digits, '-')")
+    repo, rel, doc, text = _platform_source(root)
+    if repo.platform is None:
+        raise UsageError(f"{rel}: the Platform does not validate; run `chamberlain validate {root}` and fix it first "
+                         "(nothing was written)")
+    known = {c for env in repo.platform.spec.environments for c in env.clusters}
+    if cluster not in known:
+        raise UsageError(f"{rel}: no environment lists cluster {cluster!r} (known: {', '.join(sorted(known))}); "
+                         "nothing was written")
+    return repo, rel, doc, text
+
+
 def declare_decryption_recipient(root: Path, cluster: str, recipient: str) -> RepoUpdate:
     """Add a cluster's GitOps decryption recipient to the Platform and bring ``.sops.yaml`` up to date (the
     cluster's bootstrap files get an exact rule with it). Refuses a root recipient: the cluster's key must never be
     able to open an unseal share. Writes only what changes; ``stale_files`` lists what to re-encrypt."""
-    repo, rel, doc, text = _platform_source(root)
-    spec = doc.data.get("spec") if isinstance(doc.data, Mapping) else None
-    trust = spec.get("rootOfTrust") if isinstance(spec, Mapping) else None
-    roots = trust.get("ageRecipients") if isinstance(trust, Mapping) else None
-    root_recipients = [str(r) for r in roots] if isinstance(roots, list) else []
-    if repo.platform is not None:
-        known = {c for env in repo.platform.spec.environments for c in env.clusters}
-        if cluster not in known:
-            raise UsageError(f"{rel}: no environment lists cluster {cluster!r} (known: {', '.join(sorted(known))}); "
-                             "nothing was written")
+    repo, rel, doc, text = check_decryption_target(root, cluster)
+    root_recipients, declared = _raw_recipients(doc)
     if recipient in root_recipients:
         raise UsageError(f"{rel}: {recipient} is a root-of-trust recipient; a cluster's decryption key must be a "
                          "key of its own (it must never open an unseal share)")
+    others = sorted(c for c, listed in declared.items() if c != cluster and recipient in listed)
+    if others:
+        raise UsageError(f"{rel}: {recipient} is already the decryption key of {', '.join(others)}; each cluster "
+                         f"needs a key of its own, or {cluster}'s GitOps controller could open their bootstrap files")
     chunk = text[doc.start_index:doc.end_index]
     new_chunk, added = add_decryption_recipient(chunk, cluster, recipient)
     if added:

@@ -12,6 +12,7 @@ from typing import Any
 
 from chamberlain.bootstrap.sops import Sops
 from chamberlain.bootstrap.tools import Tools
+from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
 from chamberlain.root import RepoUpdate, RootIdentity, default_identity_path, ensure_identity, update_repository
 
@@ -46,13 +47,18 @@ def init(*, repo: Path | None, identity_file: Path | None, config_dir: Path, too
     return RootInit(ident, update_repository(repo, ident.recipient) if repo is not None else None)
 
 
-def gitops_key(*, repo: Path, cluster: str, identity_file: Path, tools: Tools) -> RootInit:
+def gitops_key(*, repo: Path, cluster: str, identity_file: Path, tools: Tools,
+               root_dir: Path | None = None) -> RootInit:
     """The in-cluster age identity a cluster's GitOps controller decrypts bootstrap files with: created once at
     ``identity_file`` (outside the repository, never overwritten), its recipient declared in
     ``Platform.spec.gitops.decryptionRecipients[cluster]`` and ``.sops.yaml``. Not a root recipient: it opens
-    bootstrap files, never an unseal share."""
-    from chamberlain.root.repo import declare_decryption_recipient
+    bootstrap files, never an unseal share. ``root_dir``: where root identities live by default (refused here)."""
+    from chamberlain.root.repo import check_decryption_target, declare_decryption_recipient
 
+    check_decryption_target(repo, cluster)  # before a key file exists: a refusal leaves nothing behind
+    if root_dir is not None and identity_file.expanduser().resolve().is_relative_to(root_dir.resolve()):
+        raise UsageError(f"{identity_file}: is in the root of trust's directory ({root_dir}); a cluster's key must be "
+                         "a different file from the root identity")
     ident = ensure_identity(identity_file, repo, tools=tools)
     return RootInit(ident, declare_decryption_recipient(repo, cluster, ident.recipient))
 
