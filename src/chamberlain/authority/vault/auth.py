@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chamberlain.authority.errors import InvalidRequest, NotFound
+from chamberlain.authority.errors import Forbidden, InvalidRequest, NotFound
 from chamberlain.authority.model import AuthMountInfo, KubernetesAuthConfig, KubernetesRole, Login, TokenInfo
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
@@ -44,12 +44,22 @@ class Auth(Area):
     def list_accessors(self) -> list[str]:
         return body.keys(self._c.call("list token accessors", lambda h: h.list("auth/token/accessors")))
 
-    def lookup_accessor(self, accessor: str) -> TokenInfo | None:
-        try:
-            resp = self._c.call("token lookup-accessor", lambda h: h.auth.token.lookup_accessor(accessor))
-        except (InvalidRequest, NotFound):
-            return None  # revoked or expired meanwhile
-        return TokenInfo.from_api(body.data(resp))
+    def lookup_accessor(self, accessor: str, attempts: int = 4, interval: float = 0.25) -> TokenInfo | None:
+        """The token behind ``accessor``; None once it is revoked or expired. A token that is revoking itself at
+        that very moment answers 403 for an instant (seen on OpenBao 2.7 with ESO, which revokes its token after
+        each reconcile): asked again, it answers "invalid accessor". A 403 that persists is ours: raised."""
+        for attempt in range(attempts):
+            try:
+                resp = self._c.call("token lookup-accessor", lambda h: h.auth.token.lookup_accessor(accessor))
+            except (InvalidRequest, NotFound):
+                return None  # revoked or expired meanwhile
+            except Forbidden:
+                if attempt + 1 == attempts:
+                    raise
+                self._c.clock.sleep(interval)
+                continue
+            return TokenInfo.from_api(body.data(resp))
+        return None  # pragma: no cover - the loop returns or raises
 
     def revoke_accessor(self, accessor: str) -> None:
         try:
