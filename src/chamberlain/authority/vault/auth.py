@@ -46,7 +46,7 @@ class Auth(Area):
 
     def lookup_accessor(self, accessor: str, attempts: int = 4, interval: float = 0.25) -> TokenInfo | None:
         """The token behind ``accessor``; None once it is revoked or expired. A token that is revoking itself at
-        that very moment answers 403 for an instant (seen on OpenBao 2.7 with ESO, which revokes its token after
+        that very moment answers 403 for an instant (OpenBao 2.7 and Vault 1.21 alike; ESO revokes its token after
         each reconcile): asked again, it answers "invalid accessor". A 403 that persists is ours: raised."""
         for attempt in range(attempts):
             try:
