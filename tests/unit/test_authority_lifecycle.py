@@ -334,52 +334,6 @@ def test_session_renews_at_half_ttl_instead_of_logging_in_again() -> None:
     assert client.session_ttl == 3600
 
 
-class _Accessors:
-    """hvac's token area answering lookup-accessor from a script: an exception to raise or a body, per call."""
-
-    def __init__(self, *answers: Any) -> None:
-        self.answers, self.calls = list(answers), 0
-
-    def lookup_accessor(self, accessor: str) -> dict[str, Any]:
-        self.calls += 1
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return dict(answer)
-
-
-def _with_accessors(*answers: Any) -> tuple[VaultClient, _Accessors]:
-    hv = _Hvac()
-    hv.auth.token = _Accessors(*answers)
-    return VaultClient(hv, FakeClock()), hv.auth.token
-
-
-DENIED = hvac.exceptions.Forbidden(errors=["permission denied"])
-INVALID = hvac.exceptions.InvalidRequest(errors=["invalid accessor"])
-ROOT_BODY = {"data": {"accessor": "acc-1", "policies": ["root"], "ttl": 0, "renewable": False}}
-
-
-@pytest.mark.parametrize(("answers", "expected_root", "calls"), [
-    pytest.param([ROOT_BODY], True, 1, id="found"),
-    pytest.param([INVALID], None, 1, id="revoked:none"),
-    pytest.param([DENIED, INVALID], None, 2, id="revoking-itself-403-then-gone:none"),
-    pytest.param([DENIED, DENIED, ROOT_BODY], True, 3, id="403-twice-then-found"),
-])
-def test_lookup_accessor_rides_out_a_token_revoking_itself(answers: list[Any], expected_root: bool | None,
-                                                           calls: int) -> None:
-    client, token_area = _with_accessors(*answers)
-    info = client.auth.lookup_accessor("acc-1")
-    assert (None if info is None else "root" in info.policies) == expected_root
-    assert token_area.calls == calls
-
-
-def test_lookup_accessor_raises_a_403_that_persists() -> None:
-    client, token_area = _with_accessors(DENIED, DENIED, DENIED, DENIED)
-    with pytest.raises(errors.Forbidden, match="token lookup-accessor: permission denied"):
-        client.auth.lookup_accessor("acc-1")
-    assert token_area.calls == 4
-
-
 # ---------------------------------------------------------------------------------------------- session
 
 

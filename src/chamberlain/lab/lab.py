@@ -173,15 +173,8 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-#: The built components every lab runs (Vault's only when it is the authority).
-LAB_COMPONENTS: tuple[str, ...] = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "external-secrets",
-    "flux-source-controller",
-    "flux-kustomize-controller",
-)
+#: The built servers every lab runs: all but the command-line tools, and Vault's only when it is the authority.
+LAB_COMPONENTS: tuple[str, ...] = tuple(n for n in builds.BUILD_ORDER if n not in ("age", "sops", "vault"))
 
 
 def _check_missing_binaries(cache: Path, authority: AuthorityFlavor, git: GitServer) -> None:
