@@ -216,28 +216,44 @@ def test_the_given_ca_file_is_what_verifies_the_server(tmp_path: Path) -> None:
 
 
 class _Calls:
-    """The client core's ``call`` for one area: what each named request returns or raises."""
+    """The client core's ``call`` for one area: what each named request returns or raises (a list: one per call)."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
+        self.clock = FakeClock()
+        self.counts: dict[str, int] = {}
 
     def call(self, what: str, _fn: Any) -> Any:
+        self.counts[what] = self.counts.get(what, 0) + 1
         answer = self.answers[what]
+        if isinstance(answer, list):
+            answer = answer.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
 
-@pytest.mark.parametrize(("listed", "expected"), [([], None), (["acc-1"], errors.Forbidden)],
-                         ids=["revoked-meanwhile", "really-denied"])
-def test_lookup_accessor_forbidden_is_gone_only_when_no_longer_listed(listed: list[str], expected: Any) -> None:
+DENIED = errors.Forbidden("token lookup-accessor: permission denied (403)")
+GONE = errors.InvalidRequest("token lookup-accessor: rejected (400): invalid accessor")
+ROOT = {"data": {"accessor": "acc-1", "policies": ["root"], "ttl": 0, "renewable": False}}
+
+
+@pytest.mark.parametrize(("lookups", "listed", "expected", "calls"), [
+    pytest.param([DENIED], [], None, 1, id="revoked-meanwhile-no-longer-listed:gone"),
+    pytest.param([DENIED, GONE], ["acc-1"], None, 2, id="revoking-itself-still-listed-then-invalid:gone"),
+    pytest.param([DENIED, DENIED, ROOT], ["acc-1"], "root", 3, id="403-twice-then-found"),
+    pytest.param([DENIED] * 4, ["acc-1"], errors.Forbidden, 4, id="really-denied:raised"),
+])
+def test_lookup_accessor_forbidden_is_gone_only_when_it_goes(lookups: list[Any], listed: list[str], expected: Any,
+                                                              calls: int) -> None:
     from chamberlain.authority.vault.auth import Auth
 
-    calls = _Calls({"token lookup-accessor": errors.Forbidden("token lookup-accessor: permission denied (403)"),
-                    "list token accessors": {"data": {"keys": listed}}})
-    auth = Auth(calls)  # type: ignore[arg-type]
-    if expected is None:
-        assert auth.lookup_accessor("acc-1") is None
-    else:
-        with pytest.raises(expected):
+    core = _Calls({"token lookup-accessor": lookups, "list token accessors": {"data": {"keys": listed}}})
+    auth = Auth(core)  # type: ignore[arg-type]
+    if expected is errors.Forbidden:
+        with pytest.raises(errors.Forbidden):
             auth.lookup_accessor("acc-1")
+    else:
+        info = auth.lookup_accessor("acc-1")
+        assert (info.policies[0] if info else None) == expected
+    assert core.counts["token lookup-accessor"] == calls

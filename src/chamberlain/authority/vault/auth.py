@@ -44,18 +44,25 @@ class Auth(Area):
     def list_accessors(self) -> list[str]:
         return body.keys(self._c.call("list token accessors", lambda h: h.list("auth/token/accessors")))
 
-    def lookup_accessor(self, accessor: str) -> TokenInfo | None:
-        try:
-            resp = self._c.call("token lookup-accessor", lambda h: h.auth.token.lookup_accessor(accessor))
-        except (InvalidRequest, NotFound):
-            return None  # revoked or expired meanwhile
-        except Forbidden:
-            # OpenBao answers 403 for an accessor whose token was revoked between the listing and the lookup (ESO's
-            # logins come and go). Gone from the list: nothing to look up. Still listed: a real denial.
-            if accessor not in self.list_accessors():
-                return None
-            raise
-        return TokenInfo.from_api(body.data(resp))
+    def lookup_accessor(self, accessor: str, attempts: int = 4, interval: float = 0.25) -> TokenInfo | None:
+        """The token behind ``accessor``; None once it is revoked or expired. A token revoked between the listing
+        and the lookup, or revoking itself at that very moment, answers 403 (OpenBao 2.7 and Vault 1.21 alike; ESO
+        revokes its token after each reconcile): gone from the list, it is gone; still listed, asked again shortly
+        it answers "invalid accessor". A 403 for an accessor that stays listed is a real denial: raised."""
+        for attempt in range(attempts):
+            try:
+                resp = self._c.call("token lookup-accessor", lambda h: h.auth.token.lookup_accessor(accessor))
+            except (InvalidRequest, NotFound):
+                return None  # revoked or expired meanwhile
+            except Forbidden:
+                if accessor not in self.list_accessors():
+                    return None
+                if attempt + 1 == attempts:
+                    raise
+                self._c.clock.sleep(interval)
+                continue
+            return TokenInfo.from_api(body.data(resp))
+        return None  # pragma: no cover - the loop returns or raises
 
     def revoke_accessor(self, accessor: str) -> None:
         try:
