@@ -168,9 +168,13 @@ def test_marker_reaches_consumers_after_force_refresh(vault: Any, k8s: Any, lab:
         results += wait_in_sync(kube, consumers[1:], m2, SystemClock(), timeout=60, poll=0.05)
         latencies.append(time.monotonic() - started)
         assert all(r.in_sync for r in results), results
-        # In sync by marker means in sync by value: ESO writes annotations and data in one update.
-        assert _data(core, "app-db") == {"DB_PASSWORD": f"p-{i}", "DB_USER": "app"}
-        assert _data(core, "orders-db") == {"v": str(i), **AWKWARD}
+        # ESO writes annotations and data in one update, but reads the value and the metadata (the marker) in two
+        # requests: a refresh already in flight when the new version was written can pair the old value with the
+        # new marker for one sync (seen once on OpenBao); the forced refresh then brings the value. Known, open.
+        _wait_for(lambda i=i: _data(core, "app-db") == {"DB_PASSWORD": f"p-{i}", "DB_USER": "app"}, 30,
+                  "app-db value after its marker")
+        _wait_for(lambda i=i: _data(core, "orders-db") == {"v": str(i), **AWKWARD}, 30,
+                  "orders-db value after its marker")
 
     latencies.sort()
     p50 = statistics.median(latencies)
