@@ -127,3 +127,30 @@ def test_flux_with_a_wrong_key_applies_no_bootstrap_secret(lab: RunningLab, k8s:
         core = kubernetes.client.CoreV1Api(k8s)
         secrets = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
         assert "bootstrap-smtp-relay" not in secrets  # nothing of the file was applied
+
+
+def test_the_offline_fallback_apply_still_applies_without_a_gitops_controller(lab: RunningLab, k8s: Any,
+                                                                              tmp_path: Path) -> None:
+    """`chamberlain apply`, labelled the offline fallback, keeps working against the real API server: the cluster's
+    key decrypts in memory, the Secret lands with the stand-in's field manager, and a second run changes nothing."""
+    import json
+
+    register_cli()
+    suffix = uuid.uuid4().hex[:8]
+    canary = f"canary-{uuid.uuid4().hex}"
+    namespace = f"cb-{suffix}"
+    repo = make_repo(tmp_path / "repo", canary, namespace=namespace, consumer=f"notif-{suffix}")
+    key = tmp_path / "gitops" / "lab1.agekey"
+    for args in (("root", "init", "--repo", str(repo), "--identity-file", str(tmp_path / "root.agekey")),
+                 ("root", "gitops-key", "lab1", "--identity-file", str(key), "--repo", str(repo)),
+                 ("bootstrap", "encrypt", str(repo / "bootstrap" / "smtp-relay.sops.yaml"), "--repo", str(repo))):
+        assert run_cli(*args).code == 0, args
+    apply_args = ("apply", str(repo), "--identity", str(key), "--kubeconfig", str(lab.kubeconfig), "-o", "json")
+    first = run_cli(*apply_args)
+    assert first.code == 0, first.err
+    assert json.loads(first.out)["apps"][0]["bootstrapSecrets"] == 1 and canary not in first.out + first.err
+    secret = kubernetes.client.CoreV1Api(k8s).read_namespaced_secret("bootstrap-smtp-relay", namespace)
+    assert {f.manager for f in secret.metadata.managed_fields} == {"chamberlain-gitops-standin"}
+    assert _digest(base64.b64decode(secret.data["password"])) == _digest(canary.encode())
+    again = run_cli(*apply_args)
+    assert again.code == 0 and not json.loads(again.out)["changed"]
