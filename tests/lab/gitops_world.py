@@ -79,16 +79,27 @@ def _orphan_everything(api: Any) -> None:
     g = flux.GIT_REPOSITORIES
     try:
         custom.delete_namespaced_custom_object(g.group, g.version, flux.NAMESPACE, g.plural, flux.SOURCE)
+        custom.patch_namespaced_custom_object(g.group, g.version, flux.NAMESPACE, g.plural, flux.SOURCE,
+                                              {"metadata": {"finalizers": None}})
     except kubernetes.client.ApiException as exc:
         if exc.status != 404:
             raise
+    # Both gone before the next test applies its own: a GitRepository still terminating would take the next test's
+    # spec and then vanish, leaving its root Kustomization on the previous repository's artifact.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # finalizers: kustomize-controller lets go of each one
+    while time.monotonic() < deadline:
         left = custom.list_namespaced_custom_object(k.group, k.version, flux.NAMESPACE, k.plural).get("items", [])
-        if not left:
+        try:
+            custom.get_namespaced_custom_object(g.group, g.version, flux.NAMESPACE, g.plural, flux.SOURCE)
+            source_left = True
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            source_left = False
+        if not left and not source_left:
             return
         time.sleep(0.5)
-    raise AssertionError(f"Kustomizations not deleted: {[i['metadata']['name'] for i in left]}")
+    raise AssertionError(f"Flux objects not deleted: {[i['metadata']['name'] for i in left]}, source {source_left}")
 
 
 @contextmanager
