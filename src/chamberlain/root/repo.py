@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from chamberlain import yamledit
@@ -77,19 +78,28 @@ def _platform_document(repo: Repository) -> tuple[str, Document]:
     return found[0]
 
 
-def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
-    """The Platform document ``text`` with ``recipient`` in ``spec.rootOfTrust.ageRecipients``: (new text,
-    recipients, changed). Pure."""
+def _spec(text: str) -> tuple[YAML, Any, CommentedMap]:
+    """A Platform document for a round-trip edit: (yaml, document, its spec mapping)."""
     yaml, doc = yamledit.load(text)
     spec = doc.get("spec") if isinstance(doc, CommentedMap) else None
     if not isinstance(spec, CommentedMap):
         raise UsageError("the Platform has no spec mapping")
+    return yaml, doc, spec
+
+
+def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
+    """The Platform document ``text`` with ``recipient`` in ``spec.rootOfTrust.ageRecipients``: (new text,
+    recipients, changed). Pure."""
+    yaml, doc, spec = _spec(text)
     root = yamledit.child(spec, "rootOfTrust", CommentedMap)
     if root is None:
         raise UsageError("Platform spec.rootOfTrust is not a mapping")
     recipients = yamledit.child(root, "ageRecipients", CommentedSeq)
     if recipients is None:
         raise UsageError("Platform spec.rootOfTrust.ageRecipients is not a list")
+    if _anchored(recipients) or _anchored(root):
+        raise UsageError("Platform spec.rootOfTrust.ageRecipients uses a YAML anchor or alias; write the list out in "
+                         "full, then run again (nothing was written)")
     if recipient in recipients:
         return text, [str(r) for r in recipients], False
     gitops = spec.get("gitops")
@@ -104,10 +114,7 @@ def add_recipient(text: str, recipient: str) -> tuple[str, list[str], bool]:
 def add_decryption_recipient(text: str, cluster: str, recipient: str) -> tuple[str, bool]:
     """The Platform document ``text`` with ``recipient`` in ``spec.gitops.decryptionRecipients[cluster]``: (new
     text, changed). Pure."""
-    yaml, doc = yamledit.load(text)
-    spec = doc.get("spec") if isinstance(doc, CommentedMap) else None
-    if not isinstance(spec, CommentedMap):
-        raise UsageError("the Platform has no spec mapping")
+    yaml, doc, spec = _spec(text)
     gitops = yamledit.child(spec, "gitops", CommentedMap)
     per_cluster = yamledit.child(gitops, "decryptionRecipients", CommentedMap) if gitops is not None else None
     listed = yamledit.child(per_cluster, cluster, CommentedSeq) if per_cluster is not None else None
