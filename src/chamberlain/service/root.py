@@ -56,7 +56,7 @@ def gitops_key(*, repo: Path, cluster: str, identity_file: Path, tools: Tools,
     from chamberlain.root.repo import check_decryption_target, declare_decryption_recipient
 
     check_decryption_target(repo, cluster)  # before a key file exists: a refusal leaves nothing behind
-    if root_dir is not None and identity_file.expanduser().resolve().is_relative_to(root_dir.resolve()):
+    if root_dir is not None and identity_file.resolve().is_relative_to(root_dir.resolve()):
         raise UsageError(f"{identity_file}: is in the root of trust's directory ({root_dir}); a cluster's key must be "
                          "a different file from the root identity")
     ident = ensure_identity(identity_file, repo, tools=tools)
