@@ -97,9 +97,42 @@ _GIT_SEGMENT = r"[A-Za-z0-9_][-A-Za-z0-9_.]*"
 GitPath = Annotated[str, StringConstraints(pattern=rf"^\.$|^(\./)?{_GIT_SEGMENT}(/{_GIT_SEGMENT})*/?$", max_length=512)]
 
 
+class Custodian(Model):
+    """A person (or a sealed envelope's keeper) who holds exactly one unseal share, encrypted to their recipient."""
+
+    name: DnsLabel
+    age_recipient: AgeRecipient
+
+
+class Custody(Model):
+    """Who holds the authority's unseal (or recovery) shares: one share per custodian, ``threshold`` of them
+    unseal, generate a root token or rekey. Declared here, so the share count and threshold are not
+    command-line flags (SPEC §6)."""
+
+    threshold: int = Field(ge=1, le=16)
+    custodians: list[Custodian] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Custody:
+        if self.threshold > len(self.custodians):
+            raise ValueError(f"threshold {self.threshold} exceeds the {len(self.custodians)} custodians")
+        names = [c.name for c in self.custodians]
+        recipients = [c.age_recipient for c in self.custodians]
+        if len(set(names)) != len(names):
+            raise ValueError("custodian names must be unique")
+        if len(set(recipients)) != len(recipients):
+            raise ValueError("each custodian needs their own age recipient (one identity opening two shares "
+                             "would lower the threshold)")
+        return self
+
+
 class RootOfTrust(Model):
     age_recipients: list[AgeRecipient] = Field(
         min_length=1, description="public age recipients only; identities never live in Git"
+    )
+    custody: Custody | None = Field(
+        default=None, description="the custodians of the unseal shares and the threshold; each share is "
+                                  "encrypted to exactly one custodian",
     )
 
 
@@ -115,6 +148,61 @@ class GitOps(Model):
         description="per cluster: the public age recipient(s) of the in-cluster key the GitOps controller "
         "decrypts bootstrap files with; bootstrap files are encrypted to the root recipients plus these",
     )
+
+
+# A repository path pattern (relative to the intent root, '/'-separated, '*' within a segment, '**' across; no
+# segment starts with '.', so no '..').
+RepoPathPattern = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_*-][A-Za-z0-9_.*-]*(/[A-Za-z0-9_*-][A-Za-z0-9_.*-]*)*/?$",
+                           max_length=512)
+]
+# A CODEOWNERS owner: @user, @org/team or an e-mail address.
+Reviewer = Annotated[
+    str, StringConstraints(pattern=r"^(@[A-Za-z0-9][-A-Za-z0-9_]*(/[-A-Za-z0-9_.]+)?|[^@\s]+@[^@\s]+)$",
+                           max_length=256)
+]
+
+
+class Owner(Model):
+    """A team: the namespaces it holds and the repository paths its intents may live in (Git review decides who
+    writes there, so ``spec.owner`` is checked against the path, not trusted)."""
+
+    name: DnsLabel
+    namespaces: list[DnsLabel] = Field(default_factory=list, description="namespaces this owner holds")
+    paths: list[RepoPathPattern] = Field(
+        default_factory=list, description="repository paths (globs) where this owner's intents may be written")
+    reviewers: list[Reviewer] = Field(default_factory=list, description="CODEOWNERS of those paths")
+    accepts_from: list[DnsLabel] = Field(
+        default_factory=list,
+        description="owners whose intents may write consumer Secrets into this owner's namespaces (each such "
+                    "cross-owner edge is explicit here and shown in the inventory)",
+    )
+
+
+class Tenancy(Model):
+    """Which owner holds which namespaces and paths. Declaring it turns the tenancy warnings into errors."""
+
+    platform_owners: list[DnsLabel] = Field(
+        min_length=1, description="owners allowed to write into protected namespaces; they review the Platform")
+    protected_namespaces: list[DnsLabel] = Field(
+        default_factory=list,
+        description="platform-only namespaces in addition to the built-in ones (kube-system, the controller's, "
+                    "the GitOps controller's, the authority's, ESO's)",
+    )
+    owners: list[Owner] = Field(min_length=1)
+
+    def owner(self, name: str) -> Owner | None:
+        return next((o for o in self.owners if o.name == name), None)
+
+
+class Limits(Model):
+    """Platform-wide floors that no intent can go below."""
+
+    minimum_ttl: Duration | None = Field(
+        default=None, description="the shortest rotation ttl an intent may declare")
+    trigger_interval: Duration | None = Field(
+        default=None, description="the least time between two triggered rotations of one secret (webhook, "
+                                  "annotation, manual); default 1m")
 
 
 class PlatformDefaults(Model):
@@ -135,6 +223,8 @@ class PlatformSpec(Model):
     defaults: PlatformDefaults = Field(default_factory=PlatformDefaults)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
     gitops: GitOps = Field(default_factory=GitOps)
+    tenancy: Tenancy | None = None
+    limits: Limits = Field(default_factory=Limits)
 
 
 class Platform(Model):
@@ -295,6 +385,18 @@ class Source(Model):
         return "publication"
 
 
+PemCertificates = Annotated[str, StringConstraints(pattern=r"^-----BEGIN CERTIFICATE-----", max_length=65536)]
+
+
+class PostgresTls(Model):
+    """How chamberlain's rotator connects to the database: ``verify-full`` (the default) checks the server's
+    certificate and host name against ``caBundle`` (or the system trust store); ``disable`` is for the lab only and
+    is reported by validate."""
+
+    mode: Literal["verify-full", "disable"] = "verify-full"
+    ca_bundle: PemCertificates | None = None
+
+
 class PostgresTarget(Model):
     host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]{1,253}$")]
     port: int = Field(default=5432, ge=1, le=65535)
@@ -302,6 +404,7 @@ class PostgresTarget(Model):
     database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")] = "postgres"
     admin_intent: DnsLabel
     strategy: Literal["single-user", "alternating"] = "single-user"
+    tls: PostgresTls = Field(default_factory=PostgresTls)
 
 
 class Target(Model):
@@ -342,6 +445,26 @@ class Consumer(Model):
     restart: list[WorkloadRef] = Field(default_factory=list)
 
 
+HostPattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.*-]{1,253}$")]
+RolePattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_*][A-Za-z0-9_*]{0,62}$")]
+
+
+class AdminTarget(Model):
+    """Where an admin credential may be sent: host and port (globs with '*'), and the roles it may change."""
+
+    host: HostPattern
+    port: int = Field(default=5432, ge=1, le=65535)
+    roles: list[RolePattern] = Field(min_length=1)
+
+
+class AdminUse(Model):
+    """Declared on an intent that holds an admin credential (named by other intents' ``target.*.adminIntent``):
+    which owners may use it and which targets it may be sent to."""
+
+    granted_to: list[DnsLabel] = Field(default_factory=list, description="owners other than this intent's own")
+    targets: list[AdminTarget] = Field(default_factory=list)
+
+
 class SecretIntentSpec(Model):
     owner: DnsLabel
     purpose: NonEmptyText
@@ -353,6 +476,7 @@ class SecretIntentSpec(Model):
     target: Target | None = None
     rotation: RotationSetting | None = None
     consumers: list[Consumer] = Field(default_factory=list)
+    admin: AdminUse | None = None
 
 
 class SecretIntent(Model):
