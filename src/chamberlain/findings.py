@@ -130,8 +130,8 @@ _RULES = [
          "Two intents materialize the same (namespace, Secret) in one cluster."),
     Rule("CH061", "duplicate-vault-path", INV4, "Two intents own the same Vault path."),
     Rule("CH090", "shares-not-in-custody", CUSTODY,
-         "The Platform declares no rootOfTrust.custody: every unseal share is sealed to every root recipient, so "
-         "one root identity opens them all and the threshold means nothing.", "warning"),
+         "The Platform names several root recipients but no rootOfTrust.custody: every unseal share is sealed to "
+         "every root recipient, so each root identity opens them all and the threshold means nothing.", "warning"),
     Rule("CH091", "custodian-key-in-cluster", CUSTODY,
          "A custodian's age recipient is a GitOps decryption recipient: the in-cluster key would open an unseal "
          "share."),

@@ -28,6 +28,7 @@ import yaml
 
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority import lifecycle
+from chamberlain.authority import material as material_mod
 from chamberlain.authority.errors import AuthorityError
 from chamberlain.clock import SystemClock
 from chamberlain.intent.loader import load_repository
@@ -165,10 +166,10 @@ def test_an_installation_without_custody(env: Env) -> None:
     assert data["initialized_now"] and data["root_revoked"]
     material = _material(env)
     assert material.holders == ()
-    # Without custody the root identity opens every share: the threshold protects nothing, and validate says so.
+    # Without custody the root identity opens every share: the threshold protects nothing, and status says so.
     assert len(material.open(lifecycle.load_identities(IDENTITY))) == 3
-    proc = env.cli("validate", str(env.repo))
-    assert "CH090" in proc.stdout + proc.stderr
+    text = env.cli("authority", "status", str(env.repo)).stdout
+    assert "custody:        none declared" in text
 
 
 def test_rekey_moves_the_installation_to_custody(env: Env, keys: Keys) -> None:
@@ -185,7 +186,7 @@ def test_rekey_moves_the_installation_to_custody(env: Env, keys: Keys) -> None:
     material = _material(env)
     shares = _assert_one_share_per_custodian(material, keys, CUSTODIANS)
     secret = env.kube.get_secret(NS, lifecycle.SECRET_NAME)
-    assert secret is not None and secret.annotations[lifecycle.ANNOTATION_SHARE_HOLDERS] == "alice,bob,carol"
+    assert secret is not None and secret.annotations[material_mod.ANNOTATION_SHARE_HOLDERS] == "alice,bob,carol"
     status = _json(env.cli("authority", "status", str(env.repo), "-o", "json"))
     assert status["sealed_material"]["matches_platform"] is True
     assert status["sealed_material"]["custodians"] == list(CUSTODIANS)

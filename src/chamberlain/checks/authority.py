@@ -117,21 +117,26 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
 
 @check("custody")
 def custody(repo: Repository) -> Iterator[Finding]:
-    """SPEC §6: custodians and a threshold k, each share to one custodian. Undeclared custody is a warning (today's
-    behaviour stays valid); a custodian whose key is in a cluster is an error always (it defeats the custody)."""
+    """SPEC §6: custodians and a threshold k, each share to one custodian. Several root recipients without custody
+    are a warning (today's behaviour stays valid); a custodian whose key is in a cluster is an error always (it
+    defeats the custody)."""
     if len(repo.platforms) != 1:
         return
     item = repo.platforms[0]
     trust = item.obj.spec.root_of_trust
     obj = f"Platform/{item.obj.metadata.name}"
     if trust.custody is None:
-        yield Finding(
-            item.file, item.line_of("spec", "rootOfTrust"), "CH090",
-            "rootOfTrust declares no custody: every unseal share is sealed to every root recipient, so one root "
-            "identity opens them all; declare rootOfTrust.custody (custodians with their own age recipients and "
-            "a threshold), then run `chamberlain authority rekey` to move the shares to them",
-            object=obj,
-        )
+        # One root recipient is SPEC §6's single-identity root: nothing pretends to a threshold. Several root
+        # recipients without custody look like several people, yet each of them opens every share alone.
+        if len(trust.age_recipients) > 1:
+            yield Finding(
+                item.file, item.line_of("spec", "rootOfTrust"), "CH090",
+                f"rootOfTrust names {len(trust.age_recipients)} recipients but no custody: every unseal share is "
+                "sealed to every one of them, so each root identity opens them all and the threshold means "
+                "nothing; declare rootOfTrust.custody (custodians with their own age recipients and a threshold), "
+                "then run `chamberlain authority rekey` to move the shares to them",
+                object=obj,
+            )
         return
     in_cluster = {r: cluster for cluster, rs in item.obj.spec.gitops.decryption_recipients.items() for r in rs}
     for i, custodian in enumerate(trust.custody.custodians):
