@@ -8,7 +8,7 @@ shares to them. Then: k-1 custodians cannot unseal (the server keeps their progr
 rekey refuse k-1 and work with k; a changed custodian list is a rekey to it; finally a wiped server is initialized
 with custody from the start, crashed before it was configured, and resumed only with k custodians' identities.
 
-Own lab, ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`` + 600; tests run in file order and build on each
+Own lab, ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`` + 1100; tests run in file order and build on each
 other. Identities are generated per run (pyrage), never the repository's fixtures, except the root's.
 """
 
@@ -74,7 +74,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     missing = unbuilt(["etcd", "kube-apiserver", "vault", "external-secrets", "sops"])
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
-    offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 600
+    offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 1100
     work = tmp_path_factory.mktemp("custody")
     config = lab_mod.LabConfig(lab_dir=work / "lab", host=lab_host(), ports=lab_mod.Ports().shifted(offset),
                                dev=False, authority=lab_authority())
