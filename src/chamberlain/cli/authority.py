@@ -234,7 +234,7 @@ def status(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat
         + (f", {m.shares} shares, threshold {m.threshold}, generation {m.generation}" if m.exists else ""),
         f"root token:     {root}",
         "custody:        " + (f"one share per custodian ({', '.join(m.custodians)})" if m.custodians
-                               else "none declared: every share opens with any root identity"),
+                               else "none: every share opens with any root identity" if m.exists else "-"),
     ):
         line(text)
     if m.matches_platform is False:
