@@ -57,6 +57,7 @@ INV7 = "Inv. 7: internal secrets traverse Vault"
 INV8 = "Inv. 8: configuration is kept apart from secrets"
 ROT = "Rotation invariants: policy is declared and evaluable"
 LEAST = "Security model: least privilege scoped by namespace and path"
+CUSTODY = "Security model: each unseal share to exactly one custodian, k of them needed"
 
 # A table, not code: one rule per row, alike on purpose (the duplicate finder pairs its rows).
 _RULES = [
@@ -128,6 +129,15 @@ _RULES = [
     Rule("CH060", "duplicate-materialization", INV4,
          "Two intents materialize the same (namespace, Secret) in one cluster."),
     Rule("CH061", "duplicate-vault-path", INV4, "Two intents own the same Vault path."),
+    Rule("CH090", "shares-not-in-custody", CUSTODY,
+         "The Platform names several root recipients but no rootOfTrust.custody: every unseal share is sealed to "
+         "every root recipient, so each root identity opens them all and the threshold means nothing.", "warning"),
+    Rule("CH091", "custodian-key-in-cluster", CUSTODY,
+         "A custodian's age recipient is a GitOps decryption recipient: the in-cluster key would open an unseal "
+         "share."),
+    Rule("CH092", "custody-threshold-one", CUSTODY,
+         "Custody with several custodians and threshold 1: any single custodian unseals (and Vault/OpenBao "
+         "refuse the layout)."),
 ]
 
 RULES: dict[str, Rule] = {}

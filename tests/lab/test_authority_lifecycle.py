@@ -279,7 +279,8 @@ def test_unseal_after_restart(env: Env) -> None:
     env.restart_vault()
     assert env.anonymous().seal.status().sealed
     data = _json(env.cli("authority", "unseal", "--identity", str(IDENTITY), str(env.repo), "-o", "json"))
-    assert data == {"was_sealed": True, "submitted": 2, "sealed": False}
+    assert data == {"was_sealed": True, "submitted": 2, "sealed": False, "progress": 0, "threshold": 2,
+                    "custodians": []}
     assert _json(env.cli("authority", "unseal", "--identity", str(IDENTITY), str(env.repo),
                          "-o", "json"))["was_sealed"] is False
     _, shares = _open_shares(env)

@@ -120,6 +120,9 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
     authority = facts["authority"]
     assert authority["initialized_now"] and authority["root_token_revoked"]
     assert (authority["shares"], authority["threshold"]) == (3, 2)
+    # Custody: the Platform's custodians decide the layout; each opens exactly their own share.
+    assert authority["share_holders"] == ["alice", "bob", "carol"] == list(facts["root"]["custodians"])
+    assert authority["one_share_per_custodian"] is True
     assert authority["verified_roles"] == ["chamberlain.dev1.orchestrator"]
     assert authority["gitops_environment_ready"] is True and authority["gitops_key_opens_unseal_share"] is False
     assert facts["provision"]["results"] == {"created": facts["provision"]["values"]}

@@ -28,6 +28,11 @@ verification), ``promote`` (or ``abandon``), ``rotate`` (``sys/rotate``), ``reco
 ``blocked`` stops with a message that says what to do; ``done`` means nothing is left. The inputs are the server's
 and the store's state, re-read before every decision, plus what this run holds in memory (shares, a token), never
 a value: messages name states.
+
+Custody (SPEC §6): :func:`share_layout` decides the share count and threshold (the Platform's custodians, not the
+command-line flags, when it declares them), and the deciders count the shares the identities given open against
+the threshold: with one share per custodian, unseal progresses per custodian while generate-root and rekey need k
+custodians' identities in one run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,61 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
+
+from chamberlain.errors import UsageError
+
+# ------------------------------------------------------------------------------------------------ custody
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many unseal shares, and how many of them unseal."""
+
+    shares: int
+    threshold: int
+
+
+DEFAULT_LAYOUT = Layout(5, 3)
+
+
+def share_layout(custody: Layout | None, shares: int | None, threshold: int | None, default: Layout) -> Layout:
+    """The share count and threshold of a new share set.
+
+    ``custody`` (one share per custodian, the Platform's threshold) decides when declared: a flag that says
+    otherwise is refused, so the command line cannot lower the Platform's threshold. Without custody the flags
+    decide, each defaulting to ``default`` (5 and 3 at init, the current set at rekey)."""
+    if custody is not None:
+        for flag, given, declared in (("--shares", shares, custody.shares),
+                                      ("--threshold", threshold, custody.threshold)):
+            if given is not None and given != declared:
+                raise UsageError(f"{flag} {given} contradicts the Platform's rootOfTrust.custody ({custody.shares} "
+                                 f"custodians, threshold {custody.threshold}): with custody declared the Platform "
+                                 f"decides; drop {flag} or change the Platform")
+        return custody
+    out = Layout(default.shares if shares is None else shares, default.threshold if threshold is None else threshold)
+    if not 1 <= out.threshold <= out.shares:
+        raise UsageError(f"--threshold must be between 1 and --shares ({out.shares}), got {out.threshold}")
+    return out
+
+
+@dataclass(frozen=True)
+class UnsealOutcome:
+    """What an unseal run did, in custodian terms (names, counts; never a share)."""
+
+    submitted: tuple[str, ...]  # holders whose shares this run submitted
+    progress: int  # the server's progress after them (0 once unsealed)
+    threshold: int
+    sealed: bool
+
+
+def unseal_message(o: UnsealOutcome) -> str:
+    """What to tell the custodian who just ran unseal."""
+    who = ", ".join(o.submitted) or "no share"
+    if not o.sealed:
+        return f"unsealed (this run submitted: {who})"
+    missing = max(o.threshold - o.progress, 1)
+    return (f"still sealed: {o.progress} of {o.threshold} shares submitted (this run: {who}); {missing} more "
+            f"custodian{'s' if missing > 1 else ''} must run `chamberlain authority unseal --identity FILE`")
 
 
 class Material(StrEnum):
@@ -80,7 +140,7 @@ class InitObserved:
     material: Material
     recovery_file: bool  # a local recovery copy of the encrypted shares exists
     holds_shares: bool  # this run holds the plaintext shares (from its own sys/init)
-    can_open: bool  # an identity was given: the stored shares can be opened
+    can_open: bool  # the identities given open at least the threshold of the stored shares
     holds_root: bool  # this run's sys/init root token, not yet in use
     session: Session
     login_refused: bool  # the configurator login was tried in this run and refused
@@ -90,6 +150,7 @@ class InitObserved:
     verified: bool  # the orchestrator login was proven in this run
     root_revoked: bool  # the material notes that the root token was revoked
     generate_root_refused: bool = False  # the server refused generate-root in this run (OpenBao's default)
+    identities_short: bool = False  # identities were given but open fewer shares than the threshold (custody)
 
 
 StepT = TypeVar("StepT", "InitStep", "RekeyStep")
@@ -116,6 +177,10 @@ def next_init_step(s: InitObserved) -> Decision[InitStep]:
     if s.sealed:
         if s.holds_shares or s.can_open:
             return Decision(InitStep.UNSEAL, "sealed; the shares are at hand")
+        if s.identities_short:
+            return Decision(InitStep.BLOCKED, "sealed; the identities given open fewer shares than the threshold — "
+                                              "each custodian runs `chamberlain authority unseal --identity FILE` "
+                                              "in turn, then re-run init")
         return Decision(InitStep.BLOCKED, "sealed; pass --identity FILE (or run `chamberlain authority "
                                           "unseal`) to resume")
     if not s.active:
@@ -148,6 +213,10 @@ def _authenticate(s: InitObserved) -> Decision[InitStep]:
     if s.holds_shares or s.can_open:
         return Decision(InitStep.GENERATE_ROOT, "the configurator cannot log in yet; a temporary root token "
                                                 "from the stored shares")
+    if s.identities_short:
+        return Decision(InitStep.BLOCKED, "cannot log in as the configurator role yet, and generate-root needs "
+                                          "the threshold of shares: the identities given open fewer — pass "
+                                          "--identity once per custodian, k custodians in one run")
     return Decision(InitStep.BLOCKED, "cannot log in as the configurator role yet (the first run stopped before "
                                       "configuring it) — pass --identity FILE to resume with a temporary root "
                                       "token from the stored shares")
@@ -235,16 +304,21 @@ INIT_TERMINAL = frozenset({InitStep.DONE, InitStep.BLOCKED})
 REKEY_TERMINAL = frozenset({RekeyStep.DONE, RekeyStep.BLOCKED})
 
 __all__ = [
+    "DEFAULT_LAYOUT",
     "INIT_TERMINAL",
     "REKEY_TERMINAL",
     "Decision",
     "InForce",
     "InitObserved",
     "InitStep",
+    "Layout",
     "Material",
     "RekeyObserved",
     "RekeyStep",
     "Session",
+    "UnsealOutcome",
     "next_init_step",
     "next_rekey_step",
+    "share_layout",
+    "unseal_message",
 ]

@@ -14,6 +14,10 @@ if the first run died before that role existed — with a temporary root token f
 (``sys/generate-root``), configures, records, verifies the orchestrator login, sweeps root tokens orphaned by the
 crash and revokes its own. The root token is never written anywhere.
 
+Custody (SPEC §6): with custodians declared, each share is sealed to one custodian (:class:`ShareCustody`), so
+:func:`unseal` submits only the shares the identities given open and keeps the server's progress (custodians
+unseal in turn), while generate-root and rekey need the threshold of shares in one run (k custodians' identities).
+
 Where the material lives and how it is sealed: :mod:`chamberlain.authority.material` (re-exported here).
 Boundary: the server through :class:`~chamberlain.authority.vault.VaultClient`; Kubernetes through the structural
 :class:`~chamberlain.authority.material.SecretAPI`; the ledger through an injected :data:`Recorder`. Time comes
@@ -35,12 +39,14 @@ from chamberlain.authority.decide import (
     InForce,
     InitObserved,
     InitStep,
+    Layout,
     Material,
     RekeyObserved,
     RekeyStep,
     Session,
     next_init_step,
     next_rekey_step,
+    share_layout,
 )
 from chamberlain.authority.errors import AuthorityError, NotInitialized, Unsupported
 from chamberlain.authority.material import (
@@ -50,6 +56,7 @@ from chamberlain.authority.material import (
     SealedStore,
     SealError,
     SecretAPI,
+    ShareCustody,
     load_identities,
     open_share,
     parse_recipients,
@@ -80,17 +87,24 @@ class UnsealReport:
     was_sealed: bool
     submitted: int
     sealed: bool
+    progress: int = 0  # the server's unseal progress after this run (0 once unsealed)
+    threshold: int = 0
+    custodians: list[str] = field(default_factory=list)  # whose shares this run submitted (custody only)
 
 
-def unseal_with(vault: VaultClient, shares: Sequence[str]) -> UnsealReport:
-    """Submit shares until unsealed; a no-op on an unsealed server. Partial progress of unknown origin is reset
-    first (someone else's wrong share would make our correct ones fail)."""
+def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True,
+                partial: bool = False) -> UnsealReport:
+    """Submit shares until unsealed; a no-op on an unsealed server.
+
+    ``reset``: partial progress of unknown origin is reset first (someone else's wrong share would make our correct
+    ones fail) — right when this run holds the threshold, wrong under custody, where the progress is the other
+    custodians' shares. ``partial``: still sealed afterwards is a report (more custodians to come), not an error."""
     status = vault.seal.status()
     if not status.initialized:
         raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
     if not status.sealed:
-        return UnsealReport(False, 0, False)
-    if status.progress:
+        return UnsealReport(False, 0, False, threshold=status.threshold)
+    if status.progress and reset:
         vault.seal.reset_unseal()
     submitted = 0
     for share in shares:
@@ -99,23 +113,37 @@ def unseal_with(vault: VaultClient, shares: Sequence[str]) -> UnsealReport:
         if not status.sealed:
             break
     if status.sealed:
+        if partial:
+            return UnsealReport(True, submitted, True, status.progress, status.threshold)
         raise SealError(f"still sealed after {submitted} shares (threshold {status.threshold}); the stored "
                         "material does not match this server")
     vault.seal.wait_active()
-    return UnsealReport(True, submitted, False)
+    return UnsealReport(True, submitted, False, 0, status.threshold)
 
 
-def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity]) -> UnsealReport:
+def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity], *,
+           reset: bool = False) -> UnsealReport:
+    """Unseal with the stored shares the identities open. Without custody one root identity opens them all and
+    the threshold is submitted at once. With custody only this custodian's share(s) are submitted, on top of the
+    progress the other custodians left (``reset`` discards that progress first); the report says how far it is."""
     status = vault.seal.status()
     if not status.initialized:
         raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
     if not status.sealed:
-        return UnsealReport(False, 0, False)
+        return UnsealReport(False, 0, False, threshold=status.threshold)
     material = store.load()
     if material is None or not material.shares:
         raise SealError(f"no sealed unseal material in Secret {store.ref}; was this Vault initialized by "
                         "`chamberlain authority init`?")
-    return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)])
+    if not material.holders:
+        return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)])
+    opened = material.open_held(identities)
+    if not opened:
+        raise SealError(f"the identities given open none of the unseal shares in Secret {store.ref} (held by "
+                        f"{', '.join(material.holders)}); each custodian passes their own identity")
+    report = unseal_with(vault, [k for _, k in opened], reset=reset, partial=True)
+    report.custodians = [material.holder(i) for i, _ in opened][: report.submitted]
+    return report
 
 
 # ------------------------------------------------------------------------------------------------- status
@@ -130,6 +158,8 @@ class MaterialStatus:
     generation: int = 0
     rekey_pending: bool = False
     recipients_sha256: str = ""
+    custodians: list[str] = field(default_factory=list)  # holder of each share, in order (custody only)
+    matches_platform: bool | None = None  # sealed to what the Platform declares now (None: not compared)
 
 
 @dataclass(frozen=True)
@@ -167,7 +197,9 @@ class AuthorityStatus:
         return out
 
 
-def status(vault: VaultClient, store: SealedStore) -> AuthorityStatus:
+def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None = None) -> AuthorityStatus:
+    """Where the authority stands; with ``expected``, whether the stored shares are sealed as the Platform now
+    declares (a changed custodian list says: rekey)."""
     seal = vault.seal.status()
     ha: bool | None = None
     if seal.initialized and not seal.sealed:
@@ -175,7 +207,8 @@ def status(vault: VaultClient, store: SealedStore) -> AuthorityStatus:
             ha = vault.seal.leader().ha_enabled
     m = store.load()
     material = MaterialStatus(store.ref, False) if m is None else MaterialStatus(
-        store.ref, bool(m.shares), len(m.shares), m.threshold, m.generation, bool(m.next_shares), m.recipients)
+        store.ref, bool(m.shares), len(m.shares), m.threshold, m.generation, bool(m.next_shares), m.recipients,
+        list(m.holders), None if expected is None or not m.shares else m.recipients == expected.fingerprint)
     return AuthorityStatus(
         address=vault.address, initialized=seal.initialized, sealed=seal.sealed, version=seal.version,
         storage=seal.storage, threshold=seal.threshold, shares=seal.shares, flavor=str(seal.flavor),
@@ -191,8 +224,14 @@ def status(vault: VaultClient, store: SealedStore) -> AuthorityStatus:
 class InitPlan:
     shares: int
     threshold: int
-    recipients: Sequence[str]
+    recipients: Sequence[str]  # the root recipients (every share to each of them when no custodians)
     recovery_dir: Path
+    custodians: Sequence[tuple[str, str]] = ()  # (name, age recipient): one share each, ``shares`` == their count
+
+    @property
+    def custody(self) -> ShareCustody:
+        return ShareCustody(tuple(self.recipients), tuple(self.custodians),
+                            self.threshold if self.custodians else 0)
 
 
 @dataclass
@@ -242,8 +281,9 @@ class _InitRun:
                  identities: Sequence[pyrage.x25519.Identity] | None) -> None:
         self.vault, self.store, self.plan, self.hooks, self.clock = vault, store, plan, hooks, clock
         self.identities = identities
-        self.recipients = parse_recipients(plan.recipients)
-        self.fingerprint = recipients_fingerprint(plan.recipients)
+        self.custody = plan.custody
+        self.custody.check()
+        self.fingerprint = self.custody.fingerprint
         self.recovery = recovery_file(plan.recovery_dir, vault.address)
         self.report = InitReport()
         self.material: SealedMaterial | None = None
@@ -254,15 +294,33 @@ class _InitRun:
         self.login_refused = self.active = self.configured = self.verified = False
         self.generate_root_refused = False
         self.login_error = ""
+        self._opened: tuple[tuple[str, ...], int] = ((), 0)  # (stored ciphertexts, how many the identities open)
+
+    def opens(self) -> int:
+        """How many stored shares the identities given open (cached per stored set)."""
+        m = self.material
+        if m is None or not m.shares or self.identities is None:
+            return 0
+        if self._opened[0] != m.shares:
+            self._opened = (m.shares, len(m.open_held(self.identities)))
+        return self._opened[1]
+
+    def shortfall(self) -> str:
+        m = self.material
+        if self.identities is None or m is None or not m.shares or self.opens() >= max(m.threshold, 1):
+            return ""
+        return f"the identities given open {self.opens()} of the {m.threshold} shares needed"
 
     def observe(self) -> InitObserved:
         seal = self.vault.seal.status()
         self.material = self.store.load()
         m = self.material
+        enough = m is not None and self.identities is not None and self.opens() >= max(m.threshold, 1)
         return InitObserved(
             initialized=seal.initialized, sealed=seal.sealed, material=_material_state(m),
             recovery_file=self.recovery.exists(), holds_shares=self.keys is not None,
-            can_open=self.identities is not None, holds_root=self.root is not None, session=self.session,
+            can_open=enough, identities_short=bool(self.shortfall()),
+            holds_root=self.root is not None, session=self.session,
             login_refused=self.login_refused, active=self.active and not seal.sealed, configured=self.configured,
             init_recorded=bool(m and m.init_recorded), verified=self.verified,
             root_revoked=bool(m and m.root_revoked_at), generate_root_refused=self.generate_root_refused,
@@ -283,20 +341,20 @@ class _InitRun:
         if self.keys is None:
             if self.material is None or self.identities is None:
                 raise SealError("the shares are needed but no --identity was given")
-            self.keys = self.material.open(self.identities)
+            self.keys = [k for _, k in self.material.open_held(self.identities)]
         threshold = self.material.threshold if self.material else len(self.keys)
         return self.keys[: max(threshold, 1)]
 
     def _prepare_store(self) -> None:
         self.store.save(SealedMaterial((), self.plan.threshold, self.fingerprint, pending=True,
-                                       vault_address=self.vault.address))
+                                       vault_address=self.vault.address, holders=self.custody.holders))
 
     def _initialize(self) -> None:
         checkpoint("init.before-init")
         result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold)
-        sealed = SealedMaterial(tuple(seal_share(k, self.recipients) for k in result.keys), self.plan.threshold,
+        sealed = SealedMaterial(self.custody.seal(result.keys), self.plan.threshold,
                                 self.fingerprint, initialized_at=rfc3339(self.clock.now()),
-                                vault_address=self.vault.address)
+                                vault_address=self.vault.address, holders=self.custody.holders)
         self.keys, self.root = list(result.keys), result.root_token
         del result
         write_recovery(self.recovery, sealed)  # ciphertext only; survives a failing Kubernetes write
@@ -358,7 +416,7 @@ class _InitRun:
         m = self._stored()
         self.hooks.recorder_for(self.actor)("authority-init", {
             "shares": str(len(m.shares)), "threshold": str(m.threshold), "recipients_sha256": m.recipients,
-            "initialized_at": m.initialized_at})
+            "initialized_at": m.initialized_at, "custodians": ",".join(m.holders)})
         self.store.save(dataclasses.replace(m, init_recorded=True))
 
     def _verify(self) -> None:
@@ -405,6 +463,8 @@ def initialize(
     """
     if not 1 <= plan.threshold <= plan.shares:
         raise UsageError(f"--threshold must be between 1 and --shares ({plan.shares}), got {plan.threshold}")
+    if plan.custodians and plan.shares != len(plan.custodians):
+        raise UsageError(f"{plan.shares} shares for {len(plan.custodians)} custodians: each holds exactly one")
     run = _InitRun(vault, store, plan, InitHooks(login_configurator, configure, verify, recorder_for), clock,
                    identities)
     for _ in range(MAX_STEPS):
@@ -413,7 +473,8 @@ def initialize(
             run.report.root_revoked = True
             return run.report
         if decision.step is InitStep.BLOCKED:
-            cause = f" (login: {run.login_error})" if run.login_error else ""
+            causes = [f"login: {run.login_error}" if run.login_error else "", run.shortfall()]
+            cause = "".join(f" ({c})" for c in causes if c)
             raise SealError(f"Vault at {vault.address} (Secret {store.ref}): {decision.why}{cause}")
         run.act(decision.step)
     raise SealError(f"init did not finish within {MAX_STEPS} steps; re-run it")
@@ -452,9 +513,9 @@ class _RekeyRun:
     """One run of rekey: what it holds in memory, how it observes, and one method per step."""
 
     def __init__(self, vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity],
-                 recipients: Sequence[str], login_configurator: Callable[[], VaultClient],
+                 custody: ShareCustody, login_configurator: Callable[[], VaultClient],
                  recorder_for: Callable[[VaultClient], Recorder], clock: Clock) -> None:
-        self.vault, self.store, self.identities, self.recipients = vault, store, identities, recipients
+        self.vault, self.store, self.identities, self.custody = vault, store, identities, custody
         self.login_configurator, self.recorder_for, self.clock = login_configurator, recorder_for, clock
         self.material: SealedMaterial | None = None
         self.new_keys: list[str] | None = None  # plaintext shares: memory only
@@ -477,13 +538,27 @@ class _RekeyRun:
                              verification_pending=pending, in_force=self.in_force, rotated=self.rotated,
                              recorded=self.recorded, abandoned=self.abandoned)
 
-    def settle(self, shares: int | None, threshold: int | None) -> None:
-        """The share count and threshold of the new set (default: unchanged), checked before anything changes."""
+    def settle(self, shares: int | None, threshold: int | None, first: RekeyStep) -> None:
+        """The share count and threshold of the new set (the custodians' when declared, else the flags, default
+        unchanged) and the quorum of old shares, all checked before anything changes."""
         m = self._stored()
-        parse_recipients(self.recipients)
-        self.shares, self.threshold = shares or len(m.shares), threshold or m.threshold
-        if not 1 <= self.threshold <= self.shares:
-            raise UsageError(f"--threshold must be between 1 and --shares ({self.shares}), got {self.threshold}")
+        self.custody.check()
+        c = self.custody
+        layout = share_layout(Layout(len(c.custodians), c.threshold) if c.declared else None, shares, threshold,
+                              Layout(len(m.shares), m.threshold))
+        self.shares, self.threshold = layout.shares, layout.threshold
+        if first is RekeyStep.START:
+            self._old_keys()  # k custodians present, or refuse now
+
+    def _old_keys(self) -> list[str]:
+        m = self._stored()
+        opened = m.open_held(self.identities)
+        if len(opened) < max(m.threshold, 1):
+            who = f" (held by {', '.join(m.holders)})" if m.holders else ""
+            raise SealError(f"rekey needs {m.threshold} shares of the set in force{who}; the identities given open "
+                            f"{len(opened)}: pass --identity once per custodian, {m.threshold} custodians in one "
+                            "run. Nothing was changed")
+        return [k for _, k in opened]
 
     def act(self, step: RekeyStep) -> None:
         actions: dict[RekeyStep, Callable[[], None]] = {
@@ -511,12 +586,18 @@ class _RekeyRun:
 
     def _next_keys(self) -> list[str]:
         if self.new_keys is None:
-            self.new_keys = self._stored().open(self.identities, next_=True)
+            m = self._stored()
+            opened = m.open_held(self.identities, next_=True)
+            if len(opened) < max(m.next_threshold, 1):
+                raise SealError(f"a rekey stopped before its new shares were verified; that takes "
+                                f"{m.next_threshold} of the new shares and the identities given open {len(opened)}: "
+                                "re-run with the identities of that many custodians of the new set")
+            self.new_keys = [k for _, k in opened]
         return self.new_keys
 
     def _start(self) -> None:
         m = self._stored()
-        old = m.open(self.identities)
+        old = self._old_keys()
         seal = self.sealer.seal
         with contextlib.suppress(AuthorityError):
             seal.cancel_rekey()  # an abandoned attempt of unknown origin
@@ -529,9 +610,8 @@ class _RekeyRun:
                 break
         if result is None:
             raise SealError("rekey did not complete with the stored shares; they do not match this server")
-        recips = parse_recipients(self.recipients)
-        self.store.save(dataclasses.replace(m, next_shares=tuple(seal_share(k, recips) for k in result.keys),
-                                            next_threshold=self.threshold))
+        self.store.save(dataclasses.replace(m, next_shares=self.custody.seal(result.keys),
+                                            next_threshold=self.threshold, next_holders=self.custody.holders))
         self.new_keys = list(result.keys)
         checkpoint("rekey.after-store-next")
 
@@ -556,10 +636,10 @@ class _RekeyRun:
         self.store.save(dataclasses.replace(
             m, shares=m.next_shares, threshold=m.next_threshold, next_shares=(), next_threshold=0,
             generation=m.generation + 1, rekeyed_at=rfc3339(self.clock.now()),
-            recipients=recipients_fingerprint(self.recipients)))
+            recipients=self.custody.fingerprint, holders=m.next_holders, next_holders=()))
 
     def _abandon(self) -> None:
-        self.store.save(dataclasses.replace(self._stored(), next_shares=(), next_threshold=0))
+        self.store.save(dataclasses.replace(self._stored(), next_shares=(), next_threshold=0, next_holders=()))
         self.abandoned = True
 
     def _rotate(self) -> None:
@@ -572,7 +652,7 @@ class _RekeyRun:
         m = self._stored()
         self.recorder_for(self._configurator())("authority-rekey", {
             "shares": str(len(m.shares)), "threshold": str(m.threshold), "generation": str(m.generation),
-            "key_term": str(self.key_term), "recipients_sha256": m.recipients})
+            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders)})
         self.recorded = True
 
     def report(self) -> RekeyReport:
@@ -584,7 +664,7 @@ def rekey(
     vault: VaultClient,
     store: SealedStore,
     identities: Sequence[pyrage.x25519.Identity],
-    recipients: Sequence[str],
+    recipients: Sequence[str] | ShareCustody,
     *,
     login_configurator: Callable[[], VaultClient],
     recorder_for: Callable[[VaultClient], Recorder],
@@ -594,11 +674,16 @@ def rekey(
 ) -> RekeyReport:
     """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``.
 
+    ``recipients``: the root recipients (every share to each), or a :class:`ShareCustody` — with custodians, one
+    new share per custodian of the list given (a changed list in the Platform: rekey to it), the old shares
+    opened with k custodians' identities.
+
     The new shares are stored (as ``next-share-*``) *before* they are verified; the server keeps the old shares in
     force until verification completes, so a crash anywhere leaves one set that works and the stored material
     says which: a re-run finishes a pending verification, or probes which set is in force and promotes it.
     """
-    run = _RekeyRun(vault, store, identities, recipients, login_configurator, recorder_for, clock)
+    custody = recipients if isinstance(recipients, ShareCustody) else ShareCustody(tuple(recipients))
+    run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock)
     settled = False
     for _ in range(MAX_STEPS):
         decision = next_rekey_step(run.observe())
@@ -607,7 +692,7 @@ def rekey(
         if decision.step is RekeyStep.BLOCKED:
             raise SealError(f"Vault at {vault.address} (Secret {store.ref}): {decision.why}")
         if not settled:
-            run.settle(shares, threshold)
+            run.settle(shares, threshold, decision.step)
             settled = True
         run.act(decision.step)
     raise SealError(f"rekey did not finish within {MAX_STEPS} steps; re-run it")
@@ -628,6 +713,7 @@ __all__ = [
     "SealedMaterial",
     "SealedStore",
     "SecretAPI",
+    "ShareCustody",
     "UnsealReport",
     "initialize",
     "load_identities",

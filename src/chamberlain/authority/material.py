@@ -2,11 +2,15 @@
 Secret that stores the sealed shares, and the local recovery file that bridges a failed Secret write.
 
 Unseal material: the Shamir shares never leave the process in plaintext. Each share is encrypted with age (pyrage,
-in process) to the Platform's ``rootOfTrust.ageRecipients`` the moment ``sys/init`` (or a rekey) returns it, and the
-ciphertexts are stored as the Kubernetes Secret ``<controller namespace>/chamberlain-unseal`` (``share-1..N``,
-armored age) with non-secret annotations (threshold, share count, recipients fingerprint, dates, whether the root
-token was revoked). Opening them takes an offline identity (``--identity FILE``). The recovery file holds the same
-ciphertexts (0600) only while the Secret write has not succeeded.
+in process) the moment ``sys/init`` (or a rekey) returns it, as :class:`ShareCustody` says (SPEC §6): when the
+Platform declares ``rootOfTrust.custody``, share *i* to custodian *i*'s recipient alone, so one identity opens one
+share and the threshold means k people; without custody, every share to every ``rootOfTrust.ageRecipients`` (one
+root identity opens them all). Never to the GitOps decryption recipients. The ciphertexts are stored as the
+Kubernetes Secret ``<controller namespace>/chamberlain-unseal`` (``share-1..N``, armored age) with non-secret
+annotations (threshold, share count, which custodian holds which share, a fingerprint of the custody or recipients,
+dates, whether the root token was revoked). Opening them takes offline identities (``--identity FILE``); a share
+the identities do not open is skipped, not an error. The recovery file holds the same ciphertexts (0600) only while
+the Secret write has not succeeded.
 
 Boundary: Kubernetes through the structural :class:`SecretAPI` (the :class:`~chamberlain.kube.api.Kube` protocol
 satisfies it). Not here: the server (:mod:`chamberlain.authority.lifecycle` decides and acts).
@@ -36,6 +40,9 @@ class SealError(ChamberlainError):
 
 SECRET_NAME = "chamberlain-unseal"  # noqa: S105 - a Secret name, not a credential
 LABELS = {wk.MANAGED_BY: wk.MANAGER, wk.LABEL_ROLE: "unseal-material"}
+# Which custodian holds share-1..N (comma-separated custodian names, in share order; absent without custody).
+ANNOTATION_SHARE_HOLDERS = wk.PREFIX + "share-holders"
+ANNOTATION_NEXT_SHARE_HOLDERS = wk.PREFIX + "next-share-holders"
 
 # -------------------------------------------------------------------------------------------------- age
 
@@ -88,6 +95,66 @@ def open_share(ciphertext: str, identities: Sequence[pyrage.x25519.Identity]) ->
                         "rootOfTrust recipients?)") from None
 
 
+def try_open(ciphertext: str, identities: Sequence[pyrage.x25519.Identity]) -> str | None:
+    """The share if one of ``identities`` opens it, else None (another custodian's share)."""
+    try:
+        return pyrage.decrypt(ciphertext.encode(), list(identities)).decode()
+    except pyrage.DecryptError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ custody
+
+
+@dataclass(frozen=True)
+class ShareCustody:
+    """Who the unseal shares are sealed to (SPEC §6).
+
+    With ``custodians`` (the Platform's ``rootOfTrust.custody``): share *i* to custodian *i* alone, the share count
+    is the number of custodians and ``threshold`` is theirs. Without: every share to every root recipient (one root
+    identity opens all, the threshold protects nothing but is kept as today). The GitOps decryption recipients are
+    never here: the service passes the root list only.
+    """
+
+    recipients: tuple[str, ...]  # rootOfTrust.ageRecipients
+    custodians: tuple[tuple[str, str], ...] = ()  # (name, age recipient), in the Platform's order
+    threshold: int = 0  # custody.threshold (0: no custody declared)
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.custodians)
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.custodians)
+
+    @property
+    def fingerprint(self) -> str:
+        """Names what the shares are sealed to: a changed custodian list (or threshold) is a changed fingerprint,
+        i.e. the stored shares are due for a rekey. Without custody, the recipients' fingerprint as before."""
+        if not self.declared:
+            return recipients_fingerprint(self.recipients)
+        text = f"custody:{self.threshold}:" + ",".join(f"{n}={r}" for n, r in self.custodians)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def check(self) -> None:
+        """Every recipient parses (a usage error before anything changes)."""
+        if self.declared:
+            parse_recipients([r for _, r in self.custodians])
+        else:
+            parse_recipients(self.recipients)
+
+    def seal(self, keys: Sequence[str]) -> tuple[str, ...]:
+        """The ciphertexts of ``keys``: one custodian each, or all root recipients each."""
+        if not self.declared:
+            everyone = parse_recipients(self.recipients)
+            return tuple(seal_share(k, everyone) for k in keys)
+        if len(keys) != len(self.custodians):
+            raise SealError(f"{len(keys)} shares for {len(self.custodians)} custodians: each custodian holds "
+                            "exactly one share")
+        return tuple(seal_share(k, parse_recipients([r])) for k, (_, r) in zip(keys, self.custodians, strict=True))
+
+
 # ---------------------------------------------------------------------------------------- sealed material
 
 
@@ -107,9 +174,24 @@ class SealedMaterial:
     init_recorded: bool = False
     vault_address: str = ""
     pending: bool = False  # the placeholder written before init: proves the store is writable
+    holders: tuple[str, ...] = ()  # custodian of share-1..N (empty: sealed to every root recipient)
+    next_holders: tuple[str, ...] = ()
 
     def open(self, identities: Sequence[pyrage.x25519.Identity], *, next_: bool = False) -> list[str]:
+        """Every share; :class:`SealError` if one of them does not open (material without custody)."""
         return [open_share(c, identities) for c in (self.next_shares if next_ else self.shares)]
+
+    def open_held(self, identities: Sequence[pyrage.x25519.Identity], *, next_: bool = False
+                  ) -> list[tuple[int, str]]:
+        """(index, share) of the shares ``identities`` open, in share order; the others are skipped."""
+        shares = self.next_shares if next_ else self.shares
+        opened = ((i, try_open(c, identities)) for i, c in enumerate(shares))
+        return [(i, k) for i, k in opened if k is not None]
+
+    def holder(self, index: int, *, next_: bool = False) -> str:
+        """Who holds share ``index`` (0-based): a custodian's name, or ``share-N`` without custody."""
+        holders = self.next_holders if next_ else self.holders
+        return holders[index] if index < len(holders) else f"share-{index + 1}"
 
 
 class _StoredSecret(Protocol):
@@ -172,6 +254,8 @@ class SealedStore:
             init_recorded=a.get(wk.ANNOTATION_INIT_RECORDED) == "true",
             vault_address=a.get(wk.ANNOTATION_VAULT_ADDRESS, ""),
             pending=a.get(wk.ANNOTATION_SEAL_STATE) == "pending",
+            holders=_names(a.get(ANNOTATION_SHARE_HOLDERS, "")),
+            next_holders=_names(a.get(ANNOTATION_NEXT_SHARE_HOLDERS, "")),
         )
 
     def save(self, m: SealedMaterial) -> None:
@@ -191,6 +275,8 @@ class SealedStore:
             wk.ANNOTATION_VAULT_ADDRESS: m.vault_address,
             wk.ANNOTATION_NEXT_THRESHOLD: str(m.next_threshold) if m.next_shares else "",
             wk.ANNOTATION_INIT_RECORDED: "true" if m.init_recorded else "",
+            ANNOTATION_SHARE_HOLDERS: ",".join(m.holders),
+            ANNOTATION_NEXT_SHARE_HOLDERS: ",".join(m.next_holders) if m.next_shares else "",
         }
         annotations.update({k: v for k, v in optional.items() if v})
         if self._current is None:
@@ -199,6 +285,10 @@ class SealedStore:
         else:
             updated = dataclasses.replace(self._current, data=data, annotations=annotations, labels=LABELS)
             self._current = self._kube.update_secret(updated)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n for n in text.split(",") if n)
 
 
 # ------------------------------------------------------------------------------------------------ recovery
@@ -211,7 +301,8 @@ def recovery_file(directory: Path, vault_address: str) -> Path:
 def write_recovery(path: Path, m: SealedMaterial) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = json.dumps({"shares": list(m.shares), "threshold": m.threshold, "recipients": m.recipients,
-                       "initialized_at": m.initialized_at, "vault_address": m.vault_address})
+                       "initialized_at": m.initialized_at, "vault_address": m.vault_address,
+                       "holders": list(m.holders)})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(body)
@@ -226,7 +317,8 @@ def read_recovery(path: Path) -> SealedMaterial | None:
         return None
     return SealedMaterial(tuple(d["shares"]), int(d["threshold"]), str(d["recipients"]),
                           initialized_at=str(d.get("initialized_at", "")),
-                          vault_address=str(d.get("vault_address", "")))
+                          vault_address=str(d.get("vault_address", "")),
+                          holders=tuple(str(h) for h in d.get("holders", [])))
 
 
 def save_with_retry(store: SealedStore, m: SealedMaterial, recovery: Path, clock: Clock, attempts: int = 5) -> None:

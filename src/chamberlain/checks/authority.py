@@ -1,5 +1,5 @@
 """Single-authority rules: distinct mounts (CH050), config kept off the data mount (CH051), one owner per
-materialized Kubernetes Secret (CH060) and per Vault path (CH061).
+materialized Kubernetes Secret (CH060) and per Vault path (CH061), custody of the unseal shares (CH090-CH092).
 
 The duplicate checks index by key in one pass (no pairwise comparison): 50k intents stay linear.
 """
@@ -113,3 +113,45 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
                 )
             else:
                 paths[placement] = item
+
+
+@check("custody")
+def custody(repo: Repository) -> Iterator[Finding]:
+    """SPEC §6: custodians and a threshold k, each share to one custodian. Several root recipients without custody
+    are a warning (today's behaviour stays valid); a custodian whose key is in a cluster is an error always (it
+    defeats the custody)."""
+    if len(repo.platforms) != 1:
+        return
+    item = repo.platforms[0]
+    trust = item.obj.spec.root_of_trust
+    obj = f"Platform/{item.obj.metadata.name}"
+    if trust.custody is None:
+        # One root recipient is SPEC §6's single-identity root: nothing pretends to a threshold. Several root
+        # recipients without custody look like several people, yet each of them opens every share alone.
+        if len(trust.age_recipients) > 1:
+            yield Finding(
+                item.file, item.line_of("spec", "rootOfTrust"), "CH090",
+                f"rootOfTrust names {len(trust.age_recipients)} recipients but no custody: every unseal share is "
+                "sealed to every one of them, so each root identity opens them all and the threshold means "
+                "nothing; declare rootOfTrust.custody (custodians with their own age recipients and a threshold), "
+                "then run `chamberlain authority rekey` to move the shares to them",
+                object=obj,
+            )
+        return
+    in_cluster = {r: cluster for cluster, rs in item.obj.spec.gitops.decryption_recipients.items() for r in rs}
+    for i, custodian in enumerate(trust.custody.custodians):
+        if custodian.age_recipient in in_cluster:
+            yield Finding(
+                item.file, item.line_of("spec", "rootOfTrust", "custody", "custodians", i), "CH091",
+                f"custodian {custodian.name}'s age recipient is the GitOps decryption recipient of cluster "
+                f"{in_cluster[custodian.age_recipient]}: that in-cluster key would open an unseal share; give the "
+                "custodian an offline identity of their own",
+                object=obj, subject=custodian.name,
+            )
+    if trust.custody.threshold == 1 and len(trust.custody.custodians) > 1:
+        yield Finding(
+            item.file, item.line_of("spec", "rootOfTrust", "custody", "threshold"), "CH092",
+            f"custody threshold 1 with {len(trust.custody.custodians)} custodians: any single custodian unseals "
+            "alone (and Vault/OpenBao refuse a threshold of 1 for several shares); use a threshold of at least 2",
+            object=obj,
+        )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chamberlain.cli.options import GROUPED, Identity, Target, clock, configure_options, settings, target_options
+from chamberlain.cli.options import GROUPED, Target, clock, configure_options, settings, target_options
 from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line
 from chamberlain.service.authority import ConfigureOptions, Selection
 from chamberlain.service.context import Caller, LiveServers
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from chamberlain.authority.configure import Change
 
 authority_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
+
+# Repeatable: under custody each custodian holds one share, and generate-root or rekey take k of them in one run.
+Identities = Annotated[list[Path], typer.Option(
+    "--identity", help="age identity file: the root of trust's, or a custodian's (repeat for several custodians).")]
 
 
 def _caller(command: str, servers: LiveServers) -> Caller:
@@ -54,25 +58,31 @@ def _print_changes(changes: list[Change], *, dry_run: bool) -> None:
 @configure_options
 def init(
     path: RepoPath,
-    shares: Annotated[int, typer.Option("--shares", min=1, max=10, help="Shamir shares to create.")] = 5,
-    threshold: Annotated[int, typer.Option("--threshold", min=1, max=10, help="Shares needed to unseal.")] = 3,
-    identity: Annotated[Path | None, typer.Option(
-        "--identity", help="age identity; only needed to resume a run that stopped before it finished.")] = None,
+    shares: Annotated[int | None, typer.Option(
+        "--shares", min=1, max=10, help="Shamir shares to create (default 5; with custody declared in the "
+        "Platform: one per custodian, and a different value is refused).")] = None,
+    threshold: Annotated[int | None, typer.Option(
+        "--threshold", min=1, max=10, help="Shares needed to unseal (default 3; with custody: the Platform's "
+        "threshold, and a different value is refused).")] = None,
+    identity: Annotated[list[Path] | None, typer.Option(
+        "--identity", help="age identity; only needed to resume a run that stopped before it finished (under "
+        "custody, repeat it: k custodians).")] = None,
     recovery_dir: Annotated[Path | None, typer.Option(
         "--recovery-dir", help="Where encrypted shares wait if the Kubernetes write fails.")] = None,
     target: Target = GROUPED,
     configure: ConfigureOptions = GROUPED,
     output: Output = DataFormat.text,
 ) -> None:
-    """Initialize Vault: shares sealed to the root of trust into a Kubernetes Secret, unseal, configure, verify
-    the orchestrator login, revoke the root token. Safe to re-run; resumes after a crash.
+    """Initialize Vault: shares sealed into a Kubernetes Secret — one per custodian when the Platform declares
+    rootOfTrust.custody, else each to the root recipients — unseal, configure, verify the orchestrator login,
+    revoke the root token. Safe to re-run; resumes after a crash.
 
     Example: chamberlain authority init --shares 5 --threshold 3 examples/acme
     """
     from chamberlain.service import authority
 
     request = authority.InitRequest(_selection(path, target, configure), recovery_dir or settings().recovery_dir,
-                                    shares, threshold, identity)
+                                    shares, threshold, tuple(identity or ()))
     with LiveServers(target.conn, clock()) as servers:
         result = authority.initialize(request, servers, _caller("authority init", servers))
     if not emit_data(result.as_dict(), output):
@@ -84,20 +94,25 @@ def init(
 
 @authority_app.command()
 @target_options(environment=False, cluster=False, token_file=False)
-def unseal(path: RepoPath, identity: Identity, target: Target = GROUPED, output: Output = DataFormat.text) -> None:
-    """Unseal Vault with the shares sealed in the Kubernetes Secret, opened with the age identity. A no-op when
-    Vault is unsealed.
+def unseal(
+    path: RepoPath,
+    identity: Identities,
+    reset: Annotated[bool, typer.Option("--reset", help="Discard the unseal progress on the server first "
+                                        "(shares other custodians submitted).")] = False,
+    target: Target = GROUPED,
+    output: Output = DataFormat.text,
+) -> None:
+    """Unseal Vault with the shares sealed in the Kubernetes Secret that the age identities open. Under custody
+    each custodian runs it in turn with their own identity; Vault unseals when k have. A no-op when unsealed.
 
     Example: chamberlain authority unseal --identity ~/.config/chamberlain/root.age examples/acme
     """
     from chamberlain.service import authority
 
     with LiveServers(target.conn, clock()) as servers:
-        result = authority.unseal(Path(path), identity, servers)
+        result = authority.unseal(Path(path), identity, servers, reset=reset)
     if not emit_data(result.as_dict(), output):
-        r = result.report
-        msg = f"unsealed with {r.submitted} shares" if r.was_sealed else "already unsealed (no-op)"
-        line(f"Vault at {result.address}: {msg}.")
+        line(f"Vault at {result.address}: {result.message}.")
 
 
 @authority_app.command()
@@ -172,18 +187,19 @@ authority_app.command("plan")(plan)
 @target_options(environment=False, cluster=False, token_file=False, token=True)
 def rekey(
     path: RepoPath,
-    identity: Identity,
-    shares: Annotated[int | None, typer.Option("--shares", min=1, max=10,
-                                               help="New share count (default: unchanged).")] = None,
-    threshold: Annotated[int | None, typer.Option("--threshold", min=1, max=10,
-                                                  help="New threshold (default: unchanged).")] = None,
+    identity: Identities,
+    shares: Annotated[int | None, typer.Option("--shares", min=1, max=10, help="New share count (default: "
+                                               "unchanged; with custody: one per custodian, not a flag).")] = None,
+    threshold: Annotated[int | None, typer.Option("--threshold", min=1, max=10, help="New threshold (default: "
+                                                  "unchanged; with custody: the Platform's, not a flag).")] = None,
     target: Target = GROUPED,
     output: Output = DataFormat.text,
 ) -> None:
-    """Issue new unseal shares (the old ones from the Secret, opened with the identity), seal them to the
-    Platform's recipients, replace the Secret, then rotate Vault's encryption key. For an exposed share.
+    """Issue new unseal shares (the old ones from the Secret, opened with the identities: k custodians under
+    custody), seal them as the Platform declares (one per custodian, or to the root recipients), replace the
+    Secret, then rotate Vault's encryption key. For an exposed share, and to move to a new custodian list.
 
-    Example: chamberlain authority rekey --identity root.age examples/acme
+    Example: chamberlain authority rekey --identity alice.agekey --identity bob.agekey examples/acme
     """
     from chamberlain.service import authority
 
@@ -217,7 +233,12 @@ def status(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat
         f"sealed shares:  {'Secret ' + m.secret if m.exists else 'MISSING (' + m.secret + ')'}"
         + (f", {m.shares} shares, threshold {m.threshold}, generation {m.generation}" if m.exists else ""),
         f"root token:     {root}",
+        "custody:        " + (f"one share per custodian ({', '.join(m.custodians)})" if m.custodians
+                               else "none: every share opens with any root identity" if m.exists else "-"),
     ):
         line(text)
+    if m.matches_platform is False:
+        line("the sealed shares are not sealed as the Platform declares now (custodians or threshold changed): "
+             "run `chamberlain authority rekey` with k custodians' identities", err=True)
     if not result.ready:
         line("the authority is not ready: run `chamberlain authority init` or `unseal`", err=True)

@@ -122,6 +122,19 @@ def _mapping(parent: CommentedMap, key: str) -> CommentedMap:
     return child
 
 
+def declare_custody(repo_dir: Path, custodians: Mapping[str, str], threshold: int) -> str:
+    """``rootOfTrust.custody`` in the repository copy's Platform: one unseal share per custodian (name -> public
+    age recipient), ``threshold`` of them to unseal; returns the file changed."""
+    from ruamel.yaml.comments import CommentedMap
+
+    def custody(spec: CommentedMap) -> None:
+        _mapping(spec, "rootOfTrust")["custody"] = CommentedMap(
+            threshold=threshold,
+            custodians=[_flow({"name": n, "ageRecipient": r}) for n, r in custodians.items()])
+
+    return _edit_document(repo_dir, "Platform", None, custody)
+
+
 def adjust_repository(repo_dir: Path, *, vault_address: str, ca_pem: str, postgres_port: int,
                       rotations: bool) -> list[str]:
     """The demo's settings in the repository copy (see the module docstring); returns what changed, per file."""

@@ -26,6 +26,10 @@ materialized every consumer Secret with its current version marker, then starts 
 ``payments-db`` against the lab's PostgreSQL while a client keeps logging in. The controller is stopped before the
 ledger is verified.
 
+Custody (SPEC §6): the demo creates one age identity per custodian in its work dir (``custodians/NAME.agekey``,
+outside the repository copy) and declares them with threshold 2 in the Platform, so ``authority init`` seals each
+unseal share to one custodian; the report proves each custodian opens exactly one share and the GitOps key none.
+
 The repository copy gets a new root of trust (``root init``); the previous root — the identity the example's
 bootstrap files were encrypted to (the repository's test identity) — opens them once so ``sops updatekeys`` can
 add the new recipient, exactly as a user moving to a new root would do.
@@ -64,7 +68,8 @@ Progress = Callable[[str], None]
 
 DEMO_ENVIRONMENT = "dev"
 DEMO_CLUSTER = "dev1"
-SHARES, THRESHOLD = 3, 2
+SHARES, THRESHOLD = 3, 2  # the Platform's custody: one share per custodian, 2 of them unseal
+CUSTODIANS = ("alice", "bob", "carol")
 ACTOR_PREFIX = "demo"
 FIELD_MANAGER = "chamberlain-demo"
 REVIEWER_NAMESPACE, REVIEWER_ACCOUNT = "vault-system", "vault-auth"
@@ -187,6 +192,7 @@ class _State:
     servers: LiveServers | None = None  # the lab's Vault and cluster, as a user's connection options name them
     recipient: str = ""
     gitops_keys: dict[str, Path] = field(default_factory=dict)  # cluster -> its in-cluster age identity (a file)
+    custodian_keys: dict[str, Path] = field(default_factory=dict)  # custodian -> their age identity (a file)
     reconciles: int = 0  # Flux reconciles the demo requested and saw handled
     published: int = 0  # commits the demo pushed to the lab's Git repository
     gitops_report: dict[str, Any] | None = None  # the report's top-level ``gitops`` object
@@ -302,7 +308,8 @@ def _lab_phase(s: _State, lab_dir: Path) -> dict[str, Any]:
 
 
 def _root_phase(s: _State) -> dict[str, Any]:
-    from chamberlain.demo.rotations import adjust_repository
+    from chamberlain.demo.rotations import adjust_repository, declare_custody
+    from chamberlain.root.identity import ensure_identity
     from chamberlain.service import root
 
     if not s.options.source_repo.is_dir():
@@ -323,6 +330,13 @@ def _root_phase(s: _State) -> dict[str, Any]:
                               tools=s.tools)
         s.gitops_keys[cluster] = key.identity.path
         gitops_recipients[cluster] = key.identity.recipient  # public
+    # The unseal shares' custodians, each with an offline identity of their own (here: files in the work dir).
+    custodians = {}
+    for name in CUSTODIANS:
+        made = ensure_identity(s.work / "custodians" / f"{name}.agekey", s.repo_dir, tools=s.tools)
+        s.custodian_keys[name] = made.path
+        custodians[name] = made.recipient  # public
+    declare_custody(s.repo_dir, custodians, THRESHOLD)
     lab = s.need_lab()
     demo_settings = adjust_repository(s.repo_dir, vault_address=lab.authority.address, ca_pem=lab.pki.ca_pem,
                                       postgres_port=lab.postgres.port, rotations=s.rotations)
@@ -333,6 +347,7 @@ def _root_phase(s: _State) -> dict[str, Any]:
         "recipient": ident.recipient,  # public by definition
         "recipients": len(update.recipients),
         "gitops_recipients": gitops_recipients,
+        "custodians": custodians,
         "demo_settings": demo_settings,
     }
 
@@ -454,7 +469,8 @@ def _token_reviewer(s: _State) -> Path:
 
 
 def _authority_phase(s: _State) -> dict[str, Any]:
-    """``chamberlain authority init`` for the demo's cluster, with 3 shares and threshold 2."""
+    """``chamberlain authority init`` for the demo's cluster: 3 shares and threshold 2, as the Platform's custody
+    declares (no share-count flags)."""
     from chamberlain.demo.rotations import revalidate_stores
     from chamberlain.service import authority
 
@@ -463,7 +479,7 @@ def _authority_phase(s: _State) -> dict[str, Any]:
         audit_file=str(s.need_lab().authority.audit_log),
         token_reviewer_jwt_file=_token_reviewer(s))
     request = authority.InitRequest(authority.Selection(s.repo_dir, None, DEMO_CLUSTER, configure),
-                                    s.work / "recovery", SHARES, THRESHOLD)
+                                    s.work / "recovery")
     report = authority.initialize(request, s.need_servers(), s.caller).report
     status = authority.status(s.repo_dir, s.need_servers())
     if not status.ready or not report.root_revoked:
@@ -480,8 +496,10 @@ def _authority_phase(s: _State) -> dict[str, Any]:
         "storage": status.storage,
         "initialized_now": report.initialized_now,
         "unsealed_now": report.unsealed_now,
-        "shares": SHARES,
-        "threshold": THRESHOLD,
+        "shares": status.material.shares,
+        "threshold": status.material.threshold,
+        "share_holders": status.material.custodians,
+        "one_share_per_custodian": _one_share_each(s),
         "unseal_secret": status.material.secret,
         "configure_changes": report.configure_changes,
         "verified_roles": report.verified_roles,
@@ -492,19 +510,28 @@ def _authority_phase(s: _State) -> dict[str, Any]:
     }
 
 
-def _gitops_key_opens_share(s: _State) -> bool:
-    """Whether the cluster's GitOps key can open a stored unseal share (it must not: shares are sealed to the root
-    recipients only)."""
-    from chamberlain.authority.material import SealedStore, SealError, load_identities
+def _one_share_each(s: _State) -> bool:
+    """Whether each custodian's identity opens exactly their own share and no other."""
+    from chamberlain.authority.material import SealedStore, load_identities
 
     material = SealedStore(s.need_kube(), s.platform().spec.controller.namespace).load()
     if material is None or not material.shares:
         raise DemoError("no unseal material stored after init")
-    try:
-        material.open(load_identities(s.gitops_keys[DEMO_CLUSTER]))
-    except SealError:
+    if sorted(material.holders) != sorted(CUSTODIANS):
         return False
-    return True
+    return all([i for i, _ in material.open_held(load_identities(s.custodian_keys[name]))]
+               == [material.holders.index(name)] for name in CUSTODIANS)
+
+
+def _gitops_key_opens_share(s: _State) -> bool:
+    """Whether the cluster's GitOps key can open any stored unseal share (it must not: shares are sealed to the
+    root recipients or the custodians only)."""
+    from chamberlain.authority.material import SealedStore, load_identities
+
+    material = SealedStore(s.need_kube(), s.platform().spec.controller.namespace).load()
+    if material is None or not material.shares:
+        raise DemoError("no unseal material stored after init")
+    return bool(material.open_held(load_identities(s.gitops_keys[DEMO_CLUSTER])))
 
 
 def _tally(results: list[str]) -> dict[str, int]:

@@ -9,7 +9,7 @@ or a value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from chamberlain.service.repository import load_platform, vault_bundle
 
 if TYPE_CHECKING:
     from chamberlain.authority.configure import Change, Desired
+    from chamberlain.authority.decide import Layout
     from chamberlain.authority.lifecycle import (
         AuthorityEvent,
         AuthorityStatus,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         Recorder,
         RekeyReport,
         SealedStore,
+        ShareCustody,
         UnsealReport,
     )
     from chamberlain.authority.vault import VaultClient
@@ -60,11 +62,14 @@ class Selection:
 
 @dataclass(frozen=True)
 class InitRequest:
+    """``shares``/``threshold``: None means the Platform's custody decides (one share per custodian, its threshold)
+    or, without custody, 5 and 3; a value that contradicts a declared custody is refused."""
+
     target: Selection
     recovery_dir: Path  # where encrypted shares wait if the Kubernetes write fails
-    shares: int = 5
-    threshold: int = 3
-    identity: Path | None = None  # only needed to resume a run that stopped before it finished
+    shares: int | None = None
+    threshold: int | None = None
+    identities: tuple[Path, ...] = ()  # only needed to resume a run that stopped before it finished
 
 
 @dataclass
@@ -84,6 +89,17 @@ class UnsealResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self.report)
+
+    @property
+    def message(self) -> str:
+        from chamberlain.authority.decide import UnsealOutcome, unseal_message
+
+        r = self.report
+        if not r.was_sealed:
+            return "already unsealed (no-op)"
+        if not r.custodians:
+            return f"unsealed with {r.submitted} shares"
+        return unseal_message(UnsealOutcome(tuple(r.custodians), r.progress, r.threshold, r.sealed))
 
 
 @dataclass
@@ -203,17 +219,20 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
     """Initialize the authority: shares sealed to the root of trust into a Kubernetes Secret, unseal, configure,
     verify the orchestrator login, revoke the root token. Safe to re-run; resumes after a crash."""
     from chamberlain.authority import lifecycle
+    from chamberlain.authority.decide import DEFAULT_LAYOUT, share_layout
 
-    if request.threshold > request.shares:
+    if request.threshold is not None and request.shares is not None and request.threshold > request.shares:
         raise UsageError(f"--threshold ({request.threshold}) cannot exceed --shares ({request.shares})")
     repo, platform = load_platform(request.target.root)
+    custody = share_custody(platform)
+    layout = share_layout(_declared_layout(custody), request.shares, request.threshold, DEFAULT_LAYOUT)
     address = servers.connection(platform).address
     desired = desired_state(repo, platform, request.target, servers.kubeconfig)
     spec = platform.spec
     kube = servers.kube()
     kube.ensure_namespace(spec.controller.namespace)
     kube.ensure_service_account(spec.controller.namespace, spec.controller.service_account)
-    identities = lifecycle.load_identities(request.identity) if request.identity else None
+    identities = _identities(request.identities) if request.identities else None
     recorder_for = _recorder(platform, caller)
 
     def configure(client: VaultClient) -> int:
@@ -227,7 +246,8 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
 
     report = lifecycle.initialize(
         servers.anonymous(platform), _store(platform, servers),
-        lifecycle.InitPlan(request.shares, request.threshold, share_recipients(platform), request.recovery_dir),
+        lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
+                           custody.custodians),
         login_configurator=lambda: servers.configurator(platform),
         configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
     )
@@ -240,14 +260,41 @@ def share_recipients(platform: Platform) -> list[str]:
     return list(platform.spec.root_of_trust.age_recipients)
 
 
-def unseal(root: Path, identity: Path, servers: Servers) -> UnsealResult:
-    """Unseal with the shares sealed in the Kubernetes Secret, opened with the age identity (a no-op when
-    unsealed)."""
+def share_custody(platform: Platform) -> ShareCustody:
+    """How shares are sealed: one per custodian of ``rootOfTrust.custody`` when declared (SPEC §6), else every
+    share to every root recipient. Never to a GitOps decryption recipient."""
+    from chamberlain.authority.lifecycle import ShareCustody
+
+    trust = platform.spec.root_of_trust
+    if trust.custody is None:
+        return ShareCustody(tuple(share_recipients(platform)))
+    return ShareCustody(tuple(share_recipients(platform)),
+                        tuple((c.name, c.age_recipient) for c in trust.custody.custodians), trust.custody.threshold)
+
+
+def _declared_layout(custody: ShareCustody) -> Layout | None:
+    from chamberlain.authority.decide import Layout
+
+    return Layout(len(custody.custodians), custody.threshold) if custody.declared else None
+
+
+def _identities(paths: Sequence[Path]) -> list[Any]:
+    """Every identity of every file (several custodians' files at once: their shares together)."""
+    from chamberlain.authority import lifecycle
+
+    if not paths:
+        raise UsageError("pass --identity FILE (an age identity of the root of trust, or a custodian's)")
+    return [i for p in paths for i in lifecycle.load_identities(p)]
+
+
+def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: bool = False) -> UnsealResult:
+    """Unseal with the shares sealed in the Kubernetes Secret that the age identities open (a no-op when unsealed).
+    Under custody each custodian runs it with their own identity; the server keeps the progress between runs."""
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
-    report = lifecycle.unseal(vault, _store(platform, servers), lifecycle.load_identities(identity))
+    report = lifecycle.unseal(vault, _store(platform, servers), _identities(identities), reset=reset)
     return UnsealResult(vault.address, report)
 
 
@@ -305,15 +352,22 @@ def conflicts(repo: Repository, platform: Platform, target: Selection, servers: 
         return [], str(exc)
 
 
-def rekey(root: Path, identity: Path, servers: Servers, caller: Caller, *, shares: int | None = None,
+def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Caller, *, shares: int | None = None,
           threshold: int | None = None) -> RekeyResult:
-    """New unseal shares sealed to the Platform's recipients, the Secret replaced, the encryption key rotated."""
+    """New unseal shares sealed as the Platform declares (one per custodian, or to the root recipients), the
+    Secret replaced, the encryption key rotated. Takes the threshold of the shares in force: under custody, k
+    custodians' identities. With custody newly declared or its custodian list changed, this is the move to it."""
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
+    custody = share_custody(platform)
+    declared = _declared_layout(custody)
+    if declared is not None:  # contradicting flags are refused before anything is read from the servers
+        from chamberlain.authority.decide import share_layout
+
+        share_layout(declared, shares, threshold, declared)
     report = lifecycle.rekey(
-        servers.anonymous(platform), _store(platform, servers), lifecycle.load_identities(identity),
-        share_recipients(platform),
+        servers.anonymous(platform), _store(platform, servers), _identities(identities), custody,
         login_configurator=lambda: servers.configurator(platform),
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
     )
@@ -325,7 +379,7 @@ def status(root: Path, servers: Servers) -> AuthorityStatus:
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
-    return lifecycle.status(servers.anonymous(platform), _store(platform, servers))
+    return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform))
 
 
 __all__ = [
