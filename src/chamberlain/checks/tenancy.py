@@ -241,12 +241,13 @@ def target_roles(repo: Repository) -> Iterator[Finding]:
             key = (pg.host.lower().rstrip("."), pg.port, user.lower())
             first = seen.setdefault(key, item)
             if first is not item:
-                yield Finding(
-                    item.file, item.line_of(*loc), "CH078",
-                    f"{_label(item)}: role {user!r} on {pg.host}:{pg.port} is already rotated by {_label(first)} "
-                    f"({first.file}:{first.line}); two authorities for one database credential",
-                    object=_label(item), subject=user,
-                )
+                for this, other in ((item, first), (first, item)):  # both sides: Git history knows the newcomer
+                    yield Finding(
+                        this.file, this.line_of(*loc), "CH078",
+                        f"{_label(this)}: role {user!r} on {pg.host}:{pg.port} is also rotated by {_label(other)} "
+                        f"({other.file}:{other.line}); two authorities for one database credential",
+                        object=_label(this), subject=user,
+                    )
         if pg.tls.mode == "disable":
             yield Finding(
                 item.file, item.line_of("spec", "target", "postgres", "tls", "mode"), "CH073",
