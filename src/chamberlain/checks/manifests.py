@@ -17,6 +17,7 @@ pure, no cluster access. Which Secrets are bootstrap Secrets comes from :mod:`ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -259,11 +260,17 @@ def _rotate_locations(node: Any, loc: Loc) -> Iterator[Loc]:
             yield where
 
 
-def _text_lines(text: str, needle: str) -> Iterator[int]:
-    start = text.find(needle)
-    while start >= 0:
-        yield text.count("\n", 0, start) + 1
-        start = text.find(needle, start + len(needle))
+# The annotation as a key in YAML or JSON text ('key:', '"key":', "'key' :"); no nested quantifier, so linear.
+_ROTATE_KEY = re.compile(re.escape(wk.ANNOTATION_ROTATE) + r"""["']?[ \t]*:""")
+
+
+def _text_lines(text: str) -> Iterator[int]:
+    """Lines where the annotation appears as a key; line numbers counted incrementally (linear overall)."""
+    line, pos = 1, 0
+    for m in _ROTATE_KEY.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        yield line
 
 
 @check("rotate-annotation")
@@ -272,15 +279,17 @@ def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
     GitOps would apply it again after every rotation, an endless trigger."""
     for rf in repo.files:
         text = rf.text
-        if text is None or not rf.is_yaml or not any(s in text for s in _ROTATE_SPELLINGS):
-            continue  # a cheap substring test first: most files never mention it
-        if not rf.documents:  # rendered output and templates are scanned as text only
-            for needle in _ROTATE_SPELLINGS:
-                for line in _text_lines(text, needle + ":"):
-                    yield Finding(rf.rel, line, "CH074",
-                                  f"the rotate annotation {wk.ANNOTATION_ROTATE} is committed in Git; GitOps would "
-                                  "re-apply it forever (request a rotation with `chamberlain rotate` or by annotating "
-                                  "the object in the cluster)")
+        # Only what a GitOps controller applies (YAML, JSON); a README may explain the annotation. A cheap
+        # substring test first: most files never mention it.
+        if text is None or not (rf.is_yaml or rf.rel.lower().endswith(".json")) \
+                or not any(s in text for s in _ROTATE_SPELLINGS):
+            continue
+        if not rf.documents:  # rendered output, templates and JSON manifests are scanned as text only
+            for line in _text_lines(text):
+                yield Finding(rf.rel, line, "CH074",
+                              f"the rotate annotation {wk.ANNOTATION_ROTATE} is committed in Git; GitOps would "
+                              "re-apply it forever (request a rotation with `chamberlain rotate` or by annotating "
+                              "the object in the cluster)")
             continue
         for doc in rf.documents:
             label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind or "document")

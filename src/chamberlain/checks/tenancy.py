@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
@@ -39,6 +40,7 @@ from chamberlain.intent.tenancy import (
     insecure_authority,
     path_matches,
     platform_secret,
+    protected_namespaces,
     superuser_role,
 )
 
@@ -276,7 +278,7 @@ def authority_address(repo: Repository) -> Iterator[Finding]:
 # ------------------------------------------------------------------------------------------------ CH077 / CH079
 
 
-def _ttl_findings(item: Loaded[object], loc: Loc, label: str, spec: RotationPolicySpec,
+def _ttl_findings(item: Loaded[Any], loc: Loc, label: str, spec: RotationPolicySpec,
                   floor: timedelta | None) -> Iterator[Finding]:
     if spec.ttl is None:
         return
@@ -338,7 +340,7 @@ def tenancy_declaration(repo: Repository) -> Iterator[Finding]:
         if name not in names:
             yield Finding(item.file, item.line_of("spec", "tenancy", "platformOwners", i), "CH082",
                           f"{label}: platform owner {name} is not a declared owner", object=label)
-    builtin = always_protected(item.obj)
+    builtin = protected_namespaces(item.obj)
     held: dict[str, str] = {}
     for i, owner in enumerate(tenancy.owners):
         for j, ns in enumerate(owner.namespaces):

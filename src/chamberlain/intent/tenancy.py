@@ -47,7 +47,8 @@ def authority_namespace(address: str) -> str | None:
 def always_protected(platform: Platform | None) -> dict[str, str]:
     """Namespace -> why, for the namespaces no intent ever writes into or publishes from."""
     out = {ns: "a Kubernetes system namespace" for ns in wk.SYSTEM_NAMESPACES}
-    out[wk.ESO_NAMESPACE] = "External Secrets Operator's namespace"
+    for ns in wk.ESO_NAMESPACES:
+        out[ns] = "External Secrets Operator's namespace"
     if platform is not None:
         out[platform.spec.controller.namespace] = "chamberlain's own namespace (spec.controller.namespace)"
         authority = authority_namespace(platform.spec.authority.address)
@@ -185,8 +186,8 @@ def insecure_authority(address: str) -> str | None:
 
 
 def glob_match(pattern: str, segment: str) -> bool:
-    """``*`` matches any run of characters (used within one path segment, and for host and role patterns); linear: literal chunks found left to right (the first anchored at the start,
-    the last at the end)."""
+    """``*`` matches any run of characters (within one path segment, and in host and role patterns). Linear:
+    the literal chunks are found left to right, the first anchored at the start and the last at the end."""
     chunks = pattern.split("*")
     if len(chunks) == 1:
         return pattern == segment
