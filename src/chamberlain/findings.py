@@ -160,7 +160,7 @@ _RULES = [
          "namespace held by a team."),
     Rule("CH083", "admin-not-granted", TENANCY,
          "An intent uses another owner's adminIntent that does not list its owner in spec.admin.grantedTo "
-         "(enforced with spec.tenancy or a declared spec.admin)."),
+         "(enforced with spec.tenancy or a declared spec.admin, and always when the admin intent has consumers)."),
     Rule("CH084", "admin-target-not-declared", TENANCY,
          "An intent sends an admin credential to a host, port or role the admin intent's spec.admin.targets do "
          "not declare (or, with spec.tenancy, the admin intent declares no targets)."),

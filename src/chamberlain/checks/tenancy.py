@@ -83,10 +83,26 @@ class _Owned:
     why: str
 
 
-def _repository_owned(repo: Repository) -> tuple[dict[tuple[str | None, str], _Owned], set[str]]:
-    """Secrets and namespaces the repository itself shows as platform-owned: (namespace or None, name) -> why, and
-    the namespaces labelled ``chamberlain.dev/class: bootstrap``. One pass over the manifests."""
+def _declared_secret(kind: str, api: str, data: dict[str, Any], name: str | None) -> str | None:
+    """The name of the Secret a manifest declares or materializes, for the kinds that do (else None)."""
+    if kind == "Secret" and api == "v1":
+        return name
+    if kind == "SealedSecret" and api.startswith("bitnami.com/"):
+        templated = _get(data, ("spec", "template", "metadata", "name"))
+        return templated if isinstance(templated, str) else name
+    if kind == "ExternalSecret" and api.startswith("external-secrets.io/"):
+        target = _get(data, ("spec", "target", "name"))
+        return target if isinstance(target, str) else name
+    return None
+
+
+def _repository_owned(repo: Repository) -> tuple[dict[tuple[str | None, str], _Owned],
+                                                  dict[tuple[str | None, str], _Owned], set[str]]:
+    """What the repository itself shows as owned: platform Secrets ((namespace or None, name) -> why), Secrets Git
+    manages by other means (refused as consumer Secrets only: a publication may read its owner's own), and the
+    namespaces labelled ``chamberlain.dev/class: bootstrap``. One pass over the manifests."""
     owned: dict[tuple[str | None, str], _Owned] = {}
+    consumer_owned: dict[tuple[str | None, str], _Owned] = {}
     bootstrap_namespaces: set[str] = set()
     for doc in repo.manifests:
         kind, data = doc.kind, doc.data
@@ -106,21 +122,30 @@ def _repository_owned(repo: Repository) -> tuple[dict[tuple[str | None, str], _O
             elif isinstance(labels, dict) and "argocd.argoproj.io/secret-type" in labels:
                 owned[(doc.namespace, doc.name)] = _Owned(f"an Argo CD credential Secret ({where})")
         api = doc.api_version or ""
+        declared = _declared_secret(kind, api, data, doc.name)
+        if declared is not None:
+            # A Secret Git already manages by other means (a manifest, a SealedSecret, someone's ExternalSecret):
+            # a consumer writing it would fight that owner, or take it over.
+            declared_ns = _get(data, ("spec", "template", "metadata", "namespace")) if kind == "SealedSecret" else None
+            key = (declared_ns if isinstance(declared_ns, str) else doc.namespace, declared)
+            consumer_owned.setdefault(key, _Owned(f"declared by {kind}/{doc.name or declared} ({where})"))
         if api.split("/", 1)[0].endswith("toolkit.fluxcd.io"):
             for flux_kind, loc in _FLUX_SECRET_REFS:
                 name = _get(data, loc)
                 if kind == flux_kind and isinstance(name, str):
                     owned[(doc.namespace, name)] = _Owned(f"the credential of Flux {kind}/{doc.name} ({where})")
-    return owned, bootstrap_namespaces
+    return owned, consumer_owned, bootstrap_namespaces
 
 
 @dataclass
 class _Guard:
     protected: dict[str, str]
     owned: dict[tuple[str | None, str], _Owned]
+    consumer_owned: dict[tuple[str | None, str], _Owned]
     bootstrap: dict[tuple[str | None, str], str]  # bootstrap Secret -> intent declaring it
 
-    def why(self, namespace: str, name: str, *, own_bootstrap: str | None = None) -> str | None:
+    def why(self, namespace: str, name: str, *, own_bootstrap: str | None = None,
+            consumer: bool = False) -> str | None:
         if namespace in self.protected:
             return f"namespace {namespace} is protected ({self.protected[namespace]})"
         whose = platform_secret(namespace, name)
@@ -129,6 +154,10 @@ class _Guard:
         found = self.owned.get((namespace, name)) or self.owned.get((None, name))
         if found is not None:
             return f"Secret {namespace}/{name} is {found.why}"
+        declared = (self.consumer_owned.get((namespace, name)) or self.consumer_owned.get((None, name))
+                    if consumer else None)
+        if declared is not None:
+            return f"Secret {namespace}/{name} is already {declared.why}"
         intent = self.bootstrap.get((namespace, name)) or self.bootstrap.get((None, name))
         if intent is not None and intent != own_bootstrap:
             return (f"Secret {namespace}/{name} is the bootstrap Secret of SecretIntent/{intent}; it is read by "
@@ -137,7 +166,7 @@ class _Guard:
 
 
 def _guard(repo: Repository, bootstrap_ns_protected: bool) -> tuple[_Guard, list[BootstrapSecret]]:
-    owned, bootstrap_namespaces = _repository_owned(repo)
+    owned, consumer_owned, bootstrap_namespaces = _repository_owned(repo)
     protected = always_protected(repo.platform)
     if bootstrap_ns_protected:
         for ns in bootstrap_namespaces:
@@ -145,7 +174,7 @@ def _guard(repo: Repository, bootstrap_ns_protected: bool) -> tuple[_Guard, list
                                      "handover reads from it")
     secrets = bootstrap_secrets(repo)
     bootstrap = {(s.namespace, s.name): s.ref.intent.obj.name for s in secrets}
-    return _Guard(protected, owned, bootstrap), secrets
+    return _Guard(protected, owned, consumer_owned, bootstrap), secrets
 
 
 @check("protected-targets")
@@ -156,7 +185,7 @@ def protected_targets(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         intent = item.obj
         for i, c in enumerate(intent.spec.consumers):
-            why = guard.why(c.namespace, c.secret_name)
+            why = guard.why(c.namespace, c.secret_name, consumer=True)
             if why is not None:
                 yield Finding(
                     item.file, item.line_of("spec", "consumers", i), "CH070",
@@ -442,7 +471,13 @@ def admin_grants(repo: Repository) -> Iterator[Finding]:
         if owner != admin_owner and (declared is None or owner not in declared.granted_to):
             message = (f"{_label(item)} (owner {owner}) uses admin intent {admin.name} of {admin_owner}, which does "
                        f"not grant it (spec.admin.grantedTo of {admin.name}, {admin_item.file})")
-            if enforce:
+            if admin.spec.consumers:
+                # Always an error: a credential another team's workloads consume is never this team's admin (it
+                # would be sent to a host of this intent's choosing).
+                yield Finding(item.file, item.line_of(*loc), "CH083",
+                              message + f"; {admin.name} is an application credential (it has consumers), never "
+                              "another owner's admin", object=_label(item))
+            elif enforce:
                 yield Finding(item.file, item.line_of(*loc), "CH083", message, object=_label(item))
             else:
                 yield Finding(item.file, item.line_of(*loc), "CH085",
