@@ -34,6 +34,9 @@ TENANCY = EXAMPLES / "acme-tenancy"
     ("intents/team-web/**", "intents/team-webx/a.yaml", False),
     ("intents/team-web", "intents/team-web/a.yaml", True),  # a directory covers what is below it
     ("intents/team-web/", "intents/team-web/a.yaml", True),
+    ("/intents/team-web/**", "intents/team-web/a.yaml", True),  # anchored as in CODEOWNERS
+    ("intents/web.yaml", "intents/web.yaml", True),
+    ("intents/web.yaml", "intents/web.yaml.bak", False),
     ("intents/*.yaml", "intents/web.yaml", True),
     ("intents/*.yaml", "intents/sub/web.yaml", False),  # '*' stays within a segment
     ("**/web.yaml", "a/b/c/web.yaml", True),

@@ -154,8 +154,8 @@ class _Guard:
         found = self.owned.get((namespace, name)) or self.owned.get((None, name))
         if found is not None:
             return f"Secret {namespace}/{name} is {found.why}"
-        declared = (self.consumer_owned.get((namespace, name)) or self.consumer_owned.get((None, name))
-                    if consumer else None)
+        # Exact namespace only: a manifest without one lands wherever kustomize puts it, which Git does not say.
+        declared = self.consumer_owned.get((namespace, name)) if consumer else None
         if declared is not None:
             return f"Secret {namespace}/{name} is already {declared.why}"
         intent = self.bootstrap.get((namespace, name)) or self.bootstrap.get((None, name))
@@ -165,23 +165,25 @@ class _Guard:
         return None
 
 
-def _guard(repo: Repository, bootstrap_ns_protected: bool) -> tuple[_Guard, list[BootstrapSecret]]:
+def _guard(repo: Repository) -> tuple[_Guard, _Guard, list[BootstrapSecret]]:
+    """The guard of consumers and publications, the guard of bootstrap Secrets (a bootstrap namespace is theirs),
+    and the bootstrap Secrets."""
     owned, consumer_owned, bootstrap_namespaces = _repository_owned(repo)
     protected = always_protected(repo.platform)
-    if bootstrap_ns_protected:
-        for ns in bootstrap_namespaces:
-            protected.setdefault(ns, "a bootstrap namespace (label chamberlain.dev/class: bootstrap): only "
-                                     "handover reads from it")
     secrets = bootstrap_secrets(repo)
     bootstrap = {(s.namespace, s.name): s.ref.intent.obj.name for s in secrets}
-    return _Guard(protected, owned, consumer_owned, bootstrap), secrets
+    for_bootstrap = _Guard(dict(protected), owned, consumer_owned, bootstrap)
+    for ns in bootstrap_namespaces:
+        protected.setdefault(ns, "a bootstrap namespace (label chamberlain.dev/class: bootstrap): only handover "
+                                 "reads from it")
+    return _Guard(protected, owned, consumer_owned, bootstrap), for_bootstrap, secrets
 
 
 @check("protected-targets")
 def protected_targets(repo: Repository) -> Iterator[Finding]:
     if not repo.intents:
         return
-    guard, secrets = _guard(repo, bootstrap_ns_protected=True)
+    guard, bootstrap_guard, secrets = _guard(repo)
     for item in repo.intents:
         intent = item.obj
         for i, c in enumerate(intent.spec.consumers):
@@ -207,8 +209,7 @@ def protected_targets(repo: Repository) -> Iterator[Finding]:
                     "would hand it to whoever consumes this intent",
                     object=_label(item), subject=f"{pub.namespace}/{pub.secret_name}",
                 )
-    # Bootstrap Secrets: GitOps applies them wherever their file says. The bootstrap namespace is theirs.
-    bootstrap_guard, _ = _guard(repo, bootstrap_ns_protected=False)
+    # Bootstrap Secrets: GitOps applies them wherever their file says.
     for secret in secrets:
         namespace, name, ref = secret.namespace, secret.name, secret.ref
         intent_name = ref.intent.obj.name

@@ -49,7 +49,7 @@ def codeowners(repo: Repository) -> str | None:
         reviewers = sorted(set(owner.reviewers)) or platform_reviewers
         lines.append(f"\n# {owner.name}\n")  # comments on lines of their own: CODEOWNERS has no inline comments
         for path in sorted(set(owner.paths)):
-            lines.append(f"{prefix}{path.removeprefix('./')} {' '.join(reviewers)}".rstrip() + "\n")
+            lines.append(f"{prefix}{path.lstrip('/')} {' '.join(reviewers)}".rstrip() + "\n")
     lines.append("\n# the Platform and the rotation policies: platform owners (last, so they win)\n")
     for rel in sorted({repo.platforms[0].file, *(p.file for p in repo.policies)}):
         lines.append(f"{prefix}{rel} {' '.join(platform_reviewers)}".rstrip() + "\n")
