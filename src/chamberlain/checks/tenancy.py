@@ -90,9 +90,8 @@ def _declared_secret(kind: str, api: str, data: dict[str, Any], name: str | None
     if kind == "SealedSecret" and api.startswith("bitnami.com/"):
         templated = _get(data, ("spec", "template", "metadata", "name"))
         return templated if isinstance(templated, str) else name
-    if kind == "ExternalSecret" and api.startswith("external-secrets.io/"):
-        target = _get(data, ("spec", "target", "name"))
-        return target if isinstance(target, str) else name
+    # An ExternalSecret in the repository writing the same Secret may be chamberlain's own output committed by hand;
+    # plan tells them apart in the cluster (conflict foreign-external-secret).
     return None
 
 
@@ -124,8 +123,8 @@ def _repository_owned(repo: Repository) -> tuple[dict[tuple[str | None, str], _O
         api = doc.api_version or ""
         declared = _declared_secret(kind, api, data, doc.name)
         if declared is not None:
-            # A Secret Git already manages by other means (a manifest, a SealedSecret, someone's ExternalSecret):
-            # a consumer writing it would fight that owner, or take it over.
+            # A Secret Git already manages by other means (a manifest, a SealedSecret): a consumer writing it would
+            # fight that owner, or take it over.
             declared_ns = _get(data, ("spec", "template", "metadata", "namespace")) if kind == "SealedSecret" else None
             key = (declared_ns if isinstance(declared_ns, str) else doc.namespace, declared)
             consumer_owned.setdefault(key, _Owned(f"declared by {kind}/{doc.name or declared} ({where})"))
