@@ -154,3 +154,5 @@ RELOADER_MATCH: Final = "reloader.stakater.com/match"  # "true" on a Secret that
 SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
 ESO_NAMESPACES: Final = ("external-secrets", "external-secrets-system")
 GITOPS_NAMESPACES: Final = ("flux-system", "argocd")
+# Namespaces of the cluster's issuers of identity (a CA key there mints certificates for anything).
+ISSUER_NAMESPACES: Final = ("cert-manager", "istio-system", "linkerd")

@@ -159,3 +159,24 @@ def test_codeowners_fragment() -> None:
     tree = render_repository(repo)
     assert tree[FILENAME] == text == codeowners(load_repository(TENANCY))  # deterministic
     assert FILENAME not in render_repository(load_repository(EXAMPLES / "acme"))  # no tenancy, no fragment
+
+
+def test_the_ttl_floor_is_the_platforms_above_an_absolute_one(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(TENANCY, repo)
+    platform = repo / "platform.yaml"
+    policies = repo / "policies" / "rotation.yaml"
+    policies.write_text(policies.read_text().replace("ttl: 1h\n  rotateBefore: 10m", "ttl: 20s\n  rotateBefore: 10s"))
+
+    def ttl_rules() -> list[tuple[str, str]]:
+        return sorted((f.rule, f.severity) for f in run_checks(load_repository(repo)) if f.rule in ("CH077", "CH079"))
+
+    assert ttl_rules() == [("CH077", "error")]  # 10 s between rotations, under the declared 30m
+    platform.write_text(platform.read_text().replace("minimumTtl: 30m", "minimumTtl: 10s"))
+    assert ttl_rules() == []  # the lab's declaration
+    platform.write_text(platform.read_text().replace("minimumTtl: 10s", "minimumTtl: 1s"))
+    policies.write_text(policies.read_text().replace("ttl: 20s\n  rotateBefore: 10s", "ttl: 5s\n  rotateBefore: 1s"))
+    assert ttl_rules() == [("CH077", "error")]  # never under 10 s, whatever is declared
+    platform.write_text(platform.read_text().replace("  limits: {minimumTtl: 1s}", "  limits: {}"))
+    policies.write_text(policies.read_text().replace("ttl: 5s\n  rotateBefore: 1s", "ttl: 50m\n  rotateBefore: 1m"))
+    assert ttl_rules() == [("CH079", "warning")]  # no declaration: under an hour is a warning

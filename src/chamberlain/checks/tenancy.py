@@ -48,6 +48,7 @@ Loc = tuple[int | str, ...]
 ALT_SUFFIX = "_alt"  # the second user of the alternating strategy (chamberlain.rotation.rotators.postgres)
 TTL_ERROR_FLOOR = timedelta(minutes=1)  # without limits.minimumTtl: below this, every rotation restarts workloads
 TTL_WARN_FLOOR = timedelta(hours=1)
+TTL_ABSOLUTE_FLOOR = timedelta(seconds=10)  # even a lab's declared floor: the controller ticks about once a second
 
 
 def _label(item: Loaded[SecretIntent]) -> str:
@@ -317,7 +318,11 @@ def _ttl_findings(item: Loaded[Any], loc: Loc, label: str, spec: RotationPolicyS
     what = (f"ttl {format_duration(spec.ttl)}" if shortest == spec.ttl else
             f"ttl {format_duration(spec.ttl)} - rotateBefore {format_duration(spec.rotate_before or timedelta())} "
             f"= a rotation every {format_duration(period)}")
-    if floor is not None:
+    if shortest < TTL_ABSOLUTE_FLOOR:
+        yield Finding(item.file, item.line_of(*loc, "ttl"), "CH077",
+                      f"{label}: {what} is below the absolute floor {format_duration(TTL_ABSOLUTE_FLOOR)}, "
+                      "whatever the Platform declares", object=label)
+    elif floor is not None:
         if shortest < floor:
             yield Finding(item.file, item.line_of(*loc, "ttl"), "CH077",
                           f"{label}: {what} is below the Platform's limits.minimumTtl {format_duration(floor)}",

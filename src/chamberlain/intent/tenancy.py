@@ -49,6 +49,8 @@ def always_protected(platform: Platform | None) -> dict[str, str]:
     out = {ns: "a Kubernetes system namespace" for ns in wk.SYSTEM_NAMESPACES}
     for ns in wk.ESO_NAMESPACES:
         out[ns] = "External Secrets Operator's namespace"
+    for ns in wk.ISSUER_NAMESPACES:
+        out[ns] = "a certificate issuer's namespace (its CA key mints certificates for anything)"
     if platform is not None:
         out[platform.spec.controller.namespace] = "chamberlain's own namespace (spec.controller.namespace)"
         authority = authority_namespace(platform.spec.authority.address)
@@ -107,6 +109,11 @@ PLATFORM_SECRETS: tuple[tuple[str, str, str], ...] = (
     ("*", "*root-token*", "the authority's root token"),
     ("*", "vault-server-tls", "the authority's TLS key"),
     ("*", "openbao-server-tls", "the authority's TLS key"),
+    ("*", "sealed-secrets-key*", "the Sealed Secrets controller's private key"),
+    ("*", "istio-ca-secret", "Istio's CA key"),
+    ("istio-system", "cacerts", "Istio's CA key"),
+    ("*", "linkerd-identity-issuer", "Linkerd's identity issuer key"),
+    ("*", "linkerd-trust-anchor", "Linkerd's trust anchor"),
     ("*", "*-superuser", "a database superuser (CloudNativePG)"),
     ("*", "postgres.*.credentials.postgresql.acid.zalan.do", "a database superuser (Zalando postgres-operator)"),
     ("*", "*-pguser-postgres", "a database superuser (Crunchy PGO)"),
