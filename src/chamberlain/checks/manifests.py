@@ -318,18 +318,22 @@ def check_restart_consumes(repo: Repository) -> Iterator[Finding]:
         key = (doc.kind or "", doc.name or "")
         if key in wanted:
             workloads.setdefault(key, []).append(doc)
+    referenced: dict[int, frozenset[str]] = {}  # per workload document, computed once: the Secrets it names
+
+    def names(doc: Document, kind: str) -> frozenset[str]:
+        if id(doc) not in referenced:
+            pod = _get(doc.data, POD_SPEC_PATHS[kind])
+            referenced[id(doc)] = frozenset(n for _, _, n in secret_references(pod)) if isinstance(pod, dict) \
+                else frozenset()
+        return referenced[id(doc)]
+
     for item in repo.intents:
         label = f"SecretIntent/{item.obj.metadata.name}"
         for i, consumer in enumerate(item.obj.spec.consumers):
             for j, ref in enumerate(consumer.restart):
                 docs = [d for d in workloads.get((ref.kind, ref.name), ())
                         if d.namespace in (None, consumer.namespace)]
-                if not docs:
-                    continue
-                if any(name == consumer.secret_name
-                       for d in docs
-                       if isinstance(pod := _get(d.data, POD_SPEC_PATHS[ref.kind]), dict)
-                       for _, _, name in secret_references(pod)):
+                if not docs or any(consumer.secret_name in names(d, ref.kind) for d in docs):
                     continue
                 where = ", ".join(f"{d.file}:{d.line}" for d in docs)
                 yield Finding(

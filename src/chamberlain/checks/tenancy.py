@@ -423,7 +423,7 @@ def namespace_holders(repo: Repository) -> Iterator[Finding]:
         return
     for item in repo.intents:
         owner = item.obj.spec.owner
-        if holders.tenancy.owner(owner) is None:
+        if owner not in holders.accepts:
             continue  # CH080 says so
         for i, c in enumerate(item.obj.spec.consumers):
             ok, why = holders.may_write(owner, c.namespace)
@@ -442,7 +442,7 @@ def namespace_holders(repo: Repository) -> Iterator[Finding]:
     for secret in bootstrap_secrets(repo):
         namespace = secret.namespace or "default"
         owner = secret.ref.intent.obj.spec.owner
-        if holders.tenancy.owner(owner) is None:
+        if owner not in holders.accepts:
             continue
         ok, why = holders.may_write(owner, namespace)
         if not ok:
