@@ -169,7 +169,8 @@ def _admin_intents() -> list[str]:
         f"  purpose: Admin role used to set role passwords on db-{t:02d}\n"
         "  classification: runtime\n  source:\n    generate:\n"
         "      username: {type: fixed-name, name: postgres}\n      password: {type: password, length: 40}\n"
-        "  rotation: {policy: static}"
+        "  rotation: {policy: static}\n"
+        f"  admin: {{targets: [{{host: db-{t:02d}.databases.svc, roles: [role_*]}}]}}"  # where it may be sent
         for t in range(TEAMS)
     ]
 

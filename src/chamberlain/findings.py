@@ -58,6 +58,8 @@ INV8 = "Inv. 8: configuration is kept apart from secrets"
 ROT = "Rotation invariants: policy is declared and evaluable"
 LEAST = "Security model: least privilege scoped by namespace and path"
 CUSTODY = "Security model: each unseal share to exactly one custodian, k of them needed"
+TLS = "Security model: secrets and tokens cross the network only over verified TLS"
+TENANCY = "Tenancy: an intent reaches only what its owner holds, never the platform's own secrets"
 
 # A table, not code: one rule per row, alike on purpose (the duplicate finder pairs its rows).
 _RULES = [
@@ -123,6 +125,49 @@ _RULES = [
          "A mirror/reflector/replicator annotation copies a Secret across namespaces."),
     Rule("CH041", "eso-kubernetes-provider", INV7,
          "An ESO SecretStore/ClusterSecretStore uses the kubernetes provider to copy Secrets across namespaces."),
+    Rule("CH070", "protected-consumer", TENANCY,
+         "A consumer or bootstrap Secret lands in a protected namespace (chamberlain's, kube-*, the authority's, "
+         "ESO's), on a Secret a platform component owns, or on a bootstrap Secret: ESO would take it over."),
+    Rule("CH071", "protected-publication", TENANCY,
+         "A publication reads a Secret from a protected namespace, one a platform component owns (a GitOps "
+         "credential, a database superuser), or a bootstrap Secret: anyone consuming the intent would read it."),
+    Rule("CH072", "superuser-target-role", TENANCY,
+         "A rotation's target role is a superuser or reserved role, the admin itself, or another admin intent's "
+         "user: rotating it would take the database over."),
+    Rule("CH073", "postgres-tls-disabled", TLS,
+         "target.postgres.tls.mode is disable: passwords cross the network in clear (lab only).", "warning"),
+    Rule("CH074", "rotate-annotation-in-git", INV3,
+         "The rotate annotation is committed in Git; GitOps would re-apply it after every rotation."),
+    Rule("CH075", "restart-not-consumer", TENANCY,
+         "A restart target's manifest in the repository does not reference the consumer Secret that restarts it: "
+         "restarts happen only where the intent is consumed."),
+    Rule("CH076", "insecure-authority-address", TLS,
+         "The authority address is http:// to a host that is not loopback, or carries user information."),
+    Rule("CH077", "ttl-below-floor", ROT,
+         "A rotation ttl (or ttl - rotateBefore) is below the Platform's limits.minimumTtl, or below 1m when "
+         "none is declared."),
+    Rule("CH078", "duplicate-target", INV4,
+         "Two intents rotate the same database role on the same host and port: two authorities for one "
+         "credential."),
+    Rule("CH079", "short-ttl", ROT,
+         "A rotation ttl below 1h while the Platform declares no limits.minimumTtl.", "warning"),
+    Rule("CH080", "intent-outside-owner-paths", TENANCY,
+         "With spec.tenancy: an intent's owner is not declared, or its file lies outside that owner's paths."),
+    Rule("CH081", "namespace-not-held", TENANCY,
+         "With spec.tenancy: a consumer, publication, restart or bootstrap Secret is in a namespace its owner "
+         "does not hold and whose holder does not accept it (protected namespaces: platform owners only)."),
+    Rule("CH082", "tenancy-declaration", TENANCY,
+         "spec.tenancy is inconsistent: a namespace held twice, an unknown owner named, a built-in protected "
+         "namespace held by a team."),
+    Rule("CH083", "admin-not-granted", TENANCY,
+         "An intent uses another owner's adminIntent that does not list its owner in spec.admin.grantedTo "
+         "(enforced with spec.tenancy or a declared spec.admin, and always when the admin intent has consumers)."),
+    Rule("CH084", "admin-target-not-declared", TENANCY,
+         "An intent sends an admin credential to a host, port or role the admin intent's spec.admin.targets do "
+         "not declare (or, with spec.tenancy, the admin intent declares no targets)."),
+    Rule("CH085", "admin-undeclared", TENANCY,
+         "Without spec.tenancy: an admin intent is used across owners without spec.admin.grantedTo, or declares "
+         "no spec.admin.targets.", "warning"),
     Rule("CH050", "shared-mount", INV8, "Runtime, internal-data and internal-config mounts must all differ."),
     Rule("CH051", "config-on-data-mount", INV8,
          "A config intent carries sensitive material or lands on the internal-data mount (or the reverse)."),

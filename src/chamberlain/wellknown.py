@@ -146,3 +146,13 @@ RELOADER_SECRET_AUTO: Final = "secret.reloader.stakater.com/auto"  # noqa: S105 
 RELOADER_SECRET_RELOAD: Final = "secret.reloader.stakater.com/reload"  # noqa: S105 - comma-separated Secret names
 RELOADER_SEARCH: Final = "reloader.stakater.com/search"  # "true": Secrets annotated with RELOADER_MATCH
 RELOADER_MATCH: Final = "reloader.stakater.com/match"  # "true" on a Secret that search-mode workloads follow
+
+# ------------------------------------------------------------------------------------------- platform namespaces
+
+# Namespaces of Kubernetes itself and of the platform components chamberlain works with. Which of them are
+# protected, and when, is decided in chamberlain.intent.tenancy (the Secrets those components own are listed there).
+SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
+ESO_NAMESPACES: Final = ("external-secrets", "external-secrets-system")
+GITOPS_NAMESPACES: Final = ("flux-system", "argocd")
+# Namespaces of the cluster's issuers of identity (a CA key there mints certificates for anything).
+ISSUER_NAMESPACES: Final = ("cert-manager", "istio-system", "linkerd")

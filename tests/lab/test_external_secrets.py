@@ -213,3 +213,46 @@ def test_push_secret_publishes_into_vault(vault: Any, k8s: Any, secret_store: st
     meta = vault.secrets.kv.v2.read_secret_metadata(path=f"{NS}/published", mount_point="secret")["data"]
     # ESO marks what it owns, so it never overwrites a secret someone else manages.
     assert (meta.get("custom_metadata") or {}).get("managed-by") == "external-secrets"
+
+
+def test_plan_reports_a_foreign_secret_that_eso_would_take_over(vault: Any, k8s: Any, lab: RunningLab,
+                                                               secret_store: str) -> None:
+    """Issue 11: a consumer Secret that already exists and is not chamberlain's is a plan conflict, read through the
+    real client as metadata only. Then the takeover it prevents, with the real ESO: an ExternalSecret with
+    ``creationPolicy: Owner`` adopts the existing Secret (ownerReference set, data overwritten), after which plan
+    sees an ExternalSecret-owned Secret — which is why plan must run before the rendered output is applied."""
+    from chamberlain.clock import SystemClock
+    from chamberlain.kube.client import KubeClient
+    from chamberlain.propagation.conflicts import Expected, observe
+
+    core = kubernetes.client.CoreV1Api(k8s)
+    custom = kubernetes.client.CustomObjectsApi(k8s)
+    core.create_namespaced_secret(NS, {"metadata": {"name": "team-owned", "labels": {"team": "someone-else"}},
+                                       "stringData": {"theirs": "their-value"}})
+    vault.secrets.kv.v2.create_or_update_secret(path=f"{NS}/takeover", secret={"ours": "our-value"},
+                                                mount_point="secret")
+    kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
+    try:
+        expected = [Expected(NS, "team-owned", "takeover"), Expected(NS, "fresh", "fresh")]
+        found = observe(kube, expected)
+        assert [(c.kind, c.object, c.intent) for c in found] == [("foreign-secret", "Secret/team-owned", "takeover")]
+        assert "their-value" not in repr(found)  # metadata only: the value never crossed the wire
+
+        for name, target in (("team-owned", "team-owned"), ("fresh", "fresh")):
+            custom.create_namespaced_custom_object(GROUP, "v1", NS, "externalsecrets", {
+                "apiVersion": f"{GROUP}/v1", "kind": "ExternalSecret", "metadata": {"name": name, "namespace": NS},
+                "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": secret_store, "kind": "SecretStore"},
+                         "target": {"name": target, "creationPolicy": "Owner"},
+                         "data": [{"secretKey": "ours", "remoteRef": {"key": f"{NS}/takeover", "property": "ours"}}]},
+            })
+        for name in ("team-owned", "fresh"):
+            _wait_for(lambda n=name: _secret_value(core, n, "ours") == "our-value", timeout=90,  # type: ignore[misc]
+                      what=f"ESO wrote {name}", describe=lambda n=name: _conditions(custom, "v1", "externalsecrets", n))
+        adopted = core.read_namespaced_secret("team-owned", NS)
+        # The takeover: ESO made the team's Secret its own and replaced what the team had put there.
+        assert [(o.kind, o.name) for o in adopted.metadata.owner_references or []] == [("ExternalSecret", "team-owned")]
+        assert "theirs" not in (adopted.data or {})
+        # A Secret ESO created (or adopted) for the ExternalSecret chamberlain renders is chamberlain's.
+        assert observe(kube, expected) == []
+    finally:
+        kube.close()

@@ -13,13 +13,15 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.clock import FakeClock
 from chamberlain.controller.batch import RestartWave
-from chamberlain.kube.api import KubeSecret, PodTemplateState
+from chamberlain.kube.api import KubeSecret, PodTemplateState, SecretOwnership
 from chamberlain.kube.fake import FakeKube
 from chamberlain.propagation import Change, ConsumerRef, WorkloadRef, reloader_reason, restart, restart_all
 from chamberlain.propagation.conflicts import (
     Expected,
     expected_consumers,
     foreign_external_secrets,
+    foreign_secrets,
+    is_chamberlains,
     observe,
     reloader_conflicts,
     target_name,
@@ -134,6 +136,34 @@ def test_a_foreign_external_secret_writing_our_secret_is_a_conflict() -> None:
 
 def test_our_own_external_secret_and_other_namespaces_are_not_conflicts() -> None:
     assert foreign_external_secrets(EXPECTED, {"app": [es("db")], "other": [es("x", "db", ns="other")]}) == []
+
+
+def test_an_existing_secret_that_is_not_chamberlains_is_a_conflict_not_a_takeover() -> None:
+    """ESO's Owner policy adopts an existing Secret without an owner (external-secrets#2416): plan must say so."""
+    ours = SecretOwnership({}, (("ExternalSecret", "db"),))
+    labelled = SecretOwnership({wk.LABEL_INTENT: "app-db"}, ())
+    foreign = SecretOwnership({"app.kubernetes.io/part-of": "argocd"}, ())
+    other_owner = SecretOwnership({wk.LABEL_INTENT: "app-db"}, (("Deployment", "x"),))
+    assert is_chamberlains(EXPECTED[0], ours) and is_chamberlains(EXPECTED[0], labelled)
+    assert not is_chamberlains(EXPECTED[0], foreign) and not is_chamberlains(EXPECTED[0], other_owner)
+    assert foreign_secrets(EXPECTED, {("app", "db"): None}) == []  # absent: ESO creates it
+    assert foreign_secrets(EXPECTED, {("app", "db"): ours}) == []
+    [conflict] = foreign_secrets(EXPECTED, {("app", "db"): foreign})
+    assert (conflict.kind, conflict.namespace, conflict.object, conflict.intent) == (
+        "foreign-secret", "app", "Secret/db", "app-db")
+    assert "take it over" in conflict.detail
+    [owned] = foreign_secrets(EXPECTED, {("app", "db"): other_owner})
+    assert "Deployment/x" in owned.detail
+
+
+def test_observe_finds_a_foreign_secret_reading_metadata_only() -> None:
+    kube = FakeKube()
+    kube.create_secret("app", "db", {"password": "x"}, labels={"team": "someone-else"})
+    found = observe(kube, EXPECTED)
+    assert [c.kind for c in found] == ["foreign-secret"]
+    assert kube.secret_annotation_reads == 0
+    kube.secret_owners[("app", "db")] = (("ExternalSecret", "db"),)
+    assert observe(kube, EXPECTED) == []
 
 
 def test_reloader_on_a_restart_target_is_a_conflict_saying_who_restarts() -> None:

@@ -35,8 +35,9 @@ def test_the_copy_names_the_lab_vault_and_gets_short_rotation_policies(tmp_path:
     before = (repo_dir / "intents" / "observability.yaml").read_text()
     changes = adjust_repository(repo_dir, vault_address="https://127.0.0.1:32500", ca_pem=CA, postgres_port=29732,
                                 rotations=True)
-    assert [c.split(":")[0] for c in changes] == ["platform.yaml", "intents/observability.yaml",
-                                                  "intents/observability.yaml", "intents/payments.yaml"]
+    assert [c.split(":")[0] for c in changes] == ["platform.yaml", "platform.yaml", "intents/databases.yaml",
+                                                  "intents/observability.yaml", "intents/observability.yaml",
+                                                  "intents/payments.yaml"]
     assert validate_repository(repo_dir).findings == []
     repo = load_valid(repo_dir)
     assert repo.platform is not None

@@ -68,6 +68,13 @@ def config_on_data_mount(repo: Repository) -> Iterator[Finding]:
                 )
 
 
+def _write_loc(intent: SecretIntent, namespace: str, secret: str) -> tuple[int | str, ...]:
+    for i, c in enumerate(intent.spec.consumers):
+        if (c.namespace, c.secret_name) == (namespace, secret):
+            return ("spec", "consumers", i)
+    return ("spec", "source", "publication")
+
+
 @check("single-authority")
 def single_authority(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
@@ -102,6 +109,15 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
                         "authorities for one Kubernetes Secret",
                         object=_label(item),
                     )
+                    if first[0] is not item:
+                        # Both sides are named: which of the two writers is the newcomer, Git history knows.
+                        first_loc = _write_loc(first[0].obj, namespace, secret)
+                        yield Finding(
+                            first[0].file, first[0].doc.line_of(first_loc), "CH060",
+                            f"{_label(first[0])}: Secret {namespace}/{secret} is also written by {_label(item)} "
+                            f"({item.file}:{item.line}); two authorities for one Kubernetes Secret",
+                            object=_label(first[0]),
+                        )
         for placement in sorted({p.vault.full for p in placements(platform, intent)}):
             if placement in paths and paths[placement] is not item:
                 owner = paths[placement]

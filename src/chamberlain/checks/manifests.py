@@ -17,9 +17,11 @@ pure, no cluster access. Which Secrets are bootstrap Secrets comes from :mod:`ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
 from chamberlain.checks.sops import BootstrapSecret, bootstrap_secrets
 from chamberlain.findings import Finding
@@ -231,3 +233,112 @@ def check_eso_kubernetes_provider(repo: Repository) -> Iterator[Finding]:
             f"pushed to and pulled from Vault (a derived intent renders the PushSecret and ExternalSecrets)",
             object=label,
         )
+
+
+# ------------------------------------------------------------------------------------------------ CH074
+
+# How the rotate annotation can be spelled in a committed file: as a key, or inside an inline patch (a strategic
+# merge patch's text, or a JSON patch path with '/' escaped as '~1').
+_ROTATE_SPELLINGS = (wk.ANNOTATION_ROTATE, wk.ANNOTATION_ROTATE.replace("/", "~1"))
+
+
+def _rotate_locations(node: Any, loc: Loc) -> Iterator[Loc]:
+    """Every key equal to the rotate annotation, and every string that carries it (an inline patch). Iterative, so
+    a deep document cannot exhaust the stack; linear in the document's size."""
+    stack: list[tuple[Any, Loc]] = [(node, loc)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if key == wk.ANNOTATION_ROTATE:
+                    yield (*where, key)
+                elif isinstance(child, (dict, list, str)):
+                    stack.append((child, (*where, key)))
+        elif isinstance(value, list):
+            stack.extend((child, (*where, i)) for i, child in enumerate(value) if isinstance(child, (dict, list, str)))
+        elif isinstance(value, str) and any(s in value for s in _ROTATE_SPELLINGS):
+            yield where
+
+
+# The annotation as a key in YAML or JSON text ('key:', '"key":', "'key' :"); no nested quantifier, so linear.
+_ROTATE_KEY = re.compile(re.escape(wk.ANNOTATION_ROTATE) + r"""["']?[ \t]*:""")
+
+
+def _text_lines(text: str) -> Iterator[int]:
+    """Lines where the annotation appears as a key; line numbers counted incrementally (linear overall)."""
+    line, pos = 1, 0
+    for m in _ROTATE_KEY.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        yield line
+
+
+@check("rotate-annotation")
+def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
+    """CH074: ``chamberlain.dev/rotate`` committed on any object (intent or manifest, rendered output included):
+    GitOps would apply it again after every rotation, an endless trigger."""
+    for rf in repo.files:
+        text = rf.text
+        # Only what a GitOps controller applies (YAML, JSON); a README may explain the annotation. A cheap
+        # substring test first: most files never mention it.
+        if text is None or not (rf.is_yaml or rf.rel.lower().endswith(".json")) \
+                or not any(s in text for s in _ROTATE_SPELLINGS):
+            continue
+        if not rf.documents:  # rendered output, templates and JSON manifests are scanned as text only
+            for line in _text_lines(text):
+                yield Finding(rf.rel, line, "CH074",
+                              f"the rotate annotation {wk.ANNOTATION_ROTATE} is committed in Git; GitOps would "
+                              "re-apply it forever (request a rotation with `chamberlain rotate` or by annotating "
+                              "the object in the cluster)")
+            continue
+        for doc in rf.documents:
+            label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind or "document")
+            for where in _rotate_locations(doc.data, ()):
+                yield Finding(doc.file, doc.line_of(where), "CH074",
+                              f"{label}: the rotate annotation {wk.ANNOTATION_ROTATE} is committed in Git; GitOps "
+                              "would re-apply it after every rotation, which then never stops (request a rotation "
+                              "with `chamberlain rotate` or annotate the object in the cluster)",
+                              object=label)
+
+
+# ------------------------------------------------------------------------------------------------ CH075
+
+
+@check("restart-consumes")
+def check_restart_consumes(repo: Repository) -> Iterator[Finding]:
+    """CH075: a consumer's restart target whose manifest is in the repository (same kind and name, in the consumer's
+    namespace or with no namespace) references none of the Secrets that consumer writes. A workload whose manifest
+    is not in the repository cannot be checked here (with spec.tenancy, CH081 confines it to the owner's
+    namespaces)."""
+    wanted = {(r.kind, r.name) for item in repo.intents for c in item.obj.spec.consumers for r in c.restart}
+    if not wanted:
+        return
+    workloads: dict[tuple[str, str], list[Document]] = {}
+    for doc in repo.manifests:
+        key = (doc.kind or "", doc.name or "")
+        if key in wanted:
+            workloads.setdefault(key, []).append(doc)
+    referenced: dict[int, frozenset[str]] = {}  # per workload document, computed once: the Secrets it names
+
+    def names(doc: Document, kind: str) -> frozenset[str]:
+        if id(doc) not in referenced:
+            pod = _get(doc.data, POD_SPEC_PATHS[kind])
+            referenced[id(doc)] = frozenset(n for _, _, n in secret_references(pod)) if isinstance(pod, dict) \
+                else frozenset()
+        return referenced[id(doc)]
+
+    for item in repo.intents:
+        label = f"SecretIntent/{item.obj.metadata.name}"
+        for i, consumer in enumerate(item.obj.spec.consumers):
+            for j, ref in enumerate(consumer.restart):
+                docs = [d for d in workloads.get((ref.kind, ref.name), ())
+                        if d.namespace in (None, consumer.namespace)]
+                if not docs or any(consumer.secret_name in names(d, ref.kind) for d in docs):
+                    continue
+                where = ", ".join(f"{d.file}:{d.line}" for d in docs)
+                yield Finding(
+                    item.file, item.line_of("spec", "consumers", i, "restart", j), "CH075",
+                    f"{label}: restart {ref.kind}/{ref.name} in {consumer.namespace} does not reference consumer "
+                    f"Secret {consumer.secret_name} ({where}); an intent restarts only workloads that consume it",
+                    object=label, subject=f"{consumer.namespace}/{ref.kind}/{ref.name}",
+                )

@@ -62,6 +62,9 @@ Progress = Callable[[str], None]
 SHORT_TTL_SECRET = "grafana-admin"  # noqa: S105 - an intent name
 WEBHOOK_SECRET = "log-shipper-token"  # noqa: S105 - an intent name
 POSTGRES_SECRET = "payments-db"  # noqa: S105 - an intent name
+POSTGRES_ADMIN = "pg-payments-admin"  # its admin intent
+POSTGRES_ROLE = "payments"
+LAB_MINIMUM_TTL = "10s"  # the short-ttl secret rotates every 10 s (ttl 40s - rotateBefore 30s)
 SHORT_TTL_POLICY = {"type": "time-based", "ttl": "40s", "rotateBefore": "30s", "revokeOld": True,
                     "maxOverlap": "2s", "failureStrategy": "retry"}
 QUICK_REVOKE_POLICY = {"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "revokeOld": True,
@@ -168,6 +171,23 @@ def adjust_repository(repo_dir: Path, *, vault_address: str, ca_pem: str, postgr
         target["strategy"] = "alternating"
         spec["rotation"] = _flow(QUICK_REVOKE_POLICY)
 
+    def floor(spec: CommentedMap) -> None:
+        # The Platform's ttl floor (CH077): without one, validate refuses a ttl under a minute.
+        spec["limits"] = _flow({**(spec.get("limits") or {}), "minimumTtl": LAB_MINIMUM_TTL})
+
+    def admin_target(spec: CommentedMap) -> None:
+        # The admin credential may be sent only to declared targets (CH084): the lab PostgreSQL is one.
+        admin = spec.get("admin")
+        if not isinstance(admin, dict):
+            return
+        admin["targets"] = [*admin.get("targets", []),
+                            _flow({"host": "127.0.0.1", "port": postgres_port,
+                                   "roles": [POSTGRES_ROLE, POSTGRES_ROLE + "_alt"]})]
+
+    changes.append(f"{_edit_document(repo_dir, 'Platform', None, floor)}: spec.limits.minimumTtl "
+                   f"{LAB_MINIMUM_TTL} (the demo's short ttl)")
+    changes.append(f"{_edit_document(repo_dir, 'SecretIntent', POSTGRES_ADMIN, admin_target)}: {POSTGRES_ADMIN} "
+                   f"may be sent to the lab PostgreSQL (127.0.0.1:{postgres_port})")
     changes.append(f"{_edit_document(repo_dir, 'SecretIntent', SHORT_TTL_SECRET, short_ttl)}: "
                    f"{SHORT_TTL_SECRET} rotation ttl 40s, rotateBefore 30s, maxOverlap 2s")
     changes.append(f"{_edit_document(repo_dir, 'SecretIntent', WEBHOOK_SECRET, quick_revoke)}: "

@@ -151,9 +151,10 @@ class GitOps(Model):
 
 
 # A repository path pattern (relative to the intent root, '/'-separated, '*' within a segment, '**' across; no
-# segment starts with '.', so no '..').
+# segment starts with '.', so no '..'). A leading '/' is accepted as in CODEOWNERS: patterns are always anchored at
+# the intent root.
 RepoPathPattern = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9_*-][A-Za-z0-9_.*-]*(/[A-Za-z0-9_*-][A-Za-z0-9_.*-]*)*/?$",
+    str, StringConstraints(pattern=r"^/?[A-Za-z0-9_*-][A-Za-z0-9_.*-]*(/[A-Za-z0-9_*-][A-Za-z0-9_.*-]*)*/?$",
                            max_length=512)
 ]
 # A CODEOWNERS owner: @user, @org/team or an e-mail address.

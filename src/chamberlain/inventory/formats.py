@@ -108,6 +108,10 @@ def to_dict(inventory: Inventory) -> dict[str, Any]:
             "workloads": len(workloads),
         },
         "secrets": [entry_to_dict(e) for e in inventory.entries],
+        "crossOwnerEdges": [
+            {"intent": x.intent, "owner": x.owner, "kind": x.kind, "other": x.other, "what": x.what}
+            for x in inventory.edges
+        ],
     }
 
 
@@ -162,7 +166,11 @@ def text_renderable(inventory: Inventory) -> RenderableType:
             consumed or Text("-", style="dim"),
             restarted or Text("-", style="dim"),
         )
-    return Group(head, table)
+    if not inventory.edges:
+        return Group(head, table)
+    edges = Text("Cross-owner edges:\n", style="bold")
+    edges.append("\n".join(f"  {x.line()}" for x in inventory.edges))
+    return Group(head, table, edges)
 
 
 def to_text(inventory: Inventory, width: int = 160) -> str:
@@ -242,6 +250,13 @@ def to_markdown(inventory: Inventory) -> str:
                 for e in inventory.entries
                 for c in e.consumers
             ],
+        ),
+        "",
+        "## Cross-owner edges",
+        "",
+        *_md_table(
+            ["secret", "owner", "edge", "of owner", "what"],
+            [[x.intent, x.owner, x.kind, x.other, x.what] for x in inventory.edges],
         ),
         "",
         "## Vault paths",

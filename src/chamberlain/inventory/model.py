@@ -18,6 +18,7 @@ from chamberlain.intent.loader import Loaded, Repository
 from chamberlain.intent.model import Consumer as ConsumerSpec
 from chamberlain.intent.model import Platform, RotationPolicy, RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import effective_policy, intent_environments, placements
+from chamberlain.intent.tenancy import Edge, cross_owner_edges
 
 SourceKind = Literal["generate", "bootstrap", "publication"]
 
@@ -161,6 +162,9 @@ class Inventory:
     platform: str | None
     environments: tuple[EnvironmentInfo, ...]
     entries: tuple[Entry, ...] = field(default_factory=tuple)
+    # Every cross-owner edge (a consumer or publication in another owner's namespace, an admin intent of another
+    # owner): explicit in Git, listed here (issue 11). Namespace edges need spec.tenancy.
+    edges: tuple[Edge, ...] = field(default_factory=tuple)
 
     def by_name(self, name: str) -> Entry | None:
         return next((e for e in self.entries if e.name == name), None)
@@ -197,6 +201,8 @@ def build_inventory(repo: Repository) -> Inventory:
         platform=platform.metadata.name if platform is not None else None,
         environments=environments,
         entries=tuple(entries),
+        edges=tuple(sorted(set(cross_owner_edges(platform, (i.obj for i in repo.intent_index().values())))))
+        if platform is not None else (),
     )
 
 

@@ -111,6 +111,14 @@ class PodTemplateState:
     workload_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SecretOwnership:
+    """Who a Secret belongs to, read as metadata only: its labels and the (kind, name) of its ownerReferences."""
+
+    labels: Mapping[str, str]
+    owners: tuple[tuple[str, str], ...] = ()
+
+
 class KubePropagation(Protocol):
     """What propagation needs: poke ExternalSecrets, read consumer Secrets' metadata (never their data) and patch
     workloads' pod templates. Kept apart from :class:`Kube` so the narrow handover fakes need not grow."""
@@ -130,6 +138,11 @@ class KubePropagation(Protocol):
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """The annotations of a Secret, fetched as metadata only (PartialObjectMetadata): its data never crosses
         the wire. None when the Secret does not exist."""
+        ...
+
+    def get_secret_ownership(self, namespace: str, name: str) -> SecretOwnership | None:
+        """Labels and ownerReferences of a Secret, as metadata only (never its data); None when it does not
+        exist."""
         ...
 
     def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:

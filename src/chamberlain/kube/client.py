@@ -31,6 +31,7 @@ from chamberlain.kube.api import (
     KubeUnavailable,
     LeaseRecord,
     PodTemplateState,
+    SecretOwnership,
     WorkloadKind,
 )
 
@@ -495,6 +496,18 @@ class KubeClient:
         return [dict(item) for item in (resp or {}).get("items", [])]
 
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        meta = self._secret_metadata(namespace, name)
+        return None if meta is None else dict(meta.get("annotations") or {})
+
+    def get_secret_ownership(self, namespace: str, name: str) -> SecretOwnership | None:
+        meta = self._secret_metadata(namespace, name)
+        if meta is None:
+            return None
+        owners = tuple((str(o.get("kind", "")), str(o.get("name", "")))
+                       for o in meta.get("ownerReferences") or () if isinstance(o, dict))
+        return SecretOwnership(dict(meta.get("labels") or {}), owners)
+
+    def _secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
         def read() -> Any:
             resp: Any = self._core.read_namespaced_secret(
                 name, namespace, _headers={"Accept": _PARTIAL_METADATA}, _preload_content=False)
@@ -507,7 +520,8 @@ class KubeClient:
         if obj.get("kind") != "PartialObjectMetadata" or "data" in obj:
             # Never fall back to a full read: a server that ignores the Accept header would hand us the values.
             raise KubeError(f"Secret {namespace}/{name}: the API server did not answer with metadata only")
-        return dict(obj.get("metadata", {}).get("annotations") or {})
+        meta = obj.get("metadata")
+        return meta if isinstance(meta, dict) else {}
 
     def _apps(self, kind: WorkloadKind) -> tuple[Callable[..., Any], Callable[..., Any]]:
         apps = kubernetes.client.AppsV1Api(self._api)

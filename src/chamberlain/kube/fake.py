@@ -24,6 +24,7 @@ from chamberlain.kube.api import (
     KubeUnavailable,
     LeaseRecord,
     PodTemplateState,
+    SecretOwnership,
     WorkloadKind,
 )
 
@@ -60,6 +61,7 @@ def _key(resource: CustomResource, namespace: str, name: str) -> tuple[str, str,
 class FakeKube:
     def __init__(self) -> None:
         self.secrets: dict[tuple[str, str], KubeSecret] = {}
+        self.secret_owners: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # (kind, name) ownerReferences
         self.namespaces: set[str] = set()
         self.service_accounts: set[tuple[str, str]] = set()
         self.down = False
@@ -310,6 +312,13 @@ class FakeKube:
         self.secret_annotation_reads += 1
         secret = self.secrets.get((namespace, name))
         return dict(secret.annotations) if secret is not None else None
+
+    def get_secret_ownership(self, namespace: str, name: str) -> SecretOwnership | None:
+        self._guard()
+        secret = self.secrets.get((namespace, name))
+        if secret is None:
+            return None
+        return SecretOwnership(dict(secret.labels), self.secret_owners.get((namespace, name), ()))
 
     def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:
         self._guard()

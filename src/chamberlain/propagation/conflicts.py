@@ -1,6 +1,11 @@
 """Who else acts on what chamberlain owns in a cluster: the conflicts ``chamberlain plan`` reports.
 
-Two kinds, each a second owner of one decision:
+Three kinds, each a second owner of one decision:
+
+- ``foreign-secret``: a consumer Secret already exists and is not chamberlain's (no ownerReference to the
+  ExternalSecret chamberlain renders for it, no ``chamberlain.dev/intent`` label of the intent). ESO's ``Owner``
+  creation policy would adopt it and overwrite its data — a takeover, not a sync (ESO has no policy that refuses an
+  existing Secret, external-secrets#2416). Plan reports it so the rendered ExternalSecret is never applied over it.
 
 - ``foreign-external-secret``: an ExternalSecret chamberlain did not render targets a Secret a rendered one
   materializes. Two ExternalSecrets would overwrite each other's data in one Secret (ESO's ``Owner`` creation
@@ -20,12 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chamberlain.kube.api import KubeNotFound, KubePropagation, PodTemplateState
+from chamberlain import wellknown as wk
+from chamberlain.kube.api import KubeNotFound, KubePropagation, PodTemplateState, SecretOwnership
 from chamberlain.propagation.reloader import needs_secret_annotations, reloader_annotations, reloader_reason
 from chamberlain.propagation.restart import WorkloadRef
 from chamberlain.render.topology import Topology
 
-ConflictKind = Literal["foreign-external-secret", "reloader"]
+ConflictKind = Literal["foreign-external-secret", "foreign-secret", "reloader"]
 
 
 @dataclass(frozen=True, order=True)
@@ -103,6 +109,32 @@ def foreign_external_secrets(expected: Sequence[Expected],
     return sorted(found)
 
 
+def is_chamberlains(expected: Expected, ownership: SecretOwnership) -> bool:
+    """A consumer Secret chamberlain materializes: owned by the ExternalSecret rendered for it (ESO's ``Owner``
+    policy sets that ownerReference), or labelled with its intent (the rendered template's label). Pure."""
+    if ("ExternalSecret", expected.secret) in ownership.owners:
+        return True
+    return not ownership.owners and ownership.labels.get(wk.LABEL_INTENT) == expected.intent
+
+
+def foreign_secrets(expected: Sequence[Expected],
+                    observed: Mapping[tuple[str, str], SecretOwnership | None]) -> list[Conflict]:
+    """Consumer Secrets that exist (``observed``: by namespace and name; None = absent) and are not chamberlain's.
+    Pure."""
+    found: list[Conflict] = []
+    for e in expected:
+        ownership = observed.get((e.namespace, e.secret))
+        if ownership is None or is_chamberlains(e, ownership):
+            continue
+        owners = ", ".join(f"{kind}/{name}" for kind, name in ownership.owners) or "none"
+        found.append(Conflict(
+            "foreign-secret", e.namespace, f"Secret/{e.secret}", e.intent,
+            f"exists and is not chamberlain's (ownerReferences: {owners}); ESO would take it over and overwrite its "
+            "data: rename the consumer's secretName, or remove the existing Secret if it is really meant to be "
+            "replaced"))
+    return sorted(found)
+
+
 def reloader_conflicts(expected: Sequence[Expected], workloads: Mapping[WorkloadRef, PodTemplateState],
                        secret_annotations: Mapping[tuple[str, str], Mapping[str, str]] | None = None
                        ) -> list[Conflict]:
@@ -134,7 +166,8 @@ def reloader_conflicts(expected: Sequence[Expected], workloads: Mapping[Workload
 
 
 def observe(kube: KubePropagation, expected: Sequence[Expected]) -> list[Conflict]:
-    """Read the cluster (ExternalSecrets of each consumer namespace, each restart target's annotations) and
+    """Read the cluster (ExternalSecrets of each consumer namespace, each consumer Secret's ownership as metadata,
+    each restart target's annotations) and
     return every conflict. A workload that does not exist is not a conflict (it is not deployed yet)."""
     namespaces = sorted({e.namespace for e in expected})
     observed = {ns: kube.list_external_secrets(ns) for ns in namespaces}
@@ -151,7 +184,9 @@ def observe(kube: KubePropagation, expected: Sequence[Expected]) -> list[Conflic
             if state is not None and needs_secret_annotations({**state.annotations, **state.workload_annotations}):
                 got = kube.get_secret_annotations(e.namespace, e.secret)
                 secret_annotations[(e.namespace, e.secret)] = got or {}
-    return foreign_external_secrets(expected, observed) + reloader_conflicts(expected, states, secret_annotations)
+    existing = {(e.namespace, e.secret): kube.get_secret_ownership(e.namespace, e.secret) for e in expected}
+    return (foreign_external_secrets(expected, observed) + foreign_secrets(expected, existing)
+            + reloader_conflicts(expected, states, secret_annotations))
 
 
 __all__ = [
@@ -160,6 +195,8 @@ __all__ = [
     "Expected",
     "expected_consumers",
     "foreign_external_secrets",
+    "foreign_secrets",
+    "is_chamberlains",
     "observe",
     "reloader_conflicts",
     "target_name",

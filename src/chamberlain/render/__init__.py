@@ -24,6 +24,8 @@ from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Repository, gc_paused
 from chamberlain.render.bootstrap import collect as collect_bootstrap
+from chamberlain.render.codeowners import FILENAME as CODEOWNERS_FILE
+from chamberlain.render.codeowners import codeowners
 from chamberlain.render.layout import build_files
 from chamberlain.render.topology import RenderError, build_topology
 
@@ -84,6 +86,9 @@ def render_repository(repo: Repository) -> RenderedTree:
     intents = [i.obj for i in repo.intent_index().values()]
     with gc_paused():  # a bulk build of acyclic objects; see chamberlain.intent.loader.gc_paused
         files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo))
+    owners_fragment = codeowners(repo)
+    if owners_fragment is not None:
+        files[CODEOWNERS_FILE] = owners_fragment
     return RenderedTree({path: files[path] for path in sorted(files)})
 
 

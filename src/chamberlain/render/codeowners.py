@@ -1,0 +1,56 @@
+"""A CODEOWNERS fragment from ``spec.tenancy`` (issue 11): Git review decides who may write an intent, so the paths
+each owner's intents live in, and the Platform and policies, need the right reviewers.
+
+Belongs here: :func:`codeowners`, pure and deterministic. Patterns are relative to the root of the Git work tree
+(the intent root's place in it is prefixed), since that is what GitHub and GitLab read. CODEOWNERS applies the last
+matching line, so the owners' paths come first and the Platform's and policies' files last: a team path that
+happens to cover the Platform file never takes its review away from the platform owners. An owner without
+reviewers gets the platform owners' reviewers.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from chamberlain.intent.loader import Repository
+
+FILENAME = "CODEOWNERS.chamberlain"
+HEADER = (
+    "# Written by `chamberlain render` from spec.tenancy of the Platform. Copy it into CODEOWNERS (or append it):\n"
+    "# each owner's intent paths are reviewed by that owner; the Platform and the rotation policies by the\n"
+    "# platform owners. Branch protection must require code-owner review for this to mean anything.\n"
+)
+
+
+def _prefix(repo: Repository) -> str:
+    if repo.git_root is None:
+        return "/"
+    try:
+        rel = PurePosixPath(repo.root.resolve().relative_to(repo.git_root.resolve()).as_posix())
+    except ValueError:
+        return "/"
+    return "/" if str(rel) in ("", ".") else f"/{rel}/"
+
+
+def codeowners(repo: Repository) -> str | None:
+    """The fragment, or None when the Platform declares no tenancy."""
+    platform = repo.platform
+    tenancy = platform.spec.tenancy if platform is not None else None
+    if platform is None or tenancy is None:
+        return None
+    prefix = _prefix(repo)
+    owners = {o.name: o for o in tenancy.owners}
+    platform_reviewers = sorted({r for name in tenancy.platform_owners for r in (owners[name].reviewers
+                                                                              if name in owners else ())})
+    lines = [HEADER]
+    for owner in sorted(tenancy.owners, key=lambda o: o.name):
+        if not owner.paths:
+            continue
+        reviewers = sorted(set(owner.reviewers)) or platform_reviewers
+        lines.append(f"\n# {owner.name}\n")  # comments on lines of their own: CODEOWNERS has no inline comments
+        for path in sorted(set(owner.paths)):
+            lines.append(f"{prefix}{path.lstrip('/')} {' '.join(reviewers)}".rstrip() + "\n")
+    lines.append("\n# the Platform and the rotation policies: platform owners (last, so they win)\n")
+    for rel in sorted({repo.platforms[0].file, *(p.file for p in repo.policies)}):
+        lines.append(f"{prefix}{rel} {' '.join(platform_reviewers)}".rstrip() + "\n")
+    return "".join(lines)
