@@ -121,7 +121,7 @@ def test_bearer_needs_an_idempotency_key() -> None:
 
 
 def _alertmanager(status: str = "firing", starts: str = "2026-03-01T11:59:00Z", label: bool = True,
-                  secret: str = "db-password") -> bytes:
+                  secret: str = "db-password") -> bytes:  # noqa: S107 - an intent name
     labels = {"alertname": "CredentialLeak", **({ALERT_LABEL: secret} if label else {})}
     return json.dumps({
         "version": "4", "groupKey": '{}:{alertname="CredentialLeak"}', "status": status, "receiver": "chamberlain",
