@@ -302,11 +302,8 @@ class Controller:
         placed = self.scope.placed.get(secret)
         if placed is None:
             return None
-        last = runs.load(self.parts.kv, placed.vault)
-        meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
-        changed = rm.last_changed(meta.custom) if meta is not None else None
-        return floors.allowed_at(last.started_at if last is not None else None, changed,
-                                 floors.trigger_interval(self.scope.platform.spec.limits))
+        started, changed = floors.last_activity(self.parts.kv, placed.vault)
+        return floors.allowed_at(started, changed, floors.trigger_interval(self.scope.platform.spec.limits))
 
     def _take_requests(self) -> list[RotationRequest]:
         requests = []

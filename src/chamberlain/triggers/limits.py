@@ -9,15 +9,21 @@
   shorter ttl recorded in the authority (a policy in force written before the floor, or by hand): it evaluates
   such a policy with the floor as its ttl (:func:`floored`).
 
-Not here: reading the run record or metadata (the callers do), or answering the sender.
+Everything here is pure except :func:`last_activity`, the one read both the controller and ``chamberlain rotate``
+make through the :class:`~chamberlain.authority.kv.KV` protocol. Not here: answering the sender.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from chamberlain.authority.kv import KV
 from chamberlain.clock import rfc3339
+from chamberlain.errors import ChamberlainError
 from chamberlain.intent.model import Limits, RotationPolicySpec
+from chamberlain.intent.paths import VaultPath
+from chamberlain.rotation import run as runs
+from chamberlain.rotation.manual import last_changed
 
 DEFAULT_TRIGGER_INTERVAL = timedelta(minutes=1)
 RATE_LIMITED_KINDS = frozenset({"webhook", "annotation", "manual"})
@@ -31,6 +37,17 @@ def allowed_at(last_started: datetime | None, last_changed: datetime | None, int
     """When a triggered rotation is allowed again (None: there was no run and no change, so at once)."""
     known = [t for t in (last_started, last_changed) if t is not None]
     return max(known) + interval if known else None
+
+
+class RateLimited(ChamberlainError):
+    """A triggered rotation refused by the Platform's trigger rate limit (the message says until when)."""
+
+
+def last_activity(kv: KV, secret: VaultPath) -> tuple[datetime | None, datetime | None]:
+    """The start of the secret's last run (its run record) and the last change of its value (its metadata)."""
+    last = runs.load(kv, secret)
+    meta = kv.read_metadata(secret.mount, secret.path)
+    return (last.started_at if last is not None else None), (last_changed(meta.custom) if meta else None)
 
 
 def refusal(secret: str, kind: str, at: datetime | None, now: datetime) -> str | None:
@@ -58,5 +75,14 @@ def replace_ttl(policy: RotationPolicySpec, ttl: timedelta) -> RotationPolicySpe
     return policy.model_copy(update={"ttl": ttl, "rotate_before": window})
 
 
-__all__ = ["DEFAULT_TRIGGER_INTERVAL", "RATE_LIMITED_KINDS", "allowed_at", "floored", "refusal", "replace_ttl",
-           "trigger_interval"]
+__all__ = [
+    "DEFAULT_TRIGGER_INTERVAL",
+    "RATE_LIMITED_KINDS",
+    "RateLimited",
+    "allowed_at",
+    "floored",
+    "last_activity",
+    "refusal",
+    "replace_ttl",
+    "trigger_interval",
+]
