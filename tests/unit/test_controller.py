@@ -323,18 +323,21 @@ def test_an_annotation_inside_the_rate_limit_is_refused_once_and_recorded() -> N
     from chamberlain.triggers import AnnotationTrigger
 
     q = MemoryQueue()
+    c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock, NS))
+    q.put(manual("api-token", "a rotation just before", w.clock.now()))
+    c.tick()
+    assert w.version() == 2
     si = CustomResource(GROUP, VERSION, "secretintents")
     w.kube.add_custom_object(si, {
         "metadata": {"name": "api-token", "namespace": NS, "annotations": {wk.ANNOTATION_ROTATE: "too soon"}}})
-    c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock, NS))
     c.tick()
     obj = w.kube.get_custom_object(si, NS, "api-token")
-    assert obj is not None and w.version() == 1
+    assert obj is not None and w.version() == 2
     assert obj["metadata"]["annotations"]["chamberlain.dev/rotate-result"].startswith("refused: api-token: rate")
     w.clock.advance(600)
     w.kube.patch_custom_object_annotations(si, NS, "api-token", {wk.ANNOTATION_ROTATE: "too soon"})
     c.tick()
-    assert w.version() == 1  # that value was refused; it does not come back with a re-apply
+    assert w.version() == 2  # that value was refused; it does not come back with a re-apply
 
 
 def test_webhook_on_a_follower_is_persisted_and_the_leader_rotates_once_replay_is_401() -> None:
@@ -396,21 +399,28 @@ def test_triggers_are_rate_limited_per_secret_with_a_clear_refusal() -> None:
     w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
     q = MemoryQueue()
     c = w.controller(queue=q, requests=RunObjectStore(w.kube, NS))
-    q.put(manual("api-token", "too soon after creation", w.clock.now()))
+    q.put(manual("api-token", "first", w.clock.now()))
     c.tick()
-    assert w.version() == 1 and any("rate limited" in line for line in w.log.lines)
+    assert w.version() == 2
+    w.clock.advance(20)
+    q.put(manual("api-token", "too soon", w.clock.now()))
+    c.tick()
+    assert w.version() == 2 and any("rate limited" in line for line in w.log.lines)
     key = WebhookKey(b"k" * 32)
     body = json.dumps({"secret": "api-token", "reason": "x"}).encode()
     answer = ControllerWebhook(c, key).handle(sign(body, key, w.clock.now()), body)
-    assert answer.status == HTTPStatus.TOO_MANY_REQUESTS and "Retry-After" in answer.headers
-    assert "rate limited" in answer.body["error"]
-    w.clock.advance(61)
+    assert answer.status == HTTPStatus.TOO_MANY_REQUESTS and answer.headers["Retry-After"] == "41"
+    assert "rate limited" in answer.body["error"] and "api-token" in answer.body["error"]
+    w.clock.advance(41)
     q.put(manual("api-token", "now allowed", w.clock.now()))
     c.tick()
-    assert w.version() == 2
-    q.put(manual("api-token", "again at once", w.clock.now()))
+    assert w.version() == 3
+    # after the interval, a webhook request runs
+    w.clock.advance(61)
+    ok = ControllerWebhook(c, key).handle(sign(body, key, w.clock.now()), body)
+    assert ok.status == HTTPStatus.OK
     c.tick()
-    assert w.version() == 2  # the run just started: refused for another minute
+    assert w.version() == 4
 
 
 def test_a_held_secret_is_not_rotated_by_any_trigger() -> None:

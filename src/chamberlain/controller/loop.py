@@ -18,7 +18,7 @@ One :meth:`Controller.tick`:
    picked up; all of them, like the CLI, only put requests in the queue;
 5. queued requests start runs (a ``time`` request is checked again against fresh metadata first, so a window
    rotates exactly once even when a request waited behind a running rotation; a webhook, annotation or manual
-   request is refused while the secret's last run or change is more recent than ``limits.triggerInterval``). A
+   request is refused while the secret's last run started less than ``limits.triggerInterval`` ago). A
    persisted webhook request's run takes the request object's name as its run id;
 6. runs advance in three passes so one tick is one batch: every run up to *promoted*; every promoted run's
    ExternalSecrets are poked at once (so ESO refreshes them in parallel, not one wait after another); every run up
@@ -298,12 +298,12 @@ class Controller:
 
     def allowed_at(self, secret: str) -> datetime | None:
         """When a triggered rotation of ``secret`` is allowed again (None: now, or unknown secret): the last run's
-        start or the last change of the value, plus ``limits.triggerInterval``. Reads the authority."""
+        start plus ``limits.triggerInterval``. Reads the authority."""
         placed = self.scope.placed.get(secret)
         if placed is None:
             return None
-        started, changed = floors.last_activity(self.parts.kv, placed.vault)
-        return floors.allowed_at(started, changed, floors.trigger_interval(self.scope.platform.spec.limits))
+        started = floors.last_start(self.parts.kv, placed.vault)
+        return floors.allowed_at(started, floors.trigger_interval(self.scope.platform.spec.limits))
 
     def _take_requests(self) -> list[RotationRequest]:
         requests = []

@@ -169,8 +169,7 @@ def _rate_limit(kv: KV, p: Placed, platform: Platform, now: datetime) -> None:
     it is the way back from a bad rotation)."""
     from chamberlain.triggers import limits
 
-    started, changed = limits.last_activity(kv, p.vault)
-    at = limits.allowed_at(started, changed, limits.trigger_interval(platform.spec.limits))
+    at = limits.allowed_at(limits.last_start(kv, p.vault), limits.trigger_interval(platform.spec.limits))
     refused = limits.refusal(p.name, "manual", at, now)
     if refused is not None:
         raise limits.RateLimited(refused)

@@ -2,9 +2,9 @@
 
 * **Rate limit** (``Platform.spec.limits.triggerInterval``, default one minute): a triggered rotation (webhook,
   annotation, manual) of a secret is refused while less than the interval has passed since that secret's last run
-  started or its value last changed, whatever started it. It bounds what anyone holding a webhook credential, an
-  annotation or the CLI can do to a target system, and to the workloads restarted after each rotation. The time
-  trigger is not limited by it (its own windows are), but its runs count as the last run.
+  started, whatever started it (the run record in the authority says when). It bounds what anyone holding a
+  webhook credential, an annotation or the CLI can do to a target system, and to the workloads restarted after
+  each rotation. The time trigger is not limited by it (its own windows are), but its runs count as the last run.
 * **ttl floor** (``limits.minimumTtl``): validate refuses intents below it; the controller also never *acts* on a
   shorter ttl recorded in the authority (a policy in force written before the floor, or by hand): it evaluates
   such a policy with the floor as its ttl (:func:`floored`).
@@ -23,7 +23,6 @@ from chamberlain.errors import ChamberlainError
 from chamberlain.intent.model import Limits, RotationPolicySpec
 from chamberlain.intent.paths import VaultPath
 from chamberlain.rotation import run as runs
-from chamberlain.rotation.manual import last_changed
 
 DEFAULT_TRIGGER_INTERVAL = timedelta(minutes=1)
 RATE_LIMITED_KINDS = frozenset({"webhook", "annotation", "manual"})
@@ -33,21 +32,19 @@ def trigger_interval(limits: Limits) -> timedelta:
     return limits.trigger_interval if limits.trigger_interval is not None else DEFAULT_TRIGGER_INTERVAL
 
 
-def allowed_at(last_started: datetime | None, last_changed: datetime | None, interval: timedelta) -> datetime | None:
-    """When a triggered rotation is allowed again (None: there was no run and no change, so at once)."""
-    known = [t for t in (last_started, last_changed) if t is not None]
-    return max(known) + interval if known else None
+def allowed_at(last_started: datetime | None, interval: timedelta) -> datetime | None:
+    """When a triggered rotation is allowed again (None: the secret never ran, so at once)."""
+    return last_started + interval if last_started is not None else None
 
 
 class RateLimited(ChamberlainError):
     """A triggered rotation refused by the Platform's trigger rate limit (the message says until when)."""
 
 
-def last_activity(kv: KV, secret: VaultPath) -> tuple[datetime | None, datetime | None]:
-    """The start of the secret's last run (its run record) and the last change of its value (its metadata)."""
+def last_start(kv: KV, secret: VaultPath) -> datetime | None:
+    """The start of the secret's last run, from its run record (finished or not)."""
     last = runs.load(kv, secret)
-    meta = kv.read_metadata(secret.mount, secret.path)
-    return (last.started_at if last is not None else None), (last_changed(meta.custom) if meta else None)
+    return last.started_at if last is not None else None
 
 
 def refusal(secret: str, kind: str, at: datetime | None, now: datetime) -> str | None:
@@ -56,7 +53,7 @@ def refusal(secret: str, kind: str, at: datetime | None, now: datetime) -> str |
     if kind not in RATE_LIMITED_KINDS or at is None or now >= at:
         return None
     return (f"{secret}: rate limited — a {kind} trigger is refused until {rfc3339(at)} (Platform "
-            f"spec.limits.triggerInterval since the last run or change of this secret)")
+            f"spec.limits.triggerInterval since the start of this secret's last run)")
 
 
 def floored(policy: RotationPolicySpec | None, limits: Limits) -> tuple[RotationPolicySpec | None, bool]:
@@ -81,7 +78,7 @@ __all__ = [
     "RateLimited",
     "allowed_at",
     "floored",
-    "last_activity",
+    "last_start",
     "refusal",
     "replace_ttl",
     "trigger_interval",
