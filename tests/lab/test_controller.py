@@ -642,12 +642,13 @@ def test_two_controllers_one_leader_and_failover(world: World) -> None:
     b = w.start_controller("pair-b", wait_leader=False)
     time.sleep(2)
     assert a.leader and not b.leader
-    status, _ = w.webhook(b, GRAFANA.name, "to the follower")
-    assert status == 503, "a follower does not queue"
     before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
     last = w.run_record(GRAFANA)
-    _webhook_ok(w, a, GRAFANA, "to the leader")
+    # The follower answers too: it persists the request (a RotationRun object, create-only) and the leader runs it.
+    status, answer = w.webhook(b, GRAFANA.name, "to the follower")
+    assert status == 202 and answer["outcome"] == "persisted", (status, answer)
     run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+    assert run.run_id == answer["request"] and run.reason == "to the follower"
     _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook", actor="controller:pair-a")
     assert not [d for d in b.lines() if d.get("event") in ("run started", "adopted run", "run step")]
 
