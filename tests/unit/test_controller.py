@@ -318,6 +318,19 @@ def test_annotation_trigger_rotates_and_the_annotation_is_removed() -> None:
     assert w.version() == 3 and w.rotations()[-1].reason == "second finding"
 
 
+def test_the_time_trigger_never_acts_on_a_ttl_below_the_platform_floor() -> None:
+    floor = PLATFORM.model_copy(update={"spec": PLATFORM.spec.model_copy(
+        update={"limits": Limits.model_validate({"minimumTtl": "1h", "triggerInterval": "0s"})})})
+    w = World(platform=floor)  # the secret's policy in force: ttl 10m, rotateBefore 2m
+    c = w.controller()
+    w.clock.advance(9 * 60)  # due under its own ttl
+    c.tick()
+    assert w.version() == 1 and any("ttl below the platform floor" in line for line in w.log.lines)
+    w.clock.advance(60 * 60)  # due under the floor
+    c.tick()
+    assert w.version() == 2
+
+
 def test_an_annotation_inside_the_rate_limit_is_refused_once_and_recorded() -> None:
     w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
     from chamberlain.triggers import AnnotationTrigger
