@@ -156,7 +156,7 @@ class RunObjectStore:
         return True
 
     def pending(self, now: datetime) -> list[RotationRequest]:
-        objects = self._kube.list_custom_objects(RUN_OBJECTS, self._namespace)
+        objects = self._kube.list_custom_objects(RUN_OBJECTS, self._namespace, label=LABEL_REQUEST)
         found = [r for o in objects if _pending(o) and is_stored(str((o.get("metadata") or {}).get("name", "")))
                  and (r := _request_of(o, now)) is not None]
         return sorted(found, key=lambda r: (r.requested_at, r.request_id))
