@@ -194,8 +194,8 @@ def post_webhook(url: str, body: bytes, headers: Mapping[str, str], *, timeout: 
 
 def request_rotation(url: str, key: WebhookKey, secret: str, reason: str, clock: Clock, *,
                      request_id: str | None = None, retry_unavailable: float = 0.0) -> WebhookAnswer:
-    """A signed rotation request (HMAC-SHA256 over ``<unix-time>.<body>``). A 503 (the controller does not lead
-    yet) is retried for up to ``retry_unavailable`` seconds."""
+    """A signed rotation request (HMAC-SHA256 over ``<unix-time>.<body>``). A 503 (every worker busy, or the
+    cluster unreachable to persist it) is retried, freshly signed, for up to ``retry_unavailable`` seconds."""
     from chamberlain.triggers.webhook import sign
 
     doc: dict[str, str] = {"secret": secret, "reason": reason}
