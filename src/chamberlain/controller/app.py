@@ -97,7 +97,8 @@ class ControllerWebhook(WebhookHandler):
     """The webhook of one replica. Every replica accepts: the request is persisted create-only in the cluster
     (:class:`~chamberlain.triggers.store.RunObjectStore`), so a follower's answer (202) is as good as the
     leader's, the leader picks it up at its next tick, and a leader change loses nothing. The leader also queues
-    it at once (200). The rate limit is checked here too, for a clear answer (429); the leader checks again."""
+    it at once (200). The rate limit is checked here, when the request is accepted: a clear answer (429), and an
+    accepted request is never refused later."""
 
     def __init__(self, controller: Controller, key: WebhookKey | WebhookKeys, window: timedelta = DEFAULT_WINDOW,
                  store: RequestStore | None = None) -> None:

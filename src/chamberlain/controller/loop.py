@@ -17,8 +17,9 @@ One :meth:`Controller.tick`:
    SecretIntents, and the webhook requests persisted by any replica (RotationRun objects without a status) are
    picked up; all of them, like the CLI, only put requests in the queue;
 5. queued requests start runs (a ``time`` request is checked again against fresh metadata first, so a window
-   rotates exactly once even when a request waited behind a running rotation; a webhook, annotation or manual
-   request is refused while the secret's last run started less than ``limits.triggerInterval`` ago). A
+   rotates exactly once even when a request waited behind a running rotation; an annotation or manual request is
+   refused while the secret's last run started less than ``limits.triggerInterval`` ago, a webhook request was
+   checked when a replica accepted it). A
    persisted webhook request's run takes the request object's name as its run id;
 6. runs advance in three passes so one tick is one batch: every run up to *promoted*; every promoted run's
    ExternalSecrets are poked at once (so ESO refreshes them in parallel, not one wait after another); every run up
@@ -335,7 +336,7 @@ class Controller:
         if placed is None:
             self.parts.log.warning("request for a secret out of scope", secret=request.secret,
                                    trigger=request.kind)
-            self._end_request(request, cleared=True)
+            self._end_request(request, cleared=True, result="dropped: not in this controller's scope")
             return None
         if request.secret in self.state.active:  # a run (adopted, or still finishing) holds the secret: after it
             self.state.deferred[request.secret] = request
@@ -355,8 +356,10 @@ class Controller:
                 self.parts.metrics.requests.labels("time", "stale").inc()
                 self._end_request(request)
                 return None
-            refused = floors.refusal(placed.name, request.kind, self.allowed_at(placed.name),
-                                     self.parts.clock.now())
+            # A webhook request was checked against the limit when a replica accepted it (and answered 200/202);
+            # refusing it now would break that answer. Annotation and manual requests are checked here.
+            refused = None if request.kind == "webhook" else floors.refusal(
+                placed.name, request.kind, self.allowed_at(placed.name), self.parts.clock.now())
             if refused is not None:
                 self.parts.metrics.requests.labels(request.kind, "rate-limited").inc()
                 log.warning("trigger refused", secret=placed.name, trigger=request.kind, detail=refused)
@@ -372,7 +375,7 @@ class Controller:
         except wf.SecretHeld as exc:
             log.warning("secret is held; request dropped", secret=placed.name, trigger=request.kind,
                         detail=str(exc))
-            self._end_request(request, cleared=True)
+            self._end_request(request, cleared=True, result="refused: the secret is held", state="refused")
             return None
         except AuthorityUnavailable:
             # Vault unreachable or sealed: the request must survive the outage. Back in line; stop this tick.
@@ -382,7 +385,7 @@ class Controller:
         except ChamberlainError as exc:  # not found, forbidden, no such rotator...: this request cannot run
             log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,
                         detail=str(exc)[:200])
-            self._end_request(request, cleared=True)
+            self._end_request(request, cleared=True, result=f"failed to start: {type(exc).__name__}")
             return None
         return Opened(Active(placed, run, deps, timing, request, self.parts.clock.monotonic()), started=True)
 
