@@ -654,6 +654,41 @@ def test_the_controller_holds_no_admin_login_between_ticks_while_a_run_is_active
     assert ADMIN["password"] not in strings_reachable(c, outside=(FakeKV,))
 
 
+def test_a_privileged_postgres_target_fails_its_run_with_an_audit_record() -> None:
+    """The real PostgreSQL rotator over a fake connection that reports the target role as a superuser: the run
+    fails before any ALTER ROLE, and the ledger records why (no value)."""
+    from chamberlain.rotation.rotators import Registry
+    from chamberlain.rotation.rotators.postgres import PostgresRotator
+    from tests.unit.test_rotation_workflow import ADMIN
+    from tests.unit.test_rotator_postgres_trust import FakeConn
+
+    policy = {"type": "event-based", "failureStrategy": "alert"}
+    w = World(("app-db", "pg-admin"), policy=policy)
+    w.kv.write(MOUNT, w.scope.placed["pg-admin"].vault.path, ADMIN, cas=1)
+    app = SecretIntent.model_validate({
+        "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": "app-db"},
+        "spec": {"owner": "shop", "purpose": "tests", "classification": "runtime",
+                 "source": {"generate": {"username": {"type": "fixed-name", "name": "app"},
+                                         "password": {"type": "password"}}},
+                 "rotation": policy, "consumers": [{"namespace": "shop", "secretName": "app-db"}],
+                 "target": {"postgres": {"host": "db.example", "role": "app", "adminIntent": "pg-admin",
+                                         "tls": {"mode": "disable"}}}},
+    })
+    w.scope = scope_of(PLATFORM, {**w.scope.intents, "app-db": app}, "dev", "dev1")
+    conn = FakeConn(superuser=True)
+    q = MemoryQueue()
+    c = w.controller(queue=q, registry=Registry({"postgres": PostgresRotator(connect=lambda **_: conn)}))
+    q.put(manual("app-db", "rotate the superuser", w.clock.now()))
+    c.tick()
+    run = c.finished[-1]
+    assert run.stage == "failed" and "privileged" in (run.last_error or "")
+    assert not any("ALTER ROLE" in statement for statement in conn.statements)
+    entry = [e for e in LedgerReader(w.kv, MOUNT).entries() if e.secret == "app-db"][-1]
+    assert entry.result != "ok" and "privileged" in json.dumps(entry.model_dump())
+    assert ADMIN["password"] not in json.dumps(entry.model_dump())
+    assert w.version("app-db") == 1
+
+
 # --------------------------------------------------------------------------------------------------- RotationRun
 
 
