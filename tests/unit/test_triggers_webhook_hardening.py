@@ -120,6 +120,16 @@ def test_bearer_needs_an_idempotency_key() -> None:
     assert h.handle(both, BODY).status == 401
 
 
+def test_an_unsigned_idempotency_header_cannot_turn_a_replay_into_a_new_request() -> None:
+    h = handler()
+    headers = sign(BODY, KEY, NOW)
+    assert h.handle(headers, BODY).status == 200
+    assert h.handle({**headers, "Idempotency-Key": "fresh-1"}, BODY).status == 401
+    std = sign_standard(BODY, STD, "msg_x", NOW)
+    assert h.handle(std, BODY).body["outcome"] == "merged"  # a new request, folded into the pending one
+    assert h.handle({**std, "Idempotency-Key": "fresh-2"}, BODY).body["outcome"] == "duplicate"
+
+
 def _alertmanager(status: str = "firing", starts: str = "2026-03-01T11:59:00Z", label: bool = True,
                   secret: str = "db-password") -> bytes:  # noqa: S107 - an intent name
     labels = {"alertname": "CredentialLeak", **({ALERT_LABEL: secret} if label else {})}

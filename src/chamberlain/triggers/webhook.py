@@ -498,12 +498,16 @@ class WebhookHandler:
 
     def _replay_id(self, verdict: Verdict, wanted: Wanted, header_key: str | None) -> tuple[str, bool] | None:
         """The request's replay id, and whether it is the sender's idempotency key (a retry with it is answered
-        as a duplicate) rather than the signature itself (a byte-for-byte replay, answered 401)."""
-        chosen = header_key or wanted.key
+        as a duplicate) rather than the signature itself (a byte-for-byte replay, answered 401).
+
+        A signed request's replay id comes only from what its signature covers (the body's ``id``, an alert's
+        derived key, ``webhook-id``, the MAC): an ``Idempotency-Key`` header is not signed, so a replayed request
+        with a new one would otherwise pass as new. A bearer request signs nothing; its key is the header's."""
         if verdict.scheme == "bearer":
+            chosen = header_key or wanted.key
             return (f"{chosen}\0{wanted.secret}", True) if chosen else None
-        if chosen:
-            return f"{chosen}\0{wanted.secret}", True
+        if wanted.key:
+            return f"{wanted.key}\0{wanted.secret}", True
         if verdict.scheme == "standard":  # webhook-id is the sender's idempotency key by that standard
             return f"{verdict.replay_key}\0{wanted.secret}", True
         return f"{verdict.replay_key}\0{wanted.secret}", False
