@@ -50,6 +50,7 @@ kubernetes = pytest.importorskip("kubernetes")
 
 from chamberlain.lab import builds  # noqa: E402
 from chamberlain.rotation import workflow  # noqa: E402
+from chamberlain.triggers.annotation import HANDLED, RESULT  # noqa: E402
 from chamberlain.triggers.webhook import (  # noqa: E402
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -317,6 +318,15 @@ def test_annotation_on_the_secretintent(world: World) -> None:
     wait_for(cleared, 10, "the rotate annotation removed after the run")
     time.sleep(3)  # further polls see no annotation: no second run
     assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+    # GitOps re-applies the same value (it is in Git, or a sync brings it back): handled once, never again
+    w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: reason})
+    time.sleep(4)
+    assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+    obj = w.kube.get_custom_object(intents, CONTROLLER_NS, GRAFANA.name)
+    assert obj is not None
+    notes = obj["metadata"]["annotations"]
+    assert notes[HANDLED].startswith("sha256:") and notes[RESULT].startswith(("revoked", "done"))
+    w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: None})
     w.stop(c)
 
 
