@@ -130,6 +130,22 @@ def test_an_unsigned_idempotency_header_cannot_turn_a_replay_into_a_new_request(
     assert h.handle({**std, "Idempotency-Key": "fresh-2"}, BODY).body["outcome"] == "duplicate"
 
 
+def test_an_authority_outage_does_not_lose_a_request_but_a_cluster_outage_is_a_503() -> None:
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    def down(_secret: str) -> datetime:
+        raise AuthorityUnavailable("vault sealed")
+
+    kube = FakeKube()
+    h = WebhookHandler(KEYS, MemoryQueue(), known=lambda s: s in KNOWN, clock=FakeClock(NOW),
+                       store=RunObjectStore(kube, "ns"), admit=down)
+    assert h.handle(sign(BODY, KEY, NOW), BODY).status == 200  # persisted; runs when the authority is back
+    kube.down = True
+    body = b'{"secret": "api-token"}'
+    answer = h.handle(sign(body, KEY, NOW), body)
+    assert answer.status == 503 and answer.headers["Retry-After"] == "5"
+
+
 def _alertmanager(status: str = "firing", starts: str = "2026-03-01T11:59:00Z", label: bool = True,
                   secret: str = "db-password") -> bytes:  # noqa: S107 - an intent name
     labels = {"alertname": "CredentialLeak", **({ALERT_LABEL: secret} if label else {})}

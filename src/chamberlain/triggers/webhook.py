@@ -512,6 +512,20 @@ class WebhookHandler:
             return f"{verdict.replay_key}\0{wanted.secret}", True
         return f"{verdict.replay_key}\0{wanted.secret}", False
 
+    def _limit(self, secret: str) -> datetime | None:
+        """When ``secret`` may be triggered again. When the authority that knows cannot be reached, the request is
+        accepted unchecked: it is persisted in the cluster and runs once the authority is back, and every request
+        for one secret accepted meanwhile merges into that one run (a refusal would lose a leak report)."""
+        if self._admit is None:
+            return None
+        try:
+            return self._admit(secret)
+        except ChamberlainError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("webhook: rate limit unchecked, the authority is unavailable (%s)", type(exc).__name__)
+            return None
+
     def _one(self, verdict: Verdict, wanted: Wanted, header_key: str | None, now: datetime) -> Answer:
         secret = wanted.secret
         replay = self._replay_id(verdict, wanted, header_key)
@@ -532,7 +546,7 @@ class WebhookHandler:
             # then the create-only write, which alone decides a race between two replicas.
             accepted = not self._store.exists(request.request_id)
             if accepted:
-                later = self._admit(secret) if self._admit is not None else None
+                later = self._limit(secret)
                 limited = later is not None and later > now
                 accepted = not limited and self._store.accept(request, self._path_of(secret))
         except ChamberlainError as exc:  # the authority or the API server cannot answer now: the sender retries
