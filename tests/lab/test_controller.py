@@ -50,7 +50,15 @@ kubernetes = pytest.importorskip("kubernetes")
 
 from chamberlain.lab import builds  # noqa: E402
 from chamberlain.rotation import workflow  # noqa: E402
-from chamberlain.triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookKey, sign  # noqa: E402
+from chamberlain.triggers.annotation import HANDLED, RESULT  # noqa: E402
+from chamberlain.triggers.webhook import (  # noqa: E402
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    StandardSecret,
+    WebhookKey,
+    sign,
+    sign_standard,
+)
 from tests.conftest import REPO_ROOT, unbuilt  # noqa: E402
 from tests.lab import controller_helpers as ch  # noqa: E402
 from tests.lab.controller_helpers import (  # noqa: E402
@@ -310,6 +318,15 @@ def test_annotation_on_the_secretintent(world: World) -> None:
     wait_for(cleared, 10, "the rotate annotation removed after the run")
     time.sleep(3)  # further polls see no annotation: no second run
     assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+    # GitOps re-applies the same value (it is in Git, or a sync brings it back): handled once, never again
+    w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: reason})
+    time.sleep(4)
+    assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+    obj = w.kube.get_custom_object(intents, CONTROLLER_NS, GRAFANA.name)
+    assert obj is not None
+    notes = obj["metadata"]["annotations"]
+    assert notes[HANDLED].startswith("sha256:") and notes[RESULT].startswith(("revoked", "done"))
+    w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: None})
     w.stop(c)
 
 
@@ -633,6 +650,68 @@ def test_kube_apiserver_down_after_promote(world: World) -> None:
     w.stop(c2)
 
 
+def test_alertmanager_bearer_and_standard_webhooks_rotate_once(world: World) -> None:
+    """The other two schemes against a real `controller run`: an Alertmanager notification (bearer token, the
+    secret named by the chamberlain_secret label) rotates once however often Alertmanager repeats it; a Standard
+    Webhooks request rotates once however often its sender retries it."""
+    import base64
+
+    w = world
+    token = os.urandom(24).hex()
+    bearer_file, std_file = w.base / "bearer.token", w.base / "standard.secret"
+    bearer_file.write_text(token + "\n")
+    std = StandardSecret(os.urandom(24))
+    std_file.write_text("whsec_" + base64.b64encode(std.value).decode() + "\n")
+    for f in (bearer_file, std_file):
+        f.chmod(0o600)
+    c = w.start_controller("schemes", extra=["--webhook-bearer-token-file", str(bearer_file),
+                                             "--webhook-standard-secret-file", str(std_file)])
+    try:
+        before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+        last = w.run_record(GRAFANA)
+        starts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        labels = {"alertname": "GrafanaAdminLeaked", "chamberlain_secret": GRAFANA.name}
+        payload = json.dumps({
+            "version": "4", "groupKey": '{}:{alertname="GrafanaAdminLeaked"}', "status": "firing",
+            "receiver": "chamberlain", "groupLabels": {"alertname": "GrafanaAdminLeaked"}, "commonLabels": labels,
+            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "truncatedAlerts": 0,
+            "alerts": [{"status": "firing", "labels": labels, "annotations": {"summary": "admin password in a paste"},
+                        "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+                        "fingerprint": "5a1e0ba1c0ffee00"}],
+        }).encode()
+        bearer = {"Authorization": f"Bearer {token}"}
+        status, answer = post(c.webhook_url, payload, bearer)
+        assert status == 200 and answer["outcome"] == "queued", (status, answer)
+        run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+        assert run.trigger == "webhook" and run.reason == "alert: admin password in a paste"
+        _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
+                             actor="controller:schemes")
+        for _ in range(2):  # Alertmanager's repeat_interval: the same firing again
+            status, answer = post(c.webhook_url, payload, bearer)
+            assert status == 200 and answer["outcome"] == "duplicate", (status, answer)
+        plain = json.dumps({"secret": GRAFANA.name, "reason": "no key"}).encode()
+        assert post(c.webhook_url, plain, bearer)[0] == 400  # bearer without an idempotency key
+        assert post(c.webhook_url, payload, {"Authorization": "Bearer wrong-token-0123456789"})[0] == 401
+        time.sleep(3)
+        assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+
+        before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+        body = json.dumps({"secret": GRAFANA.name, "reason": "standard webhooks drill"}).encode()
+        status, answer = post(c.webhook_url, body, sign_standard(body, std, "msg_lab_schemes", datetime.now(UTC)))
+        assert status == 200 and answer["outcome"] == "queued", (status, answer)
+        second = w.wait_run_done(GRAFANA, not_run=run.run_id)
+        assert second.reason == "standard webhooks drill"
+        _assert_one_good_run(w, GRAFANA, second.run_id, before, gens, known, trigger="webhook",
+                             actor="controller:schemes")
+        retry = post(c.webhook_url, body, sign_standard(body, std, "msg_lab_schemes", datetime.now(UTC)))
+        assert retry[0] == 200 and retry[1]["outcome"] == "duplicate"
+        time.sleep(3)
+        assert w.version(GRAFANA) == before + 1 and len(_new_entries(w, GRAFANA, known)) == 1
+        print(f"\n[schemes] alertmanager bearer {run.run_id}, standard webhooks {second.run_id}")
+    finally:
+        w.stop(c)
+
+
 # ------------------------------------------------------------------------------------------------ 8. two replicas
 
 
@@ -642,12 +721,13 @@ def test_two_controllers_one_leader_and_failover(world: World) -> None:
     b = w.start_controller("pair-b", wait_leader=False)
     time.sleep(2)
     assert a.leader and not b.leader
-    status, _ = w.webhook(b, GRAFANA.name, "to the follower")
-    assert status == 503, "a follower does not queue"
     before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
     last = w.run_record(GRAFANA)
-    _webhook_ok(w, a, GRAFANA, "to the leader")
+    # The follower answers too: it persists the request (a RotationRun object, create-only) and the leader runs it.
+    status, answer = w.webhook(b, GRAFANA.name, "to the follower")
+    assert status == 202 and answer["outcome"] == "persisted", (status, answer)
     run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None)
+    assert run.run_id == answer["request"] and run.reason == "to the follower"
     _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook", actor="controller:pair-a")
     assert not [d for d in b.lines() if d.get("event") in ("run started", "adopted run", "run step")]
 

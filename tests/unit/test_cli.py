@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import typer
 
 from chamberlain.cli.main import app
 from chamberlain.cli.options import GROUPED, Target, target_options
+from chamberlain.errors import UsageError
 from chamberlain.service.context import ConnectionOptions
 from tests.conftest import CORPUS, EXAMPLES, run_cli
 
@@ -94,7 +96,8 @@ def test_lab_env_prints_exports_only(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ options, once
 
-SHARED = ("environment", "cluster", "vault_addr", "vault_cacert", "vault_token_file", "vault_token", "kubeconfig")
+SHARED = ("environment", "cluster", "vault_addr", "vault_cacert", "vault_token_file", "vault_token_env", "vault_token",
+          "kubeconfig")
 
 
 def _options(group: typer.core.TyperGroup, prefix: str = "") -> Iterator[tuple[str, typer.core.TyperOption]]:
@@ -134,14 +137,62 @@ def test_connection_options_still_come_from_the_environment(monkeypatch: pytest.
     assert result.code == 2 and "missing-ca.pem: no such CA file" in result.err
 
 
-def test_an_option_group_hands_the_command_one_object() -> None:
+def test_an_option_group_hands_the_command_one_object(monkeypatch: pytest.MonkeyPatch) -> None:
     @target_options(environment=False, token_file=False, token=True)
     def command(path: str, target: Target = GROUPED, output: str = "text") -> Target:
         return target
 
     assert list(inspect.signature(command).parameters) == [
-        "path", "cluster", "vault_addr", "vault_cacert", "kubeconfig", "vault_token", "output"]
-    got = command("p", cluster="c1", vault_addr="https://v", vault_cacert=None, kubeconfig=None, vault_token="t")
+        "path", "cluster", "vault_addr", "vault_cacert", "vault_token_file", "vault_token_env", "kubeconfig",
+        "vault_token", "output"]
+    monkeypatch.setenv("BREAK_GLASS", "t")
+    got = command("p", cluster="c1", vault_addr="https://v", vault_cacert=None, vault_token_file=None,
+                  vault_token_env="BREAK_GLASS", kubeconfig=None, vault_token=None)
     assert got == Target(None, "c1", ConnectionOptions(vault_addr="https://v", vault_token="t"))
     with pytest.raises(TypeError, match="no parameter 'target'"):
         target_options()(lambda path: None)
+
+
+def test_a_token_on_the_command_line_is_refused_saying_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.ambient-token-value")
+    result = run_cli("authority", "configure", str(EXAMPLES / "acme"), "--vault-token", "hvs.argv-token-value")
+    assert result.code == 2 and "--vault-token-file" in result.err and "--vault-token-env" in result.err
+    assert "argv-token-value" not in result.out + result.err
+
+
+def test_an_ambient_vault_token_is_never_used_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VAULT_TOKEN in the environment does not make anyone the configurator: without --vault-token-env, the
+    command logs in through Kubernetes (here: no kubeconfig, so it fails before any Vault call)."""
+    from chamberlain.cli.options import token_from
+
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.ambient")
+
+    @target_options(environment=False, token_file=False, token=True)
+    def command(path: str, target: Target = GROUPED) -> Target:
+        return target
+
+    got = command("p", cluster=None, vault_addr=None, vault_cacert=None, vault_token_file=None,
+                  vault_token_env=None, kubeconfig=None, vault_token=None)
+    assert got.conn.vault_token is None
+    named = command("p", cluster=None, vault_addr=None, vault_cacert=None, vault_token_file=None,
+                    vault_token_env="VAULT_TOKEN", kubeconfig=None, vault_token=None)
+    assert named.conn.vault_token == "hvs.ambient" and "hvs.ambient" not in repr(named)
+    with pytest.raises(UsageError, match="not set or empty"):
+        token_from("NOT_SET_ANYWHERE", {}, None)
+    with pytest.raises(UsageError, match="not an environment variable name"):
+        token_from("bad name", {}, None)
+    assert token_from(None, {}, io.StringIO("hvs.from-stdin\n")) == "hvs.from-stdin"
+    with pytest.raises(UsageError, match="stdin"):
+        token_from(None, {}, io.StringIO(""))
+
+
+def test_a_token_file_dash_reads_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("hvs.piped\n"))
+
+    @target_options(environment=False)
+    def command(path: str, target: Target = GROUPED) -> Target:
+        return target
+
+    got = command("p", cluster=None, vault_addr=None, vault_cacert=None, vault_token_file=Path("-"),
+                  vault_token_env=None, kubeconfig=None, vault_token=None)
+    assert got.conn.vault_token == "hvs.piped" and got.conn.vault_token_file is None

@@ -18,20 +18,20 @@ from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
-from chamberlain.controller.app import LeaderOnlyWebhook
+from chamberlain.controller.app import ControllerWebhook
 from chamberlain.controller.collaborators import Collaborators
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.leader import Decision
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller, scope_of
 from chamberlain.handover import metadata as md
-from chamberlain.intent.model import GROUP, VERSION, Platform, RotationPolicySpec, SecretIntent
+from chamberlain.intent.model import GROUP, VERSION, Limits, Platform, RotationPolicySpec, SecretIntent
 from chamberlain.kube.api import CustomResource, KubeSecret, LeaseRecord, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import PendingVersion, RotationContext
-from chamberlain.triggers import MemoryQueue, WebhookKey, manual, sign
+from chamberlain.triggers import MemoryQueue, RunObjectStore, WebhookKey, manual, sign
 from chamberlain.values.markers import version_marker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -75,8 +75,11 @@ PLATFORM = Platform.model_validate({
              "authority": {"address": "https://vault.invalid:8200",
                            "mounts": {"runtime": MOUNT, "internalData": "pd", "internalConfig": "pc"}},
              "rootOfTrust": {"ageRecipients": ["age1alv9cmp24g55wasnmzrfm3rspphz5u8ay6e5ujdujr99yf27xyssrczjjk"]},
-             "controller": {"namespace": NS, "serviceAccount": "chamberlain"}},
+             "controller": {"namespace": NS, "serviceAccount": "chamberlain"},
+             # most tests trigger at once; the rate limit has its own tests (LIMITED)
+             "limits": {"triggerInterval": "0s"}},
 })
+LIMITED = PLATFORM.model_copy(update={"spec": PLATFORM.spec.model_copy(update={"limits": Limits()})})
 
 
 def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = None,
@@ -94,11 +97,12 @@ def intent(name: str, workload: str = "api", policy: dict[str, Any] | None = Non
 
 
 class World:
-    def __init__(self, names: tuple[str, ...] = ("api-token",), policy: dict[str, Any] | None = None) -> None:
+    def __init__(self, names: tuple[str, ...] = ("api-token",), policy: dict[str, Any] | None = None,
+                 platform: Platform = PLATFORM) -> None:
         self.clock = FakeClock(T0)
         self.kv = FakeKV()
         intents = {n: intent(n, policy=policy) for n in names}
-        self.scope = scope_of(PLATFORM, intents, "dev", "dev1")
+        self.scope = scope_of(platform, intents, "dev", "dev1")
         self.kube = EsoKube(self.kv, {("shop", n): self.scope.placed[n].vault.path for n in names})
         self.kube.workloads[("Deployment", "shop", "api")] = PodTemplateState({}, 1)
         for n in names:
@@ -282,40 +286,154 @@ def test_a_run_left_half_done_by_a_dead_leader_is_adopted_and_finished_once() ->
 
 
 def test_annotation_trigger_rotates_and_the_annotation_is_removed() -> None:
-    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
     from chamberlain.triggers import AnnotationTrigger
 
     q = MemoryQueue()
     w.kube.add_custom_object(CustomResource(GROUP, VERSION, "secretintents"), {
         "metadata": {"name": "api-token", "namespace": NS, "annotations": {wk.ANNOTATION_ROTATE: "pentest finding"}}})
+    w.clock.advance(120)  # past the trigger rate limit
     c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock, NS))
     c.tick()
     assert w.version() == 2 and w.rotations()[-1].reason == "pentest finding"
-    obj = w.kube.get_custom_object(CustomResource(GROUP, VERSION, "secretintents"), NS, "api-token")
+    si = CustomResource(GROUP, VERSION, "secretintents")
+    obj = w.kube.get_custom_object(si, NS, "api-token")
     assert obj is not None and wk.ANNOTATION_ROTATE not in (obj["metadata"].get("annotations") or {})
+    assert obj["metadata"]["annotations"]["chamberlain.dev/rotate-handled"].startswith("sha256:")
     c.tick()
     assert w.version() == 2  # no second run from the same annotation
+    # GitOps re-applies the same value, again and again, long after: nothing more happens
+    for _ in range(3):
+        w.clock.advance(600)
+        w.kube.patch_custom_object_annotations(si, NS, "api-token", {wk.ANNOTATION_ROTATE: "pentest finding"})
+        c.tick()
+    assert w.version() == 2
+    # a fresh controller (a restart, or another leader) remembers it too: the record is on the object
+    w.controller(queue=MemoryQueue(), annotations=AnnotationTrigger(w.kube, MemoryQueue(), w.clock, NS)).tick()
+    assert w.version() == 2
+    # a new value acts once
+    w.kube.patch_custom_object_annotations(si, NS, "api-token", {wk.ANNOTATION_ROTATE: "second finding"})
+    c.tick()
+    c.tick()
+    assert w.version() == 3 and w.rotations()[-1].reason == "second finding"
 
 
-def test_webhook_on_a_follower_is_503_and_on_the_leader_rotates_once_replay_is_401() -> None:
-    w = World(policy={"type": "static", "failureStrategy": "hold"})
+def test_the_time_trigger_never_acts_on_a_ttl_below_the_platform_floor() -> None:
+    floor = PLATFORM.model_copy(update={"spec": PLATFORM.spec.model_copy(
+        update={"limits": Limits.model_validate({"minimumTtl": "1h", "triggerInterval": "0s"})})})
+    w = World(platform=floor)  # the secret's policy in force: ttl 10m, rotateBefore 2m
+    c = w.controller()
+    w.clock.advance(9 * 60)  # due under its own ttl
+    c.tick()
+    assert w.version() == 1 and any("ttl below the platform floor" in line for line in w.log.lines)
+    w.clock.advance(60 * 60)  # due under the floor
+    c.tick()
+    assert w.version() == 2
+
+
+def test_an_annotation_inside_the_rate_limit_is_refused_once_and_recorded() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
+    from chamberlain.triggers import AnnotationTrigger
+
+    q = MemoryQueue()
+    c = w.controller(queue=q, annotations=AnnotationTrigger(w.kube, q, w.clock, NS))
+    q.put(manual("api-token", "a rotation just before", w.clock.now()))
+    c.tick()
+    assert w.version() == 2
+    si = CustomResource(GROUP, VERSION, "secretintents")
+    w.kube.add_custom_object(si, {
+        "metadata": {"name": "api-token", "namespace": NS, "annotations": {wk.ANNOTATION_ROTATE: "too soon"}}})
+    c.tick()
+    obj = w.kube.get_custom_object(si, NS, "api-token")
+    assert obj is not None and w.version() == 2
+    assert obj["metadata"]["annotations"]["chamberlain.dev/rotate-result"].startswith("refused: api-token: rate")
+    w.clock.advance(600)
+    w.kube.patch_custom_object_annotations(si, NS, "api-token", {wk.ANNOTATION_ROTATE: "too soon"})
+    c.tick()
+    assert w.version() == 2  # that value was refused; it does not come back with a re-apply
+
+
+def test_webhook_on_a_follower_is_persisted_and_the_leader_rotates_once_replay_is_401() -> None:
+    """Two replicas behind one Service share one cluster: the follower persists (202), the leader acts at its
+    next tick, a replay to either replica is refused, and a new leader after a failover finds nothing to redo."""
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
+    w.clock.advance(120)  # past the trigger rate limit since the value was created
     key = WebhookKey(b"k" * 32)
-    leader = w.controller(identity="a")
-    follower = w.controller(identity="b")
+    leader = w.controller(identity="a", requests=RunObjectStore(w.kube, NS))
+    follower = w.controller(identity="b", requests=RunObjectStore(w.kube, NS))
     leader.tick()
     follower.tick()
     body = json.dumps({"secret": "api-token", "reason": "ci"}).encode()
     headers = sign(body, key, w.clock.now())
-    assert LeaderOnlyWebhook(follower, key).handle(headers, body).status == HTTPStatus.SERVICE_UNAVAILABLE
-    hook = LeaderOnlyWebhook(leader, key)
-    assert hook.handle(headers, body).status == HTTPStatus.OK
-    assert hook.handle(headers, body).status == HTTPStatus.UNAUTHORIZED  # replay
+    answer = ControllerWebhook(follower, key).handle(headers, body)
+    assert answer.status == HTTPStatus.ACCEPTED and answer.body["outcome"] == "persisted"
+    assert ControllerWebhook(follower, key).handle(headers, body).status == HTTPStatus.UNAUTHORIZED  # replay
+    assert ControllerWebhook(leader, key).handle(headers, body).status == HTTPStatus.UNAUTHORIZED  # replay too
     bad = dict(headers, **{"X-Chamberlain-Signature": "sha256=" + "0" * 64})
-    assert hook.handle(bad, body).status == HTTPStatus.UNAUTHORIZED
+    assert ControllerWebhook(leader, key).handle(bad, body).status == HTTPStatus.UNAUTHORIZED
     leader.tick()
     assert w.version() == 2 and w.rotations()[-1].reason == "ci"
+    run = w.rotations()[-1].run
+    assert run == answer.body["request"]  # the persisted request's object is the run's RotationRun
+    obj = w.kube.get_custom_object(CustomResource(GROUP, VERSION, "rotationruns"), NS, run)
+    assert obj is not None and obj["status"]["phase"] in ("done", "revoked")
     leader.tick()
+    # failover: a fresh replica (new process, empty memory) on the same cluster redoes nothing
+    w.clock.advance(600)
+    fresh = w.controller(identity="c", requests=RunObjectStore(w.kube, NS))
+    fresh.tick()
+    fresh.tick()
+    assert w.version() == 2 and fresh.is_leader
+    assert ControllerWebhook(fresh, key).handle(headers, body).status == HTTPStatus.UNAUTHORIZED  # stale now
+
+
+def test_a_request_persisted_by_a_follower_survives_the_leaders_death() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
+    w.clock.advance(120)
+    key = WebhookKey(b"k" * 32)
+    leader = w.controller(identity="a", requests=RunObjectStore(w.kube, NS))
+    follower = w.controller(identity="b", requests=RunObjectStore(w.kube, NS))
+    leader.tick()
+    follower.tick()
+    body = json.dumps({"secret": "api-token", "reason": "leaked", "id": "evt-9"}).encode()
+    assert ControllerWebhook(follower, key).handle(sign(body, key, w.clock.now()), body).status == 202
+    # the leader dies before its next tick; its lease expires and the follower takes over
+    w.clock.advance(30)
+    follower.tick()
+    assert follower.is_leader and w.version() == 2 and w.rotations()[-1].reason == "leaked"
+    # the sender retries with the same id (a new signature): a duplicate, nothing more
+    again = ControllerWebhook(follower, key).handle(sign(body, key, w.clock.now()), body)
+    assert again.status == HTTPStatus.OK and again.body["outcome"] == "duplicate"
+    follower.tick()
     assert w.version() == 2
+
+
+def test_triggers_are_rate_limited_per_secret_with_a_clear_refusal() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
+    q = MemoryQueue()
+    c = w.controller(queue=q, requests=RunObjectStore(w.kube, NS))
+    q.put(manual("api-token", "first", w.clock.now()))
+    c.tick()
+    assert w.version() == 2
+    w.clock.advance(20)
+    q.put(manual("api-token", "too soon", w.clock.now()))
+    c.tick()
+    assert w.version() == 2 and any("rate limited" in line for line in w.log.lines)
+    key = WebhookKey(b"k" * 32)
+    body = json.dumps({"secret": "api-token", "reason": "x"}).encode()
+    answer = ControllerWebhook(c, key).handle(sign(body, key, w.clock.now()), body)
+    assert answer.status == HTTPStatus.TOO_MANY_REQUESTS and answer.headers["Retry-After"] == "41"
+    assert "rate limited" in answer.body["error"] and "api-token" in answer.body["error"]
+    w.clock.advance(41)
+    q.put(manual("api-token", "now allowed", w.clock.now()))
+    c.tick()
+    assert w.version() == 3
+    # after the interval, a webhook request runs
+    w.clock.advance(61)
+    ok = ControllerWebhook(c, key).handle(sign(body, key, w.clock.now()), body)
+    assert ok.status == HTTPStatus.OK
+    c.tick()
+    assert w.version() == 4
 
 
 def test_a_held_secret_is_not_rotated_by_any_trigger() -> None:
@@ -534,6 +652,41 @@ def test_the_controller_holds_no_admin_login_between_ticks_while_a_run_is_active
     assert not c.active and c.finished[-1].stage == "revoked"
     assert rotator.logins[-1] == ("revoke_old", True)
     assert ADMIN["password"] not in strings_reachable(c, outside=(FakeKV,))
+
+
+def test_a_privileged_postgres_target_fails_its_run_with_an_audit_record() -> None:
+    """The real PostgreSQL rotator over a fake connection that reports the target role as a superuser: the run
+    fails before any ALTER ROLE, and the ledger records why (no value)."""
+    from chamberlain.rotation.rotators import Registry
+    from chamberlain.rotation.rotators.postgres import PostgresRotator
+    from tests.unit.test_rotation_workflow import ADMIN
+    from tests.unit.test_rotator_postgres_trust import FakeConn
+
+    policy = {"type": "event-based", "failureStrategy": "alert"}
+    w = World(("app-db", "pg-admin"), policy=policy)
+    w.kv.write(MOUNT, w.scope.placed["pg-admin"].vault.path, ADMIN, cas=1)
+    app = SecretIntent.model_validate({
+        "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": "app-db"},
+        "spec": {"owner": "shop", "purpose": "tests", "classification": "runtime",
+                 "source": {"generate": {"username": {"type": "fixed-name", "name": "app"},
+                                         "password": {"type": "password"}}},
+                 "rotation": policy, "consumers": [{"namespace": "shop", "secretName": "app-db"}],
+                 "target": {"postgres": {"host": "db.example", "role": "app", "adminIntent": "pg-admin",
+                                         "tls": {"mode": "disable"}}}},
+    })
+    w.scope = scope_of(PLATFORM, {**w.scope.intents, "app-db": app}, "dev", "dev1")
+    conn = FakeConn(superuser=True)
+    q = MemoryQueue()
+    c = w.controller(queue=q, registry=Registry({"postgres": PostgresRotator(connect=lambda **_: conn)}))
+    q.put(manual("app-db", "rotate the superuser", w.clock.now()))
+    c.tick()
+    run = c.finished[-1]
+    assert run.stage == "failed" and "privileged" in (run.last_error or "")
+    assert not any("ALTER ROLE" in statement for statement in conn.statements)
+    entry = [e for e in LedgerReader(w.kv, MOUNT).entries() if e.secret == "app-db"][-1]
+    assert entry.result != "ok" and "privileged" in json.dumps(entry.model_dump())
+    assert ADMIN["password"] not in json.dumps(entry.model_dump())
+    assert w.version("app-db") == 1
 
 
 # --------------------------------------------------------------------------------------------------- RotationRun

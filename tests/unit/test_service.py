@@ -247,6 +247,24 @@ def test_rotate_then_roll_back_then_release(provisioned: FakeServers, caller: Ca
                                   "released": [{"secret": "grafana-admin", "path": GRAFANA, "released": False}]}
 
 
+def test_a_manual_rotation_obeys_the_trigger_rate_limit(provisioned: FakeServers, caller: Caller,
+                                                         clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from chamberlain.triggers import limits
+
+    # the run sleeps through grafana-admin's maxOverlap on the fake clock: an interval longer than that
+    monkeypatch.setattr(limits, "trigger_interval", lambda _limits: timedelta(days=30))
+    assert _rotate(provisioned, caller).ok
+    again = _rotate(provisioned, caller)  # refused: nothing started, exit 1 with the reason
+    [row] = again.rows
+    assert not again.ok and row["stage"] == "not-started" and "rate limited" in row["error"]
+    assert "triggerInterval" in row["error"]
+    assert _rotate(provisioned, caller, rollback=True).ok  # the way back is never limited
+    clock.advance(31 * 86400)
+    assert _rotate(provisioned, caller).ok
+
+
 def test_a_rotation_that_cannot_start_is_reported_not_raised(servers: FakeServers, caller: Caller) -> None:
     handover.provision(ACME, servers, caller, environment="dev", cluster="dev1")
     result = _rotate(servers, caller, rollback=True)  # only version 1 exists

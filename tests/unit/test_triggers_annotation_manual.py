@@ -13,7 +13,7 @@ from chamberlain.clock import FakeClock
 from chamberlain.intent.model import GROUP, VERSION, SecretIntent
 from chamberlain.kube.api import CustomResource
 from chamberlain.kube.fake import FakeKube
-from chamberlain.triggers.annotation import PLURAL, AnnotationTrigger, detect
+from chamberlain.triggers.annotation import HANDLED, PLURAL, RESULT, AnnotationTrigger, detect
 from chamberlain.triggers.manual import for_namespace, manual
 from chamberlain.triggers.request import MemoryQueue
 
@@ -73,10 +73,20 @@ def test_poll_queues_once_and_clear_ends_it() -> None:
     assert trigger.clear_annotation("db", request) is True
     queue.done("db")
     stored = kube.get_custom_object(CustomResource(GROUP, VERSION, PLURAL), NS, "db")
-    assert stored is not None and stored["metadata"]["annotations"] == {"other": "x"}  # only ours removed
+    assert stored is not None
+    annotations = stored["metadata"]["annotations"]
+    assert annotations.pop(HANDLED).startswith("sha256:") and annotations.pop(RESULT) == "done"
+    assert annotations == {"other": "x"}  # only ours removed
     assert trigger.poll() == []
     assert trigger.clear_annotation("db", request) is False  # idempotent
     assert trigger.clear_annotation("absent") is False
+    # GitOps puts the same value back: it was handled, nothing is queued; a new value is
+    kube.patch_custom_object_annotations(CustomResource(GROUP, VERSION, PLURAL), NS, "db",
+                                         {wk.ANNOTATION_ROTATE: "compromised"})
+    assert trigger.poll() == []
+    kube.patch_custom_object_annotations(CustomResource(GROUP, VERSION, PLURAL), NS, "db",
+                                         {wk.ANNOTATION_ROTATE: "compromised again"})
+    assert [r.reason for r in trigger.poll()] == ["compromised again"]
 
 
 def test_clear_keeps_a_newer_annotation() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from chamberlain.clock import FakeClock
 from chamberlain.triggers.request import MemoryQueue
+from chamberlain.triggers.store import object_name
 from chamberlain.triggers.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -227,5 +228,5 @@ def test_server_second_signal_merges_and_sender_id_is_idempotent(endpoint: Endpo
     second = b'{"secret": "api-token", "reason": "confirmed leak"}'
     assert endpoint.post(second, _signed(second))[1]["outcome"] == "merged"
     (request,) = endpoint.queue.pending()
-    assert request.request_id == "webhook:evt-1"
+    assert request.request_id == object_name("key", "evt-1\0api-token")
     assert request.reason == "scanner hit; confirmed leak"

@@ -4,8 +4,9 @@ cluster facts Vault's Kubernetes auth needs, and logins as chamberlain's own ide
 Identities (SPEC §6, one per component, no shared credentials): the *orchestrator* of a cluster (role
 ``chamberlain.<cluster>.orchestrator``, KV life cycle) and the *configurator* (role
 ``chamberlain.authority.configurator``, Vault configuration), both bound to the controller ServiceAccount; each
-login uses a fresh, short-lived TokenRequest token with the ``vault`` audience. A static token (``VAULT_TOKEN``)
-is accepted only where a human passes it on purpose (break-glass).
+login uses a fresh, short-lived TokenRequest token with the ``vault`` audience. A static token is accepted only
+where a human passes it on purpose (break-glass: a file, stdin, or a variable named with ``--vault-token-env``;
+never argv, never an ambient ``VAULT_TOKEN``).
 
 Boundary: Kubernetes is reached through the structural :class:`TokenSource` (the Kube protocol satisfies it), so
 this module does not import the Kubernetes adapter. The clock comes with the :class:`Connection`: the entry point

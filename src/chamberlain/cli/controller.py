@@ -2,8 +2,10 @@
 Thin commands over :mod:`chamberlain.service.controller`.
 
 ``run PATH -e ENV --cluster C`` loads the scope (every intent placed in ENV/C), logs in (as the cluster's
-orchestrator through Kubernetes auth unless ``--vault-token-file`` is given), and starts the loop, the webhook
-endpoint (``--webhook-port``, key from ``--webhook-key-file`` or ``$CHAMBERLAIN_WEBHOOK_KEY_FILE``) and
+orchestrator through Kubernetes auth unless ``--vault-token-file``/``--vault-token-env`` is given), and starts the
+loop, the webhook endpoint (``--webhook-port``; its schemes' secrets from ``--webhook-key-file`` (HMAC),
+``--webhook-standard-secret-file`` (Standard Webhooks) and ``--webhook-bearer-token-file`` (bearer, Alertmanager),
+or the ``CHAMBERLAIN_WEBHOOK_*_FILE`` variables: files, never arguments) and
 ``/metrics`` (``--metrics-port``). As the entry point it configures the logs (JSON lines on stderr), reads
 ``$POD_NAME`` and turns SIGTERM/SIGINT into a graceful stop.
 """
@@ -29,6 +31,13 @@ controller_app = typer.Typer(no_args_is_help=True, add_completion=False)
 WebhookKeyFile = Annotated[Path | None, typer.Option(
     "--webhook-key-file", help="File holding the webhook HMAC key (or $CHAMBERLAIN_WEBHOOK_KEY_FILE).",
     show_default=False)]
+WebhookStandardFile = Annotated[Path | None, typer.Option(
+    "--webhook-standard-secret-file", show_default=False,
+    help="File holding a Standard Webhooks secret, whsec_<base64> (or $CHAMBERLAIN_WEBHOOK_STANDARD_SECRET_FILE).")]
+WebhookBearerFile = Annotated[Path | None, typer.Option(
+    "--webhook-bearer-token-file", show_default=False,
+    help="File holding the bearer token senders such as Alertmanager present (or "
+         "$CHAMBERLAIN_WEBHOOK_BEARER_TOKEN_FILE).")]
 
 
 @controller_app.command("run")
@@ -54,6 +63,8 @@ def run_cmd(
     listen: Annotated[str, typer.Option("--listen", help="Address of the metrics and webhook servers.")
                       ] = "127.0.0.1",
     webhook_key_file: WebhookKeyFile = None,
+    webhook_standard_secret_file: WebhookStandardFile = None,
+    webhook_bearer_token_file: WebhookBearerFile = None,
     max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Stop after this long (tests).",
                                                       show_default=False)] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="json or console.")] = "json",
@@ -64,13 +75,14 @@ def run_cmd(
     """
     from chamberlain.controller import logs
     from chamberlain.service import controller
-    from chamberlain.triggers.webhook import load_key
+    from chamberlain.triggers.webhook import load_keys
 
     if log_format not in ("json", "console"):
         raise UsageError("--log-format is json or console")
     logs.configure(json=log_format == "json")
     log = logs.get()
-    key = load_key(webhook_key_file, os.environ) if webhook_port is not None else None
+    key = (load_keys(webhook_key_file, webhook_standard_secret_file, webhook_bearer_token_file, os.environ)
+           if webhook_port is not None else None)
     options = controller.ControllerOptions(
         identity=identity or settings().pod_name, lease_name=lease_name, lease_seconds=lease_seconds,
         interval=interval, evaluate_every=evaluate_every, propagation_timeout=propagation_timeout,

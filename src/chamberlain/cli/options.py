@@ -3,8 +3,8 @@
 Options are ``Annotated`` aliases (``reason: Reason = "..."``), so every command spells them the same way, with the
 same short flags and environment variables. The options that say where a command acts come as a group: a command
 declares one parameter ``target: Target = GROUPED`` and decorates itself with :func:`target_options`, which puts
-``--environment/-e``, ``--cluster/-c``, ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` (or
-``--vault-token``) and ``--kubeconfig`` in that parameter's place and hands the command one typed :class:`Target`
+``--environment/-e``, ``--cluster/-c``, ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` and
+``--vault-token-env`` and ``--kubeconfig`` in that parameter's place and hands the command one typed :class:`Target`
 holding a :class:`~chamberlain.service.context.ConnectionOptions` (:data:`configure_options` does the same for the
 authority's configuration options). Typer builds a command's options from its signature, so an
 :class:`OptionGroup` rewrites ``__signature__``.
@@ -19,14 +19,16 @@ import functools
 import getpass
 import inspect
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 
 from chamberlain.clock import Clock, SystemClock
+from chamberlain.errors import UsageError
 from chamberlain.service.authority import ConfigureOptions
 from chamberlain.service.context import ConnectionOptions, workstation_actor
 from chamberlain.service.repository import repository_root
@@ -46,12 +48,18 @@ VaultAddr = Annotated[str | None, _option("--vault-addr", "VAULT_ADDR",
                                           "Vault address (default: the Platform's spec.authority.address).")]
 VaultCACert = Annotated[Path | None, _option("--vault-cacert", "VAULT_CACERT",
                                              "PEM bundle of the CA that signed Vault's TLS certificate.")]
-VaultTokenFile = Annotated[Path | None, _option(
-    "--vault-token-file", "CHAMBERLAIN_VAULT_TOKEN_FILE",
-    "File holding a Vault token, for the lab and break-glass (never pass a token on the command line).")]
-VaultToken = Annotated[str | None, _option(
-    "--vault-token", "VAULT_TOKEN", "Break-glass only: configure with this token instead of the configurator's "
-    "Kubernetes login.")]
+# No environment variable chooses a token file or a token: an ambient value would silently pick the identity of a
+# privileged command (configure, rekey); the user names the file, or the variable (--vault-token-env).
+VaultTokenFile = Annotated[Path | None, typer.Option(
+    "--vault-token-file", show_default=False, metavar="PATH",
+    help="Use the Vault token in this file ('-': read it from stdin) instead of a Kubernetes login (lab, "
+         "break-glass).")]
+VaultTokenEnv = Annotated[str | None, typer.Option(
+    "--vault-token-env", show_default=False, metavar="NAME",
+    help="Read the Vault token from the environment variable NAME (e.g. VAULT_TOKEN: never read unless named).")]
+VaultTokenRefused = Annotated[str | None, typer.Option("--vault-token", hidden=True, show_default=False)]
+ARGV_REFUSAL = ("--vault-token would put the token in the process list (ps): pass --vault-token-file PATH, "
+                 "--vault-token-file - (stdin) or --vault-token-env NAME")
 Kubeconfig = Annotated[Path | None, _option("--kubeconfig", "KUBECONFIG",
                                             "kubeconfig of the cluster (in-cluster config when unset).")]
 
@@ -135,8 +143,10 @@ class Target:
 def target_options(*, environment: bool = True, cluster: bool = True, vault: bool = True, token_file: bool = True,
                    token: bool = False) -> OptionGroup:
     """The options that say where a command acts, as ``target: Target``: ``--environment/-e`` and
-    ``--cluster/-c`` (unless turned off), then ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` (or,
-    for break-glass commands, ``--vault-token``) and ``--kubeconfig`` (only that one without ``vault``)."""
+    ``--cluster/-c`` (unless turned off), then ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` and
+    ``--vault-token-env`` (``token_file``: the orchestrator's token for the lab; ``token``: a break-glass
+    configurator token, never taken from an environment variable unless named) and ``--kubeconfig`` (only that
+    one without ``vault``). A token is never an argument: ``--vault-token VALUE`` is refused, saying how."""
     options: list[tuple[str, Any, Any]] = []
     if environment:
         options.append(("environment", Environment, None))
@@ -144,16 +154,46 @@ def target_options(*, environment: bool = True, cluster: bool = True, vault: boo
         options.append(("cluster", Cluster, None))
     if vault:
         options += [("vault_addr", VaultAddr, None), ("vault_cacert", VaultCACert, None)]
-        if token_file:
+        if token_file or token:
             options.append(("vault_token_file", VaultTokenFile, None))
+            options.append(("vault_token_env", VaultTokenEnv, None))
     options.append(("kubeconfig", Kubeconfig, None))
-    if vault and token:
-        options.append(("vault_token", VaultToken, None))
+    if vault:
+        options.append(("vault_token", VaultTokenRefused, None))
 
-    def build(environment: str | None = None, cluster: str | None = None, **conn: Any) -> Target:
-        return Target(environment, cluster, ConnectionOptions(**conn))
+    def build(environment: str | None = None, cluster: str | None = None, vault_token: str | None = None,
+              vault_token_env: str | None = None, vault_token_file: Path | None = None, **conn: Any) -> Target:
+        if vault_token is not None:
+            raise UsageError(ARGV_REFUSAL)
+        from_stdin = vault_token_file is not None and str(vault_token_file) == "-"
+        if from_stdin and vault_token_env:
+            raise UsageError("pass one of --vault-token-file and --vault-token-env")
+        value = token_from(vault_token_env, os.environ, sys.stdin if from_stdin else None)
+        if not from_stdin and vault_token_file is not None:
+            if vault_token_env:
+                raise UsageError("pass one of --vault-token-file and --vault-token-env")
+            conn["vault_token_file"] = vault_token_file
+        return Target(environment, cluster, ConnectionOptions(vault_token=value, **conn))
 
     return OptionGroup("target", build, options)
+
+
+def token_from(env_name: str | None, environ: Mapping[str, str], stdin: TextIO | None) -> str | None:
+    """A token named by ``--vault-token-env NAME`` (read from ``environ``) or given on ``stdin``; None when
+    neither. Errors name the variable, never a value."""
+    if stdin is not None:
+        value = stdin.read().strip()
+        if not value:
+            raise UsageError("--vault-token-file -: nothing was read from stdin")
+        return value
+    if env_name is None:
+        return None
+    if not env_name or not env_name.replace("_", "a").isalnum() or not env_name.isascii():
+        raise UsageError(f"--vault-token-env {env_name[:64]!r}: not an environment variable name")
+    value = environ.get(env_name, "").strip()
+    if not value:
+        raise UsageError(f"--vault-token-env {env_name}: that variable is not set or empty")
+    return value
 
 
 configure_options = OptionGroup("configure", ConfigureOptions, [

@@ -11,7 +11,7 @@ deciding whether a secret is due (``rotation.policy``), the steps of a rotation 
 (:mod:`chamberlain.service.controller` does that for the CLI and the demo).
 """
 
-from chamberlain.controller.app import ControllerApp, LeaderOnlyWebhook
+from chamberlain.controller.app import ControllerApp, ControllerWebhook
 from chamberlain.controller.collaborators import Collaborators
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.leader import Decision, LeaderElector, decide
@@ -26,9 +26,9 @@ __all__ = [
     "ControllerApp",
     "ControllerConfig",
     "ControllerMetrics",
+    "ControllerWebhook",
     "Decision",
     "LeaderElector",
-    "LeaderOnlyWebhook",
     "RunPublisher",
     "Scope",
     "decide",

@@ -9,10 +9,9 @@ up the Lease, and the servers shut down; an unfinished run stays recorded in Vau
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http import HTTPStatus
 from typing import Any, Protocol
 
 from chamberlain.authority.counting import CountingKV
@@ -28,8 +27,8 @@ from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
-from chamberlain.triggers import AnnotationTrigger, MemoryQueue
-from chamberlain.triggers.webhook import DEFAULT_WINDOW, Answer, WebhookHandler, WebhookKey, WebhookServer
+from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
+from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
 
 
 class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObjects, Protocol):
@@ -74,6 +73,7 @@ def wire(
         kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock), metrics=metrics,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
+        requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
         log=log if log is not None else Silent(),
     )
@@ -93,21 +93,26 @@ def _session_refresher(vault: VaultSession, metrics: ControllerMetrics) -> Calla
     return refresh_session
 
 
-class LeaderOnlyWebhook(WebhookHandler):
-    """A follower answers 503 (retry later): a request it queued would wait until it leads, maybe forever. Behind
-    a Service, the sender's retry reaches the leader."""
+class ControllerWebhook(WebhookHandler):
+    """The webhook of one replica. Every replica accepts: the request is persisted create-only in the cluster
+    (:class:`~chamberlain.triggers.store.RunObjectStore`), so a follower's answer (202) is as good as the
+    leader's, the leader picks it up at its next tick, and a leader change loses nothing. The leader also queues
+    it at once (200). The rate limit is checked here, when the request is accepted: a clear answer (429), and an
+    accepted request is never refused later."""
 
-    def __init__(self, controller: Controller, key: WebhookKey, window: timedelta = DEFAULT_WINDOW) -> None:
-        super().__init__(key, controller.parts.queue, controller.scope.knows, controller.parts.clock, window=window)
+    def __init__(self, controller: Controller, key: WebhookKey | WebhookKeys, window: timedelta = DEFAULT_WINDOW,
+                 store: RequestStore | None = None) -> None:
+        placed = controller.scope.placed
+        super().__init__(key, controller.parts.queue, controller.scope.knows, controller.parts.clock, window=window,
+                         store=store if store is not None else controller.parts.requests,
+                         path_of=lambda s: placed[s].vault.full if s in placed else s,
+                         admit=controller.allowed_at)
         self._controller = controller
 
-    def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
+    def deliver(self, request: RotationRequest) -> str:
         if not self._controller.is_leader:
-            return Answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "not the leader, retry"})
-        answer = super().handle(headers, body)
-        if answer.status == HTTPStatus.OK:
-            self._controller.wake.set()  # start the run now, not at the next tick
-        return answer
+            return "persisted"  # the leader's next tick lists it
+        return self._controller.request_now(request)
 
 
 @dataclass
@@ -116,7 +121,7 @@ class ControllerApp:
     interval: float = 1.0
     metrics_address: tuple[str, int] | None = None  # (host, port); port 0 picks a free one
     webhook_address: tuple[str, int] | None = None
-    webhook_key: WebhookKey | None = field(default=None, repr=False)
+    webhook_key: WebhookKey | WebhookKeys | None = field(default=None, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event)
     webhook: WebhookServer | None = None
     metrics_server: Any = None
@@ -128,7 +133,7 @@ class ControllerApp:
         if self.webhook_address is not None:
             if self.webhook_key is None:
                 raise ValueError("a webhook address needs a webhook key")
-            self.webhook = WebhookServer(self.webhook_address, LeaderOnlyWebhook(self.controller, self.webhook_key))
+            self.webhook = WebhookServer(self.webhook_address, ControllerWebhook(self.controller, self.webhook_key))
             t = threading.Thread(target=self.webhook.serve_forever, name="chamberlain-webhook", daemon=True)
             t.start()
             self._threads.append(t)
@@ -161,4 +166,4 @@ class ControllerApp:
             self.metrics_server.server_close()
 
 
-__all__ = ["DEFAULT_LEASE", "ControllerApp", "ControllerKube", "LeaderOnlyWebhook", "VaultSession", "wire"]
+__all__ = ["DEFAULT_LEASE", "ControllerApp", "ControllerKube", "ControllerWebhook", "VaultSession", "wire"]

@@ -26,7 +26,7 @@ from chamberlain.kube.api import KubePropagation
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import Registry
 from chamberlain.rotation.rotators.base import CertificateIssuer
-from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestQueue
+from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestQueue, RequestStore
 
 
 class Logger(Protocol):
@@ -65,6 +65,7 @@ class Collaborators:
     elector: LeaderElector | None = None  # None: always leader (one replica, tests)
     publisher: RunPublisher | None = None  # RotationRun objects and Events (None: none)
     annotations: AnnotationTrigger | None = None
+    requests: RequestStore | None = None  # persisted webhook requests (any replica accepts, the leader acts)
     pki: CertificateIssuer | None = None  # for x509-vault-pki intents
     refresh_session: Callable[[], None] = _no_session_refresh  # renew the authority token when due
     new_run_id: Callable[[], str] = _new_run_id

@@ -12,11 +12,15 @@ One :meth:`Controller.tick`:
 1. leader election (:mod:`.leader`); a follower drops what it drove and does nothing else;
 2. the Vault session is renewed when half its lifetime has passed (never a login per reconcile, ESO #1273);
 3. on becoming leader, unfinished runs recorded in Vault are adopted (a crashed or stopped leader's runs resume);
-4. the time trigger evaluates the policy in force of every secret in scope (every ``evaluate_every`` seconds) and
-   the annotation trigger polls the SecretIntents; both, like the webhook and the CLI, only put requests in the
-   queue;
+4. the time trigger evaluates the policy in force of every secret in scope (every ``evaluate_every`` seconds; a
+   ttl below the Platform's ``limits.minimumTtl`` is evaluated as the floor), the annotation trigger polls the
+   SecretIntents, and the webhook requests persisted by any replica (RotationRun objects without a status) are
+   picked up; all of them, like the CLI, only put requests in the queue;
 5. queued requests start runs (a ``time`` request is checked again against fresh metadata first, so a window
-   rotates exactly once even when a request waited behind a running rotation);
+   rotates exactly once even when a request waited behind a running rotation; an annotation or manual request is
+   refused while the secret's last run started less than ``limits.triggerInterval`` ago, a webhook request was
+   checked when a replica accepted it). A
+   persisted webhook request's run takes the request object's name as its run id;
 6. runs advance in three passes so one tick is one batch: every run up to *promoted*; every promoted run's
    ExternalSecrets are poked at once (so ESO refreshes them in parallel, not one wait after another); every run up
    to *propagated*; then the rest, with one restart wave — a workload fed by several secrets of the batch rolls
@@ -53,7 +57,8 @@ from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import due
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
-from chamberlain.triggers import RotationRequest
+from chamberlain.triggers import RotationRequest, is_stored
+from chamberlain.triggers import limits as floors
 from chamberlain.triggers.timer import evaluate
 
 PROPAGATED_OR_LATER = PROMOTED_OR_LATER - {"promoted"}
@@ -116,8 +121,12 @@ class Controller:
         self.config = replace(self.config, evaluate_every=seconds)
 
     def request(self, request: RotationRequest) -> None:
-        """Queue a request from outside the loop (the webhook server calls the queue directly)."""
+        """Queue a request from outside the loop."""
         self._enqueue(request)
+
+    def request_now(self, request: RotationRequest) -> str:
+        """Queue a request from outside the loop and wake the loop; the queue's outcome (the webhook answers it)."""
+        return self._enqueue(request)
 
     def now(self) -> datetime:
         return self.parts.clock.now()
@@ -134,6 +143,7 @@ class Controller:
                 self._adopt()
             self._evaluate()
             self._poll_annotations()
+            self._poll_stored()
             self._start(self._take_requests())
             self._drive()
         except AuthorityUnavailable as exc:  # Vault unreachable or sealed: nothing moves; runs resume next tick
@@ -238,6 +248,11 @@ class Controller:
             if meta is None:
                 continue
             s = schedule_of(name, meta.custom)
+            if s is not None:
+                policy, raised = floors.floored(s.policy, self.scope.platform.spec.limits)
+                if raised:  # never act on a ttl below the Platform's floor, whoever recorded it
+                    self.parts.log.warning("ttl below the platform floor; evaluated at the floor", secret=name)
+                    s = replace(s, policy=policy)
             labels = (name, placed.vault.full)
             metrics.held.labels(*labels).set(1 if meta.custom.get(wk.HELD) == "true" else 0)
             if s is None:
@@ -259,13 +274,37 @@ class Controller:
         except KubeError as exc:
             self.parts.log.warning("annotation poll failed", error=type(exc).__name__)
 
-    def _enqueue(self, request: RotationRequest) -> None:
+    def _poll_stored(self) -> None:
+        """Webhook requests persisted by any replica (this one, a follower, the previous leader): queued here.
+        One already queued or in flight has the same request id, so the queue drops the repeat."""
+        if self.parts.requests is None:
+            return
+        try:
+            pending = self.parts.requests.pending(self.parts.clock.now())
+        except KubeError as exc:
+            self.parts.log.warning("persisted requests poll failed", error=type(exc).__name__)
+            return
+        for request in pending:
+            if request.request_id not in self.state.taken:
+                self._enqueue(request)
+
+    def _enqueue(self, request: RotationRequest) -> str:
         outcome = self.parts.queue.put(request)
         self.parts.metrics.requests.labels(request.kind, outcome).inc()
         self.wake.set()
         if outcome == "queued":
             self.parts.log.info("rotation requested", secret=request.secret, trigger=request.kind,
                                 request=request.request_id)
+        return outcome
+
+    def allowed_at(self, secret: str) -> datetime | None:
+        """When a triggered rotation of ``secret`` is allowed again (None: now, or unknown secret): the last run's
+        start plus ``limits.triggerInterval``. Reads the authority."""
+        placed = self.scope.placed.get(secret)
+        if placed is None:
+            return None
+        started = floors.last_start(self.parts.kv, placed.vault)
+        return floors.allowed_at(started, floors.trigger_interval(self.scope.platform.spec.limits))
 
     def _take_requests(self) -> list[RotationRequest]:
         requests = []
@@ -297,7 +336,7 @@ class Controller:
         if placed is None:
             self.parts.log.warning("request for a secret out of scope", secret=request.secret,
                                    trigger=request.kind)
-            self._end_request(request, cleared=True)
+            self._end_request(request, cleared=True, result="dropped: not in this controller's scope")
             return None
         if request.secret in self.state.active:  # a run (adopted, or still finishing) holds the secret: after it
             self.state.deferred[request.secret] = request
@@ -317,15 +356,26 @@ class Controller:
                 self.parts.metrics.requests.labels("time", "stale").inc()
                 self._end_request(request)
                 return None
+            # A webhook request was checked against the limit when a replica accepted it (and answered 200/202);
+            # refusing it now would break that answer. Annotation and manual requests are checked here.
+            refused = None if request.kind == "webhook" else floors.refusal(
+                placed.name, request.kind, self.allowed_at(placed.name), self.parts.clock.now())
+            if refused is not None:
+                self.parts.metrics.requests.labels(request.kind, "rate-limited").inc()
+                log.warning("trigger refused", secret=placed.name, trigger=request.kind, detail=refused)
+                self._end_request(request, cleared=True, result=f"refused: {refused}", state="refused")
+                return None
             deps, timing = self._deps(placed)
-            run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=self.parts.new_run_id(),
+            # A persisted webhook request's run takes its object's name: that object then shows the run.
+            run_id = request.request_id if is_stored(request.request_id) else self.parts.new_run_id()
+            run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
                            trigger=request.kind, reason=request.reason, now=self.parts.clock.now())
         except RunActive:
             return self._join(placed, request)
         except wf.SecretHeld as exc:
             log.warning("secret is held; request dropped", secret=placed.name, trigger=request.kind,
                         detail=str(exc))
-            self._end_request(request, cleared=True)
+            self._end_request(request, cleared=True, result="refused: the secret is held", state="refused")
             return None
         except AuthorityUnavailable:
             # Vault unreachable or sealed: the request must survive the outage. Back in line; stop this tick.
@@ -335,7 +385,7 @@ class Controller:
         except ChamberlainError as exc:  # not found, forbidden, no such rotator...: this request cannot run
             log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,
                         detail=str(exc)[:200])
-            self._end_request(request, cleared=True)
+            self._end_request(request, cleared=True, result=f"failed to start: {type(exc).__name__}")
             return None
         return Opened(Active(placed, run, deps, timing, request, self.parts.clock.monotonic()), started=True)
 
@@ -484,21 +534,40 @@ class Controller:
                    version=run.current_version, propagation_seconds=a.timing.seconds,
                    restarted=a.timing.restarted, left_to_reloader=a.timing.left_to_reloader)
         self.state.finish(run, self.config.keep_finished)
+        if is_stored(run.run_id):
+            self.state.taken.add(run.run_id)
         if a.request is not None:
-            self._end_request(a.request, cleared=True)
+            self._end_request(a.request, cleared=True, result=f"{run.stage}: run {run.run_id}", run=run.run_id)
         elif run.trigger == "annotation":
             self._clear_annotation(run.secret, None)
 
-    def _end_request(self, request: RotationRequest, cleared: bool = False) -> None:
+    def _end_request(self, request: RotationRequest, cleared: bool = False, result: str = "done",
+                     state: str = "dropped", run: str | None = None) -> None:
         self.parts.queue.done(request.secret)
         if cleared and request.kind == "annotation":
-            self._clear_annotation(request.secret, request)
+            self._clear_annotation(request.secret, request, result)
+        self._settle(request, state, result, run)
 
-    def _clear_annotation(self, secret: str, request: RotationRequest | None) -> None:
+    def _settle(self, request: RotationRequest, state: str, message: str, run: str | None) -> None:
+        """Persisted webhook requests folded into ``request`` are no longer pending: the one whose name is the
+        run's id shows that run; the others say what became of them (merged into it, refused, dropped)."""
+        store = self.parts.requests
+        for key in request.keys:
+            if store is None or not is_stored(key) or key == run:
+                continue
+            with self.state.lock:
+                self.state.taken.add(key)
+            try:
+                store.settle(key, "merged" if run is not None else state, message, run)
+            except KubeError as exc:
+                self.parts.log.warning("could not settle a persisted request", secret=request.secret,
+                                       error=type(exc).__name__)
+
+    def _clear_annotation(self, secret: str, request: RotationRequest | None, result: str = "done") -> None:
         if self.parts.annotations is None:
             return
         try:
-            self.parts.annotations.clear_annotation(secret, request)
+            self.parts.annotations.clear_annotation(secret, request, result)
         except KubeError as exc:
             self.parts.log.warning("could not clear the rotate annotation", secret=secret,
                                    error=type(exc).__name__)

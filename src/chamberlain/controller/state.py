@@ -56,6 +56,9 @@ class TickState:
     leader: bool = False
     adopted: bool = False  # the unfinished runs recorded in Vault were adopted since this replica became leader
     last_evaluation: float | None = None  # monotonic time of the time trigger's last evaluation
+    # persisted webhook requests this replica ran or settled (not queued again while their objects' status, a
+    # best-effort publish, has not caught up); grows by one name per webhook request
+    taken: set[str] = field(default_factory=set)
 
     def activate(self, a: Active) -> None:
         with self.lock:

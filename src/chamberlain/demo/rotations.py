@@ -169,6 +169,7 @@ def adjust_repository(repo_dir: Path, *, vault_address: str, ca_pem: str, postgr
         target["host"] = "127.0.0.1"
         target["port"] = postgres_port
         target["strategy"] = "alternating"
+        target["tls"] = _flow({"mode": "disable"})  # the lab PostgreSQL speaks plain text: an explicit opt-out
         spec["rotation"] = _flow(QUICK_REVOKE_POLICY)
 
     def floor(spec: CommentedMap) -> None:
@@ -194,7 +195,7 @@ def adjust_repository(repo_dir: Path, *, vault_address: str, ca_pem: str, postgr
                    f"{WEBHOOK_SECRET} rotation maxOverlap 2s")
     changes.append(f"{_edit_document(repo_dir, 'SecretIntent', POSTGRES_SECRET, postgres)}: "
                    f"{POSTGRES_SECRET} target.postgres on the lab PostgreSQL (127.0.0.1:{postgres_port}), "
-                   "strategy alternating, maxOverlap 2s")
+                   "tls disabled, strategy alternating, maxOverlap 2s")
     return changes
 
 

@@ -175,8 +175,10 @@ class KubeCustomObjects(Protocol):
     """Custom resources as plain dicts (the annotation trigger reads SecretIntents and clears one annotation).
     Kept apart from :class:`Kube` so existing fakes need not grow."""
 
-    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every object of the kind (in ``namespace``, or cluster-wide when None)."""
+    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None,
+                            label: str | None = None) -> list[dict[str, Any]]:
+        """Every object of the kind (in ``namespace``, or cluster-wide when None); with ``label``, only those
+        carrying that label key (a server-side selector)."""
         ...
 
     def get_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:

@@ -270,13 +270,16 @@ class KubeClient:
     def _custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self._api)
 
-    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None,
+                            label: str | None = None) -> list[dict[str, Any]]:
         api, (group, version, plural) = self._custom(), (resource.group, resource.version, resource.plural)
+        selector = {"label_selector": label} if label else {}
         if namespace is None:
-            resp = self._call(resource.describe(), lambda: api.list_cluster_custom_object(group, version, plural))
+            resp = self._call(resource.describe(),
+                              lambda: api.list_cluster_custom_object(group, version, plural, **selector))
         else:
             resp = self._call(resource.describe(namespace),
-                              lambda: api.list_namespaced_custom_object(group, version, namespace, plural))
+                              lambda: api.list_namespaced_custom_object(group, version, namespace, plural, **selector))
         return [dict(item) for item in (resp or {}).get("items", [])]
 
     def get_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:

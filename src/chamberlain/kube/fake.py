@@ -172,11 +172,13 @@ class FakeKube:
         self.custom_objects[_key(resource, str(meta.get("namespace") or ""), str(meta["name"]))] = body
         return copy.deepcopy(body)
 
-    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_custom_objects(self, resource: CustomResource, namespace: str | None = None,
+                            label: str | None = None) -> list[dict[str, Any]]:
         self._guard()
         kind = (resource.group, resource.version, resource.plural)
         return [copy.deepcopy(o) for (g, v, p, ns, _), o in sorted(self.custom_objects.items())
-                if (g, v, p) == kind and (namespace is None or ns == namespace)]
+                if (g, v, p) == kind and (namespace is None or ns == namespace)
+                and (label is None or label in ((o.get("metadata") or {}).get("labels") or {}))]
 
     def get_custom_object(self, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:
         self._guard()

@@ -9,7 +9,8 @@ the run id and the clock a use case records in the ledger). Tests pass a fake :c
 Identities (SPEC §6): without a token file, a use case logs in through Vault's Kubernetes auth as the orchestrator
 of the selected cluster (``chamberlain.<cluster>.orchestrator``) or as the configurator, each with a fresh
 short-lived ServiceAccount token (:mod:`chamberlain.authority.session`). A token is only ever read from a file the
-user names, or taken from ``--vault-token`` where a command offers break-glass; it never enters a message.
+user names, or handed over by the entry point from stdin or an environment variable the user *names*
+(``--vault-token-env``); never from argv, never from an ambient ``VAULT_TOKEN``; it never enters a message.
 
 Not here: option parsing (the CLI turns flags into :class:`ConnectionOptions`), any use case.
 """
@@ -17,7 +18,7 @@ Not here: option parsing (the CLI turns flags into :class:`ConnectionOptions`), 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -62,7 +63,7 @@ class ConnectionOptions:
     vault_addr: str | None = None
     vault_cacert: Path | None = None
     vault_token_file: Path | None = None
-    vault_token: str | None = field(default=None, repr=False)  # break-glass only, where a command offers it
+    vault_token: str | None = field(default=None, repr=False)  # read by the entry point (stdin, a named variable)
     kubeconfig: Path | None = None
 
 
@@ -145,7 +146,10 @@ class LiveServers:
         from chamberlain.authority.session import Connection
 
         o = self.options
-        return Connection.resolve(platform, o.vault_addr, o.vault_cacert, o.vault_token, clock=self.clock)
+        conn = Connection.resolve(platform, o.vault_addr, o.vault_cacert, o.vault_token, clock=self.clock)
+        if conn.token is None and o.vault_token_file is not None:  # read once the CA file is known to exist
+            conn = replace(conn, token=_read_token(o.vault_token_file))
+        return conn
 
     def anonymous(self, platform: Platform) -> VaultClient:
         return self.connection(platform).anonymous()
@@ -164,12 +168,13 @@ class LiveServers:
         from chamberlain.authority.vault import client_with_token
 
         conn = self.connection(platform)
-        token = _read_token(self.options.vault_token_file) if self.options.vault_token_file else conn.token
+        token = conn.token
         if token:
             return client_with_token(conn.address, conn.ca_file, token, clock=self.clock)
         if cluster is None:
-            raise UsageError("pass --vault-token-file (a file holding a Vault token), or --cluster and --kubeconfig "
-                             "to log in as that cluster's orchestrator")
+            raise UsageError("pass --vault-token-file (a file holding a Vault token; '-' for stdin) or "
+                             "--vault-token-env NAME, or --cluster and --kubeconfig to log in as that cluster's "
+                             "orchestrator")
         from chamberlain.render.naming import orchestrator_policy
 
         return self.login(platform, orchestrator_policy(cluster))

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from chamberlain.controller.app import ControllerApp
     from chamberlain.controller.loop import Logger, Scope
     from chamberlain.service.context import Servers
-    from chamberlain.triggers import WebhookKey
+    from chamberlain.triggers import WebhookKey, WebhookKeys
 
 class LoadFailed(ChamberlainError):
     """Loading the repository in the loader process failed; carries that error's message and exit code."""
@@ -120,7 +120,7 @@ class ControllerOptions:
     poll: float | None = None  # seconds between polls of consumer Secrets (default: the controller's)
     metrics_address: tuple[str, int] | None = None  # (host, port); port 0 picks a free one
     webhook_address: tuple[str, int] | None = None
-    webhook_key: WebhookKey | None = field(default=None, repr=False)
+    webhook_key: WebhookKey | WebhookKeys | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -194,8 +194,8 @@ def post_webhook(url: str, body: bytes, headers: Mapping[str, str], *, timeout: 
 
 def request_rotation(url: str, key: WebhookKey, secret: str, reason: str, clock: Clock, *,
                      request_id: str | None = None, retry_unavailable: float = 0.0) -> WebhookAnswer:
-    """A signed rotation request (HMAC-SHA256 over ``<unix-time>.<body>``). A 503 (the controller does not lead
-    yet) is retried for up to ``retry_unavailable`` seconds."""
+    """A signed rotation request (HMAC-SHA256 over ``<unix-time>.<body>``). A 503 (every worker busy, or the
+    cluster unreachable to persist it) is retried, freshly signed, for up to ``retry_unavailable`` seconds."""
     from chamberlain.triggers.webhook import sign
 
     doc: dict[str, str] = {"secret": secret, "reason": reason}

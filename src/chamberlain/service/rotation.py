@@ -24,6 +24,7 @@ from chamberlain.service.repository import load_platform
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from chamberlain.authority.kv import KV
     from chamberlain.authority.vault import VaultClient
     from chamberlain.clock import Clock
     from chamberlain.intent.loader import Repository
@@ -148,6 +149,7 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
             run = wf.start_rollback(kv, p.vault, secret=p.name, run_id=run_id, reason=request.reason,
                                     now=caller.clock.now())
         else:
+            _rate_limit(kv, p, platform, caller.clock.now())
             run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="manual", reason=request.reason,
                            now=caller.clock.now())
         run = rm.drive(run, deps, max_wait=request.max_wait)
@@ -160,6 +162,17 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
         row["message"] = (f"run {run.run_id} is {run.stage}; it resumes from its record"
                           + (f" (revoke at {row['revokeAt']})" if row.get("revokeAt") else ""))
     return row, run.succeeded or (run.stage == "revoke-wait" and run.last_error is None)
+
+
+def _rate_limit(kv: KV, p: Placed, platform: Platform, now: datetime) -> None:
+    """A manual rotation obeys the Platform's trigger rate limit like every other trigger (a rollback does not:
+    it is the way back from a bad rotation)."""
+    from chamberlain.triggers import limits
+
+    at = limits.allowed_at(limits.last_start(kv, p.vault), limits.trigger_interval(platform.spec.limits))
+    refused = limits.refusal(p.name, "manual", at, now)
+    if refused is not None:
+        raise limits.RateLimited(refused)
 
 
 def status(root: Path, servers: Servers, clock: Clock, *, environment: str | None = None,

@@ -6,9 +6,15 @@ protocol, queues what :func:`detect` finds, and removes the annotation when the 
 (:meth:`AnnotationTrigger.clear_annotation`). Not here: rotating, or deciding when a run has ended.
 
 The annotation stays on the object while the run is pending and in flight, so every poll sees it again: the
-request id (``annotation:<uid>:<hash of the reason>``) is the same each time and the queue drops the repeats. The
-consumer should confirm the annotation is still present before acting on an annotation request, since a poll that
-listed the object just before the annotation was cleared may queue it once more.
+request id (``annotation:<uid>:<hash of the reason>``) is the same each time and the queue drops the repeats.
+
+Once per value: when the run ends (or the request is refused), :meth:`AnnotationTrigger.clear_annotation`
+removes the annotation *and* records a hash of the value it acted on in ``chamberlain.dev/rotate-handled`` on
+the same object, in the same patch. A GitOps controller that re-applies the same value (the annotation committed
+to Git, re-synced every few minutes) therefore rotates nothing: :func:`detect` skips a value whose hash is the
+recorded one. A new value (a ticket id, a date) acts once. The record lives on the object in the cluster, so it
+survives restarts and leader changes; server-side apply and ``kubectl apply`` keep annotations they do not
+manage, so re-applying the intent does not remove it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,21 @@ INTENT_OBJECTS = CustomResource(GROUP, VERSION, PLURAL)
 KIND = "SecretIntent"
 
 
+HANDLED = "chamberlain.dev/rotate-handled"  # sha256 of the last rotate value acted on (or refused)
+RESULT = "chamberlain.dev/rotate-result"  # what became of it: done, or refused and why (no value)
+
+
+def value_hash(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def handled(obj: Mapping[str, Any]) -> bool:
+    """Whether the rotate value on ``obj`` is the one already acted on (a re-application of the same value)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(wk.ANNOTATION_ROTATE)
+    return isinstance(value, str) and annotations.get(HANDLED) == value_hash(value)
+
+
 def request_id(obj: Mapping[str, Any]) -> str | None:
     """The idempotency key of the annotation on ``obj`` (None when it carries none)."""
     meta = obj.get("metadata") or {}
@@ -50,7 +71,7 @@ def detect(objects: Iterable[Mapping[str, Any]], now: datetime) -> list[Rotation
         if obj.get("kind", KIND) != KIND:
             continue
         key = request_id(obj)
-        if key is None:
+        if key is None or handled(obj):
             continue
         meta = obj["metadata"]
         try:
@@ -94,8 +115,9 @@ class AnnotationTrigger:
                          extra={"secret": request.secret, "request_id": request.request_id})
         return queued
 
-    def clear_annotation(self, name: str, request: RotationRequest | None = None) -> bool:
-        """Remove the annotation from SecretIntent ``name`` (the workflow calls this when a run ends).
+    def clear_annotation(self, name: str, request: RotationRequest | None = None, result: str = "done") -> bool:
+        """Remove the annotation from SecretIntent ``name`` (the workflow calls this when a run ends), recording
+        the hash of the value acted on (:data:`HANDLED`) and ``result`` (:data:`RESULT`) in the same patch.
 
         With ``request``, only the annotation that caused it is removed: if someone re-annotated with a new reason
         meanwhile, that newer signal stays (and is picked up by the next poll). The patch carries the
@@ -109,9 +131,11 @@ class AnnotationTrigger:
             if request is not None and request_id(current) not in request.keys:
                 return False
             meta = current["metadata"]
+            value = str(meta["annotations"][wk.ANNOTATION_ROTATE])
             try:
                 self._kube.patch_custom_object_annotations(
-                    INTENT_OBJECTS, self._namespace, name, {wk.ANNOTATION_ROTATE: None},
+                    INTENT_OBJECTS, self._namespace, name,
+                    {wk.ANNOTATION_ROTATE: None, HANDLED: value_hash(value), RESULT: result[:200]},
                     resource_version=meta.get("resourceVersion") or None,
                 )
                 return True

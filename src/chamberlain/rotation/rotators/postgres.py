@@ -19,6 +19,20 @@ still hold (old user, old password) keeps working for ``maxOverlap``; ``revoke_o
 users stay interchangeable. Existing sessions of a revoked user are left alone: closing them is the application's
 concern, and a pool reconnects with the credential it was given.
 
+Trust boundaries (issue 11):
+
+* TLS: every connection (the admin's and the test login) uses ``sslmode=verify-full``: the server certificate
+  must chain to ``target.postgres.tls.caBundle`` (written to a private temporary file for libpq, removed once
+  connected), or to the system trust store when no bundle is given, and name the host. ``tls.mode: disable``
+  (the lab, which says so explicitly; validate reports it) connects in plain text. An admin password is never
+  sent to a server whose identity was not verified.
+* Privileged targets: before any ``ALTER ROLE`` (set, revoke, the alternate's grants), the admin session reads
+  ``pg_roles`` for every user it is about to change and refuses (:class:`PrivilegedTarget`, permanent: the run
+  fails and its ledger entry records why) a superuser, a role with ``CREATEROLE``, ``REPLICATION`` or
+  ``BYPASSRLS`` (each can take over the database or its other roles), and the admin's own session user. An
+  intent naming such a role cannot use the admin credential to take it over. Validate rejects it statically where
+  it can; this is the runtime check against the database as it is.
+
 Secrets in SQL: PostgreSQL takes no bind parameters in utility statements, so the password would be a literal in
 ``ALTER ROLE``, where ``log_statement`` or an error message could echo it. We never send it: libpq computes the
 SCRAM-SHA-256 verifier client side (``PQencryptPasswordConn``, as ``psql``'s ``\\password`` does) and only the
@@ -30,11 +44,13 @@ Boundary: the only module of chamberlain that imports psycopg.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from chamberlain.intent.model import FixedNameGenerator, PasswordGenerator, PostgresTarget
+from chamberlain.intent.model import FixedNameGenerator, PasswordGenerator, PostgresTarget, PostgresTls
 from chamberlain.rotation.rotators.base import (
     CredentialTestFailed,
     PendingVersion,
@@ -152,6 +168,47 @@ def map_error(exc: psycopg.Error, where: str, *, login: Literal["admin", "pendin
     return TargetRejected(detail)
 
 
+class PrivilegedTarget(TargetRejected):
+    """The role to change is privileged (superuser, CREATEROLE, REPLICATION, BYPASSRLS) or is the admin itself."""
+
+
+PRIVILEGE_COLUMNS = ("rolsuper", "rolcreaterole", "rolreplication", "rolbypassrls")
+
+
+def privilege_refusal(user: str, admin_user: str, flags: Mapping[str, bool] | None) -> str | None:
+    """Why changing ``user`` is refused (None: allowed). Pure: ``flags`` are its ``pg_roles`` columns (None: the
+    role does not exist yet), ``admin_user`` the admin session's user."""
+    if user == admin_user:
+        return f"role {user} is the admin's own session user"
+    held = [c for c in PRIVILEGE_COLUMNS if flags and flags.get(c)]
+    if held:
+        return f"role {user} is privileged (pg_roles: {', '.join(held)})"
+    return None
+
+
+def tls_parameters(tls: PostgresTls, ca_file: str | None) -> dict[str, str]:
+    """libpq's TLS settings for ``tls`` (``ca_file``: the written caBundle). Pure."""
+    if tls.mode == "disable":
+        return {"sslmode": "disable"}
+    return {"sslmode": "verify-full", "sslrootcert": ca_file or "system"}
+
+
+@contextlib.contextmanager
+def _ca_file(tls: PostgresTls) -> Iterator[str | None]:
+    """The caBundle as a private file for libpq (it takes a path, not data), removed when connected."""
+    if tls.mode == "disable" or not tls.ca_bundle:
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="chamberlain-pg-ca-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(tls.ca_bundle)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 # --------------------------------------------------------------------------------------------------- the rotator
 
 
@@ -188,6 +245,7 @@ class PostgresRotator:
 
         with self._admin(ctx, target, where) as conn:
             try:
+                self._refuse_privileged(conn, where, {target.role, user})
                 if target.strategy == "alternating":
                     self._ensure_user(conn, target.role, user)
                 verifier = conn.pgconn.encrypt_password(
@@ -231,6 +289,7 @@ class PostgresRotator:
 
         with self._admin(ctx, target, where) as conn:
             try:
+                self._refuse_privileged(conn, where, {old_user})
                 if self._role_exists(conn, old_user):
                     conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(old_user)))
             except psycopg.Error as exc:
@@ -250,16 +309,13 @@ class PostgresRotator:
             import psycopg
 
             connect = psycopg.connect
-        return connect(
-            host=target.host,
-            port=target.port,
-            dbname=target.database,
-            user=cred.user,
-            password=cred.password,
-            connect_timeout=self._timeout,
-            autocommit=True,
-            application_name="chamberlain-rotator",
-        )
+        with _ca_file(target.tls) as ca_file:
+            options: dict[str, Any] = {
+                "host": target.host, "port": target.port, "dbname": target.database, "user": cred.user,
+                "password": cred.password, "connect_timeout": self._timeout, "autocommit": True,
+                "application_name": "chamberlain-rotator", **tls_parameters(target.tls, ca_file),
+            }
+            return connect(**options)
 
     def _admin(self, ctx: RotationContext, target: PostgresTarget, where: str) -> psycopg.Connection[Any]:
         cred = admin_credential(ctx)
@@ -278,6 +334,22 @@ class PostgresRotator:
             conn.close()
             _raise(map_error(exc, where))
         return conn
+
+    @staticmethod
+    def _refuse_privileged(conn: psycopg.Connection[Any], where: str, users: set[str]) -> None:
+        """Raise :class:`PrivilegedTarget` when any of ``users`` is privileged or is the admin session's user."""
+        row = conn.execute("SELECT session_user").fetchone()
+        admin_user = str(row[0]) if row else ""
+        for user in sorted(users):
+            flags = conn.execute(
+                "SELECT rolsuper, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = %s",
+                (user,),
+            ).fetchone()
+            refused = privilege_refusal(user, admin_user,
+                                        dict(zip(PRIVILEGE_COLUMNS, flags, strict=True)) if flags else None)
+            if refused is not None:
+                raise PrivilegedTarget(f"{where}: refused, {refused}; chamberlain never changes a privileged role "
+                                       "or the admin's own")
 
     @staticmethod
     def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
