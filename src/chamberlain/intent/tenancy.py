@@ -166,6 +166,16 @@ def superuser_role(role: str) -> str | None:
 # ------------------------------------------------------------------------------------------- the authority address
 
 
+def is_loopback(host: str) -> bool:
+    """A host that never leaves the machine (the lab): localhost or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def insecure_authority(address: str) -> str | None:
     """Why the authority address is unacceptable, or None: ``http://`` only to a loopback host (the lab), never
     user information in the URL."""
@@ -176,15 +186,8 @@ def insecure_authority(address: str) -> str | None:
         return "not a valid URL"
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return "it carries user information ('user@host'); the authority's host is what is reached"
-    if parts.scheme != "http":
+    if parts.scheme != "http" or is_loopback(host):
         return None
-    if host == "localhost":
-        return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
     return (f"plain http:// to {host!r}: tokens and secret values would cross the network unencrypted; use https "
             "(http:// is accepted for a loopback host only, the lab)")
 
