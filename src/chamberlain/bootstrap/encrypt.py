@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from chamberlain import safeyaml
 from chamberlain.bootstrap.manifest import existing_intent_label, prepare_secret
 from chamberlain.bootstrap.sops import BootstrapError, Sops
 from chamberlain.bootstrap.tools import Tools
@@ -90,7 +91,7 @@ def _recipients_of(repo: Repository, platform: Platform, intent: str) -> list[st
 def verify_ciphertext(ciphertext: bytes, intent: str, recipients: Sequence[str], where: str) -> None:
     """Refuse to write anything the checker would reject (CH021-CH025): the same rules, applied before writing."""
     try:
-        data = yaml.safe_load(ciphertext)
+        data = safeyaml.load(ciphertext.decode("utf-8", "replace"))
     except yaml.YAMLError:
         raise BootstrapError(f"{where}: sops produced output that is not YAML; nothing was written") from None
     if not isinstance(data, dict) or not isinstance(data.get("sops"), dict):
