@@ -27,8 +27,10 @@ from chamberlain.bootstrap.tools import Tools
 from chamberlain.checks.sops import (
     bootstrap_refs,
     bootstrap_secret_problems,
+    plaintext_rule_problems,
     recipient_problems,
     sops_structure_problems,
+    stanza_problems,
 )
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import YAML_SUFFIXES, Repository, load_repository
@@ -98,6 +100,8 @@ def verify_ciphertext(ciphertext: bytes, intent: str, recipients: Sequence[str],
         raise BootstrapError(f"{where}: sops produced no sops metadata; nothing was written")
     problems = [msg for _, msg in sops_structure_problems(data)]
     problems += [msg for _, msg in recipient_problems(data["sops"], recipients)]
+    problems += [msg for _, msg in stanza_problems(data["sops"])]
+    problems += [msg for _, msg in plaintext_rule_problems(data)]
     problems += [msg for _, msg in bootstrap_secret_problems(data, intent)]
     if problems:
         raise BootstrapError(f"{where}: the encrypted file would not validate ({'; '.join(problems)}); nothing "
