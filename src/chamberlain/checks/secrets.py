@@ -839,3 +839,72 @@ def _line_text(text: str, line: int) -> str:
             return ""
     end = text.find("\n", start)
     return text[start:] if end < 0 else text[start:end]
+
+
+# ------------------------------------------------------------------------------------------------ CH092
+
+# "the password is X", "token: X" in prose: a credential word, an optional verb or sign, then one candidate word.
+_PROSE_SECRET = re.compile(
+    r"\b(?:password|passwd|passphrase|pwd|token|secret|api[ _-]?key|pin)\b(?:[ \t]+(?:is|was|=|:)|[ \t]*[:=])?"
+    r"[ \t]+[\"'`]?(?P<value>[^\s\"'`]{6,128})", re.IGNORECASE)
+_CASE_MIX = re.compile(r"(?=.*[A-Za-z])(?=.*[^A-Za-z])")
+
+
+def _prose_secret(text: str) -> bool:
+    """A word right after a credential word that is not a word, a name or a number (``hunter2!``, ``Xk9#mP2q``).
+    DNS-style names (``orders-db``) and plain words pass: a purpose names things, it never spells a value."""
+    for m in _PROSE_SECRET.finditer(text):
+        value = m.group("value").rstrip(".,;:)")
+        if len(value) < 6 or _PLAIN_WORD.fullmatch(value) or _DNS_NAME.fullmatch(value) or value.isdigit():
+            continue
+        if _is_placeholder(value, _LITERAL_WORDS) or _CODE.fullmatch(value):
+            continue
+        if _CASE_MIX.match(value):
+            return True
+    return False
+
+
+def metadata_texts(doc: Document) -> Iterator[tuple[tuple[int | str, ...], str, str]]:
+    """(location, what, text to scan) of the free-form metadata of a chamberlain object: every label and
+    annotation (scanned as ``key: value``, so a password-named key with a literal is caught) and ``spec.purpose``."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    meta = data.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    for section in ("labels", "annotations"):
+        values = meta.get(section)
+        if isinstance(values, dict):
+            for key, value in values.items():
+                yield ("metadata", section, str(key)), f"metadata.{section}.{key}", f"{key}: {value}"
+    spec = data.get("spec")
+    purpose = spec.get("purpose") if isinstance(spec, dict) else None
+    if isinstance(purpose, str):
+        yield ("spec", "purpose"), "spec.purpose", purpose
+
+
+@check("metadata-credentials")
+def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
+    """CH092: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
+    Render copies metadata into every cluster the object reaches, so a value there is a leak multiplied."""
+    docs = [x.doc for x in (*repo.platforms, *repo.policies, *repo.intents)]
+    for doc in docs:
+        label = _label(doc)
+        for loc, what, text in metadata_texts(doc):
+            hits = [h for h in scan_text(text, rule="CH092") if h.kind != "truncated"]
+            kind = hits[0].label + f" [{hits[0].kind}]" if hits else None
+            if kind is None and loc[-1] == "purpose" and _prose_secret(text):
+                kind = "a password or token spelled out in prose [prose-credential]"
+            if kind is None:
+                continue
+            line = doc.line_of(loc)
+            rf_text = _file_text(repo, doc.file)
+            if rf_text is not None and allowed(_line_text(rf_text, line), "CH092"):
+                continue
+            yield Finding(
+                doc.file, line, "CH092",
+                f"{label}: {what} looks like {kind}; render copies metadata into every cluster, so it never "
+                "holds a value (value not shown)", object=label)
+
+
+def _file_text(repo: Repository, rel: str) -> str | None:
+    rf = repo.file(rel)
+    return rf.text if rf is not None else None
