@@ -136,8 +136,8 @@ _RULES = [
     Rule("CH092", "credential-in-metadata", INV1,
          "An annotation, label or purpose of a chamberlain object looks like a credential; render copies it into "
          "every cluster."),
-    Rule("CH093", "render-limit", INV1, "An intent would make render fail (a rendered name or value over a "
-                                        "Kubernetes limit)."),
+    Rule("CH093", "unrenderable", INV1, "An intent render would refuse (a reserved key, x509-vault-pki "
+                                        "annotations without a valid role or mount)."),
 ]
 
 RULES: dict[str, Rule] = {}
