@@ -885,7 +885,7 @@ def metadata_texts(doc: Document) -> Iterator[tuple[tuple[int | str, ...], str, 
 def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
     """CH092: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
     Render copies metadata into every cluster the object reaches, so a value there is a leak multiplied."""
-    docs = [x.doc for x in (*repo.platforms, *repo.policies, *repo.intents)]
+    docs = [p.doc for p in repo.platforms] + [p.doc for p in repo.policies] + [i.doc for i in repo.intents]
     for doc in docs:
         label = _label(doc)
         for loc, what, text in metadata_texts(doc):
