@@ -39,7 +39,7 @@ AWS = "aws_access_key_id = AKIAQWERTYUIOPASDFGH\n"
 
 
 def test_only_the_root_git_directory_is_skipped_by_name() -> None:
-    assert SKIP_DIRS == frozenset({".git"})
+    assert frozenset({".git"}) == SKIP_DIRS
 
 
 @pytest.mark.parametrize("folder", ["node_modules", ".venv", "__pycache__", ".hg", ".svn", "a/b/node_modules"])
@@ -136,7 +136,8 @@ def test_a_reader_hidden_in_the_stanzas_fails_the_recipient_check(stanzas: list[
     assert [loc for loc, _ in problems] == [("age", 0, "enc")] and fragment in problems[0][1]
 
 
-@pytest.mark.parametrize("enc", ["not armor", "-----BEGIN AGE ENCRYPTED FILE-----\n!!!\n-----END AGE ENCRYPTED FILE-----",
+@pytest.mark.parametrize("enc", ["not armor",
+                                 "-----BEGIN AGE ENCRYPTED FILE-----\n!!!\n-----END AGE ENCRYPTED FILE-----",
                                  armored(["X25519"]).replace("YWdl", "eHh4", 1)])
 def test_an_unreadable_wrapped_key_is_reported(enc: str) -> None:
     meta = fixture()["sops"]

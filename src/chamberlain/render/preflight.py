@@ -44,3 +44,6 @@ def check_renderable(repo: Repository) -> Iterator[Finding]:
                               f"{label}: consumer {consumer.namespace}/{consumer.secret_name} maps key "
                               f"{METADATA_KEY!r}, which is reserved for chamberlain's version marker; render "
                               "would refuse it", object=label)
+
+
+__all__ = ["METADATA_KEY", "check_renderable"]
