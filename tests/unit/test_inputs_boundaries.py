@@ -267,3 +267,11 @@ def test_pki_annotations_render_would_refuse_fail_validate(tmp_path: Path, annot
     findings = run_checks(load_repository(repo(tmp_path, {"intents/meta.yaml": text}), git=None))
     ch093 = [f for f in findings if f.rule == "CH093"]
     assert len(ch093) == 1 and fragment in ch093[0].message and ch093[0].line == 5
+
+
+def test_duplicate_keys_in_a_json_sops_file_are_refused(tmp_path: Path) -> None:
+    text = (ROOT / "tests/fixtures/scanning/realistic/config/app.sops.json").read_text()
+    doubled = text.replace('\t"retries"', '\t"debug": "plain",\n\t"retries"', 1)
+    root = repo(tmp_path, {"config/app.sops.json": doubled})
+    findings = run_checks(load_repository(root, git=None))
+    assert [(f.file, f.rule) for f in findings if f.rule == "CH090"] == [("config/app.sops.json", "CH090")]

@@ -44,26 +44,33 @@ def text_of(case: str, size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
-def cpu(fn: object, *args: object) -> float:
+def cpu(fn: object, *args: object, bound: float = 1.0) -> float:
+    """CPU seconds of ``fn(*args)``; measured again (the better run counts) only when over ``bound``, so a run the
+    machine descheduled does not fail the test."""
     best = float("inf")
-    for _ in range(2):  # the better of two runs: a descheduled run does not fail the test
+    for _ in range(2):
         started = time.process_time()
         fn(*args)  # type: ignore[operator]
         best = min(best, time.process_time() - started)
+        if best < bound:
+            break
     return best
 
 
 @pytest.mark.parametrize("case", sorted(WORST_CASES))
 def test_ten_megabytes_scan_in_under_a_second(case: str) -> None:
-    small, big = text_of(case, MB), text_of(case, 10 * MB)
-    t_small, t_big = cpu(scan_text, small), cpu(scan_text, big)
-    assert t_big < 1.0 or t_big < 20 * max(t_small, 0.01), (case, t_small, t_big)
+    t_big = cpu(scan_text, text_of(case, 10 * MB))
+    if t_big < 1.0:
+        return
+    # Over a second on a loaded machine: still linear? (10x the input may cost ~10x, never ~100x.)
+    t_small = cpu(scan_text, text_of(case, MB), bound=0.1)
+    assert t_big < 20 * max(t_small, 0.01), (case, t_small, t_big)
     assert t_big < 3.0, (case, t_big)  # generous for a loaded 2-core machine; the old scanner took hours here
 
 
 def test_binary_scan_is_linear_too() -> None:
     raw = (b"-----BEGIN CERTIFICATE-----" + b"sk-" * 10) * (10 * MB // 57)
-    assert cpu(scan_binary, raw) < 3.0
+    assert cpu(scan_binary, raw, bound=3.0) < 3.0
 
 
 def test_pem_blocks_pair_each_begin_with_the_next_end_of_its_label() -> None:
@@ -98,7 +105,7 @@ def test_a_flood_of_hits_is_capped_and_says_so() -> None:
 
 def test_an_allow_marker_on_a_huge_line_is_read_once() -> None:
     line = "chamberlain:allow CH024 " + "AKIAQWERTYUIOPASDFGH " * 400_000
-    assert cpu(scan_text, line) < 3.0
+    assert cpu(scan_text, line, bound=3.0) < 3.0
     assert scan_text(line) == []
 
 

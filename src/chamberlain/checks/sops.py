@@ -249,6 +249,12 @@ def check_sops_files(repo: Repository) -> Iterator[Finding]:
     for rf in repo.files:
         expected = per_file.get(rf.rel, root)
         for data, locate in _sops_documents(rf):
+            if _DUPLICATE in data:
+                key = str(data[_DUPLICATE])
+                shown = key if len(key) <= 80 else "(long key)"
+                yield Finding(rf.rel, None, "CH090", f"duplicate JSON key {shown!r}: only the last one is used, so "
+                                                     "what a reviewer reads is not what is decrypted")
+                continue
             for loc, msg in sops_structure_problems(data):
                 yield Finding(rf.rel, locate(loc), "CH023", msg)
             # The stanzas, not the recipient labels: checked with or without a Platform to compare against.
@@ -313,11 +319,33 @@ def _sops_documents(rf: RepoFile) -> Iterator[tuple[dict[str, Any], Callable[[Lo
     if rf.is_yaml or text is None or '"sops"' not in text or not text.lstrip().startswith("{"):
         return
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_pairs)
+    except _DuplicateJsonKey as exc:
+        yield {"sops": {}, _DUPLICATE: exc.key}, lambda loc: None
+        return
     except (ValueError, RecursionError):
         return  # not JSON after all; nothing to check
     if isinstance(data, dict) and isinstance(data.get("sops"), dict):
         yield data, lambda loc: None
+
+
+_DUPLICATE = "\x00duplicate-key"  # marks a JSON SOPS document refused for a duplicate key (never a real key)
+
+
+class _DuplicateJsonKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: JSON, like YAML, keeps the last of two equal keys; a SOPS file must not hide one."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateJsonKey(key)
+        out[key] = value
+    return out
 
 
 def _locator(doc: Document) -> Callable[[Loc], int | None]:
