@@ -886,23 +886,32 @@ def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
     """CH092: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
     Render copies metadata into every cluster the object reaches, so a value there is a leak multiplied."""
     docs = [p.doc for p in repo.platforms] + [p.doc for p in repo.policies] + [i.doc for i in repo.intents]
-    for doc in docs:
+    # One scan over every item, one item per line (10k intents cost one pass, not 10k scanner set-ups).
+    items: list[tuple[Document, tuple[int | str, ...], str, str]] = [
+        (doc, loc, what, text) for doc in docs for loc, what, text in metadata_texts(doc)]
+    joined = "\n".join(_ONE_LINE.sub(" ", text) for _, _, _, text in items)
+    kinds: dict[int, str] = {}
+    for hit in scan_text(joined, rule="CH092"):
+        if hit.kind != "truncated" and hit.line is not None:
+            kinds.setdefault(hit.line - 1, f"{hit.label} [{hit.kind}]")
+    for index, (doc, loc, what, text) in enumerate(items):
+        kind = kinds.get(index)
+        if kind is None and loc[-1] == "purpose" and _prose_secret(text):
+            kind = "a password or token spelled out in prose [prose-credential]"
+        if kind is None:
+            continue
+        line = doc.line_of(loc)
+        rf_text = _file_text(repo, doc.file)
+        if rf_text is not None and allowed(_line_text(rf_text, line), "CH092"):
+            continue
         label = _label(doc)
-        for loc, what, text in metadata_texts(doc):
-            hits = [h for h in scan_text(text, rule="CH092") if h.kind != "truncated"]
-            kind = hits[0].label + f" [{hits[0].kind}]" if hits else None
-            if kind is None and loc[-1] == "purpose" and _prose_secret(text):
-                kind = "a password or token spelled out in prose [prose-credential]"
-            if kind is None:
-                continue
-            line = doc.line_of(loc)
-            rf_text = _file_text(repo, doc.file)
-            if rf_text is not None and allowed(_line_text(rf_text, line), "CH092"):
-                continue
-            yield Finding(
-                doc.file, line, "CH092",
-                f"{label}: {what} looks like {kind}; render copies metadata into every cluster, so it never "
-                "holds a value (value not shown)", object=label)
+        yield Finding(
+            doc.file, line, "CH092",
+            f"{label}: {what} looks like {kind}; render copies metadata into every cluster, so it never holds a "
+            "value (value not shown)", object=label)
+
+
+_ONE_LINE = re.compile(r"[\r\n]")
 
 
 def _file_text(repo: Repository, rel: str) -> str | None:
