@@ -115,3 +115,9 @@ def test_sops_selector_regexes_from_the_file_never_backtrack() -> None:
     problems = sops_structure_problems(data)
     assert time.process_time() - started < 1.0
     assert any("too complex" in msg for _, msg in problems)
+
+
+def test_binary_scan_applies_the_same_shape_tests() -> None:
+    assert scan_binary(b"\x00sk-" + b"A" * 60) == []
+    key = b"sk-proj-" + b"A" * 20 + b"T3BlbkFJ" + b"b" * 20
+    assert [h.kind for h in scan_binary(b"\x00" + key)] == ["openai-key"]

@@ -588,7 +588,8 @@ def scan_binary(raw: bytes) -> list[Hit]:
     for shape in (_PRIVATE_KEY, *_SHAPES):
         if shape.kind in kinds:
             continue
-        if shape.regex.search(lowered if shape.lowered else text):
+        matches = shape.regex.finditer(lowered if shape.lowered else text)
+        if any(shape.accept is None or shape.accept(m.group()) for m in matches):
             kinds[shape.kind] = Hit(shape.kind, shape.label, None, None)
     return list(kinds.values())
 
