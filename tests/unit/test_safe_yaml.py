@@ -115,3 +115,9 @@ def test_round_trip_editors_refuse_what_the_loader_refuses() -> None:
         yamledit.load("a: &a\n  b: *a\n")
     with pytest.raises(BootstrapError, match="duplicate"):
         prepare_secret("apiVersion: v1\nkind: Secret\nkind: Secret\n", "x", "secret.yaml")
+
+
+def test_a_flood_of_tiny_documents_is_refused_not_parsed(tmp_path: Path) -> None:
+    started = time.process_time()
+    assert repo_with(tmp_path, "---\na: 1\n" * 30_000) == [("x.yaml", None, "CH002")]
+    assert time.process_time() - started < 5.0

@@ -46,6 +46,7 @@ MAX_FILE_BYTES = 8 * 1024 * 1024  # no legitimate intent or manifest file is thi
 MAX_SCAN_BYTES = 64 * 1024 * 1024  # above this a file is not even read for secret scanning
 MAX_DEPTH = safeyaml.MAX_DEPTH
 MAX_FLOW_DEPTH = 200
+MAX_DOCUMENTS = 20_000  # per file; 10k intents in 100 files is 100 each
 MAX_EXPANDED_NODES = safeyaml.MAX_EXPANDED_NODES  # per document, after alias expansion
 T = TypeVar("T")
 
@@ -354,9 +355,14 @@ def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
     if ("[" in text or "{" in text) and _flow_depth(text) > MAX_FLOW_DEPTH:
         repo.problems.append(Finding(rel, None, "CH002", f"nesting deeper than {MAX_FLOW_DEPTH}; not parsed"))
         return []
+    spans = _split_documents(text)
+    if len(spans) > MAX_DOCUMENTS:  # each document costs a parser set-up: a flood of tiny ones is a slow file
+        repo.problems.append(Finding(rel, None, "CH002", f"{len(spans)} YAML documents, over the limit of "
+                                                         f"{MAX_DOCUMENTS} per file; not parsed"))
+        return []
     docs: list[Document] = []
     first_line, counted_to = 1, 0
-    for index, (start, end) in enumerate(_split_documents(text)):
+    for index, (start, end) in enumerate(spans):
         chunk = text[start:end]
         first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
         counted_to = start
