@@ -128,15 +128,15 @@ _RULES = [
     Rule("CH060", "duplicate-materialization", INV4,
          "Two intents materialize the same (namespace, Secret) in one cluster."),
     Rule("CH061", "duplicate-vault-path", INV4, "Two intents own the same Vault path."),
-    Rule("CH090", "duplicate-key", INV1,
+    Rule("CH100", "duplicate-key", INV1,
          "A YAML mapping repeats a key; YAML keeps only the last, so a reviewer reads something else than is used."),
-    Rule("CH091", "sops-plaintext-rule", INV2,
+    Rule("CH101", "sops-plaintext-rule", INV2,
          "A bootstrap SOPS file leaves values in plaintext by rule (unencrypted_suffix/regex, a narrowed "
          "encrypted_suffix/regex, a key ending in _unencrypted)."),
-    Rule("CH092", "credential-in-metadata", INV1,
+    Rule("CH102", "credential-in-metadata", INV1,
          "An annotation, label or purpose of a chamberlain object looks like a credential; render copies it into "
          "every cluster."),
-    Rule("CH093", "unrenderable", INV1, "An intent render would refuse (a reserved key, x509-vault-pki "
+    Rule("CH103", "unrenderable", INV1, "An intent render would refuse (a reserved key, x509-vault-pki "
                                         "annotations without a valid role or mount)."),
 ]
 

@@ -33,7 +33,7 @@ MAX_DEPTH = 64
 MAX_EXPANDED_NODES = 200_000  # per document, after alias expansion
 MAX_EXPANDED_CHARS = 16 * 1024 * 1024  # scalar characters per document, after alias expansion (2x the file limit)
 RULE_LIMIT = "CH002"  # resource-limit: cycles, expansion, depth
-RULE_DUPLICATE = "CH090"  # duplicate-key
+RULE_DUPLICATE = "CH100"  # duplicate-key
 _MERGE = "tag:yaml.org,2002:merge"
 
 

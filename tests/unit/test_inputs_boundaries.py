@@ -1,6 +1,6 @@
 """Inputs that cannot hurt (issue 11 item 7): no silent skips in the walk, SOPS recipients read from the stanzas,
-plaintext-by-rule in bootstrap files (CH091), credential shapes in metadata (CH092), render's refusals at validate
-(CH093)."""
+plaintext-by-rule in bootstrap files (CH101), credential shapes in metadata (CH102), render's refusals at validate
+(CH103)."""
 
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def metadata_rules(tmp_path: Path, annotations: str = "{}", labels: str = "{}",
                    purpose: str = "Login of the app") -> list[tuple[int | None, str]]:
     text = INTENT.replace("{ANNOTATIONS}", annotations).replace("{LABELS}", labels).replace("PURPOSE", purpose)
     findings = run_checks(load_repository(repo(tmp_path, {"intents/meta.yaml": text}), git=None))
-    return [(f.line, f.rule) for f in findings if f.rule == "CH092"]
+    return [(f.line, f.rule) for f in findings if f.rule == "CH102"]
 
 
 @pytest.mark.parametrize(
@@ -226,7 +226,7 @@ def metadata_rules(tmp_path: Path, annotations: str = "{}", labels: str = "{}",
 )
 def test_credential_shapes_in_metadata_are_errors(tmp_path: Path, field: str, value: str, line: int) -> None:
     kwargs = {field: value}
-    assert metadata_rules(tmp_path, **kwargs) == [(line, "CH092")]
+    assert metadata_rules(tmp_path, **kwargs) == [(line, "CH102")]
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_ordinary_metadata_passes(tmp_path: Path, field: str, value: str) -> Non
 @pytest.mark.parametrize("path", ["examples/acme", "tests/repos/unseen", "tests/corpus/base"])
 def test_known_good_repositories_have_no_metadata_findings(path: str) -> None:
     findings = run_checks(load_repository(ROOT / path))
-    assert [f for f in findings if f.rule in ("CH090", "CH091", "CH092", "CH093")] == []
+    assert [f for f in findings if f.rule in ("CH100", "CH101", "CH102", "CH103")] == []
 
 
 # ------------------------------------------------------------------------------------------------ render refusals
@@ -265,7 +265,7 @@ def test_preflight_uses_renders_reserved_key() -> None:
 def test_pki_annotations_render_would_refuse_fail_validate(tmp_path: Path, annotations: str, fragment: str) -> None:
     text = INTENT.replace("{ANNOTATIONS}", annotations).replace("{LABELS}", "{}").replace("PURPOSE", "Cert")
     findings = run_checks(load_repository(repo(tmp_path, {"intents/meta.yaml": text}), git=None))
-    ch093 = [f for f in findings if f.rule == "CH093"]
+    ch093 = [f for f in findings if f.rule == "CH103"]
     assert len(ch093) == 1 and fragment in ch093[0].message and ch093[0].line == 5
 
 
@@ -274,4 +274,4 @@ def test_duplicate_keys_in_a_json_sops_file_are_refused(tmp_path: Path) -> None:
     doubled = text.replace('\t"retries"', '\t"debug": "plain",\n\t"retries"', 1)
     root = repo(tmp_path, {"config/app.sops.json": doubled})
     findings = run_checks(load_repository(root, git=None))
-    assert [(f.file, f.rule) for f in findings if f.rule == "CH090"] == [("config/app.sops.json", "CH090")]
+    assert [(f.file, f.rule) for f in findings if f.rule == "CH100"] == [("config/app.sops.json", "CH100")]

@@ -70,7 +70,7 @@ def test_duplicate_keys_are_refused_with_their_line(text: str, line: int) -> Non
     for load in (safeyaml.load, safeyaml.check_text):
         with pytest.raises(safeyaml.YamlLimitError) as err:
             load(text)
-        assert err.value.rule == "CH090" and err.value.line == line
+        assert err.value.rule == "CH100" and err.value.line == line
 
 
 def test_duplicate_keys_behind_an_anchor_are_refused_too() -> None:
@@ -101,11 +101,11 @@ def repo_with(tmp_path: Path, text: str) -> list[tuple[str, int | None, str]]:
 
 def test_the_loader_reports_line_numbers_in_later_documents(tmp_path: Path) -> None:
     text = "a: 1\n---\nb: 1\nc: &c\n  d: *c\n---\ne: 1\ne: 2\n"
-    assert repo_with(tmp_path, text) == [("x.yaml", 4, "CH002"), ("x.yaml", 8, "CH090")]
+    assert repo_with(tmp_path, text) == [("x.yaml", 4, "CH002"), ("x.yaml", 8, "CH100")]
 
 
 def test_the_loader_refuses_duplicates_on_the_fast_path(tmp_path: Path) -> None:
-    assert repo_with(tmp_path, "apiVersion: v1\nkind: ConfigMap\nkind: Secret\n") == [("x.yaml", 3, "CH090")]
+    assert repo_with(tmp_path, "apiVersion: v1\nkind: ConfigMap\nkind: Secret\n") == [("x.yaml", 3, "CH100")]
 
 
 def test_round_trip_editors_refuse_what_the_loader_refuses() -> None:

@@ -20,7 +20,7 @@ CHECK_MODULES = (
     "chamberlain.checks.sops",
     "chamberlain.checks.retirement",
     "chamberlain.checks.manifests",
-    "chamberlain.render.preflight",  # render's own refusals (CH093); imported by name, so no layer is crossed
+    "chamberlain.render.preflight",  # render's own refusals (CH103); imported by name, so no layer is crossed
 )
 
 

@@ -842,7 +842,7 @@ def _line_text(text: str, line: int) -> str:
     return text[start:] if end < 0 else text[start:end]
 
 
-# ------------------------------------------------------------------------------------------------ CH092
+# ------------------------------------------------------------------------------------------------ CH102
 
 # "the password is X", "token: X" in prose: a credential word, an optional verb or sign, then one candidate word.
 _PROSE_SECRET = re.compile(
@@ -884,7 +884,7 @@ def metadata_texts(doc: Document) -> Iterator[tuple[tuple[int | str, ...], str, 
 
 @check("metadata-credentials")
 def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
-    """CH092: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
+    """CH102: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
     Render copies metadata into every cluster the object reaches, so a value there is a leak multiplied."""
     docs = [p.doc for p in repo.platforms] + [p.doc for p in repo.policies] + [i.doc for i in repo.intents]
     # One scan over every item, one item per line (10k intents cost one pass, not 10k scanner set-ups).
@@ -892,7 +892,7 @@ def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
         (doc, loc, what, text) for doc in docs for loc, what, text in metadata_texts(doc)]
     joined = "\n".join(_ONE_LINE.sub(" ", text) for _, _, _, text in items)
     kinds: dict[int, str] = {}
-    for hit in scan_text(joined, rule="CH092"):
+    for hit in scan_text(joined, rule="CH102"):
         if hit.kind != "truncated" and hit.line is not None:
             kinds.setdefault(hit.line - 1, f"{hit.label} [{hit.kind}]")
     for index, (doc, loc, what, text) in enumerate(items):
@@ -903,11 +903,11 @@ def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
             continue
         line = doc.line_of(loc)
         rf_text = _file_text(repo, doc.file)
-        if rf_text is not None and allowed(_line_text(rf_text, line), "CH092"):
+        if rf_text is not None and allowed(_line_text(rf_text, line), "CH102"):
             continue
         label = _label(doc)
         yield Finding(
-            doc.file, line, "CH092",
+            doc.file, line, "CH102",
             f"{label}: {what} looks like {kind}; render copies metadata into every cluster, so it never holds a "
             "value (value not shown)", object=label)
 

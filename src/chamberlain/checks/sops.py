@@ -252,7 +252,7 @@ def check_sops_files(repo: Repository) -> Iterator[Finding]:
             if _DUPLICATE in data:
                 key = str(data[_DUPLICATE])
                 shown = key if len(key) <= 80 else "(long key)"
-                yield Finding(rf.rel, None, "CH090", f"duplicate JSON key {shown!r}: only the last one is used, so "
+                yield Finding(rf.rel, None, "CH100", f"duplicate JSON key {shown!r}: only the last one is used, so "
                                                      "what a reviewer reads is not what is decrypted")
                 continue
             for loc, msg in sops_structure_problems(data):
@@ -265,7 +265,7 @@ def check_sops_files(repo: Repository) -> Iterator[Finding]:
                     yield Finding(rf.rel, locate(("sops", *loc)), "CH022", msg)
             if rf.rel in bootstrap:
                 for loc, msg in plaintext_rule_problems(data):
-                    yield Finding(rf.rel, locate(loc), "CH091", msg)
+                    yield Finding(rf.rel, locate(loc), "CH101", msg)
 
 
 @check("gitops-recipients")
@@ -588,7 +588,7 @@ def stanza_problems(meta: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-# ------------------------------------------------------------------------------------------------ CH091
+# ------------------------------------------------------------------------------------------------ CH101
 
 _UNENCRYPTED_SUFFIX = "_unencrypted"  # sops' default: such keys stay plaintext whatever else is set
 

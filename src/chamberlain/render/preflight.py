@@ -1,4 +1,4 @@
-"""Render's own refusals, checked at validate time (CH093): validate-clean implies render succeeds.
+"""Render's own refusals, checked at validate time (CH103): validate-clean implies render succeeds.
 
 Render refuses a few things only it knows about: a consumer key that collides with the key chamberlain reserves
 for its version marker, and ``x509-vault-pki`` annotations that name no role, a malformed role or a system path
@@ -31,16 +31,16 @@ def check_renderable(repo: Repository) -> Iterator[Finding]:
             try:
                 pki_ref(annotations)
             except PkiRefError as exc:
-                yield Finding(loaded.file, loaded.line_of("metadata", "annotations"), "CH093",
+                yield Finding(loaded.file, loaded.line_of("metadata", "annotations"), "CH103",
                               f"{label}: {exc}; render would refuse it", object=label)
         for key in (intent.spec.source.generate or {}):
             if key == METADATA_KEY:
-                yield Finding(loaded.file, loaded.line_of("spec", "source", "generate", key), "CH093",
+                yield Finding(loaded.file, loaded.line_of("spec", "source", "generate", key), "CH103",
                               f"{label}: key {METADATA_KEY!r} is reserved for chamberlain's version marker; "
                               "render would drop or refuse it", object=label)
         for i, consumer in enumerate(intent.spec.consumers):
             if METADATA_KEY in (consumer.keys or {}):
-                yield Finding(loaded.file, loaded.line_of("spec", "consumers", i, "keys", METADATA_KEY), "CH093",
+                yield Finding(loaded.file, loaded.line_of("spec", "consumers", i, "keys", METADATA_KEY), "CH103",
                               f"{label}: consumer {consumer.namespace}/{consumer.secret_name} maps key "
                               f"{METADATA_KEY!r}, which is reserved for chamberlain's version marker; render "
                               "would refuse it", object=label)
