@@ -183,6 +183,16 @@ _RULES = [
     Rule("CH092", "custody-threshold-one", CUSTODY,
          "Custody with several custodians and threshold 1: any single custodian unseals (and Vault/OpenBao "
          "refuse the layout)."),
+    Rule("CH100", "duplicate-key", INV1,
+         "A YAML mapping repeats a key; YAML keeps only the last, so a reviewer reads something else than is used."),
+    Rule("CH101", "sops-plaintext-rule", INV2,
+         "A bootstrap SOPS file leaves values in plaintext by rule (unencrypted_suffix/regex, a narrowed "
+         "encrypted_suffix/regex, a key ending in _unencrypted)."),
+    Rule("CH102", "credential-in-metadata", INV1,
+         "An annotation, label or purpose of a chamberlain object looks like a credential; render copies it into "
+         "every cluster."),
+    Rule("CH103", "unrenderable", INV1, "An intent render would refuse (a reserved key, x509-vault-pki "
+                                        "annotations without a valid role or mount)."),
 ]
 
 RULES: dict[str, Rule] = {}

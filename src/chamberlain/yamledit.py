@@ -11,8 +11,12 @@ import io
 import re
 from typing import Any, TypeVar
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from chamberlain import safeyaml
+from chamberlain.errors import UsageError
 
 Node = TypeVar("Node", CommentedMap, CommentedSeq)
 
@@ -53,6 +57,16 @@ def yaml_for(text: str) -> YAML:
 
 
 def load(text: str) -> tuple[YAML, Any]:
+    """A round-trip load of ``text``, after the checks every YAML reader of chamberlain applies
+    (:mod:`chamberlain.safeyaml`: no duplicate key, alias cycle or alias bomb); those are a usage error naming the
+    line. Syntax is left to ruamel, whose YAML 1.2 reading is what the edit must preserve."""
+    try:
+        safeyaml.check_text(text)
+    except safeyaml.YamlLimitError as exc:
+        where = f"line {exc.line}: " if exc.line is not None else ""
+        raise UsageError(f"{where}{exc.message} [{exc.rule}]") from None
+    except pyyaml.YAMLError:
+        pass
     yaml = yaml_for(text)
     return yaml, yaml.load(text)
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from chamberlain import safeyaml
 from chamberlain.authority.configure import CONFIGURATOR, VAULT_AUDIENCE, KubernetesAuthSettings
 from chamberlain.authority.kv import KV
 from chamberlain.authority.vault import VaultClient, client_with_token, login_kubernetes, unauthenticated
@@ -87,7 +88,7 @@ def cluster_from_kubeconfig(path: Path, context: str | None = None) -> tuple[str
     """(API server URL, CA PEM) of the kubeconfig's current (or named) context — what Vault's Kubernetes auth
     needs to review tokens of that cluster."""
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        config = safeyaml.load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"{path}: cannot read the kubeconfig ({type(exc).__name__})") from None
     name = context or config.get("current-context")

@@ -20,14 +20,17 @@ from pathlib import Path
 
 import yaml
 
+from chamberlain import safeyaml
 from chamberlain.bootstrap.manifest import existing_intent_label, prepare_secret
 from chamberlain.bootstrap.sops import BootstrapError, Sops
 from chamberlain.bootstrap.tools import Tools
 from chamberlain.checks.sops import (
     bootstrap_refs,
     bootstrap_secret_problems,
+    plaintext_rule_problems,
     recipient_problems,
     sops_structure_problems,
+    stanza_problems,
 )
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import YAML_SUFFIXES, Repository, load_repository
@@ -90,13 +93,15 @@ def _recipients_of(repo: Repository, platform: Platform, intent: str) -> list[st
 def verify_ciphertext(ciphertext: bytes, intent: str, recipients: Sequence[str], where: str) -> None:
     """Refuse to write anything the checker would reject (CH021-CH025): the same rules, applied before writing."""
     try:
-        data = yaml.safe_load(ciphertext)
+        data = safeyaml.load(ciphertext.decode("utf-8", "replace"))
     except yaml.YAMLError:
         raise BootstrapError(f"{where}: sops produced output that is not YAML; nothing was written") from None
     if not isinstance(data, dict) or not isinstance(data.get("sops"), dict):
         raise BootstrapError(f"{where}: sops produced no sops metadata; nothing was written")
     problems = [msg for _, msg in sops_structure_problems(data)]
     problems += [msg for _, msg in recipient_problems(data["sops"], recipients)]
+    problems += [msg for _, msg in stanza_problems(data["sops"])]
+    problems += [msg for _, msg in plaintext_rule_problems(data)]
     problems += [msg for _, msg in bootstrap_secret_problems(data, intent)]
     if problems:
         raise BootstrapError(f"{where}: the encrypted file would not validate ({'; '.join(problems)}); nothing "

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from chamberlain import safeyaml, yamledit
 from chamberlain import wellknown as wk
-from chamberlain import yamledit
 from chamberlain.bootstrap.sops import BootstrapError
 from chamberlain.checks.sops import BOOTSTRAP_CLASS
 
@@ -58,9 +59,15 @@ def _strings(node: Any) -> Iterator[str]:
 def existing_intent_label(text: str) -> str | None:
     """The ``chamberlain.dev/intent`` label of a manifest, if it parses and has one (for guessing the intent)."""
     try:
+        safeyaml.check_text(text)
         doc = _yaml().load(text)
-    except YAMLError:
+    except (YAMLError, safeyaml.YamlLimitError):
         return None
+    except pyyaml.YAMLError:  # PyYAML's stricter syntax: let ruamel decide
+        try:
+            doc = _yaml().load(text)
+        except YAMLError:
+            return None
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     labels = meta.get("labels") if isinstance(meta, dict) else None
     value = labels.get(wk.LABEL_INTENT) if isinstance(labels, dict) else None
@@ -74,6 +81,13 @@ def prepare_secret(text: str, intent: str, where: str) -> PreparedSecret:
     encrypted: encrypting twice would lock the values behind a key nobody has.
     """
     yaml = _yaml()
+    try:
+        safeyaml.check_text(text)  # no duplicate key, alias cycle or alias bomb reaches ruamel or the walk below
+    except safeyaml.YamlLimitError as exc:
+        line = f" (line {exc.line})" if exc.line is not None else ""
+        raise BootstrapError(f"{where}: {exc.message}{line}") from None
+    except pyyaml.YAMLError:
+        pass  # syntax: ruamel's verdict below is the one that counts
     try:
         docs = [d for d in yaml.load_all(text) if d is not None]
     except YAMLError as exc:

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from chamberlain.bootstrap.tools import Tools
+from chamberlain.checks.sops import BOOTSTRAP_ENCRYPTED_REGEX
 from chamberlain.errors import ChamberlainError
 from chamberlain.settings import tool_env
 
-ENCRYPTED_REGEX = "^(data|stringData)$"  # the rule chamberlain.checks.sops expects: values secret, shape reviewable
+# The rule chamberlain.checks.sops expects (and the only selector it allows in a bootstrap file): values secret,
+# shape reviewable.
+ENCRYPTED_REGEX = BOOTSTRAP_ENCRYPTED_REGEX
 
 
 class BootstrapError(ChamberlainError):

@@ -21,6 +21,7 @@ CHECK_MODULES = (
     "chamberlain.checks.retirement",
     "chamberlain.checks.manifests",
     "chamberlain.checks.tenancy",
+    "chamberlain.render.preflight",  # render's own refusals (CH103); imported by name, so no layer is crossed
 )
 
 

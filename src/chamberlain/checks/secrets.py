@@ -30,7 +30,7 @@ import bisect
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import yaml
@@ -67,10 +67,24 @@ class _Shape:
     # Case-insensitive shapes run (as lower-case patterns) over the lower-cased text: an inline (?i) flag makes
     # Python's engine test every position instead of jumping to a literal prefix, about 10x slower.
     lowered: bool = False
+    # A test of the matched text the regex leaves out, because writing it into the regex would backtrack.
+    accept: Callable[[str], bool] | None = None
 
 
-def _shape(kind: str, label: str, pattern: str, lowered: bool = False, extend_left: bool = False) -> _Shape:
-    return _Shape(kind, label, re.compile(pattern), extend_left, lowered)
+def _shape(kind: str, label: str, pattern: str, lowered: bool = False, extend_left: bool = False,
+           accept: Callable[[str], bool] | None = None) -> _Shape:
+    return _Shape(kind, label, re.compile(pattern), extend_left, lowered, accept)
+
+
+_OPENAI_MARK = "T3BlbkFJ"  # base64 of "OpenAI", inside every OpenAI key
+
+
+def _openai_key(token: str) -> bool:
+    """``sk-[proj-|svcacct-|admin-]<20+>T3BlbkFJ<20+>``, tested on one greedy run: the same rule as a regex with
+    two unbounded runs around a literal, without its quadratic backtracking on a long run of ``sk-``."""
+    body = token[3:]  # the optional prefix is made of run characters, so it may count toward the first 20
+    at = body.find(_OPENAI_MARK, 20)  # the first mark after 20 characters leaves the most after it
+    return at >= 0 and len(body) - at - len(_OPENAI_MARK) >= 20
 
 
 _BECH32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
@@ -113,8 +127,7 @@ _SHAPES: tuple[_Shape, ...] = (
            r"(?![A-Za-z0-9_.-])"),
     _shape("npm-token", "an npm token", r"npm_(?<![A-Za-z0-9_]npm_)[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
     _shape("pypi-token", "a PyPI token", r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
-    _shape("openai-key", "an OpenAI API key",
-           r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}"),
+    _shape("openai-key", "an OpenAI API key", r"sk-[A-Za-z0-9_-]{48,}", accept=_openai_key),
     _shape("anthropic-key", "an Anthropic API key", r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}"),
     _shape("sendgrid-key", "a SendGrid API key",
            r"SG\.(?<![A-Za-z0-9_-]SG\.)[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"),
@@ -161,21 +174,82 @@ _PUBLIC_PEM_LABELS = (
     "CERTIFICATE|TRUSTED CERTIFICATE|CERTIFICATE REQUEST|NEW CERTIFICATE REQUEST|X509 CRL|PUBLIC KEY"
     "|RSA PUBLIC KEY|PGP PUBLIC KEY BLOCK|PGP SIGNATURE|SSH2 PUBLIC KEY|AGE ENCRYPTED FILE|PGP MESSAGE"
 )
-_CIPHER_OR_PUBLIC = re.compile(
-    r"ENC\[AES256_GCM,[^\]\n]{0,1048576}\]"
-    rf"|-----BEGIN (?P<label>{_PUBLIC_PEM_LABELS})-----.*?-----END (?P=label)-----"
-    r"|\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)"
-    r"|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)[ \t]+AAAA[A-Za-z0-9+/]+=*",
-    re.DOTALL,
+# Every mask below is found in one pass over the text: a regex such as ``BEGIN X.*?END X`` (or ``ENC\[[^\]]*\]``)
+# rescans the rest of the text from every unclosed opener, which is quadratic (336 KB of unclosed ``-----BEGIN``
+# took 49 s). Openers and closers are collected once and paired by position instead.
+_PUBLIC_PEM = re.compile(rf"-----(BEGIN|END) ({_PUBLIC_PEM_LABELS})-----")
+_PRIVATE_PEM = re.compile(r"-----(BEGIN|END)([ A-Z0-9]{0,20}PRIVATE KEY(?: BLOCK)?)-----")
+# Consumes up to the closing bracket or the end of the line, so an unclosed opener costs its own line only once.
+_ENC_SPAN = re.compile(r"ENC\[AES256_GCM,[^\]\n]*\]?")
+_SSH_PUBLIC = re.compile(
+    r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r"[ \t]+AAAA[A-Za-z0-9+/]+=*"
 )
 _CIPHER_NEEDLES = ("ENC[AES256_GCM", "-----BEGIN ", "AAAA")
-# A private key is reported once, at its header; its body is then blanked so it is not reported line by line.
-_PRIVATE_BLOCK = re.compile(r"-----BEGIN([ A-Z0-9]{0,20}PRIVATE KEY(?: BLOCK)?)-----.*?-----END\1-----", re.DOTALL)
 # In a SOPS file of any format, the data key wrapped by each master key (``enc``) is ciphertext too.
 _SOPS_ENC_LINE = re.compile(r"^[ \t]*(?:-[ \t]+)?\"?(?:[A-Za-z0-9_]*_)?enc\"?[ \t]*[:=].*$", re.MULTILINE)
+_WORD_CHAR = re.compile(r"\w")
+
+
+def pem_blocks(text: str, marker: re.Pattern[str]) -> list[tuple[int, int]]:
+    """(start, end) of every ``-----BEGIN L----- ... -----END L-----`` block, the first END of the same label after
+    each BEGIN closing it (what a lazy regex would match), in O(n log n): ``marker`` is scanned once, each BEGIN
+    looks up its END by bisection. ``marker``'s groups: (BEGIN|END), label."""
+    begins: list[tuple[int, int, str]] = []
+    ends: dict[str, tuple[list[int], list[int]]] = {}  # label -> (END starts, END ends), in text order
+    for m in marker.finditer(text):
+        if m.group(1) == "BEGIN":
+            begins.append((m.start(), m.end(), m.group(2)))
+        else:
+            starts, stops = ends.setdefault(m.group(2), ([], []))
+            starts.append(m.start())
+            stops.append(m.end())
+    blocks: list[tuple[int, int]] = []
+    cursor = 0
+    for start, body, label in begins:
+        if start < cursor:
+            continue  # inside the previous block
+        closers = ends.get(label)
+        at = bisect.bisect_left(closers[0], body) if closers else 0
+        if closers is None or at == len(closers[0]):
+            continue  # never closed: not a block (a private key's header is still reported on its own)
+        cursor = closers[1][at]
+        blocks.append((start, cursor))
+    return blocks
+
+
+def _public_spans(text: str) -> list[tuple[int, int]]:
+    """Ciphertext and public material: SOPS values, public PEM blocks, SSH public keys."""
+    spans: list[tuple[int, int]] = []
+    if "ENC[AES256_GCM" in text:
+        spans += [m.span() for m in _ENC_SPAN.finditer(text) if m.group().endswith("]")]
+    if "-----BEGIN " in text:
+        spans += pem_blocks(text, _PUBLIC_PEM)
+    if "AAAA" in text:
+        spans += [m.span() for m in _SSH_PUBLIC.finditer(text)
+                  if m.start() == 0 or not _WORD_CHAR.match(text[m.start() - 1])]
+    return spans
+
+
+def blank_spans(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """``text`` with every span blanked (line breaks kept, so positions stay true); spans may overlap."""
+    parts: list[str] = []
+    cursor = 0
+    for start, end in sorted(spans):
+        if end <= cursor:
+            continue
+        start = max(start, cursor)
+        parts.append(text[cursor:start])
+        parts.append(_NOT_NEWLINE.sub(" ", text[start:end]))
+        cursor = end
+    if not parts:
+        return text
+    parts.append(text[cursor:])
+    return "".join(parts)
+
 
 # Only for the random-token pass: public identifiers that look random by construction.
-_PUBLIC_RANDOM_NEEDLES = ("age1", "sha", "md5", "h1:", "data:", "://")
+_PUBLIC_RANDOM_NEEDLE = re.compile(r"age1|sha|md5|h1:|data:|://")
 _PUBLIC_RANDOM = re.compile(
     rf"\bage1{_BECH32}{{58}}\b"  # age recipients (public keys)
     r"|\b(?:sha1|sha224|sha256|sha384|sha512|md5|h1)[-:][A-Za-z0-9+/=_-]+"  # image digests, SRI, go.sum
@@ -192,8 +266,10 @@ def _blank(m: re.Match[str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ randomness
 
+_RUN = re.compile(r"[A-Za-z0-9+/_-]{20}")
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_-])")
 _HEXISH = re.compile(r"[0-9a-fA-F-]+")
+_DIGIT = re.compile(r"[0-9]")
 _SEGMENT = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _SEPARATORS = re.compile(r"[-_/+]")
 _WORD_SEPARATORS = re.compile(r"[-_]")  # identifiers join words with these; base64 uses + and /
@@ -231,9 +307,13 @@ def looks_random(token: str, min_length: int = 20) -> bool:
     n = len(body)
     if n < min_length or _HEXISH.fullmatch(body):
         return False
-    has_upper = any(c.isupper() for c in body)
-    has_lower = any(c.islower() for c in body)
-    has_digit = any(c.isdigit() for c in body)
+    if n > 4096:  # judged on a prefix: the statistics below settle long before, and a 10 MB run stays cheap
+        body, n = body[:4096], 4096
+    # C-speed character-class tests (the token alphabet is ASCII): a generator over each character was most of
+    # the cost of a file made of tokens.
+    has_upper = body != body.lower()
+    has_lower = body != body.upper()
+    has_digit = _DIGIT.search(body) is not None
     if not ((has_upper and has_lower) or (has_digit and (has_upper or has_lower))):
         return False
     entropic = shannon_entropy(body) >= 0.75 * math.log2(min(n, 64))
@@ -294,6 +374,11 @@ class _Lines:
         index = bisect.bisect_right(starts, offset) - 1
         return index + 1, offset - starts[index] + 1
 
+    def span(self, line: int) -> tuple[int, int]:
+        """Character offsets (start, end) of 1-based ``line``, its line break included."""
+        starts = self._line_starts()
+        return starts[line - 1], starts[line] if line < len(starts) else len(self._text) + 1
+
     def text_of(self, line: int) -> str:
         starts = self._line_starts()
         start = starts[line - 1]
@@ -309,6 +394,13 @@ def _ascii_lower(text: str) -> str:
     return text.encode("latin-1", "replace").lower().decode("latin-1")
 
 
+MAX_HITS = 100  # per file: past this the file fails anyway, and a flood would only slow the report down
+
+
+class _Enough(Exception):
+    """Raised inside :func:`scan_text` once a file has :data:`MAX_HITS` hits."""
+
+
 def scan_text(
     text: str,
     *,
@@ -320,14 +412,47 @@ def scan_text(
 
     ``generic`` enables the ``key: literal`` rule; ``generic_regions`` limits it to (start, end) character
     ranges (chamberlain intent documents are left out: their only free-form maps name keys, e.g.
-    ``{DB_PASSWORD: password}``, and the schema has no field that could hold a value)."""
+    ``{DB_PASSWORD: password}``, and the schema has no field that could hold a value). At most
+    :data:`MAX_HITS` are returned, the last of them saying that scanning stopped there."""
+    found: dict[tuple[int, str], Hit] = {}
+    try:
+        _scan_into(found, text, generic, generic_regions, rule)
+    except _Enough:
+        last = max(found.values(), key=lambda h: (h.line or 0, h.column or 0))
+        found[(last.line or 0, "truncated")] = Hit(
+            "truncated", f"more credential-looking places: scanning stopped after {MAX_HITS}", last.line,
+            last.column)
+    return sorted(found.values(), key=lambda h: (h.line or 0, h.column or 0, h.kind))
+
+
+def _scan_into(
+    found: dict[tuple[int, str], Hit], text: str, generic: bool, generic_regions: Iterable[tuple[int, int]] | None,
+    rule: str,
+) -> None:
     lowered = _ascii_lower(text)
     lines = _Lines(text)
-    found: dict[tuple[int, str], Hit] = {}
+    allow: dict[int, bool] = {}  # per line: a long line full of hits is read for its marker once, not per hit
+    settled: dict[str, tuple[int, int]] = {}  # kind -> (start, end) of the last line it was decided on
+
+    def seen(kind: str, offset: int) -> bool:
+        """Is this kind already decided for the line of ``offset`` (reported, or allowed)? Constant time: a
+        line with a million candidates costs one lookup each, not a line's worth of work each."""
+        span = settled.get(kind)
+        return span is not None and span[0] <= offset < span[1]
 
     def add(kind: str, label: str, offset: int) -> None:
+        if seen(kind, offset):
+            return
+        if len(found) >= MAX_HITS:
+            raise _Enough
         line, column = lines.locate(offset)
-        if (line, kind) not in found and not allowed(lines.text_of(line), rule):
+        settled[kind] = lines.span(line)
+        if (line, kind) in found:
+            return
+        ok = allow.get(line)
+        if ok is None:
+            ok = allow[line] = allowed(lines.text_of(line), rule)
+        if not ok:
             found[(line, kind)] = Hit(kind, label, line, column)
 
     # Private keys first, on the raw text: no mask below may hide one.
@@ -335,10 +460,11 @@ def scan_text(
         add(_PRIVATE_KEY.kind, _PRIVATE_KEY.label, m.start())
 
     masked, masked_lower = text, lowered
-    if "PRIVATE KEY" in text:
-        masked = _PRIVATE_BLOCK.sub(_blank, masked)
+    spans = pem_blocks(text, _PRIVATE_PEM) if "PRIVATE KEY" in text else []
     if any(n in text for n in _CIPHER_NEEDLES):
-        masked = _CIPHER_OR_PUBLIC.sub(_blank, masked)
+        spans += _public_spans(text)
+    if spans:
+        masked = blank_spans(text, spans)
     if "ENC[AES256_GCM" in text:
         masked = _SOPS_ENC_LINE.sub(_blank, masked)
     if masked is not text:
@@ -346,6 +472,8 @@ def scan_text(
 
     for shape in _SHAPES:
         for m in shape.regex.finditer(masked_lower if shape.lowered else masked):
+            if seen(shape.kind, m.start()) or (shape.accept is not None and not shape.accept(m.group())):
+                continue
             start = m.start()
             while shape.extend_left and start > 0 and masked[start - 1].isalnum():
                 start -= 1
@@ -353,43 +481,63 @@ def scan_text(
 
     if "://" in masked:
         for m in _URL_PASSWORD.finditer(masked):
-            if not _is_placeholder(m.group("pw"), _URL_PLACEHOLDERS):
+            if not seen("url-password", m.start("pw")) and not _is_placeholder(m.group("pw"), _URL_PLACEHOLDERS):
                 add("url-password", "a password embedded in a URL", m.start("pw"))
 
     if generic and any(n in lowered for n in _ASSIGN_NEEDLES):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
             for m in _ASSIGN_KEY.finditer(masked_lower, start, end):
+                if seen("literal-assignment", m.start()):
+                    continue
                 if lines.locate(m.start())[0] not in shaped and _literal_assignment(masked, m):
                     add("literal-assignment", "a literal value assigned to a password/secret/token key",
                         m.start())
 
     known_lines = {line for line, _ in found}
-    for offset, token in _long_tokens(masked):
-        pem = _encoded_pem(token)
-        if pem == "private":
+    for offset, kind in _token_hits(masked):
+        if kind == "private-key":
             add("private-key", "a base64-encoded PEM private key", offset)
-        elif pem is None and looks_random(token):
-            line, _ = lines.locate(offset)
-            if line not in known_lines:  # a token already reported as a known shape is not reported twice
-                add("high-entropy", "a high-entropy string (random-looking token)", offset)
-    return sorted(found.values(), key=lambda h: (h.line or 0, h.column or 0, h.kind))
+        elif not seen("high-entropy", offset) and lines.locate(offset)[0] not in known_lines:
+            add("high-entropy", "a high-entropy string (random-looking token)", offset)  # a known shape: not twice
 
 
-def _long_tokens(text: str) -> Iterator[tuple[int, str]]:
-    """(offset, token) of every base64-alphabet run of 20+ characters that is not public by construction.
+def _token_hits(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, kind) of every base64-alphabet run of 20+ characters that is an encoded private key or looks
+    random, leaving out what is public by construction.
 
     ``str.split`` finds the few whitespace-separated words long enough to hold one about 5x faster than a regex
     over the whole text; each word's offset is found by searching forward from the previous long word (words
-    in between are shorter, so they cannot contain it)."""
+    in between are shorter, so they cannot contain it). A word is judged once however often it repeats, so a
+    file of one repeated word costs a ``find`` per copy."""
     cursor = 0
+    judged: dict[str, list[tuple[int, str]]] = {}
     for word in [w for w in text.split() if len(w) >= 20]:
         offset = text.find(word, cursor)
         cursor = offset + len(word)
-        if any(n in word for n in _PUBLIC_RANDOM_NEEDLES):
-            word = _PUBLIC_RANDOM.sub(_blank, word)
-        for m in _TOKEN.finditer(word):
-            yield offset + m.start(), m.group()
+        hits = judged.get(word)
+        if hits is None:
+            hits = _judge_word(word)
+            if len(judged) < 100_000:
+                judged[word] = hits
+        for at, kind in hits:
+            yield offset + at, kind
+
+
+def _judge_word(word: str) -> list[tuple[int, str]]:
+    if _RUN.search(word) is None:  # no run long enough: the common case, decided in C
+        return []
+    if _PUBLIC_RANDOM_NEEDLE.search(word) is not None:
+        word = _PUBLIC_RANDOM.sub(_blank, word)
+    hits: list[tuple[int, str]] = []
+    for m in _TOKEN.finditer(word):
+        token = m.group()
+        pem = _encoded_pem(token)
+        if pem == "private":
+            hits.append((m.start(), "private-key"))
+        elif pem is None and looks_random(token):
+            hits.append((m.start(), "high-entropy"))
+    return hits
 
 
 def _is_placeholder(value: str, words: set[str]) -> bool:
@@ -440,7 +588,8 @@ def scan_binary(raw: bytes) -> list[Hit]:
     for shape in (_PRIVATE_KEY, *_SHAPES):
         if shape.kind in kinds:
             continue
-        if shape.regex.search(lowered if shape.lowered else text):
+        matches = shape.regex.finditer(lowered if shape.lowered else text)
+        if any(shape.accept is None or shape.accept(m.group()) for m in matches):
             kinds[shape.kind] = Hit(shape.kind, shape.label, None, None)
     return list(kinds.values())
 
@@ -691,3 +840,81 @@ def _line_text(text: str, line: int) -> str:
             return ""
     end = text.find("\n", start)
     return text[start:] if end < 0 else text[start:end]
+
+
+# ------------------------------------------------------------------------------------------------ CH102
+
+# "the password is X", "token: X" in prose: a credential word, an optional verb or sign, then one candidate word.
+_PROSE_SECRET = re.compile(
+    r"\b(?:password|passwd|passphrase|pwd|token|secret|api[ _-]?key|pin)\b(?:[ \t]+(?:is|was|=|:)|[ \t]*[:=])?"
+    r"[ \t]+[\"'`]?(?P<value>[^\s\"'`]{6,128})", re.IGNORECASE)
+_CASE_MIX = re.compile(r"(?=.*[A-Za-z])(?=.*[^A-Za-z])")
+
+
+def _prose_secret(text: str) -> bool:
+    """A word right after a credential word that is not a word, a name or a number (``hunter2!``, ``Xk9#mP2q``).
+    DNS-style names (``orders-db``) and plain words pass: a purpose names things, it never spells a value."""
+    for m in _PROSE_SECRET.finditer(text):
+        value = m.group("value").rstrip(".,;:)")
+        if len(value) < 6 or _PLAIN_WORD.fullmatch(value) or _DNS_NAME.fullmatch(value) or value.isdigit():
+            continue
+        if _is_placeholder(value, _LITERAL_WORDS) or _CODE.fullmatch(value):
+            continue
+        if _CASE_MIX.match(value):
+            return True
+    return False
+
+
+def metadata_texts(doc: Document) -> Iterator[tuple[tuple[int | str, ...], str, str]]:
+    """(location, what, text to scan) of the free-form metadata of a chamberlain object: every label and
+    annotation (scanned as ``key: value``, so a password-named key with a literal is caught) and ``spec.purpose``."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    meta = data.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    for section in ("labels", "annotations"):
+        values = meta.get(section)
+        if isinstance(values, dict):
+            for key, value in values.items():
+                yield ("metadata", section, str(key)), f"metadata.{section}.{key}", f"{key}: {value}"
+    spec = data.get("spec")
+    purpose = spec.get("purpose") if isinstance(spec, dict) else None
+    if isinstance(purpose, str):
+        yield ("spec", "purpose"), "spec.purpose", purpose
+
+
+@check("metadata-credentials")
+def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
+    """CH102: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
+    Render copies metadata into every cluster the object reaches, so a value there is a leak multiplied."""
+    docs = [p.doc for p in repo.platforms] + [p.doc for p in repo.policies] + [i.doc for i in repo.intents]
+    # One scan over every item, one item per line (10k intents cost one pass, not 10k scanner set-ups).
+    items: list[tuple[Document, tuple[int | str, ...], str, str]] = [
+        (doc, loc, what, text) for doc in docs for loc, what, text in metadata_texts(doc)]
+    joined = "\n".join(_ONE_LINE.sub(" ", text) for _, _, _, text in items)
+    kinds: dict[int, str] = {}
+    for hit in scan_text(joined, rule="CH102"):
+        if hit.kind != "truncated" and hit.line is not None:
+            kinds.setdefault(hit.line - 1, f"{hit.label} [{hit.kind}]")
+    for index, (doc, loc, what, text) in enumerate(items):
+        kind = kinds.get(index)
+        if kind is None and loc[-1] == "purpose" and _prose_secret(text):
+            kind = "a password or token spelled out in prose [prose-credential]"
+        if kind is None:
+            continue
+        line = doc.line_of(loc)
+        rf_text = _file_text(repo, doc.file)
+        if rf_text is not None and allowed(_line_text(rf_text, line), "CH102"):
+            continue
+        label = _label(doc)
+        yield Finding(
+            doc.file, line, "CH102",
+            f"{label}: {what} looks like {kind}; render copies metadata into every cluster, so it never holds a "
+            "value (value not shown)", object=label)
+
+
+_ONE_LINE = re.compile(r"[\r\n]")
+
+
+def _file_text(repo: Repository, rel: str) -> str | None:
+    rf = repo.file(rel)
+    return rf.text if rf is not None else None

@@ -20,6 +20,8 @@ called. The helpers that resolve bootstrap files are shared with :mod:`chamberla
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +37,9 @@ from chamberlain.intent.model import SecretIntent
 from chamberlain.intent.paths import bootstrap_recipients, intent_environments
 
 BOOTSTRAP_CLASS = "bootstrap"
+# The only selector a bootstrap file may carry (chamberlain.bootstrap.sops.ENCRYPTED_REGEX writes it; that module
+# sits above this one, so the value is repeated here and a test keeps the two equal).
+BOOTSTRAP_ENCRYPTED_REGEX = "^(data|stringData)$"
 
 # A value sops encrypted: AES-256-GCM ciphertext, IV, tag and the original type, all base64.
 ENC_VALUE = re.compile(
@@ -49,6 +54,7 @@ SELECTORS = (
     "unencrypted_suffix", "encrypted_suffix", "unencrypted_regex", "encrypted_regex",
     "unencrypted_comment_regex", "encrypted_comment_regex",
 )
+MAX_KEY_TESTED = 1024  # a file's own selector regex runs only on keys up to this long
 MAX_VALUE_FINDINGS = 20  # per document; a wholly plaintext file would otherwise flood the report
 
 Loc = tuple[int | str, ...]
@@ -239,14 +245,27 @@ def check_sops_files(repo: Repository) -> Iterator[Finding]:
             if ref.rel is not None:
                 wanted = per_file.setdefault(ref.rel, list(root or []))
                 wanted += [r for r in bootstrap_recipients(platform, ref.intent.obj) if r not in wanted]
+    bootstrap = bootstrap_rels(repo)
     for rf in repo.files:
         expected = per_file.get(rf.rel, root)
         for data, locate in _sops_documents(rf):
+            if _DUPLICATE in data:
+                key = str(data[_DUPLICATE])
+                shown = key if len(key) <= 80 else "(long key)"
+                yield Finding(rf.rel, None, "CH100", f"duplicate JSON key {shown!r}: only the last one is used, so "
+                                                     "what a reviewer reads is not what is decrypted")
+                continue
             for loc, msg in sops_structure_problems(data):
                 yield Finding(rf.rel, locate(loc), "CH023", msg)
+            # The stanzas, not the recipient labels: checked with or without a Platform to compare against.
+            for loc, msg in stanza_problems(data["sops"]):
+                yield Finding(rf.rel, locate(("sops", *loc)), "CH022", msg)
             if expected is not None:
                 for loc, msg in recipient_problems(data["sops"], expected):
                     yield Finding(rf.rel, locate(("sops", *loc)), "CH022", msg)
+            if rf.rel in bootstrap:
+                for loc, msg in plaintext_rule_problems(data):
+                    yield Finding(rf.rel, locate(loc), "CH101", msg)
 
 
 @check("gitops-recipients")
@@ -300,11 +319,33 @@ def _sops_documents(rf: RepoFile) -> Iterator[tuple[dict[str, Any], Callable[[Lo
     if rf.is_yaml or text is None or '"sops"' not in text or not text.lstrip().startswith("{"):
         return
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_pairs)
+    except _DuplicateJsonKey as exc:
+        yield {"sops": {}, _DUPLICATE: exc.key}, lambda loc: None
+        return
     except (ValueError, RecursionError):
         return  # not JSON after all; nothing to check
     if isinstance(data, dict) and isinstance(data.get("sops"), dict):
         yield data, lambda loc: None
+
+
+_DUPLICATE = "\x00duplicate-key"  # marks a JSON SOPS document refused for a duplicate key (never a real key)
+
+
+class _DuplicateJsonKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: JSON, like YAML, keeps the last of two equal keys; a SOPS file must not hide one."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateJsonKey(key)
+        out[key] = value
+    return out
 
 
 def _locator(doc: Document) -> Callable[[Loc], int | None]:
@@ -411,14 +452,34 @@ def _selector(meta: Mapping[str, Any], problems: list[Problem]) -> Callable[[Seq
         if option == "unencrypted_suffix":
             return lambda path: not any(k.endswith(value) for k in path)
         return lambda path: any(k.endswith(value) for k in path)
+    if not _simple_regex(value):
+        problems.append((("sops", option), f"sops.{option} is too complex to evaluate safely (a quantified group, "
+                                           "a back-reference, or more than 3 quantifiers); it is never run"))
+        return None
     try:
         pattern = re.compile(value)
     except re.error:
         problems.append((("sops", option), f"sops.{option} is not a valid regular expression"))
         return None
+
+    def hit(path: Sequence[str]) -> bool:
+        # A key too long to test in bounded time counts as matching: what it selects is then checked as encrypted.
+        return any(len(k) > MAX_KEY_TESTED or pattern.search(k) for k in path)
+
     if option == "unencrypted_regex":
-        return lambda path: not any(pattern.search(k) for k in path)
-    return lambda path: any(pattern.search(k) for k in path)
+        return lambda path: not any(pattern.search(k) for k in path if len(k) <= MAX_KEY_TESTED)
+    return hit
+
+
+_QUANTIFIER = re.compile(r"(?<!\\)(?:[*+?]|\{\d*,?\d*\})")
+_GROUP_QUANTIFIED = re.compile(r"(?<!\\)\)(?:[*+?]|\{)")
+
+
+def _simple_regex(value: str) -> bool:
+    """A selector regex taken from the file itself runs only when it cannot backtrack catastrophically: short, no
+    quantified group (``(a+)+``), no back-reference, at most three quantifiers."""
+    return (len(value) <= 256 and not _GROUP_QUANTIFIED.search(value)
+            and not re.search(r"\\[1-9]|\(\?P=", value) and len(_QUANTIFIER.findall(value)) <= 3)
 
 
 def _leaves(data: Any) -> Iterator[tuple[Loc, list[str], Any]]:
@@ -455,8 +516,9 @@ def recipient_problems(meta: Mapping[str, Any], expected: Sequence[str]) -> list
                 found.setdefault(recipient.strip(), (*prefix, "age", i, "recipient"))
         for key_type in OTHER_KEY_TYPES:
             keys = group.get(key_type)
-            if isinstance(keys, list) and keys:
-                problems.append(((*prefix, key_type), f"also encrypted to {len(keys)} {key_type} master key(s); "
+            if keys not in (None, "", [], {}):  # any shape: a malformed stanza still names someone else
+                count = len(keys) if isinstance(keys, list) else 1
+                problems.append(((*prefix, key_type), f"also encrypted to {count} {key_type} master key(s); "
                                  "only the Platform's age recipients may decrypt bootstrap material"))
     for recipient in sorted(set(found) - wanted):
         problems.append((found[recipient], f"encrypted to age recipient {recipient}, which is not one of the "
@@ -471,4 +533,88 @@ def recipient_problems(meta: Mapping[str, Any], expected: Sequence[str]) -> list
     if isinstance(key_groups, list) and isinstance(threshold, int) and threshold > 1:
         problems.append((("shamir_threshold",), f"needs {threshold} key groups to decrypt; each Platform recipient "
                                                 "must be able to decrypt on its own"))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------ stanzas
+
+
+def age_stanzas(armored: str) -> list[str] | None:
+    """The stanza types (``X25519``, ``scrypt``, ``ssh-ed25519``, a plugin's name...) in the header of an armored
+    age file, in order; None when it is not one. The header is what decides who can open the data key: the
+    ``recipient`` next to it in sops' metadata is only a label."""
+    text = armored.strip()
+    begin, end = AGE_ARMOR, "-----END AGE ENCRYPTED FILE-----"
+    if not text.startswith(begin) or not text.endswith(end):
+        return None
+    body = "".join(text[len(begin):-len(end)].split())
+    if len(body) > 64 * 1024:  # a data key wrapped for one recipient is a few hundred bytes
+        return None
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    header, sep, _ = raw.partition(b"\n---")
+    lines = header.split(b"\n")
+    if not sep or lines[0] != b"age-encryption.org/v1":
+        return None
+    return [line[3:].split(b" ", 1)[0].decode("ascii", "replace") for line in lines[1:] if line.startswith(b"-> ")]
+
+
+def stanza_problems(meta: Mapping[str, Any]) -> list[Problem]:
+    """Every age entry of a sops document wraps the data key for exactly one X25519 recipient, as sops writes it.
+    A second stanza (or a passphrase, SSH or plug-in one) hides a reader the recipient list does not show."""
+    problems: list[Problem] = []
+    groups: list[tuple[Loc, Mapping[str, Any]]] = [((), meta)]
+    key_groups = meta.get("key_groups")
+    if isinstance(key_groups, list):
+        groups += [(("key_groups", i), g) for i, g in enumerate(key_groups) if isinstance(g, dict)]
+    for prefix, group in groups:
+        age = group.get("age")
+        for i, entry in enumerate(age if isinstance(age, list) else []):
+            enc = entry.get("enc") if isinstance(entry, dict) else None
+            if not isinstance(enc, str):
+                continue  # malformed entries are CH023
+            stanzas = age_stanzas(enc)
+            loc: Loc = (*prefix, "age", i, "enc")
+            if stanzas is None:
+                problems.append((loc, "the age-wrapped data key is not an armored age file; who can open it is "
+                                      "unknown"))
+            elif stanzas != ["X25519"]:
+                shown = ", ".join(stanzas[:5]) or "none"
+                problems.append((loc, f"the age-wrapped data key has {len(stanzas)} recipient stanza(s) ({shown}); "
+                                      "sops writes exactly one X25519 stanza per recipient, so someone not in the "
+                                      "recipient list can decrypt"))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------ CH101
+
+_UNENCRYPTED_SUFFIX = "_unencrypted"  # sops' default: such keys stay plaintext whatever else is set
+
+
+def plaintext_rule_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """For a bootstrap file: every rule that leaves a value in plaintext next to ciphertext. chamberlain encrypts
+    with ``encrypted_regex: ^(data|stringData)$`` only (shape reviewable, every value secret); any other selector,
+    and any key ending in ``_unencrypted``, lets plaintext hide in a file everyone takes for encrypted."""
+    problems: list[Problem] = []
+    meta = data.get("sops")
+    meta = meta if isinstance(meta, dict) else {}
+    for option in SELECTORS:
+        value = meta.get(option)
+        if value in (None, ""):
+            continue
+        if option == "encrypted_regex" and value == BOOTSTRAP_ENCRYPTED_REGEX:
+            continue
+        if option == "unencrypted_suffix" and value == _UNENCRYPTED_SUFFIX:
+            continue  # sops' own default, stored when nothing else is set; the keys themselves are checked below
+        problems.append((("sops", option), f"sops.{option} is set; in a bootstrap file only encrypted_regex "
+                                           f"{BOOTSTRAP_ENCRYPTED_REGEX!r} is allowed, so no value can stay "
+                                           "plaintext by rule (re-encrypt with 'chamberlain bootstrap encrypt')"))
+    for loc, path, _ in _leaves(data):
+        if loc[0] != "sops" and any(k.endswith(_UNENCRYPTED_SUFFIX) for k in path):
+            problems.append((loc, f"key {'.'.join(str(p) for p in loc)} ends in {_UNENCRYPTED_SUFFIX!r}, so sops "
+                                  "leaves its value in plaintext; a bootstrap file holds no plaintext value"))
+            if len(problems) > MAX_VALUE_FINDINGS:
+                break
     return problems

@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.errors import ChamberlainError
 
@@ -69,7 +68,7 @@ def _apply_patches(objects: list[Manifest], patches: list[Any], where: str) -> N
         if not isinstance(patch, dict) or not isinstance(patch.get("patch"), str):
             raise GitopsError(f"{where}: only inline patches with a target are supported")
         target = patch.get("target") or {}
-        body = yaml.safe_load(patch["patch"])
+        body = safeyaml.load(patch["patch"])
         meta = body.get("metadata") if isinstance(body, dict) else None
         if not isinstance(meta, dict) or set(body) - {"apiVersion", "kind", "metadata"}:
             raise GitopsError(f"{where}: only metadata patches are supported by the stand-in")
@@ -92,19 +91,19 @@ def _collect(tree: Mapping[str, str], kdir: str, decrypt: Decrypt, seen: set[str
     text = tree.get(kpath)
     if text is None:
         raise GitopsError(f"{kpath}: not in the rendered output")
-    kdoc = yaml.safe_load(text) or {}
+    kdoc = safeyaml.load(text) or {}
     objects: list[Manifest] = []
     for res in kdoc.get("resources") or []:
         target = posixpath.normpath(posixpath.join(kdir, str(res)))
         if target in tree:
-            objects.extend(d for d in yaml.safe_load_all(tree[target]) if d)
+            objects.extend(d for d in safeyaml.load_all(tree[target]) if d)
         elif f"{target}/kustomization.yaml" in tree:
             objects.extend(_collect(tree, target, decrypt, seen, app))
         else:
             raise GitopsError(f"{kpath}: resource {res} is not in the rendered output")
     for gen in kdoc.get("generators") or []:
         gpath = posixpath.normpath(posixpath.join(kdir, str(gen)))
-        gdoc = yaml.safe_load(tree.get(gpath, "")) if gpath in tree else None
+        gdoc = safeyaml.load(tree.get(gpath, "")) if gpath in tree else None
         if not isinstance(gdoc, dict) or gdoc.get("kind") != "ksops":
             raise GitopsError(f"{kpath}: generator {gen} is not a KSOPS generator in the rendered output")
         for rel in gdoc.get("files") or []:

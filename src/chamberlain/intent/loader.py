@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import ValidationError
 
+from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
 from chamberlain.intent.model import (
@@ -37,17 +38,16 @@ from chamberlain.intent.model import (
 )
 from chamberlain.intent.walk import Exclusion, Role, WalkedFile, walk
 
-try:  # The C loader is an order of magnitude faster; fall back so a pure-Python PyYAML still works.
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+# The C-based safe loader that also refuses duplicate mapping keys (see chamberlain.safeyaml).
+_SafeLoader = safeyaml.StrictLoader
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 8 * 1024 * 1024  # no legitimate intent or manifest file is this large
 MAX_SCAN_BYTES = 64 * 1024 * 1024  # above this a file is not even read for secret scanning
-MAX_DEPTH = 64
+MAX_DEPTH = safeyaml.MAX_DEPTH
 MAX_FLOW_DEPTH = 200
-MAX_EXPANDED_NODES = 200_000  # per document, after alias expansion
+MAX_DOCUMENTS = 20_000  # per file; 10k intents in 100 files is 100 each
+MAX_EXPANDED_NODES = safeyaml.MAX_EXPANDED_NODES  # per document, after alias expansion
 T = TypeVar("T")
 
 
@@ -325,7 +325,6 @@ def _flow_depth(text: str) -> int:
 
 
 _DOC_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.M)
-_ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s,\[\]{}]")
 _INDENT = re.compile(r"^[ \t]+", re.M)
 
 
@@ -356,9 +355,14 @@ def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
     if ("[" in text or "{" in text) and _flow_depth(text) > MAX_FLOW_DEPTH:
         repo.problems.append(Finding(rel, None, "CH002", f"nesting deeper than {MAX_FLOW_DEPTH}; not parsed"))
         return []
+    spans = _split_documents(text)
+    if len(spans) > MAX_DOCUMENTS:  # each document costs a parser set-up: a flood of tiny ones is a slow file
+        repo.problems.append(Finding(rel, None, "CH002", f"{len(spans)} YAML documents, over the limit of "
+                                                         f"{MAX_DOCUMENTS} per file; not parsed"))
+        return []
     docs: list[Document] = []
     first_line, counted_to = 1, 0
-    for index, (start, end) in enumerate(_split_documents(text)):
+    for index, (start, end) in enumerate(spans):
         chunk = text[start:end]
         first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
         counted_to = start
@@ -374,61 +378,28 @@ def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
 
 
 def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str, str] | None]:
-    """Load one document. Plain documents take the fast path (C loader straight to data); documents with
-    anchors, or deep enough that nesting could be hostile, are composed first and their shape checked."""
+    """Load one document with :mod:`chamberlain.safeyaml` (duplicate keys, alias cycles and bombs refused).
+    Plain documents take the fast path (C loader straight to data); documents with aliases, or deep enough that
+    nesting could be hostile, are composed first and their graph checked."""
     max_indent = max((len(m.group()) for m in _INDENT.finditer(chunk)), default=0)
-    risky = _ANCHOR.search(chunk) is not None or max_indent >= MAX_DEPTH
+    risky = safeyaml.has_aliases(chunk) or max_indent >= MAX_DEPTH
     offset = first_line - 1  # marks are chunk-relative; findings are file-relative
     try:
         if not risky:
-            return yaml.load(chunk, Loader=_SafeLoader), None
+            return yaml.load(chunk, Loader=_SafeLoader), None  # noqa: S506 - a SafeLoader
         node = yaml.compose(chunk, Loader=_SafeLoader)
         if node is None:
             return None, None
-        verdict = _check_shape(node)
-        if verdict:
-            return None, (offset + int(node.start_mark.line) + 1, "CH002", verdict)
+        safeyaml.check_graph(node)
         return _SafeLoader("").construct_document(node), None
+    except safeyaml.YamlLimitError as exc:
+        return None, (offset + exc.line if exc.line is not None else first_line, exc.rule, exc.message)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = offset + int(mark.line) + 1 if mark is not None else None
         return None, (line, "CH001", f"YAML syntax error: {exc.problem or exc.context or 'syntax error'}")
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
         return None, (first_line, "CH001", f"YAML cannot be parsed: {type(exc).__name__}")
-
-
-def _check_shape(root: yaml.Node) -> str | None:
-    """Reject deep nesting and alias bombs by walking the node graph once (iteratively, memoised)."""
-    expanded: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
-    while stack:
-        node, depth, done = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"nesting deeper than {MAX_DEPTH} levels"
-        key = id(node)
-        if done:
-            children = _children(node)
-            total = 1 + sum(expanded[id(c)] for c in children)
-            expanded[key] = total
-            if total > MAX_EXPANDED_NODES:
-                return f"expands to more than {MAX_EXPANDED_NODES} nodes (alias bomb?)"
-            continue
-        if key in expanded:
-            continue
-        expanded[key] = 0  # on the current path; a cycle is only possible through aliases, counted as 0
-        stack.append((node, depth, True))
-        for child in _children(node):
-            if id(child) not in expanded:
-                stack.append((child, depth + 1, False))
-    return None
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
 
 
 # ------------------------------------------------------------------------------------------------ validation

@@ -14,6 +14,8 @@ itself says is not part of it, and reports every exclusion (never a silent skip)
   ``chamberlain render``) is *rendered output*. Its files are scanned for credentials, never read as intent.
 - Helm chart templates (``templates/`` next to a ``Chart.yaml``): scanned, not parsed (they are not YAML until
   Helm renders them).
+- Nothing is skipped by name but the ``.git`` directory at the root (a nested ``.git`` is a reported exclusion):
+  ``node_modules``, ``.venv`` and the like are walked unless an ignore rule leaves them out.
 - Symbolic links are never followed (a link could lead out of the repository), special files (FIFOs, devices)
   never opened (a FIFO would block the read), directories deeper than :data:`MAX_DIR_DEPTH` not entered.
 
@@ -38,8 +40,11 @@ from chamberlain.errors import UsageError
 
 IGNORE_FILE = ".chamberlainignore"
 GITIGNORE = ".gitignore"
-# Version-control and tool directories: never part of the intent, not worth a line of the report.
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules"})
+# The one directory left out without a line in the report: Git's own database at the intent root (read for speed;
+# it holds no work-tree file). Anything else (``node_modules``, ``.venv``, a nested ``.git``) is walked unless an
+# ignore rule says otherwise, and then the exclusion is reported: a tool folder is exactly where a credential would
+# be hidden if it were skipped by name.
+SKIP_DIRS = frozenset({".git"})
 MAX_DIR_DEPTH = 64
 GIT_TIMEOUT = 120.0
 CHART_FILE = "Chart.yaml"
@@ -225,6 +230,9 @@ def walk(root: Path, *, git: str | None = "git") -> Walk:
                 continue
             is_dir = stat.S_ISDIR(mode)
             if is_dir and entry.name in SKIP_DIRS:
+                if depth == 0:
+                    continue
+                result.exclusions.append(Exclusion(shown(rel) + "/", "submodule"))  # a nested repository's database
                 continue
             reason = _ignore_reason(rel, is_dir, listed, listed_dirs, submodules, specs, own)
             if reason is not None:
