@@ -193,6 +193,8 @@ _RULES = [
          "every cluster."),
     Rule("CH103", "unrenderable", INV1, "An intent render would refuse (a reserved key, x509-vault-pki "
                                         "annotations without a valid role or mount)."),
+    Rule("CH104", "rendered-impostor", INV1,
+         "A document annotated as render output is not a copy of a source object: it would escape validation."),
 ]
 
 RULES: dict[str, Rule] = {}

@@ -231,10 +231,12 @@ def load_repository(root: Path, *, git: str | None = "git") -> Repository:
         for wf in walked.files:
             repo.files.append(_read_file(repo, wf))
         patches = kustomize_patches(repo.files)
+        rendered: list[Document] = []
         for f in repo.files:
             in_patch = f.rel in patches
             for doc in f.documents:
-                _classify(repo, doc, in_patch=in_patch)
+                _classify(repo, doc, rendered, in_patch=in_patch)
+        _check_rendered_copies(repo, rendered)
     repo.exclusions.sort()
     # The repository lives as long as the command; move it out of the GC's generations so later collections
     # (during checks and render) do not rescan it. Reference counting still frees it.
@@ -408,7 +410,7 @@ def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str
 _DURATION_FIELDS = {"ttl", "rotateBefore", "maxOverlap"}
 
 
-def _classify(repo: Repository, doc: Document, *, in_patch: bool = False) -> None:
+def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_patch: bool = False) -> None:
     api = doc.api_version
     if api is None or not api.startswith(GROUP + "/"):
         repo.manifests.append(doc)
@@ -418,6 +420,7 @@ def _classify(repo: Repository, doc: Document, *, in_patch: bool = False) -> Non
         return
     if _rendered(doc):
         repo.exclusions.append(Exclusion(doc.file, "rendered-document", doc.line))
+        rendered.append(doc)
         return
     if api != API_VERSION:
         repo.problems.append(
@@ -488,6 +491,30 @@ def _describe(err: Any) -> str:
         return "invalid value: " + str(err["msg"]).replace("String should match pattern", "must match")
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
+
+
+def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
+    """A document annotated as render output is left out of intent only when it is a true copy: the same kind and
+    name as a source object with the same spec. Anything else would be an intent that escapes validation (an
+    attacker's SecretIntent dressed up as output) and is CH104."""
+    sources: dict[tuple[str, str], Any] = {}
+    for loaded in (*repo.platforms, *repo.policies, *repo.intents):
+        sources.setdefault((loaded.obj.kind, loaded.obj.metadata.name), loaded.obj.spec)
+    for doc in rendered:
+        kind = doc.kind if isinstance(doc.kind, str) else ""
+        model = KINDS.get(kind)
+        try:
+            obj = model.model_validate(doc.data) if model is not None else None
+        except ValidationError:
+            obj = None
+        source = sources.get((kind, obj.metadata.name)) if obj is not None else None
+        if obj is None or source is None or source != obj.spec:
+            repo.problems.append(Finding(
+                doc.file, doc.line, "CH104",
+                f"{kind or 'a document'} annotated {wk.ANNOTATION_RENDERED}: true is not a copy of a source object "
+                "of this repository (no source of that kind and name, or a different spec); render output is "
+                "never read as intent, so this one would escape every check: remove the annotation, or the document",
+            ))
 
 
 def _rendered(doc: Document) -> bool:
