@@ -32,6 +32,7 @@ from chamberlain.intent.model import (
     GENERATOR_TYPES,
     GROUP,
     KINDS,
+    IntentObject,
     Platform,
     RotationPolicy,
     SecretIntent,
@@ -498,8 +499,10 @@ def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
     name as a source object with the same spec. Anything else would be an intent that escapes validation (an
     attacker's SecretIntent dressed up as output) and is CH104."""
     sources: dict[tuple[str, str], Any] = {}
-    for loaded in (*repo.platforms, *repo.policies, *repo.intents):
-        sources.setdefault((loaded.obj.kind, loaded.obj.metadata.name), loaded.obj.spec)
+    objects: list[IntentObject] = [*(p.obj for p in repo.platforms), *(p.obj for p in repo.policies),
+                                   *(i.obj for i in repo.intents)]
+    for source in objects:
+        sources.setdefault((source.kind, source.metadata.name), source.spec)
     for doc in rendered:
         kind = doc.kind if isinstance(doc.kind, str) else ""
         model = KINDS.get(kind)
@@ -507,8 +510,8 @@ def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
             obj = model.model_validate(doc.data) if model is not None else None
         except ValidationError:
             obj = None
-        source = sources.get((kind, obj.metadata.name)) if obj is not None else None
-        if obj is None or source is None or source != obj.spec:
+        spec = sources.get((kind, obj.metadata.name)) if obj is not None else None
+        if obj is None or spec is None or spec != obj.spec:
             repo.problems.append(Finding(
                 doc.file, doc.line, "CH104",
                 f"{kind or 'a document'} annotated {wk.ANNOTATION_RENDERED}: true is not a copy of a source object "
