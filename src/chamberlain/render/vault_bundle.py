@@ -9,8 +9,9 @@ Layout (paths relative to ``vault/``):
 - ``mounts.json`` — ``{path: {type, description, options, kv_config}}``: enable with
   ``sys.enable_secrets_engine(backend_type=type, path=path, description=..., options=options)``, then
   ``secrets.kv.v2.configure(mount_point=path, **kv_config)``;
-- ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable (their cluster-specific config —
-  API server address, CA — is runtime data, not intent);
+- ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable, one Kubernetes auth mount per
+  cluster (``<kubernetesAuthMount>-<cluster>``), each holding only that cluster's roles (their cluster-specific
+  config — API server address, CA — is runtime data, not intent);
 - ``policies/<name>.hcl`` — ``sys.create_or_update_acl_policy(name, policy=text)``;
 - ``auth/<mount>/roles/<name>.json`` — the body of ``POST auth/<mount>/role/<name>`` (Vault API field names).
 
@@ -112,11 +113,12 @@ def bundle(topo: Topology) -> dict[str, str]:
     files: dict[str, str] = {
         "mounts.json": dump_json(mounts(platform)),
     }
-    auth_mounts: set[str] = set()
+    auth_mounts: dict[str, str] = {}  # mount -> its cluster
 
     def add_role(cluster: str, name: str, body: str) -> None:
+        # Every role lives in the auth mount of its own cluster, reviewed by that cluster's API server only.
         mount = naming.kubernetes_auth_mount(platform, cluster)
-        auth_mounts.add(mount)
+        auth_mounts[mount] = cluster
         files[f"auth/{mount}/roles/{name}.json"] = body
 
     for unit in topo.units:
@@ -159,8 +161,9 @@ def bundle(topo: Topology) -> dict[str, str]:
                                       naming.controller_namespace(platform), name,
                                       ORCHESTRATOR_LOGIN_TTL, ORCHESTRATOR_LOGIN_MAX_TTL))
     files["auth.json"] = dump_json({
-        mount: {"type": "kubernetes", "description": "chamberlain: ESO and orchestrator service accounts"}
-        for mount in sorted(auth_mounts)
+        mount: {"type": "kubernetes",
+                "description": f"chamberlain: ESO and orchestrator service accounts of cluster {cluster}"}
+        for mount, cluster in sorted(auth_mounts.items())
     })
     return files
 
