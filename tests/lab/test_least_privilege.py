@@ -30,7 +30,7 @@ from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
 from tests.conftest import host_tools, lab_authority, lab_host, unbuilt  # noqa: E402
 
-MOUNT = "kubernetes"
+MOUNT = "kubernetes-dev1"  # the auth mount of cluster dev1 (one per cluster)
 ORCHESTRATOR = ("chamberlain-system", "chamberlain", "chamberlain.dev1.orchestrator")
 PAYMENTS_READER = ("payments", "chamberlain-dev-reader", "chamberlain.dev.dev1.payments.reader")
 WEB_READER = ("web", "chamberlain-dev-reader", "chamberlain.dev.dev1.web.reader")
@@ -197,7 +197,7 @@ def test_orchestrator_runs_the_runtime_life_cycle(env: Env) -> None:
     pytest.param(lambda c: c.logical.read("sys/policy/chamberlain.dev1.orchestrator"), id="read-own-policy"),
     pytest.param(lambda c: c.logical.write("sys/policy/x", {"policy": 'path "*" {capabilities=["read"]}'}),
                  id="write-policy"),
-    pytest.param(lambda c: c.logical.read("auth/kubernetes/config"), id="read-auth-config"),
+    pytest.param(lambda c: c.logical.read("auth/kubernetes-dev1/config"), id="read-auth-config"),
     pytest.param(lambda c: c.logical.write("auth/token/create", {"policies": ["root"]}), id="create-root-token"),
 ])
 def test_orchestrator_denied(env: Env, action: Callable[[VaultClient], object]) -> None:

@@ -315,7 +315,8 @@ class FakeVault:
         self.token = token
 
     def login_configurator(self) -> FakeVault:
-        if "auth/kubernetes/role/chamberlain.authority.configurator" not in self.paths:
+        if not any(p.startswith("auth/kubernetes-") and p.endswith("/role/chamberlain.authority.configurator")
+                   for p in self.paths):
             raise Forbidden("login: role not found (403)")
         token = "hvs.cfg" + secrets.token_hex(8)
         self.tokens[token] = TokenInfo("acc-" + token[-6:], ("chamberlain.authority.configurator",), 900, True)
