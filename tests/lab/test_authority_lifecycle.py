@@ -292,7 +292,8 @@ def test_unseal_after_restart(env: Env) -> None:
 def test_rekey_issues_new_shares_that_unseal(env: Env) -> None:
     before, old = _open_shares(env)
     term_before = env.configurator().seal.key_status().term
-    data = _json(env.cli("authority", "rekey", "--identity", str(IDENTITY), "--cluster", "dev1", str(env.repo), "-o", "json"))
+    data = _json(env.cli("authority", "rekey", "--identity", str(IDENTITY), "--cluster", "dev1", str(env.repo),
+                         "-o", "json"))
     assert data["generation"] == before.generation + 1
     after, new = _open_shares(env)
     assert len(new) == 3 and not set(new) & set(old)

@@ -211,7 +211,8 @@ def test_orchestrator_runs_the_runtime_life_cycle(env: Env) -> None:
     pytest.param(lambda c: c.logical.write("auth/token/create", {"policies": ["root"]}), id="create-root-token"),
     # Configurator-only: policies, auth methods and their config and roles, audit devices.
     pytest.param(lambda c: c.logical.write("sys/policies/acl/chamberlain.authority.configurator",
-                                           {"policy": 'path "*" {capabilities=["sudo"]}'}), id="write-configurator-acl"),
+                                           {"policy": 'path "*" {capabilities=["sudo"]}'}),
+                 id="write-configurator-acl"),
     pytest.param(lambda c: c.logical.write("sys/policies/acl/chamberlain.dev1.orchestrator",
                                            {"policy": 'path "*" {capabilities=["read"]}'}), id="widen-own-policy"),
     pytest.param(lambda c: c.logical.write("auth/kubernetes-dev1/config", {"kubernetes_host": "https://evil:6443"}),

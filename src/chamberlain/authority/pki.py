@@ -14,7 +14,7 @@ boundary). Private keys never cross this boundary: only a CSR goes to Vault.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,6 +53,23 @@ class PkiRef:
 
 def uses_vault_pki(annotations: Mapping[str, str]) -> bool:
     return annotations.get(wk.ANNOTATION_ROTATOR) == ROTATOR_NAME
+
+
+def names_pki(annotations: Mapping[str, str]) -> bool:
+    """Whether the annotations select the Vault PKI rotator or name a PKI mount or role."""
+    return uses_vault_pki(annotations) or any(
+        k in annotations for k in (wk.ANNOTATION_X509_PKI_MOUNT, wk.ANNOTATION_X509_PKI_ROLE))
+
+
+def check_grant(ref: PkiRef, kv_mounts: Iterable[str]) -> None:
+    """Refuse a PKI reference whose grant would land inside one of chamberlain's KV mounts: ``update`` on
+    ``<mount>/sign/<role>`` with ``mount = secret/data/prod/team`` is a write to another team's secret, not a
+    signature."""
+    for kv in kv_mounts:
+        kv = kv.strip("/")
+        if ref.mount == kv or ref.mount.startswith(kv + "/"):
+            raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {ref.mount!r} is chamberlain's KV mount "
+                              f"{kv!r}, not a PKI mount: the sign and revoke grants would be writes into it")
 
 
 def pki_ref(annotations: Mapping[str, str]) -> PkiRef:

@@ -20,6 +20,7 @@ CHECK_MODULES = (
     "chamberlain.checks.sops",
     "chamberlain.checks.retirement",
     "chamberlain.checks.manifests",
+    "chamberlain.checks.pki",
 )
 
 

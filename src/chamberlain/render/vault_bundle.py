@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chamberlain.authority.pki import PkiRefError, pki_ref, uses_vault_pki
+from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, PENDING_PREFIX, RUNS_PREFIX, VaultPath
 from chamberlain.render import naming
@@ -155,7 +155,7 @@ def bundle(topo: Topology) -> dict[str, str]:
         files[f"policies/{name}.hcl"] = _policy(
             f"The chamberlain orchestrator of cluster {cluster}.",
             [*_orchestrator_blocks(platform, cluster, topo.cluster_environments[cluster]),
-             *_pki_blocks(topo.cluster_intents.get(cluster, []))],
+             *_pki_blocks(topo.cluster_intents.get(cluster, []), _kv_mounts(platform))],
         )
         add_role(cluster, name, _role(naming.controller_service_account(platform),
                                       naming.controller_namespace(platform), name,
@@ -202,8 +202,15 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
     return blocks
 
 
-def _pki_blocks(intents: Iterable[SecretIntent]) -> list[tuple[str, str, list[str]]]:
-    """Sign and revoke on the PKI mount and role of each ``x509-vault-pki`` intent (sorted: deterministic)."""
+def _kv_mounts(platform: Platform) -> list[str]:
+    m = platform.spec.authority.mounts
+    return [m.runtime, m.internal_data, m.internal_config]
+
+
+def _pki_blocks(intents: Iterable[SecretIntent], kv_mounts: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Sign and revoke on exactly the PKI mount and role each ``x509-vault-pki`` intent names (sorted:
+    deterministic): never a wildcard, never a path inside chamberlain's KV mounts (validate rejects both first,
+    CH077)."""
     blocks: list[tuple[str, str, list[str]]] = []
     for intent in sorted(intents, key=lambda i: i.metadata.name):
         annotations = intent.metadata.annotations
@@ -211,6 +218,7 @@ def _pki_blocks(intents: Iterable[SecretIntent]) -> list[tuple[str, str, list[st
             continue
         try:
             ref = pki_ref(annotations)
+            check_grant(ref, kv_mounts)
         except PkiRefError as exc:
             raise RenderError(f"SecretIntent {intent.metadata.name}: {exc}") from None
         name = intent.metadata.name

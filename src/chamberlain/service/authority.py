@@ -171,13 +171,24 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
             raise UsageError(f"cluster {cluster}: its Kubernetes API server and CA are not known (give its kubeconfig, "
                              "or its API server URL and CA file)")
         by_mount[naming.kubernetes_auth_mount(platform, cluster)] = found
+    # The cluster-wide options (and the kubeconfig) describe one cluster: they configure a mount only when one
+    # cluster is selected. Applied to several, one cluster's API server would review tokens for another's roles.
+    selected = [target.cluster] if target.cluster else sorted(
+        {c for e in spec.environments if target.environment in (None, e.name) for c in e.clusters})
+    fallback = None
+    if len(selected) == 1:
+        fallback = kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
+                                            opts.token_reviewer_jwt_file)
+    elif opts.kubernetes_host or opts.kubernetes_ca_file or opts.token_reviewer_jwt_file:
+        raise UsageError(f"{len(selected)} clusters selected ({', '.join(selected)}): --kubernetes-host, "
+                         "--kubernetes-ca-file and --token-reviewer-jwt-file describe one cluster; pass --cluster, or "
+                         "the --cluster-* forms (CLUSTER=VALUE) for each cluster")
     settings = Settings(
         controller_namespace=spec.controller.namespace,
         controller_service_account=spec.controller.service_account,
         runtime_mount=spec.authority.mounts.runtime,
         audit_file=opts.audit_file or None,
-        kubernetes=kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
-                                            opts.token_reviewer_jwt_file),
+        kubernetes=fallback,
         kubernetes_by_mount=by_mount,
         configurator_namespace=naming.configurator_namespace(platform),
         configurator_service_account=naming.configurator_service_account(platform),
