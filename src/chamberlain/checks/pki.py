@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from chamberlain import wellknown as wk
-from chamberlain.authority.pki import PkiRefError, check_grant, names_pki, pki_ref
 from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Repository
+from chamberlain.intent.pki import PkiRefError, check_grant, names_pki, pki_ref
 
 RULE = "CH077"
 
