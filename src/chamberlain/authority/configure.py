@@ -114,11 +114,12 @@ class Settings:
     configurator_service_account: str = "chamberlain-configurator"
 
     def __post_init__(self) -> None:
-        if (self.configurator_namespace, self.configurator_service_account) == (
-                self.controller_namespace, self.controller_service_account):
-            # Separation of duties: the identity that runs the controller must never be the configurator.
-            raise UsageError("the configurator's ServiceAccount cannot be the controller's "
-                             f"({self.controller_namespace}/{self.controller_service_account})")
+        if self.configurator_namespace == self.controller_namespace:
+            # Separation of duties: the identity that runs the controller must never be the configurator, and no
+            # workload runs where the configurator's tokens are minted (RBAC on serviceaccounts/token is
+            # namespaced).
+            raise UsageError(f"the configurator's namespace cannot be the controller's ({self.controller_namespace}): "
+                             "no workload may run where the configurator's tokens are minted")
 
     def kubernetes_for(self, mount: str) -> KubernetesAuthSettings | None:
         return self.kubernetes_by_mount.get(mount, self.kubernetes)
