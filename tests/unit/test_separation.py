@@ -177,3 +177,27 @@ def test_an_exact_pki_role_validates_and_grants_exactly_it(tmp_path: Path) -> No
     policy = _bundle(root)["policies/chamberlain.dev1.orchestrator.hcl"]
     grants = [line for line in policy.splitlines() if line.startswith('path "pki')]
     assert grants == ['path "pki-int/revoke" {', 'path "pki-int/sign/web" {']
+
+
+# ---------------------------------------------------------------------------------------------- the lab
+
+
+def test_a_two_cluster_lab_persists_and_names_its_second_cluster(tmp_path: Path) -> None:
+    from chamberlain.lab import lab as lab_mod
+    from tests.conftest import lab_host
+
+    config = lab_mod.LabConfig(lab_dir=tmp_path, host=lab_host(), ports=lab_mod.Ports().shifted(-4950), clusters=2)
+    (tmp_path / "lab.json").write_text(config.to_json())
+    loaded = lab_mod.LabConfig.load(tmp_path, lab_host())
+    assert loaded.clusters == 2 and loaded.ports == config.ports
+    lab = lab_mod.Lab(loaded)
+    assert lab.second is not None
+    assert {"etcd-2", "kube-apiserver-2"} <= set(lab.servers())
+    assert lab.second.kubeconfig == tmp_path / "cluster-2" / "kubeconfig"
+    assert lab.second.apiserver.issuer != lab.apiserver.issuer
+    assert lab.second.pki.sa_key != lab.pki.sa_key and lab.second.pki.ca.cert != lab.pki.ca.cert
+    first = {lab.etcd.port, lab.etcd.peer_port, lab.apiserver.port}
+    assert not first & {lab.second.etcd.port, lab.second.etcd.peer_port, lab.second.apiserver.port}
+    assert lab_mod.Lab(lab_mod.LabConfig(lab_dir=tmp_path, host=lab_host())).second is None  # default: one cluster
+    with pytest.raises(lab_mod.LabError, match="1 or 2 clusters"):
+        lab_mod.LabConfig(lab_dir=tmp_path, host=lab_host(), clusters=3)
