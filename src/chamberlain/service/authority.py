@@ -152,14 +152,13 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
     controller identity, the audit device and the Kubernetes auth settings."""
     from chamberlain.authority.configure import KubernetesAuthSettings, Settings, desired_state, select
     from chamberlain.authority.session import kubernetes_auth_settings
+    from chamberlain.render import naming
 
     spec = platform.spec
     if target.environment is not None and target.environment not in {e.name for e in spec.environments}:
         raise UsageError(f"--environment {target.environment}: not an environment of the Platform")
     if target.cluster is not None and target.cluster not in {c for e in spec.environments for c in e.clusters}:
         raise UsageError(f"--cluster {target.cluster}: not a cluster of the Platform")
-    from chamberlain.render import naming
-
     opts = target.configure
     unknown = sorted(set(opts.clusters) - set(naming.platform_clusters(platform)))
     if unknown:

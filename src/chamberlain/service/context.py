@@ -157,8 +157,10 @@ class LiveServers:
         from chamberlain.render import naming
 
         conn = self.connection(platform)
-        if conn.token:  # break-glass: no cluster needed
-            return session.configurator(conn, self.kube(), session.ConfiguratorIdentity("", "", ""))
+        if conn.token:  # break-glass: a token a human passed on purpose; no Kubernetes login, no cluster
+            from chamberlain.authority.vault import client_with_token
+
+            return client_with_token(conn.address, conn.ca_file, conn.token, clock=self.clock)
         identity = session.ConfiguratorIdentity(
             naming.kubernetes_auth_mount(platform, naming.login_cluster(platform, cluster)),
             naming.configurator_namespace(platform), naming.configurator_service_account(platform))
