@@ -4,8 +4,8 @@ kube-apiservers, each with its own CA, service-account signing key and issuer) a
 ``prod-eu1`` (``--cluster-kubeconfig`` per cluster).
 
 What it proves:
-- one Kubernetes auth mount per cluster, configured with that cluster's API server and CA, holding only that
-  cluster's roles;
+- one Kubernetes auth mount per cluster, configured with that cluster's API server, CA and service-account issuer,
+  holding only that cluster's roles (a mount told another cluster's issuer refuses genuine tokens);
 - a ServiceAccount token of cluster A logs in to its own roles, and to no role of cluster B, neither through B's
   mount nor through A's mount (which holds none of B's roles);
 - the controller's ServiceAccount cannot log in as the configurator (in either cluster), the configurator's own
@@ -16,6 +16,7 @@ Runs its own lab on ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`` + 1100
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -58,6 +59,7 @@ class Env:
     lab: lab_mod.Lab
     kube: dict[str, KubeClient]
     root: VaultClient
+    work: Path
 
     def token(self, cluster: str, namespace: str, account: str) -> str:
         return self.kube[cluster].service_account_token(namespace, account, ["vault"])
@@ -116,12 +118,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "--vault-cacert", str(lab.pki.ca.cert), "--kubeconfig", str(lab.kubeconfig), "--audit-file", "",
                 "--cluster-kubeconfig", f"{A}={lab.kubeconfig}", "--cluster-kubeconfig", f"{B}={lab.second.kubeconfig}",
                 "--cluster-token-reviewer-jwt-file", f"{A}={work / f'reviewer-{A}.jwt'}",
-                "--cluster-token-reviewer-jwt-file", f"{B}={work / f'reviewer-{B}.jwt'}", "-o", "json")
+                "--cluster-token-reviewer-jwt-file", f"{B}={work / f'reviewer-{B}.jwt'}",
+                "--cluster-kubernetes-issuer", f"{A}={lab.apiserver.issuer}",
+                "--cluster-kubernetes-issuer", f"{B}={lab.second.apiserver.issuer}", "-o", "json")
         assert result.code == 0, result.err
         assert root_token not in result.out + result.err
         assert json.loads(result.out)["summary"]["conflict"] == 0
         root = client_with_token(lab.authority.address, lab.pki.ca.cert, root_token, clock=SystemClock())
-        yield Env(lab, kubes, root)
+        yield Env(lab, kubes, root, work)
     finally:
         for kube in kubes.values():
             kube.close()
@@ -160,6 +164,8 @@ def test_each_cluster_has_its_own_mount_bound_to_its_api_server_and_ca(env: Env)
     assert config_a.kubernetes_ca_cert == env.lab.pki.ca_pem.strip()
     assert config_b.kubernetes_ca_cert == env.lab.second.pki.ca_pem.strip()
     assert config_a.kubernetes_ca_cert != config_b.kubernetes_ca_cert  # each cluster its own CA
+    assert (config_a.issuer, config_a.disable_iss_validation) == (env.lab.apiserver.issuer, False)
+    assert (config_b.issuer, config_b.disable_iss_validation) == (env.lab.second.apiserver.issuer, False)
     roles_a, roles_b = (set(env.root.auth.list_roles(MOUNT[c])) for c in (A, B))
     assert orchestrator(A) in roles_a and orchestrator(B) not in roles_a
     assert orchestrator(B) in roles_b and orchestrator(A) not in roles_b
@@ -190,6 +196,22 @@ def test_a_token_of_one_cluster_logs_in_to_no_role_of_the_other(env: Env, source
             # configurator, only its own cluster's, bound to the configurator's ServiceAccount).
             if not (role == CONFIGURATOR and jwt == jwts["configurator"]):
                 _refused(lambda role=role, jwt=jwt: env.login(MOUNT[source], role, jwt))
+
+
+def test_a_mount_refuses_tokens_of_another_issuer(env: Env) -> None:
+    """The issuer binding on its own: A's mount told B's issuer refuses A's (genuine) tokens; restored, accepts."""
+    assert env.lab.second is not None
+    mount = MOUNT[A]
+    original = env.root.auth.read_kubernetes_config(mount)
+    assert original is not None
+    reviewer = (env.work / f"reviewer-{A}.jwt").read_text(encoding="ascii")
+    try:
+        env.root.auth.write_kubernetes_config(
+            mount, dataclasses.replace(original, issuer=env.lab.second.apiserver.issuer), reviewer)
+        _refused(lambda: env.login(mount, orchestrator(A), env.token(A, *CONTROLLER)))
+    finally:
+        env.root.auth.write_kubernetes_config(mount, original, reviewer)
+    assert env.login(mount, orchestrator(A), env.token(A, *CONTROLLER)).session_ttl
 
 
 # ------------------------------------------------------------------------------------ separation of duties

@@ -198,7 +198,8 @@ class _Auth(dict[str, dict[str, Any]]):
         self.v.writes += 1
         body: dict[str, Any] = {"kubernetes_host": config.kubernetes_host,
                                 "kubernetes_ca_cert": config.kubernetes_ca_cert,
-                                "disable_local_ca_jwt": config.disable_local_ca_jwt}
+                                "disable_local_ca_jwt": config.disable_local_ca_jwt,
+                                "issuer": config.issuer, "disable_iss_validation": config.disable_iss_validation}
         if reviewer_jwt is not None:
             body["token_reviewer_jwt"] = reviewer_jwt
         self.v.paths[f"auth/{mount}/config"] = body

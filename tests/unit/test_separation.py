@@ -52,12 +52,18 @@ def test_the_auth_mount_is_named_per_cluster_from_the_platforms_base() -> None:
 
 
 def test_each_mount_gets_its_own_clusters_api_server_and_only_its_roles() -> None:
-    a = KubernetesAuthSettings("https://a:6443", CA.format("a"), reviewer_jwt="jwt-a", disable_local_ca_jwt=True)
+    a = KubernetesAuthSettings("https://a:6443", CA.format("a"), reviewer_jwt="jwt-a", disable_local_ca_jwt=True,
+                               issuer="https://issuer.a")
     b = KubernetesAuthSettings("https://b:6443", CA.format("b"))
     desired = desired_state(_bundle(), _settings(kubernetes_by_mount={"kubernetes-dev1": a, "kubernetes-prod-eu1": b}))
     assert desired.auth_config["kubernetes-dev1"].kubernetes_host == "https://a:6443"
     assert desired.auth_config["kubernetes-prod-eu1"].kubernetes_host == "https://b:6443"
     assert desired.reviewer_jwts == {"kubernetes-dev1": "jwt-a", "kubernetes-prod-eu1": None}
+    # The issuer binds the mount to its cluster's tokens; without one the server's default (no check) stays.
+    assert (desired.auth_config["kubernetes-dev1"].issuer, desired.auth_config["kubernetes-dev1"].disable_iss_validation
+            ) == ("https://issuer.a", False)
+    assert (desired.auth_config["kubernetes-prod-eu1"].issuer,
+            desired.auth_config["kubernetes-prod-eu1"].disable_iss_validation) == ("", True)
     assert "jwt-a" not in repr(desired)
     for mount, name in desired.roles:
         cluster = mount.removeprefix("kubernetes-")

@@ -94,6 +94,7 @@ class KubernetesAuthSettings:
     ca_pem: str
     reviewer_jwt: str | None = field(default=None, repr=False)
     disable_local_ca_jwt: bool = False
+    issuer: str | None = None  # the cluster's service-account issuer; set: tokens of another issuer are refused
 
 
 @dataclass(frozen=True)
@@ -273,8 +274,9 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
         k = settings.kubernetes_for(mount)
         if k is None or spec.get("type") != "kubernetes":
             continue
+        issuer = (k.issuer or "").strip()
         auth_config[mount] = KubernetesAuthConfig(k.host.strip(), k.ca_pem.strip(), k.disable_local_ca_jwt,
-                                                  k.reviewer_jwt is not None)
+                                                  k.reviewer_jwt is not None, issuer, not issuer)
         reviewer_jwts[mount] = k.reviewer_jwt
     audit = {} if not settings.audit_file else {
         AUDIT_PATH: AuditDevice("file", AUDIT_DESCRIPTION, {"file_path": settings.audit_file})}

@@ -132,6 +132,7 @@ def kubernetes_auth_settings(
     host: str | None = None,
     ca_file: Path | None = None,
     reviewer_jwt_file: Path | None = None,
+    issuer: str | None = None,
 ) -> KubernetesAuthSettings | None:
     """Kubernetes auth settings from explicit options, falling back to the kubeconfig; None when neither says."""
     kc_host, kc_ca = (None, None)
@@ -154,4 +155,5 @@ def kubernetes_auth_settings(
         except OSError:
             raise UsageError(f"{reviewer_jwt_file}: cannot read --token-reviewer-jwt-file") from None
     # With a reviewer JWT Vault runs outside the cluster: it must not look for a pod token of its own.
-    return KubernetesAuthSettings(final_host, ca, reviewer, disable_local_ca_jwt=reviewer is not None)
+    return KubernetesAuthSettings(final_host, ca, reviewer, disable_local_ca_jwt=reviewer is not None,
+                                  issuer=issuer or None)

@@ -93,6 +93,12 @@ ClusterKubeHost = Annotated[list[str] | None, typer.Option(
 ClusterKubeCA = Annotated[list[str] | None, typer.Option(
     "--cluster-kubernetes-ca-file", show_default=False, metavar="CLUSTER=PATH",
     help="CA of CLUSTER's API server (repeat per cluster).")]
+KubeIssuer = Annotated[str | None, typer.Option(
+    "--kubernetes-issuer", show_default=False,
+    help="Service-account issuer of that cluster: its auth mount then refuses tokens of any other issuer.")]
+ClusterKubeIssuer = Annotated[list[str] | None, typer.Option(
+    "--cluster-kubernetes-issuer", show_default=False, metavar="CLUSTER=URL",
+    help="Service-account issuer of CLUSTER (repeat per cluster).")]
 ClusterReviewerJWT = Annotated[list[str] | None, typer.Option(
     "--cluster-token-reviewer-jwt-file", show_default=False, metavar="CLUSTER=PATH",
     help="A token of a ServiceAccount of CLUSTER with system:auth-delegator (repeat per cluster).")]
@@ -185,18 +191,21 @@ def _per_cluster(flag: str, values: list[str] | None) -> dict[str, str]:
 def _configure(audit_file: str = "stdout", kubernetes_host: str | None = None, kubernetes_ca_file: Path | None = None,
                token_reviewer_jwt_file: Path | None = None, cluster_kubeconfig: list[str] | None = None,
                cluster_kubernetes_host: list[str] | None = None, cluster_kubernetes_ca_file: list[str] | None = None,
-               cluster_token_reviewer_jwt_file: list[str] | None = None) -> ConfigureOptions:
+               cluster_token_reviewer_jwt_file: list[str] | None = None, kubernetes_issuer: str | None = None,
+               cluster_kubernetes_issuer: list[str] | None = None) -> ConfigureOptions:
     kubeconfigs = _per_cluster("--cluster-kubeconfig", cluster_kubeconfig)
     hosts = _per_cluster("--cluster-kubernetes-host", cluster_kubernetes_host)
     cas = _per_cluster("--cluster-kubernetes-ca-file", cluster_kubernetes_ca_file)
     reviewers = _per_cluster("--cluster-token-reviewer-jwt-file", cluster_token_reviewer_jwt_file)
+    issuers = _per_cluster("--cluster-kubernetes-issuer", cluster_kubernetes_issuer)
 
     def path(table: dict[str, str], cluster: str) -> Path | None:
         return Path(table[cluster]).expanduser() if cluster in table else None
 
-    clusters = {c: ClusterAuth(path(kubeconfigs, c), hosts.get(c), path(cas, c), path(reviewers, c))
-                for c in sorted({*kubeconfigs, *hosts, *cas, *reviewers})}
-    return ConfigureOptions(audit_file, kubernetes_host, kubernetes_ca_file, token_reviewer_jwt_file, clusters)
+    clusters = {c: ClusterAuth(path(kubeconfigs, c), hosts.get(c), path(cas, c), path(reviewers, c), issuers.get(c))
+                for c in sorted({*kubeconfigs, *hosts, *cas, *reviewers, *issuers})}
+    return ConfigureOptions(audit_file, kubernetes_host, kubernetes_ca_file, token_reviewer_jwt_file, clusters,
+                            kubernetes_issuer)
 
 
 configure_options = OptionGroup("configure", _configure, [
@@ -208,6 +217,8 @@ configure_options = OptionGroup("configure", _configure, [
     ("cluster_kubernetes_host", ClusterKubeHost, None),
     ("cluster_kubernetes_ca_file", ClusterKubeCA, None),
     ("cluster_token_reviewer_jwt_file", ClusterReviewerJWT, None),
+    ("kubernetes_issuer", KubeIssuer, None),
+    ("cluster_kubernetes_issuer", ClusterKubeIssuer, None),
 ])
 """``--audit-file``, ``--kubernetes-host``, ``--kubernetes-ca-file``, ``--token-reviewer-jwt-file`` (every selected
 cluster's auth mount that has no settings of its own) and their per-cluster forms ``--cluster-kubeconfig``,

@@ -45,6 +45,7 @@ class ClusterAuth:
     host: str | None = None
     ca_file: Path | None = None
     token_reviewer_jwt_file: Path | None = None
+    issuer: str | None = None  # its service-account issuer: the mount then refuses tokens of another
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ConfigureOptions:
     kubernetes_ca_file: Path | None = None
     token_reviewer_jwt_file: Path | None = None
     clusters: Mapping[str, ClusterAuth] = field(default_factory=dict)
+    kubernetes_issuer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         raise UsageError(f"Kubernetes auth settings for {', '.join(unknown)}: not a cluster of the Platform")
     by_mount: dict[str, KubernetesAuthSettings] = {}
     for cluster, auth in sorted(opts.clusters.items()):
-        found = kubernetes_auth_settings(auth.kubeconfig, auth.host, auth.ca_file, auth.token_reviewer_jwt_file)
+        found = kubernetes_auth_settings(auth.kubeconfig, auth.host, auth.ca_file, auth.token_reviewer_jwt_file,
+                                         auth.issuer)
         if found is None:
             raise UsageError(f"cluster {cluster}: its Kubernetes API server and CA are not known (give its kubeconfig, "
                              "or its API server URL and CA file)")
@@ -177,11 +180,11 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
     fallback = None
     if len(selected) == 1:
         fallback = kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
-                                            opts.token_reviewer_jwt_file)
-    elif opts.kubernetes_host or opts.kubernetes_ca_file or opts.token_reviewer_jwt_file:
+                                            opts.token_reviewer_jwt_file, opts.kubernetes_issuer)
+    elif opts.kubernetes_host or opts.kubernetes_ca_file or opts.token_reviewer_jwt_file or opts.kubernetes_issuer:
         raise UsageError(f"{len(selected)} clusters selected ({', '.join(selected)}): --kubernetes-host, "
-                         "--kubernetes-ca-file and --token-reviewer-jwt-file describe one cluster; pass --cluster, or "
-                         "the --cluster-* forms (CLUSTER=VALUE) for each cluster")
+                         "--kubernetes-ca-file, --kubernetes-issuer and --token-reviewer-jwt-file describe one "
+                         "cluster; pass --cluster, or the --cluster-* forms (CLUSTER=VALUE) for each cluster")
     settings = Settings(
         controller_namespace=spec.controller.namespace,
         controller_service_account=spec.controller.service_account,
