@@ -128,7 +128,7 @@ _RULES = [
     Rule("CH060", "duplicate-materialization", INV4,
          "Two intents materialize the same (namespace, Secret) in one cluster."),
     Rule("CH061", "duplicate-vault-path", INV4, "Two intents own the same Vault path."),
-    Rule("CH077", "pki-grant", LEAST,
+    Rule("CH105", "pki-grant", LEAST,
          "PKI annotations name a malformed or wildcard mount/role, a system path, or a mount inside chamberlain's "
          "KV mounts: the orchestrator's sign/revoke grant would reach beyond one PKI role."),
 ]

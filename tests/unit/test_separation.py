@@ -165,7 +165,7 @@ ROTATOR = {"chamberlain.dev/rotator": "x509-vault-pki"}
 def test_a_pki_annotation_that_would_widen_the_grant_fails_validate(tmp_path: Path,
                                                                      annotations: dict[str, str]) -> None:
     root = _pki_repo(tmp_path, annotations)
-    found = [f for f in run_checks(load_repository(root)) if f.rule == "CH077"]
+    found = [f for f in run_checks(load_repository(root)) if f.rule == "CH105"]
     assert len(found) == 1, found
     # The line of the offending annotation (the annotations key itself when the role is missing).
     bad = next((i for i, k in enumerate(annotations) if k != "chamberlain.dev/rotator" and k in found[0].message),
@@ -173,13 +173,13 @@ def test_a_pki_annotation_that_would_widen_the_grant_fails_validate(tmp_path: Pa
     assert found[0].file == "intents/cert.yaml" and found[0].line == (5 if bad is None else 6 + bad)
     assert "web-cert" in found[0].message
     result = run_cli("validate", str(root))
-    assert result.code == 1 and "CH077" in result.out + result.err and "Traceback" not in result.err
+    assert result.code == 1 and "CH105" in result.out + result.err and "Traceback" not in result.err
 
 
 def test_an_exact_pki_role_validates_and_grants_exactly_it(tmp_path: Path) -> None:
     root = _pki_repo(tmp_path, {**ROTATOR, "chamberlain.dev/x509-pki-role": "web",
                                 "chamberlain.dev/x509-pki-mount": "pki-int"})
-    assert not [f for f in run_checks(load_repository(root)) if f.rule == "CH077"]
+    assert not [f for f in run_checks(load_repository(root)) if f.rule == "CH105"]
     policy = _bundle(root)["policies/chamberlain.dev1.orchestrator.hcl"]
     grants = [line for line in policy.splitlines() if line.startswith('path "pki')]
     assert grants == ['path "pki-int/revoke" {', 'path "pki-int/sign/web" {']

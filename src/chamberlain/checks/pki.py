@@ -1,4 +1,4 @@
-"""CH077: the PKI grants an intent asks for. An ``x509-vault-pki`` intent's annotations name a PKI mount and role;
+"""CH105: the PKI grants an intent asks for. An ``x509-vault-pki`` intent's annotations name a PKI mount and role;
 render turns them into ``update`` on exactly ``<mount>/sign/<role>`` and ``<mount>/revoke`` in its cluster's
 orchestrator policy. A name that is malformed or carries a wildcard or glob, a system path, or a mount inside one
 of chamberlain's KV mounts would widen that policy (``secret/data/prod/x`` + ``/sign/r`` is a write into another
@@ -15,7 +15,7 @@ from chamberlain.findings import Finding
 from chamberlain.intent.loader import Repository
 from chamberlain.intent.pki import PkiRefError, check_grant, names_pki, pki_ref
 
-RULE = "CH077"
+RULE = "CH105"
 
 
 @check("pki-grant")

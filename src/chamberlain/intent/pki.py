@@ -1,6 +1,6 @@
 """The PKI mount and role an intent's annotations name (``x509-vault-pki``): parsed and checked once, for the
 rotator that signs there, the renderer that grants the orchestrator exactly ``<mount>/sign/<role>`` and
-``<mount>/revoke``, and validate (CH077), which refuses a reference that would widen that grant. Pure.
+``<mount>/revoke``, and validate (CH105), which refuses a reference that would widen that grant. Pure.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ def _kv_mounts(platform: Platform) -> list[str]:
 def _pki_blocks(intents: Iterable[SecretIntent], kv_mounts: list[str]) -> list[tuple[str, str, list[str]]]:
     """Sign and revoke on exactly the PKI mount and role each ``x509-vault-pki`` intent names (sorted:
     deterministic): never a wildcard, never a path inside chamberlain's KV mounts (validate rejects both first,
-    CH077)."""
+    CH105)."""
     blocks: list[tuple[str, str, list[str]]] = []
     for intent in sorted(intents, key=lambda i: i.metadata.name):
         annotations = intent.metadata.annotations
