@@ -195,6 +195,9 @@ _RULES = [
                                         "annotations without a valid role or mount)."),
     Rule("CH104", "rendered-impostor", INV1,
          "A document annotated as render output is not a copy of a source object: it would escape validation."),
+    Rule("CH105", "pki-grant", LEAST,
+         "PKI annotations name a malformed or wildcard mount/role, a system path, or a mount inside chamberlain's "
+         "KV mounts: the orchestrator's sign/revoke grant would reach beyond one PKI role."),
 ]
 
 RULES: dict[str, Rule] = {}

@@ -43,7 +43,7 @@ from chamberlain.clock import SystemClock
 from chamberlain.intent.paths import VaultPath
 from chamberlain.kube.client import KubeClient
 from chamberlain.lab import lab as lab_mod
-from chamberlain.render.naming import orchestrator_policy
+from chamberlain.render.naming import kubernetes_auth_mount, orchestrator_policy
 from chamberlain.rotation import run as runs
 from chamberlain.rotation.run import RotationRun
 from chamberlain.service import load_valid
@@ -197,13 +197,15 @@ class World:
     def login(self) -> Any:
         """A fresh orchestrator session (a VaultClient), as ``chamberlain controller run`` logs in."""
         conn = Connection(self.lab.authority.address, self.lab.pki.ca.cert, clock=SystemClock())
-        return login_as(conn, self.platform, self.kube, orchestrator_policy(CLUSTER))
+        return login_as(conn, self.platform, self.kube, orchestrator_policy(CLUSTER),
+                        kubernetes_auth_mount(self.platform, CLUSTER))
 
     @property
     def kv(self) -> KV:
         if self._kv is None:
             conn = Connection(self.lab.authority.address, self.lab.pki.ca.cert, clock=SystemClock())
-            self._kv = orchestrator_kv(conn, self.platform, self.kube, orchestrator_policy(CLUSTER))
+            self._kv = orchestrator_kv(conn, self.platform, self.kube, orchestrator_policy(CLUSTER),
+                                       kubernetes_auth_mount(self.platform, CLUSTER))
         return self._kv
 
     def relogin(self) -> None:

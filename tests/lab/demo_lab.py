@@ -86,7 +86,7 @@ def start(base: Path) -> Iterator[World]:
         platform = load_valid(repo).platform
         assert platform is not None
         kv = orchestrator_kv(Connection(lab.authority.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
-                             "chamberlain.dev1.orchestrator")
+                             "chamberlain.dev1.orchestrator", "kubernetes-dev1")
         api = kubernetes.config.new_client_from_config(config_file=str(lab.kubeconfig))
         yield World(lab, repo, kube, api, kv)
         kube.close()

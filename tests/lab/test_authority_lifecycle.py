@@ -34,10 +34,10 @@ pytest.importorskip("pyrage")
 
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority import lifecycle
-from chamberlain.authority.configure import CONFIGURATOR
+from chamberlain.authority.configure import CONFIGURATOR  # noqa: F401  (kept: the role under test)
 from chamberlain.authority.errors import CasConflict, Forbidden, InvalidRequest
 from chamberlain.authority.model import KubernetesRole
-from chamberlain.authority.session import Connection, login_as
+from chamberlain.authority.session import ConfiguratorIdentity, Connection, configurator, login_as
 from chamberlain.authority.vault import VaultClient, login_kubernetes
 from chamberlain.intent.loader import load_repository
 from chamberlain.kube.client import KubeClient
@@ -48,6 +48,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.vault_compat]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = REPO_ROOT / "tests" / "fixtures" / "age" / "test-identity.txt"
 ORCHESTRATOR = "chamberlain.dev1.orchestrator"
+AUTH_MOUNT = "kubernetes-dev1"  # one Kubernetes auth mount per cluster
 NS = "chamberlain-system"
 
 _RUNNER = """
@@ -105,7 +106,9 @@ class Env:
         return load_repository(self.repo).platform
 
     def configurator(self) -> VaultClient:
-        return login_as(self.conn(), self.platform(), self.kube, CONFIGURATOR)
+        # The configurator's own ServiceAccount (a human or CI mints its token), through dev1's auth mount.
+        identity = ConfiguratorIdentity(AUTH_MOUNT, "chamberlain-configurator", "chamberlain-configurator")
+        return configurator(self.conn(), self.kube, identity)
 
     def anonymous(self) -> VaultClient:
         return VaultClient.connect(self.vault_addr, self.ca, clock=SystemClock())
@@ -210,7 +213,7 @@ def test_no_root_token_survives(env: Env) -> None:
 
 
 def test_orchestrator_logs_in_and_writes_with_cas(env: Env) -> None:
-    client = login_as(env.conn(), env.platform(), env.kube, ORCHESTRATOR)
+    client = login_as(env.conn(), env.platform(), env.kube, ORCHESTRATOR, AUTH_MOUNT)
     assert client.session_ttl and client.session_ttl > 0
     kv = client.kv
     assert kv.write("secret", "dev/team-x/probe", {"k": "v1"}, cas=0) == 1
@@ -260,15 +263,15 @@ def test_plan_shows_a_manual_change_then_configure_repairs_it(env: Env) -> None:
 def test_prune_removes_stale_role_in_managed_mount_and_unmanaged_policy(env: Env) -> None:
     admin = env.configurator()
     admin.policies.write("stale-policy", 'path "secret/data/x" { capabilities = ["read"] }\n')
-    admin.auth.write_role("kubernetes", "stale-role", KubernetesRole(
+    admin.auth.write_role(AUTH_MOUNT, "stale-role", KubernetesRole(
         bound_service_account_names=("x",), bound_service_account_namespaces=("y",),
         token_policies=("stale-policy",), audience="vault"))
     without = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "--dry-run", "-o", "json"))
     assert without["changes"] == []  # unmanaged objects are only touched with --prune
     pruned = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "--prune", "-o", "json"))
-    assert {"kind": "role", "name": "kubernetes/stale-role", "action": "remove"} in pruned["changes"]
+    assert {"kind": "role", "name": f"{AUTH_MOUNT}/stale-role", "action": "remove"} in pruned["changes"]
     assert {"kind": "policy", "name": "stale-policy", "action": "remove"} in pruned["changes"]
-    assert admin.auth.read_role("kubernetes", "stale-role") is None
+    assert admin.auth.read_role(AUTH_MOUNT, "stale-role") is None
     assert "stale-policy" not in admin.policies.list()
     assert {"default", "root"} <= set(admin.policies.list())
     again = _json(env.cli("authority", "configure", str(env.repo), *env.config_args(), "--prune", "-o", "json"))
@@ -290,7 +293,8 @@ def test_unseal_after_restart(env: Env) -> None:
 def test_rekey_issues_new_shares_that_unseal(env: Env) -> None:
     before, old = _open_shares(env)
     term_before = env.configurator().seal.key_status().term
-    data = _json(env.cli("authority", "rekey", "--identity", str(IDENTITY), str(env.repo), "-o", "json"))
+    data = _json(env.cli("authority", "rekey", "--identity", str(IDENTITY), "--cluster", "dev1", str(env.repo),
+                         "-o", "json"))
     assert data["generation"] == before.generation + 1
     after, new = _open_shares(env)
     assert len(new) == 3 and not set(new) & set(old)
@@ -377,14 +381,14 @@ def test_configure_recovers_from_a_crash_at_every_checkpoint(env: Env) -> None:
         if not admin.audit.declarative:
             admin.audit.disable("chamberlain-file")
         admin.policies.write("stale-policy", 'path "secret/data/x" { capabilities = ["read"] }\n')
-        admin.auth.delete_role("kubernetes", ORCHESTRATOR)
+        admin.auth.delete_role(AUTH_MOUNT, ORCHESTRATOR)
         admin.policies.delete(ORCHESTRATOR)
         crashed = env.cli(*args, crash_at=point)
         assert crashed.returncode == 137, f"{point}: exit {crashed.returncode}\n{crashed.stderr}"
         done = _json(env.cli(*args))
         assert done["changes"], point
         assert _json(env.cli(*args))["changes"] == [], f"{point}: not converged after the re-run"
-    login_kubernetes(env.vault_addr, env.ca, "kubernetes", ORCHESTRATOR,
+    login_kubernetes(env.vault_addr, env.ca, AUTH_MOUNT, ORCHESTRATOR,
                      lambda: env.kube.service_account_token(NS, "chamberlain", ["vault"]),
                      clock=SystemClock()).auth.lookup_self()
     assert LedgerReader(admin.kv, "secret").verify().ok

@@ -76,7 +76,7 @@ def _values_in_vault(lab_dir: Path, report: dict[str, Any]) -> list[str]:
     kube = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
     try:
         kv = orchestrator_kv(Connection(lab.authority.address, lab.pki.ca.cert, clock=SystemClock()), platform, kube,
-                             "chamberlain.dev1.orchestrator")
+                             "chamberlain.dev1.orchestrator", "kubernetes-dev1")
         facts = {p["phase"]: p["facts"] for p in report["phases"]}
         paths = list(facts["provision"]["paths"]) + [h.split(" -> ")[1] for h in facts["handover"]["handed_over"]]
         values: list[str] = []

@@ -30,12 +30,14 @@ from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
 from tests.conftest import host_tools, lab_authority, lab_host, unbuilt  # noqa: E402
 
-MOUNT = "kubernetes"
+MOUNT = "kubernetes-dev1"  # the auth mount of cluster dev1 (one per cluster)
 ORCHESTRATOR = ("chamberlain-system", "chamberlain", "chamberlain.dev1.orchestrator")
 PAYMENTS_READER = ("payments", "chamberlain-dev-reader", "chamberlain.dev.dev1.payments.reader")
 WEB_READER = ("web", "chamberlain-dev-reader", "chamberlain.dev.dev1.web.reader")
 PUBLISHER = ("databases", "chamberlain-dev-publish-orders-db-app",
              "chamberlain.dev.dev1.databases.orders-db-app.publisher")
+# The configurator's own ServiceAccount, in a namespace no workload runs in (a human or CI mints its tokens).
+CONFIGURATOR = ("chamberlain-configurator", "chamberlain-configurator", "chamberlain.authority.configurator")
 
 PAYMENTS_DB = "secret/data/dev/team-payments/payments-db"
 STOREFRONT = "secret/data/dev/team-web/storefront-session"  # consumed by namespace web only
@@ -170,6 +172,14 @@ def test_publisher_cannot_delete_or_read_others(env: Env) -> None:
     pytest.param("payments", "chamberlain-dev-reader", ORCHESTRATOR[2], None, id="reader-as-orchestrator"),
     pytest.param("payments", "chamberlain-dev-reader", PUBLISHER[2], None, id="reader-as-publisher"),
     pytest.param("payments", "chamberlain-dev-reader", PAYMENTS_READER[2], [], id="reader-wrong-audience"),
+    # Separation of duties: no identity that runs the controller (or any workload) is the configurator.
+    pytest.param(ORCHESTRATOR[0], ORCHESTRATOR[1], CONFIGURATOR[2], None, id="controller-sa-as-configurator"),
+    pytest.param("payments", "chamberlain-dev-reader", CONFIGURATOR[2], None, id="reader-as-configurator"),
+    pytest.param(PUBLISHER[0], PUBLISHER[1], CONFIGURATOR[2], None, id="publisher-as-configurator"),
+    pytest.param("payments", "payments-api", CONFIGURATOR[2], None, id="workload-sa-as-configurator"),
+    pytest.param(CONFIGURATOR[0], CONFIGURATOR[1], ORCHESTRATOR[2], None, id="configurator-sa-as-orchestrator"),
+    pytest.param(CONFIGURATOR[0], CONFIGURATOR[1], PAYMENTS_READER[2], None, id="configurator-sa-as-reader"),
+    pytest.param(CONFIGURATOR[0], CONFIGURATOR[1], CONFIGURATOR[2], [], id="configurator-wrong-audience"),
 ])
 def test_login_refused(env: Env, namespace: str, account: str, role: str, audiences: list[str] | None) -> None:
     with pytest.raises(AuthorityError) as info:
@@ -197,8 +207,27 @@ def test_orchestrator_runs_the_runtime_life_cycle(env: Env) -> None:
     pytest.param(lambda c: c.logical.read("sys/policy/chamberlain.dev1.orchestrator"), id="read-own-policy"),
     pytest.param(lambda c: c.logical.write("sys/policy/x", {"policy": 'path "*" {capabilities=["read"]}'}),
                  id="write-policy"),
-    pytest.param(lambda c: c.logical.read("auth/kubernetes/config"), id="read-auth-config"),
+    pytest.param(lambda c: c.logical.read("auth/kubernetes-dev1/config"), id="read-auth-config"),
     pytest.param(lambda c: c.logical.write("auth/token/create", {"policies": ["root"]}), id="create-root-token"),
+    # Configurator-only: policies, auth methods and their config and roles, audit devices.
+    pytest.param(lambda c: c.logical.write("sys/policies/acl/chamberlain.authority.configurator",
+                                           {"policy": 'path "*" {capabilities=["sudo"]}'}),
+                 id="write-configurator-acl"),
+    pytest.param(lambda c: c.logical.write("sys/policies/acl/chamberlain.dev1.orchestrator",
+                                           {"policy": 'path "*" {capabilities=["read"]}'}), id="widen-own-policy"),
+    pytest.param(lambda c: c.logical.write("auth/kubernetes-dev1/config", {"kubernetes_host": "https://evil:6443"}),
+                 id="write-auth-config"),
+    pytest.param(lambda c: c.logical.write("auth/kubernetes-dev1/role/chamberlain.authority.configurator",
+                                           {"bound_service_account_names": ["chamberlain"],
+                                            "bound_service_account_namespaces": ["chamberlain-system"],
+                                            "token_policies": ["chamberlain.authority.configurator"]}),
+                 id="rebind-configurator-role"),
+    pytest.param(lambda c: c.logical.write("sys/auth/evil", {"type": "userpass"}), id="enable-auth-method"),
+    pytest.param(lambda c: c.logical.write("sys/audit/evil", {"type": "file", "options": {"file_path": "/tmp/x"}}),
+                 id="enable-audit-device"),
+    pytest.param(lambda c: c.logical.delete("sys/audit/chamberlain-file"), id="disable-audit-device"),
+    pytest.param(lambda c: c.logical.write("sys/mounts/evil", {"type": "kv"}), id="enable-mount"),
+    pytest.param(lambda c: c.logical.write("sys/rotate", {}), id="rotate-key"),
 ])
 def test_orchestrator_denied(env: Env, action: Callable[[VaultClient], object]) -> None:
     client = env.login(*ORCHESTRATOR)
@@ -217,3 +246,14 @@ def test_orchestrator_cannot_rewrite_the_ledger(env: Env) -> None:
         with pytest.raises((Forbidden, CasConflict)):
             client.logical.write(LEDGER_1, {"data": {"entry": "{}"}, "options": options})
     assert client.logical.read(LEDGER_1) == before
+
+
+# ------------------------------------------------------------------------------------------ configurator
+
+
+def test_configurator_logs_in_with_its_own_service_account_and_configures(env: Env) -> None:
+    client = env.login(*CONFIGURATOR)
+    assert client.logical.read("sys/policies/acl/chamberlain.dev1.orchestrator") is not None
+    assert client.logical.read("auth/kubernetes-dev1/config") is not None
+    # ...but it is no reader: the configuration identity never reads a runtime value.
+    _denied(lambda: client.logical.read(PAYMENTS_DB))

@@ -220,7 +220,7 @@ def _orchestrator(f: Flow) -> Any:
     assert platform is not None
     kube = KubeClient.from_kubeconfig(f.lab.kubeconfig, clock=SystemClock())
     return login_as(Connection(f.lab.authority.address, f.lab.pki.ca.cert, clock=SystemClock()), platform, kube,
-                    "chamberlain.dev1.orchestrator")
+                    "chamberlain.dev1.orchestrator", "kubernetes-dev1")
 
 
 def _runtime_paths(f: Flow) -> list[str]:

@@ -61,8 +61,12 @@ def _converge(vault: FakeVault, desired: Desired, prune: bool = False) -> list[C
 def test_desired_state_adds_the_configurator_to_the_bundle(desired: Desired) -> None:
     assert set(desired.mounts) == {"secret", "platform-data", "platform-config"}
     assert CONFIGURATOR in desired.policies
-    role = desired.roles[("kubernetes", CONFIGURATOR)]
-    assert role.bound_service_account_namespaces == ("chamberlain-system",)
+    # One configurator role per cluster's auth mount, bound to its own ServiceAccount, never the controller's.
+    for mount in ("kubernetes-dev1", "kubernetes-prod-eu1"):
+        role = desired.roles[(mount, CONFIGURATOR)]
+        assert role.bound_service_account_namespaces == ("chamberlain-configurator",)
+        assert role.bound_service_account_names == ("chamberlain-configurator",)
+    assert ("kubernetes", CONFIGURATOR) not in desired.roles
     assert role.token_policies == (CONFIGURATOR,)
     assert 'path "sys/rotate"' in desired.policies[CONFIGURATOR]
     assert 'path "secret/data/_chamberlain/ledger/*"' in desired.policies[CONFIGURATOR]
@@ -95,8 +99,9 @@ def test_apply_then_second_plan_is_empty(desired: Desired) -> None:
     assert vault.writes == writes
     assert vault.kv_config["secret"]["cas_required"] is True
     assert vault.kv_config["platform-data"]["cas_required"] is False
-    assert vault.paths["auth/kubernetes/config"]["token_reviewer_jwt"] == "reviewer.jwt.value"
-    assert vault.paths["auth/kubernetes/config"]["disable_local_ca_jwt"] is True
+    for mount in ("kubernetes-dev1", "kubernetes-prod-eu1"):
+        assert vault.paths[f"auth/{mount}/config"]["token_reviewer_jwt"] == "reviewer.jwt.value"
+        assert vault.paths[f"auth/{mount}/config"]["disable_local_ca_jwt"] is True
 
 
 def test_plan_shows_a_manual_change_field_by_field(desired: Desired) -> None:
@@ -111,7 +116,7 @@ def test_plan_shows_a_manual_change_field_by_field(desired: Desired) -> None:
     assert by_kind["role"].fields == ("bound_service_account_namespaces", "token_ttl")
     assert by_kind["kv-config"].fields == ("max_versions",)
     assert by_kind["policy"].name == CONFIGURATOR
-    assert by_kind["role"].line().startswith("~ role kubernetes/chamberlain.")
+    assert by_kind["role"].line().startswith("~ role kubernetes-")
 
 
 def test_durations_compare_by_value_not_spelling(desired: Desired) -> None:
@@ -125,14 +130,14 @@ def test_durations_compare_by_value_not_spelling(desired: Desired) -> None:
 def test_prune_removes_stale_roles_in_managed_mounts_and_unmanaged_policies(desired: Desired) -> None:
     vault = FakeVault()
     _converge(vault, desired)
-    vault.paths["auth/kubernetes/role/stale"] = {"token_policies": ["stale"]}
+    vault.paths["auth/kubernetes-dev1/role/stale"] = {"token_policies": ["stale"]}
     vault.paths["auth/other/role/theirs"] = {"token_policies": ["x"]}  # an auth mount we do not manage
     vault.auth["other"] = {"type": "kubernetes"}
     vault.policies["stale"] = "# stale\n"
     assert plan(desired, observe(vault, desired)) == []  # without --prune nothing unmanaged is touched
     changes = _converge(vault, desired, prune=True)
-    assert [c.line() for c in changes] == ["- role kubernetes/stale", "- policy stale"]
-    assert "auth/kubernetes/role/stale" not in vault.paths
+    assert [c.line() for c in changes] == ["- role kubernetes-dev1/stale", "- policy stale"]
+    assert "auth/kubernetes-dev1/role/stale" not in vault.paths
     assert "auth/other/role/theirs" in vault.paths
     assert "default" in vault.policies  # never pruned
     assert "other" in vault.auth and "cubbyhole" in vault.mounts  # mounts are never pruned
@@ -199,7 +204,7 @@ def test_on_a_declarative_server_everything_else_is_applied_then_the_declaration
     assert ("audit", "declare") in {(c.kind, c.action) for c in changes}
     result = apply(vault, desired, changes)
     assert vault.audit == {}  # never enabled through the API
-    assert ("kubernetes", CONFIGURATOR) in observe(vault, desired).roles  # the configurator exists for a re-run
+    assert ("kubernetes-dev1", CONFIGURATOR) in observe(vault, desired).roles  # the configurator exists for a re-run
     assert [c.name for c in result.undeclared] == [AUDIT_PATH]
     with pytest.raises(DeclarationRequired, match=r"everything else was applied.*configuration file"):
         result.raise_undeclared()

@@ -198,7 +198,8 @@ class _Auth(dict[str, dict[str, Any]]):
         self.v.writes += 1
         body: dict[str, Any] = {"kubernetes_host": config.kubernetes_host,
                                 "kubernetes_ca_cert": config.kubernetes_ca_cert,
-                                "disable_local_ca_jwt": config.disable_local_ca_jwt}
+                                "disable_local_ca_jwt": config.disable_local_ca_jwt,
+                                "issuer": config.issuer, "disable_iss_validation": config.disable_iss_validation}
         if reviewer_jwt is not None:
             body["token_reviewer_jwt"] = reviewer_jwt
         self.v.paths[f"auth/{mount}/config"] = body
@@ -315,7 +316,8 @@ class FakeVault:
         self.token = token
 
     def login_configurator(self) -> FakeVault:
-        if "auth/kubernetes/role/chamberlain.authority.configurator" not in self.paths:
+        if not any(p.startswith("auth/kubernetes-") and p.endswith("/role/chamberlain.authority.configurator")
+                   for p in self.paths):
             raise Forbidden("login: role not found (403)")
         token = "hvs.cfg" + secrets.token_hex(8)
         self.tokens[token] = TokenInfo("acc-" + token[-6:], ("chamberlain.authority.configurator",), 900, True)

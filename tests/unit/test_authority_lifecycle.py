@@ -49,9 +49,9 @@ class World:
     def configure(self, client: Any) -> int:
         self.configured += 1
         client.auth.lookup_self()  # must be authenticated
-        if "auth/kubernetes/role/" + CONFIGURATOR in client.paths:
+        if "auth/kubernetes-dev1/role/" + CONFIGURATOR in client.paths:
             return 0
-        client.auth.write_role("kubernetes", CONFIGURATOR, KubernetesRole(token_policies=(CONFIGURATOR,)))
+        client.auth.write_role("kubernetes-dev1", CONFIGURATOR, KubernetesRole(token_policies=(CONFIGURATOR,)))
         return 1
 
     def recorder_for(self, client: Any) -> Any:

@@ -92,7 +92,7 @@ def test_base_layout() -> None:
         "vault/auth.json",
         "vault/policies/chamberlain.prod.prod-eu1.app.reader.hcl",
         "vault/policies/chamberlain.prod-eu1.orchestrator.hcl",
-        "vault/auth/kubernetes/roles/chamberlain.prod.prod-eu1.app.reader.json",
+        "vault/auth/kubernetes-prod-eu1/roles/chamberlain.prod.prod-eu1.app.reader.json",
     }
     assert expected <= paths, sorted(expected - paths)
 
@@ -282,7 +282,7 @@ def test_external_secret_without_mapping_extracts_everything() -> None:
         "path": "platform-data",
         "version": "v2",
         "auth": {"kubernetes": {
-            "mountPath": "kubernetes",
+            "mountPath": "kubernetes-dev1",
             "role": "chamberlain.dev.dev1.reporting.reader",
             "serviceAccountRef": {"name": "chamberlain-dev-reader", "audiences": ["vault"]},
         }},

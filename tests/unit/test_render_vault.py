@@ -130,7 +130,7 @@ def test_orchestrator_is_scoped_to_the_environments_of_its_cluster() -> None:
     assert grants["secret/data/_chamberlain/runs/dev/*"] == {"create", "read", "update"}
     assert grants["secret/data/_chamberlain/pending/dev/*"] == {"create", "read", "update", "delete"}
     assert "secret/data/_chamberlain/runs/prod/*" not in grants
-    body = role(tree, "kubernetes", "chamberlain.dev1.orchestrator")
+    body = role(tree, "kubernetes-dev1", "chamberlain.dev1.orchestrator")
     assert body["bound_service_account_names"] == ["chamberlain"]
     assert body["bound_service_account_namespaces"] == ["chamberlain-system"]
 
@@ -143,9 +143,17 @@ def test_mounts_are_kv2_and_only_runtime_requires_cas() -> None:
         assert spec["kv_config"]["max_versions"] >= 2
         # ESO's PushSecret writes without check-and-set; only the runtime mount can require it.
         assert spec["kv_config"]["cas_required"] is (name == "secret")
-    assert json.loads(render("base")["vault/auth.json"]) == {
-        "kubernetes": {"type": "kubernetes", "description": "chamberlain: ESO and orchestrator service accounts"}
+    # One Kubernetes auth mount per cluster, each holding only that cluster's roles.
+    tree = render("base")
+    assert json.loads(tree["vault/auth.json"]) == {
+        f"kubernetes-{c}": {"type": "kubernetes",
+                            "description": f"chamberlain: ESO and orchestrator service accounts of cluster {c}"}
+        for c in ("dev1", "prod-eu1")
     }
+    for path in tree.paths():
+        if path.startswith("vault/auth/") and "/roles/" in path:
+            mount, name = path[len("vault/auth/"):-len(".json")].split("/roles/")
+            assert f".{mount.removeprefix('kubernetes-')}." in name, path
 
 
 @pytest.mark.parametrize("name", sorted(REPOS))

@@ -101,7 +101,7 @@ class FakeServers:
         self._check()
         return self.vault
 
-    def configurator(self, platform: Any) -> FakeVault:
+    def configurator(self, platform: Any, cluster: str | None = None) -> FakeVault:
         self._check()
         return self.vault.login_configurator()
 

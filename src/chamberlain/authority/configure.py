@@ -20,11 +20,17 @@ the managed Kubernetes auth mounts* — stale roles there still let a ServiceAcc
 are never pruned: disabling a KV mount destroys its data, and one chamberlain does not manage is not ours to judge.
 
 The configurator: after ``authority init`` revokes the root token, configuration needs an identity allowed to
-change ``sys/`` — the role ``chamberlain.authority.configurator`` in the Kubernetes auth mount, bound to the
-controller's ServiceAccount and namespace, with a policy limited to the managed mounts, auth mounts, ACL policies,
-audit devices, key rotation, token accessors (to sweep orphaned root tokens) and the ledger. It can rewrite
-policies, so it is as powerful as the configuration it applies; who may mint its ServiceAccount's tokens
-(Kubernetes RBAC on ``serviceaccounts/token``) is who may reconfigure Vault.
+change ``sys/`` — the role ``chamberlain.authority.configurator`` in each cluster's Kubernetes auth mount, bound to
+a ServiceAccount of its own (``Settings.configurator_service_account`` in ``Settings.configurator_namespace``, a
+namespace no workload runs in), never to the controller's: the controller's identity can log in as its cluster's
+orchestrator and nothing else. Its policy is limited to the managed mounts, auth mounts, ACL policies, audit
+devices, key rotation, token accessors (to sweep orphaned root tokens) and the ledger. It can rewrite policies, so
+it is as powerful as the configuration it applies; who may mint its ServiceAccount's tokens (Kubernetes RBAC on
+``serviceaccounts/token`` in that namespace: a human or CI) is who may reconfigure Vault.
+
+Kubernetes auth: one mount per cluster (:func:`chamberlain.render.naming.kubernetes_auth_mount`), each configured
+with its own cluster's API server and CA (``Settings.kubernetes_by_mount``, falling back to ``Settings.kubernetes``)
+and holding only that cluster's roles, so a token of one cluster is never reviewed by another.
 """
 
 from __future__ import annotations
@@ -88,17 +94,36 @@ class KubernetesAuthSettings:
     ca_pem: str
     reviewer_jwt: str | None = field(default=None, repr=False)
     disable_local_ca_jwt: bool = False
+    issuer: str | None = None  # the cluster's service-account issuer; set: tokens of another issuer are refused
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Runtime facts that are not intent: the controller identity, the audit file, the cluster's API server."""
+    """Runtime facts that are not intent: the configurator identity, the audit file, each cluster's API server.
+
+    ``kubernetes_by_mount`` names the API server and CA of each Kubernetes auth mount (one per cluster);
+    ``kubernetes`` is the fallback for a mount it does not name (one cluster, or every selected cluster reached
+    through one kubeconfig)."""
 
     controller_namespace: str
     controller_service_account: str
     runtime_mount: str
     audit_file: str | None = "stdout"  # Vault's file device writes to its stdout: container logs
     kubernetes: KubernetesAuthSettings | None = None
+    kubernetes_by_mount: Mapping[str, KubernetesAuthSettings] = field(default_factory=dict)
+    configurator_namespace: str = "chamberlain-configurator"
+    configurator_service_account: str = "chamberlain-configurator"
+
+    def __post_init__(self) -> None:
+        if self.configurator_namespace == self.controller_namespace:
+            # Separation of duties: the identity that runs the controller must never be the configurator, and no
+            # workload runs where the configurator's tokens are minted (RBAC on serviceaccounts/token is
+            # namespaced).
+            raise UsageError(f"the configurator's namespace cannot be the controller's ({self.controller_namespace}): "
+                             "no workload may run where the configurator's tokens are minted")
+
+    def kubernetes_for(self, mount: str) -> KubernetesAuthSettings | None:
+        return self.kubernetes_by_mount.get(mount, self.kubernetes)
 
 
 @dataclass(frozen=True)
@@ -110,7 +135,7 @@ class Desired:
     kv_config: Mapping[str, KvConfig]  # per KV mount that declares settings
     auth: Mapping[str, AuthMountInfo]
     auth_config: Mapping[str, KubernetesAuthConfig]  # per Kubernetes auth mount
-    reviewer_jwt: str | None = field(repr=False)
+    reviewer_jwts: Mapping[str, str | None] = field(repr=False)  # per Kubernetes auth mount (credentials)
     policies: Mapping[str, str]
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
@@ -149,6 +174,16 @@ def select(bundle: Mapping[str, str], environment: str | None = None, cluster: s
             if environment is not None and env is not None and env != environment:
                 continue
         out[path] = text
+    if "auth.json" in out:
+        # One Kubernetes auth mount per cluster: keep the mounts whose roles were kept (a cluster not selected
+        # keeps its mount out of this Vault's configuration too).
+        kept = {p[len("auth/"):].partition("/roles/")[0] for p in out if p.startswith("auth/") and "/roles/" in p}
+        try:
+            auth = json.loads(out["auth.json"])
+        except ValueError:
+            raise UsageError("the Vault bundle's auth.json is malformed") from None
+        out["auth.json"] = json.dumps({m: spec for m, spec in auth.items() if m in kept}, indent=2,
+                                      sort_keys=True) + "\n"
     return out
 
 
@@ -208,8 +243,8 @@ def _role_of(path: str, text: str) -> KubernetesRole:
 
 def _configurator_role(settings: Settings) -> KubernetesRole:
     return KubernetesRole(
-        bound_service_account_names=(settings.controller_service_account,),
-        bound_service_account_namespaces=(settings.controller_namespace,),
+        bound_service_account_names=(settings.configurator_service_account,),
+        bound_service_account_namespaces=(settings.configurator_namespace,),
         audience=VAULT_AUDIENCE,
         token_policies=(CONFIGURATOR,),
         token_ttl=seconds(CONFIGURATOR_TTL),
@@ -233,11 +268,16 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
     policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount)
     for mount in auth:
         roles[(mount, CONFIGURATOR)] = _configurator_role(settings)
-    k = settings.kubernetes
-    auth_config = {} if k is None else {
-        mount: KubernetesAuthConfig(k.host.strip(), k.ca_pem.strip(), k.disable_local_ca_jwt,
-                                    k.reviewer_jwt is not None)
-        for mount, spec in auth.items() if spec.get("type") == "kubernetes"}
+    auth_config: dict[str, KubernetesAuthConfig] = {}
+    reviewer_jwts: dict[str, str | None] = {}
+    for mount, spec in auth.items():
+        k = settings.kubernetes_for(mount)
+        if k is None or spec.get("type") != "kubernetes":
+            continue
+        issuer = (k.issuer or "").strip()
+        auth_config[mount] = KubernetesAuthConfig(k.host.strip(), k.ca_pem.strip(), k.disable_local_ca_jwt,
+                                                  k.reviewer_jwt is not None, issuer, not issuer)
+        reviewer_jwts[mount] = k.reviewer_jwt
     audit = {} if not settings.audit_file else {
         AUDIT_PATH: AuditDevice("file", AUDIT_DESCRIPTION, {"file_path": settings.audit_file})}
     return Desired(
@@ -245,7 +285,7 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
         kv_config={path: KvConfig.from_api(spec["kv_config"])
                    for path, spec in mounts.items() if spec.get("kv_config")},
         auth={path: AuthMountInfo.from_api(spec) for path, spec in auth.items()},
-        auth_config=auth_config, reviewer_jwt=k.reviewer_jwt if k else None,
+        auth_config=auth_config, reviewer_jwts=reviewer_jwts,
         policies=policies, roles=roles, audit=audit,
     )
 
@@ -521,7 +561,7 @@ def _apply_auth(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> in
         vault.auth.enable(c.name, desired.auth[c.name])
         applied += 1
     for c in _of(changes, "auth-config"):
-        vault.auth.write_kubernetes_config(c.name, desired.auth_config[c.name], desired.reviewer_jwt)
+        vault.auth.write_kubernetes_config(c.name, desired.auth_config[c.name], desired.reviewer_jwts.get(c.name))
         applied += 1
     return applied
 

@@ -250,11 +250,16 @@ class KubernetesAuthConfig:
     kubernetes_ca_cert: str
     disable_local_ca_jwt: bool = False
     token_reviewer_jwt_set: bool = False
+    # The cluster's service-account issuer: when set, the mount refuses a token whose ``iss`` is another's (the
+    # server's default, validation off, when unset).
+    issuer: str = ""
+    disable_iss_validation: bool = True
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> KubernetesAuthConfig:
         return cls(str(data.get("kubernetes_host") or "").strip(), str(data.get("kubernetes_ca_cert") or "").strip(),
-                   bool(data.get("disable_local_ca_jwt")), bool(data.get("token_reviewer_jwt_set")))
+                   bool(data.get("disable_local_ca_jwt")), bool(data.get("token_reviewer_jwt_set")),
+                   str(data.get("issuer") or "").strip(), bool(data.get("disable_iss_validation", True)))
 
 
 # The fields of a Kubernetes auth role chamberlain renders and compares (Vault's own names).

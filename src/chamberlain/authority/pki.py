@@ -13,63 +13,20 @@ boundary). Private keys never cross this boundary: only a CSR goes to Vault.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chamberlain import wellknown as wk
-
-ROTATOR_NAME = "x509-vault-pki"
-DEFAULT_MOUNT = "pki"
-
-# Both end up in Vault paths and in rendered HCL policies: plain path segments only, no wildcard, no quote.
-_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
-_MOUNT = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
-_ROLE = re.compile(rf"^{_SEGMENT}$")
-_SYSTEM_PATHS = frozenset({"sys", "auth", "identity", "cubbyhole"})
-
-
-class PkiRefError(ValueError):
-    """The annotations do not name a usable PKI mount and role. The message names annotations, never values of
-    secrets (annotation values are public)."""
-
-
-@dataclass(frozen=True)
-class PkiRef:
-    """Where an intent's certificates are signed: ``<mount>/sign/<role>``; revoked at ``<mount>/revoke``."""
-
-    mount: str
-    role: str
-
-    @property
-    def sign_path(self) -> str:
-        return f"{self.mount}/sign/{self.role}"
-
-    @property
-    def revoke_path(self) -> str:
-        return f"{self.mount}/revoke"
-
-
-def uses_vault_pki(annotations: Mapping[str, str]) -> bool:
-    return annotations.get(wk.ANNOTATION_ROTATOR) == ROTATOR_NAME
-
-
-def pki_ref(annotations: Mapping[str, str]) -> PkiRef:
-    """The mount (default ``pki``) and the role (required) named by an intent's annotations."""
-    mount = annotations.get(wk.ANNOTATION_X509_PKI_MOUNT, "").strip().strip("/") or DEFAULT_MOUNT
-    role = annotations.get(wk.ANNOTATION_X509_PKI_ROLE, "").strip()
-    if not role:
-        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE} is required by the {ROTATOR_NAME} rotator")
-    if not _MOUNT.match(mount):
-        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is not a Vault mount path")
-    if mount.split("/", 1)[0].lower() in _SYSTEM_PATHS:
-        # The orchestrator's policy grants update on <mount>/sign/<role> and <mount>/revoke: under sys/, auth/ or
-        # identity/ that would be a grant on the server's own API, not on a PKI engine.
-        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is a system path, not a PKI mount")
-    if not _ROLE.match(role):
-        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE}: {role!r} is not a Vault PKI role name")
-    return PkiRef(mount, role)
+from chamberlain.intent.pki import (
+    DEFAULT_MOUNT,
+    ROTATOR_NAME,
+    PkiRef,
+    PkiRefError,
+    check_grant,
+    names_pki,
+    pki_ref,
+    uses_vault_pki,
+)
 
 
 @dataclass(frozen=True)
@@ -115,3 +72,20 @@ class VaultCertificateIssuer:
 
     def __repr__(self) -> str:
         return "VaultCertificateIssuer()"
+
+
+# Re-exported: the reference an intent's annotations make lives in chamberlain.intent.pki (validate needs it too).
+__all__ = [
+    "DEFAULT_MOUNT",
+    "ROTATOR_NAME",
+    "PkiArea",
+    "PkiClient",
+    "PkiRef",
+    "PkiRefError",
+    "SignedCertificate",
+    "VaultCertificateIssuer",
+    "check_grant",
+    "names_pki",
+    "pki_ref",
+    "uses_vault_pki",
+]

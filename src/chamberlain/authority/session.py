@@ -2,11 +2,14 @@
 cluster facts Vault's Kubernetes auth needs, and logins as chamberlain's own identities.
 
 Identities (SPEC §6, one per component, no shared credentials): the *orchestrator* of a cluster (role
-``chamberlain.<cluster>.orchestrator``, KV life cycle) and the *configurator* (role
-``chamberlain.authority.configurator``, Vault configuration), both bound to the controller ServiceAccount; each
-login uses a fresh, short-lived TokenRequest token with the ``vault`` audience. A static token is accepted only
-where a human passes it on purpose (break-glass: a file, stdin, or a variable named with ``--vault-token-env``;
-never argv, never an ambient ``VAULT_TOKEN``).
+``chamberlain.<cluster>.orchestrator``, KV life cycle), bound to the controller ServiceAccount, and the
+*configurator* (role ``chamberlain.authority.configurator``, Vault configuration), bound to a ServiceAccount of its
+own in a namespace no workload runs in (:func:`chamberlain.render.naming.configurator_namespace`): a human or CI
+mints its token, the controller's identity can never log in as it. Each login goes to the Kubernetes auth mount of
+the cluster the token belongs to (:func:`chamberlain.render.naming.kubernetes_auth_mount`) with a fresh,
+short-lived TokenRequest token with the ``vault`` audience. A static token is accepted only where a human passes
+it on purpose (break-glass: a file, stdin, or a variable named with ``--vault-token-env``; never argv, never an
+ambient ``VAULT_TOKEN``).
 
 Boundary: Kubernetes is reached through the structural :class:`TokenSource` (the Kube protocol satisfies it), so
 this module does not import the Kubernetes adapter. The clock comes with the :class:`Connection`: the entry point
@@ -62,23 +65,38 @@ def _jwt_source(kube: TokenSource, namespace: str, account: str) -> Any:
     return lambda: kube.service_account_token(namespace, account, [VAULT_AUDIENCE], LOGIN_JWT_SECONDS)
 
 
-def login_as(conn: Connection, platform: Platform, kube: TokenSource, role: str) -> VaultClient:
-    """Log in through Kubernetes auth as ``role`` with the controller ServiceAccount's token."""
+def login_as(conn: Connection, platform: Platform, kube: TokenSource, role: str, mount: str) -> VaultClient:
+    """Log in through the Kubernetes auth mount ``mount`` (the controller's cluster's: see
+    :func:`chamberlain.render.naming.kubernetes_auth_mount`) as ``role`` with the controller ServiceAccount's
+    token."""
     ns, account = platform.spec.controller.namespace, platform.spec.controller.service_account
-    return login_kubernetes(conn.address, conn.ca_file, platform.spec.authority.kubernetes_auth_mount, role,
-                            _jwt_source(kube, ns, account), clock=conn.clock)
+    return login_kubernetes(conn.address, conn.ca_file, mount, role, _jwt_source(kube, ns, account), clock=conn.clock)
 
 
-def configurator(conn: Connection, platform: Platform, kube: TokenSource) -> VaultClient:
-    """The identity that configures Vault: an explicit token when one was given, else the configurator role."""
+@dataclass(frozen=True)
+class ConfiguratorIdentity:
+    """Where the configurator logs in: its cluster's auth mount and its own ServiceAccount (never the
+    controller's)."""
+
+    mount: str
+    namespace: str
+    service_account: str
+
+
+def configurator(conn: Connection, kube: TokenSource, identity: ConfiguratorIdentity) -> VaultClient:
+    """The identity that configures Vault: an explicit token when one was given, else the configurator role with a
+    token of the configurator's own ServiceAccount, minted with the caller's Kubernetes credentials (a human or CI
+    allowed to create tokens for it)."""
     if conn.token:
         return client_with_token(conn.address, conn.ca_file, conn.token, clock=conn.clock)
-    return login_as(conn, platform, kube, CONFIGURATOR)
+    jwt = _jwt_source(kube, identity.namespace, identity.service_account)
+    return login_kubernetes(conn.address, conn.ca_file, identity.mount, CONFIGURATOR, jwt, clock=conn.clock)
 
 
-def orchestrator_kv(conn: Connection, platform: Platform, kube: TokenSource, role: str) -> KV:
-    """The KV the orchestrator works with (``role`` is ``chamberlain.<cluster>.orchestrator``)."""
-    return login_as(conn, platform, kube, role).kv
+def orchestrator_kv(conn: Connection, platform: Platform, kube: TokenSource, role: str, mount: str) -> KV:
+    """The KV the orchestrator works with (``role`` is ``chamberlain.<cluster>.orchestrator``, ``mount`` that
+    cluster's Kubernetes auth mount)."""
+    return login_as(conn, platform, kube, role, mount).kv
 
 
 # -------------------------------------------------------------------------------------- Kubernetes facts
@@ -116,6 +134,7 @@ def kubernetes_auth_settings(
     host: str | None = None,
     ca_file: Path | None = None,
     reviewer_jwt_file: Path | None = None,
+    issuer: str | None = None,
 ) -> KubernetesAuthSettings | None:
     """Kubernetes auth settings from explicit options, falling back to the kubeconfig; None when neither says."""
     kc_host, kc_ca = (None, None)
@@ -138,4 +157,5 @@ def kubernetes_auth_settings(
         except OSError:
             raise UsageError(f"{reviewer_jwt_file}: cannot read --token-reviewer-jwt-file") from None
     # With a reviewer JWT Vault runs outside the cluster: it must not look for a pod token of its own.
-    return KubernetesAuthSettings(final_host, ca, reviewer, disable_local_ca_jwt=reviewer is not None)
+    return KubernetesAuthSettings(final_host, ca, reviewer, disable_local_ca_jwt=reviewer is not None,
+                                  issuer=issuer or None)

@@ -184,7 +184,7 @@ authority_app.command("plan")(plan)
 
 
 @authority_app.command()
-@target_options(environment=False, cluster=False, token_file=False, token=True)
+@target_options(environment=False, token_file=False, token=True)
 def rekey(
     path: RepoPath,
     identity: Identities,
@@ -205,7 +205,7 @@ def rekey(
 
     with LiveServers(target.conn, clock()) as servers:
         result = authority.rekey(Path(path), identity, servers, _caller("authority rekey", servers), shares=shares,
-                                 threshold=threshold)
+                                 threshold=threshold, cluster=target.cluster)
     if not emit_data(result.as_dict(), output):
         r = result.report
         line(f"rekeyed: {r.shares} new shares (threshold {r.threshold}, generation {r.generation}) sealed in the "

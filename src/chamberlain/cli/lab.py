@@ -98,6 +98,10 @@ def up_cmd(
     authority_port: Annotated[int | None, typer.Option(help="OpenBao/Vault API port (cluster port is +1).")] = None,
     postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port.")] = None,
     eso_metrics_port: Annotated[int | None, typer.Option(help="External Secrets metrics port.")] = None,
+    clusters: Annotated[int, typer.Option(
+        "--clusters", min=1, max=lab_mod.MAX_CLUSTERS,
+        help="Kubernetes clusters: 2 adds a second etcd + kube-apiserver (own CA, signing key and issuer; kubeconfig "
+             "in <lab-dir>/cluster-2/kubeconfig) for tests of per-cluster auth.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 180.0,
 ) -> None:
     """Start every lab server (idempotent) and print where they listen."""
@@ -119,7 +123,8 @@ def up_cmd(
     if overrides:
         ports = dataclasses.replace(ports, **overrides)
     directory, host = _lab(lab_dir)
-    config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=ports, dev=dev, authority=authority.value)
+    config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=ports, dev=dev, authority=authority.value,
+                               clusters=clusters)
     report = lab_mod.up(config, progress=_progress, timeout=timeout)
     _print_status(report)
 
@@ -207,3 +212,5 @@ def _print_status(report: dict[str, Any]) -> None:
         table.add_row(name, mark, c["address"], c["version"], c.get("detail", ""))
     _out.print(table)
     _out.print(f"kubeconfig: {report['kubeconfig']}", markup=False, highlight=False)
+    for number, path in enumerate(report.get("kubeconfigs", [])[1:], start=2):
+        _out.print(f"kubeconfig of cluster {number}: {path}", markup=False, highlight=False)

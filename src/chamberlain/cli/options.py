@@ -29,7 +29,7 @@ import typer
 
 from chamberlain.clock import Clock, SystemClock
 from chamberlain.errors import UsageError
-from chamberlain.service.authority import ConfigureOptions
+from chamberlain.service.authority import ClusterAuth, ConfigureOptions
 from chamberlain.service.context import ConnectionOptions, workstation_actor
 from chamberlain.service.repository import repository_root
 from chamberlain.settings import Settings
@@ -90,6 +90,25 @@ ReviewerJWT = Annotated[Path | None, typer.Option(
     "--token-reviewer-jwt-file", show_default=False,
     help="A token of a ServiceAccount with system:auth-delegator, for a Vault running outside the cluster.")]
 Identity = Annotated[Path, typer.Option("--identity", help="age identity file of the offline root of trust.")]
+ClusterKubeconfig = Annotated[list[str] | None, typer.Option(
+    "--cluster-kubeconfig", show_default=False, metavar="CLUSTER=PATH",
+    help="A kubeconfig of CLUSTER: that cluster's auth mount reviews tokens at its API server, with its CA "
+         "(repeat per cluster).")]
+ClusterKubeHost = Annotated[list[str] | None, typer.Option(
+    "--cluster-kubernetes-host", show_default=False, metavar="CLUSTER=URL",
+    help="API server URL of CLUSTER's auth mount (repeat per cluster).")]
+ClusterKubeCA = Annotated[list[str] | None, typer.Option(
+    "--cluster-kubernetes-ca-file", show_default=False, metavar="CLUSTER=PATH",
+    help="CA of CLUSTER's API server (repeat per cluster).")]
+KubeIssuer = Annotated[str | None, typer.Option(
+    "--kubernetes-issuer", show_default=False,
+    help="Service-account issuer of that cluster: its auth mount then refuses tokens of any other issuer.")]
+ClusterKubeIssuer = Annotated[list[str] | None, typer.Option(
+    "--cluster-kubernetes-issuer", show_default=False, metavar="CLUSTER=URL",
+    help="Service-account issuer of CLUSTER (repeat per cluster).")]
+ClusterReviewerJWT = Annotated[list[str] | None, typer.Option(
+    "--cluster-token-reviewer-jwt-file", show_default=False, metavar="CLUSTER=PATH",
+    help="A token of a ServiceAccount of CLUSTER with system:auth-delegator (repeat per cluster).")]
 
 
 # ------------------------------------------------------------------------------------------------ groups
@@ -196,14 +215,54 @@ def token_from(env_name: str | None, environ: Mapping[str, str], stdin: TextIO |
     return value
 
 
-configure_options = OptionGroup("configure", ConfigureOptions, [
+def _per_cluster(flag: str, values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        cluster, sep, rest = value.partition("=")
+        if not sep or not cluster or not rest:
+            raise UsageError(f"{flag} {value!r}: expected CLUSTER=VALUE")
+        if cluster in out:
+            raise UsageError(f"{flag}: cluster {cluster} given twice")
+        out[cluster] = rest
+    return out
+
+
+def _configure(audit_file: str = "stdout", kubernetes_host: str | None = None, kubernetes_ca_file: Path | None = None,
+               token_reviewer_jwt_file: Path | None = None, cluster_kubeconfig: list[str] | None = None,
+               cluster_kubernetes_host: list[str] | None = None, cluster_kubernetes_ca_file: list[str] | None = None,
+               cluster_token_reviewer_jwt_file: list[str] | None = None, kubernetes_issuer: str | None = None,
+               cluster_kubernetes_issuer: list[str] | None = None) -> ConfigureOptions:
+    kubeconfigs = _per_cluster("--cluster-kubeconfig", cluster_kubeconfig)
+    hosts = _per_cluster("--cluster-kubernetes-host", cluster_kubernetes_host)
+    cas = _per_cluster("--cluster-kubernetes-ca-file", cluster_kubernetes_ca_file)
+    reviewers = _per_cluster("--cluster-token-reviewer-jwt-file", cluster_token_reviewer_jwt_file)
+    issuers = _per_cluster("--cluster-kubernetes-issuer", cluster_kubernetes_issuer)
+
+    def path(table: dict[str, str], cluster: str) -> Path | None:
+        return Path(table[cluster]).expanduser() if cluster in table else None
+
+    clusters = {c: ClusterAuth(path(kubeconfigs, c), hosts.get(c), path(cas, c), path(reviewers, c), issuers.get(c))
+                for c in sorted({*kubeconfigs, *hosts, *cas, *reviewers, *issuers})}
+    return ConfigureOptions(audit_file, kubernetes_host, kubernetes_ca_file, token_reviewer_jwt_file, clusters,
+                            kubernetes_issuer)
+
+
+configure_options = OptionGroup("configure", _configure, [
     ("audit_file", AuditFile, "stdout"),
     ("kubernetes_host", KubeHost, None),
     ("kubernetes_ca_file", KubeCA, None),
     ("token_reviewer_jwt_file", ReviewerJWT, None),
+    ("cluster_kubeconfig", ClusterKubeconfig, None),
+    ("cluster_kubernetes_host", ClusterKubeHost, None),
+    ("cluster_kubernetes_ca_file", ClusterKubeCA, None),
+    ("cluster_token_reviewer_jwt_file", ClusterReviewerJWT, None),
+    ("kubernetes_issuer", KubeIssuer, None),
+    ("cluster_kubernetes_issuer", ClusterKubeIssuer, None),
 ])
-"""``--audit-file``, ``--kubernetes-host``, ``--kubernetes-ca-file``, ``--token-reviewer-jwt-file`` as
-``configure: ConfigureOptions``."""
+"""``--audit-file``, ``--kubernetes-host``, ``--kubernetes-ca-file``, ``--token-reviewer-jwt-file`` (every selected
+cluster's auth mount that has no settings of its own) and their per-cluster forms ``--cluster-kubeconfig``,
+``--cluster-kubernetes-host``, ``--cluster-kubernetes-ca-file``, ``--cluster-token-reviewer-jwt-file``
+(``CLUSTER=VALUE``, repeatable) as ``configure: ConfigureOptions``."""
 
 
 # ------------------------------------------------------------------------------------------------ the process

@@ -50,6 +50,7 @@ from chamberlain.lab.servers import (
 Progress = Callable[[str], None]
 
 DEFAULT_AUTHORITY: AuthorityFlavor = "openbao"
+MAX_CLUSTERS = 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class Ports:
     flux_source_health: int = 23115
     flux_kustomize_metrics: int = 23116
     flux_kustomize_health: int = 23117
+    # The second cluster of ``lab up --clusters 2`` (its etcd and kube-apiserver), in the same block: a shift of the
+    # first cluster's ports (e.g. +1400) would land on another offset's etcd or API server.
+    second_etcd: int = 23118
+    second_etcd_peer: int = 23119
+    second_kube_apiserver: int = 23120
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -101,14 +107,17 @@ class LabConfig:
     ports: Ports = field(default_factory=Ports)
     dev: bool = False
     authority: AuthorityFlavor = DEFAULT_AUTHORITY
+    clusters: int = 1  # 2: a second etcd + kube-apiserver with its own CA, signing key and issuer
 
     def __post_init__(self) -> None:
         if self.authority not in AUTHORITY_FLAVORS:
             raise LabError(f"unknown authority {self.authority!r}: use one of {', '.join(AUTHORITY_FLAVORS)}")
+        if self.clusters not in (1, MAX_CLUSTERS):
+            raise LabError(f"--clusters {self.clusters}: the lab runs 1 or {MAX_CLUSTERS} clusters")
 
     def to_json(self) -> str:
-        return json.dumps({"ports": asdict(self.ports), "dev": self.dev, "authority": self.authority},
-                          indent=2) + "\n"
+        return json.dumps({"ports": asdict(self.ports), "dev": self.dev, "authority": self.authority,
+                           "clusters": self.clusters}, indent=2) + "\n"
 
     @classmethod
     def load(cls, lab_dir: Path, host: LabHost) -> LabConfig:
@@ -119,9 +128,36 @@ class LabConfig:
             return cls(lab_dir=lab_dir, host=host)
         # A lab.json from before the authority was selectable ran Vault.
         flavor = data.get("authority", "vault")
+        clusters = data.get("clusters", 1)
         return cls(lab_dir=lab_dir, host=host, ports=Ports.from_json(data.get("ports", {})),
                    dev=bool(data.get("dev", False)),
-                   authority=flavor if flavor in AUTHORITY_FLAVORS else DEFAULT_AUTHORITY)
+                   authority=flavor if flavor in AUTHORITY_FLAVORS else DEFAULT_AUTHORITY,
+                   clusters=clusters if clusters in (1, MAX_CLUSTERS) else 1)
+
+
+SECOND_CLUSTER_DIR = "cluster-2"
+SECOND_ISSUER = "https://kubernetes.cluster-2.lab.invalid"
+
+
+class SecondCluster:
+    """The lab's second Kubernetes cluster: its own etcd and kube-apiserver under ``<lab dir>/cluster-2``, with
+    its own CA, admin certificate, service-account signing key and issuer, so its ServiceAccount tokens are
+    reviewed by its API server only. No controllers run there: a TokenRequest needs none."""
+
+    def __init__(self, config: LabConfig) -> None:
+        d, h, p = config.lab_dir / SECOND_CLUSTER_DIR, config.host, config.ports
+        self.dir = d
+        self.pki = pki_paths(d)
+        self.etcd = Etcd(d, h, p.second_etcd, p.second_etcd_peer)
+        self.apiserver = KubeAPIServer(d, h, p.second_kube_apiserver, self.pki, self.etcd.address,
+                                       issuer=SECOND_ISSUER)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.apiserver.kubeconfig
+
+    def servers(self) -> dict[str, Server]:
+        return {"etcd-2": self.etcd, "kube-apiserver-2": self.apiserver}
 
 
 class Lab:
@@ -143,6 +179,7 @@ class Lab:
                                                 p.flux_source_storage, self.apiserver)
         self.flux_kustomize = FluxKustomizeController(d, h, p.flux_kustomize_metrics, p.flux_kustomize_health,
                                                       self.apiserver)
+        self.second = SecondCluster(config) if config.clusters > 1 else None
 
     def servers(self) -> dict[str, Server]:
         """By status name (the authority under its flavor: ``openbao`` or ``vault``), in start order."""
@@ -156,6 +193,7 @@ class Lab:
             "external-secrets": self.eso,
             "flux-source-controller": self.flux_source,
             "flux-kustomize-controller": self.flux_kustomize,
+            **(self.second.servers() if self.second is not None else {}),
         }
 
     def other_authorities(self) -> list[Authority]:
@@ -232,6 +270,12 @@ def up(
     (d / "lab.json").write_text(config.to_json(), encoding="utf-8")
     ensure_pki(d, config.host.clock)
     lab = Lab(config)
+    if lab.second is not None:
+        ensure_pki(lab.second.dir, config.host.clock)  # its own CA and service-account signing key
+    elif previous is not None and previous.clusters > 1:
+        for server in reversed(SecondCluster(previous).servers().values()):
+            if server.stop():
+                progress(f"[lab] {server.name} of cluster 2: stopped (this lab now runs one cluster)")
     for other in lab.other_authorities():
         if other.stop():
             progress(f"[lab] {other.name}: stopped (this lab now runs {config.authority})")
@@ -242,9 +286,15 @@ def up(
         authority_proc = _start(lab.authority, lab.authority.name, progress, started, restart=authority_restart)
         pg_proc = _start(lab.postgres, "postgres", progress, started)
         git_proc = _start(lab.git, "git", progress, started)
+        second_etcd = _start(lab.second.etcd, "etcd-2", progress, started) if lab.second else None
         lab.etcd.wait(etcd_proc, timeout=timeout)
         api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
         lab.apiserver.write_kubeconfig()
+        if lab.second is not None:
+            lab.second.etcd.wait(second_etcd, timeout=timeout)
+            second_api = _start(lab.second.apiserver, "kube-apiserver-2", progress, started)
+            lab.second.apiserver.write_kubeconfig()
+            lab.second.apiserver.wait(second_api, timeout=timeout)
         lab.apiserver.wait(api_proc, timeout=timeout)
         # One apply for every CRD: each kubectl call costs a process start and a discovery round.
         install_crds(lab.apiserver, [*lab.eso.crd_files(), *lab.flux_source.crd_files(),
@@ -300,6 +350,8 @@ def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
     return {
         "components": components,
         "kubeconfig": str(lab.kubeconfig),
+        **({"kubeconfigs": [str(lab.kubeconfig), str(lab.second.kubeconfig)]} if lab.second is not None else {}),
+        "clusters": cfg.clusters,
         "lab_dir": str(cfg.lab_dir),
         "dev": cfg.dev,
         "authority": cfg.authority,
@@ -318,6 +370,7 @@ __all__ = [
     "LabError",
     "LabHost",
     "Ports",
+    "SecondCluster",
     "down",
     "healthy",
     "status",

@@ -253,15 +253,18 @@ class Etcd(Server):
 class KubeAPIServer(Server):
     name = "kube-apiserver"
 
-    #: Issuer written into ServiceAccount tokens; OpenBao/Vault's kubernetes auth
-    #: needs no issuer check, but tools that do validate it see a stable value.
+    #: Issuer written into ServiceAccount tokens of the lab's first cluster; OpenBao/Vault's kubernetes auth
+    #: needs no issuer check, but tools that do validate it see a stable value. A second cluster has its own.
     issuer = "https://kubernetes.default.svc.cluster.local"
 
-    def __init__(self, lab_dir: Path, host: LabHost, port: int, pki: LabPKI, etcd_url: str) -> None:
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, pki: LabPKI, etcd_url: str,
+                 issuer: str | None = None) -> None:
         super().__init__(lab_dir, host)
         self.port = port
         self.pki = pki
         self.etcd_url = etcd_url
+        if issuer is not None:
+            self.issuer = issuer
 
     @property
     def address(self) -> str:

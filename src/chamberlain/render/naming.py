@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from chamberlain import wellknown as wk
+from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform, SecretIntent
 
 # Deleting a CRD deletes every intent; deleting a Namespace deletes the workloads in it. Neither may happen as a
@@ -103,12 +104,60 @@ def orchestrator_policy(cluster: str) -> str:
 
 
 def kubernetes_auth_mount(platform: Platform, cluster: str) -> str:
-    """The Vault auth mount the given cluster's service accounts log in at.
+    """The Vault auth mount the given cluster's service accounts log in at: ``<kubernetesAuthMount>-<cluster>``.
 
-    Today the Platform names one mount for every cluster. A Kubernetes auth mount validates tokens against one
-    cluster's API server, so several clusters sharing one Vault need one mount each; when the model grows a
-    per-cluster setting, this is the only function to change.
+    A Kubernetes auth mount reviews tokens at one cluster's API server (with that cluster's CA), so each cluster
+    gets its own, holding only that cluster's roles: a ServiceAccount token of one cluster is reviewed by its own
+    API server and can never log in to a role of another (SPEC §6). ``spec.authority.kubernetesAuthMount`` is the
+    base every cluster's mount name starts with. The one place that names these mounts.
     """
-    del cluster  # kept in the signature so callers already pass it
-    return platform.spec.authority.kubernetes_auth_mount
+    return f"{platform.spec.authority.kubernetes_auth_mount}-{cluster}"
 
+
+def cluster_of_auth_mount(platform: Platform, mount: str) -> str | None:
+    """The cluster whose Kubernetes auth mount ``mount`` is (None: not one of the Platform's clusters' mounts)."""
+    for cluster in platform_clusters(platform):
+        if kubernetes_auth_mount(platform, cluster) == mount:
+            return cluster
+    return None
+
+
+# The configurator: the identity that converges the authority's configuration (policies, auth, audit). A human or
+# CI obtains its token with the TokenRequest API; no workload runs as it, and its namespace holds nothing else, so
+# no identity that runs the controller (or any workload) is ever bound to its role.
+CONFIGURATOR_NAMESPACE = "chamberlain-configurator"
+CONFIGURATOR_SERVICE_ACCOUNT = "chamberlain-configurator"
+
+
+def configurator_namespace(platform: Platform) -> str:
+    del platform  # a convention today; a Platform field can replace it here without touching callers
+    return CONFIGURATOR_NAMESPACE
+
+
+def configurator_service_account(platform: Platform) -> str:
+    del platform
+    return CONFIGURATOR_SERVICE_ACCOUNT
+
+
+def platform_clusters(platform: Platform) -> list[str]:
+    return sorted({c for e in platform.spec.environments for c in e.clusters})
+
+
+def orchestrator_cluster(role: str) -> str | None:
+    """``<cluster>`` of an orchestrator role ``chamberlain.<cluster>.orchestrator`` (None for any other name)."""
+    parts = role.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "chamberlain" and parts[2] == ORCHESTRATOR_ROLE else None
+
+
+def login_cluster(platform: Platform, cluster: str | None) -> str:
+    """The cluster whose auth mount a login from this process goes to: the one named, or the Platform's only
+    one. A kubeconfig reaches one cluster, and a token is reviewed only at its own cluster's mount."""
+    known = platform_clusters(platform)
+    if cluster is None:
+        if len(known) == 1:
+            return known[0]
+        raise UsageError(f"pass --cluster (one of {', '.join(known)}): a Kubernetes login goes to the auth mount of "
+                         "the cluster the kubeconfig reaches")
+    if cluster not in known:
+        raise UsageError(f"--cluster {cluster}: not a cluster of the Platform")
+    return cluster

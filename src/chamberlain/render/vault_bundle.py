@@ -9,8 +9,9 @@ Layout (paths relative to ``vault/``):
 - ``mounts.json`` — ``{path: {type, description, options, kv_config}}``: enable with
   ``sys.enable_secrets_engine(backend_type=type, path=path, description=..., options=options)``, then
   ``secrets.kv.v2.configure(mount_point=path, **kv_config)``;
-- ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable (their cluster-specific config —
-  API server address, CA — is runtime data, not intent);
+- ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable, one Kubernetes auth mount per
+  cluster (``<kubernetesAuthMount>-<cluster>``), each holding only that cluster's roles (their cluster-specific
+  config — API server address, CA — is runtime data, not intent);
 - ``policies/<name>.hcl`` — ``sys.create_or_update_acl_policy(name, policy=text)``;
 - ``auth/<mount>/roles/<name>.json`` — the body of ``POST auth/<mount>/role/<name>`` (Vault API field names).
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chamberlain.authority.pki import PkiRefError, pki_ref, uses_vault_pki
+from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, PENDING_PREFIX, RUNS_PREFIX, VaultPath
 from chamberlain.render import naming
@@ -112,11 +113,12 @@ def bundle(topo: Topology) -> dict[str, str]:
     files: dict[str, str] = {
         "mounts.json": dump_json(mounts(platform)),
     }
-    auth_mounts: set[str] = set()
+    auth_mounts: dict[str, str] = {}  # mount -> its cluster
 
     def add_role(cluster: str, name: str, body: str) -> None:
+        # Every role lives in the auth mount of its own cluster, reviewed by that cluster's API server only.
         mount = naming.kubernetes_auth_mount(platform, cluster)
-        auth_mounts.add(mount)
+        auth_mounts[mount] = cluster
         files[f"auth/{mount}/roles/{name}.json"] = body
 
     for unit in topo.units:
@@ -153,14 +155,15 @@ def bundle(topo: Topology) -> dict[str, str]:
         files[f"policies/{name}.hcl"] = _policy(
             f"The chamberlain orchestrator of cluster {cluster}.",
             [*_orchestrator_blocks(platform, cluster, topo.cluster_environments[cluster]),
-             *_pki_blocks(topo.cluster_intents.get(cluster, []))],
+             *_pki_blocks(topo.cluster_intents.get(cluster, []), _kv_mounts(platform))],
         )
         add_role(cluster, name, _role(naming.controller_service_account(platform),
                                       naming.controller_namespace(platform), name,
                                       ORCHESTRATOR_LOGIN_TTL, ORCHESTRATOR_LOGIN_MAX_TTL))
     files["auth.json"] = dump_json({
-        mount: {"type": "kubernetes", "description": "chamberlain: ESO and orchestrator service accounts"}
-        for mount in sorted(auth_mounts)
+        mount: {"type": "kubernetes",
+                "description": f"chamberlain: ESO and orchestrator service accounts of cluster {cluster}"}
+        for mount, cluster in sorted(auth_mounts.items())
     })
     return files
 
@@ -199,8 +202,15 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
     return blocks
 
 
-def _pki_blocks(intents: Iterable[SecretIntent]) -> list[tuple[str, str, list[str]]]:
-    """Sign and revoke on the PKI mount and role of each ``x509-vault-pki`` intent (sorted: deterministic)."""
+def _kv_mounts(platform: Platform) -> list[str]:
+    m = platform.spec.authority.mounts
+    return [m.runtime, m.internal_data, m.internal_config]
+
+
+def _pki_blocks(intents: Iterable[SecretIntent], kv_mounts: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Sign and revoke on exactly the PKI mount and role each ``x509-vault-pki`` intent names (sorted:
+    deterministic): never a wildcard, never a path inside chamberlain's KV mounts (validate rejects both first,
+    CH105)."""
     blocks: list[tuple[str, str, list[str]]] = []
     for intent in sorted(intents, key=lambda i: i.metadata.name):
         annotations = intent.metadata.annotations
@@ -208,6 +218,7 @@ def _pki_blocks(intents: Iterable[SecretIntent]) -> list[tuple[str, str, list[st
             continue
         try:
             ref = pki_ref(annotations)
+            check_grant(ref, kv_mounts)
         except PkiRefError as exc:
             raise RenderError(f"SecretIntent {intent.metadata.name}: {exc}") from None
         name = intent.metadata.name

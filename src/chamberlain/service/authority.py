@@ -39,15 +39,29 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ClusterAuth:
+    """Where one cluster's Kubernetes auth mount reviews tokens: its API server and CA (explicit, or from a
+    kubeconfig of that cluster) and, for a Vault outside that cluster, a reviewer token of that cluster."""
+
+    kubeconfig: Path | None = None
+    host: str | None = None
+    ca_file: Path | None = None
+    token_reviewer_jwt_file: Path | None = None
+    issuer: str | None = None  # its service-account issuer: the mount then refuses tokens of another
+
+
+@dataclass(frozen=True)
 class ConfigureOptions:
     """What the authority's configuration needs beyond the rendered bundle: its file audit device (``stdout``:
-    Vault's log stream; empty: no audit device managed) and where its Kubernetes auth reviews tokens (default:
-    the kubeconfig's cluster)."""
+    Vault's log stream; empty: no audit device managed) and where each cluster's Kubernetes auth mount reviews
+    tokens: ``clusters`` per cluster, else the ``kubernetes_*`` options, else the kubeconfig's cluster."""
 
     audit_file: str = "stdout"
     kubernetes_host: str | None = None
     kubernetes_ca_file: Path | None = None
     token_reviewer_jwt_file: Path | None = None
+    clusters: Mapping[str, ClusterAuth] = field(default_factory=dict)
+    kubernetes_issuer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,8 +168,9 @@ class RekeyResult:
 def desired_state(repo: Repository, platform: Platform, target: Selection, kubeconfig: Path | None) -> Desired:
     """The configuration the authority should have: the rendered bundle of the selected environment/cluster, the
     controller identity, the audit device and the Kubernetes auth settings."""
-    from chamberlain.authority.configure import Settings, desired_state, select
+    from chamberlain.authority.configure import KubernetesAuthSettings, Settings, desired_state, select
     from chamberlain.authority.session import kubernetes_auth_settings
+    from chamberlain.render import naming
 
     spec = platform.spec
     if target.environment is not None and target.environment not in {e.name for e in spec.environments}:
@@ -163,13 +178,38 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
     if target.cluster is not None and target.cluster not in {c for e in spec.environments for c in e.clusters}:
         raise UsageError(f"--cluster {target.cluster}: not a cluster of the Platform")
     opts = target.configure
+    unknown = sorted(set(opts.clusters) - set(naming.platform_clusters(platform)))
+    if unknown:
+        raise UsageError(f"Kubernetes auth settings for {', '.join(unknown)}: not a cluster of the Platform")
+    by_mount: dict[str, KubernetesAuthSettings] = {}
+    for cluster, auth in sorted(opts.clusters.items()):
+        found = kubernetes_auth_settings(auth.kubeconfig, auth.host, auth.ca_file, auth.token_reviewer_jwt_file,
+                                         auth.issuer)
+        if found is None:
+            raise UsageError(f"cluster {cluster}: its Kubernetes API server and CA are not known (give its kubeconfig, "
+                             "or its API server URL and CA file)")
+        by_mount[naming.kubernetes_auth_mount(platform, cluster)] = found
+    # The cluster-wide options (and the kubeconfig) describe one cluster: they configure a mount only when one
+    # cluster is selected. Applied to several, one cluster's API server would review tokens for another's roles.
+    selected = [target.cluster] if target.cluster else sorted(
+        {c for e in spec.environments if target.environment in (None, e.name) for c in e.clusters})
+    fallback = None
+    if len(selected) == 1:
+        fallback = kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
+                                            opts.token_reviewer_jwt_file, opts.kubernetes_issuer)
+    elif opts.kubernetes_host or opts.kubernetes_ca_file or opts.token_reviewer_jwt_file or opts.kubernetes_issuer:
+        raise UsageError(f"{len(selected)} clusters selected ({', '.join(selected)}): --kubernetes-host, "
+                         "--kubernetes-ca-file, --kubernetes-issuer and --token-reviewer-jwt-file describe one "
+                         "cluster; pass --cluster, or the --cluster-* forms (CLUSTER=VALUE) for each cluster")
     settings = Settings(
         controller_namespace=spec.controller.namespace,
         controller_service_account=spec.controller.service_account,
         runtime_mount=spec.authority.mounts.runtime,
         audit_file=opts.audit_file or None,
-        kubernetes=kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
-                                            opts.token_reviewer_jwt_file),
+        kubernetes=fallback,
+        kubernetes_by_mount=by_mount,
+        configurator_namespace=naming.configurator_namespace(platform),
+        configurator_service_account=naming.configurator_service_account(platform),
     )
     return desired_state(select(vault_bundle(repo), target.environment, target.cluster), settings)
 
@@ -232,6 +272,12 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
     kube = servers.kube()
     kube.ensure_namespace(spec.controller.namespace)
     kube.ensure_service_account(spec.controller.namespace, spec.controller.service_account)
+    # The configurator's own identity: a namespace no workload runs in, with one ServiceAccount whose tokens only
+    # a human or CI (with the right to create them) mints. Never the controller's.
+    from chamberlain.render import naming
+
+    kube.ensure_namespace(naming.configurator_namespace(platform))
+    kube.ensure_service_account(naming.configurator_namespace(platform), naming.configurator_service_account(platform))
     identities = _identities(request.identities) if request.identities else None
     recorder_for = _recorder(platform, caller)
 
@@ -248,7 +294,7 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
         servers.anonymous(platform), _store(platform, servers),
         lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
                            custody.custodians),
-        login_configurator=lambda: servers.configurator(platform),
+        login_configurator=lambda: servers.configurator(platform, request.target.cluster),
         configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
     )
     return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report)
@@ -304,7 +350,7 @@ def configure(target: Selection, servers: Servers, caller: Caller, *, prune: boo
     repo, platform = load_platform(target.root)
     servers.connection(platform)  # a bad CA file is a usage error before anything is read
     desired = desired_state(repo, platform, target, servers.kubeconfig)
-    client = servers.configurator(platform)
+    client = servers.configurator(platform, target.cluster)
     return _converge(client, desired, prune=prune, dry_run=dry_run, record=_recorder(platform, caller)(client),
                      details={"prune": str(prune).lower()})
 
@@ -318,7 +364,8 @@ def plan(target: Selection, servers: Servers, *, prune: bool = False, policies: 
     repo, platform = load_platform(target.root)
     servers.connection(platform)
     desired = desired_state(repo, platform, target, servers.kubeconfig)
-    changes = _converge(servers.configurator(platform), desired, prune=prune, dry_run=True, record=None).changes
+    client = servers.configurator(platform, target.cluster)
+    changes = _converge(client, desired, prune=prune, dry_run=True, record=None).changes
     found, unchecked = conflicts(repo, platform, target, servers)
     result = PlanResult(changes, conflicts=found, conflicts_unchecked=unchecked)
     if not policies:
@@ -353,7 +400,7 @@ def conflicts(repo: Repository, platform: Platform, target: Selection, servers: 
 
 
 def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Caller, *, shares: int | None = None,
-          threshold: int | None = None) -> RekeyResult:
+          threshold: int | None = None, cluster: str | None = None) -> RekeyResult:
     """New unseal shares sealed as the Platform declares (one per custodian, or to the root recipients), the
     Secret replaced, the encryption key rotated. Takes the threshold of the shares in force: under custody, k
     custodians' identities. With custody newly declared or its custodian list changed, this is the move to it."""
@@ -368,7 +415,7 @@ def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Call
         share_layout(declared, shares, threshold, declared)
     report = lifecycle.rekey(
         servers.anonymous(platform), _store(platform, servers), _identities(identities), custody,
-        login_configurator=lambda: servers.configurator(platform),
+        login_configurator=lambda: servers.configurator(platform, cluster),
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
     )
     return RekeyResult(report)
@@ -383,6 +430,7 @@ def status(root: Path, servers: Servers) -> AuthorityStatus:
 
 
 __all__ = [
+    "ClusterAuth",
     "ConfigureOptions",
     "ConfigureResult",
     "InitRequest",

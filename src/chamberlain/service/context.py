@@ -91,12 +91,14 @@ class Servers(Protocol):
         """An unauthenticated client: seal status, init, unseal."""
         ...
 
-    def configurator(self, platform: Platform) -> VaultClient:
-        """The identity that configures the authority (or the break-glass token)."""
+    def configurator(self, platform: Platform, cluster: str | None = None) -> VaultClient:
+        """The identity that configures the authority, through the auth mount of ``cluster`` (default: the
+        Platform's only cluster), or the break-glass token."""
         ...
 
     def login(self, platform: Platform, role: str) -> VaultClient:
-        """A Kubernetes-auth login as ``role`` with the controller ServiceAccount's token."""
+        """A Kubernetes-auth login as the orchestrator ``role`` (``chamberlain.<cluster>.orchestrator``) with the
+        controller ServiceAccount's token, at that cluster's auth mount."""
         ...
 
     def orchestrator(self, platform: Platform, cluster: str | None) -> VaultClient:
@@ -154,15 +156,27 @@ class LiveServers:
     def anonymous(self, platform: Platform) -> VaultClient:
         return self.connection(platform).anonymous()
 
-    def configurator(self, platform: Platform) -> VaultClient:
+    def configurator(self, platform: Platform, cluster: str | None = None) -> VaultClient:
         from chamberlain.authority import session
+        from chamberlain.render import naming
 
-        return session.configurator(self.connection(platform), platform, self.kube())
+        conn = self.connection(platform)
+        if conn.token:  # break-glass: a token a human passed on purpose; no Kubernetes login, no cluster
+            from chamberlain.authority.vault import client_with_token
+
+            return client_with_token(conn.address, conn.ca_file, conn.token, clock=self.clock)
+        identity = session.ConfiguratorIdentity(
+            naming.kubernetes_auth_mount(platform, naming.login_cluster(platform, cluster)),
+            naming.configurator_namespace(platform), naming.configurator_service_account(platform))
+        return session.configurator(conn, self.kube(), identity)
 
     def login(self, platform: Platform, role: str) -> VaultClient:
         from chamberlain.authority.session import login_as
+        from chamberlain.render import naming
 
-        return login_as(self.connection(platform), platform, self.kube(), role)
+        cluster = naming.login_cluster(platform, naming.orchestrator_cluster(role))
+        mount = naming.kubernetes_auth_mount(platform, cluster)
+        return login_as(self.connection(platform), platform, self.kube(), role, mount)
 
     def orchestrator(self, platform: Platform, cluster: str | None) -> VaultClient:
         from chamberlain.authority.vault import client_with_token

@@ -99,7 +99,9 @@ class Auth(Area):
         """Write the configuration; ``reviewer_jwt`` (a credential) is sent only when given."""
         payload: dict[str, Any] = {"kubernetes_host": config.kubernetes_host,
                                    "kubernetes_ca_cert": config.kubernetes_ca_cert,
-                                   "disable_local_ca_jwt": config.disable_local_ca_jwt}
+                                   "disable_local_ca_jwt": config.disable_local_ca_jwt,
+                                   "issuer": config.issuer,
+                                   "disable_iss_validation": config.disable_iss_validation}
         if reviewer_jwt is not None:
             payload["token_reviewer_jwt"] = reviewer_jwt
         self._c.logical.write(f"auth/{mount}/config", payload)
