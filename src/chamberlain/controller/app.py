@@ -22,6 +22,7 @@ from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
 from chamberlain.controller.leader import LeaderElector
+from chamberlain.audit.ledger import TransitSigner
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
@@ -71,7 +72,8 @@ def wire(
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
     parts = Collaborators(
-        kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock), metrics=metrics,
+        kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster,
+                                                signer=TransitSigner(vault.transit)), metrics=metrics,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),

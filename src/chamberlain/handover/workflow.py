@@ -377,6 +377,7 @@ def hand_over(
     """Bring one unit as far as it can go: to ``done``, to ``awaiting-retirement`` (GitOps still applies the
     bootstrap Secret: nothing consumed), or to a conflict/blocked verdict that touches nothing. ``gitops``: where to
     ask whether Flux or Argo CD still applies the bootstrap Secret (None: nobody is asked; the lab's stand-in)."""
+    ledger = ledger.for_environment(unit.environment)  # its partition (environment, this cluster)
     done: list[str] = []
     marker: str | None = None
     seq: int | None = None

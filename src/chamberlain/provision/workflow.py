@@ -186,7 +186,7 @@ def _record(kv: KV, unit: ProvisionUnit, custom: Mapping[str, str], clock: Clock
 def _ledger(kv: KV, ledger: Ledger, unit: ProvisionUnit, custom: Mapping[str, str], *, actor: str, run: str,
             created_here: bool) -> None:
     """The one ``value-created`` entry (found again after a crash), then its sequence number on the secret."""
-    entry = _find_entry(ledger, unit) or ledger.append(
+    entry = _find_entry(ledger, unit) or ledger.for_environment(unit.environment).append(
         "value-created",
         actor=actor,
         secret=unit.intent,

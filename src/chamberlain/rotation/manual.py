@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger, LedgerReader
+from chamberlain.audit.ledger import Ledger, LedgerReader, Signer
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
@@ -158,17 +158,21 @@ def build_deps(
     poll: float = 0.5,
     pki: CertificateIssuer | None = None,
     rotator: Rotator | None = None,
+    signer: Signer | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
     """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. A
     long-lived caller (the controller) hands in its one ``registry`` and ``ledger``; without them they are built
     here (the registry loaded, a ledger over the runtime mount on ``clock``). ``pki`` signs and revokes
     certificates for the ``x509-vault-pki`` rotator; ``rotator`` replaces the registry's choice (an import's
-    :class:`~chamberlain.rotation.rotators.imported.ImportedRotator`)."""
+    :class:`~chamberlain.rotation.rotators.imported.ImportedRotator`); ``signer`` signs the entries of a ledger built
+    here (the partition of the placed environment and cluster)."""
     rotator = rotator or (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
         wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clock, timeout=timeout, poll=poll), clock)
     deps = wf.RotationDeps(
-        kv=kv, ledger=ledger if ledger is not None else Ledger(kv, platform.spec.authority.mounts.runtime, clock),
+        kv=kv, ledger=(ledger if ledger is not None else Ledger(
+            kv, platform.spec.authority.mounts.runtime, clock, cluster=placed.cluster, signer=signer))
+        .for_environment(placed.environment),
         rotator=rotator,
         intent=placed.intent, propagation=propagation, clock=clock, rng=random.SystemRandom(), actor=actor,
         admin=admin_source(kv, platform, intents, placed), pki=pki,

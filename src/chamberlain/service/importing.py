@@ -123,6 +123,7 @@ def _lease(kv: KV, path: VaultPath, name: str, marker: str, reason: str, caller:
 
 def import_value(request: ImportRequest, servers: Servers, caller: Caller) -> ImportResult:
     """Bring an upstream-issued value into the authority as a new version, through the rotation workflow."""
+    from chamberlain.audit.ledger import TransitSigner
     from chamberlain.handover import select_cluster
     from chamberlain.rotation import manual as rm
     from chamberlain.rotation.rotators.imported import ImportedRotator, parse_values
@@ -146,7 +147,8 @@ def import_value(request: ImportRequest, servers: Servers, caller: Caller) -> Im
                                                 "message": "the authority already holds this value"})
     run = _lease(kv, placed.vault, placed.name, marker, request.reason, caller)
     deps, timed = rm.build_deps(kv, servers.kube(), platform, intents, placed, actor=caller.actor,
-                                clock=caller.clock, timeout=request.timeout, rotator=ImportedRotator(values))
+                                clock=caller.clock, timeout=request.timeout, rotator=ImportedRotator(values),
+                                signer=TransitSigner(client.transit))
     run = rm.drive(run, deps, max_wait=request.max_wait)
     row = {**base, **rm.run_report(run, timed)}
     if not run.finished:
