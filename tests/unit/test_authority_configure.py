@@ -59,7 +59,8 @@ def _converge(vault: FakeVault, desired: Desired, prune: bool = False) -> list[C
 
 
 def test_desired_state_adds_the_configurator_to_the_bundle(desired: Desired) -> None:
-    assert set(desired.mounts) == {"secret", "platform-data", "platform-config"}
+    assert set(desired.mounts) == {"secret", "platform-data", "platform-config", "chamberlain-transit"}
+    assert ("chamberlain-transit", "chamberlain-ledger-_authority") in desired.transit_keys
     assert CONFIGURATOR in desired.policies
     role = desired.roles[("kubernetes", CONFIGURATOR)]
     assert role.bound_service_account_namespaces == ("chamberlain-system",)
@@ -80,7 +81,7 @@ def test_reviewer_jwt_stays_out_of_reprs_and_plans(desired: Desired) -> None:
 def test_plan_on_an_empty_vault_adds_everything(desired: Desired) -> None:
     changes = plan(desired, observe(FakeVault(), desired))
     kinds = {(c.kind, c.action) for c in changes}
-    assert kinds == {("mount", "add"), ("kv-config", "add"), ("auth", "add"), ("auth-config", "add"),
+    assert kinds == {("mount", "add"), ("kv-config", "add"), ("transit-key", "add"), ("auth", "add"), ("auth-config", "add"),
                      ("policy", "add"), ("role", "add"), ("audit", "add")}
     assert summarize(changes)["add"] == len(changes)
 
