@@ -81,7 +81,8 @@ def test_reviewer_jwt_stays_out_of_reprs_and_plans(desired: Desired) -> None:
 def test_plan_on_an_empty_vault_adds_everything(desired: Desired) -> None:
     changes = plan(desired, observe(FakeVault(), desired))
     kinds = {(c.kind, c.action) for c in changes}
-    assert kinds == {("mount", "add"), ("kv-config", "add"), ("transit-key", "add"), ("auth", "add"), ("auth-config", "add"),
+    assert kinds == {("mount", "add"), ("kv-config", "add"), ("transit-key", "add"), ("auth", "add"),
+                     ("auth-config", "add"),
                      ("policy", "add"), ("role", "add"), ("audit", "add")}
     assert summarize(changes)["add"] == len(changes)
 

@@ -18,14 +18,13 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.fake import FakeKV, FakeTransit
-from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key
 from chamberlain.authority.kv import SecretMetadata
 from chamberlain.authority.session import Connection
 from chamberlain.checks.gate import InvalidRepository
 from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.handover import handover_units
-from chamberlain.intent.paths import VaultPath
+from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation.workflow import rollback_source

@@ -235,7 +235,8 @@ class LedgerReader:
             return Damaged(seq, f"holds entry {entry.seq} in the place of {seq} (moved or reordered)")
         want = partition.name if partition else ""
         if entry.partition != want:
-            return Damaged(seq, f"names partition {entry.partition or '(old layout)'!r}, not {want or '(old layout)'!r}")
+            found = entry.partition or "(old layout)"
+            return Damaged(seq, f"names partition {found!r}, not {want or '(old layout)'!r}")
         return entry
 
     def _slot(self, seq: int, partition: Partition | None = None) -> Slot | None:
@@ -521,6 +522,7 @@ __all__ = [
     "Partition",
     "PublicKeys",
     "Signer",
+    "TransitAPI",
     "TransitSigner",
     "Verification",
     "signing_message",

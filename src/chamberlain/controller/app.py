@@ -15,6 +15,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any, Protocol
 
+from chamberlain.audit.ledger import TransitAPI, TransitSigner
 from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
 from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
@@ -22,7 +23,6 @@ from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
 from chamberlain.controller.leader import LeaderElector
-from chamberlain.audit.ledger import TransitSigner
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
@@ -45,6 +45,9 @@ class VaultSession(PkiClient, Protocol):
 
     @property
     def session_generation(self) -> int: ...
+
+    @property
+    def transit(self) -> TransitAPI: ...  # signs the ledger entries of the cluster's partitions
 
     def ensure_fresh(self) -> None: ...
 

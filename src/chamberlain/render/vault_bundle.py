@@ -29,8 +29,9 @@ Who may do what:
   ``<runtime>/<env>/`` of each environment the cluster hosts (generate, hand over, rotate, verify, revoke), its
   ledger partitions ``<runtime>/_chamberlain/ledger/<env>/<cluster>/`` (create and read only, never update or
   delete: it is the audit trail; only the partition's ``head`` is updatable; every partition is readable, for
-  ``audit show``/``verify``), ``update`` on ``<transit>/sign/chamberlain-ledger-<env>`` (signing its entries) for each environment it hosts,
-  ``read`` on every ledger key (public keys, for ``audit pin``) — never export, config, rotate or delete,
+  ``audit show``/``verify``), ``update`` on ``<transit>/sign/chamberlain-ledger-<env>`` (signing its entries)
+  for each environment it hosts, ``read`` on every ledger key (public keys, for ``audit pin``) — never export,
+  config, rotate or delete,
   and ``read``/``list`` on the *metadata* of the internal mounts for its own cluster — it reports on derived and
   config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
