@@ -203,7 +203,7 @@ def _assert_converged(e: Env, vault: Any, core: Any, smtp_mode: str = "delete") 
     for meta, source in ((smtp_meta, SMTP), (reg_meta, REGISTRY)):
         assert meta["authority"] == "vault" and meta["source"] == f"{NAMESPACE}/{source}"
         assert meta["source-cluster"] == "dev1" and meta["ledger-seq"] == meta["retired.dev1"]
-        assert meta["value-marker"].startswith("v1:") and meta["handed-over-at"]
+        assert meta["value-marker"].startswith("v2:") and meta["handed-over-at"]  # keyed by the authority
     assert smtp_meta["policy.name"] == "on-event" and smtp_meta["policy.type"] == "event-based"
     assert reg_meta["policy.name"] == "static" and reg_meta["policy.failure-strategy"] == "hold"
     smtp_secret, reg_secret = _get(core, SMTP), _get(core, REGISTRY)

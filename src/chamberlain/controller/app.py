@@ -31,10 +31,15 @@ from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, Answer, WebhookHandler, WebhookKey, WebhookServer
+from chamberlain.values.markers import HmacAPI, TransitMarkers
 
 
 class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObjects, Protocol):
     """Everything the running controller needs from Kubernetes (the real client has it all)."""
+
+
+class SessionTransit(TransitAPI, HmacAPI, Protocol):
+    """The authority's transit engine as the controller uses it: ledger signatures and marker HMACs."""
 
 
 class VaultSession(PkiClient, Protocol):
@@ -47,7 +52,7 @@ class VaultSession(PkiClient, Protocol):
     def session_generation(self) -> int: ...
 
     @property
-    def transit(self) -> TransitAPI: ...  # signs the ledger entries of the cluster's partitions
+    def transit(self) -> SessionTransit: ...  # signs ledger entries, keys version markers
 
     def ensure_fresh(self) -> None: ...
 
@@ -80,7 +85,7 @@ def wire(
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log if log is not None else Silent(),
+        log=log if log is not None else Silent(), markers=TransitMarkers(vault.transit),
     )
     return Controller(scope, parts, config)
 

@@ -10,8 +10,9 @@ Layout (paths relative to ``vault/``):
   ``sys.enable_secrets_engine(backend_type=type, path=path, description=..., options=options)``, then
   ``secrets.kv.v2.configure(mount_point=path, **kv_config)``;
 - ``transit.json`` — ``{mount: {name: {type}}}``: the transit keys ``authority configure`` creates (never
-  changes, exports or deletes): per environment ``chamberlain-ledger-<env>`` (ed25519, signs the ledger), and
-  ``chamberlain-ledger-_authority`` (the configurator's partition);
+  changes, exports or deletes): per environment ``chamberlain-ledger-<env>`` (ed25519, signs the ledger) and
+  ``chamberlain-marker-<env>`` (its HMAC key keys the version markers), and ``chamberlain-ledger-_authority``
+  (the configurator's partition);
 - ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable (their cluster-specific config —
   API server address, CA — is runtime data, not intent);
 - ``policies/<name>.hcl`` — ``sys.create_or_update_acl_policy(name, policy=text)``;
@@ -30,8 +31,8 @@ Who may do what:
   ledger partitions ``<runtime>/_chamberlain/ledger/<env>/<cluster>/`` (create and read only, never update or
   delete: it is the audit trail; only the partition's ``head`` is updatable; every partition is readable, for
   ``audit show``/``verify``), ``update`` on ``<transit>/sign/chamberlain-ledger-<env>`` (signing its entries)
-  for each environment it hosts, ``read`` on every ledger key (public keys, for ``audit pin``) — never export,
-  config, rotate or delete,
+  and ``<transit>/hmac/chamberlain-marker-<env>/sha2-256`` (keyed version markers) for each environment it
+  hosts, ``read`` on every ledger key (public keys, for ``audit pin``) — never export, config, rotate or delete,
   and ``read``/``list`` on the *metadata* of the internal mounts for its own cluster — it reports on derived and
   config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
@@ -58,6 +59,7 @@ from chamberlain.intent.paths import (
     TRANSIT_MOUNT,
     VaultPath,
     ledger_key,
+    marker_key,
 )
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
@@ -96,10 +98,12 @@ def mounts(platform: Platform) -> dict[str, dict[str, object]]:
 
 
 def transit_keys(platform: Platform) -> dict[str, dict[str, dict[str, str]]]:
-    """The transit keys configure creates: a ledger signing key per environment, and the configurator's."""
+    """The transit keys configure creates: per environment a ledger signing key and a marker HMAC key, and the
+    configurator's ledger key."""
     keys = {ledger_key(AUTHORITY_PARTITION[0]): {"type": "ed25519"}}
     for env in platform.spec.environments:
         keys[ledger_key(env.name)] = {"type": "ed25519"}
+        keys[marker_key(env.name)] = {"type": "aes256-gcm96"}  # only its HMAC key is used (never encrypts)
     return {TRANSIT_MOUNT: dict(sorted(keys.items()))}
 
 
@@ -225,6 +229,8 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
         blocks.append((note + " (head)", VaultPath(m.runtime, f"{own}/{LEDGER_HEAD_NAME}").data_path,
                        ["create", "read", "update"]))
         blocks.append((f"sign the ledger entries of {env}", f"{TRANSIT_MOUNT}/sign/{ledger_key(env)}", ["update"]))
+        blocks.append((f"keyed version markers of {env}", f"{TRANSIT_MOUNT}/hmac/{marker_key(env)}/sha2-256",
+                       ["update"]))
     entries = VaultPath(m.runtime, f"{LEDGER_PREFIX}/*")
     legacy_head = VaultPath(m.runtime, LEDGER_HEAD)
     reading = "authority ledger: every partition readable (audit show/verify)"

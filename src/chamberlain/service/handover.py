@@ -74,6 +74,7 @@ def handover(root: Path, servers: Servers, caller: Caller, *, environment: str |
     from chamberlain.handover import RunContext, handover_units, run_handover, select_cluster
     from chamberlain.handover.declare import check_work_tree
     from chamberlain.intent.loader import load_repository
+    from chamberlain.values.markers import TransitMarkers
 
     git = git or GitOptions()
     repo, platform = load_platform(root)
@@ -84,7 +85,8 @@ def handover(root: Path, servers: Servers, caller: Caller, *, environment: str |
     kube = servers.kube()
     client = servers.orchestrator(platform, chosen)
     kv = client.kv
-    ctx = RunContext(actor=caller.actor, run=caller.run, clock=caller.clock, reason=reason)
+    ctx = RunContext(actor=caller.actor, run=caller.run, clock=caller.clock, reason=reason,
+                     markers=TransitMarkers(client.transit))
     ledger = Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock, cluster=chosen,
                     signer=TransitSigner(client.transit))
     report = run_handover(units, kv, kube, ledger, ctx, dry_run=dry_run, gitops=kube)
@@ -117,6 +119,7 @@ def provision(root: Path, servers: Servers, caller: Caller, *, environment: str 
     token file, ``cluster`` names the orchestrator that logs in."""
     from chamberlain.audit.ledger import Ledger, TransitSigner
     from chamberlain.provision import provision_units, run_provision
+    from chamberlain.values.markers import TransitMarkers
 
     repo, platform = load_platform(root)
     units = provision_units(repo, environment)
@@ -127,7 +130,8 @@ def provision(root: Path, servers: Servers, caller: Caller, *, environment: str 
     book = Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock, signer=TransitSigner(client.transit),
                   cluster=cluster or _first_cluster(platform, environment))
     outcomes = run_provision(units, kv, book,
-                             actor=caller.actor, run=caller.run, clock=caller.clock, dry_run=dry_run)
+                             actor=caller.actor, run=caller.run, clock=caller.clock, dry_run=dry_run,
+                             markers=TransitMarkers(client.transit))
     return ProvisionResult(caller.run, dry_run, outcomes)
 
 
