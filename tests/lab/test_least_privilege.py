@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chamberlain.clock import SystemClock
-from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key
+from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key, marker_key
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 
@@ -40,6 +40,7 @@ from chamberlain.authority.errors import AuthorityError, Forbidden  # noqa: E402
 from chamberlain.authority.vault import VaultClient, login_kubernetes  # noqa: E402
 from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
+from chamberlain.values.markers import TransitMarkers, version_marker  # noqa: E402
 from tests.conftest import host_tools, lab_authority, lab_host, unbuilt  # noqa: E402
 
 MOUNT = "kubernetes"
@@ -276,6 +277,10 @@ def test_the_ledger_is_signed_partitioned_and_verifies(env: Env) -> None:
     pytest.param(lambda c: c.transit.sign(TRANSIT_MOUNT, ledger_key("prod"), b"x"), id="sign-with-prod-key"),
     pytest.param(lambda c: c.transit.sign(TRANSIT_MOUNT, ledger_key("_authority"), b"x"),
                  id="sign-with-configurator-key"),
+    pytest.param(lambda c: c.transit.hmac(TRANSIT_MOUNT, marker_key("prod"), b"x"), id="hmac-with-prod-marker-key"),
+    pytest.param(lambda c: c.logical.read(f"{TRANSIT_MOUNT}/export/hmac-key/{marker_key('dev')}"),
+                 id="export-own-marker-key"),
+    pytest.param(lambda c: c.transit.encrypt(TRANSIT_MOUNT, marker_key("dev"), b"x"), id="encrypt-with-marker-key"),
     pytest.param(lambda c: c.logical.read(f"{TRANSIT_MOUNT}/export/signing-key/{ledger_key('dev')}"),
                  id="export-own-key"),
     pytest.param(lambda c: c.logical.write(f"{TRANSIT_MOUNT}/keys/{ledger_key('dev')}/config",
@@ -310,3 +315,22 @@ def test_forged_entries_fail_verify_and_a_garbage_slot_never_blocks_appends(env:
     assert [(p, s) for p, s, _ in report.damaged] == [("dev/dev1", forged.seq + 1)]
     assert any(p.startswith(f"partition dev/dev1: entry {forged.seq} has a bad signature") for p in report.problems)
     assert not any(f"entry {after.seq} " in p for p in report.problems), report.problems
+
+
+# ------------------------------------------------------------------------------------------ keyed markers
+
+
+def test_markers_are_keyed_by_the_authority_and_a_weak_value_is_not_guessable(env: Env) -> None:
+    """The handover wrote v2 markers; a weak value's marker (computed by the real transit HMAC) matches none of
+    the offline guesses an attacker can make with the public path, unlike the previous release's v1 marker."""
+    client = env.login(*ORCHESTRATOR)
+    meta = client.kv.read_metadata("secret", "dev/team-platform/registry-pull")
+    assert meta is not None and meta.custom["value-marker"].startswith("v2:")
+    path = VaultPath("secret", "dev/team-payments/payments-db")
+    weak = {"password": "hunter2"}
+    marker = TransitMarkers(client.transit).of(path, weak)
+    assert marker == TransitMarkers(client.transit).of(path, dict(weak))  # deterministic: compares versions
+    guesses = ["123456", "password", "hunter2", "letmein", "changeme", "qwerty"]
+    offline = {version_marker(path.full, {"password": g}) for g in guesses}
+    assert version_marker(path.full, weak) in offline  # v1: the weak value falls to a dictionary
+    assert marker not in offline and not any(marker[3:] in m for m in offline)

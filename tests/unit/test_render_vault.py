@@ -116,8 +116,8 @@ def test_orchestrator_never_reads_internal_values(name: str) -> None:
             if mount in internal:
                 assert area == "metadata" and caps == {"read", "list"}, p
                 assert f"/{cluster}/" in p, p  # only its own cluster's publications
-            elif mount == TRANSIT_MOUNT:  # sign with its environments' ledger keys, read public keys: nothing else
-                assert (area == "sign" and caps == {"update"}) or (area == "keys" and caps == {"read"}), p
+            elif mount == TRANSIT_MOUNT:  # sign and HMAC with its environments' keys, read public keys: nothing else
+                assert (area in ("sign", "hmac") and caps == {"update"}) or (area == "keys" and caps == {"read"}), p
             else:
                 assert area in ("data", "metadata", "delete", "undelete", "destroy"), p
 
@@ -140,6 +140,9 @@ def test_orchestrator_is_scoped_to_the_environments_of_its_cluster() -> None:
         f"{TRANSIT_MOUNT}/sign/chamberlain-ledger-dev"}
     assert not any(("/export/" in p or p.endswith("/config") or "/rotate" in p) and p.startswith(TRANSIT_MOUNT)
                    for p in grants)
+    hmac = {p for p in grants if p.startswith(f"{TRANSIT_MOUNT}/hmac/")}
+    assert f"{TRANSIT_MOUNT}/hmac/chamberlain-marker-dev/sha2-256" in hmac
+    assert not any("chamberlain-marker-prod" in p for p in hmac)
     # Rotation run records and staged values of its own environment only; never deletable history.
     assert grants["secret/data/_chamberlain/runs/dev/*"] == {"create", "read", "update"}
     assert grants["secret/data/_chamberlain/pending/dev/*"] == {"create", "read", "update", "delete"}

@@ -24,7 +24,7 @@ from chamberlain.checks.gate import InvalidRepository
 from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.handover import handover_units
-from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key
+from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key, marker_key
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation.workflow import rollback_source
@@ -79,6 +79,7 @@ def ledger_transit(environments: tuple[str, ...] = ("_authority", "prod", "dev",
     transit = FakeTransit()
     for env in environments:
         transit.ensure_key(TRANSIT_MOUNT, ledger_key(env), "ed25519")
+        transit.ensure_key(TRANSIT_MOUNT, marker_key(env))
     return transit
 
 
