@@ -30,7 +30,7 @@ policies, so it is as powerful as the configuration it applies; who may mint its
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -161,11 +161,13 @@ def select(bundle: Mapping[str, str], environment: str | None = None, cluster: s
 
 
 def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runtime: str,
-                        transit_keys: Iterable[tuple[str, str]] = ()) -> str:
+                        transit_keys: Collection[tuple[str, str]] = ()) -> str:
     blocks: list[tuple[str, list[str]]] = [("sys/mounts", ["read"])]
+    transit = {mount for mount, _ in transit_keys}
     for m in sorted(mounts):
-        blocks += [(f"sys/mounts/{m}", ["create", "read", "update"]), (f"sys/mounts/{m}/tune", ["read", "update"]),
-                   (f"{m}/config", ["read", "update"])]
+        blocks += [(f"sys/mounts/{m}", ["create", "read", "update"]), (f"sys/mounts/{m}/tune", ["read", "update"])]
+        if m not in transit:  # a KV mount's settings; a transit mount's config/* is never the configurator's
+            blocks.append((f"{m}/config", ["read", "update"]))
     blocks.append(("sys/auth", ["read"]))
     for a in sorted(auth_mounts):
         blocks += [(f"sys/auth/{a}", ["create", "read", "sudo", "update"]),
