@@ -588,6 +588,10 @@ class _Session:
     def session_generation(self) -> int:
         return int(self._client.session_generation)
 
+    @property
+    def transit(self) -> Any:
+        return self._client.transit
+
     def ensure_fresh(self) -> None:
         self._client.ensure_fresh()
 

@@ -139,9 +139,16 @@ class _Clock:
 class _FakeSession:
     """The FakeKV as a logged-in Vault session (``controller.app.wire`` takes one)."""
 
-    def __init__(self, kv: Any) -> None:
+    def __init__(self, kv: Any, environments: list[str]) -> None:
+        from chamberlain.authority.fake import FakeTransit
+        from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key, marker_key
+
         self.kv = kv
         self.session_generation = 0
+        self.transit = FakeTransit()  # the ledger's signing keys and the marker keys configure would create
+        for env in environments:
+            self.transit.ensure_key(TRANSIT_MOUNT, ledger_key(env), "ed25519")
+            self.transit.ensure_key(TRANSIT_MOUNT, marker_key(env))
 
     def ensure_fresh(self) -> None:
         return None
@@ -270,7 +277,8 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
     # ---- the controller, as service/controller.py wires it
     clock = _Clock()
     options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
-    controller = wire(scope, _FakeSession(kv), kube, clock, identity="bench-0", **options)
+    session = _FakeSession(kv, [e.name for e in scope.platform.spec.environments])
+    controller = wire(scope, session, kube, clock, identity="bench-0", **options)
     stage("controller built")
     tick_s = []
     for t in range(TICKS):

@@ -188,7 +188,23 @@ def vault_info(lab: RunningLab) -> VaultInfo:
         pytest.fail("Vault did not become active after unseal")
     if "secret/" not in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    ensure_ledger_keys(client)
     return VaultInfo(address=vault.address, ca_file=lab.ca_file, root_token=root, unseal_keys=tuple(keys))
+
+
+LEDGER_ENVIRONMENTS = ("_authority", "dev", "prod", "preview", "staging")
+
+
+def ensure_ledger_keys(client: Any, environments: tuple[str, ...] = LEDGER_ENVIRONMENTS) -> None:
+    """What ``authority configure`` creates for the signed ledger (issue 11), for tests that set Vault up with the
+    root token instead: the transit mount, each environment's ed25519 ledger key and its marker HMAC key."""
+    from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key, marker_key
+
+    if f"{TRANSIT_MOUNT}/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+    for env in environments:
+        client.secrets.transit.create_key(name=ledger_key(env), key_type="ed25519", mount_point=TRANSIT_MOUNT)
+        client.secrets.transit.create_key(name=marker_key(env), mount_point=TRANSIT_MOUNT)
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ from chamberlain.rotation import run as runs
 from chamberlain.rotation.run import RotationRun
 from chamberlain.service import load_valid
 from chamberlain.triggers.webhook import WebhookKey, sign
-from chamberlain.values.markers import version_marker
+from chamberlain.values.markers import TransitMarkers
 from tests.conftest import EXAMPLES, REPO_ROOT, host_tools, lab_authority, lab_host
 from tests.lab import rollouts
 
@@ -238,7 +238,8 @@ class World:
         """The marker of the latest version's data as it is in Vault now (not as recorded)."""
         got = self.kv.read(MOUNT, t.path)
         assert got is not None
-        return version_marker(t.full, got.data)
+        # Keyed by the authority (issue 11): only an orchestrator of the environment can compute it.
+        return TransitMarkers(self.login().transit).of(VaultPath(MOUNT, t.path), got.data)
 
     def values(self, t: Target) -> list[str]:
         """Every value of every version of ``t`` still kept (the mount prunes old versions), plus every value

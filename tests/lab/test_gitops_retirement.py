@@ -127,6 +127,9 @@ def test_handover_retires_through_git_and_no_flux_reconcile_undoes_it(
     assert [e["event"] for e in ledger] == ["handover", "retire"]
     assert ledger[0]["details"]["retirement"] == "awaiting-gitops" and ledger[1]["details"]["gitops"] == "flux"
     assert ledger[1]["details"]["after-handover"] == "delete"
+    pinned = run_cli("audit", "pin", str(repo), "--vault-addr", vault_info.address, "--vault-cacert",
+                     str(vault_info.ca_file), "--vault-token-file", str(token), "-o", "json")
+    assert pinned.code == 0, pinned.err  # the ledger's public keys, pinned in the repository before verify
     audit = run_cli("audit", "verify", str(repo), "--vault-addr", vault_info.address, "--vault-cacert",
                     str(vault_info.ca_file), "--vault-token-file", str(token), "-o", "json")
     assert audit.code == 0, audit.out + audit.err

@@ -94,6 +94,9 @@ class Env:
                         "--kubeconfig", str(self.kubeconfig), *extra, crash_at=crash_at)
 
     def audit_verify(self) -> Run:
+        """Pin the ledger's public keys from the real authority into the repository, then verify against them."""
+        pinned = self.cli("audit", "pin", str(self.repo), *self.conn(), "-o", "json")
+        assert pinned.code == 0, pinned.err
         return self.cli("audit", "verify", str(self.repo), *self.conn(), "-o", "json")
 
 
@@ -200,7 +203,7 @@ def _assert_converged(e: Env, vault: Any, core: Any, smtp_mode: str = "delete") 
     for meta, source in ((smtp_meta, SMTP), (reg_meta, REGISTRY)):
         assert meta["authority"] == "vault" and meta["source"] == f"{NAMESPACE}/{source}"
         assert meta["source-cluster"] == "dev1" and meta["ledger-seq"] == meta["retired.dev1"]
-        assert meta["value-marker"].startswith("v1:") and meta["handed-over-at"]
+        assert meta["value-marker"].startswith("v2:") and meta["handed-over-at"]  # keyed by the authority
     assert smtp_meta["policy.name"] == "on-event" and smtp_meta["policy.type"] == "event-based"
     assert reg_meta["policy.name"] == "static" and reg_meta["policy.failure-strategy"] == "hold"
     smtp_secret, reg_secret = _get(core, SMTP), _get(core, REGISTRY)
@@ -221,11 +224,13 @@ def _assert_converged(e: Env, vault: Any, core: Any, smtp_mode: str = "delete") 
     _no_values(e, ledger_blob, json.dumps(smtp_meta), json.dumps(reg_meta), verify.out, verify.err)
 
 
-def _ledger(vault: Any, mount: str) -> list[dict[str, Any]]:
-    keys = vault.secrets.kv.v2.list_secrets(path="_chamberlain/ledger", mount_point=mount)["data"]["keys"]
+def _ledger(vault: Any, mount: str, partition: str = "dev/dev1") -> list[dict[str, Any]]:
+    """The entries of one partition (the handover of cluster dev1 writes dev/dev1), read with the root token."""
+    prefix = f"_chamberlain/ledger/{partition}"
+    keys = vault.secrets.kv.v2.list_secrets(path=prefix, mount_point=mount)["data"]["keys"]
     return [json.loads(vault.secrets.kv.v2.read_secret_version(
-        path=f"_chamberlain/ledger/{k}", mount_point=mount, raise_on_deleted_version=True)["data"]["data"]["entry"])
-        for k in sorted(keys)]
+        path=f"{prefix}/{k}", mount_point=mount, raise_on_deleted_version=True)["data"]["data"]["entry"])
+        for k in sorted(keys) if k.isdigit()]
 
 
 # ------------------------------------------------------------------------------------------------ happy paths

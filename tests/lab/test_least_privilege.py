@@ -9,13 +9,16 @@ exists. Runs its own lab on ports shifted by ``CHAMBERLAIN_LAB_TEST_PORT_OFFSET`
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chamberlain.clock import SystemClock
+from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key, marker_key
 from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 
@@ -24,10 +27,20 @@ pytestmark = [pytest.mark.lab, pytest.mark.vault_compat]
 pytest.importorskip("hvac")
 pytest.importorskip("kubernetes")
 
+from chamberlain.audit.keys import PinnedKeys  # noqa: E402
+from chamberlain.audit.ledger import (  # noqa: E402
+    Ledger,
+    LedgerEntry,
+    LedgerReader,
+    Partition,
+    TransitSigner,
+    signing_message,
+)
 from chamberlain.authority.errors import AuthorityError, Forbidden  # noqa: E402
 from chamberlain.authority.vault import VaultClient, login_kubernetes  # noqa: E402
 from chamberlain.demo import DemoOptions, Phase, run_demo  # noqa: E402
 from chamberlain.kube.client import KubeClient  # noqa: E402
+from chamberlain.values.markers import TransitMarkers, version_marker  # noqa: E402
 from tests.conftest import host_tools, lab_authority, lab_host, unbuilt  # noqa: E402
 
 MOUNT = "kubernetes-dev1"  # the auth mount of cluster dev1 (one per cluster)
@@ -44,7 +57,8 @@ STOREFRONT = "secret/data/dev/team-web/storefront-session"  # consumed by namesp
 REGISTRY = "secret/data/dev/team-platform/registry-pull"  # handed over; consumed by payments (and others)
 ORDERS_DB_APP = "platform-data/data/dev/dev1/databases/orders-db-app"  # published by databases
 ORDERS_ENDPOINT = "platform-config/data/dev/dev1/databases/orders-db-endpoint"
-LEDGER_1 = "secret/data/_chamberlain/ledger/000000000001"  # the first entry (authority-init)
+LEDGER_1 = "secret/data/_chamberlain/ledger/_authority/configurator/000000000001"  # the first entry (authority-init)
+DEV1_LEDGER = "secret/data/_chamberlain/ledger/dev/dev1"  # the partition dev1's orchestrator writes (handover)
 
 
 @dataclass
@@ -246,6 +260,109 @@ def test_orchestrator_cannot_rewrite_the_ledger(env: Env) -> None:
         with pytest.raises((Forbidden, CasConflict)):
             client.logical.write(LEDGER_1, {"data": {"entry": "{}"}, "options": options})
     assert client.logical.read(LEDGER_1) == before
+
+
+# ------------------------------------------------------------------------------------------ the signed ledger
+
+
+def _pinned(client: VaultClient) -> PinnedKeys:
+    """What `audit pin` writes into Git: the public keys read from the real transit engine."""
+    names = [ledger_key(e) for e in ("_authority", "dev", "prod", "preview")]
+    return PinnedKeys.from_transit({n: client.transit.public_keys(TRANSIT_MOUNT, n) for n in names})
+
+
+def _forge(client: VaultClient, seq: int, prev: str, body: dict[str, object]) -> LedgerEntry:
+    """A well-chained entry signed with a key that is not the environment's (a forger with KV write only)."""
+    entry = LedgerEntry(event="rotation", actor="forger", seq=seq, time="2026-01-01T00:00:00Z", prev=prev,
+                        partition="dev/dev1", **body)  # type: ignore[arg-type]
+    entry = entry.model_copy(update={"hash": entry.computed_hash()})
+    sig = base64.b64encode(Ed25519PrivateKey.generate().sign(signing_message("dev/dev1", entry.hash))).decode()
+    return entry.model_copy(update={"sig": f"vault:v1:{sig}"})
+
+
+def test_the_ledger_is_signed_partitioned_and_verifies(env: Env) -> None:
+    client = env.login(*ORCHESTRATOR)
+    reader = LedgerReader(client.kv, "secret")
+    assert {"_authority/configurator", "dev/dev1"} <= {p.name for p in reader.partitions() if p is not None}
+    report = reader.verify(_pinned(client))
+    assert report.ok, report.problems
+    assert all(e.sig.startswith("vault:v") for e in reader.entries())
+
+
+@pytest.mark.parametrize("action", [
+    pytest.param(lambda c: c.logical.write("secret/data/_chamberlain/ledger/prod/prod-eu1/000000000001",
+                                           {"data": {"entry": "{}"}, "options": {"cas": 0}}),
+                 id="write-other-cluster-partition"),
+    pytest.param(lambda c: c.logical.write("secret/data/_chamberlain/ledger/dev/dev2/000000000001",
+                                           {"data": {"entry": "{}"}, "options": {"cas": 0}}),
+                 id="write-same-env-other-cluster-partition"),
+    pytest.param(lambda c: c.logical.write("secret/data/_chamberlain/ledger/_authority/configurator/000000000099",
+                                           {"data": {"entry": "{}"}, "options": {"cas": 0}}),
+                 id="write-configurator-partition"),
+    pytest.param(lambda c: c.logical.write("secret/data/_chamberlain/ledger/prod/prod-eu1/head",
+                                           {"data": {"seq": "1"}}), id="move-other-head"),
+    pytest.param(lambda c: c.logical.write("secret/data/_chamberlain/ledger-head", {"data": {"seq": "1"}}),
+                 id="write-old-layout-head"),
+    pytest.param(lambda c: c.transit.sign(TRANSIT_MOUNT, ledger_key("prod"), b"x"), id="sign-with-prod-key"),
+    pytest.param(lambda c: c.transit.sign(TRANSIT_MOUNT, ledger_key("_authority"), b"x"),
+                 id="sign-with-configurator-key"),
+    pytest.param(lambda c: c.transit.hmac(TRANSIT_MOUNT, marker_key("prod"), b"x"), id="hmac-with-prod-marker-key"),
+    pytest.param(lambda c: c.logical.read(f"{TRANSIT_MOUNT}/export/hmac-key/{marker_key('dev')}"),
+                 id="export-own-marker-key"),
+    pytest.param(lambda c: c.transit.encrypt(TRANSIT_MOUNT, marker_key("dev"), b"x"), id="encrypt-with-marker-key"),
+    pytest.param(lambda c: c.logical.read(f"{TRANSIT_MOUNT}/export/signing-key/{ledger_key('dev')}"),
+                 id="export-own-key"),
+    pytest.param(lambda c: c.logical.write(f"{TRANSIT_MOUNT}/keys/{ledger_key('dev')}/config",
+                                           {"deletion_allowed": True, "exportable": True}), id="config-own-key"),
+    pytest.param(lambda c: c.logical.write(f"{TRANSIT_MOUNT}/keys/{ledger_key('dev')}/rotate", {}),
+                 id="rotate-own-key"),
+    pytest.param(lambda c: c.logical.delete(f"{TRANSIT_MOUNT}/keys/{ledger_key('dev')}"), id="delete-own-key"),
+    pytest.param(lambda c: c.logical.write(f"{TRANSIT_MOUNT}/keys/chamberlain-ledger-new", {"type": "ed25519"}),
+                 id="create-key"),
+])
+def test_orchestrator_cannot_touch_other_partitions_or_keys(env: Env, action: Callable[[VaultClient], object]) -> None:
+    client = env.login(*ORCHESTRATOR)
+    _denied(lambda: action(client))
+
+
+def test_forged_entries_fail_verify_and_a_garbage_slot_never_blocks_appends(env: Env) -> None:
+    client = env.login(*ORCHESTRATOR)
+    keys = _pinned(client)
+    ledger = Ledger(client.kv, "secret", SystemClock(), partition=Partition("dev", "dev1"),
+                    signer=TransitSigner(client.transit))
+    real = ledger.append("rotation", actor="lab-test", run="before-forgery")
+    # A forged entry, well chained to the real tail, then garbage at the next slot: both through the KV API.
+    forged = _forge(client, real.seq + 1, real.hash, {"secret": "payments-db", "reason": "forged"})
+    client.kv.write("secret", f"_chamberlain/ledger/dev/dev1/{forged.seq:012d}", {"entry": forged.model_dump_json()},
+                    cas=0)
+    client.kv.write("secret", f"_chamberlain/ledger/dev/dev1/{forged.seq + 1:012d}", {"entry": "garbage {"}, cas=0)
+    assert LedgerReader(client.kv, "secret").verify().ok is False  # the garbage slot, even without keys
+    after = Ledger(client.kv, "secret", SystemClock(), partition=Partition("dev", "dev1"),
+                   signer=TransitSigner(client.transit)).append("rotation", actor="lab-test", run="after-garbage")
+    assert after.seq == forged.seq + 2 and after.prev == forged.hash  # walked past the slot, chained on
+    report = LedgerReader(client.kv, "secret").verify(keys)
+    assert [(p, s) for p, s, _ in report.damaged] == [("dev/dev1", forged.seq + 1)]
+    assert any(p.startswith(f"partition dev/dev1: entry {forged.seq} has a bad signature") for p in report.problems)
+    assert not any(f"entry {after.seq} " in p for p in report.problems), report.problems
+
+
+# ------------------------------------------------------------------------------------------ keyed markers
+
+
+def test_markers_are_keyed_by_the_authority_and_a_weak_value_is_not_guessable(env: Env) -> None:
+    """The handover wrote v2 markers; a weak value's marker (computed by the real transit HMAC) matches none of
+    the offline guesses an attacker can make with the public path, unlike the previous release's v1 marker."""
+    client = env.login(*ORCHESTRATOR)
+    meta = client.kv.read_metadata("secret", "dev/team-platform/registry-pull")
+    assert meta is not None and meta.custom["value-marker"].startswith("v2:")
+    path = VaultPath("secret", "dev/team-payments/payments-db")
+    weak = {"password": "hunter2"}
+    marker = TransitMarkers(client.transit).of(path, weak)
+    assert marker == TransitMarkers(client.transit).of(path, dict(weak))  # deterministic: compares versions
+    guesses = ["123456", "password", "hunter2", "letmein", "changeme", "qwerty"]
+    offline = {version_marker(path.full, {"password": g}) for g in guesses}
+    assert version_marker(path.full, weak) in offline  # v1: the weak value falls to a dictionary
+    assert marker not in offline and not any(marker[3:] in m for m in offline)
 
 
 # ------------------------------------------------------------------------------------------ configurator

@@ -198,6 +198,7 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     for name in ("smtp-relay", "payments-db", "argocd-webhook"):
         f.cli("audit", "show", name, str(f.repo), "--cluster", "dev1", *f.vault())
         f.cli("audit", "show", name, str(f.repo), "--cluster", "dev1", *f.vault(), "-o", "json")
+    f.cli("audit", "pin", str(f.repo), "--cluster", "dev1", *f.vault())  # public keys into the repository
     f.cli("audit", "verify", str(f.repo), "--cluster", "dev1", *f.vault())
     f.cli("plan", str(f.repo), "--cluster", "dev1", *f.vault(), "--audit-file", str(audit_log),
           "--token-reviewer-jwt-file", str(reviewer))

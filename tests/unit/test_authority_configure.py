@@ -26,6 +26,7 @@ from chamberlain.authority.configure import (
     select,
     summarize,
 )
+from chamberlain.authority.fake import FakeTransit
 from chamberlain.authority.model import AuditDevice
 from chamberlain.render import render_repository
 from chamberlain.service import load_valid
@@ -59,7 +60,8 @@ def _converge(vault: FakeVault, desired: Desired, prune: bool = False) -> list[C
 
 
 def test_desired_state_adds_the_configurator_to_the_bundle(desired: Desired) -> None:
-    assert set(desired.mounts) == {"secret", "platform-data", "platform-config"}
+    assert set(desired.mounts) == {"secret", "platform-data", "platform-config", "chamberlain-transit"}
+    assert ("chamberlain-transit", "chamberlain-ledger-_authority") in desired.transit_keys
     assert CONFIGURATOR in desired.policies
     # One configurator role per cluster's auth mount, bound to its own ServiceAccount, never the controller's.
     for mount in ("kubernetes-dev1", "kubernetes-prod-eu1"):
@@ -84,7 +86,8 @@ def test_reviewer_jwt_stays_out_of_reprs_and_plans(desired: Desired) -> None:
 def test_plan_on_an_empty_vault_adds_everything(desired: Desired) -> None:
     changes = plan(desired, observe(FakeVault(), desired))
     kinds = {(c.kind, c.action) for c in changes}
-    assert kinds == {("mount", "add"), ("kv-config", "add"), ("auth", "add"), ("auth-config", "add"),
+    assert kinds == {("mount", "add"), ("kv-config", "add"), ("transit-key", "add"), ("auth", "add"),
+                     ("auth-config", "add"),
                      ("policy", "add"), ("role", "add"), ("audit", "add")}
     assert summarize(changes)["add"] == len(changes)
 
@@ -247,3 +250,33 @@ def test_observed_is_a_plain_snapshot(desired: Desired) -> None:
     obs = observe(FakeVault(), desired)
     assert isinstance(obs, Observed)
     assert "root" not in obs.policies
+
+
+def test_transit_keys_are_created_once_and_never_replaced(desired: Desired) -> None:
+    """The ledger's signing keys and the marker keys (issue 11): planned as changes, created by apply, a second run
+    plans nothing; a key of another type under a managed name is a conflict, never replaced."""
+    vault = FakeVault()
+    changes = _converge(vault, desired)
+    created = {c.name for c in changes if c.kind == "transit-key"}
+    assert "chamberlain-transit/chamberlain-ledger-_authority" in created
+    assert {f"chamberlain-transit/chamberlain-ledger-{e}" for e in ("dev", "prod")} <= created
+    assert {f"chamberlain-transit/chamberlain-marker-{e}" for e in ("dev", "prod")} <= created
+    key = vault.transit.read_key("chamberlain-transit", "chamberlain-ledger-dev")
+    assert key is not None and key.type == "ed25519"
+    assert not [c for c in plan(desired, observe(vault, desired)) if c.kind == "transit-key"]
+    other = FakeVault()
+    _converge(other, desired)
+    other.transit = FakeTransit()
+    other.transit.ensure_key("chamberlain-transit", "chamberlain-ledger-dev", "aes256-gcm96")
+    conflicts = [c for c in plan(desired, observe(other, desired)) if c.action == "conflict"]
+    assert [c.name for c in conflicts] == ["chamberlain-transit/chamberlain-ledger-dev"]
+
+
+def test_the_configurator_may_create_keys_but_signs_only_its_own_partition(desired: Desired) -> None:
+    text = desired.policies[CONFIGURATOR]
+    assert 'path "chamberlain-transit/keys/chamberlain-ledger-dev"' in text
+    assert 'path "chamberlain-transit/sign/chamberlain-ledger-_authority"' in text
+    assert 'path "chamberlain-transit/sign/chamberlain-ledger-dev"' not in text
+    transit_paths = [line for line in text.splitlines() if line.startswith('path "chamberlain-transit/')]
+    assert transit_paths and not any("/config" in p or "export" in p or "*" in p for p in transit_paths)
+    assert 'path "secret/data/_chamberlain/ledger/_authority/configurator/*"' in text

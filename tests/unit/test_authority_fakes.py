@@ -13,7 +13,7 @@ import secrets
 from typing import Any
 
 from chamberlain.authority.errors import AuthorityError, Forbidden, InvalidRequest, NotInitialized
-from chamberlain.authority.fake import FakeKV
+from chamberlain.authority.fake import FakeKV, FakeTransit
 from chamberlain.authority.model import (
     AuditDevice,
     AuthMountInfo,
@@ -308,6 +308,7 @@ class FakeVault:
         self.mounts = _Mounts(self)
         self.policies = _Policies(self)
         self.audit = _Audit(self)
+        self.transit = FakeTransit()
 
     def restart(self) -> None:
         self.sealed, self.token = True, None

@@ -44,3 +44,31 @@ def test_an_entry_appended_by_a_crashed_process_after_the_mark_is_found_not_dupl
     assert found.seq == crashed.seq
     entries = LedgerReader(kv, "secret").entries()
     assert [e.run for e in entries].count("r-crashed") == 1 and LedgerReader(kv, "secret").verify().ok
+
+
+def test_the_controllers_book_writes_one_signed_partition_per_environment() -> None:
+    """In a cluster hosting two environments, each run appends to (environment, cluster), signed with that
+    environment's key; each partition is its own serialized writer, and every chain verifies."""
+    from chamberlain.audit.keys import PinnedKeys
+    from chamberlain.audit.ledger import Partition, TransitSigner
+    from chamberlain.authority.fake import FakeTransit
+    from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key
+
+    kv, transit = FakeKV(), FakeTransit()
+    for env in ("dev", "preview"):
+        transit.ensure_key(TRANSIT_MOUNT, ledger_key(env), "ed25519")
+    book = SharedLedger(kv, "secret", FakeClock(), cluster="dev1", signer=TransitSigner(transit))
+    dev = book.for_environment("dev")
+    assert isinstance(dev, SharedLedger) and dev is book.for_environment("dev")
+    threads = [threading.Thread(target=lambda i=i: book.for_environment(("dev", "preview")[i % 2]).append(
+        "rotation", actor="t", run=f"r{i}")) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reader = LedgerReader(kv, "secret")
+    assert reader.partitions() == [Partition("dev", "dev1"), Partition("preview", "dev1")]
+    keys = PinnedKeys.from_transit({ledger_key(e): transit.public_keys(TRANSIT_MOUNT, ledger_key(e))
+                                    for e in ("dev", "preview")})
+    report = reader.verify(keys)
+    assert report.ok and report.entries == 20, report.problems

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from chamberlain.intent.paths import TRANSIT_MOUNT
 from chamberlain.render import RenderedTree
 from tests.unit.test_render import REPOS, docs, render
 
@@ -103,7 +104,7 @@ def test_no_wildcards_outside_the_orchestrator(name: str) -> None:
 def test_orchestrator_never_reads_internal_values(name: str) -> None:
     tree = render(name)
     mounts = json.loads(tree["vault/mounts.json"])
-    internal = [m for m, spec in mounts.items() if not spec["kv_config"]["cas_required"]]
+    internal = [m for m, spec in mounts.items() if spec["type"] == "kv" and not spec["kv_config"]["cas_required"]]
     assert len(internal) == 2
     orchestrators = [p for p in tree.paths() if p.endswith(".orchestrator.hcl")]
     assert orchestrators
@@ -115,6 +116,8 @@ def test_orchestrator_never_reads_internal_values(name: str) -> None:
             if mount in internal:
                 assert area == "metadata" and caps == {"read", "list"}, p
                 assert f"/{cluster}/" in p, p  # only its own cluster's publications
+            elif mount == TRANSIT_MOUNT:  # sign and HMAC with its environments' keys, read public keys: nothing else
+                assert (area in ("sign", "hmac") and caps == {"update"}) or (area == "keys" and caps == {"read"}), p
             else:
                 assert area in ("data", "metadata", "delete", "undelete", "destroy"), p
 
@@ -124,8 +127,22 @@ def test_orchestrator_is_scoped_to_the_environments_of_its_cluster() -> None:
     grants = policy(tree, "chamberlain.dev1.orchestrator")
     assert grants["secret/data/dev/*"] == {"create", "read", "update", "patch", "delete"}
     assert "secret/data/prod/*" not in grants
-    assert grants["secret/data/_chamberlain/ledger/*"] == {"create", "read"}  # never update or delete: audit
-    assert grants["secret/data/_chamberlain/ledger-head"] == {"create", "read", "update"}
+    # The ledger: its own partitions append-only (never update or delete: audit), every partition readable, the
+    # previous release's head read only; signing only with the keys of its own environments.
+    assert grants["secret/data/_chamberlain/ledger/dev/dev1/*"] == {"create", "read"}
+    assert grants["secret/data/_chamberlain/ledger/dev/dev1/head"] == {"create", "read", "update"}
+    assert grants["secret/data/_chamberlain/ledger/*"] == {"read"}
+    assert grants["secret/data/_chamberlain/ledger-head"] == {"read"}
+    assert not any(p.startswith("secret/data/_chamberlain/ledger/prod/") for p in grants)
+    signing = {p for p in grants if p.startswith(f"{TRANSIT_MOUNT}/sign/")}
+    assert signing == {f"{TRANSIT_MOUNT}/sign/chamberlain-ledger-dev",
+                       f"{TRANSIT_MOUNT}/sign/chamberlain-ledger-preview"} or signing == {
+        f"{TRANSIT_MOUNT}/sign/chamberlain-ledger-dev"}
+    assert not any(("/export/" in p or p.endswith("/config") or "/rotate" in p) and p.startswith(TRANSIT_MOUNT)
+                   for p in grants)
+    hmac = {p for p in grants if p.startswith(f"{TRANSIT_MOUNT}/hmac/")}
+    assert f"{TRANSIT_MOUNT}/hmac/chamberlain-marker-dev/sha2-256" in hmac
+    assert not any("chamberlain-marker-prod" in p for p in hmac)
     # Rotation run records and staged values of its own environment only; never deletable history.
     assert grants["secret/data/_chamberlain/runs/dev/*"] == {"create", "read", "update"}
     assert grants["secret/data/_chamberlain/pending/dev/*"] == {"create", "read", "update", "delete"}
@@ -137,6 +154,7 @@ def test_orchestrator_is_scoped_to_the_environments_of_its_cluster() -> None:
 
 def test_mounts_are_kv2_and_only_runtime_requires_cas() -> None:
     mounts = json.loads(render("base")["vault/mounts.json"])
+    assert mounts.pop(TRANSIT_MOUNT)["type"] == "transit"  # the ledger's signing keys (issue 11)
     assert set(mounts) == {"secret", "platform-data", "platform-config"}
     for name, spec in mounts.items():
         assert spec["type"] == "kv" and spec["options"] == {"version": "2"}

@@ -17,14 +17,14 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.errors import NotFound
-from chamberlain.authority.fake import FakeKV
+from chamberlain.authority.fake import FakeKV, FakeTransit
 from chamberlain.authority.kv import SecretMetadata
 from chamberlain.authority.session import Connection
 from chamberlain.checks.gate import InvalidRepository
 from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.handover import handover_units
-from chamberlain.intent.paths import VaultPath
+from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key, marker_key
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation.workflow import rollback_source
@@ -61,6 +61,7 @@ class Session:
 
     kv: FakeKV
     session_generation: int = 0
+    transit: FakeTransit = field(default_factory=lambda: ledger_transit())
 
     def ensure_fresh(self) -> None:
         return None
@@ -71,6 +72,15 @@ class Session:
 
     def lookup_self(self) -> None:
         return None
+
+
+def ledger_transit(environments: tuple[str, ...] = ("_authority", "prod", "dev", "preview")) -> FakeTransit:
+    """A transit engine holding the ledger keys configure creates."""
+    transit = FakeTransit()
+    for env in environments:
+        transit.ensure_key(TRANSIT_MOUNT, ledger_key(env), "ed25519")
+        transit.ensure_key(TRANSIT_MOUNT, marker_key(env))
+    return transit
 
 
 @dataclass
@@ -84,6 +94,7 @@ class FakeServers:
     orchestrated: list[str | None] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     refuse: Exception | None = None  # raised by every method: proves a use case failed before a server
+    transit: FakeTransit = field(default_factory=ledger_transit)
 
     def _check(self) -> None:
         if self.refuse is not None:
@@ -108,12 +119,12 @@ class FakeServers:
     def login(self, platform: Any, role: str) -> Session:
         self._check()
         self.logins.append(role)
-        return Session(self.kv)
+        return Session(self.kv, transit=self.transit)
 
     def orchestrator(self, platform: Any, cluster: str | None) -> Session:
         self._check()
         self.orchestrated.append(cluster)
-        return Session(self.kv)
+        return Session(self.kv, transit=self.transit)
 
 
 @pytest.fixture
@@ -353,14 +364,21 @@ def test_policy_plan_and_apply_bring_the_policy_in_force_in_line_with_git(provis
     assert policy.plan(ACME, provisioned, environment="dev", cluster="dev1").drifts == []
 
 
-def test_audit_shows_provenance_and_verifies_the_ledger(provisioned: FakeServers) -> None:
+def test_audit_shows_provenance_and_verifies_the_ledger(provisioned: FakeServers, tmp_path: Path) -> None:
     shown = audit.show("grafana-admin", ACME, provisioned, cluster="dev1")
     assert [e["event"] for e in shown.ledger] == ["value-created"]
     assert shown.metadata[GRAFANA] is not None and shown.metadata[GRAFANA]["currentVersion"] == 1
     assert "prev" not in shown.ledger[0] and "hash" not in shown.ledger[0]
-    check = audit.verify(ACME, provisioned, cluster="dev1")
+    repo = tmp_path / "acme"
+    shutil.copytree(ACME, repo)
+    with pytest.raises(UsageError, match="no pinned ledger keys"):
+        audit.verify(repo, provisioned, cluster="dev1")  # signatures are checked against Git, never the server
+    pinned = audit.pin(repo, provisioned, cluster="dev1")
+    assert pinned.changed and "chamberlain-ledger-dev" in pinned.keys
+    assert not audit.pin(repo, provisioned, cluster="dev1").changed  # idempotent
+    check = audit.verify(repo, provisioned, cluster="dev1")
     assert check.ok and check.entries == len(LedgerReader(provisioned.kv, MOUNT).entries())
-    assert check.as_dict()["problems"] == []
+    assert check.as_dict()["problems"] == [] and check.partitions == ["dev/dev1"]
     with pytest.raises(UsageError, match="no SecretIntent"):
         audit.show("nope", ACME, provisioned)
 

@@ -36,7 +36,7 @@ and holding only that cluster's roles, so a token of one cluster is never review
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -49,12 +49,19 @@ from chamberlain.authority.model import (
     KubernetesRole,
     KvConfig,
     MountInfo,
+    TransitKey,
     differing,
     seconds,
 )
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
-from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX
+from chamberlain.intent.paths import (
+    AUTHORITY_PARTITION,
+    LEDGER_HEAD,
+    LEDGER_HEAD_NAME,
+    LEDGER_PREFIX,
+    ledger_key,
+)
 
 CONFIGURATOR = "chamberlain.authority.configurator"
 CONFIGURATOR_TTL = "15m"
@@ -64,7 +71,7 @@ AUDIT_DESCRIPTION = wk.AUDIT_DEVICE_DESCRIPTION
 NEVER_PRUNED_POLICIES = frozenset({"root", "default"})
 VAULT_AUDIENCE = "vault"  # the audience chamberlain's ServiceAccount tokens are requested for
 
-Kind = Literal["mount", "kv-config", "auth", "auth-config", "policy", "role", "audit"]
+Kind = Literal["mount", "kv-config", "transit-key", "auth", "auth-config", "policy", "role", "audit"]
 Action = Literal["add", "change", "remove", "conflict", "declare"]  # declare: only the server's own config can
 K = TypeVar("K", str, tuple[str, str])
 T = TypeVar("T")
@@ -139,6 +146,7 @@ class Desired:
     policies: Mapping[str, str]
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
+    transit_keys: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (mount, key) -> key type
 
     @property
     def auth_mounts(self) -> list[str]:
@@ -187,11 +195,14 @@ def select(bundle: Mapping[str, str], environment: str | None = None, cluster: s
     return out
 
 
-def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runtime: str) -> str:
+def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runtime: str,
+                        transit_keys: Collection[tuple[str, str]] = ()) -> str:
     blocks: list[tuple[str, list[str]]] = [("sys/mounts", ["read"])]
+    transit = {mount for mount, _ in transit_keys}
     for m in sorted(mounts):
-        blocks += [(f"sys/mounts/{m}", ["create", "read", "update"]), (f"sys/mounts/{m}/tune", ["read", "update"]),
-                   (f"{m}/config", ["read", "update"])]
+        blocks += [(f"sys/mounts/{m}", ["create", "read", "update"]), (f"sys/mounts/{m}/tune", ["read", "update"])]
+        if m not in transit:  # a KV mount's settings; a transit mount's config/* is never the configurator's
+            blocks.append((f"{m}/config", ["read", "update"]))
     blocks.append(("sys/auth", ["read"]))
     for a in sorted(auth_mounts):
         blocks += [(f"sys/auth/{a}", ["create", "read", "sudo", "update"]),
@@ -214,11 +225,21 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
         ("auth/token/accessors", ["list", "sudo"]),
         ("auth/token/lookup-accessor", ["update"]),
         ("auth/token/revoke-accessor", ["update"]),
-        (f"{runtime}/data/{LEDGER_PREFIX}/*", ["create", "read"]),
+        # The ledger (issue 11): every partition readable, its own (_authority/configurator) writable, the
+        # previous release's head read only. Transit keys: created and read by exact name, signing only with the
+        # configurator's own ledger key; never export, config (deletion_allowed, exportable), rotate or delete.
+        (f"{runtime}/data/{LEDGER_PREFIX}/*", ["read"]),
         (f"{runtime}/metadata/{LEDGER_PREFIX}/*", ["list", "read"]),
-        (f"{runtime}/data/{LEDGER_HEAD}", ["create", "read", "update"]),
+        (f"{runtime}/data/{LEDGER_PREFIX}/{'/'.join(AUTHORITY_PARTITION)}/*", ["create", "read"]),
+        (f"{runtime}/data/{LEDGER_PREFIX}/{'/'.join(AUTHORITY_PARTITION)}/{LEDGER_HEAD_NAME}",
+         ["create", "read", "update"]),
+        (f"{runtime}/data/{LEDGER_HEAD}", ["read"]),
         (f"{runtime}/metadata/{LEDGER_HEAD}", ["read"]),
     ]
+    for mount, name in sorted(transit_keys):
+        blocks.append((f"{mount}/keys/{name}", ["create", "read"]))
+        if name == ledger_key(AUTHORITY_PARTITION[0]):
+            blocks.append((f"{mount}/sign/{name}", ["update"]))
     lines = ["# Managed by chamberlain (authority configure): the identity that converges Vault's configuration.\n"]
     for path, caps in blocks:
         quoted = ", ".join(f'"{c}"' for c in caps)
@@ -231,6 +252,16 @@ def _bundle_json(bundle: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, A
         return json.loads(bundle["mounts.json"]), json.loads(bundle.get("auth.json", "{}"))
     except (KeyError, ValueError) as exc:
         raise UsageError(f"the Vault bundle is incomplete or malformed ({type(exc).__name__})") from None
+
+
+def _transit_keys(bundle: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """``transit.json``: ``{mount: {key: {type}}}`` (absent in bundles of the previous release)."""
+    try:
+        raw = json.loads(bundle.get("transit.json", "{}"))
+        return {(str(mount), str(name)): str(spec["type"])
+                for mount, keys in raw.items() for name, spec in keys.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"the Vault bundle's transit.json is malformed ({type(exc).__name__})") from None
 
 
 def _role_of(path: str, text: str) -> KubernetesRole:
@@ -265,7 +296,8 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
             roles[(mount, name)] = _role_of(path, text)
     if settings.runtime_mount not in mounts:
         raise UsageError(f"the runtime mount {settings.runtime_mount!r} is not in the bundle's mounts.json")
-    policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount)
+    transit_keys = _transit_keys(bundle)
+    policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount, transit_keys)
     for mount in auth:
         roles[(mount, CONFIGURATOR)] = _configurator_role(settings)
     auth_config: dict[str, KubernetesAuthConfig] = {}
@@ -286,7 +318,7 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
                    for path, spec in mounts.items() if spec.get("kv_config")},
         auth={path: AuthMountInfo.from_api(spec) for path, spec in auth.items()},
         auth_config=auth_config, reviewer_jwts=reviewer_jwts,
-        policies=policies, roles=roles, audit=audit,
+        policies=policies, roles=roles, audit=audit, transit_keys=transit_keys,
     )
 
 
@@ -327,6 +359,11 @@ class AuditAPI(Protocol):
     def disable(self, path: str) -> None: ...
 
 
+class TransitKeysAPI(Protocol):
+    def read_key(self, mount: str, name: str) -> TransitKey | None: ...
+    def ensure_key(self, mount: str, name: str, key_type: str = ...) -> TransitKey: ...
+
+
 class ConfigAPI(Protocol):
     """The areas of :class:`~chamberlain.authority.vault.VaultClient` configuration uses (a fake stands in)."""
 
@@ -338,6 +375,8 @@ class ConfigAPI(Protocol):
     def policies(self) -> PoliciesAPI: ...
     @property
     def audit(self) -> AuditAPI: ...
+    @property
+    def transit(self) -> TransitKeysAPI: ...
 
 
 @dataclass(frozen=True)
@@ -350,6 +389,7 @@ class Observed:
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
     audit_declarative: bool = False  # the server takes audit devices only from its configuration file (OpenBao)
+    transit_keys: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (mount, key) -> key type
 
 
 def observe(vault: ConfigAPI, desired: Desired) -> Observed:
@@ -378,8 +418,12 @@ def observe(vault: ConfigAPI, desired: Desired) -> Observed:
         text = vault.policies.read(name)
         if text is not None:
             policies[name] = text
+    transit_keys: dict[tuple[str, str], str] = {}
+    for mount, name in desired.transit_keys:
+        if mount in mounts and (key := vault.transit.read_key(mount, name)) is not None:
+            transit_keys[(mount, name)] = key.type
     return Observed(mounts, kv_config, auth, auth_config, policies, roles, vault.audit.list(),
-                    audit_declarative=vault.audit.declarative)
+                    audit_declarative=vault.audit.declarative, transit_keys=transit_keys)
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -495,6 +539,15 @@ def plan_audit(desired: Mapping[str, AuditDevice], observed: Mapping[str, AuditD
     return changes
 
 
+def _plan_transit(desired: Desired, observed: Observed) -> list[Change]:
+    """Transit keys are created, never changed or deleted: a key of another type under the name is a conflict."""
+    def same_type(want: str, have: str) -> Verdict:
+        return None if want == have else ("conflict", (), f"exists as {have}, want {want}; a key is never replaced")
+
+    return _compare("transit-key", desired.transit_keys, observed.transit_keys, same_type,
+                    name=lambda key: "/".join(key))
+
+
 def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:
     changes = [Change("role", f"{mount}/{name}", "remove")
                for (mount, name) in sorted(set(observed.roles) - set(desired.roles)) if mount in desired.auth]
@@ -505,7 +558,7 @@ def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:
 
 def plan(desired: Desired, observed: Observed, *, prune: bool = False) -> list[Change]:
     """The changes that bring ``observed`` to ``desired`` (pure). Conflicts are reported, never resolved."""
-    changes = [*_plan_mounts(desired, observed), *_plan_auth(desired, observed),
+    changes = [*_plan_mounts(desired, observed), *_plan_transit(desired, observed), *_plan_auth(desired, observed),
                *_plan_policies_roles(desired, observed),
                *plan_audit(desired.audit, observed.audit, declarative=observed.audit_declarative)]
     return changes + _plan_prunes(desired, observed) if prune else changes
@@ -553,6 +606,14 @@ def _apply_mounts(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> 
         vault.mounts.configure_kv(c.name, desired.kv_config[c.name])
         applied += 1
     return applied
+
+
+def _apply_transit(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
+    adds = _of(changes, "transit-key", "add")
+    for c in adds:
+        mount, _, name = c.name.partition("/")
+        vault.transit.ensure_key(mount, name, desired.transit_keys[(mount, name)])
+    return len(adds)
 
 
 def _apply_auth(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
@@ -608,6 +669,7 @@ def _of(changes: list[Change], kind: Kind, action: Action | None = None) -> list
 # Groups in dependency order, each followed by its crash checkpoint (names are part of the crash tests).
 _GROUPS: tuple[tuple[Callable[[ConfigAPI, Desired, list[Change]], int], str | None], ...] = (
     (_apply_mounts, "configure.after-mounts"),
+    (_apply_transit, "configure.after-transit-keys"),
     (_apply_auth, "configure.after-auth"),
     (_apply_policies, "configure.after-policies"),
     (_apply_roles, "configure.after-roles"),

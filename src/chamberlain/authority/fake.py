@@ -6,13 +6,21 @@ It also counts calls, so tests can assert how many round-trips a workflow makes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from chamberlain.authority.errors import AuthorityUnavailable, CasConflict, NotFound
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, Forbidden, NotFound
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
+from chamberlain.authority.model import TransitKey
 
 
 @dataclass
@@ -102,3 +110,61 @@ class FakeKV:
 
     def remove(self, mount: str, path: str) -> None:
         del self._store[(mount, path)]
+
+
+class FakeTransit:
+    """An in-memory transit engine with the real API's shapes: ed25519 keys sign (``vault:v<n>:<base64>``), every
+    key has an HMAC key (``hmac``), public keys are readable, private material never leaves. ``allowed`` (None:
+    everything) is the set of ``(operation, mount, key)`` a policy grants, to test who may sign what."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str], tuple[str, list[tuple[Ed25519PrivateKey | None, bytes]]]] = {}
+        self.calls: Counter[str] = Counter()
+        self.allowed: set[tuple[str, str, str]] | None = None
+
+    def _guard(self, op: str, mount: str, name: str) -> None:
+        self.calls[op] += 1
+        if self.allowed is not None and (op, mount, name) not in self.allowed:
+            raise Forbidden(f"{op} {mount}/{name}: permission denied (403)")
+
+    def ensure_key(self, mount: str, name: str, key_type: str = "aes256-gcm96") -> TransitKey:
+        self._guard("create", mount, name)
+        if (mount, name) not in self._keys:
+            private = Ed25519PrivateKey.generate() if key_type == "ed25519" else None
+            self._keys[(mount, name)] = (key_type, [(private, secrets.token_bytes(32))])
+        return self.read_key(mount, name)  # type: ignore[return-value]
+
+    def read_key(self, mount: str, name: str) -> TransitKey | None:
+        found = self._keys.get((mount, name))
+        return None if found is None else TransitKey(name, found[0], len(found[1]))
+
+    def rotate_key(self, mount: str, name: str) -> TransitKey:
+        key_type, versions = self._keys[(mount, name)]
+        versions.append((Ed25519PrivateKey.generate() if key_type == "ed25519" else None, secrets.token_bytes(32)))
+        return TransitKey(name, key_type, len(versions))
+
+    def _latest(self, mount: str, name: str) -> tuple[int, Ed25519PrivateKey | None, bytes]:
+        found = self._keys.get((mount, name))
+        if found is None:
+            raise NotFound(f"{mount}/keys/{name}: no such key (404)")
+        private, hmac_key = found[1][-1]
+        return len(found[1]), private, hmac_key
+
+    def sign(self, mount: str, name: str, data: bytes) -> str:
+        self._guard("sign", mount, name)
+        version, private, _ = self._latest(mount, name)
+        if private is None:
+            raise AuthorityError(f"{mount}/keys/{name}: key type does not support signing (400)")
+        return f"vault:v{version}:{base64.b64encode(private.sign(data)).decode()}"
+
+    def hmac(self, mount: str, name: str, data: bytes) -> str:
+        self._guard("hmac", mount, name)
+        version, _, key = self._latest(mount, name)
+        return f"vault:v{version}:{base64.b64encode(hmac.new(key, data, hashlib.sha256).digest()).decode()}"
+
+    def public_keys(self, mount: str, name: str) -> dict[int, str]:
+        found = self._keys.get((mount, name))
+        if found is None:
+            return {}
+        return {i: base64.b64encode(p.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+                for i, (p, _) in enumerate(found[1], start=1) if p is not None}

@@ -5,7 +5,8 @@ Design: two subcommands rather than ``audit NAME`` plus a reserved word ``verify
 to subcommands makes every secret called ``verify`` (a valid DNS label) ambiguous, and click resolves subcommands
 before arguments. ``show`` answers the auditor's questions for one secret (SPEC §5: when was it handed over,
 created, rotated, why, by which run, did it succeed) from the ledger and the custom_metadata on the secret;
-``verify`` recomputes the hash chain of the whole ledger.
+``verify`` recomputes the hash chain of every partition and checks each entry's signature against the public keys
+pinned in Git; ``pin`` writes those keys (``audit/ledger-keys.yaml``) from the authority.
 
 Reads only; needs a Vault token that can read the runtime mount (``--vault-token-file``, or ``--cluster`` to log
 in as that cluster's orchestrator). Nothing printed here can be a value: ledger entries and custom_metadata never
@@ -60,10 +61,31 @@ def show(
             line(f"    {key}: {value}")
 
 
+@audit_app.command("pin")
+@target_options(environment=False)
+def pin(path: RepoPath, output: Output = DataFormat.text, target: Target = GROUPED) -> None:
+    """Pin the ledger's public signing keys in Git: write audit/ledger-keys.yaml from the authority.
+
+    Review and commit the file; `audit verify` checks every signature against it, never against the server.
+    Example: chamberlain audit pin examples/acme --cluster prod-eu-1
+    """
+    from chamberlain.service import audit
+
+    with LiveServers(target.conn, clock()) as servers:
+        result = audit.pin(Path(path), servers, cluster=target.cluster)
+    if not emit_data(result.as_dict(), output):
+        for key, versions in result.keys.items():
+            line(f"{key}: versions {', '.join(map(str, versions))}")
+        state = "written" if result.changed else "unchanged"
+        stderr.print(f"[green]ok[/green]: {result.file} {state} (review and commit it)")
+
+
 @audit_app.command("verify")
 @target_options(environment=False)
 def verify(path: RepoPath, output: Output = DataFormat.text, target: Target = GROUPED) -> None:
-    """Recompute the ledger's hash chain: exit 0 when intact, 1 with the problems found.
+    """Verify every ledger partition: hash chains, and signatures against the keys pinned in Git (audit pin).
+
+    Exit 0 when intact, 1 with the problems found (damaged slots with their partition, seq and reason).
 
     Example: chamberlain audit verify examples/acme
     """

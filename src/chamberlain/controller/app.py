@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from chamberlain.audit.ledger import TransitAPI, TransitSigner
 from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
 from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
@@ -29,10 +30,15 @@ from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
+from chamberlain.values.markers import HmacAPI, TransitMarkers
 
 
 class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObjects, Protocol):
     """Everything the running controller needs from Kubernetes (the real client has it all)."""
+
+
+class SessionTransit(TransitAPI, HmacAPI, Protocol):
+    """The authority's transit engine as the controller uses it: ledger signatures and marker HMACs."""
 
 
 class VaultSession(PkiClient, Protocol):
@@ -43,6 +49,9 @@ class VaultSession(PkiClient, Protocol):
 
     @property
     def session_generation(self) -> int: ...
+
+    @property
+    def transit(self) -> SessionTransit: ...  # signs ledger entries, keys version markers
 
     def ensure_fresh(self) -> None: ...
 
@@ -70,12 +79,13 @@ def wire(
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
     parts = Collaborators(
-        kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock), metrics=metrics,
+        kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster,
+                                                signer=TransitSigner(vault.transit)), metrics=metrics,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log if log is not None else Silent(),
+        log=log if log is not None else Silent(), markers=TransitMarkers(vault.transit),
     )
     return Controller(scope, parts, config)
 

@@ -27,6 +27,7 @@ from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import Registry
 from chamberlain.rotation.rotators.base import CertificateIssuer
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestQueue, RequestStore
+from chamberlain.values.markers import LegacyMarkers, Markers
 
 
 class Logger(Protocol):
@@ -71,6 +72,7 @@ class Collaborators:
     new_run_id: Callable[[], str] = _new_run_id
     rng: wf.RandomSource = field(default_factory=random.SystemRandom)
     log: Logger = field(default_factory=Silent)
+    markers: Markers = field(default_factory=LegacyMarkers)  # keyed by the authority in app.wire (issue 11)
 
 
 __all__ = ["Collaborators", "Logger", "Silent"]

@@ -9,6 +9,10 @@ earlier attempt appended (``find``). Entries this process appended since that ma
 entries written by someone else (another replica, the CLI) are read.
 
 The clock is required: entry times come from the controller's injected clock, never from the wall clock here.
+
+Partitions (issue 11): the controller's ledger is a *book* for its cluster (``cluster`` and ``signer``); each run
+appends through ``for_environment(env)``, a SharedLedger of its own per partition (one lock and memory each: the
+partitions are separate chains).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chamberlain.audit.ledger import Draft, Ledger, LedgerEntry, LedgerMark
+from chamberlain.audit.ledger import Draft, Ledger, LedgerEntry, LedgerMark, Partition, Signer
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock
 
@@ -27,11 +31,19 @@ REMEMBERED = 10_000  # own entries kept in memory for the check above (older mar
 class SharedLedger(Ledger):
     """The process's one ledger writer: appends are serialized, and remembered for :meth:`append`'s ``find``."""
 
-    def __init__(self, kv: KV, mount: str, clock: Clock) -> None:
-        super().__init__(kv, mount, clock)
+    def __init__(self, kv: KV, mount: str, clock: Clock, *, partition: Partition | None = None,
+                 signer: Signer | None = None, cluster: str | None = None) -> None:
+        super().__init__(kv, mount, clock, partition=partition, signer=signer, cluster=cluster)
         self._lock = threading.RLock()  # append reads mark() through the base class
         self._own: OrderedDict[int, LedgerEntry] = OrderedDict()
         self._last: LedgerMark | None = None  # after this process's last append
+
+    def _child(self, partition: Partition) -> Ledger:
+        return SharedLedger(self._kv, self._mount, self._clock, partition=partition, signer=self._signer)
+
+    def for_environment(self, environment: str) -> Ledger:
+        with self._lock:  # worker threads ask for partitions concurrently: one writer per partition
+            return super().for_environment(environment)
 
     def mark(self) -> LedgerMark:
         with self._lock:

@@ -403,7 +403,8 @@ class Controller:
         p, cfg = self.parts, self.config
         deps, timing = rm.build_deps(p.kv, p.kube, self.scope.platform, self.scope.intents, placed, actor=cfg.actor,
                                      clock=p.clock, registry=p.registry, ledger=p.ledger,
-                                     timeout=cfg.propagation_timeout, poll=cfg.poll, pki=p.pki)
+                                     timeout=cfg.propagation_timeout, poll=cfg.poll, pki=p.pki,
+                                     markers=p.markers)
         change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.consumers_of(placed.intent)))
         propagation = BatchedPropagation(timing, self.state.wave, change)
         return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng), timing

@@ -821,11 +821,13 @@ def _rotation_postgres_phase(s: _State) -> dict[str, Any]:
 
 
 def _audit_phase(s: _State) -> dict[str, Any]:
-    """``chamberlain audit verify``, as the cluster's orchestrator."""
+    """``chamberlain audit pin`` and ``audit verify``, as the cluster's orchestrator."""
     from chamberlain.service import audit
 
     # The controller stops first (gracefully: its current tick finishes), so the ledger is verified at rest.
     stopped = s.stop_controller()
+    # `audit pin` first: the public keys go into the repository (Git), and verify checks signatures against them.
+    audit.pin(s.repo_dir, s.need_servers(), cluster=DEMO_CLUSTER)
     result = audit.verify(s.repo_dir, s.need_servers(), cluster=DEMO_CLUSTER)
     if not result.ok:
         raise DemoError(f"audit verify: {len(result.problems)} problems in the ledger")

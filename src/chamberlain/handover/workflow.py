@@ -31,7 +31,7 @@ from chamberlain.handover.decide import TERMINAL, Bootstrap, Observed, Step, Vau
 from chamberlain.handover.gitops import NOT_TRACKED, GitOpsOwner, applied_by, trackings
 from chamberlain.handover.units import HandoverUnit
 from chamberlain.kube.api import Kube, KubeConflict, KubeCustomObjects, KubeError, KubeSecret
-from chamberlain.values.markers import version_marker
+from chamberlain.values.markers import LegacyMarkers, Markers
 
 # Typed Secrets must keep their required keys, or the API server rejects the update: an inert Secret keeps the
 # keys with empty (or, for docker configs, empty-but-valid) values.
@@ -84,6 +84,8 @@ class RunContext:
     run: str
     clock: Clock
     reason: str = "explicit handover"
+    # Version markers, keyed by the authority (TransitMarkers) in every live caller; v1 only for fakes (issue 11).
+    markers: Markers = field(default_factory=LegacyMarkers)
 
     def timestamp(self) -> str:
         return rfc3339(self.clock.now())
@@ -259,7 +261,7 @@ def _record(kv: KV, unit: HandoverUnit, snap: Snapshot, ctx: RunContext) -> str:
     if current is None:
         raise HandoverError(f"{unit.vault}: the value vanished before it was recorded; the bootstrap Secret stays "
                             "the authority; re-run")
-    marker = version_marker(unit.vault.full, current.data)
+    marker = ctx.markers.of(unit.vault, current.data)
     update = record_metadata(unit, ctx.timestamp(), current.version, marker)
     try:
         md.merged(snap.custom, update)
@@ -377,6 +379,7 @@ def hand_over(
     """Bring one unit as far as it can go: to ``done``, to ``awaiting-retirement`` (GitOps still applies the
     bootstrap Secret: nothing consumed), or to a conflict/blocked verdict that touches nothing. ``gitops``: where to
     ask whether Flux or Argo CD still applies the bootstrap Secret (None: nobody is asked; the lab's stand-in)."""
+    ledger = ledger.for_environment(unit.environment)  # its partition (environment, this cluster)
     done: list[str] = []
     marker: str | None = None
     seq: int | None = None

@@ -16,10 +16,27 @@ from dataclasses import dataclass
 
 from chamberlain.intent.model import Environment, Platform, RotationPolicy, RotationPolicySpec, SecretIntent
 
-LEDGER_PREFIX = "_chamberlain/ledger"  # one entry per path below it, create-only
-LEDGER_HEAD = "_chamberlain/ledger-head"  # the last sequence number and hash, rewritten on every append
+LEDGER_PREFIX = "_chamberlain/ledger"  # partitions <env>/<cluster>/<seq:012d> (create-only) and .../head
+LEDGER_HEAD = "_chamberlain/ledger-head"  # the previous release's one head (old layout: ledger/<seq>), read only
+LEDGER_HEAD_NAME = "head"  # a partition's head: <LEDGER_PREFIX>/<env>/<cluster>/head (seq and hash of its tail)
+# The configurator's own partition (authority init/configure/rekey): ``_`` cannot start an environment name.
+AUTHORITY_PARTITION = ("_authority", "configurator")
+# Issue 11 (signed ledger, keyed markers): a module constant until the Platform model names a transit mount.
+TRANSIT_MOUNT = "chamberlain-transit"
+LEDGER_KEY_PREFIX = "chamberlain-ledger-"  # ed25519 signing key per environment: chamberlain-ledger-<env>
+MARKER_KEY_PREFIX = "chamberlain-marker-"  # transit key per environment whose HMAC key keys the version markers
 RUNS_PREFIX = "_chamberlain/runs"  # rotation run records (and leases): runs/<env>/<owner>/<name>
 PENDING_PREFIX = "_chamberlain/pending"  # values staged by a rotation before promotion, never read by ESO
+
+
+def ledger_key(environment: str) -> str:
+    """The transit key that signs the ledger partitions of ``environment`` (``_authority``: the configurator's)."""
+    return f"{LEDGER_KEY_PREFIX}{environment}"
+
+
+def marker_key(environment: str) -> str:
+    """The transit key whose HMAC key keys the version markers of ``environment``."""
+    return f"{MARKER_KEY_PREFIX}{environment}"
 
 
 @dataclass(frozen=True, order=True)

@@ -34,7 +34,7 @@ from chamberlain.intent.loader import Repository
 from chamberlain.intent.model import AnyGenerator, RotationPolicySpec
 from chamberlain.intent.paths import VaultPath, effective_policy, placements
 from chamberlain.values.generate import generate_values
-from chamberlain.values.markers import version_marker
+from chamberlain.values.markers import LegacyMarkers, Markers
 
 MAX_STEPS = 8
 
@@ -157,12 +157,12 @@ def _create(kv: KV, unit: ProvisionUnit) -> bool:
     return True
 
 
-def _record(kv: KV, unit: ProvisionUnit, custom: Mapping[str, str], clock: Clock) -> str | None:
+def _record(kv: KV, unit: ProvisionUnit, custom: Mapping[str, str], clock: Clock, markers: Markers) -> str | None:
     """Tag the value with who made it, when, its marker and the policy in force; the marker (None: vanished)."""
     current = kv.read(unit.vault.mount, unit.vault.path)
     if current is None:
         return None
-    marker = version_marker(unit.vault.full, current.data)
+    marker = markers.of(unit.vault, current.data)
     update = {
         wk.AUTHORITY: wk.AUTHORITY_VAULT,
         wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN,
@@ -186,7 +186,7 @@ def _record(kv: KV, unit: ProvisionUnit, custom: Mapping[str, str], clock: Clock
 def _ledger(kv: KV, ledger: Ledger, unit: ProvisionUnit, custom: Mapping[str, str], *, actor: str, run: str,
             created_here: bool) -> None:
     """The one ``value-created`` entry (found again after a crash), then its sequence number on the secret."""
-    entry = _find_entry(ledger, unit) or ledger.append(
+    entry = _find_entry(ledger, unit) or ledger.for_environment(unit.environment).append(
         "value-created",
         actor=actor,
         secret=unit.intent,
@@ -215,6 +215,7 @@ class _Run:
     run: str
     clock: Clock
     dry_run: bool
+    markers: Markers
 
 
 def _provision(unit: ProvisionUnit, r: _Run) -> ProvisionOutcome:
@@ -242,7 +243,7 @@ def _provision(unit: ProvisionUnit, r: _Run) -> ProvisionOutcome:
                     continue
                 created_here = True
             elif step is Step.RECORD:
-                if (marker := _record(kv, unit, custom, r.clock)) is None:
+                if (marker := _record(kv, unit, custom, r.clock, r.markers)) is None:
                     continue
             else:
                 _ledger(kv, r.ledger, unit, custom, actor=r.actor, run=r.run, created_here=created_here)
@@ -262,8 +263,9 @@ def run_provision(
     run: str,
     clock: Clock,
     dry_run: bool = False,
+    markers: Markers | None = None,
 ) -> list[ProvisionOutcome]:
     """Create each unit's initial value once, record it on the secret and in the ledger (``dry_run``: the steps
-    each unit still needs, nothing written)."""
-    r = _Run(kv, ledger, actor, run, clock, dry_run)
+    each unit still needs, nothing written). ``markers``: keyed by the authority in every live caller (v1 without)."""
+    r = _Run(kv, ledger, actor, run, clock, dry_run, markers if markers is not None else LegacyMarkers())
     return [_provision(unit, r) for unit in units]

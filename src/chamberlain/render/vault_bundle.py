@@ -9,6 +9,10 @@ Layout (paths relative to ``vault/``):
 - ``mounts.json`` — ``{path: {type, description, options, kv_config}}``: enable with
   ``sys.enable_secrets_engine(backend_type=type, path=path, description=..., options=options)``, then
   ``secrets.kv.v2.configure(mount_point=path, **kv_config)``;
+- ``transit.json`` — ``{mount: {name: {type}}}``: the transit keys ``authority configure`` creates (never
+  changes, exports or deletes): per environment ``chamberlain-ledger-<env>`` (ed25519, signs the ledger) and
+  ``chamberlain-marker-<env>`` (its HMAC key keys the version markers), and ``chamberlain-ledger-_authority``
+  (the configurator's partition);
 - ``auth.json`` — ``{path: {type, description}}``: the auth methods to enable, one Kubernetes auth mount per
   cluster (``<kubernetesAuthMount>-<cluster>``), each holding only that cluster's roles (their cluster-specific
   config — API server address, CA — is runtime data, not intent);
@@ -25,8 +29,11 @@ Who may do what:
   its own namespace produced. No ``delete`` (see the PushSecret deletion policy in :mod:`.eso`);
 - orchestrator (the chamberlain controller of one cluster): the full KV v2 life cycle under
   ``<runtime>/<env>/`` of each environment the cluster hosts (generate, hand over, rotate, verify, revoke), its
-  the authority ledger at ``<runtime>/_chamberlain/ledger/`` (create and read only, never update or delete: it is
-  the audit trail; only ``_chamberlain/ledger-head`` is updatable),
+  ledger partitions ``<runtime>/_chamberlain/ledger/<env>/<cluster>/`` (create and read only, never update or
+  delete: it is the audit trail; only the partition's ``head`` is updatable; every partition is readable, for
+  ``audit show``/``verify``), ``update`` on ``<transit>/sign/chamberlain-ledger-<env>`` (signing its entries)
+  and ``<transit>/hmac/chamberlain-marker-<env>/sha2-256`` (keyed version markers) for each environment it
+  hosts, ``read`` on every ledger key (public keys, for ``audit pin``) — never export, config, rotate or delete,
   and ``read``/``list`` on the *metadata* of the internal mounts for its own cluster — it reports on derived and
   config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
@@ -43,7 +50,18 @@ from collections.abc import Iterable
 
 from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
-from chamberlain.intent.paths import LEDGER_HEAD, LEDGER_PREFIX, PENDING_PREFIX, RUNS_PREFIX, VaultPath
+from chamberlain.intent.paths import (
+    AUTHORITY_PARTITION,
+    LEDGER_HEAD,
+    LEDGER_HEAD_NAME,
+    LEDGER_PREFIX,
+    PENDING_PREFIX,
+    RUNS_PREFIX,
+    TRANSIT_MOUNT,
+    VaultPath,
+    ledger_key,
+    marker_key,
+)
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
 from chamberlain.render.topology import RenderError, Topology
@@ -75,7 +93,19 @@ def mounts(platform: Platform) -> dict[str, dict[str, object]]:
                             False),
         m.internal_config: kv("chamberlain internal configuration, non-sensitive (Inv. 8): "
                               "<env>/<cluster>/<ns>/<name>", False),
+        TRANSIT_MOUNT: {"type": "transit", "description": "chamberlain: ledger signing and version-marker keys",
+                        "options": {}},
     }
+
+
+def transit_keys(platform: Platform) -> dict[str, dict[str, dict[str, str]]]:
+    """The transit keys configure creates: per environment a ledger signing key and a marker HMAC key, and the
+    configurator's ledger key."""
+    keys = {ledger_key(AUTHORITY_PARTITION[0]): {"type": "ed25519"}}
+    for env in platform.spec.environments:
+        keys[ledger_key(env.name)] = {"type": "ed25519"}
+        keys[marker_key(env.name)] = {"type": "aes256-gcm96"}  # only its HMAC key is used (never encrypts)
+    return {TRANSIT_MOUNT: dict(sorted(keys.items()))}
 
 
 def _policy(title: str, blocks: Iterable[tuple[str, str, list[str]]]) -> str:
@@ -112,6 +142,7 @@ def bundle(topo: Topology) -> dict[str, str]:
     platform = topo.platform
     files: dict[str, str] = {
         "mounts.json": dump_json(mounts(platform)),
+        "transit.json": dump_json(transit_keys(platform)),
     }
     auth_mounts: dict[str, str] = {}  # mount -> its cluster
 
@@ -191,14 +222,27 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
         for mount in (m.internal_data, m.internal_config):
             blocks.append((f"internal secrets of {env} on {cluster}: metadata only, never values",
                            VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"]))
-    # The authority ledger: entries are create-only (no update, no delete), so even the orchestrator cannot
-    # rewrite history; only the head pointer is updatable.
+    # The authority ledger (issue 11): entries are create-only (no update, no delete), so even the orchestrator
+    # cannot rewrite history, and only in the partitions of its own cluster; only their head is updatable. Each
+    # environment's entries are signed with that environment's transit key, which only its orchestrators use.
+    for env in environments:
+        own = f"{LEDGER_PREFIX}/{env}/{cluster}"
+        note = f"authority ledger, partition {env}/{cluster}: append, never rewrite"
+        blocks.append((note, VaultPath(m.runtime, f"{own}/*").data_path, ["create", "read"]))
+        blocks.append((note + " (head)", VaultPath(m.runtime, f"{own}/{LEDGER_HEAD_NAME}").data_path,
+                       ["create", "read", "update"]))
+        blocks.append((f"sign the ledger entries of {env}", f"{TRANSIT_MOUNT}/sign/{ledger_key(env)}", ["update"]))
+        blocks.append((f"keyed version markers of {env}", f"{TRANSIT_MOUNT}/hmac/{marker_key(env)}/sha2-256",
+                       ["update"]))
     entries = VaultPath(m.runtime, f"{LEDGER_PREFIX}/*")
-    head = VaultPath(m.runtime, LEDGER_HEAD)
-    blocks.append(("authority ledger: append and read, never rewrite", entries.data_path, ["create", "read"]))
-    blocks.append(("authority ledger: append and read, never rewrite", entries.metadata_path, ["read", "list"]))
-    blocks.append(("authority ledger head", head.data_path, ["create", "read", "update"]))
-    blocks.append(("authority ledger head", head.metadata_path, ["read"]))
+    legacy_head = VaultPath(m.runtime, LEDGER_HEAD)
+    reading = "authority ledger: every partition readable (audit show/verify)"
+    blocks.append((reading, entries.data_path, ["read"]))
+    blocks.append((reading, entries.metadata_path, ["read", "list"]))
+    blocks.append(("the previous release's ledger head: read only", legacy_head.data_path, ["read"]))
+    blocks.append(("the previous release's ledger head: read only", legacy_head.metadata_path, ["read"]))
+    for env in [AUTHORITY_PARTITION[0], *(e.name for e in platform.spec.environments)]:
+        blocks.append(("ledger public keys (audit pin)", f"{TRANSIT_MOUNT}/keys/{ledger_key(env)}", ["read"]))
     return blocks
 
 

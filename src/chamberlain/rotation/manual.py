@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger, LedgerReader
+from chamberlain.audit.ledger import Ledger, LedgerReader, Signer
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
@@ -35,6 +35,7 @@ from chamberlain.rotation.policy import due, from_metadata
 from chamberlain.rotation.rotators import Registry
 from chamberlain.rotation.rotators.base import CertificateIssuer, Rotator
 from chamberlain.rotation.run import RotationRun
+from chamberlain.values.markers import LegacyMarkers, Markers, same_version
 
 
 @dataclass(frozen=True)
@@ -158,20 +159,27 @@ def build_deps(
     poll: float = 0.5,
     pki: CertificateIssuer | None = None,
     rotator: Rotator | None = None,
+    signer: Signer | None = None,
+    markers: Markers | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
     """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. A
     long-lived caller (the controller) hands in its one ``registry`` and ``ledger``; without them they are built
     here (the registry loaded, a ledger over the runtime mount on ``clock``). ``pki`` signs and revokes
     certificates for the ``x509-vault-pki`` rotator; ``rotator`` replaces the registry's choice (an import's
-    :class:`~chamberlain.rotation.rotators.imported.ImportedRotator`)."""
+    :class:`~chamberlain.rotation.rotators.imported.ImportedRotator`); ``signer`` signs the entries of a ledger built
+    here (the partition of the placed environment and cluster); ``markers`` keys the version markers (every live
+    caller passes the authority's TransitMarkers)."""
     rotator = rotator or (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
         wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clock, timeout=timeout, poll=poll), clock)
     deps = wf.RotationDeps(
-        kv=kv, ledger=ledger if ledger is not None else Ledger(kv, platform.spec.authority.mounts.runtime, clock),
+        kv=kv, ledger=(ledger if ledger is not None else Ledger(
+            kv, platform.spec.authority.mounts.runtime, clock, cluster=placed.cluster, signer=signer))
+        .for_environment(placed.environment),
         rotator=rotator,
         intent=placed.intent, propagation=propagation, clock=clock, rng=random.SystemRandom(), actor=actor,
         admin=admin_source(kv, platform, intents, placed), pki=pki,
+        markers=markers if markers is not None else LegacyMarkers(),
     )
     return deps, propagation
 
@@ -236,8 +244,10 @@ def last_changed(custom: Mapping[str, str]) -> datetime | None:
             or parse_rfc3339(custom.get(wk.HANDED_OVER_AT)))
 
 
-def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str) -> list[dict[str, Any]]:
-    """Per consumer Secret: whether its version-marker annotation equals ``marker`` (annotations only)."""
+def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str,
+                  custom: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Per consumer Secret: whether its version-marker annotation equals ``marker`` (annotations only), or, with
+    the secret's ``custom`` metadata, is the v1 marker of the same Vault version (:func:`same_version`)."""
     rows: list[dict[str, Any]] = []
     for c in consumers_of(intent):
         row: dict[str, Any] = {"namespace": c.secret.namespace, "secret": c.secret.name}
@@ -249,7 +259,9 @@ def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: st
             except KubeError as exc:
                 row.update({"exists": None, "inSync": None, "error": type(exc).__name__})
             else:
-                row.update({"exists": annotations is not None, "inSync": in_sync(annotations, marker)})
+                legacy = annotations is not None and custom is not None and same_version(
+                    annotations.get(wk.ANNOTATION_VERSION_MARKER), custom)
+                row.update({"exists": annotations is not None, "inSync": in_sync(annotations, marker) or legacy})
         rows.append(row)
     return rows
 
@@ -295,7 +307,7 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         "due": decision.due if decision is not None else False,
         "dueReason": decision.reason if decision is not None else ("no-secret" if meta is None else "no-history"),
         "held": held,
-        "consumers": consumer_sync(kube, intent, marker),
+        "consumers": consumer_sync(kube, intent, marker, custom),
     }
 
 

@@ -65,8 +65,10 @@ def apply(kv: KV, ledger: Ledger, drifts: Sequence[PolicyDrift], *, actor: str, 
             continue
         md.merged(meta.custom, update)  # Vault's limits, checked before the write
         kv.update_custom_metadata(mount, path, update)
-        ledger.append("policy-change", actor=actor, secret=d.secret, path=d.vault.full, run=run, reason=reason,
-                      details={f"{f.field}": f"{f.in_force or '-'} -> {f.in_git or '-'}" for f in d.fields})
+        # Every chamberlain path starts with its environment (SPEC §9): the partition of that environment.
+        partition = ledger.for_environment(d.vault.path.split("/", 1)[0])
+        partition.append("policy-change", actor=actor, secret=d.secret, path=d.vault.full, run=run, reason=reason,
+                         details={f"{f.field}": f"{f.in_force or '-'} -> {f.in_git or '-'}" for f in d.fields})
         changed += 1
     return changed
 

@@ -101,7 +101,7 @@ from chamberlain.rotation.run import (
     clean_error,
     staging_path,
 )
-from chamberlain.values.markers import version_marker
+from chamberlain.values.markers import LegacyMarkers, Markers
 
 # reserved keys of the staged data (never promoted)
 STAGED_RUN = "_chamberlain.run"
@@ -327,6 +327,8 @@ class RotationDeps:
     admin: AdminSource | None = None
     on_alert: Callable[[RotationRun], None] = _no_alert  # event + metric hook of failureStrategy alert
     pki: CertificateIssuer | None = None  # signs/revokes for the x509-vault-pki rotator
+    # Version markers, keyed by the authority (TransitMarkers) in every live caller; v1 only for fakes (issue 11).
+    markers: Markers = field(default_factory=LegacyMarkers)
 
 
 # --------------------------------------------------------------------------------------------------- start
@@ -417,14 +419,14 @@ class _Seen:
 _READS_REAL: frozenset[runs.Stage] = frozenset({"pending", "staged", "set-at-target"})
 
 
-def _look(run: RotationRun, kv: KV, outage: str | None = None) -> _Seen:
+def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None) -> _Seen:
     read_real = not run.finished and run.stage in _READS_REAL
     read_staged = not run.finished and run.stage == "pending"
     real = kv.read(run.mount, run.path) if read_real else None
     staged = kv.read(run.mount, staging_path(run.vault)) if read_staged else None
     if read_real:
         current_version = real.version if real else 0
-        current_marker = version_marker(run.vault.full, real.data) if real else None
+        current_marker = markers.of(run.vault, real.data) if real else None
     else:  # as the run expects it
         current_version = run.current_version or run.previous_version
         current_marker = run.pending_marker if run.stage in PROMOTED_OR_LATER else None
@@ -437,7 +439,7 @@ def _look(run: RotationRun, kv: KV, outage: str | None = None) -> _Seen:
     return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage), real, staged)
 
 
-def staged_marker(kv: KV, run: RotationRun) -> str | None:
+def staged_marker(kv: KV, run: RotationRun, markers: Markers) -> str | None:
     """The marker of the values ``run`` staged, recorded in the run or not (a crash between the staging write and
     saving the run leaves it unrecorded); None when it staged nothing."""
     if run.pending_marker is not None:
@@ -445,14 +447,14 @@ def staged_marker(kv: KV, run: RotationRun) -> str | None:
     staged = kv.read(run.mount, staging_path(run.vault))
     if staged is None or staged.version != run.staging_base + 1 or staged.data.get(STAGED_RUN) != run.run_id:
         return None
-    return version_marker(run.vault.full, _public(staged.data))
+    return markers.of(run.vault, _public(staged.data))
 
 
-def observe(run: RotationRun, kv: KV) -> Observed:
+def observe(run: RotationRun, kv: KV, markers: Markers | None = None) -> Observed:
     """What :func:`next_step` needs to know of Vault for ``run``, read with as few calls as its stage allows:
     the real path while a foreign write must stop the run (``pending`` to ``set-at-target``), the staging path
     while ``pending``, nothing at ``tested`` (promote's check-and-set checks), past promote or when finished."""
-    return _look(run, kv).observed
+    return _look(run, kv, markers if markers is not None else LegacyMarkers()).observed
 
 
 def rotator_for(run: RotationRun, rotator: Rotator) -> Rotator:
@@ -551,7 +553,7 @@ class _Executor:
         return self.run.model_copy(update={
             "stage": "staged",
             "staged_version": version,
-            "pending_marker": version_marker(self.run.vault.full, _public(staged)),
+            "pending_marker": self.deps.markers.of(self.run.vault, _public(staged)),
             "rotated_keys": tuple(json.loads(staged.get(STAGED_ROTATED, "[]"))),
             "notes": {**self.run.notes, **json.loads(staged.get(STAGED_NOTES, "{}"))},
         })
@@ -570,7 +572,7 @@ class _Executor:
 
     def promote(self) -> RotationRun:
         pending = self.pending()
-        if version_marker(self.run.vault.full, pending.data) != self.run.pending_marker:
+        if self.deps.markers.of(self.run.vault, pending.data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
         try:
             self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
@@ -581,7 +583,7 @@ class _Executor:
             if latest is not None:
                 self.held_values.extend(latest.data.values())
             seen = Observed(latest.version if latest else 0,
-                            version_marker(self.run.vault.full, latest.data) if latest else None,
+                            self.deps.markers.of(self.run.vault, latest.data) if latest else None,
                             self.run.staged_version or 0, self.run.run_id)
             if not _our_promote(self.run, seen):
                 raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
@@ -758,7 +760,7 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
     if outage is None and run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
     try:
-        seen = _look(run, deps.kv, outage)
+        seen = _look(run, deps.kv, deps.markers, outage)
     except AuthorityUnavailable:
         raise
     except AuthorityError as exc:  # refused (403, 404, ...): a failure of this run, which its policy decides

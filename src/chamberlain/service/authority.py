@@ -216,10 +216,12 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
 
 def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Recorder]:
     """Ledger entries of authority events, written through whichever client is authenticated at that point."""
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import AUTHORITY, Ledger, TransitSigner
 
     def bind(client: VaultClient) -> Recorder:
-        ledger = Ledger(client.kv, platform.spec.authority.mounts.runtime, caller.clock)
+        # The configurator's own partition, signed with its key (created by configure before any record).
+        ledger = Ledger(client.kv, platform.spec.authority.mounts.runtime, caller.clock, partition=AUTHORITY,
+                        signer=TransitSigner(client.transit))
 
         def record(event: AuthorityEvent, details: Mapping[str, str]) -> None:
             ledger.append(event, actor=caller.actor, run=caller.run, details=details)

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chamberlain.errors import UsageError
 from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
     from chamberlain.handover import UnitOutcome
     from chamberlain.handover.declare import Declaration
     from chamberlain.intent.loader import Repository
+    from chamberlain.intent.model import Platform
     from chamberlain.provision.workflow import ProvisionOutcome
     from chamberlain.service.context import Caller, Servers
 
@@ -68,10 +70,11 @@ def handover(root: Path, servers: Servers, caller: Caller, *, environment: str |
     retire. A different value already in Vault is a conflict that touches nothing. A bootstrap Secret that GitOps
     still applies is not retired: its retirement is written into the checkout at ``root`` (and committed with
     ``git.commit``) for the user to push, and the next run retires it."""
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import Ledger, TransitSigner
     from chamberlain.handover import RunContext, handover_units, run_handover, select_cluster
     from chamberlain.handover.declare import check_work_tree
     from chamberlain.intent.loader import load_repository
+    from chamberlain.values.markers import TransitMarkers
 
     git = git or GitOptions()
     repo, platform = load_platform(root)
@@ -80,10 +83,13 @@ def handover(root: Path, servers: Servers, caller: Caller, *, environment: str |
     if git.commit and not dry_run:
         check_work_tree(repo.root, git.env, [])
     kube = servers.kube()
-    kv = servers.orchestrator(platform, chosen).kv
-    ctx = RunContext(actor=caller.actor, run=caller.run, clock=caller.clock, reason=reason)
-    report = run_handover(units, kv, kube, Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock), ctx,
-                          dry_run=dry_run, gitops=kube)
+    client = servers.orchestrator(platform, chosen)
+    kv = client.kv
+    ctx = RunContext(actor=caller.actor, run=caller.run, clock=caller.clock, reason=reason,
+                     markers=TransitMarkers(client.transit))
+    ledger = Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock, cluster=chosen,
+                    signer=TransitSigner(client.transit))
+    report = run_handover(units, kv, kube, ledger, ctx, dry_run=dry_run, gitops=kube)
     result = HandoverResult(caller.run, dry_run, report.outcomes, report.ok)
     for outcome in result.awaiting:
         # Read again for each: an earlier declaration may have rewritten the same file (several intents per file).
@@ -111,15 +117,29 @@ def provision(root: Path, servers: Servers, caller: Caller, *, environment: str 
               cluster: str | None = None, dry_run: bool = False) -> ProvisionResult:
     """Create the initial values of generated secrets in the authority; existing values stay untouched. Without a
     token file, ``cluster`` names the orchestrator that logs in."""
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import Ledger, TransitSigner
     from chamberlain.provision import provision_units, run_provision
+    from chamberlain.values.markers import TransitMarkers
 
     repo, platform = load_platform(root)
     units = provision_units(repo, environment)
-    kv = servers.orchestrator(platform, cluster).kv
-    outcomes = run_provision(units, kv, Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock),
-                             actor=caller.actor, run=caller.run, clock=caller.clock, dry_run=dry_run)
+    client = servers.orchestrator(platform, cluster)
+    kv = client.kv
+    # The partition of the cluster logged in as; with a token file and no --cluster, the environment's first
+    # cluster (a token that may write there: an operator's, not an orchestrator of another cluster).
+    book = Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock, signer=TransitSigner(client.transit),
+                  cluster=cluster or _first_cluster(platform, environment))
+    outcomes = run_provision(units, kv, book,
+                             actor=caller.actor, run=caller.run, clock=caller.clock, dry_run=dry_run,
+                             markers=TransitMarkers(client.transit))
     return ProvisionResult(caller.run, dry_run, outcomes)
+
+
+def _first_cluster(platform: Platform, environment: str | None) -> str:
+    for env in platform.spec.environments:
+        if (environment is None or env.name == environment) and env.clusters:
+            return env.clusters[0]
+    raise UsageError("pass --cluster: no cluster hosts the environment to provision")
 
 
 __all__ = ["GitOptions", "HandoverResult", "ProvisionResult", "handover", "provision"]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from chamberlain.intent.paths import VaultPath
     from chamberlain.rotation.run import RotationRun
     from chamberlain.service.context import Caller, Servers
+    from chamberlain.values.markers import Markers
 
 DEFAULT_REASON = "upstream-issued value imported"
 
@@ -108,14 +109,15 @@ def _handed_over(kv: KV, path: VaultPath, name: str, environment: str) -> tuple[
     return dict(current.data), custom.get(wk.VALUE_MARKER, "")
 
 
-def _lease(kv: KV, path: VaultPath, name: str, marker: str, reason: str, caller: Caller) -> RotationRun:
+def _lease(kv: KV, path: VaultPath, name: str, marker: str, reason: str, caller: Caller,
+           markers: Markers) -> RotationRun:
     """A new import run, or this same import's run if an earlier attempt staged it and was interrupted."""
     from chamberlain.rotation import run as runs
     from chamberlain.rotation import workflow as wf
 
     existing = runs.load(kv, path)
     if (existing is not None and not existing.finished and existing.trigger == "import"
-            and wf.staged_marker(kv, existing) == marker):
+            and wf.staged_marker(kv, existing, markers) == marker):
         return existing  # staged in Vault before the interruption: go on from there
     return wf.start(kv, path, secret=name, run_id=new_run_id(), trigger="import", reason=reason,
                     now=caller.clock.now())
@@ -123,10 +125,11 @@ def _lease(kv: KV, path: VaultPath, name: str, marker: str, reason: str, caller:
 
 def import_value(request: ImportRequest, servers: Servers, caller: Caller) -> ImportResult:
     """Bring an upstream-issued value into the authority as a new version, through the rotation workflow."""
+    from chamberlain.audit.ledger import TransitSigner
     from chamberlain.handover import select_cluster
     from chamberlain.rotation import manual as rm
     from chamberlain.rotation.rotators.imported import ImportedRotator, parse_values
-    from chamberlain.values.markers import version_marker
+    from chamberlain.values.markers import TransitMarkers
 
     request.check()
     repo, platform = load_platform(request.root)
@@ -139,14 +142,16 @@ def import_value(request: ImportRequest, servers: Servers, caller: Caller) -> Im
     current, marker_now = _handed_over(kv, placed.vault, placed.name, placed.environment)
     values = parse_values(request.raw, source=request.source, keys=sorted(current), current=current,
                           key=request.key)
-    marker = version_marker(placed.vault.full, values)
+    markers = TransitMarkers(client.transit)  # keyed: a marker never lets a weak value be guessed offline
+    marker = markers.of(placed.vault, values)
     base = {"secret": placed.name, "environment": placed.environment, "cluster": chosen, "path": placed.vault.full}
     if values == current:
         return ImportResult(True, "unchanged", {**base, "marker": marker_now,
                                                 "message": "the authority already holds this value"})
-    run = _lease(kv, placed.vault, placed.name, marker, request.reason, caller)
+    run = _lease(kv, placed.vault, placed.name, marker, request.reason, caller, markers)
     deps, timed = rm.build_deps(kv, servers.kube(), platform, intents, placed, actor=caller.actor,
-                                clock=caller.clock, timeout=request.timeout, rotator=ImportedRotator(values))
+                                clock=caller.clock, timeout=request.timeout, rotator=ImportedRotator(values),
+                                signer=TransitSigner(client.transit), markers=markers)
     run = rm.drive(run, deps, max_wait=request.max_wait)
     row = {**base, **rm.run_report(run, timed)}
     if not run.finished:

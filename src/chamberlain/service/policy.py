@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
-    from chamberlain.authority.kv import KV
+    from chamberlain.authority.vault import VaultClient
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
     from chamberlain.rotation.policy_sync import PolicyDrift
@@ -32,7 +32,7 @@ class PolicyResult:
 
 
 def drift(repo: Repository, platform: Platform, environment: str | None, cluster: str | None,
-          servers: Servers) -> tuple[KV, list[PolicyDrift]]:
+          servers: Servers) -> tuple[VaultClient, list[PolicyDrift]]:
     """Every secret of the selected cluster (and environment) whose policy in force differs from Git's, read as
     that cluster's orchestrator (or with the token the user passed); and the KV it was read through."""
     from chamberlain.handover import select_cluster
@@ -40,9 +40,9 @@ def drift(repo: Repository, platform: Platform, environment: str | None, cluster
     from chamberlain.service.rotation import placed_in
 
     chosen, envs = select_cluster(platform, environment, cluster)
-    kv = servers.orchestrator(platform, chosen).kv
+    client = servers.orchestrator(platform, chosen)
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
-    return kv, policy_sync.plan(kv, platform, policies, placed_in(repo, platform, chosen, envs))
+    return client, policy_sync.plan(client.kv, platform, policies, placed_in(repo, platform, chosen, envs))
 
 
 def plan(root: Path, servers: Servers, *, environment: str | None = None,
@@ -55,12 +55,16 @@ def plan(root: Path, servers: Servers, *, environment: str | None = None,
 def apply(root: Path, servers: Servers, caller: Caller, *, environment: str | None = None,
           cluster: str | None = None, reason: str = "policy changed in Git") -> PolicyResult:
     """Make Git's rotation policy the one in force, one audited ``policy-change`` per drifted secret."""
-    from chamberlain.audit.ledger import Ledger
+    from chamberlain.audit.ledger import Ledger, TransitSigner
+    from chamberlain.handover import select_cluster
     from chamberlain.rotation import policy_sync
 
     repo, platform = load_platform(root)
-    kv, drifts = drift(repo, platform, environment, cluster, servers)
-    ledger = Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock)
+    client, drifts = drift(repo, platform, environment, cluster, servers)
+    kv = client.kv
+    chosen, _ = select_cluster(platform, environment, cluster)
+    ledger = Ledger(kv, platform.spec.authority.mounts.runtime, caller.clock, cluster=chosen,
+                    signer=TransitSigner(client.transit))
     applied = policy_sync.apply(kv, ledger, drifts, actor=caller.actor, run=caller.run, reason=reason)
     return PolicyResult(drifts, applied)
 

@@ -136,13 +136,16 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
              intents: dict[str, SecretIntent], caller: Caller) -> tuple[dict[str, Any], bool]:
     """One run of one placed secret, driven as far as ``max_wait`` allows: (its report row, whether it is good:
     succeeded, or promoted and waiting to revoke)."""
+    from chamberlain.audit.ledger import TransitSigner
     from chamberlain.authority.pki import VaultCertificateIssuer
     from chamberlain.rotation import manual as rm
     from chamberlain.rotation import workflow as wf
+    from chamberlain.values.markers import TransitMarkers
 
     kv = client.kv
     deps, timed = rm.build_deps(kv, kube, platform, intents, p, actor=caller.actor, clock=caller.clock,
-                                timeout=request.timeout, pki=VaultCertificateIssuer(client))
+                                timeout=request.timeout, pki=VaultCertificateIssuer(client),
+                                signer=TransitSigner(client.transit), markers=TransitMarkers(client.transit))
     run_id = new_run_id()
     try:
         if request.rollback:

@@ -53,6 +53,32 @@ class Transit(Area):
             name=name, ciphertext=ciphertext, mount_point=mount), fresh=True))
         return Plaintext(base64.b64decode(str(d.get("plaintext") or "")))
 
+    def sign(self, mount: str, name: str, data: bytes) -> str:
+        """The signature (``vault:v<n>:<base64>``) of ``data`` with key ``name`` (ed25519 signs ``data`` itself)."""
+        encoded = base64.b64encode(data).decode()
+        d = body.data(self._c.call(f"sign with {mount}/keys/{name}", lambda h: h.adapter.post(
+            f"/v1/{mount}/sign/{name}", json={"input": encoded}), fresh=True))
+        return str(d.get("signature") or "")
+
+    def hmac(self, mount: str, name: str, data: bytes) -> str:
+        """The HMAC-SHA256 (``vault:v<n>:<base64>``) of ``data`` with key ``name``'s HMAC key (never exported)."""
+        encoded = base64.b64encode(data).decode()
+        d = body.data(self._c.call(f"hmac with {mount}/keys/{name}", lambda h: h.adapter.post(
+            f"/v1/{mount}/hmac/{name}/sha2-256", json={"input": encoded}), fresh=True))
+        return str(d.get("hmac") or "")
+
+    def public_keys(self, mount: str, name: str) -> dict[int, str]:
+        """Key version -> public key (base64 of the raw key, as the API gives it) of an asymmetric key; {} when
+        the key does not exist."""
+        try:
+            resp = self._c.call(f"read transit key {mount}/keys/{name}", lambda h: h.secrets.transit.read_key(
+                name=name, mount_point=mount), fresh=True)
+        except NotFound:
+            return {}
+        versions = body.data(resp).get("keys") or {}
+        return {int(v): str(k["public_key"]) for v, k in versions.items()
+                if str(v).isdigit() and isinstance(k, dict) and k.get("public_key")}
+
     def rotate_key(self, mount: str, name: str) -> TransitKey:
         self._c.call(f"rotate transit key {mount}/keys/{name}", lambda h: h.secrets.transit.rotate_key(
             name=name, mount_point=mount), fresh=True)
