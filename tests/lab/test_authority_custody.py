@@ -178,10 +178,12 @@ def test_rekey_moves_the_installation_to_custody(env: Env, keys: Keys) -> None:
     status = _json(env.cli("authority", "status", str(env.repo), "-o", "json"))
     assert status["sealed_material"]["matches_platform"] is False
     # The Platform decides the layout: a flag that says otherwise is refused before anything changes.
-    refused = env.cli("authority", "rekey", "--identity", str(IDENTITY), "--threshold", "3", str(env.repo))
+    refused = env.cli("authority", "rekey", "--cluster", "dev1", "--identity", str(IDENTITY), "--threshold", "3",
+                      str(env.repo))
     assert refused.returncode == 2 and "contradicts the Platform's rootOfTrust.custody" in refused.stderr
     assert _material(env).shares == before.shares
-    data = _json(env.cli("authority", "rekey", "--identity", str(IDENTITY), str(env.repo), "-o", "json"))
+    data = _json(env.cli("authority", "rekey", "--cluster", "dev1", "--identity", str(IDENTITY), str(env.repo),
+                         "-o", "json"))
     assert data["shares"] == 3 and data["threshold"] == THRESHOLD and data["generation"] == before.generation + 1
     material = _material(env)
     shares = _assert_one_share_per_custodian(material, keys, CUSTODIANS)
@@ -233,14 +235,14 @@ def test_generate_root_needs_k_custodians(env: Env, keys: Keys) -> None:
 
 def test_rekey_needs_k_custodians_and_reseals_one_per_custodian(env: Env, keys: Keys) -> None:
     before = _material(env)
-    refused = env.cli("authority", "rekey", "--identity", str(keys.path("alice")), str(env.repo))
+    refused = env.cli("authority", "rekey", "--cluster", "dev1", "--identity", str(keys.path("alice")), str(env.repo))
     assert refused.returncode == 1 and "rekey needs 2 shares" in refused.stderr and "Nothing was changed" \
         in refused.stderr
     after_refusal = _material(env)
     assert after_refusal.shares == before.shares and not after_refusal.next_shares
     assert not env.configurator().seal.rekey_progress().started
     old = _assert_one_share_per_custodian(before, keys, CUSTODIANS)
-    data = _json(env.cli("authority", "rekey", "--identity", str(keys.path("alice")), "--identity",
+    data = _json(env.cli("authority", "rekey", "--cluster", "dev1", "--identity", str(keys.path("alice")), "--identity",
                          str(keys.path("carol")), str(env.repo), "-o", "json"))
     assert data["generation"] == before.generation + 1
     new = _assert_one_share_per_custodian(_material(env), keys, CUSTODIANS)
@@ -256,7 +258,7 @@ def test_a_changed_custodian_list_is_a_rekey_to_it(env: Env, keys: Keys) -> None
     assert _json(env.cli("authority", "status", str(env.repo), "-o", "json"))["sealed_material"][
         "matches_platform"] is False
     # The shares in force are the old list's: carol (leaving) and bob open them; dave gets a share only now.
-    data = _json(env.cli("authority", "rekey", "--identity", str(keys.path("carol")), "--identity",
+    data = _json(env.cli("authority", "rekey", "--cluster", "dev1", "--identity", str(keys.path("carol")), "--identity",
                          str(keys.path("bob")), str(env.repo), "-o", "json"))
     assert data["shares"] == 3
     new = _assert_one_share_per_custodian(_material(env), keys, ("alice", "bob", "dave"))
