@@ -243,7 +243,9 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
         (f"{runtime}/metadata/{LEDGER_HEAD}", ["read"]),
     ]
     for mount, name in sorted(transit_keys):
-        blocks.append((f"{mount}/keys/{name}", ["create", "read"]))
+        # Transit answers key creation as an update (it has no existence check on keys/<name>); a POST to an
+        # existing key changes nothing (its settings are keys/<name>/config, never granted).
+        blocks.append((f"{mount}/keys/{name}", ["create", "read", "update"]))
         if name == ledger_key(AUTHORITY_PARTITION[0]):
             blocks.append((f"{mount}/sign/{name}", ["update"]))
     lines = ["# Managed by chamberlain (authority configure): the identity that converges Vault's configuration.\n"]

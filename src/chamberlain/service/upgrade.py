@@ -85,6 +85,7 @@ class _Run:
     cluster: str
     environments: list[str]
     _configurator: VaultClient | None = None
+    configurator_login: bool = False  # whether this release's configurator identity logged in
     _orchestrator: VaultClient | None = None
 
     @property
@@ -102,7 +103,9 @@ class _Run:
 
             try:
                 self._configurator = self.servers.configurator(self.platform, self.cluster)
+                self.configurator_login = True
             except ChamberlainError:
+                self.configurator_login = False
                 if self.servers.connection(self.platform).token:
                     raise
                 spec = self.platform.spec
@@ -285,7 +288,7 @@ def _account_exists(run: _Run) -> bool:
 
 
 def observe(run: _Run) -> Observed:
-    client = run.configurator()
+    client = run.configurator(fresh=True)
     legacy = _legacy_roles(run, client)
     declared, in_force, custodians = _custody(run)
     head = _old_head(run)
@@ -293,6 +296,7 @@ def observe(run: _Run) -> Observed:
         cluster=run.cluster,
         configuration_changes=_configuration_changes(client, _desired(run, legacy)),
         configurator_account=_account_exists(run),
+        configurator_login=run.configurator_login or bool(run.servers.connection(run.platform).token),
         legacy_mount=run.legacy_mount,
         legacy_roles=legacy,
         stores_on_legacy=_stores_on(run) if legacy else (),

@@ -11,8 +11,9 @@ interrupted is simply planned again):
    gone, this step is planned once more and drops that grant.
 2. ``configurator-account`` — the configurator's namespace and ServiceAccount in the cluster.
 3. ``legacy-configurator-role`` — the old configurator role on the shared mount is bound to the *controller's*
-   ServiceAccount: while it exists the controller can reconfigure the authority. Removed at once (no SecretStore
-   uses it).
+   ServiceAccount: while it exists the controller can reconfigure the authority. Removed as soon as this
+   release's configurator has logged in at its own mount (*waiting* until then: removing the only identity that
+   can configure would leave only a root token generated from the unseal shares).
 4. ``markers`` — every secret whose current version still carries a ``v1`` marker gets its ``v2`` marker, with the
    ``v1`` marker and the Vault version it belongs to (``value-marker-v1``, ``value-marker-v1-version``): consumers
    annotated with the v1 marker still count as current, so nothing restarts because only the form changed.
@@ -50,6 +51,7 @@ class Observed:
     cluster: str
     configuration_changes: tuple[str, ...] = ()  # lines of the configure plan (add/change/remove ...)
     configurator_account: bool = True  # its namespace and ServiceAccount exist
+    configurator_login: bool = True  # this release's configurator logs in (its own ServiceAccount, own mount)
     legacy_mount: str = "kubernetes"
     legacy_roles: tuple[str, ...] = ()  # chamberlain's roles still on the old shared mount
     stores_on_legacy: tuple[str, ...] = ()  # SecretStores (namespace/name, or name) that log in there
@@ -91,6 +93,12 @@ def _step(id_: StepId, o: Observed) -> Step:
                     "create the configurator's namespace and ServiceAccount")
     if id_ == "legacy-configurator-role":
         has = LEGACY_CONFIGURATOR in o.legacy_roles
+        if has and not o.configurator_login:
+            # Never remove the only configurator identity before the new one is proven: without it, only a
+            # root token generated from the unseal shares could reconfigure the authority.
+            return Step(id_, "waiting", f"keep role {LEGACY_CONFIGURATOR} on {o.legacy_mount} until this "
+                        "release's configurator logs in at its cluster's mount (check the cluster's auth settings: "
+                        "--kubernetes-host/--kubernetes-ca-file/--token-reviewer-jwt-file/--kubernetes-issuer)")
         return Step(id_, "needed" if has else "done",
                     f"delete role {LEGACY_CONFIGURATOR} on the old shared mount {o.legacy_mount} (bound to the "
                     "controller's ServiceAccount)" if has else "no configurator role on the old shared mount",
