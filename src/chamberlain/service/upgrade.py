@@ -172,7 +172,15 @@ def _legacy_roles(run: _Run, client: VaultClient) -> tuple[str, ...]:
         # This release's configurator may list the shared mount only while chamberlain's roles remain there (the
         # grant is dropped once they are gone): refused means none is left.
         return ()
-    return tuple(sorted(r for r in roles if r.startswith(ROLE_PREFIX)))
+    return tuple(sorted(r for r in roles if r.startswith(ROLE_PREFIX) and _of_cluster(r, run.cluster)))
+
+
+def _of_cluster(role: str, cluster: str) -> bool:
+    """The shared mount served every cluster: only this cluster's roles (``chamberlain.<cluster>.orchestrator``,
+    ``chamberlain.<env>.<cluster>.<...>``) and the configurator's are this run's to remove; another cluster's
+    stores may still log in with theirs until that cluster is upgraded."""
+    parts = role.split(".")
+    return role == LEGACY_CONFIGURATOR or cluster in parts[1:3]
 
 
 def _desired(run: _Run, legacy_roles: tuple[str, ...]) -> Desired:
@@ -331,16 +339,18 @@ def _configuration(run: _Run, caller: Caller) -> str:
     client = run.configurator(fresh=True)
     legacy = _legacy_roles(run, client)
     desired = _desired(run, legacy)
-    if client.policies.read(CONFIGURATOR) != desired.policies[CONFIGURATOR]:
+    first = client.policies.read(CONFIGURATOR) != desired.policies[CONFIGURATOR]
+    if first:
         # The previous release's configurator policy does not reach this release's mounts; it may write ACL
         # policies, and a token's policies are evaluated by name at each request: its own policy goes first.
         client.policies.write(CONFIGURATOR, desired.policies[CONFIGURATOR])
     result = _converge(client, desired, prune=False, dry_run=False, record=_recorder(run.platform, caller)(client),
                        details={"upgrade": "true"})
-    _record(run, caller, {"step": "authority-configuration", "changes": str(len(result.changes) + 1),
+    applied = len(result.changes) + int(first)
+    _record(run, caller, {"step": "authority-configuration", "changes": str(applied),
                           "legacy-grant": str(bool(legacy)).lower()})
     run._orchestrator = None  # its role and policy may have just moved to the cluster's own mount
-    return f"{len(result.changes)} change(s) applied"
+    return f"{applied} change(s) applied" + (" (the configurator's own policy first)" if first else "")
 
 
 def _account(run: _Run, caller: Caller) -> str:

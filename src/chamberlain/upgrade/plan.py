@@ -20,7 +20,8 @@ interrupted is simply planned again):
 5. ``ledger-link`` — an ``upgrade`` entry in each new partition of this cluster (and the configurator's) naming the
    old layout's head (seq and hash). The old chain is unsigned and stays readable; the signed entry pins its tail,
    so a later rewrite of the old chain no longer matches what the signed chain recorded.
-6. ``legacy-roles`` — chamberlain's remaining roles on the old shared mount (readers, publishers, orchestrators).
+6. ``legacy-roles`` — this cluster's remaining roles on the old shared mount (readers, publishers, its
+   orchestrator; another cluster's roles wait for that cluster's upgrade, its stores may still use them).
    *Waiting* while a SecretStore of the cluster still logs in there (the Git re-render moves them). The mount
    itself is left enabled: it holds no data, its default name (``kubernetes``) is the one other tools use, and
    with no chamberlain role left nobody logs in to chamberlain's policies through it; disabling it is the
