@@ -258,16 +258,12 @@ def _unlinked(run: _Run, head: tuple[int, str] | None) -> tuple[str, ...]:
     if head is None:
         return ()
     want = _link_details(head)
-    out = []
-    for env, cluster in run.partitions():
-        part = Partition(env, cluster)
-        try:
-            entries = LedgerReader(run.configurator().kv, run.runtime, part).entries()
-        except Forbidden:  # the previous release's configurator cannot read the new partitions: none is linked
-            entries = []
-        if not any(e.event == "upgrade" and e.details == want for e in entries):
-            out.append(part.name)
-    return tuple(out)
+    try:  # every chain, read once (entries name their partition)
+        entries = LedgerReader(run.configurator().kv, run.runtime).entries()
+    except Forbidden:  # the previous release's configurator cannot read the new partitions: none is linked
+        entries = []
+    linked = {e.partition for e in entries if e.event == "upgrade" and e.details == want}
+    return tuple(p.name for p in (Partition(*pc) for pc in run.partitions()) if p.name not in linked)
 
 
 def _custody(run: _Run) -> tuple[bool, bool, tuple[str, ...]]:
