@@ -129,3 +129,17 @@ def test_rekey_leaves_a_marker_that_is_not_its_versions() -> None:
     assert rekey(kv, FakeHmac(), vault) == "inconsistent"  # type: ignore[arg-type]
     assert kv.metadata_writes == 0
     assert rekey(kv, FakeHmac(), VaultPath("secret", "dev/none")) == "absent"  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ the grant
+
+
+def test_the_configurator_may_only_remove_roles_on_the_shared_mount_during_the_upgrade() -> None:
+    from chamberlain.authority.configure import configurator_policy
+
+    plain = configurator_policy(["secret"], ["kubernetes-dev1"], "secret")
+    assert 'path "auth/kubernetes/role/*"' not in plain  # a new installation never gets it
+    upgrading = configurator_policy(["secret"], ["kubernetes-dev1"], "secret", legacy_auth_mounts=["kubernetes"])
+    block = upgrading.split('path "auth/kubernetes/role/*" {', 1)[1].split("}", 1)[0]
+    assert '"delete"' in block and '"create"' not in block and '"update"' not in block
+    assert 'path "sys/auth/kubernetes"' not in upgrading and 'path "auth/kubernetes/config"' not in upgrading
