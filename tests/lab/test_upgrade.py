@@ -132,6 +132,20 @@ def _versions(o: Old, mount: str) -> dict[str, tuple[int, str]]:
     return out
 
 
+def _values(o: Old) -> list[tuple[str, str]]:
+    """(path, value) of every version of every secret, read as the orchestrator (only to search output for)."""
+    kv = _orchestrator_kv(o, "kubernetes-dev1")
+    out = []
+    for full in _paths(o):
+        m, _, path = full.partition("/")
+        meta = kv.read_metadata(m, path)
+        for version in range(1, meta.current_version + 1):
+            got = kv.read(m, path, version)
+            out += [(full, v) for k, v in (got.data.items() if got else ()) if k not in ("username", "user")
+                    and len(v) >= 8]
+    return out
+
+
 def _workloads(o: Old) -> dict[str, tuple[int, dict[str, str]]]:
     """Every workload's generation and pod-template annotations (a restart changes both)."""
     import kubernetes
@@ -220,6 +234,10 @@ def test_apply_resumes_after_a_crash_and_restarts_nothing(old: Old) -> None:
 
     again = run_cli("upgrade", "apply", str(old.repo), *old.upgrade_args(), "-o", "json")
     assert again.code == 3 and json.loads(again.out)["applied"] == []  # a second apply plans nothing
+    text = run_cli("upgrade", "plan", str(old.repo), *old.upgrade_args())
+    printed = crashed.stdout + crashed.stderr + got.out + got.err + again.out + again.err + text.out + text.err
+    leaked = [full for full, value in _values(old) if value in printed]
+    assert not leaked, f"values of {leaked} printed"
 
     # Nothing lost, nothing restarted, every consumer current though its annotation still holds the v1 marker.
     assert _versions(old, "kubernetes-dev1") == BEFORE["versions"]
@@ -295,3 +313,7 @@ def test_audit_verifies_across_layouts(old: Old) -> None:
     assert links[0].details["old-layout-seq"] == str(old_entries[-1].seq)
     assert links[0].details["old-layout-hash"] == old_entries[-1].hash
     assert any(e.event == "upgrade" and e.details.get("step") == "markers" for e in entries)
+    configurator = {e.details.get("step") for e in every if e.partition == "_authority/configurator"
+                    and e.event == "upgrade"}
+    assert configurator >= {"authority-configuration", "configurator-account", "legacy-configurator-role",
+                            "ledger-link", "legacy-roles"}, configurator  # every step on the ledger
