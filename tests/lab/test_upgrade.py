@@ -29,6 +29,8 @@ from chamberlain.clock import SystemClock
 from tests.conftest import REPO_ROOT, lab_authority, run_cli, unbuilt
 
 PREVIOUS = "v0.4.0"
+# The tag's commit, an ancestor of main: a clone without tags still has it.
+PREVIOUS_COMMIT = "13fd72339bbfce9627f52e0be9233d0d639da185"
 SRC = REPO_ROOT / "src"
 
 
@@ -73,13 +75,15 @@ def old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Old]:
     missing = unbuilt()
     if missing or builds.postgres_bindir() is None:
         pytest.skip(f"lab binaries missing ({missing}); run `python -m chamberlain.lab build`")
-    if subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", "--quiet", f"{PREVIOUS}^{{commit}}"],
-                      capture_output=True, check=False).returncode != 0:
-        pytest.fail(f"tag {PREVIOUS} is not in this clone: the upgrade is tested from the previous release")
+    found = [ref for ref in (f"{PREVIOUS}^{{commit}}", PREVIOUS_COMMIT) if subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", "--quiet", ref], capture_output=True,
+        check=False).returncode == 0]
+    if not found:
+        pytest.fail(f"{PREVIOUS} ({PREVIOUS_COMMIT}) is not in this clone: the upgrade is tested from it")
     base = tmp_path_factory.mktemp("upgrade")
     old_src = base / "previous"
     old_src.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", PREVIOUS], capture_output=True, check=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", found[0]], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive.stdout, check=True)
     lab_dir = base / "lab"
     offset = int(os.environ.get("CHAMBERLAIN_LAB_TEST_PORT_OFFSET", "1000")) + 1700
