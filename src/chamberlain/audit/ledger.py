@@ -65,6 +65,7 @@ Event = Literal[
     "value-created",
     "policy-change",
     "rotation",
+    "upgrade",  # chamberlain upgrade: one entry per step; in each new partition, the link to the old layout
 ]
 Result = Literal["ok", "failed", "noop"]
 

@@ -120,6 +120,10 @@ class Settings:
     kubernetes_by_mount: Mapping[str, KubernetesAuthSettings] = field(default_factory=dict)
     configurator_namespace: str = "chamberlain-configurator"
     configurator_service_account: str = "chamberlain-configurator"
+    # ``chamberlain upgrade`` only: the previous release's shared auth mount while it still holds chamberlain's
+    # roles. The configurator may list, read and delete roles there (never create or configure), so the upgrade
+    # can remove them once no SecretStore logs in there; empty on every other run.
+    legacy_auth_mounts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.configurator_namespace == self.controller_namespace:
@@ -196,7 +200,7 @@ def select(bundle: Mapping[str, str], environment: str | None = None, cluster: s
 
 
 def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runtime: str,
-                        transit_keys: Collection[tuple[str, str]] = ()) -> str:
+                        transit_keys: Collection[tuple[str, str]] = (), legacy_auth_mounts: Iterable[str] = ()) -> str:
     blocks: list[tuple[str, list[str]]] = [("sys/mounts", ["read"])]
     transit = {mount for mount, _ in transit_keys}
     for m in sorted(mounts):
@@ -210,6 +214,8 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
                    (f"auth/{a}/config", ["read", "update"]),
                    (f"auth/{a}/role", ["list"]),
                    (f"auth/{a}/role/*", ["create", "delete", "list", "read", "update"])]
+    for a in sorted(set(legacy_auth_mounts) - set(auth_mounts)):  # the upgrade's clean-up of the shared mount
+        blocks += [(f"auth/{a}/role", ["list"]), (f"auth/{a}/role/*", ["delete", "list", "read"])]
     blocks += [
         ("sys/policies/acl", ["list"]),
         ("sys/policies/acl/*", ["create", "delete", "read", "update"]),
@@ -237,7 +243,9 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
         (f"{runtime}/metadata/{LEDGER_HEAD}", ["read"]),
     ]
     for mount, name in sorted(transit_keys):
-        blocks.append((f"{mount}/keys/{name}", ["create", "read"]))
+        # Transit answers key creation as an update (it has no existence check on keys/<name>); a POST to an
+        # existing key changes nothing (its settings are keys/<name>/config, never granted).
+        blocks.append((f"{mount}/keys/{name}", ["create", "read", "update"]))
         if name == ledger_key(AUTHORITY_PARTITION[0]):
             blocks.append((f"{mount}/sign/{name}", ["update"]))
     lines = ["# Managed by chamberlain (authority configure): the identity that converges Vault's configuration.\n"]
@@ -297,7 +305,8 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
     if settings.runtime_mount not in mounts:
         raise UsageError(f"the runtime mount {settings.runtime_mount!r} is not in the bundle's mounts.json")
     transit_keys = _transit_keys(bundle)
-    policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount, transit_keys)
+    policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount, transit_keys,
+                                                 settings.legacy_auth_mounts)
     for mount in auth:
         roles[(mount, CONFIGURATOR)] = _configurator_role(settings)
     auth_config: dict[str, KubernetesAuthConfig] = {}

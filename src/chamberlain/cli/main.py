@@ -222,6 +222,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.policy import policy_app
     from chamberlain.cli.root import root_app
     from chamberlain.cli.rotate import rotate_cmd, status_cmd
+    from chamberlain.cli.upgrade import upgrade_app
 
     groups = {  # name: (sub-app, one-line help)
         "root": (root_app, "Phase 0: the offline root of trust (an age identity kept outside Git)."),
@@ -231,6 +232,7 @@ def _register_subapps() -> None:
         "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
+        "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
                 "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd}

@@ -165,9 +165,11 @@ class RekeyResult:
 # ------------------------------------------------------------------------------------------------ plumbing
 
 
-def desired_state(repo: Repository, platform: Platform, target: Selection, kubeconfig: Path | None) -> Desired:
+def desired_state(repo: Repository, platform: Platform, target: Selection, kubeconfig: Path | None, *,
+                  legacy_auth_mounts: Sequence[str] = ()) -> Desired:
     """The configuration the authority should have: the rendered bundle of the selected environment/cluster, the
-    controller identity, the audit device and the Kubernetes auth settings."""
+    controller identity, the audit device and the Kubernetes auth settings (``legacy_auth_mounts``: see
+    :class:`~chamberlain.authority.configure.Settings`, the upgrade's only)."""
     from chamberlain.authority.configure import KubernetesAuthSettings, Settings, desired_state, select
     from chamberlain.authority.session import kubernetes_auth_settings
     from chamberlain.render import naming
@@ -210,6 +212,7 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         kubernetes_by_mount=by_mount,
         configurator_namespace=naming.configurator_namespace(platform),
         configurator_service_account=naming.configurator_service_account(platform),
+        legacy_auth_mounts=tuple(legacy_auth_mounts),
     )
     return desired_state(select(vault_bundle(repo), target.environment, target.cluster), settings)
 
