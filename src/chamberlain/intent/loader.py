@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
+from chamberlain.intent import hidden
 from chamberlain.intent.model import (
     API_VERSION,
     GENERATOR_TYPES,
@@ -237,7 +238,10 @@ def load_repository(root: Path, *, git: str | None = "git") -> Repository:
             in_patch = f.rel in patches
             for doc in f.documents:
                 _classify(repo, doc, rendered, in_patch=in_patch)
+            _hidden_in_unparsed(repo, f, rendered)
+        _check_patches(repo)
         _check_rendered_copies(repo, rendered)
+        repo.problems.extend(hidden.exclusions(root, walked.exclusions, in_work_tree=walked.git_root is not None))
     repo.exclusions.sort()
     # The repository lives as long as the command; move it out of the GC's generations so later collections
     # (during checks and render) do not rescan it. Reference counting still frees it.
@@ -415,6 +419,9 @@ def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_p
     api = doc.api_version
     if api is None or not api.startswith(GROUP + "/"):
         repo.manifests.append(doc)
+        listed = hidden.list_items(doc.file, doc.line, doc.data)
+        if listed is not None:  # kubectl and kustomize apply a List's items one by one
+            repo.problems.append(listed)
         return
     if in_patch:  # a partial object kustomize merges into rendered output; its own schema does not apply
         repo.exclusions.append(Exclusion(doc.file, "kustomize-patch", doc.line))
@@ -492,6 +499,55 @@ def _describe(err: Any) -> str:
         return "invalid value: " + str(err["msg"]).replace("String should match pattern", "must match")
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
+
+
+def _hidden_in_unparsed(repo: Repository, rf: RepoFile, rendered: list[Document]) -> None:
+    """CH106 for a chamberlain object in a file read only to scan it: a JSON manifest, a template, render output
+    (where a document annotated as rendered goes to the true-copy check, CH104, instead)."""
+    if rf.text is None:
+        return
+    if rf.path.suffix.lower() == ".json":
+        found = hidden.json_file(rf.rel, rf.text)
+        if found is not None:
+            repo.problems.append(found)
+    elif rf.role == "template":
+        found = hidden.unparsed_file(rf.rel, rf.text, "a template")
+        if found is not None:
+            repo.problems.append(found)
+    elif rf.role == "rendered" and rf.is_yaml and hidden.mentions_intent(rf.text) is not None:
+        # Render output is read as intent only to check each chamberlain document is a true copy of a source
+        # object (CH104): a marker file must not turn an attacker's intent into unchecked output.
+        scratch = Repository(root=repo.root)
+        for doc in _parse_yaml(scratch, rf.rel, rf.text):
+            api = doc.api_version
+            if api is not None and api.startswith(GROUP + "/"):
+                rendered.append(doc)
+
+
+def _check_patches(repo: Repository) -> None:
+    """CH106: kustomize patches (inline, or files a kustomization names) and Flux Kustomization patches that change
+    a chamberlain object beyond its environments and metadata."""
+    by_rel = {f.rel: f for f in repo.files}
+    for rf in repo.files:
+        is_kustomization = rf.rel.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES
+        base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
+        for doc in rf.documents:
+            data = doc.data
+            if not isinstance(data, dict):
+                continue
+            for loc, text, target in hidden.inline_patches(data):
+                why = hidden.patch_text_problem(text, target)
+                if why is not None:
+                    repo.problems.append(hidden.patch_finding(rf.rel, doc.line_of(loc), why))
+            if not is_kustomization:
+                continue
+            for path, target in hidden.patch_targets(data):
+                rel = _join(base, path)
+                patch = by_rel.get(rel) if rel is not None else None
+                for pdoc in patch.documents if patch is not None else ():
+                    why = hidden.patch_problem(pdoc.data, target)
+                    if why is not None:
+                        repo.problems.append(hidden.patch_finding(pdoc.file, pdoc.line, why))
 
 
 def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
