@@ -235,6 +235,57 @@ def check_eso_kubernetes_provider(repo: Repository) -> Iterator[Finding]:
         )
 
 
+# ------------------------------------------------------------------------------------------------ CH107
+
+# chamberlain's identities at the authority: Vault roles ``chamberlain.<...>`` and ServiceAccounts ``chamberlain-*``
+# (readers, publishers, the controller). Only render writes stores that use them, one namespace each.
+_CHAMBERLAIN_ROLE_PREFIX = "chamberlain."
+_CHAMBERLAIN_ACCOUNT_PREFIX = "chamberlain-"
+
+
+def _store_identities(provider: object) -> Iterator[tuple[Loc, str]]:
+    """(location, why) of every chamberlain identity a store's provider authenticates as (any provider, any auth
+    method: walked generically, iteratively)."""
+    stack: list[tuple[Any, Loc]] = [(provider, ("spec", "provider"))]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                at = (*where, key)
+                if key == "role" and isinstance(child, str) and child.startswith(_CHAMBERLAIN_ROLE_PREFIX):
+                    yield at, f"Vault role {child} is one of chamberlain's identities"
+                elif key == "serviceAccountRef" and isinstance(child, dict):
+                    name = child.get("name")
+                    if isinstance(name, str) and name.startswith(_CHAMBERLAIN_ACCOUNT_PREFIX):
+                        yield at, f"ServiceAccount {name} is one of chamberlain's identities"
+                elif isinstance(child, (dict, list)):
+                    stack.append((child, at))
+        elif isinstance(node, list):
+            stack.extend((child, (*where, i)) for i, child in enumerate(node) if isinstance(child, (dict, list)))
+
+
+@check("eso-borrowed-identity")
+def check_eso_borrowed_identity(repo: Repository) -> Iterator[Finding]:
+    """CH107: a store committed by hand that logs in as a chamberlain reader/publisher/controller hands that
+    identity's secrets to whoever uses it (a ClusterSecretStore: every namespace)."""
+    for doc in repo.manifests:
+        api = doc.api_version or ""
+        if not api.startswith("external-secrets.io/") or doc.kind not in ESO_STORE_KINDS:
+            continue
+        provider = _get(doc.data, ("spec", "provider"))
+        if not isinstance(provider, dict):
+            continue
+        label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind)
+        for loc, why in _store_identities(provider):
+            yield Finding(
+                doc.file, doc.line_of(loc), "CH107",
+                f"{label}: {why}; only chamberlain render writes stores that log in as its identities, each in its "
+                "own namespace (a hand-written store would read another namespace's secrets)",
+                object=label,
+            )
+            break
+
+
 # ------------------------------------------------------------------------------------------------ CH074
 
 # How the rotate annotation can be spelled in a committed file: as a key, or inside an inline patch (a strategic
