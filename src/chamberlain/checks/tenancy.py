@@ -92,6 +92,11 @@ def _declared_secret(kind: str, api: str, data: dict[str, Any], name: str | None
     if kind == "SealedSecret" and api.startswith("bitnami.com/"):
         templated = _get(data, ("spec", "template", "metadata", "name"))
         return templated if isinstance(templated, str) else name
+    if kind == "Certificate" and api.startswith("cert-manager.io/"):
+        # cert-manager writes the key and certificate there: a consumer over it would serve another key (and, fed
+        # from a publication, one its author knows) wherever the certificate is used.
+        secret = _get(data, ("spec", "secretName"))
+        return secret if isinstance(secret, str) else None
     # An ExternalSecret in the repository writing the same Secret may be chamberlain's own output committed by hand;
     # plan tells them apart in the cluster (conflict foreign-external-secret).
     return None
