@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,34 @@ def patch_text_problem(text: str, target: object) -> str | None:
         if why is not None:
             return why
     return None
+
+
+# Kustomize transformers that rename objects or rewrite arbitrary fields: on an intent, the applied name (its Vault
+# path, the object it replaces) or any field would differ from what was validated.
+RENAMING = ("namePrefix", "nameSuffix", "replacements", "vars")
+
+
+def renaming_transformers(
+    data: dict[str, Any], base: str, is_kustomization: bool, join: Callable[[str, str], str | None],
+) -> Iterator[tuple[tuple[int | str, ...], str | None]]:
+    """(location of the transformer, repository path it reaches) for a kustomization's renaming transformers (each
+    of its resources) and a Flux Kustomization's ``namePrefix``/``nameSuffix`` (its ``spec.path``, taken from
+    the intent root)."""
+    if is_kustomization:
+        used = [k for k in RENAMING if data.get(k)]
+        for key in used:
+            for field in ("resources", "bases", "components"):
+                for entry in data.get(field) or []:
+                    if isinstance(entry, str) and "://" not in entry:
+                        yield (key,), join(base, entry) if entry not in (".", "./") else base
+    elif data.get("kind") == "Kustomization" and str(data.get("apiVersion", "")).startswith(
+            "kustomize.toolkit.fluxcd.io/"):
+        spec = data.get("spec")
+        if isinstance(spec, dict):
+            path = spec.get("path")
+            for key in ("namePrefix", "nameSuffix"):
+                if spec.get(key) and isinstance(path, str):
+                    yield ("spec", key), join("", path) or ""
 
 
 def patch_targets(data: dict[str, Any]) -> Iterator[tuple[str, object]]:

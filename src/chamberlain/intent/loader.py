@@ -528,6 +528,8 @@ def _check_patches(repo: Repository) -> None:
     """CH106: kustomize patches (inline, or files a kustomization names) and Flux Kustomization patches that change
     a chamberlain object beyond its environments and metadata."""
     by_rel = {f.rel: f for f in repo.files}
+    intent_files = sorted({*(i.file for i in repo.platforms), *(i.file for i in repo.policies),
+                           *(i.file for i in repo.intents)})
     for rf in repo.files:
         is_kustomization = rf.rel.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES
         base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
@@ -539,6 +541,14 @@ def _check_patches(repo: Repository) -> None:
                 why = hidden.patch_text_problem(text, target)
                 if why is not None:
                     repo.problems.append(hidden.patch_finding(rf.rel, doc.line_of(loc), why))
+            for loc, reached in hidden.renaming_transformers(data, base, is_kustomization, _join):
+                found = next((f for f in intent_files if reached is not None and (
+                    f == reached or f.startswith(reached + "/") or reached == "")), None)
+                if found is not None:
+                    repo.problems.append(hidden.patch_finding(
+                        rf.rel, doc.line_of(loc), f"{loc[-1]} renames (or rewrites) the chamberlain objects of "
+                                                  f"{found}, and a renamed intent is another Vault path or another "
+                                                  "team's object"))
             if not is_kustomization:
                 continue
             for path, target in hidden.patch_targets(data):
