@@ -215,11 +215,22 @@ def protected_targets(repo: Repository) -> Iterator[Finding]:
                     "would hand it to whoever consumes this intent",
                     object=_label(item), subject=f"{pub.namespace}/{pub.secret_name}",
                 )
-    # Bootstrap Secrets: GitOps applies them wherever their file says.
+    # Bootstrap Secrets: GitOps applies them wherever their file says, so never over a Secret another intent
+    # materializes (a consumer) or publishes (its value would be the bootstrap file author's).
+    written: dict[tuple[str, str], str] = {}
+    for item in repo.intents:
+        for c in item.obj.spec.consumers:
+            written.setdefault((c.namespace, c.secret_name), f"the consumer Secret of {_label(item)}")
+        pub = item.obj.spec.source.publication
+        if pub is not None:
+            written.setdefault((pub.namespace, pub.secret_name), f"the publication source of {_label(item)}")
     for secret in secrets:
         namespace, name, ref = secret.namespace, secret.name, secret.ref
         intent_name = ref.intent.obj.name
         why = bootstrap_guard.why(namespace or "default", name, own_bootstrap=intent_name)
+        other = written.get((namespace or "default", name))
+        if why is None and other is not None and not other.endswith(f" SecretIntent/{intent_name}"):
+            why = f"Secret {namespace}/{name} is {other}"
         if why is None:
             continue
         yield Finding(
