@@ -21,6 +21,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import yaml
+
+from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
 from chamberlain.checks.sops import BootstrapSecret, bootstrap_secrets
@@ -293,6 +296,19 @@ def check_eso_borrowed_identity(repo: Repository) -> Iterator[Finding]:
 _ROTATE_SPELLINGS = (wk.ANNOTATION_ROTATE, wk.ANNOTATION_ROTATE.replace("/", "~1"))
 
 
+MAX_PATCH_CHARS = 1024 * 1024  # an inline patch is a few lines; larger strings are not parsed
+
+
+def _parsed_patch(text: str) -> Any:
+    """The YAML an inline patch holds (every document, as a list), or None when it is not YAML."""
+    if len(text) > MAX_PATCH_CHARS or safeyaml.flow_depth(text) > safeyaml.MAX_DEPTH:
+        return None  # libyaml composes flow nesting recursively: never hand it a hostile depth
+    try:
+        return [doc for doc in safeyaml.load_all(text) if doc is not None]
+    except (yaml.YAMLError, safeyaml.YamlLimitError, RecursionError, ValueError, TypeError):
+        return None
+
+
 def _rotate_locations(node: Any, loc: Loc) -> Iterator[Loc]:
     """Every key equal to the rotate annotation, and every string that carries it (an inline patch). Iterative, so
     a deep document cannot exhaust the stack; linear in the document's size."""
@@ -309,6 +325,12 @@ def _rotate_locations(node: Any, loc: Loc) -> Iterator[Loc]:
             stack.extend((child, (*where, i)) for i, child in enumerate(value) if isinstance(child, (dict, list, str)))
         elif isinstance(value, str) and any(s in value for s in _ROTATE_SPELLINGS):
             yield where
+        elif isinstance(value, str) and "\n" in value and ":" in value:
+            # An inline patch is YAML text: a key spelled with escapes ("chamberlain.dev\x2frotate") only shows
+            # once parsed, the way kustomize parses it.
+            parsed = _parsed_patch(value)
+            if parsed is not None:
+                stack.append((parsed, where))
 
 
 # The annotation as a key in YAML or JSON text ('key:', '"key":', "'key' :"); no nested quantifier, so linear.
@@ -332,8 +354,10 @@ def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
         text = rf.text
         # Only what a GitOps controller applies (YAML, JSON); a README may explain the annotation. A cheap
         # substring test first: most files never mention it.
+        # An inline patch may spell the key with escapes ("chamberlain.dev\x2frotate"): a parsed file with a
+        # backslash is walked too (its patch strings are parsed the way kustomize parses them).
         if text is None or not (rf.is_yaml or rf.rel.lower().endswith(".json")) \
-                or not any(s in text for s in _ROTATE_SPELLINGS):
+                or not (any(s in text for s in _ROTATE_SPELLINGS) or (rf.documents and "\\" in text)):
             continue
         if not rf.documents:  # rendered output, templates and JSON manifests are scanned as text only
             for line in _text_lines(text):

@@ -173,15 +173,10 @@ def _target_aimed(target: object) -> bool | None:
 
 
 def _load_patch(text: str) -> list[Any]:
+    if safeyaml.flow_depth(text) > safeyaml.MAX_DEPTH:
+        return []  # libyaml composes flow nesting recursively: never hand it a hostile depth
     try:
-        node = yaml.compose_all(text, Loader=safeyaml.StrictLoader)
-        docs = []
-        for doc in node:
-            if doc is None:
-                continue
-            safeyaml.check_graph(doc)
-            docs.append(safeyaml.StrictLoader("").construct_document(doc))
-        return docs
+        return [doc for doc in safeyaml.load_all(text) if doc is not None]
     except (yaml.YAMLError, safeyaml.YamlLimitError, RecursionError, ValueError, TypeError):
         return []
 
