@@ -17,6 +17,7 @@ pure, no cluster access. Which Secrets are bootstrap Secrets comes from :mod:`ch
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -346,6 +347,14 @@ def _text_lines(text: str) -> Iterator[int]:
         yield line
 
 
+def _json_has_rotate(text: str) -> bool:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return next(_rotate_locations(data, ()), None) is not None
+
+
 @check("rotate-annotation")
 def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
     """CH074: ``chamberlain.dev/rotate`` committed on any object (intent or manifest, rendered output included):
@@ -357,10 +366,13 @@ def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
         # An inline patch may spell the key with escapes ("chamberlain.dev\x2frotate"): a parsed file with a
         # backslash is walked too (its patch strings are parsed the way kustomize parses them).
         if text is None or not (rf.is_yaml or rf.rel.lower().endswith(".json")) \
-                or not (any(s in text for s in _ROTATE_SPELLINGS) or (rf.documents and "\\" in text)):
+                or not (any(s in text for s in _ROTATE_SPELLINGS) or "\\" in text):
             continue
         if not rf.documents:  # rendered output, templates and JSON manifests are scanned as text only
-            for line in _text_lines(text):
+            lines = list(_text_lines(text))
+            if not lines and rf.rel.lower().endswith(".json") and _json_has_rotate(text):
+                lines = [1]  # spelled with escapes ("\u002f"): the API server decodes them
+            for line in lines:
                 yield Finding(rf.rel, line, "CH074",
                               f"the rotate annotation {wk.ANNOTATION_ROTATE} is committed in Git; GitOps would "
                               "re-apply it forever (request a rotation with `chamberlain rotate` or by annotating "
