@@ -270,11 +270,14 @@ def _store_identities(provider: object) -> Iterator[tuple[Loc, str]]:
 
 @check("eso-borrowed-identity")
 def check_eso_borrowed_identity(repo: Repository) -> Iterator[Finding]:
-    """CH107: a store committed by hand that logs in as a chamberlain reader/publisher/controller hands that
-    identity's secrets to whoever uses it (a ClusterSecretStore: every namespace)."""
+    """CH107: a ClusterSecretStore that logs in as a chamberlain reader/publisher/controller hands that identity's
+    secrets to every namespace."""
     for doc in repo.manifests:
         api = doc.api_version or ""
-        if not api.startswith("external-secrets.io/") or doc.kind not in ESO_STORE_KINDS:
+        # A namespaced SecretStore can only log in with a ServiceAccount of its own namespace, which is what Vault
+        # binds each chamberlain role to: a hand-written copy of render's store reads nothing more. A cluster-wide
+        # store serves every namespace.
+        if not api.startswith("external-secrets.io/") or doc.kind != "ClusterSecretStore":
             continue
         provider = _get(doc.data, ("spec", "provider"))
         if not isinstance(provider, dict):

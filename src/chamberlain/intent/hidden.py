@@ -110,12 +110,14 @@ def list_items(rel: str, line: int, data: object) -> Finding | None:
 # ------------------------------------------------------------------------------------------------ patches
 
 
-def _object_patch_problem(data: object) -> str | None:
-    """What a strategic-merge patch of a chamberlain object changes beyond environments and metadata."""
+def _object_patch_problem(data: object, aimed: bool) -> str | None:
+    """What a strategic-merge patch of a chamberlain object changes beyond environments and metadata. The patch is
+    aimed at one when its target says so, or its own apiVersion or kind does (kustomize matches either)."""
     if not isinstance(data, dict):
         return None
-    api = data.get("apiVersion")
-    if not (isinstance(api, str) and api.startswith(GROUP + "/")):
+    api, kind = data.get("apiVersion"), data.get("kind")
+    if not (aimed or (isinstance(api, str) and api.startswith(GROUP + "/"))
+            or (api is None and isinstance(kind, str) and kind in KINDS)):
         return None
     for key, value in data.items():
         if key in ("apiVersion", "kind"):
@@ -188,7 +190,7 @@ def patch_problem(content: object, target: object) -> str | None:
         return None
     if isinstance(content, list):
         return _op_problem(content, bool(aimed))
-    return _object_patch_problem(content)
+    return _object_patch_problem(content, bool(aimed))
 
 
 def inline_patches(data: dict[str, Any]) -> Iterator[tuple[tuple[int | str, ...], str, object]]:
