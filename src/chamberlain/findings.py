@@ -203,8 +203,8 @@ _RULES = [
          "items, a template, render output, an ignored file, behind a symbolic link out of the repository, or a "
          "kustomize patch changing more than its environments and metadata."),
     Rule("CH107", "eso-borrowed-identity", INV7,
-         "An ESO ClusterSecretStore in the repository logs in as one of chamberlain's identities (a chamberlain.* Vault role, a "
-         "chamberlain-* ServiceAccount): whoever uses it reads what that identity may read."),
+         "An ESO ClusterSecretStore in the repository logs in as one of chamberlain's identities (a chamberlain.* "
+         "Vault role, a chamberlain-* ServiceAccount): every namespace reads what that identity may read."),
 ]
 
 RULES: dict[str, Rule] = {}
