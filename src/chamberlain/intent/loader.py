@@ -564,11 +564,11 @@ def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
     """A document annotated as render output is left out of intent only when it is a true copy: the same kind and
     name as a source object with the same spec. Anything else would be an intent that escapes validation (an
     attacker's SecretIntent dressed up as output) and is CH104."""
-    sources: dict[tuple[str, str], Any] = {}
+    sources: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {}
     objects: list[IntentObject] = [*(p.obj for p in repo.platforms), *(p.obj for p in repo.policies),
                                    *(i.obj for i in repo.intents)]
     for source in objects:
-        sources.setdefault((source.kind, source.metadata.name), source.spec)
+        sources.setdefault((source.kind, source.metadata.name), (source.spec, source.metadata.annotations))
     for doc in rendered:
         kind = doc.kind if isinstance(doc.kind, str) else ""
         model = KINDS.get(kind)
@@ -576,14 +576,22 @@ def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
             obj = model.model_validate(doc.data) if model is not None else None
         except ValidationError:
             obj = None
-        spec = sources.get((kind, obj.metadata.name)) if obj is not None else None
-        if obj is None or spec is None or spec != obj.spec:
+        found = sources.get((kind, obj.metadata.name)) if obj is not None else None
+        # Annotations steer the controller (PKI mount and role, the rotator): a copy carries the source's, plus
+        # only what render adds (the rendered marker, the Argo CD wave).
+        annotations = {k: v for k, v in obj.metadata.annotations.items()
+                       if k not in _RENDER_ANNOTATIONS} if obj is not None else {}
+        if obj is None or found is None or found[0] != obj.spec or found[1] != annotations:
             repo.problems.append(Finding(
                 doc.file, doc.line, "CH104",
                 f"{kind or 'a document'} annotated {wk.ANNOTATION_RENDERED}: true is not a copy of a source object "
-                "of this repository (no source of that kind and name, or a different spec); render output is "
-                "never read as intent, so this one would escape every check: remove the annotation, or the document",
+                "of this repository (no source of that kind and name, or a different spec or annotations); render "
+                "output is never read as intent, so this one would escape every check: remove the annotation, or the "
+                "document",
             ))
+
+
+_RENDER_ANNOTATIONS = frozenset({wk.ANNOTATION_RENDERED, wk.ARGOCD_SYNC_WAVE})
 
 
 def _rendered(doc: Document) -> bool:
