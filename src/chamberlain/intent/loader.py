@@ -528,8 +528,14 @@ def _check_patches(repo: Repository) -> None:
     """CH106: kustomize patches (inline, or files a kustomization names) and Flux Kustomization patches that change
     a chamberlain object beyond its environments and metadata."""
     by_rel = {f.rel: f for f in repo.files}
-    intent_files = sorted({*(i.file for i in repo.platforms), *(i.file for i in repo.policies),
-                           *(i.file for i in repo.intents)})
+    # path -> an intent file at or below it (files and every directory above them): one lookup per resource.
+    below: dict[str, str] = {"": ""}
+    for item_file in sorted({*(i.file for i in repo.platforms), *(i.file for i in repo.policies),
+                             *(i.file for i in repo.intents)}):
+        parts = item_file.split("/")
+        for n in range(1, len(parts) + 1):
+            below.setdefault("/".join(parts[:n]), item_file)
+        below[""] = below[""] or item_file
     for rf in repo.files:
         is_kustomization = rf.rel.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES
         base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
@@ -542,9 +548,8 @@ def _check_patches(repo: Repository) -> None:
                 if why is not None:
                     repo.problems.append(hidden.patch_finding(rf.rel, doc.line_of(loc), why))
             for loc, reached in hidden.renaming_transformers(data, base, is_kustomization, _join):
-                found = next((f for f in intent_files if reached is not None and (
-                    f == reached or f.startswith(reached + "/") or reached == "")), None)
-                if found is not None:
+                found = below.get(reached) if reached is not None else None
+                if found:
                     repo.problems.append(hidden.patch_finding(
                         rf.rel, doc.line_of(loc), f"{loc[-1]} renames (or rewrites) the chamberlain objects of "
                                                   f"{found}, and a renamed intent is another Vault path or another "
