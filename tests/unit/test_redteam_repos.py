@@ -1,8 +1,10 @@
 """Red-team repositories (tests/repos/redteam/<case>): what an attacker inside one team commits to make chamberlain
 act outside that team's boundary, or to hide an intent from validate. Each case is a base example (``acme``, no
 tenancy; ``acme-tenancy``) plus the attacker's files (``case.yaml``: ``base``, ``file`` the output must name,
-optionally ``rule`` and ``symlinks`` {link: target} created in the copy; a target starting with ``@outside/`` is
-made in a directory outside the repository). The real CLI entry point runs in a child process: exit 1 within
+optionally ``rule``, ``symlinks`` {link: target} created in the copy (a target starting with ``@outside/`` is made
+in a directory outside the repository), ``long_line`` (append a comment line of that many characters to ``file``)
+and ``deep_block`` (write ``file`` as a SecretIntent whose spec nests that many block mappings): big inputs are
+generated, never committed). The real CLI entry point runs in a child process: exit 1 within
 30 s, the file named, no traceback."""
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def materialize(case: Path, into: Path) -> tuple[Path, dict[str, object]]:
         shutil.copyfile(src, dest)
     if (case / "outside").is_dir():
         shutil.copytree(case / "outside", into / "outside")
+    if "long_line" in spec:
+        with (repo / str(spec["file"])).open("a") as fh:
+            fh.write("  # " + "a" * int(spec["long_line"]) + "\n")
+    if "deep_block" in spec:
+        lines = "\n".join("  " + " " * i + f"k{i}:" for i in range(int(spec["deep_block"])))
+        (repo / str(spec["file"])).write_text("apiVersion: chamberlain.dev/v1alpha1\nkind: SecretIntent\n"
+                                              "metadata: {name: deep}\nspec:\n" + lines + " x\n")
     for link, target in (spec.get("symlinks") or {}).items():
         dest = repo / link
         dest.parent.mkdir(parents=True, exist_ok=True)
