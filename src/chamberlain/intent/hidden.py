@@ -69,30 +69,47 @@ def unparsed_file(rel: str, text: str, why: str) -> Finding | None:
     """A file read only for scanning (a template, a JSON manifest, rendered output) that holds a chamberlain
     object."""
     line = mentions_intent(text)
+    if line is None and why == "a template" and yaml_holds_intent(text):
+        line = 1
     if line is None:
         return None
     return _finding(rel, line, f"a chamberlain object in {why}")
 
 
-def json_file(rel: str, text: str) -> Finding | None:
-    """A ``.json`` file holding a chamberlain object at any depth (a List, an array of objects)."""
-    if "chamberlain.dev/" not in text:
-        return None
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return unparsed_file(rel, text, "a JSON file")
+def _holds_intent(data: object) -> bool:
+    """Is there a chamberlain object anywhere in ``data`` (iterative: a deep document cannot exhaust the stack)?"""
     stack: list[Any] = [data]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             api = node.get("apiVersion")
             if isinstance(api, str) and api.startswith(GROUP + "/"):
-                return _finding(rel, mentions_intent(text), "a chamberlain object in a JSON file")
+                return True
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
+    return False
+
+
+def json_file(rel: str, text: str) -> Finding | None:
+    """A ``.json`` file holding a chamberlain object at any depth (a List, an array of objects). Parsed, not
+    searched: JSON may spell the group with escapes (``chamberlain\\u002edev``)."""
+    if "chamberlain" not in text and "\\u" not in text:
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return unparsed_file(rel, text, "a JSON file")
+    if _holds_intent(data):
+        return _finding(rel, mentions_intent(text) or 1, "a chamberlain object in a JSON file")
     return None
+
+
+def yaml_holds_intent(text: str) -> bool:
+    """Does ``text``, parsed as YAML (when it parses; escapes decoded), hold a chamberlain object?"""
+    if "\\" not in text:
+        return False  # without an escape, the apiVersion regex has already seen every spelling
+    return any(_holds_intent(doc) for doc in _load_patch(text))
 
 
 def list_items(rel: str, line: int, data: object) -> Finding | None:
@@ -303,6 +320,8 @@ def _hidden_intent(path: Path) -> int | None:
     if text is None:
         return None
     line = mentions_intent(text)
+    if line is None and yaml_holds_intent(text):
+        line = 1
     if line is None or _RENDERED in text:
         return None
     return line
