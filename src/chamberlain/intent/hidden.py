@@ -217,6 +217,7 @@ def inline_patches(data: dict[str, Any]) -> Iterator[tuple[tuple[int | str, ...]
     holders: list[tuple[tuple[int | str, ...], dict[str, Any]]] = [((), data)]
     if isinstance(spec, dict):
         holders.append((("spec",), spec))
+    holders.extend(_argocd_kustomize(data))
     for prefix, holder in holders:
         for key in PATCH_KEYS:
             items = holder.get(key)
@@ -227,6 +228,22 @@ def inline_patches(data: dict[str, Any]) -> Iterator[tuple[tuple[int | str, ...]
                     yield (*prefix, key, i), item, None
                 elif isinstance(item, dict) and isinstance(item.get("patch"), str):
                     yield (*prefix, key, i), item["patch"], item.get("target")
+
+
+def _argocd_kustomize(data: dict[str, Any]) -> Iterator[tuple[tuple[int | str, ...], dict[str, Any]]]:
+    """The ``kustomize`` blocks of an Argo CD Application's sources (Argo CD applies their patches too)."""
+    if data.get("kind") != "Application" or not str(data.get("apiVersion", "")).startswith("argoproj.io/"):
+        return
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return
+    sources: list[tuple[tuple[int | str, ...], object]] = [(("spec", "source"), spec.get("source"))]
+    if isinstance(spec.get("sources"), list):
+        sources.extend((("spec", "sources", i), src) for i, src in enumerate(spec["sources"]))
+    for loc, src in sources:
+        kustomize = src.get("kustomize") if isinstance(src, dict) else None
+        if isinstance(kustomize, dict):
+            yield (*loc, "kustomize"), kustomize
 
 
 def patch_text_problem(text: str, target: object) -> str | None:
