@@ -198,6 +198,13 @@ _RULES = [
     Rule("CH105", "pki-grant", LEAST,
          "PKI annotations name a malformed or wildcard mount/role, a system path, or a mount inside chamberlain's "
          "KV mounts: the orchestrator's sign/revoke grant would reach beyond one PKI role."),
+    Rule("CH106", "hidden-intent", INV1,
+         "A chamberlain object GitOps would apply but validate does not read as intent: in a JSON file, a List's "
+         "items, a template, render output, an ignored file, behind a symbolic link out of the repository, or a "
+         "kustomize patch changing more than its environments and metadata."),
+    Rule("CH107", "eso-borrowed-identity", INV7,
+         "An ESO ClusterSecretStore in the repository logs in as one of chamberlain's identities (a chamberlain.* "
+         "Vault role, a chamberlain-* ServiceAccount): every namespace reads what that identity may read."),
 ]
 
 RULES: dict[str, Rule] = {}

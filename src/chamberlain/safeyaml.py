@@ -185,6 +185,19 @@ def load_all(text: str) -> list[Any]:
     return out
 
 
+def flow_depth(text: str) -> int:
+    """The deepest flow nesting (``[``/``{``) of ``text``, counted in one pass: libyaml composes flow collections
+    recursively, so a caller refuses a hostile depth before parsing."""
+    depth = best = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return best
+
+
 def check_text(text: str) -> None:
     """Check ``text`` without keeping its data (for readers that parse it with another library, e.g. ruamel's
     round-trip loader): raises YamlLimitError or yaml.YAMLError."""
@@ -202,6 +215,7 @@ __all__ = [
     "check_graph",
     "check_text",
     "duplicate_key",
+    "flow_depth",
     "has_aliases",
     "load",
     "load_all",

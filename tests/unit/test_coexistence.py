@@ -103,6 +103,19 @@ def test_gitignore_files_apply_outside_a_work_tree(tmp_path: Path) -> None:
     assert loaded.git_root is None
     assert {e.path for e in loaded.exclusions} == {"a.tmp.yaml", "build/", "sub/local.yaml"}
     assert "keep.tmp.yaml" in {f.rel for f in loaded.files}  # re-included by '!'
+    # Outside a work tree nothing says an ignored file is untracked: GitOps may well apply the intent in it (a
+    # file added with `git add -f`), so it is CH106 — never read as intent, never silently passed.
+    assert {(f.file, f.rule) for f in loaded.problems} == {
+        ("a.tmp.yaml", "CH106"), ("build/x.yaml", "CH106"), ("sub/local.yaml", "CH106")}
+
+
+def test_ignored_files_without_intent_stay_quiet_outside_a_work_tree(tmp_path: Path) -> None:
+    repo = base_repo(tmp_path)
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "x.yaml").write_text("key: [unclosed\n")
+    loaded = load_repository(repo, git=None)
+    assert [e.path for e in loaded.exclusions] == ["build/"]
     assert not loaded.problems
 
 
@@ -277,8 +290,13 @@ def test_a_symlink_out_of_the_repository_is_never_followed(tmp_path: Path) -> No
     (repo / "linked-file.yaml").symlink_to(outside / "leak.pem")
     (repo / "loop").symlink_to(repo, target_is_directory=True)
     code, report = validate_json(repo)
-    assert code == 0, report  # nothing outside was read
     assert report["excluded"] == {"symlink": 3}
+    # Nothing outside was read (no CH024 for the key), but a link out is CH106: a GitOps controller that follows
+    # links inside its source (a monorepo) would apply what validate never saw. A link inside the repository is fine.
+    assert code == 1, report
+    results = report["results"]
+    assert isinstance(results, list)
+    assert {(r["file"], r["rule"]) for r in results} == {("linked-dir", "CH106"), ("linked-file.yaml", "CH106")}
 
 
 def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
@@ -297,7 +315,11 @@ def test_deep_nesting_is_reported_not_a_recursion_error(tmp_path: Path) -> None:
     (deep / "x.yaml").write_text(BROKEN_INTENT)
     walked = walk(repo, git=None)
     assert [e.reason for e in walked.exclusions] == ["too-deep"]
-    assert validate_json(repo)[0] == 0
+    code, report = validate_json(repo)  # GitOps would apply what validate cannot enter: CH002, not a pass
+    assert code == 1
+    results = report["results"]
+    assert isinstance(results, list)
+    assert [r["rule"] for r in results] == ["CH002"]
 
 
 def test_huge_binary_and_non_utf8_files_are_findings(tmp_path: Path) -> None:

@@ -17,10 +17,14 @@ pure, no cluster access. Which Secrets are bootstrap Secrets comes from :mod:`ch
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import yaml
+
+from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
 from chamberlain.checks.sops import BootstrapSecret, bootstrap_secrets
@@ -235,11 +239,78 @@ def check_eso_kubernetes_provider(repo: Repository) -> Iterator[Finding]:
         )
 
 
+# ------------------------------------------------------------------------------------------------ CH107
+
+# chamberlain's identities at the authority: Vault roles ``chamberlain.<...>`` and ServiceAccounts ``chamberlain-*``
+# (readers, publishers, the controller). Only render writes stores that use them, one namespace each.
+_CHAMBERLAIN_ROLE_PREFIX = "chamberlain."
+_CHAMBERLAIN_ACCOUNT_PREFIX = "chamberlain-"
+
+
+def _store_identities(provider: object) -> Iterator[tuple[Loc, str]]:
+    """(location, why) of every chamberlain identity a store's provider authenticates as (any provider, any auth
+    method: walked generically, iteratively)."""
+    stack: list[tuple[Any, Loc]] = [(provider, ("spec", "provider"))]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                at = (*where, key)
+                if key == "role" and isinstance(child, str) and child.startswith(_CHAMBERLAIN_ROLE_PREFIX):
+                    yield at, f"Vault role {child} is one of chamberlain's identities"
+                elif key == "serviceAccountRef" and isinstance(child, dict):
+                    name = child.get("name")
+                    if isinstance(name, str) and name.startswith(_CHAMBERLAIN_ACCOUNT_PREFIX):
+                        yield at, f"ServiceAccount {name} is one of chamberlain's identities"
+                elif isinstance(child, (dict, list)):
+                    stack.append((child, at))
+        elif isinstance(node, list):
+            stack.extend((child, (*where, i)) for i, child in enumerate(node) if isinstance(child, (dict, list)))
+
+
+@check("eso-borrowed-identity")
+def check_eso_borrowed_identity(repo: Repository) -> Iterator[Finding]:
+    """CH107: a ClusterSecretStore that logs in as a chamberlain reader/publisher/controller hands that identity's
+    secrets to every namespace."""
+    for doc in repo.manifests:
+        api = doc.api_version or ""
+        # A namespaced SecretStore can only log in with a ServiceAccount of its own namespace, which is what Vault
+        # binds each chamberlain role to: a hand-written copy of render's store reads nothing more. A cluster-wide
+        # store serves every namespace.
+        if not api.startswith("external-secrets.io/") or doc.kind != "ClusterSecretStore":
+            continue
+        provider = _get(doc.data, ("spec", "provider"))
+        if not isinstance(provider, dict):
+            continue
+        label = f"{doc.kind}/{doc.name}" if doc.name else str(doc.kind)
+        for loc, why in _store_identities(provider):
+            yield Finding(
+                doc.file, doc.line_of(loc), "CH107",
+                f"{label}: {why}; only chamberlain render writes stores that log in as its identities, each in its "
+                "own namespace (a hand-written store would read another namespace's secrets)",
+                object=label,
+            )
+            break
+
+
 # ------------------------------------------------------------------------------------------------ CH074
 
 # How the rotate annotation can be spelled in a committed file: as a key, or inside an inline patch (a strategic
 # merge patch's text, or a JSON patch path with '/' escaped as '~1').
 _ROTATE_SPELLINGS = (wk.ANNOTATION_ROTATE, wk.ANNOTATION_ROTATE.replace("/", "~1"))
+
+
+MAX_PATCH_CHARS = 1024 * 1024  # an inline patch is a few lines; larger strings are not parsed
+
+
+def _parsed_patch(text: str) -> Any:
+    """The YAML an inline patch holds (every document, as a list), or None when it is not YAML."""
+    if len(text) > MAX_PATCH_CHARS or safeyaml.flow_depth(text) > safeyaml.MAX_DEPTH:
+        return None  # libyaml composes flow nesting recursively: never hand it a hostile depth
+    try:
+        return [doc for doc in safeyaml.load_all(text) if doc is not None]
+    except (yaml.YAMLError, safeyaml.YamlLimitError, RecursionError, ValueError, TypeError):
+        return None
 
 
 def _rotate_locations(node: Any, loc: Loc) -> Iterator[Loc]:
@@ -258,6 +329,12 @@ def _rotate_locations(node: Any, loc: Loc) -> Iterator[Loc]:
             stack.extend((child, (*where, i)) for i, child in enumerate(value) if isinstance(child, (dict, list, str)))
         elif isinstance(value, str) and any(s in value for s in _ROTATE_SPELLINGS):
             yield where
+        elif isinstance(value, str) and "\n" in value and ":" in value:
+            # An inline patch is YAML text: a key spelled with escapes ("chamberlain.dev\x2frotate") only shows
+            # once parsed, the way kustomize parses it.
+            parsed = _parsed_patch(value)
+            if parsed is not None:
+                stack.append((parsed, where))
 
 
 # The annotation as a key in YAML or JSON text ('key:', '"key":', "'key' :"); no nested quantifier, so linear.
@@ -273,6 +350,14 @@ def _text_lines(text: str) -> Iterator[int]:
         yield line
 
 
+def _json_has_rotate(text: str) -> bool:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return next(_rotate_locations(data, ()), None) is not None
+
+
 @check("rotate-annotation")
 def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
     """CH074: ``chamberlain.dev/rotate`` committed on any object (intent or manifest, rendered output included):
@@ -281,11 +366,16 @@ def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
         text = rf.text
         # Only what a GitOps controller applies (YAML, JSON); a README may explain the annotation. A cheap
         # substring test first: most files never mention it.
+        # An inline patch may spell the key with escapes ("chamberlain.dev\x2frotate"): a parsed file with a
+        # backslash is walked too (its patch strings are parsed the way kustomize parses them).
         if text is None or not (rf.is_yaml or rf.rel.lower().endswith(".json")) \
-                or not any(s in text for s in _ROTATE_SPELLINGS):
+                or not (any(s in text for s in _ROTATE_SPELLINGS) or "\\" in text):
             continue
         if not rf.documents:  # rendered output, templates and JSON manifests are scanned as text only
-            for line in _text_lines(text):
+            lines = list(_text_lines(text))
+            if not lines and rf.rel.lower().endswith(".json") and _json_has_rotate(text):
+                lines = [1]  # spelled with escapes ("\u002f"): the API server decodes them
+            for line in lines:
                 yield Finding(rf.rel, line, "CH074",
                               f"the rotate annotation {wk.ANNOTATION_ROTATE} is committed in Git; GitOps would "
                               "re-apply it forever (request a rotation with `chamberlain rotate` or by annotating "

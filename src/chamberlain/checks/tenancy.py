@@ -92,6 +92,11 @@ def _declared_secret(kind: str, api: str, data: dict[str, Any], name: str | None
     if kind == "SealedSecret" and api.startswith("bitnami.com/"):
         templated = _get(data, ("spec", "template", "metadata", "name"))
         return templated if isinstance(templated, str) else name
+    if kind == "Certificate" and api.startswith("cert-manager.io/"):
+        # cert-manager writes the key and certificate there: a consumer over it would serve another key (and, fed
+        # from a publication, one its author knows) wherever the certificate is used.
+        secret = _get(data, ("spec", "secretName"))
+        return secret if isinstance(secret, str) else None
     # An ExternalSecret in the repository writing the same Secret may be chamberlain's own output committed by hand;
     # plan tells them apart in the cluster (conflict foreign-external-secret).
     return None
@@ -210,11 +215,22 @@ def protected_targets(repo: Repository) -> Iterator[Finding]:
                     "would hand it to whoever consumes this intent",
                     object=_label(item), subject=f"{pub.namespace}/{pub.secret_name}",
                 )
-    # Bootstrap Secrets: GitOps applies them wherever their file says.
+    # Bootstrap Secrets: GitOps applies them wherever their file says, so never over a Secret another intent
+    # materializes (a consumer) or publishes (its value would be the bootstrap file author's).
+    written: dict[tuple[str, str], str] = {}
+    for item in repo.intents:
+        for c in item.obj.spec.consumers:
+            written.setdefault((c.namespace, c.secret_name), f"the consumer Secret of {_label(item)}")
+        pub = item.obj.spec.source.publication
+        if pub is not None:
+            written.setdefault((pub.namespace, pub.secret_name), f"the publication source of {_label(item)}")
     for secret in secrets:
         namespace, name, ref = secret.namespace, secret.name, secret.ref
         intent_name = ref.intent.obj.name
         why = bootstrap_guard.why(namespace or "default", name, own_bootstrap=intent_name)
+        other = written.get((namespace or "default", name))
+        if why is None and other is not None and not other.endswith(f" SecretIntent/{intent_name}"):
+            why = f"Secret {namespace}/{name} is {other}"
         if why is None:
             continue
         yield Finding(

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
+from chamberlain.intent import hidden
 from chamberlain.intent.model import (
     API_VERSION,
     GENERATOR_TYPES,
@@ -237,7 +238,10 @@ def load_repository(root: Path, *, git: str | None = "git") -> Repository:
             in_patch = f.rel in patches
             for doc in f.documents:
                 _classify(repo, doc, rendered, in_patch=in_patch)
+            _hidden_in_unparsed(repo, f, rendered)
+        _check_patches(repo)
         _check_rendered_copies(repo, rendered)
+        repo.problems.extend(hidden.exclusions(root, walked.exclusions, in_work_tree=walked.git_root is not None))
     repo.exclusions.sort()
     # The repository lives as long as the command; move it out of the GC's generations so later collections
     # (during checks and render) do not rescan it. Reference counting still frees it.
@@ -415,6 +419,9 @@ def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_p
     api = doc.api_version
     if api is None or not api.startswith(GROUP + "/"):
         repo.manifests.append(doc)
+        listed = hidden.list_items(doc.file, doc.line, doc.data)
+        if listed is not None:  # kubectl and kustomize apply a List's items one by one
+            repo.problems.append(listed)
         return
     if in_patch:  # a partial object kustomize merges into rendered output; its own schema does not apply
         repo.exclusions.append(Exclusion(doc.file, "kustomize-patch", doc.line))
@@ -494,15 +501,79 @@ def _describe(err: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def _hidden_in_unparsed(repo: Repository, rf: RepoFile, rendered: list[Document]) -> None:
+    """CH106 for a chamberlain object in a file read only to scan it: a JSON manifest, a template, render output
+    (where a document annotated as rendered goes to the true-copy check, CH104, instead)."""
+    if rf.text is None:
+        return
+    if rf.path.suffix.lower() == ".json":
+        found = hidden.json_file(rf.rel, rf.text)
+        if found is not None:
+            repo.problems.append(found)
+    elif rf.role == "template":
+        found = hidden.unparsed_file(rf.rel, rf.text, "a template")
+        if found is not None:
+            repo.problems.append(found)
+    elif rf.role == "rendered" and rf.is_yaml and hidden.mentions_intent(rf.text) is not None:
+        # Render output is read as intent only to check each chamberlain document is a true copy of a source
+        # object (CH104): a marker file must not turn an attacker's intent into unchecked output.
+        scratch = Repository(root=repo.root)
+        for doc in _parse_yaml(scratch, rf.rel, rf.text):
+            api = doc.api_version
+            if api is not None and api.startswith(GROUP + "/"):
+                rendered.append(doc)
+
+
+def _check_patches(repo: Repository) -> None:
+    """CH106: kustomize patches (inline, or files a kustomization names) and Flux Kustomization patches that change
+    a chamberlain object beyond its environments and metadata."""
+    by_rel = {f.rel: f for f in repo.files}
+    # path -> an intent file at or below it (files and every directory above them): one lookup per resource.
+    below: dict[str, str] = {"": ""}
+    for item_file in sorted({*(i.file for i in repo.platforms), *(i.file for i in repo.policies),
+                             *(i.file for i in repo.intents)}):
+        parts = item_file.split("/")
+        for n in range(1, len(parts) + 1):
+            below.setdefault("/".join(parts[:n]), item_file)
+        below[""] = below[""] or item_file
+    for rf in repo.files:
+        is_kustomization = rf.rel.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES
+        base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
+        for doc in rf.documents:
+            data = doc.data
+            if not isinstance(data, dict):
+                continue
+            for loc, text, target in hidden.inline_patches(data):
+                why = hidden.patch_text_problem(text, target)
+                if why is not None:
+                    repo.problems.append(hidden.patch_finding(rf.rel, doc.line_of(loc), why))
+            for loc, reached in hidden.renaming_transformers(data, base, is_kustomization, _join):
+                found = below.get(reached) if reached is not None else None
+                if found:
+                    repo.problems.append(hidden.patch_finding(
+                        rf.rel, doc.line_of(loc), f"{loc[-1]} renames (or rewrites) the chamberlain objects of "
+                                                  f"{found}, and a renamed intent is another Vault path or another "
+                                                  "team's object"))
+            if not is_kustomization:
+                continue
+            for path, target in hidden.patch_targets(data):
+                rel = _join(base, path)
+                patch = by_rel.get(rel) if rel is not None else None
+                for pdoc in patch.documents if patch is not None else ():
+                    why = hidden.patch_problem(pdoc.data, target)
+                    if why is not None:
+                        repo.problems.append(hidden.patch_finding(pdoc.file, pdoc.line, why))
+
+
 def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
     """A document annotated as render output is left out of intent only when it is a true copy: the same kind and
     name as a source object with the same spec. Anything else would be an intent that escapes validation (an
     attacker's SecretIntent dressed up as output) and is CH104."""
-    sources: dict[tuple[str, str], Any] = {}
+    sources: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {}
     objects: list[IntentObject] = [*(p.obj for p in repo.platforms), *(p.obj for p in repo.policies),
                                    *(i.obj for i in repo.intents)]
     for source in objects:
-        sources.setdefault((source.kind, source.metadata.name), source.spec)
+        sources.setdefault((source.kind, source.metadata.name), (source.spec, source.metadata.annotations))
     for doc in rendered:
         kind = doc.kind if isinstance(doc.kind, str) else ""
         model = KINDS.get(kind)
@@ -510,14 +581,22 @@ def _check_rendered_copies(repo: Repository, rendered: list[Document]) -> None:
             obj = model.model_validate(doc.data) if model is not None else None
         except ValidationError:
             obj = None
-        spec = sources.get((kind, obj.metadata.name)) if obj is not None else None
-        if obj is None or spec is None or spec != obj.spec:
+        found = sources.get((kind, obj.metadata.name)) if obj is not None else None
+        # Annotations steer the controller (PKI mount and role, the rotator): a copy carries the source's, plus
+        # only what render adds (the rendered marker, the Argo CD wave).
+        annotations = {k: v for k, v in obj.metadata.annotations.items()
+                       if k not in _RENDER_ANNOTATIONS} if obj is not None else {}
+        if obj is None or found is None or found[0] != obj.spec or found[1] != annotations:
             repo.problems.append(Finding(
                 doc.file, doc.line, "CH104",
                 f"{kind or 'a document'} annotated {wk.ANNOTATION_RENDERED}: true is not a copy of a source object "
-                "of this repository (no source of that kind and name, or a different spec); render output is "
-                "never read as intent, so this one would escape every check: remove the annotation, or the document",
+                "of this repository (no source of that kind and name, or a different spec or annotations); render "
+                "output is never read as intent, so this one would escape every check: remove the annotation, or the "
+                "document",
             ))
+
+
+_RENDER_ANNOTATIONS = frozenset({wk.ANNOTATION_RENDERED, wk.ARGOCD_SYNC_WAVE})
 
 
 def _rendered(doc: Document) -> bool:

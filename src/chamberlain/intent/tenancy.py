@@ -118,6 +118,7 @@ PLATFORM_SECRETS: tuple[tuple[str, str, str], ...] = (
     ("*", "postgres.*.credentials.postgresql.acid.zalan.do", "a database superuser (Zalando postgres-operator)"),
     ("*", "*-pguser-postgres", "a database superuser (Crunchy PGO)"),
     ("*", "*-root-credentials", "a database superuser"),
+    ("*", "sh.helm.release.v1.*", "Helm's release record (it holds the manifests Helm rolls back to)"),
 )
 _PLATFORM_SECRETS = [(_glob_regex(ns), _glob_regex(name), whose) for ns, name, whose in PLATFORM_SECRETS]
 # Kubernetes' legacy ServiceAccount token Secrets: <service account>-token-<5 random characters>.
@@ -150,6 +151,9 @@ SUPERUSER_ROLES = frozenset({
     "supabase_storage_admin", "supabase_replication_admin", "alloydbadmin", "alloydbsuperuser", "crdb_admin",
     "streaming_replica", "pgbouncer", "neon_superuser", "cloud_admin", "aiven_admin", "avnadmin", "doadmin",
     "tsdbadmin", "rds_replication", "rdsproxyadmin", "enterprisedb", "gpadmin", "yugabyte", "timescaledb",
+    # Names PostgreSQL gives a meaning in ALTER ROLE (unquoted, CURRENT_USER is the admin's own session) or
+    # refuses as role names: never a target, however the rotator quotes them.
+    "current_user", "session_user", "current_role", "public", "none",
 })
 
 
