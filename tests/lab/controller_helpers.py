@@ -344,11 +344,13 @@ class World:
 
     def start_vault(self) -> None:
         """Start the raft Vault again (it comes back sealed) and unseal it the way an operator does: `chamberlain
-        authority unseal` with the demo's offline root identity and the sealed shares in the cluster."""
+        authority unseal` with two of the demo's three custodians' identities (threshold 2) and the sealed shares
+        in the cluster."""
         proc = self.lab.authority.start()
         self.lab.authority.wait(proc)
-        got = self.cli("authority", "unseal", str(self.repo), "--identity", str(self.work / "offline" /
-                                                                                "root.agekey"),
+        custodians = self.work / "custodians"
+        got = self.cli("authority", "unseal", str(self.repo), "--identity", str(custodians / "alice.agekey"),
+                       "--identity", str(custodians / "bob.agekey"),
                        "--vault-addr", self.lab.authority.address, "--vault-cacert", str(self.lab.pki.ca.cert),
                        "--kubeconfig", str(self.lab.kubeconfig))
         assert got.returncode == 0, got.stdout + got.stderr

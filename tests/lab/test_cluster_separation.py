@@ -116,6 +116,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             result = run_cli(
                 "authority", "configure", str(ACME), "--vault-addr", lab.authority.address,
                 "--vault-cacert", str(lab.pki.ca.cert), "--kubeconfig", str(lab.kubeconfig), "--audit-file", "",
+                "--vault-token-env", "VAULT_TOKEN",
                 "--cluster-kubeconfig", f"{A}={lab.kubeconfig}", "--cluster-kubeconfig", f"{B}={lab.second.kubeconfig}",
                 "--cluster-token-reviewer-jwt-file", f"{A}={work / f'reviewer-{A}.jwt'}",
                 "--cluster-token-reviewer-jwt-file", f"{B}={work / f'reviewer-{B}.jwt'}",

@@ -65,7 +65,8 @@ def pki_mount(vault: Any) -> str:
 def orchestrator_token(vault: Any, pki_mount: str) -> str:
     """A token holding only the policy the renderer derives for this intent."""
     name = f"x509-pki-test-{pki_mount}"
-    vault.sys.create_or_update_policy(name=name, policy=_policy("test", _pki_blocks([make_intent(pki_mount)])))
+    blocks = _pki_blocks([make_intent(pki_mount)], ["secret"])
+    vault.sys.create_or_update_policy(name=name, policy=_policy("test", blocks))
     token = vault.auth.token.create(policies=[name], ttl="10m", no_default_policy=True)
     return str(token["auth"]["client_token"])
 
