@@ -117,6 +117,19 @@ def lab_host() -> lab_mod.LabHost:
     return lab_mod.LabHost.from_settings(Settings.from_environ(os.environ, Path.home()), SystemClock())
 
 
+def ensure_transit_keys(client: Any) -> None:
+    """What ``authority configure`` creates for the signed ledger and keyed markers, done here with the dev
+    server's root token: the transit mount, the ledger's ed25519 keys and the environment's marker HMAC key.
+    Creating an existing key is a no-op, so a reused lab is fine."""
+    from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key, marker_key
+
+    if f"{TRANSIT_MOUNT}/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+    for env in ("_authority", ENV):
+        client.secrets.transit.create_key(name=ledger_key(env), key_type="ed25519", mount_point=TRANSIT_MOUNT)
+    client.secrets.transit.create_key(name=marker_key(ENV), mount_point=TRANSIT_MOUNT)
+
+
 @contextmanager
 def running_lab(lab_dir: Path | None, port_offset: int) -> Iterator[LabHandle]:
     """A lab in dev mode: the one running in ``lab_dir`` (reused, left running), else a fresh one on shifted
@@ -137,7 +150,9 @@ def running_lab(lab_dir: Path | None, port_offset: int) -> Iterator[LabHandle]:
             raise SystemExit(f"{directory}: the benchmarks need a lab in dev mode (lab up --dev)")
         running = lab_mod.Lab(cfg)
         token = running.authority.root_token_file.read_text(encoding="utf-8").strip()
-        yield LabHandle(directory, running.authority.address, running.kubeconfig, running.pki.ca_pem, token)
+        handle = LabHandle(directory, running.authority.address, running.kubeconfig, running.pki.ca_pem, token)
+        ensure_transit_keys(handle.hvac())
+        yield handle
     finally:
         if own:
             log("taking the lab down")
