@@ -21,12 +21,13 @@ from chamberlain.authority.configure import CONFIGURATOR
 from chamberlain.authority.errors import NotInitialized, Unauthenticated
 from chamberlain.authority.lifecycle import InitPlan, SealedStore, SealError
 from chamberlain.authority.model import KubernetesRole, Login
-from chamberlain.authority.session import cluster_from_kubeconfig, kubernetes_auth_settings
+from chamberlain.authority.session import kubernetes_auth_settings
 from chamberlain.authority.vault import VaultClient, map_error
 from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.kube.api import KubeUnavailable
 from chamberlain.kube.fake import FakeKube
+from chamberlain.kube.kubeconfig import KubeconfigSource, cluster_endpoint
 from tests.unit.test_authority_fakes import FakeVault
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -344,10 +345,11 @@ def test_kubeconfig_gives_host_and_ca(tmp_path: Path) -> None:
     kc.write_text(
         '{"clusters": [{"name": "c", "cluster": {"server": "https://k:6443", "certificate-authority": "ca.crt"}}],'
         ' "contexts": [{"name": "x", "context": {"cluster": "c"}}], "current-context": "x"}')
-    assert cluster_from_kubeconfig(kc) == ("https://k:6443", ca.read_text())
+    source = KubeconfigSource((kc,))
+    assert cluster_endpoint(source) == ("https://k:6443", ca.read_text())
     jwt = tmp_path / "jwt"
     jwt.write_text("eyJ.reviewer\n")
-    settings = kubernetes_auth_settings(kc, reviewer_jwt_file=jwt)
+    settings = kubernetes_auth_settings(lambda: cluster_endpoint(source), reviewer_jwt_file=jwt)
     assert settings is not None and settings.reviewer_jwt == "eyJ.reviewer" and settings.disable_local_ca_jwt
     assert kubernetes_auth_settings(None) is None
 

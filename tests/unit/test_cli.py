@@ -144,7 +144,7 @@ def test_an_option_group_hands_the_command_one_object(monkeypatch: pytest.Monkey
 
     assert list(inspect.signature(command).parameters) == [
         "path", "cluster", "vault_addr", "vault_cacert", "vault_token_file", "vault_token_env", "kubeconfig",
-        "vault_token", "output"]
+        "context", "vault_token", "output"]
     monkeypatch.setenv("BREAK_GLASS", "t")
     got = command("p", cluster="c1", vault_addr="https://v", vault_cacert=None, vault_token_file=None,
                   vault_token_env="BREAK_GLASS", kubeconfig=None, vault_token=None)

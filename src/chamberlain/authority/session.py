@@ -11,21 +11,19 @@ short-lived TokenRequest token with the ``vault`` audience. A static token is ac
 it on purpose (break-glass: a file, stdin, or a variable named with ``--vault-token-env``; never argv, never an
 ambient ``VAULT_TOKEN``).
 
-Boundary: Kubernetes is reached through the structural :class:`TokenSource` (the Kube protocol satisfies it), so
+Boundary: Kubernetes is reached through the structural :class:`TokenSource` (the Kube protocol satisfies it), and
+a kubeconfig's cluster facts come in as a function (:func:`chamberlain.kube.kubeconfig.cluster_endpoint`), so
 this module does not import the Kubernetes adapter. The clock comes with the :class:`Connection`: the entry point
 that builds one passes its clock (sessions renew on it). No secret is logged or put into an error.
 """
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
-from chamberlain import safeyaml
 from chamberlain.authority.configure import CONFIGURATOR, VAULT_AUDIENCE, KubernetesAuthSettings
 from chamberlain.authority.kv import KV
 from chamberlain.authority.vault import VaultClient, client_with_token, login_kubernetes, unauthenticated
@@ -119,44 +117,19 @@ def orchestrator_kv(conn: Connection, platform: Platform, kube: TokenSource, rol
 # -------------------------------------------------------------------------------------- Kubernetes facts
 
 
-def cluster_from_kubeconfig(path: Path, context: str | None = None) -> tuple[str, str]:
-    """(API server URL, CA PEM) of the kubeconfig's current (or named) context — what Vault's Kubernetes auth
-    needs to review tokens of that cluster."""
-    try:
-        config = safeyaml.load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read the kubeconfig ({type(exc).__name__})") from None
-    name = context or config.get("current-context")
-    ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == name), None)
-    if ctx is None:
-        raise UsageError(f"{path}: no context {name!r}")
-    cluster = next((c.get("cluster") or {} for c in config.get("clusters") or []
-                    if c.get("name") == ctx.get("cluster")), None)
-    if not cluster or not cluster.get("server"):
-        raise UsageError(f"{path}: context {name!r} names no cluster with a server")
-    if cluster.get("certificate-authority-data"):
-        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
-    elif cluster.get("certificate-authority"):
-        ca_path = Path(cluster["certificate-authority"])
-        if not ca_path.is_absolute():
-            ca_path = path.parent / ca_path
-        ca = ca_path.read_text(encoding="utf-8")
-    else:
-        raise UsageError(f"{path}: the cluster of context {name!r} has no CA; pass --kubernetes-ca-file")
-    return str(cluster["server"]), ca
-
-
 def kubernetes_auth_settings(
-    kubeconfig: Path | None,
+    endpoint: Callable[[], tuple[str, str]] | None,
     host: str | None = None,
     ca_file: Path | None = None,
     reviewer_jwt_file: Path | None = None,
     issuer: str | None = None,
 ) -> KubernetesAuthSettings | None:
-    """Kubernetes auth settings from explicit options, falling back to the kubeconfig; None when neither says."""
-    kc_host, kc_ca = (None, None)
-    if kubeconfig is not None and (host is None or ca_file is None):
-        kc_host, kc_ca = cluster_from_kubeconfig(kubeconfig)
+    """Kubernetes auth settings from explicit options, falling back to ``endpoint`` (the API server URL and CA
+    PEM of a kubeconfig's context, read only when an option leaves one out); None when neither says."""
+    kc_host: str | None = None
+    kc_ca: str | None = None
+    if endpoint is not None and (host is None or ca_file is None):
+        kc_host, kc_ca = endpoint()
     final_host = host or kc_host
     if ca_file is not None:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from chamberlain import __version__
 from chamberlain.cli.options import settings
@@ -29,7 +30,7 @@ from chamberlain.cli.output import (
     stderr,
     stdout,
 )
-from chamberlain.errors import ChamberlainError
+from chamberlain.errors import ChamberlainError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,7 +42,7 @@ app = typer.Typer(
     name="chamberlain",
     help="GitOps-native, Vault-first secret life cycle for Kubernetes.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -245,14 +246,35 @@ def _register_subapps() -> None:
 _register_subapps()
 
 
+# The top-level modules the runtime extra brings (pyproject's [project.optional-dependencies] runtime, with the
+# HTTP stack hvac and kubernetes pull in). The core (validate, render, inventory) needs none of them.
+RUNTIME_MODULES = frozenset({"hvac", "kubernetes", "prometheus_client", "psycopg", "pyrage", "requests", "urllib3"})
+
+
+def missing_runtime(exc: BaseException) -> UsageError | None:
+    """The usage error for a runtime dependency that is not installed (None: ``exc`` is something else). The one
+    place a missing extra is turned into advice, whichever command imported it first."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    module = (exc.name or "").partition(".")[0]
+    if module not in RUNTIME_MODULES:
+        return None
+    return UsageError(f"this command needs {module}, which is not installed: install chamberlain[runtime] "
+                      "(pip install 'chamberlain[runtime]')")
+
+
 def main() -> None:
     """Console entry point with the error boundary. Usage errors are click's (exit 2)."""
     try:
         app()
     except ChamberlainError as exc:
-        stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
     except Exception as exc:
+        missing = missing_runtime(exc)
+        if missing is not None:
+            stderr.print(f"[red]error:[/red] {escape(str(missing))}", markup=True, highlight=False)
+            sys.exit(missing.exit_code)
         if settings().debug:
             raise
         stderr.print(f"[red]internal error[/red] ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1 to see it")

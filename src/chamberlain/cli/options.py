@@ -3,10 +3,10 @@
 Options are ``Annotated`` aliases (``reason: Reason = "..."``), so every command spells them the same way, with the
 same short flags and environment variables. The options that say where a command acts come as a group: a command
 declares one parameter ``target: Target = GROUPED`` and decorates itself with :func:`target_options`, which puts
-``--environment/-e``, ``--cluster/-c``, ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` and
-``--vault-token-env`` and ``--kubeconfig`` in that parameter's place and hands the command one typed :class:`Target`
-holding a :class:`~chamberlain.service.context.ConnectionOptions` (:data:`configure_options` does the same for the
-authority's configuration options). Typer builds a command's options from its signature, so an
+``--environment/-e``, ``--cluster/-c``, ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file``,
+``--vault-token-env``, ``--kubeconfig`` and ``--context`` in that parameter's place and hands the command one typed
+:class:`Target` holding a :class:`~chamberlain.service.context.ConnectionOptions` (:data:`configure_options` does
+the same for the authority's configuration options). Typer builds a command's options from its signature, so an
 :class:`OptionGroup` rewrites ``__signature__``.
 
 The CLI is an entry point, the only kind of module that looks at ``os.environ`` (:func:`settings`), asks who the
@@ -29,6 +29,7 @@ import typer
 
 from chamberlain.clock import Clock, SystemClock
 from chamberlain.errors import UsageError
+from chamberlain.kube.kubeconfig import split_kubeconfig
 from chamberlain.service.authority import ClusterAuth, ConfigureOptions
 from chamberlain.service.context import ConnectionOptions, workstation_actor
 from chamberlain.service.repository import repository_root
@@ -60,8 +61,14 @@ VaultTokenEnv = Annotated[str | None, typer.Option(
 VaultTokenRefused = Annotated[str | None, typer.Option("--vault-token", hidden=True, show_default=False)]
 ARGV_REFUSAL = ("--vault-token would put the token in the process list (ps): pass --vault-token-file PATH, "
                  "--vault-token-file - (stdin) or --vault-token-env NAME")
-Kubeconfig = Annotated[Path | None, _option("--kubeconfig", "KUBECONFIG",
-                                            "kubeconfig of the cluster (in-cluster config when unset).")]
+# A string, not a Path: KUBECONFIG may list several files (a:b), merged as kubectl merges them.
+Kubeconfig = Annotated[str | None, typer.Option(
+    "--kubeconfig", envvar="KUBECONFIG", show_default=False, metavar="PATH[:PATH...]",
+    help="kubeconfig of the cluster; several files (a:b, as in KUBECONFIG) merge, the first to set a value wins "
+         "(in a pod without one: in-cluster config; else ~/.kube/config).")]
+KubeContext = Annotated[str | None, typer.Option(
+    "--context", show_default=False, metavar="NAME",
+    help="The kubeconfig context to use (default: its current-context).")]
 
 # ------------------------------------------------------------------------------------------------ selection
 
@@ -137,11 +144,11 @@ class OptionGroup:
         params: list[inspect.Parameter] = []
         for p in signature.parameters.values():
             params.extend(self.options if p.name == self.param else [p])
-        names = [o.name for o in self.options]
+        defaults = {o.name: o.default for o in self.options}
 
         @functools.wraps(command)
         def with_group(*args: Any, **kwargs: Any) -> R:
-            kwargs[self.param] = self.build(**{name: kwargs.pop(name) for name in names})
+            kwargs[self.param] = self.build(**{name: kwargs.pop(name, d) for name, d in defaults.items()})
             return command(*args, **kwargs)
 
         with_group.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
@@ -164,8 +171,9 @@ def target_options(*, environment: bool = True, cluster: bool = True, vault: boo
     """The options that say where a command acts, as ``target: Target``: ``--environment/-e`` and
     ``--cluster/-c`` (unless turned off), then ``--vault-addr``, ``--vault-cacert``, ``--vault-token-file`` and
     ``--vault-token-env`` (``token_file``: the orchestrator's token for the lab; ``token``: a break-glass
-    configurator token, never taken from an environment variable unless named) and ``--kubeconfig`` (only that
-    one without ``vault``). A token is never an argument: ``--vault-token VALUE`` is refused, saying how."""
+    configurator token, never taken from an environment variable unless named), ``--kubeconfig`` and
+    ``--context`` (only these two without ``vault``). A token is never an argument: ``--vault-token VALUE`` is
+    refused, saying how."""
     options: list[tuple[str, Any, Any]] = []
     if environment:
         options.append(("environment", Environment, None))
@@ -177,11 +185,15 @@ def target_options(*, environment: bool = True, cluster: bool = True, vault: boo
             options.append(("vault_token_file", VaultTokenFile, None))
             options.append(("vault_token_env", VaultTokenEnv, None))
     options.append(("kubeconfig", Kubeconfig, None))
+    options.append(("context", KubeContext, None))
     if vault:
         options.append(("vault_token", VaultTokenRefused, None))
 
     def build(environment: str | None = None, cluster: str | None = None, vault_token: str | None = None,
-              vault_token_env: str | None = None, vault_token_file: Path | None = None, **conn: Any) -> Target:
+              vault_token_env: str | None = None, vault_token_file: Path | None = None,
+              kubeconfig: str | None = None, context: str | None = None, **conn: Any) -> Target:
+        conn["kubeconfig"] = kubeconfig_files(kubeconfig)
+        conn["context"] = context or None
         if vault_token is not None:
             raise UsageError(ARGV_REFUSAL)
         from_stdin = vault_token_file is not None and str(vault_token_file) == "-"
@@ -195,6 +207,12 @@ def target_options(*, environment: bool = True, cluster: bool = True, vault: boo
         return Target(environment, cluster, ConnectionOptions(vault_token=value, **conn))
 
     return OptionGroup("target", build, options)
+
+
+def kubeconfig_files(value: str | None) -> tuple[Path, ...] | None:
+    """``--kubeconfig``/``KUBECONFIG`` as files: one path, or several joined like ``KUBECONFIG`` (``a:b``)."""
+    files = split_kubeconfig(value or "")
+    return files or None
 
 
 def token_from(env_name: str | None, environ: Mapping[str, str], stdin: TextIO | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from chamberlain.kube.api import (
     SecretOwnership,
     WorkloadKind,
 )
+from chamberlain.kube.kubeconfig import KubeconfigSource, api_client
 
 T = TypeVar("T")
 
@@ -100,12 +101,15 @@ class KubeClient:
         self._instance = instance
 
     @classmethod
-    def from_kubeconfig(cls, path: Path | None = None, context: str | None = None, *, clock: Clock) -> KubeClient:
-        if path is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+    def from_kubeconfig(cls, path: Path | Sequence[Path] | None = None, context: str | None = None, *,
+                        clock: Clock) -> KubeClient:
+        """A client for ``context`` of the kubeconfig ``path`` (several files merge like ``KUBECONFIG``); with
+        neither, the in-cluster configuration in a pod, else ``~/.kube/config``."""
+        source = KubeconfigSource.of(path, context)
+        if source is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
             return cls(kubernetes.client.ApiClient(), clock=clock)
-        return cls(kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(path) if path else None, context=context), clock=clock)
+        return cls(api_client(source or KubeconfigSource()), clock=clock)
 
     def close(self) -> None:
         self._api.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.kube.kubeconfig import KubeconfigSource, cluster_endpoint
 from chamberlain.service.repository import load_platform, vault_bundle
 
 if TYPE_CHECKING:
@@ -165,8 +166,15 @@ class RekeyResult:
 # ------------------------------------------------------------------------------------------------ plumbing
 
 
-def desired_state(repo: Repository, platform: Platform, target: Selection, kubeconfig: Path | None, *,
-                  legacy_auth_mounts: Sequence[str] = ()) -> Desired:
+def _endpoint(source: KubeconfigSource | None) -> Callable[[], tuple[str, str]] | None:
+    """The API server URL and CA of a kubeconfig's context, read when asked (None: no kubeconfig named)."""
+    if source is None:
+        return None
+    return lambda: cluster_endpoint(source)
+
+
+def desired_state(repo: Repository, platform: Platform, target: Selection, kubeconfig: KubeconfigSource | None,
+                  *, legacy_auth_mounts: Sequence[str] = ()) -> Desired:
     """The configuration the authority should have: the rendered bundle of the selected environment/cluster, the
     controller identity, the audit device and the Kubernetes auth settings (``legacy_auth_mounts``: see
     :class:`~chamberlain.authority.configure.Settings`, the upgrade's only)."""
@@ -185,8 +193,8 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         raise UsageError(f"Kubernetes auth settings for {', '.join(unknown)}: not a cluster of the Platform")
     by_mount: dict[str, KubernetesAuthSettings] = {}
     for cluster, auth in sorted(opts.clusters.items()):
-        found = kubernetes_auth_settings(auth.kubeconfig, auth.host, auth.ca_file, auth.token_reviewer_jwt_file,
-                                         auth.issuer)
+        found = kubernetes_auth_settings(_endpoint(KubeconfigSource.of(auth.kubeconfig)), auth.host, auth.ca_file,
+                                         auth.token_reviewer_jwt_file, auth.issuer)
         if found is None:
             raise UsageError(f"cluster {cluster}: its Kubernetes API server and CA are not known (give its kubeconfig, "
                              "or its API server URL and CA file)")
@@ -197,7 +205,7 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         {c for e in spec.environments if target.environment in (None, e.name) for c in e.clusters})
     fallback = None
     if len(selected) == 1:
-        fallback = kubernetes_auth_settings(kubeconfig, opts.kubernetes_host, opts.kubernetes_ca_file,
+        fallback = kubernetes_auth_settings(_endpoint(kubeconfig), opts.kubernetes_host, opts.kubernetes_ca_file,
                                             opts.token_reviewer_jwt_file, opts.kubernetes_issuer)
     elif opts.kubernetes_host or opts.kubernetes_ca_file or opts.token_reviewer_jwt_file or opts.kubernetes_issuer:
         raise UsageError(f"{len(selected)} clusters selected ({', '.join(selected)}): --kubernetes-host, "

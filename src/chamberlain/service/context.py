@@ -1,9 +1,9 @@
 """How a use case reaches its servers, and who it acts as.
 
 Belongs here: :class:`ConnectionOptions` (what a user names: the Vault address and CA, a token file or a
-break-glass token, a kubeconfig), the :class:`Servers` protocol every use case opens its clients through,
-:class:`LiveServers` (the real clients, opened on first use and closed together), and :class:`Caller` (the actor,
-the run id and the clock a use case records in the ledger). Tests pass a fake :class:`Servers` over ``FakeKV``,
+break-glass token, kubeconfig files and a context), the :class:`Servers` protocol every use case opens its clients
+through, :class:`LiveServers` (the real clients, opened on first use and closed together), and :class:`Caller` (the
+actor, the run id and the clock a use case records in the ledger). Tests pass a fake :class:`Servers` over ``FakeKV``,
 ``FakeKube`` and a fake Vault, so no use case needs a server to be tested.
 
 Identities (SPEC §6): without a token file, a use case logs in through Vault's Kubernetes auth as the orchestrator
@@ -24,8 +24,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from chamberlain.clock import Clock
-from chamberlain.errors import UsageError
+from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.kube.api import Kube, KubeApply, KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
+from chamberlain.kube.kubeconfig import KubeconfigSource
 
 if TYPE_CHECKING:
     from chamberlain.authority.session import Connection
@@ -64,10 +65,16 @@ class ConnectionOptions:
     vault_cacert: Path | None = None
     vault_token_file: Path | None = None
     vault_token: str | None = field(default=None, repr=False)  # read by the entry point (stdin, a named variable)
-    kubeconfig: Path | None = None
+    kubeconfig: Path | tuple[Path, ...] | None = None  # several files merge like KUBECONFIG (the first wins)
+    context: str | None = None  # a context of that kubeconfig (None: its current-context)
     # The ServiceAccount token the orchestrator logs in with (in a pod: a projected token with the `vault`
     # audience, re-read at each login because the kubelet rotates it). None: mint one with a TokenRequest.
     login_token_file: Path | None = None
+
+    @property
+    def kubeconfig_source(self) -> KubeconfigSource | None:
+        """The kubeconfig files and context named (None: in-cluster in a pod, else ``~/.kube/config``)."""
+        return KubeconfigSource.of(self.kubeconfig, self.context)
 
 
 class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, Protocol):
@@ -79,9 +86,9 @@ class Servers(Protocol):
     use case that fails before it needs a server."""
 
     @property
-    def kubeconfig(self) -> Path | None:
-        """The kubeconfig the user named (None: in-cluster or the default), for the cluster facts Vault's
-        Kubernetes auth needs."""
+    def kubeconfig(self) -> KubeconfigSource | None:
+        """The kubeconfig (files and context) the user named (None: in-cluster or the default), for the cluster
+        facts Vault's Kubernetes auth needs."""
         ...
 
     def kube(self) -> ClusterAPI: ...
@@ -126,8 +133,8 @@ class LiveServers:
         self.close()
 
     @property
-    def kubeconfig(self) -> Path | None:
-        return self.options.kubeconfig
+    def kubeconfig(self) -> KubeconfigSource | None:
+        return self.options.kubeconfig_source
 
     def close(self) -> None:
         if self._kube is not None:
@@ -138,11 +145,12 @@ class LiveServers:
         if self._kube is None:
             from chamberlain.kube.client import KubeClient
 
-            path = self.options.kubeconfig
-            if path is not None and not path.is_file():
-                raise UsageError(f"{path}: no such kubeconfig")
+            source = self.options.kubeconfig_source
             try:
-                self._kube = KubeClient.from_kubeconfig(path, clock=self.clock)
+                self._kube = KubeClient.from_kubeconfig(source.files if source else None,
+                                                        source.context if source else None, clock=self.clock)
+            except ChamberlainError:  # an unknown context, a missing file: the message names them
+                raise
             except Exception as exc:  # the client's config loader raises its own types; the text may name files
                 raise UsageError(f"cannot load a kubeconfig ({type(exc).__name__}); pass --kubeconfig") from None
         return self._kube
