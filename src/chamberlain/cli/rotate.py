@@ -5,7 +5,9 @@
 until it is finished and recorded (a wait longer than ``--max-wait``, such as a revoke after a long maxOverlap,
 leaves the run to resume from its record). ``--rollback`` re-promotes the previous version; ``--release`` clears a
 hold. ``rotate --namespace X PATH --reason compromise`` rotates every intent with a consumer or producer in X.
-Exit 0 ok, 1 failed/held, 2 usage. Connection options are those of ``handover``. Never prints a value.
+Exit 0 ok, 1 failed/held, 2 usage. Connection options are those of ``handover``. Never prints a value. While a
+run waits (for a due step, for consumers to sync) its stage and the seconds waited show on stderr
+(:mod:`chamberlain.cli.progress`).
 
 ``status PATH`` prints, per secret of the selected environment/cluster: classification, authority, version, last
 rotation, next due, held, and whether each consumer Secret carries the current version marker (annotations only).
@@ -19,7 +21,8 @@ from typing import Annotated, Any
 import typer
 
 from chamberlain.cli.options import GROUPED, Target, actor, clock, target_options
-from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line
+from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line, stderr
+from chamberlain.cli.progress import ReportingClock, WaitProgress
 from chamberlain.service.context import Caller, LiveServers
 from chamberlain.service.rotation import RotateRequest
 
@@ -66,12 +69,14 @@ def rotate_cmd(
     # PATH NAME or NAME PATH: accept the secret's name first, as the issue spells it.
     if name is not None and not _is_dir(path) and _is_dir(name):
         path, name = name, path
-    request = RotateRequest(Path(path), name=name, namespace=namespace, reason=reason or "", rollback=rollback,
-                            release=release, environment=target.environment, cluster=target.cluster,
-                            max_wait=max_wait, timeout=timeout)
-    caller = Caller(actor(), clock())
-    with LiveServers(target.conn, caller.clock) as servers:
-        result = rotate(request, servers, caller)
+    wall = clock()
+    with WaitProgress(stderr, wall, verb="rollback" if rollback else "rotate") as progress:
+        request = RotateRequest(Path(path), name=name, namespace=namespace, reason=reason or "", rollback=rollback,
+                                release=release, environment=target.environment, cluster=target.cluster,
+                                max_wait=max_wait, timeout=timeout, on_stage=progress.stage)
+        caller = Caller(actor(), ReportingClock(wall, progress))
+        with LiveServers(target.conn, caller.clock) as servers:
+            result = rotate(request, servers, caller)
     if not emit_data(result.as_dict(), output):
         for row in result.rows:
             if release:

@@ -14,7 +14,7 @@ workflow's executor through :class:`VaultAdmin`, inside the step that needs it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -184,13 +184,17 @@ def build_deps(
     return deps, propagation
 
 
-def drive(run: RotationRun, deps: wf.RotationDeps, *, max_wait: float) -> RotationRun:
+def drive(run: RotationRun, deps: wf.RotationDeps, *, max_wait: float,
+          on_step: Callable[[RotationRun], None] | None = None) -> RotationRun:
     """Advance ``run`` until it is finished and recorded, sleeping through waits of at most ``max_wait`` seconds.
     A longer wait (a revoke after a long ``maxOverlap``, a distant retry) returns the run as persisted: it
-    resumes from its record (the controller, or ``workflow.resume``)."""
+    resumes from its record (the controller, or ``workflow.resume``). ``on_step`` sees the run before each step
+    (a progress display: the stage about to run or wait; runs hold no value)."""
     for _ in range(wf.MAX_STEPS):
         if run.finished and run.ledger_seq is not None:
             return run
+        if on_step is not None:
+            on_step(run)
         after = wf.advance(run, deps)
         if after == run:
             at = wf.wake_at(run)

@@ -22,6 +22,7 @@ from chamberlain.service.context import new_run_id
 from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from chamberlain.authority.kv import KV
@@ -48,6 +49,8 @@ class RotateRequest:
     cluster: str | None = None
     max_wait: float = 120.0  # the longest wait inside a run to sleep through
     timeout: float = 120.0  # for consumers to sync
+    # Sees (secret, stage) before each step of a run: the CLI's progress display. Never given a value.
+    on_stage: Callable[[str, str], None] | None = field(default=None, compare=False, repr=False)
 
     def check(self) -> None:
         """Usage errors, before anything is loaded or contacted."""
@@ -155,7 +158,9 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
             _rate_limit(kv, p, platform, caller.clock.now())
             run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="manual", reason=request.reason,
                            now=caller.clock.now())
-        run = rm.drive(run, deps, max_wait=request.max_wait)
+        on_stage = request.on_stage
+        run = rm.drive(run, deps, max_wait=request.max_wait,
+                       on_step=None if on_stage is None else lambda r: on_stage(r.secret, r.stage))
     except ChamberlainError as exc:  # our messages name secrets and states, never values
         return {"secret": p.name, "path": p.vault.full, "run": run_id, "stage": "not-started", "ok": False,
                 "finished": True, "previousVersion": None, "version": None, "propagationSeconds": None,
