@@ -86,13 +86,23 @@ def exclusion_summary(exclusions: Sequence[Exclusion]) -> str:
     return f"{len(exclusions)} excluded ({', '.join(f'{n} {r}' for r, n in sorted(counts.items()))})"
 
 
-def to_text_lines(findings: Sequence[Finding]) -> list[str]:
-    """``file:line: CH021 bootstrap-plaintext: message [invariant]`` — one line each, the format editors jump to."""
+def to_text_lines(findings: Sequence[Finding], *, wide: bool = False) -> list[str]:
+    """``file:line: CH021 bootstrap-plaintext: message [invariant]`` — one line each, the format editors jump to.
+    ``wide`` adds the column, the severity and the object (and subject) the finding is about."""
     lines = []
     for f in findings:
         rule = RULES[f.rule]
         where = f"{f.file}:{f.line}" if f.line else f.file
-        lines.append(f"{where}: {f.rule} {rule.slug}: {f.message} [{rule.invariant}]")
+        if not wide:
+            lines.append(f"{where}: {f.rule} {rule.slug}: {f.message} [{rule.invariant}]")
+            continue
+        if f.line and f.column:
+            where += f":{f.column}"
+        about = f.object or "-"
+        if f.subject:
+            about += f" ({f.subject})"
+        lines.append(f"{where}: {rule.severity} {f.rule} {rule.slug}: {f.message} [{rule.invariant}] "
+                     f"object={about}")
     return lines
 
 

@@ -55,10 +55,11 @@ def test_without_a_terminal_each_stage_and_the_wait_print_plain_lines() -> None:
         _rotate(progress, clock)
     lines = err.getvalue().splitlines()
     assert lines[0] == "[rotate] grafana-admin: pending"
-    assert "[rotate] grafana-admin: revoke-wait" in lines
-    waits = [x for x in lines if x.startswith("[rotate] grafana-admin: revoke-wait, waiting")]
+    revoke_wait = "[rotate] grafana-admin: revoke-wait (overlap before revoking the previous version)"
+    assert revoke_wait in lines and "[rotate] grafana-admin: promoted (consumers syncing)" in lines
+    waits = [x for x in lines if x.startswith(revoke_wait + ", waiting")]
     # An hour's wait: every 10 s for a minute, every minute up to 10, then every 5 minutes.
-    assert waits[0] == "[rotate] grafana-admin: revoke-wait, waiting 10s" and 15 < len(waits) < 30
+    assert waits[0] == revoke_wait + ", waiting 10s" and 15 < len(waits) < 30
     assert SECRET_VALUE not in err.getvalue()
 
 
@@ -74,7 +75,8 @@ def test_on_a_terminal_a_live_status_line_shows_stage_and_seconds() -> None:
 
     with Recording(Console(file=err, force_terminal=True, width=100), clock) as progress:
         _rotate(progress, clock)
-    assert "rotate grafana-admin: revoke-wait (waiting 3600s)" in shown
+    assert ("rotate grafana-admin: revoke-wait (overlap before revoking the previous version), waiting 3600s"
+            in shown)
     text = err.getvalue()
     assert "rotate grafana-admin: revoked" in text  # the line as last drawn (it refreshes on a real-time timer)
     assert "[rotate]" not in text and SECRET_VALUE not in text + str(shown)  # no plain lines on a terminal

@@ -21,7 +21,17 @@ from typing import Annotated
 import typer
 
 from chamberlain.cli.options import GROUPED, Target, clock, target_options
-from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line, stderr
+from chamberlain.cli.output import (
+    DataFormat,
+    ListFormat,
+    ListOutput,
+    Output,
+    RepoPath,
+    emit_data,
+    is_wide,
+    line,
+    stderr,
+)
 from chamberlain.service.context import LiveServers
 
 audit_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
@@ -32,10 +42,11 @@ audit_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli
 def show(
     name: Annotated[str, typer.Argument(help="The SecretIntent name.", show_default=False)],
     path: RepoPath,
-    output: Output = DataFormat.text,
+    output: ListOutput = ListFormat.text,
     target: Target = GROUPED,
 ) -> None:
-    """Every ledger entry of a secret and its current custom_metadata in every environment.
+    """Every ledger entry of a secret and its current custom_metadata in every environment (-o wide: with each
+    entry's partition and whether it is signed).
 
     Example: chamberlain audit show smtp-relay examples/acme -o json
     """
@@ -50,8 +61,10 @@ def show(
         line("  ledger: no entries")
     for row in provenance.ledger:
         details = " ".join(f"{k}={v}" for k, v in row["details"].items())
+        wide = (f" partition={row.get('partition') or '-'} signed={'yes' if row.get('sig') else 'no'}"
+                if is_wide(output) else "")
         line(f"  #{row['seq']} {row['time']} {row['event']} {row['result']} run={row['run'] or '-'} "
-             f"actor={row['actor']} path={row['path'] or '-'} reason={row['reason'] or '-'} {details}".rstrip())
+             f"actor={row['actor']} path={row['path'] or '-'} reason={row['reason'] or '-'}{wide} {details}".rstrip())
     for full, meta in provenance.metadata.items():
         if meta is None:
             line(f"  {full}: not in Vault")
@@ -82,7 +95,7 @@ def pin(path: RepoPath, output: Output = DataFormat.text, target: Target = GROUP
 
 @audit_app.command("verify")
 @target_options(environment=False)
-def verify(path: RepoPath, output: Output = DataFormat.text, target: Target = GROUPED) -> None:
+def verify(path: RepoPath, output: ListOutput = ListFormat.text, target: Target = GROUPED) -> None:
     """Verify every ledger partition: hash chains, and signatures against the keys pinned in Git (audit pin).
 
     Exit 0 when intact, 1 with the problems found (damaged slots with their partition, seq and reason).
@@ -96,6 +109,11 @@ def verify(path: RepoPath, output: Output = DataFormat.text, target: Target = GR
     if not emit_data(result.as_dict(), output):
         for problem in result.problems:
             line(f"problem: {problem}")
+        if is_wide(output):  # the evidence: each damaged slot, and every partition checked
+            for slot in result.damaged:
+                line(f"damaged: partition={slot['partition']} seq={slot['seq']} reason={slot['reason']}")
+            for partition in result.partitions:
+                line(f"partition: {partition}")
         for warning in result.warnings:
             line(f"warning: {warning}")
         if result.ok:

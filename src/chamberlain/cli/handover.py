@@ -7,8 +7,9 @@ selected cluster (``chamberlain.<cluster>.orchestrator``, a fresh short-lived Se
 ``--kubeconfig``'s cluster); ``--vault-token-file`` uses a token from a file instead (lab, break-glass) — a file,
 never a command-line value, so the token stays out of shell history and ``ps``.
 
-Output: one line per secret (``-o json|yaml`` for machines); exit 0 when everything converged, 1 on a conflict,
-a blocked secret or an interrupted run (the message says who is the authority now), 2 on usage errors.
+Output: one line per secret (``-o wide`` adds columns, ``-o json|yaml`` for machines); exit 0 when everything
+converged, 1 on a conflict, a blocked secret or an interrupted run (the message says who is the authority now), 2
+on usage errors.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ from typing import Annotated, Any
 import typer
 
 from chamberlain.cli.options import GROUPED, DryRun, Reason, Target, actor, clock, settings, target_options
-from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line
+from chamberlain.cli.output import ListFormat, ListOutput, RepoPath, emit_data, is_wide, line
 from chamberlain.service.context import Caller, LiveServers
 
 
-def _steps(row: dict[str, Any], head: str, dry_run: bool) -> str:
-    """``head`` (a format over the row) and the steps taken, or those a dry run would take."""
-    return head.format_map(row) + f"  {'would' if dry_run else 'steps'}: {','.join(row['steps']) or '-'}"
+def _steps(row: dict[str, Any], head: str, dry_run: bool, *, wide: bool = False) -> str:
+    """``head`` (a format over the row) and the steps taken, or those a dry run would take (``wide``: with the
+    ledger entry, and for a handover what happens to the bootstrap Secret and who applies it)."""
+    text = head.format_map(row) + f"  {'would' if dry_run else 'steps'}: {','.join(row['steps']) or '-'}"
+    if wide:
+        seq = row.get("ledgerSeq")
+        text += f"  ledger #{'-' if seq is None else seq}"
+        if "afterHandover" in row:
+            text += f"  after-handover {row['afterHandover'] or '-'}  gitops {row.get('gitops') or '-'}"
+    return text
 
 
 @target_options()
@@ -37,7 +45,7 @@ def handover_cmd(
     commit: Annotated[bool, typer.Option(
         "--commit", help="When GitOps still applies a bootstrap Secret: git-commit the retirement written into "
                          "the intent file (that file only).")] = False,
-    output: Output = DataFormat.text,
+    output: ListOutput = ListFormat.text,
 ) -> None:
     """Hand the bootstrap Secrets of one cluster over to Vault: copy (check-and-set), verify, record, retire.
 
@@ -60,7 +68,8 @@ def handover_cmd(
     data = result.as_dict()
     if not emit_data(data, output):
         for row in data["handovers"]:
-            line(_steps(row, "{result:<20} {intent} ({environment}/{cluster}) {source} -> {path}", dry_run))
+            line(_steps(row, "{result:<20} {intent} ({environment}/{cluster}) {source} -> {path}", dry_run,
+                        wide=is_wide(output)))
             if row["result"] in ("conflict", "blocked"):
                 line(f"  {row['message']}", err=True)
             elif row["result"] == "awaiting-retirement":
@@ -86,7 +95,7 @@ def _print_awaiting(row: dict[str, Any]) -> None:
 
 @target_options()
 def provision_cmd(path: RepoPath, target: Target = GROUPED, dry_run: DryRun = False,
-                  output: Output = DataFormat.text) -> None:
+                  output: ListOutput = ListFormat.text) -> None:
     """Create the initial values of generated secrets (source.generate) in Vault; existing values stay untouched.
 
     Each value is created once (check-and-set 0), tagged with the rotation policy in force and recorded in the
@@ -103,4 +112,4 @@ def provision_cmd(path: RepoPath, target: Target = GROUPED, dry_run: DryRun = Fa
     data = result.as_dict()
     if not emit_data(data, output):
         for row in data["values"]:
-            line(_steps(row, "{result:<8} {intent} ({environment}) {path}", dry_run))
+            line(_steps(row, "{result:<8} {intent} ({environment}) {path}", dry_run, wide=is_wide(output)))

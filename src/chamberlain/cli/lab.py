@@ -8,7 +8,6 @@ command prints a secret value: the dev-mode root token stays in its 0600 file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import sys
 from enum import StrEnum
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chamberlain.cli.options import settings
+from chamberlain.cli.output import ListFormat, ListOutput, emit_data, is_wide
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
@@ -28,11 +28,6 @@ lab_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.m
 
 _out = Console(soft_wrap=True)
 _err = Console(stderr=True, soft_wrap=True)
-
-
-class StatusFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 class AuthorityChoice(StrEnum):
@@ -143,14 +138,13 @@ def down_cmd(
 @lab_app.command("status")
 def status_cmd(
     lab_dir: LabDirOption = None,
-    output: Annotated[StatusFormat, typer.Option("-o", "--output", help="Output format.")] = StatusFormat.text,
+    output: ListOutput = ListFormat.text,
 ) -> None:
-    """Health, address and version of each server; exit 0 only if all are healthy."""
+    """Health, address and version of each server; exit 0 only if all are healthy (-o wide: with the lab's
+    authority flavour, mode and clusters)."""
     report = lab_mod.status(*_lab(lab_dir))
-    if output is StatusFormat.json:
-        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    else:
-        _print_status(report)
+    if not emit_data(report, output):
+        _print_status(report, wide=is_wide(output))
     raise typer.Exit(0 if lab_mod.healthy(report) else 1)
 
 
@@ -179,29 +173,30 @@ def env_cmd(lab_dir: LabDirOption = None) -> None:
 
 
 @lab_app.command("tools")
-def tools_cmd(
-    output: Annotated[StatusFormat, typer.Option("-o", "--output", help="Output format.")] = StatusFormat.text,
-) -> None:
+def tools_cmd(output: ListOutput = ListFormat.text) -> None:
     """Paths of the lab's tool binaries (sops, age, kubectl, bao, the servers, the Flux controllers, PostgreSQL's
     bin directory, git). A missing one is listed as such, with the command that provides it; the exit code is 0
-    either way (the report is the answer).
+    either way (the report is the answer). -o wide adds where each comes from and the detail.
 
     Example: chamberlain lab tools -o json | jq -r .tools.kubectl.path
     """
     s = settings()
     tools = builds.tool_paths(s.lab_cache, s.child_env)
-    if output is StatusFormat.json:
-        report = {"cache": str(s.lab_cache), "tools": {name: t.as_dict() for name, t in tools.items()}}
-        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if emit_data({"cache": str(s.lab_cache), "tools": {name: t.as_dict() for name, t in tools.items()}}, output):
         return
     # Plain lines, not a table: paths are copied into other tools and must never be cut.
     width = max(len(name) for name in tools)
+    source_width = max(len(t.source) for t in tools.values())
     for name, t in tools.items():
         where = str(t.path) if t.path else f"missing ({t.detail})"
-        sys.stdout.write(f"{name:<{width}}  {t.version or '-':<8}  {where}\n")
+        if is_wide(output):  # the source before the path, so the path still ends the line
+            detail = f"  {t.detail}" if t.path and t.detail else ""
+            sys.stdout.write(f"{name:<{width}}  {t.version or '-':<8}  {t.source:<{source_width}}  {where}{detail}\n")
+        else:
+            sys.stdout.write(f"{name:<{width}}  {t.version or '-':<8}  {where}\n")
 
 
-def _print_status(report: dict[str, Any]) -> None:
+def _print_status(report: dict[str, Any], *, wide: bool = False) -> None:
     table = Table(title=f"chamberlain lab ({report['lab_dir']})")
     for col in ("component", "healthy", "address", "version"):
         # Addresses are copied into other tools: never truncate or wrap them.
@@ -214,3 +209,7 @@ def _print_status(report: dict[str, Any]) -> None:
     _out.print(f"kubeconfig: {report['kubeconfig']}", markup=False, highlight=False)
     for number, path in enumerate(report.get("kubeconfigs", [])[1:], start=2):
         _out.print(f"kubeconfig of cluster {number}: {path}", markup=False, highlight=False)
+    if wide:
+        mode = "dev mode" if report.get("dev") else "not dev mode"
+        _out.print(f"authority: {report.get('authority', '-')} ({mode}); clusters: {report.get('clusters', 1)}",
+                   markup=False, highlight=False)

@@ -26,6 +26,7 @@ from chamberlain.cli.output import (
     StrictOption,
     emit_data,
     emit_json,
+    is_wide,
     line,
     stderr,
     stdout,
@@ -85,13 +86,13 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
     result = repository.validate(path)
     failing = result.blocking(strict=strict)
     excluded = result.repo.exclusions
-    if output is FindingsFormat.json:
-        emit_json({**summary(result.findings, strict=strict, exclusions=excluded),
-                   "results": findings_to_dicts(result.findings), "exclusions": exclusions_to_dicts(excluded)})
+    if output in (FindingsFormat.json, FindingsFormat.yaml):
+        emit_data({**summary(result.findings, strict=strict, exclusions=excluded),
+                   "results": findings_to_dicts(result.findings), "exclusions": exclusions_to_dicts(excluded)}, output)
     elif output is FindingsFormat.sarif:
         emit_json(to_sarif(result.findings, prefix=repository.git_prefix(result.repo), exclusions=excluded))
     else:
-        _print_findings(result.findings)
+        _print_findings(result.findings, wide=is_wide(output))
         _print_exclusions(excluded)
         left_out = exclusion_summary(excluded)
         stderr.print(_findings_summary(result.findings, failing, str(path)) if result.findings else
@@ -118,10 +119,10 @@ def _findings_summary(findings: list[Finding], failing: list[Finding], where: st
     return f"[{colour}]{counts}[/{colour}] in {where}"
 
 
-def _print_findings(findings: list[Finding]) -> None:
+def _print_findings(findings: list[Finding], *, wide: bool = False) -> None:
     from chamberlain.reporting import to_text_lines
 
-    for text in to_text_lines(findings):
+    for text in to_text_lines(findings, wide=wide):
         line(text)
 
 
@@ -174,23 +175,24 @@ def render(
 def inventory(path: RepoPath, output: InventoryOutput = InventoryFormat.text) -> None:
     """List every secret: owner, purpose, class, environments, Vault paths, consumers, workloads, rotation.
 
-    Example: chamberlain inventory examples/acme -o html > inventory.html
+    Example: chamberlain inventory examples/acme -o html > inventory.html  (or -o wide, json, yaml, markdown)
     """
     from chamberlain.inventory import text_renderable, to_dict, to_html, to_markdown, to_text
     from chamberlain.service import repository
 
     inv = repository.inventory(path)
-    if output is InventoryFormat.json:
-        emit_json(to_dict(inv))
+    wide = is_wide(output)
+    if emit_data(to_dict(inv), output):
+        pass
     elif output is InventoryFormat.markdown:
         sys.stdout.write(to_markdown(inv))
     elif output is InventoryFormat.html:
         sys.stdout.write(to_html(inv))
     # A terminal gets a table that fits its width; a pipe gets the fixed wide layout, which wraps less.
     elif stdout.is_terminal:
-        stdout.print(text_renderable(inv))
+        stdout.print(text_renderable(inv, wide=wide))
     else:
-        sys.stdout.write(to_text(inv))
+        sys.stdout.write(to_text(inv, 280 if wide else 160, wide=wide))
 
 
 @app.command()

@@ -211,7 +211,7 @@ def target_options(*, environment: bool = True, cluster: bool = True, vault: boo
 
 def kubeconfig_files(value: str | None) -> tuple[Path, ...] | None:
     """``--kubeconfig``/``KUBECONFIG`` as files: one path, or several joined like ``KUBECONFIG`` (``a:b``)."""
-    files = split_kubeconfig(value or "")
+    files = tuple(p.expanduser() for p in split_kubeconfig(value or ""))
     return files or None
 
 

@@ -1,5 +1,6 @@
 """Printing: data on stdout, diagnostics on stderr, in the formats users ask for (``-o text|json|yaml|...``), and the
-``-o`` and PATH parameters every printing command takes."""
+``-o`` and PATH parameters every printing command takes. A command that prints a list or table takes
+:data:`ListOutput` (``-o text|json|yaml|wide``); one that prints a single result takes :data:`Output`."""
 
 from __future__ import annotations
 
@@ -23,22 +24,40 @@ class DataFormat(StrEnum):
     yaml = "yaml"
 
 
+class ListFormat(StrEnum):
+    """A command that prints a list or table: text, json, yaml (the same data as json), or wide (text with more
+    columns), as kubectl's ``-o``."""
+
+    text = "text"
+    json = "json"
+    yaml = "yaml"
+    wide = "wide"
+
+
 class FindingsFormat(StrEnum):
     text = "text"
     json = "json"
+    yaml = "yaml"
+    wide = "wide"
     sarif = "sarif"
 
 
 class InventoryFormat(StrEnum):
     text = "text"
     json = "json"
+    yaml = "yaml"
+    wide = "wide"
     markdown = "markdown"
     html = "html"
 
 
 Output = Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")]
-FindingsOutput = Annotated[FindingsFormat, typer.Option("-o", "--output", help="Output format.")]
-InventoryOutput = Annotated[InventoryFormat, typer.Option("-o", "--output", help="Output format.")]
+ListOutput = Annotated[ListFormat, typer.Option(
+    "-o", "--output", help="Output format: text, json, yaml (the same data as json) or wide (more columns).")]
+FindingsOutput = Annotated[FindingsFormat, typer.Option("-o", "--output", help="Output format (wide: with "
+                                                        "the rule's severity and invariant columns).")]
+InventoryOutput = Annotated[InventoryFormat, typer.Option("-o", "--output", help="Output format (wide: with "
+                                                          "purpose, source and Vault paths).")]
 
 StrictOption = Annotated[
     bool, typer.Option("--strict", help="Warnings fail the command too (SPEC §10: a new rule starts as a warning).")
@@ -59,15 +78,22 @@ def emit_json(data: Any) -> None:
 
 
 def emit_yaml(data: Any) -> None:
-    sys.stdout.write(yaml.safe_dump(data, sort_keys=True, allow_unicode=True))
+    """``data`` as YAML, exactly the data ``-o json`` prints (tuples become lists, keys strings): a pipeline may
+    switch formats without a difference."""
+    sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=True, allow_unicode=True))
 
 
-def emit_data(data: Any, fmt: DataFormat) -> bool:
-    """Print ``data`` as json or yaml; return False when the caller should print text itself."""
-    if fmt is DataFormat.json:
+def emit_data(data: Any, fmt: StrEnum) -> bool:
+    """Print ``data`` as json or yaml (any format enum with those values); return False when the caller should
+    print text (or wide text) itself."""
+    if fmt == "json":
         emit_json(data)
         return True
-    if fmt is DataFormat.yaml:
+    if fmt == "yaml":
         emit_yaml(data)
         return True
     return False
+
+
+def is_wide(fmt: StrEnum) -> bool:
+    return fmt == "wide"

@@ -18,6 +18,9 @@ from rich.status import Status
 
 from chamberlain.clock import Clock
 
+# What a run at one of these stages waits for (the stage is the one reached; the wait is for the next step).
+WAITS = {"promoted": "consumers syncing", "revoke-wait": "overlap before revoking the previous version"}
+
 
 class WaitProgress:
     """The stage a command is at and how long it has waited in it, shown on ``console`` (stderr)."""
@@ -37,7 +40,7 @@ class WaitProgress:
 
     def stage(self, secret: str, stage: str) -> None:
         """The run of ``secret`` is about to run (or wait in) ``stage``."""
-        what = f"{secret}: {stage}"
+        what = f"{secret}: {stage}" + (f" ({WAITS[stage]})" if stage in WAITS else "")
         if what == self._what:
             return
         self._what, self._since = what, self._clock.monotonic()
@@ -50,7 +53,7 @@ class WaitProgress:
             else:
                 self._status.update(self.text)
         else:
-            self._console.print(f"[{self._verb}] {what}", markup=False, highlight=False)
+            self._console.print(f"[{self._verb}] {what}", markup=False, highlight=False, soft_wrap=True)
 
     def waited(self) -> None:
         """Called after each slice of a wait: refresh the elapsed time, or print a line every ``every`` seconds."""
@@ -59,12 +62,12 @@ class WaitProgress:
         now = self._clock.monotonic()
         waited = now - self._since
         if self._live and self._status is not None:
-            self.text = f"{self._verb} {self._what} (waiting {waited:.0f}s)"
+            self.text = f"{self._verb} {self._what}, waiting {waited:.0f}s"
             self._status.update(self.text)
         elif not self._live and now - self._last_line >= self._interval(waited):
             self._last_line = now
             self._console.print(f"[{self._verb}] {self._what}, waiting {waited:.0f}s", markup=False,
-                                highlight=False)
+                                highlight=False, soft_wrap=True)
 
     def _interval(self, waited: float) -> float:
         """Seconds between plain lines: ``every`` for the first minute, then sparser (a revoke after an hour's

@@ -21,21 +21,32 @@ from typing import Annotated, Any
 import typer
 
 from chamberlain.cli.options import GROUPED, Target, actor, clock, target_options
-from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line, stderr
+from chamberlain.cli.output import ListFormat, ListOutput, RepoPath, emit_data, is_wide, line, stderr
 from chamberlain.cli.progress import ReportingClock, WaitProgress
 from chamberlain.service.context import Caller, LiveServers
 from chamberlain.service.rotation import RotateRequest
 
 
-def _print_run(row: dict[str, Any]) -> None:
+def _print_run(row: dict[str, Any], *, wide: bool = False) -> None:
     prop = row["propagationSeconds"]
+    extra = ""
+    if wide:  # how it was started and what it left behind (ledger entry, revoke time, keys, Reloader's share)
+        seq = row.get("ledgerSeq")
+        extra = (f"  trigger {row.get('trigger') or '-'}/{row.get('mode') or '-'}"
+                 f"  ledger #{'-' if seq is None else seq}"
+                 f"  keys {_joined(row.get('rotatedKeys'))}  revoke-at {row.get('revokeAt') or '-'}"
+                 f"  left-to-reloader {_joined(row.get('workloadsLeftToReloader'))}")
     line(f"{row['stage']:<12} {row['secret']} {row['path']}  run {row['run']}  "
          f"v{row['previousVersion']} -> v{row['version'] if row['version'] is not None else '?'}  "
          f"propagated {'-' if prop is None else f'{prop:.2f}s'}  "
-         f"restarted {','.join(row['workloadsRestarted']) or '-'}")
+         f"restarted {','.join(row['workloadsRestarted']) or '-'}" + extra)
     for note in ("error", "message"):
         if row.get(note):
             line(f"  {row[note]}", err=True)
+
+
+def _joined(items: list[str] | None) -> str:
+    return ",".join(items or []) or "-"
 
 
 def _is_dir(text: str | None) -> bool:
@@ -58,7 +69,7 @@ def rotate_cmd(
                         ] = 120.0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for consumers to sync.")] = 120.0,
     target: Target = GROUPED,
-    output: Output = DataFormat.text,
+    output: ListOutput = ListFormat.text,
 ) -> None:
     """Rotate a secret now through the durable workflow (manual trigger), or roll back / release it.
 
@@ -82,13 +93,14 @@ def rotate_cmd(
             if release:
                 line(f"{'released' if row['released'] else 'not-held':<12} {row['secret']} {row['path']}")
             else:
-                _print_run(row)
+                _print_run(row, wide=is_wide(output))
     raise typer.Exit(0 if result.ok else 1)
 
 
 @target_options()
-def status_cmd(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat.text) -> None:
-    """Per secret: classification, authority, version, last rotation, next due, held, consumers in sync.
+def status_cmd(path: RepoPath, target: Target = GROUPED, output: ListOutput = ListFormat.text) -> None:
+    """Per secret: classification, authority, version, last rotation, next due, held, consumers in sync
+    (-o wide: with the Vault path, policy, why it is due or not, the last run and each consumer Secret).
 
     Example: chamberlain status examples/acme -e dev --cluster dev1 -o json
     """
@@ -98,6 +110,7 @@ def status_cmd(path: RepoPath, target: Target = GROUPED, output: Output = DataFo
         report = status(Path(path), servers, servers.clock, environment=target.environment, cluster=target.cluster)
     if emit_data(report.as_dict(), output):
         return
+    wide = is_wide(output)
     for r in report.rows:
         last = r["lastRotation"] or {}
         consumers = r["consumers"]
@@ -105,4 +118,17 @@ def status_cmd(path: RepoPath, target: Target = GROUPED, output: Output = DataFo
         line(f"{r['secret']:<28} {r['environment']:<8} {r['classification']:<10} authority={r['authority']:<8} "
              f"v{r['version'] if r['version'] is not None else '-'}  "
              f"last={last.get('at') or '-'} ({last.get('result') or '-'})  next={r['nextDue'] or '-'}  "
-             f"{'HELD  ' if r['held'] else ''}in-sync {synced}/{len(consumers)}")
+             f"{'HELD  ' if r['held'] else ''}in-sync {synced}/{len(consumers)}" + (_wide_status(r) if wide else ""))
+
+
+def _wide_status(r: dict[str, Any]) -> str:
+    run = r.get("run") or {}
+    consumers = ",".join(f"{c['namespace']}/{c['secret']}={_sync(c)}" for c in r["consumers"]) or "-"
+    return (f"  path={r['path']}  policy={r.get('policy') or '-'}{'' if r.get('policyInForce') else '(git)'}"
+            f"  due={'yes' if r.get('due') else 'no'}({r.get('dueReason') or '-'})"
+            f"  run={run.get('id') or '-'}:{run.get('stage') or '-'}  consumers={consumers}")
+
+
+def _sync(consumer: dict[str, Any]) -> str:
+    return {True: "synced", False: "stale", None: "unknown"}[consumer.get("inSync")] if consumer.get(
+        "exists") is not False else "missing"

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from chamberlain.cli.options import GROUPED, Target, clock, configure_options, target_options
-from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line
+from chamberlain.cli.output import ListFormat, ListOutput, RepoPath, emit_data, is_wide, line
 from chamberlain.service.authority import ConfigureOptions, Selection
 from chamberlain.service.context import Caller, LiveServers
 from chamberlain.service.upgrade import UpgradeRequest, UpgradeResult
@@ -28,15 +28,17 @@ Identities = Annotated[list[Path] | None, typer.Option(
 _MARK = {"done": "ok", "needed": "->", "waiting": "..", "manual": "!!"}
 
 
-def _print(result: UpgradeResult) -> None:
+def _print(result: UpgradeResult, *, wide: bool = False) -> None:
+    """Each step and what it acts on: the first 20 items of a step, every item with ``wide``."""
+    shown = None if wide else 20
     for row in result.applied:
         line(f"applied {row['step']}: {row['outcome']}")
     for step in result.steps:
         line(f"{_MARK[step.state]} {step.id} [{step.state}]: {step.changes}")
-        for item in step.items[:20]:
+        for item in step.items[:shown]:
             line(f"     {item}")
-        if len(step.items) > 20:
-            line(f"     ... {len(step.items) - 20} more")
+        if shown is not None and len(step.items) > shown:
+            line(f"     ... {len(step.items) - shown} more (-o wide lists them all)")
     line(f"cluster {result.cluster}: " + ("upgrade complete (nothing left to do)." if result.complete else
                                           "upgrade not complete."))
 
@@ -54,7 +56,7 @@ def plan_cmd(
     identity: Identities = None,
     target: Target = GROUPED,
     configure: ConfigureOptions = GROUPED,
-    output: Output = DataFormat.text,
+    output: ListOutput = ListFormat.text,
 ) -> None:
     """List the upgrade steps of one cluster (id, what it changes, state: done, needed, waiting, manual); change
     nothing. Exit 0 when the upgrade is complete, 1 when a step is left.
@@ -66,7 +68,7 @@ def plan_cmd(
     with LiveServers(target.conn, clock()) as servers:
         result = plan_upgrade(_request(path, target, configure, identity), servers)
     if not emit_data(result.as_dict(), output):
-        _print(result)
+        _print(result, wide=is_wide(output))
     if not result.complete:
         raise typer.Exit(1)
 
@@ -79,7 +81,7 @@ def apply_cmd(
     identity: Identities = None,
     target: Target = GROUPED,
     configure: ConfigureOptions = GROUPED,
-    output: Output = DataFormat.text,
+    output: ListOutput = ListFormat.text,
 ) -> None:
     """Run the needed upgrade steps in order, each recorded in the ledger, resumable after a crash; print what ran
     and what is left (waiting for a Git re-render, or custody for the custodians). Exit 0 when complete, 3 when
@@ -93,6 +95,6 @@ def apply_cmd(
         result = apply_upgrade(_request(path, target, configure, identity), servers,
                                Caller("chamberlain upgrade apply", servers.clock))
     if not emit_data(result.as_dict(), output):
-        _print(result)
+        _print(result, wide=is_wide(output))
     if not result.complete:
         raise typer.Exit(3)

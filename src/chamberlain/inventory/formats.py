@@ -126,8 +126,9 @@ def to_yaml(inventory: Inventory) -> str:
 # ------------------------------------------------------------------------------------------------ terminal
 
 
-def text_renderable(inventory: Inventory) -> RenderableType:
-    """A rich renderable: one summary line and one row per secret."""
+def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableType:
+    """A rich renderable: one summary line and one row per secret (``wide``: with purpose, source and Vault
+    paths)."""
     counts = inventory.classification_counts()
     head = Text.assemble(
         ("Inventory", "bold"),
@@ -147,6 +148,10 @@ def text_renderable(inventory: Inventory) -> RenderableType:
     # The dependency columns are the point of the table; they keep their width and the prose columns wrap.
     table.add_column("CONSUMERS", overflow="fold")
     table.add_column("RESTARTS", overflow="fold")
+    if wide:
+        table.add_column("PURPOSE", overflow="fold")
+        table.add_column("SOURCE", overflow="fold")
+        table.add_column("VAULT PATHS", no_wrap=True)  # copied into vault/bao commands: never cut
     for e, consumed, restarted in zip(inventory.entries, consumers, restarts, strict=True):
         rotation = (
             Text(f"{e.rotation.policy} ({e.rotation.short})")
@@ -157,7 +162,7 @@ def text_renderable(inventory: Inventory) -> RenderableType:
         name = Text(e.name, style="bold")
         if e.target is not None:
             name.append(f"\n-> {e.target.kind} {e.target.principal}", style="dim")
-        table.add_row(
+        cells: list[RenderableType] = [
             name,
             Text(e.classification, style=CLASS_STYLE.get(e.classification, "")),
             e.owner,
@@ -165,7 +170,11 @@ def text_renderable(inventory: Inventory) -> RenderableType:
             rotation,
             consumed or Text("-", style="dim"),
             restarted or Text("-", style="dim"),
-        )
+        ]
+        if wide:
+            cells += [e.purpose, f"{e.source.kind}" + (f" ({e.source.detail})" if e.source.detail else ""),
+                      "\n".join(e.vault_paths) or Text("-", style="dim")]
+        table.add_row(*cells)
     if not inventory.edges:
         return Group(head, table)
     edges = Text("Cross-owner edges:\n", style="bold")
@@ -173,11 +182,11 @@ def text_renderable(inventory: Inventory) -> RenderableType:
     return Group(head, table, edges)
 
 
-def to_text(inventory: Inventory, width: int = 160) -> str:
+def to_text(inventory: Inventory, width: int = 160, *, wide: bool = False) -> str:
     """The terminal table as plain text (no colour codes), for logs, tests and pipes."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False, soft_wrap=False)
-    console.print(text_renderable(inventory))
+    console.print(text_renderable(inventory, wide=wide))
     return buffer.getvalue()
 
 

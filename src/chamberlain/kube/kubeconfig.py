@@ -23,13 +23,11 @@ import yaml
 
 from chamberlain.errors import UsageError
 
-DEFAULT_KUBECONFIG = Path("~/.kube/config")
-
 
 @dataclass(frozen=True)
 class KubeconfigSource:
-    """Kubeconfig files, merged in order (empty: ``~/.kube/config``), and the context to use (None: the merged
-    current-context)."""
+    """Kubeconfig files, merged in order (empty: the client's default, ``~/.kube/config``), and the context to
+    use (None: the merged current-context). The entry point expands ``~`` (it owns the environment)."""
 
     files: tuple[Path, ...] = ()
     context: str | None = None
@@ -48,17 +46,34 @@ class KubeconfigSource:
             return None
         return cls(paths, context or None)
 
-    def paths(self) -> tuple[Path, ...]:
-        return tuple(p.expanduser() for p in (self.files or (DEFAULT_KUBECONFIG,)))
-
     def describe(self) -> str:
         """The files, as a message names them."""
-        return ":".join(str(p) for p in self.paths())
+        return os.pathsep.join(str(p) for p in self.files) if self.files else _default_location()
 
 
 def split_kubeconfig(value: str) -> tuple[Path, ...]:
     """``KUBECONFIG``'s list syntax (``os.pathsep``-separated; empty entries ignored, as kubectl does)."""
-    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
+    return tuple(Path(part) for part in value.split(os.pathsep) if part.strip())
+
+
+def _default_location() -> str:
+    """Where the client looks without a named file (its own default, ``~/.kube/config``)."""
+    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
+
+    return str(KUBE_CONFIG_DEFAULT_LOCATION)
+
+
+def _existing(source: KubeconfigSource) -> str:
+    """The files to merge, joined as the client's loader takes them: the named ones that exist (a missing one
+    in a list is skipped, as kubectl does), or the client's default."""
+    if not source.files:
+        return _default_location()
+    existing = [p for p in source.files if p.is_file()]
+    if not existing:
+        if len(source.files) == 1:
+            raise UsageError(f"{source.files[0]}: no such kubeconfig")
+        raise UsageError(f"no kubeconfig: none of {source.describe()} exists")
+    return os.pathsep.join(str(p) for p in existing)
 
 
 @dataclass(frozen=True)
@@ -72,19 +87,14 @@ def _merge(source: KubeconfigSource) -> _Merged:
     from kubernetes.config.config_exception import ConfigException
     from kubernetes.config.kube_config import KubeConfigMerger
 
-    paths = source.paths()
-    existing = [p for p in paths if p.is_file()]
-    if not existing:
-        if len(paths) == 1:
-            raise UsageError(f"{paths[0]}: no such kubeconfig")
-        raise UsageError(f"no kubeconfig: none of {source.describe()} exists")
+    files = _existing(source)
     try:
-        merger = KubeConfigMerger(os.pathsep.join(str(p) for p in existing))  # type: ignore[no-untyped-call]
+        merger = KubeConfigMerger(files)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:  # a YAML error's text may quote a line
         raise UsageError(f"{source.describe()}: cannot read the kubeconfig ({type(exc).__name__})") from None
     config = merger.config
-    if config is None:
-        raise UsageError(f"{source.describe()}: no kubeconfig content")
+    if config is None:  # only the default location can be missing here
+        raise UsageError(f"no kubeconfig at {source.describe()}: pass --kubeconfig or set KUBECONFIG")
     # The client's merger lets the last file's current-context win; kubectl (and we) take the first one set.
     current = next((c.get("current-context") for p in merger.paths
                     if isinstance(c := merger.config_files.get(p), dict) and c.get("current-context")), None)
@@ -111,7 +121,7 @@ def api_client(source: KubeconfigSource) -> Any:
     import kubernetes
 
     merged = _merge(source)
-    files = os.pathsep.join(str(p) for p in source.paths() if p.is_file())
+    files = _existing(source)
     try:
         return kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=files, context=merged.context)
@@ -153,5 +163,5 @@ def _reason(exc: Exception) -> str:
     return text[:200]
 
 
-__all__ = ["DEFAULT_KUBECONFIG", "KubeconfigSource", "api_client", "cluster_endpoint", "contexts",
+__all__ = ["KubeconfigSource", "api_client", "cluster_endpoint", "contexts",
            "split_kubeconfig"]

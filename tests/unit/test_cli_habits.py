@@ -1,0 +1,138 @@
+"""Command-line habits (issue 12, item 7): ``-o text|json|yaml|wide`` wherever a list is printed (yaml is the json
+data), shell completion, and a missing runtime extra that says how to install it. Offline: no server is
+contacted (the commands that need one are checked through --help, and through a missing module, which fails
+before any connection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLES, REPO_ROOT, run_cli
+
+ACME = str(EXAMPLES / "acme")
+
+# Every command that prints a list or a table.
+LIST_COMMANDS = [("inventory",), ("validate",), ("status",), ("rotate",), ("handover",), ("provision",),
+                 ("audit", "show"), ("audit", "verify"), ("upgrade", "plan"), ("upgrade", "apply"),
+                 ("lab", "status"), ("lab", "tools")]
+
+
+@pytest.mark.parametrize("command", LIST_COMMANDS, ids=" ".join)
+def test_every_list_command_takes_json_yaml_and_wide(command: tuple[str, ...]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.code == 0
+    for fmt in ("text", "json", "yaml", "wide"):
+        assert fmt in result.out, (command, fmt)
+
+
+@pytest.mark.parametrize("command", [("inventory", ACME), ("validate", ACME), ("lab", "tools")],
+                         ids=["inventory", "validate", "lab tools"])
+def test_yaml_is_the_json_data(command: tuple[str, ...]) -> None:
+    as_json = run_cli(*command, "-o", "json")
+    as_yaml = run_cli(*command, "-o", "yaml")
+    assert as_json.code == as_yaml.code == 0, as_json.err + as_yaml.err
+    assert yaml.safe_load(as_yaml.out) == json.loads(as_json.out)
+    assert not as_yaml.out.lstrip().startswith("{")  # block YAML, not JSON passed off as YAML
+
+
+def test_wide_adds_columns() -> None:
+    text = run_cli("inventory", ACME)
+    wide = run_cli("inventory", ACME, "-o", "wide")
+    assert text.code == wide.code == 0
+    header = next(x for x in wide.out.splitlines() if "SECRET" in x)
+    assert "VAULT PATHS" in header and "PURPOSE" in header and "SOURCE" in header
+    assert "VAULT PATHS" not in text.out
+    assert "secret/dev/team-observability/grafana-admin" in wide.out  # a path whole, never folded
+    tools, tools_wide = run_cli("lab", "tools"), run_cli("lab", "tools", "-o", "wide")
+    first, first_wide = tools.out.splitlines()[0].split(), tools_wide.out.splitlines()[0].split()
+    assert len(first_wide) > len(first) and first_wide[-1] == first[-1]  # the path still ends the line
+
+
+def test_validate_wide_names_severity_and_object() -> None:
+    from chamberlain.findings import Finding
+    from chamberlain.reporting import to_text_lines
+
+    finding = Finding("intents/a.yaml", 3, "CH001", "bad", column=5, object="SecretIntent/a", subject="k")
+    plain, = to_text_lines([finding])
+    wide, = to_text_lines([finding], wide=True)
+    assert plain.startswith("intents/a.yaml:3: CH001 ")
+    assert wide.startswith("intents/a.yaml:3:5: error CH001 ") and wide.endswith("object=SecretIntent/a (k)")
+
+
+def test_existing_formats_keep_working() -> None:
+    assert run_cli("inventory", ACME, "-o", "markdown").code == 0
+    sarif = run_cli("validate", ACME, "-o", "sarif")
+    assert sarif.code == 0 and json.loads(sarif.out)["version"] == "2.1.0"
+    assert run_cli("schema", "-o", "yaml").code == 0
+    assert run_cli("inventory", ACME, "-o", "xml").code == 2
+
+
+# ------------------------------------------------------------------------------------------------ completion
+
+
+def _chamberlain(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real console script's entry (argv[0] ``chamberlain``, as click names the completion variable)."""
+    code = "import sys; sys.argv[0] = 'chamberlain'; from chamberlain.cli.main import main; main()"
+    full = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), **(env or {})}
+    return subprocess.run([sys.executable, "-c", code, *args], env=full, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def test_completion_is_on() -> None:
+    top = run_cli("--help")
+    assert "--install-completion" in top.out and "--show-completion" in top.out
+    # A sub-command group does not repeat them (completion is the whole program's).
+    assert "--install-completion" not in run_cli("lab", "--help").out
+    shown = _chamberlain("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
+    assert shown.returncode == 0, shown.stderr
+    assert "_CHAMBERLAIN_COMPLETE=complete_bash" in shown.stdout and "complete -o default" in shown.stdout
+
+
+@pytest.mark.parametrize(("words", "cword", "expected"), [
+    ("chamberlain ro", 1, {"rotate", "root"}),
+    ("chamberlain lab st", 2, {"status"}),
+    ("chamberlain status --con", 2, {"--context"}),
+    ("chamberlain inventory . -o ", 4, {"text", "json", "yaml", "wide", "markdown", "html"}),
+], ids=["commands", "sub-commands", "options", "formats"])
+def test_completion_completes(words: str, cword: int, expected: set[str]) -> None:
+    got = _chamberlain(env={"_CHAMBERLAIN_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+    assert got.returncode == 0, got.stderr
+    assert set(got.stdout.split()) == expected
+
+
+# ------------------------------------------------------------------------------------------------ extras
+
+
+@pytest.mark.parametrize(("module", "args"), [
+    ("hvac", ("authority", "status", ACME)),
+    ("kubernetes", ("apply", ACME, "--cluster", "dev1", "--kubeconfig", "/dev/null")),
+    ("psycopg", ("demo", "--help")),  # help never imports a server client: exit 0 below
+], ids=["hvac", "kubernetes", "psycopg-help"])
+def test_a_missing_runtime_extra_says_how_to_install_it(module: str, args: tuple[str, ...]) -> None:
+    code = (f"import sys; sys.modules[{module!r}] = None; sys.argv = ['chamberlain', *{list(args)!r}]; "
+            "from chamberlain.cli.main import main; main()")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    env.pop("CHAMBERLAIN_DEBUG", None)
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
+                         timeout=60)
+    if args[-1] == "--help":
+        assert got.returncode == 0, got.stderr
+        return
+    assert got.returncode == 2, got.stderr
+    assert f"needs {module}" in got.stderr and "install chamberlain[runtime]" in got.stderr
+    assert "pip install 'chamberlain[runtime]'" in got.stderr
+    assert "internal error" not in got.stderr and "Traceback" not in got.stderr
+
+
+def test_only_runtime_modules_get_the_advice() -> None:
+    from chamberlain.cli.main import missing_runtime
+
+    assert missing_runtime(ModuleNotFoundError("x", name="hvac.exceptions")) is not None
+    assert missing_runtime(ModuleNotFoundError("x", name="no_such_thing")) is None  # a bug stays a bug
+    assert missing_runtime(ImportError("x")) is None
