@@ -52,7 +52,9 @@ def test_manual_rotation_propagates_through_real_eso_and_status_shows_it(world: 
 
     result = run_cli("rotate", NAME, str(w.repo), "--reason", "test", "-o", "json", *w.vault_args())
     assert result.code == 0, result.out + result.err
-    report = json.loads(result.out)
+    report = json.loads(result.out)  # progress went to stderr: stdout is the JSON alone
+    # Not a terminal here: one plain progress line per stage, the wait for ESO among them.
+    assert f"[rotate] {NAME}: promoted (consumers syncing)" in result.err.splitlines()
     [run] = report["runs"]
     assert run["ok"] and run["stage"] == "revoked" and run["finished"]
     assert run["previousVersion"] == before and run["version"] == before + 1

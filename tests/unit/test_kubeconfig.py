@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from chamberlain.cli.options import GROUPED, Target, kubeconfig_files, target_op
 from chamberlain.errors import UsageError
 from chamberlain.kube.kubeconfig import KubeconfigSource, api_client, cluster_endpoint, contexts
 from chamberlain.service.context import ConnectionOptions, LiveServers
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, REPO_ROOT, run_cli
 
 CA_A = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 CA_B = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
@@ -139,3 +142,14 @@ def test_an_unknown_context_from_the_command_line_is_a_usage_error(two_files: tu
     assert result.code == 2, result.err
     assert "context 'prod' is not in the kubeconfig" in result.err and str(b) in result.err
     assert "internal error" not in result.err and "Traceback" not in result.err
+
+
+def test_context_completes_from_the_merged_files(two_files: tuple[Path, Path]) -> None:
+    a, b = two_files
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "KUBECONFIG": f"{a}:{b}",
+           "_CHAMBERLAIN_COMPLETE": "complete_bash", "COMP_WORDS": "chamberlain status . --context ", "COMP_CWORD": "4"}
+    code = "import sys; sys.argv[0] = 'chamberlain'; from chamberlain.cli.main import main; main()"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split() == ["alpha", "beta", "gamma"]

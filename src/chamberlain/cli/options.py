@@ -66,8 +66,22 @@ Kubeconfig = Annotated[str | None, typer.Option(
     "--kubeconfig", envvar="KUBECONFIG", show_default=False, metavar="PATH[:PATH...]",
     help="kubeconfig of the cluster; several files (a:b, as in KUBECONFIG) merge, the first to set a value wins "
          "(in a pod without one: in-cluster config; else ~/.kube/config).")]
+
+
+def _complete_context(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of ``--context``: the contexts of the kubeconfig given so far (or ``KUBECONFIG``)."""
+    from chamberlain.kube.kubeconfig import KubeconfigSource, contexts
+
+    try:
+        files = kubeconfig_files(ctx.params.get("kubeconfig") or os.environ.get("KUBECONFIG"))
+        names, _ = contexts(KubeconfigSource(files or ()))
+    except Exception:  # completion never fails loudly: no suggestions instead
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
 KubeContext = Annotated[str | None, typer.Option(
-    "--context", show_default=False, metavar="NAME",
+    "--context", show_default=False, metavar="NAME", autocompletion=_complete_context,
     help="The kubeconfig context to use (default: its current-context).")]
 
 # ------------------------------------------------------------------------------------------------ selection
