@@ -16,6 +16,7 @@ from chamberlain.authority.configure import CONFIGURATOR, KubernetesAuthSettings
 from chamberlain.checks.registry import run_checks
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
+from chamberlain.kube.kubeconfig import KubeconfigSource
 from chamberlain.render import naming, render_repository
 from chamberlain.service import load_valid
 from chamberlain.service.authority import ClusterAuth, ConfigureOptions, Selection
@@ -106,7 +107,7 @@ def test_one_kubeconfig_configures_one_cluster_never_several(tmp_path: Path) -> 
             kubernetes_host="https://a:6443", kubernetes_ca_file=ca)), None)
     several = service_desired_state(repo, platform, Selection(ACME, configure=ConfigureOptions(clusters={
         "dev1": ClusterAuth(host="https://a:6443", ca_file=ca),
-        "prod-eu1": ClusterAuth(host="https://b:6443", ca_file=ca)})), kubeconfig)
+        "prod-eu1": ClusterAuth(host="https://b:6443", ca_file=ca)})), KubeconfigSource((kubeconfig,)))
     assert {m: c.kubernetes_host for m, c in several.auth_config.items()} == {
         "kubernetes-dev1": "https://a:6443", "kubernetes-prod-eu1": "https://b:6443"}  # prod-us1: not given
     with pytest.raises(UsageError, match="not a cluster of the Platform"):

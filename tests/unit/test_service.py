@@ -27,6 +27,7 @@ from chamberlain.handover import handover_units
 from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key, marker_key
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
+from chamberlain.kube.kubeconfig import KubeconfigSource
 from chamberlain.rotation.workflow import rollback_source
 from chamberlain.service import audit, authority, controller, handover, policy, repository, rotation
 from chamberlain.service.context import Caller
@@ -90,7 +91,7 @@ class FakeServers:
     kv: FakeKV = field(default_factory=FakeKV)
     fake_kube: FakeKube = field(default_factory=FakeKube)
     vault: FakeVault = field(default_factory=FakeVault)
-    kubeconfig: Path | None = None
+    kubeconfig: KubeconfigSource | None = None
     orchestrated: list[str | None] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     refuse: Exception | None = None  # raised by every method: proves a use case failed before a server
