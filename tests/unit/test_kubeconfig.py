@@ -109,6 +109,14 @@ def test_missing_and_broken_files(two_files: tuple[Path, Path], tmp_path: Path) 
     with pytest.raises(UsageError) as caught:
         contexts(KubeconfigSource((broken,)))
     assert "sekrit" not in str(caught.value)
+    _kubeconfig(broken, current="x", clusters={"c": ("https://c", {"certificate-authority-data": "%%%"})},
+                contexts={"x": "c"})
+    with pytest.raises(UsageError, match="is not a PEM"):
+        cluster_endpoint(KubeconfigSource((broken,)))
+    for text in ("- a list\n", "contexts: [{context: {cluster: c}}]\n", "just a string\n"):
+        broken.write_text(text)
+        with pytest.raises(UsageError, match="cannot read the kubeconfig"):
+            cluster_endpoint(KubeconfigSource((broken,)))
 
 
 def test_kubeconfig_option_takes_a_kubeconfig_list(two_files: tuple[Path, Path]) -> None:

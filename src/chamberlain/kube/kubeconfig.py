@@ -90,15 +90,17 @@ def _merge(source: KubeconfigSource) -> _Merged:
     files = _existing(source)
     try:
         merger = KubeConfigMerger(files)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:  # a YAML error's text may quote a line
+        config = merger.config
+        if config is None:  # only the default location can be missing here
+            raise UsageError(f"no kubeconfig at {source.describe()}: pass --kubeconfig or set KUBECONFIG")
+        # The client's merger lets the last file's current-context win; kubectl (and we) take the first one set.
+        current = next((c.get("current-context") for p in merger.paths
+                        if isinstance(c := merger.config_files.get(p), dict) and c.get("current-context")), None)
+        names = [str(c["name"]) for c in config.value.get("contexts") or []]
+    # Not a kubeconfig (a list, a context without a name, bad YAML): the type only, since a YAML error's text
+    # may quote a line of the file.
+    except (ConfigException, OSError, ValueError, yaml.YAMLError, AttributeError, TypeError, KeyError) as exc:
         raise UsageError(f"{source.describe()}: cannot read the kubeconfig ({type(exc).__name__})") from None
-    config = merger.config
-    if config is None:  # only the default location can be missing here
-        raise UsageError(f"no kubeconfig at {source.describe()}: pass --kubeconfig or set KUBECONFIG")
-    # The client's merger lets the last file's current-context win; kubectl (and we) take the first one set.
-    current = next((c.get("current-context") for p in merger.paths
-                    if isinstance(c := merger.config_files.get(p), dict) and c.get("current-context")), None)
-    names = [str(c["name"]) for c in config.value.get("contexts") or []]
     wanted = source.context or current
     if not wanted:
         raise UsageError(f"{source.describe()}: no current-context; pass --context "
@@ -152,7 +154,13 @@ def cluster_endpoint(source: KubeconfigSource) -> tuple[str, str]:
         raise UsageError(f"{where} names no cluster with a server")
     if not data:
         raise UsageError(f"{where}: its cluster has no CA; pass --kubernetes-ca-file")
-    return str(server).rstrip("/"), base64.standard_b64decode(data).decode()
+    try:
+        ca = base64.b64decode("".join(str(data).split()), validate=True).decode()
+    except ValueError:  # not base64, or not text
+        ca = ""
+    if "-----BEGIN" not in ca:
+        raise UsageError(f"{where}: its cluster's CA is not a PEM (certificate-authority-data is base64 of one)")
+    return str(server).rstrip("/"), ca
 
 
 def _reason(exc: Exception) -> str:
