@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from chamberlain.cli.options import GROUPED, Target, actor, clock, target_options
-from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line
+from chamberlain.cli.output import DataFormat, Output, RepoPath, emit_data, line, stderr
+from chamberlain.cli.progress import ReportingClock, WaitProgress
 from chamberlain.errors import UsageError
 from chamberlain.service.context import Caller, LiveServers
 
@@ -73,12 +74,14 @@ def import_cmd(
     if not Path(path).is_dir() and Path(name).is_dir():
         path, name = name, path
     raw, source_path = _read(from_file)
-    request = ImportRequest(Path(path), name, target.environment, raw=raw, source=from_file,
-                            source_path=source_path, cluster=target.cluster, key=key, reason=reason,
-                            max_wait=max_wait, timeout=timeout)
-    caller = Caller(actor(), clock())
-    with LiveServers(target.conn, caller.clock) as servers:
-        result = import_value(request, servers, caller)
+    wall = clock()
+    with WaitProgress(stderr, wall, verb="import") as progress:
+        request = ImportRequest(Path(path), name, target.environment, raw=raw, source=from_file,
+                                source_path=source_path, cluster=target.cluster, key=key, reason=reason,
+                                max_wait=max_wait, timeout=timeout, on_stage=progress.stage)
+        caller = Caller(actor(), ReportingClock(wall, progress))
+        with LiveServers(target.conn, caller.clock) as servers:
+            result = import_value(request, servers, caller)
     data = result.as_dict()
     if not emit_data(data, output):
         version = f"v{data.get('previousVersion')} -> v{data.get('version')}" if "version" in data else ""

@@ -25,6 +25,8 @@ from chamberlain.service.context import new_run_id
 from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from chamberlain.authority.kv import KV
     from chamberlain.intent.model import SecretIntent
     from chamberlain.intent.paths import VaultPath
@@ -54,6 +56,8 @@ class ImportRequest:
     reason: str = DEFAULT_REASON
     max_wait: float = 120.0
     timeout: float = 120.0
+    # Sees (secret, stage) before each step of the run: the CLI's progress display. Never given a value.
+    on_stage: Callable[[str, str], None] | None = field(default=None, compare=False)
 
     def check(self) -> None:
         if not self.environment:
@@ -152,7 +156,9 @@ def import_value(request: ImportRequest, servers: Servers, caller: Caller) -> Im
     deps, timed = rm.build_deps(kv, servers.kube(), platform, intents, placed, actor=caller.actor,
                                 clock=caller.clock, timeout=request.timeout, rotator=ImportedRotator(values),
                                 signer=TransitSigner(client.transit), markers=markers)
-    run = rm.drive(run, deps, max_wait=request.max_wait)
+    on_stage = request.on_stage
+    run = rm.drive(run, deps, max_wait=request.max_wait,
+                   on_step=None if on_stage is None else lambda r: on_stage(r.secret, r.stage))
     row = {**base, **rm.run_report(run, timed)}
     if not run.finished:
         row["message"] = f"run {run.run_id} is {run.stage}; it resumes from its record (re-run this import)"
