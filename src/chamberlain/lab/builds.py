@@ -294,7 +294,7 @@ COMPONENTS: dict[str, Component] = {
             tools=(Tool("github.com/prometheus/prometheus/cmd/promtool", "promtool"),),
             kind="install",
             ldflags=(f"-X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION.lstrip('v')}",),
-            minutes_estimate=4,
+            minutes_estimate=6,
         ),
     )
 }
