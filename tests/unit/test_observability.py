@@ -78,3 +78,12 @@ def test_every_metric_name_is_in_the_controllers_exposition() -> None:
     wanted = set(METRICS) - ({names.SECRET_OVERDUE} if names.SECRET_OVERDUE not in text else set())
     missing = {n for n in wanted if n not in exported and f"{n}_bucket" not in exported}
     assert not missing
+
+
+def test_the_dashboard_file_in_deploy_is_the_generated_one() -> None:
+    from tests.conftest import REPO_ROOT
+
+    path = REPO_ROOT / "deploy" / "grafana" / "chamberlain.json"
+    assert path.read_text() == dashboard_json(), (
+        "regenerate: python -c 'from chamberlain.observability import dashboard_json; "
+        "print(dashboard_json(), end=\"\")' > deploy/grafana/chamberlain.json")
