@@ -14,8 +14,13 @@ SEL = 'namespace=~"$namespace"'  # every query is scoped by the dashboard's name
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
-def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
-    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref}
+def _target(expr: str, legend: str, ref: str, kind: str) -> dict[str, Any]:
+    target: dict[str, Any] = {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref}
+    if kind in ("table", "bargauge"):  # the current values, one row or bar per series
+        target |= {"instant": True, "range": False}
+    if kind == "table":
+        target["format"] = "table"
+    return target
 
 
 def _panel(kind: str, title: str, grid: tuple[int, int, int, int], queries: list[tuple[str, str]], *,
@@ -29,7 +34,8 @@ def _panel(kind: str, title: str, grid: tuple[int, int, int, int], queries: list
         "fieldConfig": {"defaults": {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}},
                         "overrides": []},
         "options": {},
-        "targets": [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)],
+        "targets": [_target(expr, legend, chr(ord("A") + i), kind)
+                    for i, (expr, legend) in enumerate(queries)],
     }
 
 
@@ -57,7 +63,7 @@ def _panels() -> list[dict[str, Any]]:
                [(f"count by (version) ({m.BUILD_INFO}{{{SEL}}})", "{{version}}")]),
         _row("Rotations", 5),
         _panel("timeseries", "Rotations by result", (0, 6, 12, 8),
-               [(f"sum by (result) (increase({m.ROTATIONS}{{{SEL}}}[$__range]))", "{{result}}")],
+               [(f"sum by (result) (increase({m.ROTATIONS}{{{SEL}}}[$__rate_interval]))", "{{result}}")],
                description="Finished runs; a result other than ok names the stage the run failed at."),
         _panel("table", "Failures in the last 24 h", (12, 6, 12, 8),
                [(f"sum by (secret, result) (increase({m.ROTATIONS}{{{SEL},result!=\"ok\"}}[24h])) > 0",
