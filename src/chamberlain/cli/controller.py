@@ -82,7 +82,7 @@ def run_cmd(
 ) -> None:
     """Run the controller: time, webhook and annotation triggers in, durable rotations out, while leader.
 
-    Example: chamberlain controller run examples/acme -e dev --cluster dev1 --metrics-port 9102 --webhook-port 8443
+    Example: chamberlain controller run examples/acme -e dev --cluster dev1 --metrics-address 127.0.0.1:9102
     """
     from chamberlain.controller import logs
     from chamberlain.controller.probes import parse_address
