@@ -70,12 +70,16 @@ class ControllerMetrics:
         self.secret_ttl = Gauge("chamberlain_secret_ttl_seconds", "The ttl of a time-based secret's policy",
                                 ["secret", "path"], registry=r)
         self.vault_errors = Counter("chamberlain_vault_request_errors", "Requests to the runtime authority that "
-                                    "failed (reason: unavailable, refused or other)", ["operation", "reason"],
-                                    registry=r)
+                                    "failed, by reason (unavailable, forbidden, conflict, not_found, refused, other)",
+                                    ["operation", "reason"], registry=r)
         self.authority_up = Gauge("chamberlain_authority_up", "0 while the loop cannot reach the authority",
                                   registry=r)
         self.last_tick = Gauge("chamberlain_loop_last_tick_timestamp_seconds", "Unix time the loop last finished "
                                "a tick", registry=r)
+        # Until the first tick: the controller is wired after its login, and its start is its last sign of life
+        # (a 0 would read as a loop stalled since 1970).
+        self.authority_up.set(1)
+        self.last_tick.set_to_current_time()
         self.last_beat: float | None = None  # time.monotonic() of the last tick, for /healthz
 
     def heartbeat(self, now: float, authority_ok: bool) -> None:
