@@ -8,7 +8,6 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,7 +18,6 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
-    start_http_server,
 )
 
 from chamberlain import __version__
@@ -96,11 +94,6 @@ class ControllerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-    def serve(self, port: int, address: str = "127.0.0.1") -> Any:
-        """Serve ``/metrics``; returns the server (``shutdown()`` on stop)."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
-        return server
 
 
 __all__ = ["ControllerMetrics"]
