@@ -464,6 +464,16 @@ def get_text(url: str) -> str:
         return str(resp.read().decode())
 
 
+def probe(proc: ControllerProc, path: str) -> tuple[int, dict[str, Any]]:
+    """``/healthz`` or ``/readyz`` of a running controller: (HTTP status, its JSON body)."""
+    url = proc.metrics_url.removesuffix("/metrics") + path
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
 # --------------------------------------------------------------------------------------------- controller process
 
 

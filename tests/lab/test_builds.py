@@ -146,3 +146,12 @@ def test_tool_paths_find_a_built_binary(tmp_path: Path) -> None:
     assert found.path == path and found.as_dict()["available"] is True
     assert path.parent.parent.name == builds.KUBERNETES_VERSION
     assert path.parent.parent.parent.name == "kube-controller-manager"
+
+
+def test_promtool_is_a_plain_go_install_stamped_with_its_release() -> None:
+    comp = builds.COMPONENTS["promtool"]
+    # Prometheus 3.x is published as Go module v0.3xx.y: v3.16.0 is v0.316.0
+    major, minor, patch = comp.version.lstrip("v").split(".")
+    assert comp.kind == "install" and comp.module_version == f"v0.{int(major) * 100 + int(minor)}.{patch}"
+    assert f"-X github.com/prometheus/common/version.Version={comp.version.lstrip('v')}" in builds.go_ldflags(comp)
+    assert comp.binaries == ("promtool",)

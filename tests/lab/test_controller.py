@@ -490,6 +490,11 @@ def test_request_arriving_while_vault_is_down_is_carried_out(world: World) -> No
         mark = len(c.lines())
         wait_for(lambda: _outage_warnings(c, mark), 20, "an authority-unavailable warning after the request")
         assert c.alive
+        # unready while the authority is down, alive all the same (a restart would not bring Vault back)
+        wait_for(lambda: ch.probe(c, "/readyz")[0] == 503, 20, "/readyz failing during the outage")
+        assert ch.probe(c, "/readyz")[1]["checks"]["authority"]["ok"] is False
+        assert ch.probe(c, "/healthz")[0] == 200
+        assert "chamberlain_authority_up 0.0" in ch.get_text(c.metrics_url)
     finally:
         w.start_vault()
     try:
@@ -721,6 +726,11 @@ def test_two_controllers_one_leader_and_failover(world: World) -> None:
     b = w.start_controller("pair-b", wait_leader=False)
     time.sleep(2)
     assert a.leader and not b.leader
+    # both serve the probes on their metrics address; the follower is ready too (readiness is not leadership)
+    for proc in (a, b):
+        assert ch.probe(proc, "/healthz")[0] == 200
+        status, ready = ch.probe(proc, "/readyz")
+        assert status == 200 and all(c["ok"] for c in ready["checks"].values()), ready
     before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
     last = w.run_record(GRAFANA)
     # The follower answers too: it persists the request (a RotationRun object, create-only) and the leader runs it.
@@ -783,6 +793,9 @@ def test_no_value_leaks(world: World) -> None:
     assert re.search(r'chamberlain_rotations_total\{result="ok",secret="grafana-admin",trigger="webhook"\} 1\.0',
                      metrics), metrics
     assert "chamberlain_leader 1.0" in metrics
+    for name in ("chamberlain_build_info{", "process_resident_memory_bytes", "chamberlain_secret_ttl_seconds{",
+                 "chamberlain_loop_last_tick_timestamp_seconds", "chamberlain_authority_up 1.0"):
+        assert name in metrics, name
     w.stop(c)
 
     values = sorted({v for t in TARGETS for v in w.values(t) if len(v) >= 8})
