@@ -137,7 +137,7 @@ def planned_checks(values: Mapping[str, Any], unserved_namespace: str = "kube-sy
 def _body(check: Check, intent: str | None) -> tuple[dict[str, Any] | None, str]:
     if check.method == "PATCH":
         if intent is not None and check.path.endswith(f"/secretintents/{quote(intent, safe='')}"):
-            return {"spec": {"description": "changed by hand"}}, _MERGE
+            return {"spec": {"purpose": "changed by hand"}}, _MERGE
         return {"metadata": {"annotations": {"chamberlain.dev/rbac-probe": "1"}}}, _MERGE
     if check.method in ("POST", "PUT"):
         return {"metadata": {"name": PROBE_NAME}}, "application/json"
