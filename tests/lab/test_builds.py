@@ -146,3 +146,13 @@ def test_tool_paths_find_a_built_binary(tmp_path: Path) -> None:
     assert found.path == path and found.as_dict()["available"] is True
     assert path.parent.parent.name == builds.KUBERNETES_VERSION
     assert path.parent.parent.parent.name == "kube-controller-manager"
+
+
+def test_helm_is_a_plain_go_install_with_its_kubernetes_version_stamped(tmp_path: Path) -> None:
+    comp = builds.COMPONENTS["helm"]
+    assert comp.kind == "install" and comp.binaries == ("helm",) and "helm" in builds.BUILD_ORDER
+    flags = builds.go_ldflags(comp)
+    assert f"-X helm.sh/helm/v3/internal/version.version={builds.HELM_VERSION}" in flags
+    # `helm template` assumes this Kubernetes version; the chart needs >= 1.30 (ValidatingAdmissionPolicy).
+    assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37" in flags
+    assert builds.tool_paths(tmp_path, {})["helm"].detail == "not built: python -m chamberlain.lab build helm"
