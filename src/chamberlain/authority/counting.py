@@ -7,7 +7,8 @@ conflict, Vault down) still counts: it was a request to the authority. The contr
 "Vault requests" Prometheus counter; the benchmark and the tests read :attr:`CountingKV.counts`.
 
 Counting is thread-safe (a controller drives several runs on worker threads through one KV). Nothing about the
-call but its operation name is recorded: no mount, path or data.
+call but its operation name is recorded: no mount, path or data. A call that raises is also reported to an
+optional ``on_error`` hook with a reason (:func:`error_reason`; the controller's "Vault request errors" counter).
 
 Boundary: counts protocol calls. A KV implementation may make more than one HTTP request for one call
 (:meth:`VaultKV.update_custom_metadata` reads the metadata before it writes it back); those are not seen here.
@@ -18,18 +19,33 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, Forbidden, NotFound
 from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
 
+T = TypeVar("T")
+
 OPERATIONS: tuple[str, ...] = ("read", "write", "read_metadata", "update_custom_metadata", "list", "destroy")
+
+
+def error_reason(exc: BaseException) -> str:
+    """A failed call's reason as a metric label: an outage, a refusal, a lost check-and-set race, or other."""
+    for kind, reason in ((AuthorityUnavailable, "unavailable"), (Forbidden, "forbidden"), (CasConflict, "conflict"),
+                         (NotFound, "not_found"), (AuthorityError, "refused")):
+        if isinstance(exc, kind):
+            return reason
+    return "other"
 
 
 class CountingKV:
     """``inner`` with every call counted in :attr:`counts` (by operation) and passed to ``on_call`` first."""
 
-    def __init__(self, inner: KV, on_call: Callable[[str], None] | None = None) -> None:
+    def __init__(self, inner: KV, on_call: Callable[[str], None] | None = None,
+                 on_error: Callable[[str, str], None] | None = None) -> None:
         self.inner = inner
         self.on_call = on_call
+        self.on_error = on_error
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -38,6 +54,18 @@ class CountingKV:
             self.counts[operation] += 1
         if self.on_call is not None:
             self.on_call(operation)
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(operation, error_reason(exc))
+
+    def _call(self, operation: str, call: Callable[[], T]) -> T:
+        self._count(operation)
+        try:
+            return call()
+        except Exception as exc:
+            self._failed(operation, exc)
+            raise
 
     @property
     def total(self) -> int:
@@ -58,28 +86,22 @@ class CountingKV:
     # ------------------------------------------------------------------ the KV protocol
 
     def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion | None:
-        self._count("read")
-        return self.inner.read(mount, path, version)
+        return self._call("read", lambda: self.inner.read(mount, path, version))
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
-        self._count("write")
-        return self.inner.write(mount, path, data, cas)
+        return self._call("write", lambda: self.inner.write(mount, path, data, cas))
 
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
-        self._count("read_metadata")
-        return self.inner.read_metadata(mount, path)
+        return self._call("read_metadata", lambda: self.inner.read_metadata(mount, path))
 
     def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
-        self._count("update_custom_metadata")
-        self.inner.update_custom_metadata(mount, path, custom)
+        self._call("update_custom_metadata", lambda: self.inner.update_custom_metadata(mount, path, custom))
 
     def list(self, mount: str, prefix: str) -> list[str]:
-        self._count("list")
-        return self.inner.list(mount, prefix)
+        return self._call("list", lambda: self.inner.list(mount, prefix))
 
     def destroy(self, mount: str, path: str, versions: Sequence[int]) -> None:
-        self._count("destroy")
-        self.inner.destroy(mount, path, versions)
+        self._call("destroy", lambda: self.inner.destroy(mount, path, versions))
 
 
-__all__ = ["OPERATIONS", "CountingKV"]
+__all__ = ["OPERATIONS", "CountingKV", "error_reason"]

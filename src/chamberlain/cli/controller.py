@@ -6,7 +6,8 @@ orchestrator through Kubernetes auth unless ``--vault-token-file``/``--vault-tok
 loop, the webhook endpoint (``--webhook-port``; its schemes' secrets from ``--webhook-key-file`` (HMAC),
 ``--webhook-standard-secret-file`` (Standard Webhooks) and ``--webhook-bearer-token-file`` (bearer, Alertmanager),
 or the ``CHAMBERLAIN_WEBHOOK_*_FILE`` variables: files, never arguments) and
-``/metrics`` (``--metrics-port``). As the entry point it configures the logs (JSON lines on stderr), reads
+``/metrics`` with the ``/healthz`` and ``/readyz`` probes (``--metrics-address HOST:PORT``, or ``--metrics-port``
+on ``--listen``). As the entry point it configures the logs (JSON lines on stderr), reads
 ``$POD_NAME`` and turns SIGTERM/SIGINT into a graceful stop.
 """
 
@@ -56,8 +57,11 @@ def run_cmd(
                                                   help="Seconds between time-trigger evaluations.")] = 30.0,
     propagation_timeout: Annotated[float, typer.Option("--propagation-timeout",
                                                        help="Seconds to wait for consumers to sync.")] = 120.0,
-    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve /metrics here (0: any).",
-                                                     show_default=False)] = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve /metrics, /healthz and /readyz "
+                                                     "here, on --listen (0: any).", show_default=False)] = None,
+    metrics_address: Annotated[str | None, typer.Option(
+        "--metrics-address", help="HOST:PORT for /metrics, /healthz and /readyz (instead of --listen and "
+        "--metrics-port); 0.0.0.0:9102 in a pod.", show_default=False)] = None,
     webhook_port: Annotated[int | None, typer.Option("--webhook-port", help="Serve POST /v1/rotate here.",
                                                      show_default=False)] = None,
     listen: Annotated[str, typer.Option("--listen", help="Address of the metrics and webhook servers.")
@@ -68,25 +72,36 @@ def run_cmd(
     max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Stop after this long (tests).",
                                                       show_default=False)] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="json or console.")] = "json",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the controller: time, webhook and annotation triggers in, durable rotations out, while leader.
 
     Example: chamberlain controller run examples/acme -e dev --cluster dev1 --metrics-port 9102 --webhook-port 8443
     """
     from chamberlain.controller import logs
+    from chamberlain.controller.probes import parse_address
     from chamberlain.service import controller
     from chamberlain.triggers.webhook import load_keys
 
     if log_format not in ("json", "console"):
         raise UsageError("--log-format is json or console")
-    logs.configure(json=log_format == "json")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise UsageError("--log-level is debug, info, warning or error")
+    if metrics_address is not None and metrics_port is not None:
+        raise UsageError("give --metrics-address or --metrics-port, not both")
+    try:
+        probes_at = parse_address(metrics_address) if metrics_address is not None else (
+            (listen, metrics_port) if metrics_port is not None else None)
+    except ValueError as exc:
+        raise UsageError(f"--metrics-address: {exc}") from None
+    logs.configure(level=log_level, json=log_format == "json")
     log = logs.get()
     key = (load_keys(webhook_key_file, webhook_standard_secret_file, webhook_bearer_token_file, os.environ)
            if webhook_port is not None else None)
     options = controller.ControllerOptions(
         identity=identity or settings().pod_name, lease_name=lease_name, lease_seconds=lease_seconds,
         interval=interval, evaluate_every=evaluate_every, propagation_timeout=propagation_timeout,
-        metrics_address=(listen, metrics_port) if metrics_port is not None else None,
+        metrics_address=probes_at,
         webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key)
     stop = threading.Event()
 

@@ -9,6 +9,7 @@ up the Lease, and the servers shut down; an unfinished run stays recorded in Vau
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +26,7 @@ from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
+from chamberlain.controller.probes import DEFAULT_STALL_SECONDS, Check, ProbeServer, liveness, probe_app, readiness
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
@@ -75,7 +77,7 @@ def wire(
                               lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
     metrics.vault_request("login")
-    kv = CountingKV(vault.kv, metrics.vault_request)
+    kv = CountingKV(vault.kv, metrics.vault_request, on_error=metrics.vault_error)
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
     parts = Collaborators(
@@ -134,12 +136,16 @@ class ControllerApp:
     webhook_key: WebhookKey | WebhookKeys | None = field(default=None, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event)
     webhook: WebhookServer | None = None
-    metrics_server: Any = None
+    metrics_server: ProbeServer | None = None
+    stall_seconds: float = DEFAULT_STALL_SECONDS  # /healthz fails when no tick finished for this long
     _threads: list[threading.Thread] = field(default_factory=list)
+    _started: float = field(default_factory=time.monotonic)
 
     def start(self) -> None:
-        if self.metrics_address is not None:
-            self.metrics_server = self.controller.parts.metrics.serve(self.metrics_address[1], self.metrics_address[0])
+        self._started = time.monotonic()
+        if self.metrics_address is not None:  # /metrics, /healthz and /readyz share the address
+            self.metrics_server = ProbeServer(self.metrics_address, probe_app(
+                self.controller.parts.metrics.registry, lambda: [self.health()], self.readiness))
         if self.webhook_address is not None:
             if self.webhook_key is None:
                 raise ValueError("a webhook address needs a webhook key")
@@ -152,12 +158,27 @@ class ControllerApp:
         loop.start()
         self._threads.append(loop)
 
+    def health(self) -> Check:
+        """Liveness: the loop thread runs and finished a tick lately (``/healthz``)."""
+        loop = next((t for t in self._threads if t.name == "chamberlain-controller"), None)
+        return liveness(loop_alive=loop is not None and loop.is_alive(),
+                        last_beat=self.controller.parts.metrics.last_beat, started=self._started,
+                        now=time.monotonic(), stall_seconds=self.stall_seconds)
+
+    def readiness(self) -> list[Check]:
+        """Readiness, leader or not (``/readyz``): scope, authority session, API server."""
+        c = self.controller
+        elector = c.parts.elector
+        return readiness(scope_loaded=c.scope is not None, ticked=c.parts.metrics.last_beat is not None,
+                         authority_ok=c.outages == 0,
+                         kube_reachable=elector.api_reachable if elector is not None else None)
+
     @property
     def metrics_url(self) -> str | None:
         if self.metrics_server is None:
             return None
-        host, port = self.metrics_server.server_address[:2]
-        return f"http://{host}:{port}/metrics"
+        host, port = self.metrics_server.server_address
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stopped (or ``timeout``); True when the loop has ended."""

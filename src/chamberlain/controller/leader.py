@@ -59,6 +59,7 @@ class LeaderElector:
     clock: Clock
     duration_seconds: int = 15
     _renewed: datetime | None = None  # my last successful acquire/renew, on my clock
+    api_reachable: bool | None = None  # did the last step get an answer from the API server (/readyz); None: no step
 
     @property
     def is_leader(self) -> bool:
@@ -71,6 +72,7 @@ class LeaderElector:
         try:
             record = self.leases.get_lease(self.namespace, self.name)
             decision = decide(record, self.identity, now)
+            self.api_reachable = True
             if decision is Decision.FOLLOW:
                 self._renewed = None
                 return False
@@ -88,9 +90,10 @@ class LeaderElector:
             else:
                 self.leases.replace_lease(self.namespace, self.name, mine)
         except (KubeConflict, KubeNotFound):
-            self._renewed = None  # another replica won the race: follow
+            self._renewed, self.api_reachable = None, True  # another replica won the race: follow
             return False
         except KubeError:
+            self.api_reachable = False
             return self.is_leader  # cannot reach the API server: act only while my last renewal is valid
         self._renewed = now
         return True

@@ -200,6 +200,7 @@ class Controller:
                 except Exception as exc:  # a bug must not end the loop: every other secret still rotates;
                     # a foreign exception's text is unvetted, so only its type is logged
                     self.parts.log.warning("tick failed (internal error)", error=type(exc).__name__)
+                self.parts.metrics.heartbeat(self.parts.clock.now().timestamp(), self.state.outages == 0)
                 self.wake.wait(self.pause(interval))
                 self.wake.clear()
         finally:
@@ -259,6 +260,8 @@ class Controller:
                 continue
             schedules.append(s)
             metrics.secret_age.labels(*labels).set(max((now - s.last_rotated).total_seconds(), 0.0))
+            if s.policy is not None and s.policy.ttl is not None:
+                metrics.secret_ttl.labels(*labels).set(s.policy.ttl.total_seconds())
             decision = due(s.policy, s.last_rotated, now, held=s.held)
             if decision.next_due is not None:
                 metrics.next_due.labels(*labels).set(decision.next_due.timestamp())

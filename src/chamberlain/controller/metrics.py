@@ -5,10 +5,24 @@ Labels are names and outcomes only — secret names, trigger kinds, results, Vau
 
 from __future__ import annotations
 
+import platform
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
+
+from chamberlain import __version__
 
 # Propagation through ESO takes under a second in the lab; ESO's own default refresh is an hour.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -44,6 +58,34 @@ class ControllerMetrics:
         self.requests = Counter("chamberlain_rotation_requests", "Rotation requests by trigger and outcome",
                                 ["trigger", "outcome"], registry=r)
         self.active_runs = Gauge("chamberlain_active_runs", "Unfinished runs this replica drives", registry=r)
+        self._observability(r)
+
+    def _observability(self, r: CollectorRegistry) -> None:
+        """Build info, process metrics, the secrets' ttl, authority errors and the loop's heartbeat (what the
+        packaged alerts and dashboard need beyond the metrics above: chamberlain.observability)."""
+        Info("chamberlain_build", "The running chamberlain", registry=r).info(
+            {"version": __version__, "python_version": platform.python_version()})
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+        PlatformCollector(registry=r)  # python_info
+        self.secret_ttl = Gauge("chamberlain_secret_ttl_seconds", "The ttl of a time-based secret's policy",
+                                ["secret", "path"], registry=r)
+        self.vault_errors = Counter("chamberlain_vault_request_errors", "Requests to the runtime authority that "
+                                    "failed (reason: unavailable, refused or other)", ["operation", "reason"],
+                                    registry=r)
+        self.authority_up = Gauge("chamberlain_authority_up", "0 while the loop cannot reach the authority",
+                                  registry=r)
+        self.last_tick = Gauge("chamberlain_loop_last_tick_timestamp_seconds", "Unix time the loop last finished "
+                               "a tick", registry=r)
+        self.last_beat: float | None = None  # time.monotonic() of the last tick, for /healthz
+
+    def heartbeat(self, now: float, authority_ok: bool) -> None:
+        """The loop finished a tick (``now``: the loop clock's Unix time); ``authority_ok``: no outage."""
+        self.last_beat = time.monotonic()  # real time on purpose: the kubelet's probe runs on it
+        self.last_tick.set(now)
+        self.authority_up.set(1 if authority_ok else 0)
+
+    def vault_error(self, operation: str, reason: str) -> None:
+        self.vault_errors.labels(operation, reason).inc()
 
     def vault_request(self, operation: str) -> None:
         self.vault_requests.labels(operation).inc()

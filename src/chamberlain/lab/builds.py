@@ -117,6 +117,8 @@ ESO_VERSION = "v0.16.2"
 SOPS_VERSION = "v3.13.2"
 AGE_VERSION = "v1.3.2"
 HELM_VERSION = "v3.22.0"
+#: Prometheus 3.16.0; its Go module is tagged v0.316.0 (no replace or exclude directives, so plain go install).
+PROMETHEUS_VERSION, PROMETHEUS_MODULE_VERSION = "v3.16.0", "v0.316.0"
 #: One Flux release (2.9): both controllers are cut together, speak source.toolkit.fluxcd.io/v1 and run against
 #: Kubernetes 1.34 (their client-go is 0.36, inside the supported skew).
 FLUX_SOURCE_VERSION = "v1.9.6"
@@ -299,6 +301,17 @@ COMPONENTS: dict[str, Component] = {
                        for pkg in ("lint/rules", "chartutil") for part, value in (("Major", "1"), ("Minor", "37")))),
             minutes_estimate=2,
         ),
+        # promtool checks and unit-tests the PrometheusRule alerts chamberlain ships (chamberlain.observability).
+        Component(
+            name="promtool",
+            version=PROMETHEUS_VERSION,
+            module="github.com/prometheus/prometheus",
+            module_version=PROMETHEUS_MODULE_VERSION,
+            tools=(Tool("github.com/prometheus/prometheus/cmd/promtool", "promtool"),),
+            kind="install",
+            ldflags=(f"-X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION.lstrip('v')}",),
+            minutes_estimate=6,
+        ),
     )
 }
 
@@ -308,6 +321,7 @@ BUILD_ORDER: tuple[str, ...] = (
     "age",
     "sops",
     "helm",
+    "promtool",
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",

@@ -212,7 +212,7 @@ def _print(msg: str) -> None:
 
 
 #: The built servers every lab runs: all but the command-line tools, and Vault's only when it is the authority.
-LAB_COMPONENTS: tuple[str, ...] = tuple(n for n in builds.BUILD_ORDER if n not in ("age", "sops", "vault"))
+LAB_COMPONENTS: tuple[str, ...] = tuple(n for n in builds.BUILD_ORDER if n not in ("age", "sops", "promtool", "vault"))
 
 
 def _check_missing_binaries(cache: Path, authority: AuthorityFlavor, git: GitServer) -> None:

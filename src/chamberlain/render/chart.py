@@ -34,6 +34,7 @@ Manifest = dict[str, Any]
 CHART_NAME = "chamberlain"
 DEFAULT_DIR = "deploy/helm/chamberlain"
 ALERT_GROUPS_FILE = "files/alert-groups.json"
+DASHBOARD_FILE = "files/grafana-dashboard.json"
 _TOKEN = re.compile(r"CHAMBERLAIN-TPL-(\d+)-END")
 _OUT = re.compile(r"\"?CHAMBERLAIN-OUT-(\d+)-END\"?")
 
@@ -151,6 +152,9 @@ TEMPLATES: tuple[_Template, ...] = (
     _Template("prometheusrule.yaml",
               lambda v: [inst.prometheus_rule(v, v.refs.ref(f'($.Files.Get "{ALERT_GROUPS_FILE}" | fromJsonArray)'))],
               when="$.Values.monitoring.prometheusRule.enabled"),
+    _Template("dashboard.yaml",
+              lambda v: [inst.dashboard_config_map(v, v.refs.ref(f'($.Files.Get "{DASHBOARD_FILE}")'))],
+              when="$.Values.monitoring.dashboard.enabled"),
     _Template("admission.yaml",
               lambda v: inst.admission_policy(v, v.refs.ref("(toJson $.Values.gitops.identities)")),
               when="$.Values.admission.enabled"),
@@ -185,6 +189,7 @@ def chart_files(groups: list[Any] | None = None) -> dict[str, str]:
         "values.schema.json": dump_json(inst.values_schema()),
         ".helmignore": _HELMIGNORE,
         ALERT_GROUPS_FILE: json.dumps(inst.alert_groups() if groups is None else groups, sort_keys=True) + "\n",
+        DASHBOARD_FILE: inst.dashboard_text(),
     }
     keep = naming.wave(naming.WAVE_FOUNDATION, naming.keep())
     for kind in crd_kinds():

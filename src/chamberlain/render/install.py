@@ -22,14 +22,13 @@ propagation reads as PartialObjectMetadata, never the data), never ``list`` or `
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chamberlain import __version__
+from chamberlain import __version__, observability
 from chamberlain import wellknown as wk
 from chamberlain.intent.model import GROUP
 from chamberlain.render import naming
@@ -124,6 +123,8 @@ class Monitoring(_Values):
                                     "Operator's CRDs).")
     prometheus_rule: Toggle = Field(default_factory=lambda: Toggle(enabled=False), alias="prometheusRule",
                                     description="The alert rules (needs the Prometheus Operator's CRDs).")
+    dashboard: Toggle = Field(default_factory=lambda: Toggle(enabled=False), description="The Grafana "
+                              "dashboard as a ConfigMap labelled grafana_dashboard (Grafana's sidecar loads it).")
 
 
 class ChartValues(_Values):
@@ -297,7 +298,8 @@ def cluster_values(topo: Topology, cluster: str) -> dict[str, Any]:
             {"name": ns, "rules": consumer_rules(names, names, workloads)}) for ns, (names, workloads)
             in sorted(access.items())]),
         admission=Toggle(enabled=True),
-        monitoring=Monitoring(service_monitor=Toggle(enabled=True), prometheus_rule=Toggle(enabled=True)),
+        monitoring=Monitoring(service_monitor=Toggle(enabled=True), prometheus_rule=Toggle(enabled=True),
+                              dashboard=Toggle(enabled=True)),
     )
     return values.model_dump(by_alias=True, mode="json")
 
@@ -449,14 +451,21 @@ def prometheus_rule(v: Mapping[str, Any], groups: Any) -> Manifest:
 
 
 def alert_groups() -> list[Any]:
-    """The PrometheusRule groups, from :mod:`chamberlain.observability` when it is installed (the hook the
-    observability work fills); none until then."""
-    try:
-        module = importlib.import_module("chamberlain.observability")
-    except ImportError:
-        return []
-    groups = getattr(module, "alert_groups", None)
-    return list(groups()) if callable(groups) else []
+    """The PrometheusRule groups (:mod:`chamberlain.observability`, their one source)."""
+    return observability.alert_groups()
+
+
+def dashboard_text() -> str:
+    """The Grafana dashboard as JSON text (:mod:`chamberlain.observability`)."""
+    return observability.dashboard_json()
+
+
+def dashboard_config_map(v: Mapping[str, Any], text: Any) -> Manifest:
+    """The dashboard for Grafana's sidecar, which loads every ConfigMap labelled ``grafana_dashboard``."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(f"{COMPONENT}-dashboard", v["controllerNamespace"], naming.WAVE_SYNC,
+                              {"grafana_dashboard": "1"}),
+            "data": {"chamberlain.json": text}}
 
 
 def _cel_list(items: Iterable[str]) -> str:
@@ -524,7 +533,8 @@ def admission_policy(v: Mapping[str, Any], identities: str) -> list[Manifest]:
 # ---------------------------------------------------------------------------------------------------- assembly
 
 
-def install_objects(values: Mapping[str, Any], groups: list[Any] | None = None) -> dict[str, list[Manifest]]:
+def install_objects(values: Mapping[str, Any], groups: list[Any] | None = None,
+                    dashboard: str | None = None) -> dict[str, list[Manifest]]:
     """Every object of one installation, by part: ``controller`` (identity, RBAC, workloads; what GitOps applies
     with the cluster), ``admission`` and ``monitoring`` (optional parts). ``values`` are validated first."""
     v = ChartValues.model_validate(values).model_dump(by_alias=True, mode="json")
@@ -542,6 +552,8 @@ def install_objects(values: Mapping[str, Any], groups: list[Any] | None = None) 
             parts["monitoring"].append(service_monitor(v, env))
     if v["monitoring"]["prometheusRule"]["enabled"]:
         parts["monitoring"].append(prometheus_rule(v, alert_groups() if groups is None else groups))
+    if v["monitoring"]["dashboard"]["enabled"]:
+        parts["monitoring"].append(dashboard_config_map(v, dashboard_text() if dashboard is None else dashboard))
     if v["admission"]["enabled"]:
         parts["admission"] += admission_policy(v, _cel_list(v["gitops"]["identities"]))
     return parts

@@ -15,8 +15,8 @@ Layout::
                                    and per environment a Deployment, Service, PodDisruptionBudget, NetworkPolicy
         admission/                 the ValidatingAdmissionPolicy (+ binding) that lets only the GitOps identity
                                    write chamberlain's resources: opt-in, not in the kustomization below
-        monitoring/                ServiceMonitors and the PrometheusRule: opt-in (they need the Prometheus
-                                   Operator's CRDs), not in the kustomization below
+        monitoring/                ServiceMonitors, the PrometheusRule and the Grafana dashboard's ConfigMap:
+                                   opt-in (they need the Prometheus Operator's CRDs), not in the kustomization
         chart-values.json          the Helm chart's values for this cluster: `helm template` of
                                    deploy/helm/chamberlain with them yields exactly controller.yaml, admission/
                                    and monitoring/
@@ -128,7 +128,7 @@ def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapL
         [intent_manifest(platform, controller_ns)] + [intent_manifest(p, controller_ns) for p in topo.policies]
     )
     intent_texts: dict[str, str] = {}
-    groups = install.alert_groups()
+    groups, dashboard = install.alert_groups(), install.dashboard_text()
     for cluster in topo.clusters:
         base = f"clusters/{cluster}"
         plain = set(topo.namespaces(cluster))
@@ -138,7 +138,7 @@ def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapL
         # The controller's installation: the same objects as the Helm chart with these values (one source,
         # chamberlain.render.install). Admission and monitoring are optional parts outside the kustomization.
         values = install.cluster_values(topo, cluster)
-        parts = install.install_objects(values, groups)
+        parts = install.install_objects(values, groups, dashboard)
         files[f"{base}/{CHART_VALUES}"] = dump_json(values)
         claims.claim(cluster, parts["controller"], f"{base}/controller.yaml")
         files[f"{base}/controller.yaml"] = dump_yaml_documents(parts["controller"])
