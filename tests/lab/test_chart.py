@@ -24,6 +24,7 @@ from chamberlain import install
 from chamberlain.clock import SystemClock
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.intent.model import GROUP, VERSION
+from chamberlain.kube.api import CustomResource
 from chamberlain.kube.client import KubeClient
 from chamberlain.lab import builds
 from chamberlain.render.chart import DEFAULT_DIR
@@ -166,15 +167,47 @@ def test_admission_policy_lets_only_gitops_write_intents(clients: dict[str, Kube
 
 
 def test_controller_can_do_its_job_by_name(lab: RunningLab, clients: dict[str, KubeClient]) -> None:
-    controller = clients["controller"]
-    lab.lab.apiserver.kubectl("-n", CONSUMER_NS, "create", "secret", "generic", "payments-db",
-                              "--from-literal=password=not-read-by-the-controller", check=False)
-    lab.lab.apiserver.kubectl("-n", CONSUMER_NS, "annotate", "--overwrite", "secret", "payments-db",
-                              "chamberlain.dev/version-marker=v1")
+    """The calls the controller makes today, each through the real client under the chart's RBAC."""
+    controller, kubectl = clients["controller"], lab.lab.apiserver.kubectl
+    kubectl("-n", CONSUMER_NS, "create", "secret", "generic", "payments-db",
+            "--from-literal=password=not-read-by-the-controller", check=False)
+    kubectl("-n", CONSUMER_NS, "annotate", "--overwrite", "secret", "payments-db", "chamberlain.dev/version-marker=v1")
+    kubectl("-n", CONSUMER_NS, "create", "deployment", "payments-api", "--image=registry.invalid/app:1", check=False)
+    external = {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": "payments-db", "namespace": CONSUMER_NS},
+                "spec": {"secretStoreRef": {"name": "none", "kind": "SecretStore"},
+                         "target": {"name": "payments-db"}, "dataFrom": [{"extract": {"key": "x"}}]}}
+    admin = KubeClient.from_kubeconfig(lab.kubeconfig, clock=SystemClock())
+    try:
+        admin.apply_manifest(external, "chamberlain-test")
+    finally:
+        admin.close()
+    # Propagation: the consumer Secret's annotations (metadata only), the ExternalSecret, the restart target.
     assert controller.get_secret_annotations(CONSUMER_NS, "payments-db") == {"chamberlain.dev/version-marker": "v1"}
+    controller.annotate_external_secret(CONSUMER_NS, "payments-db", {"force-sync": "lab"})
+    assert controller.get_external_secret(CONSUMER_NS, "payments-db") is not None
+    controller.get_pod_template("Deployment", CONSUMER_NS, "payments-api")
+    after = controller.patch_pod_template_annotations("Deployment", CONSUMER_NS, "payments-api",
+                                                      {"chamberlain.dev/restart-batch": "lab"})
+    assert after.annotations["chamberlain.dev/restart-batch"] == "lab"
+    # The authority login: a token of its own ServiceAccount for Vault (and of no other).
+    assert controller.service_account_token(HOME_NS, "chamberlain", ["vault"], 600).count(".") == 2
+    # Leader election on its own Lease: create, then renew (get + patch by name).
     elector = LeaderElector(controller, HOME_NS, install.lease_name("dev", "lab"), "replica-a", SystemClock())
-    assert elector.step() and elector.step()  # create, then renew: get + patch by name
+    assert elector.step() and elector.step()
     elector.release()
+    # RotationRuns and their status, Events, the intents it lists.
+    runs = CustomResource(GROUP, VERSION, "rotationruns")
+    controller.create_custom_object(runs, HOME_NS, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RotationRun", "metadata": {"name": "run-chartlab1"},
+        "spec": {"secret": INTENT, "path": "secret/data/lab/x", "trigger": "manual", "reason": "lab", "mode": "auto"}})
+    controller.patch_custom_object_status(runs, HOME_NS, "run-chartlab1", {"phase": "Succeeded"})
+    assert controller.list_custom_objects(runs, HOME_NS) and controller.get_custom_object(runs, HOME_NS, "run-chartlab1")
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "lab.", "namespace": HOME_NS},
+             "involvedObject": {"kind": "RotationRun", "name": "run-chartlab1", "namespace": HOME_NS},
+             "reason": "Lab", "message": "chart lab", "type": "Normal"}
+    assert controller.request_status("POST", f"/api/v1/namespaces/{HOME_NS}/events", event) == 201
+    assert isinstance(controller.list_custom_objects(CustomResource(GROUP, VERSION, "secretintents"), HOME_NS), list)
 
 
 def test_negative_rbac_matrix(clients: dict[str, KubeClient]) -> None:

@@ -104,7 +104,7 @@ def test_consumer_names_are_the_consumers_of_rotated_intents() -> None:
 
 
 def test_intents_are_never_updated_only_status_and_annotation_patch() -> None:
-    rules = inst.controller_rules()
+    rules = inst.controller_rules("chamberlain")
     grants = {(res, verb) for r in rules for res in r["resources"] for verb in r["verbs"]}
     for kind in inst.GUARDED:
         assert (kind, "create") not in grants and (kind, "update") not in grants and (kind, "delete") not in grants
@@ -128,6 +128,12 @@ def test_empty_resource_names_are_refused_by_the_values() -> None:
     values["rbac"]["namespaces"][0]["rules"][0]["resourceNames"] = []
     with pytest.raises(ValidationError):
         inst.ChartValues.model_validate(values)
+
+
+def test_tokens_only_of_its_own_service_account() -> None:
+    rules = [r for role in roles(acme_values()) for r in role["rules"] if r["resources"] == ["serviceaccounts/token"]]
+    assert rules == [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"],
+                      "resourceNames": ["chamberlain"]}]
 
 
 def test_leases_per_environment_and_cluster() -> None:
@@ -158,7 +164,8 @@ def test_deployment_is_hardened_with_probes() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["args"][:3] == ["controller", "run", "--from-cluster"]
+    assert container["command"] == ["chamberlain", "controller", "run"]
+    assert container["args"][0] == "--from-cluster"
     assert "0.0.0.0:9102" in container["args"]
 
 

@@ -299,7 +299,7 @@ COMPONENTS: dict[str, Component] = {
             ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
                      *(f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
                        for pkg in ("lint/rules", "chartutil") for part, value in (("Major", "1"), ("Minor", "37")))),
-            minutes_estimate=2,
+            minutes_estimate=9,
         ),
         # promtool checks and unit-tests the PrometheusRule alerts chamberlain ships (chamberlain.observability).
         Component(

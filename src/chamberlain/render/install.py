@@ -172,12 +172,15 @@ def deployment_name(environment: str) -> str:
     return f"chamberlain-{environment}"
 
 
+CONTROLLER_COMMAND = ("chamberlain", "controller", "run")  # the image's ENTRYPOINT too (deploy/Dockerfile)
+
+
 def controller_args(environment: str, values: Mapping[str, Any]) -> list[str]:
-    """The container's command line: the one place the chart names ``controller run``'s flags (the Deployment
-    and the image's entry point agree on ``chamberlain``)."""
+    """The container's arguments to :data:`CONTROLLER_COMMAND`: the one place the chart names ``controller
+    run``'s flags. The command is set explicitly as well, so an image with another entry point still runs it."""
     metrics, webhook = values["metrics"], values["webhook"]
     return [
-        "controller", "run", "--from-cluster",
+        "--from-cluster",
         "--environment", environment,
         "--cluster", values["cluster"],
         "--lease-name", lease_name(environment, values["cluster"]),
@@ -196,6 +199,9 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str], names: Iter
 
 # Why each rule exists: (resource, verb) -> the call that needs it. docs/rbac.md is this table.
 WHY: Mapping[tuple[str, str], str] = {
+    ("serviceaccounts/token", "create"): "the authority login: a short-lived token of its own ServiceAccount, "
+                                         "audience vault (authority.session.login_as, "
+                                         "KubeClient.service_account_token)",
     ("leases", "create"): "LeaderElector creates its Lease the first time (create cannot be limited by name)",
     ("leases", "get"): "LeaderElector reads its Lease every tick (KubeClient.get_lease)",
     ("leases", "patch"): "LeaderElector renews, takes over or releases with a resourceVersion precondition "
@@ -237,9 +243,11 @@ WHY: Mapping[tuple[str, str], str] = {
 }
 
 
-def controller_rules() -> list[Manifest]:
-    """The controller namespace: chamberlain's own resources, Events, creating its Lease."""
+def controller_rules(service_account: str) -> list[Manifest]:
+    """The controller namespace: chamberlain's own resources, Events, creating its Lease, and tokens of its own
+    ServiceAccount (audience ``vault``) for the authority login."""
     return [
+        _rule([""], ["serviceaccounts/token"], ["create"], [service_account]),
         _rule(["coordination.k8s.io"], ["leases"], ["create"]),
         _rule([GROUP], ["rotationruns"], ["create", "delete", "get", "list", "watch"]),
         _rule([GROUP], ["rotationruns/status"], ["patch"]),
@@ -344,7 +352,7 @@ def _binding(v: Mapping[str, Any], name: str, namespace: str) -> Manifest:
 
 def controller_role(v: Mapping[str, Any]) -> list[Manifest]:
     ns = v["controllerNamespace"]
-    return [_role(COMPONENT, ns, controller_rules()), _binding(v, COMPONENT, ns)]
+    return [_role(COMPONENT, ns, controller_rules(v["serviceAccount"])), _binding(v, COMPONENT, ns)]
 
 
 def lease_role(v: Mapping[str, Any], env: Mapping[str, Any]) -> list[Manifest]:
@@ -365,6 +373,7 @@ def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
         "name": "controller",
         "image": f"{v['image']['repository']}:{v['image']['tag']}",
         "imagePullPolicy": v["image"]["pullPolicy"],
+        "command": list(CONTROLLER_COMMAND),
         "args": controller_args(env["name"], v),
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -583,7 +592,8 @@ file and the Roles differ. Regenerate with `python -m chamberlain.render.chart -
 
 Every grant is a namespaced `Role`: the controller has no ClusterRole at all. Three kinds of Role:
 
-- `chamberlain-controller` in the controller namespace: chamberlain's own resources, Events, creating its Lease;
+- `chamberlain-controller` in the controller namespace: chamberlain's own resources, Events, creating its Lease,
+  and tokens of its own ServiceAccount (the authority login presents one, audience `vault`);
 - `chamberlain-controller-lease-<env>` in the controller namespace: its own Lease, by name
   (`chamberlain-<env>-<cluster>`: two environments on one cluster each elect a leader);
 - `chamberlain-controller-consumers` in each consumer namespace: only the objects propagation touches, each by
@@ -603,7 +613,7 @@ annotation, and the policy refuses any other change from anyone but the GitOps c
 def rbac_markdown() -> str:
     """docs/rbac.md: one row per (Role, resource, verb), with the reason of :data:`WHY`."""
     roles = [
-        (COMPONENT, controller_rules()),
+        (COMPONENT, controller_rules("<serviceAccount>")),
         (f"{COMPONENT}-lease-<env>", lease_rules("chamberlain-<env>-<cluster>")),
         (CONSUMER_ROLE, consumer_rules(["<consumer Secret>"], ["<consumer Secret>"],
                                        [(kind, "<restart target>") for kind in _WORKLOAD_RESOURCES])),
