@@ -202,7 +202,8 @@ def test_controller_can_do_its_job_by_name(lab: RunningLab, clients: dict[str, K
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RotationRun", "metadata": {"name": "run-chartlab1"},
         "spec": {"secret": INTENT, "path": "secret/data/lab/x", "trigger": "manual", "reason": "lab", "mode": "auto"}})
     controller.patch_custom_object_status(runs, HOME_NS, "run-chartlab1", {"phase": "Succeeded"})
-    assert controller.list_custom_objects(runs, HOME_NS) and controller.get_custom_object(runs, HOME_NS, "run-chartlab1")
+    assert controller.list_custom_objects(runs, HOME_NS)
+    assert controller.get_custom_object(runs, HOME_NS, "run-chartlab1")
     event = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "lab.", "namespace": HOME_NS},
              "involvedObject": {"kind": "RotationRun", "name": "run-chartlab1", "namespace": HOME_NS},
              "reason": "Lab", "message": "chart lab", "type": "Normal"}
