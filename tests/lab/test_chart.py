@@ -105,8 +105,11 @@ def installed(lab: RunningLab, k8s: Any, make_namespace: Callable[[str], str],
     try:
         yield tmp
     finally:
-        proc = helm(lab, tmp, "uninstall", RELEASE, "--namespace", HOME_NS)
-        assert proc.returncode == 0, proc.stderr
+        # The last test deletes the controller namespace, and Helm's release record with it: remove the
+        # cluster-scoped policy by name as well.
+        helm(lab, tmp, "uninstall", RELEASE, "--namespace", HOME_NS)
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            rbac.kubectl("delete", kind, f"chamberlain-gitops-only-{HOME_NS}", "--ignore-not-found")
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +222,15 @@ def test_negative_rbac_matrix(clients: dict[str, KubeClient]) -> None:
     assert report == {"rbac": "chart", "serviceAccount": "chamberlain", "deniedChecks": len(matrix.checks),
                       "deniedOk": len(matrix.checks)}
     assert len(matrix.checks) >= 20
+
+
+def test_deleting_the_namespace_is_not_blocked_by_the_policy(lab: RunningLab, clients: dict[str, KubeClient]) -> None:
+    """Kubernetes' namespace controller deletes the intents through the API, so through admission: the policy lets
+    it, or the controller namespace would stay Terminating forever. Runs last (it removes the namespace)."""
+    kubectl = lab.lab.apiserver.kubectl
+    assert clients["gitops"].request_status("GET", f"{INTENTS}/{INTENT}") == 200
+    kubectl("delete", "namespace", HOME_NS, "--wait=false")
+    deadline = time.monotonic() + 90
+    while kubectl("get", "namespace", HOME_NS, check=False).returncode == 0:
+        assert time.monotonic() < deadline, kubectl("get", "namespace", HOME_NS, "-o", "yaml").stdout[-1500:]
+        time.sleep(1)

@@ -45,6 +45,10 @@ ARGOCD_IDENTITY = "system:serviceaccount:argocd:argocd-application-controller"
 # controller's record of what it did with the request. Everything else is the GitOps controller's.
 TRIGGER_ANNOTATIONS = (wk.ANNOTATION_ROTATE, wk.PREFIX + "rotate-handled", wk.PREFIX + "rotate-result")
 GUARDED = ("secretintents", "platforms", "rotationpolicies")
+# Deleting a namespace deletes what is in it, through the API (and so through admission): these may delete, or the
+# controller namespace would never finish terminating.
+CLEANUP_IDENTITIES = ("system:serviceaccount:kube-system:namespace-controller",
+                      "system:serviceaccount:kube-system:generic-garbage-collector", "system:kube-controller-manager")
 
 
 # ---------------------------------------------------------------------------------------------------- values
@@ -487,7 +491,8 @@ def admission_policy_name(v: Mapping[str, Any]) -> str:
 
 def admission_policy(v: Mapping[str, Any], identities: str) -> list[Manifest]:
     """Only the GitOps identities create, change or delete SecretIntents, Platforms and RotationPolicies in the
-    controller namespace, so nothing skips ``validate``. Anyone allowed by RBAC may still change the trigger
+    controller namespace, so nothing skips ``validate`` (Kubernetes' own namespace and garbage collectors may
+    delete). Anyone allowed by RBAC may still change the trigger
     annotations (a person asking for a rotation; the controller recording what it did) when nothing else changes.
     Status is a subresource this policy does not match, so the controller's status writes pass.
 
@@ -511,6 +516,7 @@ def admission_policy(v: Mapping[str, Any], identities: str) -> list[Manifest]:
                                                     "resources": list(GUARDED)}]},
             "variables": [
                 {"name": "gitops", "expression": f"request.userInfo.username in {identities}"},
+                {"name": "cleanup", "expression": f"request.userInfo.username in {_cel_list(CLEANUP_IDENTITIES)}"},
                 {"name": "trigger", "expression": trigger},
                 {"name": "newAnnotations", "expression":
                     "request.operation == 'UPDATE' ? object.metadata.?annotations.orValue({}) : {}"},
@@ -518,7 +524,8 @@ def admission_policy(v: Mapping[str, Any], identities: str) -> list[Manifest]:
                     "request.operation == 'UPDATE' ? oldObject.metadata.?annotations.orValue({}) : {}"},
             ],
             "validations": [{
-                "expression": "variables.gitops || (request.operation == 'UPDATE' && "
+                "expression": "variables.gitops || (request.operation == 'DELETE' && variables.cleanup) || "
+                              "(request.operation == 'UPDATE' && "
                               "object.spec == oldObject.spec && "
                               "object.metadata.?labels.orValue({}) == oldObject.metadata.?labels.orValue({}) && "
                               f"{kept})",
