@@ -81,8 +81,8 @@ class Metrics(_Values):
 class Webhook(_Values):
     port: int = Field(8443, ge=1, le=65535, description="Port of POST /v1/rotate.")
     secret_name: str = Field("chamberlain-webhook", alias="secretName", description="Secret holding the webhook "
-                             "HMAC key under `key` (mounted read-only; optional: without it the webhook refuses "
-                             "every request).")
+                             "HMAC key under `key`, mounted read-only (create it before the pods can start: "
+                             "kubectl create secret generic chamberlain-webhook --from-file=key=FILE).")
 
 
 class Resources(_Values):
@@ -380,7 +380,8 @@ def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
         "command": list(CONTROLLER_COMMAND),
         "args": controller_args(env["name"], v),
         "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},  # its Lease identity
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "CHAMBERLAIN_WEBHOOK_KEY_FILE", "value": "/etc/chamberlain/webhook/key"},
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": v["metrics"]["port"], "protocol": "TCP"},
@@ -408,8 +409,10 @@ def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
                                         "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                                # Not optional: without its key the controller refuses to serve the webhook,
+                                # and a pod waiting for the Secret says so in an Event, without a restart loop.
                                 {"name": "webhook", "secret": {"secretName": v["webhook"]["secretName"],
-                                                               "optional": True, "defaultMode": 256}}],
+                                                               "optional": False, "defaultMode": 256}}],
                     # Two replicas on two nodes: a node drain never takes both.
                     "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
                         "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
