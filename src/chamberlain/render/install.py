@@ -102,7 +102,7 @@ class Rule(_Values):
 class NamespaceAccess(_Values):
     name: str = Field(description="A consumer namespace the controller serves.")
     rules: list[Rule] = Field(min_length=1, description="What the controller may do there, by name: "
-                              "ExternalSecrets (get, patch: force-sync), consumer Secrets (get: metadata), "
+                              "ExternalSecrets (patch: force-sync), consumer Secrets (get: metadata), "
                               "restart targets (get, patch).")
 
 
@@ -214,26 +214,20 @@ WHY: Mapping[tuple[str, str], str] = {
     ("rotationruns", "get"): "RunPublisher reads back an adopted run's conditions; RunObjectStore checks a "
                              "request id",
     ("rotationruns", "list"): "RunObjectStore lists persisted webhook requests (label selector)",
-    ("rotationruns", "watch"): "watching the controller's own resources (issue 12)",
-    ("rotationruns", "delete"): "pruning finished RotationRuns beyond the history limit (issue 12)",
+    ("rotationruns", "delete"): "pruning finished RotationRuns beyond the history limit "
+                                "(KubeClient.delete_custom_object)",
     ("rotationruns/status", "patch"): "RunPublisher and RunObjectStore set a run's status",
     ("secretintents", "get"): "AnnotationTrigger re-reads an intent before clearing its rotate annotation",
-    ("secretintents", "list"): "AnnotationTrigger and the intent source list intents",
-    ("secretintents", "watch"): "the intent source watches intents (issue 12)",
+    ("secretintents", "list"): "AnnotationTrigger and the intent source (--from-cluster) list intents, in pages",
+    ("secretintents", "watch"): "the intent source watches intents from the list's resourceVersion",
     ("secretintents", "patch"): "AnnotationTrigger clears chamberlain.dev/rotate and records rotate-handled "
                                 "(the admission policy refuses any other change)",
-    ("secretintents/status", "patch"): "SecretIntent status: phase, conditions, versions (issue 12)",
-    ("platforms", "get"): "the intent source reads the Platform",
-    ("platforms", "list"): "the intent source lists Platforms",
+    ("secretintents/status", "patch"): "SecretIntent status: phase, conditions, versions, consumers in sync",
+    ("platforms", "list"): "the intent source (--from-cluster) lists the Platform",
     ("platforms", "watch"): "the intent source watches the Platform",
-    ("platforms/status", "patch"): "Platform status (observedGeneration, conditions)",
-    ("rotationpolicies", "get"): "the intent source reads RotationPolicies",
     ("rotationpolicies", "list"): "the intent source lists RotationPolicies",
     ("rotationpolicies", "watch"): "the intent source watches RotationPolicies",
-    ("rotationpolicies/status", "patch"): "RotationPolicy status (observedGeneration, conditions)",
     ("events", "create"): "Events on RotationRuns and SecretIntents (KubeClient.create_event)",
-    ("events", "patch"): "a repeated Event is counted on the existing one",
-    ("externalsecrets", "get"): "propagation reads an ExternalSecret's status (KubeClient.get_external_secret)",
     ("externalsecrets", "patch"): "propagation forces a refresh: the force-sync annotation "
                                   "(KubeClient.annotate_external_secret)",
     ("secrets", "get"): "propagation reads a consumer Secret's version-marker annotation as PartialObjectMetadata "
@@ -253,12 +247,12 @@ def controller_rules(service_account: str) -> list[Manifest]:
     return [
         _rule([""], ["serviceaccounts/token"], ["create"], [service_account]),
         _rule(["coordination.k8s.io"], ["leases"], ["create"]),
-        _rule([GROUP], ["rotationruns"], ["create", "delete", "get", "list", "watch"]),
+        _rule([GROUP], ["rotationruns"], ["create", "delete", "get", "list"]),
         _rule([GROUP], ["rotationruns/status"], ["patch"]),
         _rule([GROUP], ["secretintents"], ["get", "list", "patch", "watch"]),
-        _rule([GROUP], ["platforms", "rotationpolicies"], ["get", "list", "watch"]),
-        _rule([GROUP], ["secretintents/status", "platforms/status", "rotationpolicies/status"], ["patch"]),
-        _rule([""], ["events"], ["create", "patch"]),
+        _rule([GROUP], ["platforms", "rotationpolicies"], ["list", "watch"]),
+        _rule([GROUP], ["secretintents/status"], ["patch"]),
+        _rule([""], ["events"], ["create"]),
     ]
 
 
@@ -273,7 +267,7 @@ def consumer_rules(external_secrets: Iterable[str], secrets: Iterable[str],
                    workloads: Iterable[tuple[str, str]]) -> list[Manifest]:
     """One consumer namespace: the ExternalSecrets it reads through, their Secrets, the restart targets, each
     by name. A kind without names gets no rule (an empty ``resourceNames`` would grant every name)."""
-    rules = [_rule(["external-secrets.io"], ["externalsecrets"], ["get", "patch"], sorted(set(external_secrets))),
+    rules = [_rule(["external-secrets.io"], ["externalsecrets"], ["patch"], sorted(set(external_secrets))),
              _rule([""], ["secrets"], ["get"], sorted(set(secrets)))]
     by_kind: dict[str, set[str]] = {}
     for kind, name in workloads:
