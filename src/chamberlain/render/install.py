@@ -5,7 +5,8 @@ Belongs here: the chart's values (:class:`ChartValues`, documented; its JSON sch
 the values a rendered cluster needs (:func:`cluster_values`: its environments, and the names the controller may
 touch in each consumer namespace), and the builders of every object — ServiceAccount, least-privilege Roles and
 bindings, per environment a Deployment (its own Lease), Service, PodDisruptionBudget and NetworkPolicy, the
-ValidatingAdmissionPolicy that keeps chamberlain's resources GitOps-only, and ServiceMonitor and PrometheusRule.
+ValidatingAdmissionPolicy that keeps chamberlain's resources GitOps-only, ServiceMonitor, PrometheusRule and the
+Grafana dashboard's ConfigMap (rules and dashboard from :mod:`chamberlain.observability`).
 Pure: plain dicts in, plain dicts out. Not here: files and directories (:mod:`.layout`, :mod:`.chart`).
 
 One source, two outputs: each builder reads its inputs only by key (``values["image"]["tag"]``) and composes
@@ -14,7 +15,7 @@ reference into a Go template expression, so a Helm template cannot say anything 
 Conditionals and loops stay in :func:`install_objects` (and the chart's template headers), never in a builder.
 
 RBAC is derived from the calls the controller makes (``chamberlain.kube.client`` and the controller): every rule
-carries its reason in :data:`WHY`, and ``docs/rbac.md`` is generated from the same rules (:func:`rbac_table`).
+carries its reason in :data:`WHY`, and ``docs/rbac.md`` is generated from the same rules (:func:`rbac_markdown`).
 Secrets: ``get`` only, only by ``resourceNames`` (the consumer Secrets, whose version-marker annotation
 propagation reads as PartialObjectMetadata, never the data), never ``list`` or ``watch``. RBAC cannot make a
 ``get`` metadata-only; the narrow name list is what keeps the exposure small.
