@@ -155,3 +155,13 @@ def test_promtool_is_a_plain_go_install_stamped_with_its_release() -> None:
     assert comp.kind == "install" and comp.module_version == f"v0.{int(major) * 100 + int(minor)}.{patch}"
     assert f"-X github.com/prometheus/common/version.Version={comp.version.lstrip('v')}" in builds.go_ldflags(comp)
     assert comp.binaries == ("promtool",)
+
+
+def test_helm_is_a_plain_go_install_with_its_kubernetes_version_stamped(tmp_path: Path) -> None:
+    comp = builds.COMPONENTS["helm"]
+    assert comp.kind == "install" and comp.binaries == ("helm",) and "helm" in builds.BUILD_ORDER
+    flags = builds.go_ldflags(comp)
+    assert f"-X helm.sh/helm/v3/internal/version.version={builds.HELM_VERSION}" in flags
+    # `helm template` assumes this Kubernetes version; the chart needs >= 1.30 (ValidatingAdmissionPolicy).
+    assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37" in flags
+    assert builds.tool_paths(tmp_path, {})["helm"].detail == "not built: python -m chamberlain.lab build helm"

@@ -223,6 +223,18 @@ _WAVES = {
     "SecretStore": naming.WAVE_STORE,
     "PushSecret": naming.WAVE_SYNC,
     "ExternalSecret": naming.WAVE_SYNC,
+    # the controller's installation (chamberlain.render.install)
+    "Role": naming.WAVE_IDENTITY,
+    "RoleBinding": naming.WAVE_IDENTITY,
+    "Deployment": naming.WAVE_SYNC,
+    "Service": naming.WAVE_SYNC,
+    "PodDisruptionBudget": naming.WAVE_SYNC,
+    "NetworkPolicy": naming.WAVE_SYNC,
+    "ServiceMonitor": naming.WAVE_SYNC,
+    "PrometheusRule": naming.WAVE_SYNC,
+    "ConfigMap": naming.WAVE_SYNC,
+    "ValidatingAdmissionPolicy": naming.WAVE_SYNC,
+    "ValidatingAdmissionPolicyBinding": naming.WAVE_SYNC,
 }
 
 

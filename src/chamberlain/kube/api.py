@@ -249,3 +249,14 @@ class KubeRunObjects(Protocol):
         """A core/v1 Event about ``involved`` (``{apiVersion, kind, name, namespace, uid?}``), reportingComponent
         ``chamberlain-controller``. Never fails the caller on 403/409 (and logs nothing secret)."""
         ...
+
+
+class KubeProbe(Protocol):
+    """One raw request whose answer is only its HTTP status: what a permission check (``chamberlain.install``'s
+    RBAC matrix) needs to prove a call is refused by the real API server. The body of the answer is never read
+    into anything returned or raised, so a request that was (wrongly) allowed leaks nothing."""
+
+    def request_status(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                       content_type: str = "application/json") -> int:
+        """The HTTP status the API server answers ``method path`` with (0: unreachable)."""
+        ...

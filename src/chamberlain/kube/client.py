@@ -560,3 +560,22 @@ class KubeClient:
         obj = self._call(f"{kind} {namespace}/{name}",
                          lambda: patch(name, namespace, body, _content_type=_MERGE_PATCH))
         return self._template_state(obj)
+
+    # ------------------------------------------------------------------ permission probes (KubeProbe)
+
+    def request_status(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                       content_type: str = "application/json") -> int:
+        api = self._api
+        request = api.param_serialize(
+            method, path, header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=dict(body) if body is not None else None, auth_settings=["BearerToken"])
+        try:
+            # A short timeout: a watch that was (wrongly) allowed must not hang the probe.
+            response = api.call_api(*request, _request_timeout=(5, 5))
+            status = int(response.status)
+            response.read()  # drained, never kept
+        except Exception as exc:  # urllib3 connection errors and read timeouts
+            if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
+                return 0
+            raise
+        return status

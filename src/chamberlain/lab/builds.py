@@ -116,6 +116,7 @@ VAULT_SDK_VERSION = "v0.20.0"
 ESO_VERSION = "v0.16.2"
 SOPS_VERSION = "v3.13.2"
 AGE_VERSION = "v1.3.2"
+HELM_VERSION = "v3.22.0"
 #: Prometheus 3.16.0; its Go module is tagged v0.316.0 (no replace or exclude directives, so plain go install).
 PROMETHEUS_VERSION, PROMETHEUS_MODULE_VERSION = "v3.16.0", "v0.316.0"
 #: One Flux release (2.9): both controllers are cut together, speak source.toolkit.fluxcd.io/v1 and run against
@@ -285,6 +286,21 @@ COMPONENTS: dict[str, Component] = {
             kind="install",
             minutes_estimate=1,
         ),
+        # Lints, templates and installs the chart (deploy/helm/chamberlain); its go.mod has no replaces.
+        Component(
+            name="helm",
+            version=HELM_VERSION,
+            module="helm.sh/helm/v3",
+            module_version=HELM_VERSION,
+            tools=(Tool("helm.sh/helm/v3/cmd/helm", "helm"),),
+            kind="install",
+            # As helm's Makefile does: the Kubernetes version `helm template` assumes is its client-go's (0.37),
+            # not the 1.20 fallback, which a chart's kubeVersion (>= 1.30, ValidatingAdmissionPolicy) refuses.
+            ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+                     *(f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+                       for pkg in ("lint/rules", "chartutil") for part, value in (("Major", "1"), ("Minor", "37")))),
+            minutes_estimate=9,
+        ),
         # promtool checks and unit-tests the PrometheusRule alerts chamberlain ships (chamberlain.observability).
         Component(
             name="promtool",
@@ -304,6 +320,7 @@ COMPONENTS: dict[str, Component] = {
 BUILD_ORDER: tuple[str, ...] = (
     "age",
     "sops",
+    "helm",
     "promtool",
     "etcd",
     "kube-apiserver",

@@ -9,7 +9,17 @@ Layout::
     crds/                          the CRDs: three intent kinds and RotationRun (+ kustomization.yaml)
     clusters/<cluster>/            cluster-wide objects, applied once per cluster (the CRDs apart):
         namespaces.yaml            every namespace chamberlain renders into (controller, consumers, producers)
-        controller.yaml            the orchestrator's ServiceAccount
+        controller.yaml            the controller's installation (:mod:`.install`): its ServiceAccount (the one
+                                   the authority's orchestrator role is bound to), least-privilege Roles and
+                                   bindings (controller namespace, each Lease, each consumer namespace by name),
+                                   and per environment a Deployment, Service, PodDisruptionBudget, NetworkPolicy
+        admission/                 the ValidatingAdmissionPolicy (+ binding) that lets only the GitOps identity
+                                   write chamberlain's resources: opt-in, not in the kustomization below
+        monitoring/                ServiceMonitors, the PrometheusRule and the Grafana dashboard's ConfigMap:
+                                   opt-in (they need the Prometheus Operator's CRDs), not in the kustomization
+        chart-values.json          the Helm chart's values for this cluster: `helm template` of
+                                   deploy/helm/chamberlain with them yields exactly controller.yaml, admission/
+                                   and monitoring/
         platform.yaml              the Platform and the RotationPolicies, in the controller namespace
         intents/<owner>.yaml       the SecretIntents present on this cluster, grouped by owning team
     envs/<env>/<cluster>/          the Argo CD application of one environment on one cluster:
@@ -29,11 +39,13 @@ name. Namespaces and CRDs are never pruned or deleted by Argo CD (``Prune=false,
 would delete workloads or every intent.
 
 Sync waves (``argocd.argoproj.io/sync-wave``, lower first, each wave healthy before the next):
-0 CRDs and Namespaces → 1 ServiceAccounts → 2 Platform, RotationPolicies, SecretIntents (the orchestrator can
-now generate runtime values in Vault) → 3 SecretStores → 4 PushSecrets and ExternalSecrets. Intents come before
-the ESO objects on purpose: an ExternalSecret is unhealthy until its value exists in Vault, and it is the
-orchestrator, reading the intents, that creates it. Waves order one application; the base owner's application
-must sync before other environments' applications on the same cluster (an app-of-apps wave, or just order).
+0 CRDs and Namespaces → 1 ServiceAccounts, the controller's Roles and RoleBindings → 2 Platform, RotationPolicies,
+SecretIntents (the orchestrator can now generate runtime values in Vault) → 3 SecretStores → 4 PushSecrets and
+ExternalSecrets. Intents come before the ESO objects on purpose: an ExternalSecret is unhealthy until its value
+exists in Vault, and it is the orchestrator, reading the intents, that creates it. The controller's Deployment
+(with its Service, budget and policies) is in wave 4 too: it cannot log in before the authority is configured,
+and nothing waits for it. Waves order one application; the base owner's application must sync before other
+environments' applications on the same cluster (an app-of-apps wave, or just order).
 """
 
 from __future__ import annotations
@@ -44,13 +56,14 @@ from typing import Any
 from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
 from chamberlain.render import bootstrap as boot
-from chamberlain.render import eso, flux, naming
+from chamberlain.render import eso, flux, install, naming
 from chamberlain.render.crds import crd, crd_file_name, crd_kinds
 from chamberlain.render.topology import RenderError, Topology
 from chamberlain.render.vault_bundle import bundle
-from chamberlain.render.yamlio import dump_yaml, dump_yaml_documents, join_documents
+from chamberlain.render.yamlio import dump_json, dump_yaml, dump_yaml_documents, join_documents
 
 Manifest = dict[str, Any]
+CHART_VALUES = "chart-values.json"
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
 
 
@@ -115,18 +128,24 @@ def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapL
         [intent_manifest(platform, controller_ns)] + [intent_manifest(p, controller_ns) for p in topo.policies]
     )
     intent_texts: dict[str, str] = {}
+    groups, dashboard = install.alert_groups(), install.dashboard_text()
     for cluster in topo.clusters:
         base = f"clusters/{cluster}"
         plain = set(topo.namespaces(cluster))
         namespaces = [eso.namespace(ns) if ns in plain else boot.mark_bootstrap_namespace(eso.namespace(ns))
                       for ns in sorted(plain | layer.namespaces(cluster))]
         files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)
-        controller = [eso.service_account(
-            naming.controller_service_account(platform), controller_ns,
-            {**naming.common_labels(), wk.LABEL_ROLE: naming.ORCHESTRATOR_ROLE}, automount=True,
-        )]
-        claims.claim(cluster, controller, f"{base}/controller.yaml")
-        files[f"{base}/controller.yaml"] = dump_yaml_documents(controller)
+        # The controller's installation: the same objects as the Helm chart with these values (one source,
+        # chamberlain.render.install). Admission and monitoring are optional parts outside the kustomization.
+        values = install.cluster_values(topo, cluster)
+        parts = install.install_objects(values, groups, dashboard)
+        files[f"{base}/{CHART_VALUES}"] = dump_json(values)
+        claims.claim(cluster, parts["controller"], f"{base}/controller.yaml")
+        files[f"{base}/controller.yaml"] = dump_yaml_documents(parts["controller"])
+        for part in ("admission", "monitoring"):
+            claims.claim(cluster, parts[part], f"{base}/{part}/{part}.yaml")
+            files[f"{base}/{part}/{part}.yaml"] = dump_yaml_documents(parts[part])
+            files[f"{base}/{part}/kustomization.yaml"] = kustomization([f"{part}.yaml"])
         files[f"{base}/platform.yaml"] = platform_text
         by_owner: dict[str, list[str]] = {}
         for intent in topo.cluster_intents[cluster]:
