@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from chamberlain.clock import Clock
 from chamberlain.errors import UsageError
-from chamberlain.kube.api import Kube, KubeApply, KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
+from chamberlain.kube.api import (
+    Kube,
+    KubeApply,
+    KubeCustomObjects,
+    KubeLeases,
+    KubePropagation,
+    KubeRunObjects,
+    KubeWatch,
+)
 
 if TYPE_CHECKING:
     from chamberlain.authority.session import Connection
@@ -67,7 +75,8 @@ class ConnectionOptions:
     kubeconfig: Path | None = None
 
 
-class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, Protocol):
+class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, KubeWatch,
+                 Protocol):
     """Everything the use cases need from Kubernetes (the real client and ``FakeKube`` have all of it)."""
 
 
