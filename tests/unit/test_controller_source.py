@@ -162,6 +162,16 @@ def test_reflector_lists_then_follows_added_modified_deleted_and_bookmarks() -> 
     assert store.generation == generation and r.lists == 1
 
 
+def test_reflector_lists_page_by_page() -> None:
+    w = World()
+    kube, store = FakeKube(), Store()
+    for i in range(5):
+        kube.add_custom_object(SI, as_object(intent(f"t-{i}")))
+    r = Reflector(kube, "SecretIntent", NS, store, w.clock, page_size=2)
+    r.step()
+    assert names(store) == {f"t-{i}" for i in range(5)} and r.resource_version == str(kube._last_version())
+
+
 def test_reflector_relists_on_410_gone_and_on_resync() -> None:
     w = World()
     kube, store = FakeKube(), Store()
@@ -199,9 +209,13 @@ def test_source_builds_only_after_a_change_and_reports_a_forbidden_list_by_verb_
     assert built is not None and built.scope is not None and rule_ids(built.rejected["broken"]) == ["CH011"]
     assert set(built.scope.placed) == {"api-token"}
     assert any('"intent rejected"' in line and "CH011" in line for line in w.log.lines)
+    kube.add_custom_object(SI, as_object(intent("another")))
+    source.step("SecretIntent")
+    assert source.build() is not None
+    assert sum('"intent rejected"' in line for line in w.log.lines) == 1  # said once, not at every build
 
     class Forbidden(FakeKube):
-        def list_custom_objects_versioned(self, resource: Any, namespace: str) -> Any:
+        def list_custom_objects_versioned(self, resource: Any, namespace: str, **_: Any) -> Any:
             from chamberlain.kube.api import KubeForbidden
 
             raise KubeForbidden(f"{resource.describe(namespace)}: forbidden (403)")

@@ -132,8 +132,12 @@ class Built:
 def _check(platform: Parsed, policies: list[Parsed], intents: list[Parsed]) -> list[Finding]:
     def loaded(p: Parsed) -> Loaded[Any]:
         assert p.model is not None
-        # CH102 reads metadata and purpose from the document's data: a transient dump, dropped with the repository.
-        data = p.model.model_dump(by_alias=True, exclude_none=True, mode="json")
+        # CH102 scans labels, annotations and spec.purpose in the document's data: only those, and only while
+        # the checks run (the other checks read the models).
+        meta = p.model.metadata
+        data: dict[str, Any] = {"metadata": {"labels": meta.labels, "annotations": meta.annotations}}
+        if isinstance(p.model, SecretIntent):
+            data["spec"] = {"purpose": p.model.spec.purpose}
         return Loaded(p.model, _document(p.kind, p.name, data))
 
     repo = Repository(Path("cluster"), platforms=[loaded(platform)], policies=[loaded(p) for p in policies],
@@ -183,16 +187,15 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
         raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
     every = {p.name: p.model for p in valid if isinstance(p.model, SecretIntent)}
     placed = scope_of(platform, every, envs[0], chosen).placed
-    needed = dict(placed.items())
-    kept = {name: every[name] for name in needed}
+    kept = {name: every[name] for name in placed}
     for name in placed:  # the admin intents they name (rotation.manual.admin_source reads them)
         target = every[name].spec.target
         if target is not None and target.postgres.admin_intent in every:
             kept.setdefault(target.postgres.admin_intent, every[target.postgres.admin_intent])
     named = {p.name: p.model for p in policies if isinstance(p.model, RotationPolicy)}
     frozen = _frozen(rejected)
-    return Built(scope_of(platform, kept, envs[0], chosen, policies=named, rejected=frozen), frozen,
-                 tuple(problems))
+    # Every intent placed here is kept, so placing the kept ones again would give the same placements.
+    return Built(Scope(platform, kept, envs[0], chosen, placed, named, frozen), frozen, tuple(problems))
 
 
 def _frozen(rejected: Mapping[str, list[Finding]]) -> dict[str, tuple[Finding, ...]]:
@@ -248,10 +251,10 @@ class Reflector:
     (a list replaces the kind's objects, so a deletion a watch missed is not kept forever)."""
 
     def __init__(self, kube: KubeWatch, kind: Kind, namespace: str, store: Store, clock: Clock, *,
-                 resync: float = 300.0, watch_seconds: int = 240) -> None:
+                 resync: float = 300.0, watch_seconds: int = 240, page_size: int = 500) -> None:
         self.kube, self.kind, self.namespace, self.store, self.clock = kube, kind, namespace, store, clock
         self.resource = RESOURCES[kind]
-        self.resync, self.watch_seconds = resync, watch_seconds
+        self.resync, self.watch_seconds, self.page_size = resync, watch_seconds, page_size
         self.resource_version: str | None = None  # None: list next
         self.listed_at: float | None = None
         self.lists = self.relists_gone = 0
@@ -269,8 +272,16 @@ class Reflector:
         self.watch()
 
     def list(self) -> None:
-        got = self.kube.list_custom_objects_versioned(self.resource, self.namespace)
-        parsed = {p.name: p for p in (parse(self.kind, obj) for obj in got.items)}
+        """Page by page (each parsed, then dropped): the raw answer for 10k intents never sits in memory at once."""
+        parsed: dict[str, Parsed] = {}
+        page = ""
+        while True:
+            got = self.kube.list_custom_objects_versioned(self.resource, self.namespace, limit=self.page_size,
+                                                          page=page)
+            parsed.update((p.name, p) for p in (parse(self.kind, obj) for obj in got.items))
+            if not got.next_page:
+                break
+            page = got.next_page
         self.store.replace(self.kind, parsed)
         self.resource_version, self.listed_at = got.resource_version, self.clock.monotonic()
         self.lists += 1
@@ -346,8 +357,11 @@ class ClusterSource:
             return None
         built = build_scope(objects, self.environment, self.cluster)
         self._built_generation = generation
+        before = self.last.rejected if self.last is not None else {}
         self.last = built
         for name, findings in built.rejected.items():
+            if before.get(name) == findings:
+                continue  # said when it was first rejected (or its findings last changed)
             self.log.warning("intent rejected", secret=name, rules=rule_ids(findings),
                              detail=findings[0].message[:300] if findings else "")
         if built.scope is None:

@@ -227,18 +227,22 @@ class WatchEvent:
 
 @dataclass(frozen=True)
 class CustomObjectList:
-    """A list of custom objects and the collection's resourceVersion, where a watch of what follows starts."""
+    """One page of a list of custom objects and the collection's resourceVersion, where a watch of what follows
+    starts; ``next_page`` (the API's ``continue`` token) is empty on the last page."""
 
     items: list[dict[str, Any]]
     resource_version: str
+    next_page: str = ""
 
 
 class KubeWatch(Protocol):
     """List-then-watch of one kind of custom object in one namespace (the informer pattern, without client-go):
     the controller keeps its intents from these. Kept apart so the other fakes need not grow."""
 
-    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str) -> CustomObjectList:
-        """Every object of the kind in ``namespace``, with the list's resourceVersion."""
+    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
+                                      page: str = "") -> CustomObjectList:
+        """A page of at most ``limit`` objects of the kind in ``namespace`` (``page``: the previous page's
+        ``next_page``), with the list's resourceVersion: pages keep a large namespace's answer small in memory."""
         ...
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,

@@ -359,13 +359,16 @@ class KubeClient:
 
     # ------------------------------------------------------------------ watches (KubeWatch)
 
-    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str) -> CustomObjectList:
+    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
+                                      page: str = "") -> CustomObjectList:
         api, r = self._custom(), resource
-        resp = self._call(r.describe(namespace),
-                          lambda: api.list_namespaced_custom_object(r.group, r.version, namespace, r.plural))
+        more = {"_continue": page} if page else {}
+        resp = self._call(r.describe(namespace), lambda: api.list_namespaced_custom_object(
+            r.group, r.version, namespace, r.plural, limit=limit, **more))
         resp = resp or {}
+        meta = resp.get("metadata") or {}
         return CustomObjectList([dict(item) for item in resp.get("items") or []],
-                                str((resp.get("metadata") or {}).get("resourceVersion") or ""))
+                                str(meta.get("resourceVersion") or ""), str(meta.get("continue") or ""))
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
                              timeout_seconds: int) -> Iterator[WatchEvent]:

@@ -204,8 +204,13 @@ class FakeKube:
     def _last_version(self) -> int:
         return max((int(e.resource_version) for _, e in self.custom_changes), default=0)
 
-    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str) -> CustomObjectList:
-        return CustomObjectList(self.list_custom_objects(resource, namespace), str(self._last_version()))
+    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
+                                      page: str = "") -> CustomObjectList:
+        everything = self.list_custom_objects(resource, namespace)  # sorted by name: pages are stable
+        start = int(page or 0)
+        end = start + limit
+        return CustomObjectList(everything[start:end], str(self._last_version()),
+                                str(end) if end < len(everything) else "")
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
                              timeout_seconds: int) -> Iterator[WatchEvent]:
