@@ -33,6 +33,7 @@ from chamberlain.kube.fake import FakeKube
 from chamberlain.render.layout import intent_manifest
 from chamberlain.service import load_valid
 from chamberlain.triggers import WebhookKey, manual, sign
+from chamberlain.triggers.annotation import HANDLED, RESULT
 from tests.conftest import EXAMPLES, run_cli
 from tests.unit.test_controller import MOUNT, NS, PLATFORM, World, intent
 
@@ -69,6 +70,9 @@ def test_parse_keeps_the_model_only_and_drops_server_fields() -> None:
     p = parse("SecretIntent", as_object(intent("api-token")))
     assert p.model is not None and not p.findings
     assert "kubectl.kubernetes.io/last-applied-configuration" not in p.model.metadata.annotations
+    obj = as_object(intent("api-token"))
+    obj["metadata"]["annotations"].update({wk.ANNOTATION_ROTATE: "PENTEST-1", HANDLED: "sha256:x", RESULT: "done"})
+    assert parse("SecretIntent", obj) == p  # a manual rotation request does not change the intent
     assert p.model.metadata.namespace == NS
 
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from chamberlain import wellknown as wk
 from chamberlain.checks.registry import load_checks
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Logger, Silent
@@ -68,8 +69,10 @@ IN_CLUSTER_CHECKS = (
     "classification-source", "shared-mounts", "config-on-data-mount", "single-authority", "protected-targets",
     "target-roles", "authority-address", "ttl-floor", "render-preflight", "pki-grant", "metadata-credentials",
 )
-# Server-written and client-side fields that are not intent (the status subresource is the controller's own).
-_DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+# Annotations that are not intent: kubectl's copy of the whole object, and the rotate trigger's request and
+# bookkeeping (the annotation trigger reads those itself; a manual rotation must not rebuild the scope).
+_DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration", wk.ANNOTATION_ROTATE,
+                                  wk.ANNOTATION_ROTATE + "-handled", wk.ANNOTATION_ROTATE + "-result"})
 
 
 # ------------------------------------------------------------------------------------------------ parse (pure)
