@@ -166,3 +166,24 @@ def test_the_controller_follows_the_cluster_provisions_new_intents_and_rejects_i
     values = [v for p in (NEW_PATH, OTHER_PATH) for n in (1, 2) if (got := w.kv.read(p.mount, p.path, n)) is not None
               for v in got.data.values()]
     assert values and not any(v in c.text() for v in values), "a value in the controller's log"
+
+
+def test_the_watch_against_the_api_server_delivers_changes_and_410_for_a_compacted_version(
+        demo_world: World, custom: Any) -> None:
+    """KubeClient's list-then-watch on the real kube-apiserver: the list's resourceVersion, an ADDED and a DELETED
+    event after it, and a 410 Gone (KubeGone) for a resourceVersion older than the API server keeps."""
+    from chamberlain.controller.source import RESOURCES
+    from chamberlain.kube.api import KubeGone
+
+    kube, si = demo_world.kube, RESOURCES["SecretIntent"]
+    first = kube.list_custom_objects_versioned(si, NS, limit=2)
+    assert first.resource_version and len(first.items) == 2 and first.next_page
+    rest = kube.list_custom_objects_versioned(si, NS, limit=500, page=first.next_page)
+    assert not rest.next_page and len(first.items) + len(rest.items) >= 5
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, intent_object(INVALID, EVENT_BASED))
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, INVALID)
+    seen = [(e.type, e.name) for e in kube.watch_custom_objects(si, NS, rest.resource_version, 2)
+            if e.type != "BOOKMARK"]
+    assert seen == [("ADDED", INVALID), ("DELETED", INVALID)]
+    with pytest.raises(KubeGone):
+        list(kube.watch_custom_objects(si, NS, "1", 2))

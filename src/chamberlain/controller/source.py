@@ -428,7 +428,13 @@ class ClusterSource:
 
     def _reflect(self, kind: Kind) -> None:
         while not self.stop_event.is_set():
-            if not self.step(kind):
+            try:
+                ok = self.step(kind)
+            except Exception as exc:  # a bug must not end the watch: the scope would go stale silently
+                self.log.warning("watching the controller's intents failed (internal error)", kind=kind,
+                                 error=type(exc).__name__)
+                ok = False
+            if not ok:
                 self.stop_event.wait(self.retry)
 
     def _build_loop(self) -> None:
