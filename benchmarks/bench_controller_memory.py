@@ -21,9 +21,9 @@ The floor: a subprocess importing the same modules that only parses the same YAM
 the C loader) and keeps the documents: no models.
 
 ``--from-cluster``: the controller as ``controller run --from-cluster`` builds its scope instead: the fakes are
-seeded first (the FakeKube then holds the Platform, the RotationPolicies and every SecretIntent as custom
-resources), and :class:`chamberlain.controller.source.ClusterSource` lists them (in pages), parses and validates
-them and builds the scope in the measured process (no loader child).
+seeded first (the FakeKube then holds the Platform, the RotationPolicies and, as render would apply them to the
+cluster, the SecretIntents present on it), and :class:`chamberlain.controller.source.ClusterSource` lists them
+(in pages), parses and validates them and builds the scope in the measured process (no loader child).
 
 Usage:
     /work/venv/bin/python benchmarks/bench_controller_memory.py                 # 10k intents; a table
@@ -187,6 +187,7 @@ def write_seed(root: Path, seed: Path) -> None:
     from chamberlain.handover import metadata as md
     from chamberlain.intent.paths import effective_policy
     from chamberlain.render.layout import intent_manifest
+    from chamberlain.render.topology import build_topology
     from chamberlain.service import load_valid
     from chamberlain.values.markers import version_marker
 
@@ -213,8 +214,12 @@ def write_seed(root: Path, seed: Path) -> None:
                          for c in intent.spec.consumers]
             out.write(json.dumps({"secret": [placed.vault.mount, placed.vault.path, values, custom, consumers]})
                       + "\n")
+        # "here": render puts the intent on this cluster (clusters/<cluster>/intents: every environment it is in
+        # that includes the cluster); --from-cluster seeds only those, as the namespace would hold them.
+        present = {i.metadata.name for i in build_topology(platform, [p.obj for p in repo.policies],
+                                                           [i.obj for i in repo.intents]).cluster_intents[CLUSTER]}
         for i in repo.intents:
-            out.write(json.dumps({"cr": intent_manifest(i.obj, ns)}) + "\n")
+            out.write(json.dumps({"cr": intent_manifest(i.obj, ns), "here": i.obj.name in present}) + "\n")
         # The Platform and the policies, as render puts them in the controller namespace (--from-cluster reads them)
         out.write(json.dumps({"cr": intent_manifest(platform, ns), "plural": "platforms"}) + "\n")
         for p in repo.policies:
@@ -267,6 +272,7 @@ def child_controller(root: Path, seed: Path, trace: int, from_cluster: bool = Fa
     kv = FakeKV()
     paths: dict[tuple[str, str], tuple[str, str]] = {}  # filled below; the fake ESO reads it on force-sync
     kube = _eso_kube(kv, paths)
+    kube.record_changes = False  # the fake's watch log would hold a second copy of every object
     crs = 0
     with seed.open(encoding="utf-8") as lines:
         for line in lines:
@@ -280,7 +286,7 @@ def child_controller(root: Path, seed: Path, trace: int, from_cluster: bool = Fa
                     kube.external_secrets[(c_ns, c_name)] = {"metadata": {"name": c_name, "namespace": c_ns}}
                     for kind, w in restart:
                         kube.workloads[(kind, c_ns, w)] = PodTemplateState({}, 1)
-            else:
+            elif not from_cluster or row.get("here", True):
                 kube.add_custom_object(CustomResource(GROUP, VERSION, row.get("plural", PLURAL)), row["cr"])
                 crs += "plural" not in row
     stage("fakes seeded")

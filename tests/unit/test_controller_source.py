@@ -123,6 +123,18 @@ def test_invalid_intents_are_rejected_alone_with_their_rule_ids() -> None:
     assert all("CANARY" not in f.message for fs in built.rejected.values() for f in fs)
 
 
+def test_a_credential_in_metadata_is_found_in_any_chunk_and_not_shown() -> None:
+    objects = [parse("Platform", as_object(PLATFORM))] + [parse("SecretIntent", as_object(intent(f"t-{i}")))
+                                                          for i in range(1200)]
+    leaky = as_object(intent("leaky"))
+    leaky["metadata"]["annotations"]["db-password"] = "hunter2-Xk9#mQ2!vR7pL"
+    built = build_scope([*objects, parse("SecretIntent", leaky)], "dev", "dev1")
+    assert {n: rule_ids(f) for n, f in built.rejected.items()} == {"leaky": ["CH102"]}
+    [finding] = built.rejected["leaky"]
+    assert finding.message.startswith("SecretIntent/leaky: ") and "hunter2" not in finding.message
+    assert built.scope is not None and len(built.scope.placed) == 1200
+
+
 def test_no_valid_platform_builds_no_scope_and_a_bad_cluster_is_a_usage_error() -> None:
     objects = [o for o in acme_objects() if o.kind != "Platform"]
     built = build_scope(objects, "dev", "dev1")
