@@ -210,6 +210,25 @@ def test_reflector_relists_on_410_gone_and_on_resync() -> None:
     assert r.lists == 3 and names(store) == {"a"}
 
 
+def test_source_waits_for_a_platform_applied_after_it_started() -> None:
+    import threading
+
+    w = World()
+    kube = FakeKube()
+    kube.add_custom_object(SI, as_object(intent("api-token")))
+    source = ClusterSource(kube, NS, "dev", "dev1", w.clock, log=w.log, retry=0.01)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(source.sync(timeout=None)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not got  # no Platform yet: waiting, watching
+    kube.add_custom_object(PF, as_object(PLATFORM))
+    t.join(10)
+    source.stop()
+    assert got and got[0].scope is not None and set(got[0].scope.placed) == {"api-token"}
+    assert any("no valid Platform" in line for line in w.log.lines)
+
+
 def test_source_builds_only_after_a_change_and_reports_a_forbidden_list_by_verb_and_resource() -> None:
     w = World()
     kube = FakeKube()

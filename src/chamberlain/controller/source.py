@@ -344,6 +344,7 @@ class ClusterSource:
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _built_generation: int = -1
+    _reflecting: bool = False
 
     def __post_init__(self) -> None:
         for kind in KINDS:
@@ -415,10 +416,7 @@ class ClusterSource:
     def watch(self) -> None:
         """Start the reflector threads (each resumes from its list's resourceVersion: nothing since is missed) and
         the builder thread."""
-        for kind in KINDS:
-            t = threading.Thread(target=self._reflect, args=(kind,), name=f"chamberlain-watch-{kind}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._start_reflectors()
         t = threading.Thread(target=self._build_loop, name="chamberlain-intents", daemon=True)
         t.start()
         self._threads.append(t)
@@ -426,17 +424,23 @@ class ClusterSource:
     def _expired(self, deadline: float | None) -> bool:
         return deadline is not None and self.clock.monotonic() >= deadline
 
+    def _start_reflectors(self) -> None:
+        if self._reflecting:
+            return
+        self._reflecting = True
+        for kind in KINDS:
+            t = threading.Thread(target=self._reflect, args=(kind,), name=f"chamberlain-watch-{kind}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
     def _wait_change(self, deadline: float | None) -> None:
-        """At start, without a valid Platform yet: wait for the next change (GitOps may apply it later)."""
-        while not self.stop_event.is_set():
-            for kind in KINDS:
-                self.step(kind)
-            if self.store.changed.is_set():
-                return
-            if self._expired(deadline):
-                raise UsageError(f"no valid Platform in namespace {self.namespace}")
-            self.stop_event.wait(self.retry)
-        raise UsageError("stopped before the controller's intents were read")
+        """At start, without a valid Platform yet: the kinds are watched (GitOps may apply it later); back after a
+        change, or after ``retry`` seconds (the caller builds again only if something changed)."""
+        self._start_reflectors()
+        if self.stop_event.is_set():
+            raise UsageError("stopped before the controller's intents were read")
+        if not self.store.changed.wait(self.retry) and self._expired(deadline):
+            raise UsageError(f"no valid Platform in namespace {self.namespace}")
 
     def _reflect(self, kind: Kind) -> None:
         while not self.stop_event.is_set():
