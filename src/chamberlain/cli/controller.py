@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,6 +84,11 @@ def run_cmd(
     max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Stop after this long (tests).",
                                                       show_default=False)] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="json or console.")] = "json",
+    login_token_file: Annotated[Path | None, typer.Option(
+        "--login-token-file", envvar="CHAMBERLAIN_LOGIN_TOKEN_FILE", show_default=False,
+        help="Log in to the authority with the ServiceAccount token in this file (in a pod: a projected token "
+             "with the 'vault' audience; re-read at each login) instead of minting one with a TokenRequest.")
+    ] = None,
 ) -> None:
     """Run the controller: time, webhook and annotation triggers in, durable rotations out, while leader.
 
@@ -119,7 +125,8 @@ def run_cmd(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with LiveServers(target.conn, clock()) as servers:
+    conn = replace(target.conn, login_token_file=login_token_file) if login_token_file else target.conn
+    with LiveServers(conn, clock()) as servers:
         if root is None:
             controller.run_from_cluster(servers, servers.clock, options, log=log,
                                         namespace=controller.controller_namespace(namespace, os.environ),
