@@ -50,7 +50,6 @@ from chamberlain.intent.model import (
     SecretIntent,
 )
 from chamberlain.kube.api import CustomResource, KubeError, KubeGone, KubeWatch
-from chamberlain.rotation import manual as rm
 
 Kind = Literal["Platform", "RotationPolicy", "SecretIntent"]
 KINDS: tuple[Kind, ...] = ("Platform", "RotationPolicy", "SecretIntent")
@@ -476,16 +475,6 @@ class ClusterSource:
         self.stop_event.set()
 
 
-def changed_intents(old: Scope, new: Scope) -> set[str]:
-    """Names placed in ``new`` whose placement or model differs from ``old`` (new ones included)."""
-    out = set()
-    for name, p in new.placed.items():
-        before: rm.Placed | None = old.placed.get(name)
-        if before is None or before != p:
-            out.add(name)
-    return out
-
-
 __all__ = [
     "IN_CLUSTER_CHECKS",
     "KINDS",
@@ -496,7 +485,6 @@ __all__ = [
     "Reflector",
     "Store",
     "build_scope",
-    "changed_intents",
     "parse",
     "rule_ids",
     "where",
