@@ -20,6 +20,11 @@ without them.
 The floor: a subprocess importing the same modules that only parses the same YAML files (``yaml.load_all`` with
 the C loader) and keeps the documents: no models.
 
+``--from-cluster``: the controller as ``controller run --from-cluster`` builds its scope instead: the fakes are
+seeded first (the FakeKube then holds the Platform, the RotationPolicies and, as render would apply them to the
+cluster, the SecretIntents present on it), and :class:`chamberlain.controller.source.ClusterSource` lists them
+(in pages), parses and validates them and builds the scope in the measured process (no loader child).
+
 Usage:
     /work/venv/bin/python benchmarks/bench_controller_memory.py                 # 10k intents; a table
     /work/venv/bin/python benchmarks/bench_controller_memory.py -n 1000,10000 -o json
@@ -182,6 +187,7 @@ def write_seed(root: Path, seed: Path) -> None:
     from chamberlain.handover import metadata as md
     from chamberlain.intent.paths import effective_policy
     from chamberlain.render.layout import intent_manifest
+    from chamberlain.render.topology import build_topology
     from chamberlain.service import load_valid
     from chamberlain.values.markers import version_marker
 
@@ -208,11 +214,19 @@ def write_seed(root: Path, seed: Path) -> None:
                          for c in intent.spec.consumers]
             out.write(json.dumps({"secret": [placed.vault.mount, placed.vault.path, values, custom, consumers]})
                       + "\n")
+        # "here": render puts the intent on this cluster (clusters/<cluster>/intents: every environment it is in
+        # that includes the cluster); --from-cluster seeds only those, as the namespace would hold them.
+        present = {i.metadata.name for i in build_topology(platform, [p.obj for p in repo.policies],
+                                                           [i.obj for i in repo.intents]).cluster_intents[CLUSTER]}
         for i in repo.intents:
-            out.write(json.dumps({"cr": intent_manifest(i.obj, ns)}) + "\n")
+            out.write(json.dumps({"cr": intent_manifest(i.obj, ns), "here": i.obj.name in present}) + "\n")
+        # The Platform and the policies, as render puts them in the controller namespace (--from-cluster reads them)
+        out.write(json.dumps({"cr": intent_manifest(platform, ns), "plural": "platforms"}) + "\n")
+        for p in repo.policies:
+            out.write(json.dumps({"cr": intent_manifest(p.obj, ns), "plural": "rotationpolicies"}) + "\n")
 
 
-def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
+def child_controller(root: Path, seed: Path, trace: int, from_cluster: bool = False) -> dict[str, Any]:
     """Do what ``controller run`` does (its imports, ``load_scope``, ``wire``), seed the fakes, run ticks; RSS after
     every stage (or tracemalloc, when tracing)."""
     if trace:
@@ -247,16 +261,18 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
             tracemalloc.reset_peak()
 
     stage("imports")
-    # ---- what `controller run` builds: the scope, and nothing else of the repository
-    scope = load_scope(root, ENVIRONMENT, CLUSTER)
-    stage("scope (repository dropped)")
-    peak_after_scope = _peak_mib()
+    if not from_cluster:
+        # ---- what `controller run` builds: the scope, and nothing else of the repository
+        scope = load_scope(root, ENVIRONMENT, CLUSTER)
+        stage("scope (repository dropped)")
+        peak_after_scope = _peak_mib()
     # load_scope loads in a short-lived child process: its peak is not the controller's, but a pod limit sees it
     loader_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     # ---- the stand-ins for Vault and the cluster (not the controller's memory; reported separately)
     kv = FakeKV()
     paths: dict[tuple[str, str], tuple[str, str]] = {}  # filled below; the fake ESO reads it on force-sync
     kube = _eso_kube(kv, paths)
+    kube.record_changes = False  # the fake's watch log would hold a second copy of every object
     crs = 0
     with seed.open(encoding="utf-8") as lines:
         for line in lines:
@@ -270,10 +286,19 @@ def child_controller(root: Path, seed: Path, trace: int) -> dict[str, Any]:
                     kube.external_secrets[(c_ns, c_name)] = {"metadata": {"name": c_name, "namespace": c_ns}}
                     for kind, w in restart:
                         kube.workloads[(kind, c_ns, w)] = PodTemplateState({}, 1)
-            else:
-                kube.add_custom_object(CustomResource(GROUP, VERSION, PLURAL), row["cr"])
-                crs += 1
+            elif not from_cluster or row.get("here", True):
+                kube.add_custom_object(CustomResource(GROUP, VERSION, row.get("plural", PLURAL)), row["cr"])
+                crs += "plural" not in row
     stage("fakes seeded")
+    if from_cluster:
+        from chamberlain.controller.source import ClusterSource
+
+        ns = json.loads(seed.read_text(encoding="utf-8").splitlines()[-1])["cr"]["metadata"]["namespace"]
+        built = ClusterSource(kube, ns, ENVIRONMENT, CLUSTER, _Clock()).sync(timeout=60)
+        assert built.scope is not None and not built.rejected, sorted(built.rejected)[:5]
+        scope = built.scope
+        stage("scope (from the cluster)")
+        peak_after_scope = _peak_mib()
     # ---- the controller, as service/controller.py wires it
     clock = _Clock()
     options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
@@ -331,9 +356,9 @@ def _short(filename: str) -> str:
 # ------------------------------------------------------------------------------------------------ the parent
 
 
-def _run_child(mode: str, root: Path, seed: Path, trace: int = 0) -> dict[str, Any]:
+def _run_child(mode: str, root: Path, seed: Path, trace: int = 0, from_cluster: bool = False) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--repo", str(root),
-            "--seed", str(seed), "--trace", str(trace)]
+            "--seed", str(seed), "--trace", str(trace), *(["--from-cluster"] if from_cluster else [])]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child {mode} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -341,7 +366,7 @@ def _run_child(mode: str, root: Path, seed: Path, trace: int = 0) -> dict[str, A
     return result
 
 
-def measure(n: int, workdir: Path, trace: int) -> dict[str, Any]:
+def measure(n: int, workdir: Path, trace: int, from_cluster: bool = False) -> dict[str, Any]:
     import bench_validate_render as gen
 
     root = workdir / f"repo-{n}"
@@ -349,13 +374,13 @@ def measure(n: int, workdir: Path, trace: int) -> dict[str, Any]:
     shape = gen.generate(root, n)
     write_seed(root, seed)
     floor = _run_child("floor", root, seed)
-    ctrl = _run_child("controller", root, seed)
-    traced = _run_child("controller", root, seed, trace) if trace else None
+    ctrl = _run_child("controller", root, seed, from_cluster=from_cluster)
+    traced = _run_child("controller", root, seed, trace, from_cluster) if trace else None
     out = {"n": n, "files": shape["intentFiles"], "floor": floor, "controller": ctrl, "traced": traced,
            "ratio": ctrl["peak_mib"] / floor["peak_mib"]}
     if traced is not None:
         t = traced["traced"]
-        out["fakes_mib"] = t["fakes seeded"]["mib"] - t["scope (repository dropped)"]["mib"]
+        out["fakes_mib"] = t["fakes seeded"]["mib"] - t[list(t)[list(t).index("fakes seeded") - 1]]["mib"]
         out["controller_without_fakes_mib"] = ctrl["peak_mib"] - out["fakes_mib"]
     return out
 
@@ -375,7 +400,7 @@ def table(results: list[dict[str, Any]], top: int) -> str:
               + ", ".join(f"{k} {v:.1f}" for k, v in last["floor"]["stages"].items()) + "):"]
     traced = last.get("traced")
     previous = 0.0
-    for name in STAGES:
+    for name in last["controller"]["stages"]:  # STAGES, or the --from-cluster order (fakes, then the scope)
         rss = last["controller"]["stages"][name]
         extra = ""
         if traced:
@@ -410,19 +435,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=int, default=1, help="tracemalloc frames (0: no attribution run)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--keep", type=Path, help="generate into this directory and keep it")
+    parser.add_argument("--from-cluster", action="store_true",
+                        help="build the scope as `controller run --from-cluster` does (watch source)")
     parser.add_argument("--child", choices=("floor", "controller"), help=argparse.SUPPRESS)
     parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         result = (child_floor(args.repo) if args.child == "floor"
-                  else child_controller(args.repo, args.seed, args.trace))
+                  else child_controller(args.repo, args.seed, args.trace, args.from_cluster))
         json.dump(result, sys.stdout)
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="chamberlain-bench-mem-"))
     try:
-        results = [measure(n, workdir, args.trace) for n in sizes]
+        results = [measure(n, workdir, args.trace, args.from_cluster) for n in sizes]
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,8 +1,10 @@
 """``chamberlain controller run``: the long-running orchestrator; ``chamberlain controller webhook``: a signed sender.
 Thin commands over :mod:`chamberlain.service.controller`.
 
-``run PATH -e ENV --cluster C`` loads the scope (every intent placed in ENV/C), logs in (as the cluster's
-orchestrator through Kubernetes auth unless ``--vault-token-file``/``--vault-token-env`` is given), and starts the
+``run --from-cluster -e ENV --cluster C`` (in a cluster) watches the intents in the controller namespace and
+swaps each new scope in without a restart; ``run PATH`` (or ``--repo PATH``, laptops) loads the scope once
+(every intent placed in ENV/C). Both log in (as the cluster's orchestrator through Kubernetes auth unless
+``--vault-token-file``/``--vault-token-env`` is given), and start the
 loop, the webhook endpoint (``--webhook-port``; its schemes' secrets from ``--webhook-key-file`` (HMAC),
 ``--webhook-standard-secret-file`` (Standard Webhooks) and ``--webhook-bearer-token-file`` (bearer, Alertmanager),
 or the ``CHAMBERLAIN_WEBHOOK_*_FILE`` variables: files, never arguments) and
@@ -24,7 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from chamberlain.cli.options import GROUPED, Target, clock, settings, target_options
-from chamberlain.cli.output import RepoPath, line
+from chamberlain.cli.output import line
 from chamberlain.errors import UsageError
 from chamberlain.service.context import LiveServers
 
@@ -42,11 +44,24 @@ WebhookBearerFile = Annotated[Path | None, typer.Option(
          "$CHAMBERLAIN_WEBHOOK_BEARER_TOKEN_FILE).")]
 
 
+OptionalRepoPath = Annotated[str | None, typer.Argument(
+    help="The intent repository (laptops; same as --repo). Omit with --from-cluster.", show_default=False,
+    metavar="[PATH]")]
+
+
 @controller_app.command("run")
 @target_options()
 def run_cmd(
-    path: RepoPath,
+    path: OptionalRepoPath = None,
     target: Target = GROUPED,
+    repo: Annotated[str | None, typer.Option("--repo", help="Read the intents once from this repository "
+                                             "(laptops).", show_default=False)] = None,
+    from_cluster: Annotated[bool, typer.Option("--from-cluster", help="Watch the Platform, RotationPolicies and "
+                                               "SecretIntents in the controller namespace (in-cluster mode).")
+                            ] = False,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="The controller namespace (default: "
+                                                  "$POD_NAMESPACE, else the pod's own, else chamberlain-system).",
+                                                  show_default=False)] = None,
     identity: Annotated[str | None, typer.Option("--identity", help="This replica's name in the Lease "
                                                  "(default: $POD_NAME, else host name and pid).",
                                                  show_default=False)] = None,
@@ -83,12 +98,20 @@ def run_cmd(
     """Run the controller: time, webhook and annotation triggers in, durable rotations out, while leader.
 
     Example: chamberlain controller run examples/acme -e dev --cluster dev1 --metrics-address 127.0.0.1:9102
+
+    In a cluster: chamberlain controller run --from-cluster -e dev --cluster dev1 (new and changed intents take
+    effect without a restart; new generated secrets are provisioned by the controller).
     """
     from chamberlain.controller import logs
     from chamberlain.controller.probes import parse_address
     from chamberlain.service import controller
     from chamberlain.triggers.webhook import load_keys
 
+    if path is not None and repo is not None and path != repo:
+        raise UsageError("pass the repository once: PATH or --repo")
+    root = repo if repo is not None else path
+    if (root is None) == (not from_cluster):
+        raise UsageError("pass PATH (or --repo PATH) to read a repository, or --from-cluster to watch the cluster")
     if log_format not in ("json", "console"):
         raise UsageError("--log-format is json or console")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -119,8 +142,14 @@ def run_cmd(
     signal.signal(signal.SIGINT, on_signal)
     conn = replace(target.conn, login_token_file=login_token_file) if login_token_file else target.conn
     with LiveServers(conn, clock()) as servers:
-        controller.run(Path(path), servers, servers.clock, options, log=log, environment=target.environment,
-                       cluster=target.cluster, stop=stop, max_seconds=max_seconds)
+        if root is None:
+            controller.run_from_cluster(servers, servers.clock, options, log=log,
+                                        namespace=controller.controller_namespace(namespace, os.environ),
+                                        environment=target.environment, cluster=target.cluster, stop=stop,
+                                        max_seconds=max_seconds)
+        else:
+            controller.run(Path(root), servers, servers.clock, options, log=log, environment=target.environment,
+                           cluster=target.cluster, stop=stop, max_seconds=max_seconds)
 
 
 @controller_app.command("webhook")

@@ -27,6 +27,7 @@ from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.probes import DEFAULT_STALL_SECONDS, Check, ProbeServer, liveness, probe_app, readiness
+from chamberlain.controller.reconcile import IntentReconciler
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
@@ -68,11 +69,14 @@ def wire(
     lease_name: str = DEFAULT_LEASE,
     lease_seconds: int = 15,
     log: Logger | None = None,
+    reconcile: bool = False,
     **options: Any,
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
     trigger, Vault requests counted and the token renewed (one login per token lifetime, never one per tick).
-    ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers)."""
+    ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers). ``reconcile``
+    (a controller driven by the cluster): new generated secrets get their initial value, changed policies are
+    brought into force (:mod:`.reconcile`)."""
     config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
                               lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
@@ -80,15 +84,20 @@ def wire(
     kv = CountingKV(vault.kv, metrics.vault_request, on_error=metrics.vault_error)
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
+    ledger = SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster, signer=TransitSigner(vault.transit))
+    markers = TransitMarkers(vault.transit)
+    reconciler = IntentReconciler(kv, ledger, clock, config.actor, markers=markers,
+                                  log=log if log is not None else Silent()) if reconcile else None
     parts = Collaborators(
-        kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster,
-                                                signer=TransitSigner(vault.transit)), metrics=metrics,
+        kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log if log is not None else Silent(), markers=TransitMarkers(vault.transit),
+        log=log if log is not None else Silent(), markers=markers,
     )
+    if reconciler is not None:
+        reconciler.new_run_id = parts.new_run_id
     return Controller(scope, parts, config)
 
 
@@ -114,10 +123,13 @@ class ControllerWebhook(WebhookHandler):
 
     def __init__(self, controller: Controller, key: WebhookKey | WebhookKeys, window: timedelta = DEFAULT_WINDOW,
                  store: RequestStore | None = None) -> None:
-        placed = controller.scope.placed
-        super().__init__(key, controller.parts.queue, controller.scope.knows, controller.parts.clock, window=window,
-                         store=store if store is not None else controller.parts.requests,
-                         path_of=lambda s: placed[s].vault.full if s in placed else s,
+        def path_of(secret: str) -> str:  # the scope in force now: a controller driven by the cluster swaps it
+            placed = controller.scope.placed.get(secret)
+            return placed.vault.full if placed is not None else secret
+
+        super().__init__(key, controller.parts.queue, lambda s: controller.scope.knows(s), controller.parts.clock,
+                         window=window, store=store if store is not None else controller.parts.requests,
+                         path_of=path_of,
                          admit=controller.allowed_at)
         self._controller = controller
 

@@ -16,13 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chamberlain.authority.kv import KV
+from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
+from chamberlain.controller.scope import Scope
 from chamberlain.kube.api import KubePropagation
+from chamberlain.rotation import manual as rm
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.rotators import Registry
 from chamberlain.rotation.rotators.base import CertificateIssuer
@@ -34,6 +36,13 @@ class Logger(Protocol):
     def info(self, event: str, **kw: Any) -> Any: ...
 
     def warning(self, event: str, **kw: Any) -> Any: ...
+
+
+class ScopeReconciler(Protocol):
+    """Settles one placed secret whose metadata the time trigger just read (:mod:`.reconcile`: initial values of
+    new generated secrets, policies changed in the cluster); returns the metadata after that."""
+
+    def settle(self, scope: Scope, placed: rm.Placed, meta: SecretMetadata | None) -> SecretMetadata | None: ...
 
 
 class Silent:
@@ -73,6 +82,7 @@ class Collaborators:
     rng: wf.RandomSource = field(default_factory=random.SystemRandom)
     log: Logger = field(default_factory=Silent)
     markers: Markers = field(default_factory=LegacyMarkers)  # keyed by the authority in app.wire (issue 11)
+    reconciler: ScopeReconciler | None = None  # a controller driven by the cluster (None: rotate only)
 
 
-__all__ = ["Collaborators", "Logger", "Silent"]
+__all__ = ["Collaborators", "Logger", "ScopeReconciler", "Silent"]

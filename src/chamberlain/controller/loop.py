@@ -80,8 +80,9 @@ class Opened:
 class Controller:
     """The loop over one :class:`~.scope.Scope`; :meth:`tick` is called by :meth:`serve` on the loop thread.
 
-    Other threads use :meth:`request`, :attr:`wake`, :meth:`set_evaluate_every`, the read-only properties
-    (snapshots, see :mod:`.state`) and the collaborators in :attr:`parts` (queue, clock, metrics, publisher)."""
+    Other threads use :meth:`request`, :attr:`wake`, :meth:`set_evaluate_every`, :meth:`set_scope`, the read-only
+    properties (snapshots, see :mod:`.state`) and the collaborators in :attr:`parts` (queue, clock, metrics,
+    publisher)."""
 
     def __init__(self, scope: Scope, parts: Collaborators, config: ControllerConfig | None = None) -> None:
         self.scope = scope
@@ -89,6 +90,8 @@ class Controller:
         self.config = config if config is not None else ControllerConfig()
         self.state = TickState(RestartWave(parts.kube, parts.clock))
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
+        self._scope_lock = threading.Lock()
+        self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
 
     # ------------------------------------------------------------------------------------------- surface
 
@@ -120,6 +123,22 @@ class Controller:
         rotation). Swaps in a new configuration: one reference, read by the loop thread at its next evaluation."""
         self.config = replace(self.config, evaluate_every=seconds)
 
+    def set_scope(self, scope: Scope) -> None:
+        """Act on ``scope`` from the next tick on (any thread; the cluster source calls it after a change). The loop
+        thread swaps it in, then evaluates the time trigger over it at once (a new secret is provisioned and a new
+        policy brought into force there). Runs in flight for a secret the new scope drops finish with what they
+        started with; requests for it are dropped from then on."""
+        with self._scope_lock:
+            self._next_scope = scope
+        self.wake.set()
+
+    def _swap_scope(self) -> None:
+        with self._scope_lock:
+            scope, self._next_scope = self._next_scope, None
+        if scope is not None:
+            self.scope = scope
+            self.state.last_evaluation = None
+
     def request(self, request: RotationRequest) -> None:
         """Queue a request from outside the loop."""
         self._enqueue(request)
@@ -135,6 +154,7 @@ class Controller:
 
     def tick(self) -> bool:
         """One pass of the loop; returns whether this replica was leader (and so acted)."""
+        self._swap_scope()
         if not self._lead():
             return False
         try:
@@ -246,6 +266,8 @@ class Controller:
             except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
                 self._refused("cannot read a secret's metadata", name, exc)
                 continue
+            if self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
+                meta = self.parts.reconciler.settle(self.scope, placed, meta)
             if meta is None:
                 continue
             s = schedule_of(name, meta.custom)

@@ -1,17 +1,21 @@
 """The controller's scope: which secrets one controller acts on, and what its time trigger reads of each.
 
-A :class:`Scope` is data fixed at start (the Platform, the intents, the placements in one environment and
-cluster); :func:`schedule_of` turns a secret's custom_metadata into what the time trigger needs. No I/O here.
+A :class:`Scope` is data (the Platform, the policies, the intents, the placements in one environment and cluster,
+and the intents the cluster holds but validation rejected); it never changes: a controller driven by the cluster
+swaps in a whole new one (:meth:`~chamberlain.controller.loop.Controller.set_scope`, built by
+:mod:`chamberlain.controller.source`). :func:`schedule_of` turns a secret's custom_metadata into what the time
+trigger needs. No I/O here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
-from chamberlain.intent.model import Platform, SecretIntent
+from chamberlain.findings import Finding
+from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation.policy import from_metadata
 from chamberlain.triggers import SecretSchedule
@@ -26,6 +30,10 @@ class Scope:
     environment: str
     cluster: str
     placed: Mapping[str, rm.Placed]
+    policies: Mapping[str, RotationPolicy] = field(default_factory=dict)
+    # SecretIntents present in the cluster that failed validation there, by name: each with its error findings
+    # (rule id, message; never a value). They are not placed: the controller leaves them alone.
+    rejected: Mapping[str, tuple[Finding, ...]] = field(default_factory=dict)
 
     def knows(self, secret: str) -> bool:
         return secret in self.placed
@@ -36,7 +44,9 @@ class Scope:
         return self.platform.spec.authority.mounts.runtime
 
 
-def scope_of(platform: Platform, intents: Mapping[str, SecretIntent], environment: str, cluster: str) -> Scope:
+def scope_of(platform: Platform, intents: Mapping[str, SecretIntent], environment: str, cluster: str, *,
+             policies: Mapping[str, RotationPolicy] | None = None,
+             rejected: Mapping[str, tuple[Finding, ...]] | None = None) -> Scope:
     """Place every intent in ``environment``/``cluster``; intents not placed there are out of scope, and so are
     derived and config intents: their producers publish them (PushSecret) into the internal mounts, which the
     orchestrator neither reads nor rotates."""
@@ -49,7 +59,7 @@ def scope_of(platform: Platform, intents: Mapping[str, SecretIntent], environmen
             continue
         if p.vault.mount == runtime:
             placed[name] = p
-    return Scope(platform, intents, environment, cluster, placed)
+    return Scope(platform, intents, environment, cluster, placed, dict(policies or {}), dict(rejected or {}))
 
 
 def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:

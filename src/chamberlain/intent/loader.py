@@ -469,6 +469,12 @@ def _validation_findings(doc: Document, exc: ValidationError) -> Iterator[Findin
         )
 
 
+def schema_findings(doc: Document, exc: ValidationError) -> list[Finding]:
+    """The findings (CH003, CH004, CH005, CH006, CH012) of one document its model refused: what validate reports
+    for a file, and the controller for an object read from the cluster."""
+    return list(_validation_findings(doc, exc))
+
+
 # Union branch names that pydantic inserts into error locations; they are not YAML keys.
 _UNION_TAGS = {"ref", "inline", *GENERATOR_TYPES}
 

@@ -6,7 +6,7 @@ Errors carry kind, namespace, name and status, never bodies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -36,6 +36,12 @@ class KubeConflict(KubeError):
 
 class KubeForbidden(KubeError):
     pass
+
+
+class KubeGone(KubeError):
+    """410 Gone: the resourceVersion a watch started from is older than the API server keeps; list again."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,54 @@ class KubeCustomObjects(Protocol):
                            until: Callable[[dict[str, Any] | None], bool], timeout: float) -> dict[str, Any] | None:
         """Watch the object until ``until`` holds for it (None: absent) and return it as it was then;
         :class:`KubeUnavailable` when ``timeout`` seconds pass first. A watch, not a polling loop."""
+        ...
+
+
+WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One event of a watch. A BOOKMARK carries only ``metadata.resourceVersion`` (the point a watch may resume
+    from); the other types carry the whole object as it is after the change (DELETED: as it was last)."""
+
+    type: WatchEventType
+    object: Mapping[str, Any]
+
+    @property
+    def resource_version(self) -> str:
+        return str((self.object.get("metadata") or {}).get("resourceVersion") or "")
+
+    @property
+    def name(self) -> str:
+        return str((self.object.get("metadata") or {}).get("name") or "")
+
+
+@dataclass(frozen=True)
+class CustomObjectList:
+    """One page of a list of custom objects and the collection's resourceVersion, where a watch of what follows
+    starts; ``next_page`` (the API's ``continue`` token) is empty on the last page."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+    next_page: str = ""
+
+
+class KubeWatch(Protocol):
+    """List-then-watch of one kind of custom object in one namespace (the informer pattern, without client-go):
+    the controller keeps its intents from these. Kept apart so the other fakes need not grow."""
+
+    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
+                                      page: str = "") -> CustomObjectList:
+        """A page of at most ``limit`` objects of the kind in ``namespace`` (``page``: the previous page's
+        ``next_page``), with the list's resourceVersion: pages keep a large namespace's answer small in memory."""
+        ...
+
+    def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
+                             timeout_seconds: int) -> Iterator[WatchEvent]:
+        """The changes after ``resource_version``, with bookmarks (``allowWatchBookmarks``), until the server ends
+        the watch after about ``timeout_seconds``. :class:`KubeGone` when ``resource_version`` is too old (410):
+        list again; :class:`KubeUnavailable`, :class:`KubeForbidden` as for any call."""
         ...
 
 

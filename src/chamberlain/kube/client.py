@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,16 +22,19 @@ from kubernetes.client import ApiException
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.kube.api import (
     ApplyOutcome,
+    CustomObjectList,
     CustomResource,
     KubeConflict,
     KubeError,
     KubeForbidden,
+    KubeGone,
     KubeNotFound,
     KubeSecret,
     KubeUnavailable,
     LeaseRecord,
     PodTemplateState,
     SecretOwnership,
+    WatchEvent,
     WorkloadKind,
 )
 from chamberlain.kube.kubeconfig import KubeconfigSource, api_client
@@ -357,6 +360,46 @@ class KubeClient:
                 raise
             finally:
                 watch.stop()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ watches (KubeWatch)
+
+    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
+                                      page: str = "") -> CustomObjectList:
+        api, r = self._custom(), resource
+        more = {"_continue": page} if page else {}
+        resp = self._call(r.describe(namespace), lambda: api.list_namespaced_custom_object(
+            r.group, r.version, namespace, r.plural, limit=limit, **more))
+        resp = resp or {}
+        meta = resp.get("metadata") or {}
+        return CustomObjectList([dict(item) for item in resp.get("items") or []],
+                                str(meta.get("resourceVersion") or ""), str(meta.get("continue") or ""))
+
+    def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
+                             timeout_seconds: int) -> Iterator[WatchEvent]:
+        api, r = self._custom(), resource
+        what = r.describe(namespace) + " watch"
+        watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            # With timeout_seconds the client does not retry a 410 itself: it raises, and the caller relists.
+            # The read timeout bounds a connection that went silent (bookmarks arrive about once a minute).
+            stream = watch.stream(  # type: ignore[no-untyped-call]
+                api.list_namespaced_custom_object, r.group, r.version, namespace, r.plural,
+                resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
+                _request_timeout=(10, timeout_seconds + 90))
+            for event in stream:
+                kind, obj = event.get("type"), event.get("raw_object", event.get("object"))
+                if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") and isinstance(obj, Mapping):
+                    yield WatchEvent(kind, obj)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise KubeGone(f"{what}: resourceVersion {resource_version} is gone (410); list again") from None
+            raise _map_error(exc, what) from None
+        except Exception as exc:  # urllib3 connection errors while streaming
+            if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
+                raise _map_error(exc, what) from None
+            raise
+        finally:
+            watch.stop()  # type: ignore[no-untyped-call]
 
     def create_custom_object(self, resource: CustomResource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         api, r = self._custom(), resource

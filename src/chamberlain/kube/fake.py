@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
 
 from chamberlain.kube.api import (
     ApplyOutcome,
+    CustomObjectList,
     CustomResource,
     KubeConflict,
     KubeError,
+    KubeGone,
     KubeNotFound,
     KubeSecret,
     KubeUnavailable,
     LeaseRecord,
     PodTemplateState,
     SecretOwnership,
+    WatchEvent,
     WorkloadKind,
 )
 
@@ -88,6 +91,12 @@ class FakeKube:
         self.leases: dict[tuple[str, str], LeaseRecord] = {}
         # What "controllers" do while someone waits (wait_custom_object): each step mutates the fake, in order.
         self.on_wait: list[Callable[[FakeKube], bool]] = []
+        # Watches (KubeWatch): every change of a custom object, in order, as a watch would see it; a watch from a
+        # resourceVersion below ``compacted`` is 410 Gone (etcd compacted what it needs), like the API server.
+        self.custom_changes: list[tuple[tuple[str, str, str, str], WatchEvent]] = []
+        self.record_changes = True  # False: no change log (a benchmark seeding 10k objects it never watches)
+        self.compacted = 0
+        self.watches = 0  # watch calls, for assertions
 
     def _guard(self) -> None:
         if self.down:
@@ -169,8 +178,55 @@ class FakeKube:
         meta = body.setdefault("metadata", {})
         meta.setdefault("uid", f"uid-{meta['name']}")
         meta["resourceVersion"] = str(next(self._rv))
-        self.custom_objects[_key(resource, str(meta.get("namespace") or ""), str(meta["name"]))] = body
+        key = _key(resource, str(meta.get("namespace") or ""), str(meta["name"]))
+        self._changed("MODIFIED" if key in self.custom_objects else "ADDED", key, body)
+        self.custom_objects[key] = body
         return copy.deepcopy(body)
+
+    def delete_custom_object(self, resource: CustomResource, namespace: str, name: str) -> None:
+        """Test helper: delete as the API server would (a DELETED event carrying the object at a new version)."""
+        key = _key(resource, namespace, name)
+        obj = self.custom_objects.pop(key, None)
+        if obj is not None:
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+            self._changed("DELETED", key, obj)
+
+    def add_bookmark(self, resource: CustomResource, namespace: str) -> str:
+        """Test helper: the API server's periodic BOOKMARK (a resourceVersion and nothing else)."""
+        rv = str(next(self._rv))
+        key = (resource.group, resource.version, resource.plural, namespace)
+        self.custom_changes.append((key, WatchEvent("BOOKMARK", {"metadata": {"resourceVersion": rv}})))
+        return rv
+
+    def _changed(self, kind: str, key: tuple[str, str, str, str, str], obj: Mapping[str, Any]) -> None:
+        if self.record_changes and kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.custom_changes.append((key[:4], WatchEvent(kind, copy.deepcopy(dict(obj)))))  # type: ignore[arg-type]
+
+    def _last_version(self) -> int:
+        return max((int(e.resource_version) for _, e in self.custom_changes), default=0)
+
+    def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
+                                      page: str = "") -> CustomObjectList:
+        self._guard()
+        kind = (resource.group, resource.version, resource.plural)
+        keys = sorted(k for k in self.custom_objects if k[:3] == kind and k[3] == namespace)  # stable pages
+        start = int(page or 0)
+        end = start + limit
+        return CustomObjectList([copy.deepcopy(self.custom_objects[k]) for k in keys[start:end]],
+                                str(self._last_version()), str(end) if end < len(keys) else "")
+
+    def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
+                             timeout_seconds: int) -> Iterator[WatchEvent]:
+        """The changes recorded after ``resource_version``, then the watch ends (no time passes in a fake)."""
+        self._guard()
+        self.watches += 1
+        since = int(resource_version or 0)
+        if since < self.compacted:
+            raise KubeGone(f"{resource.describe(namespace)} watch: resourceVersion {since} is gone (410)")
+        key = (resource.group, resource.version, resource.plural, namespace)
+        for k, event in list(self.custom_changes):
+            if k == key and int(event.resource_version) > since:
+                yield event
 
     def list_custom_objects(self, resource: CustomResource, namespace: str | None = None,
                             label: str | None = None) -> list[dict[str, Any]]:
@@ -199,6 +255,7 @@ class FakeKube:
             else:
                 current[k] = v
         meta["resourceVersion"] = str(next(self._rv))
+        self._changed("MODIFIED", _key(resource, namespace, name), obj)
         return copy.deepcopy(obj)
 
     def wait_custom_object(self, resource: CustomResource, namespace: str, name: str,
@@ -234,6 +291,7 @@ class FakeKube:
         obj.pop("status", None)  # the status subresource: create ignores it, like the API server
         meta.update(namespace=namespace, uid=f"uid-{name}", generation=1, resourceVersion=str(next(self._rv)))
         self.custom_objects[key] = obj
+        self._changed("ADDED", key, obj)
         self.created_custom_objects.append(copy.deepcopy(obj))
         return copy.deepcopy(obj)
 
@@ -244,6 +302,7 @@ class FakeKube:
         if patched != obj.get("status"):  # the API server does not bump the resourceVersion of a no-op patch
             obj["status"] = patched
             obj["metadata"]["resourceVersion"] = str(next(self._rv))
+            self._changed("MODIFIED", _key(resource, namespace, name), obj)
         self.status_patches.append((resource.plural, namespace, name, copy.deepcopy(dict(status))))
         return copy.deepcopy(obj)
 

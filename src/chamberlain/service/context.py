@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError, UsageError
-from chamberlain.kube.api import Kube, KubeApply, KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
+from chamberlain.kube.api import (
+    Kube,
+    KubeApply,
+    KubeCustomObjects,
+    KubeLeases,
+    KubePropagation,
+    KubeRunObjects,
+    KubeWatch,
+)
 from chamberlain.kube.kubeconfig import KubeconfigSource
 
 if TYPE_CHECKING:
@@ -77,7 +85,8 @@ class ConnectionOptions:
         return KubeconfigSource.of(self.kubeconfig, self.context)
 
 
-class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, Protocol):
+class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, KubeWatch,
+                 Protocol):
     """Everything the use cases need from Kubernetes (the real client and ``FakeKube`` have all of it)."""
 
 

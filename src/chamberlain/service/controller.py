@@ -94,6 +94,7 @@ def scope_from_repository(path: str | Path, environment: str | None, cluster: st
     if len(envs) != 1:
         raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
     every = {i.obj.metadata.name: i.obj for i in repo.intents}
+    policies = {p.obj.metadata.name: p.obj for p in repo.policies}
     del repo  # from here on only the models are needed
     placed = scope_of(platform, every, envs[0], chosen).placed
     needed = {name: every[name] for name in placed}
@@ -101,7 +102,7 @@ def scope_from_repository(path: str | Path, environment: str | None, cluster: st
         target = every[name].spec.target
         if target is not None and target.postgres.admin_intent in every:
             needed.setdefault(target.postgres.admin_intent, every[target.postgres.admin_intent])
-    return scope_of(platform, needed, envs[0], chosen)
+    return scope_of(platform, needed, envs[0], chosen, policies=policies)
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -128,7 +129,7 @@ class ControllerOptions:
 
 
 def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger | None = None,
-          stop: threading.Event | None = None) -> ControllerApp:
+          stop: threading.Event | None = None, reconcile: bool = False) -> ControllerApp:
     """Log in as the scope's orchestrator, wire the controller and start it (loop, webhook, metrics). ``stop``
     ends it when set; :meth:`ControllerApp.stop` stops it gracefully."""
     from chamberlain.controller.app import DEFAULT_LEASE, ControllerApp, wire
@@ -140,7 +141,7 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
     if options.poll is not None:
         tuning["poll"] = options.poll
     controller = wire(scope, client, kube, clock, identity=options.name, lease_name=options.lease_name or DEFAULT_LEASE,
-                      lease_seconds=options.lease_seconds, log=log, **tuning)
+                      lease_seconds=options.lease_seconds, log=log, reconcile=reconcile, **tuning)
     app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,
                         webhook_address=options.webhook_address, webhook_key=options.webhook_key,
                         stop_event=stop or threading.Event())
@@ -158,6 +159,56 @@ def run(root: Path, servers: Servers, clock: Clock, options: ControllerOptions, 
     log.info("controller started", identity=options.name, environment=scope.environment, cluster=scope.cluster,
              secrets=len(scope.placed), metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
     app.wait(max_seconds)
+    app.stop()
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def controller_namespace(explicit: str | None, environ: Mapping[str, str]) -> str:
+    """Where the controller's intents are: ``--namespace``, else ``$POD_NAMESPACE`` (the Downward API), else the
+    pod's own namespace (its ServiceAccount mount), else the Platform's default (``chamberlain-system``)."""
+    if explicit:
+        return explicit
+    if environ.get("POD_NAMESPACE"):
+        return environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or "chamberlain-system"
+    except OSError:
+        return "chamberlain-system"
+
+
+def run_from_cluster(servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger, namespace: str,
+                     environment: str | None = None, cluster: str | None = None,
+                     stop: threading.Event | None = None, max_seconds: float | None = None,
+                     resync: float = 300.0) -> None:
+    """``controller run --from-cluster``: the intents are the Platform, RotationPolicies and SecretIntents in
+    ``namespace``, watched (:class:`~chamberlain.controller.source.ClusterSource`); every change that settles swaps
+    a new Scope into the running loop, new generated secrets are provisioned and changed policies brought into
+    force by the controller itself. An intent that fails validation is rejected alone (logged with its rule ids,
+    ``controller.scope.rejected``); the others keep being served."""
+    from chamberlain.controller.source import Built, ClusterSource
+
+    stop = stop or threading.Event()
+    source = ClusterSource(servers.kube(), namespace, environment, cluster, clock, log=log, resync=resync,
+                           stop_event=stop)
+    first = source.sync()
+    assert first.scope is not None
+    app = start(first.scope, servers, clock, options, log=log, stop=stop, reconcile=True)
+
+    def swap(built: Built) -> None:
+        assert built.scope is not None
+        app.controller.set_scope(built.scope)
+        log.info("scope updated", secrets=len(built.scope.placed), rejected=sorted(built.rejected))
+
+    source.on_built = swap
+    source.watch()
+    log.info("controller started", identity=options.name, environment=first.scope.environment,
+             cluster=first.scope.cluster, source="cluster", namespace=namespace, secrets=len(first.scope.placed),
+             rejected=sorted(first.rejected), metrics=app.metrics_url,
+             webhook=app.webhook.url if app.webhook else None)
+    app.wait(max_seconds)
+    source.stop()
     app.stop()
 
 
@@ -214,10 +265,12 @@ __all__ = [
     "ControllerOptions",
     "LoadFailed",
     "WebhookAnswer",
+    "controller_namespace",
     "load_scope",
     "post_webhook",
     "request_rotation",
     "run",
+    "run_from_cluster",
     "scope_from_repository",
     "start",
 ]

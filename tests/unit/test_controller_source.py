@@ -1,0 +1,379 @@
+"""The controller driven by the cluster, with fakes (FakeKube as the API server and its watches, FakeKV as Vault, a
+fake clock): parsing one object, building the Scope (pure) with per-intent rejections, the reflector's handling of
+ADDED/MODIFIED/DELETED/BOOKMARK, 410 Gone and resync, the scope swapped into a running loop, and the controller
+provisioning a new generated secret and bringing a changed policy into force. The same behaviours against the real
+kube-apiserver and OpenBao: tests/lab/test_controller_cluster.py."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chamberlain import wellknown as wk
+from chamberlain.audit.ledger import LedgerReader
+from chamberlain.authority.kv import SecretMetadata
+from chamberlain.controller.app import ControllerWebhook
+from chamberlain.controller.loop import scope_of
+from chamberlain.controller.reconcile import IntentReconciler, policy_drift, provision_unit
+from chamberlain.controller.source import (
+    RESOURCES,
+    ClusterSource,
+    Reflector,
+    Store,
+    build_scope,
+    parse,
+    rule_ids,
+)
+from chamberlain.intent.model import RotationPolicy
+from chamberlain.kube.fake import FakeKube
+from chamberlain.render.layout import intent_manifest
+from chamberlain.service import load_valid
+from chamberlain.triggers import WebhookKey, manual, sign
+from chamberlain.triggers.annotation import HANDLED, RESULT
+from tests.conftest import EXAMPLES, run_cli
+from tests.unit.test_controller import MOUNT, NS, PLATFORM, World, intent
+
+SI, RP, PF = RESOURCES["SecretIntent"], RESOURCES["RotationPolicy"], RESOURCES["Platform"]
+
+
+def as_object(model: Any, **extra: Any) -> dict[str, Any]:
+    """A model as the API server returns it: render's manifest plus server fields and a status."""
+    doc = intent_manifest(model, NS)
+    doc["metadata"].update(uid="u-1", resourceVersion="7", generation=2, managedFields=[{"manager": "flux"}])
+    doc["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json.dumps(doc)
+    doc["status"] = {"phase": "Ready"}
+    return {**doc, **extra}
+
+
+def acme_objects() -> list[Any]:
+    repo = load_valid(EXAMPLES / "acme")
+    assert repo.platform is not None
+    return ([parse("Platform", as_object(repo.platform))] + [parse("RotationPolicy", as_object(p.obj))
+                                                              for p in repo.policies]
+            + [parse("SecretIntent", as_object(i.obj)) for i in repo.intents])
+
+
+def with_spec(model: Any, **spec: Any) -> dict[str, Any]:
+    obj = as_object(model)
+    obj["spec"] = {**obj["spec"], **spec}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------- parse
+
+
+def test_parse_keeps_the_model_only_and_drops_server_fields() -> None:
+    p = parse("SecretIntent", as_object(intent("api-token")))
+    assert p.model is not None and not p.findings
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in p.model.metadata.annotations
+    obj = as_object(intent("api-token"))
+    obj["metadata"]["annotations"].update({wk.ANNOTATION_ROTATE: "PENTEST-1", HANDLED: "sha256:x", RESULT: "done"})
+    assert parse("SecretIntent", obj) == p  # a manual rotation request does not change the intent
+    assert p.model.metadata.namespace == NS
+
+
+def test_parse_refuses_a_bad_object_with_rule_ids_and_no_line() -> None:
+    p = parse("SecretIntent", with_spec(intent("api-token"), bogus=1))
+    assert p.model is None and rule_ids(p.findings) == ["CH003"]
+    assert p.findings[0].file == "secretintents/api-token" and p.findings[0].line is None
+    bad_ttl = parse("SecretIntent", with_spec(intent("x"), rotation={"type": "time-based", "ttl": "soon"}))
+    assert rule_ids(bad_ttl.findings) == ["CH005"]
+
+
+# --------------------------------------------------------------------------------------------------- build
+
+
+def test_a_valid_repository_in_the_cluster_places_what_the_repository_places() -> None:
+    from chamberlain.service.controller import scope_from_repository
+
+    built = build_scope(acme_objects(), "dev", "dev1")
+    assert built.scope is not None and not built.rejected and not built.scope.rejected
+    from_repo = scope_from_repository(EXAMPLES / "acme", "dev", "dev1")
+    assert {n: p.vault for n, p in built.scope.placed.items()} == {n: p.vault for n, p in from_repo.placed.items()}
+    assert set(built.scope.intents) == set(from_repo.intents)
+    assert set(built.scope.policies) == set(from_repo.policies)
+
+
+def test_invalid_intents_are_rejected_alone_with_their_rule_ids() -> None:
+    objects = [o for o in acme_objects() if o.name not in ("grafana-admin", "storefront-session", "pg-payments-admin")]
+    repo = load_valid(EXAMPLES / "acme")
+    by_name = {i.obj.name: i.obj for i in repo.intents}
+    objects += [
+        parse("SecretIntent", with_spec(by_name["grafana-admin"], rotation={"policy": "no-such-policy"})),
+        parse("SecretIntent", with_spec(by_name["storefront-session"], environments=["nowhere"])),
+        parse("SecretIntent", with_spec(by_name["pg-payments-admin"], owner="Not A Label")),
+    ]
+    built = build_scope(objects, "dev", "dev1")
+    assert built.scope is not None
+    assert {n: rule_ids(f) for n, f in built.rejected.items()} == {
+        "grafana-admin": ["CH011"],
+        "storefront-session": ["CH010"],
+        "pg-payments-admin": ["CH006"],
+        "payments-db": ["CH014"],  # its adminIntent was rejected: it cannot rotate either
+    }
+    assert built.scope.rejected == built.rejected
+    assert not set(built.rejected) & set(built.scope.placed)
+    every = build_scope(acme_objects(), "dev", "dev1").scope
+    assert every is not None  # every other intent is still served
+    assert set(built.scope.placed) == set(every.placed) - set(built.rejected)
+    assert all("CANARY" not in f.message for fs in built.rejected.values() for f in fs)
+
+
+def test_a_credential_in_metadata_is_found_in_any_chunk_and_not_shown() -> None:
+    objects = [parse("Platform", as_object(PLATFORM))] + [parse("SecretIntent", as_object(intent(f"t-{i}")))
+                                                          for i in range(1200)]
+    leaky = as_object(intent("leaky"))
+    leaky["metadata"]["annotations"]["db-password"] = "hunter2-Xk9#mQ2!vR7pL"
+    built = build_scope([*objects, parse("SecretIntent", leaky)], "dev", "dev1")
+    assert {n: rule_ids(f) for n, f in built.rejected.items()} == {"leaky": ["CH102"]}
+    [finding] = built.rejected["leaky"]
+    assert finding.message.startswith("SecretIntent/leaky: ") and "hunter2" not in finding.message
+    assert built.scope is not None and len(built.scope.placed) == 1200
+
+
+def test_no_valid_platform_builds_no_scope_and_a_bad_cluster_is_a_usage_error() -> None:
+    objects = [o for o in acme_objects() if o.kind != "Platform"]
+    built = build_scope(objects, "dev", "dev1")
+    assert built.scope is None and "CH007" in rule_ids(built.problems)
+    from chamberlain.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown cluster"):
+        build_scope(acme_objects(), "dev", "nowhere")
+
+
+# --------------------------------------------------------------------------------------------------- watching
+
+
+def reflector(kube: FakeKube, clock: Any, store: Store, resync: float = 300.0) -> Reflector:
+    return Reflector(kube, "SecretIntent", NS, store, clock, resync=resync)
+
+
+def names(store: Store) -> set[str]:
+    return {p.name for p in store.snapshot()[1]}
+
+
+def test_reflector_lists_then_follows_added_modified_deleted_and_bookmarks() -> None:
+    w = World()
+    kube, store = FakeKube(), Store()
+    kube.add_custom_object(SI, as_object(intent("a")))
+    r = reflector(kube, w.clock, store)
+    r.step()
+    assert r.lists == 1 and names(store) == {"a"}
+    kube.add_custom_object(SI, as_object(intent("b")))  # ADDED
+    kube.add_custom_object(SI, with_spec(intent("a"), purpose="changed"))  # MODIFIED
+    r.step()
+    assert r.lists == 1 and kube.watches == 1 and names(store) == {"a", "b"}
+    a = next(p for p in store.snapshot()[1] if p.name == "a")
+    assert a.model is not None and a.model.spec.purpose == "changed"  # type: ignore[union-attr]
+    kube.delete_custom_object(SI, NS, "b")  # DELETED
+    mark = kube.add_bookmark(SI, NS)  # BOOKMARK: only the resourceVersion moves
+    r.step()
+    assert names(store) == {"a"} and r.resource_version == mark
+    generation = store.generation
+    r.step()  # nothing new: the watch ends without a change
+    assert store.generation == generation and r.lists == 1
+
+
+def test_reflector_lists_page_by_page() -> None:
+    w = World()
+    kube, store = FakeKube(), Store()
+    for i in range(5):
+        kube.add_custom_object(SI, as_object(intent(f"t-{i}")))
+    r = Reflector(kube, "SecretIntent", NS, store, w.clock, page_size=2)
+    r.step()
+    assert names(store) == {f"t-{i}" for i in range(5)} and r.resource_version == str(kube._last_version())
+
+
+def test_reflector_relists_on_410_gone_and_on_resync() -> None:
+    w = World()
+    kube, store = FakeKube(), Store()
+    kube.add_custom_object(SI, as_object(intent("a")))
+    r = reflector(kube, w.clock, store, resync=60)
+    r.step()
+    kube.add_custom_object(SI, as_object(intent("b")))
+    kube.compacted = 10_000  # etcd compacted past our resourceVersion
+    r.step()
+    assert r.relists_gone == 1 and r.resource_version is None
+    kube.compacted = 0
+    r.step()  # lists again: b is there
+    assert r.lists == 2 and names(store) == {"a", "b"}
+    # A deletion the watch never delivered (the change log lost it) is gone after the periodic resync's list.
+    del kube.custom_objects[(SI.group, SI.version, SI.plural, NS, "b")]
+    r.step()
+    assert names(store) == {"a", "b"}
+    w.clock.advance(61)
+    r.step()
+    assert r.lists == 3 and names(store) == {"a"}
+
+
+def test_source_waits_for_a_platform_applied_after_it_started() -> None:
+    import threading
+
+    w = World()
+    kube = FakeKube()
+    kube.add_custom_object(SI, as_object(intent("api-token")))
+    source = ClusterSource(kube, NS, "dev", "dev1", w.clock, log=w.log, retry=0.01)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(source.sync(timeout=None)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not got  # no Platform yet: waiting, watching
+    kube.add_custom_object(PF, as_object(PLATFORM))
+    t.join(10)
+    source.stop()
+    assert got and got[0].scope is not None and set(got[0].scope.placed) == {"api-token"}
+    assert any("no valid Platform" in line for line in w.log.lines)
+
+
+def test_source_builds_only_after_a_change_and_reports_a_forbidden_list_by_verb_and_resource() -> None:
+    w = World()
+    kube = FakeKube()
+    kube.add_custom_object(PF, as_object(PLATFORM))
+    kube.add_custom_object(SI, as_object(intent("api-token")))
+    source = ClusterSource(kube, NS, "dev", "dev1", w.clock, log=w.log)
+    first = source.sync(timeout=1)
+    assert first.scope is not None and set(first.scope.placed) == {"api-token"}
+    assert source.build() is None  # nothing changed
+    kube.add_custom_object(SI, with_spec(intent("broken"), rotation={"policy": "missing"}))
+    source.step("SecretIntent")
+    built = source.build()
+    assert built is not None and built.scope is not None and rule_ids(built.rejected["broken"]) == ["CH011"]
+    assert set(built.scope.placed) == {"api-token"}
+    assert any('"intent rejected"' in line and "CH011" in line for line in w.log.lines)
+    kube.add_custom_object(SI, as_object(intent("another")))
+    source.step("SecretIntent")
+    assert source.build() is not None
+    assert sum('"intent rejected"' in line for line in w.log.lines) == 1  # said once, not at every build
+
+    class Forbidden(FakeKube):
+        def list_custom_objects_versioned(self, resource: Any, namespace: str, **_: Any) -> Any:
+            from chamberlain.kube.api import KubeForbidden
+
+            raise KubeForbidden(f"{resource.describe(namespace)}: forbidden (403)")
+
+    denied = ClusterSource(Forbidden(), NS, "dev", "dev1", w.clock, log=w.log, retry=0)
+    assert not denied.step("SecretIntent")
+    line = w.log.lines[-1]
+    assert '"verb": "list"' in line and "secretintents.chamberlain.dev" in line and "KubeForbidden" in line
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+
+
+def reconciled(w: World, **kw: Any) -> Any:
+    c = w.controller(**kw)
+    from dataclasses import replace
+
+    rec = IntentReconciler(w.kv, c.parts.ledger, w.clock, "controller:test", new_run_id=lambda: "prov-1", log=w.log)
+    c.parts = replace(c.parts, reconciler=rec)
+    return c, rec
+
+
+def test_a_new_generated_intent_is_provisioned_at_the_next_tick_and_then_rotates() -> None:
+    w = World(policy={"type": "event-based", "failureStrategy": "retry"})
+    c, rec = reconciled(w)
+    c.tick()
+    new = intent("new-token", policy={"type": "event-based", "failureStrategy": "retry"})
+    c.set_scope(scope_of(PLATFORM, {**w.scope.intents, "new-token": new}, "dev", "dev1"))
+    assert c.wake.is_set()
+    c.tick()
+    path = c.scope.placed["new-token"].vault.path
+    meta = w.kv.read_metadata(MOUNT, path)
+    assert meta is not None and meta.current_version == 1 and meta.custom[wk.CREATED_BY] == "chamberlain"
+    assert meta.custom[wk.POLICY_PREFIX + "type"] == "event-based"
+    created = [e for e in LedgerReader(w.kv, MOUNT).entries() if e.event == "value-created"]
+    assert [(e.secret, e.actor) for e in created] == [("new-token", "controller:test")] and rec.provisioned == 1
+    c.tick()  # steady state: nothing more to do
+    assert rec.provisioned == 1 and len(LedgerReader(w.kv, MOUNT).entries()) == len(created)
+    w.kube.external_secrets[("shop", "new-token")] = {"metadata": {"name": "new-token", "namespace": "shop"}}
+    w.kube.paths[("shop", "new-token")] = path
+    c.request(manual("new-token", "first rotation", w.clock.now()))
+    c.tick()
+    assert w.version("api-token") == 1
+    after = w.kv.read_metadata(MOUNT, path)
+    assert after is not None and after.current_version == 2
+
+
+def test_a_changed_policy_takes_effect_without_a_restart() -> None:
+    w = World(policy={"type": "event-based", "failureStrategy": "retry"})
+    c, rec = reconciled(w)
+    c.tick()
+    w.clock.advance(3600)
+    c.tick()
+    assert w.version() == 1  # event-based: the timer never fires
+    timed = intent("api-token", policy={"type": "time-based", "ttl": "30m", "rotateBefore": "5m",
+                                        "failureStrategy": "retry"})
+    c.set_scope(scope_of(PLATFORM, {"api-token": timed}, "dev", "dev1"))
+    c.tick()  # the policy comes into force (audited), and the secret, older than 25m, is due at once
+    changes = [e for e in LedgerReader(w.kv, MOUNT).entries() if e.event == "policy-change"]
+    assert [e.secret for e in changes] == ["api-token"] and rec.policy_changes == 1
+    c.tick()
+    assert w.version() == 2
+
+
+def test_a_request_for_an_intent_the_new_scope_dropped_is_refused_and_the_webhook_knows_new_ones() -> None:
+    w = World(("api-token", "other"), policy={"type": "event-based", "failureStrategy": "retry"})
+    c = w.controller()
+    key = WebhookKey(b"k" * 32)
+    hook = ControllerWebhook(c, key)
+    c.tick()
+    c.set_scope(scope_of(PLATFORM, {"api-token": w.scope.intents["api-token"]}, "dev", "dev1"))
+    c.tick()
+    body = json.dumps({"secret": "other", "reason": "ci"}).encode()
+    assert hook.handle(sign(body, key, w.clock.now()), body).status == HTTPStatus.NOT_FOUND
+    c.request(manual("other", "late", w.clock.now()))
+    c.tick()
+    assert w.version("other") == 1 and any("out of scope" in line for line in w.log.lines)
+    c.set_scope(w.scope)
+    c.tick()
+    assert hook.handle(sign(body, key, w.clock.now()), body).status == HTTPStatus.OK
+
+
+# --------------------------------------------------------------------------------------------------- decisions
+
+
+def test_provision_decision_is_for_generated_secrets_without_a_value() -> None:
+    w = World()
+    placed = w.scope.placed["api-token"]
+    assert provision_unit(w.scope, placed, None) is not None
+    empty = SecretMetadata(0, 0, {}, {})
+    assert provision_unit(w.scope, placed, empty) is not None
+    assert provision_unit(w.scope, placed, w.kv.read_metadata(MOUNT, placed.vault.path)) is None
+    boot = intent("boot").model_copy(deep=True)
+    spec = boot.spec.model_copy(update={"source": boot.spec.source.model_copy(
+        update={"generate": None, "bootstrap": {"file": "x.sops.yaml"}})})
+    boot = boot.model_copy(update={"spec": spec})
+    scope = scope_of(PLATFORM, {"boot": boot}, "dev", "dev1")
+    assert provision_unit(scope, scope.placed["boot"], None) is None
+
+
+def test_policy_drift_names_a_referenced_policy_and_is_none_when_in_sync() -> None:
+    w = World()
+    placed = w.scope.placed["api-token"]
+    meta = w.kv.read_metadata(MOUNT, placed.vault.path)
+    assert meta is not None and policy_drift(w.scope, placed, meta) is None
+    ref = intent("api-token", policy={"policy": "weekly"})
+    weekly = RotationPolicy.model_validate({"apiVersion": "chamberlain.dev/v1alpha1", "kind": "RotationPolicy",
+                                            "metadata": {"name": "weekly"},
+                                            "spec": {"type": "time-based", "ttl": "7d", "rotateBefore": "1d"}})
+    scope = scope_of(PLATFORM, {"api-token": ref}, "dev", "dev1", policies={"weekly": weekly})
+    found = policy_drift(scope, scope.placed["api-token"], meta)
+    assert found is not None and found.git_name == "weekly" and "ttl" in {f.field for f in found.fields}
+    unknown = scope_of(PLATFORM, {"api-token": ref}, "dev", "dev1")  # the policy is missing: no drift
+    assert policy_drift(unknown, unknown.placed["api-token"], meta) is None
+
+
+# --------------------------------------------------------------------------------------------------- command line
+
+
+def test_run_needs_a_repository_or_from_cluster_but_not_both(tmp_path: Path) -> None:
+    neither = run_cli("controller", "run", "-e", "dev", "--cluster", "dev1")
+    assert neither.code == 2 and "--from-cluster" in neither.err
+    both = run_cli("controller", "run", str(EXAMPLES / "acme"), "--from-cluster", "-e", "dev", "--cluster", "dev1")
+    assert both.code == 2 and "--from-cluster" in both.err
+    twice = run_cli("controller", "run", str(EXAMPLES / "acme"), "--repo", str(tmp_path))
+    assert twice.code == 2 and "once" in twice.err
