@@ -21,12 +21,14 @@ from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
+from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
+from chamberlain.controller.status import IntentStatus
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
@@ -69,7 +71,8 @@ def wire(
     **options: Any,
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
-    trigger, Vault requests counted and the token renewed (one login per token lifetime, never one per tick).
+    trigger, SecretIntent status and bounded RotationRun history, Vault requests counted and the token renewed
+    (one login per token lifetime, never one per tick).
     ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers)."""
     config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
                               lease_name=lease_name, lease_seconds=lease_seconds)
@@ -78,6 +81,12 @@ def wire(
     kv = CountingKV(vault.kv, metrics.vault_request)
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
+    log = log if log is not None else Silent()
+    status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
+                          consumer_check_every=config.consumer_check_every,
+                          list_every=max(config.evaluate_every, 1.0))
+    history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
+                          log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster,
                                                 signer=TransitSigner(vault.transit)), metrics=metrics,
@@ -85,7 +94,7 @@ def wire(
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log if log is not None else Silent(), markers=TransitMarkers(vault.transit),
+        log=log, markers=TransitMarkers(vault.transit), status=status, history=history,
     )
     return Controller(scope, parts, config)
 

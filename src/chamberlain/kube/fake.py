@@ -81,6 +81,7 @@ class FakeKube:
         # RotationRuns and Events (KubeRunObjects): what was created and patched, in order, for assertions.
         self.created_custom_objects: list[dict[str, Any]] = []
         self.status_patches: list[tuple[str, str, str, dict[str, Any]]] = []  # (plural, namespace, name, status)
+        self.deleted_custom_objects: list[tuple[str, str, str]] = []  # (plural, namespace, name)
         self.events: list[FakeEvent] = []
         self.events_forbidden = False  # simulate a controller without the grant: events are dropped silently
         self.dropped_events = 0
@@ -236,6 +237,18 @@ class FakeKube:
         self.custom_objects[key] = obj
         self.created_custom_objects.append(copy.deepcopy(obj))
         return copy.deepcopy(obj)
+
+    def delete_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                             resource_version: str | None = None) -> None:
+        self._guard()
+        key = _key(resource, namespace, name)
+        obj = self.custom_objects.get(key)
+        if obj is None:
+            return
+        if resource_version and resource_version != obj["metadata"].get("resourceVersion"):
+            raise KubeConflict(f"{resource.describe(namespace, name)}: changed since read")
+        del self.custom_objects[key]
+        self.deleted_custom_objects.append((resource.plural, namespace, name))
 
     def patch_custom_object_status(self, resource: CustomResource, namespace: str, name: str,
                                    status: Mapping[str, Any]) -> dict[str, Any]:
