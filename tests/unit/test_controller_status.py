@@ -423,3 +423,23 @@ def test_config_validates_history_and_retention() -> None:
     with pytest.raises(ValueError, match="request_retention"):
         ControllerConfig(request_retention=10)
     assert ControllerConfig().keep_runs == 5
+
+
+def test_events_of_the_first_tick_carry_the_secretintents_uid_and_none_without_an_object() -> None:
+    w, status, _ = _status_world()
+    q = MemoryQueue()
+    c = w.controller(status=status, queue=q)
+    q.put(manual("api-token", "first tick", w.clock.now()))  # a run starts before the tick's report lists
+    c.tick()
+    mine = [e for e in w.kube.events if e.involved.get("kind") == "SecretIntent"]
+    assert [e.reason for e in mine][:1] == ["RotationStarted"]
+    assert all(e.involved.get("uid") == "uid-api-token" for e in mine)
+    # a controller run from a checkout whose intents were never applied: no status, no Event on a missing object
+    bare = World()
+    plain = IntentStatus(bare.kube, bare.kv, NS, bare.clock, ControllerMetrics(), ListLog(), list_every=0.0)
+    q2 = MemoryQueue()
+    c2 = bare.controller(status=plain, queue=q2)
+    q2.put(manual("api-token", "no object", bare.clock.now()))
+    c2.tick()
+    assert bare.version() == 2 and not [e for e in bare.kube.events if e.involved.get("kind") == "SecretIntent"]
+    assert not [p for p in bare.kube.status_patches if p[0] == "secretintents"]

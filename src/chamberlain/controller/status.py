@@ -529,7 +529,11 @@ class IntentStatus:
         return 1
 
     def _event(self, name: str, reason: str, message: str, warning: bool = True) -> None:
-        meta = (self._objects.get(name) or {}).get("metadata") or {}
+        if name not in self._objects:
+            self._list()  # the first tick starts runs before its report lists: the Event needs the object's uid
+            if self._listed_at is not None and name not in self._objects:
+                return  # no SecretIntent object to attach it to (a controller run from a checkout)
+        meta = self._objects[name]["metadata"] if name in self._objects else {}
         involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "namespace": self.namespace}
         if meta.get("uid"):
             involved["uid"] = str(meta["uid"])
