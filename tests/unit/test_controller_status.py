@@ -443,3 +443,22 @@ def test_events_of_the_first_tick_carry_the_secretintents_uid_and_none_without_a
     c2.tick()
     assert bare.version() == 2 and not [e for e in bare.kube.events if e.involved.get("kind") == "SecretIntent"]
     assert not [p for p in bare.kube.status_patches if p[0] == "secretintents"]
+
+
+def test_a_restarted_controller_reads_the_status_back_no_patch_no_repeated_event() -> None:
+    w, status, _ = _status_world(type="time-based", ttl="10m", rotateBefore="2m", failureStrategy="hold")
+    w.kv.update_custom_metadata(MOUNT, w.scope.placed["api-token"].vault.path, {wk.HELD: "true",
+                                                                               wk.HELD_RUN: "run-x"})
+    c = w.controller(status=status)
+    w.clock.advance(11 * 60)  # held and past the ttl
+    c.tick()
+    before = _intent_status(w)
+    events, patches = len(w.kube.events), len(w.kube.status_patches)
+    assert before["overdue"] and sorted(_intent_events(w)) == ["RotationHeld", "TTLOverdue"]
+    # a new process (or a new leader): it knows nothing but what the object says
+    fresh = IntentStatus(w.kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), backoff=BACKOFF, list_every=0.0)
+    c2 = w.controller(status=fresh)
+    w.clock.advance(60)
+    c2.tick()
+    assert len(w.kube.status_patches) == patches and len(w.kube.events) == events
+    assert _intent_status(w) == before  # transition times kept

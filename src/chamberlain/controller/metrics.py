@@ -47,7 +47,8 @@ class ControllerMetrics:
         # SecretIntent status (controller.status): overdue secrets, failure streaks, status writes, pruned runs
         self.overdue = Gauge("chamberlain_secret_overdue", "1 while the secret is past its ttl and not rotating",
                              ["secret", "path"], registry=r)
-        self.failed_runs = Gauge("chamberlain_secret_failed_runs", "Consecutive failed runs (0 after a success)",
+        self.failed_runs = Gauge("chamberlain_secret_failed_runs",
+                                 "Consecutive failed runs of a secret (a series only while there are any)",
                                  ["secret", "path"], registry=r)
         self.status_writes = Counter("chamberlain_status_writes", "SecretIntent status patches by result",
                                      ["result"], registry=r)

@@ -24,6 +24,9 @@ no value by contract, :func:`~chamberlain.rotation.run.clean_error`). Reasons ar
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -296,6 +299,38 @@ class StatusKube(KubeCustomObjects, KubeRunObjects, KubePropagation, Protocol):
     """What the status reporter needs: list SecretIntents, patch their status, Events, consumer annotations."""
 
 
+@dataclass(frozen=True)
+class _Written:
+    """What the writer remembers of a status the API server has: a digest of the whole (to skip unchanged
+    writes) and the little :func:`compute_status` and :func:`transitions` read back (condition types, statuses,
+    reasons, transition times; the Degraded message only when it lists rule ids) — a few hundred bytes per
+    secret instead of the status itself (10k intents)."""
+
+    digest: bytes
+    conditions: tuple[tuple[str, str, str, str, str], ...]  # (type, status, reason, lastTransitionTime, message)
+    overdue: bool
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any]) -> _Written:
+        conditions = tuple(
+            (str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")),
+             str(c.get("lastTransitionTime", "")),
+             str(c.get("message", "")) if c.get("reason") == Reason.INVALID else "")
+            for c in status.get("conditions") or () if isinstance(c, Mapping))
+        return cls(_digest(status), conditions, bool(status.get("overdue")))
+
+    def status(self) -> dict[str, Any]:
+        """The remembered part, shaped as a status."""
+        return {"overdue": self.overdue, "conditions": [
+            {"type": t, "status": st, "reason": r, "lastTransitionTime": at, "message": m}
+            for t, st, r, at, m in self.conditions]}
+
+
+def _digest(status: Mapping[str, Any]) -> bytes:
+    text = json.dumps(normalized(status), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 @dataclass
 class StatusWriter:
     """Patches a SecretIntent's status subresource only when it changed (loop thread only)."""
@@ -305,19 +340,25 @@ class StatusWriter:
     metrics: ControllerMetrics | None = None
     failures: int = 0
     patches: int = 0
-    _known: dict[str, dict[str, Any]] = field(default_factory=dict)  # what the API server has, by intent name
+    _known: dict[str, _Written] = field(default_factory=dict)  # what the API server has, by intent name
 
     def seen(self, name: str, status: Mapping[str, Any] | None) -> None:
         """What a list returned for ``name`` (the truth, should anything else have written)."""
-        self._known[name] = normalized(status)
+        if status:
+            self._known[name] = _Written.of(status)
+        else:
+            self._known.pop(name, None)
 
     def known(self, name: str) -> dict[str, Any] | None:
-        return self._known.get(name)
+        """The remembered part of the status the API server has (None: none yet)."""
+        got = self._known.get(name)
+        return got.status() if got is not None else None
 
     def write(self, name: str, status: Mapping[str, Any]) -> bool:
         """Patch when changed; True when a PATCH was sent and accepted."""
-        want = normalized(status)
-        if self._known.get(name) == want:
+        want = _Written.of(status)
+        known = self._known.get(name)
+        if known is not None and known.digest == want.digest:
             return False
         try:
             self.kube.patch_custom_object_status(INTENT_OBJECTS, self.namespace, name, dict(status))
@@ -359,7 +400,7 @@ class IntentStatus:
     list_every: float = 30.0  # seconds between two lists of the SecretIntents (generation, uid, status)
     writer: StatusWriter = field(init=False)
     failures: int = 0  # API errors of lists and events (status patches count in writer.failures)
-    _objects: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    _objects: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)  # (generation, uid)
     _listed_at: float | None = None
     _meta: dict[str, SecretMetadata | None] = field(default_factory=dict)
     _reread: set[str] = field(default_factory=set)
@@ -463,22 +504,23 @@ class IntentStatus:
             self.log.warning("status: cannot list SecretIntents", error=type(exc).__name__)
             return
         self._listed_at = mono
-        fresh: dict[str, Mapping[str, Any]] = {}
+        fresh: dict[str, tuple[int | None, str | None]] = {}
         for obj in objects:
-            name = str((obj.get("metadata") or {}).get("name", ""))
+            meta = obj.get("metadata") or {}
+            name = str(meta.get("name", ""))
             if not name:
                 continue
-            fresh[name] = {"metadata": obj.get("metadata") or {}}
-            old = self._objects.get(name)
-            if old is None or (old["metadata"].get("generation") != fresh[name]["metadata"].get("generation")):
+            generation = meta.get("generation")
+            # only what the status needs: a kept object would keep its annotations (last-applied: the whole spec)
+            fresh[name] = (generation if isinstance(generation, int) else None, str(meta.get("uid") or "") or None)
+            if self._objects.get(name, (None, None))[0] != fresh[name][0] or name not in self._objects:
                 self._dirty.add(name)
             self.writer.seen(name, obj.get("status"))
         self._objects = fresh
 
     def _facts(self, name: str, placed: rm.Placed | None,
                invalid: tuple[tuple[str, str], ...]) -> IntentFacts | None:
-        generation = self._objects[name]["metadata"].get("generation")
-        gen = int(generation) if isinstance(generation, int) else None
+        gen = self._objects[name][0]
         if placed is None:
             return IntentFacts(name, gen, invalid=invalid) if invalid else None
         if name in self._reread or name not in self._meta:
@@ -519,7 +561,11 @@ class IntentStatus:
         previous = self.writer.known(name)
         status = compute_status(facts, now, self.backoff, (previous or {}).get("conditions") or ())
         self.metrics.overdue.labels(name, path).set(1 if status["overdue"] else 0)
-        self.metrics.failed_runs.labels(name, path).set(facts.failures)
+        if facts.failures:  # a series only while failing: per-secret gauges cost memory at 10k intents
+            self.metrics.failed_runs.labels(name, path).set(facts.failures)
+        else:
+            with contextlib.suppress(KeyError):
+                self.metrics.failed_runs.remove(name, path)
         if not self.writer.write(name, status):
             return 0
         # Events follow a written change only: an unchanged status (every tick of a steady state) or a failed
@@ -533,10 +579,10 @@ class IntentStatus:
             self._list()  # the first tick starts runs before its report lists: the Event needs the object's uid
             if self._listed_at is not None and name not in self._objects:
                 return  # no SecretIntent object to attach it to (a controller run from a checkout)
-        meta = self._objects[name]["metadata"] if name in self._objects else {}
+        uid = self._objects[name][1] if name in self._objects else None
         involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "namespace": self.namespace}
-        if meta.get("uid"):
-            involved["uid"] = str(meta["uid"])
+        if uid:
+            involved["uid"] = uid
         try:
             self.kube.create_event(self.namespace, involved, reason, _short(f"{name}: {message}"),
                                    "Warning" if warning else "Normal")
