@@ -55,7 +55,6 @@ from chamberlain.propagation.restart import Change
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
-from chamberlain.rotation.policy import due
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
 from chamberlain.triggers import RotationRequest, is_stored
 from chamberlain.triggers import limits as floors
@@ -262,7 +261,7 @@ class Controller:
                 continue
             schedules.append(s)
             metrics.secret_age.labels(*labels).set(max((now - s.last_rotated).total_seconds(), 0.0))
-            decision = due(s.policy, s.last_rotated, now, held=s.held)
+            decision = time_due(s, now, self.config.failure_backoff)  # a failing secret: its retry time
             if decision.next_due is not None:
                 metrics.next_due.labels(*labels).set(decision.next_due.timestamp())
         for request in evaluate(schedules, now, self.config.failure_backoff):
