@@ -25,11 +25,13 @@ no value by contract, :func:`~chamberlain.rotation.run.clean_error`). Reasons ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,11 +54,14 @@ from chamberlain.rotation.policy import (
     renewal_time,
 )
 from chamberlain.rotation.run import RotationRun
+from chamberlain.values.markers import VALUE_MARKER_V1, VALUE_MARKER_V1_VERSION
 
 if TYPE_CHECKING:  # collaborators holds these objects: a type-only import, no cycle at run time
     from chamberlain.controller.collaborators import Logger
 
 INTENT_OBJECTS = CustomResource(GROUP, VERSION, SECRET_INTENTS)
+# what rotation.manual.consumer_sync reads of a secret's custom metadata (values.markers.same_version)
+_MARKER_KEYS = (wk.VALUE_MARKER, wk.VALUE_VERSION, VALUE_MARKER_V1, VALUE_MARKER_V1_VERSION)
 KIND = "SecretIntent"
 MAX_MESSAGE = 300
 
@@ -98,7 +103,7 @@ class EventReason:
 # ----------------------------------------------------------------------------------------------- pure: status
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Consumers:
     """How many consumer Secrets of the cluster carry the current version marker, of how many declared."""
 
@@ -110,7 +115,7 @@ class Consumers:
         return self.synced >= self.total
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IntentFacts:
     """What the controller knows about one secret, as :func:`compute_status` reads it. No value."""
 
@@ -130,6 +135,16 @@ class IntentFacts:
     consumers: Consumers | None = None  # None: not looked at
     invalid: tuple[tuple[str, str], ...] = ()  # (rule id, message) of an intent that failed validation
     authority: str | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_of(fields: tuple[tuple[str, str], ...]) -> RotationPolicySpec | None:
+    return from_metadata(dict(fields))
+
+
+def _policy(custom: Mapping[str, str]) -> RotationPolicySpec | None:
+    """The policy in force, one shared (frozen) model per distinct policy: thousands of secrets share a few."""
+    return _policy_of(tuple(sorted((k, v) for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX))))
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -299,7 +314,7 @@ class StatusKube(KubeCustomObjects, KubeRunObjects, KubePropagation, Protocol):
     """What the status reporter needs: list SecretIntents, patch their status, Events, consumer annotations."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Written:
     """What the writer remembers of a status the API server has: a digest of the whole (to skip unchanged
     writes) and the little :func:`compute_status` and :func:`transitions` read back (condition types, statuses,
@@ -312,9 +327,10 @@ class _Written:
 
     @classmethod
     def of(cls, status: Mapping[str, Any]) -> _Written:
+        # interned: a handful of types, statuses and reasons, and the few ticks transitions happened at
         conditions = tuple(
-            (str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")),
-             str(c.get("lastTransitionTime", "")),
+            (sys.intern(str(c.get("type", ""))), sys.intern(str(c.get("status", ""))),
+             sys.intern(str(c.get("reason", ""))), sys.intern(str(c.get("lastTransitionTime", ""))),
              str(c.get("message", "")) if c.get("reason") == Reason.INVALID else "")
             for c in status.get("conditions") or () if isinstance(c, Mapping))
         return cls(_digest(status), conditions, bool(status.get("overdue")))
@@ -377,7 +393,7 @@ class StatusWriter:
 # ----------------------------------------------------------------------------------------------- the hooks
 
 
-@dataclass
+@dataclass(slots=True)
 class _Looked:
     marker: str
     consumers: Consumers
@@ -402,7 +418,9 @@ class IntentStatus:
     failures: int = 0  # API errors of lists and events (status patches count in writer.failures)
     _objects: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)  # (generation, uid)
     _listed_at: float | None = None
-    _meta: dict[str, SecretMetadata | None] = field(default_factory=dict)
+    # per secret, what its metadata said (compact: 10k intents) and the few keys a look at the consumers needs
+    _facts_of: dict[str, IntentFacts] = field(default_factory=dict)
+    _markers: dict[str, dict[str, str]] = field(default_factory=dict)
     _reread: set[str] = field(default_factory=set)
     _dirty: set[str] = field(default_factory=set)
     _runs: dict[str, RotationRun] = field(default_factory=dict)  # the active run last seen, by secret
@@ -418,7 +436,7 @@ class IntentStatus:
 
     def saw(self, name: str, meta: SecretMetadata | None) -> None:
         """The time trigger read ``name``'s metadata (no second read needed)."""
-        self._meta[name] = meta
+        self._remember(name, meta)
         self._reread.discard(name)
         self._dirty.add(name)
 
@@ -523,23 +541,26 @@ class IntentStatus:
         gen = self._objects[name][0]
         if placed is None:
             return IntentFacts(name, gen, invalid=invalid) if invalid else None
-        if name in self._reread or name not in self._meta:
-            self._meta[name] = self.kv.read_metadata(placed.vault.mount, placed.vault.path)
+        if name in self._reread or name not in self._facts_of:
+            self._remember(name, self.kv.read_metadata(placed.vault.mount, placed.vault.path))
             self._reread.discard(name)
-        meta = self._meta[name]
+        known = self._facts_of[name]
+        return replace(known, generation=gen, last_error=self._errors.get(name), active=self._runs.get(name),
+                       consumers=self._consumers(name, placed, self._markers[name]) if known.exists else None,
+                       invalid=invalid)
+
+    def _remember(self, name: str, meta: SecretMetadata | None) -> None:
         custom: Mapping[str, str] = meta.custom if meta is not None else {}
         failures, last_failure = failure_streak(custom)
-        exists = meta is not None and meta.current_version > 0
-        return IntentFacts(
-            name=name, generation=gen, exists=exists,
+        self._facts_of[name] = IntentFacts(
+            name=name, exists=meta is not None and meta.current_version > 0,
             current_version=meta.current_version if meta is not None else None,
-            last_rotated=rm.last_changed(custom), policy=from_metadata(custom),
+            last_rotated=rm.last_changed(custom), policy=_policy(custom),
             held=custom.get(wk.HELD) == "true", held_run=custom.get(wk.HELD_RUN) or None,
-            failures=failures, last_failure=last_failure, last_error=self._errors.get(name),
-            last_run=custom.get(wk.LAST_RUN) or None, active=self._runs.get(name),
-            consumers=self._consumers(name, placed, custom) if exists else None,
-            invalid=invalid, authority=custom.get(wk.AUTHORITY) or None,
+            failures=failures, last_failure=last_failure, last_run=custom.get(wk.LAST_RUN) or None,
+            authority=sys.intern(custom[wk.AUTHORITY]) if custom.get(wk.AUTHORITY) else None,
         )
+        self._markers[name] = {k: custom[k] for k in _MARKER_KEYS if k in custom}
 
     def _consumers(self, name: str, placed: rm.Placed, custom: Mapping[str, str]) -> Consumers | None:
         """Synced n/m from the consumer Secrets' marker annotations, looked at again when the marker changed, a
