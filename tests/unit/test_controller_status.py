@@ -462,3 +462,18 @@ def test_a_restarted_controller_reads_the_status_back_no_patch_no_repeated_event
     c2.tick()
     assert len(w.kube.status_patches) == patches and len(w.kube.events) == events
     assert _intent_status(w) == before  # transition times kept
+
+
+def test_controller_run_options_reach_the_configuration() -> None:
+    from chamberlain.service.controller import ControllerOptions, config_options
+    from tests.conftest import run_cli
+
+    tuned = ControllerConfig(**config_options(ControllerOptions(keep_runs=3, failure_backoff_cap=600.0,
+                                                                request_retention=900.0)))
+    assert tuned.keep_runs == 3 and tuned.request_retention == 900.0
+    assert tuned.failure_backoff.cap == timedelta(minutes=10) and tuned.failure_backoff.base == timedelta(minutes=1)
+    assert ControllerConfig(**config_options(ControllerOptions())).keep_runs == 5
+    short = ControllerConfig(**config_options(ControllerOptions(failure_backoff_cap=30.0))).failure_backoff
+    assert short.base == short.cap == timedelta(seconds=30)
+    helped = run_cli("controller", "run", "--help")
+    assert all(flag in helped.out for flag in ("--keep-runs", "--failure-backoff-cap", "--request-retention"))

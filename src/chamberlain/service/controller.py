@@ -131,6 +131,22 @@ class ControllerOptions:
         return self.identity or f"{socket.gethostname()}-{os.getpid()}"
 
 
+def config_options(options: ControllerOptions) -> dict[str, Any]:
+    """The :class:`~chamberlain.controller.config.ControllerConfig` fields ``options`` set (``wire`` takes them)."""
+    from chamberlain.rotation.policy import FailureBackoff
+
+    tuning: dict[str, Any] = {"propagation_timeout": options.propagation_timeout,
+                              "evaluate_every": options.evaluate_every, "keep_runs": options.keep_runs}
+    if options.poll is not None:
+        tuning["poll"] = options.poll
+    if options.failure_backoff_cap is not None:
+        cap = timedelta(seconds=options.failure_backoff_cap)
+        tuning["failure_backoff"] = FailureBackoff(base=min(FailureBackoff().base, cap), cap=cap)
+    if options.request_retention is not None:
+        tuning["request_retention"] = options.request_retention
+    return tuning
+
+
 def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger | None = None,
           stop: threading.Event | None = None) -> ControllerApp:
     """Log in as the scope's orchestrator, wire the controller and start it (loop, webhook, metrics). ``stop``
@@ -139,18 +155,7 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
 
     kube = servers.kube()  # the real client: leases, run objects and events too
     client = servers.orchestrator(scope.platform, scope.cluster)
-    tuning: dict[str, Any] = {"propagation_timeout": options.propagation_timeout,
-                              "evaluate_every": options.evaluate_every}
-    if options.poll is not None:
-        tuning["poll"] = options.poll
-    tuning["keep_runs"] = options.keep_runs
-    if options.failure_backoff_cap is not None:
-        from chamberlain.rotation.policy import FailureBackoff
-
-        cap = timedelta(seconds=options.failure_backoff_cap)
-        tuning["failure_backoff"] = FailureBackoff(base=min(FailureBackoff().base, cap), cap=cap)
-    if options.request_retention is not None:
-        tuning["request_retention"] = options.request_retention
+    tuning = config_options(options)
     controller = wire(scope, client, kube, clock, identity=options.name, lease_name=options.lease_name or DEFAULT_LEASE,
                       lease_seconds=options.lease_seconds, log=log, **tuning)
     app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,
