@@ -578,6 +578,27 @@ def _assert_held_after_outage(w: World, c: ControllerProc, run_id: str, before: 
     assert _rotation_runs(w)[run_id]["status"]["phase"] == "held"
 
 
+def _assert_held_status(w: World, run_id: str) -> None:
+    """The SecretIntent says so too (docs/status.md): phase Held, Held and Degraded True, Ready False, and a
+    Warning Event RotationHeld on the SecretIntent."""
+    intents = CustomResource(RR_GROUP, RR_VERSION, "secretintents")
+
+    def held_status() -> dict[str, Any] | None:
+        obj = w.kube.get_custom_object(intents, CONTROLLER_NS, HOOK.name)
+        status: dict[str, Any] = (obj or {}).get("status") or {}
+        return status if status.get("phase") == "Held" and status.get("heldRun") == run_id else None
+
+    status = wait_for(held_status, 15, f"the SecretIntent {HOOK.name} says Held")
+    conditions = {x["type"]: x for x in status["conditions"]}
+    assert conditions["Held"]["status"] == "True" and run_id in conditions["Held"]["message"]
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == ("True", "Held")
+    assert conditions["Ready"]["status"] == "False" and "nextRotation" not in status
+    core = kubernetes.client.CoreV1Api(w.api)
+    events = core.list_namespaced_event(
+        CONTROLLER_NS, field_selector=f"involvedObject.kind=SecretIntent,involvedObject.name={HOOK.name}").items
+    assert any(e.reason == "RotationHeld" and e.type == "Warning" for e in events), [e.reason for e in events]
+
+
 def _release(w: World) -> None:
     released = w.cli("rotate", HOOK.name, str(w.quiet), "--release", *w.vault_args())
     assert released.returncode == 0, released.stdout + released.stderr
@@ -597,6 +618,7 @@ def test_vault_unreachable_mid_run_hold_holds(world: World) -> None:
     _webhook_ok(w, held, HOOK, "while held")
     wait_for(lambda: held.events("secret is held; request dropped"), 10, "the held secret's request dropped")
     assert w.version(HOOK) == before + 1
+    _assert_held_status(w, run_id)
     w.stop(held)
     _release(w)
     assert w.ledger().verify().ok
