@@ -877,6 +877,54 @@ def test_status_events_columns_history(world: World) -> None:
     w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: None})
 
 
+def test_an_overdue_held_secret_is_flagged_once_then_recovers(world: World) -> None:
+    """The short-ttl secret (20 s) held by hand, so nothing rotates it: past its ttl its SecretIntent says so
+    (``overdue``, Degraded), one TTLOverdue Event however many ticks pass, the overdue gauge at 1; released, the
+    time trigger rotates it and the status recovers (Recovered Event, gauge 0)."""
+    w = world
+    intents = CustomResource(RR_GROUP, RR_VERSION, "secretintents")
+    core = kubernetes.client.CoreV1Api(w.api)
+    selector = f"involvedObject.kind=SecretIntent,involvedObject.name={TICKING.name}"
+    seen = {e.metadata.uid for e in core.list_namespaced_event(CONTROLLER_NS, field_selector=selector).items}
+
+    def reasons() -> list[str]:
+        return [e.reason for e in core.list_namespaced_event(CONTROLLER_NS, field_selector=selector).items
+                if e.metadata.uid not in seen]
+
+    def status_where(check: Any) -> Any:
+        def ok() -> dict[str, Any] | None:
+            obj = w.kube.get_custom_object(intents, CONTROLLER_NS, TICKING.name)
+            status: dict[str, Any] = (obj or {}).get("status") or {}
+            return status if check(status) else None
+        return ok
+
+    path = TICKING.vault
+    w.kv.update_custom_metadata(path.mount, path.path, {"held": "true", "held-run": "lab-overdue-drill"})
+    before = w.version(TICKING)
+    c = w.start_controller("overdue", repo=w.timed)
+    try:
+        late = wait_for(status_where(lambda s: s.get("overdue") is True), 20, "the held secret flagged overdue")
+        conditions = {x["type"]: x for x in late["conditions"]}
+        assert late["phase"] == "Held" and conditions["Degraded"]["status"] == "True"
+        assert "past its ttl" in conditions["Degraded"]["message"] or conditions["Degraded"]["reason"] == "Held"
+        metrics = ch.get_text(c.metrics_url)
+        assert re.search(r'chamberlain_secret_overdue\{path="[^"]+",secret="storefront-session"\} 1\.0', metrics)
+        time.sleep(3)  # three more evaluations: no second Event
+        assert reasons().count("TTLOverdue") == 1, reasons()
+        assert w.version(TICKING) == before, "a held secret is not rotated"
+        w.kv.update_custom_metadata(path.mount, path.path, {"held": "false"})  # what rotate --release does
+        back = wait_for(status_where(lambda s: s.get("overdue") is False and s.get("phase") == "Ready"
+                                     and s.get("currentVersion", 0) > before), 30, "rotated and ready again")
+        print(f"\n[overdue] {TICKING.name}: flagged, then v{before} -> v{back['currentVersion']}, events "
+              f"{reasons()}")
+        assert "Recovered" in reasons() and "RotationSucceeded" in reasons()
+        assert re.search(r'chamberlain_secret_overdue\{path="[^"]+",secret="storefront-session"\} 0\.0',
+                         ch.get_text(c.metrics_url))
+    finally:
+        w.kv.update_custom_metadata(path.mount, path.path, {"held": "false"})
+        w.stop(c)
+
+
 # ------------------------------------------------------------------------------------------------ 9. leaks
 
 
