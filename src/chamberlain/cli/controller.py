@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -76,6 +77,11 @@ def run_cmd(
     request_retention: Annotated[float, typer.Option(
         "--request-retention", min=300.0, help="Seconds a settled webhook request object (rq-*) is kept: its "
         "name is the request's replay record.")] = 86400.0,
+    login_token_file: Annotated[Path | None, typer.Option(
+        "--login-token-file", envvar="CHAMBERLAIN_LOGIN_TOKEN_FILE", show_default=False,
+        help="Log in to the authority with the ServiceAccount token in this file (in a pod: a projected token "
+             "with the 'vault' audience; re-read at each login) instead of minting one with a TokenRequest.")
+    ] = None,
 ) -> None:
     """Run the controller: time, webhook and annotation triggers in, durable rotations out, while leader.
 
@@ -105,7 +111,8 @@ def run_cmd(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with LiveServers(target.conn, clock()) as servers:
+    conn = replace(target.conn, login_token_file=login_token_file) if login_token_file else target.conn
+    with LiveServers(conn, clock()) as servers:
         controller.run(Path(path), servers, servers.clock, options, log=log, environment=target.environment,
                        cluster=target.cluster, stop=stop, max_seconds=max_seconds)
 

@@ -65,6 +65,9 @@ class ConnectionOptions:
     vault_token_file: Path | None = None
     vault_token: str | None = field(default=None, repr=False)  # read by the entry point (stdin, a named variable)
     kubeconfig: Path | None = None
+    # The ServiceAccount token the orchestrator logs in with (in a pod: a projected token with the `vault`
+    # audience, re-read at each login because the kubelet rotates it). None: mint one with a TokenRequest.
+    login_token_file: Path | None = None
 
 
 class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, Protocol):
@@ -171,11 +174,13 @@ class LiveServers:
         return session.configurator(conn, self.kube(), identity)
 
     def login(self, platform: Platform, role: str) -> VaultClient:
-        from chamberlain.authority.session import login_as
+        from chamberlain.authority.session import login_as, login_with_file
         from chamberlain.render import naming
 
         cluster = naming.login_cluster(platform, naming.orchestrator_cluster(role))
         mount = naming.kubernetes_auth_mount(platform, cluster)
+        if self.options.login_token_file is not None:
+            return login_with_file(self.connection(platform), role, mount, self.options.login_token_file)
         return login_as(self.connection(platform), platform, self.kube(), role, mount)
 
     def orchestrator(self, platform: Platform, cluster: str | None) -> VaultClient:
