@@ -52,6 +52,10 @@ LAST_REASON: Final = "last-reason"
 LAST_RESULT: Final = "last-result"  # <run id>:ok|failed
 HELD: Final = "held"  # "true" while a failed rotation waits for `chamberlain rotate --release`
 HELD_RUN: Final = "held-run"
+# consecutive runs that ended without success ("0" after a success) and when the last of them ended: the time
+# trigger backs off from these (rotation.policy.failure_backoff), and the first failure of a streak alerts
+FAILED_RUNS: Final = "failed-runs"
+LAST_FAILED: Final = "last-failed"
 
 
 def retired_key(cluster: str) -> str:

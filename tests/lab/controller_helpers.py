@@ -300,7 +300,9 @@ class World:
     def start_controller(self, identity: str, *, repo: Path | None = None, crash_at: str | None = None,
                          lease_seconds: int = 4, interval: float = 0.5, evaluate_every: float = 1.0,
                          token_file: Path | None = None, vault_addr: str | None = None,
-                         extra: Iterable[str] = (), wait_leader: bool = True) -> ControllerProc:
+                         extra: Iterable[str] = (), wait_leader: bool = True,
+                         keep_runs: int = 1000) -> ControllerProc:
+        """``keep_runs``: most tests look RotationRun objects up by run id, so history pruning keeps them all."""
         log = self.base / "logs" / f"{identity}-{len(self.controllers)}.log"
         log.parent.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "chamberlain.cli.main", "controller", "run", str(repo or self.quiet),
@@ -308,6 +310,7 @@ class World:
                 "--vault-cacert", str(self.lab.pki.ca.cert), "--kubeconfig", str(self.lab.kubeconfig),
                 "--interval", str(interval), "--evaluate-every", str(evaluate_every),
                 "--lease-seconds", str(lease_seconds), "--identity", identity, "--webhook-port", "0",
+                "--keep-runs", str(keep_runs),
                 "--webhook-key-file", str(self.key_file), "--metrics-port", "0", "--propagation-timeout", "30",
                 *(["--vault-token-file", str(token_file)] if token_file is not None else []), *extra]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CHAMBERLAIN_", "KUBECONFIG"))}

@@ -583,6 +583,27 @@ def _assert_held_after_outage(w: World, c: ControllerProc, run_id: str, before: 
     assert _rotation_runs(w)[run_id]["status"]["phase"] == "held"
 
 
+def _assert_held_status(w: World, run_id: str) -> None:
+    """The SecretIntent says so too (docs/status.md): phase Held, Held and Degraded True, Ready False, and a
+    Warning Event RotationHeld on the SecretIntent."""
+    intents = CustomResource(RR_GROUP, RR_VERSION, "secretintents")
+
+    def held_status() -> dict[str, Any] | None:
+        obj = w.kube.get_custom_object(intents, CONTROLLER_NS, HOOK.name)
+        status: dict[str, Any] = (obj or {}).get("status") or {}
+        return status if status.get("phase") == "Held" and status.get("heldRun") == run_id else None
+
+    status = wait_for(held_status, 15, f"the SecretIntent {HOOK.name} says Held")
+    conditions = {x["type"]: x for x in status["conditions"]}
+    assert conditions["Held"]["status"] == "True" and run_id in conditions["Held"]["message"]
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == ("True", "Held")
+    assert conditions["Ready"]["status"] == "False" and "nextRotation" not in status
+    core = kubernetes.client.CoreV1Api(w.api)
+    events = core.list_namespaced_event(
+        CONTROLLER_NS, field_selector=f"involvedObject.kind=SecretIntent,involvedObject.name={HOOK.name}").items
+    assert any(e.reason == "RotationHeld" and e.type == "Warning" for e in events), [e.reason for e in events]
+
+
 def _release(w: World) -> None:
     released = w.cli("rotate", HOOK.name, str(w.quiet), "--release", *w.vault_args())
     assert released.returncode == 0, released.stdout + released.stderr
@@ -602,6 +623,7 @@ def test_vault_unreachable_mid_run_hold_holds(world: World) -> None:
     _webhook_ok(w, held, HOOK, "while held")
     wait_for(lambda: held.events("secret is held; request dropped"), 10, "the held secret's request dropped")
     assert w.version(HOOK) == before + 1
+    _assert_held_status(w, run_id)
     w.stop(held)
     _release(w)
     assert w.ledger().verify().ok
@@ -778,6 +800,141 @@ def test_full_example_scope_acts(world: World) -> None:
         w.stop(c)
 
 
+# ------------------------------------------------------------------------------------------------ 8b. status
+
+
+def _table(w: World, name: str) -> dict[str, Any]:
+    """``kubectl get secretintent NAME`` as the API server serves it: a meta.k8s.io Table whose cells the server
+    computed from the CRD's additionalPrinterColumns (what kubectl prints)."""
+    resp = w.custom().get_namespaced_custom_object(
+        RR_GROUP, RR_VERSION, CONTROLLER_NS, "secretintents", name, _preload_content=False,
+        _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    table: dict[str, Any] = json.loads(resp.data)
+    assert table.get("kind") == "Table", table.get("kind")
+    names = [c["name"] for c in table["columnDefinitions"]]
+    return dict(zip(names, table["rows"][0]["cells"], strict=True))
+
+
+def test_status_events_columns_history(world: World) -> None:
+    """After real rotations the SecretIntent's status, read back from the API server, has phase, conditions,
+    version and consumers n/m; ``kubectl get`` columns (computed by the API server from the CRD) show them;
+    Events name the SecretIntent; RotationRun objects are pruned to ``--keep-runs``."""
+    w = world
+    keep = 2
+    c = w.start_controller("status", keep_runs=keep, extra=["--request-retention", "300"])
+    intents = CustomResource(RR_GROUP, RR_VERSION, "secretintents")
+    last = w.run_record(GRAFANA)
+    done: list[str] = []
+    t0 = time.monotonic()
+    for i in range(3):  # three runs: more than --keep-runs
+        w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name,
+                                               {wk.ANNOTATION_ROTATE: f"status drill {i} {time.time()}"})
+        run = w.wait_run_done(GRAFANA, not_run=(done[-1] if done else last.run_id if last else None))
+        done.append(run.run_id)
+    version = w.version(GRAFANA)
+
+    def written() -> dict[str, Any] | None:
+        obj = w.kube.get_custom_object(intents, CONTROLLER_NS, GRAFANA.name)
+        status = (obj or {}).get("status") or {}
+        ok = status.get("currentVersion") == version and status.get("lastRun") == done[-1] \
+            and status.get("phase") == "Ready" and status.get("consumersSynced") == "1/1"
+        return obj if ok else None
+
+    obj = wait_for(written, 20, "the SecretIntent status of the last run")
+    status = obj["status"]
+    conditions = {x["type"]: x for x in status["conditions"]}
+    print(f"\n[status] {len(done)} runs in {time.monotonic() - t0:.1f}s; status {json.dumps(status)[:400]}")
+    assert set(conditions) == {"Ready", "Rotating", "Held", "Degraded"}
+    assert [conditions[k]["status"] for k in ("Ready", "Rotating", "Held", "Degraded")] == \
+        ["True", "False", "False", "False"]
+    generation = obj["metadata"]["generation"]
+    assert status["observedGeneration"] == generation
+    assert all(x["observedGeneration"] == generation and x["lastTransitionTime"] and x["reason"]
+               for x in conditions.values())
+    assert status["lastRotated"] == w.meta(GRAFANA).custom["last-rotated"]
+    assert status["consumers"] == {"synced": 1, "total": 1} and status["overdue"] is False
+    assert "nextRotation" not in status  # event-based: never by time
+
+    # kubectl get: the API server resolves every printer column against the object
+    row = _table(w, GRAFANA.name)
+    assert row["Phase"] == "Ready" and row["Ready"] == "True" and row["Version"] == version
+    assert row["Consumers"] == "1/1" and row["Last Rotated"] and row["Next Rotation"] in (None, "")
+    print(f"[status] kubectl get secretintent {GRAFANA.name}: {row}")
+
+    # Events on the SecretIntent itself
+    core = kubernetes.client.CoreV1Api(w.api)
+    selector = f"involvedObject.kind=SecretIntent,involvedObject.name={GRAFANA.name}"
+    events = core.list_namespaced_event(CONTROLLER_NS, field_selector=selector).items
+    reasons = [e.reason for e in events]
+    assert reasons.count("RotationStarted") >= 3 and reasons.count("RotationSucceeded") >= 3, reasons
+    assert all(e.involved_object.uid == obj["metadata"]["uid"] for e in events)
+
+    # History: the newest --keep-runs finished runs of the secret stay; older ones are gone, except webhook request
+    # objects still inside the request retention (their names are replay records)
+    def pruned() -> bool:
+        mine = {n: o for n, o in _rotation_runs(w).items() if o["spec"]["secret"] == GRAFANA.name
+                and o.get("status", {}).get("phase") in ("revoked", "done", "failed", "held")}
+        newest = sorted(mine, key=lambda n: mine[n]["status"].get("finishedAt", ""), reverse=True)
+        older = [n for n in newest[keep:] if not n.startswith("rq-")]
+        return set(done[-keep:]) <= set(newest[:keep]) and not older
+
+    wait_for(pruned, 20, f"RotationRuns of {GRAFANA.name} pruned to {keep}")
+    assert done[0] not in _rotation_runs(w)
+    metrics = ch.get_text(c.metrics_url)
+    assert re.search(r'chamberlain_rotationruns_pruned_total [1-9]', metrics), metrics
+    assert re.search(r'chamberlain_secret_overdue\{path="[^"]+",secret="grafana-admin"\} 0\.0', metrics)
+    w.stop(c)
+    w.kube.patch_custom_object_annotations(intents, CONTROLLER_NS, GRAFANA.name, {wk.ANNOTATION_ROTATE: None})
+
+
+def test_an_overdue_held_secret_is_flagged_once_then_recovers(world: World) -> None:
+    """The short-ttl secret (20 s) held by hand, so nothing rotates it: past its ttl its SecretIntent says so
+    (``overdue``, Degraded), one TTLOverdue Event however many ticks pass, the overdue gauge at 1; released, the
+    time trigger rotates it and the status recovers (Recovered Event, gauge 0)."""
+    w = world
+    intents = CustomResource(RR_GROUP, RR_VERSION, "secretintents")
+    core = kubernetes.client.CoreV1Api(w.api)
+    selector = f"involvedObject.kind=SecretIntent,involvedObject.name={TICKING.name}"
+    seen = {e.metadata.uid for e in core.list_namespaced_event(CONTROLLER_NS, field_selector=selector).items}
+
+    def reasons() -> list[str]:
+        return [e.reason for e in core.list_namespaced_event(CONTROLLER_NS, field_selector=selector).items
+                if e.metadata.uid not in seen]
+
+    def status_where(check: Any) -> Any:
+        def ok() -> dict[str, Any] | None:
+            obj = w.kube.get_custom_object(intents, CONTROLLER_NS, TICKING.name)
+            status: dict[str, Any] = (obj or {}).get("status") or {}
+            return status if check(status) else None
+        return ok
+
+    path = TICKING.vault
+    w.kv.update_custom_metadata(path.mount, path.path, {"held": "true", "held-run": "lab-overdue-drill"})
+    before = w.version(TICKING)
+    c = w.start_controller("overdue", repo=w.timed)
+    try:
+        late = wait_for(status_where(lambda s: s.get("overdue") is True), 20, "the held secret flagged overdue")
+        conditions = {x["type"]: x for x in late["conditions"]}
+        assert late["phase"] == "Held" and conditions["Degraded"]["status"] == "True"
+        assert "past its ttl" in conditions["Degraded"]["message"] or conditions["Degraded"]["reason"] == "Held"
+        metrics = ch.get_text(c.metrics_url)
+        assert re.search(r'chamberlain_secret_overdue\{path="[^"]+",secret="storefront-session"\} 1\.0', metrics)
+        time.sleep(3)  # three more evaluations: no second Event
+        assert reasons().count("TTLOverdue") == 1, reasons()
+        assert w.version(TICKING) == before, "a held secret is not rotated"
+        w.kv.update_custom_metadata(path.mount, path.path, {"held": "false"})  # what rotate --release does
+        back = wait_for(status_where(lambda s: s.get("overdue") is False and s.get("phase") == "Ready"
+                                     and s.get("currentVersion", 0) > before), 30, "rotated and ready again")
+        print(f"\n[overdue] {TICKING.name}: flagged, then v{before} -> v{back['currentVersion']}, events "
+              f"{reasons()}")
+        assert "Recovered" in reasons() and "RotationSucceeded" in reasons()
+        assert re.search(r'chamberlain_secret_overdue\{path="[^"]+",secret="storefront-session"\} 0\.0',
+                         ch.get_text(c.metrics_url))
+    finally:
+        w.kv.update_custom_metadata(path.mount, path.path, {"held": "false"})
+        w.stop(c)
+
+
 # ------------------------------------------------------------------------------------------------ 9. leaks
 
 
@@ -808,6 +965,8 @@ def test_no_value_leaks(world: World) -> None:
         **{f"output {i}": out for i, out in enumerate(w.outputs)},
         "metrics": metrics,
         "rotationruns": json.dumps(list(_rotation_runs(w).values()), default=str),
+        "secretintents": json.dumps(w.custom().list_namespaced_custom_object(
+            RR_GROUP, RR_VERSION, CONTROLLER_NS, "secretintents")["items"], default=str),
         "events": json.dumps([e.to_dict() for e in events], default=str),
     }
     print(f"\n[leaks] {len(values)} values x {len(texts)} texts ({sum(map(len, texts.values()))} chars), "

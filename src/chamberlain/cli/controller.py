@@ -89,6 +89,14 @@ def run_cmd(
                                                       show_default=False)] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="json or console.")] = "json",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    keep_runs: Annotated[int, typer.Option("--keep-runs", min=0, help="Finished RotationRun objects kept per "
+                                           "secret; older ones are deleted.")] = 5,
+    failure_backoff_cap: Annotated[float, typer.Option(
+        "--failure-backoff-cap", min=1.0, help="Longest wait (seconds) of the time trigger after failed runs "
+        "(exponential from 60 s, jittered).")] = 3600.0,
+    request_retention: Annotated[float, typer.Option(
+        "--request-retention", min=300.0, help="Seconds a settled webhook request object (rq-*) is kept: its "
+        "name is the request's replay record.")] = 86400.0,
     login_token_file: Annotated[Path | None, typer.Option(
         "--login-token-file", envvar="CHAMBERLAIN_LOGIN_TOKEN_FILE", show_default=False,
         help="Log in to the authority with the ServiceAccount token in this file (in a pod: a projected token "
@@ -131,7 +139,8 @@ def run_cmd(
         identity=identity or settings().pod_name, lease_name=lease_name, lease_seconds=lease_seconds,
         interval=interval, evaluate_every=evaluate_every, propagation_timeout=propagation_timeout,
         metrics_address=probes_at,
-        webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key)
+        webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key,
+        keep_runs=keep_runs, failure_backoff_cap=failure_backoff_cap, request_retention=request_retention)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

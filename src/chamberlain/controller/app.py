@@ -22,6 +22,7 @@ from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
+from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller
@@ -30,6 +31,7 @@ from chamberlain.controller.probes import DEFAULT_STALL_SECONDS, Check, ProbeSer
 from chamberlain.controller.reconcile import IntentReconciler
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
+from chamberlain.controller.status import IntentStatus
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
@@ -73,7 +75,8 @@ def wire(
     **options: Any,
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
-    trigger, Vault requests counted and the token renewed (one login per token lifetime, never one per tick).
+    trigger, SecretIntent status and bounded RotationRun history, Vault requests counted and the token renewed
+    (one login per token lifetime, never one per tick).
     ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers). ``reconcile``
     (a controller driven by the cluster): new generated secrets get their initial value, changed policies are
     brought into force (:mod:`.reconcile`)."""
@@ -84,17 +87,23 @@ def wire(
     kv = CountingKV(vault.kv, metrics.vault_request, on_error=metrics.vault_error)
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
+    log = log if log is not None else Silent()
+    status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
+                          consumer_check_every=config.consumer_check_every,
+                          list_every=max(config.evaluate_every, 1.0))
+    history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
+                          log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)
     ledger = SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster, signer=TransitSigner(vault.transit))
     markers = TransitMarkers(vault.transit)
     reconciler = IntentReconciler(kv, ledger, clock, config.actor, markers=markers,
-                                  log=log if log is not None else Silent()) if reconcile else None
+                                  log=log) if reconcile else None
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log if log is not None else Silent(), markers=markers,
+        log=log, markers=markers, status=status, history=history,
     )
     if reconciler is not None:
         reconciler.new_run_id = parts.new_run_id

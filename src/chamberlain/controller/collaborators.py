@@ -3,8 +3,9 @@
 Belongs here: the authority session's KV (counted), the Kubernetes client, the rotator registry (loaded once,
 not per run), the one :class:`~.ledger.SharedLedger` every run of the process appends through (on the injected
 clock), the RunPublisher, metrics, the leader elector, the request queue and the annotation trigger, the clock,
-the RNG and the logger. Each is safe to call from the controller's worker threads (the queue, the ledger, the
-publisher and the metrics lock inside). Not here: configuration (:mod:`.config`) or anything that changes from
+the RNG, the logger. Each is safe to call from the controller's worker threads (the queue, the ledger, the
+publisher and the metrics lock inside) — except the SecretIntent status reporter and the RotationRun history
+pruner, which only the loop thread calls. Not here: configuration (:mod:`.config`) or anything that changes from
 tick to tick (:mod:`.state`).
 """
 
@@ -18,11 +19,13 @@ from typing import Any, Protocol
 
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock
+from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
+from chamberlain.controller.status import IntentStatus
 from chamberlain.kube.api import KubePropagation
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import workflow as wf
@@ -83,6 +86,8 @@ class Collaborators:
     log: Logger = field(default_factory=Silent)
     markers: Markers = field(default_factory=LegacyMarkers)  # keyed by the authority in app.wire (issue 11)
     reconciler: ScopeReconciler | None = None  # a controller driven by the cluster (None: rotate only)
+    status: IntentStatus | None = None  # SecretIntent status and Events (None: none, e.g. unit tests)
+    history: RunHistory | None = None  # prunes finished RotationRun objects (None: never)
 
 
 __all__ = ["Collaborators", "Logger", "ScopeReconciler", "Silent"]

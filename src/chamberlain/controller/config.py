@@ -8,9 +8,12 @@ whole new value, it never edits this one). No I/O, no clients: those are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from chamberlain.rotation.policy import FailureBackoff
 
 DEFAULT_LEASE = "chamberlain-controller"
+REQUEST_RETENTION_FLOOR = 300.0  # triggers.webhook.DEFAULT_WINDOW: a signed request is stale after it
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,23 @@ class ControllerConfig:
     identity: str | None = None  # this replica in the leader Lease (None: no leader election)
     lease_name: str = DEFAULT_LEASE
     lease_seconds: int = 15
+    # SecretIntent status and RotationRun history (controller.status)
+    keep_runs: int | None = 5  # finished RotationRun objects kept per secret (None: never pruned)
+    request_retention: float = 86400.0  # seconds a settled webhook request object (rq-*) is kept at least: its
+    # name is the replay record of a bearer request, which carries no timestamp (at least the webhook window)
+    consumer_check_every: float = 300.0  # seconds between two looks at the consumer Secrets' markers for status
+    failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # the time trigger after failed runs
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
         if min(self.evaluate_every, self.propagation_timeout, self.poll, self.max_pause) < 0:
             raise ValueError("controller intervals and timeouts cannot be negative")
+        if self.keep_runs is not None and self.keep_runs < 0:
+            raise ValueError(f"keep_runs cannot be negative, not {self.keep_runs}")
+        if self.request_retention < REQUEST_RETENTION_FLOOR:
+            raise ValueError(f"request_retention must be at least {REQUEST_RETENTION_FLOOR:.0f}s (the webhook's "
+                             "replay window)")
 
 
-__all__ = ["DEFAULT_LEASE", "ControllerConfig"]
+__all__ = ["DEFAULT_LEASE", "REQUEST_RETENTION_FLOOR", "ControllerConfig"]

@@ -55,11 +55,10 @@ from chamberlain.propagation.restart import Change
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
-from chamberlain.rotation.policy import due
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
 from chamberlain.triggers import RotationRequest, is_stored
 from chamberlain.triggers import limits as floors
-from chamberlain.triggers.timer import evaluate
+from chamberlain.triggers.timer import evaluate, time_due
 
 PROPAGATED_OR_LATER = PROMOTED_OR_LATER - {"promoted"}
 
@@ -138,6 +137,9 @@ class Controller:
         if scope is not None:
             self.scope = scope
             self.state.last_evaluation = None
+            if self.parts.status is not None:  # intents refused by in-cluster validation: Degraded, rule ids
+                self.parts.status.set_rejected({name: [(f.rule, f.message) for f in findings]
+                                                for name, findings in scope.rejected.items()})
 
     def request(self, request: RotationRequest) -> None:
         """Queue a request from outside the loop."""
@@ -174,6 +176,7 @@ class Controller:
         else:
             self.state.outages = 0
         self._flush()
+        self._report()
         self.parts.metrics.active_runs.set(len(self.state.active))
         return True
 
@@ -268,6 +271,8 @@ class Controller:
                 continue
             if self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
                 meta = self.parts.reconciler.settle(self.scope, placed, meta)
+            if self.parts.status is not None:
+                self.parts.status.saw(name, meta)
             if meta is None:
                 continue
             s = schedule_of(name, meta.custom)
@@ -284,10 +289,10 @@ class Controller:
             metrics.secret_age.labels(*labels).set(max((now - s.last_rotated).total_seconds(), 0.0))
             if s.policy is not None and s.policy.ttl is not None:
                 metrics.secret_ttl.labels(*labels).set(s.policy.ttl.total_seconds())
-            decision = due(s.policy, s.last_rotated, now, held=s.held)
+            decision = time_due(s, now, self.config.failure_backoff)  # a failing secret: its retry time
             if decision.next_due is not None:
                 metrics.next_due.labels(*labels).set(decision.next_due.timestamp())
-        for request in evaluate(schedules, now):
+        for request in evaluate(schedules, now, self.config.failure_backoff):
             self._enqueue(request)
 
     def _poll_annotations(self) -> None:
@@ -352,6 +357,8 @@ class Controller:
                 run = o.active.run
                 self.state.dirty[run.run_id] = run
                 self.parts.log.info("run started", secret=run.secret, run=run.run_id, trigger=run.trigger)
+                if self.parts.status is not None:
+                    self.parts.status.started(run)
         if error is not None:
             raise error
 
@@ -371,7 +378,7 @@ class Controller:
     def _still_due(self, placed: rm.Placed) -> bool:
         meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
         s = schedule_of(placed.name, meta.custom) if meta is not None else None
-        return s is not None and due(s.policy, s.last_rotated, self.parts.clock.now(), held=s.held).due
+        return s is not None and time_due(s, self.parts.clock.now(), self.config.failure_backoff).due
 
     def _open(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Start the run of one admitted request (worker thread; touches no state). None: nothing to drive."""
@@ -435,6 +442,10 @@ class Controller:
         return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng), timing
 
     def _alert(self, run: RotationRun) -> None:
+        if run.failures_before > 0:  # alert once per failure streak; the time trigger backs off from the rest
+            self.parts.log.warning("rotation failed again; alert already raised", secret=run.secret,
+                                   run=run.run_id, failures=run.failures_before + 1)
+            return
         self.parts.metrics.alerts.labels(run.secret).inc()
         if self.parts.publisher is not None:
             self.parts.publisher.event(run, "RotationFailed", f"{run.secret}: {run.last_error or run.stage}",
@@ -560,6 +571,8 @@ class Controller:
                    version=run.current_version, propagation_seconds=a.timing.seconds,
                    restarted=a.timing.restarted, left_to_reloader=a.timing.left_to_reloader)
         self.state.finish(run, self.config.keep_finished)
+        if p.status is not None:
+            p.status.finished(run)
         if is_stored(run.run_id):
             self.state.taken.add(run.run_id)
         if a.request is not None:
@@ -597,6 +610,19 @@ class Controller:
         except KubeError as exc:
             self.parts.log.warning("could not clear the rotate annotation", secret=secret,
                                    error=type(exc).__name__)
+
+    def _report(self) -> None:
+        """SecretIntent status (patched only where it changed) and RotationRun history (controller.status,
+        controller.history); best effort: neither ever stops a rotation."""
+        p = self.parts
+        try:
+            if p.status is not None:
+                p.status.report(self.scope.placed, {n: a.run for n, a in self.state.active.items()},
+                                p.clock.now())
+            if p.history is not None:
+                p.history.prune()
+        except ChamberlainError as exc:
+            p.log.warning("status report failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     def _flush(self) -> None:
         """Publish each run that changed this tick, once (a RotationRun patch per stage of every run of a big

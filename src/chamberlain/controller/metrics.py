@@ -56,6 +56,16 @@ class ControllerMetrics:
         self.requests = Counter("chamberlain_rotation_requests", "Rotation requests by trigger and outcome",
                                 ["trigger", "outcome"], registry=r)
         self.active_runs = Gauge("chamberlain_active_runs", "Unfinished runs this replica drives", registry=r)
+        # SecretIntent status (controller.status): overdue secrets, failure streaks, status writes, pruned runs
+        self.overdue = Gauge("chamberlain_secret_overdue", "1 while the secret is past its ttl and not rotating",
+                             ["secret", "path"], registry=r)
+        self.failed_runs = Gauge("chamberlain_secret_failed_runs",
+                                 "Consecutive failed runs of a secret (a series only while there are any)",
+                                 ["secret", "path"], registry=r)
+        self.status_writes = Counter("chamberlain_status_writes", "SecretIntent status patches by result",
+                                     ["result"], registry=r)
+        self.pruned_runs = Counter("chamberlain_rotationruns_pruned", "RotationRun objects deleted by history "
+                                   "pruning", registry=r)
         self._observability(r)
 
     def _observability(self, r: CollectorRegistry) -> None:

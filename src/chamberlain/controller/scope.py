@@ -17,7 +17,7 @@ from chamberlain.errors import UsageError
 from chamberlain.findings import Finding
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
 from chamberlain.rotation import manual as rm
-from chamberlain.rotation.policy import from_metadata
+from chamberlain.rotation.policy import failure_streak, from_metadata
 from chamberlain.triggers import SecretSchedule
 
 
@@ -67,7 +67,9 @@ def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:
     since = rm.last_changed(custom)
     if since is None:
         return None
-    return SecretSchedule(name, from_metadata(custom), since, held=custom.get(wk.HELD) == "true")
+    failures, last_failure = failure_streak(custom)
+    return SecretSchedule(name, from_metadata(custom), since, held=custom.get(wk.HELD) == "true",
+                          failures=failures, last_failure=last_failure)
 
 
 __all__ = ["Scope", "schedule_of", "scope_of"]

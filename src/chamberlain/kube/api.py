@@ -297,6 +297,12 @@ class KubeRunObjects(Protocol):
         """JSON-merge-patch the status subresource (a None value removes the key); :class:`KubeNotFound`."""
         ...
 
+    def delete_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                             resource_version: str | None = None) -> None:
+        """Delete the object (pruning finished RotationRuns). With ``resource_version``, only if it is unchanged
+        (:class:`KubeConflict` otherwise). Absent already: no error."""
+        ...
+
     def create_event(
         self, namespace: str, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
     ) -> None:

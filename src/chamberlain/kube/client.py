@@ -408,6 +408,20 @@ class KubeClient:
             r.group, r.version, namespace, r.plural, dict(body)))
         return dict(obj)
 
+    def delete_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                             resource_version: str | None = None) -> None:
+        api, r = self._custom(), resource
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
+            if resource_version
+            else None
+        )
+        try:
+            self._call(r.describe(namespace, name), lambda: api.delete_namespaced_custom_object(
+                r.group, r.version, namespace, r.plural, name, body=options))
+        except KubeNotFound:
+            return
+
     def patch_custom_object_status(self, resource: CustomResource, namespace: str, name: str,
                                    status: Mapping[str, Any]) -> dict[str, Any]:
         api, r = self._custom(), resource

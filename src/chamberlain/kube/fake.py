@@ -84,6 +84,7 @@ class FakeKube:
         # RotationRuns and Events (KubeRunObjects): what was created and patched, in order, for assertions.
         self.created_custom_objects: list[dict[str, Any]] = []
         self.status_patches: list[tuple[str, str, str, dict[str, Any]]] = []  # (plural, namespace, name, status)
+        self.deleted_custom_objects: list[tuple[str, str, str]] = []  # (plural, namespace, name)
         self.events: list[FakeEvent] = []
         self.events_forbidden = False  # simulate a controller without the grant: events are dropped silently
         self.dropped_events = 0
@@ -182,14 +183,6 @@ class FakeKube:
         self._changed("MODIFIED" if key in self.custom_objects else "ADDED", key, body)
         self.custom_objects[key] = body
         return copy.deepcopy(body)
-
-    def delete_custom_object(self, resource: CustomResource, namespace: str, name: str) -> None:
-        """Test helper: delete as the API server would (a DELETED event carrying the object at a new version)."""
-        key = _key(resource, namespace, name)
-        obj = self.custom_objects.pop(key, None)
-        if obj is not None:
-            obj["metadata"]["resourceVersion"] = str(next(self._rv))
-            self._changed("DELETED", key, obj)
 
     def add_bookmark(self, resource: CustomResource, namespace: str) -> str:
         """Test helper: the API server's periodic BOOKMARK (a resourceVersion and nothing else)."""
@@ -294,6 +287,22 @@ class FakeKube:
         self._changed("ADDED", key, obj)
         self.created_custom_objects.append(copy.deepcopy(obj))
         return copy.deepcopy(obj)
+
+    def delete_custom_object(self, resource: CustomResource, namespace: str, name: str,
+                             resource_version: str | None = None) -> None:
+        """Delete as the API server would: the precondition checked, a DELETED event carrying the object at a
+        new version for watchers."""
+        self._guard()
+        key = _key(resource, namespace, name)
+        obj = self.custom_objects.get(key)
+        if obj is None:
+            return
+        if resource_version and resource_version != obj["metadata"].get("resourceVersion"):
+            raise KubeConflict(f"{resource.describe(namespace, name)}: changed since read")
+        del self.custom_objects[key]
+        self.deleted_custom_objects.append((resource.plural, namespace, name))
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self._changed("DELETED", key, obj)
 
     def patch_custom_object_status(self, resource: CustomResource, namespace: str, name: str,
                                    status: Mapping[str, Any]) -> dict[str, Any]:

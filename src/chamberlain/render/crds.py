@@ -278,6 +278,21 @@ def _status_schema(kind: str) -> Schema:
             "description": "who is authoritative for the value right now (e.g. git-bootstrap, vault)",
         }
         props["currentVersion"] = {"type": "integer", "description": "KV v2 version of the value in force"}
+        # Times are strings without a date-time format: one odd value must never make the API server refuse a
+        # whole status update (the controller writes RFC 3339).
+        for name, text in (("lastRotated", "RFC 3339 time the value last changed (rotation, creation, handover)"),
+                           ("nextRotation", "RFC 3339 time the time trigger rotates next (unset: not by time)"),
+                           ("expiresAt", "RFC 3339 time the value outlives its ttl"),
+                           ("lastFailure", "RFC 3339 end of the last failed run of the current failure streak"),
+                           ("consumersSynced", "consumer Secrets carrying the current version marker, n/m"),
+                           ("heldRun", "the run that held the secret"),
+                           ("activeRun", "the run in flight"),
+                           ("lastRun", "the last run recorded on the secret")):
+            props[name] = {"type": "string", "description": text}
+        props["overdue"] = {"type": "boolean", "description": "past its ttl and not rotating"}
+        props["failedRuns"] = {"type": "integer", "description": "consecutive failed runs (0 after a success)"}
+        props["consumers"] = {"type": "object", "description": "consumer Secrets in sync, of those declared",
+                              "properties": {"synced": {"type": "integer"}, "total": {"type": "integer"}}}
     if kind == "RotationRun":
         # The controller may publish a condition before it knows a transition time (an empty string), and one odd
         # field must never make the API server refuse a whole status update: no date-time format here.
@@ -350,10 +365,17 @@ _KINDS: dict[str, dict[str, Any]] = {
         "description": "One secret's declared life cycle: owner, purpose, class, source, rotation, consumers.",
         "plural": SECRET_INTENTS,
         "short": ["si"],
+        # Every status column is written by the controller (controller.status.compute_status).
         "columns": [
-            {"name": "Class", "type": "string", "jsonPath": ".spec.classification"},
-            {"name": "Owner", "type": "string", "jsonPath": ".spec.owner"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {"name": "Version", "type": "integer", "jsonPath": ".status.currentVersion"},
+            {"name": "Last Rotated", "type": "date", "jsonPath": ".status.lastRotated"},
+            # a string: kubectl shows a future date column as "<invalid>"
+            {"name": "Next Rotation", "type": "string", "jsonPath": ".status.nextRotation"},
+            {"name": "Consumers", "type": "string", "jsonPath": ".status.consumersSynced"},
+            {"name": "Class", "type": "string", "jsonPath": ".spec.classification", "priority": 1},
+            {"name": "Owner", "type": "string", "jsonPath": ".spec.owner", "priority": 1},
             _AGE,
         ],
     },

@@ -120,6 +120,9 @@ class RotationRun(BaseModel):
     # crashed before recording it, can only be after this mark (None: unknown, the whole ledger is searched)
     ledger_mark: LedgerMark | None = None
     ledger_seq: int | None = None
+    # consecutive runs of this secret that had failed when this one started (the secret's ``failed-runs``): the
+    # first failure of a streak alerts, the next ones only back off (controller)
+    failures_before: int = 0
 
     @property
     def vault(self) -> VaultPath:

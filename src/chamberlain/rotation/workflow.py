@@ -84,7 +84,7 @@ from chamberlain.propagation import (
     wait_in_sync,
 )
 from chamberlain.rotation import run as runs
-from chamberlain.rotation.policy import from_metadata
+from chamberlain.rotation.policy import failure_streak, from_metadata
 from chamberlain.rotation.rotators.base import (
     CertificateIssuer,
     PendingVersion,
@@ -393,6 +393,7 @@ def _begin(
         previous_version=meta.current_version,
         staging_base=staging.current_version if staging else 0,
         source_version=source_version,
+        failures_before=failure_streak(meta.custom)[0],
     )
     return runs.take_lease(kv, fresh, existing, loaded=True)
 
@@ -655,7 +656,10 @@ class _Executor:
     def finalize(self) -> RotationRun:
         run = self.run
         result: Result = "ok" if run.succeeded else "failed"
-        update = {wk.LAST_RESULT: f"{run.run_id}:{result}"}
+        update = {wk.LAST_RESULT: f"{run.run_id}:{result}",
+                  wk.FAILED_RUNS: "0" if run.succeeded else str(run.failures_before + 1)}
+        if not run.succeeded:
+            update[wk.LAST_FAILED] = rfc3339(run.finished_at or self.now)
         if run.stage == "held":
             update.update({wk.HELD: "true", wk.HELD_RUN: run.run_id})
         self.kv.update_custom_metadata(run.mount, run.path, update)

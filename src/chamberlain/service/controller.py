@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -119,6 +120,9 @@ class ControllerOptions:
     evaluate_every: float = 30.0  # seconds between time-trigger evaluations
     propagation_timeout: float = 120.0
     poll: float | None = None  # seconds between polls of consumer Secrets (default: the controller's)
+    keep_runs: int | None = 5  # finished RotationRun objects kept per secret (None: never pruned)
+    failure_backoff_cap: float | None = None  # seconds; the time trigger's back-off after failed runs (None: 1 h)
+    request_retention: float | None = None  # seconds a settled webhook request object is kept (None: 1 day)
     metrics_address: tuple[str, int] | None = None  # (host, port); port 0 picks a free one
     webhook_address: tuple[str, int] | None = None
     webhook_key: WebhookKey | WebhookKeys | None = field(default=None, repr=False)
@@ -126,6 +130,22 @@ class ControllerOptions:
     @property
     def name(self) -> str:
         return self.identity or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def config_options(options: ControllerOptions) -> dict[str, Any]:
+    """The :class:`~chamberlain.controller.config.ControllerConfig` fields ``options`` set (``wire`` takes them)."""
+    from chamberlain.rotation.policy import FailureBackoff
+
+    tuning: dict[str, Any] = {"propagation_timeout": options.propagation_timeout,
+                              "evaluate_every": options.evaluate_every, "keep_runs": options.keep_runs}
+    if options.poll is not None:
+        tuning["poll"] = options.poll
+    if options.failure_backoff_cap is not None:
+        cap = timedelta(seconds=options.failure_backoff_cap)
+        tuning["failure_backoff"] = FailureBackoff(base=min(FailureBackoff().base, cap), cap=cap)
+    if options.request_retention is not None:
+        tuning["request_retention"] = options.request_retention
+    return tuning
 
 
 def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger | None = None,
@@ -136,10 +156,7 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
 
     kube = servers.kube()  # the real client: leases, run objects and events too
     client = servers.orchestrator(scope.platform, scope.cluster)
-    tuning: dict[str, Any] = {"propagation_timeout": options.propagation_timeout,
-                              "evaluate_every": options.evaluate_every}
-    if options.poll is not None:
-        tuning["poll"] = options.poll
+    tuning = config_options(options)
     controller = wire(scope, client, kube, clock, identity=options.name, lease_name=options.lease_name or DEFAULT_LEASE,
                       lease_seconds=options.lease_seconds, log=log, reconcile=reconcile, **tuning)
     app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,

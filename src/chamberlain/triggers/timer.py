@@ -7,6 +7,10 @@ controller runs. Not here: reading the schedules from Vault (the caller passes a
 The request id is ``time:<secret>:<renewal time>``. It stays the same for every tick inside one window, so the
 queue folds repeated ticks into one request; once the workflow records the rotation, the renewal time moves and the
 next window gets a new id — a short-ttl secret is requested exactly once per window.
+
+A secret whose last runs failed keeps its renewal time (nothing was rotated), so it would be due again at every
+evaluation — a new run, ledger entry and alert each time. With a :class:`~chamberlain.rotation.policy.FailureBackoff`
+:func:`evaluate` skips it until the back-off after its failure streak has passed (exponential, jittered, capped).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import datetime
 
 from chamberlain.clock import Clock
 from chamberlain.intent.model import RotationPolicySpec
-from chamberlain.rotation.policy import due
+from chamberlain.rotation.policy import Decision, FailureBackoff, due, failure_backoff, jitter_of
 from chamberlain.triggers.request import RequestQueue, RotationRequest
 
 log = logging.getLogger(__name__)
@@ -33,13 +37,36 @@ class SecretSchedule:
     policy: RotationPolicySpec | None
     last_rotated: datetime
     held: bool = False
+    failures: int = 0  # consecutive failed runs (0 after a success)
+    last_failure: datetime | None = None  # when the last of them ended
 
 
-def evaluate(secrets: Iterable[SecretSchedule], now: datetime) -> list[RotationRequest]:
-    """A request for each secret that is due at ``now``; held, static and event-based secrets never are."""
+def backoff_of(s: SecretSchedule, now: datetime, backoff: FailureBackoff | None) -> Decision | None:
+    """The failure back-off decision of ``s`` (None: no back-off configured, or no failure streak)."""
+    if backoff is None or s.failures <= 0:
+        return None
+    return failure_backoff(s.failures, s.last_failure, now, backoff, jitter_of(s.name, s.failures))
+
+
+def time_due(s: SecretSchedule, now: datetime, backoff: FailureBackoff | None = None) -> Decision:
+    """Whether the time trigger rotates ``s`` now: its policy window (:func:`due`), unless a failure streak's
+    back-off has not passed yet (then ``due`` False, reason ``backing-off``, ``next_due`` the retry time)."""
+    decision = due(s.policy, s.last_rotated, now, held=s.held)
+    if not decision.due:
+        return decision
+    waiting = backoff_of(s, now, backoff)
+    if waiting is not None and not waiting.due:
+        return waiting
+    return decision
+
+
+def evaluate(secrets: Iterable[SecretSchedule], now: datetime,
+             backoff: FailureBackoff | None = None) -> list[RotationRequest]:
+    """A request for each secret that is due at ``now``; held, static and event-based secrets never are, nor
+    (with ``backoff``) one whose failure streak's back-off has not passed."""
     requests = []
     for s in secrets:
-        decision = due(s.policy, s.last_rotated, now, held=s.held)
+        decision = time_due(s, now, backoff)
         if not decision.due or decision.next_due is None:
             continue
         requests.append(

@@ -1,0 +1,635 @@
+"""SecretIntent status and Events: what ``kubectl get secretintents`` and Argo CD read about each secret.
+
+Three parts, kept apart as the rest of the controller is:
+
+* :func:`compute_status` — **pure**: one secret's :class:`IntentFacts` (what the controller already knows: the
+  custom metadata the time trigger reads, the run it drives, the last look at the consumer Secrets' markers, the
+  validation findings of the intent) and an injected ``now`` in; the ``status`` out (``phase``, kstatus-style
+  conditions ``Ready``, ``Rotating``, ``Held``, ``Degraded``, versions and times, consumers synced n/m). A
+  condition keeps its ``lastTransitionTime`` while its status does not change. :func:`transitions` compares two
+  statuses and names the Events a change deserves (overdue, held, invalid, recovered): once per transition, never
+  once per tick.
+* :class:`StatusWriter` — patches the status subresource only when the status differs from what the API server
+  has (as last written, or as last listed): a steady state costs no PATCH at all. Best effort, as
+  :class:`~.resources.RunPublisher`: an API error is counted and the next pass tries again.
+* :class:`IntentStatus` — the loop's hooks (:meth:`~IntentStatus.saw` metadata, :meth:`~IntentStatus.started`,
+  :meth:`~IntentStatus.finished` a run, :meth:`~IntentStatus.report` once per tick), which gather the facts,
+  re-read only what a finished run changed, look at consumer Secrets (annotations only) at most every
+  ``consumer_check_every`` seconds, emit Events on the SecretIntent and set the overdue gauge.
+
+Never a value: the status holds versions, times, counts, run ids, rule ids and the run's error text (which carries
+no value by contract, :func:`~chamberlain.rotation.run.clean_error`). Reasons are documented in
+``docs/status.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chamberlain import wellknown as wk
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
+from chamberlain.authority.kv import KV, SecretMetadata
+from chamberlain.clock import Clock, rfc3339
+from chamberlain.controller.metrics import ControllerMetrics
+from chamberlain.intent.model import GROUP, SECRET_INTENTS, VERSION, RotationPolicySpec
+from chamberlain.kube.api import CustomResource, KubeCustomObjects, KubeError, KubePropagation, KubeRunObjects
+from chamberlain.rotation import manual as rm
+from chamberlain.rotation.policy import (
+    FailureBackoff,
+    expires_at,
+    failure_retry_at,
+    failure_streak,
+    from_metadata,
+    jitter_of,
+    overdue,
+    renewal_time,
+)
+from chamberlain.rotation.run import RotationRun
+from chamberlain.values.markers import VALUE_MARKER_V1, VALUE_MARKER_V1_VERSION
+
+if TYPE_CHECKING:  # collaborators holds these objects: a type-only import, no cycle at run time
+    from chamberlain.controller.collaborators import Logger
+
+INTENT_OBJECTS = CustomResource(GROUP, VERSION, SECRET_INTENTS)
+# what rotation.manual.consumer_sync reads of a secret's custom metadata (values.markers.same_version)
+_MARKER_KEYS = (wk.VALUE_MARKER, wk.VALUE_VERSION, VALUE_MARKER_V1, VALUE_MARKER_V1_VERSION)
+KIND = "SecretIntent"
+MAX_MESSAGE = 300
+
+# Phases, most urgent first where several apply (see compute_status).
+INVALID, PENDING, HELD, ROTATING, OVERDUE, FAILING, OUT_OF_SYNC, READY = (
+    "Invalid", "Pending", "Held", "Rotating", "Overdue", "Failing", "OutOfSync", "Ready")
+
+
+class Reason:
+    """Condition reasons (CamelCase, machine-readable; docs/status.md lists what each means)."""
+
+    CURRENT = "Current"
+    INVALID = "Invalid"
+    NOT_PROVISIONED = "NotProvisioned"
+    HELD = "Held"
+    NOT_HELD = "NotHeld"
+    OVERDUE = "Overdue"
+    ROTATION_FAILED = "RotationFailed"
+    CONSUMERS_OUT_OF_SYNC = "ConsumersOutOfSync"
+    IN_PROGRESS = "InProgress"
+    RETRYING = "Retrying"
+    BACKING_OFF = "BackingOff"
+    IDLE = "Idle"
+    AS_EXPECTED = "AsExpected"
+
+
+class EventReason:
+    """Reasons of the Events on a SecretIntent."""
+
+    STARTED = "RotationStarted"
+    SUCCEEDED = "RotationSucceeded"
+    FAILED = "RotationFailed"
+    HELD = "RotationHeld"
+    OVERDUE = "TTLOverdue"
+    INVALID = "InvalidIntent"
+    RECOVERED = "Recovered"
+
+
+# ----------------------------------------------------------------------------------------------- pure: status
+
+
+@dataclass(frozen=True, slots=True)
+class Consumers:
+    """How many consumer Secrets of the cluster carry the current version marker, of how many declared."""
+
+    synced: int
+    total: int
+
+    @property
+    def all_synced(self) -> bool:
+        return self.synced >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class IntentFacts:
+    """What the controller knows about one secret, as :func:`compute_status` reads it. No value."""
+
+    name: str
+    generation: int | None = None  # the SecretIntent object's metadata.generation
+    exists: bool = False  # a value exists in the authority
+    current_version: int | None = None
+    last_rotated: datetime | None = None  # last rotation, else creation or handover
+    policy: RotationPolicySpec | None = None  # the policy in force (Vault metadata)
+    held: bool = False
+    held_run: str | None = None
+    failures: int = 0  # consecutive failed runs
+    last_failure: datetime | None = None
+    last_error: str | None = None  # of the last failed run this replica saw (no value, by contract)
+    last_run: str | None = None
+    active: RotationRun | None = None  # the unfinished run driving the secret
+    consumers: Consumers | None = None  # None: not looked at
+    invalid: tuple[tuple[str, str], ...] = ()  # (rule id, message) of an intent that failed validation
+    authority: str | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_of(fields: tuple[tuple[str, str], ...]) -> RotationPolicySpec | None:
+    return from_metadata(dict(fields))
+
+
+def _policy(custom: Mapping[str, str]) -> RotationPolicySpec | None:
+    """The policy in force, one shared (frozen) model per distinct policy: thousands of secrets share a few."""
+    return _policy_of(tuple(sorted((k, v) for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX))))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return rfc3339(t) if t is not None else None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
+
+
+def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | None = None,
+                   previous: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The ``status`` of one SecretIntent (pure). Keys whose value is unknown are None (a merge patch removes
+    them). ``previous``: the conditions the object carries, whose ``lastTransitionTime`` is kept while their
+    status does not change."""
+    f = facts
+    active = f.active if f.active is not None and not f.active.finished else None
+    held = f.held and active is None
+    since = f.last_rotated
+    late = f.exists and active is None and since is not None and overdue(f.policy, since, now)
+    expiry = expires_at(f.policy, since) if since is not None else None
+    retry_at = (failure_retry_at(f.failures, f.last_failure, backoff, jitter_of(f.name, f.failures))
+                if backoff is not None else None)
+    renewal = renewal_time(since, f.policy) if since is not None and f.policy is not None else None
+    next_rotation = None
+    if f.exists and not held and active is None and not f.invalid and renewal is not None:
+        next_rotation = max(renewal, retry_at) if retry_at is not None else renewal
+    failing = f.failures > 0
+    out_of_sync = f.consumers is not None and not f.consumers.all_synced and active is None
+    invalid = "; ".join(f"{rule}: {message}" for rule, message in f.invalid)
+    held_msg = f"held after run {f.held_run or '?'}; release with `chamberlain rotate {f.name} --release`"
+    late_msg = f"past its ttl since {_iso(expiry)}" + (" (held)" if held else " (rotations failing)" if failing
+                                                        else "")
+    fail_msg = f"{f.failures} consecutive failed run(s)" + (f", last: {f.last_error}" if f.last_error else "")
+    if retry_at is not None and renewal is not None and not held and active is None:
+        fail_msg += f"; next attempt at {_iso(max(renewal, retry_at))}"
+
+    # Ready: the value in force is fine (cert-manager's convention: it stays True while a routine rotation runs).
+    ready: tuple[bool, str, str]
+    if f.invalid:
+        ready = (False, Reason.INVALID, invalid)
+    elif not f.exists:
+        ready = (False, Reason.NOT_PROVISIONED, "no value in the authority yet")
+    elif held:
+        ready = (False, Reason.HELD, held_msg)
+    elif late:
+        ready = (False, Reason.OVERDUE, late_msg)
+    elif failing:
+        ready = (False, Reason.ROTATION_FAILED, fail_msg)
+    elif out_of_sync and f.consumers is not None:
+        ready = (False, Reason.CONSUMERS_OUT_OF_SYNC,
+                 f"{f.consumers.synced}/{f.consumers.total} consumer Secrets carry version {f.current_version}")
+    else:
+        ready = (True, Reason.CURRENT, f"version {f.current_version}" + (", rotating" if active else ""))
+
+    rotating: tuple[bool, str, str]
+    if active is not None:
+        retrying = active.next_retry_at is not None
+        rotating = (True, Reason.RETRYING if retrying else Reason.IN_PROGRESS,
+                    f"run {active.run_id}: {active.stage}"
+                    + (f", retry at {_iso(active.next_retry_at)}: {active.last_error or ''}" if retrying else ""))
+    elif held:
+        rotating = (False, Reason.HELD, "rotations wait for a release")
+    elif failing:
+        rotating = (False, Reason.BACKING_OFF, fail_msg)
+    else:
+        rotating = (False, Reason.IDLE, "")
+
+    degraded: tuple[bool, str, str]
+    if f.invalid:
+        degraded = (True, Reason.INVALID, invalid)
+    elif held:
+        degraded = (True, Reason.HELD, held_msg)
+    elif late:
+        degraded = (True, Reason.OVERDUE, late_msg)
+    elif failing:
+        degraded = (True, Reason.ROTATION_FAILED, fail_msg)
+    else:
+        degraded = (False, Reason.AS_EXPECTED, "")
+
+    phase = (INVALID if f.invalid else PENDING if not f.exists else HELD if held else ROTATING if active
+             else OVERDUE if late else FAILING if failing else OUT_OF_SYNC if out_of_sync else READY)
+    before = {c.get("type"): c for c in previous}
+    stamp = rfc3339(now)
+
+    def cond(kind: str, value: tuple[bool, str, str]) -> dict[str, Any]:
+        ok, reason, message = value
+        status = "True" if ok else "False"
+        old = before.get(kind)
+        kept = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
+        c: dict[str, Any] = {"type": kind, "status": status, "reason": reason, "message": _short(message),
+                             "lastTransitionTime": str(kept) if kept else stamp}
+        if f.generation is not None:
+            c["observedGeneration"] = f.generation
+        return c
+
+    consumers = f.consumers
+    return {
+        "observedGeneration": f.generation,
+        "phase": phase,
+        "conditions": [cond("Ready", ready), cond("Rotating", rotating), cond("Held", (held, Reason.HELD if held
+                       else Reason.NOT_HELD, held_msg if held else "")), cond("Degraded", degraded)],
+        "authority": f.authority,
+        "currentVersion": f.current_version if f.exists else None,
+        "lastRotated": _iso(since) if f.exists else None,
+        "nextRotation": _iso(next_rotation),
+        "expiresAt": _iso(expiry) if f.exists else None,
+        "overdue": bool(late),
+        "consumers": None if consumers is None else {"synced": consumers.synced, "total": consumers.total},
+        "consumersSynced": None if consumers is None else f"{consumers.synced}/{consumers.total}",
+        "failedRuns": f.failures,
+        "lastFailure": _iso(f.last_failure) if failing else None,
+        "heldRun": f.held_run if held else None,
+        "activeRun": active.run_id if active is not None else None,
+        "lastRun": f.last_run,
+    }
+
+
+def condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
+    """The condition ``kind`` of ``status`` ({} when absent)."""
+    for c in (status or {}).get("conditions") or ():
+        if isinstance(c, Mapping) and c.get("type") == kind:
+            return c
+    return {}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An Event a status change deserves."""
+
+    reason: str
+    message: str
+    warning: bool = True
+
+
+def transitions(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[Notice]:
+    """The Events the change from ``previous`` (None: never written) to ``current`` deserves, each once per
+    transition: past the ttl, held, found invalid, and back to Ready after one of those or a failure streak."""
+    notices: list[Notice] = []
+    held = condition(current, "Held")
+    degraded = condition(current, "Degraded")
+    if current.get("overdue") and not (previous or {}).get("overdue"):
+        notices.append(Notice(EventReason.OVERDUE, str(condition(current, "Ready").get("message")
+                                                       or degraded.get("message") or "past its ttl")))
+    if held.get("status") == "True" and condition(previous, "Held").get("status") != "True":
+        notices.append(Notice(EventReason.HELD, str(held.get("message", ""))))
+    if degraded.get("reason") == Reason.INVALID and (
+            condition(previous, "Degraded").get("reason") != Reason.INVALID
+            or condition(previous, "Degraded").get("message") != degraded.get("message")):
+        notices.append(Notice(EventReason.INVALID, str(degraded.get("message", ""))))
+    was = condition(previous, "Ready")
+    if (previous is not None and condition(current, "Ready").get("status") == "True" and was.get("status") == "False"
+            and was.get("reason") in (Reason.OVERDUE, Reason.ROTATION_FAILED, Reason.HELD, Reason.INVALID)):
+        notices.append(Notice(EventReason.RECOVERED, f"ready again ({was.get('reason')} cleared)", warning=False))
+    return notices
+
+
+def normalized(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``status`` without its None values: what the API server keeps of a merge patch."""
+    return {k: v for k, v in (status or {}).items() if v is not None}
+
+
+# ----------------------------------------------------------------------------------------------- I/O: writing
+
+
+class StatusKube(KubeCustomObjects, KubeRunObjects, KubePropagation, Protocol):
+    """What the status reporter needs: list SecretIntents, patch their status, Events, consumer annotations."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What the writer remembers of a status the API server has: a digest of the whole (to skip unchanged
+    writes) and the little :func:`compute_status` and :func:`transitions` read back (condition types, statuses,
+    reasons, transition times; the Degraded message only when it lists rule ids) — a few hundred bytes per
+    secret instead of the status itself (10k intents)."""
+
+    digest: bytes
+    conditions: tuple[tuple[str, str, str, str, str], ...]  # (type, status, reason, lastTransitionTime, message)
+    overdue: bool
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any]) -> _Written:
+        # interned: a handful of types, statuses and reasons, and the few ticks transitions happened at
+        conditions = tuple(
+            (sys.intern(str(c.get("type", ""))), sys.intern(str(c.get("status", ""))),
+             sys.intern(str(c.get("reason", ""))), sys.intern(str(c.get("lastTransitionTime", ""))),
+             str(c.get("message", "")) if c.get("reason") == Reason.INVALID else "")
+            for c in status.get("conditions") or () if isinstance(c, Mapping))
+        return cls(_digest(status), conditions, bool(status.get("overdue")))
+
+    def status(self) -> dict[str, Any]:
+        """The remembered part, shaped as a status."""
+        return {"overdue": self.overdue, "conditions": [
+            {"type": t, "status": st, "reason": r, "lastTransitionTime": at, "message": m}
+            for t, st, r, at, m in self.conditions]}
+
+
+def _digest(status: Mapping[str, Any]) -> bytes:
+    text = json.dumps(normalized(status), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+@dataclass
+class StatusWriter:
+    """Patches a SecretIntent's status subresource only when it changed (loop thread only)."""
+
+    kube: StatusKube
+    namespace: str
+    metrics: ControllerMetrics | None = None
+    failures: int = 0
+    patches: int = 0
+    _known: dict[str, _Written] = field(default_factory=dict)  # what the API server has, by intent name
+
+    def seen(self, name: str, status: Mapping[str, Any] | None) -> None:
+        """What a list returned for ``name`` (the truth, should anything else have written)."""
+        if status:
+            self._known[name] = _Written.of(status)
+        else:
+            self._known.pop(name, None)
+
+    def known(self, name: str) -> dict[str, Any] | None:
+        """The remembered part of the status the API server has (None: none yet)."""
+        got = self._known.get(name)
+        return got.status() if got is not None else None
+
+    def write(self, name: str, status: Mapping[str, Any]) -> bool:
+        """Patch when changed; True when a PATCH was sent and accepted."""
+        want = _Written.of(status)
+        known = self._known.get(name)
+        if known is not None and known.digest == want.digest:
+            return False
+        try:
+            self.kube.patch_custom_object_status(INTENT_OBJECTS, self.namespace, name, dict(status))
+        except KubeError:
+            self.failures += 1
+            if self.metrics is not None:
+                self.metrics.status_writes.labels("failed").inc()
+            return False
+        self.patches += 1
+        if self.metrics is not None:
+            self.metrics.status_writes.labels("patched").inc()
+        self._known[name] = want
+        return True
+
+
+# ----------------------------------------------------------------------------------------------- the hooks
+
+
+@dataclass(slots=True)
+class _Looked:
+    marker: str
+    consumers: Consumers
+    at: float  # monotonic
+
+
+@dataclass
+class IntentStatus:
+    """The SecretIntent status of every secret in scope (and of intents rejected by validation), kept by the
+    leader's loop thread. :meth:`set_rejected` may be called from another thread (it swaps one reference)."""
+
+    kube: StatusKube
+    kv: KV
+    namespace: str
+    clock: Clock
+    metrics: ControllerMetrics
+    log: Logger
+    backoff: FailureBackoff | None = field(default_factory=FailureBackoff)
+    consumer_check_every: float = 300.0
+    list_every: float = 30.0  # seconds between two lists of the SecretIntents (generation, uid, status)
+    writer: StatusWriter = field(init=False)
+    failures: int = 0  # API errors of lists and events (status patches count in writer.failures)
+    _objects: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)  # (generation, uid)
+    _listed_at: float | None = None
+    # per secret, what its metadata said (compact: 10k intents) and the few keys a look at the consumers needs
+    _facts_of: dict[str, IntentFacts] = field(default_factory=dict)
+    _markers: dict[str, dict[str, str]] = field(default_factory=dict)
+    _reread: set[str] = field(default_factory=set)
+    _dirty: set[str] = field(default_factory=set)
+    _runs: dict[str, RotationRun] = field(default_factory=dict)  # the active run last seen, by secret
+    _errors: dict[str, str] = field(default_factory=dict)  # the last failed run's error, by secret
+    _looked: dict[str, _Looked] = field(default_factory=dict)
+    _rejected: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.writer = StatusWriter(self.kube, self.namespace, self.metrics)
+
+    # ------------------------------------------------------------------ what the loop tells
+
+    def saw(self, name: str, meta: SecretMetadata | None) -> None:
+        """The time trigger read ``name``'s metadata (no second read needed)."""
+        self._remember(name, meta)
+        self._reread.discard(name)
+        self._dirty.add(name)
+
+    def set_rejected(self, rejected: Mapping[str, Iterable[tuple[str, str]]]) -> None:
+        """Intents that failed validation in the cluster, with (rule id, message) findings: ``Degraded`` with
+        the rule ids, phase ``Invalid``. Replaces the previous set."""
+        fresh = {name: tuple(findings) for name, findings in rejected.items()}
+        with self._lock:
+            changed = set(fresh) ^ set(self._rejected) | {n for n in fresh if fresh[n] != self._rejected.get(n)}
+            self._rejected = fresh
+            self._dirty |= changed
+
+    def started(self, run: RotationRun) -> None:
+        self._dirty.add(run.secret)
+        self._event(run.secret, EventReason.STARTED,
+                    f"run {run.run_id} started ({run.trigger}: {run.reason})", warning=False)
+
+    def finished(self, run: RotationRun) -> None:
+        """A run ended and was recorded: its metadata is read again at the next report, the consumers looked at.
+        A failure alerts (Warning Event) once per streak: later failures of the same streak only back off."""
+        name = run.secret
+        self._runs.pop(name, None)
+        self._reread.add(name)
+        self._looked.pop(name, None)
+        self._dirty.add(name)
+        if run.succeeded:
+            self._errors.pop(name, None)
+            self._event(name, EventReason.SUCCEEDED, f"run {run.run_id}: version {run.current_version} "
+                        f"({run.stage})", warning=False)
+        elif run.stage == "failed":
+            self._errors[name] = run.last_error or run.stage
+            if run.failures_before == 0:
+                self._event(name, EventReason.FAILED, f"run {run.run_id} failed: {run.last_error or run.stage}")
+            else:
+                self.log.warning("rotation failed again; backing off", secret=name, run=run.run_id,
+                                 failures=run.failures_before + 1)
+        else:  # held: the Held condition's transition says so (once)
+            self._errors[name] = run.last_error or run.stage
+
+    # ------------------------------------------------------------------ one pass per tick
+
+    def report(self, placed: Mapping[str, rm.Placed], active: Mapping[str, RotationRun], now: datetime) -> int:
+        """Bring the status of every secret that may have changed up to date; returns the PATCHes sent."""
+        self._list()
+        for name, run in active.items():
+            if self._runs.get(name) != run:
+                self._runs[name] = run
+                self._dirty.add(name)
+        for name in list(self._runs):
+            if name not in active:
+                del self._runs[name]
+                self._dirty.add(name)
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            rejected = self._rejected
+        sent = 0
+        for name in sorted(dirty):
+            if name not in self._objects:  # no SecretIntent object (a controller run from a checkout): no status
+                continue
+            try:
+                facts = self._facts(name, placed.get(name), rejected.get(name, ()))
+            except AuthorityUnavailable:
+                with self._lock:
+                    self._dirty |= {name}  # next tick
+                raise
+            except AuthorityError as exc:
+                self.log.warning("status: cannot read a secret's metadata", secret=name, error=type(exc).__name__)
+                continue
+            if facts is None:
+                continue
+            p = placed.get(name)
+            sent += self._apply(name, facts, now, p.vault.full if p is not None else "")
+        return sent
+
+    def _list(self) -> None:
+        mono = self.clock.monotonic()
+        if self._listed_at is not None and mono - self._listed_at < self.list_every:
+            return
+        try:
+            objects = self.kube.list_custom_objects(INTENT_OBJECTS, self.namespace)
+        except KubeError as exc:
+            self.failures += 1
+            self.log.warning("status: cannot list SecretIntents", error=type(exc).__name__)
+            return
+        self._listed_at = mono
+        fresh: dict[str, tuple[int | None, str | None]] = {}
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            if not name:
+                continue
+            generation = meta.get("generation")
+            # only what the status needs: a kept object would keep its annotations (last-applied: the whole spec)
+            fresh[name] = (generation if isinstance(generation, int) else None, str(meta.get("uid") or "") or None)
+            if self._objects.get(name, (None, None))[0] != fresh[name][0] or name not in self._objects:
+                self._dirty.add(name)
+            self.writer.seen(name, obj.get("status"))
+        self._objects = fresh
+
+    def _facts(self, name: str, placed: rm.Placed | None,
+               invalid: tuple[tuple[str, str], ...]) -> IntentFacts | None:
+        gen = self._objects[name][0]
+        if placed is None:
+            return IntentFacts(name, gen, invalid=invalid) if invalid else None
+        if name in self._reread or name not in self._facts_of:
+            self._remember(name, self.kv.read_metadata(placed.vault.mount, placed.vault.path))
+            self._reread.discard(name)
+        known = self._facts_of[name]
+        return replace(known, generation=gen, last_error=self._errors.get(name), active=self._runs.get(name),
+                       consumers=self._consumers(name, placed, self._markers[name]) if known.exists else None,
+                       invalid=invalid)
+
+    def _remember(self, name: str, meta: SecretMetadata | None) -> None:
+        custom: Mapping[str, str] = meta.custom if meta is not None else {}
+        failures, last_failure = failure_streak(custom)
+        self._facts_of[name] = IntentFacts(
+            name=name, exists=meta is not None and meta.current_version > 0,
+            current_version=meta.current_version if meta is not None else None,
+            last_rotated=rm.last_changed(custom), policy=_policy(custom),
+            held=custom.get(wk.HELD) == "true", held_run=custom.get(wk.HELD_RUN) or None,
+            failures=failures, last_failure=last_failure, last_run=custom.get(wk.LAST_RUN) or None,
+            authority=sys.intern(custom[wk.AUTHORITY]) if custom.get(wk.AUTHORITY) else None,
+        )
+        self._markers[name] = {k: custom[k] for k in _MARKER_KEYS if k in custom}
+
+    def _consumers(self, name: str, placed: rm.Placed, custom: Mapping[str, str]) -> Consumers | None:
+        """Synced n/m from the consumer Secrets' marker annotations, looked at again when the marker changed, a
+        run finished, or ``consumer_check_every`` passed; a run in flight is not looked at (it checks itself)."""
+        marker = custom.get(wk.VALUE_MARKER, "")
+        last = self._looked.get(name)
+        mono = self.clock.monotonic()
+        if last is not None and (name in self._runs or (last.marker == marker
+                                                        and mono - last.at < self.consumer_check_every)):
+            return last.consumers
+        rows = rm.consumer_sync(self.kube, placed.intent, marker, custom)
+        if any(r.get("error") for r in rows) and last is not None:
+            return last.consumers  # the API server did not answer: keep the last look
+        counted = Consumers(sum(1 for r in rows if r.get("inSync")), len(rows))
+        self._looked[name] = _Looked(marker, counted, mono)
+        return counted
+
+    def _apply(self, name: str, facts: IntentFacts, now: datetime, path: str) -> int:
+        previous = self.writer.known(name)
+        status = compute_status(facts, now, self.backoff, (previous or {}).get("conditions") or ())
+        self.metrics.overdue.labels(name, path).set(1 if status["overdue"] else 0)
+        if facts.failures:  # a series only while failing: per-secret gauges cost memory at 10k intents
+            self.metrics.failed_runs.labels(name, path).set(facts.failures)
+        else:
+            with contextlib.suppress(KeyError):
+                self.metrics.failed_runs.remove(name, path)
+        if not self.writer.write(name, status):
+            return 0
+        # Events follow a written change only: an unchanged status (every tick of a steady state) or a failed
+        # patch (retried next tick) emits nothing, so each transition is announced once.
+        for notice in transitions(previous or None, status):
+            self._event(name, notice.reason, notice.message, notice.warning)
+        return 1
+
+    def _event(self, name: str, reason: str, message: str, warning: bool = True) -> None:
+        if name not in self._objects:
+            self._list()  # the first tick starts runs before its report lists: the Event needs the object's uid
+            if self._listed_at is not None and name not in self._objects:
+                return  # no SecretIntent object to attach it to (a controller run from a checkout)
+        uid = self._objects[name][1] if name in self._objects else None
+        involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "namespace": self.namespace}
+        if uid:
+            involved["uid"] = uid
+        try:
+            self.kube.create_event(self.namespace, involved, reason, _short(f"{name}: {message}"),
+                                   "Warning" if warning else "Normal")
+        except KubeError:
+            self.failures += 1
+
+
+__all__ = [
+    "FAILING",
+    "HELD",
+    "INVALID",
+    "OUT_OF_SYNC",
+    "OVERDUE",
+    "PENDING",
+    "READY",
+    "ROTATING",
+    "Consumers",
+    "EventReason",
+    "IntentFacts",
+    "IntentStatus",
+    "Notice",
+    "Reason",
+    "StatusKube",
+    "StatusWriter",
+    "compute_status",
+    "condition",
+    "normalized",
+    "transitions",
+]
