@@ -133,6 +133,11 @@ def test_demo_from_an_empty_lab_through_rotations(lab_dir: Path, offset: int) ->
     assert handover["results"] == {"handed-over": 2} and handover["retired"] == 2
     assert report["gitops"]["controller"] == "flux" and report["gitops"]["resurrectedAfterHandover"] == 0
     assert report["gitops"]["reconciles"] >= handover["reconcile_rounds_after"] * 6
+    # The controller ran as the chart's ServiceAccount under the RBAC render wrote (Flux applied it), and the API
+    # server refused every request of the negative matrix made with that account's token.
+    controller = report["controller"]
+    assert controller["rbac"] == "chart" and controller["serviceAccount"] == "chamberlain-system/chamberlain"
+    assert controller["deniedChecks"] == controller["deniedOk"] >= 20, controller
     assert facts["workloads"]["workloads_created"] == sum(facts["workloads"]["workloads"].values()) > 0
     assert facts["workloads"]["consumer_secrets_in_sync"] > 0
 

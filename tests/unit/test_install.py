@@ -130,10 +130,17 @@ def test_empty_resource_names_are_refused_by_the_values() -> None:
         inst.ChartValues.model_validate(values)
 
 
-def test_tokens_only_of_its_own_service_account() -> None:
+def test_no_token_minting_the_login_is_the_projected_token() -> None:
     rules = [r for role in roles(acme_values()) for r in role["rules"] if r["resources"] == ["serviceaccounts/token"]]
-    assert rules == [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"],
-                      "resourceNames": ["chamberlain"]}]
+    assert rules == []
+    for obj in inst.install_objects(acme_values())["controller"]:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        (projected,) = [v["projected"] for v in pod["volumes"] if "projected" in v]
+        assert projected["sources"] == [{"serviceAccountToken": {
+            "audience": "vault", "path": inst.LOGIN_TOKEN_FILE, "expirationSeconds": inst.LOGIN_TOKEN_SECONDS}}]
+        assert f"--login-token-file={inst.LOGIN_TOKEN_DIR}/{inst.LOGIN_TOKEN_FILE}" in pod["containers"][0]["args"]
 
 
 def test_leases_per_environment_and_cluster() -> None:

@@ -330,3 +330,24 @@ def test_render_emits_the_rotation_run_crd_deterministically() -> None:
     assert rendered["spec"] == rotation_run_crd()["spec"]
     render.cache_clear()
     assert tree_digest(render("base")) == tree_digest(tree)
+
+
+def test_a_403_names_the_verb_resource_and_identity_rbac_refused() -> None:
+    """Missing RBAC is a clear error: RBAC's own sentence (verb, resource, namespace, identity), no crash."""
+    import json as _json
+
+    from kubernetes.client.rest import ApiException
+
+    from chamberlain.kube.api import KubeForbidden
+    from chamberlain.kube.client import _map_error
+
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = _json.dumps({"kind": "Status", "message": 'secrets is forbidden: User "system:serviceaccount:'
+                            'chamberlain-system:chamberlain" cannot list resource "secrets" in API group "" in the '
+                            'namespace "payments"'})
+    err = _map_error(exc, "Secrets payments")
+    assert isinstance(err, KubeForbidden)
+    assert 'cannot list resource "secrets"' in str(err) and "chamberlain-system:chamberlain" in str(err)
+    garbled = ApiException(status=403, reason="Forbidden")
+    garbled.body = "<html>not json</html>"
+    assert str(_map_error(garbled, "Secrets payments")) == "Secrets payments: forbidden (403)"

@@ -120,7 +120,7 @@ class RunHistory:
             objects = self.kube.list_custom_objects(RUN_OBJECTS, self.namespace)
         except KubeError as exc:
             self.failures += 1
-            self.log.warning("history: cannot list RotationRuns", error=type(exc).__name__)
+            self.log.warning("history: cannot list RotationRuns", error=type(exc).__name__, detail=str(exc)[:400])
             return 0
         gone = 0
         for o in prunable(objects, self.keep, self.clock.now(), self.retention):
@@ -130,7 +130,8 @@ class RunHistory:
                 continue  # changed since listed: looked at again next pass
             except KubeError as exc:
                 self.failures += 1
-                self.log.warning("history: cannot delete a RotationRun", run=o.name, error=type(exc).__name__)
+                self.log.warning("history: cannot delete a RotationRun", run=o.name, error=type(exc).__name__,
+                                 detail=str(exc)[:400])
                 continue
             gone += 1
         if gone:

@@ -302,7 +302,7 @@ class Controller:
             for request in self.parts.annotations.poll():
                 self.parts.metrics.requests.labels(request.kind, "queued").inc()
         except KubeError as exc:
-            self.parts.log.warning("annotation poll failed", error=type(exc).__name__)
+            self.parts.log.warning("annotation poll failed", error=type(exc).__name__, detail=str(exc)[:400])
 
     def _poll_stored(self) -> None:
         """Webhook requests persisted by any replica (this one, a follower, the previous leader): queued here.
@@ -312,7 +312,7 @@ class Controller:
         try:
             pending = self.parts.requests.pending(self.parts.clock.now())
         except KubeError as exc:
-            self.parts.log.warning("persisted requests poll failed", error=type(exc).__name__)
+            self.parts.log.warning("persisted requests poll failed", error=type(exc).__name__, detail=str(exc)[:400])
             return
         for request in pending:
             if request.request_id not in self.state.taken:

@@ -519,7 +519,7 @@ class IntentStatus:
             objects = self.kube.list_custom_objects(INTENT_OBJECTS, self.namespace)
         except KubeError as exc:
             self.failures += 1
-            self.log.warning("status: cannot list SecretIntents", error=type(exc).__name__)
+            self.log.warning("status: cannot list SecretIntents", error=type(exc).__name__, detail=str(exc)[:400])
             return
         self._listed_at = mono
         fresh: dict[str, tuple[int | None, str | None]] = {}

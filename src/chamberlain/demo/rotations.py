@@ -439,8 +439,66 @@ class RunningController:
                 "run_object_publish_failures": publisher.failures if publisher is not None else None}
 
 
+@dataclass(frozen=True)
+class ChartIdentity:
+    """The chart ServiceAccount's credentials as a host process holds them (the lab has no kubelet to run the
+    pod): a kubeconfig with a TokenRequest token of that account, and the same token for the authority login.
+    Files only (0600), never a value in a field that is printed."""
+
+    service_account: str  # namespace/name
+    kubeconfig: Path
+    token_file: Path
+    lease_name: str
+    values: Mapping[str, Any]  # the chart values render wrote for the cluster
+    connection: ConnectionOptions
+
+    def denied_matrix(self, clock: Clock) -> dict[str, Any]:
+        """The negative RBAC matrix, asked of the real API server with this identity's own token."""
+        from chamberlain.install import rbac_matrix
+        from chamberlain.kube.client import KubeClient
+
+        kube = KubeClient.from_kubeconfig(self.kubeconfig, clock=clock)
+        try:
+            matrix = rbac_matrix(kube, self.values)
+        finally:
+            kube.close()
+        return {"rbac": "chart", "serviceAccount": self.service_account, "deniedChecks": len(matrix.checks),
+                "deniedOk": matrix.denied_ok}
+
+
+# A TokenRequest's lifetime: the demo's controller runs for minutes; the lab's API server caps nothing below this.
+CHART_TOKEN_SECONDS = 2 * 3600
+
+
+def as_chart_service_account(kube: KubeClient, lab: Any, repo: Any, cluster: str, environment: str, directory: Path,
+                             connection: ConnectionOptions) -> ChartIdentity:
+    """Credentials of the chart's ServiceAccount for ``cluster``: a token for both audiences it is presented to
+    (the API server's issuer, and ``vault`` for the authority's Kubernetes auth), written with a kubeconfig that
+    uses it. The controller started with them has exactly the RBAC render wrote (and Flux applied)."""
+    import json
+    from dataclasses import replace
+
+    from chamberlain.authority.configure import VAULT_AUDIENCE
+    from chamberlain.install import lease_name, token_kubeconfig
+    from chamberlain.render import render_repository
+
+    platform = repo.platform
+    ns, sa = platform.spec.controller.namespace, platform.spec.controller.service_account
+    values = json.loads(render_repository(repo)[f"clusters/{cluster}/chart-values.json"])
+    token = kube.service_account_token(ns, sa, [lab.apiserver.issuer, VAULT_AUDIENCE], CHART_TOKEN_SECONDS)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kubeconfig, token_file = directory / "kubeconfig", directory / "token"
+    for path, text in ((kubeconfig, json.dumps(token_kubeconfig(lab.apiserver.address, lab.pki.ca.cert, token))),
+                       (token_file, token)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return ChartIdentity(f"{ns}/{sa}", kubeconfig, token_file, lease_name(environment, cluster), values,
+                         replace(connection, kubeconfig=kubeconfig, login_token_file=token_file))
+
+
 def start_controller(scope: Scope, connection: ConnectionOptions, *, work: Path, clock: Clock,
-                     progress: Progress) -> RunningController:
+                     progress: Progress, lease_name: str | None = None) -> RunningController:
     """Start the controller of ``scope`` as ``chamberlain controller run`` does (:func:`chamberlain.service.
     controller.start`), in process: its own Kubernetes client, a Kubernetes login as the cluster's orchestrator
     (renewed, never one login per tick), the time, annotation, webhook and manual triggers, leader election and
@@ -454,7 +512,7 @@ def start_controller(scope: Scope, connection: ConnectionOptions, *, work: Path,
         log = DemoLog(progress)
         key_file, key = _webhook_key(work)
         options = ControllerOptions(
-            identity=f"demo-{socket.gethostname()}-{os.getpid()}", interval=LOOP_INTERVAL,
+            identity=f"demo-{socket.gethostname()}-{os.getpid()}", interval=LOOP_INTERVAL, lease_name=lease_name,
             evaluate_every=EVALUATE_WHILE_WAITING, propagation_timeout=PROPAGATION_TIMEOUT, poll=POLL,
             metrics_address=("127.0.0.1", 0), webhook_address=("127.0.0.1", 0), webhook_key=key)
         logging.getLogger(TRIGGER_LOGGER).addHandler(handler)

@@ -56,7 +56,7 @@ from chamberlain.service.context import Caller, ConnectionOptions, LiveServers
 if TYPE_CHECKING:
     from chamberlain.authority.kv import KV
     from chamberlain.bootstrap.tools import Tools
-    from chamberlain.demo.rotations import Login, LoginLoop, RunningController
+    from chamberlain.demo.rotations import ChartIdentity, Login, LoginLoop, RunningController
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform, PostgresTarget, SecretIntent
     from chamberlain.kube.client import KubeClient
@@ -152,6 +152,7 @@ class DemoReport:
     work_dir: str = ""
     kept: bool = False
     gitops: dict[str, Any] | None = None  # {"controller", "reconciles", "resurrectedAfterHandover"}
+    controller: dict[str, Any] | None = None  # {"rbac", "serviceAccount", "deniedChecks", "deniedOk"}
 
     @property
     def ok(self) -> bool:
@@ -166,6 +167,7 @@ class DemoReport:
             "skipped": self.skipped,
             "rotations": self.rotations,
             "gitops": self.gitops,
+            "controller": self.controller,
             "total_seconds": round(self.total_seconds, 2),
             "authoritative_after_seconds": (None if self.authoritative_after_seconds is None
                                             else round(self.authoritative_after_seconds, 2)),
@@ -196,7 +198,9 @@ class _State:
     reconciles: int = 0  # Flux reconciles the demo requested and saw handled
     published: int = 0  # commits the demo pushed to the lab's Git repository
     gitops_report: dict[str, Any] | None = None  # the report's top-level ``gitops`` object
+    controller_report: dict[str, Any] | None = None  # the report's top-level ``controller`` object
     running: RunningController | None = None
+    controller_identity: ChartIdentity | None = None  # the chart ServiceAccount's credentials the controller uses
     _kv: KV | None = None
 
     @property
@@ -266,19 +270,29 @@ class _State:
         if self.running is not None:
             return self.running, False
         from chamberlain.controller.loop import scope_of
-        from chamberlain.demo.rotations import start_controller
+        from chamberlain.demo.rotations import as_chart_service_account, start_controller
 
         repo = self.repository()
         scope = scope_of(self.platform(), {i.obj.metadata.name: i.obj for i in repo.intents}, DEMO_ENVIRONMENT,
                          DEMO_CLUSTER)
-        self.running = start_controller(scope, self.connection(), work=self.work, clock=self.clock,
-                                        progress=self.progress)
+        # The controller runs as the chart's ServiceAccount, under the RBAC render wrote (Flux applied it): its
+        # kubeconfig holds a TokenRequest token of that account, and it logs in to the authority with it.
+        identity = as_chart_service_account(self.need_kube(), self.need_lab(), repo, DEMO_CLUSTER,
+                                            DEMO_ENVIRONMENT, self.work / "controller-identity",
+                                            self.connection())
+        self.controller_identity = identity
+        self.running = start_controller(scope, identity.connection, work=self.work, clock=self.clock,
+                                        progress=self.progress, lease_name=identity.lease_name)
         return self.running, True
 
     def stop_controller(self) -> dict[str, Any]:
         if self.running is None:
             return {}
-        return self.running.stop()
+        facts = self.running.stop()
+        if self.controller_identity is not None and self.controller_report is None:
+            # What the chart's RBAC refuses the controller, asked of the real API server with its own token.
+            self.controller_report = self.controller_identity.denied_matrix(self.clock)
+        return facts
 
 
 # ------------------------------------------------------------------------------------------------ phases
@@ -924,4 +938,5 @@ def run_demo(options: DemoOptions, host: LabHost, tools: Tools, progress: Progre
                 shutil.rmtree(work, ignore_errors=True)
         report.total_seconds = time.monotonic() - started
         report.gitops = state.gitops_report
+        report.controller = state.controller_report
     return report

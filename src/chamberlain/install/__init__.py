@@ -126,6 +126,8 @@ def planned_checks(values: Mapping[str, Any], unserved_namespace: str = "kube-sy
         Check("create a RoleBinding (escalation)", "POST",
               _group("rbac.authorization.k8s.io", "v1", home, "rolebindings")),
         Check("create a Pod in the controller namespace", "POST", _core(home, "pods")),
+        Check("mint a token of its own ServiceAccount (the pod's projected token is the login)", "POST",
+              _core(home, "serviceaccounts", sa) + "/token"),
         Check("mint a token of another ServiceAccount", "POST",
               _core(home, "serviceaccounts", "default" if sa != "default" else PROBE_NAME) + "/token"),
     ]

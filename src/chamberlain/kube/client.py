@@ -59,11 +59,22 @@ def _map_error(exc: Exception, what: str) -> KubeError:
         if status == 409:
             return KubeConflict(f"{what}: conflict (changed since read, or exists)")
         if status in (401, 403):
-            return KubeForbidden(f"{what}: forbidden ({status})")
+            return KubeForbidden(f"{what}: forbidden ({status}){_denial(exc)}")
         if status == 429 or status >= 500:
             return KubeUnavailable(f"{what}: API server answered {status}")
         return KubeError(f"{what}: API server answered {status}")
     return KubeUnavailable(f"{what}: API server unreachable ({type(exc).__name__})")
+
+
+def _denial(exc: ApiException) -> str:
+    """RBAC's own words for a 403 (``User "system:serviceaccount:ns:sa" cannot list resource "secrets" in API group
+    "" in the namespace "x"``): the verb, resource and identity an operator must grant, never a value (a Status
+    body carries no object data)."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {message[:400]}" if isinstance(message, str) and message else ""
 
 
 def micro_time(t: datetime) -> str:

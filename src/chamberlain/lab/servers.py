@@ -332,22 +332,6 @@ class KubeAPIServer(Server):
         _write_private_text(path, json.dumps(config, indent=2) + "\n")
         return path
 
-    def write_token_kubeconfig(self, path: Path, token: str, user_name: str) -> Path:
-        """A kubeconfig that authenticates with a bearer ``token`` (a ServiceAccount's, from a TokenRequest): a
-        process using it has exactly that ServiceAccount's RBAC, as it would in a pod. 0600: it holds a
-        credential."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "chamberlain-lab",
-                          "cluster": {"server": self.address, "certificate-authority": str(self.pki.ca.cert)}}],
-            "users": [{"name": user_name, "user": {"token": token}}],
-            "contexts": [{"name": user_name, "context": {"cluster": "chamberlain-lab", "user": user_name}}],
-            "current-context": user_name,
-        }
-        _write_private_text(path, json.dumps(config, indent=2) + "\n")
-        return path
-
     def health(self) -> Health:
         try:
             ctx = self.ssl_context()

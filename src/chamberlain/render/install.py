@@ -180,6 +180,13 @@ def deployment_name(environment: str) -> str:
 CONTROLLER_COMMAND = ("chamberlain", "controller", "run")  # the image's ENTRYPOINT too (deploy/Dockerfile)
 
 
+# The authority login presents a projected ServiceAccount token with the `vault` audience, which the kubelet
+# mounts and rotates: the controller needs no right to mint tokens (no serviceaccounts/token create).
+LOGIN_TOKEN_DIR = "/var/run/secrets/chamberlain/vault"  # noqa: S105 - a path, not a credential
+LOGIN_TOKEN_FILE = "token"  # noqa: S105 - a file name
+LOGIN_TOKEN_SECONDS = 3600
+
+
 def controller_args(environment: str, values: Mapping[str, Any]) -> list[str]:
     """The container's arguments to :data:`CONTROLLER_COMMAND`: the one place the chart names ``controller
     run``'s flags. The command is set explicitly as well, so an image with another entry point still runs it."""
@@ -191,6 +198,7 @@ def controller_args(environment: str, values: Mapping[str, Any]) -> list[str]:
         "--lease-name", lease_name(environment, values["cluster"]),
         "--metrics-address", f"{metrics['address']}:{metrics['port']}",
         f"--webhook-port={webhook['port']}",  # one argument: a number alone would leave the chart as a number
+        f"--login-token-file={LOGIN_TOKEN_DIR}/{LOGIN_TOKEN_FILE}",
     ]
 
 
@@ -204,9 +212,6 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str], names: Iter
 
 # Why each rule exists: (resource, verb) -> the call that needs it. docs/rbac.md is this table.
 WHY: Mapping[tuple[str, str], str] = {
-    ("serviceaccounts/token", "create"): "the authority login: a short-lived token of its own ServiceAccount, "
-                                         "audience vault (authority.session.login_as, "
-                                         "KubeClient.service_account_token)",
     ("leases", "create"): "LeaderElector creates its Lease the first time (create cannot be limited by name)",
     ("leases", "get"): "LeaderElector reads its Lease every tick (KubeClient.get_lease)",
     ("leases", "patch"): "LeaderElector renews, takes over or releases with a resourceVersion precondition "
@@ -243,10 +248,9 @@ WHY: Mapping[tuple[str, str], str] = {
 
 
 def controller_rules(service_account: str) -> list[Manifest]:
-    """The controller namespace: chamberlain's own resources, Events, creating its Lease, and tokens of its own
-    ServiceAccount (audience ``vault``) for the authority login."""
+    """The controller namespace: chamberlain's own resources, Events, and creating its Lease. No token minting:
+    the authority login presents the pod's projected token (:data:`LOGIN_TOKEN_DIR`)."""
     return [
-        _rule([""], ["serviceaccounts/token"], ["create"], [service_account]),
         _rule(["coordination.k8s.io"], ["leases"], ["create"]),
         _rule([GROUP], ["rotationruns"], ["create", "delete", "get", "list"]),
         _rule([GROUP], ["rotationruns/status"], ["patch"]),
@@ -387,7 +391,8 @@ def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, the only writable path
-                         {"name": "webhook", "mountPath": "/etc/chamberlain/webhook", "readOnly": True}],
+                         {"name": "webhook", "mountPath": "/etc/chamberlain/webhook", "readOnly": True},
+                         {"name": "vault-token", "mountPath": LOGIN_TOKEN_DIR, "readOnly": True}],
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -407,7 +412,10 @@ def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
                                 # Not optional: without its key the controller refuses to serve the webhook,
                                 # and a pod waiting for the Secret says so in an Event, without a restart loop.
                                 {"name": "webhook", "secret": {"secretName": v["webhook"]["secretName"],
-                                                               "optional": False, "defaultMode": 256}}],
+                                                               "optional": False, "defaultMode": 256}},
+                                {"name": "vault-token", "projected": {"defaultMode": 256, "sources": [
+                                    {"serviceAccountToken": {"audience": "vault", "path": LOGIN_TOKEN_FILE,
+                                                             "expirationSeconds": LOGIN_TOKEN_SECONDS}}]}}],
                     # Two replicas on two nodes: a node drain never takes both.
                     "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
                         "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
@@ -597,8 +605,9 @@ file and the Roles differ. Regenerate with `python -m chamberlain.render.chart -
 
 Every grant is a namespaced `Role`: the controller has no ClusterRole at all. Three kinds of Role:
 
-- `chamberlain-controller` in the controller namespace: chamberlain's own resources, Events, creating its Lease,
-  and tokens of its own ServiceAccount (the authority login presents one, audience `vault`);
+- `chamberlain-controller` in the controller namespace: chamberlain's own resources, Events and creating its
+  Lease. No token minting: the authority login presents the pod's projected ServiceAccount token (audience
+  `vault`, mounted at `/var/run/secrets/chamberlain/vault/token`, rotated by the kubelet);
 - `chamberlain-controller-lease-<env>` in the controller namespace: its own Lease, by name
   (`chamberlain-<env>-<cluster>`: two environments on one cluster each elect a leader);
 - `chamberlain-controller-consumers` in each consumer namespace: only the objects propagation touches, each by
