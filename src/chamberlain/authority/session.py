@@ -71,21 +71,23 @@ def login_as(conn: Connection, platform: Platform, kube: TokenSource, role: str,
     return login_kubernetes(conn.address, conn.ca_file, mount, role, _jwt_source(kube, ns, account), clock=conn.clock)
 
 
+def read_token_file(path: Path, what: str = "token file") -> str:
+    """A token from a file (stripped); a clear error naming the file, never its content."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    if not token:
+        raise UsageError(f"{path}: the {what} is empty")
+    return token
+
+
 def login_with_file(conn: Connection, role: str, mount: str, token_file: Path) -> VaultClient:
     """Log in as ``role`` with the ServiceAccount token in ``token_file``: how the controller logs in from a pod
     (a projected token with the ``vault`` audience, which needs no right to mint tokens), or from a host process
     whose kubeconfig holds that ServiceAccount's token. Read again at every login: projected tokens rotate."""
-
-    def read() -> str:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"{token_file}: cannot read the login token file ({exc.strerror})") from None
-        if not token:
-            raise UsageError(f"{token_file}: the login token file is empty")
-        return token
-
-    return login_kubernetes(conn.address, conn.ca_file, mount, role, read, clock=conn.clock)
+    return login_kubernetes(conn.address, conn.ca_file, mount, role,
+                            lambda: read_token_file(token_file, "login token file"), clock=conn.clock)
 
 
 @dataclass(frozen=True)

@@ -165,12 +165,12 @@ class LiveServers:
         return self._kube
 
     def connection(self, platform: Platform) -> Connection:
-        from chamberlain.authority.session import Connection
+        from chamberlain.authority.session import Connection, read_token_file
 
         o = self.options
         conn = Connection.resolve(platform, o.vault_addr, o.vault_cacert, o.vault_token, clock=self.clock)
         if conn.token is None and o.vault_token_file is not None:  # read once the CA file is known to exist
-            conn = replace(conn, token=_read_token(o.vault_token_file))
+            conn = replace(conn, token=read_token_file(o.vault_token_file))
         return conn
 
     def anonymous(self, platform: Platform) -> VaultClient:
@@ -214,16 +214,6 @@ class LiveServers:
         from chamberlain.render.naming import orchestrator_policy
 
         return self.login(platform, orchestrator_policy(cluster))
-
-
-def _read_token(path: Path) -> str:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the token file ({exc.strerror})") from None
-    if not token:
-        raise UsageError(f"{path}: the token file is empty")
-    return token
 
 
 __all__ = [
