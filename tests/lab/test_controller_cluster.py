@@ -158,6 +158,16 @@ def test_the_controller_follows_the_cluster_provisions_new_intents_and_rejects_i
         other = finished_run(w, OTHER_PATH)
         assert other.succeeded and other.current_version == 2
         assert webhook(c, key, INVALID, "rejected")[0] == 404
+
+        # kubectl sees why: the rejected intent's status is Degraded with the rule id (the others keep serving).
+        def degraded() -> dict[str, Any] | None:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, INVALID)
+            conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+            d = conditions.get("Degraded")
+            return d if d is not None and d["status"] == "True" else None
+
+        cond = wait_for(degraded, 30, "the invalid intent Degraded")
+        assert cond["reason"] == "Invalid" and "CH011" in cond["message"], cond
         assert ledger.verify().ok
         assert c.alive
     finally:
