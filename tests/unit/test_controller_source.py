@@ -377,3 +377,48 @@ def test_run_needs_a_repository_or_from_cluster_but_not_both(tmp_path: Path) -> 
     assert both.code == 2 and "--from-cluster" in both.err
     twice = run_cli("controller", "run", str(EXAMPLES / "acme"), "--repo", str(tmp_path))
     assert twice.code == 2 and "once" in twice.err
+
+
+# --------------------------------------------------------------------------------------------------- tenancy in-cluster
+
+
+def tenancy_objects() -> tuple[list[Any], dict[str, Any]]:
+    repo = load_valid(EXAMPLES / "acme-tenancy")
+    assert repo.platform is not None and repo.platform.spec.tenancy is not None
+    objects = ([parse("Platform", as_object(repo.platform))] + [parse("RotationPolicy", as_object(p.obj))
+                                                                 for p in repo.policies])
+    return objects, {i.obj.name: i.obj for i in repo.intents}
+
+
+def test_an_intent_applied_in_the_cluster_gets_the_tenancy_checks_of_the_platform() -> None:
+    """An intent that reaches the cluster without validate (CI skipped, an object applied by an identity the
+    admission policy trusts) is judged by the Platform's tenancy: another owner's namespace (CH081), an undeclared
+    owner (CH080: in the cluster there is no file, so only the owner's declaration is checked), and another owner's
+    admin intent that does not grant it (CH083) are refused; the valid intents still serve."""
+    objects, by_name = tenancy_objects()
+    assert not build_scope([*objects, *(parse("SecretIntent", as_object(m)) for m in by_name.values())],
+                           "dev", "dev1").rejected
+    payments = by_name["payments-db"]
+    consumer = as_object(payments)["spec"]["consumers"][0]
+    crafted = {
+        "payments-db": with_spec(payments, consumers=[{**consumer, "namespace": "monitoring"}]),
+        "payments-kafka-user": with_spec(by_name["payments-kafka-user"], owner="team-nobody"),
+    }
+    objects += [parse("SecretIntent", crafted.get(n) or as_object(m)) for n, m in by_name.items()]
+    built = build_scope(objects, "dev", "dev1")
+    got = {n: rule_ids(f) for n, f in built.rejected.items()}
+    assert got["payments-db"] == ["CH081"]
+    assert got["payments-kafka-user"] == ["CH080"]
+    assert built.scope is not None and not set(got) & set(built.scope.placed)
+    every = build_scope([*objects[:-len(by_name)], *(parse("SecretIntent", as_object(m)) for m in by_name.values())],
+                        "dev", "dev1").scope
+    assert every is not None and set(built.scope.placed) == set(every.placed) - set(got)
+
+
+def test_an_admin_intent_of_another_owner_is_refused_in_the_cluster() -> None:
+    objects, by_name = tenancy_objects()
+    admin = by_name["pg-payments-admin"]
+    crafted = with_spec(admin, admin={"grantedTo": [], "targets": as_object(admin)["spec"]["admin"]["targets"]})
+    objects += [parse("SecretIntent", crafted if n == admin.name else as_object(m)) for n, m in by_name.items()]
+    built = build_scope(objects, "dev", "dev1")
+    assert rule_ids(built.rejected.get("payments-db", ())) == ["CH083"]

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from chamberlain import wellknown as wk
 from chamberlain.checks.registry import load_checks
+from chamberlain.checks.tenancy import owners_declared
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Logger, Silent
 from chamberlain.controller.scope import Scope, scope_of
@@ -67,6 +68,9 @@ IN_CLUSTER_CHECKS = (
     "platform-count", "duplicate-objects", "unknown-environments", "policies", "intent-references",
     "classification-source", "shared-mounts", "config-on-data-mount", "single-authority", "protected-targets",
     "target-roles", "authority-address", "ttl-floor", "render-preflight", "pki-grant", "metadata-credentials",
+    # Tenancy (CH080-085) with the Platform's spec.tenancy: an intent written into the cluster is held to the
+    # same namespaces and admin grants as one in Git. CH080's path half needs a file: owners_declared replaces it.
+    "tenancy-declaration", "namespace-holders", "admin-grants",
 )
 # Checks that judge each object alone, run over chunks of intents: CH102 joins every text it scans into one string
 # (about 40 MiB at 10k intents), which would otherwise stay as the controller's resident peak.
@@ -150,9 +154,9 @@ def _check(platform: Parsed, policies: list[Parsed], intents: list[Parsed]) -> l
     every = [loaded(i) for i in intents]
     repo = Repository(Path("cluster"), platforms=[loaded(platform)], policies=[loaded(p) for p in policies],
                       intents=every)
-    checks = load_checks()
+    checks = {**load_checks(), "owners-declared": owners_declared}
     found: set[Finding] = set()
-    for name in IN_CLUSTER_CHECKS:
+    for name in (*IN_CLUSTER_CHECKS, "owners-declared"):
         if name in _PER_OBJECT_CHECKS:  # one object at a time: in chunks, so its scan text stays small
             parts = [Repository(repo.root, platforms=repo.platforms, policies=repo.policies)] + [
                 Repository(repo.root, intents=every[i:i + _CHUNK]) for i in range(0, len(every), _CHUNK)]
