@@ -416,9 +416,16 @@ def test_an_intent_applied_in_the_cluster_gets_the_tenancy_checks_of_the_platfor
 
 
 def test_an_admin_intent_of_another_owner_is_refused_in_the_cluster() -> None:
+    """CH083/CH084 in the cluster: an intent applied there cannot borrow another owner's admin credential."""
     objects, by_name = tenancy_objects()
     admin = by_name["pg-payments-admin"]
     crafted = with_spec(admin, admin={"grantedTo": [], "targets": as_object(admin)["spec"]["admin"]["targets"]})
     objects += [parse("SecretIntent", crafted if n == admin.name else as_object(m)) for n, m in by_name.items()]
     built = build_scope(objects, "dev", "dev1")
     assert rule_ids(built.rejected.get("payments-db", ())) == ["CH083"]
+    # The admin credential is sent only to the targets its intent declares: not to a host of the requester's choice.
+    objects, by_name = tenancy_objects()
+    target = as_object(by_name["payments-db"])["spec"]["target"]
+    stolen = with_spec(by_name["payments-db"], target={"postgres": {**target["postgres"], "host": "evil.example.com"}})
+    objects += [parse("SecretIntent", stolen if n == "payments-db" else as_object(m)) for n, m in by_name.items()]
+    assert rule_ids(build_scope(objects, "dev", "dev1").rejected.get("payments-db", ())) == ["CH084"]
