@@ -195,6 +195,7 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
                 problems.append(f)
         if not newly:
             break
+        _reject_dependents(valid, newly)
         rejected.update(newly)
         valid = [p for p in valid if p.name not in newly]
     problems = sorted(set(problems), key=Finding.sort_key)
@@ -214,6 +215,25 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
     frozen = _frozen(rejected)
     # Every intent placed here is kept, so placing the kept ones again would give the same placements.
     return Built(Scope(platform, kept, envs[0], chosen, placed, named, frozen), frozen, tuple(problems))
+
+
+def _reject_dependents(valid: list[Parsed], newly: dict[str, list[Finding]]) -> None:
+    """Add to ``newly`` every intent whose ``adminIntent`` chain reaches one of it (CH014), in one walk: a pass of
+    the checks per link would make a long chain cost minutes per build."""
+    dependents: dict[str, list[str]] = {}
+    for p in valid:
+        target = p.model.spec.target if isinstance(p.model, SecretIntent) else None
+        if target is not None:
+            dependents.setdefault(target.postgres.admin_intent, []).append(p.name)
+    todo = list(newly)
+    while todo:
+        admin = todo.pop()
+        for name in dependents.get(admin, ()):
+            if name not in newly:
+                label = f"SecretIntent/{name}"
+                newly[name] = [Finding(where("SecretIntent", name), None, "CH014", f"{label}: adminIntent "
+                                       f"{admin!r} was rejected (see its status)", object=label)]
+                todo.append(name)
 
 
 def _frozen(rejected: Mapping[str, list[Finding]]) -> dict[str, tuple[Finding, ...]]:
