@@ -451,3 +451,22 @@ def test_a_long_admin_chain_is_rejected_in_a_few_passes(monkeypatch: pytest.Monk
     assert "adminIntent 'c-38' was rejected" in built.rejected["c-39"][0].message
     assert built.scope is not None and set(built.scope.placed) == {"unrelated"}
     assert len(passes) <= 3
+
+
+def test_a_platform_that_fails_validation_places_nothing_new() -> None:
+    """The Platform says where the controller logs in (its ServiceAccount token goes there) and who holds which
+    namespace: one that fails validate's checks in the cluster (here CH076, an http:// authority off the host;
+    CH082, a namespace held twice) builds no scope, and the current one stays in force."""
+    objects, by_name = tenancy_objects()
+    intents = [parse("SecretIntent", as_object(m)) for m in by_name.values()]
+    platform = as_object(load_valid(EXAMPLES / "acme-tenancy").platform)
+    insecure = {**platform, "spec": {**platform["spec"], "authority": {
+        **platform["spec"]["authority"], "address": "http://vault.attacker.example:8200"}}}
+    built = build_scope([parse("Platform", insecure), *objects[1:], *intents], "dev", "dev1")
+    assert built.scope is None and "CH076" in rule_ids(built.problems)
+    tenancy = platform["spec"]["tenancy"]
+    owners = [{**o, "namespaces": [*o["namespaces"], "payments"]} if o["name"] == "team-data" else o
+              for o in tenancy["owners"]]
+    twice = {**platform, "spec": {**platform["spec"], "tenancy": {**tenancy, "owners": owners}}}
+    built = build_scope([parse("Platform", twice), *objects[1:], *intents], "dev", "dev1")
+    assert built.scope is None and "CH082" in rule_ids(built.problems)

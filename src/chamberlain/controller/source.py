@@ -199,6 +199,11 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
         rejected.update(newly)
         valid = [p for p in valid if p.name not in newly]
     problems = sorted(set(problems), key=Finding.sort_key)
+    # The Platform says where the controller logs in and who holds which namespace: one validate refuses places
+    # nothing new (the current scope stays), as no Platform at all.
+    platform_file = where("Platform", platforms[0].name)
+    if any(f.file == platform_file and f.severity == "error" for f in problems):
+        return Built(None, _frozen(rejected), tuple(problems))
     platform = platforms[0].model
     assert isinstance(platform, Platform)
     chosen, envs = select_cluster(platform, environment, cluster)
@@ -404,7 +409,7 @@ class ClusterSource:
             self.log.warning("intent rejected", secret=name, rules=rule_ids(findings),
                              detail=findings[0].message[:300] if findings else "")
         if built.scope is None:
-            self.log.warning("no valid Platform in the controller namespace; keeping the current scope",
+            self.log.warning("no valid Platform in the controller namespace (see rules); keeping the current scope",
                              namespace=self.namespace, rules=rule_ids(built.problems))
         return built
 
