@@ -470,3 +470,28 @@ def test_a_platform_that_fails_validation_places_nothing_new() -> None:
     twice = {**platform, "spec": {**platform["spec"], "tenancy": {**tenancy, "owners": owners}}}
     built = build_scope([parse("Platform", twice), *objects[1:], *intents], "dev", "dev1")
     assert built.scope is None and "CH082" in rule_ids(built.problems)
+
+
+def test_a_policy_that_fails_validation_is_not_used() -> None:
+    """A RotationPolicy below the Platform's minimumTtl (CH077) would rotate, and restart, every intent naming it
+    that often: it is left out of the scope, and the intents naming it are rejected (CH011); the others serve. (The
+    Platform's default policy so refused leaves the Platform invalid: no new scope.)"""
+    objects, by_name = tenancy_objects()
+    policies = [p for p in objects if p.kind == "RotationPolicy"]
+    standard = next(p for p in policies if p.name == "signing-keys")
+    assert standard.model is not None
+    fast = as_object(standard.model)
+    fast["spec"] = {**fast["spec"], "ttl": "5m", "rotateBefore": "1m"}
+    objects = [o if o is not standard else parse("RotationPolicy", fast) for o in objects]
+    objects += [parse("SecretIntent", as_object(m)) for m in by_name.values()]
+    built = build_scope(objects, "dev", "dev1")
+    assert "CH077" in rule_ids(built.problems)
+    assert built.scope is not None and "signing-keys" not in built.scope.policies
+    naming = {n for n, m in by_name.items() if getattr(m.spec.rotation, "policy", None) == "signing-keys"}
+    assert naming and {n: rule_ids(f) for n, f in built.rejected.items()} == {n: ["CH011"] for n in naming}
+    assert set(built.scope.placed) and not naming & set(built.scope.placed)
+    default = as_object(next(p for p in policies if p.name == "standard").model)
+    default["spec"] = {**default["spec"], "ttl": "5m", "rotateBefore": "1m"}
+    objects = [parse("RotationPolicy", default) if o.kind == "RotationPolicy" and o.name == "standard" else o
+               for o in objects]
+    assert build_scope(objects, "dev", "dev1").scope is None

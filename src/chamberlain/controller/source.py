@@ -185,15 +185,20 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
     policies = [p for p in by_kind["RotationPolicy"] if p.model is not None]
     valid = [p for p in by_kind["SecretIntent"] if p.model is not None]
     files = {where("SecretIntent", p.name): p.name for p in valid}
-    for _ in range(len(valid) + 1):  # until no new rejection: an intent that names a rejected one fails in turn
+    policy_files = {where("RotationPolicy", p.name): p.name for p in policies}
+    for _ in range(len(valid) + len(policies) + 1):  # until no new rejection: what names a rejected one fails too
         newly: dict[str, list[Finding]] = {}
+        refused: set[str] = set()  # policies with an error (a ttl below the floor): left out, CH011 for users
         for f in _check(platforms[0], policies, valid):
             intent = files.get(f.file)
             if intent is not None and f.severity == "error":
                 newly.setdefault(intent, []).append(f)
             elif intent is None or f.severity != "error":
                 problems.append(f)
-        if not newly:
+                if f.severity == "error" and f.file in policy_files:
+                    refused.add(policy_files[f.file])
+        policies = [p for p in policies if p.name not in refused]
+        if not newly and not refused:
             break
         _reject_dependents(valid, newly)
         rejected.update(newly)
