@@ -495,3 +495,14 @@ def test_a_policy_that_fails_validation_is_not_used() -> None:
     objects = [parse("RotationPolicy", default) if o.kind == "RotationPolicy" and o.name == "standard" else o
                for o in objects]
     assert build_scope(objects, "dev", "dev1").scope is None
+
+
+def test_an_object_that_cannot_be_read_is_refused_alone() -> None:
+    """Whatever an object holds, parse answers with findings and never raises: one raise would end the whole
+    list (every intent of the kind would go stale). The API server's schema keeps metadata well-typed; this is
+    the fake's object, as a conversion webhook or a bug could hand over."""
+    obj = as_object(intent("odd"))
+    obj["metadata"]["annotations"] = ["not", "a", "map"]
+    p = parse("SecretIntent", obj)
+    assert p.model is None and p.name == "odd" and rule_ids(p.findings) == ["CH003"]
+    assert parse("SecretIntent", {"metadata": "x", "spec": 1}).findings

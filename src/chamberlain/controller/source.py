@@ -112,13 +112,18 @@ def _intent_data(obj: Mapping[str, Any]) -> dict[str, Any]:
 def parse(kind: Kind, obj: Mapping[str, Any]) -> Parsed:
     """The model of one object as the API server returns it (status and server fields dropped), or the schema
     findings (CH003, CH005, CH006, ...) that refuse it."""
-    data = _intent_data(obj)
-    name = str(data["metadata"].get("name") or "")
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    name = str(meta.get("name") or "") if isinstance(meta, Mapping) else ""
     try:
+        data = _intent_data(obj)
         return Parsed(kind, name, _MODELS[kind].model_validate(data))
     except ValidationError as exc:
         doc = _document(kind, name, data)
         return Parsed(kind, name, None, tuple(dataclasses.replace(f, line=None) for f in schema_findings(doc, exc)))
+    except Exception as exc:  # one raise would end the whole list: every object of the kind would go stale
+        label = f"{kind}/{name}" if name else kind
+        return Parsed(kind, name, None, (Finding(where(kind, name), None, "CH003", f"{label}: the object cannot "
+                                                 f"be read ({type(exc).__name__})", object=label),))
 
 
 def _document(kind: Kind, name: str, data: Any) -> Document:
