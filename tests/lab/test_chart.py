@@ -164,6 +164,13 @@ def test_admission_policy_lets_only_gitops_write_intents(clients: dict[str, Kube
     # ...but an unrelated annotation or label is a change of the object: GitOps only.
     assert intruder.request_status("PATCH", item, {"metadata": {"labels": {"x": "y"}}}, MERGE) == 403
     assert controller.request_status("PATCH", item, {"metadata": {"annotations": {"x": "y"}}}, MERGE) == 403
+    # ...and so are an ownerReference (the garbage collector would delete the intent once its made-up owner is
+    # found missing) and a finalizer (GitOps could no longer delete it), even next to the rotate annotation.
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "00000000-0000-0000-0000-000000000001"}
+    assert intruder.request_status("PATCH", item, {"metadata": {"ownerReferences": [owner]}}, MERGE) == 403
+    assert intruder.request_status("PATCH", item, {"metadata": {"finalizers": ["example.com/hold"],
+                                                                "annotations": ask["metadata"]["annotations"]}},
+                                   MERGE) == 403
     # Status is a subresource the policy does not match: the controller writes it.
     assert controller.request_status("PATCH", f"{item}/status", {"status": {"phase": "Ready"}}, MERGE) == 200
     assert intruder.request_status("DELETE", item) == 403

@@ -377,3 +377,132 @@ def test_run_needs_a_repository_or_from_cluster_but_not_both(tmp_path: Path) -> 
     assert both.code == 2 and "--from-cluster" in both.err
     twice = run_cli("controller", "run", str(EXAMPLES / "acme"), "--repo", str(tmp_path))
     assert twice.code == 2 and "once" in twice.err
+
+
+# --------------------------------------------------------------------------------------------------- tenancy in-cluster
+
+
+def tenancy_objects() -> tuple[list[Any], dict[str, Any]]:
+    repo = load_valid(EXAMPLES / "acme-tenancy")
+    assert repo.platform is not None and repo.platform.spec.tenancy is not None
+    objects = ([parse("Platform", as_object(repo.platform))] + [parse("RotationPolicy", as_object(p.obj))
+                                                                 for p in repo.policies])
+    return objects, {i.obj.name: i.obj for i in repo.intents}
+
+
+def test_an_intent_applied_in_the_cluster_gets_the_tenancy_checks_of_the_platform() -> None:
+    """An intent that reaches the cluster without validate (CI skipped, an object applied by an identity the
+    admission policy trusts) is judged by the Platform's tenancy: another owner's namespace (CH081), an undeclared
+    owner (CH080: in the cluster there is no file, so only the owner's declaration is checked), and another owner's
+    admin intent that does not grant it (CH083) are refused; the valid intents still serve."""
+    objects, by_name = tenancy_objects()
+    assert not build_scope([*objects, *(parse("SecretIntent", as_object(m)) for m in by_name.values())],
+                           "dev", "dev1").rejected
+    payments = by_name["payments-db"]
+    consumer = as_object(payments)["spec"]["consumers"][0]
+    crafted = {
+        "payments-db": with_spec(payments, consumers=[{**consumer, "namespace": "monitoring"}]),
+        "payments-kafka-user": with_spec(by_name["payments-kafka-user"], owner="team-nobody"),
+    }
+    objects += [parse("SecretIntent", crafted.get(n) or as_object(m)) for n, m in by_name.items()]
+    built = build_scope(objects, "dev", "dev1")
+    got = {n: rule_ids(f) for n, f in built.rejected.items()}
+    assert got["payments-db"] == ["CH081"]
+    assert got["payments-kafka-user"] == ["CH080"]
+    assert built.scope is not None and not set(got) & set(built.scope.placed)
+    every = build_scope([*objects[:-len(by_name)], *(parse("SecretIntent", as_object(m)) for m in by_name.values())],
+                        "dev", "dev1").scope
+    assert every is not None and set(built.scope.placed) == set(every.placed) - set(got)
+
+
+def test_an_admin_intent_of_another_owner_is_refused_in_the_cluster() -> None:
+    """CH083/CH084 in the cluster: an intent applied there cannot borrow another owner's admin credential."""
+    objects, by_name = tenancy_objects()
+    admin = by_name["pg-payments-admin"]
+    crafted = with_spec(admin, admin={"grantedTo": [], "targets": as_object(admin)["spec"]["admin"]["targets"]})
+    objects += [parse("SecretIntent", crafted if n == admin.name else as_object(m)) for n, m in by_name.items()]
+    built = build_scope(objects, "dev", "dev1")
+    assert rule_ids(built.rejected.get("payments-db", ())) == ["CH083"]
+    # The admin credential is sent only to the targets its intent declares: not to a host of the requester's choice.
+    objects, by_name = tenancy_objects()
+    target = as_object(by_name["payments-db"])["spec"]["target"]
+    stolen = with_spec(by_name["payments-db"], target={"postgres": {**target["postgres"], "host": "evil.example.com"}})
+    objects += [parse("SecretIntent", stolen if n == "payments-db" else as_object(m)) for n, m in by_name.items()]
+    assert rule_ids(build_scope(objects, "dev", "dev1").rejected.get("payments-db", ())) == ["CH084"]
+
+
+def test_a_long_admin_chain_is_rejected_in_a_few_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejection cascades along adminIntent: intent i names intent i-1. Each pass runs every check over every
+    intent (about a second at 10k intents), so a pass per link would let a chain of a few hundred intents stall
+    every scope build for minutes: the dependents are found by walking the chain instead."""
+    from chamberlain.controller import source
+
+    passes = []
+    real = source._check
+    monkeypatch.setattr(source, "_check", lambda *a: passes.append(1) or real(*a))
+    objects = [parse("Platform", as_object(PLATFORM))]
+    for j in range(40):
+        target = {"postgres": {"host": f"db{j}.shop.svc", "port": 5432, "database": "app", "role": f"r{j}",
+                               "adminIntent": f"c-{j - 1}"}}
+        objects.append(parse("SecretIntent", as_object(intent(f"c-{j}", target=target))))
+    objects.append(parse("SecretIntent", as_object(intent("unrelated"))))
+    built = build_scope(objects, "dev", "dev1")  # c-0 names c--1, which does not exist
+    assert {n: rule_ids(f) for n, f in built.rejected.items()} == {f"c-{j}": ["CH014"] for j in range(40)}
+    assert "adminIntent 'c-38' was rejected" in built.rejected["c-39"][0].message
+    assert built.scope is not None and set(built.scope.placed) == {"unrelated"}
+    assert len(passes) <= 3
+
+
+def test_a_platform_that_fails_validation_places_nothing_new() -> None:
+    """The Platform says where the controller logs in (its ServiceAccount token goes there) and who holds which
+    namespace: one that fails validate's checks in the cluster (here CH076, an http:// authority off the host;
+    CH082, a namespace held twice) builds no scope, and the current one stays in force."""
+    objects, by_name = tenancy_objects()
+    intents = [parse("SecretIntent", as_object(m)) for m in by_name.values()]
+    platform = as_object(load_valid(EXAMPLES / "acme-tenancy").platform)
+    insecure = {**platform, "spec": {**platform["spec"], "authority": {
+        **platform["spec"]["authority"], "address": "http://vault.attacker.example:8200"}}}
+    built = build_scope([parse("Platform", insecure), *objects[1:], *intents], "dev", "dev1")
+    assert built.scope is None and "CH076" in rule_ids(built.problems)
+    tenancy = platform["spec"]["tenancy"]
+    owners = [{**o, "namespaces": [*o["namespaces"], "payments"]} if o["name"] == "team-data" else o
+              for o in tenancy["owners"]]
+    twice = {**platform, "spec": {**platform["spec"], "tenancy": {**tenancy, "owners": owners}}}
+    built = build_scope([parse("Platform", twice), *objects[1:], *intents], "dev", "dev1")
+    assert built.scope is None and "CH082" in rule_ids(built.problems)
+
+
+def test_a_policy_that_fails_validation_is_not_used() -> None:
+    """A RotationPolicy below the Platform's minimumTtl (CH077) would rotate, and restart, every intent naming it
+    that often: it is left out of the scope, and the intents naming it are rejected (CH011); the others serve. (The
+    Platform's default policy so refused leaves the Platform invalid: no new scope.)"""
+    objects, by_name = tenancy_objects()
+    policies = [p for p in objects if p.kind == "RotationPolicy"]
+    standard = next(p for p in policies if p.name == "signing-keys")
+    assert standard.model is not None
+    fast = as_object(standard.model)
+    fast["spec"] = {**fast["spec"], "ttl": "5m", "rotateBefore": "1m"}
+    objects = [o if o is not standard else parse("RotationPolicy", fast) for o in objects]
+    objects += [parse("SecretIntent", as_object(m)) for m in by_name.values()]
+    built = build_scope(objects, "dev", "dev1")
+    assert "CH077" in rule_ids(built.problems)
+    assert built.scope is not None and "signing-keys" not in built.scope.policies
+    naming = {n for n, m in by_name.items() if getattr(m.spec.rotation, "policy", None) == "signing-keys"}
+    assert naming and {n: rule_ids(f) for n, f in built.rejected.items()} == {n: ["CH011"] for n in naming}
+    assert set(built.scope.placed) and not naming & set(built.scope.placed)
+    default = as_object(next(p for p in policies if p.name == "standard").model)
+    default["spec"] = {**default["spec"], "ttl": "5m", "rotateBefore": "1m"}
+    objects = [parse("RotationPolicy", default) if o.kind == "RotationPolicy" and o.name == "standard" else o
+               for o in objects]
+    assert build_scope(objects, "dev", "dev1").scope is None
+
+
+def test_an_object_that_cannot_be_read_is_refused_alone() -> None:
+    """Whatever an object holds, parse answers with findings and never raises: one raise would end the whole
+    list (every intent of the kind would go stale). The API server's schema keeps metadata well-typed; this is
+    the fake's object, as a conversion webhook or a bug could hand over."""
+    obj = as_object(intent("odd"))
+    obj["metadata"]["annotations"] = ["not", "a", "map"]
+    p = parse("SecretIntent", obj)
+    assert p.model is None and p.name == "odd" and rule_ids(p.findings) == ["CH003"]
+    assert parse("SecretIntent", {"metadata": "x", "spec": 1}).findings

@@ -185,6 +185,11 @@ def test_admission_policy_names_gitops_identities_and_spares_status() -> None:
     assert inst.FLUX_IDENTITY in gitops and inst.ARGOCD_IDENTITY in gitops
     assert binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "chamberlain-system"}
+    # Not only spec, labels and annotations: an ownerReference makes the garbage collector delete the intent, a
+    # finalizer blocks its deletion (the lab test has the API server refuse both).
+    rule = policy["spec"]["validations"][0]["expression"]
+    for field in ("finalizers", "ownerReferences"):
+        assert f"object.metadata.?{field}.orValue([]) == oldObject.metadata.?{field}.orValue([])" in rule
 
 
 # ------------------------------------------------------------------------------------------ render layout

@@ -432,6 +432,23 @@ def owner_paths(repo: Repository) -> Iterator[Finding]:
                           object=_label(item))
 
 
+def owners_declared(repo: Repository) -> Iterator[Finding]:
+    """CH080 for objects read from a cluster, which have no file: the owner must be declared. Not registered (
+    ``validate`` runs :func:`owner_paths`, which says this and checks the path); the controller runs it in its place,
+    and the admission policy (only the GitOps identity writes intents) stands in for the path, which Git review
+    protected before CI let the intent through."""
+    platform = repo.platform
+    tenancy = platform.spec.tenancy if platform is not None else None
+    if tenancy is None:
+        return
+    owners = {o.name for o in tenancy.owners}
+    for item in repo.intents:
+        if item.obj.spec.owner not in owners:
+            yield Finding(item.file, item.line_of("spec", "owner"), "CH080",
+                          f"{_label(item)}: owner {item.obj.spec.owner} is not declared in spec.tenancy.owners",
+                          object=_label(item))
+
+
 @check("namespace-holders")
 def namespace_holders(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform

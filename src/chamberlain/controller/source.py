@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from chamberlain import wellknown as wk
 from chamberlain.checks.registry import load_checks
+from chamberlain.checks.tenancy import owners_declared
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Logger, Silent
 from chamberlain.controller.scope import Scope, scope_of
@@ -67,6 +68,9 @@ IN_CLUSTER_CHECKS = (
     "platform-count", "duplicate-objects", "unknown-environments", "policies", "intent-references",
     "classification-source", "shared-mounts", "config-on-data-mount", "single-authority", "protected-targets",
     "target-roles", "authority-address", "ttl-floor", "render-preflight", "pki-grant", "metadata-credentials",
+    # Tenancy (CH080-085) with the Platform's spec.tenancy: an intent written into the cluster is held to the
+    # same namespaces and admin grants as one in Git. CH080's path half needs a file: owners_declared replaces it.
+    "tenancy-declaration", "namespace-holders", "admin-grants",
 )
 # Checks that judge each object alone, run over chunks of intents: CH102 joins every text it scans into one string
 # (about 40 MiB at 10k intents), which would otherwise stay as the controller's resident peak.
@@ -108,13 +112,18 @@ def _intent_data(obj: Mapping[str, Any]) -> dict[str, Any]:
 def parse(kind: Kind, obj: Mapping[str, Any]) -> Parsed:
     """The model of one object as the API server returns it (status and server fields dropped), or the schema
     findings (CH003, CH005, CH006, ...) that refuse it."""
-    data = _intent_data(obj)
-    name = str(data["metadata"].get("name") or "")
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    name = str(meta.get("name") or "") if isinstance(meta, Mapping) else ""
     try:
+        data = _intent_data(obj)
         return Parsed(kind, name, _MODELS[kind].model_validate(data))
     except ValidationError as exc:
         doc = _document(kind, name, data)
         return Parsed(kind, name, None, tuple(dataclasses.replace(f, line=None) for f in schema_findings(doc, exc)))
+    except Exception as exc:  # one raise would end the whole list: every object of the kind would go stale
+        label = f"{kind}/{name}" if name else kind
+        return Parsed(kind, name, None, (Finding(where(kind, name), None, "CH003", f"{label}: the object cannot "
+                                                 f"be read ({type(exc).__name__})", object=label),))
 
 
 def _document(kind: Kind, name: str, data: Any) -> Document:
@@ -150,9 +159,9 @@ def _check(platform: Parsed, policies: list[Parsed], intents: list[Parsed]) -> l
     every = [loaded(i) for i in intents]
     repo = Repository(Path("cluster"), platforms=[loaded(platform)], policies=[loaded(p) for p in policies],
                       intents=every)
-    checks = load_checks()
+    checks = {**load_checks(), "owners-declared": owners_declared}
     found: set[Finding] = set()
-    for name in IN_CLUSTER_CHECKS:
+    for name in (*IN_CLUSTER_CHECKS, "owners-declared"):
         if name in _PER_OBJECT_CHECKS:  # one object at a time: in chunks, so its scan text stays small
             parts = [Repository(repo.root, platforms=repo.platforms, policies=repo.policies)] + [
                 Repository(repo.root, intents=every[i:i + _CHUNK]) for i in range(0, len(every), _CHUNK)]
@@ -181,19 +190,30 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
     policies = [p for p in by_kind["RotationPolicy"] if p.model is not None]
     valid = [p for p in by_kind["SecretIntent"] if p.model is not None]
     files = {where("SecretIntent", p.name): p.name for p in valid}
-    for _ in range(len(valid) + 1):  # until no new rejection: an intent that names a rejected one fails in turn
+    policy_files = {where("RotationPolicy", p.name): p.name for p in policies}
+    for _ in range(len(valid) + len(policies) + 1):  # until no new rejection: what names a rejected one fails too
         newly: dict[str, list[Finding]] = {}
+        refused: set[str] = set()  # policies with an error (a ttl below the floor): left out, CH011 for users
         for f in _check(platforms[0], policies, valid):
             intent = files.get(f.file)
             if intent is not None and f.severity == "error":
                 newly.setdefault(intent, []).append(f)
             elif intent is None or f.severity != "error":
                 problems.append(f)
-        if not newly:
+                if f.severity == "error" and f.file in policy_files:
+                    refused.add(policy_files[f.file])
+        policies = [p for p in policies if p.name not in refused]
+        if not newly and not refused:
             break
+        _reject_dependents(valid, newly)
         rejected.update(newly)
         valid = [p for p in valid if p.name not in newly]
     problems = sorted(set(problems), key=Finding.sort_key)
+    # The Platform says where the controller logs in and who holds which namespace: one validate refuses places
+    # nothing new (the current scope stays), as no Platform at all.
+    platform_file = where("Platform", platforms[0].name)
+    if any(f.file == platform_file and f.severity == "error" for f in problems):
+        return Built(None, _frozen(rejected), tuple(problems))
     platform = platforms[0].model
     assert isinstance(platform, Platform)
     chosen, envs = select_cluster(platform, environment, cluster)
@@ -210,6 +230,25 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
     frozen = _frozen(rejected)
     # Every intent placed here is kept, so placing the kept ones again would give the same placements.
     return Built(Scope(platform, kept, envs[0], chosen, placed, named, frozen), frozen, tuple(problems))
+
+
+def _reject_dependents(valid: list[Parsed], newly: dict[str, list[Finding]]) -> None:
+    """Add to ``newly`` every intent whose ``adminIntent`` chain reaches one of it (CH014), in one walk: a pass of
+    the checks per link would make a long chain cost minutes per build."""
+    dependents: dict[str, list[str]] = {}
+    for p in valid:
+        target = p.model.spec.target if isinstance(p.model, SecretIntent) else None
+        if target is not None:
+            dependents.setdefault(target.postgres.admin_intent, []).append(p.name)
+    todo = list(newly)
+    while todo:
+        admin = todo.pop()
+        for name in dependents.get(admin, ()):
+            if name not in newly:
+                label = f"SecretIntent/{name}"
+                newly[name] = [Finding(where("SecretIntent", name), None, "CH014", f"{label}: adminIntent "
+                                       f"{admin!r} was rejected (see its status)", object=label)]
+                todo.append(name)
 
 
 def _frozen(rejected: Mapping[str, list[Finding]]) -> dict[str, tuple[Finding, ...]]:
@@ -380,7 +419,7 @@ class ClusterSource:
             self.log.warning("intent rejected", secret=name, rules=rule_ids(findings),
                              detail=findings[0].message[:300] if findings else "")
         if built.scope is None:
-            self.log.warning("no valid Platform in the controller namespace; keeping the current scope",
+            self.log.warning("no valid Platform in the controller namespace (see rules); keeping the current scope",
                              namespace=self.namespace, rules=rule_ids(built.problems))
         return built
 

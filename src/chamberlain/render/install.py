@@ -512,6 +512,11 @@ def admission_policy(v: Mapping[str, Any], identities: str) -> list[Manifest]:
     kept = ("variables.newAnnotations.all(k, k in variables.trigger || "
             "(k in variables.oldAnnotations && variables.oldAnnotations[k] == variables.newAnnotations[k])) && "
             "variables.oldAnnotations.all(k, k in variables.trigger || k in variables.newAnnotations)")
+    # An ownerReference (even to a made-up uid) makes the garbage collector delete the intent, and a finalizer
+    # keeps GitOps from deleting it: both are changes only GitOps makes. The garbage collector itself removes
+    # the finalizers of a foreground deletion, so the cleanup identities may change these.
+    bound = " && ".join(f"object.metadata.?{f}.orValue([]) == oldObject.metadata.?{f}.orValue([])"
+                        for f in ("finalizers", "ownerReferences"))
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
         "metadata": _meta(name, None, naming.WAVE_SYNC),
@@ -534,7 +539,7 @@ def admission_policy(v: Mapping[str, Any], identities: str) -> list[Manifest]:
                               "(request.operation == 'UPDATE' && "
                               "object.spec == oldObject.spec && "
                               "object.metadata.?labels.orValue({}) == oldObject.metadata.?labels.orValue({}) && "
-                              f"{kept})",
+                              f"{kept} && (variables.cleanup || ({bound})))",
                 "reason": "Forbidden",
                 "message": "only the GitOps controller may create, change or delete chamberlain's resources: "
                            "commit the change to Git, where `chamberlain validate` checks it (the rotate "
