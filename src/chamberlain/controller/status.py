@@ -183,17 +183,15 @@ def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | 
         fail_msg += f"; next attempt at {_iso(max(renewal, retry_at))}"
 
     # Ready: the value in force is fine (cert-manager's convention: it stays True while a routine rotation runs).
+    # What degrades the secret, most urgent first: Degraded says it, and Ready is False for it.
+    problem = next(((reason, msg) for hit, reason, msg in (
+        (f.invalid, Reason.INVALID, invalid), (held, Reason.HELD, held_msg), (late, Reason.OVERDUE, late_msg),
+        (failing, Reason.ROTATION_FAILED, fail_msg)) if hit), None)
     ready: tuple[bool, str, str]
-    if f.invalid:
-        ready = (False, Reason.INVALID, invalid)
+    if problem is not None and (f.invalid or f.exists):  # without a value yet, only invalidity outranks that
+        ready = (False, *problem)
     elif not f.exists:
         ready = (False, Reason.NOT_PROVISIONED, "no value in the authority yet")
-    elif held:
-        ready = (False, Reason.HELD, held_msg)
-    elif late:
-        ready = (False, Reason.OVERDUE, late_msg)
-    elif failing:
-        ready = (False, Reason.ROTATION_FAILED, fail_msg)
     elif out_of_sync and f.consumers is not None:
         ready = (False, Reason.CONSUMERS_OUT_OF_SYNC,
                  f"{f.consumers.synced}/{f.consumers.total} consumer Secrets carry version {f.current_version}")
@@ -213,17 +211,7 @@ def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | 
     else:
         rotating = (False, Reason.IDLE, "")
 
-    degraded: tuple[bool, str, str]
-    if f.invalid:
-        degraded = (True, Reason.INVALID, invalid)
-    elif held:
-        degraded = (True, Reason.HELD, held_msg)
-    elif late:
-        degraded = (True, Reason.OVERDUE, late_msg)
-    elif failing:
-        degraded = (True, Reason.ROTATION_FAILED, fail_msg)
-    else:
-        degraded = (False, Reason.AS_EXPECTED, "")
+    degraded = (True, *problem) if problem is not None else (False, Reason.AS_EXPECTED, "")
 
     phase = (INVALID if f.invalid else PENDING if not f.exists else HELD if held else ROTATING if active
              else OVERDUE if late else FAILING if failing else OUT_OF_SYNC if out_of_sync else READY)
