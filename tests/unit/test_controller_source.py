@@ -333,6 +333,23 @@ def test_a_request_for_an_intent_the_new_scope_dropped_is_refused_and_the_webhoo
     assert hook.handle(sign(body, key, w.clock.now()), body).status == HTTPStatus.OK
 
 
+def test_an_intent_the_new_scope_dropped_leaves_no_metric_series_behind() -> None:
+    """A gauge of a deleted intent (an overdue 1) would keep its alert firing until a restart."""
+    w = World(("api-token", "other"), policy={"type": "time-based", "ttl": "30m", "rotateBefore": "5m",
+                                              "failureStrategy": "retry"})
+    c = w.controller()
+    c.tick()
+    text = c.parts.metrics.exposition().decode()
+    assert 'secret="other"' in text
+    c.set_scope(scope_of(PLATFORM, {"api-token": w.scope.intents["api-token"]}, "dev", "dev1"))
+    c.tick()
+    gauges = ("chamberlain_secret_age_seconds", "chamberlain_secret_ttl_seconds", "chamberlain_secret_held",
+              "chamberlain_secret_next_due_timestamp_seconds", "chamberlain_secret_overdue")
+    lines = [ln for ln in c.parts.metrics.exposition().decode().splitlines() if ln.startswith(gauges)]
+    assert lines and not [ln for ln in lines if 'secret="other"' in ln]
+    assert [ln for ln in lines if 'secret="api-token"' in ln]
+
+
 # --------------------------------------------------------------------------------------------------- decisions
 
 

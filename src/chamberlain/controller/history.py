@@ -30,7 +30,7 @@ from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RUN_OBJECTS, RunObjectsKube
 from chamberlain.kube.api import KubeConflict, KubeError
 from chamberlain.rotation.run import TERMINAL
-from chamberlain.triggers.store import PREFIX, is_stored
+from chamberlain.triggers.store import PREFIX
 
 if TYPE_CHECKING:  # collaborators holds these objects: a type-only import, no cycle at run time
     from chamberlain.controller.collaborators import Logger
@@ -89,7 +89,7 @@ def prunable(objects: Iterable[Mapping[str, Any]], keep: int, now: datetime, ret
         doomed.extend(newest_first[keep:])
 
     def young_request(o: Listed) -> bool:
-        return (is_stored(o.name) or o.name.startswith(PREFIX)) and (o.created is None or now - o.created < retention)
+        return o.name.startswith(PREFIX) and (o.created is None or now - o.created < retention)
 
     return sorted((o for o in doomed if not young_request(o)), key=lambda o: o.name)
 

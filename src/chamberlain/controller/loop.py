@@ -135,6 +135,11 @@ class Controller:
         with self._scope_lock:
             scope, self._next_scope = self._next_scope, None
         if scope is not None:
+            for name, placed in self.scope.placed.items():
+                if name not in scope.placed:  # out of scope now: its series and status memory go
+                    self.parts.metrics.forget_secret(name, placed.vault.full)
+                    if self.parts.status is not None:
+                        self.parts.status.forget(name)
             self.scope = scope
             self.state.last_evaluation = None
             if self.parts.status is not None:  # intents refused by in-cluster validation: Degraded, rule ids

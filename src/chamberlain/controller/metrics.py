@@ -5,6 +5,7 @@ Labels are names and outcomes only — secret names, trigger kinds, results, Vau
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,12 @@ class ControllerMetrics:
 
     def vault_error(self, operation: str, reason: str) -> None:
         self.vault_errors.labels(operation, reason).inc()
+
+    def forget_secret(self, secret: str, path: str) -> None:
+        """Drop a secret's series when it leaves the scope, so no gauge (an overdue 1) outlives its intent."""
+        for gauge in (self.secret_age, self.secret_ttl, self.next_due, self.held, self.overdue, self.failed_runs):
+            with contextlib.suppress(KeyError):
+                gauge.remove(secret, path)
 
     def vault_request(self, operation: str) -> None:
         self.vault_requests.labels(operation).inc()

@@ -428,6 +428,13 @@ class IntentStatus:
         self._reread.discard(name)
         self._dirty.add(name)
 
+    def forget(self, name: str) -> None:
+        """An intent the scope no longer holds: nothing of it is remembered (the loop drops its metrics too)."""
+        for cache in (self._facts_of, self._markers, self._runs, self._errors, self._looked):
+            cache.pop(name, None)
+        self._reread.discard(name)
+        self._dirty.discard(name)
+
     def set_rejected(self, rejected: Mapping[str, Iterable[tuple[str, str]]]) -> None:
         """Intents that failed validation in the cluster, with (rule id, message) findings: ``Degraded`` with
         the rule ids, phase ``Invalid``. Replaces the previous set."""
@@ -456,11 +463,8 @@ class IntentStatus:
                         f"({run.stage})", warning=False)
         elif run.stage == "failed":
             self._errors[name] = run.last_error or run.stage
-            if run.failures_before == 0:
+            if run.failures_before == 0:  # once per streak (the loop logs the repeats)
                 self._event(name, EventReason.FAILED, f"run {run.run_id} failed: {run.last_error or run.stage}")
-            else:
-                self.log.warning("rotation failed again; backing off", secret=name, run=run.run_id,
-                                 failures=run.failures_before + 1)
         else:  # held: the Held condition's transition says so (once)
             self._errors[name] = run.last_error or run.stage
 

@@ -24,7 +24,6 @@ from chamberlain.render.install import (
     controller_args,
     install_objects,
     lease_name,
-    rbac_table,
 )
 
 PROBE_NAME = "chamberlain-rbac-probe"  # a name no rule grants: a refused request, whether or not it exists
@@ -180,6 +179,5 @@ __all__ = [
     "lease_name",
     "planned_checks",
     "rbac_matrix",
-    "rbac_table",
     "token_kubeconfig",
 ]

@@ -586,22 +586,6 @@ def install_objects(values: Mapping[str, Any], groups: list[Any] | None = None,
     return parts
 
 
-def rbac_table(values: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(namespace, apiGroup, resource, verb, names) per granted verb, in the order of the Roles — what
-    ``docs/rbac.md`` tabulates, each with its reason in :data:`WHY`."""
-    rows: list[tuple[str, str, str, str, str]] = []
-    for obj in install_objects(values)["controller"]:
-        if obj["kind"] != "Role":
-            continue
-        ns = obj["metadata"]["namespace"]
-        for rule in obj["rules"]:
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    for verb in rule["verbs"]:
-                        rows.append((ns, group or "core", resource, verb, ", ".join(rule.get("resourceNames", []))))
-    return rows
-
-
 _DOC_HEADER = """# The controller's RBAC
 
 Generated from `chamberlain.render.install` (the Roles that `chamberlain render` writes to
@@ -659,6 +643,5 @@ __all__ = [
     "install_objects",
     "lease_name",
     "rbac_markdown",
-    "rbac_table",
     "values_schema",
 ]
