@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from chamberlain import wellknown as wk
@@ -47,11 +47,13 @@ from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.controller.batch import BatchedPropagation, RestartWave
 from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
+from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
 from chamberlain.kube.api import KubeError
 from chamberlain.propagation.restart import Change
+from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
@@ -88,6 +90,9 @@ class Controller:
         self.parts = parts
         self.config = config if config is not None else ControllerConfig()
         self.state = TickState(RestartWave(parts.kube, parts.clock))
+        # Another cluster rotates this environment: this controller follows (controller.follow), never rotates.
+        self.follower = Follower(parts.kv, parts.kube, parts.clock, self.state.wave, scope.cluster,
+                                 self.config.propagation_timeout, self.config.poll, parts.log)
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
@@ -97,6 +102,11 @@ class Controller:
     @property
     def is_leader(self) -> bool:
         return self.state.leader
+
+    @property
+    def following(self) -> bool:
+        """Whether another cluster of the environment rotates its runtime secrets (rotation.clusters)."""
+        return clusters.is_follower(self.scope.platform, self.scope.environment, self.scope.cluster)
 
     @property
     def outages(self) -> int:
@@ -240,6 +250,9 @@ class Controller:
     # ------------------------------------------------------------------------------------------- intake
 
     def _adopt(self) -> None:
+        if self.following:  # run records belong to the rotating cluster's controller (its policy alone reads them)
+            self.state.adopted = True
+            return
         for name, placed in self.scope.placed.items():
             if name in self.state.active:
                 continue
@@ -266,6 +279,7 @@ class Controller:
         self.state.last_evaluation = mono
         now = self.parts.clock.now()
         metrics, schedules = self.parts.metrics, []
+        following, to_follow = self.following, list[Pending]()
         for name, placed in self.scope.placed.items():
             try:
                 meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
@@ -274,7 +288,17 @@ class Controller:
             except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
                 self._refused("cannot read a secret's metadata", name, exc)
                 continue
-            if self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
+            if following:  # another cluster rotates (and provisions): follow its versions
+                try:
+                    pending = self.follower.due(placed, meta)
+                except AuthorityUnavailable:
+                    raise
+                except AuthorityError as exc:
+                    self._refused("cannot read an acknowledgement", name, exc)
+                    pending = None
+                if pending is not None:
+                    to_follow.append(pending)
+            elif self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
                 meta = self.parts.reconciler.settle(self.scope, placed, meta)
             if self.parts.status is not None:
                 self.parts.status.saw(name, meta)
@@ -297,6 +321,9 @@ class Controller:
             decision = time_due(s, now, self.config.failure_backoff)  # a failing secret: its retry time
             if decision.next_due is not None:
                 metrics.next_due.labels(*labels).set(decision.next_due.timestamp())
+        if following:
+            self.follower.follow(to_follow)
+            return
         for request in evaluate(schedules, now, self.config.failure_backoff):
             self._enqueue(request)
 
@@ -375,6 +402,12 @@ class Controller:
                                    trigger=request.kind)
             self._end_request(request, cleared=True, result="dropped: not in this controller's scope")
             return None
+        if self.following:
+            owner = clusters.rotating_cluster(self.scope.platform, self.scope.environment)
+            self.parts.log.warning("request for a secret another cluster rotates", secret=request.secret,
+                                   trigger=request.kind, rotating_cluster=owner)
+            self._end_request(request, cleared=True, result=f"dropped: rotated by cluster {owner}")
+            return None
         if request.secret in self.state.active:  # a run (adopted, or still finishing) holds the secret: after it
             self.state.deferred[request.secret] = request
             return None
@@ -444,7 +477,20 @@ class Controller:
                                      markers=p.markers)
         change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.consumers_of(placed.intent)))
         propagation = BatchedPropagation(timing, self.state.wave, change)
-        return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng), timing
+        return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng, on_overdue=self._overdue,
+                       ack_deadline=timedelta(seconds=cfg.ack_deadline)), timing
+
+    def _overdue(self, run: RotationRun) -> None:
+        """revokeOld waited past the acknowledgement deadline for a follower cluster (down, or its ESO cannot
+        sync): alert once per run; the wait goes on."""
+        awaited = run.notes.get(clusters.AWAITING_NOTE, "")
+        self.parts.metrics.alerts.labels(run.secret).inc()
+        self.parts.log.warning("revokeOld waits for follower clusters past the deadline", secret=run.secret,
+                               run=run.run_id, awaiting=awaited)
+        if self.parts.publisher is not None:
+            self.parts.publisher.event(run, "AcknowledgementOverdue",
+                                       f"{run.secret}: old credential kept; waiting for cluster(s) {awaited}",
+                                       warning=True)
 
     def _alert(self, run: RotationRun) -> None:
         if run.failures_before > 0:  # alert once per failure streak; the time trigger backs off from the rest
