@@ -79,6 +79,9 @@ class Ports:
     second_etcd: int = 23118
     second_etcd_peer: int = 23119
     second_kube_apiserver: int = 23120
+    # Cluster 2's ESO and kube-controller-manager (two-cluster rotation: each cluster syncs and rolls out its own)
+    second_eso_metrics: int = 23131
+    second_kube_controller_manager: int = 23132
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -142,7 +145,8 @@ SECOND_ISSUER = "https://kubernetes.cluster-2.lab.invalid"
 class SecondCluster:
     """The lab's second Kubernetes cluster: its own etcd and kube-apiserver under ``<lab dir>/cluster-2``, with
     its own CA, admin certificate, service-account signing key and issuer, so its ServiceAccount tokens are
-    reviewed by its API server only. No controllers run there: a TokenRequest needs none."""
+    reviewed by its API server only. Its own ESO (its consumer Secrets) and kube-controller-manager (its rollouts:
+    a restart shows as a new ReplicaSet) run beside it; no Flux."""
 
     def __init__(self, config: LabConfig) -> None:
         d, h, p = config.lab_dir / SECOND_CLUSTER_DIR, config.host, config.ports
@@ -151,13 +155,17 @@ class SecondCluster:
         self.etcd = Etcd(d, h, p.second_etcd, p.second_etcd_peer)
         self.apiserver = KubeAPIServer(d, h, p.second_kube_apiserver, self.pki, self.etcd.address,
                                        issuer=SECOND_ISSUER)
+        self.eso = ExternalSecrets(d, h, p.second_eso_metrics, self.apiserver)
+        self.controller_manager = KubeControllerManager(d, h, p.second_kube_controller_manager, self.pki,
+                                                        self.apiserver)
 
     @property
     def kubeconfig(self) -> Path:
         return self.apiserver.kubeconfig
 
     def servers(self) -> dict[str, Server]:
-        return {"etcd-2": self.etcd, "kube-apiserver-2": self.apiserver}
+        return {"etcd-2": self.etcd, "kube-apiserver-2": self.apiserver,
+                "kube-controller-manager-2": self.controller_manager, "external-secrets-2": self.eso}
 
 
 class Lab:
@@ -305,9 +313,15 @@ def up(
         eso_proc = _start(lab.eso, "external-secrets", progress, started)
         source_proc = _start(lab.flux_source, "flux-source-controller", progress, started)
         kustomize_proc = _start(lab.flux_kustomize, "flux-kustomize-controller", progress, started)
-        for server, proc in ((lab.authority, authority_proc), (lab.postgres, pg_proc), (lab.git, git_proc),
-                             (lab.controller_manager, kcm_proc), (lab.eso, eso_proc), (lab.flux_source, source_proc),
-                             (lab.flux_kustomize, kustomize_proc)):
+        waits = [(lab.authority, authority_proc), (lab.postgres, pg_proc), (lab.git, git_proc),
+                 (lab.controller_manager, kcm_proc), (lab.eso, eso_proc), (lab.flux_source, source_proc),
+                 (lab.flux_kustomize, kustomize_proc)]
+        if lab.second is not None:
+            lab.second.eso.install_crds(progress)
+            waits += [(lab.second.controller_manager, _start(lab.second.controller_manager,
+                                                             "kube-controller-manager-2", progress, started)),
+                      (lab.second.eso, _start(lab.second.eso, "external-secrets-2", progress, started))]
+        for server, proc in waits:
             server.wait(proc, timeout=timeout)
     except BaseException:
         progress(f"[lab] start-up failed; stopping what this call started (logs kept in {procs.log_dir(d)})")
