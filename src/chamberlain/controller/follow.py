@@ -57,6 +57,7 @@ class Follower:
     log: Logger = field(default_factory=Silent)
     acknowledged: dict[str, tuple[int, int]] = field(default_factory=dict)  # secret -> (version acked, record cas)
     followed: int = 0  # versions acknowledged by this process (restarts included or not)
+    attempts: dict[str, int] = field(default_factory=dict)  # secret -> refreshes asked for by this process
 
     def due(self, placed: rm.Placed, meta: SecretMetadata | None) -> Pending | None:
         """The follow ``placed`` needs given its metadata; reads its acknowledgement once per process."""
@@ -78,14 +79,20 @@ class Follower:
         evaluation; an outage of the authority propagates (the tick stops)."""
         if not pending:
             return
+        poked: list[Pending] = []
         for p in pending:
+            # a new token per attempt: a poke ESO missed (or could not act on) is a change again next time
+            attempt = self.attempts[p.placed.name] = self.attempts.get(p.placed.name, 0) + 1
             try:
                 force_refresh(self.kube, [c.external_secret for c in rm.consumers_of(p.placed.intent)],
-                              f"follow.{p.follow.run or p.follow.version}")
-            except KubeError as exc:  # the wait below decides
-                self.log.warning("follow: refresh failed", secret=p.placed.name, error=type(exc).__name__)
+                              f"follow.{p.follow.run or p.follow.version}.{attempt}")
+            except KubeError as exc:  # its API server is not back yet: no point waiting, next evaluation
+                self.log.warning("follow: refresh failed; tried again at the next evaluation", secret=p.placed.name,
+                                 error=type(exc).__name__)
+                continue
+            poked.append(p)
         ready: list[Pending] = []
-        for p in pending:
+        for p in poked:
             consumers = [c.secret for c in rm.consumers_of(p.placed.intent)]
             late = [r for r in wait_in_sync(self.kube, consumers, p.follow.marker, self.clock, self.timeout,
                                             self.poll) if not r.in_sync]
@@ -118,6 +125,7 @@ class Follower:
                              error=type(exc).__name__, detail=str(exc)[:200])
             return
         self.acknowledged[name] = (p.follow.version, cas)
+        self.attempts.pop(name, None)
         self.followed += 1
         self.log.info("followed a version rotated by another cluster", secret=name, version=p.follow.version,
                       run=p.follow.run, restarted=list(rolled))

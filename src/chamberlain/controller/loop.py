@@ -363,7 +363,7 @@ class Controller:
         """When a triggered rotation of ``secret`` is allowed again (None: now, or unknown secret): the last run's
         start plus ``limits.triggerInterval``. Reads the authority."""
         placed = self.scope.placed.get(secret)
-        if placed is None:
+        if placed is None or self.following:  # a follower reads no run record; its intake drops the request
             return None
         started = floors.last_start(self.parts.kv, placed.vault)
         return floors.allowed_at(started, floors.trigger_interval(self.scope.platform.spec.limits))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -259,6 +260,16 @@ def _start(
     return proc
 
 
+def _install_second_crds(second: SecondCluster, progress: Progress, errors: list[BaseException],
+                         done: threading.Event) -> None:
+    try:
+        second.eso.install_crds(progress)
+    except BaseException as exc:  # raised on the calling thread by up()
+        errors.append(exc)
+    finally:
+        done.set()
+
+
 def up(
     config: LabConfig,
     *,
@@ -298,11 +309,18 @@ def up(
         lab.etcd.wait(etcd_proc, timeout=timeout)
         api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
         lab.apiserver.write_kubeconfig()
+        second_crds: list[BaseException] = []
+        second_crds_done = threading.Event()
         if lab.second is not None:
             lab.second.etcd.wait(second_etcd, timeout=timeout)
             second_api = _start(lab.second.apiserver, "kube-apiserver-2", progress, started)
             lab.second.apiserver.write_kubeconfig()
             lab.second.apiserver.wait(second_api, timeout=timeout)
+            # Its ESO CRDs establish while cluster 1's do (each API server works on its own): not one after the other.
+            threading.Thread(target=_install_second_crds, args=(lab.second, progress, second_crds, second_crds_done),
+                             daemon=True).start()
+        else:
+            second_crds_done.set()
         lab.apiserver.wait(api_proc, timeout=timeout)
         # One apply for every CRD: each kubectl call costs a process start and a discovery round.
         install_crds(lab.apiserver, [*lab.eso.crd_files(), *lab.flux_source.crd_files(),
@@ -317,7 +335,10 @@ def up(
                  (lab.controller_manager, kcm_proc), (lab.eso, eso_proc), (lab.flux_source, source_proc),
                  (lab.flux_kustomize, kustomize_proc)]
         if lab.second is not None:
-            lab.second.eso.install_crds(progress)
+            if not second_crds_done.wait(timeout):
+                raise LabError(f"cluster 2: External Secrets CRDs not established within {timeout:.0f}s")
+            if second_crds:
+                raise second_crds[0]
             waits += [(lab.second.controller_manager, _start(lab.second.controller_manager,
                                                              "kube-controller-manager-2", progress, started)),
                       (lab.second.eso, _start(lab.second.eso, "external-secrets-2", progress, started))]
