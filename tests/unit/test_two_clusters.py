@@ -249,3 +249,20 @@ def test_a_follower_that_was_down_catches_up_with_one_restart() -> None:
     owner.tick()
     run = runs.load(w.kv, SECRET)
     assert run is not None and run.stage == "revoked"
+
+
+# --------------------------------------------------------------------------------------------------- render
+
+
+def test_the_same_intents_are_rendered_for_every_cluster_of_an_environment() -> None:
+    """acme's prod is on prod-eu1 and prod-us1: the same consumer objects in both, each cluster's SecretStores
+    logging in through its own auth mount and roles (the only difference is the cluster's name)."""
+    from tests.unit.test_render import render
+
+    tree = render("acme")
+    eu, us = ({p.removeprefix(f"envs/prod/{c}/"): p for p in tree.paths() if p.startswith(f"envs/prod/{c}/namespaces/")}
+              for c in ("prod-eu1", "prod-us1"))
+    assert eu and set(eu) == set(us)
+    for name in eu:
+        assert tree[eu[name]].replace("prod-eu1", "prod-us1") == tree[us[name]], name
+    assert "kubernetes-prod-us1" in "".join(tree[p] for p in us.values())
