@@ -27,6 +27,11 @@ One :meth:`Controller.tick`:
    once (Reloader #220, VSO #644);
 7. the runs that changed are published once each (RotationRun objects).
 
+A controller whose cluster *follows* its environment (another cluster rotates it; :mod:`chamberlain.rotation.clusters`)
+adopts, starts and drives no run: step 4 hands each secret's metadata to :mod:`.follow` instead (refresh, wait,
+restart once, acknowledge), and step 5 drops every request with a log line naming the rotating cluster. The
+rotating cluster's runs wait for those acknowledgements before ``revokeOld`` (the workflow's ``revoke-wait``).
+
 The loop holds no value: values live inside one workflow step (the admin login of a target included). Everything
 it acts through is injected, so unit tests drive it with fakes and a fake clock; ``chamberlain controller run``
 wires the real clients (:func:`~.app.wire`).

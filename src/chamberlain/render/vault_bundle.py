@@ -38,6 +38,11 @@ Who may do what:
   config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
   (signing a CSR and revoking a serial; never ``issue``, so Vault never generates or sees a private key).
+  That life cycle, the run records and staged values are the environment's **rotating cluster**'s alone
+  (``rotationCluster``, default the first; :mod:`chamberlain.rotation.clusters`), which also reads every
+  acknowledgement of the environment; a **following** cluster's orchestrator may write a first version (handover)
+  and the metadata, read what it follows, and write only its own acknowledgements
+  (``<runtime>/_chamberlain/acks/<env>/<cluster>/``).
 
 Mount settings: the runtime mount requires check-and-set (only the orchestrator writes there, always with CAS,
 so a lost race is an error, never a silent overwrite). The internal mounts cannot: ESO's PushSecret writes
