@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from chamberlain import wellknown as wk
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
+from chamberlain.controller import loop
 from chamberlain.controller.collaborators import Collaborators
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.ledger import SharedLedger
@@ -204,6 +205,10 @@ def test_the_rotating_cluster_rotates_once_and_the_follower_restarts_its_own_wor
     assert w.marker(B) == w.marker(A) and w.rolls(B) == 1
     assert w.kubes[B].workloads[("Deployment", "shop", "api")].annotations[wk.ANNOTATION_RESTART_BATCH] == run.run_id
     owner.tick()
+    still = runs.load(w.kv, SECRET)
+    assert still is not None and still.stage == "revoke-wait", "acknowledgements are looked at every few seconds"
+    w.clock.advance(loop.ACK_LOOK_EVERY)
+    owner.tick()
     run = runs.load(w.kv, SECRET)
     assert run is not None and run.stage == "revoked" and run.notes[clusters.ACKNOWLEDGED_NOTE] == B
     follower.tick()
@@ -246,6 +251,7 @@ def test_a_follower_that_was_down_catches_up_with_one_restart() -> None:
     w.kubes[B].down = False
     follower.tick()
     assert w.rolls(B) == 1 and clusters.read_acknowledgement(w.kv, SECRET, B)[0].version == 2  # type: ignore[union-attr]
+    w.clock.advance(loop.ACK_LOOK_EVERY)
     owner.tick()
     run = runs.load(w.kv, SECRET)
     assert run is not None and run.stage == "revoked"

@@ -68,6 +68,7 @@ from chamberlain.triggers import limits as floors
 from chamberlain.triggers.timer import evaluate, time_due
 
 PROPAGATED_OR_LATER = PROMOTED_OR_LATER - {"promoted"}
+ACK_LOOK_EVERY = 5.0  # seconds between two reads of the follower clusters' acknowledgements of a waiting revoke
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -572,6 +573,9 @@ class Controller:
         """Advance one run until it reaches ``goal``, waits, or is finished and recorded (worker thread; it owns
         ``a`` until the pass returns)."""
         log = self.parts.log
+        awaiting = a.run.stage == "revoke-wait" and clusters.AWAITING_NOTE in a.run.notes and a.outage is None
+        if awaiting and self.parts.clock.monotonic() < a.next_ack_look:
+            return  # a follower cluster is behind: its acknowledgement is read every few seconds, not every tick
         for _ in range(wf.MAX_STEPS):
             if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run):
                 return
@@ -592,8 +596,10 @@ class Controller:
                 return
             stopped = a.outage is not None and after.finished and not a.run.finished
             a.outage = None
+            if after == a.run or (after.stage == "revoke-wait" and clusters.AWAITING_NOTE in after.notes):
+                a.next_ack_look = self.parts.clock.monotonic() + ACK_LOOK_EVERY
             if after == a.run:
-                return  # waiting (a retry, or maxOverlap before the revoke)
+                return  # waiting (a retry, maxOverlap before the revoke, or a follower cluster's acknowledgement)
             a.run = after
             if stopped:
                 log.warning("run stopped after an authority outage", secret=after.secret, run=after.run_id,
