@@ -207,7 +207,8 @@ def drive(run: RotationRun, deps: wf.RotationDeps, *, max_wait: float,
             delay = (at - deps.clock.now()).total_seconds()
             if delay > max_wait:
                 return run
-            deps.clock.sleep(max(delay, 0.0))
+            # past its time, a revoke waits for follower clusters' acknowledgements: look again a little later
+            deps.clock.sleep(max(delay, wf.ACK_POLL_SECONDS if clusters.AWAITING_NOTE in run.notes else 0.0))
         run = after
     return run
 

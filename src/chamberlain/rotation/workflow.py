@@ -867,7 +867,8 @@ def run_to_completion(run: RotationRun, deps: RotationDeps, max_steps: int = MAX
             if at is None:  # pragma: no cover - a run that neither waits nor acts would loop
                 raise RotationError(f"run {run.run_id} of {run.secret} made no progress")
             # past its time, it waits for follower clusters' acknowledgements: look again a little later
-            deps.clock.sleep(max((at - deps.clock.now()).total_seconds(), ACK_POLL_SECONDS))
+            floor = ACK_POLL_SECONDS if clusters.AWAITING_NOTE in run.notes else 0.0
+            deps.clock.sleep(max((at - deps.clock.now()).total_seconds(), floor))
         run = after
     raise RotationError(f"run {run.run_id} of {run.secret} did not finish within {max_steps} steps; "
                         "it resumes from its record")
