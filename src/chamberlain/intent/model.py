@@ -71,6 +71,21 @@ class Environment(Model):
     name: DnsLabel
     clusters: list[DnsLabel] = Field(min_length=1)
     ephemeral: bool = False
+    rotation_cluster: DnsLabel | None = Field(
+        default=None, description="the cluster whose controller rotates the environment's runtime secrets (the "
+                                  "others follow: they restart their own consumers); default: the first cluster")
+
+    @model_validator(mode="after")
+    def _rotation_cluster_is_listed(self) -> Environment:
+        if self.rotation_cluster is not None and self.rotation_cluster not in self.clusters:
+            raise ValueError(f"rotationCluster {self.rotation_cluster!r} is not one of the environment's clusters "
+                             f"({', '.join(self.clusters)})")
+        return self
+
+    @property
+    def rotating_cluster(self) -> str:
+        """The cluster whose controller rotates this environment's runtime secrets."""
+        return self.rotation_cluster or self.clusters[0]
 
 
 class Mounts(Model):

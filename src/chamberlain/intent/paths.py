@@ -27,6 +27,8 @@ LEDGER_KEY_PREFIX = "chamberlain-ledger-"  # ed25519 signing key per environment
 MARKER_KEY_PREFIX = "chamberlain-marker-"  # transit key per environment whose HMAC key keys the version markers
 RUNS_PREFIX = "_chamberlain/runs"  # rotation run records (and leases): runs/<env>/<owner>/<name>
 PENDING_PREFIX = "_chamberlain/pending"  # values staged by a rotation before promotion, never read by ESO
+# What a following cluster's controller saw through (two clusters, one environment): acks/<env>/<cluster>/<owner>/<name>
+ACKS_PREFIX = "_chamberlain/acks"
 
 
 def ledger_key(environment: str) -> str:

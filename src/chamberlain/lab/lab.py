@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,9 @@ class Ports:
     second_etcd: int = 23118
     second_etcd_peer: int = 23119
     second_kube_apiserver: int = 23120
+    # Cluster 2's ESO and kube-controller-manager (two-cluster rotation: each cluster syncs and rolls out its own)
+    second_eso_metrics: int = 23131
+    second_kube_controller_manager: int = 23132
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -142,7 +146,8 @@ SECOND_ISSUER = "https://kubernetes.cluster-2.lab.invalid"
 class SecondCluster:
     """The lab's second Kubernetes cluster: its own etcd and kube-apiserver under ``<lab dir>/cluster-2``, with
     its own CA, admin certificate, service-account signing key and issuer, so its ServiceAccount tokens are
-    reviewed by its API server only. No controllers run there: a TokenRequest needs none."""
+    reviewed by its API server only. Its own ESO (its consumer Secrets) and kube-controller-manager (its rollouts:
+    a restart shows as a new ReplicaSet) run beside it; no Flux."""
 
     def __init__(self, config: LabConfig) -> None:
         d, h, p = config.lab_dir / SECOND_CLUSTER_DIR, config.host, config.ports
@@ -151,13 +156,17 @@ class SecondCluster:
         self.etcd = Etcd(d, h, p.second_etcd, p.second_etcd_peer)
         self.apiserver = KubeAPIServer(d, h, p.second_kube_apiserver, self.pki, self.etcd.address,
                                        issuer=SECOND_ISSUER)
+        self.eso = ExternalSecrets(d, h, p.second_eso_metrics, self.apiserver)
+        self.controller_manager = KubeControllerManager(d, h, p.second_kube_controller_manager, self.pki,
+                                                        self.apiserver)
 
     @property
     def kubeconfig(self) -> Path:
         return self.apiserver.kubeconfig
 
     def servers(self) -> dict[str, Server]:
-        return {"etcd-2": self.etcd, "kube-apiserver-2": self.apiserver}
+        return {"etcd-2": self.etcd, "kube-apiserver-2": self.apiserver,
+                "kube-controller-manager-2": self.controller_manager, "external-secrets-2": self.eso}
 
 
 class Lab:
@@ -251,6 +260,16 @@ def _start(
     return proc
 
 
+def _install_second_crds(second: SecondCluster, progress: Progress, errors: list[BaseException],
+                         done: threading.Event) -> None:
+    try:
+        second.eso.install_crds(progress)
+    except BaseException as exc:  # raised on the calling thread by up()
+        errors.append(exc)
+    finally:
+        done.set()
+
+
 def up(
     config: LabConfig,
     *,
@@ -290,11 +309,18 @@ def up(
         lab.etcd.wait(etcd_proc, timeout=timeout)
         api_proc = _start(lab.apiserver, "kube-apiserver", progress, started)
         lab.apiserver.write_kubeconfig()
+        second_crds: list[BaseException] = []
+        second_crds_done = threading.Event()
         if lab.second is not None:
             lab.second.etcd.wait(second_etcd, timeout=timeout)
             second_api = _start(lab.second.apiserver, "kube-apiserver-2", progress, started)
             lab.second.apiserver.write_kubeconfig()
             lab.second.apiserver.wait(second_api, timeout=timeout)
+            # Its ESO CRDs establish while cluster 1's do (each API server works on its own): not one after the other.
+            threading.Thread(target=_install_second_crds, args=(lab.second, progress, second_crds, second_crds_done),
+                             daemon=True).start()
+        else:
+            second_crds_done.set()
         lab.apiserver.wait(api_proc, timeout=timeout)
         # One apply for every CRD: each kubectl call costs a process start and a discovery round.
         install_crds(lab.apiserver, [*lab.eso.crd_files(), *lab.flux_source.crd_files(),
@@ -305,9 +331,18 @@ def up(
         eso_proc = _start(lab.eso, "external-secrets", progress, started)
         source_proc = _start(lab.flux_source, "flux-source-controller", progress, started)
         kustomize_proc = _start(lab.flux_kustomize, "flux-kustomize-controller", progress, started)
-        for server, proc in ((lab.authority, authority_proc), (lab.postgres, pg_proc), (lab.git, git_proc),
-                             (lab.controller_manager, kcm_proc), (lab.eso, eso_proc), (lab.flux_source, source_proc),
-                             (lab.flux_kustomize, kustomize_proc)):
+        waits = [(lab.authority, authority_proc), (lab.postgres, pg_proc), (lab.git, git_proc),
+                 (lab.controller_manager, kcm_proc), (lab.eso, eso_proc), (lab.flux_source, source_proc),
+                 (lab.flux_kustomize, kustomize_proc)]
+        if lab.second is not None:
+            if not second_crds_done.wait(timeout):
+                raise LabError(f"cluster 2: External Secrets CRDs not established within {timeout:.0f}s")
+            if second_crds:
+                raise second_crds[0]
+            waits += [(lab.second.controller_manager, _start(lab.second.controller_manager,
+                                                             "kube-controller-manager-2", progress, started)),
+                      (lab.second.eso, _start(lab.second.eso, "external-secrets-2", progress, started))]
+        for server, proc in waits:
             server.wait(proc, timeout=timeout)
     except BaseException:
         progress(f"[lab] start-up failed; stopping what this call started (logs kept in {procs.log_dir(d)})")

@@ -38,6 +38,11 @@ Who may do what:
   config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
   (signing a CSR and revoking a serial; never ``issue``, so Vault never generates or sees a private key).
+  That life cycle, the run records and staged values are the environment's **rotating cluster**'s alone
+  (``rotationCluster``, default the first; :mod:`chamberlain.rotation.clusters`), which also reads every
+  acknowledgement of the environment; a **following** cluster's orchestrator may write a first version (handover)
+  and the metadata, read what it follows, and write only its own acknowledgements
+  (``<runtime>/_chamberlain/acks/<env>/<cluster>/``).
 
 Mount settings: the runtime mount requires check-and-set (only the orchestrator writes there, always with CAS,
 so a lost race is an error, never a silent overwrite). The internal mounts cannot: ESO's PushSecret writes
@@ -51,6 +56,7 @@ from collections.abc import Iterable
 from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import (
+    ACKS_PREFIX,
     AUTHORITY_PARTITION,
     LEDGER_HEAD,
     LEDGER_HEAD_NAME,
@@ -204,6 +210,10 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
     m = platform.spec.authority.mounts
     blocks: list[tuple[str, str, list[str]]] = []
     for env in environments:
+        environment = platform.environment(env)
+        if environment is not None and environment.rotating_cluster != cluster:
+            blocks.extend(_follower_blocks(platform, cluster, env, environment.rotating_cluster))
+            continue
         scope = VaultPath(m.runtime, f"{env}/*")
         life = f"runtime secrets of {env}: generate, hand over, rotate, verify, revoke"
         blocks.append((life, scope.data_path, ["create", "read", "update", "patch", "delete"]))
@@ -219,9 +229,10 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
         blocks.append((f"rotation staging of {env}", pending.data_path, ["create", "read", "update", "delete"]))
         blocks.append((f"rotation staging of {env}", pending.metadata_path, ["read", "delete"]))
         blocks.append((f"rotation staging of {env}", f"{m.runtime}/destroy/{PENDING_PREFIX}/{env}/*", ["update"]))
-        for mount in (m.internal_data, m.internal_config):
-            blocks.append((f"internal secrets of {env} on {cluster}: metadata only, never values",
-                           VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"]))
+        acks = VaultPath(m.runtime, f"{ACKS_PREFIX}/{env}/*")
+        blocks.append((f"acknowledgements of {env}'s follower clusters: read, before revokeOld", acks.data_path,
+                       ["read"]))
+        blocks.extend(_internal_metadata_blocks(platform, cluster, env))
     # The authority ledger (issue 11): entries are create-only (no update, no delete), so even the orchestrator
     # cannot rewrite history, and only in the partitions of its own cluster; only their head is updatable. Each
     # environment's entries are signed with that environment's transit key, which only its orchestrators use.
@@ -244,6 +255,32 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
     for env in [AUTHORITY_PARTITION[0], *(e.name for e in platform.spec.environments)]:
         blocks.append(("ledger public keys (audit pin)", f"{TRANSIT_MOUNT}/keys/{ledger_key(env)}", ["read"]))
     return blocks
+
+
+def _internal_metadata_blocks(platform: Platform, cluster: str, env: str) -> list[tuple[str, str, list[str]]]:
+    m = platform.spec.authority.mounts
+    return [(f"internal secrets of {env} on {cluster}: metadata only, never values",
+             VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"])
+            for mount in (m.internal_data, m.internal_config)]
+
+
+def _follower_blocks(platform: Platform, cluster: str, env: str, owner: str) -> list[tuple[str, str, list[str]]]:
+    """A cluster that follows ``env`` (another cluster, ``owner``, rotates it; rotation.clusters): it may hand a
+    bootstrap value over (the first version only: ``create`` without ``update`` writes no version over an existing
+    one) and record its handover in the metadata, read the metadata it follows, and write its own
+    acknowledgements. No run record and no staged value: it cannot take a rotation's lease, nor read one."""
+    m = platform.spec.authority.mounts
+    scope = VaultPath(m.runtime, f"{env}/*")
+    life = f"runtime secrets of {env} (rotated by {owner}): hand over a first version, follow, never rotate"
+    own = VaultPath(m.runtime, f"{ACKS_PREFIX}/{env}/{cluster}/*")
+    note = f"acknowledgements of {env} by {cluster}: its own only"
+    return [
+        (life, scope.data_path, ["create", "read"]),
+        (life, scope.metadata_path, ["create", "read", "update", "list"]),
+        (note, own.data_path, ["create", "read", "update"]),
+        (note, own.metadata_path, ["read"]),
+        *_internal_metadata_blocks(platform, cluster, env),
+    ]
 
 
 def _kv_mounts(platform: Platform) -> list[str]:
