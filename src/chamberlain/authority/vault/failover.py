@@ -1,0 +1,87 @@
+"""Failover between the nodes of a highly available authority (raft): which addresses, when a request may be
+tried again on the next node, and how long to keep trying.
+
+Belongs here: :func:`parse_addresses` (``--vault-addr`` takes several, comma-separated), :class:`FailoverPolicy`
+(the bounds) and :func:`may_fail_over`, the one decision: a request is tried on the next node only when the node
+asked surely did not apply it:
+
+* the connection was refused (the node is down: nothing was sent);
+* the node answered 5xx or 503 *sealed*: OpenBao's standby could not forward to an active node ("local node not
+  active but active cluster node not found", "no active Vault instance found") or the node is sealed, so nothing
+  was written; a 307 redirect to a leader that is gone ends as a refused connection too.
+
+A connection reset or a timeout in the middle of a request is *not* failed over here: a write the old leader may
+have committed must not be sent twice behind the caller's back. It surfaces as
+:class:`~chamberlain.authority.errors.AuthorityUnavailable` (retryable), and the caller's own retry (the rotation
+workflow's backoff, whose check-and-set recognises its own earlier write) goes to the next node, because the client
+stays on the node that answered last.
+
+Not here: the requests themselves (:mod:`.client`), error mapping (:mod:`.boundary`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hvac.exceptions
+import requests
+import urllib3.exceptions
+
+from chamberlain.errors import UsageError
+
+
+def parse_addresses(address: str) -> tuple[str, ...]:
+    """``https://a:8200,https://b:8200`` -> both, each without a trailing slash; at least one."""
+    parts = tuple(a.strip().rstrip("/") for a in address.split(",") if a.strip())
+    if not parts:
+        raise UsageError("no authority address given (--vault-addr or the Platform's spec.authority.address)")
+    for part in parts:
+        if not part.startswith(("http://", "https://")):
+            raise UsageError(f"authority address {part!r}: must start with https:// (or http:// for a dev server)")
+    return parts
+
+
+@dataclass(frozen=True)
+class FailoverPolicy:
+    """How long a request keeps looking for a node that serves it: ``rounds`` passes over every node, with a
+    pause between passes growing from ``pause`` to ``max_pause``, and never beyond ``budget`` seconds in all.
+    The default outlasts a raft election (about 2 s in the lab, up to ~10 s with raft's production timing)."""
+
+    rounds: int = 12
+    pause: float = 0.25
+    max_pause: float = 2.0
+    budget: float = 30.0
+
+    def pause_after(self, round_: int) -> float:
+        return float(min(self.pause * 2.0 ** round_, self.max_pause))
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was never made (so no byte of the request reached a server)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+            return True
+        if isinstance(current, urllib3.exceptions.MaxRetryError) and current.reason is not None:
+            current = current.reason
+            continue
+        current = current.args[0] if current.args and isinstance(current.args[0], BaseException) else (
+            current.__cause__ or current.__context__)
+    return False
+
+
+def may_fail_over(exc: BaseException) -> bool:
+    """Whether the request that raised ``exc`` may be sent to the next node (see the module docstring)."""
+    if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.VaultDown
+                  | hvac.exceptions.BadGateway):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True  # never connected
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return _refused(exc)
+    return False
+
+
+__all__ = ["FailoverPolicy", "may_fail_over", "parse_addresses"]
