@@ -67,6 +67,7 @@ from chamberlain.authority.material import (
     seal_share,
     write_recovery,
 )
+from chamberlain.authority.model import SealStatus
 from chamberlain.authority.vault import VaultClient
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
@@ -112,6 +113,10 @@ def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True
         submitted += 1
         if not status.sealed:
             break
+    if status.sealed and status.threshold and submitted >= status.threshold and not status.progress:
+        # A raft node that joins the cluster takes the shares, then stays sealed until its join completes (it
+        # fetches the keyring from the leader): wait for that rather than call the shares wrong.
+        status = _wait_unsealed(vault, status)
     if status.sealed:
         if partial:
             return UnsealReport(True, submitted, True, status.progress, status.threshold)
@@ -183,6 +188,16 @@ def unseal_nodes(nodes: Sequence[VaultClient], store: SealedStore, identities: S
     if not any(r.sealed for r in reports):
         _wait_any_active([n for n, r in zip(nodes, results, strict=True) if r.report is not None], active_timeout)
     return results
+
+
+def _wait_unsealed(vault: VaultClient, status: SealStatus, timeout: float = 30.0) -> SealStatus:
+    clock = vault.clock
+    deadline = clock.monotonic() + timeout
+    while status.sealed and not status.progress and clock.monotonic() < deadline:
+        clock.sleep(0.3)
+        with contextlib.suppress(AuthorityError):
+            status = vault.seal.status()
+    return status
 
 
 def _wait_initialized(vault: VaultClient, timeout: float) -> bool:

@@ -480,6 +480,10 @@ class Authority(Server):
                 "ui": False,
                 "log_level": "warn",
             }
+            if self.peers and self.flavor == "openbao":
+                # OpenBao's standbys serve reads from their own, lagging copy by default: a read after a write
+                # (chamberlain's check-and-set life cycle) could see an older version. Forward everything instead.
+                config["disable_standby_reads"] = True
             if self.flavor == "openbao":
                 del config["disable_mlock"]  # OpenBao has no mlock to disable (it warns about the field)
                 # chamberlain resumes an init that crashed before its configurator role existed with generate-root,

@@ -6,9 +6,10 @@ Belongs here: :func:`parse_addresses` (``--vault-addr`` takes several, comma-sep
 asked surely did not apply it:
 
 * the connection was refused (the node is down: nothing was sent);
-* the node answered 5xx or 503 *sealed*: OpenBao's standby could not forward to an active node ("local node not
-  active but active cluster node not found", "no active Vault instance found") or the node is sealed, so nothing
-  was written; a 307 redirect to a leader that is gone ends as a refused connection too.
+* the node answered 503 (sealed, or a standby with no active node: "no active Vault instance found") or a 5xx that
+  says no node was active ("local node not active but active cluster node not found"), so nothing was written; a
+  standby's 307 redirect to a leader that is gone ends as a refused connection too. A 5xx that says forwarding
+  failed midway is not failed over: the active node may have applied the request.
 
 A connection reset or a timeout in the middle of a request is *not* failed over here: a write the old leader may
 have committed must not be sent twice behind the caller's back. It surfaces as
@@ -72,11 +73,18 @@ def _refused(exc: BaseException) -> bool:
     return False
 
 
+#: What a node says when it did not apply a request because no node is active (or it is sealed). Any other 5xx
+#: (e.g. "error during forwarding RPC request": the active node may have applied it) is not failed over.
+_NOT_APPLIED = ("not active", "no active", "sealed", "standby")
+
+
 def may_fail_over(exc: BaseException) -> bool:
     """Whether the request that raised ``exc`` may be sent to the next node (see the module docstring)."""
-    if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.VaultDown
-                  | hvac.exceptions.BadGateway):
-        return True
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        return True  # 503: sealed, or standby with no active node
+    if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway):
+        text = " ".join(str(e) for e in (getattr(exc, "errors", None) or [])).lower()
+        return any(marker in text for marker in _NOT_APPLIED)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True  # never connected
     if isinstance(exc, requests.exceptions.ConnectionError):
