@@ -229,7 +229,7 @@ def batch(world: le.World, watch: le.SecretWatch, names: list[str], *, kill: int
         "retried": sum(1 for r in runs if r.attempts),
         "seconds": le.summary(per_run) if per_run else {}, "killed_at": killed_at[0] if killed_at else None,
         # The controller's own client (TimedKV -> VaultKV -> VaultClient): how many requests moved to another node.
-        "failovers": int(getattr(getattr(getattr(wiring.kv, "_inner", None), "_c", None), "failovers", 0)),
+        "failovers": int(getattr(getattr(getattr(wiring.kv, "inner", None), "_c", None), "failovers", 0)),
         "synced": len(seen), "run_ids": {r.secret: r.run_id for r in runs},
         "before": {n: (m.current_version if m else 0) for n, m in before.items()},
         "warnings": [f"{e}: {kw}" for e, kw in wiring.log.warnings()[:5]],
