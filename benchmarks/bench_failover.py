@@ -200,9 +200,28 @@ def batch(world: le.World, watch: le.SecretWatch, names: list[str], *, kill: int
             os.kill(info.pid, signal.SIGKILL)
             killed_at.append(time.monotonic() - t0)
 
+    stalls: list[float] = []
+
+    def probe() -> None:
+        """A small write every 50 ms through a client given every node: the longest one is the failover gap."""
+        client = world.handle.vault()
+        i = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                client.kv.write(le.MOUNT, "_bench/failover-probe", {"n": str(i)}, cas=i)
+                i += 1
+            except Exception:  # a lost answer (CAS moved on): read where it stands and go on
+                meta = client.kv.read_metadata(le.MOUNT, "_bench/failover-probe")
+                i = meta.current_version if meta else 0
+            stalls.append(time.monotonic() - started)
+            time.sleep(0.05)
+
     thread = threading.Thread(target=killer, daemon=True) if kill is not None else None
     if thread is not None:
         thread.start()
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
     try:
         while True:
             controller.tick()
@@ -218,6 +237,7 @@ def batch(world: le.World, watch: le.SecretWatch, names: list[str], *, kill: int
         stop.set()
         if thread is not None:
             thread.join(5)
+        prober.join(35)
     total = time.monotonic() - t0
     runs = controller.finished[-len(names):]
     per_run = [max(wiring.log.times("run finished", run=r.run_id)) - t0 for r in runs]
@@ -228,6 +248,7 @@ def batch(world: le.World, watch: le.SecretWatch, names: list[str], *, kill: int
         "failures": sorted({f"{r.stage}: {r.last_error}" for r in runs if not r.succeeded})[:5],
         "retried": sum(1 for r in runs if r.attempts),
         "seconds": le.summary(per_run) if per_run else {}, "killed_at": killed_at[0] if killed_at else None,
+        "longest_write_seconds": round(max(stalls), 2) if stalls else None,
         # The controller's own client (TimedKV -> VaultKV -> VaultClient): how many requests moved to another node.
         "failovers": int(getattr(getattr(getattr(wiring.kv, "inner", None), "_c", None), "failovers", 0)),
         "synced": len(seen), "run_ids": {r.secret: r.run_id for r in runs},
@@ -302,7 +323,9 @@ def table(r: dict[str, Any]) -> str:
     for label, x in (("without failover", b), ("leader killed mid-batch", f)):
         s = x["seconds"]
         lines.append(f"{label:<34} {s['p50']:>8.2f} {s['p95']:>8.2f} {s['max']:>8.2f} {x['total']:>8.2f}")
-    lines += ["", f"extra delay at p95: {r['extra_p95_seconds']:.2f} s; killed {f['killed']} at "
+    lines += ["", f"longest single write (a probe every 50 ms): {b['longest_write_seconds']:.2f} s without "
+              f"failover, {f['longest_write_seconds']:.2f} s across it",
+              f"extra delay at p95: {r['extra_p95_seconds']:.2f} s; killed {f['killed']} at "
               f"{f['killed_at']:.2f} s, new leader {f['new_leader']}; requests failed over: {f['failovers']}; "
               f"runs retried: {f['retried']}"]
     lines.extend(f"warning: {w}" for w in f["warnings"])
