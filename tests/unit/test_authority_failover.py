@@ -16,7 +16,6 @@ import requests
 import urllib3.exceptions
 
 from chamberlain.authority import errors, lifecycle
-from chamberlain.authority.fake import FakeKV
 from chamberlain.authority.model import Health
 from chamberlain.authority.vault import VaultClient
 from chamberlain.authority.vault.failover import FailoverPolicy, may_fail_over, parse_addresses
@@ -24,7 +23,6 @@ from chamberlain.clock import FakeClock
 from chamberlain.errors import UsageError
 from chamberlain.lab import lab as lab_mod
 from chamberlain.lab.servers import LabError, LabHost
-from chamberlain.rotation import run as runs
 from tests.unit.test_authority_fakes import FakeVault
 from tests.unit.test_authority_lifecycle import World, _identities
 
@@ -157,21 +155,14 @@ def test_a_lost_node_does_not_keep_the_others_sealed(world: World) -> None:
     assert not world.vault.sealed and not nodes[2].sealed
 
 
-# ------------------------------------------------------------------------------------------- the run record
-
-
-def test_a_committed_run_write_whose_answer_was_lost_is_recognised() -> None:
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    kv = FakeKV()
-    run = runs.RotationRun(run_id="run-1", secret="api-token", path="dev/shop/api-token", mount="secret",
-                           trigger="manual", reason="x", stage="staged", started_at=t0, updated_at=t0,
-                           previous_version=3, staging_base=0)
-    saved = runs.save(kv, run)
-    assert saved.revision == 1
-    # The same write sent again (the first attempt was committed, its answer lost): ours, not a take-over.
-    assert runs.save(kv, run).revision == 1
-    with pytest.raises(runs.RunLost):  # a different record at that revision is another executor's
-        runs.save(kv, run.model_copy(update={"stage": "promoted"}))
+def test_a_refused_connection_after_a_redirect_is_not_resent() -> None:
+    """An OpenBao standby forwards a write over the cluster port first and redirects (307) to the leader only when
+    that fails: the leader may have applied it before it died."""
+    exc = _refused()
+    exc.request = requests.Request("PUT", "https://dead-leader:8200/v1/secret/data/x").prepare()
+    assert may_fail_over(exc, A) is False
+    exc.request = requests.Request("PUT", f"{A}/v1/secret/data/x").prepare()
+    assert may_fail_over(exc, A) is True
 
 
 # ------------------------------------------------------------------------------------------------- the lab
@@ -210,3 +201,30 @@ def test_lab_ha_needs_server_mode(tmp_path: Path) -> None:
         lab_mod.LabConfig(lab_dir=tmp_path, host=_host(tmp_path), ha=True, dev=True)
     single = lab_mod.Lab(lab_mod.LabConfig(lab_dir=tmp_path, host=_host(tmp_path)))
     assert single.authority_nodes == [single.authority] and "openbao-2" not in single.servers()
+
+
+# ------------------------------------------------------------------------------------------- the run record
+
+
+def test_after_an_outage_the_run_record_one_revision_on_is_our_own_unanswered_write() -> None:
+    """The old leader committed the run record and died before answering: the executor's next save conflicts. Only
+    after an outage, and only one revision on with the same run id, is that record taken as ours."""
+    from types import SimpleNamespace
+
+    from chamberlain.authority.fake import FakeKV
+    from chamberlain.controller.loop import Controller
+    from chamberlain.rotation import run as runs
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    kv = FakeKV()
+    ours = runs.save(kv, runs.RotationRun(run_id="run-1", secret="s", path="dev/shop/s", mount="secret",
+                                          trigger="manual", reason="x", started_at=t0, updated_at=t0,
+                                          previous_version=3, staging_base=0))
+    committed = runs.save(kv, ours.model_copy(update={"stage": "staged"}))  # its answer "lost"
+    active = SimpleNamespace(run=ours, deps=SimpleNamespace(kv=kv), outage="Vault unreachable")
+    assert Controller._own_unanswered_write(active) == committed  # type: ignore[arg-type]
+    active.outage = None  # no outage: a conflict is another executor's
+    assert Controller._own_unanswered_write(active) is None  # type: ignore[arg-type]
+    active.outage = "Vault unreachable"
+    runs.save(kv, committed.model_copy(update={"stage": "promoted"}))  # two revisions on: someone else moved it
+    assert Controller._own_unanswered_write(active) is None  # type: ignore[arg-type]

@@ -215,11 +215,6 @@ def save(kv: KV, run: RotationRun) -> RotationRun:
     try:
         revision = kv.write(run.mount, run_path(run.vault), {"run": body}, cas=run.revision)
     except CasConflict:
-        # The very record written once already, one revision on: this write's first attempt was committed and
-        # its answer lost (an HA authority's node died after the commit and the request was sent again).
-        stored = kv.read(run.mount, run_path(run.vault))
-        if stored is not None and stored.version == run.revision + 1 and stored.data.get("run") == body:
-            return run.model_copy(update={"revision": stored.version})
         raise RunLost(f"run {run.run_id} of {run.secret}: the run record changed under this executor") from None
     return run.model_copy(update={"revision": revision})
 

@@ -118,7 +118,7 @@ class VaultClient:
             try:
                 return fn(self._hvac)
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-                if not may_fail_over(exc):
+                if not may_fail_over(exc, str(self._hvac.url)):
                     raise
                 failed_in_round += 1
                 if failed_in_round >= len(self.addresses):  # every node refused: wait for an election

@@ -7,9 +7,11 @@ asked surely did not apply it:
 
 * the connection was refused (the node is down: nothing was sent);
 * the node answered 503 (sealed, or a standby with no active node: "no active Vault instance found") or a 5xx that
-  says no node was active ("local node not active but active cluster node not found"), so nothing was written; a
-  standby's 307 redirect to a leader that is gone ends as a refused connection too. A 5xx that says forwarding
-  failed midway is not failed over: the active node may have applied the request.
+  says no node was active ("local node not active but active cluster node not found"), so nothing was written.
+
+Not failed over, because the old leader may have applied the request: a 5xx that says forwarding failed midway,
+and a refused connection *after a redirect* (an OpenBao standby first forwards a write over the cluster port, and
+only when that fails redirects the client, 307, to the leader's address, which may be the dead one).
 
 A connection reset or a timeout in the middle of a request is *not* failed over here: a write the old leader may
 have committed must not be sent twice behind the caller's back. It surfaces as
@@ -23,6 +25,7 @@ Not here: the requests themselves (:mod:`.client`), error mapping (:mod:`.bounda
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import hvac.exceptions
 import requests
@@ -78,17 +81,24 @@ def _refused(exc: BaseException) -> bool:
 _NOT_APPLIED = ("not active", "no active", "sealed", "standby")
 
 
-def may_fail_over(exc: BaseException) -> bool:
-    """Whether the request that raised ``exc`` may be sent to the next node (see the module docstring)."""
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def may_fail_over(exc: BaseException, node: str = "") -> bool:
+    """Whether the request that raised ``exc`` (sent to ``node``) may be sent to the next node (see the module
+    docstring)."""
     if isinstance(exc, hvac.exceptions.VaultDown):
         return True  # 503: sealed, or standby with no active node
     if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway):
         text = " ".join(str(e) for e in (getattr(exc, "errors", None) or [])).lower()
         return any(marker in text for marker in _NOT_APPLIED)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True  # never connected
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return _refused(exc)
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.ConnectTimeout):
+        request = getattr(exc, "request", None)
+        redirected = node and request is not None and request.url and _host(str(request.url)) != _host(node)
+        if redirected:
+            return False  # the standby may have forwarded it before it redirected: possibly applied
+        return isinstance(exc, requests.exceptions.ConnectTimeout) or _refused(exc)
     return False
 
 
