@@ -35,7 +35,7 @@ def test_failover_of_the_raft_leader_mid_batch_at_a_smoke_size() -> None:
     exits non-zero unless every run finished, each secret moved by exactly one version whose value-version is
     current, each run wrote one rotation ledger entry, the ledger verifies and ESO delivered every new marker."""
     out = _run("bench_failover.py", "--secrets", "6", "--per-workload", "3", "--namespaces", "2",
-               "--timeout", "120", "--port-offset", "4100", "-o", "json")
+               "--timeout", "120", "--warmup", "0", "--port-offset", "4100", "-o", "json")
     report = json.loads(out)
     assert report["ok"], report["problems"]
     failover = report["failover"]
