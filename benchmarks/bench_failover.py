@@ -212,9 +212,12 @@ def batch(world: le.World, watch: le.SecretWatch, names: list[str], *, kill: int
             try:
                 client.kv.write(le.MOUNT, "_bench/failover-probe", {"n": str(i)}, cas=i)
                 i += 1
-            except Exception:  # a lost answer (CAS moved on): read where it stands and go on
-                meta = client.kv.read_metadata(le.MOUNT, "_bench/failover-probe")
-                i = meta.current_version if meta else 0
+            except Exception:  # unanswered (it may have been applied): read where it stands and go on
+                try:
+                    meta = client.kv.read_metadata(le.MOUNT, "_bench/failover-probe")
+                    i = meta.current_version if meta else 0
+                except Exception:  # the next write reports the stall
+                    pass
             stalls.append(time.monotonic() - started)
             time.sleep(0.05)
 

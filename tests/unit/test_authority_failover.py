@@ -163,6 +163,8 @@ def test_a_refused_connection_after_a_redirect_is_not_resent() -> None:
     assert may_fail_over(exc, A) is False
     exc.request = requests.Request("PUT", f"{A}/v1/secret/data/x").prepare()
     assert may_fail_over(exc, A) is True
+    exc.request = requests.Request("GET", "https://dead-leader:8200/v1/secret/data/x").prepare()
+    assert may_fail_over(exc, A) is True  # a read is safe to send again
 
 
 # ------------------------------------------------------------------------------------------------- the lab

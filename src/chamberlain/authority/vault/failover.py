@@ -10,8 +10,9 @@ asked surely did not apply it:
   says no node was active ("local node not active but active cluster node not found"), so nothing was written.
 
 Not failed over, because the old leader may have applied the request: a 5xx that says forwarding failed midway,
-and a refused connection *after a redirect* (an OpenBao standby first forwards a write over the cluster port, and
-only when that fails redirects the client, 307, to the leader's address, which may be the dead one).
+and a write's refused connection *after a redirect* (an OpenBao standby first forwards a write over the cluster port,
+and only when that fails redirects the client, 307, to the leader's address, which may be the dead one). A read
+(GET, LIST) is sent again either way.
 
 A connection reset or a timeout in the middle of a request is *not* failed over here: a write the old leader may
 have committed must not be sent twice behind the caller's back. It surfaces as
@@ -81,6 +82,9 @@ def _refused(exc: BaseException) -> bool:
 _NOT_APPLIED = ("not active", "no active", "sealed", "standby")
 
 
+_READS = ("GET", "HEAD", "LIST")
+
+
 def _host(url: str) -> str:
     return urlsplit(url).netloc
 
@@ -96,8 +100,8 @@ def may_fail_over(exc: BaseException, node: str = "") -> bool:
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.ConnectTimeout):
         request = getattr(exc, "request", None)
         redirected = node and request is not None and request.url and _host(str(request.url)) != _host(node)
-        if redirected:
-            return False  # the standby may have forwarded it before it redirected: possibly applied
+        if redirected and str(getattr(request, "method", "")).upper() not in _READS:
+            return False  # the standby may have forwarded the write before it redirected: possibly applied
         return isinstance(exc, requests.exceptions.ConnectTimeout) or _refused(exc)
     return False
 
