@@ -211,9 +211,10 @@ def load(kv: KV, secret: VaultPath) -> RotationRun | None:
 
 def save(kv: KV, run: RotationRun) -> RotationRun:
     """Write ``run`` with CAS = its revision; returns it with the new revision. :class:`RunLost` on a conflict."""
-    body = json.dumps(run.model_dump(mode="json", exclude={"revision"}), sort_keys=True)
+    body = run.model_dump(mode="json", exclude={"revision"})
     try:
-        revision = kv.write(run.mount, run_path(run.vault), {"run": body}, cas=run.revision)
+        revision = kv.write(run.mount, run_path(run.vault), {"run": json.dumps(body, sort_keys=True)},
+                            cas=run.revision)
     except CasConflict:
         raise RunLost(f"run {run.run_id} of {run.secret}: the run record changed under this executor") from None
     return run.model_copy(update={"revision": revision})
