@@ -51,10 +51,12 @@ import hvac
 
 import _lab_env as le
 from chamberlain import wellknown as wk
+from chamberlain.audit.keys import PinnedKeys
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.lifecycle import unseal_with
 from chamberlain.authority.vault import VaultClient, client_with_token, unauthenticated
 from chamberlain.clock import SystemClock
+from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key
 from chamberlain.lab import lab as lab_mod
 from chamberlain.lab import procs
 from chamberlain.lab.pki import ensure_pki
@@ -280,9 +282,13 @@ def check(world: le.World, result: dict[str, Any]) -> list[str]:
         entries = [e for e in reader.for_secret(name) if e.event == "rotation" and e.run == run_id]
         if len(entries) != 1:
             problems.append(f"{name}: {len(entries)} rotation ledger entries for run {run_id}")
-    verdict = reader.verify()
+    # What `chamberlain audit verify` checks: every hash chain, and every signature against the ledger keys (read
+    # here from transit, as `chamberlain audit pin` would pin them).
+    raw = {ledger_key(env): world.vault.transit.public_keys(TRANSIT_MOUNT, ledger_key(env))
+           for env in ("_authority", le.ENV)}
+    verdict = reader.verify(PinnedKeys.from_transit(raw))
     if not verdict.ok:
-        problems.append("the ledger does not verify")
+        problems.append(f"the ledger does not verify: {verdict.problems[:3]}")
     return problems
 
 
