@@ -48,7 +48,7 @@ from chamberlain.authority.decide import (
     next_rekey_step,
     share_layout,
 )
-from chamberlain.authority.errors import AuthorityError, NotInitialized, Unsupported
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, NotInitialized, Unsupported
 from chamberlain.authority.material import (
     LABELS,
     SECRET_NAME,
@@ -67,6 +67,7 @@ from chamberlain.authority.material import (
     seal_share,
     write_recovery,
 )
+from chamberlain.authority.model import SealStatus
 from chamberlain.authority.vault import VaultClient
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
@@ -93,7 +94,7 @@ class UnsealReport:
 
 
 def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True,
-                partial: bool = False) -> UnsealReport:
+                partial: bool = False, wait: bool = True) -> UnsealReport:
     """Submit shares until unsealed; a no-op on an unsealed server.
 
     ``reset``: partial progress of unknown origin is reset first (someone else's wrong share would make our correct
@@ -112,17 +113,22 @@ def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True
         submitted += 1
         if not status.sealed:
             break
+    if status.sealed and status.threshold and submitted >= status.threshold and not status.progress:
+        # A raft node that joins the cluster takes the shares, then stays sealed until its join completes (it
+        # fetches the keyring from the leader): wait for that rather than call the shares wrong.
+        status = _wait_unsealed(vault, status)
     if status.sealed:
         if partial:
             return UnsealReport(True, submitted, True, status.progress, status.threshold)
         raise SealError(f"still sealed after {submitted} shares (threshold {status.threshold}); the stored "
                         "material does not match this server")
-    vault.seal.wait_active()
+    if wait:  # a raft node of several becomes a standby, or waits for a quorum: the caller waits for the cluster
+        vault.seal.wait_active()
     return UnsealReport(True, submitted, False, 0, status.threshold)
 
 
 def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity], *,
-           reset: bool = False) -> UnsealReport:
+           reset: bool = False, wait: bool = True) -> UnsealReport:
     """Unseal with the stored shares the identities open. Without custody one root identity opens them all and
     the threshold is submitted at once. With custody only this custodian's share(s) are submitted, on top of the
     progress the other custodians left (``reset`` discards that progress first); the report says how far it is."""
@@ -136,14 +142,87 @@ def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x
         raise SealError(f"no sealed unseal material in Secret {store.ref}; was this Vault initialized by "
                         "`chamberlain authority init`?")
     if not material.holders:
-        return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)])
+        return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)], wait=wait)
     opened = material.open_held(identities)
     if not opened:
         raise SealError(f"the identities given open none of the unseal shares in Secret {store.ref} (held by "
                         f"{', '.join(material.holders)}); each custodian passes their own identity")
-    report = unseal_with(vault, [k for _, k in opened], reset=reset, partial=True)
+    report = unseal_with(vault, [k for _, k in opened], reset=reset, partial=True, wait=wait)
     report.custodians = [material.holder(i) for i, _ in opened][: report.submitted]
     return report
+
+
+@dataclass
+class NodeUnseal:
+    """One node of an HA authority after :func:`unseal_nodes`: its report, or why it was skipped."""
+
+    address: str
+    report: UnsealReport | None = None
+    skipped: str = ""  # "unreachable", "not joined": nothing was submitted there
+
+
+def unseal_nodes(nodes: Sequence[VaultClient], store: SealedStore, identities: Sequence[pyrage.x25519.Identity],
+                 *, reset: bool = False, join_timeout: float = 20.0, active_timeout: float = 60.0) -> list[NodeUnseal]:
+    """Unseal every raft node with the same shares (Shamir: each node's keyring needs them), in the order given
+    (the node that founded the cluster first: the others join it once it is unsealed).
+
+    No node is waited for on its own: after a full restart no single node has a quorum. A node not yet joined
+    (uninitialized while another is initialized: its ``retry_join`` is still at work) is given ``join_timeout``;
+    an unreachable node is skipped, so a lost node does not keep the others sealed. Then one active node is
+    waited for, unless some node still waits for other custodians' shares."""
+    results: list[NodeUnseal] = []
+    for vault in nodes:
+        try:
+            status = vault.seal.status()
+        except AuthorityError:
+            results.append(NodeUnseal(vault.address, skipped="unreachable"))
+            continue
+        joining = not status.initialized and any(r.report is not None for r in results)
+        if joining and not _wait_initialized(vault, join_timeout):
+            results.append(NodeUnseal(vault.address, skipped="not joined"))
+            continue
+        results.append(NodeUnseal(vault.address, unseal(vault, store, identities, reset=reset, wait=False)))
+    reports = [r.report for r in results if r.report is not None]
+    if not reports:
+        raise AuthorityError("no authority node answered: " + ", ".join(f"{r.address} ({r.skipped})" for r in results))
+    if not any(r.sealed for r in reports):
+        _wait_any_active([n for n, r in zip(nodes, results, strict=True) if r.report is not None], active_timeout)
+    return results
+
+
+def _wait_unsealed(vault: VaultClient, status: SealStatus, timeout: float = 30.0) -> SealStatus:
+    clock = vault.clock
+    deadline = clock.monotonic() + timeout
+    while status.sealed and not status.progress and clock.monotonic() < deadline:
+        clock.sleep(0.3)
+        with contextlib.suppress(AuthorityError):
+            status = vault.seal.status()
+    return status
+
+
+def _wait_initialized(vault: VaultClient, timeout: float) -> bool:
+    clock = vault.clock
+    deadline = clock.monotonic() + timeout
+    while clock.monotonic() < deadline:
+        with contextlib.suppress(AuthorityError):
+            if vault.seal.status().initialized:
+                return True
+        clock.sleep(0.5)
+    return False
+
+
+def _wait_any_active(nodes: Sequence[VaultClient], timeout: float) -> None:
+    clock = nodes[0].clock
+    deadline = clock.monotonic() + timeout
+    while True:
+        for vault in nodes:
+            with contextlib.suppress(AuthorityError):
+                if vault.seal.health().active:
+                    return
+        if clock.monotonic() > deadline:
+            raise AuthorityUnavailable(f"no node became active {timeout:.0f}s after unseal (a raft quorum needs "
+                                       "a majority of the nodes unsealed)")
+        clock.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------------------------- status
@@ -707,6 +786,7 @@ __all__ = [
     "InitPlan",
     "InitReport",
     "MaterialStatus",
+    "NodeUnseal",
     "Recorder",
     "RekeyReport",
     "SealError",
@@ -725,5 +805,6 @@ __all__ = [
     "status",
     "sweep_root_tokens",
     "unseal",
+    "unseal_nodes",
     "unseal_with",
 ]

@@ -46,7 +46,8 @@ def _option(flag: str, envvar: str, help_: str) -> Any:
 
 
 VaultAddr = Annotated[str | None, _option("--vault-addr", "VAULT_ADDR",
-                                          "Vault address (default: the Platform's spec.authority.address).")]
+                                          "Vault address (default: the Platform's spec.authority.address); an HA "
+                                          "authority's nodes comma-separated: requests fail over between them.")]
 VaultCACert = Annotated[Path | None, _option("--vault-cacert", "VAULT_CACERT",
                                              "PEM bundle of the CA that signed Vault's TLS certificate.")]
 # No environment variable chooses a token file or a token: an ambient value would silently pick the identity of a

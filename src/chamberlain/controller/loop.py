@@ -569,6 +569,21 @@ class Controller:
         if error is not None:
             raise error
 
+    @staticmethod
+    def _own_unanswered_write(a: Active) -> RotationRun | None:
+        """After an outage, a record one revision ahead of ours with our run id is our own write whose answer was
+        lost (an authority node died after committing it, before replying): resume from it rather than give the
+        run up. Anything else is another executor's."""
+        if a.outage is None:
+            return None
+        try:
+            stored = runs.load(a.deps.kv, a.run.vault)
+        except AuthorityError:
+            return None
+        if stored is None or stored.run_id != a.run.run_id or stored.revision != a.run.revision + 1:
+            return None
+        return stored
+
     def _advance(self, a: Active, goal: Callable[[RotationRun], bool]) -> None:
         """Advance one run until it reaches ``goal``, waits, or is finished and recorded (worker thread; it owns
         ``a`` until the pass returns)."""
@@ -582,6 +597,12 @@ class Controller:
             try:
                 after = wf.advance(a.run, a.deps, outage=a.outage)
             except wf.RunLost:
+                own = self._own_unanswered_write(a)
+                if own is not None:
+                    log.info("run record re-read after an unanswered write", secret=a.placed.name,
+                             run=a.run.run_id, revision=own.revision)
+                    a.run, a.outage = own, None
+                    continue
                 log.warning("run taken over by another executor", secret=a.placed.name, run=a.run.run_id)
                 a.lost = True
                 return

@@ -18,8 +18,10 @@ settings); nothing here reads the process environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from chamberlain.lab import builds, procs
 from chamberlain.lab.pki import ensure_pki, pki_paths
 from chamberlain.lab.servers import (
     AUTHORITY_FLAVORS,
+    HOST,
     Authority,
     AuthorityFlavor,
     Etcd,
@@ -52,6 +55,7 @@ Progress = Callable[[str], None]
 
 DEFAULT_AUTHORITY: AuthorityFlavor = "openbao"
 MAX_CLUSTERS = 2
+HA_NODES = 3
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ class Ports:
     # Cluster 2's ESO and kube-controller-manager (two-cluster rotation: each cluster syncs and rolls out its own)
     second_eso_metrics: int = 23131
     second_kube_controller_manager: int = 23132
+    # Authority nodes 2 and 3 of ``lab up --ha`` (API, then cluster port); node 1 is ``authority`` above.
+    authority_2: int = 23121
+    authority_2_cluster: int = 23122
+    authority_3: int = 23123
+    authority_3_cluster: int = 23124
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -112,16 +121,19 @@ class LabConfig:
     dev: bool = False
     authority: AuthorityFlavor = DEFAULT_AUTHORITY
     clusters: int = 1  # 2: a second etcd + kube-apiserver with its own CA, signing key and issuer
+    ha: bool = False  # three authority nodes with raft storage (server mode only)
 
     def __post_init__(self) -> None:
         if self.authority not in AUTHORITY_FLAVORS:
             raise LabError(f"unknown authority {self.authority!r}: use one of {', '.join(AUTHORITY_FLAVORS)}")
         if self.clusters not in (1, MAX_CLUSTERS):
             raise LabError(f"--clusters {self.clusters}: the lab runs 1 or {MAX_CLUSTERS} clusters")
+        if self.ha and self.dev:
+            raise LabError("--ha needs server mode (raft storage): drop --dev")
 
     def to_json(self) -> str:
         return json.dumps({"ports": asdict(self.ports), "dev": self.dev, "authority": self.authority,
-                           "clusters": self.clusters}, indent=2) + "\n"
+                           "clusters": self.clusters, "ha": self.ha}, indent=2) + "\n"
 
     @classmethod
     def load(cls, lab_dir: Path, host: LabHost) -> LabConfig:
@@ -136,7 +148,8 @@ class LabConfig:
         return cls(lab_dir=lab_dir, host=host, ports=Ports.from_json(data.get("ports", {})),
                    dev=bool(data.get("dev", False)),
                    authority=flavor if flavor in AUTHORITY_FLAVORS else DEFAULT_AUTHORITY,
-                   clusters=clusters if clusters in (1, MAX_CLUSTERS) else 1)
+                   clusters=clusters if clusters in (1, MAX_CLUSTERS) else 1,
+                   ha=bool(data.get("ha", False)) and not bool(data.get("dev", False)))
 
 
 SECOND_CLUSTER_DIR = "cluster-2"
@@ -180,6 +193,10 @@ class Lab:
         self.apiserver = KubeAPIServer(d, h, p.kube_apiserver, self.pki, self.etcd.address)
         self.authority = Authority(d, h, p.authority, p.authority_cluster, self.pki, dev=config.dev,
                                    flavor=config.authority)
+        #: Every authority node: the one above, plus nodes 2 and 3 with ``--ha``.
+        self.authority_nodes = authority_nodes(config) if config.ha else [self.authority]
+        if config.ha:
+            self.authority = self.authority_nodes[0]
         self.postgres = Postgres(d, h, p.postgres)
         self.eso = ExternalSecrets(d, h, p.eso_metrics, self.apiserver)
         self.controller_manager = KubeControllerManager(d, h, p.kube_controller_manager, self.pki, self.apiserver)
@@ -197,7 +214,7 @@ class Lab:
             "git": self.git,
             "kube-apiserver": self.apiserver,
             "kube-controller-manager": self.controller_manager,
-            self.authority.name: self.authority,
+            **{node.name: node for node in self.authority_nodes},
             "postgres": self.postgres,
             "external-secrets": self.eso,
             "flux-source-controller": self.flux_source,
@@ -214,6 +231,23 @@ class Lab:
     @property
     def kubeconfig(self) -> Path:
         return self.apiserver.kubeconfig
+
+    @property
+    def authority_addresses(self) -> list[str]:
+        """Every authority node's API address, node 1 first (what ``--vault-addr`` takes, comma-separated)."""
+        return [node.address for node in self.authority_nodes]
+
+
+def authority_nodes(config: LabConfig) -> list[Authority]:
+    """The three raft nodes of ``lab up --ha``; each knows the others' API addresses (nodes 2 and 3 join them)."""
+    c, p = config, config.ports
+    ports = [(p.authority, p.authority_cluster), (p.authority_2, p.authority_2_cluster),
+             (p.authority_3, p.authority_3_cluster)][:HA_NODES]
+    addresses = [f"https://{HOST}:{api}" for api, _ in ports]
+    pki = pki_paths(c.lab_dir)
+    return [Authority(c.lab_dir, c.host, api, cluster, pki, dev=False, flavor=c.authority, node=i + 1,
+                      peers=tuple(a for j, a in enumerate(addresses) if j != i))
+            for i, (api, cluster) in enumerate(ports)]
 
 
 def _print(msg: str) -> None:
@@ -298,11 +332,17 @@ def up(
     for other in lab.other_authorities():
         if other.stop():
             progress(f"[lab] {other.name}: stopped (this lab now runs {config.authority})")
-    authority_restart = previous is not None and previous.dev != config.dev
+    if previous is not None and previous.ha and not config.ha:
+        for node in authority_nodes(previous)[1:]:
+            if node.stop():
+                progress(f"[lab] {node.name}: stopped (this lab now runs one authority node)")
+    authority_restart = previous is not None and (previous.dev != config.dev or previous.ha != config.ha)
     started: list[str] = []
     try:
         etcd_proc = _start(lab.etcd, "etcd", progress, started)
         authority_proc = _start(lab.authority, lab.authority.name, progress, started, restart=authority_restart)
+        node_procs = [(node, _start(node, node.name, progress, started, restart=authority_restart))
+                      for node in lab.authority_nodes[1:]]
         pg_proc = _start(lab.postgres, "postgres", progress, started)
         git_proc = _start(lab.git, "git", progress, started)
         second_etcd = _start(lab.second.etcd, "etcd-2", progress, started) if lab.second else None
@@ -344,6 +384,8 @@ def up(
                       (lab.second.eso, _start(lab.second.eso, "external-secrets-2", progress, started))]
         for server, proc in waits:
             server.wait(proc, timeout=timeout)
+        for node, node_proc in node_procs:
+            node.wait(node_proc, timeout=timeout)
     except BaseException:
         progress(f"[lab] start-up failed; stopping what this call started (logs kept in {procs.log_dir(d)})")
         servers = lab.servers()
@@ -382,6 +424,9 @@ def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
             continue
         health = server.health()
         components[name] = health.as_dict()
+        if cfg.ha and isinstance(server, Authority) and health.healthy:
+            with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+                components[name]["raft"] = Authority.raft_role(server.sys_health())
     return {
         "components": components,
         "kubeconfig": str(lab.kubeconfig),
@@ -390,6 +435,7 @@ def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
         "lab_dir": str(cfg.lab_dir),
         "dev": cfg.dev,
         "authority": cfg.authority,
+        **({"ha": True, "authority_addresses": lab.authority_addresses} if cfg.ha else {}),
     }
 
 
@@ -400,12 +446,14 @@ def healthy(report: dict[str, Any]) -> bool:
 __all__ = [
     "AUTHORITY_FLAVORS",
     "DEFAULT_AUTHORITY",
+    "HA_NODES",
     "Lab",
     "LabConfig",
     "LabError",
     "LabHost",
     "Ports",
     "SecondCluster",
+    "authority_nodes",
     "down",
     "healthy",
     "status",

@@ -393,10 +393,16 @@ class Authority(Server):
     """
 
     def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *, dev: bool,
-                 flavor: AuthorityFlavor = "openbao") -> None:
+                 flavor: AuthorityFlavor = "openbao", node: int = 1, peers: tuple[str, ...] = ()) -> None:
         super().__init__(lab_dir, host)
         self.flavor = flavor
-        self.name = flavor
+        # Node 1 keeps the flavor's name and directory, so a single-node lab is unchanged; ``lab up --ha`` adds
+        # ``openbao-2`` and ``openbao-3``, each with its own raft data and audit log.
+        self.node = node
+        self.name = flavor if node == 1 else f"{flavor}-{node}"
+        #: The API addresses of the other raft nodes (``lab up --ha``). Nodes 2 and up join them at start
+        #: (``retry_join``); node 1 does not: chamberlain initializes it, so it founds the cluster.
+        self.peers = peers
         self.port = port
         self.cluster_port = cluster_port
         self.pki = pki
@@ -414,8 +420,10 @@ class Authority(Server):
     @property
     def audit_log(self) -> Path:
         """The file audit device's log: declared in OpenBao's configuration (server mode), the path chamberlain
-        enables on Vault (``--audit-file``)."""
-        return self.dir / "audit.log"
+        enables on Vault (``--audit-file``). Raft nodes must declare the same audit options (a standby that
+        differs refuses to become active), so every node of ``--ha`` names node 1's file: one trail across
+        failovers, written by whichever node is active."""
+        return self.lab_dir / self.flavor / "audit.log"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return None if self.dev else ssl.create_default_context(cafile=str(self.pki.ca.cert))
@@ -452,8 +460,18 @@ class Authority(Server):
                 "tls_cert_file": str(self.pki.vault.cert),
                 "tls_key_file": str(self.pki.vault.key),
             }
+            raft: dict[str, Any] = {"path": str(data), "node_id": f"lab-{self.node}"}
+            if self.peers and self.node > 1:
+                # Joins whichever peer leads once that one is initialized and unsealed; under Shamir the joined
+                # node stays sealed until it is given the same unseal shares (`authority unseal` with every node).
+                raft["retry_join"] = [{"leader_api_addr": peer, "leader_ca_cert_file": str(self.pki.ca.cert)}
+                                      for peer in self.peers]
+            if self.peers:
+                # Raft's production timing (multiplier 5) takes ~10 s to notice a dead leader; the lab's loopback
+                # cluster is as fast as the tightest setting allows.
+                raft["performance_multiplier"] = 1
             config: dict[str, Any] = {
-                "storage": {"raft": {"path": str(data), "node_id": "lab-1"}},
+                "storage": {"raft": raft},
                 "listener": [{"tcp": listener}],
                 "api_addr": self.address,
                 "cluster_addr": f"https://{HOST}:{self.cluster_port}",
@@ -462,12 +480,17 @@ class Authority(Server):
                 "ui": False,
                 "log_level": "warn",
             }
+            if self.peers and self.flavor == "openbao":
+                # OpenBao's standbys serve reads from their own, lagging copy by default: a read after a write
+                # (chamberlain's check-and-set life cycle) could see an older version. Forward everything instead.
+                config["disable_standby_reads"] = True
             if self.flavor == "openbao":
                 del config["disable_mlock"]  # OpenBao has no mlock to disable (it warns about the field)
                 # chamberlain resumes an init that crashed before its configurator role existed with generate-root,
                 # off by default from OpenBao 2.5.3: the lab turns it on, as an operator would for the init window.
                 listener["disable_unauthed_generate_root_endpoints"] = False
                 # OpenBao takes audit devices only from its configuration; chamberlain verifies this one exists.
+                self.audit_log.parent.mkdir(parents=True, exist_ok=True)
                 device = {"description": wk.AUDIT_DEVICE_DESCRIPTION, "options": {"file_path": str(self.audit_log)}}
                 config["audit"] = [{"file": {wk.AUDIT_DEVICE_PATH: device}}]
             cfg = self.dir / "config.json"
@@ -512,7 +535,19 @@ class Authority(Server):
         # Dev mode must come up ready to use; server mode is healthy when it answers
         # (uninitialized and sealed is its expected resting state in the lab).
         ok = (initialized and not sealed) if self.dev else True
+        if self.peers:
+            detail += f", raft {self.raft_role(body)}"
         return Health(ok, self.address, "v" + str(body.get("version", "")).lstrip("v"), detail)
+
+    @staticmethod
+    def raft_role(health: Mapping[str, Any]) -> str:
+        """``leader`` (the active node), ``follower`` (an unsealed standby) or ``sealed``/``uninitialized``: what
+        ``sys/health`` tells without a token."""
+        if not health.get("initialized"):
+            return "uninitialized"
+        if health.get("sealed"):
+            return "sealed"
+        return "follower" if health.get("standby") else "leader"
 
 
 # --------------------------------------------------------------- External Secrets

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         AuthorityEvent,
         AuthorityStatus,
         InitReport,
+        NodeUnseal,
         Recorder,
         RekeyReport,
         SealedStore,
@@ -101,15 +102,26 @@ class InitResult:
 class UnsealResult:
     address: str
     report: UnsealReport
+    #: With several addresses (an HA authority's nodes): each node's outcome; ``report`` is the first one's.
+    nodes: list[NodeUnseal] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report)
+        out = asdict(self.report)
+        if self.nodes:
+            out["nodes"] = [{"address": n.address, **({"skipped": n.skipped} if n.skipped else {}),
+                             **(asdict(n.report) if n.report is not None else {})} for n in self.nodes]
+        return out
 
     @property
     def message(self) -> str:
         from chamberlain.authority.decide import UnsealOutcome, unseal_message
 
         r = self.report
+        if self.nodes:
+            unsealed = sum(1 for n in self.nodes if n.report is not None and not n.report.sealed)
+            skipped = [f"{n.address} {n.skipped}" for n in self.nodes if n.skipped]
+            return (f"{unsealed} of {len(self.nodes)} nodes unsealed"
+                    + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
         if not r.was_sealed:
             return "already unsealed (no-op)"
         if not r.custodians:
@@ -353,6 +365,15 @@ def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: b
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
+    if len(vault.addresses) > 1:  # an HA authority: every node needs the shares (Shamir)
+        from chamberlain.authority.vault import unauthenticated
+
+        conn = servers.connection(platform)
+        nodes = [unauthenticated(a, conn.ca_file, clock=conn.clock) for a in vault.addresses]
+        outcome = lifecycle.unseal_nodes(nodes, _store(platform, servers), _identities(identities), reset=reset)
+        first = next(n for n in outcome if n.report is not None)
+        assert first.report is not None
+        return UnsealResult(first.address, first.report, outcome)
     report = lifecycle.unseal(vault, _store(platform, servers), _identities(identities), reset=reset)
     return UnsealResult(vault.address, report)
 
