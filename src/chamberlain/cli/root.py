@@ -65,7 +65,7 @@ def init_cmd(
 
 
 @root_app.command("gitops-key")
-@target_options(environment=False, token_file=False, token=True)
+@target_options(environment=False, cluster=False, token_file=False, token=True)
 def gitops_key_cmd(
     cluster: Annotated[str, typer.Argument(help="The cluster whose GitOps controller gets the key.")],
     identity_file: Annotated[
