@@ -33,6 +33,17 @@ REASON = "INC-42: session key pasted in a public channel"
 @pytest.mark.vault_compat
 def test_a_compromised_namespace_rotates_what_it_exposes_with_the_reason(demo_world: World) -> None:
     w = demo_world
+    # A 2-second overlap in force (through Git and `policy apply`, as an operator would), so the run finishes and
+    # writes its ledger entry inside the command; the standard policy's hour would leave it waiting to revoke.
+    f = w.repo / "intents" / "web.yaml"
+    doc = "metadata: {name: storefront-session}"
+    head, _, tail = f.read_text().partition(doc)
+    assert tail and "\n  rotation:" not in tail.split("\n---")[0]
+    f.write_text(head + doc + tail.replace("\n  consumers:", "\n  rotation: {type: time-based, ttl: 90d, "
+                                           "rotateBefore: 7d, revokeOld: true, maxOverlap: 2s, failureStrategy: "
+                                           "retry}\n  consumers:", 1))
+    applied = run_cli("policy", "apply", str(w.repo), "--reason", "playbook test: short overlap", *w.vault_args())
+    assert applied.code == 0, applied.out + applied.err
     materialize(w, NS, SECRET, WORKLOAD, MOUNT, PATH)
     before = w.kv.read_metadata(MOUNT, PATH).current_version
     old_values = list(w.kv.read(MOUNT, PATH).data.values())
@@ -45,11 +56,11 @@ def test_a_compromised_namespace_rotates_what_it_exposes_with_the_reason(demo_wo
     assert w.kv.read_metadata(MOUNT, PATH).current_version == before
 
     result = run_cli("playbook", "compromise", str(w.repo), "--namespace", NS, "--reason", REASON, "--yes",
-                     "--max-wait", "5", "-o", "json", *w.vault_args())
+                     "--max-wait", "15", "-o", "json", *w.vault_args())
     assert result.code == 0, result.out + result.err
     data = json.loads(result.out)
     [run] = data["runs"]
-    assert run["secret"] == NAME and run["ok"] and run["version"] == before + 1
+    assert run["secret"] == NAME and run["ok"] and run["stage"] == "revoked" and run["version"] == before + 1
     why = f"compromise of namespace {NS}: {REASON}"
     assert run["reason"] == why
     meta = w.kv.read_metadata(MOUNT, PATH)
