@@ -322,8 +322,9 @@ def test_gitops_key_rotate_reencrypts_the_clusters_files_and_swaps_the_flux_key(
     assert stored.data[playbooks.PREVIOUS_KEY] == first.read_text()  # Flux still opens the commit it is on
     retired = playbooks.gitops_key_rotate(repo, "lab1", second, root_key, "key on a lost laptop", tools,
                                           servers=servers, caller=None,  # type: ignore[arg-type]
-                                          retire_old=True, old_recipient=old_rec)
+                                          retire_old=True)
     assert retired.in_cluster_key == "old key retired" and retired.reencrypted == []
+    assert [a.secret for a in retired.exposed] == ["smtp-relay"]  # still named: Git history is unchanged
     stored = servers.k.get_secret("flux-system", "sops-age")
     assert stored is not None and set(stored.data) == {"identity.agekey"}
     with pytest.raises(UsageError, match="root-of-trust recipient"):

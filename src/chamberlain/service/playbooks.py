@@ -341,6 +341,8 @@ def gitops_key_rotate(root: Path, cluster: str, new_identity: Path, root_identit
     new_rec = recipient_of(new_identity, tools) if new_identity.is_file() else None
     if old_recipient is None:
         candidates = [r for r in declared if r != new_rec]
+        if not candidates and new_rec in declared:
+            candidates = [""]  # swapped by an earlier run (the --retire-old one): nothing left to swap in Git
         if len(candidates) != 1:
             raise UsageError(f"{cluster} declares {len(declared)} decryption recipients; name the one to retire "
                              "with --old-recipient")
