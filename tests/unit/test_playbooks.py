@@ -330,3 +330,15 @@ def test_gitops_key_rotate_reencrypts_the_clusters_files_and_swaps_the_flux_key(
     with pytest.raises(UsageError, match="root-of-trust recipient"):
         playbooks.gitops_key_rotate(repo, "lab1", root_key, root_key, "r", tools, servers=None, caller=None,
                                     old_recipient=result.new_recipient)
+
+
+def test_a_cluster_of_several_environments_needs_environment_to_act() -> None:
+    from chamberlain.service.playbooks import compromise_plan
+
+    # acme's dev1 serves dev and the ephemeral preview environments
+    plan = compromise_plan(EXAMPLES / "acme", Scope("namespace", "monitoring"), cluster="dev1")
+    assert plan.environment == "*" and plan.to_rotate == ["grafana-admin"]
+    with pytest.raises(UsageError, match="pass --environment"):
+        plan.check_actionable()
+    compromise_plan(EXAMPLES / "acme", Scope("namespace", "monitoring"), environment="dev",
+                    cluster="dev1").check_actionable()

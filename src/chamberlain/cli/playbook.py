@@ -75,6 +75,7 @@ def compromise_cmd(
         if not emit_data(data, output):
             _print_plan(plan)
         return
+    plan.check_actionable()
     _print_plan(plan, err=True)
     confirm(f"rotate {len(plan.to_rotate)} secret(s) of {plan.environment}/{plan.cluster} now?", yes)
     wall = clock()

@@ -44,6 +44,12 @@ class CompromisePlan:
     secrets: list[Affected]
     not_placed: list[str] = field(default_factory=list)  # exposed, but not in the selected environment/cluster
 
+    def check_actionable(self) -> None:
+        """Rotations act in one environment: several on the selected cluster need ``--environment``."""
+        if self.environment == "*":
+            raise UsageError(f"cluster {self.cluster} serves several environments: pass --environment to rotate "
+                             "(--dry-run lists them all)")
+
     @property
     def to_rotate(self) -> list[str]:
         return [a.secret for a in self.secrets if a.automatic and a.secret not in self.not_placed]
@@ -98,11 +104,12 @@ def compromise(root: Path, plan: CompromisePlan, reason: str, servers: Servers, 
     from chamberlain.service.rotation import RotateRequest, RotateResult, rotate_many
 
     why = compromise_reason(plan.scope, reason)
+    plan.check_actionable()
     names = plan.to_rotate
     if not names:
         return RotateResult(ok=True, cluster=plan.cluster, release=False)
-    request = RotateRequest(root, reason=why, environment=None if plan.environment == "*" else plan.environment,
-                            cluster=plan.cluster, max_wait=max_wait, timeout=timeout, on_stage=on_stage)
+    request = RotateRequest(root, reason=why, environment=plan.environment, cluster=plan.cluster,
+                            max_wait=max_wait, timeout=timeout, on_stage=on_stage)
     return rotate_many(request, names, servers, caller, rate_limit=False)
 
 
