@@ -66,6 +66,7 @@ Event = Literal[
     "policy-change",
     "rotation",
     "upgrade",  # chamberlain upgrade: one entry per step; in each new partition, the link to the old layout
+    "playbook",  # chamberlain playbook / root rotate / gitops-key --rotate: what was done and why
 ]
 Result = Literal["ok", "failed", "noop"]
 

@@ -603,6 +603,7 @@ class _RekeyRun:
         self.shares = self.threshold = self.key_term = 0
         self.resumed: bool | None = None
         self.admin: VaultClient | None = None
+        self.reason = ""  # why, for the ledger entry (a playbook's)
 
     def observe(self) -> RekeyObserved:
         seal = self.vault.seal.status()
@@ -731,7 +732,8 @@ class _RekeyRun:
         m = self._stored()
         self.recorder_for(self._configurator())("authority-rekey", {
             "shares": str(len(m.shares)), "threshold": str(m.threshold), "generation": str(m.generation),
-            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders)})
+            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders),
+            **({"reason": self.reason} if self.reason else {})})
         self.recorded = True
 
     def report(self) -> RekeyReport:
@@ -750,6 +752,7 @@ def rekey(
     shares: int | None = None,
     clock: Clock,
     threshold: int | None = None,
+    reason: str = "",
 ) -> RekeyReport:
     """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``.
 
@@ -763,6 +766,7 @@ def rekey(
     """
     custody = recipients if isinstance(recipients, ShareCustody) else ShareCustody(tuple(recipients))
     run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock)
+    run.reason = reason
     settled = False
     for _ in range(MAX_STEPS):
         decision = next_rekey_step(run.observe())

@@ -222,6 +222,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.importing import import_cmd
     from chamberlain.cli.lab import lab_app
+    from chamberlain.cli.playbook import playbook_app
     from chamberlain.cli.policy import policy_app
     from chamberlain.cli.root import root_app
     from chamberlain.cli.rotate import rotate_cmd, status_cmd
@@ -236,6 +237,7 @@ def _register_subapps() -> None:
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
         "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
+        "playbook": (playbook_app, "When things go wrong: rotate after a compromise, rekey after a custodian change."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
                 "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd}

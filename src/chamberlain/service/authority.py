@@ -247,7 +247,10 @@ def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Rec
                         signer=TransitSigner(client.transit))
 
         def record(event: AuthorityEvent, details: Mapping[str, str]) -> None:
-            ledger.append(event, actor=caller.actor, run=caller.run, details=details)
+            # A playbook's reason is the entry's reason, not one of its details.
+            rest = {k: v for k, v in details.items() if k != "reason"}
+            ledger.append(event, actor=caller.actor, run=caller.run, reason=details.get("reason") or None,
+                          details=rest)
 
         return record
 
@@ -434,7 +437,7 @@ def conflicts(repo: Repository, platform: Platform, target: Selection, servers: 
 
 
 def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Caller, *, shares: int | None = None,
-          threshold: int | None = None, cluster: str | None = None) -> RekeyResult:
+          threshold: int | None = None, cluster: str | None = None, reason: str = "") -> RekeyResult:
     """New unseal shares sealed as the Platform declares (one per custodian, or to the root recipients), the
     Secret replaced, the encryption key rotated. Takes the threshold of the shares in force: under custody, k
     custodians' identities. With custody newly declared or its custodian list changed, this is the move to it."""
@@ -451,6 +454,7 @@ def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Call
         servers.anonymous(platform), _store(platform, servers), _identities(identities), custody,
         login_configurator=lambda: servers.configurator(platform, cluster),
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
+        reason=reason,
     )
     return RekeyResult(report)
 
