@@ -26,9 +26,9 @@ TRANSIT_MOUNT = "chamberlain-transit"
 LEDGER_KEY_PREFIX = "chamberlain-ledger-"  # ed25519 signing key per environment: chamberlain-ledger-<env>
 MARKER_KEY_PREFIX = "chamberlain-marker-"  # transit key per environment whose HMAC key keys the version markers
 RUNS_PREFIX = "_chamberlain/runs"  # rotation run records (and leases): runs/<env>/<owner>/<name>
-PENDING_PREFIX = "_chamberlain/pending"
+PENDING_PREFIX = "_chamberlain/pending"  # values staged by a rotation before promotion, never read by ESO
 # instances of an ephemeral environment: <runtime>/<env>/_instances/<id>/<owner>/<name> (never an owner's segment)
-INSTANCES_SEGMENT = "_instances"  # values staged by a rotation before promotion, never read by ESO
+INSTANCES_SEGMENT = "_instances"
 
 
 def ledger_key(environment: str) -> str:

@@ -3,9 +3,9 @@
 
 ``up`` generates every secret of the instance in the authority (the provisioning workflow, at the instance's paths,
 as the cluster's orchestrator) and applies the instance's namespaces, reader ServiceAccounts, SecretStores and
-ExternalSecrets (ESO materializes them). ``down`` removes every version and the metadata under the instance's
-prefix, deletes its ExternalSecrets and SecretStores, and appends one ``env-teardown`` ledger entry. Both are
-idempotent; an interrupted ``down`` is re-run. Never a value in a result.
+ExternalSecrets (ESO materializes them). ``down`` deletes the instance's ExternalSecrets, SecretStores and
+namespaces, appends an ``env-teardown`` ledger entry and removes every version and the metadata under the
+instance's prefix. Both are idempotent; an interrupted ``down`` is re-run. Never a value in a result.
 """
 
 from __future__ import annotations
@@ -14,16 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chamberlain.errors import UsageError
+from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
     from chamberlain.authority.kv import KV
     from chamberlain.intent.model import Environment
-    from chamberlain.service.context import Caller, Servers
+    from chamberlain.service.context import Caller, ClusterAPI, Servers
 
 EXTERNAL_SECRETS = ("external-secrets.io", "v1", "externalsecrets")
 SECRET_STORES = ("external-secrets.io", "v1", "secretstores")
+
+
+class InstanceNotGone(ChamberlainError):
+    """Everything was deleted but a namespace of the instance is still terminating; a re-run checks again."""
+
+    retryable = True
 
 
 @dataclass
@@ -92,38 +98,63 @@ def _paths_below(kv: KV, mount: str, prefix: str) -> list[str]:
     return found
 
 
-def down(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str | None = None) -> EnvResult:
+def down(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str | None = None,
+         wait_seconds: float = 120.0) -> EnvResult:
+    """Remove the instance from the cluster, then from the authority. What to remove is found by looking (the
+    instance label in the cluster, the instance prefix in Vault), not from Git: an intent dropped from the pull
+    request after ``up`` still goes. Waits up to ``wait_seconds`` for the namespaces to be gone (the namespace
+    controller deletes their content, consumer Secrets included); a re-run resumes wherever a crash stopped it."""
     from chamberlain.audit.ledger import Ledger, TransitSigner
+    from chamberlain.faults import checkpoint
     from chamberlain.kube.api import CustomResource
     from chamberlain.lifecycle import ephemeral as eph
 
-    repo, platform = load_platform(root)
-    instance, env = eph.parse_instance(platform, name)
+    _repo, platform = load_platform(root)
+    instance, env = eph.parse_instance(platform, name)  # a non-ephemeral environment stops here (exit 2)
     chosen = _cluster(env, cluster)
-    intents = eph.intents_of(platform, [i.obj for i in repo.intents], instance.environment)
-    objects = eph.manifests(platform, intents, instance, chosen)
     mount = platform.spec.authority.mounts.runtime
+    kube = servers.kube()
     client = servers.orchestrator(platform, chosen)
     kv = client.kv
-    kube = servers.kube()
+    selector = f"{eph.LABEL_INSTANCE}={instance.label}"
+    namespaces = kube.list_namespaces(selector)  # only namespaces env up labelled: never a look-alike name
     deleted: list[str] = []
-    # The cluster first: an ExternalSecret left behind would only fail once its data is gone.
-    for kind, resource in (("ExternalSecret", CustomResource(*EXTERNAL_SECRETS)),
-                           ("SecretStore", CustomResource(*SECRET_STORES))):
-        for obj in objects:
-            if obj["kind"] == kind:
-                kube.delete_custom_object(resource, obj["metadata"]["namespace"], obj["metadata"]["name"])
-                deleted.append(f"{kind}/{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+    # ExternalSecrets first, so nothing asks Vault for data that is about to go; then the stores; then the
+    # namespaces, which take the consumer Secrets and the reader ServiceAccounts with them.
+    for ns in namespaces:
+        for kind, resource in (("ExternalSecret", CustomResource(*EXTERNAL_SECRETS)),
+                               ("SecretStore", CustomResource(*SECRET_STORES))):
+            for obj in kube.list_custom_objects(resource, ns):
+                meta = obj.get("metadata") or {}
+                if (meta.get("labels") or {}).get(eph.LABEL_INSTANCE) == instance.label:
+                    kube.delete_custom_object(resource, ns, str(meta["name"]))
+                    deleted.append(f"{kind}/{ns}/{meta['name']}")
+        kube.delete_namespace(ns)
+        deleted.append(f"Namespace/{ns}")
+    checkpoint("env-down.cluster-removed")
     paths = _paths_below(kv, mount, eph.instance_prefix(instance))
-    book = Ledger(kv, mount, caller.clock, cluster=chosen, signer=TransitSigner(client.transit))
-    entry = book.for_environment(instance.environment).append(
-        "env-teardown", actor=caller.actor, path=f"{mount}/{eph.instance_prefix(instance)}", run=caller.run,
-        reason=f"chamberlain env down {instance}",
-        details={"instance": str(instance), "cluster": chosen, "secrets": str(len(paths)),
-                 "objects": str(len(deleted))})
+    seq = None
+    if paths or namespaces:  # one entry per run that removed something; a run that found nothing records nothing
+        book = Ledger(kv, mount, caller.clock, cluster=chosen, signer=TransitSigner(client.transit))
+        seq = book.for_environment(instance.environment).append(
+            "env-teardown", actor=caller.actor, path=f"{mount}/{eph.instance_prefix(instance)}", run=caller.run,
+            reason=f"chamberlain env down {instance}",
+            details={"instance": str(instance), "cluster": chosen, "secrets": str(len(paths)),
+                     "namespaces": str(len(namespaces))}).seq
     for path in paths:
         kv.delete_all(mount, path)  # every version and the metadata
-    return EnvResult(str(instance), chosen, [f"{mount}/{p}" for p in paths], deleted, entry.seq)
+        checkpoint("env-down.secret-removed")
+    _wait_gone(kube, selector, caller, wait_seconds)
+    return EnvResult(str(instance), chosen, [f"{mount}/{p}" for p in paths], deleted, seq)
 
 
-__all__ = ["EnvResult", "down", "up"]
+def _wait_gone(kube: ClusterAPI, selector: str, caller: Caller, seconds: float) -> None:
+    deadline = caller.clock.monotonic() + seconds
+    while left := kube.list_namespaces(selector):
+        if caller.clock.monotonic() >= deadline:
+            raise InstanceNotGone(f"namespaces {', '.join(left)} are still terminating after {seconds:.0f}s "
+                                  "(a finalizer the namespace controller waits for?); re-run env down to check")
+        caller.clock.sleep(1.0)
+
+
+__all__ = ["EnvResult", "InstanceNotGone", "down", "up"]
