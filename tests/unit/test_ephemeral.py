@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,19 @@ from typing import Any
 import pytest
 
 from chamberlain import faults
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.clock import FakeClock
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.intent.loader import load_repository
-from chamberlain.kube.api import CustomResource
+from chamberlain.kube.api import CustomResource, KubeSecret
 from chamberlain.kube.fake import FakeKube
 from chamberlain.lifecycle import ephemeral as eph
 from chamberlain.render import render_repository
 from chamberlain.service import environments
 from chamberlain.service.context import Caller
 from chamberlain.service.repository import load_platform
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, run_cli
 from tests.unit.test_service import FakeServers
 
 MOUNT = "secret"
@@ -88,7 +90,7 @@ def _caller() -> Caller:
 
 
 def _up(repo: Path, servers: FakeServers, name: str = "preview/pr-42") -> environments.EnvResult:
-    return environments.up(repo, name, servers, _caller())
+    return environments.up(repo, name, servers, _caller(), wait_seconds=0)  # the fake has no ESO to wait for
 
 
 def _down(repo: Path, servers: FakeServers, name: str = "preview/pr-42") -> environments.EnvResult:
@@ -273,3 +275,40 @@ def test_results_never_carry_a_value(repo: Path) -> None:
     down = _down(repo, servers)
     text = str(up.as_dict()) + str(down.as_dict())
     assert not any(v in text for v in values)
+
+
+class ESOAppliedKube(AppliedKube):
+    """AppliedKube where a force-sync writes the consumer Secret with the current marker from the fake authority
+    (what ESO does)."""
+
+    def __init__(self, kv: Any) -> None:
+        super().__init__()
+        self.kv = kv
+
+    def annotate_external_secret(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        body = self.applied[("external-secrets.io/v1", "ExternalSecret", namespace, name)][0]
+        key = body["spec"]["data"][0]["remoteRef"]["key"]
+        meta = self.kv.read_metadata(MOUNT, key)
+        self.secrets[(namespace, name)] = KubeSecret(
+            namespace, name, {}, annotations={wk.ANNOTATION_VERSION_MARKER: meta.custom[wk.VALUE_MARKER]})
+
+
+def test_up_waits_until_every_consumer_secret_is_materialized(repo: Path) -> None:
+    servers = _servers()
+    servers.fake_kube = ESOAppliedKube(servers.kv)
+    environments.up(repo, "preview/pr-42", servers, _caller(), wait_seconds=30)
+    assert set(servers.fake_kube.secrets) == {("web-preview-pr-42", "preview-api-token"),
+                                              ("web-preview-pr-42", "preview-db"), ("db-preview-pr-42", "preview-db")}
+
+
+def test_up_says_which_consumer_is_not_materialized_in_time(repo: Path) -> None:
+    servers = _servers()  # no ESO: nothing ever writes the consumer Secrets
+    with pytest.raises(environments.NotMaterialized, match="db-preview-pr-42/preview-db") as info:
+        environments.up(repo, "preview/pr-42", servers, _caller(), wait_seconds=10)
+    assert info.value.retryable
+    assert _under(servers, "preview/_instances/pr-42/team-web/") == ["preview-api-token", "preview-db-password"]
+
+
+def test_the_cli_refuses_down_of_a_non_ephemeral_environment_with_exit_2(repo: Path) -> None:
+    got = run_cli("env", "down", str(repo), "dev/pr-42", "--cluster", "dev1")  # no server is reachable here
+    assert got.code == 2 and "is not ephemeral" in got.err and "Traceback" not in got.err

@@ -63,13 +63,13 @@ def retire_cmd(
 env_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 
-def _env(action: str, path: str, name: str, target: Target, output: ListFormat) -> None:
+def _env(action: str, path: str, name: str, target: Target, output: ListFormat, wait: float) -> None:
     from chamberlain.service import environments
 
     caller = Caller(actor(), clock())
     with LiveServers(target.conn, caller.clock) as servers:
         run = environments.up if action == "up" else environments.down
-        result = run(Path(path), name, servers, caller, cluster=target.cluster)
+        result = run(Path(path), name, servers, caller, cluster=target.cluster, wait_seconds=wait)
     if not emit_data(result.as_dict(), output):
         verb = "generated" if action == "up" else "removed"
         line(f"{result.instance} on {result.cluster}: {len(result.secrets)} secrets {verb}, "
@@ -80,23 +80,30 @@ def _env(action: str, path: str, name: str, target: Target, output: ListFormat) 
 @env_app.command("up")
 @target_options(environment=False)
 def env_up(path: RepoPath, name: Annotated[str, typer.Argument(help="The instance: <env>/<id>, e.g. preview/pr-42.")],
+           wait: Annotated[float, typer.Option(
+               "--wait", metavar="SECONDS", help="How long to wait until ESO has materialized every consumer "
+               "Secret (0: do not wait).")] = 120.0,
            target: Target = GROUPED, output: ListOutput = ListFormat.text) -> None:
     """Create an instance of an ephemeral environment: every secret generated in the authority under
-    <env>/_instances/<id>/, and its namespaces (<ns>-<id>) with the ExternalSecrets ESO materializes. Idempotent.
+    <env>/_instances/<id>/, its namespaces (<ns>-<id>) with the ExternalSecrets ESO materializes, and a wait
+    until every consumer Secret holds its value (exit 1 when one does not in time). Idempotent.
 
     Example: chamberlain env up examples/acme preview/pr-42 --cluster dev1
     """
-    _env("up", path, name, target, output)
+    _env("up", path, name, target, output, wait)
 
 
 @env_app.command("down")
 @target_options(environment=False)
 def env_down(path: RepoPath, name: Annotated[str, typer.Argument(help="The instance: <env>/<id>.")],
+             wait: Annotated[float, typer.Option(
+                 "--wait", metavar="SECONDS", help="How long to wait until the instance's namespaces are gone "
+                 "(exit 1 when one is still terminating).")] = 120.0,
              target: Target = GROUPED, output: ListOutput = ListFormat.text) -> None:
-    """Destroy an instance without a trace: its ExternalSecrets and SecretStores, then every version and the
-    metadata under <env>/_instances/<id>/, with one env-teardown ledger entry. Refused (exit 2) for an environment
-    that is not ephemeral. Safe to re-run after an interruption.
+    """Destroy an instance without a trace: its ExternalSecrets, SecretStores and namespaces (the consumer
+    Secrets go with them), then every version and the metadata under <env>/_instances/<id>/, with an env-teardown
+    ledger entry. Refused (exit 2) for an environment that is not ephemeral. Safe to re-run after an interruption.
 
     Example: chamberlain env down examples/acme preview/pr-42 --cluster dev1
     """
-    _env("down", path, name, target, output)
+    _env("down", path, name, target, output, wait)

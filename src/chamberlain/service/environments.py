@@ -19,11 +19,18 @@ from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
     from chamberlain.authority.kv import KV
-    from chamberlain.intent.model import Environment
+    from chamberlain.intent.model import Environment, Platform, SecretIntent
+    from chamberlain.lifecycle.ephemeral import Instance
     from chamberlain.service.context import Caller, ClusterAPI, Servers
 
 EXTERNAL_SECRETS = ("external-secrets.io", "v1", "externalsecrets")
 SECRET_STORES = ("external-secrets.io", "v1", "secretstores")
+
+
+class NotMaterialized(ChamberlainError):
+    """The instance is generated and applied, but a consumer Secret did not get its value in time."""
+
+    retryable = True
 
 
 class InstanceNotGone(ChamberlainError):
@@ -55,7 +62,11 @@ def _cluster(env: Environment, cluster: str | None) -> str:
     return cluster
 
 
-def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str | None = None) -> EnvResult:
+def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str | None = None,
+       wait_seconds: float = 120.0) -> EnvResult:
+    """Generate, apply, then (``wait_seconds`` > 0) force ESO to sync and wait until every consumer Secret
+    carries its secret's version marker, so a CI job can deploy right after; :class:`NotMaterialized` when one
+    does not within the time (a re-run generates nothing again and waits anew)."""
     from chamberlain.audit.ledger import Ledger, TransitSigner
     from chamberlain.intent.paths import effective_policy
     from chamberlain.lifecycle import ephemeral as eph
@@ -83,9 +94,38 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
     kube = servers.kube()
     for obj in objects:
         kube.apply_manifest(obj, eph.FIELD_MANAGER)
+    if wait_seconds > 0:
+        _wait_materialized(servers, client.kv, platform, intents, instance, caller, wait_seconds)
     meta = [(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects]
     return EnvResult(str(instance), chosen, [o.unit.vault.full for o in outcomes],
                      [f"{k}/{ns + '/' if ns else ''}{n}" for k, ns, n in meta])
+
+
+def _wait_materialized(servers: Servers, kv: KV, platform: Platform, intents: list[SecretIntent],
+                       instance: Instance, caller: Caller, seconds: float) -> None:
+    from chamberlain import wellknown as wk
+    from chamberlain.lifecycle import ephemeral as eph
+    from chamberlain.propagation import ConsumerRef, ExternalSecretRef, force_refresh, wait_in_sync
+
+    kube = servers.kube()
+    deadline = caller.clock.monotonic() + seconds
+    late: list[str] = []
+    for intent in intents:
+        path = eph.instance_path(platform, intent, instance)
+        meta = kv.read_metadata(path.mount, path.path)
+        marker = meta.custom.get(wk.VALUE_MARKER) if meta is not None else None
+        consumers = [ConsumerRef(eph.instance_namespace(c.namespace, instance), c.secret_name)
+                     for c in intent.spec.consumers]
+        if marker is None or not consumers:
+            continue
+        # The ExternalSecret is named after its target Secret (render.eso.external_secret).
+        force_refresh(kube, [ExternalSecretRef(c.namespace, c.name) for c in consumers], caller.run)
+        left = max(0.0, deadline - caller.clock.monotonic())
+        late += [f"{s.consumer.namespace}/{s.consumer.name}"
+                 for s in wait_in_sync(kube, consumers, marker, caller.clock, left) if not s.in_sync]
+    if late:
+        raise NotMaterialized(f"{instance}: ESO did not materialize {', '.join(late)} within {seconds:.0f}s "
+                              "(kubectl describe externalsecret there says why); re-run env up to wait again")
 
 
 def _paths_below(kv: KV, mount: str, prefix: str) -> list[str]:
@@ -157,4 +197,4 @@ def _wait_gone(kube: ClusterAPI, selector: str, caller: Caller, seconds: float) 
         caller.clock.sleep(1.0)
 
 
-__all__ = ["EnvResult", "InstanceNotGone", "down", "up"]
+__all__ = ["EnvResult", "InstanceNotGone", "NotMaterialized", "down", "up"]
