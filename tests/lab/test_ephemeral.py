@@ -34,16 +34,14 @@ kubernetes = pytest.importorskip("kubernetes")
 
 from chamberlain.audit.ledger import LedgerReader  # noqa: E402
 from chamberlain.authority.errors import Forbidden  # noqa: E402
-from chamberlain.authority.model import KubernetesRole  # noqa: E402
 from chamberlain.authority.vault import login_kubernetes  # noqa: E402
 from chamberlain.clock import SystemClock  # noqa: E402
 from chamberlain.lifecycle.ephemeral import LABEL_INSTANCE  # noqa: E402
-from chamberlain.service import authority, environments, load_valid  # noqa: E402
+from chamberlain.service import authority, environments  # noqa: E402
 from chamberlain.service.context import Caller, ConnectionOptions, LiveServers  # noqa: E402
 
 MOUNT = "secret"
 AUTH_MOUNT = "kubernetes-dev1"
-PROBE = "chamberlain-lab-probe.instance-template"
 SECRETS = {"preview-api-token": ("web-preview", "preview-api-token", "API_TOKEN", "token"),
            "preview-db-password": ("db-preview", "preview-db", "password", "password")}
 CONSUMERS = [("web-preview", "preview-api-token", "preview-api-token"), ("web-preview", "preview-db",
@@ -181,43 +179,23 @@ def test_down_of_a_non_ephemeral_environment_is_refused(env: Env) -> None:
     assert env.w.kv.read_metadata(MOUNT, "dev/team-platform/smtp-relay") is not None  # dev untouched
 
 
-def test_acl_templating_on_the_service_account_namespace_isolates_instances(env: Env) -> None:
-    """The next step for instance isolation (docs/ephemeral-environments.md), checked on the real OpenBao: a policy
-    templated on the Kubernetes auth alias's ``service_account_namespace`` lets ESO in ``web-preview-pr-1`` read a
-    path carrying its own namespace and not the same path of ``pr-2``. A probe policy and role, written by the
-    configurator, removed again with the probe data."""
+def test_an_instance_reads_only_its_own_namespaces_copies(env: Env) -> None:
+    """The rendered instance-reader role, as configure wrote it (its policy templated on the Kubernetes auth
+    alias's ``service_account_namespace``, the accessor put in by configure): ESO's ServiceAccount in
+    ``web-preview-pr-1`` reads its namespace's copies, and is refused another instance's, another namespace's of
+    its own instance, and the generated originals. The value itself is never read here."""
     w = env.w
-    platform = load_valid(env.repo).platform
-    assert platform is not None
-    with LiveServers(env.conn, SystemClock()) as servers:
-        configurator = servers.configurator(platform, "dev1")
-        mounts = {k.rstrip("/"): v for k, v in configurator.auth.list_mounts().items()}
-        accessor = mounts[AUTH_MOUNT].accessor
-        namespace = f"{{{{identity.entity.aliases.{accessor}.metadata.service_account_namespace}}}}"
-        configurator.policies.write(PROBE, f'path "secret/data/preview/_instances/+/_ns/{namespace}/team-web/probe"'
-                                           ' { capabilities = ["read"] }\n')
-        configurator.auth.write_role(AUTH_MOUNT, PROBE, KubernetesRole(
-            bound_service_account_names=("chamberlain-preview-reader",),
-            bound_service_account_namespaces=("web-preview-*",), audience="vault", token_policies=(PROBE,),
-            token_ttl=300, token_max_ttl=300))
-        try:
-            for instance in ("pr-1", "pr-2"):
-                path = f"preview/_instances/{instance}/_ns/web-preview-{instance}/team-web/probe"
-                w.kv.write(MOUNT, path, {"probe": f"probe-{instance}"}, cas=0)
-            jwt = w.kube.service_account_token("web-preview-pr-1", "chamberlain-preview-reader", ["vault"])
-            reader = login_kubernetes(w.lab.authority.address, w.lab.pki.ca.cert, AUTH_MOUNT, PROBE, jwt,
-                                      clock=SystemClock())
-            own = reader.kv.read(MOUNT, "preview/_instances/pr-1/_ns/web-preview-pr-1/team-web/probe")
-            assert own is not None and own.data == {"probe": "probe-pr-1"}
-            with pytest.raises(Forbidden):
-                reader.kv.read(MOUNT, "preview/_instances/pr-2/_ns/web-preview-pr-2/team-web/probe")
-            with pytest.raises(Forbidden):  # the alias's namespace, not a path segment the reader chooses
-                reader.kv.read(MOUNT, "preview/_instances/pr-1/_ns/web-preview-pr-2/team-web/probe")
-        finally:
-            for instance in ("pr-1", "pr-2"):
-                w.kv.delete_all(MOUNT, f"preview/_instances/{instance}/_ns/web-preview-{instance}/team-web/probe")
-            configurator.auth.delete_role(AUTH_MOUNT, PROBE)
-            configurator.policies.delete(PROBE)
+    jwt = w.kube.service_account_token("web-preview-pr-1", "chamberlain-preview-reader", ["vault"])
+    reader = login_kubernetes(w.lab.authority.address, w.lab.pki.ca.cert, AUTH_MOUNT,
+                              "chamberlain.preview.dev1.web-preview.instance-reader", jwt, clock=SystemClock())
+    own = reader.kv.read_metadata(MOUNT, "preview/_instances/pr-1/_ns/web-preview-pr-1/team-web/preview-api-token")
+    assert own is not None and own.custom.get(wk.VALUE_MARKER)
+    for path in ("preview/_instances/pr-2/_ns/web-preview-pr-2/team-web/preview-api-token",  # another instance
+                 "preview/_instances/pr-1/_ns/web-preview-pr-2/team-web/preview-api-token",  # its id, not its ns
+                 "preview/_instances/pr-1/_ns/db-preview-pr-1/team-web/preview-db-password",  # another namespace
+                 "preview/_instances/pr-1/team-web/preview-api-token"):  # the original
+        with pytest.raises(Forbidden):
+            reader.kv.read(MOUNT, path)
 
 
 def test_an_interrupted_down_resumes_and_nothing_of_the_instance_survives(env: Env) -> None:
@@ -227,14 +205,14 @@ def test_an_interrupted_down_resumes_and_nothing_of_the_instance_survives(env: E
     assert len(env.leftovers("pr-1")) >= 2  # killed after the first secret: one is still there, and its prefix
 
     done = env.run("down", "preview/pr-1")
-    assert done["secrets"] == ["secret/preview/_instances/pr-1/team-web/preview-db-password"]
+    assert len(done["secrets"]) == 4  # of 2 originals and 3 copies, the first copy went before the crash
     assert env.leftovers("pr-1") == []
     again = env.run("down", "preview/pr-1")  # down twice is fine, and records nothing
     assert (again["secrets"], again["objects"], again["ledgerSeq"]) == ([], [], None)
 
     teardowns = [e for e in LedgerReader(env.w.kv, MOUNT).entries()
                  if e.event == "env-teardown" and e.details.get("instance") == "preview/pr-1"]
-    assert [e.details["secrets"] for e in teardowns] == ["2", "1"]  # the crashed run, then the one that finished
+    assert [e.details["secrets"] for e in teardowns] == ["5", "4"]  # the crashed run, then the one that finished
     assert teardowns[-1].seq == done["ledgerSeq"]
 
     assert env.materialized("pr-2")  # the other instance is untouched

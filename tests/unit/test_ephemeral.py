@@ -136,9 +136,12 @@ def test_manifests_carry_the_instance_in_every_name_and_label(repo: Path) -> Non
     stores = [o for o in objects if o["kind"] == "SecretStore"]
     assert {s["spec"]["provider"]["vault"]["auth"]["kubernetes"]["role"] for s in stores} == {
         "chamberlain.preview.dev1.web-preview.instance-reader", "chamberlain.preview.dev1.db-preview.instance-reader"}
-    keys = {ref["remoteRef"]["key"] for o in objects if o["kind"] == "ExternalSecret" for ref in o["spec"]["data"]}
-    assert keys == {"preview/_instances/pr-42/team-web/preview-api-token",
-                    "preview/_instances/pr-42/team-web/preview-db-password"}
+    keys = {(o["metadata"]["namespace"], ref["remoteRef"]["key"])
+            for o in objects if o["kind"] == "ExternalSecret" for ref in o["spec"]["data"]}
+    assert keys == {  # each namespace reads its own copy
+        ("web-preview-pr-42", "preview/_instances/pr-42/_ns/web-preview-pr-42/team-web/preview-api-token"),
+        ("web-preview-pr-42", "preview/_instances/pr-42/_ns/web-preview-pr-42/team-web/preview-db-password"),
+        ("db-preview-pr-42", "preview/_instances/pr-42/_ns/db-preview-pr-42/team-web/preview-db-password")}
     # not GitOps objects: no sync waves, no prune hints
     assert not any(k.startswith(("argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/"))
                    for o in objects for k in o["metadata"].get("annotations", {}))
@@ -149,8 +152,9 @@ def test_the_rendered_instance_reader_reads_only_its_namespaces_intents_in_an_in
     files = {p.rsplit("/", 1)[-1]: tree[p] for p in tree.paths() if ".instance-reader." in p}
     policy = files["chamberlain.preview.dev1.db-preview.instance-reader.hcl"]
     paths = [line.split('"')[1] for line in policy.splitlines() if line.startswith("path ")]
-    assert paths == ["secret/data/preview/_instances/+/team-web/preview-db-password",
-                     "secret/metadata/preview/_instances/+/team-web/preview-db-password"]
+    own = "{{identity.entity.aliases.<<accessor:kubernetes-dev1>>.metadata.service_account_namespace}}"
+    assert paths == [f"secret/data/preview/_instances/+/_ns/{own}/team-web/preview-db-password",
+                     f"secret/metadata/preview/_instances/+/_ns/{own}/team-web/preview-db-password"]
     assert 'capabilities = ["read"]' in policy and "list" not in policy
     role = files["chamberlain.preview.dev1.db-preview.instance-reader.json"]
     assert '"db-preview-*"' in role and '"chamberlain-preview-reader"' in role
@@ -165,6 +169,16 @@ def test_up_generates_every_secret_and_applies_the_instances_objects(repo: Path)
     assert got.secrets == ["secret/preview/_instances/pr-42/team-web/preview-api-token",
                            "secret/preview/_instances/pr-42/team-web/preview-db-password"]
     assert _under(servers, "preview/_instances/pr-42/team-web/") == ["preview-api-token", "preview-db-password"]
+    assert got.copies == ["secret/preview/_instances/pr-42/_ns/web-preview-pr-42/team-web/preview-api-token",
+                          "secret/preview/_instances/pr-42/_ns/db-preview-pr-42/team-web/preview-db-password",
+                          "secret/preview/_instances/pr-42/_ns/web-preview-pr-42/team-web/preview-db-password"]
+    for written in got.copies:  # the same value and version marker as the generated one
+        path = written.removeprefix("secret/")
+        name = path.rsplit("/", 1)[-1]
+        source = f"preview/_instances/pr-42/team-web/{name}"
+        assert servers.kv.read(MOUNT, path).data == servers.kv.read(MOUNT, source).data  # type: ignore[union-attr]
+        assert servers.kv.read_metadata(MOUNT, path).custom == (  # type: ignore[union-attr]
+            servers.kv.read_metadata(MOUNT, source).custom)  # type: ignore[union-attr]
     assert servers.orchestrated == ["dev1"]  # as the cluster's orchestrator: no policy written
     applied = {(k[1], k[2] or k[3]) for k in servers.fake_kube.applied}
     assert ("Namespace", "web-preview-pr-42") in applied and ("Namespace", "db-preview-pr-42") in applied
@@ -181,7 +195,7 @@ def test_up_twice_converges(repo: Path) -> None:
     after = servers.kv.read(MOUNT, "preview/_instances/pr-42/team-web/preview-api-token")
     assert before is not None and after is not None and (before.version, before.data) == (after.version, after.data)
     assert _events(servers) == ["value-created", "value-created"]  # nothing new to record
-    assert len(again.objects) == len(_up(repo, servers).objects)
+    assert again.copies == [] and len(again.objects) == len(_up(repo, servers).objects)
 
 
 def test_two_instances_never_collide(repo: Path) -> None:
@@ -204,7 +218,10 @@ def test_down_leaves_nothing_of_the_instance_and_records_the_teardown(repo: Path
     servers = _servers()
     _up(repo, servers)
     got = _down(repo, servers)
-    assert got.secrets == ["secret/preview/_instances/pr-42/team-web/preview-api-token",
+    assert got.secrets == ["secret/preview/_instances/pr-42/_ns/db-preview-pr-42/team-web/preview-db-password",
+                           "secret/preview/_instances/pr-42/_ns/web-preview-pr-42/team-web/preview-api-token",
+                           "secret/preview/_instances/pr-42/_ns/web-preview-pr-42/team-web/preview-db-password",
+                           "secret/preview/_instances/pr-42/team-web/preview-api-token",
                            "secret/preview/_instances/pr-42/team-web/preview-db-password"]
     assert _under(servers, "preview/_instances/") == []  # every version and the metadata
     kube = servers.fake_kube
@@ -213,7 +230,7 @@ def test_down_leaves_nothing_of_the_instance_and_records_the_teardown(repo: Path
     assert "Namespace/db-preview-pr-42" in got.objects
     teardown = LedgerReader(servers.kv, MOUNT).entries()[-1]
     assert teardown.event == "env-teardown" and teardown.seq == got.ledger_seq
-    assert teardown.details == {"instance": "preview/pr-42", "cluster": "dev1", "secrets": "2", "namespaces": "2"}
+    assert teardown.details == {"instance": "preview/pr-42", "cluster": "dev1", "secrets": "5", "namespaces": "2"}
 
 
 def test_down_twice_is_fine_and_records_nothing_the_second_time(repo: Path) -> None:
@@ -312,3 +329,13 @@ def test_up_says_which_consumer_is_not_materialized_in_time(repo: Path) -> None:
 def test_the_cli_refuses_down_of_a_non_ephemeral_environment_with_exit_2(repo: Path) -> None:
     got = run_cli("env", "down", str(repo), "dev/pr-42", "--cluster", "dev1")  # no server is reachable here
     assert got.code == 2 and "is not ephemeral" in got.err and "Traceback" not in got.err
+
+
+def test_configure_puts_the_live_accessor_into_the_templated_policy() -> None:
+    from chamberlain.authority.configure import resolve_accessors
+    from chamberlain.authority.model import AuthMountInfo
+
+    text = 'path "s/data/p/_instances/+/_ns/{{identity.entity.aliases.<<accessor:kubernetes-dev1>>.metadata.x}}/o/n"'
+    live = {"kubernetes-dev1": AuthMountInfo("kubernetes", accessor="auth_kubernetes_1a2b3c4d")}
+    assert "aliases.auth_kubernetes_1a2b3c4d.metadata" in resolve_accessors(text, live)
+    assert resolve_accessors(text, {}) == text  # the mount does not exist yet: configure enables it, then resolves

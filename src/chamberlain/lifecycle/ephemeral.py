@@ -7,17 +7,19 @@ instance through the path shape (:mod:`chamberlain.render.vault_bundle`, ``insta
 
 Naming (instances never collide; every name carries the instance id):
 
-- Vault: ``<runtime>/<env>/_instances/<id>/<owner>/<name>``. ``_instances`` cannot be an owner (a DNS label never
-  starts with ``_``), so an instance never lands on the declared environment's own paths, and ``env down`` lists
-  and removes exactly ``<env>/_instances/<id>/``. The orchestrator's ``<runtime>/<env>/*`` grant covers it.
+- Vault: ``<runtime>/<env>/_instances/<id>/<owner>/<name>`` is the value ``env up`` generates, and
+  ``<runtime>/<env>/_instances/<id>/_ns/<ns>-<id>/<owner>/<name>`` the copy ESO of instance namespace ``<ns>-<id>``
+  reads (same data, same version marker). ``_instances`` and ``_ns`` cannot be owners (a DNS label never starts with
+  ``_``), so an instance never lands on the declared environment's own paths, and ``env down`` lists and removes
+  exactly ``<env>/_instances/<id>/``. The orchestrator's ``<runtime>/<env>/*`` grant covers all of it.
 - Kubernetes: each consumer namespace ``<ns>`` of the environment becomes ``<ns>-<id>``; the reader ServiceAccount,
   SecretStores and ExternalSecrets inside it are named as in the declared environment.
 
-Least privilege: the ``instance-reader`` role of ``<ns>`` is bound to the reader ServiceAccount in namespaces
-``<ns>-*`` and may read exactly the intents ``<ns>`` consumes, in any instance (``+`` in the path). Instances of
-one environment share that trust level — telling them apart would need a policy per instance (a runtime policy
-write, which the trust boundaries keep from CI and the controller) or identity templating on a value that carries
-the instance id, which Kubernetes auth does not offer for namespaces (docs/ephemeral-environments.md).
+Least privilege: the ``instance-reader`` role of ``<ns>`` logs in the reader ServiceAccount of namespaces ``<ns>-*``;
+its policy is templated on the namespace of the ServiceAccount that logged in (the Kubernetes auth alias's
+``service_account_namespace``), so ESO of ``web-preview-pr-1`` reads ``…/_ns/web-preview-pr-1/…`` and nothing of
+another instance, with no policy written at runtime. Templating substitutes whole values only, hence one copy per
+consumer namespace (docs/ephemeral-environments.md).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from typing import Any
 from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Environment, Platform, SecretIntent
-from chamberlain.intent.paths import INSTANCES_SEGMENT, VaultPath, intent_environments
+from chamberlain.intent.paths import INSTANCES_SEGMENT, READERS_SEGMENT, VaultPath, intent_environments
 from chamberlain.render import eso, naming
 from chamberlain.render.topology import Read
 
 INSTANCES = INSTANCES_SEGMENT
+READERS = READERS_SEGMENT
 MAX_ID = 20  # leaves 42 characters of a consumer namespace for <ns>-<id> (a DNS label has 63)
 _ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_INSTANCE = wk.PREFIX + "instance"  # "<env>.<id>" on every object env up creates (a label value has no '/')
@@ -84,6 +87,14 @@ def instance_path(platform: Platform, intent: SecretIntent, instance: Instance) 
                      f"{instance.environment}/{INSTANCES}/{instance.id}/{intent.spec.owner}/{intent.metadata.name}")
 
 
+def reader_path(platform: Platform, intent: SecretIntent, instance: Instance, namespace: str) -> VaultPath:
+    """The copy ESO in the instance namespace ``namespace`` (``<ns>-<id>``) reads; the instance-reader policy is
+    templated on the logged-in ServiceAccount's namespace, so only ESO of that namespace can."""
+    return VaultPath(platform.spec.authority.mounts.runtime,
+                     f"{instance.environment}/{INSTANCES}/{instance.id}/{READERS}/{namespace}/{intent.spec.owner}/"
+                     f"{intent.metadata.name}")
+
+
 def instance_prefix(instance: Instance) -> str:
     """Everything of the instance in the runtime mount lives below this prefix."""
     return f"{instance.environment}/{INSTANCES}/{instance.id}/"
@@ -101,10 +112,10 @@ def manifests(platform: Platform, intents: list[SecretIntent], instance: Instanc
     labelled with the instance (what ``env down`` removes). ESO materializes the Secrets."""
     by_ns: dict[str, list[Read]] = {}
     for intent in intents:
-        path = instance_path(platform, intent, instance)
         for c in intent.spec.consumers:
             ns = instance_namespace(c.namespace, instance)
-            by_ns.setdefault(c.namespace, []).append(Read(intent, c.model_copy(update={"namespace": ns}), path))
+            by_ns.setdefault(c.namespace, []).append(Read(intent, c.model_copy(update={"namespace": ns}),
+                                                          reader_path(platform, intent, instance, ns)))
     env = instance.environment
     out: list[dict[str, Any]] = []
     for base_ns in sorted(by_ns):
@@ -134,4 +145,5 @@ __all__ = [
     "intents_of",
     "manifests",
     "parse_instance",
+    "reader_path",
 ]

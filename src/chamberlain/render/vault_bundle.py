@@ -57,9 +57,11 @@ from chamberlain.intent.paths import (
     LEDGER_HEAD_NAME,
     LEDGER_PREFIX,
     PENDING_PREFIX,
+    READERS_SEGMENT,
     RUNS_PREFIX,
     TRANSIT_MOUNT,
     VaultPath,
+    accessor_ref,
     ledger_key,
     marker_key,
 )
@@ -171,7 +173,8 @@ def bundle(topo: Topology) -> dict[str, str]:
             add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
                                           ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
             if env in ephemeral:
-                _instance_reader(files, add_role, env, cluster, ns, reads)
+                _instance_reader(files, add_role, env, cluster, naming.kubernetes_auth_mount(platform, cluster), ns,
+                                 reads)
         for ns, pubs in unit.publishes.items():
             for pub in pubs:
                 intent = pub.intent.metadata.name
@@ -204,19 +207,22 @@ def bundle(topo: Topology) -> dict[str, str]:
 
 
 def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], None], env: str, cluster: str,
-                     ns: str, reads: list[Read]) -> None:
+                     auth_mount: str, ns: str, reads: list[Read]) -> None:
     """ESO in every instance ``<ns>-<id>`` of an ephemeral environment: one role, bound to the reader
-    ServiceAccount in namespaces ``<ns>-*``, reading what ``ns`` consumes in any instance (``+``: one path
-    segment, the instance id) — so no policy is written when an instance comes or goes
-    (:mod:`chamberlain.lifecycle.ephemeral`)."""
+    ServiceAccount in namespaces ``<ns>-*``, whose policy is templated on the namespace of the ServiceAccount that
+    logged in (the Kubernetes auth alias's ``service_account_namespace``): it reads the copies ``env up`` writes for
+    that namespace only, ``<env>/_instances/<id>/_ns/<ns>-<id>/<owner>/<name>``. No policy is written when an
+    instance comes or goes, and an instance never reads another's (:mod:`chamberlain.lifecycle.ephemeral`)."""
     name = naming.instance_reader_policy(env, cluster, ns)
+    own = f"{{{{identity.entity.aliases.{accessor_ref(auth_mount)}.metadata.service_account_namespace}}}}"
 
     def instance(path: VaultPath) -> VaultPath:
         rest = path.path.removeprefix(f"{env}/")
-        return VaultPath(path.mount, f"{env}/{INSTANCES_SEGMENT}/+/{rest}")
+        return VaultPath(path.mount, f"{env}/{INSTANCES_SEGMENT}/+/{READERS_SEGMENT}/{own}/{rest}")
 
     files[f"policies/{name}.hcl"] = _policy(
-        f"ESO in every instance of namespace {ns} on cluster {cluster} ({env}, ephemeral) reads what it materializes.",
+        f"ESO in an instance of namespace {ns} on cluster {cluster} ({env}, ephemeral) reads what it materializes, "
+        "in its own namespace's copy only.",
         (block
          for r in reads
          for block in (

@@ -2,10 +2,11 @@
 :mod:`chamberlain.lifecycle.ephemeral`).
 
 ``up`` generates every secret of the instance in the authority (the provisioning workflow, at the instance's paths,
-as the cluster's orchestrator) and applies the instance's namespaces, reader ServiceAccounts, SecretStores and
-ExternalSecrets (ESO materializes them). ``down`` deletes the instance's ExternalSecrets, SecretStores and
-namespaces, appends an ``env-teardown`` ledger entry and removes every version and the metadata under the
-instance's prefix. Both are idempotent; an interrupted ``down`` is re-run. Never a value in a result.
+as the cluster's orchestrator), copies each to the path ESO of each of its consumer namespaces reads, and applies
+the instance's namespaces, reader ServiceAccounts, SecretStores and ExternalSecrets (ESO materializes them).
+``down`` deletes the instance's ExternalSecrets, SecretStores and namespaces, appends an ``env-teardown`` ledger
+entry and removes every version and the metadata under the instance's prefix. Both are idempotent; an interrupted
+``down`` is re-run. Never a value in a result.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ class EnvResult:
     secrets: list[str] = field(default_factory=list)  # Vault paths created (up) or removed (down)
     objects: list[str] = field(default_factory=list)  # Kind/namespace/name applied (up) or deleted (down)
     ledger_seq: int | None = None
+    copies: list[str] = field(default_factory=list)  # up: the per-namespace copies ESO reads, written this run
 
     def as_dict(self) -> dict[str, Any]:
         return {"instance": self.instance, "cluster": self.cluster, "secrets": self.secrets, "objects": self.objects,
-                "ledgerSeq": self.ledger_seq}
+                "copies": self.copies, "ledgerSeq": self.ledger_seq}
 
 
 def _cluster(env: Environment, cluster: str | None) -> str:
@@ -91,6 +93,7 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
                   signer=TransitSigner(client.transit))
     outcomes = run_provision(units, client.kv, book, actor=caller.actor, run=caller.run, clock=caller.clock,
                              markers=TransitMarkers(client.transit))
+    copies = _copy_for_readers(client.kv, platform, intents, instance)
     kube = servers.kube()
     for obj in objects:
         kube.apply_manifest(obj, eph.FIELD_MANAGER)
@@ -98,7 +101,31 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
         _wait_materialized(servers, client.kv, platform, intents, instance, caller, wait_seconds)
     meta = [(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects]
     return EnvResult(str(instance), chosen, [o.unit.vault.full for o in outcomes],
-                     [f"{k}/{ns + '/' if ns else ''}{n}" for k, ns, n in meta])
+                     [f"{k}/{ns + '/' if ns else ''}{n}" for k, ns, n in meta], copies=copies)
+
+
+def _copy_for_readers(kv: KV, platform: Platform, intents: list[SecretIntent], instance: Instance) -> list[str]:
+    """Copy each generated value, with its custom metadata (the version marker ESO puts on the Secret), to the
+    path ESO of each consumer namespace reads; an up-to-date copy is left alone. Returns the copies written."""
+    from chamberlain.lifecycle import ephemeral as eph
+
+    written: list[str] = []
+    for intent in intents:
+        source = eph.instance_path(platform, intent, instance)
+        value, meta = kv.read(source.mount, source.path), kv.read_metadata(source.mount, source.path)
+        if value is None or meta is None:  # pragma: no cover - provisioning just wrote it
+            raise UsageError(f"{source.full}: the generated value is not readable back")
+        for ns in sorted({eph.instance_namespace(c.namespace, instance) for c in intent.spec.consumers}):
+            copy = eph.reader_path(platform, intent, instance, ns)
+            have, have_meta = kv.read(copy.mount, copy.path), kv.read_metadata(copy.mount, copy.path)
+            if have is not None and have_meta is not None and have.data == value.data \
+                    and have_meta.custom == meta.custom:
+                continue
+            if have is None or have.data != value.data:
+                kv.write(copy.mount, copy.path, value.data, cas=have_meta.current_version if have_meta else 0)
+            kv.update_custom_metadata(copy.mount, copy.path, meta.custom)
+            written.append(copy.full)
+    return written
 
 
 def _wait_materialized(servers: Servers, kv: KV, platform: Platform, intents: list[SecretIntent],
