@@ -339,3 +339,21 @@ def test_configure_puts_the_live_accessor_into_the_templated_policy() -> None:
     live = {"kubernetes-dev1": AuthMountInfo("kubernetes", accessor="auth_kubernetes_1a2b3c4d")}
     assert "aliases.auth_kubernetes_1a2b3c4d.metadata" in resolve_accessors(text, live)
     assert resolve_accessors(text, {}) == text  # the mount does not exist yet: configure enables it, then resolves
+
+
+def test_configure_writes_the_instance_reader_with_the_accessor_of_the_mount_it_enabled(repo: Path) -> None:
+    """Over the fake Vault (its auth mounts get an accessor when enabled, as a server's do): the first run enables
+    kubernetes-dev1 and writes the policy with that mount's accessor; a second plan is empty."""
+    from chamberlain.authority.configure import apply, desired_state, observe, plan
+    from tests.unit.test_authority_configure import _settings
+    from tests.unit.test_authority_fakes import FakeVault
+
+    tree = render_repository(load_repository(repo))
+    desired = desired_state({p[len("vault/"):]: tree[p] for p in tree.paths() if p.startswith("vault/")},
+                            _settings())
+    vault = FakeVault()
+    apply(vault, desired, plan(desired, observe(vault, desired)))
+    accessor = vault.auth.list_mounts()["kubernetes-dev1"].accessor
+    text = vault.policies.read("chamberlain.preview.dev1.web-preview.instance-reader")
+    assert text is not None and f"identity.entity.aliases.{accessor}.metadata" in text and "<<" not in text
+    assert plan(desired, observe(vault, desired)) == []
