@@ -185,7 +185,8 @@ class _Auth(dict[str, dict[str, Any]]):
 
     def enable(self, path: str, method: AuthMountInfo) -> None:
         self.v.writes += 1
-        self[path] = {"type": method.type, "description": method.description}
+        self[path] = {"type": method.type, "description": method.description,
+                      "accessor": f"auth_{method.type}_{len(self) + 1:08x}"}  # random on a server; fixed here
 
     def read_kubernetes_config(self, mount: str) -> KubernetesAuthConfig | None:
         body = self.v.paths.get(f"auth/{mount}/config")

@@ -36,6 +36,7 @@ and holding only that cluster's roles, so a token of one cluster is never review
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -56,6 +57,7 @@ from chamberlain.authority.model import (
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 from chamberlain.intent.paths import (
+    ACCESSOR_REF,
     AUTHORITY_PARTITION,
     LEDGER_HEAD,
     LEDGER_HEAD_NAME,
@@ -511,8 +513,19 @@ def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
             + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
 
 
+def resolve_accessors(text: str, auth: Mapping[str, AuthMountInfo]) -> str:
+    """``text`` with each ``<<accessor:MOUNT>>`` of the bundle (a templated policy names an auth mount's accessor,
+    which exists only once the mount does) replaced by the live accessor; an unknown one is left as it is."""
+    def live(match: re.Match[str]) -> str:
+        info = auth.get(match.group(1))
+        return info.accessor if info is not None and info.accessor else match.group(0)
+
+    return ACCESSOR_REF.sub(live, text)
+
+
 def _plan_policies_roles(desired: Desired, observed: Observed) -> list[Change]:
     def same_text(want: str, have: str) -> Verdict:
+        want = resolve_accessors(want, observed.auth)
         return None if have.strip() == want.strip() else ("change", ("policy",), "")
 
     return (_compare("policy", desired.policies, observed.policies, same_text)
@@ -638,8 +651,13 @@ def _apply_auth(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> in
 
 def _apply_policies(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
     writes = [c for c in _of(changes, "policy") if c.action in ("add", "change")]
+    auth = vault.auth.list_mounts() if any(ACCESSOR_REF.search(desired.policies[c.name]) for c in writes) else {}
     for c in writes:
-        vault.policies.write(c.name, desired.policies[c.name])
+        text = resolve_accessors(desired.policies[c.name], auth)  # the auth mounts exist by now (_apply_auth)
+        if (missing := ACCESSOR_REF.search(text)) is not None:
+            raise ConfigurationConflict(f"policy {c.name} names the auth mount {missing.group(1)!r}, which has no "
+                                        "accessor; nothing more was changed")
+        vault.policies.write(c.name, text)
     return len(writes)
 
 

@@ -153,9 +153,10 @@ def plan(
     output: Output = DataFormat.text,
 ) -> None:
     """Show how Vault's configuration differs from the intent (add/change/remove per object), where the
-    rotation policy in force differs from Git's, and conflicts in the cluster (an ExternalSecret chamberlain did
-    not render writing one of its Secrets, a Reloader annotation on a restart target); change nothing. Exit 0
-    when up to date, 1 when there is a diff or a conflict.
+    rotation policy in force differs from Git's, conflicts in the cluster (an ExternalSecret chamberlain did
+    not render writing one of its Secrets, a Reloader annotation on a restart target), and intents removed from
+    Git while their data is still in the authority (retire them with spec.retire instead); change nothing. Exit 0
+    when up to date, 1 when there is a diff, a conflict or a removed intent.
 
     Example: chamberlain plan examples/acme --cluster dev1 -o json
     """
@@ -176,6 +177,10 @@ def plan(
             line(f"conflicts not checked: {result.conflicts_unchecked}", err=True)
         elif not result.conflicts:
             line("no conflicts: nothing else writes chamberlain's Secrets or restarts its workloads")
+        for orphan in result.orphans:
+            line(orphan.line())
+        if result.orphans_unchecked is not None:
+            line(f"removed intents not checked: {result.orphans_unchecked}", err=True)
     if not result.up_to_date:
         raise typer.Exit(1)
 

@@ -222,6 +222,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.importing import import_cmd
     from chamberlain.cli.lab import lab_app
+    from chamberlain.cli.lifecycle import env_app, retire_cmd
     from chamberlain.cli.playbook import playbook_app
     from chamberlain.cli.policy import policy_app
     from chamberlain.cli.root import root_app
@@ -236,11 +237,13 @@ def _register_subapps() -> None:
         "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
+        "env": (env_app, "Instances of an ephemeral environment (preview/<id>): up, down."),
         "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
         "playbook": (playbook_app, "When things go wrong: rotate after a compromise, rekey after a custodian change."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
-                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd}
+                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
+                "retire": retire_cmd}
     for name, (sub_app, help_) in groups.items():
         app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():

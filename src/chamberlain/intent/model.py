@@ -7,6 +7,7 @@ repository (unknown environments, duplicate paths, ...) live in :mod:`chamberlai
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -481,6 +482,17 @@ class AdminUse(Model):
     targets: list[AdminTarget] = Field(default_factory=list)
 
 
+class Retire(Model):
+    """Decommissioning declared in Git (issue 13): until ``after`` consumers are warned (status condition
+    ``Retiring``, Events); from ``after`` (00:00 UTC of that day) ``chamberlain retire`` soft-deletes the data in
+    the authority, undoable for ``undoWindow``; after that window it removes every version and the metadata."""
+
+    after: date = Field(description="the day (UTC) the data is soft-deleted; consumers are warned until then")
+    undo_window: Duration = Field(default=timedelta(days=30),
+                                  description="how long `chamberlain retire --undo NAME` can restore the data")
+    reason: NonEmptyText | None = Field(default=None, description="why it is retired (shown in Events, the ledger)")
+
+
 class SecretIntentSpec(Model):
     owner: DnsLabel
     purpose: NonEmptyText
@@ -493,6 +505,8 @@ class SecretIntentSpec(Model):
     rotation: RotationSetting | None = None
     consumers: list[Consumer] = Field(default_factory=list)
     admin: AdminUse | None = None
+    retire: Retire | None = Field(default=None, description="decommissioning: warn consumers until a day, then "
+                                                            "soft-delete the data (docs/decommissioning.md)")
 
 
 class SecretIntent(Model):

@@ -51,26 +51,29 @@ without CAS.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import (
     ACKS_PREFIX,
     AUTHORITY_PARTITION,
+    INSTANCES_SEGMENT,
     LEDGER_HEAD,
     LEDGER_HEAD_NAME,
     LEDGER_PREFIX,
     PENDING_PREFIX,
+    READERS_SEGMENT,
     RUNS_PREFIX,
     TRANSIT_MOUNT,
     VaultPath,
+    accessor_ref,
     ledger_key,
     marker_key,
 )
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
-from chamberlain.render.topology import RenderError, Topology
+from chamberlain.render.topology import Read, RenderError, Topology
 from chamberlain.render.yamlio import dump_json
 
 MAX_VERSIONS = 10  # enough history to roll back a bad rotation and to serve the overlap window
@@ -136,7 +139,7 @@ def _role(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> str:
     return dump_json({
         "audience": VAULT_AUDIENCE,
         "bound_service_account_names": [account],
-        "bound_service_account_namespaces": [ns],
+        "bound_service_account_namespaces": [ns],  # "<ns>-*" for the instances of an ephemeral environment
         "token_policies": [policy],
         "token_ttl": ttl,
         "token_max_ttl": max_ttl,
@@ -151,6 +154,7 @@ def bundle(topo: Topology) -> dict[str, str]:
         "transit.json": dump_json(transit_keys(platform)),
     }
     auth_mounts: dict[str, str] = {}  # mount -> its cluster
+    ephemeral = {e.name for e in platform.spec.environments if e.ephemeral}
 
     def add_role(cluster: str, name: str, body: str) -> None:
         # Every role lives in the auth mount of its own cluster, reviewed by that cluster's API server only.
@@ -174,6 +178,9 @@ def bundle(topo: Topology) -> dict[str, str]:
             )
             add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
                                           ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+            if env in ephemeral:
+                _instance_reader(files, add_role, env, cluster, naming.kubernetes_auth_mount(platform, cluster), ns,
+                                 reads)
         for ns, pubs in unit.publishes.items():
             for pub in pubs:
                 intent = pub.intent.metadata.name
@@ -203,6 +210,34 @@ def bundle(topo: Topology) -> dict[str, str]:
         for mount, cluster in sorted(auth_mounts.items())
     })
     return files
+
+
+def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], None], env: str, cluster: str,
+                     auth_mount: str, ns: str, reads: list[Read]) -> None:
+    """ESO in every instance ``<ns>-<id>`` of an ephemeral environment: one role, bound to the reader
+    ServiceAccount in namespaces ``<ns>-*``, whose policy is templated on the namespace of the ServiceAccount that
+    logged in (the Kubernetes auth alias's ``service_account_namespace``): it reads the copies ``env up`` writes for
+    that namespace only, ``<env>/_instances/<id>/_ns/<ns>-<id>/<owner>/<name>``. No policy is written when an
+    instance comes or goes, and an instance never reads another's (:mod:`chamberlain.lifecycle.ephemeral`)."""
+    name = naming.instance_reader_policy(env, cluster, ns)
+    own = f"{{{{identity.entity.aliases.{accessor_ref(auth_mount)}.metadata.service_account_namespace}}}}"
+
+    def instance(path: VaultPath) -> VaultPath:
+        rest = path.path.removeprefix(f"{env}/")
+        return VaultPath(path.mount, f"{env}/{INSTANCES_SEGMENT}/+/{READERS_SEGMENT}/{own}/{rest}")
+
+    files[f"policies/{name}.hcl"] = _policy(
+        f"ESO in an instance of namespace {ns} on cluster {cluster} ({env}, ephemeral) reads what it materializes, "
+        "in its own namespace's copy only.",
+        (block
+         for r in reads
+         for block in (
+             (f"{r.intent.metadata.name} -> {r.consumer.secret_name}", instance(r.vault).data_path, ["read"]),
+             (f"{r.intent.metadata.name}: version marker", instance(r.vault).metadata_path, ["read"]),
+         )),
+    )
+    add_role(cluster, name, _role(naming.reader_service_account(env), f"{ns}-*", name,
+                                  ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
 
 
 def _orchestrator_blocks(platform: Platform, cluster: str,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.vault import VaultClient
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
+    from chamberlain.lifecycle.retire import Orphan
     from chamberlain.propagation.conflicts import Conflict
     from chamberlain.rotation.policy_sync import PolicyDrift
     from chamberlain.service.context import Caller, Servers
@@ -153,10 +154,13 @@ class PlanResult:
     drift_unchecked: str | None = None
     conflicts: list[Conflict] = field(default_factory=list)  # other owners in the cluster (see propagation)
     conflicts_unchecked: str | None = None
+    # runtime data whose intent was removed from Git without spec.retire (chamberlain.lifecycle.retire)
+    orphans: list[Orphan] = field(default_factory=list)
+    orphans_unchecked: str | None = None
 
     @property
     def up_to_date(self) -> bool:
-        return not self.changes and not self.drifts and not self.conflicts
+        return not self.changes and not self.drifts and not self.conflicts and not self.orphans
 
     def as_dict(self) -> dict[str, Any]:
         return ConfigureResult(self.changes, dry_run=True).as_dict() | {
@@ -164,6 +168,8 @@ class PlanResult:
             "policyDriftUnchecked": self.drift_unchecked,
             "conflicts": None if self.conflicts_unchecked else [c.as_dict() for c in self.conflicts],
             "conflictsUnchecked": self.conflicts_unchecked,
+            "removedIntents": None if self.orphans_unchecked else [o.as_dict() for o in self.orphans],
+            "removedIntentsUnchecked": self.orphans_unchecked,
         }
 
 
@@ -405,6 +411,9 @@ def plan(target: Selection, servers: Servers, *, prune: bool = False, policies: 
     changes = _converge(client, desired, prune=prune, dry_run=True, record=None).changes
     found, unchecked = conflicts(repo, platform, target, servers)
     result = PlanResult(changes, conflicts=found, conflicts_unchecked=unchecked)
+    from chamberlain.service.lifecycle import orphans
+
+    result.orphans, result.orphans_unchecked = orphans(repo, platform, target.environment, target.cluster, servers)
     if not policies:
         result.drift_unchecked = "not requested"
         return result
