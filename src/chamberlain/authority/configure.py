@@ -124,6 +124,9 @@ class Settings:
     # roles. The configurator may list, read and delete roles there (never create or configure), so the upgrade
     # can remove them once no SecretStore logs in there; empty on every other run.
     legacy_auth_mounts: tuple[str, ...] = ()
+    # Write each reviewer JWT given even when the server says one is set (it cannot be read back to compare): a
+    # cluster rebuilt empty invalidates the old one with its ServiceAccount.
+    replace_reviewer_jwt: bool = False
 
     def __post_init__(self) -> None:
         if self.configurator_namespace == self.controller_namespace:
@@ -151,6 +154,7 @@ class Desired:
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
     transit_keys: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (mount, key) -> key type
+    replace_reviewer: frozenset[str] = frozenset()  # auth mounts whose reviewer JWT is written unconditionally
 
     @property
     def auth_mounts(self) -> list[str]:
@@ -328,6 +332,8 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
         auth={path: AuthMountInfo.from_api(spec) for path, spec in auth.items()},
         auth_config=auth_config, reviewer_jwts=reviewer_jwts,
         policies=policies, roles=roles, audit=audit, transit_keys=transit_keys,
+        replace_reviewer=frozenset(m for m, jwt in reviewer_jwts.items() if jwt is not None)
+        if settings.replace_reviewer_jwt else frozenset(),
     )
 
 
@@ -507,8 +513,11 @@ def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
     def same_type(want: AuthMountInfo, have: AuthMountInfo) -> Verdict:
         return None if have.type == want.type else ("conflict", (), f"exists as {have.type}, want {want.type}")
 
-    return (_compare("auth", desired.auth, observed.auth, same_type)
-            + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
+    changes = (_compare("auth", desired.auth, observed.auth, same_type)
+               + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
+    planned = {c.name for c in changes if c.kind == "auth-config"}
+    return changes + [Change("auth-config", mount, "change", ("token_reviewer_jwt",))
+                      for mount in sorted(desired.replace_reviewer & set(desired.auth_config) - planned)]
 
 
 def _plan_policies_roles(desired: Desired, observed: Observed) -> list[Change]:

@@ -63,6 +63,7 @@ class ConfigureOptions:
     token_reviewer_jwt_file: Path | None = None
     clusters: Mapping[str, ClusterAuth] = field(default_factory=dict)
     kubernetes_issuer: str | None = None
+    replace_token_reviewer_jwt: bool = False  # write the reviewer JWTs given even if one is set (a rebuilt cluster)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         configurator_namespace=naming.configurator_namespace(platform),
         configurator_service_account=naming.configurator_service_account(platform),
         legacy_auth_mounts=tuple(legacy_auth_mounts),
+        replace_reviewer_jwt=opts.replace_token_reviewer_jwt,
     )
     return desired_state(select(vault_bundle(repo), target.environment, target.cluster), settings)
 
