@@ -18,25 +18,35 @@ The rebuild is the operator's runbook (README, "When things go wrong"), each ste
 Nothing is generated: values live in the authority's storage, which the cluster loss does not touch, so the
 markers must match. RTO: from the first destructive step to the moment every marker matched.
 
-Pure parts (:func:`consumer_targets`, :func:`compare_markers`, :func:`servers_to_stop`, :class:`ClusterLossReport`)
-are kept apart from the acting ones (:func:`run_cluster_loss` and its steps). Nothing reported is a value: names,
-counts, seconds and states.
+The pure parts (:func:`servers_to_stop`, :func:`marked`, :func:`world_dirs`; the marker comparison and the report
+are :mod:`chamberlain.drill.report`'s, shared with the authority-loss drill) are kept apart from the acting ones
+(:func:`run_cluster_loss` and its steps). Nothing reported is a value: names, counts, seconds and states.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chamberlain import wellknown as wk
+from chamberlain.drill.report import (
+    DrillError,
+    DrillReport,
+    MarkerComparison,
+    Markers,
+    SecretRef,
+    Step,
+    compare_markers,
+    consumer_secrets,
+    snapshot_markers,
+)
 from chamberlain.errors import ChamberlainError
-from chamberlain.kube.api import CustomResource
 
 if TYPE_CHECKING:
     from chamberlain.bootstrap.tools import Tools
@@ -47,7 +57,6 @@ if TYPE_CHECKING:
     from chamberlain.service.context import LiveServers
 
 Progress = Callable[[str], None]
-ConsumerKey = tuple[str, str]  # (namespace, Secret name)
 
 DRILL = "cluster-loss"
 ACTOR_PREFIX = "drill"
@@ -55,55 +64,10 @@ ACTOR_PREFIX = "drill"
 #: server and its etcd, then the authority (in production it runs in the cluster, or is restarted with it).
 CLUSTER_SERVERS = ("flux-kustomize-controller", "flux-source-controller", "external-secrets",
                    "kube-controller-manager", "kube-apiserver", "etcd")
-EXTERNAL_SECRETS = CustomResource("external-secrets.io", "v1", "externalsecrets")
 KICK_EVERY = 2.0  # seconds between force-syncs of the ExternalSecrets still waiting
 
 
-class DrillError(ChamberlainError):
-    """A drill step could not run; the message names objects and states, never a value."""
-
-
 # ------------------------------------------------------------------------------------------------ pure
-
-
-def consumer_targets(external_secrets: Iterable[Mapping[str, Any]]) -> list[ConsumerKey]:
-    """The consumer Secret each ExternalSecret writes (``spec.target.name``, else the ExternalSecret's name),
-    sorted and without duplicates."""
-    out: set[ConsumerKey] = set()
-    for es in external_secrets:
-        meta, spec = es.get("metadata") or {}, es.get("spec") or {}
-        ns, name = meta.get("namespace"), (spec.get("target") or {}).get("name") or meta.get("name")
-        if ns and name:
-            out.add((str(ns), str(name)))
-    return sorted(out)
-
-
-@dataclass(frozen=True)
-class MarkerCheck:
-    """Before and after, per consumer Secret (names only; markers are compared, never reported)."""
-
-    secrets: int  # consumer Secrets that carried a marker before the loss
-    matched: tuple[ConsumerKey, ...] = ()
-    missing: tuple[ConsumerKey, ...] = ()  # no Secret, or no marker, afterwards
-    changed: tuple[ConsumerKey, ...] = ()  # another marker afterwards: a value was regenerated or rotated
-    unmarked: tuple[ConsumerKey, ...] = ()  # existed before without a marker: not chamberlain's to compare
-
-    @property
-    def ok(self) -> bool:
-        return self.secrets > 0 and len(self.matched) == self.secrets
-
-    def waiting(self) -> tuple[ConsumerKey, ...]:
-        return self.missing + self.changed
-
-
-def compare_markers(before: Mapping[ConsumerKey, str | None], after: Mapping[ConsumerKey, str | None]) -> MarkerCheck:
-    """Which consumer Secrets came back with the marker they had (pure)."""
-    marked = {k: v for k, v in before.items() if v}
-    matched = tuple(sorted(k for k, v in marked.items() if after.get(k) == v))
-    missing = tuple(sorted(k for k in marked if not after.get(k)))
-    changed = tuple(sorted(k for k, v in marked.items() if after.get(k) and after.get(k) != v))
-    unmarked = tuple(sorted(k for k, v in before.items() if not v))
-    return MarkerCheck(len(marked), matched, missing, changed, unmarked)
 
 
 def servers_to_stop(running: Iterable[str], authority: str) -> list[str]:
@@ -112,51 +76,18 @@ def servers_to_stop(running: Iterable[str], authority: str) -> list[str]:
     return [n for n in (*CLUSTER_SERVERS, authority) if n in names]
 
 
-@dataclass
-class StepResult:
-    name: str
-    ok: bool
-    seconds: float
-    facts: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        error = {} if self.error is None else {"error": self.error}
-        return {"step": self.name, "ok": self.ok, "seconds": round(self.seconds, 2), "facts": self.facts, **error}
+def marked(markers: Mapping[SecretRef, str]) -> tuple[Markers, list[SecretRef]]:
+    """(the consumer Secrets that carry a marker, those that do not). An unmarked one was never materialized from
+    the authority (e.g. a derived value whose producer does not run): nothing to prove a rebuild against."""
+    return ({k: v for k, v in markers.items() if v}, sorted(k for k, v in markers.items() if not v))
 
 
-@dataclass
-class ClusterLossReport:
-    """The drill's result: ``ok`` only when every consumer Secret came back with its marker."""
-
-    check: MarkerCheck | None = None
-    rto_seconds: float | None = None
-    steps: list[StepResult] = field(default_factory=list)
-    world: dict[str, Any] = field(default_factory=dict)  # the demo world drilled on: lab and work dirs, how made
-    authority: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.check is not None and self.check.ok and all(s.ok for s in self.steps)
-
-    def as_dict(self) -> dict[str, Any]:
-        c = self.check or MarkerCheck(0)
-
-        def names(keys: Sequence[ConsumerKey]) -> list[str]:
-            return [f"{ns}/{name}" for ns, name in keys]
-
-        return {
-            "ok": self.ok,
-            "drill": DRILL,
-            "secrets": c.secrets,
-            "matched": len(c.matched),
-            "rtoSeconds": None if self.rto_seconds is None else round(self.rto_seconds, 1),
-            "missing": names(c.missing),
-            "changed": names(c.changed),
-            "authority": self.authority,
-            "steps": [s.as_dict() for s in self.steps],
-            **self.world,
-        }
+def world_dirs(lab_dir: Path | None, work_dir: Path | None) -> tuple[Path | None, Path | None]:
+    """Which lab and demo working directory to drill on (pure): the work dir's lab is its parent by default (the
+    demo makes its working directory inside the lab directory); no work dir means a fresh world is made."""
+    if work_dir is not None and lab_dir is None:
+        return work_dir.parent, work_dir
+    return lab_dir, work_dir
 
 
 # ------------------------------------------------------------------------------------------------ acting
@@ -221,16 +152,6 @@ class _World:
         self._servers = None
 
 
-def snapshot(kube: KubeClient) -> dict[ConsumerKey, str | None]:
-    """Every consumer Secret an ExternalSecret writes, with the version marker it carries now (None: no Secret or
-    no marker). Annotations only: the data is never read."""
-    out: dict[ConsumerKey, str | None] = {}
-    for key in consumer_targets(kube.list_custom_objects(EXTERNAL_SECRETS)):
-        annotations = kube.get_secret_annotations(*key)
-        out[key] = None if annotations is None else annotations.get(wk.ANNOTATION_VERSION_MARKER)
-    return out
-
-
 def _destroy(w: _World) -> dict[str, Any]:
     """Stop the cluster and the authority, delete etcd's data."""
     lab = w.lab
@@ -254,7 +175,8 @@ def _cluster_up(w: _World, timeout: float) -> dict[str, Any]:
 
     lab_mod.up(w.lab.config, progress=w.progress, timeout=timeout)
     seal = unauthenticated(w.lab.authority.address, w.lab.pki.ca.cert, clock=w.host.clock).seal.status()
-    return {"authoritySealed": seal.sealed, "consumerSecretsLeft": sum(1 for v in snapshot(w.kube()).values() if v)}
+    left = snapshot_markers(w.kube(), consumer_secrets(w.kube()))
+    return {"authoritySealed": seal.sealed, "consumerSecretsLeft": sum(1 for v in left.values() if v)}
 
 
 def _gitops_bootstrap(w: _World, timeout: float) -> dict[str, Any]:
@@ -272,48 +194,45 @@ def _gitops_bootstrap(w: _World, timeout: float) -> dict[str, Any]:
     key = key_file.read_text(encoding="utf-8")  # secret: goes to the API server only
     state = flux.bootstrap(kube, w.lab.git.repo_url(), DEMO_CLUSTER, key, gitops_path=platform.spec.gitops.path)
     del key
-    source = flux.wait_ready(kube, flux.SOURCE, kind="GitRepository", timeout=timeout)
-    return {"decryption_key": state, "source": source.revision}
+    flux.wait_ready(kube, flux.SOURCE, kind="GitRepository", timeout=timeout)
+    return {"decryptionKey": state, "repository": w.lab.git.repo_url()}
 
 
 def _wait_flux(w: _World, timeout: float) -> dict[str, Any]:
-    """Ask Flux to reconcile each Kustomization in dependency order and wait until each is Ready."""
-    from chamberlain.demo.rotations import revalidate_stores
+    """Wait until Flux reports each Kustomization Ready, in dependency order. The root applies the others; each of
+    those is asked to reconcile now (``flux reconcile``) rather than after the retry interval Flux waits while a
+    dependency is not Ready yet."""
     from chamberlain.demo.walkthrough import kustomizations
     from chamberlain.gitops import flux
 
     kube = w.kube()
-    stores = revalidate_stores(kube, w.run)  # validated again now that the authority answers
-    ready = []
-    for i, name in enumerate(kustomizations()):
-        got = flux.wait_ready(kube, name, timeout=timeout) if i == 0 else None
-        if got is None or got.ready is not True:
-            flux.reconcile(kube, name, f"{w.run}/{i}", timeout=timeout)
-            got = flux.wait_ready(kube, name, timeout=timeout)
-        ready.append(f"Kustomization/{name}")
-    return {"ready": ready, "stores_revalidated": stores}
+    root, *children = kustomizations()
+    flux.wait_ready(kube, root, timeout=timeout)
+    for i, name in enumerate(children):
+        if flux.reconcile(kube, name, f"{w.run}/{i}", timeout=timeout).ready is not True:
+            flux.wait_ready(kube, name, timeout=timeout)
+    return {"ready": [f"Kustomization/{name}" for name in (root, *children)]}
 
 
-def _wait_markers(w: _World, before: Mapping[ConsumerKey, str | None], timeout: float) -> MarkerCheck:
-    """Until every consumer Secret carries its marker again (or ``timeout``): ESO is nudged with a force-sync of
-    the ExternalSecrets still waiting, as ``chamberlain rotate`` nudges it."""
+def _wait_markers(w: _World, before: Markers, timeout: float) -> MarkerComparison:
+    """Until every consumer Secret carries its marker again (or ``timeout``, or a marker changed): ESO is nudged
+    with a force-sync of the ExternalSecrets still waiting, as ``chamberlain rotate`` nudges it."""
+    from chamberlain import wellknown as wk
+
     kube = w.kube()
     deadline = time.monotonic() + timeout
-    kicked_at = 0.0
-    round_ = 0
+    kicked_at, round_ = 0.0, 0
     while True:
-        after = {k: ((kube.get_secret_annotations(*k) or {}).get(wk.ANNOTATION_VERSION_MARKER)) for k in before}
-        check = compare_markers(before, after)
+        check = compare_markers(before, snapshot_markers(kube, sorted(before)))
         now = time.monotonic()
         if check.ok or check.changed or now > deadline:
             return check
         if now - kicked_at >= KICK_EVERY:
             round_ += 1
-            for ns, name in check.missing:
-                try:
+            for shown in check.missing:
+                ns, _, name = shown.partition("/")
+                with contextlib.suppress(ChamberlainError):  # not applied by Flux yet: the next round asks again
                     kube.annotate_external_secret(ns, name, {wk.ESO_FORCE_SYNC: f"{w.run}-{round_}"})
-                except ChamberlainError:
-                    pass  # not applied yet by Flux: the next round tries again
             kicked_at = now
         time.sleep(0.25)
 
@@ -330,19 +249,24 @@ def _shown(path: Path, repo: Path) -> str:
 
 
 def _check_export(w: _World) -> dict[str, Any]:
-    """Before anything is destroyed: the export file in Git must hold the shares the cluster's Secret holds, or
-    the authority could not be unsealed after the loss. Refuses with what to run otherwise."""
-    from chamberlain.authority.export import default_path, read_export, same_shares
+    """Before anything is destroyed: the export file in Git must hold the shares the cluster's Secret holds, or the
+    authority could not be unsealed after the loss. A repository without the file gets it now (the routine
+    ``authority export-shares`` step after init and every rekey); one whose file holds other shares is refused."""
+    from chamberlain.authority.export import default_path, read_export, same_shares, write_export
     from chamberlain.authority.material import SealedStore
 
     path = default_path(w.repo)
+    store = SealedStore(w.kube(), _platform(w).spec.controller.namespace)
+    stored = store.load()
+    if stored is None or not stored.shares:
+        raise DrillError(f"Secret {store.ref} holds no sealed unseal shares: nothing the drill could rebuild from")
+    written = not path.exists() and write_export(path, stored)
     exported = read_export(path)
-    stored = SealedStore(w.kube(), _platform(w).spec.controller.namespace).load()
-    if stored is not None and stored.shares and not same_shares(exported, stored):
-        raise DrillError(f"{path} holds other unseal shares than Secret {SealedStore(w.kube(), '-').name} (a rekey "
-                         "not exported?); run `chamberlain authority export-shares` and commit it before drilling")
-    return {"file": _shown(path, w.repo), "shares": len(exported.shares), "threshold": exported.threshold,
-            "generation": exported.generation}
+    if not same_shares(exported, stored):
+        raise DrillError(f"{path} holds other unseal shares than Secret {store.ref} (a rekey not exported?); run "
+                         "`chamberlain authority export-shares` and commit the file before drilling")
+    return {"file": _shown(path, w.repo), "writtenNow": written, "shares": len(exported.shares),
+            "threshold": exported.threshold, "generation": exported.generation}
 
 
 def _reestablish_authority(w: _World, options: ClusterLossOptions) -> dict[str, Any]:
@@ -387,86 +311,80 @@ def _reestablish_authority(w: _World, options: ClusterLossOptions) -> dict[str, 
     }
 
 
-def _timed(name: str, step: Callable[[], dict[str, Any]], progress: Progress, debug: bool) -> StepResult:
-    progress(f"[drill] {name}: starting")
-    started = time.monotonic()
-    try:
-        facts = step()
-    except ChamberlainError as exc:
-        result = StepResult(name, False, time.monotonic() - started, error=str(exc))
-    except Exception as exc:  # a foreign exception's text is unvetted: report only its type
-        result = StepResult(name, False, time.monotonic() - started,
-                            error=f"internal error ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1")
-        if debug:
-            raise
-    else:
-        result = StepResult(name, True, time.monotonic() - started, facts)
-    progress(f"[drill] {name}: {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f}s"
-             + (f" ({result.error})" if result.error else ""))
-    return result
+def _verify_ledger(w: _World) -> dict[str, Any]:
+    """``chamberlain audit verify`` after the rebuild: the ledger (in the authority's storage) is intact and the
+    drill's own entries (the re-configuration) are signed like every other."""
+    from chamberlain.demo.walkthrough import DEMO_CLUSTER
+    from chamberlain.service import audit
+
+    result = audit.verify(w.repo, w.servers(), cluster=DEMO_CLUSTER)
+    if not result.ok:
+        raise DrillError(f"audit verify: {len(result.problems)} problems in the ledger after the rebuild")
+    return {"entries": result.entries}
 
 
-def _make_world(options: ClusterLossOptions, host: LabHost, tools: Tools, progress: Progress
-                ) -> tuple[Path, Path, StepResult]:
+def _make_world(options: ClusterLossOptions, lab_dir: Path, host: LabHost, tools: Tools, progress: Progress
+                ) -> tuple[Path, Step, str | None]:
     """A fresh demo world: the lab up and the demo through handover (kept: the drill needs its servers)."""
     from chamberlain.demo.walkthrough import DemoOptions, Phase, run_demo
 
-    lab_dir = options.lab_dir or Path(tempfile.mkdtemp(prefix="chamberlain-drill-"))
     started = time.monotonic()
-    report = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=options.port_offset,
-                                  authority=options.authority, keep=True, timeout=options.timeout,
-                                  user=options.user, debug=options.debug), host, tools, progress)
-    failed = next((p for p in report.phases if not p.ok), None)
-    result = StepResult("demo", report.ok, time.monotonic() - started,
-                        {"through": report.through, "phases": len(report.phases)},
-                        None if failed is None else f"{failed.name}: {failed.error}")
-    return lab_dir, Path(report.work_dir), result
+    demo = run_demo(DemoOptions(through=Phase.handover, lab_dir=lab_dir, port_offset=options.port_offset,
+                                authority=options.authority, keep=True, timeout=options.timeout,
+                                user=options.user, debug=options.debug), host, tools, progress)
+    failed = next((p for p in demo.phases if not p.ok), None)
+    step = Step("demo", time.monotonic() - started, {"through": demo.through, "phases": len(demo.phases)})
+    return Path(demo.work_dir), step, None if failed is None else f"demo phase {failed.name}: {failed.error}"
 
 
 def run_cluster_loss(options: ClusterLossOptions, host: LabHost, tools: Tools,
-                     progress: Progress = lambda _m: None) -> ClusterLossReport:
+                     progress: Progress = lambda _m: None) -> DrillReport:
     """Run the drill (making a demo world first when none is given); stop at the first failed step."""
     from chamberlain.lab import lab as lab_mod
 
-    report = ClusterLossReport()
-    made = options.work_dir is None
-    lab_dir: Path | None = options.lab_dir
+    report = DrillReport(DRILL)
+    lab_dir, work = world_dirs(options.lab_dir, options.work_dir)
+    made = work is None
+    fresh_dir = made and lab_dir is None
+    if lab_dir is None:
+        lab_dir = Path(tempfile.mkdtemp(prefix="chamberlain-drill-"))
     try:
-        if options.work_dir is None:
-            lab_dir, work, demo = _make_world(options, host, tools, progress)
-            report.steps.append(demo)
-            if not demo.ok:
+        if work is None:
+            work, step, error = _make_world(options, lab_dir, host, tools, progress)
+            report.steps.append(step)
+            if error is not None:
+                report.error = error
                 return report
-        else:
-            work = options.work_dir
-            lab_dir = options.lab_dir or work.parent
         if not (lab_dir / "lab.json").is_file() or not (work / "repo").is_dir():
-            raise DrillError(f"{work}: not a demo working directory of the lab in {lab_dir} (run `chamberlain demo "
-                             "--through handover --keep`, or the drill without --work-dir)")
+            raise DrillError(f"{work}: not a demo working directory of the lab in {lab_dir} (keep one with "
+                             "`chamberlain demo --through handover --keep`, or run the drill without --work-dir)")
+        report.facts.update({"labDir": str(lab_dir), "workDir": str(work), "worldMadeByDrill": made})
         lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, host))
-        report.world = {"labDir": str(lab_dir), "workDir": str(work), "worldMadeByDrill": made}
         _drill(_World(lab, work, host, progress), report, options, progress)
+    except ChamberlainError as exc:
+        report.error = str(exc)
     finally:
-        if made and lab_dir is not None and not options.keep:
+        if made and not options.keep:
             lab_mod.down(lab_dir, host, progress=progress)
-            if options.lab_dir is None:
+            if fresh_dir:
                 lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, host)).postgres.purge()
                 shutil.rmtree(lab_dir, ignore_errors=True)
     return report
 
 
-def _drill(w: _World, report: ClusterLossReport, options: ClusterLossOptions, progress: Progress) -> None:
-    before: dict[ConsumerKey, str | None] = {}
+def _drill(w: _World, report: DrillReport, options: ClusterLossOptions, progress: Progress) -> None:
     timeout = options.timeout
+    before: Markers = {}
     destroyed_at: float | None = None
+    matched_at: float | None = None
 
     def snap() -> dict[str, Any]:
-        before.update(snapshot(w.kube()))
-        marked = sum(1 for v in before.values() if v)
-        if not marked:
+        found, unmarked = marked(snapshot_markers(w.kube(), consumer_secrets(w.kube())))
+        if not found:
             raise DrillError("no consumer Secret carries a version marker: nothing to prove a rebuild against")
+        before.update(found)
         exported = _check_export(w)  # refuse to destroy what could not be rebuilt
-        return {"consumer_secrets": marked, "unmarked": len(before) - marked, "export": exported}
+        return {"consumerSecrets": len(found), "unmarked": len(unmarked), "export": exported}
 
     def destroy() -> dict[str, Any]:
         nonlocal destroyed_at
@@ -475,20 +393,23 @@ def _drill(w: _World, report: ClusterLossReport, options: ClusterLossOptions, pr
 
     def authority() -> dict[str, Any]:
         facts = _reestablish_authority(w, options)
-        report.authority = facts
-        return facts
-
-    matched_at: float | None = None
+        report.facts["authority"] = facts
+        return {"unsealedFrom": facts["unsealedFrom"], "custodians": facts["custodians"]}
 
     def materialized() -> dict[str, Any]:
         nonlocal matched_at
         check = _wait_markers(w, before, timeout)
         matched_at = time.monotonic()
-        report.check = check
+        report.comparison = check
         if not check.ok:
-            raise DrillError(f"{len(check.matched)} of {check.secrets} consumer Secrets back with their marker "
+            raise DrillError(f"{check.matched} of {check.secrets} consumer Secrets back with their marker "
                              f"(missing: {len(check.missing)}, changed: {len(check.changed)})")
-        return {"matched": len(check.matched)}
+        return {"matched": check.matched}
+
+    def ledger() -> dict[str, Any]:
+        facts = _verify_ledger(w)
+        report.ledger_verified = True
+        return facts
 
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("snapshot", snap),
@@ -498,16 +419,30 @@ def _drill(w: _World, report: ClusterLossReport, options: ClusterLossOptions, pr
         ("authority", authority),
         ("gitops-ready", lambda: _wait_flux(w, timeout)),
         ("materialized", materialized),
+        ("ledger", ledger),
     ]
     try:
-        for name, step in steps:
-            result = _timed(name, step, progress, options.debug)
-            report.steps.append(result)
-            if not result.ok:
+        for name, run in steps:
+            progress(f"[drill] {name}: starting")
+            started = time.monotonic()
+            try:
+                facts = run()
+            except ChamberlainError as exc:
+                report.steps.append(Step(name, time.monotonic() - started, {"failed": True}))
+                report.error = f"{name}: {exc}"
+                progress(f"[drill] {name}: FAILED ({exc})")
                 break
-        if report.check is None:  # stopped before the comparison: nothing matched, and nothing was compared
-            report.check = MarkerCheck(sum(1 for v in before.values() if v))
-        if destroyed_at is not None and matched_at is not None and report.ok:
+            except Exception as exc:  # a foreign exception's text is unvetted: its type only
+                if options.debug:
+                    raise
+                report.steps.append(Step(name, time.monotonic() - started, {"failed": True}))
+                report.error = f"{name}: internal error ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1"
+                break
+            report.steps.append(Step(name, time.monotonic() - started, facts))
+            progress(f"[drill] {name}: ok in {time.monotonic() - started:.1f}s")
+        if report.comparison is None:  # stopped before comparing: nothing matched, nothing was compared
+            report.comparison = MarkerComparison(len(before), 0)
+        if destroyed_at is not None and matched_at is not None and report.comparison.ok:
             report.rto_seconds = matched_at - destroyed_at
     finally:
         w.reconnect()
@@ -515,14 +450,10 @@ def _drill(w: _World, report: ClusterLossReport, options: ClusterLossOptions, pr
 
 __all__ = [
     "CLUSTER_SERVERS",
+    "DRILL",
     "ClusterLossOptions",
-    "ClusterLossReport",
-    "DrillError",
-    "MarkerCheck",
-    "StepResult",
-    "compare_markers",
-    "consumer_targets",
+    "marked",
     "run_cluster_loss",
     "servers_to_stop",
-    "snapshot",
+    "world_dirs",
 ]

@@ -201,7 +201,6 @@ def reconcile_all(kube: KubeCustomObjects, names: Sequence[str], token: str, *,
 
 __all__ = [
     "AGE_KEY",
-    "Bootstrapping",
     "FIELD_MANAGER",
     "GIT_REPOSITORIES",
     "KUSTOMIZATIONS",
@@ -209,6 +208,7 @@ __all__ = [
     "RECONCILE_REQUESTED",
     "ROOT",
     "SOURCE",
+    "Bootstrapping",
     "FluxError",
     "Readiness",
     "bootstrap",
