@@ -242,6 +242,11 @@ def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Rec
     return bind
 
 
+def recorder_for(platform: Platform, caller: Caller) -> Callable[[VaultClient], Recorder]:
+    """Authority events in the configurator's ledger partition, as ``caller`` (backup/restore use it too)."""
+    return _recorder(platform, caller)
+
+
 def _converge(client: VaultClient, desired: Desired, *, prune: bool, dry_run: bool,
               record: Recorder | None, details: Mapping[str, str] | None = None) -> ConfigureResult:
     """Plan, and unless ``dry_run``, apply and record (``authority-configure``, with the change counts)."""
