@@ -219,6 +219,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.bootstrap import bootstrap_app
     from chamberlain.cli.controller import controller_app
     from chamberlain.cli.demo import demo_cmd
+    from chamberlain.cli.drill import drill_app
     from chamberlain.cli.gitops import apply_cmd
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.importing import import_cmd
@@ -237,6 +238,7 @@ def _register_subapps() -> None:
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
         "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
+        "drill": (drill_app, "Disaster drills on the lab: authority-loss."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
                 "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
