@@ -72,7 +72,8 @@ from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 
-AuthorityEvent = Literal["authority-init", "authority-configure", "authority-rekey", "authority-unseal"]
+AuthorityEvent = Literal["authority-init", "authority-configure", "authority-rekey", "authority-unseal",
+                         "authority-restore"]
 Recorder = Callable[[AuthorityEvent, Mapping[str, str]], None]
 """Appends a ledger entry (the caller binds the ledger, actor and run); details never carry values."""
 

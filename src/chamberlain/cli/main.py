@@ -215,6 +215,7 @@ def _register_subapps() -> None:
     from chamberlain.cli.audit import audit_app
     from chamberlain.cli.authority import authority_app
     from chamberlain.cli.authority import plan as plan_cmd
+    from chamberlain.cli.backup import backup_cmd, restore_cmd
     from chamberlain.cli.bootstrap import bootstrap_app
     from chamberlain.cli.controller import controller_app
     from chamberlain.cli.demo import demo_cmd
@@ -237,10 +238,12 @@ def _register_subapps() -> None:
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
         "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
-        "drill": (drill_app, "Disaster drills on the lab: lose something, rebuild it, prove nothing was lost."),
+        "drill": (drill_app, "Disaster drills on the lab (cluster-loss, authority-loss): lose something, rebuild "
+                             "it, prove nothing was lost."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
-                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd}
+                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
+                "backup": backup_cmd, "restore": restore_cmd}
     for name, (sub_app, help_) in groups.items():
         app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():

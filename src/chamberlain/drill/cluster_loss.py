@@ -252,15 +252,16 @@ def _check_export(w: _World) -> dict[str, Any]:
     """Before anything is destroyed: the export file in Git must hold the shares the cluster's Secret holds, or the
     authority could not be unsealed after the loss. A repository without the file gets it now (the routine
     ``authority export-shares`` step after init and every rekey); one whose file holds other shares is refused."""
-    from chamberlain.authority.export import default_path, read_export, same_shares, write_export
+    from chamberlain.authority.export import default_path, read_export, same_shares
     from chamberlain.authority.material import SealedStore
+    from chamberlain.service.authority import export_shares
 
     path = default_path(w.repo)
     store = SealedStore(w.kube(), _platform(w).spec.controller.namespace)
     stored = store.load()
     if stored is None or not stored.shares:
         raise DrillError(f"Secret {store.ref} holds no sealed unseal shares: nothing the drill could rebuild from")
-    written = not path.exists() and write_export(path, stored)
+    written = not path.exists() and export_shares(w.repo, w.servers()).written
     exported = read_export(path)
     if not same_shares(exported, stored):
         raise DrillError(f"{path} holds other unseal shares than Secret {store.ref} (a rekey not exported?); run "
@@ -270,38 +271,32 @@ def _check_export(w: _World) -> dict[str, Any]:
 
 
 def _reestablish_authority(w: _World, options: ClusterLossOptions) -> dict[str, Any]:
-    """The sealed shares from the export file in Git: the in-cluster Secret re-created from it, a new
-    token-reviewer JWT for the new cluster, then ``authority init`` resumes with k custodians' identities: it
-    unseals, authenticates (a temporary root token from the shares: the configurator's Kubernetes login cannot
-    work before the reviewer JWT is replaced), re-configures, proves the orchestrator login and drops the token."""
+    """A new token-reviewer JWT for the new cluster, then ``authority init`` resumes with k custodians' identities:
+    it re-creates the in-cluster Secret of sealed shares from the export file in Git (and records that), unseals,
+    authenticates (a temporary root token from the shares: no Kubernetes login works before the reviewer JWT is
+    replaced), re-configures, proves the orchestrator login and revokes the token."""
     from chamberlain.authority.export import default_path, read_export
-    from chamberlain.authority.material import SealedStore
     from chamberlain.demo.walkthrough import DEMO_CLUSTER, token_reviewer
     from chamberlain.service import authority as svc
     from chamberlain.service.context import Caller
 
-    platform = _platform(w)
     path = default_path(w.repo)
     material = read_export(path)
-    kube = w.kube()
-    store = SealedStore(kube, platform.spec.controller.namespace)
-    recreated = store.load() is None
-    if recreated:
-        store.save(material)
     keys = w.custodian_keys()[: max(material.threshold, 1)]
-    reviewer = token_reviewer(kube, w.work / "reviewer.jwt")
+    reviewer = token_reviewer(w.kube(), w.work / "reviewer.jwt")
     configure = svc.ConfigureOptions(audit_file=str(w.lab.authority.audit_log), token_reviewer_jwt_file=reviewer,
                                      replace_token_reviewer_jwt=True)
     request = svc.InitRequest(svc.Selection(w.repo, None, DEMO_CLUSTER, configure), w.work / "recovery",
                               identities=tuple(keys))
     caller = Caller(f"{ACTOR_PREFIX}:{options.user}", w.host.clock, w.run)
-    result = svc.initialize(request, w.servers(), caller).report
+    done = svc.initialize(request, w.servers(), caller)
+    result = done.report
     status = svc.status(w.repo, w.servers())
     if not status.ready:
         raise DrillError("the authority is not initialized and unsealed after re-establishing it")
     return {
         "unsealedFrom": _shown(path, w.repo),
-        "unsealSecretRecreated": recreated,
+        "unsealSecretRecreated": done.secret_from_export,
         "custodians": [k.stem for k in keys],
         "unsealedNow": result.unsealed_now,
         "authenticatedAs": result.authenticated_as,

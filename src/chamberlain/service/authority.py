@@ -10,7 +10,7 @@ or a value.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         InitReport,
         Recorder,
         RekeyReport,
+        SealedMaterial,
         SealedStore,
         ShareCustody,
         UnsealReport,
@@ -86,6 +87,7 @@ class InitRequest:
     shares: int | None = None
     threshold: int | None = None
     identities: tuple[Path, ...] = ()  # only needed to resume a run that stopped before it finished
+    export: bool = False  # write the sealed shares to the repository's export file (refreshed anyway if it exists)
 
 
 @dataclass
@@ -93,18 +95,39 @@ class InitResult:
     address: str
     secret: str  # namespace/name of the Secret holding the sealed shares
     report: InitReport
+    export: ExportResult | None = None  # the export file written or refreshed
+    secret_from_export: bool = False  # the Secret was missing and re-created from the export
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report) | {"secret": self.secret}
+        out = asdict(self.report) | {"secret": self.secret, "secretFromExport": self.secret_from_export}
+        return out | {"export": None if self.export is None else self.export.as_dict()}
+
+
+@dataclass
+class ExportResult:
+    """The export file of the sealed shares (ciphertext only; which file, whether it changed, what it holds)."""
+
+    file: str
+    written: bool
+    shares: int
+    threshold: int
+    generation: int
+    holders: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class UnsealResult:
     address: str
     report: UnsealReport
+    secret_from_export: str = ""  # the export file the missing Secret was re-created from
+    recorded: str = ""  # the ledger entry of that re-creation, or why it could not be written yet
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report)
+        return asdict(self.report) | {"secretFromExport": self.secret_from_export or None,
+                                      "recorded": self.recorded or None}
 
     @property
     def message(self) -> str:
@@ -159,9 +182,10 @@ class PlanResult:
 @dataclass
 class RekeyResult:
     report: RekeyReport
+    export: ExportResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report)
+        return asdict(self.report) | {"export": None if self.export is None else self.export.as_dict()}
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -244,6 +268,11 @@ def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Rec
     return bind
 
 
+def recorder_for(platform: Platform, caller: Caller) -> Callable[[VaultClient], Recorder]:
+    """Authority events in the configurator's ledger partition, as ``caller`` (backup/restore use it too)."""
+    return _recorder(platform, caller)
+
+
 def _converge(client: VaultClient, desired: Desired, *, prune: bool, dry_run: bool,
               record: Recorder | None, details: Mapping[str, str] | None = None) -> ConfigureResult:
     """Plan, and unless ``dry_run``, apply and record (``authority-configure``, with the change counts)."""
@@ -295,6 +324,9 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
     kube.ensure_service_account(naming.configurator_namespace(platform), naming.configurator_service_account(platform))
     identities = _identities(request.identities) if request.identities else None
     recorder_for = _recorder(platform, caller)
+    store = _store(platform, servers)
+    # The cluster was lost with the Secret: the export in Git holds the same ciphertexts (recorded below).
+    from_export = _secret_from_export(servers.anonymous(platform), store, request.target.root)
 
     def configure(client: VaultClient) -> int:
         return len(_converge(client, desired, prune=False, dry_run=False, record=recorder_for(client)).changes)
@@ -306,13 +338,62 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
         return roles
 
     report = lifecycle.initialize(
-        servers.anonymous(platform), _store(platform, servers),
+        servers.anonymous(platform), store,
         lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
                            custody.custodians),
         login_configurator=lambda: servers.configurator(platform, request.target.cluster),
         configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
     )
-    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report)
+    if from_export is not None:
+        recorder_for(servers.configurator(platform, request.target.cluster))("authority-restore", {
+            "unseal_material": "secret re-created from the repository's export", "generation":
+            str(from_export.generation), "shares": str(len(from_export.shares))})
+    export = _refresh_export(platform, servers, request.target.root, create=request.export)
+    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report, export,
+                      from_export is not None)
+
+
+def _secret_from_export(vault: VaultClient, store: SealedStore, root: Path) -> SealedMaterial | None:
+    """When the authority is initialized but the Secret of sealed shares is gone (a lost cluster), re-create it from
+    the repository's export; the material written, or None when nothing was done."""
+    from chamberlain.authority.export import default_path, read_export
+
+    path = default_path(root)
+    if not path.exists() or store.load() is not None or not vault.seal.status().initialized:
+        return None
+    material = read_export(path)
+    store.save(material)
+    return material
+
+
+def _refresh_export(platform: Platform, servers: Servers, root: Path, *, create: bool,
+                    out: Path | None = None) -> ExportResult | None:
+    """Write the sealed shares in force to the export file: when asked (``create``), or when the file exists
+    already (an export that lags a rekey could not unseal the authority after a cluster loss)."""
+    from chamberlain.authority.export import default_path, write_export
+
+    path = out or default_path(root)
+    if not create and not path.exists():
+        return None
+    store = _store(platform, servers)
+    m = store.load()
+    if m is None or not m.shares or m.pending:
+        raise UsageError(f"no sealed unseal shares in Secret {store.ref} to export; run `chamberlain authority "
+                         "init` first")
+    if not m.vault_address:
+        m = replace(m, vault_address=servers.connection(platform).address)
+    written = write_export(path, m)
+    return ExportResult(str(path), written, len(m.shares), m.threshold, m.generation, list(m.holders))
+
+
+def export_shares(root: Path, servers: Servers, *, out: Path | None = None) -> ExportResult:
+    """``chamberlain authority export-shares``: the sealed shares in force (ciphertext, one custodian each) to the
+    repository's export file (default ``authority/unseal-shares.yaml``), so a lost cluster's authority can be
+    unsealed from Git."""
+    _, platform = load_platform(root)
+    result = _refresh_export(platform, servers, root, create=True, out=out)
+    assert result is not None  # create=True always writes or raises
+    return result
 
 
 def share_recipients(platform: Platform) -> list[str]:
@@ -348,15 +429,40 @@ def _identities(paths: Sequence[Path]) -> list[Any]:
     return [i for p in paths for i in lifecycle.load_identities(p)]
 
 
-def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: bool = False) -> UnsealResult:
+def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: bool = False,
+           caller: Caller | None = None) -> UnsealResult:
     """Unseal with the shares sealed in the Kubernetes Secret that the age identities open (a no-op when unsealed).
     Under custody each custodian runs it with their own identity; the server keeps the progress between runs."""
     from chamberlain.authority import lifecycle
+    from chamberlain.authority.export import DEFAULT_PATH
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
-    report = lifecycle.unseal(vault, _store(platform, servers), _identities(identities), reset=reset)
-    return UnsealResult(vault.address, report)
+    opened = _identities(identities)
+    store = _store(platform, servers)
+    from_export = _secret_from_export(vault, store, root)
+    report = lifecycle.unseal(vault, store, opened, reset=reset)
+    result = UnsealResult(vault.address, report)
+    if from_export is not None:
+        result.secret_from_export = DEFAULT_PATH
+        result.recorded = _record_from_export(platform, servers, caller, from_export, report.sealed)
+    return result
+
+
+def _record_from_export(platform: Platform, servers: Servers, caller: Caller | None, material: SealedMaterial,
+                        sealed: bool) -> str:
+    """The ledger entry of a Secret re-created from the export, once the authority is unsealed (the configurator
+    logs in then); when it cannot be written yet, why (``authority init`` records it on its next run)."""
+    if sealed or caller is None:
+        return "pending: the authority is still sealed (the next `chamberlain authority init` records it)"
+    try:
+        client = servers.configurator(platform)
+        recorder_for(platform, caller)(client)("authority-restore", {
+            "unseal_material": "secret re-created from the repository's export",
+            "generation": str(material.generation), "shares": str(len(material.shares))})
+    except ChamberlainError as exc:  # e.g. the new cluster's Kubernetes auth is not configured yet
+        return f"pending: {exc} (the next `chamberlain authority init` records it)"
+    return "authority-restore"
 
 
 def configure(target: Selection, servers: Servers, caller: Caller, *, prune: bool = False,
@@ -415,7 +521,7 @@ def conflicts(repo: Repository, platform: Platform, target: Selection, servers: 
 
 
 def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Caller, *, shares: int | None = None,
-          threshold: int | None = None, cluster: str | None = None) -> RekeyResult:
+          threshold: int | None = None, cluster: str | None = None, export: bool = False) -> RekeyResult:
     """New unseal shares sealed as the Platform declares (one per custodian, or to the root recipients), the
     Secret replaced, the encryption key rotated. Takes the threshold of the shares in force: under custody, k
     custodians' identities. With custody newly declared or its custodian list changed, this is the move to it."""
@@ -433,7 +539,7 @@ def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Call
         login_configurator=lambda: servers.configurator(platform, cluster),
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
     )
-    return RekeyResult(report)
+    return RekeyResult(report, _refresh_export(platform, servers, root, create=export))
 
 
 def status(root: Path, servers: Servers) -> AuthorityStatus:
@@ -448,6 +554,7 @@ __all__ = [
     "ClusterAuth",
     "ConfigureOptions",
     "ConfigureResult",
+    "ExportResult",
     "InitRequest",
     "InitResult",
     "PlanResult",
@@ -457,8 +564,10 @@ __all__ = [
     "configure",
     "conflicts",
     "desired_state",
+    "export_shares",
     "initialize",
     "plan",
+    "recorder_for",
     "rekey",
     "status",
     "unseal",
