@@ -4,6 +4,7 @@ the proof rests on, which lab and working directory it drills on. The drill itse
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from chamberlain.drill.cluster_loss import CLUSTER_SERVERS, marked, servers_to_stop, world_dirs
@@ -40,3 +41,13 @@ def test_world_dirs() -> None:
     assert world_dirs(Path("/elsewhere"), work) == (Path("/elsewhere"), work)
     assert world_dirs(Path("/labs/two"), None) == (Path("/labs/two"), None)
     assert world_dirs(None, None) == (None, None)
+
+
+def test_a_work_dir_that_is_no_demo_world_is_refused_before_anything_is_touched(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("drill", "cluster-loss", "--work-dir", str(tmp_path / "nope"), "-o", "json")
+    assert result.code == 1 and "Traceback" not in result.out + result.err
+    data = json.loads(result.out)
+    assert data["ok"] is False and data["drill"] == "cluster-loss" and data["matched"] == 0
+    assert "not a demo working directory" in data["error"] and data["steps"] == []
