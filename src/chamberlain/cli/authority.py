@@ -104,7 +104,7 @@ def init(
 
 
 @authority_app.command()
-@target_options(environment=False, cluster=False, token_file=False)
+@target_options(environment=False, token_file=False)
 def unseal(
     path: RepoPath,
     identity: Identities,
@@ -124,11 +124,11 @@ def unseal(
 
     with LiveServers(target.conn, clock()) as servers:
         result = authority.unseal(Path(path), identity, servers, reset=reset,
-                                  caller=_caller("authority unseal", servers))
+                                  caller=_caller("authority unseal", servers), cluster=target.cluster)
     if not emit_data(result.as_dict(), output):
         if result.secret_from_export:
-            line(f"the Secret of sealed shares was missing: re-created from {result.secret_from_export} "
-                 f"(ledger: {result.recorded}).")
+            line(f"the Secret of sealed shares was missing: unsealed from {result.secret_from_export}; Secret "
+                 f"re-created: {result.recorded}.")
         line(f"Vault at {result.address}: {result.message}.")
 
 

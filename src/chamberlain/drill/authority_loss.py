@@ -75,21 +75,23 @@ class DrillOptions:
     timeout: float = 180.0
 
 
-def settle(kube: ConsumerCluster, timeout: float, *, stamp: str) -> list[SecretRef]:
-    """Ask ESO to sync everything now and wait (up to ``timeout``) until each chamberlain ExternalSecret is in sync;
-    the consumer Secrets of the ones that are (a producer-published secret the lab does not run stays out)."""
+def settle(kube: ConsumerCluster, timeout: float, *, stamp: str, quiet: int = 3) -> list[SecretRef]:
+    """Ask ESO to sync everything now and wait until each chamberlain ExternalSecret is in sync, or the set in sync
+    stopped growing for ``quiet`` rounds (a producer-published secret the lab does not run never syncs); the
+    consumer Secrets of the ones in sync."""
     since = datetime.now(UTC)
     deadline = time.monotonic() + timeout
-    asked = 0
+    last, unchanged, asked = -1, 0, 0
     while True:
         asked += 1
         resync(kube, f"{stamp}-settle-{asked}")
-        time.sleep(1.0)
+        time.sleep(2.0)
         items = chamberlain_external_secrets(kube)
         ready = [es for es in items if synced_since(es, since)]
-        if len(ready) == len(items) or time.monotonic() > deadline:
+        unchanged = unchanged + 1 if len(ready) == last else 0
+        last = len(ready)
+        if len(ready) == len(items) or unchanged >= quiet or time.monotonic() > deadline:
             return sorted(target_secret(es) for es in ready)
-        time.sleep(2.0)
 
 
 def authority_markers(servers: LiveServers, options: DrillOptions) -> VaultMarkers:
@@ -185,7 +187,7 @@ def _run(options: DrillOptions, servers: LiveServers, lab: Lab, progress: Progre
 
     _timed(report, "restore", progress, restore)
     _timed(report, "resync", progress, lambda: {"seconds": round(wait_resynced(
-        kube, state["restored_at"], options.timeout, stamp=stamp), 2)})
+        kube, state["restored_at"], options.timeout, stamp=stamp, only=set(state["refs"])), 2)})
     report.rto_seconds = time.monotonic() - disaster
     report.comparison = compare_markers(state["before"], snapshot_markers(kube, state["refs"]))
 

@@ -14,7 +14,7 @@ shows as a changed or missing marker. Only annotations are read, never a Secret'
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -186,10 +186,11 @@ def resync(kube: ConsumerCluster, stamp: str) -> int:
 
 
 def wait_resynced(kube: ConsumerCluster, since: datetime, timeout: float, *, stamp: str,
-                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic
-                  ) -> float:
-    """Until every chamberlain ExternalSecret reports a successful sync at or after ``since`` (re-asking ESO every
-    few seconds); the seconds it took. :class:`DrillError` naming the late ones after ``timeout``."""
+                  only: Collection[SecretRef] | None = None, sleep: Callable[[float], None] = time.sleep,
+                  monotonic: Callable[[], float] = time.monotonic) -> float:
+    """Until every chamberlain ExternalSecret (``only``: those writing these consumer Secrets) reports a successful
+    sync at or after ``since`` (re-asking ESO every few seconds); the seconds it took. :class:`DrillError` naming
+    the late ones after ``timeout``."""
     started = monotonic()
     asked = 0
     last_ask = -1e9
@@ -200,7 +201,8 @@ def wait_resynced(kube: ConsumerCluster, since: datetime, timeout: float, *, sta
             resync(kube, f"{stamp}-{asked}")
             last_ask = now
         late = [f"{es['metadata'].get('namespace')}/{es['metadata']['name']}"
-                for es in chamberlain_external_secrets(kube) if not synced_since(es, since)]
+                for es in chamberlain_external_secrets(kube)
+                if (only is None or target_secret(es) in only) and not synced_since(es, since)]
         if not late:
             return monotonic() - started
         if now - started > timeout:

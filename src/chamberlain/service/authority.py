@@ -430,39 +430,42 @@ def _identities(paths: Sequence[Path]) -> list[Any]:
 
 
 def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: bool = False,
-           caller: Caller | None = None) -> UnsealResult:
+           caller: Caller | None = None, cluster: str | None = None) -> UnsealResult:
     """Unseal with the shares sealed in the Kubernetes Secret that the age identities open (a no-op when unsealed).
-    Under custody each custodian runs it with their own identity; the server keeps the progress between runs."""
+    Under custody each custodian runs it with their own identity; the server keeps the progress between runs.
+    Without the Secret (a lost cluster), with the repository's export, then the Secret is re-created."""
     from chamberlain.authority import lifecycle
-    from chamberlain.authority.export import DEFAULT_PATH
+    from chamberlain.authority.export import DEFAULT_PATH, default_path, read_export
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
     opened = _identities(identities)
     store = _store(platform, servers)
-    from_export = _secret_from_export(vault, store, root)
-    report = lifecycle.unseal(vault, store, opened, reset=reset)
-    result = UnsealResult(vault.address, report)
-    if from_export is not None:
-        result.secret_from_export = DEFAULT_PATH
-        result.recorded = _record_from_export(platform, servers, caller, from_export, report.sealed)
-    return result
-
-
-def _record_from_export(platform: Platform, servers: Servers, caller: Caller | None, material: SealedMaterial,
-                        sealed: bool) -> str:
-    """The ledger entry of a Secret re-created from the export, once the authority is unsealed (the configurator
-    logs in then); when it cannot be written yet, why (``authority init`` records it on its next run)."""
-    if sealed or caller is None:
-        return "pending: the authority is still sealed (the next `chamberlain authority init` records it)"
+    export = default_path(root)
+    if store.load() is not None or not export.exists():
+        return UnsealResult(vault.address, lifecycle.unseal(vault, store, opened, reset=reset))
+    # The cluster (and the Secret with it) was lost: unseal from the export in Git, record that in the ledger,
+    # then re-create the Secret, in that order (no unrecorded write).
+    material = read_export(export)
+    report = lifecycle.unseal_from(vault, material, DEFAULT_PATH, opened, reset=reset)
+    result = UnsealResult(vault.address, report, secret_from_export=DEFAULT_PATH)
+    if report.sealed:
+        result.recorded = "not yet: the Secret is re-created once the threshold of custodians has unsealed"
+        return result
+    if caller is None:
+        raise UsageError("re-creating the Secret of sealed shares needs a caller for its ledger entry")
     try:
-        client = servers.configurator(platform)
+        client = servers.configurator(platform, cluster)
         recorder_for(platform, caller)(client)("authority-restore", {
-            "unseal_material": "secret re-created from the repository's export",
+            "unseal_material": f"secret re-created from the repository's export ({DEFAULT_PATH})",
             "generation": str(material.generation), "shares": str(len(material.shares))})
     except ChamberlainError as exc:  # e.g. the new cluster's Kubernetes auth is not configured yet
-        return f"pending: {exc} (the next `chamberlain authority init` records it)"
-    return "authority-restore"
+        raise ChamberlainError(f"unsealed from {DEFAULT_PATH}, but Secret {store.ref} was not re-created: its "
+                               f"ledger entry could not be written ({exc}); fix that and re-run, or run "
+                               "`chamberlain authority init`, which configures the authority first") from None
+    store.save(material)
+    result.recorded = "authority-restore"
+    return result
 
 
 def configure(target: Selection, servers: Servers, caller: Caller, *, prune: bool = False,

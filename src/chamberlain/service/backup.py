@@ -11,7 +11,8 @@ snapshot's own checksums, the shares), then whether the snapshot may go onto the
 (:func:`~chamberlain.authority.backup.refusal`), then whether the identities open the threshold of the backup's
 shares (else the restored authority could not be unsealed). Only then does anything change:
 
-1. an empty authority is initialized with a throw-away single share (memory only), so it accepts a snapshot; an
+1. an empty authority is initialized with throw-away shares (memory only; the backup's share count and threshold,
+   which the server keeps until it restarts), so it accepts a snapshot; an
    initialized one is entered with a root token generated from the unseal shares (or a break-glass token);
 2. the snapshot is installed (``snapshot-force`` onto another storage, ``snapshot`` onto the same one);
 3. the authority, now holding the backup's keys, is unsealed with the backup's shares;
@@ -288,9 +289,13 @@ def _install(vault: VaultClient, bundle: OpenedBundle, current: SealedMaterial |
 
     seal = vault.seal.status()
     if not seal.initialized:
-        # A throw-away single share and root token, memory only: the snapshot replaces both.
-        init = vault.seal.initialize(1, 1)
-        vault.seal.submit_unseal_key(init.keys[0])
+        # Throw-away shares and root token, memory only: the snapshot replaces both. The same share count and
+        # threshold as the backup's, because the server keeps the seal layout it was initialized with until it
+        # restarts: a 1-of-1 layout would take the backup's first share for a whole key.
+        layout = bundle.material
+        init = vault.seal.initialize(len(layout.shares), max(layout.threshold, 1))
+        for key in init.keys[: max(layout.threshold, 1)]:
+            vault.seal.submit_unseal_key(key)
         vault.seal.wait_active()
         vault.use_token(init.root_token)
         steps.append("initialized the empty authority with a throw-away key (replaced by the snapshot)")
@@ -312,11 +317,13 @@ def _install(vault: VaultClient, bundle: OpenedBundle, current: SealedMaterial |
         raise
     vault.forget_token()
     steps.append(f"installed the snapshot (raft index {bundle.info.index}{', forced' if force else ''})")
-    _wait_restored(vault)
+    _wait_restored(vault, forced=force)
 
 
-def _wait_restored(vault: VaultClient, timeout: float = 60.0) -> None:
-    """The server reloads after a restore: wait until it answers sealed (another storage's keys) or active."""
+def _wait_restored(vault: VaultClient, *, forced: bool, timeout: float = 60.0) -> None:
+    """The server reloads after a restore. A forced one brings another storage's keys: the server answers unsealed
+    for a moment, then seals itself, so wait for sealed (else the unseal would be skipped); the same storage's
+    snapshot keeps it unsealed: wait for active."""
     from chamberlain.authority.errors import AuthorityError
 
     clock = vault.clock
@@ -324,10 +331,11 @@ def _wait_restored(vault: VaultClient, timeout: float = 60.0) -> None:
     while clock.monotonic() < deadline:
         with contextlib.suppress(AuthorityError):
             h = vault.seal.health()
-            if h.sealed or h.active:
+            if (h.sealed if forced else h.active):
                 return
         clock.sleep(0.5)
-    raise ChamberlainError(f"{vault.address}: did not come back within {timeout:.0f}s after the snapshot was "
+    state = "seal itself (it does after a forced restore)" if forced else "come back active"
+    raise ChamberlainError(f"{vault.address}: did not {state} within {timeout:.0f}s after the snapshot was "
                            "installed")
 
 
