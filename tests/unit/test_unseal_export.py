@@ -136,3 +136,31 @@ def test_validate_flags_plaintext_and_stale_exports(tmp_path: Path) -> None:
     new = set(_findings(root)) - before
     # the credential scanners see the broken armour too (CH020/CH024); the export's own rules say what it is
     assert {("CH108", unseal_shares.DEFAULT_PATH), ("CH111", unseal_shares.DEFAULT_PATH)} <= new
+
+
+# ------------------------------------------------------------------------------------------------ lifecycle
+
+
+def test_a_lost_secret_is_replaced_by_the_export_and_unseals_a_restarted_server(tmp_path: Path) -> None:
+    """With the fake server and cluster of test_authority_lifecycle (fakes): init, export, lose the Secret and
+    restart the server; the export alone unseals it."""
+    from chamberlain.authority import lifecycle
+    from tests.unit.test_authority_lifecycle import NS, World, _identities
+
+    world = World(tmp_path)
+    world.init()
+    stored = world.store().load()
+    assert stored is not None
+    text = export.export_material(stored)
+    world.kube.secrets.pop((NS, "chamberlain-unseal"))
+    world.vault.restart()
+    report = lifecycle.unseal_from(world.vault, export.parse_export(text), "export", _identities())  # type: ignore[arg-type]
+    assert report.was_sealed and not world.vault.sealed
+
+
+def test_regenerated_values_are_the_ones_whose_marker_or_version_moved() -> None:
+    from chamberlain.drill.authority_loss import regenerated
+
+    before = {"secret/a": ("m1", 1), "secret/b": ("m2", 3), "secret/c": ("m3", 1)}
+    assert regenerated(before, dict(before)) == []
+    assert regenerated(before, {"secret/a": ("m1", 1), "secret/b": ("m9", 4)}) == ["secret/b", "secret/c"]

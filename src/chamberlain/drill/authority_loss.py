@@ -20,10 +20,8 @@ The decisions (what matched, whether a value was regenerated, the report) are pu
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +40,7 @@ from chamberlain.drill.report import (
 from chamberlain.errors import ChamberlainError
 
 if TYPE_CHECKING:
+    from chamberlain.clock import Clock
     from chamberlain.drill.report import ConsumerCluster, SecretRef
     from chamberlain.lab.lab import Lab
     from chamberlain.service.context import LiveServers
@@ -75,22 +74,22 @@ class DrillOptions:
     timeout: float = 180.0
 
 
-def settle(kube: ConsumerCluster, timeout: float, *, stamp: str, quiet: int = 3) -> list[SecretRef]:
+def settle(kube: ConsumerCluster, clock: Clock, timeout: float, *, stamp: str, quiet: int = 3) -> list[SecretRef]:
     """Ask ESO to sync everything now and wait until each chamberlain ExternalSecret is in sync, or the set in sync
     stopped growing for ``quiet`` rounds (a producer-published secret the lab does not run never syncs); the
     consumer Secrets of the ones in sync."""
-    since = datetime.now(UTC)
-    deadline = time.monotonic() + timeout
+    since = clock.now()
+    deadline = clock.monotonic() + timeout
     last, unchanged, asked = -1, 0, 0
     while True:
         asked += 1
         resync(kube, f"{stamp}-settle-{asked}")
-        time.sleep(2.0)
+        clock.sleep(2.0)
         items = chamberlain_external_secrets(kube)
         ready = [es for es in items if synced_since(es, since)]
         unchanged = unchanged + 1 if len(ready) == last else 0
         last = len(ready)
-        if len(ready) == len(items) or unchanged >= quiet or time.monotonic() > deadline:
+        if len(ready) == len(items) or unchanged >= quiet or clock.monotonic() > deadline:
             return sorted(target_secret(es) for es in ready)
 
 
@@ -137,11 +136,12 @@ def run(options: DrillOptions, servers: LiveServers, lab: Lab, progress: Progres
     return report
 
 
-def _timed(report: DrillReport, name: str, progress: Progress, step: Callable[[], dict[str, Any]]) -> None:
+def _timed(report: DrillReport, clock: Clock, name: str, progress: Progress,
+           step: Callable[[], dict[str, Any]]) -> None:
     progress(f"[drill] {name}")
-    started = time.monotonic()
+    started = clock.monotonic()
     facts = step()
-    report.steps.append(Step(name, time.monotonic() - started, facts))
+    report.steps.append(Step(name, clock.monotonic() - started, facts))
 
 
 def _run(options: DrillOptions, servers: LiveServers, lab: Lab, progress: Progress, report: DrillReport) -> None:
@@ -149,18 +149,19 @@ def _run(options: DrillOptions, servers: LiveServers, lab: Lab, progress: Progre
     from chamberlain.service.context import Caller
 
     kube = servers.kube()
-    stamp = f"drill-{int(time.time())}"
+    clock = servers.clock
+    stamp = f"drill-{int(clock.now().timestamp())}"
     caller = Caller(f"chamberlain drill {NAME}", servers.clock)
     state: dict[str, Any] = {}
 
     def before() -> dict[str, Any]:
-        refs = settle(kube, min(options.timeout, 60.0), stamp=stamp)
+        refs = settle(kube, clock, min(options.timeout, 60.0), stamp=stamp)
         state["refs"] = refs
         state["before"] = snapshot_markers(kube, refs)
         state["vault"] = authority_markers(servers, options)
         return {"consumerSecrets": len(refs), "authorityValues": len(state["vault"])}
 
-    _timed(report, "record", progress, before)
+    _timed(report, clock, "record", progress, before)
     if not state["refs"]:
         raise DrillError("no consumer Secret is materialized: run the demo through handover (or workloads) first")
     directory = options.work / f"backup-{stamp}"
@@ -170,25 +171,26 @@ def _run(options: DrillOptions, servers: LiveServers, lab: Lab, progress: Progre
         return {"directory": str(directory), "bytes": sum(f.bytes for f in result.manifest.files.values()),
                 "raftIndex": result.manifest.authority.raft_index, "takenAs": result.identity}
 
-    _timed(report, "backup", progress, take_backup)
-    disaster = time.monotonic()
+    _timed(report, clock, "backup", progress, take_backup)
+    disaster = clock.monotonic()
     def destroy() -> dict[str, Any]:
         lose_data(lab)
         return {"dataDirectory": "deleted", "restartedEmpty": True}
 
-    _timed(report, "destroy", progress, destroy)
+    _timed(report, clock, "destroy", progress, destroy)
 
     def restore() -> dict[str, Any]:
         result = backup.restore(backup.RestoreRequest(options.repo, directory, options.identities, force=True,
                                                       cluster=options.cluster), servers, caller)
-        state["restored_at"] = datetime.now(UTC)
+        state["restored_at"] = clock.now()
         return {"mode": result.mode, "unsealedWith": result.unsealed_with, "ledgerSeq": result.ledger_seq,
                 "secretRecreated": result.secret_recreated}
 
-    _timed(report, "restore", progress, restore)
-    _timed(report, "resync", progress, lambda: {"seconds": round(wait_resynced(
-        kube, state["restored_at"], options.timeout, stamp=stamp, only=set(state["refs"])), 2)})
-    report.rto_seconds = time.monotonic() - disaster
+    _timed(report, clock, "restore", progress, restore)
+    _timed(report, clock, "resync", progress, lambda: {"seconds": round(wait_resynced(
+        kube, state["restored_at"], options.timeout, stamp=stamp, only=set(state["refs"]), sleep=clock.sleep,
+        monotonic=clock.monotonic), 2)})
+    report.rto_seconds = clock.monotonic() - disaster
     report.comparison = compare_markers(state["before"], snapshot_markers(kube, state["refs"]))
 
     def check() -> dict[str, Any]:
@@ -198,7 +200,7 @@ def _run(options: DrillOptions, servers: LiveServers, lab: Lab, progress: Progre
         report.ledger_verified = verified.ok
         return {"regenerated": lost, "ledgerEntries": verified.entries, "ledgerProblems": verified.problems}
 
-    _timed(report, "verify", progress, check)
+    _timed(report, clock, "verify", progress, check)
 
 
 __all__ = ["NAME", "DrillOptions", "authority_markers", "lose_data", "regenerated", "run", "settle"]
