@@ -205,6 +205,18 @@ _RULES = [
     Rule("CH107", "eso-borrowed-identity", INV7,
          "An ESO ClusterSecretStore in the repository logs in as one of chamberlain's identities (a chamberlain.* "
          "Vault role, a chamberlain-* ServiceAccount): every namespace reads what that identity may read."),
+    Rule("CH108", "unseal-share-not-sealed", CUSTODY,
+         "A share in the unseal-share export (kind UnsealShares) is not armored age ciphertext: Git would hold a "
+         "plaintext (or unreadable) unseal share."),
+    Rule("CH109", "unseal-export-malformed", CUSTODY,
+         "The unseal-share export is malformed (a missing field, a threshold above the share count, a holder "
+         "twice): a restore could not use it."),
+    Rule("CH110", "unseal-share-extra-reader", CUSTODY,
+         "A custodian's share in the unseal-share export opens for more than that custodian (not exactly one "
+         "X25519 recipient stanza)."),
+    Rule("CH111", "unseal-export-stale", CUSTODY,
+         "The unseal-share export is sealed to another custody than the Platform declares, or a second export "
+         "names the same authority: refresh it with `chamberlain authority export-shares`.", "warning"),
 ]
 
 RULES: dict[str, Rule] = {}

@@ -60,6 +60,7 @@ Event = Literal[
     "authority-configure",
     "authority-rekey",
     "authority-unseal",
+    "authority-restore",  # a snapshot restored, or the sealed shares' Secret re-created from a backup or export
     "handover",
     "retire",
     "value-created",

@@ -14,7 +14,8 @@ is. A ``declare`` change is never applied; :func:`apply` carries out everything 
 caller fails once the rest is done (:class:`DeclarationRequired`) — during ``authority init`` that leaves the
 configurator role in place, so a re-run can log in after the operator has fixed the server's configuration.
 
-Ownership: objects in the bundle are managed; so are chamberlain's own configurator policy and role (below).
+Ownership: objects in the bundle are managed; so are chamberlain's own configurator and backup policies and roles
+(below).
 ``--prune`` removes policies that are not desired (never ``root``/``default``) and roles that are not desired *inside
 the managed Kubernetes auth mounts* — stale roles there still let a ServiceAccount log in. Mounts and auth methods
 are never pruned: disabling a KV mount destroys its data, and one chamberlain does not manage is not ours to judge.
@@ -27,6 +28,10 @@ orchestrator and nothing else. Its policy is limited to the managed mounts, auth
 devices, key rotation, token accessors (to sweep orphaned root tokens) and the ledger. It can rewrite policies, so
 it is as powerful as the configuration it applies; who may mint its ServiceAccount's tokens (Kubernetes RBAC on
 ``serviceaccounts/token`` in that namespace: a human or CI) is who may reconfigure Vault.
+
+The backup identity: the role ``chamberlain.authority.backup`` (policy :func:`backup_policy`: read
+``sys/storage/raft/snapshot`` and the ledger, nothing else), bound to its own ServiceAccount ``chamberlain-backup``
+in the configurator's namespace; ``chamberlain backup`` mints its token the way the configurator's is minted.
 
 Kubernetes auth: one mount per cluster (:func:`chamberlain.render.naming.kubernetes_auth_mount`), each configured
 with its own cluster's API server and CA (``Settings.kubernetes_by_mount``, falling back to ``Settings.kubernetes``)
@@ -66,6 +71,9 @@ from chamberlain.intent.paths import (
 )
 
 CONFIGURATOR = "chamberlain.authority.configurator"
+# The identity ``chamberlain backup`` takes snapshots with: read the raft snapshot and the ledger heads, nothing else.
+BACKUP = "chamberlain.authority.backup"
+BACKUP_TTL = "15m"
 CONFIGURATOR_TTL = "15m"
 CONFIGURATOR_MAX_TTL = "1h"
 AUDIT_PATH = wk.AUDIT_DEVICE_PATH
@@ -122,10 +130,14 @@ class Settings:
     kubernetes_by_mount: Mapping[str, KubernetesAuthSettings] = field(default_factory=dict)
     configurator_namespace: str = "chamberlain-configurator"
     configurator_service_account: str = "chamberlain-configurator"
+    backup_service_account: str = "chamberlain-backup"  # in the configurator's namespace (minted by a human or CI)
     # ``chamberlain upgrade`` only: the previous release's shared auth mount while it still holds chamberlain's
     # roles. The configurator may list, read and delete roles there (never create or configure), so the upgrade
     # can remove them once no SecretStore logs in there; empty on every other run.
     legacy_auth_mounts: tuple[str, ...] = ()
+    # Write each reviewer JWT given even when the server says one is set (it cannot be read back to compare): a
+    # cluster rebuilt empty invalidates the old one with its ServiceAccount.
+    replace_reviewer_jwt: bool = False
 
     def __post_init__(self) -> None:
         if self.configurator_namespace == self.controller_namespace:
@@ -153,6 +165,7 @@ class Desired:
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
     transit_keys: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (mount, key) -> key type
+    replace_reviewer: frozenset[str] = frozenset()  # auth mounts whose reviewer JWT is written unconditionally
 
     @property
     def auth_mounts(self) -> list[str]:
@@ -257,6 +270,24 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
     return "".join(lines)
 
 
+def backup_policy(runtime: str) -> str:
+    """``chamberlain backup``'s identity: the raft snapshot (the storage, still barrier-encrypted: opening it takes
+    the unseal shares) and the ledger's heads and entries (no values), so a restore can check the ledger continues.
+    No sudo, no write, no secret path."""
+    blocks: list[tuple[str, list[str]]] = [
+        ("sys/storage/raft/snapshot", ["read"]),
+        (f"{runtime}/data/{LEDGER_PREFIX}/*", ["read"]),
+        (f"{runtime}/metadata/{LEDGER_PREFIX}", ["list"]),
+        (f"{runtime}/metadata/{LEDGER_PREFIX}/*", ["list"]),
+        (f"{runtime}/metadata/{LEDGER_HEAD}", ["read"]),
+    ]
+    lines = ["# Managed by chamberlain (authority configure): the identity `chamberlain backup` snapshots with.\n"]
+    for path, caps in blocks:
+        quoted = ", ".join(f'"{c}"' for c in caps)
+        lines.append(f'\npath "{path}" {{\n  capabilities = [{quoted}]\n}}\n')
+    return "".join(lines)
+
+
 def _bundle_json(bundle: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         return json.loads(bundle["mounts.json"]), json.loads(bundle.get("auth.json", "{}"))
@@ -293,6 +324,17 @@ def _configurator_role(settings: Settings) -> KubernetesRole:
     )
 
 
+def _backup_role(settings: Settings) -> KubernetesRole:
+    return KubernetesRole(
+        bound_service_account_names=(settings.backup_service_account,),
+        bound_service_account_namespaces=(settings.configurator_namespace,),
+        audience=VAULT_AUDIENCE,
+        token_policies=(BACKUP,),
+        token_ttl=seconds(BACKUP_TTL),
+        token_max_ttl=seconds(BACKUP_TTL),
+    )
+
+
 def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
     """The configuration the bundle (files relative to ``vault/``) and the runtime settings call for."""
     mounts, auth = _bundle_json(bundle)
@@ -309,8 +351,10 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
     transit_keys = _transit_keys(bundle)
     policies[CONFIGURATOR] = configurator_policy(mounts, auth, settings.runtime_mount, transit_keys,
                                                  settings.legacy_auth_mounts)
+    policies[BACKUP] = backup_policy(settings.runtime_mount)
     for mount in auth:
         roles[(mount, CONFIGURATOR)] = _configurator_role(settings)
+        roles[(mount, BACKUP)] = _backup_role(settings)
     auth_config: dict[str, KubernetesAuthConfig] = {}
     reviewer_jwts: dict[str, str | None] = {}
     for mount, spec in auth.items():
@@ -330,6 +374,8 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
         auth={path: AuthMountInfo.from_api(spec) for path, spec in auth.items()},
         auth_config=auth_config, reviewer_jwts=reviewer_jwts,
         policies=policies, roles=roles, audit=audit, transit_keys=transit_keys,
+        replace_reviewer=frozenset(m for m, jwt in reviewer_jwts.items() if jwt is not None)
+        if settings.replace_reviewer_jwt else frozenset(),
     )
 
 
@@ -509,8 +555,11 @@ def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
     def same_type(want: AuthMountInfo, have: AuthMountInfo) -> Verdict:
         return None if have.type == want.type else ("conflict", (), f"exists as {have.type}, want {want.type}")
 
-    return (_compare("auth", desired.auth, observed.auth, same_type)
-            + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
+    changes = (_compare("auth", desired.auth, observed.auth, same_type)
+               + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
+    planned = {c.name for c in changes if c.kind == "auth-config"}
+    return changes + [Change("auth-config", mount, "change", ("token_reviewer_jwt",))
+                      for mount in sorted(desired.replace_reviewer & set(desired.auth_config) - planned)]
 
 
 def resolve_accessors(text: str, auth: Mapping[str, AuthMountInfo]) -> str:

@@ -73,7 +73,8 @@ from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 
-AuthorityEvent = Literal["authority-init", "authority-configure", "authority-rekey", "authority-unseal"]
+AuthorityEvent = Literal["authority-init", "authority-configure", "authority-rekey", "authority-unseal",
+                         "authority-restore"]
 Recorder = Callable[[AuthorityEvent, Mapping[str, str]], None]
 """Appends a ledger entry (the caller binds the ledger, actor and run); details never carry values."""
 
@@ -141,11 +142,24 @@ def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x
     if material is None or not material.shares:
         raise SealError(f"no sealed unseal material in Secret {store.ref}; was this Vault initialized by "
                         "`chamberlain authority init`?")
+    return unseal_from(vault, material, f"Secret {store.ref}", identities, reset=reset, wait=wait)
+
+
+def unseal_from(vault: VaultClient, material: SealedMaterial, source: str,
+                identities: Sequence[pyrage.x25519.Identity], *, reset: bool = False,
+                wait: bool = True) -> UnsealReport:
+    """:func:`unseal` with material read elsewhere (``source`` names it in errors): the repository's export or a
+    backup, when the Secret is gone."""
+    status = vault.seal.status()
+    if not status.initialized:
+        raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
+    if not status.sealed:
+        return UnsealReport(False, 0, False, threshold=status.threshold)
     if not material.holders:
         return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)], wait=wait)
     opened = material.open_held(identities)
     if not opened:
-        raise SealError(f"the identities given open none of the unseal shares in Secret {store.ref} (held by "
+        raise SealError(f"the identities given open none of the unseal shares in {source} (held by "
                         f"{', '.join(material.holders)}); each custodian passes their own identity")
     report = unseal_with(vault, [k for _, k in opened], reset=reset, partial=True, wait=wait)
     report.custodians = [material.holder(i) for i, _ in opened][: report.submitted]
@@ -809,6 +823,7 @@ __all__ = [
     "status",
     "sweep_root_tokens",
     "unseal",
+    "unseal_from",
     "unseal_nodes",
     "unseal_with",
 ]

@@ -32,6 +32,8 @@ import pyrage
 from chamberlain import wellknown as wk
 from chamberlain.clock import Clock
 from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.intent.unseal_shares import custody_fingerprint
+from chamberlain.intent.unseal_shares import recipients_fingerprint as recipients_fingerprint  # its old home
 
 
 class SealError(ChamberlainError):
@@ -57,10 +59,6 @@ def parse_recipients(recipients: Sequence[str]) -> list[pyrage.x25519.Recipient]
         except pyrage.RecipientError:
             raise UsageError(f"not an age X25519 recipient: {r[:12]}…") from None
     return out
-
-
-def recipients_fingerprint(recipients: Sequence[str]) -> str:
-    return hashlib.sha256(",".join(sorted(recipients)).encode()).hexdigest()[:16]
 
 
 def seal_share(share: str, recipients: Sequence[pyrage.x25519.Recipient]) -> str:
@@ -132,10 +130,7 @@ class ShareCustody:
     def fingerprint(self) -> str:
         """Names what the shares are sealed to: a changed custodian list (or threshold) is a changed fingerprint,
         i.e. the stored shares are due for a rekey. Without custody, the recipients' fingerprint as before."""
-        if not self.declared:
-            return recipients_fingerprint(self.recipients)
-        text = f"custody:{self.threshold}:" + ",".join(f"{n}={r}" for n, r in self.custodians)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return custody_fingerprint(self.recipients, self.custodians, self.threshold)
 
     def check(self) -> None:
         """Every recipient parses (a usage error before anything changes)."""

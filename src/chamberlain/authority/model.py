@@ -68,6 +68,7 @@ class ServerState:
     version: str = ""
     cluster_name: str = ""
     flavor: Flavor = Flavor.VAULT
+    cluster_id: str = ""  # the storage's identity (answered once unsealed): a backup names the authority by it
 
 
 @dataclass(frozen=True, kw_only=True)

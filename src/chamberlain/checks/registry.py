@@ -23,6 +23,7 @@ CHECK_MODULES = (
     "chamberlain.checks.tenancy",
     "chamberlain.render.preflight",  # render's own refusals (CH103); imported by name, so no layer is crossed
     "chamberlain.checks.pki",
+    "chamberlain.checks.unseal",
 )
 
 

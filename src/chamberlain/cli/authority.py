@@ -1,5 +1,5 @@
-"""``chamberlain authority init|unseal|configure|plan|rekey|status`` and ``chamberlain plan``: thin commands over
-:mod:`chamberlain.service.authority`.
+"""``chamberlain authority init|unseal|configure|plan|rekey|status|export-shares`` and ``chamberlain plan``: thin
+commands over :mod:`chamberlain.service.authority`.
 
 Each command turns its options into a request, calls one use case and prints its report. Nothing printed here is a
 share, a token or a value: reports carry counts, names and states. Ledger entries of these commands name the
@@ -23,12 +23,18 @@ from chamberlain.service.context import Caller, LiveServers
 
 if TYPE_CHECKING:
     from chamberlain.authority.configure import Change
+    from chamberlain.service.authority import ExportResult
 
 authority_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
 # Repeatable: under custody each custodian holds one share, and generate-root or rekey take k of them in one run.
 Identities = Annotated[list[Path], typer.Option(
     "--identity", help="age identity file: the root of trust's, or a custodian's (repeat for several custodians).")]
+
+
+ExportShares = Annotated[bool, typer.Option(
+    "--export-shares", help="Also write the sealed shares to authority/unseal-shares.yaml in the repository (an "
+    "existing export is refreshed anyway), so a lost cluster's authority can be unsealed from Git.")]
 
 
 def _caller(command: str, servers: LiveServers) -> Caller:
@@ -69,6 +75,7 @@ def init(
         "custody, repeat it: k custodians).")] = None,
     recovery_dir: Annotated[Path | None, typer.Option(
         "--recovery-dir", help="Where encrypted shares wait if the Kubernetes write fails.")] = None,
+    export_shares: ExportShares = False,
     target: Target = GROUPED,
     configure: ConfigureOptions = GROUPED,
     output: Output = DataFormat.text,
@@ -82,7 +89,7 @@ def init(
     from chamberlain.service import authority
 
     request = authority.InitRequest(_selection(path, target, configure), recovery_dir or settings().recovery_dir,
-                                    shares, threshold, tuple(identity or ()))
+                                    shares, threshold, tuple(identity or ()), export=export_shares)
     with LiveServers(target.conn, clock()) as servers:
         result = authority.initialize(request, servers, _caller("authority init", servers))
     if not emit_data(result.as_dict(), output):
@@ -90,10 +97,14 @@ def init(
         line(f"Vault at {result.address}: {'initialized now' if r.initialized_now else 'already initialized'}; "
              f"sealed shares in Secret {result.secret}; configuration changes: {r.configure_changes}; "
              f"orchestrator login verified for {', '.join(r.verified_roles) or 'no role'}; root token revoked.")
+        if result.secret_from_export:
+            line("the Secret of sealed shares was missing: re-created from the repository's export (recorded in "
+                 "the ledger).")
+        _print_export(result.export)
 
 
 @authority_app.command()
-@target_options(environment=False, cluster=False, token_file=False)
+@target_options(environment=False, token_file=False)
 def unseal(
     path: RepoPath,
     identity: Identities,
@@ -104,14 +115,20 @@ def unseal(
 ) -> None:
     """Unseal Vault with the shares sealed in the Kubernetes Secret that the age identities open. Under custody
     each custodian runs it in turn with their own identity; Vault unseals when k have. A no-op when unsealed.
+    When the Secret is gone (a lost cluster), it is re-created from the repository's export
+    (authority/unseal-shares.yaml) first.
 
     Example: chamberlain authority unseal --identity ~/.config/chamberlain/root.age examples/acme
     """
     from chamberlain.service import authority
 
     with LiveServers(target.conn, clock()) as servers:
-        result = authority.unseal(Path(path), identity, servers, reset=reset)
+        result = authority.unseal(Path(path), identity, servers, reset=reset,
+                                  caller=_caller("authority unseal", servers), cluster=target.cluster)
     if not emit_data(result.as_dict(), output):
+        if result.secret_from_export:
+            line(f"the Secret of sealed shares was missing: unsealed from {result.secret_from_export}; Secret "
+                 f"re-created: {result.recorded}.")
         line(f"Vault at {result.address}: {result.message}.")
 
 
@@ -197,6 +214,7 @@ def rekey(
                                                "unchanged; with custody: one per custodian, not a flag).")] = None,
     threshold: Annotated[int | None, typer.Option("--threshold", min=1, max=10, help="New threshold (default: "
                                                   "unchanged; with custody: the Platform's, not a flag).")] = None,
+    export_shares: ExportShares = False,
     target: Target = GROUPED,
     output: Output = DataFormat.text,
 ) -> None:
@@ -210,11 +228,45 @@ def rekey(
 
     with LiveServers(target.conn, clock()) as servers:
         result = authority.rekey(Path(path), identity, servers, _caller("authority rekey", servers), shares=shares,
-                                 threshold=threshold, cluster=target.cluster)
+                                 threshold=threshold, cluster=target.cluster, export=export_shares)
     if not emit_data(result.as_dict(), output):
         r = result.report
         line(f"rekeyed: {r.shares} new shares (threshold {r.threshold}, generation {r.generation}) sealed in the "
              f"Secret; encryption key rotated (term {r.key_term}).")
+        _print_export(result.export)
+
+
+@authority_app.command("export-shares")
+@target_options(environment=False, cluster=False, token_file=False)
+def export_shares_cmd(
+    path: RepoPath,
+    out: Annotated[Path | None, typer.Option(
+        "--out", show_default=False, help="Where to write (default: authority/unseal-shares.yaml in the "
+        "repository).")] = None,
+    output: Output = DataFormat.text,
+    target: Target = GROUPED,
+) -> None:
+    """Export the sealed unseal shares in force (ciphertext only: each share sealed to one custodian, or to the
+    root recipients) to a file in the repository, so a lost cluster's authority can still be unsealed. Commit it.
+    `authority init/rekey` refresh an existing export; `authority unseal/init` re-create the Secret from it.
+
+    Example: chamberlain authority export-shares examples/acme && git add examples/acme/authority
+    """
+    from chamberlain.service import authority
+
+    with LiveServers(target.conn, clock()) as servers:
+        result = authority.export_shares(Path(path), servers, out=out)
+    if not emit_data(result.as_dict(), output):
+        _print_export(result)
+
+
+def _print_export(result: ExportResult | None) -> None:
+    if result is None:
+        return
+    held = f", held by {', '.join(result.holders)}" if result.holders else ""
+    state = "written" if result.written else "already up to date"
+    line(f"unseal-share export {result.file}: {state} ({result.shares} sealed shares, threshold "
+         f"{result.threshold}, generation {result.generation}{held}); commit it.")
 
 
 @authority_app.command()

@@ -215,9 +215,11 @@ def _register_subapps() -> None:
     from chamberlain.cli.audit import audit_app
     from chamberlain.cli.authority import authority_app
     from chamberlain.cli.authority import plan as plan_cmd
+    from chamberlain.cli.backup import backup_cmd, restore_cmd
     from chamberlain.cli.bootstrap import bootstrap_app
     from chamberlain.cli.controller import controller_app
     from chamberlain.cli.demo import demo_cmd
+    from chamberlain.cli.drill import drill_app
     from chamberlain.cli.gitops import apply_cmd
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.importing import import_cmd
@@ -240,10 +242,12 @@ def _register_subapps() -> None:
         "env": (env_app, "Instances of an ephemeral environment (preview/<id>): up, down."),
         "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
         "playbook": (playbook_app, "When things go wrong: rotate after a compromise, rekey after a custodian change."),
+        "drill": (drill_app, "Disaster drills on the lab (cluster-loss, authority-loss): lose something, rebuild "
+                             "it, prove nothing was lost."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
                 "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
-                "retire": retire_cmd}
+                "retire": retire_cmd, "backup": backup_cmd, "restore": restore_cmd}
     for name, (sub_app, help_) in groups.items():
         app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():

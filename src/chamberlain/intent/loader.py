@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
-from chamberlain.intent import hidden
+from chamberlain.intent import hidden, unseal_shares
 from chamberlain.intent.model import (
     API_VERSION,
     GENERATOR_TYPES,
@@ -188,6 +188,7 @@ class Repository:
     manifests: list[Document] = field(default_factory=list)  # every other YAML document, SOPS files included
     problems: list[Finding] = field(default_factory=list)  # findings raised while loading
     exclusions: list[Exclusion] = field(default_factory=list)  # what was left out of intent, and why (reported)
+    unseal_exports: list[Document] = field(default_factory=list)  # UnsealShares documents (checked, never applied)
     git_root: Path | None = None  # the Git work tree the repository lies in (SARIF paths are relative to it)
 
     @property
@@ -437,6 +438,9 @@ def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_p
         )
         return
     kind = doc.kind
+    if kind == unseal_shares.KIND:  # sealed unseal shares kept for cluster loss: not intent, checked by CH108-CH111
+        repo.unseal_exports.append(doc)
+        return
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         repo.problems.append(

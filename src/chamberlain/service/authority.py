@@ -10,7 +10,7 @@ or a value.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         NodeUnseal,
         Recorder,
         RekeyReport,
+        SealedMaterial,
         SealedStore,
         ShareCustody,
         UnsealReport,
@@ -65,6 +66,7 @@ class ConfigureOptions:
     token_reviewer_jwt_file: Path | None = None
     clusters: Mapping[str, ClusterAuth] = field(default_factory=dict)
     kubernetes_issuer: str | None = None
+    replace_token_reviewer_jwt: bool = False  # write the reviewer JWTs given even if one is set (a rebuilt cluster)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class InitRequest:
     shares: int | None = None
     threshold: int | None = None
     identities: tuple[Path, ...] = ()  # only needed to resume a run that stopped before it finished
+    export: bool = False  # write the sealed shares to the repository's export file (refreshed anyway if it exists)
 
 
 @dataclass
@@ -94,9 +97,27 @@ class InitResult:
     address: str
     secret: str  # namespace/name of the Secret holding the sealed shares
     report: InitReport
+    export: ExportResult | None = None  # the export file written or refreshed
+    secret_from_export: bool = False  # the Secret was missing and re-created from the export
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report) | {"secret": self.secret}
+        out = asdict(self.report) | {"secret": self.secret, "secretFromExport": self.secret_from_export}
+        return out | {"export": None if self.export is None else self.export.as_dict()}
+
+
+@dataclass
+class ExportResult:
+    """The export file of the sealed shares (ciphertext only; which file, whether it changed, what it holds)."""
+
+    file: str
+    written: bool
+    shares: int
+    threshold: int
+    generation: int
+    holders: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -105,9 +126,12 @@ class UnsealResult:
     report: UnsealReport
     #: With several addresses (an HA authority's nodes): each node's outcome; ``report`` is the first one's.
     nodes: list[NodeUnseal] = field(default_factory=list)
+    secret_from_export: str = ""  # the export file the missing Secret was re-created from
+    recorded: str = ""  # the ledger entry of that re-creation, or why it could not be written yet
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self.report)
+        out = asdict(self.report) | {"secretFromExport": self.secret_from_export or None,
+                                     "recorded": self.recorded or None}
         if self.nodes:
             out["nodes"] = [{"address": n.address, **({"skipped": n.skipped} if n.skipped else {}),
                              **(asdict(n.report) if n.report is not None else {})} for n in self.nodes]
@@ -176,9 +200,10 @@ class PlanResult:
 @dataclass
 class RekeyResult:
     report: RekeyReport
+    export: ExportResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report)
+        return asdict(self.report) | {"export": None if self.export is None else self.export.as_dict()}
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -239,6 +264,7 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         configurator_namespace=naming.configurator_namespace(platform),
         configurator_service_account=naming.configurator_service_account(platform),
         legacy_auth_mounts=tuple(legacy_auth_mounts),
+        replace_reviewer_jwt=opts.replace_token_reviewer_jwt,
     )
     return desired_state(select(vault_bundle(repo), target.environment, target.cluster), settings)
 
@@ -261,6 +287,11 @@ def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Rec
         return record
 
     return bind
+
+
+def recorder_for(platform: Platform, caller: Caller) -> Callable[[VaultClient], Recorder]:
+    """Authority events in the configurator's ledger partition, as ``caller`` (backup/restore use it too)."""
+    return _recorder(platform, caller)
 
 
 def _converge(client: VaultClient, desired: Desired, *, prune: bool, dry_run: bool,
@@ -314,6 +345,9 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
     kube.ensure_service_account(naming.configurator_namespace(platform), naming.configurator_service_account(platform))
     identities = _identities(request.identities) if request.identities else None
     recorder_for = _recorder(platform, caller)
+    store = _store(platform, servers)
+    # The cluster was lost with the Secret: the export in Git holds the same ciphertexts (recorded below).
+    from_export = _secret_from_export(servers.anonymous(platform), store, request.target.root)
 
     def configure(client: VaultClient) -> int:
         return len(_converge(client, desired, prune=False, dry_run=False, record=recorder_for(client)).changes)
@@ -325,13 +359,62 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
         return roles
 
     report = lifecycle.initialize(
-        servers.anonymous(platform), _store(platform, servers),
+        servers.anonymous(platform), store,
         lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
                            custody.custodians),
         login_configurator=lambda: servers.configurator(platform, request.target.cluster),
         configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
     )
-    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report)
+    if from_export is not None:
+        recorder_for(servers.configurator(platform, request.target.cluster))("authority-restore", {
+            "unseal_material": "secret re-created from the repository's export", "generation":
+            str(from_export.generation), "shares": str(len(from_export.shares))})
+    export = _refresh_export(platform, servers, request.target.root, create=request.export)
+    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report, export,
+                      from_export is not None)
+
+
+def _secret_from_export(vault: VaultClient, store: SealedStore, root: Path) -> SealedMaterial | None:
+    """When the authority is initialized but the Secret of sealed shares is gone (a lost cluster), re-create it from
+    the repository's export; the material written, or None when nothing was done."""
+    from chamberlain.authority.export import default_path, read_export
+
+    path = default_path(root)
+    if not path.exists() or store.load() is not None or not vault.seal.status().initialized:
+        return None
+    material = read_export(path)
+    store.save(material)
+    return material
+
+
+def _refresh_export(platform: Platform, servers: Servers, root: Path, *, create: bool,
+                    out: Path | None = None) -> ExportResult | None:
+    """Write the sealed shares in force to the export file: when asked (``create``), or when the file exists
+    already (an export that lags a rekey could not unseal the authority after a cluster loss)."""
+    from chamberlain.authority.export import default_path, write_export
+
+    path = out or default_path(root)
+    if not create and not path.exists():
+        return None
+    store = _store(platform, servers)
+    m = store.load()
+    if m is None or not m.shares or m.pending:
+        raise UsageError(f"no sealed unseal shares in Secret {store.ref} to export; run `chamberlain authority "
+                         "init` first")
+    if not m.vault_address:
+        m = replace(m, vault_address=servers.connection(platform).address)
+    written = write_export(path, m)
+    return ExportResult(str(path), written, len(m.shares), m.threshold, m.generation, list(m.holders))
+
+
+def export_shares(root: Path, servers: Servers, *, out: Path | None = None) -> ExportResult:
+    """``chamberlain authority export-shares``: the sealed shares in force (ciphertext, one custodian each) to the
+    repository's export file (default ``authority/unseal-shares.yaml``), so a lost cluster's authority can be
+    unsealed from Git."""
+    _, platform = load_platform(root)
+    result = _refresh_export(platform, servers, root, create=True, out=out)
+    assert result is not None  # create=True always writes or raises
+    return result
 
 
 def share_recipients(platform: Platform) -> list[str]:
@@ -367,24 +450,52 @@ def _identities(paths: Sequence[Path]) -> list[Any]:
     return [i for p in paths for i in lifecycle.load_identities(p)]
 
 
-def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: bool = False) -> UnsealResult:
+def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: bool = False,
+           caller: Caller | None = None, cluster: str | None = None) -> UnsealResult:
     """Unseal with the shares sealed in the Kubernetes Secret that the age identities open (a no-op when unsealed).
-    Under custody each custodian runs it with their own identity; the server keeps the progress between runs."""
+    Under custody each custodian runs it with their own identity; the server keeps the progress between runs.
+    Without the Secret (a lost cluster), with the repository's export, then the Secret is re-created."""
     from chamberlain.authority import lifecycle
+    from chamberlain.authority.export import DEFAULT_PATH, default_path, read_export
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
-    if len(vault.addresses) > 1:  # an HA authority: every node needs the shares (Shamir)
+    opened = _identities(identities)
+    store = _store(platform, servers)
+    if len(vault.addresses) > 1 and store.load() is not None:  # an HA authority: every node needs the shares
         from chamberlain.authority.vault import unauthenticated
 
         conn = servers.connection(platform)
         nodes = [unauthenticated(a, conn.ca_file, clock=conn.clock) for a in vault.addresses]
-        outcome = lifecycle.unseal_nodes(nodes, _store(platform, servers), _identities(identities), reset=reset)
+        outcome = lifecycle.unseal_nodes(nodes, store, opened, reset=reset)
         first = next(n for n in outcome if n.report is not None)
         assert first.report is not None
         return UnsealResult(first.address, first.report, outcome)
-    report = lifecycle.unseal(vault, _store(platform, servers), _identities(identities), reset=reset)
-    return UnsealResult(vault.address, report)
+    export = default_path(root)
+    if store.load() is not None or not export.exists():
+        return UnsealResult(vault.address, lifecycle.unseal(vault, store, opened, reset=reset))
+    # The cluster (and the Secret with it) was lost: unseal from the export in Git, record that in the ledger,
+    # then re-create the Secret, in that order (no unrecorded write).
+    material = read_export(export)
+    report = lifecycle.unseal_from(vault, material, DEFAULT_PATH, opened, reset=reset)
+    result = UnsealResult(vault.address, report, secret_from_export=DEFAULT_PATH)
+    if report.sealed:
+        result.recorded = "not yet: the Secret is re-created once the threshold of custodians has unsealed"
+        return result
+    if caller is None:
+        raise UsageError("re-creating the Secret of sealed shares needs a caller for its ledger entry")
+    try:
+        client = servers.configurator(platform, cluster)
+        recorder_for(platform, caller)(client)("authority-restore", {
+            "unseal_material": f"secret re-created from the repository's export ({DEFAULT_PATH})",
+            "generation": str(material.generation), "shares": str(len(material.shares))})
+    except ChamberlainError as exc:  # e.g. the new cluster's Kubernetes auth is not configured yet
+        raise ChamberlainError(f"unsealed from {DEFAULT_PATH}, but Secret {store.ref} was not re-created: its "
+                               f"ledger entry could not be written ({exc}); fix that and re-run, or run "
+                               "`chamberlain authority init`, which configures the authority first") from None
+    store.save(material)
+    result.recorded = "authority-restore"
+    return result
 
 
 def configure(target: Selection, servers: Servers, caller: Caller, *, prune: bool = False,
@@ -446,7 +557,8 @@ def conflicts(repo: Repository, platform: Platform, target: Selection, servers: 
 
 
 def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Caller, *, shares: int | None = None,
-          threshold: int | None = None, cluster: str | None = None, reason: str = "") -> RekeyResult:
+          threshold: int | None = None, cluster: str | None = None, reason: str = "",
+          export: bool = False) -> RekeyResult:
     """New unseal shares sealed as the Platform declares (one per custodian, or to the root recipients), the
     Secret replaced, the encryption key rotated. Takes the threshold of the shares in force: under custody, k
     custodians' identities. With custody newly declared or its custodian list changed, this is the move to it."""
@@ -465,7 +577,7 @@ def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Call
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
         reason=reason,
     )
-    return RekeyResult(report)
+    return RekeyResult(report, _refresh_export(platform, servers, root, create=export))
 
 
 def status(root: Path, servers: Servers) -> AuthorityStatus:
@@ -480,6 +592,7 @@ __all__ = [
     "ClusterAuth",
     "ConfigureOptions",
     "ConfigureResult",
+    "ExportResult",
     "InitRequest",
     "InitResult",
     "PlanResult",
@@ -489,8 +602,10 @@ __all__ = [
     "configure",
     "conflicts",
     "desired_state",
+    "export_shares",
     "initialize",
     "plan",
+    "recorder_for",
     "rekey",
     "status",
     "unseal",

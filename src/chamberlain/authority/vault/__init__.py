@@ -15,6 +15,7 @@ module          area
 ``pki``         ``client.pki``: sign and revoke (and a root CA and roles for set-up)
 ``transit``     ``client.transit``: a key, encrypt, decrypt, rotate
 ``logical``     ``client.logical``: raw path access, for probes only
+``raft``        ``client.raft``: integrated-storage snapshots (take, install) and the raft configuration
 ``body``        reading hvac's answers (envelopes, listings)
 ``area``        the base of every area class (holds the client core)
 ==============  ==========================================================================================

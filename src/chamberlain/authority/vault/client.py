@@ -2,7 +2,7 @@
 
 Belongs here: :class:`VaultClient`, which owns the hvac client, the injected :class:`~chamberlain.clock.Clock`
 and the token, and exposes one object per Vault area (``kv``, ``seal``, ``auth``, ``policies``, ``audit``,
-``mounts``, ``pki``, ``transit``, ``logical``); the construction helpers :func:`client_with_token`,
+``mounts``, ``pki``, ``transit``, ``logical``, ``raft``); the construction helpers :func:`client_with_token`,
 :func:`unauthenticated` and :func:`login_kubernetes`. Every request of every area goes through :meth:`VaultClient.call`
 (the error boundary of :mod:`.boundary`).
 
@@ -35,6 +35,7 @@ from chamberlain.authority.vault.logical import Logical
 from chamberlain.authority.vault.mounts import Mounts
 from chamberlain.authority.vault.pki import Pki
 from chamberlain.authority.vault.policy import Policies
+from chamberlain.authority.vault.raft import Raft
 from chamberlain.authority.vault.seal import Seal
 from chamberlain.authority.vault.transit import Transit
 from chamberlain.clock import Clock
@@ -78,6 +79,7 @@ class VaultClient:
         self.pki = Pki(self)
         self.transit = Transit(self)
         self.logical = Logical(self)
+        self.raft = Raft(self)
 
     @classmethod
     def connect(cls, address: str, ca_file: Path | str | None = None, token: str | None = None,

@@ -44,7 +44,7 @@ class Seal(Area):
             initialized=bool(d.get("initialized")), sealed=bool(d.get("sealed")), threshold=int(d.get("t") or 0),
             shares=int(d.get("n") or 0), progress=int(d.get("progress") or 0), version=str(d.get("version") or ""),
             storage=str(d.get("storage_type") or ""), cluster_name=str(d.get("cluster_name") or ""),
-            flavor=flavor_of(d),
+            flavor=flavor_of(d), cluster_id=str(d.get("cluster_id") or ""),
         )
 
     def health(self) -> Health:
@@ -54,7 +54,8 @@ class Seal(Area):
             performance_standby_code=200, dr_secondary_code=200)))
         return Health(initialized=bool(d.get("initialized")), sealed=bool(d.get("sealed")),
                       standby=bool(d.get("standby")), version=str(d.get("version") or ""),
-                      cluster_name=str(d.get("cluster_name") or ""), flavor=flavor_of(d))
+                      cluster_name=str(d.get("cluster_name") or ""), flavor=flavor_of(d),
+                      cluster_id=str(d.get("cluster_id") or ""))
 
     def leader(self) -> HaStatus:
         d = body.data(self._c.call("read leader status", lambda h: h.sys.read_leader_status()))
