@@ -5,11 +5,13 @@ Boundary: ordering and persistence. Which servers exist, their ports, the author
 so ``status`` and ``down`` need no options. How an individual server is run is :mod:`.servers`' business; how its
 binary is built is :mod:`.builds`'.
 
-Start order: etcd, the authority, PostgreSQL and the Git server (none needs another) → kube-apiserver
+Start order: etcd, the unsealer (``--auto-unseal`` only: the authority's seal needs its key when it starts), the
+authority, PostgreSQL and the Git server (none needs another) → kube-apiserver
 (+ kubeconfig) → the ESO and Flux CRDs (Established: a controller started before its CRD is served retries
 only every 10 s) → kube-controller-manager and the ESO and Flux controllers; then every server is waited for.
 ``up`` is idempotent: a healthy running server is left alone, a server whose configuration changed (e.g. ``dev``)
-is restarted, and switching the authority stops the other one (each keeps its own data directory).
+is restarted, and switching the authority stops the other one (each keeps its own data directory). ``auto_unseal``
+adds the unsealer and gives the authority a transit seal.
 
 Which lab directory, build cache, environment and clock: the entry point decides
 (``chamberlain lab`` passes ``Settings.lab_dir`` and a :class:`LabHost` built from its
@@ -43,6 +45,7 @@ from chamberlain.lab.servers import (
     LabHost,
     Postgres,
     Server,
+    Unsealer,
     install_crds,
     port_open,
 )
@@ -79,6 +82,9 @@ class Ports:
     second_etcd: int = 23118
     second_etcd_peer: int = 23119
     second_kube_apiserver: int = 23120
+    # The unsealer of ``lab up --auto-unseal`` (its API and cluster ports); 23129-23130 are kept for it.
+    unsealer: int = 23127
+    unsealer_cluster: int = 23128
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -108,8 +114,11 @@ class LabConfig:
     dev: bool = False
     authority: AuthorityFlavor = DEFAULT_AUTHORITY
     clusters: int = 1  # 2: a second etcd + kube-apiserver with its own CA, signing key and issuer
+    auto_unseal: bool = False  # a transit seal backed by a second, small authority (the unsealer)
 
     def __post_init__(self) -> None:
+        if self.auto_unseal and self.dev:
+            raise LabError("--auto-unseal needs the authority in server mode: dev mode is unsealed in memory")
         if self.authority not in AUTHORITY_FLAVORS:
             raise LabError(f"unknown authority {self.authority!r}: use one of {', '.join(AUTHORITY_FLAVORS)}")
         if self.clusters not in (1, MAX_CLUSTERS):
@@ -117,7 +126,7 @@ class LabConfig:
 
     def to_json(self) -> str:
         return json.dumps({"ports": asdict(self.ports), "dev": self.dev, "authority": self.authority,
-                           "clusters": self.clusters}, indent=2) + "\n"
+                           "clusters": self.clusters, "auto_unseal": self.auto_unseal}, indent=2) + "\n"
 
     @classmethod
     def load(cls, lab_dir: Path, host: LabHost) -> LabConfig:
@@ -132,7 +141,8 @@ class LabConfig:
         return cls(lab_dir=lab_dir, host=host, ports=Ports.from_json(data.get("ports", {})),
                    dev=bool(data.get("dev", False)),
                    authority=flavor if flavor in AUTHORITY_FLAVORS else DEFAULT_AUTHORITY,
-                   clusters=clusters if clusters in (1, MAX_CLUSTERS) else 1)
+                   clusters=clusters if clusters in (1, MAX_CLUSTERS) else 1,
+                   auto_unseal=bool(data.get("auto_unseal", False)) and not bool(data.get("dev", False)))
 
 
 SECOND_CLUSTER_DIR = "cluster-2"
@@ -169,8 +179,11 @@ class Lab:
         self.pki = pki_paths(d)
         self.etcd = Etcd(d, h, p.etcd, p.etcd_peer)
         self.apiserver = KubeAPIServer(d, h, p.kube_apiserver, self.pki, self.etcd.address)
+        self.unsealer = (Unsealer(d, h, p.unsealer, p.unsealer_cluster, self.pki, flavor=config.authority)
+                         if config.auto_unseal else None)
         self.authority = Authority(d, h, p.authority, p.authority_cluster, self.pki, dev=config.dev,
-                                   flavor=config.authority)
+                                   flavor=config.authority,
+                                   seal=self.unsealer.transit_seal() if self.unsealer is not None else None)
         self.postgres = Postgres(d, h, p.postgres)
         self.eso = ExternalSecrets(d, h, p.eso_metrics, self.apiserver)
         self.controller_manager = KubeControllerManager(d, h, p.kube_controller_manager, self.pki, self.apiserver)
@@ -188,6 +201,7 @@ class Lab:
             "git": self.git,
             "kube-apiserver": self.apiserver,
             "kube-controller-manager": self.controller_manager,
+            **({"unsealer": self.unsealer} if self.unsealer is not None else {}),
             self.authority.name: self.authority,
             "postgres": self.postgres,
             "external-secrets": self.eso,
@@ -279,10 +293,18 @@ def up(
     for other in lab.other_authorities():
         if other.stop():
             progress(f"[lab] {other.name}: stopped (this lab now runs {config.authority})")
-    authority_restart = previous is not None and previous.dev != config.dev
+    if previous is not None and previous.auto_unseal and not config.auto_unseal:
+        unsealer = Lab(previous).unsealer
+        if unsealer is not None and unsealer.stop():
+            progress("[lab] unsealer: stopped (this lab's authority now uses Shamir)")
+    # A changed seal restarts the authority; its data keeps the old seal's (`lab down --purge` to start afresh).
+    authority_restart = previous is not None and (previous.dev != config.dev
+                                                  or previous.auto_unseal != config.auto_unseal)
     started: list[str] = []
     try:
         etcd_proc = _start(lab.etcd, "etcd", progress, started)
+        if lab.unsealer is not None:  # the authority's seal needs its key at start-up
+            lab.unsealer.wait(_start(lab.unsealer, "unsealer", progress, started), timeout=timeout)
         authority_proc = _start(lab.authority, lab.authority.name, progress, started, restart=authority_restart)
         pg_proc = _start(lab.postgres, "postgres", progress, started)
         git_proc = _start(lab.git, "git", progress, started)
@@ -355,6 +377,7 @@ def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
         "lab_dir": str(cfg.lab_dir),
         "dev": cfg.dev,
         "authority": cfg.authority,
+        "auto_unseal": cfg.auto_unseal,
     }
 
 
