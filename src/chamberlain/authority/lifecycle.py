@@ -18,6 +18,12 @@ Custody (SPEC §6): with custodians declared, each share is sealed to one custod
 :func:`unseal` submits only the shares the identities given open and keeps the server's progress (custodians
 unseal in turn), while generate-root and rekey need the threshold of shares in one run (k custodians' identities).
 
+Auto-unseal (the Platform's ``authority.seal`` is not ``shamir``): the server unseals itself through its seal at
+every start, so ``sys/init`` issues *recovery keys* instead of unseal shares. They are sealed to the custodians (or
+the root recipients) and stored exactly like unseal shares, and serve where the shares would — generate-root (the
+break-glass of a resumed init) and their own rekey — but never unseal. :func:`unseal` has nothing to do there, and
+an auto-unsealed server that is sealed cannot reach its seal: no key of ours helps, the message says so.
+
 Where the material lives and how it is sealed: :mod:`chamberlain.authority.material` (re-exported here).
 Boundary: the server through :class:`~chamberlain.authority.vault.VaultClient`; Kubernetes through the structural
 :class:`~chamberlain.authority.material.SecretAPI`; the ledger through an injected :data:`Recorder`. Time comes
@@ -90,6 +96,27 @@ class UnsealReport:
     progress: int = 0  # the server's unseal progress after this run (0 once unsealed)
     threshold: int = 0
     custodians: list[str] = field(default_factory=list)  # whose shares this run submitted (custody only)
+    auto_unseal: str = ""  # the server's auto-unseal seal (transit, awskms...): nothing for chamberlain to do
+
+
+def seal_unreachable(address: str, seal_type: str) -> str:
+    """Why an auto-unsealed server is sealed, and what to do (a message; names no value)."""
+    return (f"{address}: sealed, and it unseals itself through its {seal_type} seal — so it cannot reach that seal "
+            "(the unsealer or KMS is down, unreachable, or refuses its credentials). Recovery keys cannot unseal: "
+            "restore access to the seal, then restart the server; its log names the seal error")
+
+
+def auto_unseal_report(vault: VaultClient) -> UnsealReport | None:
+    """With an auto-unseal seal, the unseal report (nothing to do) or :class:`SealError` when the server is sealed
+    all the same; None for a Shamir seal (shares are needed)."""
+    status = vault.seal.status()
+    if not status.auto_unseal:
+        return None
+    if not status.initialized:
+        raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
+    if status.sealed:
+        raise SealError(seal_unreachable(vault.address, status.seal_type))
+    return UnsealReport(False, 0, False, threshold=status.threshold, auto_unseal=status.seal_type)
 
 
 def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True,
@@ -125,7 +152,11 @@ def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x
            reset: bool = False) -> UnsealReport:
     """Unseal with the stored shares the identities open. Without custody one root identity opens them all and
     the threshold is submitted at once. With custody only this custodian's share(s) are submitted, on top of the
-    progress the other custodians left (``reset`` discards that progress first); the report says how far it is."""
+    progress the other custodians left (``reset`` discards that progress first); the report says how far it is.
+    With an auto-unseal seal there is nothing to submit (see :func:`auto_unseal_report`)."""
+    auto = auto_unseal_report(vault)
+    if auto is not None:
+        return auto
     status = vault.seal.status()
     if not status.initialized:
         raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
@@ -160,6 +191,7 @@ class MaterialStatus:
     recipients_sha256: str = ""
     custodians: list[str] = field(default_factory=list)  # holder of each share, in order (custody only)
     matches_platform: bool | None = None  # sealed to what the Platform declares now (None: not compared)
+    recovery_keys: bool = False  # the shares are the recovery keys of an auto-unsealed server
 
 
 @dataclass(frozen=True)
@@ -178,10 +210,20 @@ class AuthorityStatus:
     ha_enabled: bool | None = None
     root_token_revoked: bool | None = None
     root_token_revoked_at: str = ""
+    seal_type: str = "shamir"  # the server's seal
+    declared_seal: str = ""  # the Platform's authority.seal.type ("": not compared)
 
     @property
     def ready(self) -> bool:
         return self.initialized and not self.sealed
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.seal_type not in ("", "shamir")
+
+    @property
+    def seal_matches_platform(self) -> bool | None:
+        return None if not self.declared_seal else self.declared_seal == self.seal_type
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -189,6 +231,8 @@ class AuthorityStatus:
             "version": self.version, "flavor": self.flavor, "storage": self.storage, "threshold": self.threshold,
             "shares": self.shares, "sealed_material": dataclasses.asdict(self.material),
             "root_token_revoked": self.root_token_revoked,
+            "seal": {"type": self.seal_type, "auto_unseal": self.auto_unseal,
+                     **({"declared": self.declared_seal} if self.declared_seal else {})},
         }
         if self.ha_enabled is not None:
             out["ha_enabled"] = self.ha_enabled
@@ -197,9 +241,11 @@ class AuthorityStatus:
         return out
 
 
-def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None = None) -> AuthorityStatus:
+def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None = None,
+           declared_seal: str = "") -> AuthorityStatus:
     """Where the authority stands; with ``expected``, whether the stored shares are sealed as the Platform now
-    declares (a changed custodian list says: rekey)."""
+    declares (a changed custodian list says: rekey); with ``declared_seal``, whether the server's seal is the
+    Platform's."""
     seal = vault.seal.status()
     ha: bool | None = None
     if seal.initialized and not seal.sealed:
@@ -208,12 +254,14 @@ def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None
     m = store.load()
     material = MaterialStatus(store.ref, False) if m is None else MaterialStatus(
         store.ref, bool(m.shares), len(m.shares), m.threshold, m.generation, bool(m.next_shares), m.recipients,
-        list(m.holders), None if expected is None or not m.shares else m.recipients == expected.fingerprint)
+        list(m.holders), None if expected is None or not m.shares else m.recipients == expected.fingerprint,
+        m.recovery_keys)
     return AuthorityStatus(
         address=vault.address, initialized=seal.initialized, sealed=seal.sealed, version=seal.version,
         storage=seal.storage, threshold=seal.threshold, shares=seal.shares, flavor=str(seal.flavor),
         material=material, ha_enabled=ha, root_token_revoked=None if m is None else bool(m.root_revoked_at),
-        root_token_revoked_at=m.root_revoked_at if m else "",
+        root_token_revoked_at=m.root_revoked_at if m else "", seal_type=seal.seal_type,
+        declared_seal=declared_seal,
     )
 
 
@@ -227,6 +275,11 @@ class InitPlan:
     recipients: Sequence[str]  # the root recipients (every share to each of them when no custodians)
     recovery_dir: Path
     custodians: Sequence[tuple[str, str]] = ()  # (name, age recipient): one share each, ``shares`` == their count
+    seal: str = "shamir"  # the Platform's authority.seal.type: another means recovery keys instead of shares
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.seal not in ("", "shamir")
 
     @property
     def custody(self) -> ShareCustody:
@@ -324,6 +377,7 @@ class _InitRun:
             login_refused=self.login_refused, active=self.active and not seal.sealed, configured=self.configured,
             init_recorded=bool(m and m.init_recorded), verified=self.verified,
             root_revoked=bool(m and m.root_revoked_at), generate_root_refused=self.generate_root_refused,
+            auto_unseal=seal.auto_unseal,
         )
 
     def act(self, step: InitStep) -> None:
@@ -347,14 +401,19 @@ class _InitRun:
 
     def _prepare_store(self) -> None:
         self.store.save(SealedMaterial((), self.plan.threshold, self.fingerprint, pending=True,
-                                       vault_address=self.vault.address, holders=self.custody.holders))
+                                       vault_address=self.vault.address, holders=self.custody.holders,
+                                       seal_type=self.plan.seal))
 
     def _initialize(self) -> None:
         checkpoint("init.before-init")
-        result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold)
+        if self.plan.auto_unseal:  # recovery keys, sealed and stored like shares; the server unseals itself
+            result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold, recovery=True)
+        else:
+            result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold)
         sealed = SealedMaterial(self.custody.seal(result.keys), self.plan.threshold,
                                 self.fingerprint, initialized_at=rfc3339(self.clock.now()),
-                                vault_address=self.vault.address, holders=self.custody.holders)
+                                vault_address=self.vault.address, holders=self.custody.holders,
+                                seal_type=self.plan.seal)
         self.keys, self.root = list(result.keys), result.root_token
         del result
         write_recovery(self.recovery, sealed)  # ciphertext only; survives a failing Kubernetes write
@@ -377,7 +436,12 @@ class _InitRun:
         checkpoint("init.after-unseal")
 
     def _wait_active(self) -> None:
-        self.vault.seal.wait_active()
+        try:
+            self.vault.seal.wait_active()
+        except AuthorityError:
+            if self.plan.auto_unseal:
+                raise SealError(seal_unreachable(self.vault.address, self.plan.seal)) from None
+            raise
         self.active = True
 
     def _use_root(self) -> None:
@@ -465,6 +529,11 @@ def initialize(
         raise UsageError(f"--threshold must be between 1 and --shares ({plan.shares}), got {plan.threshold}")
     if plan.custodians and plan.shares != len(plan.custodians):
         raise UsageError(f"{plan.shares} shares for {len(plan.custodians)} custodians: each holds exactly one")
+    found = vault.seal.status()
+    if found.auto_unseal != plan.auto_unseal:
+        raise SealError(f"the Platform declares authority.seal {plan.seal!r} but the authority at {vault.address} "
+                        f"runs the {found.seal_type} seal: declare the server's seal in the Platform (or configure "
+                        "the server's seal stanza) before init. Nothing was changed")
     run = _InitRun(vault, store, plan, InitHooks(login_configurator, configure, verify, recorder_for), clock,
                    identities)
     for _ in range(MAX_STEPS):
@@ -683,6 +752,12 @@ def rekey(
     says which: a re-run finishes a pending verification, or probes which set is in force and promotes it.
     """
     custody = recipients if isinstance(recipients, ShareCustody) else ShareCustody(tuple(recipients))
+    found = vault.seal.status()
+    if found.auto_unseal:
+        raise SealError(f"the authority at {vault.address} auto-unseals through its {found.seal_type} seal: the "
+                        "stored shares are its recovery keys, and chamberlain does not rekey recovery keys yet "
+                        "(`bao operator rekey -target=recovery`, then `chamberlain authority init`'s custody applies "
+                        "to the new ones only by hand). Nothing was changed")
     run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock)
     settled = False
     for _ in range(MAX_STEPS):
@@ -715,6 +790,7 @@ __all__ = [
     "SecretAPI",
     "ShareCustody",
     "UnsealReport",
+    "auto_unseal_report",
     "initialize",
     "load_identities",
     "open_share",
@@ -722,6 +798,7 @@ __all__ = [
     "recipients_fingerprint",
     "rekey",
     "seal_share",
+    "seal_unreachable",
     "status",
     "sweep_root_tokens",
     "unseal",

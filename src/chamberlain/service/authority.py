@@ -9,7 +9,8 @@ or a value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,9 +93,11 @@ class InitResult:
     address: str
     secret: str  # namespace/name of the Secret holding the sealed shares
     report: InitReport
+    seal: str = "shamir"  # the Platform's seal: another one means the stored shares are recovery keys
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report) | {"secret": self.secret}
+        return asdict(self.report) | {"secret": self.secret, "seal": self.seal,
+                                      "keys": "unseal" if self.seal == "shamir" else "recovery"}
 
 
 @dataclass
@@ -110,6 +113,9 @@ class UnsealResult:
         from chamberlain.authority.decide import UnsealOutcome, unseal_message
 
         r = self.report
+        if r.auto_unseal:
+            return (f"nothing to do: it unseals itself through its {r.auto_unseal} seal (auto-unseal), and it is "
+                    "unsealed")
         if not r.was_sealed:
             return "already unsealed (no-op)"
         if not r.custodians:
@@ -303,14 +309,17 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
             servers.login(platform, role).auth.lookup_self()
         return roles
 
-    report = lifecycle.initialize(
-        servers.anonymous(platform), _store(platform, servers),
-        lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
-                           custody.custodians),
-        login_configurator=lambda: servers.configurator(platform, request.target.cluster),
-        configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
-    )
-    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report)
+    with _seal_hint(platform):
+        report = lifecycle.initialize(
+            servers.anonymous(platform), _store(platform, servers),
+            lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
+                               custody.custodians, seal=platform.spec.authority.seal.type),
+            login_configurator=lambda: servers.configurator(platform, request.target.cluster),
+            configure=configure, verify=verify, recorder_for=recorder_for, identities=identities,
+            clock=caller.clock,
+        )
+    return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report,
+                      platform.spec.authority.seal.type)
 
 
 def share_recipients(platform: Platform) -> list[str]:
@@ -353,6 +362,10 @@ def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: b
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
+    with _seal_hint(platform):
+        auto = lifecycle.auto_unseal_report(vault)  # an auto-unseal seal: nothing to do, no identity needed
+    if auto is not None:
+        return UnsealResult(vault.address, auto)
     report = lifecycle.unseal(vault, _store(platform, servers), _identities(identities), reset=reset)
     return UnsealResult(vault.address, report)
 
@@ -439,7 +452,26 @@ def status(root: Path, servers: Servers) -> AuthorityStatus:
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
-    return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform))
+    with _seal_hint(platform):
+        return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform),
+                                platform.spec.authority.seal.type)
+
+
+@contextmanager
+def _seal_hint(platform: Platform) -> Iterator[None]:
+    """An unreachable authority whose Platform declares an auto-unseal seal: say that a server which cannot reach
+    its seal at start-up does not start (OpenBao and Vault exit), so the seal is the first thing to check."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    seal = platform.spec.authority.seal
+    try:
+        yield
+    except AuthorityUnavailable as exc:
+        if not seal.auto_unseal:
+            raise
+        raise AuthorityUnavailable(f"{exc}; the Platform declares the {seal.type} seal (auto-unseal): a server that "
+                                   f"cannot reach its seal when it starts exits, so check the unsealer or KMS and "
+                                   "the server's log, then start it again") from None
 
 
 __all__ = [

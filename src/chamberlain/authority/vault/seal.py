@@ -44,7 +44,7 @@ class Seal(Area):
             initialized=bool(d.get("initialized")), sealed=bool(d.get("sealed")), threshold=int(d.get("t") or 0),
             shares=int(d.get("n") or 0), progress=int(d.get("progress") or 0), version=str(d.get("version") or ""),
             storage=str(d.get("storage_type") or ""), cluster_name=str(d.get("cluster_name") or ""),
-            flavor=flavor_of(d),
+            flavor=flavor_of(d), seal_type=str(d.get("type") or "shamir"), recovery_seal=bool(d.get("recovery_seal")),
         )
 
     def health(self) -> Health:
@@ -76,9 +76,16 @@ class Seal(Area):
 
     # -- init and unseal
 
-    def initialize(self, shares: int, threshold: int) -> InitResult:
-        d = self._c.call("initialize", lambda h: h.sys.initialize(secret_shares=shares, secret_threshold=threshold))
-        return InitResult(tuple(str(k) for k in d["keys"]), str(d["root_token"]))
+    def initialize(self, shares: int, threshold: int, *, recovery: bool = False) -> InitResult:
+        """``sys/init``: unseal shares, or with ``recovery`` (an auto-unseal seal) recovery keys, which the server
+        returns instead (it unseals itself; the recovery keys authorize generate-root and their own rekey)."""
+        if not recovery:
+            d = self._c.call("initialize", lambda h: h.sys.initialize(secret_shares=shares,
+                                                                      secret_threshold=threshold))
+            return InitResult(tuple(str(k) for k in d["keys"]), str(d["root_token"]))
+        d = self._c.call("initialize (recovery keys)", lambda h: h.sys.initialize(
+            recovery_shares=shares, recovery_threshold=threshold))
+        return InitResult(tuple(str(k) for k in d["recovery_keys"]), str(d["root_token"]))
 
     def submit_unseal_key(self, key: str) -> SealStatus:
         self._c.call("submit unseal share", lambda h: h.sys.submit_unseal_key(key=key))
