@@ -162,6 +162,20 @@ def test_init_issues_recovery_keys_sealed_one_per_custodian(world: World) -> Non
         assert not any(k in text for k in plaintext) and not holds_authority_token(text)
 
 
+def test_k_custodians_rekey_the_recovery_keys(world: World) -> None:
+    before = world.store().load()
+    assert before is not None
+    ids = world.work / "identities"
+    data = _json(world.cli("authority", "rekey", str(world.repo), "--cluster", "dev1", "--identity",
+                           str(ids / "alice.agekey"), "--identity", str(ids / "carol.agekey"), "-o", "json"))
+    assert data["recovery_keys"] is True and data["generation"] == before.generation + 1 and data["shares"] == 3
+    after = world.store().load()
+    assert after is not None and after.recovery_keys and after.holders == CUSTODIANS and not after.next_shares
+    old = {k for n in CUSTODIANS for _, k in before.open_held([world.identities[n]])}
+    new = {k for n in CUSTODIANS for _, k in after.open_held([world.identities[n]])}
+    assert len(new) == 3 and not old & new  # verified by the server before they were promoted
+
+
 def test_status_shows_the_seal(world: World) -> None:
     data = _json(world.cli("authority", "status", str(world.repo), "-o", "json"))
     assert data["initialized"] and not data["sealed"]
@@ -193,7 +207,7 @@ def test_the_unsealer_down_is_reported_plainly(world: World) -> None:
     world.authority.start()
     deadline = time.monotonic() + 60
     while world.authority.running() is not None and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert world.authority.running() is None, "OpenBao started although its transit seal is unreachable"
     for args in (("authority", "status", str(world.repo)), ("authority", "unseal", str(world.repo))):
         result = world.cli(*args)

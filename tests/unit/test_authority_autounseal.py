@@ -18,6 +18,8 @@ from chamberlain.authority import lifecycle
 from chamberlain.authority.decide import InitStep, next_init_step
 from chamberlain.authority.lifecycle import InitPlan, SealError, ShareCustody
 from chamberlain.authority.material import ANNOTATION_SEAL_TYPE
+from chamberlain.authority.model import Flavor
+from chamberlain.authority.vault.flavor import RECOVERY_REKEY_PATHS
 from chamberlain.clock import FakeClock
 from chamberlain.intent.model import Authority
 from chamberlain.lab import lab as lab_mod
@@ -132,12 +134,40 @@ def test_a_seal_that_is_not_the_platforms_is_refused_before_anything_changes(
     assert world.store().load() is None and not world.vault.initialized
 
 
-def test_rekey_of_recovery_keys_is_refused_with_what_to_do(transit: World, people: dict[str, Any]) -> None:
+def _rekey(world: World, people: dict[str, Any], *who: str) -> lifecycle.RekeyReport:
+    custody = ShareCustody((RECIPIENT,), tuple((n, str(people[n].to_public())) for n in NAMES), 2)
+    return lifecycle.rekey(world.vault, world.store(), [people[n] for n in who], custody,  # type: ignore[arg-type]
+                           login_configurator=world.vault.login_configurator,  # type: ignore[arg-type]
+                           recorder_for=world.recorder_for, clock=FakeClock())
+
+
+def test_recovery_keys_are_rekeyed_by_k_custodians(transit: World, people: dict[str, Any]) -> None:
     _init(transit, people)
-    with pytest.raises(SealError, match="recovery keys"):
-        lifecycle.rekey(transit.vault, transit.store(), [people["alice"], people["bob"]],  # type: ignore[arg-type]
-                        [RECIPIENT], login_configurator=transit.vault.login_configurator,  # type: ignore[arg-type]
-                        recorder_for=transit.recorder_for, clock=FakeClock())
+    old = transit.vault.keys
+    with pytest.raises(SealError, match="rekey needs 2 shares"):
+        _rekey(transit, people, "alice")
+    report = _rekey(transit, people, "alice", "bob")
+    assert report.recovery_keys and report.generation == 2 and report.shares == 3
+    material = transit.store().load()
+    assert material is not None and material.recovery_keys and material.holders == NAMES
+    assert not set(transit.vault.keys) & set(old)
+    assert [k for _, k in material.open_held([people["carol"]])] == [transit.vault.keys[2]]
+    assert transit.events[-1] == ("authority-rekey", {**transit.events[-1][1], "keys": "recovery"})
+
+
+def test_recovery_keys_have_their_own_rekey_endpoints() -> None:
+    openbao = RECOVERY_REKEY_PATHS[Flavor.OPENBAO]
+    assert (openbao.init, openbao.verify, openbao.authenticated) == (
+        "sys/rotate/recovery/init", "sys/rotate/recovery/verify", True)
+    assert RECOVERY_REKEY_PATHS[Flavor.VAULT].update == "sys/rekey-recovery-key/update"
+
+
+def test_stored_keys_of_the_other_kind_are_refused(tmp_path: Path, people: dict[str, Any]) -> None:
+    world = World(tmp_path)
+    _init(world, people, seal="shamir")
+    world.vault.seal_type = "transit"  # e.g. migrated by hand: the stored shares are not its recovery keys
+    with pytest.raises(SealError, match="holds unseal shares"):
+        _rekey(world, people, "alice", "bob")
 
 
 # ------------------------------------------------------------------------------------------------ the lab

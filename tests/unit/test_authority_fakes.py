@@ -313,6 +313,7 @@ class FakeVault:
         self.writes = 0
         self.kv = FakeKV()
         self.seal = _Seal(self)
+        self.recovery = self.seal  # with an auto-unseal seal, ``keys`` are the recovery keys: same rekey
         self.auth = _Auth(self)
         self.mounts = _Mounts(self)
         self.policies = _Policies(self)

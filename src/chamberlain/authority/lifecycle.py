@@ -74,6 +74,7 @@ from chamberlain.authority.material import (
     write_recovery,
 )
 from chamberlain.authority.vault import VaultClient
+from chamberlain.authority.vault.seal import Seal
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
@@ -559,23 +560,24 @@ class RekeyReport:
     generation: int
     resumed: bool = False
     key_term: int = 0
+    recovery_keys: bool = False  # the recovery keys of an auto-unsealed server were rekeyed
 
 
-def _probe_shares(vault: VaultClient, keys: Sequence[str], threshold: int) -> bool:
+def _probe_shares(seal: Seal, keys: Sequence[str], threshold: int) -> bool:
     """Whether ``keys`` are the shares in force: start a throw-away rekey, submit them, cancel it."""
     with contextlib.suppress(AuthorityError):
-        vault.seal.cancel_rekey()
-    vault.seal.start_rekey(max(len(keys), 1), max(threshold, 1))
-    nonce = vault.seal.rekey_progress().nonce
+        seal.cancel_rekey()
+    seal.start_rekey(max(len(keys), 1), max(threshold, 1))
+    nonce = seal.rekey_progress().nonce
     try:
-        return any(vault.seal.rekey_submit(key, nonce) is not None for key in keys[:threshold])
+        return any(seal.rekey_submit(key, nonce) is not None for key in keys[:threshold])
     except AuthorityError:
         return False
     finally:
         with contextlib.suppress(AuthorityError):
-            vault.seal.cancel_rekey_verify()
+            seal.cancel_rekey_verify()
         with contextlib.suppress(AuthorityError):
-            vault.seal.cancel_rekey()
+            seal.cancel_rekey()
 
 
 class _RekeyRun:
@@ -583,8 +585,9 @@ class _RekeyRun:
 
     def __init__(self, vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity],
                  custody: ShareCustody, login_configurator: Callable[[], VaultClient],
-                 recorder_for: Callable[[VaultClient], Recorder], clock: Clock) -> None:
+                 recorder_for: Callable[[VaultClient], Recorder], clock: Clock, *, recovery: bool = False) -> None:
         self.vault, self.store, self.identities, self.custody = vault, store, identities, custody
+        self.recovery = recovery  # the recovery keys of an auto-unsealed server, not unseal shares
         self.login_configurator, self.recorder_for, self.clock = login_configurator, recorder_for, clock
         self.material: SealedMaterial | None = None
         self.new_keys: list[str] | None = None  # plaintext shares: memory only
@@ -602,7 +605,7 @@ class _RekeyRun:
         next_stored = bool(m and m.next_shares)
         if self.resumed is None and m is not None:
             self.resumed = next_stored
-        pending = next_stored and self.in_force is InForce.UNKNOWN and self.sealer.seal.rekey_verification().pending
+        pending = next_stored and self.in_force is InForce.UNKNOWN and self.keys.rekey_verification().pending
         return RekeyObserved(ready=ready, material=bool(m and m.shares), next_stored=next_stored,
                              verification_pending=pending, in_force=self.in_force, rotated=self.rotated,
                              recorded=self.recorded, abandoned=self.abandoned)
@@ -651,7 +654,15 @@ class _RekeyRun:
     def sealer(self) -> VaultClient:
         """Who calls the rekey endpoints: nobody in particular where they need no token (Vault), the configurator
         where they do (OpenBao). The old shares are what authorizes a rekey either way."""
-        return self._configurator() if self.vault.seal.rekey_needs_token else self.vault
+        return self._configurator() if self._area(self.vault).rekey_needs_token else self.vault
+
+    def _area(self, client: VaultClient) -> Seal:
+        return client.recovery if self.recovery else client.seal
+
+    @property
+    def keys(self) -> Seal:
+        """The rekey endpoints of the unseal shares or of the recovery keys, called as :attr:`sealer`."""
+        return self._area(self.sealer)
 
     def _next_keys(self) -> list[str]:
         if self.new_keys is None:
@@ -667,7 +678,7 @@ class _RekeyRun:
     def _start(self) -> None:
         m = self._stored()
         old = self._old_keys()
-        seal = self.sealer.seal
+        seal = self.keys
         with contextlib.suppress(AuthorityError):
             seal.cancel_rekey()  # an abandoned attempt of unknown origin
         seal.start_rekey(self.shares, self.threshold)
@@ -685,7 +696,7 @@ class _RekeyRun:
         checkpoint("rekey.after-store-next")
 
     def _verify(self) -> None:
-        seal = self.sealer.seal
+        seal = self.keys
         nonce = seal.rekey_verification().nonce
         keys = self._next_keys()[: self._stored().next_threshold]
         if not any(seal.rekey_verify(key, nonce) for key in keys):
@@ -696,7 +707,7 @@ class _RekeyRun:
     def _probe(self) -> None:
         # No verification pending: either it completed before a crash (new shares in force) or the attempt was
         # lost with a restart (old ones still are). Ask the server which set works.
-        new = _probe_shares(self.sealer, self._next_keys(), self._stored().next_threshold)
+        new = _probe_shares(self.keys, self._next_keys(), self._stored().next_threshold)
         self.in_force = InForce.NEW if new else InForce.OLD
         checkpoint("rekey.after-verify")
 
@@ -721,12 +732,14 @@ class _RekeyRun:
         m = self._stored()
         self.recorder_for(self._configurator())("authority-rekey", {
             "shares": str(len(m.shares)), "threshold": str(m.threshold), "generation": str(m.generation),
-            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders)})
+            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders),
+            "keys": "recovery" if self.recovery else "unseal"})
         self.recorded = True
 
     def report(self) -> RekeyReport:
         m = self._stored()
-        return RekeyReport(len(m.shares), m.threshold, m.generation, bool(self.resumed), self.key_term)
+        return RekeyReport(len(m.shares), m.threshold, m.generation, bool(self.resumed), self.key_term,
+                           self.recovery)
 
 
 def rekey(
@@ -741,7 +754,8 @@ def rekey(
     clock: Clock,
     threshold: int | None = None,
 ) -> RekeyReport:
-    """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``.
+    """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``. With an
+    auto-unseal seal, the same for its recovery keys (their own rekey endpoints; k recovery keys authorize it).
 
     ``recipients``: the root recipients (every share to each), or a :class:`ShareCustody` — with custodians, one
     new share per custodian of the list given (a changed list in the Platform: rekey to it), the old shares
@@ -753,12 +767,13 @@ def rekey(
     """
     custody = recipients if isinstance(recipients, ShareCustody) else ShareCustody(tuple(recipients))
     found = vault.seal.status()
-    if found.auto_unseal:
-        raise SealError(f"the authority at {vault.address} auto-unseals through its {found.seal_type} seal: the "
-                        "stored shares are its recovery keys, and chamberlain does not rekey recovery keys yet "
-                        "(`bao operator rekey -target=recovery`, then `chamberlain authority init`'s custody applies "
-                        "to the new ones only by hand). Nothing was changed")
-    run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock)
+    stored = store.load()
+    if found.initialized and stored is not None and stored.shares and stored.recovery_keys != found.auto_unseal:
+        what = "recovery keys" if stored.recovery_keys else "unseal shares"
+        raise SealError(f"Secret {store.ref} holds {what}, but the authority at {vault.address} runs the "
+                        f"{found.seal_type} seal: its keys are not those; nothing was changed")
+    run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock,
+                    recovery=found.auto_unseal)
     settled = False
     for _ in range(MAX_STEPS):
         decision = next_rekey_step(run.observe())

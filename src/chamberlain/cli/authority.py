@@ -212,7 +212,8 @@ def rekey(
                                  threshold=threshold, cluster=target.cluster)
     if not emit_data(result.as_dict(), output):
         r = result.report
-        line(f"rekeyed: {r.shares} new shares (threshold {r.threshold}, generation {r.generation}) sealed in the "
+        keys = "recovery keys" if r.recovery_keys else "shares"
+        line(f"rekeyed: {r.shares} new {keys} (threshold {r.threshold}, generation {r.generation}) sealed in the "
              f"Secret; encryption key rotated (term {r.key_term}).")
 
 

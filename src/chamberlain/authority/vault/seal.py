@@ -27,7 +27,7 @@ from chamberlain.authority.model import (
 )
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
-from chamberlain.authority.vault.flavor import REKEY_PATHS, RekeyPaths, flavor_of
+from chamberlain.authority.vault.flavor import RECOVERY_REKEY_PATHS, REKEY_PATHS, RekeyPaths, flavor_of
 
 
 def _progress(d: dict[str, Any]) -> RekeyProgress:
@@ -171,4 +171,13 @@ class Seal(Area):
         return RootToken(bytes(a ^ b for a, b in zip(raw, otp.encode(), strict=False)).decode())
 
 
-__all__ = ["Seal"]
+class RecoveryKeys(Seal):
+    """The rekey operations of :class:`Seal` on the *recovery* keys of an auto-unsealed server (``client.recovery``):
+    same calls, the recovery endpoints (:data:`~chamberlain.authority.vault.flavor.RECOVERY_REKEY_PATHS`)."""
+
+    @property
+    def _paths(self) -> RekeyPaths:
+        return RECOVERY_REKEY_PATHS[self._c.flavor]
+
+
+__all__ = ["RecoveryKeys", "Seal"]
