@@ -40,13 +40,6 @@ NS = "chamberlain-autounseal"  # the controller namespace of this module's Platf
 CUSTODIANS = ("alice", "bob", "carol")
 
 
-class _QuickElection(Authority):
-    """The lab authority with raft's fastest election timing: one node on loopback, and CI seconds are scarce."""
-
-    def _storage(self, data: Path) -> dict[str, Any]:
-        return {"raft": {"path": str(data), "node_id": "lab-1", "performance_multiplier": 1}}
-
-
 @dataclass
 class World:
     unsealer: Unsealer
@@ -102,8 +95,9 @@ def world(lab: RunningLab, tmp_path_factory: pytest.TempPathFactory, make_namesp
     servers.mkdir(mode=0o700)
     pki = lab.lab.pki  # its server certificate names 127.0.0.1
     unsealer = Unsealer(servers, lab_host(), ports.unsealer, ports.unsealer_cluster, pki)
-    authority = _QuickElection(servers, lab_host(), ports.unsealer + 2, ports.unsealer + 3, pki, dev=False,
-                               seal=unsealer.transit_seal())
+    authority = Authority(servers, lab_host(), ports.unsealer + 2, ports.unsealer + 3, pki, dev=False,
+                          seal=unsealer.transit_seal())
+    authority.raft_performance_multiplier = 1  # one node on loopback, and CI seconds are scarce
     # The authority reviews logins with a ServiceAccount of its own in the session cluster.
     make_service_account(make_namespace("vault-system"), "vault-auth")
     try:

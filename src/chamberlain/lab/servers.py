@@ -449,6 +449,7 @@ class Authority(Server):
         self.pki = pki
         self.dev = dev
         self.seal = seal  # None: Shamir (chamberlain unseals); else it unseals itself at every start
+        self.raft_performance_multiplier: int | None = None  # 1: raft's fastest election timing (one node)
 
     @property
     def address(self) -> str:
@@ -501,7 +502,7 @@ class Authority(Server):
                 "tls_key_file": str(self.pki.vault.key),
             }
             config: dict[str, Any] = {
-                "storage": self._storage(data),
+                "storage": {"raft": {"path": str(data), "node_id": "lab-1"}},
                 "listener": [{"tcp": listener}],
                 "api_addr": self.address,
                 "cluster_addr": f"https://{HOST}:{self.cluster_port}",
@@ -518,6 +519,8 @@ class Authority(Server):
                 # OpenBao takes audit devices only from its configuration; chamberlain verifies this one exists.
                 device = {"description": wk.AUDIT_DEVICE_DESCRIPTION, "options": {"file_path": str(self.audit_log)}}
                 config["audit"] = [{"file": {wk.AUDIT_DEVICE_PATH: device}}]
+            if self.raft_performance_multiplier is not None:
+                config["storage"]["raft"]["performance_multiplier"] = self.raft_performance_multiplier
             if self.seal is not None:
                 config["seal"] = self.seal.stanza()
                 env["VAULT_TOKEN"] = self.seal.token()  # the environment, not argv or the file: see dev mode
@@ -525,9 +528,6 @@ class Authority(Server):
             cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             argv = [server_bin, "server", f"-config={cfg}"]
         return self._spawn(argv, env)
-
-    def _storage(self, data: Path) -> dict[str, Any]:
-        return {"raft": {"path": str(data), "node_id": "lab-1"}}
 
     def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
         try:
@@ -590,10 +590,7 @@ class Unsealer(Authority):
                  flavor: AuthorityFlavor = "openbao") -> None:
         super().__init__(lab_dir, host, port, cluster_port, pki, dev=False, flavor=flavor)
         self.name = "unsealer"
-
-    def _storage(self, data: Path) -> dict[str, Any]:
-        # Raft (OpenBao has no file storage) with the fastest election timing: one node, loopback.
-        return {"raft": {"path": str(data), "node_id": "unsealer-1", "performance_multiplier": 1}}
+        self.raft_performance_multiplier = 1  # raft (OpenBao has no file storage), electing itself at once
 
     @property
     def init_file(self) -> Path:

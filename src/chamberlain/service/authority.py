@@ -106,7 +106,10 @@ class UnsealResult:
     report: UnsealReport
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report)
+        out = asdict(self.report)
+        if not out["auto_unseal"]:  # only an auto-unsealed server's answer names its seal
+            del out["auto_unseal"]
+        return out
 
     @property
     def message(self) -> str:
