@@ -669,13 +669,17 @@ class Unsealer(Authority):
             _write_private_text(self.seal_token_file, str(created["auth"]["client_token"]) + "\n")
 
     def _ensure_transit(self, root: str) -> bool:
-        mounts = self._call("GET", "sys/mounts", root)
-        if f"{UNSEALER_MOUNT}/" not in (mounts.get("data") or mounts):
-            self._call("POST", f"sys/mounts/{UNSEALER_MOUNT}", root, {"type": "transit"})
-        status, _ = _http_call("GET", f"{self.address}/v1/{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", token=root,
-                               context=self.ssl_context())
-        if status == 404:
-            self._call("POST", f"{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", root, {"type": "aes256-gcm96"})
+        """The transit mount and key exist (False: the server refused for now, e.g. still becoming active)."""
+        try:
+            mounts = self._call("GET", "sys/mounts", root)
+            if f"{UNSEALER_MOUNT}/" not in (mounts.get("data") or mounts):
+                self._call("POST", f"sys/mounts/{UNSEALER_MOUNT}", root, {"type": "transit"})
+            status, _ = _http_call("GET", f"{self.address}/v1/{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", token=root,
+                                   context=self.ssl_context())
+            if status == 404:
+                self._call("POST", f"{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", root, {"type": "aes256-gcm96"})
+        except LabError:
+            return False
         return True
 
     def _seal_token_works(self) -> bool:
