@@ -235,8 +235,9 @@ def status(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat
         f"initialized:    {result.initialized}",
         f"sealed:         {result.sealed} (threshold {result.threshold} of {result.shares}"
         + (" recovery keys)" if result.auto_unseal else ")"),
-        f"seal:           {result.seal_type}" + (" (auto-unseal: restarts need nobody; the shares are recovery "
-                                                  "keys)" if result.auto_unseal else " (unsealed by custodians)"),
+        f"seal:           {result.seal_type}" + (
+            " (auto-unseal: restarts need nobody; the shares are recovery keys)" if result.auto_unseal
+            else " (unsealed with its shares: `authority unseal`)"),
         f"ha enabled:     {'unknown' if result.ha_enabled is None else result.ha_enabled}",
         f"sealed shares:  {'Secret ' + m.secret if m.exists else 'MISSING (' + m.secret + ')'}"
         + (f", {m.shares} shares, threshold {m.threshold}, generation {m.generation}" if m.exists else ""),
