@@ -242,6 +242,10 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
         ("sys/rotate/root/init", ["create", "delete", "read", "update"]),
         ("sys/rotate/root/update", ["create", "update"]),
         ("sys/rotate/root/verify", ["create", "delete", "read", "update"]),
+        # The recovery keys of an auto-unsealed OpenBao, likewise (they authorize it: k of them, as shares do).
+        ("sys/rotate/recovery/init", ["create", "delete", "read", "update"]),
+        ("sys/rotate/recovery/update", ["create", "update"]),
+        ("sys/rotate/recovery/verify", ["create", "delete", "read", "update"]),
         ("sys/key-status", ["read"]),
         ("auth/token/accessors", ["list", "sudo"]),
         ("auth/token/lookup-accessor", ["update"]),

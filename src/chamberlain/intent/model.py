@@ -95,8 +95,29 @@ class Mounts(Model):
     internal_config: DnsLabel = "platform-config"
 
 
+#: How the authority is unsealed: ``shamir`` (people with their shares, the default) or an auto-unseal seal, which
+#: the authority's own server configuration declares (``seal "<type>" {...}``; chamberlain never writes it).
+SealType = Literal["shamir", "transit", "awskms", "gcpckms", "azurekeyvault", "pkcs11"]
+SEAL_TYPES: tuple[str, ...] = get_args(SealType)
+
+
+class Seal(Model):
+    """The authority's seal, as its server is configured. With an auto-unseal seal the server unseals itself at
+    every start; ``authority init`` then issues *recovery* keys (sealed to the custodians like unseal shares),
+    which generate-root and a recovery-key rekey need, and which can never unseal."""
+
+    type: SealType = "shamir"
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.type != "shamir"
+
+
 class Authority(Model):
     address: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(:\d+)?/?$")]
+    seal: Seal = Field(default_factory=Seal, description="how the authority is unsealed: shamir (default) or an "
+                                                         "auto-unseal seal (transit, awskms, gcpckms, "
+                                                         "azurekeyvault, pkcs11)")
     mounts: Mounts = Field(default_factory=Mounts)
     kubernetes_auth_mount: DnsLabel = Field(
         default="kubernetes", description="Vault auth mount of the Kubernetes auth method"

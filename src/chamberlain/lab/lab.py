@@ -5,11 +5,13 @@ Boundary: ordering and persistence. Which servers exist, their ports, the author
 so ``status`` and ``down`` need no options. How an individual server is run is :mod:`.servers`' business; how its
 binary is built is :mod:`.builds`'.
 
-Start order: etcd, the authority, PostgreSQL and the Git server (none needs another) → kube-apiserver
+Start order: etcd, the unsealer (``--auto-unseal`` only: the authority's seal needs its key when it starts), the
+authority, PostgreSQL and the Git server (none needs another) → kube-apiserver
 (+ kubeconfig) → the ESO and Flux CRDs (Established: a controller started before its CRD is served retries
 only every 10 s) → kube-controller-manager and the ESO and Flux controllers; then every server is waited for.
 ``up`` is idempotent: a healthy running server is left alone, a server whose configuration changed (e.g. ``dev``)
-is restarted, and switching the authority stops the other one (each keeps its own data directory).
+is restarted, and switching the authority stops the other one (each keeps its own data directory). ``auto_unseal``
+adds the unsealer and gives the authority a transit seal.
 
 Which lab directory, build cache, environment and clock: the entry point decides
 (``chamberlain lab`` passes ``Settings.lab_dir`` and a :class:`LabHost` built from its
@@ -47,6 +49,8 @@ from chamberlain.lab.servers import (
     LabHost,
     Postgres,
     Server,
+    TransitSeal,
+    Unsealer,
     install_crds,
     port_open,
 )
@@ -92,6 +96,9 @@ class Ports:
     authority_2_cluster: int = 23122
     authority_3: int = 23123
     authority_3_cluster: int = 23124
+    # The unsealer of ``lab up --auto-unseal`` (its API and cluster ports); 23129-23130 are kept for it.
+    unsealer: int = 23127
+    unsealer_cluster: int = 23128
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by ``offset`` (e.g. for a second lab beside the default one)."""
@@ -122,8 +129,11 @@ class LabConfig:
     authority: AuthorityFlavor = DEFAULT_AUTHORITY
     clusters: int = 1  # 2: a second etcd + kube-apiserver with its own CA, signing key and issuer
     ha: bool = False  # three authority nodes with raft storage (server mode only)
+    auto_unseal: bool = False  # a transit seal backed by a second, small authority (the unsealer)
 
     def __post_init__(self) -> None:
+        if self.auto_unseal and self.dev:
+            raise LabError("--auto-unseal needs the authority in server mode: dev mode is unsealed in memory")
         if self.authority not in AUTHORITY_FLAVORS:
             raise LabError(f"unknown authority {self.authority!r}: use one of {', '.join(AUTHORITY_FLAVORS)}")
         if self.clusters not in (1, MAX_CLUSTERS):
@@ -133,7 +143,7 @@ class LabConfig:
 
     def to_json(self) -> str:
         return json.dumps({"ports": asdict(self.ports), "dev": self.dev, "authority": self.authority,
-                           "clusters": self.clusters, "ha": self.ha}, indent=2) + "\n"
+                           "clusters": self.clusters, "ha": self.ha, "auto_unseal": self.auto_unseal}, indent=2) + "\n"
 
     @classmethod
     def load(cls, lab_dir: Path, host: LabHost) -> LabConfig:
@@ -149,7 +159,8 @@ class LabConfig:
                    dev=bool(data.get("dev", False)),
                    authority=flavor if flavor in AUTHORITY_FLAVORS else DEFAULT_AUTHORITY,
                    clusters=clusters if clusters in (1, MAX_CLUSTERS) else 1,
-                   ha=bool(data.get("ha", False)) and not bool(data.get("dev", False)))
+                   ha=bool(data.get("ha", False)) and not bool(data.get("dev", False)),
+                   auto_unseal=bool(data.get("auto_unseal", False)) and not bool(data.get("dev", False)))
 
 
 SECOND_CLUSTER_DIR = "cluster-2"
@@ -191,10 +202,13 @@ class Lab:
         self.pki = pki_paths(d)
         self.etcd = Etcd(d, h, p.etcd, p.etcd_peer)
         self.apiserver = KubeAPIServer(d, h, p.kube_apiserver, self.pki, self.etcd.address)
+        self.unsealer = (Unsealer(d, h, p.unsealer, p.unsealer_cluster, self.pki, flavor=config.authority)
+                         if config.auto_unseal else None)
         self.authority = Authority(d, h, p.authority, p.authority_cluster, self.pki, dev=config.dev,
-                                   flavor=config.authority)
+                                   flavor=config.authority,
+                                   seal=self.unsealer.transit_seal() if self.unsealer is not None else None)
         #: Every authority node: the one above, plus nodes 2 and 3 with ``--ha``.
-        self.authority_nodes = authority_nodes(config) if config.ha else [self.authority]
+        self.authority_nodes = (authority_nodes(config, self.authority.seal) if config.ha else [self.authority])
         if config.ha:
             self.authority = self.authority_nodes[0]
         self.postgres = Postgres(d, h, p.postgres)
@@ -214,6 +228,7 @@ class Lab:
             "git": self.git,
             "kube-apiserver": self.apiserver,
             "kube-controller-manager": self.controller_manager,
+            **({"unsealer": self.unsealer} if self.unsealer is not None else {}),
             **{node.name: node for node in self.authority_nodes},
             "postgres": self.postgres,
             "external-secrets": self.eso,
@@ -238,7 +253,7 @@ class Lab:
         return [node.address for node in self.authority_nodes]
 
 
-def authority_nodes(config: LabConfig) -> list[Authority]:
+def authority_nodes(config: LabConfig, seal: TransitSeal | None = None) -> list[Authority]:
     """The three raft nodes of ``lab up --ha``; each knows the others' API addresses (nodes 2 and 3 join them)."""
     c, p = config, config.ports
     ports = [(p.authority, p.authority_cluster), (p.authority_2, p.authority_2_cluster),
@@ -246,7 +261,7 @@ def authority_nodes(config: LabConfig) -> list[Authority]:
     addresses = [f"https://{HOST}:{api}" for api, _ in ports]
     pki = pki_paths(c.lab_dir)
     return [Authority(c.lab_dir, c.host, api, cluster, pki, dev=False, flavor=c.authority, node=i + 1,
-                      peers=tuple(a for j, a in enumerate(addresses) if j != i))
+                      peers=tuple(a for j, a in enumerate(addresses) if j != i), seal=seal)
             for i, (api, cluster) in enumerate(ports)]
 
 
@@ -336,10 +351,18 @@ def up(
         for node in authority_nodes(previous)[1:]:
             if node.stop():
                 progress(f"[lab] {node.name}: stopped (this lab now runs one authority node)")
-    authority_restart = previous is not None and (previous.dev != config.dev or previous.ha != config.ha)
+    if previous is not None and previous.auto_unseal and not config.auto_unseal:
+        unsealer = Lab(previous).unsealer
+        if unsealer is not None and unsealer.stop():
+            progress("[lab] unsealer: stopped (this lab's authority now uses Shamir)")
+    # A changed seal restarts the authority; its data keeps the old seal's (`lab down --purge` to start afresh).
+    authority_restart = previous is not None and (previous.dev != config.dev or previous.ha != config.ha
+                                                  or previous.auto_unseal != config.auto_unseal)
     started: list[str] = []
     try:
         etcd_proc = _start(lab.etcd, "etcd", progress, started)
+        if lab.unsealer is not None:  # the authority's seal needs its key at start-up
+            lab.unsealer.wait(_start(lab.unsealer, "unsealer", progress, started), timeout=timeout)
         authority_proc = _start(lab.authority, lab.authority.name, progress, started, restart=authority_restart)
         node_procs = [(node, _start(node, node.name, progress, started, restart=authority_restart))
                       for node in lab.authority_nodes[1:]]
@@ -436,6 +459,7 @@ def status(lab_dir: Path, host: LabHost) -> dict[str, Any]:
         "dev": cfg.dev,
         "authority": cfg.authority,
         **({"ha": True, "authority_addresses": lab.authority_addresses} if cfg.ha else {}),
+        "auto_unseal": cfg.auto_unseal,
     }
 
 

@@ -11,6 +11,7 @@ its log is stamped with) comes in a :class:`LabHost` from the entry point.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -113,6 +114,25 @@ def _http_json(url: str, *, context: ssl.SSLContext | None = None, timeout: floa
         return status, json.loads(body) if body else None
     except ValueError:
         return status, body.decode("utf-8", errors="replace")
+
+
+def _http_call(method: str, url: str, *, token: str = "", payload: dict[str, Any] | None = None,
+               context: ssl.SSLContext | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """One authority API call (lab set-up only); the status and the decoded body (never logged)."""
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if token:
+        headers["X-Vault-Token"] = token
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - lab URLs only
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
+            body, status = resp.read(), int(resp.status)
+    except urllib.error.HTTPError as err:
+        body, status = err.read(), err.code
+    try:
+        return status, json.loads(body) if body else None
+    except ValueError:
+        return status, None
 
 
 def wait_until(
@@ -382,6 +402,33 @@ AUTHORITY_FLAVORS: tuple[AuthorityFlavor, ...] = ("openbao", "vault")
 _AUTHORITY_BINARY = {"openbao": ("bao", "BAO_DEV_ROOT_TOKEN_ID"), "vault": ("vault", "VAULT_DEV_ROOT_TOKEN_ID")}
 
 
+@dataclass(frozen=True)
+class TransitSeal:
+    """The authority's ``seal "transit"`` stanza: auto-unseal through another authority's transit key (the lab's
+    unsealer). The token is read from ``token_file`` when the authority starts and handed over in its environment
+    (``VAULT_TOKEN``), never written into its configuration file."""
+
+    address: str
+    key_name: str
+    mount_path: str
+    token_file: Path
+    ca_file: Path | None = None
+
+    def stanza(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"address": self.address, "key_name": self.key_name,
+                               "mount_path": self.mount_path.rstrip("/") + "/"}
+        if self.ca_file is not None:
+            out["tls_ca_cert"] = str(self.ca_file)
+        return {"transit": out}
+
+    def token(self) -> str:
+        try:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise LabError(f"the transit seal's token ({self.token_file}) is missing: start the unsealer first "
+                           f"({exc.strerror})") from None
+
+
 class Authority(Server):
     """The runtime authority: OpenBao (``bao``, the default) or HashiCorp Vault, same command line and HTTP API, in
     server or dev mode. Named after its flavor (``openbao`` or ``vault``: its status key and directory).
@@ -393,7 +440,8 @@ class Authority(Server):
     """
 
     def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *, dev: bool,
-                 flavor: AuthorityFlavor = "openbao", node: int = 1, peers: tuple[str, ...] = ()) -> None:
+                 flavor: AuthorityFlavor = "openbao", node: int = 1, peers: tuple[str, ...] = (),
+                 seal: TransitSeal | None = None) -> None:
         super().__init__(lab_dir, host)
         self.flavor = flavor
         # Node 1 keeps the flavor's name and directory, so a single-node lab is unchanged; ``lab up --ha`` adds
@@ -407,6 +455,8 @@ class Authority(Server):
         self.cluster_port = cluster_port
         self.pki = pki
         self.dev = dev
+        self.seal = seal  # None: Shamir (chamberlain unseals); else it unseals itself at every start
+        self.raft_performance_multiplier: int | None = None  # 1: raft's fastest election timing (one node)
 
     @property
     def address(self) -> str:
@@ -493,6 +543,11 @@ class Authority(Server):
                 self.audit_log.parent.mkdir(parents=True, exist_ok=True)
                 device = {"description": wk.AUDIT_DEVICE_DESCRIPTION, "options": {"file_path": str(self.audit_log)}}
                 config["audit"] = [{"file": {wk.AUDIT_DEVICE_PATH: device}}]
+            if self.raft_performance_multiplier is not None:
+                config["storage"]["raft"]["performance_multiplier"] = self.raft_performance_multiplier
+            if self.seal is not None:
+                config["seal"] = self.seal.stanza()
+                env["VAULT_TOKEN"] = self.seal.token()  # the environment, not argv or the file: see dev mode
             cfg = self.dir / "config.json"
             cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             argv = [server_bin, "server", f"-config={cfg}"]
@@ -508,10 +563,11 @@ class Authority(Server):
                 procs.redact_file(proc.log, mask=self.secret_values())
 
     def secret_values(self) -> tuple[str, ...]:
-        try:
-            return (self.root_token_file.read_text(encoding="utf-8").strip(),)
-        except OSError:
-            return ()
+        out = []
+        for path in (self.root_token_file, *((self.seal.token_file,) if self.seal is not None else ())):
+            with contextlib.suppress(OSError):
+                out.append(path.read_text(encoding="utf-8").strip())
+        return tuple(v for v in out if v)
 
     def sys_health(self) -> dict[str, Any]:
         # The *code parameters make every state answer 200, so the body can be read.
@@ -548,6 +604,128 @@ class Authority(Server):
         if health.get("sealed"):
             return "sealed"
         return "follower" if health.get("standby") else "leader"
+
+
+UNSEALER_KEY = "chamberlain-autounseal"
+UNSEALER_MOUNT = "transit"
+UNSEALER_POLICY = "chamberlain-autounseal"
+
+
+class Unsealer(Authority):
+    """A second, small authority (same flavor, server mode: raft + TLS) whose transit key auto-unseals the lab's
+    authority (``lab up --auto-unseal``).
+
+    It must survive restarts (an in-memory dev server would lose the key, and with it the authority), so it has
+    Shamir storage of its own: the lab initializes it with one share, kept with its root token in
+    ``unsealer/init.json`` (0600) — a lab shortcut; in production the unsealer is a cluster of its own, or a KMS.
+    The lab unseals it at every start. The authority's seal gets a periodic orphan token whose policy allows
+    encrypt and decrypt on that one key (and renewing itself), in ``unsealer/seal-token`` (0600).
+    """
+
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *,
+                 flavor: AuthorityFlavor = "openbao") -> None:
+        super().__init__(lab_dir, host, port, cluster_port, pki, dev=False, flavor=flavor)
+        self.name = "unsealer"
+        self.raft_performance_multiplier = 1  # raft (OpenBao has no file storage), electing itself at once
+
+    @property
+    def init_file(self) -> Path:
+        return self.dir / "init.json"
+
+    @property
+    def seal_token_file(self) -> Path:
+        return self.dir / "seal-token"
+
+    def transit_seal(self) -> TransitSeal:
+        return TransitSeal(self.address, UNSEALER_KEY, UNSEALER_MOUNT, self.seal_token_file, self.pki.ca.cert)
+
+    def secret_values(self) -> tuple[str, ...]:
+        out: list[str] = []
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            init = json.loads(self.init_file.read_text(encoding="utf-8"))
+            out += [str(init["root_token"]), *(str(k) for k in init["keys"])]
+        with contextlib.suppress(OSError):
+            out.append(self.seal_token_file.read_text(encoding="utf-8").strip())
+        return tuple(v for v in out if v)
+
+    def health(self) -> Health:
+        found = super().health()
+        return dataclasses.replace(found, healthy=found.detail == "initialized, unsealed")
+
+    def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
+        """Wait until it answers, then initialize (once), unseal and provision the seal's key, policy and token."""
+        wait_until(lambda: bool(self.sys_health()), timeout=timeout, what=self.name, lab_dir=self.lab_dir,
+                   proc=proc, mask=self.secret_values(), interval=0.2)
+        self.prepare(timeout)
+
+    def _call(self, method: str, path: str, token: str = "", payload: dict[str, Any] | None = None,
+              timeout: float = 15.0) -> Any:
+        try:
+            status, body = _http_call(method, f"{self.address}/v1/{path}", token=token, payload=payload,
+                                      context=self.ssl_context(), timeout=timeout)
+        except OSError as exc:
+            raise LabError(f"unsealer: {method} {path}: {exc}") from None
+        if status >= 400:
+            errors = body.get("errors") if isinstance(body, dict) else None
+            raise LabError(f"unsealer: {method} {path} answered {status}: {errors}")
+        return body
+
+    def prepare(self, timeout: float = 60) -> None:
+        """Idempotent: initialized, unsealed, active, the transit key, the policy and a working seal token."""
+        health = self.sys_health()
+        if not health.get("initialized"):
+            # Raft's first write and the key generation take seconds on a busy machine: a generous timeout, since
+            # an init whose answer is lost leaves an unsealer nobody can unseal.
+            init = self._call("PUT", "sys/init", payload={"secret_shares": 1, "secret_threshold": 1}, timeout=120)
+            _write_private_text(self.init_file, json.dumps({"keys": init["keys"], "root_token": init["root_token"]}))
+            self.seal_token_file.unlink(missing_ok=True)  # a token of an earlier, wiped unsealer
+        try:
+            init = json.loads(self.init_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise LabError(f"the unsealer is initialized but {self.init_file} is missing or unreadable: its key is "
+                           "lost; `chamberlain lab down --purge` and bring the lab up again") from None
+        if self.sys_health().get("sealed"):
+            for key in init["keys"]:
+                self._call("PUT", "sys/unseal", payload={"key": key})
+        wait_until(lambda: bool((h := self.sys_health()).get("initialized")) and not h.get("sealed")
+                   and not h.get("standby"), timeout=timeout, what=f"{self.name} active", mask=self.secret_values())
+        root = str(init["root_token"])
+        # Right after unseal the active node may still refuse writes briefly: retry the first one.
+        wait_until(lambda: self._ensure_transit(root), timeout=timeout, what=f"{self.name} transit mount",
+                   mask=self.secret_values())
+        if not self._seal_token_works():
+            policy = (f'path "{UNSEALER_MOUNT}/encrypt/{UNSEALER_KEY}" {{ capabilities = ["update"] }}\n'
+                      f'path "{UNSEALER_MOUNT}/decrypt/{UNSEALER_KEY}" {{ capabilities = ["update"] }}\n'
+                      'path "auth/token/renew-self" { capabilities = ["update"] }\n'
+                      'path "auth/token/lookup-self" { capabilities = ["read"] }\n')
+            self._call("PUT", f"sys/policies/acl/{UNSEALER_POLICY}", root, {"policy": policy})
+            created = self._call("POST", "auth/token/create-orphan", root, {
+                "policies": [UNSEALER_POLICY], "no_default_policy": True, "period": "768h",
+                "display_name": "authority-seal"})
+            _write_private_text(self.seal_token_file, str(created["auth"]["client_token"]) + "\n")
+
+    def _ensure_transit(self, root: str) -> bool:
+        """The transit mount and key exist (False: the server refused for now, e.g. still becoming active)."""
+        try:
+            mounts = self._call("GET", "sys/mounts", root)
+            if f"{UNSEALER_MOUNT}/" not in (mounts.get("data") or mounts):
+                self._call("POST", f"sys/mounts/{UNSEALER_MOUNT}", root, {"type": "transit"})
+            status, _ = _http_call("GET", f"{self.address}/v1/{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", token=root,
+                                   context=self.ssl_context())
+            if status == 404:
+                self._call("POST", f"{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", root, {"type": "aes256-gcm96"})
+        except LabError:
+            return False
+        return True
+
+    def _seal_token_works(self) -> bool:
+        try:
+            token = self.seal_token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        status, _ = _http_call("GET", f"{self.address}/v1/auth/token/lookup-self", token=token,
+                               context=self.ssl_context())
+        return status == 200
 
 
 # --------------------------------------------------------------- External Secrets

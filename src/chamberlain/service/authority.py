@@ -9,7 +9,8 @@ or a value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,9 +100,11 @@ class InitResult:
     report: InitReport
     export: ExportResult | None = None  # the export file written or refreshed
     secret_from_export: bool = False  # the Secret was missing and re-created from the export
+    seal: str = "shamir"  # the Platform's seal: another one means the stored shares are recovery keys
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self.report) | {"secret": self.secret, "secretFromExport": self.secret_from_export}
+        out = asdict(self.report) | {"secret": self.secret, "secretFromExport": self.secret_from_export,
+                                     "seal": self.seal, "keys": "unseal" if self.seal == "shamir" else "recovery"}
         return out | {"export": None if self.export is None else self.export.as_dict()}
 
 
@@ -132,6 +135,8 @@ class UnsealResult:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self.report) | {"secretFromExport": self.secret_from_export or None,
                                      "recorded": self.recorded or None}
+        if not out["auto_unseal"]:  # only an auto-unsealed server's answer names its seal
+            del out["auto_unseal"]
         if self.nodes:
             out["nodes"] = [{"address": n.address, **({"skipped": n.skipped} if n.skipped else {}),
                              **(asdict(n.report) if n.report is not None else {})} for n in self.nodes]
@@ -142,6 +147,9 @@ class UnsealResult:
         from chamberlain.authority.decide import UnsealOutcome, unseal_message
 
         r = self.report
+        if r.auto_unseal:
+            return (f"nothing to do: it unseals itself through its {r.auto_unseal} seal (auto-unseal), and it is "
+                    "unsealed")
         if self.nodes:
             unsealed = sum(1 for n in self.nodes if n.report is not None and not n.report.sealed)
             skipped = [f"{n.address} {n.skipped}" for n in self.nodes if n.skipped]
@@ -358,20 +366,22 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
             servers.login(platform, role).auth.lookup_self()
         return roles
 
-    report = lifecycle.initialize(
-        servers.anonymous(platform), store,
-        lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
-                           custody.custodians),
-        login_configurator=lambda: servers.configurator(platform, request.target.cluster),
-        configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
-    )
+    with _seal_hint(platform):
+        report = lifecycle.initialize(
+            servers.anonymous(platform), store,
+            lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
+                               custody.custodians, seal=platform.spec.authority.seal.type),
+            login_configurator=lambda: servers.configurator(platform, request.target.cluster),
+            configure=configure, verify=verify, recorder_for=recorder_for, identities=identities,
+            clock=caller.clock,
+        )
     if from_export is not None:
         recorder_for(servers.configurator(platform, request.target.cluster))("authority-restore", {
             "unseal_material": "secret re-created from the repository's export", "generation":
             str(from_export.generation), "shares": str(len(from_export.shares))})
     export = _refresh_export(platform, servers, request.target.root, create=request.export)
     return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report, export,
-                      from_export is not None)
+                      from_export is not None, platform.spec.authority.seal.type)
 
 
 def _secret_from_export(vault: VaultClient, store: SealedStore, root: Path) -> SealedMaterial | None:
@@ -460,6 +470,10 @@ def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: b
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
+    with _seal_hint(platform):
+        auto = lifecycle.auto_unseal_report(vault)  # an auto-unseal seal: nothing to do, no identity needed
+    if auto is not None:
+        return UnsealResult(vault.address, auto)
     opened = _identities(identities)
     store = _store(platform, servers)
     if len(vault.addresses) > 1 and store.load() is not None:  # an HA authority: every node needs the shares
@@ -585,7 +599,26 @@ def status(root: Path, servers: Servers) -> AuthorityStatus:
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
-    return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform))
+    with _seal_hint(platform):
+        return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform),
+                                platform.spec.authority.seal.type)
+
+
+@contextmanager
+def _seal_hint(platform: Platform) -> Iterator[None]:
+    """An unreachable authority whose Platform declares an auto-unseal seal: say that a server which cannot reach
+    its seal at start-up does not start (OpenBao and Vault exit), so the seal is the first thing to check."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    seal = platform.spec.authority.seal
+    try:
+        yield
+    except AuthorityUnavailable as exc:
+        if not seal.auto_unseal:
+            raise
+        raise AuthorityUnavailable(f"{exc}; the Platform declares the {seal.type} seal (auto-unseal): a server that "
+                                   f"cannot reach its seal when it starts exits, so check the unsealer or KMS and "
+                                   "the server's log, then start it again") from None
 
 
 __all__ = [

@@ -36,7 +36,7 @@ from chamberlain.authority.vault.mounts import Mounts
 from chamberlain.authority.vault.pki import Pki
 from chamberlain.authority.vault.policy import Policies
 from chamberlain.authority.vault.raft import Raft
-from chamberlain.authority.vault.seal import Seal
+from chamberlain.authority.vault.seal import RecoveryKeys, Seal
 from chamberlain.authority.vault.transit import Transit
 from chamberlain.clock import Clock
 
@@ -72,6 +72,7 @@ class VaultClient:
         self._flavor: Flavor | None = None
         self.kv = VaultKV(self)
         self.seal = Seal(self)
+        self.recovery = RecoveryKeys(self)  # rekey of an auto-unsealed server's recovery keys
         self.auth = Auth(self)
         self.policies = Policies(self)
         self.audit = Audit(self)
