@@ -357,3 +357,46 @@ def test_configure_writes_the_instance_reader_with_the_accessor_of_the_mount_it_
     text = vault.policies.read("chamberlain.preview.dev1.web-preview.instance-reader")
     assert text is not None and f"identity.entity.aliases.{accessor}.metadata" in text and "<<" not in text
     assert plan(desired, observe(vault, desired)) == []
+
+
+# ------------------------------------------------------------------------------------------ foreign namespaces
+
+
+def test_up_never_adopts_an_existing_namespace_it_did_not_create(repo: Path) -> None:
+    """Server-side apply would label an existing `web-preview-prod` as the instance's and overwrite its stores;
+    env down would then delete it. Refused before anything is written."""
+    servers = _servers()
+    servers.fake_kube.ensure_namespace("web-preview-prod")  # someone else's, no instance label
+    with pytest.raises(UsageError, match="web-preview-prod already exist") as info:
+        _up(repo, servers, "preview/prod")
+    assert info.value.exit_code == 2
+    assert _under(servers, "preview/") == [] and not servers.fake_kube.applied
+
+
+def test_up_refuses_an_instance_namespace_declared_in_the_repository(tmp_path: Path) -> None:
+    root = preview_repo(tmp_path / "repo")
+    web = root / "intents" / "web.yaml"
+    web.write_text(web.read_text().replace("- {namespace: db-preview, secretName: preview-db}",
+                                           "- {namespace: db-preview, secretName: preview-db}\n"
+                                           "    - {namespace: web-preview-x, secretName: preview-db}"))
+    servers = _servers()
+    with pytest.raises(UsageError, match="web-preview-x of the instance are consumer namespaces declared"):
+        _up(root, servers, "preview/x")
+    assert not servers.fake_kube.applied
+
+
+def test_up_again_over_its_own_namespaces_is_fine(repo: Path) -> None:
+    servers = _servers()
+    _up(repo, servers, "preview/pr-7")
+    _up(repo, servers, "preview/pr-7")  # the namespaces exist, and carry the instance label
+
+
+def test_down_refuses_a_labelled_namespace_that_is_not_the_instances(repo: Path) -> None:
+    servers = _servers()
+    _up(repo, servers)
+    servers.fake_kube.apply_manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "payments", "labels": {eph.LABEL_INSTANCE: "preview.pr-42"}}}, "someone")
+    with pytest.raises(UsageError, match="payments carry the label"):
+        _down(repo, servers)
+    assert "payments" in servers.fake_kube.namespaces
+    assert _under(servers, "preview/_instances/") == ["pr-42/"]  # nothing half-removed

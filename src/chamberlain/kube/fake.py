@@ -146,6 +146,8 @@ class FakeKube:
         """Only the equality selector ``key=value``, matched against applied Namespaces' labels."""
         self._guard()
         key, _, value = selector.partition("=")
+        if key == "kubernetes.io/metadata.name":  # the API server puts it on every namespace
+            return [value] if value in self.namespaces else []
         return sorted(k[3] for k, (body, _rv, _m) in self.applied.items() if k[1] == "Namespace"
                       and ((body.get("metadata") or {}).get("labels") or {}).get(key) == value)
 

@@ -106,6 +106,14 @@ def intents_of(platform: Platform, intents: list[SecretIntent], environment: str
                    and i.spec.source.generate is not None), key=lambda i: i.metadata.name)
 
 
+def declared_collisions(intents: list[SecretIntent], objects: list[dict[str, Any]]) -> list[str]:
+    """Instance namespaces that are the consumer namespace of some intent of the repository (``web`` + id ``prod``
+    is ``web-prod``, maybe a real environment's): env up must never apply into, nor env down delete, one of those."""
+    declared = {c.namespace for i in intents for c in i.spec.consumers}
+    return sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"
+                  and o["metadata"]["name"] in declared)
+
+
 def manifests(platform: Platform, intents: list[SecretIntent], instance: Instance,
               cluster: str) -> list[dict[str, Any]]:
     """Namespaces, reader ServiceAccounts, SecretStores and ExternalSecrets of one instance on one cluster, each
@@ -139,6 +147,7 @@ __all__ = [
     "LABEL_INSTANCE",
     "MAX_ID",
     "Instance",
+    "declared_collisions",
     "instance_namespace",
     "instance_path",
     "instance_prefix",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 EXTERNAL_SECRETS = ("external-secrets.io", "v1", "externalsecrets")
 SECRET_STORES = ("external-secrets.io", "v1", "secretstores")
+NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it on every namespace (immutable, = its name)
 
 
 class NotMaterialized(ChamberlainError):
@@ -80,6 +81,10 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
     chosen = _cluster(env, cluster)
     intents = eph.intents_of(platform, [i.obj for i in repo.intents], instance.environment)
     objects = eph.manifests(platform, intents, instance, chosen)  # name errors before anything is written
+    if clash := eph.declared_collisions([i.obj for i in repo.intents], objects):
+        raise UsageError(f"{instance}: namespace(s) {', '.join(clash)} of the instance are consumer namespaces "
+                         "declared in the repository; env up never applies into (nor env down deletes) a namespace "
+                         "it does not own: choose another instance id")
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
     units = []
     for intent in intents:
@@ -88,13 +93,14 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
                                    eph.instance_path(platform, intent, instance),
                                    dict(intent.spec.source.generate or {}),
                                    resolved[0] if resolved else None, resolved[1] if resolved else None))
+    kube = servers.kube()
+    _refuse_foreign_namespaces(kube, objects, instance)
     client = servers.orchestrator(platform, chosen)
     book = Ledger(client.kv, platform.spec.authority.mounts.runtime, caller.clock, cluster=chosen,
                   signer=TransitSigner(client.transit))
     outcomes = run_provision(units, client.kv, book, actor=caller.actor, run=caller.run, clock=caller.clock,
                              markers=TransitMarkers(client.transit))
     copies = _copy_for_readers(client.kv, platform, intents, instance)
-    kube = servers.kube()
     for obj in objects:
         kube.apply_manifest(obj, eph.FIELD_MANAGER)
     if wait_seconds > 0:
@@ -102,6 +108,21 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
     meta = [(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects]
     return EnvResult(str(instance), chosen, [o.unit.vault.full for o in outcomes],
                      [f"{k}/{ns + '/' if ns else ''}{n}" for k, ns, n in meta], copies=copies)
+
+
+def _refuse_foreign_namespaces(kube: ClusterAPI, objects: list[dict[str, Any]], instance: Instance) -> None:
+    """Server-side apply (conflicts forced) would adopt an existing namespace, label it as the instance's and
+    overwrite its SecretStores and ExternalSecrets; env down would then delete it. So a namespace of the instance
+    that exists must carry the instance label (an earlier env up made it), or env up stops before writing."""
+    from chamberlain.lifecycle import ephemeral as eph
+
+    ours = set(kube.list_namespaces(f"{eph.LABEL_INSTANCE}={instance.label}"))
+    foreign = [name for o in objects if o["kind"] == "Namespace" and (name := str(o["metadata"]["name"])) not in ours
+               and kube.list_namespaces(f"{NAME_LABEL}={name}")]
+    if foreign:
+        raise UsageError(f"{instance}: namespace(s) {', '.join(foreign)} already exist and were not created by env "
+                         f"up of {instance} (no label {eph.LABEL_INSTANCE}={instance.label}); env up never adopts "
+                         "a namespace: choose another instance id")
 
 
 def _copy_for_readers(kv: KV, platform: Platform, intents: list[SecretIntent], instance: Instance) -> list[str]:
@@ -176,7 +197,7 @@ def down(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: st
     from chamberlain.kube.api import CustomResource
     from chamberlain.lifecycle import ephemeral as eph
 
-    _repo, platform = load_platform(root)
+    repo, platform = load_platform(root)
     instance, env = eph.parse_instance(platform, name)  # a non-ephemeral environment stops here (exit 2)
     chosen = _cluster(env, cluster)
     mount = platform.spec.authority.mounts.runtime
@@ -185,6 +206,13 @@ def down(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: st
     kv = client.kv
     selector = f"{eph.LABEL_INSTANCE}={instance.label}"
     namespaces = kube.list_namespaces(selector)  # only namespaces env up labelled: never a look-alike name
+    # A label is only a claim (anyone allowed to label a namespace can make it): delete only what also has the
+    # instance's name shape and is no consumer namespace declared in Git.
+    declared = {c.namespace for i in repo.intents for c in i.obj.spec.consumers}
+    if odd := [ns for ns in namespaces if not ns.endswith(f"-{instance.id}") or ns in declared]:
+        raise UsageError(f"{instance}: namespace(s) {', '.join(odd)} carry the label {selector} but are not "
+                         "namespaces of the instance (not named <ns>-<id>, or declared in the repository); env down "
+                         "deletes nothing: remove the label by hand if it is wrong")
     deleted: list[str] = []
     # ExternalSecrets first, so nothing asks Vault for data that is about to go; then the stores; then the
     # namespaces, which take the consumer Secrets and the reader ServiceAccounts with them.
