@@ -141,7 +141,8 @@ def test_helm_installed_every_object(lab: RunningLab, installed: Path) -> None:
     deployments = json.loads(kubectl("-n", HOME_NS, "get", "deployments", "-o", "json").stdout)["items"]
     assert sorted(d["metadata"]["name"] for d in deployments) == ["chamberlain-dev", "chamberlain-preview"]
     roles = json.loads(kubectl("-n", CONSUMER_NS, "get", "roles", "-o", "json").stdout)["items"]
-    assert [r["metadata"]["name"] for r in roles] == ["chamberlain-controller-consumers"]
+    assert sorted(r["metadata"]["name"] for r in roles) == ["chamberlain-controller-consumer-events",
+                                                         "chamberlain-controller-consumers"]
     assert kubectl("get", "validatingadmissionpolicy", f"chamberlain-gitops-only-{HOME_NS}").returncode == 0
 
 
@@ -215,6 +216,11 @@ def test_controller_can_do_its_job_by_name(lab: RunningLab, clients: dict[str, K
              "involvedObject": {"kind": "RotationRun", "name": "run-chartlab1", "namespace": HOME_NS},
              "reason": "Lab", "message": "chart lab", "type": "Normal"}
     assert controller.request_status("POST", f"/api/v1/namespaces/{HOME_NS}/events", event) == 201
+    # A retirement's warning on the consumer's ExternalSecret (the consumer-events Role).
+    warning = {**event, "metadata": {"generateName": "lab.", "namespace": CONSUMER_NS},
+               "involvedObject": {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                                  "name": "payments-db", "namespace": CONSUMER_NS}}
+    assert controller.request_status("POST", f"/api/v1/namespaces/{CONSUMER_NS}/events", warning) == 201
     assert isinstance(controller.list_custom_objects(CustomResource(GROUP, VERSION, "secretintents"), HOME_NS), list)
 
 

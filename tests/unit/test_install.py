@@ -311,3 +311,20 @@ def test_matrix_probes_a_secret_outside_the_named_set() -> None:
     named = {n for r in first["rules"] for n in r["resourceNames"]}
     gets = [c for c in checks if c.method == "GET" and f"/namespaces/{first['name']}/secrets/" in c.path]
     assert gets and all(c.path.rsplit("/", 1)[1] not in named for c in gets)
+
+
+def test_each_consumer_namespace_may_create_events_and_nothing_more_of_them() -> None:
+    """The retirement Events go on the ExternalSecret in the consumer namespace (controller/status.py); the
+    grant is create only, in a Role of its own (the consumer Role's rules are all by name)."""
+    values = acme_values()
+    served = {ns["name"] for ns in values["rbac"]["namespaces"]}
+    events = {role["metadata"]["namespace"]: role["rules"] for role in roles(values)
+              if role["metadata"]["name"] == inst.CONSUMER_EVENTS_ROLE}
+    assert set(events) == served
+    assert all(rules == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+               for rules in events.values())
+    bindings = [o for o in inst.install_objects(values)["controller"] if o["kind"] == "RoleBinding"
+                and o["metadata"]["name"] == inst.CONSUMER_EVENTS_ROLE]
+    assert {b["metadata"]["namespace"] for b in bindings} == served
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": values["serviceAccount"],
+                                  "namespace": values["controllerNamespace"]}] for b in bindings)

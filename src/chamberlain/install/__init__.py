@@ -115,6 +115,8 @@ def planned_checks(values: Mapping[str, Any], unserved_namespace: str = "kube-sy
               _group("apps", "v1", ns, "deployments", PROBE_NAME)),
         Check(f"patch a Deployment in {unserved_namespace}", "PATCH",
               _group("apps", "v1", unserved_namespace, "deployments", PROBE_NAME)),
+        Check(f"create an Event in {unserved_namespace}", "POST", _core(unserved_namespace, "events")),
+        Check(f"list Events in consumer namespace {ns}", "GET", _core(ns, "events")),
         Check("list namespaces", "GET", "/api/v1/namespaces"),
         Check("create a SecretIntent", "POST", intents),
         Check("replace a SecretIntent", "PUT", f"{intents}/{PROBE_NAME}"),

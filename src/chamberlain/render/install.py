@@ -39,6 +39,9 @@ Manifest = dict[str, Any]
 
 COMPONENT = "chamberlain-controller"
 CONSUMER_ROLE = "chamberlain-controller-consumers"  # in each consumer namespace (may be the controller's own)
+# Also in each consumer namespace, apart from CONSUMER_ROLE because every rule of that one is by name (values
+# schema) and RBAC cannot name an Event not yet created.
+CONSUMER_EVENTS_ROLE = "chamberlain-controller-consumer-events"
 METRICS_PORT_NAME, WEBHOOK_PORT_NAME = "metrics", "webhook"
 FLUX_IDENTITY = "system:serviceaccount:flux-system:kustomize-controller"
 ARGOCD_IDENTITY = "system:serviceaccount:argocd:argocd-application-controller"
@@ -233,7 +236,8 @@ WHY: Mapping[tuple[str, str], str] = {
     ("platforms", "watch"): "the intent source watches the Platform",
     ("rotationpolicies", "list"): "the intent source lists RotationPolicies",
     ("rotationpolicies", "watch"): "the intent source watches RotationPolicies",
-    ("events", "create"): "Events on RotationRuns and SecretIntents (KubeClient.create_event)",
+    ("events", "create"): "Events on RotationRuns and SecretIntents (KubeClient.create_event); in a consumer "
+                          "namespace, the retirement Events on a retiring secret's ExternalSecret",
     ("externalsecrets", "patch"): "propagation forces a refresh: the force-sync annotation "
                                   "(KubeClient.annotate_external_secret)",
     ("secrets", "get"): "propagation reads a consumer Secret's version-marker annotation as PartialObjectMetadata "
@@ -363,8 +367,16 @@ def lease_role(v: Mapping[str, Any], env: Mapping[str, Any]) -> list[Manifest]:
     return [_role(name, ns, lease_rules(lease_name(env["name"], v["cluster"]))), _binding(v, name, ns)]
 
 
+def consumer_events_rules() -> list[Manifest]:
+    """A retirement warns the consuming team where it looks: an Event on its ExternalSecret
+    (controller/status.py). Create only: no get, list, patch or delete of anyone's Events."""
+    return [_rule([""], ["events"], ["create"])]
+
+
 def consumer_role(v: Mapping[str, Any], access: Mapping[str, Any]) -> list[Manifest]:
-    return [_role(CONSUMER_ROLE, access["name"], access["rules"]), _binding(v, CONSUMER_ROLE, access["name"])]
+    ns = access["name"]
+    return [_role(CONSUMER_ROLE, ns, access["rules"]), _binding(v, CONSUMER_ROLE, ns),
+            _role(CONSUMER_EVENTS_ROLE, ns, consumer_events_rules()), _binding(v, CONSUMER_EVENTS_ROLE, ns)]
 
 
 def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
@@ -592,7 +604,7 @@ Generated from `chamberlain.render.install` (the Roles that `chamberlain render`
 `clusters/<cluster>/controller.yaml` and the Helm chart installs); `tests/unit/test_install.py` fails when this
 file and the Roles differ. Regenerate with `python -m chamberlain.render.chart --docs docs/rbac.md`.
 
-Every grant is a namespaced `Role`: the controller has no ClusterRole at all. Three kinds of Role:
+Every grant is a namespaced `Role`: the controller has no ClusterRole at all. Four kinds of Role:
 
 - `chamberlain-controller` in the controller namespace: chamberlain's own resources, Events and creating its
   Lease. No token minting: the authority login presents the pod's projected ServiceAccount token (audience
@@ -600,7 +612,9 @@ Every grant is a namespaced `Role`: the controller has no ClusterRole at all. Th
 - `chamberlain-controller-lease-<env>` in the controller namespace: its own Lease, by name
   (`chamberlain-<env>-<cluster>`: two environments on one cluster each elect a leader);
 - `chamberlain-controller-consumers` in each consumer namespace: only the objects propagation touches, each by
-  name (`resourceNames`), as `chamberlain render` computes them from the intents it rotates on that cluster.
+  name (`resourceNames`), as `chamberlain render` computes them from the intents it rotates on that cluster;
+- `chamberlain-controller-consumer-events` beside it: creating Events (a retirement's warnings on the
+  ExternalSecret), nothing else (an Event not yet created has no name to grant by).
 
 Secrets: `get` by name only, never `list` or `watch`, never in the controller namespace. The controller reads a
 consumer Secret as `PartialObjectMetadata` (its annotations; the data never crosses the wire), but RBAC cannot
@@ -620,6 +634,7 @@ def rbac_markdown() -> str:
         (f"{COMPONENT}-lease-<env>", lease_rules("chamberlain-<env>-<cluster>")),
         (CONSUMER_ROLE, consumer_rules(["<consumer Secret>"], ["<consumer Secret>"],
                                        [(kind, "<restart target>") for kind in _WORKLOAD_RESOURCES])),
+        (CONSUMER_EVENTS_ROLE, consumer_events_rules()),
     ]
     rows = []
     for role, rules in roles:
