@@ -89,6 +89,18 @@ class StrictLoader(_Base):
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        # An impossible date (`after: 2026-13-45`) is a bare ValueError in PyYAML: give it the line, like any
+        # other construction error, so the finding points at it.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid date or time ({exc})", node.start_mark) from None
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", StrictLoader.construct_yaml_timestamp)
+
 
 def _duplicate_error(key: yaml.Node) -> YamlLimitError:
     shown = key.value if isinstance(key.value, str) and len(key.value) <= 80 else "(long key)"

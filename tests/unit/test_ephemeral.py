@@ -116,6 +116,8 @@ def _events(servers: FakeServers) -> list[str]:
     pytest.param("preview/pr_1", "DNS label", id="underscore"),
     pytest.param("preview/" + "a" * 21, "at most 20", id="too-long"),
     pytest.param("preview/pr-1/x", "DNS label", id="two-segments"),
+    pytest.param("preview/pr-1\n", "DNS label", id="trailing-newline"),
+    pytest.param("preview/" + "a" * 5000, r"'preview/a{52}\.\.\.': the instance id", id="huge-id-not-echoed"),
 ])
 def test_an_instance_name_is_refused_with_the_reason(repo: Path, text: str, why: str) -> None:
     _repo, platform = load_platform(repo)

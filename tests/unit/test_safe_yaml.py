@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,12 @@ def test_a_flood_of_tiny_documents_is_refused_not_parsed(tmp_path: Path) -> None
     started = time.process_time()
     assert repo_with(tmp_path, "---\na: 1\n" * 30_000) == [("x.yaml", None, "CH002")]
     assert time.process_time() - started < 5.0
+
+
+def test_an_impossible_date_is_reported_at_its_line(tmp_path: Path) -> None:
+    """`spec.retire.after: 2026-13-45` was a bare ValueError: CH001 at the document's first line, no reason."""
+    (tmp_path / "x.yaml").write_text("kind: SecretIntent\nspec:\n  retire: {after: 2026-13-45}\n")
+    problems = load_repository(tmp_path, git=None).problems
+    assert [(p.line, p.rule) for p in problems] == [(3, "CH001")]
+    assert "'2026-13-45' is not a valid date" in problems[0].message and "month" in problems[0].message
+    assert safeyaml.load("after: 2026-12-24\n") == {"after": date(2026, 12, 24)}

@@ -59,6 +59,8 @@ class Instance:
 def parse_instance(platform: Platform, text: str) -> tuple[Instance, Environment]:
     """``<env>/<id>`` of an ephemeral environment of the Platform; :class:`UsageError` (exit 2) saying why not."""
     env_name, sep, ident = text.partition("/")
+    if len(text) > 200:  # an error echoes the argument: never kilobytes of it
+        text = text[:60] + "..."
     env = platform.environment(env_name)
     if env is None:
         known = ", ".join(e.name for e in platform.spec.environments if e.ephemeral) or "none"
@@ -68,7 +70,7 @@ def parse_instance(platform: Platform, text: str) -> tuple[Instance, Environment
                          "Platform); env up/down act only on instances of an ephemeral environment")
     if not sep or not ident:
         raise UsageError(f"{text!r}: name an instance as {env_name}/<id>, e.g. {env_name}/pr-42")
-    if len(ident) > MAX_ID or not _ID.match(ident):
+    if len(ident) > MAX_ID or not _ID.fullmatch(ident):  # match() would let a trailing newline through ('$')
         raise UsageError(f"{text!r}: the instance id must be a DNS label of at most {MAX_ID} characters (lower-case "
                          "letters, digits and '-', starting and ending with a letter or digit)")
     return Instance(env_name, ident), env
