@@ -187,3 +187,11 @@ def test_retire_in_the_intent_format() -> None:
     assert intent.spec.retire == Retire(after=DAY, undo_window=timedelta(days=7))
     with pytest.raises(ValueError, match="after"):
         Retire.model_validate({"after": "next week"})
+
+
+@pytest.mark.parametrize("window", ["0s", "1h", "23h59m"])
+def test_an_undo_window_shorter_than_a_day_is_refused(window: str) -> None:
+    """With 0s, one retire run would soft-delete and purge at once: no undo at all."""
+    with pytest.raises(ValueError, match="undoWindow must be at least 1d"):
+        Retire.model_validate({"after": "2026-03-01", "undoWindow": window})
+    assert Retire.model_validate({"after": "2026-03-01", "undoWindow": "1d"}).undo_window == timedelta(days=1)

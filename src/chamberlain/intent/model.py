@@ -503,6 +503,9 @@ class AdminUse(Model):
     targets: list[AdminTarget] = Field(default_factory=list)
 
 
+MIN_UNDO_WINDOW = timedelta(days=1)
+
+
 class Retire(Model):
     """Decommissioning declared in Git (issue 13): until ``after`` consumers are warned (status condition
     ``Retiring``, Events); from ``after`` (00:00 UTC of that day) ``chamberlain retire`` soft-deletes the data in
@@ -512,6 +515,15 @@ class Retire(Model):
     undo_window: Duration = Field(default=timedelta(days=30),
                                   description="how long `chamberlain retire --undo NAME` can restore the data")
     reason: NonEmptyText | None = Field(default=None, description="why it is retired (shown in Events, the ledger)")
+
+    @model_validator(mode="after")
+    def _undo_window_is_a_window(self) -> Retire:
+        # undoWindow 0s (with a past `after`) made one `chamberlain retire` run soft-delete and purge at once:
+        # the data gone for good, with no undo. A day at least, the granularity of `after`.
+        if self.undo_window < MIN_UNDO_WINDOW:
+            raise ValueError(f"undoWindow must be at least {MIN_UNDO_WINDOW.days}d (the time to notice and "
+                             "`chamberlain retire --undo` a mistaken retirement)")
+        return self
 
 
 class SecretIntentSpec(Model):
