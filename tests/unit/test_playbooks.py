@@ -86,7 +86,6 @@ def names(scope: Scope, boot: dict[str, list[str]] | None = None) -> list[str]:
                  id="bootstrap-secret-applied-there"),
     pytest.param(Scope("namespace", "infra"), None, ["pg-admin", "app-db"],
                  id="admin-exposed-then-what-it-administers"),
-    pytest.param(Scope("namespace", "nowhere"), None, [], id="unrelated-namespace"),
     pytest.param(Scope("owner", "shop"), None, ["api-token", "app-db", "batch-token", "feed"],
                  id="owner-intents-and-namespaces"),
     pytest.param(Scope("owner", "platform"), None, ["pg-admin", "app-db", "app-user", "smtp"],
@@ -342,3 +341,25 @@ def test_a_cluster_of_several_environments_needs_environment_to_act() -> None:
         plan.check_actionable()
     compromise_plan(EXAMPLES / "acme", Scope("namespace", "monitoring"), environment="dev",
                     cluster="dev1").check_actionable()
+
+
+def test_a_namespace_nothing_uses_is_refused_not_reported_as_nothing_to_rotate() -> None:
+    """A typo (`--namespace monitring`) would otherwise say "nothing to rotate" while the real one stays exposed
+    (as `rotate --namespace` does, an unknown namespace is refused)."""
+    with pytest.raises(UsageError, match="'monitring': no intent, bootstrap Secret"):
+        affected(PLATFORM, INTENTS, Scope("namespace", "monitring"))
+
+
+@pytest.mark.parametrize("name", ["Payments", "a/b", "x" * 64, "ns\n", "\x1b[2J"])
+def test_scope_names_must_be_dns_labels(name: str) -> None:
+    with pytest.raises(UsageError, match="not a namespace or owner name"):
+        Scope.of(namespace=name, owner=None, everything=False)
+    with pytest.raises(UsageError, match="not a namespace or owner name"):
+        Scope.of(namespace=None, owner=name, everything=False)
+
+
+def test_a_playbook_reason_is_one_printable_bounded_line() -> None:
+    from chamberlain.service.playbooks import compromise_reason
+
+    why = compromise_reason(Scope("namespace", "monitoring"), "INC-1\n2026-12-03 level=info forged\x1b[2J" + "x" * 500)
+    assert "\n" not in why and "\x1b" not in why and len(why) <= 250

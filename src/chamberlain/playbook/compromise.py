@@ -19,6 +19,7 @@ instead: an upstream-issued value is reissued upstream and imported, a published
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,7 @@ from chamberlain.intent.model import FixedNameGenerator, Platform, SecretIntent
 from chamberlain.intent.tenancy import protected_namespaces
 
 ScopeKind = Literal["namespace", "owner", "all"]
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Scope:
         given = [s for s in (namespace is not None, owner is not None, everything) if s]
         if len(given) != 1:
             raise UsageError("pass exactly one of --namespace NS, --owner OWNER or --all")
+        for flag, name in (("--namespace", namespace), ("--owner", owner)):
+            if name is not None and not _DNS_LABEL.fullmatch(name):
+                shown = name if len(name) <= 63 else name[:60] + "..."
+                raise UsageError(f"{flag} {shown!r}: not a namespace or owner name (a DNS label: lower-case "
+                                 "letters, digits and '-', at most 63 characters)")
         if namespace is not None:
             return cls("namespace", namespace)
         if owner is not None:
@@ -110,6 +117,10 @@ def affected(platform: Platform, intents: Iterable[SecretIntent], scope: Scope,
     namespaces: list[str] = []
     if scope.kind == "namespace":
         namespaces = [scope.name]
+        if scope.name not in _known_namespaces(platform, by_name.values(), boot):
+            # a typo would otherwise report "nothing to rotate" and leave the compromised secrets as they are
+            raise UsageError(f"namespace {scope.name!r}: no intent, bootstrap Secret, tenancy owner or platform "
+                             "component of the repository uses it (a typo?)")
     elif scope.kind == "owner":
         owned = [i for i in by_name.values() if i.spec.owner == scope.name]
         tenancy = platform.spec.tenancy
@@ -129,6 +140,20 @@ def affected(platform: Platform, intents: Iterable[SecretIntent], scope: Scope,
     _admin_closure(by_name, why)
     order = _admins_first(by_name, sorted(why))
     return [Affected(n, tuple(why[n]), manual_step(by_name[n])) for n in order]
+
+
+def _known_namespaces(platform: Platform, intents: Iterable[SecretIntent],
+                      boot: Mapping[str, Iterable[str]]) -> set[str]:
+    known = set(protected_namespaces(platform))
+    for intent in intents:
+        known.update(c.namespace for c in intent.spec.consumers)
+        if intent.spec.source.publication is not None:
+            known.add(intent.spec.source.publication.namespace)
+    for namespaces in boot.values():
+        known.update(namespaces)
+    if platform.spec.tenancy is not None:
+        known.update(ns for owner in platform.spec.tenancy.owners for ns in owner.namespaces)
+    return known
 
 
 def _admin_of(intent: SecretIntent) -> str | None:

@@ -28,9 +28,13 @@ if TYPE_CHECKING:
 
 
 def _required_reason(reason: str) -> str:
+    """The reason as the ledger, RotationRuns and logs take it: one printable line, bounded (no terminal escapes
+    or forged log lines from a pasted incident text), as the triggers' reasons are."""
+    from chamberlain.triggers.request import sanitize_reason
+
     if not reason.strip():
         raise UsageError("--reason is required (it is recorded on every run and in the ledger)")
-    return reason.strip()
+    return sanitize_reason(reason)
 
 
 # ------------------------------------------------------------------------------------------------ compromise
