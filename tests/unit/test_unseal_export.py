@@ -164,3 +164,23 @@ def test_regenerated_values_are_the_ones_whose_marker_or_version_moved() -> None
     before = {"secret/a": ("m1", 1), "secret/b": ("m2", 3), "secret/c": ("m3", 1)}
     assert regenerated(before, dict(before)) == []
     assert regenerated(before, {"secret/a": ("m1", 1), "secret/b": ("m9", 4)}) == ["secret/b", "secret/c"]
+
+
+def test_an_export_of_another_shape_is_refused_before_any_share_is_submitted(tmp_path: Path) -> None:
+    """An export of another authority (or from before a rekey) would submit wrong shares: refused, with why (fakes)."""
+    import dataclasses
+
+    from chamberlain.authority import lifecycle
+    from chamberlain.authority.material import SealError
+    from tests.unit.test_authority_lifecycle import World, _identities
+
+    world = World(tmp_path)
+    world.init()
+    stored = world.store().load()
+    assert stored is not None
+    world.vault.restart()
+    other = dataclasses.replace(stored, shares=stored.shares[:-1])  # n-1 shares: not this authority's k of n
+    with pytest.raises(SealError, match="another authority, or from before a rekey"):
+        lifecycle.unseal_from(world.vault, other, "authority/unseal-shares.yaml", _identities())  # type: ignore[arg-type]
+    status = world.vault.seal.status()
+    assert status.sealed and status.progress == 0

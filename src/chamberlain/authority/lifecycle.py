@@ -177,6 +177,19 @@ def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x
     return unseal_from(vault, material, f"Secret {store.ref}", identities, reset=reset, wait=wait)
 
 
+def check_fits(material: SealedMaterial, status: SealStatus, source: str, address: str) -> None:
+    """Refuse material whose Shamir shape (k of n) is not the server's: an export or backup of another authority
+    or of a generation before a rekey. Said before any share is opened or submitted (a wrong share would count
+    toward the server's progress and leave it to a --reset)."""
+    if status.auto_unseal or status.threshold <= 0:
+        return
+    if (material.threshold, len(material.shares)) != (status.threshold, status.shares):
+        raise SealError(f"{source}: {material.threshold} of {len(material.shares)} shares, but the authority at "
+                        f"{address} is sealed with {status.threshold} of {status.shares}: material of another "
+                        "authority, or from before a rekey (generation "
+                        f"{material.generation}); use the export or backup of this authority's shares in force")
+
+
 def unseal_from(vault: VaultClient, material: SealedMaterial, source: str,
                 identities: Sequence[pyrage.x25519.Identity], *, reset: bool = False,
                 wait: bool = True) -> UnsealReport:
@@ -187,6 +200,7 @@ def unseal_from(vault: VaultClient, material: SealedMaterial, source: str,
         raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
     if not status.sealed:
         return UnsealReport(False, 0, False, threshold=status.threshold)
+    check_fits(material, status, source, vault.address)
     if not material.holders:
         return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)], wait=wait)
     opened = material.open_held(identities)

@@ -388,11 +388,16 @@ def _secret_from_export(vault: VaultClient, store: SealedStore, root: Path) -> S
     """When the authority is initialized but the Secret of sealed shares is gone (a lost cluster), re-create it from
     the repository's export; the material written, or None when nothing was done."""
     from chamberlain.authority.export import default_path, read_export
+    from chamberlain.authority.lifecycle import check_fits
 
     path = default_path(root)
-    if not path.exists() or store.load() is not None or not vault.seal.status().initialized:
+    if not path.exists() or store.load() is not None:
+        return None
+    status = vault.seal.status()
+    if not status.initialized:
         return None
     material = read_export(path)
+    check_fits(material, status, str(path), vault.address)  # never store another authority's shares
     store.save(material)
     return material
 
