@@ -382,7 +382,7 @@ def test_up_refuses_an_instance_namespace_declared_in_the_repository(tmp_path: P
                                            "- {namespace: db-preview, secretName: preview-db}\n"
                                            "    - {namespace: web-preview-x, secretName: preview-db}"))
     servers = _servers()
-    with pytest.raises(UsageError, match="web-preview-x of the instance are consumer namespaces declared"):
+    with pytest.raises(UsageError, match="web-preview-x of the instance are declared in the repository"):
         _up(root, servers, "preview/x")
     assert not servers.fake_kube.applied
 
@@ -402,3 +402,18 @@ def test_down_refuses_a_labelled_namespace_that_is_not_the_instances(repo: Path)
         _down(repo, servers)
     assert "payments" in servers.fake_kube.namespaces
     assert _under(servers, "preview/_instances/") == ["pr-42/"]  # nothing half-removed
+
+
+def test_tenancy_and_protected_namespaces_count_as_declared(repo: Path) -> None:
+    from chamberlain.intent.model import Owner, Tenancy
+
+    loaded, platform = load_platform(repo)
+    tenancy = Tenancy(platform_owners=["platform"], protected_namespaces=["web-preview-ops"],
+                      owners=[Owner(name="team-api", namespaces=["web-preview-api"])])
+    platform = platform.model_copy(update={"spec": platform.spec.model_copy(update={"tenancy": tenancy})})
+    intents = eph.intents_of(platform, [i.obj for i in loaded.intents], "preview")
+    for ident, clash in (("api", "web-preview-api"), ("ops", "web-preview-ops"), ("pr-1", None)):
+        instance, _env = eph.parse_instance(platform, f"preview/{ident}")
+        objects = eph.manifests(platform, intents, instance, "dev1")
+        assert eph.declared_collisions(platform, [i.obj for i in loaded.intents], objects) == (
+            [clash] if clash else [])

@@ -32,6 +32,7 @@ from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Environment, Platform, SecretIntent
 from chamberlain.intent.paths import INSTANCES_SEGMENT, READERS_SEGMENT, VaultPath, intent_environments
+from chamberlain.intent.tenancy import protected_namespaces
 from chamberlain.render import eso, naming
 from chamberlain.render.topology import Read
 
@@ -108,10 +109,20 @@ def intents_of(platform: Platform, intents: list[SecretIntent], environment: str
                    and i.spec.source.generate is not None), key=lambda i: i.metadata.name)
 
 
-def declared_collisions(intents: list[SecretIntent], objects: list[dict[str, Any]]) -> list[str]:
-    """Instance namespaces that are the consumer namespace of some intent of the repository (``web`` + id ``prod``
-    is ``web-prod``, maybe a real environment's): env up must never apply into, nor env down delete, one of those."""
+def declared_namespaces(platform: Platform, intents: list[SecretIntent]) -> set[str]:
+    """Namespaces Git gives a role: consumer namespaces of intents, the tenancy's owners' namespaces, the platform's
+    protected ones. No instance namespace may be one of them."""
     declared = {c.namespace for i in intents for c in i.spec.consumers}
+    declared |= set(protected_namespaces(platform))
+    if platform.spec.tenancy is not None:
+        declared |= {ns for owner in platform.spec.tenancy.owners for ns in owner.namespaces}
+    return declared
+
+
+def declared_collisions(platform: Platform, intents: list[SecretIntent], objects: list[dict[str, Any]]) -> list[str]:
+    """Instance namespaces that Git declares for something else (``web`` + id ``prod`` is ``web-prod``, maybe a
+    real environment's): env up must never apply into, nor env down delete, one of those."""
+    declared = declared_namespaces(platform, intents)
     return sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"
                   and o["metadata"]["name"] in declared)
 
@@ -150,6 +161,7 @@ __all__ = [
     "MAX_ID",
     "Instance",
     "declared_collisions",
+    "declared_namespaces",
     "instance_namespace",
     "instance_path",
     "instance_prefix",

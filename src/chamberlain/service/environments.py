@@ -81,10 +81,10 @@ def up(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: str 
     chosen = _cluster(env, cluster)
     intents = eph.intents_of(platform, [i.obj for i in repo.intents], instance.environment)
     objects = eph.manifests(platform, intents, instance, chosen)  # name errors before anything is written
-    if clash := eph.declared_collisions([i.obj for i in repo.intents], objects):
-        raise UsageError(f"{instance}: namespace(s) {', '.join(clash)} of the instance are consumer namespaces "
-                         "declared in the repository; env up never applies into (nor env down deletes) a namespace "
-                         "it does not own: choose another instance id")
+    if clash := eph.declared_collisions(platform, [i.obj for i in repo.intents], objects):
+        raise UsageError(f"{instance}: namespace(s) {', '.join(clash)} of the instance are declared in the "
+                         "repository (consumer, tenancy or platform namespaces); env up never applies into (nor env "
+                         "down deletes) a namespace it does not own: choose another instance id")
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
     units = []
     for intent in intents:
@@ -208,7 +208,7 @@ def down(root: Path, name: str, servers: Servers, caller: Caller, *, cluster: st
     namespaces = kube.list_namespaces(selector)  # only namespaces env up labelled: never a look-alike name
     # A label is only a claim (anyone allowed to label a namespace can make it): delete only what also has the
     # instance's name shape and is no consumer namespace declared in Git.
-    declared = {c.namespace for i in repo.intents for c in i.obj.spec.consumers}
+    declared = eph.declared_namespaces(platform, [i.obj for i in repo.intents])
     if odd := [ns for ns in namespaces if not ns.endswith(f"-{instance.id}") or ns in declared]:
         raise UsageError(f"{instance}: namespace(s) {', '.join(odd)} carry the label {selector} but are not "
                          "namespaces of the instance (not named <ns>-<id>, or declared in the repository); env down "
