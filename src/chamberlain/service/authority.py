@@ -98,8 +98,10 @@ class InitResult:
     secret_from_export: bool = False  # the Secret was missing and re-created from the export
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self.report) | {"secret": self.secret, "secretFromExport": self.secret_from_export}
-        return out | {"export": None if self.export is None else self.export.as_dict()}
+        out = asdict(self.report) | {"secret": self.secret}
+        if self.secret_from_export:
+            out["secretFromExport"] = True
+        return out | ({} if self.export is None else {"export": self.export.as_dict()})
 
 
 @dataclass
@@ -125,8 +127,8 @@ class UnsealResult:
     recorded: str = ""  # the ledger entry of that re-creation, or why it could not be written yet
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report) | {"secretFromExport": self.secret_from_export or None,
-                                      "recorded": self.recorded or None}
+        extra = {"secretFromExport": self.secret_from_export, "recorded": self.recorded}
+        return asdict(self.report) | (extra if self.secret_from_export else {})
 
     @property
     def message(self) -> str:
@@ -184,7 +186,7 @@ class RekeyResult:
     export: ExportResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report) | {"export": None if self.export is None else self.export.as_dict()}
+        return asdict(self.report) | ({} if self.export is None else {"export": self.export.as_dict()})
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
