@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The test command of the README: set up, lint, type-check, check the layers, then run every test — the lab tests
-# against real servers included (the lab is built first when it is missing) — with OpenBao as the authority, and
-# then the Vault compatibility subset (marker vault_compat) against HashiCorp Vault. Fails when anything fails;
-# both pytest runs happen even when the first one fails, and each prints its minutes.
+# against real servers included (the lab is built first when it is missing). Three pytest runs: the lab tests with
+# OpenBao as the authority, and beside them (the lab tests mostly wait on servers, so two cores fit both) the unit
+# tests followed by the Vault compatibility subset (marker vault_compat) against HashiCorp Vault on ports of its
+# own. Fails when anything fails; every run happens even when another fails, and each prints its minutes.
+# CHAMBERLAIN_TEST_SERIAL=1 runs the three one after the other, with their output interleaved in order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CHAMBERLAIN_VENV:-.venv}
 MAIN_OFFSET=${CHAMBERLAIN_LAB_TEST_PORT_OFFSET:-1000}
-# Its own ports, so nothing the first run left in TIME_WAIT is in the way.
+# Ports of its own: the two labs run at the same time.
 COMPAT_OFFSET=${CHAMBERLAIN_VAULT_COMPAT_PORT_OFFSET:-$((MAIN_OFFSET + 60))}
 AUTHORITY=${CHAMBERLAIN_LAB_TEST_AUTHORITY:-openbao}
+SERIAL=${CHAMBERLAIN_TEST_SERIAL:-0}
 
 bash scripts/setup.sh --lab
 
@@ -22,27 +25,52 @@ echo "[test] import layers"
 
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
 
-echo "[test] pytest (lab authority: $AUTHORITY)"
-started=$SECONDS
-main_rc=0
-CHAMBERLAIN_LAB_TEST_AUTHORITY=$AUTHORITY CHAMBERLAIN_LAB_TEST_PORT_OFFSET=$MAIN_OFFSET \
-  "$VENV/bin/pytest" "$@" || main_rc=$?
-main_time=$((SECONDS - started))
+# run NAME AUTHORITY OFFSET MARKER ARGS...: one pytest run; "no test selected" (exit 5) is a pass when the
+# arguments given narrowed the selection. Writes "<name> <minutes> <exit>" to $RESULTS.
+run() {
+  local name=$1 authority=$2 offset=$3 marker=$4 started=$SECONDS rc=0
+  shift 4
+  echo "[test] pytest -m '$marker' (lab authority: $authority)"
+  # The arguments first, the marker last: a -m among them must not replace the selection.
+  CHAMBERLAIN_LAB_TEST_AUTHORITY=$authority CHAMBERLAIN_LAB_TEST_PORT_OFFSET=$offset \
+    "$VENV/bin/pytest" "$@" -m "$marker" || rc=$?
+  if [ "$rc" -eq 5 ] && [ "$#" -gt 0 ]; then
+    echo "[test] $name: the arguments given ($*) select no test here"
+    rc=0
+  fi
+  echo "$name $(minutes $((SECONDS - started))) $rc" >>"$RESULTS"
+}
 
-echo "[test] pytest -m vault_compat (lab authority: HashiCorp Vault)"
+RESULTS=$(mktemp)
+BESIDE_LOG=$(mktemp)
+trap 'rm -f "$RESULTS" "$BESIDE_LOG"' EXIT
+beside() {
+  run "unit" "$AUTHORITY" "$MAIN_OFFSET" "not lab" "$@"
+  run "vault_compat(Vault)" vault "$COMPAT_OFFSET" vault_compat "$@"
+}
+
 started=$SECONDS
-compat_rc=0
-# The arguments first, the marker last: a -m among them must not replace the compatibility selection.
-CHAMBERLAIN_LAB_TEST_AUTHORITY=vault CHAMBERLAIN_LAB_TEST_PORT_OFFSET=$COMPAT_OFFSET \
-  "$VENV/bin/pytest" "$@" -m vault_compat || compat_rc=$?
-compat_time=$((SECONDS - started))
-if [ "$compat_rc" -eq 5 ] && [ "$#" -gt 0 ]; then
-  echo "[test] vault_compat: the arguments given ($*) select no compatibility test"
-  compat_rc=0
+if [ "$SERIAL" = 1 ]; then
+  beside "$@"
+  run "lab($AUTHORITY)" "$AUTHORITY" "$MAIN_OFFSET" lab "$@"
+else
+  beside "$@" >"$BESIDE_LOG" 2>&1 &
+  beside_pid=$!
+  run "lab($AUTHORITY)" "$AUTHORITY" "$MAIN_OFFSET" lab "$@"
+  wait "$beside_pid" || true
+  echo "[test] ---- output of the unit and Vault-compatibility runs (beside the lab run) ----"
+  cat "$BESIDE_LOG"
 fi
 
-echo "[test] minutes: pytest ($AUTHORITY) $(minutes $main_time) (exit $main_rc)," \
-     "pytest -m vault_compat (Vault) $(minutes $compat_time) (exit $compat_rc)"
-if [ "$main_rc" -ne 0 ] || [ "$compat_rc" -ne 0 ]; then
-  exit 1
+failed=0
+summary=""
+while read -r name mins rc; do
+  summary="$summary $name $mins min (exit $rc);"
+  [ "$rc" -eq 0 ] || failed=1
+done <"$RESULTS"
+echo "[test] minutes:$summary wall $(minutes $((SECONDS - started)))"
+if [ "$(wc -l <"$RESULTS")" -ne 3 ]; then
+  echo "[test] a pytest run did not report"
+  failed=1
 fi
+exit "$failed"

@@ -28,6 +28,17 @@ CORPUS = REPO_ROOT / "tests" / "corpus"
 EXAMPLES = REPO_ROOT / "examples"
 
 
+LAB_TESTS = REPO_ROOT / "tests" / "lab"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/lab is a lab test, marked or not: scripts/test.sh runs ``-m lab`` and ``-m "not lab"``
+    at the same time, and a lab test in the second run would start a lab on the first run's ports."""
+    for item in items:
+        if item.path.is_relative_to(LAB_TESTS):
+            item.add_marker(pytest.mark.lab)
+
+
 @dataclass
 class CliResult:
     code: int

@@ -56,6 +56,12 @@ HELD_RUN: Final = "held-run"
 # trigger backs off from these (rotation.policy.failure_backoff), and the first failure of a streak alerts
 FAILED_RUNS: Final = "failed-runs"
 LAST_FAILED: Final = "last-failed"
+# decommissioning (spec.retire): the soft-delete chamberlain did, and which of its versions to restore on undo
+DECOMMISSIONED_AT: Final = "decommissioned-at"  # when the data was soft-deleted ("-" after an undo)
+DECOMMISSIONED_VERSIONS: Final = "decommissioned-versions"  # comma-separated versions it soft-deleted
+DECOMMISSIONED_FOR: Final = "decommissioned-for"  # the spec.retire.after day it was done for
+DECOMMISSION_UNDONE_FOR: Final = "decommission-undone-for"  # the day an undo was for: not soft-deleted again
+DECOMMISSION_SEQ: Final = "decommission-seq"  # the ledger entry recording the soft-delete
 
 
 def retired_key(cluster: str) -> str:

@@ -27,6 +27,12 @@ hvac = pytest.importorskip("hvac")
 kubernetes = pytest.importorskip("kubernetes")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Drills (marker ``drill``) destroy and rebuild the shared ``demo_world``: they run after every other test,
+    whatever their file is called (a stable sort keeps every other order as collected)."""
+    items.sort(key=lambda item: item.get_closest_marker("drill") is not None)
+
+
 def _binaries_missing() -> list[str]:
     missing = unbuilt()
     if builds.postgres_bindir() is None:

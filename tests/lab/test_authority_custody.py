@@ -318,3 +318,71 @@ def test_init_with_custody_resumes_only_with_k_custodians(env: Env, keys: Keys) 
     assert _unseal(env, "bob", keys=keys)["sealed"] is True
     assert _unseal(env, "dave", keys=keys)["sealed"] is False
     _no_share_leaked(env, shares)
+
+
+# ------------------------------------------------------------------------------------- playbooks (issue 13)
+
+
+def _declare_pairs(env: Env, pairs: list[tuple[str, str]] | None, threshold: int = THRESHOLD) -> None:
+    """rootOfTrust.custody as (name, recipient) pairs (a custodian may keep their name with a new key); None: drop
+    custody (shares sealed to the root recipients again)."""
+    path = env.repo / "platform.yaml"
+    docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    trust = docs[0]["spec"]["rootOfTrust"]
+    if pairs is None:
+        trust.pop("custody", None)
+    else:
+        trust["custody"] = {"threshold": threshold,
+                            "custodians": [{"name": n, "ageRecipient": r} for n, r in pairs]}
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+
+
+def test_playbook_lost_custodian_key_rekeys_and_the_lost_share_opens_nothing(env: Env, keys: Keys) -> None:
+    keys.make("bob-laptop-2")
+    before = _material(env)
+    assert before.holders == ("alice", "bob", "dave")
+    playbook = ("playbook", "custodians", str(env.repo), "--cluster", "dev1", "--lost", "bob")
+    # Nothing changed in Git yet: a rekey would seal bob's new share to the lost key again. Refused (the plan is
+    # the same for --dry-run and the real run), nothing touched.
+    refused = env.cli(*playbook, "--dry-run")
+    assert refused.returncode == 2 and "still declares the custody in force" in refused.stderr
+    _declare_pairs(env, [("alice", keys.recipients["alice"]), ("bob", keys.recipients["bob-laptop-2"]),
+                         ("dave", keys.recipients["dave"])])
+    done = _json(env.cli(*playbook, "--identity", str(keys.path("alice")), "--identity", str(keys.path("dave")),
+                         "--reason", "bob lost his laptop", "--yes", "-o", "json"))
+    assert done["lost"] == ["bob"] and done["kept"] == ["alice", "bob", "dave"] and not done["matchesPlatform"]
+    assert done["generation"] == before.generation + 1
+    after = _material(env)
+    assert after.holders == ("alice", "bob", "dave")
+    # The rekey verified the new set with the server (the old one, bob's lost share with it, is out of force).
+    assert [i for i, _ in after.open_held(keys.identities("bob-laptop-2"))] == [1]
+    assert after.open_held(keys.identities("bob")) == [], "the lost key opens a share of the new set"
+    [entry] = [e for e in LedgerReader(env.configurator().kv, "secret").entries() if e.event == "authority-rekey"][-1:]
+    assert entry.reason is not None and "bob lost his laptop" in entry.reason and "lost: bob" in entry.reason
+    _no_share_leaked(env, [k for _, k in after.open_held([*keys.identities("alice"), *keys.identities("dave")])])
+
+
+def test_root_rotate_rekeys_shares_sealed_to_the_old_root(env: Env, keys: Keys) -> None:
+    # Back to no custody (every share sealed to the root), the layout a root rotation must rekey.
+    _declare_pairs(env, None)
+    env.cli("authority", "rekey", "--cluster", "dev1", "--identity", str(keys.path("alice")), "--identity",
+            str(keys.path("dave")), str(env.repo), "-o", "json").check_returncode()
+    before = _material(env)
+    assert before.holders == () and len(before.open(lifecycle.load_identities(IDENTITY))) == len(before.shares)
+    new_root = env.work / "roots" / "root-2.agekey"
+    data = _json(env.cli("root", "rotate", "--repo", str(env.repo), "--identity", str(IDENTITY),
+                         "--new-identity-file", str(new_root), "--reason", "yearly root rotation", "--yes",
+                         "--cluster", "dev1", "-o", "json"))
+    assert data["created"] and "rekeyed to the new root" in data["unsealShares"]
+    assert data["ledgerSeq"] is not None
+    after = _material(env)
+    assert after.generation == before.generation + 1
+    assert len(after.open(lifecycle.load_identities(new_root))) == len(after.shares)
+    assert after.open_held(lifecycle.load_identities(IDENTITY)) == [], "the old root opens a share"
+    entries = LedgerReader(env.configurator().kv, "secret").entries()
+    rekey = [e for e in entries if e.event == "authority-rekey"][-1]
+    assert rekey.reason == "root of trust rotated: yearly root rotation"
+    [playbook] = [e for e in entries if e.event == "playbook"]
+    assert playbook.reason == "yearly root rotation" and playbook.details["playbook"] == "root-rotate"
+    assert playbook.details["new_recipient"] == data["newRecipient"]
+    _no_share_leaked(env, after.open(lifecycle.load_identities(new_root)))

@@ -3,6 +3,8 @@ so they keep working as the code changes. Not timed tests: the goals they print 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import run_benchmark
@@ -25,3 +27,19 @@ def test_batch_rotation_through_the_real_eso_at_a_smoke_size() -> None:
 def test_propagation_through_the_real_eso_at_a_smoke_size() -> None:
     out = _run("bench_propagation.py", "-n", "20", "--warmup", "1", "--port-offset", "3300")
     assert "p95" in out
+
+
+@pytest.mark.timeout(500)
+def test_failover_of_the_raft_leader_mid_batch_at_a_smoke_size() -> None:
+    """A three-node OpenBao (raft): the leader is SIGKILLed once the first run of a batch started. The benchmark
+    exits non-zero unless every run finished, each secret moved by exactly one version whose value-version is
+    current, each run wrote one rotation ledger entry, the ledger verifies and ESO delivered every new marker."""
+    out = _run("bench_failover.py", "--secrets", "6", "--per-workload", "3", "--namespaces", "2",
+               "--timeout", "120", "--warmup", "0", "--port-offset", "4100", "-o", "json")
+    report = json.loads(out)
+    assert report["ok"], report["problems"]
+    failover = report["failover"]
+    assert failover["killed"] != failover["new_leader"] and failover["killed_at"] is not None
+    assert failover["failed"] == 0 and failover["synced"] == failover["runs"] == 6
+    print(f"\n[failover] p95 {report['baseline']['seconds']['p95']:.2f}s -> {failover['seconds']['p95']:.2f}s "
+          f"(+{report['extra_p95_seconds']:.2f}s)")

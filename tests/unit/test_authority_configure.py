@@ -280,3 +280,33 @@ def test_the_configurator_may_create_keys_but_signs_only_its_own_partition(desir
     transit_paths = [line for line in text.splitlines() if line.startswith('path "chamberlain-transit/')]
     assert transit_paths and not any("/config" in p or "export" in p or "*" in p for p in transit_paths)
     assert 'path "secret/data/_chamberlain/ledger/_authority/configurator/*"' in text
+
+
+def test_a_reviewer_jwt_given_as_a_replacement_is_written_although_one_is_set(desired: Desired) -> None:
+    """The server never shows the reviewer JWT, so a converged mount plans nothing; after a cluster rebuild the old
+    JWT names a ServiceAccount that is gone, and ``replace_reviewer_jwt`` writes the new one (once per run)."""
+    vault = FakeVault()
+    _converge(vault, desired)
+    replacing = desired_state(_bundle(), _settings(
+        kubernetes=KubernetesAuthSettings(K8S.host, K8S.ca_pem, reviewer_jwt="new.reviewer.jwt",
+                                          disable_local_ca_jwt=True), replace_reviewer_jwt=True))
+    assert plan(desired_state(_bundle(), _settings(kubernetes=KubernetesAuthSettings(
+        K8S.host, K8S.ca_pem, reviewer_jwt="new.reviewer.jwt", disable_local_ca_jwt=True))),
+        observe(vault, desired)) == []  # without the flag: nothing to see
+    changes = plan(replacing, observe(vault, replacing))
+    assert [(c.kind, c.name, c.action, c.fields) for c in changes] == [
+        ("auth-config", m, "change", ("token_reviewer_jwt",)) for m in ("kubernetes-dev1", "kubernetes-prod-eu1")]
+    assert "new.reviewer.jwt" not in json.dumps([c.as_dict() for c in changes])
+    apply(vault, replacing, changes)
+    assert {vault.paths[f"auth/{m}/config"]["token_reviewer_jwt"] for m in ("kubernetes-dev1",
+                                                                             "kubernetes-prod-eu1")} == {
+        "new.reviewer.jwt"}
+
+
+def test_replacing_without_a_reviewer_jwt_plans_nothing_extra(desired: Desired) -> None:
+    vault = FakeVault()
+    _converge(vault, desired)
+    without = desired_state(_bundle(), _settings(kubernetes=KubernetesAuthSettings(K8S.host, K8S.ca_pem),
+                                                 replace_reviewer_jwt=True))
+    assert without.replace_reviewer == frozenset()
+    assert all(c.fields != ("token_reviewer_jwt",) for c in plan(without, observe(vault, without)))

@@ -40,23 +40,30 @@ class _Seal:
     def status(self) -> SealStatus:
         v = self.v
         return SealStatus(initialized=v.initialized, sealed=v.sealed, threshold=v.threshold, shares=len(v.keys),
-                          progress=len(v.progress), version="1.21.0")
+                          progress=len(v.progress), version="1.21.0", seal_type=v.seal_type,
+                          recovery_seal=v.seal_type != "shamir")
 
-    def initialize(self, shares: int, threshold: int) -> InitResult:
+    def initialize(self, shares: int, threshold: int, *, recovery: bool = False) -> InitResult:
         v = self.v
         if v.initialized:
             raise InvalidRequest("already initialized")
+        if recovery != (v.seal_type != "shamir"):  # as the real server: the wrong kind of keys is a 400
+            raise InvalidRequest("initialize: wrong key kind for this seal (400)")
         v.init_calls += 1
         v.initialized, v.threshold = True, threshold
         v.keys = [secrets.token_hex(33) for _ in range(shares)]
         root = "hvs." + secrets.token_hex(12)
         v.tokens[root] = TokenInfo("acc-" + root[-6:], ("root",), 0, False)
+        if recovery:  # an auto-unseal seal: the server unseals itself if it reaches its seal
+            v.sealed = not v.seal_reachable
         return InitResult(tuple(v.keys), root)
 
     def submit_unseal_key(self, key: str) -> SealStatus:
         v = self.v
         if not v.initialized:
             raise NotInitialized("not initialized")
+        if v.seal_type != "shamir":
+            raise InvalidRequest("unseal: recovery keys cannot unseal (400)")
         if key not in v.progress:
             v.progress.append(key)
         if len(v.progress) >= v.threshold:
@@ -185,7 +192,8 @@ class _Auth(dict[str, dict[str, Any]]):
 
     def enable(self, path: str, method: AuthMountInfo) -> None:
         self.v.writes += 1
-        self[path] = {"type": method.type, "description": method.description}
+        self[path] = {"type": method.type, "description": method.description,
+                      "accessor": f"auth_{method.type}_{len(self) + 1:08x}"}  # random on a server; fixed here
 
     def read_kubernetes_config(self, mount: str) -> KubernetesAuthConfig | None:
         body = self.v.paths.get(f"auth/{mount}/config")
@@ -296,6 +304,8 @@ class FakeVault:
         self.token: str | None = None
         self.init_calls = 0
         self.rekey_needs_token = False  # True: OpenBao's sys/rotate/root/*
+        self.seal_type = "shamir"  # or an auto-unseal seal ("transit"...): keys are recovery keys
+        self.seal_reachable = True  # auto-unseal: whether the server reaches its seal (else it stays sealed)
         self.rekey: dict[str, Any] = {}
         self.rekey_calls: list[str | None] = []  # the token each rekey request carried
         self.term = 1
@@ -304,6 +314,7 @@ class FakeVault:
         self.writes = 0
         self.kv = FakeKV()
         self.seal = _Seal(self)
+        self.recovery = self.seal  # with an auto-unseal seal, ``keys`` are the recovery keys: same rekey
         self.auth = _Auth(self)
         self.mounts = _Mounts(self)
         self.policies = _Policies(self)
@@ -312,6 +323,8 @@ class FakeVault:
 
     def restart(self) -> None:
         self.sealed, self.token = True, None
+        if self.seal_type != "shamir" and self.initialized and self.seal_reachable:
+            self.sealed = False  # auto-unseal: nobody acts
 
     def use_token(self, token: str) -> None:
         self.token = token

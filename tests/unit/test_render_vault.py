@@ -96,6 +96,9 @@ def test_no_wildcards_outside_the_orchestrator(name: str) -> None:
     for path in tree.paths():
         if path.startswith("vault/policies/") and not path.endswith(".orchestrator.hcl"):
             grants = policy(tree, path.removeprefix("vault/policies/").removesuffix(".hcl"))
+            # an ephemeral environment's instance readers: '+' is exactly the instance id segment, nothing else
+            grants = {p.replace("/_instances/+/", "/_instances/ID/"): c for p, c in grants.items()
+                      } if path.endswith(".instance-reader.hcl") else grants
             assert not any("*" in p or "+" in p for p in grants), path
             assert all(caps <= {"read", "create", "update"} for caps in grants.values()), path
 
@@ -191,3 +194,26 @@ def test_bundle_files_parse() -> None:
             json.loads(tree[path])
         elif path.startswith("vault/"):
             assert path.endswith(".hcl"), path
+
+
+def test_a_follower_cluster_cannot_rotate_and_writes_only_its_own_acknowledgements() -> None:
+    """acme's prod runs on prod-eu1 (first: the rotating cluster) and prod-us1 (follows; rotation.clusters)."""
+    tree = render("acme")
+    owner = policy(tree, "chamberlain.prod-eu1.orchestrator")
+    follower = policy(tree, "chamberlain.prod-us1.orchestrator")
+    assert owner["secret/data/prod/*"] == {"create", "read", "update", "patch", "delete"}
+    assert owner["secret/data/_chamberlain/runs/prod/*"] == {"create", "read", "update"}
+    assert owner["secret/data/_chamberlain/acks/prod/*"] == {"read"}, "reads every acknowledgement, writes none"
+    # The follower: a first version (handover) but never a version over an existing one; no run record (the
+    # lease) and no staged value, so it can neither take a rotation nor read one in flight.
+    assert follower["secret/data/prod/*"] == {"create", "read"}
+    assert follower["secret/metadata/prod/*"] == {"create", "read", "update", "list"}
+    assert not any(p.startswith(("secret/data/_chamberlain/runs/", "secret/data/_chamberlain/pending/",
+                                 "secret/metadata/_chamberlain/runs/", "secret/metadata/_chamberlain/pending/",
+                                 "secret/destroy/", "secret/delete/", "secret/undelete/")) for p in follower)
+    acks = {p: caps for p, caps in follower.items() if "/_chamberlain/acks/" in p}
+    assert acks == {"secret/data/_chamberlain/acks/prod/prod-us1/*": {"create", "read", "update"},
+                    "secret/metadata/_chamberlain/acks/prod/prod-us1/*": {"read"}}
+    # Neither reads the other's internal mounts.
+    assert not any("/prod-eu1/" in p for p in follower if not p.startswith("secret/data/_chamberlain/ledger"))
+    assert not any("/prod-us1/" in p for p in owner if not p.startswith("secret/data/_chamberlain/ledger"))

@@ -67,6 +67,11 @@ Event = Literal[
     "policy-change",
     "rotation",
     "upgrade",  # chamberlain upgrade: one entry per step; in each new partition, the link to the old layout
+    "playbook",  # chamberlain playbook / root rotate / gitops-key --rotate: what was done and why
+    "decommission",  # spec.retire: the data soft-deleted (undoable)
+    "decommission-undo",  # chamberlain retire --undo: the soft-deleted versions restored
+    "decommission-purge",  # the undo window passed: every version and the metadata removed
+    "env-teardown",  # chamberlain env down: an ephemeral instance's secrets removed
 ]
 Result = Literal["ok", "failed", "noop"]
 

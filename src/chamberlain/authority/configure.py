@@ -41,6 +41,7 @@ and holding only that cluster's roles, so a token of one cluster is never review
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -61,6 +62,7 @@ from chamberlain.authority.model import (
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
 from chamberlain.intent.paths import (
+    ACCESSOR_REF,
     AUTHORITY_PARTITION,
     LEDGER_HEAD,
     LEDGER_HEAD_NAME,
@@ -133,6 +135,9 @@ class Settings:
     # roles. The configurator may list, read and delete roles there (never create or configure), so the upgrade
     # can remove them once no SecretStore logs in there; empty on every other run.
     legacy_auth_mounts: tuple[str, ...] = ()
+    # Write each reviewer JWT given even when the server says one is set (it cannot be read back to compare): a
+    # cluster rebuilt empty invalidates the old one with its ServiceAccount.
+    replace_reviewer_jwt: bool = False
 
     def __post_init__(self) -> None:
         if self.configurator_namespace == self.controller_namespace:
@@ -160,6 +165,7 @@ class Desired:
     roles: Mapping[tuple[str, str], KubernetesRole]
     audit: Mapping[str, AuditDevice]
     transit_keys: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (mount, key) -> key type
+    replace_reviewer: frozenset[str] = frozenset()  # auth mounts whose reviewer JWT is written unconditionally
 
     @property
     def auth_mounts(self) -> list[str]:
@@ -236,6 +242,10 @@ def configurator_policy(mounts: Iterable[str], auth_mounts: Iterable[str], runti
         ("sys/rotate/root/init", ["create", "delete", "read", "update"]),
         ("sys/rotate/root/update", ["create", "update"]),
         ("sys/rotate/root/verify", ["create", "delete", "read", "update"]),
+        # The recovery keys of an auto-unsealed OpenBao, likewise (they authorize it: k of them, as shares do).
+        ("sys/rotate/recovery/init", ["create", "delete", "read", "update"]),
+        ("sys/rotate/recovery/update", ["create", "update"]),
+        ("sys/rotate/recovery/verify", ["create", "delete", "read", "update"]),
         ("sys/key-status", ["read"]),
         ("auth/token/accessors", ["list", "sudo"]),
         ("auth/token/lookup-accessor", ["update"]),
@@ -368,6 +378,8 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
         auth={path: AuthMountInfo.from_api(spec) for path, spec in auth.items()},
         auth_config=auth_config, reviewer_jwts=reviewer_jwts,
         policies=policies, roles=roles, audit=audit, transit_keys=transit_keys,
+        replace_reviewer=frozenset(m for m, jwt in reviewer_jwts.items() if jwt is not None)
+        if settings.replace_reviewer_jwt else frozenset(),
     )
 
 
@@ -547,12 +559,26 @@ def _plan_auth(desired: Desired, observed: Observed) -> list[Change]:
     def same_type(want: AuthMountInfo, have: AuthMountInfo) -> Verdict:
         return None if have.type == want.type else ("conflict", (), f"exists as {have.type}, want {want.type}")
 
-    return (_compare("auth", desired.auth, observed.auth, same_type)
-            + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
+    changes = (_compare("auth", desired.auth, observed.auth, same_type)
+               + _compare("auth-config", desired.auth_config, observed.auth_config, _fields_differ))
+    planned = {c.name for c in changes if c.kind == "auth-config"}
+    return changes + [Change("auth-config", mount, "change", ("token_reviewer_jwt",))
+                      for mount in sorted(desired.replace_reviewer & set(desired.auth_config) - planned)]
+
+
+def resolve_accessors(text: str, auth: Mapping[str, AuthMountInfo]) -> str:
+    """``text`` with each ``<<accessor:MOUNT>>`` of the bundle (a templated policy names an auth mount's accessor,
+    which exists only once the mount does) replaced by the live accessor; an unknown one is left as it is."""
+    def live(match: re.Match[str]) -> str:
+        info = auth.get(match.group(1))
+        return info.accessor if info is not None and info.accessor else match.group(0)
+
+    return ACCESSOR_REF.sub(live, text)
 
 
 def _plan_policies_roles(desired: Desired, observed: Observed) -> list[Change]:
     def same_text(want: str, have: str) -> Verdict:
+        want = resolve_accessors(want, observed.auth)
         return None if have.strip() == want.strip() else ("change", ("policy",), "")
 
     return (_compare("policy", desired.policies, observed.policies, same_text)
@@ -678,8 +704,13 @@ def _apply_auth(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> in
 
 def _apply_policies(vault: ConfigAPI, desired: Desired, changes: list[Change]) -> int:
     writes = [c for c in _of(changes, "policy") if c.action in ("add", "change")]
+    auth = vault.auth.list_mounts() if any(ACCESSOR_REF.search(desired.policies[c.name]) for c in writes) else {}
     for c in writes:
-        vault.policies.write(c.name, desired.policies[c.name])
+        text = resolve_accessors(desired.policies[c.name], auth)  # the auth mounts exist by now (_apply_auth)
+        if (missing := ACCESSOR_REF.search(text)) is not None:
+            raise ConfigurationConflict(f"policy {c.name} names the auth mount {missing.group(1)!r}, which has no "
+                                        "accessor; nothing more was changed")
+        vault.policies.write(c.name, text)
     return len(writes)
 
 

@@ -151,6 +151,7 @@ class InitObserved:
     root_revoked: bool  # the material notes that the root token was revoked
     generate_root_refused: bool = False  # the server refused generate-root in this run (OpenBao's default)
     identities_short: bool = False  # identities were given but open fewer shares than the threshold (custody)
+    auto_unseal: bool = False  # the server has an auto-unseal seal: it unseals itself, the shares are recovery keys
 
 
 StepT = TypeVar("StepT", "InitStep", "RekeyStep")
@@ -174,6 +175,8 @@ def next_init_step(s: InitObserved) -> Decision[InitStep]:
                                                       "the recovery file")
         return Decision(InitStep.BLOCKED, "initialized, but the unseal Secret holds no unseal material "
                                           "(initialized by someone else, or the material is lost)")
+    if s.sealed and s.auto_unseal:
+        return Decision(InitStep.WAIT_ACTIVE, "sealed; it unseals itself through its seal (recovery keys cannot)")
     if s.sealed:
         if s.holds_shares or s.can_open:
             return Decision(InitStep.UNSEAL, "sealed; the shares are at hand")

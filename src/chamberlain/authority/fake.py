@@ -28,6 +28,7 @@ class _Secret:
     versions: list[dict[str, str]] = field(default_factory=list)
     custom: dict[str, str] = field(default_factory=dict)
     destroyed: set[int] = field(default_factory=set)
+    deleted: set[int] = field(default_factory=set)  # soft-deleted: hidden, restorable
 
 
 class FakeKV:
@@ -50,8 +51,8 @@ class FakeKV:
         number = version or len(secret.versions)
         if not 1 <= number <= len(secret.versions):
             return None
-        if number in secret.destroyed:
-            return SecretVersion(number, {}, deleted=True)  # as Vault answers: no data, metadata says destroyed
+        if number in secret.destroyed or number in secret.deleted:
+            return SecretVersion(number, {}, deleted=True)  # as Vault answers: no data, metadata says gone
         return SecretVersion(number, dict(secret.versions[number - 1]))
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
@@ -70,7 +71,8 @@ class FakeKV:
         if secret is None:
             return None
         n = len(secret.versions)
-        return SecretMetadata(n, 1 if n else 0, {i: i in secret.destroyed for i in range(1, n + 1)},
+        return SecretMetadata(n, 1 if n else 0,
+                              {i: i in secret.destroyed or i in secret.deleted for i in range(1, n + 1)},
                               dict(secret.custom), destroyed=frozenset(secret.destroyed))
 
     def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
@@ -103,6 +105,25 @@ class FakeKV:
             secret.destroyed |= {v for v in versions if 1 <= v <= len(secret.versions)}
             for v in secret.destroyed:
                 secret.versions[v - 1] = {}  # the data is gone for good, not just hidden
+
+    def delete_versions(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        self._guard("delete_versions")
+        secret = self._store.get((mount, path))
+        if secret is not None:
+            with self._lock:
+                secret.deleted |= {v for v in versions if 1 <= v <= len(secret.versions)}
+
+    def undelete_versions(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        self._guard("undelete_versions")
+        secret = self._store.get((mount, path))
+        if secret is not None:
+            with self._lock:
+                secret.deleted -= set(versions)
+
+    def delete_all(self, mount: str, path: str) -> None:
+        self._guard("delete_all")
+        with self._lock:
+            self._store.pop((mount, path), None)
 
     # Test helpers: tamper with stored history the way an attacker with raw access could.
     def tamper(self, mount: str, path: str, data: Mapping[str, str]) -> None:

@@ -64,6 +64,23 @@ class KV(Protocol):
         ...
 
 
+class KVLifecycle(KV, Protocol):
+    """The end of a secret's life: soft-delete (undoable), undelete, and removal of every version and the
+    metadata. Separate from :class:`KV` because only decommissioning and ephemeral teardown need it."""
+
+    def delete_versions(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        """Soft-delete ``versions`` (KV v2 delete): their data is hidden until :meth:`undelete_versions`."""
+        ...
+
+    def undelete_versions(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        """Restore soft-deleted ``versions`` (destroyed ones stay gone)."""
+        ...
+
+    def delete_all(self, mount: str, path: str) -> None:
+        """Remove every version and the metadata for good (KV v2 ``metadata`` DELETE); absent is a no-op."""
+        ...
+
+
 def check_custom_metadata(custom: Mapping[str, str]) -> None:
     """Raise :class:`MetadataTooLarge` when ``custom`` would break Vault's custom_metadata limits (checked before
     any write)."""

@@ -18,6 +18,12 @@ Custody (SPEC §6): with custodians declared, each share is sealed to one custod
 :func:`unseal` submits only the shares the identities given open and keeps the server's progress (custodians
 unseal in turn), while generate-root and rekey need the threshold of shares in one run (k custodians' identities).
 
+Auto-unseal (the Platform's ``authority.seal`` is not ``shamir``): the server unseals itself through its seal at
+every start, so ``sys/init`` issues *recovery keys* instead of unseal shares. They are sealed to the custodians (or
+the root recipients) and stored exactly like unseal shares, and serve where the shares would — generate-root (the
+break-glass of a resumed init) and their own rekey — but never unseal. :func:`unseal` has nothing to do there, and
+an auto-unsealed server that is sealed cannot reach its seal: no key of ours helps, the message says so.
+
 Where the material lives and how it is sealed: :mod:`chamberlain.authority.material` (re-exported here).
 Boundary: the server through :class:`~chamberlain.authority.vault.VaultClient`; Kubernetes through the structural
 :class:`~chamberlain.authority.material.SecretAPI`; the ledger through an injected :data:`Recorder`. Time comes
@@ -48,7 +54,7 @@ from chamberlain.authority.decide import (
     next_rekey_step,
     share_layout,
 )
-from chamberlain.authority.errors import AuthorityError, NotInitialized, Unsupported
+from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, NotInitialized, Unsupported
 from chamberlain.authority.material import (
     LABELS,
     SECRET_NAME,
@@ -67,7 +73,9 @@ from chamberlain.authority.material import (
     seal_share,
     write_recovery,
 )
+from chamberlain.authority.model import SealStatus
 from chamberlain.authority.vault import VaultClient
+from chamberlain.authority.vault.seal import Seal
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
@@ -91,10 +99,31 @@ class UnsealReport:
     progress: int = 0  # the server's unseal progress after this run (0 once unsealed)
     threshold: int = 0
     custodians: list[str] = field(default_factory=list)  # whose shares this run submitted (custody only)
+    auto_unseal: str = ""  # the server's auto-unseal seal (transit, awskms...): nothing for chamberlain to do
+
+
+def seal_unreachable(address: str, seal_type: str) -> str:
+    """Why an auto-unsealed server is sealed, and what to do (a message; names no value)."""
+    return (f"{address}: sealed, and it unseals itself through its {seal_type} seal — so it cannot reach that seal "
+            "(the unsealer or KMS is down, unreachable, or refuses its credentials). Recovery keys cannot unseal: "
+            "restore access to the seal, then restart the server; its log names the seal error")
+
+
+def auto_unseal_report(vault: VaultClient) -> UnsealReport | None:
+    """With an auto-unseal seal, the unseal report (nothing to do) or :class:`SealError` when the server is sealed
+    all the same; None for a Shamir seal (shares are needed)."""
+    status = vault.seal.status()
+    if not status.auto_unseal:
+        return None
+    if not status.initialized:
+        raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
+    if status.sealed:
+        raise SealError(seal_unreachable(vault.address, status.seal_type))
+    return UnsealReport(False, 0, False, threshold=status.threshold, auto_unseal=status.seal_type)
 
 
 def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True,
-                partial: bool = False) -> UnsealReport:
+                partial: bool = False, wait: bool = True) -> UnsealReport:
     """Submit shares until unsealed; a no-op on an unsealed server.
 
     ``reset``: partial progress of unknown origin is reset first (someone else's wrong share would make our correct
@@ -113,20 +142,29 @@ def unseal_with(vault: VaultClient, shares: Sequence[str], *, reset: bool = True
         submitted += 1
         if not status.sealed:
             break
+    if status.sealed and status.threshold and submitted >= status.threshold and not status.progress:
+        # A raft node that joins the cluster takes the shares, then stays sealed until its join completes (it
+        # fetches the keyring from the leader): wait for that rather than call the shares wrong.
+        status = _wait_unsealed(vault, status)
     if status.sealed:
         if partial:
             return UnsealReport(True, submitted, True, status.progress, status.threshold)
         raise SealError(f"still sealed after {submitted} shares (threshold {status.threshold}); the stored "
                         "material does not match this server")
-    vault.seal.wait_active()
+    if wait:  # a raft node of several becomes a standby, or waits for a quorum: the caller waits for the cluster
+        vault.seal.wait_active()
     return UnsealReport(True, submitted, False, 0, status.threshold)
 
 
 def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity], *,
-           reset: bool = False) -> UnsealReport:
+           reset: bool = False, wait: bool = True) -> UnsealReport:
     """Unseal with the stored shares the identities open. Without custody one root identity opens them all and
     the threshold is submitted at once. With custody only this custodian's share(s) are submitted, on top of the
-    progress the other custodians left (``reset`` discards that progress first); the report says how far it is."""
+    progress the other custodians left (``reset`` discards that progress first); the report says how far it is.
+    With an auto-unseal seal there is nothing to submit (see :func:`auto_unseal_report`)."""
+    auto = auto_unseal_report(vault)
+    if auto is not None:
+        return auto
     status = vault.seal.status()
     if not status.initialized:
         raise NotInitialized(f"{vault.address}: not initialized; run `chamberlain authority init`")
@@ -136,11 +174,12 @@ def unseal(vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x
     if material is None or not material.shares:
         raise SealError(f"no sealed unseal material in Secret {store.ref}; was this Vault initialized by "
                         "`chamberlain authority init`?")
-    return unseal_from(vault, material, f"Secret {store.ref}", identities, reset=reset)
+    return unseal_from(vault, material, f"Secret {store.ref}", identities, reset=reset, wait=wait)
 
 
 def unseal_from(vault: VaultClient, material: SealedMaterial, source: str,
-                identities: Sequence[pyrage.x25519.Identity], *, reset: bool = False) -> UnsealReport:
+                identities: Sequence[pyrage.x25519.Identity], *, reset: bool = False,
+                wait: bool = True) -> UnsealReport:
     """:func:`unseal` with material read elsewhere (``source`` names it in errors): the repository's export or a
     backup, when the Secret is gone."""
     status = vault.seal.status()
@@ -149,14 +188,87 @@ def unseal_from(vault: VaultClient, material: SealedMaterial, source: str,
     if not status.sealed:
         return UnsealReport(False, 0, False, threshold=status.threshold)
     if not material.holders:
-        return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)])
+        return unseal_with(vault, material.open(identities)[: max(material.threshold, 1)], wait=wait)
     opened = material.open_held(identities)
     if not opened:
         raise SealError(f"the identities given open none of the unseal shares in {source} (held by "
                         f"{', '.join(material.holders)}); each custodian passes their own identity")
-    report = unseal_with(vault, [k for _, k in opened], reset=reset, partial=True)
+    report = unseal_with(vault, [k for _, k in opened], reset=reset, partial=True, wait=wait)
     report.custodians = [material.holder(i) for i, _ in opened][: report.submitted]
     return report
+
+
+@dataclass
+class NodeUnseal:
+    """One node of an HA authority after :func:`unseal_nodes`: its report, or why it was skipped."""
+
+    address: str
+    report: UnsealReport | None = None
+    skipped: str = ""  # "unreachable", "not joined": nothing was submitted there
+
+
+def unseal_nodes(nodes: Sequence[VaultClient], store: SealedStore, identities: Sequence[pyrage.x25519.Identity],
+                 *, reset: bool = False, join_timeout: float = 20.0, active_timeout: float = 60.0) -> list[NodeUnseal]:
+    """Unseal every raft node with the same shares (Shamir: each node's keyring needs them), in the order given
+    (the node that founded the cluster first: the others join it once it is unsealed).
+
+    No node is waited for on its own: after a full restart no single node has a quorum. A node not yet joined
+    (uninitialized while another is initialized: its ``retry_join`` is still at work) is given ``join_timeout``;
+    an unreachable node is skipped, so a lost node does not keep the others sealed. Then one active node is
+    waited for, unless some node still waits for other custodians' shares."""
+    results: list[NodeUnseal] = []
+    for vault in nodes:
+        try:
+            status = vault.seal.status()
+        except AuthorityError:
+            results.append(NodeUnseal(vault.address, skipped="unreachable"))
+            continue
+        joining = not status.initialized and any(r.report is not None for r in results)
+        if joining and not _wait_initialized(vault, join_timeout):
+            results.append(NodeUnseal(vault.address, skipped="not joined"))
+            continue
+        results.append(NodeUnseal(vault.address, unseal(vault, store, identities, reset=reset, wait=False)))
+    reports = [r.report for r in results if r.report is not None]
+    if not reports:
+        raise AuthorityError("no authority node answered: " + ", ".join(f"{r.address} ({r.skipped})" for r in results))
+    if not any(r.sealed for r in reports):
+        _wait_any_active([n for n, r in zip(nodes, results, strict=True) if r.report is not None], active_timeout)
+    return results
+
+
+def _wait_unsealed(vault: VaultClient, status: SealStatus, timeout: float = 30.0) -> SealStatus:
+    clock = vault.clock
+    deadline = clock.monotonic() + timeout
+    while status.sealed and not status.progress and clock.monotonic() < deadline:
+        clock.sleep(0.3)
+        with contextlib.suppress(AuthorityError):
+            status = vault.seal.status()
+    return status
+
+
+def _wait_initialized(vault: VaultClient, timeout: float) -> bool:
+    clock = vault.clock
+    deadline = clock.monotonic() + timeout
+    while clock.monotonic() < deadline:
+        with contextlib.suppress(AuthorityError):
+            if vault.seal.status().initialized:
+                return True
+        clock.sleep(0.5)
+    return False
+
+
+def _wait_any_active(nodes: Sequence[VaultClient], timeout: float) -> None:
+    clock = nodes[0].clock
+    deadline = clock.monotonic() + timeout
+    while True:
+        for vault in nodes:
+            with contextlib.suppress(AuthorityError):
+                if vault.seal.health().active:
+                    return
+        if clock.monotonic() > deadline:
+            raise AuthorityUnavailable(f"no node became active {timeout:.0f}s after unseal (a raft quorum needs "
+                                       "a majority of the nodes unsealed)")
+        clock.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------------------------- status
@@ -173,6 +285,7 @@ class MaterialStatus:
     recipients_sha256: str = ""
     custodians: list[str] = field(default_factory=list)  # holder of each share, in order (custody only)
     matches_platform: bool | None = None  # sealed to what the Platform declares now (None: not compared)
+    recovery_keys: bool = False  # the shares are the recovery keys of an auto-unsealed server
 
 
 @dataclass(frozen=True)
@@ -191,10 +304,20 @@ class AuthorityStatus:
     ha_enabled: bool | None = None
     root_token_revoked: bool | None = None
     root_token_revoked_at: str = ""
+    seal_type: str = "shamir"  # the server's seal
+    declared_seal: str = ""  # the Platform's authority.seal.type ("": not compared)
 
     @property
     def ready(self) -> bool:
         return self.initialized and not self.sealed
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.seal_type not in ("", "shamir")
+
+    @property
+    def seal_matches_platform(self) -> bool | None:
+        return None if not self.declared_seal else self.declared_seal == self.seal_type
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -202,6 +325,8 @@ class AuthorityStatus:
             "version": self.version, "flavor": self.flavor, "storage": self.storage, "threshold": self.threshold,
             "shares": self.shares, "sealed_material": dataclasses.asdict(self.material),
             "root_token_revoked": self.root_token_revoked,
+            "seal": {"type": self.seal_type, "auto_unseal": self.auto_unseal,
+                     **({"declared": self.declared_seal} if self.declared_seal else {})},
         }
         if self.ha_enabled is not None:
             out["ha_enabled"] = self.ha_enabled
@@ -210,9 +335,11 @@ class AuthorityStatus:
         return out
 
 
-def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None = None) -> AuthorityStatus:
+def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None = None,
+           declared_seal: str = "") -> AuthorityStatus:
     """Where the authority stands; with ``expected``, whether the stored shares are sealed as the Platform now
-    declares (a changed custodian list says: rekey)."""
+    declares (a changed custodian list says: rekey); with ``declared_seal``, whether the server's seal is the
+    Platform's."""
     seal = vault.seal.status()
     ha: bool | None = None
     if seal.initialized and not seal.sealed:
@@ -221,12 +348,14 @@ def status(vault: VaultClient, store: SealedStore, expected: ShareCustody | None
     m = store.load()
     material = MaterialStatus(store.ref, False) if m is None else MaterialStatus(
         store.ref, bool(m.shares), len(m.shares), m.threshold, m.generation, bool(m.next_shares), m.recipients,
-        list(m.holders), None if expected is None or not m.shares else m.recipients == expected.fingerprint)
+        list(m.holders), None if expected is None or not m.shares else m.recipients == expected.fingerprint,
+        m.recovery_keys)
     return AuthorityStatus(
         address=vault.address, initialized=seal.initialized, sealed=seal.sealed, version=seal.version,
         storage=seal.storage, threshold=seal.threshold, shares=seal.shares, flavor=str(seal.flavor),
         material=material, ha_enabled=ha, root_token_revoked=None if m is None else bool(m.root_revoked_at),
-        root_token_revoked_at=m.root_revoked_at if m else "",
+        root_token_revoked_at=m.root_revoked_at if m else "", seal_type=seal.seal_type,
+        declared_seal=declared_seal,
     )
 
 
@@ -240,6 +369,11 @@ class InitPlan:
     recipients: Sequence[str]  # the root recipients (every share to each of them when no custodians)
     recovery_dir: Path
     custodians: Sequence[tuple[str, str]] = ()  # (name, age recipient): one share each, ``shares`` == their count
+    seal: str = "shamir"  # the Platform's authority.seal.type: another means recovery keys instead of shares
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.seal not in ("", "shamir")
 
     @property
     def custody(self) -> ShareCustody:
@@ -337,6 +471,7 @@ class _InitRun:
             login_refused=self.login_refused, active=self.active and not seal.sealed, configured=self.configured,
             init_recorded=bool(m and m.init_recorded), verified=self.verified,
             root_revoked=bool(m and m.root_revoked_at), generate_root_refused=self.generate_root_refused,
+            auto_unseal=seal.auto_unseal,
         )
 
     def act(self, step: InitStep) -> None:
@@ -360,14 +495,19 @@ class _InitRun:
 
     def _prepare_store(self) -> None:
         self.store.save(SealedMaterial((), self.plan.threshold, self.fingerprint, pending=True,
-                                       vault_address=self.vault.address, holders=self.custody.holders))
+                                       vault_address=self.vault.address, holders=self.custody.holders,
+                                       seal_type=self.plan.seal))
 
     def _initialize(self) -> None:
         checkpoint("init.before-init")
-        result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold)
+        if self.plan.auto_unseal:  # recovery keys, sealed and stored like shares; the server unseals itself
+            result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold, recovery=True)
+        else:
+            result = self.vault.seal.initialize(self.plan.shares, self.plan.threshold)
         sealed = SealedMaterial(self.custody.seal(result.keys), self.plan.threshold,
                                 self.fingerprint, initialized_at=rfc3339(self.clock.now()),
-                                vault_address=self.vault.address, holders=self.custody.holders)
+                                vault_address=self.vault.address, holders=self.custody.holders,
+                                seal_type=self.plan.seal)
         self.keys, self.root = list(result.keys), result.root_token
         del result
         write_recovery(self.recovery, sealed)  # ciphertext only; survives a failing Kubernetes write
@@ -390,7 +530,12 @@ class _InitRun:
         checkpoint("init.after-unseal")
 
     def _wait_active(self) -> None:
-        self.vault.seal.wait_active()
+        try:
+            self.vault.seal.wait_active()
+        except AuthorityError:
+            if self.plan.auto_unseal:
+                raise SealError(seal_unreachable(self.vault.address, self.plan.seal)) from None
+            raise
         self.active = True
 
     def _use_root(self) -> None:
@@ -478,6 +623,11 @@ def initialize(
         raise UsageError(f"--threshold must be between 1 and --shares ({plan.shares}), got {plan.threshold}")
     if plan.custodians and plan.shares != len(plan.custodians):
         raise UsageError(f"{plan.shares} shares for {len(plan.custodians)} custodians: each holds exactly one")
+    found = vault.seal.status()
+    if found.auto_unseal != plan.auto_unseal:
+        raise SealError(f"the Platform declares authority.seal {plan.seal!r} but the authority at {vault.address} "
+                        f"runs the {found.seal_type} seal: declare the server's seal in the Platform (or configure "
+                        "the server's seal stanza) before init. Nothing was changed")
     run = _InitRun(vault, store, plan, InitHooks(login_configurator, configure, verify, recorder_for), clock,
                    identities)
     for _ in range(MAX_STEPS):
@@ -503,23 +653,24 @@ class RekeyReport:
     generation: int
     resumed: bool = False
     key_term: int = 0
+    recovery_keys: bool = False  # the recovery keys of an auto-unsealed server were rekeyed
 
 
-def _probe_shares(vault: VaultClient, keys: Sequence[str], threshold: int) -> bool:
+def _probe_shares(seal: Seal, keys: Sequence[str], threshold: int) -> bool:
     """Whether ``keys`` are the shares in force: start a throw-away rekey, submit them, cancel it."""
     with contextlib.suppress(AuthorityError):
-        vault.seal.cancel_rekey()
-    vault.seal.start_rekey(max(len(keys), 1), max(threshold, 1))
-    nonce = vault.seal.rekey_progress().nonce
+        seal.cancel_rekey()
+    seal.start_rekey(max(len(keys), 1), max(threshold, 1))
+    nonce = seal.rekey_progress().nonce
     try:
-        return any(vault.seal.rekey_submit(key, nonce) is not None for key in keys[:threshold])
+        return any(seal.rekey_submit(key, nonce) is not None for key in keys[:threshold])
     except AuthorityError:
         return False
     finally:
         with contextlib.suppress(AuthorityError):
-            vault.seal.cancel_rekey_verify()
+            seal.cancel_rekey_verify()
         with contextlib.suppress(AuthorityError):
-            vault.seal.cancel_rekey()
+            seal.cancel_rekey()
 
 
 class _RekeyRun:
@@ -527,8 +678,9 @@ class _RekeyRun:
 
     def __init__(self, vault: VaultClient, store: SealedStore, identities: Sequence[pyrage.x25519.Identity],
                  custody: ShareCustody, login_configurator: Callable[[], VaultClient],
-                 recorder_for: Callable[[VaultClient], Recorder], clock: Clock) -> None:
+                 recorder_for: Callable[[VaultClient], Recorder], clock: Clock, *, recovery: bool = False) -> None:
         self.vault, self.store, self.identities, self.custody = vault, store, identities, custody
+        self.recovery = recovery  # the recovery keys of an auto-unsealed server, not unseal shares
         self.login_configurator, self.recorder_for, self.clock = login_configurator, recorder_for, clock
         self.material: SealedMaterial | None = None
         self.new_keys: list[str] | None = None  # plaintext shares: memory only
@@ -537,6 +689,7 @@ class _RekeyRun:
         self.shares = self.threshold = self.key_term = 0
         self.resumed: bool | None = None
         self.admin: VaultClient | None = None
+        self.reason = ""  # why, for the ledger entry (a playbook's)
 
     def observe(self) -> RekeyObserved:
         seal = self.vault.seal.status()
@@ -546,7 +699,7 @@ class _RekeyRun:
         next_stored = bool(m and m.next_shares)
         if self.resumed is None and m is not None:
             self.resumed = next_stored
-        pending = next_stored and self.in_force is InForce.UNKNOWN and self.sealer.seal.rekey_verification().pending
+        pending = next_stored and self.in_force is InForce.UNKNOWN and self.keys.rekey_verification().pending
         return RekeyObserved(ready=ready, material=bool(m and m.shares), next_stored=next_stored,
                              verification_pending=pending, in_force=self.in_force, rotated=self.rotated,
                              recorded=self.recorded, abandoned=self.abandoned)
@@ -595,7 +748,15 @@ class _RekeyRun:
     def sealer(self) -> VaultClient:
         """Who calls the rekey endpoints: nobody in particular where they need no token (Vault), the configurator
         where they do (OpenBao). The old shares are what authorizes a rekey either way."""
-        return self._configurator() if self.vault.seal.rekey_needs_token else self.vault
+        return self._configurator() if self._area(self.vault).rekey_needs_token else self.vault
+
+    def _area(self, client: VaultClient) -> Seal:
+        return client.recovery if self.recovery else client.seal
+
+    @property
+    def keys(self) -> Seal:
+        """The rekey endpoints of the unseal shares or of the recovery keys, called as :attr:`sealer`."""
+        return self._area(self.sealer)
 
     def _next_keys(self) -> list[str]:
         if self.new_keys is None:
@@ -611,7 +772,7 @@ class _RekeyRun:
     def _start(self) -> None:
         m = self._stored()
         old = self._old_keys()
-        seal = self.sealer.seal
+        seal = self.keys
         with contextlib.suppress(AuthorityError):
             seal.cancel_rekey()  # an abandoned attempt of unknown origin
         seal.start_rekey(self.shares, self.threshold)
@@ -629,7 +790,7 @@ class _RekeyRun:
         checkpoint("rekey.after-store-next")
 
     def _verify(self) -> None:
-        seal = self.sealer.seal
+        seal = self.keys
         nonce = seal.rekey_verification().nonce
         keys = self._next_keys()[: self._stored().next_threshold]
         if not any(seal.rekey_verify(key, nonce) for key in keys):
@@ -640,7 +801,7 @@ class _RekeyRun:
     def _probe(self) -> None:
         # No verification pending: either it completed before a crash (new shares in force) or the attempt was
         # lost with a restart (old ones still are). Ask the server which set works.
-        new = _probe_shares(self.sealer, self._next_keys(), self._stored().next_threshold)
+        new = _probe_shares(self.keys, self._next_keys(), self._stored().next_threshold)
         self.in_force = InForce.NEW if new else InForce.OLD
         checkpoint("rekey.after-verify")
 
@@ -665,12 +826,14 @@ class _RekeyRun:
         m = self._stored()
         self.recorder_for(self._configurator())("authority-rekey", {
             "shares": str(len(m.shares)), "threshold": str(m.threshold), "generation": str(m.generation),
-            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders)})
+            "key_term": str(self.key_term), "recipients_sha256": m.recipients, "custodians": ",".join(m.holders),
+            "keys": "recovery" if self.recovery else "unseal", **({"reason": self.reason} if self.reason else {})})
         self.recorded = True
 
     def report(self) -> RekeyReport:
         m = self._stored()
-        return RekeyReport(len(m.shares), m.threshold, m.generation, bool(self.resumed), self.key_term)
+        return RekeyReport(len(m.shares), m.threshold, m.generation, bool(self.resumed), self.key_term,
+                           self.recovery)
 
 
 def rekey(
@@ -684,8 +847,10 @@ def rekey(
     shares: int | None = None,
     clock: Clock,
     threshold: int | None = None,
+    reason: str = "",
 ) -> RekeyReport:
-    """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``.
+    """New unseal shares (rekey with verification), re-encrypted to the recipients, then ``sys/rotate``. With an
+    auto-unseal seal, the same for its recovery keys (their own rekey endpoints; k recovery keys authorize it).
 
     ``recipients``: the root recipients (every share to each), or a :class:`ShareCustody` — with custodians, one
     new share per custodian of the list given (a changed list in the Platform: rekey to it), the old shares
@@ -696,7 +861,15 @@ def rekey(
     says which: a re-run finishes a pending verification, or probes which set is in force and promotes it.
     """
     custody = recipients if isinstance(recipients, ShareCustody) else ShareCustody(tuple(recipients))
-    run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock)
+    found = vault.seal.status()
+    stored = store.load()
+    if found.initialized and stored is not None and stored.shares and stored.recovery_keys != found.auto_unseal:
+        what = "recovery keys" if stored.recovery_keys else "unseal shares"
+        raise SealError(f"Secret {store.ref} holds {what}, but the authority at {vault.address} runs the "
+                        f"{found.seal_type} seal: its keys are not those; nothing was changed")
+    run = _RekeyRun(vault, store, identities, custody, login_configurator, recorder_for, clock,
+                    recovery=found.auto_unseal)
+    run.reason = reason
     settled = False
     for _ in range(MAX_STEPS):
         decision = next_rekey_step(run.observe())
@@ -720,6 +893,7 @@ __all__ = [
     "InitPlan",
     "InitReport",
     "MaterialStatus",
+    "NodeUnseal",
     "Recorder",
     "RekeyReport",
     "SealError",
@@ -728,6 +902,7 @@ __all__ = [
     "SecretAPI",
     "ShareCustody",
     "UnsealReport",
+    "auto_unseal_report",
     "initialize",
     "load_identities",
     "open_share",
@@ -735,9 +910,11 @@ __all__ = [
     "recipients_fingerprint",
     "rekey",
     "seal_share",
+    "seal_unreachable",
     "status",
     "sweep_root_tokens",
     "unseal",
     "unseal_from",
+    "unseal_nodes",
     "unseal_with",
 ]

@@ -8,9 +8,10 @@ share and the threshold means k people; without custody, every share to every ``
 root identity opens them all). Never to the GitOps decryption recipients. The ciphertexts are stored as the
 Kubernetes Secret ``<controller namespace>/chamberlain-unseal`` (``share-1..N``, armored age) with non-secret
 annotations (threshold, share count, which custodian holds which share, a fingerprint of the custody or recipients,
-dates, whether the root token was revoked). Opening them takes offline identities (``--identity FILE``); a share
-the identities do not open is skipped, not an error. The recovery file holds the same ciphertexts (0600) only while
-the Secret write has not succeeded.
+dates, whether the root token was revoked, and the seal: with an auto-unseal seal the shares are the server's
+*recovery* keys, sealed and stored exactly the same way). Opening them takes offline identities
+(``--identity FILE``); a share the identities do not open is skipped, not an error. The recovery file holds the
+same ciphertexts (0600) only while the Secret write has not succeeded.
 
 Boundary: Kubernetes through the structural :class:`SecretAPI` (the :class:`~chamberlain.kube.api.Kube` protocol
 satisfies it). Not here: the server (:mod:`chamberlain.authority.lifecycle` decides and acts).
@@ -45,6 +46,9 @@ LABELS = {wk.MANAGED_BY: wk.MANAGER, wk.LABEL_ROLE: "unseal-material"}
 # Which custodian holds share-1..N (comma-separated custodian names, in share order; absent without custody).
 ANNOTATION_SHARE_HOLDERS = wk.PREFIX + "share-holders"
 ANNOTATION_NEXT_SHARE_HOLDERS = wk.PREFIX + "next-share-holders"
+# The seal of the server the shares belong to: absent or "shamir" (unseal shares), else an auto-unseal seal whose
+# shares are recovery keys (generate-root and their own rekey; they never unseal).
+ANNOTATION_SEAL_TYPE = wk.PREFIX + "seal-type"
 
 # -------------------------------------------------------------------------------------------------- age
 
@@ -171,6 +175,11 @@ class SealedMaterial:
     pending: bool = False  # the placeholder written before init: proves the store is writable
     holders: tuple[str, ...] = ()  # custodian of share-1..N (empty: sealed to every root recipient)
     next_holders: tuple[str, ...] = ()
+    seal_type: str = "shamir"  # another: the shares are the recovery keys of an auto-unsealed server
+
+    @property
+    def recovery_keys(self) -> bool:
+        return self.seal_type not in ("", "shamir")
 
     def open(self, identities: Sequence[pyrage.x25519.Identity], *, next_: bool = False) -> list[str]:
         """Every share; :class:`SealError` if one of them does not open (material without custody)."""
@@ -251,6 +260,7 @@ class SealedStore:
             pending=a.get(wk.ANNOTATION_SEAL_STATE) == "pending",
             holders=_names(a.get(ANNOTATION_SHARE_HOLDERS, "")),
             next_holders=_names(a.get(ANNOTATION_NEXT_SHARE_HOLDERS, "")),
+            seal_type=a.get(ANNOTATION_SEAL_TYPE, "") or "shamir",
         )
 
     def save(self, m: SealedMaterial) -> None:
@@ -272,6 +282,7 @@ class SealedStore:
             wk.ANNOTATION_INIT_RECORDED: "true" if m.init_recorded else "",
             ANNOTATION_SHARE_HOLDERS: ",".join(m.holders),
             ANNOTATION_NEXT_SHARE_HOLDERS: ",".join(m.next_holders) if m.next_shares else "",
+            ANNOTATION_SEAL_TYPE: m.seal_type if m.recovery_keys else "",
         }
         annotations.update({k: v for k, v in optional.items() if v})
         if self._current is None:
@@ -297,7 +308,7 @@ def write_recovery(path: Path, m: SealedMaterial) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = json.dumps({"shares": list(m.shares), "threshold": m.threshold, "recipients": m.recipients,
                        "initialized_at": m.initialized_at, "vault_address": m.vault_address,
-                       "holders": list(m.holders)})
+                       "holders": list(m.holders), "seal_type": m.seal_type})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(body)
@@ -313,7 +324,8 @@ def read_recovery(path: Path) -> SealedMaterial | None:
     return SealedMaterial(tuple(d["shares"]), int(d["threshold"]), str(d["recipients"]),
                           initialized_at=str(d.get("initialized_at", "")),
                           vault_address=str(d.get("vault_address", "")),
-                          holders=tuple(str(h) for h in d.get("holders", [])))
+                          holders=tuple(str(h) for h in d.get("holders", [])),
+                          seal_type=str(d.get("seal_type") or "shamir"))
 
 
 def save_with_retry(store: SealedStore, m: SealedMaterial, recovery: Path, clock: Clock, attempts: int = 5) -> None:

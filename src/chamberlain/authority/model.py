@@ -73,10 +73,16 @@ class ServerState:
 
 @dataclass(frozen=True, kw_only=True)
 class SealStatus(ServerState):
-    threshold: int
+    threshold: int  # of the recovery keys when ``recovery_seal`` (an auto-unseal seal)
     shares: int
     progress: int
     storage: str = ""
+    seal_type: str = "shamir"  # the server's seal: shamir, or an auto-unseal seal (transit, awskms...)
+    recovery_seal: bool = False  # auto-unseal: init issues recovery keys, which cannot unseal
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.recovery_seal or self.seal_type not in ("", "shamir")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,8 +94,9 @@ def init(
         result = authority.initialize(request, servers, _caller("authority init", servers))
     if not emit_data(result.as_dict(), output):
         r = result.report
+        keys = "sealed shares" if result.seal == "shamir" else f"{result.seal} seal (auto-unseal); sealed recovery keys"
         line(f"Vault at {result.address}: {'initialized now' if r.initialized_now else 'already initialized'}; "
-             f"sealed shares in Secret {result.secret}; configuration changes: {r.configure_changes}; "
+             f"{keys} in Secret {result.secret}; configuration changes: {r.configure_changes}; "
              f"orchestrator login verified for {', '.join(r.verified_roles) or 'no role'}; root token revoked.")
         if result.secret_from_export:
             line("the Secret of sealed shares was missing: re-created from the repository's export (recorded in "
@@ -107,14 +108,17 @@ def init(
 @target_options(environment=False, token_file=False)
 def unseal(
     path: RepoPath,
-    identity: Identities,
+    identity: Annotated[list[Path] | None, typer.Option(
+        "--identity", help="age identity file: the root of trust's, or a custodian's (repeat for several "
+        "custodians). Not needed with an auto-unseal seal: there is nothing to do.")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Discard the unseal progress on the server first "
                                         "(shares other custodians submitted).")] = False,
     target: Target = GROUPED,
     output: Output = DataFormat.text,
 ) -> None:
     """Unseal Vault with the shares sealed in the Kubernetes Secret that the age identities open. Under custody
-    each custodian runs it in turn with their own identity; Vault unseals when k have. A no-op when unsealed.
+    each custodian runs it in turn with their own identity; Vault unseals when k have. A no-op when unsealed, and
+    with an auto-unseal seal (the server unseals itself; a sealed one cannot reach its seal, and it says so).
     When the Secret is gone (a lost cluster), it is re-created from the repository's export
     (authority/unseal-shares.yaml) first.
 
@@ -123,7 +127,7 @@ def unseal(
     from chamberlain.service import authority
 
     with LiveServers(target.conn, clock()) as servers:
-        result = authority.unseal(Path(path), identity, servers, reset=reset,
+        result = authority.unseal(Path(path), identity or [], servers, reset=reset,
                                   caller=_caller("authority unseal", servers), cluster=target.cluster)
     if not emit_data(result.as_dict(), output):
         if result.secret_from_export:
@@ -170,9 +174,10 @@ def plan(
     output: Output = DataFormat.text,
 ) -> None:
     """Show how Vault's configuration differs from the intent (add/change/remove per object), where the
-    rotation policy in force differs from Git's, and conflicts in the cluster (an ExternalSecret chamberlain did
-    not render writing one of its Secrets, a Reloader annotation on a restart target); change nothing. Exit 0
-    when up to date, 1 when there is a diff or a conflict.
+    rotation policy in force differs from Git's, conflicts in the cluster (an ExternalSecret chamberlain did
+    not render writing one of its Secrets, a Reloader annotation on a restart target), and intents removed from
+    Git while their data is still in the authority (retire them with spec.retire instead); change nothing. Exit 0
+    when up to date, 1 when there is a diff, a conflict or a removed intent.
 
     Example: chamberlain plan examples/acme --cluster dev1 -o json
     """
@@ -193,6 +198,10 @@ def plan(
             line(f"conflicts not checked: {result.conflicts_unchecked}", err=True)
         elif not result.conflicts:
             line("no conflicts: nothing else writes chamberlain's Secrets or restarts its workloads")
+        for orphan in result.orphans:
+            line(orphan.line())
+        if result.orphans_unchecked is not None:
+            line(f"removed intents not checked: {result.orphans_unchecked}", err=True)
     if not result.up_to_date:
         raise typer.Exit(1)
 
@@ -226,7 +235,8 @@ def rekey(
                                  threshold=threshold, cluster=target.cluster, export=export_shares)
     if not emit_data(result.as_dict(), output):
         r = result.report
-        line(f"rekeyed: {r.shares} new shares (threshold {r.threshold}, generation {r.generation}) sealed in the "
+        keys = "recovery keys" if r.recovery_keys else "shares"
+        line(f"rekeyed: {r.shares} new {keys} (threshold {r.threshold}, generation {r.generation}) sealed in the "
              f"Secret; encryption key rotated (term {r.key_term}).")
         _print_export(result.export)
 
@@ -280,7 +290,11 @@ def status(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat
         f"address:        {result.address}",
         f"version:        {result.version}",
         f"initialized:    {result.initialized}",
-        f"sealed:         {result.sealed} (threshold {result.threshold} of {result.shares})",
+        f"sealed:         {result.sealed} (threshold {result.threshold} of {result.shares}"
+        + (" recovery keys)" if result.auto_unseal else ")"),
+        f"seal:           {result.seal_type}" + (
+            " (auto-unseal: restarts need nobody; the shares are recovery keys)" if result.auto_unseal
+            else " (unsealed with its shares: `authority unseal`)"),
         f"ha enabled:     {'unknown' if result.ha_enabled is None else result.ha_enabled}",
         f"sealed shares:  {'Secret ' + m.secret if m.exists else 'MISSING (' + m.secret + ')'}"
         + (f", {m.shares} shares, threshold {m.threshold}, generation {m.generation}" if m.exists else ""),
@@ -292,5 +306,11 @@ def status(path: RepoPath, target: Target = GROUPED, output: Output = DataFormat
     if m.matches_platform is False:
         line("the sealed shares are not sealed as the Platform declares now (custodians or threshold changed): "
              "run `chamberlain authority rekey` with k custodians' identities", err=True)
-    if not result.ready:
+    if result.seal_matches_platform is False:
+        line(f"the server's seal ({result.seal_type}) is not the one the Platform declares "
+             f"(authority.seal.type: {result.declared_seal})", err=True)
+    if not result.ready and result.auto_unseal and result.initialized:
+        line("the authority is sealed although it auto-unseals: it cannot reach its seal (unsealer or KMS); "
+             "restore that, then restart it — recovery keys cannot unseal", err=True)
+    elif not result.ready:
         line("the authority is not ready: run `chamberlain authority init` or `unseal`", err=True)

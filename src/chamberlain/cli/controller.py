@@ -73,6 +73,9 @@ def run_cmd(
                                                   help="Seconds between time-trigger evaluations.")] = 30.0,
     propagation_timeout: Annotated[float, typer.Option("--propagation-timeout",
                                                        help="Seconds to wait for consumers to sync.")] = 120.0,
+    ack_deadline: Annotated[float, typer.Option(
+        "--ack-deadline", help="Seconds past maxOverlap revokeOld waits for the environment's other clusters to "
+        "acknowledge a new version before it alerts (and keeps waiting).")] = 3600.0,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve /metrics, /healthz and /readyz "
                                                      "here, on --listen (0: any).", show_default=False)] = None,
     metrics_address: Annotated[str | None, typer.Option(
@@ -140,7 +143,8 @@ def run_cmd(
         interval=interval, evaluate_every=evaluate_every, propagation_timeout=propagation_timeout,
         metrics_address=probes_at,
         webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key,
-        keep_runs=keep_runs, failure_backoff_cap=failure_backoff_cap, request_retention=request_retention)
+        keep_runs=keep_runs, failure_backoff_cap=failure_backoff_cap, request_retention=request_retention,
+        ack_deadline=ack_deadline)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -97,6 +97,14 @@ def up_cmd(
         "--clusters", min=1, max=lab_mod.MAX_CLUSTERS,
         help="Kubernetes clusters: 2 adds a second etcd + kube-apiserver (own CA, signing key and issuer; kubeconfig "
              "in <lab-dir>/cluster-2/kubeconfig) for tests of per-cluster auth.")] = 1,
+    ha: Annotated[bool, typer.Option(
+        "--ha", help="Three authority nodes with raft storage (nodes 2 and 3 join node 1; their ports are in "
+        "lab.json). Server mode only; `authority init` then `authority unseal --vault-addr A,B,C` form the "
+        "cluster.")] = False,
+    auto_unseal: Annotated[bool, typer.Option(
+        "--auto-unseal",
+        help="Auto-unseal the authority with a transit seal backed by a second, small authority (the unsealer): "
+             "restarts need nobody; `authority init` then issues recovery keys.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 180.0,
 ) -> None:
     """Start every lab server (idempotent) and print where they listen."""
@@ -119,7 +127,7 @@ def up_cmd(
         ports = dataclasses.replace(ports, **overrides)
     directory, host = _lab(lab_dir)
     config = lab_mod.LabConfig(lab_dir=directory, host=host, ports=ports, dev=dev, authority=authority.value,
-                               clusters=clusters)
+                               clusters=clusters, ha=ha, auto_unseal=auto_unseal)
     report = lab_mod.up(config, progress=_progress, timeout=timeout)
     _print_status(report)
 
@@ -211,5 +219,10 @@ def _print_status(report: dict[str, Any], *, wide: bool = False) -> None:
         _out.print(f"kubeconfig of cluster {number}: {path}", markup=False, highlight=False)
     if wide:
         mode = "dev mode" if report.get("dev") else "not dev mode"
-        _out.print(f"authority: {report.get('authority', '-')} ({mode}); clusters: {report.get('clusters', 1)}",
+        seal = "transit seal (auto-unseal)" if report.get("auto_unseal") else "Shamir seal"
+        _out.print(f"authority: {report.get('authority', '-')} ({mode}, {seal}); "
+                   f"clusters: {report.get('clusters', 1)}",
                    markup=False, highlight=False)
+    if report.get("ha"):
+        _out.print(f"authority nodes (--vault-addr): {','.join(report['authority_addresses'])}", markup=False,
+                   highlight=False)

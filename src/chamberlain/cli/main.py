@@ -224,6 +224,8 @@ def _register_subapps() -> None:
     from chamberlain.cli.handover import handover_cmd, provision_cmd
     from chamberlain.cli.importing import import_cmd
     from chamberlain.cli.lab import lab_app
+    from chamberlain.cli.lifecycle import env_app, retire_cmd
+    from chamberlain.cli.playbook import playbook_app
     from chamberlain.cli.policy import policy_app
     from chamberlain.cli.root import root_app
     from chamberlain.cli.rotate import rotate_cmd, status_cmd
@@ -237,12 +239,15 @@ def _register_subapps() -> None:
         "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
+        "env": (env_app, "Instances of an ephemeral environment (preview/<id>): up, down."),
         "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
-        "drill": (drill_app, "Disaster drills on the lab: authority-loss."),
+        "playbook": (playbook_app, "When things go wrong: rotate after a compromise, rekey after a custodian change."),
+        "drill": (drill_app, "Disaster drills on the lab (cluster-loss, authority-loss): lose something, rebuild "
+                             "it, prove nothing was lost."),
     }
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
                 "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
-                "backup": backup_cmd, "restore": restore_cmd}
+                "retire": retire_cmd, "backup": backup_cmd, "restore": restore_cmd}
     for name, (sub_app, help_) in groups.items():
         app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():

@@ -46,7 +46,8 @@ def _option(flag: str, envvar: str, help_: str) -> Any:
 
 
 VaultAddr = Annotated[str | None, _option("--vault-addr", "VAULT_ADDR",
-                                          "Vault address (default: the Platform's spec.authority.address).")]
+                                          "Vault address (default: the Platform's spec.authority.address); an HA "
+                                          "authority's nodes comma-separated: requests fail over between them.")]
 VaultCACert = Annotated[Path | None, _option("--vault-cacert", "VAULT_CACERT",
                                              "PEM bundle of the CA that signed Vault's TLS certificate.")]
 # No environment variable chooses a token file or a token: an ambient value would silently pick the identity of a
@@ -110,6 +111,10 @@ KubeCA = Annotated[Path | None, typer.Option("--kubernetes-ca-file", show_defaul
 ReviewerJWT = Annotated[Path | None, typer.Option(
     "--token-reviewer-jwt-file", show_default=False,
     help="A token of a ServiceAccount with system:auth-delegator, for a Vault running outside the cluster.")]
+ReplaceReviewerJWT = Annotated[bool, typer.Option(
+    "--replace-token-reviewer-jwt",
+    help="Write the reviewer token(s) given even though one is set (Vault cannot show it to compare): after the "
+         "cluster was rebuilt, the old token's ServiceAccount is gone.")]
 Identity = Annotated[Path, typer.Option("--identity", help="age identity file of the offline root of trust.")]
 ClusterKubeconfig = Annotated[list[str] | None, typer.Option(
     "--cluster-kubeconfig", show_default=False, metavar="CLUSTER=PATH",
@@ -263,7 +268,8 @@ def _configure(audit_file: str = "stdout", kubernetes_host: str | None = None, k
                token_reviewer_jwt_file: Path | None = None, cluster_kubeconfig: list[str] | None = None,
                cluster_kubernetes_host: list[str] | None = None, cluster_kubernetes_ca_file: list[str] | None = None,
                cluster_token_reviewer_jwt_file: list[str] | None = None, kubernetes_issuer: str | None = None,
-               cluster_kubernetes_issuer: list[str] | None = None) -> ConfigureOptions:
+               cluster_kubernetes_issuer: list[str] | None = None,
+               replace_token_reviewer_jwt: bool = False) -> ConfigureOptions:
     kubeconfigs = _per_cluster("--cluster-kubeconfig", cluster_kubeconfig)
     hosts = _per_cluster("--cluster-kubernetes-host", cluster_kubernetes_host)
     cas = _per_cluster("--cluster-kubernetes-ca-file", cluster_kubernetes_ca_file)
@@ -276,7 +282,7 @@ def _configure(audit_file: str = "stdout", kubernetes_host: str | None = None, k
     clusters = {c: ClusterAuth(path(kubeconfigs, c), hosts.get(c), path(cas, c), path(reviewers, c), issuers.get(c))
                 for c in sorted({*kubeconfigs, *hosts, *cas, *reviewers, *issuers})}
     return ConfigureOptions(audit_file, kubernetes_host, kubernetes_ca_file, token_reviewer_jwt_file, clusters,
-                            kubernetes_issuer)
+                            kubernetes_issuer, replace_token_reviewer_jwt)
 
 
 configure_options = OptionGroup("configure", _configure, [
@@ -290,6 +296,7 @@ configure_options = OptionGroup("configure", _configure, [
     ("cluster_token_reviewer_jwt_file", ClusterReviewerJWT, None),
     ("kubernetes_issuer", KubeIssuer, None),
     ("cluster_kubernetes_issuer", ClusterKubeIssuer, None),
+    ("replace_token_reviewer_jwt", ReplaceReviewerJWT, False),
 ])
 """``--audit-file``, ``--kubernetes-host``, ``--kubernetes-ca-file``, ``--token-reviewer-jwt-file`` (every selected
 cluster's auth mount that has no settings of its own) and their per-cluster forms ``--cluster-kubeconfig``,

@@ -4,7 +4,8 @@ Belongs here: the loop that turns trigger requests into durable rotation runs an
 (``loop``), in three parts — its frozen configuration (``config``), its collaborators built once (``collaborators``)
 and the tick's mutable state with its lock discipline (``state``) — plus what it acts on (``scope``; built from the
 cluster's watched intents by ``source``, whose new secrets and changed policies ``reconcile`` settles), the restart
-wave a batch shares (``batch``), the process's one ledger writer (``ledger``), leader election on a Lease
+wave a batch shares (``batch``), what a controller does for an environment another cluster rotates (``follow``: restart
+its own consumers and acknowledge), the process's one ledger writer (``ledger``), leader election on a Lease
 (``leader``), RotationRun objects and Events (``resources``), their bounded history (``history``), SecretIntent
 status and Events on the SecretIntent (``status``), Prometheus metrics (``metrics``), structured JSON
 logs (``logs``), and running it all with the webhook endpoint (``app``: ``wire`` builds the three parts). Not here:

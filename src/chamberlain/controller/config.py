@@ -34,6 +34,7 @@ class ControllerConfig:
     # name is the replay record of a bearer request, which carries no timestamp (at least the webhook window)
     consumer_check_every: float = 300.0  # seconds between two looks at the consumer Secrets' markers for status
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # the time trigger after failed runs
+    ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -27,6 +27,11 @@ One :meth:`Controller.tick`:
    once (Reloader #220, VSO #644);
 7. the runs that changed are published once each (RotationRun objects).
 
+A controller whose cluster *follows* its environment (another cluster rotates it; :mod:`chamberlain.rotation.clusters`)
+adopts, starts and drives no run: step 4 hands each secret's metadata to :mod:`.follow` instead (refresh, wait,
+restart once, acknowledge), and step 5 drops every request with a log line naming the rotating cluster. The
+rotating cluster's runs wait for those acknowledgements before ``revokeOld`` (the workflow's ``revoke-wait``).
+
 The loop holds no value: values live inside one workflow step (the admin login of a target included). Everything
 it acts through is injected, so unit tests drive it with fakes and a fake clock; ``chamberlain controller run``
 wires the real clients (:func:`~.app.wire`).
@@ -39,7 +44,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from chamberlain import wellknown as wk
@@ -47,11 +52,13 @@ from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.controller.batch import BatchedPropagation, RestartWave
 from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
+from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
 from chamberlain.kube.api import KubeError
 from chamberlain.propagation.restart import Change
+from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
@@ -61,6 +68,7 @@ from chamberlain.triggers import limits as floors
 from chamberlain.triggers.timer import evaluate, time_due
 
 PROPAGATED_OR_LATER = PROMOTED_OR_LATER - {"promoted"}
+ACK_LOOK_EVERY = 5.0  # seconds between two reads of the follower clusters' acknowledgements of a waiting revoke
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,6 +96,9 @@ class Controller:
         self.parts = parts
         self.config = config if config is not None else ControllerConfig()
         self.state = TickState(RestartWave(parts.kube, parts.clock))
+        # Another cluster rotates this environment: this controller follows (controller.follow), never rotates.
+        self.follower = Follower(parts.kv, parts.kube, parts.clock, self.state.wave, scope.cluster,
+                                 self.config.propagation_timeout, self.config.poll, parts.log)
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
@@ -97,6 +108,11 @@ class Controller:
     @property
     def is_leader(self) -> bool:
         return self.state.leader
+
+    @property
+    def following(self) -> bool:
+        """Whether another cluster of the environment rotates its runtime secrets (rotation.clusters)."""
+        return clusters.is_follower(self.scope.platform, self.scope.environment, self.scope.cluster)
 
     @property
     def outages(self) -> int:
@@ -240,6 +256,9 @@ class Controller:
     # ------------------------------------------------------------------------------------------- intake
 
     def _adopt(self) -> None:
+        if self.following:  # run records belong to the rotating cluster's controller (its policy alone reads them)
+            self.state.adopted = True
+            return
         for name, placed in self.scope.placed.items():
             if name in self.state.active:
                 continue
@@ -266,6 +285,7 @@ class Controller:
         self.state.last_evaluation = mono
         now = self.parts.clock.now()
         metrics, schedules = self.parts.metrics, []
+        following, to_follow = self.following, list[Pending]()
         for name, placed in self.scope.placed.items():
             try:
                 meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
@@ -274,7 +294,17 @@ class Controller:
             except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
                 self._refused("cannot read a secret's metadata", name, exc)
                 continue
-            if self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
+            if following:  # another cluster rotates (and provisions): follow its versions
+                try:
+                    pending = self.follower.due(placed, meta)
+                except AuthorityUnavailable:
+                    raise
+                except AuthorityError as exc:
+                    self._refused("cannot read an acknowledgement", name, exc)
+                    pending = None
+                if pending is not None:
+                    to_follow.append(pending)
+            elif self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
                 meta = self.parts.reconciler.settle(self.scope, placed, meta)
             if self.parts.status is not None:
                 self.parts.status.saw(name, meta)
@@ -297,6 +327,9 @@ class Controller:
             decision = time_due(s, now, self.config.failure_backoff)  # a failing secret: its retry time
             if decision.next_due is not None:
                 metrics.next_due.labels(*labels).set(decision.next_due.timestamp())
+        if following:
+            self.follower.follow(to_follow)
+            return
         for request in evaluate(schedules, now, self.config.failure_backoff):
             self._enqueue(request)
 
@@ -336,7 +369,7 @@ class Controller:
         """When a triggered rotation of ``secret`` is allowed again (None: now, or unknown secret): the last run's
         start plus ``limits.triggerInterval``. Reads the authority."""
         placed = self.scope.placed.get(secret)
-        if placed is None:
+        if placed is None or self.following:  # a follower reads no run record; its intake drops the request
             return None
         started = floors.last_start(self.parts.kv, placed.vault)
         return floors.allowed_at(started, floors.trigger_interval(self.scope.platform.spec.limits))
@@ -374,6 +407,12 @@ class Controller:
             self.parts.log.warning("request for a secret out of scope", secret=request.secret,
                                    trigger=request.kind)
             self._end_request(request, cleared=True, result="dropped: not in this controller's scope")
+            return None
+        if self.following:
+            owner = clusters.rotating_cluster(self.scope.platform, self.scope.environment)
+            self.parts.log.warning("request for a secret another cluster rotates", secret=request.secret,
+                                   trigger=request.kind, rotating_cluster=owner)
+            self._end_request(request, cleared=True, result=f"dropped: rotated by cluster {owner}")
             return None
         if request.secret in self.state.active:  # a run (adopted, or still finishing) holds the secret: after it
             self.state.deferred[request.secret] = request
@@ -444,7 +483,20 @@ class Controller:
                                      markers=p.markers)
         change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.consumers_of(placed.intent)))
         propagation = BatchedPropagation(timing, self.state.wave, change)
-        return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng), timing
+        return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng, on_overdue=self._overdue,
+                       ack_deadline=timedelta(seconds=cfg.ack_deadline)), timing
+
+    def _overdue(self, run: RotationRun) -> None:
+        """revokeOld waited past the acknowledgement deadline for a follower cluster (down, or its ESO cannot
+        sync): alert once per run; the wait goes on."""
+        awaited = run.notes.get(clusters.AWAITING_NOTE, "")
+        self.parts.metrics.alerts.labels(run.secret).inc()
+        self.parts.log.warning("revokeOld waits for follower clusters past the deadline", secret=run.secret,
+                               run=run.run_id, awaiting=awaited)
+        if self.parts.publisher is not None:
+            self.parts.publisher.event(run, "AcknowledgementOverdue",
+                                       f"{run.secret}: old credential kept; waiting for cluster(s) {awaited}",
+                                       warning=True)
 
     def _alert(self, run: RotationRun) -> None:
         if run.failures_before > 0:  # alert once per failure streak; the time trigger backs off from the rest
@@ -517,16 +569,40 @@ class Controller:
         if error is not None:
             raise error
 
+    @staticmethod
+    def _own_unanswered_write(a: Active) -> RotationRun | None:
+        """After an outage, a record one revision ahead of ours with our run id is our own write whose answer was
+        lost (an authority node died after committing it, before replying): resume from it rather than give the
+        run up. Anything else is another executor's."""
+        if a.outage is None:
+            return None
+        try:
+            stored = runs.load(a.deps.kv, a.run.vault)
+        except AuthorityError:
+            return None
+        if stored is None or stored.run_id != a.run.run_id or stored.revision != a.run.revision + 1:
+            return None
+        return stored
+
     def _advance(self, a: Active, goal: Callable[[RotationRun], bool]) -> None:
         """Advance one run until it reaches ``goal``, waits, or is finished and recorded (worker thread; it owns
         ``a`` until the pass returns)."""
         log = self.parts.log
+        awaiting = a.run.stage == "revoke-wait" and clusters.AWAITING_NOTE in a.run.notes and a.outage is None
+        if awaiting and self.parts.clock.monotonic() < a.next_ack_look:
+            return  # a follower cluster is behind: its acknowledgement is read every few seconds, not every tick
         for _ in range(wf.MAX_STEPS):
             if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run):
                 return
             try:
                 after = wf.advance(a.run, a.deps, outage=a.outage)
             except wf.RunLost:
+                own = self._own_unanswered_write(a)
+                if own is not None:
+                    log.info("run record re-read after an unanswered write", secret=a.placed.name,
+                             run=a.run.run_id, revision=own.revision)
+                    a.run, a.outage = own, None
+                    continue
                 log.warning("run taken over by another executor", secret=a.placed.name, run=a.run.run_id)
                 a.lost = True
                 return
@@ -541,8 +617,10 @@ class Controller:
                 return
             stopped = a.outage is not None and after.finished and not a.run.finished
             a.outage = None
+            if after == a.run or (after.stage == "revoke-wait" and clusters.AWAITING_NOTE in after.notes):
+                a.next_ack_look = self.parts.clock.monotonic() + ACK_LOOK_EVERY
             if after == a.run:
-                return  # waiting (a retry, or maxOverlap before the revoke)
+                return  # waiting (a retry, maxOverlap before the revoke, or a follower cluster's acknowledgement)
             a.run = after
             if stopped:
                 log.warning("run stopped after an authority outage", secret=after.secret, run=after.run_id,

@@ -63,9 +63,10 @@ def scope_of(platform: Platform, intents: Mapping[str, SecretIntent], environmen
 
 
 def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:
-    """What the time trigger needs, from the secret's custom_metadata; None without a known last change."""
+    """What the time trigger needs, from the secret's custom_metadata; None without a known last change, and for
+    data decommissioning soft-deleted (a rotation would write a live version over it)."""
     since = rm.last_changed(custom)
-    if since is None:
+    if since is None or custom.get(wk.DECOMMISSIONED_AT, "-") != "-":
         return None
     failures, last_failure = failure_streak(custom)
     return SecretSchedule(name, from_metadata(custom), since, held=custom.get(wk.HELD) == "true",

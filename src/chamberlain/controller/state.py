@@ -42,6 +42,8 @@ class Active:
     started: float  # monotonic
     outage: str | None = None  # the authority became unreachable during this run (nothing could be saved)
     lost: bool = False  # another executor moved the run record: this replica stops driving it
+    # revokeOld waits for follower clusters' acknowledgements: look again (one read per follower) no sooner than this
+    next_ack_look: float = 0.0  # monotonic
 
 
 @dataclass

@@ -40,8 +40,9 @@ from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.controller.metrics import ControllerMetrics
-from chamberlain.intent.model import GROUP, SECRET_INTENTS, VERSION, RotationPolicySpec
+from chamberlain.intent.model import GROUP, SECRET_INTENTS, VERSION, Consumer, Retire, RotationPolicySpec
 from chamberlain.kube.api import CustomResource, KubeCustomObjects, KubeError, KubePropagation, KubeRunObjects
+from chamberlain.lifecycle import retire as lr
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation.policy import (
     FailureBackoff,
@@ -68,6 +69,9 @@ MAX_MESSAGE = 300
 # Phases, most urgent first where several apply (see compute_status).
 INVALID, PENDING, HELD, ROTATING, OVERDUE, FAILING, OUT_OF_SYNC, READY = (
     "Invalid", "Pending", "Held", "Rotating", "Overdue", "Failing", "OutOfSync", "Ready")
+RETIRED = "Retired"  # spec.retire: soft-deleted, or its day passed and nothing is left
+# Retiring reasons that are announced as Events, on the SecretIntent and in each consumer namespace
+RETIRE_NOTICES = (lr.SCHEDULED, lr.DUE, lr.SOFT_DELETED)
 
 
 class Reason:
@@ -135,6 +139,9 @@ class IntentFacts:
     consumers: Consumers | None = None  # None: not looked at
     invalid: tuple[tuple[str, str], ...] = ()  # (rule id, message) of an intent that failed validation
     authority: str | None = None
+    retire: Retire | None = None  # the intent's spec.retire
+    decommissioned_at: datetime | None = None  # when chamberlain soft-deleted the data
+    decommission_undone_for: str = ""  # the retire day an undo was for
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,6 +204,14 @@ def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | 
                  f"{f.consumers.synced}/{f.consumers.total} consumer Secrets carry version {f.current_version}")
     else:
         ready = (True, Reason.CURRENT, f"version {f.current_version}" + (", rotating" if active else ""))
+    retiring = (lr.status_of(f.retire, f.decommissioned_at, f.decommission_undone_for, now)
+                if f.retire is not None else None)
+    retired = f.decommissioned_at is not None or (retiring is not None and retiring[0] == lr.DUE and not f.exists)
+    if retired and retiring is not None and retiring[0] == lr.DUE:  # purged after its undo window
+        retiring = (lr.PURGED, f"retired since {f.retire.after.isoformat() if f.retire else '?'}: nothing of it is "
+                               "left in the authority; remove the intent from Git")
+    if retired and not f.invalid:
+        ready = (False, lr.SOFT_DELETED, retiring[1] if retiring is not None else "soft-deleted")
 
     rotating: tuple[bool, str, str]
     if active is not None:
@@ -213,8 +228,9 @@ def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | 
 
     degraded = (True, *problem) if problem is not None else (False, Reason.AS_EXPECTED, "")
 
-    phase = (INVALID if f.invalid else PENDING if not f.exists else HELD if held else ROTATING if active
-             else OVERDUE if late else FAILING if failing else OUT_OF_SYNC if out_of_sync else READY)
+    phase = (INVALID if f.invalid else RETIRED if retired else PENDING if not f.exists else HELD if held
+             else ROTATING if active else OVERDUE if late else FAILING if failing else OUT_OF_SYNC if out_of_sync
+             else READY)
     before = {c.get("type"): c for c in previous}
     stamp = rfc3339(now)
 
@@ -230,11 +246,14 @@ def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | 
         return c
 
     consumers = f.consumers
+    conditions = [cond("Ready", ready), cond("Rotating", rotating), cond("Held", (held, Reason.HELD if held
+                  else Reason.NOT_HELD, held_msg if held else "")), cond("Degraded", degraded)]
+    if retiring is not None:  # only on an intent that declares spec.retire: other statuses stay as they were
+        conditions.append(cond("Retiring", (retiring[0] != lr.UNDONE, *retiring)))
     return {
         "observedGeneration": f.generation,
         "phase": phase,
-        "conditions": [cond("Ready", ready), cond("Rotating", rotating), cond("Held", (held, Reason.HELD if held
-                       else Reason.NOT_HELD, held_msg if held else "")), cond("Degraded", degraded)],
+        "conditions": conditions,
         "authority": f.authority,
         "currentVersion": f.current_version if f.exists else None,
         "lastRotated": _iso(since) if f.exists else None,
@@ -283,6 +302,10 @@ def transitions(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) 
             condition(previous, "Degraded").get("reason") != Reason.INVALID
             or condition(previous, "Degraded").get("message") != degraded.get("message")):
         notices.append(Notice(EventReason.INVALID, str(degraded.get("message", ""))))
+    retiring = condition(current, "Retiring")
+    if retiring.get("reason") in RETIRE_NOTICES and condition(previous, "Retiring").get("reason") != retiring.get(
+            "reason"):
+        notices.append(Notice(str(retiring["reason"]), str(retiring.get("message", ""))))
     was = condition(previous, "Ready")
     if (previous is not None and condition(current, "Ready").get("status") == "True" and was.get("status") == "False"
             and was.get("reason") in (Reason.OVERDUE, Reason.ROTATION_FAILED, Reason.HELD, Reason.INVALID)):
@@ -500,7 +523,8 @@ class IntentStatus:
             if facts is None:
                 continue
             p = placed.get(name)
-            sent += self._apply(name, facts, now, p.vault.full if p is not None else "")
+            sent += self._apply(name, facts, now, p.vault.full if p is not None else "",
+                                p.intent.spec.consumers if p is not None else ())
         return sent
 
     def _list(self) -> None:
@@ -539,7 +563,7 @@ class IntentStatus:
         known = self._facts_of[name]
         return replace(known, generation=gen, last_error=self._errors.get(name), active=self._runs.get(name),
                        consumers=self._consumers(name, placed, self._markers[name]) if known.exists else None,
-                       invalid=invalid)
+                       invalid=invalid, retire=placed.intent.spec.retire)
 
     def _remember(self, name: str, meta: SecretMetadata | None) -> None:
         custom: Mapping[str, str] = meta.custom if meta is not None else {}
@@ -551,6 +575,8 @@ class IntentStatus:
             held=custom.get(wk.HELD) == "true", held_run=custom.get(wk.HELD_RUN) or None,
             failures=failures, last_failure=last_failure, last_run=custom.get(wk.LAST_RUN) or None,
             authority=sys.intern(custom[wk.AUTHORITY]) if custom.get(wk.AUTHORITY) else None,
+            decommissioned_at=lr.observe_time(custom.get(wk.DECOMMISSIONED_AT)),
+            decommission_undone_for=custom.get(wk.DECOMMISSION_UNDONE_FOR, ""),
         )
         self._markers[name] = {k: custom[k] for k in _MARKER_KEYS if k in custom}
 
@@ -570,7 +596,8 @@ class IntentStatus:
         self._looked[name] = _Looked(marker, counted, mono)
         return counted
 
-    def _apply(self, name: str, facts: IntentFacts, now: datetime, path: str) -> int:
+    def _apply(self, name: str, facts: IntentFacts, now: datetime, path: str,
+               consumers: Sequence[Consumer] = ()) -> int:
         previous = self.writer.known(name)
         status = compute_status(facts, now, self.backoff, (previous or {}).get("conditions") or ())
         self.metrics.overdue.labels(name, path).set(1 if status["overdue"] else 0)
@@ -585,7 +612,21 @@ class IntentStatus:
         # patch (retried next tick) emits nothing, so each transition is announced once.
         for notice in transitions(previous or None, status):
             self._event(name, notice.reason, notice.message, notice.warning)
+            if notice.reason in RETIRE_NOTICES:
+                self._consumer_events(name, consumers, notice)
         return 1
+
+    def _consumer_events(self, name: str, consumers: Sequence[Consumer], notice: Notice) -> None:
+        """A retirement reaches the teams that consume the secret where they look: an Event in each consumer
+        namespace, on the ExternalSecret that materializes it."""
+        for c in sorted({(c.namespace, c.secret_name) for c in consumers}):
+            involved = {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "name": c[1],
+                        "namespace": c[0]}
+            try:
+                self.kube.create_event(c[0], involved, notice.reason,
+                                       _short(f"SecretIntent {name} (Secret {c[1]}): {notice.message}"), "Warning")
+            except KubeError:
+                self.failures += 1
 
     def _event(self, name: str, reason: str, message: str, warning: bool = True) -> None:
         if name not in self._objects:
@@ -611,6 +652,8 @@ __all__ = [
     "OVERDUE",
     "PENDING",
     "READY",
+    "RETIRED",
+    "RETIRE_NOTICES",
     "ROTATING",
     "Consumers",
     "EventReason",

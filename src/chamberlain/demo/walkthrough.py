@@ -411,6 +411,10 @@ def _publish(s: _State, message: str) -> str:
 
 
 def _kustomizations(s: _State) -> list[str]:
+    return kustomizations()
+
+
+def kustomizations() -> list[str]:
     """The demo cluster's Kustomizations in dependency order (the root first)."""
     from chamberlain.gitops import flux
     from chamberlain.render.flux import CLUSTER, CRDS, bootstrap_name, env_name
@@ -438,9 +442,8 @@ def _gitops_phase(s: _State) -> dict[str, Any]:
     lab, kube = s.need_lab(), s.need_kube()
     commit = _publish(s, "chamberlain render: the demo's intent repository")
     key = s.gitops_keys[DEMO_CLUSTER].read_text(encoding="utf-8")  # secret: goes to the API server only
-    key_state = flux.install_decryption_key(kube, key)
+    key_state = flux.bootstrap(kube, lab.git.repo_url(), DEMO_CLUSTER, key, gitops_path=s.platform().spec.gitops.path)
     del key
-    flux.install_source(kube, lab.git.repo_url(), DEMO_CLUSTER, gitops_path=s.platform().spec.gitops.path)
     ready = [flux.wait_ready(kube, flux.SOURCE, kind="GitRepository", commit=commit, timeout=s.options.timeout)]
     for name in (flux.ROOT, CRDS, CLUSTER, bootstrap_name(DEMO_ENVIRONMENT)):
         ready.append(flux.wait_ready(kube, name, commit=commit, timeout=s.options.timeout))
@@ -462,10 +465,14 @@ def _units(s: _State) -> list[Any]:
 
 
 def _token_reviewer(s: _State) -> Path:
+    return token_reviewer(s.need_kube(), s.work / "reviewer.jwt")
+
+
+def token_reviewer(kube: KubeClient, path: Path) -> Path:
     """Vault runs outside the lab cluster, so it reviews login tokens with a ServiceAccount of its own that holds
     ``system:auth-delegator`` (what the Vault Helm chart sets up in a real cluster). Its token goes into a 0600
-    file for ``--token-reviewer-jwt-file``, as the README's step-by-step walkthrough has a user do."""
-    kube = s.need_kube()
+    file for ``--token-reviewer-jwt-file``, as the README's step-by-step walkthrough has a user do. A cluster rebuilt
+    empty needs it again: the old token names a ServiceAccount that no longer exists."""
     kube.ensure_namespace(REVIEWER_NAMESPACE)
     kube.ensure_service_account(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT)
     kube.apply_manifest({
@@ -475,7 +482,6 @@ def _token_reviewer(s: _State) -> Path:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
         "subjects": [{"kind": "ServiceAccount", "name": REVIEWER_ACCOUNT, "namespace": REVIEWER_NAMESPACE}],
     }, FIELD_MANAGER)
-    path = s.work / "reviewer.jwt"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(kube.service_account_token(REVIEWER_NAMESPACE, REVIEWER_ACCOUNT, [], REVIEWER_SECONDS))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from chamberlain.errors import ChamberlainError
 from chamberlain.handover.gitops import FLUX_KUSTOMIZATIONS
@@ -132,6 +132,20 @@ def install_decryption_key(kube: Kube, identity: str) -> str:
     return "updated"
 
 
+class Bootstrapping(Kube, KubeApply, Protocol):
+    """What :func:`bootstrap` needs of the cluster: Secrets and namespaces, and server-side apply."""
+
+
+def bootstrap(kube: Bootstrapping, url: str, cluster: str, identity: str, *, branch: str = "main",
+              gitops_path: str = ".") -> str:
+    """What an operator does once per cluster (``flux bootstrap`` + the SOPS key): the cluster's age identity into
+    ``flux-system/sops-age``, then the Git source and the root Kustomization. Returns what happened to the key
+    Secret. Idempotent; the same call re-bootstraps a cluster that was rebuilt empty."""
+    key_state = install_decryption_key(kube, identity)
+    install_source(kube, url, cluster, branch=branch, gitops_path=gitops_path)
+    return key_state
+
+
 def _resource(kind: str) -> CustomResource:
     return GIT_REPOSITORIES if kind == "GitRepository" else KUSTOMIZATIONS
 
@@ -194,8 +208,10 @@ __all__ = [
     "RECONCILE_REQUESTED",
     "ROOT",
     "SOURCE",
+    "Bootstrapping",
     "FluxError",
     "Readiness",
+    "bootstrap",
     "git_repository",
     "install_decryption_key",
     "install_source",

@@ -7,6 +7,7 @@ repository (unknown environments, duplicate paths, ...) live in :mod:`chamberlai
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -71,6 +72,21 @@ class Environment(Model):
     name: DnsLabel
     clusters: list[DnsLabel] = Field(min_length=1)
     ephemeral: bool = False
+    rotation_cluster: DnsLabel | None = Field(
+        default=None, description="the cluster whose controller rotates the environment's runtime secrets (the "
+                                  "others follow: they restart their own consumers); default: the first cluster")
+
+    @model_validator(mode="after")
+    def _rotation_cluster_is_listed(self) -> Environment:
+        if self.rotation_cluster is not None and self.rotation_cluster not in self.clusters:
+            raise ValueError(f"rotationCluster {self.rotation_cluster!r} is not one of the environment's clusters "
+                             f"({', '.join(self.clusters)})")
+        return self
+
+    @property
+    def rotating_cluster(self) -> str:
+        """The cluster whose controller rotates this environment's runtime secrets."""
+        return self.rotation_cluster or self.clusters[0]
 
 
 class Mounts(Model):
@@ -79,8 +95,29 @@ class Mounts(Model):
     internal_config: DnsLabel = "platform-config"
 
 
+#: How the authority is unsealed: ``shamir`` (people with their shares, the default) or an auto-unseal seal, which
+#: the authority's own server configuration declares (``seal "<type>" {...}``; chamberlain never writes it).
+SealType = Literal["shamir", "transit", "awskms", "gcpckms", "azurekeyvault", "pkcs11"]
+SEAL_TYPES: tuple[str, ...] = get_args(SealType)
+
+
+class Seal(Model):
+    """The authority's seal, as its server is configured. With an auto-unseal seal the server unseals itself at
+    every start; ``authority init`` then issues *recovery* keys (sealed to the custodians like unseal shares),
+    which generate-root and a recovery-key rekey need, and which can never unseal."""
+
+    type: SealType = "shamir"
+
+    @property
+    def auto_unseal(self) -> bool:
+        return self.type != "shamir"
+
+
 class Authority(Model):
     address: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(:\d+)?/?$")]
+    seal: Seal = Field(default_factory=Seal, description="how the authority is unsealed: shamir (default) or an "
+                                                         "auto-unseal seal (transit, awskms, gcpckms, "
+                                                         "azurekeyvault, pkcs11)")
     mounts: Mounts = Field(default_factory=Mounts)
     kubernetes_auth_mount: DnsLabel = Field(
         default="kubernetes", description="Vault auth mount of the Kubernetes auth method"
@@ -466,6 +503,17 @@ class AdminUse(Model):
     targets: list[AdminTarget] = Field(default_factory=list)
 
 
+class Retire(Model):
+    """Decommissioning declared in Git (issue 13): until ``after`` consumers are warned (status condition
+    ``Retiring``, Events); from ``after`` (00:00 UTC of that day) ``chamberlain retire`` soft-deletes the data in
+    the authority, undoable for ``undoWindow``; after that window it removes every version and the metadata."""
+
+    after: date = Field(description="the day (UTC) the data is soft-deleted; consumers are warned until then")
+    undo_window: Duration = Field(default=timedelta(days=30),
+                                  description="how long `chamberlain retire --undo NAME` can restore the data")
+    reason: NonEmptyText | None = Field(default=None, description="why it is retired (shown in Events, the ledger)")
+
+
 class SecretIntentSpec(Model):
     owner: DnsLabel
     purpose: NonEmptyText
@@ -478,6 +526,8 @@ class SecretIntentSpec(Model):
     rotation: RotationSetting | None = None
     consumers: list[Consumer] = Field(default_factory=list)
     admin: AdminUse | None = None
+    retire: Retire | None = Field(default=None, description="decommissioning: warn consumers until a day, then "
+                                                            "soft-delete the data (docs/decommissioning.md)")
 
 
 class SecretIntent(Model):

@@ -12,6 +12,7 @@ environment name can collide with it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from chamberlain.intent.model import Environment, Platform, RotationPolicy, RotationPolicySpec, SecretIntent
@@ -27,6 +28,19 @@ LEDGER_KEY_PREFIX = "chamberlain-ledger-"  # ed25519 signing key per environment
 MARKER_KEY_PREFIX = "chamberlain-marker-"  # transit key per environment whose HMAC key keys the version markers
 RUNS_PREFIX = "_chamberlain/runs"  # rotation run records (and leases): runs/<env>/<owner>/<name>
 PENDING_PREFIX = "_chamberlain/pending"  # values staged by a rotation before promotion, never read by ESO
+# What a following cluster's controller saw through (two clusters, one environment): acks/<env>/<cluster>/<owner>/<name>
+ACKS_PREFIX = "_chamberlain/acks"
+# instances of an ephemeral environment: <runtime>/<env>/_instances/<id>/<owner>/<name> (never an owner's segment),
+# and the copy ESO of one consumer namespace reads: <runtime>/<env>/_instances/<id>/_ns/<namespace>/<owner>/<name>
+INSTANCES_SEGMENT = "_instances"
+READERS_SEGMENT = "_ns"
+# A rendered policy names an auth mount's accessor this way; `authority configure` puts in the live accessor (random
+# per mount, so render cannot know it) before it compares or writes the policy.
+ACCESSOR_REF = re.compile(r"<<accessor:([a-z0-9][-a-z0-9]*)>>")
+
+
+def accessor_ref(auth_mount: str) -> str:
+    return f"<<accessor:{auth_mount}>>"
 
 
 def ledger_key(environment: str) -> str:

@@ -104,6 +104,19 @@ class KubeApply(Protocol):
         ...
 
 
+class KubeNamespaces(Protocol):
+    """Namespaces as whole units: what the teardown of an ephemeral environment instance needs (it owns its
+    namespaces, so removing one with everything in it is the point)."""
+
+    def list_namespaces(self, selector: str) -> list[str]:
+        """Names of the namespaces matching the label selector ``key=value`` (terminating ones included)."""
+        ...
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete (the namespace controller then removes everything in it); absent is not an error."""
+        ...
+
+
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 

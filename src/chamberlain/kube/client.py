@@ -210,6 +210,16 @@ class KubeClient:
         except KubeConflict:
             return
 
+    def list_namespaces(self, selector: str) -> list[str]:
+        resp = self._call(f"Namespaces {selector}", lambda: self._core.list_namespace(label_selector=selector))
+        return sorted(str(n.metadata.name) for n in resp.items if n.metadata is not None)
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self._call(f"Namespace {name}", lambda: self._core.delete_namespace(name))
+        except (KubeNotFound, KubeConflict):  # gone, or already terminating
+            return
+
     def ensure_service_account(self, namespace: str, name: str) -> None:
         body = kubernetes.client.V1ServiceAccount(metadata=kubernetes.client.V1ObjectMeta(name=name))
         try:

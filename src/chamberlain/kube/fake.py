@@ -142,6 +142,25 @@ class FakeKube:
         self._guard()
         self.namespaces.add(name)
 
+    def list_namespaces(self, selector: str) -> list[str]:
+        """Only the equality selector ``key=value``, matched against applied Namespaces' labels."""
+        self._guard()
+        key, _, value = selector.partition("=")
+        return sorted(k[3] for k, (body, _rv, _m) in self.applied.items() if k[1] == "Namespace"
+                      and ((body.get("metadata") or {}).get("labels") or {}).get(key) == value)
+
+    def delete_namespace(self, name: str) -> None:
+        """At once what the namespace controller does in time: everything in it goes with it."""
+        self._guard()
+        self.namespaces.discard(name)
+        for key in [k for k in self.applied if k[2] == name or (k[1] == "Namespace" and k[3] == name)]:
+            del self.applied[key]
+        for ckey in [k for k in self.custom_objects if k[3] == name]:
+            del self.custom_objects[ckey]
+        for skey in [k for k in self.secrets if k[0] == name]:
+            del self.secrets[skey]
+        self.service_accounts = {sa for sa in self.service_accounts if sa[0] != name}
+
     def ensure_service_account(self, namespace: str, name: str) -> None:
         self._guard()
         self.service_accounts.add((namespace, name))
@@ -293,6 +312,9 @@ class FakeKube:
         """Delete as the API server would: the precondition checked, a DELETED event carrying the object at a
         new version for watchers."""
         self._guard()
+        for applied in [k for k in self.applied if k[0] == f"{resource.group}/{resource.version}"
+                        and k[1].lower() + "s" == resource.plural and k[2:] == (namespace, name)]:
+            del self.applied[applied]  # applied server-side (env up), deleted like any custom object
         key = _key(resource, namespace, name)
         obj = self.custom_objects.get(key)
         if obj is None:

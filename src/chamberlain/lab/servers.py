@@ -11,6 +11,7 @@ its log is stamped with) comes in a :class:`LabHost` from the entry point.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -113,6 +114,25 @@ def _http_json(url: str, *, context: ssl.SSLContext | None = None, timeout: floa
         return status, json.loads(body) if body else None
     except ValueError:
         return status, body.decode("utf-8", errors="replace")
+
+
+def _http_call(method: str, url: str, *, token: str = "", payload: dict[str, Any] | None = None,
+               context: ssl.SSLContext | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """One authority API call (lab set-up only); the status and the decoded body (never logged)."""
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if token:
+        headers["X-Vault-Token"] = token
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - lab URLs only
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
+            body, status = resp.read(), int(resp.status)
+    except urllib.error.HTTPError as err:
+        body, status = err.read(), err.code
+    try:
+        return status, json.loads(body) if body else None
+    except ValueError:
+        return status, None
 
 
 def wait_until(
@@ -382,6 +402,33 @@ AUTHORITY_FLAVORS: tuple[AuthorityFlavor, ...] = ("openbao", "vault")
 _AUTHORITY_BINARY = {"openbao": ("bao", "BAO_DEV_ROOT_TOKEN_ID"), "vault": ("vault", "VAULT_DEV_ROOT_TOKEN_ID")}
 
 
+@dataclass(frozen=True)
+class TransitSeal:
+    """The authority's ``seal "transit"`` stanza: auto-unseal through another authority's transit key (the lab's
+    unsealer). The token is read from ``token_file`` when the authority starts and handed over in its environment
+    (``VAULT_TOKEN``), never written into its configuration file."""
+
+    address: str
+    key_name: str
+    mount_path: str
+    token_file: Path
+    ca_file: Path | None = None
+
+    def stanza(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"address": self.address, "key_name": self.key_name,
+                               "mount_path": self.mount_path.rstrip("/") + "/"}
+        if self.ca_file is not None:
+            out["tls_ca_cert"] = str(self.ca_file)
+        return {"transit": out}
+
+    def token(self) -> str:
+        try:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise LabError(f"the transit seal's token ({self.token_file}) is missing: start the unsealer first "
+                           f"({exc.strerror})") from None
+
+
 class Authority(Server):
     """The runtime authority: OpenBao (``bao``, the default) or HashiCorp Vault, same command line and HTTP API, in
     server or dev mode. Named after its flavor (``openbao`` or ``vault``: its status key and directory).
@@ -393,14 +440,23 @@ class Authority(Server):
     """
 
     def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *, dev: bool,
-                 flavor: AuthorityFlavor = "openbao") -> None:
+                 flavor: AuthorityFlavor = "openbao", node: int = 1, peers: tuple[str, ...] = (),
+                 seal: TransitSeal | None = None) -> None:
         super().__init__(lab_dir, host)
         self.flavor = flavor
-        self.name = flavor
+        # Node 1 keeps the flavor's name and directory, so a single-node lab is unchanged; ``lab up --ha`` adds
+        # ``openbao-2`` and ``openbao-3``, each with its own raft data and audit log.
+        self.node = node
+        self.name = flavor if node == 1 else f"{flavor}-{node}"
+        #: The API addresses of the other raft nodes (``lab up --ha``). Nodes 2 and up join them at start
+        #: (``retry_join``); node 1 does not: chamberlain initializes it, so it founds the cluster.
+        self.peers = peers
         self.port = port
         self.cluster_port = cluster_port
         self.pki = pki
         self.dev = dev
+        self.seal = seal  # None: Shamir (chamberlain unseals); else it unseals itself at every start
+        self.raft_performance_multiplier: int | None = None  # 1: raft's fastest election timing (one node)
 
     @property
     def address(self) -> str:
@@ -414,8 +470,10 @@ class Authority(Server):
     @property
     def audit_log(self) -> Path:
         """The file audit device's log: declared in OpenBao's configuration (server mode), the path chamberlain
-        enables on Vault (``--audit-file``)."""
-        return self.dir / "audit.log"
+        enables on Vault (``--audit-file``). Raft nodes must declare the same audit options (a standby that
+        differs refuses to become active), so every node of ``--ha`` names node 1's file: one trail across
+        failovers, written by whichever node is active."""
+        return self.lab_dir / self.flavor / "audit.log"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return None if self.dev else ssl.create_default_context(cafile=str(self.pki.ca.cert))
@@ -452,8 +510,18 @@ class Authority(Server):
                 "tls_cert_file": str(self.pki.vault.cert),
                 "tls_key_file": str(self.pki.vault.key),
             }
+            raft: dict[str, Any] = {"path": str(data), "node_id": f"lab-{self.node}"}
+            if self.peers and self.node > 1:
+                # Joins whichever peer leads once that one is initialized and unsealed; under Shamir the joined
+                # node stays sealed until it is given the same unseal shares (`authority unseal` with every node).
+                raft["retry_join"] = [{"leader_api_addr": peer, "leader_ca_cert_file": str(self.pki.ca.cert)}
+                                      for peer in self.peers]
+            if self.peers:
+                # Raft's production timing (multiplier 5) takes ~10 s to notice a dead leader; the lab's loopback
+                # cluster is as fast as the tightest setting allows.
+                raft["performance_multiplier"] = 1
             config: dict[str, Any] = {
-                "storage": {"raft": {"path": str(data), "node_id": "lab-1"}},
+                "storage": {"raft": raft},
                 "listener": [{"tcp": listener}],
                 "api_addr": self.address,
                 "cluster_addr": f"https://{HOST}:{self.cluster_port}",
@@ -462,14 +530,24 @@ class Authority(Server):
                 "ui": False,
                 "log_level": "warn",
             }
+            if self.peers and self.flavor == "openbao":
+                # OpenBao's standbys serve reads from their own, lagging copy by default: a read after a write
+                # (chamberlain's check-and-set life cycle) could see an older version. Forward everything instead.
+                config["disable_standby_reads"] = True
             if self.flavor == "openbao":
                 del config["disable_mlock"]  # OpenBao has no mlock to disable (it warns about the field)
                 # chamberlain resumes an init that crashed before its configurator role existed with generate-root,
                 # off by default from OpenBao 2.5.3: the lab turns it on, as an operator would for the init window.
                 listener["disable_unauthed_generate_root_endpoints"] = False
                 # OpenBao takes audit devices only from its configuration; chamberlain verifies this one exists.
+                self.audit_log.parent.mkdir(parents=True, exist_ok=True)
                 device = {"description": wk.AUDIT_DEVICE_DESCRIPTION, "options": {"file_path": str(self.audit_log)}}
                 config["audit"] = [{"file": {wk.AUDIT_DEVICE_PATH: device}}]
+            if self.raft_performance_multiplier is not None:
+                config["storage"]["raft"]["performance_multiplier"] = self.raft_performance_multiplier
+            if self.seal is not None:
+                config["seal"] = self.seal.stanza()
+                env["VAULT_TOKEN"] = self.seal.token()  # the environment, not argv or the file: see dev mode
             cfg = self.dir / "config.json"
             cfg.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             argv = [server_bin, "server", f"-config={cfg}"]
@@ -485,10 +563,11 @@ class Authority(Server):
                 procs.redact_file(proc.log, mask=self.secret_values())
 
     def secret_values(self) -> tuple[str, ...]:
-        try:
-            return (self.root_token_file.read_text(encoding="utf-8").strip(),)
-        except OSError:
-            return ()
+        out = []
+        for path in (self.root_token_file, *((self.seal.token_file,) if self.seal is not None else ())):
+            with contextlib.suppress(OSError):
+                out.append(path.read_text(encoding="utf-8").strip())
+        return tuple(v for v in out if v)
 
     def sys_health(self) -> dict[str, Any]:
         # The *code parameters make every state answer 200, so the body can be read.
@@ -512,7 +591,141 @@ class Authority(Server):
         # Dev mode must come up ready to use; server mode is healthy when it answers
         # (uninitialized and sealed is its expected resting state in the lab).
         ok = (initialized and not sealed) if self.dev else True
+        if self.peers:
+            detail += f", raft {self.raft_role(body)}"
         return Health(ok, self.address, "v" + str(body.get("version", "")).lstrip("v"), detail)
+
+    @staticmethod
+    def raft_role(health: Mapping[str, Any]) -> str:
+        """``leader`` (the active node), ``follower`` (an unsealed standby) or ``sealed``/``uninitialized``: what
+        ``sys/health`` tells without a token."""
+        if not health.get("initialized"):
+            return "uninitialized"
+        if health.get("sealed"):
+            return "sealed"
+        return "follower" if health.get("standby") else "leader"
+
+
+UNSEALER_KEY = "chamberlain-autounseal"
+UNSEALER_MOUNT = "transit"
+UNSEALER_POLICY = "chamberlain-autounseal"
+
+
+class Unsealer(Authority):
+    """A second, small authority (same flavor, server mode: raft + TLS) whose transit key auto-unseals the lab's
+    authority (``lab up --auto-unseal``).
+
+    It must survive restarts (an in-memory dev server would lose the key, and with it the authority), so it has
+    Shamir storage of its own: the lab initializes it with one share, kept with its root token in
+    ``unsealer/init.json`` (0600) — a lab shortcut; in production the unsealer is a cluster of its own, or a KMS.
+    The lab unseals it at every start. The authority's seal gets a periodic orphan token whose policy allows
+    encrypt and decrypt on that one key (and renewing itself), in ``unsealer/seal-token`` (0600).
+    """
+
+    def __init__(self, lab_dir: Path, host: LabHost, port: int, cluster_port: int, pki: LabPKI, *,
+                 flavor: AuthorityFlavor = "openbao") -> None:
+        super().__init__(lab_dir, host, port, cluster_port, pki, dev=False, flavor=flavor)
+        self.name = "unsealer"
+        self.raft_performance_multiplier = 1  # raft (OpenBao has no file storage), electing itself at once
+
+    @property
+    def init_file(self) -> Path:
+        return self.dir / "init.json"
+
+    @property
+    def seal_token_file(self) -> Path:
+        return self.dir / "seal-token"
+
+    def transit_seal(self) -> TransitSeal:
+        return TransitSeal(self.address, UNSEALER_KEY, UNSEALER_MOUNT, self.seal_token_file, self.pki.ca.cert)
+
+    def secret_values(self) -> tuple[str, ...]:
+        out: list[str] = []
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            init = json.loads(self.init_file.read_text(encoding="utf-8"))
+            out += [str(init["root_token"]), *(str(k) for k in init["keys"])]
+        with contextlib.suppress(OSError):
+            out.append(self.seal_token_file.read_text(encoding="utf-8").strip())
+        return tuple(v for v in out if v)
+
+    def health(self) -> Health:
+        found = super().health()
+        return dataclasses.replace(found, healthy=found.detail == "initialized, unsealed")
+
+    def wait(self, proc: procs.ProcInfo | None, timeout: float = 120) -> None:
+        """Wait until it answers, then initialize (once), unseal and provision the seal's key, policy and token."""
+        wait_until(lambda: bool(self.sys_health()), timeout=timeout, what=self.name, lab_dir=self.lab_dir,
+                   proc=proc, mask=self.secret_values(), interval=0.2)
+        self.prepare(timeout)
+
+    def _call(self, method: str, path: str, token: str = "", payload: dict[str, Any] | None = None,
+              timeout: float = 15.0) -> Any:
+        try:
+            status, body = _http_call(method, f"{self.address}/v1/{path}", token=token, payload=payload,
+                                      context=self.ssl_context(), timeout=timeout)
+        except OSError as exc:
+            raise LabError(f"unsealer: {method} {path}: {exc}") from None
+        if status >= 400:
+            errors = body.get("errors") if isinstance(body, dict) else None
+            raise LabError(f"unsealer: {method} {path} answered {status}: {errors}")
+        return body
+
+    def prepare(self, timeout: float = 60) -> None:
+        """Idempotent: initialized, unsealed, active, the transit key, the policy and a working seal token."""
+        health = self.sys_health()
+        if not health.get("initialized"):
+            # Raft's first write and the key generation take seconds on a busy machine: a generous timeout, since
+            # an init whose answer is lost leaves an unsealer nobody can unseal.
+            init = self._call("PUT", "sys/init", payload={"secret_shares": 1, "secret_threshold": 1}, timeout=120)
+            _write_private_text(self.init_file, json.dumps({"keys": init["keys"], "root_token": init["root_token"]}))
+            self.seal_token_file.unlink(missing_ok=True)  # a token of an earlier, wiped unsealer
+        try:
+            init = json.loads(self.init_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise LabError(f"the unsealer is initialized but {self.init_file} is missing or unreadable: its key is "
+                           "lost; `chamberlain lab down --purge` and bring the lab up again") from None
+        if self.sys_health().get("sealed"):
+            for key in init["keys"]:
+                self._call("PUT", "sys/unseal", payload={"key": key})
+        wait_until(lambda: bool((h := self.sys_health()).get("initialized")) and not h.get("sealed")
+                   and not h.get("standby"), timeout=timeout, what=f"{self.name} active", mask=self.secret_values())
+        root = str(init["root_token"])
+        # Right after unseal the active node may still refuse writes briefly: retry the first one.
+        wait_until(lambda: self._ensure_transit(root), timeout=timeout, what=f"{self.name} transit mount",
+                   mask=self.secret_values())
+        if not self._seal_token_works():
+            policy = (f'path "{UNSEALER_MOUNT}/encrypt/{UNSEALER_KEY}" {{ capabilities = ["update"] }}\n'
+                      f'path "{UNSEALER_MOUNT}/decrypt/{UNSEALER_KEY}" {{ capabilities = ["update"] }}\n'
+                      'path "auth/token/renew-self" { capabilities = ["update"] }\n'
+                      'path "auth/token/lookup-self" { capabilities = ["read"] }\n')
+            self._call("PUT", f"sys/policies/acl/{UNSEALER_POLICY}", root, {"policy": policy})
+            created = self._call("POST", "auth/token/create-orphan", root, {
+                "policies": [UNSEALER_POLICY], "no_default_policy": True, "period": "768h",
+                "display_name": "authority-seal"})
+            _write_private_text(self.seal_token_file, str(created["auth"]["client_token"]) + "\n")
+
+    def _ensure_transit(self, root: str) -> bool:
+        """The transit mount and key exist (False: the server refused for now, e.g. still becoming active)."""
+        try:
+            mounts = self._call("GET", "sys/mounts", root)
+            if f"{UNSEALER_MOUNT}/" not in (mounts.get("data") or mounts):
+                self._call("POST", f"sys/mounts/{UNSEALER_MOUNT}", root, {"type": "transit"})
+            status, _ = _http_call("GET", f"{self.address}/v1/{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", token=root,
+                                   context=self.ssl_context())
+            if status == 404:
+                self._call("POST", f"{UNSEALER_MOUNT}/keys/{UNSEALER_KEY}", root, {"type": "aes256-gcm96"})
+        except LabError:
+            return False
+        return True
+
+    def _seal_token_works(self) -> bool:
+        try:
+            token = self.seal_token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        status, _ = _http_call("GET", f"{self.address}/v1/auth/token/lookup-self", token=token,
+                               context=self.ssl_context())
+        return status == 200
 
 
 # --------------------------------------------------------------- External Secrets

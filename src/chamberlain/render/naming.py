@@ -94,6 +94,11 @@ def reader_policy(environment: str, cluster: str, namespace: str) -> str:
     return f"chamberlain.{environment}.{cluster}.{namespace}.{READER_ROLE}"
 
 
+def instance_reader_policy(environment: str, cluster: str, namespace: str) -> str:
+    """ESO in every instance ``<namespace>-<id>`` of an ephemeral environment (chamberlain.lifecycle.ephemeral)."""
+    return f"chamberlain.{environment}.{cluster}.{namespace}.instance-{READER_ROLE}"
+
+
 def publisher_policy(environment: str, cluster: str, namespace: str, intent: str) -> str:
     return f"chamberlain.{environment}.{cluster}.{namespace}.{intent}.{PUBLISHER_ROLE}"
 

@@ -38,6 +38,11 @@ Who may do what:
   config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
   (signing a CSR and revoking a serial; never ``issue``, so Vault never generates or sees a private key).
+  That life cycle, the run records and staged values are the environment's **rotating cluster**'s alone
+  (``rotationCluster``, default the first; :mod:`chamberlain.rotation.clusters`), which also reads every
+  acknowledgement of the environment; a **following** cluster's orchestrator may write a first version (handover)
+  and the metadata, read what it follows, and write only its own acknowledgements
+  (``<runtime>/_chamberlain/acks/<env>/<cluster>/``).
 
 Mount settings: the runtime mount requires check-and-set (only the orchestrator writes there, always with CAS,
 so a lost race is an error, never a silent overwrite). The internal mounts cannot: ESO's PushSecret writes
@@ -46,25 +51,29 @@ without CAS.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import (
+    ACKS_PREFIX,
     AUTHORITY_PARTITION,
+    INSTANCES_SEGMENT,
     LEDGER_HEAD,
     LEDGER_HEAD_NAME,
     LEDGER_PREFIX,
     PENDING_PREFIX,
+    READERS_SEGMENT,
     RUNS_PREFIX,
     TRANSIT_MOUNT,
     VaultPath,
+    accessor_ref,
     ledger_key,
     marker_key,
 )
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
-from chamberlain.render.topology import RenderError, Topology
+from chamberlain.render.topology import Read, RenderError, Topology
 from chamberlain.render.yamlio import dump_json
 
 MAX_VERSIONS = 10  # enough history to roll back a bad rotation and to serve the overlap window
@@ -130,7 +139,7 @@ def _role(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> str:
     return dump_json({
         "audience": VAULT_AUDIENCE,
         "bound_service_account_names": [account],
-        "bound_service_account_namespaces": [ns],
+        "bound_service_account_namespaces": [ns],  # "<ns>-*" for the instances of an ephemeral environment
         "token_policies": [policy],
         "token_ttl": ttl,
         "token_max_ttl": max_ttl,
@@ -145,6 +154,7 @@ def bundle(topo: Topology) -> dict[str, str]:
         "transit.json": dump_json(transit_keys(platform)),
     }
     auth_mounts: dict[str, str] = {}  # mount -> its cluster
+    ephemeral = {e.name for e in platform.spec.environments if e.ephemeral}
 
     def add_role(cluster: str, name: str, body: str) -> None:
         # Every role lives in the auth mount of its own cluster, reviewed by that cluster's API server only.
@@ -168,6 +178,9 @@ def bundle(topo: Topology) -> dict[str, str]:
             )
             add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
                                           ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+            if env in ephemeral:
+                _instance_reader(files, add_role, env, cluster, naming.kubernetes_auth_mount(platform, cluster), ns,
+                                 reads)
         for ns, pubs in unit.publishes.items():
             for pub in pubs:
                 intent = pub.intent.metadata.name
@@ -199,11 +212,43 @@ def bundle(topo: Topology) -> dict[str, str]:
     return files
 
 
+def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], None], env: str, cluster: str,
+                     auth_mount: str, ns: str, reads: list[Read]) -> None:
+    """ESO in every instance ``<ns>-<id>`` of an ephemeral environment: one role, bound to the reader
+    ServiceAccount in namespaces ``<ns>-*``, whose policy is templated on the namespace of the ServiceAccount that
+    logged in (the Kubernetes auth alias's ``service_account_namespace``): it reads the copies ``env up`` writes for
+    that namespace only, ``<env>/_instances/<id>/_ns/<ns>-<id>/<owner>/<name>``. No policy is written when an
+    instance comes or goes, and an instance never reads another's (:mod:`chamberlain.lifecycle.ephemeral`)."""
+    name = naming.instance_reader_policy(env, cluster, ns)
+    own = f"{{{{identity.entity.aliases.{accessor_ref(auth_mount)}.metadata.service_account_namespace}}}}"
+
+    def instance(path: VaultPath) -> VaultPath:
+        rest = path.path.removeprefix(f"{env}/")
+        return VaultPath(path.mount, f"{env}/{INSTANCES_SEGMENT}/+/{READERS_SEGMENT}/{own}/{rest}")
+
+    files[f"policies/{name}.hcl"] = _policy(
+        f"ESO in an instance of namespace {ns} on cluster {cluster} ({env}, ephemeral) reads what it materializes, "
+        "in its own namespace's copy only.",
+        (block
+         for r in reads
+         for block in (
+             (f"{r.intent.metadata.name} -> {r.consumer.secret_name}", instance(r.vault).data_path, ["read"]),
+             (f"{r.intent.metadata.name}: version marker", instance(r.vault).metadata_path, ["read"]),
+         )),
+    )
+    add_role(cluster, name, _role(naming.reader_service_account(env), f"{ns}-*", name,
+                                  ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+
+
 def _orchestrator_blocks(platform: Platform, cluster: str,
                          environments: list[str]) -> list[tuple[str, str, list[str]]]:
     m = platform.spec.authority.mounts
     blocks: list[tuple[str, str, list[str]]] = []
     for env in environments:
+        environment = platform.environment(env)
+        if environment is not None and environment.rotating_cluster != cluster:
+            blocks.extend(_follower_blocks(platform, cluster, env, environment.rotating_cluster))
+            continue
         scope = VaultPath(m.runtime, f"{env}/*")
         life = f"runtime secrets of {env}: generate, hand over, rotate, verify, revoke"
         blocks.append((life, scope.data_path, ["create", "read", "update", "patch", "delete"]))
@@ -219,9 +264,10 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
         blocks.append((f"rotation staging of {env}", pending.data_path, ["create", "read", "update", "delete"]))
         blocks.append((f"rotation staging of {env}", pending.metadata_path, ["read", "delete"]))
         blocks.append((f"rotation staging of {env}", f"{m.runtime}/destroy/{PENDING_PREFIX}/{env}/*", ["update"]))
-        for mount in (m.internal_data, m.internal_config):
-            blocks.append((f"internal secrets of {env} on {cluster}: metadata only, never values",
-                           VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"]))
+        acks = VaultPath(m.runtime, f"{ACKS_PREFIX}/{env}/*")
+        blocks.append((f"acknowledgements of {env}'s follower clusters: read, before revokeOld", acks.data_path,
+                       ["read"]))
+        blocks.extend(_internal_metadata_blocks(platform, cluster, env))
     # The authority ledger (issue 11): entries are create-only (no update, no delete), so even the orchestrator
     # cannot rewrite history, and only in the partitions of its own cluster; only their head is updatable. Each
     # environment's entries are signed with that environment's transit key, which only its orchestrators use.
@@ -244,6 +290,32 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
     for env in [AUTHORITY_PARTITION[0], *(e.name for e in platform.spec.environments)]:
         blocks.append(("ledger public keys (audit pin)", f"{TRANSIT_MOUNT}/keys/{ledger_key(env)}", ["read"]))
     return blocks
+
+
+def _internal_metadata_blocks(platform: Platform, cluster: str, env: str) -> list[tuple[str, str, list[str]]]:
+    m = platform.spec.authority.mounts
+    return [(f"internal secrets of {env} on {cluster}: metadata only, never values",
+             VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"])
+            for mount in (m.internal_data, m.internal_config)]
+
+
+def _follower_blocks(platform: Platform, cluster: str, env: str, owner: str) -> list[tuple[str, str, list[str]]]:
+    """A cluster that follows ``env`` (another cluster, ``owner``, rotates it; rotation.clusters): it may hand a
+    bootstrap value over (the first version only: ``create`` without ``update`` writes no version over an existing
+    one) and record its handover in the metadata, read the metadata it follows, and write its own
+    acknowledgements. No run record and no staged value: it cannot take a rotation's lease, nor read one."""
+    m = platform.spec.authority.mounts
+    scope = VaultPath(m.runtime, f"{env}/*")
+    life = f"runtime secrets of {env} (rotated by {owner}): hand over a first version, follow, never rotate"
+    own = VaultPath(m.runtime, f"{ACKS_PREFIX}/{env}/{cluster}/*")
+    note = f"acknowledgements of {env} by {cluster}: its own only"
+    return [
+        (life, scope.data_path, ["create", "read"]),
+        (life, scope.metadata_path, ["create", "read", "update", "list"]),
+        (note, own.data_path, ["create", "read", "update"]),
+        (note, own.metadata_path, ["read"]),
+        *_internal_metadata_blocks(platform, cluster, env),
+    ]
 
 
 def _kv_mounts(platform: Platform) -> list[str]:

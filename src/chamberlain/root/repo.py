@@ -317,3 +317,79 @@ def _refresh_sops_config(repo: Repository, update: RepoUpdate) -> RepoUpdate:
     return update
 
 
+
+
+def swap_recipient(text: str, old: str, new: str) -> tuple[str, list[str], bool]:
+    """The Platform document ``text`` with ``old`` replaced by ``new`` in ``spec.rootOfTrust.ageRecipients``, in
+    place (``root rotate``): (new text, recipients, changed). Already swapped: unchanged. Pure."""
+    yaml, doc, spec = _spec(text)
+    root = yamledit.child(spec, "rootOfTrust", CommentedMap)
+    recipients = yamledit.child(root, "ageRecipients", CommentedSeq) if root is not None else None
+    if root is None or recipients is None:
+        raise UsageError("Platform spec.rootOfTrust.ageRecipients is not a list")
+    if _anchored(recipients) or _anchored(root):
+        raise UsageError("Platform spec.rootOfTrust.ageRecipients uses a YAML anchor or alias; write the list out in "
+                         "full, then run again (nothing was written)")
+    listed = [str(r) for r in recipients]
+    if old not in listed:
+        if new in listed:
+            return text, listed, False
+        raise UsageError(f"{old} is not in the Platform's rootOfTrust.ageRecipients: the identity given is not the "
+                         "root in force (nothing was written)")
+    if new in listed:  # both present (an interrupted edit cannot produce this; a hand edit can): drop the old one
+        del recipients[listed.index(old)]
+    else:
+        recipients[listed.index(old)] = new
+    return yamledit.dump(yaml, doc), [str(r) for r in recipients], True
+
+
+def rotate_root_recipient(root: Path, old: str, new: str) -> RepoUpdate:
+    """Replace the root recipient ``old`` with ``new`` in the Platform and bring ``.sops.yaml`` up to date; refuses
+    a ``new`` that is a cluster's GitOps key. Writes only what changes; ``stale_files`` lists what to re-encrypt."""
+    repo, rel, doc, text = _platform_source(root)
+    _, declared = _raw_recipients(doc)
+    clusters = sorted(c for c, listed in declared.items() if new in listed)
+    if clusters:
+        raise UsageError(f"{new} is the GitOps decryption key of {', '.join(clusters)}; the root of trust needs a "
+                         "key of its own (nothing was written)")
+    chunk = text[doc.start_index:doc.end_index]
+    new_chunk, recipients, changed = swap_recipient(chunk, old, new)
+    if changed:
+        _write_document(repo.root, rel, doc, text, new_chunk)
+    update = RepoUpdate(platform_file=rel, recipients=recipients, recipient_added=changed)
+    return _refresh_sops_config(load_repository(root) if changed else repo, update)
+
+
+def swap_decryption_recipient(root: Path, cluster: str, old: str, new: str) -> RepoUpdate:
+    """Replace ``cluster``'s GitOps decryption recipient ``old`` with ``new`` (``root gitops-key --rotate``) and
+    bring ``.sops.yaml`` up to date. Same refusals as :func:`declare_decryption_recipient`."""
+    repo, rel, doc, text = check_decryption_target(root, cluster)
+    root_recipients, declared = _raw_recipients(doc)
+    if new in root_recipients:
+        raise UsageError(f"{rel}: {new} is a root-of-trust recipient; a cluster's decryption key must be a key of "
+                         "its own (it must never open an unseal share)")
+    others = sorted(c for c, listed in declared.items() if c != cluster and new in listed)
+    if others:
+        raise UsageError(f"{rel}: {new} is already the decryption key of {', '.join(others)}")
+    chunk = text[doc.start_index:doc.end_index]
+    yaml, pdoc, spec = _spec(chunk)
+    gitops = yamledit.child(spec, "gitops", CommentedMap)
+    per_cluster = yamledit.child(gitops, "decryptionRecipients", CommentedMap) if gitops is not None else None
+    listed = yamledit.child(per_cluster, cluster, CommentedSeq) if per_cluster is not None else None
+    if listed is None or any(_anchored(n) for n in (gitops, per_cluster, listed)):
+        raise UsageError(f"Platform spec.gitops.decryptionRecipients.{cluster} is not a plain list (nothing was "
+                         "written)")
+    names = [str(r) for r in listed]
+    changed = False
+    if old in names:
+        if new in names:
+            del listed[names.index(old)]
+        else:
+            listed[names.index(old)] = new
+        changed = True
+    elif new not in names:
+        raise UsageError(f"{rel}: {old} is not {cluster}'s decryption recipient (nothing was written)")
+    if changed:
+        _write_document(repo.root, rel, doc, text, yamledit.dump(yaml, pdoc))
+    update = RepoUpdate(platform_file=rel, recipients=root_recipients, recipient_added=changed)
+    return _refresh_sops_config(load_repository(root) if changed else repo, update)

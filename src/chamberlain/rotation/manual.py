@@ -29,6 +29,7 @@ from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath, placements, vault_path
 from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import ConsumerRef, ExternalSecretRef, Restarts, WorkloadRef, in_sync
+from chamberlain.rotation import clusters
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.policy import due, from_metadata
@@ -180,6 +181,9 @@ def build_deps(
         intent=placed.intent, propagation=propagation, clock=clock, rng=random.SystemRandom(), actor=actor,
         admin=admin_source(kv, platform, intents, placed), pki=pki,
         markers=markers if markers is not None else LegacyMarkers(),
+        # a runtime path is shared by every cluster of the environment: revokeOld waits for the others
+        followers=(clusters.followers(platform, placed.environment)
+                   if placed.vault.mount == platform.spec.authority.mounts.runtime else ()),
     )
     return deps, propagation
 
@@ -203,7 +207,8 @@ def drive(run: RotationRun, deps: wf.RotationDeps, *, max_wait: float,
             delay = (at - deps.clock.now()).total_seconds()
             if delay > max_wait:
                 return run
-            deps.clock.sleep(max(delay, 0.0))
+            # past its time, a revoke waits for follower clusters' acknowledgements: look again a little later
+            deps.clock.sleep(max(delay, wf.ACK_POLL_SECONDS if clusters.AWAITING_NOTE in run.notes else 0.0))
         run = after
     return run
 

@@ -83,6 +83,7 @@ from chamberlain.propagation import (
     restart_sources,
     wait_in_sync,
 )
+from chamberlain.rotation import clusters
 from chamberlain.rotation import run as runs
 from chamberlain.rotation.policy import failure_streak, from_metadata
 from chamberlain.rotation.rotators.base import (
@@ -110,6 +111,7 @@ STAGED_NOTES = "_chamberlain.notes"
 RESERVED_PREFIX = "_chamberlain."
 
 MAX_STEPS = 64
+ACK_POLL_SECONDS = 1.0  # run_to_completion: a revoke waiting for follower clusters looks again this often
 
 
 class RotationError(ChamberlainError):
@@ -147,6 +149,8 @@ class Step(StrEnum):
     PROPAGATE = "propagate"
     RESTART = "restart"
     SCHEDULE_REVOKE = "schedule-revoke"
+    AWAIT_ACKS = "await-acks"  # maxOverlap passed, a follower cluster has not acknowledged: note whom we wait for
+    ACKS_OVERDUE = "acks-overdue"  # ... past the acknowledgement deadline: alert once, keep waiting
     REVOKE = "revoke"
     FINISH = "finish"  # nothing to revoke: done
     CONFLICT = "conflict"  # someone else wrote: fail, never overwrite
@@ -171,6 +175,9 @@ class Observed:
     # not read by observe either: the authority was unreachable while this run was in flight (the cleaned error),
     # as the executor that lived through the outage saw it; None when no outage interrupted the run
     outage: str | None = None
+    # read while ``revoke-wait`` is past maxOverlap only: the follower clusters that have not acknowledged the
+    # run's version yet (rotation.clusters; empty: none, or a single-cluster environment)
+    unacknowledged: tuple[str, ...] = ()
 
 
 def wake_at(run: RotationRun) -> datetime | None:
@@ -180,8 +187,12 @@ def wake_at(run: RotationRun) -> datetime | None:
     return run.revoke_at if run.stage == "revoke-wait" else None
 
 
-def next_step(run: RotationRun, seen: Observed, now: datetime) -> Step:
+def next_step(run: RotationRun, seen: Observed, now: datetime,
+              ack_deadline: timedelta = clusters.DEFAULT_ACK_DEADLINE) -> Step:
     """The one step to do next (pure). Safe to ask again after any crash: a done write is recognised, not redone.
+
+    ``revokeOld`` waits for maxOverlap and then for every follower cluster's acknowledgement of the new version
+    (:func:`~chamberlain.rotation.clusters.revoke_gate`); ``ack_deadline`` past maxOverlap, the wait alerts once.
 
     An outage of the authority during the run (``seen.outage``) ends it under ``alert``/``hold`` even while it
     waits: the policy said a failure needs a human. Under ``retry`` the run goes on where it was."""
@@ -213,8 +224,20 @@ def next_step(run: RotationRun, seen: Observed, now: datetime) -> Step:
         case "restarted":
             return Step.SCHEDULE_REVOKE if run.revoke_old and run.mode == "rotate" else Step.FINISH
         case "revoke-wait":
-            return Step.WAIT if run.revoke_at is not None and now < run.revoke_at else Step.REVOKE
+            return _revoke_step(run, seen, now, ack_deadline)
     return Step.NONE  # pragma: no cover - every unfinished stage is matched above
+
+
+def _revoke_step(run: RotationRun, seen: Observed, now: datetime, ack_deadline: timedelta) -> Step:
+    gate = clusters.revoke_gate(run.revoke_at, seen.unacknowledged, now, ack_deadline)
+    if gate is clusters.RevokeGate.OVERLAP:
+        return Step.WAIT
+    if gate is clusters.RevokeGate.REVOKE:
+        return Step.REVOKE
+    if gate is clusters.RevokeGate.OVERDUE and clusters.OVERDUE_NOTE not in run.notes:
+        return Step.ACKS_OVERDUE
+    awaited = ",".join(seen.unacknowledged)
+    return Step.WAIT if run.notes.get(clusters.AWAITING_NOTE) == awaited else Step.AWAIT_ACKS
 
 
 def _our_promote(run: RotationRun, seen: Observed) -> bool:
@@ -329,6 +352,10 @@ class RotationDeps:
     pki: CertificateIssuer | None = None  # signs/revokes for the x509-vault-pki rotator
     # Version markers, keyed by the authority (TransitMarkers) in every live caller; v1 only for fakes (issue 11).
     markers: Markers = field(default_factory=LegacyMarkers)
+    # The environment's follower clusters (rotation.clusters): revokeOld waits for their acknowledgements.
+    followers: tuple[str, ...] = ()
+    ack_deadline: timedelta = clusters.DEFAULT_ACK_DEADLINE
+    on_overdue: Callable[[RotationRun], None] = _no_alert  # a follower's acknowledgement is overdue (once per run)
 
 
 # --------------------------------------------------------------------------------------------------- start
@@ -420,7 +447,8 @@ class _Seen:
 _READS_REAL: frozenset[runs.Stage] = frozenset({"pending", "staged", "set-at-target"})
 
 
-def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None) -> _Seen:
+def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
+          followers: Sequence[str] = (), now: datetime | None = None) -> _Seen:
     read_real = not run.finished and run.stage in _READS_REAL
     read_staged = not run.finished and run.stage == "pending"
     real = kv.read(run.mount, run.path) if read_real else None
@@ -437,7 +465,13 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None)
     else:
         staged_version = run.staged_version or run.staging_base
         staged_run = run.run_id if run.staged_version else None
-    return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage), real, staged)
+    missing: tuple[str, ...] = ()
+    past_overlap = run.revoke_at is None or (now is not None and now >= run.revoke_at)
+    if followers and not run.finished and run.stage == "revoke-wait" and past_overlap:
+        acks = {c: clusters.read_acknowledgement(kv, run.vault, c)[0] for c in followers}
+        missing = clusters.unacknowledged(followers, acks, run.current_version or 0)
+    return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage,
+                          unacknowledged=missing), real, staged)
 
 
 def staged_marker(kv: KV, run: RotationRun, markers: Markers) -> str | None:
@@ -630,13 +664,31 @@ class _Executor:
         at = self.now + timedelta(seconds=self.run.max_overlap_seconds)
         return self.run.model_copy(update={"stage": "revoke-wait", "revoke_at": at})
 
+    def await_acks(self) -> RotationRun:
+        """Name the follower clusters revokeOld waits for (shown in the run's status; names only)."""
+        awaited = ",".join(self.seen.observed.unacknowledged)
+        return self.run.model_copy(update={"notes": {**self.run.notes, clusters.AWAITING_NOTE: awaited}})
+
+    def acks_overdue(self) -> RotationRun:
+        """Past the acknowledgement deadline: alert once (recorded in the run), keep waiting."""
+        notes = {**self.run.notes, clusters.AWAITING_NOTE: ",".join(self.seen.observed.unacknowledged),
+                 clusters.OVERDUE_NOTE: rfc3339(self.now)}
+        run = self.run.model_copy(update={"notes": notes})
+        self.deps.on_overdue(run)
+        return run
+
     def revoke(self) -> RotationRun:
         mark = self.deps.ledger.mark()
         previous = self._read(self.run.path, self.run.previous_version)
         current = self._read(self.run.path, self.run.current_version)
         self.rotator.revoke_old(self.context(current, admin=True), previous)
         checkpoint("rotation.revoke")
-        return self._finish("revoked", mark)
+        finished = self._finish("revoked", mark)
+        if not self.deps.followers:
+            return finished
+        notes = {k: v for k, v in finished.notes.items() if k != clusters.AWAITING_NOTE}
+        notes[clusters.ACKNOWLEDGED_NOTE] = ",".join(self.deps.followers)
+        return finished.model_copy(update={"notes": notes})
 
     def finish(self) -> RotationRun:
         return self._finish("done", self.deps.ledger.mark())
@@ -764,12 +816,12 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
     if outage is None and run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
     try:
-        seen = _look(run, deps.kv, deps.markers, outage)
+        seen = _look(run, deps.kv, deps.markers, outage, deps.followers, now)
     except AuthorityUnavailable:
         raise
     except AuthorityError as exc:  # refused (403, 404, ...): a failure of this run, which its policy decides
         return runs.save(deps.kv, _Executor(run, deps, now).fail(exc).model_copy(update={"updated_at": now}))
-    step = next_step(run, seen.observed, now)
+    step = next_step(run, seen.observed, now, deps.ack_deadline)
     if step in (Step.WAIT, Step.NONE):
         return run
     ex = _Executor(run, deps, now, seen)
@@ -784,6 +836,8 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
             Step.PROPAGATE: ex.propagate,
             Step.RESTART: ex.restart,
             Step.SCHEDULE_REVOKE: ex.schedule_revoke,
+            Step.AWAIT_ACKS: ex.await_acks,
+            Step.ACKS_OVERDUE: ex.acks_overdue,
             Step.REVOKE: ex.revoke,
             Step.FINISH: ex.finish,
             Step.FINALIZE: ex.finalize,
@@ -812,7 +866,9 @@ def run_to_completion(run: RotationRun, deps: RotationDeps, max_steps: int = MAX
             at = wake_at(run)
             if at is None:  # pragma: no cover - a run that neither waits nor acts would loop
                 raise RotationError(f"run {run.run_id} of {run.secret} made no progress")
-            deps.clock.sleep(max((at - deps.clock.now()).total_seconds(), 0.0))
+            # past its time, it waits for follower clusters' acknowledgements: look again a little later
+            floor = ACK_POLL_SECONDS if clusters.AWAITING_NOTE in run.notes else 0.0
+            deps.clock.sleep(max((at - deps.clock.now()).total_seconds(), floor))
         run = after
     raise RotationError(f"run {run.run_id} of {run.secret} did not finish within {max_steps} steps; "
                         "it resumes from its record")

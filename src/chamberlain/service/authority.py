@@ -9,7 +9,8 @@ or a value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         AuthorityEvent,
         AuthorityStatus,
         InitReport,
+        NodeUnseal,
         Recorder,
         RekeyReport,
         SealedMaterial,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.vault import VaultClient
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
+    from chamberlain.lifecycle.retire import Orphan
     from chamberlain.propagation.conflicts import Conflict
     from chamberlain.rotation.policy_sync import PolicyDrift
     from chamberlain.service.context import Caller, Servers
@@ -64,6 +67,7 @@ class ConfigureOptions:
     token_reviewer_jwt_file: Path | None = None
     clusters: Mapping[str, ClusterAuth] = field(default_factory=dict)
     kubernetes_issuer: str | None = None
+    replace_token_reviewer_jwt: bool = False  # write the reviewer JWTs given even if one is set (a rebuilt cluster)
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,11 @@ class InitResult:
     report: InitReport
     export: ExportResult | None = None  # the export file written or refreshed
     secret_from_export: bool = False  # the Secret was missing and re-created from the export
+    seal: str = "shamir"  # the Platform's seal: another one means the stored shares are recovery keys
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self.report) | {"secret": self.secret}
+        out = asdict(self.report) | {"secret": self.secret, "seal": self.seal,
+                                     "keys": "unseal" if self.seal == "shamir" else "recovery"}
         if self.secret_from_export:
             out["secretFromExport"] = True
         return out | ({} if self.export is None else {"export": self.export.as_dict()})
@@ -123,18 +129,35 @@ class ExportResult:
 class UnsealResult:
     address: str
     report: UnsealReport
+    #: With several addresses (an HA authority's nodes): each node's outcome; ``report`` is the first one's.
+    nodes: list[NodeUnseal] = field(default_factory=list)
     secret_from_export: str = ""  # the export file the missing Secret was re-created from
     recorded: str = ""  # the ledger entry of that re-creation, or why it could not be written yet
 
     def as_dict(self) -> dict[str, Any]:
-        extra = {"secretFromExport": self.secret_from_export, "recorded": self.recorded}
-        return asdict(self.report) | (extra if self.secret_from_export else {})
+        out = asdict(self.report)
+        if self.secret_from_export:  # only when the Secret was re-created from the export
+            out |= {"secretFromExport": self.secret_from_export, "recorded": self.recorded}
+        if not out["auto_unseal"]:  # only an auto-unsealed server's answer names its seal
+            del out["auto_unseal"]
+        if self.nodes:
+            out["nodes"] = [{"address": n.address, **({"skipped": n.skipped} if n.skipped else {}),
+                             **(asdict(n.report) if n.report is not None else {})} for n in self.nodes]
+        return out
 
     @property
     def message(self) -> str:
         from chamberlain.authority.decide import UnsealOutcome, unseal_message
 
         r = self.report
+        if r.auto_unseal:
+            return (f"nothing to do: it unseals itself through its {r.auto_unseal} seal (auto-unseal), and it is "
+                    "unsealed")
+        if self.nodes:
+            unsealed = sum(1 for n in self.nodes if n.report is not None and not n.report.sealed)
+            skipped = [f"{n.address} {n.skipped}" for n in self.nodes if n.skipped]
+            return (f"{unsealed} of {len(self.nodes)} nodes unsealed"
+                    + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
         if not r.was_sealed:
             return "already unsealed (no-op)"
         if not r.custodians:
@@ -166,10 +189,13 @@ class PlanResult:
     drift_unchecked: str | None = None
     conflicts: list[Conflict] = field(default_factory=list)  # other owners in the cluster (see propagation)
     conflicts_unchecked: str | None = None
+    # runtime data whose intent was removed from Git without spec.retire (chamberlain.lifecycle.retire)
+    orphans: list[Orphan] = field(default_factory=list)
+    orphans_unchecked: str | None = None
 
     @property
     def up_to_date(self) -> bool:
-        return not self.changes and not self.drifts and not self.conflicts
+        return not self.changes and not self.drifts and not self.conflicts and not self.orphans
 
     def as_dict(self) -> dict[str, Any]:
         return ConfigureResult(self.changes, dry_run=True).as_dict() | {
@@ -177,6 +203,8 @@ class PlanResult:
             "policyDriftUnchecked": self.drift_unchecked,
             "conflicts": None if self.conflicts_unchecked else [c.as_dict() for c in self.conflicts],
             "conflictsUnchecked": self.conflicts_unchecked,
+            "removedIntents": None if self.orphans_unchecked else [o.as_dict() for o in self.orphans],
+            "removedIntentsUnchecked": self.orphans_unchecked,
         }
 
 
@@ -247,6 +275,7 @@ def desired_state(repo: Repository, platform: Platform, target: Selection, kubec
         configurator_namespace=naming.configurator_namespace(platform),
         configurator_service_account=naming.configurator_service_account(platform),
         legacy_auth_mounts=tuple(legacy_auth_mounts),
+        replace_reviewer_jwt=opts.replace_token_reviewer_jwt,
     )
     return desired_state(select(vault_bundle(repo), target.environment, target.cluster), settings)
 
@@ -261,7 +290,10 @@ def _recorder(platform: Platform, caller: Caller) -> Callable[[VaultClient], Rec
                         signer=TransitSigner(client.transit))
 
         def record(event: AuthorityEvent, details: Mapping[str, str]) -> None:
-            ledger.append(event, actor=caller.actor, run=caller.run, details=details)
+            # A playbook's reason is the entry's reason, not one of its details.
+            rest = {k: v for k, v in details.items() if k != "reason"}
+            ledger.append(event, actor=caller.actor, run=caller.run, reason=details.get("reason") or None,
+                          details=rest)
 
         return record
 
@@ -337,20 +369,22 @@ def initialize(request: InitRequest, servers: Servers, caller: Caller) -> InitRe
             servers.login(platform, role).auth.lookup_self()
         return roles
 
-    report = lifecycle.initialize(
-        servers.anonymous(platform), store,
-        lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
-                           custody.custodians),
-        login_configurator=lambda: servers.configurator(platform, request.target.cluster),
-        configure=configure, verify=verify, recorder_for=recorder_for, identities=identities, clock=caller.clock,
-    )
+    with _seal_hint(platform):
+        report = lifecycle.initialize(
+            servers.anonymous(platform), store,
+            lifecycle.InitPlan(layout.shares, layout.threshold, share_recipients(platform), request.recovery_dir,
+                               custody.custodians, seal=platform.spec.authority.seal.type),
+            login_configurator=lambda: servers.configurator(platform, request.target.cluster),
+            configure=configure, verify=verify, recorder_for=recorder_for, identities=identities,
+            clock=caller.clock,
+        )
     if from_export is not None:
         recorder_for(servers.configurator(platform, request.target.cluster))("authority-restore", {
             "unseal_material": "secret re-created from the repository's export", "generation":
             str(from_export.generation), "shares": str(len(from_export.shares))})
     export = _refresh_export(platform, servers, request.target.root, create=request.export)
     return InitResult(address, f"{spec.controller.namespace}/{lifecycle.SECRET_NAME}", report, export,
-                      from_export is not None)
+                      from_export is not None, platform.spec.authority.seal.type)
 
 
 def _secret_from_export(vault: VaultClient, store: SealedStore, root: Path) -> SealedMaterial | None:
@@ -439,8 +473,21 @@ def unseal(root: Path, identities: Sequence[Path], servers: Servers, *, reset: b
 
     _, platform = load_platform(root)
     vault = servers.anonymous(platform)
+    with _seal_hint(platform):
+        auto = lifecycle.auto_unseal_report(vault)  # an auto-unseal seal: nothing to do, no identity needed
+    if auto is not None:
+        return UnsealResult(vault.address, auto)
     opened = _identities(identities)
     store = _store(platform, servers)
+    if len(vault.addresses) > 1 and store.load() is not None:  # an HA authority: every node needs the shares
+        from chamberlain.authority.vault import unauthenticated
+
+        conn = servers.connection(platform)
+        nodes = [unauthenticated(a, conn.ca_file, clock=conn.clock) for a in vault.addresses]
+        outcome = lifecycle.unseal_nodes(nodes, store, opened, reset=reset)
+        first = next(n for n in outcome if n.report is not None)
+        assert first.report is not None
+        return UnsealResult(first.address, first.report, outcome)
     export = default_path(root)
     if store.load() is not None or not export.exists():
         return UnsealResult(vault.address, lifecycle.unseal(vault, store, opened, reset=reset))
@@ -492,6 +539,9 @@ def plan(target: Selection, servers: Servers, *, prune: bool = False, policies: 
     changes = _converge(client, desired, prune=prune, dry_run=True, record=None).changes
     found, unchecked = conflicts(repo, platform, target, servers)
     result = PlanResult(changes, conflicts=found, conflicts_unchecked=unchecked)
+    from chamberlain.service.lifecycle import orphans
+
+    result.orphans, result.orphans_unchecked = orphans(repo, platform, target.environment, target.cluster, servers)
     if not policies:
         result.drift_unchecked = "not requested"
         return result
@@ -524,7 +574,8 @@ def conflicts(repo: Repository, platform: Platform, target: Selection, servers: 
 
 
 def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Caller, *, shares: int | None = None,
-          threshold: int | None = None, cluster: str | None = None, export: bool = False) -> RekeyResult:
+          threshold: int | None = None, cluster: str | None = None, reason: str = "",
+          export: bool = False) -> RekeyResult:
     """New unseal shares sealed as the Platform declares (one per custodian, or to the root recipients), the
     Secret replaced, the encryption key rotated. Takes the threshold of the shares in force: under custody, k
     custodians' identities. With custody newly declared or its custodian list changed, this is the move to it."""
@@ -541,6 +592,7 @@ def rekey(root: Path, identities: Sequence[Path], servers: Servers, caller: Call
         servers.anonymous(platform), _store(platform, servers), _identities(identities), custody,
         login_configurator=lambda: servers.configurator(platform, cluster),
         recorder_for=_recorder(platform, caller), shares=shares, threshold=threshold, clock=caller.clock,
+        reason=reason,
     )
     return RekeyResult(report, _refresh_export(platform, servers, root, create=export))
 
@@ -550,7 +602,26 @@ def status(root: Path, servers: Servers) -> AuthorityStatus:
     from chamberlain.authority import lifecycle
 
     _, platform = load_platform(root)
-    return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform))
+    with _seal_hint(platform):
+        return lifecycle.status(servers.anonymous(platform), _store(platform, servers), share_custody(platform),
+                                platform.spec.authority.seal.type)
+
+
+@contextmanager
+def _seal_hint(platform: Platform) -> Iterator[None]:
+    """An unreachable authority whose Platform declares an auto-unseal seal: say that a server which cannot reach
+    its seal at start-up does not start (OpenBao and Vault exit), so the seal is the first thing to check."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    seal = platform.spec.authority.seal
+    try:
+        yield
+    except AuthorityUnavailable as exc:
+        if not seal.auto_unseal:
+            raise
+        raise AuthorityUnavailable(f"{exc}; the Platform declares the {seal.type} seal (auto-unseal): a server that "
+                                   f"cannot reach its seal when it starts exits, so check the unsealer or KMS and "
+                                   "the server's log, then start it again") from None
 
 
 __all__ = [

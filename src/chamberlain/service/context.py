@@ -30,6 +30,7 @@ from chamberlain.kube.api import (
     KubeApply,
     KubeCustomObjects,
     KubeLeases,
+    KubeNamespaces,
     KubePropagation,
     KubeRunObjects,
     KubeWatch,
@@ -86,7 +87,7 @@ class ConnectionOptions:
 
 
 class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, KubeWatch,
-                 Protocol):
+                 KubeNamespaces, Protocol):
     """Everything the use cases need from Kubernetes (the real client and ``FakeKube`` have all of it)."""
 
 

@@ -123,6 +123,7 @@ class ControllerOptions:
     keep_runs: int | None = 5  # finished RotationRun objects kept per secret (None: never pruned)
     failure_backoff_cap: float | None = None  # seconds; the time trigger's back-off after failed runs (None: 1 h)
     request_retention: float | None = None  # seconds a settled webhook request object is kept (None: 1 day)
+    ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
     metrics_address: tuple[str, int] | None = None  # (host, port); port 0 picks a free one
     webhook_address: tuple[str, int] | None = None
     webhook_key: WebhookKey | WebhookKeys | None = field(default=None, repr=False)
@@ -137,7 +138,8 @@ def config_options(options: ControllerOptions) -> dict[str, Any]:
     from chamberlain.rotation.policy import FailureBackoff
 
     tuning: dict[str, Any] = {"propagation_timeout": options.propagation_timeout,
-                              "evaluate_every": options.evaluate_every, "keep_runs": options.keep_runs}
+                              "evaluate_every": options.evaluate_every, "keep_runs": options.keep_runs,
+                              "ack_deadline": options.ack_deadline}
     if options.poll is not None:
         tuning["poll"] = options.poll
     if options.failure_backoff_cap is not None:

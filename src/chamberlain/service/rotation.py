@@ -22,7 +22,7 @@ from chamberlain.service.context import new_run_id
 from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from chamberlain.authority.kv import KV
@@ -112,16 +112,26 @@ def _selected(request: RotateRequest, intents: dict[str, SecretIntent], now: dat
 
 def rotate(request: RotateRequest, servers: Servers, caller: Caller) -> RotateResult:
     """Rotate (or roll back, or release) the selected secrets now, one run each, through the durable workflow."""
+    request.check()
+    repo, _ = load_platform(request.root)
+    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
+    selected = _selected(request, intents, caller.clock.now())
+    return rotate_many(request, [i.metadata.name for i in selected], servers, caller)
+
+
+def rotate_many(request: RotateRequest, names: Sequence[str], servers: Servers, caller: Caller, *,
+                rate_limit: bool = True) -> RotateResult:
+    """Rotate (or release) ``names`` in that order, one run each, ignoring ``request.name``/``namespace`` (a
+    playbook chose them). ``rate_limit=False``: a compromise playbook's runs, confirmed by a person, are not held
+    back by the trigger rate limit (like a rollback; a run already unfinished still refuses)."""
     from chamberlain.handover import select_cluster
     from chamberlain.rotation import manual as rm
     from chamberlain.rotation import workflow as wf
 
-    request.check()
     repo, platform = load_platform(request.root)
     intents = {i.obj.metadata.name: i.obj for i in repo.intents}
     chosen, _ = select_cluster(platform, request.environment, request.cluster)
-    selected = _selected(request, intents, caller.clock.now())
-    placed = [rm.place(platform, i, request.environment, chosen) for i in selected]
+    placed = [rm.place(platform, i, request.environment, chosen) for i in rm.pick(list(intents.values()), names)]
     kube = servers.kube()
     client = servers.orchestrator(platform, chosen)
     result = RotateResult(ok=True, cluster=chosen, release=request.release)
@@ -129,14 +139,15 @@ def rotate(request: RotateRequest, servers: Servers, caller: Caller) -> RotateRe
         if request.release:
             result.rows.append({"secret": p.name, "path": p.vault.full, "released": wf.release(client.kv, p.vault)})
             continue
-        row, ok = _run_one(request, p, client, kube, platform, intents, caller)
+        row, ok = _run_one(request, p, client, kube, platform, intents, caller, rate_limit=rate_limit)
         result.rows.append(row)
         result.ok = result.ok and ok
     return result
 
 
 def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: ClusterAPI, platform: Platform,
-             intents: dict[str, SecretIntent], caller: Caller) -> tuple[dict[str, Any], bool]:
+             intents: dict[str, SecretIntent], caller: Caller, *, rate_limit: bool = True
+             ) -> tuple[dict[str, Any], bool]:
     """One run of one placed secret, driven as far as ``max_wait`` allows: (its report row, whether it is good:
     succeeded, or promoted and waiting to revoke)."""
     from chamberlain.audit.ledger import TransitSigner
@@ -155,7 +166,8 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
             run = wf.start_rollback(kv, p.vault, secret=p.name, run_id=run_id, reason=request.reason,
                                     now=caller.clock.now())
         else:
-            _rate_limit(kv, p, platform, caller.clock.now())
+            if rate_limit:
+                _rate_limit(kv, p, platform, caller.clock.now())
             run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="manual", reason=request.reason,
                            now=caller.clock.now())
         on_stage = request.on_stage
@@ -206,4 +218,4 @@ def status(root: Path, servers: Servers, clock: Clock, *, environment: str | Non
     return StatusReport(chosen, now, rows)
 
 
-__all__ = ["RotateRequest", "RotateResult", "StatusReport", "placed_in", "rotate", "status"]
+__all__ = ["RotateRequest", "RotateResult", "StatusReport", "placed_in", "rotate", "rotate_many", "status"]

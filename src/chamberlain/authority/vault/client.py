@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
+import hvac.exceptions
 import requests
 
 from chamberlain.authority.errors import Forbidden, InvalidRequest
@@ -28,13 +29,14 @@ from chamberlain.authority.model import Flavor, Login, TokenInfo
 from chamberlain.authority.vault.audit import Audit
 from chamberlain.authority.vault.auth import Auth
 from chamberlain.authority.vault.boundary import call
+from chamberlain.authority.vault.failover import FailoverPolicy, may_fail_over, parse_addresses
 from chamberlain.authority.vault.kv import VaultKV
 from chamberlain.authority.vault.logical import Logical
 from chamberlain.authority.vault.mounts import Mounts
 from chamberlain.authority.vault.pki import Pki
 from chamberlain.authority.vault.policy import Policies
 from chamberlain.authority.vault.raft import Raft
-from chamberlain.authority.vault.seal import Seal
+from chamberlain.authority.vault.seal import RecoveryKeys, Seal
 from chamberlain.authority.vault.transit import Transit
 from chamberlain.clock import Clock
 
@@ -56,14 +58,21 @@ class _Session:
 class VaultClient:
     """An hvac client, its session and its areas. Use ``client.kv``, ``client.seal``, ``client.auth``..."""
 
-    def __init__(self, client: Any, clock: Clock) -> None:
+    def __init__(self, client: Any, clock: Clock, addresses: tuple[str, ...] = (),
+                 failover: FailoverPolicy | None = None) -> None:
         self._hvac = client
         self.clock = clock
+        #: Every node of an HA authority (``--vault-addr A,B,C``); requests fail over between them
+        #: (:mod:`.failover`). One address (or a load balancer's): no failover, as before.
+        self.addresses: tuple[str, ...] = addresses or (str(client.url),)
+        self.failover = failover or FailoverPolicy()
+        self.failovers = 0  # how many times a request moved to another node (benchmarks and tests read it)
         self._session: _Session | None = None
         self._generation = 0  # bumped on every login, renewal or re-login (the controller counts them)
         self._flavor: Flavor | None = None
         self.kv = VaultKV(self)
         self.seal = Seal(self)
+        self.recovery = RecoveryKeys(self)  # rekey of an auto-unsealed server's recovery keys
         self.auth = Auth(self)
         self.policies = Policies(self)
         self.audit = Audit(self)
@@ -76,6 +85,7 @@ class VaultClient:
     @classmethod
     def connect(cls, address: str, ca_file: Path | str | None = None, token: str | None = None,
                 timeout: int = DEFAULT_TIMEOUT, *, clock: Clock) -> VaultClient:
+        addresses = parse_addresses(address)
         verify: bool | str = str(ca_file) if ca_file else True
         # Only what chamberlain was given reaches the server: hvac would otherwise send VAULT_TOKEN or
         # ~/.vault-token (even on an "anonymous" client) and VAULT_CLIENT_CERT, and requests would add netrc
@@ -84,8 +94,8 @@ class VaultClient:
         session.trust_env = False
         # hvac prefers a given session's own verify (always truthy) over its verify argument: set it here.
         session.verify = verify
-        return cls(hvac.Client(url=address, token=token or "", cert="", verify=verify, timeout=timeout,
-                               session=session), clock)
+        return cls(hvac.Client(url=addresses[0], token=token or "", cert="", verify=verify, timeout=timeout,
+                               session=session), clock, addresses)
 
     def __repr__(self) -> str:
         return f"VaultClient({self.address})"
@@ -96,7 +106,38 @@ class VaultClient:
         """``fn(hvac_client)`` behind the error boundary; ``fresh`` renews the session first when it is due."""
         if fresh:
             self.ensure_fresh()
-        return call(what, lambda: fn(self._hvac), safe_detail=safe_detail)
+        if len(self.addresses) < 2:
+            return call(what, lambda: fn(self._hvac), safe_detail=safe_detail)
+        return call(what, lambda: self._on_some_node(fn), safe_detail=safe_detail)
+
+    def _on_some_node(self, fn: Callable[[Any], T]) -> T:
+        """``fn`` on the current node; when that node surely did not apply it (down, sealed, a standby without an
+        active node to forward to), on the next one, round after round within the policy's bounds. The client
+        stays on the node that answered, so later requests start there. The last error is raised as it was."""
+        policy, clock = self.failover, self.clock
+        deadline = clock.monotonic() + policy.budget
+        failed_in_round, round_ = 0, 0
+        while True:
+            try:
+                return fn(self._hvac)
+            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+                if not may_fail_over(exc, str(self._hvac.url)):
+                    raise
+                failed_in_round += 1
+                if failed_in_round >= len(self.addresses):  # every node refused: wait for an election
+                    pause = policy.pause_after(round_)
+                    round_ += 1
+                    if round_ >= policy.rounds or clock.monotonic() + pause > deadline:
+                        raise
+                    failed_in_round = 0
+                    clock.sleep(pause)
+                self._next_node()
+
+    def _next_node(self) -> None:
+        current = str(self._hvac.url)
+        index = self.addresses.index(current) if current in self.addresses else -1
+        self._hvac.url = self.addresses[(index + 1) % len(self.addresses)]
+        self.failovers += 1
 
     @property
     def address(self) -> str:

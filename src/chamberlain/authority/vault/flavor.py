@@ -13,6 +13,8 @@ rekey the unseal shares     ``sys/rekey/*``, unauthenticated        ``sys/rotate
                                                                     token (chamberlain: the configurator's); the
                                                                     unauthenticated ``sys/rekey/*`` answers
                                                                     "unsupported operation" from 2.5
+rekey the recovery keys     ``sys/rekey-recovery-key/*``            ``sys/rotate/recovery/{init,update,verify}``, with
+(auto-unseal)                                                       a token
 generate-root (break-glass) ``sys/generate-root/*``                 off by default from 2.5.3 (listener option
                                                                     ``disable_unauthed_generate_root_endpoints``):
                                                                     :class:`~chamberlain.authority.errors.Unsupported`
@@ -59,10 +61,20 @@ REKEY_PATHS: Mapping[Flavor, RekeyPaths] = {
                                authenticated=True),
 }
 
+#: The same for the *recovery* keys of an auto-unsealed server (same request and answer shapes). OpenBao's were
+#: checked against 2.7.2 (``sys/rekey-recovery-key/*`` answers "unsupported path" there); Vault's are its
+#: documented endpoints, not exercised by the lab (its auto-unseal lab runs OpenBao).
+RECOVERY_REKEY_PATHS: Mapping[Flavor, RekeyPaths] = {
+    Flavor.VAULT: RekeyPaths("sys/rekey-recovery-key/init", "sys/rekey-recovery-key/update",
+                             "sys/rekey-recovery-key/verify", authenticated=False),
+    Flavor.OPENBAO: RekeyPaths("sys/rotate/recovery/init", "sys/rotate/recovery/update",
+                               "sys/rotate/recovery/verify", authenticated=True),
+}
+
 
 #: Whether the server accepts audit devices through ``sys/audit`` (Vault) or only from its configuration file
 #: (OpenBao, unless ``unsafe_allow_api_audit_creation`` is set, which chamberlain never asks for).
 AUDIT_DEVICES_BY_API: Mapping[Flavor, bool] = {Flavor.VAULT: True, Flavor.OPENBAO: False}
 
 
-__all__ = ["AUDIT_DEVICES_BY_API", "REKEY_PATHS", "RekeyPaths", "flavor_of"]
+__all__ = ["AUDIT_DEVICES_BY_API", "RECOVERY_REKEY_PATHS", "REKEY_PATHS", "RekeyPaths", "flavor_of"]

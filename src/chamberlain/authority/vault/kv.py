@@ -101,5 +101,28 @@ class VaultKV(Area):
         self._c.call(f"destroy versions {wanted} of {mount}/{path}", lambda h: h.secrets.kv.v2.destroy_secret_versions(
             path=path, versions=wanted, mount_point=mount), fresh=True)
 
+    def delete_versions(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        if not versions:
+            return
+        wanted = sorted({int(v) for v in versions})
+        self._c.call(f"delete versions {wanted} of {mount}/{path}", lambda h: h.secrets.kv.v2.delete_secret_versions(
+            path=path, versions=wanted, mount_point=mount), fresh=True)
+
+    def undelete_versions(self, mount: str, path: str, versions: Sequence[int]) -> None:
+        if not versions:
+            return
+        wanted = sorted({int(v) for v in versions})
+        self._c.call(f"undelete versions {wanted} of {mount}/{path}",
+                     lambda h: h.secrets.kv.v2.undelete_secret_versions(path=path, versions=wanted, mount_point=mount),
+                     fresh=True)
+
+    def delete_all(self, mount: str, path: str) -> None:
+        try:
+            self._c.call(f"delete metadata and every version of {mount}/{path}",
+                         lambda h: h.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount),
+                         fresh=True)
+        except NotFound:
+            return
+
 
 __all__ = ["VaultKV"]

@@ -27,7 +27,7 @@ from chamberlain.authority.model import (
 )
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
-from chamberlain.authority.vault.flavor import REKEY_PATHS, RekeyPaths, flavor_of
+from chamberlain.authority.vault.flavor import RECOVERY_REKEY_PATHS, REKEY_PATHS, RekeyPaths, flavor_of
 
 
 def _progress(d: dict[str, Any]) -> RekeyProgress:
@@ -45,6 +45,7 @@ class Seal(Area):
             shares=int(d.get("n") or 0), progress=int(d.get("progress") or 0), version=str(d.get("version") or ""),
             storage=str(d.get("storage_type") or ""), cluster_name=str(d.get("cluster_name") or ""),
             flavor=flavor_of(d), cluster_id=str(d.get("cluster_id") or ""),
+            seal_type=str(d.get("type") or "shamir"), recovery_seal=bool(d.get("recovery_seal")),
         )
 
     def health(self) -> Health:
@@ -77,9 +78,16 @@ class Seal(Area):
 
     # -- init and unseal
 
-    def initialize(self, shares: int, threshold: int) -> InitResult:
-        d = self._c.call("initialize", lambda h: h.sys.initialize(secret_shares=shares, secret_threshold=threshold))
-        return InitResult(tuple(str(k) for k in d["keys"]), str(d["root_token"]))
+    def initialize(self, shares: int, threshold: int, *, recovery: bool = False) -> InitResult:
+        """``sys/init``: unseal shares, or with ``recovery`` (an auto-unseal seal) recovery keys, which the server
+        returns instead (it unseals itself; the recovery keys authorize generate-root and their own rekey)."""
+        if not recovery:
+            d = self._c.call("initialize", lambda h: h.sys.initialize(secret_shares=shares,
+                                                                      secret_threshold=threshold))
+            return InitResult(tuple(str(k) for k in d["keys"]), str(d["root_token"]))
+        d = self._c.call("initialize (recovery keys)", lambda h: h.sys.initialize(
+            recovery_shares=shares, recovery_threshold=threshold))
+        return InitResult(tuple(str(k) for k in d["recovery_keys"]), str(d["root_token"]))
 
     def submit_unseal_key(self, key: str) -> SealStatus:
         self._c.call("submit unseal share", lambda h: h.sys.submit_unseal_key(key=key))
@@ -165,4 +173,13 @@ class Seal(Area):
         return RootToken(bytes(a ^ b for a, b in zip(raw, otp.encode(), strict=False)).decode())
 
 
-__all__ = ["Seal"]
+class RecoveryKeys(Seal):
+    """The rekey operations of :class:`Seal` on the *recovery* keys of an auto-unsealed server (``client.recovery``):
+    same calls, the recovery endpoints (:data:`~chamberlain.authority.vault.flavor.RECOVERY_REKEY_PATHS`)."""
+
+    @property
+    def _paths(self) -> RekeyPaths:
+        return RECOVERY_REKEY_PATHS[self._c.flavor]
+
+
+__all__ = ["RecoveryKeys", "Seal"]
