@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.lab.demo_lab import World, materialize
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.drill]
 
 pytest.importorskip("hvac")
 pytest.importorskip("kubernetes")
