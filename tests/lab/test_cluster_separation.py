@@ -45,6 +45,7 @@ MOUNT = {A: "kubernetes-dev1", B: "kubernetes-prod-eu1"}
 CONTROLLER = ("chamberlain-system", "chamberlain")
 CONFIGURATOR_SA = ("chamberlain-configurator", "chamberlain-configurator")
 CONFIGURATOR = "chamberlain.authority.configurator"
+BACKUP = "chamberlain.authority.backup"  # `chamberlain backup`'s identity, like the configurator in every mount
 REVIEWER = ("vault-system", "vault-auth")
 # An ESO reader identity that exists in both clusters under the same names: only the mount tells them apart.
 READER_A = ("payments", "chamberlain-dev-reader", "chamberlain.dev.dev1.payments.reader")
@@ -170,9 +171,9 @@ def test_each_cluster_has_its_own_mount_bound_to_its_api_server_and_ca(env: Env)
     roles_a, roles_b = (set(env.root.auth.list_roles(MOUNT[c])) for c in (A, B))
     assert orchestrator(A) in roles_a and orchestrator(B) not in roles_a
     assert orchestrator(B) in roles_b and orchestrator(A) not in roles_b
-    # Every non-configurator role of a mount names that mount's cluster.
+    # Every role of a mount but the configurator's and the backup's names that mount's cluster.
     for cluster, roles in ((A, roles_a), (B, roles_b)):
-        assert all(f".{cluster}." in r or r == CONFIGURATOR for r in roles), roles
+        assert all(f".{cluster}." in r or r in (CONFIGURATOR, BACKUP) for r in roles), roles
 
 
 def test_a_token_logs_in_to_its_own_cluster(env: Env) -> None:

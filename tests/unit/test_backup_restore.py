@@ -1,7 +1,7 @@
 """Backups and the checks a restore makes before it touches anything: the bundle round trip, a tampered, truncated,
 replaced or wrongly-keyed backup, a snapshot of another authority, too few custodians. Pure, except
 :func:`restore` driven against stand-ins for the servers (fakes, said so) that fail the test on any call that
-would change something. The real round trip is tests/lab/test_zz_authority_loss.py."""
+would change something. The real round trip is tests/lab/test_drill_authority_loss.py."""
 
 from __future__ import annotations
 

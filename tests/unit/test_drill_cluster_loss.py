@@ -1,6 +1,6 @@
 """The cluster-loss drill's pure decisions: what a cluster loss stops and in which order, which consumer Secrets
 the proof rests on, which lab and working directory it drills on. The drill itself runs against the real lab
-(tests/lab/test_zz_drill_cluster_loss.py)."""
+(tests/lab/test_drill_cluster_loss.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from chamberlain.authority.configure import CONFIGURATOR, KubernetesAuthSettings, Settings, desired_state, select
+from chamberlain.authority.configure import (
+    BACKUP,
+    CONFIGURATOR,
+    KubernetesAuthSettings,
+    Settings,
+    desired_state,
+    select,
+)
 from chamberlain.checks.registry import run_checks
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
@@ -68,7 +75,7 @@ def test_each_mount_gets_its_own_clusters_api_server_and_only_its_roles() -> Non
     assert "jwt-a" not in repr(desired)
     for mount, name in desired.roles:
         cluster = mount.removeprefix("kubernetes-")
-        assert name == CONFIGURATOR or f".{cluster}." in name, (mount, name)
+        assert name in (CONFIGURATOR, BACKUP) or f".{cluster}." in name, (mount, name)
 
 
 def test_the_configurator_is_never_the_controllers_service_account() -> None:
@@ -78,6 +85,19 @@ def test_the_configurator_is_never_the_controllers_service_account() -> None:
     for role in roles:
         assert role.bound_service_account_names == ("chamberlain-configurator",)
         assert role.bound_service_account_namespaces == ("chamberlain-configurator",)
+
+
+def test_the_backup_identity_reads_the_snapshot_and_the_ledger_only() -> None:
+    desired = desired_state(_bundle(), _settings())
+    roles = [r for (_, name), r in desired.roles.items() if name == BACKUP]
+    assert len(roles) == 2  # one per cluster's mount
+    for role in roles:
+        assert role.bound_service_account_names == ("chamberlain-backup",)
+        assert role.bound_service_account_namespaces == ("chamberlain-configurator",)
+        assert role.token_policies == (BACKUP,)
+    policy = desired.policies[BACKUP]
+    assert '"sys/storage/raft/snapshot"' in policy and "snapshot-force" not in policy
+    assert all(cap not in policy for cap in ('"sudo"', '"update"', '"create"', '"delete"'))
     with pytest.raises(UsageError, match="cannot be the controller's"):
         _settings(configurator_namespace="chamberlain-system", configurator_service_account="chamberlain")
 

@@ -103,9 +103,11 @@ class InitResult:
     seal: str = "shamir"  # the Platform's seal: another one means the stored shares are recovery keys
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self.report) | {"secret": self.secret, "secretFromExport": self.secret_from_export,
-                                     "seal": self.seal, "keys": "unseal" if self.seal == "shamir" else "recovery"}
-        return out | {"export": None if self.export is None else self.export.as_dict()}
+        out = asdict(self.report) | {"secret": self.secret, "seal": self.seal,
+                                     "keys": "unseal" if self.seal == "shamir" else "recovery"}
+        if self.secret_from_export:
+            out["secretFromExport"] = True
+        return out | ({} if self.export is None else {"export": self.export.as_dict()})
 
 
 @dataclass
@@ -133,8 +135,9 @@ class UnsealResult:
     recorded: str = ""  # the ledger entry of that re-creation, or why it could not be written yet
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self.report) | {"secretFromExport": self.secret_from_export or None,
-                                     "recorded": self.recorded or None}
+        out = asdict(self.report)
+        if self.secret_from_export:  # only when the Secret was re-created from the export
+            out |= {"secretFromExport": self.secret_from_export, "recorded": self.recorded}
         if not out["auto_unseal"]:  # only an auto-unsealed server's answer names its seal
             del out["auto_unseal"]
         if self.nodes:
@@ -211,7 +214,7 @@ class RekeyResult:
     export: ExportResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self.report) | {"export": None if self.export is None else self.export.as_dict()}
+        return asdict(self.report) | ({} if self.export is None else {"export": self.export.as_dict()})
 
 
 # ------------------------------------------------------------------------------------------------ plumbing

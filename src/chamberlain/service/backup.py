@@ -26,6 +26,7 @@ Results carry names, counts, ids and hashes of ciphertext; never a share, a toke
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,7 @@ def ledger_heads(kv: KV, mount: str) -> dict[str, LedgerHead]:
     return heads
 
 
-def ledger_continues(kv: KV, mount: str, expected: dict[str, LedgerHead] | Any) -> list[str]:
+def ledger_continues(kv: KV, mount: str, expected: Mapping[str, LedgerHead]) -> list[str]:
     """Partitions whose entry at the backup's head is missing or another one (empty: the ledger continues)."""
     from chamberlain.audit.ledger import LedgerReader
     from chamberlain.authority.backup import LedgerHead, ledger_problems
