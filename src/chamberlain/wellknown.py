@@ -62,6 +62,9 @@ DECOMMISSIONED_VERSIONS: Final = "decommissioned-versions"  # comma-separated ve
 DECOMMISSIONED_FOR: Final = "decommissioned-for"  # the spec.retire.after day it was done for
 DECOMMISSION_UNDONE_FOR: Final = "decommission-undone-for"  # the day an undo was for: not soft-deleted again
 DECOMMISSION_SEQ: Final = "decommission-seq"  # the ledger entry recording the soft-delete
+# the end of the undo window promised at the soft-delete: a later, shorter undoWindow in Git cannot shorten it, and
+# a retirement whose spec.retire (or intent) left Git is still finished (or undone) from it
+DECOMMISSION_UNDO_UNTIL: Final = "decommission-undo-until"
 
 
 def retired_key(cluster: str) -> str:

@@ -195,3 +195,94 @@ def test_an_undo_window_shorter_than_a_day_is_refused(window: str) -> None:
     with pytest.raises(ValueError, match="undoWindow must be at least 1d"):
         Retire.model_validate({"after": "2026-03-01", "undoWindow": window})
     assert Retire.model_validate({"after": "2026-03-01", "undoWindow": "1d"}).undo_window == timedelta(days=1)
+
+
+# ------------------------------------------------------- the mark is the commitment (fakes: FakeKV, FakeClock)
+
+
+def _window(days: int, after: date = DAY) -> lr.RetireTarget:
+    return lr.RetireTarget(T.intent, T.environment, T.vault, Retire(after=after, undo_window=timedelta(days=days)))
+
+
+def test_the_undo_window_promised_at_the_soft_delete_is_stored_and_never_shortened() -> None:
+    kv, clock = FakeKV(), FakeClock(MARKED)
+    _seed(kv)
+    promised = lr.apply(T, _run(kv, clock)).undo_until
+    assert promised == MARKED + timedelta(days=7)
+    custom = kv.read_metadata(PATH.mount, PATH.path).custom  # type: ignore[union-attr]
+    assert custom[wk.DECOMMISSION_UNDO_UNTIL] == "2026-03-08T01:00:00Z"
+
+    clock.advance(3 * 86400)  # Git shortens undoWindow to 1d after the soft-delete: the stored 7d still holds
+    out = lr.apply(_window(1), _run(kv, clock))
+    assert out.state is Step.WAITING and out.undo_until == promised
+    assert lr.status_of(_window(1).retire, MARKED, "", clock.now(), promised)[1].endswith(
+        "until 2026-03-08T01:00:00Z, purged after")
+    assert lr.apply(_window(10), _run(kv, clock)).undo_until == MARKED + timedelta(days=10)  # longer: later wins
+    assert lr.undo(_window(1), _run(kv, clock)).restored == (1, 2)  # an undo inside the promised window
+    assert kv.read_metadata(PATH.mount, PATH.path).custom[wk.DECOMMISSION_UNDO_UNTIL] == lr.CLEARED  # type: ignore[union-attr]
+
+
+def test_shortened_window_purges_at_the_promised_end_not_before() -> None:
+    kv, clock = FakeKV(), FakeClock(MARKED)
+    _seed(kv)
+    lr.apply(T, _run(kv, clock))
+    clock.advance(7 * 86400 - 1)
+    assert lr.apply(_window(1), _run(kv, clock)).state is Step.WAITING
+    clock.advance(1)
+    assert lr.apply(_window(1), _run(kv, clock)).steps == ["purge"]
+
+
+def _soft_delete(kv: FakeKV, clock: FakeClock, path: str, intent: str, days: int = 7) -> lr.RetireTarget:
+    """Soft-delete ``path`` as `chamberlain retire` did while Git still declared its spec.retire."""
+    vault = VaultPath("secret", path)
+    for n in range(2):
+        kv.write(vault.mount, vault.path, {"token": f"value-{n}"}, cas=n)
+    kv.update_custom_metadata(vault.mount, vault.path, {wk.INTENT: intent})
+    t = lr.RetireTarget(intent, path.split("/", 1)[0], vault, Retire(after=DAY, undo_window=timedelta(days=days)))
+    assert lr.apply(t, _run(kv, clock)).state is Step.WAITING
+    return t
+
+
+def test_a_retirement_removed_from_git_is_reported_and_finished_from_its_mark() -> None:
+    kv, clock = FakeKV(), FakeClock(MARKED)
+    _soft_delete(kv, clock, "prod/team-a/dropped-retire", "dropped-retire")  # intent kept, spec.retire removed
+    _soft_delete(kv, clock, "prod/team-a/dropped-intent", "dropped-intent", days=3)  # whole intent removed
+    _soft_delete(kv, clock, "prod/team-a/still-retiring", "still-retiring")  # Git still retires it
+    kv.write("secret", "prod/team-a/live", {"k": "v"}, cas=0)  # plain data: not a retirement
+    retiring = {"secret/prod/team-a/still-retiring"}
+    declared = retiring | {"secret/prod/team-a/dropped-retire", "secret/prod/team-a/live"}
+
+    found = lr.stranded(kv, "secret", ["prod"], retiring, declared)
+    assert [(s.intent, s.intent_in_git, s.undo_until) for s in found] == [
+        ("dropped-intent", False, MARKED + timedelta(days=3)), ("dropped-retire", True, MARKED + timedelta(days=7))]
+    text = found[1].line()
+    assert "retire-removed" in text and "--undo dropped-retire" in text and "spec.retire: {after: 2026-03-01}" in text
+    assert "spec.retire was removed" in text and "intent was removed" in found[0].line()
+    assert lr.orphans(kv, "secret", ["prod"], declared) == []  # soft-deleted data is no removed-intent error
+
+    targets = lr.stranded_targets(kv, "secret", ["prod"], retiring)
+    assert [(t.intent, t.from_marker, t.retire.after, t.retire.undo_window) for t in targets] == [
+        ("dropped-intent", True, DAY, timedelta(days=3)), ("dropped-retire", True, DAY, timedelta(days=7))]
+    clock.advance(3 * 86400)
+    outcomes = [lr.apply(t, _run(kv, clock)) for t in targets]
+    assert [(o.state, o.steps) for o in outcomes] == [(Step.NONE, ["purge"]), (Step.WAITING, [])]
+    assert outcomes[1].as_dict()["fromMarker"] is True
+    assert kv.read_metadata("secret", "prod/team-a/dropped-intent") is None
+    purge = [e for e in LedgerReader(kv, "secret").entries() if e.event == "decommission-purge"]
+    assert purge[0].secret == "dropped-intent" and purge[0].details["declared"].startswith("marker only")
+
+    undone = lr.undo(targets[1], _run(kv, clock))  # undo decided from the mark too
+    assert undone.restored == (1, 2) and not kv.read("secret", "prod/team-a/dropped-retire").deleted  # type: ignore[union-attr]
+    assert lr.stranded(kv, "secret", ["prod"], retiring, declared) == []
+    again = lr.stranded_targets(kv, "secret", ["prod"], retiring, undone=True)
+    assert [t.intent for t in again] == ["dropped-retire"] and lr.undo(again[0], _run(kv, clock)).already
+
+
+def test_a_mark_made_before_undo_until_was_stored_uses_the_default_window() -> None:
+    kv, clock = FakeKV(), FakeClock(MARKED)
+    _soft_delete(kv, clock, "prod/team-a/old-mark", "old-mark")
+    kv.update_custom_metadata("secret", "prod/team-a/old-mark", {wk.DECOMMISSION_UNDO_UNTIL: lr.CLEARED})
+    (t,) = lr.stranded_targets(kv, "secret", ["prod"], set())
+    assert t.retire.undo_window == timedelta(days=30)
+    clock.advance(29 * 86400)
+    assert lr.apply(t, _run(kv, clock)).state is Step.WAITING

@@ -200,6 +200,8 @@ def plan(
             line("no conflicts: nothing else writes chamberlain's Secrets or restarts its workloads")
         for orphan in result.orphans:
             line(orphan.line())
+        for stranded in result.stranded:
+            line(stranded.line())
         if result.orphans_unchecked is not None:
             line(f"removed intents not checked: {result.orphans_unchecked}", err=True)
     if not result.up_to_date:

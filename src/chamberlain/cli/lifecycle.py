@@ -54,10 +54,12 @@ def retire_cmd(
     for o in result.outcomes:
         row = o.as_dict()
         until = f"  undo until {row['undoUntil']}" if row["undoUntil"] else ""
+        gone = "  (spec.retire no longer in Git: finished from its mark)" if o.target.from_marker else ""
         line(f"{row['state']:<10} {row['intent']} ({row['environment']}) {row['path']}  retire at {row['retireAt']}"
-             f"  {'would' if dry_run else 'steps'}: {','.join(o.steps) or '-'}{until}")
+             f"  {'would' if dry_run else 'steps'}: {','.join(o.steps) or '-'}{until}{gone}")
     if not result.outcomes:
-        line("no intent of the selected cluster declares spec.retire", err=True)
+        line("nothing to decommission: no intent of the selected cluster declares spec.retire, and no data is "
+             "soft-deleted for a retirement Git no longer declares", err=True)
 
 
 env_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main

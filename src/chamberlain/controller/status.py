@@ -142,6 +142,7 @@ class IntentFacts:
     retire: Retire | None = None  # the intent's spec.retire
     decommissioned_at: datetime | None = None  # when chamberlain soft-deleted the data
     decommission_undone_for: str = ""  # the retire day an undo was for
+    decommission_undo_until: datetime | None = None  # the end of the undo window promised at the soft-delete
 
 
 @functools.lru_cache(maxsize=256)
@@ -204,7 +205,7 @@ def compute_status(facts: IntentFacts, now: datetime, backoff: FailureBackoff | 
                  f"{f.consumers.synced}/{f.consumers.total} consumer Secrets carry version {f.current_version}")
     else:
         ready = (True, Reason.CURRENT, f"version {f.current_version}" + (", rotating" if active else ""))
-    retiring = (lr.status_of(f.retire, f.decommissioned_at, f.decommission_undone_for, now)
+    retiring = (lr.status_of(f.retire, f.decommissioned_at, f.decommission_undone_for, now, f.decommission_undo_until)
                 if f.retire is not None else None)
     retired = f.decommissioned_at is not None or (retiring is not None and retiring[0] == lr.DUE and not f.exists)
     if retired and retiring is not None and retiring[0] == lr.DUE:  # purged after its undo window
@@ -577,6 +578,7 @@ class IntentStatus:
             authority=sys.intern(custom[wk.AUTHORITY]) if custom.get(wk.AUTHORITY) else None,
             decommissioned_at=lr.observe_time(custom.get(wk.DECOMMISSIONED_AT)),
             decommission_undone_for=custom.get(wk.DECOMMISSION_UNDONE_FOR, ""),
+            decommission_undo_until=lr.observe_time(custom.get(wk.DECOMMISSION_UNDO_UNTIL)),
         )
         self._markers[name] = {k: custom[k] for k in _MARKER_KEYS if k in custom}
 

@@ -14,6 +14,11 @@ purge      the window passed: ``decommission-purge`` in the ledger, then every v
 undone     an undo was done for this day: left alone until Git names another day (or drops ``retire``)
 =========  ================================================================================================
 
+The mark stores the day, the versions and the end of the undo window promised then; from the mark on, the
+workflow needs nothing from Git: a soft-deleted secret whose ``spec.retire`` (or whole intent) left Git before the
+purge is *stranded* (:func:`stranded`): ``chamberlain retire`` still purges it after the stored undo-until, or
+``--undo`` restores it, both decided from the mark (:func:`marker_target`); ``plan`` warns about it.
+
 :func:`next_step` is pure over what the authority holds (:class:`Observed`) and an injected ``now``, so a crash
 anywhere resumes at the step it left. :func:`orphans` is the other half: runtime data whose intent is gone from
 Git without a retirement, which ``chamberlain plan`` reports as an error pointing here.
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
 from chamberlain import wellknown as wk
@@ -71,6 +76,7 @@ class Observed:
     marked_for: str = ""  # the retire day that soft-delete was for
     undone_for: str = ""  # the retire day an undo was for
     ledgered: bool = False
+    stored_until: datetime | None = None  # the undo-until promised at the mark (absent on marks before it was kept)
 
 
 def _versions(text: str) -> tuple[int, ...]:
@@ -94,6 +100,7 @@ def observe(meta: SecretMetadata | None) -> Observed:
         marked_for=custom.get(wk.DECOMMISSIONED_FOR, ""),
         undone_for=custom.get(wk.DECOMMISSION_UNDONE_FOR, ""),
         ledgered=custom.get(wk.DECOMMISSION_SEQ, "").isdigit(),
+        stored_until=observe_time(custom.get(wk.DECOMMISSION_UNDO_UNTIL)),
     )
 
 
@@ -102,8 +109,15 @@ def retire_at(retire: Retire) -> datetime:
     return datetime.combine(retire.after, time(0), tzinfo=UTC)
 
 
-def undo_until(retire: Retire, marked_at: datetime) -> datetime:
-    return marked_at + retire.undo_window
+def undo_until(retire: Retire, marked_at: datetime, stored: datetime | None = None) -> datetime:
+    """The later of the window promised at the mark (``stored``) and the one Git declares now: shortening
+    ``undoWindow`` after the soft-delete never shortens an announced window; lengthening it does lengthen it."""
+    current = marked_at + retire.undo_window
+    return max(current, stored) if stored is not None else current
+
+
+def _until(retire: Retire, s: Observed) -> datetime | None:
+    return undo_until(retire, s.marked_at, s.stored_until) if s.marked_at else None
 
 
 def next_step(retire: Retire, s: Observed, now: datetime) -> Step:
@@ -118,7 +132,7 @@ def next_step(retire: Retire, s: Observed, now: datetime) -> Step:
         return Step.DELETE
     if not s.ledgered:
         return Step.LEDGER
-    return Step.PURGE if now >= undo_until(retire, s.marked_at) else Step.WAITING
+    return Step.PURGE if now >= undo_until(retire, s.marked_at, s.stored_until) else Step.WAITING
 
 
 # --------------------------------------------------------------------------------------------- orphans (plan)
@@ -167,6 +181,102 @@ def orphans(kv: KV, mount: str, environments: Iterable[str], declared: set[str])
     return sorted(found)
 
 
+@dataclass(frozen=True, order=True)
+class Stranded:
+    """Data chamberlain soft-deleted for a retirement that Git no longer declares (``spec.retire`` or the whole
+    intent removed before the purge). ``chamberlain retire`` still finishes it from the mark; ``plan`` warns."""
+
+    path: str  # mount/path
+    intent: str
+    environment: str
+    day: str  # the spec.retire.after it was soft-deleted for
+    undo_until: datetime
+    intent_in_git: bool  # the intent is still declared, without spec.retire
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "intent": self.intent, "environment": self.environment, "after": self.day,
+                "undoUntil": rfc3339(self.undo_until), "intentInGit": self.intent_in_git}
+
+    def line(self) -> str:
+        gone = "its spec.retire was removed from Git" if self.intent_in_git else "its intent was removed from Git"
+        return (f"warning (retire-removed): SecretIntent/{self.intent} at {self.path}: soft-deleted for the "
+                f"retirement of {self.day}, but {gone}; `chamberlain retire` still purges it after "
+                f"{rfc3339(self.undo_until)} (the undo window stored at the soft-delete). To keep it: `chamberlain "
+                f"retire --undo {self.intent}` before then. To retire it: put spec.retire: {{after: {self.day}}} "
+                "back on the intent (or leave it as is) and remove the intent once `chamberlain retire` reports it "
+                "purged")
+
+
+def _default_window() -> timedelta:
+    default = Retire.model_fields["undo_window"].default
+    assert isinstance(default, timedelta)
+    return default
+
+
+def marker_target(vault: VaultPath, environment: str, meta: SecretMetadata) -> RetireTarget | None:
+    """Pure: the retirement a soft-deleted (or undone) secret carries in its metadata, for when Git no longer
+    declares it; None when chamberlain never marked it. The undo window is the stored one (the default window for
+    marks made before it was stored)."""
+    s = observe(meta)
+    day_text = s.marked_for if s.marked_at is not None else s.undone_for
+    if s.marked_at is None and not s.undone_for:
+        return None
+    try:
+        day = date.fromisoformat(day_text)
+    except ValueError:  # a hand-edited mark: the day of the soft-delete
+        day = s.marked_at.date() if s.marked_at else date.min
+    window = _default_window()
+    if s.marked_at is not None and s.stored_until is not None:
+        window = max(s.stored_until - s.marked_at, MIN_WINDOW)
+    intent = meta.custom.get(wk.INTENT) or vault.path.rsplit("/", 1)[-1]
+    return RetireTarget(intent, environment, vault, Retire(after=day, undo_window=window), from_marker=True)
+
+
+MIN_WINDOW = timedelta(days=1)  # Retire refuses less; the stored until is the later one anyway (undo_until)
+
+
+def _scan(kv: KV, mount: str, environments: Iterable[str], retiring: set[str],
+          undone: bool) -> list[tuple[RetireTarget, Observed]]:
+    found: list[tuple[RetireTarget, Observed]] = []
+    for env in sorted(set(environments)):
+        for owner in kv.list(mount, f"{env}/"):
+            if not owner.endswith("/") or owner.startswith("_"):
+                continue
+            for name in kv.list(mount, f"{env}/{owner}"):
+                path = f"{env}/{owner}{name}"
+                if name.endswith("/") or f"{mount}/{path}" in retiring:
+                    continue
+                meta = kv.read_metadata(mount, path)
+                s = observe(meta)
+                if meta is None or (s.marked_at is None and not (undone and s.undone_for)):
+                    continue
+                target = marker_target(VaultPath(mount, path), env, meta)
+                if target is not None:
+                    found.append((target, s))
+    return sorted(found, key=lambda ts: ts[0].vault.full)
+
+
+def stranded_targets(kv: KV, mount: str, environments: Iterable[str], retiring: set[str], *,
+                     undone: bool = False) -> list[RetireTarget]:
+    """Every ``<mount>/<env>/<owner>/<name>`` chamberlain soft-deleted whose path is not in ``retiring`` (full
+    paths Git declares with ``spec.retire``), as rebuilt from its mark; ``undone``: also those whose soft-delete
+    was undone (so a re-run of ``--undo`` reports it done). Reads listings and metadata; never a value."""
+    return [t for t, _ in _scan(kv, mount, environments, retiring, undone)]
+
+
+def stranded(kv: KV, mount: str, environments: Iterable[str], retiring: set[str],
+             declared: set[str]) -> list[Stranded]:
+    """``plan``'s view of :func:`stranded_targets`: soft-deleted, not yet purged, no longer retired in Git
+    (``declared``: every full path Git declares, to say whether the intent or only its spec.retire left)."""
+    out: list[Stranded] = []
+    for t, s in _scan(kv, mount, environments, retiring, undone=False):
+        until = _until(t.retire, s)
+        if until is not None:
+            out.append(Stranded(t.vault.full, t.intent, t.environment, t.retire.after.isoformat(), until,
+                                t.vault.full in declared))
+    return sorted(out)
+
+
 # --------------------------------------------------------------------------------------------- the workflow
 
 
@@ -178,6 +288,7 @@ class RetireTarget:
     environment: str
     vault: VaultPath
     retire: Retire
+    from_marker: bool = False  # Git no longer declares its spec.retire: rebuilt from the mark (marker_target)
 
 
 @dataclass
@@ -192,7 +303,8 @@ class RetireOutcome:
         t = self.target
         return {"intent": t.intent, "environment": t.environment, "path": t.vault.full, "state": self.state.value,
                 "steps": list(self.steps), "retireAt": rfc3339(retire_at(t.retire)),
-                "undoUntil": rfc3339(self.undo_until) if self.undo_until else None, "ledgerSeq": self.ledger_seq}
+                "undoUntil": rfc3339(self.undo_until) if self.undo_until else None, "ledgerSeq": self.ledger_seq,
+                "fromMarker": t.from_marker}
 
 
 @dataclass(frozen=True)
@@ -219,14 +331,17 @@ def _details(t: RetireTarget, s: Observed) -> dict[str, str]:
     marked = rfc3339(s.marked_at) if s.marked_at else ""
     return {"environment": t.environment, "after": t.retire.after.isoformat(), "decommissioned-at": marked,
             "versions": ",".join(str(v) for v in s.marked_versions),
-            "undo-until": rfc3339(undo_until(t.retire, s.marked_at)) if s.marked_at else ""}
+            "undo-until": rfc3339(until) if (until := _until(t.retire, s)) else "",
+            "declared": "marker only (spec.retire no longer in Git)" if t.from_marker else "spec.retire in Git"}
 
 
 def _do(step: Step, t: RetireTarget, s: Observed, r: Run) -> None:
     kv, mount, path = r.kv, t.vault.mount, t.vault.path
     if step is Step.MARK:
+        now = r.clock.now()
         kv.update_custom_metadata(mount, path, {
-            wk.DECOMMISSIONED_AT: rfc3339(r.clock.now()), wk.DECOMMISSIONED_VERSIONS: ",".join(map(str, s.live)),
+            wk.DECOMMISSIONED_AT: rfc3339(now), wk.DECOMMISSIONED_VERSIONS: ",".join(map(str, s.live)),
+            wk.DECOMMISSION_UNDO_UNTIL: rfc3339(now + t.retire.undo_window),
             wk.DECOMMISSIONED_FOR: t.retire.after.isoformat(), wk.DECOMMISSION_UNDONE_FOR: CLEARED,
             wk.DECOMMISSION_SEQ: CLEARED})
         checkpoint("retire.mark")
@@ -262,7 +377,7 @@ def apply(t: RetireTarget, r: Run) -> RetireOutcome:
         seq_text = meta.custom.get(wk.DECOMMISSION_SEQ, "") if meta is not None else ""
         seq = int(seq_text) if seq_text.isdigit() else seq
         step = next_step(t.retire, s, r.clock.now())
-        until = undo_until(t.retire, s.marked_at) if s.marked_at else None
+        until = _until(t.retire, s)
         if step not in ACTIONS:
             return RetireOutcome(t, step, done, until, seq)
         if r.dry_run:
@@ -304,9 +419,10 @@ def undo(t: RetireTarget, r: Run) -> UndoOutcome:
             return UndoOutcome(t, (), None, already=True)
         raise UsageError(f"{t.intent}: {t.vault} is not soft-deleted; nothing to undo")
     now = r.clock.now()
-    if now >= undo_until(t.retire, s.marked_at):
-        raise UsageError(f"{t.intent}: the undo window closed at {rfc3339(undo_until(t.retire, s.marked_at))}; the "
-                         "data is purged at the next `chamberlain retire`")
+    until = undo_until(t.retire, s.marked_at, s.stored_until)
+    if now >= until:
+        raise UsageError(f"{t.intent}: the undo window closed at {rfc3339(until)}; the data is purged at the next "
+                         "`chamberlain retire`")
     if r.dry_run:
         return UndoOutcome(t, s.marked_versions, None)
     assert meta is not None  # exists
@@ -322,21 +438,22 @@ def undo(t: RetireTarget, r: Run) -> UndoOutcome:
         checkpoint("retire.undo-ledger")
         r.kv.update_custom_metadata(t.vault.mount, t.vault.path, {
             wk.DECOMMISSIONED_AT: CLEARED, wk.DECOMMISSIONED_VERSIONS: CLEARED, wk.DECOMMISSION_SEQ: CLEARED,
-            wk.DECOMMISSION_UNDONE_FOR: s.marked_for})
+            wk.DECOMMISSION_UNDO_UNTIL: CLEARED, wk.DECOMMISSION_UNDONE_FOR: s.marked_for})
     except ChamberlainError as exc:
         raise RetireError(f"undoing the decommissioning of {t.intent} at {t.vault} stopped: {exc}; re-run to "
                           "resume") from None
     return UndoOutcome(t, s.marked_versions, entry.seq)
 
 
-def status_of(retire: Retire, marked_at: datetime | None, undone_for: str, now: datetime) -> tuple[str, str]:
+def status_of(retire: Retire, marked_at: datetime | None, undone_for: str, now: datetime,
+              stored_until: datetime | None = None) -> tuple[str, str]:
     """Pure: (reason, message) of the ``Retiring`` status condition of an intent that declares ``retire``
     (``marked_at``: when chamberlain soft-deleted it; ``undone_for``: the day an undo was for)."""
     day = retire_at(retire)
     why = f" ({retire.reason})" if retire.reason else ""
     if marked_at is not None:
         return (SOFT_DELETED, f"soft-deleted at {rfc3339(marked_at)}{why}; restore with `chamberlain retire --undo` "
-                              f"until {rfc3339(undo_until(retire, marked_at))}, purged after")
+                              f"until {rfc3339(undo_until(retire, marked_at, stored_until))}, purged after")
     if undone_for == retire.after.isoformat():
         return (UNDONE, f"the soft-delete of {retire.after.isoformat()} was undone; set another spec.retire.after "
                         "or remove spec.retire")
@@ -366,15 +483,19 @@ __all__ = [
     "RetireTarget",
     "Run",
     "Step",
+    "Stranded",
     "UndoOutcome",
     "apply",
     "is_orphan",
+    "marker_target",
     "next_step",
     "observe",
     "observe_time",
     "orphans",
     "retire_at",
     "status_of",
+    "stranded",
+    "stranded_targets",
     "undo",
     "undo_until",
 ]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.vault import VaultClient
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
-    from chamberlain.lifecycle.retire import Orphan
+    from chamberlain.lifecycle.retire import Orphan, Stranded
     from chamberlain.propagation.conflicts import Conflict
     from chamberlain.rotation.policy_sync import PolicyDrift
     from chamberlain.service.context import Caller, Servers
@@ -192,6 +192,8 @@ class PlanResult:
     # runtime data whose intent was removed from Git without spec.retire (chamberlain.lifecycle.retire)
     orphans: list[Orphan] = field(default_factory=list)
     orphans_unchecked: str | None = None
+    # soft-deleted data whose spec.retire (or intent) left Git before the purge: warnings, `retire` finishes it
+    stranded: list[Stranded] = field(default_factory=list)
 
     @property
     def up_to_date(self) -> bool:
@@ -205,6 +207,7 @@ class PlanResult:
             "conflictsUnchecked": self.conflicts_unchecked,
             "removedIntents": None if self.orphans_unchecked else [o.as_dict() for o in self.orphans],
             "removedIntentsUnchecked": self.orphans_unchecked,
+            "strandedRetirements": None if self.orphans_unchecked else [s.as_dict() for s in self.stranded],
         }
 
 
@@ -546,7 +549,8 @@ def plan(target: Selection, servers: Servers, *, prune: bool = False, policies: 
     result = PlanResult(changes, conflicts=found, conflicts_unchecked=unchecked)
     from chamberlain.service.lifecycle import orphans
 
-    result.orphans, result.orphans_unchecked = orphans(repo, platform, target.environment, target.cluster, servers)
+    removed = orphans(repo, platform, target.environment, target.cluster, servers)
+    result.orphans, result.stranded, result.orphans_unchecked = removed.orphans, removed.stranded, removed.unchecked
     if not policies:
         result.drift_unchecked = "not requested"
         return result

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from chamberlain.authority.kv import KVLifecycle
     from chamberlain.intent.loader import Repository
     from chamberlain.intent.model import Platform
-    from chamberlain.lifecycle.retire import Orphan, RetireOutcome, RetireTarget, Run, UndoOutcome
+    from chamberlain.lifecycle.retire import Orphan, RetireOutcome, RetireTarget, Run, Stranded, UndoOutcome
     from chamberlain.service.context import Caller, Servers
 
 
@@ -51,6 +51,15 @@ def targets(repo: Repository, platform: Platform, environments: list[str]) -> li
     return list(out.values())
 
 
+def _stranded(platform: Platform, run: Run, envs: list[str], retiring: list[RetireTarget], *,
+              undone: bool = False) -> list[RetireTarget]:
+    """Data soft-deleted for a retirement Git no longer declares, rebuilt from the mark on the secret."""
+    from chamberlain.lifecycle.retire import stranded_targets
+
+    return stranded_targets(run.kv, platform.spec.authority.mounts.runtime, envs, {t.vault.full for t in retiring},
+                            undone=undone)
+
+
 def _run(platform: Platform, servers: Servers, caller: Caller, cluster: str, dry_run: bool) -> Run:
     from chamberlain.audit.ledger import Ledger, TransitSigner
     from chamberlain.lifecycle.retire import Run
@@ -65,52 +74,68 @@ def _run(platform: Platform, servers: Servers, caller: Caller, cluster: str, dry
 def retire(root: Path, servers: Servers, caller: Caller, *, environment: str | None = None,
            cluster: str | None = None, dry_run: bool = False) -> RetireResult:
     """Apply what ``spec.retire`` makes due on the selected cluster's environments: soft-delete on the day, purge
-    after the undo window; report the rest (scheduled, waiting). Idempotent; resumes after a crash."""
+    after the undo window; report the rest (scheduled, waiting). Data soft-deleted for a retirement Git no longer
+    declares (``spec.retire`` or the intent removed before the purge) is finished from its mark: purged after
+    the undo-until stored at the soft-delete. Idempotent; resumes after a crash."""
     from chamberlain.handover import select_cluster
     from chamberlain.lifecycle import retire as lr
 
     repo, platform = load_platform(root)
     chosen, envs = select_cluster(platform, environment, cluster)
     found = targets(repo, platform, envs)
-    if not found:
-        return RetireResult(caller.run, dry_run)
     run = _run(platform, servers, caller, chosen, dry_run)
+    found += _stranded(platform, run, envs, found)
     return RetireResult(caller.run, dry_run, [lr.apply(t, run) for t in found])
 
 
 def undo(root: Path, name: str, servers: Servers, caller: Caller, *, environment: str | None = None,
          cluster: str | None = None, dry_run: bool = False) -> list[UndoOutcome]:
-    """Restore NAME's soft-deleted data within its undo window (every environment of the cluster it retired in)."""
+    """Restore NAME's soft-deleted data within its undo window (every environment of the cluster it retired in).
+    When Git no longer declares NAME's spec.retire (or NAME), the mark on the secret says what to restore."""
     from chamberlain.handover import select_cluster
     from chamberlain.lifecycle import retire as lr
 
     repo, platform = load_platform(root)
     chosen, envs = select_cluster(platform, environment, cluster)
-    if name not in repo.intent_index():
-        raise UsageError(f"{name}: no such SecretIntent in {root} (an undo needs the intent, with its spec.retire, "
-                         "still in Git)")
-    found = [t for t in targets(repo, platform, envs) if t.intent == name]
-    if not found:
-        raise UsageError(f"{name}: the intent declares no spec.retire (nothing was decommissioned)")
+    retiring = targets(repo, platform, envs)
     run = _run(platform, servers, caller, chosen, dry_run)
+    found = [t for t in retiring + _stranded(platform, run, envs, retiring, undone=True) if t.intent == name]
+    if not found:
+        declared = name in repo.intent_index()
+        raise UsageError(f"{name}: nothing of it was soft-deleted in {', '.join(envs)} ("
+                         + ("the intent declares no spec.retire" if declared else f"no such SecretIntent in {root}")
+                         + " and no data carries a decommissioning mark for it)")
     return [lr.undo(t, run) for t in found]
 
 
+@dataclass
+class RemovedIntents:
+    """``plan``'s decommissioning findings: live data whose intent left Git without a retirement (errors), and
+    soft-deleted data whose retirement left Git before the purge (warnings); ``unchecked``: why not looked at."""
+
+    orphans: list[Orphan] = field(default_factory=list)
+    stranded: list[Stranded] = field(default_factory=list)
+    unchecked: str | None = None
+
+
 def orphans(repo: Repository, platform: Platform, environment: str | None, cluster: str | None,
-            servers: Servers) -> tuple[list[Orphan], str | None]:
-    """Runtime data of the selected cluster's environments that no intent in Git declares any more, and that
-    was never retired: (found, None), or ([], why it could not be checked)."""
+            servers: Servers) -> RemovedIntents:
+    """Runtime data of the selected cluster's environments that no intent in Git declares any more and that was
+    never retired, and data soft-deleted for a retirement Git no longer declares."""
     from chamberlain.handover import select_cluster
     from chamberlain.intent.paths import placements
     from chamberlain.lifecycle.retire import orphans as scan
+    from chamberlain.lifecycle.retire import stranded
 
     try:
         chosen, envs = select_cluster(platform, environment, cluster)
         declared = {p.vault.full for i in repo.intents for p in placements(platform, i.obj)}
+        retiring = {t.vault.full for t in targets(repo, platform, envs)}
         kv = servers.orchestrator(platform, chosen).kv
-        return scan(kv, platform.spec.authority.mounts.runtime, envs, declared), None
+        mount = platform.spec.authority.mounts.runtime
+        return RemovedIntents(scan(kv, mount, envs, declared), stranded(kv, mount, envs, retiring, declared))
     except ChamberlainError as exc:  # no orchestrator login from here; our messages carry no value
-        return [], str(exc)
+        return RemovedIntents(unchecked=str(exc))
 
 
-__all__ = ["RetireResult", "orphans", "retire", "targets", "undo"]
+__all__ = ["RemovedIntents", "RetireResult", "orphans", "retire", "targets", "undo"]
