@@ -286,3 +286,49 @@ def test_a_mark_made_before_undo_until_was_stored_uses_the_default_window() -> N
     assert t.retire.undo_window == timedelta(days=30)
     clock.advance(29 * 86400)
     assert lr.apply(t, _run(kv, clock)).state is Step.WAITING
+
+
+# ------------------------------------------- the use cases (service.lifecycle) over FakeServers and examples/acme
+
+
+def test_retire_undo_and_plan_decide_from_the_mark_when_git_no_longer_retires() -> None:
+    from chamberlain.errors import UsageError
+    from chamberlain.service import lifecycle
+    from chamberlain.service.context import Caller
+    from chamberlain.service.repository import load_platform
+    from tests.unit.test_service import ACME, FakeServers
+
+    servers, clock = FakeServers(), FakeClock(MARKED)
+    caller = Caller("test:someone", clock, "run-test")
+    # payments-db is in acme without spec.retire; gone-token is in no intent at all: both were soft-deleted while
+    # Git still retired them
+    _soft_delete(servers.kv, clock, "dev/team-payments/payments-db", "payments-db")
+    _soft_delete(servers.kv, clock, "dev/team-a/gone-token", "gone-token", days=2)
+
+    repo, platform = load_platform(ACME)
+    found = lifecycle.orphans(repo, platform, "dev", "dev1", servers)
+    assert found.unchecked is None and found.orphans == []
+    assert [(s.intent, s.intent_in_git) for s in found.stranded] == [("gone-token", False), ("payments-db", True)]
+
+    with pytest.raises(UsageError, match="declares no spec.retire and no data carries a decommissioning mark"):
+        lifecycle.undo(ACME, "grafana-admin", servers, caller, environment="dev", cluster="dev1")
+    with pytest.raises(UsageError, match="no such SecretIntent"):
+        lifecycle.undo(ACME, "never-existed", servers, caller, environment="dev", cluster="dev1")
+
+    (restored,) = lifecycle.undo(ACME, "payments-db", servers, caller, environment="dev", cluster="dev1")
+    assert restored.restored == (1, 2) and restored.target.from_marker
+    (again,) = lifecycle.undo(ACME, "payments-db", servers, caller, environment="dev", cluster="dev1")
+    assert again.already
+
+    clock.advance(2 * 86400)
+    result = lifecycle.retire(ACME, servers, caller, environment="dev", cluster="dev1")
+    assert [(o.target.intent, o.steps) for o in result.outcomes] == [("gone-token", ["purge"])]
+    assert servers.kv.read_metadata("secret", "dev/team-a/gone-token") is None
+    assert lifecycle.orphans(repo, platform, "dev", "dev1", servers).stranded == []
+
+
+def test_the_status_condition_promises_the_stored_window() -> None:
+    promised = MARKED + timedelta(days=7)
+    gone = st.compute_status(_facts(retire=Retire(after=DAY, undo_window=timedelta(days=1)), decommissioned_at=MARKED,
+                                    decommission_undo_until=promised), AT + timedelta(days=2))
+    assert "until 2026-03-08T01:00:00Z" in st.condition(gone, "Retiring")["message"]
