@@ -310,7 +310,7 @@ def test_retire_undo_and_plan_decide_from_the_mark_when_git_no_longer_retires() 
     assert found.unchecked is None and found.orphans == []
     assert [(s.intent, s.intent_in_git) for s in found.stranded] == [("gone-token", False), ("payments-db", True)]
 
-    with pytest.raises(UsageError, match="declares no spec.retire and no data carries a decommissioning mark"):
+    with pytest.raises(UsageError, match=r"declares no spec\.retire and no data carries a decommissioning mark"):
         lifecycle.undo(ACME, "grafana-admin", servers, caller, environment="dev", cluster="dev1")
     with pytest.raises(UsageError, match="no such SecretIntent"):
         lifecycle.undo(ACME, "never-existed", servers, caller, environment="dev", cluster="dev1")
