@@ -1,6 +1,7 @@
 """Decommissioning against the real authority (the lab's OpenBao/Vault, KV v2 with check-and-set required as
 configure sets it): the soft-delete on the day hides every version, the undo restores them, the purge after the
-undo window leaves no metadata; the signed ledger holds each step; the removed-intent scan of ``plan`` sees live
+undo window leaves no metadata, also when Git dropped the retirement after the soft-delete (finished from the
+mark); the signed ledger holds each step; the removed-intent scan of ``plan`` sees live
 data without an intent and ignores retired data. The clock is a fake one (days pass in a second); the server is
 real."""
 
@@ -73,8 +74,14 @@ def test_soft_delete_undo_purge_on_the_real_authority(kv_client: Any) -> None:
                                                                            undo_window=timedelta(days=7)))
     clock.advance(86400)
     assert lr.apply(again, run()).state is lr.Step.WAITING
-    clock.advance(8 * 86400)
-    assert lr.apply(again, run()).steps == ["purge"]
+    # spec.retire leaves Git before the purge: plan sees it, and retire finishes it from the mark (stored window)
+    (left,) = lr.stranded(kv, MOUNT, ["prod"], set(), set())
+    assert left.intent == "legacy-token" and left.undo_until == clock.now() + timedelta(days=7)
+    (from_mark,) = lr.stranded_targets(kv, MOUNT, ["prod"], set())
+    clock.advance(7 * 86400 - 1)
+    assert lr.apply(from_mark, run()).state is lr.Step.WAITING
+    clock.advance(1)
+    assert lr.apply(from_mark, run()).steps == ["purge"]
     assert kv.read_metadata(MOUNT, path.path) is None  # every version and the metadata
     events = [e.event for e in LedgerReader(kv, MOUNT).entries() if e.secret == "legacy-token"]
     assert events == ["decommission", "decommission-undo", "decommission", "decommission-purge"]
