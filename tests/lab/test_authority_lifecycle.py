@@ -229,6 +229,8 @@ def test_orchestrator_logs_in_and_writes_with_cas(env: Env) -> None:
     # Least privilege: the orchestrator of dev1 cannot touch prod.
     with pytest.raises(Forbidden):
         kv.write("secret", "prod/team-x/probe", {"k": "v"}, cas=0)
+    # Data no intent declares is a removed intent to `plan` (later tests expect a clean plan): leave none behind.
+    kv.delete_all("secret", "dev/team-x/probe")
 
 
 def test_ledger_records_init_and_verifies(env: Env) -> None:
