@@ -20,8 +20,6 @@ called. The helpers that resolve bootstrap files are shared with :mod:`chamberla
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +33,9 @@ from chamberlain.findings import Finding
 from chamberlain.intent.loader import Document, Loaded, RepoFile, Repository
 from chamberlain.intent.model import SecretIntent
 from chamberlain.intent.paths import bootstrap_recipients, intent_environments
+
+# One reader of age headers: the stanza types decide who can open a data key (the sops `recipient` is a label).
+from chamberlain.intent.unseal_shares import age_stanzas
 
 BOOTSTRAP_CLASS = "bootstrap"
 # The only selector a bootstrap file may carry (chamberlain.bootstrap.sops.ENCRYPTED_REGEX writes it; that module
@@ -537,28 +538,6 @@ def recipient_problems(meta: Mapping[str, Any], expected: Sequence[str]) -> list
 
 
 # ------------------------------------------------------------------------------------------------ stanzas
-
-
-def age_stanzas(armored: str) -> list[str] | None:
-    """The stanza types (``X25519``, ``scrypt``, ``ssh-ed25519``, a plugin's name...) in the header of an armored
-    age file, in order; None when it is not one. The header is what decides who can open the data key: the
-    ``recipient`` next to it in sops' metadata is only a label."""
-    text = armored.strip()
-    begin, end = AGE_ARMOR, "-----END AGE ENCRYPTED FILE-----"
-    if not text.startswith(begin) or not text.endswith(end):
-        return None
-    body = "".join(text[len(begin):-len(end)].split())
-    if len(body) > 64 * 1024:  # a data key wrapped for one recipient is a few hundred bytes
-        return None
-    try:
-        raw = base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    header, sep, _ = raw.partition(b"\n---")
-    lines = header.split(b"\n")
-    if not sep or lines[0] != b"age-encryption.org/v1":
-        return None
-    return [line[3:].split(b" ", 1)[0].decode("ascii", "replace") for line in lines[1:] if line.startswith(b"-> ")]
 
 
 def stanza_problems(meta: Mapping[str, Any]) -> list[Problem]:

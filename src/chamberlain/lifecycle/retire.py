@@ -28,7 +28,7 @@ Boundary: KV v2 metadata and version state only; a value is never read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -167,18 +167,25 @@ def orphans(kv: KV, mount: str, environments: Iterable[str], declared: set[str])
     listings and the metadata of undeclared paths only; chamberlain's own records (``_``-prefixed, never a DNS
     label) are skipped."""
     found: list[Orphan] = []
+    for _env, path, name in _undeclared_paths(kv, mount, environments, declared):
+        meta = kv.read_metadata(mount, path)
+        if meta is not None and is_orphan(meta):
+            found.append(Orphan(f"{mount}/{path}", meta.custom.get(wk.INTENT) or name, meta.current_version))
+    return sorted(found)
+
+
+def _undeclared_paths(kv: KV, mount: str, environments: Iterable[str],
+                      skip: set[str]) -> Iterator[tuple[str, str, str]]:
+    """``(env, "<env>/<owner>/<name>", name)`` for every secret under the environments not in ``skip`` (full
+    paths); chamberlain's own records (``_``-prefixed, never a DNS label) are left out. Listings only."""
     for env in sorted(set(environments)):
         for owner in kv.list(mount, f"{env}/"):
             if not owner.endswith("/") or owner.startswith("_"):
                 continue
             for name in kv.list(mount, f"{env}/{owner}"):
                 path = f"{env}/{owner}{name}"
-                if name.endswith("/") or f"{mount}/{path}" in declared:
-                    continue
-                meta = kv.read_metadata(mount, path)
-                if meta is not None and is_orphan(meta):
-                    found.append(Orphan(f"{mount}/{path}", meta.custom.get(wk.INTENT) or name, meta.current_version))
-    return sorted(found)
+                if not name.endswith("/") and f"{mount}/{path}" not in skip:
+                    yield env, path, name
 
 
 @dataclass(frozen=True, order=True)
@@ -238,21 +245,14 @@ MIN_WINDOW = timedelta(days=1)  # Retire refuses less; the stored until is the l
 def _scan(kv: KV, mount: str, environments: Iterable[str], retiring: set[str],
           undone: bool) -> list[tuple[RetireTarget, Observed]]:
     found: list[tuple[RetireTarget, Observed]] = []
-    for env in sorted(set(environments)):
-        for owner in kv.list(mount, f"{env}/"):
-            if not owner.endswith("/") or owner.startswith("_"):
-                continue
-            for name in kv.list(mount, f"{env}/{owner}"):
-                path = f"{env}/{owner}{name}"
-                if name.endswith("/") or f"{mount}/{path}" in retiring:
-                    continue
-                meta = kv.read_metadata(mount, path)
-                s = observe(meta)
-                if meta is None or (s.marked_at is None and not (undone and s.undone_for)):
-                    continue
-                target = marker_target(VaultPath(mount, path), env, meta)
-                if target is not None:
-                    found.append((target, s))
+    for env, path, _name in _undeclared_paths(kv, mount, environments, retiring):
+        meta = kv.read_metadata(mount, path)
+        s = observe(meta)
+        if meta is None or (s.marked_at is None and not (undone and s.undone_for)):
+            continue
+        target = marker_target(VaultPath(mount, path), env, meta)
+        if target is not None:
+            found.append((target, s))
     return sorted(found, key=lambda ts: ts[0].vault.full)
 
 
