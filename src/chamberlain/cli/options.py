@@ -98,6 +98,9 @@ Cluster = Annotated[str | None, typer.Option(
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
 Reason = Annotated[str, typer.Option("--reason", help="Why, for the ledger.")]
+# A rotation run from the command line (rotate, playbook compromise): how long it may sleep and wait for ESO.
+MaxWait = Annotated[float, typer.Option("--max-wait", help="Longest wait (s) to sleep through in a run.")]
+SyncTimeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for consumers to sync.")]
 
 # ------------------------------------------------------------------------------------------------ authority
 

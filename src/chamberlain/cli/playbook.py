@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.options import GROUPED, Target, actor, clock, target_options
+from chamberlain.cli.options import GROUPED, DryRun, MaxWait, SyncTimeout, Target, actor, clock, target_options
 from chamberlain.cli.output import DataFormat, ListFormat, ListOutput, RepoPath, emit_data, line, stderr
 from chamberlain.errors import UsageError
 
@@ -24,7 +24,6 @@ playbook_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: 
 Reason = Annotated[str, typer.Option("--reason", help="Why: recorded on every run and in the ledger.",
                                      show_default=False)]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking.")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -49,9 +48,8 @@ def compromise_cmd(
     everything: Annotated[bool, typer.Option("--all", help="Everything is compromised.")] = False,
     dry_run: DryRun = False,
     yes: Yes = False,
-    max_wait: Annotated[float, typer.Option("--max-wait", help="Longest wait (s) to sleep through in a run.")
-                        ] = 120.0,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for consumers to sync.")] = 120.0,
+    max_wait: MaxWait = 120.0,
+    timeout: SyncTimeout = 120.0,
     target: Target = GROUPED,
     output: ListOutput = ListFormat.text,
 ) -> None:

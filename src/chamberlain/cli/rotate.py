@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chamberlain.cli.options import GROUPED, Target, actor, clock, target_options
+from chamberlain.cli.options import GROUPED, MaxWait, SyncTimeout, Target, actor, clock, target_options
 from chamberlain.cli.output import ListFormat, ListOutput, RepoPath, emit_data, is_wide, line, stderr
 from chamberlain.cli.progress import ReportingClock, WaitProgress
 from chamberlain.service.context import Caller, LiveServers
@@ -65,9 +65,8 @@ def rotate_cmd(
                          ] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Re-promote the previous version.")] = False,
     release: Annotated[bool, typer.Option("--release", help="Clear the hold of a secret.")] = False,
-    max_wait: Annotated[float, typer.Option("--max-wait", help="Longest wait (s) to sleep through in a run.")
-                        ] = 120.0,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for consumers to sync.")] = 120.0,
+    max_wait: MaxWait = 120.0,
+    timeout: SyncTimeout = 120.0,
     target: Target = GROUPED,
     output: ListOutput = ListFormat.text,
 ) -> None:
