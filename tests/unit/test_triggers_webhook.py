@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from chamberlain.clock import FakeClock
-from chamberlain.triggers.request import MemoryQueue
-from chamberlain.triggers.store import object_name
+from chamberlain.triggers.request import MemoryQueue, RotationRequest
+from chamberlain.triggers.store import MemoryStore, object_name
 from chamberlain.triggers.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -230,3 +230,32 @@ def test_server_second_signal_merges_and_sender_id_is_idempotent(endpoint: Endpo
     (request,) = endpoint.queue.pending()
     assert request.request_id == object_name("key", "evt-1\0api-token")
     assert request.reason == "scanner hit; confirmed leak"
+
+
+class _PolledStore(MemoryStore):
+    """A store whose write is seen at once by the leader's poll of persisted requests, which queues the request
+    before the handler delivers it (the race the lab hit under load)."""
+
+    def __init__(self, queue: MemoryQueue) -> None:
+        super().__init__()
+        self._queue = queue
+
+    def accept(self, request: RotationRequest, path: str) -> bool:
+        accepted = super().accept(request, path)
+        if accepted:
+            self._queue.put(request)
+        return accepted
+
+
+def test_a_request_the_leader_queued_first_is_still_queued_for_its_sender() -> None:
+    queue = MemoryQueue()
+    handler = WebhookHandler(KEY, queue, known=lambda s: s == "db-password", clock=FakeClock(NOW),
+                             store=_PolledStore(queue))
+    answer = handler.handle(_signed(), BODY)
+    assert (answer.status, answer.body["outcome"]) == (200, "queued")
+    assert len(queue.pending()) == 1
+    # The same request again is still a replay, and a retry under the sender's id still a duplicate.
+    assert handler.handle(_signed(), BODY).status == 401
+    keyed = b'{"secret": "db-password", "reason": "x", "id": "evt-9"}'
+    assert handler.handle(_signed(keyed), keyed).body["outcome"] == "queued"
+    assert handler.handle(_signed(keyed, at=NOW + timedelta(seconds=1)), keyed).body["outcome"] == "duplicate"

@@ -566,6 +566,10 @@ class WebhookHandler:
                 return UNAUTHORIZED
             return Answer(HTTPStatus.OK, {"secret": secret, "request": request.request_id, "outcome": "duplicate"})
         outcome = self.deliver(request)
+        if outcome == "duplicate":
+            # This very request was persisted above, so it is new to the sender: the leader's poll of persisted
+            # requests queued it between the write and here (a race seen under load), not an earlier delivery.
+            outcome = "queued"
         log.info("webhook: %s rotation request", outcome, extra={"secret": secret, "request_id": request.request_id})
         status = HTTPStatus.ACCEPTED if outcome == "persisted" else HTTPStatus.OK
         return Answer(status, {"secret": secret, "request": request.request_id, "outcome": outcome})
