@@ -69,6 +69,7 @@ class Settings:
     internal_mounts: tuple[str, ...] = ("platform-data", "platform-config")
     owner_labels: tuple[str, ...] = DEFAULT_OWNER_LABELS
     holders: Mapping[str, str] = field(default_factory=dict)  # namespace -> owner, from the Platform's tenancy
+    other_environments: tuple[str, ...] = ()  # the Platform's other environments (their paths are not adopted)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,21 @@ class _Work:
     # the objects behind each candidate (by its import source, unique), so a late refusal reports every one
     sources: dict[tuple[str, str], list[tuple[str, str, str, str]]] = field(default_factory=dict)
 
+    secret_index: dict[tuple[str, str], SecretObj] = field(default_factory=dict)
+    # (namespace, Secret) -> the workloads that reference it or name it in a Reloader reload list
+    workloads_of: dict[tuple[str, str], list[WorkloadObj]] = field(default_factory=dict)
+    ns_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def index(self, estate: Estate) -> None:
+        """Look-ups by name, so mapping stays linear in the estate."""
+        self.estate = estate
+        self.secret_index = {(x.namespace, x.name): x for x in estate.secrets}
+        self.workloads_of = defaultdict(list)
+        for wl in sorted(estate.workloads, key=lambda x: (x.kind, x.name)):
+            for name in sorted({u.secret for u in wl.uses} | _split(wl.annotations.get(RELOADER_SECRET_RELOAD))):
+                self.workloads_of[(wl.namespace, name)].append(wl)
+        self.ns_labels = {n.name: n.labels for n in estate.namespaces}
+
     def refuse(self, kind: str, namespace: str, name: str, reason: str, where: str = "",
                rule: str = RULE_UNMAPPED) -> None:
         self.unmapped.append(Unmapped(kind, namespace, name, reason, rule, where))
@@ -260,7 +276,7 @@ def adopt(estate: Estate, settings: Settings, view: AuthorityView | None = None)
     for ns in sorted(system):
         w.skipped.append(Skipped("Namespace", "", ns, "a system namespace: its Secrets are the cluster's"))
     estate = estate.only({*(n for n in _namespaces(estate) if n not in SYSTEM_NAMESPACES)})
-    w.estate = estate
+    w.index(estate)
 
     writers: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # Secret -> [(kind, name)]
     for es in estate.external_secrets:
@@ -303,7 +319,7 @@ def _namespaces(estate: Estate) -> set[str]:
 
 
 def _ns_labels(w: _Work, namespace: str) -> Mapping[str, str]:
-    return next((n.labels for n in w.estate.namespaces if n.name == namespace), {})
+    return w.ns_labels.get(namespace, {})
 
 
 def _map_stores(w: _Work) -> None:
@@ -321,7 +337,7 @@ def _map_stores(w: _Work) -> None:
 def _map_external_secrets(w: _Work, conflicted: set[tuple[str, str]]) -> None:
     s = w.settings
     stores = {(x.kind, x.namespace, x.name): x for x in w.estate.stores}
-    secrets = {(x.namespace, x.name): x for x in w.estate.secrets}
+    secrets = w.secret_index
     groups: dict[str, list[tuple[ExternalSecretObj, dict[str, str]]]] = defaultdict(list)
     for es in sorted(w.estate.external_secrets, key=lambda e: (e.namespace, e.name)):
         where = es.origin.where
@@ -400,7 +416,8 @@ def _map_es_group(w: _Work, full: str, members: list[tuple[ExternalSecretObj, di
     s = w.settings
     mount, _, path = full.partition("/")
     segments = path.split("/")
-    conventional = mount == s.runtime_mount and len(segments) == 3 and all(is_dns_label(x) for x in segments)
+    shaped = mount == s.runtime_mount and len(segments) == 3 and all(is_dns_label(x) for x in segments)
+    conventional = shaped and segments[0] == s.environment
     first = members[0][0]
 
     def refuse_all(reason: str, rule: str = RULE_UNMAPPED) -> None:
@@ -408,11 +425,12 @@ def _map_es_group(w: _Work, full: str, members: list[tuple[ExternalSecretObj, di
             w.refuse("ExternalSecret", es.namespace, es.name, reason, es.origin.where, rule)
 
     keys = tuple(sorted({v for _, keymap in members for v in keymap.values()}))
+    if shaped and segments[0] in s.other_environments:
+        refuse_all(f"reads {full}, a path of environment {segments[0]}: adopt one environment per run "
+                   f"(-e {segments[0]})")
+        return
     if conventional:
-        env, owner, name = segments
-        if env != s.environment:
-            refuse_all(f"reads {full}, a path of environment {env}: adopt one environment per run (-e {env})")
-            return
+        _, owner, name = segments
         owner_from = f"the path {full}"
         notes: list[str] = []
     else:
@@ -507,7 +525,7 @@ def _name_refusal(namespace: str, name: str, keys: tuple[str, ...]) -> str | Non
 
 def _map_sealed_secrets(w: _Work, conflicted: set[tuple[str, str]]) -> None:
     s = w.settings
-    secrets = {(x.namespace, x.name): x for x in w.estate.secrets}
+    secrets = w.secret_index
     for ss in sorted(w.estate.sealed_secrets, key=lambda x: (x.namespace, x.name)):
         ns, name, where = ss.namespace, ss.name, ss.origin.where
         if (ns, name) in conflicted:
@@ -551,14 +569,12 @@ def _consumer(w: _Work, namespace: str, secret_name: str, keys: Mapping[str, str
               writer: tuple[str, str, str]) -> Consumer:
     """The consumer Secret with its restarts: a workload Reloader restarted on a change of this Secret is
     restarted by chamberlain; one that only reads it stays as it was (it restarts with its next rollout)."""
-    secret = next((x for x in w.estate.secrets if x.namespace == namespace and x.name == secret_name), None)
+    secret = w.secret_index.get((namespace, secret_name))
     match = secret is not None and secret.annotations.get(RELOADER_MATCH) == "true"
     restart: list[Workload] = []
     readers: list[Workload] = []
     reloader: list[ReloaderUse] = []
-    for wl in sorted(w.estate.workloads, key=lambda x: (x.kind, x.name)):
-        if wl.namespace != namespace:
-            continue
+    for wl in w.workloads_of.get((namespace, secret_name), []):
         ref = Workload(wl.kind, wl.namespace, wl.name)
         uses = any(u.secret == secret_name for u in wl.uses)
         by = _reloaded_by(wl, secret_name, uses=uses, match=match)
