@@ -4,6 +4,9 @@ A small estate in its own namespace ``legacy-adopt-<id>`` (never another): a pla
 an ExternalSecret on the conventional path and the Secret it writes, a docker-config Secret, a Deployment with a
 Reloader annotation that reads both. adopt reads it through the real client (paged lists, values blanked at the
 reader), maps it, and writes a repository that names keys and owners only: the canary value is nowhere.
+
+With ``--from-authority`` the real authority's KV metadata is read with a token that may list and read
+``secret/metadata/*`` only: any read of data would be refused, so the test also proves none is made.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def legacy_estate(k8s: Any, make_namespace: Any) -> str:
         "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "api-token"},
         "spec": {"refreshInterval": "1h", "secretStoreRef": {"kind": "SecretStore", "name": "vault"},
                  "target": {"name": "api-token"},
-                 "data": [{"secretKey": "token", "remoteRef": {"key": "prod/team-legacy/api-token",
+                 "data": [{"secretKey": "token", "remoteRef": {"key": f"prod/{ns}/api-token",
                                                                "property": "token"}}]}})
     apps.create_namespaced_deployment(ns, {
         "metadata": {"name": "web", "annotations": {"reloader.stakater.com/auto": "true"}},
@@ -78,7 +81,7 @@ def test_adopt_from_cluster(lab: RunningLab, legacy_estate: str, tmp_path: Path)
     assert sorted(intents) == ["api-token", "app-db"]
     assert intents["app-db"]["owner"] == "team-legacy"  # the namespace's team label
     assert intents["app-db"]["ownerFrom"] == f"label team on Namespace {ns}"
-    assert intents["api-token"]["path"] == "secret/prod/team-legacy/api-token"  # conventional: path kept
+    assert intents["api-token"]["path"] == f"secret/prod/{ns}/api-token"  # conventional: path and owner kept
     assert intents["app-db"]["keys"] == ["password", "username"]
     for intent in intents.values():
         assert intent["consumers"][0]["restart"] == ["Deployment/web"]  # Reloader auto + a reference
@@ -88,3 +91,36 @@ def test_adopt_from_cluster(lab: RunningLab, legacy_estate: str, tmp_path: Path)
         if path.is_file():
             body = path.read_text()
             assert CANARY not in body and _b64(CANARY) not in body, path
+
+
+def test_adopt_checks_external_secrets_against_the_authority_metadata(
+        lab: RunningLab, legacy_estate: str, vault: Any, tmp_path: Path) -> None:
+    ns = legacy_estate
+    vault.secrets.kv.v2.create_or_update_secret(path=f"prod/{ns}/api-token", secret={"token": CANARY},
+                                                mount_point="secret")
+    vault.secrets.kv.v2.create_or_update_secret(path=f"prod/{ns}/orphan", secret={"k": CANARY},
+                                                mount_point="secret")
+    vault.sys.create_or_update_policy(name="adopt-metadata-only",
+                                      policy='path "secret/metadata/*" { capabilities = ["list", "read"] }')
+    token = vault.auth.token.create(policies=["adopt-metadata-only"], ttl="10m")["auth"]["client_token"]
+    (tmp_path / "token").write_text(token)
+    result = run_cli("adopt", "--from-cluster", "--from-authority", "--kubeconfig", str(lab.kubeconfig), "-n", ns,
+                     "--vault-addr", lab.lab.authority.address, "--vault-cacert", str(lab.ca_file),
+                     "--vault-token-file", str(tmp_path / "token"), "--out", str(tmp_path / "repo"),
+                     "-e", "prod", "-c", "lab", "--age-recipient", RECIPIENT, "-o", "json")
+    assert CANARY not in result.out + result.err, result.err
+    spec = json.loads(result.out)["plan"]["spec"]
+    assert sorted(i["name"] for i in spec["intents"]) == ["api-token", "app-db"], result.err
+    skipped = {s["name"]: s["reason"] for s in spec["skipped"]}
+    assert "no ExternalSecret of the estate reads it" in skipped[f"secret/prod/{ns}/orphan"]
+    assert any(r.startswith("authority metadata") for r in spec["read"])
+
+    # the ExternalSecret's path gone from the authority: refused with CH124, nothing guessed
+    vault.secrets.kv.v2.delete_metadata_and_all_versions(path=f"prod/{ns}/api-token", mount_point="secret")
+    again = run_cli("adopt", "--from-cluster", "--from-authority", "--kubeconfig", str(lab.kubeconfig), "-n", ns,
+                    "--vault-addr", lab.lab.authority.address, "--vault-cacert", str(lab.ca_file),
+                    "--vault-token-file", str(tmp_path / "token"), "--out", str(tmp_path / "repo"),
+                    "-e", "prod", "-c", "lab", "--age-recipient", RECIPIENT, "-o", "json")
+    refused = {(u["kind"], u["name"]): u for u in json.loads(again.out)["plan"]["spec"]["unmapped"]}
+    assert refused[("ExternalSecret", "api-token")]["rule"] == "CH124"
+    assert "does not hold" in refused[("ExternalSecret", "api-token")]["reason"]
