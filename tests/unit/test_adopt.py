@@ -139,7 +139,12 @@ def test_plan_orders_the_moves_so_nothing_goes_down(fixture_adoption: Adoption) 
     assert by_id["mark-smtp-relay"].command == (
         "kubectl annotate --overwrite secret -n payments smtp-relay chamberlain.dev/adopt=smtp-relay")
     assert by_id["verify-import"].command == "chamberlain adopt verify repo -e prod -c prod-eu1"
-    assert by_id["takeover-legacy-reporting-db"].kind == "SealedSecret"
+    assert by_id["release-legacy-reporting-db"].command == (
+        "kubectl delete sealedsecret -n legacy reporting-db --cascade=orphan")
+    ids = [s.id for s in steps]  # released right before its own takeover: the shortest time without a controller
+    assert ids.index("release-legacy-reporting-db") + 1 == ids.index("takeover-reporting-db")
+    assert by_id["takeover-shop-api-key"].command == (
+        "chamberlain adopt takeover repo -e prod -c prod-eu1 --intent shop-api-key")
     # the reload list keeps the Secrets not adopted; auto is removed once chamberlain restarts
     assert by_id["cleanup-reloader-payments-deployment-mailer-reload"].command.endswith(
         "secret.reloader.stakater.com/reload=mailer-extra")

@@ -9,8 +9,9 @@ apply           render the generated repository and let GitOps apply it: the aut
                 the import runs inside the cluster (consumers still read the old Secrets)
 verify-import   ``chamberlain adopt verify``: wait until every imported value is in the authority, ledger entry
                 ``adopt`` each; the gate for everything after it
-takeover        per consumer Secret: chamberlain's ExternalSecret replaces its old writer (ExternalSecret,
-                SealedSecret, plain manifest) with no window with no owner; the value is equal, so nothing restarts
+takeover        per intent (``adopt takeover --intent``): chamberlain's ExternalSecret replaces each consumer Secret's
+                old writer (ExternalSecret, plain manifest; a SealedSecret is released first) with no window with
+                no owner; the data never changes, so nothing restarts
 cleanup         Reloader annotations (chamberlain restarts now), Vault stores nothing reads, old paths outside the
                 convention (after a grace period, for a rollback)
 ==============  ====================================================================================================
@@ -79,23 +80,29 @@ def steps(adoption: Adoption, repo: str) -> list[Step]:
     for a in adoption.adopted:
         for c in a.consumers:
             kind, wns, wname = c.writer
-            out.append(Step(f"takeover-{c.namespace}-{c.secret_name}", "takeover", kind, wns, wname, a.intent,
-                            _q("chamberlain", "adopt", "takeover", repo, *target, "--secret",
-                               f"{c.namespace}/{c.secret_name}"),
-                            _takeover_why(kind, c.namespace, c.secret_name)))
+            if kind == "SealedSecret":  # the takeover never fights another controller: release it first
+                out.append(Step(f"release-{wns}-{wname}", "takeover", kind, wns, wname, a.intent,
+                                _q("kubectl", "delete", "sealedsecret", "-n", wns, wname, "--cascade=orphan"),
+                                f"remove the SealedSecret from Git first (else GitOps brings it back and its "
+                                f"controller rewrites {c.namespace}/{c.secret_name}); the Secret and its data stay"))
+        out.append(Step(f"takeover-{a.intent}", "takeover", "SecretIntent", "", a.intent, a.intent,
+                        _q("chamberlain", "adopt", "takeover", repo, *target, "--intent", a.intent),
+                        _takeover_why(a)))
     out.extend(_cleanup(adoption))
     return out
 
 
-def _takeover_why(kind: str, namespace: str, secret: str) -> str:
-    if kind == "ExternalSecret":
-        return (f"chamberlain's ExternalSecret takes Secret {namespace}/{secret} over from the old one (deleted "
-                "with --cascade=orphan, so the Secret stays); the value is equal, so nothing restarts")
-    if kind == "SealedSecret":
-        return (f"remove the SealedSecret from Git first (else its controller rewrites {namespace}/{secret}), "
-                "then chamberlain's ExternalSecret owns the Secret; the value is equal, so nothing restarts")
-    return (f"remove the Secret's manifest from Git first (else GitOps re-applies the old value over "
-            f"{namespace}/{secret}), then chamberlain's ExternalSecret owns it; nothing restarts")
+def _takeover_why(a: Adopted) -> str:
+    """What the takeover of ``a`` replaces, Secret by Secret."""
+    parts: list[str] = []
+    for c in a.consumers:
+        kind, ns, name = c.writer
+        was = {"ExternalSecret": f"ExternalSecret {ns}/{name} (deleted once it lost the Secret)",
+               "SealedSecret": "the released SealedSecret",
+               "Secret": "its manifest (remove it from Git first, else GitOps re-applies the old value)"}[kind]
+        parts.append(f"{c.namespace}/{c.secret_name} from {was}")
+    return ("chamberlain's ExternalSecret takes over " + "; ".join(parts) + ": one guarded swap of the controller "
+            "reference, the data never changes, so nothing restarts")
 
 
 def _cleanup(adoption: Adoption) -> list[Step]:
