@@ -271,7 +271,9 @@ def test_platform_file_with_tenancy_makes_the_holder_the_owner(tmp_path: Path) -
     intents = {i["name"]: i for i in json.loads(result.out)["plan"]["spec"]["intents"]}
     assert intents["smtp-relay"]["owner"] == "payments-team"  # the holder wins over the `owner` label
     assert "tenancy" in intents["smtp-relay"]["ownerFrom"]
-    assert intents["payments-db"]["owner"] == "team-payments"  # a conventional path names its owner
+    # the path's owner segment is no declared owner: not the convention after all, so the value is copied
+    assert intents["payments-db"]["owner"] == "payments-team"
+    assert intents["payments-db"]["copiedFrom"] == "secret/prod/team-payments/payments-db"
     assert (tmp_path / "repo" / "platform.yaml").read_text() == (tmp_path / "platform.yaml").read_text()
 
 
@@ -319,6 +321,16 @@ def test_data_without_property_is_refused() -> None:
 def test_a_path_shaped_like_the_convention_of_no_environment_is_copied() -> None:
     (a,) = adopt(estate_of(vault_store(), external_secret("web", "api", "apps/web/api")), SETTINGS).adopted
     assert (a.copied_from, a.path) == ("secret/apps/web/api", "secret/prod/web/api")
+
+
+def test_with_a_tenancy_only_a_declared_owner_makes_a_path_conventional() -> None:
+    es = external_secret("web", "api", "prod/legacy/api")
+    (kept,) = adopt(estate_of(vault_store(), es), SETTINGS).adopted
+    assert (kept.owner, kept.copied_from) == ("legacy", None)
+    tenancy = Settings("prod", "prod-eu1", owners=("team-web",), holders={"web": "team-web"})
+    (copied,) = adopt(estate_of(vault_store(), es), tenancy).adopted
+    assert (copied.owner, copied.copied_from, copied.path) == ("team-web", "secret/prod/legacy/api",
+                                                               "secret/prod/team-web/api")
 
 
 def test_external_secrets_sharing_a_path_become_one_intent_with_two_consumers() -> None:

@@ -70,6 +70,7 @@ class Settings:
     owner_labels: tuple[str, ...] = DEFAULT_OWNER_LABELS
     holders: Mapping[str, str] = field(default_factory=dict)  # namespace -> owner, from the Platform's tenancy
     other_environments: tuple[str, ...] = ()  # the Platform's other environments (their paths are not adopted)
+    owners: tuple[str, ...] = ()  # the Platform's tenancy owners; empty: no tenancy, any owner segment is one
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,8 @@ def _map_es_group(w: _Work, full: str, members: list[tuple[ExternalSecretObj, di
     mount, _, path = full.partition("/")
     segments = path.split("/")
     shaped = mount == s.runtime_mount and len(segments) == 3 and all(is_dns_label(x) for x in segments)
-    conventional = shaped and segments[0] == s.environment
+    # with a tenancy, <env>/<x>/<name> is only the convention when x is a declared owner (else: copied)
+    conventional = shaped and segments[0] == s.environment and (not s.owners or segments[1] in s.owners)
     first = members[0][0]
 
     def refuse_all(reason: str, rule: str = RULE_UNMAPPED) -> None:

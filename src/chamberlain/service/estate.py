@@ -104,7 +104,8 @@ def _settings(request: AdoptRequest, platform: Platform, environment: str, clust
                 holders.setdefault(ns, owner.name)
     return Settings(environment, cluster, mounts.runtime, (mounts.internal_data, mounts.internal_config),
                     request.owner_labels or DEFAULT_OWNER_LABELS, holders,
-                    tuple(e.name for e in platform.spec.environments if e.name != environment))
+                    tuple(e.name for e in platform.spec.environments if e.name != environment),
+                    tuple(o.name for o in platform.spec.tenancy.owners) if platform.spec.tenancy else ())
 
 
 def read_estate(request: AdoptRequest, servers: LiveServers) -> tuple[Estate, list[str]]:
