@@ -443,6 +443,13 @@ def test_name_collisions_are_qualified_by_namespace_or_refused() -> None:
     assert sorted(x.intent for x in crowded.adopted) == ["a-db", "b-db"]
 
 
+def test_a_secret_marked_for_another_intent_is_refused() -> None:
+    marked = secret("app", "s", annotations={"chamberlain.dev/adopt": "other"})
+    assert "already marked for intent other" in unmapped(adopt(estate_of(marked), SETTINGS))[("Secret", "app", "s")]
+    same = secret("app", "s", annotations={"chamberlain.dev/adopt": "s"})
+    assert [a.intent for a in adopt(estate_of(same), SETTINGS).adopted] == ["s"]
+
+
 def test_chamberlain_own_objects_are_skipped() -> None:
     mine = secret("app", "s", labels={"chamberlain.dev/intent": "s"})
     es = external_secret("app", "t", "prod/o/t")

@@ -28,6 +28,7 @@ from typing import Literal
 
 from chamberlain import wellknown as wk
 from chamberlain.adopt.estate import (
+    ADOPT_MARKER,
     CERT_MANAGER_CERTIFICATE,
     RELOADER_AUTO,
     RELOADER_MATCH,
@@ -271,7 +272,7 @@ def adopt(estate: Estate, settings: Settings, view: AuthorityView | None = None)
     """Map ``estate`` to intents for ``settings.environment``; ``view``: the authority's metadata, when read."""
     w = _Work(settings, estate, view)
     for p in estate.problems:
-        w.refuse(p.kind or "file", p.namespace, p.name, p.reason, p.where, p.rule)
+        w.refuse(p.kind or "File", p.namespace, p.name or p.where.rsplit(":", 1)[0], p.reason, p.where, p.rule)
     system = {ns for ns in [*(s.namespace for s in estate.secrets), *(e.namespace for e in estate.external_secrets),
                             *(s.namespace for s in estate.sealed_secrets)] if ns in SYSTEM_NAMESPACES}
     for ns in sorted(system):
@@ -296,7 +297,7 @@ def adopt(estate: Estate, settings: Settings, view: AuthorityView | None = None)
     _map_external_secrets(w, conflicted)
     _map_plain_secrets(w, writers)
     _map_sealed_secrets(w, conflicted)
-    adopted = _resolve_names(w)
+    adopted = _check_markers(w, _resolve_names(w))
     adopted = _check_authority(w, adopted)
     if view is not None:
         claimed = {a.path for a in adopted} | {a.copied_from for a in adopted if a.copied_from}
@@ -626,6 +627,20 @@ def _resolve_names(w: _Work) -> list[Adopted]:
             by_name[qualified] = [a]
             out.append(replace(a, intent=qualified, path=f"{s.runtime_mount}/{s.environment}/{a.owner}/{qualified}",
                                notes=(*a.notes, f"named {qualified}: {name} is taken by another secret")))
+    return out
+
+
+def _check_markers(w: _Work, adopted: list[Adopted]) -> list[Adopted]:
+    """A Secret someone already marked for another intent (``chamberlain.dev/adopt``) is theirs to import."""
+    out: list[Adopted] = []
+    for a in adopted:
+        source = w.secret_index.get(a.import_from)
+        marker = source.annotations.get(ADOPT_MARKER) if source is not None else None
+        if marker and marker != a.intent:
+            _refuse_sources(w, a, f"Secret {a.import_from[0]}/{a.import_from[1]} is already marked for intent "
+                                  f"{marker} ({ADOPT_MARKER}): one Secret, one importing intent")
+            continue
+        out.append(a)
     return out
 
 
