@@ -31,6 +31,7 @@ from chamberlain.adopt.mapping import (
 from chamberlain.adopt.write import MARKER
 from chamberlain.authority.fake import FakeKV
 from chamberlain.intent.model import Source
+from chamberlain.kube.api import KubeForbidden
 from tests.conftest import REPO_ROOT, run_cli
 
 ESTATE = REPO_ROOT / "tests" / "fixtures" / "adopt" / "estate"
@@ -544,6 +545,19 @@ def test_cluster_reader_falls_back_to_v1beta1_and_filters_namespaces() -> None:
     assert [e.name for e in estate.external_secrets] == ["s"]
     assert "/apis/external-secrets.io/v1/namespaces/app/externalsecrets" in fake.asked  # v1 first
     assert not any("/other/" in p for p in fake.asked)
+
+
+def test_a_kind_the_reader_may_not_list_is_reported_not_read_as_empty() -> None:
+    class Forbidden(FakeList):
+        def list_objects(self, path: str) -> list[dict[str, Any]] | None:
+            if path.endswith("/sealedsecrets"):
+                raise KubeForbidden("sealedsecrets: forbidden")
+            return super().list_objects(path)
+
+    estate = read_cluster(Forbidden({"/api/v1/namespaces": []}), ["app"])
+    (problem,) = estate.problems
+    assert (problem.kind, problem.namespace, "forbidden" in problem.reason) == ("SealedSecret", "app", True)
+    assert "CH123" in {u.rule for u in adopt(estate, SETTINGS).unmapped}
 
 
 def test_reader_keeps_key_names_and_drops_values_and_last_applied() -> None:

@@ -55,7 +55,13 @@ def read_cluster(kube: KubeList, namespaces: Sequence[str] | None = None) -> Est
     for kind, groups, resource, namespaced in RESOURCES:
         scopes: list[str | None] = [*sorted(wanted)] if (namespaced and wanted) else [None]
         for ns in scopes:
-            for item in _list(kube, groups, resource, ns):
+            try:
+                items = _list(kube, groups, resource, ns)
+            except KubeForbidden:  # reported (and so exit 1), never read as "there are none"
+                estate.add(Problem("cluster", f"listing {resource}{' in ' + ns if ns else ''} is forbidden: not "
+                                              "read", kind=kind, namespace=ns or ""))
+                continue
+            for item in items:
                 item["kind"] = kind  # list items carry no kind
                 estate.add(reduce(item, origin))
     return estate
