@@ -324,6 +324,16 @@ class KubeRunObjects(Protocol):
         ...
 
 
+class KubeList(Protocol):
+    """Raw list reads of any served kind (``chamberlain adopt`` reads an estate). Secret values never cross: the
+    client blanks every ``data``/``stringData`` value of a Secret list before returning, so only key names do."""
+
+    def list_objects(self, path: str) -> list[dict[str, Any]] | None:
+        """Every item of the list endpoint ``path`` (e.g. ``/api/v1/secrets``), paged; None when the API server
+        does not serve it (404: a CRD that is not installed)."""
+        ...
+
+
 class KubeProbe(Protocol):
     """One raw request whose answer is only its HTTP status: what a permission check (``chamberlain.install``'s
     RBAC matrix) needs to prove a call is refused by the real API server. The body of the answer is never read

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import kubernetes
 from kubernetes.client import ApiException
@@ -638,6 +638,29 @@ class KubeClient:
         obj = self._call(f"{kind} {namespace}/{name}",
                          lambda: patch(name, namespace, body, _content_type=_MERGE_PATCH))
         return self._template_state(obj)
+
+    # ------------------------------------------------------------------ raw lists (KubeList)
+
+    def list_objects(self, path: str) -> list[dict[str, Any]] | None:
+        secrets = path.rstrip("/").endswith("/secrets")
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            url = f"{path}?{urlencode({'limit': 500, **({'continue': token} if token else {})})}"
+            try:
+                page = self._call(f"list {path}", lambda url=url: self._json("GET", url))  # type: ignore[misc]
+            except KubeNotFound:
+                return None
+            for item in page.get("items") or ():
+                if isinstance(item, dict):
+                    if secrets:  # values are dropped here, at the reader: only key names leave this method
+                        for field_ in ("data", "stringData"):
+                            if isinstance(item.get(field_), dict):
+                                item[field_] = dict.fromkeys(item[field_], "")
+                    items.append(item)
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
 
     # ------------------------------------------------------------------ permission probes (KubeProbe)
 
