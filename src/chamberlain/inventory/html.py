@@ -31,6 +31,13 @@ CLASSES = ("bootstrap", "runtime", "derived", "config")
 DETAIL_LIMIT = 40
 GRAPH_MAX_ROWS = 20
 GRAPH_MAX_EDGES = 120
+# Rows of the table (and detail blocks) laid out at once, with a "show more" button: laying out 2,000 of each
+# takes seconds, filtering them is instant.
+PAGE_ROWS = 100
+# Runs in <head> before the body is parsed, so the CSS can hide what the script will page (without script,
+# everything shows). Its hash is in the CSP like the main script's.
+_HEAD_SCRIPT = "document.documentElement.classList.add('js');"
+
 
 _CSS = """
 :root { --fg:#1f2430; --muted:#5b6472; --line:#e3e6eb; --bg:#fafbfc; --accent:#2f6fdb; }
@@ -58,7 +65,11 @@ h2 { font-size:17px; margin:0 0 10px; }
 .filters button { cursor:pointer; }
 #f-count { font-weight:600; }
 .nojs { color:var(--muted); }
-body.js .nojs { display:none; }
+html.js .nojs { display:none; }
+html.js #secrets tbody tr:not(.on), html.js #details details.secret:not(.on) { display:none; }
+#rows-note { color:var(--muted); margin:8px 0 0; }
+#rows-more { font:inherit; font-size:13px; padding:4px 10px; border:1px solid #c9ced6; border-radius:6px;
+             background:#fff; cursor:pointer; margin-left:8px; }
 .envs { display:flex; flex-wrap:wrap; gap:8px; }
 .env { background:#fff; border:1px solid var(--line); border-radius:6px; padding:4px 10px; }
 .env.ephemeral { border-style:dashed; }
@@ -115,11 +126,11 @@ def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-def csp(style: str, script: str) -> str:
+def csp(style: str, *scripts: str) -> str:
     """The page's policy: nothing from anywhere (``default-src 'none'`` also covers fetch, fonts, images and
-    frames), except its own inline style and script, allowed by hash rather than by ``'unsafe-inline'``."""
+    frames), except its own inline style and scripts, allowed by hash rather than by ``'unsafe-inline'``."""
     return (
-        f"default-src 'none'; style-src {_sha256(style)}; script-src {_sha256(script)}; "
+        f"default-src 'none'; style-src {_sha256(style)}; script-src {' '.join(_sha256(s) for s in scripts)}; "
         "img-src data:; base-uri 'none'; form-action 'none'"
     )
 
@@ -283,6 +294,7 @@ def page_data(inventory: Inventory) -> dict[str, Any]:
     and consumers (namespace, Secret name, restarted workloads). Never a value, never a key's content."""
     return {
         "graph": {"detailLimit": DETAIL_LIMIT, "maxEdges": GRAPH_MAX_EDGES, "maxRows": GRAPH_MAX_ROWS},
+        "pageRows": PAGE_ROWS,
         "secrets": [
             {
                 "n": e.name,
@@ -313,11 +325,12 @@ def to_html(inventory: Inventory, *, max_mermaid_secrets: int = 200) -> str:
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{csp(style, script)}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp(style, _HEAD_SCRIPT, script)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
         f"<title>Secret inventory — {platform}</title>",
-        f"<style>{style}</style></head><body>",
+        f"<style>{style}</style>",
+        f"<script>{_HEAD_SCRIPT}</script></head><body>",
         f"<header><h1>Secret inventory — {platform}</h1>",
         "<p>What exists, who owns it, who depends on it, and when it rotates. Generated from intent by "
         "chamberlain; contains no secret values.</p>",
@@ -331,7 +344,8 @@ def to_html(inventory: Inventory, *, max_mermaid_secrets: int = 200) -> str:
         "<th>purpose</th><th>environments</th><th>rotation</th><th>source</th><th>target</th>"
         "<th>consumers &rarr; restarts</th></tr></thead><tbody>",
         *(_secret_row(e) for e in inventory.entries),
-        "</tbody></table></section>",
+        '</tbody></table><p id="rows-note"></p><button id="rows-more" type="button" hidden>show more</button>'
+        "</section>",
         '<section><h2>By owner</h2><table id="owners"><thead><tr><th>owner</th><th>secrets</th><th>classes</th>'
         f"<th>consumer namespaces</th></tr></thead><tbody>{_owners(inventory)}</tbody></table></section>",
         '<section id="details"><h2>Details</h2>',

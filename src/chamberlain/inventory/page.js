@@ -20,8 +20,13 @@
     q: document.getElementById('f-q'), owner: document.getElementById('f-owner'),
     ns: document.getElementById('f-ns'), cls: document.getElementById('f-class'),
     count: document.getElementById('f-count'), reset: document.getElementById('f-reset'),
+    more: document.getElementById('rows-more'), moreNote: document.getElementById('rows-note'),
     graph: document.getElementById('graph'), note: document.getElementById('graph-note')
   };
+  var PAGE = D.pageRows;              // rows (and details) laid out per page: 2,000 at once take seconds
+  var shown = [];                     // indexes of the rows currently laid out
+  var selection = [];
+  var limit = PAGE;
   var timings = { scriptMs: 0, filterMs: [] };
   window.inventoryPage = { timings: timings };
   if (rows.length !== S.length || details.length !== S.length) { return; }
@@ -52,7 +57,7 @@
   // open one; a fragment without "=" is an ordinary anchor (#secret-name) and leaves the filters alone.
   function fromHash() {
     var h = location.hash.slice(1);
-    if (h.indexOf('=') < 0) { return false; }
+    if (h.indexOf('=') < 0) { reveal(decodeURIComponent(h)); return false; }
     var p = new URLSearchParams(h);
     ui.q.value = p.get('q') || '';
     ui.owner.value = hasOption(ui.owner, p.get('owner') || '') ? (p.get('owner') || '') : '';
@@ -88,11 +93,11 @@
     var sel = [];
     var perOwner = {};
     for (var i = 0; i < S.length; i++) {
-      var on = matches(i, st, terms);
-      rows[i].hidden = !on;
-      details[i].hidden = !on;
-      if (on) { sel.push(i); perOwner[S[i].o] = (perOwner[S[i].o] || 0) + 1; }
+      if (matches(i, st, terms)) { sel.push(i); perOwner[S[i].o] = (perOwner[S[i].o] || 0) + 1; }
     }
+    selection = sel;
+    limit = PAGE;
+    layRows();
     ownerRows.forEach(function (tr) {
       var n = perOwner[tr.getAttribute('data-owner')] || 0;
       tr.hidden = n === 0;
@@ -105,6 +110,26 @@
     draw(graphOf(sel, st));
     if (writeHash) { toHash(st); }
     timings.filterMs.push(Math.round((performance.now() - t0) * 10) / 10);
+  }
+
+  // Only a page of the selection is laid out (class "on"; the CSS hides the rest once the script runs).
+  function layRows() {
+    shown.forEach(function (i) { rows[i].classList.remove('on'); details[i].classList.remove('on'); });
+    shown = selection.slice(0, limit);
+    shown.forEach(function (i) { rows[i].classList.add('on'); details[i].classList.add('on'); });
+    var rest = selection.length - shown.length;
+    ui.more.hidden = rest === 0;
+    ui.more.textContent = 'show ' + Math.min(rest, PAGE) + ' more';
+    ui.moreNote.textContent = rest ? 'Showing ' + shown.length + ' of ' + selection.length + ' selected secrets.' : '';
+  }
+
+  // An anchor to a secret (#secret-name) shows its detail even when it is outside the page laid out.
+  function reveal(id) {
+    var d = id && document.getElementById(id);
+    if (!d || !d.classList.contains('secret')) { return; }
+    d.classList.add('on');
+    d.open = true;
+    d.scrollIntoView();
   }
 
   function setFilters(st) {
@@ -345,10 +370,7 @@
       setFilters(n.filter);
       return;
     }
-    if (n.col === 1 && g.detail && n.style !== 'more') {
-      var d = document.getElementById('secret-' + n.label);
-      if (d) { d.open = true; d.scrollIntoView(); }
-    }
+    if (n.col === 1 && g.detail && n.style !== 'more') { reveal('secret-' + n.label); }
   }
 
   // ------------------------------------------------------------------------------------------------ wiring
@@ -356,8 +378,8 @@
   ui.q.addEventListener('input', function () { apply(true); });
   [ui.owner, ui.ns, ui.cls].forEach(function (s) { s.addEventListener('change', function () { apply(true); }); });
   ui.reset.addEventListener('click', function () { setFilters({ q: '', owner: '', ns: '', cls: '' }); });
+  ui.more.addEventListener('click', function () { limit += PAGE; layRows(); });
   window.addEventListener('hashchange', function () { if (fromHash()) { apply(false); } });
-  document.body.classList.add('js');
   fromHash();
   apply(false);
   timings.scriptMs = Math.round((performance.now() - started) * 10) / 10;
