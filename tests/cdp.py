@@ -9,6 +9,7 @@ evaluate, screenshot, and collect the events (network requests, console) that te
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -46,7 +47,8 @@ class CdpError(RuntimeError):
 
 
 class Browser:
-    """One headless Chromium with one page attached (flat session mode). Use as a context manager."""
+    """One headless Chromium with one page attached (flat session mode): a context manager, or spawn it,
+    do other work while it starts, then :meth:`attach` and finally :meth:`close`."""
 
     def __init__(self, binary: str, profile: Path, *, width: int = 1400, height: int = 1000) -> None:
         to_child_r, self._to_child = os.pipe()
@@ -59,12 +61,13 @@ class Browser:
             "--disable-sync", "--disable-background-networking", "--disable-component-update",
             "--disable-default-apps", "--mute-audio", f"--window-size={width},{height}", "about:blank",
         ]
-        # The protocol must sit on fds 3 and 4; bash (dash reads one-digit fds only) moves our pipe ends there without a preexec_fn.
+        # The protocol must sit on fds 3 and 4: bash moves our pipe ends there (no preexec_fn; dash reads only
+        # one-digit fds).
         self.log_path = profile / "chromium.log"  # its stderr, quoted when it dies
         profile.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         script = f'exec "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
-        self.proc = subprocess.Popen(  # noqa: S603 - a fixed argument list, the binary found on PATH
+        self.proc = subprocess.Popen(
             ["/bin/bash", "-c", script, "bash", *args], pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
         )
@@ -77,6 +80,13 @@ class Browser:
         self.width, self.height = width, height
 
     def __enter__(self) -> Browser:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def attach(self) -> Browser:
+        """Open a page and attach to it (waits for the browser to be up)."""
         target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
                                  session=False)["sessionId"]
@@ -86,11 +96,9 @@ class Browser:
                   {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        try:
+    def close(self) -> None:
+        with contextlib.suppress(CdpError, OSError):
             self.call("Browser.close", session=False, timeout=5)
-        except (CdpError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

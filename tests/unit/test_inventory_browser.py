@@ -89,7 +89,15 @@ def _plant_canary(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory: pytest.TempPathFactory) -> Inventory:
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Chromium spawned first, so it starts while the repository is generated and loaded."""
+    browser = Browser(_chromium(), tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def inventory(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Inventory:
     root = tmp_path_factory.mktemp("estate") / "repo"
     _generate(root, N - 2)
     _plant_canary(root)
@@ -109,12 +117,11 @@ def page(inventory: Inventory, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    binary = _chromium()
+def browser(chromium: Browser, page: Path) -> Browser:
     started = time.perf_counter()
-    with Browser(binary, tmp_path_factory.mktemp("chromium-profile")) as b:
-        print(f"[inventory] chromium up in {time.perf_counter() - started:.2f}s")
-        yield b
+    chromium.attach()
+    print(f"[inventory] chromium attached after another {time.perf_counter() - started:.2f}s")
+    return chromium
 
 
 # Read the page's state back: the selection count, visible rows, and the graph's columns as label lists.
