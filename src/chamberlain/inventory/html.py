@@ -70,8 +70,8 @@ html.js #secrets tbody tr:not(.on), html.js #details details.secret:not(.on) { d
 #rows-note { color:var(--muted); margin:8px 0 0; }
 #rows-more { font:inherit; font-size:13px; padding:4px 10px; border:1px solid #c9ced6; border-radius:6px;
              background:#fff; cursor:pointer; margin-left:8px; }
-.envs { display:flex; flex-wrap:wrap; gap:8px; }
-.env { background:#fff; border:1px solid var(--line); border-radius:6px; padding:4px 10px; }
+.envs { display:flex; flex-wrap:wrap; gap:8px; margin-top:10px; font-size:13px; }
+.env { background:#fff; border:1px solid var(--line); border-radius:6px; padding:2px 10px; }
 .env.ephemeral { border-style:dashed; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; border:1px solid; }
 .bad { color:#b42318; }
@@ -334,10 +334,10 @@ def to_html(inventory: Inventory, *, max_mermaid_secrets: int = 200) -> str:
         f"<header><h1>Secret inventory — {platform}</h1>",
         "<p>What exists, who owns it, who depends on it, and when it rotates. Generated from intent by "
         "chamberlain; contains no secret values.</p>",
-        _cards(inventory) + "</header>",
+        _cards(inventory),
+        f'<div class="envs">{_environments(inventory)}</div></header>',
         _filters(inventory),
         "<main>",
-        f'<section><h2>Environments</h2><div class="envs">{_environments(inventory)}</div></section>',
         "<section><h2>Dependency graph of the selection</h2>"
         f"{_graph_section(inventory, max_mermaid_secrets)}</section>",
         '<section><h2>Secrets</h2><table id="secrets"><thead><tr><th>secret</th><th>class</th><th>owner</th>'

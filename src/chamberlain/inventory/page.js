@@ -285,7 +285,7 @@
   }
 
   var TITLES = ['Owners', 'Secrets', 'Consumer namespaces', 'Workloads restarted'];
-  var ROW_H = 40, NODE_H = 32, GAP = 120, PAD = 12, HEAD = 30;
+  var ROW_H = 36, NODE_H = 30, GAP = 120, PAD = 12, HEAD = 28;
 
   function draw(g) {
     var cols = g.columns.filter(function (c, ci) { return ci < 3 || c.length > 0; });
@@ -333,9 +333,9 @@
           : n.filter ? 'click to filter' : n.col === 1 ? 'click for its details' : '';
         el('title', {}, grp).textContent = n.label + (n.sub ? ' \u2014 ' + n.sub : '') + (tip ? ' (' + tip + ')' : '');
         el('rect', { x: b.x.toFixed(1), y: b.y.toFixed(1), width: b.w.toFixed(1), height: String(NODE_H), rx: '6' }, grp);
-        el('text', { 'class': 'label', x: (b.x + 9).toFixed(1), y: (b.y + 13).toFixed(1) }, grp).textContent =
+        el('text', { 'class': 'label', x: (b.x + 9).toFixed(1), y: (b.y + 12.5).toFixed(1) }, grp).textContent =
           truncate(n.label, Math.floor((b.w - 18) / 7.2));
-        el('text', { 'class': 'sublabel', x: (b.x + 9).toFixed(1), y: (b.y + 26).toFixed(1) }, grp).textContent =
+        el('text', { 'class': 'sublabel', x: (b.x + 9).toFixed(1), y: (b.y + 24.5).toFixed(1) }, grp).textContent =
           truncate(n.sub, Math.floor((b.w - 18) / 6));
         grp.addEventListener('click', function () { activate(n, g); });
         grp.addEventListener('mouseenter', function () { highlight(svg, n.id, true); });
