@@ -97,7 +97,8 @@ th { background:#f3f4f6; font-size:12px; text-transform:uppercase; letter-spacin
 td code, li code { font-size:12.5px; }
 td:first-child { white-space:nowrap; }
 .muted { color:var(--muted); }
-details.secret { background:#fff; border:1px solid var(--line); border-radius:8px; margin:8px 0; padding:6px 12px; }
+details.secret { background:#fff; border:1px solid var(--line); border-radius:8px; margin:8px 0; padding:6px 12px;
+                 scroll-margin-top:70px; }
 details.secret summary { cursor:pointer; font-weight:600; }
 details.secret table { margin:8px 0; }
 pre { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px; overflow:auto; }
@@ -119,7 +120,10 @@ def _palette_css() -> str:
 
 
 def _script() -> str:
-    return resources.files("chamberlain.inventory").joinpath("page.js").read_text(encoding="utf-8")
+    script = resources.files("chamberlain.inventory").joinpath("page.js").read_text(encoding="utf-8")
+    if "</script" in script.lower():  # would end the inline element early; a packaging mistake, not input
+        raise RuntimeError("page.js must not contain '</script'")
+    return script
 
 
 def _sha256(text: str) -> str:
