@@ -57,7 +57,10 @@
   // open one; a fragment without "=" is an ordinary anchor (#secret-name) and leaves the filters alone.
   function fromHash() {
     var h = location.hash.slice(1);
-    if (h.indexOf('=') < 0) { reveal(decodeURIComponent(h)); return false; }
+    if (h.indexOf('=') < 0) {
+      try { reveal(decodeURIComponent(h)); } catch (e) { /* a malformed fragment is no anchor */ }
+      return false;
+    }
     var p = new URLSearchParams(h);
     ui.q.value = p.get('q') || '';
     ui.owner.value = hasOption(ui.owner, p.get('owner') || '') ? (p.get('owner') || '') : '';
