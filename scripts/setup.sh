@@ -16,6 +16,18 @@ echo "[setup] installing chamberlain with runtime, dev and lab extras (lab: Open
 "$VENV/bin/pip" install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet -e '.[runtime,dev,lab]'
 
+# Headless Chromium for the inventory page's browser test (tests/unit/test_inventory_browser.py), from Debian.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing chromium from Debian for the inventory page's browser test (first time: ~1 min)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y chromium \
+      || { echo "[setup] refreshing the package lists, then retrying"; apt-get update && apt-get install -y chromium; }
+  else
+    echo "[setup] chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"
+  fi
+fi
+
 if [ "${1:-}" = "--lab" ]; then
   echo "[setup] building lab servers that are missing from the cache (first time: long, shows progress)"
   "$VENV/bin/python" -m chamberlain.lab build

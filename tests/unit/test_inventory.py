@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -299,17 +302,50 @@ def test_svg_is_well_formed_and_deterministic(acme: Inventory) -> None:
     assert len(list(root.iter(f"{ns}rect"))) == len(graph.nodes)
 
 
-def test_html_contains_graph_nodes_and_is_offline(acme: Inventory) -> None:
+def _page_json(page: str) -> dict[str, Any]:
+    match = re.search(r'<script type="application/json" id="inv-data">(.*?)</script>', page, flags=re.S)
+    assert match, "the page carries its data for the script"
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
+
+
+def test_html_carries_the_graph_data_and_is_deterministic(acme: Inventory) -> None:
     page = to_html(acme)
     assert page.startswith("<!DOCTYPE html>")
     assert page == to_html(build_inventory(load_repository(ACME)))
-    assert "<svg" in page and "</svg>" in page
-    for label in ("payments-db", "payments", "payments-api", "invoice-runner", "fluent-bit", "smtp-relay"):
-        assert f">{label}</text>" in page
-    assert "flowchart LR" in page  # Mermaid source alongside the drawing
-    # self-contained: no external resource of any kind
+    data = _page_json(page)
+    assert [s["n"] for s in data["secrets"]] == [e.name for e in acme.entries]  # index-aligned with the rows
+    payments = next(s for s in data["secrets"] if s["n"] == "payments-db")
+    assert payments["o"] == "team-payments" and ["payments", "payments-db", [["Deployment", "payments-api"],
+                                                                             ["Deployment", "payments-worker"]]] \
+        in payments["k"]
+    assert page.count("<tr><td><a href=\"#secret-") == len(acme.entries)
+    for label in ("team-payments", "invoice-runner", "fluent-bit", "smtp-relay"):
+        assert label in page
+    assert "flowchart LR" in page  # Mermaid source alongside, for a small inventory
+
+
+def test_html_is_offline_by_policy(acme: Inventory) -> None:
+    """No external resource, and a CSP that forbids any fetch and allows exactly the page's own inline style
+    and scripts, by hash (a changed script without a changed hash would not run: the browser test shows it)."""
+    page = to_html(acme)
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
-    assert "@import" not in page and "url(" not in page
+    assert "@import" not in page and "url(" not in page and "@font-face" not in page
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page)
+    assert policy
+    directives = dict(d.strip().split(" ", 1) for d in policy.group(1).split(";"))
+    assert directives["default-src"] == "'none'"
+    assert "unsafe-inline" not in policy.group(1) and "http" not in policy.group(1)
+    inline_scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    styles = re.findall(r"<style>(.*?)</style>", page, flags=re.S)
+    assert len(inline_scripts) == 2 and len(styles) == 1
+
+    def sha(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    assert directives["script-src"].split() == [sha(s) for s in inline_scripts]
+    assert directives["style-src"] == sha(styles[0])
+    assert ' style="' not in page  # inline style attributes would need 'unsafe-inline'
 
 
 def test_html_escapes_everything(tmp_path: Path) -> None:
@@ -329,7 +365,8 @@ def test_html_escapes_everything(tmp_path: Path) -> None:
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;img" in page
     assert "<img" not in page
-    assert page.count("<script>") == 1  # only the page's own highlighter
+    assert page.count("<script>") == 2  # only the page's own scripts
+    assert _page_json(page)["secrets"][0]["p"] == "<script>alert('x')</script> & <img src=x onerror=alert(1)>"
 
 
 def test_html_escapes_hostile_names_in_svg() -> None:
@@ -351,13 +388,14 @@ def test_html_escapes_hostile_names_in_svg() -> None:
     page = to_html(inv)
     assert "<script>alert" not in page
     assert "p&amp;q" in page and "ns&lt;1&gt;" in page and "w&amp;w" in page
+    assert _page_json(page)["secrets"][0]["n"] == hostile  # escaped in the JSON, the same text once parsed
     ET.fromstring(to_svg(build_graph(inv)))  # noqa: S314 - still well-formed XML
     mermaid = to_mermaid(build_graph(inv))
     assert "<script>" not in mermaid and '">' not in mermaid
 
 
-def test_large_inventory_omits_graph(acme: Inventory) -> None:
-    page = to_html(acme, max_graph_secrets=3)
-    assert "<svg" not in page
-    assert "graph is omitted" in page
+def test_large_inventory_omits_the_mermaid_source(acme: Inventory) -> None:
+    page = to_html(acme, max_mermaid_secrets=3)
+    assert "flowchart LR" not in page
+    assert 'id="graph"' in page  # the drawn graph covers any size: it shows the selection
     assert "payments-db" in page

@@ -1,7 +1,8 @@
 """The inventory: what secrets exist, who owns them, who depends on them and when they rotate (SPEC §1, §10).
 
 Belongs here: building the inventory from a loaded intent repository (pure data) and rendering it as JSON,
-YAML, a terminal table, Markdown and a self-contained HTML page with a dependency graph. Does not belong here:
+YAML, a terminal table, Markdown and a self-contained HTML page whose script (``page.js``, inlined) filters and
+draws the graph of the current selection. Does not belong here:
 live state from Vault or the cluster (that is ``status``/``audit``), and anything that reads the clock or the
 network — the inventory is a deterministic function of intent.
 """

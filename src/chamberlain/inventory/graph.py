@@ -1,5 +1,8 @@
 """The dependency graph of an inventory: secret -> consumer namespace -> workload restarted, and its drawings.
 
+This is the whole graph, for Markdown (Mermaid) and the SVG API; it suits tens of secrets. The HTML page draws
+the graph of its current selection in the browser instead (``page.js``: owners, grouping and caps for thousands).
+
 Boundary: pure functions from an :class:`~chamberlain.inventory.model.Inventory` to a graph, a column layout,
 an inline SVG string and Mermaid text. No I/O, no randomness, no clock: the same inventory always draws the same
 picture, byte for byte, so the HTML report can be committed and diffed. Every label goes through
