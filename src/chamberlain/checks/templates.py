@@ -57,6 +57,15 @@ def consumer_templates(repo: Repository) -> Iterator[Finding]:
                 bootstrap = _bootstrap_keys(repo)
             where = f"consumer {consumer.namespace}/{consumer.secret_name}"
             reported: set[tuple[str, str]] = set()  # (rule, intent): CH117/CH118 once per referenced intent
+            ephemeral = sorted(e.name for e in intent_environments(platform, intent) if e.ephemeral) \
+                if platform is not None else []
+            if ephemeral:
+                # an instance reads per-namespace copies `env up` writes (lifecycle.ephemeral); parts are not
+                # copied there yet, so ESO would find nothing
+                yield Finding(item.file, item.line_of("spec", "consumers", i, "template"), "CH118",
+                              f"{label}: {where}: templated consumers are not supported in ephemeral environments "
+                              f"yet ({', '.join(ephemeral)}); limit this intent's environments",
+                              object=label, subject=f"{consumer.namespace}/{consumer.secret_name}")
             for secret_key, text in sorted(consumer.template.items()):
                 loc = ("spec", "consumers", i, "template", secret_key)
                 subject = f"{consumer.namespace}/{consumer.secret_name}:{secret_key}"
