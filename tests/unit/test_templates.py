@@ -262,8 +262,9 @@ def test_the_examples_have_no_property_name_warnings() -> None:
 
 
 def test_a_templated_consumer_in_an_ephemeral_environment_is_ch118(tmp_path: Path) -> None:
-    repo = _repo(tmp_path, ATTACKER.replace("LOOT: \"{pg-admin.password}\"", "TOKEN: \"Bearer {team-b-harmless.token}\"")
-                 .replace("  rotation: {type: static}\n", "  environments: [preview]\n  rotation: {type: static}\n"))
+    own = ATTACKER.replace('LOOT: "{pg-admin.password}"', 'TOKEN: "Bearer {team-b-harmless.token}"')
+    static = "  rotation: {type: static}\n"
+    repo = _repo(tmp_path, own.replace(static, "  environments: [preview]\n" + static))
     platform = repo / "platform.yaml"
     text = platform.read_text()
     anchor = "    - {name: dev, clusters: [dev1]}\n"

@@ -56,6 +56,7 @@ from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
+from chamberlain.intent.templates import templated_readers
 from chamberlain.kube.api import KubeError
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import clusters
@@ -101,6 +102,9 @@ class Controller:
                                  self.config.propagation_timeout, self.config.poll, parts.log)
         # templated consumers of other intents follow each part too (the scope of the moment: it may be swapped)
         self.follower.consumers = lambda placed: rm.placed_consumers(self.scope.platform, self.scope.intents, placed)
+        if parts.status is not None:
+            parts.status.templated = lambda placed: templated_readers(
+                self.scope.platform, self.scope.intents.values(), placed.name, placed.environment)
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick

@@ -300,8 +300,10 @@ def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: st
 
 
 def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, placed: Placed, now: datetime,
-                  git_policy: RotationPolicySpec | None = None) -> dict[str, Any]:
-    """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync."""
+                  git_policy: RotationPolicySpec | None = None,
+                  templated: Sequence[tuple[SecretIntent, Consumer]] = ()) -> dict[str, Any]:
+    """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync
+    (with ``templated``: the templated consumers of other intents that read it, by their part annotation)."""
     intent = placed.intent
     meta = kv.read_metadata(placed.vault.mount, placed.vault.path)
     custom: Mapping[str, str] = meta.custom if meta is not None else {}
@@ -340,7 +342,7 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         "due": decision.due if decision is not None else False,
         "dueReason": decision.reason if decision is not None else ("no-secret" if meta is None else "no-history"),
         "held": held,
-        "consumers": consumer_sync(kube, intent, marker, custom),
+        "consumers": consumer_sync(kube, intent, marker, custom, templated),
     }
 
 
