@@ -44,7 +44,8 @@ ALIASES: Mapping[str, str] = {
                      "server.crt", "client.crt"), "tls.crt"),
     **dict.fromkeys(("private-key", "privatekey", "privkey", "tls-key", "key.pem", "tls.key.pem",
                      "server.key", "client.key"), "tls.key"),
-    **dict.fromkeys(("ssh-key", "id-rsa", "id-ed25519", "ssh-private-key"), "ssh-privatekey"),
+    # not id_rsa / id_ed25519: OpenSSH's own file names, which the keypair generators pair with a .pub key
+    **dict.fromkeys(("ssh-key", "ssh-private-key"), "ssh-privatekey"),
 }
 
 
