@@ -270,3 +270,22 @@ def test_a_templated_consumer_in_an_ephemeral_environment_is_ch118(tmp_path: Pat
     anchor = "    - {name: dev, clusters: [dev1]}\n"
     platform.write_text(text.replace(anchor, anchor + "    - {name: preview, clusters: [dev1], ephemeral: true}\n"))
     assert [(r, f) for r, f, _ in _findings(repo)] == [("CH118", "intents/extra.yaml")]
+
+
+def test_status_counts_a_templated_consumer_by_its_part_annotation(tmp_path: Path) -> None:
+    """``chamberlain status`` and the controller's consumer count (rotation.manual.consumer_sync), on FakeKube."""
+    from chamberlain.kube.fake import FakeKube
+
+    loaded = load_repository(_repo(tmp_path, "", TEMPLATED))
+    assert loaded.platform is not None
+    intents = [i.obj for i in loaded.intents]
+    endpoint = next(i for i in intents if i.metadata.name == "orders-db-endpoint")
+    kube = FakeKube()
+    kube.create_secret("reporting", "orders-db-endpoint", {}, annotations={wk.ANNOTATION_VERSION_MARKER: "e2"})
+    kube.create_secret("reporting", "orders-dsn", {}, annotations={
+        wk.ANNOTATION_VERSION_MARKER: "a1", wk.part_marker_annotation("orders-db-app"): "a1",
+        wk.part_marker_annotation("orders-db-endpoint"): "e1"})
+    templated = templated_readers(loaded.platform, intents, "orders-db-endpoint", "dev")
+    rows = rm.consumer_sync(kube, endpoint, "e2", None, templated)
+    assert [(r["secret"], r["inSync"]) for r in rows] == [("orders-db-endpoint", True), ("orders-dsn", False)]
+    assert [r["inSync"] for r in rm.consumer_sync(kube, endpoint, "e1", None, templated)] == [False, True]
