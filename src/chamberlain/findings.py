@@ -217,6 +217,21 @@ _RULES = [
     Rule("CH111", "unseal-export-stale", CUSTODY,
          "The unseal-share export is sealed to another custody than the Platform declares, or a second export "
          "names the same authority: refresh it with `chamberlain authority export-shares`.", "warning"),
+    Rule("CH115", "template-syntax", INV1,
+         "A consumer template does not parse (a brace not doubled, a reference that is not {intent.key}, a control "
+         "character), or its literal text carries a credential: Git holds references, never values."),
+    Rule("CH116", "template-unknown-reference", INV1,
+         "A consumer template names an intent that is not declared, or a key its source does not have (or does not "
+         "declare: a publication without keys); the ExternalSecret could never be fulfilled."),
+    Rule("CH117", "template-not-granted", TENANCY,
+         "A consumer template reads another intent that does not declare the consumer's namespace among its own "
+         "consumers: only an intent's own declaration lets its value reach a namespace."),
+    Rule("CH118", "template-placement", INV1,
+         "A consumer template reads an intent that is not placed in every environment the consumer is: ESO would "
+         "find no value there."),
+    Rule("CH119", "property-name", INV1,
+         "A key of a secret's value is another spelling of a conventional property name (user for username, url "
+         "for uri, ...) and spec.propertyNames does not declare it.", "warning"),
 ]
 
 RULES: dict[str, Rule] = {}

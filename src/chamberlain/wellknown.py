@@ -67,6 +67,11 @@ DECOMMISSION_SEQ: Final = "decommission-seq"  # the ledger entry recording the s
 DECOMMISSION_UNDO_UNTIL: Final = "decommission-undo-until"
 
 
+def part_marker_annotation(intent: str) -> str:
+    """The annotation of a templated consumer Secret that carries ``intent``'s version marker."""
+    return ANNOTATION_PART_MARKER_PREFIX + intent
+
+
 def retired_key(cluster: str) -> str:
     """Several clusters of one environment may share a path; each retires its own bootstrap Secret."""
     return f"{RETIRED_PREFIX}{cluster}"
@@ -100,6 +105,9 @@ ANNOTATION_VAULT_PATH: Final = PREFIX + "vault-path"
 ANNOTATION_PURPOSE: Final = PREFIX + "purpose"
 # on consumer Secrets (templated by ESO from the secret's value-marker)
 ANNOTATION_VERSION_MARKER: Final = PREFIX + "version-marker"
+# on templated consumer Secrets: one annotation per part, <prefix><intent> = that intent's value-marker (the
+# intent name is a DNS label, so it fits the 63-character name part of an annotation key)
+ANNOTATION_PART_MARKER_PREFIX: Final = "parts." + PREFIX
 # on retired bootstrap Secrets
 ANNOTATION_CONSUMED: Final = PREFIX + "consumed"
 ANNOTATION_AUTHORITY: Final = PREFIX + "authority"

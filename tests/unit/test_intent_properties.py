@@ -84,7 +84,9 @@ def test_generated_repositories_validate_and_round_trip(docs: list[dict[str, Any
         shutil.copytree(CORPUS / "base", root)
         (root / "generated.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
         repo = load_repository(root)
-        findings = run_checks(repo)
+        # CH119 (a warning) is left out: the generator draws arbitrary keys, some of them another spelling of a
+        # conventional property name ("user", "Host")
+        findings = [f for f in run_checks(repo) if f.rule != "CH119"]
         assert findings == [], [f.message for f in findings]
         loaded = {i.obj.metadata.name: i.obj for i in repo.intents}
         for doc in docs:

@@ -69,16 +69,16 @@ def test_each_store_role_grants_exactly_what_its_namespace_uses(name: str) -> No
         assert [body["audience"]] == auth["serviceAccountRef"]["audiences"]
     for path, d in docs(tree, "envs/"):
         if d["kind"] == "ExternalSecret":
-            role_name, vault = store_role[(path, d["spec"]["secretStoreRef"]["name"])]
-            keys = [e["remoteRef"]["key"] for e in d["spec"].get("data", [])]
-            keys += [e["extract"]["key"] for e in d["spec"].get("dataFrom", [])]
+            home = d["spec"]["secretStoreRef"]["name"]
+            for e in d["spec"].get("dataFrom", []):
+                role_name, vault = store_role[(path, home)]
+                expected[role_name].setdefault(f"{vault['path']}/data/{e['extract']['key']}", set()).add("read")
             for e in d["spec"].get("data", []):
-                if e["remoteRef"].get("metadataPolicy") == "Fetch":  # the version marker: metadata, not data
-                    expected[role_name].setdefault(f"{vault['path']}/metadata/{e['remoteRef']['key']}", set()).add(
-                        "read")
-                    keys.remove(e["remoteRef"]["key"])
-            for key in keys:
-                expected[role_name].setdefault(f"{vault['path']}/data/{key}", set()).add("read")
+                # a templated consumer's entry on another mount names that mount's store (sourceRef.storeRef)
+                role_name, vault = store_role[(path, e.get("sourceRef", {}).get("storeRef", {}).get("name", home))]
+                # the version marker: metadata, not data
+                area = "metadata" if e["remoteRef"].get("metadataPolicy") == "Fetch" else "data"
+                expected[role_name].setdefault(f"{vault['path']}/{area}/{e['remoteRef']['key']}", set()).add("read")
         elif d["kind"] == "PushSecret":
             role_name, vault = store_role[(path, d["spec"]["secretStoreRefs"][0]["name"])]
             for entry in d["spec"]["data"]:

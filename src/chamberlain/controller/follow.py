@@ -20,6 +20,7 @@ reads anyway; a restarted controller reads each acknowledgement once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
@@ -32,6 +33,7 @@ from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import Change, force_refresh, wait_in_sync
 from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
+from chamberlain.rotation import workflow as wf
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Follower:
     acknowledged: dict[str, tuple[int, int]] = field(default_factory=dict)  # secret -> (version acked, record cas)
     followed: int = 0  # versions acknowledged by this process (restarts included or not)
     attempts: dict[str, int] = field(default_factory=dict)  # secret -> refreshes asked for by this process
+    # every consumer a placed secret reaches (the loop adds other intents' templated consumers)
+    consumers: Callable[[rm.Placed], list[wf.Consumer]] = field(default=lambda placed: rm.consumers_of(placed.intent))
 
     def due(self, placed: rm.Placed, meta: SecretMetadata | None) -> Pending | None:
         """The follow ``placed`` needs given its metadata; reads its acknowledgement once per process."""
@@ -84,7 +88,7 @@ class Follower:
             # a new token per attempt: a poke ESO missed (or could not act on) is a change again next time
             attempt = self.attempts[p.placed.name] = self.attempts.get(p.placed.name, 0) + 1
             try:
-                force_refresh(self.kube, [c.external_secret for c in rm.consumers_of(p.placed.intent)],
+                force_refresh(self.kube, [c.external_secret for c in self.consumers(p.placed)],
                               f"follow.{p.follow.run or p.follow.version}.{attempt}")
             except KubeError as exc:  # its API server is not back yet: no point waiting, next evaluation
                 self.log.warning("follow: refresh failed; tried again at the next evaluation", secret=p.placed.name,
@@ -93,7 +97,7 @@ class Follower:
             poked.append(p)
         ready: list[Pending] = []
         for p in poked:
-            consumers = [c.secret for c in rm.consumers_of(p.placed.intent)]
+            consumers = [c.secret for c in self.consumers(p.placed)]
             late = [r for r in wait_in_sync(self.kube, consumers, p.follow.marker, self.clock, self.timeout,
                                             self.poll) if not r.in_sync]
             if late:
@@ -112,7 +116,7 @@ class Follower:
         try:
             rolled: tuple[str, ...] = ()
             if p.follow.restart:
-                change = Change(name, tuple((c.secret, c.workloads) for c in rm.consumers_of(p.placed.intent)))
+                change = Change(name, tuple((c.secret, c.workloads) for c in self.consumers(p.placed)))
                 rolled = self.wave.restart(change, batch_token([p.follow.run or f"v{p.follow.version}"])).rolled
             ack = clusters.Acknowledgement(self.cluster, p.follow.version, p.follow.marker, p.follow.run,
                                            self.clock.now())

@@ -56,6 +56,7 @@ from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
+from chamberlain.intent.templates import templated_readers
 from chamberlain.kube.api import KubeError
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import clusters
@@ -99,6 +100,11 @@ class Controller:
         # Another cluster rotates this environment: this controller follows (controller.follow), never rotates.
         self.follower = Follower(parts.kv, parts.kube, parts.clock, self.state.wave, scope.cluster,
                                  self.config.propagation_timeout, self.config.poll, parts.log)
+        # templated consumers of other intents follow each part too (the scope of the moment: it may be swapped)
+        self.follower.consumers = lambda placed: rm.placed_consumers(self.scope.platform, self.scope.intents, placed)
+        if parts.status is not None:
+            parts.status.templated = lambda placed: templated_readers(
+                self.scope.platform, self.scope.intents.values(), placed.name, placed.environment)
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
@@ -481,7 +487,8 @@ class Controller:
                                      clock=p.clock, registry=p.registry, ledger=p.ledger,
                                      timeout=cfg.propagation_timeout, poll=cfg.poll, pki=p.pki,
                                      markers=p.markers)
-        change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.consumers_of(placed.intent)))
+        change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.placed_consumers(
+            self.scope.platform, self.scope.intents, placed)))
         propagation = BatchedPropagation(timing, self.state.wave, change)
         return replace(deps, propagation=propagation, on_alert=self._alert, rng=p.rng, on_overdue=self._overdue,
                        ack_deadline=timedelta(seconds=cfg.ack_deadline)), timing

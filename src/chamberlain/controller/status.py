@@ -30,7 +30,7 @@ import hashlib
 import json
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,7 +40,15 @@ from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.controller.metrics import ControllerMetrics
-from chamberlain.intent.model import GROUP, SECRET_INTENTS, VERSION, Consumer, Retire, RotationPolicySpec
+from chamberlain.intent.model import (
+    GROUP,
+    SECRET_INTENTS,
+    VERSION,
+    Consumer,
+    Retire,
+    RotationPolicySpec,
+    SecretIntent,
+)
 from chamberlain.kube.api import CustomResource, KubeCustomObjects, KubeError, KubePropagation, KubeRunObjects
 from chamberlain.lifecycle import retire as lr
 from chamberlain.rotation import manual as rm
@@ -426,6 +434,8 @@ class IntentStatus:
     backoff: FailureBackoff | None = field(default_factory=FailureBackoff)
     consumer_check_every: float = 300.0
     list_every: float = 30.0  # seconds between two lists of the SecretIntents (generation, uid, status)
+    # the templated consumers of other intents that read a placed secret (the loop sets it from its scope)
+    templated: Callable[[rm.Placed], Sequence[tuple[SecretIntent, Consumer]]] = field(default=lambda _placed: ())
     writer: StatusWriter = field(init=False)
     failures: int = 0  # API errors of lists and events (status patches count in writer.failures)
     _objects: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)  # (generation, uid)
@@ -591,7 +601,7 @@ class IntentStatus:
         if last is not None and (name in self._runs or (last.marker == marker
                                                         and mono - last.at < self.consumer_check_every)):
             return last.consumers
-        rows = rm.consumer_sync(self.kube, placed.intent, marker, custom)
+        rows = rm.consumer_sync(self.kube, placed.intent, marker, custom, self.templated(placed))
         if any(r.get("error") for r in rows) and last is not None:
             return last.consumers  # the API server did not answer: keep the last look
         counted = Consumers(sum(1 for r in rows if r.get("inSync")), len(rows))

@@ -474,13 +474,30 @@ class WorkloadRef(Model):
     name: DnsSubdomain
 
 
+# A templated consumer's value text (chamberlain.intent.templates parses it; validate reports CH115).
+TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
 class Consumer(Model):
     namespace: DnsLabel
     secret_name: DnsSubdomain
     keys: dict[SecretKey, SecretKey] | None = Field(
         default=None, description="key in the Kubernetes Secret -> key of the intent; default: all keys as-is"
     )
+    template: dict[SecretKey, TemplateText] | None = Field(
+        default=None, min_length=1,
+        description="key in the Kubernetes Secret -> text with references {intent.key} to keys of this or other "
+                    "intents (each must also declare this namespace as a consumer); instead of keys "
+                    "(chamberlain.intent.templates)",
+    )
     restart: list[WorkloadRef] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_or_template(self) -> Consumer:
+        if self.keys is not None and self.template is not None:
+            raise ValueError("a consumer has keys or template, not both (a template can copy a key: "
+                             "'{intent.key}')")
+        return self
 
 
 HostPattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.*-]{1,253}$")]
@@ -540,6 +557,11 @@ class SecretIntentSpec(Model):
     admin: AdminUse | None = None
     retire: Retire | None = Field(default=None, description="decommissioning: warn consumers until a day, then "
                                                             "soft-delete the data (docs/decommissioning.md)")
+    property_names: dict[SecretKey, SecretKey] = Field(
+        default_factory=dict,
+        description="declared deviations from the property-name convention: key of this intent -> the "
+                    "conventional name it stands for (or the key itself: not the conventional property) (CH119)",
+    )
 
 
 class SecretIntent(Model):

@@ -25,6 +25,9 @@ class ConsumerRef:
 
     namespace: str
     name: str
+    # The annotation that carries the marker to wait for: a templated consumer Secret carries one per part
+    # (:func:`wk.part_marker_annotation`); every other consumer the intent's own.
+    annotation: str = wk.ANNOTATION_VERSION_MARKER
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,14 @@ class ConsumerSync:
     observed: str | None  # the marker the Secret carried last (a marker, never a value); None when absent
 
 
-def in_sync(annotations: Mapping[str, str] | None, marker: str) -> bool:
-    """True when the Secret exists and carries exactly ``marker``. An empty expected marker never matches: an
-    empty annotation means "the Vault secret has no marker", which proves nothing about the version."""
+def in_sync(annotations: Mapping[str, str] | None, marker: str,
+            annotation: str = wk.ANNOTATION_VERSION_MARKER) -> bool:
+    """True when the Secret exists and carries exactly ``marker`` (in ``annotation``). An empty expected marker
+    never matches: an empty annotation means "the Vault secret has no marker", which proves nothing about the
+    version."""
     if annotations is None or not marker:
         return False
-    return annotations.get(wk.ANNOTATION_VERSION_MARKER) == marker
+    return annotations.get(annotation) == marker
 
 
 def wait_in_sync(
@@ -68,8 +73,8 @@ def wait_in_sync(
             except KubeUnavailable:
                 still.append(ref)
                 continue
-            observed[ref] = annotations.get(wk.ANNOTATION_VERSION_MARKER) if annotations is not None else None
-            if in_sync(annotations, marker):
+            observed[ref] = annotations.get(ref.annotation) if annotations is not None else None
+            if in_sync(annotations, marker, ref.annotation):
                 done[ref] = ConsumerSync(ref, True, clock.monotonic() - start, marker)
             else:
                 still.append(ref)

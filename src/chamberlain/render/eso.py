@@ -42,8 +42,9 @@ from typing import Any
 
 from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform
+from chamberlain.intent.templates import Literal, Reference, parse
 from chamberlain.render import naming
-from chamberlain.render.topology import Publish, Read
+from chamberlain.render.topology import Part, Publish, Read
 
 Manifest = dict[str, Any]
 
@@ -130,7 +131,7 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
     labels = {**naming.common_labels(), wk.LABEL_ENVIRONMENT: environment, wk.LABEL_ROLE: naming.READER_ROLE}
     account = naming.reader_service_account(environment)
     role = naming.reader_policy(environment, cluster, ns)
-    mounts = sorted({r.vault.mount for r in reads})
+    mounts = sorted({path.mount for r in reads for path in r.paths})  # a template's parts may use other mounts
     out = [service_account(account, ns, labels)]
     out.extend(
         secret_store(platform, name=naming.reader_store(environment, m), ns=ns, mount=m, cluster=cluster,
@@ -143,6 +144,8 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
 
 
 def external_secret(read: Read, environment: str, *, version_marker: bool = False) -> Manifest:
+    if read.parts:
+        return templated_external_secret(read, environment)
     intent, consumer, path = read.intent, read.consumer, read.vault
     labels = {**naming.intent_labels(intent), wk.LABEL_ENVIRONMENT: environment}
     spec: Manifest = {
@@ -189,6 +192,99 @@ def add_version_marker(spec: Manifest, vault_key: str) -> None:
     template.setdefault("metadata", {}).setdefault("annotations", {})[wk.ANNOTATION_VERSION_MARKER] = (
         _MARKER_FROM_METADATA)
     template["templateFrom"] = [{"target": "Data", "literal": _DATA_WITHOUT_METADATA}]
+
+
+# Template input keys of a templated consumer: one per referenced key, one metadata map per part other than the
+# declaring intent's (which keeps METADATA_KEY). Never in the Secret: ``mergePolicy: Replace`` emits only the
+# template's own keys.
+PART_KEY_PREFIX = "_chamberlain-part."
+
+
+def _go_string(text: str) -> str:
+    """A Go interpreted string literal of ``text`` (printable characters only: the template parser refuses control
+    characters), so literal text is a constant in an action and never template source."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _fetch_key(ref: Reference) -> str:
+    return f"{PART_KEY_PREFIX}{ref.intent}.{ref.key}"
+
+
+def _metadata_key(read: Read, part: Part) -> str:
+    name = part.intent.metadata.name
+    return METADATA_KEY if name == read.intent.metadata.name else f"{METADATA_KEY}.{name}"
+
+
+def _marker_of(metadata_key: str) -> str:
+    return ("{{ get (index . \"" + metadata_key + "\" | default \"{}\" | fromJson) \"" + wk.VALUE_MARKER
+            + "\" }}")
+
+
+def go_template(text: str) -> str:
+    """The ESO (v2, Go) template of one templated value: each literal segment a quoted constant, each reference
+    an ``index`` of its fetched key. Nothing the user wrote becomes template syntax."""
+    out: list[str] = []
+    for segment in parse(text):
+        if isinstance(segment, Literal):
+            out.append("{{ " + _go_string(segment.text) + " }}")
+        else:
+            out.append('{{ index . "' + _fetch_key(segment) + '" }}')
+    return "".join(out)
+
+
+def templated_external_secret(read: Read, environment: str) -> Manifest:
+    """The ExternalSecret of a templated consumer (:mod:`chamberlain.intent.templates`): one ``data`` entry per
+    referenced key and one metadata fetch per part (a part on another mount names that mount's store through
+    ``sourceRef.storeRef``), a v2 template that emits only the declared keys, the declaring intent's marker in
+    :data:`wk.ANNOTATION_VERSION_MARKER` and every part's marker in its own annotation
+    (:func:`wk.part_marker_annotation`), so propagation can tell which version of each part a consumer carries."""
+    intent, consumer = read.intent, read.consumer
+    assert consumer.template
+    home = read.vault.mount
+    by_name = {p.intent.metadata.name: p for p in read.parts}
+
+    def source(entry: Manifest, part: Part) -> Manifest:
+        if part.vault.mount != home:
+            entry["sourceRef"] = {"storeRef": {"kind": "SecretStore",
+                                               "name": naming.reader_store(environment, part.vault.mount)}}
+        return entry
+
+    refs = sorted({r for text in consumer.template.values() for r in parse(text) if isinstance(r, Reference)},
+                  key=str)
+    data = [source({"secretKey": _fetch_key(r),
+                    "remoteRef": {"key": by_name[r.intent].vault.path, "property": r.key}}, by_name[r.intent])
+            for r in refs]
+    annotations: dict[str, str] = {}
+    for part in read.parts:
+        key = _metadata_key(read, part)
+        data.append(source({"secretKey": key, "remoteRef": {"key": part.vault.path, "metadataPolicy": "Fetch"}},
+                           part))
+        annotations[wk.part_marker_annotation(part.intent.metadata.name)] = _marker_of(key)
+    annotations[wk.ANNOTATION_VERSION_MARKER] = _marker_of(METADATA_KEY)
+    labels = {**naming.intent_labels(intent), wk.LABEL_ENVIRONMENT: environment}
+    spec: Manifest = {
+        "refreshInterval": MATERIALIZE_REFRESH,
+        "secretStoreRef": {"kind": "SecretStore", "name": naming.reader_store(environment, home)},
+        "target": {
+            "name": consumer.secret_name,
+            "creationPolicy": "Owner",
+            "deletionPolicy": "Retain",
+            "template": {
+                "engineVersion": "v2",
+                "mergePolicy": "Replace",
+                "metadata": {"labels": {wk.LABEL_INTENT: intent.metadata.name}, "annotations": annotations},
+                "data": {key: go_template(text) for key, text in sorted(consumer.template.items())},
+            },
+        },
+        "data": data,
+    }
+    meta_annotations = naming.wave(naming.WAVE_SYNC, {wk.ANNOTATION_VAULT_PATH: read.vault.full})
+    return {
+        "apiVersion": ESO_V1,
+        "kind": "ExternalSecret",
+        "metadata": _meta(consumer.secret_name, consumer.namespace, labels, meta_annotations),
+        "spec": spec,
+    }
 
 
 def publisher_objects(platform: Platform, environment: str, cluster: str, ns: str,

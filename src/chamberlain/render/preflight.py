@@ -39,8 +39,9 @@ def check_renderable(repo: Repository) -> Iterator[Finding]:
                               f"{label}: key {METADATA_KEY!r} is reserved for chamberlain's version marker; "
                               "render would drop or refuse it", object=label)
         for i, consumer in enumerate(intent.spec.consumers):
-            if METADATA_KEY in (consumer.keys or {}):
-                yield Finding(loaded.file, loaded.line_of("spec", "consumers", i, "keys", METADATA_KEY), "CH103",
+            if METADATA_KEY in (consumer.keys or {}) or METADATA_KEY in (consumer.template or {}):
+                field = "keys" if METADATA_KEY in (consumer.keys or {}) else "template"
+                yield Finding(loaded.file, loaded.line_of("spec", "consumers", i, field, METADATA_KEY), "CH103",
                               f"{label}: consumer {consumer.namespace}/{consumer.secret_name} maps key "
                               f"{METADATA_KEY!r}, which is reserved for chamberlain's version marker; render "
                               "would refuse it", object=label)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from chamberlain.errors import ChamberlainError
 from chamberlain.intent.model import Consumer, Platform, PublicationSource, RotationPolicy, SecretIntent
 from chamberlain.intent.paths import VaultPath, intent_environments, vault_path
+from chamberlain.intent.templates import TemplateSyntaxError, references
 
 
 class RenderError(ChamberlainError):
@@ -22,12 +23,29 @@ class RenderError(ChamberlainError):
 
 
 @dataclass(frozen=True)
+class Part:
+    """One intent a templated consumer reads (:mod:`chamberlain.intent.templates`), at its path in the cluster."""
+
+    intent: SecretIntent
+    vault: VaultPath
+
+
+@dataclass(frozen=True)
 class Read:
-    """One consumer of one intent in one cluster: becomes one ExternalSecret and one policy path."""
+    """One consumer of one intent in one cluster: becomes one ExternalSecret and one policy path (a templated
+    consumer: one path per part)."""
 
     intent: SecretIntent
     consumer: Consumer
     vault: VaultPath
+    # A templated consumer's parts: the declaring intent first, then each other intent its template references,
+    # in order of first reference. Empty for a plain consumer.
+    parts: tuple[Part, ...] = ()
+
+    @property
+    def paths(self) -> tuple[VaultPath, ...]:
+        """Every Vault path the consumer reads: its policy grants these and nothing else."""
+        return tuple(p.vault for p in self.parts) or (self.vault,)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ def build_topology(
             units[(env.name, cluster)] = Unit(env.name, cluster)
             cluster_envs[cluster].append(env.name)
     per_cluster: dict[str, dict[str, SecretIntent]] = defaultdict(dict)
+    by_name = {i.metadata.name: i for i in intents}
     # Sorting by name makes the output independent of file layout and load order.
     for intent in sorted(intents, key=lambda i: i.metadata.name):
         spec = intent.spec
@@ -105,7 +124,8 @@ def build_topology(
                 path = vault_path(platform, intent, env.name, cluster)
                 per_cluster[cluster].setdefault(intent.metadata.name, intent)
                 for consumer in spec.consumers:
-                    unit.reads.setdefault(consumer.namespace, []).append(Read(intent, consumer, path))
+                    parts = _parts(platform, by_name, intent, consumer, env.name, cluster, path)
+                    unit.reads.setdefault(consumer.namespace, []).append(Read(intent, consumer, path, parts))
                 if publication is not None:
                     unit.publishes.setdefault(publication.namespace, []).append(
                         Publish(intent, publication, path)
@@ -117,3 +137,32 @@ def build_topology(
         cluster_intents={c: list(per_cluster.get(c, {}).values()) for c in cluster_envs},
         cluster_environments=dict(cluster_envs),
     )
+
+
+def _parts(platform: Platform, by_name: dict[str, SecretIntent], intent: SecretIntent, consumer: Consumer,
+           environment: str, cluster: str, path: VaultPath) -> tuple[Part, ...]:
+    """The parts of a templated consumer, each checked like validate does (CH116-CH118): a part that is not
+    declared, does not declare the consumer's namespace or is not placed in ``environment`` is refused, so a
+    template can never widen what a namespace reads."""
+    if not consumer.template:
+        return ()
+    names = dict.fromkeys([intent.metadata.name])
+    for text in consumer.template.values():
+        try:
+            names.update(dict.fromkeys(r.intent for r in references(text)))
+        except TemplateSyntaxError as exc:
+            raise RenderError(f"SecretIntent {intent.metadata.name}: consumer {consumer.namespace}/"
+                              f"{consumer.secret_name}: template does not parse: {exc} (CH115)") from None
+    parts = [Part(intent, path)]
+    where = f"SecretIntent {intent.metadata.name}: consumer {consumer.namespace}/{consumer.secret_name}"
+    for name in list(names)[1:]:
+        other = by_name.get(name)
+        if other is None:
+            raise RenderError(f"{where}: template references undeclared SecretIntent {name} (CH116)")
+        if not any(c.namespace == consumer.namespace for c in other.spec.consumers):
+            raise RenderError(f"{where}: SecretIntent {name} does not declare namespace {consumer.namespace} "
+                              "among its consumers (CH117)")
+        if environment not in {e.name for e in intent_environments(platform, other)}:
+            raise RenderError(f"{where}: SecretIntent {name} does not exist in {environment} (CH118)")
+        parts.append(Part(other, vault_path(platform, other, environment, cluster)))
+    return tuple(parts)

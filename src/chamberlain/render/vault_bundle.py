@@ -170,10 +170,11 @@ def bundle(topo: Topology) -> dict[str, str]:
                 f"ESO in namespace {ns} of cluster {cluster} ({env}) reads exactly what it materializes.",
                 (block
                  for r in reads
+                 for name, path in _read_paths(r)
                  for block in (
-                     (f"{r.intent.metadata.name} -> {r.consumer.secret_name}", r.vault.data_path, ["read"]),
+                     (f"{name} -> {r.consumer.secret_name}", path.data_path, ["read"]),
                      # The version marker ESO copies into an annotation lives in custom_metadata (no values).
-                     (f"{r.intent.metadata.name}: version marker", r.vault.metadata_path, ["read"]),
+                     (f"{name}: version marker", path.metadata_path, ["read"]),
                  )),
             )
             add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
@@ -212,6 +213,13 @@ def bundle(topo: Topology) -> dict[str, str]:
     return files
 
 
+def _read_paths(read: Read) -> list[tuple[str, VaultPath]]:
+    """(intent name, path) of everything one consumer reads: its intent's path, or each part of a template."""
+    if read.parts:
+        return [(p.intent.metadata.name, p.vault) for p in read.parts]
+    return [(read.intent.metadata.name, read.vault)]
+
+
 def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], None], env: str, cluster: str,
                      auth_mount: str, ns: str, reads: list[Read]) -> None:
     """ESO in every instance ``<ns>-<id>`` of an ephemeral environment: one role, bound to the reader
@@ -231,9 +239,10 @@ def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], 
         "in its own namespace's copy only.",
         (block
          for r in reads
+         for name, path in _read_paths(r)
          for block in (
-             (f"{r.intent.metadata.name} -> {r.consumer.secret_name}", instance(r.vault).data_path, ["read"]),
-             (f"{r.intent.metadata.name}: version marker", instance(r.vault).metadata_path, ["read"]),
+             (f"{name} -> {r.consumer.secret_name}", instance(path).data_path, ["read"]),
+             (f"{name}: version marker", instance(path).metadata_path, ["read"]),
          )),
     )
     add_role(cluster, name, _role(naming.reader_service_account(env), f"{ns}-*", name,

@@ -25,8 +25,9 @@ from chamberlain.authority.errors import NotFound
 from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
 from chamberlain.errors import UsageError
-from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
+from chamberlain.intent.model import Consumer, Platform, RotationPolicySpec, SecretIntent
 from chamberlain.intent.paths import VaultPath, placements, vault_path
+from chamberlain.intent.templates import templated_readers
 from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import ConsumerRef, ExternalSecretRef, Restarts, WorkloadRef, in_sync
 from chamberlain.rotation import clusters
@@ -71,9 +72,12 @@ def place(platform: Platform, intent: SecretIntent, environment: str | None, clu
     return Placed(intent, first.environment, first.cluster, first.vault)
 
 
-def consumers_of(intent: SecretIntent) -> list[wf.Consumer]:
-    """The ExternalSecret, Secret and workloads of every consumer (rendered under the consumer Secret's name)."""
-    return [
+def consumers_of(intent: SecretIntent,
+                 templated: Sequence[tuple[SecretIntent, Consumer]] = ()) -> list[wf.Consumer]:
+    """The ExternalSecret, Secret and workloads of every consumer (rendered under the consumer Secret's name), and
+    of each ``templated`` consumer of another intent that reads this one (:func:`templated_readers`): that Secret
+    carries this intent's marker in its part annotation, and restarts its workloads when this part changes."""
+    own = [
         wf.Consumer(
             ExternalSecretRef(c.namespace, c.secret_name),
             ConsumerRef(c.namespace, c.secret_name),
@@ -81,6 +85,22 @@ def consumers_of(intent: SecretIntent) -> list[wf.Consumer]:
         )
         for c in intent.spec.consumers
     ]
+    part = wk.part_marker_annotation(intent.metadata.name)
+    return own + [
+        wf.Consumer(
+            ExternalSecretRef(c.namespace, c.secret_name),
+            ConsumerRef(c.namespace, c.secret_name, part),
+            tuple(WorkloadRef(w.kind, c.namespace, w.name) for w in c.restart),
+        )
+        for _, c in templated
+    ]
+
+
+def placed_consumers(platform: Platform, intents: Mapping[str, SecretIntent], placed: Placed) -> list[wf.Consumer]:
+    """:func:`consumers_of` the placed intent, with the templated consumers of other intents that read it in its
+    environment."""
+    return consumers_of(placed.intent, templated_readers(platform, intents.values(), placed.name,
+                                                         placed.environment))
 
 
 @dataclass
@@ -172,7 +192,8 @@ def build_deps(
     caller passes the authority's TransitMarkers)."""
     rotator = rotator or (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
-        wf.KubeConsumers(kube, placed.name, consumers_of(placed.intent), clock, timeout=timeout, poll=poll), clock)
+        wf.KubeConsumers(kube, placed.name, placed_consumers(platform, intents, placed), clock, timeout=timeout,
+                         poll=poll), clock)
     deps = wf.RotationDeps(
         kv=kv, ledger=(ledger if ledger is not None else Ledger(
             kv, platform.spec.authority.mounts.runtime, clock, cluster=placed.cluster, signer=signer))
@@ -254,11 +275,13 @@ def last_changed(custom: Mapping[str, str]) -> datetime | None:
 
 
 def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: str,
-                  custom: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Per consumer Secret: whether its version-marker annotation equals ``marker`` (annotations only), or, with
-    the secret's ``custom`` metadata, is the v1 marker of the same Vault version (:func:`same_version`)."""
+                  custom: Mapping[str, str] | None = None,
+                  templated: Sequence[tuple[SecretIntent, Consumer]] = ()) -> list[dict[str, Any]]:
+    """Per consumer Secret: whether its version-marker annotation (a templated consumer's part annotation) equals
+    ``marker`` (annotations only), or, with the secret's ``custom`` metadata, is the v1 marker of the same Vault
+    version (:func:`same_version`)."""
     rows: list[dict[str, Any]] = []
-    for c in consumers_of(intent):
+    for c in consumers_of(intent, templated):
         row: dict[str, Any] = {"namespace": c.secret.namespace, "secret": c.secret.name}
         if kube is None:
             row.update({"exists": None, "inSync": None})
@@ -269,15 +292,18 @@ def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: st
                 row.update({"exists": None, "inSync": None, "error": type(exc).__name__})
             else:
                 legacy = annotations is not None and custom is not None and same_version(
-                    annotations.get(wk.ANNOTATION_VERSION_MARKER), custom)
-                row.update({"exists": annotations is not None, "inSync": in_sync(annotations, marker) or legacy})
+                    annotations.get(c.secret.annotation), custom)
+                row.update({"exists": annotations is not None,
+                            "inSync": in_sync(annotations, marker, c.secret.annotation) or legacy})
         rows.append(row)
     return rows
 
 
 def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, placed: Placed, now: datetime,
-                  git_policy: RotationPolicySpec | None = None) -> dict[str, Any]:
-    """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync."""
+                  git_policy: RotationPolicySpec | None = None,
+                  templated: Sequence[tuple[SecretIntent, Consumer]] = ()) -> dict[str, Any]:
+    """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync
+    (with ``templated``: the templated consumers of other intents that read it, by their part annotation)."""
     intent = placed.intent
     meta = kv.read_metadata(placed.vault.mount, placed.vault.path)
     custom: Mapping[str, str] = meta.custom if meta is not None else {}
@@ -316,7 +342,7 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         "due": decision.due if decision is not None else False,
         "dueReason": decision.reason if decision is not None else ("no-secret" if meta is None else "no-history"),
         "held": held,
-        "consumers": consumer_sync(kube, intent, marker, custom),
+        "consumers": consumer_sync(kube, intent, marker, custom, templated),
     }
 
 
@@ -329,4 +355,4 @@ def pick(intents: Sequence[SecretIntent], names: Sequence[str]) -> list[SecretIn
 
 
 __all__ = ["Placed", "TimedPropagation", "VaultAdmin", "admin_source", "build_deps", "consumer_sync", "consumers_of",
-           "drive", "last_changed", "pick", "place", "run_report", "secret_status"]
+           "drive", "last_changed", "pick", "place", "placed_consumers", "run_report", "secret_status"]

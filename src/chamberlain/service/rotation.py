@@ -202,6 +202,7 @@ def status(root: Path, servers: Servers, clock: Clock, *, environment: str | Non
     from chamberlain.audit.ledger import LedgerReader
     from chamberlain.handover import select_cluster
     from chamberlain.intent.paths import effective_policy
+    from chamberlain.intent.templates import templated_readers
     from chamberlain.rotation import manual as rm
 
     repo, platform = load_platform(root)
@@ -214,7 +215,8 @@ def status(root: Path, servers: Servers, clock: Clock, *, environment: str | Non
     rows = []
     for placed in placed_in(repo, platform, chosen, envs):
         git = effective_policy(platform, policies, placed.intent)
-        rows.append(rm.secret_status(kv, ledger, kube, placed, now, git[1] if git else None))
+        templated = templated_readers(platform, [i.obj for i in repo.intents], placed.name, placed.environment)
+        rows.append(rm.secret_status(kv, ledger, kube, placed, now, git[1] if git else None, templated))
     return StatusReport(chosen, now, rows)
 
 
