@@ -47,7 +47,7 @@ MISSING = ext.PushState("p", False, "Errored", "set secret failed: secret key ur
 ])
 def test_decide(record: ext.ExternalRecord | None, current: int, seen: ext.Seen | None, push: ext.PushState,
                 now: float, action: str, restart: bool) -> None:
-    d = ext.decide(record, current, {wk.VALUE_MARKER: "v2:aa"}, seen, push, ["url"], now)
+    d = ext.decide(record, current, {wk.VALUE_MARKER: "v2:aa"}, seen, push, ["url"], now, quiet=2.0)
     assert d.action == action
     if action == "start":
         assert d.restart is restart and d.version == current
@@ -100,9 +100,10 @@ def test_record_path_is_under_the_clusters_own_subtree() -> None:
 
 @pytest.mark.parametrize(("record", "current", "held", "phase", "ready"), [
     pytest.param(None, 0, None, "Pending", "False", id="nothing-pushed"),
-    pytest.param(ext.ExternalRecord(3, "m", "r"), 3, None, "Synced", "True", id="synced"),
-    pytest.param(ext.ExternalRecord(3, "m", "r", "refreshed", pending=4), 4, None, "Propagating", "False",
-                 id="propagating"),
+    pytest.param(ext.ExternalRecord(3, "m", "r"), 3, None, "Ready", "True", id="ready"),
+    pytest.param(ext.ExternalRecord(3, "m", "r", "refreshed", pending=4), 4, None, "Rotating", "False",
+                 id="rotating"),
+    pytest.param(ext.ExternalRecord(3, "m", "r"), 4, None, "Pending", "False", id="a-version-not-followed-yet"),
     pytest.param(ext.ExternalRecord(3, "m", "r"), 3, "the producer Secret lacks url", "Held", "False", id="held"),
 ])
 def test_published_status(record: ext.ExternalRecord | None, current: int, held: str | None, phase: str,
@@ -283,7 +284,7 @@ def test_a_missing_declared_key_holds_and_consumers_keep_their_value(acme_scope:
     drive(er, acme_scope, eso, clock, ticks=8)
     assert eso.marker_of("web", NAME) != good and sorted(restarts(kube)) == sorted(WORKLOADS)
     intents = [p for p in kube.status_patches if p[0] == "secretintents" and p[2] == NAME]
-    assert intents[-1][3]["phase"] == "Synced"
+    assert intents[-1][3]["phase"] == "Ready"
 
 
 def test_a_run_interrupted_after_the_refresh_resumes_without_a_second_restart(acme_scope: Scope) -> None:

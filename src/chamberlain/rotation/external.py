@@ -38,7 +38,7 @@ ESO_MANAGER = "external-secrets"
 # ESO v0.16 (pushsecret_controller.go): "set secret failed: secret key <key> does not exist"
 _MISSING_KEY = re.compile(r"secret key (\S{1,253}) does not exist")
 
-DEFAULT_QUIET = 2.0  # seconds without a further push before a burst of versions counts as settled
+DEFAULT_QUIET = 1.0  # seconds without a further push before a burst of versions counts as settled
 DEFAULT_MAX_SETTLE = 30.0  # ... but never wait longer than this after the first push of a burst
 
 
@@ -202,22 +202,24 @@ def _condition(kind: str, ok: bool, reason: str, message: str, previous: Sequenc
 
 def published_status(record: ExternalRecord | None, current: int, held: str | None,
                      previous: Sequence[Mapping[str, object]], at: str) -> dict[str, object]:
-    """The SecretIntent status of a published intent: ``phase`` (Pending: nothing pushed yet; Propagating: a run
-    in flight; Held; Synced), ``currentVersion``, ``lastRun`` and the conditions ``Ready`` and ``Held``.
-    ``previous``: the conditions the object carries (a condition keeps its transition time while unchanged)."""
+    """The SecretIntent status of a published intent, in the words of the runtime intents' status
+    (docs/status.md): ``phase`` ``Pending`` (nothing pushed yet), ``Rotating`` (an external run in flight),
+    ``Held`` (the producer Secret lacks a declared key) or ``Ready``; ``currentVersion``, ``lastRun``; the
+    conditions ``Ready`` and ``Held``. ``previous``: the conditions the object carries (a condition keeps its
+    transition time while unchanged)."""
     pending = record is not None and record.pending > 0
     synced = record is not None and record.version > 0 and not pending and record.version == current
     if held is not None:
-        phase = "Held"
+        phase, ready = "Held", (False, HELD_REASON, held)
     elif pending:
-        phase = "Propagating"
-    elif synced:
-        phase = "Synced"
+        phase, ready = "Rotating", (False, "ConsumersOutOfSync",
+                                    f"run {record.run if record else ''}: consumers follow version {current}")
+    elif synced and record is not None:
+        phase, ready = "Ready", (True, "Current", f"consumers carry authority version {record.version}")
+    elif current > 0:
+        phase, ready = "Pending", (False, "ConsumersOutOfSync", f"version {current} not followed yet")
     else:
-        phase = "Pending"
-    ready = (synced and held is None, "ConsumersSynced" if synced else ("ExternalRotation" if pending else
-                                                                        "NotPublished"),
-             f"consumers carry authority version {record.version}" if synced and record is not None else "")
+        phase, ready = "Pending", (False, "NotProvisioned", "the producer has not published a value yet")
     return {
         "phase": phase,
         "currentVersion": current or None,
