@@ -15,6 +15,7 @@ from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
 from chamberlain.controller.external import PUSH_SECRETS, ExternalRotations, published_of
 from chamberlain.controller.ledger import SharedLedger
+from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.intent.paths import VaultPath
@@ -190,7 +191,8 @@ def rotations(clock: FakeClock, scope: Scope, eso: Eso | None = None
     ledger = SharedLedger(kv, "secret", clock, cluster="dev1")
     ids = iter(f"run-{i}" for i in range(1, 100))
     er = ExternalRotations(kv, kube, clock, LegacyMarkers(), ledger, NS, "secret", "controller:test",
-                           lambda: next(ids), publisher=RunPublisher(kube, NS), quiet=2.0, resync=0.0, repoke=10.0)
+                           lambda: next(ids), publisher=RunPublisher(kube, NS), metrics=ControllerMetrics(), quiet=2.0,
+                           resync=0.0, repoke=10.0)
     return er, kv, kube, eso if eso is not None else Eso(kv, kube)
 
 
@@ -247,6 +249,8 @@ def test_first_version_is_a_baseline_then_a_producer_change_restarts_each_worklo
 
     drive(er, acme_scope, eso, clock)  # steady: nothing more
     assert len(restarts(kube)) == 2 and len(run_objects(kube)) == 2
+    assert er.metrics is not None
+    assert er.metrics.rotations.labels(NAME, "external", "ok")._value.get() == 2
 
 
 def test_a_missing_declared_key_holds_and_consumers_keep_their_value(acme_scope: Scope) -> None:
@@ -304,3 +308,33 @@ def test_a_run_interrupted_after_the_refresh_resumes_without_a_second_restart(ac
     assert sorted(restarts(kube)) == sorted(WORKLOADS)
     done = ext.ExternalRecord.from_data(kv.read("secret", ext.record_path("secret", VAULT, "dev1").path).data)
     assert done is not None and done.version == 2 and done.pending == 0 and done.run == record.run
+
+
+def test_the_pushsecret_watch_lists_then_watches_and_wakes_the_loop() -> None:
+    import threading
+
+    from chamberlain.controller.external import PushSecretWatch
+
+    kube = FakeKube()
+    kube.add_custom_object(PUSH_SECRETS, {"metadata": {"name": PUSH, "namespace": "search"}})
+    woken: list[tuple[str, str]] = []
+    changed = threading.Event()
+
+    def on_change(ns: str, name: str) -> None:
+        woken.append((ns, name))
+        changed.set()
+
+    watch = PushSecretWatch(kube, on_change)
+    watch.ensure({"search"})
+    try:
+        assert changed.wait(5) and watch.state("search", PUSH) == ext.PushState(PUSH, None)
+        changed.clear()
+        kube.add_custom_object(PUSH_SECRETS, {"metadata": {"name": PUSH, "namespace": "search"}, "status": {
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Errored", "message": MISSING.message}]}})
+        assert changed.wait(5)
+        assert ext.missing_key(watch.state("search", PUSH), ["url"]) == "url"
+        watches = kube.watches
+        changed.clear()
+        assert not changed.wait(1.5) and kube.watches <= watches + 2, "an empty watch does not spin"
+    finally:
+        watch.stop()

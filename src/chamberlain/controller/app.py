@@ -102,7 +102,7 @@ def wire(
                                   log=log) if reconcile else None
     external = ExternalRotations(
         kv, kube, clock, markers, ledger, ns, scope.runtime_mount, config.actor, _no_run_id,
-        publisher=RunPublisher(kube, ns), log=log, resync=max(config.evaluate_every, 1.0),
+        publisher=RunPublisher(kube, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
     ) if observe_external else None
     if external is not None and isinstance(kube, WatchKube):
         external.watch = PushSecretWatch(kube, external.pushed, log=log)

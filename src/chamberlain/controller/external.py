@@ -35,6 +35,7 @@ from chamberlain.authority.kv import KV
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
 from chamberlain.controller.batch import RestartWave, batch_token
 from chamberlain.controller.collaborators import Logger, Silent
+from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.controller.status import INTENT_OBJECTS, StatusWriter
@@ -121,11 +122,18 @@ class PushSecretWatch:
         while not self.stop_event.is_set():
             try:
                 if not version:
-                    got = self.kube.list_custom_objects_versioned(PUSH_SECRETS, ns)
-                    for obj in got.items:
-                        self._put(ns, obj)
+                    page = ""
+                    while True:
+                        got = self.kube.list_custom_objects_versioned(PUSH_SECRETS, ns, page=page)
+                        for obj in got.items:
+                            self._put(ns, obj)
+                        if not got.next_page:
+                            break
+                        page = got.next_page
                     version = got.resource_version
+                events = 0
                 for event in self.kube.watch_custom_objects(PUSH_SECRETS, ns, version, self.watch_seconds):
+                    events += 1
                     if self.stop_event.is_set():
                         return
                     if event.type in ("ADDED", "MODIFIED"):
@@ -135,6 +143,8 @@ class PushSecretWatch:
                             self._states.pop((ns, event.name), None)
                     if event.resource_version:
                         version = event.resource_version
+                if not events:  # a watch that ended at once without news (a fake, a proxy): never spin
+                    self.stop_event.wait(1.0)
             except KubeGone:
                 version = ""
             except KubeError as exc:
@@ -206,6 +216,7 @@ class ExternalRotations:
     actor: str
     new_run_id: Callable[[], str]
     publisher: RunPublisher | None = None
+    metrics: ControllerMetrics | None = None  # chamberlain_rotations_total{trigger="external"}, propagation latency
     log: Logger = field(default_factory=Silent)
     quiet: float = ext.DEFAULT_QUIET
     max_settle: float = ext.DEFAULT_MAX_SETTLE
@@ -219,6 +230,8 @@ class ExternalRotations:
     _dirty: set[str] = field(default_factory=set)
     _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
     _resynced_at: float | None = None
+    _scope: Scope | None = None
+    _published: dict[str, Published] = field(default_factory=dict)
     wake: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
@@ -239,7 +252,9 @@ class ExternalRotations:
     # ------------------------------------------------------------------ one pass (loop thread)
 
     def step(self, scope: Scope) -> None:
-        published = published_of(scope)
+        if scope is not self._scope:  # a scope never changes: a new one is swapped in (placing 10k intents costs)
+            self._scope, self._published = scope, published_of(scope)
+        published = self._published
         if self.watch is not None:
             self.watch.ensure({p.source.namespace for p in published.values()})
         mono = self.clock.monotonic()
@@ -260,8 +275,10 @@ class ExternalRotations:
                 if self._look(pub, live, mono):
                     ready.append((pub, live))
             except AuthorityUnavailable:
+                live.loaded = False  # the record is read again (another leader may have moved it meanwhile)
                 raise
             except (AuthorityError, ChamberlainError) as exc:  # this intent only; the others go on
+                live.loaded = False
                 self.log.warning("external rotation: cannot act", secret=name, error=type(exc).__name__,
                                  detail=str(exc)[:200])
         if ready:
@@ -392,8 +409,10 @@ class ExternalRotations:
                     self._save(pub, live, record)
                 self._finish(pub, live, record, rolled)
             except AuthorityUnavailable:
+                live.loaded = False
                 raise
             except (AuthorityError, ChamberlainError) as exc:
+                live.loaded = False
                 self.log.warning("external rotation: cannot finish; tried again at the next tick", secret=pub.name,
                                  error=type(exc).__name__, detail=str(exc)[:200])
 
@@ -409,6 +428,8 @@ class ExternalRotations:
         self._save(pub, live, done)
         self._publish(pub, record, finished=done, ledger_seq=entry.seq)
         self.observed += 1
+        if self.metrics is not None:
+            self.metrics.rotations.labels(pub.name, "external", "ok").inc()
         self.log.info("external rotation done", secret=pub.name, producer=pub.producer, version=record.pending,
                       run=record.run, restarted=list(rolled))
 
@@ -447,6 +468,8 @@ class ExternalRotations:
                           notes={"producer": pub.producer, "pushSecret": pub.push, "authorityVersion": str(current)})
         if self.publisher is not None:
             self.publisher.publish(run)
+        if self.metrics is not None:
+            self.metrics.rotations.labels(pub.name, "external", "held").inc()
 
     # ------------------------------------------------------------------ mirrors
 
