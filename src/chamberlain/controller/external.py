@@ -216,7 +216,7 @@ class ExternalRotations:
     actor: str
     new_run_id: Callable[[], str]
     publisher: RunPublisher | None = None
-    metrics: ControllerMetrics | None = None  # chamberlain_rotations_total{trigger="external"}, propagation latency
+    metrics: ControllerMetrics | None = None  # chamberlain_rotations_total{trigger="external"}
     log: Logger = field(default_factory=Silent)
     quiet: float = ext.DEFAULT_QUIET
     max_settle: float = ext.DEFAULT_MAX_SETTLE
