@@ -43,3 +43,14 @@ def test_failover_of_the_raft_leader_mid_batch_at_a_smoke_size() -> None:
     assert failover["failed"] == 0 and failover["synced"] == failover["runs"] == 6
     print(f"\n[failover] p95 {report['baseline']['seconds']['p95']:.2f}s -> {failover['seconds']['p95']:.2f}s "
           f"(+{report['extra_p95_seconds']:.2f}s)")
+
+
+@pytest.mark.timeout(600)
+def test_external_rotation_through_the_real_eso_at_a_smoke_size() -> None:
+    """Producer change -> every consumer updated (two sizes, two samples): the benchmark exits non-zero unless each
+    workload restarted exactly once per rotation."""
+    out = _run("bench_external_rotation.py", "--sizes", "1,3", "-n", "2", "--warmup", "0", "--port-offset", "3500",
+               "-o", "json")
+    report = json.loads(out)
+    assert set(report["sizes"]) == {"1", "3"}
+    assert all(g["once_per_rotation"] for g in report["deployment_generations"].values())

@@ -95,11 +95,12 @@ def test_every_rule_in_a_consumer_namespace_is_by_name() -> None:
             assert all(rule.get("resourceNames") for rule in role["rules"]), role["metadata"]
 
 
-def test_consumer_names_are_the_consumers_of_rotated_intents() -> None:
+def test_consumer_names_are_the_consumers_of_rotated_and_followed_intents() -> None:
     values = acme_values()
     payments = next(ns for ns in values["rbac"]["namespaces"] if ns["name"] == "payments")
     names = {r["resources"][0]: set(r["resourceNames"]) for r in payments["rules"]}
-    assert names["secrets"] == names["externalsecrets"] == {"payments-db", "registry-pull"}
+    # payments-kafka: a derived intent whose producer's rotations the controller follows (controller.external)
+    assert names["secrets"] == names["externalsecrets"] == {"payments-db", "registry-pull", "payments-kafka"}
     assert names["deployments"] == {"payments-api", "payments-worker"}
 
 

@@ -117,7 +117,8 @@ def test_orchestrator_never_reads_internal_values(name: str) -> None:
         for p, caps in grants.items():
             mount, area = p.split("/")[:2]
             if mount in internal:
-                assert area == "metadata" and caps == {"read", "list"}, p
+                # metadata only: read it, and merge a version marker in (an observed external rotation)
+                assert area == "metadata" and caps == {"read", "list", "update"}, p
                 assert f"/{cluster}/" in p, p  # only its own cluster's publications
             elif mount == TRANSIT_MOUNT:  # sign and HMAC with its environments' keys, read public keys: nothing else
                 assert (area in ("sign", "hmac") and caps == {"update"}) or (area == "keys" and caps == {"read"}), p

@@ -22,6 +22,7 @@ from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
+from chamberlain.controller.external import ExternalRotations, PushSecretWatch, WatchKube
 from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
@@ -72,6 +73,7 @@ def wire(
     lease_seconds: int = 15,
     log: Logger | None = None,
     reconcile: bool = False,
+    observe_external: bool = True,
     **options: Any,
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
@@ -79,7 +81,8 @@ def wire(
     (one login per token lifetime, never one per tick).
     ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers). ``reconcile``
     (a controller driven by the cluster): new generated secrets get their initial value, changed policies are
-    brought into force (:mod:`.reconcile`)."""
+    brought into force (:mod:`.reconcile`). ``observe_external``: new versions producers push (PushSecret) of the
+    derived and config intents of this cluster are followed to their consumers (:mod:`.external`)."""
     config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
                               lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
@@ -97,17 +100,31 @@ def wire(
     markers = TransitMarkers(vault.transit)
     reconciler = IntentReconciler(kv, ledger, clock, config.actor, markers=markers,
                                   log=log) if reconcile else None
+    external = ExternalRotations(
+        kv, kube, clock, markers, ledger, ns, scope.runtime_mount, config.actor, _no_run_id,
+        publisher=RunPublisher(kube, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
+    ) if observe_external else None
+    if external is not None and isinstance(kube, WatchKube):
+        external.watch = PushSecretWatch(kube, external.pushed, log=log)
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
         publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log, markers=markers, status=status, history=history,
+        log=log, markers=markers, status=status, history=history, external=external,
     )
     if reconciler is not None:
         reconciler.new_run_id = parts.new_run_id
-    return Controller(scope, parts, config)
+    controller = Controller(scope, parts, config)
+    if external is not None:
+        external.new_run_id = parts.new_run_id
+        external.wake = controller.wake.set  # a PushSecret event ticks the loop at once
+    return controller
+
+
+def _no_run_id() -> str:  # replaced by the collaborators' generator once they exist
+    raise RuntimeError("run ids come from the collaborators")
 
 
 def _session_refresher(vault: VaultSession, metrics: ControllerMetrics) -> Callable[[], None]:
@@ -207,6 +224,9 @@ class ControllerApp:
 
     def stop(self, timeout: float = 60.0) -> None:
         self.stop_event.set()
+        external = self.controller.parts.external
+        if isinstance(external, ExternalRotations) and external.watch is not None:
+            external.watch.stop()
         self.controller.wake.set()
         if self.webhook is not None:
             self.webhook.shutdown()

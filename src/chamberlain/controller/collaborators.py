@@ -48,6 +48,12 @@ class ScopeReconciler(Protocol):
     def settle(self, scope: Scope, placed: rm.Placed, meta: SecretMetadata | None) -> SecretMetadata | None: ...
 
 
+class ExternalStep(Protocol):
+    """Observed external rotations (:mod:`.external`): one pass over the scope's published intents per tick."""
+
+    def step(self, scope: Scope) -> None: ...
+
+
 class Silent:
     """A :class:`Logger` that drops everything."""
 
@@ -88,6 +94,7 @@ class Collaborators:
     reconciler: ScopeReconciler | None = None  # a controller driven by the cluster (None: rotate only)
     status: IntentStatus | None = None  # SecretIntent status and Events (None: none, e.g. unit tests)
     history: RunHistory | None = None  # prunes finished RotationRun objects (None: never)
+    external: ExternalStep | None = None  # producer-side rotations of derived/config intents (None: not observed)
 
 
-__all__ = ["Collaborators", "Logger", "ScopeReconciler", "Silent"]
+__all__ = ["Collaborators", "ExternalStep", "Logger", "ScopeReconciler", "Silent"]

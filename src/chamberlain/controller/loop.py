@@ -191,6 +191,8 @@ class Controller:
             if not self.state.adopted:
                 self._adopt()
             self._evaluate()
+            if self.parts.external is not None:  # a producer pushed a new version of a derived/config secret
+                self.parts.external.step(self.scope)
             self._poll_annotations()
             self._poll_stored()
             self._start(self._take_requests())

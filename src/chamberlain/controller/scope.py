@@ -62,6 +62,23 @@ def scope_of(platform: Platform, intents: Mapping[str, SecretIntent], environmen
     return Scope(platform, intents, environment, cluster, placed, dict(policies or {}), dict(rejected or {}))
 
 
+def published_here(platform: Platform, intents: Mapping[str, SecretIntent], environment: str,
+                   cluster: str) -> set[str]:
+    """The derived and config intents whose producers publish in ``environment``/``cluster``: not rotated, but a
+    scope keeps them, since the controller follows their producers' new versions to the consumers
+    (:mod:`.external`)."""
+    out: set[str] = set()
+    for name, intent in intents.items():
+        if intent.spec.source.publication is None:
+            continue
+        try:
+            rm.place(platform, intent, environment, cluster)
+        except UsageError:
+            continue
+        out.add(name)
+    return out
+
+
 def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:
     """What the time trigger needs, from the secret's custom_metadata; None without a known last change, and for
     data decommissioning soft-deleted (a rotation would write a live version over it)."""
@@ -73,4 +90,4 @@ def schedule_of(name: str, custom: Mapping[str, str]) -> SecretSchedule | None:
                           failures=failures, last_failure=last_failure)
 
 
-__all__ = ["Scope", "schedule_of", "scope_of"]
+__all__ = ["Scope", "published_here", "schedule_of", "scope_of"]

@@ -34,7 +34,7 @@ from chamberlain.checks.registry import load_checks
 from chamberlain.checks.tenancy import owners_declared
 from chamberlain.clock import Clock
 from chamberlain.controller.collaborators import Logger, Silent
-from chamberlain.controller.scope import Scope, scope_of
+from chamberlain.controller.scope import Scope, published_here, scope_of
 from chamberlain.errors import UsageError
 from chamberlain.findings import RULES, Finding
 from chamberlain.handover import select_cluster
@@ -221,7 +221,7 @@ def build_scope(objects: Iterable[Parsed], environment: str | None, cluster: str
         raise UsageError(f"cluster {chosen} hosts environments {', '.join(envs)}; pass --environment")
     every = {p.name: p.model for p in valid if isinstance(p.model, SecretIntent)}
     placed = scope_of(platform, every, envs[0], chosen).placed
-    kept = {name: every[name] for name in placed}
+    kept = {name: every[name] for name in set(placed) | published_here(platform, every, envs[0], chosen)}
     for name in placed:  # the admin intents they name (rotation.manual.admin_source reads them)
         target = every[name].spec.target
         if target is not None and target.postgres.admin_intent in every:

@@ -30,6 +30,9 @@ RUNS_PREFIX = "_chamberlain/runs"  # rotation run records (and leases): runs/<en
 PENDING_PREFIX = "_chamberlain/pending"  # values staged by a rotation before promotion, never read by ESO
 # What a following cluster's controller saw through (two clusters, one environment): acks/<env>/<cluster>/<owner>/<name>
 ACKS_PREFIX = "_chamberlain/acks"
+# Versions a producer pushed that a cluster's controller followed to its consumers (rotation.external):
+# external/<env>/<cluster>/<internal mount>/<ns>/<name>
+EXTERNAL_PREFIX = "_chamberlain/external"
 # instances of an ephemeral environment: <runtime>/<env>/_instances/<id>/<owner>/<name> (never an owner's segment),
 # and the copy ESO of one consumer namespace reads: <runtime>/<env>/_instances/<id>/_ns/<namespace>/<owner>/<name>
 INSTANCES_SEGMENT = "_instances"

@@ -145,6 +145,7 @@ TEMPLATES: tuple[_Template, ...] = (
     _Template("rbac-controller.yaml", inst.controller_role),
     _Template("rbac-leases.yaml", inst.lease_role, each=_ENVS),
     _Template("rbac-consumers.yaml", inst.consumer_role, each=("$ns", "$.Values.rbac.namespaces")),
+    _Template("rbac-producers.yaml", inst.producer_role, each=("$ns", "$.Values.rbac.producers")),
     _Template("controller.yaml", lambda v, env: [inst.deployment(v, env), inst.service(v, env),
                                                  inst.disruption_budget(v, env)], each=_ENVS),
     _Template("networkpolicy.yaml", lambda v, env: [inst.network_policy(v, env)], each=_ENVS,

@@ -321,6 +321,9 @@ def _status_schema(kind: str) -> Schema:
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 RUN_KIND = ROTATION_RUN_KIND
+# Every trigger a run may record (rotation.run.TriggerKind, which a unit test keeps equal to this): the render layer
+# sits below rotation, so the list is repeated here rather than imported.
+RUN_TRIGGERS = ("time", "webhook", "annotation", "manual", "policy-change", "rollback", "import", "external")
 _RUN_SPEC: Schema = {
     "type": "object",
     "description": "what the run was asked to do; written once when the run starts",
@@ -329,7 +332,9 @@ _RUN_SPEC: Schema = {
         "secret": {"type": "string", "description": "name of the SecretIntent being rotated"},
         "path": {"type": "string", "description": "Vault KV path of the value (mount and path)"},
         "trigger": {"type": "string", "description": "what started the run (time, webhook, annotation, manual, "
-                                                     "policy-change)"},
+                                                     "policy-change, rollback, import, external: a version a "
+                                                     "producer pushed, observed by the controller)",
+                    "enum": list(RUN_TRIGGERS)},
         "reason": {"type": "string", "description": "why, in words; never a secret value"},
         "mode": {"type": "string", "description": "rotate, or rollback to an earlier version"},
     },

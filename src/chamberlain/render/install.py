@@ -42,6 +42,10 @@ CONSUMER_ROLE = "chamberlain-controller-consumers"  # in each consumer namespace
 # Also in each consumer namespace, apart from CONSUMER_ROLE because every rule of that one is by name (values
 # schema) and RBAC cannot name an Event not yet created.
 CONSUMER_EVENTS_ROLE = "chamberlain-controller-consumer-events"
+# In each producer namespace (a PushSecret publishes a derived or config intent there): the controller watches the
+# PushSecrets' status to follow a producer-side rotation. A watch cannot be limited by name; a PushSecret holds no
+# value (names, keys, status), and the producer Secret itself stays out of reach.
+PRODUCER_ROLE = "chamberlain-controller-producers"
 METRICS_PORT_NAME, WEBHOOK_PORT_NAME = "metrics", "webhook"
 FLUX_IDENTITY = "system:serviceaccount:flux-system:kustomize-controller"
 ARGOCD_IDENTITY = "system:serviceaccount:argocd:argocd-application-controller"
@@ -113,6 +117,8 @@ class NamespaceAccess(_Values):
 class Rbac(_Values):
     namespaces: list[NamespaceAccess] = Field(default_factory=list, description="Consumer namespaces and the "
                                               "names the controller may touch there (render writes them).")
+    producers: list[str] = Field(default_factory=list, description="Producer namespaces: the controller watches "
+                                 "their PushSecrets (get, list, watch) to follow producer-side rotations.")
 
 
 class GitOps(_Values):
@@ -242,6 +248,10 @@ WHY: Mapping[tuple[str, str], str] = {
                                   "(KubeClient.annotate_external_secret)",
     ("secrets", "get"): "propagation reads a consumer Secret's version-marker annotation as PartialObjectMetadata "
                         "(never its data; RBAC cannot tell the two apart, hence resourceNames)",
+    ("pushsecrets", "get"): "an observed external rotation reads a PushSecret's status (controller.external)",
+    ("pushsecrets", "list"): "the PushSecret watch lists a producer namespace first (controller.external)",
+    ("pushsecrets", "watch"): "the PushSecret watch: a producer's new version, or a declared key missing "
+                              "(controller.external)",
     ("deployments", "get"): "restart reads the pod template's restart annotations",
     ("deployments", "patch"): "restart patches the pod template (what kubectl rollout restart does)",
     ("statefulsets", "get"): "restart reads the pod template's restart annotations",
@@ -288,19 +298,20 @@ def consumer_rules(external_secrets: Iterable[str], secrets: Iterable[str],
 
 def cluster_values(topo: Topology, cluster: str) -> dict[str, Any]:
     """The chart values of one rendered cluster: its environments and, per consumer namespace, the names the
-    controller may touch — the consumers of the intents it rotates there (runtime mount), as
-    ``rotation.manual.consumers_of`` addresses them (the ExternalSecret and the Secret are named after the
-    consumer's secret; workloads are in the consumer's namespace)."""
+    controller may touch — the consumers of the intents it rotates there (runtime mount) and of the derived and
+    config intents whose producers' rotations it follows, as ``rotation.manual.consumers_of`` addresses them (the
+    ExternalSecret and the Secret are named after the consumer's secret; workloads are in the consumer's
+    namespace) — and the producer namespaces whose PushSecrets it watches."""
     platform = topo.platform
-    runtime = platform.spec.authority.mounts.runtime
     access: dict[str, tuple[set[str], set[tuple[str, str]]]] = {}
+    producers: set[str] = set()
     for unit in topo.units:
         if unit.cluster != cluster:
             continue
+        producers.update(unit.publishes)
         for ns, reads in unit.reads.items():
             for read in reads:
-                if read.vault.mount != runtime:
-                    continue  # derived and config: published by their producers, never rotated by the controller
+                # derived and config too: their producers rotate them, the controller follows (controller.external)
                 names, workloads = access.setdefault(ns, (set(), set()))
                 names.add(read.consumer.secret_name)
                 workloads.update((w.kind, w.name) for w in read.consumer.restart)
@@ -311,7 +322,7 @@ def cluster_values(topo: Topology, cluster: str) -> dict[str, Any]:
         environments=[Environment(name=e) for e in topo.cluster_environments[cluster]],
         rbac=Rbac(namespaces=[NamespaceAccess.model_validate(
             {"name": ns, "rules": consumer_rules(names, names, workloads)}) for ns, (names, workloads)
-            in sorted(access.items())]),
+            in sorted(access.items())], producers=sorted(producers)),
         admission=Toggle(enabled=True),
         monitoring=Monitoring(service_monitor=Toggle(enabled=True), prometheus_rule=Toggle(enabled=True),
                               dashboard=Toggle(enabled=True)),
@@ -377,6 +388,15 @@ def consumer_role(v: Mapping[str, Any], access: Mapping[str, Any]) -> list[Manif
     ns = access["name"]
     return [_role(CONSUMER_ROLE, ns, access["rules"]), _binding(v, CONSUMER_ROLE, ns),
             _role(CONSUMER_EVENTS_ROLE, ns, consumer_events_rules()), _binding(v, CONSUMER_EVENTS_ROLE, ns)]
+
+
+def producer_rules() -> list[Manifest]:
+    """One producer namespace: the PushSecrets' status (no Secret, no value)."""
+    return [_rule(["external-secrets.io"], ["pushsecrets"], ["get", "list", "watch"])]
+
+
+def producer_role(v: Mapping[str, Any], ns: Any) -> list[Manifest]:
+    return [_role(PRODUCER_ROLE, ns, producer_rules()), _binding(v, PRODUCER_ROLE, ns)]
 
 
 def deployment(v: Mapping[str, Any], env: Mapping[str, Any]) -> Manifest:
@@ -583,6 +603,8 @@ def install_objects(values: Mapping[str, Any], groups: list[Any] | None = None,
         parts["controller"] += lease_role(v, env)
     for access in v["rbac"]["namespaces"]:
         parts["controller"] += consumer_role(v, access)
+    for ns in v["rbac"]["producers"]:
+        parts["controller"] += producer_role(v, ns)
     for env in v["environments"]:
         parts["controller"] += [deployment(v, env), service(v, env), disruption_budget(v, env)]
         if v["networkPolicy"]["enabled"]:
@@ -635,6 +657,7 @@ def rbac_markdown() -> str:
         (CONSUMER_ROLE, consumer_rules(["<consumer Secret>"], ["<consumer Secret>"],
                                        [(kind, "<restart target>") for kind in _WORKLOAD_RESOURCES])),
         (CONSUMER_EVENTS_ROLE, consumer_events_rules()),
+        (PRODUCER_ROLE, producer_rules()),
     ]
     rows = []
     for role, rules in roles:

@@ -34,8 +34,10 @@ Who may do what:
   ``audit show``/``verify``), ``update`` on ``<transit>/sign/chamberlain-ledger-<env>`` (signing its entries)
   and ``<transit>/hmac/chamberlain-marker-<env>/sha2-256`` (keyed version markers) for each environment it
   hosts, ``read`` on every ledger key (public keys, for ``audit pin``) — never export, config, rotate or delete,
-  and ``read``/``list`` on the *metadata* of the internal mounts for its own cluster — it reports on derived and
-  config secrets, it never reads their values. For each intent on the cluster rotated by ``x509-vault-pki``:
+  and ``read``/``list``/``update`` on the *metadata* of the internal mounts for its own cluster — it reports on
+  derived and config secrets and marks the versions their producers push (an observed external rotation, with its
+  records under ``<runtime>/_chamberlain/external/<env>/<cluster>/``), it never reads their values.
+  For each intent on the cluster rotated by ``x509-vault-pki``:
   ``update`` on ``<mount>/sign/<role>`` and ``<mount>/revoke`` of the mount and role its annotations name
   (signing a CSR and revoking a serial; never ``issue``, so Vault never generates or sees a private key).
   That life cycle, the run records and staged values are the environment's **rotating cluster**'s alone
@@ -58,6 +60,7 @@ from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.intent.paths import (
     ACKS_PREFIX,
     AUTHORITY_PARTITION,
+    EXTERNAL_PREFIX,
     INSTANCES_SEGMENT,
     LEDGER_HEAD,
     LEDGER_HEAD_NAME,
@@ -302,10 +305,17 @@ def _orchestrator_blocks(platform: Platform, cluster: str,
 
 
 def _internal_metadata_blocks(platform: Platform, cluster: str, env: str) -> list[tuple[str, str, list[str]]]:
+    """Metadata only, never values: read it (reports), and merge a version marker into the custom_metadata of a
+    version a producer pushed (an observed external rotation, ESO's ``managed-by`` kept); plus the records of
+    the external versions this cluster handled, in its own runtime subtree."""
     m = platform.spec.authority.mounts
-    return [(f"internal secrets of {env} on {cluster}: metadata only, never values",
-             VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list"])
-            for mount in (m.internal_data, m.internal_config)]
+    records = VaultPath(m.runtime, f"{EXTERNAL_PREFIX}/{env}/{cluster}/*")
+    note = f"external versions of {env} handled by {cluster}: its own records only"
+    return [*((f"internal secrets of {env} on {cluster}: metadata only, never values",
+               VaultPath(mount, f"{env}/{cluster}/*").metadata_path, ["read", "list", "update"])
+              for mount in (m.internal_data, m.internal_config)),
+            (note, records.data_path, ["create", "read", "update"]),
+            (note, records.metadata_path, ["read"])]
 
 
 def _follower_blocks(platform: Platform, cluster: str, env: str, owner: str) -> list[tuple[str, str, list[str]]]:

@@ -55,8 +55,9 @@ SUCCEEDED: frozenset[Stage] = frozenset({"revoked", "done"})
 PROMOTED_OR_LATER: frozenset[Stage] = frozenset({"promoted", "propagated", "restarted", "revoke-wait", "revoked",
                                                  "done"})
 
-# "import": a value issued upstream (``chamberlain import``), staged from what the user supplied, never generated
-TriggerKind = Literal["time", "webhook", "annotation", "manual", "policy-change", "rollback", "import"]
+# "import": a value issued upstream (``chamberlain import``), staged from what the user supplied, never generated;
+# "external": a version a producer pushed (PushSecret), observed by the controller (rotation.external)
+TriggerKind = Literal["time", "webhook", "annotation", "manual", "policy-change", "rollback", "import", "external"]
 FailureStrategy = Literal["retry", "alert", "hold"]
 Mode = Literal["rotate", "rollback"]
 

@@ -88,6 +88,7 @@ def scope_from_repository(path: str | Path, environment: str | None, cluster: st
     environment (runtime mount), and the admin intents they name (``target.postgres.adminIntent``, found by
     ``rotation.manual.admin_source``): the other intents are never looked at again."""
     from chamberlain.controller.loop import scope_of
+    from chamberlain.controller.scope import published_here
     from chamberlain.handover import select_cluster
 
     repo, platform = load_platform(path)
@@ -98,7 +99,7 @@ def scope_from_repository(path: str | Path, environment: str | None, cluster: st
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
     del repo  # from here on only the models are needed
     placed = scope_of(platform, every, envs[0], chosen).placed
-    needed = {name: every[name] for name in placed}
+    needed = {name: every[name] for name in set(placed) | published_here(platform, every, envs[0], chosen)}
     for name in placed:
         target = every[name].spec.target
         if target is not None and target.postgres.admin_intent in every:
