@@ -56,6 +56,7 @@ from chamberlain.propagation.sync import in_sync
 from chamberlain.render import naming
 from chamberlain.rotation import external as ext
 from chamberlain.rotation import manual as rm
+from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.run import RotationRun, Stage
 from chamberlain.values.markers import Markers
 
@@ -161,6 +162,7 @@ class Published:
     placed: rm.Placed
     source: PublicationSource
     push: str  # the PushSecret's name (in the producer namespace)
+    consumers: tuple[wf.Consumer, ...] = ()  # its own consumers and the templated ones of other intents reading it
 
     @property
     def name(self) -> str:
@@ -184,7 +186,8 @@ def published_of(scope: Scope) -> dict[str, Published]:
             continue
         if placed.vault.mount == scope.runtime_mount:
             continue
-        out[name] = Published(placed, source, naming.publisher_name(scope.environment, name))
+        out[name] = Published(placed, source, naming.publisher_name(scope.environment, name),
+                              tuple(rm.placed_consumers(scope.platform, scope.intents, placed)))
     return out
 
 
@@ -364,7 +367,7 @@ class ExternalRotations:
         record = live.record
         assert record is not None
         vault = pub.placed.vault
-        consumers = rm.consumers_of(pub.placed.intent)
+        consumers = pub.consumers
         if record.stage in ("started", "refreshed"):
             if custom.get("value-marker") != record.marker and custom.get("value-version") != str(record.pending):
                 # ESO replaced the metadata since (a push): the marker of the version this run brings
@@ -380,7 +383,7 @@ class ExternalRotations:
                     self._save(pub, live, record)
             late = [c for c in consumers
                     if not in_sync(self.kube.get_secret_annotations(c.secret.namespace, c.secret.name),
-                                   record.marker)]
+                                   record.marker, c.secret.annotation)]
             if late:
                 return False
             record = _with(record, stage="propagated")
@@ -402,7 +405,7 @@ class ExternalRotations:
                 if record.stage == "propagated":
                     if record.restart:
                         change = Change(pub.name, tuple((c.secret, c.workloads)
-                                                        for c in rm.consumers_of(pub.placed.intent)))
+                                                        for c in pub.consumers))
                         done = self.wave.restart(change, batch_token([record.run]))
                         rolled = done.rolled
                     record = _with(record, stage="restarted")
