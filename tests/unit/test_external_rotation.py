@@ -338,3 +338,11 @@ def test_the_pushsecret_watch_lists_then_watches_and_wakes_the_loop() -> None:
         assert not changed.wait(1.5) and kube.watches <= watches + 2, "an empty watch does not spin"
     finally:
         watch.stop()
+
+
+def test_a_published_part_of_a_template_reaches_the_templated_secret(acme_scope: Scope) -> None:
+    """reporting/orders-dsn (declared by orders-db-app) also reads orders-db-endpoint: a producer-side change of
+    the endpoint waits for the DSN Secret's part annotation, not its own marker."""
+    endpoint = published_of(acme_scope)["orders-db-endpoint"]
+    dsn = [c for c in endpoint.consumers if (c.secret.namespace, c.secret.name) == ("reporting", "orders-dsn")]
+    assert len(dsn) == 1 and dsn[0].secret.annotation.endswith("orders-db-endpoint")
