@@ -85,7 +85,7 @@ _RULES = [
     Rule("CH014", "unknown-intent", INV1, "A reference to another SecretIntent does not resolve."),
     Rule("CH015", "classification-source", INV4,
          "classification and source disagree (bootstrap needs source.bootstrap, runtime needs "
-         "source.generate, derived/config need source.publication)."),
+         "source.generate or source.existingSecret, derived/config need source.publication)."),
     Rule("CH016", "unknown-cluster", INV1,
          "spec.gitops names a cluster that no environment of the Platform declares."),
     Rule("CH017", "gitops-recipient-is-root", INV2,
@@ -217,6 +217,15 @@ _RULES = [
     Rule("CH111", "unseal-export-stale", CUSTODY,
          "The unseal-share export is sealed to another custody than the Platform declares, or a second export "
          "names the same authority: refresh it with `chamberlain authority export-shares`.", "warning"),
+    Rule("CH120", "existing-secret-keys", INV4,
+         "source.existingSecret declares no keys (only the listed keys leave the Secret), or two intents import "
+         "the same Secret (its adopt marker names one intent)."),
+    Rule("CH121", "existing-secret-tenancy", TENANCY,
+         "source.existingSecret reads a protected namespace or a platform component's Secret, or (with "
+         "spec.tenancy) a namespace its owner does not hold."),
+    Rule("CH122", "existing-secret-regenerated", INV4,
+         "An imported value (source.existingSecret) is never regenerated, but its effective rotation policy is "
+         "not static."),
 ]
 
 RULES: dict[str, Rule] = {}

@@ -212,6 +212,7 @@ def schema(
 
 def _register_subapps() -> None:
     # Imported here, after the core commands, so `chamberlain validate` never pays for server clients.
+    from chamberlain.cli.adopt_verify import adopt_app
     from chamberlain.cli.audit import audit_app
     from chamberlain.cli.authority import authority_app
     from chamberlain.cli.authority import plan as plan_cmd
@@ -236,6 +237,7 @@ def _register_subapps() -> None:
         "bootstrap": (bootstrap_app, "Phases 1-2: bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
         "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key the authority."),
         "audit": (audit_app, "Provenance of a secret and integrity of the ledger."),
+        "adopt": (adopt_app, "Bring an existing estate under the authority: verify (import existing Secrets)."),
         "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
