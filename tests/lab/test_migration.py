@@ -1,0 +1,399 @@
+"""Migration of an existing estate on the real lab (the session's demo world: kube-apiserver, the real ESO, Vault
+after the demo's handover), in its own namespaces ``legacy-*``.
+
+The estate, as a team has it before chamberlain: plain Secrets applied by hand, an ExternalSecret of its own
+(``creationPolicy: Owner``, named unlike its Secret) reading a path of the authority outside chamberlain's
+convention through a legacy SecretStore and role, a dozen workloads (objects only: the lab runs no kubelet) with
+Reloader annotations. The intents are written by hand as ``chamberlain adopt`` writes them (issue 14 contract:
+``source.existingSecret`` per Secret, rotation static, the Secret itself as the consumer).
+
+The plan, followed step by step: ``mark`` (``kubectl annotate ... chamberlain.dev/adopt=<intent>``), ``verify-import``
+(the real ``chamberlain adopt verify`` CLI), ``takeover`` (chamberlain's rendered ExternalSecrets applied; the old
+ExternalSecret released with ``creationPolicy: Orphan`` and deleted). Proven against the real servers: every Secret
+exists throughout with byte-identical data (fingerprints computed here only), ends owned by chamberlain's
+ExternalSecret with the authority's version marker, no pod template changes, one ``adopt`` ledger entry per secret
+(the chain verifies), and the canary values appear in no output, record or annotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chamberlain import wellknown as wk
+from tests.conftest import REPO_ROOT
+from tests.lab.demo_lab import World, wait_for
+
+pytestmark = pytest.mark.lab
+
+pytest.importorskip("hvac")
+kubernetes = pytest.importorskip("kubernetes")
+
+from chamberlain.audit.ledger import LedgerReader  # noqa: E402
+from chamberlain.authority.model import KubernetesRole  # noqa: E402
+from chamberlain.clock import SystemClock  # noqa: E402
+from chamberlain.service import authority  # noqa: E402
+from chamberlain.service.context import Caller, ConnectionOptions, LiveServers  # noqa: E402
+
+ESO = ("external-secrets.io", "v1")
+MOUNT, ENV, CLUSTER, OWNER = "secret", "dev", "dev1", "team-legacy"
+AUTH_MOUNT = "kubernetes-dev1"
+SHOP, BILLING, SEARCH = "legacy-shop", "legacy-billing", "legacy-search"
+LEGACY_PATH = "dev/legacy/billing-stripe"  # where the old ExternalSecret reads: outside <env>/<owner>/<name>
+OLD_ES = "stripe-from-vault"
+PEM = "-----BEGIN PRIVATE KEY-----\ncanary-LegacyPem-Zq81Lw\n-----END PRIVATE KEY-----\n"
+
+# namespace -> Secret -> data; every value a canary that must never leave the Secret and the authority
+SECRETS: dict[str, dict[str, dict[str, str]]] = {
+    SHOP: {"shop-db": {"username": "shop", "password": "canary-LegacyShopDb-7fK2pQ"},
+           "shop-api-key": {"token": "canary-LegacyShopApi-Vb93Xe"},
+           "shop-tls": {"tls.key": PEM}},
+    SEARCH: {"search-admin": {"user": "admin", "password": "canary-LegacySearch-Hw4Rt0 with: spaces & ':'"}},
+    BILLING: {"billing-stripe": {"api-key": "canary-LegacyStripe-Mm62Ud"}},  # materialized by the old ES
+}
+# workload -> (namespace, kind, the Secret it reads, its Reloader annotation)
+WORKLOADS: dict[str, tuple[str, str, str, dict[str, str]]] = {
+    "shop-web": (SHOP, "Deployment", "shop-db", {"secret.reloader.stakater.com/reload": "shop-db"}),
+    "shop-worker": (SHOP, "Deployment", "shop-db", {"reloader.stakater.com/auto": "true"}),
+    "shop-cron": (SHOP, "Deployment", "shop-db", {"reloader.stakater.com/auto": "true"}),
+    "shop-api": (SHOP, "Deployment", "shop-api-key", {"secret.reloader.stakater.com/reload": "shop-api-key"}),
+    "shop-gateway": (SHOP, "Deployment", "shop-tls", {"secret.reloader.stakater.com/reload": "shop-tls"}),
+    "shop-cache": (SHOP, "StatefulSet", "shop-db", {"reloader.stakater.com/auto": "true"}),
+    "search-api": (SEARCH, "Deployment", "search-admin", {"reloader.stakater.com/auto": "true"}),
+    "search-indexer": (SEARCH, "StatefulSet", "search-admin", {"reloader.stakater.com/auto": "true"}),
+    "search-ui": (SEARCH, "Deployment", "search-admin", {}),
+    "billing-api": (BILLING, "Deployment", "billing-stripe", {"reloader.stakater.com/auto": "true"}),
+    "billing-webhooks": (BILLING, "Deployment", "billing-stripe",
+                         {"secret.reloader.stakater.com/reload": "billing-stripe"}),
+    "billing-reports": (BILLING, "Deployment", "billing-stripe", {}),
+}
+CANARIES = sorted({m for secrets in SECRETS.values() for data in secrets.values() for v in data.values()
+                   for m in re.findall(r"canary-[A-Za-z0-9-]+", v)})
+
+
+def _intents() -> str:
+    """What `chamberlain adopt` writes for this estate (hand-written here: the contract's shape)."""
+    docs = []
+    for ns, secrets in SECRETS.items():
+        for name, data in secrets.items():
+            docs.append(f"""apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata: {{name: {name}}}
+spec:
+  owner: {OWNER}
+  purpose: Adopted from {ns}/{name} (existing estate)
+  classification: runtime
+  environments: [{ENV}]
+  source:
+    existingSecret: {{namespace: {ns}, secretName: {name}, keys: [{', '.join(json.dumps(k) for k in data)}]}}
+  rotation: {{type: static}}
+  consumers:
+    - {{namespace: {ns}, secretName: {name}}}
+""")
+    return "---\n".join(docs)
+
+
+def _fingerprint(secret: Any) -> str:
+    """sha256 over the Secret's data bytes, key by key (test-only; compared, never printed)."""
+    h = hashlib.sha256()
+    for key in sorted(secret.data or {}):
+        h.update(key.encode() + b"\0" + base64.b64decode(secret.data[key]) + b"\0")
+    return h.hexdigest()
+
+
+def _controller(secret: Any) -> str | None:
+    for ref in secret.metadata.owner_references or []:
+        if ref.controller:
+            return f"{ref.kind}/{ref.name}"
+    return None
+
+
+@dataclass
+class Watch:
+    """Polls every legacy Secret while the takeover runs: each must always exist with the same data."""
+
+    core: Any
+    expected: dict[tuple[str, str], str]
+    seen_missing: list[str] = field(default_factory=list)
+    seen_changed: list[str] = field(default_factory=list)
+    ownerless: dict[str, float] = field(default_factory=dict)  # Secret -> seconds seen with no controller
+    polls: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for (ns, name), fp in self.expected.items():
+                try:
+                    s = self.core.read_namespaced_secret(name, ns)
+                except kubernetes.client.ApiException as exc:
+                    if exc.status == 404:
+                        self.seen_missing.append(f"{ns}/{name}")
+                        continue
+                    raise
+                if _fingerprint(s) != fp:
+                    self.seen_changed.append(f"{ns}/{name}")
+                if _controller(s) is None:
+                    key = f"{ns}/{name}"
+                    self.ownerless[key] = self.ownerless.get(key, 0.0) + (now - last)
+            last = now
+            self.polls += 1
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Estate:
+    def __init__(self, w: World, repo: Path) -> None:
+        self.w, self.repo = w, repo
+        self.core = kubernetes.client.CoreV1Api(w.api)
+        self.apps = kubernetes.client.AppsV1Api(w.api)
+        self.custom = kubernetes.client.CustomObjectsApi(w.api)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        driver = "from chamberlain.cli.main import main; main()"
+        return subprocess.run([sys.executable, "-c", driver, "adopt", "verify", str(self.repo), *self.w.vault_args(),
+                               "-o", "json", *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+                              check=False)
+
+    def secret(self, ns: str, name: str) -> Any:
+        return self.core.read_namespaced_secret(name, ns)
+
+    def templates(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for name, (ns, kind, _, _) in WORKLOADS.items():
+            read = (self.apps.read_namespaced_deployment if kind == "Deployment"
+                    else self.apps.read_namespaced_stateful_set)
+            out[name] = dict(read(name, ns).spec.template.metadata.annotations or {})
+        return out
+
+    def force_sync(self, ns: str, name: str) -> None:
+        self.w.kube.annotate_external_secret(ns, name, {wk.ESO_FORCE_SYNC: f"{time.monotonic()}"})
+
+
+def _workload(name: str, ns: str, kind: str, secret: str, reloader: dict[str, str]) -> dict[str, Any]:
+    template = {"metadata": {"labels": {"app": name}, "annotations": {"legacy.example/config-rev": "3"}},
+                "spec": {"containers": [{"name": name, "image": "example.invalid/legacy:1",
+                                         "envFrom": [{"secretRef": {"name": secret}}]}]}}
+    spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": ns,
+                                                                "annotations": reloader}, "spec": spec}
+
+
+def _legacy_reader(w: World, servers: LiveServers, platform: Any) -> None:
+    """The estate's own Vault role (as a team set it up by hand): ESO's legacy-eso in legacy-billing reads the
+    old path. Written with the configurator identity, which may write policies and roles."""
+    admin = servers.configurator(platform, CLUSTER)
+    admin.policies.write("legacy-billing-read", f'path "{MOUNT}/data/{LEGACY_PATH}" {{ capabilities = ["read"] }}\n')
+    admin.auth.write_role(AUTH_MOUNT, "legacy-billing", KubernetesRole(
+        bound_service_account_names=("legacy-eso",), bound_service_account_namespaces=(BILLING,), audience="vault",
+        token_policies=("legacy-billing-read",), token_ttl=600, token_max_ttl=1200))
+
+
+def _store(w: World, name: str, ns: str, role: str, account: str) -> dict[str, Any]:
+    return {"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": name, "namespace": ns},
+            "spec": {"provider": {"vault": {
+                "server": w.lab.authority.address, "path": MOUNT, "version": "v2",
+                "caBundle": base64.b64encode(w.lab.pki.ca_pem.encode()).decode(),
+                "auth": {"kubernetes": {"mountPath": AUTH_MOUNT, "role": role,
+                                        "serviceAccountRef": {"name": account, "audiences": ["vault"]}}}}}}}
+
+
+@pytest.fixture(scope="module")
+def estate(demo_world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
+    """The legacy estate in the cluster and the authority, and the repository `adopt` would write (plus the
+    demo's own intents, so `authority configure` keeps every role the other tests use)."""
+    from chamberlain.service import load_valid
+
+    w = demo_world
+    base = tmp_path_factory.mktemp("migration")
+    repo = base / "repo"
+    shutil.copytree(w.repo, repo, ignore=shutil.ignore_patterns(".git"))
+    (repo / "intents" / "legacy.yaml").write_text(_intents(), encoding="utf-8")
+    e = Estate(w, repo)
+    platform = load_valid(repo).platform
+    assert platform is not None
+
+    for ns in SECRETS:
+        w.kube.ensure_namespace(ns)
+    for ns, secrets in SECRETS.items():
+        for name, data in secrets.items():
+            if ns != BILLING:  # kubectl apply'd by the team, no owner
+                w.kube.create_secret(ns, name, data, labels={"app.kubernetes.io/part-of": "legacy"})
+    for name, (ns, kind, secret, reloader) in WORKLOADS.items():
+        w.kube.apply_manifest(_workload(name, ns, kind, secret, reloader), "legacy-team")
+    # The ExternalSecret already reading from the authority: its value at the old path, its own store and role.
+    w.kv.write(MOUNT, LEGACY_PATH, SECRETS[BILLING]["billing-stripe"], cas=0)
+    jwt = base / "reviewer.jwt"
+    jwt.write_text(w.kube.service_account_token("vault-system", "vault-auth", [], 24 * 3600))
+    jwt.chmod(0o600)
+    conn = ConnectionOptions(vault_addr=w.lab.authority.address, vault_cacert=w.lab.pki.ca.cert,
+                             kubeconfig=w.lab.kubeconfig)
+    with LiveServers(conn, SystemClock()) as servers:
+        # chamberlain's reader roles of the legacy namespaces, as `authority configure` writes them from Git
+        authority.configure(authority.Selection(repo, None, CLUSTER, authority.ConfigureOptions(
+            audit_file=str(w.lab.authority.audit_log), token_reviewer_jwt_file=jwt)), servers,
+            Caller("lab:test", SystemClock()))
+        _legacy_reader(w, servers, platform)
+    w.kube.ensure_service_account(BILLING, "legacy-eso")
+    w.kube.apply_manifest(_store(w, "legacy-vault", BILLING, "legacy-billing", "legacy-eso"), "legacy-team")
+    w.kube.apply_manifest({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": OLD_ES, "namespace": BILLING},
+        "spec": {"refreshInterval": "1h", "secretStoreRef": {"kind": "SecretStore", "name": "legacy-vault"},
+                 "target": {"name": "billing-stripe", "creationPolicy": "Owner"},
+                 "dataFrom": [{"extract": {"key": LEGACY_PATH}}]}}, "legacy-team")
+
+    def materialized() -> bool:
+        try:
+            s = e.secret(BILLING, "billing-stripe")
+        except kubernetes.client.ApiException:
+            e.force_sync(BILLING, OLD_ES)
+            return False
+        return _controller(s) == f"ExternalSecret/{OLD_ES}"
+
+    wait_for(materialized, 60, "the legacy ExternalSecret materializes billing-stripe")
+    yield e
+    for ns in SECRETS:  # the shared world stays as the other tests know it
+        with contextlib.suppress(kubernetes.client.ApiException):
+            e.core.delete_namespace(ns)
+
+
+def _rendered_objects(e: Estate) -> dict[str, list[dict[str, Any]]]:
+    """chamberlain's rendered ESO objects of each legacy namespace, pointed at the lab's Vault (as the demo's
+    materialize does: loopback address and the lab CA)."""
+    import yaml
+
+    from chamberlain.service import repository
+
+    out = e.repo.parent / "rendered"
+    assert repository.render(e.repo, out).rendered
+    objects: dict[str, list[dict[str, Any]]] = {}
+    for ns in SECRETS:
+        docs = [d for d in yaml.safe_load_all((out / f"envs/{ENV}/{CLUSTER}/namespaces/{ns}.yaml").read_text()) if d]
+        for d in docs:
+            if d["kind"] == "SecretStore":
+                d["spec"]["provider"]["vault"]["server"] = e.w.lab.authority.address
+                d["spec"]["provider"]["vault"]["caBundle"] = base64.b64encode(e.w.lab.pki.ca_pem.encode()).decode()
+        objects[ns] = docs
+    return objects
+
+
+def test_an_estate_is_adopted_without_a_changed_value_or_a_restart(estate: Estate) -> None:
+    e, w = estate, estate.w
+    started = time.monotonic()
+    names = [(ns, name) for ns, secrets in SECRETS.items() for name in secrets]
+    before = {(ns, name): _fingerprint(e.secret(ns, name)) for ns, name in names}
+    templates = e.templates()
+    ledger = LedgerReader(w.kv, MOUNT)
+    adopt_entries = len([x for x in ledger.entries() if x.event == "adopt"])
+
+    # Without the marker nothing is imported: the person's consent comes first.
+    refused = e.cli()
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert {r["result"] for r in json.loads(refused.stdout)["imports"]} == {"not-marked"}
+    for _, name in names:
+        assert w.kv.read_metadata(MOUNT, f"{ENV}/{OWNER}/{name}") is None
+
+    # step "mark"
+    for ns, name in names:
+        e.core.patch_namespaced_secret(name, ns, {"metadata": {"annotations": {wk.ANNOTATION_ADOPT: name}}})
+    # step "verify-import": the real CLI
+    got = e.cli("--wait", "10")
+    assert got.returncode == 0, got.stdout + got.stderr
+    rows = {r["intent"]: r for r in json.loads(got.stdout)["imports"]}
+    assert {n: r["result"] for n, r in rows.items()} == {name: "adopted" for _, name in names}
+    for ns, name in names:
+        path = f"{ENV}/{OWNER}/{name}"
+        meta = w.kv.read_metadata(MOUNT, path)
+        assert meta.custom["origin"] == "adopted" and meta.custom["authority"] == "vault"
+        assert meta.custom["source"] == f"{ns}/{name}" and meta.custom["value-marker"] == rows[name]["marker"]
+        assert dict(w.kv.read(MOUNT, path).data) == SECRETS[ns][name]
+    again = e.cli()
+    assert again.returncode == 0 and {r["result"] for r in json.loads(again.stdout)["imports"]} == {"already-adopted"}
+
+    # step "takeover": chamberlain's ExternalSecrets, each Secret watched throughout
+    watch = Watch(e.core, before)
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    takeover_started = time.monotonic()
+    try:
+        for docs in _rendered_objects(e).values():
+            for doc in docs:
+                w.kube.apply_manifest(doc, "chamberlain")
+        # The old ExternalSecret lets go (ESO removes its controller reference), then it is deleted; chamberlain's
+        # ExternalSecret, refused until then (the Secret is owned by another ExternalSecret), takes the Secret.
+        e.custom.patch_namespaced_custom_object(*ESO, BILLING, "externalsecrets", OLD_ES,
+                                                {"spec": {"target": {"creationPolicy": "Orphan"}}})
+
+        def released() -> bool:
+            e.force_sync(BILLING, OLD_ES)
+            return _controller(e.secret(BILLING, "billing-stripe")) != f"ExternalSecret/{OLD_ES}"
+
+        wait_for(released, 30, "the old ExternalSecret releases billing-stripe")
+        e.custom.delete_namespaced_custom_object(*ESO, BILLING, "externalsecrets", OLD_ES)
+
+        def owned() -> bool:
+            done = True
+            for ns, name in names:
+                s = e.secret(ns, name)
+                marker = (s.metadata.annotations or {}).get(wk.ANNOTATION_VERSION_MARKER)
+                if _controller(s) != f"ExternalSecret/{name}" or marker != rows[name]["marker"]:
+                    e.force_sync(ns, name)
+                    done = False
+            return done
+
+        wait_for(owned, 45, "chamberlain's ExternalSecrets own every legacy Secret with the current marker")
+    finally:
+        watch.stop()
+        thread.join(5)
+    takeover = time.monotonic() - takeover_started
+
+    assert watch.polls > 0 and not watch.seen_missing and not watch.seen_changed, (watch.seen_missing,
+                                                                                   watch.seen_changed)
+    after = {(ns, name): _fingerprint(e.secret(ns, name)) for ns, name in names}
+    assert after == before, "every Secret keeps its data, byte for byte"
+    assert e.templates() == templates, "no pod template changed: nothing restarted"
+    with pytest.raises(kubernetes.client.ApiException):
+        e.custom.get_namespaced_custom_object(*ESO, BILLING, "externalsecrets", OLD_ES)
+
+    entries = [x for x in LedgerReader(w.kv, MOUNT).entries() if x.event == "adopt"]
+    assert len(entries) == adopt_entries + len(names)
+    assert sorted(x.secret or "" for x in entries[adopt_entries:]) == sorted(name for _, name in names)
+    assert all(x.details["source"] == f"{ns}/{x.secret}" for x in entries[adopt_entries:]
+               for ns, name in names if name == x.secret)
+    assert LedgerReader(w.kv, MOUNT).verify().ok
+
+    texts = [got.stdout, got.stderr, refused.stdout, refused.stderr, again.stdout, again.stderr]
+    texts += [x.model_dump_json() for x in entries]
+    texts += [json.dumps(dict(w.kv.read_metadata(MOUNT, f"{ENV}/{OWNER}/{n}").custom)) for _, n in names]
+    for ns, name in names:
+        s = e.secret(ns, name)
+        texts.append(json.dumps(s.metadata.annotations or {}) + json.dumps(s.metadata.labels or {}))
+        texts.append(json.dumps(e.custom.get_namespaced_custom_object(*ESO, ns, "externalsecrets", name)))
+        texts.append(str(e.core.list_namespaced_event(ns).to_dict()))
+    for text in texts:
+        for canary in CANARIES:
+            assert canary not in text
+    ownerless = round(watch.ownerless.get(f"{BILLING}/billing-stripe", 0.0), 2)
+    print(f"\n[migration] {len(names)} Secrets, {len(WORKLOADS)} workloads adopted in "
+          f"{time.monotonic() - started:.1f}s (takeover {takeover:.1f}s, {watch.polls} polls, no Secret missing or "
+          f"changed); billing-stripe had no controlling owner for ~{ownerless}s")

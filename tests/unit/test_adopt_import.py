@@ -1,0 +1,200 @@
+"""``source.existingSecret``: the model, validate's rules CH120-CH122, and the import workflow
+(:mod:`chamberlain.handover.adopt`) against the fake KV and fake Kubernetes (fakes: the real servers are in
+tests/lab/test_migration.py). A canary value must reach the authority and nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chamberlain import wellknown as wk
+from chamberlain.audit.ledger import Ledger, LedgerReader
+from chamberlain.authority.fake import FakeKV
+from chamberlain.checks.gate import validate_repository
+from chamberlain.clock import FakeClock
+from chamberlain.handover import adopt as ad
+from chamberlain.intent.model import Source
+from chamberlain.kube.fake import FakeKube
+from chamberlain.service import load_valid
+from tests.conftest import EXAMPLES
+
+CANARY = "canary-Adopt-Rk29Xq7Lm"
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+INTENT = """---
+apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata: {{name: {name}}}
+spec:
+  owner: {owner}
+  purpose: adopted from an existing Secret
+  classification: runtime
+  environments: [dev]
+  source:
+    existingSecret: {{namespace: {ns}, secretName: {secret}{keys}}}
+{rotation}  consumers:
+    - {{namespace: {ns}, secretName: {secret}}}
+"""
+
+
+def _intent(name: str = "shop-db", *, ns: str = "legacy-shop", secret: str = "shop-db",  # noqa: S107 - a name
+            owner: str = "team-legacy",
+            keys: str = ", keys: [username, password]", rotation: str = "  rotation: {type: static}\n") -> str:
+    return INTENT.format(name=name, ns=ns, secret=secret, owner=owner, keys=keys, rotation=rotation)
+
+
+def _repo(tmp_path: Path, *docs: str) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "acme", root)
+    (root / "intents" / "legacy.yaml").write_text("".join(docs), encoding="utf-8")
+    return root
+
+
+def _rules(root: Path) -> list[tuple[str, str]]:
+    return sorted((f.rule, f.message) for f in validate_repository(root).findings if f.rule.startswith("CH12"))
+
+
+def test_the_source_is_one_of_four() -> None:
+    src = Source.model_validate({"existingSecret": {"namespace": "a", "secretName": "b", "keys": ["k"]}})
+    assert src.kind == "existingSecret" and src.existing_secret is not None
+    with pytest.raises(ValueError, match="exactly one of generate, bootstrap, publication or existingSecret"):
+        Source.model_validate({"existingSecret": {"namespace": "a", "secretName": "b"},
+                               "generate": {"k": {"type": "token"}}})
+
+
+def test_a_declared_import_validates_clean(tmp_path: Path) -> None:
+    root = _repo(tmp_path, _intent())
+    assert _rules(root) == []
+    assert not validate_repository(root).blocking(strict=True)
+
+
+def test_keys_are_required_and_one_secret_has_one_importer(tmp_path: Path) -> None:
+    root = _repo(tmp_path, _intent(keys=""), _intent("shop-db-2"))
+    rules = _rules(root)
+    assert [r for r, _ in rules] == ["CH120", "CH120"]
+    assert any("declares no keys" in m for _, m in rules)
+    assert any("already imported by SecretIntent/shop-db" in m for _, m in rules)
+
+
+def test_an_import_never_reads_a_protected_namespace(tmp_path: Path) -> None:
+    root = _repo(tmp_path, _intent(ns="kube-system", secret="bootstrap-token"))
+    assert [r for r, _ in _rules(root)] == ["CH121"]
+
+
+def test_with_tenancy_only_the_holder_imports(tmp_path: Path) -> None:
+    root = _repo(tmp_path, _intent(owner="team-web"), _intent("own", ns="web", secret="own-secret", owner="team-web"))
+    platform = root / "platform.yaml"
+    platform.write_text(platform.read_text().replace(
+        "  controller: {namespace: chamberlain-system, serviceAccount: chamberlain}\n",
+        "  controller: {namespace: chamberlain-system, serviceAccount: chamberlain}\n"
+        "  tenancy:\n    platformOwners: [team-platform]\n    owners:\n"
+        "      - {name: team-web, namespaces: [web], acceptsFrom: [team-legacy]}\n"
+        "      - {name: team-legacy, namespaces: [legacy-shop]}\n"), encoding="utf-8")
+    found = [(r, m) for r, m in _rules(root)]
+    assert [r for r, _ in found] == ["CH121"]
+    assert "held by team-legacy, not team-web" in found[0][1]
+
+
+def test_an_imported_value_is_never_regenerated(tmp_path: Path) -> None:
+    root = _repo(tmp_path, _intent(rotation=""))  # the Platform default: time-based
+    [(rule, message)] = _rules(root)
+    assert rule == "CH122" and "rotation: {type: static}" in message
+
+
+# ------------------------------------------------------------------------------------------------ the workflow
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[ad.AdoptUnit, FakeKV, FakeKube, Ledger, ad.AdoptContext]:
+    repo = load_valid(_repo(tmp_path, _intent()))
+    assert repo.platform is not None
+    [unit] = ad.adopt_units(repo.platform, {p.obj.metadata.name: p.obj for p in repo.policies},
+                            [i.obj for i in repo.intents], "dev", "dev1")
+    kv = FakeKV()
+    return (unit, kv, FakeKube(), Ledger(kv, "secret", clock=FakeClock(T0), cluster="dev1"),
+            ad.AdoptContext(actor="test", run="run-1", clock=FakeClock(T0)))
+
+
+def test_the_unit_names_the_conventional_runtime_path(world: tuple) -> None:  # type: ignore[type-arg]
+    unit = world[0]
+    assert (unit.vault.full, unit.source, unit.keys) == ("secret/dev/team-legacy/shop-db", "legacy-shop/shop-db",
+                                                         ("password", "username"))
+    assert unit.policy_name == "inline" and unit.policy is not None and unit.policy.type == "static"
+
+
+def test_nothing_is_imported_without_the_marker_or_a_key(world: tuple) -> None:  # type: ignore[type-arg]
+    unit, kv, kube, ledger, ctx = world
+    assert ad.adopt(unit, kv, kube, ledger, ctx).result == "missing"
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": CANARY})
+    out = ad.adopt(unit, kv, kube, ledger, ctx)
+    assert out.result == "not-marked" and "kubectl annotate secret -n legacy-shop shop-db" in out.message
+    kube.secrets.clear()
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u"}, annotations={wk.ANNOTATION_ADOPT: "other"})
+    assert ad.adopt(unit, kv, kube, ledger, ctx).result == "not-marked"
+    kube.secrets.clear()
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u"}, annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+    out = ad.adopt(unit, kv, kube, ledger, ctx)
+    assert out.result == "held" and "password" in out.message and not out.ok
+    assert kv.read_metadata("secret", unit.vault.path) is None
+
+
+def test_a_marked_secret_is_imported_once_and_recorded(world: tuple) -> None:  # type: ignore[type-arg]
+    unit, kv, kube, ledger, ctx = world
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": CANARY, "extra": "not-declared"},
+                       annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+    out = ad.adopt(unit, kv, kube, ledger, ctx, dry_run=True)
+    assert out.result == "planned" and kv.read_metadata("secret", unit.vault.path) is None
+    out = ad.adopt(unit, kv, kube, ledger, ctx)
+    assert out.result == "adopted" and out.version == 1 and out.ledger_seq is not None
+    current = kv.read("secret", unit.vault.path)
+    assert current is not None and dict(current.data) == {"username": "u", "password": CANARY}  # declared keys only
+    custom = kv.read_metadata("secret", unit.vault.path).custom  # type: ignore[union-attr]
+    assert custom["origin"] == "adopted" and custom["source"] == "legacy-shop/shop-db"
+    assert custom["value-marker"] == out.marker and custom["policy.type"] == "static"
+    assert ad.adopted(custom)
+    # the Secret changes afterwards: the authority owns the value, nothing is read or written again
+    kube.secrets.clear()
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": "changed"},
+                       annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+    again = ad.adopt(unit, kv, kube, ledger, ctx)
+    assert again.result == "already-adopted" and again.ledger_seq == out.ledger_seq
+    assert kv.read_metadata("secret", unit.vault.path).current_version == 1  # type: ignore[union-attr]
+    entries = [e for e in LedgerReader(kv, "secret").entries() if e.event == "adopt"]
+    assert len(entries) == 1 and entries[0].details["source"] == "legacy-shop/shop-db"
+    texts = [json.dumps(out.as_dict()), json.dumps(again.as_dict()), json.dumps(custom),
+             *(e.model_dump_json() for e in entries)]
+    assert not any(CANARY in t for t in texts)
+
+
+def test_a_different_value_at_the_path_is_a_conflict(world: tuple) -> None:  # type: ignore[type-arg]
+    unit, kv, kube, ledger, ctx = world
+    kv.write("secret", unit.vault.path, {"username": "u", "password": "someone else's"}, cas=0)
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": CANARY},
+                       annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+    out = ad.adopt(unit, kv, kube, ledger, ctx)
+    assert out.result == "conflict" and CANARY not in out.message
+    assert kv.read_metadata("secret", unit.vault.path).current_version == 1  # type: ignore[union-attr]
+
+
+def test_an_interrupted_import_resumes_from_the_written_value(world: tuple,  # type: ignore[type-arg]
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    unit, kv, kube, ledger, ctx = world
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": CANARY},
+                       annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+
+    class Crash(BaseException):
+        pass
+
+    def crash(point: str) -> None:
+        if point == "adopt.write":
+            raise Crash(point)
+
+    monkeypatch.setattr(ad, "checkpoint", crash)
+    with pytest.raises(Crash):
+        ad.adopt(unit, kv, kube, ledger, ctx)
+    monkeypatch.setattr(ad, "checkpoint", lambda point: None)
+    out = ad.adopt(unit, kv, kube, ledger, ctx)
+    assert out.result == "adopted" and out.version == 1
