@@ -4,6 +4,7 @@ tests/lab/test_migration.py). A canary value must reach the authority and nothin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from datetime import UTC, datetime
@@ -17,7 +18,9 @@ from chamberlain.authority.fake import FakeKV
 from chamberlain.checks.gate import validate_repository
 from chamberlain.clock import FakeClock
 from chamberlain.handover import adopt as ad
+from chamberlain.handover import takeover as tk
 from chamberlain.intent.model import Source
+from chamberlain.kube.api import OwnerRef, SecretOwners
 from chamberlain.kube.fake import FakeKube
 from chamberlain.service import load_valid
 from tests.conftest import EXAMPLES
@@ -198,3 +201,76 @@ def test_an_interrupted_import_resumes_from_the_written_value(world: tuple,  # t
     monkeypatch.setattr(ad, "checkpoint", lambda point: None)
     out = ad.adopt(unit, kv, kube, ledger, ctx)
     assert out.result == "adopted" and out.version == 1
+
+
+# ------------------------------------------------------------------------------------------------ takeover (fakes)
+
+
+def _adopted_world(tmp_path: Path) -> tuple[tk.TakeoverUnit, FakeKV, FakeKube]:
+    repo = load_valid(_repo(tmp_path, _intent()))
+    assert repo.platform is not None
+    [unit] = tk.takeover_units(repo.platform, [i.obj for i in repo.intents], "dev", "dev1")
+    kv, kube = FakeKV(), FakeKube()
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": CANARY},
+                       annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+    [adopt_unit] = ad.adopt_units(repo.platform, {}, [i.obj for i in repo.intents], "dev", "dev1")
+    ledger = Ledger(kv, "secret", clock=FakeClock(T0), cluster="dev1")
+    out = ad.adopt(adopt_unit, kv, kube, ledger, ad.AdoptContext(actor="t", run="r", clock=FakeClock(T0)))
+    assert out.result == "adopted"
+    return unit, kv, kube
+
+
+def _our_es(kube: FakeKube, marker: str | None) -> None:
+    kube.external_secrets[("legacy-shop", "shop-db")] = {
+        "metadata": {"name": "shop-db", "uid": "uid-new", "labels": {wk.LABEL_INTENT: "shop-db"}}}
+    secret = kube.secrets[("legacy-shop", "shop-db")]
+    kube.secrets[("legacy-shop", "shop-db")] = dataclasses.replace(
+        secret, annotations={**secret.annotations, wk.ANNOTATION_VERSION_MARKER: marker or ""})
+
+
+def _ref(kind: str, name: str, controller: bool = True) -> OwnerRef:
+    return OwnerRef("external-secrets.io/v1" if kind == "ExternalSecret" else "bitnami.com/v1alpha1", kind, name,
+                    f"uid-{name}", controller)
+
+
+def test_decide_never_fights_another_controller(tmp_path: Path) -> None:
+    unit, _, _ = _adopted_world(tmp_path)
+    ours = {"metadata": {"labels": {wk.LABEL_INTENT: "shop-db"}, "uid": "u"}}
+    with pytest.raises(tk.TakeoverError, match="awaiting-apply"):
+        tk.decide(unit, None, None)
+    with pytest.raises(tk.TakeoverError, match="not chamberlain's yet"):
+        tk.decide(unit, {"metadata": {"labels": {}}}, None)
+    assert tk.decide(unit, ours, None) == ("none", None)  # ESO creates it
+    assert tk.decide(unit, ours, SecretOwners((), "1")) == ("swap", None)  # a plain Secret
+    assert tk.decide(unit, ours, SecretOwners((_ref("ExternalSecret", "shop-db"),), "1")) == ("none", None)
+    assert tk.decide(unit, ours, SecretOwners((_ref("ExternalSecret", "old"),), "1")) == (
+        "swap-and-delete-old", "ExternalSecret/old")
+    with pytest.raises(tk.TakeoverError, match=r"blocked: .* SealedSecret/shop-db"):
+        tk.decide(unit, ours, SecretOwners((_ref("SealedSecret", "shop-db"),), "1"))
+
+
+def test_a_takeover_swaps_the_controller_in_one_guarded_update(tmp_path: Path) -> None:
+    unit, kv, kube = _adopted_world(tmp_path)
+    assert tk.take_over(unit, kv, kube, timeout=0).result == "awaiting-apply"
+    marker = kv.read_metadata("secret", unit.vault.path).custom["value-marker"]  # type: ignore[union-attr]
+    _our_es(kube, marker)
+    kube.secret_owner_refs[("legacy-shop", "shop-db")] = (_ref("ExternalSecret", "old"), _ref("Foo", "x", False))
+    assert tk.take_over(unit, kv, kube, dry_run=True).result == "planned"
+    assert kube.secret_owner_refs[("legacy-shop", "shop-db")][0].name == "old"
+    out = tk.take_over(unit, kv, kube, timeout=0)
+    assert (out.result, out.previous_owner, out.data_unchanged) == ("taken-over", "ExternalSecret/old", True)
+    refs = kube.secret_owner_refs[("legacy-shop", "shop-db")]
+    assert [(r.kind, r.name, r.uid, r.controller) for r in refs] == [
+        ("Foo", "x", "uid-x", False), ("ExternalSecret", "shop-db", "uid-new", True)]
+    assert tk.take_over(unit, kv, kube, timeout=0).result == "already-owned"
+    assert CANARY not in json.dumps(out.as_dict())
+
+
+def test_a_secret_holding_another_value_is_not_taken_over(tmp_path: Path) -> None:
+    unit, kv, kube = _adopted_world(tmp_path)
+    _our_es(kube, "v2:x")
+    secret = kube.secrets[("legacy-shop", "shop-db")]
+    kube.secrets[("legacy-shop", "shop-db")] = dataclasses.replace(secret, data={**secret.data, "extra": "k"})
+    out = tk.take_over(unit, kv, kube, timeout=0)
+    assert out.result == "would-change" and not out.ok
+    assert ("legacy-shop", "shop-db") not in kube.secret_owner_refs

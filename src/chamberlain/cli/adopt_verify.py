@@ -1,8 +1,9 @@
-"""``chamberlain adopt verify REPO``: the values already in cluster Secrets (``source.existingSecret``) come under
-the authority, once. A thin command over :mod:`chamberlain.service.adoption`.
+"""``chamberlain adopt verify REPO`` (the values already in cluster Secrets, ``source.existingSecret``, come under the
+authority, once) and ``chamberlain adopt takeover REPO`` (chamberlain's ExternalSecrets take their consumer Secrets
+over with no window). Thin commands over :mod:`chamberlain.service.adoption`.
 
-``adopt_verify_cmd`` is the command; ``adopt_app`` a group holding it as ``verify`` until the ``adopt`` command
-(reading an estate, writing intents and a plan) joins the same group.
+``adopt_app`` holds them as ``verify`` and ``takeover`` until the ``adopt`` command (reading an estate, writing
+intents and a plan) joins the same group.
 
 Exit 0 when every selected value is adopted (now or before), 1 when one is refused by the state of things (no
 adopt marker, Secret or key missing, the path holding another value), 2 on usage errors. Never prints a value.
@@ -63,5 +64,48 @@ def adopt_verify_cmd(
     raise typer.Exit(0 if result.ok else 1)
 
 
+@target_options()
+def adopt_takeover_cmd(
+    path: RepoPath,
+    target: Target = GROUPED,
+    only: Annotated[list[str] | None, typer.Option(
+        "--intent", "-i", help="Only this intent (repeatable); default: every source.existingSecret intent.",
+        show_default=False)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for ESO per Secret.")] = 60.0,
+    dry_run: DryRun = False,
+    output: ListOutput = ListFormat.text,
+) -> None:
+    """chamberlain's ExternalSecrets take over the consumer Secrets of adopted values, with no window.
+
+    Per consumer Secret, once `adopt verify` imported its value and GitOps applied chamberlain's ExternalSecret:
+    checks (in memory) that the Secret holds exactly what that ExternalSecret will write, then replaces the
+    Secret's controller reference in one guarded update (a plain Secret gets one; an old ExternalSecret is deleted
+    after it lost the Secret), forces ESO to sync and waits for the authority's version marker. A Secret
+    controlled by anything else is left alone. The data never changes; no value is printed.
+
+    Example: chamberlain adopt takeover ./repo -e dev --cluster dev1
+    """
+    from chamberlain.service.adoption import takeover
+
+    with LiveServers(target.conn, clock()) as servers:
+        result = takeover(Path(path), servers, environment=target.environment, cluster=target.cluster,
+                          only=set(only) if only else None, dry_run=dry_run, timeout=timeout)
+    data = result.as_dict()
+    if not emit_data(data, output):
+        for row in data["takeovers"]:
+            text = f"{row['result']:<14} {row['secret']} <- {row['path']} ({row['intent']})"
+            if is_wide(output):
+                text += f"  was {row['previousOwner'] or 'unowned'}  data unchanged {row['dataUnchanged']}"
+            line(text)
+            if not result.ok and row["result"] in ("not-imported", "awaiting-apply", "would-change", "blocked",
+                                                   "timeout"):
+                line(f"  {row['message']}", err=True)
+        if not data["takeovers"]:
+            line("no consumer Secrets of source.existingSecret intents in the selected environment and cluster",
+                 err=True)
+    raise typer.Exit(0 if result.ok else 1)
+
+
 adopt_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 adopt_app.command("verify")(adopt_verify_cmd)
+adopt_app.command("takeover")(adopt_takeover_cmd)

@@ -237,7 +237,8 @@ def _register_subapps() -> None:
         "bootstrap": (bootstrap_app, "Phases 1-2: bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
         "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key the authority."),
         "audit": (audit_app, "Provenance of a secret and integrity of the ledger."),
-        "adopt": (adopt_app, "Bring an existing estate under the authority: verify (import existing Secrets)."),
+        "adopt": (adopt_app, "Bring an existing estate under the authority: verify (import existing Secrets), "
+                           "takeover (chamberlain's ExternalSecrets own them)."),
         "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),

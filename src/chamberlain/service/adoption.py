@@ -19,6 +19,7 @@ from chamberlain.service.repository import load_platform
 
 if TYPE_CHECKING:
     from chamberlain.handover.adopt import AdoptOutcome
+    from chamberlain.handover.takeover import TakeoverOutcome
     from chamberlain.service.context import Caller, Servers
 
 
@@ -79,4 +80,37 @@ def verify(root: Path, servers: Servers, caller: Caller, *, environment: str | N
     return AdoptVerifyResult(caller.run, dry_run, [done[u.intent] for u in units])
 
 
-__all__ = ["AdoptVerifyResult", "verify"]
+@dataclass
+class TakeoverResult:
+    dry_run: bool
+    outcomes: list[TakeoverOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dryRun": self.dry_run, "ok": self.ok, "takeovers": [o.as_dict() for o in self.outcomes]}
+
+
+def takeover(root: Path, servers: Servers, *, environment: str | None = None, cluster: str | None = None,
+             only: set[str] | None = None, dry_run: bool = False, timeout: float = 60.0) -> TakeoverResult:
+    """chamberlain's ExternalSecrets take over the consumer Secrets of the adopted values, one by one, with no
+    moment without a controller and no change of data (:mod:`chamberlain.handover.takeover`)."""
+    from chamberlain.handover import select_cluster
+    from chamberlain.handover.takeover import take_over, takeover_units
+
+    repo, platform = load_platform(root)
+    chosen, envs = select_cluster(platform, environment, cluster)
+    env = environment or (envs[0] if len(envs) == 1 else None)
+    if env is None:
+        from chamberlain.errors import UsageError
+
+        raise UsageError(f"pass --environment: cluster {chosen} serves {', '.join(envs)}")
+    units = takeover_units(platform, [i.obj for i in repo.intents], env, chosen, only)
+    kube = servers.kube()
+    kv = servers.orchestrator(platform, chosen).kv
+    return TakeoverResult(dry_run, [take_over(u, kv, kube, dry_run=dry_run, timeout=timeout) for u in units])
+
+
+__all__ = ["AdoptVerifyResult", "TakeoverResult", "takeover", "verify"]
