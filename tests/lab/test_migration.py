@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from chamberlain import wellknown as wk
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, CliResult, run_cli
 from tests.lab.demo_lab import World, wait_for
 
 pytestmark = pytest.mark.lab
@@ -163,11 +163,16 @@ class Estate:
         self.apps = kubernetes.client.AppsV1Api(w.api)
         self.custom = kubernetes.client.CustomObjectsApi(w.api)
 
-    def cli(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, command: str, *args: str, child: bool = True) -> CliResult:
+        """``chamberlain adopt COMMAND``: the real CLI in a child process, or (``child=False``, for the quick
+        checks) through ``main()`` in this one."""
+        argv = ["adopt", command, str(self.repo), *self.w.vault_args(), "-o", "json", *args]
+        if not child:
+            return run_cli(*argv)
         driver = "from chamberlain.cli.main import main; main()"
-        return subprocess.run([sys.executable, "-c", driver, "adopt", command, str(self.repo), *self.w.vault_args(),
-                               "-o", "json", *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
-                              check=False)
+        proc = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True, timeout=120,
+                              cwd=REPO_ROOT, check=False)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     def secret(self, ns: str, name: str) -> Any:
         return self.core.read_namespaced_secret(name, ns)
@@ -306,9 +311,9 @@ def test_an_estate_is_adopted_without_a_changed_value_or_a_restart(estate: Estat
     adopt_entries = len([x for x in ledger.entries() if x.event == "adopt"])
 
     # Without the marker nothing is imported: the person's consent comes first.
-    refused = e.cli("verify")
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert {r["result"] for r in json.loads(refused.stdout)["imports"]} == {"not-marked"}
+    refused = e.cli("verify", child=False)
+    assert refused.code == 1, refused.out + refused.err
+    assert {r["result"] for r in json.loads(refused.out)["imports"]} == {"not-marked"}
     for _, name in names:
         assert w.kv.read_metadata(MOUNT, f"{ENV}/{OWNER}/{name}") is None
 
@@ -317,8 +322,8 @@ def test_an_estate_is_adopted_without_a_changed_value_or_a_restart(estate: Estat
         e.core.patch_namespaced_secret(name, ns, {"metadata": {"annotations": {wk.ANNOTATION_ADOPT: name}}})
     # step "verify-import": the real CLI
     got = e.cli("verify", "--wait", "10")
-    assert got.returncode == 0, got.stdout + got.stderr
-    rows = {r["intent"]: r for r in json.loads(got.stdout)["imports"]}
+    assert got.code == 0, got.out + got.err
+    rows = {r["intent"]: r for r in json.loads(got.out)["imports"]}
     assert {n: r["result"] for n, r in rows.items()} == {name: "adopted" for _, name in names}
     for ns, name in names:
         path = f"{ENV}/{OWNER}/{name}"
@@ -326,8 +331,8 @@ def test_an_estate_is_adopted_without_a_changed_value_or_a_restart(estate: Estat
         assert meta.custom["origin"] == "adopted" and meta.custom["authority"] == "vault"
         assert meta.custom["source"] == f"{ns}/{name}" and meta.custom["value-marker"] == rows[name]["marker"]
         assert dict(w.kv.read(MOUNT, path).data) == SECRETS[ns][name]
-    again = e.cli("verify")
-    assert again.returncode == 0 and {r["result"] for r in json.loads(again.stdout)["imports"]} == {"already-adopted"}
+    again = e.cli("verify", child=False)
+    assert again.code == 0 and {r["result"] for r in json.loads(again.out)["imports"]} == {"already-adopted"}
 
     # step "takeover": chamberlain's ExternalSecrets, each Secret watched throughout
     watch = Watch(e.core, before)
@@ -342,8 +347,8 @@ def test_an_estate_is_adopted_without_a_changed_value_or_a_restart(estate: Estat
         # replaces the controller reference in one guarded update, then deletes the old ExternalSecret.
         applied = time.monotonic() - takeover_started
         took = e.cli("takeover", "--timeout", "30")
-        assert took.returncode == 0, took.stdout + took.stderr
-        moved = {r["secret"]: r for r in json.loads(took.stdout)["takeovers"]}
+        assert took.code == 0, took.out + took.err
+        moved = {r["secret"]: r for r in json.loads(took.out)["takeovers"]}
         assert moved[f"{BILLING}/billing-stripe"]["previousOwner"] == f"ExternalSecret/{OLD_ES}"
         for ns, name in names:  # ESO may have adopted a plain Secret (no controller) as soon as it was applied
             row = moved[f"{ns}/{name}"]
@@ -370,8 +375,8 @@ def test_an_estate_is_adopted_without_a_changed_value_or_a_restart(estate: Estat
                for ns, name in names if name == x.secret)
     assert LedgerReader(w.kv, MOUNT).verify().ok
 
-    texts = [got.stdout, got.stderr, refused.stdout, refused.stderr, again.stdout, again.stderr, took.stdout,
-             took.stderr]
+    texts = [got.out, got.err, refused.out, refused.err, again.out, again.err, took.out,
+             took.err]
     texts += [x.model_dump_json() for x in entries]
     texts += [json.dumps(dict(w.kv.read_metadata(MOUNT, f"{ENV}/{OWNER}/{n}").custom)) for _, n in names]
     for ns, name in names:
