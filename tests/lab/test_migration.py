@@ -246,8 +246,13 @@ def _adopt(e: Estate, base: Path) -> list[dict[str, str]]:
         (e.repo / "intents" / "legacy.yaml").write_text(_hand_intents(), encoding="utf-8")
         return _hand_plan(e.repo)
     out = base / "adopted"
+    # The demo's Platform, without its default rotation policy (declared in the demo's policies/, which adopt's
+    # repository does not hold; every adopted intent declares rotation static anyway).
+    platform = base / "platform.yaml"
+    platform.write_text("".join(line for line in (e.repo / "platform.yaml").read_text().splitlines(keepends=True)
+                                if "rotationPolicy:" not in line), encoding="utf-8")
     got = run_cli("adopt", "--from-cluster", *(a for ns in SECRETS for a in ("-n", ns)), "--out", str(out),
-                  "--platform", str(e.repo / "platform.yaml"), "-e", ENV, "-c", CLUSTER,
+                  "--platform", str(platform), "-e", ENV, "-c", CLUSTER,
                   "--kubeconfig", str(e.w.lab.kubeconfig), "-o", "json")
     assert got.code == 0, got.out + got.err
     for canary in CANARIES:

@@ -274,3 +274,32 @@ def test_a_secret_holding_another_value_is_not_taken_over(tmp_path: Path) -> Non
     out = tk.take_over(unit, kv, kube, timeout=0)
     assert out.result == "would-change" and not out.ok
     assert ("legacy-shop", "shop-db") not in kube.secret_owner_refs
+
+
+def test_adopt_verify_then_an_upstream_issued_value_is_imported(tmp_path: Path) -> None:
+    """The use case over the fake servers (FakeServers, ESOKube): `adopt verify` records the value, and a value
+    the provider reissues later goes in with `chamberlain import`, as for a handed-over bootstrap secret."""
+    from chamberlain.service import adoption
+    from chamberlain.service.context import Caller
+    from chamberlain.service.importing import ImportRequest, import_value
+    from tests.unit.test_service import ESOKube, FakeServers
+
+    root = _repo(tmp_path, _intent())
+    kv = FakeKV()
+    kube = ESOKube(kv, {("legacy-shop", "shop-db"): "secret/dev/team-legacy/shop-db"})
+    kube.external_secrets[("legacy-shop", "shop-db")] = {"metadata": {"name": "shop-db"}}
+    kube.create_secret("legacy-shop", "shop-db", {"username": "u", "password": "old-value-Lp2"},
+                       annotations={wk.ANNOTATION_ADOPT: "shop-db"})
+    servers = FakeServers(kv=kv, fake_kube=kube)
+    caller = Caller("cli:alice", FakeClock(T0), "run-1")
+    dry = adoption.verify(root, servers, caller, environment="dev", cluster="dev1", dry_run=True)
+    assert [o.result for o in dry.outcomes] == ["planned"]
+    assert kv.read_metadata("secret", "dev/team-legacy/shop-db") is None
+    done = adoption.verify(root, servers, caller, environment="dev", cluster="dev1")
+    assert done.ok and [o.result for o in done.outcomes] == ["adopted"]
+    new = {"username": "u", "password": CANARY}
+    got = import_value(ImportRequest(root=root, name="shop-db", environment="dev", cluster="dev1",
+                                     raw=json.dumps(new).encode(), source="new.json", max_wait=0.0), servers, caller)
+    assert got.ok and got.result == "imported", got.as_dict()
+    assert dict(kv.read("secret", "dev/team-legacy/shop-db").data) == new  # type: ignore[union-attr]
+    assert CANARY not in json.dumps(got.as_dict()) + json.dumps(done.as_dict())
