@@ -194,7 +194,7 @@ def take_over(unit: TakeoverUnit, kv: KV, kube: TakeoverKube, *, dry_run: bool =
         raise TakeoverError(f"Secret {unit.target} kept changing; re-run")
     deadline = time.monotonic() + timeout
     while True:
-        kube.annotate_external_secret(c.namespace, c.secret_name, {wk.ESO_FORCE_SYNC: f"takeover-{time.time()}"})
+        kube.annotate_external_secret(c.namespace, c.secret_name, {wk.ESO_FORCE_SYNC: f"takeover-{time.monotonic()}"})
         annotations = kube.get_secret_annotations(c.namespace, c.secret_name) or {}
         owners = kube.get_secret_owners(c.namespace, c.secret_name)
         ctrl = owners.controller if owners is not None else None
