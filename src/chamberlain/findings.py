@@ -85,7 +85,7 @@ _RULES = [
     Rule("CH014", "unknown-intent", INV1, "A reference to another SecretIntent does not resolve."),
     Rule("CH015", "classification-source", INV4,
          "classification and source disagree (bootstrap needs source.bootstrap, runtime needs "
-         "source.generate, derived/config need source.publication)."),
+         "source.generate or source.existingSecret, derived/config need source.publication)."),
     Rule("CH016", "unknown-cluster", INV1,
          "spec.gitops names a cluster that no environment of the Platform declares."),
     Rule("CH017", "gitops-recipient-is-root", INV2,
@@ -232,6 +232,15 @@ _RULES = [
     Rule("CH119", "property-name", INV1,
          "A key of a secret's value is another spelling of a conventional property name (user for username, url "
          "for uri, ...) and spec.propertyNames does not declare it.", "warning"),
+    Rule("CH120", "existing-secret-keys", INV4,
+         "source.existingSecret declares no keys (only the listed keys leave the Secret), or two intents import "
+         "the same Secret (its adopt marker names one intent)."),
+    Rule("CH121", "existing-secret-tenancy", TENANCY,
+         "source.existingSecret reads a protected namespace or a platform component's Secret, or (with "
+         "spec.tenancy) a namespace its owner does not hold."),
+    Rule("CH122", "existing-secret-regenerated", INV4,
+         "An imported value (source.existingSecret) is never regenerated, but its effective rotation policy is "
+         "not static."),
 ]
 
 RULES: dict[str, Rule] = {}

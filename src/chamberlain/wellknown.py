@@ -28,6 +28,8 @@ ORIGIN: Final = "origin"  # "bootstrap" (handed over) or "generated" (created in
 HANDED_OVER_AT: Final = "handed-over-at"
 SOURCE: Final = "source"  # <namespace>/<name> of the bootstrap Secret that was handed over
 SOURCE_CLUSTER: Final = "source-cluster"
+ORIGIN_ADOPTED: Final = "adopted"  # origin of a value imported from an existing Secret (source.existingSecret)
+ADOPTED_AT: Final = "adopted-at"
 VALUE_MARKER: Final = "value-marker"  # non-reversible marker of the version chamberlain wrote
 VALUE_VERSION: Final = "value-version"
 LEDGER_SEQ: Final = "ledger-seq"  # the ledger entry recording the transfer (or creation)
@@ -108,6 +110,8 @@ ANNOTATION_VERSION_MARKER: Final = PREFIX + "version-marker"
 # on templated consumer Secrets: one annotation per part, <prefix><intent> = that intent's value-marker (the
 # intent name is a DNS label, so it fits the 63-character name part of an annotation key)
 ANNOTATION_PART_MARKER_PREFIX: Final = "parts." + PREFIX
+# on an existing Secret: "import my value into this intent" (source.existingSecret; set by a person, never by us)
+ANNOTATION_ADOPT: Final = PREFIX + "adopt"
 # on retired bootstrap Secrets
 ANNOTATION_CONSUMED: Final = PREFIX + "consumed"
 ANNOTATION_AUTHORITY: Final = PREFIX + "authority"

@@ -32,7 +32,7 @@ from chamberlain.adopt.write import MARKER
 from chamberlain.authority.fake import FakeKV
 from chamberlain.intent.model import Source
 from chamberlain.kube.api import KubeForbidden
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import EXAMPLES, REPO_ROOT, run_cli
 
 ESTATE = REPO_ROOT / "tests" / "fixtures" / "adopt" / "estate"
 RECIPIENT = "age1alv9cmp24g55wasnmzrfm3rspphz5u8ay6e5ujdujr99yf27xyssrczjjk"
@@ -625,3 +625,19 @@ def test_a_single_file_is_an_estate_too(tmp_path: Path) -> None:
     shutil.copy(ESTATE / "secrets.yaml", tmp_path / "one.yaml")
     estate = read_directory(tmp_path / "one.yaml")
     assert {s.where for s in estate.problems} == set() and len(estate.secrets) == 8
+
+
+def test_a_platform_file_carries_the_policy_it_names_or_adopt_says_what_is_missing(tmp_path: Path) -> None:
+    platform = (EXAMPLES / "acme" / "platform.yaml").read_text()
+    alone = tmp_path / "alone.yaml"
+    alone.write_text(platform)
+    result = run_cli("adopt", "--from-manifests", str(ESTATE), "--out", str(tmp_path / "a"), "--platform",
+                     str(alone))
+    assert result.code == 2 and "default rotation policy 'standard'" in result.out + result.err
+    both = tmp_path / "both.yaml"
+    both.write_text(platform.rstrip("\n") + "\n---\n"
+                    + (EXAMPLES / "acme" / "policies" / "rotation.yaml").read_text())
+    result = run_cli("adopt", "--from-manifests", str(ESTATE), "--out", str(tmp_path / "b"), "--platform",
+                     str(both), "-e", "dev", "-c", "dev1")
+    assert result.code in (0, 1) and "default rotation policy" not in result.out + result.err
+    assert run_cli("validate", str(tmp_path / "b")).code == 0

@@ -6,9 +6,10 @@ Five actions, in this order (docs/adoption.md explains each; the migration mecha
 mark            annotate each Secret to import with ``chamberlain.dev/adopt=<intent>``: the explicit consent the
                 one-time import needs (nothing changes for its readers)
 apply           render the generated repository and let GitOps apply it: the authority gets its policies and
-                the import runs inside the cluster (consumers still read the old Secrets)
-verify-import   ``chamberlain adopt verify``: wait until every imported value is in the authority, ledger entry
-                ``adopt`` each; the gate for everything after it
+                roles (consumers still read the old Secrets)
+verify-import   ``chamberlain adopt verify``: the one-time import of each marked Secret's declared keys into the
+                authority (check-and-set, never a file or output), ledger entry ``adopt`` each; the gate for
+                everything after it
 takeover        per intent (``adopt takeover --intent``): chamberlain's ExternalSecret replaces each consumer Secret's
                 old writer (ExternalSecret, plain manifest; a SealedSecret is released first) with no window with
                 no owner; the data never changes, so nothing restarts
@@ -71,12 +72,12 @@ def steps(adoption: Adoption, repo: str) -> list[Step]:
     out.append(Step("apply", "apply", "Repository", "", repo, "",
                     _q("chamberlain", "render", repo, "-o", f"{repo}/rendered"),
                     "commit the rendered output so Flux/Argo CD applies it (on the lab: chamberlain apply "
-                    f"{repo} -c {s.cluster}): the authority gets the policies and the one-time imports run; "
-                    "consumers still read their old Secrets"))
+                    f"{repo} -c {s.cluster}): the authority gets the policies and roles; consumers still read "
+                    "their old Secrets"))
     out.append(Step("verify-import", "verify-import", "Repository", "", repo, "",
                     _q("chamberlain", "adopt", "verify", repo, *target),
-                    "waits until every imported value is in the authority (ledger entry adopt each); nothing "
-                    "below runs before it passes"))
+                    "imports each marked Secret's declared keys into the authority once (ledger entry adopt "
+                    "each); nothing below runs before it passes"))
     for a in adoption.adopted:
         for c in a.consumers:
             kind, wns, wname = c.writer
@@ -213,7 +214,7 @@ def guide(adoption: Adoption, repo: str, read: list[str]) -> str:
     lines += ["", "## Intents", "",
               "| intent | owner (from) | origin | path | consumers: restart |", "| --- | --- | --- | --- | --- |"]
     for a in adoption.adopted:
-        consumers = "; ".join(f"{c.namespace}/{c.secret_name}: "
+        consumers = "; ".join(f"{c.namespace}/{c.secret_name} restarts "
                               f"{', '.join(f'{r.kind}/{r.name}' for r in c.restart) or 'none'}" for c in a.consumers)
         path = a.path + (f" (copied from {a.copied_from})" if a.copied_from else "")
         lines.append(f"| {a.intent} | {a.owner} ({_md(a.owner_from)}) | {a.origin} | {path} | {_md(consumers)} |")

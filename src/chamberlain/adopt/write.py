@@ -45,12 +45,21 @@ def load_platform(path: Path) -> tuple[Platform, str]:
         raise UsageError(f"--platform {path}: cannot read it ({type(exc).__name__})") from None
     except yaml.YAMLError:
         raise UsageError(f"--platform {path}: not valid YAML (chamberlain validate shows where)") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict) or docs[0].get("kind") != "Platform":
-        raise UsageError(f"--platform {path}: expected a file with exactly one Platform document")
+    kinds = [d.get("kind") if isinstance(d, dict) else None for d in docs]
+    if kinds.count("Platform") != 1 or any(k not in ("Platform", "RotationPolicy") for k in kinds):
+        raise UsageError(f"--platform {path}: expected one Platform document, and optionally the RotationPolicy "
+                         "documents it names")
     try:
-        return Platform.model_validate(docs[0]), text
+        platform = Platform.model_validate(docs[kinds.index("Platform")])
     except ValueError:
         raise UsageError(f"--platform {path}: not a valid Platform (chamberlain validate shows why)") from None
+    default = platform.spec.defaults.rotation_policy
+    policies = {str((d.get("metadata") or {}).get("name")) for d in docs if d.get("kind") == "RotationPolicy"}
+    if default is not None and default not in policies:
+        # The generated repository must validate on its own (CH011): the default policy travels with the Platform.
+        raise UsageError(f"--platform {path}: the Platform's default rotation policy {default!r} is not in the "
+                         "file; add that RotationPolicy document to it (adopted intents need it to validate)")
+    return platform, text
 
 
 def _dump(data: Mapping[str, Any]) -> str:

@@ -72,6 +72,7 @@ Event = Literal[
     "decommission-undo",  # chamberlain retire --undo: the soft-deleted versions restored
     "decommission-purge",  # the undo window passed: every version and the metadata removed
     "env-teardown",  # chamberlain env down: an ephemeral instance's secrets removed
+    "adopt",  # chamberlain adopt verify: a value already in a cluster Secret imported (source.existingSecret)
 ]
 Result = Literal["ok", "failed", "noop"]
 

@@ -115,7 +115,7 @@ def classification_source(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         spec = item.obj.spec
         wanted = _SOURCE_FOR_CLASS[spec.classification]
-        if spec.source.kind != wanted:
+        if spec.source.kind != wanted and not (spec.source.kind == "existingSecret" and wanted == "generate"):
             yield Finding(
                 item.file, item.line_of("spec", "source"), "CH015",
                 f"{_label(item)}: classification {spec.classification!r} needs source.{wanted}, "
@@ -159,6 +159,8 @@ def source_keys(intent: SecretIntent, bootstrap_keys: Mapping[str, frozenset[str
         return frozenset(keys)
     if source.bootstrap is not None:
         return bootstrap_keys.get(intent.metadata.name)
+    if source.existing_secret is not None:
+        return frozenset(source.existing_secret.keys) if source.existing_secret.keys is not None else None
     assert source.publication is not None
     return frozenset(source.publication.keys) if source.publication.keys is not None else None
 

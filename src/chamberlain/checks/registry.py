@@ -25,6 +25,7 @@ CHECK_MODULES = (
     "chamberlain.checks.pki",
     "chamberlain.checks.unseal",
     "chamberlain.checks.templates",
+    "chamberlain.checks.adoption",
 )
 
 

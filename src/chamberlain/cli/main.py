@@ -213,6 +213,7 @@ def schema(
 def _register_subapps() -> None:
     # Imported here, after the core commands, so `chamberlain validate` never pays for server clients.
     from chamberlain.cli.adopt import adopt_app
+    from chamberlain.cli.adopt_verify import adopt_takeover_cmd, adopt_verify_cmd
     from chamberlain.cli.audit import audit_app
     from chamberlain.cli.authority import authority_app
     from chamberlain.cli.authority import plan as plan_cmd
@@ -237,8 +238,8 @@ def _register_subapps() -> None:
         "bootstrap": (bootstrap_app, "Phases 1-2: bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
         "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key the authority."),
         "audit": (audit_app, "Provenance of a secret and integrity of the ledger."),
-        "adopt": (adopt_app, "Bring an existing estate under intent: intents and a migration plan, values never "
-                             "read."),
+        "adopt": (adopt_app, "Bring an existing estate under intent: intents and a migration plan "
+                             "(values never read), then verify (import) and takeover."),
         "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
         "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
         "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
@@ -251,6 +252,8 @@ def _register_subapps() -> None:
     commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
                 "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
                 "retire": retire_cmd, "backup": backup_cmd, "restore": restore_cmd}
+    adopt_app.command("verify")(adopt_verify_cmd)
+    adopt_app.command("takeover")(adopt_takeover_cmd)
     for name, (sub_app, help_) in groups.items():
         app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():

@@ -390,36 +390,55 @@ class PublicationSource(Model):
     keys: list[SecretKey] | None = Field(default=None, description="keys to publish; default: all")
 
 
+
+
+class ExistingSecretSource(Model):
+    """A value that already lives in a cluster Secret, imported once into the intent's runtime path by
+    ``chamberlain adopt verify`` (in memory, as a handover does: never through a file or the output). The Secret
+    must carry the annotation ``chamberlain.dev/adopt: <intent-name>``; after the import the authority owns the
+    value and it is never regenerated (docs/adoption-import.md)."""
+
+    namespace: DnsLabel = Field(description="the namespace of the existing Secret")
+    secret_name: DnsSubdomain
+    keys: list[SecretKey] | None = Field(
+        default=None, description="the keys to import (required, CH120): only these leave the Secret")
+
+
 class Source(Model):
-    """Exactly one of ``generate``, ``bootstrap`` or ``publication``."""
+    """Exactly one of ``generate``, ``bootstrap``, ``publication`` or ``existingSecret``."""
 
     model_config = ConfigDict(
         **Model.model_config,
         json_schema_extra={
-            "oneOf": [{"required": ["generate"]}, {"required": ["bootstrap"]}, {"required": ["publication"]}]
+            "oneOf": [{"required": ["generate"]}, {"required": ["bootstrap"]}, {"required": ["publication"]},
+                      {"required": ["existingSecret"]}]
         },
     )
 
     generate: dict[SecretKey, Generator] | None = Field(default=None, min_length=1)
     bootstrap: BootstrapSource | None = None
     publication: PublicationSource | None = None
+    existing_secret: ExistingSecretSource | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
-        given = [n for n in ("generate", "bootstrap", "publication") if getattr(self, n) is not None]
+        given = [n for n in ("generate", "bootstrap", "publication", "existing_secret")
+                 if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "source needs exactly one of generate, bootstrap or publication"
-                + (f" (got {', '.join(given)})" if given else "")
+                "source needs exactly one of generate, bootstrap, publication or existingSecret"
+                + (f" (got {', '.join(to_camel(g) for g in given)})" if given else "")
             )
         return self
 
     @property
-    def kind(self) -> Literal["generate", "bootstrap", "publication"]:
+    def kind(self) -> Literal["generate", "bootstrap", "publication", "existingSecret"]:
         if self.generate is not None:
             return "generate"
         if self.bootstrap is not None:
             return "bootstrap"
+        if self.existing_secret is not None:
+            return "existingSecret"
         return "publication"
 
 

@@ -138,6 +138,41 @@ class SecretOwnership:
     owners: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class OwnerRef:
+    """One ownerReference of an object (metadata only)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool = False
+
+
+@dataclass(frozen=True)
+class SecretOwners:
+    """A Secret's ownerReferences and the resourceVersion they were read at (the precondition of a change)."""
+
+    owners: tuple[OwnerRef, ...]
+    resource_version: str
+
+    @property
+    def controller(self) -> OwnerRef | None:
+        return next((o for o in self.owners if o.controller), None)
+
+
+class KubeTakeover(Protocol):
+    """What ``adopt takeover`` needs: a Secret's owners read as metadata only (never its data), and its controller
+    replaced in one update guarded by the resourceVersion read (so the Secret is never without one)."""
+
+    def get_secret_owners(self, namespace: str, name: str) -> SecretOwners | None: ...
+
+    def set_secret_controller(self, namespace: str, name: str, controller: OwnerRef, resource_version: str) -> None:
+        """Replace the controller ownerReference (other owners are kept); :class:`KubeConflict` when the Secret
+        changed since ``resource_version``."""
+        ...
+
+
 class KubePropagation(Protocol):
     """What propagation needs: poke ExternalSecrets, read consumer Secrets' metadata (never their data) and patch
     workloads' pod templates. Kept apart from :class:`Kube` so the narrow handover fakes need not grow."""

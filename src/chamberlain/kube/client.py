@@ -32,7 +32,9 @@ from chamberlain.kube.api import (
     KubeSecret,
     KubeUnavailable,
     LeaseRecord,
+    OwnerRef,
     PodTemplateState,
+    SecretOwners,
     SecretOwnership,
     WatchEvent,
     WorkloadKind,
@@ -591,6 +593,30 @@ class KubeClient:
         owners = tuple((str(o.get("kind", "")), str(o.get("name", "")))
                        for o in meta.get("ownerReferences") or () if isinstance(o, dict))
         return SecretOwnership(dict(meta.get("labels") or {}), owners)
+
+    # ------------------------------------------------------------------ takeover (KubeTakeover)
+
+    def get_secret_owners(self, namespace: str, name: str) -> SecretOwners | None:
+        meta = self._secret_metadata(namespace, name)
+        if meta is None:
+            return None
+        owners = tuple(OwnerRef(str(o.get("apiVersion", "")), str(o.get("kind", "")), str(o.get("name", "")),
+                                str(o.get("uid", "")), bool(o.get("controller")))
+                       for o in meta.get("ownerReferences") or () if isinstance(o, dict))
+        return SecretOwners(owners, str(meta.get("resourceVersion", "")))
+
+    def set_secret_controller(self, namespace: str, name: str, controller: OwnerRef, resource_version: str) -> None:
+        current = self.get_secret_owners(namespace, name)
+        if current is None:
+            raise KubeNotFound(f"Secret {namespace}/{name}: not found")
+        refs: list[dict[str, object]] = [{"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid}
+                for o in current.owners if not o.controller]
+        refs.append({"apiVersion": controller.api_version, "kind": controller.kind, "name": controller.name,
+                     "uid": controller.uid, "controller": True, "blockOwnerDeletion": True})
+        # A JSON merge patch replaces the whole list; the resourceVersion in the body makes it conditional.
+        body = {"metadata": {"resourceVersion": resource_version, "ownerReferences": refs}}
+        self._call(f"Secret {namespace}/{name} (owner)", lambda: self._core.patch_namespaced_secret(
+            name, namespace, body, _content_type=_MERGE_PATCH))
 
     def _secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
         def read() -> Any:

@@ -25,7 +25,9 @@ from chamberlain.kube.api import (
     KubeSecret,
     KubeUnavailable,
     LeaseRecord,
+    OwnerRef,
     PodTemplateState,
+    SecretOwners,
     SecretOwnership,
     WatchEvent,
     WorkloadKind,
@@ -65,6 +67,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.secrets: dict[tuple[str, str], KubeSecret] = {}
         self.secret_owners: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # (kind, name) ownerReferences
+        self.secret_owner_refs: dict[tuple[str, str], tuple[OwnerRef, ...]] = {}  # full references (KubeTakeover)
         self.namespaces: set[str] = set()
         self.service_accounts: set[tuple[str, str]] = set()
         self.down = False
@@ -406,6 +409,24 @@ class FakeKube:
         self.secret_annotation_reads += 1
         secret = self.secrets.get((namespace, name))
         return dict(secret.annotations) if secret is not None else None
+
+    def get_secret_owners(self, namespace: str, name: str) -> SecretOwners | None:
+        self._guard()
+        secret = self.secrets.get((namespace, name))
+        if secret is None:
+            return None
+        return SecretOwners(self.secret_owner_refs.get((namespace, name), ()), secret.resource_version)
+
+    def set_secret_controller(self, namespace: str, name: str, controller: OwnerRef, resource_version: str) -> None:
+        self._guard()
+        secret = self.secrets.get((namespace, name))
+        if secret is None:
+            raise KubeNotFound(f"Secret {namespace}/{name}: not found")
+        if secret.resource_version != resource_version:
+            raise KubeConflict(f"Secret {namespace}/{name}: changed since read")
+        kept = tuple(o for o in self.secret_owner_refs.get((namespace, name), ()) if not o.controller)
+        self.secret_owner_refs[(namespace, name)] = (*kept, controller)
+        self.secrets[(namespace, name)] = replace(secret, resource_version=str(next(self._rv)))
 
     def get_secret_ownership(self, namespace: str, name: str) -> SecretOwnership | None:
         self._guard()

@@ -87,6 +87,10 @@ def manual_step(intent: SecretIntent) -> str | None:
     if source.bootstrap is not None:
         return (f"upstream-issued (source.bootstrap): have its issuer reissue it, then "
                 f"`chamberlain import {name} PATH --from-file F --reason ...`")
+    if source.existing_secret is not None:
+        return (f"adopted from an existing Secret (source.existingSecret): have its issuer reissue it, then "
+                f"`chamberlain import {name} PATH --from-file F --reason ...`, or replace the source by generate so "
+                "chamberlain draws the next value")
     generate = source.generate or {}
     if all(isinstance(g, FixedNameGenerator) for g in generate.values()):
         return "only fixed-name keys: nothing to redraw; change the name in Git if it must change"

@@ -33,6 +33,7 @@ from chamberlain.kube.api import (
     KubeNamespaces,
     KubePropagation,
     KubeRunObjects,
+    KubeTakeover,
     KubeWatch,
 )
 from chamberlain.kube.kubeconfig import KubeconfigSource
@@ -87,7 +88,7 @@ class ConnectionOptions:
 
 
 class ClusterAPI(Kube, KubeApply, KubePropagation, KubeCustomObjects, KubeLeases, KubeRunObjects, KubeWatch,
-                 KubeNamespaces, Protocol):
+                 KubeNamespaces, KubeTakeover, Protocol):
     """Everything the use cases need from Kubernetes (the real client and ``FakeKube`` have all of it)."""
 
 

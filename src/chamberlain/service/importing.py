@@ -3,10 +3,11 @@ authority through the rotation workflow — staged, promoted, propagated through
 ``rotation`` ledger entry with trigger ``import``. Git never becomes an authority again: the value comes from a
 file or stdin, never from the repository or the command line.
 
-Refused with a reason, nothing changed: an unknown intent (exit 2); a source other than ``bootstrap`` (2: its
-values are generated or published, ``rotate`` them); a value file inside the repository (2); a malformed value
-(2: not a mapping of exactly the secret's keys to non-empty strings, too large, not UTF-8); not handed over yet in
-that environment (1); a run of that secret in flight (1, the lease); a held secret (1).
+Refused with a reason, nothing changed: an unknown intent (exit 2); a source other than ``bootstrap`` or
+``existingSecret`` (2: its values are generated or published, ``rotate`` them); a value file inside the repository
+(2); a malformed value (2: not a mapping of exactly the secret's keys to non-empty strings, too large, not UTF-8);
+not handed over (or adopted) yet in that environment (1); a run of that secret in flight (1, the lease); a held
+secret (1).
 
 Idempotent and resumable: the same value again is ``unchanged``; an import interrupted after its value was staged
 is resumed by running the same import again (its run is recognised by the staged value's marker) or by the
@@ -91,9 +92,10 @@ def _bootstrap_intent(intents: dict[str, SecretIntent], name: str) -> SecretInte
     if intent is None:
         raise UsageError(f"unknown secret {name!r}: no SecretIntent of that name in the repository")
     source = intent.spec.source
-    if source.bootstrap is None:
+    if source.bootstrap is None and source.existing_secret is None:
         raise UsageError(f"{name}: source is {source.kind}, not bootstrap; only a value that started as bootstrap "
-                         "is issued upstream (rotate this one with `chamberlain rotate`)")
+                         "(or was adopted from an existing Secret) is issued upstream (rotate this one with "
+                         "`chamberlain rotate`)")
     return intent
 
 
@@ -104,12 +106,14 @@ def _handed_over(kv: KV, path: VaultPath, name: str, environment: str) -> tuple[
 
     meta = kv.read_metadata(path.mount, path.path)
     custom = meta.custom if meta is not None else {}
-    recorded = (custom.get(wk.AUTHORITY) == wk.AUTHORITY_VAULT and custom.get(wk.ORIGIN) == "bootstrap"
+    recorded = (custom.get(wk.AUTHORITY) == wk.AUTHORITY_VAULT
+                and custom.get(wk.ORIGIN) in ("bootstrap", wk.ORIGIN_ADOPTED)
                 and custom.get(wk.ENVIRONMENT) == environment and wk.LEDGER_SEQ in custom)
     current = kv.read(path.mount, path.path) if recorded else None
     if current is None or current.deleted:
         raise NotHandedOver(f"{name}: not handed over in {environment} yet ({path}); run `chamberlain handover` "
-                            "first (an import replaces a value the authority owns)")
+                            "(or, for an adopted value, `chamberlain adopt verify`) first (an import replaces a "
+                            "value the authority owns)")
     return dict(current.data), custom.get(wk.VALUE_MARKER, "")
 
 
