@@ -217,6 +217,13 @@ _RULES = [
     Rule("CH111", "unseal-export-stale", CUSTODY,
          "The unseal-share export is sealed to another custody than the Platform declares, or a second export "
          "names the same authority: refresh it with `chamberlain authority export-shares`.", "warning"),
+    Rule("CH112", "publication-without-keys", INV7,
+         "A publication (source.publication) declares no keys: its PushSecret pushes every key of the producer's "
+         "Secret, also keys nobody declared (SPEC §5a: only declared keys leave the producer namespace).",
+         "warning"),
+    Rule("CH113", "same-namespace-distribution", INV7,
+         "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
+         "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),
 ]
 
 RULES: dict[str, Rule] = {}

@@ -24,6 +24,7 @@ CHECK_MODULES = (
     "chamberlain.render.preflight",  # render's own refusals (CH103); imported by name, so no layer is crossed
     "chamberlain.checks.pki",
     "chamberlain.checks.unseal",
+    "chamberlain.checks.distribution",
 )
 
 
