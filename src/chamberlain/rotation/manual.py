@@ -286,7 +286,9 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
     rotations = [e for e in ledger.for_secret(intent.metadata.name) if e.event == "rotation"
                  and e.path == placed.vault.full]
     last_entry = rotations[-1] if rotations else None
-    last_run = runs.load(kv, placed.vault) if meta is not None else None
+    # A derived or config secret has no run record: ESO writes its internal path, and the orchestrator may read
+    # only that mount's metadata (a read of the run record's path there would be refused, failing the report).
+    last_run = runs.load(kv, placed.vault) if meta is not None and intent.spec.source.publication is None else None
     last_rotated = parse_rfc3339(custom.get(wk.LAST_ROTATED))
     since = last_changed(custom) or (parse_rfc3339(last_entry.time) if last_entry else None)
     decision = due(policy, since, now, held=held) if since is not None else None
@@ -298,7 +300,8 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         "cluster": placed.cluster,
         "path": placed.vault.full,
         "classification": intent.spec.classification,
-        "authority": custom.get(wk.AUTHORITY) or ("none" if meta is None else "unknown"),
+        "authority": custom.get(wk.AUTHORITY) or ("none" if meta is None else "producer" if custom.get(
+            wk.ESO_PUSH_MANAGED_BY) == wk.ESO_PUSH_MANAGER else "unknown"),  # §5a: the producer's PushSecret wrote it
         "exists": meta is not None,
         "version": meta.current_version if meta is not None else None,
         "policy": policy.type if policy is not None else (git_policy.type if git_policy else None),
