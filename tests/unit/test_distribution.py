@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.authority.errors import InvalidRequest, NotFound
+from chamberlain.authority.errors import Forbidden, InvalidRequest, NotFound
 from chamberlain.authority.fake import FakeKV
 from chamberlain.authority.kv import merge_custom_metadata
 from chamberlain.checks.registry import load_checks
@@ -81,8 +83,19 @@ def test_ch113_rejects_a_consumer_in_the_producer_namespace(tmp_path: Path) -> N
     assert "gets no distribution" in message
 
 
-def test_ch113_runs_in_the_cluster_too() -> None:
+def test_ch113_rejects_a_same_namespace_intent_written_into_the_cluster() -> None:
+    from chamberlain.controller.source import build_scope, parse
+    from tests.unit.test_controller_source import acme_objects, with_spec
+
     assert "same-namespace-use" in IN_CLUSTER_CHECKS and "same-namespace-use" in load_checks()
+    objects = acme_objects()
+    [app] = [o for o in objects if o.name == "orders-db-app"]
+    assert isinstance(app.model, SecretIntent)
+    copy = {"namespace": "databases", "secretName": "orders-db-copy"}
+    bad = parse("SecretIntent", with_spec(app.model, consumers=[*app.model.model_dump(
+        by_alias=True, exclude_none=True, mode="json")["spec"]["consumers"], copy]))
+    built = build_scope([o for o in objects if o is not app] + [bad], "dev", "dev1")
+    assert {n: sorted({f.rule for f in fs}) for n, fs in built.rejected.items()} == {"orders-db-app": ["CH113"]}
 
 
 @pytest.mark.parametrize("example", ["acme", "acme-tenancy"])
@@ -150,3 +163,25 @@ def test_the_policy_sync_leaves_internal_paths_to_eso() -> None:
     kv.write("pd", placed.vault.path, {"password": "x" * 20}, cas=0)
     kv._store[("pd", placed.vault.path)].custom = dict(ESO_MARK)  # what ESO's push leaves, written by ESO
     assert policy_sync.plan(kv, PLATFORM, {}, [placed]) == []
+
+
+class _Orchestrator(FakeKV):
+    """A fake with the orchestrator's grant on the internal mounts: metadata only (a data read there is 403)."""
+
+    def read(self, mount: str, path: str, version: int | None = None) -> Any:
+        if mount in ("pd", "pc"):
+            raise Forbidden(f"read {mount}/{path}: permission denied (403)")
+        return super().read(mount, path, version)
+
+
+def test_status_reports_a_published_secret_without_reading_the_internal_mount() -> None:
+    """`chamberlain status` failed as a whole (403 on a run-record path in platform-data) once ESO had pushed."""
+    from chamberlain.audit.ledger import LedgerReader
+    from chamberlain.rotation.manual import secret_status
+
+    kv = _Orchestrator()
+    placed = place(PLATFORM, _derived("orders-db-app"), "dev", "dev1")
+    FakeKV.write(kv, "pd", placed.vault.path, {"password": "x" * 20}, cas=0)  # what ESO pushed
+    kv._store[("pd", placed.vault.path)].custom = dict(ESO_MARK)
+    row = secret_status(kv, LedgerReader(kv, "secret"), None, placed, datetime(2030, 1, 1, tzinfo=UTC))
+    assert (row["authority"], row["exists"], row["run"]) == ("producer", True, None)

@@ -22,7 +22,7 @@ from typing import Any
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerReader, Signer
 from chamberlain.authority.errors import NotFound
-from chamberlain.authority.kv import KV
+from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Platform, RotationPolicySpec, SecretIntent
@@ -275,6 +275,15 @@ def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: st
     return rows
 
 
+def _authority(meta: SecretMetadata | None, custom: Mapping[str, str]) -> str:
+    """Who holds the value: chamberlain's record, else ``producer`` when ESO's PushSecret wrote it (§5a)."""
+    if custom.get(wk.AUTHORITY):
+        return custom[wk.AUTHORITY]
+    if meta is None:
+        return "none"
+    return "producer" if custom.get(wk.ESO_PUSH_MANAGED_BY) == wk.ESO_PUSH_MANAGER else "unknown"
+
+
 def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, placed: Placed, now: datetime,
                   git_policy: RotationPolicySpec | None = None) -> dict[str, Any]:
     """The status of one placed secret: authority, version, last rotation, next due, held, consumers in sync."""
@@ -300,8 +309,7 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         "cluster": placed.cluster,
         "path": placed.vault.full,
         "classification": intent.spec.classification,
-        "authority": custom.get(wk.AUTHORITY) or ("none" if meta is None else "producer" if custom.get(
-            wk.ESO_PUSH_MANAGED_BY) == wk.ESO_PUSH_MANAGER else "unknown"),  # §5a: the producer's PushSecret wrote it
+        "authority": _authority(meta, custom),
         "exists": meta is not None,
         "version": meta.current_version if meta is not None else None,
         "policy": policy.type if policy is not None else (git_policy.type if git_policy else None),
