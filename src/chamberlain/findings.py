@@ -241,6 +241,13 @@ _RULES = [
     Rule("CH122", "existing-secret-regenerated", INV4,
          "An imported value (source.existingSecret) is never regenerated, but its effective rotation policy is "
          "not static."),
+    Rule("CH112", "publication-without-keys", INV7,
+         "A publication (source.publication) declares no keys: its PushSecret pushes every key of the producer's "
+         "Secret, also keys nobody declared (SPEC §5a: only declared keys leave the producer namespace).",
+         "warning"),
+    Rule("CH113", "same-namespace-distribution", INV7,
+         "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
+         "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),
 ]
 
 RULES: dict[str, Rule] = {}

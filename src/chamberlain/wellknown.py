@@ -152,6 +152,10 @@ AUDIT_DEVICE_DESCRIPTION: Final = "chamberlain: file audit device"
 # --------------------------------------------------------------------------------------------------- other projects'
 
 ESO_FORCE_SYNC: Final = "force-sync"  # ESO reconciles an ExternalSecret whose annotations changed
+# ESO's PushSecret (Vault provider) marks what it pushed with this custom_metadata entry and refuses to push over a
+# secret that lacks it: chamberlain never creates an internal path, and keeps the entry when it merges metadata.
+ESO_PUSH_MANAGED_BY: Final = "managed-by"
+ESO_PUSH_MANAGER: Final = "external-secrets"
 ARGOCD_SYNC_WAVE: Final = "argocd.argoproj.io/sync-wave"
 ARGOCD_SYNC_OPTIONS: Final = "argocd.argoproj.io/sync-options"
 ARGOCD_PRUNE_FALSE: Final = "Prune=false"

@@ -12,6 +12,7 @@ import pytest
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.fake import FakeKV
+from chamberlain.authority.kv import merge_custom_metadata
 from chamberlain.clock import FakeClock
 from chamberlain.controller.external import PUSH_SECRETS, ExternalRotations, published_of
 from chamberlain.controller.ledger import SharedLedger
@@ -81,11 +82,11 @@ def test_push_state_of_a_pushsecret_object() -> None:
     assert ext.PushState.of({"metadata": {"name": "p"}}) == ext.PushState("p", None)
 
 
-def test_marked_metadata_keeps_esos_managed_by_marker() -> None:
-    got = ext.marked_metadata({}, "v2:bb", 7, "run-9", "2026-01-01T00:00:00Z")
-    assert got[ext.ESO_MANAGED_BY] == ext.ESO_MANAGER and got[wk.VALUE_MARKER] == "v2:bb"
-    assert got[wk.VALUE_VERSION] == "7"
-    assert ext.ESO_MANAGED_BY not in ext.marked_metadata({ext.ESO_MANAGED_BY: ext.ESO_MANAGER}, "m", 1, "r", "t")
+def test_marked_metadata_leaves_esos_managed_by_marker_to_the_merge() -> None:
+    current = {ext.ESO_MANAGED_BY: ext.ESO_MANAGER}
+    got = ext.marked_metadata(current, "v2:bb", 7, "run-9", "2026-01-01T00:00:00Z")
+    assert ext.ESO_MANAGED_BY not in got and got[wk.VALUE_MARKER] == "v2:bb" and got[wk.VALUE_VERSION] == "7"
+    assert merge_custom_metadata(current, got)[ext.ESO_MANAGED_BY] == ext.ESO_MANAGER
 
 
 def test_record_round_trips_and_a_damaged_one_is_none() -> None:

@@ -31,12 +31,15 @@ generator = st.one_of(
 @st.composite
 def intent_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
     classification = draw(st.sampled_from(["runtime", "derived", "config"]))
+    producer = None
     if classification == "runtime":
         source: dict[str, Any] = {"generate": draw(st.dictionaries(key, generator, min_size=1, max_size=4))}
     else:
-        keys = draw(st.lists(st.sampled_from(["host", "port", "user", "database"]), unique=True, max_size=3))
-        source = {"publication": {"namespace": draw(label), "secretName": f"{name}.src", **({"keys": keys} if keys
-                                                                                             else {})}}
+        # A clean publication declares its keys (CH112) and is consumed outside its producer namespace (CH113).
+        keys = draw(st.lists(st.sampled_from(["host", "port", "user", "database"]), unique=True, min_size=1,
+                             max_size=3))
+        producer = draw(label)
+        source = {"publication": {"namespace": producer, "secretName": f"{name}.src", "keys": keys}}
     consumers = [
         {
             "namespace": ns,
@@ -44,7 +47,7 @@ def intent_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
             "restart": [{"kind": draw(st.sampled_from(["Deployment", "StatefulSet", "DaemonSet"])), "name": w}
                         for w in draw(st.lists(label, unique=True, max_size=2))],
         }
-        for ns in draw(st.lists(label, unique=True, max_size=3))
+        for ns in draw(st.lists(label.filter(lambda n: n != producer), unique=True, max_size=3))
     ]
     rotation = draw(
         st.one_of(

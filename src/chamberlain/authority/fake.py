@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, Forbidden, NotFound
-from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
+from chamberlain.authority.kv import SecretMetadata, SecretVersion, merge_custom_metadata
 from chamberlain.authority.model import TransitKey
 
 
@@ -81,9 +81,7 @@ class FakeKV:
         if secret is None:
             raise NotFound(f"{mount}/{path}")
         with self._lock:
-            merged = {**secret.custom, **custom}
-            check_custom_metadata(merged)
-            secret.custom = merged
+            secret.custom = merge_custom_metadata(secret.custom, custom)
 
     def list(self, mount: str, prefix: str) -> list[str]:
         self._guard("list")

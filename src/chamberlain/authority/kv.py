@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chamberlain.authority.errors import MetadataTooLarge
+from chamberlain import wellknown as wk
+from chamberlain.authority.errors import InvalidRequest, MetadataTooLarge
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class KV(Protocol):
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None: ...
 
     def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
-        """Merge ``custom`` into the secret's custom_metadata (other keys are kept)."""
+        """Merge ``custom`` into the secret's custom_metadata (other keys are kept, ESO's ``managed-by`` marker
+        among them; see :func:`merge_custom_metadata`). An absent secret is :class:`NotFound`: metadata is never
+        written ahead of a first version, which would make ESO refuse to push to an internal path."""
         ...
 
     def list(self, mount: str, prefix: str) -> list[str]:
@@ -91,3 +94,17 @@ def check_custom_metadata(custom: Mapping[str, str]) -> None:
             raise MetadataTooLarge(f"custom_metadata key {key[:40]!r}… is over {CUSTOM_METADATA_MAX_KEY_BYTES} bytes")
         if len(value.encode()) > CUSTOM_METADATA_MAX_VALUE_BYTES:
             raise MetadataTooLarge(f"custom_metadata value of {key!r} is over {CUSTOM_METADATA_MAX_VALUE_BYTES} bytes")
+
+
+def merge_custom_metadata(current: Mapping[str, str], update: Mapping[str, str]) -> dict[str, str]:
+    """The custom_metadata to write back (KV v2's metadata write replaces the whole map): ``current`` with
+    ``update`` on top, within Vault's limits. ESO's PushSecret marker (``managed-by: external-secrets``) is not
+    chamberlain's to write: an update that would set or change it is refused (:class:`InvalidRequest`), so a
+    published path stays one ESO pushes to."""
+    marker = wk.ESO_PUSH_MANAGED_BY
+    if marker in update and update[marker] != current.get(marker):
+        raise InvalidRequest(f"custom_metadata key {marker!r} belongs to ESO's PushSecret; chamberlain never "
+                             "writes it")
+    merged = {**current, **update}
+    check_custom_metadata(merged)
+    return merged

@@ -26,6 +26,7 @@ CHECK_MODULES = (
     "chamberlain.checks.unseal",
     "chamberlain.checks.templates",
     "chamberlain.checks.adoption",
+    "chamberlain.checks.distribution",
 )
 
 

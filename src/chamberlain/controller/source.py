@@ -71,6 +71,7 @@ IN_CLUSTER_CHECKS = (
     # Tenancy (CH080-085) with the Platform's spec.tenancy: an intent written into the cluster is held to the
     # same namespaces and admin grants as one in Git. CH080's path half needs a file: owners_declared replaces it.
     "tenancy-declaration", "namespace-holders", "admin-grants",
+    "same-namespace-use",  # CH113 (§5a); CH112 is a warning about Git's declaration, left to CI
 )
 # Checks that judge each object alone, run over chunks of intents: CH102 joins every text it scans into one string
 # (about 40 MiB at 10k intents), which would otherwise stay as the controller's resident peak.

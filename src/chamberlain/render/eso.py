@@ -22,8 +22,19 @@ Choices, and why:
   audited orchestrator step, which also keeps the publisher role free of ``delete``.
   ``refreshInterval: 1m``: ESO does not watch the producer Secret, so the interval bounds how long an operator's
   rotation takes to reach Vault; ESO skips unchanged values, so a quiet interval costs only reads.
-- With a ``keys`` list, each key is pushed as one property (only those keys leave the namespace); without, the
-  whole Secret is pushed as one KV document in a single write.
+- Publication keys (SPEC §5a: only declared keys leave the producer namespace): with a ``keys`` list, each key is
+  pushed as one property, and a key the operator adds later stays in its namespace. Without one (CH112, a
+  warning), the whole Secret is still pushed as one KV document, as before the rule: rendering nothing instead
+  would silently stop the operator's next rotation from reaching the consumers of a repository that validates,
+  an outage no one asked for; ``validate --strict`` refuses it, and declaring the keys narrows the push.
+- ESO's ``managed-by`` marker: on the first push ESO writes custom_metadata ``managed-by: external-secrets``, and it
+  refuses to push over a secret whose metadata lacks it. chamberlain therefore never creates an internal path (its
+  controller may only read internal metadata; provisioning, handover, import and retirement act on the runtime
+  mount alone), and :meth:`~chamberlain.authority.kv.KV.update_custom_metadata` merges, so a later metadata write
+  keeps the marker (and refuses to change it).
+- One PushSecret per published intent and environment, each with its own ServiceAccount, SecretStore and Vault
+  role: the role may write exactly ``<internal mount>/<env>/<cluster>/<ns>/<name>`` (see
+  :mod:`.vault_bundle`), so one producer's credential cannot overwrite another's.
 - Version marker (``version_marker=True``, issue 5 propagation): the ExternalSecret also fetches the Vault
   secret's custom_metadata (``metadataPolicy: Fetch``, no property: the whole map as JSON, so a secret that has no
   ``value-marker`` yet — a derived one ESO pushed — yields an empty annotation instead of failing the whole
@@ -304,6 +315,8 @@ def publisher_objects(platform: Platform, environment: str, cluster: str, ns: st
 
 
 def push_secret(pub: Publish, environment: str, name: str, labels: dict[str, str]) -> Manifest:
+    """The PushSecret of one publication: exactly the declared keys, each as a property of the intent's internal
+    path; without declared keys (CH112) the whole Secret as one document (see the module docstring for why)."""
     path = pub.vault
     if pub.source.keys:
         data = [

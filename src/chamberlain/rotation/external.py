@@ -33,8 +33,8 @@ from typing import Literal
 from chamberlain import wellknown as wk
 from chamberlain.intent.paths import EXTERNAL_PREFIX, VaultPath
 
-ESO_MANAGED_BY = "managed-by"  # ESO's own custom_metadata key: it pushes only over a secret carrying it
-ESO_MANAGER = "external-secrets"
+ESO_MANAGED_BY = wk.ESO_PUSH_MANAGED_BY  # ESO pushes only over a secret carrying it
+ESO_MANAGER = wk.ESO_PUSH_MANAGER
 # ESO v0.16 (pushsecret_controller.go): "set secret failed: secret key <key> does not exist"
 _MISSING_KEY = re.compile(r"secret key (\S{1,253}) does not exist")
 
@@ -180,12 +180,11 @@ def marker_input(version: int, run: str) -> dict[str, str]:
 
 
 def marked_metadata(custom: Mapping[str, str], marker: str, version: int, run: str, at: str) -> dict[str, str]:
-    """The custom_metadata keys to merge in for a handled version. ESO's ``managed-by`` marker is kept (written
-    back when ESO's last push left it, never dropped): without it ESO refuses the next push."""
-    out = {wk.VALUE_MARKER: marker, wk.VALUE_VERSION: str(version), wk.LAST_RUN: run, wk.LAST_ROTATED: at}
-    if custom.get(ESO_MANAGED_BY) != ESO_MANAGER:
-        out[ESO_MANAGED_BY] = ESO_MANAGER
-    return out
+    """The custom_metadata keys to merge in for a handled version. ESO's ``managed-by`` marker is not among them:
+    the merge keeps it as ESO wrote it (:func:`~chamberlain.authority.kv.merge_custom_metadata`), and chamberlain
+    never writes it (a path ESO did not push to stays one ESO refuses, as ESO intends)."""
+    del custom  # the merge reads the current map itself
+    return {wk.VALUE_MARKER: marker, wk.VALUE_VERSION: str(version), wk.LAST_RUN: run, wk.LAST_ROTATED: at}
 
 
 HELD_REASON = "ProducerKeyMissing"

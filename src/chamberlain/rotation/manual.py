@@ -22,7 +22,7 @@ from typing import Any
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerReader, Signer
 from chamberlain.authority.errors import NotFound
-from chamberlain.authority.kv import KV
+from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Consumer, Platform, RotationPolicySpec, SecretIntent
@@ -299,6 +299,15 @@ def consumer_sync(kube: KubePropagation | None, intent: SecretIntent, marker: st
     return rows
 
 
+def _authority(meta: SecretMetadata | None, custom: Mapping[str, str]) -> str:
+    """Who holds the value: chamberlain's record, else ``producer`` when ESO's PushSecret wrote it (§5a)."""
+    if custom.get(wk.AUTHORITY):
+        return custom[wk.AUTHORITY]
+    if meta is None:
+        return "none"
+    return "producer" if custom.get(wk.ESO_PUSH_MANAGED_BY) == wk.ESO_PUSH_MANAGER else "unknown"
+
+
 def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, placed: Placed, now: datetime,
                   git_policy: RotationPolicySpec | None = None,
                   templated: Sequence[tuple[SecretIntent, Consumer]] = ()) -> dict[str, Any]:
@@ -312,7 +321,9 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
     rotations = [e for e in ledger.for_secret(intent.metadata.name) if e.event == "rotation"
                  and e.path == placed.vault.full]
     last_entry = rotations[-1] if rotations else None
-    last_run = runs.load(kv, placed.vault) if meta is not None else None
+    # A derived or config secret has no run record: ESO writes its internal path, and the orchestrator may read
+    # only that mount's metadata (a read of the run record's path there would be refused, failing the report).
+    last_run = runs.load(kv, placed.vault) if meta is not None and intent.spec.source.publication is None else None
     last_rotated = parse_rfc3339(custom.get(wk.LAST_ROTATED))
     since = last_changed(custom) or (parse_rfc3339(last_entry.time) if last_entry else None)
     decision = due(policy, since, now, held=held) if since is not None else None
@@ -324,7 +335,7 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         "cluster": placed.cluster,
         "path": placed.vault.full,
         "classification": intent.spec.classification,
-        "authority": custom.get(wk.AUTHORITY) or ("none" if meta is None else "unknown"),
+        "authority": _authority(meta, custom),
         "exists": meta is not None,
         "version": meta.current_version if meta is not None else None,
         "policy": policy.type if policy is not None else (git_policy.type if git_policy else None),

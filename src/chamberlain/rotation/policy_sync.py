@@ -38,9 +38,13 @@ class PolicyDrift:
 def plan(kv: KV, platform: Platform, policies: Mapping[str, RotationPolicy], placed: Sequence[Placed]
          ) -> list[PolicyDrift]:
     """Every placed secret whose policy in force differs from Git's (secrets not in Vault yet are skipped:
-    provisioning writes their policy)."""
+    provisioning writes their policy). Derived and config secrets are skipped too: their metadata in the internal
+    mounts is ESO's (its PushSecret replaces custom_metadata with its ``managed-by`` marker on every push), and
+    the orchestrator may only read it."""
     out = []
     for p in placed:
+        if p.vault.mount != platform.spec.authority.mounts.runtime:
+            continue
         meta = kv.read_metadata(p.vault.mount, p.vault.path)
         if meta is None:
             continue

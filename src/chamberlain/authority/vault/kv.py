@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from chamberlain.authority.errors import NotFound
-from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata
+from chamberlain.authority.kv import SecretMetadata, SecretVersion, merge_custom_metadata
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
 from chamberlain.clock import parse_rfc3339
@@ -80,8 +80,7 @@ class VaultKV(Area):
         current = self.read_metadata(mount, path)
         if current is None:
             raise NotFound(f"{mount}/{path}: not found (404)")
-        merged = {**current.custom, **custom}
-        check_custom_metadata(merged)
+        merged = merge_custom_metadata(current.custom, custom)
         # The metadata POST replaces custom_metadata as a whole, so send the merged map.
         self._c.call(f"update metadata of {mount}/{path}", lambda h: h.secrets.kv.v2.update_metadata(
             path=path, custom_metadata=merged, mount_point=mount), fresh=True)
