@@ -67,7 +67,8 @@ def publications(w: World) -> dict[str, Publication]:
             if (p.environment, p.cluster) == (ENV, CLUSTER):
                 out[intent.metadata.name] = Publication(
                     intent.metadata.name, pub.namespace, pub.secret_name, p.vault,
-                    tuple((c.namespace, c.secret_name) for c in intent.spec.consumers))
+                    tuple((c.namespace, c.secret_name) for c in intent.spec.consumers
+                          if c.template is None))  # a templated consumer combines parts: its own test
     return out
 
 
