@@ -20,14 +20,17 @@ from chamberlain.cli.options import GROUPED, DryRun, Reason, Target, actor, cloc
 from chamberlain.cli.output import ListFormat, ListOutput, RepoPath, emit_data, is_wide, line
 from chamberlain.service.context import Caller, LiveServers
 
+# Both commands act on the same selection: every source.existingSecret intent, or the ones named.
+OnlyIntents = Annotated[list[str] | None, typer.Option(
+    "--intent", "-i", help="Only this intent (repeatable); default: every source.existingSecret intent.",
+    show_default=False)]
+
 
 @target_options()
 def adopt_verify_cmd(
     path: RepoPath,
     target: Target = GROUPED,
-    only: Annotated[list[str] | None, typer.Option(
-        "--intent", "-i", help="Only this intent (repeatable); default: every source.existingSecret intent.",
-        show_default=False)] = None,
+    only: OnlyIntents = None,
     wait: Annotated[float, typer.Option(
         "--wait", help="Seconds to keep polling the values not ready yet (marker, Secret or key missing).")] = 0.0,
     dry_run: DryRun = False,
@@ -68,9 +71,7 @@ def adopt_verify_cmd(
 def adopt_takeover_cmd(
     path: RepoPath,
     target: Target = GROUPED,
-    only: Annotated[list[str] | None, typer.Option(
-        "--intent", "-i", help="Only this intent (repeatable); default: every source.existingSecret intent.",
-        show_default=False)] = None,
+    only: OnlyIntents = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for ESO per Secret.")] = 60.0,
     dry_run: DryRun = False,
     output: ListOutput = ListFormat.text,
