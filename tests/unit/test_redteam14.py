@@ -1,0 +1,75 @@
+"""Red-team findings on issue 14 (templates, publication, existingSecret, adopt): each test is an attack that
+must fail. Pure: validate on copied example repositories, fakes for the rest (no servers)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from chamberlain.checks import run_checks
+from chamberlain.intent.loader import load_repository
+from chamberlain.render.topology import RenderError, build_topology
+from tests.conftest import CORPUS, EXAMPLES
+
+
+def _rules(repo: Path) -> list[tuple[str, str]]:
+    return sorted((f.rule, f.file) for f in run_checks(load_repository(repo)) if f.severity == "error")
+
+
+# ------------------------------------------------------------------------------------------------ templates
+
+GRANTOR = """apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata: {name: b-creds}
+spec:
+  owner: team-b
+  purpose: a credential whose owner grants namespace shared its username only
+  classification: runtime
+  source:
+    generate:
+      username: {type: fixed-name, name: bee}
+      password: {type: password, length: 32}
+  rotation: {type: static}
+  consumers:
+    - namespace: shared
+      secretName: b-user
+      keys: {USER: username}
+"""
+TAKER = """---
+apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata: {name: a-dsn}
+spec:
+  owner: team-a
+  purpose: a connection string of team a's own
+  classification: runtime
+  source:
+    generate:
+      token: {type: token}
+  rotation: {type: static}
+  consumers:
+    - namespace: shared
+      secretName: a-dsn
+      template:
+        DSN: "x://{b-creds.KEY}@{a-dsn.token}"
+"""
+
+
+def _template_repo(tmp_path: Path, key: str) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS / "base", repo)
+    (repo / "intents" / "extra.yaml").write_text(GRANTOR + TAKER.replace("KEY", key))
+    return repo
+
+
+def test_a_template_reads_only_keys_the_grant_maps(tmp_path: Path) -> None:
+    """team-b granted namespace shared its username; a template in shared must not take its password."""
+    assert ("CH117", "intents/extra.yaml") not in _rules(_template_repo(tmp_path / "ok", "username"))
+    repo = _template_repo(tmp_path / "bad", "password")
+    assert ("CH117", "intents/extra.yaml") in _rules(repo)
+    loaded = load_repository(repo)
+    assert loaded.platform is not None
+    with pytest.raises(RenderError, match="CH117"):
+        build_topology(loaded.platform, [p.obj for p in loaded.policies], [i.obj for i in loaded.intents])
