@@ -73,3 +73,38 @@ def test_a_template_reads_only_keys_the_grant_maps(tmp_path: Path) -> None:
     assert loaded.platform is not None
     with pytest.raises(RenderError, match="CH117"):
         build_topology(loaded.platform, [p.obj for p in loaded.policies], [i.obj for i in loaded.intents])
+
+
+# ------------------------------------------------------------------------------------------------ relays
+
+RELAY = """---
+apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata: {name: a-relay}
+spec:
+  owner: team-a
+  purpose: re-publishes what team-b granted namespace shared, to wherever team-a likes
+  classification: SOURCEKIND
+  source:
+    SOURCE
+  rotation: {type: static}
+  consumers:
+    - {namespace: elsewhere, secretName: relayed}
+"""
+
+
+@pytest.mark.parametrize(("kind", "source", "rule"), [
+    pytest.param("config", "publication: {namespace: shared, secretName: b-user, keys: [USER]}", "CH060",
+                 id="publication"),
+    pytest.param("runtime", "existingSecret: {namespace: shared, secretName: b-user, keys: [USER]}", "CH121",
+                 id="existing-secret"),
+])
+def test_another_intents_consumer_secret_is_no_source(tmp_path: Path, kind: str, source: str, rule: str) -> None:
+    """A consumer Secret is the materialization of another owner's grant to one namespace: publishing or importing
+    it would relay that value (and, for a publication, each of its rotations) to namespaces its owner never
+    granted."""
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS / "base", repo)
+    (repo / "intents" / "extra.yaml").write_text(
+        GRANTOR + RELAY.replace("SOURCEKIND", kind).replace("SOURCE", source))
+    assert (rule, "intents/extra.yaml") in _rules(repo)  # publication: CH060 already (a second writer)
