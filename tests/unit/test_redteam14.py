@@ -108,3 +108,37 @@ def test_another_intents_consumer_secret_is_no_source(tmp_path: Path, kind: str,
     (repo / "intents" / "extra.yaml").write_text(
         GRANTOR + RELAY.replace("SOURCEKIND", kind).replace("SOURCE", source))
     assert (rule, "intents/extra.yaml") in _rules(repo)  # publication: CH060 already (a second writer)
+
+
+# ------------------------------------------------------------------------------------------------ adopt --out
+
+
+@pytest.mark.parametrize("listed", ["ABS", "intents/../../victim.txt", "intents/link/victim.txt"])
+def test_adopt_never_removes_a_file_outside_out(tmp_path: Path, listed: str) -> None:
+    """The marker of an --out directory someone else prepared (a cloned repository, a shared folder) lists files
+    outside it: a re-run removes only what it wrote under --out."""
+    from chamberlain.adopt.write import MARKER, write
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "sub" / "out"
+    (out / "intents").mkdir(parents=True)
+    (out / "intents" / "link").symlink_to(tmp_path, target_is_directory=True)
+    (out / MARKER).write_text(listed.replace("ABS", str(victim)) + "\n")
+    write(out, {"platform.yaml": "kind: Platform\n"})
+    assert victim.read_text() == "keep me"
+
+
+def test_adopt_never_writes_through_a_symbolic_link_out_of_out(tmp_path: Path) -> None:
+    from chamberlain.adopt.write import MARKER, write
+    from chamberlain.errors import UsageError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("")
+    (out / "intents").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UsageError, match="outside"):
+        write(out, {"intents/team/x.yaml": "kind: SecretIntent\n"})
+    assert list(elsewhere.iterdir()) == []
