@@ -142,3 +142,18 @@ def test_adopt_never_writes_through_a_symbolic_link_out_of_out(tmp_path: Path) -
     with pytest.raises(UsageError, match="outside"):
         write(out, {"intents/team/x.yaml": "kind: SecretIntent\n"})
     assert list(elsewhere.iterdir()) == []
+
+
+def test_adopt_refuses_a_secret_declared_twice(tmp_path: Path) -> None:
+    """Two manifests of one Secret: adopt reports it and writes no intent (it used to adopt it under a made-up
+    name and report it unmapped at once)."""
+    from chamberlain.adopt.manifests import read_directory
+    from chamberlain.adopt.mapping import Settings, adopt
+
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: shop-db, namespace: shop}\n"
+                                     "stringData: {password: x}\n")
+    result = adopt(read_directory(tmp_path), Settings("dev", "dev1"))
+    assert result.adopted == ()
+    assert {(u.kind, u.namespace, u.name) for u in result.unmapped} == {("Secret", "shop", "shop-db")}
+    assert all("declared 2 times" in u.reason for u in result.unmapped)
