@@ -157,3 +157,30 @@ def test_adopt_refuses_a_secret_declared_twice(tmp_path: Path) -> None:
     assert result.adopted == ()
     assert {(u.kind, u.namespace, u.name) for u in result.unmapped} == {("Secret", "shop", "shop-db")}
     assert all("declared 2 times" in u.reason for u in result.unmapped)
+
+
+# ------------------------------------------------------------------------------------------------ not fixed
+
+EXFILTRATE = """apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata: {name: search-loot}
+spec:
+  owner: team-search
+  purpose: team-web accepts team-search (to deliver the search endpoint); team-search reads web's Secrets back
+  classification: derived
+  source:
+    publication: {namespace: web, secretName: storefront-oauth, keys: [client-secret]}
+  rotation: {type: event-based}
+  consumers:
+    - {namespace: search, secretName: storefront-oauth}
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="design, not fixed: acceptsFrom (a grant to *write* into a namespace) also "
+                   "lets the accepted owner publish any Secret of that namespace into its own path (README "
+                   "'Namespaces'; CH121 already refuses the same read for existingSecret)")
+def test_accepts_from_does_not_let_a_guest_publish_the_hosts_secrets(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "acme-tenancy", repo)
+    (repo / "intents" / "team-search" / "loot.yaml").write_text(EXFILTRATE)
+    assert [r for r in _rules(repo) if r[1] == "intents/team-search/loot.yaml"] != []
