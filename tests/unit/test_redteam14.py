@@ -184,3 +184,16 @@ def test_accepts_from_does_not_let_a_guest_publish_the_hosts_secrets(tmp_path: P
     shutil.copytree(EXAMPLES / "acme-tenancy", repo)
     (repo / "intents" / "team-search" / "loot.yaml").write_text(EXFILTRATE)
     assert [r for r in _rules(repo) if r[1] == "intents/team-search/loot.yaml"] != []
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: a run in flight resumes over a partial push (ESO pushes the "
+                   "declared keys one by one and stops at the missing one); the consumers it force-syncs fetch the "
+                   "partial latest version and the run marks it done. Holding mid-run needs _hold to keep the "
+                   "pending run (it overwrites the record today)")
+def test_a_partial_push_during_a_run_holds_the_run() -> None:
+    from chamberlain.rotation import external as ext
+
+    record = ext.ExternalRecord(version=4, marker="m", run="r1", stage="refreshed", pending=5, started="t")
+    push = ext.PushState("push", False, "Errored", "set secret failed: secret key password does not exist")
+    d = ext.decide(record, 6, {}, ext.Seen(6, 0.0, 0.0), push, ["password", "username"], 10.0)
+    assert d.action == "hold"
