@@ -197,3 +197,34 @@ def test_a_partial_push_during_a_run_holds_the_run() -> None:
     push = ext.PushState("push", False, "Errored", "set secret failed: secret key password does not exist")
     d = ext.decide(record, 6, {}, ext.Seen(6, 0.0, 0.0), push, ["password", "username"], 10.0)
     assert d.action == "hold"
+
+
+def test_adopt_takes_no_name_with_a_trailing_newline(tmp_path: Path) -> None:
+    """``re.match`` with a ``$`` pattern accepts "shop-db\\n": adopt wrote intents/shop\\n/shop-db\\n.yaml, an
+    invalid repository, and split its own output lines."""
+    from chamberlain.adopt.manifests import read_directory
+    from chamberlain.adopt.mapping import Settings, adopt
+
+    (tmp_path / "a.yaml").write_text('apiVersion: v1\nkind: Secret\nmetadata: {name: "shop-db\\n", namespace: shop}\n'
+                                     "stringData: {password: x}\n---\napiVersion: v1\nkind: Secret\n"
+                                     'metadata: {name: other, namespace: shop}\nstringData: {"password\\n": x}\n')
+    result = adopt(read_directory(tmp_path), Settings("dev", "dev1"))
+    assert result.adopted == ()
+    assert sorted(u.name for u in result.unmapped) == ["other", "shop-db\n"]
+
+
+def test_adopt_prints_estate_names_escaped(tmp_path: Path) -> None:
+    """A name no API server checked (a manifest) can hold a newline or a terminal escape: the text output and
+    MIGRATION.md show it escaped, on one line."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "est").mkdir()
+    (tmp_path / "est" / "a.yaml").write_text('apiVersion: v1\nkind: Secret\nmetadata: {name: "x\\e[2Jy\\nz", '
+                                             "namespace: shop}\nstringData: {password: x}\n")
+    out = tmp_path / "out"
+    result = run_cli("adopt", "--from-manifests", str(tmp_path / "est"), "--out", str(out), "-e", "dev", "-c",
+                     "dev1", "--age-recipient", "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3ke3xh")
+    shown = result.out + result.err
+    assert "\x1b" not in shown and "x\\x1b[2Jy\\nz" in shown, shown
+    guide = (out / "MIGRATION.md").read_text()
+    assert "\x1b" not in guide and "| Secret shop/x\\x1b[2Jy\\nz |" in guide

@@ -351,7 +351,7 @@ def _map_external_secrets(w: _Work, conflicted: set[tuple[str, str]]) -> None:
         refusal = _es_refusal(es, stores.get(_store_key(es)))
         if refusal is None and not is_dns_label(es.namespace):
             refusal = f"namespace {es.namespace!r} is not a DNS-1123 label"
-        if refusal is None and not (len(es.target) <= 253 and _SUBDOMAIN.match(es.target)):
+        if refusal is None and not (len(es.target) <= 253 and _SUBDOMAIN.fullmatch(es.target)):
             refusal = f"target Secret name {es.target!r} is not DNS-safe"
         keymap: dict[str, str] = {}
         if refusal is None:
