@@ -228,3 +228,34 @@ def test_adopt_prints_estate_names_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in shown and "x\\x1b[2Jy\\nz" in shown, shown
     guide = (out / "MIGRATION.md").read_text()
     assert "\x1b" not in guide and "| Secret shop/x\\x1b[2Jy\\nz |" in guide
+
+
+# ------------------------------------------------------------------------------------------------ takeover
+
+
+def test_a_takeover_never_points_the_secret_at_a_gone_external_secret(tmp_path: Path) -> None:
+    """GitOps re-creates chamberlain's ExternalSecret (new uid) while the controller swap retries a conflict: an
+    owner reference to the old uid names an owner that no longer exists, and the garbage collector deletes the
+    Secret every consumer reads. Each attempt uses the ExternalSecret as it is now. (Fake Kubernetes.)"""
+    from chamberlain.handover import takeover as tk
+    from chamberlain.kube.api import KubeConflict, OwnerRef
+    from tests.unit.test_adopt_import import _adopted_world, _our_es, _ref
+
+    unit, kv, kube = _adopted_world(tmp_path)
+    marker = kv.read_metadata("secret", unit.vault.path).custom["value-marker"]  # type: ignore[union-attr]
+    _our_es(kube, marker)
+    kube.secret_owner_refs[("legacy-shop", "shop-db")] = (_ref("ExternalSecret", "old"),)
+    real = kube.set_secret_controller
+    calls: list[str] = []
+
+    def racing(namespace: str, name: str, controller: OwnerRef, resource_version: str) -> None:
+        calls.append(controller.uid)
+        if len(calls) == 1:  # GitOps replaced the ExternalSecret meanwhile
+            kube.external_secrets[(namespace, name)]["metadata"]["uid"] = "uid-recreated"
+            raise KubeConflict("changed since read")
+        real(namespace, name, controller, resource_version)
+
+    kube.set_secret_controller = racing  # type: ignore[method-assign]
+    out = tk.take_over(unit, kv, kube, timeout=0)
+    assert out.result == "taken-over", out
+    assert kube.secret_owner_refs[("legacy-shop", "shop-db")][-1].uid == "uid-recreated"
