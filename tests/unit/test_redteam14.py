@@ -259,3 +259,16 @@ def test_a_takeover_never_points_the_secret_at_a_gone_external_secret(tmp_path: 
     out = tk.take_over(unit, kv, kube, timeout=0)
     assert out.result == "taken-over", out
     assert kube.secret_owner_refs[("legacy-shop", "shop-db")][-1].uid == "uid-recreated"
+
+
+@pytest.mark.parametrize("secret", ["bootstrap-smtp-relay", "not-declared-in-git"])
+def test_an_existing_secret_never_imports_from_the_bootstrap_namespace(tmp_path: Path, secret: str) -> None:
+    """A bootstrap Secret, and its namespace, are read by handover only (CH070/CH071 refuse consumers and
+    publications there); an import would copy the platform's SMTP password into this owner's path."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "acme", repo)
+    (repo / "intents" / "extra.yaml").write_text(
+        RELAY.replace("SOURCEKIND", "runtime").replace(
+            "SOURCE", f"existingSecret: {{namespace: chamberlain-bootstrap, secretName: {secret}, "
+                      "keys: [password]}").replace("team-a", "team-web").replace("elsewhere", "web"))
+    assert ("CH121", "intents/extra.yaml") in _rules(repo)
