@@ -37,11 +37,11 @@ _SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
 
 
 def is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and _DNS_LABEL.match(value) is not None
+    return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None  # match() takes "name\n" (the $)
 
 
 def is_secret_key(value: str) -> bool:
-    return len(value) <= MAX_NAME and _SECRET_KEY.match(value) is not None
+    return len(value) <= MAX_NAME and _SECRET_KEY.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

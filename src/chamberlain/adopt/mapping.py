@@ -351,7 +351,7 @@ def _map_external_secrets(w: _Work, conflicted: set[tuple[str, str]]) -> None:
         refusal = _es_refusal(es, stores.get(_store_key(es)))
         if refusal is None and not is_dns_label(es.namespace):
             refusal = f"namespace {es.namespace!r} is not a DNS-1123 label"
-        if refusal is None and not (len(es.target) <= 253 and _SUBDOMAIN.match(es.target)):
+        if refusal is None and not (len(es.target) <= 253 and _SUBDOMAIN.fullmatch(es.target)):
             refusal = f"target Secret name {es.target!r} is not DNS-safe"
         keymap: dict[str, str] = {}
         if refusal is None:
@@ -465,10 +465,20 @@ def _map_es_group(w: _Work, full: str, members: list[tuple[ExternalSecretObj, di
 
 def _map_plain_secrets(w: _Work, writers: Mapping[tuple[str, str], list[tuple[str, str]]]) -> None:
     s = w.settings
+    seen: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for secret in w.estate.secrets:
+        seen[(secret.namespace, secret.name)].append(secret.origin.where)
     for secret in sorted(w.estate.secrets, key=lambda x: (x.namespace, x.name)):
         ns, name, where = secret.namespace, secret.name, secret.origin.where
         if (ns, name) in writers:
             continue  # an ExternalSecret's or SealedSecret's Secret: mapped (or refused) with its writer
+        if len(seen[(ns, name)]) > 1:
+            # two manifests of one Secret (a base and an overlay, an export and a repository): which one the
+            # cluster holds is a guess
+            w.refuse("Secret", ns, name, f"declared {len(seen[(ns, name)])} times ({', '.join(seen[(ns, name)])}): "
+                                         "which one the cluster holds is a guess; read the cluster, or keep one",
+                     where)
+            continue
         owner_kinds = {k for k, _ in secret.owners}
         if owner_kinds & {"ExternalSecret", "SealedSecret"}:
             continue

@@ -187,8 +187,15 @@ def plan_document(adoption: Adoption, repo: str, read: list[str]) -> dict[str, A
     }
 
 
+def _object(kind: str, namespace: str, name: str) -> str:
+    return f"{kind} {namespace + '/' if namespace else ''}{name}"
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """One table cell: a name read from a manifest may hold a newline or a terminal escape (no API server checked
+    it), shown escaped."""
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return text.replace("|", "\\|")
 
 
 def guide(adoption: Adoption, repo: str, read: list[str]) -> str:
@@ -226,15 +233,14 @@ def guide(adoption: Adoption, repo: str, read: list[str]) -> str:
     lines += ["", "## Not mapped", ""]
     if adoption.unmapped:
         lines += ["| object | reason | rule | where |", "| --- | --- | --- | --- |"]
-        lines += [f"| {u.kind} {u.namespace + '/' if u.namespace else ''}{u.name} | {_md(u.reason)} | {u.rule} | "
-                  f"{_md(u.where)} |" for u in adoption.unmapped]
+        lines += [f"| {_md(_object(u.kind, u.namespace, u.name))} | {_md(u.reason)} | {u.rule} | {_md(u.where)} |"
+                  for u in adoption.unmapped]
     else:
         lines.append("Everything read was mapped.")
     if adoption.skipped:
         lines += ["", "## Skipped (not application secrets, or already chamberlain's)", "",
                   "| object | reason |", "| --- | --- |"]
-        lines += [f"| {k.kind} {k.namespace + '/' if k.namespace else ''}{k.name} | {_md(k.reason)} |"
-                  for k in adoption.skipped]
+        lines += [f"| {_md(_object(k.kind, k.namespace, k.name))} | {_md(k.reason)} |" for k in adoption.skipped]
     return "\n".join(lines) + "\n"
 
 

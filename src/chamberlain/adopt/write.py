@@ -86,6 +86,15 @@ def prepare(out: Path) -> None:
                          "directory (adopt never writes over a repository)")
 
 
+def _inside(out: Path, rel: str) -> Path | None:
+    """``out / rel`` when it stays under ``out`` once symbolic links are followed, else None: the marker and the
+    directory may come from someone else (a cloned repository), and adopt touches nothing outside ``--out``."""
+    if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return None
+    path = out / rel
+    return path if path.resolve().is_relative_to(out.resolve()) else None
+
+
 def write(out: Path, contents: Mapping[str, str]) -> list[str]:
     """Write ``contents`` under ``out`` (after :func:`prepare`); remove what an earlier run wrote and this one
     does not. Returns the paths written."""
@@ -94,13 +103,16 @@ def write(out: Path, contents: Mapping[str, str]) -> list[str]:
     marker = out / MARKER
     before = set(marker.read_text(encoding="utf-8").split()) if marker.is_file() else set()
     for rel, text in sorted(contents.items()):
-        path = out / rel
+        path = _inside(out, rel)
+        if path is None:
+            raise UsageError(f"--out {out}: {rel} leads outside the directory (a symbolic link?); give an empty or "
+                             "new directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged files keep their mtime
             path.write_text(text, encoding="utf-8")
     for rel in sorted(before - set(contents)):
-        stale = out / rel
-        if ".." not in Path(rel).parts and stale.is_file():
+        stale = _inside(out, rel)
+        if stale is not None and stale.is_file() and not stale.is_symlink():
             stale.unlink()
             parent = stale.parent
             while parent != out and parent.is_dir() and not any(parent.iterdir()):

@@ -2,7 +2,8 @@
 
 - ``existing-secret-keys`` (CH120, error): ``keys`` lists what leaves the Secret, so it is required and not empty;
   one Secret is imported by one intent only (its ``chamberlain.dev/adopt`` marker names exactly one).
-- ``existing-secret-tenancy`` (CH121, error): never from a protected namespace or a platform component's Secret;
+- ``existing-secret-tenancy`` (CH121, error): never from a protected or bootstrap namespace, a platform component's
+  or a bootstrap Secret, or a Secret another intent writes (a consumer) or publishes;
   with ``spec.tenancy`` the owner must hold the namespace (or be a platform owner), as an import reads a value
   into the owner's own path (``acceptsFrom`` lets an owner *write* into a namespace, never read from it).
 - ``existing-secret-regenerated`` (CH122, error): an imported value is never regenerated, so the effective rotation
@@ -16,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from chamberlain.checks.registry import check
+from chamberlain.checks.sops import bootstrap_secrets
+from chamberlain.checks.tenancy import repository_owned
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Loaded, Repository
 from chamberlain.intent.model import SecretIntent
@@ -56,6 +59,24 @@ def existing_secret_tenancy(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     protected = always_protected(platform)
     holders = Holders.of(platform) if platform is not None else None
+    # Secrets other intents write (consumers: another owner's grant to one namespace) or publish: importing one
+    # would relay a value its owner handed to that namespace only into this owner's path, from where it goes
+    # wherever this owner declares.
+    written: dict[tuple[str, str], str] = {}
+    for other in repo.intents:
+        imported = other.obj.spec.source.existing_secret
+        for c in other.obj.spec.consumers:
+            if imported is not None and (imported.namespace, imported.secret_name) == (c.namespace, c.secret_name):
+                continue  # an importer taking its own Secret over; a second importer of it is CH120
+            written.setdefault((c.namespace, c.secret_name), other.obj.metadata.name)
+        pub = other.obj.spec.source.publication
+        if pub is not None:
+            written.setdefault((pub.namespace, pub.secret_name), other.obj.metadata.name)
+    bootstrap_namespaces: set[str] = set()
+    if any(item.obj.spec.source.existing_secret is not None for item in repo.intents):
+        for secret in bootstrap_secrets(repo):  # read by handover only, for its own intent
+            written.setdefault((secret.namespace or "default", secret.name), secret.ref.intent.obj.name)
+        bootstrap_namespaces = repository_owned(repo)[2]
     for item in _imports(repo):
         src = item.obj.spec.source.existing_secret
         assert src is not None
@@ -63,6 +84,13 @@ def existing_secret_tenancy(repo: Repository) -> Iterator[Finding]:
         subject = f"{src.namespace}/{src.secret_name}"
         why = (f"namespace {src.namespace} is protected ({protected[src.namespace]})" if src.namespace in protected
                else platform_secret(src.namespace, src.secret_name))
+        if why is None and src.namespace in bootstrap_namespaces:
+            why = (f"namespace {src.namespace} is a bootstrap namespace (label chamberlain.dev/class: bootstrap): only "
+                   "handover reads from it")
+        writer = written.get((src.namespace, src.secret_name))
+        if why is None and writer is not None and writer != item.obj.metadata.name:
+            why = (f"it is the Secret SecretIntent/{writer} writes, publishes or bootstraps there; import a value "
+                   "only from a Secret no intent manages (that intent's owner decides where its value goes)")
         if why is None and holders is not None:
             owner = item.obj.spec.owner
             held_by = holders.holder.get(src.namespace)

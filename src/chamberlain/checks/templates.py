@@ -23,7 +23,7 @@ from chamberlain.intent import properties
 from chamberlain.intent.loader import Loaded, Repository
 from chamberlain.intent.model import Consumer, SecretIntent
 from chamberlain.intent.paths import intent_environments
-from chamberlain.intent.templates import Literal, TemplateSyntaxError, parse
+from chamberlain.intent.templates import Literal, TemplateSyntaxError, granted_keys, parse
 
 # What a reference stands for in the credential scan of the literal text: a word no scanner takes for a value,
 # so "postgresql://{a.user}:{a.password}@" is scanned as "postgresql://${ref}:${ref}@" and a literal password is
@@ -94,6 +94,7 @@ def consumer_templates(repo: Repository) -> Iterator[Finding]:
                                              bootstrap, subject)
                     if other.obj is intent:
                         continue
+                    granted = granted_keys(other.obj, consumer.namespace)
                     if ("CH117", ref.intent) not in reported and not _declares(other.obj, consumer):
                         reported.add(("CH117", ref.intent))
                         yield Finding(item.file, item.line_of(*loc), "CH117",
@@ -101,6 +102,16 @@ def consumer_templates(repo: Repository) -> Iterator[Finding]:
                                       f"declare namespace {consumer.namespace} among its consumers; its owner "
                                       f"({other.obj.spec.owner}) must add a consumer there (in "
                                       f"{other.file}) before another intent may combine its keys",
+                                      object=label, subject=subject)
+                    elif (granted is not None and _declares(other.obj, consumer) and ref.key not in granted
+                          and ("CH117", str(ref)) not in reported):
+                        reported.add(("CH117", str(ref)))
+                        # the grant is the key mapping its owner reviewed: a template never takes another key
+                        yield Finding(item.file, item.line_of(*loc), "CH117",
+                                      f"{label}: {where}: template reads {{{ref}}}, but SecretIntent/{ref.intent}'s "
+                                      f"consumers in namespace {consumer.namespace} hand out only "
+                                      f"{', '.join(sorted(granted)) or 'no key'}; its owner "
+                                      f"({other.obj.spec.owner}) must map {ref.key} there (in {other.file})",
                                       object=label, subject=subject)
                     if platform is not None and ("CH118", ref.intent) not in reported:
                         mine = {e.name for e in intent_environments(platform, intent)}

@@ -102,7 +102,7 @@ def _declared_secret(kind: str, api: str, data: dict[str, Any], name: str | None
     return None
 
 
-def _repository_owned(repo: Repository) -> tuple[dict[tuple[str | None, str], _Owned],
+def repository_owned(repo: Repository) -> tuple[dict[tuple[str | None, str], _Owned],
                                                   dict[tuple[str | None, str], _Owned], set[str]]:
     """What the repository itself shows as owned: platform Secrets ((namespace or None, name) -> why), Secrets Git
     manages by other means (refused as consumer Secrets only: a publication may read its owner's own), and the
@@ -174,7 +174,7 @@ class _Guard:
 def _guard(repo: Repository) -> tuple[_Guard, _Guard, list[BootstrapSecret]]:
     """The guard of consumers and publications, the guard of bootstrap Secrets (a bootstrap namespace is theirs),
     and the bootstrap Secrets."""
-    owned, consumer_owned, bootstrap_namespaces = _repository_owned(repo)
+    owned, consumer_owned, bootstrap_namespaces = repository_owned(repo)
     protected = always_protected(repo.platform)
     secrets = bootstrap_secrets(repo)
     bootstrap = {(s.namespace, s.name): s.ref.intent.obj.name for s in secrets}

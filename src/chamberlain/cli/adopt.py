@@ -86,6 +86,12 @@ def adopt_cmd(
     raise typer.Exit(0 if result.ok else 1)
 
 
+def _shown(text: str) -> str:
+    """A name read from the estate as one printable line: manifests are not checked by an API server, so a name
+    may hold a newline or a terminal escape."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _print(data: dict[str, Any], *, wide: bool) -> None:
     spec = data["plan"]["spec"]
     for intent in spec["intents"]:
@@ -94,12 +100,12 @@ def _print(data: dict[str, Any], *, wide: bool) -> None:
         line(text + (f"  <- {intent['copiedFrom']}" if intent.get("copiedFrom") else "")
              + (f"  consumers {consumers}  (owner from {intent['ownerFrom']})" if wide else ""))
     for item in spec["unmapped"]:
-        subject = f"{item['kind']} {item['namespace'] + '/' if item['namespace'] else ''}{item['name']}"
-        line(f"unmapped   {subject}: {item['reason']} [{item['rule']}]"
+        subject = _shown(f"{item['kind']} {item['namespace'] + '/' if item['namespace'] else ''}{item['name']}")
+        line(f"unmapped   {subject}: {_shown(item['reason'])} [{item['rule']}]"
              + (f" ({item['where']})" if item.get("where") else ""))
     for item in spec["skipped"]:
-        subject = f"{item['kind']} {item['namespace'] + '/' if item['namespace'] else ''}{item['name']}"
-        line(f"skipped    {subject}: {item['reason']}")
+        subject = _shown(f"{item['kind']} {item['namespace'] + '/' if item['namespace'] else ''}{item['name']}")
+        line(f"skipped    {subject}: {_shown(item['reason'])}")
     for finding in data.get("validation", {}).get("results", []):
         line(f"invalid    {finding.get('file')}:{finding.get('line') or ''} {finding.get('rule')} "
              f"{finding.get('message')}", err=True)

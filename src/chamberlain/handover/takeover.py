@@ -162,8 +162,10 @@ def take_over(unit: TakeoverUnit, kv: KV, kube: TakeoverKube, *, dry_run: bool =
         return TakeoverOutcome(unit, "not-imported", f"{vault} has no current value")
     want = _digest(expected_data(c, current.data))
     del current
-    es = kube.get_external_secret(c.namespace, c.secret_name)
     for _ in range(3):  # a resourceVersion race with ESO is retried on a fresh read
+        # read each attempt: a reference to the uid of an ExternalSecret GitOps has since re-created names an owner
+        # that is gone, and the garbage collector would delete the Secret
+        es = kube.get_external_secret(c.namespace, c.secret_name)
         owners = kube.get_secret_owners(c.namespace, c.secret_name)
         try:
             action, previous = decide(unit, es, owners)

@@ -113,6 +113,27 @@ def literal_text(template: str) -> str:
 
 
 
+def granted_keys(intent: SecretIntent, namespace: str) -> frozenset[str] | None:
+    """The keys of ``intent`` its own consumers in ``namespace`` hand out (its owner's grant to templates there):
+    None for all of them (a consumer without ``keys``), an empty set when it declares no consumer there. A
+    consumer's key mapping is what the owner reviewed, so a template in that namespace reads no other key. Pure."""
+    keys: set[str] = set()
+    for consumer in intent.spec.consumers:
+        if consumer.namespace != namespace:
+            continue
+        if consumer.template:
+            try:
+                keys.update(r.key for text in consumer.template.values() for r in references(text)
+                            if r.intent == intent.metadata.name)
+            except TemplateSyntaxError:
+                continue
+        elif not consumer.keys:  # no mapping (or an empty one): render materializes every key
+            return None
+        else:
+            keys.update(consumer.keys.values())
+    return frozenset(keys)
+
+
 def templated_readers(platform: Platform, intents: Iterable[SecretIntent], name: str,
                       environment: str) -> list[tuple[SecretIntent, Consumer]]:
     """The templated consumers of *other* intents, placed in ``environment``, whose template references intent
@@ -134,5 +155,5 @@ def templated_readers(platform: Platform, intents: Iterable[SecretIntent], name:
     return found
 
 
-__all__ = ["MAX_TEMPLATE_LENGTH", "Literal", "Reference", "Segment", "TemplateSyntaxError", "literal_text", "parse",
-           "references", "templated_readers"]
+__all__ = ["MAX_TEMPLATE_LENGTH", "Literal", "Reference", "Segment", "TemplateSyntaxError", "granted_keys",
+           "literal_text", "parse", "references", "templated_readers"]

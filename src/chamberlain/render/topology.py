@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from chamberlain.errors import ChamberlainError
 from chamberlain.intent.model import Consumer, Platform, PublicationSource, RotationPolicy, SecretIntent
 from chamberlain.intent.paths import VaultPath, intent_environments, vault_path
-from chamberlain.intent.templates import TemplateSyntaxError, references
+from chamberlain.intent.templates import TemplateSyntaxError, granted_keys, references
 
 
 class RenderError(ChamberlainError):
@@ -147,9 +147,13 @@ def _parts(platform: Platform, by_name: dict[str, SecretIntent], intent: SecretI
     if not consumer.template:
         return ()
     names = dict.fromkeys([intent.metadata.name])
+    keys: dict[str, set[str]] = {}
     for text in consumer.template.values():
         try:
-            names.update(dict.fromkeys(r.intent for r in references(text)))
+            refs = references(text)
+            names.update(dict.fromkeys(r.intent for r in refs))
+            for r in refs:
+                keys.setdefault(r.intent, set()).add(r.key)
         except TemplateSyntaxError as exc:
             raise RenderError(f"SecretIntent {intent.metadata.name}: consumer {consumer.namespace}/"
                               f"{consumer.secret_name}: template does not parse: {exc} (CH115)") from None
@@ -162,6 +166,11 @@ def _parts(platform: Platform, by_name: dict[str, SecretIntent], intent: SecretI
         if not any(c.namespace == consumer.namespace for c in other.spec.consumers):
             raise RenderError(f"{where}: SecretIntent {name} does not declare namespace {consumer.namespace} "
                               "among its consumers (CH117)")
+        granted = granted_keys(other, consumer.namespace)
+        taken = sorted(k for k in keys.get(name, ()) if granted is not None and k not in granted)
+        if taken:
+            raise RenderError(f"{where}: SecretIntent {name} does not hand out {', '.join(taken)} in namespace "
+                              f"{consumer.namespace} (CH117)")
         if environment not in {e.name for e in intent_environments(platform, other)}:
             raise RenderError(f"{where}: SecretIntent {name} does not exist in {environment} (CH118)")
         parts.append(Part(other, vault_path(platform, other, environment, cluster)))
