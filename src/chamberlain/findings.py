@@ -245,6 +245,10 @@ _RULES = [
          "A publication (source.publication) declares no keys: its PushSecret pushes every key of the producer's "
          "Secret, also keys nobody declared (SPEC §5a: only declared keys leave the producer namespace).",
          "warning"),
+    Rule("CH125", "publishing-not-accepted", TENANCY,
+         "A publication takes a Secret out of a namespace whose holder accepts the intent's owner in acceptsFrom "
+         "(writing consumer Secrets there) but not in acceptsPublishingFrom: a guest accepted to deliver a value "
+         "could carry any of the host's Secrets away. Declare the grant on the holder.", "warning"),
     Rule("CH113", "same-namespace-distribution", INV7,
          "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
          "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),

@@ -176,14 +176,18 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="design, not fixed: acceptsFrom (a grant to *write* into a namespace) also "
-                   "lets the accepted owner publish any Secret of that namespace into its own path (README "
-                   "'Namespaces'; CH121 already refuses the same read for existingSecret)")
 def test_accepts_from_does_not_let_a_guest_publish_the_hosts_secrets(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(EXAMPLES / "acme-tenancy", repo)
     (repo / "intents" / "team-search" / "loot.yaml").write_text(EXFILTRATE)
-    assert [r for r in _rules(repo) if r[1] == "intents/team-search/loot.yaml"] != []
+    # A warning, not an error: repositories written before acceptsPublishingFrom existed stay valid (--strict
+    # fails); the grant on the holder silences it, and a publication from a namespace not accepted at all is CH081.
+    loot = "intents/team-search/loot.yaml"
+    found = [(f.rule, f.severity) for f in run_checks(load_repository(repo)) if f.file == loot]
+    assert found == [("CH125", "warning")]
+    platform = repo / "platform.yaml"
+    platform.write_text(platform.read_text().replace("acceptsFrom: [team-search]", "acceptsFrom: []"))
+    assert ("CH081", loot) in _rules(repo)
 
 
 @pytest.mark.xfail(strict=True, reason="not fixed: a run in flight resumes over a partial push (ESO pushes the "

@@ -92,13 +92,8 @@ def existing_secret_tenancy(repo: Repository) -> Iterator[Finding]:
             why = (f"it is the Secret SecretIntent/{writer} writes, publishes or bootstraps there; import a value "
                    "only from a Secret no intent manages (that intent's owner decides where its value goes)")
         if why is None and holders is not None:
-            owner = item.obj.spec.owner
-            held_by = holders.holder.get(src.namespace)
-            if src.namespace in holders.protected and owner not in holders.tenancy.platform_owners:
-                why = f"namespace {src.namespace} is protected ({holders.protected[src.namespace]})"
-            elif held_by != owner and owner not in holders.tenancy.platform_owners:
-                why = (f"namespace {src.namespace} is held by {held_by or 'no owner'}, not {owner}; an import reads "
-                       "the Secret's value into the owner's path, so only the namespace's holder imports from it")
+            ok, reason = holders.may_read(item.obj.spec.owner, src.namespace)
+            why = None if ok else reason
         if why is not None:
             yield Finding(item.file, where, "CH121", f"{_label(item)}: existingSecret {subject}: {why}",
                           object=_label(item), subject=subject)

@@ -405,10 +405,13 @@ def tenancy_declaration(repo: Repository) -> Iterator[Finding]:
                 yield Finding(item.file, item.line_of(*loc), "CH082",
                               f"{label}: owner {owner.name} holds {ns}, which is {builtin[ns]}; only platform owners "
                               "may", object=label, subject=ns)
-        for j, other in enumerate(owner.accepts_from):
-            if other not in names:
-                yield Finding(item.file, item.line_of("spec", "tenancy", "owners", i, "acceptsFrom", j), "CH082",
-                              f"{label}: owner {owner.name} accepts unknown owner {other}", object=label)
+        for field_name, accepted in (("acceptsFrom", owner.accepts_from),
+                                     ("acceptsPublishingFrom", owner.accepts_publishing_from)):
+            for j, other in enumerate(accepted):
+                if other not in names:
+                    yield Finding(item.file, item.line_of("spec", "tenancy", "owners", i, field_name, j), "CH082",
+                                  f"{label}: owner {owner.name} accepts unknown owner {other} ({field_name})",
+                                  object=label)
 
 
 @check("owner-paths")
@@ -468,11 +471,19 @@ def namespace_holders(repo: Repository) -> Iterator[Finding]:
                               object=_label(item), subject=f"{c.namespace}/{c.secret_name}")
         pub = item.obj.spec.source.publication
         if pub is not None:
-            ok, why = holders.may_write(owner, pub.namespace)
-            if not ok:
-                yield Finding(item.file, item.line_of("spec", "source", "publication", "namespace"), "CH081",
-                              f"{_label(item)}: publication {pub.namespace}/{pub.secret_name}: {why}",
-                              object=_label(item), subject=f"{pub.namespace}/{pub.secret_name}")
+            where = item.line_of("spec", "source", "publication", "namespace")
+            subject = f"{pub.namespace}/{pub.secret_name}"
+            ok, why = holders.may_read(owner, pub.namespace)
+            if not ok and holders.may_write(owner, pub.namespace)[0]:
+                # Accepted for writes only: repositories valid before acceptsPublishingFrom existed stay valid,
+                # warned (a guest accepted to deliver a consumer Secret could carry any of the host's Secrets away).
+                yield Finding(item.file, where, "CH125",
+                              f"{_label(item)}: publication {subject}: the holder of {pub.namespace} accepts "
+                              f"{owner} in acceptsFrom (writes) but not in acceptsPublishingFrom; declare it there",
+                              object=_label(item), subject=subject)
+            elif not ok:
+                yield Finding(item.file, where, "CH081", f"{_label(item)}: publication {subject}: {why}",
+                              object=_label(item), subject=subject)
     for secret in bootstrap_secrets(repo):
         namespace = secret.namespace or "default"
         owner = secret.ref.intent.obj.spec.owner

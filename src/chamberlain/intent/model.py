@@ -215,6 +215,12 @@ class Owner(Model):
         description="owners whose intents may write consumer Secrets into this owner's namespaces (each such "
                     "cross-owner edge is explicit here and shown in the inventory)",
     )
+    accepts_publishing_from: list[DnsLabel] = Field(
+        default_factory=list,
+        description="owners whose intents may publish (PushSecret) Secrets of this owner's namespaces into their "
+                    "own path, e.g. the app team of a database operator running here; acceptsFrom alone lets "
+                    "them write into the namespace, not carry its Secrets away (CH125)",
+    )
 
 
 class Tenancy(Model):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -252,6 +252,7 @@ class Holders:
     holder: dict[str, str]
     accepts: dict[str, frozenset[str]]
     protected: dict[str, str]
+    publishers: dict[str, frozenset[str]] = field(default_factory=dict)  # holder -> owners accepted to publish
 
     @classmethod
     def of(cls, platform: Platform) -> Holders | None:
@@ -263,10 +264,28 @@ class Holders:
             for ns in owner.namespaces:
                 holder.setdefault(ns, owner.name)
         accepts = {o.name: frozenset(o.accepts_from) for o in tenancy.owners}
-        return cls(tenancy, holder, accepts, protected_namespaces(platform))
+        publishers = {o.name: frozenset(o.accepts_publishing_from) for o in tenancy.owners}
+        return cls(tenancy, holder, accepts, protected_namespaces(platform), publishers)
+
+    def may_read(self, owner: str, namespace: str) -> tuple[bool, str]:
+        """Whether an intent of ``owner`` may take a Secret's value *out of* ``namespace`` into its own path (a
+        publication, an import), and how or why not. ``acceptsFrom`` does not count: it lets a guest write into a
+        host's namespace, never carry the host's Secrets away."""
+        if owner in self.tenancy.platform_owners:
+            return True, "platform owner"
+        if namespace in self.protected:
+            return False, f"namespace {namespace} is protected ({self.protected[namespace]})"
+        held_by = self.holder.get(namespace)
+        if held_by == owner:
+            return True, "own namespace"
+        if held_by is not None and owner in self.publishers.get(held_by, frozenset()):
+            return True, f"publishing accepted by {held_by}"
+        return False, (f"namespace {namespace} is held by {held_by or 'no owner'}, not {owner}; only the holder "
+                       "takes a value out of its namespace, or an owner it lists in acceptsPublishingFrom "
+                       "(acceptsFrom lets others write there, not read)")
 
     def may_write(self, owner: str, namespace: str) -> tuple[bool, str]:
-        """Whether an intent of ``owner`` may write into (or publish from) ``namespace``, and how or why not."""
+        """Whether an intent of ``owner`` may write into ``namespace``, and how or why not."""
         platform_owner = owner in self.tenancy.platform_owners
         if namespace in self.protected:
             if platform_owner:
