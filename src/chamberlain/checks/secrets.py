@@ -709,7 +709,7 @@ def check_credentials(repo: Repository) -> Iterator[Finding]:
                 rf.rel, hit.line, "CH024",
                 f"looks like {hit.label} [{hit.kind}]; values never belong in Git — remove it, rotate it, or "
                 f"mark a deliberate false positive with 'chamberlain:allow CH024' (value not shown)",
-                column=hit.column,
+                column=hit.column, subject=hit.kind,
             )
             doc = _doc_at(spans, hit.line)
             if doc is not None:
@@ -717,7 +717,7 @@ def check_credentials(repo: Repository) -> Iterator[Finding]:
                     rf.rel, hit.line, "CH020",
                     f"{_label(doc)}: holds what looks like {hit.label} [{hit.kind}]; intent declares secrets, "
                     f"it never carries their values (value not shown)",
-                    column=hit.column, object=_label(doc),
+                    column=hit.column, object=_label(doc), subject=hit.kind,
                 )
 
 
