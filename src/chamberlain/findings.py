@@ -249,6 +249,16 @@ _RULES = [
          "A publication takes a Secret out of a namespace whose holder accepts the intent's owner in acceptsFrom "
          "(writing consumer Secrets there) but not in acceptsPublishingFrom: a guest accepted to deliver a value "
          "could carry any of the host's Secrets away. Declare the grant on the holder.", "warning"),
+    Rule("CH126", "credential-in-history", INV1,
+         "Git history holds a credential (committed, perhaps removed since): removal does not un-leak it, so the "
+         "credential must be rotated; then accept the finding in the baseline."),
+    Rule("CH127", "scan-incomplete", INV1,
+         "A file was skipped or only partly scanned for credentials (undecodable text, over the size limit); the "
+         "reason is given.", "warning"),
+    Rule("CH128", "random-looking-string", INV1,
+         "A long random-looking string with nothing around it that names a credential (no known provider format, "
+         "no password/token/key name): often an id, a digest or ciphertext, sometimes a key. Not blocking; check it, "
+         "then accept it in the baseline or mark it 'chamberlain:allow CH128'.", "warning"),
     Rule("CH113", "same-namespace-distribution", INV7,
          "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
          "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),

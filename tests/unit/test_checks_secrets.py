@@ -64,7 +64,7 @@ def make_repo(tmp_path: Path, files: dict[str, str | bytes], base: Path = BASE) 
 # ------------------------------------------------------------------------------------------------ known shapes
 
 POSITIVES = {
-    "aws-access-key-id": "export AWS_ACCESS_KEY_ID=" + "AKIA" + "IOSFODNN7EXAMPLE",
+    "aws-access-key-id": "export AWS_ACCESS_KEY_ID=" + "AKIA" + "Z4QW7RTY3UPLMN5K",
     "aws-secret-access-key": "aws_secret_access_key = " + rand(B62 + "/+", 40),
     "github-classic": "token: " + "ghp_" + rand(B62, 36),
     "github-fine-grained": "GITHUB_TOKEN=" + "github_pat_" + rand(B62 + "_", 82),
@@ -82,7 +82,7 @@ POSITIVES = {
     "url-password": "dsn: postgres://app:" + "S3cr3tP4ss" + "@db.example:5432/app",
     "yaml-password": "    password: " + "hunter2",
     "env-password": "DB_PASSWORD=" + "Tr0ub4dor&3",
-    "json-api-key": '{"apiKey": "' + "abc123def456" + '"}',
+    "json-api-key": '{"apiKey": "' + "q8Zr3LmT9xKp2Wv" + '"}',
     "django-secret-key": "SECRET_KEY = '" + "django-insecure-8x#k2!pq@z9" + "'",
     "quoted-password-with-space": 'password: "correct horse battery staple"',
     "high-entropy-base64": "blob: " + rand(B62 + "+/", 40),
@@ -118,7 +118,7 @@ def test_the_most_specific_kind_is_reported_once_per_line(text: str, kind: str) 
 
 
 def test_hit_points_at_line_and_column() -> None:
-    text = "a: 1\nb: 2\n  key: " + "AKIA" + "IOSFODNN7EXAMPLE\n"
+    text = "a: 1\nb: 2\n  key: " + "AKIA" + "Z4QW7RTY3UPLMN5K\n"
     (hit,) = scan_text(text)
     assert (hit.line, hit.column) == (3, 8)
 
@@ -249,7 +249,7 @@ def test_binary_file_is_scanned_for_known_shapes() -> None:
 
 def test_binary_and_keystore_files_in_a_repository(tmp_path: Path) -> None:
     files: dict[str, str | bytes] = {
-        "keys/bundle.bin": b"\x00\xff" + ("AKIA" + "IOSFODNN7EXAMPLE").encode() + b"\x00",
+        "keys/bundle.bin": b"\x00\xff" + ("AKIA" + "Z4QW7RTY3UPLMN5K").encode() + b"\x00",
         "keys/client.p12": b"\x30\x82\x0a\x00" + bytes(range(200)),
         "images/logo.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
     }
@@ -292,7 +292,7 @@ def test_findings_never_contain_the_value(tmp_path: Path) -> None:
 def test_credential_in_an_intent_is_also_a_literal_secret(tmp_path: Path) -> None:
     intent = (BASE / "intents" / "app.yaml").read_text().replace(
         "purpose: Postgres password of the app API",
-        "purpose: Postgres password of the app API, formerly " + "AKIA" + "IOSFODNN7EXAMPLE",
+        "purpose: Postgres password of the app API, formerly " + "AKIA" + "Z4QW7RTY3UPLMN5K",
     )
     repo = load_repository(make_repo(tmp_path, {"intents/app.yaml": intent}))
     found = sorted((f.rule, f.line, f.object) for f in check_credentials(repo))

@@ -32,6 +32,14 @@ WORST_CASES = {
     "url-passwords": "://a:b@",
     "ssh-prefix": "ssh-rsa AAAA",
     "secret-key-assignments": "secret_key: ",
+    "token-assignments": "token=",
+    "password-assignments": "password=",
+    "name-value-pairs": "- name: DB_PASSWORD\n  value: ",
+    "xml-elements": "<apiToken>",
+    "typed-declarations": "var x_token string = ",
+    "authorization-headers": "Authorization: Bearer ",
+    "curl-users": " -u a:",
+    "placeholder-runs": "xoxb-xxxxxxxxxxxxxxxxxxxxxxxx ",
 }
 
 
@@ -93,7 +101,7 @@ def test_a_private_key_inside_an_unclosed_public_block_is_still_found() -> None:
 
 
 def test_openai_keys_are_still_recognised() -> None:
-    key = "sk-proj-" + "A" * 20 + "T3BlbkFJ" + "b" * 20
+    key = "sk-proj-" + "Qx7rTz2mKp9vLw4nHc8d" + "T3BlbkFJ" + "Jb5sYf1gNe6uRk3oWa0h"
     assert "openai-key" in {h.kind for h in scan_text(f"OPENAI = {key}\n", generic=False)}
     assert "openai-key" not in {h.kind for h in scan_text("sk-" + "A" * 60 + "\n", generic=False)}
 

@@ -153,10 +153,23 @@ def _doc_at(spans: list[tuple[int, int, Document]], line: int | None) -> Documen
 
 @check("credential-scan")
 def check_credentials(repo: Repository) -> Iterator[Finding]:
-    """CH024 for every credential-looking place in any file; CH020 too when it sits in an intent document."""
+    """CH024 for every credential-looking place in any file; CH020 too when it sits in an intent document.
+    A random-looking string with no credential context is a CH128 warning: a guess must not block a repository."""
     for rf in repo.files:
         spans = _doc_spans(rf)
         for hit in scan_file(rf):
+            if hit.kind == "partial":
+                yield Finding(rf.rel, hit.line, "CH127", f"partly scanned for credentials: {hit.label}",
+                              subject=hit.kind)
+                continue
+            if hit.kind == "high-entropy":
+                if rf.text is None or hit.line is None or not allowed(_line_text(rf.text, hit.line), "CH128"):
+                    yield Finding(
+                        rf.rel, hit.line, "CH128",
+                        f"looks like {hit.label} with no credential name or known format around it; if it is a "
+                        f"credential, remove and rotate it, else mark it 'chamberlain:allow CH128' (value not shown)",
+                        column=hit.column, subject=hit.kind)
+                continue
             yield Finding(
                 rf.rel, hit.line, "CH024",
                 f"looks like {hit.label} [{hit.kind}]; values never belong in Git — remove it, rotate it, or "

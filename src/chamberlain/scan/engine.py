@@ -12,12 +12,23 @@ so a file that cannot contain a shape never runs its regex.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from chamberlain.scan.judge import RUN, TOKEN, encoded_pem, looks_random
+from chamberlain.scan import assignments
+from chamberlain.scan.judge import (
+    RUN,
+    TOKEN,
+    assigned_credential,
+    encoded_pem,
+    looks_random,
+    placeholder,
+    reference,
+)
 
 # ------------------------------------------------------------------------------------------------ allow marker
 
@@ -65,6 +76,16 @@ def _openai_key(token: str) -> bool:
     return at >= 0 and len(body) - at - len(_OPENAI_MARK) >= 20
 
 
+def _encoded_jwt(token: str) -> bool:
+    """``ZXlK…`` is base64 of ``eyJ``: a JWT (header and payload) once decoded."""
+    head = token[:120]
+    try:
+        decoded = base64.b64decode(head[: len(head) - len(head) % 4], validate=False)
+    except (binascii.Error, ValueError):
+        return False
+    return decoded.startswith(b"eyJ") and b"." in decoded
+
+
 _BECH32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
 
 # Every pattern starts with a literal, so the engine jumps from one occurrence of it to the next (GB/s) instead
@@ -96,6 +117,7 @@ _SHAPES: tuple[_Shape, ...] = (
            r"AIza(?<![0-9A-Za-z_-]AIza)[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
     _shape("gcp-service-account-key", "a Google service-account key file",
            r"\"type\"[ \t]*:[ \t]*\"service_account\""),
+    _shape("jwt-base64", "a base64-encoded JSON Web Token", r"ZXlK[A-Za-z0-9+/]{60,}={0,2}", accept=_encoded_jwt),
     _shape("jwt", "a JSON Web Token",
            r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
     # Vault's hvs./hvb./hvr. tokens and the s./b./r. form that OpenBao (and Vault before 1.10) issues.
@@ -134,7 +156,7 @@ _ASSIGN_KEY = re.compile(
 )
 _ASSIGN_VALUE = re.compile(r"\"(?P<dq>[^\"\n]{0,512})\"|'(?P<sq>[^'\n]{0,512})'|(?P<bare>[^\s,}\]#\"'`]{1,512})")
 _KEY_CHAR = re.compile(r"[A-Za-z0-9_.-]")
-_ASSIGN_NEEDLES = ("pass", "pwd", "secret", "token", "key", "credential")
+_ASSIGN_NEEDLES = ("pass", "pwd", "secret", "token", "key", "cred", "auth", "bearer")
 _PLAIN_WORD = re.compile(r"[A-Za-z]+")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _PLACEHOLDER_VALUE = re.compile(r"[xX*.#_-]+|<[^>]*>|\(?[Rr][Ee][Dd][Aa][Cc][Tt][Ee][Dd]\)?")
@@ -163,7 +185,13 @@ _SSH_PUBLIC = re.compile(
     r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
     r"[ \t]+AAAA[A-Za-z0-9+/]+=*"
 )
-_CIPHER_NEEDLES = ("ENC[AES256_GCM", "-----BEGIN ", "AAAA")
+_CIPHER_NEEDLES = ("ENC[AES256_GCM", "-----BEGIN ", "AAAA", "kty", "|1|")
+# Public members of a JSON Web Key (RFC 7517/7518): modulus, exponent, curve point, thumbprints, certificate chain.
+_JWK_PUBLIC = re.compile(
+    r"[\"']?(?:n|e|x|y|kid|x5t|x5t#S256|x5c)[\"']?[ \t]*:[ \t]*\[?[ \t\r\n]*[\"']?(?P<value>[A-Za-z0-9_+/=-]{8,16384})")
+_JWK_PRIVATE = re.compile(r"[\"'](?:d|p|q|dp|dq|qi|k)[\"'][ \t]*:[ \t]*[\"'][A-Za-z0-9_-]{20,}")
+# ``|1|salt|hash`` host names in a hashed known_hosts file: one-way digests, public.
+_HASHED_HOST = re.compile(r"\|1\|[A-Za-z0-9+/=]{1,64}\|[A-Za-z0-9+/=]{1,64}")
 # In a SOPS file of any format, the data key wrapped by each master key (``enc``) is ciphertext too.
 _SOPS_ENC_LINE = re.compile(r"^[ \t]*(?:-[ \t]+)?\"?(?:[A-Za-z0-9_]*_)?enc\"?[ \t]*[:=].*$", re.MULTILINE)
 _WORD_CHAR = re.compile(r"\w")
@@ -206,6 +234,10 @@ def _public_spans(text: str) -> list[tuple[int, int]]:
     if "AAAA" in text:
         spans += [m.span() for m in _SSH_PUBLIC.finditer(text)
                   if m.start() == 0 or not _WORD_CHAR.match(text[m.start() - 1])]
+    if "kty" in text:  # a JSON Web Key: its public members only (d, p, q, dp, dq, qi, k stay visible)
+        spans += [m.span("value") for m in _JWK_PUBLIC.finditer(text)]
+    if "|1|" in text:
+        spans += [m.span() for m in _HASHED_HOST.finditer(text)]
     return spans
 
 
@@ -227,15 +259,17 @@ def blank_spans(text: str, spans: Iterable[tuple[int, int]]) -> str:
 
 
 # Only for the random-token pass: public identifiers that look random by construction.
-_PUBLIC_RANDOM_NEEDLE = re.compile(r"age1|sha|md5|h1:|data:|://")
+_PUBLIC_RANDOM_NEEDLE = re.compile(r"age1|sha|md5|h1:|data:|://|\|1\|")
 _PUBLIC_RANDOM = re.compile(
     rf"\bage1{_BECH32}{{58}}\b"  # age recipients (public keys)
     r"|\b(?:sha1|sha224|sha256|sha384|sha512|md5|h1)[-:][A-Za-z0-9+/=_-]+"  # image digests, SRI, go.sum
     r"|\bdata:[\w/+.-]+;base64,[A-Za-z0-9+/=]+"  # inline images in docs
+    r"|\|1\|[A-Za-z0-9+/=]{1,64}\|[A-Za-z0-9+/=]{1,64}"  # hashed known_hosts entries
     r"|\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s?#\"'<>()\[\]{}]*"  # URLs up to the query (queries are checked)
 )
 
 _NOT_NEWLINE = re.compile(r"[^\n]")
+_BASE64_CHARS = re.compile(r"[A-Za-z0-9+/]")
 
 
 def _blank(m: re.Match[str]) -> str:
@@ -353,12 +387,18 @@ def _scan_into(
         if not ok:
             found[(line, kind)] = Hit(kind, label, line, column)
 
-    # Private keys first, on the raw text: no mask below may hide one.
+    # Private keys first, on the raw text: no mask below may hide one. A closed block with no key material in it
+    # (``-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----`` in documentation) is not a key.
+    private_blocks = pem_blocks(text, _PRIVATE_PEM) if "PRIVATE KEY" in text else []
+    block_end = dict(private_blocks)
     for m in _PRIVATE_KEY.regex.finditer(text):
+        end = block_end.get(m.start())
+        if end is not None and len(_BASE64_CHARS.findall(text, m.end(), end)) < 64:
+            continue
         add(_PRIVATE_KEY.kind, _PRIVATE_KEY.label, m.start())
 
     masked, masked_lower = text, lowered
-    spans = pem_blocks(text, _PRIVATE_PEM) if "PRIVATE KEY" in text else []
+    spans = list(private_blocks)
     if any(n in text for n in _CIPHER_NEEDLES):
         spans += _public_spans(text)
     if spans:
@@ -368,10 +408,16 @@ def _scan_into(
     if masked is not text:
         masked_lower = _ascii_lower(masked)
 
+    if "kty" in masked:  # a JSON Web Key's private members (d, p, q, dp, dq, qi; k of a symmetric key)
+        for m in _JWK_PRIVATE.finditer(masked):
+            add("jwk-private-key", "a private JSON Web Key", m.start())
+
     for shape in _SHAPES:
         for m in shape.regex.finditer(masked_lower if shape.lowered else masked):
             if seen(shape.kind, m.start()) or (shape.accept is not None and not shape.accept(m.group())):
                 continue
+            if shape.kind != "age-identity" and placeholder(m.group()):
+                continue  # ghp_xxxx…, AKIAIOSFODNN7EXAMPLE: documentation, not a leak
             start = m.start()
             while shape.extend_left and start > 0 and masked[start - 1].isalnum():
                 start -= 1
@@ -379,18 +425,37 @@ def _scan_into(
 
     if "://" in masked:
         for m in _URL_PASSWORD.finditer(masked):
-            if not seen("url-password", m.start("pw")) and not _is_placeholder(m.group("pw"), _URL_PLACEHOLDERS):
+            pw = m.group("pw")
+            if not seen("url-password", m.start("pw")) and pw.lower() not in _URL_PLACEHOLDERS and not (
+                    reference(pw) or placeholder(pw) or pw.startswith(("$", "{", "%", "<"))):
                 add("url-password", "a password embedded in a URL", m.start("pw"))
+
+    if "uthoriz" in masked_lower or "-u" in masked or "--user" in masked:
+        shaped_lines = {line for line, _ in found}
+        for kind, label, offset in _header_and_flag_hits(masked, masked_lower):
+            if lines.locate(offset)[0] not in shaped_lines:
+                add(kind, label, offset)
 
     if generic and any(n in lowered for n in _ASSIGN_NEEDLES):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
+        budget = assignments.Budget()
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
-            for m in _ASSIGN_KEY.finditer(masked_lower, start, end):
-                if seen("literal-assignment", m.start()):
+            verdicts: dict[tuple[str, str, tuple[str, ...], bool], bool] = {}  # a repeated value is judged once
+            for a in assignments.find(masked, masked_lower, start, end, budget):
+                if seen("literal-assignment", a.start) or lines.locate(a.start)[0] in shaped:
                     continue
-                if lines.locate(m.start())[0] not in shaped and _literal_assignment(masked, m):
-                    add("literal-assignment", "a literal value assigned to a password/secret/token key",
-                        m.start())
+                memo = (a.value, a.kind, a.words, a.quoted)
+                verdict = verdicts.get(memo)
+                if verdict is None:
+                    verdict = assigned_credential(a.value, a.kind, a.words, a.quoted)
+                    if len(verdicts) < 10_000:
+                        verdicts[memo] = verdict
+                if verdict:
+                    add("literal-assignment", f"a literal value assigned to a {a.kind} key", a.start)
+        if budget.exhausted:
+            found[(0, "partial")] = Hit(
+                "partial", "too many credential names to check every assignment (known formats were checked)",
+                None, None)
 
     known_lines = {line for line, _ in found}
     for offset, kind in _token_hits(masked):
@@ -398,6 +463,31 @@ def _scan_into(
             add("private-key", "a base64-encoded PEM private key", offset)
         elif not seen("high-entropy", offset) and lines.locate(offset)[0] not in known_lines:
             add("high-entropy", "a high-entropy string (random-looking token)", offset)  # a known shape: not twice
+
+
+# ``Authorization: Bearer <token>`` (headers in curl commands, HTTP files, proxies' configuration) and
+# ``curl -u user:password``. Bounded runs only: linear on any input.
+_AUTH_HEADER = re.compile(
+    r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:bearer|basic|token|bot|apikey|api-key|sso-key|digest)[ \t]+)?"
+    r"(?P<value>[a-z0-9+/=._~:-]{1,512})")
+_CURL_USER = re.compile(
+    r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"']{0,128}):(?P<pw>[^\s\"']{1,256})")
+
+
+def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, int]]:
+    verdicts: dict[str, bool] = {}
+    for m in _AUTH_HEADER.finditer(lowered):
+        value = text[m.start("value") : m.end("value")]
+        verdict = verdicts.get(value)
+        if verdict is None:
+            verdict = assigned_credential(value, "token", ("authorization",))
+            if len(verdicts) < 10_000:
+                verdicts[value] = verdict
+        if verdict:
+            yield "authorization-header", "a credential in an Authorization header", m.start("value")
+    for m in _CURL_USER.finditer(text):
+        if m.group("pw") != m.group("user") and assigned_credential(m.group("pw"), "password", ()):
+            yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
 
 
 def _token_hits(text: str) -> Iterator[tuple[int, str]]:

@@ -90,3 +90,174 @@ def encoded_pem(token: str) -> str | None:
     return "private" if b"PRIVATE KEY" in decoded[:80] else "public"
 
 
+
+
+# ------------------------------------------------------------------------------------------------ placeholders
+
+# Words that mark a value as an example or a stand-in. "test" is not one: Stripe's sk_test_ keys are secrets too.
+_PLACEHOLDER_WORDS = ("example", "changeme", "change_me", "change-me", "placeholder", "redacted", "dummy", "sample",
+                      "your", "insert", "replace", "xxxx", "****", "....", "<", ">", "todo", "fixme", "notreal",
+                      "not-a-real", "not_a_real", "fake", "...", "[redacted]", "<redacted>")
+_ASCENDING = ("0123456789", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _has_sequence(low: str, length: int = 8) -> bool:
+    """``12345678`` or ``abcdefgh`` inside the value: typed by a person writing an example, not generated."""
+    for seq in _ASCENDING:
+        for i in range(len(seq) - length + 1):
+            if seq[i : i + length] in low:
+                return True
+    return low.count("1234567") > 0 and low.count("1234567") * 7 * 2 >= len(low)
+
+
+def _longest_run(value: str) -> int:
+    best = run = 0
+    previous = ""
+    for ch in value[:512]:
+        run = run + 1 if ch == previous else 1
+        previous = ch
+        best = max(best, run)
+    return best
+
+
+def placeholder(value: str) -> bool:
+    """An example or a stand-in, not a credential: ``ghp_xxxxxxxx…``, ``<your-token>``, ``changeme``,
+    ``sk_live_1234567890abcdef``, a value of one or two repeated characters."""
+    low = value.lower()
+    if any(word in low for word in _PLACEHOLDER_WORDS):
+        return True
+    n = len(value)
+    if n == 0:
+        return True
+    if _longest_run(value) >= max(6, n // 3):
+        return True
+    counts = Counter(value[:512])
+    if n >= 8 and (len(counts) <= 3 or counts.most_common(1)[0][1] * 2 > min(n, 512)):
+        return True
+    # Ten letters of the alphabet in a row are typed, not generated (``sk_abcdefghijklmnopqrstuvwxyz123``).
+    return n >= 8 and any(_ASCENDING[1][i : i + 10] in low for i in range(17))
+
+
+# ------------------------------------------------------------------------------------------------ assigned values
+
+# Values that are configuration words, not credentials, whatever key holds them.
+CONFIG_WORDS = frozenset({
+    "null", "none", "nil", "true", "false", "yes", "no", "on", "off", "~", "undefined", "required", "optional",
+    "string", "str", "text", "bool", "boolean", "int", "integer", "secret", "password", "token", "hidden", "masked",
+    "disabled", "enabled", "empty", "generated", "random", "auto", "prompt", "file", "env", "stdin", "default",
+    "unset", "unknown", "omitted", "sensitive", "notset", "not-set", "n/a", "na", "tbd", "value", "bearer", "basic",
+    "pass", "pwd", "passwd", "pw", "user", "username", "login",
+})
+# References and expressions: what a reader resolves at run time, never the value itself.
+_ENV_REF = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[^}\n]{0,200}\}|\([^)\n]{0,200}\))")
+_CALL = re.compile(r"[A-Za-z_$][\w$.]{0,100}\(.{0,400}\);?")
+_ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\[.{0,200}\])?")
+_CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # ACCESS_TOKEN: a constant's or variable's name
+_WORDS = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
+_DNS = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+_VERSION = re.compile(r"v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.-]{0,40})?")
+_FILE_LIKE = re.compile(
+    r"[\w.-]{0,200}\.(?:json|ya?ml|txt|pem|key|crt|cer|p12|pfx|jks|env|conf|cfg|ini|toml|age|gpg|asc)")
+_REFERENCE_PREFIXES = ("{{", "${", "#{", "[", "%(", "%{", "<%", "[[", "ENC[", "vault:", "ref+", "arn:", "secretref:",
+                       "op://", "sm://", "awssm:", "gcpsm:", "file:", "env:", "projects/", "./", "../", "~/", "/")
+_REFERENCE_INSIDE = ("{{", "${", "}}", "os.environ", "process.env", "getenv", "secretkeyref", "valuefrom")
+
+
+def reference(value: str) -> bool:
+    """``${X}``, ``$VAR``, ``{{ .password }}``, ``%(x)s``, ``os.environ["X"]``, ``settings.DB_PASSWORD``,
+    ``getPassword()``, ``vault:secret/x#k``, ``@secret@``: where a value comes from, not the value."""
+    low = value.lower()
+    if low.startswith(_REFERENCE_PREFIXES) or any(part in low for part in _REFERENCE_INSIDE):
+        return True
+    if _ENV_REF.fullmatch(value) or (value.startswith("%") and value.endswith("%")):
+        return True
+    if value.startswith("@") and value.endswith("@") and len(value) > 2:
+        return True
+    if value.startswith("__") and value.endswith("__"):
+        return True
+    if _ATTRIBUTE.fullmatch(value):
+        # settings.DB_PASSWORD, process.env.API_KEY2; a dotted run of generated segments is a token (dp.pt.x9f…)
+        return all(len(part) <= 12 or not _DIGIT.search(part) for part in value.split("."))
+    return bool(_CALL.fullmatch(value) and "(" in value) or bool(_CONSTANT.fullmatch(value))
+
+
+def _word_share(token: str) -> float:
+    """Like :func:`_wordiness`, counting only segments that read as words (a quarter to two thirds vowels): a
+    lower-case random run (``bcrr5a2lwnvxu9``) splits into consonant clusters, not words."""
+    segments = _SEGMENT.findall(token)
+    total = sum(len(s) for s in segments)
+    wordy = 0
+    for s in segments:
+        if len(s) >= 4 and not s.isdigit():
+            vowels = sum(s.lower().count(v) for v in "aeiouy")
+            if len(s) * 0.25 <= vowels <= len(s) * 0.67:
+                wordy += len(s)
+    return wordy / total if total else 1.0
+
+
+def _looks_generated(value: str) -> bool:
+    """A value under a token/key/secret key that is key material rather than a name, a version or a word."""
+    n = len(value)
+    if n < 10 or any(c.isspace() for c in value):
+        return False
+    if _VERSION.fullmatch(value) or _FILE_LIKE.fullmatch(value.lower()):
+        return False
+    if value.isdigit():
+        return n >= 10  # numeric ids and PINs issued by providers (Discord, Asana) are 16-19 digits
+    if _HEXISH.fullmatch(value):
+        return n >= 16
+    body = value.rstrip("=")
+    has_digit = _DIGIT.search(body) is not None
+    has_upper = body != body.lower()
+    has_lower = body != body.upper()
+    if _WORDS.fullmatch(body):
+        # Letters only: random when it is not made of words (few vowels, no word-like segments).
+        letters = body.replace("-", "").replace("_", "").replace(".", "").replace(" ", "")
+        vowels = sum(letters.lower().count(v) for v in "aeiou")
+        if has_upper and has_lower and _word_share(letters) <= 0.5:
+            return True
+        return len(letters) >= 12 and vowels * 100 < len(letters) * 28 and _word_share(letters) <= 0.5
+    if _DNS.fullmatch(body) and not has_upper:
+        # Lower-case names of words (``orders-db-v2``) are names; a run with digits spread through it is a key.
+        pieces = [p for p in re.split(r"[-.]", body) if p]
+        if len(pieces) >= 2 and all(len(p) <= 3 or (len(p) <= 12 and _word_share(p) > 0.5) for p in pieces):
+            return False
+    if not has_digit and not (has_upper and has_lower):
+        return _word_share(body) <= 0.5 and n >= 16
+    entropy = shannon_entropy(body[:512])
+    return entropy >= 0.6 * math.log2(min(len(body), 64)) and _word_share(body) <= 0.6
+
+
+_SYMBOLS = frozenset("!@#$%^&*()+=~?")
+
+
+def assigned_credential(value: str, kind: str, key_words: tuple[str, ...], quoted: bool = False) -> bool:
+    """Is ``value``, assigned to a key of ``kind`` (``password``, ``secret`` or ``token``), a literal credential?
+
+    Passwords are chosen by people, so any literal counts (letters only, digits only, starting with ``!$@*``),
+    except configuration words, references and placeholders. Tokens and keys are generated, so the value must
+    look generated: a name (``orders-db-token``), a version or a word is not one."""
+    value = value.strip()
+    if len(value) < 4 or len(value) > 1024:
+        return False
+    value = value[:256]  # decided on a prefix: statistics settle long before, and each call stays bounded
+    low = value.lower()
+    if low in CONFIG_WORDS or reference(value) or placeholder(value):
+        return False
+    # The key's own name as its value (``DB_PASSWORD: db-password``): a key map, not a credential.
+    squashed = re.sub(r"[^a-z0-9]", "", low)
+    if squashed and (squashed in "".join(key_words) or any(w and w in squashed for w in key_words
+                                                            if len(w) >= 5 and _WORDS.fullmatch(value))):
+        return False
+    if kind == "password":
+        # A quoted passphrase may hold spaces (``"correct horse battery staple"``); an unquoted one is prose.
+        if (any(c.isspace() for c in value) and not quoted) or (value.isdigit() and len(value) < 6):
+            return False
+        return not (_VERSION.fullmatch(value) or _FILE_LIKE.fullmatch(low))
+    symbols = len(_SYMBOLS.intersection(value))
+    if symbols >= 2 and _DIGIT.search(value) and value.lower() != value.upper() and not any(
+            c.isspace() for c in value):
+        return True  # punctuation, digits and letters mixed: a generated password or key (Django's, say)
+    if kind == "secret" and _DNS.fullmatch(value) and len(value) <= 63 and not _looks_generated(value):
+        return False  # ``existingSecret: app-db-v2`` names a Kubernetes Secret
+    return _looks_generated(value)

@@ -1,0 +1,289 @@
+"""Where a literal value is assigned to a key that names a credential, in any common syntax.
+
+Concept: most committed credentials have no recognisable shape of their own (a database password, a provider key
+of 32 hex digits); what gives them away is the name they are assigned to. This module finds ``<key> <op> <value>``
+in YAML, JSON, ``.env``, INI/TOML, HCL, shell, Dockerfile ``ENV``, Go (``x := "…"``, ``var x string = "…"``),
+Python, JS/TS and Kotlin (``x: String = "…"``), Java/C#, Ruby and Logstash (``"x" => "…"``), PHP (``$x = "…"``,
+``.=``), Makefiles (``::=``, ``?=``), calls such as ``setProperty("X", "…")``, XML elements and
+``<add key="X" value="…"/>``, Kubernetes ``env: [{name: X, value: …}]``, ``.netrc`` (``password …``) and command-line
+flags (``--token …``).
+
+Boundary: finds assignments and classifies the key; whether the value is a credential is :mod:`.judge`'s call.
+Every step is bounded (a key of at most 128 characters, a value of at most 1,024), and each keyword occurrence is
+looked at once, so the scan stays linear in its input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAX_KEY = 128
+MAX_VALUE = 1024
+
+# Lower-case fragments every credential key contains; found in the lower-cased text, then the key is read whole.
+KEYWORD = re.compile(r"pass|pwd|secret|token|key|cred|auth|bearer")
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-$")
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+
+_PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "pass", "pw", "passwort", "contrasena"})
+_SECRET_WORDS = frozenset({"secret", "credential", "credentials", "creds", "cred"})
+_TOKEN_WORDS = frozenset({"token", "auth", "authorization", "bearer", "apikey", "accesskey", "secretkey",
+                          "privatekey", "authkey", "authtoken", "accesstoken", "apitoken", "sessiontoken"})
+# ``<qualifier> key``: an API key, a signing key; a bare ``key`` (a map key, a Vault path key) is not one.
+_KEY_QUALIFIERS = frozenset({
+    "api", "access", "secret", "private", "signing", "sign", "encryption", "encrypt", "decryption", "master", "auth",
+    "client", "account", "app", "application", "license", "licence", "service", "session", "cookie", "subscription",
+    "consumer", "webhook", "admin", "root", "shared", "hmac", "crypto", "storage", "write", "deploy", "ssh", "gpg",
+    "pgp", "aes", "jwt", "bot", "integration", "server", "management", "mgmt", "rest", "live", "prod", "ingest",
+    "dev", "sdk", "partner", "merchant", "project", "org", "organization", "personal", "user", "sas",
+    "primary", "secondary", "instrumentation", "cipher", "wrapping", "unseal", "recovery", "mac", "otp", "totp",
+    "x", "token", "passphrase",
+})
+# Words that may follow the credential word and still name its value (``SECRET_KEY_BASE``, ``password_b64``).
+_VALUE_SUFFIXES = frozenset({
+    "base", "value", "val", "b64", "base64", "hex", "raw", "data", "plain", "plaintext", "text", "str", "string",
+    "old", "new", "current", "prod", "production", "dev", "staging", "test", "live", "v1", "v2", "1", "2", "0", "3",
+})
+# Tokens that are not credentials: anti-forgery values, pagination cursors, counts.
+_NOT_SECRET_BEFORE = frozenset({
+    "csrf", "xsrf", "authenticity", "page", "next", "continuation", "pagination", "sync", "cancellation", "max",
+    "min", "num", "count", "total", "public", "pub", "publishable", "first", "last", "prev", "previous", "start",
+    "end", "input", "output", "completion", "prompt", "sequence", "primary", "foreign", "sort", "partition",
+    "cache", "idempotency", "lock", "translation", "hot", "row", "unique", "index", "lookup", "map", "hash",
+    "request", "verification", "verify", "no", "skip", "use", "has", "is", "with", "without", "require",
+    "enable", "disable", "show", "hide", "reset", "forgot", "confirm", "new", "old", "change", "retype",
+})
+# An operator after the key (and after its closing quote or bracket, and spaces).
+_OPERATOR = re.compile(r":::=|::=|:=|\?=|\.=|\+=|\|\|=|\?\?=|=>|=(?![=~>])|:(?![:/\\])|,")
+_TYPED = re.compile(r":[ \t]*[A-Za-z_][\w.<>\[\]?]{0,40}[ \t]*=(?![=>])")  # Kotlin/TS/Scala: x: String = "…"
+_GO_TYPE = re.compile(r"(?:string|\[\]byte|String|str)[ \t]*=(?![=>])")  # Go: var x string = "…"
+_VALUE_FIELD = re.compile(r"value[\"']?[ \t]*[:=][ \t]*")
+_NAME_FIELDS = ("name", "key")
+_KEY_TAIL = re.compile(r"[A-Za-z0-9_.$-]{0,128}")
+# A bare value ends at an ``=`` too (``a=b=c`` is two assignments; base64 padding is not part of the judgement).
+_BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<=]{0,1024}")
+_YAML_NODE_PROPERTY = re.compile(r"[!&*][A-Za-z][\w./!-]{0,100}|!")
+
+
+@dataclass
+class Budget:
+    """How many keyword occurrences one text may cost. A file of nothing but keywords (10 MB of ``token=``) is
+    looked at up to the budget, then reported as partly scanned, instead of costing minutes of Python."""
+
+    remaining: int = 200_000
+    exhausted: bool = False
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A literal assigned to a credential key: the key as written, its class, and the value with its offset."""
+
+    key: str
+    kind: str  # password | secret | token
+    words: tuple[str, ...]
+    value: str
+    start: int
+    quoted: bool
+
+
+def key_kind(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """``password``, ``secret`` or ``token`` when ``key`` names a credential (``DB_PASSWORD``, ``clientSecret``,
+    ``x-api-key``, ``SECRET_KEY_BASE``, ``_authToken``); None for ``passwordFile``, ``csrf_token``, ``keyRef``."""
+    words = tuple(w.lower() for w in _WORD.findall(key))
+    for i in range(len(words) - 1, -1, -1):
+        word = words[i]
+        kind = _word_kind(word, words[i - 1] if i else "")
+        if kind is None:
+            if word in _VALUE_SUFFIXES or word.isdigit():
+                continue
+            return None
+        if i and words[i - 1] in _NOT_SECRET_BEFORE and kind != "password":
+            return None
+        if kind == "password" and i and words[i - 1] in ("no", "use", "has", "is", "require", "skip", "enable",
+                                                            "disable", "show", "hide", "reset", "forgot"):
+            return None
+        return kind, words
+    return None
+
+
+def _word_kind(word: str, previous: str) -> str | None:
+    if word in _PASSWORD_WORDS or word.endswith(("password", "passwd", "passphrase")):
+        return "password"
+    if word in _SECRET_WORDS or (word.endswith("secret") and len(word) > 6):
+        return "secret"
+    if word in _TOKEN_WORDS or word.endswith("token"):
+        return "token"
+    if word == "key" and previous in _KEY_QUALIFIERS:
+        return "token"
+    if word.endswith("key") and word[:-3] in _KEY_QUALIFIERS:
+        return "token"
+    return None
+
+
+def find(text: str, lowered: str, start: int = 0, end: int | None = None,
+         budget: Budget | None = None) -> Iterator[Assignment]:
+    """Every credential-key assignment in ``text[start:end]`` (``lowered`` is its ASCII-lower-cased copy)."""
+    budget = budget if budget is not None else Budget()
+    stop = len(text) if end is None else end
+    cursor = start
+    kinds: dict[str, tuple[str, tuple[str, ...]] | bool | None] = {}
+    for m in KEYWORD.finditer(lowered, start, stop):
+        if m.start() < cursor:
+            continue  # inside the key looked at last
+        budget.remaining -= 1
+        if budget.remaining < 0:
+            budget.exhausted = True
+            return
+        ks = m.start()
+        floor = max(start, ks - MAX_KEY)
+        while ks > floor and text[ks - 1] in _KEY_CHARS:  # keys are short: cheaper than a regex search back
+            ks -= 1
+        tail = _KEY_TAIL.match(text, m.end(), stop)
+        ke = tail.end() if tail is not None else m.end()
+        cursor = ke
+        key = text[ks:ke].strip("$.-")
+        classified = kinds.get(key, False)
+        if classified is False:
+            classified = key_kind(key)
+            if len(kinds) < 10_000:
+                kinds[key] = classified
+        if classified is None:
+            continue
+        assert not isinstance(classified, bool)
+        kind, words = classified
+        found = _value_after(text, ks, ke, stop)
+        if found is None:
+            continue
+        value, at = found
+        if value:
+            yield Assignment(key, kind, words, value, at, at > 0 and text[at - 1] in "\"'`")
+
+
+def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | None:
+    """The value assigned to the key at ``text[ks:ke]``, and its offset; None when no assignment follows."""
+    before = text[ks - 1] if ks > 0 else ""
+    pos = ke
+    quoted_key = before in "\"'`" and before != "" and pos < stop and text[pos] == before
+    if before == "<" and pos < stop and text[pos] == ">":
+        return _element_value(text, ke + 1, stop, text[ks:ke])
+    if quoted_key:
+        pos += 1
+        if pos < stop and text[pos] == "]":
+            pos += 1  # os.environ["X_TOKEN"] = "…"
+    elif pos < stop and text[pos] == "]":
+        pos += 1
+    # The line so far, at most 256 characters back: a 10 MB line must not be re-read for every key on it.
+    window = max(0, ks - 256)
+    line_start = max(text.rfind("\n", window, ks) + 1, window)
+    prefix = text[line_start:ks]
+    if _after_name_field(prefix):  # env: - name: DB_PASSWORD / value: …, <add key="Password" value="…"/>
+        return _paired_value(text, pos, stop)
+    while pos < stop and text[pos] in " \t":
+        pos += 1
+    typed = _TYPED.match(text, pos, stop) or _GO_TYPE.match(text, pos, stop)
+    if typed is not None:
+        pos = typed.end()
+    else:
+        op = _OPERATOR.match(text, pos, stop)
+        if op is None:
+            return _spaced_value(text, ks, ke, pos, stop, prefix)
+        sign = op.group()
+        pos = op.end()
+        if sign == ":" and not quoted_key and not (pos < stop and text[pos] in " \t\"'"):
+            return None  # io.jsonwebtoken:jjwt, host:token — not a YAML/JSON key
+        if sign == "," and not ((quoted_key and prefix.rstrip().endswith(("(", "(\"", "('"))) or
+                                (quoted_key and text[line_start:ks - 1].rstrip().endswith("("))):
+            return None
+    while pos < stop and text[pos] in " \t":
+        pos += 1
+    return _literal(text, pos, stop)
+
+
+def _after_name_field(prefix: str) -> bool:
+    """Does the line so far end with ``name:``/``key=`` (and an opening quote), so the key is itself a value?"""
+    tail = prefix.rstrip(" \t\"'")
+    if not tail.endswith((":", "=")):
+        return False
+    tail = tail[:-1].rstrip(" \t\"'").lower()
+    for field in _NAME_FIELDS:
+        if tail.endswith(field):
+            before = tail[: -len(field)]
+            return not before or not before[-1].isalnum()
+    return False
+
+
+def _literal(text: str, pos: int, stop: int) -> tuple[str, int] | None:
+    if pos >= stop:
+        return None
+    quote = text[pos]
+    if quote in "\"'`":
+        close = pos + 1
+        limit = min(stop, pos + 1 + MAX_VALUE)
+        while close < limit and text[close] != quote and text[close] != "\n":
+            close += 2 if text[close] == "\\" else 1
+        if close >= limit or text[close] != quote:
+            return None
+        value = text[pos + 1 : close]
+        return _unescape_cut(value), pos + 1
+    if quote in "|>" and (pos + 1 >= stop or text[pos + 1] in " \t\r\n-+0123456789"):
+        return None  # a YAML block scalar: the value is on the next lines
+    if quote in "{[(":
+        return None  # a mapping, a list or an expression, not a scalar
+    bare = _BARE.match(text, pos, stop)
+    value = bare.group().rstrip(");") if bare is not None else ""
+    if _YAML_NODE_PROPERTY.fullmatch(value):
+        return None  # a YAML tag (!vault, !Ref), anchor or alias: the value is elsewhere
+    return _unescape_cut(value), pos
+
+
+def _unescape_cut(value: str) -> str:
+    """A value inside a JSON string ends at an escaped line break (``"X_TOKEN=v\\nNEXT=1"``)."""
+    for escape in ("\\n", "\\r", "\\t"):
+        at = value.find(escape)
+        if at >= 0:
+            value = value[:at]
+    return value
+
+
+def _element_value(text: str, pos: int, stop: int, key: str) -> tuple[str, int] | None:
+    """``<password>v</password>`` and the same with the value on its own line."""
+    close = text.find("</", pos, min(stop, pos + MAX_VALUE))
+    if close < 0:
+        return None
+    inner = text[pos:close]
+    value = inner.strip()
+    if not value or "\n" in value or "<" in value:
+        return None
+    return value, pos + inner.index(value)
+
+
+def _paired_value(text: str, pos: int, stop: int) -> tuple[str, int] | None:
+    """The ``value`` field within the next 300 characters (same object or the next lines of a YAML list item)."""
+    window = min(stop, pos + 300)
+    at = text.find("value", pos, window)
+    m = _VALUE_FIELD.match(text, at, window) if at >= 0 else None
+    if m is None:
+        return None
+    between = text[pos : m.start()]
+    if between.count("\n") > 3 or "name" in between.lower():
+        return None  # the value belongs to another entry
+    return _literal(text, m.end(), stop)
+
+
+def _spaced_value(text: str, ks: int, ke: int, pos: int, stop: int, prefix: str) -> tuple[str, int] | None:
+    """``.netrc`` (``password s3cret``), Dockerfile ``ENV DB_PASSWORD s3cret`` and flags (``--token s3cret``)."""
+    if pos == ke or pos >= stop or text[pos] == "\n":
+        return None
+    key = text[ks:ke].lower()
+    stripped = prefix.strip()
+    recent = text[max(0, ks - 200) : ks]
+    netrc = key in ("password", "passwd") and (
+        stripped.startswith(("machine ", "default")) or " login " in f" {stripped} "
+        or (stripped == "" and ("machine " in recent and "login " in recent)))
+    flag = text.startswith("--", ks)
+    dockerfile = stripped.upper() == "ENV"
+    if not (netrc or flag or dockerfile):
+        return None
+    return _literal(text, pos, stop)
