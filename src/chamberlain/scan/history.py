@@ -7,7 +7,7 @@ What is walked: every commit reachable from HEAD (its whole ancestry, merges inc
 not walked), oldest first in topological order (parents before children, ties by commit time), restricted to the
 part of the tree below the intent root. Each distinct blob is read and scanned once, whatever the number of
 commits and paths it appears under, and a tree already walked at the same path is not walked again, so the work is
-linear in the total size of the distinct blobs (plus the commits). A credential is reported once per path: at the
+linear in the total size of the distinct blobs and trees (plus the commits). A credential is reported once per path: at the
 first commit (in that order) whose tree holds a blob with it there; later versions of the file that keep the same
 line are not reported again.
 
@@ -117,10 +117,16 @@ def commits_oldest_first(repo: Repo, stats: HistoryStats | None = None) -> list[
     """Every commit reachable from HEAD, parents before children (ties: older commit time, then id); empty for a
     repository without commits. A parent that is not in the repository (a shallow clone) is counted in
     ``stats.missing_commits`` and left out."""
+    return _ancestry(repo, stats)[0]
+
+
+def _ancestry(repo: Repo, stats: HistoryStats | None) -> tuple[list[ObjectID], dict[ObjectID, ObjectID]]:
+    """:func:`commits_oldest_first`, and each commit's root tree (read once, while walking the parents)."""
+    trees: dict[ObjectID, ObjectID] = {}
     try:
         head = ObjectID(repo.refs[Ref(b"HEAD")])
     except KeyError:
-        return []
+        return [], trees
     parents: dict[ObjectID, list[ObjectID]] = {}
     times: dict[ObjectID, int] = {}
     missing: set[ObjectID] = set()
@@ -138,6 +144,7 @@ def commits_oldest_first(repo: Repo, stats: HistoryStats | None = None) -> list[
             continue
         parents[sha] = list(commit.parents)
         times[sha] = commit.commit_time
+        trees[sha] = commit.tree
         stack.extend(p for p in parents[sha] if p not in parents)
     if stats is not None:
         stats.missing_commits = len(missing)
@@ -157,7 +164,7 @@ def commits_oldest_first(repo: Repo, stats: HistoryStats | None = None) -> list[
             waiting[child] -= 1
             if waiting[child] == 0:
                 heapq.heappush(ready, (times[child], child))
-    return order
+    return order, trees
 
 
 def _subtree(repo: Repo, tree: ObjectID, prefix: str) -> ObjectID | None:
@@ -210,51 +217,51 @@ def scan_history(
 
 def _scan(repo: Repo, prefix: str, scan: BlobScanner, ignored: Ignored | None, max_blob_bytes: int,
           stats: HistoryStats) -> Iterator[HistoryHit]:
-    walked: set[tuple[str, bytes]] = set()  # (path, tree id): a subtree seen at a path holds nothing new there
-    placed: set[tuple[str, bytes]] = set()  # (path, blob id) pairs already attributed to a commit
+    # (directory, name, object id) already seen: a blob there is attributed, a subtree there holds nothing new.
+    # Keyed on raw bytes so an entry seen before costs one set lookup, whatever the width of its tree.
+    seen: set[tuple[bytes, bytes, bytes]] = set()
     results: dict[bytes, list[_Cached]] = {}  # blob id -> its hits: each blob is scanned once
     reported: set[tuple[str, str, bytes]] = set()  # (path, kind, line digest)
-    for commit_id in commits_oldest_first(repo, stats):
+    order, trees = _ancestry(repo, stats)
+    for commit_id in order:
         stats.commits += 1
-        commit_hex = commit_id.decode("ascii")
-        commit = repo[commit_id]
-        root = _subtree(repo, commit.tree, prefix) if isinstance(commit, Commit) else None
+        root = _subtree(repo, trees[commit_id], prefix)
         if root is None:
             continue
-        stack: list[tuple[str, ObjectID]] = [("", root)]
+        commit_hex = commit_id.decode("ascii")
+        stack: list[tuple[bytes, ObjectID]] = [(b"", root)]
         while stack:
             base, tree_id = stack.pop()
-            if (base, tree_id) in walked:
-                continue
-            walked.add((base, tree_id))
             tree = repo[tree_id]
             if not isinstance(tree, Tree):
                 continue
-            for entry in tree.iteritems():
-                path = shown(entry.path.decode("utf-8", "surrogateescape"))
-                path = f"{base}/{path}" if base else path
-                mode = entry.mode
+            for name, mode, sha in tree.iteritems():
+                key = (base, name, sha)
+                if key in seen:
+                    continue
+                seen.add(key)
                 if S_ISGITLINK(mode):
                     stats.submodules += 1
                     continue
+                raw_path = base + b"/" + name if base else name
+                path = shown(raw_path.decode("utf-8", "surrogateescape"))
                 is_dir = stat.S_ISDIR(mode)
                 if ignored is not None and ignored(path, is_dir):
                     continue
                 if is_dir:
-                    stack.append((path, entry.sha))
+                    stack.append((raw_path, sha))
                     continue
-                if not stat.S_ISREG(mode) or (path, entry.sha) in placed:
+                if not stat.S_ISREG(mode):
                     continue  # a symbolic link's blob is its target, not content
-                placed.add((path, entry.sha))
-                cached = results.get(entry.sha)
+                cached = results.get(sha)
                 if cached is None:
-                    cached = results[entry.sha] = _scan_blob(repo, path, entry.sha, scan, max_blob_bytes, stats)
+                    cached = results[sha] = _scan_blob(repo, path, sha, scan, max_blob_bytes, stats)
                 for hit in cached:
-                    key = (path, hit.kind, hit.digest)
-                    if key in reported:
+                    found = (path, hit.kind, hit.digest)
+                    if found in reported:
                         continue
-                    reported.add(key)
-                    yield HistoryHit(commit_hex, path, entry.sha.decode("ascii"), hit.kind, hit.line, hit.column)
+                    reported.add(found)
+                    yield HistoryHit(commit_hex, path, sha.decode("ascii"), hit.kind, hit.line, hit.column)
 
 
 def _scan_blob(repo: Repo, path: str, blob: ObjectID, scan: BlobScanner, max_blob_bytes: int,
