@@ -7,9 +7,9 @@ What is walked: every commit reachable from HEAD (its whole ancestry, merges inc
 not walked), oldest first in topological order (parents before children, ties by commit time), restricted to the
 part of the tree below the intent root. Each distinct blob is read and scanned once, whatever the number of
 commits and paths it appears under, and a tree already walked at the same path is not walked again, so the work is
-linear in the total size of the distinct blobs and trees (plus the commits). A credential is reported once per path: at the
-first commit (in that order) whose tree holds a blob with it there; later versions of the file that keep the same
-line are not reported again.
+linear in the total size of the distinct blobs and trees (plus the commits). A credential is reported once per
+path: at the first commit (in that order) whose tree holds a blob with it there; later versions of the file that
+keep the same line are not reported again.
 
 Left out: blobs larger than :data:`~chamberlain.intent.loader.MAX_SCAN_BYTES` (as in the working tree), submodules
 (commit entries in trees), symbolic links, and paths the caller's ``ignored`` predicate rejects (the wiring passes
