@@ -20,7 +20,7 @@ import pytest
 from chamberlain.errors import UsageError
 from chamberlain.scan.history import HistoryStats, ScanHit, commits_oldest_first, open_repository, scan_history
 from chamberlain.service.scanning import history_findings, scan_blob
-from tests.conftest import CORPUS, run_cli
+from tests.conftest import CORPUS, EXAMPLES, run_cli
 
 
 def token(seed: int) -> str:
@@ -261,3 +261,26 @@ def test_a_shallow_clone_says_its_history_is_cut_short(repo: Git, tmp_path: Path
     assert "history: 1 commits" in result.err and "shallow clone" in result.err
     data = json.loads(run_cli("validate", str(clone), "--history", "-o", "json").out)
     assert data["history"]["missingCommits"] == 1 and data["history"]["commits"] == 1
+
+
+@pytest.mark.parametrize("source", [CORPUS / "good" / "sealed-secret", EXAMPLES / "acme"], ids=["sealed-secret",
+                                                                                               "acme"])
+def test_history_judges_blobs_as_the_working_tree_judges_files(tmp_path: Path, source: Path) -> None:
+    """SealedSecret ciphertext and intent documents are no credentials in history either (a clean tree committed
+    has a clean history)."""
+    git = Git(tmp_path / "repo")
+    shutil.copytree(CORPUS / "base", git.root, dirs_exist_ok=True)
+    shutil.copytree(source, git.root, dirs_exist_ok=True)
+    git.commit("clean")
+    tree = json.loads(run_cli("validate", str(git.root), "-o", "json").out)
+    history = json.loads(run_cli("validate", str(git.root), "--history", "-o", "json").out)
+    assert "CH024" not in tree["byRule"]
+    assert history["byRule"] == tree["byRule"]
+
+
+def test_allow_markers_and_key_stores_in_history(repo: Git) -> None:
+    leaked = repo.commit("files", {"allowed.env": f"TOKEN={token(1)}  # chamberlain:allow CH024\n",
+                                   "certs/client.p12": b"\x30\x82\x01\x00binary"})
+    repo.commit("rm", remove=["allowed.env", "certs/client.p12"])
+    assert [(f.file, f.subject, f.object) for f in history_findings(repo.root)] == [
+        ("certs/client.p12", "keystore", leaked)]

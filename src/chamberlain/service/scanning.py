@@ -22,14 +22,18 @@ if TYPE_CHECKING:
 
 
 def scan_blob(path: str, raw: bytes) -> list[ScanHit]:
-    """The credential scanner for one blob of history: UTF-8 text with every text rule, anything else as bytes."""
-    from chamberlain.checks.secrets import scan_binary, scan_text
+    """The credential scanner for one blob of history, with the working tree's rules: text with every rule
+    (SealedSecret ciphertext masked, intent documents left to their own checks), anything else as bytes."""
+    from chamberlain.checks.secrets import scan_binary, scan_file
+    from chamberlain.intent.loader import MAX_SCAN_BYTES, RepoFile, blob_file
 
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return list(scan_binary(raw))
-    return list(scan_text(text))
+    rf = blob_file(path, raw)
+    if rf.text is not None:
+        return list(scan_file(rf))
+    # scan_file reads binary files from disk; a blob is not on disk: its name (key stores) from scan_file, told
+    # the file is too large to read, and its bytes here.
+    named = scan_file(RepoFile(rf.path, rf.rel, MAX_SCAN_BYTES + 1, None, rf.is_yaml))
+    return [*named, *scan_binary(raw)]
 
 
 def history_findings(path: str | Path, stats: HistoryStats | None = None) -> list[Finding]:
