@@ -19,14 +19,13 @@ from chamberlain.checks.secrets import (
     allowed,
     check_credentials,
     check_literal_secrets,
-    looks_random,
     scan_binary,
     scan_text,
     secret_key_name,
-    shannon_entropy,
 )
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import load_repository
+from chamberlain.scan.judge import looks_random, shannon_entropy
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "tests" / "corpus" / "base"

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from chamberlain.checks import secrets
 from chamberlain.checks.secrets import MAX_HITS, pem_blocks, scan_binary, scan_text
 from chamberlain.checks.sops import sops_structure_problems
+from chamberlain.scan import engine as secrets
 
 MB = 1024 * 1024
 
