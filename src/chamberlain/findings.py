@@ -250,8 +250,8 @@ _RULES = [
          "(writing consumer Secrets there) but not in acceptsPublishingFrom: a guest accepted to deliver a value "
          "could carry any of the host's Secrets away. Declare the grant on the holder.", "warning"),
     Rule("CH126", "credential-in-history", INV1,
-         "Git history holds a credential (committed, perhaps removed since): removal does not un-leak it, so the "
-         "credential must be rotated; then accept the finding in the baseline."),
+         "A credential was committed to Git history (validate --history), perhaps removed since: every clone keeps "
+         "the commit, so rotate it; removing it from Git does not un-leak it."),
     Rule("CH127", "scan-incomplete", INV1,
          "A file was skipped or only partly scanned for credentials (undecodable text, over the size limit); the "
          "reason is given.", "warning"),

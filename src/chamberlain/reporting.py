@@ -6,6 +6,9 @@ neither does anything here.
 SARIF paths are relative to the Git work tree's root (``prefix``: where the intent root sits in it), so code
 scanning places them in a monorepo. Each result's ``partialFingerprints`` is derived from the rule, the location
 and the finding's object and subject, never from its message: rewording a message does not reopen an alert.
+Credential findings also carry their documented fingerprint (:mod:`chamberlain.scan.fingerprint`): in
+``results[].fingerprint``, in SARIF ``partialFingerprints`` under :data:`CREDENTIAL_FINGERPRINT_KEY`, and in wide
+text. Findings a baseline accepts are marked (``accepted``; SARIF ``suppressions`` of kind ``external``).
 """
 
 from __future__ import annotations
@@ -13,22 +16,25 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from chamberlain import __version__
 from chamberlain.findings import RULES, Finding, blocking
 from chamberlain.intent.walk import Exclusion
+from chamberlain.scan.fingerprint import fingerprint as credential_fingerprint
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFO_URI = "https://chamberlain.dev/rules"
 FINGERPRINT_KEY = "chamberlain/v1"
+CREDENTIAL_FINGERPRINT_KEY = "chamberlainCredential/v1"  # the documented <file>:<rule>:<kind>:<line> text
 # Exclusions that are one line each in text output; the rest (ignored files, templates) are counted past this.
 TEXT_EXCLUSIONS = 10
 
 
-def findings_to_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+def findings_to_dicts(findings: Sequence[Finding], accepted: Collection[Finding] = ()) -> list[dict[str, Any]]:
+    """One dict per finding; a credential finding has its ``fingerprint``, one the baseline accepts ``accepted``."""
     return [
         {
             "rule": f.rule,
@@ -39,20 +45,24 @@ def findings_to_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
             "message": f.message,
             "invariant": RULES[f.rule].invariant,
             **({"object": f.object} if f.object else {}),
+            **({"fingerprint": fp} if (fp := credential_fingerprint(f)) else {}),
+            **({"accepted": "baseline"} if f in accepted else {}),
         }
         for f in findings
     ]
 
 
 def summary(findings: Sequence[Finding], *, strict: bool = False,
-            exclusions: Sequence[Exclusion] = ()) -> dict[str, Any]:
+            exclusions: Sequence[Exclusion] = (), accepted: Collection[Finding] = ()) -> dict[str, Any]:
+    """Counts over ``findings``; ``ok`` leaves out the findings a baseline accepts (``accepted``)."""
     return {
-        "ok": not blocking(findings, strict=strict),
+        "ok": not [f for f in blocking(findings, strict=strict) if f not in accepted],
         "findings": len(findings),
         "errors": sum(1 for f in findings if f.severity == "error"),
         "warnings": sum(1 for f in findings if f.severity == "warning"),
         "byRule": dict(sorted(Counter(f.rule for f in findings).items())),
         "excluded": dict(sorted(Counter(e.reason for e in exclusions).items())),
+        **({"accepted": sum(1 for f in findings if f in accepted)} if accepted else {}),
     }
 
 
@@ -86,23 +96,27 @@ def exclusion_summary(exclusions: Sequence[Exclusion]) -> str:
     return f"{len(exclusions)} excluded ({', '.join(f'{n} {r}' for r, n in sorted(counts.items()))})"
 
 
-def to_text_lines(findings: Sequence[Finding], *, wide: bool = False) -> list[str]:
+def to_text_lines(findings: Sequence[Finding], *, wide: bool = False,
+                  accepted: Collection[Finding] = ()) -> list[str]:
     """``file:line: CH021 bootstrap-plaintext: message [invariant]`` — one line each, the format editors jump to.
-    ``wide`` adds the column, the severity and the object (and subject) the finding is about."""
+    ``wide`` adds the column, the severity, the object (and subject) the finding is about and a credential's
+    fingerprint. A finding the baseline accepts ends with ``(accepted by the baseline)``."""
     lines = []
     for f in findings:
         rule = RULES[f.rule]
         where = f"{f.file}:{f.line}" if f.line else f.file
+        mark = " (accepted by the baseline)" if f in accepted else ""
         if not wide:
-            lines.append(f"{where}: {f.rule} {rule.slug}: {f.message} [{rule.invariant}]")
+            lines.append(f"{where}: {f.rule} {rule.slug}: {f.message} [{rule.invariant}]{mark}")
             continue
         if f.line and f.column:
             where += f":{f.column}"
         about = f.object or "-"
         if f.subject:
             about += f" ({f.subject})"
+        fp = credential_fingerprint(f)
         lines.append(f"{where}: {rule.severity} {f.rule} {rule.slug}: {f.message} [{rule.invariant}] "
-                     f"object={about}")
+                     f"object={about}" + (f" fingerprint={fp}" if fp else "") + mark)
     return lines
 
 
@@ -125,11 +139,13 @@ def _uri(prefix: str, file: str) -> str:
 
 
 def to_sarif(findings: Sequence[Finding], *, prefix: str = "",
-             exclusions: Sequence[Exclusion] = ()) -> dict[str, Any]:
+             exclusions: Sequence[Exclusion] = (), accepted: Collection[Finding] = (),
+             baseline: str = "") -> dict[str, Any]:
     """A SARIF 2.1.0 log with one run; every rule of the catalogue is listed so rule indexes are stable.
 
     ``prefix``: the intent root's path relative to the Git root (``""`` when it is the Git root or not in Git),
-    prepended to every artifact URI. Exclusions are tool notifications of the run's invocation."""
+    prepended to every artifact URI. Exclusions are tool notifications of the run's invocation. Findings in
+    ``accepted`` get a ``suppressions`` entry of kind ``external`` naming the ``baseline`` file."""
     rule_ids = sorted(RULES)
     index = {rid: i for i, rid in enumerate(rule_ids)}
     rules = [
@@ -153,17 +169,22 @@ def to_sarif(findings: Sequence[Finding], *, prefix: str = "",
         location: dict[str, Any] = {"artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"}}
         if region:
             location["region"] = region
-        results.append(
-            {
-                "ruleId": f.rule,
-                "ruleIndex": index[f.rule],
-                "level": RULES[f.rule].severity,
-                "message": {"text": f.message},
-                "locations": [{"physicalLocation": location}],
-                # GitHub de-duplicates alerts across runs by this fingerprint.
-                "partialFingerprints": {FINGERPRINT_KEY: fingerprint(f, uri)},
-            }
-        )
+        prints = {FINGERPRINT_KEY: fingerprint(f, uri)}
+        if (credential := credential_fingerprint(f)) is not None:
+            prints[CREDENTIAL_FINGERPRINT_KEY] = credential
+        result: dict[str, Any] = {
+            "ruleId": f.rule,
+            "ruleIndex": index[f.rule],
+            "level": RULES[f.rule].severity,
+            "message": {"text": f.message},
+            "locations": [{"physicalLocation": location}],
+            # GitHub de-duplicates alerts across runs by this fingerprint.
+            "partialFingerprints": prints,
+        }
+        if f in accepted:
+            result["suppressions"] = [{"kind": "external", "status": "accepted",
+                                       "justification": f"accepted by the baseline {baseline}".rstrip()}]
+        results.append(result)
     notifications = [
         {
             "level": "note",

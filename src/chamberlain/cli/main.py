@@ -67,8 +67,21 @@ def _root(
     faults.arm(settings().crash_at)  # resumability tests kill the process at a named checkpoint
 
 
+BaselineOption = Annotated[Path | None, typer.Option(
+    "--baseline", metavar="FILE", help="Accept the credential findings (CH024, CH020, CH126) whose fingerprint the "
+    "file lists: they are reported as accepted and do not fail; new ones still do.", show_default=False)]
+WriteBaselineOption = Annotated[Path | None, typer.Option(
+    "--write-baseline", metavar="FILE", help="Write the fingerprints of the current credential findings to FILE "
+    "and exit 0; review every entry before committing it.", show_default=False)]
+HistoryOption = Annotated[bool, typer.Option(
+    "--history", help="Also scan the Git history (every commit reachable from HEAD) for credentials committed "
+    "and perhaps removed since (CH126: rotate them).")]
+
+
 @app.command()
-def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, strict: StrictOption = False) -> None:
+def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, strict: StrictOption = False,
+             baseline: BaselineOption = None, write_baseline: WriteBaselineOption = None,
+             history: HistoryOption = False) -> None:
     """Check an intent repository against the schema and every invariant. Exit 1 when an error is found (with
     --strict: any finding; warnings alone never fail otherwise).
 
@@ -81,24 +94,45 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
         summary,
         to_sarif,
     )
-    from chamberlain.service import repository
+    from chamberlain.service import repository, scanning
 
-    result = repository.validate(path)
-    failing = result.blocking(strict=strict)
+    run = scanning.validate(path, baseline=baseline, history=history)
+    result, findings = run.validation, run.findings
+    if write_baseline is not None:
+        from chamberlain.scan.baseline import write_baseline as write
+
+        count = write(findings, write_baseline)
+        stderr.print(f"[green]wrote[/green] {count} fingerprints to {write_baseline}; review every entry (each "
+                     "accepts a finding at that place, whatever its value) before committing it",
+                     markup=True, highlight=False)
+        raise typer.Exit(0)
+    failing = run.failing(strict=strict)
+    accepted = set(run.outcome.accepted)
     excluded = result.repo.exclusions
     if output in (FindingsFormat.json, FindingsFormat.yaml):
-        emit_data({**summary(result.findings, strict=strict, exclusions=excluded),
-                   "results": findings_to_dicts(result.findings), "exclusions": exclusions_to_dicts(excluded)}, output)
+        emit_data({**summary(findings, strict=strict, exclusions=excluded, accepted=accepted),
+                   "results": findings_to_dicts(findings, accepted), "exclusions": exclusions_to_dicts(excluded),
+                   **({"staleBaseline": run.outcome.stale} if baseline is not None else {}),
+                   **({"history": scanning.history_summary(run.history)} if run.history else {})}, output)
     elif output is FindingsFormat.sarif:
-        emit_json(to_sarif(result.findings, prefix=repository.git_prefix(result.repo), exclusions=excluded))
+        emit_json(to_sarif(findings, prefix=repository.git_prefix(result.repo), exclusions=excluded,
+                           accepted=accepted, baseline=str(baseline or "")))
     else:
-        _print_findings(result.findings, wide=is_wide(output))
+        _print_findings(findings, wide=is_wide(output), accepted=accepted)
         _print_exclusions(excluded)
+        for entry in run.outcome.stale:
+            line(f"note: {baseline}: stale entry (no finding matches it any more): {entry}", err=True)
         left_out = exclusion_summary(excluded)
-        stderr.print(_findings_summary(result.findings, failing, str(path)) if result.findings else
+        shown = [f for f in findings if f not in accepted]
+        stderr.print(_findings_summary(shown, failing, str(path)) if shown else
                      f"[green]ok[/green]: {path}: {len(result.repo.intents)} intents, "
                      f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
                      + (f"; {left_out}" if left_out else ""), markup=True, highlight=False)
+        if accepted:
+            stderr.print(f"{len(accepted)} accepted by the baseline {baseline}", markup=False, highlight=False)
+        if run.history is not None:
+            for text in scanning.history_notes(run.history):
+                line(text, err=True)
     raise typer.Exit(1 if failing else 0)
 
 
@@ -119,10 +153,10 @@ def _findings_summary(findings: list[Finding], failing: list[Finding], where: st
     return f"[{colour}]{counts}[/{colour}] in {where}"
 
 
-def _print_findings(findings: list[Finding], *, wide: bool = False) -> None:
+def _print_findings(findings: list[Finding], *, wide: bool = False, accepted: set[Finding] | None = None) -> None:
     from chamberlain.reporting import to_text_lines
 
-    for text in to_text_lines(findings, wide=wide):
+    for text in to_text_lines(findings, wide=wide, accepted=accepted or ()):
         line(text)
 
 

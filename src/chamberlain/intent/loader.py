@@ -297,6 +297,24 @@ def _read_file(repo: Repository, wf: WalkedFile) -> RepoFile:
     return rf
 
 
+def blob_file(rel: str, raw: bytes) -> RepoFile:
+    """A file that is not on disk (a blob of Git history) read as :func:`_read_file` reads a source file: text when
+    it is UTF-8, and its YAML documents when it parses (what it would be found to hold is not reported here), so
+    the credential scan treats it as it treats the working tree. ``path`` is only a name: nothing is read from it."""
+    text: str | None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" in text:
+        text = None
+    is_yaml = rel.lower().endswith(YAML_SUFFIXES)
+    rf = RepoFile(Path(rel), rel, len(raw), text, is_yaml)
+    if is_yaml and text is not None and len(raw) <= MAX_FILE_BYTES:
+        _parse_source(Repository(root=Path(".")), rf, text)
+    return rf
+
+
 def _has_template_actions(text: str) -> bool:
     """Go/Helm template actions (``{{ ... }}``). Substring tests only: linear on any input, where a regex with
     a lazy wildcard would go quadratic on a hostile file of unclosed ``{{``."""
