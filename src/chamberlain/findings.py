@@ -249,6 +249,9 @@ _RULES = [
          "A publication takes a Secret out of a namespace whose holder accepts the intent's owner in acceptsFrom "
          "(writing consumer Secrets there) but not in acceptsPublishingFrom: a guest accepted to deliver a value "
          "could carry any of the host's Secrets away. Declare the grant on the holder.", "warning"),
+    Rule("CH127", "partial-credential-scan", INV1,
+         "A file was only partly scanned for credentials: invalid UTF-16 or UTF-8 after its byte-order mark was "
+         "decoded with replacement characters, so what was replaced was not scanned.", "warning"),
     Rule("CH113", "same-namespace-distribution", INV7,
          "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
          "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),
