@@ -53,7 +53,7 @@ def test_binary_stays_bytes_with_a_reason(raw: bytes, why: str) -> None:
     decoded = decode(raw)
     assert decoded.binary and decoded.text is None and decoded.encoding is None
     assert decoded.note.startswith("binary: ") and why in decoded.note
-    assert not decoded.lossy
+    assert not decoded.lossy and decoded.raw == raw  # kept for the byte scan
 
 
 def test_latin1_text_with_a_few_controls_is_still_text() -> None:
@@ -181,7 +181,7 @@ def test_a_token_across_a_window_boundary_is_found_once_and_whole(tmp_path: Path
         at = w.text.find(token)
         while at >= 0:
             if w.owns(at):
-                found.append((w.start_line + w.text.count("\n", 0, at), w.text[at:at + len(token)]))
+                found.append((w.line_of(at), w.text[at:at + len(token)]))
             at = w.text.find(token, at + 1)
     assert found == [(701, token)]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
@@ -64,12 +64,13 @@ _CONTROL_CHARS = _CONTROL.decode("ascii")
 
 @dataclass(frozen=True)
 class Decoded:
-    """What the scanner reads: ``text`` in ``encoding``, or (``text`` None) a ``note`` on why the bytes are scanned
-    as bytes. With text, a non-empty ``note`` says what decoding replaced (the text is still scanned): CH127."""
+    """What the scanner reads: ``text`` in ``encoding``, or (``text`` None) a ``note`` on why the bytes (``raw``) are
+    scanned as bytes. With text, a non-empty ``note`` says what decoding replaced (the text is still scanned): CH127."""
 
     text: str | None
     encoding: Encoding | None
     note: str = ""
+    raw: bytes = field(default=b"", repr=False, compare=False)  # binary only: the bytes to scan for known shapes
 
     @property
     def binary(self) -> bool:
@@ -116,7 +117,15 @@ def _cause(codec: str, exc: UnicodeDecodeError, at: int, odd: bool = False) -> s
 
 
 def decode(raw: bytes) -> Decoded:
-    """Decode a whole file's bytes for scanning (see the module docstring for the rules)."""
+    """Decode a whole file's bytes for scanning (see the module docstring for the rules); a binary result keeps
+    ``raw`` for the byte scan."""
+    decoded = _decode(raw)
+    if decoded.text is None:
+        return Decoded(None, None, decoded.note, raw)
+    return decoded
+
+
+def _decode(raw: bytes) -> Decoded:
     bom = _bom(raw)
     if bom is not None:
         encoding, skip = bom
@@ -195,7 +204,12 @@ class Window:
     note: str = ""  # set once invalid data was replaced (CH127), on this window and every later one
 
     def owns(self, index: int) -> bool:
+        """Does a match starting at ``index`` of ``text`` (or ``raw``) belong to this window?"""
         return self.own_start <= index < self.own_end
+
+    def line_of(self, index: int) -> int:
+        """The file's 1-based line of ``text[index]`` (0 for binary windows)."""
+        return self.start_line + self.text.count("\n", 0, index) if self.text is not None else 0
 
 
 def _detect(head: bytes, complete: bool) -> tuple[Encoding | None, int, str]:
