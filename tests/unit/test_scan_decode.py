@@ -182,6 +182,8 @@ def test_a_token_across_a_window_boundary_is_found_once_and_whole(tmp_path: Path
         while at >= 0:
             if w.owns(at):
                 found.append((w.line_of(at), w.text[at:at + len(token)]))
+            line = w.text.count("\n", 0, at) + 1
+            assert w.owns_at(line, at - (w.text.rfind("\n", 0, at) + 1) + 1) == w.owns(at)
             at = w.text.find(token, at + 1)
     assert found == [(701, token)]
 
@@ -222,3 +224,21 @@ def test_window_sizes_are_checked(tmp_path: Path) -> None:
     empty = tmp_path / "e.txt"
     empty.write_bytes(b"")
     assert list(windows(empty)) == []
+
+
+def test_columns_of_matches_on_a_line_that_began_in_an_earlier_window(tmp_path: Path) -> None:
+    token = "glpat-" + "Q" * 20
+    prefix = "x" * 2500 + " "
+    path = tmp_path / "one-line.txt"
+    path.write_text("first\n" + prefix + "key=" + token + " tail " * 500 + "\n")
+    expected_column = len(prefix) + len("key=") + 1
+    found = []
+    for w in windows(path, size=1000, overlap=100):
+        assert w.text is not None
+        at = w.text.find(token)
+        if at >= 0 and w.owns(at):
+            line = w.text.count("\n", 0, at) + 1
+            column = at - (w.text.rfind("\n", 0, at) + 1) + 1
+            assert w.owns_at(line, column)
+            found.append((w.start_line + line - 1, w.file_column(line, column)))
+    assert found == [(2, expected_column)]

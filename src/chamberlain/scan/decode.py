@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
@@ -202,10 +203,29 @@ class Window:
     own_start: int
     own_end: int
     note: str = ""  # set once invalid data was replaced (CH127), on this window and every later one
+    own_column: int = 0  # 0-based column in the file of ``text[own_start]`` (windows do not start at a line break)
 
     def owns(self, index: int) -> bool:
         """Does a match starting at ``index`` of ``text`` (or ``raw``) belong to this window?"""
         return self.own_start <= index < self.own_end
+
+    def owns_at(self, line: int, column: int) -> bool:
+        """:meth:`owns` for a match a text scanner reports at 1-based ``line`` and ``column`` of ``text``."""
+        return self._own_bounds[0] <= (line, column) < self._own_bounds[1]
+
+    @cached_property
+    def _own_bounds(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        def at(index: int) -> tuple[int, int]:
+            text = self.text or ""
+            return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+        return at(self.own_start), at(self.own_end)
+
+    def file_column(self, line: int, column: int) -> int:
+        """The file's 1-based column of an owned match at ``line``/``column`` of ``text``: only the line the owned
+        part starts on begins before the window, so only there does the column shift."""
+        own_line, own_col = self._own_bounds[0]
+        return self.own_column + column - own_col + 1 if line == own_line else column
 
     def line_of(self, index: int) -> int:
         """The file's 1-based line of ``text[index]`` (0 for binary windows)."""
@@ -247,11 +267,14 @@ def windows(path: Path, *, size: int = WINDOW_BYTES, overlap: int = OVERLAP_BYTE
                 yield Window(None, body, None, 0, offset, own_start, own_end, reason)
             return
         notes: list[str] = []
-        lines = 1
+        lines, column = 1, 0  # where the next owned part starts in the file
         for text, offset, own_start, own_end in _overlapping(_decoded(chunks, skip, encoding, notes), overlap):
             first_line = lines - text.count("\n", 0, own_start)
+            yield Window(text, b"", encoding, first_line, offset, own_start, own_end, notes[0] if notes else "",
+                         column)
             lines = first_line + text.count("\n", 0, own_end)
-            yield Window(text, b"", encoding, first_line, offset, own_start, own_end, notes[0] if notes else "")
+            last_break = text.rfind("\n", own_start, own_end)
+            column = own_end - last_break - 1 if last_break >= 0 else column + own_end - own_start
 
 
 def _raw_chunks(fh: BinaryIO, head: bytes, size: int) -> Iterator[tuple[bytes, int]]:
