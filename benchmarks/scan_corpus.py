@@ -422,8 +422,8 @@ def near_misses(rng: random.Random) -> list[CorpusFile]:
         prefix = literal_prefix(fmt)
         body_len = len(token) - len(prefix)
         put(_key_for(fmt), prefix + "x" * body_len, "placeholder-x")
-        if body_len >= 12:
-            put(_key_for(fmt), token[: len(prefix) + body_len // 3], "truncated")
+        if body_len >= 12:  # shown shortened, as in a UI or a log line: no longer a usable token
+            put(_key_for(fmt), token[: len(prefix) + 4] + "...", "truncated")
     for value, kind in (("<your-token>", "placeholder-angle"), ("<GITHUB_TOKEN>", "placeholder-angle"),
                         ("${TOKEN}", "env-reference"), ("${DB_PASSWORD}", "env-reference"),
                         ("{{ .password }}", "template"), ("{{ .Values.apiToken }}", "template"),
