@@ -331,7 +331,7 @@ ON_DEMAND: dict[str, Component] = {
             tools=(Tool("github.com/zricethezav/gitleaks/v8", "gitleaks"),),
             kind="install",
             ldflags=(f"-X github.com/zricethezav/gitleaks/v8/version.Version={GITLEAKS_VERSION}",),
-            minutes_estimate=3,
+            minutes_estimate=2,  # measured: 1.4 min with a cold Go build cache, 12 s warm
         ),
     )
 }
