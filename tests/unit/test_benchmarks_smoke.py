@@ -34,3 +34,14 @@ def test_vault_calls_per_rotation_stay_at_the_protocol_minimum_on_the_fake() -> 
 def test_controller_memory_at_a_smoke_size() -> None:
     out = _run("bench_controller_memory.py", "-n", "200", "--trace", "0")
     assert "peak RSS" in out
+
+
+def test_scan_benchmark_at_a_smoke_size() -> None:
+    """Both tools on a tiny tree, scored against the labelled corpus. gitleaks runs only when already built (the
+    smoke never builds Go code): otherwise the report says it was not run, and why."""
+    report = _json("bench_scan.py", "--size-mb", "0.3", "--no-cli")
+    for key in ("seconds", "mb_per_s", "recall", "false_alarm_rate", "recall_by_syntax"):
+        assert key in report["chamberlain"], report["chamberlain"]
+    assert report["tree"]["corpus"]["positives"] > 0 and report["tree"]["corpus"]["near_misses"] > 0
+    gitleaks = report["gitleaks"]
+    assert "recall" in gitleaks or "not built" in gitleaks["binary"], gitleaks

@@ -48,3 +48,13 @@ def test_a_failed_build_fails_the_whole_and_starts_nothing_new(tmp_path: Path,
     with pytest.raises(builds.BuildError):
         builds.build_missing(tmp_path, list(builds.BUILD_ORDER), env={}, progress=lambda _m: None, jobs=1)
     assert len(started) == 1
+
+
+def test_on_demand_components_stay_out_of_the_lab_build(tmp_path: Path) -> None:
+    """gitleaks is built only by the scan benchmark that asks for it: never by build_missing or lab up."""
+    comp = builds.ON_DEMAND["gitleaks"]
+    assert comp.kind == "install" and comp.binaries == ("gitleaks",)
+    assert "gitleaks" not in builds.COMPONENTS and "gitleaks" not in builds.BUILD_ORDER
+    with pytest.raises(KeyError, match="unknown lab component"):
+        builds.build_missing(tmp_path, ["gitleaks"], env={}, progress=lambda _m: None)
+    assert not builds.is_built(tmp_path, comp)
