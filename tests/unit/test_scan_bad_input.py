@@ -4,10 +4,9 @@ Latin-1 files. Each finishes in time proportional to its size, with a finding or
 
 Time bounds are generous (this runs on a loaded 2-core machine); the measured times are in the comments.
 
-Tests marked ``xfail(strict=True, reason=ENGINE_PENDING)`` state the end result that needs the credential engine
-(checks/secrets.py, being rewritten) to read :func:`chamberlain.scan.decode.decode_for_scan` text for non-UTF-8
-files and :func:`chamberlain.scan.decode.windows` for files over ``MAX_SCAN_BYTES``. Strict: the day the engine
-does it they pass, fail as XPASS, and the marker must go.
+Non-UTF-8 files are scanned as :func:`chamberlain.scan.decode.decode_for_scan` decodes them; files over
+``MAX_SCAN_BYTES`` window by window (:func:`chamberlain.scan.decode.windows`), so a 100 MB file is scanned, not
+skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from chamberlain.intent.loader import MAX_SCAN_BYTES
 from chamberlain.scan.decode import decode, windows
 from chamberlain.service.repository import validate
 
-ENGINE_PENDING = "engine integration pending: the credential scan must read decode_for_scan()/windows()"
 RNG = random.Random(15)
 # An AWS access key id: a shape every version of the engine knows. Built here, never a real key.
 AWS_KEY = "AKIA" + "".join(RNG.choice(string.ascii_uppercase + "234567") for _ in range(16))
@@ -106,7 +104,6 @@ def test_windows_cover_a_100_mb_file_in_linear_time_and_see_the_credential_once(
     assert elapsed < 30, f"{elapsed:.1f} s"  # measured: ~0.6 s
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_PENDING)
 def test_a_100_mb_file_is_scanned_window_by_window(hundred_mb: tuple[Path, int]) -> None:
     root, line = hundred_mb
     result, _ = _validate(root, 100 << 20)
@@ -167,7 +164,6 @@ def test_a_utf16_file_with_a_credential_never_raises(tmp_path: Path) -> None:
     _no_value(result)
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_PENDING)
 def test_a_utf16_file_with_a_credential_is_found_on_its_line(tmp_path: Path) -> None:
     data = codecs.BOM_UTF16_BE + UTF16_SCRIPT.encode("utf-16-be")
     root = _repo_with(tmp_path, "deploy.ps1", data)
@@ -188,7 +184,6 @@ def test_a_latin1_file_with_a_credential_is_found(tmp_path: Path) -> None:
     _no_value(result)
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_PENDING)
 def test_a_latin1_file_with_a_credential_is_found_on_its_line(tmp_path: Path) -> None:
     root = _repo_with(tmp_path, "app.properties", LATIN1_PROPERTIES)
     result, _ = _validate(root, len(LATIN1_PROPERTIES))

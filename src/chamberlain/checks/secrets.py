@@ -26,6 +26,7 @@ from chamberlain.checks.sops import bootstrap_rels
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import MAX_SCAN_BYTES, Document, RepoFile, Repository
 from chamberlain.intent.model import GROUP, FixedNameGenerator
+from chamberlain.scan.decode import decode_for_scan, windows
 from chamberlain.scan.engine import (
     _CODE,
     _DNS_NAME,
@@ -57,12 +58,24 @@ def scan_file(rf: RepoFile) -> list[Hit]:
         hits.append(Hit("keystore", "a key-store file (PKCS#12/JKS/KeePass)", None, None))
     if rf.text is not None:
         hits.extend(scan_text(_mask_ciphertext(rf), generic_regions=_outside_intents(rf)))
-    elif rf.size <= MAX_SCAN_BYTES:
+    elif rf.size > MAX_SCAN_BYTES:
+        seen: set[str] = set()
         try:
-            raw = rf.path.read_bytes()
+            for w in windows(rf.path):
+                if w.text is None:
+                    new = [h for h in scan_binary(w.raw) if h.kind not in seen]
+                    seen.update(h.kind for h in new)
+                    hits.extend(new)
+                    continue
+                for h in scan_text(w.text):
+                    if h.line is not None and h.column is not None and w.owns_at(h.line, h.column):
+                        line, column = w.start_line + h.line - 1, w.file_column(h.line, h.column)
+                        hits.append(Hit(h.kind, h.label, line, column))
         except OSError:  # vanished or unreadable since loading; the loader already saw it
             return hits
-        hits.extend(scan_binary(raw))
+    else:
+        decoded = decode_for_scan(rf)
+        hits.extend(scan_text(decoded.text) if decoded.text is not None else scan_binary(decoded.raw))
     return hits
 
 

@@ -269,11 +269,11 @@ def _read_file(repo: Repository, wf: WalkedFile) -> RepoFile:
     try:
         size = path.stat().st_size
         if size > MAX_SCAN_BYTES or (parse and size > MAX_FILE_BYTES):
-            limit = MAX_FILE_BYTES if size <= MAX_SCAN_BYTES else MAX_SCAN_BYTES
-            what = "not parsed" if size <= MAX_SCAN_BYTES else "not scanned for credentials either"
-            repo.problems.append(Finding(
-                rel, None, "CH002", f"file is {size} bytes, over the {limit}-byte limit; {what} (list it in "
-                f".chamberlainignore if it is not part of the intent repository)"))
+            # Not read whole: the credential scan reads it window by window (checks/secrets.scan_file).
+            if parse:
+                repo.problems.append(Finding(
+                    rel, None, "CH002", f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit; not parsed "
+                    f"(list it in .chamberlainignore if it is not part of the intent repository)"))
             return RepoFile(path, rel, size, None, is_yaml, role=wf.role)
         raw = path.read_bytes()
     except OSError as exc:  # unreadable (permissions) or vanished since the walk
