@@ -139,6 +139,10 @@ class Format:
         return len(token) <= self.max_length and all(r.search(token) is not None for r in self.required)
 
     @cached_property
+    def min_length(self) -> int:
+        return sum(part.low if isinstance(part, Chars) else len(part) for part in self.parts)
+
+    @cached_property
     def max_length(self) -> int:
         return sum(part.max if isinstance(part, Chars) else len(part) for part in self.parts)
 
@@ -672,9 +676,11 @@ _ROWS: tuple[Format, ...] = (
          docs="https://developer.mastercard.com/open-banking-us/documentation/"),
     _ctx("finicity-api-token", "a Finicity API token", "payment", ("finicity",), Chars(HEXI, 32),
          docs="https://developer.mastercard.com/open-banking-us/documentation/"),
-    _row("paddle-live-api-key", "a Paddle live API key", "payment", "pdl_live_apikey_", Chars(ANX, 40, 80),
+    _row("paddle-live-api-key", "a Paddle live API key", "payment", "pdl_live_apikey_", Chars(LAN, 26), "_",
+         Chars(AN, 22), "_", Chars(AN, 3),
          docs="https://developer.paddle.com/api-reference/about/api-keys"),
-    _row("paddle-sandbox-api-key", "a Paddle sandbox API key", "payment", "pdl_sdbx_apikey_", Chars(ANX, 40, 80),
+    _row("paddle-sandbox-api-key", "a Paddle sandbox API key", "payment", "pdl_sdbx_apikey_", Chars(LAN, 26), "_",
+         Chars(AN, 22), "_", Chars(AN, 3),
          docs="https://developer.paddle.com/api-reference/about/api-keys"),
     # --- observability and feature flags ---------------------------------------------------------------------------
     _ctx("datadog-api-key", "a Datadog API key", "observability", ("datadog", "dd_api", "dd-api", "ddapi"),
@@ -830,8 +836,8 @@ _ROWS: tuple[Format, ...] = (
          docs="https://clickhouse.com/docs/cloud/manage/openapi"),
     _row("databricks-token", "a Databricks personal access token", "database", "dapi", Chars(HEXI, 32),
          docs="https://docs.databricks.com/en/dev-tools/auth/pat.html"),
-    _row("neon-api-key", "a Neon API key", "database", "napi_", Chars(LAN, 64),
-         docs="https://neon.tech/docs/manage/api-keys"),
+    _row("neon-api-key", "a Neon API key", "database", "napi_", Chars(LAN, 56, 72),
+         docs="https://neon.com/docs/manage/api-keys"),
     _ctx("confluent-api-key", "a Confluent Cloud API key", "database", ("confluent",), Chars(UAN, 16),
          docs="https://docs.confluent.io/cloud/current/security/authenticate/workload-identities/service-accounts/api-keys/overview.html"),
     _ctx("confluent-api-secret", "a Confluent Cloud API secret", "database", ("confluent",), Chars(B64, 64),
@@ -1252,12 +1258,37 @@ def body(fmt: Format, token: str) -> str:
     return "".join(group for group in match.groups() if group)
 
 
+@cache
+def _context_words() -> Any:
+    """One automaton over every context word: a key is read once, whatever the number of keyword-gated formats."""
+    automaton = ahocorasick.Automaton()
+    for word in {word for fmt in _CONTEXT for word in fmt.context}:
+        automaton.add_word(word, word)
+    automaton.make_automaton()
+    return automaton
+
+
+@cache
+def _by_context_word() -> dict[str, tuple[Format, ...]]:
+    table: dict[str, list[Format]] = {}
+    for fmt in _CONTEXT:
+        for word in fmt.context:
+            table.setdefault(word, []).append(fmt)
+    return {word: tuple(fmts) for word, fmts in table.items()}
+
+
 def context_format(key: str, value: str) -> Format | None:
     """The keyword-gated format whose context word occurs in `key` (lower-cased) and whose parts fullmatch `value`."""
-    lowered = key.lower()
-    for fmt in _CONTEXT:
-        if (any(word in lowered for word in fmt.context) and fmt.well_formed(value)
-                and fmt.full_regex.fullmatch(value) is not None):
+    words = {word for _, word in _context_words().iter(key.lower())}
+    if not words:
+        return None
+    table = _by_context_word()
+    for fmt in sorted({fmt for word in words for fmt in table[word]}, key=lambda f: f.order):
+        if (
+            fmt.min_length <= len(value) <= fmt.max_length
+            and fmt.well_formed(value)
+            and fmt.full_regex.fullmatch(value) is not None
+        ):
             return fmt
     return None
 
@@ -1312,6 +1343,9 @@ def _describe(part: Part) -> str:
     if words is None:
         listed = part.characters if len(part.characters) <= 12 else part.alphabet
         words = "characters of `" + listed.replace("|", "\\|") + "`"
+    if count == "1":
+        words = words.replace("characters", "character").replace(" and ", " or ").replace("digits", "digit")
+        words = words.replace("letters", "letter")
     return f"{count} {words}"
 
 
