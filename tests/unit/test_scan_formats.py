@@ -75,6 +75,14 @@ def test_table_is_well_formed() -> None:
     assert {f.category for f in FORMATS} == set(CATEGORIES)
 
 
+def test_alphabets_hold_only_token_characters() -> None:
+    # A "-" between two characters is a range: "=-_" would silently admit "[", "\\" and "^".
+    for fmt in FORMATS:
+        for part in fmt.parts:
+            if isinstance(part, Chars):
+                assert not set(part.characters) & set("\"'`<>[]\\^{} \t\n"), (fmt.kind, part.alphabet)
+
+
 def test_every_regex_compiles_under_re2() -> None:
     for fmt in FORMATS:
         assert isinstance(fmt.regex, re2._Regexp), fmt.kind

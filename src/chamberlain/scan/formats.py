@@ -176,14 +176,21 @@ def _is_word(alphabet: str) -> bool:
 
 def _edge(parts: tuple[Part, ...]) -> tuple[str, str]:
     """The text at one end of a token: (alphabet of the runs that can end it, or "" for a literal, the literal)."""
-    alphabet = ""
+    alphabets: list[str] = []
     for part in parts:
         if isinstance(part, str):
-            return alphabet, part
-        alphabet += part.alphabet
+            return _union(alphabets), part
+        alphabets.append(part.alphabet)
         if part.low > 0:
-            return alphabet, ""
-    return alphabet, ""
+            break
+    return _union(alphabets), ""
+
+
+def _union(alphabets: list[str]) -> str:
+    """Class bodies joined; a trailing literal "-" moves to the very end so it never becomes a range."""
+    dash = any(a.endswith("-") and not a.endswith("\\-") for a in alphabets)
+    body = "".join(a[:-1] if a.endswith("-") and not a.endswith("\\-") else a for a in alphabets)
+    return body + "-" if dash else body
 
 
 def _lead(parts: tuple[Part, ...]) -> str:
@@ -365,7 +372,7 @@ _ROWS: tuple[Format, ...] = (
          "-", Chars(LAN, 16), docs="https://techdocs.akamai.com/developer/docs/set-up-authentication-credentials"),
     _row("cloudinary-url", "a Cloudinary URL with an API secret", "cloud", "cloudinary://", Chars(DIG, 12, 16),
          ":", Chars(ANX, 27), "@", docs="https://cloudinary.com/documentation/how_to_integrate_cloudinary"),
-    _ctx("fastly-api-token", "a Fastly API token", "cloud", ("fastly",), Chars(ANX, 32),
+    _ctx("fastly-api-token", "a Fastly API token", "cloud", ("fastly",), Chars(ANXD, 32),
          docs="https://docs.fastly.com/en/guides/using-api-tokens"),
     # --- version control, CI/CD, developer tooling ------------------------------------------------------------------
     _row("github-pat", "a GitHub personal access token", "vcs-ci", "ghp_", Chars(AN, 36), docs=_GH),
@@ -432,11 +439,11 @@ _ROWS: tuple[Format, ...] = (
          docs="https://buildkite.com/docs/platform/security/tokens"),
     _ctx("codecov-token", "a Codecov token", "vcs-ci", ("codecov",), Chars(ANX, 32, 36),
          docs="https://docs.codecov.com/docs/codecov-tokens"),
-    _row("sonarqube-user-token", "a SonarQube user token", "vcs-ci", "squ_", Chars(HEXI, 40),
+    _row("sonarqube-user-token", "a SonarQube user token", "vcs-ci", "squ_", Chars(AN, 40),
          docs="https://docs.sonarsource.com/sonarqube-server/latest/user-guide/managing-tokens/"),
-    _row("sonarqube-project-token", "a SonarQube project analysis token", "vcs-ci", "sqp_", Chars(HEXI, 40),
+    _row("sonarqube-project-token", "a SonarQube project analysis token", "vcs-ci", "sqp_", Chars(AN, 40),
          docs="https://docs.sonarsource.com/sonarqube-server/latest/user-guide/managing-tokens/"),
-    _row("sonarqube-global-token", "a SonarQube global analysis token", "vcs-ci", "sqa_", Chars(HEXI, 40),
+    _row("sonarqube-global-token", "a SonarQube global analysis token", "vcs-ci", "sqa_", Chars(AN, 40),
          docs="https://docs.sonarsource.com/sonarqube-server/latest/user-guide/managing-tokens/"),
     _ctx("sonar-token", "a SonarQube/SonarCloud token", "vcs-ci", ("sonar",), Chars(ANX, 40),
          docs="https://docs.sonarsource.com/sonarqube-server/latest/user-guide/managing-tokens/"),
@@ -445,9 +452,9 @@ _ROWS: tuple[Format, ...] = (
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/api-key"),
     _row("jfrog-reference-token", "a JFrog Artifactory reference token", "vcs-ci", "cmVmd", Chars(AN, 59),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/access-tokens"),
-    _ctx("jfrog-legacy-api-key", "a JFrog Artifactory API key", "vcs-ci", ("jfrog", "artifactory"), Chars(AN, 73),
+    _ctx("jfrog-legacy-api-key", "a JFrog Artifactory API key", "vcs-ci", ("jfrog", "artifactory", "bintray", "xray"), Chars(AN, 73),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/api-key"),
-    _ctx("jfrog-identity-token", "a JFrog identity token", "vcs-ci", ("jfrog", "artifactory"), Chars(AN, 64),
+    _ctx("jfrog-identity-token", "a JFrog identity token", "vcs-ci", ("jfrog", "artifactory", "bintray", "xray"), Chars(AN, 64),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/access-tokens"),
     _row("octopus-deploy-api-key", "an Octopus Deploy API key", "vcs-ci", "API-", Chars(UAN, 26, 32),
          docs="https://octopus.com/docs/octopus-rest-api/how-to-create-an-api-key"),
@@ -684,9 +691,9 @@ _ROWS: tuple[Format, ...] = (
          docs="https://developer.paddle.com/api-reference/about/api-keys"),
     # --- observability and feature flags ---------------------------------------------------------------------------
     _ctx("datadog-api-key", "a Datadog API key", "observability", ("datadog", "dd_api", "dd-api", "ddapi"),
-         Chars(HEXI, 32), docs="https://docs.datadoghq.com/account_management/api-app-keys/"),
+         Chars(AN, 32), docs="https://docs.datadoghq.com/account_management/api-app-keys/"),
     _ctx("datadog-app-key", "a Datadog application key", "observability",
-         ("datadog", "dd_app", "dd-app", "ddapp", "application_key"), Chars(HEXI, 40),
+         ("datadog", "dd_app", "dd-app", "ddapp", "application_key"), Chars(AN, 40),
          docs="https://docs.datadoghq.com/account_management/api-app-keys/"),
     _row("new-relic-user-api-key", "a New Relic user API key", "observability", "NRAK-", Chars(AN, 27), docs=_NR),
     _row("new-relic-browser-api-key", "a New Relic browser API key", "observability", "NRJS-", Chars(HEXI, 19),
@@ -838,7 +845,7 @@ _ROWS: tuple[Format, ...] = (
          docs="https://docs.databricks.com/en/dev-tools/auth/pat.html"),
     _row("neon-api-key", "a Neon API key", "database", "napi_", Chars(LAN, 56, 72),
          docs="https://neon.com/docs/manage/api-keys"),
-    _ctx("confluent-api-key", "a Confluent Cloud API key", "database", ("confluent",), Chars(UAN, 16),
+    _ctx("confluent-api-key", "a Confluent Cloud API key", "database", ("confluent",), Chars(AN, 16),
          docs="https://docs.confluent.io/cloud/current/security/authenticate/workload-identities/service-accounts/api-keys/overview.html"),
     _ctx("confluent-api-secret", "a Confluent Cloud API secret", "database", ("confluent",), Chars(B64, 64),
          docs="https://docs.confluent.io/cloud/current/security/authenticate/workload-identities/service-accounts/api-keys/overview.html"),
@@ -909,7 +916,7 @@ _ROWS: tuple[Format, ...] = (
     # --- SaaS APIs -------------------------------------------------------------------------------------------
     _row("airtable-pat", "an Airtable personal access token", "saas", "pat", Chars(AN, 14), ".", Chars(HEX, 64),
          docs="https://airtable.com/developers/web/guides/personal-access-tokens"),
-    _ctx("airtable-api-key", "an Airtable (legacy) API key", "saas", ("airtable",), "key", Chars(AN, 14),
+    _ctx("airtable-api-key", "an Airtable (legacy) API key", "saas", ("airtable",), Chars(AN, 17),
          docs="https://support.airtable.com/docs/airtable-api-key-deprecation-notice"),
     _row("asana-pat", "an Asana personal access token", "saas", "1/", Chars(DIG, 10, 20), ":", Chars(HEX, 32),
          docs="https://developers.asana.com/docs/personal-access-token"),
@@ -1032,7 +1039,7 @@ _ROWS: tuple[Format, ...] = (
     _ctx("spotify-client-secret", "a Spotify client secret", "saas", ("spotify",), Chars(HEX, 32),
          docs="https://developer.spotify.com/documentation/web-api/concepts/apps"),
     # --- crypto exchanges, blockchain ---------------------------------------------------------------------------------
-    _ctx("kraken-api-key", "a Kraken API key", "crypto", ("kraken",), Chars(B64 + "=-_", 80, 90),
+    _ctx("kraken-api-key", "a Kraken API key", "crypto", ("kraken",), Chars(B64 + "=_-", 80, 90),
          docs="https://docs.kraken.com/api/docs/guides/spot-rest-auth"),
     _ctx("kucoin-api-key", "a KuCoin API key", "crypto", ("kucoin",), Chars(HEX, 24),
          docs="https://www.kucoin.com/docs/basic-info/connection-method/authentication/creating-a-request"),
