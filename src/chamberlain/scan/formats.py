@@ -279,6 +279,7 @@ _DO = "https://docs.digitalocean.com/reference/api/create-personal-access-token/
 _VAULT = "https://developer.hashicorp.com/vault/docs/concepts/tokens#token-prefixes"
 _PS = "https://planetscale.com/docs/concepts/service-tokens"
 _TS = "https://tailscale.com/kb/1277/key-prefixes"
+_JFROG = ("jfrog", "artifactory", "bintray", "xray")
 
 _ROWS: tuple[Format, ...] = (
     # --- cloud ---------------------------------------------------------------------------------------------------
@@ -452,9 +453,9 @@ _ROWS: tuple[Format, ...] = (
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/api-key"),
     _row("jfrog-reference-token", "a JFrog Artifactory reference token", "vcs-ci", "cmVmd", Chars(AN, 59),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/access-tokens"),
-    _ctx("jfrog-legacy-api-key", "a JFrog Artifactory API key", "vcs-ci", ("jfrog", "artifactory", "bintray", "xray"), Chars(AN, 73),
+    _ctx("jfrog-legacy-api-key", "a JFrog Artifactory API key", "vcs-ci", _JFROG, Chars(AN, 73),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/api-key"),
-    _ctx("jfrog-identity-token", "a JFrog identity token", "vcs-ci", ("jfrog", "artifactory", "bintray", "xray"), Chars(AN, 64),
+    _ctx("jfrog-identity-token", "a JFrog identity token", "vcs-ci", _JFROG, Chars(AN, 64),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/access-tokens"),
     _row("octopus-deploy-api-key", "an Octopus Deploy API key", "vcs-ci", "API-", Chars(UAN, 26, 32),
          docs="https://octopus.com/docs/octopus-rest-api/how-to-create-an-api-key"),
