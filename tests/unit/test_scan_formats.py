@@ -174,6 +174,21 @@ def test_prefix_glued_to_a_longer_identifier_is_not_found(fmt: Format) -> None:
             assert fmt.kind not in {kind for _, _, kind in _hits(f'TOKEN="{glue}{token}"\n')}, glue + token
 
 
+@pytest.mark.parametrize("fmt", [f for f in PREFIXED if f.glued], ids=lambda f: f.kind)
+def test_prefix_after_a_dot_or_dash_is_part_of_a_name(fmt: Format) -> None:
+    rng = random.Random(fmt.kind)
+    token = sample(fmt, rng)
+    for text in (f"static/favicon.{token}.png", f"cache-{token}"):
+        assert fmt.kind not in {kind for _, _, kind in _hits(text)}, text
+
+
+def test_host_name_prefixes_may_follow_a_dot() -> None:
+    fmt = formats.BY_KIND["teams-webhook-url"]
+    token = sample(fmt, random.Random(1))
+    text = f"url: https://contoso.{token}\n"
+    assert (text.index(token), text.index(token) + len(token), fmt.kind) in _hits(text)
+
+
 def test_a_token_inside_a_longer_base64_blob_is_not_found() -> None:
     rng = random.Random(7)
     blob = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") for _ in range(40))

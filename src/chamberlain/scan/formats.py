@@ -131,6 +131,13 @@ class Format:
         return _lead(self.parts) + "(" + self._body_pattern(group_runs=False) + ")" + _trail(self.parts)
 
     @cached_property
+    def glued(self) -> str:
+        """Characters that, right before the prefix, make it part of a longer name: ``favicon.ico-<hash>.png``,
+        ``cache-key-<md5>``. Not for prefixes that are host names (``contoso.webhook.office.com``)."""
+        first = self.parts[0]
+        return ".-" if isinstance(first, str) and not set(first) & set("./") else ""
+
+    @cached_property
     def required(self) -> tuple[Any, ...]:
         return tuple(re2.compile(f"[{cls}]") for cls in self.must_contain)
 
@@ -457,7 +464,7 @@ _ROWS: tuple[Format, ...] = (
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/api-key"),
     _ctx("jfrog-identity-token", "a JFrog identity token", "vcs-ci", _JFROG, Chars(AN, 64),
          docs="https://jfrog.com/help/r/jfrog-platform-administration-documentation/access-tokens"),
-    _row("octopus-deploy-api-key", "an Octopus Deploy API key", "vcs-ci", "API-", Chars(UAN, 26, 32),
+    _row("octopus-deploy-api-key", "an Octopus Deploy API key", "vcs-ci", "API-", Chars(UAN, 26),
          docs="https://octopus.com/docs/octopus-rest-api/how-to-create-an-api-key"),
     _row("terraform-cloud-token", "a Terraform Cloud / HCP Terraform API token", "vcs-ci", Chars(AN, 14),
          ".atlasv1.", Chars(ANXE, 60, 70), docs="https://developer.hashicorp.com/terraform/cloud-docs/users-teams-organizations/api-tokens"),
@@ -546,6 +553,8 @@ _ROWS: tuple[Format, ...] = (
          docs="https://discord.com/developers/docs/topics/oauth2"),
     _row("telegram-bot-token", "a Telegram bot token", "chat", Chars(DIG, 5, 16), ":A", Chars(ANX, 34),
          needles=(":a",), docs="https://core.telegram.org/bots/api#authorizing-your-bot"),
+    _row("telegram-bot-url", "a Telegram bot token in an API URL", "chat", "api.telegram.org/bot", Chars(DIG, 5, 16),
+         ":A", Chars(ANX, 34), docs="https://core.telegram.org/bots/api#making-requests"),
     _row("teams-webhook-url", "a Microsoft Teams incoming webhook URL", "chat", "webhook.office.com/webhookb2/",
          _uuid(AN), "@", _uuid(AN), "/IncomingWebhook/", Chars(AN, 32), "/", _uuid(AN),
          docs="https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/add-incoming-webhook"),
@@ -1240,7 +1249,7 @@ def find(text: str, lowered: str) -> Iterator[tuple[int, int, Format]]:
                     # A window edge is not a word boundary of the text.
                     if (start == 0 and lo > 0) or (match.end() == len(chunk) and hi < size):
                         continue
-                    if fmt.well_formed(chunk[start:end]):
+                    if fmt.well_formed(chunk[start:end]) and (start == 0 or chunk[start - 1] not in fmt.glued):
                         hits[(lo + start, lo + end, order)] = fmt
     else:
         # Occurrences everywhere: each candidate format scans the whole text once. ASCII text is matched as bytes
@@ -1249,7 +1258,7 @@ def find(text: str, lowered: str) -> Iterator[tuple[int, int, Format]]:
         for order, fmt in candidates.items():
             for match in fmt.regex.finditer(subject):
                 start, end = match.span(1)
-                if fmt.well_formed(subject[start:end]):
+                if fmt.well_formed(subject[start:end]) and (start == 0 or text[start - 1] not in fmt.glued):
                     hits[(start, end, order)] = fmt
     last_end = -1
     for start, end, order in sorted(hits, key=lambda h: (h[0], h[0] - h[1], h[2])):
