@@ -178,8 +178,15 @@ def test_prefix_glued_to_a_longer_identifier_is_not_found(fmt: Format) -> None:
 def test_prefix_after_a_dot_or_dash_is_part_of_a_name(fmt: Format) -> None:
     rng = random.Random(fmt.kind)
     token = sample(fmt, rng)
-    for text in (f"static/favicon.{token}.png", f"cache-{token}"):
+    texts = [f"static/favicon.{token}.png"] + ([] if fmt.instance_prefix else [f"cache-{token}"])
+    for text in texts:
         assert fmt.kind not in {kind for _, _, kind in _hits(text)}, text
+
+
+def test_gitlab_tokens_may_carry_an_instance_prefix() -> None:
+    token = sample(formats.BY_KIND["gitlab-pat"], random.Random(2))
+    text = f"GITLAB_TOKEN=SIE-{token}\n"
+    assert (text.index(token), text.index(token) + len(token), "gitlab-pat") in _hits(text)
 
 
 def test_host_name_prefixes_may_follow_a_dot() -> None:

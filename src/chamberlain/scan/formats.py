@@ -123,6 +123,8 @@ class Format:
     # Character classes the token must contain at least one of each (a short prefix like OpenBao's ``s.`` would
     # otherwise match every ``s.someMethodName`` in Go code; random base62 of 24 nearly always has both).
     must_contain: tuple[str, ...] = ()
+    # The provider lets an installation put its own "<PREFIX>-" before the token (GitLab: gitlab-org/gitlab#388379).
+    instance_prefix: bool = False
     order: int = field(default=0, compare=False)
 
     @cached_property
@@ -135,7 +137,9 @@ class Format:
         """Characters that, right before the prefix, make it part of a longer name: ``favicon.ico-<hash>.png``,
         ``cache-key-<md5>``. Not for prefixes that are host names (``contoso.webhook.office.com``)."""
         first = self.parts[0]
-        return ".-" if isinstance(first, str) and not set(first) & set("./") else ""
+        if not isinstance(first, str) or set(first) & set("./"):
+            return ""
+        return "." if self.instance_prefix else ".-"
 
     @cached_property
     def required(self) -> tuple[Any, ...]:
@@ -260,14 +264,18 @@ def _uuid(alphabet: str = HEXI) -> tuple[Part, ...]:
 
 def _row(kind: str, label: str, category: str, *parts: Part | tuple[Part, ...], docs: str = "",
          needles: tuple[str, ...] = (), context: tuple[str, ...] = (), ignore_case: bool = False,
-         must_contain: tuple[str, ...] = ()) -> Format:
+         must_contain: tuple[str, ...] = (), instance_prefix: bool = False) -> Format:
     flat: list[Part] = []
     for part in parts:
         flat.extend(part if isinstance(part, tuple) else (part,))
     if not needles:
         needles = (context if context else (max((p for p in flat if isinstance(p, str)), key=len).lower(),))
     return Format(kind=kind, label=label, category=category, parts=tuple(flat), needles=needles, context=context,
-                  docs=docs, ignore_case=ignore_case, must_contain=must_contain)
+                  docs=docs, ignore_case=ignore_case, must_contain=must_contain, instance_prefix=instance_prefix)
+
+
+def _gitlab(kind: str, label: str, *parts: Part) -> Format:
+    return _row(kind, label, "vcs-ci", *parts, docs=_GL, instance_prefix=True)
 
 
 def _ctx(kind: str, label: str, category: str, words: tuple[str, ...], *parts: Part | tuple[Part, ...],
@@ -392,33 +400,25 @@ _ROWS: tuple[Format, ...] = (
     _row("github-refresh-token", "a GitHub App refresh token", "vcs-ci", "ghr_", Chars(AN, 36, 76), docs=_GH),
     _row("github-fine-grained-pat", "a GitHub fine-grained personal access token", "vcs-ci", "github_pat_",
          Chars(ANU, 82), docs=_GH),
-    _row("gitlab-pat", "a GitLab personal, project or group access token", "vcs-ci", "glpat-", Chars(ANX, 20),
-         docs=_GL),
-    _row("gitlab-pat-routable", "a GitLab (routable) access token", "vcs-ci", "glpat-", Chars(ANX, 27, 300), ".",
-         Chars(LAN, 9), docs=_GL),
-    _row("gitlab-deploy-token", "a GitLab deploy token", "vcs-ci", "gldt-", Chars(ANX, 20), docs=_GL),
-    _row("gitlab-runner-token", "a GitLab runner authentication token", "vcs-ci", "glrt-", Chars(ANX, 20),
-         docs=_GL),
-    _row("gitlab-runner-token-routable", "a GitLab (routable) runner authentication token", "vcs-ci", "glrt-t",
-         Chars(DIG, 1), "_", Chars(ANX, 27, 300), ".", Chars(LAN, 9), docs=_GL),
-    _row("gitlab-runner-registration-token", "a GitLab runner registration token", "vcs-ci", "GR1348941",
-         Chars(ANX, 20), docs=_GL),
-    _row("gitlab-ci-job-token", "a GitLab CI/CD job token", "vcs-ci", "glcbt-", Chars(AN, 1, 5), "_",
-         Chars(ANX, 20), docs=_GL),
-    _row("gitlab-pipeline-trigger-token", "a GitLab pipeline trigger token", "vcs-ci", "glptt-", Chars(HEX, 40),
-         docs=_GL),
-    _row("gitlab-feed-token", "a GitLab feed token", "vcs-ci", "glft-", Chars(ANX, 20), docs=_GL),
-    _row("gitlab-incoming-mail-token", "a GitLab incoming mail token", "vcs-ci", "glimt-", Chars(ANX, 25),
-         docs=_GL),
-    _row("gitlab-agent-token", "a GitLab agent for Kubernetes token", "vcs-ci", "glagent-", Chars(ANX, 50),
-         docs=_GL),
-    _row("gitlab-oauth-app-secret", "a GitLab OAuth application secret", "vcs-ci", "gloas-", Chars(ANX, 64),
-         docs=_GL),
-    _row("gitlab-feature-flag-token", "a GitLab feature flags client token", "vcs-ci", "glffct-", Chars(ANX, 20),
-         docs=_GL),
-    _row("gitlab-scim-token", "a GitLab SCIM token", "vcs-ci", "glsoat-", Chars(ANX, 20), docs=_GL),
-    _row("gitlab-session-cookie", "a GitLab session cookie", "vcs-ci", "_gitlab_session=", Chars(LAN, 32),
-         docs=_GL),
+    _gitlab("gitlab-pat", "a GitLab personal, project or group access token", "glpat-", Chars(ANX, 20)),
+    _gitlab("gitlab-pat-routable", "a GitLab (routable) access token", "glpat-", Chars(ANX, 27, 300), ".",
+         Chars(LAN, 2), Chars(".", 0, 1), Chars(LAN, 7)),
+    _gitlab("gitlab-deploy-token", "a GitLab deploy token", "gldt-", Chars(ANX, 20)),
+    _gitlab("gitlab-runner-token", "a GitLab runner authentication token", "glrt-", Chars(ANX, 20)),
+    _gitlab("gitlab-runner-token-routable", "a GitLab (routable) runner authentication token", "glrt-t",
+         Chars(DIG, 1), "_", Chars(ANX, 27, 300), ".", Chars(LAN, 2), Chars(".", 0, 1), Chars(LAN, 7)),
+    _gitlab("gitlab-runner-registration-token", "a GitLab runner registration token", "GR1348941",
+         Chars(ANX, 20)),
+    _gitlab("gitlab-ci-job-token", "a GitLab CI/CD job token", "glcbt-", Chars(AN, 1, 5), "_",
+         Chars(ANX, 20)),
+    _gitlab("gitlab-pipeline-trigger-token", "a GitLab pipeline trigger token", "glptt-", Chars(HEX, 40)),
+    _gitlab("gitlab-feed-token", "a GitLab feed token", "glft-", Chars(ANX, 20)),
+    _gitlab("gitlab-incoming-mail-token", "a GitLab incoming mail token", "glimt-", Chars(ANX, 25)),
+    _gitlab("gitlab-agent-token", "a GitLab agent for Kubernetes token", "glagent-", Chars(ANX, 50)),
+    _gitlab("gitlab-oauth-app-secret", "a GitLab OAuth application secret", "gloas-", Chars(ANX, 64)),
+    _gitlab("gitlab-feature-flag-token", "a GitLab feature flags client token", "glffct-", Chars(ANX, 20)),
+    _gitlab("gitlab-scim-token", "a GitLab SCIM token", "glsoat-", Chars(ANX, 20)),
+    _gitlab("gitlab-session-cookie", "a GitLab session cookie", "_gitlab_session=", Chars(LAN, 32)),
     _row("bitbucket-app-password", "a Bitbucket app password", "vcs-ci", "ATBB", Chars(AN, 28, 40),
          docs="https://support.atlassian.com/bitbucket-cloud/docs/app-passwords/"),
     _ctx("bitbucket-client-id", "a Bitbucket OAuth client ID", "vcs-ci", ("bitbucket",), Chars(AN, 32),
@@ -1138,7 +1138,8 @@ _ROWS: tuple[Format, ...] = (
 
 FORMATS: tuple[Format, ...] = tuple(
     Format(kind=f.kind, label=f.label, category=f.category, parts=f.parts, needles=f.needles, context=f.context,
-           docs=f.docs, ignore_case=f.ignore_case, must_contain=f.must_contain, order=i)
+           docs=f.docs, ignore_case=f.ignore_case, must_contain=f.must_contain, instance_prefix=f.instance_prefix,
+           order=i)
     for i, f in enumerate(_ROWS)
 )
 BY_KIND: dict[str, Format] = {f.kind: f for f in FORMATS}
