@@ -1323,7 +1323,8 @@ def _random_token(fmt: Format, rng: random.Random) -> str:
     out = []
     for part in fmt.parts:
         if isinstance(part, Chars):
-            count = rng.randint(part.low, part.max)
+            # Long runs (JWT segments, base64 blobs) get realistic lengths, not up to a thousand characters each.
+            count = rng.randint(part.low, part.max if part.max <= _LONG_RUN else part.low + _LONG_RUN)
             out.append("".join(rng.choice(part.characters) for _ in range(count)))
         else:
             out.append(part)
@@ -1402,6 +1403,10 @@ def render_docs() -> str:
         "",
         "Shapes are written as literal parts in backticks and runs of characters with their length; they are "
         "never real tokens.",
+        "",
+        "To add a kind: add a row (its parts, needles, docs link) to `_ROWS` in `src/chamberlain/scan/formats.py`, "
+        "run `python -m chamberlain.scan.formats --write` and commit this file; the unit tests then check that "
+        "samples of the new row are found in the usual syntaxes and that its near misses are not.",
         "",
     ]
     for category in CATEGORIES:
