@@ -1151,6 +1151,8 @@ _CONTEXT: tuple[Format, ...] = tuple(f for f in FORMATS if f.context)
 _HIT_BUDGET = 512
 # Up to this many different needles in a text, each is located with str.find (one fast pass each).
 _FIND_NEEDLES = 3
+# Formats per alternation when the whole text must be scanned.
+_BATCH = 24
 
 
 @cache
@@ -1214,6 +1216,15 @@ def _occurrences(lowered: str) -> dict[str, list[int]] | set[str]:
     return where
 
 
+@lru_cache(maxsize=256)
+def _union_regex(orders: tuple[int, ...]) -> Any:
+    """One alternation of several formats' search patterns; alternative k's token is group k + 1."""
+    options = re2.Options()
+    options.max_mem = 64 << 20  # the DFA of a batch needs more than RE2's 8 MiB default
+    options.log_errors = False
+    return re2.compile("|".join(f"(?:{FORMATS[order].pattern})" for order in orders), options)
+
+
 def _windows(starts: list[int], size: int, reach: int) -> list[tuple[int, int]]:
     """Merged text windows around needle occurrences that can hold a whole token of at most `reach` characters,
     with context characters each side (word boundaries, the character that ends a run)."""
@@ -1253,14 +1264,19 @@ def find(text: str, lowered: str) -> Iterator[tuple[int, int, Format]]:
                     if fmt.well_formed(chunk[start:end]) and (start == 0 or chunk[start - 1] not in fmt.glued):
                         hits[(lo + start, lo + end, order)] = fmt
     else:
-        # Occurrences everywhere: each candidate format scans the whole text once. ASCII text is matched as bytes
-        # (same offsets), so RE2 does not re-encode it per format.
+        # Occurrences everywhere (a generated or hostile text): the candidate formats scan the whole text, a batch of
+        # them per pass (one RE2 alternation: ten times faster than a pass per format). At one position the first
+        # format of the batch that matches wins. ASCII text is matched as bytes (same offsets, no re-encoding).
         subject: str | bytes = text.encode("ascii") if text.isascii() else text
-        for order, fmt in candidates.items():
-            for match in fmt.regex.finditer(subject):
-                start, end = match.span(1)
+        ordered = tuple(sorted(candidates))
+        for i in range(0, len(ordered), _BATCH):
+            batch = ordered[i : i + _BATCH]
+            for match in _union_regex(batch).finditer(subject):
+                index = next(k for k, group in enumerate(match.groups()) if group is not None)
+                fmt = FORMATS[batch[index]]
+                start, end = match.span(index + 1)
                 if fmt.well_formed(subject[start:end]) and (start == 0 or text[start - 1] not in fmt.glued):
-                    hits[(start, end, order)] = fmt
+                    hits[(start, end, fmt.order)] = fmt
     last_end = -1
     for start, end, order in sorted(hits, key=lambda h: (h[0], h[0] - h[1], h[2])):
         if start >= last_end:
