@@ -36,7 +36,7 @@ def token(seed: int) -> str:
     return "ghp_" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(36))
 
 
-def tree_finding(file: str = "app/config.yaml", line: int | None = 3, kind: str = "github-token",
+def tree_finding(file: str = "app/config.yaml", line: int | None = 3, kind: str = "github-pat",
                  rule: str = "CH024") -> Finding:
     return Finding(file, line, rule, f"looks like a token [{kind}] (value not shown)", column=7, subject=kind)
 
@@ -45,9 +45,9 @@ def tree_finding(file: str = "app/config.yaml", line: int | None = 3, kind: str 
 
 
 @pytest.mark.parametrize(("finding", "expected"), [
-    (tree_finding(), "app/config.yaml:CH024:github-token:3"),
+    (tree_finding(), "app/config.yaml:CH024:github-pat:3"),
     (tree_finding(line=None, kind="private-key"), "app/config.yaml:CH024:private-key:0"),
-    (tree_finding(rule="CH020"), "app/config.yaml:CH020:github-token:3"),
+    (tree_finding(rule="CH020"), "app/config.yaml:CH020:github-pat:3"),
     (Finding("s.yaml", 4, "CH020", "Secret/x holds 1 plaintext value(s)", object="Secret/x"),
      "s.yaml:CH020:literal-secret:4"),
     (Finding("a.yaml", 9, "CH126", "commit ...", object=COMMIT, subject="aws-access-key-id"),
@@ -72,7 +72,7 @@ def test_fingerprint_never_depends_on_the_value_or_the_message() -> None:
         "newline", "tab", "unicode"])
 @pytest.mark.parametrize("commit", [None, COMMIT], ids=["tree", "history"])
 def test_fingerprint_round_trips(file: str, commit: str | None) -> None:
-    fp = Fingerprint(file, "CH126" if commit else "CH024", "github-token", 12, commit)
+    fp = Fingerprint(file, "CH126" if commit else "CH024", "github-pat", 12, commit)
     text = str(fp)
     assert "\n" not in text and not text.startswith(("#", " ")) and text == text.strip()
     assert parse(text) == fp
@@ -81,15 +81,15 @@ def test_fingerprint_round_trips(file: str, commit: str | None) -> None:
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("app.yaml:CH024:github-token", "expected <file>"),
-    ("app.yaml:CH024:github-token:x", "line must be a number"),
-    ("app.yaml:CH024:github-token:-1", "line must be a number"),
+    ("app.yaml:CH024:github-pat", "expected <file>"),
+    ("app.yaml:CH024:github-pat:x", "line must be a number"),
+    ("app.yaml:CH024:github-pat:-1", "line must be a number"),
     ("app.yaml:CH024:git hub:1", "not a credential kind"),
-    ("app.yaml:X24:github-token:1", "not a rule id"),
-    ("app.yaml:CH003:github-token:1", "not a credential rule"),
-    ("app.yaml:CH126:github-token:1", "40-hex commit"),
-    ("abc:app.yaml:CH126:github-token:1", "40-hex commit"),
-    (":CH024:github-token:1", "file is empty"),
+    ("app.yaml:X24:github-pat:1", "not a rule id"),
+    ("app.yaml:CH003:github-pat:1", "not a credential rule"),
+    ("app.yaml:CH126:github-pat:1", "40-hex commit"),
+    ("abc:app.yaml:CH126:github-pat:1", "40-hex commit"),
+    (":CH024:github-pat:1", "file is empty"),
 ], ids=["too-few-fields", "line-not-number", "negative-line", "bad-kind", "bad-rule", "other-rule",
         "history-without-commit", "short-commit", "empty-file"])
 def test_malformed_fingerprint_says_what_is_wrong(text: str, words: str) -> None:
@@ -102,8 +102,8 @@ def test_malformed_fingerprint_says_what_is_wrong(text: str, words: str) -> None
 
 def test_baseline_comments_blank_lines_and_acceptance(tmp_path: Path) -> None:
     path = tmp_path / "b"
-    path.write_text("# reviewed 2026-12\n\n   app/config.yaml:CH024:github-token:3  \n# done\n"
-                    "app/config.yaml:CH024:github-token:3\n")
+    path.write_text("# reviewed 2026-12\n\n   app/config.yaml:CH024:github-pat:3  \n# done\n"
+                    "app/config.yaml:CH024:github-pat:3\n")
     baseline = load_baseline(path)
     assert len(baseline.entries) == 1  # duplicates collapse
     assert baseline.accepts(tree_finding())
@@ -114,7 +114,7 @@ def test_baseline_comments_blank_lines_and_acceptance(tmp_path: Path) -> None:
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "b"
-    path.write_text("# ok\napp.yaml:CH024:github-token:3\napp.yaml:CH024:github-token\n")
+    path.write_text("# ok\napp.yaml:CH024:github-pat:3\napp.yaml:CH024:github-pat\n")
     with pytest.raises(BaselineError, match=rf"{path}:3: not a fingerprint: expected"):
         load_baseline(path)
 
@@ -148,7 +148,7 @@ def test_a_100_mb_baseline_is_refused_without_reading_it(tmp_path: Path) -> None
 def test_baseline_reading_is_linear(tmp_path: Path) -> None:
     """~40,000 entries (just under the size limit) load in well under a second."""
     path = tmp_path / "b"
-    lines = [f"dir{i % 97}/file{i}.yaml:CH024:github-token:{i % 500}" for i in range(90_000)]
+    lines = [f"dir{i % 97}/file{i}.yaml:CH024:github-pat:{i % 500}" for i in range(90_000)]
     text = "\n".join(lines)
     text = text[: MAX_BASELINE_BYTES - 1000].rsplit("\n", 1)[0] + "\n"
     path.write_text(text)
@@ -166,19 +166,19 @@ def test_write_baseline_is_sorted_deterministic_and_holds_only_credentials(tmp_p
     text = path.read_text()
     assert text == baseline_text(reversed(findings))
     assert text.startswith(HEADER) and "not a value" in HEADER
-    assert text[len(HEADER):].splitlines() == ["a.yaml:CH024:github-token:0", "a.yaml:CH024:github-token:3",
-                                               "z.yaml:CH024:github-token:3"]
+    assert text[len(HEADER):].splitlines() == ["a.yaml:CH024:github-pat:0", "a.yaml:CH024:github-pat:3",
+                                               "z.yaml:CH024:github-pat:3"]
     baseline = load_baseline(path)
     assert all(baseline.accepts(f) for f in findings[:4])
 
 
 def test_stale_entries_ignore_history_unless_it_was_scanned() -> None:
-    baseline = parse_lines(["a.yaml:CH024:github-token:3", f"{COMMIT}:b.yaml:CH126:github-token:1",
-                            "gone.yaml:CH024:github-token:1"], "b")
+    baseline = parse_lines(["a.yaml:CH024:github-pat:3", f"{COMMIT}:b.yaml:CH126:github-pat:1",
+                            "gone.yaml:CH024:github-pat:1"], "b")
     found = [tree_finding("a.yaml")]
-    assert stale_entries(baseline, found, history=False) == ["gone.yaml:CH024:github-token:1"]
-    assert stale_entries(baseline, found, history=True) == [f"{COMMIT}:b.yaml:CH126:github-token:1",
-                                                            "gone.yaml:CH024:github-token:1"]
+    assert stale_entries(baseline, found, history=False) == ["gone.yaml:CH024:github-pat:1"]
+    assert stale_entries(baseline, found, history=True) == [f"{COMMIT}:b.yaml:CH126:github-pat:1",
+                                                            "gone.yaml:CH024:github-pat:1"]
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -199,7 +199,7 @@ def test_write_then_accept_then_a_new_finding_still_fails(leaky: Path, tmp_path:
     written = run_cli("validate", str(leaky), "--write-baseline", str(base))
     assert written.code == 0, written.err
     assert "review every entry" in written.err
-    assert base.read_text().splitlines()[-1] == "config/app.env:CH024:github-token:2"
+    assert base.read_text().splitlines()[-1] == "config/app.env:CH024:github-pat:2"
 
     accepted = run_cli("validate", str(leaky), "--baseline", str(base))
     assert accepted.code == 0, accepted.out + accepted.err
@@ -214,27 +214,27 @@ def test_write_then_accept_then_a_new_finding_still_fails(leaky: Path, tmp_path:
 
 def test_machine_outputs_carry_fingerprint_and_acceptance(leaky: Path, tmp_path: Path) -> None:
     base = tmp_path / "b"
-    base.write_text("config/app.env:CH024:github-token:2\nconfig/gone.env:CH024:github-token:1\n")
+    base.write_text("config/app.env:CH024:github-pat:2\nconfig/gone.env:CH024:github-pat:1\n")
     out = run_cli("validate", str(leaky), "--baseline", str(base), "-o", "json")
     assert out.code == 0, out.err
     data = json.loads(out.out)
     (result,) = [r for r in data["results"] if r["rule"] == "CH024"]
-    assert result["fingerprint"] == "config/app.env:CH024:github-token:2"
+    assert result["fingerprint"] == "config/app.env:CH024:github-pat:2"
     assert result["accepted"] == "baseline"
     assert data["ok"] is True and data["accepted"] == 1
-    assert data["staleBaseline"] == ["config/gone.env:CH024:github-token:1"]
+    assert data["staleBaseline"] == ["config/gone.env:CH024:github-pat:1"]
     assert yaml.safe_load(run_cli("validate", str(leaky), "--baseline", str(base), "-o", "yaml").out) == data
 
     sarif = json.loads(run_cli("validate", str(leaky), "--baseline", str(base), "-o", "sarif").out)
     (res,) = sarif["runs"][0]["results"]
-    assert res["partialFingerprints"]["chamberlainCredential/v1"] == "config/app.env:CH024:github-token:2"
+    assert res["partialFingerprints"]["chamberlainCredential/v1"] == "config/app.env:CH024:github-pat:2"
     assert "chamberlain/v1" in res["partialFingerprints"]  # the existing alert identity is kept
     assert res["suppressions"][0]["kind"] == "external"
 
     wide = run_cli("validate", str(leaky), "-o", "wide")
-    assert "fingerprint=config/app.env:CH024:github-token:2" in wide.out
+    assert "fingerprint=config/app.env:CH024:github-pat:2" in wide.out
     text = run_cli("validate", str(leaky), "--baseline", str(base))
-    assert "stale entry" in text.err and "config/gone.env:CH024:github-token:1" in text.err
+    assert "stale entry" in text.err and "config/gone.env:CH024:github-pat:1" in text.err
 
 
 def test_unaccepted_sarif_result_has_no_suppression(leaky: Path) -> None:

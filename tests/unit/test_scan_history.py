@@ -82,13 +82,13 @@ def test_committed_then_removed_is_reported_with_its_commit(repo: Git) -> None:
     result = run_cli("validate", str(repo.root), "--history")
     assert result.code == 1, result.out + result.err
     assert f"config/app.env:2: CH126 credential-in-history: commit {leaked[:12]}" in result.out
-    assert "[github-token]" in result.out
+    assert "[github-pat]" in result.out
     assert "rotate it: removing it from Git does not un-leak it" in result.out
     assert "history: 3 commits" in result.err
 
     data = json.loads(run_cli("validate", str(repo.root), "--history", "-o", "json").out)
     (finding,) = [r for r in data["results"] if r["rule"] == "CH126"]
-    assert finding["fingerprint"] == f"{leaked}:config/app.env:CH126:github-token:2"
+    assert finding["fingerprint"] == f"{leaked}:config/app.env:CH126:github-pat:2"
     assert finding["object"] == leaked
 
 
@@ -97,7 +97,7 @@ def test_a_credential_still_in_the_tree_is_reported_for_both(repo: Git) -> None:
     repo.commit("unrelated", {"README": "hello\n"})
     data = json.loads(run_cli("validate", str(repo.root), "--history", "-o", "json").out)
     prints = sorted(r["fingerprint"] for r in data["results"] if "fingerprint" in r)
-    assert prints == sorted([f"{leaked}:config/app.env:CH126:github-token:1", "config/app.env:CH024:github-token:1"])
+    assert prints == sorted([f"{leaked}:config/app.env:CH126:github-pat:1", "config/app.env:CH024:github-pat:1"])
 
 
 def test_the_same_blob_in_50_commits_is_scanned_once(repo: Git) -> None:
@@ -127,7 +127,7 @@ def test_an_unchanged_line_in_a_later_version_is_not_reported_again(repo: Git) -
 
 
 def test_binary_blob_is_scanned_as_bytes(repo: Git) -> None:
-    aws = "AKIA" + "IOSFODNN7EXAMPLE"
+    aws = "AKIA" + "Z4QW7RTY3UPLMN5K"
     leaked = repo.commit("bin", {"keys/bundle.bin": b"\x00\xff" + aws.encode() + b"\x00\xfe"})
     repo.commit("rm", remove=["keys/bundle.bin"])
     findings = history_findings(repo.root)

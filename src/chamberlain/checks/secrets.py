@@ -175,12 +175,12 @@ def check_credentials(repo: Repository) -> Iterator[Finding]:
                 yield Finding(rf.rel, hit.line, "CH127", f"partly scanned for credentials: {hit.label}",
                               subject=hit.kind)
                 continue
-            if hit.kind == "high-entropy":
+            if hit.kind in ("high-entropy", "unconfirmed-token"):
                 if rf.text is None or hit.line is None or not allowed(_line_text(rf.text, hit.line), "CH128"):
                     yield Finding(
                         rf.rel, hit.line, "CH128",
-                        f"looks like {hit.label} with no credential name or known format around it; if it is a "
-                        f"credential, remove and rotate it, else mark it 'chamberlain:allow CH128' (value not shown)",
+                        f"looks like {hit.label}, unconfirmed by any known format; if it is a credential, remove and "
+                        f"rotate it, else mark it 'chamberlain:allow CH128' (value not shown)",
                         column=hit.column, subject=hit.kind)
                 continue
             yield Finding(

@@ -15,8 +15,9 @@ looked at once, so the scan stays linear in its input.
 
 from __future__ import annotations
 
+import heapq
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 MAX_KEY = 128
@@ -62,8 +63,9 @@ _GO_TYPE = re.compile(r"(?:string|\[\]byte|String|str)[ \t]*=(?![=>])")  # Go: v
 _VALUE_FIELD = re.compile(r"value[\"']?[ \t]*[:=][ \t]*")
 _NAME_FIELDS = ("name", "key")
 _KEY_TAIL = re.compile(r"[A-Za-z0-9_.$-]{0,128}")
-# A bare value ends at an ``=`` too (``a=b=c`` is two assignments; base64 padding is not part of the judgement).
-_BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<=]{0,1024}")
+# A bare value ends where a query or a list goes on; 256 characters are enough to judge it (and keep a flood of
+# ``token=token=…`` cheap).
+_BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<&]{0,256}")
 _YAML_NODE_PROPERTY = re.compile(r"[!&*][A-Za-z][\w./!-]{0,100}|!")
 
 
@@ -123,25 +125,31 @@ def _word_kind(word: str, previous: str) -> str | None:
 
 
 def find(text: str, lowered: str, start: int = 0, end: int | None = None,
-         budget: Budget | None = None) -> Iterator[Assignment]:
-    """Every credential-key assignment in ``text[start:end]`` (``lowered`` is its ASCII-lower-cased copy)."""
+         budget: Budget | None = None, named: Iterable[tuple[int, int]] = ()) -> Iterator[Assignment]:
+    """Every credential-key assignment in ``text[start:end]`` (``lowered`` is its ASCII-lower-cased copy).
+
+    ``named``: (start, end) of provider names in the text, in order (``SONAR_LOGIN``, ``HEROKU_KEY``): a key holding
+    one is an assignment of kind ``named`` even without a credential word; only a value in that provider's format
+    makes it a credential (the caller's check)."""
     budget = budget if budget is not None else Budget()
     stop = len(text) if end is None else end
     cursor = start
     kinds: dict[str, tuple[str, tuple[str, ...]] | bool | None] = {}
-    for m in KEYWORD.finditer(lowered, start, stop):
-        if m.start() < cursor:
+    keywords = ((m.start(), m.end(), False) for m in KEYWORD.finditer(lowered, start, stop))
+    providers = ((a, b, True) for a, b in named if start <= a and b <= stop)
+    for m_start, m_end, is_named in heapq.merge(keywords, providers):
+        if m_start < cursor:
             continue  # inside the key looked at last
         budget.remaining -= 1
         if budget.remaining < 0:
             budget.exhausted = True
             return
-        ks = m.start()
+        ks = m_start
         floor = max(start, ks - MAX_KEY)
         while ks > floor and text[ks - 1] in _KEY_CHARS:  # keys are short: cheaper than a regex search back
             ks -= 1
-        tail = _KEY_TAIL.match(text, m.end(), stop)
-        ke = tail.end() if tail is not None else m.end()
+        tail = _KEY_TAIL.match(text, m_end, stop)
+        ke = tail.end() if tail is not None else m_end
         cursor = ke
         key = text[ks:ke].strip("$.-")
         classified = kinds.get(key, False)
@@ -149,6 +157,8 @@ def find(text: str, lowered: str, start: int = 0, end: int | None = None,
             classified = key_kind(key)
             if len(kinds) < 10_000:
                 kinds[key] = classified
+        if classified is None and is_named:
+            classified = ("named", tuple(w.lower() for w in _WORD.findall(key)))
         if classified is None:
             continue
         assert not isinstance(classified, bool)
@@ -166,6 +176,10 @@ def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | No
     before = text[ks - 1] if ks > 0 else ""
     pos = ke
     quoted_key = before in "\"'`" and before != "" and pos < stop and text[pos] == before
+    if not quoted_key and pos < stop and text[pos] in "\"'" and before == " ":
+        # "facebook access_token": a quoted key with spaces in it
+        opening = text.rfind(text[pos], max(0, ks - MAX_KEY), ks)
+        quoted_key = opening >= 0 and "\n" not in text[opening:ks]
     if before == "<" and pos < stop and text[pos] == ">":
         return _element_value(text, ke + 1, stop, text[ks:ke])
     if quoted_key:

@@ -12,14 +12,13 @@ so a file that cannot contain a shape never runs its regex.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
-from chamberlain.scan import assignments
+from chamberlain.scan import assignments, formats
 from chamberlain.scan.judge import (
     RUN,
     TOKEN,
@@ -65,27 +64,6 @@ def _shape(kind: str, label: str, pattern: str, lowered: bool = False, extend_le
     return _Shape(kind, label, re.compile(pattern), extend_left, lowered, accept)
 
 
-_OPENAI_MARK = "T3BlbkFJ"  # base64 of "OpenAI", inside every OpenAI key
-
-
-def _openai_key(token: str) -> bool:
-    """``sk-[proj-|svcacct-|admin-]<20+>T3BlbkFJ<20+>``, tested on one greedy run: the same rule as a regex with
-    two unbounded runs around a literal, without its quadratic backtracking on a long run of ``sk-``."""
-    body = token[3:]  # the optional prefix is made of run characters, so it may count toward the first 20
-    at = body.find(_OPENAI_MARK, 20)  # the first mark after 20 characters leaves the most after it
-    return at >= 0 and len(body) - at - len(_OPENAI_MARK) >= 20
-
-
-def _encoded_jwt(token: str) -> bool:
-    """``ZXlK…`` is base64 of ``eyJ``: a JWT (header and payload) once decoded."""
-    head = token[:120]
-    try:
-        decoded = base64.b64decode(head[: len(head) - len(head) % 4], validate=False)
-    except (binascii.Error, ValueError):
-        return False
-    return decoded.startswith(b"eyJ") and b"." in decoded
-
-
 _BECH32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
 
 # Every pattern starts with a literal, so the engine jumps from one occurrence of it to the next (GB/s) instead
@@ -94,53 +72,11 @@ _BECH32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
 _PRIVATE_KEY = _shape(
     "private-key", "a PEM private key", r"-----BEGIN[ A-Z0-9]{0,20}PRIVATE KEY(?: BLOCK)?-----"
 )
-# Shapes looked for after ciphertext and public material are blanked out.
-# A table, not code: one credential shape per row, alike on purpose (the duplicate finder pairs its rows).
+# Shapes that are not provider tokens (those are :mod:`.formats`), looked for after ciphertext and public material
+# are blanked out.
 _SHAPES: tuple[_Shape, ...] = (
-    _shape("age-identity", "an age secret key (identity)", rf"AGE-SECRET-KEY-1{_BECH32.upper()}{{58}}"),
-    _shape("aws-access-key-id", "an AWS access key id",
-           r"(?:AKIA|ASIA|ABIA|ACCA)(?<![A-Za-z0-9]....)[A-Z2-7]{16}(?![A-Za-z0-9])"),
-    _shape("aws-secret-access-key", "an AWS secret access key",
-           r"secret_?(?:access_?)?key[\"']?[ \t]*[:=][ \t]*[\"']?[a-z0-9/+]{40}(?![a-z0-9/+])", lowered=True),
-    _shape("github-token", "a GitHub token",
-           r"gh[pousr]_(?<![A-Za-z0-9_]gh._)[A-Za-z0-9]{36,251}(?![A-Za-z0-9_])"
-           r"|github_pat_(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,255}(?![A-Za-z0-9_])"),
-    _shape("gitlab-token", "a GitLab token", r"gl(?:pat|dt|rt|ptt|cbt|soat)-[A-Za-z0-9_-]{20,}"),
-    _shape("slack-token", "a Slack token", r"xox[abposre]-[A-Za-z0-9-]{10,}"),
-    _shape("slack-webhook", "a Slack webhook URL",
-           r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/_-]{20,}"),
-    _shape("discord-webhook", "a Discord webhook URL",
-           r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_-]{30,}"),
-    _shape("stripe-key", "a Stripe secret key", r"_live_(?<=[sr]k_live_)[A-Za-z0-9]{16,}",
-           extend_left=True),
-    _shape("google-api-key", "a Google API key",
-           r"AIza(?<![0-9A-Za-z_-]AIza)[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
     _shape("gcp-service-account-key", "a Google service-account key file",
            r"\"type\"[ \t]*:[ \t]*\"service_account\""),
-    _shape("jwt-base64", "a base64-encoded JSON Web Token", r"ZXlK[A-Za-z0-9+/]{60,}={0,2}", accept=_encoded_jwt),
-    _shape("jwt", "a JSON Web Token",
-           r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    # Vault's hvs./hvb./hvr. tokens and the s./b./r. form that OpenBao (and Vault before 1.10) issues.
-    _shape("vault-token", "a Vault/OpenBao token",
-           r"hv[sbr]\.(?<![A-Za-z0-9_.-]hv.\.)[A-Za-z0-9_-]{24,}"
-           r"|\.(?<=[sbr]\.)(?<![A-Za-z0-9_.-][sbr]\.)(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}"
-           r"(?![A-Za-z0-9_.-])"),
-    _shape("npm-token", "an npm token", r"npm_(?<![A-Za-z0-9_]npm_)[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
-    _shape("pypi-token", "a PyPI token", r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
-    _shape("openai-key", "an OpenAI API key", r"sk-[A-Za-z0-9_-]{48,}", accept=_openai_key),
-    _shape("anthropic-key", "an Anthropic API key", r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}"),
-    _shape("sendgrid-key", "a SendGrid API key",
-           r"SG\.(?<![A-Za-z0-9_-]SG\.)[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"),
-    _shape("twilio-key", "a Twilio API key", r"SK(?<![A-Za-z0-9]SK)[0-9a-f]{32}(?![A-Za-z0-9])"),
-    _shape("digitalocean-token", "a DigitalOcean token", r"do[por]_v1_[a-f0-9]{64}(?![A-Za-z0-9])"),
-    _shape("huggingface-token", "a Hugging Face token",
-           r"hf_(?<![A-Za-z0-9_]hf_)[A-Za-z]{34}(?![A-Za-z0-9_])"),
-    _shape("azure-storage-key", "an Azure storage account key",
-           r"AccountKey=[A-Za-z0-9+/]{86}=="),
-    _shape("bcrypt-hash", "a bcrypt password hash (crackable offline)",
-           r"\$2[abxy]?\$[0-9]{2}\$[./A-Za-z0-9]{53}(?![./A-Za-z0-9])"),
-    _shape("telegram-bot-token", "a Telegram bot token",
-           r":AA(?<=[0-9]{8}:AA)(?<![0-9]{11}:AA)[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])", extend_left=True),
 )
 
 # ``scheme://user:password@host``. The password part excludes obvious placeholders below.
@@ -412,16 +348,13 @@ def _scan_into(
         for m in _JWK_PRIVATE.finditer(masked):
             add("jwk-private-key", "a private JSON Web Key", m.start())
 
+    for start, end, fmt in formats.find(masked, masked_lower):
+        if not seen(fmt.kind, start) and not _placeholder_token(fmt, masked[start:end]):
+            add(fmt.kind, fmt.label, start)
     for shape in _SHAPES:
         for m in shape.regex.finditer(masked_lower if shape.lowered else masked):
-            if seen(shape.kind, m.start()) or (shape.accept is not None and not shape.accept(m.group())):
-                continue
-            if shape.kind != "age-identity" and placeholder(m.group()):
-                continue  # ghp_xxxx…, AKIAIOSFODNN7EXAMPLE: documentation, not a leak
-            start = m.start()
-            while shape.extend_left and start > 0 and masked[start - 1].isalnum():
-                start -= 1
-            add(shape.kind, shape.label, start)
+            if not seen(shape.kind, m.start()) and (shape.accept is None or shape.accept(m.group())):
+                add(shape.kind, shape.label, m.start())
 
     if "://" in masked:
         for m in _URL_PASSWORD.finditer(masked):
@@ -436,22 +369,24 @@ def _scan_into(
             if lines.locate(offset)[0] not in shaped_lines:
                 add(kind, label, offset)
 
-    if generic and any(n in lowered for n in _ASSIGN_NEEDLES):
+    named = _provider_names(masked_lower) if generic else []
+    if generic and (named or any(n in lowered for n in _ASSIGN_NEEDLES)):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
         budget = assignments.Budget()
+        verdicts: dict[tuple[str, str, str, tuple[str, ...], bool], tuple[str, str] | None] = {}
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
-            verdicts: dict[tuple[str, str, tuple[str, ...], bool], bool] = {}  # a repeated value is judged once
-            for a in assignments.find(masked, masked_lower, start, end, budget):
-                if seen("literal-assignment", a.start) or lines.locate(a.start)[0] in shaped:
+            for a in assignments.find(masked, masked_lower, start, end, budget, named):
+                if lines.locate(a.start)[0] in shaped:
                     continue
-                memo = (a.value, a.kind, a.words, a.quoted)
-                verdict = verdicts.get(memo)
-                if verdict is None:
-                    verdict = assigned_credential(a.value, a.kind, a.words, a.quoted)
+                memo = (a.key, a.value, a.kind, a.words, a.quoted)  # a repeated value is judged once
+                if memo in verdicts:
+                    verdict = verdicts[memo]
+                else:
+                    verdict = _assignment_verdict(a)
                     if len(verdicts) < 10_000:
                         verdicts[memo] = verdict
-                if verdict:
-                    add("literal-assignment", f"a literal value assigned to a {a.kind} key", a.start)
+                if verdict is not None and not seen(verdict[0], a.start):
+                    add(verdict[0], verdict[1], a.start)
         if budget.exhausted:
             found[(0, "partial")] = Hit(
                 "partial", "too many credential names to check every assignment (known formats were checked)",
@@ -463,6 +398,78 @@ def _scan_into(
             add("private-key", "a base64-encoded PEM private key", offset)
         elif not seen("high-entropy", offset) and lines.locate(offset)[0] not in known_lines:
             add("high-entropy", "a high-entropy string (random-looking token)", offset)  # a known shape: not twice
+
+
+def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
+    """(kind, label) when the assigned value is a credential, None when it is not.
+
+    A value in a provider's format under that provider's name (``HEROKU_API_KEY=<uuid>``) is named after it. A
+    credential-looking value under a provider's name, or starting with a provider's prefix, that is *not* in that
+    provider's format is reported as unconfirmed (a CH128 warning): usually a test value or a truncated example."""
+    fmt = formats.context_format(a.key, a.value)
+    if fmt is not None and a.kind == "named" and not any(w in _joined(a.words) for w in fmt.context):
+        fmt = None  # the provider's name inside another word: ``rookTable`` is not Okta, ``SetSysctl`` not Etsy
+    if fmt is not None:
+        return None if placeholder(a.value) or reference(a.value) else (fmt.kind, fmt.label)
+    if a.kind == "named" or not assigned_credential(a.value, a.kind, a.words, a.quoted):
+        return None
+    providers = [word for word in a.words if word in _providers()]
+    if providers:
+        if any(_fits(f, a.value) for word in providers for f in _providers()[word]):
+            return None  # in the provider's format: the format rows report it (with its line)
+        return "unconfirmed-token", f"a value under a {providers[0]} name that is not in any {providers[0]} format"
+    lowered = a.value.lower()
+    if lowered.startswith(_prefixes()) and not any(True for _ in formats.find(a.value, lowered)):
+        return "unconfirmed-token", "a value with a provider's prefix that is not in that provider's format"
+    return "literal-assignment", f"a literal value assigned to a {a.kind} key"
+
+
+# Provider words that name a credential's issuer, not what it is.
+_GENERIC_WORDS = frozenset({"private", "generic", "secret", "token", "api", "key", "password", "admin", "access",
+                            "client", "service", "oauth", "user", "personal", "session", "basic", "bearer"})
+
+
+@cache
+def _providers() -> dict[str, tuple[formats.Format, ...]]:
+    """Provider name (``telegram``, ``meraki``, ``databricks``) -> its formats."""
+    table: dict[str, list[formats.Format]] = {}
+    for fmt in formats.FORMATS:
+        words = {fmt.kind.split("-", 1)[0]} | {w for w in fmt.context if w.isalpha()}
+        for word in words:
+            if len(word) >= 4 and word not in _GENERIC_WORDS:
+                table.setdefault(word, []).append(fmt)
+    return {word: tuple(fmts) for word, fmts in table.items()}
+
+
+@cache
+def _prefixes() -> tuple[str, ...]:
+    """Lower-case literal prefixes of 4+ characters that only one provider's tokens start with."""
+    return tuple(sorted({fmt.parts[0].lower() for fmt in formats.FORMATS
+                         if isinstance(fmt.parts[0], str) and len(fmt.parts[0]) >= 4 and not fmt.context}))
+
+
+def _joined(words: tuple[str, ...]) -> set[str]:
+    """The key's words and runs of two or three of them (``message``+``bird``), joined with and without ``_``."""
+    runs = set(words)
+    for size in (2, 3):
+        for i in range(len(words) - size + 1):
+            runs.add("".join(words[i : i + size]))
+            runs.add("_".join(words[i : i + size]))
+            runs.add("-".join(words[i : i + size]))
+    return runs
+
+
+def _fits(fmt: formats.Format, value: str) -> bool:
+    return fmt.well_formed(value) and fmt.full_regex.fullmatch(value) is not None
+
+
+def _provider_names(lowered: str) -> list[tuple[int, int]]:
+    """(start, end) of provider names that gate a keyword-gated format (``sonar``, ``heroku``), in text order."""
+    spans = []
+    for last, word in formats.context_word_spans(lowered):
+        if word.isalpha() and word not in _GENERIC_WORDS:
+            spans.append((last - len(word) + 1, last + 1))
+    return spans
 
 
 # ``Authorization: Bearer <token>`` (headers in curl commands, HTTP files, proxies' configuration) and
@@ -567,12 +574,21 @@ def _literal_assignment(text: str, m: re.Match[str]) -> bool:
     return not key.lower().endswith(("type", "kind"))
 
 
+def _placeholder_token(fmt: formats.Format, token: str) -> bool:
+    """``ghp_xxxx…``, ``AKIAIOSFODNN7EXAMPLE``: documentation, not a leak. An age identity is bech32 with a
+    checksum, so even a run of one character there is a real (if weak) key."""
+    return fmt.kind != "age-secret-key" and (placeholder(token) or placeholder(formats.body(fmt, token)))
+
+
 def scan_binary(raw: bytes) -> list[Hit]:
     """Known credential shapes in a binary (or non-UTF-8) file; lines are meaningless there, so None."""
     # latin-1 maps every byte to one character, so the text patterns apply unchanged and offsets stay true.
     text = raw.decode("latin-1")
     lowered = _ascii_lower(text)
     kinds: dict[str, Hit] = {}
+    for start, end, fmt in formats.find(text, lowered):
+        if fmt.kind not in kinds and not _placeholder_token(fmt, text[start:end]):
+            kinds[fmt.kind] = Hit(fmt.kind, fmt.label, None, None)
     for shape in (_PRIVATE_KEY, *_SHAPES):
         if shape.kind in kinds:
             continue

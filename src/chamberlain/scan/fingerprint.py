@@ -6,7 +6,7 @@ One documented format, as ``.gitleaksignore`` entries are (docs/scanning.md, "Fi
     <commit>:<file>:<rule>:<kind>:<line>     a finding in Git history (CH126); <commit> is the full 40-hex id
 
 ``<file>`` is the path below the intent root, ``<rule>`` the rule id, ``<kind>`` the credential kind the finding
-names (``github-token``; a finding that names no kind, such as a plaintext Secret manifest, uses its rule's slug),
+names (``github-pat``; a finding that names no kind, such as a plaintext Secret manifest, uses its rule's slug),
 ``<line>`` the 1-based line, 0 for a binary file.
 
 A fingerprint is never built from the value, not even from a hash of it: a hash of a short or structured secret

@@ -1311,6 +1311,11 @@ def _by_context_word() -> dict[str, tuple[Format, ...]]:
     return {word: tuple(fmts) for word, fmts in table.items()}
 
 
+def context_word_spans(lowered: str) -> Iterator[tuple[int, str]]:
+    """(index of the last character, word) of every context word in ``lowered``, in text order."""
+    yield from _context_words().iter(lowered)
+
+
 def context_format(key: str, value: str) -> Format | None:
     """The keyword-gated format whose context word occurs in `key` (lower-cased) and whose parts fullmatch `value`."""
     words = {word for _, word in _context_words().iter(key.lower())}

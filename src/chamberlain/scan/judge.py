@@ -132,7 +132,10 @@ def placeholder(value: str) -> bool:
     if _longest_run(value) >= max(6, n // 3):
         return True
     counts = Counter(value[:512])
-    if n >= 8 and (len(counts) <= 3 or counts.most_common(1)[0][1] * 2 > min(n, 512)):
+    # One character making up most of the value (``xoxp-XXXX-XXXX``); digits are left out, since provider ids such
+    # as Slack's team and user numbers repeat them.
+    letters = [(c, k) for c, k in counts.most_common(3) if not c.isdigit()]
+    if n >= 8 and (len(counts) <= 3 or (letters and letters[0][1] * 2 > min(n, 512))):
         return True
     # Ten letters of the alphabet in a row are typed, not generated (``sk_abcdefghijklmnopqrstuvwxyz123``).
     return n >= 8 and any(_ASCENDING[1][i : i + 10] in low for i in range(17))
