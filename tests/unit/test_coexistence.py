@@ -166,7 +166,7 @@ def test_rendered_output_inside_the_repository_is_a_reported_exclusion(tmp_path:
     assert report["exclusions"] == [{"path": "deploy/", "reason": "rendered-output",
                                      "detail": report["exclusions"][0]["detail"]}]  # type: ignore[index]
     # Still scanned: a credential hand-planted in the rendered tree is found.
-    (repo / "deploy" / "notes.txt").write_text("token: ghp_" + "a1B2c3D4e5" * 4 + "\n")
+    (repo / "deploy" / "notes.txt").write_text("token: ghp_" + "a1B2c3D4e5Fq7Rt9Yw0Zx8Vu6Ts4Lp2Mn5Kj" + "\n")
     code, report = validate_json(repo)
     assert code == 1 and "CH024" in rules_of(report)
 
@@ -203,7 +203,7 @@ def test_helm_templates_are_scanned_not_parsed(tmp_path: Path) -> None:
     assert code == 0, report
     assert report["excluded"] == {"template": 3}
     # A leak inside a template is still found.
-    (chart / "templates" / "leak.yaml").write_text("key: AKIA" + "ABCDEFGHIJKLMNOP" + "\n")
+    (chart / "templates" / "leak.yaml").write_text("key: AKIA" + "Z4QW7RTY3UPLMN5K" + "\n")
     code, report = validate_json(repo)
     assert code == 1 and rules_of(report) == {"CH024"}
 
@@ -259,11 +259,11 @@ def test_sealed_secret_ciphertext_is_not_a_leak_but_a_plaintext_secret_still_is(
     (repo / "sealed.yaml").write_text(SEALED)
     code, report = validate_json(repo)
     assert code == 0, report
-    # The same ciphertext outside encryptedData is still a random-looking token.
+    # The same ciphertext outside encryptedData is still a random-looking string: a warning (no name, no format).
     (repo / "sealed.yaml").write_text(SEALED + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n"
                                       "  blob: AgBy3i4OJSWK+PiTySYZZA9rO43cGDEq5n2vB7wdGd0W6kGLkPZ5zQ1rN8Yb9uNIH\n")
     code, report = validate_json(repo)
-    assert code == 1 and rules_of(report) == {"CH024"}
+    assert code == 0 and rules_of(report) == {"CH128"}
 
 
 def test_a_secret_value_that_is_one_template_action_is_a_placeholder(tmp_path: Path) -> None:
