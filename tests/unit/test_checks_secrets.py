@@ -401,3 +401,15 @@ spec:
 )
 def test_secret_key_name(key: str, expected: bool) -> None:
     assert secret_key_name(key) is expected
+
+
+def test_guesses_are_warnings_and_known_credentials_errors(tmp_path: Path) -> None:
+    repo = load_repository(make_repo(tmp_path, {
+        "manifests/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n"
+                             "  blob: " + rand(B62, 44) + "\n"
+                             "  TELEGRAM_TOKEN: '0141:" + rand(B62, 20) + "'\n",
+        "scripts/deploy.sh": "export GITHUB_TOKEN=ghp_" + rand(B62, 36) + "\n",
+    }))
+    found = sorted((f.file, f.line, f.rule, f.severity) for f in check_credentials(repo))
+    assert found == [("manifests/cm.yaml", 5, "CH128", "warning"), ("manifests/cm.yaml", 6, "CH128", "warning"),
+                     ("scripts/deploy.sh", 1, "CH024", "error")]

@@ -184,3 +184,18 @@ def test_values_never_reach_a_hit() -> None:
     text = "\n".join(snippet.replace(TOKEN, canary) for snippet in SYNTAXES.values())
     for hit in scan_text(text):
         assert canary not in repr(hit)
+
+
+def test_a_provider_named_key_counts_with_the_providers_format_only() -> None:
+    uuid = "c938ec22-6577-420b-993e-0d88218b68e5"
+    assert [h.kind for h in scan_text(f"HEROKU_KEY = '{uuid}'")] == ["heroku-api-key"]
+    assert [h.kind for h in scan_text(f"BUNDLE_ENTERPRISE__CONTRIBSYS__COM: {HEX[:8]}:{HEX[8:16]}")] == [
+        "sidekiq-secret"]
+    # The provider's name inside another word is not the provider: ``rookTable`` is not Okta.
+    assert [h for h in scan_text(f"rookTable = 00{TOKEN}") if h.kind != "high-entropy"] == []
+
+
+def test_a_value_under_a_providers_name_in_no_format_of_it_is_unconfirmed() -> None:
+    # Telegram bot tokens are <bot id>:<35 characters>; this one is not, so it is a warning, not an error.
+    assert [h.kind for h in scan_text(f'telegram_api_token = "0141:{LOWER}x-{LOWER}"')] == ["unconfirmed-token"]
+    assert [h.kind for h in scan_text('"token1": "xoxp-1234567890"')] == ["unconfirmed-token"]

@@ -136,8 +136,8 @@ def find(text: str, lowered: str, start: int = 0, end: int | None = None,
     cursor = start
     kinds: dict[str, tuple[str, tuple[str, ...]] | bool | None] = {}
     keywords = ((m.start(), m.end(), False) for m in KEYWORD.finditer(lowered, start, stop))
-    providers = ((a, b, True) for a, b in named if start <= a and b <= stop)
-    for m_start, m_end, is_named in heapq.merge(keywords, providers):
+    providers = [(a, b, True) for a, b in named if start <= a and b <= stop]
+    for m_start, m_end, is_named in heapq.merge(keywords, providers) if providers else keywords:
         if m_start < cursor:
             continue  # inside the key looked at last
         budget.remaining -= 1

@@ -393,7 +393,8 @@ def _scan_into(
                 None, None)
 
     known_lines = {line for line, _ in found}
-    for offset, kind in _token_hits(masked):
+    known_spans = [lines.span(line) for line in sorted(known_lines)]
+    for offset, kind in _token_hits(masked, known_spans):
         if kind == "private-key":
             add("private-key", "a base64-encoded PEM private key", offset)
         elif not seen("high-entropy", offset) and lines.locate(offset)[0] not in known_lines:
@@ -497,19 +498,26 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
 
 
-def _token_hits(text: str) -> Iterator[tuple[int, str]]:
+def _token_hits(text: str, skip: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:
     """(offset, kind) of every base64-alphabet run of 20+ characters that is an encoded private key or looks
     random, leaving out what is public by construction.
 
     ``str.split`` finds the few whitespace-separated words long enough to hold one about 5x faster than a regex
     over the whole text; each word's offset is found by searching forward from the previous long word (words
     in between are shorter, so they cannot contain it). A word is judged once however often it repeats, so a
-    file of one repeated word costs a ``find`` per copy."""
+    file of one repeated word costs a ``find`` per copy. Words on the ``skip`` spans (lines that already hold a
+    finding, in order) are not judged: the line is reported already."""
     cursor = 0
     judged: dict[str, list[tuple[int, str]]] = {}
+    skip = skip or []
+    next_skip = 0
     for word in [w for w in text.split() if len(w) >= 20]:
         offset = text.find(word, cursor)
         cursor = offset + len(word)
+        while next_skip < len(skip) and skip[next_skip][1] <= offset:
+            next_skip += 1
+        if next_skip < len(skip) and skip[next_skip][0] <= offset:
+            continue
         hits = judged.get(word)
         if hits is None:
             hits = _judge_word(word)
@@ -577,7 +585,11 @@ def _literal_assignment(text: str, m: re.Match[str]) -> bool:
 def _placeholder_token(fmt: formats.Format, token: str) -> bool:
     """``ghp_xxxx…``, ``AKIAIOSFODNN7EXAMPLE``: documentation, not a leak. An age identity is bech32 with a
     checksum, so even a run of one character there is a real (if weak) key."""
-    return fmt.kind != "age-secret-key" and (placeholder(token) or placeholder(formats.body(fmt, token)))
+    if fmt.kind == "age-secret-key":
+        return False
+    prefix = fmt.parts[0]
+    rest = token[len(prefix):] if isinstance(prefix, str) else token
+    return placeholder(token) or placeholder(rest)  # ghp_xxxx…: judged without the prefix too
 
 
 def scan_binary(raw: bytes) -> list[Hit]:

@@ -1311,9 +1311,19 @@ def _by_context_word() -> dict[str, tuple[Format, ...]]:
     return {word: tuple(fmts) for word, fmts in table.items()}
 
 
+@cache
+def _context_alternation() -> Any:
+    words = sorted({word for fmt in _CONTEXT for word in fmt.context}, key=lambda w: (-len(w), w))
+    return re2.compile("|".join(re2.escape(word) for word in words))
+
+
 def context_word_spans(lowered: str) -> Iterator[tuple[int, str]]:
-    """(index of the last character, word) of every context word in ``lowered``, in text order."""
-    yield from _context_words().iter(lowered)
+    """(index of the last character, word) of every context word in ``lowered``, in text order (non-overlapping,
+    longest first). RE2's DFA reads a text that holds none at hundreds of MB/s, several times the automaton."""
+    subject: str | bytes = lowered.encode("ascii") if lowered.isascii() else lowered
+    for m in _context_alternation().finditer(subject):
+        word = m.group()
+        yield m.end() - 1, word.decode("ascii") if isinstance(word, bytes) else word
 
 
 def context_format(key: str, value: str) -> Format | None:

@@ -98,19 +98,17 @@ def encoded_pem(token: str) -> str | None:
 _PLACEHOLDER_WORDS = ("example", "changeme", "change_me", "change-me", "placeholder", "redacted", "dummy", "sample",
                       "your", "insert", "replace", "xxxx", "****", "....", "<", ">", "todo", "fixme", "notreal",
                       "not-a-real", "not_a_real", "fake", "...", "[redacted]", "<redacted>")
-_ASCENDING = ("0123456789", "abcdefghijklmnopqrstuvwxyz")
+_PLACEHOLDER_WORD = re.compile("|".join(re.escape(word) for word in _PLACEHOLDER_WORDS))
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+_ALPHABET_RUN = re.compile("|".join(_ALPHABET[i : i + 10] for i in range(17)))
 
 
-def _has_sequence(low: str, length: int = 8) -> bool:
-    """``12345678`` or ``abcdefgh`` inside the value: typed by a person writing an example, not generated."""
-    for seq in _ASCENDING:
-        for i in range(len(seq) - length + 1):
-            if seq[i : i + length] in low:
-                return True
-    return low.count("1234567") > 0 and low.count("1234567") * 7 * 2 >= len(low)
+_REPEAT = re.compile(r"(.)\1{5}")  # six of one character in a row
 
 
 def _longest_run(value: str) -> int:
+    if _REPEAT.search(value, 0, 512) is None:
+        return 1 if value else 0  # the common case, decided in C: below every threshold that matters
     best = run = 0
     previous = ""
     for ch in value[:512]:
@@ -122,23 +120,27 @@ def _longest_run(value: str) -> int:
 
 def placeholder(value: str) -> bool:
     """An example or a stand-in, not a credential: ``ghp_xxxxxxxx…``, ``<your-token>``, ``changeme``,
-    ``sk_live_1234567890abcdef``, a value of one or two repeated characters."""
+    ``sk_abcdefghijklmnop``, a value of one or two repeated characters."""
     low = value.lower()
-    if any(word in low for word in _PLACEHOLDER_WORDS):
+    if _PLACEHOLDER_WORD.search(low) is not None:
         return True
     n = len(value)
     if n == 0:
         return True
     if _longest_run(value) >= max(6, n // 3):
         return True
-    counts = Counter(value[:512])
-    # One character making up most of the value (``xoxp-XXXX-XXXX``); digits are left out, since provider ids such
-    # as Slack's team and user numbers repeat them.
-    letters = [(c, k) for c, k in counts.most_common(3) if not c.isdigit()]
-    if n >= 8 and (len(counts) <= 3 or (letters and letters[0][1] * 2 > min(n, 512))):
+    head = value[:512]
+    distinct = len(set(head))
+    if n >= 8 and distinct <= 3:
         return True
+    # One character making up most of the value (``xoxp-XXXX-XXXX``); digits are left out, since provider ids such
+    # as Slack's team and user numbers repeat them. Only a value of few distinct characters can have one.
+    if n >= 8 and distinct <= len(head) // 2 + 1:
+        candidate = sorted(head)[len(head) // 2]  # a character filling over half the value sits in the middle
+        if not candidate.isdigit() and head.count(candidate) * 2 > len(head):
+            return True
     # Ten letters of the alphabet in a row are typed, not generated (``sk_abcdefghijklmnopqrstuvwxyz123``).
-    return n >= 8 and any(_ASCENDING[1][i : i + 10] in low for i in range(17))
+    return n >= 10 and _ALPHABET_RUN.search(low) is not None
 
 
 # ------------------------------------------------------------------------------------------------ assigned values
