@@ -219,7 +219,8 @@ def metadata_rules(tmp_path: Path, annotations: str = "{}", labels: str = "{}",
 
 @pytest.mark.parametrize(
     ("field", "value", "line"),
-    [("annotations", "{db-password: 'Hunter22!x'}", 5), ("annotations", "{note: 'xoxb-2849301746-5928174630-Kq8ZrT3mXp9LwV2nHc7dJy4s'}", 5),
+    [("annotations", "{db-password: 'Hunter22!x'}", 5),
+     ("annotations", "{note: 'xoxb-2849301746-5928174630-Kq8ZrT3mXp9LwV2nHc7dJy4s'}", 5),
      ("labels", "{api-token: aB3dE5fG7hJ9kL1mN3pQ5rS7}", 6), ("purpose", "Login; the password is Xk9#mP2q", 9),
      ("purpose", "'Admin login (password: Sup3r-S3cret!)'", 9), ("purpose", "was AKIAQWERTYUIOPASDFGH before", 9)],
     ids=["password-annotation", "slack-annotation", "token-label", "prose-password", "assigned-password", "aws-key"],
