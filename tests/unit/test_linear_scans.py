@@ -40,6 +40,8 @@ WORST_CASES = {
     "authorization-headers": "Authorization: Bearer ",
     "curl-users": " -u a:",
     "placeholder-runs": "xoxb-xxxxxxxxxxxxxxxxxxxxxxxx ",
+    "provider-names": "sonar_login: ",
+    "provider-prefixes": "api_token = xoxp-1 ",
 }
 
 
@@ -101,9 +103,9 @@ def test_a_private_key_inside_an_unclosed_public_block_is_still_found() -> None:
 
 
 def test_openai_keys_are_still_recognised() -> None:
-    key = "sk-proj-" + "Qx7rTz2mKp9vLw4nHc8d" + "T3BlbkFJ" + "Jb5sYf1gNe6uRk3oWa0h"
-    assert "openai-key" in {h.kind for h in scan_text(f"OPENAI = {key}\n", generic=False)}
-    assert "openai-key" not in {h.kind for h in scan_text("sk-" + "A" * 60 + "\n", generic=False)}
+    key = "sk-" + "Qx7rTz2mKp9vLw4nHc8d" + "T3BlbkFJ" + "Jb5sYf1gNe6uRk3oWa0h"  # the legacy 20+8+20 shape
+    assert any(h.kind.startswith("openai-") for h in scan_text(f"OPENAI = {key}\n", generic=False))
+    assert not any(h.kind.startswith("openai-") for h in scan_text("sk-" + "A" * 60 + "\n", generic=False))
 
 
 def test_a_flood_of_hits_is_capped_and_says_so() -> None:
@@ -127,5 +129,5 @@ def test_sops_selector_regexes_from_the_file_never_backtrack() -> None:
 
 def test_binary_scan_applies_the_same_shape_tests() -> None:
     assert scan_binary(b"\x00sk-" + b"A" * 60) == []
-    key = b"sk-proj-" + b"A" * 20 + b"T3BlbkFJ" + b"b" * 20
-    assert [h.kind for h in scan_binary(b"\x00" + key)] == ["openai-key"]
+    key = b"sk-" + b"Qx7rTz2mKp9vLw4nHc8d" + b"T3BlbkFJ" + b"Jb5sYf1gNe6uRk3oWa0h"
+    assert [h.kind for h in scan_binary(b"\x00" + key)] == ["openai-api-key"]

@@ -69,12 +69,15 @@ _BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<&]{0,256}")
 _YAML_NODE_PROPERTY = re.compile(r"[!&*][A-Za-z][\w./!-]{0,100}|!")
 
 
+LIMIT = 50_000  # keyword occurrences per text; a real file has a few hundred
+
+
 @dataclass
 class Budget:
     """How many keyword occurrences one text may cost. A file of nothing but keywords (10 MB of ``token=``) is
     looked at up to the budget, then reported as partly scanned, instead of costing minutes of Python."""
 
-    remaining: int = 200_000
+    remaining: int = LIMIT
     exhausted: bool = False
 
 

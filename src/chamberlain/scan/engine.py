@@ -348,7 +348,7 @@ def _scan_into(
         for m in _JWK_PRIVATE.finditer(masked):
             add("jwk-private-key", "a private JSON Web Key", m.start())
 
-    for start, end, fmt in formats.find(masked, masked_lower):
+    for start, end, fmt in formats.find(masked, masked_lower, first_per_line=True):
         if not seen(fmt.kind, start) and not _placeholder_token(fmt, masked[start:end]):
             add(fmt.kind, fmt.label, start)
     for shape in _SHAPES:
@@ -470,6 +470,8 @@ def _provider_names(lowered: str) -> list[tuple[int, int]]:
     for last, word in formats.context_word_spans(lowered):
         if word.isalpha() and word not in _GENERIC_WORDS:
             spans.append((last - len(word) + 1, last + 1))
+            if len(spans) > assignments.LIMIT:
+                break  # the assignment budget runs out before these would be read
     return spans
 
 

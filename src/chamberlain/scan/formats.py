@@ -1238,11 +1238,13 @@ def _windows(starts: list[int], size: int, reach: int) -> list[tuple[int, int]]:
     return merged
 
 
-def find(text: str, lowered: str) -> Iterator[tuple[int, int, Format]]:
+def find(text: str, lowered: str, first_per_line: bool = False) -> Iterator[tuple[int, int, Format]]:
     """(start, end, format) of every prefixed-format match in text (context formats excluded), prefiltered by
     needles found in `lowered` (ASCII-lower-cased text, same offsets). No placeholder/entropy judgement here.
 
-    Overlapping matches of several formats resolve to the longest, then to the more specific (earlier) row."""
+    Overlapping matches of several formats resolve to the longest, then to the more specific (earlier) row.
+    ``first_per_line``: in a text with needles everywhere, a batch of formats moves on to the next line after its
+    first match (the caller reports a line once; a line of 400,000 tokens costs one match, not 400,000)."""
     occurrences = _occurrences(lowered)
     if not occurrences:
         return
@@ -1271,7 +1273,7 @@ def find(text: str, lowered: str) -> Iterator[tuple[int, int, Format]]:
         ordered = tuple(sorted(candidates))
         for i in range(0, len(ordered), _BATCH):
             batch = ordered[i : i + _BATCH]
-            for match in _union_regex(batch).finditer(subject):
+            for match in _matches(_union_regex(batch), subject, first_per_line):
                 index = next(k for k, group in enumerate(match.groups()) if group is not None)
                 fmt = FORMATS[batch[index]]
                 start, end = match.span(index + 1)
@@ -1282,6 +1284,23 @@ def find(text: str, lowered: str) -> Iterator[tuple[int, int, Format]]:
         if start >= last_end:
             last_end = end
             yield start, end, hits[(start, end, order)]
+
+
+def _matches(regex: Any, subject: str | bytes, first_per_line: bool) -> Iterator[Any]:
+    if not first_per_line:
+        yield from regex.finditer(subject)
+        return
+    newline: str | bytes = b"\n" if isinstance(subject, bytes) else "\n"
+    pos = 0
+    while pos <= len(subject):
+        match = regex.search(subject, pos)
+        if match is None:
+            return
+        yield match
+        line_end = subject.find(newline, match.end())  # type: ignore[arg-type]
+        if line_end < 0:
+            return
+        pos = line_end + 1
 
 
 def body(fmt: Format, token: str) -> str:
