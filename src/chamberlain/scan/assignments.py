@@ -69,7 +69,7 @@ _BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<&]{0,256}")
 _YAML_NODE_PROPERTY = re.compile(r"[!&*][A-Za-z][\w./!-]{0,100}|!")
 
 
-LIMIT = 50_000  # keyword occurrences per text; a real file has a few hundred
+LIMIT = 50_000  # keyword occurrences per text (plus one per 50 characters); a real file has a few hundred
 
 
 @dataclass

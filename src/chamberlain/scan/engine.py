@@ -372,7 +372,7 @@ def _scan_into(
     named = _provider_names(masked_lower) if generic else []
     if generic and (named or any(n in lowered for n in _ASSIGN_NEEDLES)):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
-        budget = assignments.Budget()
+        budget = assignments.Budget(assignments.LIMIT + len(text) // 50)  # a long file may name more keys
         verdicts: dict[tuple[str, str, str, tuple[str, ...], bool], tuple[str, str] | None] = {}
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
             for a in assignments.find(masked, masked_lower, start, end, budget, named):
@@ -414,13 +414,11 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
         return None if placeholder(a.value) or reference(a.value) else (fmt.kind, fmt.label)
     if a.kind == "named" or not assigned_credential(a.value, a.kind, a.words, a.quoted):
         return None
+    # A value in one of the provider's formats never gets here: the format rows reported its line already.
     providers = [word for word in a.words if word in _providers()]
     if providers:
-        if any(_fits(f, a.value) for word in providers for f in _providers()[word]):
-            return None  # in the provider's format: the format rows report it (with its line)
         return "unconfirmed-token", f"a value under a {providers[0]} name that is not in any {providers[0]} format"
-    lowered = a.value.lower()
-    if lowered.startswith(_prefixes()) and not any(True for _ in formats.find(a.value, lowered)):
+    if a.value.lower().startswith(_prefixes()):
         return "unconfirmed-token", "a value with a provider's prefix that is not in that provider's format"
     return "literal-assignment", f"a literal value assigned to a {a.kind} key"
 
@@ -458,10 +456,6 @@ def _joined(words: tuple[str, ...]) -> set[str]:
             runs.add("_".join(words[i : i + size]))
             runs.add("-".join(words[i : i + size]))
     return runs
-
-
-def _fits(fmt: formats.Format, value: str) -> bool:
-    return fmt.well_formed(value) and fmt.full_regex.fullmatch(value) is not None
 
 
 def _provider_names(lowered: str) -> list[tuple[int, int]]:
@@ -591,7 +585,7 @@ def _placeholder_token(fmt: formats.Format, token: str) -> bool:
         return False
     prefix = fmt.parts[0]
     rest = token[len(prefix):] if isinstance(prefix, str) else token
-    return placeholder(token) or placeholder(rest)  # ghp_xxxx…: judged without the prefix too
+    return placeholder(rest)  # ghp_xxxx…: judged without its prefix
 
 
 def scan_binary(raw: bytes) -> list[Hit]:

@@ -186,24 +186,28 @@ def reference(value: str) -> bool:
     return bool(_CALL.fullmatch(value) and "(" in value) or bool(_CONSTANT.fullmatch(value))
 
 
+_LONG_WORD = re.compile(r"[A-Z][a-z]{3,}|[a-z]{4,}|[A-Z]{4,}(?![a-z])")
+_NO_VOWELS = str.maketrans("", "", "aeiouy")
+_WHITESPACE = re.compile(r"\s")
+
+
 def _word_share(token: str) -> float:
     """Like :func:`_wordiness`, counting only segments that read as words (a quarter to two thirds vowels): a
     lower-case random run (``bcrr5a2lwnvxu9``) splits into consonant clusters, not words."""
     segments = _SEGMENT.findall(token)
-    total = sum(len(s) for s in segments)
+    total = sum(map(len, segments))
     wordy = 0
-    for s in segments:
-        if len(s) >= 4 and not s.isdigit():
-            vowels = sum(s.lower().count(v) for v in "aeiouy")
-            if len(s) * 0.25 <= vowels <= len(s) * 0.67:
-                wordy += len(s)
+    for s in _LONG_WORD.findall(token):  # the letter segments of 4+ (what _SEGMENT would split them into)
+        vowels = len(s) - len(s.lower().translate(_NO_VOWELS))
+        if len(s) * 0.25 <= vowels <= len(s) * 0.67:
+            wordy += len(s)
     return wordy / total if total else 1.0
 
 
 def _looks_generated(value: str) -> bool:
     """A value under a token/key/secret key that is key material rather than a name, a version or a word."""
     n = len(value)
-    if n < 10 or any(c.isspace() for c in value):
+    if n < 10 or _WHITESPACE.search(value):
         return False
     if _VERSION.fullmatch(value) or _FILE_LIKE.fullmatch(value.lower()):
         return False
@@ -218,7 +222,7 @@ def _looks_generated(value: str) -> bool:
     if _WORDS.fullmatch(body):
         # Letters only: random when it is not made of words (few vowels, no word-like segments).
         letters = body.replace("-", "").replace("_", "").replace(".", "").replace(" ", "")
-        vowels = sum(letters.lower().count(v) for v in "aeiou")
+        vowels = len(letters) - len(letters.lower().translate(_NO_VOWELS)) - letters.lower().count("y")
         if has_upper and has_lower and _word_share(letters) <= 0.5:
             return True
         return len(letters) >= 12 and vowels * 100 < len(letters) * 28 and _word_share(letters) <= 0.5
@@ -256,12 +260,11 @@ def assigned_credential(value: str, kind: str, key_words: tuple[str, ...], quote
         return False
     if kind == "password":
         # A quoted passphrase may hold spaces (``"correct horse battery staple"``); an unquoted one is prose.
-        if (any(c.isspace() for c in value) and not quoted) or (value.isdigit() and len(value) < 6):
+        if (_WHITESPACE.search(value) and not quoted) or (value.isdigit() and len(value) < 6):
             return False
         return not (_VERSION.fullmatch(value) or _FILE_LIKE.fullmatch(low))
     symbols = len(_SYMBOLS.intersection(value))
-    if symbols >= 2 and _DIGIT.search(value) and value.lower() != value.upper() and not any(
-            c.isspace() for c in value):
+    if symbols >= 2 and _DIGIT.search(value) and value.lower() != value.upper() and not _WHITESPACE.search(value):
         return True  # punctuation, digits and letters mixed: a generated password or key (Django's, say)
     if kind == "secret" and _DNS.fullmatch(value) and len(value) <= 63 and not _looks_generated(value):
         return False  # ``existingSecret: app-db-v2`` names a Kubernetes Secret
