@@ -198,4 +198,4 @@ def test_a_provider_named_key_counts_with_the_providers_format_only() -> None:
 def test_a_value_under_a_providers_name_in_no_format_of_it_is_unconfirmed() -> None:
     # Telegram bot tokens are <bot id>:<35 characters>; this one is not, so it is a warning, not an error.
     assert [h.kind for h in scan_text(f'telegram_api_token = "0141:{LOWER}x-{LOWER}"')] == ["unconfirmed-token"]
-    assert [h.kind for h in scan_text('"token1": "xoxp-1234567890"')] == ["unconfirmed-token"]
+    assert [h.kind for h in scan_text('"token1": "xoxp-7Hq2kZp9Lw4n"')] == ["unconfirmed-token"]

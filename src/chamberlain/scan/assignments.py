@@ -66,10 +66,11 @@ _KEY_TAIL = re.compile(r"[A-Za-z0-9_.$-]{0,128}")
 # A bare value ends where a query or a list goes on; 256 characters are enough to judge it (and keep a flood of
 # ``token=token=…`` cheap).
 _BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<&]{0,256}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][\w.]{0,200}")
 _YAML_NODE_PROPERTY = re.compile(r"[!&*][A-Za-z][\w./!-]{0,100}|!")
 
 
-LIMIT = 50_000  # keyword occurrences per text (plus one per 50 characters); a real file has a few hundred
+LIMIT = 50_000  # keyword occurrences per text (plus one per 100 characters); a real file has a few hundred
 
 
 @dataclass
@@ -210,12 +211,18 @@ def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | No
         pos = op.end()
         if sign == ":" and not quoted_key and not (pos < stop and text[pos] in " \t\"'"):
             return None  # io.jsonwebtoken:jjwt, host:token — not a YAML/JSON key
+        if (sign == ":" and not quoted_key and prefix.strip(" \t-")
+                and not prefix.rstrip().endswith(("{", ",", "(", "["))):
+            return None  # "in one pass: libyaml": prose; a YAML key starts its line (or a flow mapping entry)
         if sign == "," and not ((quoted_key and prefix.rstrip().endswith(("(", "(\"", "('"))) or
                                 (quoted_key and text[line_start:ks - 1].rstrip().endswith("("))):
             return None
     while pos < stop and text[pos] in " \t":
         pos += 1
-    return _literal(text, pos, stop)
+    found = _literal(text, pos, stop)
+    if found is not None and quoted_key and pos < stop and text[pos] not in "\"'`" and _IDENTIFIER.fullmatch(found[0]):
+        return None  # {"password": CANARY}: JSON has no bare words, so this is code naming a variable
+    return found
 
 
 def _after_name_field(prefix: str) -> bool:

@@ -372,7 +372,7 @@ def _scan_into(
     named = _provider_names(masked_lower) if generic else []
     if generic and (named or any(n in lowered for n in _ASSIGN_NEEDLES)):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
-        budget = assignments.Budget(assignments.LIMIT + len(text) // 50)  # a long file may name more keys
+        budget = assignments.Budget(assignments.LIMIT + len(text) // 100)  # a long file may name more keys
         verdicts: dict[tuple[str, str, str, tuple[str, ...], bool], tuple[str, str] | None] = {}
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
             for a in assignments.find(masked, masked_lower, start, end, budget, named):
@@ -408,7 +408,7 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
     credential-looking value under a provider's name, or starting with a provider's prefix, that is *not* in that
     provider's format is reported as unconfirmed (a CH128 warning): usually a test value or a truncated example."""
     fmt = formats.context_format(a.key, a.value)
-    if fmt is not None and a.kind == "named" and not any(w in _joined(a.words) for w in fmt.context):
+    if fmt is not None and a.kind == "named" and not _names(a.words, fmt.context):
         fmt = None  # the provider's name inside another word: ``rookTable`` is not Okta, ``SetSysctl`` not Etsy
     if fmt is not None:
         return None if placeholder(a.value) or reference(a.value) else (fmt.kind, fmt.label)
@@ -445,6 +445,12 @@ def _prefixes() -> tuple[str, ...]:
     """Lower-case literal prefixes of 4+ characters that only one provider's tokens start with."""
     return tuple(sorted({fmt.parts[0].lower() for fmt in formats.FORMATS
                          if isinstance(fmt.parts[0], str) and len(fmt.parts[0]) >= 4 and not fmt.context}))
+
+
+def _names(words: tuple[str, ...], context: tuple[str, ...]) -> bool:
+    """Does the key name the provider: one of its words starts with a context word (``sumologic``: ``sumo``), or
+    two or three of them joined are one (``message`` ``bird``)?"""
+    return any(word.startswith(c) for word in words for c in context) or any(c in _joined(words) for c in context)
 
 
 def _joined(words: tuple[str, ...]) -> set[str]:
@@ -484,7 +490,7 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
         value = text[m.start("value") : m.end("value")]
         verdict = verdicts.get(value)
         if verdict is None:
-            verdict = assigned_credential(value, "token", ("authorization",))
+            verdict = assigned_credential(value, "token", ("authorization", "header"))
             if len(verdicts) < 10_000:
                 verdicts[value] = verdict
         if verdict:

@@ -156,6 +156,9 @@ CONFIG_WORDS = frozenset({
 # References and expressions: what a reader resolves at run time, never the value itself.
 _ENV_REF = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[^}\n]{0,200}\}|\([^)\n]{0,200}\))")
 _CALL = re.compile(r"[A-Za-z_$][\w$.]{0,100}\(.{0,400}\);?")
+# A call: a name of 3+ characters that reads as code (lower-case start, or a dot or underscore in it), then "(".
+# ``Pa(ss)w0rd`` is a password, not a call.
+_CALL_START = re.compile(r"(?:[a-z_$][\w$]{2,100}|[A-Za-z_$][\w$]*[._][\w$.]{0,100})\(")
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\[.{0,200}\])?")
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # ACCESS_TOKEN: a constant's or variable's name
 _WORDS = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
@@ -180,9 +183,11 @@ def reference(value: str) -> bool:
         return True
     if value.startswith("__") and value.endswith("__"):
         return True
+    if _CALL_START.match(value):
+        return True  # getPassword(), os.getenv("X"), field(repr=False, _map(volume.get(: code computing a value
     if _ATTRIBUTE.fullmatch(value):
-        # settings.DB_PASSWORD, process.env.API_KEY2; a dotted run of generated segments is a token (dp.pt.x9f…)
-        return all(len(part) <= 12 or not _DIGIT.search(part) for part in value.split("."))
+        # settings.DB_PASSWORD, ed25519.Ed25519PrivateKey; a dotted run of generated segments is a token (dp.pt.x9f…)
+        return all(len(part) <= 12 or not _DIGIT.search(part) or _word_share(part) >= 0.3 for part in value.split("."))
     return bool(_CALL.fullmatch(value) and "(" in value) or bool(_CONSTANT.fullmatch(value))
 
 
@@ -229,7 +234,8 @@ def _looks_generated(value: str) -> bool:
     if _DNS.fullmatch(body) and not has_upper:
         # Lower-case names of words (``orders-db-v2``) are names; a run with digits spread through it is a key.
         pieces = [p for p in re.split(r"[-.]", body) if p]
-        if len(pieces) >= 2 and all(len(p) <= 3 or (len(p) <= 12 and _word_share(p) > 0.5) for p in pieces):
+        if len(pieces) >= 2 and all(len(p) <= 3 or p.isdigit() or (len(p) <= 12 and _word_share(p) > 0.5)
+                                    for p in pieces):
             return False
     if not has_digit and not (has_upper and has_lower):
         return _word_share(body) <= 0.5 and n >= 16
@@ -266,6 +272,8 @@ def assigned_credential(value: str, kind: str, key_words: tuple[str, ...], quote
     symbols = len(_SYMBOLS.intersection(value))
     if symbols >= 2 and _DIGIT.search(value) and value.lower() != value.upper() and not _WHITESPACE.search(value):
         return True  # punctuation, digits and letters mixed: a generated password or key (Django's, say)
+    if key_words[-1:] in (("auth",), ("authorization",)) and len(value) < 16:
+        return False  # auth: basic, --auth=scram-sha-256: a method, not a credential
     if kind == "secret" and _DNS.fullmatch(value) and len(value) <= 63 and not _looks_generated(value):
         return False  # ``existingSecret: app-db-v2`` names a Kubernetes Secret
     return _looks_generated(value)
