@@ -80,7 +80,7 @@ _SHAPES: tuple[_Shape, ...] = (
 )
 
 # ``scheme://user:password@host``. The password part excludes obvious placeholders below.
-_URL_PASSWORD = re.compile(r"://[^\s:/?#@\"'<>]{1,256}:(?P<pw>[^\s/?#@\"'<>]{1,256})@[^\s/?#@\"'<>]")
+_URL_PASSWORD = re.compile(r"://[^\s:/?#@\"'<>]{0,256}:(?P<pw>[^\s/?#@\"'<>]{1,256})@[^\s/?#@\"'<>]")
 _URL_PLACEHOLDERS = {"password", "pass", "passwd", "pwd", "pw", "secret", "token", "changeme", "redacted"}
 
 # ``password: literal``, ``DB_PASSWORD=literal``, ``"apiKey": "literal"``. The keyword must end the key, so
@@ -363,7 +363,7 @@ def _scan_into(
                     reference(pw) or placeholder(pw) or pw.startswith(("$", "{", "%", "<"))):
                 add("url-password", "a password embedded in a URL", m.start("pw"))
 
-    if "uthoriz" in masked_lower or "-u" in masked or "--user" in masked:
+    if "uthoriz" in masked_lower or "-u" in masked or "--user" in masked or "mysql" in masked_lower:
         shaped_lines = {line for line, _ in found}
         for kind, label, offset in _header_and_flag_hits(masked, masked_lower):
             if lines.locate(offset)[0] not in shaped_lines:
@@ -373,12 +373,12 @@ def _scan_into(
     if generic and (named or any(n in lowered for n in _ASSIGN_NEEDLES)):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
         budget = assignments.Budget(assignments.LIMIT + len(text) // 100)  # a long file may name more keys
-        verdicts: dict[tuple[str, str, str, tuple[str, ...], bool], tuple[str, str] | None] = {}
+        verdicts: dict[tuple[str, str, str, tuple[str, ...], bool, bool], tuple[str, str] | None] = {}
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
             for a in assignments.find(masked, masked_lower, start, end, budget, named):
                 if lines.locate(a.start)[0] in shaped:
                     continue
-                memo = (a.key, a.value, a.kind, a.words, a.quoted)  # a repeated value is judged once
+                memo = (a.key, a.value, a.kind, a.words, a.quoted, a.call)  # a repeated value is judged once
                 if memo in verdicts:
                     verdict = verdicts[memo]
                 else:
@@ -411,9 +411,13 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
     if fmt is not None and a.kind == "named" and not _names(a.words, fmt.context):
         fmt = None  # the provider's name inside another word: ``rookTable`` is not Okta, ``SetSysctl`` not Etsy
     if fmt is not None:
-        return None if placeholder(a.value) or reference(a.value) else (fmt.kind, fmt.label)
+        if placeholder(a.value) or reference(a.value) or _KEY_NAME_VALUE.fullmatch(a.value):
+            return None
+        return fmt.kind, fmt.label
     if a.kind == "named" or not assigned_credential(a.value, a.kind, a.words, a.quoted):
         return None
+    if a.call and (_WHITESPACE.search(a.value) or _PLAIN_WORD.fullmatch(a.value)):
+        return None  # manual("db-password", "rotation drill"): a name and any string, not an assignment
     # A value in one of the provider's formats never gets here: the format rows reported its line already.
     providers = [word for word in a.words if word in _providers()]
     if providers:
@@ -421,6 +425,12 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
     if a.value.lower().startswith(_prefixes()):
         return "unconfirmed-token", "a value with a provider's prefix that is not in that provider's format"
     return "literal-assignment", f"a literal value assigned to a {a.kind} key"
+
+
+# A value that is itself a key's name (``("administrator_login_password", "admin_password")``): a mapping of names.
+_KEY_NAME_VALUE = re.compile(r"[A-Za-z_.-]{0,100}(?:password|passwd|secret|token|api_?key)[A-Za-z_.-]{0,100}",
+                             re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s")
 
 
 # Provider words that name a credential's issuer, not what it is.
@@ -481,7 +491,9 @@ _AUTH_HEADER = re.compile(
     r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:bearer|basic|token|bot|apikey|api-key|sso-key|digest)[ \t]+)?"
     r"(?P<value>[a-z0-9+/=._~:-]{1,512})")
 _CURL_USER = re.compile(
-    r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"']{0,128}):(?P<pw>[^\s\"']{1,256})")
+    r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"'`]{0,128}):(?P<pw>[^\s\"'`]{1,256})")
+# ``mysql -u root -p<password>`` (and mysqldump, mysqladmin): the password glued to ``-p``.
+_MYSQL_PASSWORD = re.compile(r"(?:^|[ \t])-p[\"']?(?P<pw>[^\s\"'`]{4,256})")
 
 
 def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, int]]:
@@ -498,6 +510,12 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
     for m in _CURL_USER.finditer(text):
         if m.group("pw") != m.group("user") and assigned_credential(m.group("pw"), "password", ()):
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
+    if "mysql" in lowered:
+        for m in _MYSQL_PASSWORD.finditer(text):
+            # the command on the same line, looked for at most 256 characters back (linear on a 10 MB line)
+            line_start = max(text.rfind("\n", max(0, m.start() - 256), m.start()) + 1, m.start() - 256, 0)
+            if "mysql" in lowered[line_start : m.start()] and assigned_credential(m.group("pw"), "password", ()):
+                yield "basic-auth-password", "a password in a mysql -p argument", m.start("pw")
 
 
 def _token_hits(text: str, skip: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:

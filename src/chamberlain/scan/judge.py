@@ -151,7 +151,11 @@ CONFIG_WORDS = frozenset({
     "string", "str", "text", "bool", "boolean", "int", "integer", "secret", "password", "token", "hidden", "masked",
     "disabled", "enabled", "empty", "generated", "random", "auto", "prompt", "file", "env", "stdin", "default",
     "unset", "unknown", "omitted", "sensitive", "notset", "not-set", "n/a", "na", "tbd", "value", "bearer", "basic",
-    "pass", "pwd", "passwd", "pw", "user", "username", "login",
+    "pass", "pwd", "passwd", "pw", "user", "username", "login", "literal",
+    # "password" in the languages of translation files (``"password": "Mot de passe"`` in locales/fr.json)
+    "passwort", "kennwort", "mot de passe", "contraseña", "contrasena", "senha", "wachtwoord", "parola", "hasło",
+    "haslo", "lösenord", "losenord", "passord", "adgangskode", "salasana", "heslo", "jelszó", "şifre", "sifre",
+    "пароль", "密码", "密碼", "パスワード", "비밀번호", "mật khẩu", "kata sandi", "palavra-passe",
 })
 # References and expressions: what a reader resolves at run time, never the value itself.
 _ENV_REF = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[^}\n]{0,200}\}|\([^)\n]{0,200}\))")
@@ -160,6 +164,7 @@ _CALL = re.compile(r"[A-Za-z_$][\w$.]{0,100}\(.{0,400}\);?")
 # ``Pa(ss)w0rd`` is a password, not a call.
 _CALL_START = re.compile(r"(?:[a-z_$][\w$]{2,100}|[A-Za-z_$][\w$]*[._][\w$.]{0,100})\(")
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\[.{0,200}\])?")
+_FORMAT_FIELD = re.compile(r"\{[A-Za-z_][\w.-]{0,100}(?:![rsa])?(?::[^{}]{0,20})?\}")
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # ACCESS_TOKEN: a constant's or variable's name
 _WORDS = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
 _DNS = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
@@ -179,6 +184,8 @@ def reference(value: str) -> bool:
         return True
     if _ENV_REF.fullmatch(value) or (value.startswith("%") and value.endswith("%")):
         return True
+    if _FORMAT_FIELD.fullmatch(value):
+        return True  # {guess}, {orders-db-app.password}: a format field or a chamberlain template reference
     if value.startswith("@") and value.endswith("@") and len(value) > 2:
         return True
     if value.startswith("__") and value.endswith("__"):
