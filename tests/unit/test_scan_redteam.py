@@ -5,11 +5,15 @@ clean under the scanner itself."""
 from __future__ import annotations
 
 import random
+import shutil
 import string
+import time
+from pathlib import Path
 
 import pytest
 
 from chamberlain.scan.engine import scan_text
+from tests.conftest import CORPUS, run_cli
 
 RNG = random.Random(1515_15)
 ALNUM = string.ascii_letters + string.digits
@@ -89,3 +93,69 @@ def test_lookalikes_are_not_credentials(name: str) -> None:
 
 def test_call_form_still_catches_a_token_like_value() -> None:
     assert errors(f'props.setProperty("db.password", "{PW}");\n')
+
+
+# ------------------------------------------------------------------------------------------------ linear time
+
+MB = 1024 * 1024
+FLOODS = {
+    "mysql-flags": "mysql -pAb3dE5f ",
+    "block-scalars": "password: |\n  x\n",
+    "dotenv-separators": "DB_PASSWORD=a;",
+    "empty-url-users": "redis://:a@",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLOODS))
+def test_new_paths_stay_linear(case: str) -> None:
+    unit = FLOODS[case]
+
+    def cpu(size: int) -> float:
+        text = (unit * (size // len(unit) + 1))[:size]
+        started = time.process_time()
+        scan_text(text)
+        return time.process_time() - started
+
+    big = cpu(5 * MB)
+    if big > 1.0:  # a loaded machine: still linear? (5x the input may cost ~5x, never ~25x)
+        assert big < 12 * max(cpu(MB), 0.01), (case, big)
+    assert big < 3.0, (case, big)
+
+
+def test_a_line_of_distinct_mysql_flags_is_reported_once_and_quickly() -> None:
+    line = "mysql" + "".join(f" -p{rand(7, string.ascii_letters)}9" for _ in range(200_000)) + "\n"
+    started = time.process_time()
+    hits = scan_text(line)
+    assert time.process_time() - started < 3.0
+    assert [h.kind for h in hits] == ["basic-auth-password"]
+
+
+# ------------------------------------------------------------------------------------------------ no leaks
+
+CANARY = "Zq" + rand(14) + "9k"
+
+
+@pytest.fixture
+def canary_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS / "base", repo)
+    conf = repo / "leaks"
+    conf.mkdir()
+    (conf / "values.yaml").write_text(f"db:\n  password: |\n    {CANARY}\n  token: {CANARY.lower()}x{CANARY}\n")
+    (conf / "app.env").write_text(f"DB_PASSWORD=a;{CANARY}\nREDIS_URL=redis://:{CANARY}@r:6379\n")
+    (conf / "run.sh").write_text(f"mysql -u root -p{CANARY} db\ncurl -u me:{CANARY} https://x\n")
+    (conf / "notes.txt").write_text(f"id {CANARY}{CANARY.upper()}{CANARY[::-1]}\n")  # a CH128 guess
+    (conf / "heroku.env").write_text(f"HEROKU_API_KEY={CANARY}\n")  # unconfirmed: not a UUID
+    (conf / "win.env").write_bytes(b"\xff\xfe" + f"API_TOKEN={CANARY}\n".encode("utf-16-le") + b"\x00")
+    return repo
+
+
+@pytest.mark.parametrize("fmt", ["text", "wide", "json", "yaml", "sarif"])
+def test_no_output_format_carries_a_matched_value(canary_repo: Path, fmt: str) -> None:
+    args = ["validate", str(canary_repo)] + ([] if fmt == "text" else ["-o", fmt])
+    result = run_cli(*args)
+    assert result.code == 1, result.err
+    both = result.out + result.err
+    assert "CH024" in both or '"CH024"' in both
+    for piece in (CANARY, CANARY.lower(), CANARY[::-1], CANARY[:10], CANARY[-10:]):
+        assert piece not in both, fmt

@@ -511,11 +511,24 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
         if m.group("pw") != m.group("user") and assigned_credential(m.group("pw"), "password", ()):
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
     if "mysql" in lowered:
-        for m in _MYSQL_PASSWORD.finditer(text):
+        passwords: dict[str, bool] = {}
+        pos = 0
+        while (m := _MYSQL_PASSWORD.search(text, pos)) is not None:
+            pos = m.end()
             # the command on the same line, looked for at most 256 characters back (linear on a 10 MB line)
-            line_start = max(text.rfind("\n", max(0, m.start() - 256), m.start()) + 1, m.start() - 256, 0)
-            if "mysql" in lowered[line_start : m.start()] and assigned_credential(m.group("pw"), "password", ()):
+            line_start = text.rfind("\n", max(0, m.start() - 256), m.start()) + 1
+            if lowered.find("mysql", max(line_start, m.start() - 256), m.start()) < 0:
+                continue
+            pw = m.group("pw")
+            verdict = passwords.get(pw)
+            if verdict is None:
+                verdict = assigned_credential(pw, "password", ())
+                if len(passwords) < 10_000:
+                    passwords[pw] = verdict
+            if verdict:
                 yield "basic-auth-password", "a password in a mysql -p argument", m.start("pw")
+                end = text.find("\n", m.end())  # one report per line: a line of 100,000 ``-p`` flags costs one
+                pos = len(text) if end < 0 else end
 
 
 def _token_hits(text: str, skip: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:
