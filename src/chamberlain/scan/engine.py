@@ -513,21 +513,21 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
     if "mysql" in lowered:
         passwords: dict[str, bool] = {}
         pos = 0
-        while (m := _MYSQL_PASSWORD.search(text, pos)) is not None:
-            pos = m.end()
+        while (flag := _MYSQL_PASSWORD.search(text, pos)) is not None:
+            pos = flag.end()
             # the command on the same line, looked for at most 256 characters back (linear on a 10 MB line)
-            line_start = text.rfind("\n", max(0, m.start() - 256), m.start()) + 1
-            if lowered.find("mysql", max(line_start, m.start() - 256), m.start()) < 0:
+            line_start = text.rfind("\n", max(0, flag.start() - 256), flag.start()) + 1
+            if lowered.find("mysql", max(line_start, flag.start() - 256), flag.start()) < 0:
                 continue
-            pw = m.group("pw")
+            pw = flag.group("pw")
             verdict = passwords.get(pw)
             if verdict is None:
                 verdict = assigned_credential(pw, "password", ())
                 if len(passwords) < 10_000:
                     passwords[pw] = verdict
             if verdict:
-                yield "basic-auth-password", "a password in a mysql -p argument", m.start("pw")
-                end = text.find("\n", m.end())  # one report per line: a line of 100,000 ``-p`` flags costs one
+                yield "basic-auth-password", "a password in a mysql -p argument", flag.start("pw")
+                end = text.find("\n", flag.end())  # one report per line: a line of 100,000 ``-p`` flags costs one
                 pos = len(text) if end < 0 else end
 
 
