@@ -48,6 +48,9 @@ CAUGHT = {
     # mysql clients take the password glued to -p
     "mysql-p": f"mysql -h db -u root -p{PW} orders < dump.sql\n",
     "mysqldump-p-quoted": f"mysqldump -uroot -p'{PW}' --all-databases\n",
+    # a YAML plain scalar with a comment after it is still the value
+    "yaml-comment-after": f"password: {PW} # rotated monthly\n",
+    "flag-single-space": f"vic-machine create --user root --password {PW}\n",
 }
 
 
@@ -83,6 +86,14 @@ NOT_CREDENTIALS = {
     "mysql-prompt": "mysql -h db -u root -p orders\n",
     "mysql-env": "mysql -u root -p$MYSQL_ROOT_PASSWORD\n",
     "mkdir-p": "mysql -e 'select 1' && mkdir -p /var/run/mysqld\n",
+    "mysql-escaped-newline": '"body": "echo x | mysql -u root -p$1\\n}\\n\\nfunction y"\n',
+    # go test output, shell colours, help texts, adduser flags, paths, README badges
+    "go-test-log": "--- PASS: TestAccKey_Create (12.46s)\n",
+    "ansi-colour": 'PASS="\\x1b[32mPASS"\n',
+    "flag-help-column": "-p, --passphrase            Encrypt with a passphrase.\n",
+    "adduser-flags": 'adduser --ingroup "$group" --disabled-password --shell /bin/false app\n',
+    "doc-path": "- Password: api/generator/password.md\n",
+    "codecov-badge": "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=" + rand(10) + ")](https://codecov.io)\n",
 }
 
 

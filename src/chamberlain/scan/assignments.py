@@ -112,7 +112,8 @@ def key_kind(key: str) -> tuple[str, tuple[str, ...]] | None:
         if i and words[i - 1] in _NOT_SECRET_BEFORE and kind != "password":
             return None
         if kind == "password" and i and words[i - 1] in ("no", "use", "has", "is", "require", "skip", "enable",
-                                                            "disable", "show", "hide", "reset", "forgot"):
+                                                            "disable", "show", "hide", "reset", "forgot", "disabled",
+                                                            "enabled", "allow", "prompt", "ask"):
             return None
         return kind, words
     return None
@@ -229,6 +230,8 @@ def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | No
     found = _literal(text, pos, stop)
     if found is not None and typed is None and sign == "=" and prefix.strip() in ("", "export"):
         found = _whole_env_value(text, found, stop)
+    if found is not None and sign == ":" and not quoted_key and found[1] == pos and text[pos] not in "\"'`":
+        found = _whole_yaml_value(text, found, stop)
     if found is not None and quoted_key and pos < stop and text[pos] not in "\"'`" and (
             _IDENTIFIER.fullmatch(found[0]) or _SUBSCRIPT.match(found[0])):
         return None  # {"password": CANARY}, {"password": CANARIES[0]}: JSON has no bare words, so this is code
@@ -249,6 +252,23 @@ def _whole_env_value(text: str, found: tuple[str, int], stop: int) -> tuple[str,
     if whole is None or "=" in whole.group() or (whole.end() < stop and text[whole.end()] not in " \t\r\n"):
         return found
     return whole.group().rstrip(";,"), at
+
+
+_YAML_REST = re.compile(r"[^\r\n]{0,256}")
+
+
+def _whole_yaml_value(text: str, found: tuple[str, int], stop: int) -> tuple[str, int]:
+    """A plain YAML scalar runs to the end of its line (or a `` #`` comment): ``PASS: TestKey_Create (12.46s)`` in a
+    test log holds spaces, so it is prose, not a one-word password."""
+    value, at = found
+    end = at + len(value)
+    if end >= stop or text[end] not in " \t":
+        return found
+    rest = _YAML_REST.match(text, end, stop)
+    tail = rest.group() if rest is not None else ""
+    comment = tail.find(" #")
+    tail = (tail if comment < 0 else tail[:comment]).rstrip()
+    return (value + tail, at) if tail.strip() else found
 
 
 def _after_name_field(prefix: str) -> bool:
@@ -374,4 +394,6 @@ def _spaced_value(text: str, ks: int, ke: int, pos: int, stop: int, prefix: str)
     dockerfile = stripped.upper() == "ENV"
     if not (netrc or flag or dockerfile):
         return None
+    if flag and (text[pos] == "-" or text.startswith("  ", ke)):
+        return None  # another flag, or a help text's column (``--passphrase      Encrypt with a passphrase.``)
     return _literal(text, pos, stop)

@@ -378,6 +378,9 @@ def _scan_into(
             for a in assignments.find(masked, masked_lower, start, end, budget, named):
                 if lines.locate(a.start)[0] in shaped:
                     continue
+                if a.key.lower() == "token" and (masked_lower.find("badge", max(0, a.start - 200), a.start) >= 0
+                                                 or masked_lower.find(".svg?", max(0, a.start - 200), a.start) >= 0):
+                    continue  # a README badge's token (codecov, travis) is a public, read-only graph token
                 memo = (a.key, a.value, a.kind, a.words, a.quoted, a.call)  # a repeated value is judged once
                 if memo in verdicts:
                     verdict = verdicts[memo]
@@ -493,7 +496,7 @@ _AUTH_HEADER = re.compile(
 _CURL_USER = re.compile(
     r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"'`]{0,128}):(?P<pw>[^\s\"'`]{1,256})")
 # ``mysql -u root -p<password>`` (and mysqldump, mysqladmin): the password glued to ``-p``.
-_MYSQL_PASSWORD = re.compile(r"(?:^|[ \t])-p[\"']?(?P<pw>[^\s\"'`]{4,256})")
+_MYSQL_PASSWORD = re.compile(r"(?:^|[ \t])-p[\"']?(?P<pw>[^\s\"'`\\$][^\s\"'`\\]{3,255})")
 
 
 def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, int]]:

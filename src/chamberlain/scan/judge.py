@@ -170,7 +170,8 @@ _WORDS = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
 _DNS = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _VERSION = re.compile(r"v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.-]{0,40})?")
 _FILE_LIKE = re.compile(
-    r"[\w.-]{0,200}\.(?:json|ya?ml|txt|pem|key|crt|cer|p12|pfx|jks|env|conf|cfg|ini|toml|age|gpg|asc)")
+    r"[\w./-]{0,200}\.(?:json|ya?ml|txt|pem|key|crt|cer|p12|pfx|jks|env|conf|cfg|ini|toml|age|gpg|asc|md|html?|cnf"
+    r"|tpl|tmpl|j2|sql|csv|log|sh|py|go|js|ts|rb|java|php|xml)")
 _REFERENCE_PREFIXES = ("{{", "${", "#{", "[", "%(", "%{", "<%", "[[", "ENC[", "vault:", "ref+", "arn:", "secretref:",
                        "op://", "sm://", "awssm:", "gcpsm:", "file:", "env:", "projects/", "./", "../", "~/", "/")
 _REFERENCE_INSIDE = ("{{", "${", "}}", "os.environ", "process.env", "getenv", "secretkeyref", "valuefrom")
@@ -250,6 +251,7 @@ def _looks_generated(value: str) -> bool:
     return entropy >= 0.6 * math.log2(min(len(body), 64)) and _word_share(body) <= 0.6
 
 
+_ANSI_ESCAPES = ("\\x1b[", "\\033[", "\\e[", "\\u001b[")  # PASS="\x1b[32mPASS": a terminal colour, not a value
 _SYMBOLS = frozenset("!@#$%^&*()+=~?")
 
 
@@ -264,7 +266,7 @@ def assigned_credential(value: str, kind: str, key_words: tuple[str, ...], quote
         return False
     value = value[:256]  # decided on a prefix: statistics settle long before, and each call stays bounded
     low = value.lower()
-    if low in CONFIG_WORDS or reference(value) or placeholder(value):
+    if low in CONFIG_WORDS or reference(value) or placeholder(value) or low.startswith(_ANSI_ESCAPES):
         return False
     # The key's own name as its value (``DB_PASSWORD: db-password``): a key map, not a credential.
     squashed = re.sub(r"[^a-z0-9]", "", low)
