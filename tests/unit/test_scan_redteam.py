@@ -50,6 +50,7 @@ CAUGHT = {
     "mysqldump-p-quoted": f"mysqldump -uroot -p'{PW}' --all-databases\n",
     # a YAML plain scalar with a comment after it is still the value
     "yaml-comment-after": f"password: {PW} # rotated monthly\n",
+    "curl-password-with-at": f"curl -u elastic:P@{PW} https://localhost:9200\n",
     "flag-single-space": f"vic-machine create --user root --password {PW}\n",
 }
 
@@ -93,6 +94,13 @@ NOT_CREDENTIALS = {
     "flag-help-column": "-p, --passphrase            Encrypt with a passphrase.\n",
     "adduser-flags": 'adduser --ingroup "$group" --disabled-password --shell /bin/false app\n',
     "doc-path": "- Password: api/generator/password.md\n",
+    # date formats after -u, documented user:pass@host, defaults and masks in URLs
+    "date-utc": 'echo "run at $(date -u +%Y-%m-%dT%H:%M:%SZ)"\n',
+    "govc-doc": "govc session.login -u root:password@host\n",
+    "github-x-oauth-basic": 'git config url."https://${TOKEN}:x-oauth-basic@github.com/".insteadOf x\n',
+    "masked-url": 'safe_url="https://${git_user}:***@github.com/${1}"\n',
+    "user-equals-password": "AMQP_URL=amqp://guest:guest@127.0.0.1:5672/\n",
+    "url-syntax-doc": "flightsql://[user[:password]@]<address>[:port]\n",
     "codecov-badge": "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=" + rand(10) + ")](https://codecov.io)\n",
 }
 

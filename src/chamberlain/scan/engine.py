@@ -80,8 +80,11 @@ _SHAPES: tuple[_Shape, ...] = (
 )
 
 # ``scheme://user:password@host``. The password part excludes obvious placeholders below.
-_URL_PASSWORD = re.compile(r"://[^\s:/?#@\"'<>]{0,256}:(?P<pw>[^\s/?#@\"'<>]{1,256})@[^\s/?#@\"'<>]")
-_URL_PLACEHOLDERS = {"password", "pass", "passwd", "pwd", "pw", "secret", "token", "changeme", "redacted"}
+_URL_PASSWORD = re.compile(
+    r"://(?P<user>[^\s:/?#@\"'<>\[\]]{0,256}):(?P<pw>[^\s/?#@\"'<>]{1,256})@[^\s/?#@\"'<>]")
+# ``x-oauth-basic`` is what GitHub documents as the password when the token is the user name.
+_URL_PLACEHOLDERS = {"password", "pass", "passwd", "pwd", "pw", "secret", "token", "changeme", "redacted",
+                     "x-oauth-basic"}
 
 # ``password: literal``, ``DB_PASSWORD=literal``, ``"apiKey": "literal"``. The keyword must end the key, so
 # ``passwordSecretRef`` or ``tokenTTL`` do not match; ``secretKey`` (ESO's key-name field) is not a keyword.
@@ -360,7 +363,8 @@ def _scan_into(
         for m in _URL_PASSWORD.finditer(masked):
             pw = m.group("pw")
             if not seen("url-password", m.start("pw")) and pw.lower() not in _URL_PLACEHOLDERS and not (
-                    reference(pw) or placeholder(pw) or pw.startswith(("$", "{", "%", "<"))):
+                    reference(pw) or placeholder(pw) or pw.startswith(("$", "{", "%", "<"))
+                    or pw == m.group("user") or _PLACEHOLDER_VALUE.fullmatch(pw)):  # guest:guest, ***: defaults, masks
                 add("url-password", "a password embedded in a URL", m.start("pw"))
 
     if "uthoriz" in masked_lower or "-u" in masked or "--user" in masked or "mysql" in masked_lower:
@@ -511,7 +515,10 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
         if verdict:
             yield "authorization-header", "a credential in an Authorization header", m.start("value")
     for m in _CURL_USER.finditer(text):
-        if m.group("pw") != m.group("user") and assigned_credential(m.group("pw"), "password", ()):
+        user, pw = m.group("user"), m.group("pw")
+        if user.startswith("+") or pw.split("@", 1)[0].lower() in _URL_PLACEHOLDERS:
+            continue  # date -u +%Y-%m-%dT%H:%M:%S (a format), govc -u user:pass@host (a placeholder)
+        if pw != user and assigned_credential(pw, "password", ()):
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
     if "mysql" in lowered:
         passwords: dict[str, bool] = {}
