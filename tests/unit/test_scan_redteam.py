@@ -101,6 +101,9 @@ NOT_CREDENTIALS = {
     "masked-url": 'safe_url="https://${git_user}:***@github.com/${1}"\n',
     "user-equals-password": "AMQP_URL=amqp://guest:guest@127.0.0.1:5672/\n",
     "url-syntax-doc": "flightsql://[user[:password]@]<address>[:port]\n",
+    # hex digests and key ids under AWS and GPG names
+    "gpg-fingerprint": "AWSCLI_GPG_KEY=" + rand(40, "0123456789ABCDEF") + "\n",
+    "s3-compatible-key-id": "PUT https://h/b/o?AWSAccessKeyId=" + rand(40, "0123456789abcdef") + "&Expires=1\n",
     "codecov-badge": "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=" + rand(10) + ")](https://codecov.io)\n",
 }
 
@@ -178,3 +181,7 @@ def test_no_output_format_carries_a_matched_value(canary_repo: Path, fmt: str) -
     assert "CH024" in both or '"CH024"' in both
     for piece in (CANARY, CANARY.lower(), CANARY[::-1], CANARY[:10], CANARY[-10:]):
         assert piece not in both, fmt
+
+
+def test_a_hex_value_under_an_aws_secret_name_is_still_a_credential() -> None:
+    assert errors("AWS_SECRET_ACCESS_KEY=" + rand(40, "0123456789abcdef") + "\n")

@@ -417,6 +417,11 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
     fmt = formats.context_format(a.key, a.value)
     if fmt is not None and a.kind == "named" and not _names(a.words, fmt.context):
         fmt = None  # the provider's name inside another word: ``rookTable`` is not Okta, ``SetSysctl`` not Etsy
+    if fmt is not None and len(a.value) >= 32 and _HEX_VALUE.fullmatch(a.value) and not _hex_format(fmt):
+        fmt = None  # 40 hex digits are a digest or a key id, not a 40-character base64 AWS secret
+    if (a.words and {"gpg", "pgp"}.intersection(a.words) and len(a.value) in (8, 16, 40)
+            and _HEX_VALUE.fullmatch(a.value)):
+        return None  # AWSCLI_GPG_KEY=<40 hex>: a public key's fingerprint or id
     if fmt is not None:
         if placeholder(a.value) or reference(a.value) or _KEY_NAME_VALUE.fullmatch(a.value):
             return None
@@ -438,6 +443,18 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
 _KEY_NAME_VALUE = re.compile(r"[A-Za-z_.-]{0,100}(?:password|passwd|secret|token|api_?key)[A-Za-z_.-]{0,100}",
                              re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s")
+
+
+_HEX_VALUE = re.compile(r"[0-9a-fA-F]+")
+
+
+@cache
+def _hex_format(fmt: formats.Format) -> bool:
+    """Could a value of ``fmt`` be all hex digits? Not when its runs are base64 proper (``+`` and ``/``): 40 random
+    base64 characters are all hex once in 10^18. (Alphanumeric formats are left alone: providers documented as
+    alphanumeric often issue hex.)"""
+    return not any("+" in part.characters and "/" in part.characters
+                   for part in fmt.parts if isinstance(part, formats.Chars))
 
 
 # Provider words that name a credential's issuer, not what it is.
