@@ -104,6 +104,10 @@ NOT_CREDENTIALS = {
     # hex digests and key ids under AWS and GPG names
     "gpg-fingerprint": "AWSCLI_GPG_KEY=" + rand(40, "0123456789ABCDEF") + "\n",
     "s3-compatible-key-id": "PUT https://h/b/o?AWSAccessKeyId=" + rand(40, "0123456789abcdef") + "&Expires=1\n",
+    # prose about a flag, docker compose's $$ escape, ESO's secretKey naming a numbered key
+    "flag-in-prose": "Flux CLI also supports\nthis via the `--password` flag.\n",
+    "compose-escaped-env": 'test: mysql --user=$$MYSQL_USER --password=$$MYSQL_PASSWORD --silent\n',
+    "eso-secret-key-name": "- secretKey: source-key1\n  remoteRef: {key: k}\n",
     "codecov-badge": "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=" + rand(10) + ")](https://codecov.io)\n",
 }
 

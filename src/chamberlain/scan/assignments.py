@@ -394,6 +394,6 @@ def _spaced_value(text: str, ks: int, ke: int, pos: int, stop: int, prefix: str)
     dockerfile = stripped.upper() == "ENV"
     if not (netrc or flag or dockerfile):
         return None
-    if flag and (text[pos] == "-" or text.startswith("  ", ke)):
-        return None  # another flag, or a help text's column (``--passphrase      Encrypt with a passphrase.``)
+    if flag and (text[pos] == "-" or text.startswith("  ", ke) or text[ke] in "\"'`"):
+        return None  # another flag, a help text's column (``--passphrase      Encrypt``), prose (`` `--password` flag``)
     return _literal(text, pos, stop)

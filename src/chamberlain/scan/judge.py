@@ -183,6 +183,8 @@ def reference(value: str) -> bool:
     low = value.lower()
     if low.startswith(_REFERENCE_PREFIXES) or any(part in low for part in _REFERENCE_INSIDE):
         return True
+    if value.startswith("$$"):
+        value = value[1:]  # $$VAR: docker compose's escaped $VAR
     if _ENV_REF.fullmatch(value) or (value.startswith("%") and value.endswith("%")):
         return True
     if _FORMAT_FIELD.fullmatch(value):
@@ -243,7 +245,7 @@ def _looks_generated(value: str) -> bool:
         # Lower-case names of words (``orders-db-v2``) are names; a run with digits spread through it is a key.
         pieces = [p for p in re.split(r"[-.]", body) if p]
         if len(pieces) >= 2 and all(len(p) <= 3 or p.isdigit() or (len(p) <= 12 and _word_share(p) > 0.5)
-                                    for p in pieces):
+                                    or _SHORT_WORD_NUMBER.fullmatch(p) for p in pieces):
             return False
     if not has_digit and not (has_upper and has_lower):
         return _word_share(body) <= 0.5 and n >= 16
@@ -252,6 +254,7 @@ def _looks_generated(value: str) -> bool:
 
 
 _ANSI_ESCAPES = ("\\x1b[", "\\033[", "\\e[", "\\u001b[")  # PASS="\x1b[32mPASS": a terminal colour, not a value
+_SHORT_WORD_NUMBER = re.compile(r"[a-z]{1,3}[0-9]{1,3}")  # key1, db2: a name's numbered piece
 _SYMBOLS = frozenset("!@#$%^&*()+=~?")
 
 
