@@ -395,5 +395,5 @@ def _spaced_value(text: str, ks: int, ke: int, pos: int, stop: int, prefix: str)
     if not (netrc or flag or dockerfile):
         return None
     if flag and (text[pos] == "-" or text.startswith("  ", ke) or text[ke] in "\"'`"):
-        return None  # another flag, a help text's column (``--passphrase      Encrypt``), prose (`` `--password` flag``)
+        return None  # another flag, a help text's column (``--passphrase     Encrypt``), prose (`` `--password` flag``)
     return _literal(text, pos, stop)
