@@ -108,6 +108,10 @@ NOT_CREDENTIALS = {
     "flag-in-prose": "Flux CLI also supports\nthis via the `--password` flag.\n",
     "compose-escaped-env": 'test: mysql --user=$$MYSQL_USER --password=$$MYSQL_PASSWORD --silent\n',
     "eso-secret-key-name": "- secretKey: source-key1\n  remoteRef: {key: k}\n",
+    # command substitution, Terraform attributes, Markdown link definitions
+    "command-substitution": "esx_pass=$(govc env GOVC_PASSWORD)\nTESTPASSWORD: $(SQLPASSWORD)\n",
+    "terraform-attribute": "password         = google_container_cluster.cluster.master_auth[0].password\n",
+    "markdown-link-definition": "[BasicAuth]: https://pkg.go.dev/github.com/go-chi/chi/middleware#BasicAuth\n",
     "codecov-badge": "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=" + rand(10) + ")](https://codecov.io)\n",
 }
 

@@ -165,6 +165,8 @@ _CALL = re.compile(r"[A-Za-z_$][\w$.]{0,100}\(.{0,400}\);?")
 _CALL_START = re.compile(r"(?:[a-z_$][\w$]{2,100}|[A-Za-z_$][\w$]*[._][\w$.]{0,100})\(")
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\[.{0,200}\])?")
 _FORMAT_FIELD = re.compile(r"\{[A-Za-z_][\w.-]{0,100}(?:![rsa])?(?::[^{}]{0,20})?\}")
+_SUBSCRIPTED_ATTRIBUTE = re.compile(r"[A-Za-z_]\w{0,100}(?:\.[A-Za-z_]\w{0,100}){1,20}\[")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,30}://")  # a password inside a URL is the URL rule's to find
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # ACCESS_TOKEN: a constant's or variable's name
 _WORDS = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
 _DNS = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
@@ -185,6 +187,8 @@ def reference(value: str) -> bool:
         return True
     if value.startswith("$$"):
         value = value[1:]  # $$VAR: docker compose's escaped $VAR
+    if value.startswith(("$(", "`")) or _SUBSCRIPTED_ATTRIBUTE.match(value) or _URL.match(value):
+        return True  # $(govc env X), `cmd`: a command's output; a.b.c[0].password: Terraform; a URL: a location
     if _ENV_REF.fullmatch(value) or (value.startswith("%") and value.endswith("%")):
         return True
     if _FORMAT_FIELD.fullmatch(value):
