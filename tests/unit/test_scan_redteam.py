@@ -51,6 +51,10 @@ CAUGHT = {
     # a YAML plain scalar with a comment after it is still the value
     "yaml-comment-after": f"password: {PW} # rotated monthly\n",
     "curl-password-with-at": f"curl -u elastic:P@{PW} https://localhost:9200\n",
+    # a YAML anchor before the value; passwords in SQL migrations and init scripts
+    "yaml-anchor": f"auth:\n  password: &pw {PW}\n",
+    "sql-identified-by": f"CREATE USER 'app'@'%' IDENTIFIED BY '{PW}';\n",
+    "sql-with-password": f"ALTER ROLE app WITH ENCRYPTED PASSWORD '{PW}';\n",
     "flag-single-space": f"vic-machine create --user root --password {PW}\n",
 }
 
@@ -112,6 +116,10 @@ NOT_CREDENTIALS = {
     "command-substitution": "esx_pass=$(govc env GOVC_PASSWORD)\nTESTPASSWORD: $(SQLPASSWORD)\n",
     "terraform-attribute": "password         = google_container_cluster.cluster.master_auth[0].password\n",
     "markdown-link-definition": "[BasicAuth]: https://pkg.go.dev/github.com/go-chi/chi/middleware#BasicAuth\n",
+    "yaml-alias": "password: *pw\n",
+    "yaml-anchor-on-mapping": "password: &pw\n  x: 1\n",
+    "sql-psql-variable": "CREATE ROLE app WITH PASSWORD :'app_password';\n",
+    "sql-template": "ALTER USER app WITH PASSWORD '${PW}';\n",
     "codecov-badge": "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=" + rand(10) + ")](https://codecov.io)\n",
 }
 
@@ -129,6 +137,8 @@ def test_call_form_still_catches_a_token_like_value() -> None:
 
 MB = 1024 * 1024
 FLOODS = {
+    "sql-passwords": "WITH PASSWORD 'a' ",
+    "yaml-anchors": "password: &a &b ",
     "mysql-flags": "mysql -pAb3dE5f ",
     "block-scalars": "password: |\n  x\n",
     "dotenv-separators": "DB_PASSWORD=a;",

@@ -284,7 +284,7 @@ def _after_name_field(prefix: str) -> bool:
     return False
 
 
-def _literal(text: str, pos: int, stop: int) -> tuple[str, int] | None:
+def _literal(text: str, pos: int, stop: int, nested: bool = False) -> tuple[str, int] | None:
     if pos >= stop:
         return None
     quote = text[pos]
@@ -301,10 +301,19 @@ def _literal(text: str, pos: int, stop: int) -> tuple[str, int] | None:
         return _block_scalar(text, pos, stop)  # a YAML block scalar: the value is on the next lines
     if quote in "{[(":
         return None  # a mapping, a list or an expression, not a scalar
+    prop = _YAML_NODE_PROPERTY.match(text, pos, stop) if quote in "&!*" else None
+    if prop is not None:
+        after = prop.end()
+        # password: &pw value, password: !!str value
+        if (quote == "&" or text.startswith("!!", pos)) and after < stop and text[after] in " \t" and not nested:
+            while after < stop and text[after] in " \t":
+                after += 1
+            return _literal(text, after, stop, nested=True)
+        return None  # a YAML tag (!vault, !Ref), an alias, or an anchor on a mapping: the value is elsewhere
     bare = _BARE.match(text, pos, stop)
     value = bare.group().rstrip(");") if bare is not None else ""
     if _YAML_NODE_PROPERTY.fullmatch(value):
-        return None  # a YAML tag (!vault, !Ref), anchor or alias: the value is elsewhere
+        return None
     return _unescape_cut(value), pos
 
 

@@ -367,7 +367,8 @@ def _scan_into(
                     or pw == m.group("user") or _PLACEHOLDER_VALUE.fullmatch(pw)):  # guest:guest, ***: defaults, masks
                 add("url-password", "a password embedded in a URL", m.start("pw"))
 
-    if "uthoriz" in masked_lower or "-u" in masked or "--user" in masked or "mysql" in masked_lower:
+    if ("uthoriz" in masked_lower or "-u" in masked or "--user" in masked or "mysql" in masked_lower
+            or "identified" in masked_lower or "with" in masked_lower):
         shaped_lines = {line for line, _ in found}
         for kind, label, offset in _header_and_flag_hits(masked, masked_lower):
             if lines.locate(offset)[0] not in shaped_lines:
@@ -516,6 +517,9 @@ _AUTH_HEADER = re.compile(
     r"(?P<value>[a-z0-9+/=._~:-]{1,512})")
 _CURL_USER = re.compile(
     r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"'`]{0,128}):(?P<pw>[^\s\"'`]{1,256})")
+# ``CREATE USER app IDENTIFIED BY 'x'``, ``ALTER ROLE app WITH PASSWORD 'x'`` (migrations, init scripts).
+_SQL_PASSWORD = re.compile(
+    r"(?:identified[ \t]+by|with[ \t]+(?:encrypted[ \t]+)?password)[ \t]+'(?P<pw>[^'\n]{1,256})'")
 # ``mysql -u root -p<password>`` (and mysqldump, mysqladmin): the password glued to ``-p``.
 _MYSQL_PASSWORD = re.compile(r"(?:^|[ \t])-p[\"']?(?P<pw>[^\s\"'`\\$][^\s\"'`\\]{3,255})")
 
@@ -537,6 +541,10 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
             continue  # date -u +%Y-%m-%dT%H:%M:%S (a format), govc -u user:pass@host (a placeholder)
         if pw != user and assigned_credential(pw, "password", ()):
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
+    for sql in _SQL_PASSWORD.finditer(lowered):
+        pw = text[sql.start("pw") : sql.end("pw")]
+        if assigned_credential(pw, "password", (), quoted=True):
+            yield "sql-password", "a password in a SQL statement", sql.start("pw")
     if "mysql" in lowered:
         passwords: dict[str, bool] = {}
         pos = 0
