@@ -302,6 +302,8 @@ def _literal(text: str, pos: int, stop: int, nested: bool = False) -> tuple[str,
     if quote in "{[(":
         return None  # a mapping, a list or an expression, not a scalar
     prop = _YAML_NODE_PROPERTY.match(text, pos, stop) if quote in "&!*" else None
+    if prop is not None and prop.end() < stop and text[prop.end()] not in " \t\r\n":
+        prop = None  # !07Zev(x: a password starting with '!', not a tag
     if prop is not None:
         after = prop.end()
         # password: &pw value, password: !!str value
