@@ -368,7 +368,7 @@ def _scan_into(
                 add("url-password", "a password embedded in a URL", m.start("pw"))
 
     if ("uthoriz" in masked_lower or "-u" in masked or "--user" in masked or "mysql" in masked_lower
-            or "identified" in masked_lower or "with" in masked_lower):
+            or "identified" in masked_lower or "password '" in masked_lower or "password\t'" in masked_lower):
         shaped_lines = {line for line, _ in found}
         for kind, label, offset in _header_and_flag_hits(masked, masked_lower):
             if lines.locate(offset)[0] not in shaped_lines:
@@ -518,8 +518,9 @@ _AUTH_HEADER = re.compile(
 _CURL_USER = re.compile(
     r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"'`]{0,128}):(?P<pw>[^\s\"'`]{1,256})")
 # ``CREATE USER app IDENTIFIED BY 'x'``, ``ALTER ROLE app WITH PASSWORD 'x'`` (migrations, init scripts).
-_SQL_PASSWORD = re.compile(
-    r"(?:identified[ \t]+by|with[ \t]+(?:encrypted[ \t]+)?password)[ \t]+'(?P<pw>[^'\n]{1,256})'")
+# Each starts with a literal, so the engine jumps between occurrences instead of trying every position.
+_SQL_IDENTIFIED = re.compile(r"identified[ \t]+by[ \t]+'(?P<pw>[^'\n]{1,256})'")
+_SQL_WITH_PASSWORD = re.compile(r"password[ \t]+'(?P<pw>[^'\n]{1,256})'")
 # ``mysql -u root -p<password>`` (and mysqldump, mysqladmin): the password glued to ``-p``.
 _MYSQL_PASSWORD = re.compile(r"(?:^|[ \t])-p[\"']?(?P<pw>[^\s\"'`\\$][^\s\"'`\\]{3,255})")
 
@@ -541,9 +542,18 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
             continue  # date -u +%Y-%m-%dT%H:%M:%S (a format), govc -u user:pass@host (a placeholder)
         if pw != user and assigned_credential(pw, "password", ()):
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
-    for sql in _SQL_PASSWORD.finditer(lowered):
+    sql_matches: list[re.Match[str]] = []
+    if "identified" in lowered:
+        sql_matches += _SQL_IDENTIFIED.finditer(lowered)
+    if "password '" in lowered or "password\t'" in lowered:  # WITH [ENCRYPTED] PASSWORD 'x'
+        sql_matches += [m for m in _SQL_WITH_PASSWORD.finditer(lowered)
+                        if lowered.find("with", max(0, m.start() - 24), m.start()) >= 0]
+    sql_verdicts: dict[str, bool] = {}
+    for sql in sql_matches:
         pw = text[sql.start("pw") : sql.end("pw")]
-        if assigned_credential(pw, "password", (), quoted=True):
+        if pw not in sql_verdicts and len(sql_verdicts) < 10_000:
+            sql_verdicts[pw] = assigned_credential(pw, "password", (), quoted=True)
+        if sql_verdicts.get(pw, False):
             yield "sql-password", "a password in a SQL statement", sql.start("pw")
     if "mysql" in lowered:
         passwords: dict[str, bool] = {}
