@@ -67,6 +67,7 @@ _KEY_TAIL = re.compile(r"[A-Za-z0-9_.$-]{0,128}")
 # ``token=token=…`` cheap).
 _BARE = re.compile(r"[^ \t\r\n,;}\]\"'`<&]{0,256}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w.]{0,200}")
+_SUBSCRIPT = re.compile(r"[A-Za-z_][\w.]{0,200}\[")
 _YAML_NODE_PROPERTY = re.compile(r"[!&*][A-Za-z][\w./!-]{0,100}|!")
 
 
@@ -92,6 +93,9 @@ class Assignment:
     value: str
     start: int
     quoted: bool
+    # The value is a later argument of a call or a tuple (``setProperty("db.password", "…")``), not an assignment
+    # proper: ``("db-password", "rotation drill")`` pairs a name with any string, so only a token-like one counts.
+    call: bool = False
 
 
 def key_kind(key: str) -> tuple[str, tuple[str, ...]] | None:
@@ -108,7 +112,8 @@ def key_kind(key: str) -> tuple[str, tuple[str, ...]] | None:
         if i and words[i - 1] in _NOT_SECRET_BEFORE and kind != "password":
             return None
         if kind == "password" and i and words[i - 1] in ("no", "use", "has", "is", "require", "skip", "enable",
-                                                            "disable", "show", "hide", "reset", "forgot"):
+                                                            "disable", "show", "hide", "reset", "forgot", "disabled",
+                                                            "enabled", "allow", "prompt", "ask"):
             return None
         return kind, words
     return None
@@ -172,7 +177,9 @@ def find(text: str, lowered: str, start: int = 0, end: int | None = None,
             continue
         value, at = found
         if value:
-            yield Assignment(key, kind, words, value, at, at > 0 and text[at - 1] in "\"'`")
+            between = text[ke:at]
+            call = "," in between and ":" not in between and "=" not in between
+            yield Assignment(key, kind, words, value, at, at > 0 and text[at - 1] in "\"'`", call)
 
 
 def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | None:
@@ -200,6 +207,7 @@ def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | No
         return _paired_value(text, pos, stop)
     while pos < stop and text[pos] in " \t":
         pos += 1
+    sign = ""
     typed = _TYPED.match(text, pos, stop) or _GO_TYPE.match(text, pos, stop)
     if typed is not None:
         pos = typed.end()
@@ -220,9 +228,47 @@ def _value_after(text: str, ks: int, ke: int, stop: int) -> tuple[str, int] | No
     while pos < stop and text[pos] in " \t":
         pos += 1
     found = _literal(text, pos, stop)
-    if found is not None and quoted_key and pos < stop and text[pos] not in "\"'`" and _IDENTIFIER.fullmatch(found[0]):
-        return None  # {"password": CANARY}: JSON has no bare words, so this is code naming a variable
+    if found is not None and typed is None and sign == "=" and prefix.strip() in ("", "export"):
+        found = _whole_env_value(text, found, stop)
+    if found is not None and sign == ":" and not quoted_key and found[1] == pos and text[pos] not in "\"'`":
+        found = _whole_yaml_value(text, found, stop)
+    if found is not None and quoted_key and pos < stop and text[pos] not in "\"'`" and (
+            _IDENTIFIER.fullmatch(found[0]) or _SUBSCRIPT.match(found[0])):
+        return None  # {"password": CANARY}, {"password": CANARIES[0]}: JSON has no bare words, so this is code
     return found
+
+
+_ENV_VALUE = re.compile(r"[^\s\"'`]{0,256}")
+
+
+def _whole_env_value(text: str, found: tuple[str, int], stop: int) -> tuple[str, int]:
+    """``DB_PASSWORD=Ab;9kLm&2`` on a line of its own (``.env``, shell): the value runs to the end of the word,
+    ``;``, ``&`` and ``,`` included, unless another ``=`` follows (``Password=x;Server=y`` is a connection string)."""
+    value, at = found
+    end = at + len(value)
+    if at == 0 or text[at - 1] in "\"'`" or end >= stop or text[end] not in ";&,":
+        return found
+    whole = _ENV_VALUE.match(text, at, stop)
+    if whole is None or "=" in whole.group() or (whole.end() < stop and text[whole.end()] not in " \t\r\n"):
+        return found
+    return whole.group().rstrip(";,"), at
+
+
+_YAML_REST = re.compile(r"[^\r\n]{0,256}")
+
+
+def _whole_yaml_value(text: str, found: tuple[str, int], stop: int) -> tuple[str, int]:
+    """A plain YAML scalar runs to the end of its line (or a `` #`` comment): ``PASS: TestKey_Create (12.46s)`` in a
+    test log holds spaces, so it is prose, not a one-word password."""
+    value, at = found
+    end = at + len(value)
+    if end >= stop or text[end] not in " \t":
+        return found
+    rest = _YAML_REST.match(text, end, stop)
+    tail = rest.group() if rest is not None else ""
+    comment = tail.find(" #")
+    tail = (tail if comment < 0 else tail[:comment]).rstrip()
+    return (value + tail, at) if tail.strip() else found
 
 
 def _after_name_field(prefix: str) -> bool:
@@ -238,7 +284,7 @@ def _after_name_field(prefix: str) -> bool:
     return False
 
 
-def _literal(text: str, pos: int, stop: int) -> tuple[str, int] | None:
+def _literal(text: str, pos: int, stop: int, nested: bool = False) -> tuple[str, int] | None:
     if pos >= stop:
         return None
     quote = text[pos]
@@ -252,14 +298,63 @@ def _literal(text: str, pos: int, stop: int) -> tuple[str, int] | None:
         value = text[pos + 1 : close]
         return _unescape_cut(value), pos + 1
     if quote in "|>" and (pos + 1 >= stop or text[pos + 1] in " \t\r\n-+0123456789"):
-        return None  # a YAML block scalar: the value is on the next lines
+        return _block_scalar(text, pos, stop)  # a YAML block scalar: the value is on the next lines
     if quote in "{[(":
         return None  # a mapping, a list or an expression, not a scalar
+    prop = _YAML_NODE_PROPERTY.match(text, pos, stop) if quote in "&!*" else None
+    if prop is not None and prop.end() < stop and text[prop.end()] not in " \t\r\n":
+        prop = None  # !07Zev(x: a password starting with '!', not a tag
+    if prop is not None:
+        after = prop.end()
+        # password: &pw value, password: !!str value
+        if (quote == "&" or text.startswith("!!", pos)) and after < stop and text[after] in " \t" and not nested:
+            while after < stop and text[after] in " \t":
+                after += 1
+            return _literal(text, after, stop, nested=True)
+        return None  # a YAML tag (!vault, !Ref), an alias, or an anchor on a mapping: the value is elsewhere
     bare = _BARE.match(text, pos, stop)
     value = bare.group().rstrip(");") if bare is not None else ""
     if _YAML_NODE_PROPERTY.fullmatch(value):
-        return None  # a YAML tag (!vault, !Ref), anchor or alias: the value is elsewhere
+        return None
     return _unescape_cut(value), pos
+
+
+_BLOCK_HEADER = re.compile(r"[|>][-+0-9]{0,3}[ \t]*(?:#[^\n]{0,200})?\r?\n")
+
+
+def _indent(text: str, start: int, stop: int) -> int:
+    """Columns of spaces (and YAML list dashes) that open the line starting at ``start``, at most 256."""
+    pos, limit = start, min(stop, start + 256)
+    while pos < limit and text[pos] in " -":
+        pos += 1
+    return pos - start
+
+
+def _block_scalar(text: str, pos: int, stop: int) -> tuple[str, int] | None:
+    """``password: |`` and the value alone on the next, deeper-indented line. A block of several lines is a
+    script, a certificate or prose (private keys are found on their own), never judged as one value."""
+    header = _BLOCK_HEADER.match(text, pos, stop)
+    if header is None:
+        return None
+    line_start = text.rfind("\n", max(0, pos - MAX_KEY - 256), pos) + 1
+    key_indent = _indent(text, line_start, pos)
+    first = header.end()
+    end = text.find("\n", first, min(stop, first + MAX_VALUE))
+    if end < 0:
+        end = min(stop, first + MAX_VALUE)
+        if end < stop:
+            return None  # a line longer than any value
+    line = text[first:end].rstrip("\r")
+    value = line.strip()
+    if not value or len(line) - len(line.lstrip(" ")) <= key_indent:
+        return None
+    following = end + 1
+    if following < stop:
+        nxt_end = text.find("\n", following, min(stop, following + MAX_VALUE))
+        nxt = text[following : nxt_end if nxt_end >= 0 else min(stop, following + MAX_VALUE)].rstrip("\r")
+        if nxt.strip() and len(nxt) - len(nxt.lstrip(" ")) > key_indent:
+            return None  # a second line of the same block
+    return value, first + line.index(value)
 
 
 def _unescape_cut(value: str) -> str:
@@ -310,4 +405,6 @@ def _spaced_value(text: str, ks: int, ke: int, pos: int, stop: int, prefix: str)
     dockerfile = stripped.upper() == "ENV"
     if not (netrc or flag or dockerfile):
         return None
+    if flag and (text[pos] == "-" or text.startswith("  ", ke) or text[ke] in "\"'`"):
+        return None  # another flag, a help text's column (``--passphrase     Encrypt``), prose (`` `--password` flag``)
     return _literal(text, pos, stop)

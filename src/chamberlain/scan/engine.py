@@ -80,8 +80,11 @@ _SHAPES: tuple[_Shape, ...] = (
 )
 
 # ``scheme://user:password@host``. The password part excludes obvious placeholders below.
-_URL_PASSWORD = re.compile(r"://[^\s:/?#@\"'<>]{1,256}:(?P<pw>[^\s/?#@\"'<>]{1,256})@[^\s/?#@\"'<>]")
-_URL_PLACEHOLDERS = {"password", "pass", "passwd", "pwd", "pw", "secret", "token", "changeme", "redacted"}
+_URL_PASSWORD = re.compile(
+    r"://(?P<user>[^\s:/?#@\"'<>\[\]]{0,256}):(?P<pw>[^\s/?#@\"'<>]{1,256})@[^\s/?#@\"'<>]")
+# ``x-oauth-basic`` is what GitHub documents as the password when the token is the user name.
+_URL_PLACEHOLDERS = {"password", "pass", "passwd", "pwd", "pw", "secret", "token", "changeme", "redacted",
+                     "x-oauth-basic"}
 
 # ``password: literal``, ``DB_PASSWORD=literal``, ``"apiKey": "literal"``. The keyword must end the key, so
 # ``passwordSecretRef`` or ``tokenTTL`` do not match; ``secretKey`` (ESO's key-name field) is not a keyword.
@@ -360,10 +363,12 @@ def _scan_into(
         for m in _URL_PASSWORD.finditer(masked):
             pw = m.group("pw")
             if not seen("url-password", m.start("pw")) and pw.lower() not in _URL_PLACEHOLDERS and not (
-                    reference(pw) or placeholder(pw) or pw.startswith(("$", "{", "%", "<"))):
+                    reference(pw) or placeholder(pw) or pw.startswith(("$", "{", "%", "<"))
+                    or pw == m.group("user") or _PLACEHOLDER_VALUE.fullmatch(pw)):  # guest:guest, ***: defaults, masks
                 add("url-password", "a password embedded in a URL", m.start("pw"))
 
-    if "uthoriz" in masked_lower or "-u" in masked or "--user" in masked:
+    if ("uthoriz" in masked_lower or "-u" in masked or "--user" in masked or "mysql" in masked_lower
+            or "identified" in masked_lower or "password '" in masked_lower or "password\t'" in masked_lower):
         shaped_lines = {line for line, _ in found}
         for kind, label, offset in _header_and_flag_hits(masked, masked_lower):
             if lines.locate(offset)[0] not in shaped_lines:
@@ -373,12 +378,15 @@ def _scan_into(
     if generic and (named or any(n in lowered for n in _ASSIGN_NEEDLES)):
         shaped = {line for line, _ in found}  # a line with a known shape needs no vaguer second report
         budget = assignments.Budget(assignments.LIMIT + len(text) // 100)  # a long file may name more keys
-        verdicts: dict[tuple[str, str, str, tuple[str, ...], bool], tuple[str, str] | None] = {}
+        verdicts: dict[tuple[str, str, str, tuple[str, ...], bool, bool], tuple[str, str] | None] = {}
         for start, end in [(0, len(text))] if generic_regions is None else generic_regions:
             for a in assignments.find(masked, masked_lower, start, end, budget, named):
                 if lines.locate(a.start)[0] in shaped:
                     continue
-                memo = (a.key, a.value, a.kind, a.words, a.quoted)  # a repeated value is judged once
+                if a.key.lower() == "token" and (masked_lower.find("badge", max(0, a.start - 200), a.start) >= 0
+                                                 or masked_lower.find(".svg?", max(0, a.start - 200), a.start) >= 0):
+                    continue  # a README badge's token (codecov, travis) is a public, read-only graph token
+                memo = (a.key, a.value, a.kind, a.words, a.quoted, a.call)  # a repeated value is judged once
                 if memo in verdicts:
                     verdict = verdicts[memo]
                 else:
@@ -410,10 +418,19 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
     fmt = formats.context_format(a.key, a.value)
     if fmt is not None and a.kind == "named" and not _names(a.words, fmt.context):
         fmt = None  # the provider's name inside another word: ``rookTable`` is not Okta, ``SetSysctl`` not Etsy
+    if fmt is not None and len(a.value) >= 32 and _HEX_VALUE.fullmatch(a.value) and not _hex_format(fmt):
+        fmt = None  # 40 hex digits are a digest or a key id, not a 40-character base64 AWS secret
+    if (a.words and {"gpg", "pgp"}.intersection(a.words) and len(a.value) in (8, 16, 40)
+            and _HEX_VALUE.fullmatch(a.value)):
+        return None  # AWSCLI_GPG_KEY=<40 hex>: a public key's fingerprint or id
     if fmt is not None:
-        return None if placeholder(a.value) or reference(a.value) else (fmt.kind, fmt.label)
+        if placeholder(a.value) or reference(a.value) or _KEY_NAME_VALUE.fullmatch(a.value):
+            return None
+        return fmt.kind, fmt.label
     if a.kind == "named" or not assigned_credential(a.value, a.kind, a.words, a.quoted):
         return None
+    if a.call and (_WHITESPACE.search(a.value) or _PLAIN_WORD.fullmatch(a.value)):
+        return None  # manual("db-password", "rotation drill"): a name and any string, not an assignment
     # A value in one of the provider's formats never gets here: the format rows reported its line already.
     providers = [word for word in a.words if word in _providers()]
     if providers:
@@ -421,6 +438,24 @@ def _assignment_verdict(a: assignments.Assignment) -> tuple[str, str] | None:
     if a.value.lower().startswith(_prefixes()):
         return "unconfirmed-token", "a value with a provider's prefix that is not in that provider's format"
     return "literal-assignment", f"a literal value assigned to a {a.kind} key"
+
+
+# A value that is itself a key's name (``("administrator_login_password", "admin_password")``): a mapping of names.
+_KEY_NAME_VALUE = re.compile(r"[A-Za-z_.-]{0,100}(?:password|passwd|secret|token|api_?key)[A-Za-z_.-]{0,100}",
+                             re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s")
+
+
+_HEX_VALUE = re.compile(r"[0-9a-fA-F]+")
+
+
+@cache
+def _hex_format(fmt: formats.Format) -> bool:
+    """Could a value of ``fmt`` be all hex digits? Not when its runs are base64 proper (``+`` and ``/``): 40 random
+    base64 characters are all hex once in 10^18. (Alphanumeric formats are left alone: providers documented as
+    alphanumeric often issue hex.)"""
+    return not any("+" in part.characters and "/" in part.characters
+                   for part in fmt.parts if isinstance(part, formats.Chars))
 
 
 # Provider words that name a credential's issuer, not what it is.
@@ -481,7 +516,13 @@ _AUTH_HEADER = re.compile(
     r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:bearer|basic|token|bot|apikey|api-key|sso-key|digest)[ \t]+)?"
     r"(?P<value>[a-z0-9+/=._~:-]{1,512})")
 _CURL_USER = re.compile(
-    r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"']{0,128}):(?P<pw>[^\s\"']{1,256})")
+    r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)[\"']?(?P<user>[^\s:\"'`]{0,128}):(?P<pw>[^\s\"'`]{1,256})")
+# ``CREATE USER app IDENTIFIED BY 'x'``, ``ALTER ROLE app WITH PASSWORD 'x'`` (migrations, init scripts).
+# Each starts with a literal, so the engine jumps between occurrences instead of trying every position.
+_SQL_IDENTIFIED = re.compile(r"identified[ \t]+by[ \t]+'(?P<pw>[^'\n]{1,256})'")
+_SQL_WITH_PASSWORD = re.compile(r"password[ \t]+'(?P<pw>[^'\n]{1,256})'")
+# ``mysql -u root -p<password>`` (and mysqldump, mysqladmin): the password glued to ``-p``.
+_MYSQL_PASSWORD = re.compile(r"(?:^|[ \t])-p[\"']?(?P<pw>[^\s\"'`\\$][^\s\"'`\\]{3,255})")
 
 
 def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, int]]:
@@ -496,8 +537,43 @@ def _header_and_flag_hits(text: str, lowered: str) -> Iterator[tuple[str, str, i
         if verdict:
             yield "authorization-header", "a credential in an Authorization header", m.start("value")
     for m in _CURL_USER.finditer(text):
-        if m.group("pw") != m.group("user") and assigned_credential(m.group("pw"), "password", ()):
+        user, pw = m.group("user"), m.group("pw")
+        if user.startswith("+") or pw.split("@", 1)[0].lower() in _URL_PLACEHOLDERS:
+            continue  # date -u +%Y-%m-%dT%H:%M:%S (a format), govc -u user:pass@host (a placeholder)
+        if pw != user and assigned_credential(pw, "password", ()):
             yield "basic-auth-password", "a password in a user:password argument", m.start("pw")
+    sql_matches: list[re.Match[str]] = []
+    if "identified" in lowered:
+        sql_matches += _SQL_IDENTIFIED.finditer(lowered)
+    if "password '" in lowered or "password\t'" in lowered:  # WITH [ENCRYPTED] PASSWORD 'x'
+        sql_matches += [m for m in _SQL_WITH_PASSWORD.finditer(lowered)
+                        if lowered.find("with", max(0, m.start() - 24), m.start()) >= 0]
+    sql_verdicts: dict[str, bool] = {}
+    for sql in sql_matches:
+        pw = text[sql.start("pw") : sql.end("pw")]
+        if pw not in sql_verdicts and len(sql_verdicts) < 10_000:
+            sql_verdicts[pw] = assigned_credential(pw, "password", (), quoted=True)
+        if sql_verdicts.get(pw, False):
+            yield "sql-password", "a password in a SQL statement", sql.start("pw")
+    if "mysql" in lowered:
+        passwords: dict[str, bool] = {}
+        pos = 0
+        while (flag := _MYSQL_PASSWORD.search(text, pos)) is not None:
+            pos = flag.end()
+            # the command on the same line, looked for at most 256 characters back (linear on a 10 MB line)
+            line_start = text.rfind("\n", max(0, flag.start() - 256), flag.start()) + 1
+            if lowered.find("mysql", max(line_start, flag.start() - 256), flag.start()) < 0:
+                continue
+            pw = flag.group("pw")
+            verdict = passwords.get(pw)
+            if verdict is None:
+                verdict = assigned_credential(pw, "password", ())
+                if len(passwords) < 10_000:
+                    passwords[pw] = verdict
+            if verdict:
+                yield "basic-auth-password", "a password in a mysql -p argument", flag.start("pw")
+                end = text.find("\n", flag.end())  # one report per line: a line of 100,000 ``-p`` flags costs one
+                pos = len(text) if end < 0 else end
 
 
 def _token_hits(text: str, skip: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:

@@ -151,7 +151,11 @@ CONFIG_WORDS = frozenset({
     "string", "str", "text", "bool", "boolean", "int", "integer", "secret", "password", "token", "hidden", "masked",
     "disabled", "enabled", "empty", "generated", "random", "auto", "prompt", "file", "env", "stdin", "default",
     "unset", "unknown", "omitted", "sensitive", "notset", "not-set", "n/a", "na", "tbd", "value", "bearer", "basic",
-    "pass", "pwd", "passwd", "pw", "user", "username", "login",
+    "pass", "pwd", "passwd", "pw", "user", "username", "login", "literal",
+    # "password" in the languages of translation files (``"password": "Mot de passe"`` in locales/fr.json)
+    "passwort", "kennwort", "mot de passe", "contraseña", "contrasena", "senha", "wachtwoord", "parola", "hasło",
+    "haslo", "lösenord", "losenord", "passord", "adgangskode", "salasana", "heslo", "jelszó", "şifre", "sifre",
+    "пароль", "密码", "密碼", "パスワード", "비밀번호", "mật khẩu", "kata sandi", "palavra-passe",
 })
 # References and expressions: what a reader resolves at run time, never the value itself.
 _ENV_REF = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[^}\n]{0,200}\}|\([^)\n]{0,200}\))")
@@ -160,12 +164,16 @@ _CALL = re.compile(r"[A-Za-z_$][\w$.]{0,100}\(.{0,400}\);?")
 # ``Pa(ss)w0rd`` is a password, not a call.
 _CALL_START = re.compile(r"(?:[a-z_$][\w$]{2,100}|[A-Za-z_$][\w$]*[._][\w$.]{0,100})\(")
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\[.{0,200}\])?")
+_FORMAT_FIELD = re.compile(r"\{[A-Za-z_][\w.-]{0,100}(?:![rsa])?(?::[^{}]{0,20})?\}")
+_SUBSCRIPTED_ATTRIBUTE = re.compile(r"[A-Za-z_]\w{0,100}(?:\.[A-Za-z_]\w{0,100}){1,20}\[")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,30}://")  # a password inside a URL is the URL rule's to find
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # ACCESS_TOKEN: a constant's or variable's name
 _WORDS = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
 _DNS = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _VERSION = re.compile(r"v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.-]{0,40})?")
 _FILE_LIKE = re.compile(
-    r"[\w.-]{0,200}\.(?:json|ya?ml|txt|pem|key|crt|cer|p12|pfx|jks|env|conf|cfg|ini|toml|age|gpg|asc)")
+    r"[\w./-]{0,200}\.(?:json|ya?ml|txt|pem|key|crt|cer|p12|pfx|jks|env|conf|cfg|ini|toml|age|gpg|asc|md|html?|cnf"
+    r"|tpl|tmpl|j2|sql|csv|log|sh|py|go|js|ts|rb|java|php|xml)")
 _REFERENCE_PREFIXES = ("{{", "${", "#{", "[", "%(", "%{", "<%", "[[", "ENC[", "vault:", "ref+", "arn:", "secretref:",
                        "op://", "sm://", "awssm:", "gcpsm:", "file:", "env:", "projects/", "./", "../", "~/", "/")
 _REFERENCE_INSIDE = ("{{", "${", "}}", "os.environ", "process.env", "getenv", "secretkeyref", "valuefrom")
@@ -177,8 +185,14 @@ def reference(value: str) -> bool:
     low = value.lower()
     if low.startswith(_REFERENCE_PREFIXES) or any(part in low for part in _REFERENCE_INSIDE):
         return True
+    if value.startswith("$$"):
+        value = value[1:]  # $$VAR: docker compose's escaped $VAR
+    if value.startswith(("$(", "`")) or _SUBSCRIPTED_ATTRIBUTE.match(value) or _URL.match(value):
+        return True  # $(govc env X), `cmd`: a command's output; a.b.c[0].password: Terraform; a URL: a location
     if _ENV_REF.fullmatch(value) or (value.startswith("%") and value.endswith("%")):
         return True
+    if _FORMAT_FIELD.fullmatch(value):
+        return True  # {guess}, {orders-db-app.password}: a format field or a chamberlain template reference
     if value.startswith("@") and value.endswith("@") and len(value) > 2:
         return True
     if value.startswith("__") and value.endswith("__"):
@@ -235,7 +249,7 @@ def _looks_generated(value: str) -> bool:
         # Lower-case names of words (``orders-db-v2``) are names; a run with digits spread through it is a key.
         pieces = [p for p in re.split(r"[-.]", body) if p]
         if len(pieces) >= 2 and all(len(p) <= 3 or p.isdigit() or (len(p) <= 12 and _word_share(p) > 0.5)
-                                    for p in pieces):
+                                    or _SHORT_WORD_NUMBER.fullmatch(p) for p in pieces):
             return False
     if not has_digit and not (has_upper and has_lower):
         return _word_share(body) <= 0.5 and n >= 16
@@ -243,6 +257,8 @@ def _looks_generated(value: str) -> bool:
     return entropy >= 0.6 * math.log2(min(len(body), 64)) and _word_share(body) <= 0.6
 
 
+_ANSI_ESCAPES = ("\\x1b[", "\\033[", "\\e[", "\\u001b[")  # PASS="\x1b[32mPASS": a terminal colour, not a value
+_SHORT_WORD_NUMBER = re.compile(r"[a-z]{1,3}[0-9]{1,3}")  # key1, db2: a name's numbered piece
 _SYMBOLS = frozenset("!@#$%^&*()+=~?")
 
 
@@ -257,7 +273,7 @@ def assigned_credential(value: str, kind: str, key_words: tuple[str, ...], quote
         return False
     value = value[:256]  # decided on a prefix: statistics settle long before, and each call stays bounded
     low = value.lower()
-    if low in CONFIG_WORDS or reference(value) or placeholder(value):
+    if low in CONFIG_WORDS or reference(value) or placeholder(value) or low.startswith(_ANSI_ESCAPES):
         return False
     # The key's own name as its value (``DB_PASSWORD: db-password``): a key map, not a credential.
     squashed = re.sub(r"[^a-z0-9]", "", low)
