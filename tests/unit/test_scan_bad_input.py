@@ -38,9 +38,10 @@ def _budget(size_bytes: int) -> float:
 
 
 def _validate(root: Path, size: int) -> tuple[Validation, float]:
-    started = time.perf_counter()
+    # CPU seconds, not wall time: CI runs these beside the lab tests on two cores, and linearity is the claim.
+    started = time.process_time()
     result = validate(root)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert elapsed < _budget(size), f"{elapsed:.1f} s for {size / 1e6:.0f} MB"
     return result, elapsed
 
@@ -80,14 +81,6 @@ def hundred_mb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     yield root, count + 1
 
 
-def test_a_100_mb_file_is_reported_never_raises_and_stays_fast(hundred_mb: tuple[Path, int]) -> None:
-    root, _ = hundred_mb
-    result, _ = _validate(root, 100 << 20)  # measured: 0.01 s today (not read: CH002)
-    reasons = [f for f in result.findings if f.file == "logs/app.log" and f.rule in ("CH002", "CH127", "CH024")]
-    assert reasons, "a file too large to read whole must say what happened to it"
-    _no_value(result)
-
-
 def test_windows_cover_a_100_mb_file_in_linear_time_and_see_the_credential_once(
         hundred_mb: tuple[Path, int]) -> None:
     """The decode half of the large-file scan: windows find the last line's token exactly once, on its line."""
@@ -104,9 +97,9 @@ def test_windows_cover_a_100_mb_file_in_linear_time_and_see_the_credential_once(
     assert elapsed < 30, f"{elapsed:.1f} s"  # measured: ~0.6 s
 
 
-def test_a_100_mb_file_is_scanned_window_by_window(hundred_mb: tuple[Path, int]) -> None:
+def test_a_100_mb_file_is_scanned_window_by_window_in_linear_time(hundred_mb: tuple[Path, int]) -> None:
     root, line = hundred_mb
-    result, _ = _validate(root, 100 << 20)
+    result, _ = _validate(root, 100 << 20)  # measured: 20-30 s of CPU on this machine
     assert [f.line for f in _of(result, "CH024", "logs/app.log")] == [line]
     _no_value(result)
 
