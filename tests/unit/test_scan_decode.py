@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chamberlain.intent.loader import MAX_SCAN_BYTES, RepoFile
-from chamberlain.scan.decode import Decoded, decode, decode_for_scan, partial_scan_finding, windows
+from chamberlain.scan.decode import Decoded, decode, decode_for_scan, windows
 
 TEXT = "apiVersion: v1\nkind: ConfigMap\n# café, naïve, Ærø\ndata: {a: b}\n"
 
@@ -81,15 +81,6 @@ def test_invalid_utf8_after_its_byte_order_mark_is_replaced_not_reinterpreted() 
     decoded = decode(codecs.BOM_UTF8 + b"ok\n\xff\xfeend\n")
     assert decoded.encoding == "utf-8-sig" and decoded.lossy
     assert decoded.text is not None and decoded.text.endswith("end\n") and "invalid UTF-8" in decoded.note
-
-
-def test_partial_scan_finding_only_for_lossy_decodes() -> None:
-    lossy = decode(codecs.BOM_UTF16_LE + b"a\x00b")
-    finding = partial_scan_finding("notes/x.txt", lossy)
-    assert finding is not None and finding.rule == "CH127" and finding.severity == "warning"
-    assert finding.file == "notes/x.txt" and "partly scanned for credentials" in finding.message
-    assert partial_scan_finding("a", decode(b"fine\n")) is None
-    assert partial_scan_finding("a", decode(b"\x00\x01")) is None  # binary is scanned as bytes: not a gap
 
 
 def test_notes_never_quote_the_content() -> None:

@@ -17,7 +17,6 @@ CHECK_MODULES = (
     "chamberlain.checks.references",
     "chamberlain.checks.authority",
     "chamberlain.checks.secrets",
-    "chamberlain.checks.scan_coverage",
     "chamberlain.checks.sops",
     "chamberlain.checks.retirement",
     "chamberlain.checks.manifests",

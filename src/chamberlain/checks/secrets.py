@@ -28,20 +28,15 @@ from chamberlain.intent.loader import MAX_SCAN_BYTES, Document, RepoFile, Reposi
 from chamberlain.intent.model import GROUP, FixedNameGenerator
 from chamberlain.scan.decode import decode_for_scan, windows
 from chamberlain.scan.engine import (
-    _CODE,
-    _DNS_NAME,
-    _LITERAL_WORDS,
-    _NOT_NEWLINE,
-    _PLAIN_WORD,
     MAX_HITS,
     Hit,
-    _is_placeholder,
     allowed,
+    blank_spans,
     pem_blocks,
     scan_binary,
     scan_text,
 )
-from chamberlain.scan.judge import looks_random
+from chamberlain.scan.judge import CONFIG_WORDS, looks_random, placeholder, reference
 
 __all__ = ["MAX_HITS", "Hit", "allowed", "pem_blocks", "scan_binary", "scan_file", "scan_text"]
 
@@ -76,6 +71,8 @@ def scan_file(rf: RepoFile) -> list[Hit]:
     else:
         decoded = decode_for_scan(rf)
         hits.extend(scan_text(decoded.text) if decoded.text is not None else scan_binary(decoded.raw))
+        if decoded.lossy:  # replaced characters were not scanned: say so (CH127), never pass it off as clean
+            hits.append(Hit("partial", decoded.note, None, None))
     return hits
 
 
@@ -104,19 +101,8 @@ def ciphertext_spans(doc: Document) -> list[tuple[int, int]]:
 
 def _mask_ciphertext(rf: RepoFile) -> str:
     """``rf.text`` with SealedSecret ciphertext blanked (line breaks kept, so every position stays true)."""
-    text = rf.text or ""
     spans = [span for doc in rf.documents if doc.kind == "SealedSecret" for span in ciphertext_spans(doc)]
-    if not spans:
-        return text
-    parts, cursor = [], 0
-    for start, end in sorted(spans):
-        if start < cursor:
-            continue
-        parts.append(text[cursor:start])
-        parts.append(_NOT_NEWLINE.sub(" ", text[start:end]))
-        cursor = end
-    parts.append(text[cursor:])
-    return "".join(parts)
+    return blank_spans(rf.text or "", spans)
 
 
 def _outside_intents(rf: RepoFile) -> list[tuple[int, int]] | None:
@@ -172,7 +158,7 @@ def check_credentials(repo: Repository) -> Iterator[Finding]:
         spans = _doc_spans(rf)
         for hit in scan_file(rf):
             if hit.kind == "partial":
-                yield Finding(rf.rel, hit.line, "CH127", f"partly scanned for credentials: {hit.label}",
+                yield Finding(rf.rel, hit.line, "CH127", f"file partly scanned for credentials: {hit.label}",
                               subject=hit.kind)
                 continue
             if hit.kind in ("high-entropy", "unconfirmed-token"):
@@ -327,6 +313,8 @@ _PROSE_SECRET = re.compile(
     r"\b(?:password|passwd|passphrase|pwd|token|secret|api[ _-]?key|pin)\b(?:[ \t]+(?:is|was|=|:)|[ \t]*[:=])?"
     r"[ \t]+[\"'`]?(?P<value>[^\s\"'`]{6,128})", re.IGNORECASE)
 _CASE_MIX = re.compile(r"(?=.*[A-Za-z])(?=.*[^A-Za-z])")
+_PLAIN_WORD = re.compile(r"[A-Za-z]+")
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 def _prose_secret(text: str) -> bool:
@@ -336,7 +324,7 @@ def _prose_secret(text: str) -> bool:
         value = m.group("value").rstrip(".,;:)")
         if len(value) < 6 or _PLAIN_WORD.fullmatch(value) or _DNS_NAME.fullmatch(value) or value.isdigit():
             continue
-        if _is_placeholder(value, _LITERAL_WORDS) or _CODE.fullmatch(value):
+        if value.lower() in CONFIG_WORDS or placeholder(value) or reference(value):
             continue
         if _CASE_MIX.match(value):
             return True

@@ -30,12 +30,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
-from chamberlain.findings import Finding
 from chamberlain.intent.loader import MAX_SCAN_BYTES, RepoFile
 
 Encoding = Literal["utf-8", "utf-8-sig", "utf-16-le", "utf-16-be", "latin-1"]
 
-RULE_PARTIAL = "CH127"
 #: Valid UTF-8 with more control characters than this (fraction of bytes) is binary: "mostly" control characters.
 MAX_CONTROL_IN_UTF8 = 0.30
 #: Non-UTF-8 data is Latin-1 text only with at most this fraction of C0 control bytes (random bytes have ~11%).
@@ -175,13 +173,6 @@ def decode_for_scan(rf: RepoFile) -> Decoded:
     except OSError as exc:
         return Decoded(None, None, f"cannot be read ({exc.strerror or 'I/O error'})")
     return decode(raw)
-
-
-def partial_scan_finding(rel: str, decoded: Decoded) -> Finding | None:
-    """The CH127 warning for a file decoded with replacement characters (None when nothing was lost)."""
-    if not decoded.lossy:
-        return None
-    return Finding(rel, None, RULE_PARTIAL, f"file partly scanned for credentials: {decoded.note}")
 
 
 # ------------------------------------------------------------------------------------------------ windows

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -46,22 +46,15 @@ def allowed(line_text: str, rule: str) -> bool:
 
 @dataclass(frozen=True)
 class _Shape:
+    """A credential shape that is not a provider token (those are :mod:`.formats`)."""
+
     kind: str
     label: str
     regex: re.Pattern[str]
-    # The regex starts at a literal inside the credential (``_live_``, ``:AA``); the hit starts at the beginning
-    # of the alphanumeric run before it.
-    extend_left: bool = False
-    # Case-insensitive shapes run (as lower-case patterns) over the lower-cased text: an inline (?i) flag makes
-    # Python's engine test every position instead of jumping to a literal prefix, about 10x slower.
-    lowered: bool = False
-    # A test of the matched text the regex leaves out, because writing it into the regex would backtrack.
-    accept: Callable[[str], bool] | None = None
 
 
-def _shape(kind: str, label: str, pattern: str, lowered: bool = False, extend_left: bool = False,
-           accept: Callable[[str], bool] | None = None) -> _Shape:
-    return _Shape(kind, label, re.compile(pattern), extend_left, lowered, accept)
+def _shape(kind: str, label: str, pattern: str) -> _Shape:
+    return _Shape(kind, label, re.compile(pattern))
 
 
 _BECH32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
@@ -86,24 +79,9 @@ _URL_PASSWORD = re.compile(
 _URL_PLACEHOLDERS = {"password", "pass", "passwd", "pwd", "pw", "secret", "token", "changeme", "redacted",
                      "x-oauth-basic"}
 
-# ``password: literal``, ``DB_PASSWORD=literal``, ``"apiKey": "literal"``. The keyword must end the key, so
-# ``passwordSecretRef`` or ``tokenTTL`` do not match; ``secretKey`` (ESO's key-name field) is not a keyword.
-_ASSIGN_KEY = re.compile(
-    r"(?P<kw>password|passwd|passphrase|pass|pwd|secret|secret[_-]key|token|api[_-]?key|access[_-]?key"
-    r"|private[_-]?key|client[_-]?secret|credentials?)"
-    r"[\"']?[ \t]*(?::(?![:/])|=(?!=))[ \t]*"
-)
-_ASSIGN_VALUE = re.compile(r"\"(?P<dq>[^\"\n]{0,512})\"|'(?P<sq>[^'\n]{0,512})'|(?P<bare>[^\s,}\]#\"'`]{1,512})")
-_KEY_CHAR = re.compile(r"[A-Za-z0-9_.-]")
 _ASSIGN_NEEDLES = ("pass", "pwd", "secret", "token", "key", "cred", "auth", "bearer")
 _PLAIN_WORD = re.compile(r"[A-Za-z]+")
-_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _PLACEHOLDER_VALUE = re.compile(r"[xX*.#_-]+|<[^>]*>|\(?[Rr][Ee][Dd][Aa][Cc][Tt][Ee][Dd]\)?")
-# ``settings.DB_PASSWORD``, ``os.environ[`` — code reading a secret, not a literal one.
-_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\[)?|[A-Za-z_][A-Za-z0-9_.]*\[")
-_LITERAL_WORDS = {"null", "none", "nil", "true", "false", "yes", "no", "on", "off", "~", "undefined"}
-_REFERENCE_PREFIXES = ("$", "{", "[", "<", "%", "&", "*", "!", "|", ">", "ENC[", "vault:", "ref+", "/", "./",
-                       "@", "(", "`")
 
 # ------------------------------------------------------------------------------------------------ masking
 
@@ -355,8 +333,8 @@ def _scan_into(
         if not seen(fmt.kind, start) and not _placeholder_token(fmt, masked[start:end]):
             add(fmt.kind, fmt.label, start)
     for shape in _SHAPES:
-        for m in shape.regex.finditer(masked_lower if shape.lowered else masked):
-            if not seen(shape.kind, m.start()) and (shape.accept is None or shape.accept(m.group())):
+        for m in shape.regex.finditer(masked):
+            if not seen(shape.kind, m.start()):
                 add(shape.kind, shape.label, m.start())
 
     if "://" in masked:
@@ -621,45 +599,6 @@ def _judge_word(word: str) -> list[tuple[int, str]]:
     return hits
 
 
-def _is_placeholder(value: str, words: set[str]) -> bool:
-    """References (``${X}``, ``{{ .x }}``, ``<password>``), masks (``*****``) and YAML literals are not values."""
-    if not value or value.startswith(_REFERENCE_PREFIXES) or "{{" in value or "${" in value:
-        return True
-    if _PLACEHOLDER_VALUE.fullmatch(value):
-        return True
-    return value.lower() in words
-
-
-def _literal_assignment(text: str, m: re.Match[str]) -> bool:
-    """Is this ``<key>: <value>`` (key matched in the lower-cased copy of ``text``) a secret-looking key holding
-    a literal value, not a reference, a name or a placeholder?"""
-    # The keyword must end the key (``passwordPolicy: x`` never matches), but ``mypassword: x`` and
-    # ``DB_PASSWORD=x`` do. Walk back to the key's start to see the whole key.
-    start = m.start()
-    while start > 0 and _KEY_CHAR.match(text[start - 1]):
-        start -= 1
-    key = text[start : m.end("kw")]
-    kw = m.group("kw")
-    if kw == "pass" and len(key) > 4 and key[-5].isalpha():  # DB_PASS and pass, not bypass or compass
-        return False
-    v = _ASSIGN_VALUE.match(text, m.end())
-    if v is None:
-        return False
-    value = next((g for g in (v.group("dq"), v.group("sq"), v.group("bare")) if g is not None), "")
-    value = value.strip().rstrip(";.")  # prose and shell: "set `password: x`;" ends the value
-    if len(value) < 4 or _is_placeholder(value, _LITERAL_WORDS) or _CODE.fullmatch(value) or "(" in value:
-        return False
-    if value.replace(".", "", 1).isdigit():  # lengths, TTLs, ports
-        return False
-    # Letters only: a word such as a key name or Secret name (``DB_PASSWORD: password``), not a credential.
-    if _PLAIN_WORD.fullmatch(value):
-        return False
-    # ``secret``/``credentials`` keys usually name a Kubernetes Secret (``existingSecret: app-db-v2``).
-    if kw in ("secret", "credential", "credentials") and _DNS_NAME.fullmatch(value):
-        return False
-    return not key.lower().endswith(("type", "kind"))
-
-
 def _placeholder_token(fmt: formats.Format, token: str) -> bool:
     """``ghp_xxxx…``, ``AKIAIOSFODNN7EXAMPLE``: documentation, not a leak. An age identity is bech32 with a
     checksum, so even a run of one character there is a real (if weak) key."""
@@ -682,8 +621,7 @@ def scan_binary(raw: bytes) -> list[Hit]:
     for shape in (_PRIVATE_KEY, *_SHAPES):
         if shape.kind in kinds:
             continue
-        matches = shape.regex.finditer(lowered if shape.lowered else text)
-        if any(shape.accept is None or shape.accept(m.group()) for m in matches):
+        if shape.regex.search(text) is not None:
             kinds[shape.kind] = Hit(shape.kind, shape.label, None, None)
     return list(kinds.values())
 
