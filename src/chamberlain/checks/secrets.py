@@ -314,6 +314,8 @@ _PROSE_SECRET = re.compile(
     r"[ \t]+[\"'`]?(?P<value>[^\s\"'`]{6,128})", re.IGNORECASE)
 _CASE_MIX = re.compile(r"(?=.*[A-Za-z])(?=.*[^A-Za-z])")
 _PLAIN_WORD = re.compile(r"[A-Za-z]+")
+# Prose wraps names in brackets and quotes ("a Secret (payments/smtp-relay)"), refers with $, %, @, paths.
+_NOT_A_VALUE = ("(", "[", "{", "<", "/", "$", "%", "@", "`", "&", "*", "!", "|", ">")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
@@ -324,7 +326,7 @@ def _prose_secret(text: str) -> bool:
         value = m.group("value").rstrip(".,;:)")
         if len(value) < 6 or _PLAIN_WORD.fullmatch(value) or _DNS_NAME.fullmatch(value) or value.isdigit():
             continue
-        if value.lower() in CONFIG_WORDS or placeholder(value) or reference(value):
+        if value.startswith(_NOT_A_VALUE) or value.lower() in CONFIG_WORDS or placeholder(value) or reference(value):
             continue
         if _CASE_MIX.match(value):
             return True
