@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _figures import figure  # noqa: E402
 from chamberlain import wellknown as wk  # noqa: E402
 from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.counting import OPERATIONS, CountingKV  # noqa: E402
@@ -381,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
                          "ratio": round(_ratio(sum(m.counts.values()), len(need)), 3), "http_requests": m.http,
                          "by_step": [[label, dict(c)] for label, c in m.by_step]}
                         for m, need in results],
+            "figures": [
+                figure("calls", f"Vault calls per rotation, {m.backend}, {m.scenario}", goal=f"ratio <= {GOAL_RATIO}",
+                       measured=round(sum(m.counts.values()), 2), unit="calls", floor=len(need),
+                       floor_name="derived minimum", met=_ratio(sum(m.counts.values()), len(need)) <= GOAL_RATIO)
+                for m, need in results
+            ],
+            "growth": [],
         }
         json.dump(payload, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
