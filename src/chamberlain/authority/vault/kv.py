@@ -85,6 +85,14 @@ class VaultKV(Area):
         self._c.call(f"update metadata of {mount}/{path}", lambda h: h.secrets.kv.v2.update_metadata(
             path=path, custom_metadata=merged, mount_point=mount), fresh=True)
 
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        merge_custom_metadata(known, update)  # the limits and the ESO marker rule, before anything is sent
+        # JSON merge patch: the server merges custom_metadata key by key (other keys, ESO's among them, stay).
+        self._c.call(f"patch metadata of {mount}/{path}", lambda h: h.adapter.patch(
+            f"/v1/{mount}/metadata/{path}", json={"custom_metadata": dict(update)},
+            headers={"Content-Type": "application/merge-patch+json"}), fresh=True)
+
     def list(self, mount: str, prefix: str) -> list[str]:
         try:
             resp = self._c.call(f"list {mount}/{prefix}", lambda h: h.secrets.kv.v2.list_secrets(
