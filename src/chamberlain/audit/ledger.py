@@ -483,17 +483,18 @@ class Ledger(LedgerReader):
         if self._cluster is not None and self._partition is None:
             raise TypeError("a ledger book appends through for_environment(env), never directly")
 
-    def append_many(self, drafts: Sequence[Draft]) -> list[LedgerEntry]:
+    def append_many(self, drafts: Sequence[Draft], after: LedgerMark | None = None) -> list[LedgerEntry]:
         """Append ``drafts`` in order and return their entries (a group commit). They are sealed together and
         signed in one request where the signer batches; the entries are still created one at a time, in order,
         with CAS 0 (two at once could not be safe: if another writer took the first one's seq, the second would
         chain to a hash that is not in the ledger); the head moves once, after the last. Calls for n drafts: 1
         signature, n entries, 1 head (plus the head read when this instance has not appended before). A refused
-        entry (another writer, a lagging head) hands it and the rest to :meth:`append`'s walk, one by one."""
+        entry (another writer, a lagging head) hands it and the rest to :meth:`append`'s walk, one by one. ``after``:
+        a mark the caller read (used when this instance has appended nothing yet, instead of reading the head)."""
         self._writer_check()
         if not drafts:
             return []
-        tail = self._mark or self.mark()
+        tail = self._mark or after or self.mark()
         sealed = self._seal_many(list(drafts), tail)
         written: list[LedgerEntry] = []
         for entry in sealed:

@@ -89,8 +89,8 @@ class VaultKV(Area):
                               known: Mapping[str, str]) -> None:
         merge_custom_metadata(known, update)  # the limits and the ESO marker rule, before anything is sent
         # JSON merge patch: the server merges custom_metadata key by key (other keys, ESO's among them, stay).
-        self._c.call(f"patch metadata of {mount}/{path}", lambda h: h.adapter.patch(
-            f"/v1/{mount}/metadata/{path}", json={"custom_metadata": dict(update)},
+        self._c.call(f"patch metadata of {mount}/{path}", lambda h: h.adapter.request(
+            "PATCH", f"/v1/{mount}/metadata/{path}", json={"custom_metadata": dict(update)},
             headers={"Content-Type": "application/merge-patch+json"}), fresh=True)
 
     def list(self, mount: str, prefix: str) -> list[str]:
