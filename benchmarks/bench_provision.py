@@ -360,6 +360,8 @@ def report(rows: list[dict[str, Any]], smoke: bool) -> dict[str, Any]:
                unit="requests", floor=top["floor_requests_per_secret"], floor_name="raw floor requests/secret",
                note=json.dumps(top["requests"], sort_keys=True)),
     ]
+    for fig in figures:
+        fig["load"] = top["load"]  # the load while the largest size ran, not at report time
     sizes = [r["n"] for r in rows]
     curves = [growth("P2", "cold provisioning", "s", sizes, [r["seconds"] for r in rows]),
               growth("P2", "raw floor", "s", sizes, [r["floor_seconds"] for r in rows])] if len(rows) > 1 else []
