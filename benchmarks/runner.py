@@ -48,7 +48,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("P1", "bench_validate_render.py", "validate + render at 1k-50k intents, beside kubeconform",
               full=("-n", "1000,10000,50000"), smoke=("-n", "50"), peer=("--build-kubeconform",)),
     Benchmark("P2", "bench_provision.py", "cold provisioning into OpenBao (raft, TLS) against a raw-HTTP floor",
-              full=("--sizes", "200,1000,2000"), smoke=("--sizes", "10,20"), lab=True),
+              full=("-n", "200,1000,2000"), smoke=("--smoke",), lab=True),
     Benchmark("P3", "bench_propagation.py", "trigger to consumer Secret through the controller and the real ESO",
               full=("-n", "30"), smoke=("-n", "20", "--warmup", "1"), lab=True, reuses_lab=True),
     Benchmark("P4", "bench_batch_rotation.py", "compromise: rotate 2,000 secrets feeding 200 workloads",
