@@ -14,6 +14,8 @@ documents in kustomize patch files (partial objects).
 from __future__ import annotations
 
 import gc
+import itertools
+import operator
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from pydantic import ValidationError
 from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
-from chamberlain.intent import hidden, unseal_shares
+from chamberlain.intent import fastyaml, hidden, unseal_shares
 from chamberlain.intent.model import (
     API_VERSION,
     GENERATOR_TYPES,
@@ -339,19 +341,28 @@ def _parse_source(repo: Repository, rf: RepoFile, text: str) -> None:
 _FLOW_BRACKETS = re.compile(r"[\[\]{}]")
 
 
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
 def _flow_depth(text: str) -> int:
-    depth = best = 0
-    for m in _FLOW_BRACKETS.finditer(text):
-        if m.group() in "[{":
-            depth += 1
-            best = max(best, depth)
-        else:
-            depth = max(0, depth - 1)
-    return best
+    """The deepest bracket nesting, an excess closer counting as depth 0 again (not below). Computed with C-level
+    iteration, as a walk reflected at 0: depth_i = sum_i - min(0, min of the sums so far)."""
+    steps = list(map(_BRACKET_STEP.__getitem__, _FLOW_BRACKETS.findall(text)))
+    if not steps:
+        return 0
+    sums = list(itertools.accumulate(steps))
+    lows = itertools.accumulate(sums, min, initial=0)
+    next(lows)  # the initial 0 pairs with nothing: lows now yields min(0, sums[0..i]) aligned with sums
+    return int(max(0, *map(operator.sub, sums, lows)))
 
 
 _DOC_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.M)
-_INDENT = re.compile(r"^[ \t]+", re.M)
+_DEEP_INDENT = re.compile(f"^[ \\t]{{{MAX_DEPTH}}}", re.M)
+
+
+def _deep_indent(chunk: str) -> bool:
+    """Is some line indented :data:`MAX_DEPTH` columns or more (nesting deep enough to compose and check)?"""
+    return _DEEP_INDENT.search(chunk) is not None
 
 
 def _split_documents(text: str) -> list[tuple[int, int]]:
@@ -364,10 +375,11 @@ def _split_documents(text: str) -> list[tuple[int, int]]:
     pending: int | None = None
     for i, start in enumerate(bounds):
         end = bounds[i + 1] if i + 1 < len(bounds) else len(text)
-        chunk = text[start:end]
-        if chunk.startswith("..."):
+        if text.startswith("...", start):
             continue
-        body = [ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        chunk = text[start:end]
+        body = [ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith("#")] if "%" in chunk \
+            else []  # only a chunk with a % can be directives only
         if body and all(ln.startswith("%") for ln in body):
             pending = start if pending is None else pending
             continue
@@ -388,27 +400,43 @@ def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
         return []
     docs: list[Document] = []
     first_line, counted_to = 1, 0
-    for index, (start, end) in enumerate(spans):
-        chunk = text[start:end]
-        first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
-        counted_to = start
-        last_line = first_line + chunk.rstrip("\n").count("\n")
-        data, problem = _load_chunk(chunk, first_line)
-        if problem is not None:
-            repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
-            continue
-        if data is None:
-            continue
-        docs.append(Document(rel, index, data, first_line, last_line, start, end, chunk))
+    with _fast_path() as fast:
+        for index, (start, end) in enumerate(spans):
+            chunk = text[start:end]
+            first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
+            counted_to = start
+            last_line = first_line + chunk.rstrip("\n").count("\n")
+            data, problem = _load_chunk(chunk, first_line, fast=fast)
+            if problem is not None:
+                repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
+                continue
+            if data is None:
+                continue
+            docs.append(Document(rel, index, data, first_line, last_line, start, end, chunk))
     return docs
 
 
-def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str, str] | None]:
+@contextmanager
+def _fast_path() -> Iterator[bool]:
+    """Whether plain documents may take :mod:`chamberlain.intent.fastyaml` (rapidyaml installed, and its error
+    messages kept off stderr for the span of one file)."""
+    if not fastyaml.available():
+        yield False
+        return
+    with fastyaml.quiet_stderr() as quiet:
+        yield quiet
+
+
+def _load_chunk(chunk: str, first_line: int, *, fast: bool = False) -> tuple[Any, tuple[int | None, str, str] | None]:
     """Load one document with :mod:`chamberlain.safeyaml` (duplicate keys, alias cycles and bombs refused).
-    Plain documents take the fast path (C loader straight to data); documents with aliases, or deep enough that
-    nesting could be hostile, are composed first and their graph checked."""
-    max_indent = max((len(m.group()) for m in _INDENT.finditer(chunk)), default=0)
-    risky = safeyaml.has_aliases(chunk) or max_indent >= MAX_DEPTH
+    Plain documents take the fast path (``fast``: rapidyaml, which declines anything it cannot answer for exactly as
+    PyYAML would; otherwise the C loader straight to data); documents with aliases, or deep enough that nesting
+    could be hostile, are composed first and their graph checked."""
+    if fast:
+        data = fastyaml.load(chunk)
+        if data is not fastyaml.DECLINED:
+            return data, None
+    risky = safeyaml.has_aliases(chunk) or _deep_indent(chunk)
     offset = first_line - 1  # marks are chunk-relative; findings are file-relative
     try:
         if not risky:
