@@ -175,8 +175,9 @@ class ParseCache:
         try:
             if create:
                 self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if _private(self.root) and create:
                 self.dir.mkdir(mode=0o700, exist_ok=True)
-            self._usable = all(_private(p) for p in (self.root, self.dir))
+            self._usable = _private(self.root) and _private(self.dir)
         except OSError:
             self._usable = False
         return self._usable
