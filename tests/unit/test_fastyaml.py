@@ -138,3 +138,43 @@ def test_rapidyaml_errors_stay_off_stderr(capfd: pytest.CaptureFixture[str]) -> 
     with fastyaml.quiet_stderr():
         assert fastyaml.load("key: value: x\n") is fastyaml.DECLINED
     assert capfd.readouterr().err == ""
+
+
+def _stream_agrees(text: str) -> bool:
+    """Whole-file loading agrees with PyYAML document by document (the loader's spans), or declines."""
+    spans = loader._split_documents(text)
+    with fastyaml.quiet_stderr():
+        got = fastyaml.load_stream(text, spans)
+    if got is None:
+        return False
+    assert len(got) == len(spans)
+    for (start, end), data in zip(spans, got, strict=True):
+        ok, ref = _reference(text[start:end])
+        assert ok, f"stream accepted what PyYAML refuses: {text[start:end]!r}"
+        assert same(ref, data), f"{text!r}: PyYAML {ref!r}, stream {data!r}"
+    return True
+
+
+def test_whole_files_of_the_examples_and_fixtures_agree() -> None:
+    answered = 0
+    for path in _corpus():
+        try:
+            answered += _stream_agrees(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+    assert answered > 100
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(_data, max_size=4), flow=st.sampled_from([None, False, True]),
+       lead=st.sampled_from(["", "---\n", "# c\n", "# c\n---\n"]),
+       sep=st.sampled_from(["---\n", "--- # c\n", "---\n# c\n", "---\n---\n", "...\n---\n", "--- a\n"]))
+def test_dumped_streams_agree(docs: list[Any], flow: bool | None, lead: str, sep: str) -> None:
+    parts = [yaml.safe_dump(d, default_flow_style=flow, sort_keys=False, explicit_start=False) for d in docs]
+    _stream_agrees(lead + sep.join(parts))
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([*_TOKENS, "\n---\n", "\n---\n", "\n", "a: b\n"]), max_size=40))
+def test_fuzzed_streams_agree_or_decline(tokens: list[str]) -> None:
+    _stream_agrees("".join(tokens))

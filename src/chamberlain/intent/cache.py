@@ -27,11 +27,13 @@ import re
 import stat
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from chamberlain import __version__
+from chamberlain.intent import fastyaml
 
 FORMAT = 1
 MAX_BYTES = 256 * 1024 * 1024  # the whole cache directory, every code key included
@@ -69,11 +71,7 @@ def _code_key() -> str:
             h.update((base / rel).read_bytes())
         except OSError:  # pragma: no cover - an installed package always has its sources
             h.update(b"missing:" + rel.encode())
-    for dist in ("PyYAML", "rapidyaml"):
-        try:
-            h.update(f"{dist}={metadata.version(dist)}".encode())
-        except metadata.PackageNotFoundError:
-            h.update(f"{dist}=none".encode())
+    h.update(f"PyYAML={yaml.__version__};rapidyaml={fastyaml.parser_version()}".encode())
     return h.hexdigest()[:32]
 
 

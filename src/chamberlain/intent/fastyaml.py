@@ -125,6 +125,12 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_no_float, parse_constant=_no_float)
 
 
+def parser_version() -> str:
+    """rapidyaml's version ("none" when it is not installed): part of the parse cache's key."""
+    version = _optional("ryml.version") if _ryml is not None else None
+    return str(getattr(version, "version", "none"))
+
+
 def available() -> bool:
     return _ryml is not None and _libyaml is not None
 
@@ -144,6 +150,50 @@ def load(text: str) -> Any:
     if _ryml is None or _libyaml is None or not prescan_ok(text):
         return DECLINED
     return _load_checked(text)
+
+
+# A line with content: not blank, not a comment, not a bare document marker (markers with content are declined).
+_CONTENT = re.compile(r"^(?![ ]*(?:#|$)|---(?: |$))", re.M)
+_MARKER_WITH_CONTENT = re.compile(r"^---[ ]+[^#\s]", re.M)
+
+
+def load_stream(text: str, spans: list[tuple[int, int]]) -> list[Any] | None:
+    """The data of every document of a whole file at once (one parse, one JSON decode instead of one per
+    document: the per-document set-up is most of the cost), aligned with the loader's ``spans`` (None for a span
+    without content, as PyYAML gives). None when the file as a whole is not plain enough, or the documents do not
+    line up one to one with the spans that have content: the caller then tries :func:`load` per document. Call it
+    inside :func:`quiet_stderr`."""
+    if _ryml is None or _libyaml is None or not prescan_ok(text):
+        return None
+    if text.startswith("...") or "\n..." in text or _MARKER_WITH_CONTENT.search(text) is not None:
+        return None
+    content = [_CONTENT.search(text, start, end) is not None for start, end in spans]
+    if not any(content):
+        return None
+    try:
+        _libyaml.CParser(text).raw_parse()
+        tree = _ryml.parse_in_arena(text.encode("utf-8"))
+    except Exception:  # a syntax error somewhere, or rapidyaml refused: document by document
+        return None
+    root = tree.root_id()
+    stream = tree.type(root) & _STREAM == _STREAM
+    if (tree.num_children(root) if stream else 1) != sum(content):
+        return None
+    try:
+        emitted = _ryml.emit_json(tree)
+    except Exception:
+        return None
+    if '"":' in emitted or _AMBIGUOUS.search(emitted) is not None:
+        return None
+    try:
+        decoded = _DECODER.decode(emitted)
+    except (_Decline, ValueError, RecursionError):
+        return None
+    docs = decoded if stream else [decoded]
+    if not isinstance(docs, list) or not all(isinstance(d, dict | list) for d in docs):
+        return None
+    found = iter(docs)
+    return [next(found) if has else None for has in content]
 
 
 def _load_checked(text: str) -> Any:
@@ -205,4 +255,4 @@ def quiet_stderr() -> Iterator[bool]:
         os.close(null)
 
 
-__all__ = ["DECLINED", "available", "load", "prescan_ok", "quiet_stderr"]
+__all__ = ["DECLINED", "available", "load", "load_stream", "parser_version", "prescan_ok", "quiet_stderr"]

@@ -451,12 +451,13 @@ def _parse_yaml(repo: Repository, rel: str, text: str, slow: list[Document] | No
     docs: list[Document] = []
     first_line, counted_to = 1, 0
     with _fast_path() as fast:
+        whole = fastyaml.load_stream(text, spans) if fast else None
         for index, (start, end) in enumerate(spans):
             chunk = text[start:end]
             first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
             counted_to = start
             last_line = first_line + chunk.rstrip("\n").count("\n")
-            data = fastyaml.load(chunk) if fast else fastyaml.DECLINED
+            data = whole[index] if whole is not None else (fastyaml.load(chunk) if fast else fastyaml.DECLINED)
             loaded_slowly = data is fastyaml.DECLINED
             if loaded_slowly:
                 data, problem = _load_chunk(chunk, first_line)
