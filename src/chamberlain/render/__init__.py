@@ -129,6 +129,32 @@ def _write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_new(target: str, data: bytes) -> bool:
+    """Create ``target`` with ``data`` if nothing (not even a symlink) is there; False when something is.
+
+    A file that did not exist has no old content to keep whole, so it is written in place: one create, one write,
+    no temporary file and no rename (most of a fresh render's disk time at 25k files). A failed write removes the
+    file it created; a crash can leave it short, and the marker already owns it, so the next render rewrites it
+    (``render --check`` reports it changed until then)."""
+    try:
+        fd = os.open(target, _CREATE_NEW, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(target)
+        raise
+    os.close(fd)
+    return True
+
+
 def _marker_text(paths: list[str]) -> str:
     return _MARKER_HEADER + "".join(f"{p}\n" for p in paths)
 
@@ -156,28 +182,37 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = tree.paths()
-    rels = {p: _safe_relative(p) for p in paths}
+    for p in paths:
+        _safe_relative(p)  # refuses before anything is written
     # Claim the union first: an interrupted write still leaves every file we may have created owned.
     _write_atomic(marker, _marker_text(sorted(previous | set(paths))).encode("utf-8"))
 
     root = out_dir.resolve()
+    base = os.fspath(out_dir)
     written = unchanged = 0
-    checked: set[Path] = set()
+    checked: set[str] = set()
     for path in paths:
-        target = out_dir.joinpath(*rels[path].parts)
-        if target.parent not in checked:
-            _inside(root, target)  # before mkdir, which would follow a symlinked directory
-            target.parent.mkdir(parents=True, exist_ok=True)
-            checked.add(target.parent)
+        # Plain strings on purpose: a render writes tens of thousands of files and pathlib costs microseconds
+        # a call. ``path`` passed _safe_relative, so joining with "/" stays inside ``out_dir``.
+        target = f"{base}/{path}"
+        parent = target.rpartition("/")[0]
+        if parent not in checked:
+            _inside(root, Path(target))  # before mkdir, which would follow a symlinked directory
+            os.makedirs(parent, exist_ok=True)
+            checked.add(parent)
         data = tree.files[path].encode("utf-8")
-        if target.is_file() and not target.is_symlink():
+        if _write_new(target, data):
+            written += 1
+            continue
+        existing = Path(target)
+        if existing.is_file() and not existing.is_symlink():
             try:
-                if target.stat().st_size == len(data) and target.read_bytes() == data:
+                if existing.stat().st_size == len(data) and existing.read_bytes() == data:
                     unchanged += 1
                     continue
             except OSError:
                 pass
-        _write_atomic(target, data)
+        _write_atomic(existing, data)
         written += 1
 
     removed = 0
