@@ -217,11 +217,11 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
 
     removed = 0
     for path in sorted(previous - set(paths)):
-        target = _inside(root, out_dir.joinpath(*PurePosixPath(path).parts))
-        if target.is_file() or target.is_symlink():
-            target.unlink()
+        stale = _inside(root, out_dir.joinpath(*PurePosixPath(path).parts))
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()
             removed += 1
-        _prune_empty_dirs(target.parent, out_dir)
+        _prune_empty_dirs(stale.parent, out_dir)
     _write_atomic(marker, _marker_text(paths).encode("utf-8"))
     return WriteResult(written=written, unchanged=unchanged, removed=removed)
 
