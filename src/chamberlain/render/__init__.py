@@ -16,6 +16,7 @@ documented in :mod:`chamberlain.render.layout`.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -129,6 +130,39 @@ def _write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
+_SAME, _ABSENT, _OTHER = object(), object(), object()
+# O_NONBLOCK: opening a FIFO planted at a rendered path must not hang (it is then replaced like any non-file).
+_READ_EXISTING = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _on_disk(target: str, data: bytes) -> object:
+    """:data:`_SAME` when ``target`` is a regular file holding exactly ``data``, :data:`_ABSENT` when nothing is
+    there, :data:`_OTHER` otherwise (other bytes, a symlink, a directory, a special file): one open, one fstat and
+    one read instead of pathlib's separate stat calls."""
+    try:
+        fd = os.open(target, _READ_EXISTING)
+    except FileNotFoundError:
+        return _ABSENT
+    except OSError:
+        return _OTHER  # a symlink (ELOOP) or unreadable: replaced atomically, as before
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return _OTHER
+        chunks, left = [], st.st_size
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return _SAME if b"".join(chunks) == data else _OTHER
+    except OSError:
+        return _OTHER
+    finally:
+        os.close(fd)
+
+
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -201,18 +235,15 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
             os.makedirs(parent, exist_ok=True)
             checked.add(parent)
         data = tree.files[path].encode("utf-8")
-        if _write_new(target, data):
+        # A re-render finds most files in place and unchanged; a first render finds none.
+        state = _on_disk(target, data) if previous else _ABSENT
+        if state is _SAME:
+            unchanged += 1
+            continue
+        if state is _ABSENT and _write_new(target, data):
             written += 1
             continue
-        existing = Path(target)
-        if existing.is_file() and not existing.is_symlink():
-            try:
-                if existing.stat().st_size == len(data) and existing.read_bytes() == data:
-                    unchanged += 1
-                    continue
-            except OSError:
-                pass
-        _write_atomic(existing, data)
+        _write_atomic(Path(target), data)
         written += 1
 
     removed = 0
