@@ -61,6 +61,7 @@ Manifest = dict[str, Any]
 
 ESO_V1 = "external-secrets.io/v1"
 ESO_V1ALPHA1 = "external-secrets.io/v1alpha1"
+ESO_GROUP = ESO_V1.rpartition("/")[0]
 VAULT_AUDIENCE = "vault"
 MATERIALIZE_REFRESH = "1h"
 PUBLISH_REFRESH = "1m"
@@ -139,6 +140,12 @@ def secret_store(
 
 def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, reads: list[Read]) -> list[Manifest]:
     """ServiceAccount, SecretStores (one per mount used) and ExternalSecrets of one consumer namespace."""
+    return [*reader_identity(platform, environment, cluster, ns, reads),
+            *(external_secret(r, environment, version_marker=True) for r in sorted_reads(reads))]
+
+
+def reader_identity(platform: Platform, environment: str, cluster: str, ns: str, reads: list[Read]) -> list[Manifest]:
+    """The ServiceAccount and SecretStores (one per mount used) the ExternalSecrets of one consumer namespace use."""
     labels = {**naming.common_labels(), wk.LABEL_ENVIRONMENT: environment, wk.LABEL_ROLE: naming.READER_ROLE}
     account = naming.reader_service_account(environment)
     role = naming.reader_policy(environment, cluster, ns)
@@ -149,9 +156,12 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
                      role=role, account=account, labels=dict(labels))
         for m in mounts
     )
-    reads = sorted(reads, key=lambda r: (r.consumer.secret_name, r.intent.metadata.name))
-    out.extend(external_secret(r, environment, version_marker=True) for r in reads)
     return out
+
+
+def sorted_reads(reads: list[Read]) -> list[Read]:
+    """The order of a namespace's ExternalSecrets: by Secret name, then intent."""
+    return sorted(reads, key=lambda r: (r.consumer.secret_name, r.intent.metadata.name))
 
 
 def external_secret(read: Read, environment: str, *, version_marker: bool = False) -> Manifest:
