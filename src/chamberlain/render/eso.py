@@ -56,6 +56,7 @@ from chamberlain.intent.model import Platform
 from chamberlain.intent.templates import Literal, Reference, parse
 from chamberlain.render import naming
 from chamberlain.render.topology import Part, Publish, Read
+from chamberlain.render.yamlio import scalar_text
 
 Manifest = dict[str, Any]
 
@@ -197,6 +198,50 @@ def external_secret(read: Read, environment: str, *, version_marker: bool = Fals
         "metadata": _meta(consumer.secret_name, consumer.namespace, labels, annotations),
         "spec": spec,
     }
+
+
+def external_secret_text(read: Read, environment: str) -> str | None:
+    """``dump_yaml(external_secret(read, environment, version_marker=True))`` written directly, for a plain
+    consumer (no template): the one document render writes tens of thousands of times, where building the dict
+    and walking it cost most of rendering. None for anything else (the caller takes the general path).
+    ``tests/unit/test_render_eso.py`` holds it to the general path, byte for byte, on every rendered repository."""
+    if read.parts:
+        return None
+    intent, consumer, path = read.intent, read.consumer, read.vault
+    keys = consumer.keys
+    if keys and METADATA_KEY in keys:
+        return None  # the general path refuses it
+    q = scalar_text
+    name = q(intent.metadata.name)
+    key = q(path.path)
+    if keys:
+        entries = "".join(f"  - remoteRef:\n      key: {key}\n      property: {q(intent_key)}\n"
+                          f"    secretKey: {q(k8s_key)}\n" for k8s_key, intent_key in sorted(keys.items()))
+        data = f"  data:\n{entries}{_METADATA_ENTRY.format(key=key)}"
+    else:
+        data = f"  data:\n{_METADATA_ENTRY.format(key=key)}  dataFrom:\n  - extract:\n      key: {key}\n"
+    secret = q(consumer.secret_name)
+    return (
+        f"apiVersion: {ESO_V1}\nkind: ExternalSecret\nmetadata:\n  annotations:\n"
+        f"    {_SYNC_WAVE_LINE}\n    {q(wk.ANNOTATION_VAULT_PATH)}: {q(path.full)}\n"
+        f"  labels:\n    {q(wk.MANAGED_BY)}: {q(wk.MANAGER)}\n"
+        f"    {q(wk.LABEL_CLASS)}: {q(intent.spec.classification)}\n"
+        f"    {q(wk.LABEL_ENVIRONMENT)}: {q(environment)}\n    {q(wk.LABEL_INTENT)}: {name}\n"
+        f"    {q(wk.LABEL_OWNER)}: {q(intent.spec.owner)}\n"
+        f"  name: {secret}\n  namespace: {q(consumer.namespace)}\n"
+        f"spec:\n{data}  refreshInterval: {q(MATERIALIZE_REFRESH)}\n"
+        f"  secretStoreRef:\n    kind: SecretStore\n    name: {q(naming.reader_store(environment, path.mount))}\n"
+        f"  target:\n    creationPolicy: Owner\n    deletionPolicy: Retain\n    name: {secret}\n"
+        f"    template:\n      engineVersion: v2\n      mergePolicy: Replace\n      metadata:\n"
+        f"        annotations:\n          {q(wk.ANNOTATION_VERSION_MARKER)}: {q(_MARKER_FROM_METADATA)}\n"
+        f"        labels:\n          {q(wk.LABEL_INTENT)}: {name}\n"
+        f"      templateFrom:\n      - literal: {q(_DATA_WITHOUT_METADATA)}\n        target: Data\n"
+    )
+
+
+_METADATA_ENTRY = ("  - remoteRef:\n      key: {key}\n      metadataPolicy: Fetch\n"
+                   f"    secretKey: {scalar_text(METADATA_KEY)}\n")
+_SYNC_WAVE_LINE = f"{scalar_text(wk.ARGOCD_SYNC_WAVE)}: {scalar_text(str(naming.WAVE_SYNC))}"
 
 
 def add_version_marker(spec: Manifest, vault_key: str) -> None:

@@ -199,7 +199,9 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
                 key = (env, id(consumer), read.vault)
                 text = None if read.parts else external_secrets.get(key)
                 if text is None:
-                    text = dump_yaml(eso.external_secret(read, env, version_marker=True))
+                    text = eso.external_secret_text(read, env)
+                    if text is None:
+                        text = dump_yaml(eso.external_secret(read, env, version_marker=True))
                     if not read.parts:
                         external_secrets[key] = text
                 texts.append(text)

@@ -60,6 +60,11 @@ def _str(text: str) -> str:
     return cached
 
 
+def scalar_text(text: str) -> str:
+    """A string as :func:`dump_yaml` writes it (plain or double-quoted), for writers of a fixed document shape."""
+    return _str(text)
+
+
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         return _str(value)
