@@ -60,9 +60,8 @@ def _str(text: str) -> str:
     return cached
 
 
-def scalar_text(text: str) -> str:
-    """A string as :func:`dump_yaml` writes it (plain or double-quoted), for writers of a fixed document shape."""
-    return _str(text)
+scalar_text = _str
+"""A string as :func:`dump_yaml` writes it (plain or double-quoted), for writers of a fixed document shape."""
 
 
 def _scalar(value: Any) -> str:
