@@ -5,6 +5,7 @@ workload once whatever the workers do, and the benchmark's report keeps the shap
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from pathlib import Path
@@ -17,7 +18,7 @@ from chamberlain.clock import FakeClock
 from chamberlain.controller.batch import RestartWave
 from chamberlain.intent.loader import load_repository
 from chamberlain.intent.model import SecretIntent
-from chamberlain.intent.templates import templated_readers
+from chamberlain.intent.templates import references, templated_readers
 from chamberlain.kube.api import PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.propagation import Change, ConsumerRef, WorkloadRef
@@ -75,13 +76,13 @@ def test_the_index_keeps_order_skips_self_references_and_unparsable_templates() 
 def test_consumers_of_every_run_of_a_big_scope_parse_each_template_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The quadratic it replaces: 2,000 runs each searching 2,000 intents (30 s of CPU at 2,000)."""
     parsed = []
-    real = rm.references
+    real = references
 
     def counting(text: str) -> Any:
         parsed.append(text)
         return real(text)
 
-    monkeypatch.setattr(rm, "references", counting)
+    monkeypatch.setattr("chamberlain.rotation.manual.references", counting)
     names = [f"s-{i:04d}" for i in range(400)]
     intents: dict[str, SecretIntent] = {n: intent(n) for n in names}
     intents["reader"] = _templated("reader", names[:3])
@@ -170,9 +171,7 @@ def test_the_wave_rolls_a_workload_shared_by_runs_on_many_threads_once() -> None
 def bench() -> Any:
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import bench_batch_rotation
-
-        yield bench_batch_rotation
+        yield importlib.import_module("bench_batch_rotation")
     finally:
         sys.path.remove(str(BENCHMARKS))
 
