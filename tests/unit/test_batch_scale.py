@@ -220,3 +220,57 @@ def test_sizes_are_a_comma_separated_list(bench: Any) -> None:
         bench.sizes_of("200,x")
     with pytest.raises(argparse.ArgumentTypeError):
         bench.sizes_of("0")
+
+
+class _SlowKube(FakeKube):
+    """Patches that take a while and fail once for one workload: workers must overlap and recover."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most_inside = 0
+        self.fail_once = {"app-3"}
+        self._count = threading.Lock()
+
+    def patch_pod_template_annotations(self, kind: Any, namespace: str, name: str, annotations: Any) -> None:
+        with self._count:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            threading.Event().wait(0.02)
+            if name in self.fail_once:
+                self.fail_once.discard(name)
+                from chamberlain.kube.api import KubeUnavailable
+
+                raise KubeUnavailable(f"{name}: the API server did not answer")
+            super().patch_pod_template_annotations(kind, namespace, name, annotations)
+        finally:
+            with self._count:
+                self.inside -= 1
+
+
+def test_the_wave_rolls_different_workloads_side_by_side_and_recovers_a_failed_roll() -> None:
+    kube = _SlowKube()
+    workloads = [WorkloadRef("Deployment", "shop", f"app-{i}") for i in range(8)]
+    for wl in workloads:
+        kube.workloads[("Deployment", "shop", wl.name)] = PodTemplateState({}, 1)
+    wave = RestartWave(kube, FakeClock(T0))
+    wave.begin([f"run-{i}" for i in range(16)])
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        change = Change(f"s-{i}", ((ConsumerRef("shop", f"s-{i}"), (workloads[i % 8],)),))
+        try:
+            wave.restart(change, f"run-{i}")
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert kube.most_inside > 1, "different workloads roll on several workers at once"
+    assert len(errors) == 1, "the run whose roll failed fails (its step retries); the others go on"
+    assert sorted(kube.workload_patches) == sorted(("Deployment", "shop", wl.name) for wl in workloads)
+    assert wave.rolled == set(workloads)

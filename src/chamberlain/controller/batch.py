@@ -29,13 +29,19 @@ def batch_token(run_ids: list[str]) -> str:
 
 @dataclass
 class RestartWave:
-    """The restarts of one batch: each workload rolls once, under one token shared by the batch's runs."""
+    """The restarts of one batch: each workload rolls once, under one token shared by the batch's runs.
+
+    Workers roll different workloads side by side: a run claims the workloads nobody claimed yet, rolls them outside
+    the lock, and waits for the ones another run is rolling (its restart step ends when all of its workloads
+    rolled). A claim whose rolling failed is released, and the next run needing the workload rolls it (the batch
+    token makes a second patch of a rolled workload a no-op)."""
 
     kube: KubePropagation
     clock: Clock
     token: str = ""
     rolled: set[WorkloadRef] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)  # runs of a batch restart from worker threads
+    _rolling: dict[WorkloadRef, threading.Event] = field(default_factory=dict)  # claimed, being rolled
 
     def begin(self, run_ids: list[str]) -> None:
         """A new batch (loop thread, between passes). Without runs ready to restart, the token is left to the
@@ -43,17 +49,41 @@ class RestartWave:
         with self.lock:
             self.token = batch_token(run_ids) if run_ids else ""
             self.rolled = set()
+            self._rolling = {}
 
     def restart(self, change: Change, run_token: str) -> Restarts:
-        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones patched and the ones
-        left to Reloader."""
-        with self.lock:
-            if not self.token:
-                self.token = run_token
-            sources = {w: s for w, s in restart_sources([change]).items() if w not in self.rolled}
-            done = restart_all(self.kube, sources, self.token, self.clock)
-            self.rolled.update(sources)
-        return done
+        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones this call patched and the
+        ones left to Reloader. Returns once every workload of ``change`` rolled (here or on another worker)."""
+        sources = restart_sources([change])
+        rolled: list[str] = []
+        left: list[str] = []
+        while True:
+            with self.lock:
+                if not self.token:
+                    self.token = run_token
+                token = self.token
+                mine = {w: s for w, s in sources.items() if w not in self.rolled and w not in self._rolling}
+                busy = [self._rolling[w] for w in sources if w in self._rolling]
+                claims = {w: threading.Event() for w in mine}
+                self._rolling.update(claims)
+            if not mine and not busy:
+                return Restarts(tuple(rolled), tuple(left))
+            ok = False
+            try:
+                done = restart_all(self.kube, mine, token, self.clock) if mine else Restarts()
+                ok = True
+            finally:
+                with self.lock:
+                    for w, event in claims.items():
+                        if self._rolling.get(w) is event:
+                            del self._rolling[w]
+                        if ok:
+                            self.rolled.add(w)
+                        event.set()
+            rolled.extend(done.rolled)
+            left.extend(done.left_to_reloader)
+            for event in busy:
+                event.wait()
 
 
 @dataclass
