@@ -232,7 +232,8 @@ class _SlowKube(FakeKube):
         self.fail_once = {"app-3"}
         self._count = threading.Lock()
 
-    def patch_pod_template_annotations(self, kind: Any, namespace: str, name: str, annotations: Any) -> None:
+    def patch_pod_template_annotations(self, kind: Any, namespace: str, name: str,
+                                       annotations: Any) -> PodTemplateState:
         with self._count:
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
@@ -243,7 +244,7 @@ class _SlowKube(FakeKube):
                 from chamberlain.kube.api import KubeUnavailable
 
                 raise KubeUnavailable(f"{name}: the API server did not answer")
-            super().patch_pod_template_annotations(kind, namespace, name, annotations)
+            return super().patch_pod_template_annotations(kind, namespace, name, annotations)
         finally:
             with self._count:
                 self.inside -= 1
@@ -274,3 +275,59 @@ def test_the_wave_rolls_different_workloads_side_by_side_and_recovers_a_failed_r
     assert len(errors) == 1, "the run whose roll failed fails (its step retries); the others go on"
     assert sorted(kube.workload_patches) == sorted(("Deployment", "shop", wl.name) for wl in workloads)
     assert wave.rolled == set(workloads)
+
+
+# ------------------------------------------------------------------------------------- Events off the loop thread
+
+
+class _EventKube(FakeKube):
+    def __init__(self, gate: threading.Event | None = None, refuse: set[str] | None = None) -> None:
+        super().__init__()
+        self.gate, self.refuse = gate, refuse or set()
+        self.sent: list[tuple[str, str]] = []
+        self.threads: set[str] = set()
+
+    def create_event(self, namespace: str, involved: Any, reason: str, message: str, type_: str = "Normal") -> None:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.threads.add(threading.current_thread().name)
+        if reason in self.refuse:
+            from chamberlain.kube.api import KubeUnavailable
+
+            raise KubeUnavailable("the API server did not answer")
+        self.sent.append((reason, message))
+
+
+def test_events_are_sent_in_order_off_the_calling_thread_and_failures_counted() -> None:
+    from chamberlain.controller.batch import BackgroundEvents
+
+    gate = threading.Event()
+    kube = _EventKube(gate, refuse={"Refused"})
+    events = BackgroundEvents(kube)
+    for i in range(50):
+        events.create_event("ns", {"kind": "SecretIntent", "name": f"s-{i}"}, "Refused" if i == 7 else "Started",
+                            f"s-{i}")
+    assert kube.sent == [], "the caller does not wait for the API server"
+    gate.set()
+    assert events.flush(5)
+    assert [m for _, m in kube.sent] == [f"s-{i}" for i in range(50) if i != 7]
+    assert events.failures == 1 and kube.threads == {"chamberlain-events"}
+    kube.workloads[("Deployment", "ns", "app")] = PodTemplateState({}, 1)
+    assert events.get_pod_template("Deployment", "ns", "app").generation == 1  # everything else: straight through
+    events.close()
+
+
+def test_a_full_backlog_drops_events_instead_of_blocking_the_loop() -> None:
+    from chamberlain.controller.batch import BackgroundEvents
+
+    gate = threading.Event()
+    kube = _EventKube(gate)
+    events = BackgroundEvents(kube, backlog=3)
+    for i in range(10):
+        events.create_event("ns", {"kind": "SecretIntent", "name": "s"}, "Started", f"m-{i}")
+    assert not events.flush(0.05), "still waiting on the API server"
+    assert events.dropped >= 6
+    gate.set()
+    assert events.flush(5)
+    assert len(kube.sent) + events.dropped == 10
+    events.close()
