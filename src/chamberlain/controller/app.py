@@ -20,6 +20,7 @@ from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
 from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.clock import Clock
+from chamberlain.controller.batch import BackgroundEvents
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
 from chamberlain.controller.external import ExternalRotations, PushSecretWatch, WatchKube
@@ -91,7 +92,8 @@ def wire(
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
     log = log if log is not None else Silent()
-    status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
+    events = BackgroundEvents(kube)  # Events leave the loop thread (a batch emits three per run)
+    status = IntentStatus(events, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
                           consumer_check_every=config.consumer_check_every,
                           list_every=max(config.evaluate_every, 1.0))
     history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
@@ -102,14 +104,14 @@ def wire(
                                   log=log) if reconcile else None
     external = ExternalRotations(
         kv, kube, clock, markers, ledger, ns, scope.runtime_mount, config.actor, _no_run_id,
-        publisher=RunPublisher(kube, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
+        publisher=RunPublisher(events, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
     ) if observe_external else None
     if external is not None and isinstance(kube, WatchKube):
         external.watch = PushSecretWatch(kube, external.pushed, log=log)
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
-        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
+        publisher=RunPublisher(events, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
         requests=RunObjectStore(kube, ns),
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
         log=log, markers=markers, status=status, history=history, external=external,
