@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from chamberlain.audit.ledger import TransitAPI, TransitSigner
 from chamberlain.authority.counting import CountingKV
@@ -33,6 +33,14 @@ from chamberlain.controller.reconcile import IntentReconciler
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.controller.status import IntentStatus
+from chamberlain.controller.watched import (
+    ConsumerAnnotations,
+    ConsumerKube,
+    IntentObjects,
+    WatchedAnnotations,
+    WatchedRequests,
+)
+from chamberlain.controller.watched import WatchKube as WatchedKube
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
@@ -74,6 +82,7 @@ def wire(
     log: Logger | None = None,
     reconcile: bool = False,
     observe_external: bool = True,
+    objects: IntentObjects | None = None,
     **options: Any,
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
@@ -82,7 +91,11 @@ def wire(
     ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers). ``reconcile``
     (a controller driven by the cluster): new generated secrets get their initial value, changed policies are
     brought into force (:mod:`.reconcile`). ``observe_external``: new versions producers push (PushSecret) of the
-    derived and config intents of this cluster are followed to their consumers (:mod:`.external`)."""
+    derived and config intents of this cluster are followed to their consumers (:mod:`.external`). ``objects``
+    (``controller run --from-cluster``): the SecretIntents as the cluster source's watch sees them; the annotation
+    trigger and the status reporter read them instead of listing every SecretIntent, persisted webhook requests
+    are watched, and the periodic look at consumer Secrets lists their metadata once per namespace
+    (:mod:`.watched`)."""
     config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
                               lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
@@ -91,11 +104,20 @@ def wire(
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
     log = log if log is not None else Silent()
+    # the real client (and FakeKube) watch and list Secret metadata; a narrower test double keeps the lists
+    watching: WatchedKube | None = cast("WatchedKube", kube) if objects is not None and all(
+        hasattr(kube, m) for m in ("watch_custom_objects", "list_secret_annotations")) else None
     status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
                           consumer_check_every=config.consumer_check_every,
-                          list_every=max(config.evaluate_every, 1.0))
+                          list_every=max(config.evaluate_every, 1.0), feed=objects,
+                          consumer_kube=ConsumerAnnotations(cast("ConsumerKube", kube), clock,
+                                                            config.consumer_check_every)
+                          if watching is not None else None)
     history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
                           log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)
+    annotations = (WatchedAnnotations(kube, queue, clock, ns, objects) if objects is not None
+                   else AnnotationTrigger(kube, queue, clock, ns))
+    requests = WatchedRequests(watching, ns, clock, log) if watching is not None else RunObjectStore(kube, ns)
     ledger = SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster, signer=TransitSigner(vault.transit))
     markers = TransitMarkers(vault.transit)
     reconciler = IntentReconciler(kv, ledger, clock, config.actor, markers=markers,
@@ -109,8 +131,7 @@ def wire(
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
-        publisher=RunPublisher(kube, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
-        requests=RunObjectStore(kube, ns),
+        publisher=RunPublisher(kube, ns), annotations=annotations, requests=requests,
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
         log=log, markers=markers, status=status, history=history, external=external,
     )
@@ -227,6 +248,8 @@ class ControllerApp:
         external = self.controller.parts.external
         if isinstance(external, ExternalRotations) and external.watch is not None:
             external.watch.stop()
+        if isinstance(self.controller.parts.requests, WatchedRequests):
+            self.controller.parts.requests.stop()
         self.controller.wake.set()
         if self.webhook is not None:
             self.webhook.shutdown()

@@ -665,6 +665,8 @@ class Controller:
         self.state.finish(run, self.config.keep_finished)
         if p.status is not None:
             p.status.finished(run)
+        if p.history is not None:
+            p.history.finished()
         if is_stored(run.run_id):
             self.state.taken.add(run.run_id)
         if a.request is not None:

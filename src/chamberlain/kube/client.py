@@ -46,6 +46,7 @@ T = TypeVar("T")
 # Ask the API server for an object's metadata only: a Secret's data never leaves the server (propagation reads
 # annotations of consumer Secrets and must never see their values).
 _PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _MERGE_PATCH = "application/merge-patch+json"
 _ESO_GROUP, _ESO_VERSION = "external-secrets.io", "v1"
 REPORTING_COMPONENT = "chamberlain-controller"
@@ -387,9 +388,11 @@ class KubeClient:
     # ------------------------------------------------------------------ watches (KubeWatch)
 
     def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
-                                      page: str = "") -> CustomObjectList:
+                                      page: str = "", label: str | None = None) -> CustomObjectList:
         api, r = self._custom(), resource
-        more = {"_continue": page} if page else {}
+        more: dict[str, str] = {"_continue": page} if page else {}
+        if label:
+            more["label_selector"] = label
         resp = self._call(r.describe(namespace), lambda: api.list_namespaced_custom_object(
             r.group, r.version, namespace, r.plural, limit=limit, **more))
         resp = resp or {}
@@ -398,9 +401,10 @@ class KubeClient:
                                 str(meta.get("resourceVersion") or ""), str(meta.get("continue") or ""))
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
-                             timeout_seconds: int) -> Iterator[WatchEvent]:
+                             timeout_seconds: int, label: str | None = None) -> Iterator[WatchEvent]:
         api, r = self._custom(), resource
         what = r.describe(namespace) + " watch"
+        selector = {"label_selector": label} if label else {}
         watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
         try:
             # With timeout_seconds the client does not retry a 410 itself: it raises, and the caller relists.
@@ -408,7 +412,7 @@ class KubeClient:
             stream = watch.stream(  # type: ignore[no-untyped-call]
                 api.list_namespaced_custom_object, r.group, r.version, namespace, r.plural,
                 resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
-                _request_timeout=(10, timeout_seconds + 90))
+                _request_timeout=(10, timeout_seconds + 90), **selector)
             for event in stream:
                 kind, obj = event.get("type"), event.get("raw_object", event.get("object"))
                 if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") and isinstance(obj, Mapping):
@@ -585,6 +589,30 @@ class KubeClient:
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         meta = self._secret_metadata(namespace, name)
         return None if meta is None else dict(meta.get("annotations") or {})
+
+    def list_secret_annotations(self, namespace: str, label: str, prefix: str = "") -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        page = ""
+        while True:
+            def read(page: str = page) -> Any:
+                core: Any = self._core
+                more = {"_continue": page} if page else {}
+                resp: Any = core.list_namespaced_secret(
+                    namespace, label_selector=label, limit=500, _headers={"Accept": _PARTIAL_METADATA_LIST},
+                    _preload_content=False, **more)
+                return json.loads(resp.data)
+
+            got = self._call(f"Secrets in {namespace} (metadata)", read)
+            if got.get("kind") != "PartialObjectMetadataList":
+                # Never fall back to a full read: a server that ignores the Accept header would hand us the values.
+                raise KubeError(f"Secrets in {namespace}: the API server did not answer with metadata only")
+            for item in got.get("items") or ():
+                meta = item.get("metadata") or {}
+                out[str(meta.get("name", ""))] = {k: str(v) for k, v in (meta.get("annotations") or {}).items()
+                                                  if k.startswith(prefix)}
+            page = str((got.get("metadata") or {}).get("continue") or "")
+            if not page:
+                return out
 
     def get_secret_ownership(self, namespace: str, name: str) -> SecretOwnership | None:
         meta = self._secret_metadata(namespace, name)
