@@ -211,6 +211,7 @@ class FakeKube:
         meta["resourceVersion"] = str(next(self._rv))
         key = _key(resource, str(meta.get("namespace") or ""), str(meta["name"]))
         before = self.custom_objects.get(key)
+        meta.setdefault("generation", 1)
         if before is not None:  # the API server moves a custom object's generation with every spec change
             generation = int(before["metadata"].get("generation") or 1)
             meta["generation"] = generation + 1 if before.get("spec") != body.get("spec") else generation

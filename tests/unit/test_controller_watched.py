@@ -1,0 +1,271 @@
+"""The controller in watch mode (``controller run --from-cluster``) reads its watches instead of listing: the rotate
+annotation, the SecretIntent status facts and persisted webhook requests come from watches, consumer Secrets are
+looked at with one metadata list per namespace, and the RotationRun history is listed only after runs finish. A
+whole controller wired as ``controller run`` wires it, ticking every second over a fake cluster, stays under one API
+request a second."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from chamberlain import wellknown as wk
+from chamberlain.authority.fake import FakeKV, FakeTransit
+from chamberlain.clock import FakeClock
+from chamberlain.controller.app import wire
+from chamberlain.controller.history import RunHistory
+from chamberlain.controller.metrics import ControllerMetrics
+from chamberlain.controller.source import RESOURCES, ClusterSource, Reflector, Store
+from chamberlain.controller.status import IntentStatus
+from chamberlain.controller.watched import (
+    ConsumerAnnotations,
+    IntentObjects,
+    WatchedAnnotations,
+    WatchedRequests,
+)
+from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key, marker_key
+from chamberlain.kube.api import KubeSecret
+from chamberlain.kube.fake import FakeKube
+from chamberlain.render.layout import intent_manifest
+from chamberlain.triggers import MemoryQueue, RotationRequest
+from chamberlain.triggers.annotation import HANDLED
+from chamberlain.triggers.store import LABEL_REQUEST, RUN_OBJECTS
+from tests.unit.test_controller import MOUNT, NS, PLATFORM, T0, EsoKube, ListLog, World
+
+SI = RESOURCES["SecretIntent"]
+
+
+class Counting(EsoKube):
+    """EsoKube counting every API call by method (a watch counts once, as one request)."""
+
+    CALLS = ("get_", "list_", "create_", "replace_", "patch_", "delete_", "annotate_", "watch_")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.calls: Counter[str] = Counter()
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if callable(attr) and name.startswith(Counting.CALLS) and not name.startswith("get_lease_"):
+            super().__getattribute__("calls")[name] += 1
+        return attr
+
+
+def rotate(kube: FakeKube, name: str, value: str) -> None:
+    obj = kube.get_custom_object(SI, NS, name)
+    assert obj is not None
+    obj["metadata"].setdefault("annotations", {})[wk.ANNOTATION_ROTATE] = value
+    kube.add_custom_object(SI, obj)
+
+
+def world_with_objects(names: tuple[str, ...] = ("api-token",),
+                       policy: dict[str, Any] | None = None) -> tuple[World, Counting]:
+    w = World(names, policy=policy)
+    kube = Counting(w.kv, w.kube.paths)
+    kube.external_secrets, kube.workloads = w.kube.external_secrets, w.kube.workloads
+    w.kube = kube
+    for n in names:
+        kube.add_custom_object(SI, intent_manifest(w.scope.intents[n], NS))
+        meta = w.kv.read_metadata(MOUNT, w.scope.placed[n].vault.path)
+        assert meta is not None  # ESO materialized the first version
+        kube.secrets[("shop", n)] = KubeSecret("shop", n, {"v": "x"}, labels={wk.LABEL_INTENT: n}, annotations={
+            wk.ANNOTATION_VERSION_MARKER: meta.custom[wk.VALUE_MARKER]})
+    return w, kube
+
+
+# ------------------------------------------------------------------------------------------ the annotation trigger
+
+
+def test_the_rotate_annotation_is_read_from_the_watch_and_acts_once_even_before_the_watch_sees_the_clearing() -> None:
+    w, kube = world_with_objects()
+    objects, store = IntentObjects(), Store()
+    reflector = Reflector(kube, "SecretIntent", NS, store, w.clock, sinks=[objects])
+    reflector.step()  # the list
+    q = MemoryQueue()
+    trigger = WatchedAnnotations(kube, q, w.clock, NS, objects)
+    assert trigger.poll() == []
+    rotate(kube, "api-token", "ticket-1")
+    reflector.step()  # the watch sees the annotation
+    lists = kube.calls["list_custom_objects"]
+    [request] = trigger.poll()
+    assert request.secret == "api-token" and request.reason == "ticket-1"
+    assert kube.calls["list_custom_objects"] == lists, "a poll asks the API server nothing"
+    assert q.take(timeout=0) == request
+    q.done("api-token")  # the run ended
+    assert trigger.clear_annotation("api-token", request)
+    assert trigger.poll() == [], "the watch has not seen the clearing yet: the request is not made again"
+    reflector.step()  # now it has
+    assert trigger.poll() == [] and not trigger._cleared
+    stored = kube.get_custom_object(SI, NS, "api-token")
+    assert stored is not None and HANDLED in stored["metadata"]["annotations"]
+    rotate(kube, "api-token", "ticket-2")  # a new value acts once more
+    reflector.step()
+    assert [r.reason for r in trigger.poll()] == ["ticket-2"]
+
+
+def test_the_scope_is_not_rebuilt_for_status_patches_and_a_status_only_change_is_not_parsed_again() -> None:
+    w, kube = world_with_objects()
+    store = Store()
+    reflector = Reflector(kube, "SecretIntent", NS, store, w.clock)
+    reflector.step()
+    generation, [before] = store.snapshot()
+    kube.patch_custom_object_status(SI, NS, "api-token", {"phase": "Ready"})
+    reflector.step()
+    after_generation, [after] = store.snapshot()
+    assert after_generation == generation and after is before, "the model parsed before is kept"
+    obj = kube.get_custom_object(SI, NS, "api-token")
+    assert obj is not None
+    obj["spec"]["purpose"] = "changed"
+    kube.add_custom_object(SI, obj)  # a spec change moves the generation: parsed again
+    reflector.step()
+    assert store.generation > generation and store.snapshot()[1][0].model.spec.purpose == "changed"  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------ status from the watch
+
+
+def test_the_status_reads_generation_uid_and_status_from_the_watch_and_lists_nothing() -> None:
+    w, kube = world_with_objects()
+    objects = IntentObjects()
+    reflector = Reflector(kube, "SecretIntent", NS, Store(), w.clock, sinks=[objects])
+    reflector.step()
+    status = IntentStatus(kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), list_every=0.0, feed=objects)
+    c = w.controller(status=status)
+    c.tick()
+    assert kube.calls["list_custom_objects"] == 0
+    patched = [p for p in kube.status_patches if p[0] == "secretintents"]
+    assert len(patched) == 1 and patched[0][3]["phase"] == "Ready"
+    reflector.step()  # the watch sees the status the controller wrote: nothing to write again
+    w.clock.advance(1)
+    c.tick()
+    assert len([p for p in kube.status_patches if p[0] == "secretintents"]) == 1
+    obj = kube.get_custom_object(SI, NS, "api-token")
+    assert obj is not None
+    obj["spec"]["purpose"] = "changed"
+    kube.add_custom_object(SI, obj)  # a new generation: observedGeneration follows
+    reflector.step()
+    w.clock.advance(1)
+    c.tick()
+    last = [p for p in kube.status_patches if p[0] == "secretintents"][-1][3]
+    assert last["observedGeneration"] == 2
+    kube.delete_custom_object(SI, NS, "api-token")
+    reflector.step()
+    w.clock.advance(1)
+    c.tick()
+    assert "api-token" not in status._objects
+    assert kube.calls["list_custom_objects"] == 0
+
+
+# ------------------------------------------------------------------------------------------ consumer Secrets
+
+
+def test_the_periodic_look_at_consumers_lists_each_namespace_once_and_a_missing_secret_is_read_alone() -> None:
+    clock = FakeClock(T0)
+    kube = FakeKube()
+    kube.secrets[("shop", "a")] = KubeSecret("shop", "a", {"v": "x"}, labels={wk.LABEL_INTENT: "a"},
+                                             annotations={wk.ANNOTATION_VERSION_MARKER: "m1", "other": "x"})
+    kube.secrets[("shop", "b")] = KubeSecret("shop", "b", {"v": "x"}, annotations={wk.ANNOTATION_VERSION_MARKER: "m2"})
+    look = ConsumerAnnotations(kube, clock, every=300)
+    assert look.get_secret_annotations("shop", "a") == {wk.ANNOTATION_VERSION_MARKER: "m1"}
+    assert look.get_secret_annotations("shop", "b") == {wk.ANNOTATION_VERSION_MARKER: "m2"}  # not labelled: a GET
+    assert look.get_secret_annotations("shop", "gone") is None
+    assert kube.secret_lists == 1 and kube.secret_annotation_reads == 2
+    clock.advance(299)
+    look.get_secret_annotations("shop", "a")
+    assert kube.secret_lists == 1
+    clock.advance(1)
+    look.get_secret_annotations("shop", "a")
+    assert kube.secret_lists == 2
+
+
+# ------------------------------------------------------------------------------------------ requests and history
+
+
+def test_persisted_requests_are_listed_once_then_watched() -> None:
+    clock = FakeClock(T0)
+    kube = FakeKube()
+    store = WatchedRequests(kube, NS, clock)
+    request = RotationRequest("api-token", "webhook", "ci", T0, "rq-" + "a" * 40)
+    assert store.accept(request, "secret/api-token")
+    try:
+        assert [r.request_id for r in store.pending(T0)] == [request.request_id]
+        lists = kube.lists
+        store.settle(request.request_id, "merged", "into run x", "x")
+        store.watch.step()
+        assert store.pending(T0) == [] and kube.lists == lists
+        assert kube.list_custom_objects(RUN_OBJECTS, NS, label=LABEL_REQUEST)  # the object stays, settled
+    finally:
+        store.stop()
+
+
+def test_history_lists_at_start_then_only_after_runs_finish_or_hourly() -> None:
+    w, kube = world_with_objects()
+    history = RunHistory(kube, NS, w.clock, 2, timedelta(days=1), ControllerMetrics(), ListLog(), every=30.0)
+    history.prune()
+    assert kube.calls["list_custom_objects"] == 1
+    for _ in range(10):
+        w.clock.advance(60)
+        history.prune()
+    assert kube.calls["list_custom_objects"] == 1, "nothing finished: no list"
+    history.finished()
+    history.prune()
+    assert kube.calls["list_custom_objects"] == 2
+    w.clock.advance(3600)
+    history.prune()
+    assert kube.calls["list_custom_objects"] == 3
+
+
+# ------------------------------------------------------------------------------------------ the whole controller
+
+
+class Session:
+    """FakeKV as a logged-in authority session (what ``wire`` takes)."""
+
+    def __init__(self, kv: FakeKV) -> None:
+        self.kv = kv
+        self.session_generation = 0
+        self.transit = FakeTransit()
+        for env in ("dev", "_authority"):
+            self.transit.ensure_key(TRANSIT_MOUNT, ledger_key(env), "ed25519")
+        self.transit.ensure_key(TRANSIT_MOUNT, marker_key("dev"))
+
+    def ensure_fresh(self) -> None:
+        return None
+
+
+def test_a_controller_wired_for_watch_mode_makes_at_most_one_api_request_a_second_in_steady_state() -> None:
+    names = tuple(f"token-{i:02d}" for i in range(30))
+    w, kube = world_with_objects(names, {"type": "time-based", "ttl": "90d", "rotateBefore": "7d",
+                                         "failureStrategy": "retry"})  # nothing rotates: a steady state
+    objects = IntentObjects()
+    for kind in ("Platform",):
+        kube.add_custom_object(RESOURCES[kind], intent_manifest(PLATFORM, NS))
+    source = ClusterSource(kube, NS, "dev", "dev1", w.clock, sinks={"SecretIntent": [objects]})
+    built = source.sync(timeout=5)
+    assert built.scope is not None and len(built.scope.placed) == len(names)
+    controller = wire(built.scope, Session(w.kv), kube, w.clock, identity="a", objects=objects,  # type: ignore[arg-type]
+                      evaluate_every=30.0)
+    assert isinstance(controller.parts.annotations, WatchedAnnotations)
+    assert isinstance(controller.parts.requests, WatchedRequests)
+    try:
+        for _ in range(30):  # start-up: the first status of every intent, the first look at consumers
+            controller.tick()
+            w.clock.advance(1)
+        before = Counter(kube.calls)
+        seconds = 900  # 15 minutes: past the consumer look (5 min) and many Lease renewals
+        for _ in range(seconds):
+            for r in source.reflectors.values():  # what the reflector threads would have seen meanwhile
+                r.watch() if r.resource_version is not None else r.list()
+            controller.tick()
+            w.clock.advance(1)
+        calls = Counter(kube.calls)
+        calls.subtract(before)
+        made = {k: v for k, v in calls.items() if v and not k.startswith("watch_")}
+        assert sum(made.values()) <= seconds, made
+        assert not {k for k in made if k.startswith("list_custom_objects")}, made
+        assert made.get("replace_lease", 0) == seconds // 5 and not made.get("get_lease"), made
+        assert made.get("list_secret_annotations", 0) <= 3, "one list per consumer namespace every 5 minutes"
+        assert not made.get("get_secret_annotations"), made
+    finally:
+        controller.parts.requests.stop()
