@@ -1,6 +1,6 @@
 """The controller in watch mode (``controller run --from-cluster``) reads its watches instead of listing: the rotate
-annotation, the SecretIntent status facts and persisted webhook requests come from watches, consumer Secrets are
-looked at with one metadata list per namespace, and the RotationRun history is listed only after runs finish. A
+annotation, the SecretIntent status facts and persisted webhook requests come from watches, periodic looks at
+consumer Secrets are held to a budget, and the RotationRun history is listed only after runs finish. A
 whole controller wired as ``controller run`` wires it, ticking every second over a fake cluster, stays under one API
 request a second."""
 
@@ -18,17 +18,12 @@ from chamberlain.controller.history import RunHistory
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.source import RESOURCES, ClusterSource, Reflector, Store
 from chamberlain.controller.status import IntentStatus
-from chamberlain.controller.watched import (
-    ConsumerAnnotations,
-    IntentObjects,
-    WatchedAnnotations,
-    WatchedRequests,
-)
+from chamberlain.controller.watched import IntentObjects, WatchedAnnotations, WatchedRequests
 from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key, marker_key
 from chamberlain.kube.api import KubeSecret
 from chamberlain.kube.fake import FakeKube
 from chamberlain.render.layout import intent_manifest
-from chamberlain.triggers import MemoryQueue, RotationRequest
+from chamberlain.triggers import MemoryQueue, RotationRequest, manual
 from chamberlain.triggers.annotation import HANDLED
 from chamberlain.triggers.store import LABEL_REQUEST, RUN_OBJECTS
 from tests.unit.test_controller import MOUNT, NS, PLATFORM, T0, EsoKube, ListLog, World
@@ -160,23 +155,31 @@ def test_the_status_reads_generation_uid_and_status_from_the_watch_and_lists_not
 # ------------------------------------------------------------------------------------------ consumer Secrets
 
 
-def test_the_periodic_look_at_consumers_lists_each_namespace_once_and_a_missing_secret_is_read_alone() -> None:
-    clock = FakeClock(T0)
-    kube = FakeKube()
-    kube.secrets[("shop", "a")] = KubeSecret("shop", "a", {"v": "x"}, labels={wk.LABEL_INTENT: "a"},
-                                             annotations={wk.ANNOTATION_VERSION_MARKER: "m1", "other": "x"})
-    kube.secrets[("shop", "b")] = KubeSecret("shop", "b", {"v": "x"}, annotations={wk.ANNOTATION_VERSION_MARKER: "m2"})
-    look = ConsumerAnnotations(kube, clock, every=300)
-    assert look.get_secret_annotations("shop", "a") == {wk.ANNOTATION_VERSION_MARKER: "m1"}
-    assert look.get_secret_annotations("shop", "b") == {wk.ANNOTATION_VERSION_MARKER: "m2"}  # not labelled: a GET
-    assert look.get_secret_annotations("shop", "gone") is None
-    assert kube.secret_lists == 1 and kube.secret_annotation_reads == 2
-    clock.advance(299)
-    look.get_secret_annotations("shop", "a")
-    assert kube.secret_lists == 1
-    clock.advance(1)
-    look.get_secret_annotations("shop", "a")
-    assert kube.secret_lists == 2
+def test_periodic_consumer_looks_are_held_to_their_budget_and_a_finished_run_looks_at_once() -> None:
+    names = tuple(f"token-{i:02d}" for i in range(20))
+    w, kube = world_with_objects(names, {"type": "event-based", "failureStrategy": "retry"})
+    objects = IntentObjects()
+    Reflector(kube, "SecretIntent", NS, Store(), w.clock, sinks=[objects]).step()
+    status = IntentStatus(kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), list_every=0.0, feed=objects,
+                          consumer_check_every=60, consumer_looks_per_second=0.5)
+    q = MemoryQueue()
+    c = w.controller(status=status, queue=q)
+    c.tick()
+    assert kube.secret_annotation_reads == 20, "the first look after start is not held back"
+    for _ in range(60):
+        w.clock.advance(1)
+        c.tick()
+    reads = kube.secret_annotation_reads
+    for _ in range(100):  # every secret is due again: the looks spread at half a GET a second
+        w.clock.advance(1)
+        c.tick()
+    periodic = kube.secret_annotation_reads - reads
+    assert 10 <= periodic <= 0.5 * 100 + 10, periodic
+    reads = kube.secret_annotation_reads
+    q.put(manual("token-00", "drill", w.clock.now()))
+    c.tick()
+    assert c.finished and c.finished[-1].succeeded
+    assert kube.secret_annotation_reads > reads, "a finished run looks at its consumers at once"
 
 
 # ------------------------------------------------------------------------------------------ requests and history
@@ -265,7 +268,6 @@ def test_a_controller_wired_for_watch_mode_makes_at_most_one_api_request_a_secon
         assert sum(made.values()) <= seconds, made
         assert not {k for k in made if k.startswith("list_custom_objects")}, made
         assert made.get("replace_lease", 0) == seconds // 5 and not made.get("get_lease"), made
-        assert made.get("list_secret_annotations", 0) <= 3, "one list per consumer namespace every 5 minutes"
-        assert not made.get("get_secret_annotations"), made
+        assert made.get("get_secret_annotations", 0) <= 0.5 * seconds + 10, "periodic consumer looks: budgeted"
     finally:
         controller.parts.requests.stop()

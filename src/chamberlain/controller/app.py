@@ -33,13 +33,7 @@ from chamberlain.controller.reconcile import IntentReconciler
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.controller.status import IntentStatus
-from chamberlain.controller.watched import (
-    ConsumerAnnotations,
-    ConsumerKube,
-    IntentObjects,
-    WatchedAnnotations,
-    WatchedRequests,
-)
+from chamberlain.controller.watched import IntentObjects, WatchedAnnotations, WatchedRequests
 from chamberlain.controller.watched import WatchKube as WatchedKube
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
@@ -94,8 +88,7 @@ def wire(
     derived and config intents of this cluster are followed to their consumers (:mod:`.external`). ``objects``
     (``controller run --from-cluster``): the SecretIntents as the cluster source's watch sees them; the annotation
     trigger and the status reporter read them instead of listing every SecretIntent, persisted webhook requests
-    are watched, and the periodic look at consumer Secrets lists their metadata once per namespace
-    (:mod:`.watched`)."""
+    are watched (:mod:`.watched`)."""
     config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
                               lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
@@ -105,14 +98,12 @@ def wire(
     queue = MemoryQueue()
     log = log if log is not None else Silent()
     # the real client (and FakeKube) watch and list Secret metadata; a narrower test double keeps the lists
-    watching: WatchedKube | None = cast("WatchedKube", kube) if objects is not None and all(
-        hasattr(kube, m) for m in ("watch_custom_objects", "list_secret_annotations")) else None
+    watching: WatchedKube | None = (cast("WatchedKube", kube) if objects is not None
+                                    and hasattr(kube, "watch_custom_objects") else None)
     status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
                           consumer_check_every=config.consumer_check_every,
-                          list_every=max(config.evaluate_every, 1.0), feed=objects,
-                          consumer_kube=ConsumerAnnotations(cast("ConsumerKube", kube), clock,
-                                                            config.consumer_check_every)
-                          if watching is not None else None)
+                          consumer_looks_per_second=config.consumer_looks_per_second,
+                          list_every=max(config.evaluate_every, 1.0), feed=objects)
     history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
                           log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)
     annotations = (WatchedAnnotations(kube, queue, clock, ns, objects) if objects is not None

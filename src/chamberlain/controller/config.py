@@ -33,6 +33,10 @@ class ControllerConfig:
     request_retention: float = 86400.0  # seconds a settled webhook request object (rq-*) is kept at least: its
     # name is the replay record of a bearer request, which carries no timestamp (at least the webhook window)
     consumer_check_every: float = 300.0  # seconds between two looks at the consumer Secrets' markers for status
+    # the periodic looks (a GET per consumer Secret: RBAC grants no list) are also held to this rate, so a fleet's
+    # quiet secrets cost the API server a bounded load (10k consumers: a full pass every ~5.5 h); a look after a
+    # run or a marker change, and the first look after start, are not held back
+    consumer_looks_per_second: float = 0.5
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # the time trigger after failed runs
     ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
 

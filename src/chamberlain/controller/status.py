@@ -429,12 +429,6 @@ class Observed:
     status: Written | None
 
 
-class ConsumerLook(Protocol):
-    """Where the periodic look at consumer Secrets reads their annotations (metadata only)."""
-
-    def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
-
-
 class ObjectFeed(Protocol):
     """The SecretIntent objects changed since the last drain, as a watch saw them (None: deleted)."""
 
@@ -464,9 +458,7 @@ class IntentStatus:
     list_every: float = 30.0  # seconds between two lists of the SecretIntents (generation, uid, status)
     # a watch of the SecretIntents (controller run --from-cluster): read instead of listing them
     feed: ObjectFeed | None = None
-    # where the periodic look at consumer Secrets reads their annotations (None: ``kube``, a GET per Secret); a look
-    # after a run or a marker change always reads them one by one from ``kube``
-    consumer_kube: ConsumerLook | None = None
+    consumer_looks_per_second: float | None = None  # periodic looks' rate limit (None: none; see ControllerConfig)
     # the templated consumers of other intents that read a placed secret (the loop sets it from its scope)
     templated: Callable[[rm.Placed], Sequence[tuple[SecretIntent, Consumer]]] = field(default=lambda _placed: ())
     writer: StatusWriter = field(init=False)
@@ -481,7 +473,9 @@ class IntentStatus:
     _runs: dict[str, RotationRun] = field(default_factory=dict)  # the active run last seen, by secret
     _errors: dict[str, str] = field(default_factory=dict)  # the last failed run's error, by secret
     _looked: dict[str, _Looked] = field(default_factory=dict)
-    _force_look: set[str] = field(default_factory=set)  # a run finished: look at the consumers themselves
+    _force_look: set[str] = field(default_factory=set)  # a run finished: look at its consumers at once
+    _tokens: float = 0.0  # periodic consumer looks (GETs) allowed now (consumer_looks_per_second)
+    _tokens_at: float | None = None
     _rejected: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -653,14 +647,29 @@ class IntentStatus:
         forced = name in self._force_look or (last is not None and last.marker != marker)
         if last is not None and (name in self._runs or (not forced and mono - last.at < self.consumer_check_every)):
             return last.consumers
-        kube: Any = self.kube if forced or self.consumer_kube is None else self.consumer_kube
+        if last is not None and not forced and not self._spend(len(placed.intent.spec.consumers), mono):
+            return last.consumers  # over the periodic looks' budget: looked at again at a later report
         self._force_look.discard(name)
-        rows = rm.consumer_sync(kube, placed.intent, marker, custom, self.templated(placed))
+        rows = rm.consumer_sync(self.kube, placed.intent, marker, custom, self.templated(placed))
         if any(r.get("error") for r in rows) and last is not None:
             return last.consumers  # the API server did not answer: keep the last look
         counted = Consumers(sum(1 for r in rows if r.get("inSync")), len(rows))
         self._looked[name] = _Looked(marker, counted, mono)
         return counted
+
+    def _spend(self, looks: int, mono: float) -> bool:
+        """Whether a periodic look of ``looks`` consumer Secrets fits the budget now (and spend it)."""
+        rate = self.consumer_looks_per_second
+        if rate is None:
+            return True
+        cap = max(10.0, rate * 10)
+        if self._tokens_at is not None:
+            self._tokens = min(self._tokens + (mono - self._tokens_at) * rate, cap)
+        self._tokens_at = mono
+        if self._tokens < min(looks, cap):  # a secret with more consumers than the cap goes into debt
+            return False
+        self._tokens -= looks
+        return True
 
     def _apply(self, name: str, facts: IntentFacts, now: datetime, path: str,
                consumers: Sequence[Consumer] = ()) -> int:

@@ -14,15 +14,12 @@ objects, every tick). Here they read what the watches saw:
   same rotation twice.
 - :class:`ListWatch` is one kind in one namespace, list then watch, with a label selector; :class:`WatchedRequests`
   keeps the pending persisted webhook requests from it.
-- :class:`ConsumerAnnotations` answers the status reporter's periodic look at consumer Secrets from one metadata
-  list per namespace (at most every ``every`` seconds) instead of a GET per Secret.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -36,8 +33,6 @@ from chamberlain.kube.api import (
     KubeCustomObjects,
     KubeError,
     KubeGone,
-    KubePropagation,
-    KubeSecretMetadata,
     KubeWatch,
 )
 from chamberlain.triggers.annotation import HANDLED, AnnotationTrigger, request_id
@@ -272,41 +267,5 @@ class WatchedRequests(RunObjectStore):
         self.watch.stop()
 
 
-class ConsumerKube(KubePropagation, KubeSecretMetadata, Protocol):
-    """What :class:`ConsumerAnnotations` reads: one Secret's annotations, and a namespace's in one list."""
-
-
-@dataclass
-class ConsumerAnnotations:
-    """A ``get_secret_annotations`` for the status reporter's periodic look at consumer Secrets: served from one
-    metadata-only list per namespace (Secrets labelled ``chamberlain.dev/intent``, chamberlain's annotations only),
-    listed again once older than ``every`` seconds. A Secret missing from the list (not labelled, or created since)
-    is read alone. What it keeps: a marker or two per consumer Secret."""
-
-    kube: ConsumerKube
-    clock: Clock
-    every: float = 300.0
-    lists: int = 0
-    _namespaces: dict[str, tuple[float, dict[str, dict[str, str]]]] = field(default_factory=dict)
-
-    def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        mono = self.clock.monotonic()
-        cached = self._namespaces.get(namespace)
-        if cached is None or mono - cached[0] >= self.every:
-            cached = (mono, self.kube.list_secret_annotations(namespace, wk.LABEL_INTENT, wk.PREFIX))
-            self._namespaces[namespace] = cached
-            self.lists += 1
-        found = cached[1].get(name)
-        if found is not None:
-            return found
-        return self.kube.get_secret_annotations(namespace, name)
-
-    def forget(self, namespaces: Iterable[str]) -> None:
-        for ns in namespaces:
-            self._namespaces.pop(ns, None)
-
-
-OnObjects = Callable[[IntentObjects], None]
-
-__all__ = ["ConsumerAnnotations", "ConsumerKube", "IntentObjects", "ListWatch", "ObjectSink", "Observed",
+__all__ = ["IntentObjects", "ListWatch", "ObjectSink", "Observed",
            "WatchedAnnotations", "WatchedRequests"]

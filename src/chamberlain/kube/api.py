@@ -302,16 +302,6 @@ class KubeWatch(Protocol):
         ...
 
 
-class KubeSecretMetadata(Protocol):
-    """The annotations of many Secrets of a namespace in one paged list, as metadata only (never their data): the
-    controller's periodic look at its consumer Secrets costs a list per namespace, not a GET per Secret."""
-
-    def list_secret_annotations(self, namespace: str, label: str, prefix: str = "") -> dict[str, dict[str, str]]:
-        """Secret name -> its annotations (only the keys starting with ``prefix``), for every Secret of
-        ``namespace`` carrying the label key ``label`` (PartialObjectMetadataList, paged)."""
-        ...
-
-
 @dataclass(frozen=True)
 class LeaseRecord:
     """A coordination.k8s.io/v1 Lease as leader election sees it.

@@ -46,7 +46,6 @@ T = TypeVar("T")
 # Ask the API server for an object's metadata only: a Secret's data never leaves the server (propagation reads
 # annotations of consumer Secrets and must never see their values).
 _PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-_PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _MERGE_PATCH = "application/merge-patch+json"
 _ESO_GROUP, _ESO_VERSION = "external-secrets.io", "v1"
 REPORTING_COMPONENT = "chamberlain-controller"
@@ -589,30 +588,6 @@ class KubeClient:
     def get_secret_annotations(self, namespace: str, name: str) -> Mapping[str, str] | None:
         meta = self._secret_metadata(namespace, name)
         return None if meta is None else dict(meta.get("annotations") or {})
-
-    def list_secret_annotations(self, namespace: str, label: str, prefix: str = "") -> dict[str, dict[str, str]]:
-        out: dict[str, dict[str, str]] = {}
-        page = ""
-        while True:
-            def read(page: str = page) -> Any:
-                core: Any = self._core
-                more = {"_continue": page} if page else {}
-                resp: Any = core.list_namespaced_secret(
-                    namespace, label_selector=label, limit=500, _headers={"Accept": _PARTIAL_METADATA_LIST},
-                    _preload_content=False, **more)
-                return json.loads(resp.data)
-
-            got = self._call(f"Secrets in {namespace} (metadata)", read)
-            if got.get("kind") != "PartialObjectMetadataList":
-                # Never fall back to a full read: a server that ignores the Accept header would hand us the values.
-                raise KubeError(f"Secrets in {namespace}: the API server did not answer with metadata only")
-            for item in got.get("items") or ():
-                meta = item.get("metadata") or {}
-                out[str(meta.get("name", ""))] = {k: str(v) for k, v in (meta.get("annotations") or {}).items()
-                                                  if k.startswith(prefix)}
-            page = str((got.get("metadata") or {}).get("continue") or "")
-            if not page:
-                return out
 
     def get_secret_ownership(self, namespace: str, name: str) -> SecretOwnership | None:
         meta = self._secret_metadata(namespace, name)

@@ -106,7 +106,6 @@ class FakeKube:
         self.compacted = 0
         self.watches = 0  # watch calls, for assertions
         self.lists = 0  # versioned (paged) list calls, for assertions
-        self.secret_lists = 0  # list_secret_annotations calls
 
     def _guard(self) -> None:
         if self.down:
@@ -423,12 +422,6 @@ class FakeKube:
         self.secret_annotation_reads += 1
         secret = self.secrets.get((namespace, name))
         return dict(secret.annotations) if secret is not None else None
-
-    def list_secret_annotations(self, namespace: str, label: str, prefix: str = "") -> dict[str, dict[str, str]]:
-        self._guard()
-        self.secret_lists += 1
-        return {name: {k: v for k, v in s.annotations.items() if k.startswith(prefix)}
-                for (ns, name), s in sorted(self.secrets.items()) if ns == namespace and label in s.labels}
 
     def get_secret_owners(self, namespace: str, name: str) -> SecretOwners | None:
         self._guard()
