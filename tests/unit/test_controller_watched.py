@@ -80,8 +80,11 @@ def test_the_rotate_annotation_is_read_from_the_watch_and_acts_once_even_before_
     q = MemoryQueue()
     trigger = WatchedAnnotations(kube, q, w.clock, NS, objects)
     assert trigger.poll() == []
+    woken: list[bool] = []
+    objects.on_rotate = lambda: woken.append(True)
     rotate(kube, "api-token", "ticket-1")
-    reflector.step()  # the watch sees the annotation
+    reflector.step()  # the watch sees the annotation (and wakes the loop)
+    assert woken == [True]
     lists = kube.calls["list_custom_objects"]
     [request] = trigger.poll()
     assert request.secret == "api-token" and request.reason == "ticket-1"

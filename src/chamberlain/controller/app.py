@@ -129,6 +129,8 @@ def wire(
     if reconciler is not None:
         reconciler.new_run_id = parts.new_run_id
     controller = Controller(scope, parts, config)
+    if objects is not None:
+        objects.on_rotate = controller.wake.set  # a rotate annotation the watch saw: tick now, not at the next tick
     if external is not None:
         external.new_run_id = parts.new_run_id
         external.wake = controller.wake.set  # a PushSecret event ticks the loop at once

@@ -52,6 +52,7 @@ class IntentObjects:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.on_rotate: Callable[[], None] | None = None  # a new rotate annotation: the loop ticks at once
         self._names: set[str] = set()
         self._rotate: dict[str, dict[str, Any]] = {}  # name -> the minimal object the annotation trigger reads
         self._changed: dict[str, Observed | None] = {}  # since the last drain (None: gone)
@@ -73,10 +74,14 @@ class IntentObjects:
             if isinstance(rotate, str):
                 kept = {wk.ANNOTATION_ROTATE: rotate, **({HANDLED: annotations[HANDLED]} if HANDLED in annotations
                                                         else {})}
+                fresh = self._rotate.get(name, {}).get("metadata", {}).get("annotations") != kept
                 self._rotate[name] = {"kind": "SecretIntent", "metadata": {
                     "name": name, "namespace": meta.get("namespace"), "uid": meta.get("uid"), "annotations": kept}}
             else:
+                fresh = False
                 self._rotate.pop(name, None)
+        if fresh and self.on_rotate is not None:
+            self.on_rotate()
 
     def gone(self, name: str) -> None:
         with self._lock:
