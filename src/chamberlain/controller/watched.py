@@ -19,7 +19,7 @@ objects, every tick). Here they read what the watches saw:
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
