@@ -274,3 +274,38 @@ def test_a_controller_wired_for_watch_mode_makes_at_most_one_api_request_a_secon
         assert made.get("get_secret_annotations", 0) <= 0.5 * seconds + 10, "periodic consumer looks: budgeted"
     finally:
         controller.parts.requests.stop()
+
+
+# ------------------------------------------------------------------------------------------ per-secret series
+
+
+def test_per_secret_gauges_export_the_same_series_and_cost_a_row_per_secret() -> None:
+    import gc
+    import tracemalloc
+
+    import pytest
+
+    metrics = ControllerMetrics()
+    metrics.secret_age.labels("a", "secret/a").set(5)
+    metrics.overdue.labels("a", "secret/a").set(1)
+    text = metrics.exposition().decode()
+    assert 'chamberlain_secret_age_seconds{path="secret/a",secret="a"} 5.0' in text
+    assert 'chamberlain_secret_overdue{path="secret/a",secret="a"} 1.0' in text
+    assert "# TYPE chamberlain_secret_held gauge" in text and "chamberlain_secret_held{" not in text
+    assert metrics.overdue.labels("a", "secret/a")._value.get() == 1
+    metrics.forget_secret("a", "secret/a")
+    assert "secret=\"a\"" not in metrics.exposition().decode()
+    with pytest.raises(KeyError):
+        metrics.failed_runs.remove("a", "secret/a")
+    keys = [(f"s-{i:05d}", f"secret/bench/s-{i:05d}") for i in range(10_000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for gauge in (metrics.secret_age, metrics.next_due, metrics.held, metrics.secret_ttl, metrics.overdue):
+            for key in keys:
+                gauge.labels(*key).set(1.0)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 8 * 2**20, f"{held / 2**20:.1f} MiB for 50k series (prometheus_client children: ~31 MiB)"
