@@ -309,3 +309,48 @@ def test_per_secret_gauges_export_the_same_series_and_cost_a_row_per_secret() ->
     finally:
         tracemalloc.stop()
     assert held < 8 * 2**20, f"{held / 2**20:.1f} MiB for 50k series (prometheus_client children: ~31 MiB)"
+
+
+# ------------------------------------------------------------------------------------------ the time trigger
+
+
+class SlowKV(FakeKV):
+    """Every metadata read takes 10 ms of the fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.metadata_reads = 0
+
+    def read_metadata(self, mount: str, path: str) -> Any:
+        self.metadata_reads += 1
+        self.clock.advance(0.01)
+        return super().read_metadata(mount, path)
+
+
+def test_a_large_pass_of_the_time_trigger_is_spread_over_ticks_and_a_request_waits_for_one_slice() -> None:
+    from chamberlain.controller.config import ControllerConfig
+
+    names = tuple(f"token-{i:02d}" for i in range(50))
+    w = World(names, policy={"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStrategy": "retry"})
+    slow = SlowKV(w.clock)
+    slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
+    w.kv = w.kube.kv = slow
+    c = w.controller()
+    c.config = ControllerConfig(evaluate_every=30.0, evaluate_slice=0.1, propagation_timeout=5.0, poll=1.0)
+    c.tick()
+    first = slow.metadata_reads
+    assert 5 <= first <= 15, "about a tenth of a second of reads in the first tick"
+    q = c.parts.queue
+    q.put(manual("token-49", "now", w.clock.now()))  # the last secret of the pass
+    c.tick()
+    assert c.finished and c.finished[-1].secret == "token-49", "the request did not wait for the whole pass"
+    for _ in range(10):
+        c.tick()
+    assert not c.state.evaluating
+    reads = slow.metadata_reads
+    c.tick()
+    assert slow.metadata_reads - reads <= 2, "the next pass starts evaluate_every after this one started"
+    w.clock.advance(30)
+    c.tick()
+    assert c.state.evaluating, "a new pass"
