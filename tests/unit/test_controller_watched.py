@@ -354,3 +354,22 @@ def test_a_large_pass_of_the_time_trigger_is_spread_over_ticks_and_a_request_wai
     w.clock.advance(30)
     c.tick()
     assert c.state.evaluating, "a new pass"
+
+
+def test_a_first_report_of_many_intents_is_spread_over_ticks() -> None:
+    names = tuple(f"token-{i:02d}" for i in range(40))
+    w, kube = world_with_objects(names, {"type": "time-based", "ttl": "90d", "rotateBefore": "7d",
+                                         "failureStrategy": "retry"})
+    slow = SlowKV(w.clock)
+    slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
+    objects = IntentObjects()
+    Reflector(kube, "SecretIntent", NS, Store(), w.clock, sinks=[objects]).step()
+    status = IntentStatus(kube, slow, NS, w.clock, ControllerMetrics(), ListLog(), list_every=0.0, feed=objects,
+                          report_slice=0.1)
+    placed, now = w.scope.placed, w.clock.now()
+    first = status.report(placed, {}, now)
+    assert 5 <= first <= 15, first
+    total = first
+    for _ in range(10):
+        total += status.report(placed, {}, now)
+    assert total == len(names), "every intent got its status, a slice at a time"

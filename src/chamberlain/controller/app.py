@@ -103,6 +103,7 @@ def wire(
     status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
                           consumer_check_every=config.consumer_check_every,
                           consumer_looks_per_second=config.consumer_looks_per_second,
+                          report_slice=config.evaluate_slice,
                           list_every=max(config.evaluate_every, 1.0), feed=objects)
     history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
                           log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)

@@ -459,6 +459,7 @@ class IntentStatus:
     # a watch of the SecretIntents (controller run --from-cluster): read instead of listing them
     feed: ObjectFeed | None = None
     consumer_looks_per_second: float | None = None  # periodic looks' rate limit (None: none; see ControllerConfig)
+    report_slice: float | None = None  # seconds of status work per report (None: no limit)
     # the templated consumers of other intents that read a placed secret (the loop sets it from its scope)
     templated: Callable[[rm.Placed], Sequence[tuple[SecretIntent, Consumer]]] = field(default=lambda _placed: ())
     writer: StatusWriter = field(init=False)
@@ -548,14 +549,21 @@ class IntentStatus:
             dirty, self._dirty = self._dirty, set()
             rejected = self._rejected
         sent = 0
-        for name in sorted(dirty):
+        todo = sorted(dirty, reverse=True)
+        deadline = None if self.report_slice is None else self.clock.monotonic() + self.report_slice
+        while todo:
+            if deadline is not None and len(dirty) - len(todo) > 1 and self.clock.monotonic() >= deadline:
+                with self._lock:  # the rest at the next tick: a first report of 10k intents takes minutes, and
+                    self._dirty |= set(todo)  # the loop must renew its Lease and serve triggers meanwhile
+                break
+            name = todo.pop()
             if name not in self._objects:  # no SecretIntent object (a controller run from a checkout): no status
                 continue
             try:
                 facts = self._facts(name, placed.get(name), rejected.get(name, ()))
             except AuthorityUnavailable:
                 with self._lock:
-                    self._dirty |= {name}  # next tick
+                    self._dirty |= {name, *todo}  # next tick
                 raise
             except AuthorityError as exc:
                 self.log.warning("status: cannot read a secret's metadata", secret=name, error=type(exc).__name__)
