@@ -220,7 +220,7 @@ class World:
         self.auth_mount = naming.kubernetes_auth_mount(self.platform, le.CLUSTER)
         self.role = naming.orchestrator_policy(le.CLUSTER)
         self.seeded = 0
-        self.external = 0
+        self.external = self.external_before = 0
 
     # ---------------------------------------------------------------- names
 
@@ -367,6 +367,7 @@ class World:
                     raise
 
         started = time.monotonic()
+        self.external_before = self.external
         _parallel(one, list(range(self.external, n)))
         self.external = n
         return time.monotonic() - started
@@ -508,6 +509,7 @@ def measure_eso(world: World, n: int, window: float, timeout: float) -> dict[str
     pid, metrics = eso_process(world)
     watch = le.SecretWatch(world.api)
     watch.start()
+    baseline = _metric_sum(_metrics(metrics), "rest_client_requests_total")
     try:
         created = world.externals(n)
         le.log(f"created {n} ExternalSecrets in {created:.1f}s")
@@ -527,6 +529,7 @@ def measure_eso(world: World, n: int, window: float, timeout: float) -> dict[str
         watch.stop()
     time.sleep(min(5.0, window / 4))
     first = _metric_sum(_metrics(metrics), "rest_client_requests_total")
+    per_sync = (first - baseline) / max(n - world.external_before, 1)
     at = time.monotonic()
     time.sleep(window)
     last = _metric_sum(_metrics(metrics), "rest_client_requests_total")
@@ -535,7 +538,11 @@ def measure_eso(world: World, n: int, window: float, timeout: float) -> dict[str
               "req_per_s": round((last - first) / (end - at), 3), "total_requests": last,
               "peak_rss_mib": round((_status_kib(pid, "VmHWM") or 0) / 1024, 1),
               "rss_mib": round((_status_kib(pid, "VmRSS") or 0) / 1024, 1), "load": _load(),
-              "method": "client-go rest_client_requests_total on ESO's /metrics"}
+              "method": "client-go rest_client_requests_total on ESO's /metrics",
+              "requests_per_sync": round(per_sync, 2),
+              # every ExternalSecret is synced again each refreshInterval (1h as rendered): a window right after
+              # the first sync sees none of it, so the long-run rate is what a sync costs, n times an hour
+              "refresh_req_per_s": round(per_sync * n / 3600.0, 3)}
     le.log(f"ESO with {n} ExternalSecrets: {result['req_per_s']} requests/s, peak RSS {result['peak_rss_mib']} MiB")
     return result
 
@@ -603,8 +610,9 @@ def report(sizes: list[int], runs: list[dict[str, Any]], eso: dict[str, Any] | N
                note="VmHWM of `controller run --from-cluster`, start-up included; ratio = chamberlain / ESO"),
         figure("P5", f"controller API requests/s, {top['n']} intents, steady state",
                goal=f"<= {GOAL_REQ_S:g} /s", measured=top["req_per_s"], unit="req/s",
-               floor=eso["req_per_s"] if eso else None,
-               floor_name="ESO controller, same count of ExternalSecrets" if eso else None,
+               floor=max(eso["req_per_s"], eso["refresh_req_per_s"]) if eso else None,
+               floor_name="ESO controller, same count of ExternalSecrets (window, or its 1h refresh if more)"
+               if eso else None,
                met=(top["req_per_s"] <= GOAL_REQ_S) if full else None,
                note=f"client-side count over {top['window_s']}s: " + ", ".join(
                    f"{k} {v}" for k, v in top["by_request"].items())),
@@ -634,7 +642,8 @@ def table(r: dict[str, Any]) -> str:
     if r["eso"]:
         e = r["eso"]
         lines.append(f"ESO with {e['n']} ExternalSecrets: peak {e['peak_rss_mib']} MiB, {e['req_per_s']} req/s "
-                     f"(synced in {e['sync_s']}s)")
+                     f"in the window, {e['requests_per_sync']} requests per sync = {e['refresh_req_per_s']} req/s "
+                     f"over its 1h refresh (synced in {e['sync_s']}s)")
     for f in r["figures"]:
         lines.append(f"{f['id']} {f['name']}: {f['measured']} {f['unit']} (goal {f['goal']}; ratio {f['ratio']}; "
                      f"met {f['met']}; load {f['load']})")
