@@ -373,3 +373,31 @@ def test_a_first_report_of_many_intents_is_spread_over_ticks() -> None:
     for _ in range(10):
         total += status.report(placed, {}, now)
     assert total == len(names), "every intent got its status, a slice at a time"
+
+
+def test_the_loop_ticks_again_at_once_while_a_sliced_pass_is_unfinished() -> None:
+    import threading
+    import time
+
+    from chamberlain.controller.config import ControllerConfig
+
+    names = tuple(f"token-{i:02d}" for i in range(50))
+    w = World(names, policy={"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStrategy": "retry"})
+    slow = SlowKV(w.clock)
+    slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
+    w.kv = w.kube.kv = slow
+    c = w.controller()
+    c.config = ControllerConfig(evaluate_every=3600.0, evaluate_slice=0.1, propagation_timeout=5.0, poll=1.0)
+    stop = threading.Event()
+    loop = threading.Thread(target=c.serve, args=(stop, 5.0), daemon=True)
+    started = time.monotonic()
+    loop.start()
+    try:
+        while slow.metadata_reads < len(names) and time.monotonic() - started < 4.0:
+            time.sleep(0.01)
+        assert slow.metadata_reads >= len(names), "the pass went on at the next tick, not 5 s later"
+        assert not c.backlog
+    finally:
+        stop.set()
+        c.wake.set()
+        loop.join(5)

@@ -136,6 +136,12 @@ class Controller:
         return self.state.snapshot()[1]
 
     @property
+    def backlog(self) -> bool:
+        """Work a tick left for the next one (a time-trigger pass, status reports), while leader."""
+        status = self.parts.status
+        return self.state.leader and (bool(self.state.evaluating) or (status is not None and status.backlog))
+
+    @property
     def evaluate_every(self) -> float:
         return self.config.evaluate_every
 
@@ -253,7 +259,8 @@ class Controller:
                     # a foreign exception's text is unvetted, so only its type is logged
                     self.parts.log.warning("tick failed (internal error)", error=type(exc).__name__)
                 self.parts.metrics.heartbeat(self.parts.clock.now().timestamp(), self.state.outages == 0)
-                self.wake.wait(self.pause(interval))
+                if not self.backlog or self.state.outages:  # a sliced pass goes on at once: the next tick
+                    self.wake.wait(self.pause(interval))
                 self.wake.clear()
         finally:
             if self.parts.elector is not None:

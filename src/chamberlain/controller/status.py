@@ -483,6 +483,12 @@ class IntentStatus:
     def __post_init__(self) -> None:
         self.writer = StatusWriter(self.kube, self.namespace, self.metrics)
 
+    @property
+    def backlog(self) -> bool:
+        """Statuses left for the next report (a report stops after ``report_slice`` seconds)."""
+        with self._lock:
+            return bool(self._dirty)
+
     # ------------------------------------------------------------------ what the loop tells
 
     def saw(self, name: str, meta: SecretMetadata | None) -> None:
