@@ -307,7 +307,8 @@ def child_controller(root: Path, seed: Path, trace: int, from_cluster: bool = Fa
         peak_after_scope = _peak_mib()
     # ---- the controller, as service/controller.py wires it
     clock = _Clock()
-    options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
+    # every tick a whole pass of the time trigger and of the status (no slices): the worst tick
+    options: dict[str, Any] = {"evaluate_every": 0.0, "evaluate_slice": None, "propagation_timeout": 5.0, "poll": 0.0}
     session = _FakeSession(kv, [e.name for e in scope.platform.spec.environments])
     controller = wire(scope, session, kube, clock, identity="bench-0", objects=objects, **options)
     stage("controller built")
