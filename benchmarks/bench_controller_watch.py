@@ -172,19 +172,18 @@ def _parallel(fn: Any, items: list[Any], workers: int = 16) -> None:
 # ------------------------------------------------------------------------------------------- the world
 
 
-class World:
-    """The lab, the template intent (rendered by chamberlain from a one-intent repository) and what was seeded."""
+class _Template:
+    """One intent rendered by chamberlain from a one-intent repository: its SecretIntent and ExternalSecret as
+    JSON, filled per index (name, consumer namespace, workload) to make thousands without loading thousands."""
 
-    def __init__(self, handle: Any, workdir: Path, token_ttl: int) -> None:
-        import kubernetes
-
+    def __init__(self, handle: Any, workdir: Path) -> None:
         import _lab_env as le
-        from chamberlain.render import eso, naming
+        from chamberlain.render import eso
         from chamberlain.render.layout import intent_manifest
         from chamberlain.render.topology import build_topology
         from chamberlain.service import load_valid
 
-        self.le, self.handle, self.workdir, self.token_ttl = le, handle, workdir, token_ttl
+        self.le = le
         root = workdir / "template"
         le.write_repository(root, handle.vault_addr, [le.Shape(1, per_workload=1, namespaces=1, prefix="tplxq")])
         repo = load_valid(root)
@@ -208,6 +207,28 @@ class World:
 
         resolved = effective_policy(self.platform, {p.obj.metadata.name: p.obj for p in repo.policies}, intent)
         self.policy_custom = md.policy_metadata(resolved[0] if resolved else None, resolved[1] if resolved else None)
+
+    def fill(self, text: str, i: int) -> dict[str, Any]:
+        out = (text.replace(TEMPLATE_APP, World.workload(i)).replace(TEMPLATE, World.name(i))
+               .replace(TEMPLATE_NS, World.namespace(i)))
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    def path(self, i: int) -> str:
+        return self.vault_path.replace(TEMPLATE_NS, World.namespace(i)).replace(TEMPLATE, World.name(i))
+
+
+class World(_Template):
+    """The lab, the template intent and what was seeded."""
+
+    def __init__(self, handle: Any, workdir: Path, token_ttl: int) -> None:
+        import kubernetes
+
+        from chamberlain.render import naming
+
+        super().__init__(handle, workdir)
+        le = self.le
+        self.handle, self.workdir, self.token_ttl = handle, workdir, token_ttl
         cfg = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(handle.kubeconfig),  # type: ignore[no-untyped-call]
                                            client_configuration=cfg)
@@ -235,15 +256,6 @@ class World:
     @staticmethod
     def workload(i: int) -> str:
         return f"app-{i // PER_WORKLOAD:04d}"
-
-    def _fill(self, text: str, i: int) -> dict[str, Any]:
-        out = (text.replace(TEMPLATE_APP, self.workload(i)).replace(TEMPLATE, self.name(i))
-               .replace(TEMPLATE_NS, self.namespace(i)))
-        result: dict[str, Any] = json.loads(out)
-        return result
-
-    def path(self, i: int) -> str:
-        return self.vault_path.replace(TEMPLATE_NS, self.namespace(i)).replace(TEMPLATE, self.name(i))
 
     # ---------------------------------------------------------------- set-up
 
@@ -327,7 +339,7 @@ class World:
         import kubernetes
 
         def intent_one(i: int) -> None:
-            body = self._fill(self.intent_json, i)
+            body = self.fill(self.intent_json, i)
             try:
                 self.custom.create_namespaced_custom_object("chamberlain.dev", "v1alpha1", self.ns, "secretintents",
                                                             body)
@@ -358,7 +370,7 @@ class World:
             self.kube.apply_manifest(le._store_manifest(self.platform, ns, self.handle.ca_pem), le.FIELD_MANAGER)
 
         def one(i: int) -> None:
-            body = self._fill(self.external_json, i)
+            body = self.fill(self.external_json, i)
             try:
                 self.custom.create_namespaced_custom_object("external-secrets.io", "v1", self.namespace(i),
                                                             "externalsecrets", body)
@@ -591,6 +603,111 @@ def measure_p3(world: World, child: Child, count: int, timeout: float = 60.0) ->
             "load": _load()}
 
 
+# ------------------------------------------------------------------------------------------- without a lab
+
+
+def measure_fake(n: int, window: int, warmup: int = 30) -> dict[str, Any]:
+    """The same controller (``wire`` with the watched SecretIntents, as ``run_from_cluster``) in this process over
+    a FakeKube counting every call and a FakeKV, on a simulated clock: a tick per simulated second, the reflectors
+    stepped before each tick (what their threads would have seen). What it gives: the requests the controller
+    sends per second of steady state, at any size, in seconds of real time; not its memory (the fakes live in the
+    process; bench_controller_memory.py attributes that) and not the server's behaviour."""
+    from datetime import UTC, datetime
+
+    sys.path.insert(0, str(ROOT / "src"))
+    import _lab_env as le
+    from chamberlain import wellknown as wk
+    from chamberlain.authority.fake import FakeKV, FakeTransit
+    from chamberlain.clock import FakeClock
+    from chamberlain.controller.app import wire
+    from chamberlain.controller.source import RESOURCES, ClusterSource
+    from chamberlain.controller.watched import IntentObjects
+    from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key, marker_key
+    from chamberlain.kube.fake import FakeKube
+    from chamberlain.values.markers import version_marker
+
+    class Counting(FakeKube):
+        PREFIXES = ("get_", "list_", "create_", "replace_", "patch_", "delete_", "annotate_", "watch_")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.record_changes = True
+            self.calls: Counter[str] = Counter()
+
+        def __getattribute__(self, name: str) -> Any:
+            attr = super().__getattribute__(name)
+            if callable(attr) and name.startswith(Counting.PREFIXES):
+                super().__getattribute__("calls")[name] += 1
+            return attr
+
+    class Session:
+        def __init__(self, kv: Any) -> None:
+            self.kv, self.session_generation, self.transit = kv, 0, FakeTransit()
+            for env in (le.ENV, "_authority"):
+                self.transit.ensure_key(TRANSIT_MOUNT, ledger_key(env), "ed25519")
+            self.transit.ensure_key(TRANSIT_MOUNT, marker_key(le.ENV))
+
+        def ensure_fresh(self) -> None:
+            return None
+
+    handle = le.LabHandle(Path("."), "https://vault.invalid:8200", Path("kubeconfig"), "", "")
+    with tempfile.TemporaryDirectory(prefix="chamberlain-bench-watch-fake-") as tmp:
+        template = _Template(handle, Path(tmp))
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    kube, kv = Counting(), FakeKV()
+    kube.add_custom_object(RESOURCES["Platform"], template.platform_manifest)
+    for m in template.policy_manifests:
+        kube.add_custom_object(RESOURCES["RotationPolicy"], m)
+    created = clock.now().isoformat()
+    started = time.monotonic()
+    for i in range(n):
+        kube.add_custom_object(RESOURCES["SecretIntent"], template.fill(template.intent_json, i))
+        path = template.path(i)
+        values = {"username": "svc_user", "password": f"bench-{i}-0123456789abcdef0123456789"}
+        version = kv.write(le.MOUNT, path, values, cas=0)
+        kv.update_custom_metadata(le.MOUNT, path, {
+            wk.AUTHORITY: wk.AUTHORITY_VAULT, wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN, wk.CREATED_AT: created,
+            wk.INTENT: World.name(i), wk.ENVIRONMENT: le.ENV, wk.ORIGIN: "generated", wk.VALUE_VERSION: str(version),
+            wk.VALUE_MARKER: version_marker(f"{le.MOUNT}/{path}", values), **template.policy_custom})
+    seeded = time.monotonic() - started
+    objects = IntentObjects()
+    started = time.monotonic()
+    source = ClusterSource(kube, template.ns, le.ENV, le.CLUSTER, clock, sinks={"SecretIntent": [objects]})
+    built = source.sync(timeout=60)
+    assert built.scope is not None and len(built.scope.placed) == n, (len(built.scope.placed) if built.scope else 0)
+    controller = wire(built.scope, Session(kv), kube, clock, identity="bench", objects=objects)  # type: ignore[arg-type]
+
+    def second() -> None:
+        for r in source.reflectors.values():
+            r.watch() if r.resource_version is not None else r.list()
+        controller.tick()
+        clock.advance(1)
+
+    try:
+        for _ in range(warmup):
+            second()
+        startup = time.monotonic() - started
+        before = Counter(kube.calls)
+        real = time.monotonic()
+        for _ in range(window):
+            second()
+        real = time.monotonic() - real
+    finally:
+        stop = getattr(controller.parts.requests, "stop", None)
+        if stop is not None:
+            stop()
+    delta = Counter(kube.calls)
+    delta.subtract(before)
+    made = {k: v for k, v in sorted(delta.items()) if v and not k.startswith("watch_")}
+    watches = sum(v for k, v in delta.items() if k.startswith("watch_"))
+    return {"n": n, "seed_s": round(seeded, 1), "startup_s": round(startup, 1), "window_s": window,
+            "real_s": round(real, 1), "requests": sum(made.values()),
+            "req_per_s": round(sum(made.values()) / window, 3), "by_request": made,
+            "watch_calls_note": f"{watches} watch calls in the fake (it ends each watch at once; the server holds "
+                                "one open for ~240 s): not counted",
+            "startup_by_request": {k: v for k, v in sorted(before.items()) if v}, "load": _load()}
+
+
 # ------------------------------------------------------------------------------------------- report
 
 
@@ -634,7 +751,31 @@ def report(sizes: list[int], runs: list[dict[str, Any]], eso: dict[str, Any] | N
             "goal": {"rss_mib": GOAL_RSS_MIB, "req_per_s": GOAL_REQ_S, "p3_p95_s": GOAL_P3_P95}}
 
 
+def report_fake(runs: list[dict[str, Any]], smoke: bool) -> dict[str, Any]:
+    sys.path.insert(0, str(HERE))
+    from _figures import figure, growth
+
+    top = runs[-1]
+    full = not smoke and top["n"] >= 10_000
+    figures = [figure(
+        "P5", f"controller API requests/s, {top['n']} intents, steady state (fake cluster)",
+        goal=f"<= {GOAL_REQ_S:g} /s", measured=top["req_per_s"], unit="req/s",
+        met=(top["req_per_s"] <= GOAL_REQ_S) if full else None,
+        note=f"--fake: FakeKube counting calls over {top['window_s']} simulated s (no lab); " + ", ".join(
+            f"{k} {v}" for k, v in top["by_request"].items()))]
+    series = [growth("P5", "controller start-up (fake cluster)", "s", [r["n"] for r in runs],
+                     [r["startup_s"] for r in runs])] if len(runs) > 1 else []
+    return {"figures": figures, "growth": series, "fake": runs, "load": _load(), "cpus": os.cpu_count(),
+            "goal": {"req_per_s": GOAL_REQ_S}}
+
+
 def table(r: dict[str, Any]) -> str:
+    if "fake" in r:
+        lines = [f"{'intents':>8} {'start-up s':>10} {'req/s':>7}  requests in the window (fake cluster)"]
+        lines += [f"{c['n']:>8} {c['startup_s']:>10.1f} {c['req_per_s']:>7.3f}  {c['by_request']}" for c in r["fake"]]
+        lines += [f"{f['id']} {f['name']}: {f['measured']} {f['unit']} (met {f['met']}; load {f['load']})"
+                  for f in r["figures"]]
+        return "\n".join(lines)
     lines = [f"{'intents':>8} {'start-up s':>10} {'peak MiB':>9} {'req/s':>7} {'logins':>6}  requests in the window"]
     for c in r["chamberlain"]:
         lines.append(f"{c['n']:>8} {c['startup_s']:>10.1f} {c['peak_rss_mib']:>9.1f} {c['req_per_s']:>7.3f} "
@@ -664,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-eso", action="store_true", help="skip ESO (and P3, which needs ESO)")
     parser.add_argument("--smoke", action="store_true", help="50 intents, a 10 s window, 3 P3 rotations")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for start-up and ESO's sync")
+    parser.add_argument("--fake", action="store_true",
+                        help="no lab: the request count over a FakeKube on a simulated clock (--window simulated s)")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
     parser.add_argument("--port-offset", type=int, default=-5950, help="port offset of the lab this starts")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -673,6 +816,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT / "src"))
+    if args.fake:
+        window = int(args.window) if args.window != 120.0 else 420  # a consumer-look period (300 s) included
+        result = report_fake([measure_fake(n, window) for n in sizes], args.smoke)
+        if args.output == "json":
+            json.dump(result, sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+        else:
+            print(table(result))
+        return 0 if all(f["met"] is not False for f in result["figures"]) else 1
     import _lab_env as le
 
     runs: list[dict[str, Any]] = []
