@@ -606,7 +606,30 @@ def measure_p3(world: World, child: Child, count: int, timeout: float = 60.0) ->
 # ------------------------------------------------------------------------------------------- without a lab
 
 
-def measure_fake(n: int, window: int, warmup: int = 30) -> dict[str, Any]:
+def _attribution(top: int = 25) -> dict[str, Any]:
+    """What the controller holds (tracemalloc), the fakes' own allocations left out."""
+    import tracemalloc
+
+    snap = tracemalloc.take_snapshot().filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "*/kube/fake.py", all_frames=True),
+        tracemalloc.Filter(False, "*/authority/fake.py", all_frames=True)])
+
+    def short(name: str) -> str:
+        for marker in ("site-packages/", "/src/", "/lib/python3"):
+            if marker in name:
+                return name.split(marker, 1)[1]
+        return name
+
+    total = sum(st.size for st in snap.statistics("filename"))
+    return {"held_mib": round(total / 2**20, 1),
+            "by_file": [{"where": short(st.traceback[0].filename), "mib": round(st.size / 2**20, 2)}
+                        for st in snap.statistics("filename")[:top]],
+            "by_line": [{"where": f"{short(st.traceback[0].filename)}:{st.traceback[0].lineno}",
+                         "mib": round(st.size / 2**20, 2), "blocks": st.count}
+                        for st in snap.statistics("lineno")[:top]]}
+
+
+def measure_fake(n: int, window: int, warmup: int = 30, trace: bool = False) -> dict[str, Any]:
     """The same controller (``wire`` with the watched SecretIntents, as ``run_from_cluster``) in this process over
     a FakeKube counting every call and a FakeKV, on a simulated clock: a tick per simulated second, the reflectors
     stepped before each tick (what their threads would have seen). What it gives: the requests the controller
@@ -671,6 +694,10 @@ def measure_fake(n: int, window: int, warmup: int = 30) -> dict[str, Any]:
             wk.VALUE_MARKER: version_marker(f"{le.MOUNT}/{path}", values), **template.policy_custom})
     seeded = time.monotonic() - started
     objects = IntentObjects()
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(6)  # frames enough to leave out whatever the fakes allocate (their store, copies)
     started = time.monotonic()
     source = ClusterSource(kube, template.ns, le.ENV, le.CLUSTER, clock, sinks={"SecretIntent": [objects]})
     built = source.sync(timeout=60)
@@ -696,6 +723,7 @@ def measure_fake(n: int, window: int, warmup: int = 30) -> dict[str, Any]:
         stop = getattr(controller.parts.requests, "stop", None)
         if stop is not None:
             stop()
+    held = _attribution() if trace else None
     delta = Counter(kube.calls)
     delta.subtract(before)
     made = {k: v for k, v in sorted(delta.items()) if v and not k.startswith("watch_")}
@@ -705,7 +733,8 @@ def measure_fake(n: int, window: int, warmup: int = 30) -> dict[str, Any]:
             "req_per_s": round(sum(made.values()) / window, 3), "by_request": made,
             "watch_calls_note": f"{watches} watch calls in the fake (it ends each watch at once; the server holds "
                                 "one open for ~240 s): not counted",
-            "startup_by_request": {k: v for k, v in sorted(before.items()) if v}, "load": _load()}
+            "startup_by_request": {k: v for k, v in sorted(before.items()) if v}, "load": _load(),
+            "tracemalloc": held}
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -805,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-eso", action="store_true", help="skip ESO (and P3, which needs ESO)")
     parser.add_argument("--smoke", action="store_true", help="50 intents, a 10 s window, 3 P3 rotations")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for start-up and ESO's sync")
+    parser.add_argument("--trace", action="store_true", help="--fake: what the controller holds (tracemalloc)")
     parser.add_argument("--fake", action="store_true",
                         help="no lab: the request count over a FakeKube on a simulated clock (--window simulated s)")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
@@ -818,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     if args.fake:
         window = int(args.window) if args.window != 120.0 else 420  # a consumer-look period (300 s) included
-        result = report_fake([measure_fake(n, window) for n in sizes], args.smoke)
+        result = report_fake([measure_fake(n, window, trace=args.trace) for n in sizes], args.smoke)
         if args.output == "json":
             json.dump(result, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
