@@ -282,27 +282,45 @@ def _deployment(ns: str, name: str) -> dict[str, Any]:
     }
 
 
+SEED_THREADS = 8  # seeding and applying thousands of objects one request after the other is set-up time wasted
+
+
+def parallel(fn: Any, items: Sequence[Any], threads: int = SEED_THREADS) -> list[Any]:
+    """``fn`` over ``items`` on a few threads (Vault and the API server serve requests in parallel); results in
+    order; the first error is raised. The first item goes alone (a client's first call of a kind discovers it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not items:
+        return []
+    first = fn(items[0])
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench-setup") as pool:
+        return [first, *pool.map(fn, items[1:])]
+
+
 def seed(kv: Any, scope: Scope, repo: Repository, names: list[str]) -> dict[str, str]:
-    """First version + the provision workflow's record-step metadata for each secret; returns the markers."""
+    """First version + the provision workflow's record-step metadata for each secret (two requests each, on a few
+    threads: linear in the number of secrets); returns the markers."""
     policies = {p.obj.metadata.name: p.obj for p in repo.policies}
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    markers: dict[str, str] = {}
-    for name in names:
+
+    def one(name: str) -> str:
         placed = scope.placed[name]
         generators = placed.intent.spec.source.generate
         assert generators is not None
         values = generate_values(generators)
         version = kv.write(placed.vault.mount, placed.vault.path, values, cas=0)
-        markers[name] = version_marker(placed.vault.full, values)
+        marker = version_marker(placed.vault.full, values)
         resolved = effective_policy(scope.platform, policies, placed.intent)
         kv.update_custom_metadata(placed.vault.mount, placed.vault.path, {
             wk.AUTHORITY: wk.AUTHORITY_VAULT, wk.CREATED_BY: wk.CREATED_BY_CHAMBERLAIN, wk.CREATED_AT: now,
             wk.INTENT: name, wk.ENVIRONMENT: placed.environment, wk.ORIGIN: "generated",
-            wk.VALUE_VERSION: str(version), wk.VALUE_MARKER: markers[name],
+            wk.VALUE_VERSION: str(version), wk.VALUE_MARKER: marker,
             **md.policy_metadata(resolved[0] if resolved else None, resolved[1] if resolved else None),
         })
         values.clear()
-    return markers
+        return marker
+
+    return dict(zip(names, parallel(one, names), strict=True))
 
 
 def build_world(handle: LabHandle, workdir: Path, shapes: list[Shape], *, timeout: float = 600.0) -> World:
@@ -331,13 +349,12 @@ def build_world(handle: LabHandle, workdir: Path, shapes: list[Shape], *, timeou
             if world.kube.get_secret(ns, TOKEN_SECRET) is None:
                 world.kube.create_secret(ns, TOKEN_SECRET, {"token": handle.root_token})
             world.kube.apply_manifest(_store_manifest(platform, ns, handle.ca_pem), FIELD_MANAGER)
-        for ns, workload in world.workloads():
-            world.kube.apply_manifest(_deployment(ns, workload), FIELD_MANAGER)
+        parallel(lambda w: world.kube.apply_manifest(_deployment(*w), FIELD_MANAGER), world.workloads())
         install_intents(world)
         applied = time.monotonic()
-        for _ns, reads in sorted(unit.reads.items()):
-            for read in sorted(reads, key=lambda r: r.consumer.secret_name):
-                world.kube.apply_manifest(eso.external_secret(read, ENV, version_marker=True), FIELD_MANAGER)
+        manifests = [eso.external_secret(read, ENV, version_marker=True) for _ns, reads in sorted(unit.reads.items())
+                     for read in sorted(reads, key=lambda r: r.consumer.secret_name)]
+        parallel(lambda m: world.kube.apply_manifest(m, FIELD_MANAGER), manifests)
         log(f"applied {len(intents)} SecretIntents, {sum(len(r) for r in unit.reads.values())} ExternalSecrets, "
             f"{len(unit.reads)} SecretStores and {len(world.workloads())} Deployments in "
             f"{time.monotonic() - started:.1f}s")
@@ -585,8 +602,8 @@ def install_intents(world: World) -> None:
         world.kube.apply_manifest(manifest, FIELD_MANAGER)
         world.kube.wait_crd_established(manifest["metadata"]["name"])
     world.kube.ensure_namespace(ns)
-    for loaded in world.repo.intents:
-        world.kube.apply_manifest(intent_manifest(loaded.obj, ns), FIELD_MANAGER)
+    parallel(lambda loaded: world.kube.apply_manifest(intent_manifest(loaded.obj, ns), FIELD_MANAGER),
+             world.repo.intents)
 
 
 class _Session:
@@ -616,11 +633,12 @@ class _Session:
 
 
 def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 120.0,
-                    evaluate_every: float = 30.0) -> Wiring:
+                    evaluate_every: float = 30.0, **options: Any) -> Wiring:
     """The Controller as ``chamberlain controller run --vault-token-file`` builds it: through
     ``chamberlain.controller.app.wire``, as the CLI does.
     SystemClock, the default poll. Vault and Kubernetes are wrapped (TimedKV, TimedKube) so the benchmark can
-    say where the time goes."""
+    say where the time goes. ``options``: further ControllerConfig fields (``keep_finished`` for a batch larger than
+    the 1,000 finished runs a controller remembers by default)."""
     from chamberlain.clock import SystemClock
     from chamberlain.controller.app import wire
 
@@ -632,7 +650,7 @@ def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 
     identity = f"bench-{os.getpid()}"
     # ``wire`` is what ``controller run`` calls.
     controller = wire(scope, _Session(client, timed_kv), kube, clock, identity=identity, log=log,
-                      propagation_timeout=propagation_timeout, evaluate_every=evaluate_every)
+                      propagation_timeout=propagation_timeout, evaluate_every=evaluate_every, **options)
     return Wiring(controller, timed_kv, kube, log, ["wired by chamberlain.controller.app.wire"])
 
 
@@ -662,10 +680,40 @@ def eso_concurrency() -> str:
     return "ESO " + ", ".join(out)
 
 
+def eso_flags(lab_dir: Path) -> dict[str, str]:
+    """The flags the lab's ESO process runs with now (``--concurrent``, ``--client-qps``, ...), from its command
+    line; empty when it is not running."""
+    info = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host())).eso.running()
+    if info is None:
+        return {}
+    try:
+        argv = Path(f"/proc/{info.pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return {}
+    return dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+
+
+def restart_eso(lab_dir: Path, concurrent: int | None) -> None:
+    """Restart the lab's ESO with ``--concurrent=N`` (None: as the lab starts it), waiting until it is healthy. The
+    floor and the controller then run against the same ESO."""
+    eso_server = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host())).eso
+    spawn = eso_server._spawn
+
+    def with_concurrency(argv: list[str], env: Any = None, **kw: Any) -> Any:
+        if concurrent is not None:
+            argv = [a for a in argv if not a.startswith("--concurrent=")] + [f"--concurrent={concurrent}"]
+        return spawn(argv, env, **kw)
+
+    eso_server._spawn = with_concurrency  # type: ignore[method-assign]
+    eso_server.stop()
+    eso_server.wait(eso_server.start())
+    log(f"ESO restarted with {eso_flags(lab_dir)}")
+
+
 def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
 __all__ = ["CLUSTER", "ENV", "MOUNT", "EventLog", "LabHandle", "SecretWatch", "Shape", "TimedKV", "TimedKube",
-           "Wiring", "World", "build_world", "cpu_count", "eso_concurrency", "log", "make_controller",
-           "percentile", "running_lab", "scope_of", "seed", "summary"]
+           "Wiring", "World", "build_world", "cpu_count", "eso_concurrency", "eso_flags", "log", "make_controller",
+           "parallel", "percentile", "restart_eso", "running_lab", "scope_of", "seed", "summary"]

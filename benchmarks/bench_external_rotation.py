@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kubernetes
 
 import _lab_env as le
+from _figures import figure, growth
 from chamberlain import wellknown as wk
 from chamberlain.intent.paths import VaultPath
 from chamberlain.render import eso, naming
@@ -314,6 +315,19 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(r: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The summary rows and the growth curve over consumer counts for benchmarks/run."""
+    rows = sorted(r["sizes"].values(), key=lambda row: row["consumers"])
+    once = all(g["once_per_rotation"] for g in r["deployment_generations"].values())
+    figs = [figure("external", f"producer change -> {row['consumers']} consumers updated, p95", goal=
+                   "each workload restarted once per rotation", measured=round(row["controller"]["p95"], 3),
+                   unit="s", floor=round(row["floor"]["p95"], 3), floor_name="raw PushSecret + force-syncs p95",
+                   met=once) for row in rows]
+    curve = [growth("external", "producer change -> consumers p50", "s", [row["consumers"] for row in rows],
+                    [row["controller"]["p50"] for row in rows])] if len(rows) > 1 else []
+    return {"figures": figs, "growth": curve}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,50", help="consumer counts, comma-separated")
@@ -330,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(handle, sizes, args.samples, args.warmup, args.interval, args.push_refresh)
         result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     if args.output == "json":
-        json.dump({"cpus": le.cpu_count(), **result}, sys.stdout, indent=2, sort_keys=True)
+        json.dump({"cpus": le.cpu_count(), **result, **figures(result)}, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print(table(result))

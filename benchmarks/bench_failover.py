@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hvac
 
 import _lab_env as le
+from _figures import figure
 from chamberlain import wellknown as wk
 from chamberlain.audit.keys import PinnedKeys
 from chamberlain.audit.ledger import LedgerReader
@@ -348,6 +349,15 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary row for benchmarks/run: the p95 across the failover against the same batch without one."""
+    b, f = r["baseline"], r["failover"]
+    return [figure("failover", f"{r['secrets']} rotations, raft leader killed mid-batch: p95",
+                   goal="nothing lost; delay = the election", measured=round(f["seconds"]["p95"], 2), unit="s",
+                   floor=round(b["seconds"]["p95"], 2), floor_name="same batch, no failover", met=bool(r["ok"]),
+                   note=f"+{r['extra_p95_seconds']:.2f} s at p95; longest write {f['longest_write_seconds']:.2f} s")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--secrets", type=int, default=40)
@@ -365,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("baseline", "failover"):
             result[key].pop("run_ids", None)
             result[key].pop("before", None)
-        json.dump({"cpus": le.cpu_count(), **result}, sys.stdout, indent=2, sort_keys=True)
+        json.dump({"cpus": le.cpu_count(), **result, "figures": figures(result), "growth": []}, sys.stdout,
+                  indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print(table(result))

@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _figures import figure  # noqa: E402
 from chamberlain import wellknown as wk  # noqa: E402
 from chamberlain.audit.ledger import Ledger  # noqa: E402
 from chamberlain.authority.counting import OPERATIONS, CountingKV  # noqa: E402
@@ -81,11 +82,13 @@ def _save(stage: str) -> Need:
                                 "second executor loses the CAS instead of acting twice)")
 
 
-def minimum(revoke_old: bool) -> list[Need]:
+def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
     """The calls a rotation must make under the protocol's guarantees: crash-resume after every step (one CAS save
     of the run record per persisted state transition), CAS on every write, never two current versions, a crashed
     write recognised instead of repeated, values never kept between steps (a step that needs them reads them),
-    one hash-chained ledger entry per run. Kubernetes calls (propagation) are not Vault calls."""
+    one hash-chained ledger entry per run. Kubernetes calls (propagation) are not Vault calls. ``target``: the
+    rotator sets its values outside Vault (set at target and test are steps of their own, revoke reads the values);
+    the benchmark's ``random`` rotator has none (``rotators.base.has_target``)."""
     need = [
         # start(): the lease
         Need("start", "read", "run record: is an unfinished run holding the lease? its KV version is the CAS of "
@@ -100,14 +103,22 @@ def minimum(revoke_old: bool) -> list[Need]:
         Need("stage", "read", "staging path, latest: did an earlier attempt of this run already stage (crash "
                               "after the write)? then adopt it, never draw values twice"),
         Need("stage", "write", "staging path, CAS = staging base: pending values, never readable by consumers"),
-        _save("staged"),
-        # staged -> set-at-target -> tested: the rotator needs current and pending values, read per step
-        Need("set-at-target", "read", "real path, latest: current values; version check before the target moves"),
-        Need("set-at-target", "read", "staging path at the staged version: the pending values"),
-        _save("set-at-target"),
-        Need("test", "read", "real path, latest: current values; version check"),
-        Need("test", "read", "staging path at the staged version: the pending values to test"),
-        _save("tested"),
+    ]
+    if target:
+        need += [
+            _save("staged"),
+            # staged -> set-at-target -> tested: the rotator needs current and pending values, read per step
+            Need("set-at-target", "read", "real path, latest: current values; version check before the target "
+                                          "moves"),
+            Need("set-at-target", "read", "staging path at the staged version: the pending values"),
+            _save("set-at-target"),
+            Need("test", "read", "real path, latest: current values; version check"),
+            Need("test", "read", "staging path at the staged version: the pending values to test"),
+            _save("tested"),
+        ]
+    else:  # nothing to set outside Vault: the pending version is tested from memory in the step that staged it
+        need.append(_save("tested"))
+    need += [
         # tested -> promoted
         Need("promote", "read", "staging path at the staged version: the values to promote (marker re-checked)"),
         Need("promote", "write", "real path, CAS = previous version: exactly one new current version. The refused "
@@ -124,8 +135,8 @@ def minimum(revoke_old: bool) -> list[Need]:
     if revoke_old:
         need += [
             _save("revoke-wait"),
-            Need("revoke", "read", "previous version's values: what the rotator revokes"),
-            Need("revoke", "read", "current version's values: the rotator's context"),
+            *([Need("revoke", "read", "previous version's values: what the rotator revokes"),
+               Need("revoke", "read", "current version's values: the rotator's context")] if target else []),
             Need("revoke", "read", ledger_head),
             _save("revoked"),
         ]
@@ -381,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
                          "ratio": round(_ratio(sum(m.counts.values()), len(need)), 3), "http_requests": m.http,
                          "by_step": [[label, dict(c)] for label, c in m.by_step]}
                         for m, need in results],
+            "figures": [
+                figure("calls", f"Vault calls per rotation, {m.backend}, {m.scenario}", goal=f"ratio <= {GOAL_RATIO}",
+                       measured=round(sum(m.counts.values()), 2), unit="calls", floor=len(need),
+                       floor_name="derived minimum", met=_ratio(sum(m.counts.values()), len(need)) <= GOAL_RATIO)
+                for m, need in results
+            ],
+            "growth": [],
         }
         json.dump(payload, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")

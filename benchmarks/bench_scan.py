@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scan_corpus  # noqa: E402
+from _figures import figure  # noqa: E402
 from chamberlain.lab import builds  # noqa: E402
 from chamberlain.service.repository import validate  # noqa: E402
 from chamberlain.settings import Settings  # noqa: E402
@@ -363,6 +364,25 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary rows for benchmarks/run: recall, false alarms, and time beside gitleaks when it ran."""
+    c, g = r["chamberlain"], r["gitleaks"]
+    ran = "seconds" in g
+    mb = r["tree"]["mb"]
+    return [
+        figure("scan", f"credential scan recall, {mb} MB tree", goal=f">= {GOALS['recall']:.0%}",
+               measured=round(c["recall"], 4), unit="", floor=round(g["recall"], 4) if ran else None,
+               floor_name="gitleaks recall" if ran else None, met=c["recall"] >= GOALS["recall"]),
+        figure("scan", "credential scan false alarms", goal=f"<= {GOALS['false_alarm_rate']:.0%}",
+               measured=round(c["false_alarm_rate"], 4), unit="",
+               met=c["false_alarm_rate"] <= GOALS["false_alarm_rate"]),
+        figure("scan", f"credential scan time, {mb} MB tree", goal="faster than gitleaks",
+               measured=round(c["seconds"], 3), unit="s", floor=round(g["seconds"], 3) if ran else None,
+               floor_name="gitleaks, same tree" if ran else None,
+               met=(c["seconds"] <= g["seconds"]) if ran else None),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=50.0, help="size of the generated tree (default 50)")
@@ -382,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.output == "json":
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        json.dump({**result, "figures": figures(result), "growth": []}, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print(table(result))

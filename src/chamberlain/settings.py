@@ -53,6 +53,9 @@ class Settings:
     # What a child process starts from: sops and age-keygen get only tool_env() of it, the lab's servers their own
     # short list; go and apt-get (the lab's builds) get it whole, proxies and Go settings included.
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The parse cache of validate and render: <cache_dir>/parse, else $XDG_CACHE_HOME/chamberlain/parse when only
+    # that is set (None: <cache_dir>/parse).
+    parse_cache_dir: Path | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], home: Path) -> Settings:
@@ -70,12 +73,19 @@ class Settings:
             debug=bool(environ.get(DEBUG)),
             pod_name=environ.get(POD_NAME) or None,
             child_env=dict(environ),
+            parse_cache_dir=(Path(environ["XDG_CACHE_HOME"]) / "chamberlain" / "parse"
+                             if environ.get("XDG_CACHE_HOME") and not environ.get(CACHE_DIR) else None),
         )
 
     @property
     def lab_cache(self) -> Path:
         """Where the lab's built binaries live, one directory per component and version."""
         return self.cache_dir / "lab"
+
+    @property
+    def parse_cache(self) -> Path:
+        """Where validate and render keep parsed files, keyed by their bytes (chamberlain.intent.cache)."""
+        return self.parse_cache_dir or self.cache_dir / "parse"
 
     @property
     def recovery_dir(self) -> Path:

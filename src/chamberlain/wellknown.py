@@ -33,6 +33,7 @@ ADOPTED_AT: Final = "adopted-at"
 VALUE_MARKER: Final = "value-marker"  # non-reversible marker of the version chamberlain wrote
 VALUE_VERSION: Final = "value-version"
 LEDGER_SEQ: Final = "ledger-seq"  # the ledger entry recording the transfer (or creation)
+LEDGER_AFTER: Final = "ledger-after"  # provision: a seq its ledger entry comes after (bounds a resumed search)
 CREATED_BY: Final = "created-by"
 CREATED_BY_CHAMBERLAIN: Final = "chamberlain"
 CREATED_AT: Final = "created-at"

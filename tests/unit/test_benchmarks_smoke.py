@@ -22,6 +22,14 @@ def _json(script: str, *args: str) -> Any:
 def test_validate_render_at_a_smoke_size() -> None:
     report = _json("bench_validate_render.py", "-n", "50")
     assert report, "no measurement reported"
+    names = [f["name"] for f in report["figures"]]
+    assert names[0] == "validate + render, 50 intents" and report["figures"][0]["met"] is None, names
+    assert any(n.startswith("validate after one file changed") for n in names), names
+    # kubeconform runs only when built (the smoke never builds Go code); when it runs, the rendered tree is valid.
+    kube = report["kubeconform"]
+    assert "seconds" in kube or "not built" in kube["binary"], kube
+    if "seconds" in kube:
+        assert kube["summary"]["valid"] > 0 and not kube["summary"]["invalid"] and not kube["summary"]["errors"], kube
 
 
 def test_vault_calls_per_rotation_stay_at_the_protocol_minimum_on_the_fake() -> None:

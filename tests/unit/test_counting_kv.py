@@ -38,12 +38,15 @@ def test_every_operation_is_counted_and_delegated() -> None:
     meta = kv.read_metadata(MOUNT, "a/b")
     assert meta is not None and meta.current_version == 1
     kv.update_custom_metadata(MOUNT, "a/b", {"x": "y"})
+    assert isinstance(kv, CountingKV)
+    kv.patch_custom_metadata(MOUNT, "a/b", {"z": "w"}, known={"x": "y"})
     assert kv.list(MOUNT, "a") == ["b"]
     kv.destroy(MOUNT, "a/b", [1])
-    assert seen == ["write", "read", "read_metadata", "update_custom_metadata", "list", "destroy"]
-    assert isinstance(kv, CountingKV)
-    assert kv.counts == Counter({op: 1 for op in OPERATIONS}) and kv.total == 6
+    assert seen == ["write", "read", "read_metadata", "update_custom_metadata", "patch_custom_metadata", "list",
+                    "destroy"]
+    assert kv.counts == Counter({op: 1 for op in OPERATIONS}) and kv.total == 7
     assert inner.calls == kv.counts, "exactly one inner call per counted call"
+    assert inner.read_metadata(MOUNT, "a/b").custom == {"x": "y", "z": "w"}  # type: ignore[union-attr]
 
 
 def test_a_failing_call_still_counts_and_the_hook_runs_first() -> None:

@@ -58,3 +58,12 @@ def test_on_demand_components_stay_out_of_the_lab_build(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="unknown lab component"):
         builds.build_missing(tmp_path, ["gitleaks"], env={}, progress=lambda _m: None)
     assert not builds.is_built(tmp_path, comp)
+
+
+def test_kubeconform_is_on_demand_too(tmp_path: Path) -> None:
+    """kubeconform is built only by bench_validate_render.py --build-kubeconform, never by the lab."""
+    comp = builds.ON_DEMAND["kubeconform"]
+    assert comp.kind == "install" and comp.binaries == ("kubeconform",)
+    assert comp.module == "github.com/yannh/kubeconform" and comp.module_version == comp.version
+    assert "kubeconform" not in builds.COMPONENTS and "kubeconform" not in builds.BUILD_ORDER
+    assert not builds.is_built(tmp_path, comp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from chamberlain.audit.ledger import (
     LedgerReader,
     Partition,
     TransitSigner,
+    make_draft,
     signing_message,
 )
 from chamberlain.authority.errors import Forbidden
@@ -275,3 +277,60 @@ def test_pinned_keys_file_round_trips_and_refuses_bad_input(tmp_path: Path, tran
         path.write_text(text)
         with pytest.raises(UsageError, match=message):
             load_keys(path)
+
+
+# ------------------------------------------------------------------ issue 16: group commit
+
+
+class BatchingTransit(FakeTransit):
+    """A transit engine that also signs a batch in one call (as the real one does with ``batch_input``)."""
+
+    def sign_batch(self, mount: str, name: str, items: list[bytes]) -> list[str]:
+        self.calls["sign_batch"] += 1
+        signatures = [super(BatchingTransit, self).sign(mount, name, item) for item in items]
+        self.calls["sign"] -= len(items)
+        return signatures
+
+
+def test_append_many_chains_signs_once_and_moves_the_head_once(kv: FakeKV) -> None:
+    transit = BatchingTransit()
+    transit.ensure_key(TRANSIT_MOUNT, ledger_key("dev"), "ed25519")
+    ledger = signed(kv, transit)
+    ledger.append("rotation", actor="c", secret="first")
+    before = dict(kv.calls)
+    drafts = [make_draft("value-created", actor="c", secret=f"s{i}", details={"i": str(i)}) for i in range(5)]
+    entries = ledger.append_many(drafts)
+    assert [e.seq for e in entries] == [2, 3, 4, 5, 6] and [e.secret for e in entries] == [f"s{i}" for i in range(5)]
+    assert transit.calls["sign_batch"] == 1 and transit.calls["sign"] == 1  # the first entry's own signature
+    assert kv.calls["write"] - before["write"] == 6, "five entries and one head write"
+    assert kv.calls["read"] == before.get("read", 0), "the head this instance wrote is known: no read"
+    report = LedgerReader(kv, MOUNT).verify(pinned(transit, "dev"))
+    assert report.ok and report.entries == 6 and not report.warnings
+    assert ledger.append("rotation", actor="c").seq == 7, "the next append chains after the group"
+
+
+def test_append_many_walks_past_another_writer_mid_group(kv: FakeKV, transit: FakeTransit) -> None:
+    ledger = signed(kv, transit)
+    ledger.append("rotation", actor="c", secret="first")
+    other = signed(kv, transit)
+    real_write = kv.write
+    taken = False
+
+    def interleaving(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        nonlocal taken
+        if path == _slot(DEV, 3) and not taken:
+            taken = True
+            other.append("rotation", actor="other", secret="theirs")  # takes seq 3 while the group is under way
+        return real_write(mount, path, data, cas)
+
+    kv.write = interleaving  # type: ignore[method-assign]
+    entries = ledger.append_many([make_draft("value-created", actor="c", secret=f"s{i}") for i in range(4)])
+    kv.write = real_write  # type: ignore[method-assign]
+    assert [e.seq for e in entries] == [2, 4, 5, 6]
+    report = LedgerReader(kv, MOUNT).verify(pinned(transit, "dev"))
+    assert report.ok, report.problems
+    assert [e.secret for e in LedgerReader(kv, MOUNT).entries()] == ["first", "s0", "theirs", "s1", "s2", "s3"]
+
+
+def test_append_many_of_nothing_writes_nothing(kv: FakeKV, transit: FakeTransit) -> None:
+    assert signed(kv, transit).append_many([]) == [] and kv.calls["write"] == 0 and kv.calls["read"] == 0

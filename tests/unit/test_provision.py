@@ -4,15 +4,22 @@ ledgered once, never overwritten — across crashes at every step and races with
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
 
 from chamberlain import wellknown as wk
-from chamberlain.audit.ledger import Ledger, LedgerReader
-from chamberlain.authority.fake import FakeKV
+from chamberlain.audit.keys import PinnedKeys
+from chamberlain.audit.ledger import Ledger, LedgerReader, TransitSigner
+from chamberlain.authority.errors import AuthorityUnavailable
+from chamberlain.authority.fake import FakeKV, FakeTransit
 from chamberlain.clock import FakeClock
+from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Repository
+from chamberlain.intent.model import AnyGenerator, PasswordGenerator
+from chamberlain.intent.paths import TRANSIT_MOUNT, VaultPath, ledger_key
 from chamberlain.provision import ProvisionError, ProvisionUnit, Step, next_step, provision_units, run_provision
 from chamberlain.provision import workflow as wf
 from chamberlain.provision.workflow import Observed
@@ -117,8 +124,8 @@ def test_rerun_is_a_noop(repo: Repository, canary_values: None, quiet: None) -> 
     calls = dict(kv.calls)
     again = run(units, kv, "run-2")
     assert {o.result for o in again} == {"exists"} and all(o.steps == [] for o in again)
-    assert kv.calls["write"] == calls["write"]
-    assert kv.calls["update_custom_metadata"] == calls["update_custom_metadata"]
+    assert {op: n - calls.get(op, 0) for op, n in kv.calls.items() if n != calls.get(op, 0)} == {
+        "read_metadata": len(units)}, "one metadata read per secret, nothing else"
 
 
 def test_existing_values_are_left_untouched(repo: Repository, canary_values: None, quiet: None) -> None:
@@ -193,3 +200,152 @@ def test_dry_run_changes_nothing(repo: Repository, canary_values: None, quiet: N
     assert {o.result for o in outcomes} == {"planned"}
     assert outcomes[0].steps == ["create", "record", "ledger"]
     assert kv.calls["write"] == 0
+
+
+# ------------------------------------------------------------------ issue 16: many secrets at once
+
+
+def synthetic(n: int, environment: str = "dev") -> list[ProvisionUnit]:
+    generators: dict[str, AnyGenerator] = {"password": PasswordGenerator(type="password", length=16)}
+    return [ProvisionUnit(f"s{i:04d}", environment, VaultPath("secret", f"{environment}/team/s{i:04d}"),
+                          generators, None, None) for i in range(n)]
+
+
+def signed_book(kv: FakeKV, transit: FakeTransit) -> Ledger:
+    return Ledger(kv, "secret", FakeClock(T0), signer=TransitSigner(transit), cluster="dev1")
+
+
+@pytest.fixture
+def transit() -> FakeTransit:
+    t = FakeTransit()
+    t.ensure_key(TRANSIT_MOUNT, ledger_key("dev"), "ed25519")
+    return t
+
+
+def test_parallel_run_creates_each_once_and_the_chain_verifies(canary_values: None, quiet: None,
+                                                               transit: FakeTransit) -> None:
+    kv = FakeKV()
+    units = synthetic(150)
+    outcomes = run_provision(units, kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0),
+                             workers=6)
+    assert [o.unit for o in outcomes] == units, "outcomes in the order of the units"
+    assert {o.result for o in outcomes} == {"created"} and all(o.steps == ["create", "record", "ledger"]
+                                                               for o in outcomes)
+    reader = LedgerReader(kv, "secret")
+    keys = PinnedKeys.from_transit({ledger_key("dev"): transit.public_keys(TRANSIT_MOUNT, ledger_key("dev"))})
+    report = reader.verify(keys)
+    assert report.ok and report.entries == 150 and not report.warnings, report.problems
+    by_secret = {e.secret: e for e in reader.entries()}
+    for unit, outcome in zip(units, outcomes, strict=True):
+        custom = kv.read_metadata("secret", unit.vault.path).custom  # type: ignore[union-attr]
+        assert custom[wk.LEDGER_SEQ] == str(by_secret[unit.intent].seq) == str(outcome.ledger_seq)
+        assert int(custom[wk.LEDGER_AFTER]) < by_secret[unit.intent].seq
+    assert kv.calls["write"] < 150 * 3, "entries went in groups: fewer head writes than entries"
+    again = run_provision(units, kv, signed_book(kv, transit), actor="t", run="r2", clock=FakeClock(T0), workers=6)
+    assert {o.result for o in again} == {"exists"}
+    scan(kv, *(o.as_dict() for o in outcomes))
+
+
+def test_requests_per_new_secret(canary_values: None, quiet: None, transit: FakeTransit) -> None:
+    """One metadata read, the value, two metadata PATCHes, the entry, the head (read once, written once)."""
+    kv = FakeKV()
+    [outcome] = run_provision(synthetic(1), kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0))
+    assert outcome.result == "created"
+    assert dict(kv.calls) == {"read_metadata": 1, "write": 3, "patch_custom_metadata": 2, "read": 1}
+    assert transit.calls["sign"] == 1
+
+
+def test_resume_looks_only_after_the_mark(canary_values: None, monkeypatch: pytest.MonkeyPatch,
+                                         transit: FakeTransit) -> None:
+    kv = FakeKV()
+    units = synthetic(30)
+    book = signed_book(kv, transit)
+    run_provision(units[:20], kv, book, actor="t", run="r", clock=FakeClock(T0))
+    crashed = units[25]
+
+    def checkpoint(name: str) -> None:
+        if name == "provision.ledger":
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", checkpoint)
+    with pytest.raises(Crash):
+        run_provision([crashed], kv, signed_book(kv, transit), actor="t", run="r2", clock=FakeClock(T0))
+    monkeypatch.setattr(wf, "checkpoint", lambda name: None)
+    before = dict(kv.calls)
+    [outcome] = run_provision([crashed], kv, signed_book(kv, transit), actor="t", run="r3", clock=FakeClock(T0))
+    assert outcome.result == "exists" and outcome.steps == ["ledger"] and outcome.ledger_seq == 21
+    assert kv.calls["list"] == before.get("list", 0), "no walk over the whole ledger"
+    assert kv.calls["read"] - before.get("read", 0) == 1, "one slot read: the entry right after the mark"
+    assert len(LedgerReader(kv, "secret").entries()) == 21
+
+
+def test_a_record_without_a_mark_is_looked_up_in_the_whole_ledger(canary_values: None, quiet: None,
+                                                                  transit: FakeTransit) -> None:
+    kv = FakeKV()
+    [unit] = synthetic(1)
+    run_provision([unit], kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0))
+    # As an earlier release left it after a crash between the ledger entry and its note: no mark, no seq.
+    secret = kv._store[("secret", unit.vault.path)]
+    secret.custom = {k: v for k, v in secret.custom.items() if k not in (wk.LEDGER_AFTER, wk.LEDGER_SEQ)}
+    [outcome] = run_provision([unit], kv, signed_book(kv, transit), actor="t", run="r2", clock=FakeClock(T0))
+    assert outcome.steps == ["ledger"] and outcome.ledger_seq == 1
+    assert len(LedgerReader(kv, "secret").entries()) == 1
+
+
+def test_a_failure_stops_new_units_and_a_rerun_converges(canary_values: None, quiet: None,
+                                                         transit: FakeTransit) -> None:
+    kv = FakeKV()
+    units = synthetic(60)
+    real_write = kv.write
+    failed = units[10].vault.path
+
+    def flaky(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        if path == failed:
+            raise AuthorityUnavailable("fake: connection reset")
+        return real_write(mount, path, data, cas)
+
+    kv.write = flaky  # type: ignore[method-assign]
+    with pytest.raises(ProvisionError, match=r"s0010 .* stopped at step create: .*re-run to resume"):
+        run_provision(units, kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0), workers=4)
+    started = sum(kv.read_metadata("secret", u.vault.path) is not None for u in units)
+    assert started < len(units), "units not started when the failure came stay untouched"
+    kv.write = real_write  # type: ignore[method-assign]
+    again = run_provision(units, kv, signed_book(kv, transit), actor="t", run="r2", clock=FakeClock(T0), workers=4)
+    assert all(o.ledger_seq for o in again)
+    reader = LedgerReader(kv, "secret")
+    assert reader.verify().ok and sorted(e.secret or "" for e in reader.entries()) == [u.intent for u in units]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_parallel_crash_then_rerun_converges(canary_values: None, point: str, monkeypatch: pytest.MonkeyPatch,
+                                             transit: FakeTransit) -> None:
+    kv = FakeKV()
+    units = synthetic(40)
+    seen = 0
+    lock = threading.Lock()
+
+    def checkpoint(name: str) -> None:
+        nonlocal seen
+        if name == point:
+            with lock:
+                seen += 1
+                if seen == 15:
+                    raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", checkpoint)
+    with pytest.raises(Crash):
+        run_provision(units, kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0), workers=5)
+    monkeypatch.setattr(wf, "checkpoint", lambda name: None)
+    run_provision(units, kv, signed_book(kv, transit), actor="t", run="r2", clock=FakeClock(T0), workers=5)
+    reader = LedgerReader(kv, "secret")
+    assert reader.verify().ok
+    assert sorted(e.secret or "" for e in reader.entries()) == [u.intent for u in units], "one entry each"
+    for unit in units:
+        current = kv.read("secret", unit.vault.path)
+        assert current is not None and current.version == 1, "no value is ever regenerated"
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(UsageError):
+        run_provision([], FakeKV(), Ledger(FakeKV(), "secret", FakeClock(T0)), actor="t", run="r",
+                      clock=FakeClock(T0), workers=0)

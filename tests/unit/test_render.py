@@ -23,7 +23,7 @@ import yaml
 from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
-from chamberlain.render import MARKER, RenderedTree, RenderError, naming, render_repository, write_tree
+from chamberlain.render import MARKER, RenderedTree, RenderError, WriteResult, naming, render_repository, write_tree
 from tests.conftest import CORPUS, EXAMPLES, REPO_ROOT
 
 BASE = CORPUS / "base"
@@ -514,3 +514,32 @@ def test_write_tree_refuses_symlinked_directories_out(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="symlink"):
         write_tree(_tree({"a.yaml": "a\n", "envs/x.yaml": "x\n"}), out)
     assert not any(elsewhere.iterdir())
+
+
+def test_write_tree_replaces_a_planted_symlink_never_its_target(tmp_path: Path) -> None:
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    victim.write_text("safe\n")
+    write_tree(_tree({"a.yaml": "a\n"}), out)
+    (out / "a.yaml").unlink()
+    (out / "a.yaml").symlink_to(victim)
+    result = write_tree(_tree({"a.yaml": "a\n"}), out)
+    assert result.written == 1 and not (out / "a.yaml").is_symlink()
+    assert (out / "a.yaml").read_text() == "a\n" and victim.read_text() == "safe\n"
+
+
+def test_write_tree_replaces_a_fifo_without_blocking(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_tree(_tree({"a.yaml": "a\n"}), out)
+    (out / "a.yaml").unlink()
+    os.mkfifo(out / "a.yaml")
+    assert write_tree(_tree({"a.yaml": "a\n"}), out).written == 1
+    assert (out / "a.yaml").read_text() == "a\n"
+
+
+def test_write_tree_first_render_leaves_only_the_rendered_files(tmp_path: Path) -> None:
+    files = {f"d{i % 3}/f{i}.yaml": f"n: {i}\n" * (i + 1) for i in range(20)}
+    out = tmp_path / "out"
+    assert write_tree(_tree(files), out).written == 20
+    on_disk = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == {**files, MARKER: on_disk[MARKER]}
+    assert write_tree(_tree(files), out) == WriteResult(written=0, unchanged=20, removed=0)

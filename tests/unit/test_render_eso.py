@@ -9,6 +9,7 @@ here (as with ``kubectl apply --validate=strict``): every object schema that lis
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,11 @@ import pytest
 import yaml
 
 from chamberlain import wellknown as wk
-from tests.unit.test_render import REPOS, docs, render
+from chamberlain.intent.loader import load_repository
+from chamberlain.render import eso
+from chamberlain.render.yamlio import dump_yaml
+from tests.conftest import EXAMPLES
+from tests.unit.test_render import ACME, BASE, REPOS, docs, render
 
 SEARCH = [
     Path.home() / ".cache" / "chamberlain" / "lab" / "external-secrets",
@@ -157,3 +162,53 @@ def test_version_marker_extension_shape() -> None:
     # Applying it twice is refused rather than silently doubling the entry.
     with pytest.raises(ValueError, match="reserved"):
         eso.add_version_marker(marked["spec"], "x")
+
+
+# ------------------------------------------------------------------------------ the direct ExternalSecret writer
+
+
+def _reads(path: Path) -> list[tuple[Any, str]]:
+    from chamberlain.render.topology import build_topology
+
+    repo = load_repository(path)
+    assert repo.platform is not None
+    topo = build_topology(repo.platform, [p.obj for p in repo.policy_index().values()],
+                          [i.obj for i in repo.intent_index().values()])
+    return [(read, unit.environment) for unit in topo.units for reads in unit.reads.values() for read in reads]
+
+
+@pytest.mark.parametrize("path", [*REPOS.values(), EXAMPLES / "acme-tenancy"], ids=lambda p: p.name)
+def test_external_secret_text_is_the_general_dump_byte_for_byte(path: Path) -> None:
+    """Render writes a plain consumer's ExternalSecret directly (its hottest document); it must be exactly what
+    dumping :func:`eso.external_secret` writes, and decline what it does not cover (templates)."""
+    reads = _reads(path)
+    assert reads
+    direct = 0
+    for read, env in reads:
+        text = eso.external_secret_text(read, env)
+        if read.parts:
+            assert text is None
+            continue
+        assert text == dump_yaml(eso.external_secret(read, env, version_marker=True))
+        direct += 1
+    assert direct
+
+
+@pytest.mark.parametrize("keys", [
+    None, {}, {"PASSWORD": "password"}, {"yes": "on", "a.b": "1", "x_y": "null", "Z-9": "true"},
+    {"k": "é"}, {"b": "x", "a": "y", "c": "z"},
+])
+def test_external_secret_text_quotes_and_orders_like_the_dumper(keys: dict[str, str] | None) -> None:
+    read, env = next((r, e) for r, e in _reads(ACME if "acme" in REPOS else BASE) if not r.parts)
+    odd = replace(read, consumer=read.consumer.model_copy(update={"keys": keys, "secret_name": "on"}))
+    for environment in (env, "yes", "1h"):
+        assert eso.external_secret_text(odd, environment) == dump_yaml(
+            eso.external_secret(odd, environment, version_marker=True))
+
+
+def test_external_secret_text_leaves_the_reserved_key_to_the_general_path() -> None:
+    read, env = next((r, e) for r, e in _reads(BASE) if not r.parts)
+    odd = replace(read, consumer=read.consumer.model_copy(update={"keys": {eso.METADATA_KEY: "password"}}))
+    assert eso.external_secret_text(odd, env) is None
+    with pytest.raises(ValueError, match="reserved"):
+        eso.external_secret(odd, env, version_marker=True)

@@ -812,3 +812,66 @@ def test_a_reloader_managed_workload_is_left_to_reloader_and_noted_in_the_run() 
     assert run.stage == "revoked" and w.kube.workload_patches == []  # Reloader rolls it: never twice
     assert run.notes["left-to-reloader"] == f"{WORKLOAD.kind}/{WORKLOAD.namespace}/{WORKLOAD.name}"
     assert "restarted" not in run.notes
+
+
+# --------------------------------------------------------------------------------------------------- no target
+
+
+@dataclass
+class TargetlessRotator(FakeRotator):
+    """Like the generated rotators: nothing outside Vault holds the value (``rotators.base.has_target``)."""
+
+    has_target: bool = False
+
+
+def test_a_rotator_without_target_is_staged_and_tested_in_one_persisted_step() -> None:
+    w = make_world()
+    w.rotator = TargetlessRotator()
+    run, deps = w.start(), w.deps()
+    before = w.kv.read_metadata(MOUNT, runs.run_path(SECRET))
+    run = wf.advance(run, deps)
+    assert run.stage == "tested" and run.staged_version == 1 and run.pending_marker is not None
+    after = w.kv.read_metadata(MOUNT, runs.run_path(SECRET))
+    assert before is not None and after is not None and after.current_version == before.current_version + 1
+    assert w.rotator.calls == ["create_pending", "test"], "tested from memory, never set anywhere"
+    final = wf.run_to_completion(run, deps)
+    assert w.rotator.revoked == [] and "revoke_old" not in w.rotator.calls, "nothing to revoke: no value read"
+    assert final.stage == "revoked" and final.ledger_seq is not None and w.versions() == 2
+    assert w.custom()[wk.VALUE_MARKER] == final.pending_marker
+    assert "CANARY" not in everything_recorded(w)
+
+
+@pytest.mark.parametrize("point", ["rotation.stage", "rotation.test"])
+def test_a_crash_in_the_combined_step_resumes_to_one_rotation_with_the_staged_values(
+        point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world()
+    w.rotator = TargetlessRotator()
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == point and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    run = w.start()
+    with pytest.raises(Crash):
+        wf.run_to_completion(run, w.deps())
+    resumed = runs.load(w.kv, SECRET)
+    assert resumed is not None and resumed.stage == "pending", "the crash came before the run was saved"
+    final = wf.run_to_completion(resumed, w.deps())
+    assert w.rotator.created == 1, "the staged values are adopted, never drawn twice"
+    assert final.ledger_seq is not None and w.versions() == 2 and len(w.rotations()) == 1
+
+
+def test_a_failed_test_in_the_combined_step_keeps_the_staging_and_retries_the_usual_steps() -> None:
+    from chamberlain.rotation.rotators import CredentialTestFailed
+
+    w = make_world()
+    w.rotator = TargetlessRotator(fail={"test": [CredentialTestFailed("pending version lacks a key")]})
+    run, deps = w.start(), w.deps()
+    run = wf.advance(run, deps)
+    assert run.stage == "staged" and run.attempts == 1 and run.next_retry_at is not None, "the staging is kept"
+    final = wf.run_to_completion(run, deps)
+    assert w.rotator.created == 1 and final.ledger_seq is not None and w.versions() == 2
+    assert w.rotator.calls.count("test") == 2

@@ -25,9 +25,11 @@ Calls per append (the head names the last seq *and* hash, and a read returns the
 head (skipped when this instance appended last), sign, create entry ``seq + 1`` with CAS 0, write the head with
 CAS = the version read. Only a refused CAS costs more: a refused entry means the head lags or another writer got
 there first, so the slot at that seq is read and the chain continues after it; a refused head is read again and
-rewritten only when it still names an earlier entry. A caller that must append an entry at most once across
-crashes (a rotation run's one entry) keeps a :class:`LedgerMark` from before its first attempt and passes it with
-``find``: entries after the mark are the only places an earlier attempt can have written to.
+rewritten only when it still names an earlier entry. A group of entries (:meth:`Ledger.append_many`: many
+secrets provisioned at once) costs one signature request, its entries and one head write. A caller that must
+append an entry at most once across crashes (a rotation run's one entry) keeps a :class:`LedgerMark` from before its
+first attempt and passes it with ``find``: entries after the mark are the only places an earlier attempt can have
+written to.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -90,6 +92,15 @@ class Draft(BaseModel):
     run: str | None = None
     reason: str | None = None
     details: dict[str, str] = Field(default_factory=dict)
+
+
+def make_draft(event: Event, *, actor: str, secret: str | None = None, path: str | None = None,
+               run: str | None = None, reason: str | None = None, result: Result = "ok",
+               details: Mapping[str, str] | None = None) -> Draft:
+    """A draft as :meth:`Ledger.append` makes it: reason and detail values cut to :data:`MAX_DETAIL_CHARS`."""
+    return Draft(event=event, result=result, secret=secret, path=path, actor=actor, run=run,
+                 reason=reason[:MAX_DETAIL_CHARS] if reason else None,
+                 details={k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())})
 
 
 class LedgerEntry(Draft):
@@ -170,6 +181,14 @@ class TransitSigner:
 
     def sign(self, key: str, message: bytes) -> str:
         return self.transit.sign(self.mount, key, message)
+
+    def sign_many(self, key: str, messages: list[bytes]) -> list[str]:
+        """Every message's signature, in order: one request when the transit client batches (``sign_batch``)."""
+        batch = getattr(self.transit, "sign_batch", None)
+        if batch is not None and len(messages) > 1:
+            signatures: list[str] = batch(self.mount, key, messages)
+            return signatures
+        return [self.transit.sign(self.mount, key, m) for m in messages]
 
 
 class PublicKeys(Protocol):
@@ -427,6 +446,12 @@ class Ledger(LedgerReader):
             child = self._children[environment] = self._child(Partition(environment, self._cluster))
         return child
 
+    @property
+    def tail_hint(self) -> LedgerMark | None:
+        """The tail after this instance's last append (None: none yet, or it is unknown): a lower bound of the
+        partition's tail, known without a read."""
+        return self._mark
+
     def _child(self, partition: Partition) -> Ledger:
         return Ledger(self._kv, self._mount, self._clock, partition=partition, signer=self._signer)
 
@@ -449,12 +474,41 @@ class Ledger(LedgerReader):
         """Append one entry and return it. ``after``: start from this mark instead of the head (no read); ``find``:
         an entry after the mark for which it is true is returned instead of appending (an earlier attempt of the
         same caller that crashed before recording it)."""
+        self._writer_check()
+        draft = make_draft(event, actor=actor, secret=secret, path=path, run=run, reason=reason, result=result,
+                           details=details)
+        return self._append(draft, after, find)
+
+    def _writer_check(self) -> None:
         if self._cluster is not None and self._partition is None:
             raise TypeError("a ledger book appends through for_environment(env), never directly")
-        draft = Draft(event=event, result=result, secret=secret, path=path, actor=actor, run=run,
-                      reason=reason[:MAX_DETAIL_CHARS] if reason else None,
-                      details={k: str(v)[:MAX_DETAIL_CHARS] for k, v in sorted((details or {}).items())})
-        return self._append(draft, after, find)
+
+    def append_many(self, drafts: Sequence[Draft], after: LedgerMark | None = None) -> list[LedgerEntry]:
+        """Append ``drafts`` in order and return their entries (a group commit). They are sealed together and
+        signed in one request where the signer batches; the entries are still created one at a time, in order,
+        with CAS 0 (two at once could not be safe: if another writer took the first one's seq, the second would
+        chain to a hash that is not in the ledger); the head moves once, after the last. Calls for n drafts: 1
+        signature, n entries, 1 head (plus the head read when this instance has not appended before). A refused
+        entry (another writer, a lagging head) hands it and the rest to :meth:`append`'s walk, one by one. ``after``:
+        a mark the caller read (used when this instance has appended nothing yet, instead of reading the head)."""
+        self._writer_check()
+        if not drafts:
+            return []
+        tail = self._mark or after or self.mark()
+        sealed = self._seal_many(list(drafts), tail)
+        written: list[LedgerEntry] = []
+        for entry in sealed:
+            try:
+                self._kv.write(self._mount, self._entry_path(entry.seq), {"entry": entry.model_dump_json()}, cas=0)
+            except (CasConflict, Forbidden):
+                after = LedgerMark(written[-1].seq, written[-1].hash, tail.head_version) if written else tail
+                self._mark = None
+                rest = [self._append(d, after if i == 0 else None, None)
+                        for i, d in enumerate(drafts[len(written):])]
+                return written + rest
+            written.append(entry)
+        self._mark = self._update_head(written[-1], tail.head_version)
+        return written
 
     def _seal(self, draft: Draft, tail: LedgerMark) -> LedgerEntry:
         part = self._partition
@@ -465,6 +519,25 @@ class Ledger(LedgerReader):
             entry = entry.model_copy(update={"sig": self._signer.sign(part.key,
                                                                       signing_message(part.name, entry.hash))})
         return entry
+
+    def _seal_many(self, drafts: list[Draft], tail: LedgerMark) -> list[LedgerEntry]:
+        """``drafts`` chained after ``tail`` and each other, signed together."""
+        part = self._partition
+        entries: list[LedgerEntry] = []
+        prev = tail
+        for draft in drafts:
+            entry = LedgerEntry(seq=prev.seq + 1, time=rfc3339(self._clock.now()), prev=prev.hash,
+                                partition=part.name if part else "", **draft.model_dump())
+            entry = entry.model_copy(update={"hash": entry.computed_hash()})
+            entries.append(entry)
+            prev = LedgerMark(entry.seq, entry.hash)
+        if part is None or self._signer is None:
+            return entries
+        messages = [signing_message(part.name, e.hash) for e in entries]
+        sign_many = getattr(self._signer, "sign_many", None)
+        signatures: list[str] = (sign_many(part.key, messages) if sign_many is not None
+                                 else [self._signer.sign(part.key, m) for m in messages])
+        return [e.model_copy(update={"sig": sig}) for e, sig in zip(entries, signatures, strict=True)]
 
     def _append(self, draft: Draft, after: LedgerMark | None,
                 find: Callable[[LedgerEntry], bool] | None) -> LedgerEntry:
@@ -533,5 +606,6 @@ __all__ = [
     "TransitAPI",
     "TransitSigner",
     "Verification",
+    "make_draft",
     "signing_message",
 ]

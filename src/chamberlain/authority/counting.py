@@ -1,9 +1,10 @@
 """A :class:`~chamberlain.authority.kv.KV` that counts the calls it passes on to another one.
 
-Wraps any KV (the fake, :class:`~chamberlain.authority.vault.VaultKV`): every call of the six protocol methods is
-counted by operation name (``read``, ``write``, ``read_metadata``, ``update_custom_metadata``, ``list``,
-``destroy``) and reported to an optional ``on_call`` hook *before* it is delegated, so a call that fails (CAS
-conflict, Vault down) still counts: it was a request to the authority. The controller exports the hook as its
+Wraps any KV (the fake, :class:`~chamberlain.authority.vault.VaultKV`): every call of the six protocol methods and
+of the optional metadata PATCH is counted by operation name (``read``, ``write``, ``read_metadata``,
+``update_custom_metadata``, ``patch_custom_metadata``, ``list``, ``destroy``) and reported to an optional
+``on_call`` hook *before* it is delegated, so a call that fails (CAS conflict, Vault down) still counts: it was a
+request to the authority. The controller exports the hook as its
 "Vault requests" Prometheus counter; the benchmark and the tests read :attr:`CountingKV.counts`.
 
 Counting is thread-safe (a controller drives several runs on worker threads through one KV). Nothing about the
@@ -22,11 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, Forbidden, NotFound
-from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
+from chamberlain.authority.kv import KV, MetadataPatch, SecretMetadata, SecretVersion, update_metadata
 
 T = TypeVar("T")
 
-OPERATIONS: tuple[str, ...] = ("read", "write", "read_metadata", "update_custom_metadata", "list", "destroy")
+OPERATIONS: tuple[str, ...] = ("read", "write", "read_metadata", "update_custom_metadata", "patch_custom_metadata",
+                               "list", "destroy")
 
 
 def error_reason(exc: BaseException) -> str:
@@ -96,6 +98,12 @@ class CountingKV:
 
     def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
         self._call("update_custom_metadata", lambda: self.inner.update_custom_metadata(mount, path, custom))
+
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        """One PATCH when ``inner`` can (else counted as the read-and-write-back it falls back to)."""
+        operation = "patch_custom_metadata" if isinstance(self.inner, MetadataPatch) else "update_custom_metadata"
+        self._call(operation, lambda: update_metadata(self.inner, mount, path, update, known))
 
     def list(self, mount: str, prefix: str) -> list[str]:
         return self._call("list", lambda: self.inner.list(mount, prefix))

@@ -83,6 +83,16 @@ class FakeKV:
         with self._lock:
             secret.custom = merge_custom_metadata(secret.custom, custom)
 
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        self._guard("patch_custom_metadata")
+        merge_custom_metadata(known, update)
+        secret = self._store.get((mount, path))
+        if secret is None:
+            raise NotFound(f"{mount}/{path}")
+        with self._lock:
+            secret.custom = merge_custom_metadata(secret.custom, update)
+
     def list(self, mount: str, prefix: str) -> list[str]:
         self._guard("list")
         prefix = prefix.rstrip("/") + "/" if prefix else ""

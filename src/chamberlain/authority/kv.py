@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chamberlain import wellknown as wk
 from chamberlain.authority.errors import InvalidRequest, MetadataTooLarge
@@ -65,6 +65,28 @@ class KV(Protocol):
         """Destroy the data of ``versions`` for good (KV v2 destroy); their metadata stays, marked destroyed, and
         reading them answers a deleted version. Destroying an absent or already destroyed version is a no-op."""
         ...
+
+
+@runtime_checkable
+class MetadataPatch(Protocol):
+    """A KV that merges custom_metadata on the server (KV v2 ``PATCH <mount>/metadata/<path>``, JSON merge patch):
+    one request instead of a read and a whole-map write, and no lost update of keys someone else changed between
+    the two. Optional: callers fall back to :meth:`KV.update_custom_metadata` for a KV without it."""
+
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        """Merge ``update`` into the secret's custom_metadata. ``known`` is the map as the caller last read it:
+        Vault's limits and the ESO marker rule (:func:`merge_custom_metadata`) are checked against it before
+        anything is sent. An absent secret is :class:`NotFound`, as for :meth:`KV.update_custom_metadata`."""
+        ...
+
+
+def update_metadata(kv: KV, mount: str, path: str, update: Mapping[str, str], known: Mapping[str, str]) -> None:
+    """``update`` merged into the secret's custom_metadata: one PATCH where ``kv`` can, else read and write back."""
+    if isinstance(kv, MetadataPatch):
+        kv.patch_custom_metadata(mount, path, update, known)
+    else:
+        kv.update_custom_metadata(mount, path, update)
 
 
 class KVLifecycle(KV, Protocol):

@@ -7,6 +7,7 @@ it). Exception text is not printed for unexpected errors because it could carry 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,7 +16,6 @@ import typer
 from rich.markup import escape
 
 from chamberlain import __version__
-from chamberlain.cli.options import settings
 from chamberlain.cli.output import (
     DataFormat,
     FindingsFormat,
@@ -34,12 +34,18 @@ from chamberlain.cli.output import (
 from chamberlain.errors import ChamberlainError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from contextlib import AbstractContextManager
 
     from chamberlain.findings import Finding
     from chamberlain.intent.walk import Exclusion
+    from chamberlain.settings import Settings
 
-app = typer.Typer(
+# The core commands (validate, render, inventory, schema) live on this app; the groups that talk to servers are
+# added to it only when the command line needs them (:func:`_full_app`), so `chamberlain validate` does not import
+# the server clients, the lab and every sub-command's options (they were most of its start-up time). ``app`` (the
+# module attribute, e.g. for CliRunner) is always the full app.
+_app = typer.Typer(
     name="chamberlain",
     help="GitOps-native, Vault-first secret life cycle for Kubernetes.",
     no_args_is_help=True,
@@ -55,7 +61,14 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+def _settings() -> Settings:
+    # What chamberlain.cli.options.settings() reads, without importing the options of every command.
+    from chamberlain.settings import Settings
+
+    return Settings.from_environ(os.environ, Path.home())
+
+
+@_app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -64,7 +77,7 @@ def _root(
     """GitOps-native, Vault-first secret life cycle for Kubernetes."""
     from chamberlain import faults
 
-    faults.arm(settings().crash_at)  # resumability tests kill the process at a named checkpoint
+    faults.arm(_settings().crash_at)  # resumability tests kill the process at a named checkpoint
 
 
 BaselineOption = Annotated[Path | None, typer.Option(
@@ -73,15 +86,19 @@ BaselineOption = Annotated[Path | None, typer.Option(
 WriteBaselineOption = Annotated[Path | None, typer.Option(
     "--write-baseline", metavar="FILE", help="Write the fingerprints of the current credential findings to FILE "
     "and exit 0; review every entry before committing it.", show_default=False)]
+NoCacheOption = Annotated[bool, typer.Option(
+    "--no-cache", help="Parse every file again instead of reusing the parse cache (kept outside the repository, "
+    "keyed by each file's bytes: $CHAMBERLAIN_CACHE_DIR/parse, else $XDG_CACHE_HOME/chamberlain/parse, else "
+    "~/.cache/chamberlain/parse). The checks always run in full either way.")]
 HistoryOption = Annotated[bool, typer.Option(
     "--history", help="Also scan the Git history (every commit reachable from HEAD) for credentials committed "
     "and perhaps removed since (CH126: rotate them).")]
 
 
-@app.command()
+@_app.command()
 def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, strict: StrictOption = False,
              baseline: BaselineOption = None, write_baseline: WriteBaselineOption = None,
-             history: HistoryOption = False) -> None:
+             history: HistoryOption = False, no_cache: NoCacheOption = False) -> None:
     """Check an intent repository against the schema and every invariant. Exit 1 when an error is found (with
     --strict: any finding; warnings alone never fail otherwise).
 
@@ -96,7 +113,8 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
     )
     from chamberlain.service import repository, scanning
 
-    run = scanning.validate(path, baseline=baseline, history=history)
+    with _parse_cache(no_cache):
+        run = scanning.validate(path, baseline=baseline, history=history)
     result, findings = run.validation, run.findings
     if write_baseline is not None:
         from chamberlain.scan.baseline import write_baseline as write
@@ -136,6 +154,14 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
     raise typer.Exit(1 if failing else 0)
 
 
+def _parse_cache(disabled: bool) -> AbstractContextManager[object]:
+    """The loader's parse cache for one command (``--no-cache``: none)."""
+    from chamberlain.intent.cache import ParseCache
+    from chamberlain.intent.loader import parse_cache
+
+    return parse_cache(None if disabled else ParseCache(_settings().parse_cache))
+
+
 def _print_exclusions(exclusions: Sequence[Exclusion]) -> None:
     """What the loader left out of intent, on stderr (diagnostics): visible, never a silent skip."""
     from chamberlain.reporting import exclusion_lines
@@ -160,7 +186,7 @@ def _print_findings(findings: list[Finding], *, wide: bool = False, accepted: se
         line(text)
 
 
-@app.command()
+@_app.command()
 def render(
     path: RepoPath,
     out: Annotated[
@@ -170,6 +196,7 @@ def render(
     check: Annotated[bool, typer.Option(
         "--check", help="Write nothing; exit 1 when the output committed in the directory is stale (lists the "
                         "missing, changed and extra files), 0 when it is exactly what render writes.")] = False,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a validation without errors.
 
@@ -182,7 +209,8 @@ def render(
     from chamberlain.findings import blocking
     from chamberlain.service import repository
 
-    outcome = repository.render(path, out, strict=strict, check=check)
+    with _parse_cache(no_cache):
+        outcome = repository.render(path, out, strict=strict, check=check)
     _print_findings(outcome.findings)
     _print_exclusions(outcome.exclusions)
     if not outcome.rendered:
@@ -205,7 +233,7 @@ def render(
     stderr.print(f"[green]rendered[/green] {outcome.files} files to {out}")
 
 
-@app.command()
+@_app.command()
 def inventory(path: RepoPath, output: InventoryOutput = InventoryFormat.text) -> None:
     """List every secret: owner, purpose, class, environments, Vault paths, consumers, workloads, rotation.
 
@@ -229,7 +257,7 @@ def inventory(path: RepoPath, output: InventoryOutput = InventoryFormat.text) ->
         sys.stdout.write(to_text(inv, 280 if wide else 160, wide=wide))
 
 
-@app.command()
+@_app.command()
 def schema(
     output: Annotated[DataFormat, typer.Option("-o", "--output", help="json or yaml.")] = DataFormat.json,
 ) -> None:
@@ -244,8 +272,34 @@ def schema(
         emit_json(data)
 
 
+CORE_COMMANDS = frozenset({"validate", "render", "inventory", "schema"})
+_registered = False
+
+
+def _full_app() -> typer.Typer:
+    """The app with every command group (registered once)."""
+    global _registered  # registration happens once per process, on first need
+    if not _registered:
+        _registered = True
+        _register_subapps()
+    return _app
+
+
+def _app_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> typer.Typer:
+    """The app a command line needs: the core app when it names a core command, else (help, completion, another
+    command, a typo) the full one. Options before the command are the root's own (--version, --help and the
+    completion flags), which take no value, so the first argument that is not an option is the command."""
+    env = os.environ if environ is None else environ
+    if any(k.startswith("_") and k.endswith("_COMPLETE") for k in env):  # shell completion lists every command
+        return _full_app()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in CORE_COMMANDS or (command is None and "--version" in argv):
+        return _app
+    return _full_app()
+
+
 def _register_subapps() -> None:
-    # Imported here, after the core commands, so `chamberlain validate` never pays for server clients.
+    # Imported here, only when the command line needs them, so `chamberlain validate` never pays for server clients.
     from chamberlain.cli.adopt import adopt_app
     from chamberlain.cli.adopt_verify import adopt_takeover_cmd, adopt_verify_cmd
     from chamberlain.cli.audit import audit_app
@@ -289,12 +343,15 @@ def _register_subapps() -> None:
     adopt_app.command("verify")(adopt_verify_cmd)
     adopt_app.command("takeover")(adopt_takeover_cmd)
     for name, (sub_app, help_) in groups.items():
-        app.add_typer(sub_app, name=name, help=help_)
+        _app.add_typer(sub_app, name=name, help=help_)
     for name, command in commands.items():
-        app.command(name)(command)
+        _app.command(name)(command)
 
 
-_register_subapps()
+def __getattr__(name: str) -> object:
+    if name == "app":
+        return _full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # The top-level modules the runtime extra brings (pyproject's [project.optional-dependencies] runtime, with the
@@ -317,7 +374,7 @@ def missing_runtime(exc: BaseException) -> UsageError | None:
 def main() -> None:
     """Console entry point with the error boundary. Usage errors are click's (exit 2)."""
     try:
-        app()
+        _app_for(sys.argv[1:])()
     except ChamberlainError as exc:
         stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
@@ -326,7 +383,7 @@ def main() -> None:
         if missing is not None:
             stderr.print(f"[red]error:[/red] {escape(str(missing))}", markup=True, highlight=False)
             sys.exit(missing.exit_code)
-        if settings().debug:
+        if _settings().debug:
             raise
         stderr.print(f"[red]internal error[/red] ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1 to see it")
         sys.exit(1)

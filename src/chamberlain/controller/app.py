@@ -20,6 +20,7 @@ from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.kv import KV
 from chamberlain.authority.pki import PkiClient, VaultCertificateIssuer
 from chamberlain.clock import Clock
+from chamberlain.controller.batch import BackgroundEvents
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
 from chamberlain.controller.external import ExternalRotations, PushSecretWatch, WatchKube
@@ -100,7 +101,8 @@ def wire(
     # the real client (and FakeKube) watch and list Secret metadata; a narrower test double keeps the lists
     watching: WatchedKube | None = (cast("WatchedKube", kube) if objects is not None
                                     and hasattr(kube, "watch_custom_objects") else None)
-    status = IntentStatus(kube, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
+    events = BackgroundEvents(kube)  # Events leave the loop thread (a batch emits three per run)
+    status = IntentStatus(events, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
                           consumer_check_every=config.consumer_check_every,
                           consumer_looks_per_second=config.consumer_looks_per_second,
                           report_slice=config.evaluate_slice,
@@ -116,14 +118,14 @@ def wire(
                                   log=log) if reconcile else None
     external = ExternalRotations(
         kv, kube, clock, markers, ledger, ns, scope.runtime_mount, config.actor, _no_run_id,
-        publisher=RunPublisher(kube, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
+        publisher=RunPublisher(events, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
     ) if observe_external else None
     if external is not None and isinstance(kube, WatchKube):
         external.watch = PushSecretWatch(kube, external.pushed, log=log)
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
-        publisher=RunPublisher(kube, ns), annotations=annotations, requests=requests,
+        publisher=RunPublisher(events, ns), annotations=annotations, requests=requests,
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
         log=log, markers=markers, status=status, history=history, external=external,
     )

@@ -9,11 +9,15 @@ wave is built once, with the controller's state; the loop thread starts a new ba
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from chamberlain.clock import Clock
-from chamberlain.kube.api import KubePropagation
+from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import Restarts, WorkloadRef, restart_all, restart_sources
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import manual as rm
@@ -29,13 +33,19 @@ def batch_token(run_ids: list[str]) -> str:
 
 @dataclass
 class RestartWave:
-    """The restarts of one batch: each workload rolls once, under one token shared by the batch's runs."""
+    """The restarts of one batch: each workload rolls once, under one token shared by the batch's runs.
+
+    Workers roll different workloads side by side: a run claims the workloads nobody claimed yet, rolls them outside
+    the lock, and waits for the ones another run is rolling (its restart step ends when all of its workloads
+    rolled). A claim whose rolling failed is released, and the next run needing the workload rolls it (the batch
+    token makes a second patch of a rolled workload a no-op)."""
 
     kube: KubePropagation
     clock: Clock
     token: str = ""
     rolled: set[WorkloadRef] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)  # runs of a batch restart from worker threads
+    _rolling: dict[WorkloadRef, threading.Event] = field(default_factory=dict)  # claimed, being rolled
 
     def begin(self, run_ids: list[str]) -> None:
         """A new batch (loop thread, between passes). Without runs ready to restart, the token is left to the
@@ -43,17 +53,41 @@ class RestartWave:
         with self.lock:
             self.token = batch_token(run_ids) if run_ids else ""
             self.rolled = set()
+            self._rolling = {}
 
     def restart(self, change: Change, run_token: str) -> Restarts:
-        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones patched and the ones
-        left to Reloader."""
-        with self.lock:
-            if not self.token:
-                self.token = run_token
-            sources = {w: s for w, s in restart_sources([change]).items() if w not in self.rolled}
-            done = restart_all(self.kube, sources, self.token, self.clock)
-            self.rolled.update(sources)
-        return done
+        """Roll the workloads of ``change`` not rolled yet in this batch; returns the ones this call patched and the
+        ones left to Reloader. Returns once every workload of ``change`` rolled (here or on another worker)."""
+        sources = restart_sources([change])
+        rolled: list[str] = []
+        left: list[str] = []
+        while True:
+            with self.lock:
+                if not self.token:
+                    self.token = run_token
+                token = self.token
+                mine = {w: s for w, s in sources.items() if w not in self.rolled and w not in self._rolling}
+                busy = [self._rolling[w] for w in sources if w in self._rolling]
+                claims = {w: threading.Event() for w in mine}
+                self._rolling.update(claims)
+            if not mine and not busy:
+                return Restarts(tuple(rolled), tuple(left))
+            ok = False
+            try:
+                done = restart_all(self.kube, mine, token, self.clock) if mine else Restarts()
+                ok = True
+            finally:
+                with self.lock:
+                    for w, event in claims.items():
+                        if self._rolling.get(w) is event:
+                            del self._rolling[w]
+                        if ok:
+                            self.rolled.add(w)
+                        event.set()
+            rolled.extend(done.rolled)
+            left.extend(done.left_to_reloader)
+            for event in busy:
+                event.wait()
 
 
 @dataclass
@@ -82,4 +116,62 @@ class BatchedPropagation:
         return done
 
 
-__all__ = ["BatchedPropagation", "RestartWave", "batch_token"]
+class BackgroundEvents:
+    """The controller's Kubernetes client with Events sent from one background thread, in order (client-go's event
+    recorder is asynchronous the same way). A batch of 2,000 runs emits three Events per run (started, succeeded,
+    the RotationRun's); sent from the loop thread they were ~6,000 requests one after the other, during which no
+    run advanced. Events are best effort already: a refused one is counted in :attr:`failures`, and when
+    ``backlog`` Events wait (the API server is down), new ones are dropped and counted too. Everything else goes
+    straight to the wrapped client."""
+
+    def __init__(self, kube: Any, backlog: int = 20_000) -> None:
+        self._kube = kube
+        self._queue: queue.Queue[tuple[str, Mapping[str, str], str, str, str] | None] = queue.Queue(backlog)
+        self.failures = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._send, name="chamberlain-events", daemon=True)
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kube, name)
+
+    def create_event(self, namespace: str, involved: Mapping[str, str], reason: str, message: str,
+                     type_: str = "Normal") -> None:
+        try:
+            self._queue.put_nowait((namespace, dict(involved), reason, message, type_))
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every Event queued so far was sent (or refused); False when ``timeout`` passed first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(left)
+        return True
+
+    def close(self) -> None:
+        """Send what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _send(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                try:
+                    self._kube.create_event(*item)
+                except KubeError:
+                    self.failures += 1
+                except Exception:  # never let the sender die: every later Event would be lost
+                    self.failures += 1
+            finally:
+                self._queue.task_done()
+
+
+__all__ = ["BackgroundEvents", "BatchedPropagation", "RestartWave", "batch_token"]

@@ -21,8 +21,9 @@ One :meth:`Controller.tick`:
    refused while the secret's last run started less than ``limits.triggerInterval`` ago, a webhook request was
    checked when a replica accepted it). A
    persisted webhook request's run takes the request object's name as its run id;
-6. runs advance in three passes so one tick is one batch: every run up to *promoted*; every promoted run's
-   ExternalSecrets are poked at once (so ESO refreshes them in parallel, not one wait after another); every run up
+6. runs advance in three passes so one tick is one batch: every run up to *promoted*, each run's ExternalSecrets
+   poked the moment it is promoted (ESO syncs while the others still promote; the poke pass after the first pass
+   catches any poke that failed), all before anyone waits (not one wait after another); every run up
    to *propagated*; then the rest, with one restart wave — a workload fed by several secrets of the batch rolls
    once (Reloader #220, VSO #644);
 7. the runs that changed are published once each (RotationRun objects).
@@ -56,7 +57,6 @@ from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
-from chamberlain.intent.templates import templated_readers
 from chamberlain.kube.api import KubeError
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import clusters
@@ -103,8 +103,8 @@ class Controller:
         # templated consumers of other intents follow each part too (the scope of the moment: it may be swapped)
         self.follower.consumers = lambda placed: rm.placed_consumers(self.scope.platform, self.scope.intents, placed)
         if parts.status is not None:
-            parts.status.templated = lambda placed: templated_readers(
-                self.scope.platform, self.scope.intents.values(), placed.name, placed.environment)
+            parts.status.templated = lambda placed: rm.templated_index(
+                self.scope.platform, self.scope.intents, placed.environment).readers(placed.name)
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
@@ -659,6 +659,8 @@ class Controller:
                             stage=after.stage)
             log.info("run step", secret=after.secret, run=after.run_id, stage=after.stage,
                      attempts=after.attempts, error=after.last_error)
+            if after.stage == "promoted" and after.next_retry_at is None:
+                self._poke(a)  # ESO syncs it while the batch's other runs still promote (the poke pass skips it)
 
     def _complete_all(self) -> None:
         """Finished and recorded runs leave; requests deferred behind them start now."""

@@ -14,9 +14,12 @@ documents in kustomize patch files (partial objects).
 from __future__ import annotations
 
 import gc
+import itertools
+import operator
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -27,7 +30,8 @@ from pydantic import ValidationError
 from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
-from chamberlain.intent import hidden, unseal_shares
+from chamberlain.intent import fastyaml, hidden, unseal_shares
+from chamberlain.intent.cache import CachedDoc, Entry, ParseCache, digest, json_plain
 from chamberlain.intent.model import (
     API_VERSION,
     GENERATOR_TYPES,
@@ -243,22 +247,25 @@ def load_repository(root: Path, *, git: str | None = "git") -> Repository:
         _check_patches(repo)
         _check_rendered_copies(repo, rendered)
         repo.problems.extend(hidden.exclusions(root, walked.exclusions, in_work_tree=walked.git_root is not None))
-    repo.exclusions.sort()
-    # The repository lives as long as the command; move it out of the GC's generations so later collections
-    # (during checks and render) do not rescan it. Reference counting still frees it.
-    gc.freeze()
+        repo.exclusions.sort()
     return repo
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a bulk build of acyclic objects (re-enabled only if it was on)."""
+    """Pause the cyclic garbage collector for a bulk build of acyclic objects (re-enabled only if it was on).
+
+    On the way out everything tracked is frozen (moved out of the GC's generations) before the collector is back:
+    otherwise the first allocation after ``gc.enable()`` collects the whole build at once as generation 0 (about
+    1 s at 10k intents), and later collections (during checks and render) would rescan it. What was built lives as
+    long as the command; reference counting still frees it."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            gc.freeze()
             gc.enable()
 
 
@@ -293,8 +300,51 @@ def _read_file(repo: Repository, wf: WalkedFile) -> RepoFile:
         if text is None:
             repo.problems.append(Finding(rel, None, "CH001", "file is not UTF-8 text; YAML must be UTF-8"))
         else:
-            _parse_source(repo, rf, text)
+            _parse_cached(repo, rf, text, raw)
     return rf
+
+
+_CACHE: ContextVar[ParseCache | None] = ContextVar("chamberlain_parse_cache", default=None)
+
+
+@contextmanager
+def parse_cache(cache: ParseCache | None) -> Iterator[ParseCache | None]:
+    """Within this block, :func:`load_repository` reads and writes parse results through ``cache`` (None: no
+    cache, the default). The CLI opens it around one command; the cache is pruned when the block ends."""
+    token = _CACHE.set(cache)
+    try:
+        yield cache
+    finally:
+        _CACHE.reset(token)
+        if cache is not None:
+            cache.prune()
+
+
+def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None:
+    """:func:`_parse_source`, or its result for these bytes from the parse cache (see :mod:`.cache`)."""
+    cache = _CACHE.get()
+    if cache is None:
+        _parse_source(repo, rf, text)
+        return
+    sha = digest(raw)
+    entry = cache.get(sha, len(text))
+    if entry is not None:
+        rel = rf.rel
+        if entry.template:
+            rf.role = "template"
+            repo.exclusions.append(Exclusion(rel, "template"))
+        repo.problems.extend(Finding(rel, line, rule, message) for line, rule, message in entry.problems)
+        rf.documents = [Document(rel, d.index, d.data, d.start_line, d.end_line, d.start, d.end, text[d.start:d.end])
+                        for d in entry.docs]
+        return
+    problems_before = len(repo.problems)
+    slow: list[Document] = []
+    _parse_source(repo, rf, text, slow)
+    if all(json_plain(doc.data) for doc in slow):  # the fast path's documents are JSON's own
+        problems = tuple((f.line, f.rule, f.message) for f in repo.problems[problems_before:])
+        docs = tuple(CachedDoc(d.index, d.start_line, d.end_line, d.start_index, d.end_index, d.data)
+                     for d in rf.documents)
+        cache.put(sha, Entry(docs, problems, rf.role == "template"))
 
 
 def blob_file(rel: str, raw: bytes) -> RepoFile:
@@ -322,9 +372,9 @@ def _has_template_actions(text: str) -> bool:
     return start >= 0 and text.find("}}", start) >= 0
 
 
-def _parse_source(repo: Repository, rf: RepoFile, text: str) -> None:
+def _parse_source(repo: Repository, rf: RepoFile, text: str, slow: list[Document] | None = None) -> None:
     problems_before = len(repo.problems)
-    rf.documents = _parse_yaml(repo, rf.rel, text)
+    rf.documents = _parse_yaml(repo, rf.rel, text, slow)
     failed = len(repo.problems) > problems_before
     # A template outside a chart (an Argo CD or Helmfile template, a values file with actions): only when it does
     # not parse, so valid manifests keep every check. Intent is never templated: a file naming the chamberlain
@@ -339,19 +389,28 @@ def _parse_source(repo: Repository, rf: RepoFile, text: str) -> None:
 _FLOW_BRACKETS = re.compile(r"[\[\]{}]")
 
 
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
 def _flow_depth(text: str) -> int:
-    depth = best = 0
-    for m in _FLOW_BRACKETS.finditer(text):
-        if m.group() in "[{":
-            depth += 1
-            best = max(best, depth)
-        else:
-            depth = max(0, depth - 1)
-    return best
+    """The deepest bracket nesting, an excess closer counting as depth 0 again (not below). Computed with C-level
+    iteration, as a walk reflected at 0: depth_i = sum_i - min(0, min of the sums so far)."""
+    steps = list(map(_BRACKET_STEP.__getitem__, _FLOW_BRACKETS.findall(text)))
+    if not steps:
+        return 0
+    sums = list(itertools.accumulate(steps))
+    lows = itertools.accumulate(sums, min, initial=0)
+    next(lows)  # the initial 0 pairs with nothing: lows now yields min(0, sums[0..i]) aligned with sums
+    return int(max(0, *map(operator.sub, sums, lows)))
 
 
 _DOC_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.M)
-_INDENT = re.compile(r"^[ \t]+", re.M)
+_DEEP_INDENT = re.compile(f"^[ \\t]{{{MAX_DEPTH}}}", re.M)
+
+
+def _deep_indent(chunk: str) -> bool:
+    """Is some line indented :data:`MAX_DEPTH` columns or more (nesting deep enough to compose and check)?"""
+    return _DEEP_INDENT.search(chunk) is not None
 
 
 def _split_documents(text: str) -> list[tuple[int, int]]:
@@ -364,10 +423,11 @@ def _split_documents(text: str) -> list[tuple[int, int]]:
     pending: int | None = None
     for i, start in enumerate(bounds):
         end = bounds[i + 1] if i + 1 < len(bounds) else len(text)
-        chunk = text[start:end]
-        if chunk.startswith("..."):
+        if text.startswith("...", start):
             continue
-        body = [ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        chunk = text[start:end]
+        body = [ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith("#")] if "%" in chunk \
+            else []  # only a chunk with a % can be directives only
         if body and all(ln.startswith("%") for ln in body):
             pending = start if pending is None else pending
             continue
@@ -376,7 +436,9 @@ def _split_documents(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
+def _parse_yaml(repo: Repository, rel: str, text: str, slow: list[Document] | None = None) -> list[Document]:
+    """The documents of ``text`` (problems go to ``repo``); ``slow`` collects those PyYAML loaded (not the fast
+    path), whose data may hold more than JSON does."""
     # libyaml's composer recurses in C; refuse pathological flow nesting before handing it the text.
     if ("[" in text or "{" in text) and _flow_depth(text) > MAX_FLOW_DEPTH:
         repo.problems.append(Finding(rel, None, "CH002", f"nesting deeper than {MAX_FLOW_DEPTH}; not parsed"))
@@ -388,27 +450,45 @@ def _parse_yaml(repo: Repository, rel: str, text: str) -> list[Document]:
         return []
     docs: list[Document] = []
     first_line, counted_to = 1, 0
-    for index, (start, end) in enumerate(spans):
-        chunk = text[start:end]
-        first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
-        counted_to = start
-        last_line = first_line + chunk.rstrip("\n").count("\n")
-        data, problem = _load_chunk(chunk, first_line)
-        if problem is not None:
-            repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
-            continue
-        if data is None:
-            continue
-        docs.append(Document(rel, index, data, first_line, last_line, start, end, chunk))
+    with _fast_path() as fast:
+        whole = fastyaml.load_stream(text, spans) if fast else None
+        for index, (start, end) in enumerate(spans):
+            chunk = text[start:end]
+            first_line += text.count("\n", counted_to, start)  # incremental: linear in the file, not quadratic
+            counted_to = start
+            last_line = first_line + chunk.rstrip("\n").count("\n")
+            data = whole[index] if whole is not None else (fastyaml.load(chunk) if fast else fastyaml.DECLINED)
+            loaded_slowly = data is fastyaml.DECLINED
+            if loaded_slowly:
+                data, problem = _load_chunk(chunk, first_line)
+                if problem is not None:
+                    repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
+                    continue
+            if data is None:
+                continue
+            doc = Document(rel, index, data, first_line, last_line, start, end, chunk)
+            docs.append(doc)
+            if loaded_slowly and slow is not None:
+                slow.append(doc)
     return docs
 
 
+@contextmanager
+def _fast_path() -> Iterator[bool]:
+    """Whether plain documents may take :mod:`chamberlain.intent.fastyaml` (rapidyaml installed, and its error
+    messages kept off stderr for the span of one file)."""
+    if not fastyaml.available():
+        yield False
+        return
+    with fastyaml.quiet_stderr() as quiet:
+        yield quiet
+
+
 def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str, str] | None]:
-    """Load one document with :mod:`chamberlain.safeyaml` (duplicate keys, alias cycles and bombs refused).
-    Plain documents take the fast path (C loader straight to data); documents with aliases, or deep enough that
-    nesting could be hostile, are composed first and their graph checked."""
-    max_indent = max((len(m.group()) for m in _INDENT.finditer(chunk)), default=0)
-    risky = safeyaml.has_aliases(chunk) or max_indent >= MAX_DEPTH
+    """Load one document with :mod:`chamberlain.safeyaml` (duplicate keys, alias cycles and bombs refused): what
+    the fast path (:mod:`.fastyaml`) declined. Plain documents go straight to data with the C loader; documents
+    with aliases, or deep enough that nesting could be hostile, are composed first and their graph checked."""
+    risky = safeyaml.has_aliases(chunk) or _deep_indent(chunk)
     offset = first_line - 1  # marks are chunk-relative; findings are file-relative
     try:
         if not risky:

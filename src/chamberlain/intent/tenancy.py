@@ -131,8 +131,15 @@ SUPERUSER_KEYS = frozenset({
 })
 
 
+# Any platform Secret name at all, in one match: most names are none, and validate asks for every consumer and
+# publication (tens of thousands at fleet scale), so the ordered per-pattern loop runs only for a candidate.
+_ANY_PLATFORM_NAME = re.compile("|".join(f"(?:{name_re.pattern})" for _, name_re, _ in _PLATFORM_SECRETS))
+
+
 def platform_secret(namespace: str, name: str) -> str | None:
     """Whose Secret ``namespace/name`` is, when a platform component owns it (else None)."""
+    if not _ANY_PLATFORM_NAME.match(name) and not _SA_TOKEN.match(name):
+        return None
     for ns_re, name_re, whose in _PLATFORM_SECRETS:
         if ns_re.match(namespace) and name_re.match(name):
             return whose

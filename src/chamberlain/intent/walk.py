@@ -31,12 +31,13 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import pathspec
+from typing import TYPE_CHECKING, Literal
 
 from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
+
+if TYPE_CHECKING:
+    import pathspec
 
 IGNORE_FILE = ".chamberlainignore"
 GITIGNORE = ".gitignore"
@@ -119,6 +120,7 @@ def load_ignore_file(path: Path) -> pathspec.GitIgnoreSpec | None:
         return None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
+    import pathspec  # only where an ignore file exists: its import (and the engines it probes) is start-up time
     try:
         lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError:

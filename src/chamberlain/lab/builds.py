@@ -319,6 +319,7 @@ COMPONENTS: dict[str, Component] = {
 #: Built only when asked for by name (``build(cache, ON_DEMAND["gitleaks"], ...)``), never by ``build_missing``
 #: or ``lab up``: tools a benchmark compares chamberlain with, which no lab server needs.
 GITLEAKS_VERSION = "v8.30.1"
+KUBECONFORM_VERSION = "v0.8.0"
 ON_DEMAND: dict[str, Component] = {
     c.name: c
     for c in (
@@ -332,6 +333,17 @@ ON_DEMAND: dict[str, Component] = {
             kind="install",
             ldflags=(f"-X github.com/zricethezav/gitleaks/v8/version.Version={GITLEAKS_VERSION}",),
             minutes_estimate=2,  # measured: 1.4 min with a cold Go build cache, 12 s warm
+        ),
+        # benchmarks/bench_validate_render.py validates the rendered output with it (schemas from the real CRDs).
+        Component(
+            name="kubeconform",
+            version=KUBECONFORM_VERSION,
+            module="github.com/yannh/kubeconform",
+            module_version=KUBECONFORM_VERSION,
+            tools=(Tool("github.com/yannh/kubeconform/cmd/kubeconform", "kubeconform"),),
+            kind="install",
+            ldflags=(f"-X main.version={KUBECONFORM_VERSION}",),
+            minutes_estimate=2,
         ),
     )
 }

@@ -56,11 +56,13 @@ from chamberlain.intent.model import Platform
 from chamberlain.intent.templates import Literal, Reference, parse
 from chamberlain.render import naming
 from chamberlain.render.topology import Part, Publish, Read
+from chamberlain.render.yamlio import scalar_text
 
 Manifest = dict[str, Any]
 
 ESO_V1 = "external-secrets.io/v1"
 ESO_V1ALPHA1 = "external-secrets.io/v1alpha1"
+ESO_GROUP = ESO_V1.rpartition("/")[0]
 VAULT_AUDIENCE = "vault"
 MATERIALIZE_REFRESH = "1h"
 PUBLISH_REFRESH = "1m"
@@ -139,6 +141,12 @@ def secret_store(
 
 def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, reads: list[Read]) -> list[Manifest]:
     """ServiceAccount, SecretStores (one per mount used) and ExternalSecrets of one consumer namespace."""
+    return [*reader_identity(platform, environment, cluster, ns, reads),
+            *(external_secret(r, environment, version_marker=True) for r in sorted_reads(reads))]
+
+
+def reader_identity(platform: Platform, environment: str, cluster: str, ns: str, reads: list[Read]) -> list[Manifest]:
+    """The ServiceAccount and SecretStores (one per mount used) the ExternalSecrets of one consumer namespace use."""
     labels = {**naming.common_labels(), wk.LABEL_ENVIRONMENT: environment, wk.LABEL_ROLE: naming.READER_ROLE}
     account = naming.reader_service_account(environment)
     role = naming.reader_policy(environment, cluster, ns)
@@ -149,9 +157,12 @@ def reader_objects(platform: Platform, environment: str, cluster: str, ns: str, 
                      role=role, account=account, labels=dict(labels))
         for m in mounts
     )
-    reads = sorted(reads, key=lambda r: (r.consumer.secret_name, r.intent.metadata.name))
-    out.extend(external_secret(r, environment, version_marker=True) for r in reads)
     return out
+
+
+def sorted_reads(reads: list[Read]) -> list[Read]:
+    """The order of a namespace's ExternalSecrets: by Secret name, then intent."""
+    return sorted(reads, key=lambda r: (r.consumer.secret_name, r.intent.metadata.name))
 
 
 def external_secret(read: Read, environment: str, *, version_marker: bool = False) -> Manifest:
@@ -187,6 +198,50 @@ def external_secret(read: Read, environment: str, *, version_marker: bool = Fals
         "metadata": _meta(consumer.secret_name, consumer.namespace, labels, annotations),
         "spec": spec,
     }
+
+
+def external_secret_text(read: Read, environment: str) -> str | None:
+    """``dump_yaml(external_secret(read, environment, version_marker=True))`` written directly, for a plain
+    consumer (no template): the one document render writes tens of thousands of times, where building the dict
+    and walking it cost most of rendering. None for anything else (the caller takes the general path).
+    ``tests/unit/test_render_eso.py`` holds it to the general path, byte for byte, on every rendered repository."""
+    if read.parts:
+        return None
+    intent, consumer, path = read.intent, read.consumer, read.vault
+    keys = consumer.keys
+    if keys and METADATA_KEY in keys:
+        return None  # the general path refuses it
+    q = scalar_text
+    name = q(intent.metadata.name)
+    key = q(path.path)
+    if keys:
+        entries = "".join(f"  - remoteRef:\n      key: {key}\n      property: {q(intent_key)}\n"
+                          f"    secretKey: {q(k8s_key)}\n" for k8s_key, intent_key in sorted(keys.items()))
+        data = f"  data:\n{entries}{_METADATA_ENTRY.format(key=key)}"
+    else:
+        data = f"  data:\n{_METADATA_ENTRY.format(key=key)}  dataFrom:\n  - extract:\n      key: {key}\n"
+    secret = q(consumer.secret_name)
+    return (
+        f"apiVersion: {ESO_V1}\nkind: ExternalSecret\nmetadata:\n  annotations:\n"
+        f"    {_SYNC_WAVE_LINE}\n    {q(wk.ANNOTATION_VAULT_PATH)}: {q(path.full)}\n"
+        f"  labels:\n    {q(wk.MANAGED_BY)}: {q(wk.MANAGER)}\n"
+        f"    {q(wk.LABEL_CLASS)}: {q(intent.spec.classification)}\n"
+        f"    {q(wk.LABEL_ENVIRONMENT)}: {q(environment)}\n    {q(wk.LABEL_INTENT)}: {name}\n"
+        f"    {q(wk.LABEL_OWNER)}: {q(intent.spec.owner)}\n"
+        f"  name: {secret}\n  namespace: {q(consumer.namespace)}\n"
+        f"spec:\n{data}  refreshInterval: {q(MATERIALIZE_REFRESH)}\n"
+        f"  secretStoreRef:\n    kind: SecretStore\n    name: {q(naming.reader_store(environment, path.mount))}\n"
+        f"  target:\n    creationPolicy: Owner\n    deletionPolicy: Retain\n    name: {secret}\n"
+        f"    template:\n      engineVersion: v2\n      mergePolicy: Replace\n      metadata:\n"
+        f"        annotations:\n          {q(wk.ANNOTATION_VERSION_MARKER)}: {q(_MARKER_FROM_METADATA)}\n"
+        f"        labels:\n          {q(wk.LABEL_INTENT)}: {name}\n"
+        f"      templateFrom:\n      - literal: {q(_DATA_WITHOUT_METADATA)}\n        target: Data\n"
+    )
+
+
+_METADATA_ENTRY = ("  - remoteRef:\n      key: {key}\n      metadataPolicy: Fetch\n"
+                   f"    secretKey: {scalar_text(METADATA_KEY)}\n")
+_SYNC_WAVE_LINE = f"{scalar_text(wk.ARGOCD_SYNC_WAVE)}: {scalar_text(str(naming.WAVE_SYNC))}"
 
 
 def add_version_marker(spec: Manifest, vault_key: str) -> None:

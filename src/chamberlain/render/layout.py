@@ -55,6 +55,7 @@ from typing import Any
 
 from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
+from chamberlain.intent.paths import VaultPath
 from chamberlain.render import bootstrap as boot
 from chamberlain.render import eso, flux, install, naming
 from chamberlain.render.crds import crd, crd_file_name, crd_kinds
@@ -98,15 +99,18 @@ class _Claims:
     def claim(self, cluster: str, manifests: Iterable[Manifest], where: str) -> None:
         for m in manifests:
             meta = m["metadata"]
-            group = str(m["apiVersion"]).rpartition("/")[0]
-            key = (cluster, group, str(m["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
-            other = self._seen.get(key)
-            if other is not None:
-                raise RenderError(
-                    f"{m['kind']} {key[3]}/{key[4]} on cluster {cluster} would be defined twice "
-                    f"({other} and {where}); two intents or two environments claim the same object"
-                )
-            self._seen[key] = where
+            self.claim_one(cluster, str(m["apiVersion"]).rpartition("/")[0], str(m["kind"]),
+                           str(meta.get("namespace", "")), str(meta["name"]), where)
+
+    def claim_one(self, cluster: str, group: str, kind: str, namespace: str, name: str, where: str) -> None:
+        key = (cluster, group, kind, namespace, name)
+        other = self._seen.get(key)
+        if other is not None:
+            raise RenderError(
+                f"{kind} {namespace}/{name} on cluster {cluster} would be defined twice "
+                f"({other} and {where}); two intents or two environments claim the same object"
+            )
+        self._seen[key] = where
 
 
 def _crd_files(files: dict[str, str]) -> None:
@@ -169,6 +173,9 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
     ``namespaces/kustomization.yaml``, Flux's path), and the bootstrap layer. Returns each application's
     SecretStores, which its Flux Kustomization waits for."""
     stores: dict[tuple[str, str], list[flux.Store]] = {}
+    # An ExternalSecret names no cluster: a plain consumer's is the same text on every cluster of its environment
+    # that reads the same Vault path, so it is built and dumped once (the largest share of rendering).
+    external_secrets: dict[tuple[str, int, VaultPath], str] = {}
     for unit in topo.units:
         env, cluster = unit.environment, unit.cluster
         root = f"envs/{env}/{cluster}"
@@ -176,13 +183,29 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
         resources = ["../../../crds", f"../../../clusters/{cluster}"] if base else []
         for ns in unit.namespaces:
             manifests = eso.publisher_objects(topo.platform, env, cluster, ns, unit.publishes.get(ns, []))
+            reads = eso.sorted_reads(unit.reads[ns]) if ns in unit.reads else []
             if ns in unit.reads:
-                manifests += eso.reader_objects(topo.platform, env, cluster, ns, unit.reads[ns])
-            # Identities first, then stores, then the objects that use them: easy to read top to bottom.
+                manifests += eso.reader_identity(topo.platform, env, cluster, ns, unit.reads[ns])
+            # Identities first, then stores, then the objects that use them (the ExternalSecrets, last): easy to
+            # read top to bottom.
             manifests.sort(key=lambda m: _KIND_ORDER.get(m["kind"], 99))
             path = f"namespaces/{ns}.yaml"
             claims.claim(cluster, manifests, f"{root}/{path}")
-            files[f"{root}/{path}"] = dump_yaml_documents(manifests)
+            texts = [dump_yaml(m) for m in manifests]
+            for read in reads:
+                consumer = read.consumer
+                claims.claim_one(cluster, eso.ESO_GROUP, "ExternalSecret", consumer.namespace, consumer.secret_name,
+                                 f"{root}/{path}")
+                key = (env, id(consumer), read.vault)
+                text = None if read.parts else external_secrets.get(key)
+                if text is None:
+                    text = eso.external_secret_text(read, env)
+                    if text is None:
+                        text = dump_yaml(eso.external_secret(read, env, version_marker=True))
+                    if not read.parts:
+                        external_secrets[key] = text
+                texts.append(text)
+            files[f"{root}/{path}"] = join_documents(texts)
             resources.append(path)
             stores.setdefault((env, cluster), []).extend(
                 flux.Store(m["apiVersion"], ns, m["metadata"]["name"]) for m in manifests if m["kind"] == "SecretStore")

@@ -60,6 +60,10 @@ def _str(text: str) -> str:
     return cached
 
 
+scalar_text = _str
+"""A string as :func:`dump_yaml` writes it (plain or double-quoted), for writers of a fixed document shape."""
+
+
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         return _str(value)
@@ -85,6 +89,7 @@ def _mapping(data: Mapping[str, Any], pad: str, out: list[str]) -> None:
     # inlined on purpose; everything unusual falls through to the general path.
     append = out.append
     cache = _scalar_cache
+    inner = pad + "  "
     for key in sorted(data):
         value = data[key]
         k = cache.get(key) if type(key) is str else None
@@ -96,31 +101,43 @@ def _mapping(data: Mapping[str, Any], pad: str, out: list[str]) -> None:
         if kind is str:
             v = cache.get(value)
             append(f"{pad}{k}: {v if v is not None else _str(value)}\n")
-        elif kind is dict and value:
+        elif kind is dict:
+            if value:
+                append(f"{pad}{k}:\n")
+                _mapping(value, inner, out)
+            else:
+                append(f"{pad}{k}: {{}}\n")
+        elif kind is list:
+            if value:
+                append(f"{pad}{k}:\n")
+                _sequence(value, pad, out)  # kubectl style: items at the key's indentation
+            else:
+                append(f"{pad}{k}: []\n")
+        elif isinstance(value, Mapping) and value:
             append(f"{pad}{k}:\n")
-            _mapping(value, pad + "  ", out)
-        elif kind is list and value:
-            append(f"{pad}{k}:\n")
-            _sequence(value, pad, out)  # kubectl style: items at the key's indentation
-        elif isinstance(value, Mapping) and value and kind is not dict:
-            append(f"{pad}{k}:\n")
-            _mapping(value, pad + "  ", out)
+            _mapping(value, inner, out)
         else:
             append(f"{pad}{k}: {_scalar(value)}\n")
 
 
 def _sequence(items: list[Any], pad: str, out: list[str]) -> None:
+    append = out.append
+    cache = _scalar_cache
     inner = pad + "  "
     for item in items:
-        if isinstance(item, Mapping) and item:
+        kind = type(item)
+        if kind is str:  # long name lists (RBAC resourceNames, kustomize resources)
+            v = cache.get(item)
+            append(f"{pad}- {v if v is not None else _str(item)}\n")
+        elif (kind is dict or isinstance(item, Mapping)) and item:
             start = len(out)
             _mapping(item, inner, out)
             out[start] = f"{pad}- {out[start][len(inner):]}"
-        elif isinstance(item, list) and item:
-            out.append(f"{pad}-\n")
+        elif kind is list and item:
+            append(f"{pad}-\n")
             _sequence(item, inner, out)
         else:
-            out.append(f"{pad}- {_scalar(item)}\n")
+            append(f"{pad}- {_scalar(item)}\n")
 
 
 def dump_yaml(doc: Mapping[str, Any]) -> str:
@@ -142,6 +159,50 @@ def dump_yaml_documents(docs: Iterable[Mapping[str, Any]]) -> str:
     return join_documents(dump_yaml(d) for d in docs)
 
 
+class _NotPlain(Exception):
+    """Data :func:`_json` leaves to :func:`json.dumps` (floats, tuples, subclasses, non-string keys)."""
+
+
+_json_str = json.encoder.encode_basestring  # the C encoder json.dumps(ensure_ascii=False) uses for strings
+
+
+def _json(value: Any, pad: str) -> str:
+    kind = type(value)
+    if kind is str:
+        return _json_str(value)
+    if kind is dict:
+        if not value:
+            return "{}"
+        inner = pad + "  "
+        parts = []
+        for key in sorted(value):
+            if type(key) is not str:
+                raise _NotPlain
+            parts.append(f"{_json_str(key)}: {_json(value[key], inner)}")
+        return "{\n" + inner + (",\n" + inner).join(parts) + "\n" + pad + "}"
+    if kind is list:
+        if not value:
+            return "[]"
+        inner = pad + "  "
+        return "[\n" + inner + (",\n" + inner).join([_json(v, inner) for v in value]) + "\n" + pad + "]"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    raise _NotPlain
+
+
 def dump_json(data: Any) -> str:
-    """Pretty JSON with sorted keys and a final newline; what Vault's API and hvac accept as is."""
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    """Pretty JSON with sorted keys and a final newline; what Vault's API and hvac accept as is.
+
+    Byte for byte ``json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False)``: with ``indent`` that runs
+    CPython's pure-Python encoder (generators all the way down), so plain data takes a direct path that encodes
+    strings with the same C function, and anything else is left to ``json.dumps``."""
+    try:
+        return _json(data, "") + "\n"
+    except _NotPlain:
+        return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"

@@ -14,7 +14,9 @@ workflow's executor through :class:`VaultAdmin`, inside the step that needs it.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,8 +28,8 @@ from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, parse_rfc3339, rfc3339
 from chamberlain.errors import UsageError
 from chamberlain.intent.model import Consumer, Platform, RotationPolicySpec, SecretIntent
-from chamberlain.intent.paths import VaultPath, placements, vault_path
-from chamberlain.intent.templates import templated_readers
+from chamberlain.intent.paths import VaultPath, intent_environments, placements, vault_path
+from chamberlain.intent.templates import TemplateSyntaxError, references
 from chamberlain.kube.api import KubeError, KubePropagation
 from chamberlain.propagation import ConsumerRef, ExternalSecretRef, Restarts, WorkloadRef, in_sync
 from chamberlain.rotation import clusters
@@ -96,11 +98,61 @@ def consumers_of(intent: SecretIntent,
     ]
 
 
+class TemplatedIndex:
+    """:func:`~chamberlain.intent.templates.templated_readers` for every intent of one environment at once: the
+    templates are parsed once, then each look-up is a dictionary read. A batch builds the consumers of every run
+    of the scope; asking :func:`templated_readers` for each (a sort and a scan of every intent) made a batch of
+    2,000 rotations spend 30 s of CPU in it alone (quadratic). Same answers, same order."""
+
+    def __init__(self, platform: Platform, intents: Iterable[SecretIntent], environment: str) -> None:
+        self._readers: dict[str, list[tuple[SecretIntent, Consumer]]] = {}
+        templated = [i for i in intents if any(c.template for c in i.spec.consumers)]
+        for intent in sorted(templated, key=lambda i: i.metadata.name):
+            if environment not in {e.name for e in intent_environments(platform, intent)}:
+                continue
+            for consumer in intent.spec.consumers:
+                for name in _referenced(consumer):
+                    self._readers.setdefault(name, []).append((intent, consumer))
+
+    def readers(self, name: str) -> list[tuple[SecretIntent, Consumer]]:
+        return [r for r in self._readers.get(name, ()) if r[0].metadata.name != name]
+
+
+def _referenced(consumer: Consumer) -> set[str]:
+    try:
+        return {r.intent for text in (consumer.template or {}).values() for r in references(text)}
+    except TemplateSyntaxError:
+        return set()
+
+
+_INDEX_SLOTS = 4  # scopes in use at once: the controller's, the one swapping in, the follower's, a test's
+_indexes: OrderedDict[tuple[int, int, str], tuple[Platform, Mapping[str, SecretIntent], TemplatedIndex]] = \
+    OrderedDict()
+_indexes_lock = threading.Lock()
+
+
+def templated_index(platform: Platform, intents: Mapping[str, SecretIntent], environment: str) -> TemplatedIndex:
+    """The :class:`TemplatedIndex` of ``intents`` in ``environment``, built once per mapping (a scope's intents
+    never change: a new scope brings a new mapping). The platform and the mapping are kept with it, so their ids
+    cannot be reused by other objects while it is cached."""
+    key = (id(platform), id(intents), environment)
+    with _indexes_lock:
+        hit = _indexes.get(key)
+        if hit is not None and hit[0] is platform and hit[1] is intents:
+            _indexes.move_to_end(key)
+            return hit[2]
+    index = TemplatedIndex(platform, intents.values(), environment)
+    with _indexes_lock:
+        _indexes[key] = (platform, intents, index)
+        while len(_indexes) > _INDEX_SLOTS:
+            _indexes.popitem(last=False)
+    return index
+
+
 def placed_consumers(platform: Platform, intents: Mapping[str, SecretIntent], placed: Placed) -> list[wf.Consumer]:
     """:func:`consumers_of` the placed intent, with the templated consumers of other intents that read it in its
     environment."""
-    return consumers_of(placed.intent, templated_readers(platform, intents.values(), placed.name,
-                                                         placed.environment))
+    return consumers_of(placed.intent, templated_index(platform, intents, placed.environment).readers(placed.name))
 
 
 @dataclass
@@ -365,5 +417,21 @@ def pick(intents: Sequence[SecretIntent], names: Sequence[str]) -> list[SecretIn
     return [by_name[n] for n in names]
 
 
-__all__ = ["Placed", "TimedPropagation", "VaultAdmin", "admin_source", "build_deps", "consumer_sync", "consumers_of",
-           "drive", "last_changed", "pick", "place", "placed_consumers", "run_report", "secret_status"]
+__all__ = [
+    "Placed",
+    "TemplatedIndex",
+    "TimedPropagation",
+    "VaultAdmin",
+    "admin_source",
+    "build_deps",
+    "consumer_sync",
+    "consumers_of",
+    "drive",
+    "last_changed",
+    "pick",
+    "place",
+    "placed_consumers",
+    "run_report",
+    "secret_status",
+    "templated_index",
+]

@@ -47,7 +47,10 @@ same step hands the rotator) while a foreign write must stop the run before the 
 a refused write reads the real path, to tell an earlier attempt's own write from a second writer. A waiting run
 and a run past promote read nothing to decide. The policy is snapshotted in the run at start; the ledger head is
 read once, when the run finishes, and recorded in the run (:class:`~chamberlain.audit.ledger.LedgerMark`): the
-run's one entry is chained after it, and a crashed earlier attempt's entry can only be after it.
+run's one entry is chained after it, and a crashed earlier attempt's entry can only be after it. A rotator without
+a target (:func:`~chamberlain.rotation.rotators.base.has_target`: the generated ones) is tested from memory in the
+step that staged (``pending`` → ``tested``, no set-at-target step) and its revoke reads no value: 21 calls a
+rotation instead of 27.
 
 Boundary: no Kubernetes or Vault client here (the KV and KubePropagation protocols only), no wall clock, no
 randomness except through the injected RNG, and no value in any record, metadata, ledger entry or error.
@@ -92,6 +95,7 @@ from chamberlain.rotation.rotators.base import (
     RotationContext,
     Rotator,
     RotatorError,
+    has_target,
 )
 from chamberlain.rotation.rotators.imported import ImportedRotator
 from chamberlain.rotation.run import (
@@ -575,7 +579,17 @@ class _Executor:
                   STAGED_NOTES: json.dumps(notes, sort_keys=True)}
         version = self.kv.write(self.run.mount, staging_path(self.run.vault), staged, cas=self.run.staging_base)
         checkpoint("rotation.stage")
-        return self._staged(version, staged)
+        run = self._staged(version, staged)
+        if has_target(self.rotator):
+            return run
+        # Nothing outside Vault to set: test the pending version now, from memory, and persist "tested" (two
+        # persisted steps fewer, each of which read both versions again). A failed test is recorded at "staged"
+        # (the retry goes through the usual steps from there).
+        self.run = run
+        self.rotator.test(self.context(current), PendingVersion(data=_public(staged), rotated=frozenset(rotated),
+                                                                notes=notes))
+        checkpoint("rotation.test")
+        return run.model_copy(update={"stage": "tested"})
 
     def record_staged(self) -> RotationRun:
         version = self.run.staging_base + 1
@@ -679,9 +693,10 @@ class _Executor:
 
     def revoke(self) -> RotationRun:
         mark = self.deps.ledger.mark()
-        previous = self._read(self.run.path, self.run.previous_version)
-        current = self._read(self.run.path, self.run.current_version)
-        self.rotator.revoke_old(self.context(current, admin=True), previous)
+        if has_target(self.rotator):  # a target-less rotator has nothing to revoke: its values are not read
+            previous = self._read(self.run.path, self.run.previous_version)
+            current = self._read(self.run.path, self.run.current_version)
+            self.rotator.revoke_old(self.context(current, admin=True), previous)
         checkpoint("rotation.revoke")
         finished = self._finish("revoked", mark)
         if not self.deps.followers:

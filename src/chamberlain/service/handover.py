@@ -119,6 +119,7 @@ def provision(root: Path, servers: Servers, caller: Caller, *, environment: str 
     token file, ``cluster`` names the orchestrator that logs in."""
     from chamberlain.audit.ledger import Ledger, TransitSigner
     from chamberlain.provision import provision_units, run_provision
+    from chamberlain.provision.workflow import DEFAULT_WORKERS
     from chamberlain.values.markers import TransitMarkers
 
     repo, platform = load_platform(root)
@@ -131,7 +132,7 @@ def provision(root: Path, servers: Servers, caller: Caller, *, environment: str 
                   cluster=cluster or _first_cluster(platform, environment))
     outcomes = run_provision(units, kv, book,
                              actor=caller.actor, run=caller.run, clock=caller.clock, dry_run=dry_run,
-                             markers=TransitMarkers(client.transit))
+                             markers=TransitMarkers(client.transit), workers=DEFAULT_WORKERS)
     return ProvisionResult(caller.run, dry_run, outcomes)
 
 

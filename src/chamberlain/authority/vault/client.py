@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+from requests.adapters import HTTPAdapter
 
 from chamberlain.authority.errors import Forbidden, InvalidRequest
 from chamberlain.authority.model import Flavor, Login, TokenInfo
@@ -43,6 +44,7 @@ from chamberlain.clock import Clock
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30
+POOL_SIZE = 32  # kept-alive connections per host: at least the most workers that share one client
 
 
 @dataclass
@@ -92,6 +94,11 @@ class VaultClient:
         # credentials, environment proxies and CA bundles.
         session = requests.Session()
         session.trust_env = False
+        # Workers share one client (provisioning runs them in parallel): keep a connection per worker alive
+        # instead of urllib3's default 10, past which each request would pay a new TLS handshake.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         # hvac prefers a given session's own verify (always truthy) over its verify argument: set it here.
         session.verify = verify
         return cls(hvac.Client(url=addresses[0], token=token or "", cert="", verify=verify, timeout=timeout,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from chamberlain.authority.errors import NotFound
+from chamberlain.authority.errors import Forbidden, NotFound
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, merge_custom_metadata
 from chamberlain.authority.vault import body
 from chamberlain.authority.vault.area import Area
@@ -84,6 +84,22 @@ class VaultKV(Area):
         # The metadata POST replaces custom_metadata as a whole, so send the merged map.
         self._c.call(f"update metadata of {mount}/{path}", lambda h: h.secrets.kv.v2.update_metadata(
             path=path, custom_metadata=merged, mount_point=mount), fresh=True)
+
+    _patch_refused = False  # a policy without the "patch" capability: read and write back instead, from then on
+
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        merge_custom_metadata(known, update)  # the limits and the ESO marker rule, before anything is sent
+        if not self._patch_refused:
+            try:
+                # JSON merge patch: the server merges custom_metadata key by key (other keys, ESO's, stay).
+                self._c.call(f"patch metadata of {mount}/{path}", lambda h: h.adapter.request(
+                    "PATCH", f"/v1/{mount}/metadata/{path}", json={"custom_metadata": dict(update)},
+                    headers={"Content-Type": "application/merge-patch+json"}), fresh=True)
+                return
+            except Forbidden:
+                self._patch_refused = True  # rendered policies grant it; a hand-written one may not
+        self.update_custom_metadata(mount, path, update)
 
     def list(self, mount: str, prefix: str) -> list[str]:
         try:

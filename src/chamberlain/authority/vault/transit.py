@@ -60,6 +60,20 @@ class Transit(Area):
             f"/v1/{mount}/sign/{name}", json={"input": encoded}), fresh=True))
         return str(d.get("signature") or "")
 
+    def sign_batch(self, mount: str, name: str, items: list[bytes]) -> list[str]:
+        """The signatures of ``items``, in order, from one request (``batch_input``): a ledger group commit signs
+        every entry of the group at once."""
+        if not items:
+            return []
+        batch = [{"input": base64.b64encode(item).decode()} for item in items]
+        d = body.data(self._c.call(f"sign {len(items)} items with {mount}/keys/{name}", lambda h: h.adapter.post(
+            f"/v1/{mount}/sign/{name}", json={"batch_input": batch}), fresh=True))
+        results = d.get("batch_results") or []
+        if len(results) != len(items) or any(not isinstance(r, dict) or r.get("error") or not r.get("signature")
+                                             for r in results):
+            raise AuthorityError(f"sign with {mount}/keys/{name}: the batch answer is incomplete")
+        return [str(r["signature"]) for r in results]
+
     def hmac(self, mount: str, name: str, data: bytes) -> str:
         """The HMAC-SHA256 (``vault:v<n>:<base64>``) of ``data`` with key ``name``'s HMAC key (never exported)."""
         encoded = base64.b64encode(data).decode()

@@ -150,6 +150,15 @@ class Rotator(Protocol):
         ...
 
 
+def has_target(rotator: object) -> bool:
+    """Whether ``rotator`` sets its values anywhere but in Vault (a database, a CA). A rotator says it has none with
+    a class attribute ``has_target = False`` (the generated rotators: ``set_at_target`` and ``revoke_old`` do
+    nothing, ``test`` looks at the pending values only); the workflow then tests the pending version in the step
+    that staged it, instead of two more persisted steps that would each read both versions again. Absent: a
+    target, as every plug-in is assumed to have."""
+    return getattr(rotator, "has_target", True) is not False
+
+
 def carry_over(current: Mapping[str, str], fresh: Mapping[str, str]) -> PendingVersion:
     """A pending version: ``current`` with ``fresh`` laid over it; ``rotated`` is the keys ``fresh`` provides."""
     data = dict(current)

@@ -46,6 +46,7 @@ class GeneratedRotator:
 
     name = "generated"
     handles: tuple[type, ...] = RANDOM_GENERATORS + KEYPAIR_GENERATORS
+    has_target = False  # nothing but Vault holds the value (rotators.base.has_target)
 
     def create_pending(self, ctx: RotationContext) -> PendingVersion:
         generators = generators_of(ctx)

@@ -1,0 +1,233 @@
+"""The parse cache: what reading one file's YAML produced, kept outside the repository, keyed by the file's bytes.
+
+A rerun over a repository that barely changed parses only the files that changed; every other file's documents
+(data, spans, lines) and its parse findings come from an entry keyed by the SHA-256 of its bytes and a *code key*
+(chamberlain's version, the loader's own source, PyYAML's and rapidyaml's versions: a new release, or an edited
+loader, never reads an older entry). Only the parse is cached: every document is still validated against its model
+and every check, cross-file or not, still runs.
+
+An entry is plain JSON (reading one cannot execute anything, unlike pickle), checked field by field before use;
+a corrupt, truncated, foreign (another key) or malformed entry is ignored and overwritten. Entries are written
+atomically (a temporary file in the same directory, then ``os.replace``), so concurrent runs never see half an
+entry and the last writer of identical content wins. The directory is created private (0700); one not owned by
+this user, or writable by others, is not used at all. Its size is bounded (:data:`MAX_BYTES`): after a run that
+wrote entries, the oldest are removed past the bound.
+
+Only documents whose data JSON carries exactly are cached (strings, integers, floats, booleans, null, lists and
+string-keyed mappings); a file with a date, a set, binary or a non-string key is parsed every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chamberlain import __version__
+from chamberlain.intent import fastyaml
+
+FORMAT = 1
+MAX_BYTES = 256 * 1024 * 1024  # the whole cache directory, every code key included
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_RULE = re.compile(r"CH\d{3}")
+_SOURCES = ("intent/loader.py", "intent/fastyaml.py", "intent/cache.py", "safeyaml.py")
+
+
+@dataclass(frozen=True)
+class CachedDoc:
+    index: int
+    start_line: int
+    end_line: int
+    start: int
+    end: int
+    data: Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file's parse: its documents, the findings parsing raised (line, rule, message) and whether it turned out
+    to be a template (parsed with errors and has template actions: no documents, an exclusion)."""
+
+    docs: tuple[CachedDoc, ...]
+    problems: tuple[tuple[int | None, str, str], ...]
+    template: bool
+
+
+def _code_key() -> str:
+    """What the cached result depends on besides the bytes: this code and the parsers it uses."""
+    h = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
+    base = Path(__file__).resolve().parents[1]
+    for rel in _SOURCES:
+        try:
+            h.update((base / rel).read_bytes())
+        except OSError:  # pragma: no cover - an installed package always has its sources
+            h.update(b"missing:" + rel.encode())
+    h.update(f"PyYAML={yaml.__version__};rapidyaml={fastyaml.parser_version()}".encode())
+    return h.hexdigest()[:32]
+
+
+def digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+class ParseCache:
+    """A directory of entries; every method swallows file-system errors (the cache is an optimisation: when it
+    cannot be read or written, files are parsed as without it)."""
+
+    def __init__(self, directory: Path, *, max_bytes: int = MAX_BYTES) -> None:
+        self.root = directory
+        self.max_bytes = max_bytes
+        self.key = _code_key()
+        self.dir = directory / self.key
+        self.hits = 0
+        self.misses = 0
+        self.written = 0
+        self._usable: bool | None = None
+
+    # ---------------------------------------------------------------------------------------------- reading
+
+    def get(self, sha: str, text_length: int) -> Entry | None:
+        """The entry for a file with these bytes (``sha``), or None (absent, unusable, or not valid)."""
+        if not self._ready(create=False):
+            self.misses += 1
+            return None
+        try:
+            with open(self.dir / f"{sha}.json", "rb") as fh:
+                raw = json.loads(fh.read())
+            entry = _entry(raw, sha, self.key, text_length)
+        except (OSError, ValueError, RecursionError, TypeError, KeyError):
+            entry = None
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    # ---------------------------------------------------------------------------------------------- writing
+
+    def put(self, sha: str, entry: Entry) -> None:
+        if not self._ready(create=True):
+            return
+        body = {"format": FORMAT, "key": self.key, "sha256": sha, "template": entry.template,
+                "problems": [list(p) for p in entry.problems],
+                "docs": [[d.index, d.start_line, d.end_line, d.start, d.end, d.data] for d in entry.docs]}
+        try:
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+        except (TypeError, ValueError, RecursionError):
+            return  # not plain data after all: parse this file every time
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, self.dir / f"{sha}.json")
+            tmp = None
+            self.written += 1
+        except OSError:
+            pass
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def prune(self) -> None:
+        """Remove the oldest entries (every code key) past :attr:`max_bytes`; only after a run that wrote some."""
+        if not self.written or not self._ready(create=False):
+            return
+        files: list[tuple[float, int, Path]] = []
+        try:
+            for sub in os.scandir(self.root):
+                if not sub.is_dir(follow_symlinks=False):
+                    continue
+                for item in os.scandir(sub.path):
+                    if item.is_file(follow_symlinks=False):
+                        st = item.stat(follow_symlinks=False)
+                        files.append((st.st_mtime, st.st_size, Path(item.path)))
+        except OSError:
+            return
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files, key=lambda f: f[0]):
+            if total <= self.max_bytes:
+                break
+            try:
+                path.unlink()
+                total -= size
+            except OSError:
+                pass
+
+    # ---------------------------------------------------------------------------------------------- safety
+
+    def _ready(self, *, create: bool) -> bool:
+        """Is the directory this user's own and private? Created (0700) on the first write."""
+        if self._usable is not None and (self._usable or not create):
+            return self._usable
+        try:
+            if create:
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if _private(self.root) and create:
+                self.dir.mkdir(mode=0o700, exist_ok=True)
+            self._usable = _private(self.root) and _private(self.dir)
+        except OSError:
+            self._usable = False
+        return self._usable
+
+
+def _private(path: Path) -> bool:
+    st = path.lstat()  # a symbolic link is not followed: an entry's directory must be a real one
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _entry(raw: Any, sha: str, key: str, text_length: int) -> Entry | None:
+    """``raw`` as an Entry when every field has the shape put() writes and fits a text of ``text_length``."""
+    if not (isinstance(raw, dict) and raw.get("format") == FORMAT and raw.get("key") == key
+            and raw.get("sha256") == sha and _HEX64.fullmatch(sha) and isinstance(raw.get("template"), bool)
+            and isinstance(raw.get("problems"), list) and isinstance(raw.get("docs"), list)):
+        return None
+    problems: list[tuple[int | None, str, str]] = []
+    for p in raw["problems"]:
+        if not (isinstance(p, list) and len(p) == 3 and (p[0] is None or _int(p[0]))
+                and isinstance(p[1], str) and _RULE.fullmatch(p[1]) and isinstance(p[2], str)):
+            return None
+        problems.append((p[0], p[1], p[2]))
+    docs: list[CachedDoc] = []
+    for d in raw["docs"]:
+        if not (isinstance(d, list) and len(d) == 6 and all(_int(v) for v in d[:5])):
+            return None
+        index, start_line, end_line, start, end, data = d
+        if not (0 <= start <= end <= text_length and 1 <= start_line <= end_line and index >= 0):
+            return None
+        docs.append(CachedDoc(index, start_line, end_line, start, end, data))
+    return Entry(tuple(docs), tuple(problems), raw["template"])
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def json_plain(data: Any) -> bool:
+    """Does JSON carry ``data`` exactly (no date, set, bytes, tuple or non-string key)?"""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(type(k) is str for k in item):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif not (item is None or type(item) in (str, int, float, bool)):
+            return False
+    return True
+
+
+__all__ = ["CachedDoc", "Entry", "ParseCache", "digest", "json_plain"]

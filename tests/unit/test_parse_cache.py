@@ -1,0 +1,246 @@
+"""The parse cache and the fast path change nothing but time: the same findings and data on every example and test
+repository, with or without them; a bad cache entry is ignored; the cross-file checks always run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chamberlain.checks import run_checks
+from chamberlain.intent import cache as cache_mod
+from chamberlain.intent import fastyaml
+from chamberlain.intent.cache import ParseCache
+from chamberlain.intent.loader import load_repository, parse_cache
+from chamberlain.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+REPOS = sorted([*(p for p in (ROOT / "examples").iterdir() if p.is_dir()),
+                *(p for group in (ROOT / "tests" / "repos").iterdir() if group.is_dir()
+                  for p in group.iterdir() if p.is_dir())])
+
+
+def outcome(root: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Findings (file, line, rule, message) and every document (file, index, lines, spans, data with types)."""
+    repo = load_repository(root, git=None)
+    findings = [(f.file, f.line, f.rule, f.message) for f in run_checks(repo)]
+    docs = [(d.file, d.index, d.start_line, d.end_line, d.start_index, d.end_index, _typed(d.data))
+            for f in repo.files for d in f.documents]
+    return findings, docs
+
+
+def _typed(data: Any) -> Any:
+    if isinstance(data, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in data.items()])
+    if isinstance(data, list):
+        return ("list", [_typed(v) for v in data])
+    return (type(data).__name__, repr(data))
+
+
+@pytest.mark.parametrize("root", REPOS, ids=[str(p.relative_to(ROOT)) for p in REPOS])
+def test_same_findings_and_data_with_or_without_fast_path_and_cache(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(fastyaml, "available", lambda: False)
+        reference = outcome(root)
+    assert outcome(root) == reference  # the fast path
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        assert outcome(root) == reference  # cold: parses, writes
+    with parse_cache(store):
+        assert outcome(root) == reference  # warm: reads
+    assert store.hits > 0 or store.written == 0
+
+
+def _repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "examples" / "acme", root)
+    return root
+
+
+def test_a_cross_file_check_runs_when_the_other_file_comes_from_the_cache(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        clean, _ = outcome(root)
+    intents = root / "intents" / "payments.yaml"
+    first = intents.read_text(encoding="utf-8").split("\n---\n")[0]
+    (root / "intents" / "copy.yaml").write_text(first + "\n", encoding="utf-8")  # same name, another file
+    again = ParseCache(tmp_path / "cache")
+    with parse_cache(again):
+        found, _ = outcome(root)
+    assert again.hits > 0
+    assert "CH008" in {f[2] for f in found} - {f[2] for f in clean}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "wrong-key", "bad-span", "bad-rule"])
+def test_a_bad_entry_is_ignored_and_replaced(tmp_path: Path, damage: str) -> None:
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        reference = outcome(root)
+    entries = sorted(store.dir.glob("*.json"))
+    assert len(entries) >= 2
+    victim, other = entries[0], entries[1]
+    body = json.loads(victim.read_text(encoding="utf-8"))
+    if damage == "garbage":
+        victim.write_bytes(b"\x00not json")
+    elif damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    elif damage == "foreign":  # another file's entry under this file's name
+        shutil.copyfile(other, victim)
+    elif damage == "wrong-key":
+        victim.write_text(json.dumps({**body, "key": "0" * 32}), encoding="utf-8")
+    elif damage == "bad-span":
+        body["docs"] = [[0, 1, 1, 0, 10**9, {}]]
+        victim.write_text(json.dumps(body), encoding="utf-8")
+    else:
+        body["problems"] = [[1, "rm -rf", "x"]]
+        victim.write_text(json.dumps(body), encoding="utf-8")
+    again = ParseCache(tmp_path / "cache")
+    with parse_cache(again):
+        assert outcome(root) == reference
+    assert again.misses == 1 and again.written == 1  # parsed again, and the entry rewritten
+    assert json.loads(victim.read_text(encoding="utf-8"))["sha256"] == victim.stem
+
+
+def test_an_entry_claiming_other_content_is_not_used(tmp_path: Path) -> None:
+    """A forged entry for the bytes of a file has to name those bytes' hash; one naming another hash is foreign."""
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        outcome(root)
+    entry = next(store.dir.glob("*.json"))
+    body = json.loads(entry.read_text(encoding="utf-8"))
+    body["sha256"] = "f" * 64
+    entry.write_text(json.dumps(body), encoding="utf-8")
+    assert store.get(entry.stem, 10**6) is None
+
+
+def test_a_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    store = ParseCache(shared)
+    with parse_cache(store):
+        outcome(root)
+    assert store.written == 0 and store.hits == 0
+    assert not any(shared.iterdir())
+
+
+def test_a_symbolic_link_for_the_directory_is_not_used(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    store = ParseCache(link)
+    with parse_cache(store):
+        outcome(root)
+    assert store.written == 0
+
+
+def test_writes_are_atomic_private_and_leave_no_temporary_files(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written > 0
+    assert oct(store.root.stat().st_mode & 0o777) == "0o700"
+    assert oct(store.dir.stat().st_mode & 0o777) == "0o700"
+    assert not list(store.dir.glob(".tmp-*"))
+
+
+def test_concurrent_runs_share_the_cache(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    results: list[Any] = []
+
+    def run() -> None:
+        with parse_cache(ParseCache(tmp_path / "cache")):
+            results.append(outcome(root))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(r == results[0] for r in results)
+    assert not list((tmp_path / "cache").rglob(".tmp-*"))
+
+
+def test_the_cache_is_bounded(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache", max_bytes=2000)
+    with parse_cache(store):
+        outcome(root)
+    total = sum(p.stat().st_size for p in store.root.rglob("*.json"))
+    assert total <= 2000
+
+
+def test_data_json_cannot_carry_is_not_cached(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "dates.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\ndata: {when: 2026-01-01}\n"
+                                     "---\n1: integer key\n", encoding="utf-8")
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written == 0
+    assert not cache_mod.json_plain({1: "a"}) and cache_mod.json_plain({"a": [1, 1.5, None, True, "x"]})
+
+
+def test_the_code_key_changes_with_the_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = cache_mod._code_key()
+    monkeypatch.setattr(cache_mod, "__version__", "0.0.0-other")
+    assert cache_mod._code_key() != before
+
+
+def test_where_the_cache_lives() -> None:
+    home = Path("/home/u")
+    assert Settings.from_environ({}, home).parse_cache == home / ".cache" / "chamberlain" / "parse"
+    assert Settings.from_environ({"XDG_CACHE_HOME": "/x"}, home).parse_cache == Path("/x/chamberlain/parse")
+    assert Settings.from_environ({"CHAMBERLAIN_CACHE_DIR": "/c", "XDG_CACHE_HOME": "/x"}, home).parse_cache \
+        == Path("/c/parse")
+
+
+def _cli(args: list[str], cache_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHAMBERLAIN_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "chamberlain.cli.main", *args], capture_output=True, text=True,
+                          env=env, check=False, timeout=120)
+
+
+def test_the_cli_uses_the_cache_and_no_cache_skips_it(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    cold = _cli(["validate", str(root), "-o", "json", "--no-cache"], tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    first = _cli(["validate", str(root), "-o", "json"], tmp_path / "c")
+    entries = list((tmp_path / "c" / "parse").rglob("*.json"))
+    assert entries
+    second = _cli(["validate", str(root), "-o", "json"], tmp_path / "c")
+    assert cold.stdout == first.stdout == second.stdout and cold.returncode == second.returncode
+    assert cold.stderr == first.stderr == second.stderr
+    out = tmp_path / "out"
+    rendered = _cli(["render", str(root), "-o", str(out), "--no-cache"], tmp_path / "c")
+    assert rendered.returncode == 0, rendered.stderr
+
+
+def test_validate_does_not_import_the_server_clients(tmp_path: Path) -> None:
+    code = ("import sys; sys.argv = ['chamberlain', 'validate', sys.argv[1], '--no-cache']\n"
+            "from chamberlain.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('hvac', 'kubernetes', 'requests', "
+            "'urllib3', 'prometheus_client') or m.startswith(('chamberlain.lab', 'chamberlain.cli.lab', "
+            "'chamberlain.service.authority', 'chamberlain.cli.options')))\n"
+            "print(','.join(heavy))")
+    got = subprocess.run([sys.executable, "-c", code, str(ROOT / "examples" / "acme")], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=False, timeout=120)
+    assert got.stdout.strip().splitlines()[-1:] in ([], [""]), got.stdout
