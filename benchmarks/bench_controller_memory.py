@@ -23,7 +23,9 @@ the C loader) and keeps the documents: no models.
 ``--from-cluster``: the controller as ``controller run --from-cluster`` builds its scope instead: the fakes are
 seeded first (the FakeKube then holds the Platform, the RotationPolicies and, as render would apply them to the
 cluster, the SecretIntents present on it), and :class:`chamberlain.controller.source.ClusterSource` lists them
-(in pages), parses and validates them and builds the scope in the measured process (no loader child).
+(in pages), parses and validates them and builds the scope in the measured process (no loader child); the
+controller is wired with the watched SecretIntents (:class:`~chamberlain.controller.watched.IntentObjects`) as
+``run_from_cluster`` wires it. The real API server and RSS of that mode: ``bench_controller_watch.py``.
 
 Usage:
     /work/venv/bin/python benchmarks/bench_controller_memory.py                 # 10k intents; a table
@@ -290,20 +292,25 @@ def child_controller(root: Path, seed: Path, trace: int, from_cluster: bool = Fa
                 kube.add_custom_object(CustomResource(GROUP, VERSION, row.get("plural", PLURAL)), row["cr"])
                 crs += "plural" not in row
     stage("fakes seeded")
+    objects = None
     if from_cluster:
         from chamberlain.controller.source import ClusterSource
+        from chamberlain.controller.watched import IntentObjects
 
         ns = json.loads(seed.read_text(encoding="utf-8").splitlines()[-1])["cr"]["metadata"]["namespace"]
-        built = ClusterSource(kube, ns, ENVIRONMENT, CLUSTER, _Clock()).sync(timeout=60)
+        objects = IntentObjects()  # as service.controller.run_from_cluster wires it
+        built = ClusterSource(kube, ns, ENVIRONMENT, CLUSTER, _Clock(),
+                              sinks={"SecretIntent": [objects]}).sync(timeout=60)
         assert built.scope is not None and not built.rejected, sorted(built.rejected)[:5]
         scope = built.scope
         stage("scope (from the cluster)")
         peak_after_scope = _peak_mib()
     # ---- the controller, as service/controller.py wires it
     clock = _Clock()
-    options: dict[str, Any] = {"evaluate_every": 0.0, "propagation_timeout": 5.0, "poll": 0.0}
+    # every tick a whole pass of the time trigger and of the status (no slices): the worst tick
+    options: dict[str, Any] = {"evaluate_every": 0.0, "evaluate_slice": None, "propagation_timeout": 5.0, "poll": 0.0}
     session = _FakeSession(kv, [e.name for e in scope.platform.spec.environments])
-    controller = wire(scope, session, kube, clock, identity="bench-0", **options)
+    controller = wire(scope, session, kube, clock, identity="bench-0", objects=objects, **options)
     stage("controller built")
     tick_s = []
     for t in range(TICKS):

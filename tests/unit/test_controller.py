@@ -164,9 +164,89 @@ def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
     clock.advance(16)  # a stopped renewing (crashed): b takes over, a would follow
     assert b.step() and not a.step()
     b.release()
+    clock.advance(5)  # a follower looks again a third of the lease duration after its last look
     assert a.step()
     lease = kube.get_lease(NS, "l")
     assert lease is not None and lease.holder == "a" and lease.transitions >= 2
+
+
+class CountingLeases(FakeKube):
+    """FakeKube counting Lease reads and writes (each one an API request)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = self.writes = 0
+
+    def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        self.gets += 1
+        return super().get_lease(namespace, name)
+
+    def create_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        self.writes += 1
+        return super().create_lease(namespace, name, record)
+
+    def replace_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        self.writes += 1
+        return super().replace_lease(namespace, name, record)
+
+
+def test_a_leader_ticking_every_second_renews_at_a_third_of_the_lease_duration_without_reading() -> None:
+    kube, clock = CountingLeases(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    for _ in range(60):  # a minute of one-second ticks
+        assert a.step()
+        clock.advance(1)
+    assert kube.gets == 1, "only the first step reads the Lease: renewals replace my own last write"
+    assert kube.writes == 12 and a.requests == 13  # the create, then a renewal every 5 s
+    lease = kube.get_lease(NS, "l")
+    assert lease is not None and lease.renewed == T0 + timedelta(seconds=55)
+
+
+def test_a_follower_reads_the_lease_at_a_third_of_the_duration_and_takes_over_only_after_expiry() -> None:
+    kube, clock = CountingLeases(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    b = LeaderElector(kube, NS, "l", "b", clock, 15)
+    assert a.step() and not b.step()
+    gets = kube.gets
+    for _ in range(4):  # a keeps renewing; b looks every 5 s and follows
+        clock.advance(1)
+        assert a.step() and not b.step()
+    assert kube.gets == gets, "a follower does not read the Lease every tick"
+    clock.advance(1)
+    assert a.step() and not b.step() and kube.gets == gets + 1
+    # a dies right after renewing at T0+5: b must not act before T0+20, and takes over at its first look after
+    for second in range(6, 20):
+        clock.advance(1)
+        assert not b.step(), f"took over at T0+{second}s, before a's lease expired"
+    clock.advance(1)  # T0+20: the renewal at T0+5 is 15 s old (b's look was scheduled at the expiry)
+    assert b.step()
+    assert not a.step(), "the old leader's blind renewal conflicts: it reads the Lease and follows"
+
+
+def test_a_leader_whose_renewals_fail_stops_acting_once_its_last_renewal_is_a_duration_old() -> None:
+    kube, clock = FakeKube(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    assert a.step()
+    kube.down = True
+    for _ in range(14):  # from T0+5 on, each tick tries to renew and fails; a still acts on its valid lease
+        clock.advance(1)
+        assert a.step()
+    assert a.api_reachable is False
+    clock.advance(1)  # T0+15: every renewal since T0 failed
+    assert not a.step() and not a.is_leader
+    kube.down = False
+    assert a.step(), "the Lease still names a and nobody took it: the next renewal succeeds"
+
+
+def test_a_conflicting_renewal_reads_the_lease_and_keeps_leading_when_it_still_names_me() -> None:
+    kube, clock = CountingLeases(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    assert a.step()
+    lease = kube.get_lease(NS, "l")
+    assert lease is not None
+    kube.replace_lease(NS, "l", lease)  # someone else wrote the Lease (kubectl edit): a new resourceVersion
+    clock.advance(5)
+    assert a.step() and a.is_leader
 
 
 def test_a_leader_that_cannot_renew_stops_acting_when_its_lease_may_have_expired() -> None:

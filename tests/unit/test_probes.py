@@ -144,10 +144,12 @@ def test_a_follower_is_ready_and_an_unreachable_api_server_or_authority_is_not(
     finally:
         follower.stop(timeout=5)
     world.kube.down = True
+    world.clock.advance(5)  # the API server is asked at the next Lease renewal: a third of the lease duration
     status, body = _wait_for(f"{base}/readyz", 503)
     assert status == 503 and body["checks"]["kubernetes"]["ok"] is False
     assert _get(f"{base}/healthz")[0] == 200  # alive all the same: a restart would not bring the API server back
     world.kube.down = False
+    world.clock.advance(1)  # a failed renewal is tried again at every tick
     assert _wait_for(f"{base}/readyz", 200)[0] == 200
     world.kv.down = True
     status, body = _wait_for(f"{base}/readyz", 503)

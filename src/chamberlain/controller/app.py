@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from chamberlain.audit.ledger import TransitAPI, TransitSigner
 from chamberlain.authority.counting import CountingKV
@@ -34,6 +34,8 @@ from chamberlain.controller.reconcile import IntentReconciler
 from chamberlain.controller.resources import RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.controller.status import IntentStatus
+from chamberlain.controller.watched import IntentObjects, WatchedAnnotations, WatchedRequests
+from chamberlain.controller.watched import WatchKube as WatchedKube
 from chamberlain.kube.api import KubeCustomObjects, KubeLeases, KubePropagation, KubeRunObjects
 from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, RotationRequest, RunObjectStore
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
@@ -75,6 +77,7 @@ def wire(
     log: Logger | None = None,
     reconcile: bool = False,
     observe_external: bool = True,
+    objects: IntentObjects | None = None,
     **options: Any,
 ) -> Controller:
     """The controller as it runs in a cluster: leader election, RotationRun objects and Events, the annotation
@@ -83,7 +86,10 @@ def wire(
     ``options`` are further :class:`~.config.ControllerConfig` fields (intervals, timeouts, workers). ``reconcile``
     (a controller driven by the cluster): new generated secrets get their initial value, changed policies are
     brought into force (:mod:`.reconcile`). ``observe_external``: new versions producers push (PushSecret) of the
-    derived and config intents of this cluster are followed to their consumers (:mod:`.external`)."""
+    derived and config intents of this cluster are followed to their consumers (:mod:`.external`). ``objects``
+    (``controller run --from-cluster``): the SecretIntents as the cluster source's watch sees them; the annotation
+    trigger and the status reporter read them instead of listing every SecretIntent, persisted webhook requests
+    are watched (:mod:`.watched`)."""
     config = ControllerConfig(**{"workers": 8, **options}, actor=f"controller:{identity}", identity=identity,
                               lease_name=lease_name, lease_seconds=lease_seconds)
     metrics = ControllerMetrics()
@@ -92,12 +98,20 @@ def wire(
     ns = scope.platform.spec.controller.namespace
     queue = MemoryQueue()
     log = log if log is not None else Silent()
+    # the real client (and FakeKube) watch and list Secret metadata; a narrower test double keeps the lists
+    watching: WatchedKube | None = (cast("WatchedKube", kube) if objects is not None
+                                    and hasattr(kube, "watch_custom_objects") else None)
     events = BackgroundEvents(kube)  # Events leave the loop thread (a batch emits three per run)
     status = IntentStatus(events, kv, ns, clock, metrics, log, backoff=config.failure_backoff,
                           consumer_check_every=config.consumer_check_every,
-                          list_every=max(config.evaluate_every, 1.0))
+                          consumer_looks_per_second=config.consumer_looks_per_second,
+                          report_slice=config.evaluate_slice,
+                          list_every=max(config.evaluate_every, 1.0), feed=objects)
     history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
                           log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)
+    annotations = (WatchedAnnotations(kube, queue, clock, ns, objects) if objects is not None
+                   else AnnotationTrigger(kube, queue, clock, ns))
+    requests = WatchedRequests(watching, ns, clock, log) if watching is not None else RunObjectStore(kube, ns)
     ledger = SharedLedger(kv, scope.runtime_mount, clock, cluster=scope.cluster, signer=TransitSigner(vault.transit))
     markers = TransitMarkers(vault.transit)
     reconciler = IntentReconciler(kv, ledger, clock, config.actor, markers=markers,
@@ -111,14 +125,15 @@ def wire(
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
-        publisher=RunPublisher(events, ns), annotations=AnnotationTrigger(kube, queue, clock, ns),
-        requests=RunObjectStore(kube, ns),
+        publisher=RunPublisher(events, ns), annotations=annotations, requests=requests,
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
         log=log, markers=markers, status=status, history=history, external=external,
     )
     if reconciler is not None:
         reconciler.new_run_id = parts.new_run_id
     controller = Controller(scope, parts, config)
+    if objects is not None:
+        objects.on_rotate = controller.wake.set  # a rotate annotation the watch saw: tick now, not at the next tick
     if external is not None:
         external.new_run_id = parts.new_run_id
         external.wake = controller.wake.set  # a PushSecret event ticks the loop at once
@@ -229,6 +244,8 @@ class ControllerApp:
         external = self.controller.parts.external
         if isinstance(external, ExternalRotations) and external.watch is not None:
             external.watch.stop()
+        if isinstance(self.controller.parts.requests, WatchedRequests):
+            self.controller.parts.requests.stop()
         self.controller.wake.set()
         if self.webhook is not None:
             self.webhook.shutdown()

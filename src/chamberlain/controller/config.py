@@ -20,6 +20,9 @@ REQUEST_RETENTION_FLOOR = 300.0  # triggers.webhook.DEFAULT_WINDOW: a signed req
 class ControllerConfig:
     actor: str = "chamberlain-controller"  # who the ledger and the run records name
     evaluate_every: float = 30.0  # seconds between two evaluations of the time trigger
+    # seconds of a pass per tick (None: a whole pass in one tick): 10k metadata reads take seconds, and a trigger
+    # that wakes the loop must not wait for all of them
+    evaluate_slice: float | None = 0.1
     propagation_timeout: float = 120.0  # seconds a run waits for every consumer Secret to carry the new marker
     poll: float = 0.5  # seconds between two looks at the consumer Secrets while waiting
     workers: int = 1  # runs advanced in parallel (Vault and API calls are I/O; `wire` uses 8)
@@ -33,13 +36,18 @@ class ControllerConfig:
     request_retention: float = 86400.0  # seconds a settled webhook request object (rq-*) is kept at least: its
     # name is the replay record of a bearer request, which carries no timestamp (at least the webhook window)
     consumer_check_every: float = 300.0  # seconds between two looks at the consumer Secrets' markers for status
+    # the periodic looks (a GET per consumer Secret: RBAC grants no list) are also held to this rate, so a fleet's
+    # quiet secrets cost the API server a bounded load (10k consumers: a full pass every ~5.5 h); a look after a
+    # run or a marker change, and the first look after start, are not held back
+    consumer_looks_per_second: float = 0.5
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # the time trigger after failed runs
     ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
-        if min(self.evaluate_every, self.propagation_timeout, self.poll, self.max_pause) < 0:
+        if min(self.evaluate_every, self.propagation_timeout, self.poll, self.max_pause,
+               self.evaluate_slice if self.evaluate_slice is not None else 0.0) < 0:
             raise ValueError("controller intervals and timeouts cannot be negative")
         if self.keep_runs is not None and self.keep_runs < 0:
             raise ValueError(f"keep_runs cannot be negative, not {self.keep_runs}")

@@ -96,7 +96,10 @@ def prunable(objects: Iterable[Mapping[str, Any]], keep: int, now: datetime, ret
 
 @dataclass
 class RunHistory:
-    """Deletes what :func:`prunable` names, at most once every ``every`` seconds (loop thread)."""
+    """Deletes what :func:`prunable` names (loop thread): a pass lists every RotationRun of the namespace, so it
+    runs at start, then at most once every ``every`` seconds after runs finished (:meth:`finished`), and once every
+    ``idle_every`` seconds otherwise (settled requests age past the retention; another replica's runs finished): a
+    steady state does not list thousands of objects every 30 s."""
 
     kube: RunObjectsKube
     namespace: str
@@ -106,16 +109,24 @@ class RunHistory:
     metrics: ControllerMetrics
     log: Logger
     every: float = 60.0
+    idle_every: float = 3600.0
     failures: int = 0
     deleted: int = 0
     _last: float | None = None
+    _finished: bool = False  # a run finished since the last pass
+
+    def finished(self) -> None:
+        """A run finished: its object may push an older one out (pruned at the next pass, ``every`` from the last)."""
+        self._finished = True
 
     def prune(self) -> int:
         """One pass when due; returns how many objects were deleted."""
         mono = self.clock.monotonic()
-        if self._last is not None and mono - self._last < self.every:
-            return 0
-        self._last = mono
+        if self._last is not None:
+            since = mono - self._last
+            if since < self.every or (not self._finished and since < self.idle_every):
+                return 0
+        self._last, self._finished = mono, False
         try:
             objects = self.kube.list_custom_objects(RUN_OBJECTS, self.namespace)
         except KubeError as exc:

@@ -64,7 +64,7 @@ from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
-from chamberlain.triggers import RotationRequest, is_stored
+from chamberlain.triggers import RotationRequest, SecretSchedule, is_stored
 from chamberlain.triggers import limits as floors
 from chamberlain.triggers.timer import evaluate, time_due
 
@@ -136,6 +136,12 @@ class Controller:
         return self.state.snapshot()[1]
 
     @property
+    def backlog(self) -> bool:
+        """Work a tick left for the next one (a time-trigger pass, status reports), while leader."""
+        status = self.parts.status
+        return self.state.leader and (bool(self.state.evaluating) or (status is not None and status.backlog))
+
+    @property
     def evaluate_every(self) -> float:
         return self.config.evaluate_every
 
@@ -163,7 +169,7 @@ class Controller:
                     if self.parts.status is not None:
                         self.parts.status.forget(name)
             self.scope = scope
-            self.state.last_evaluation = None
+            self.state.last_evaluation, self.state.evaluating = None, []
             if self.parts.status is not None:  # intents refused by in-cluster validation: Degraded, rule ids
                 self.parts.status.set_rejected({name: [(f.rule, f.message) for f in findings]
                                                 for name, findings in scope.rejected.items()})
@@ -253,7 +259,8 @@ class Controller:
                     # a foreign exception's text is unvetted, so only its type is logged
                     self.parts.log.warning("tick failed (internal error)", error=type(exc).__name__)
                 self.parts.metrics.heartbeat(self.parts.clock.now().timestamp(), self.state.outages == 0)
-                self.wake.wait(self.pause(interval))
+                if not self.backlog or self.state.outages:  # a sliced pass goes on at once: the next tick
+                    self.wake.wait(self.pause(interval))
                 self.wake.clear()
         finally:
             if self.parts.elector is not None:
@@ -286,18 +293,33 @@ class Controller:
         self.state.adopted = True
 
     def _evaluate(self) -> None:
+        """The time trigger: a pass reads every secret's metadata, one pass every ``evaluate_every`` seconds. A pass
+        over a large scope is spread over several ticks, ``evaluate_slice`` seconds of it per tick, so a trigger
+        that wakes the loop (a webhook, an annotation, a manual request) waits for a slice, not for 10k reads."""
         mono = self.parts.clock.monotonic()
-        last = self.state.last_evaluation
-        if last is not None and mono - last < self.config.evaluate_every:
-            return
-        self.state.last_evaluation = mono
+        todo = self.state.evaluating
+        if not todo:
+            last = self.state.last_evaluation
+            if last is not None and mono - last < self.config.evaluate_every:
+                return
+            self.state.last_evaluation = mono
+            todo = self.state.evaluating = list(self.scope.placed)[::-1]  # popped from the end: scope order
+        budget = self.config.evaluate_slice
+        deadline = None if budget is None else mono + budget
         now = self.parts.clock.now()
-        metrics, schedules = self.parts.metrics, []
+        metrics, schedules = self.parts.metrics, list[SecretSchedule | None]()
         following, to_follow = self.following, list[Pending]()
-        for name, placed in self.scope.placed.items():
+        while todo:
+            if deadline is not None and schedules and self.parts.clock.monotonic() >= deadline:
+                break  # the rest of the pass at the next tick (at least one secret per tick)
+            name = todo.pop()
+            placed = self.scope.placed.get(name)
+            if placed is None:
+                continue
             try:
                 meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
             except AuthorityUnavailable:
+                todo.append(name)  # evaluated again once the authority answers
                 raise
             except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
                 self._refused("cannot read a secret's metadata", name, exc)
@@ -317,6 +339,7 @@ class Controller:
             if self.parts.status is not None:
                 self.parts.status.saw(name, meta)
             if meta is None:
+                schedules.append(None)  # counts as evaluated for the slice
                 continue
             s = schedule_of(name, meta.custom)
             if s is not None:
@@ -326,9 +349,9 @@ class Controller:
                     s = replace(s, policy=policy)
             labels = (name, placed.vault.full)
             metrics.held.labels(*labels).set(1 if meta.custom.get(wk.HELD) == "true" else 0)
+            schedules.append(s)
             if s is None:
                 continue
-            schedules.append(s)
             metrics.secret_age.labels(*labels).set(max((now - s.last_rotated).total_seconds(), 0.0))
             if s.policy is not None and s.policy.ttl is not None:
                 metrics.secret_ttl.labels(*labels).set(s.policy.ttl.total_seconds())
@@ -338,7 +361,7 @@ class Controller:
         if following:
             self.follower.follow(to_follow)
             return
-        for request in evaluate(schedules, now, self.config.failure_backoff):
+        for request in evaluate([s for s in schedules if s is not None], now, self.config.failure_backoff):
             self._enqueue(request)
 
     def _poll_annotations(self) -> None:
@@ -667,6 +690,8 @@ class Controller:
         self.state.finish(run, self.config.keep_finished)
         if p.status is not None:
             p.status.finished(run)
+        if p.history is not None:
+            p.history.finished()
         if is_stored(run.run_id):
             self.state.taken.add(run.run_id)
         if a.request is not None:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -94,6 +94,8 @@ class Parsed:
     name: str
     model: IntentObject | None
     findings: tuple[Finding, ...] = ()
+    # what the model was parsed from: generation and a hash of the kept labels and annotations (not compared)
+    identity: tuple[int, int] | None = field(default=None, compare=False)
 
 
 def where(kind: Kind, name: str) -> str:
@@ -108,6 +110,19 @@ def _intent_data(obj: Mapping[str, Any]) -> dict[str, Any]:
     data = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
     data["metadata"] = {**kept, **({"annotations": annotations} if annotations else {})}
     return data
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Generation and a hash of the kept metadata: the same pair means the same model (a CRD's generation moves
+    with every spec change; labels and annotations do not move it). None without a generation."""
+    meta = obj.get("metadata") or {}
+    generation = meta.get("generation")
+    if not isinstance(generation, int):
+        return None
+    annotations = meta.get("annotations") or {}
+    kept = tuple(sorted((k, str(v)) for k, v in annotations.items() if k not in _DROPPED_ANNOTATIONS))
+    labels = tuple(sorted((k, str(v)) for k, v in (meta.get("labels") or {}).items()))
+    return generation, hash((kept, labels, str(meta.get("name")), str(meta.get("namespace"))))
 
 
 def parse(kind: Kind, obj: Mapping[str, Any]) -> Parsed:
@@ -264,6 +279,18 @@ def rule_ids(findings: Iterable[Finding]) -> list[str]:
 # ------------------------------------------------------------------------------------------------ watching
 
 
+class ObjectSink(Protocol):
+    """Told of every object a reflector lists or watches, raw (:mod:`.watched` keeps the little it needs)."""
+
+    def seen(self, obj: Mapping[str, Any]) -> None: ...
+
+    def gone(self, name: str) -> None: ...
+
+    def listed(self, names: set[str]) -> None:
+        """A list ended: every object not in ``names`` is gone."""
+        ...
+
+
 class Store:
     """The parsed objects of the three kinds, by name; ``generation`` moves on every change. Thread-safe."""
 
@@ -290,6 +317,10 @@ class Store:
             if self._objects[kind].pop(name, None) is not None:
                 self._bump()
 
+    def get(self, kind: Kind, name: str) -> Parsed | None:
+        with self._lock:
+            return self._objects[kind].get(name)
+
     def snapshot(self) -> tuple[int, list[Parsed]]:
         with self._lock:
             return self.generation, [p for k in KINDS for p in self._objects[k].values()]
@@ -305,10 +336,12 @@ class Reflector:
     (a list replaces the kind's objects, so a deletion a watch missed is not kept forever)."""
 
     def __init__(self, kube: KubeWatch, kind: Kind, namespace: str, store: Store, clock: Clock, *,
-                 resync: float = 300.0, watch_seconds: int = 240, page_size: int = 500) -> None:
+                 resync: float | None = None, watch_seconds: int = 240, page_size: int = 500,
+                 sinks: Sequence[ObjectSink] = ()) -> None:
         self.kube, self.kind, self.namespace, self.store, self.clock = kube, kind, namespace, store, clock
         self.resource = RESOURCES[kind]
-        self.resync, self.watch_seconds, self.page_size = resync, watch_seconds, page_size
+        self.resync, self.watch_seconds, self.page_size = resync or None, watch_seconds, page_size
+        self.sinks = list(sinks)  # told of every object listed or watched (the raw object, before parsing)
         self.resource_version: str | None = None  # None: list next
         self.listed_at: float | None = None
         self.lists = self.relists_gone = 0
@@ -319,7 +352,8 @@ class Reflector:
 
     def step(self) -> None:
         """List when needed, else watch until the server ends the watch (or a resync is due)."""
-        due = self.listed_at is None or self.clock.monotonic() - self.listed_at >= self.resync
+        due = self.listed_at is None or (self.resync is not None
+                                         and self.clock.monotonic() - self.listed_at >= self.resync)
         if self.resource_version is None or due:
             self.list()
             return
@@ -332,24 +366,48 @@ class Reflector:
         while True:
             got = self.kube.list_custom_objects_versioned(self.resource, self.namespace, limit=self.page_size,
                                                           page=page)
-            parsed.update((p.name, p) for p in (parse(self.kind, obj) for obj in got.items))
+            for obj in got.items:
+                for sink in self.sinks:
+                    sink.seen(obj)
+                p = self._parse(obj)
+                parsed[p.name] = p
             if not got.next_page:
                 break
             page = got.next_page
+        for sink in self.sinks:
+            sink.listed(set(parsed))
         self.store.replace(self.kind, parsed)
         self.resource_version, self.listed_at = got.resource_version, self.clock.monotonic()
         self.lists += 1
 
+    def _parse(self, obj: Mapping[str, Any]) -> Parsed:
+        """:func:`parse`, or the object already held when only its status or resourceVersion moved (the status
+        reporter's own patches: 10k validations for nothing). The spec's generation and the kept metadata say."""
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        held = self.store.get(self.kind, name)
+        key = _identity(obj)
+        if held is not None and held.identity is not None and held.identity == key:
+            return held
+        return dataclasses.replace(parse(self.kind, obj), identity=key)
+
     def watch(self) -> None:
         assert self.resource_version is not None
-        left = self.resync - (self.clock.monotonic() - (self.listed_at or 0.0))
+        seconds = self.watch_seconds
+        if self.resync is not None:
+            left = self.resync - (self.clock.monotonic() - (self.listed_at or 0.0))
+            seconds = max(1, min(self.watch_seconds, int(left) + 1))
         try:
             for event in self.kube.watch_custom_objects(self.resource, self.namespace, self.resource_version,
-                                                        max(1, min(self.watch_seconds, int(left) + 1))):
+                                                        seconds):
                 if event.type == "DELETED":
+                    for sink in self.sinks:
+                        sink.gone(event.name)
                     self.store.delete(self.kind, event.name)
                 elif event.type in ("ADDED", "MODIFIED"):
-                    self.store.put(parse(self.kind, event.object))
+                    for sink in self.sinks:
+                        sink.seen(event.object)
+                    self.store.put(self._parse(event.object))
                 if event.resource_version:
                     self.resource_version = event.resource_version
         except KubeGone:
@@ -374,7 +432,7 @@ class ClusterSource:
     clock: Clock
     on_built: OnBuilt | None = None
     log: Logger = field(default_factory=Silent)
-    resync: float = 300.0
+    resync: float | None = None  # seconds between two lists of a kind (None: list only at start and on 410 Gone)
     settle: float = 1.0
     retry: float = 5.0  # seconds before a reflector tries again after an API error
     store: Store = field(default_factory=Store)
@@ -382,13 +440,14 @@ class ClusterSource:
     last: Built | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    sinks: Mapping[Kind, Sequence[ObjectSink]] = field(default_factory=dict)  # told of each raw object
     _built_generation: int = -1
     _reflecting: bool = False
 
     def __post_init__(self) -> None:
         for kind in KINDS:
             self.reflectors.setdefault(kind, Reflector(self.kube, kind, self.namespace, self.store, self.clock,
-                                                       resync=self.resync))
+                                                       resync=self.resync, sinks=self.sinks.get(kind, ())))
 
     # ------------------------------------------------------------------ one step each (tests drive these)
 
@@ -521,6 +580,7 @@ __all__ = [
     "RESOURCES",
     "Built",
     "ClusterSource",
+    "ObjectSink",
     "Parsed",
     "Reflector",
     "Store",

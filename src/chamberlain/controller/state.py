@@ -57,7 +57,8 @@ class TickState:
     outages: int = 0  # consecutive ticks the authority could not be reached
     leader: bool = False
     adopted: bool = False  # the unfinished runs recorded in Vault were adopted since this replica became leader
-    last_evaluation: float | None = None  # monotonic time of the time trigger's last evaluation
+    last_evaluation: float | None = None  # monotonic time the time trigger's last pass started
+    evaluating: list[str] = field(default_factory=list)  # the secrets the current pass has yet to read (reversed)
     # persisted webhook requests this replica ran or settled (not queued again while their objects' status, a
     # best-effort publish, has not caught up); grows by one name per webhook request
     taken: set[str] = field(default_factory=set)

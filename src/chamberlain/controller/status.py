@@ -335,7 +335,7 @@ class StatusKube(KubeCustomObjects, KubeRunObjects, KubePropagation, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Written:
+class Written:
     """What the writer remembers of a status the API server has: a digest of the whole (to skip unchanged
     writes) and the little :func:`compute_status` and :func:`transitions` read back (condition types, statuses,
     reasons, transition times; the Degraded message only when it lists rule ids) — a few hundred bytes per
@@ -346,7 +346,7 @@ class _Written:
     overdue: bool
 
     @classmethod
-    def of(cls, status: Mapping[str, Any]) -> _Written:
+    def of(cls, status: Mapping[str, Any]) -> Written:
         # interned: a handful of types, statuses and reasons, and the few ticks transitions happened at
         conditions = tuple(
             (sys.intern(str(c.get("type", ""))), sys.intern(str(c.get("status", ""))),
@@ -376,12 +376,19 @@ class StatusWriter:
     metrics: ControllerMetrics | None = None
     failures: int = 0
     patches: int = 0
-    _known: dict[str, _Written] = field(default_factory=dict)  # what the API server has, by intent name
+    _known: dict[str, Written] = field(default_factory=dict)  # what the API server has, by intent name
 
     def seen(self, name: str, status: Mapping[str, Any] | None) -> None:
         """What a list returned for ``name`` (the truth, should anything else have written)."""
         if status:
-            self._known[name] = _Written.of(status)
+            self._known[name] = Written.of(status)
+        else:
+            self._known.pop(name, None)
+
+    def seen_summary(self, name: str, written: Written | None) -> None:
+        """:meth:`seen`, from a summary a watch already made (:class:`Written`; None: no status)."""
+        if written is not None:
+            self._known[name] = written
         else:
             self._known.pop(name, None)
 
@@ -392,7 +399,7 @@ class StatusWriter:
 
     def write(self, name: str, status: Mapping[str, Any]) -> bool:
         """Patch when changed; True when a PATCH was sent and accepted."""
-        want = _Written.of(status)
+        want = Written.of(status)
         known = self._known.get(name)
         if known is not None and known.digest == want.digest:
             return False
@@ -411,6 +418,21 @@ class StatusWriter:
 
 
 # ----------------------------------------------------------------------------------------------- the hooks
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One SecretIntent object as the status reporter needs it: never its spec, only a digest of its status."""
+
+    generation: int | None
+    uid: str | None
+    status: Written | None
+
+
+class ObjectFeed(Protocol):
+    """The SecretIntent objects changed since the last drain, as a watch saw them (None: deleted)."""
+
+    def drain(self) -> Mapping[str, Observed | None]: ...
 
 
 @dataclass(slots=True)
@@ -434,6 +456,10 @@ class IntentStatus:
     backoff: FailureBackoff | None = field(default_factory=FailureBackoff)
     consumer_check_every: float = 300.0
     list_every: float = 30.0  # seconds between two lists of the SecretIntents (generation, uid, status)
+    # a watch of the SecretIntents (controller run --from-cluster): read instead of listing them
+    feed: ObjectFeed | None = None
+    consumer_looks_per_second: float | None = None  # periodic looks' rate limit (None: none; see ControllerConfig)
+    report_slice: float | None = None  # seconds of status work per report (None: no limit)
     # the templated consumers of other intents that read a placed secret (the loop sets it from its scope)
     templated: Callable[[rm.Placed], Sequence[tuple[SecretIntent, Consumer]]] = field(default=lambda _placed: ())
     writer: StatusWriter = field(init=False)
@@ -448,11 +474,20 @@ class IntentStatus:
     _runs: dict[str, RotationRun] = field(default_factory=dict)  # the active run last seen, by secret
     _errors: dict[str, str] = field(default_factory=dict)  # the last failed run's error, by secret
     _looked: dict[str, _Looked] = field(default_factory=dict)
+    _force_look: set[str] = field(default_factory=set)  # a run finished: look at its consumers at once
+    _tokens: float = 0.0  # periodic consumer looks (GETs) allowed now (consumer_looks_per_second)
+    _tokens_at: float | None = None
     _rejected: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.writer = StatusWriter(self.kube, self.namespace, self.metrics)
+
+    @property
+    def backlog(self) -> bool:
+        """Statuses left for the next report (a report stops after ``report_slice`` seconds)."""
+        with self._lock:
+            return bool(self._dirty)
 
     # ------------------------------------------------------------------ what the loop tells
 
@@ -467,6 +502,7 @@ class IntentStatus:
         for cache in (self._facts_of, self._markers, self._runs, self._errors, self._looked):
             cache.pop(name, None)
         self._reread.discard(name)
+        self._force_look.discard(name)
         self._dirty.discard(name)
 
     def set_rejected(self, rejected: Mapping[str, Iterable[tuple[str, str]]]) -> None:
@@ -489,7 +525,7 @@ class IntentStatus:
         name = run.secret
         self._runs.pop(name, None)
         self._reread.add(name)
-        self._looked.pop(name, None)
+        self._force_look.add(name)
         self._dirty.add(name)
         if run.succeeded:
             self._errors.pop(name, None)
@@ -519,14 +555,21 @@ class IntentStatus:
             dirty, self._dirty = self._dirty, set()
             rejected = self._rejected
         sent = 0
-        for name in sorted(dirty):
+        todo = sorted(dirty, reverse=True)
+        deadline = None if self.report_slice is None else self.clock.monotonic() + self.report_slice
+        while todo:
+            if deadline is not None and len(dirty) - len(todo) > 1 and self.clock.monotonic() >= deadline:
+                with self._lock:  # the rest at the next tick: a first report of 10k intents takes minutes, and
+                    self._dirty |= set(todo)  # the loop must renew its Lease and serve triggers meanwhile
+                break
+            name = todo.pop()
             if name not in self._objects:  # no SecretIntent object (a controller run from a checkout): no status
                 continue
             try:
                 facts = self._facts(name, placed.get(name), rejected.get(name, ()))
             except AuthorityUnavailable:
                 with self._lock:
-                    self._dirty |= {name}  # next tick
+                    self._dirty |= {name, *todo}  # next tick
                 raise
             except AuthorityError as exc:
                 self.log.warning("status: cannot read a secret's metadata", secret=name, error=type(exc).__name__)
@@ -539,6 +582,9 @@ class IntentStatus:
         return sent
 
     def _list(self) -> None:
+        if self.feed is not None:
+            self._drain(self.feed)
+            return
         mono = self.clock.monotonic()
         if self._listed_at is not None and mono - self._listed_at < self.list_every:
             return
@@ -562,6 +608,20 @@ class IntentStatus:
                 self._dirty.add(name)
             self.writer.seen(name, obj.get("status"))
         self._objects = fresh
+
+    def _drain(self, feed: ObjectFeed) -> None:
+        """What the watch saw since the last tick, instead of a list (no request)."""
+        for name, observed in feed.drain().items():
+            if observed is None:
+                self._objects.pop(name, None)
+                self.writer.seen_summary(name, None)
+                continue
+            fresh = (observed.generation, observed.uid)
+            if self._objects.get(name) != fresh:
+                self._dirty.add(name)
+            self._objects[name] = fresh
+            self.writer.seen_summary(name, observed.status)
+        self._listed_at = self.clock.monotonic()
 
     def _facts(self, name: str, placed: rm.Placed | None,
                invalid: tuple[tuple[str, str], ...]) -> IntentFacts | None:
@@ -598,15 +658,32 @@ class IntentStatus:
         marker = custom.get(wk.VALUE_MARKER, "")
         last = self._looked.get(name)
         mono = self.clock.monotonic()
-        if last is not None and (name in self._runs or (last.marker == marker
-                                                        and mono - last.at < self.consumer_check_every)):
+        forced = name in self._force_look or (last is not None and last.marker != marker)
+        if last is not None and (name in self._runs or (not forced and mono - last.at < self.consumer_check_every)):
             return last.consumers
+        if last is not None and not forced and not self._spend(len(placed.intent.spec.consumers), mono):
+            return last.consumers  # over the periodic looks' budget: looked at again at a later report
+        self._force_look.discard(name)
         rows = rm.consumer_sync(self.kube, placed.intent, marker, custom, self.templated(placed))
         if any(r.get("error") for r in rows) and last is not None:
             return last.consumers  # the API server did not answer: keep the last look
         counted = Consumers(sum(1 for r in rows if r.get("inSync")), len(rows))
         self._looked[name] = _Looked(marker, counted, mono)
         return counted
+
+    def _spend(self, looks: int, mono: float) -> bool:
+        """Whether a periodic look of ``looks`` consumer Secrets fits the budget now (and spend it)."""
+        rate = self.consumer_looks_per_second
+        if rate is None:
+            return True
+        cap = max(10.0, rate * 10)
+        if self._tokens_at is not None:
+            self._tokens = min(self._tokens + (mono - self._tokens_at) * rate, cap)
+        self._tokens_at = mono
+        if self._tokens < min(looks, cap):  # a secret with more consumers than the cap goes into debt
+            return False
+        self._tokens -= looks
+        return True
 
     def _apply(self, name: str, facts: IntentFacts, now: datetime, path: str,
                consumers: Sequence[Consumer] = ()) -> int:
@@ -672,9 +749,12 @@ __all__ = [
     "IntentFacts",
     "IntentStatus",
     "Notice",
+    "ObjectFeed",
+    "Observed",
     "Reason",
     "StatusKube",
     "StatusWriter",
+    "Written",
     "compute_status",
     "condition",
     "normalized",

@@ -288,16 +288,17 @@ class KubeWatch(Protocol):
     the controller keeps its intents from these. Kept apart so the other fakes need not grow."""
 
     def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
-                                      page: str = "") -> CustomObjectList:
+                                      page: str = "", label: str | None = None) -> CustomObjectList:
         """A page of at most ``limit`` objects of the kind in ``namespace`` (``page``: the previous page's
-        ``next_page``), with the list's resourceVersion: pages keep a large namespace's answer small in memory."""
+        ``next_page``), with the list's resourceVersion: pages keep a large namespace's answer small in memory.
+        With ``label``, only the objects carrying that label key (a server-side selector)."""
         ...
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
-                             timeout_seconds: int) -> Iterator[WatchEvent]:
+                             timeout_seconds: int, label: str | None = None) -> Iterator[WatchEvent]:
         """The changes after ``resource_version``, with bookmarks (``allowWatchBookmarks``), until the server ends
         the watch after about ``timeout_seconds``. :class:`KubeGone` when ``resource_version`` is too old (410):
-        list again; :class:`KubeUnavailable`, :class:`KubeForbidden` as for any call."""
+        list again; :class:`KubeUnavailable`, :class:`KubeForbidden` as for any call. ``label`` as for the list."""
         ...
 
 

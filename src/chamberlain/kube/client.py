@@ -387,9 +387,11 @@ class KubeClient:
     # ------------------------------------------------------------------ watches (KubeWatch)
 
     def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
-                                      page: str = "") -> CustomObjectList:
+                                      page: str = "", label: str | None = None) -> CustomObjectList:
         api, r = self._custom(), resource
-        more = {"_continue": page} if page else {}
+        more: dict[str, str] = {"_continue": page} if page else {}
+        if label:
+            more["label_selector"] = label
         resp = self._call(r.describe(namespace), lambda: api.list_namespaced_custom_object(
             r.group, r.version, namespace, r.plural, limit=limit, **more))
         resp = resp or {}
@@ -398,9 +400,10 @@ class KubeClient:
                                 str(meta.get("resourceVersion") or ""), str(meta.get("continue") or ""))
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
-                             timeout_seconds: int) -> Iterator[WatchEvent]:
+                             timeout_seconds: int, label: str | None = None) -> Iterator[WatchEvent]:
         api, r = self._custom(), resource
         what = r.describe(namespace) + " watch"
+        selector = {"label_selector": label} if label else {}
         watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
         try:
             # With timeout_seconds the client does not retry a 410 itself: it raises, and the caller relists.
@@ -408,7 +411,7 @@ class KubeClient:
             stream = watch.stream(  # type: ignore[no-untyped-call]
                 api.list_namespaced_custom_object, r.group, r.version, namespace, r.plural,
                 resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
-                _request_timeout=(10, timeout_seconds + 90))
+                _request_timeout=(10, timeout_seconds + 90), **selector)
             for event in stream:
                 kind, obj = event.get("type"), event.get("raw_object", event.get("object"))
                 if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") and isinstance(obj, Mapping):

@@ -59,6 +59,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
 def _key(resource: CustomResource, namespace: str, name: str) -> tuple[str, str, str, str, str]:
     return resource.group, resource.version, resource.plural, namespace, name
 
@@ -101,6 +105,7 @@ class FakeKube:
         self.record_changes = True  # False: no change log (a benchmark seeding 10k objects it never watches)
         self.compacted = 0
         self.watches = 0  # watch calls, for assertions
+        self.lists = 0  # versioned (paged) list calls, for assertions
 
     def _guard(self) -> None:
         if self.down:
@@ -204,6 +209,11 @@ class FakeKube:
         meta.setdefault("uid", f"uid-{meta['name']}")
         meta["resourceVersion"] = str(next(self._rv))
         key = _key(resource, str(meta.get("namespace") or ""), str(meta["name"]))
+        before = self.custom_objects.get(key)
+        meta.setdefault("generation", 1)
+        if before is not None:  # the API server moves a custom object's generation with every spec change
+            generation = int(before["metadata"].get("generation") or 1)
+            meta["generation"] = generation + 1 if before.get("spec") != body.get("spec") else generation
         self._changed("MODIFIED" if key in self.custom_objects else "ADDED", key, body)
         self.custom_objects[key] = body
         return copy.deepcopy(body)
@@ -223,17 +233,19 @@ class FakeKube:
         return max((int(e.resource_version) for _, e in self.custom_changes), default=0)
 
     def list_custom_objects_versioned(self, resource: CustomResource, namespace: str, *, limit: int = 500,
-                                      page: str = "") -> CustomObjectList:
+                                      page: str = "", label: str | None = None) -> CustomObjectList:
         self._guard()
+        self.lists += 1
         kind = (resource.group, resource.version, resource.plural)
-        keys = sorted(k for k in self.custom_objects if k[:3] == kind and k[3] == namespace)  # stable pages
+        keys = sorted(k for k in self.custom_objects if k[:3] == kind and k[3] == namespace  # stable pages
+                      and (label is None or label in _labels(self.custom_objects[k])))
         start = int(page or 0)
         end = start + limit
         return CustomObjectList([copy.deepcopy(self.custom_objects[k]) for k in keys[start:end]],
                                 str(self._last_version()), str(end) if end < len(keys) else "")
 
     def watch_custom_objects(self, resource: CustomResource, namespace: str, resource_version: str,
-                             timeout_seconds: int) -> Iterator[WatchEvent]:
+                             timeout_seconds: int, label: str | None = None) -> Iterator[WatchEvent]:
         """The changes recorded after ``resource_version``, then the watch ends (no time passes in a fake)."""
         self._guard()
         self.watches += 1
@@ -242,7 +254,8 @@ class FakeKube:
             raise KubeGone(f"{resource.describe(namespace)} watch: resourceVersion {since} is gone (410)")
         key = (resource.group, resource.version, resource.plural, namespace)
         for k, event in list(self.custom_changes):
-            if k == key and int(event.resource_version) > since:
+            if k == key and int(event.resource_version) > since and (
+                    label is None or event.type == "BOOKMARK" or label in _labels(event.object)):
                 yield event
 
     def list_custom_objects(self, resource: CustomResource, namespace: str | None = None,

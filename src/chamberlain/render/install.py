@@ -229,6 +229,8 @@ WHY: Mapping[tuple[str, str], str] = {
     ("rotationruns", "get"): "RunPublisher reads back an adopted run's conditions; RunObjectStore checks a "
                              "request id",
     ("rotationruns", "list"): "RunObjectStore lists persisted webhook requests (label selector)",
+    ("rotationruns", "watch"): "--from-cluster: persisted webhook requests are watched, not listed every tick "
+                               "(controller.watched.WatchedRequests)",
     ("rotationruns", "delete"): "pruning finished RotationRuns beyond the history limit "
                                 "(KubeClient.delete_custom_object)",
     ("rotationruns/status", "patch"): "RunPublisher and RunObjectStore set a run's status",
@@ -266,7 +268,7 @@ def controller_rules(service_account: str) -> list[Manifest]:
     the authority login presents the pod's projected token (:data:`LOGIN_TOKEN_DIR`)."""
     return [
         _rule(["coordination.k8s.io"], ["leases"], ["create"]),
-        _rule([GROUP], ["rotationruns"], ["create", "delete", "get", "list"]),
+        _rule([GROUP], ["rotationruns"], ["create", "delete", "get", "list", "watch"]),
         _rule([GROUP], ["rotationruns/status"], ["patch"]),
         _rule([GROUP], ["secretintents"], ["get", "list", "patch", "watch"]),
         _rule([GROUP], ["platforms", "rotationpolicies"], ["list", "watch"]),

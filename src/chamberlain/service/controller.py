@@ -152,7 +152,7 @@ def config_options(options: ControllerOptions) -> dict[str, Any]:
 
 
 def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger | None = None,
-          stop: threading.Event | None = None, reconcile: bool = False) -> ControllerApp:
+          stop: threading.Event | None = None, reconcile: bool = False, objects: Any = None) -> ControllerApp:
     """Log in as the scope's orchestrator, wire the controller and start it (loop, webhook, metrics). ``stop``
     ends it when set; :meth:`ControllerApp.stop` stops it gracefully."""
     from chamberlain.controller.app import DEFAULT_LEASE, ControllerApp, wire
@@ -161,7 +161,7 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
     client = servers.orchestrator(scope.platform, scope.cluster)
     tuning = config_options(options)
     controller = wire(scope, client, kube, clock, identity=options.name, lease_name=options.lease_name or DEFAULT_LEASE,
-                      lease_seconds=options.lease_seconds, log=log, reconcile=reconcile, **tuning)
+                      lease_seconds=options.lease_seconds, log=log, reconcile=reconcile, objects=objects, **tuning)
     app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,
                         webhook_address=options.webhook_address, webhook_key=options.webhook_key,
                         stop_event=stop or threading.Event())
@@ -201,20 +201,22 @@ def controller_namespace(explicit: str | None, environ: Mapping[str, str]) -> st
 def run_from_cluster(servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger, namespace: str,
                      environment: str | None = None, cluster: str | None = None,
                      stop: threading.Event | None = None, max_seconds: float | None = None,
-                     resync: float = 300.0) -> None:
+                     resync: float | None = None) -> None:
     """``controller run --from-cluster``: the intents are the Platform, RotationPolicies and SecretIntents in
     ``namespace``, watched (:class:`~chamberlain.controller.source.ClusterSource`); every change that settles swaps
     a new Scope into the running loop, new generated secrets are provisioned and changed policies brought into
     force by the controller itself. An intent that fails validation is rejected alone (logged with its rule ids,
     ``controller.scope.rejected``); the others keep being served."""
     from chamberlain.controller.source import Built, ClusterSource
+    from chamberlain.controller.watched import IntentObjects
 
     stop = stop or threading.Event()
+    objects = IntentObjects()  # what the annotation trigger and the status read of the watched SecretIntents
     source = ClusterSource(servers.kube(), namespace, environment, cluster, clock, log=log, resync=resync,
-                           stop_event=stop)
+                           stop_event=stop, sinks={"SecretIntent": [objects]})
     first = source.sync()
     assert first.scope is not None
-    app = start(first.scope, servers, clock, options, log=log, stop=stop, reconcile=True)
+    app = start(first.scope, servers, clock, options, log=log, stop=stop, reconcile=True, objects=objects)
 
     def swap(built: Built) -> None:
         assert built.scope is not None
