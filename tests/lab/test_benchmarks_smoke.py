@@ -54,3 +54,14 @@ def test_external_rotation_through_the_real_eso_at_a_smoke_size() -> None:
     report = json.loads(out)
     assert set(report["sizes"]) == {"1", "3"}
     assert all(g["once_per_rotation"] for g in report["deployment_generations"].values())
+
+
+@pytest.mark.timeout(400)
+def test_controller_in_watch_mode_beside_eso_at_a_smoke_size() -> None:
+    """P5 at 50 SecretIntents in the real kube-apiserver (own lab): the controller's peak RSS, its API requests per
+    second and its logins, and ESO's, measured the same way; three P3 rotations. Shape only: goals are for 10k."""
+    report = json.loads(_run("bench_controller_watch.py", "--smoke", "--port-offset", "3700", "-o", "json"))
+    ids = {f["id"] for f in report["figures"]}
+    assert {"P5", "P3"} <= ids, ids
+    rss = next(f for f in report["figures"] if f["id"] == "P5" and f["unit"] == "MiB")
+    assert rss["measured"] > 0 and rss["floor"] is not None  # ESO's RSS, measured in the same run
