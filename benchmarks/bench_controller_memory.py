@@ -52,6 +52,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
+from _figures import figure, growth  # noqa: E402
+
 GOAL_MIB = 150.0
 ENVIRONMENT, CLUSTER = "prod", "prod-a"
 BATCH = 100  # manual rotations driven in one tick
@@ -461,8 +463,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.output == "json":
+        figures = [figure("memory", f"controller peak RSS, {r['n']} intents, repository mode (in-process fakes)",
+                          goal=f"<= {GOAL_MIB:.0f} MiB at 10k", measured=round(r["controller"]["peak_mib"], 1),
+                          unit="MiB", floor=round(r["floor"]["peak_mib"], 1),
+                          floor_name="same imports, YAML parse only",
+                          met=(r["controller"]["peak_mib"] <= GOAL_MIB) if r["n"] >= 10_000 else None)
+                   for r in results]
+        curve = ([growth("memory", "controller peak RSS (repository mode)", "MiB", [r["n"] for r in results],
+                         [r["controller"]["peak_mib"] for r in results])] if len(results) > 1 else [])
         json.dump({"python": sys.version.split()[0], "pid_rss_source": "VmHWM", "results": results,
-                   "goal_mib": GOAL_MIB, "cpus": os.cpu_count()}, sys.stdout, indent=2, sort_keys=True)
+                   "goal_mib": GOAL_MIB, "cpus": os.cpu_count(), "figures": figures, "growth": curve},
+                  sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print(table(results, args.top))
