@@ -47,9 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scan_corpus  # noqa: E402
 from _figures import figure  # noqa: E402
-from chamberlain.lab import builds  # noqa: E402
+from _peers import peer_binary  # noqa: E402
 from chamberlain.service.repository import validate  # noqa: E402
-from chamberlain.settings import Settings  # noqa: E402
 
 CHAMBERLAIN_RULES = ("CH024", "CH020")
 GOALS = {"recall": 0.99, "false_alarm_rate": 0.10}
@@ -249,21 +248,8 @@ def chamberlain_cli(root: Path) -> float:
 
 
 def gitleaks_path(explicit: Path | None, build: bool) -> tuple[Path | None, str]:
-    """The gitleaks binary and a note; built from Go modules only when ``build`` (the smoke never builds)."""
-    if explicit is not None:
-        return (explicit, "given") if explicit.is_file() else (None, f"{explicit}: no such file")
-    settings = Settings.from_environ(os.environ, Path.home())
-    comp = builds.ON_DEMAND["gitleaks"]
-    binary = builds.component_dir(settings.lab_cache, comp) / "bin" / "gitleaks"
-    if binary.is_file():
-        return binary, f"cached build of {comp.version}"
-    if not build:
-        return None, (f"gitleaks {comp.version} is not built ({binary}); run with --build-gitleaks to build it from "
-                      "Go modules")
-    started = time.perf_counter()
-    builds.build(settings.lab_cache, comp, env=settings.child_env,
-                 progress=lambda msg: print(msg, file=sys.stderr))
-    return binary, f"built {comp.version} in {time.perf_counter() - started:.0f} s"
+    """The gitleaks binary and a note (:func:`_peers.peer_binary`)."""
+    return peer_binary("gitleaks", explicit, build)
 
 
 def _children_cpu() -> float:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _figures import figure, load_average  # noqa: E402
 from _figures import growth as growth_curve  # noqa: E402
+from _peers import peer_binary  # noqa: E402
 from chamberlain.checks import run_checks  # noqa: E402
 from chamberlain.intent.loader import load_repository  # noqa: E402
 from chamberlain.inventory import build_inventory, to_dict  # noqa: E402
@@ -397,23 +398,8 @@ def rerun(root: Path, out: Path, repeat: int) -> dict[str, Any]:
 
 
 def kubeconform_binary(explicit: Path | None, build: bool) -> tuple[Path | None, str]:
-    """The kubeconform binary and a note; built from Go modules only when ``build`` (the smoke never builds)."""
-    if explicit is not None:
-        return (explicit, "given") if explicit.is_file() else (None, f"{explicit}: no such file")
-    from chamberlain.lab import builds
-    from chamberlain.settings import Settings
-
-    settings = Settings.from_environ(os.environ, Path.home())
-    comp = builds.ON_DEMAND["kubeconform"]
-    binary = builds.component_dir(settings.lab_cache, comp) / "bin" / "kubeconform"
-    if binary.is_file():
-        return binary, f"cached build of {comp.version}"
-    if not build:
-        return None, (f"kubeconform {comp.version} is not built ({binary}); run with --build-kubeconform to build "
-                      "it from Go modules")
-    started = time.perf_counter()
-    builds.build(settings.lab_cache, comp, env=settings.child_env, progress=lambda msg: print(msg, file=sys.stderr))
-    return binary, f"built {comp.version} in {time.perf_counter() - started:.0f} s"
+    """The kubeconform binary and a note (:func:`_peers.peer_binary`)."""
+    return peer_binary("kubeconform", explicit, build)
 
 
 def _crd_sources() -> tuple[list[Path], list[str]]:
