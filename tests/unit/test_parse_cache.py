@@ -81,12 +81,30 @@ def test_a_cross_file_check_runs_when_the_other_file_comes_from_the_cache(tmp_pa
     assert "CH008" in {f[2] for f in found} - {f[2] for f in clean}
 
 
+def test_only_intent_files_are_kept_so_no_plaintext_outlives_its_removal_from_the_repository(tmp_path: Path) -> None:
+    """A manifest (or Helm values) could hold a plaintext credential the scan reports; a copy in the cache would
+    outlive its removal from the repository. Intent files, which hold no values, are what gets cached."""
+    root = _repo(tmp_path)
+    canary = "canary-plaintext-7f3e9a1c"
+    (root / "leak.yaml").write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: leak}}\ndata: {{token: {canary}}}\n", encoding="utf-8")
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written > 0
+    assert not any(canary in entry.read_text(encoding="utf-8") for entry in store.dir.rglob("*.json"))
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "wrong-key", "bad-span", "bad-rule"])
 def test_a_bad_entry_is_ignored_and_replaced(tmp_path: Path, damage: str) -> None:
     root = _repo(tmp_path)
     store = ParseCache(tmp_path / "cache")
     with parse_cache(store):
         reference = outcome(root)
+    warm = ParseCache(tmp_path / "cache")
+    with parse_cache(warm):
+        assert outcome(root) == reference
+    uncached = warm.misses  # files that are not intent files are parsed every time (never written to the cache)
     entries = sorted(store.dir.glob("*.json"))
     assert len(entries) >= 2
     victim, other = entries[0], entries[1]
@@ -108,7 +126,7 @@ def test_a_bad_entry_is_ignored_and_replaced(tmp_path: Path, damage: str) -> Non
     again = ParseCache(tmp_path / "cache")
     with parse_cache(again):
         assert outcome(root) == reference
-    assert again.misses == 1 and again.written == 1  # parsed again, and the entry rewritten
+    assert again.misses == uncached + 1 and again.written == 1  # parsed again, and the entry rewritten
     assert json.loads(victim.read_text(encoding="utf-8"))["sha256"] == victim.stem
 
 

@@ -340,11 +340,19 @@ def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None
     problems_before = len(repo.problems)
     slow: list[Document] = []
     _parse_source(repo, rf, text, slow)
-    if all(json_plain(doc.data) for doc in slow):  # the fast path's documents are JSON's own
+    # Only intent files are kept: they are what a large repository is made of, and they hold no values. Any other
+    # YAML (a manifest, Helm values) could hold a plaintext credential the scan is about to report, and a copy
+    # outside the repository would outlive its removal from it.
+    if rf.documents and all(_intent_document(d) for d in rf.documents) and all(json_plain(d.data) for d in slow):
         problems = tuple((f.line, f.rule, f.message) for f in repo.problems[problems_before:])
         docs = tuple(CachedDoc(d.index, d.start_line, d.end_line, d.start_index, d.end_index, d.data)
                      for d in rf.documents)
         cache.put(sha, Entry(docs, problems, rf.role == "template"))
+
+
+def _intent_document(doc: Document) -> bool:
+    version = doc.api_version
+    return version is not None and version.startswith(f"{GROUP}/")
 
 
 def blob_file(rel: str, raw: bytes) -> RepoFile:
