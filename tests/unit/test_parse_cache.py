@@ -155,6 +155,24 @@ def test_a_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
     assert not any(shared.iterdir())
 
 
+def test_a_parent_others_may_rename_in_is_not_trusted(tmp_path: Path) -> None:
+    """Another user who may write to a parent (no sticky bit) could swap the checked directory for a link to forged
+    entries after the check: the cache is not used there, even when the directory itself is private."""
+    root = _repo(tmp_path)
+    parent = tmp_path / "team-share"
+    parent.mkdir()
+    parent.chmod(0o777)
+    store = ParseCache(parent / "cache")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written == 0 and store.hits == 0
+    parent.chmod(0o1777)  # sticky, as /tmp: only an entry's owner may rename it
+    sticky = ParseCache(parent / "cache")
+    with parse_cache(sticky):
+        outcome(root)
+    assert sticky.written > 0
+
+
 def test_a_symbolic_link_for_the_directory_is_not_used(tmp_path: Path) -> None:
     root = _repo(tmp_path)
     real = tmp_path / "real"

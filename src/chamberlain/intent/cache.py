@@ -175,7 +175,7 @@ class ParseCache:
                 self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             if _private(self.root) and create:
                 self.dir.mkdir(mode=0o700, exist_ok=True)
-            self._usable = _private(self.root) and _private(self.dir)
+            self._usable = _private(self.root) and _private(self.dir) and _fixed_ancestry(self.root)
         except OSError:
             self._usable = False
         return self._usable
@@ -185,6 +185,21 @@ def _private(path: Path) -> bool:
     st = path.lstat()  # a symbolic link is not followed: an entry's directory must be a real one
     return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
             and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _fixed_ancestry(path: Path) -> bool:
+    """No one else can swap the cache for a directory of theirs: every ancestor is owned by this user or root, and
+    one that others may write to has the sticky bit (like /tmp), so only its owner can rename what is in it. A
+    parent another user controls could otherwise replace the checked directory with a link to forged entries
+    between the check and the reads."""
+    uid = os.getuid()
+    for parent in path.absolute().parents:
+        st = parent.stat()
+        if st.st_uid not in (uid, 0):
+            return False
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            return False
+    return True
 
 
 def _entry(raw: Any, sha: str, key: str, text_length: int) -> Entry | None:
