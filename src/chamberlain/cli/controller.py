@@ -71,6 +71,11 @@ def run_cmd(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between ticks.")] = 1.0,
     evaluate_every: Annotated[float, typer.Option("--evaluate-every",
                                                   help="Seconds between time-trigger evaluations.")] = 30.0,
+    metadata_reads: Annotated[float, typer.Option(
+        "--metadata-reads-per-second", min=0.01,
+        help="How fast the time trigger reads again the Vault metadata of secrets it already read (new, changed "
+        "and just-rotated secrets are read at once). A scope of up to 30 s worth is read on every evaluation.")
+    ] = 20.0,
     propagation_timeout: Annotated[float, typer.Option("--propagation-timeout",
                                                        help="Seconds to wait for consumers to sync.")] = 120.0,
     ack_deadline: Annotated[float, typer.Option(
@@ -140,8 +145,8 @@ def run_cmd(
            if webhook_port is not None else None)
     options = controller.ControllerOptions(
         identity=identity or settings().pod_name, lease_name=lease_name, lease_seconds=lease_seconds,
-        interval=interval, evaluate_every=evaluate_every, propagation_timeout=propagation_timeout,
-        metrics_address=probes_at,
+        interval=interval, evaluate_every=evaluate_every, metadata_reads_per_second=metadata_reads,
+        propagation_timeout=propagation_timeout, metrics_address=probes_at,
         webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key,
         keep_runs=keep_runs, failure_backoff_cap=failure_backoff_cap, request_retention=request_retention,
         ack_deadline=ack_deadline)

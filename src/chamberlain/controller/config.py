@@ -23,6 +23,9 @@ class ControllerConfig:
     # seconds of a pass per tick (None: a whole pass in one tick): 10k metadata reads take seconds, and a trigger
     # that wakes the loop must not wait for all of them
     evaluate_slice: float | None = 0.1
+    # the time trigger reads again secrets it already read at most this fast (None: every secret every pass); new,
+    # changed and just-rotated secrets are read at once (controller.freshness)
+    metadata_reads_per_second: float | None = 20.0
     propagation_timeout: float = 120.0  # seconds a run waits for every consumer Secret to carry the new marker
     poll: float = 0.5  # seconds between two looks at the consumer Secrets while waiting
     workers: int = 1  # runs advanced in parallel (Vault and API calls are I/O; `wire` uses 8)
@@ -49,6 +52,8 @@ class ControllerConfig:
         if min(self.evaluate_every, self.propagation_timeout, self.poll, self.max_pause,
                self.evaluate_slice if self.evaluate_slice is not None else 0.0) < 0:
             raise ValueError("controller intervals and timeouts cannot be negative")
+        if self.metadata_reads_per_second is not None and self.metadata_reads_per_second <= 0:
+            raise ValueError(f"metadata_reads_per_second must be positive, not {self.metadata_reads_per_second}")
         if self.keep_runs is not None and self.keep_runs < 0:
             raise ValueError(f"keep_runs cannot be negative, not {self.keep_runs}")
         if self.request_retention < REQUEST_RETENTION_FLOOR:

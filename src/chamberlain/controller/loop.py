@@ -12,8 +12,9 @@ One :meth:`Controller.tick`:
 1. leader election (:mod:`.leader`); a follower drops what it drove and does nothing else;
 2. the Vault session is renewed when half its lifetime has passed (never a login per reconcile, ESO #1273);
 3. on becoming leader, unfinished runs recorded in Vault are adopted (a crashed or stopped leader's runs resume);
-4. the time trigger evaluates the policy in force of every secret in scope (every ``evaluate_every`` seconds; a
-   ttl below the Platform's ``limits.minimumTtl`` is evaluated as the floor), the annotation trigger polls the
+4. the time trigger evaluates the policy in force of every secret in scope (every ``evaluate_every`` seconds, from
+   metadata read at a bounded rate: :mod:`.freshness`; a ttl below the Platform's ``limits.minimumTtl`` is
+   evaluated as the floor), the annotation trigger polls the
    SecretIntents, and the webhook requests persisted by any replica (RotationRun objects without a status) are
    picked up; all of them, like the CLI, only put requests in the queue;
 5. queued requests start runs (a ``time`` request is checked again against fresh metadata first, so a window
@@ -50,10 +51,12 @@ from typing import TypeVar
 
 from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
+from chamberlain.controller import freshness
 from chamberlain.controller.batch import BatchedPropagation, RestartWave
 from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.follow import Follower, Pending
+from chamberlain.controller.freshness import Reading
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
@@ -163,7 +166,10 @@ class Controller:
         with self._scope_lock:
             scope, self._next_scope = self._next_scope, None
         if scope is not None:
+            known = self.state.known
             for name, placed in self.scope.placed.items():
+                if scope.placed.get(name) != placed:  # changed or gone: its reading is not the policy in force
+                    known.pop(name, None)
                 if name not in scope.placed:  # out of scope now: its series and status memory go
                     self.parts.metrics.forget_secret(name, placed.vault.full)
                     if self.parts.status is not None:
@@ -293,19 +299,27 @@ class Controller:
         self.state.adopted = True
 
     def _evaluate(self) -> None:
-        """The time trigger: a pass reads every secret's metadata, one pass every ``evaluate_every`` seconds. A pass
+        """The time trigger: a pass decides for every secret in scope, one pass every ``evaluate_every`` seconds,
+        from each secret's metadata — read from the authority for the secrets :mod:`.freshness` picks (new,
+        changed, just rotated, and a paced round robin of the rest), from the last reading for the others. A pass
         over a large scope is spread over several ticks, ``evaluate_slice`` seconds of it per tick, so a trigger
         that wakes the loop (a webhook, an annotation, a manual request) waits for a slice, not for 10k reads."""
         mono = self.parts.clock.monotonic()
-        todo = self.state.evaluating
+        state = self.state
+        todo = state.evaluating
         if not todo:
-            last = self.state.last_evaluation
+            last = state.last_evaluation
             if last is not None and mono - last < self.config.evaluate_every:
                 return
-            self.state.last_evaluation = mono
-            todo = self.state.evaluating = list(self.scope.placed)[::-1]  # popped from the end: scope order
-        budget = self.config.evaluate_slice
-        deadline = None if budget is None else mono + budget
+            state.last_evaluation = mono
+            names = list(self.scope.placed)
+            rate = None if self.following else self.config.metadata_reads_per_second  # a follower follows versions
+            budget = freshness.refresh_budget(len(state.known), rate, mono - last if last is not None else 0.0)
+            state.rereading, state.refresh_cursor = freshness.to_read(names, state.known, state.refresh_cursor,
+                                                                      budget)
+            todo = state.evaluating = names[::-1]  # popped from the end: scope order
+        budget_s = self.config.evaluate_slice
+        deadline = None if budget_s is None else mono + budget_s
         now = self.parts.clock.now()
         metrics, schedules = self.parts.metrics, list[SecretSchedule | None]()
         following, to_follow = self.following, list[Pending]()
@@ -316,39 +330,25 @@ class Controller:
             placed = self.scope.placed.get(name)
             if placed is None:
                 continue
-            try:
-                meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
-            except AuthorityUnavailable:
-                todo.append(name)  # evaluated again once the authority answers
-                raise
-            except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
-                self._refused("cannot read a secret's metadata", name, exc)
-                continue
-            if following:  # another cluster rotates (and provisions): follow its versions
+            reading = state.known.get(name)
+            if reading is None or name in state.rereading:
                 try:
-                    pending = self.follower.due(placed, meta)
+                    reading = self._read(placed, to_follow if following else None)
                 except AuthorityUnavailable:
+                    todo.append(name)  # evaluated again once the authority answers
                     raise
-                except AuthorityError as exc:
-                    self._refused("cannot read an acknowledgement", name, exc)
-                    pending = None
-                if pending is not None:
-                    to_follow.append(pending)
-            elif self.parts.reconciler is not None:  # a new generated secret, a policy changed in the cluster
-                meta = self.parts.reconciler.settle(self.scope, placed, meta)
-            if self.parts.status is not None:
-                self.parts.status.saw(name, meta)
-            if meta is None:
-                schedules.append(None)  # counts as evaluated for the slice
-                continue
-            s = schedule_of(name, meta.custom)
-            if s is not None:
-                policy, raised = floors.floored(s.policy, self.scope.platform.spec.limits)
-                if raised:  # never act on a ttl below the Platform's floor, whoever recorded it
-                    self.parts.log.warning("ttl below the platform floor; evaluated at the floor", secret=name)
-                    s = replace(s, policy=policy)
+                except AuthorityError as exc:  # refused for this secret: the others are evaluated all the same
+                    self._refused("cannot read a secret's metadata", name, exc)
+                    continue
+                state.rereading.discard(name)
+                if reading is None:  # nothing in the authority yet: read again next pass
+                    state.known.pop(name, None)
+                    schedules.append(None)  # counts as evaluated for the slice
+                    continue
+                state.known[name] = reading
+            s = reading.schedule
             labels = (name, placed.vault.full)
-            metrics.held.labels(*labels).set(1 if meta.custom.get(wk.HELD) == "true" else 0)
+            metrics.held.labels(*labels).set(1 if reading.held else 0)
             schedules.append(s)
             if s is None:
                 continue
@@ -363,6 +363,36 @@ class Controller:
             return
         for request in evaluate([s for s in schedules if s is not None], now, self.config.failure_backoff):
             self._enqueue(request)
+
+    def _read(self, placed: rm.Placed, to_follow: list[Pending] | None) -> Reading | None:
+        """One secret's metadata from the authority, as the time trigger keeps it (None: not in the authority).
+        On the way: a following cluster's pending versions, the reconciler's settling (a new generated secret
+        provisioned, a policy changed in the cluster brought into force) and the status reporter's view."""
+        name = placed.name
+        meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
+        if to_follow is not None:  # another cluster rotates (and provisions): follow its versions
+            try:
+                pending = self.follower.due(placed, meta)
+            except AuthorityUnavailable:
+                raise
+            except AuthorityError as exc:
+                self._refused("cannot read an acknowledgement", name, exc)
+                pending = None
+            if pending is not None:
+                to_follow.append(pending)
+        elif self.parts.reconciler is not None:
+            meta = self.parts.reconciler.settle(self.scope, placed, meta)
+        if self.parts.status is not None:
+            self.parts.status.saw(name, meta)
+        if meta is None:
+            return None
+        s = schedule_of(name, meta.custom)
+        if s is not None:
+            policy, raised = floors.floored(s.policy, self.scope.platform.spec.limits)
+            if raised:  # never act on a ttl below the Platform's floor, whoever recorded it
+                self.parts.log.warning("ttl below the platform floor; evaluated at the floor", secret=name)
+                s = replace(s, policy=policy)
+        return Reading(s, meta.custom.get(wk.HELD) == "true")
 
     def _poll_annotations(self) -> None:
         if self.parts.annotations is None:
@@ -415,6 +445,9 @@ class Controller:
         """Start a run per request (one queue entry per secret: the starts are independent, so they go to the
         workers); the loop thread then records what they opened."""
         todo = [(placed, r) for r in requests if (placed := self._admit(r)) is not None]
+        for placed, r in todo:  # a time request reads fresh metadata (or runs): the next pass reads it again too
+            if r.kind == "time":
+                self.state.known.pop(placed.name, None)
         opened, error = self._each(lambda item: self._open(*item), todo)
         for o in opened:
             if o is None:
@@ -688,6 +721,7 @@ class Controller:
                    version=run.current_version, propagation_seconds=a.timing.seconds,
                    restarted=a.timing.restarted, left_to_reloader=a.timing.left_to_reloader)
         self.state.finish(run, self.config.keep_finished)
+        self.state.known.pop(run.secret, None)  # its schedule moved (rotated, or a failure streak): read it again
         if p.status is not None:
             p.status.finished(run)
         if p.history is not None:

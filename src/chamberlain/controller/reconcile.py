@@ -1,10 +1,10 @@
 """What a controller driven by the cluster does for each secret besides rotating it: a generated secret with no
 value in the authority yet gets its initial value, and a policy changed in Git is brought into force.
 
-The loop's time trigger reads every placed secret's metadata anyway (every ``evaluate_every`` seconds, and at once
-after a new Scope is swapped in); it hands each to :meth:`IntentReconciler.settle`, so steady state needs nobody
-and costs no extra reads. The decisions are pure (:func:`provision_unit`, :func:`policy_drift`); acting is the
-audited workflows every operator runs:
+The loop's time trigger reads the placed secrets' metadata anyway (a new or changed one at once, the others round
+robin at a bounded rate: :mod:`.freshness`); it hands each reading to :meth:`IntentReconciler.settle`, so steady
+state needs nobody and costs no extra reads. The decisions are pure (:func:`provision_unit`,
+:func:`policy_drift`); acting is the audited workflows every operator runs:
 
 - ``provision``: :func:`chamberlain.provision.workflow.run_provision` (check-and-set create, metadata, a
   ``value-created`` ledger entry) — as ``chamberlain provision`` does, as the orchestrator;

@@ -4,7 +4,7 @@ Who touches what:
 
 * The **loop thread** (the one running :meth:`~.loop.Controller.tick`, i.e. ``serve``) owns :class:`TickState`:
   it is the only thread that writes any of its fields, and the only one that reads ``deferred``, ``dirty``,
-  ``adopted`` and ``last_evaluation``.
+  ``adopted``, ``last_evaluation`` and the time trigger's readings.
 * **Worker threads** (a pass of :meth:`~.loop.Controller._each`) never touch the state. Each is handed one
   :class:`Active` (or one request) and owns it until the pass returns; it writes that Active's ``run``,
   ``outage`` and ``lost`` only. What a worker produces (a run started, a run lost, a run changed) is returned to,
@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 from chamberlain.controller.batch import RestartWave
+from chamberlain.controller.freshness import Reading
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import workflow as wf
 from chamberlain.rotation.run import RotationRun
@@ -58,7 +59,12 @@ class TickState:
     leader: bool = False
     adopted: bool = False  # the unfinished runs recorded in Vault were adopted since this replica became leader
     last_evaluation: float | None = None  # monotonic time the time trigger's last pass started
-    evaluating: list[str] = field(default_factory=list)  # the secrets the current pass has yet to read (reversed)
+    evaluating: list[str] = field(default_factory=list)  # the secrets the current pass has yet to decide (reversed)
+    # the time trigger's last reading of each secret (:mod:`.freshness`), the ones the current pass reads from the
+    # authority, and where the next pass's round robin of re-reads starts
+    known: dict[str, Reading] = field(default_factory=dict)
+    rereading: set[str] = field(default_factory=set)
+    refresh_cursor: int = 0
     # persisted webhook requests this replica ran or settled (not queued again while their objects' status, a
     # best-effort publish, has not caught up); grows by one name per webhook request
     taken: set[str] = field(default_factory=set)

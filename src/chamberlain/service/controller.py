@@ -119,6 +119,7 @@ class ControllerOptions:
     lease_seconds: int = 15
     interval: float = 1.0  # seconds between ticks
     evaluate_every: float = 30.0  # seconds between time-trigger evaluations
+    metadata_reads_per_second: float | None = None  # the time trigger's re-reads (None: the controller's default)
     propagation_timeout: float = 120.0
     poll: float | None = None  # seconds between polls of consumer Secrets (default: the controller's)
     keep_runs: int | None = 5  # finished RotationRun objects kept per secret (None: never pruned)
@@ -143,6 +144,8 @@ def config_options(options: ControllerOptions) -> dict[str, Any]:
                               "ack_deadline": options.ack_deadline}
     if options.poll is not None:
         tuning["poll"] = options.poll
+    if options.metadata_reads_per_second is not None:
+        tuning["metadata_reads_per_second"] = options.metadata_reads_per_second
     if options.failure_backoff_cap is not None:
         cap = timedelta(seconds=options.failure_backoff_cap)
         tuning["failure_backoff"] = FailureBackoff(base=min(FailureBackoff().base, cap), cap=cap)
