@@ -331,7 +331,8 @@ class Controller:
             if placed is None:
                 continue
             reading = state.known.get(name)
-            if reading is None or name in state.rereading:
+            fresh = reading is None or name in state.rereading
+            if fresh:
                 try:
                     reading = self._read(placed, to_follow if following else None)
                 except AuthorityUnavailable:
@@ -347,17 +348,17 @@ class Controller:
                     continue
                 state.known[name] = reading
             s = reading.schedule
-            labels = (name, placed.vault.full)
-            metrics.held.labels(*labels).set(1 if reading.held else 0)
             schedules.append(s)
-            if s is None:
-                continue
-            metrics.secret_age.labels(*labels).set(max((now - s.last_rotated).total_seconds(), 0.0))
-            if s.policy is not None and s.policy.ttl is not None:
-                metrics.secret_ttl.labels(*labels).set(s.policy.ttl.total_seconds())
-            decision = time_due(s, now, self.config.failure_backoff)  # a failing secret: its retry time
-            if decision.next_due is not None:
-                metrics.next_due.labels(*labels).set(decision.next_due.timestamp())
+            labels = (name, placed.vault.full)
+            if fresh:  # what only a reading changes
+                metrics.held.labels(*labels).set(1 if reading.held else 0)
+                if s is not None and s.policy is not None and s.policy.ttl is not None:
+                    metrics.secret_ttl.labels(*labels).set(s.policy.ttl.total_seconds())
+                decision = time_due(s, now, self.config.failure_backoff) if s is not None else None
+                if decision is not None and decision.next_due is not None:  # a failing secret: its retry time
+                    metrics.next_due.labels(*labels).set(decision.next_due.timestamp())
+            if s is not None:
+                metrics.secret_age.labels(*labels).set(max((now - s.last_rotated).total_seconds(), 0.0))
         if following:
             self.follower.follow(to_follow)
             return
