@@ -330,9 +330,9 @@ class Controller:
             placed = self.scope.placed.get(name)
             if placed is None:
                 continue
-            reading = state.known.get(name)
-            fresh = reading is None or name in state.rereading
-            if fresh:
+            reading = None if name in state.rereading else state.known.get(name)
+            fresh = reading is None
+            if reading is None:
                 try:
                     reading = self._read(placed, to_follow if following else None)
                 except AuthorityUnavailable:
