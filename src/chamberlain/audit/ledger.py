@@ -483,14 +483,16 @@ class Ledger(LedgerReader):
         if self._cluster is not None and self._partition is None:
             raise TypeError("a ledger book appends through for_environment(env), never directly")
 
-    def append_many(self, drafts: Sequence[Draft], after: LedgerMark | None = None) -> list[LedgerEntry]:
+    def append_many(self, drafts: Sequence[Draft], after: LedgerMark | None = None,
+                    finds: Sequence[Callable[[LedgerEntry], bool] | None] | None = None) -> list[LedgerEntry]:
         """Append ``drafts`` in order and return their entries (a group commit). They are sealed together and
         signed in one request where the signer batches; the entries are still created one at a time, in order,
         with CAS 0 (two at once could not be safe: if another writer took the first one's seq, the second would
         chain to a hash that is not in the ledger); the head moves once, after the last. Calls for n drafts: 1
         signature, n entries, 1 head (plus the head read when this instance has not appended before). A refused
         entry (another writer, a lagging head) hands it and the rest to :meth:`append`'s walk, one by one. ``after``:
-        a mark the caller read (used when this instance has appended nothing yet, instead of reading the head)."""
+        a mark the caller read (used when this instance has appended nothing yet, instead of reading the head);
+        ``finds``: each draft's ``find`` (see :meth:`append`), used by that walk."""
         self._writer_check()
         if not drafts:
             return []
@@ -503,12 +505,36 @@ class Ledger(LedgerReader):
             except (CasConflict, Forbidden):
                 after = LedgerMark(written[-1].seq, written[-1].hash, tail.head_version) if written else tail
                 self._mark = None
-                rest = [self._append(d, after if i == 0 else None, None)
-                        for i, d in enumerate(drafts[len(written):])]
-                return written + rest
+                return written + self._append_rest(list(drafts[len(written):]),
+                                                   list(finds[len(written):]) if finds else None, after)
             written.append(entry)
         self._mark = self._update_head(written[-1], tail.head_version)
         return written
+
+    def _append_rest(self, drafts: list[Draft], finds: list[Callable[[LedgerEntry], bool] | None] | None,
+                     after: LedgerMark) -> list[LedgerEntry]:
+        """A group commit met a slot it did not expect: the slots past ``after`` are read once, so each draft's
+        earlier attempt (its ``find``) is found wherever it lies among them (one draft's walk would pass another's),
+        and the others are appended one by one, each walking on from the tail."""
+        found: dict[int, LedgerEntry] = {}
+        if finds and any(f is not None for f in finds):
+            seq = after.seq
+            while (slot := self._slot(seq + 1)) is not None:
+                if isinstance(slot, LedgerEntry):
+                    hit = next((i for i, f in enumerate(finds) if f is not None and i not in found and f(slot)),
+                               None)
+                    if hit is not None:
+                        found[hit] = slot
+                seq += 1
+        out: list[LedgerEntry] = []
+        first = True
+        for i, draft in enumerate(drafts):
+            if i in found:
+                out.append(found[i])
+                continue
+            out.append(self._append(draft, after if first else None, finds[i] if finds else None))
+            first = False
+        return out
 
     def _seal(self, draft: Draft, tail: LedgerMark) -> LedgerEntry:
         part = self._partition
