@@ -2,7 +2,9 @@
 
 Why: every finished run appends one hash-chained entry. Runs advancing on worker threads, each with a ledger of
 its own, race for the same next sequence number; the losers read the winner's entry and try again, so a batch of
-n runs costs O(n²) reads. Serialized through one :class:`SharedLedger`, an append is two writes (entry, head).
+n runs costs O(n²) reads. Serialized through one :class:`SharedLedger`, an append is two writes (entry, head), and
+appends that arrive while one is written are committed together: one signature request and one head write per
+group, the entries still written one at a time, in order (the chain stays one chain, the format is unchanged).
 
 A run remembers the ledger mark of when it finished, so a finalize resumed after a crash finds the entry an
 earlier attempt appended (``find``). Entries this process appended since that mark are checked in memory; only
