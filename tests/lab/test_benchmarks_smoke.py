@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_benchmark
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.own_lab]  # own servers: run beside the shared lab
 
 
 def _run(script: str, *args: str) -> str:

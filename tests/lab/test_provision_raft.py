@@ -23,7 +23,7 @@ from chamberlain.clock import SystemClock
 from chamberlain.intent.paths import TRANSIT_MOUNT, ledger_key
 from tests.conftest import run_benchmark
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.own_lab]  # own servers: run beside the shared lab
 
 
 @pytest.mark.timeout(120)

@@ -154,7 +154,9 @@ def test_baseline_reading_is_linear(tmp_path: Path) -> None:
     path.write_text(text)
     started = time.perf_counter()
     baseline = load_baseline(path)
-    assert time.perf_counter() - started < 2
+    # linear: well under a second quiet; a quadratic read of 40k entries takes minutes (5 s leaves room for a
+    # machine shared with the lab tests)
+    assert time.perf_counter() - started < 5
     assert len(baseline.entries) > 40_000
 
 
