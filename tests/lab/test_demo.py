@@ -24,7 +24,7 @@ from chamberlain.lab import builds, procs
 from chamberlain.lab import lab as lab_mod
 from tests.conftest import holds_authority_token, lab_authority, lab_host, unbuilt
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.own_lab]  # its own lab: runs beside the shared lab
 
 PHASES = ["lab", "root", "bootstrap", "gitops", "authority", "provision", "handover", "workloads", "rotation-time",
           "rotation-webhook", "rotation-postgres", "audit"]

@@ -29,6 +29,8 @@ import pytest
 from chamberlain.clock import SystemClock
 from tests.conftest import REPO_ROOT, lab_authority, run_cli, unbuilt
 
+pytestmark = pytest.mark.own_lab  # its own lab (the previous release's): runs beside the shared lab
+
 PREVIOUS = "v0.4.0"
 # The tag's commit, an ancestor of main: a clone without tags still has it.
 PREVIOUS_COMMIT = "13fd72339bbfce9627f52e0be9233d0d639da185"
