@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from chamberlain.findings import RULES, Finding
 from chamberlain.intent.loader import Repository
+from chamberlain.intent.memo import reading
 
 Check = Callable[[Repository], Iterable[Finding]]
 CHECKS: dict[str, Check] = {}
@@ -51,9 +52,10 @@ def load_checks() -> dict[str, Check]:
 def run_checks(repo: Repository) -> list[Finding]:
     """Loading problems plus every registered check, de-duplicated and sorted by file, line and rule."""
     findings: set[Finding] = set(repo.problems)
-    for fn in load_checks().values():
-        for f in fn(repo):
-            if f.rule not in RULES:  # a programming error; fail loudly rather than emit an unknown rule
-                raise RuntimeError(f"check emitted unknown rule {f.rule}")
-            findings.add(f)
+    with reading(repo):  # the checks only read: indexes they share are built once
+        for fn in load_checks().values():
+            for f in fn(repo):
+                if f.rule not in RULES:  # a programming error; fail loudly rather than emit an unknown rule
+                    raise RuntimeError(f"check emitted unknown rule {f.rule}")
+                findings.add(f)
     return sorted(findings, key=Finding.sort_key)
