@@ -13,7 +13,7 @@ from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Loaded, Repository
 from chamberlain.intent.model import SecretIntent
-from chamberlain.intent.paths import intent_environments, placements
+from chamberlain.intent.paths import intent_environments, vault_fulls
 
 # Key names that say "this is a credential"; a config intent publishing them is mislabelled.
 _SENSITIVE_KEY = re.compile(r"(pass(word|wd)?|secret|token|private|credential|api[-_]?key|\bkey$|dsn)", re.I)
@@ -94,7 +94,8 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
         publication = intent.spec.source.publication
         if publication is not None:
             writes.append((publication.namespace, publication.secret_name, ("spec", "source", "publication")))
-        for env in intent_environments(platform, intent):
+        environments = intent_environments(platform, intent)
+        for env in environments:
             for cluster in env.clusters:
                 for namespace, secret, loc in writes:
                     key = (cluster, namespace, secret)
@@ -118,7 +119,7 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
                             f"({item.file}:{item.line}); two authorities for one Kubernetes Secret",
                             object=_label(first[0]),
                         )
-        for placement in sorted({p.vault.full for p in placements(platform, intent)}):
+        for placement in sorted(vault_fulls(platform, intent, environments)):
             if placement in paths and paths[placement] is not item:
                 owner = paths[placement]
                 yield Finding(
