@@ -212,3 +212,74 @@ def test_external_secret_text_leaves_the_reserved_key_to_the_general_path() -> N
     assert eso.external_secret_text(odd, env) is None
     with pytest.raises(ValueError, match="reserved"):
         eso.external_secret(odd, env, version_marker=True)
+
+
+def _namespace_manifests(path: Path) -> list[dict[str, Any]]:
+    """Every identity, store and PushSecret render builds for the repository at ``path``."""
+    from chamberlain.render.topology import build_topology
+
+    repo = load_repository(path)
+    platform = repo.platform
+    assert platform is not None
+    topo = build_topology(platform, [p.obj for p in repo.policy_index().values()],
+                          [i.obj for i in repo.intent_index().values()])
+    out: list[dict[str, Any]] = []
+    for unit in topo.units:
+        for ns in unit.namespaces:
+            out += eso.publisher_objects(platform, unit.environment, unit.cluster, ns, unit.publishes.get(ns, []))
+            if ns in unit.reads:
+                out += eso.reader_identity(platform, unit.environment, unit.cluster, ns, unit.reads[ns])
+    return out
+
+
+@pytest.mark.parametrize("path", [*REPOS.values(), EXAMPLES / "acme-tenancy"], ids=lambda p: p.name)
+def test_manifest_text_is_the_general_dump_byte_for_byte(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Identities, stores and PushSecrets are written directly (none falls back to the general dump); exactly
+    what the general dump writes."""
+    manifests = _namespace_manifests(path)
+    assert manifests
+    fallbacks: list[str] = []
+    monkeypatch.setattr(eso, "dump_yaml", lambda m: fallbacks.append(m["kind"]) or dump_yaml(m))
+    for m in manifests:
+        assert eso.manifest_text(m) == dump_yaml(m)
+    assert not fallbacks
+    assert {m["kind"] for m in manifests} >= {"ServiceAccount", "SecretStore"}
+
+
+def test_manifest_text_takes_the_general_dump_for_any_other_shape() -> None:
+    """Odd values (quoted words, an extra key, a CA bundle, a publication without keys, empty maps, wrong types)
+    either match the dump exactly or fall back to it."""
+    base = _namespace_manifests(EXAMPLES / "acme")
+    kinds = {m["kind"]: m for m in base}
+    assert {"ServiceAccount", "SecretStore", "PushSecret"} <= set(kinds)
+    variants: list[dict[str, Any]] = []
+    for m in kinds.values():
+        variants.append(copy.deepcopy(m))
+        odd = copy.deepcopy(m)
+        odd["metadata"]["labels"] = {"yes": "on", "a b": "1", "é": "null"}
+        odd["metadata"]["annotations"] = {}
+        variants.append(odd)
+        extra = copy.deepcopy(m)
+        extra["extra"] = {"x": [1, None]}
+        variants.append(extra)
+        typed = copy.deepcopy(m)
+        typed["metadata"]["name"] = 7
+        variants.append(typed)
+    store = copy.deepcopy(kinds["SecretStore"])
+    store["spec"]["provider"]["vault"]["caBundle"] = "LS0tLS1CRUdJTg=="
+    store["spec"]["provider"]["vault"]["auth"]["kubernetes"]["serviceAccountRef"]["audiences"] = ["a", "true"]
+    variants.append(store)
+    push = copy.deepcopy(kinds["PushSecret"])
+    push["spec"]["data"] = [{"match": {"remoteRef": {"remoteKey": "p/q"}}}, *push["spec"]["data"]]
+    variants.append(push)
+    automount = copy.deepcopy(kinds["ServiceAccount"])
+    automount["automountServiceAccountToken"] = True
+    variants.append(automount)
+    for m in variants:
+        try:
+            expected = dump_yaml(m)
+        except TypeError:
+            with pytest.raises(TypeError):
+                eso.manifest_text(m)
+            continue
+        assert eso.manifest_text(m) == expected
