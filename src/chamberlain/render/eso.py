@@ -56,7 +56,6 @@ from chamberlain.intent.model import Platform
 from chamberlain.intent.templates import Literal, Reference, parse
 from chamberlain.render import naming
 from chamberlain.render.topology import Part, Publish, Read
-from chamberlain.render.yamlio import _scalar_cache as _SCALARS
 from chamberlain.render.yamlio import dump_yaml, scalar_text
 
 Manifest = dict[str, Any]
@@ -407,8 +406,7 @@ class _Shape(Exception):
 def _s(value: Any) -> str:
     if type(value) is not str:
         raise _Shape
-    text = _SCALARS.get(value)  # the dumper's own cache of written scalars, looked up first as it does
-    return text if text is not None else scalar_text(value)
+    return scalar_text(value)
 
 
 def _string_map(key: str, values: Any, pad: str) -> str:
@@ -418,7 +416,7 @@ def _string_map(key: str, values: Any, pad: str) -> str:
     if not values:
         return f"{pad}{key}: {{}}\n"
     inner = pad + "  "
-    return f"{pad}{key}:\n" + "".join([f"{inner}{_s(k)}: {_s(v)}\n" for k, v in sorted(values.items())])
+    return f"{pad}{key}:\n" + "".join([f"{inner}{_s(k)}: {_s(values[k])}\n" for k in sorted(values)])
 
 
 _META_KEYS = frozenset({"annotations", "labels", "name", "namespace"})
