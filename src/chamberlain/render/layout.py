@@ -191,7 +191,7 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
             manifests.sort(key=lambda m: _KIND_ORDER.get(m["kind"], 99))
             path = f"namespaces/{ns}.yaml"
             claims.claim(cluster, manifests, f"{root}/{path}")
-            texts = [eso.manifest_text(m) for m in manifests]
+            texts = [dump_yaml(m) for m in manifests]
             for read in reads:
                 consumer = read.consumer
                 claims.claim_one(cluster, eso.ESO_GROUP, "ExternalSecret", consumer.namespace, consumer.secret_name,
