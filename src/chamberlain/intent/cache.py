@@ -285,10 +285,13 @@ def _entry(raw: Any, sha: str, key: str, text_length: int) -> Entry | None:
             return None
         problems.append((p[0], p[1], p[2]))
     docs: list[CachedDoc] = []
-    for d in raw["docs"]:
-        if not (isinstance(d, list) and len(d) == 6 and all(_int(v) for v in d[:5])):
+    for d in raw["docs"]:  # 10k documents at a time: exact type tests (json gives int, never bool, for 1)
+        if not (type(d) is list and len(d) == 6):
             return None
         index, start_line, end_line, start, end, data = d
+        if not (type(index) is int and type(start_line) is int and type(end_line) is int and type(start) is int
+                and type(end) is int):
+            return None
         if not (0 <= start <= end <= text_length and 1 <= start_line <= end_line and index >= 0):
             return None
         docs.append(CachedDoc(index, start_line, end_line, start, end, data))
