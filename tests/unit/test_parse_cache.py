@@ -280,3 +280,89 @@ def test_validate_does_not_import_the_server_clients(tmp_path: Path) -> None:
     got = subprocess.run([sys.executable, "-c", code, str(ROOT / "examples" / "acme")], capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=False, timeout=120)
     assert got.stdout.strip().splitlines()[-1:] in ([], [""]), got.stdout
+
+
+def _canary_token() -> str:
+    """A GitHub token shape built at run time (no credential-shaped literal in the test source)."""
+    import secrets as rnd
+    import string
+
+    return "ghp_" + "".join(rnd.choice(string.ascii_letters + string.digits) for _ in range(36))
+
+
+def _cache_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def test_a_credential_pasted_into_an_intent_file_never_reaches_the_cache(tmp_path: Path) -> None:
+    """Intent files are cached, and a value can be pasted into one (a comment, a purpose, an annotation): the parse
+    of a file any credential finding points at is not written, and scan hits hold kinds and places only."""
+    root = _repo(tmp_path)
+    token = _canary_token()
+    prose = "Zq7#pLm2Wx9"
+    payments = root / "intents" / "payments.yaml"
+    payments.write_text(payments.read_text(encoding="utf-8") + f"# deploy with {token}\n", encoding="utf-8")
+    web = root / "intents" / "web.yaml"
+    text = web.read_text(encoding="utf-8")
+    assert "  purpose: " in text
+    web.write_text(text.replace("  purpose: ", f"  purpose: the password is {prose} for ", 1), encoding="utf-8")
+    annotated = root / "intents" / "observability.yaml"
+    text = annotated.read_text(encoding="utf-8")
+    assert "spec:\n" in text
+    annotated.write_text(text.replace("spec:\n", f"  annotations: {{note: '{token}'}}\nspec:\n", 1),
+                         encoding="utf-8")
+    results = []
+    for _ in range(2):  # cold, then warm
+        store = ParseCache(tmp_path / "cache")
+        with parse_cache(store):
+            found, _ = outcome(root)
+        results.append(found)
+        rules = {(f[0], f[2]) for f in found}
+        assert ("intents/payments.yaml", "CH024") in rules
+        assert ("intents/web.yaml", "CH102") in rules
+        assert ("intents/observability.yaml", "CH024") in rules
+        cached = _cache_bytes(tmp_path / "cache")
+        assert token.encode() not in cached and prose.encode() not in cached
+    assert results[0] == results[1]
+    assert store.hits > 0  # the clean intent files still come from the cache
+    assert list(store.scan_dir.glob("*.json"))  # and every intent file's scan hits
+
+
+def test_scan_hits_come_from_the_cache_and_a_bad_entry_is_ignored(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _repo(tmp_path)
+    with parse_cache(ParseCache(tmp_path / "cache")):
+        reference, _ = outcome(root)
+    store = ParseCache(tmp_path / "cache")
+    entries = sorted(store.scan_dir.glob("*.json"))
+    assert entries
+    from chamberlain.checks import secrets as secrets_mod
+
+    scanned: list[int] = []
+    real = secrets_mod.scan_text
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scanned.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(secrets_mod, "scan_text", counted)
+    with parse_cache(store):
+        assert outcome(root)[0] == reference
+    warm_scans = len(scanned)
+    # A damaged, foreign or wrongly shaped entry is ignored (the file is scanned again) and rewritten.
+    entries[0].write_text("{not json", encoding="utf-8")
+    body = json.loads(entries[1].read_text(encoding="utf-8"))
+    entries[1].write_text(json.dumps({**body, "hits": [["Not A Kind", "x", 1, 1]]}), encoding="utf-8")
+    scanned.clear()
+    with parse_cache(ParseCache(tmp_path / "cache")):
+        assert outcome(root)[0] == reference
+    assert len(scanned) == warm_scans + 2
+    assert cache_mod._hits(json.loads(entries[0].read_text(encoding="utf-8")), entries[0].stem,
+                           store.scan_dir.name) is not None
+    assert cache_mod._hits({**body, "sha256": "0" * 64}, entries[1].stem, store.scan_dir.name) is None
+
+
+def test_the_scan_key_changes_with_the_scanner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    before = ParseCache(tmp_path / "c").scan_dir.name
+    assert before.startswith("scan-") and before != "scan-" + cache_mod._code_key()
+    monkeypatch.setattr(cache_mod, "_SCAN_SOURCES", (*cache_mod._SCAN_SOURCES, "findings.py"))
+    assert ParseCache(tmp_path / "c").scan_dir.name != before

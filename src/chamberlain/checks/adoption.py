@@ -56,6 +56,9 @@ def existing_secret_keys(repo: Repository) -> Iterator[Finding]:
 
 @check("existing-secret-tenancy")
 def existing_secret_tenancy(repo: Repository) -> Iterator[Finding]:
+    imports = list(_imports(repo))
+    if not imports:  # every finding is about an import: the index below would serve nothing
+        return
     platform = repo.platform
     protected = always_protected(platform)
     holders = Holders.of(platform) if platform is not None else None
@@ -72,12 +75,10 @@ def existing_secret_tenancy(repo: Repository) -> Iterator[Finding]:
         pub = other.obj.spec.source.publication
         if pub is not None:
             written.setdefault((pub.namespace, pub.secret_name), other.obj.metadata.name)
-    bootstrap_namespaces: set[str] = set()
-    if any(item.obj.spec.source.existing_secret is not None for item in repo.intents):
-        for secret in bootstrap_secrets(repo):  # read by handover only, for its own intent
-            written.setdefault((secret.namespace or "default", secret.name), secret.ref.intent.obj.name)
-        bootstrap_namespaces = repository_owned(repo)[2]
-    for item in _imports(repo):
+    for secret in bootstrap_secrets(repo):  # read by handover only, for its own intent
+        written.setdefault((secret.namespace or "default", secret.name), secret.ref.intent.obj.name)
+    bootstrap_namespaces = repository_owned(repo)[2]
+    for item in imports:
         src = item.obj.spec.source.existing_secret
         assert src is not None
         where = item.line_of("spec", "source", "existingSecret", "namespace")

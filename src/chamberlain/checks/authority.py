@@ -13,7 +13,7 @@ from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Loaded, Repository
 from chamberlain.intent.model import SecretIntent
-from chamberlain.intent.paths import intent_environments, placements
+from chamberlain.intent.paths import intent_environments, vault_fulls
 
 # Key names that say "this is a credential"; a config intent publishing them is mislabelled.
 _SENSITIVE_KEY = re.compile(r"(pass(word|wd)?|secret|token|private|credential|api[-_]?key|\bkey$|dsn)", re.I)
@@ -84,41 +84,47 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
     # share a cluster (dev and preview on dev1) is two writers too: each environment has its own Vault path.
     owners: dict[tuple[str, str, str], tuple[Loaded[SecretIntent], str]] = {}
     paths: dict[str, Loaded[SecretIntent]] = {}
+    # Most intents take the default environments: their (cluster, environment) pairs are listed once.
+    default_envs = [e for e in platform.spec.environments if not e.ephemeral]
+    default_pairs = [(cluster, env.name) for env in default_envs for cluster in env.clusters]
     for item in repo.intents:
         intent = item.obj
         # The Secrets this intent writes in each cluster: its consumers, and the producer's Secret that
-        # PushSecret reads (an ExternalSecret writing the same name would fight the operator).
-        writes: list[tuple[str, str, tuple[int | str, ...]]] = [
-            (c.namespace, c.secret_name, ("spec", "consumers", i)) for i, c in enumerate(intent.spec.consumers)
-        ]
+        # PushSecret reads (an ExternalSecret writing the same name would fight the operator). The location
+        # (``spec.consumers[i]``, or -1 for the publication) is spelled out only for a finding.
+        writes = [(c.namespace, c.secret_name, i) for i, c in enumerate(intent.spec.consumers)]
         publication = intent.spec.source.publication
         if publication is not None:
-            writes.append((publication.namespace, publication.secret_name, ("spec", "source", "publication")))
-        for env in intent_environments(platform, intent):
-            for cluster in env.clusters:
-                for namespace, secret, loc in writes:
-                    key = (cluster, namespace, secret)
-                    if key not in owners:
-                        owners[key] = (item, env.name)
-                        continue
-                    first = owners[key]
+            writes.append((publication.namespace, publication.secret_name, -1))
+        if intent.spec.environments is None:
+            environments, pairs = default_envs, default_pairs
+        else:
+            environments = intent_environments(platform, intent)
+            pairs = [(cluster, env.name) for env in environments for cluster in env.clusters]
+        for cluster, env_name in pairs:
+            for namespace, secret, index in writes:
+                mine = (item, env_name)
+                first = owners.setdefault((cluster, namespace, secret), mine)
+                if first is mine:
+                    continue
+                loc = ("spec", "consumers", index) if index >= 0 else ("spec", "source", "publication")
+                yield Finding(
+                    item.file, item.doc.line_of(loc), "CH060",
+                    f"{_label(item)}: Secret {namespace}/{secret} in cluster {cluster} ({env_name}) is already "
+                    f"written by {_label(first[0])} ({first[0].file}:{first[0].line}, {first[1]}); two "
+                    "authorities for one Kubernetes Secret",
+                    object=_label(item),
+                )
+                if first[0] is not item:
+                    # Both sides are named: which of the two writers is the newcomer, Git history knows.
+                    first_loc = _write_loc(first[0].obj, namespace, secret)
                     yield Finding(
-                        item.file, item.doc.line_of(loc), "CH060",
-                        f"{_label(item)}: Secret {namespace}/{secret} in cluster {cluster} ({env.name}) is already "
-                        f"written by {_label(first[0])} ({first[0].file}:{first[0].line}, {first[1]}); two "
-                        "authorities for one Kubernetes Secret",
-                        object=_label(item),
+                        first[0].file, first[0].doc.line_of(first_loc), "CH060",
+                        f"{_label(first[0])}: Secret {namespace}/{secret} is also written by {_label(item)} "
+                        f"({item.file}:{item.line}); two authorities for one Kubernetes Secret",
+                        object=_label(first[0]),
                     )
-                    if first[0] is not item:
-                        # Both sides are named: which of the two writers is the newcomer, Git history knows.
-                        first_loc = _write_loc(first[0].obj, namespace, secret)
-                        yield Finding(
-                            first[0].file, first[0].doc.line_of(first_loc), "CH060",
-                            f"{_label(first[0])}: Secret {namespace}/{secret} is also written by {_label(item)} "
-                            f"({item.file}:{item.line}); two authorities for one Kubernetes Secret",
-                            object=_label(first[0]),
-                        )
-        for placement in sorted({p.vault.full for p in placements(platform, intent)}):
+        for placement in sorted(vault_fulls(platform, intent, environments)):
             if placement in paths and paths[placement] is not item:
                 owner = paths[placement]
                 yield Finding(

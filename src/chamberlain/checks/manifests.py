@@ -408,6 +408,8 @@ def check_restart_consumes(repo: Repository) -> Iterator[Finding]:
         key = (doc.kind or "", doc.name or "")
         if key in wanted:
             workloads.setdefault(key, []).append(doc)
+    if not workloads:  # no restart target has its manifest here: nothing to check
+        return
     referenced: dict[int, frozenset[str]] = {}  # per workload document, computed once: the Secrets it names
 
     def names(doc: Document, kind: str) -> frozenset[str]:

@@ -14,6 +14,7 @@ from chamberlain.checks.sops import bootstrap_refs
 from chamberlain.findings import Finding
 from chamberlain.intent.durations import format_duration
 from chamberlain.intent.loader import Loaded, Repository
+from chamberlain.intent.memo import memo
 from chamberlain.intent.model import KEYPAIR_GENERATORS, RotationPolicySpec, SecretIntent
 
 _SOURCE_FOR_CLASS = {
@@ -165,7 +166,23 @@ def source_keys(intent: SecretIntent, bootstrap_keys: Mapping[str, frozenset[str
     return frozenset(source.publication.keys) if source.publication.keys is not None else None
 
 
+def intent_keys(repo: Repository, intent: SecretIntent) -> frozenset[str] | None:
+    """:func:`source_keys` of an intent of ``repo``, computed once per intent within :func:`memo.reading` (two
+    checks ask it of every intent)."""
+    table: dict[int, tuple[SecretIntent, frozenset[str] | None]] = memo(repo, "source_keys", dict)
+    entry = table.get(id(intent))
+    if entry is not None and entry[0] is intent:  # the entry holds the intent, so its id cannot be reused
+        return entry[1]
+    keys = source_keys(intent, _bootstrap_keys(repo))
+    table[id(intent)] = (intent, keys)
+    return keys
+
+
 def _bootstrap_keys(repo: Repository) -> dict[str, frozenset[str]]:
+    return memo(repo, "bootstrap_keys", lambda: _bootstrap_keys_of(repo))
+
+
+def _bootstrap_keys_of(repo: Repository) -> dict[str, frozenset[str]]:
     out: dict[str, frozenset[str]] = {}
     for ref in bootstrap_refs(repo):
         docs = ref.file.documents if ref.file is not None else []
@@ -191,15 +208,12 @@ def consumer_keys(repo: Repository) -> Iterator[Finding]:
     """CH019: a consumer maps a Secret key to an intent key the source does not have (ESO would fail the whole
     ExternalSecret, so the consumer would never receive any key). CH009 (warning): the source is a publication that
     declares no keys, so the mapping cannot be checked until it does."""
-    bootstrap = None
     for item in repo.intents:
         intent = item.obj
         mapped = [(i, c) for i, c in enumerate(intent.spec.consumers) if c.keys]
         if not mapped:
             continue
-        if bootstrap is None:
-            bootstrap = _bootstrap_keys(repo)
-        known = source_keys(intent, bootstrap)
+        known = intent_keys(repo, intent)
         if known is None:
             if intent.spec.source.publication is not None:
                 i, consumer = mapped[0]

@@ -24,7 +24,7 @@ import yaml
 from chamberlain.checks.registry import check
 from chamberlain.checks.sops import bootstrap_rels
 from chamberlain.findings import Finding
-from chamberlain.intent.loader import MAX_SCAN_BYTES, Document, RepoFile, Repository
+from chamberlain.intent.loader import MAX_SCAN_BYTES, Document, RepoFile, Repository, active_cache
 from chamberlain.intent.model import GROUP, FixedNameGenerator
 from chamberlain.scan.decode import decode_for_scan, windows
 from chamberlain.scan.engine import (
@@ -52,7 +52,7 @@ def scan_file(rf: RepoFile) -> list[Hit]:
     if rf.rel.lower().endswith(_KEYSTORE_SUFFIXES):
         hits.append(Hit("keystore", "a key-store file (PKCS#12/JKS/KeePass)", None, None))
     if rf.text is not None:
-        hits.extend(scan_text(_mask_ciphertext(rf), generic_regions=_outside_intents(rf)))
+        hits.extend(_text_hits(rf))
     elif rf.size > MAX_SCAN_BYTES:
         seen: set[str] = set()
         try:
@@ -73,6 +73,20 @@ def scan_file(rf: RepoFile) -> list[Hit]:
         hits.extend(scan_text(decoded.text) if decoded.text is not None else scan_binary(decoded.raw))
         if decoded.lossy:  # replaced characters were not scanned: say so (CH127), never pass it off as clean
             hits.append(Hit("partial", decoded.note, None, None))
+    return hits
+
+
+def _text_hits(rf: RepoFile) -> list[Hit]:
+    """The hits of a text file; an intent file's come from the parse cache when its bytes were scanned before
+    (they depend on nothing else: see :meth:`ParseCache.get_hits`)."""
+    cache = active_cache() if rf.digest is not None else None
+    if cache is not None and rf.digest is not None:
+        cached = cache.get_hits(rf.digest)
+        if cached is not None:
+            return [Hit(*h) for h in cached]
+    hits = scan_text(_mask_ciphertext(rf), generic_regions=_outside_intents(rf))
+    if cache is not None and rf.digest is not None:
+        cache.put_hits(rf.digest, [(h.kind, h.label, h.line, h.column) for h in hits])
     return hits
 
 

@@ -31,6 +31,7 @@ from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Document, Loaded, RepoFile, Repository
+from chamberlain.intent.memo import memo
 from chamberlain.intent.model import SecretIntent
 from chamberlain.intent.paths import bootstrap_recipients, intent_environments
 
@@ -99,6 +100,11 @@ def resolve_bootstrap_path(declared: str) -> str | None:
 
 
 def bootstrap_refs(repo: Repository) -> list[BootstrapRef]:
+    """Every intent's declared bootstrap file, resolved (shared within :func:`memo.reading`: do not change it)."""
+    return memo(repo, "bootstrap_refs", lambda: _bootstrap_refs(repo))
+
+
+def _bootstrap_refs(repo: Repository) -> list[BootstrapRef]:
     by_rel = {f.rel: f for f in repo.files}
     refs: list[BootstrapRef] = []
     for loaded in repo.intents:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from chamberlain.checks.references import _bootstrap_keys, did_you_mean, source_keys
+from chamberlain.checks.references import _bootstrap_keys, did_you_mean, intent_keys, source_keys
 from chamberlain.checks.registry import check
 from chamberlain.checks.secrets import scan_text
 from chamberlain.findings import Finding
@@ -164,13 +164,10 @@ def _key_line(item: Loaded[SecretIntent], key: str) -> int:
 def property_names(repo: Repository) -> Iterator[Finding]:
     """CH119 (warning): keys that deviate from the convention, and ``spec.propertyNames`` entries that declare
     nothing (a key the source does not have, or a name that is neither conventional nor the key itself)."""
-    bootstrap: dict[str, frozenset[str]] | None = None
     for item in repo.intents:
         intent = item.obj
         label = _label(item)
-        if bootstrap is None:
-            bootstrap = _bootstrap_keys(repo)
-        keys = source_keys(intent, bootstrap)
+        keys = intent_keys(repo, intent)
         if keys is None:
             continue
         declared = intent.spec.property_names

@@ -217,18 +217,22 @@ def protected_targets(repo: Repository) -> Iterator[Finding]:
                 )
     # Bootstrap Secrets: GitOps applies them wherever their file says, so never over a Secret another intent
     # materializes (a consumer) or publishes (its value would be the bootstrap file author's).
-    written: dict[tuple[str, str], str] = {}
+    if not secrets:
+        return
+    # The first writer of each Secret, described only when a bootstrap Secret meets it.
+    written: dict[tuple[str, str], tuple[str, Loaded[SecretIntent]]] = {}
     for item in repo.intents:
         for c in item.obj.spec.consumers:
-            written.setdefault((c.namespace, c.secret_name), f"the consumer Secret of {_label(item)}")
+            written.setdefault((c.namespace, c.secret_name), ("the consumer Secret of", item))
         pub = item.obj.spec.source.publication
         if pub is not None:
-            written.setdefault((pub.namespace, pub.secret_name), f"the publication source of {_label(item)}")
+            written.setdefault((pub.namespace, pub.secret_name), ("the publication source of", item))
     for secret in secrets:
         namespace, name, ref = secret.namespace, secret.name, secret.ref
         intent_name = ref.intent.obj.name
         why = bootstrap_guard.why(namespace or "default", name, own_bootstrap=intent_name)
-        other = written.get((namespace or "default", name))
+        writer = written.get((namespace or "default", name))
+        other = f"{writer[0]} {_label(writer[1])}" if writer is not None else None
         if why is None and other is not None and not other.endswith(f" SecretIntent/{intent_name}"):
             why = f"Secret {namespace}/{name} is {other}"
         if why is None:

@@ -15,6 +15,13 @@ wrote entries, the oldest are removed past the bound.
 
 Only documents whose data JSON carries exactly are cached (strings, integers, floats, booleans, null, lists and
 string-keyed mappings); a file with a date, a set, binary or a non-string key is parsed every time.
+
+A parse is written only after the checks ran and found no credential in the file (:meth:`ParseCache.stage`,
+:meth:`ParseCache.commit`): a value pasted into an intent never leaves the repository for the cache.
+
+Beside the parse, an intent file's credential-scan hits are kept (:meth:`ParseCache.get_hits`): they depend only on
+the file's bytes and the scanner, so they live under a key of their own that also covers the scanner's sources.
+A hit is a kind, a fixed label, a line and a column: never the text it matched.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ MAX_BYTES = 256 * 1024 * 1024  # the whole cache directory, every code key inclu
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RULE = re.compile(r"CH\d{3}")
 _SOURCES = ("intent/loader.py", "intent/fastyaml.py", "intent/cache.py", "safeyaml.py")
+# The credential scan of one file (checks/secrets.py scan_file over the parsed documents): every module it reads.
+_SCAN_SOURCES = ("checks/secrets.py", "scan", "wellknown.py")
+_KIND = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -62,15 +72,19 @@ class Entry:
     template: bool
 
 
-def _code_key() -> str:
-    """What the cached result depends on besides the bytes: this code and the parsers it uses."""
+def _code_key(extra: tuple[str, ...] = ()) -> str:
+    """What the cached result depends on besides the bytes: this code and the parsers it uses (and the modules
+    named in ``extra``: a file, or every ``.py`` file of a directory)."""
     h = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
     base = Path(__file__).resolve().parents[1]
-    for rel in _SOURCES:
-        try:
-            h.update((base / rel).read_bytes())
-        except OSError:  # pragma: no cover - an installed package always has its sources
-            h.update(b"missing:" + rel.encode())
+    for rel in _SOURCES + extra:
+        path = base / rel
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                h.update(file.name.encode() + b"\0" + file.read_bytes())
+            except OSError:  # pragma: no cover - an installed package always has its sources
+                h.update(b"missing:" + rel.encode())
     h.update(f"PyYAML={yaml.__version__};rapidyaml={fastyaml.parser_version()}".encode())
     return h.hexdigest()[:32]
 
@@ -92,6 +106,15 @@ class ParseCache:
         self.misses = 0
         self.written = 0
         self._usable: bool | None = None
+        self._scan_key: str | None = None
+        self._scan_usable: bool | None = None
+        self._staged: dict[str, tuple[str, Entry]] = {}
+
+    @property
+    def scan_dir(self) -> Path:
+        if self._scan_key is None:
+            self._scan_key = "scan-" + _code_key(_SCAN_SOURCES)
+        return self.root / self._scan_key
 
     # ---------------------------------------------------------------------------------------------- reading
 
@@ -112,7 +135,37 @@ class ParseCache:
             self.hits += 1
         return entry
 
+    def get_hits(self, sha: str) -> list[tuple[str, str, int | None, int | None]] | None:
+        """The credential-scan hits (kind, label, line, column) of an intent file with these bytes, or None."""
+        if not _HEX64.fullmatch(sha) or not self._scan_ready(create=False):
+            return None
+        try:
+            with open(self.scan_dir / f"{sha}.json", "rb") as fh:
+                raw = json.loads(fh.read())
+        except (OSError, ValueError, RecursionError):
+            return None
+        return _hits(raw, sha, self.scan_dir.name)
+
     # ---------------------------------------------------------------------------------------------- writing
+
+    def stage(self, rel: str, sha: str, entry: Entry) -> None:
+        """Keep the entry of file ``rel`` until :meth:`commit`: it is written only once the checks found no
+        credential in that file (a value pasted into an intent must not be copied outside the repository)."""
+        self._staged[rel] = (sha, entry)
+
+    def commit(self, refused: set[str]) -> None:
+        """Write the staged entries, except those of the files in ``refused`` (a credential finding is on them)."""
+        staged, self._staged = self._staged, {}
+        for rel, (sha, entry) in staged.items():
+            if rel not in refused:
+                self.put(sha, entry)
+
+    def put_hits(self, sha: str, hits: list[tuple[str, str, int | None, int | None]]) -> None:
+        directory = self.scan_dir
+        body = {"format": FORMAT, "key": directory.name, "sha256": sha, "hits": [list(h) for h in hits]}
+        if _hits(body, sha, directory.name) is None or not self._scan_ready(create=True):
+            return  # not the shape get_hits accepts (never write what would be refused), or no usable directory
+        self._write(directory, sha, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
     def put(self, sha: str, entry: Entry) -> None:
         if not self._ready(create=True):
@@ -124,12 +177,15 @@ class ParseCache:
             text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
         except (TypeError, ValueError, RecursionError):
             return  # not plain data after all: parse this file every time
+        self._write(self.dir, sha, text)
+
+    def _write(self, directory: Path, sha: str, text: str) -> None:
         tmp: str | None = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            os.replace(tmp, self.dir / f"{sha}.json")
+            os.replace(tmp, directory / f"{sha}.json")
             tmp = None
             self.written += 1
         except OSError:
@@ -165,6 +221,20 @@ class ParseCache:
                 pass
 
     # ---------------------------------------------------------------------------------------------- safety
+
+    def _scan_ready(self, *, create: bool) -> bool:
+        """:meth:`_ready`, and the scan hits' own directory private too (created 0700 on the first write)."""
+        if self._scan_usable is not None and (self._scan_usable or not create):
+            return self._scan_usable
+        if not self._ready(create=create):
+            return False
+        try:
+            if create:
+                self.scan_dir.mkdir(mode=0o700, exist_ok=True)
+            self._scan_usable = _private(self.scan_dir)
+        except OSError:
+            self._scan_usable = False
+        return self._scan_usable
 
     def _ready(self, *, create: bool) -> bool:
         """Is the directory this user's own and private? Created (0700) on the first write."""
@@ -215,14 +285,32 @@ def _entry(raw: Any, sha: str, key: str, text_length: int) -> Entry | None:
             return None
         problems.append((p[0], p[1], p[2]))
     docs: list[CachedDoc] = []
-    for d in raw["docs"]:
-        if not (isinstance(d, list) and len(d) == 6 and all(_int(v) for v in d[:5])):
+    for d in raw["docs"]:  # 10k documents at a time: exact type tests (json gives int, never bool, for 1)
+        if not (type(d) is list and len(d) == 6):
             return None
         index, start_line, end_line, start, end, data = d
+        if not (type(index) is int and type(start_line) is int and type(end_line) is int and type(start) is int
+                and type(end) is int):
+            return None
         if not (0 <= start <= end <= text_length and 1 <= start_line <= end_line and index >= 0):
             return None
         docs.append(CachedDoc(index, start_line, end_line, start, end, data))
     return Entry(tuple(docs), tuple(problems), raw["template"])
+
+
+def _hits(raw: Any, sha: str, key: str) -> list[tuple[str, str, int | None, int | None]] | None:
+    """``raw`` as scan hits when it has the shape put_hits() writes: a kind (a short slug), a label, and a line and
+    column that are positive integers or null."""
+    if not (isinstance(raw, dict) and raw.get("format") == FORMAT and raw.get("key") == key
+            and raw.get("sha256") == sha and isinstance(raw.get("hits"), list)):
+        return None
+    hits: list[tuple[str, str, int | None, int | None]] = []
+    for h in raw["hits"]:
+        if not (isinstance(h, list) and len(h) == 4 and isinstance(h[0], str) and _KIND.fullmatch(h[0])
+                and isinstance(h[1], str) and all(v is None or (_int(v) and v >= 0) for v in h[2:])):
+            return None
+        hits.append((h[0], h[1], h[2], h[3]))
+    return hits
 
 
 def _int(value: Any) -> bool:

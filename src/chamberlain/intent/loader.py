@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from chamberlain import safeyaml
 from chamberlain import wellknown as wk
 from chamberlain.findings import Finding
-from chamberlain.intent import fastyaml, hidden, unseal_shares
+from chamberlain.intent import fastyaml, hidden, memo, unseal_shares
 from chamberlain.intent.cache import CachedDoc, Entry, ParseCache, digest, json_plain
 from chamberlain.intent.model import (
     API_VERSION,
@@ -70,6 +70,9 @@ class RepoFile:
     is_yaml: bool
     documents: list[Document] = field(default_factory=list)
     role: Role = "source"
+    # SHA-256 of the bytes of an intent file (every document a chamberlain one) read through the parse cache:
+    # what per-file results derived from the bytes alone (the credential scan) are cached under. None otherwise.
+    digest: str | None = None
 
     @property
     def is_sops(self) -> bool:
@@ -206,6 +209,10 @@ class Repository:
         return index
 
     def intent_index(self) -> dict[str, Loaded[SecretIntent]]:
+        """The intents by name, the first of a duplicate name winning (shared within :func:`memo.reading`)."""
+        return memo.memo(self, "intent_index", self._intent_index)
+
+    def _intent_index(self) -> dict[str, Loaded[SecretIntent]]:
         index: dict[str, Loaded[SecretIntent]] = {}
         for i in self.intents:
             index.setdefault(i.obj.metadata.name, i)
@@ -320,6 +327,11 @@ def parse_cache(cache: ParseCache | None) -> Iterator[ParseCache | None]:
             cache.prune()
 
 
+def active_cache() -> ParseCache | None:
+    """The parse cache of the command running (:func:`parse_cache`), if any."""
+    return _CACHE.get()
+
+
 def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None:
     """:func:`_parse_source`, or its result for these bytes from the parse cache (see :mod:`.cache`)."""
     cache = _CACHE.get()
@@ -336,6 +348,7 @@ def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None
         repo.problems.extend(Finding(rel, line, rule, message) for line, rule, message in entry.problems)
         rf.documents = [Document(rel, d.index, d.data, d.start_line, d.end_line, d.start, d.end, text[d.start:d.end])
                         for d in entry.docs]
+        rf.digest = sha
         return
     problems_before = len(repo.problems)
     slow: list[Document] = []
@@ -347,7 +360,8 @@ def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None
         problems = tuple((f.line, f.rule, f.message) for f in repo.problems[problems_before:])
         docs = tuple(CachedDoc(d.index, d.start_line, d.end_line, d.start_index, d.end_index, d.data)
                      for d in rf.documents)
-        cache.put(sha, Entry(docs, problems, rf.role == "template"))
+        cache.stage(rf.rel, sha, Entry(docs, problems, rf.role == "template"))  # written once checked clean
+        rf.digest = sha
 
 
 def _intent_document(doc: Document) -> bool:

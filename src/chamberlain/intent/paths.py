@@ -110,14 +110,28 @@ def bootstrap_recipients(platform: Platform, intent: SecretIntent) -> list[str]:
 
 
 def vault_path(platform: Platform, intent: SecretIntent, environment: str, cluster: str) -> VaultPath:
+    mount, per_cluster, tail = _path_parts(platform, intent)
+    return VaultPath(mount, f"{environment}/{cluster}/{tail}" if per_cluster else f"{environment}/{tail}")
+
+
+def _path_parts(platform: Platform, intent: SecretIntent) -> tuple[str, bool, str]:
+    """(mount, whether the path names the cluster, what follows the environment and cluster segments)."""
     mounts = platform.spec.authority.mounts
     spec = intent.spec
     name = intent.metadata.name
     if spec.classification in ("derived", "config") and spec.source.publication is not None:
         mount = mounts.internal_data if spec.classification == "derived" else mounts.internal_config
-        producer = spec.source.publication.namespace
-        return VaultPath(mount, f"{environment}/{cluster}/{producer}/{name}")
-    return VaultPath(mounts.runtime, f"{environment}/{spec.owner}/{name}")
+        return mount, True, f"{spec.source.publication.namespace}/{name}"
+    return mounts.runtime, False, f"{spec.owner}/{name}"
+
+
+def vault_fulls(platform: Platform, intent: SecretIntent, environments: list[Environment]) -> set[str]:
+    """``{p.vault.full for p in placements(platform, intent)}`` for ``intent_environments(platform, intent)``
+    given, without building the placements (a cross-file check asks this of every intent)."""
+    mount, per_cluster, tail = _path_parts(platform, intent)
+    if per_cluster:
+        return {f"{mount}/{env.name}/{cluster}/{tail}" for env in environments for cluster in env.clusters}
+    return {f"{mount}/{env.name}/{tail}" for env in environments if env.clusters}
 
 
 def placements(platform: Platform, intent: SecretIntent) -> list[Placement]:

@@ -151,7 +151,8 @@ def dump_yaml(doc: Mapping[str, Any]) -> str:
 
 def join_documents(texts: Iterable[str]) -> str:
     """Join already dumped documents into one multi-document file (``---`` before each)."""
-    return "".join(f"---\n{text}" for text in texts)
+    texts = texts if isinstance(texts, list) else list(texts)
+    return "---\n" + "---\n".join(texts) if texts else ""
 
 
 def dump_yaml_documents(docs: Iterable[Mapping[str, Any]]) -> str:
