@@ -464,6 +464,44 @@ def test_a_restarted_controller_reads_the_status_back_no_patch_no_repeated_event
     assert _intent_status(w) == before  # transition times kept
 
 
+def test_a_restarted_controller_takes_the_reported_consumers_as_its_last_look() -> None:
+    w, status, _ = _status_world()
+    c = w.controller(status=status)
+    c.tick()
+    before = _intent_status(w)
+    assert before["consumersSynced"] == "0/1"
+    looks: list[str] = []
+    read = w.kube.get_secret_annotations
+
+    def counted(namespace: str, name: str) -> Any:
+        looks.append(name)
+        return read(namespace, name)
+
+    w.kube.get_secret_annotations = counted  # type: ignore[method-assign]
+    patches = len(w.kube.status_patches)
+    # a new process: the status on the object says 0/1 for version 1 at generation 1; no Secret is read at once
+    fresh = IntentStatus(w.kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), backoff=BACKOFF,
+                         list_every=0.0, consumer_check_every=300.0)
+    c2 = w.controller(status=fresh)
+    w.clock.advance(1)
+    c2.tick()
+    assert looks == [] and len(w.kube.status_patches) == patches and _intent_status(w) == before
+    w.clock.advance(300)  # due within consumer_check_every (spread by name): looked at again
+    c2.tick()
+    assert looks == ["api-token"]
+
+
+def test_the_reported_consumers_stand_only_for_the_same_version_and_generation() -> None:
+    w = StatusWriter(FakeKube(), NS)
+    w.seen("a", compute_status(_facts(consumers=Consumers(1, 2), generation=3), T0, BACKOFF))
+    assert w.reported("a", _facts().current_version, 3) == Consumers(1, 2)
+    assert w.reported("a", (_facts().current_version or 0) + 1, 3) is None  # a newer value: look again
+    assert w.reported("a", _facts().current_version, 4) is None  # the spec changed: its consumers may have
+    assert w.reported("b", _facts().current_version, 3) is None
+    w.seen("c", compute_status(_facts(generation=3, consumers=None), T0, BACKOFF))  # no look reported
+    assert w.reported("c", _facts().current_version, 3) is None
+
+
 def test_controller_run_options_reach_the_configuration() -> None:
     from chamberlain.service.controller import ControllerOptions, config_options
     from tests.conftest import run_cli

@@ -344,6 +344,11 @@ class Written:
     digest: bytes
     conditions: tuple[tuple[str, str, str, str, str], ...]  # (type, status, reason, lastTransitionTime, message)
     overdue: bool
+    # the consumers the status reports (synced, total) and for which version: a restarted controller takes them
+    # as its last look instead of reading every consumer Secret again at once
+    consumers: tuple[int, int] | None = None
+    version: int | None = None
+    generation: int | None = None  # observedGeneration: the consumers the spec declared then
 
     @classmethod
     def of(cls, status: Mapping[str, Any]) -> Written:
@@ -353,7 +358,14 @@ class Written:
              sys.intern(str(c.get("reason", ""))), sys.intern(str(c.get("lastTransitionTime", ""))),
              str(c.get("message", "")) if c.get("reason") == Reason.INVALID else "")
             for c in status.get("conditions") or () if isinstance(c, Mapping))
-        return cls(_digest(status), conditions, bool(status.get("overdue")))
+        counted = status.get("consumers")
+        consumers = None
+        if isinstance(counted, Mapping) and isinstance(counted.get("synced"), int) and isinstance(
+                counted.get("total"), int):
+            consumers = (int(counted["synced"]), int(counted["total"]))
+        version, generation = status.get("currentVersion"), status.get("observedGeneration")
+        return cls(_digest(status), conditions, bool(status.get("overdue")), consumers,
+                   version if isinstance(version, int) else None, generation if isinstance(generation, int) else None)
 
     def status(self) -> dict[str, Any]:
         """The remembered part, shaped as a status."""
@@ -391,6 +403,15 @@ class StatusWriter:
             self._known[name] = written
         else:
             self._known.pop(name, None)
+
+    def reported(self, name: str, version: int | None, generation: int | None) -> Consumers | None:
+        """The consumers the status the API server has reports, when it reports them for this value ``version``
+        and object ``generation`` (None otherwise)."""
+        got = self._known.get(name)
+        if (got is None or got.consumers is None or version is None or got.version != version
+                or generation is None or got.generation != generation):
+            return None
+        return Consumers(*got.consumers)
 
     def known(self, name: str) -> dict[str, Any] | None:
         """The remembered part of the status the API server has (None: none yet)."""
@@ -633,7 +654,8 @@ class IntentStatus:
             self._reread.discard(name)
         known = self._facts_of[name]
         return replace(known, generation=gen, last_error=self._errors.get(name), active=self._runs.get(name),
-                       consumers=self._consumers(name, placed, self._markers[name]) if known.exists else None,
+                       consumers=self._consumers(name, placed, self._markers[name], known.current_version)
+                       if known.exists else None,
                        invalid=invalid, retire=placed.intent.spec.retire)
 
     def _remember(self, name: str, meta: SecretMetadata | None) -> None:
@@ -652,12 +674,22 @@ class IntentStatus:
         )
         self._markers[name] = {k: custom[k] for k in _MARKER_KEYS if k in custom}
 
-    def _consumers(self, name: str, placed: rm.Placed, custom: Mapping[str, str]) -> Consumers | None:
+    def _consumers(self, name: str, placed: rm.Placed, custom: Mapping[str, str],
+                   version: int | None = None) -> Consumers | None:
         """Synced n/m from the consumer Secrets' marker annotations, looked at again when the marker changed, a
-        run finished, or ``consumer_check_every`` passed; a run in flight is not looked at (it checks itself)."""
+        run finished, or ``consumer_check_every`` passed; a run in flight is not looked at (it checks itself).
+        Without a look of its own yet, the count the object's status reports for the current version stands for
+        one (a restart reads no consumer Secret at once: 10k GETs one after another took minutes), due again
+        within ``consumer_check_every`` at a point spread by name."""
         marker = custom.get(wk.VALUE_MARKER, "")
         last = self._looked.get(name)
         mono = self.clock.monotonic()
+        if last is None and name not in self._force_look:
+            reported = self.writer.reported(name, version, self._objects.get(name, (None, None))[0])
+            if reported is not None:
+                spread = (int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
+                          % 1000) / 1000 * self.consumer_check_every
+                last = self._looked[name] = _Looked(marker, reported, mono - spread)
         forced = name in self._force_look or (last is not None and last.marker != marker)
         if last is not None and (name in self._runs or (not forced and mono - last.at < self.consumer_check_every)):
             return last.consumers
