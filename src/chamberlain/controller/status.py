@@ -358,6 +358,7 @@ class Written:
              sys.intern(str(c.get("reason", ""))), sys.intern(str(c.get("lastTransitionTime", ""))),
              str(c.get("message", "")) if c.get("reason") == Reason.INVALID else "")
             for c in status.get("conditions") or () if isinstance(c, Mapping))
+        conditions = _shared(conditions)
         counted = status.get("consumers")
         consumers = None
         if isinstance(counted, Mapping) and isinstance(counted.get("synced"), int) and isinstance(
@@ -372,6 +373,18 @@ class Written:
         return {"overdue": self.overdue, "conditions": [
             {"type": t, "status": st, "reason": r, "lastTransitionTime": at, "message": m}
             for t, st, r, at, m in self.conditions]}
+
+
+_CONDITIONS: dict[tuple[tuple[str, str, str, str, str], ...], tuple[tuple[str, str, str, str, str], ...]] = {}
+_SHARED_MAX = 20_000
+
+
+def _shared(conditions: tuple[tuple[str, str, str, str, str], ...]) -> tuple[tuple[str, str, str, str, str], ...]:
+    """One tuple per distinct set of conditions: thousands of secrets written at one tick carry the same (about
+    300 bytes each at 10k intents). Bounded: past ``_SHARED_MAX`` distinct sets the table starts afresh."""
+    if len(_CONDITIONS) >= _SHARED_MAX:
+        _CONDITIONS.clear()
+    return _CONDITIONS.setdefault(conditions, conditions)
 
 
 def _digest(status: Mapping[str, Any]) -> bytes:
