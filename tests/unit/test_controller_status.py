@@ -502,6 +502,46 @@ def test_the_reported_consumers_stand_only_for_the_same_version_and_generation()
     assert w.reported("c", _facts().current_version, 3) is None
 
 
+def _many_world(parallel: int, names: tuple[str, ...]) -> tuple[World, IntentStatus]:
+    w = World(names=names)
+    for n in names:
+        _intent_object(w.kube, n)
+    status = IntentStatus(w.kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), backoff=BACKOFF,
+                          list_every=0.0, parallel=parallel)
+    return w, status
+
+
+def test_a_parallel_report_writes_what_a_serial_one_writes_and_its_workers_stop() -> None:
+    names = tuple(f"s-{i}" for i in range(12))
+    got = []
+    for parallel in (1, 4):
+        w, status = _many_world(parallel, names)
+        w.controller(status=status).tick()
+        objects = {n: w.kube.get_custom_object(INTENT_OBJECTS, NS, n) for n in names}
+        got.append({n: (o or {}).get("status") for n, o in objects.items()})
+        assert status.writer.patches == len(names) and status.writer.failures == 0
+        assert (status._pool is not None) == (parallel > 1)
+        status.close()
+        assert status._pool is None
+    assert got[0] == got[1] and all(s and s["phase"] == "OutOfSync" for s in got[1].values())
+
+
+def test_a_parallel_report_requeues_every_secret_when_the_authority_is_down() -> None:
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    names = tuple(f"s-{i}" for i in range(6))
+    w, status = _many_world(3, names)
+    c = w.controller(status=status)
+    status._list()
+    w.kv.down = True
+    with pytest.raises(AuthorityUnavailable):
+        status.report(c.scope.placed, {}, w.clock.now())
+    assert status.backlog and status.writer.patches == 0
+    w.kv.down = False
+    assert status.report(c.scope.placed, {}, w.clock.now()) == len(names)
+    status.close()
+
+
 def test_controller_run_options_reach_the_configuration() -> None:
     from chamberlain.service.controller import ControllerOptions, config_options
     from tests.conftest import run_cli
