@@ -22,6 +22,7 @@ from chamberlain.controller.reconcile import IntentReconciler, policy_drift, pro
 from chamberlain.controller.source import (
     RESOURCES,
     ClusterSource,
+    Compact,
     Reflector,
     Store,
     build_scope,
@@ -186,6 +187,41 @@ def test_reflector_lists_page_by_page() -> None:
     r = Reflector(kube, "SecretIntent", NS, store, w.clock, page_size=2)
     r.step()
     assert names(store) == {f"t-{i}" for i in range(5)} and r.resource_version == str(kube._last_version())
+
+
+def test_parsed_intents_share_their_equal_frozen_parts_and_read_the_same() -> None:
+    w = World()
+    kube, store = FakeKube(), Store()
+    for i in range(3):
+        kube.add_custom_object(SI, as_object(intent(f"t-{i}")))
+    r = Reflector(kube, "SecretIntent", NS, store, w.clock, page_size=2)
+    r.step()
+    models = sorted((p for p in store.snapshot()[1]), key=lambda p: p.name)
+    fresh = [parse("SecretIntent", as_object(intent(f"t-{i}"))).model for i in range(3)]
+    assert [p.model for p in models] == fresh  # nothing reads differently
+    a, b = (p.model for p in models[:2])
+    assert a is not None and b is not None
+    assert a.spec.rotation is b.spec.rotation and a.spec.source is not None  # type: ignore[union-attr]
+    assert a.__pydantic_fields_set__ is b.__pydantic_fields_set__
+    assert a.metadata.name is models[0].name  # interned
+    kube.add_custom_object(SI, with_spec(intent("t-0"), purpose="changed"))  # a watch event: shared too
+    r.step()
+    c = store.get("SecretIntent", "t-0")
+    assert c is not None and c.model is not None and c.model.spec.rotation is b.spec.rotation  # type: ignore[union-attr]
+    assert c.model.spec.purpose == "changed"  # type: ignore[union-attr]
+    copied = b.model_copy(update={"kind": "SecretIntent"})  # a copy never writes into the shared field set
+    assert copied.__pydantic_fields_set__ is not b.__pydantic_fields_set__
+
+
+def test_compact_keeps_unhashable_models_and_clears_its_tables() -> None:
+    compact = Compact()
+    one = parse("SecretIntent", as_object(intent("x"))).model
+    two = parse("SecretIntent", as_object(intent("x"))).model
+    assert one is not None and two is not None
+    assert compact.model(one) is one and compact.model(two) is two  # a dict field: kept, parts shared
+    assert one.spec.rotation is two.spec.rotation and len(compact) > 0  # type: ignore[union-attr]
+    compact.clear()
+    assert len(compact) == 0
 
 
 def test_reflector_relists_on_410_gone_and_on_resync() -> None:

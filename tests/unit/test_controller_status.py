@@ -464,6 +464,84 @@ def test_a_restarted_controller_reads_the_status_back_no_patch_no_repeated_event
     assert _intent_status(w) == before  # transition times kept
 
 
+def test_a_restarted_controller_takes_the_reported_consumers_as_its_last_look() -> None:
+    w, status, _ = _status_world()
+    c = w.controller(status=status)
+    c.tick()
+    before = _intent_status(w)
+    assert before["consumersSynced"] == "0/1"
+    looks: list[str] = []
+    read = w.kube.get_secret_annotations
+
+    def counted(namespace: str, name: str) -> Any:
+        looks.append(name)
+        return read(namespace, name)
+
+    w.kube.get_secret_annotations = counted  # type: ignore[method-assign]
+    patches = len(w.kube.status_patches)
+    # a new process: the status on the object says 0/1 for version 1 at generation 1; no Secret is read at once
+    fresh = IntentStatus(w.kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), backoff=BACKOFF,
+                         list_every=0.0, consumer_check_every=300.0)
+    c2 = w.controller(status=fresh)
+    w.clock.advance(1)
+    c2.tick()
+    assert looks == [] and len(w.kube.status_patches) == patches and _intent_status(w) == before
+    w.clock.advance(300)  # due within consumer_check_every (spread by name): looked at again
+    c2.tick()
+    assert looks == ["api-token"]
+
+
+def test_the_reported_consumers_stand_only_for_the_same_version_and_generation() -> None:
+    w = StatusWriter(FakeKube(), NS)
+    w.seen("a", compute_status(_facts(consumers=Consumers(1, 2), generation=3), T0, BACKOFF))
+    assert w.reported("a", _facts().current_version, 3) == Consumers(1, 2)
+    assert w.reported("a", (_facts().current_version or 0) + 1, 3) is None  # a newer value: look again
+    assert w.reported("a", _facts().current_version, 4) is None  # the spec changed: its consumers may have
+    assert w.reported("b", _facts().current_version, 3) is None
+    w.seen("c", compute_status(_facts(generation=3, consumers=None), T0, BACKOFF))  # no look reported
+    assert w.reported("c", _facts().current_version, 3) is None
+
+
+def _many_world(parallel: int, names: tuple[str, ...]) -> tuple[World, IntentStatus]:
+    w = World(names=names)
+    for n in names:
+        _intent_object(w.kube, n)
+    status = IntentStatus(w.kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), backoff=BACKOFF,
+                          list_every=0.0, parallel=parallel)
+    return w, status
+
+
+def test_a_parallel_report_writes_what_a_serial_one_writes_and_its_workers_stop() -> None:
+    names = tuple(f"s-{i}" for i in range(12))
+    got = []
+    for parallel in (1, 4):
+        w, status = _many_world(parallel, names)
+        w.controller(status=status).tick()
+        objects = {n: w.kube.get_custom_object(INTENT_OBJECTS, NS, n) for n in names}
+        got.append({n: (o or {}).get("status") for n, o in objects.items()})
+        assert status.writer.patches == len(names) and status.writer.failures == 0
+        assert (status._pool is not None) == (parallel > 1)
+        status.close()
+        assert status._pool is None
+    assert got[0] == got[1] and all(s and s["phase"] == "OutOfSync" for s in got[1].values())
+
+
+def test_a_parallel_report_requeues_every_secret_when_the_authority_is_down() -> None:
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    names = tuple(f"s-{i}" for i in range(6))
+    w, status = _many_world(3, names)
+    c = w.controller(status=status)
+    status._list()
+    w.kv.down = True
+    with pytest.raises(AuthorityUnavailable):
+        status.report(c.scope.placed, {}, w.clock.now())
+    assert status.backlog and status.writer.patches == 0
+    w.kv.down = False
+    assert status.report(c.scope.placed, {}, w.clock.now()) == len(names)
+    status.close()
+
+
 def test_controller_run_options_reach_the_configuration() -> None:
     from chamberlain.service.controller import ControllerOptions, config_options
     from tests.conftest import run_cli

@@ -41,6 +41,10 @@ from chamberlain.triggers import AnnotationTrigger, MemoryQueue, RequestStore, R
 from chamberlain.triggers.webhook import DEFAULT_WINDOW, WebhookHandler, WebhookKey, WebhookKeys, WebhookServer
 from chamberlain.values.markers import HmacAPI, TransitMarkers
 
+# secrets whose status the report brings up to date at once (IntentStatus.parallel), at most the workers: the
+# round trips of a first report overlap, and two cores' API server and authority are kept busy
+STATUS_PARALLEL = 4
+
 
 class ControllerKube(KubePropagation, KubeLeases, KubeRunObjects, KubeCustomObjects, Protocol):
     """Everything the running controller needs from Kubernetes (the real client has it all)."""
@@ -106,7 +110,8 @@ def wire(
                           consumer_check_every=config.consumer_check_every,
                           consumer_looks_per_second=config.consumer_looks_per_second,
                           report_slice=config.evaluate_slice,
-                          list_every=max(config.evaluate_every, 1.0), feed=objects)
+                          list_every=max(config.evaluate_every, 1.0), feed=objects,
+                          parallel=min(config.workers, STATUS_PARALLEL))
     history = (RunHistory(kube, ns, clock, config.keep_runs, timedelta(seconds=config.request_retention), metrics,
                           log, every=max(config.evaluate_every, 1.0)) if config.keep_runs is not None else None)
     annotations = (WatchedAnnotations(kube, queue, clock, ns, objects) if objects is not None
@@ -246,6 +251,8 @@ class ControllerApp:
             external.watch.stop()
         if isinstance(self.controller.parts.requests, WatchedRequests):
             self.controller.parts.requests.stop()
+        if isinstance(self.controller.parts.status, IntentStatus):
+            self.controller.parts.status.close()
         self.controller.wake.set()
         if self.webhook is not None:
             self.webhook.shutdown()

@@ -31,6 +31,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -344,6 +345,11 @@ class Written:
     digest: bytes
     conditions: tuple[tuple[str, str, str, str, str], ...]  # (type, status, reason, lastTransitionTime, message)
     overdue: bool
+    # the consumers the status reports (synced, total) and for which version: a restarted controller takes them
+    # as its last look instead of reading every consumer Secret again at once
+    consumers: tuple[int, int] | None = None
+    version: int | None = None
+    generation: int | None = None  # observedGeneration: the consumers the spec declared then
 
     @classmethod
     def of(cls, status: Mapping[str, Any]) -> Written:
@@ -353,13 +359,33 @@ class Written:
              sys.intern(str(c.get("reason", ""))), sys.intern(str(c.get("lastTransitionTime", ""))),
              str(c.get("message", "")) if c.get("reason") == Reason.INVALID else "")
             for c in status.get("conditions") or () if isinstance(c, Mapping))
-        return cls(_digest(status), conditions, bool(status.get("overdue")))
+        conditions = _shared(conditions)
+        counted = status.get("consumers")
+        consumers = None
+        if isinstance(counted, Mapping) and isinstance(counted.get("synced"), int) and isinstance(
+                counted.get("total"), int):
+            consumers = (int(counted["synced"]), int(counted["total"]))
+        version, generation = status.get("currentVersion"), status.get("observedGeneration")
+        return cls(_digest(status), conditions, bool(status.get("overdue")), consumers,
+                   version if isinstance(version, int) else None, generation if isinstance(generation, int) else None)
 
     def status(self) -> dict[str, Any]:
         """The remembered part, shaped as a status."""
         return {"overdue": self.overdue, "conditions": [
             {"type": t, "status": st, "reason": r, "lastTransitionTime": at, "message": m}
             for t, st, r, at, m in self.conditions]}
+
+
+_CONDITIONS: dict[tuple[tuple[str, str, str, str, str], ...], tuple[tuple[str, str, str, str, str], ...]] = {}
+_SHARED_MAX = 20_000
+
+
+def _shared(conditions: tuple[tuple[str, str, str, str, str], ...]) -> tuple[tuple[str, str, str, str, str], ...]:
+    """One tuple per distinct set of conditions: thousands of secrets written at one tick carry the same (about
+    300 bytes each at 10k intents). Bounded: past ``_SHARED_MAX`` distinct sets the table starts afresh."""
+    if len(_CONDITIONS) >= _SHARED_MAX:
+        _CONDITIONS.clear()
+    return _CONDITIONS.setdefault(conditions, conditions)
 
 
 def _digest(status: Mapping[str, Any]) -> bytes:
@@ -377,6 +403,7 @@ class StatusWriter:
     failures: int = 0
     patches: int = 0
     _known: dict[str, Written] = field(default_factory=dict)  # what the API server has, by intent name
+    _count: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def seen(self, name: str, status: Mapping[str, Any] | None) -> None:
         """What a list returned for ``name`` (the truth, should anything else have written)."""
@@ -392,6 +419,15 @@ class StatusWriter:
         else:
             self._known.pop(name, None)
 
+    def reported(self, name: str, version: int | None, generation: int | None) -> Consumers | None:
+        """The consumers the status the API server has reports, when it reports them for this value ``version``
+        and object ``generation`` (None otherwise)."""
+        got = self._known.get(name)
+        if (got is None or got.consumers is None or version is None or got.version != version
+                or generation is None or got.generation != generation):
+            return None
+        return Consumers(*got.consumers)
+
     def known(self, name: str) -> dict[str, Any] | None:
         """The remembered part of the status the API server has (None: none yet)."""
         got = self._known.get(name)
@@ -406,11 +442,13 @@ class StatusWriter:
         try:
             self.kube.patch_custom_object_status(INTENT_OBJECTS, self.namespace, name, dict(status))
         except KubeError:
-            self.failures += 1
+            with self._count:
+                self.failures += 1
             if self.metrics is not None:
                 self.metrics.status_writes.labels("failed").inc()
             return False
-        self.patches += 1
+        with self._count:  # the report's workers write at once
+            self.patches += 1
         if self.metrics is not None:
             self.metrics.status_writes.labels("patched").inc()
         self._known[name] = want
@@ -460,6 +498,9 @@ class IntentStatus:
     feed: ObjectFeed | None = None
     consumer_looks_per_second: float | None = None  # periodic looks' rate limit (None: none; see ControllerConfig)
     report_slice: float | None = None  # seconds of status work per report (None: no limit)
+    # secrets brought up to date at once: each costs a metadata read, consumer GETs and a PATCH, one after
+    # another; a first report of 10k intents, one secret at a time, took minutes of round trips
+    parallel: int = 1
     # the templated consumers of other intents that read a placed secret (the loop sets it from its scope)
     templated: Callable[[rm.Placed], Sequence[tuple[SecretIntent, Consumer]]] = field(default=lambda _placed: ())
     writer: StatusWriter = field(init=False)
@@ -479,6 +520,7 @@ class IntentStatus:
     _tokens_at: float | None = None
     _rejected: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pool: ThreadPoolExecutor | None = None
 
     def __post_init__(self) -> None:
         self.writer = StatusWriter(self.kube, self.namespace, self.metrics)
@@ -554,32 +596,57 @@ class IntentStatus:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rejected = self._rejected
-        sent = 0
         todo = sorted(dirty, reverse=True)
         deadline = None if self.report_slice is None else self.clock.monotonic() + self.report_slice
+        sent = 0
         while todo:
             if deadline is not None and len(dirty) - len(todo) > 1 and self.clock.monotonic() >= deadline:
                 with self._lock:  # the rest at the next tick: a first report of 10k intents takes minutes, and
                     self._dirty |= set(todo)  # the loop must renew its Lease and serve triggers meanwhile
                 break
-            name = todo.pop()
-            if name not in self._objects:  # no SecretIntent object (a controller run from a checkout): no status
-                continue
-            try:
-                facts = self._facts(name, placed.get(name), rejected.get(name, ()))
-            except AuthorityUnavailable:
+            names = [todo.pop() for _ in range(min(self.parallel, len(todo)))]
+            if self.parallel <= 1:
+                outcomes = [self._one(names[0], placed, rejected, now)]
+            else:  # each secret in one worker: its own status and Events stay in order
+                outcomes = list(self._workers().map(lambda n: self._one(n, placed, rejected, now), names))
+            unavailable = next((o for o in outcomes if isinstance(o, AuthorityUnavailable)), None)
+            if unavailable is not None:
                 with self._lock:
-                    self._dirty |= {name, *todo}  # next tick
-                raise
-            except AuthorityError as exc:
-                self.log.warning("status: cannot read a secret's metadata", secret=name, error=type(exc).__name__)
-                continue
-            if facts is None:
-                continue
-            p = placed.get(name)
-            sent += self._apply(name, facts, now, p.vault.full if p is not None else "",
-                                p.intent.spec.consumers if p is not None else ())
+                    self._dirty |= {n for n, o in zip(names, outcomes, strict=True)
+                                    if isinstance(o, AuthorityUnavailable)} | set(todo)  # next tick
+                raise unavailable
+            sent += sum(o for o in outcomes if isinstance(o, int))
         return sent
+
+    def _workers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="chamberlain-status")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the report's workers (if any ran)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def _one(self, name: str, placed: Mapping[str, rm.Placed], rejected: Mapping[str, tuple[tuple[str, str], ...]],
+             now: datetime) -> int | AuthorityUnavailable:
+        """One secret's status brought up to date: the PATCHes sent (0 or 1), or the authority's unavailability
+        (returned, not raised: the caller requeues the chunk and raises once)."""
+        if name not in self._objects:  # no SecretIntent object (a controller run from a checkout): no status
+            return 0
+        try:
+            facts = self._facts(name, placed.get(name), rejected.get(name, ()))
+        except AuthorityUnavailable as exc:
+            return exc
+        except AuthorityError as exc:
+            self.log.warning("status: cannot read a secret's metadata", secret=name, error=type(exc).__name__)
+            return 0
+        if facts is None:
+            return 0
+        p = placed.get(name)
+        return self._apply(name, facts, now, p.vault.full if p is not None else "",
+                           p.intent.spec.consumers if p is not None else ())
 
     def _list(self) -> None:
         if self.feed is not None:
@@ -633,7 +700,8 @@ class IntentStatus:
             self._reread.discard(name)
         known = self._facts_of[name]
         return replace(known, generation=gen, last_error=self._errors.get(name), active=self._runs.get(name),
-                       consumers=self._consumers(name, placed, self._markers[name]) if known.exists else None,
+                       consumers=self._consumers(name, placed, self._markers[name], known.current_version)
+                       if known.exists else None,
                        invalid=invalid, retire=placed.intent.spec.retire)
 
     def _remember(self, name: str, meta: SecretMetadata | None) -> None:
@@ -652,12 +720,22 @@ class IntentStatus:
         )
         self._markers[name] = {k: custom[k] for k in _MARKER_KEYS if k in custom}
 
-    def _consumers(self, name: str, placed: rm.Placed, custom: Mapping[str, str]) -> Consumers | None:
+    def _consumers(self, name: str, placed: rm.Placed, custom: Mapping[str, str],
+                   version: int | None = None) -> Consumers | None:
         """Synced n/m from the consumer Secrets' marker annotations, looked at again when the marker changed, a
-        run finished, or ``consumer_check_every`` passed; a run in flight is not looked at (it checks itself)."""
+        run finished, or ``consumer_check_every`` passed; a run in flight is not looked at (it checks itself).
+        Without a look of its own yet, the count the object's status reports for the current version stands for
+        one (a restart reads no consumer Secret at once: 10k GETs one after another took minutes), due again
+        within ``consumer_check_every`` at a point spread by name."""
         marker = custom.get(wk.VALUE_MARKER, "")
         last = self._looked.get(name)
         mono = self.clock.monotonic()
+        if last is None and name not in self._force_look:
+            reported = self.writer.reported(name, version, self._objects.get(name, (None, None))[0])
+            if reported is not None:
+                spread = (int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
+                          % 1000) / 1000 * self.consumer_check_every
+                last = self._looked[name] = _Looked(marker, reported, mono - spread)
         forced = name in self._force_look or (last is not None and last.marker != marker)
         if last is not None and (name in self._runs or (not forced and mono - last.at < self.consumer_check_every)):
             return last.consumers
@@ -676,6 +754,10 @@ class IntentStatus:
         rate = self.consumer_looks_per_second
         if rate is None:
             return True
+        with self._lock:
+            return self._take(looks, mono, rate)
+
+    def _take(self, looks: int, mono: float, rate: float) -> bool:
         cap = max(10.0, rate * 10)
         if self._tokens_at is not None:
             self._tokens = min(self._tokens + (mono - self._tokens_at) * rate, cap)

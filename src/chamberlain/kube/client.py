@@ -94,6 +94,11 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value)).astimezone(UTC)
 
 
+def _seg(name: str) -> str:
+    """One path segment (a namespace or object name), escaped."""
+    return quote(name, safe="")
+
+
 def _lease_path(namespace: str, name: str | None = None) -> str:
     base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
     return f"{base}/{quote(name, safe='')}" if name else base
@@ -110,7 +115,7 @@ def _encode(data: Mapping[str, str]) -> dict[str, str]:
 class KubeClient:
     def __init__(self, api_client: Any, *, clock: Clock, instance: str = REPORTING_COMPONENT) -> None:
         self._api = api_client
-        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._core_api: Any = None
         self._dyn: Any = None
         # The clock of Event timestamps (the only "now" this module needs); ``instance``: reportingInstance.
         self._clock = clock
@@ -129,6 +134,15 @@ class KubeClient:
 
     def close(self) -> None:
         self._api.close()
+
+    @property
+    def _core(self) -> Any:
+        """The typed CoreV1Api, made on first use: importing it imports a model module per kind it names (about
+        20 MiB resident). The controller's calls (consumer looks, TokenRequest, owner patches, workload restarts)
+        are raw requests (:meth:`_json`) and never pay it; the CLI's set-up paths do."""
+        if self._core_api is None:
+            self._core_api = kubernetes.client.CoreV1Api(self._api)
+        return self._core_api
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -231,16 +245,14 @@ class KubeClient:
             return
 
     def service_account_token(self, namespace: str, name: str, audiences: list[str], seconds: int = 600) -> str:
-        body = kubernetes.client.AuthenticationV1TokenRequest(
-            spec=kubernetes.client.V1TokenRequestSpec(audiences=audiences, expiration_seconds=seconds)
-        )
-        resp = self._call(
-            f"ServiceAccount {namespace}/{name} token",
-            lambda: self._core.create_namespaced_service_account_token(name, namespace, body),
-        )
-        if resp.status is None:
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": list(audiences), "expirationSeconds": seconds}}
+        resp = self._call(f"ServiceAccount {namespace}/{name} token", lambda: self._json(
+            "POST", f"/api/v1/namespaces/{_seg(namespace)}/serviceaccounts/{_seg(name)}/token", body))
+        token = (resp.get("status") or {}).get("token")
+        if not token:
             raise KubeError(f"ServiceAccount {namespace}/{name}: TokenRequest returned no token")
-        return str(resp.status.token)
+        return str(token)
 
     # ------------------------------------------------------------------ server-side apply (KubeApply)
 
@@ -545,13 +557,13 @@ class KubeClient:
         return self._to_lease(obj)
 
     def _json(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-              content_type: str = "application/json") -> dict[str, Any]:
+              content_type: str = "application/json", accept: str = "application/json") -> dict[str, Any]:
         """One request with a JSON body sent as is and the answer parsed as is. For the kinds with MicroTime
         fields (Lease, Event): the typed API turns a body into its model first, and the model writes datetimes with
         ``isoformat()`` — without the six fractional digits the API server requires for whole seconds."""
         api = self._api
         request = api.param_serialize(
-            method, path, header_params={"Accept": "application/json", "Content-Type": content_type},
+            method, path, header_params={"Accept": accept, "Content-Type": content_type},
             body=dict(body) if body is not None else None, auth_settings=["BearerToken"])
         response = api.call_api(*request)
         response.read()
@@ -618,17 +630,14 @@ class KubeClient:
                      "uid": controller.uid, "controller": True, "blockOwnerDeletion": True})
         # A JSON merge patch replaces the whole list; the resourceVersion in the body makes it conditional.
         body = {"metadata": {"resourceVersion": resource_version, "ownerReferences": refs}}
-        self._call(f"Secret {namespace}/{name} (owner)", lambda: self._core.patch_namespaced_secret(
-            name, namespace, body, _content_type=_MERGE_PATCH))
+        self._call(f"Secret {namespace}/{name} (owner)", lambda: self._json(
+            "PATCH", f"/api/v1/namespaces/{_seg(namespace)}/secrets/{_seg(name)}", body, _MERGE_PATCH))
 
     def _secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
-        def read() -> Any:
-            resp: Any = self._core.read_namespaced_secret(
-                name, namespace, _headers={"Accept": _PARTIAL_METADATA}, _preload_content=False)
-            return json.loads(resp.data)
-
+        path = f"/api/v1/namespaces/{_seg(namespace)}/secrets/{_seg(name)}"
         try:
-            obj = self._call(f"Secret {namespace}/{name} (metadata)", read)
+            obj = self._call(f"Secret {namespace}/{name} (metadata)",
+                             lambda: self._json("GET", path, accept=_PARTIAL_METADATA))
         except KubeNotFound:
             return None
         if obj.get("kind") != "PartialObjectMetadata" or "data" in obj:
@@ -637,35 +646,31 @@ class KubeClient:
         meta = obj.get("metadata")
         return meta if isinstance(meta, dict) else {}
 
-    def _apps(self, kind: WorkloadKind) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        apps = kubernetes.client.AppsV1Api(self._api)
-        table = {
-            "Deployment": (apps.read_namespaced_deployment, apps.patch_namespaced_deployment),
-            "StatefulSet": (apps.read_namespaced_stateful_set, apps.patch_namespaced_stateful_set),
-            "DaemonSet": (apps.read_namespaced_daemon_set, apps.patch_namespaced_daemon_set),
-        }
-        return table[kind]
+    @staticmethod
+    def _workload_path(kind: WorkloadKind, namespace: str, name: str) -> str:
+        plural = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}[kind]
+        return f"/apis/apps/v1/namespaces/{_seg(namespace)}/{plural}/{_seg(name)}"
 
     @staticmethod
-    def _template_state(obj: Any) -> PodTemplateState:
-        template_meta = obj.spec.template.metadata if obj.spec and obj.spec.template else None
+    def _template_state(obj: Mapping[str, Any]) -> PodTemplateState:
+        meta = obj.get("metadata") or {}
+        template_meta = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
         return PodTemplateState(
-            annotations=dict((template_meta.annotations if template_meta else None) or {}),
-            generation=int(obj.metadata.generation or 0),
-            workload_annotations=dict(obj.metadata.annotations or {}),
+            annotations=dict(template_meta.get("annotations") or {}),
+            generation=int(meta.get("generation") or 0),
+            workload_annotations=dict(meta.get("annotations") or {}),
         )
 
     def get_pod_template(self, kind: WorkloadKind, namespace: str, name: str) -> PodTemplateState:
-        read, _ = self._apps(kind)
-        return self._template_state(self._call(f"{kind} {namespace}/{name}", lambda: read(name, namespace)))
+        path = self._workload_path(kind, namespace, name)
+        return self._template_state(self._call(f"{kind} {namespace}/{name}", lambda: self._json("GET", path)))
 
     def patch_pod_template_annotations(
         self, kind: WorkloadKind, namespace: str, name: str, annotations: Mapping[str, str]
     ) -> PodTemplateState:
-        _, patch = self._apps(kind)
+        path = self._workload_path(kind, namespace, name)
         body = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
-        obj = self._call(f"{kind} {namespace}/{name}",
-                         lambda: patch(name, namespace, body, _content_type=_MERGE_PATCH))
+        obj = self._call(f"{kind} {namespace}/{name}", lambda: self._json("PATCH", path, body, _MERGE_PATCH))
         return self._template_state(obj)
 
     # ------------------------------------------------------------------ raw lists (KubeList)
