@@ -41,7 +41,8 @@ class ControllerConfig:
     consumer_check_every: float = 300.0  # seconds between two looks at the consumer Secrets' markers for status
     # the periodic looks (a GET per consumer Secret: RBAC grants no list) are also held to this rate, so a fleet's
     # quiet secrets cost the API server a bounded load (10k consumers: a full pass every ~5.5 h); a look after a
-    # run or a marker change, and the first look after start, are not held back
+    # run or a marker change, and the first look of a secret with no status yet, are not held back (a restarted
+    # controller takes the count its status already reports as its last look)
     consumer_looks_per_second: float = 0.5
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # the time trigger after failed runs
     ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
