@@ -149,3 +149,12 @@ def test_without_a_rate_every_secret_is_read_on_every_pass() -> None:
     c.config = replace(c.config, metadata_reads_per_second=None)
     c.tick()
     assert passes(w, c, kv) == 100
+
+
+def test_a_small_scope_with_a_new_secret_still_reads_every_known_one() -> None:
+    """The budget counts the whole scope: with one secret new, the round robin must not skip a known one."""
+    w, kv, c = world(5, rate=20.0)
+    c.tick()
+    c.state.refresh_cursor = 3
+    del c.state.known["token-000"]  # as after its run ended
+    assert passes(w, c, kv) == 5

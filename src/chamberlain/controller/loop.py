@@ -314,7 +314,7 @@ class Controller:
             state.last_evaluation = mono
             names = list(self.scope.placed)
             rate = None if self.following else self.config.metadata_reads_per_second  # a follower follows versions
-            budget = freshness.refresh_budget(len(state.known), rate, mono - last if last is not None else 0.0)
+            budget = freshness.refresh_budget(len(names), rate, mono - last if last is not None else 0.0)
             state.rereading, state.refresh_cursor = freshness.to_read(names, state.known, state.refresh_cursor,
                                                                       budget)
             todo = state.evaluating = names[::-1]  # popped from the end: scope order
