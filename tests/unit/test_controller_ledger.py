@@ -206,3 +206,40 @@ def test_a_failed_group_commit_fails_every_waiter_and_the_retry_finds_what_was_w
     runs = [e.run for e in LedgerReader(kv, "secret").entries()]
     assert runs == ["first", "g0", "g1", "g2"], runs
     assert again[0].seq == 2 and LedgerReader(kv, "secret").verify().ok
+
+
+
+def test_a_run_retried_in_a_group_after_another_group_failed_is_not_appended_twice() -> None:
+    """R's entry is written, then its run record write fails (R will retry). During the outage a group of two
+    fails before writing anything. R's retry, grouped with another run, must find its entry, not append a second
+    one (review finding: the failed group left the remembered tail in place, so the retry chained there unchecked)."""
+    from chamberlain.audit.ledger import make_draft
+    from chamberlain.controller.ledger import _Waiting
+
+    kv = FakeKV()
+    shared = SharedLedger(kv, "secret", FakeClock())
+    shared.append("rotation", actor="t", run="warm-up")
+    mark = shared.mark()
+
+    def ours(e: object) -> bool:
+        return getattr(e, "run", None) == "R"
+
+    first = shared.append("rotation", actor="t", run="R", after=mark, find=ours)
+    write = kv.write
+
+    def down(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("authority down")
+
+    kv.write = down  # type: ignore[method-assign]
+    failed = [_Waiting(make_draft("rotation", actor="t", run=f"x{i}"), None, None) for i in range(2)]
+    with shared._lock:
+        shared._commit(failed)
+    assert all(w.settled for w in failed)
+    kv.write = write  # type: ignore[method-assign]
+    retry = [_Waiting(make_draft("rotation", actor="t", run="R"), mark, ours),
+             _Waiting(make_draft("rotation", actor="t", run="y"), None, None)]
+    with shared._lock:
+        shared._commit(retry)
+    assert retry[0].result().seq == first.seq
+    runs = [e.run for e in LedgerReader(kv, "secret").entries()]
+    assert runs.count("R") == 1 and runs.count("y") == 1 and LedgerReader(kv, "secret").verify().ok, runs

@@ -108,19 +108,23 @@ class SharedLedger(Ledger):
             except BaseException as exc:
                 for w in together:
                     w.settle(None, exc)
-                self._last = None  # some entries may be written: the next append reads where the chain is
+                # Some entries may be written (a run's among them, its caller told it failed): forget where the
+                # chain is, so the retries walk from their own marks with their finds, each alone, until an append
+                # succeeds again. Grouped after a remembered tail, a retry would not look and append twice.
+                self._last = self._mark = None
             else:
                 for w, entry in zip(together, entries, strict=True):
-                    self._remember(entry)
                     w.settle(entry)
+                    self._remember(entry)
         for w in alone:
             try:
                 entry = super()._append(w.draft, w.after, w.find)
             except BaseException as exc:
                 w.settle(None, exc)
+                self._last = self._mark = None
                 continue
-            self._remember(entry)
             w.settle(entry)
+            self._remember(entry)
 
     def _known(self, w: _Waiting) -> LedgerEntry | LedgerMark | None:
         """The entry this process already appended for ``w`` (its ``find`` after its mark), else the mark to chain
@@ -141,8 +145,11 @@ class SharedLedger(Ledger):
         while len(self._own) > REMEMBERED:
             self._own.popitem(last=False)
         # After a conflict the base class does not know where the head is: read it (a lower bound of the tail; an
-        # append walks past entries beyond it).
-        self._last = self._mark if self._mark is not None else super().mark()
+        # append walks past entries beyond it). Best effort: unknown, the next appends walk from their own marks.
+        try:
+            self._last = self._mark if self._mark is not None else super().mark()
+        except Exception:
+            self._last = self._mark = None
 
 
 class _Waiting:
