@@ -24,8 +24,9 @@ POLICY = {"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStra
 
 def test_the_budget_reads_a_small_scope_in_full_and_a_large_one_at_the_rate() -> None:
     assert refresh_budget(500, 20.0, 30.0) == 500, "up to rate x 30 s: every secret every pass"
+    assert refresh_budget(600, 20.0, 0.0) == 20 * MIN_WINDOW, "a small scope even on a pass a swap started early"
     assert refresh_budget(10_000, 20.0, 30.0) == 600
-    assert refresh_budget(10_000, 20.0, 0.0) == 20 * MIN_WINDOW, "a fast pass still reads 30 s worth"
+    assert refresh_budget(10_000, 20.0, 5.0) == 100, "a pass a scope swap started early reads less: the rate holds"
     assert refresh_budget(10_000, 20.0, 120.0) == 2400, "a late pass catches up with the rate"
     assert refresh_budget(10_000, None, 30.0) == 10_000
     assert refresh_budget(0, 20.0, 30.0) == 0
@@ -158,3 +159,33 @@ def test_a_small_scope_with_a_new_secret_still_reads_every_known_one() -> None:
     c.state.refresh_cursor = 3
     del c.state.known["token-000"]  # as after its run ended
     assert passes(w, c, kv) == 5
+
+
+def test_a_platform_change_reads_every_secret_again_and_the_floor_holds_for_a_time_request() -> None:
+    """Readings carry the Platform's ttl floor: a changed Platform (or policy set) drops them all (review
+    finding); and a time request is checked against the floor as the pass would evaluate it."""
+    from chamberlain.intent.model import Platform
+
+    w, kv, c = world(50, rate=0.1)
+    c.tick()
+    assert len(c.state.known) == 50
+    data = w.scope.platform.model_dump(by_alias=True, exclude_none=True)
+    data["metadata"]["labels"] = {"changed": "yes"}
+    c.set_scope(replace(w.scope, platform=Platform.model_validate(data)))
+    w.clock.advance(30)
+    before = len(kv.reads)
+    c.tick()
+    assert len(kv.reads) - before == 50, "every secret read again under the new Platform"
+
+
+def test_scope_swaps_do_not_raise_the_read_rate() -> None:
+    w, kv, c = world(100, rate=1.0)
+    c.tick()
+    reads = []
+    for _ in range(6):  # a swap every 5 s (GitOps applying changes): each pass starts early
+        w.clock.advance(5)
+        c.set_scope(replace(w.scope, placed=dict(w.scope.placed)))
+        before = len(kv.reads)
+        c.tick()
+        reads.append(len(kv.reads) - before)
+    assert sum(reads) <= 30 + 6, reads

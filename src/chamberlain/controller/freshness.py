@@ -6,10 +6,10 @@ controller that mostly waits. So a pass reads:
 
 * every secret it holds no reading of: new in the scope, changed in it (a new intent or policy), one whose run just
   ended, one a time request found not due after all — at once;
-* of the others, the ``budget`` read longest ago, round robin; the budget is ``rate`` reads per second over the
-  time since the last pass (never less than :data:`MIN_WINDOW` seconds' worth), so a scope of up to
-  ``rate * MIN_WINDOW`` secrets is read in full on every pass, as before, and a larger one is read again every
-  ``n / rate`` seconds;
+* of the others, the ``budget`` read longest ago, round robin: a scope of up to ``rate * MIN_WINDOW`` secrets is
+  read in full on every pass, as before; a larger one gets ``rate`` reads per second of the time since the last
+  pass started (a pass a scope change starts early reads less), so each secret is read again every ``n / rate``
+  seconds;
 
 and decides for the rest from the schedule it read last. That is safe: a time request is checked against fresh
 metadata before its run opens (the loop's ``_still_due``), so a stale reading can delay a rotation someone made
@@ -38,11 +38,11 @@ class Reading:
 
 
 def refresh_budget(n: int, rate: float | None, seconds: float) -> int:
-    """How many of ``n`` already-read secrets a pass reads again, ``seconds`` after the previous pass started;
-    ``rate`` None: all of them."""
-    if rate is None or n == 0:
+    """How many of a scope's ``n`` secrets a pass reads again, ``seconds`` after the previous pass started;
+    ``rate`` None, or a scope of up to ``rate * MIN_WINDOW``: all of them."""
+    if rate is None or n <= rate * MIN_WINDOW:
         return n
-    return min(n, math.ceil(rate * max(seconds, MIN_WINDOW)))
+    return min(n, math.ceil(rate * max(seconds, 0.0)))
 
 
 def to_read(names: Sequence[str], known: Collection[str], cursor: int, budget: int) -> tuple[set[str], int]:

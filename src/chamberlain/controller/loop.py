@@ -167,6 +167,8 @@ class Controller:
             scope, self._next_scope = self._next_scope, None
         if scope is not None:
             known = self.state.known
+            if scope.platform != self.scope.platform or scope.policies != self.scope.policies:
+                known.clear()  # the floor, a named policy or who rotates may have changed: read everything again
             for name, placed in self.scope.placed.items():
                 if scope.placed.get(name) != placed:  # changed or gone: its reading is not the policy in force
                     known.pop(name, None)
@@ -314,9 +316,12 @@ class Controller:
             state.last_evaluation = mono
             names = list(self.scope.placed)
             rate = None if self.following else self.config.metadata_reads_per_second  # a follower follows versions
-            budget = freshness.refresh_budget(len(names), rate, mono - last if last is not None else 0.0)
-            state.rereading, state.refresh_cursor = freshness.to_read(names, state.known, state.refresh_cursor,
-                                                                      budget)
+            since = mono - state.last_refresh if state.last_refresh is not None else 0.0
+            state.last_refresh = mono  # unlike last_evaluation, a scope swap does not reset it: the rate holds
+            picked, state.refresh_cursor = freshness.to_read(
+                names, state.known, state.refresh_cursor, freshness.refresh_budget(len(names), rate, since))
+            # re-reads an interrupted pass (a scope swap) did not reach are carried over, not skipped for a cycle
+            state.rereading = picked | (state.rereading & set(names))
             todo = state.evaluating = names[::-1]  # popped from the end: scope order
         budget_s = self.config.evaluate_slice
         deadline = None if budget_s is None else mono + budget_s
@@ -487,7 +492,12 @@ class Controller:
     def _still_due(self, placed: rm.Placed) -> bool:
         meta = self.parts.kv.read_metadata(placed.vault.mount, placed.vault.path)
         s = schedule_of(placed.name, meta.custom) if meta is not None else None
-        return s is not None and time_due(s, self.parts.clock.now(), self.config.failure_backoff).due
+        if s is None:
+            return False
+        policy, raised = floors.floored(s.policy, self.scope.platform.spec.limits)  # as the pass evaluates it
+        if raised:
+            s = replace(s, policy=policy)
+        return time_due(s, self.parts.clock.now(), self.config.failure_backoff).due
 
     def _open(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Start the run of one admitted request (worker thread; touches no state). None: nothing to drive."""

@@ -65,6 +65,7 @@ class TickState:
     known: dict[str, Reading] = field(default_factory=dict)
     rereading: set[str] = field(default_factory=set)
     refresh_cursor: int = 0
+    last_refresh: float | None = None  # monotonic start of the last pass (a scope swap resets last_evaluation only)
     # persisted webhook requests this replica ran or settled (not queued again while their objects' status, a
     # best-effort publish, has not caught up); grows by one name per webhook request
     taken: set[str] = field(default_factory=set)
