@@ -49,7 +49,7 @@ beside() {
   run "unit" "$AUTHORITY" "$MAIN_OFFSET" "not lab" "$@"
   run "vault_compat(Vault)" vault "$COMPAT_OFFSET" vault_compat "$@"
   # lab tests with servers of their own (benchmark smokes, own ports): off the shared-lab run's critical path
-  run "own labs" "$AUTHORITY" "$MAIN_OFFSET" own_lab "$@"
+  run "own_labs" "$AUTHORITY" "$MAIN_OFFSET" own_lab "$@"
 }
 
 started=$SECONDS
