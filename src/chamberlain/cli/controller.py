@@ -102,6 +102,10 @@ def run_cmd(
     failure_backoff_cap: Annotated[float, typer.Option(
         "--failure-backoff-cap", min=1.0, help="Longest wait (seconds) of the time trigger after failed runs "
         "(exponential from 60 s, jittered).")] = 3600.0,
+    external_quiet: Annotated[float, typer.Option(
+        "--external-quiet", min=0.0,
+        help="Seconds a producer's pushes of a derived or config secret must be quiet before the controller "
+        "follows the last version (one run, one restart per workload, for a burst of changes).")] = 1.0,
     request_retention: Annotated[float, typer.Option(
         "--request-retention", min=300.0, help="Seconds a settled webhook request object (rq-*) is kept: its "
         "name is the request's replay record.")] = 86400.0,
@@ -149,6 +153,7 @@ def run_cmd(
         propagation_timeout=propagation_timeout, metrics_address=probes_at,
         webhook_address=(listen, webhook_port) if webhook_port is not None else None, webhook_key=key,
         keep_runs=keep_runs, failure_backoff_cap=failure_backoff_cap, request_retention=request_retention,
+        external_quiet=external_quiet,
         ack_deadline=ack_deadline)
     stop = threading.Event()
 

@@ -124,6 +124,7 @@ def wire(
     external = ExternalRotations(
         kv, kube, clock, markers, ledger, ns, scope.runtime_mount, config.actor, _no_run_id,
         publisher=RunPublisher(events, ns), metrics=metrics, log=log, resync=max(config.evaluate_every, 1.0),
+        quiet=config.external_quiet,
     ) if observe_external else None
     if external is not None and isinstance(kube, WatchKube):
         external.watch = PushSecretWatch(kube, external.pushed, log=log)

@@ -45,6 +45,9 @@ class ControllerConfig:
     # controller takes the count its status already reports as its last look)
     consumer_looks_per_second: float = 0.5
     failure_backoff: FailureBackoff = field(default_factory=FailureBackoff)  # the time trigger after failed runs
+    # seconds a producer's burst of PushSecret versions must be quiet before the controller follows the last one
+    # (rotation.external.DEFAULT_QUIET)
+    external_quiet: float = 1.0
     ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
 
     def __post_init__(self) -> None:

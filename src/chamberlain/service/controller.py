@@ -125,6 +125,7 @@ class ControllerOptions:
     keep_runs: int | None = 5  # finished RotationRun objects kept per secret (None: never pruned)
     failure_backoff_cap: float | None = None  # seconds; the time trigger's back-off after failed runs (None: 1 h)
     request_retention: float | None = None  # seconds a settled webhook request object is kept (None: 1 day)
+    external_quiet: float | None = None  # seconds a producer's pushes must be quiet (None: the controller's, 1 s)
     ack_deadline: float = 3600.0  # seconds past maxOverlap revokeOld waits for follower clusters before alerting
     metrics_address: tuple[str, int] | None = None  # (host, port); port 0 picks a free one
     webhook_address: tuple[str, int] | None = None
@@ -151,6 +152,8 @@ def config_options(options: ControllerOptions) -> dict[str, Any]:
         tuning["failure_backoff"] = FailureBackoff(base=min(FailureBackoff().base, cap), cap=cap)
     if options.request_retention is not None:
         tuning["request_retention"] = options.request_retention
+    if options.external_quiet is not None:
+        tuning["external_quiet"] = options.external_quiet
     return tuning
 
 
