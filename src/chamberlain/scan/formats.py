@@ -18,7 +18,6 @@ engine does that on ``body``).
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from collections.abc import Iterator
@@ -1477,6 +1476,8 @@ DOC_PATH = Path("docs") / "credential-kinds.md"
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse  # the docs generator only: not on every scan's import path
+
     parser = argparse.ArgumentParser(prog="python -m chamberlain.scan.formats",
                                      description="Print or write docs/credential-kinds.md from the format table.")
     parser.add_argument("--write", action="store_true", help=f"write {DOC_PATH} (run from the repository root)")

@@ -118,13 +118,14 @@ def validate(path: str | Path, *, baseline: str | Path | None = None, history: b
     """Every check over the repository at ``path``, the Git history with ``history``, and the baseline at
     ``baseline`` applied to the credential findings. The baseline is read first: a bad one stops before any
     scanning (usage error, exit 2)."""
-    from chamberlain.scan.history import HistoryStats, open_repository
     from chamberlain.service import repository
 
     accepted_by = load(baseline)
     root = repository.repository_root(path)
     stats = None
-    if history:
+    if history:  # imported only here: dulwich is not needed to validate the tree
+        from chamberlain.scan.history import HistoryStats, open_repository
+
         open_repository(root)[0].close()  # not a Git repository: a usage error before the tree is scanned
     result = repository.validate(root)
     findings = list(result.findings)
