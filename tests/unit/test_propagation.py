@@ -76,8 +76,18 @@ def test_wait_in_sync_reports_per_consumer_latency_and_never_reads_data() -> Non
                        NEW, clock, timeout=10, poll=0.5)
     by_name = {r.consumer.name: r for r in got}
     assert by_name["fast"].in_sync and by_name["fast"].latency == 0.0
-    assert by_name["slow"].in_sync and by_name["slow"].latency == pytest.approx(1.5)
+    # the 4th look: pauses of 0.05, 0.1 and 0.2 s (ESO usually writes within a tenth of a second)
+    assert by_name["slow"].in_sync and by_name["slow"].latency == pytest.approx(0.35)
     assert [r.consumer.name for r in got] == ["fast", "slow"]  # stable order
+
+
+def test_wait_in_sync_pauses_double_up_to_the_poll_interval() -> None:
+    kube = FakeKube()
+    _secret(kube, "slow", OLD)
+    [got] = wait_in_sync(ESOAfter(kube, "slow", 8), [ConsumerRef("app", "slow")],  # type: ignore[arg-type]
+                         NEW, clock_at(), timeout=10, poll=0.5)
+    # looks at 0, 0.05, 0.15, 0.35, 0.75, then every 0.5 s: 1.25, 1.75, 2.25
+    assert got.in_sync and got.latency == pytest.approx(2.25)
 
 
 def test_wait_in_sync_times_out_with_what_it_saw() -> None:
@@ -103,7 +113,7 @@ def test_wait_in_sync_rides_out_an_unavailable_api_server() -> None:
 
     clock.sleep = heal  # type: ignore[method-assign]
     [result] = wait_in_sync(kube, [ConsumerRef("app", "s")], NEW, clock, timeout=10, poll=1)
-    assert result.in_sync and result.latency == pytest.approx(1)
+    assert result.in_sync and result.latency == pytest.approx(0.05)  # the next look, after the first pause
 
 
 def test_force_refresh_annotates_each_external_secret_once_and_reports_missing() -> None:
