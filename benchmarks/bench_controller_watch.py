@@ -483,8 +483,10 @@ def measure_chamberlain(world: World, n: int, window: float, workdir: Path,
     le.log(f"{n} intents: controller up in {startup:.1f}s (every status written), RSS {child.rss_mib():.1f} MiB")
     time.sleep(min(5.0, window / 4))  # the last statuses' watch events, the first Lease renewals
     before, at = child.read(), time.monotonic()
+    vault_before = child.metric("chamberlain_vault_requests_total")  # the authority: the time trigger's reads
     time.sleep(window)
     after, end = child.read(), time.monotonic()
+    vault = child.metric("chamberlain_vault_requests_total") - vault_before
     delta = Counter(after["requests"])
     delta.subtract(before["requests"])
     made = {k: v for k, v in sorted(delta.items()) if v}
@@ -493,11 +495,13 @@ def measure_chamberlain(world: World, n: int, window: float, workdir: Path,
         "requests": sum(made.values()), "req_per_s": round(sum(made.values()) / (end - at), 3),
         "by_request": made, "startup_requests": sum(before["requests"].values()),
         "startup_by_request": dict(sorted(before["requests"].items())),
+        "vault_requests": int(vault), "vault_req_per_s": round(vault / (end - at), 2),
         "logins": after["logins"], "lifetime_s": round(end - child.started, 1),
         "token_max_ttl_s": 3 * world.token_ttl, "rss_mib": round(child.rss_mib(), 1),
         "peak_rss_mib": round(child.peak_mib(), 1), "load": _load(),
     }
-    le.log(f"{n} intents: {result['req_per_s']} API requests/s over {result['window_s']}s ({made}); peak RSS "
+    le.log(f"{n} intents: {result['req_per_s']} API requests/s over {result['window_s']}s ({made}), "
+           f"{result['vault_req_per_s']} authority requests/s; peak RSS "
            f"{result['peak_rss_mib']} MiB; {result['logins']} logins in {result['lifetime_s']}s")
     return child, result
 
@@ -885,6 +889,10 @@ def report(sizes: list[int], runs: list[dict[str, Any]], eso: dict[str, Any] | N
                measured=top["logins"], unit="logins", met=top["logins"] <= max_login,
                note=f"{top['logins']} logins in {top['lifetime_s']}s with a max TTL of {top['token_max_ttl_s']}s "
                     f"(at most {max_login} allowed)"),
+        figure("P5", f"controller requests/s to the authority, {top['n']} intents, steady state", goal="(none)",
+               measured=top.get("vault_req_per_s"), unit="req/s",
+               note=f"chamberlain_vault_requests_total over {top['window_s']}s: the time trigger's metadata reads "
+                    "(--metadata-reads-per-second, 20 by default) and token renewals"),
     ]
     if p3 is not None:
         figures.append(figure("P3", f"trigger -> consumer Secret p95, {top['n']} intents loaded",
