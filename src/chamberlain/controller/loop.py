@@ -27,7 +27,10 @@ One :meth:`Controller.tick`:
    catches any poke that failed), all before anyone waits (not one wait after another); every run up
    to *propagated*; then the rest, with one restart wave — a workload fed by several secrets of the batch rolls
    once (Reloader #220, VSO #644);
-7. the runs that changed are published once each (RotationRun objects).
+7. RotationRun objects: the running controller's publisher (:class:`~.resources.BackgroundPublisher`) is handed
+   each new state of a run where it happens and sends it from its own threads, so runs show while the batch
+   advances and the tick never waits for the API server; a plain :class:`~.resources.RunPublisher` (tests) publishes
+   the runs that changed once each, at the end of the tick.
 
 A controller whose cluster *follows* its environment (another cluster rotates it; :mod:`chamberlain.rotation.clusters`)
 adopts, starts and drives no run: step 4 hands each secret's metadata to :mod:`.follow` instead (refresh, wait,
@@ -57,6 +60,7 @@ from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.freshness import Reading
+from chamberlain.controller.resources import BackgroundPublisher
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
@@ -230,6 +234,8 @@ class Controller:
             if not leader:  # stop driving at once; the new leader adopts the runs from their records
                 for request in self.state.follow():
                     self.parts.queue.done(request.secret)  # its queue slot, else the secret waits forever
+                if isinstance(self.parts.publisher, BackgroundPublisher):  # the new leader publishes those runs
+                    self.parts.publisher.forget_unfinished()
         self.state.leader = leader
         self.parts.metrics.leader.set(1 if leader else 0)
         return leader
@@ -271,6 +277,11 @@ class Controller:
                     self.wake.wait(self.pause(interval))
                 self.wake.clear()
         finally:
+            publisher = self.parts.publisher
+            if (isinstance(publisher, BackgroundPublisher) and self.state.leader  # while still the leader
+                    and not publisher.flush(publisher.drain)):
+                self.parts.log.warning("RotationRun objects not all published at shutdown",
+                                       waiting=publisher.pending)
             if self.parts.elector is not None:
                 self.parts.elector.release()
             self.parts.metrics.leader.set(0)
@@ -463,7 +474,7 @@ class Controller:
                 self.state.deferred[o.active.placed.name] = o.deferred
             if o.started:
                 run = o.active.run
-                self.state.dirty[run.run_id] = run
+                self._changed(run)
                 self.parts.log.info("run started", secret=run.secret, run=run.run_id, trigger=run.trigger)
                 if self.parts.status is not None:
                     self.parts.status.started(run)
@@ -640,7 +651,7 @@ class Controller:
         for a, run in zip(actives, before, strict=True):
             if a.lost:
                 self.state.drop(a.placed.name)
-            elif a.run is not run:
+            elif a.run is not run and not self._background:  # (a background publisher had each step already)
                 self.state.dirty[a.run.run_id] = a.run
         if error is not None:
             raise error
@@ -678,6 +689,8 @@ class Controller:
                     log.info("run record re-read after an unanswered write", secret=a.placed.name,
                              run=a.run.run_id, revision=own.revision)
                     a.run, a.outage = own, None
+                    if self._background:
+                        self._changed(own)
                     continue
                 log.warning("run taken over by another executor", secret=a.placed.name, run=a.run.run_id)
                 a.lost = True
@@ -698,6 +711,8 @@ class Controller:
             if after == a.run:
                 return  # waiting (a retry, maxOverlap before the revoke, or a follower cluster's acknowledgement)
             a.run = after
+            if self._background:
+                self._changed(after)  # shown while the batch goes on (the publisher keeps the newest state only)
             if stopped:
                 log.warning("run stopped after an authority outage", secret=after.secret, run=after.run_id,
                             stage=after.stage)
@@ -788,11 +803,23 @@ class Controller:
         except ChamberlainError as exc:
             p.log.warning("status report failed", error=type(exc).__name__, detail=str(exc)[:200])
 
+    @property
+    def _background(self) -> bool:
+        return isinstance(self.parts.publisher, BackgroundPublisher)
+
+    def _changed(self, run: RotationRun) -> None:
+        """A run's new state: handed to a background publisher at once (any thread), else published at the end of
+        the tick (loop thread only)."""
+        if isinstance(self.parts.publisher, BackgroundPublisher):
+            self.parts.publisher.publish(run)
+        else:
+            self.state.dirty[run.run_id] = run
+
     def _flush(self) -> None:
-        """Publish each run that changed this tick, once (a RotationRun patch per stage of every run of a big
-        batch would cost more than the rotations themselves)."""
+        """Without a background publisher: publish each run that changed this tick, once, on the workers (a
+        RotationRun patch per stage of every run of a big batch would cost more than the rotations themselves)."""
         dirty, self.state.dirty = list(self.state.dirty.values()), {}
-        if self.parts.publisher is None:
+        if self.parts.publisher is None or not dirty:
             return
         _, error = self._each(self.parts.publisher.publish, dirty)  # best effort: KubeErrors are counted there
         if error is not None:
