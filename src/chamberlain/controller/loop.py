@@ -20,7 +20,7 @@ One :meth:`Controller.tick`:
 5. queued requests start runs (a ``time`` request is checked again against fresh metadata first, so a window
    rotates exactly once even when a request waited behind a running rotation; an annotation or manual request is
    refused while the secret's last run started less than ``limits.triggerInterval`` ago, a webhook request was
-   checked when a replica accepted it). A
+   checked when a replica accepted it), each new run going on to *promoted* on the worker that started it. A
    persisted webhook request's run takes the request object's name as its run id;
 6. runs advance in three passes so one tick is one batch: every run up to *promoted*, each run's ExternalSecrets
    poked the moment it is promoted (ESO syncs while the others still promote; the poke pass after the first pass
@@ -90,6 +90,8 @@ class Opened:
     active: Active
     started: bool  # a new run (else one found holding the secret's lease)
     deferred: RotationRequest | None = None
+    first: RotationRun | None = None  # the run as started (the worker may have advanced it since)
+    error: BaseException | None = None  # what stopped the worker advancing it (raised by the loop thread)
 
 
 class Controller:
@@ -460,26 +462,48 @@ class Controller:
 
     def _start(self, requests: list[RotationRequest]) -> None:
         """Start a run per request (one queue entry per secret: the starts are independent, so they go to the
-        workers); the loop thread then records what they opened."""
+        workers), each new run going on to *promoted* on the worker that started it: its ExternalSecrets are poked
+        while the other requests still start (ESO, the slowest part of a big batch, starts at once instead of after
+        every start). The loop thread then records what they opened."""
         todo = [(placed, r) for r in requests if (placed := self._admit(r)) is not None]
         for placed, r in todo:  # a time request reads fresh metadata (or runs): the next pass reads it again too
             if r.kind == "time":
                 self.state.known.pop(placed.name, None)
-        opened, error = self._each(lambda item: self._open(*item), todo)
+        opened, error = self._each(lambda item: self._open_and_promote(*item), todo)
         for o in opened:
             if o is None:
                 continue
-            self.state.activate(o.active)
+            a = o.active
+            if a.lost:  # taken over while it advanced: dropped, as a pass drops it
+                continue
+            self.state.activate(a)
             if o.deferred is not None:
-                self.state.deferred[o.active.placed.name] = o.deferred
-            if o.started:
-                run = o.active.run
-                self._changed(run)
-                self.parts.log.info("run started", secret=run.secret, run=run.run_id, trigger=run.trigger)
-                if self.parts.status is not None:
-                    self.parts.status.started(run)
+                self.state.deferred[a.placed.name] = o.deferred
+            if o.started and self.parts.status is not None:
+                self.parts.status.started(o.first or a.run)
+            if (o.started or a.run is not o.first) and not self._background:
+                self.state.dirty[a.run.run_id] = a.run
+            error = error or o.error
         if error is not None:
             raise error
+
+    def _open_and_promote(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
+        """:meth:`_open`, then the run up to *promoted* (worker thread). An error while advancing is returned with
+        the run (the loop thread activates it, then raises: the run is recorded and resumes next tick)."""
+        opened = self._open(placed, request)
+        if opened is None:
+            return None
+        a = opened.active
+        first = a.run
+        if opened.started:
+            self.parts.log.info("run started", secret=first.secret, run=first.run_id, trigger=first.trigger)
+            if self._background:
+                self._changed(first)
+        try:
+            self._advance(a, lambda r: r.stage in PROMOTED_OR_LATER)
+        except Exception as exc:  # handed to the loop thread with the run, raised there
+            return replace(opened, first=first, error=exc)
+        return replace(opened, first=first)
 
     def _admit(self, request: RotationRequest) -> rm.Placed | None:
         """The placement a request may start a run of now (loop thread); None when it is dropped or deferred."""
@@ -519,9 +543,13 @@ class Controller:
                 self._end_request(request)
                 return None
             # A webhook request was checked against the limit when a replica accepted it (and answered 200/202);
-            # refusing it now would break that answer. Annotation and manual requests are checked here.
+            # refusing it now would break that answer. Annotation and manual requests are checked here, from the
+            # run record the start reads anyway (one read, not two).
+            existing = runs.load(self.parts.kv, placed.vault)
             refused = None if request.kind == "webhook" else floors.refusal(
-                placed.name, request.kind, self.allowed_at(placed.name), self.parts.clock.now())
+                placed.name, request.kind, floors.allowed_at(
+                    existing.started_at if existing is not None else None,
+                    floors.trigger_interval(self.scope.platform.spec.limits)), self.parts.clock.now())
             if refused is not None:
                 self.parts.metrics.requests.labels(request.kind, "rate-limited").inc()
                 log.warning("trigger refused", secret=placed.name, trigger=request.kind, detail=refused)
@@ -531,7 +559,8 @@ class Controller:
             # A persisted webhook request's run takes its object's name: that object then shows the run.
             run_id = request.request_id if is_stored(request.request_id) else self.parts.new_run_id()
             run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
-                           trigger=request.kind, reason=request.reason, now=self.parts.clock.now())
+                           trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
+                           existing=existing, loaded=True)
         except RunActive:
             return self._join(placed, request)
         except wf.SecretHeld as exc:
