@@ -167,7 +167,7 @@ class BackgroundPublisher:
 
     background = True
 
-    def __init__(self, publisher: RunPublisher, *, threads: int = 2, pace: float = 0.2, retry: float = 1.0,
+    def __init__(self, publisher: RunPublisher, *, threads: int = 2, pace: float = 1.0, retry: float = 1.0,
                  retry_cap: float = 30.0, attempts: int = 5, drain: float = 10.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inner = publisher
