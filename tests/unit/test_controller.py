@@ -6,6 +6,7 @@ through the same path; metrics, logs, RotationRun statuses and events carry no v
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -843,6 +844,43 @@ def test_a_batch_does_not_wait_for_a_slow_api_server_and_every_run_object_ends_f
     assert all(objects[r.run_id]["status"]["phase"] == r.stage for r in c.finished)
     assert all(objects[r.run_id]["status"]["ledgerSeq"] == r.ledger_seq for r in c.finished)
     assert publisher.close(1) and publisher.failures == 0
+
+
+def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
+    import threading
+
+    from chamberlain.controller.resources import RUN_OBJECTS, BackgroundPublisher
+    from chamberlain.triggers import manual
+
+    w = World()
+    gate = threading.Event()
+    publisher = BackgroundPublisher(RunPublisher(_GatedRunObjects(w.kube, gate), NS), pace=0.0)
+    q = MemoryQueue()
+    c = w.controller(identity="a", queue=q, publisher=publisher)
+    assert c.parts.elector is not None
+    waiting_at_release: list[int] = []
+    release = c.parts.elector.release
+
+    def recording_release() -> None:
+        waiting_at_release.append(publisher.pending)
+        release()
+
+    c.parts.elector.release = recording_release  # type: ignore[method-assign]
+    q.put(manual("api-token", "drill", w.clock.now()))
+    stop = threading.Event()
+    loop = threading.Thread(target=c.serve, args=(stop, 0.01))
+    loop.start()
+    deadline = time.monotonic() + 10
+    while not c.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.finished and w.kube.list_custom_objects(RUN_OBJECTS, NS) == []
+    stop.set()
+    threading.Timer(0.2, gate.set).start()  # the API server answers again while serve drains
+    loop.join(10)
+    assert waiting_at_release == [0], "every state was sent before the Lease was given up"
+    [obj] = w.kube.list_custom_objects(RUN_OBJECTS, NS)
+    assert obj["status"]["phase"] == c.finished[0].stage
+    assert publisher.close(1)
 
 
 # --------------------------------------------------------------------------------------------------- queue slots
