@@ -68,6 +68,7 @@ class RunPublisher:
     failures: int = 0
     _published: dict[str, RotationRun] = field(default_factory=dict)  # what the API server has, per run id
     _conditions: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # the conditions it has
+    _shown: set[str] = field(default_factory=set)  # objects :meth:`show` created (or found), status not set yet
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, run: RotationRun) -> bool:
@@ -85,9 +86,10 @@ class RunPublisher:
         decides whether to try again)."""
         with self._lock:
             known, previous = self._published.get(run.run_id), self._conditions.get(run.run_id)
+            shown = run.run_id in self._shown
         if known == run:
             return
-        if known is None:  # a run this replica has not published yet: most often a new one, so create first
+        if known is None and not shown:  # a run this replica has not published yet: most often new, create first
             previous = self._create(run)
         status = run.to_status(previous or ())
         try:
@@ -97,6 +99,15 @@ class RunPublisher:
                 self._create_object(run)
             self._patch(run, status)
         self._remember(run, status["conditions"])
+
+    def show(self, run: RotationRun) -> None:
+        """Create the object without its status (one request: the run appears); the next :meth:`send` sets the
+        status. Raises the API server's refusal."""
+        previous = self._create(run)
+        with self._lock:
+            self._shown.add(run.run_id)
+            if previous is not None:
+                self._conditions[run.run_id] = previous
 
     def _create(self, run: RotationRun) -> list[dict[str, str]] | None:
         """Create the object; when it exists already (a run adopted after a restart, or published by the replica
@@ -118,6 +129,7 @@ class RunPublisher:
 
     def _remember(self, run: RotationRun, conditions: list[dict[str, str]]) -> None:
         with self._lock:
+            self._shown.discard(run.run_id)
             if run.finished and run.ledger_seq is not None:  # its last publish: forget it
                 self._published.pop(run.run_id, None)
                 self._conditions.pop(run.run_id, None)
@@ -153,9 +165,10 @@ class BackgroundPublisher:
     * **Coalescing**: a run has at most one state waiting; a newer one replaces it. A busy API server is sent fewer
       states, never an old one after a newer one.
     * **Order**: one send at a time per run (a state that arrives during a send waits for it).
-    * **Priority**: a run's first state (its object appears) and its final state go first; the states in between
-      are paced (at most one every ``pace`` seconds over all threads), so progress shown during a big batch costs
-      the API server a bounded rate, not one request per step.
+    * **Priority**: a run's object is created first (without status: one request, the run appears), its final
+      state goes first too; the statuses in between are paced (at most one every ``pace`` seconds over all
+      threads), so a big batch costs the API server two writes per run (create, final status) plus a bounded rate,
+      not one request per step.
     * **Never lost**: a refused send is counted in :attr:`failures` and tried again (backing off from ``retry`` up
       to ``retry_cap`` seconds) unless a newer state replaced it; a refusal that is not transient (forbidden,
       invalid) is given up after ``attempts`` tries and counted in :attr:`dropped`.
@@ -300,15 +313,20 @@ class BackgroundPublisher:
             if run is None:
                 return
             error: KubeError | None = None
+            with self._cond:
+                first = run.run_id not in self._shown and not final(run)
             try:
-                self.inner.send(run)
+                if first:  # the object appears (one request); its status follows, paced, or with the final state
+                    self.inner.show(run)
+                else:
+                    self.inner.send(run)
             except KubeError as exc:
                 error = exc
             except Exception as exc:  # never let a sender die: every later state would wait forever
                 error = KubeError(type(exc).__name__)
-            self._done(run, error)
+            self._done(run, error, first)
 
-    def _done(self, run: RotationRun, error: KubeError | None) -> None:
+    def _done(self, run: RotationRun, error: KubeError | None, shown_only: bool = False) -> None:
         rid = run.run_id
         with self._cond:
             epoch = self._busy.pop(rid, self._epoch)
@@ -318,6 +336,8 @@ class BackgroundPublisher:
                     self._shown.discard(rid)
                 else:
                     self._shown.add(rid)
+                if shown_only and epoch == self._epoch:
+                    self._latest.setdefault(rid, run)  # its status still to send (a newer state replaces it)
             else:
                 self.inner.count_failure()
                 tries = self._tries.get(rid, 0) + 1
