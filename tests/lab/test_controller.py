@@ -144,6 +144,18 @@ def _rotation_runs(w: World) -> dict[str, dict[str, Any]]:
     return {i["metadata"]["name"]: i for i in items}
 
 
+def _final_object(w: World, run_id: str, phases: tuple[str, ...]) -> dict[str, Any]:
+    """The RotationRun object of a run recorded as finished: published from the controller's background threads,
+    so it may show the final phase a moment after the run record does."""
+
+    def final() -> dict[str, Any] | None:
+        rr = _rotation_runs(w).get(run_id)
+        return rr if rr is not None and (rr.get("status") or {}).get("phase") in phases else None
+
+    got: dict[str, Any] = wait_for(final, 10, f"RotationRun {run_id} in phase {'/'.join(phases)}", every=0.2)
+    return got
+
+
 def _new_entries(w: World, t: Target, known: set[int]) -> list[Any]:
     return [e for e in w.rotations(t) if e.seq not in known]
 
@@ -169,9 +181,8 @@ def _assert_one_good_run(w: World, t: Target, run_id: str, before: int, gens: di
     assert advanced(gens, 1) == w.generations(t), "each workload rolled out exactly once"
     assert w.restart_batches(t) == {run_id}
     assert w.ledger().verify().ok
-    rr = _rotation_runs(w).get(run_id)
-    assert rr is not None, f"no RotationRun {run_id}"
-    assert rr["status"]["phase"] in ("revoked", "done") and rr["status"]["currentVersion"] == before + 1
+    rr = _final_object(w, run_id, ("revoked", "done"))
+    assert rr["status"]["currentVersion"] == before + 1
 
 
 def _webhook_ok(w: World, c: ControllerProc, t: Target, reason: str) -> None:
@@ -583,7 +594,7 @@ def _assert_held_after_outage(w: World, c: ControllerProc, run_id: str, before: 
     w.assert_converged(HOOK, before + 1)  # the promoted version stays current and in every consumer
     [entry] = _new_entries(w, HOOK, known)
     assert entry.result == "failed" and entry.run == run_id and entry.details["stage"] == "held"
-    assert _rotation_runs(w)[run_id]["status"]["phase"] == "held"
+    _final_object(w, run_id, ("held",))
 
 
 def _assert_held_status(w: World, run_id: str) -> None:

@@ -6,6 +6,7 @@ through the same path; metrics, logs, RotationRun statuses and events carry no v
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -127,8 +128,8 @@ class World:
                    if identity else None)
         parts = Collaborators(kv=self.kv, kube=self.kube, clock=self.clock,
                               ledger=SharedLedger(self.kv, MOUNT, self.clock), queue=queue or MemoryQueue(),
-                              elector=elector, publisher=RunPublisher(self.kube, NS), log=self.log,
-                              new_run_id=lambda: next(self.ids), **kw)
+                              elector=elector, publisher=kw.pop("publisher", RunPublisher(self.kube, NS)),
+                              log=self.log, new_run_id=lambda: next(self.ids), **kw)
         config = ControllerConfig(evaluate_every=0.0, propagation_timeout=5.0, poll=1.0, workers=workers,
                                   identity=identity)
         return Controller(self.scope, parts, config)
@@ -802,6 +803,84 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes_even_acr
     assert restarted.publish(at(4, stage="done", current_version=2, finished_at=T0, ledger_seq=1))
     assert times() == {**first, "Ready": "2030-01-01T12:04:00Z", "Promoted": "2030-01-01T12:02:00Z",
                        "Propagated": "2030-01-01T12:03:00Z"}
+
+
+class _GatedRunObjects:
+    """The world's FakeKube for a publisher, with RotationRun writes waiting for ``gate`` (a slow API server)."""
+
+    def __init__(self, kube: FakeKube, gate: Any) -> None:
+        self.kube, self.gate = kube, gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+    def create_custom_object(self, *args: Any) -> Any:
+        self.gate.wait(10)
+        return self.kube.create_custom_object(*args)
+
+    def patch_custom_object_status(self, *args: Any) -> Any:
+        self.gate.wait(10)
+        return self.kube.patch_custom_object_status(*args)
+
+
+def test_a_batch_does_not_wait_for_a_slow_api_server_and_every_run_object_ends_final() -> None:
+    import threading
+
+    from chamberlain.controller.resources import RUN_OBJECTS, BackgroundPublisher
+
+    names = tuple(f"token-{i}" for i in range(5))
+    w = World(names)
+    gate = threading.Event()
+    publisher = BackgroundPublisher(RunPublisher(_GatedRunObjects(w.kube, gate), NS), pace=0.0)
+    c = w.controller(publisher=publisher, workers=4)
+    w.clock.advance(9 * 60)
+    c.tick()  # the whole batch, while the API server answers no RotationRun write
+    assert all(w.version(n) == 2 for n in names) and len(c.finished) == 5
+    assert w.kube.list_custom_objects(RUN_OBJECTS, NS) == [], "nothing published yet: the tick did not wait"
+    gate.set()
+    assert publisher.flush(10)
+    objects = {o["metadata"]["name"]: o for o in w.kube.list_custom_objects(RUN_OBJECTS, NS)}
+    assert {o["spec"]["secret"] for o in objects.values()} == set(names)
+    assert all(objects[r.run_id]["status"]["phase"] == r.stage for r in c.finished)
+    assert all(objects[r.run_id]["status"]["ledgerSeq"] == r.ledger_seq for r in c.finished)
+    assert publisher.close(1) and publisher.failures == 0
+
+
+def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
+    import threading
+
+    from chamberlain.controller.resources import RUN_OBJECTS, BackgroundPublisher
+    from chamberlain.triggers import manual
+
+    w = World()
+    gate = threading.Event()
+    publisher = BackgroundPublisher(RunPublisher(_GatedRunObjects(w.kube, gate), NS), pace=0.0)
+    q = MemoryQueue()
+    c = w.controller(identity="a", queue=q, publisher=publisher)
+    assert c.parts.elector is not None
+    waiting_at_release: list[int] = []
+    release = c.parts.elector.release
+
+    def recording_release() -> None:
+        waiting_at_release.append(publisher.pending)
+        release()
+
+    c.parts.elector.release = recording_release  # type: ignore[method-assign]
+    q.put(manual("api-token", "drill", w.clock.now()))
+    stop = threading.Event()
+    loop = threading.Thread(target=c.serve, args=(stop, 0.01))
+    loop.start()
+    deadline = time.monotonic() + 10
+    while not c.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.finished and w.kube.list_custom_objects(RUN_OBJECTS, NS) == []
+    stop.set()
+    threading.Timer(0.2, gate.set).start()  # the API server answers again while serve drains
+    loop.join(10)
+    assert waiting_at_release == [0], "every state was sent before the Lease was given up"
+    [obj] = w.kube.list_custom_objects(RUN_OBJECTS, NS)
+    assert obj["status"]["phase"] == c.finished[0].stage
+    assert publisher.close(1)
 
 
 # --------------------------------------------------------------------------------------------------- queue slots

@@ -31,7 +31,7 @@ from chamberlain.controller.loop import Controller
 from chamberlain.controller.metrics import ControllerMetrics
 from chamberlain.controller.probes import DEFAULT_STALL_SECONDS, Check, ProbeServer, liveness, probe_app, readiness
 from chamberlain.controller.reconcile import IntentReconciler
-from chamberlain.controller.resources import RunPublisher
+from chamberlain.controller.resources import BackgroundPublisher, RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.controller.status import IntentStatus
 from chamberlain.controller.watched import IntentObjects, WatchedAnnotations, WatchedRequests
@@ -131,7 +131,8 @@ def wire(
     parts = Collaborators(
         kv=kv, kube=kube, clock=clock, ledger=ledger, metrics=metrics, reconciler=reconciler,
         queue=queue, elector=LeaderElector(kube, ns, config.lease_name, identity, clock, config.lease_seconds),
-        publisher=RunPublisher(events, ns), annotations=annotations, requests=requests,
+        # RotationRun objects leave the loop too: a batch's runs show while it advances, the tick never waits
+        publisher=BackgroundPublisher(RunPublisher(events, ns)), annotations=annotations, requests=requests,
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
         log=log, markers=markers, status=status, history=history, external=external,
     )
@@ -260,6 +261,9 @@ class ControllerApp:
             self.webhook.server_close()
         for t in self._threads:
             t.join(timeout)
+        publisher = self.controller.parts.publisher
+        if isinstance(publisher, BackgroundPublisher):  # the loop drained it before giving up the Lease
+            publisher.close(0.0 if any(t.is_alive() for t in self._threads) else publisher.drain)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()

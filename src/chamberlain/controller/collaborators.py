@@ -23,7 +23,7 @@ from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.metrics import ControllerMetrics
-from chamberlain.controller.resources import RunPublisher
+from chamberlain.controller.resources import BackgroundPublisher, RunPublisher
 from chamberlain.controller.scope import Scope
 from chamberlain.controller.status import IntentStatus
 from chamberlain.kube.api import KubePropagation
@@ -82,7 +82,7 @@ class Collaborators:
     metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
     queue: RequestQueue = field(default_factory=MemoryQueue)
     elector: LeaderElector | None = None  # None: always leader (one replica, tests)
-    publisher: RunPublisher | None = None  # RotationRun objects and Events (None: none)
+    publisher: RunPublisher | BackgroundPublisher | None = None  # RotationRun objects and Events (None: none)
     annotations: AnnotationTrigger | None = None
     requests: RequestStore | None = None  # persisted webhook requests (any replica accepts, the leader acts)
     pki: CertificateIssuer | None = None  # for x509-vault-pki intents

@@ -20,14 +20,17 @@ One :meth:`Controller.tick`:
 5. queued requests start runs (a ``time`` request is checked again against fresh metadata first, so a window
    rotates exactly once even when a request waited behind a running rotation; an annotation or manual request is
    refused while the secret's last run started less than ``limits.triggerInterval`` ago, a webhook request was
-   checked when a replica accepted it). A
+   checked when a replica accepted it), each new run going on to *promoted* on the worker that started it. A
    persisted webhook request's run takes the request object's name as its run id;
 6. runs advance in three passes so one tick is one batch: every run up to *promoted*, each run's ExternalSecrets
    poked the moment it is promoted (ESO syncs while the others still promote; the poke pass after the first pass
    catches any poke that failed), all before anyone waits (not one wait after another); every run up
    to *propagated*; then the rest, with one restart wave — a workload fed by several secrets of the batch rolls
    once (Reloader #220, VSO #644);
-7. the runs that changed are published once each (RotationRun objects).
+7. RotationRun objects: the running controller's publisher (:class:`~.resources.BackgroundPublisher`) is handed
+   each new state of a run where it happens and sends it from its own threads, so runs show while the batch
+   advances and the tick never waits for the API server; a plain :class:`~.resources.RunPublisher` (tests) publishes
+   the runs that changed once each, at the end of the tick.
 
 A controller whose cluster *follows* its environment (another cluster rotates it; :mod:`chamberlain.rotation.clusters`)
 adopts, starts and drives no run: step 4 hands each secret's metadata to :mod:`.follow` instead (refresh, wait,
@@ -57,6 +60,7 @@ from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.freshness import Reading
+from chamberlain.controller.resources import BackgroundPublisher
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
@@ -86,6 +90,8 @@ class Opened:
     active: Active
     started: bool  # a new run (else one found holding the secret's lease)
     deferred: RotationRequest | None = None
+    first: RotationRun | None = None  # the run as started (the worker may have advanced it since)
+    error: BaseException | None = None  # what stopped the worker advancing it (raised by the loop thread)
 
 
 class Controller:
@@ -230,6 +236,8 @@ class Controller:
             if not leader:  # stop driving at once; the new leader adopts the runs from their records
                 for request in self.state.follow():
                     self.parts.queue.done(request.secret)  # its queue slot, else the secret waits forever
+                if isinstance(self.parts.publisher, BackgroundPublisher):  # the new leader publishes those runs
+                    self.parts.publisher.forget_unfinished()
         self.state.leader = leader
         self.parts.metrics.leader.set(1 if leader else 0)
         return leader
@@ -271,6 +279,11 @@ class Controller:
                     self.wake.wait(self.pause(interval))
                 self.wake.clear()
         finally:
+            publisher = self.parts.publisher
+            if (isinstance(publisher, BackgroundPublisher) and self.state.leader  # while still the leader
+                    and not publisher.flush(publisher.drain)):
+                self.parts.log.warning("RotationRun objects not all published at shutdown",
+                                       waiting=publisher.pending)
             if self.parts.elector is not None:
                 self.parts.elector.release()
             self.parts.metrics.leader.set(0)
@@ -449,26 +462,48 @@ class Controller:
 
     def _start(self, requests: list[RotationRequest]) -> None:
         """Start a run per request (one queue entry per secret: the starts are independent, so they go to the
-        workers); the loop thread then records what they opened."""
+        workers), each new run going on to *promoted* on the worker that started it: its ExternalSecrets are poked
+        while the other requests still start (ESO, the slowest part of a big batch, starts at once instead of after
+        every start). The loop thread then records what they opened."""
         todo = [(placed, r) for r in requests if (placed := self._admit(r)) is not None]
         for placed, r in todo:  # a time request reads fresh metadata (or runs): the next pass reads it again too
             if r.kind == "time":
                 self.state.known.pop(placed.name, None)
-        opened, error = self._each(lambda item: self._open(*item), todo)
+        opened, error = self._each(lambda item: self._open_and_promote(*item), todo)
         for o in opened:
             if o is None:
                 continue
-            self.state.activate(o.active)
+            a = o.active
+            if a.lost:  # taken over while it advanced: dropped, as a pass drops it
+                continue
+            self.state.activate(a)
             if o.deferred is not None:
-                self.state.deferred[o.active.placed.name] = o.deferred
-            if o.started:
-                run = o.active.run
-                self.state.dirty[run.run_id] = run
-                self.parts.log.info("run started", secret=run.secret, run=run.run_id, trigger=run.trigger)
-                if self.parts.status is not None:
-                    self.parts.status.started(run)
+                self.state.deferred[a.placed.name] = o.deferred
+            if o.started and self.parts.status is not None:
+                self.parts.status.started(o.first or a.run)
+            if (o.started or a.run is not o.first) and not self._background:
+                self.state.dirty[a.run.run_id] = a.run
+            error = error or o.error
         if error is not None:
             raise error
+
+    def _open_and_promote(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
+        """:meth:`_open`, then the run up to *promoted* (worker thread). An error while advancing is returned with
+        the run (the loop thread activates it, then raises: the run is recorded and resumes next tick)."""
+        opened = self._open(placed, request)
+        if opened is None:
+            return None
+        a = opened.active
+        first = a.run
+        if opened.started:
+            self.parts.log.info("run started", secret=first.secret, run=first.run_id, trigger=first.trigger)
+            if self._background:
+                self._changed(first)
+        try:
+            self._advance(a, lambda r: r.stage in PROMOTED_OR_LATER)
+        except Exception as exc:  # handed to the loop thread with the run, raised there
+            return replace(opened, first=first, error=exc)
+        return replace(opened, first=first)
 
     def _admit(self, request: RotationRequest) -> rm.Placed | None:
         """The placement a request may start a run of now (loop thread); None when it is dropped or deferred."""
@@ -508,9 +543,13 @@ class Controller:
                 self._end_request(request)
                 return None
             # A webhook request was checked against the limit when a replica accepted it (and answered 200/202);
-            # refusing it now would break that answer. Annotation and manual requests are checked here.
+            # refusing it now would break that answer. Annotation and manual requests are checked here, from the
+            # run record the start reads anyway (one read, not two).
+            existing = runs.load(self.parts.kv, placed.vault)
             refused = None if request.kind == "webhook" else floors.refusal(
-                placed.name, request.kind, self.allowed_at(placed.name), self.parts.clock.now())
+                placed.name, request.kind, floors.allowed_at(
+                    existing.started_at if existing is not None else None,
+                    floors.trigger_interval(self.scope.platform.spec.limits)), self.parts.clock.now())
             if refused is not None:
                 self.parts.metrics.requests.labels(request.kind, "rate-limited").inc()
                 log.warning("trigger refused", secret=placed.name, trigger=request.kind, detail=refused)
@@ -520,7 +559,8 @@ class Controller:
             # A persisted webhook request's run takes its object's name: that object then shows the run.
             run_id = request.request_id if is_stored(request.request_id) else self.parts.new_run_id()
             run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
-                           trigger=request.kind, reason=request.reason, now=self.parts.clock.now())
+                           trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
+                           existing=existing, loaded=True)
         except RunActive:
             return self._join(placed, request)
         except wf.SecretHeld as exc:
@@ -640,7 +680,7 @@ class Controller:
         for a, run in zip(actives, before, strict=True):
             if a.lost:
                 self.state.drop(a.placed.name)
-            elif a.run is not run:
+            elif a.run is not run and not self._background:  # (a background publisher had each step already)
                 self.state.dirty[a.run.run_id] = a.run
         if error is not None:
             raise error
@@ -678,6 +718,8 @@ class Controller:
                     log.info("run record re-read after an unanswered write", secret=a.placed.name,
                              run=a.run.run_id, revision=own.revision)
                     a.run, a.outage = own, None
+                    if self._background:
+                        self._changed(own)
                     continue
                 log.warning("run taken over by another executor", secret=a.placed.name, run=a.run.run_id)
                 a.lost = True
@@ -698,6 +740,8 @@ class Controller:
             if after == a.run:
                 return  # waiting (a retry, maxOverlap before the revoke, or a follower cluster's acknowledgement)
             a.run = after
+            if self._background:
+                self._changed(after)  # shown while the batch goes on (the publisher keeps the newest state only)
             if stopped:
                 log.warning("run stopped after an authority outage", secret=after.secret, run=after.run_id,
                             stage=after.stage)
@@ -788,11 +832,23 @@ class Controller:
         except ChamberlainError as exc:
             p.log.warning("status report failed", error=type(exc).__name__, detail=str(exc)[:200])
 
+    @property
+    def _background(self) -> bool:
+        return isinstance(self.parts.publisher, BackgroundPublisher)
+
+    def _changed(self, run: RotationRun) -> None:
+        """A run's new state: handed to a background publisher at once (any thread), else published at the end of
+        the tick (loop thread only)."""
+        if isinstance(self.parts.publisher, BackgroundPublisher):
+            self.parts.publisher.publish(run)
+        else:
+            self.state.dirty[run.run_id] = run
+
     def _flush(self) -> None:
-        """Publish each run that changed this tick, once (a RotationRun patch per stage of every run of a big
-        batch would cost more than the rotations themselves)."""
+        """Without a background publisher: publish each run that changed this tick, once, on the workers (a
+        RotationRun patch per stage of every run of a big batch would cost more than the rotations themselves)."""
         dirty, self.state.dirty = list(self.state.dirty.values()), {}
-        if self.parts.publisher is None:
+        if self.parts.publisher is None or not dirty:
             return
         _, error = self._each(self.parts.publisher.publish, dirty)  # best effort: KubeErrors are counted there
         if error is not None:

@@ -380,10 +380,15 @@ def start(
     now: datetime,
     source_version: int | None = None,
     ignore_held: bool = False,
+    existing: RotationRun | None = None,
+    loaded: bool = False,
 ) -> RotationRun:
     """Take the lease and record a new run (or join the same run id). Refuses while another run is unfinished
-    (:class:`~chamberlain.rotation.run.RunActive`) or while the secret is held (:class:`SecretHeld`)."""
-    existing = runs.load(kv, secret_path)
+    (:class:`~chamberlain.rotation.run.RunActive`) or while the secret is held (:class:`SecretHeld`). ``loaded``:
+    ``existing`` is the record :func:`~chamberlain.rotation.run.load` just returned (the caller read it for its
+    rate limit; a stale one only costs a retry, the lease write is check-and-set)."""
+    if not loaded:
+        existing = runs.load(kv, secret_path)
     if existing is not None and existing.run_id == run_id:
         return existing
     meta = kv.read_metadata(secret_path.mount, secret_path.path)
