@@ -88,7 +88,7 @@ _DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configurat
 # ------------------------------------------------------------------------------------------------ parse (pure)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per SecretIntent held: no __dict__ each
 class Parsed:
     """One object of the cluster: its model, or the findings that refused it (never both)."""
 

@@ -25,7 +25,6 @@ no value by contract, :func:`~chamberlain.rotation.run.clean_error`). Reasons ar
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import sys
@@ -41,6 +40,7 @@ from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.controller.metrics import ControllerMetrics
+from chamberlain.controller.scope import policy_of
 from chamberlain.intent.model import (
     GROUP,
     SECRET_INTENTS,
@@ -58,7 +58,6 @@ from chamberlain.rotation.policy import (
     expires_at,
     failure_retry_at,
     failure_streak,
-    from_metadata,
     jitter_of,
     overdue,
     renewal_time,
@@ -152,16 +151,6 @@ class IntentFacts:
     decommissioned_at: datetime | None = None  # when chamberlain soft-deleted the data
     decommission_undone_for: str = ""  # the retire day an undo was for
     decommission_undo_until: datetime | None = None  # the end of the undo window promised at the soft-delete
-
-
-@functools.lru_cache(maxsize=256)
-def _policy_of(fields: tuple[tuple[str, str], ...]) -> RotationPolicySpec | None:
-    return from_metadata(dict(fields))
-
-
-def _policy(custom: Mapping[str, str]) -> RotationPolicySpec | None:
-    """The policy in force, one shared (frozen) model per distinct policy: thousands of secrets share a few."""
-    return _policy_of(tuple(sorted((k, v) for k, v in custom.items() if k.startswith(wk.POLICY_PREFIX))))
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -710,7 +699,7 @@ class IntentStatus:
         self._facts_of[name] = IntentFacts(
             name=name, exists=meta is not None and meta.current_version > 0,
             current_version=meta.current_version if meta is not None else None,
-            last_rotated=rm.last_changed(custom), policy=_policy(custom),
+            last_rotated=rm.last_changed(custom), policy=policy_of(custom),
             held=custom.get(wk.HELD) == "true", held_run=custom.get(wk.HELD_RUN) or None,
             failures=failures, last_failure=last_failure, last_run=custom.get(wk.LAST_RUN) or None,
             authority=sys.intern(custom[wk.AUTHORITY]) if custom.get(wk.AUTHORITY) else None,
