@@ -629,14 +629,7 @@ def measure_p3(world: World, child: Child, count: int, timeout: float = 60.0, se
         for k, i in enumerate(indices):
             _wait_finished(child, k, timeout)
             time.sleep(rng.uniform(0.0, 1.0))
-            key = (world.namespace(i), world.name(i))
-            with watch._cond:
-                old = watch.current.get(key, "")
-            t0 = time.monotonic()
-            world.custom.patch_namespaced_custom_object(
-                "chamberlain.dev", "v1alpha1", world.ns, "secretintents", world.name(i),
-                {"metadata": {"annotations": {wk.ANNOTATION_ROTATE: f"bench p3 {i}"}}})
-            samples.append(_changed(watch, key, old, t0 + timeout, child) - t0)
+            samples.append(_trigger(world, watch, child, i, f"bench p3 {i}", timeout))
             (fns, fname), path, version = floors[k]
             values = {"username": "svc_user", "password": f"floor-{k}-{rng.getrandbits(64):016x}"}
             marker = version_marker(f"{le.MOUNT}/{path}", values)
@@ -656,15 +649,8 @@ def measure_p3(world: World, child: Child, count: int, timeout: float = 60.0, se
         # check, restart, ledger): what a stream of triggers meets. Not P3's definition; reported beside it.
         _wait_finished(child, count, timeout)
         for i in indices:
-            key = (world.namespace(i), world.name(i))
             time.sleep(0.3)
-            with watch._cond:
-                old = watch.current.get(key, "")
-            t0 = time.monotonic()
-            world.custom.patch_namespaced_custom_object(
-                "chamberlain.dev", "v1alpha1", world.ns, "secretintents", world.name(i),
-                {"metadata": {"annotations": {wk.ANNOTATION_ROTATE: f"bench p3 overlapping {i}"}}})
-            overlapping.append(_changed(watch, key, old, t0 + timeout, child) - t0)
+            overlapping.append(_trigger(world, watch, child, i, f"bench p3 overlapping {i}", timeout))
             le.log(f"P3 overlapping {len(overlapping)}/{count}: {overlapping[-1]:.3f}s")
     finally:
         watch.stop()
@@ -718,6 +704,20 @@ def _wait_finished(child: Child, finished: int, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"P3: run {finished} did not finish within {timeout:.0f}s\n{child.tail()}")
         time.sleep(0.05)
+
+
+def _trigger(world: World, watch: Any, child: Child, i: int, reason: str, timeout: float) -> float:
+    """The rotate annotation on intent ``i``; seconds until the watch sees its consumer Secret with a new marker."""
+    from chamberlain import wellknown as wk
+
+    key = (world.namespace(i), world.name(i))
+    with watch._cond:
+        old = watch.current.get(key, "")
+    t0 = time.monotonic()
+    world.custom.patch_namespaced_custom_object(
+        "chamberlain.dev", "v1alpha1", world.ns, "secretintents", world.name(i),
+        {"metadata": {"annotations": {wk.ANNOTATION_ROTATE: reason}}})
+    return _changed(watch, key, old, t0 + timeout, child) - t0
 
 
 def _changed(watch: Any, key: tuple[str, str], old: str, deadline: float, child: Child) -> float:
