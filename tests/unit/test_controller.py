@@ -859,13 +859,20 @@ def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
     c = w.controller(identity="a", queue=q, publisher=publisher)
     assert c.parts.elector is not None
     waiting_at_release: list[int] = []
-    release = c.parts.elector.release
+    order: list[str] = []
+    release, forget = c.parts.elector.release, publisher.forget_unfinished
 
     def recording_release() -> None:
         waiting_at_release.append(publisher.pending)
+        order.append("release")
         release()
 
+    def recording_forget() -> int:
+        order.append("forget unfinished")
+        return forget()
+
     c.parts.elector.release = recording_release  # type: ignore[method-assign]
+    publisher.forget_unfinished = recording_forget  # type: ignore[method-assign]
     q.put(manual("api-token", "drill", w.clock.now()))
     stop = threading.Event()
     loop = threading.Thread(target=c.serve, args=(stop, 0.01))
@@ -878,6 +885,8 @@ def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
     threading.Timer(0.2, gate.set).start()  # the API server answers again while serve drains
     loop.join(10)
     assert waiting_at_release == [0], "every state was sent before the Lease was given up"
+    # unfinished runs' states are the next leader's: forgotten before the Lease goes (never sent after it)
+    assert order == ["forget unfinished", "release"], order
     [obj] = w.kube.list_custom_objects(RUN_OBJECTS, NS)
     assert obj["status"]["phase"] == c.finished[0].stage
     assert publisher.close(1)
@@ -1007,3 +1016,31 @@ def test_keep_finished_zero_keeps_none() -> None:
     for _ in range(3):
         state.finish(run, 2)
     assert len(state.finished) == 2
+
+
+def test_a_run_taken_over_while_it_promotes_releases_its_queue_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose record another executor changed leaves this controller: its request ends, so later triggers of
+    the secret are not held behind a run that is no longer ours."""
+    from chamberlain.rotation import workflow
+    from chamberlain.rotation.run import RunLost
+    from chamberlain.triggers import manual
+
+    w = World()
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    real = workflow.advance
+    calls: list[str] = []
+
+    def lost_once(run: Any, deps: Any, **kw: Any) -> Any:
+        calls.append(run.stage)
+        if len(calls) == 1:
+            raise RunLost("another executor advanced the record")
+        return real(run, deps, **kw)
+
+    monkeypatch.setattr(workflow, "advance", lost_once)
+    q.put(manual("api-token", "drill", w.clock.now()))
+    c.tick()
+    assert calls and "api-token" not in c.active
+    assert q.in_flight() == [], "the lost run's request still holds the secret's queue slot"
+    q.put(manual("api-token", "again", w.clock.now()))
+    assert q.take(), "a later trigger of the secret is taken"

@@ -199,3 +199,40 @@ def test_close_drains_what_waits_within_its_bound_then_stops_the_threads() -> No
     threading.Timer(0.3, gate.set).start()  # the send in flight ends after the bound
     assert not slow.close(0.05), "the bound holds"
     assert slow.dropped == 4  # one was being sent
+
+
+def test_states_forgotten_before_the_lease_goes_are_never_sent_after_it() -> None:
+    """What ``serve`` does before it gives up the Lease: the unfinished runs' states are forgotten (the next leader
+    adopts those runs and publishes them), final states are still sent. Closing later never sends an older state
+    over the next leader's newer one."""
+    kube = GatedKube()
+    old = BackgroundPublisher(RunPublisher(kube, NS), threads=2, pace=0.2)
+    ids = [f"r{i}" for i in range(6)]
+    for r in ids:
+        old.publish(state(r, 0))
+    assert old.flush(5)
+    for r in ids:  # a batch mid-flight at shutdown: routine statuses, paced
+        old.publish(state(r, 1))
+    old.publish(state("r-ended", 0))
+    old.publish(state("r-ended", len(ORDER) - 1))  # a run this replica finished: only it knows
+    old.forget_unfinished()
+    assert old.flush(2)  # only the final state was left, sent at once
+    new = RunPublisher(kube, NS)  # the next leader
+    for r in ids:
+        assert new.publish(state(r, 4))
+    assert old.close(3.0)
+    assert {r: kube.phase(r) for r in ids} == dict.fromkeys(ids, "propagated")
+    assert kube.phase("r-ended") == "done"
+
+
+def test_a_run_taken_over_has_its_waiting_states_dropped() -> None:
+    kube = GatedKube()
+    p = BackgroundPublisher(RunPublisher(kube, NS), threads=1, pace=60.0)  # routine states wait a minute
+    p.publish(state("r1", 0))
+    assert p.flush(5)
+    p.publish(state("r1", 1))
+    assert p.pending == 1
+    p.forget("r1")  # another executor took the run: its states are newer
+    assert p.pending == 0 and p.flush(1)
+    assert p.close(1)
+    assert kube.phases.get("r1") == ["pending"]  # the state sent before the takeover; the waiting one never

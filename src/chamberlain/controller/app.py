@@ -262,8 +262,11 @@ class ControllerApp:
         for t in self._threads:
             t.join(timeout)
         publisher = self.controller.parts.publisher
-        if isinstance(publisher, BackgroundPublisher):  # the loop drained it before giving up the Lease
-            publisher.close(0.0 if any(t.is_alive() for t in self._threads) else publisher.drain)
+        # the loop drained it before giving up the Lease; a loop still alive gets no more time
+        if isinstance(publisher, BackgroundPublisher) and not publisher.close(
+                0.0 if any(t.is_alive() for t in self._threads) else publisher.drain):
+            self.controller.parts.log.warning("RotationRun states left unpublished at shutdown",
+                                              dropped=publisher.dropped)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()

@@ -280,10 +280,13 @@ class Controller:
                 self.wake.clear()
         finally:
             publisher = self.parts.publisher
-            if (isinstance(publisher, BackgroundPublisher) and self.state.leader  # while still the leader
-                    and not publisher.flush(publisher.drain)):
-                self.parts.log.warning("RotationRun objects not all published at shutdown",
-                                       waiting=publisher.pending)
+            if isinstance(publisher, BackgroundPublisher) and self.state.leader:  # while still the leader
+                # Unfinished runs are the next leader's to publish (it adopts them): a state of ours sent after the
+                # Lease is gone would overwrite its newer one. Final states only this replica knows: sent first.
+                publisher.forget_unfinished()
+                if not publisher.flush(publisher.drain):
+                    self.parts.log.warning("RotationRun objects not all published at shutdown",
+                                           waiting=publisher.pending)
             if self.parts.elector is not None:
                 self.parts.elector.release()
             self.parts.metrics.leader.set(0)
@@ -474,7 +477,9 @@ class Controller:
             if o is None:
                 continue
             a = o.active
+            error = error or o.error
             if a.lost:  # taken over while it advanced: dropped, as a pass drops it
+                self._taken_over(a)
                 continue
             self.state.activate(a)
             if o.deferred is not None:
@@ -483,7 +488,6 @@ class Controller:
                 self.parts.status.started(o.first or a.run)
             if (o.started or a.run is not o.first) and not self._background:
                 self.state.dirty[a.run.run_id] = a.run
-            error = error or o.error
         if error is not None:
             raise error
 
@@ -680,6 +684,7 @@ class Controller:
         for a, run in zip(actives, before, strict=True):
             if a.lost:
                 self.state.drop(a.placed.name)
+                self._taken_over(a)
             elif a.run is not run and not self._background:  # (a background publisher had each step already)
                 self.state.dirty[a.run.run_id] = a.run
         if error is not None:
@@ -787,6 +792,16 @@ class Controller:
             self._end_request(a.request, cleared=True, result=f"{run.stage}: run {run.run_id}", run=run.run_id)
         elif run.trigger == "annotation":
             self._clear_annotation(run.secret, None)
+
+    def _taken_over(self, a: Active) -> None:
+        """A run another executor took over leaves (loop thread): its request ends, so the queue slot of its secret
+        is free again (else every later trigger of the secret would wait for a run that is not ours), and the states
+        of it still waiting to be published are dropped (the other executor's are newer)."""
+        if isinstance(self.parts.publisher, BackgroundPublisher):
+            self.parts.publisher.forget(a.run.run_id)
+        if a.request is not None:
+            self._end_request(a.request, cleared=True, result=f"taken over: run {a.run.run_id} lost its lease",
+                              run=a.run.run_id)
 
     def _end_request(self, request: RotationRequest, cleared: bool = False, result: str = "done",
                      state: str = "dropped", run: str | None = None) -> None:

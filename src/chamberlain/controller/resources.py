@@ -246,6 +246,15 @@ class BackgroundPublisher:
             self._cond.notify_all()
             return len(gone)
 
+    def forget(self, run_id: str) -> None:
+        """Drop what waits of one run (another executor took it over: its states are newer than ours)."""
+        with self._cond:
+            self._latest.pop(run_id, None)
+            self._queued.pop(run_id, None)
+            self._tries.pop(run_id, None)
+            self._shown.discard(run_id)
+            self._cond.notify_all()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every state noted so far was sent (or given up); False when ``timeout`` passed first."""
         end = None if timeout is None else self._now() + timeout
@@ -332,7 +341,7 @@ class BackgroundPublisher:
             epoch = self._busy.pop(rid, self._epoch)
             if error is None:
                 self._tries.pop(rid, None)
-                if final(run):
+                if final(run) or epoch != self._epoch:  # (leadership lost meanwhile: new to it if it leads again)
                     self._shown.discard(rid)
                 else:
                     self._shown.add(rid)
