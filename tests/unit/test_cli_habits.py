@@ -136,3 +136,19 @@ def test_only_runtime_modules_get_the_advice() -> None:
     assert missing_runtime(ModuleNotFoundError("x", name="hvac.exceptions")) is not None
     assert missing_runtime(ModuleNotFoundError("x", name="no_such_thing")) is None  # a bug stays a bug
     assert missing_runtime(ImportError("x")) is None
+
+
+def test_a_server_command_imports_its_own_group_only() -> None:
+    """`chamberlain controller run` is the controller's process: it loads neither the lab, the demo, the drills nor
+    cryptography (about 8 MiB of resident memory it never uses), and the help of every group stays whole."""
+    code = ("import sys; sys.argv = ['chamberlain', 'controller', 'run', '--help']\n"
+            "from chamberlain.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('loaded:' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography' or m.startswith(("
+            "'chamberlain.lab', 'chamberlain.cli.lab', 'chamberlain.demo', 'chamberlain.cli.drill')))))")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}, check=False, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert "--from-cluster" in got.stdout and got.stdout.strip().splitlines()[-1] == "loaded:", got.stdout
+    listed = _chamberlain("--help")
+    assert all(name in listed.stdout for name in ("controller", "lab", "drill", "adopt", "restore")), listed.stdout

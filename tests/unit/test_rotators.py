@@ -6,6 +6,8 @@ its SQL runs against the real server in tests/lab/test_rotators_postgres.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,6 +137,26 @@ def test_registry_loads_a_plugin_and_checks_its_name() -> None:
     assert "vendor" in reg.names()
     with pytest.raises(RotatorConfigError, match="not a Rotator named 'other'"):
         Registry.load([FakeEP("other", f"{__name__}:Plugin", FakeDist("vendor-rotators"))])
+
+
+def test_builtins_are_imported_on_first_use_and_built_once() -> None:
+    # A fresh interpreter: other tests import the certificate rotators (and cryptography) in this one.
+    code = (
+        "import sys\n"
+        "from chamberlain.rotation.rotators.registry import Registry\n"
+        "reg = Registry.load()\n"
+        "assert 'x509' in reg.names() and 'cryptography' not in sys.modules, 'loaded early'\n"
+        "assert reg.get('random') is reg.get('random')\n"
+        "assert 'cryptography' not in sys.modules, 'random imported it'\n"
+        "assert reg.get('x509').name == 'x509' and 'cryptography' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_plugin_is_checked_when_the_registry_loads_not_at_first_use() -> None:
+    with pytest.raises(RotatorConfigError, match="not a Rotator named 'other'"):
+        Registry.load([own("random"), FakeEP("other", f"{__name__}:Plugin", FakeDist("vendor-rotators"))])
 
 
 def test_unknown_rotator_names_the_known_ones() -> None:

@@ -7,6 +7,7 @@ it). Exception text is not printed for unexpected errors because it could carry 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ from chamberlain.cli.output import (
 from chamberlain.errors import ChamberlainError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractContextManager
 
     from chamberlain.findings import Finding
@@ -273,79 +274,91 @@ def schema(
 
 
 CORE_COMMANDS = frozenset({"validate", "render", "inventory", "schema"})
-_registered = False
+def _adopt_app() -> typer.Typer:
+    from chamberlain.cli.adopt import adopt_app
+    from chamberlain.cli.adopt_verify import adopt_takeover_cmd, adopt_verify_cmd
+
+    adopt_app.command("verify")(adopt_verify_cmd)
+    adopt_app.command("takeover")(adopt_takeover_cmd)
+    return adopt_app
 
 
-def _full_app() -> typer.Typer:
-    """The app with every command group (registered once)."""
-    global _registered  # registration happens once per process, on first need
-    if not _registered:
-        _registered = True
-        _register_subapps()
+# The groups and commands that talk to servers, in the order `chamberlain --help` lists them: name -> (module,
+# attribute or a function that builds the group, one-line help; None for a command). Each is imported only when
+# the command line names it: `chamberlain controller run` does not import the lab, the demo or the drills
+# (cryptography's native module alone is about 8 MiB of the controller's resident memory).
+_GROUPS: dict[str, tuple[str, str | Callable[[], typer.Typer], str | None]] = {
+    "root": ("chamberlain.cli.root", "root_app",
+             "Phase 0: the offline root of trust (an age identity kept outside Git)."),
+    "bootstrap": ("chamberlain.cli.bootstrap", "bootstrap_app",
+                  "Phases 1-2: bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
+    "authority": ("chamberlain.cli.authority", "authority_app",
+                  "Phase 3: initialize, unseal, configure and re-key the authority."),
+    "audit": ("chamberlain.cli.audit", "audit_app", "Provenance of a secret and integrity of the ledger."),
+    "adopt": ("chamberlain.cli.adopt", _adopt_app,
+              "Bring an existing estate under intent: intents and a migration plan (values never read), then verify "
+              "(import) and takeover."),
+    "lab": ("chamberlain.cli.lab", "lab_app", "The local lab of real servers: build, up, down, status, env."),
+    "policy": ("chamberlain.cli.policy", "policy_app", "The rotation policy in force against Git's: plan, apply."),
+    "controller": ("chamberlain.cli.controller", "controller_app",
+                   "The in-cluster controller: triggers in, rotations out."),
+    "env": ("chamberlain.cli.lifecycle", "env_app", "Instances of an ephemeral environment (preview/<id>): up, down."),
+    "upgrade": ("chamberlain.cli.upgrade", "upgrade_app",
+                "Move a live installation of the previous release to this one: plan, apply."),
+    "playbook": ("chamberlain.cli.playbook", "playbook_app",
+                 "When things go wrong: rotate after a compromise, rekey after a custodian change."),
+    "drill": ("chamberlain.cli.drill", "drill_app",
+              "Disaster drills on the lab (cluster-loss, authority-loss): lose something, rebuild it, prove nothing "
+              "was lost."),
+    "plan": ("chamberlain.cli.authority", "plan", None),
+    "apply": ("chamberlain.cli.gitops", "apply_cmd", None),
+    "handover": ("chamberlain.cli.handover", "handover_cmd", None),
+    "provision": ("chamberlain.cli.handover", "provision_cmd", None),
+    "demo": ("chamberlain.cli.demo", "demo_cmd", None),
+    "rotate": ("chamberlain.cli.rotate", "rotate_cmd", None),
+    "status": ("chamberlain.cli.rotate", "status_cmd", None),
+    "import": ("chamberlain.cli.importing", "import_cmd", None),
+    "retire": ("chamberlain.cli.lifecycle", "retire_cmd", None),
+    "backup": ("chamberlain.cli.backup", "backup_cmd", None),
+    "restore": ("chamberlain.cli.backup", "restore_cmd", None),
+}
+_registered: set[str] = set()  # registration happens once per name and process, on first need
+
+
+def _register(names: Iterable[str]) -> typer.Typer:
+    """The app with these groups and commands added (those not added yet)."""
+    for name in names:
+        if name in _registered:
+            continue
+        _registered.add(name)
+        module, attribute, help_ = _GROUPS[name]
+        found = attribute() if callable(attribute) else getattr(importlib.import_module(module), attribute)
+        if help_ is None:
+            _app.command(name)(found)
+        else:
+            _app.add_typer(found, name=name, help=help_)
     return _app
 
 
+def _full_app() -> typer.Typer:
+    """The app with every command group."""
+    return _register(_GROUPS)
+
+
 def _app_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> typer.Typer:
-    """The app a command line needs: the core app when it names a core command, else (help, completion, another
-    command, a typo) the full one. Options before the command are the root's own (--version, --help and the
-    completion flags), which take no value, so the first argument that is not an option is the command."""
+    """The app a command line needs: the core app when it names a core command, the core app and the one group or
+    command it names, else (help, completion, a typo) the full one. Options before the command are the root's own
+    (--version, --help and the completion flags), which take no value, so the first argument that is not an option
+    is the command."""
     env = os.environ if environ is None else environ
     if any(k.startswith("_") and k.endswith("_COMPLETE") for k in env):  # shell completion lists every command
         return _full_app()
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in CORE_COMMANDS or (command is None and "--version" in argv):
         return _app
+    if command in _GROUPS:
+        return _register([command])
     return _full_app()
-
-
-def _register_subapps() -> None:
-    # Imported here, only when the command line needs them, so `chamberlain validate` never pays for server clients.
-    from chamberlain.cli.adopt import adopt_app
-    from chamberlain.cli.adopt_verify import adopt_takeover_cmd, adopt_verify_cmd
-    from chamberlain.cli.audit import audit_app
-    from chamberlain.cli.authority import authority_app
-    from chamberlain.cli.authority import plan as plan_cmd
-    from chamberlain.cli.backup import backup_cmd, restore_cmd
-    from chamberlain.cli.bootstrap import bootstrap_app
-    from chamberlain.cli.controller import controller_app
-    from chamberlain.cli.demo import demo_cmd
-    from chamberlain.cli.drill import drill_app
-    from chamberlain.cli.gitops import apply_cmd
-    from chamberlain.cli.handover import handover_cmd, provision_cmd
-    from chamberlain.cli.importing import import_cmd
-    from chamberlain.cli.lab import lab_app
-    from chamberlain.cli.lifecycle import env_app, retire_cmd
-    from chamberlain.cli.playbook import playbook_app
-    from chamberlain.cli.policy import policy_app
-    from chamberlain.cli.root import root_app
-    from chamberlain.cli.rotate import rotate_cmd, status_cmd
-    from chamberlain.cli.upgrade import upgrade_app
-
-    groups = {  # name: (sub-app, one-line help)
-        "root": (root_app, "Phase 0: the offline root of trust (an age identity kept outside Git)."),
-        "bootstrap": (bootstrap_app, "Phases 1-2: bootstrap Secrets, SOPS-encrypted to the Platform recipients."),
-        "authority": (authority_app, "Phase 3: initialize, unseal, configure and re-key the authority."),
-        "audit": (audit_app, "Provenance of a secret and integrity of the ledger."),
-        "adopt": (adopt_app, "Bring an existing estate under intent: intents and a migration plan "
-                             "(values never read), then verify (import) and takeover."),
-        "lab": (lab_app, "The local lab of real servers: build, up, down, status, env."),
-        "policy": (policy_app, "The rotation policy in force against Git's: plan, apply."),
-        "controller": (controller_app, "The in-cluster controller: triggers in, rotations out."),
-        "env": (env_app, "Instances of an ephemeral environment (preview/<id>): up, down."),
-        "upgrade": (upgrade_app, "Move a live installation of the previous release to this one: plan, apply."),
-        "playbook": (playbook_app, "When things go wrong: rotate after a compromise, rekey after a custodian change."),
-        "drill": (drill_app, "Disaster drills on the lab (cluster-loss, authority-loss): lose something, rebuild "
-                             "it, prove nothing was lost."),
-    }
-    commands = {"plan": plan_cmd, "apply": apply_cmd, "handover": handover_cmd, "provision": provision_cmd,
-                "demo": demo_cmd, "rotate": rotate_cmd, "status": status_cmd, "import": import_cmd,
-                "retire": retire_cmd, "backup": backup_cmd, "restore": restore_cmd}
-    adopt_app.command("verify")(adopt_verify_cmd)
-    adopt_app.command("takeover")(adopt_takeover_cmd)
-    for name, (sub_app, help_) in groups.items():
-        _app.add_typer(sub_app, name=name, help=help_)
-    for name, command in commands.items():
-        _app.command(name)(command)
 
 
 def __getattr__(name: str) -> object:

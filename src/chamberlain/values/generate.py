@@ -10,9 +10,7 @@ import base64
 import secrets
 import string
 from collections.abc import Mapping
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from typing import TYPE_CHECKING
 
 from chamberlain.intent.model import (
     AnyGenerator,
@@ -25,9 +23,11 @@ from chamberlain.intent.model import (
     TokenGenerator,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
 # Symbols that survive shells, URLs-in-DSNs and YAML without quoting trouble.
 SYMBOLS = "-_.~!*+=^"
-_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
 
 class GeneratorError(ValueError):
@@ -70,6 +70,8 @@ def random_bytes(spec: BytesGenerator) -> str:
 
 
 def _pem_pair(private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+
     priv = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
@@ -81,10 +83,16 @@ def _pem_pair(private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | 
 
 def keypair(spec: Ed25519Generator | EcdsaGenerator | RsaGenerator) -> tuple[str, str]:
     """(private PEM, public PEM)."""
+    # Imported here: cryptography's native module is about 8 MiB of the controller's resident memory, and most
+    # fleets generate passwords and tokens only (P5 in benchmarks/README.md).
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     if isinstance(spec, Ed25519Generator):
         return _pem_pair(ed25519.Ed25519PrivateKey.generate())
     if isinstance(spec, EcdsaGenerator):
-        return _pem_pair(ec.generate_private_key(_CURVES[spec.curve]))
+        curves: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(),
+                                               "P-521": ec.SECP521R1()}
+        return _pem_pair(ec.generate_private_key(curves[spec.curve]))
     return _pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=spec.bits))
 
 

@@ -9,6 +9,10 @@ Stale metadata: an editable install made before chamberlain declared its built-i
 built-in that chamberlain's own distribution does not declare is added from :data:`BUILTINS`, and still takes part
 in the duplicate check, so the result is the same with fresh or stale metadata.
 
+Plug-ins are imported and checked when the registry loads, so a broken one fails the start. chamberlain's own
+built-ins are imported on first use: the certificate rotators import cryptography's native module, about 8 MiB of
+the controller's resident memory, which a fleet without certificates never needs.
+
 :func:`rotator_name_for` is the pure choice of a rotator for an intent. Boundary: no rotation step runs here.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import import_module, metadata
+from threading import Lock
 from typing import Protocol
 
 from chamberlain import wellknown as wk
@@ -25,6 +30,7 @@ from chamberlain.rotation.rotators.base import DuplicateRotator, Rotator, Rotato
 
 GROUP = "chamberlain.rotators"
 DISTRIBUTION = "chamberlain"
+FALLBACK = f"{DISTRIBUTION} (built-in fallback)"
 
 # The built-ins, exactly as pyproject.toml declares them in [project.entry-points."chamberlain.rotators"].
 BUILTINS: Mapping[str, str] = {
@@ -76,7 +82,7 @@ def declared_entries(eps: Iterable[EntryPointLike] | None = None) -> list[Entry]
     found: list[EntryPointLike] = list(metadata.entry_points(group=GROUP)) if eps is None else list(eps)
     entries = [Entry(ep.name, ep.value, ep.dist.name if ep.dist is not None else "unknown") for ep in found]
     own = {e.name for e in entries if e.source == DISTRIBUTION}
-    entries += [Entry(n, v, f"{DISTRIBUTION} (built-in fallback)") for n, v in BUILTINS.items() if n not in own]
+    entries += [Entry(n, v, FALLBACK) for n, v in BUILTINS.items() if n not in own]
     return entries
 
 
@@ -94,32 +100,48 @@ def check_unique(entries: Iterable[Entry]) -> dict[str, Entry]:
 
 
 class Registry:
-    """Rotators by name, built once; lookups of unknown names fail with the names that do exist."""
+    """Rotators by name, each built once; lookups of unknown names fail with the names that do exist."""
 
-    def __init__(self, rotators: Mapping[str, Rotator]) -> None:
+    def __init__(self, rotators: Mapping[str, Rotator], builtins: Mapping[str, Entry] | None = None) -> None:
         self._rotators = dict(rotators)
+        self._builtins = {n: e for n, e in (builtins or {}).items() if n not in self._rotators}  # built on first use
+        self._lock = Lock()
 
     @classmethod
     def load(cls, eps: Iterable[EntryPointLike] | None = None) -> Registry:
         rotators: dict[str, Rotator] = {}
+        builtins: dict[str, Entry] = {}
         for name, entry in check_unique(declared_entries(eps)).items():
-            rotator = entry.load()()
-            if not isinstance(rotator, Rotator) or rotator.name != name:
-                raise RotatorConfigError(f"rotator {name!r} from {entry.source} is not a Rotator named {name!r}")
-            rotators[name] = rotator
-        return cls(rotators)
+            if entry.source in (DISTRIBUTION, FALLBACK) and BUILTINS.get(name) == entry.value:
+                builtins[name] = entry
+            else:
+                rotators[name] = _built(name, entry)
+        return cls(rotators, builtins)
 
     def names(self) -> list[str]:
-        return sorted(self._rotators)
+        return sorted(self._rotators.keys() | self._builtins.keys())
 
     def get(self, name: str) -> Rotator:
-        try:
-            return self._rotators[name]
-        except KeyError:
-            raise UnknownRotator(f"no rotator named {name!r}; known: {', '.join(self.names())}") from None
+        found = self._rotators.get(name)
+        if found is not None:
+            return found
+        with self._lock:  # rotations run on several threads: one import and one instance per name
+            if name not in self._rotators and name in self._builtins:
+                self._rotators[name] = _built(name, self._builtins[name])
+            try:
+                return self._rotators[name]
+            except KeyError:
+                raise UnknownRotator(f"no rotator named {name!r}; known: {', '.join(self.names())}") from None
 
     def for_intent(self, intent: SecretIntent) -> Rotator:
         return self.get(rotator_name_for(intent))
+
+
+def _built(name: str, entry: Entry) -> Rotator:
+    rotator = entry.load()()
+    if not isinstance(rotator, Rotator) or rotator.name != name:
+        raise RotatorConfigError(f"rotator {name!r} from {entry.source} is not a Rotator named {name!r}")
+    return rotator
 
 
 def rotator_name_for(intent: SecretIntent) -> str:
