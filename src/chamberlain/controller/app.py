@@ -24,6 +24,7 @@ from chamberlain.controller.batch import BackgroundEvents
 from chamberlain.controller.collaborators import Collaborators, Logger, Silent
 from chamberlain.controller.config import DEFAULT_LEASE, ControllerConfig
 from chamberlain.controller.external import ExternalRotations, PushSecretWatch, WatchKube
+from chamberlain.controller.heap import HeapSettler
 from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
@@ -200,6 +201,7 @@ class ControllerApp:
     webhook: WebhookServer | None = None
     metrics_server: ProbeServer | None = None
     stall_seconds: float = DEFAULT_STALL_SECONDS  # /healthz fails when no tick finished for this long
+    settle_heap: bool = False  # the controller's own process: settled state frozen out of the gc's walk (.heap)
     _threads: list[threading.Thread] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic)
 
@@ -215,7 +217,8 @@ class ControllerApp:
             t = threading.Thread(target=self.webhook.serve_forever, name="chamberlain-webhook", daemon=True)
             t.start()
             self._threads.append(t)
-        loop = threading.Thread(target=self.controller.serve, args=(self.stop_event, self.interval),
+        loop = threading.Thread(target=self.controller.serve,
+                                args=(self.stop_event, self.interval, HeapSettler() if self.settle_heap else None),
                                 name="chamberlain-controller", daemon=True)
         loop.start()
         self._threads.append(loop)

@@ -60,6 +60,7 @@ from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.follow import Follower, Pending
 from chamberlain.controller.freshness import Reading
+from chamberlain.controller.heap import HeapSettler
 from chamberlain.controller.resources import BackgroundPublisher
 from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
@@ -117,6 +118,7 @@ class Controller:
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
+        self.scope_generation = 0  # moves with every scope swapped in
 
     # ------------------------------------------------------------------------------------------- surface
 
@@ -183,6 +185,7 @@ class Controller:
                     if self.parts.status is not None:
                         self.parts.status.forget(name)
             self.scope = scope
+            self.scope_generation += 1
             self.state.last_evaluation, self.state.evaluating = None, []
             if self.parts.status is not None:  # intents refused by in-cluster validation: Degraded, rule ids
                 self.parts.status.set_rejected({name: [(f.rule, f.message) for f in findings]
@@ -262,9 +265,10 @@ class Controller:
         nominal = min(interval * 2 ** min(self.state.outages, 10), self.config.max_pause)
         return float(nominal / 2 + self.parts.rng.random() * nominal / 2)
 
-    def serve(self, stop: threading.Event, interval: float = 1.0) -> None:
+    def serve(self, stop: threading.Event, interval: float = 1.0, heap: HeapSettler | None = None) -> None:
         """Tick until ``stop`` is set; then give up the Lease (graceful shutdown: the current tick finishes, runs
-        stay recorded in Vault and the next leader resumes them). The thread calling this is the loop thread."""
+        stay recorded in Vault and the next leader resumes them). The thread calling this is the loop thread.
+        ``heap``: the controller's own process freezes its settled state out of the collector's walk (:mod:`.heap`)."""
         try:
             while not stop.is_set():
                 try:
@@ -275,6 +279,8 @@ class Controller:
                     # a foreign exception's text is unvetted, so only its type is logged
                     self.parts.log.warning("tick failed (internal error)", error=type(exc).__name__)
                 self.parts.metrics.heartbeat(self.parts.clock.now().timestamp(), self.state.outages == 0)
+                if heap is not None:
+                    heap.after_tick((self.scope_generation, self.state.leader), self.backlog)
                 if not self.backlog or self.state.outages:  # a sliced pass goes on at once: the next tick
                     self.wake.wait(self.pause(interval))
                 self.wake.clear()

@@ -170,7 +170,7 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
                       lease_seconds=options.lease_seconds, log=log, reconcile=reconcile, objects=objects, **tuning)
     app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,
                         webhook_address=options.webhook_address, webhook_key=options.webhook_key,
-                        stop_event=stop or threading.Event())
+                        stop_event=stop or threading.Event(), settle_heap=True)
     app.start()
     return app
 

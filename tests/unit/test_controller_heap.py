@@ -1,0 +1,87 @@
+"""The controller freezes its settled state out of the cyclic collector's walk (chamberlain.controller.heap)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chamberlain.controller.heap import Epoch, HeapSettler, should_settle
+from tests.unit.test_controller import World
+
+
+@pytest.mark.parametrize(("epoch", "settled", "backlog", "expected"), [
+    pytest.param((0, True), None, False, True, id="start-up-settled"),
+    pytest.param((0, True), None, True, False, id="start-up-with-a-backlog"),
+    pytest.param((0, True), (0, True), False, False, id="already-settled"),
+    pytest.param((1, True), (0, True), False, True, id="new-scope"),
+    pytest.param((1, True), (0, True), True, False, id="new-scope-statuses-left"),
+    pytest.param((0, True), (0, False), False, True, id="became-leader"),
+])
+def test_settles_once_per_epoch_when_no_work_is_left(epoch: Epoch, settled: Epoch | None, backlog: bool,
+                                                      expected: bool) -> None:
+    assert should_settle(epoch, settled, backlog) is expected
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def settler(self) -> HeapSettler:
+        return HeapSettler(freeze=lambda: self.calls.append("freeze"),
+                           unfreeze=lambda: self.calls.append("unfreeze"),
+                           collect=self.collect)
+
+    def collect(self) -> int:
+        self.calls.append("collect")
+        return 0
+
+
+def test_each_settlement_thaws_and_collects_before_it_freezes() -> None:
+    r = Recorder()
+    heap = r.settler()
+    assert heap.after_tick((0, True), backlog=True) is False and r.calls == []
+    assert heap.after_tick((0, True), backlog=False) is True
+    assert heap.after_tick((0, True), backlog=False) is False  # settled: nothing more until the epoch moves
+    assert heap.after_tick((1, True), backlog=False) is True
+    assert r.calls == ["unfreeze", "collect", "freeze"] * 2
+
+
+def test_serve_settles_after_the_first_tick_and_again_after_a_scope_change() -> None:
+    r = Recorder()
+    w = World(("api-token", "db-password"))
+    c = w.controller()
+    stop = threading.Event()
+    loop = threading.Thread(target=c.serve, args=(stop, 0.01, r.settler()), daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while r.calls.count("freeze") < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.calls == ["unfreeze", "collect", "freeze"]
+        time.sleep(0.1)  # ticks go on; the epoch has not moved
+        assert r.calls.count("freeze") == 1
+        c.set_scope(w.scope)  # the same intents, a new scope object: swapped in, a new generation
+        while r.calls.count("freeze") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.calls.count("freeze") == 2 and c.scope_generation == 1
+    finally:
+        stop.set()
+        loop.join(10)
+
+
+def test_the_real_collector_is_left_as_it_was_by_default() -> None:
+    """Tests and in-process callers of serve pass no settler: only `controller run`'s process freezes."""
+    import gc
+
+    w = World(("api-token",))
+    c = w.controller()
+    stop = threading.Event()
+    before = gc.get_freeze_count()
+    loop = threading.Thread(target=c.serve, args=(stop, 0.01), daemon=True)
+    loop.start()
+    time.sleep(0.1)
+    stop.set()
+    loop.join(10)
+    assert gc.get_freeze_count() == before
