@@ -85,3 +85,17 @@ def test_the_real_collector_is_left_as_it_was_by_default() -> None:
     stop.set()
     loop.join(10)
     assert gc.get_freeze_count() == before
+
+
+def test_a_builtin_rotator_the_scope_uses_loads_at_start_and_a_broken_one_stops_it() -> None:
+    from chamberlain.rotation.rotators import Registry, RotatorConfigError
+    from chamberlain.rotation.rotators import registry as registry_mod
+
+    w = World(("api-token",))
+    loaded = Registry.load()
+    c = w.controller(registry=loaded)
+    assert c.parts.registry is loaded and "random" in loaded._rotators  # loaded by the start, not the first run
+    broken = Registry({}, {"random": registry_mod.Entry("random", "chamberlain.no_such_module_here:X",
+                                                        registry_mod.DISTRIBUTION)})
+    with pytest.raises(RotatorConfigError, match="cannot be loaded"):
+        w.controller(registry=broken)

@@ -154,6 +154,14 @@ def test_builtins_are_imported_on_first_use_and_built_once() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_a_builtin_that_cannot_be_imported_is_refused_when_used_not_a_crash() -> None:
+    broken = registry_mod.Entry("random", "chamberlain.no_such_module_here:RandomRotator", registry_mod.DISTRIBUTION)
+    reg = Registry({}, {"random": broken})
+    assert reg.names() == ["random"]
+    with pytest.raises(RotatorConfigError, match=r"rotator 'random' .* cannot be loaded \(ModuleNotFoundError\)"):
+        reg.get("random")
+
+
 def test_a_plugin_is_checked_when_the_registry_loads_not_at_first_use() -> None:
     with pytest.raises(RotatorConfigError, match="not a Rotator named 'other'"):
         Registry.load([own("random"), FakeEP("other", f"{__name__}:Plugin", FakeDist("vendor-rotators"))])

@@ -353,10 +353,11 @@ def _app_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> t
     env = os.environ if environ is None else environ
     if any(k.startswith("_") and k.endswith("_COMPLETE") for k in env):  # shell completion lists every command
         return _full_app()
-    command = next((a for a in argv if not a.startswith("-")), None)
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    command = argv[at] if at < len(argv) else None
     if command in CORE_COMMANDS or (command is None and "--version" in argv):
         return _app
-    if command in _GROUPS:
+    if command in _GROUPS and not {"-h", "--help"} & set(argv[:at]):  # root help lists every command
         return _register([command])
     return _full_app()
 

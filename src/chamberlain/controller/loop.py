@@ -71,6 +71,7 @@ from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
+from chamberlain.rotation.rotators import RotatorError, rotator_name_for
 from chamberlain.rotation.run import PROMOTED_OR_LATER, RotationRun, RunActive
 from chamberlain.triggers import RotationRequest, SecretSchedule, is_stored
 from chamberlain.triggers import limits as floors
@@ -119,6 +120,16 @@ class Controller:
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
+        self._load_rotators(scope)  # a built-in that cannot load stops the start, as a broken plug-in does
+
+    def _load_rotators(self, scope: Scope) -> None:
+        """Load the built-in rotators the scope's intents use now rather than at their first rotation (the registry
+        loads built-ins on first use, so a fleet without certificates never imports cryptography). A name no
+        rotator has is left for the run to refuse, as before."""
+        registry = self.parts.registry
+        known = set(registry.names())
+        for name in sorted({rotator_name_for(p.intent) for p in scope.placed.values()} & known):
+            registry.get(name)
 
     # ------------------------------------------------------------------------------------------- surface
 
@@ -186,6 +197,11 @@ class Controller:
                         self.parts.status.forget(name)
             self.scope = scope
             self.scope_generation += 1
+            try:
+                self._load_rotators(scope)
+            except RotatorError as exc:  # its runs fail to start with the same error, the others rotate
+                self.parts.log.warning("a rotator the scope uses cannot be loaded", error=type(exc).__name__,
+                                       detail=str(exc)[:200])
             self.state.last_evaluation, self.state.evaluating = None, []
             if self.parts.status is not None:  # intents refused by in-cluster validation: Degraded, rule ids
                 self.parts.status.set_rejected({name: [(f.rule, f.message) for f in findings]
@@ -273,14 +289,14 @@ class Controller:
             while not stop.is_set():
                 try:
                     self.tick()
+                    if heap is not None:
+                        heap.after_tick((self.scope_generation, self.state.leader), self.backlog)
                 except ChamberlainError as exc:  # our messages carry no values (KubeError included)
                     self.parts.log.warning("tick failed", error=type(exc).__name__, detail=str(exc)[:200])
                 except Exception as exc:  # a bug must not end the loop: every other secret still rotates;
                     # a foreign exception's text is unvetted, so only its type is logged
                     self.parts.log.warning("tick failed (internal error)", error=type(exc).__name__)
                 self.parts.metrics.heartbeat(self.parts.clock.now().timestamp(), self.state.outages == 0)
-                if heap is not None:
-                    heap.after_tick((self.scope_generation, self.state.leader), self.backlog)
                 if not self.backlog or self.state.outages:  # a sliced pass goes on at once: the next tick
                     self.wake.wait(self.pause(interval))
                 self.wake.clear()

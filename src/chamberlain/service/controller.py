@@ -158,9 +158,12 @@ def config_options(options: ControllerOptions) -> dict[str, Any]:
 
 
 def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger | None = None,
-          stop: threading.Event | None = None, reconcile: bool = False, objects: Any = None) -> ControllerApp:
+          stop: threading.Event | None = None, reconcile: bool = False, objects: Any = None,
+          settle_heap: bool = False) -> ControllerApp:
     """Log in as the scope's orchestrator, wire the controller and start it (loop, webhook, metrics). ``stop``
-    ends it when set; :meth:`ControllerApp.stop` stops it gracefully."""
+    ends it when set; :meth:`ControllerApp.stop` stops it gracefully. ``settle_heap``: this process is the
+    controller's own (``controller run``), whose settled state may be frozen out of the collector (:mod:`.heap`
+    of the controller); never in a process that does other work (the demo, tests)."""
     from chamberlain.controller.app import DEFAULT_LEASE, ControllerApp, wire
 
     kube = servers.kube()  # the real client: leases, run objects and events too
@@ -170,7 +173,7 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
                       lease_seconds=options.lease_seconds, log=log, reconcile=reconcile, objects=objects, **tuning)
     app = ControllerApp(controller, interval=options.interval, metrics_address=options.metrics_address,
                         webhook_address=options.webhook_address, webhook_key=options.webhook_key,
-                        stop_event=stop or threading.Event(), settle_heap=True)
+                        stop_event=stop or threading.Event(), settle_heap=settle_heap)
     app.start()
     return app
 
@@ -181,7 +184,7 @@ def run(root: Path, servers: Servers, clock: Clock, options: ControllerOptions, 
     """``controller run``: load the scope (the repository itself is not kept), start, run until ``stop`` is set
     (or ``max_seconds`` passed), then stop gracefully: the Lease is released, unfinished runs stay recorded."""
     scope = load_scope(root, environment, cluster)
-    app = start(scope, servers, clock, options, log=log, stop=stop)
+    app = start(scope, servers, clock, options, log=log, stop=stop, settle_heap=True)
     log.info("controller started", identity=options.name, environment=scope.environment, cluster=scope.cluster,
              secrets=len(scope.placed), metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
     app.wait(max_seconds)
@@ -222,7 +225,8 @@ def run_from_cluster(servers: Servers, clock: Clock, options: ControllerOptions,
                            stop_event=stop, sinks={"SecretIntent": [objects]})
     first = source.sync()
     assert first.scope is not None
-    app = start(first.scope, servers, clock, options, log=log, stop=stop, reconcile=True, objects=objects)
+    app = start(first.scope, servers, clock, options, log=log, stop=stop, reconcile=True, objects=objects,
+                settle_heap=True)
 
     def swap(built: Built) -> None:
         assert built.scope is not None

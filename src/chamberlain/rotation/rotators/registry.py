@@ -138,7 +138,13 @@ class Registry:
 
 
 def _built(name: str, entry: Entry) -> Rotator:
-    rotator = entry.load()()
+    try:
+        rotator = entry.load()()
+    except RotatorConfigError:
+        raise
+    except Exception as exc:  # a broken install (a native module that cannot load): a refusal, not a crash
+        raise RotatorConfigError(f"rotator {name!r} from {entry.source} cannot be loaded ({type(exc).__name__})") \
+            from exc
     if not isinstance(rotator, Rotator) or rotator.name != name:
         raise RotatorConfigError(f"rotator {name!r} from {entry.source} is not a Rotator named {name!r}")
     return rotator
