@@ -3,10 +3,9 @@
 The controller holds some fifty objects the cyclic collector tracks per SecretIntent (models, schedules, status
 memory, metric rows). A full collection walks all of them, about 0.05 s per 2,000 intents on this machine, while
 every thread waits on the GIL: at 10k intents a trigger arriving then waits a quarter of a second too (P3 in
-benchmarks/README.md). Those objects
-are built at start-up and after a scope change, then live until the next change, so once the controller's state
-has settled they are moved out of the collector's reach (:func:`gc.freeze`). The objects made afterwards (runs,
-readings, requests) are collected as usual.
+benchmarks/README.md). Those objects are built at start-up and after a scope change, then live until the next
+change, so once the controller's state has settled they are moved out of the collector's reach
+(:func:`gc.freeze`). The objects made afterwards (runs, readings, requests) are collected as usual.
 
 Settled means: the first tick after start-up, a scope change or a change of leadership that leaves no work for
 the next one (no time-trigger pass or status report cut short). Each settlement first thaws what an earlier one
