@@ -100,7 +100,7 @@ def existing_secret_tenancy(repo: Repository) -> Iterator[Finding]:
                           object=_label(item), subject=subject)
 
 
-@check("existing-secret-regenerated")
+@check("existing-secret-regenerated", per_file=True)
 def existing_secret_regenerated(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     if platform is None:

@@ -23,7 +23,7 @@ def _label(item: Loaded[SecretIntent]) -> str:
     return f"SecretIntent/{item.obj.metadata.name}"
 
 
-@check("shared-mounts")
+@check("shared-mounts", per_file=True)
 def shared_mounts(repo: Repository) -> Iterator[Finding]:
     if len(repo.platforms) != 1:
         return
@@ -44,7 +44,7 @@ def shared_mounts(repo: Repository) -> Iterator[Finding]:
             seen[mount] = field
 
 
-@check("config-on-data-mount")
+@check("config-on-data-mount", per_file=True)
 def config_on_data_mount(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         spec = item.obj.spec
@@ -137,7 +137,7 @@ def single_authority(repo: Repository) -> Iterator[Finding]:
                 paths[placement] = item
 
 
-@check("custody")
+@check("custody", per_file=True)
 def custody(repo: Repository) -> Iterator[Finding]:
     """SPEC §6: custodians and a threshold k, each share to one custodian. Several root recipients without custody
     are a warning (today's behaviour stays valid); a custodian whose key is in a cluster is an error always (it

@@ -37,7 +37,7 @@ def mapped_keys(intent: SecretIntent) -> list[str]:
     return sorted({k for c in intent.spec.consumers for k in (c.keys or {}).values()})
 
 
-@check("publication-keys")
+@check("publication-keys", per_file=True)
 def publication_keys(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         pub = item.obj.spec.source.publication
@@ -55,7 +55,7 @@ def publication_keys(repo: Repository) -> Iterator[Finding]:
         )
 
 
-@check("same-namespace-use")
+@check("same-namespace-use", per_file=True)
 def same_namespace_use(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         pub = item.obj.spec.source.publication

@@ -168,7 +168,7 @@ def _annotation_sites(doc: Document) -> Iterator[tuple[Loc, Any]]:
             yield ("secretGenerator", i, "options", "annotations"), _get(gen, ("options", "annotations"))
 
 
-@check("mirror-annotations")
+@check("mirror-annotations", per_file=True)
 def check_mirror_annotations(repo: Repository) -> Iterator[Finding]:
     for rf in repo.files:
         for doc in rf.documents:
@@ -221,7 +221,7 @@ def _mirror_kind(doc: Document, label: str) -> Iterator[Finding]:
 ESO_STORE_KINDS = ("SecretStore", "ClusterSecretStore")
 
 
-@check("eso-kubernetes-provider")
+@check("eso-kubernetes-provider", per_file=True)
 def check_eso_kubernetes_provider(repo: Repository) -> Iterator[Finding]:
     for doc in repo.manifests:
         api = doc.api_version or ""
@@ -268,7 +268,7 @@ def _store_identities(provider: object) -> Iterator[tuple[Loc, str]]:
             stack.extend((child, (*where, i)) for i, child in enumerate(node) if isinstance(child, (dict, list)))
 
 
-@check("eso-borrowed-identity")
+@check("eso-borrowed-identity", per_file=True)
 def check_eso_borrowed_identity(repo: Repository) -> Iterator[Finding]:
     """CH107: a ClusterSecretStore that logs in as a chamberlain reader/publisher/controller hands that identity's
     secrets to every namespace."""
@@ -358,7 +358,7 @@ def _json_has_rotate(text: str) -> bool:
     return next(_rotate_locations(data, ()), None) is not None
 
 
-@check("rotate-annotation")
+@check("rotate-annotation", per_file=True)
 def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
     """CH074: ``chamberlain.dev/rotate`` committed on any object (intent or manifest, rendered output included):
     GitOps would apply it again after every rotation, an endless trigger."""
@@ -394,7 +394,7 @@ def check_rotate_annotation(repo: Repository) -> Iterator[Finding]:
 # ------------------------------------------------------------------------------------------------ CH075
 
 
-@check("restart-consumes")
+@check("restart-consumes", per_file=True)
 def check_restart_consumes(repo: Repository) -> Iterator[Finding]:
     """CH075: a consumer's restart target whose manifest is in the repository (same kind and name, in the consumer's
     namespace or with no namespace) references none of the Secrets that consumer writes. A workload whose manifest

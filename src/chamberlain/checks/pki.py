@@ -18,7 +18,7 @@ from chamberlain.intent.pki import PkiRefError, check_grant, names_pki, pki_ref
 RULE = "CH105"
 
 
-@check("pki-grant")
+@check("pki-grant", per_file=True)
 def pki_grant(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     kv_mounts: list[str] = []

@@ -29,7 +29,7 @@ def _label(item: Loaded[SecretIntent]) -> str:
     return f"SecretIntent/{item.obj.metadata.name}"
 
 
-@check("unknown-environments")
+@check("unknown-environments", per_file=True)
 def unknown_environments(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     if platform is None:
@@ -60,7 +60,7 @@ def _rotate_before_findings(
         )
 
 
-@check("policies")
+@check("policies", per_file=True)
 def policies(repo: Repository) -> Iterator[Finding]:
     index = repo.policy_index()
     for p in repo.policies:
@@ -111,7 +111,7 @@ def intent_references(repo: Repository) -> Iterator[Finding]:
                           object=_label(item))
 
 
-@check("classification-source")
+@check("classification-source", per_file=True)
 def classification_source(repo: Repository) -> Iterator[Finding]:
     for item in repo.intents:
         spec = item.obj.spec
@@ -137,13 +137,13 @@ def _certificate_key(key: str) -> str:
     return f"{key[: -len('.key')]}.crt" if key.endswith(".key") and len(key) > len(".key") else f"{key}.crt"
 
 
-def source_keys(intent: SecretIntent, bootstrap_keys: Mapping[str, frozenset[str]]) -> frozenset[str] | None:
+def source_keys(intent: SecretIntent, bootstrap_keys: Mapping[int, frozenset[str]]) -> frozenset[str] | None:
     """The keys the intent's value has in the authority, or None when Git cannot say (a publication without
     ``keys``, a bootstrap file that is missing, a plug-in rotator). Pure.
 
     Generated: every declared key, plus ``<key>.pub`` for keypairs (and the certificates of the x509 rotators).
     Bootstrap: the keys of the Secret in the bootstrap file (SOPS leaves key names in clear). Publication: the
-    declared ``keys``."""
+    declared ``keys``. ``bootstrap_keys``: by ``id()`` of the intent (:func:`_bootstrap_keys`)."""
     source = intent.spec.source
     if source.generate is not None:
         rotator = intent.metadata.annotations.get(wk.ANNOTATION_ROTATOR)
@@ -159,7 +159,7 @@ def source_keys(intent: SecretIntent, bootstrap_keys: Mapping[str, frozenset[str
             keys.update(_X509_ROTATORS[rotator])
         return frozenset(keys)
     if source.bootstrap is not None:
-        return bootstrap_keys.get(intent.metadata.name)
+        return bootstrap_keys.get(id(intent))
     if source.existing_secret is not None:
         return frozenset(source.existing_secret.keys) if source.existing_secret.keys is not None else None
     assert source.publication is not None
@@ -178,12 +178,15 @@ def intent_keys(repo: Repository, intent: SecretIntent) -> frozenset[str] | None
     return keys
 
 
-def _bootstrap_keys(repo: Repository) -> dict[str, frozenset[str]]:
+def _bootstrap_keys(repo: Repository) -> dict[int, frozenset[str]]:
+    """The keys of each bootstrap intent's file, by ``id()`` of the intent object (the repository keeps it alive):
+    by name, two intents that share one (CH008) would read each other's file, and an intent's findings would
+    depend on another file (the per-file checks' promise, :mod:`chamberlain.checks.incremental`)."""
     return memo(repo, "bootstrap_keys", lambda: _bootstrap_keys_of(repo))
 
 
-def _bootstrap_keys_of(repo: Repository) -> dict[str, frozenset[str]]:
-    out: dict[str, frozenset[str]] = {}
+def _bootstrap_keys_of(repo: Repository) -> dict[int, frozenset[str]]:
+    out: dict[int, frozenset[str]] = {}
     for ref in bootstrap_refs(repo):
         docs = ref.file.documents if ref.file is not None else []
         if len(docs) != 1 or not isinstance(docs[0].data, dict):
@@ -193,7 +196,7 @@ def _bootstrap_keys_of(repo: Repository) -> dict[str, frozenset[str]]:
             values = docs[0].data.get(section)
             if isinstance(values, dict):
                 keys.update(str(k) for k in values)
-        out[ref.intent.obj.name] = frozenset(keys)
+        out[id(ref.intent.obj)] = frozenset(keys)
     return out
 
 
@@ -203,7 +206,7 @@ def did_you_mean(name: str, known: frozenset[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-@check("consumer-keys")
+@check("consumer-keys", per_file=True)
 def consumer_keys(repo: Repository) -> Iterator[Finding]:
     """CH019: a consumer maps a Secret key to an intent key the source does not have (ESO would fail the whole
     ExternalSecret, so the consumer would never receive any key). CH009 (warning): the source is a publication that

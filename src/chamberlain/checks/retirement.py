@@ -49,15 +49,20 @@ def file_fingerprint(repo: Repository, intent: str) -> str | None:
     """The fingerprint of ``intent``'s bootstrap file as it is in the repository (None when it is not one readable
     YAML document: CH025 says why)."""
     for ref in bootstrap_refs(repo):
-        if ref.intent.obj.name != intent:
-            continue
-        docs = ref.file.documents if ref.file is not None else []
-        if len(docs) == 1 and isinstance(docs[0].data, dict):
-            return fingerprint(docs[0].data)
+        if ref.intent.obj.name == intent:
+            return ref_fingerprint(ref)
     return None
 
 
-@check("retirement")
+def ref_fingerprint(ref: BootstrapRef) -> str | None:
+    """The fingerprint of the bootstrap file ``ref`` names (None when it is not one readable YAML document)."""
+    docs = ref.file.documents if ref.file is not None else []
+    if len(docs) == 1 and isinstance(docs[0].data, dict):
+        return fingerprint(docs[0].data)
+    return None
+
+
+@check("retirement", per_file=True)
 def check_retirement(repo: Repository) -> Iterator[Finding]:
     for ref in bootstrap_refs(repo):
         source = ref.intent.obj.spec.source.bootstrap
@@ -87,14 +92,14 @@ def _retired(repo: Repository, ref: BootstrapRef) -> Iterator[Finding]:
         yield finding("CH027", "retiredIn without retiredFingerprint: a later change of the bootstrap file cannot "
                                "be detected (chamberlain handover writes both)", "retiredIn")
         return
-    current = file_fingerprint(repo, intent.name)
+    current = ref_fingerprint(ref)  # this intent's own file (by name, a namesake's could be read: CH008)
     if current is not None and current != source.retired_fingerprint:
         yield finding("CH028", f"bootstrap file {ref.rel} changed after its retirement in "
                                f"[{', '.join(source.retired_in)}]; an upstream-issued value goes through "
                                f"`chamberlain import {intent.name}`", "retiredFingerprint")
 
 
-@check("retirement-placement")
+@check("retirement-placement", per_file=True)
 def check_retirement_placement(repo: Repository) -> Iterator[Finding]:
     """``retiredIn``/``retiredFingerprint`` at any other place of a SecretIntent: the schema refuses them too
     (CH003), this says where they belong."""

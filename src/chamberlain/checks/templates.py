@@ -46,7 +46,7 @@ def _smuggled(segments: list[object]) -> str | None:
 def consumer_templates(repo: Repository) -> Iterator[Finding]:
     index = repo.intent_index()
     platform = repo.platform
-    bootstrap: dict[str, frozenset[str]] | None = None
+    bootstrap: dict[int, frozenset[str]] | None = None
     for item in repo.intents:
         intent = item.obj
         label = _label(item)
@@ -129,7 +129,7 @@ def _declares(intent: SecretIntent, consumer: Consumer) -> bool:
 
 
 def _key_findings(item: Loaded[SecretIntent], loc: tuple[str | int, ...], where: str, secret_key: str,
-                  name: str, key: str, other: SecretIntent, bootstrap: dict[str, frozenset[str]],
+                  name: str, key: str, other: SecretIntent, bootstrap: dict[int, frozenset[str]],
                   subject: str) -> Iterator[Finding]:
     label = _label(item)
     known = source_keys(other, bootstrap)
@@ -160,7 +160,7 @@ def _key_line(item: Loaded[SecretIntent], key: str) -> int:
     return item.line_of("spec", "source")
 
 
-@check("property-names")
+@check("property-names", per_file=True)
 def property_names(repo: Repository) -> Iterator[Finding]:
     """CH119 (warning): keys that deviate from the convention, and ``spec.propertyNames`` entries that declare
     nothing (a key the source does not have, or a name that is neither conventional nor the key itself)."""

@@ -314,7 +314,7 @@ def target_roles(repo: Repository) -> Iterator[Finding]:
 # ------------------------------------------------------------------------------------------------ CH076
 
 
-@check("authority-address")
+@check("authority-address", per_file=True)
 def authority_address(repo: Repository) -> Iterator[Finding]:
     for item in repo.platforms:
         why = insecure_authority(item.obj.spec.authority.address)
@@ -359,7 +359,7 @@ def _ttl_findings(item: Loaded[Any], loc: Loc, label: str, spec: RotationPolicyS
                       object=label)
 
 
-@check("ttl-floor")
+@check("ttl-floor", per_file=True)
 def ttl_floor(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     floor = platform.spec.limits.minimum_ttl if platform is not None else None
@@ -378,7 +378,7 @@ def _platform_item(repo: Repository) -> Loaded[Platform] | None:
     return repo.platforms[0] if len(repo.platforms) == 1 else None
 
 
-@check("tenancy-declaration")
+@check("tenancy-declaration", per_file=True)
 def tenancy_declaration(repo: Repository) -> Iterator[Finding]:
     item = _platform_item(repo)
     tenancy = item.obj.spec.tenancy if item is not None else None
@@ -418,7 +418,7 @@ def tenancy_declaration(repo: Repository) -> Iterator[Finding]:
                                   object=label)
 
 
-@check("owner-paths")
+@check("owner-paths", per_file=True)
 def owner_paths(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     tenancy = platform.spec.tenancy if platform is not None else None
@@ -456,7 +456,7 @@ def owners_declared(repo: Repository) -> Iterator[Finding]:
                           object=_label(item))
 
 
-@check("namespace-holders")
+@check("namespace-holders", per_file=True)
 def namespace_holders(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     holders = Holders.of(platform) if platform is not None else None

@@ -26,7 +26,7 @@ def _expected_fingerprint(platform: Platform) -> str:
                                    trust.custody.threshold)
 
 
-@check("unseal-share-export")
+@check("unseal-share-export", per_file=True)
 def unseal_share_export(repo: Repository) -> Iterator[Finding]:
     platform = repo.platform
     expected = _expected_fingerprint(platform) if platform is not None else None

@@ -22,6 +22,11 @@ A parse is written only after the checks ran and found no credential in the file
 Beside the parse, an intent file's credential-scan hits are kept (:meth:`ParseCache.get_hits`): they depend only on
 the file's bytes and the scanner, so they live under a key of their own that also covers the scanner's sources.
 A hit is a kind, a fixed label, a line and a column: never the text it matched.
+
+And the findings the per-file checks made on an intent file (:meth:`ParseCache.get_findings`, see
+:mod:`chamberlain.checks.incremental`): keyed by the file's path and bytes and by a *context key* that covers every
+other input those checks read, under a code key covering every source file of the package (a per-file check may
+call into any of it). Staged and committed like a parse: never for a file a credential finding points at.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 from chamberlain import __version__
+from chamberlain.findings import RULES, Finding
 from chamberlain.intent import fastyaml
 
 FORMAT = 1
@@ -50,6 +57,8 @@ _SOURCES = ("intent/loader.py", "intent/fastyaml.py", "intent/cache.py", "safeya
 # The credential scan of one file (checks/secrets.py scan_file over the parsed documents): every module it reads.
 _SCAN_SOURCES = ("checks/secrets.py", "scan", "wellknown.py")
 _KIND = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+# The per-file checks' findings: a check may read any module of the package (models, paths, tenancy rules).
+_FINDINGS_SOURCES = (".",)
 
 
 @dataclass(frozen=True)
@@ -74,18 +83,19 @@ class Entry:
 
 def _code_key(extra: tuple[str, ...] = ()) -> str:
     """What the cached result depends on besides the bytes: this code and the parsers it uses (and the modules
-    named in ``extra``: a file, or every ``.py`` file of a directory)."""
+    named in ``extra``: a file, or every ``.py`` file under a directory)."""
     h = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
     base = Path(__file__).resolve().parents[1]
     for rel in _SOURCES + extra:
         path = base / rel
-        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for file in files:
             try:
-                h.update(file.name.encode() + b"\0" + file.read_bytes())
-            except OSError:  # pragma: no cover - an installed package always has its sources
+                h.update(file.relative_to(base).as_posix().encode() + b"\0" + file.read_bytes())
+            except (OSError, ValueError):  # pragma: no cover - an installed package always has its sources
                 h.update(b"missing:" + rel.encode())
-    h.update(f"PyYAML={yaml.__version__};rapidyaml={fastyaml.parser_version()}".encode())
+    h.update(f"PyYAML={yaml.__version__};rapidyaml={fastyaml.parser_version()};"
+             f"pydantic={pydantic.VERSION}".encode())
     return h.hexdigest()[:32]
 
 
@@ -109,12 +119,21 @@ class ParseCache:
         self._scan_key: str | None = None
         self._scan_usable: bool | None = None
         self._staged: dict[str, tuple[str, Entry]] = {}
+        self._findings_key: str | None = None
+        self._findings_usable: bool | None = None
+        self._staged_findings: dict[str, tuple[str, str, list[Finding]]] = {}
 
     @property
     def scan_dir(self) -> Path:
         if self._scan_key is None:
             self._scan_key = "scan-" + _code_key(_SCAN_SOURCES)
         return self.root / self._scan_key
+
+    @property
+    def findings_dir(self) -> Path:
+        if self._findings_key is None:  # hashing the package's sources costs ~10 ms: only when findings are used
+            self._findings_key = "findings-" + _code_key(_FINDINGS_SOURCES)
+        return self.root / self._findings_key
 
     # ---------------------------------------------------------------------------------------------- reading
 
@@ -146,6 +165,17 @@ class ParseCache:
             return None
         return _hits(raw, sha, self.scan_dir.name)
 
+    def get_findings(self, rel: str, sha: str, context: str) -> list[Finding] | None:
+        """The per-file checks' findings on file ``rel`` with these bytes in this context, or None."""
+        if not (_HEX64.fullmatch(sha) and _HEX64.fullmatch(context)) or not self._sub_ready(create=False):
+            return None
+        try:
+            with open(self.findings_dir / f"{_findings_name(rel, sha, context)}.json", "rb") as fh:
+                raw = json.loads(fh.read())
+        except (OSError, ValueError, RecursionError):
+            return None
+        return _findings(raw, rel, sha, context, self.findings_dir.name)
+
     # ---------------------------------------------------------------------------------------------- writing
 
     def stage(self, rel: str, sha: str, entry: Entry) -> None:
@@ -153,12 +183,31 @@ class ParseCache:
         credential in that file (a value pasted into an intent must not be copied outside the repository)."""
         self._staged[rel] = (sha, entry)
 
+    def stage_findings(self, rel: str, sha: str, context: str, findings: list[Finding]) -> None:
+        """Keep the per-file checks' findings on file ``rel`` until :meth:`commit` (as :meth:`stage`)."""
+        self._staged_findings[rel] = (sha, context, findings)
+
     def commit(self, refused: set[str]) -> None:
         """Write the staged entries, except those of the files in ``refused`` (a credential finding is on them)."""
         staged, self._staged = self._staged, {}
         for rel, (sha, entry) in staged.items():
             if rel not in refused:
                 self.put(sha, entry)
+        staged_findings, self._staged_findings = self._staged_findings, {}
+        for rel, (sha, context, findings) in staged_findings.items():
+            if rel not in refused:
+                self._put_findings(rel, sha, context, findings)
+
+    def _put_findings(self, rel: str, sha: str, context: str, findings: list[Finding]) -> None:
+        directory = self.findings_dir
+        body = {"format": FORMAT, "key": directory.name, "file": rel, "sha256": sha, "context": context,
+                "findings": [[f.line, f.rule, f.message, f.column, f.object, f.subject] for f in findings]}
+        if any(f.file != rel for f in findings) or _findings(body, rel, sha, context, directory.name) is None:
+            return  # not the shape get_findings accepts: never write what would be refused
+        if not (_HEX64.fullmatch(sha) and _HEX64.fullmatch(context)) or not self._sub_ready(create=True):
+            return
+        self._write(directory, _findings_name(rel, sha, context),
+                    json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
     def put_hits(self, sha: str, hits: list[tuple[str, str, int | None, int | None]]) -> None:
         directory = self.scan_dir
@@ -226,15 +275,25 @@ class ParseCache:
         """:meth:`_ready`, and the scan hits' own directory private too (created 0700 on the first write)."""
         if self._scan_usable is not None and (self._scan_usable or not create):
             return self._scan_usable
+        self._scan_usable = self._private_subdirectory(self.scan_dir, create=create)
+        return self._scan_usable
+
+    def _sub_ready(self, *, create: bool) -> bool:
+        """:meth:`_scan_ready` for the findings' directory."""
+        if self._findings_usable is not None and (self._findings_usable or not create):
+            return self._findings_usable
+        self._findings_usable = self._private_subdirectory(self.findings_dir, create=create)
+        return self._findings_usable
+
+    def _private_subdirectory(self, directory: Path, *, create: bool) -> bool:
         if not self._ready(create=create):
             return False
         try:
             if create:
-                self.scan_dir.mkdir(mode=0o700, exist_ok=True)
-            self._scan_usable = _private(self.scan_dir)
+                directory.mkdir(mode=0o700, exist_ok=True)
+            return _private(directory)
         except OSError:
-            self._scan_usable = False
-        return self._scan_usable
+            return False
 
     def _ready(self, *, create: bool) -> bool:
         """Is the directory this user's own and private? Created (0700) on the first write."""
@@ -311,6 +370,27 @@ def _hits(raw: Any, sha: str, key: str) -> list[tuple[str, str, int | None, int 
             return None
         hits.append((h[0], h[1], h[2], h[3]))
     return hits
+
+
+def _findings_name(rel: str, sha: str, context: str) -> str:
+    return hashlib.sha256(f"{rel}\0{sha}\0{context}".encode()).hexdigest()
+
+
+def _findings(raw: Any, rel: str, sha: str, context: str, key: str) -> list[Finding] | None:
+    """``raw`` as findings on file ``rel`` when it has the shape _put_findings() writes: a line and column that are
+    non-negative integers or null, a known rule, a message, and an object and subject that are strings or null."""
+    if not (isinstance(raw, dict) and raw.get("format") == FORMAT and raw.get("key") == key
+            and raw.get("file") == rel and raw.get("sha256") == sha and raw.get("context") == context
+            and isinstance(raw.get("findings"), list)):
+        return None
+    found: list[Finding] = []
+    for f in raw["findings"]:
+        if not (isinstance(f, list) and len(f) == 6 and isinstance(f[1], str) and f[1] in RULES
+                and isinstance(f[2], str) and all(v is None or (_int(v) and v >= 0) for v in (f[0], f[3]))
+                and all(v is None or isinstance(v, str) for v in f[4:])):
+            return None
+        found.append(Finding(rel, f[0], f[1], f[2], column=f[3], object=f[4], subject=f[5]))
+    return found
 
 
 def _int(value: Any) -> bool:

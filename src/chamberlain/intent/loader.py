@@ -17,7 +17,7 @@ import gc
 import itertools
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -220,6 +220,21 @@ class Repository:
 
     def file(self, rel: str) -> RepoFile | None:
         return next((f for f in self.files if f.rel == rel), None)
+
+    def without(self, rels: Collection[str]) -> Repository:
+        """This repository with the files ``rels`` left out: their documents, objects and loading problems. The
+        objects are shared, not copied (for reading only)."""
+        return Repository(
+            root=self.root, files=[f for f in self.files if f.rel not in rels],
+            platforms=[p for p in self.platforms if p.doc.file not in rels],
+            policies=[p for p in self.policies if p.doc.file not in rels],
+            intents=[i for i in self.intents if i.doc.file not in rels],
+            manifests=[d for d in self.manifests if d.file not in rels],
+            problems=[f for f in self.problems if f.file not in rels],
+            exclusions=list(self.exclusions),
+            unseal_exports=[d for d in self.unseal_exports if d.file not in rels],
+            git_root=self.git_root,
+        )
 
     def excluded(self, rel: str) -> Exclusion | None:
         """The exclusion that covers ``rel`` (the path itself or a directory above it), if any."""

@@ -21,7 +21,7 @@ from chamberlain.intent.loader import Repository
 from chamberlain.render.eso import METADATA_KEY
 
 
-@check("render-preflight")
+@check("render-preflight", per_file=True)
 def check_renderable(repo: Repository) -> Iterator[Finding]:
     for loaded in repo.intents:
         intent = loaded.obj
