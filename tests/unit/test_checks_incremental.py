@@ -164,3 +164,32 @@ def test_without_covers_every_field_of_a_repository() -> None:
         "root", "files", "platforms", "policies", "intents", "manifests", "problems", "exclusions",
         "unseal_exports", "git_root",
     }
+
+
+def test_a_credential_anywhere_keeps_every_finding_out_of_the_cache(tmp_path: Path) -> None:
+    # CH019 on the intent file lists its bootstrap Secret's key names; a key named like a token (CH024 on the
+    # plaintext bootstrap file) would otherwise reach the cache inside the intent file's findings.
+    canary = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    work = tmp_path / "repo"
+    (work / "intents").mkdir(parents=True)
+    (work / "bootstrap").mkdir()
+    platform = (ROOT / "tests" / "repos" / "incremental" / "bootstrap-file-is-an-intent-file" / "platform.yaml")
+    (work / "platform.yaml").write_text(platform.read_text(encoding="utf-8").split("\n---\nkind: SecretIntent")[0]
+                                        .rsplit("\n---\napiVersion: chamberlain.dev/v1alpha1\nkind: SecretIntent",
+                                                1)[0] + "\n", encoding="utf-8")
+    (work / "intents" / "a.yaml").write_text(
+        "apiVersion: chamberlain.dev/v1alpha1\nkind: SecretIntent\nmetadata: {name: alpha}\nspec:\n"
+        "  owner: team-app\n  purpose: bootstrap value a\n  classification: bootstrap\n"
+        "  source:\n    bootstrap: {file: bootstrap/a.yaml}\n  rotation: {type: static}\n"
+        "  consumers:\n    - namespace: appa\n      secretName: sa\n      keys: {K: api-token}\n", encoding="utf-8")
+    (work / "bootstrap" / "a.yaml").write_text(
+        f"apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: appa}}\nstringData:\n  {canary}: x\n",
+        encoding="utf-8")
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        found = run_checks(load_repository(work, git=None))
+    assert any(f.rule == "CH019" and canary in f.message for f in found)  # what would have been kept
+    assert any(f.rule in {"CH020", "CH024"} for f in found)
+    for path in (tmp_path / "cache").rglob("*"):
+        if path.is_file():
+            assert canary.encode() not in path.read_bytes(), path

@@ -8,6 +8,10 @@ those of the last run: they come from the parse cache (:meth:`ParseCache.get_fin
 run only on the context plus the intent files that changed (:meth:`Repository.without`). Every cross-file check
 still runs on the whole repository, every time.
 
+A file an intent names as its bootstrap file is context even when it holds only SecretIntents (a mistake CH025
+reports, but the checks of the naming intent read it). A run with a credential finding anywhere keeps no findings:
+a finding may quote another file (CH019 lists a bootstrap Secret's key names).
+
 ``tests/unit/test_checks_incremental.py`` holds every per-file check to its promise: on each repository it is
 given, the union of its runs on the context plus one intent file at a time equals its run on the whole.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from chamberlain.checks.sops import bootstrap_refs
 from chamberlain.findings import Finding
 from chamberlain.intent.cache import ParseCache
 from chamberlain.intent.loader import Repository
@@ -44,9 +49,12 @@ class Reuse:
 
 
 def intent_files(repo: Repository) -> dict[str, str]:
-    """The files read through the parse cache whose every document is a SecretIntent: path -> SHA-256."""
+    """The files read through the parse cache whose every document is a SecretIntent: path -> SHA-256. A file some
+    intent names as its bootstrap file is context, whatever it holds: the checks of that intent read it."""
+    named = {ref.rel for ref in bootstrap_refs(repo) if ref.rel is not None}
     return {f.rel: f.digest for f in repo.files
-            if f.digest is not None and f.documents and all(d.kind == INTENT_KIND for d in f.documents)}
+            if f.digest is not None and f.rel not in named and f.documents
+            and all(d.kind == INTENT_KIND for d in f.documents)}
 
 
 def context_key(repo: Repository, intents: dict[str, str]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Iterator
 
-from chamberlain.checks import incremental
 from chamberlain.findings import RULES, Finding
 from chamberlain.intent.loader import Repository, active_cache
 from chamberlain.intent.memo import reading
@@ -62,6 +61,8 @@ def load_checks() -> dict[str, Check]:
 def run_checks(repo: Repository) -> list[Finding]:
     """Loading problems plus every registered check, de-duplicated and sorted by file, line and rule. With a parse
     cache, the per-file checks' findings on unchanged intent files are reused (:mod:`.incremental`)."""
+    from chamberlain.checks import incremental  # it reads bootstrap references (checks.sops): no import cycle
+
     checks = load_checks()
     cache = active_cache()
     reuse = incremental.plan(repo, cache)
@@ -84,9 +85,12 @@ def run_checks(repo: Repository) -> list[Finding]:
                     per_file.extend(_checked(checks[name](part)))
     findings.update(per_file)
     if cache is not None:  # parses and findings are kept only for files no credential finding points at
-        if reuse is not None:
+        credentials = {f.file for f in findings if f.rule in CREDENTIAL_RULES}
+        # A finding may quote another file (a bootstrap Secret's key names in CH019): with a credential anywhere,
+        # no findings are kept at all.
+        if reuse is not None and not credentials:
             reuse.stage(cache, per_file)
-        cache.commit({f.file for f in findings if f.rule in CREDENTIAL_RULES})
+        cache.commit(credentials)
     return sorted(findings, key=Finding.sort_key)
 
 

@@ -74,10 +74,6 @@ IN_CLUSTER_CHECKS = (
     "tenancy-declaration", "namespace-holders", "admin-grants",
     "same-namespace-use",  # CH113 (§5a); CH112 is a warning about Git's declaration, left to CI
 )
-# Checks that judge each object alone, run over chunks of intents: CH102 joins every text it scans into one string
-# (about 40 MiB at 10k intents), which would otherwise stay as the controller's resident peak.
-_PER_OBJECT_CHECKS = frozenset({"metadata-credentials"})
-_CHUNK = 500
 _COMPACT_PER_LIST = 50_000  # shared sub-models remembered between two lists, at most 8x this
 # Annotations that are not intent: kubectl's copy of the whole object, and the rotate trigger's request and
 # bookkeeping (the annotation trigger reads those itself; a manual rotation must not rebuild the scope).
@@ -238,14 +234,9 @@ def _check(platform: Parsed, policies: list[Parsed], intents: list[Parsed]) -> l
     checks = {**load_checks(), "owners-declared": owners_declared}
     found: set[Finding] = set()
     for name in (*IN_CLUSTER_CHECKS, "owners-declared"):
-        if name in _PER_OBJECT_CHECKS:  # one object at a time: in chunks, so its scan text stays small
-            parts = [Repository(repo.root, platforms=repo.platforms, policies=repo.policies)] + [
-                Repository(repo.root, intents=every[i:i + _CHUNK]) for i in range(0, len(every), _CHUNK)]
-        else:
-            parts = [repo]
-        for part in parts:
-            for f in checks[name](part):
-                found.add(dataclasses.replace(f, line=None))
+        # CH102 scans the texts of one file (here: one object) at a time, so its scan text stays small
+        for f in checks[name](repo):
+            found.add(dataclasses.replace(f, line=None))
     return sorted(found, key=Finding.sort_key)
 
 

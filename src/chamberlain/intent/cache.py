@@ -37,6 +37,7 @@ import json
 import os
 import re
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,7 @@ def _code_key(extra: tuple[str, ...] = ()) -> str:
             except (OSError, ValueError):  # pragma: no cover - an installed package always has its sources
                 h.update(b"missing:" + rel.encode())
     h.update(f"PyYAML={yaml.__version__};rapidyaml={fastyaml.parser_version()};"
-             f"pydantic={pydantic.VERSION}".encode())
+             f"pydantic={pydantic.VERSION};python={sys.version}".encode())
     return h.hexdigest()[:32]
 
 
