@@ -159,23 +159,15 @@ class ParseCache:
         """The credential-scan hits (kind, label, line, column) of an intent file with these bytes, or None."""
         if not _HEX64.fullmatch(sha) or not self._scan_ready(create=False):
             return None
-        try:
-            with open(self.scan_dir / f"{sha}.json", "rb") as fh:
-                raw = json.loads(fh.read())
-        except (OSError, ValueError, RecursionError):
-            return None
-        return _hits(raw, sha, self.scan_dir.name)
+        raw = _read_json(self.scan_dir / f"{sha}.json")
+        return None if raw is None else _hits(raw, sha, self.scan_dir.name)
 
     def get_findings(self, rel: str, sha: str, context: str) -> list[Finding] | None:
         """The per-file checks' findings on file ``rel`` with these bytes in this context, or None."""
         if not (_HEX64.fullmatch(sha) and _HEX64.fullmatch(context)) or not self._sub_ready(create=False):
             return None
-        try:
-            with open(self.findings_dir / f"{_findings_name(rel, sha, context)}.json", "rb") as fh:
-                raw = json.loads(fh.read())
-        except (OSError, ValueError, RecursionError):
-            return None
-        return _findings(raw, rel, sha, context, self.findings_dir.name)
+        raw = _read_json(self.findings_dir / f"{_findings_name(rel, sha, context)}.json")
+        return None if raw is None else _findings(raw, rel, sha, context, self.findings_dir.name)
 
     # ---------------------------------------------------------------------------------------------- writing
 
@@ -309,6 +301,15 @@ class ParseCache:
         except OSError:
             self._usable = False
         return self._usable
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it cannot be read or parsed (an entry is then recomputed)."""
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read())
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def _private(path: Path) -> bool:
