@@ -372,15 +372,17 @@ def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
     # One scan per file over its items, one item per line (10k intents in 100 files cost 100 passes, not 10k
     # scanner set-ups); per file, so that the scan's cap on hits (MAX_HITS, per file) and a pattern that spans
     # lines never tie one file's findings to another's.
-    by_file: dict[str, list[tuple[Document, tuple[int | str, ...], str, str]]] = {}
+    # The texts of one file at a time: in the controller every object is a file, and 10k intents' texts held at
+    # once were a peak of their own.
+    by_file: dict[str, list[Document]] = {}
     for doc in docs:
-        by_file.setdefault(doc.file, []).extend((doc, loc, what, text) for loc, what, text in metadata_texts(doc))
-    for rel, items in by_file.items():
-        yield from _metadata_findings(repo, rel, items)
+        by_file.setdefault(doc.file, []).append(doc)
+    for rel, in_file in by_file.items():
+        yield from _metadata_findings(repo, rel, in_file)
 
 
-def _metadata_findings(repo: Repository, rel: str,
-                       items: list[tuple[Document, tuple[int | str, ...], str, str]]) -> Iterator[Finding]:
+def _metadata_findings(repo: Repository, rel: str, docs: list[Document]) -> Iterator[Finding]:
+    items = [(doc, loc, what, text) for doc in docs for loc, what, text in metadata_texts(doc)]
     joined = "\n".join(_ONE_LINE.sub(" ", text) for _, _, _, text in items)
     kinds: dict[int, str] = {}
     for hit in scan_text(joined, rule="CH102"):
