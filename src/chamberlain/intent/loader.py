@@ -686,8 +686,8 @@ def _check_patches(repo: Repository) -> None:
         base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
         for doc in rf.documents:
             data = doc.data
-            if not isinstance(data, dict):
-                continue
+            if not isinstance(data, dict) or (not is_kustomization and _intent_document(doc)):
+                continue  # a chamberlain object outside a kustomization file is no tool's patch or transformer
             for loc, text, target in hidden.inline_patches(data):
                 why = hidden.patch_text_problem(text, target)
                 if why is not None:
