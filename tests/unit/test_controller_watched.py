@@ -311,6 +311,34 @@ def test_per_secret_gauges_export_the_same_series_and_cost_a_row_per_secret() ->
     assert held < 8 * 2**20, f"{held / 2**20:.1f} MiB for 50k series (prometheus_client children: ~31 MiB)"
 
 
+def test_per_secret_series_are_written_as_prometheus_client_writes_them_a_chunk_at_a_time() -> None:
+    import gc
+    import tracemalloc
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    metrics = ControllerMetrics()
+    odd = ('we"ird\\name\nx', "secret/a")  # every character the text format escapes
+    metrics.secret_age.labels(*odd).set(1.5)
+    metrics.held.labels("b", "secret/b").set(1)
+    reference = CollectorRegistry()
+    reference.register(metrics.per_secret)  # prometheus_client's own writing of the same series
+    assert b"".join(metrics.per_secret.text(lines_per_chunk=1)) == generate_latest(reference)
+    # after the registry's metrics (whose process figures move from one call to the next)
+    assert metrics.exposition().endswith(b"\n" + generate_latest(reference))
+    for i in range(10_000):
+        for gauge in (metrics.secret_age, metrics.next_due, metrics.held, metrics.secret_ttl, metrics.overdue):
+            gauge.labels(f"s-{i:05d}", f"secret/bench/s-{i:05d}").set(float(i))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        size = sum(len(chunk) for chunk in metrics.scrape())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size > 3 * 2**20 and peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB to write {size / 2**20:.1f} MiB"
+
+
 # ------------------------------------------------------------------------------------------ the time trigger
 
 

@@ -3,6 +3,7 @@ of a controller over the fakes (FakeKV, FakeKube from test_controller's World: n
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import urllib.error
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from chamberlain.controller.app import ControllerApp
 from chamberlain.controller.probes import Check, ProbeServer, liveness, parse_address, probe_app, readiness
@@ -75,7 +76,7 @@ def test_bad_metrics_addresses_say_what_is_expected(text: str) -> None:
 def test_the_probe_server_routes_metrics_and_answers_probes_with_json() -> None:
     registry = CollectorRegistry()
     state = {"ready": False}
-    app = probe_app(registry, lambda: [Check("loop", True, "ticking")],
+    app = probe_app(lambda: [generate_latest(registry)], lambda: [Check("loop", True, "ticking")],
                     lambda: [Check("scope", state["ready"], "x")])
     server = ProbeServer(("127.0.0.1", 0), app)
     try:
@@ -87,6 +88,10 @@ def test_the_probe_server_routes_metrics_and_answers_probes_with_json() -> None:
         assert _get(f"{base}/readyz")[0] == 200
         assert _get(f"{base}/metrics")[0] == 200
         assert _get(f"{base}/nope")[0] == 404
+        request = urllib.request.Request(f"{base}/metrics", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(resp.read()) == generate_latest(registry)
     finally:
         server.shutdown()
         server.server_close()

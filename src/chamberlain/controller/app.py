@@ -209,7 +209,7 @@ class ControllerApp:
         self._started = time.monotonic()
         if self.metrics_address is not None:  # /metrics, /healthz and /readyz share the address
             self.metrics_server = ProbeServer(self.metrics_address, probe_app(
-                self.controller.parts.metrics.registry, lambda: [self.health()], self.readiness))
+                self.controller.parts.metrics.scrape, lambda: [self.health()], self.readiness))
         if self.webhook_address is not None:
             if self.webhook_key is None:
                 raise ValueError("a webhook address needs a webhook key")

@@ -9,6 +9,7 @@ import contextlib
 import platform
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -22,6 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from chamberlain import __version__
 
@@ -34,13 +36,16 @@ class SecretSeries:
     """The per-secret gauges (age, next due, held, ttl, overdue, failed runs) of every secret in scope, in one
     compact table exported at scrape time: a ``prometheus_client`` child per series costs about 650 bytes, so five
     series per secret cost 31 MiB at 10k secrets; a row of floats per secret costs a tenth of that. The series,
-    names, help and labels are the same as ``Gauge``'s."""
+    names, help and labels are the same as ``Gauge``'s.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    It is written out by :meth:`text`, a chunk of lines at a time, not through a registry: prometheus_client
+    builds a sample object per series and then the whole text, a 21 MiB transient for a scrape at 10k secrets and
+    the controller's peak RSS. :meth:`collect` remains for a registry that wants it (tests)."""
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._names: list[tuple[str, str]] = []  # (metric name, help), by column
         self._rows: dict[tuple[str, str], list[float | None]] = {}  # (secret, path) -> a value per column
-        registry.register(self)
 
     def gauge(self, name: str, documentation: str) -> SecretGauge:
         self._names.append((name, documentation))
@@ -79,6 +84,34 @@ class SecretSeries:
                 if value is not None:
                     family.add_metric(list(key), value)
         return list(families)
+
+    def text(self, lines_per_chunk: int = 1000) -> Iterator[bytes]:
+        """The series in the Prometheus text format (0.0.4), byte for byte as ``generate_latest`` writes them, a
+        chunk of ``lines_per_chunk`` lines at a time."""
+        with self._lock:
+            rows = [(key, tuple(row)) for key, row in self._rows.items()]
+        for column, (name, doc) in enumerate(self._names):
+            lines = [f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} gauge\n"]
+            for (secret, path), row in rows:
+                value = row[column]
+                if value is None:
+                    continue
+                # labels sorted by name, as generate_latest sorts them
+                lines.append(f'{name}{{path="{_escape_label(path)}",secret="{_escape_label(secret)}"}} '
+                             f"{floatToGoString(value)}\n")
+                if len(lines) >= lines_per_chunk:
+                    yield "".join(lines).encode()
+                    lines = []
+            if lines:
+                yield "".join(lines).encode()
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
 
 
 @dataclass(frozen=True)
@@ -119,7 +152,7 @@ class ControllerMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.per_secret = series = SecretSeries(r)
+        self.per_secret = series = SecretSeries()  # written out beside the registry (see scrape)
         self.secret_age = series.gauge("chamberlain_secret_age_seconds",
                                        "Seconds since the secret last got a new value")
         self.next_due = series.gauge("chamberlain_secret_next_due_timestamp_seconds",
@@ -191,8 +224,14 @@ class ControllerMetrics:
     def vault_request(self, operation: str) -> None:
         self.vault_requests.labels(operation).inc()
 
+    def scrape(self) -> Iterator[bytes]:
+        """What ``/metrics`` answers (the text format), in chunks: the registry's metrics, then the per-secret
+        series a chunk at a time."""
+        yield generate_latest(self.registry)
+        yield from self.per_secret.text()
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return b"".join(self.scrape())
 
 
 __all__ = ["ControllerMetrics", "SecretGauge", "SecretSeries"]

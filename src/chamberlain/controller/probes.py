@@ -9,8 +9,11 @@
 
 The decisions are pure functions over what the loop last reported and a ``now`` (:func:`liveness`,
 :func:`readiness`); :class:`ProbeServer` is the I/O around them. It is a small WSGI app behind the standard
-library's threading WSGI server, with prometheus_client's own ``make_wsgi_app`` answering ``/metrics``:
-prometheus_client's ``start_http_server`` serves every path as ``/metrics`` and takes no extra routes.
+library's threading WSGI server: prometheus_client's ``start_http_server`` serves every path as ``/metrics`` and
+takes no extra routes. ``/metrics`` is the Prometheus text format (0.0.4, which every Prometheus accepts), streamed
+as the metrics produce it (:meth:`~chamberlain.controller.metrics.ControllerMetrics.scrape`) and gzipped when the
+scraper accepts it: prometheus_client's ``make_wsgi_app`` builds the whole answer first, a 21 MiB transient at 10k
+secrets.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 #: A tick longer than this is a stuck loop. Ticks take about a second; the back-off while the authority is down
@@ -83,15 +87,18 @@ class _QuietHandler(WSGIRequestHandler):
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def probe_app(registry: CollectorRegistry, health: Callable[[], list[Check]],
+def probe_app(scrape: Callable[[], Iterable[bytes]], health: Callable[[], list[Check]],
               ready: Callable[[], list[Check]]) -> WSGIApp:
-    """The WSGI app: ``/metrics`` from ``registry``, ``/healthz`` and ``/readyz`` as JSON, 200 or 503."""
-    metrics = make_wsgi_app(registry)
+    """The WSGI app: ``/metrics`` the chunks ``scrape`` yields, ``/healthz`` and ``/readyz`` as JSON, 200 or
+    503."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == METRICS:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
+            gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
+                                      *([("Content-Encoding", "gzip")] if gzipped else [])])
+            return _gzip(scrape()) if gzipped else scrape()
         checks = {HEALTHZ: health, READYZ: ready}.get(path)
         if checks is None:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -105,6 +112,15 @@ def probe_app(registry: CollectorRegistry, health: Callable[[], list[Check]],
         return [body]
 
     return app
+
+
+def _gzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: the gzip container
+    for chunk in chunks:
+        packed = packer.compress(chunk)
+        if packed:
+            yield packed
+    yield packer.flush()
 
 
 class ProbeServer:
