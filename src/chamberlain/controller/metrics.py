@@ -98,7 +98,7 @@ class SecretSeries:
                     continue
                 # labels sorted by name, as generate_latest sorts them
                 lines.append(f'{name}{{path="{_escape_label(path)}",secret="{_escape_label(secret)}"}} '
-                             f"{floatToGoString(value)}\n")
+                             f"{floatToGoString(value)}\n")  # type: ignore[no-untyped-call]
                 if len(lines) >= lines_per_chunk:
                     yield "".join(lines).encode()
                     lines = []
