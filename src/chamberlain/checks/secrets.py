@@ -369,11 +369,9 @@ def check_metadata_credentials(repo: Repository) -> Iterator[Finding]:
     """CH102: a credential-shaped label, annotation or purpose on a Platform, RotationPolicy or SecretIntent.
     Render copies metadata into every cluster the object reaches, so a value there is a leak multiplied."""
     docs = [p.doc for p in repo.platforms] + [p.doc for p in repo.policies] + [i.doc for i in repo.intents]
-    # One scan per file over its items, one item per line (10k intents in 100 files cost 100 passes, not 10k
-    # scanner set-ups); per file, so that the scan's cap on hits (MAX_HITS, per file) and a pattern that spans
-    # lines never tie one file's findings to another's.
-    # The texts of one file at a time: in the controller every object is a file, and 10k intents' texts held at
-    # once were a peak of their own.
+    # One scan per file, one item per line (10k intents in 100 files: 100 scanner set-ups, not 10k). Per file, so
+    # the scan's hit cap and patterns spanning lines never tie one file's findings to another's, and only one
+    # file's texts are held at a time (in the controller every object is a file).
     by_file: dict[str, list[Document]] = {}
     for doc in docs:
         by_file.setdefault(doc.file, []).append(doc)
