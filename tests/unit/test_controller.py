@@ -895,6 +895,42 @@ def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
 # --------------------------------------------------------------------------------------------------- queue slots
 
 
+@pytest.mark.parametrize("trigger_interval", [None, "1h"])
+def test_a_start_whose_lease_write_was_applied_but_unanswered_rotates_once(trigger_interval: str | None) -> None:
+    """A raft leader killed between applying the run record and answering: the retried start must join that run
+    (same run id), not find "another" run, drive it, and then rotate again for the same request. Nor may the
+    trigger's rate limit refuse the retry because of the run the first try recorded."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+    from chamberlain.intent.paths import RUNS_PREFIX
+
+    platform = PLATFORM if trigger_interval is None else PLATFORM.model_copy(update={"spec": PLATFORM.spec.model_copy(
+        update={"limits": Limits.model_validate({"triggerInterval": trigger_interval})})})
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=platform)
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    real_write = w.kv.write
+    lost: list[str] = []
+
+    def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        version = real_write(mount, path, data, cas)
+        if path.startswith(RUNS_PREFIX) and not lost:
+            lost.append(path)
+            raise AuthorityUnavailable("connection reset after the write was applied")
+        return version
+
+    w.kv.write = write  # type: ignore[method-assign]
+    q.put(manual("api-token", "compromise", w.clock.now()))
+    c.tick()
+    assert lost and c.outages == 1
+    for _ in range(3):
+        c.tick()
+    assert w.version() == 2, "one request, one new version"
+    assert [e.reason for e in w.rotations()] == ["compromise"]
+    assert len({r.run_id for r in c.finished}) == len(c.finished) == 1
+    assert q.pending() == [] and q.in_flight() == []
+
+
 def test_a_time_request_whose_due_check_meets_an_outage_survives_it() -> None:
     from chamberlain.triggers import RotationRequest
 

@@ -563,6 +563,9 @@ class Controller:
     def _open(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Start the run of one admitted request (worker thread; touches no state). None: nothing to drive."""
         log = self.parts.log
+        # A persisted webhook request's run takes its object's name: that object then shows the run.
+        run_id = (request.request_id if is_stored(request.request_id)
+                  else request.run_id or self.parts.new_run_id())
         try:
             if request.kind == "time" and not self._still_due(placed):
                 self.parts.metrics.requests.labels("time", "stale").inc()
@@ -572,7 +575,8 @@ class Controller:
             # refusing it now would break that answer. Annotation and manual requests are checked here, from the
             # run record the start reads anyway (one read, not two).
             existing = runs.load(self.parts.kv, placed.vault)
-            refused = None if request.kind == "webhook" else floors.refusal(
+            retried = existing is not None and existing.run_id == run_id  # this very start, unanswered before
+            refused = None if request.kind == "webhook" or retried else floors.refusal(
                 placed.name, request.kind, floors.allowed_at(
                     existing.started_at if existing is not None else None,
                     floors.trigger_interval(self.scope.platform.spec.limits)), self.parts.clock.now())
@@ -582,8 +586,6 @@ class Controller:
                 self._end_request(request, cleared=True, result=f"refused: {refused}", state="refused")
                 return None
             deps, timing = self._deps(placed)
-            # A persisted webhook request's run takes its object's name: that object then shows the run.
-            run_id = request.request_id if is_stored(request.request_id) else self.parts.new_run_id()
             run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
                            trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
                            existing=existing, loaded=True)
@@ -595,9 +597,10 @@ class Controller:
             self._end_request(request, cleared=True, result="refused: the secret is held", state="refused")
             return None
         except AuthorityUnavailable:
-            # Vault unreachable or sealed: the request must survive the outage. Back in line; stop this tick.
+            # Vault unreachable or sealed: the request must survive the outage. Back in line with the run id this
+            # start used (an unanswered lease write may have been applied: the retry joins that run); stop this tick.
             self.parts.queue.done(request.secret)
-            self.parts.queue.put(request)
+            self.parts.queue.put(replace(request, run_id=run_id))
             raise
         except ChamberlainError as exc:  # not found, forbidden, no such rotator...: this request cannot run
             log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,

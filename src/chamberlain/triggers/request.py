@@ -60,6 +60,9 @@ class RotationRequest:
     requested_at: datetime
     request_id: str
     merged: tuple[str, ...] = field(default=())  # keys of requests folded into this one, oldest first
+    # The run id a start used when the authority did not answer it (the lease write may have been applied): the
+    # retried start must use it again, or it finds "another" run holding the lease and rotates twice.
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         if not _SECRET_NAME.match(self.secret):
@@ -86,7 +89,8 @@ class RotationRequest:
             if part not in reasons:
                 reasons.append(part)
         extra = tuple(k for k in later.keys if k not in self.keys)
-        return replace(self, reason="; ".join(reasons), merged=self.merged + extra)
+        return replace(self, reason="; ".join(reasons), merged=self.merged + extra,
+                       run_id=self.run_id or later.run_id)
 
 
 class RequestQueue(Protocol):
