@@ -224,6 +224,32 @@ def test_compact_keeps_unhashable_models_and_clears_its_tables() -> None:
     assert len(compact) == 0
 
 
+def test_compact_shares_equal_dicts_lists_and_models_holding_them_but_never_what_dumps_differently() -> None:
+    compact = Compact()
+    one, two = (parse("SecretIntent", as_object(intent(n))).model for n in ("x", "y"))
+    assert one is not None and two is not None
+    compact.model(one)
+    compact.model(two)
+    assert one.metadata.annotations is two.metadata.annotations  # equal dicts: one object
+    assert one.spec.source is two.spec.source  # a model holding a dict (the generators): shared too
+    assert one.spec.consumers[0].restart is two.spec.consumers[0].restart
+    assert one.metadata is not two.metadata and one.metadata.name == "x" and two.metadata.name == "y"
+    # Equal by pydantic's __eq__, but a field given in one and defaulted in the other: exclude_unset differs.
+    plain, given = (parse("SecretIntent", with_spec(intent(n), consumers=[c])).model for n, c in (
+        ("p", {"namespace": "shop", "secretName": "s"}),
+        ("g", {"namespace": "shop", "secretName": "s", "restart": []})))
+    assert plain is not None and given is not None and plain.spec.consumers[0] == given.spec.consumers[0]
+    dumps = [m.model_dump(mode="json", exclude_unset=True)["spec"]["consumers"] for m in (plain, given)]
+    compact.model(plain)
+    compact.model(given)
+    assert plain.spec.consumers[0] is not given.spec.consumers[0]
+    assert [m.model_dump(mode="json", exclude_unset=True)["spec"]["consumers"] for m in (plain, given)] == dumps
+    # 1, 1.0 and True are equal in Python; they stay apart here.
+    assert compact._value([1]) is not compact._value([1.0]) and compact._value([1]) is not compact._value([True])
+    assert compact._value({"a": 0.0}) is not compact._value({"a": -0.0})
+    assert compact._value(["a", "b"]) is compact._value(["a", "b"]) and compact._value(("a",)) is compact._value(("a",))
+
+
 def test_reflector_relists_on_410_gone_and_on_resync() -> None:
     w = World()
     kube, store = FakeKube(), Store()

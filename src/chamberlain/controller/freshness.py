@@ -29,7 +29,7 @@ from chamberlain.triggers import SecretSchedule
 MIN_WINDOW = 30.0  # seconds: below rate * this many secrets, every pass reads every secret (the default pass)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per secret held
 class Reading:
     """What the time trigger took from one secret's metadata (never a value): its schedule and its hold."""
 

@@ -21,12 +21,14 @@ Not here: acting on the scope (the loop), provisioning new secrets (:mod:`.recon
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import itertools
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -148,58 +150,115 @@ def _document(kind: Kind, name: str, data: Any) -> Document:
 M = TypeVar("M", bound=BaseModel)
 
 
+# Immutable values compared by value; any other part by identity (so shared only once it is the same object).
+# Not datetime, Decimal: equal values that dump differently (another zone, another precision). Floats by repr
+# (0.0 == -0.0).
+_SCALARS = (str, int, float, bool, type(None), bytes, datetime.timedelta)
+
+
+def _ident(value: Any) -> Hashable:
+    """What stands for ``value`` in a structural key: a scalar by type and value (``1``, ``1.0`` and ``True`` are
+    equal in Python but dump differently), anything else by identity (it is already the one shared object)."""
+    kind = type(value)
+    if kind is float:
+        return float, repr(value)
+    return (kind, value) if kind in _SCALARS else id(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (type(a) is type(b) and type(a) in _SCALARS and _ident(a) == _ident(b))
+
+
+_END = object()
+
+
+def _same_items(a: Iterable[Any], b: Iterable[Any]) -> bool:
+    return all(_same(x, y) for x, y in itertools.zip_longest(a, b, fillvalue=_END))
+
+
 class Compact:
-    """Makes parsed models share what they have in common: a frozen sub-model equal to one already seen (the same
-    source generator, rotation reference, restart target in thousands of intents) is replaced by that one, strings
-    are interned, and models with the same set of given fields share one ``__pydantic_fields_set__``. At 10k
-    intents the models were the controller's largest holding (about 6 KiB each); equal frozen models are
-    interchangeable, so nothing reads differently. The tables only point at what models hold; :meth:`clear` drops
-    them (a full list starts afresh, so deleted intents' sub-models are not kept alive forever)."""
+    """Makes parsed models share what they have in common: a sub-model, dict, list or tuple equal to one already
+    seen (the same source generator, rotation reference, labels, restart target in thousands of intents) is
+    replaced by that one, strings are interned, and models with the same set of given fields share one
+    ``__pydantic_fields_set__``. At 10k intents the models were the controller's largest holding (about 6 KiB
+    each); nothing reads differently, because the models are frozen and nothing writes into their containers.
+
+    Equality is structural and built here, not pydantic's ``__eq__``/``__hash__``: those ignore which fields were
+    given (``exclude_unset`` dumps differ) and refuse models holding a dict. Parts are compared by identity once
+    they are the shared ones, and the table keeps only a hash per part (a part unique to one intent costs an int,
+    not a copy of its key); a hash that meets a different part is checked and simply not shared. The tables only
+    point at what models hold; :meth:`clear` drops them (a full list starts afresh, so deleted intents' parts are
+    not kept alive forever)."""
 
     def __init__(self) -> None:
-        self._models: dict[BaseModel, BaseModel] = {}
+        self._shared: dict[int, Any] = {}
         self._sets: dict[frozenset[str], set[str]] = {}
 
     def clear(self) -> None:
-        self._models.clear()
+        self._shared.clear()
         self._sets.clear()
 
     def __len__(self) -> int:
-        return len(self._models)
+        return len(self._shared)
 
     def model(self, m: M) -> M:
+        """``m`` with its parts shared (``m`` itself, a whole object, is never replaced)."""
+        return self._model(m, root=True)
+
+    def _model(self, m: M, root: bool = False) -> M:
         fields = m.__dict__
         for key, value in fields.items():
             new = self._value(value)
             if new is not value:
                 fields[key] = new  # frozen: nothing else writes a model's fields after validation
-        given = m.__pydantic_fields_set__
-        shared = self._sets.setdefault(frozenset(given), given)
-        if shared is not given:
+        given = frozenset(m.__pydantic_fields_set__)
+        shared = self._sets.setdefault(given, m.__pydantic_fields_set__)
+        if shared is not m.__pydantic_fields_set__:
             object.__setattr__(m, "__pydantic_fields_set__", shared)  # copied, never changed, by model_copy
-        if not m.model_config.get("frozen"):
+        if root or not m.model_config.get("frozen") or m.__pydantic_extra__ or m.__pydantic_private__:
             return m
-        try:
-            return cast(M, self._models.setdefault(m, m))  # equal models are of one class
-        except TypeError:  # a dict or list field: not hashable, kept as it is (its parts are shared)
-            return m
+        slot = hash((type(m), given, tuple((k, _ident(v)) for k, v in fields.items())))
+        held: Any = self._shared.setdefault(slot, m)
+        if held is m or (type(held) is type(m) and held.__pydantic_fields_set__ is shared
+                         and held.__dict__.keys() == fields.keys()
+                         and _same_items(held.__dict__.values(), fields.values())):
+            same: M = held
+            return same
+        return m
+
+    def _container(self, kind: Any, value: Any, parts: Iterable[Any]) -> Any:
+        """The shared container equal to ``value`` (a dict, list or tuple whose parts are already shared)."""
+        items = tuple(parts)
+        slot = hash((kind, tuple(_ident(p) for p in items)))
+        held: Any = self._shared.setdefault(slot, value)
+        if held is value:
+            return value
+        if type(held) is kind and len(held) == len(value):
+            theirs = (p for kv in held.items() for p in kv) if kind is dict else iter(held)
+            if _same_items(theirs, items):
+                return held
+        return value
 
     def _value(self, value: Any) -> Any:
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             return sys.intern(value)
+        if kind in _SCALARS:
+            return value
         if isinstance(value, BaseModel):
-            return self.model(value)
-        if isinstance(value, list):
+            return self._model(value)
+        if kind is list:
             for i, item in enumerate(value):
                 new = self._value(item)
                 if new is not item:
                     value[i] = new
-            return value
-        if isinstance(value, tuple):
+            return self._container(list, value, value)
+        if kind is tuple:
             items = tuple(self._value(v) for v in value)
-            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
-        if isinstance(value, dict) and value:
-            return {sys.intern(k) if isinstance(k, str) else k: self._value(v) for k, v in value.items()}
+            return self._container(tuple, items, items)
+        if kind is dict:
+            out = {sys.intern(k) if type(k) is str else k: self._value(v) for k, v in value.items()}
+            return self._container(dict, out, (p for kv in out.items() for p in kv))
         return value
 
 

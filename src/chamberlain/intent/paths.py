@@ -56,7 +56,7 @@ def marker_key(environment: str) -> str:
     return f"{MARKER_KEY_PREFIX}{environment}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)  # one or more per intent held
 class VaultPath:
     """A KV v2 secret: its mount and its path inside the mount."""
 

@@ -42,7 +42,7 @@ from chamberlain.rotation.run import RotationRun
 from chamberlain.values.markers import LegacyMarkers, Markers, same_version
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per placed intent
 class Placed:
     """One intent in the environment and cluster a command acts on."""
 

@@ -29,7 +29,7 @@ from chamberlain.triggers.request import RequestQueue, RotationRequest
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per secret the timer reads
 class SecretSchedule:
     """What the timer needs to know about one secret: its policy in force and when it last rotated."""
 
