@@ -7,6 +7,11 @@ benchmarks/README.md). Those objects are built at start-up and after a scope cha
 change, so once the controller's state has settled they are moved out of the collector's reach
 (:func:`gc.freeze`). The objects made afterwards (runs, readings, requests) are collected as usual.
 
+Settling also hands the C heap's free pages back to the system (glibc's ``malloc_trim``). Start-up reads every
+secret's metadata and writes every status from worker threads; the response buffers they allocate and free stay
+in those threads' malloc arenas, a few KiB per intent of resident memory that nothing reuses (benchmarks/README.md,
+P5). Python has no binding for it, hence ctypes; without glibc (musl, macOS) it does nothing.
+
 Settled means: the first tick after start-up, a scope change or a change of leadership that leaves no work for
 the next one (no time-trigger pass or status report cut short). Each settlement first thaws what an earlier one
 froze and collects once, so cycles among state that a scope change dropped are freed rather than kept for good.
@@ -15,6 +20,9 @@ froze and collects once, so cycles among state that a scope change dropped are f
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +35,23 @@ def should_settle(epoch: Epoch, settled: Epoch | None, backlog: bool) -> bool:
     return epoch != settled and not backlog
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def release_free_memory() -> None:
+    """Return the free pages of every malloc arena to the system (no-op without glibc)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class HeapSettler:
     """Freezes the long-lived state once per epoch (loop thread only). Only the controller's own process uses one
@@ -36,6 +61,7 @@ class HeapSettler:
     freeze: Callable[[], None] = gc.freeze
     unfreeze: Callable[[], None] = gc.unfreeze
     collect: Callable[[], int] = gc.collect
+    trim: Callable[[], None] = release_free_memory
     settled: Epoch | None = None
 
     def after_tick(self, epoch: Epoch, backlog: bool) -> bool:
@@ -45,5 +71,6 @@ class HeapSettler:
         self.unfreeze()  # the state an earlier scope froze is collectable again: what it dropped goes now
         self.collect()
         self.freeze()
+        self.trim()
         self.settled = epoch
         return True
