@@ -31,7 +31,10 @@ class Recorder:
     def settler(self) -> HeapSettler:
         return HeapSettler(freeze=lambda: self.calls.append("freeze"),
                            unfreeze=lambda: self.calls.append("unfreeze"),
-                           collect=self.collect, trim=lambda: self.calls.append("trim"))
+                           collect=self.collect, trim=lambda: self.calls.append("trim"),
+                           monotonic=lambda: self.now)
+
+    now = 0.0
 
     def collect(self) -> int:
         self.calls.append("collect")
@@ -41,11 +44,28 @@ class Recorder:
 def test_each_settlement_thaws_and_collects_before_it_freezes() -> None:
     r = Recorder()
     heap = r.settler()
-    assert heap.after_tick((0, True), backlog=True) is False and r.calls == []
+    assert heap.after_tick((0, True), backlog=True) is False and r.calls == ["trim"]  # start-up: trimmed
+    r.calls.clear()
     assert heap.after_tick((0, True), backlog=False) is True
     assert heap.after_tick((0, True), backlog=False) is False  # settled: nothing more until the epoch moves
     assert heap.after_tick((1, True), backlog=False) is True
     assert r.calls == ["unfreeze", "collect", "freeze", "trim"] * 2
+
+
+def test_between_settlements_the_heap_is_trimmed_every_trim_every_seconds() -> None:
+    r = Recorder()
+    heap = r.settler()
+    for second in range(25):  # a long start-up: never settled, trimmed at 0, 10 and 20 s
+        r.now = float(second)
+        heap.after_tick((0, True), backlog=True)
+    assert r.calls == ["trim"] * 3
+    r.now = 25.0
+    assert heap.after_tick((0, True), backlog=False) is True  # settling trims too, and restarts the count
+    r.calls.clear()
+    for second in (26, 34, 35):
+        r.now = float(second)
+        heap.after_tick((0, True), backlog=False)
+    assert r.calls == ["trim"]
 
 
 def test_release_free_memory_gives_freed_heap_pages_back() -> None:
@@ -78,9 +98,10 @@ def test_serve_settles_after_the_first_tick_and_again_after_a_scope_change() -> 
     loop.start()
     try:
         deadline = time.monotonic() + 10
-        while r.calls.count("trim") < 1 and time.monotonic() < deadline:
+        while r.calls.count("freeze") < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert r.calls == ["unfreeze", "collect", "freeze", "trim"]
+        time.sleep(0.05)
+        assert [c for c in r.calls if c != "trim"] == ["unfreeze", "collect", "freeze"]
         time.sleep(0.1)  # ticks go on; the epoch has not moved
         assert r.calls.count("freeze") == 1
         c.set_scope(w.scope)  # the same intents, a new scope object: swapped in, a new generation

@@ -10,7 +10,9 @@ change, so once the controller's state has settled they are moved out of the col
 Settling also hands the C heap's free pages back to the system (glibc's ``malloc_trim``). Start-up reads every
 secret's metadata and writes every status from worker threads; the response buffers they allocate and free stay
 in those threads' malloc arenas, a few KiB per intent of resident memory that nothing reuses (benchmarks/README.md,
-P5). Python has no binding for it, hence ctypes; without glibc (musl, macOS) it does nothing.
+P5). Python has no binding for it, hence ctypes; without glibc (musl, macOS) it does nothing. Between
+settlements it trims every ``trim_every`` seconds too: start-up, the largest burst, is one long unsettled stretch
+(it made the peak), and steady ticks keep leaving a little behind. A trim costs milliseconds.
 
 Settled means: the first tick after start-up, a scope change or a change of leadership that leaves no work for
 the next one (no time-trigger pass or status report cut short). Each settlement first thaws what an earlier one
@@ -24,6 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,15 +65,23 @@ class HeapSettler:
     unfreeze: Callable[[], None] = gc.unfreeze
     collect: Callable[[], int] = gc.collect
     trim: Callable[[], None] = release_free_memory
+    monotonic: Callable[[], float] = time.monotonic
+    trim_every: float = 10.0
     settled: Epoch | None = None
+    trimmed_at: float | None = None
 
     def after_tick(self, epoch: Epoch, backlog: bool) -> bool:
-        """Settle when :func:`should_settle` says so; returns whether it did."""
+        """Settle when :func:`should_settle` says so (returns whether it did); else trim when ``trim_every`` has
+        passed since the last trim."""
+        now = self.monotonic()
         if not should_settle(epoch, self.settled, backlog):
+            if self.trimmed_at is None or now - self.trimmed_at >= self.trim_every:
+                self.trim()
+                self.trimmed_at = now
             return False
         self.unfreeze()  # the state an earlier scope froze is collectable again: what it dropped goes now
         self.collect()
         self.freeze()
         self.trim()
-        self.settled = epoch
+        self.settled, self.trimmed_at = epoch, now
         return True
