@@ -895,20 +895,12 @@ def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
 # --------------------------------------------------------------------------------------------------- queue slots
 
 
-@pytest.mark.parametrize("trigger_interval", [None, "1h"])
-def test_a_start_whose_lease_write_was_applied_but_unanswered_rotates_once(trigger_interval: str | None) -> None:
-    """A raft leader killed between applying the run record and answering: the retried start must join that run
-    (same run id), not find "another" run, drive it, and then rotate again for the same request. Nor may the
-    trigger's rate limit refuse the retry because of the run the first try recorded."""
+def _unanswered_first_lease_write(w: World, on_loss: Any = None) -> list[str]:
+    """Make the first run-record write applied but unanswered (a raft leader killed in between); ``on_loss`` runs
+    then (a signal arriving while the request is in flight)."""
     from chamberlain.authority.errors import AuthorityUnavailable
     from chamberlain.intent.paths import RUNS_PREFIX
 
-    platform = PLATFORM if trigger_interval is None else PLATFORM.model_copy(update={"spec": PLATFORM.spec.model_copy(
-        update={"limits": Limits.model_validate({"triggerInterval": trigger_interval})})})
-    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=platform)
-    q = MemoryQueue()
-    c = w.controller(queue=q)
-    c.tick()
     real_write = w.kv.write
     lost: list[str] = []
 
@@ -916,10 +908,30 @@ def test_a_start_whose_lease_write_was_applied_but_unanswered_rotates_once(trigg
         version = real_write(mount, path, data, cas)
         if path.startswith(RUNS_PREFIX) and not lost:
             lost.append(path)
+            if on_loss is not None:
+                on_loss()
             raise AuthorityUnavailable("connection reset after the write was applied")
         return version
 
     w.kv.write = write  # type: ignore[method-assign]
+    return lost
+
+
+def _limited(trigger_interval: str | None) -> Platform:
+    return PLATFORM if trigger_interval is None else PLATFORM.model_copy(update={"spec": PLATFORM.spec.model_copy(
+        update={"limits": Limits.model_validate({"triggerInterval": trigger_interval})})})
+
+
+@pytest.mark.parametrize("trigger_interval", [None, "1h"])
+def test_a_start_whose_lease_write_was_applied_but_unanswered_rotates_once(trigger_interval: str | None) -> None:
+    """A raft leader killed between applying the run record and answering: the retried start must join that run
+    (same run id), not find "another" run, drive it, and then rotate again for the same request. Nor may the
+    trigger's rate limit refuse the retry because of the run the first try recorded."""
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=_limited(trigger_interval))
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    lost = _unanswered_first_lease_write(w)
     q.put(manual("api-token", "compromise", w.clock.now()))
     c.tick()
     assert lost and c.outages == 1
@@ -928,6 +940,49 @@ def test_a_start_whose_lease_write_was_applied_but_unanswered_rotates_once(trigg
     assert w.version() == 2, "one request, one new version"
     assert [e.reason for e in w.rotations()] == ["compromise"]
     assert len({r.run_id for r in c.finished}) == len(c.finished) == 1
+    assert q.pending() == [] and q.in_flight() == []
+
+
+def test_an_unanswered_start_whose_run_was_adopted_and_finished_meanwhile_ends_its_request() -> None:
+    """Leadership lost and regained while the request waited: the run was adopted and finished. The retry finds
+    its own run finished and ends (no second completion, no second rotation)."""
+    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    _unanswered_first_lease_write(w)
+    q.put(manual("api-token", "compromise", w.clock.now()))
+    c.tick()
+    c.state.adopted = False  # as after a change of leadership: the recorded run is adopted before the queue
+    for _ in range(4):
+        c.tick()
+    assert w.version() == 2 and [e.reason for e in w.rotations()] == ["compromise"]
+    assert [r.run_id for r in c.finished] == ["run-0000"]
+    assert sum(1 for line in w.log.lines if json.loads(line)["event"] == "run finished") == 1
+    assert q.pending() == [] and q.in_flight() == []
+
+
+@pytest.mark.parametrize("arrives", ["while in flight", "after the outage"])
+def test_a_signal_that_came_after_an_unanswered_start_gets_a_run_of_its_own(arrives: str) -> None:
+    """A second compromise reported after the first run's start was written (but unanswered): that run may make
+    its new value before the second report, so the second gets a rotation of its own, with its reason in the
+    ledger; the first still rotates once."""
+    w = World(policy={"type": "static", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    second = manual("api-token", "second report", w.clock.now() + timedelta(seconds=1))
+    _unanswered_first_lease_write(w, (lambda: q.put(second)) if arrives == "while in flight" else None)
+    q.put(manual("api-token", "first report", w.clock.now()))
+    c.tick()
+    assert c.outages == 1
+    if arrives == "after the outage":
+        q.put(second)
+    for _ in range(5):
+        c.tick()
+    reasons = [e.reason for e in w.rotations()]
+    assert w.version() == 3 and len(reasons) == 2 and reasons[0] == "first report" and "second report" in reasons[1]
+    assert len({r.run_id for r in c.finished}) == len(c.finished) == 2
     assert q.pending() == [] and q.in_flight() == []
 
 

@@ -575,7 +575,18 @@ class Controller:
             # refusing it now would break that answer. Annotation and manual requests are checked here, from the
             # run record the start reads anyway (one read, not two).
             existing = runs.load(self.parts.kv, placed.vault)
-            retried = existing is not None and existing.run_id == run_id  # this very start, unanswered before
+            # This very start, unanswered before, and its lease write was applied: the run is this request's.
+            retried = existing is not None and bool(request.run_id) and existing.run_id == request.run_id
+            follow = None
+            if retried:
+                assert existing is not None
+                request, follow = request.split_after_run()
+                if existing.finished:  # driven to its end meanwhile (adopted): only the later signals are left
+                    self._end_request(request, cleared=True, result=f"{existing.stage}: run {existing.run_id}",
+                                      run=existing.run_id)
+                    if follow is None:
+                        return None
+                    request, follow, retried, run_id = follow, None, False, self.parts.new_run_id()
             refused = None if request.kind == "webhook" or retried else floors.refusal(
                 placed.name, request.kind, floors.allowed_at(
                     existing.started_at if existing is not None else None,
@@ -600,14 +611,15 @@ class Controller:
             # Vault unreachable or sealed: the request must survive the outage. Back in line with the run id this
             # start used (an unanswered lease write may have been applied: the retry joins that run); stop this tick.
             self.parts.queue.done(request.secret)
-            self.parts.queue.put(replace(request, run_id=run_id))
+            self.parts.queue.put(request.unanswered(run_id))
             raise
         except ChamberlainError as exc:  # not found, forbidden, no such rotator...: this request cannot run
             log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,
                         detail=str(exc)[:200])
             self._end_request(request, cleared=True, result=f"failed to start: {type(exc).__name__}")
             return None
-        return Opened(Active(placed, run, deps, timing, request, self.parts.clock.monotonic()), started=True)
+        return Opened(Active(placed, run, deps, timing, request, self.parts.clock.monotonic()), started=True,
+                      deferred=follow)
 
     def _join(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Another run holds the secret's lease (started by another process): drive it, the request after it."""

@@ -61,8 +61,10 @@ class RotationRequest:
     request_id: str
     merged: tuple[str, ...] = field(default=())  # keys of requests folded into this one, oldest first
     # The run id a start used when the authority did not answer it (the lease write may have been applied): the
-    # retried start must use it again, or it finds "another" run holding the lease and rotates twice.
+    # retried start must use it again, or it finds "another" run holding the lease and rotates twice. ``run_keys``:
+    # the keys that start was for; a signal merged in after it gets a run of its own (see :meth:`after_run`).
     run_id: str = ""
+    run_keys: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not _SECRET_NAME.match(self.secret):
@@ -89,8 +91,22 @@ class RotationRequest:
             if part not in reasons:
                 reasons.append(part)
         extra = tuple(k for k in later.keys if k not in self.keys)
-        return replace(self, reason="; ".join(reasons), merged=self.merged + extra,
-                       run_id=self.run_id or later.run_id)
+        # The run id stays this request's: a later request (``later``) never joins a run started before it came.
+        return replace(self, reason="; ".join(reasons), merged=self.merged + extra)
+
+    def unanswered(self, run_id: str) -> RotationRequest:
+        """This request, back in line after its start of ``run_id`` went unanswered (kept from the first try)."""
+        return self if self.run_id else replace(self, run_id=run_id, run_keys=self.keys)
+
+    def split_after_run(self) -> tuple[RotationRequest, RotationRequest | None]:
+        """This request as its unanswered start covered it, and the signals merged in since (None: none), which
+        ask for a run of their own: that run may already have made its new value before they came."""
+        later = tuple(k for k in self.keys if k not in self.run_keys)
+        if not later:
+            return self, None
+        covered = replace(self, merged=tuple(k for k in self.merged if k in self.run_keys))
+        follow = replace(self, request_id=later[0], merged=later[1:], run_id="", run_keys=())
+        return covered, follow
 
 
 class RequestQueue(Protocol):
