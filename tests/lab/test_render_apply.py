@@ -4,6 +4,7 @@ CRDs installed, so the real CRD schemas (ours and ESO's) accept every manifest w
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -51,15 +52,21 @@ def test_rendered_acme_applies_server_side(lab: RunningLab, tmp_path: Path) -> N
         _kubectl(lab, "apply", "--server-side", "--force-conflicts", "--field-manager=chamberlain-test", "-k", str(app))
         # Applying the same output again changes nothing. Checked per application right away: the lab has one
         # API server standing in for every cluster, so the next cluster's application overwrites shared names.
-        diff = lab.lab.apiserver.kubectl(
-            "diff",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=chamberlain-test",
-            "-k",
-            str(app),
-            check=False,
-        )
+        # kubectl diff reads the live object, then dry-runs the apply: ESO writing a fresh SecretStore's status
+        # between the two shows up as a diff (status, resourceVersion) once. A diff our manifests cause stays.
+        for _ in range(5):
+            diff = lab.lab.apiserver.kubectl(
+                "diff",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=chamberlain-test",
+                "-k",
+                str(app),
+                check=False,
+            )
+            if diff.returncode == 0:
+                break
+            time.sleep(1)
         assert diff.returncode == 0, diff.stdout[-2000:]
     crds = json.loads(_kubectl(lab, "get", "crd", "-o", "json"))["items"]
     ours = {c["metadata"]["name"]: c for c in crds if c["spec"]["group"] == "chamberlain.dev"}
