@@ -563,9 +563,7 @@ class Controller:
     def _open(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Start the run of one admitted request (worker thread; touches no state). None: nothing to drive."""
         log = self.parts.log
-        # A persisted webhook request's run takes its object's name: that object then shows the run.
-        run_id = (request.request_id if is_stored(request.request_id)
-                  else request.run_id or self.parts.new_run_id())
+        run_id = self._run_id_for(request)
         try:
             if request.kind == "time" and not self._still_due(placed):
                 self.parts.metrics.requests.labels("time", "stale").inc()
@@ -586,7 +584,8 @@ class Controller:
                                       run=existing.run_id)
                     if follow is None:
                         return None
-                    request, follow, retried, run_id = follow, None, False, self.parts.new_run_id()
+                    request, follow, retried = follow, None, False
+                    run_id = self._run_id_for(request)
             refused = None if request.kind == "webhook" or retried else floors.refusal(
                 placed.name, request.kind, floors.allowed_at(
                     existing.started_at if existing is not None else None,
@@ -620,6 +619,13 @@ class Controller:
             return None
         return Opened(Active(placed, run, deps, timing, request, self.parts.clock.monotonic()), started=True,
                       deferred=follow)
+
+    def _run_id_for(self, request: RotationRequest) -> str:
+        """A persisted webhook request's run takes its object's name (that object then shows the run); a retried
+        start, the run id its unanswered try used; else a new one."""
+        if is_stored(request.request_id):
+            return request.request_id
+        return request.run_id or self.parts.new_run_id()
 
     def _join(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Another run holds the secret's lease (started by another process): drive it, the request after it."""

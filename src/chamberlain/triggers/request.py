@@ -62,7 +62,7 @@ class RotationRequest:
     merged: tuple[str, ...] = field(default=())  # keys of requests folded into this one, oldest first
     # The run id a start used when the authority did not answer it (the lease write may have been applied): the
     # retried start must use it again, or it finds "another" run holding the lease and rotates twice. ``run_keys``:
-    # the keys that start was for; a signal merged in after it gets a run of its own (see :meth:`after_run`).
+    # the keys that start was for; a signal merged in after it gets a run of its own (:meth:`split_after_run`).
     run_id: str = ""
     run_keys: tuple[str, ...] = field(default=())
 
