@@ -739,13 +739,19 @@ def _changed(watch: Any, key: tuple[str, str], old: str, deadline: float, child:
 # ------------------------------------------------------------------------------------------- without a lab
 
 
-def _attribution(top: int = 25) -> dict[str, Any]:
-    """What the controller holds (tracemalloc), the fakes' own allocations left out."""
+def _snapshot() -> Any:
+    """A tracemalloc snapshot of what the controller holds, the fakes' own allocations left out."""
     import tracemalloc
 
-    snap = tracemalloc.take_snapshot().filter_traces([
+    return tracemalloc.take_snapshot().filter_traces([
         tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "*/kube/fake.py", all_frames=True),
         tracemalloc.Filter(False, "*/authority/fake.py", all_frames=True)])
+
+
+def _attribution(since: Any, top: int = 25) -> dict[str, Any]:
+    """What the controller holds (tracemalloc), and what it gained since the snapshot ``since`` (the steady
+    window's start: a creep shows there, by line)."""
+    snap = _snapshot()
 
     def short(name: str) -> str:
         for marker in ("site-packages/", "/src/", "/lib/python3"):
@@ -759,7 +765,11 @@ def _attribution(top: int = 25) -> dict[str, Any]:
                         for st in snap.statistics("filename")[:top]],
             "by_line": [{"where": f"{short(st.traceback[0].filename)}:{st.traceback[0].lineno}",
                          "mib": round(st.size / 2**20, 2), "blocks": st.count}
-                        for st in snap.statistics("lineno")[:top]]}
+                        for st in snap.statistics("lineno")[:top]],
+            "window_growth_mib": round((total - sum(st.size for st in since.statistics("filename"))) / 2**20, 2),
+            "window_growth_by_line": [{"where": f"{short(d.traceback[0].filename)}:{d.traceback[0].lineno}",
+                                       "kib": round(d.size_diff / 2**10, 1), "blocks": d.count_diff}
+                                      for d in snap.compare_to(since, "lineno")[:top]]}
 
 
 def measure_fake(n: int, window: int, warmup: int = 30, trace: bool = False) -> dict[str, Any]:
@@ -875,6 +885,7 @@ def measure_fake(n: int, window: int, warmup: int = 30, trace: bool = False) -> 
         for _ in range(warmup):
             second()
         startup = time.monotonic() - started
+        steady = _snapshot() if trace else None
         before = Counter(kube.calls)
         real = time.monotonic()
         for _ in range(window):
@@ -884,7 +895,7 @@ def measure_fake(n: int, window: int, warmup: int = 30, trace: bool = False) -> 
         stop = getattr(controller.parts.requests, "stop", None)
         if stop is not None:
             stop()
-    held = _attribution() if trace else None
+    held = _attribution(steady) if trace else None
     delta = Counter(kube.calls)
     delta.subtract(before)
     made = {k: v for k, v in sorted(delta.items()) if v and not k.startswith("watch_")}

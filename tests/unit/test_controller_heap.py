@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chamberlain.controller.heap import Epoch, HeapSettler, should_settle
+from chamberlain.controller.heap import Epoch, HeapSettler, arena_limit, should_settle
 from tests.unit.test_controller import World
 
 
@@ -72,9 +72,9 @@ def test_release_free_memory_gives_freed_heap_pages_back() -> None:
     """On glibc, what a burst of freed C allocations left resident goes back to the system."""
     import ctypes
 
-    from chamberlain.controller.heap import _malloc_trim, release_free_memory
+    from chamberlain.controller.heap import _libc, release_free_memory
 
-    if _malloc_trim() is None:
+    if getattr(_libc(), "malloc_trim", None) is None:
         pytest.skip("no glibc malloc_trim on this platform")
 
     def rss_kib() -> int:
@@ -87,6 +87,64 @@ def test_release_free_memory_gives_freed_heap_pages_back() -> None:
     before = rss_kib()
     release_free_memory()
     assert rss_kib() < before - 20 * 1024 and keep.raw[:1] == b"\0"
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    pytest.param({}, 2, id="unset"),
+    pytest.param({"MALLOC_ARENA_MAX": " "}, 2, id="blank"),
+    pytest.param({"MALLOC_ARENA_MAX": "4"}, None, id="the-operator-s-stands"),
+])
+def test_the_arena_cap_is_two_unless_the_operator_set_one(environ: dict[str, str], expected: int | None) -> None:
+    assert arena_limit(environ) == expected
+
+
+_ARENAS_AFTER_THREADS = """
+import ctypes, os, sys, tempfile, threading
+from chamberlain.controller.heap import _libc, limit_malloc_arenas
+cap = limit_malloc_arenas(os.environ) if sys.argv[1] == "capped" else None
+libc = _libc()
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+barrier = threading.Barrier(8)
+def worker():
+    barrier.wait()  # all alive at once: none inherits an arena a finished thread left free
+    libc.malloc(64)
+    barrier.wait()
+threads = [threading.Thread(target=worker) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(cap, open(out.name).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.parametrize("mode", ["capped", "uncapped"])
+def test_the_cap_holds_eight_allocating_threads_to_two_arenas(mode: str) -> None:
+    """Real glibc, in a process of its own (the cap is process-wide): eight threads that allocate at once get
+    eight arenas of their own without the cap, and share two with it."""
+    import os
+    import subprocess
+    import sys
+
+    from chamberlain.controller.heap import _libc
+
+    if getattr(_libc(), "mallopt", None) is None or getattr(_libc(), "malloc_info", None) is None:
+        pytest.skip("no glibc malloc on this platform")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", _ARENAS_AFTER_THREADS, mode], capture_output=True, text=True,
+                         env=env, check=True, timeout=60).stdout.split()
+    cap, arenas = out[0], int(out[1])
+    if mode == "capped":
+        assert cap == "2" and arenas <= 2
+    else:
+        assert cap == "None" and arenas > 4
 
 
 def test_serve_settles_after_the_first_tick_and_again_after_a_scope_change() -> None:

@@ -123,6 +123,7 @@ def run_cmd(
     effect without a restart; new generated secrets are provisioned by the controller).
     """
     from chamberlain.controller import logs
+    from chamberlain.controller.heap import limit_malloc_arenas
     from chamberlain.controller.probes import parse_address
     from chamberlain.service import controller
     from chamberlain.triggers.webhook import load_keys
@@ -145,6 +146,9 @@ def run_cmd(
         raise UsageError(f"--metrics-address: {exc}") from None
     logs.configure(level=log_level, json=log_format == "json")
     log = logs.get()
+    # this process is the controller's own: its threads share two malloc arenas (controller.heap), set before
+    # the first of them starts
+    log.debug("malloc arenas", cap=limit_malloc_arenas(os.environ))
     key = (load_keys(webhook_key_file, webhook_standard_secret_file, webhook_bearer_token_file, os.environ)
            if webhook_port is not None else None)
     options = controller.ControllerOptions(

@@ -14,6 +14,13 @@ P5). Python has no binding for it, hence ctypes; without glibc (musl, macOS) it 
 settlements it trims every ``trim_every`` seconds too: start-up, the largest burst, is one long unsettled stretch
 (it made the peak), and steady ticks keep leaving a little behind. A trim costs milliseconds.
 
+The worker threads' allocations are the other half. glibc gives each thread that allocates under contention a
+malloc arena of its own, up to eight per core: start-up's metadata readers and status writers, the watches and
+the metrics server each left pages behind in theirs, and a trim only returns whole free pages. Two arenas for
+the controller's process (:func:`limit_malloc_arenas`, ``mallopt(M_ARENA_MAX)``, the knob the
+``MALLOC_ARENA_MAX`` environment variable sets) cut the peak RSS at 10k intents by about 7 MiB. Python allocates
+under the GIL, so the threads rarely contend for an arena anyway. A ``MALLOC_ARENA_MAX`` the operator set wins.
+
 Settled means: the first tick after start-up, a scope change or a change of leadership that leaves no work for
 the next one (no time-trigger pass or status report cut short). Each settlement first thaws what an earlier one
 froze and collects once, so cycles among state that a scope change dropped are freed rather than kept for good.
@@ -27,7 +34,7 @@ import ctypes.util
 import functools
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 Epoch = tuple[int, bool]  # (scope generation, leader): what the controller holds changes with either
@@ -39,20 +46,40 @@ def should_settle(epoch: Epoch, settled: Epoch | None, backlog: bool) -> bool:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
-    return trim
 
 
 def release_free_memory() -> None:
     """Return the free pages of every malloc arena to the system (no-op without glibc)."""
-    trim = _malloc_trim()
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+ARENAS = 2  # malloc arenas for the controller's process (see the module docstring)
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def arena_limit(environ: Mapping[str, str], default: int = ARENAS) -> int | None:
+    """How many malloc arenas to ask glibc for: None when the operator set ``MALLOC_ARENA_MAX`` (glibc read it at
+    start and it stands), else ``default``."""
+    return None if environ.get("MALLOC_ARENA_MAX", "").strip() else default
+
+
+def limit_malloc_arenas(environ: Mapping[str, str]) -> int | None:
+    """Cap the process's malloc arenas (:func:`arena_limit`) before its threads start; returns the cap set (None:
+    the operator's, or no glibc). glibc reads the cap when a thread first wants an arena beyond the eighth, so a
+    cap set before the threads start holds for the process's life. Only the controller's own process calls this:
+    the cap is process-wide."""
+    count = arena_limit(environ)
+    mallopt = getattr(_libc(), "mallopt", None)
+    if count is None or mallopt is None:
+        return None
+    return count if mallopt(_M_ARENA_MAX, count) == 1 else None
 
 
 @dataclass
