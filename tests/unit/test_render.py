@@ -476,6 +476,21 @@ def test_write_tree_does_not_touch_unchanged_files(tmp_path: Path) -> None:
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
 
 
+def test_a_re_render_rewrites_the_marker_only_when_its_list_changes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_tree(_tree({"a.yaml": "a\n"}), out)
+    before = (out / MARKER).stat()
+    write_tree(_tree({"a.yaml": "b\n"}), out)  # a file changed, the list did not
+    after = (out / MARKER).stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    write_tree(_tree({"a.yaml": "b\n", "c.yaml": "c\n"}), out)
+    assert (out / MARKER).read_text().splitlines()[-2:] == ["a.yaml", "c.yaml"]
+    with (out / MARKER).open("a") as fh:  # a line nobody rendered: the next render writes the list clean
+        fh.write("../elsewhere.txt\n")
+    write_tree(_tree({"a.yaml": "b\n", "c.yaml": "c\n"}), out)
+    assert "elsewhere" not in (out / MARKER).read_text()
+
+
 def test_write_tree_refuses_a_foreign_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "important.txt").write_text("do not lose\n")
     with pytest.raises(UsageError, match="not empty"):

@@ -115,10 +115,14 @@ def _plain_relative(path: str) -> bool:
     return not any(part in ("", ".", "..") for part in path.split("/"))
 
 
-def _read_marker(marker: Path) -> set[str]:
+def _owned(marker_text: str) -> set[str]:
+    """The paths a marker lists (its comments, and any line that would lead outside the directory, left out)."""
     owned: set[str] = set()
-    for line in marker.read_text(encoding="utf-8").splitlines():
+    for line in marker_text.splitlines():
         if not line or line.startswith("#"):
+            continue
+        if _plain_relative(line):  # most lines: told without pathlib (a marker lists tens of thousands)
+            owned.add(line)
             continue
         try:
             owned.add(str(_safe_relative(line)))
@@ -218,9 +222,11 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output path {out_dir} exists and is not a directory")
     previous: set[str] = set()
+    old_marker = ""
     if out_dir.is_dir():
         if marker.is_file():
-            previous = _read_marker(marker)
+            old_marker = marker.read_text(encoding="utf-8")
+            previous = _owned(old_marker)
         elif any(out_dir.iterdir()):
             raise UsageError(
                 f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
@@ -231,8 +237,10 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
     for p in paths:
         if not _plain_relative(p):
             _safe_relative(p)  # refuses before anything is written
-    # Claim the union first: an interrupted write still leaves every file we may have created owned.
-    _write_atomic(marker, _marker_text(sorted(previous | set(paths))).encode("utf-8"))
+    # Claim the union first: an interrupted write still leaves every file we may have created owned. A re-render
+    # that adds no path finds them all claimed already.
+    if not previous.issuperset(paths):
+        _write_atomic(marker, _marker_text(sorted(previous | set(paths))).encode("utf-8"))
 
     root = out_dir.resolve()
     base = os.fspath(out_dir)
@@ -266,7 +274,9 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
             stale.unlink()
             removed += 1
         _prune_empty_dirs(stale.parent, out_dir)
-    _write_atomic(marker, _marker_text(paths).encode("utf-8"))
+    final = _marker_text(paths)
+    if final != old_marker:
+        _write_atomic(marker, final.encode("utf-8"))
     return WriteResult(written=written, unchanged=unchanged, removed=removed)
 
 
