@@ -93,6 +93,10 @@ def test_release_free_memory_gives_freed_heap_pages_back() -> None:
     pytest.param({}, 2, id="unset"),
     pytest.param({"MALLOC_ARENA_MAX": " "}, 2, id="blank"),
     pytest.param({"MALLOC_ARENA_MAX": "4"}, None, id="the-operator-s-stands"),
+    pytest.param({"MALLOC_ARENA_MAX": "0"}, 2, id="zero-glibc-ignores"),
+    pytest.param({"MALLOC_ARENA_MAX": "many"}, 2, id="junk-glibc-ignores"),
+    pytest.param({"GLIBC_TUNABLES": "glibc.malloc.check=0:glibc.malloc.arena_max=4"}, None, id="tunable-stands"),
+    pytest.param({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}, 2, id="other-tunables"),
 ])
 def test_the_arena_cap_is_two_unless_the_operator_set_one(environ: dict[str, str], expected: int | None) -> None:
     assert arena_limit(environ) == expected
@@ -137,7 +141,8 @@ def test_the_cap_holds_eight_allocating_threads_to_two_arenas(mode: str) -> None
 
     if getattr(_libc(), "mallopt", None) is None or getattr(_libc(), "malloc_info", None) is None:
         pytest.skip("no glibc malloc on this platform")
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    # glibc's own allocator with no cap from outside (an arena tunable, or another allocator preloaded)
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "LD_PRELOAD")}
     out = subprocess.run([sys.executable, "-c", _ARENAS_AFTER_THREADS, mode], capture_output=True, text=True,
                          env=env, check=True, timeout=60).stdout.split()
     cap, arenas = out[0], int(out[1])

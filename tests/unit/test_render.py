@@ -23,7 +23,16 @@ import yaml
 from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
-from chamberlain.render import MARKER, RenderedTree, RenderError, WriteResult, naming, render_repository, write_tree
+from chamberlain.render import (
+    MARKER,
+    RenderedTree,
+    RenderError,
+    WriteResult,
+    compare_output,
+    naming,
+    render_repository,
+    write_tree,
+)
 from tests.conftest import CORPUS, EXAMPLES, REPO_ROOT
 
 BASE = CORPUS / "base"
@@ -489,6 +498,27 @@ def test_a_re_render_rewrites_the_marker_only_when_its_list_changes(tmp_path: Pa
         fh.write("../elsewhere.txt\n")
     write_tree(_tree({"a.yaml": "b\n", "c.yaml": "c\n"}), out)
     assert "elsewhere" not in (out / MARKER).read_text()
+    write_tree(_tree({"a.yaml": "b\n"}), out)  # a path gone: the list is written without it
+    assert (out / MARKER).read_text().splitlines()[-1] == "a.yaml" and not (out / "c.yaml").exists()
+
+
+@pytest.mark.parametrize("damage", ["crlf", "symlink"])
+def test_a_re_render_repairs_a_marker_check_would_report(tmp_path: Path, damage: str) -> None:
+    """Same list, other bytes (a checkout with CRLF line endings) or not a plain file: written again, so
+    ``render --check`` finds the output fresh."""
+    tree = _tree({"a.yaml": "a\n"})
+    out = tmp_path / "out"
+    write_tree(tree, out)
+    text = (out / MARKER).read_bytes()
+    if damage == "crlf":
+        (out / MARKER).write_bytes(text.replace(b"\n", b"\r\n"))
+    else:
+        (tmp_path / "copy").write_bytes(text)
+        (out / MARKER).unlink()
+        (out / MARKER).symlink_to(tmp_path / "copy")
+    write_tree(tree, out)
+    assert not (out / MARKER).is_symlink() and (out / MARKER).read_bytes() == text
+    assert compare_output(tree, out).fresh
 
 
 def test_write_tree_refuses_a_foreign_non_empty_directory(tmp_path: Path) -> None:
@@ -504,7 +534,8 @@ def test_write_tree_refuses_a_file_as_output(tmp_path: Path) -> None:
         write_tree(_tree({"a.yaml": "a\n"}), tmp_path / "f")
 
 
-@pytest.mark.parametrize("bad", ["../escape.yaml", "/abs.yaml", "a/../../b.yaml", "a\\b.yaml"])
+@pytest.mark.parametrize("bad", ["../escape.yaml", "/abs.yaml", "a/../../b.yaml", "a\\b.yaml", "a//b.yaml",
+                                 "a/./b.yaml", "a/", "a\u2028b.yaml", "a\rb.yaml", "a\x00/b.yaml", "a\x85b.yaml"])
 def test_write_tree_refuses_paths_outside(tmp_path: Path, bad: str) -> None:
     with pytest.raises(RenderError):
         write_tree(_tree({bad: "x\n"}), tmp_path / "out")

@@ -14,12 +14,13 @@ P5). Python has no binding for it, hence ctypes; without glibc (musl, macOS) it 
 settlements it trims every ``trim_every`` seconds too: start-up, the largest burst, is one long unsettled stretch
 (it made the peak), and steady ticks keep leaving a little behind. A trim costs milliseconds.
 
-The worker threads' allocations are the other half. glibc gives each thread that allocates under contention a
-malloc arena of its own, up to eight per core: start-up's metadata readers and status writers, the watches and
-the metrics server each left pages behind in theirs, and a trim only returns whole free pages. Two arenas for
-the controller's process (:func:`limit_malloc_arenas`, ``mallopt(M_ARENA_MAX)``, the knob the
-``MALLOC_ARENA_MAX`` environment variable sets) cut the peak RSS at 10k intents by about 7 MiB. Python allocates
-under the GIL, so the threads rarely contend for an arena anyway. A ``MALLOC_ARENA_MAX`` the operator set wins.
+The worker threads' allocations are the other half. glibc gives each thread a malloc arena of its own at its
+first allocation (while no free one exists), up to eight per core: start-up's metadata readers and status
+writers, the watches and the metrics server each left pages behind in theirs, and a trim only returns whole free
+pages. Two arenas for the controller's process (:func:`limit_malloc_arenas`, ``mallopt(M_ARENA_MAX)``, the knob
+the ``MALLOC_ARENA_MAX`` environment variable sets) cut the peak RSS at 10k intents by about 6 MiB. Python
+allocates under the GIL, so the threads rarely contend for an arena anyway. A cap the operator set
+(``MALLOC_ARENA_MAX``, or ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``) wins.
 
 Settled means: the first tick after start-up, a scope change or a change of leadership that leaves no work for
 the next one (no time-trigger pass or status report cut short). Each settlement first thaws what an earlier one
@@ -65,9 +66,15 @@ _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def arena_limit(environ: Mapping[str, str], default: int = ARENAS) -> int | None:
-    """How many malloc arenas to ask glibc for: None when the operator set ``MALLOC_ARENA_MAX`` (glibc read it at
-    start and it stands), else ``default``."""
-    return None if environ.get("MALLOC_ARENA_MAX", "").strip() else default
+    """How many malloc arenas to ask glibc for: None when the operator set a cap glibc honours (a positive
+    ``MALLOC_ARENA_MAX``, or ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``: glibc read it at start and it
+    stands), else ``default``."""
+    explicit = environ.get("MALLOC_ARENA_MAX", "").strip()
+    if explicit.isdigit() and int(explicit) > 0:
+        return None
+    if "glibc.malloc.arena_max=" in environ.get("GLIBC_TUNABLES", ""):
+        return None
+    return default
 
 
 def limit_malloc_arenas(environ: Mapping[str, str]) -> int | None:
@@ -76,7 +83,9 @@ def limit_malloc_arenas(environ: Mapping[str, str]) -> int | None:
     cap set before the threads start holds for the process's life. Only the controller's own process calls this:
     the cap is process-wide."""
     count = arena_limit(environ)
-    mallopt = getattr(_libc(), "mallopt", None)
+    libc = _libc()
+    # glibc only: another libc's mallopt (if any) gives -8 another meaning
+    mallopt = getattr(libc, "mallopt", None) if hasattr(libc, "gnu_get_libc_version") else None
     if count is None or mallopt is None:
         return None
     return count if mallopt(_M_ARENA_MAX, count) == 1 else None

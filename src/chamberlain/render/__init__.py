@@ -16,6 +16,7 @@ documented in :mod:`chamberlain.render.layout`.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,18 +100,25 @@ def render_repository(repo: Repository) -> RenderedTree:
 # ---------------------------------------------------------------------------------------------------- writing
 
 
+# A NUL, or a character str.splitlines() breaks a line at: a marker line holding one would read back as other
+# paths (the file it names unowned, two others "owned").
+_UNLISTABLE = re.compile("[\x00\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def _safe_relative(path: str) -> PurePosixPath:
     rel = PurePosixPath(path)
     if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts) or "\\" in path:
         raise RenderError(f"refusing to write outside the output directory: {path!r}")
+    if _UNLISTABLE.search(path):
+        raise RenderError(f"refusing a path with a control character or line separator: {path!r}")
     return rel
 
 
 def _plain_relative(path: str) -> bool:
     """A path :func:`_safe_relative` accepts as it is, told with string operations (pathlib costs microseconds a
-    call, and a render checks tens of thousands): relative, no backslash, no empty, ``.`` or ``..`` segment.
-    False only means "ask :func:`_safe_relative`"."""
-    if not path or path[0] == "/" or "\\" in path:
+    call, and a render checks tens of thousands): relative, no backslash, no empty, ``.`` or ``..`` segment, no
+    character a marker cannot list. False only means "ask :func:`_safe_relative`"."""
+    if not path or path[0] == "/" or "\\" in path or _UNLISTABLE.search(path):
         return False
     return not any(part in ("", ".", "..") for part in path.split("/"))
 
@@ -222,11 +230,12 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output path {out_dir} exists and is not a directory")
     previous: set[str] = set()
-    old_marker = ""
+    old_marker = b""  # the marker's bytes when it is a plain file (a symlink or other line endings: rewritten)
     if out_dir.is_dir():
         if marker.is_file():
-            old_marker = marker.read_text(encoding="utf-8")
-            previous = _owned(old_marker)
+            raw = marker.read_bytes()
+            previous = _owned(raw.decode("utf-8"))
+            old_marker = b"" if marker.is_symlink() else raw
         elif any(out_dir.iterdir()):
             raise UsageError(
                 f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
@@ -235,11 +244,13 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = tree.paths()
     for p in paths:
-        if not _plain_relative(p):
-            _safe_relative(p)  # refuses before anything is written
+        # refuses before anything is written; a path pathlib would spell otherwise ("a//b") too: the marker
+        # would read it back as another path, and the next render would delete the file as stale
+        if not _plain_relative(p) and str(_safe_relative(p)) != p:
+            raise RenderError(f"refusing a path that is not in its plain form: {p!r}")
     # Claim the union first: an interrupted write still leaves every file we may have created owned. A re-render
     # that adds no path finds them all claimed already.
-    if not previous.issuperset(paths):
+    if not (old_marker and previous.issuperset(paths)):
         _write_atomic(marker, _marker_text(sorted(previous | set(paths))).encode("utf-8"))
 
     root = out_dir.resolve()
@@ -274,9 +285,9 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
             stale.unlink()
             removed += 1
         _prune_empty_dirs(stale.parent, out_dir)
-    final = _marker_text(paths)
-    if final != old_marker:
-        _write_atomic(marker, final.encode("utf-8"))
+    final = _marker_text(paths).encode("utf-8")
+    if final != old_marker:  # byte for byte, as `render --check` compares it
+        _write_atomic(marker, final)
     return WriteResult(written=written, unchanged=unchanged, removed=removed)
 
 
