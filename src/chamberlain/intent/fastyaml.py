@@ -37,6 +37,7 @@ fast path against PyYAML on generated documents: equal data (types included) or 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -56,7 +57,20 @@ def _optional(name: str) -> Any:
 
 
 _libyaml = _optional("yaml._yaml")  # libyaml's parser: the syntax gate (no gate, no fast path)
-_ryml = _optional("ryml.ryml")  # rapidyaml (a wheel with a C++ extension)
+
+
+@functools.cache
+def _rapidyaml() -> Any:
+    """rapidyaml (a wheel with a C++ extension), imported at the first parse: 2 MiB of resident memory that a
+    process parsing no YAML (the controller watching its cluster) does without."""
+    return _optional("ryml.ryml")
+
+
+@functools.cache
+def _kinds() -> tuple[int, int, int]:
+    """rapidyaml's MAP, SEQ and STREAM node type bits."""
+    ryml = _rapidyaml()
+    return int(ryml.MAP), int(ryml.SEQ), int(ryml.STREAM)
 
 
 class _Declined:
@@ -127,12 +141,12 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_no_float, par
 
 def parser_version() -> str:
     """rapidyaml's version ("none" when it is not installed): part of the parse cache's key."""
-    version = _optional("ryml.version") if _ryml is not None else None
+    version = _optional("ryml.version") if _rapidyaml() is not None else None
     return str(getattr(version, "version", "none"))
 
 
 def available() -> bool:
-    return _ryml is not None and _libyaml is not None
+    return _libyaml is not None and _rapidyaml() is not None
 
 
 def prescan_ok(text: str) -> bool:
@@ -147,7 +161,7 @@ def prescan_ok(text: str) -> bool:
 def load(text: str) -> Any:
     """The data of the one document in ``text`` (a chunk the loader split off), or :data:`DECLINED`. Call it inside
     :func:`quiet_stderr`: rapidyaml prints its parse errors to file descriptor 2 before raising."""
-    if _ryml is None or _libyaml is None or not prescan_ok(text):
+    if _libyaml is None or _rapidyaml() is None or not prescan_ok(text):
         return DECLINED
     return _load_checked(text)
 
@@ -163,7 +177,8 @@ def load_stream(text: str, spans: list[tuple[int, int]]) -> list[Any] | None:
     without content, as PyYAML gives). None when the file as a whole is not plain enough, or the documents do not
     line up one to one with the spans that have content: the caller then tries :func:`load` per document. Call it
     inside :func:`quiet_stderr`."""
-    if _ryml is None or _libyaml is None or not prescan_ok(text):
+    ryml = _rapidyaml()
+    if ryml is None or _libyaml is None or not prescan_ok(text):
         return None
     if text.startswith("...") or "\n..." in text or _MARKER_WITH_CONTENT.search(text) is not None:
         return None
@@ -172,15 +187,16 @@ def load_stream(text: str, spans: list[tuple[int, int]]) -> list[Any] | None:
         return None
     try:
         _libyaml.CParser(text).raw_parse()
-        tree = _ryml.parse_in_arena(text.encode("utf-8"))
+        tree = ryml.parse_in_arena(text.encode("utf-8"))
     except Exception:  # a syntax error somewhere, or rapidyaml refused: document by document
         return None
     root = tree.root_id()
-    stream = tree.type(root) & _STREAM == _STREAM
+    _, _, stream_kind = _kinds()
+    stream = tree.type(root) & stream_kind == stream_kind
     if (tree.num_children(root) if stream else 1) != sum(content):
         return None
     try:
-        emitted = _ryml.emit_json(tree)
+        emitted = ryml.emit_json(tree)
     except Exception:
         return None
     if '"":' in emitted or _AMBIGUOUS.search(emitted) is not None:
@@ -197,26 +213,28 @@ def load_stream(text: str, spans: list[tuple[int, int]]) -> list[Any] | None:
 
 
 def _load_checked(text: str) -> Any:
+    ryml = _rapidyaml()
+    map_kind, seq_kind, stream_kind = _kinds()
     try:
         _libyaml.CParser(text).raw_parse()  # libyaml's syntax check: the parser the full load uses, its verdict
     except Exception:  # any refusal: PyYAML's path reports it, with its line
         return DECLINED
     try:
-        tree = _ryml.parse_in_arena(text.encode("utf-8"))
+        tree = ryml.parse_in_arena(text.encode("utf-8"))
     except Exception:  # rapidyaml refused a document libyaml accepts: PyYAML's path loads it
         return DECLINED
     root = tree.root_id()
     kind = tree.type(root)
     node: int | None = None
-    if kind & _STREAM == _STREAM:
+    if kind & stream_kind == stream_kind:
         if tree.num_children(root) != 1:
             return DECLINED
         node = tree.first_child(root)
         kind = tree.type(node)
-    if not kind & (_MAP | _SEQ):
+    if not kind & (map_kind | seq_kind):
         return DECLINED  # empty, a lone scalar, or an empty document: rare, and cheap the usual way
     try:
-        emitted = _ryml.emit_json(tree) if node is None else _ryml.emit_json(tree, node)
+        emitted = ryml.emit_json(tree) if node is None else ryml.emit_json(tree, node)
     except Exception:  # e.g. nesting past the emitter's depth limit
         return DECLINED
     if '"":' in emitted or _AMBIGUOUS.search(emitted) is not None:
@@ -226,8 +244,6 @@ def _load_checked(text: str) -> Any:
     except (_Decline, ValueError, RecursionError):
         return DECLINED
 
-
-_MAP, _SEQ, _STREAM = (int(_ryml.MAP), int(_ryml.SEQ), int(_ryml.STREAM)) if _ryml is not None else (4, 8, 0x28)
 
 
 @contextmanager
