@@ -384,6 +384,48 @@ def test_a_large_pass_of_the_time_trigger_is_spread_over_ticks_and_a_request_wai
     assert c.state.evaluating, "a new pass"
 
 
+def test_a_trigger_that_wakes_the_loop_mid_slice_cuts_the_pass_short_and_starts_in_the_same_tick() -> None:
+    from chamberlain.controller.config import ControllerConfig
+
+    names = tuple(f"token-{i:02d}" for i in range(50))
+    w = World(names, policy={"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStrategy": "retry"})
+    slow = SlowKV(w.clock)
+    slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
+    w.kv = w.kube.kv = slow
+    c = w.controller()
+    c.config = ControllerConfig(evaluate_every=30.0, evaluate_slice=0.1, propagation_timeout=5.0, poll=1.0)
+    read = slow.read_metadata
+
+    def read_then_trigger(mount: str, path: str) -> Any:
+        if slow.metadata_reads == 2:  # a webhook arrives while the pass reads its third secret
+            c.request(manual("token-49", "now", w.clock.now()))
+        return read(mount, path)
+
+    slow.read_metadata = read_then_trigger  # type: ignore[method-assign]
+    c.tick()
+    assert len(c.state.evaluating) >= len(names) - 3, "the pass stopped at the wake, not after 0.1 s of reads"
+    assert c.finished and c.finished[-1].secret == "token-49", "the request started in the tick it arrived in"
+    for _ in range(60):
+        c.tick()
+    assert not c.state.evaluating and slow.metadata_reads >= len(names), "and the pass still ends"
+
+
+def test_a_report_slice_stops_early_when_a_trigger_waits() -> None:
+    names = tuple(f"token-{i:02d}" for i in range(40))
+    w, kube = world_with_objects(names, {"type": "time-based", "ttl": "90d", "rotateBefore": "7d",
+                                         "failureStrategy": "retry"})
+    objects = IntentObjects()
+    Reflector(kube, "SecretIntent", NS, Store(), w.clock, sinks=[objects]).step()
+    waiting = [False]
+    status = IntentStatus(kube, w.kv, NS, w.clock, ControllerMetrics(), ListLog(), list_every=0.0, feed=objects,
+                          report_slice=10.0, interrupted=lambda: waiting[0])
+    placed, now = w.scope.placed, w.clock.now()
+    waiting[0] = True
+    assert status.report(placed, {}, now) == 2, "a waiting trigger: the least a report does"
+    waiting[0] = False
+    assert status.report(placed, {}, now) == len(names) - 2, "nobody waiting: the rest within the slice"
+
+
 def test_a_first_report_of_many_intents_is_spread_over_ticks() -> None:
     names = tuple(f"token-{i:02d}" for i in range(40))
     w, kube = world_with_objects(names, {"type": "time-based", "ttl": "90d", "rotateBefore": "7d",

@@ -487,6 +487,8 @@ class IntentStatus:
     feed: ObjectFeed | None = None
     consumer_looks_per_second: float | None = None  # periodic looks' rate limit (None: none; see ControllerConfig)
     report_slice: float | None = None  # seconds of status work per report (None: no limit)
+    # True when a trigger waits for the loop: a sliced report then stops early too (the loop's wake, set by wire)
+    interrupted: Callable[[], bool] = field(default=lambda: False)
     # secrets brought up to date at once: each costs a metadata read, consumer GETs and a PATCH, one after
     # another; a first report of 10k intents, one secret at a time, took minutes of round trips
     parallel: int = 1
@@ -589,7 +591,8 @@ class IntentStatus:
         deadline = None if self.report_slice is None else self.clock.monotonic() + self.report_slice
         sent = 0
         while todo:
-            if deadline is not None and len(dirty) - len(todo) > 1 and self.clock.monotonic() >= deadline:
+            if deadline is not None and len(dirty) - len(todo) > 1 and (self.interrupted()
+                                                                         or self.clock.monotonic() >= deadline):
                 with self._lock:  # the rest at the next tick: a first report of 10k intents takes minutes, and
                     self._dirty |= set(todo)  # the loop must renew its Lease and serve triggers meanwhile
                 break
