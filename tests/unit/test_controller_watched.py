@@ -410,6 +410,20 @@ def test_a_trigger_that_wakes_the_loop_mid_slice_cuts_the_pass_short_and_starts_
     assert not c.state.evaluating and slow.metadata_reads >= len(names), "and the pass still ends"
 
 
+def test_only_a_trigger_from_outside_cuts_a_slice_never_the_loop_s_own_requests() -> None:
+    w = World(("api-token", "db-password"))
+    c = w.controller()
+    c.tick()
+    c._enqueue(manual("api-token", "a due secret or a persisted request polled again", w.clock.now()))
+    assert c.wake.is_set() and not c.arrived.is_set()
+    c.tick()
+    assert not c.arrived.is_set()
+    c.request(manual("db-password", "a webhook", w.clock.now()))
+    assert c.wake.is_set() and c.arrived.is_set()
+    c.tick()  # served: a tick forgets what came before it
+    assert not c.arrived.is_set()
+
+
 def test_a_report_slice_stops_early_when_a_trigger_waits() -> None:
     names = tuple(f"token-{i:02d}" for i in range(40))
     w, kube = world_with_objects(names, {"type": "time-based", "ttl": "90d", "rotateBefore": "7d",

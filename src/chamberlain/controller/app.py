@@ -140,9 +140,9 @@ def wire(
     if reconciler is not None:
         reconciler.new_run_id = parts.new_run_id
     controller = Controller(scope, parts, config)
-    status.interrupted = controller.wake.is_set  # a trigger waiting cuts the status report's slice short
+    status.interrupted = controller.arrived.is_set  # a trigger waiting cuts the status report's slice short
     if objects is not None:
-        objects.on_rotate = controller.wake.set  # a rotate annotation the watch saw: tick now, not at the next tick
+        objects.on_rotate = controller.nudge  # a rotate annotation the watch saw: tick now, not at the next tick
     if external is not None:
         external.new_run_id = parts.new_run_id
         external.wake = controller.wake.set  # a PushSecret event ticks the loop at once

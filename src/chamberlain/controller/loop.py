@@ -117,6 +117,7 @@ class Controller:
             parts.status.templated = lambda placed: rm.templated_index(
                 self.scope.platform, self.scope.intents, placed.environment).readers(placed.name)
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
+        self.arrived = threading.Event()  # a trigger from another thread since the tick started (nudge)
         self._scope_lock = threading.Lock()
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
@@ -210,10 +211,21 @@ class Controller:
     def request(self, request: RotationRequest) -> None:
         """Queue a request from outside the loop."""
         self._enqueue(request)
+        self.nudge()
 
     def request_now(self, request: RotationRequest) -> str:
         """Queue a request from outside the loop and wake the loop; the queue's outcome (the webhook answers it)."""
-        return self._enqueue(request)
+        outcome = self._enqueue(request)
+        self.nudge()
+        return outcome
+
+    def nudge(self) -> None:
+        """A trigger arrived from another thread (any thread, after its request is stored where the tick polls
+        it): wake the loop, and end the time trigger's and the status report's slice of a tick under way, so the
+        request starts in that tick rather than after up to two slices. Only outside triggers: the loop's own
+        requests (a due secret, a persisted request polled again) never cut a slice."""
+        self.arrived.set()
+        self.wake.set()
 
     def now(self) -> datetime:
         return self.parts.clock.now()
@@ -222,7 +234,7 @@ class Controller:
 
     def tick(self) -> bool:
         """One pass of the loop; returns whether this replica was leader (and so acted)."""
-        self.wake.clear()  # this tick serves what woke it; a wake from now on is news (it cuts a slice short)
+        self.arrived.clear()  # this tick serves what came before it; what arrives from now on cuts a slice short
         self._swap_scope()
         if not self._lead():
             return False
@@ -345,7 +357,7 @@ class Controller:
         changed, just rotated, and a paced round robin of the rest), from the last reading for the others. A pass
         over a large scope is spread over several ticks, ``evaluate_slice`` seconds of it per tick, so a trigger
         that wakes the loop (a webhook, an annotation, a manual request) waits for one read, not for 10k: the
-        slice ends early when the loop's wake is set."""
+        slice ends early when one arrives (:meth:`nudge`)."""
         mono = self.parts.clock.monotonic()
         state = self.state
         todo = state.evaluating
@@ -369,7 +381,7 @@ class Controller:
         metrics, schedules = self.parts.metrics, list[SecretSchedule | None]()
         following, to_follow = self.following, list[Pending]()
         while todo:
-            if deadline is not None and schedules and (self.wake.is_set()
+            if deadline is not None and schedules and (self.arrived.is_set()
                                                        or self.parts.clock.monotonic() >= deadline):
                 # the rest of the pass at the next tick (at least one secret per tick); a trigger that arrived
                 # meanwhile is polled and started now, not after the slice (P3's tail at 10k intents)

@@ -487,7 +487,8 @@ class IntentStatus:
     feed: ObjectFeed | None = None
     consumer_looks_per_second: float | None = None  # periodic looks' rate limit (None: none; see ControllerConfig)
     report_slice: float | None = None  # seconds of status work per report (None: no limit)
-    # True when a trigger waits for the loop: a sliced report then stops early too (the loop's wake, set by wire)
+    # True when a trigger from outside waits for the loop: a sliced report then stops early (wire: the loop's
+    # Controller.arrived)
     interrupted: Callable[[], bool] = field(default=lambda: False)
     # secrets brought up to date at once: each costs a metadata read, consumer GETs and a PATCH, one after
     # another; a first report of 10k intents, one secret at a time, took minutes of round trips
