@@ -356,14 +356,20 @@ class SlowKV(FakeKV):
         return super().read_metadata(mount, path)
 
 
-def test_a_large_pass_of_the_time_trigger_is_spread_over_ticks_and_a_request_waits_for_one_slice() -> None:
-    from chamberlain.controller.config import ControllerConfig
-
-    names = tuple(f"token-{i:02d}" for i in range(50))
+def _slow_world(names: tuple[str, ...]) -> tuple[World, SlowKV]:
+    """Time-based secrets whose metadata reads take 10 ms of the fake clock each."""
     w = World(names, policy={"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStrategy": "retry"})
     slow = SlowKV(w.clock)
     slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
     w.kv = w.kube.kv = slow
+    return w, slow
+
+
+def test_a_large_pass_of_the_time_trigger_is_spread_over_ticks_and_a_request_waits_for_one_slice() -> None:
+    from chamberlain.controller.config import ControllerConfig
+
+    names = tuple(f"token-{i:02d}" for i in range(50))
+    w, slow = _slow_world(names)
     c = w.controller()
     c.config = ControllerConfig(evaluate_every=30.0, evaluate_slice=0.1, propagation_timeout=5.0, poll=1.0)
     c.tick()
@@ -388,10 +394,7 @@ def test_a_trigger_that_wakes_the_loop_mid_slice_cuts_the_pass_short_and_starts_
     from chamberlain.controller.config import ControllerConfig
 
     names = tuple(f"token-{i:02d}" for i in range(50))
-    w = World(names, policy={"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStrategy": "retry"})
-    slow = SlowKV(w.clock)
-    slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
-    w.kv = w.kube.kv = slow
+    w, slow = _slow_world(names)
     c = w.controller()
     c.config = ControllerConfig(evaluate_every=30.0, evaluate_slice=0.1, propagation_timeout=5.0, poll=1.0)
     read = slow.read_metadata
@@ -466,10 +469,7 @@ def test_the_loop_ticks_again_at_once_while_a_sliced_pass_is_unfinished() -> Non
     from chamberlain.controller.config import ControllerConfig
 
     names = tuple(f"token-{i:02d}" for i in range(50))
-    w = World(names, policy={"type": "time-based", "ttl": "90d", "rotateBefore": "7d", "failureStrategy": "retry"})
-    slow = SlowKV(w.clock)
-    slow.__dict__.update({k: v for k, v in w.kv.__dict__.items() if k not in ("clock", "metadata_reads")})
-    w.kv = w.kube.kv = slow
+    w, slow = _slow_world(names)
     c = w.controller()
     c.config = ControllerConfig(evaluate_every=3600.0, evaluate_slice=0.1, propagation_timeout=5.0, poll=1.0)
     stop = threading.Event()
