@@ -106,7 +106,10 @@ def test_handover_retires_through_git_and_no_flux_reconcile_undoes_it(
         # Rounds of forced reconciles of the source and every Kustomization (the environment's waits for stores
         # that only the authority of a real platform makes Ready; it carries no bootstrap Secret).
         for _ in range(ROUNDS):
-            handled = run.reconcile(flux.ROOT, CRDS, CLUSTER, boot)
+            for _attempt in range(3):  # a loaded lab: a dependency handled its request before it was Ready, and
+                handled = run.reconcile(flux.ROOT, CRDS, CLUSTER, boot)  # the next one reported DependencyNotReady
+                if all(r.ready for r in handled):
+                    break
             assert all(r.ready for r in handled), [r.describe() for r in handled]
             for _intent, (name, mode) in SECRETS.items():
                 secret = run.kube.get_secret(BOOT_NS, name)
