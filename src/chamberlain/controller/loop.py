@@ -209,9 +209,8 @@ class Controller:
                                                 for name, findings in scope.rejected.items()})
 
     def request(self, request: RotationRequest) -> None:
-        """Queue a request from outside the loop."""
-        self._enqueue(request)
-        self.nudge()
+        """Queue a request from outside the loop (:meth:`request_now` without its outcome)."""
+        self.request_now(request)
 
     def request_now(self, request: RotationRequest) -> str:
         """Queue a request from outside the loop and wake the loop; the queue's outcome (the webhook answers it)."""
