@@ -194,6 +194,45 @@ def test_external_secret_text_is_the_general_dump_byte_for_byte(path: Path) -> N
     assert direct
 
 
+def _publications(path: Path) -> list[tuple[Any, Any, str, str, str, list[Any]]]:
+    from chamberlain.render.topology import build_topology
+
+    repo = load_repository(path)
+    assert repo.platform is not None
+    topo = build_topology(repo.platform, [p.obj for p in repo.policy_index().values()],
+                          [i.obj for i in repo.intent_index().values()])
+    return [(topo.platform, unit, unit.environment, unit.cluster, ns, pubs)
+            for unit in topo.units for ns, pubs in unit.publishes.items()]
+
+
+def _general(platform: Any, env: str, cluster: str, ns: str, pubs: list[Any]) -> list[eso.Document]:
+    return [eso.document(m) for m in eso.publisher_objects(platform, env, cluster, ns, pubs)]
+
+
+@pytest.mark.parametrize("path", [*REPOS.values(), EXAMPLES / "acme-tenancy"], ids=lambda p: p.name)
+def test_publisher_documents_are_the_general_dump_byte_for_byte(path: Path) -> None:
+    """Render writes each publication's ServiceAccount, SecretStore and PushSecret directly; identity and text
+    must be exactly what dumping :func:`eso.publisher_objects` gives."""
+    publications = _publications(path)
+    assert publications
+    for platform, _unit, env, cluster, ns, pubs in publications:
+        assert eso.publisher_documents(platform, env, cluster, ns, pubs) == _general(platform, env, cluster, ns, pubs)
+
+
+@pytest.mark.parametrize("keys", [None, [], ["password"], ["yes", "a.b", "null", "Z-9", "true", "yes"], ["é"]])
+@pytest.mark.parametrize("ca", [False, True])
+def test_publisher_documents_quote_and_order_like_the_dumper(keys: list[str] | None, ca: bool) -> None:
+    platform, _unit, env, cluster, ns, pubs = _publications(ACME if "acme" in REPOS else BASE)[0]
+    authority = platform.spec.authority.model_copy(update={
+        "address": "https://vault.example:8200/",
+        "ca_bundle": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" if ca else None})
+    odd_platform = platform.model_copy(update={"spec": platform.spec.model_copy(update={"authority": authority})})
+    odd = [replace(pub, source=pub.source.model_copy(update={"keys": keys, "secret_name": "on"})) for pub in pubs]
+    for environment in (env, "yes", "1h"):
+        assert (eso.publisher_documents(odd_platform, environment, cluster, ns, odd)
+                == _general(odd_platform, environment, cluster, ns, odd))
+
+
 @pytest.mark.parametrize("keys", [
     None, {}, {"PASSWORD": "password"}, {"yes": "on", "a.b": "1", "x_y": "null", "Z-9": "true"},
     {"k": "é"}, {"b": "x", "a": "y", "c": "z"},

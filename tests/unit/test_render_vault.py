@@ -218,3 +218,15 @@ def test_a_follower_cluster_cannot_rotate_and_writes_only_its_own_acknowledgemen
     # Neither reads the other's internal mounts.
     assert not any("/prod-eu1/" in p for p in follower if not p.startswith("secret/data/_chamberlain/ledger"))
     assert not any("/prod-us1/" in p for p in owner if not p.startswith("secret/data/_chamberlain/ledger"))
+
+
+@pytest.mark.parametrize("values", [
+    ("chamberlain-dev-reader", "app", "chamberlain.dev.dev1.app.reader", "20m", "1h"),
+    ('a"b\\c', "é\u2028", "p\n", "", "0"),
+])
+def test_a_role_is_written_as_dump_json_writes_it(values: tuple[str, str, str, str, str]) -> None:
+    """Roles are written directly (one per ESO identity); the text is exactly the general dump's."""
+    from chamberlain.render.vault_bundle import _role, role_data
+    from chamberlain.render.yamlio import dump_json
+
+    assert _role(*values) == dump_json(role_data(*values))

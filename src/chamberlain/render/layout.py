@@ -182,16 +182,18 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
         base = topo.base_owner(cluster) == env
         resources = ["../../../crds", f"../../../clusters/{cluster}"] if base else []
         for ns in unit.namespaces:
-            manifests = eso.publisher_objects(topo.platform, env, cluster, ns, unit.publishes.get(ns, []))
+            docs = eso.publisher_documents(topo.platform, env, cluster, ns, unit.publishes.get(ns, []))
             reads = eso.sorted_reads(unit.reads[ns]) if ns in unit.reads else []
             if ns in unit.reads:
-                manifests += eso.reader_identity(topo.platform, env, cluster, ns, unit.reads[ns])
+                docs += map(eso.document, eso.reader_identity(topo.platform, env, cluster, ns, unit.reads[ns]))
             # Identities first, then stores, then the objects that use them (the ExternalSecrets, last): easy to
             # read top to bottom.
-            manifests.sort(key=lambda m: _KIND_ORDER.get(m["kind"], 99))
+            docs.sort(key=lambda d: _KIND_ORDER.get(d.kind, 99))
             path = f"namespaces/{ns}.yaml"
-            claims.claim(cluster, manifests, f"{root}/{path}")
-            texts = [dump_yaml(m) for m in manifests]
+            for d in docs:
+                claims.claim_one(cluster, d.api_version.rpartition("/")[0], d.kind, d.namespace, d.name,
+                                 f"{root}/{path}")
+            texts = [d.text for d in docs]
             for read in reads:
                 consumer = read.consumer
                 claims.claim_one(cluster, eso.ESO_GROUP, "ExternalSecret", consumer.namespace, consumer.secret_name,
@@ -208,7 +210,7 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
             files[f"{root}/{path}"] = join_documents(texts)
             resources.append(path)
             stores.setdefault((env, cluster), []).extend(
-                flux.Store(m["apiVersion"], ns, m["metadata"]["name"]) for m in manifests if m["kind"] == "SecretStore")
+                flux.Store(d.api_version, ns, d.name) for d in docs if d.kind == "SecretStore")
         if unit.namespaces:
             files[f"{root}/namespaces/kustomization.yaml"] = kustomization([f"{ns}.yaml" for ns in unit.namespaces])
             stores.setdefault((env, cluster), [])

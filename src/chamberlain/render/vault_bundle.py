@@ -77,7 +77,7 @@ from chamberlain.intent.paths import (
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
 from chamberlain.render.topology import Read, RenderError, Topology
-from chamberlain.render.yamlio import dump_json
+from chamberlain.render.yamlio import dump_json, json_string
 
 MAX_VERSIONS = 10  # enough history to roll back a bad rotation and to serve the overlap window
 ESO_LOGIN_TTL = "10m"  # ESO logs in per reconcile; a token outliving it is only risk
@@ -138,15 +138,24 @@ def _policy(title: str, blocks: Iterable[tuple[str, str, list[str]]]) -> str:
     return "".join(lines)
 
 
-def _role(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> str:
-    return dump_json({
+def role_data(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> dict[str, object]:
+    return {
         "audience": VAULT_AUDIENCE,
         "bound_service_account_names": [account],
         "bound_service_account_namespaces": [ns],  # "<ns>-*" for the instances of an ephemeral environment
         "token_policies": [policy],
         "token_ttl": ttl,
         "token_max_ttl": max_ttl,
-    })
+    }
+
+
+def _role(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> str:
+    """``dump_json(role_data(...))`` written directly: one per ESO identity, tens of thousands at 10k intents
+    (``tests/unit/test_render_vault.py`` holds it to the general path)."""
+    q = json_string
+    return (f'{{\n  "audience": {q(VAULT_AUDIENCE)},\n  "bound_service_account_names": [\n    {q(account)}\n  ],\n'
+            f'  "bound_service_account_namespaces": [\n    {q(ns)}\n  ],\n  "token_max_ttl": {q(max_ttl)},\n'
+            f'  "token_policies": [\n    {q(policy)}\n  ],\n  "token_ttl": {q(ttl)}\n}}\n')
 
 
 def bundle(topo: Topology) -> dict[str, str]:

@@ -165,6 +165,8 @@ class _NotPlain(Exception):
 
 
 _json_str = json.encoder.encode_basestring  # the C encoder json.dumps(ensure_ascii=False) uses for strings
+json_string = _json_str
+"""A string as :func:`dump_json` writes it, for writers of a fixed document shape."""
 
 
 def _json(value: Any, pad: str) -> str:
