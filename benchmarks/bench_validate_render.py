@@ -24,6 +24,7 @@ import argparse
 import cProfile
 import gc
 import importlib
+import inspect
 import io
 import itertools
 import json
@@ -325,8 +326,11 @@ def measure(n: int, repeat: int, workdir: Path) -> Result:
         render, write = api
         out = workdir / f"out-{n}"
 
+        # As `chamberlain render` calls it: a child process builds part of a large render when forking is safe.
+        options = {"parallel": True} if "parallel" in inspect.signature(render).parameters else {}
+
         def do_render() -> int:
-            tree = render(repo)
+            tree = render(repo, **options)
             write(tree, out)
             return len(getattr(tree, "files", ()))
 

@@ -73,8 +73,16 @@ class WriteResult:
     removed: int
 
 
-def render_repository(repo: Repository) -> RenderedTree:
-    """Render a repository that validated clean. Raises :class:`RenderError` when it cannot be rendered."""
+# Below this many intents a render takes a few tenths of a second at most: a child process would not pay off.
+PARALLEL_MIN_INTENTS = 1000
+
+
+def render_repository(repo: Repository, *, parallel: bool = False) -> RenderedTree:
+    """Render a repository that validated clean. Raises :class:`RenderError` when it cannot be rendered.
+
+    ``parallel``: a large repository's clusters' files and Vault bundle are built in a forked child process
+    meanwhile, when :func:`chamberlain.render.forked.usable` says forking is safe (a command-line process; the
+    output is the same either way)."""
     platform = repo.platform
     if platform is None:
         raise RenderError(
@@ -85,12 +93,14 @@ def render_repository(repo: Repository) -> RenderedTree:
     from chamberlain.render.bootstrap import collect as collect_bootstrap
     from chamberlain.render.codeowners import FILENAME as CODEOWNERS_FILE
     from chamberlain.render.codeowners import codeowners
+    from chamberlain.render.forked import usable
     from chamberlain.render.layout import build_files
 
     policies = [p.obj for p in repo.policy_index().values()]
     intents = [i.obj for i in repo.intent_index().values()]
     with gc_paused():  # a bulk build of acyclic objects; see chamberlain.intent.loader.gc_paused
-        files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo))
+        fork = parallel and len(intents) >= PARALLEL_MIN_INTENTS and usable()
+        files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo), fork=fork)
     owners_fragment = codeowners(repo)
     if owners_fragment is not None:
         files[CODEOWNERS_FILE] = owners_fragment

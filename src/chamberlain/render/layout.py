@@ -50,7 +50,8 @@ environments' applications on the same cluster (an app-of-apps wave, or just ord
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from chamberlain import wellknown as wk
@@ -59,6 +60,7 @@ from chamberlain.intent.paths import VaultPath
 from chamberlain.render import bootstrap as boot
 from chamberlain.render import eso, flux, install, naming
 from chamberlain.render.crds import crd, crd_file_name, crd_kinds
+from chamberlain.render.forked import Forked
 from chamberlain.render.topology import RenderError, Topology
 from chamberlain.render.vault_bundle import bundle
 from chamberlain.render.yamlio import dump_json, dump_yaml, dump_yaml_documents, join_documents
@@ -89,12 +91,17 @@ def intent_manifest(obj: Platform | RotationPolicy | SecretIntent, namespace: st
     return doc
 
 
+Claim = tuple[tuple[str, str, str, str, str], str]  # (cluster, group, kind, namespace, name), the file
+
+
 class _Claims:
     """Each (cluster, kind, namespace, name) is defined once, or rendering fails: two definitions of one object
-    would make two intents (or two Argo CD applications) the authority of one thing."""
+    would make two intents (or two Argo CD applications) the authority of one thing. Claims are recorded as the
+    files are built and checked by :func:`_assemble`, in the order the parts of the build run one after another,
+    so the first duplicate reported is the same whether or not a child process built a part."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, str, str, str], str] = {}
+        self.records: list[Claim] = []
 
     def claim(self, cluster: str, manifests: Iterable[Manifest], where: str) -> None:
         for m in manifests:
@@ -103,14 +110,50 @@ class _Claims:
                            str(meta.get("namespace", "")), str(meta["name"]), where)
 
     def claim_one(self, cluster: str, group: str, kind: str, namespace: str, name: str, where: str) -> None:
-        key = (cluster, group, kind, namespace, name)
-        other = self._seen.get(key)
+        self.records.append(((cluster, group, kind, namespace, name), where))
+
+
+def _check_claims(records: Iterable[Claim], seen: dict[tuple[str, str, str, str, str], str]) -> None:
+    for key, where in records:
+        other = seen.get(key)
         if other is not None:
+            cluster, _group, kind, namespace, name = key
             raise RenderError(
                 f"{kind} {namespace}/{name} on cluster {cluster} would be defined twice "
                 f"({other} and {where}); two intents or two environments claim the same object"
             )
-        self._seen[key] = where
+        seen[key] = where
+
+
+@dataclass
+class _Part:
+    """What one part of the build made: its files, its claims (up to the error, when it failed) and its error."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    claims: _Claims = field(default_factory=_Claims)
+    error: Exception | None = None
+
+
+def _part(build: Callable[[dict[str, str], _Claims], object]) -> _Part:
+    part = _Part()
+    try:
+        build(part.files, part.claims)
+    except Exception as exc:  # raised by _assemble, after the claims made before it (as when run in sequence)
+        part.error = exc
+    return part
+
+
+def _assemble(parts: Iterable[_Part]) -> dict[str, str]:
+    """The parts' files, in the order they would run one after another; raises the first error that order meets
+    (a duplicate claim, or a part's own error)."""
+    seen: dict[tuple[str, str, str, str, str], str] = {}
+    files: dict[str, str] = {}
+    for part in parts:
+        _check_claims(part.claims.records, seen)
+        if part.error is not None:
+            raise part.error
+        files.update(part.files)
+    return files
 
 
 def _crd_files(files: dict[str, str]) -> None:
@@ -222,20 +265,35 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
     return stores
 
 
-def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = ()) -> dict[str, str]:
-    """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
-    bootstrap files, placed by :mod:`chamberlain.render.bootstrap`."""
-    layer = boot.assign(topo, list(bootstrap))
-    files: dict[str, str] = {}
-    claims = _Claims()
-    _crd_files(files)
-    _cluster_files(files, topo, layer, claims)
+def _environments_and_flux(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer,
+                           claims: _Claims) -> None:
     stores = _environment_files(files, topo, layer, claims)
     carrying = {key for key, carried in layer.apps.items() if carried} | layer.emptied
     files.update(flux.flux_files(topo, stores, carrying))
-    for rel, text in bundle(topo).items():
-        files[f"vault/{rel}"] = text
-    return files
+
+
+def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = (), *, fork: bool = False) -> dict[str, str]:
+    """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
+    bootstrap files, placed by :mod:`chamberlain.render.bootstrap`. ``fork``: build the clusters' files and the
+    Vault bundle in a child process meanwhile (:mod:`.forked`; the caller checks it is safe to fork); the files
+    are the same either way."""
+    layer = boot.assign(topo, list(bootstrap))
+
+    def clusters_and_vault() -> tuple[_Part, _Part]:
+        return (_part(lambda files, claims: _cluster_files(files, topo, layer, claims)),
+                _part(lambda files, _: files.update({f"vault/{rel}": text for rel, text in bundle(topo).items()})))
+
+    # A part that failed is not sent back: the parent builds both again and meets the error first hand, traceback
+    # and all.
+    helper = Forked(clusters_and_vault, send=lambda parts: all(part.error is None for part in parts)) if fork else None
+    try:
+        crds = _part(lambda files, _: _crd_files(files))
+        environments = _part(lambda files, claims: _environments_and_flux(files, topo, layer, claims))
+        clusters, vault = helper.result() if helper is not None else clusters_and_vault()
+    finally:
+        if helper is not None:
+            helper.close()
+    return _assemble([crds, clusters, environments, vault])
 
 
 _KIND_ORDER: Mapping[str, int] = {"ServiceAccount": 0, "SecretStore": 1, "PushSecret": 2, "ExternalSecret": 3}

@@ -87,7 +87,7 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
     excluded = result.repo.exclusions
     if result.blocking(strict=strict):
         return RenderOutcome(result.findings, exclusions=excluded)
-    tree = render_repository(result.repo)
+    tree = render_repository(result.repo, parallel=True)
     if check:
         return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
                              exclusions=excluded)

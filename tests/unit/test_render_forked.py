@@ -1,0 +1,136 @@
+"""A render whose clusters' files and Vault bundle a forked child builds is the same render: the same bytes, and
+the same first error (a duplicate object or a part's own failure) in the same words."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chamberlain.intent.loader import load_repository
+from chamberlain.render import RenderError, forked, layout
+from chamberlain.render.bootstrap import collect
+from chamberlain.render.topology import Topology, build_topology
+from tests.conftest import EXAMPLES
+from tests.unit.test_render import REPOS
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+
+
+def _inputs(path: Path) -> tuple[Topology, list[Any]]:
+    repo = load_repository(path)
+    assert repo.platform is not None
+    topo = build_topology(repo.platform, [p.obj for p in repo.policy_index().values()],
+                          [i.obj for i in repo.intent_index().values()])
+    return topo, list(collect(repo))
+
+
+@pytest.mark.parametrize("path", [*REPOS.values(), EXAMPLES / "acme-tenancy"], ids=lambda p: p.name)
+def test_a_child_building_part_of_the_render_changes_no_byte(path: Path) -> None:
+    topo, bootstrap = _inputs(path)
+    alone = layout.build_files(topo, bootstrap)
+    helped = layout.build_files(topo, bootstrap, fork=True)
+    assert list(helped) == list(alone)
+    assert helped == alone
+    assert any(p.startswith("vault/") for p in helped) and any(p.startswith("clusters/") for p in helped)
+
+
+def _error(topo: Topology, bootstrap: list[Any], fork: bool) -> str:
+    with pytest.raises(RenderError) as raised:
+        layout.build_files(topo, bootstrap, fork=fork)
+    return str(raised.value)
+
+
+def test_a_part_failing_in_the_child_is_raised_first_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child sends nothing back for a failed part: the parent builds it again and raises the error itself."""
+    topo, bootstrap = _inputs(next(iter(REPOS.values())))
+    parent = os.getpid()
+
+    def bundle(_topo: Topology) -> dict[str, str]:
+        raise RenderError(f"the bundle failed in {'the parent' if os.getpid() == parent else 'a child'}")
+
+    monkeypatch.setattr(layout, "bundle", bundle)
+    assert _error(topo, bootstrap, fork=False) == "the bundle failed in the parent"
+    assert _error(topo, bootstrap, fork=True) == "the bundle failed in the parent"
+
+
+def test_a_duplicate_across_the_parts_is_the_same_first_error_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace's objects claiming what a cluster's installation already defines: reported at the environments'
+    claim (the clusters' files come first in sequence) whether or not the clusters' part ran in a child."""
+    topo, bootstrap = _inputs(next(iter(REPOS.values())))
+    original = layout._cluster_files
+
+    def clusters(files: dict[str, str], topo: Topology, layer: Any, claims: layout._Claims) -> None:
+        original(files, topo, layer, claims)
+        for cluster, ns in sorted({(unit.cluster, ns) for unit in topo.units for ns in unit.namespaces}):
+            claims.claim_one(cluster, "", "ServiceAccount", ns, "chamberlain-planted", "clusters/planted")
+
+    real_docs = layout.eso.publisher_documents
+
+    def publishers(*args: Any) -> list[Any]:
+        docs = real_docs(*args)
+        return [*docs, layout.eso.Document("v1", "ServiceAccount", args[3], "chamberlain-planted", "")]
+
+    monkeypatch.setattr(layout, "_cluster_files", clusters)
+    monkeypatch.setattr(layout.eso, "publisher_documents", publishers)
+    alone = _error(topo, bootstrap, fork=False)
+    assert "ServiceAccount" in alone and "chamberlain-planted" in alone and "(clusters/planted and envs/" in alone
+    assert _error(topo, bootstrap, fork=True) == alone
+
+
+def test_assembly_reports_a_duplicate_made_before_a_part_s_error_first() -> None:
+    """Run in sequence, a duplicate claimed before a part's own error stops the render there: the part's later
+    error is never reached, so assembly reports the duplicate."""
+    first, second = layout._Part(), layout._Part()
+    first.claims.claim_one("c1", "", "ServiceAccount", "ns", "sa", "a.yaml")
+    second.claims.claim_one("c1", "", "ServiceAccount", "ns", "sa", "b.yaml")
+    second.error = ValueError("later")
+    with pytest.raises(RenderError, match=r"ServiceAccount ns/sa on cluster c1 would be defined twice \(a.yaml and b"):
+        layout._assemble([first, second])
+    second.claims.records.clear()
+    with pytest.raises(ValueError, match="later"):
+        layout._assemble([first, second])
+
+
+def test_a_child_that_dies_or_sends_what_will_not_pickle_is_built_here() -> None:
+    parent = os.getpid()
+
+    def dies() -> int:
+        if os.getpid() != parent:
+            os._exit(3)
+        return 42
+
+    assert forked.Forked(dies).result() == 42
+
+    def unpicklable() -> Any:
+        return (lambda: None) if os.getpid() != parent else "built here"
+
+    assert forked.Forked(unpicklable).result() == "built here"
+    assert forked.Forked(lambda: os.getpid()).result() != parent
+    assert forked.Forked(lambda: os.getpid(), send=lambda _pid: False).result() == parent
+
+
+def test_a_process_running_another_thread_never_forks() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert forked.usable() is False
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_a_child_may_fork_a_helper_of_its_own() -> None:
+    """Nothing stops a forked child from forking again (a daemonic child could not): a render run inside one still
+    gets its helper."""
+    parent = os.getpid()
+
+    def outer() -> tuple[int, int]:
+        return os.getpid(), forked.Forked(os.getpid).result()
+
+    child, grandchild = forked.Forked(outer).result()
+    assert len({parent, child, grandchild}) == 3
