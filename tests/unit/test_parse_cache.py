@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,53 @@ def test_the_scan_key_changes_with_the_scanner(monkeypatch: pytest.MonkeyPatch, 
     assert before.startswith("scan-") and before != "scan-" + cache_mod._code_key()
     monkeypatch.setattr(cache_mod, "_SCAN_SOURCES", (*cache_mod._SCAN_SOURCES, "findings.py"))
     assert ParseCache(tmp_path / "c").scan_dir.name != before
+
+
+def _filler(store: ParseCache, size: int, age: float) -> Path:
+    """An old entry of another code key, ``size`` bytes."""
+    other = store.root / ("0" * 32)
+    other.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = other / ("f" * 64 + ".json")
+    path.write_bytes(b"x" * size)
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_a_fresh_tally_with_room_spares_the_count_and_grows_by_what_was_written(tmp_path: Path) -> None:
+    """Counting the cache means a stat per entry: a run that wrote a little, under a tally that says there is room,
+    does not count (the filler past the bound stays) and adds its bytes to the tally."""
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    store.root.mkdir(mode=0o700, parents=True)
+    filler = _filler(store, 150_000, age=3600)
+    (store.root / cache_mod.TALLY).write_text(f"1000 {int(time.time()) - 60}\n", encoding="ascii")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written and filler.exists()
+    assert (store.root / cache_mod.TALLY).read_text(encoding="ascii").split()[0] == str(1000 + store.written_bytes)
+
+
+@pytest.mark.parametrize("tally", [None, "99000 {now}\n", "1000 {day_old}\n", "1000 {future}\n", "junk\n",
+                                   "1000 {now}", "symlink"])
+def test_the_cache_is_counted_and_pruned_when_the_tally_cannot_be_trusted_or_is_full(
+        tmp_path: Path, tally: str | None) -> None:
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    store.root.mkdir(mode=0o700, parents=True)
+    filler = _filler(store, 150_000, age=3600)
+    path = store.root / cache_mod.TALLY
+    now = int(time.time())
+    if tally == "symlink":
+        target = tmp_path / "elsewhere"
+        target.write_text(f"1000 {now}\n", encoding="ascii")
+        path.symlink_to(target)
+    elif tally is not None:
+        path.write_text(tally.format(now=now - 60, day_old=now - cache_mod.TALLY_TRUSTED - 60, future=now + 3600),
+                        encoding="ascii")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written and not filler.exists()
+    total = sum(p.stat().st_size for p in store.root.rglob("*.json"))
+    counted, when = path.read_text(encoding="ascii").split()
+    assert int(counted) == total <= 100_000 and abs(int(when) - time.time()) < 60
+    assert not path.is_symlink()
