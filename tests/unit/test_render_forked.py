@@ -4,7 +4,9 @@ the same first error (a duplicate object or a part's own failure) in the same wo
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +126,48 @@ def test_a_process_running_another_thread_never_forks() -> None:
         other.join()
 
 
-def test_a_child_may_fork_a_helper_of_its_own() -> None:
-    """Nothing stops a forked child from forking again (a daemonic child could not): a render run inside one still
-    gets its helper."""
+def test_a_child_asking_for_a_helper_of_its_own_builds_the_share_itself() -> None:
+    """The child is daemonic (multiprocessing stops it when the interpreter exits), and a daemonic process may not
+    fork a helper: it then builds the share itself, and forked.usable() says so beforehand."""
     parent = os.getpid()
 
-    def outer() -> tuple[int, int]:
-        return os.getpid(), forked.Forked(os.getpid).result()
+    def outer() -> tuple[int, int, bool]:
+        return os.getpid(), forked.Forked(os.getpid).result(), forked.usable()
 
-    child, grandchild = forked.Forked(outer).result()
-    assert len({parent, child, grandchild}) == 3
+    child, inner, usable = forked.Forked(outer).result()
+    assert child != parent and inner == child and usable is False
+
+
+def test_a_child_whose_parent_stopped_listening_exits() -> None:
+    """The child holds only the write end: once the parent's read end is gone (the parent died or closed it), its
+    write fails and it exits instead of blocking on a full pipe forever."""
+    helper = forked.Forked(lambda: "x" * 4_000_000)
+    process = helper._process
+    assert process is not None and helper._conn is not None
+    helper._conn.close()
+    process.join(10)
+    assert not process.is_alive()
+    helper._conn = None
+    helper.close()
+
+
+def test_close_stops_a_child_that_ignores_sigterm_and_one_under_a_parent_s_handler() -> None:
+    def stubborn() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+
+    started = time.monotonic()
+    helper = forked.Forked(stubborn)
+    time.sleep(0.3)
+    helper.close()
+    assert time.monotonic() - started < 10
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a handler that does not stop the process
+    try:
+        started = time.monotonic()
+        helper = forked.Forked(lambda: time.sleep(60))
+        time.sleep(0.3)
+        helper.close()
+        assert time.monotonic() - started < 3
+    finally:
+        signal.signal(signal.SIGTERM, previous)
