@@ -106,6 +106,25 @@ def _code_key(extra: tuple[str, ...] = ()) -> str:
     return h.hexdigest()[:32]
 
 
+def _replace_file(directory: Path, name: str, data: bytes) -> bool:
+    """Write ``directory/name`` atomically (a temporary file beside it, then a rename): concurrent runs never see
+    half a file, and the last writer wins. False when it could not be written."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, directory / name)
+        tmp = None
+        return True
+    except OSError:
+        return False
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
@@ -229,22 +248,10 @@ class ParseCache:
         self._write(self.dir, sha, text)
 
     def _write(self, directory: Path, sha: str, text: str) -> None:
-        tmp: str | None = None
-        try:
-            data = text.encode("utf-8")
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, directory / f"{sha}.json")
-            tmp = None
+        data = text.encode("utf-8")
+        if _replace_file(directory, f"{sha}.json", data):
             self.written += 1
             self.written_bytes += len(data)
-        except OSError:
-            pass
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def prune(self) -> None:
         """Remove the oldest entries (every code key) past :attr:`max_bytes`; only after a run that wrote some.
@@ -310,19 +317,7 @@ class ParseCache:
         return int(found[1]), float(counted)
 
     def _set_tally(self, total: int, counted: float) -> None:
-        tmp: str | None = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".tally")
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(f"{max(total, 0)} {int(counted)}\n")
-            os.replace(tmp, self.root / TALLY)
-            tmp = None
-        except OSError:
-            pass
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+        _replace_file(self.root, TALLY, f"{max(total, 0)} {int(counted)}\n".encode("ascii"))
 
     # ---------------------------------------------------------------------------------------------- safety
 
