@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from chamberlain.checks import run_checks
+from chamberlain.clock import SystemClock
 from chamberlain.intent import cache as cache_mod
 from chamberlain.intent import fastyaml
 from chamberlain.intent.cache import ParseCache
@@ -385,7 +386,7 @@ def test_a_fresh_tally_with_room_spares_the_count_and_grows_by_what_was_written(
     """Counting the cache means a stat per entry: a run that wrote a little, under a tally that says there is room,
     does not count (the filler past the bound stays) and adds its bytes to the tally."""
     root = _repo(tmp_path)
-    store = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000, clock=SystemClock())
     store.root.mkdir(mode=0o700, parents=True)
     filler = _filler(store, 150_000, age=3600)
     (store.root / cache_mod.TALLY).write_text(f"1000 {int(time.time()) - 60}\n", encoding="ascii")
@@ -400,7 +401,7 @@ def test_a_fresh_tally_with_room_spares_the_count_and_grows_by_what_was_written(
 def test_the_cache_is_counted_and_pruned_when_the_tally_cannot_be_trusted_or_is_full(
         tmp_path: Path, tally: str | None) -> None:
     root = _repo(tmp_path)
-    store = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000, clock=SystemClock())
     store.root.mkdir(mode=0o700, parents=True)
     filler = _filler(store, 150_000, age=3600)
     path = store.root / cache_mod.TALLY
@@ -419,3 +420,15 @@ def test_the_cache_is_counted_and_pruned_when_the_tally_cannot_be_trusted_or_is_
     counted, when = path.read_text(encoding="ascii").split()
     assert int(counted) == total <= 100_000 and abs(int(when) - time.time()) < 60
     assert not path.is_symlink()
+
+
+def test_without_a_clock_every_run_that_writes_counts(tmp_path: Path) -> None:
+    """The tally is dated by the clock the entry point hands in; a cache built without one counts as it always did."""
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    store.root.mkdir(mode=0o700, parents=True)
+    filler = _filler(store, 150_000, age=3600)
+    (store.root / cache_mod.TALLY).write_text(f"1000 {int(time.time()) - 60}\n", encoding="ascii")
+    with parse_cache(store):
+        outcome(root)
+    assert store.written and not filler.exists()

@@ -157,10 +157,11 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
 
 def _parse_cache(disabled: bool) -> AbstractContextManager[object]:
     """The loader's parse cache for one command (``--no-cache``: none)."""
+    from chamberlain.clock import SystemClock
     from chamberlain.intent.cache import ParseCache
     from chamberlain.intent.loader import parse_cache
 
-    return parse_cache(None if disabled else ParseCache(_settings().parse_cache))
+    return parse_cache(None if disabled else ParseCache(_settings().parse_cache, clock=SystemClock()))
 
 
 def _print_exclusions(exclusions: Sequence[Exclusion]) -> None:

@@ -40,7 +40,6 @@ import re
 import stat
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ import pydantic
 import yaml
 
 from chamberlain import __version__
+from chamberlain.clock import Clock
 from chamberlain.findings import RULES, Finding
 from chamberlain.intent import fastyaml
 
@@ -133,9 +133,10 @@ class ParseCache:
     """A directory of entries; every method swallows file-system errors (the cache is an optimisation: when it
     cannot be read or written, files are parsed as without it)."""
 
-    def __init__(self, directory: Path, *, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, directory: Path, *, max_bytes: int = MAX_BYTES, clock: Clock | None = None) -> None:
         self.root = directory
         self.max_bytes = max_bytes
+        self._clock = clock  # dates the tally (see prune); without one, every prune counts
         self.key = _code_key()
         self.dir = directory / self.key
         self.hits = 0
@@ -262,13 +263,14 @@ class ParseCache:
         (:data:`TALLY_TRUSTED`) and every entry is counted again once it says the bound is passed."""
         if not self.written or not self._ready(create=False):
             return
-        tally = self._tally()
+        now = self._clock.now().timestamp() if self._clock is not None else None
+        tally = self._tally(now) if now is not None else None
         if tally is not None and tally[0] + self.written_bytes <= self.max_bytes:
             self._set_tally(tally[0] + self.written_bytes, tally[1])
             return
         total = self._remove_oldest()
-        if total is not None:
-            self._set_tally(total, time.time())
+        if total is not None and now is not None:
+            self._set_tally(total, now)
 
     def _remove_oldest(self) -> int | None:
         """Count every entry and remove the oldest past the bound; the bytes left (None: could not count)."""
@@ -294,7 +296,7 @@ class ParseCache:
                 pass
         return total
 
-    def _tally(self) -> tuple[int, float] | None:
+    def _tally(self, now: float) -> tuple[int, float] | None:
         """The tally (bytes, when last counted), or None when there is none to trust: missing, not a plain file,
         malformed, or counted more than a day ago (or in the future)."""
         path = self.root / TALLY
@@ -312,7 +314,7 @@ class ParseCache:
         if found is None:
             return None
         counted = int(found[2])
-        if not 0 <= time.time() - counted <= TALLY_TRUSTED:
+        if not 0 <= now - counted <= TALLY_TRUSTED:
             return None
         return int(found[1]), float(counted)
 
