@@ -17,6 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from chamberlain.intent.loader import gc_paused
 from chamberlain.intent.model import API_VERSION
 from chamberlain.inventory.graph import build_graph, to_mermaid
 from chamberlain.inventory.model import Consumer, Entry, Inventory, Rotation
@@ -90,6 +91,11 @@ def entry_to_dict(e: Entry) -> dict[str, Any]:
 
 def to_dict(inventory: Inventory) -> dict[str, Any]:
     """The inventory as plain data; the shape of ``chamberlain inventory -o json|yaml``."""
+    with gc_paused():  # see build_inventory
+        return _plain(inventory)
+
+
+def _plain(inventory: Inventory) -> dict[str, Any]:
     workloads = {w for e in inventory.entries for w in e.workloads}
     namespaces = {c.namespace for e in inventory.entries for c in e.consumers}
     return {
