@@ -57,7 +57,7 @@ from chamberlain.intent.model import Platform
 from chamberlain.intent.templates import Literal, Reference, parse
 from chamberlain.render import naming
 from chamberlain.render.topology import Part, Publish, Read
-from chamberlain.render.yamlio import dump_yaml, scalar_text
+from chamberlain.render.yamlio import dump_yaml, mapping_text, scalar_text
 
 Manifest = dict[str, Any]
 
@@ -388,12 +388,6 @@ def document(manifest: Manifest) -> Document:
                     str(meta["name"]), dump_yaml(manifest))
 
 
-def _flat(pad: str, mapping: dict[str, str]) -> str:
-    """A mapping of strings as :func:`dump_yaml` writes it at indentation ``pad``."""
-    q = scalar_text
-    return "".join([f"{pad}{q(key)}: {q(mapping[key])}\n" for key in sorted(mapping)])
-
-
 def publisher_documents(platform: Platform, environment: str, cluster: str, ns: str,
                         publishes: list[Publish]) -> list[Document]:
     """:func:`publisher_objects`, each dumped, written directly: three documents per published intent are most of
@@ -406,14 +400,14 @@ def publisher_documents(platform: Platform, environment: str, cluster: str, ns: 
     ca = (f"      caBundle: {q(base64.b64encode(authority.ca_bundle.encode()).decode())}\n"
           if authority.ca_bundle else "")
     auth_mount = q(naming.kubernetes_auth_mount(platform, cluster))
-    identity_wave = _flat("    ", naming.wave(naming.WAVE_IDENTITY))
-    store_wave = _flat("    ", naming.wave(naming.WAVE_STORE))
+    identity_wave = mapping_text(naming.wave(naming.WAVE_IDENTITY), "    ")
+    store_wave = mapping_text(naming.wave(naming.WAVE_STORE), "    ")
     out: list[Document] = []
     for pub in sorted(publishes, key=lambda p: p.intent.metadata.name):
         intent = pub.intent.metadata.name
         name = naming.publisher_name(environment, intent)
-        labels = _flat("    ", {**naming.intent_labels(pub.intent), wk.LABEL_ENVIRONMENT: environment,
-                                 wk.LABEL_ROLE: naming.PUBLISHER_ROLE})
+        labels = mapping_text({**naming.intent_labels(pub.intent), wk.LABEL_ENVIRONMENT: environment,
+                               wk.LABEL_ROLE: naming.PUBLISHER_ROLE}, "    ")
         qname = q(name)
         role = q(naming.publisher_policy(environment, cluster, ns, intent))
         meta = f"  labels:\n{labels}  name: {qname}\n  namespace: {q(ns)}\n"
@@ -441,7 +435,7 @@ def _push_secret_text(pub: Publish, name: str, labels: str) -> str:
     else:
         data = f"  - match:\n      remoteRef:\n        remoteKey: {key}\n"
     qname = q(name)
-    annotations = _flat("    ", naming.wave(naming.WAVE_SYNC, {wk.ANNOTATION_VAULT_PATH: pub.vault.full}))
+    annotations = mapping_text(naming.wave(naming.WAVE_SYNC, {wk.ANNOTATION_VAULT_PATH: pub.vault.full}), "    ")
     return (
         f"apiVersion: {q(ESO_V1ALPHA1)}\nkind: PushSecret\nmetadata:\n  annotations:\n{annotations}"
         f"  labels:\n{labels}  name: {qname}\n  namespace: {q(pub.source.namespace)}\n"

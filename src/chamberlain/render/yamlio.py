@@ -140,6 +140,14 @@ def _sequence(items: list[Any], pad: str, out: list[str]) -> None:
             append(f"{pad}- {_scalar(item)}\n")
 
 
+def mapping_text(data: Mapping[str, Any], pad: str) -> str:
+    """A mapping's lines as :func:`dump_yaml` writes them nested at indentation ``pad`` (for writers of a fixed
+    document shape that splice it in)."""
+    out: list[str] = []
+    _mapping(data, pad, out)
+    return "".join(out)
+
+
 def dump_yaml(doc: Mapping[str, Any]) -> str:
     """One YAML document (a mapping), keys sorted, ending in a newline, without a ``---`` marker."""
     if not doc:
