@@ -305,6 +305,16 @@ def _render_api() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     return (render, write) if callable(render) and callable(write) else None
 
 
+def _render_command() -> Callable[..., Any] | None:
+    """The use case behind ``chamberlain render`` (validate, render, write), when this release has one."""
+    try:
+        module = importlib.import_module("chamberlain.service.repository")
+    except ImportError:
+        return None
+    command = getattr(module, "render", None)
+    return command if callable(command) else None
+
+
 def measure(n: int, repeat: int, workdir: Path) -> Result:
     """Validate (load + every check) and render (build + write into an empty directory) in this process; the
     rendered tree stays in ``workdir/out-<n>`` for kubeconform."""
@@ -346,6 +356,16 @@ def measure(n: int, repeat: int, workdir: Path) -> Result:
         # The render alone, in memory: its growth is the code's, where render + write also carries this disk's
         # file creation, which varies tenfold from one minute to the next.
         build_s, _, _ = _best(lambda: render(repo, **options), repeat)
+        command = _render_command()
+        if command is not None:
+            # What `chamberlain render` does after start-up, into a new directory: where the release overlaps
+            # validation, render and writing (a child starts rendering while the checks run), this is less than
+            # validate + render + write one after another.
+            fresh = workdir / f"out-command-{n}"
+            command_s, _, command_cpu_s = _best(lambda: command(root, fresh), repeat,
+                                                setup=lambda: shutil.rmtree(fresh, ignore_errors=True))
+            shutil.rmtree(fresh, ignore_errors=True)
+            extra.update(command_s=round(command_s, 3), command_cpu_s=round(command_cpu_s, 3))
     else:
         extra = {}
         build_s = None
@@ -648,9 +668,14 @@ def figures(results: list[Result], rerun_report: dict[str, Any] | None,
     rows: list[dict[str, Any]] = []
     at = next((r for r in results if r.n == FIGURE_SIZE), results[-1])
     total = at.validate_s + (at.render_s or 0.0) if at.render_s is not None else None
+    command_s = at.extra.get("command_s")
     goal_here = at.n == FIGURE_SIZE
     note = (f"{at.n} intents in {at.files} files: validate {at.validate_s:.2f} s (cpu {at.validate_cpu_s:.2f}), "
             f"render + write {_fmt(at.render_s, 2)} s (cpu {_fmt(at.render_cpu_s, 2)}), {at.rendered_files} files")
+    if command_s is not None and total is not None:
+        note += (f"; as `chamberlain render` runs them (overlapped, after start-up) {command_s:.2f} s "
+                 f"(cpu {at.extra.get('command_cpu_s', 0.0):.2f}), one after another {total:.2f} s")
+        total = command_s
     if total is not None and goal_here and total > GOAL_10K_SECONDS:
         note += f"; misses the goal by {total - GOAL_10K_SECONDS:.2f} s ({total / GOAL_10K_SECONDS:.1f}x)"
     write_floor = at.extra.get("write_floor_s")

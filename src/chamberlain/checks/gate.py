@@ -44,7 +44,11 @@ class InvalidRepository(ChamberlainError):
 
 
 def validate_repository(root: Path) -> Validation:
-    repo = load_repository(root)
+    return check_repository(load_repository(root))
+
+
+def check_repository(repo: Repository) -> Validation:
+    """Every check on a repository already loaded (a caller that starts other work between loading and checking)."""
     return Validation(repo, run_checks(repo))
 
 
@@ -57,4 +61,4 @@ def load_valid(root: Path, *, strict: bool = False) -> Repository:
     return result.repo
 
 
-__all__ = ["InvalidRepository", "Validation", "load_valid", "validate_repository"]
+__all__ = ["InvalidRepository", "Validation", "check_repository", "load_valid", "validate_repository"]

@@ -21,14 +21,20 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from chamberlain import wellknown as wk
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import Repository, gc_paused
 from chamberlain.render.topology import RenderError, build_topology
 
+if TYPE_CHECKING:
+    from chamberlain.render.layout import ChildShare
+    from chamberlain.render.staging import Stage, Staged
+
 __all__ = [
     "MARKER",
+    "RenderAhead",
     "RenderError",
     "RenderedTree",
     "Staleness",
@@ -37,6 +43,7 @@ __all__ = [
     "read_output",
     "render_repository",
     "stale_paths",
+    "start_render",
     "write_tree",
 ]
 
@@ -77,14 +84,17 @@ class WriteResult:
 PARALLEL_MIN_INTENTS = 1000
 
 
-def render_repository(repo: Repository, *, parallel: bool = False) -> RenderedTree:
+def render_repository(repo: Repository, *, parallel: bool = False, ahead: RenderAhead | None = None,
+                      ) -> RenderedTree:
     """Render a repository that validated clean. Raises :class:`RenderError` when it cannot be rendered.
 
     ``parallel``: a large repository's clusters' files and Vault bundle are built in a forked child process
     meanwhile, when :func:`chamberlain.render.forked.usable` says forking is safe (a command-line process; the
-    output is the same either way)."""
+    output is the same either way). ``ahead``: that share already started by :func:`start_render` (closed here)."""
     platform = repo.platform
     if platform is None:
+        if ahead is not None:
+            ahead.close()
         raise RenderError(
             f"cannot render: the repository needs exactly one Platform (found {len(repo.platforms)})"
         )
@@ -99,12 +109,90 @@ def render_repository(repo: Repository, *, parallel: bool = False) -> RenderedTr
     policies = [p.obj for p in repo.policy_index().values()]
     intents = [i.obj for i in repo.intent_index().values()]
     with gc_paused():  # a bulk build of acyclic objects; see chamberlain.intent.loader.gc_paused
-        fork = parallel and len(intents) >= PARALLEL_MIN_INTENTS and usable()
-        files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo), fork=fork)
+        fork = ahead is None and parallel and len(intents) >= PARALLEL_MIN_INTENTS and usable()
+        files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo), fork=fork,
+                            helper=ahead)
     owners_fragment = codeowners(repo)
     if owners_fragment is not None:
         files[CODEOWNERS_FILE] = owners_fragment
     return RenderedTree({path: files[path] for path in sorted(files)})
+
+
+class RenderAhead:
+    """The child's share of a render (:func:`chamberlain.render.layout.child_share`), started in a forked child
+    before the repository's checks are done (:func:`start_render`). :func:`render_repository` takes it and
+    :meth:`close` reaps the child; :meth:`finish` also removes the stage the child wrote the Vault bundle to, when
+    :func:`write_tree` did not move it into place (``staged``)."""
+
+    def __init__(self, repo: Repository, stage: Stage | None) -> None:
+        from chamberlain.render.layout import fork_child_share
+
+        self._stage = stage
+        self._staged_paths: frozenset[str] | None = None
+        parent = os.getpid()
+        # Only the child stages: when it failed, the parent builds the share itself and writes nothing ahead.
+        self._forked = fork_child_share(lambda: _child_share(repo, stage if os.getpid() != parent else None))
+
+    def result(self) -> ChildShare:
+        share, self._staged_paths = self._forked.result()
+        return share
+
+    @property
+    def staged(self) -> Staged | None:
+        """The bundle as the child wrote it to the stage, once :meth:`result` handed over a share that was staged."""
+        from chamberlain.render.staging import Staged
+
+        if self._stage is None or self._staged_paths is None:
+            return None
+        return Staged(self._stage, self._staged_paths)
+
+    def close(self) -> None:
+        self._forked.close()
+
+    def finish(self) -> None:
+        """Reap the child; remove the stage unless it was moved into place (refused, failed or not used)."""
+        self.close()
+        if self._stage is not None:
+            self._stage.discard()
+
+
+def start_render(repo: Repository, out_dir: Path | None = None) -> RenderAhead | None:
+    """Start building the child's share of ``repo``'s render in a forked child now, while the caller checks the
+    repository: at 10k intents the checks and that share take about as long, so ``chamberlain render`` then waits
+    for neither. ``out_dir``: where the render will be written; when it is new or empty the child also writes the
+    Vault bundle there, into a stage (:mod:`chamberlain.render.staging`). Hand the result to
+    :func:`render_repository` when the checks pass and to :func:`write_tree` as ``staged``; call
+    :meth:`RenderAhead.finish` in the end, whatever happened. Only the child ever works on a repository not yet
+    known to be valid, and a finished child is killed: whatever bad input makes it do (raise, loop) never reaches
+    the caller, and the parent uses its share only when it was built without an error (else it builds the share
+    itself). None when a child cannot help (no single Platform, fewer than :data:`PARALLEL_MIN_INTENTS` intents,
+    or :func:`chamberlain.render.forked.usable` says no)."""
+    from chamberlain.render.forked import usable
+    from chamberlain.render.staging import Stage
+
+    if repo.platform is None or len(repo.intents) < PARALLEL_MIN_INTENTS or not usable():
+        return None
+    return RenderAhead(repo, Stage.prepare(Path(out_dir)) if out_dir is not None else None)
+
+
+def _child_share(repo: Repository, stage: Stage | None) -> tuple[ChildShare, frozenset[str] | None]:
+    """What :func:`render_repository` builds from ``repo`` for the child's share (the same inputs, the same parts),
+    and the paths written to ``stage`` (None: nothing staged)."""
+    from chamberlain.render.bootstrap import assign
+    from chamberlain.render.bootstrap import collect as collect_bootstrap
+    from chamberlain.render.layout import child_share
+
+    platform = repo.platform
+    if platform is None:
+        raise RenderError("cannot render: the repository needs exactly one Platform")
+    with gc_paused():
+        topo = build_topology(platform, [p.obj for p in repo.policy_index().values()],
+                              [i.obj for i in repo.intent_index().values()])
+        clusters, vault = child_share(topo, assign(topo, collect_bootstrap(repo)))
+    staged = None
+    if stage is not None and clusters.error is None and vault.error is None:
+        staged = stage.write(vault.files)
+    return (clusters, vault), staged
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -227,31 +315,37 @@ def _marker_text(paths: list[str]) -> str:
     return _MARKER_HEADER + "".join(f"{p}\n" for p in paths)
 
 
-def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
+def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = None) -> WriteResult:
     """Write ``tree`` into ``out_dir`` and remove files a previous render wrote there that are gone now.
 
     ``out_dir`` must be absent, empty, or a directory this function wrote before (it has the marker file
     ``.chamberlain-render``); anything else is refused, so a typo never overwrites someone's files. Each file is
     replaced atomically; unchanged files are not rewritten (their mtime stays). Files in ``out_dir`` that no render
-    listed are left alone.
+    listed are left alone. ``staged``: the Vault bundle already written to a stage in ``out_dir``
+    (:mod:`.staging`), moved into place with one rename when ``out_dir`` held no earlier render and the stage holds
+    exactly the tree's ``vault/`` files; otherwise those files are written like the others.
     """
+    from chamberlain.render.staging import STAGED_TOP, is_leftover, remove_leftovers
+
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output path {out_dir} exists and is not a directory")
     previous: set[str] = set()
     old_marker = b""  # the marker's bytes when it is a plain file (a symlink or other line endings: rewritten)
+    keep = staged.stage.path if staged is not None else None
     if out_dir.is_dir():
         if marker.is_file():
             raw = marker.read_bytes()
             previous = _owned(raw.decode("utf-8"))
             old_marker = b"" if marker.is_symlink() else raw
-        elif any(out_dir.iterdir()):
+        elif any(not is_leftover(entry) and entry != keep for entry in out_dir.iterdir()):
             raise UsageError(
                 f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
                 "(choose an empty directory or one chamberlain rendered before)"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir, keep)
     paths = tree.paths()
     for p in paths:
         # refuses before anything is written; a path pathlib would spell otherwise ("a//b") too: the marker
@@ -265,28 +359,20 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
 
     root = out_dir.resolve()
     base = os.fspath(out_dir)
-    written = unchanged = 0
-    checked: set[str] = set()
-    for path in paths:
-        # Plain strings on purpose: a render writes tens of thousands of files and pathlib costs microseconds
-        # a call. ``path`` passed _safe_relative, so joining with "/" stays inside ``out_dir``.
-        target = f"{base}/{path}"
-        parent = target.rpartition("/")[0]
-        if parent not in checked:
-            _inside(root, Path(target))  # before mkdir, which would follow a symlinked directory
-            os.makedirs(parent, exist_ok=True)
-            checked.add(parent)
-        data = tree.files[path].encode("utf-8")
-        # A re-render finds most files in place and unchanged; a first render finds none.
-        state = _on_disk(target, data) if previous else _ABSENT
-        if state is _SAME:
-            unchanged += 1
-            continue
-        if state is _ABSENT and _write_new(target, data):
-            written += 1
-            continue
-        _write_atomic(Path(target), data)
-        written += 1
+    moved: frozenset[str] = frozenset()
+    if (staged is not None and not previous and staged.stage.path.parent == out_dir
+            and staged.paths == {p for p in paths if p.startswith(f"{STAGED_TOP}/")}
+            and not os.path.lexists(f"{base}/{STAGED_TOP}")):
+        moved = staged.paths
+    written, unchanged = _write_files(tree, [p for p in paths if p not in moved] if moved else paths, root, base,
+                                      compare=bool(previous))
+    if staged is not None and moved:
+        try:
+            os.rename(staged.stage.path, f"{base}/{STAGED_TOP}")  # the whole bundle appears at once
+            written += len(moved)
+        except OSError:  # the stage is gone, or vault/ appeared meanwhile: written like the others after all
+            more, same = _write_files(tree, sorted(moved), root, base, compare=True)
+            written, unchanged = written + more, unchanged + same
 
     removed = 0
     for path in sorted(previous - set(paths)):
@@ -299,6 +385,33 @@ def write_tree(tree: RenderedTree, out_dir: Path) -> WriteResult:
     if final != old_marker:  # byte for byte, as `render --check` compares it
         _write_atomic(marker, final)
     return WriteResult(written=written, unchanged=unchanged, removed=removed)
+
+
+def _write_files(tree: RenderedTree, paths: list[str], root: Path, base: str, *, compare: bool) -> tuple[int, int]:
+    """Write each of ``paths`` to ``base`` unless it holds those bytes already (``compare``: a directory a render
+    wrote before; a first render finds nothing there); how many were written and how many were unchanged."""
+    written = unchanged = 0
+    checked: set[str] = set()
+    for path in paths:
+        # Plain strings on purpose: a render writes tens of thousands of files and pathlib costs microseconds
+        # a call. ``path`` passed _safe_relative, so joining with "/" stays inside the output directory.
+        target = f"{base}/{path}"
+        parent = target.rpartition("/")[0]
+        if parent not in checked:
+            _inside(root, Path(target))  # before mkdir, which would follow a symlinked directory
+            os.makedirs(parent, exist_ok=True)
+            checked.add(parent)
+        data = tree.files[path].encode("utf-8")
+        state = _on_disk(target, data) if compare else _ABSENT
+        if state is _SAME:
+            unchanged += 1
+            continue
+        if state is _ABSENT and _write_new(target, data):
+            written += 1
+            continue
+        _write_atomic(Path(target), data)
+        written += 1
+    return written, unchanged
 
 
 def _inside(root: Path, target: Path) -> Path:

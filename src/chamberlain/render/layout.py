@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from chamberlain import wellknown as wk
 from chamberlain.intent.model import Platform, RotationPolicy, SecretIntent
@@ -66,6 +66,7 @@ from chamberlain.render.vault_bundle import bundle
 from chamberlain.render.yamlio import dump_json, dump_yaml, dump_yaml_documents, join_documents
 
 Manifest = dict[str, Any]
+T = TypeVar("T")
 CHART_VALUES = "chart-values.json"
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
 
@@ -272,24 +273,58 @@ def _environments_and_flux(files: dict[str, str], topo: Topology, layer: boot.Bo
     files.update(flux.flux_files(topo, stores, carrying))
 
 
-def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = (), *, fork: bool = False) -> dict[str, str]:
+ChildShare = tuple[_Part, _Part]  # the clusters' files and the Vault bundle
+
+
+def child_share(topo: Topology, layer: boot.BootstrapLayer) -> ChildShare:
+    """The share of the build a forked child can make: the clusters' files and the Vault bundle (each part keeps
+    its own error, raised when the parts are assembled). ``layer``: ``boot.assign(topo, bootstrap)``."""
+    return (_part(lambda files, claims: _cluster_files(files, topo, layer, claims)),
+            _part(lambda files, _: files.update({f"vault/{rel}": text for rel, text in bundle(topo).items()})))
+
+
+class ShareHelper(Protocol):
+    """A child building the :func:`child_share` (a :class:`~chamberlain.render.forked.Forked` one)."""
+
+    def result(self) -> ChildShare: ...
+
+    def close(self) -> None: ...
+
+
+def fork_child_share(build: Callable[[], tuple[ChildShare, T]]) -> Forked[tuple[ChildShare, T]]:
+    """``build`` (a :func:`child_share` and whatever else the child reports) running in a forked child from now on.
+    A share with a failed part is not sent back: the parent builds it again and meets the error first hand,
+    traceback and all."""
+    return Forked(build, send=lambda value: all(part.error is None for part in value[0]))
+
+
+class _Forked:
+    """:func:`fork_child_share` of :func:`child_share` alone, as a :class:`ShareHelper`."""
+
+    def __init__(self, build: Callable[[], ChildShare]) -> None:
+        self._forked = fork_child_share(lambda: (build(), None))
+
+    def result(self) -> ChildShare:
+        return self._forked.result()[0]
+
+    def close(self) -> None:
+        self._forked.close()
+
+
+def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = (), *, fork: bool = False,
+                helper: ShareHelper | None = None) -> dict[str, str]:
     """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
     bootstrap files, placed by :mod:`chamberlain.render.bootstrap`. ``fork``: build the clusters' files and the
-    Vault bundle in a child process meanwhile (:mod:`.forked`; the caller checks it is safe to fork); the files
-    are the same either way."""
+    Vault bundle in a child process meanwhile (:mod:`.forked`; the caller checks it is safe to fork); ``helper``:
+    a child already building them from the same inputs (:func:`fork_child_share`), closed here. The files are the
+    same either way."""
     layer = boot.assign(topo, list(bootstrap))
-
-    def clusters_and_vault() -> tuple[_Part, _Part]:
-        return (_part(lambda files, claims: _cluster_files(files, topo, layer, claims)),
-                _part(lambda files, _: files.update({f"vault/{rel}": text for rel, text in bundle(topo).items()})))
-
-    # A part that failed is not sent back: the parent builds both again and meets the error first hand, traceback
-    # and all.
-    helper = Forked(clusters_and_vault, send=lambda parts: all(part.error is None for part in parts)) if fork else None
+    if helper is None and fork:
+        helper = _Forked(lambda: child_share(topo, layer))
     try:
         crds = _part(lambda files, _: _crd_files(files))
         environments = _part(lambda files, claims: _environments_and_flux(files, topo, layer, claims))
-        clusters, vault = helper.result() if helper is not None else clusters_and_vault()
+        clusters, vault = helper.result() if helper is not None else child_share(topo, layer)
     finally:
         if helper is not None:
             helper.close()

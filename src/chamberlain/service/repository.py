@@ -80,18 +80,27 @@ def load_unvalidated(path: str | Path) -> tuple[Repository, Platform]:
 def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = False) -> RenderOutcome:
     """The GitOps output of a repository without errors (``strict``: without warnings either) written to ``out``;
     otherwise nothing is written. ``check``: write nothing, compare ``out`` with a fresh render instead."""
-    from chamberlain.checks.gate import validate_repository
-    from chamberlain.render import compare_output, render_repository, write_tree
+    from chamberlain.checks.gate import check_repository
+    from chamberlain.intent.loader import load_repository
+    from chamberlain.render import compare_output, render_repository, start_render, write_tree
 
-    result = validate_repository(repository_root(path))
-    excluded = result.repo.exclusions
-    if result.blocking(strict=strict):
-        return RenderOutcome(result.findings, exclusions=excluded)
-    tree = render_repository(result.repo, parallel=True)
-    if check:
-        return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
-                             exclusions=excluded)
-    write_tree(tree, out)
+    repo = load_repository(repository_root(path))
+    # A large repository's render starts in a child while the checks run (a first render's Vault bundle is even
+    # written meanwhile, to a stage that becomes vault/ only if everything passes).
+    ahead = start_render(repo, None if check else out)
+    try:
+        result = check_repository(repo)
+        excluded = result.repo.exclusions
+        if result.blocking(strict=strict):
+            return RenderOutcome(result.findings, exclusions=excluded)
+        tree = render_repository(result.repo, parallel=True, ahead=ahead)
+        if check:
+            return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
+                                 exclusions=excluded)
+        write_tree(tree, out, staged=ahead.staged if ahead is not None else None)
+    finally:
+        if ahead is not None:
+            ahead.finish()  # the child reaped; its stage removed unless it became vault/
     return RenderOutcome(result.findings, len(tree.files), rendered=True, exclusions=excluded)
 
 
