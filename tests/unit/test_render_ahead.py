@@ -18,7 +18,7 @@ import chamberlain.render as render_pkg
 from chamberlain.checks import gate
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import load_repository
-from chamberlain.render import RenderError, layout, render_repository, staging, write_tree
+from chamberlain.render import RenderError, forked, layout, render_repository, staging, write_tree
 from chamberlain.service import repository as service
 from tests.conftest import EXAMPLES
 from tests.unit.test_render import REPOS
@@ -30,8 +30,10 @@ EXAMPLE_REPOS = [*REPOS.values(), EXAMPLES / "acme-tenancy"]
 
 @pytest.fixture(autouse=True)
 def _every_repository_forks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The examples are small: let them fork as a 10k repository does."""
+    """The examples are small: let them fork as a 10k repository does, also when earlier tests in this process
+    left threads behind (``usable`` refuses then; the command-line process it guards runs one thread)."""
     monkeypatch.setattr(render_pkg, "PARALLEL_MIN_INTENTS", 0)
+    monkeypatch.setattr(forked, "usable", lambda: True)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -112,7 +114,9 @@ def test_a_refused_repository_leaves_the_output_directory_as_it_was(
     if exists:
         out.mkdir()
     _refuse(monkeypatch)
+    spy = _Spy(monkeypatch)
     outcome = service.render(next(iter(REPOS.values())), out)
+    assert spy.started[-1] is not None, "the child started before the checks"
     assert not outcome.rendered and outcome.findings
     assert out.is_dir() == exists
     assert not exists or not list(out.iterdir())
@@ -127,9 +131,11 @@ def test_a_child_still_busy_when_the_checks_refuse_is_stopped(tmp_path: Path, mo
 
     monkeypatch.setattr(render_pkg, "_child_share", forever)
     _refuse(monkeypatch)
+    spy = _Spy(monkeypatch)
     start = time.monotonic()
     service.render(next(iter(REPOS.values())), tmp_path / "out")
     assert time.monotonic() - start < 10
+    assert spy.started[-1] is not None
     assert not (tmp_path / "out").exists()
     _no_children_left()
 
