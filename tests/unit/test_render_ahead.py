@@ -52,8 +52,8 @@ class _Spy:
         self.started: list[render_pkg.RenderAhead | None] = []
         real = render_pkg.start_render
 
-        def start(repo: Any, out_dir: Path | None = None) -> render_pkg.RenderAhead | None:
-            ahead = real(repo, out_dir)
+        def start(repo: Any, *, stage: bool = False) -> render_pkg.RenderAhead | None:
+            ahead = real(repo, stage=stage)
             self.started.append(ahead)
             return ahead
 
@@ -126,7 +126,7 @@ def test_a_refused_repository_leaves_the_output_directory_as_it_was(
 def test_a_child_still_busy_when_the_checks_refuse_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the child works on a repository not yet checked; whatever it does there (here: never finishing) ends
     with the refusal."""
-    def forever(repo: Any, stage: Any) -> Any:
+    def forever(repo: Any) -> Any:
         time.sleep(600)
 
     monkeypatch.setattr(render_pkg, "_child_share", forever)
@@ -137,6 +137,31 @@ def test_a_child_still_busy_when_the_checks_refuse_is_stopped(tmp_path: Path, mo
     assert time.monotonic() - start < 10
     assert spy.started[-1] is not None
     assert not (tmp_path / "out").exists()
+    _no_children_left()
+
+
+@pytest.mark.parametrize("refused", [True, False], ids=["refused", "passed"])
+def test_nothing_is_written_before_the_checks_passed(
+        refused: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks may refuse a value that render would copy into the bundle: while they run, nothing of the render
+    is on disk, and a refusal leaves nothing either."""
+    out, seen = tmp_path / "out", []
+    real = gate.check_repository
+
+    def slow_check(repo: Any) -> gate.Validation:
+        time.sleep(1.0)  # the child has long built its share by now
+        seen.append(sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")))
+        if refused:
+            return gate.Validation(repo, [Finding("platform.yaml", 1, "CH001", "refused for the test")])
+        return real(repo)
+
+    monkeypatch.setattr(gate, "check_repository", slow_check)
+    spy = _Spy(monkeypatch)
+    outcome = service.render(next(iter(REPOS.values())), out)
+    assert spy.started[-1] is not None
+    assert seen == [[]]
+    assert outcome.rendered is not refused
+    assert out.exists() is not refused
     _no_children_left()
 
 
@@ -170,45 +195,101 @@ def test_a_stage_that_cannot_be_moved_is_written_like_the_other_files(
     assert not [p for p in out.iterdir() if p.name.startswith(staging.STAGE_PREFIX)]
 
 
+def test_a_stage_replaced_by_another_directory_is_not_moved(tmp_path: Path) -> None:
+    stage = staging.Stage.create(tmp_path / "out")
+    assert stage is not None
+    assert stage.write({"vault/policies/a.hcl": "x"}) == frozenset({"vault/policies/a.hcl"})
+    os.rename(stage.path, tmp_path / "away")
+    (stage.path / "policies").mkdir(parents=True)  # someone else's directory under the stage's name
+    assert stage.write({"vault/policies/b.hcl": "x"}) is None, "the child writes only into the stage it was given"
+    assert not stage.move_to(str(tmp_path / "out" / "vault"))
+    assert not (tmp_path / "out" / "vault").exists()
+    stage.discard()
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757], ids=["group-writable", "world-writable"])
+def test_a_directory_others_may_write_to_gets_no_stage_and_the_same_output(
+        mode: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, out = next(iter(REPOS.values())), tmp_path / "out"
+    out.mkdir()
+    out.chmod(mode)
+    assert staging.Stage.create(out) is None
+    spy = _Spy(monkeypatch)
+    service.render(path, out)
+    ahead = spy.started[-1]
+    assert ahead is not None and ahead.staged is None
+    assert _files(out) == _plain_render(path, tmp_path / "plain")
+
+
+def _killed_stage(out: Path) -> Path:
+    """A stage as a killed render leaves it: written, its lock released (the process that held it is gone)."""
+    scratch = out.parent / "scratch"
+    stage = staging.Stage.create(scratch)
+    assert stage is not None
+    assert stage.write({"vault/policies/x.hcl": "half written"}) is not None
+    left = out / stage.path.name
+    os.rename(stage.path, left)
+    os.close(stage.lock)
+    scratch.rmdir()
+    return left
+
+
 @pytest.mark.parametrize("earlier", [False, True], ids=["no-earlier-render", "earlier-render"])
 def test_a_stage_left_by_a_killed_render_is_removed_by_the_next(
         earlier: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, out = next(iter(REPOS.values())), tmp_path / "out"
     if earlier:
         service.render(path, out)
-    leftover = out / f"{staging.STAGE_PREFIX}999999"
-    (leftover / "policies").mkdir(parents=True)
-    (leftover / "policies" / "x.hcl").write_text("half written")
+    else:
+        out.mkdir()
+    leftover = _killed_stage(out)
     service.render(path, out)
     assert not leftover.exists()
     assert _files(out) == _plain_render(path, tmp_path / "plain")
 
 
-def test_what_only_looks_like_a_stage_is_not_removed(tmp_path: Path) -> None:
+def test_a_live_stage_and_what_only_looks_like_a_stage_are_never_removed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    target = tmp_path / "elsewhere"
-    target.mkdir()
-    (target / "keep").write_text("mine")
-    (out / f"{staging.STAGE_PREFIX}1").symlink_to(target)
-    (out / f"{staging.STAGE_PREFIX}notapid").mkdir()
+    live = staging.Stage.create(out)
+    assert live is not None
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    lookalikes = [out / f"{staging.STAGE_PREFIX}2024abcd", out / f"{staging.STAGE_PREFIX}notes_01"]
+    lookalikes[0].mkdir()
+    (lookalikes[0] / "notes.md").write_text("mine")  # no lock file: not a stage
+    lookalikes[1].mkdir()
+    (lookalikes[1] / staging.LOCK_NAME).symlink_to(elsewhere / "keep")  # a lock that is not a file of ours
+    (out / f"{staging.STAGE_PREFIX}linkabcd").symlink_to(elsewhere)
     staging.remove_leftovers(out)
-    assert (target / "keep").read_text() == "mine"
-    assert (out / f"{staging.STAGE_PREFIX}notapid").is_dir()
-    assert staging.Stage.prepare(out) is None, "a directory holding something else is not a first render"
+    assert live.path.is_dir() and all(p.is_dir() for p in lookalikes)
+    assert (elsewhere / "keep").read_text() == "mine"
+    live.discard()
+    with pytest.raises(Exception, match="not empty"):
+        write_tree(render_repository(load_repository(next(iter(REPOS.values())))), out)
+    assert (lookalikes[0] / "notes.md").read_text() == "mine"
 
 
 @pytest.mark.parametrize("bad", ["vault/../escape.json", "vault//x.json", "vault/./x.json", "/vault/x.json",
                                  "vault/a\nb.json", "clusters/x.yaml"])
 def test_the_child_stages_nothing_when_a_path_is_not_plain(bad: str, tmp_path: Path) -> None:
-    """The child writes before the checks are done: a path the render would refuse makes it stage nothing, and
-    nothing is written outside the stage."""
-    stage = staging.Stage.prepare(tmp_path / "out")
+    stage = staging.Stage.create(tmp_path / "out")
     assert stage is not None
     assert stage.write({"vault/fine.json": "{}", bad: "{}"}) is None
     assert not (tmp_path / "out" / "escape.json").exists() and not (tmp_path / "escape.json").exists()
     stage.discard()
     assert not (tmp_path / "out").exists()
+
+
+def test_a_symlink_inside_the_stage_is_never_followed(tmp_path: Path) -> None:
+    stage = staging.Stage.create(tmp_path / "out")
+    assert stage is not None
+    (tmp_path / "victim").mkdir()
+    (stage.path / "policies").symlink_to(tmp_path / "victim")
+    assert stage.write({"vault/policies/a.hcl": "x"}) is None
+    assert not list((tmp_path / "victim").iterdir())
+    stage.discard()
 
 
 def test_render_check_stages_nothing_and_reports_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,22 +304,3 @@ def test_render_check_stages_nothing_and_reports_the_same(tmp_path: Path, monkey
     assert not [p for p in out.iterdir() if p.name.startswith(staging.STAGE_PREFIX)]
     shutil.rmtree(out)
     _no_children_left()
-
-
-def test_a_stage_that_cannot_be_made_leaves_no_directory_behind(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / f"{staging.STAGE_PREFIX}{os.getpid()}").symlink_to(tmp_path)  # planted where the stage would go
-    assert staging.Stage.prepare(out) is None
-    fresh = tmp_path / "fresh"
-    real_mkdir = Path.mkdir
-
-    def no_stage(self: Path, *args: Any, **kwargs: Any) -> None:
-        if self.name.startswith(staging.STAGE_PREFIX):
-            raise PermissionError(13, "Permission denied")
-        real_mkdir(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Path, "mkdir", no_stage)
-        assert staging.Stage.prepare(fresh) is None
-    assert not fresh.exists()

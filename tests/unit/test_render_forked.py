@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -171,3 +173,62 @@ def test_close_stops_a_child_that_ignores_sigterm_and_one_under_a_parent_s_handl
         assert time.monotonic() - started < 3
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _step(value: int, word: object) -> int:
+    """A child's step after the parent's word: leaves a file named by the word, so a test sees whether it ran."""
+    if word is not None:
+        Path(str(word)).write_text("ran")
+    return value + 1
+
+
+def test_a_step_after_the_parents_word_runs_only_after_it(tmp_path: Path) -> None:
+    mark = tmp_path / "ran"
+    helper = forked.Forked(lambda: 1, then=_step)
+    time.sleep(0.3)  # built by now, and waiting
+    assert not mark.exists()
+    helper.go(str(mark))
+    assert helper.result() == 2 and mark.read_text() == "ran"
+    helper.close()
+
+    assert forked.Forked(lambda: 1, then=_step).result() == 2, "no word: the step runs with None"
+
+    unwanted = tmp_path / "unwanted"
+    helper = forked.Forked(lambda: 1, then=_step)
+    process = helper._process
+    time.sleep(0.3)
+    helper.close()  # refused: the step must never run
+    assert process is not None and not process.is_alive()
+    helper.go(str(unwanted))  # too late: nobody listens
+    time.sleep(0.2)
+    assert not unwanted.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_child_dies_with_its_parent(tmp_path: Path) -> None:
+    """A parent killed outright (SIGKILL: no finally runs) takes its child with it, before it writes anything."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from chamberlain.render import forked\n"
+        "helper = forked.Forked(lambda: time.sleep(600), then=lambda v, w: open(w, 'w').write('late'))\n"
+        "print(helper._process.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{child}/stat") as f:  # a zombie waits for init to reap it: it is gone all the same
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"child {child} outlived its parent")

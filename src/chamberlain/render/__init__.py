@@ -120,18 +120,25 @@ def render_repository(repo: Repository, *, parallel: bool = False, ahead: Render
 
 class RenderAhead:
     """The child's share of a render (:func:`chamberlain.render.layout.child_share`), started in a forked child
-    before the repository's checks are done (:func:`start_render`). :func:`render_repository` takes it and
-    :meth:`close` reaps the child; :meth:`finish` also removes the stage the child wrote the Vault bundle to, when
-    :func:`write_tree` did not move it into place (``staged``)."""
+    before the repository's checks are done (:func:`start_render`). Once they passed, :meth:`stage_into` lets the
+    child write the Vault bundle to a stage (:mod:`.staging`); :func:`render_repository` takes the share and
+    :meth:`close` reaps the child; :meth:`finish` also removes the stage when :func:`write_tree` did not move it into
+    place (``staged``)."""
 
-    def __init__(self, repo: Repository, stage: Stage | None) -> None:
+    def __init__(self, repo: Repository, *, stage: bool) -> None:
         from chamberlain.render.layout import fork_child_share
 
-        self._stage = stage
+        self._stage: Stage | None = None
         self._staged_paths: frozenset[str] | None = None
-        parent = os.getpid()
-        # Only the child stages: when it failed, the parent builds the share itself and writes nothing ahead.
-        self._forked = fork_child_share(lambda: _child_share(repo, stage if os.getpid() != parent else None))
+        self._forked = fork_child_share(lambda: (_child_share(repo), None), then=_write_stage if stage else None)
+
+    def stage_into(self, out_dir: Path) -> None:
+        """The checks passed: when ``out_dir`` is new or empty, make a stage there and let the child write the
+        bundle into it while the caller builds the rest."""
+        from chamberlain.render.staging import Stage
+
+        self._stage = Stage.create(Path(out_dir))
+        self._forked.go(self._stage)
 
     def result(self) -> ChildShare:
         share, self._staged_paths = self._forked.result()
@@ -156,28 +163,27 @@ class RenderAhead:
             self._stage.discard()
 
 
-def start_render(repo: Repository, out_dir: Path | None = None) -> RenderAhead | None:
+def start_render(repo: Repository, *, stage: bool = False) -> RenderAhead | None:
     """Start building the child's share of ``repo``'s render in a forked child now, while the caller checks the
     repository: at 10k intents the checks and that share take about as long, so ``chamberlain render`` then waits
-    for neither. ``out_dir``: where the render will be written; when it is new or empty the child also writes the
-    Vault bundle there, into a stage (:mod:`chamberlain.render.staging`). Hand the result to
-    :func:`render_repository` when the checks pass and to :func:`write_tree` as ``staged``; call
-    :meth:`RenderAhead.finish` in the end, whatever happened. Only the child ever works on a repository not yet
-    known to be valid, and a finished child is killed: whatever bad input makes it do (raise, loop) never reaches
-    the caller, and the parent uses its share only when it was built without an error (else it builds the share
-    itself). None when a child cannot help (no single Platform, fewer than :data:`PARALLEL_MIN_INTENTS` intents,
-    or :func:`chamberlain.render.forked.usable` says no)."""
+    for neither. ``stage``: the caller will write the render (:meth:`RenderAhead.stage_into` once the checks
+    passed). Hand the result to :func:`render_repository` when the checks pass and to :func:`write_tree` as
+    ``staged``; call :meth:`RenderAhead.finish` in the end, whatever happened.
+
+    Only the child ever works on a repository not yet known to be valid; it writes nothing before the checks passed,
+    and a finished child is killed: whatever bad input makes it do (raise, loop) never reaches the caller, and the
+    parent uses its share only when it was built without an error (else it builds the share itself). None when a
+    child cannot help (no single Platform, fewer than :data:`PARALLEL_MIN_INTENTS` intents, or
+    :func:`chamberlain.render.forked.usable` says no)."""
     from chamberlain.render.forked import usable
-    from chamberlain.render.staging import Stage
 
     if repo.platform is None or len(repo.intents) < PARALLEL_MIN_INTENTS or not usable():
         return None
-    return RenderAhead(repo, Stage.prepare(Path(out_dir)) if out_dir is not None else None)
+    return RenderAhead(repo, stage=stage)
 
 
-def _child_share(repo: Repository, stage: Stage | None) -> tuple[ChildShare, frozenset[str] | None]:
-    """What :func:`render_repository` builds from ``repo`` for the child's share (the same inputs, the same parts),
-    and the paths written to ``stage`` (None: nothing staged)."""
+def _child_share(repo: Repository) -> ChildShare:
+    """What :func:`render_repository` builds from ``repo`` for the child's share: the same inputs, the same parts."""
     from chamberlain.render.bootstrap import assign
     from chamberlain.render.bootstrap import collect as collect_bootstrap
     from chamberlain.render.layout import child_share
@@ -188,11 +194,19 @@ def _child_share(repo: Repository, stage: Stage | None) -> tuple[ChildShare, fro
     with gc_paused():
         topo = build_topology(platform, [p.obj for p in repo.policy_index().values()],
                               [i.obj for i in repo.intent_index().values()])
-        clusters, vault = child_share(topo, assign(topo, collect_bootstrap(repo)))
-    staged = None
-    if stage is not None and clusters.error is None and vault.error is None:
-        staged = stage.write(vault.files)
-    return (clusters, vault), staged
+        return child_share(topo, assign(topo, collect_bootstrap(repo)))
+
+
+def _write_stage(value: tuple[ChildShare, frozenset[str] | None], stage: object,
+                 ) -> tuple[ChildShare, frozenset[str] | None]:
+    """The child's step after the checks passed: the bundle written to ``stage`` (a :class:`.staging.Stage`, or
+    None: no stage), and the paths written."""
+    from chamberlain.render.staging import Stage
+
+    share, _ = value
+    if not isinstance(stage, Stage):
+        return share, None
+    return share, stage.write(share[1].files)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -325,7 +339,7 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
     (:mod:`.staging`), moved into place with one rename when ``out_dir`` held no earlier render and the stage holds
     exactly the tree's ``vault/`` files; otherwise those files are written like the others.
     """
-    from chamberlain.render.staging import STAGED_TOP, is_leftover, remove_leftovers
+    from chamberlain.render.staging import STAGED_TOP, remove_leftovers
 
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
@@ -335,17 +349,17 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
     old_marker = b""  # the marker's bytes when it is a plain file (a symlink or other line endings: rewritten)
     keep = staged.stage.path if staged is not None else None
     if out_dir.is_dir():
+        remove_leftovers(out_dir)  # stages of killed renders (never a directory that only looks like one)
         if marker.is_file():
             raw = marker.read_bytes()
             previous = _owned(raw.decode("utf-8"))
             old_marker = b"" if marker.is_symlink() else raw
-        elif any(not is_leftover(entry) and entry != keep for entry in out_dir.iterdir()):
+        elif any(entry != keep for entry in out_dir.iterdir()):
             raise UsageError(
                 f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
                 "(choose an empty directory or one chamberlain rendered before)"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_dir, keep)
     paths = tree.paths()
     for p in paths:
         # refuses before anything is written; a path pathlib would spell otherwise ("a//b") too: the marker
@@ -367,10 +381,9 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
     written, unchanged = _write_files(tree, [p for p in paths if p not in moved] if moved else paths, root, base,
                                       compare=bool(previous))
     if staged is not None and moved:
-        try:
-            os.rename(staged.stage.path, f"{base}/{STAGED_TOP}")  # the whole bundle appears at once
+        if staged.stage.move_to(f"{base}/{STAGED_TOP}"):  # the whole bundle appears at once
             written += len(moved)
-        except OSError:  # the stage is gone, or vault/ appeared meanwhile: written like the others after all
+        else:  # the stage is gone or not ours, or vault/ appeared meanwhile: written like the others after all
             more, same = _write_files(tree, sorted(moved), root, base, compare=True)
             written, unchanged = written + more, unchanged + same
 

@@ -10,8 +10,13 @@ then (it sees Python's threads only: a caller running native threads must not as
 dies or sends nothing, the parent builds the share itself: the output never depends on whether a child helped.
 
 The child never outlives its use: it holds only the pipe's write end (so a parent that is gone makes its write
-fail, and it exits), it takes the default action on SIGTERM and SIGINT, it is daemonic (multiprocessing stops it
-when the interpreter exits), and :meth:`Forked.close` kills what does not stop when asked.
+fail, and it exits), on Linux the kernel kills it when its parent dies, it takes the default action on SIGTERM and
+SIGINT, it is daemonic (multiprocessing stops it when the interpreter exits), and :meth:`Forked.close` kills what
+does not stop when asked.
+
+A child may have a second step that must wait for the parent's word (``then``: ``chamberlain render`` writes the
+Vault bundle only once the checks passed): it builds, waits for :meth:`Forked.go`, runs the step with the message,
+and only then sends. A parent that closes or goes away instead ends the child before the step.
 """
 
 from __future__ import annotations
@@ -43,13 +48,38 @@ def usable() -> bool:
     return cpus > 1
 
 
-def _serve(receive: Connection, send_end: Connection, build: Callable[[], T], send: Callable[[T], bool]) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this child when ``parent`` dies (Linux), and end now if it already has."""
+    with contextlib.suppress(Exception):  # not Linux, no libc: the pipe still ends the child at its next write
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _serve(receive: Connection, send_end: Connection, build: Callable[[], T], send: Callable[[T], bool],
+           then: Callable[[T, object], T] | None, word: Connection | None, word_end: Connection | None,
+           parent: int) -> None:
     receive.close()  # only the parent reads: with its end closed here, a parent that is gone fails our write
+    if word_end is not None:
+        word_end.close()  # only the parent speaks: with its end closed here, a parent that is gone reads as EOF
     for signum in (signal.SIGTERM, signal.SIGINT):  # the parent's handlers may not stop a process; ours must
         signal.signal(signum, signal.SIG_DFL)
+    _die_with(parent)
     try:
         value = build()
-        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL) if send(value) else b""
+        sendable = send(value)
+        if sendable and then is not None and word is not None:
+            try:
+                message = word.recv()
+            except (EOFError, OSError):
+                return  # the parent closed or is gone: the step is not wanted
+            value = then(value, message)
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL) if sendable else b""
     except BaseException:  # nothing crosses the pipe: the parent builds it and meets the error itself
         payload = b""
     with contextlib.suppress(OSError):  # the parent stopped listening: nobody wants the share any more
@@ -64,9 +94,11 @@ class Forked(Generic[T]):
     :meth:`result` calls ``build`` here: an error is then raised first hand, exactly as without a child. Use it as
     a context manager, or call :meth:`close`, so the child is reaped on every path."""
 
-    def __init__(self, build: Callable[[], T], *, send: Callable[[T], bool] = lambda _value: True) -> None:
+    def __init__(self, build: Callable[[], T], *, send: Callable[[T], bool] = lambda _value: True,
+                 then: Callable[[T, object], T] | None = None) -> None:
         self._build = build
         self._conn: Connection | None = None
+        self._word: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         for stream in (sys.stdout, sys.stderr):  # the child flushes its copy of what they buffer when it ends
             with contextlib.suppress(Exception):
@@ -74,17 +106,32 @@ class Forked(Generic[T]):
         try:
             context = multiprocessing.get_context("fork")
             receive, send_end = context.Pipe(duplex=False)
+            word, word_end = context.Pipe(duplex=False) if then is not None else (None, None)
         except Exception:  # no pipe, no fork: result() builds it here
             return
+        pipes = [c for c in (receive, send_end, word, word_end) if c is not None]
         try:
-            process = context.Process(target=_serve, args=(receive, send_end, build, send), daemon=True)
+            process = context.Process(target=_serve, daemon=True,
+                                      args=(receive, send_end, build, send, then, word, word_end, os.getpid()))
             process.start()
         except Exception:  # no child (no resources, or a daemonic process): result() builds it here
-            receive.close()
-            send_end.close()
+            for conn in pipes:
+                conn.close()
             return
         send_end.close()
-        self._conn, self._process = receive, process
+        if word is not None:
+            word.close()
+        self._conn, self._word, self._process = receive, word_end, process
+
+    def go(self, message: object) -> None:
+        """Let the child run its ``then`` step with ``message`` (once; :meth:`result` says ``None`` when nobody
+        did)."""
+        word, self._word = self._word, None
+        if word is None:
+            return
+        with contextlib.suppress(OSError):  # the child is gone: result() builds the share here
+            word.send(message)
+        word.close()
 
     def __enter__(self) -> Forked[T]:
         return self
@@ -95,6 +142,7 @@ class Forked(Generic[T]):
 
     def result(self) -> T:
         data = b""
+        self.go(None)
         if self._conn is not None:
             try:
                 data = self._conn.recv_bytes()
@@ -112,9 +160,10 @@ class Forked(Generic[T]):
         """Reap the child, stopping it if it still runs after ``wait`` seconds (the parent failed, or was
         interrupted, and no longer wants its share): SIGTERM, then SIGKILL if that was not enough."""
         process, self._process = self._process, None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._word):
+            if conn is not None:
+                conn.close()
+        self._conn = self._word = None
         if process is None:
             return
         process.join(wait)

@@ -291,11 +291,13 @@ class ShareHelper(Protocol):
     def close(self) -> None: ...
 
 
-def fork_child_share(build: Callable[[], tuple[ChildShare, T]]) -> Forked[tuple[ChildShare, T]]:
-    """``build`` (a :func:`child_share` and whatever else the child reports) running in a forked child from now on.
-    A share with a failed part is not sent back: the parent builds it again and meets the error first hand,
-    traceback and all."""
-    return Forked(build, send=lambda value: all(part.error is None for part in value[0]))
+def fork_child_share(build: Callable[[], tuple[ChildShare, T]],
+                     then: Callable[[tuple[ChildShare, T], object], tuple[ChildShare, T]] | None = None,
+                     ) -> Forked[tuple[ChildShare, T]]:
+    """``build`` (a :func:`child_share` and whatever else the child reports) running in a forked child from now on;
+    ``then``: its step after the parent's word (:meth:`.Forked.go`). A share with a failed part is not sent back:
+    the parent builds it again and meets the error first hand, traceback and all."""
+    return Forked(build, send=lambda value: all(part.error is None for part in value[0]), then=then)
 
 
 class _Forked:

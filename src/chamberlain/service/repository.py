@@ -85,14 +85,17 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
     from chamberlain.render import compare_output, render_repository, start_render, write_tree
 
     repo = load_repository(repository_root(path))
-    # A large repository's render starts in a child while the checks run (a first render's Vault bundle is even
-    # written meanwhile, to a stage that becomes vault/ only if everything passes).
-    ahead = start_render(repo, None if check else out)
+    # A large repository's render starts in a child while the checks run; once they passed, the child writes a
+    # first render's Vault bundle to a stage (it becomes vault/) while this process builds the rest.
+    ahead = None
     try:
+        ahead = start_render(repo, stage=not check)
         result = check_repository(repo)
         excluded = result.repo.exclusions
         if result.blocking(strict=strict):
             return RenderOutcome(result.findings, exclusions=excluded)
+        if ahead is not None and not check:
+            ahead.stage_into(out)
         tree = render_repository(result.repo, parallel=True, ahead=ahead)
         if check:
             return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
