@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,15 @@ def _every_repository_forks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forked, "usable", lambda: True)
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def _files(root: Path) -> dict[str, bytes | int]:
+    """Every file's bytes and every directory's and file's mode, by path."""
+    out: dict[str, bytes | int] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        out[f"{rel} mode"] = p.stat().st_mode
+        if p.is_file():
+            out[rel] = p.read_bytes()
+    return out
 
 
 def _plain_render(repo_path: Path, out: Path) -> dict[str, bytes]:
@@ -60,6 +68,13 @@ class _Spy:
         monkeypatch.setattr(render_pkg, "start_render", start)
 
 
+def _moved(ahead: render_pkg.RenderAhead | None, out: Path) -> bool:
+    """The child staged the bundle and the stage's own vault/ became ``out/vault`` (not a copy written anew)."""
+    staged = ahead.staged if ahead is not None else None
+    st = (out / "vault").stat()
+    return staged is not None and staged.stage.identity == (st.st_dev, st.st_ino)
+
+
 def _no_children_left() -> None:
     deadline = time.monotonic() + 5
     while multiprocessing.active_children() and time.monotonic() < deadline:
@@ -73,8 +88,7 @@ def test_a_first_render_with_the_bundle_staged_is_the_plain_render_byte_for_byte
     spy = _Spy(monkeypatch)
     outcome = service.render(path, tmp_path / "out")
     assert outcome.rendered
-    ahead = spy.started[-1]
-    assert ahead is not None and ahead.staged is not None, "the child staged the bundle"
+    assert _moved(spy.started[-1], tmp_path / "out"), "the child staged the bundle and it was moved into place"
     got = _files(tmp_path / "out")
     assert got == _plain_render(path, tmp_path / "plain")
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(staging.STAGE_PREFIX)]
@@ -88,8 +102,7 @@ def test_an_empty_directory_is_a_first_render_too_and_a_rerender_writes_in_place
     out.mkdir()
     spy = _Spy(monkeypatch)
     service.render(path, out)
-    first = spy.started[-1]
-    assert first is not None and first.staged is not None
+    assert _moved(spy.started[-1], out)
     policy = next((out / "vault" / "policies").iterdir())
     before = policy.stat().st_mtime_ns
     time.sleep(0.01)
@@ -184,10 +197,10 @@ def test_a_stage_that_cannot_be_moved_is_written_like_the_other_files(
     path, out = next(iter(REPOS.values())), tmp_path / "out"
     real_rename = os.rename
 
-    def refuse_stages(src: Any, dst: Any) -> None:
-        if Path(src).name.startswith(staging.STAGE_PREFIX):
+    def refuse_stages(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(src).parent.name.startswith(staging.STAGE_PREFIX):
             raise OSError(18, "Invalid cross-device link")
-        real_rename(src, dst)
+        real_rename(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "rename", refuse_stages)
     service.render(path, out)
@@ -199,8 +212,8 @@ def test_a_stage_replaced_by_another_directory_is_not_moved(tmp_path: Path) -> N
     stage = staging.Stage.create(tmp_path / "out")
     assert stage is not None
     assert stage.write({"vault/policies/a.hcl": "x"}) == frozenset({"vault/policies/a.hcl"})
-    os.rename(stage.path, tmp_path / "away")
-    (stage.path / "policies").mkdir(parents=True)  # someone else's directory under the stage's name
+    os.rename(stage.path / "vault", tmp_path / "away")
+    (stage.path / "vault" / "policies").mkdir(parents=True)  # someone else's directory under the stage's name
     assert stage.write({"vault/policies/b.hcl": "x"}) is None, "the child writes only into the stage it was given"
     assert not stage.move_to(str(tmp_path / "out" / "vault"))
     assert not (tmp_path / "out" / "vault").exists()
@@ -286,7 +299,7 @@ def test_a_symlink_inside_the_stage_is_never_followed(tmp_path: Path) -> None:
     stage = staging.Stage.create(tmp_path / "out")
     assert stage is not None
     (tmp_path / "victim").mkdir()
-    (stage.path / "policies").symlink_to(tmp_path / "victim")
+    (stage.path / "vault" / "policies").symlink_to(tmp_path / "victim")
     assert stage.write({"vault/policies/a.hcl": "x"}) is None
     assert not list((tmp_path / "victim").iterdir())
     stage.discard()
@@ -304,3 +317,80 @@ def test_render_check_stages_nothing_and_reports_the_same(tmp_path: Path, monkey
     assert not [p for p in out.iterdir() if p.name.startswith(staging.STAGE_PREFIX)]
     shutil.rmtree(out)
     _no_children_left()
+
+
+@pytest.mark.parametrize("spelling", ["out", "./out", "sub/../out", "out/", "."])
+def test_a_relative_output_directory_is_staged_too(spelling: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = next(iter(REPOS.values())).resolve()
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    if spelling == ".":
+        work = work / "sub"
+    monkeypatch.chdir(work)
+    real_mkdtemp = tempfile.mkdtemp
+    # Python 3.12 and later: mkdtemp returns an absolute path even for a relative dir
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: os.path.abspath(real_mkdtemp(**kw)))
+    spy = _Spy(monkeypatch)
+    service.render(path, Path(spelling))
+    out = (work / spelling).resolve()
+    assert _moved(spy.started[-1], out)
+    assert _files(out) == _plain_render(path, tmp_path / "plain")
+
+
+def _dies_in_the_child(value: Any, stage: object) -> Any:
+    os._exit(1)
+
+
+@pytest.mark.parametrize("how", ["dies", "cannot-stage"])
+def test_a_child_that_dies_or_cannot_stage_leaves_the_render_to_the_command(
+        how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, out = next(iter(REPOS.values())), tmp_path / "out"
+    if how == "dies":
+        monkeypatch.setattr(render_pkg, "_write_stage", _dies_in_the_child)
+    else:
+        monkeypatch.setattr(staging.Stage, "write", lambda self, files: None)
+    spy = _Spy(monkeypatch)
+    service.render(path, out)
+    ahead = spy.started[-1]
+    assert ahead is not None and ahead.staged is None
+    assert _files(out) == _plain_render(path, tmp_path / "plain")
+    _no_children_left()
+
+
+def test_a_fifo_planted_as_a_lock_file_hangs_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    fake = out / f"{staging.STAGE_PREFIX}abcdefgh"
+    fake.mkdir(parents=True)
+    os.mkfifo(fake / staging.LOCK_NAME)
+    started = time.monotonic()
+    staging.remove_leftovers(out)
+    assert staging.Stage.create(out) is None
+    assert time.monotonic() - started < 5
+    assert fake.is_dir()
+
+
+def test_a_setgid_directory_gives_vault_the_same_mode_as_a_plain_render(tmp_path: Path) -> None:
+    path = next(iter(REPOS.values()))
+    for name in ("out", "plain"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name).chmod(0o2755)
+    service.render(path, tmp_path / "out")
+    assert _files(tmp_path / "out") == _plain_render(path, tmp_path / "plain")
+    assert (tmp_path / "out" / "vault").stat().st_mode & 0o2000
+
+
+def test_a_render_beside_a_live_stage_writes_in_place_and_leaves_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two renders into one new directory: the second finds the first's stage, writes its files itself, and
+    never touches the other's stage."""
+    path, out = next(iter(REPOS.values())), tmp_path / "out"
+    other = staging.Stage.create(out)
+    assert other is not None
+    spy = _Spy(monkeypatch)
+    service.render(path, out)
+    ahead = spy.started[-1]
+    assert ahead is not None and ahead.staged is None
+    assert other.path.is_dir()
+    other.discard()
+    assert _files(out) == _plain_render(path, tmp_path / "plain")

@@ -142,6 +142,9 @@ class RenderAhead:
 
     def result(self) -> ChildShare:
         share, self._staged_paths = self._forked.result()
+        if self._staged_paths is None and self._stage is not None:
+            self._stage.discard()  # not staged (the child failed, died or could not): write_tree writes it all
+            self._stage = None
         return share
 
     @property
@@ -339,7 +342,7 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
     (:mod:`.staging`), moved into place with one rename when ``out_dir`` held no earlier render and the stage holds
     exactly the tree's ``vault/`` files; otherwise those files are written like the others.
     """
-    from chamberlain.render.staging import STAGED_TOP, remove_leftovers
+    from chamberlain.render.staging import STAGED_TOP, is_live_stage, remove_leftovers
 
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
@@ -354,7 +357,7 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
             raw = marker.read_bytes()
             previous = _owned(raw.decode("utf-8"))
             old_marker = b"" if marker.is_symlink() else raw
-        elif any(entry != keep for entry in out_dir.iterdir()):
+        elif any(entry != keep and not is_live_stage(entry) for entry in out_dir.iterdir()):
             raise UsageError(
                 f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
                 "(choose an empty directory or one chamberlain rendered before)"
