@@ -394,3 +394,31 @@ def test_a_render_beside_a_live_stage_writes_in_place_and_leaves_it(tmp_path: Pa
     assert other.path.is_dir()
     other.discard()
     assert _files(out) == _plain_render(path, tmp_path / "plain")
+
+
+def test_a_stage_stopped_while_being_made_or_removed_is_removed_by_the_next_render(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    empty = out / f"{staging.STAGE_PREFIX}empty123"
+    empty.mkdir()  # stopped after mkdtemp, or after its lock file was removed
+    unnamed = out / f"{staging.STAGE_PREFIX}unnamed1"
+    unnamed.mkdir()
+    (unnamed / ".chamberlain-stage-lock.new").write_text("")  # stopped before its lock had its name
+    making = staging.Stage.create(tmp_path / "elsewhere")  # a live one, moved here: locked, never removed
+    assert making is not None
+    live = out / making.path.name
+    os.rename(making.path, live)
+    staging.remove_leftovers(out)
+    assert not empty.exists() and not unnamed.exists()
+    assert live.is_dir()
+    os.close(making.lock)
+
+
+def test_an_interrupt_while_making_a_stage_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(staging.fcntl, "flock", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        staging.Stage.create(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

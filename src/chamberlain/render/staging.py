@@ -15,8 +15,8 @@ stage's ``vault/`` into the output directory.
   (mode ``0777`` less the umask, or the directory's default ACL and setgid bit), so the output is the same.
   Whenever the stage cannot be used, the bundle is written like the other files.
 - A stage's lock file is locked by its render from before the file has its name until the stage is removed. A
-  stage whose lock nobody holds (its render was killed) is removed by the next render into that directory; a
-  directory that merely looks like a stage (no lock file, or a live one) is never touched.
+  stage whose lock nobody holds, or an empty one (its render was killed) is removed by the next render into that
+  directory; a directory that merely looks like a stage (no lock file of ours) and a live one are never touched.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def _private(out_dir: Path) -> bool:
 
 def _stage_state(entry: Path) -> str | None:
     """"live" or "dead" for a stage (its name, a real directory, our lock file in it) whose render still holds
-    its lock or is gone; None for anything else."""
+    its lock or is gone; None for anything else. An empty one is dead too: its render was stopped while making or
+    removing it (one that is making it now finds it gone and writes without a stage)."""
     if not _STAGE_NAME.fullmatch(entry.name):
         return None
     try:
@@ -64,9 +65,17 @@ def _stage_state(entry: Path) -> str | None:
     except OSError:
         return None  # gone, not a directory, or a symbolic link
     try:
-        lock = os.open(LOCK_NAME, _LOCK_FILE, dir_fd=directory)
+        names = os.listdir(directory)
+        if not names:
+            return "dead"
+        # The lock under its final name, or, in a stage its render was stopped making, under the name it has
+        # until it is locked.
+        name = LOCK_NAME if LOCK_NAME in names else _LOCK_MAKING if names == [_LOCK_MAKING] else None
+        if name is None:
+            return None  # no lock file: not ours
+        lock = os.open(name, _LOCK_FILE, dir_fd=directory)
     except OSError:
-        return None  # no lock file: not ours
+        return None
     finally:
         os.close(directory)
     try:
@@ -144,12 +153,14 @@ class Stage:
                 identity = _identity(os.stat(STAGED_TOP, dir_fd=directory, follow_symlinks=False))
             finally:
                 os.close(directory)
-        except OSError:
+        except BaseException as exc:  # an interrupt too: nothing of a stage half made is left behind
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
             if created:
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
+            if not isinstance(exc, OSError):
+                raise
             return None
         return cls(out_dir, path, identity, lock, created)
 
@@ -210,7 +221,13 @@ class Stage:
     def discard(self) -> None:
         """Remove what is left of the stage (after a move: its lock file), release the lock, and remove ``out_dir``
         when this render made it and it is still empty."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        # The bundle first and the lock file last: stopped halfway, the stage is still one the next render knows
+        # to be a dead render's (locked by nobody, or empty).
+        shutil.rmtree(self.path / STAGED_TOP, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path / LOCK_NAME)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)
         with contextlib.suppress(OSError):
             os.close(self.lock)
         if self.created_out:
