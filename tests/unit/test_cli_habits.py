@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -154,3 +155,40 @@ def test_a_server_command_imports_its_own_group_only() -> None:
     for root_help in (("--help",), ("--help", "controller"), ("-h", "lab")):  # the root's help lists them all
         listed = _chamberlain(*root_help)
         assert all(name in listed.stdout for name in ("controller", "lab", "drill", "adopt", "restore")), root_help
+
+
+def test_render_into_a_path_the_file_system_refuses_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for out in (tmp_path / "afile" / "sub", Path("/proc/self/chamberlain-out")):
+        got = _chamberlain("render", ACME, "-o", str(out), env={"CHAMBERLAIN_DEBUG": ""})
+        assert got.returncode == 2, got.stderr
+        assert f"cannot write the render into {out}" in got.stderr and "Nothing was written" in got.stderr
+        assert "internal error" not in got.stderr and "Traceback" not in got.stderr
+
+
+@pytest.mark.parametrize(("raised", "shown"), [
+    ("NotADirectoryError(20, 'Not a directory', 'afile/sub')", "error: afile/sub: Not a directory"),
+    ("PermissionError(13, 'Permission denied', '/etc/x', None, '/etc/y')",
+     "error: /etc/x -> /etc/y: Permission denied"),
+], ids=["one-path", "two-paths"])
+def test_a_file_system_error_any_command_meets_names_its_path(raised: str, shown: str) -> None:
+    code = ("import sys; import chamberlain.cli.main as m\n"
+            f"def app():\n    raise {raised}\n"
+            "m._app_for = lambda argv: app\nm.main()")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    env.pop("CHAMBERLAIN_DEBUG", None)
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert got.returncode == 1 and shown in got.stderr, got.stderr
+    assert "internal error" not in got.stderr and "Traceback" not in got.stderr
+
+
+def test_an_os_error_without_a_path_stays_an_internal_error() -> None:
+    code = ("import chamberlain.cli.main as m\n"
+            "def app():\n    raise ConnectionResetError(104, 'Connection reset by peer')\n"
+            "m._app_for = lambda argv: app\nm.main()")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    env.pop("CHAMBERLAIN_DEBUG", None)
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert got.returncode == 1 and "internal error (ConnectionResetError)" in got.stderr, got.stderr

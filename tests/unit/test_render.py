@@ -534,6 +534,29 @@ def test_write_tree_refuses_a_file_as_output(tmp_path: Path) -> None:
         write_tree(_tree({"a.yaml": "a\n"}), tmp_path / "f")
 
 
+def test_an_output_directory_the_file_system_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UsageError, match=r"cannot write the render into .*f/sub: Not a directory\. Nothing was"):
+        write_tree(_tree({"a.yaml": "a\n"}), tmp_path / "f" / "sub")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_a_render_the_file_system_stops_halfway_names_the_path_and_converges_once_fixed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    tree = _tree({"a.yaml": "a\n", "b/c.yaml": "c\n", "d.yaml": "d\n"})
+    write_tree(tree, out)
+    shutil.rmtree(out / "b")
+    (out / "b").write_text("in the way\n")  # a file where the render needs a directory
+    refused = r"a file is where the render needs a directory at .*/b\. .*listed in its marker; render again"
+    with pytest.raises(UsageError, match=refused) as caught:
+        write_tree(_tree({"a.yaml": "a2\n", "b/c.yaml": "c\n", "d.yaml": "d\n"}), out)
+    assert "in the way" not in str(caught.value)
+    (out / "b").unlink()
+    result = write_tree(_tree({"a.yaml": "a2\n", "b/c.yaml": "c\n", "d.yaml": "d\n"}), out)
+    assert result.written >= 1 and (out / "b" / "c.yaml").read_text() == "c\n"
+    assert (out / "a.yaml").read_text() == "a2\n"
+
+
 @pytest.mark.parametrize("bad", ["../escape.yaml", "/abs.yaml", "a/../../b.yaml", "a\\b.yaml", "a//b.yaml",
                                  "a/./b.yaml", "a/", "a\u2028b.yaml", "a\rb.yaml", "a\x00/b.yaml", "a\x85b.yaml"])
 def test_write_tree_refuses_paths_outside(tmp_path: Path, bad: str) -> None:

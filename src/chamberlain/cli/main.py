@@ -386,6 +386,17 @@ def missing_runtime(exc: BaseException) -> UsageError | None:
                       "(pip install 'chamberlain[runtime]')")
 
 
+def file_system_refusal(exc: BaseException) -> ChamberlainError | None:
+    """A file-system error naming its path (a file where a directory must be, no permission, a full disk) as a
+    plain error: which path and why, never a traceback (None: ``exc`` is something else). A safety net under the
+    commands' own messages; an OSError without a path (a socket's) stays an internal error."""
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return None
+    where = os.fsdecode(exc.filename)
+    other = f" -> {os.fsdecode(exc.filename2)}" if exc.filename2 is not None else ""
+    return ChamberlainError(f"{where}{other}: {exc.strerror or type(exc).__name__}")
+
+
 def main() -> None:
     """Console entry point with the error boundary. Usage errors are click's (exit 2)."""
     try:
@@ -394,10 +405,10 @@ def main() -> None:
         stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
     except Exception as exc:
-        missing = missing_runtime(exc)
-        if missing is not None:
-            stderr.print(f"[red]error:[/red] {escape(str(missing))}", markup=True, highlight=False)
-            sys.exit(missing.exit_code)
+        plain = missing_runtime(exc) or file_system_refusal(exc)
+        if plain is not None and not (_settings().debug and isinstance(exc, OSError)):
+            stderr.print(f"[red]error:[/red] {escape(str(plain))}", markup=True, highlight=False)
+            sys.exit(plain.exit_code)
         if _settings().debug:
             raise
         stderr.print(f"[red]internal error[/red] ({type(exc).__name__}); rerun with CHAMBERLAIN_DEBUG=1 to see it")

@@ -15,6 +15,7 @@ documented in :mod:`chamberlain.render.layout`.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -341,10 +342,34 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
     listed are left alone. ``staged``: the Vault bundle already written to a stage in ``out_dir``
     (:mod:`.staging`), moved into place with one rename when ``out_dir`` held no earlier render and the stage holds
     exactly the tree's ``vault/`` files; otherwise those files are written like the others.
+
+    The file system refusing (a file where a directory must be, no permission, a full disk) is a
+    :class:`~chamberlain.errors.UsageError` naming the output directory, the path and the reason.
     """
+    out_dir = Path(out_dir)
+    try:
+        return _write_tree(tree, out_dir, staged)
+    except OSError as exc:
+        raise _write_refused(out_dir, exc) from None
+
+
+def _write_refused(out_dir: Path, exc: OSError) -> UsageError:
+    """The clear error for the file system refusing a render: where and why, and what a rerun does. A path, an
+    errno's words: never file content (rendered output holds no value anyway)."""
+    reason = exc.strerror or type(exc).__name__
+    where = f" at {exc.filename}" if exc.filename not in (None, os.fspath(out_dir), str(out_dir)) else ""
+    try:
+        begun = (out_dir / MARKER).is_file()
+    except OSError:
+        begun = False
+    after = (" Files written so far are listed in its marker; render again once that is fixed (unchanged files "
+             "are kept)." if begun else " Nothing was written.")
+    return UsageError(f"cannot write the render into {out_dir}: {reason}{where}.{after}")
+
+
+def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> WriteResult:
     from chamberlain.render.staging import STAGED_TOP, is_live_stage, remove_leftovers
 
-    out_dir = Path(out_dir)
     marker = out_dir / MARKER
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output path {out_dir} exists and is not a directory")
@@ -415,7 +440,11 @@ def _write_files(tree: RenderedTree, paths: list[str], root: Path, base: str, *,
         parent = target.rpartition("/")[0]
         if parent not in checked:
             _inside(root, Path(target))  # before mkdir, which would follow a symlinked directory
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except FileExistsError as exc:  # "File exists" would not say what is wrong with it
+                raise NotADirectoryError(errno.ENOTDIR, "a file is where the render needs a directory",
+                                         exc.filename) from None
             checked.add(parent)
         data = tree.files[path].encode("utf-8")
         state = _on_disk(target, data) if compare else _ABSENT
