@@ -215,7 +215,7 @@ def test_a_stage_replaced_by_another_directory_is_not_moved(tmp_path: Path) -> N
     os.rename(stage.path / "vault", tmp_path / "away")
     (stage.path / "vault" / "policies").mkdir(parents=True)  # someone else's directory under the stage's name
     assert stage.write({"vault/policies/b.hcl": "x"}) is None, "the child writes only into the stage it was given"
-    assert not stage.move_to(str(tmp_path / "out" / "vault"))
+    assert not stage.move_into_place()
     assert not (tmp_path / "out" / "vault").exists()
     stage.discard()
 
@@ -422,3 +422,77 @@ def test_an_interrupt_while_making_a_stage_leaves_nothing(tmp_path: Path, monkey
     with pytest.raises(KeyboardInterrupt):
         staging.Stage.create(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_is_moved_and_removed_through_its_descriptors_never_its_path_again(tmp_path: Path) -> None:
+    """Someone who may rename entries above the output directory swaps it for one whose stage-named entry leads to
+    a victim's directory: the stage is neither moved there nor is the victim's ``vault/`` removed."""
+    shared, victim = tmp_path / "shared", tmp_path / "victim"
+    (victim / "vault" / "keep").mkdir(parents=True)
+    (victim / "vault" / "keep" / "important.txt").write_text("mine")
+    (victim / staging.LOCK_NAME).write_text("")
+    out = shared / "out"
+    shared.mkdir()
+    stage = staging.Stage.create(out)
+    assert stage is not None
+    assert stage.write({"vault/policies/a.hcl": "x"}) is not None
+    os.rename(out, shared / "out.orig")
+    out.mkdir()
+    (out / stage.path.name).symlink_to(victim)
+    assert not stage.move_into_place(), "the path leads elsewhere now"
+    stage.discard()
+    assert (victim / "vault" / "keep" / "important.txt").read_text() == "mine"
+    assert (victim / staging.LOCK_NAME).exists()
+    assert (out / stage.path.name).is_symlink() and not (out / "vault").exists()
+    assert not list((shared / "out.orig").iterdir()), "the render's own stage is removed where it really is"
+
+
+def test_a_moved_stage_lands_in_the_directory_it_was_made_in(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stage = staging.Stage.create(out)
+    assert stage is not None
+    assert stage.write({"vault/policies/a.hcl": "x"}) is not None
+    assert stage.move_into_place()
+    assert (out / "vault" / "policies" / "a.hcl").read_text() == "x"
+    assert not stage.move_into_place(), "vault/ is there now: never replaced"
+    stage.discard()
+    assert sorted(p.name for p in out.iterdir()) == ["vault"]
+
+
+def _lookalikes(directory: Path) -> dict[str, Path]:
+    """Directories a user may have that carry a stage's name without being stages, and an empty one."""
+    made = {
+        "empty": directory / f"{staging.STAGE_PREFIX}emptydir",
+        "with-a-lock": directory / f"{staging.STAGE_PREFIX}backup01",
+        "vault-and-more": directory / f"{staging.STAGE_PREFIX}backup02",
+    }
+    for path in made.values():
+        path.mkdir(parents=True)
+    (made["with-a-lock"] / "notes.txt").write_text("mine")
+    (made["with-a-lock"] / staging.LOCK_NAME).write_text("")
+    (made["vault-and-more"] / "vault").mkdir()
+    (made["vault-and-more"] / staging.LOCK_NAME).write_text("")
+    (made["vault-and-more"] / "todo.txt").write_text("mine")
+    return made
+
+
+def test_a_refused_render_removes_nothing_not_even_what_looks_like_a_dead_stage(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "README").write_text("mine")
+    made = _lookalikes(proj)
+    with pytest.raises(Exception, match="not empty"):
+        service.render(next(iter(REPOS.values())), proj)
+    assert all(path.is_dir() for path in made.values())
+    assert (made["with-a-lock"] / "notes.txt").read_text() == "mine"
+    assert (made["vault-and-more"] / "todo.txt").read_text() == "mine"
+
+
+def test_only_the_shape_of_a_stage_is_removed_from_a_renders_directory(tmp_path: Path) -> None:
+    path, out = next(iter(REPOS.values())), tmp_path / "out"
+    service.render(path, out)
+    made = _lookalikes(out)
+    service.render(path, out)
+    assert not made["empty"].exists(), "an empty stage-named directory in a render's directory is a dead stage"
+    assert (made["with-a-lock"] / "notes.txt").read_text() == "mine"
+    assert (made["vault-and-more"] / "todo.txt").read_text() == "mine"

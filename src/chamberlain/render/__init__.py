@@ -130,6 +130,7 @@ class RenderAhead:
         from chamberlain.render.layout import fork_child_share
 
         self._stage: Stage | None = None
+        self._discarded = False
         self._staged_paths: frozenset[str] | None = None
         self._forked = fork_child_share(lambda: (_child_share(repo), None), then=_write_stage if stage else None)
 
@@ -163,7 +164,8 @@ class RenderAhead:
     def finish(self) -> None:
         """Reap the child; remove the stage unless it was moved into place (refused, failed or not used)."""
         self.close()
-        if self._stage is not None:
+        if self._stage is not None and not self._discarded:
+            self._discarded = True  # once: discarding closes the stage's descriptors
             self._stage.discard()
 
 
@@ -377,7 +379,7 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> Wri
     old_marker = b""  # the marker's bytes when it is a plain file (a symlink or other line endings: rewritten)
     keep = staged.stage.path if staged is not None else None
     if out_dir.is_dir():
-        remove_leftovers(out_dir)  # stages of killed renders (never a directory that only looks like one)
+        remove_leftovers(out_dir)  # stages of killed renders, only from a render's directory (see there)
         if marker.is_file():
             raw = marker.read_bytes()
             previous = _owned(raw.decode("utf-8"))
@@ -409,7 +411,7 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> Wri
     written, unchanged = _write_files(tree, [p for p in paths if p not in moved] if moved else paths, root, base,
                                       compare=bool(previous))
     if staged is not None and moved:
-        if staged.stage.move_to(f"{base}/{STAGED_TOP}"):  # the whole bundle appears at once
+        if staged.stage.move_into_place():  # the whole bundle appears at once
             written += len(moved)
         else:  # the stage is gone or not ours, or vault/ appeared meanwhile: written like the others after all
             more, same = _write_files(tree, sorted(moved), root, base, compare=True)
