@@ -47,8 +47,8 @@ _NAME_LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile.mkdtemp's, w
 _STAGE_NAME = re.compile(r"\.chamberlain-stage-[a-z0-9_]{8}")
 # What a stage holds at each moment from its making (empty, the lock under its first name, then its final name,
 # then vault/) to its removal (the same, backwards): anything else is not a stage, whatever its name.
-_STAGE_SHAPES = (frozenset(), frozenset({".chamberlain-stage-lock.new"}), frozenset({".chamberlain-stage-lock"}),
-                 frozenset({".chamberlain-stage-lock", "vault"}))
+_STAGE_SHAPES: tuple[frozenset[str], ...] = (
+    frozenset(), frozenset({_LOCK_MAKING}), frozenset({LOCK_NAME}), frozenset({LOCK_NAME, STAGED_TOP}))
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted as a lock file must not hang the render that looks at it.
