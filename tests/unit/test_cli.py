@@ -182,6 +182,12 @@ def test_an_ambient_vault_token_is_never_used_unless_named(monkeypatch: pytest.M
     with pytest.raises(UsageError, match="not an environment variable name"):
         token_from("bad name", {}, None)
     assert token_from(None, {}, io.StringIO("hvs.from-stdin\n")) == "hvs.from-stdin"
+    for bad in ("hvs.a\nhvs.b\n", "hvs.\u20ac", "hvs a"):  # would fail in an HTTP header, far from its cause
+        with pytest.raises(UsageError, match="does not hold one token") as caught:
+            token_from(None, {}, io.StringIO(bad))
+        assert "hvs" not in str(caught.value)
+        with pytest.raises(UsageError, match="--vault-token-env T: does not hold one token"):
+            token_from("T", {"T": bad}, None)
     with pytest.raises(UsageError, match="stdin"):
         token_from(None, {}, io.StringIO(""))
 

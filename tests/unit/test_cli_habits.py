@@ -192,3 +192,19 @@ def test_an_os_error_without_a_path_stays_an_internal_error() -> None:
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
                          timeout=60)
     assert got.returncode == 1 and "internal error (ConnectionResetError)" in got.stderr, got.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+@pytest.mark.parametrize("args", [("schema",), ("--version",), ("validate", ACME, "-o", "json")],
+                         ids=["large", "small", "validate-json"])
+def test_output_to_a_full_disk_is_a_clear_error(args: tuple[str, ...]) -> None:
+    code = "import sys; sys.argv[0] = 'chamberlain'; from chamberlain.cli.main import main; main()"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    env.pop("CHAMBERLAIN_DEBUG", None)
+    with open("/dev/full", "w") as full:
+        got = subprocess.run([sys.executable, "-c", code, *args], env=env, stdout=full, stderr=subprocess.PIPE,
+                             text=True, check=False, timeout=60)
+    assert got.returncode == 1, got.stderr
+    assert "error: cannot write: No space left on device" in got.stderr
+    assert "internal error" not in got.stderr and "Traceback" not in got.stderr
+    assert "Exception ignored" not in got.stderr

@@ -34,3 +34,20 @@ def test_controller_run_takes_the_file_by_flag_or_variable() -> None:
 
     out = CliRunner().invoke(app, ["controller", "run", "--help"], env={"COLUMNS": "200"}).output
     assert "--login-token-file" in out and "CHAMBERLAIN_LOGIN_TOKEN_FILE" in out
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"zqa\xff\n", "is not text"),
+    ("zqb\u20ac\n".encode(), "does not hold one token"),
+    (b"zqc\nzqd\n", "does not hold one token"),
+    (b"zqe zqf\n", "does not hold one token"),
+    (b"zqg\tzqh", "does not hold one token"),
+], ids=["not-utf8", "not-ascii", "two-lines", "space", "tab"])
+def test_a_token_file_that_cannot_be_one_token_is_a_clear_error_without_its_content(
+        tmp_path: Path, content: bytes, says: str) -> None:
+    f = tmp_path / "token"
+    f.write_bytes(content)
+    with pytest.raises(UsageError, match=says) as caught:
+        read_token_file(f, "token file")
+    assert str(f) in str(caught.value)
+    assert "zq" not in str(caught.value).replace(str(f), "")

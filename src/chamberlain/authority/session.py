@@ -19,6 +19,7 @@ that builds one passes its clock (sessions renew on it). No secret is logged or 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,15 +72,29 @@ def login_as(conn: Connection, platform: Platform, kube: TokenSource, role: str,
     return login_kubernetes(conn.address, conn.ca_file, mount, role, _jwt_source(kube, ns, account), clock=conn.clock)
 
 
+# A token travels in an HTTP header: printable ASCII, no space (a Vault token, or a JWT's base64url and dots).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def checked_token(token: str, where: str) -> str:
+    """``token`` when it can be one token; a clear error naming ``where`` it came from (never the content)."""
+    if not _TOKEN.fullmatch(token):
+        raise UsageError(f"{where}: does not hold one token (printable ASCII characters, no space or line break "
+                         "inside)")
+    return token
+
+
 def read_token_file(path: Path, what: str = "token file") -> str:
     """A token from a file (stripped); a clear error naming the file, never its content."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        token = path.read_bytes().decode("utf-8").strip()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: the {what} is not text") from None
     if not token:
         raise UsageError(f"{path}: the {what} is empty")
-    return token
+    return checked_token(token, f"{path}: the {what}")
 
 
 def login_with_file(conn: Connection, role: str, mount: str, token_file: Path) -> VaultClient:

@@ -7,6 +7,7 @@ it). Exception text is not printed for unexpected errors because it could carry 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -386,21 +387,38 @@ def missing_runtime(exc: BaseException) -> UsageError | None:
                       "(pip install 'chamberlain[runtime]')")
 
 
+_WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
 def file_system_refusal(exc: BaseException) -> ChamberlainError | None:
     """A file-system error naming its path (a file where a directory must be, no permission, a full disk) as a
     plain error: which path and why, never a traceback (None: ``exc`` is something else). A safety net under the
     commands' own messages; an OSError without a path (a socket's) stays an internal error."""
-    if not isinstance(exc, OSError) or exc.filename is None:
+    if not isinstance(exc, OSError):
+        return None
+    if exc.filename is None:  # a write through a descriptor: the output itself, most often
+        if exc.errno in _WRITE_REFUSED:
+            return ChamberlainError(f"cannot write: {exc.strerror or type(exc).__name__}")
         return None
     where = os.fsdecode(exc.filename)
     other = f" -> {os.fsdecode(exc.filename2)}" if exc.filename2 is not None else ""
     return ChamberlainError(f"{where}{other}: {exc.strerror or type(exc).__name__}")
 
 
+def _run(argv: list[str]) -> None:
+    try:
+        _app_for(argv)()
+    except SystemExit as done:
+        if done.code in (0, None):
+            sys.stdout.flush()  # here, not at exit: a full disk is then a clear error, not "Exception ignored"
+        raise
+    sys.stdout.flush()
+
+
 def main() -> None:
     """Console entry point with the error boundary. Usage errors are click's (exit 2)."""
     try:
-        _app_for(sys.argv[1:])()
+        _run(sys.argv[1:])
     except ChamberlainError as exc:
         stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
