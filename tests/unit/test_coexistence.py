@@ -367,6 +367,19 @@ def test_render_check_is_fresh_then_lists_what_is_stale_and_writes_nothing(tmp_p
     assert sorted((p.relative_to(out).as_posix(), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
 
 
+def test_render_check_says_what_removes_an_extra_file_since_rendering_again_does_not(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("render", str(EXAMPLES / "acme"), "-o", str(out)).code == 0
+    (out / "stray.yaml").write_text("a: 1\n")
+    assert run_cli("render", str(EXAMPLES / "acme"), "-o", str(out)).code == 0
+    stale = run_cli("render", str(EXAMPLES / "acme"), "-o", str(out), "--check")
+    assert stale.code == 1 and "0 missing, 0 changed, 1 extra" in stale.err
+    assert "run `chamberlain render" not in stale.err, "rendering again would not remove it"
+    assert "remove the extra files" in stale.err and ".chamberlainignore" in stale.err
+    (out / ".chamberlainignore").write_text("stray.yaml\n")
+    assert run_cli("render", str(EXAMPLES / "acme"), "-o", str(out), "--check").code == 0
+
+
 def test_render_check_of_a_missing_directory_is_stale_and_creates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "absent"
     result = run_cli("render", str(EXAMPLES / "acme"), "-o", str(out), "--check")

@@ -541,6 +541,16 @@ def test_an_output_directory_the_file_system_refuses_is_a_clear_error(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
+def test_a_directory_where_a_rendered_file_goes_is_named_not_the_temporary_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_tree(_tree({"a.yaml": "a\n", "b.yaml": "b\n"}), out)
+    (out / "a.yaml").unlink()
+    (out / "a.yaml").mkdir()
+    with pytest.raises(UsageError, match=r"Is a directory at .*/out/a\.yaml\. ") as caught:
+        write_tree(_tree({"a.yaml": "a2\n", "b.yaml": "b\n"}), out)
+    assert ".tmp" not in str(caught.value)
+
+
 def test_a_render_the_file_system_stops_halfway_names_the_path_and_converges_once_fixed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     tree = _tree({"a.yaml": "a\n", "b/c.yaml": "c\n", "d.yaml": "d\n"})

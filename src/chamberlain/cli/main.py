@@ -226,14 +226,22 @@ def render(
             for p in paths:
                 line(f"{label}: {p}")
         if not stale.fresh:
-            stderr.print(f"[red]stale[/red]: {out}: {len(stale.missing)} missing, {len(stale.changed)} changed, "
-                         f"{len(stale.extra)} extra; run `chamberlain render {path} -o {out}` and commit the result",
+            advice = []
+            if stale.missing or stale.changed:
+                advice.append(f"run `chamberlain render {path} -o {out}` and commit the result")
+            if stale.extra:  # render removes only files it wrote: rendering again leaves these
+                from chamberlain.intent.walk import IGNORE_FILE
+
+                advice.append(f"remove the extra files (render never removes a file it did not write) or list them "
+                              f"in {Path(out) / IGNORE_FILE}")
+            stderr.print(f"[red]stale[/red]: {escape(str(out))}: {len(stale.missing)} missing, "
+                         f"{len(stale.changed)} changed, {len(stale.extra)} extra; {escape('; '.join(advice))}",
                          markup=True, highlight=False)
             raise typer.Exit(1)
-        stderr.print(f"[green]fresh[/green]: {out} holds exactly the {outcome.files} rendered files",
+        stderr.print(f"[green]fresh[/green]: {escape(str(out))} holds exactly the {outcome.files} rendered files",
                      markup=True, highlight=False)
         return
-    stderr.print(f"[green]rendered[/green] {outcome.files} files to {out}")
+    stderr.print(f"[green]rendered[/green] {outcome.files} files to {escape(str(out))}", highlight=False)
 
 
 @_app.command()

@@ -359,7 +359,9 @@ def _write_refused(out_dir: Path, exc: OSError) -> UsageError:
     """The clear error for the file system refusing a render: where and why, and what a rerun does. A path, an
     errno's words: never file content (rendered output holds no value anyway)."""
     reason = exc.strerror or type(exc).__name__
-    where = f" at {exc.filename}" if exc.filename not in (None, os.fspath(out_dir), str(out_dir)) else ""
+    # A rename's destination is the rendered path (its source, a temporary name nobody knows)
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    where = f" at {path}" if path not in (None, os.fspath(out_dir), str(out_dir)) else ""
     try:
         begun = (out_dir / MARKER).is_file()
     except OSError:
