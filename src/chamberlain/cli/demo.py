@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from chamberlain.cli.lab import AuthorityChoice
 from chamberlain.cli.output import DataFormat, emit_data, stderr, stdout
 from chamberlain.demo import DemoOptions, Phase, default_previous_identity, default_source_repo
+from chamberlain.terminal import Console
 
 
 def _progress(message: str) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from chamberlain.cli.options import settings
@@ -23,6 +22,7 @@ from chamberlain.cli.output import ListFormat, ListOutput, emit_data, is_wide
 from chamberlain.clock import SystemClock
 from chamberlain.lab import builds
 from chamberlain.lab import lab as lab_mod
+from chamberlain.terminal import Console
 
 lab_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 

@@ -34,6 +34,7 @@ from chamberlain.cli.output import (
     stdout,
 )
 from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.terminal import visible
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -258,7 +259,7 @@ def inventory(path: RepoPath, output: InventoryOutput = InventoryFormat.text) ->
     if emit_data(to_dict(inv), output):
         pass
     elif output is InventoryFormat.markdown:
-        sys.stdout.write(to_markdown(inv))
+        sys.stdout.write(visible(to_markdown(inv)))  # pasted into a page or read in a terminal
     elif output is InventoryFormat.html:
         sys.stdout.write(to_html(inv))
     # A terminal gets a table that fits its width; a pipe gets the fixed wide layout, which wraps less.

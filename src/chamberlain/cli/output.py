@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
+
+from chamberlain.terminal import Console
 
 # Data goes to stdout, diagnostics to stderr, so `-o json | jq` always works.
 stdout = Console(soft_wrap=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -21,6 +21,7 @@ from chamberlain.intent.loader import gc_paused
 from chamberlain.intent.model import API_VERSION
 from chamberlain.inventory.graph import build_graph, to_mermaid
 from chamberlain.inventory.model import Consumer, Entry, Inventory, Rotation
+from chamberlain.terminal import Console
 
 INVENTORY_API_VERSION = API_VERSION
 CLASS_STYLE = {"bootstrap": "yellow", "runtime": "blue", "derived": "magenta", "config": "green"}
