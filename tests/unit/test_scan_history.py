@@ -176,6 +176,22 @@ def test_not_a_git_repository_is_a_usage_error(tmp_path: Path) -> None:
         open_repository(repo)
 
 
+@pytest.mark.parametrize("damage", ["head-garbage", "objects-gone", "gitdir-gone"])
+def test_a_history_that_cannot_be_read_is_a_usage_error_not_an_empty_one(repo: Git, damage: str) -> None:
+    if damage == "head-garbage":
+        (repo.root / ".git" / "HEAD").write_text("garbage\n")
+    elif damage == "objects-gone":
+        for entry in (repo.root / ".git" / "objects").iterdir():
+            shutil.rmtree(entry)
+    else:
+        shutil.rmtree(repo.root / ".git")
+        (repo.root / ".git").write_text(f"gitdir: {repo.root.parent / 'gone'}\n")
+    result = run_cli("validate", str(repo.root), "--history")
+    assert result.code == 2, result.out + result.err
+    assert "the Git history cannot be read" in result.err and "Traceback" not in result.err
+    assert "0 commits" not in result.err
+
+
 def test_intent_root_in_a_subdirectory_scans_only_its_part(tmp_path: Path) -> None:
     git = Git(tmp_path / "mono")
     shutil.copytree(CORPUS / "base", git.root / "deploy" / "intent")

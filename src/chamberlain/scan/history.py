@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -123,10 +124,14 @@ def commits_oldest_first(repo: Repo, stats: HistoryStats | None = None) -> list[
 def _ancestry(repo: Repo, stats: HistoryStats | None) -> tuple[list[ObjectID], dict[ObjectID, ObjectID]]:
     """:func:`commits_oldest_first`, and each commit's root tree (read once, while walking the parents)."""
     trees: dict[ObjectID, ObjectID] = {}
-    try:
-        head = ObjectID(repo.refs[Ref(b"HEAD")])
-    except KeyError:
+    head = _head(repo)
+    if head is None:
         return [], trees
+    try:
+        repo[head]
+    except KeyError:  # a shallow clone still has the commit HEAD names: its objects are gone
+        raise UsageError(f"{repo.path}: the Git history cannot be read: the commit HEAD names is not in the "
+                         "repository (its objects are missing)") from None
     parents: dict[ObjectID, list[ObjectID]] = {}
     times: dict[ObjectID, int] = {}
     missing: set[ObjectID] = set()
@@ -165,6 +170,27 @@ def _ancestry(repo: Repo, stats: HistoryStats | None) -> tuple[list[ObjectID], d
             if waiting[child] == 0:
                 heapq.heappush(ready, (times[child], child))
     return order, trees
+
+
+_COMMIT_ID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _head(repo: Repo) -> ObjectID | None:
+    """The commit HEAD names; None for a repository without commits (HEAD names a branch not made yet). A usage
+    error when HEAD is missing or damaged: a history read as empty would pass as clean."""
+    raw = repo.refs.read_ref(Ref(b"HEAD"))
+    if raw is None:
+        raise UsageError(f"{repo.path}: the Git history cannot be read: no HEAD in {repo.controldir()} (a .git "
+                         "file naming a directory that is gone, or a damaged repository)")
+    try:
+        head: bytes = repo.refs[Ref(b"HEAD")]
+    except KeyError:
+        if raw.startswith(b"ref: "):
+            return None
+        head = b""
+    if not _COMMIT_ID.fullmatch(head):
+        raise UsageError(f"{repo.path}: the Git history cannot be read: HEAD is neither a commit id nor a ref")
+    return ObjectID(head)
 
 
 def _subtree(repo: Repo, tree: ObjectID, prefix: str) -> ObjectID | None:
