@@ -137,6 +137,17 @@ def test_connection_options_still_come_from_the_environment(monkeypatch: pytest.
     assert result.code == 2 and "missing-ca.pem: no such CA file" in result.err
 
 
+@pytest.mark.parametrize("address", ["http://127.0.0.1:99999", "http://[::1", "ftp://vault:8200", "http://:8200",
+                                     "vault.example:8200", "http://127.0.0.1:port"])
+def test_an_address_no_request_could_go_to_is_a_usage_error_not_an_outage(address: str, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("hvs.placeholder\n")
+    result = run_cli("plan", str(EXAMPLES / "acme"), "-c", "dev1", "--vault-token-file", str(token),
+                     "--vault-addr", address)
+    assert result.code == 2, result.err
+    assert "not an http:// or https:// URL with a host" in result.err and "unreachable" not in result.err
+
+
 def test_an_option_group_hands_the_command_one_object(monkeypatch: pytest.MonkeyPatch) -> None:
     @target_options(environment=False, token_file=False, token=True)
     def command(path: str, target: Target = GROUPED, output: str = "text") -> Target:
@@ -202,3 +213,9 @@ def test_a_token_file_dash_reads_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     got = command("p", cluster=None, vault_addr=None, vault_cacert=None, vault_token_file=Path("-"),
                   vault_token_env=None, kubeconfig=None, vault_token=None)
     assert got.conn.vault_token == "hvs.piped" and got.conn.vault_token_file is None
+
+
+@pytest.mark.parametrize("command", ["validate", "inventory"])
+def test_an_empty_repository_path_is_a_usage_error_not_the_current_directory(command: str) -> None:
+    result = run_cli(command, "")
+    assert result.code == 2 and "the repository path is empty" in result.err

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from chamberlain.authority.configure import CONFIGURATOR, VAULT_AUDIENCE, KubernetesAuthSettings
 from chamberlain.authority.kv import KV
@@ -54,10 +55,24 @@ class Connection:
                 token: str | None = None, *, clock: Clock) -> Connection:
         if ca_file is not None and not ca_file.is_file():
             raise UsageError(f"{ca_file}: no such CA file (--vault-cacert / VAULT_CACERT)")
+        if address:  # empty: not given (an exported but empty VAULT_ADDR), the Platform's address is used
+            _check_address(address)
         return cls((address or platform.spec.authority.address).rstrip("/"), ca_file, token or None, clock=clock)
 
     def anonymous(self) -> VaultClient:
         return unauthenticated(self.address, self.ca_file, clock=self.clock)
+
+
+def _check_address(address: str) -> None:
+    """A usage error for an address no request could go to (else it would read as "Vault unreachable")."""
+    try:
+        parts = urlsplit(address)
+        port_ok = parts.port is None or parts.port > 0  # .port raises ValueError past 65535 or when not a number
+    except ValueError:
+        port_ok = False
+    if not (port_ok and parts.scheme in ("http", "https") and parts.hostname):
+        raise UsageError(f"--vault-addr / VAULT_ADDR {address[:200]!r}: not an http:// or https:// URL with a host "
+                         "(and a port from 1 to 65535)")
 
 
 def _jwt_source(kube: TokenSource, namespace: str, account: str) -> Any:

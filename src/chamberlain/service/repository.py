@@ -34,6 +34,8 @@ class RenderOutcome:
 
 def repository_root(path: str | Path) -> Path:
     """The intent repository's root, or a usage error (exit 2) that says what is wrong with ``path``."""
+    if isinstance(path, str) and not path:  # Path("") is the current directory: never what an empty word meant
+        raise UsageError("the repository path is empty; pass the root of the intent repository (. for here)")
     root = Path(path)
     if not root.exists():
         raise UsageError(f"{path}: no such directory")
