@@ -83,10 +83,11 @@ def _root(
     faults.arm(_settings().crash_at)  # resumability tests kill the process at a named checkpoint
 
 
-BaselineOption = Annotated[Path | None, typer.Option(
+# str, not Path: Path("") is ".", and an empty path must be refused as empty, not used as the current directory.
+BaselineOption = Annotated[str | None, typer.Option(
     "--baseline", metavar="FILE", help="Accept the credential findings (CH024, CH020, CH126) whose fingerprint the "
     "file lists: they are reported as accepted and do not fail; new ones still do.", show_default=False)]
-WriteBaselineOption = Annotated[Path | None, typer.Option(
+WriteBaselineOption = Annotated[str | None, typer.Option(
     "--write-baseline", metavar="FILE", help="Write the fingerprints of the current credential findings to FILE "
     "and exit 0; review every entry before committing it.", show_default=False)]
 NoCacheOption = Annotated[bool, typer.Option(
@@ -116,6 +117,10 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
     )
     from chamberlain.service import repository, scanning
 
+    if write_baseline is not None:
+        from chamberlain.scan.baseline import check_write_target
+
+        check_write_target(write_baseline)  # a bad target fails before the scan, not after it
     with _parse_cache(no_cache):
         run = scanning.validate(path, baseline=baseline, history=history)
     result, findings = run.validation, run.findings

@@ -17,7 +17,8 @@ itself says is not part of it, and reports every exclusion (never a silent skip)
 - Nothing is skipped by name but the ``.git`` directory at the root (a nested ``.git`` is a reported exclusion):
   ``node_modules``, ``.venv`` and the like are walked unless an ignore rule leaves them out.
 - Symbolic links are never followed (a link could lead out of the repository), special files (FIFOs, devices)
-  never opened (a FIFO would block the read), directories deeper than :data:`MAX_DIR_DEPTH` not entered.
+  never opened (a FIFO would block the read), directories deeper than :data:`MAX_DIR_DEPTH` not entered. The same
+  holds for ignore files: one that is a symlink or special file is reported, and its patterns do not apply.
 
 The walk is iterative (no recursion limit on deep trees) and linear in the number of directory entries. Pure
 apart from reading directories and asking ``git``; what it decides is returned as data.
@@ -25,6 +26,7 @@ apart from reading directories and asking ``git``; what it decides is returned a
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -73,6 +75,9 @@ REASONS: dict[str, str] = {
     "kustomize-patch": "a kustomize patch (a partial object): scanned, not read as intent",
 }
 
+# An ignore file that is a symlink or special file is never read (see load_ignore_file): say what that means.
+IGNORE_NOT_READ = "not read as an ignore file: its patterns do not apply (what it lists is validated)"
+
 
 @dataclass(frozen=True, order=True)
 class Exclusion:
@@ -84,6 +89,8 @@ class Exclusion:
 
     @property
     def detail(self) -> str:
+        if self.reason in ("symlink", "special-file") and self.path.rsplit("/", 1)[-1] in (IGNORE_FILE, GITIGNORE):
+            return f"{REASONS[self.reason]}; {IGNORE_NOT_READ}"
         return REASONS[self.reason]
 
     def as_dict(self) -> dict[str, object]:
@@ -113,13 +120,11 @@ class Walk:
 def load_ignore_file(path: Path) -> pathspec.GitIgnoreSpec | None:
     """The patterns of a gitignore-syntax file, or None when there is none. A file that cannot be read or holds a
     pattern gitignore syntax does not allow is a usage error naming the line: silently ignoring less (or more)
-    than the author meant would change what is validated."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    than the author meant would change what is validated. A symlink or special file (FIFO, device) is not read:
+    None, and the walk reports it as excluded."""
+    raw = _read_regular(path)
+    if raw is None:
         return None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
     import pathspec  # only where an ignore file exists: its import (and the engines it probes) is start-up time
     try:
         lines = raw.decode("utf-8").splitlines()
@@ -132,6 +137,42 @@ def load_ignore_file(path: Path) -> pathspec.GitIgnoreSpec | None:
             raise UsageError(f"{path}:{number}: not a gitignore pattern ({exc}); it decides which files "
                              "are validated, so it must be exact") from None
     return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+# Never follows a link (a file outside the repository must not decide what is validated), never blocks on a FIFO.
+_READ_IGNORE = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of the ignore file at ``path``, or None when there is none to read: absent, a symlink or a special
+    file. Those are not read, so their patterns do not apply (more is validated, never less); the walk reports them
+    as excluded symlinks or special files."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{path}: cannot read the ignore file ({os.strerror(errno.EISDIR)})")
+    if not stat.S_ISREG(mode):
+        return None  # not even opened: opening a device can have effects of its own
+    try:
+        fd = os.open(path, _READ_IGNORE)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            return None  # became a symlink after the lstat: O_NOFOLLOW refused it
+        raise UsageError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None  # swapped after the lstat: what was opened decides
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
 
 
 def _ignored(specs: Iterable[tuple[str, pathspec.GitIgnoreSpec]], rel: str, is_dir: bool) -> bool:

@@ -11,6 +11,7 @@ Reading is linear and bounded: a file above :data:`MAX_BASELINE_BYTES` or with a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -75,6 +76,8 @@ def parse_lines(lines: Iterable[str], path: str) -> Baseline:
 def load_baseline(path: str | Path) -> Baseline:
     """The baseline at ``path``; :class:`BaselineError` (a usage error, exit 2) when it is missing, not a regular
     file, larger than :data:`MAX_BASELINE_BYTES`, not UTF-8, or holds a malformed line."""
+    if path == "":  # Path("") would be ".", the current directory
+        raise BaselineError("--baseline: the path is empty; name the baseline file")
     shown = str(path)
     try:
         st = os.stat(path)
@@ -110,13 +113,45 @@ def baseline_text(findings: Iterable[Finding]) -> str:
     return HEADER + "".join(f"{fp}\n" for fp in prints)
 
 
-def write_baseline(findings: Iterable[Finding], path: str | Path) -> int:
-    """Write the baseline of ``findings`` to ``path`` (replacing it atomically); the number of entries."""
-    text = baseline_text(findings)
+# The temporary file is always a new file: never a link followed, nor an existing file (a hard link) truncated.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def check_write_target(path: str | Path) -> Path:
+    """``path`` as a place :func:`write_baseline` may write: absent (in an existing directory) or a regular file.
+    Anything else is a :class:`BaselineError`: the write renames a new file over the path, which would replace a
+    symlink, a device such as /dev/null, or a FIFO instead of writing through it."""
+    if path == "":  # Path("") would be ".", the current directory
+        raise BaselineError("--write-baseline: the path is empty; name the file to write")
     target = Path(path)
+    try:
+        mode = os.lstat(target).st_mode  # lstat: a symlink is refused, not followed
+    except FileNotFoundError:
+        if not target.parent.is_dir():
+            raise BaselineError(f"{path}: cannot write the baseline file (no such directory: {target.parent})") \
+                from None
+        return target
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot write the baseline file ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) \
+            else "not a regular file (a device, FIFO or socket)"
+        raise BaselineError(f"{path}: {kind}; a baseline is written only to a regular file or a new path, which "
+                            "it replaces (name another path)")
+    return target
+
+
+def write_baseline(findings: Iterable[Finding], path: str | Path) -> int:
+    """Write the baseline of ``findings`` to ``path`` (replacing it atomically); the number of entries. ``path``
+    must be a regular file or absent (:func:`check_write_target`)."""
+    target = check_write_target(path)
+    text = baseline_text(findings)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover of an interrupted write (unlink never follows a link)
+        with os.fdopen(os.open(tmp, _NEW_FILE, 0o666), "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, target)
     except OSError as exc:
         raise BaselineError(f"{path}: cannot write the baseline file ({exc.strerror})") from None
