@@ -269,7 +269,7 @@ def renaming_transformers(
         used = [k for k in RENAMING if data.get(k)]
         for key in used:
             for field in ("resources", "bases", "components"):
-                for entry in data.get(field) or []:
+                for entry in listed(data, field):
                     if isinstance(entry, str) and "://" not in entry:
                         yield (key,), join(base, entry) if entry not in (".", "./") else base
     elif data.get("kind") == "Kustomization" and str(data.get("apiVersion", "")).startswith(
@@ -282,13 +282,20 @@ def renaming_transformers(
                     yield ("spec", key), join("", path) or ""
 
 
+def listed(data: dict[str, Any], key: str) -> list[Any]:
+    """A kustomization's list field; anything else there (a scalar, a mapping) names nothing, as kustomize fails
+    on it."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
 def patch_targets(data: dict[str, Any]) -> Iterator[tuple[str, object]]:
     """(path, target) of the patch files a kustomization names."""
     for key in ("patches", "patchesJson6902"):
-        for item in data.get(key) or []:
+        for item in listed(data, key):
             if isinstance(item, dict) and isinstance(item.get("path"), str):
                 yield item["path"], item.get("target")
-    for item in data.get("patchesStrategicMerge") or []:
+    for item in listed(data, "patchesStrategicMerge"):
         if isinstance(item, str) and "\n" not in item:
             yield item, None
 

@@ -119,9 +119,12 @@ class Document:
             return self.start_line + i
         return self.start_line
 
+    # kind, apiVersion, name and namespace are None unless a string: a mapping or list there is no Kubernetes
+    # object checks could match (and would crash them as a dict key), like a YAML file that is no manifest.
     @property
     def kind(self) -> str | None:
-        return self.data.get("kind") if isinstance(self.data, dict) else None
+        value = self.data.get("kind") if isinstance(self.data, dict) else None
+        return value if isinstance(value, str) else None
 
     @property
     def api_version(self) -> str | None:
@@ -572,7 +575,7 @@ def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_p
                     f"apiVersion {api!r} is not served; use {API_VERSION}")
         )
         return
-    kind = doc.kind
+    kind = doc.data.get("kind")  # the raw value (a dict here, as apiVersion is set): CH003 quotes what is wrong
     if kind == unseal_shares.KIND:  # sealed unseal shares kept for cluster loss: not intent, checked by CH108-CH111
         repo.unseal_exports.append(doc)
         return
@@ -765,21 +768,11 @@ def kustomize_patches(files: list[RepoFile]) -> set[str]:
         base = rf.rel.rsplit("/", 1)[0] if "/" in rf.rel else ""
         for doc in rf.documents:
             data = doc.data if isinstance(doc.data, dict) else {}
-            for entry in _patch_paths(data):
+            for entry, _ in hidden.patch_targets(data):
                 rel = _join(base, entry)
                 if rel is not None:
                     found.add(rel)
     return found
-
-
-def _patch_paths(data: dict[str, Any]) -> Iterator[str]:
-    for key in ("patches", "patchesJson6902"):
-        for item in data.get(key) or []:
-            if isinstance(item, dict) and isinstance(item.get("path"), str):
-                yield item["path"]
-    for item in data.get("patchesStrategicMerge") or []:
-        if isinstance(item, str) and "\n" not in item:  # an inline patch is YAML text, not a path
-            yield item
 
 
 def _join(base: str, path: str) -> str | None:
