@@ -236,10 +236,12 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     (["--from-manifests", str(ESTATE), "--from-cluster", "--out", "X"], "give one estate"),
     (["--from-manifests", "/nonexistent", "--out", "X", "-e", "p", "-c", "c", "--age-recipient", RECIPIENT],
      "no such file"),
+    (["--from-manifests", "/dev/null", "--out", "X", "-e", "p", "-c", "c", "--age-recipient", RECIPIENT],
+     "neither a directory nor a regular file"),
     (["--from-manifests", str(ESTATE), "--out", "X", "-e", "prod", "-c", "c1"], "--age-recipient"),
     (["--from-manifests", str(ESTATE), "--out", "X", "-e", "Prod", "-c", "c1", "--age-recipient", RECIPIENT],
      "not a DNS-1123 label"),
-], ids=["no-source", "no-out", "two-estates", "missing-dir", "no-recipient", "bad-environment"])
+], ids=["no-source", "no-out", "two-estates", "missing-dir", "a-device", "no-recipient", "bad-environment"])
 def test_usage_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str) -> None:
     monkeypatch.chdir(tmp_path)
     result = run_cli("adopt", *argv)

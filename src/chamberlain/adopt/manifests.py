@@ -83,8 +83,11 @@ def read_directory(root: Path) -> Estate:
         total += size
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            estate.add(Problem(shown, f"cannot read ({type(exc).__name__})", RULE_YAML))
+        except OSError as exc:
+            estate.add(Problem(shown, f"cannot read ({exc.strerror or type(exc).__name__})", RULE_YAML))
+            continue
+        except UnicodeDecodeError:
+            estate.add(Problem(shown, "not UTF-8 text: not read", RULE_YAML))
             continue
         read_text(text, shown, estate)
     return estate

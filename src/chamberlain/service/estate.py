@@ -116,6 +116,8 @@ def read_estate(request: AdoptRequest, servers: LiveServers) -> tuple[Estate, li
     if request.manifests is not None:
         if not request.manifests.exists():
             raise UsageError(f"--from-manifests {request.manifests}: no such file or directory")
+        if not (request.manifests.is_dir() or request.manifests.is_file()):  # a FIFO would block, a device is no input
+            raise UsageError(f"--from-manifests {request.manifests}: neither a directory nor a regular file")
         estate = read_directory(request.manifests)
         read.append(f"manifests {request.manifests}")
     elif request.cluster:
