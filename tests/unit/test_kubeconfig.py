@@ -106,7 +106,11 @@ def test_missing_and_broken_files(two_files: tuple[Path, Path], tmp_path: Path) 
         contexts(KubeconfigSource((no_current,)))
     broken = tmp_path / "broken.yaml"
     broken.write_text("clusters: [unclosed\n  token: sekrit\n")
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(UsageError, match=r"not valid YAML at line 2\)") as caught:
+        contexts(KubeconfigSource((broken,)))
+    assert "sekrit" not in str(caught.value) and "Error" not in str(caught.value)
+    broken.write_bytes(b"token: \xff\xfe sekrit\n")
+    with pytest.raises(UsageError, match=r"\(not UTF-8 text\)") as caught:
         contexts(KubeconfigSource((broken,)))
     assert "sekrit" not in str(caught.value)
     _kubeconfig(broken, current="x", clusters={"c": ("https://c", {"certificate-authority-data": "%%%"})},
@@ -115,7 +119,7 @@ def test_missing_and_broken_files(two_files: tuple[Path, Path], tmp_path: Path) 
         cluster_endpoint(KubeconfigSource((broken,)))
     for text in ("- a list\n", "contexts: [{context: {cluster: c}}]\n", "just a string\n"):
         broken.write_text(text)
-        with pytest.raises(UsageError, match="cannot read the kubeconfig"):
+        with pytest.raises(UsageError, match="cannot read the kubeconfig \\(not a kubeconfig: "):
             cluster_endpoint(KubeconfigSource((broken,)))
 
 

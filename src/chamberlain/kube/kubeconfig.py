@@ -83,6 +83,18 @@ class _Merged:
     source: KubeconfigSource
 
 
+def _why(exc: Exception) -> str:
+    """Why a kubeconfig could not be read, in words that quote nothing of it (it holds credentials)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, OSError):
+        return exc.strerror or "cannot be opened"
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        return f"not valid YAML at line {mark.line + 1}" if mark is not None else "not valid YAML"
+    return "not a kubeconfig: clusters, users and contexts must be lists of named entries"
+
+
 def _merge(source: KubeconfigSource) -> _Merged:
     from kubernetes.config.config_exception import ConfigException
     from kubernetes.config.kube_config import KubeConfigMerger
@@ -100,7 +112,7 @@ def _merge(source: KubeconfigSource) -> _Merged:
     # Not a kubeconfig (a list, a context without a name, bad YAML): the type only, since a YAML error's text
     # may quote a line of the file.
     except (ConfigException, OSError, ValueError, yaml.YAMLError, AttributeError, TypeError, KeyError) as exc:
-        raise UsageError(f"{source.describe()}: cannot read the kubeconfig ({type(exc).__name__})") from None
+        raise UsageError(f"{source.describe()}: cannot read the kubeconfig ({_why(exc)})") from None
     wanted = source.context or current
     if not wanted:
         raise UsageError(f"{source.describe()}: no current-context; pass --context "
