@@ -219,3 +219,5 @@ def test_a_token_file_dash_reads_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_empty_repository_path_is_a_usage_error_not_the_current_directory(command: str) -> None:
     result = run_cli(command, "")
     assert result.code == 2 and "the repository path is empty" in result.err
+    long = run_cli(command, "x" * 300)
+    assert long.code == 2 and "File name too long" in long.err

@@ -37,9 +37,13 @@ def repository_root(path: str | Path) -> Path:
     if isinstance(path, str) and not path:  # Path("") is the current directory: never what an empty word meant
         raise UsageError("the repository path is empty; pass the root of the intent repository (. for here)")
     root = Path(path)
-    if not root.exists():
+    try:
+        exists, is_dir = root.exists(), root.is_dir()
+    except OSError as exc:  # a name too long, a permission on the way
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    if not exists:
         raise UsageError(f"{path}: no such directory")
-    if not root.is_dir():
+    if not is_dir:
         raise UsageError(f"{path}: not a directory; pass the root of the intent repository")
     return root
 
