@@ -276,7 +276,8 @@ def inventory(path: RepoPath, output: InventoryOutput = InventoryFormat.text) ->
 
 @_app.command()
 def schema(
-    output: Annotated[DataFormat, typer.Option("-o", "--output", help="json or yaml.")] = DataFormat.json,
+    output: Annotated[DataFormat, typer.Option(
+        "-o", "--output", help="json or yaml (text prints json: a schema has no text form).")] = DataFormat.json,
 ) -> None:
     """Print the JSON Schema of the intent kinds, for editors (yaml-language-server).
 
