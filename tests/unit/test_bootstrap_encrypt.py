@@ -149,6 +149,10 @@ def test_files_outside_the_repository_or_of_another_intent_are_refused(repo: tup
         encrypt_file(other, root, tools=tools)
     with pytest.raises(UsageError, match="declares bootstrap file"):
         encrypt_file(other, root, tools=tools, intent="smtp-relay")
+    with pytest.raises(UsageError, match="no such file"):
+        encrypt_file(root / "bootstrap" / "absent.yaml", root, tools=tools)
+    with pytest.raises(UsageError, match="not a regular file"):
+        encrypt_file(root / "bootstrap", root, tools=tools)
 
 
 def test_cli_bootstrap_encrypt_never_prints_the_value(repo: tuple[Path, Path]) -> None:

@@ -53,7 +53,7 @@ def _repo_relative(file: Path, root: Path) -> str:
     if file.is_symlink():
         raise UsageError(f"{file}: is a symbolic link; encrypt the file itself")
     if not file.is_file():
-        raise UsageError(f"{file}: no such file")
+        raise UsageError(f"{file}: no such file" if not file.exists() else f"{file}: not a regular file")
     if file.suffix.lower() not in YAML_SUFFIXES:
         raise UsageError(f"{file}: a bootstrap file is a YAML manifest (.yaml or .yml)")
     resolved, root = file.resolve(), root.resolve()
