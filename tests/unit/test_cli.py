@@ -148,6 +148,16 @@ def test_an_address_no_request_could_go_to_is_a_usage_error_not_an_outage(addres
     assert "not an http:// or https:// URL with a host" in result.err and "unreachable" not in result.err
 
 
+@pytest.mark.parametrize("address", ["https://admin:Sup3rS3cretPw@vault.example.com:99999",
+                                     "admin:Sup3rS3cretPw@vault:8200", "https://a:Sup3rS3cretPw@[::1"])
+def test_a_refused_address_never_prints_the_password_in_it(address: str, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("hvs.placeholder\n")
+    result = run_cli("plan", str(EXAMPLES / "acme"), "-c", "dev1", "--vault-token-file", str(token),
+                     "--vault-addr", address)
+    assert result.code == 2 and "Sup3rS3cretPw" not in result.err + result.out and "***@" in result.err
+
+
 def test_an_option_group_hands_the_command_one_object(monkeypatch: pytest.MonkeyPatch) -> None:
     @target_options(environment=False, token_file=False, token=True)
     def command(path: str, target: Target = GROUPED, output: str = "text") -> Target:

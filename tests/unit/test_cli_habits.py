@@ -170,7 +170,8 @@ def test_render_into_a_path_the_file_system_refuses_is_a_usage_error(tmp_path: P
     ("NotADirectoryError(20, 'Not a directory', 'afile/sub')", "error: afile/sub: Not a directory"),
     ("PermissionError(13, 'Permission denied', '/etc/x', None, '/etc/y')",
      "error: /etc/x -> /etc/y: Permission denied"),
-], ids=["one-path", "two-paths"])
+    ("OSError(9, 'Bad file descriptor', 999)", "error: descriptor 999: Bad file descriptor"),
+], ids=["one-path", "two-paths", "a-descriptor"])
 def test_a_file_system_error_any_command_meets_names_its_path(raised: str, shown: str) -> None:
     code = ("import sys; import chamberlain.cli.main as m\n"
             f"def app():\n    raise {raised}\n"

@@ -502,7 +502,7 @@ def test_a_re_render_rewrites_the_marker_only_when_its_list_changes(tmp_path: Pa
     assert (out / MARKER).read_text().splitlines()[-1] == "a.yaml" and not (out / "c.yaml").exists()
 
 
-@pytest.mark.parametrize("damage", ["crlf", "symlink"])
+@pytest.mark.parametrize("damage", ["crlf", "symlink", "not-utf8"])
 def test_a_re_render_repairs_a_marker_check_would_report(tmp_path: Path, damage: str) -> None:
     """Same list, other bytes (a checkout with CRLF line endings) or not a plain file: written again, so
     ``render --check`` finds the output fresh."""
@@ -512,6 +512,8 @@ def test_a_re_render_repairs_a_marker_check_would_report(tmp_path: Path, damage:
     text = (out / MARKER).read_bytes()
     if damage == "crlf":
         (out / MARKER).write_bytes(text.replace(b"\n", b"\r\n"))
+    elif damage == "not-utf8":
+        (out / MARKER).write_bytes(b"\xff\xfe" + text)
     else:
         (tmp_path / "copy").write_bytes(text)
         (out / MARKER).unlink()

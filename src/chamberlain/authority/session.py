@@ -63,6 +63,9 @@ class Connection:
         return unauthenticated(self.address, self.ca_file, clock=self.clock)
 
 
+_USERINFO = re.compile(r"(?<=://)[^/?#]*@|^[^/?#]*@")
+
+
 def _check_address(address: str) -> None:
     """A usage error for an address no request could go to (else it would read as "Vault unreachable")."""
     try:
@@ -71,7 +74,8 @@ def _check_address(address: str) -> None:
     except ValueError:
         port_ok = False
     if not (port_ok and parts.scheme in ("http", "https") and parts.hostname):
-        raise UsageError(f"--vault-addr / VAULT_ADDR {address[:200]!r}: not an http:// or https:// URL with a host "
+        shown = _USERINFO.sub("***@", address[:200])  # a user and password in the URL are never printed
+        raise UsageError(f"--vault-addr / VAULT_ADDR {shown!r}: not an http:// or https:// URL with a host "
                          "(and a port from 1 to 65535)")
 
 

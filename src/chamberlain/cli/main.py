@@ -405,6 +405,13 @@ def missing_runtime(exc: BaseException) -> UsageError | None:
 _WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
+def _named(filename: object) -> str:
+    """An OSError's file: a path, or a descriptor's number (fd-based calls put an int there)."""
+    if isinstance(filename, int):
+        return f"descriptor {filename}"
+    return os.fsdecode(filename) if isinstance(filename, (str, bytes, os.PathLike)) else str(filename)
+
+
 def file_system_refusal(exc: BaseException) -> ChamberlainError | None:
     """A file-system error naming its path (a file where a directory must be, no permission, a full disk) as a
     plain error: which path and why, never a traceback (None: ``exc`` is something else). A safety net under the
@@ -415,8 +422,8 @@ def file_system_refusal(exc: BaseException) -> ChamberlainError | None:
         if exc.errno in _WRITE_REFUSED:
             return ChamberlainError(f"cannot write: {exc.strerror or type(exc).__name__}")
         return None
-    where = os.fsdecode(exc.filename)
-    other = f" -> {os.fsdecode(exc.filename2)}" if exc.filename2 is not None else ""
+    where = _named(exc.filename)
+    other = f" -> {_named(exc.filename2)}" if exc.filename2 is not None else ""
     return ChamberlainError(f"{where}{other}: {exc.strerror or type(exc).__name__}")
 
 

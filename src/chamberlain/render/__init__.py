@@ -384,7 +384,7 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> Wri
         remove_leftovers(out_dir)  # stages of killed renders, only from a render's directory (see there)
         if marker.is_file():
             raw = marker.read_bytes()
-            previous = _owned(raw.decode("utf-8"))
+            previous = _owned(raw.decode("utf-8", errors="replace"))  # a damaged marker is rewritten below
             old_marker = b"" if marker.is_symlink() else raw
         elif any(entry != keep and not is_live_stage(entry) for entry in out_dir.iterdir()):
             raise UsageError(
