@@ -174,3 +174,43 @@ def test_a_chamberlain_document_with_a_malformed_kind_is_still_ch003(kind: str, 
     results = json.loads(result.out)["results"]
     assert [(r["file"], r["line"], r["rule"]) for r in results] == [("intents/odd.yaml", 2, "CH003")]
     assert "unknown kind" in results[0]["message"] and repr(yaml.safe_load(kind)) in results[0]["message"]
+
+
+# ------------------------------------------------------------------------------------------------ !!binary
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_a_secret_whose_kind_is_binary_is_still_a_secret_to_the_checks(tmp_path: Path) -> None:
+    """Go's YAML (kubectl, Flux, Argo CD) decodes ``!!binary`` to its text: applied, this is a plaintext Secret."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "acme", repo)
+    (repo / "manifests").mkdir(exist_ok=True)
+    (repo / "manifests" / "hidden.yaml").write_text(
+        f"apiVersion: !!binary {_b64('v1')}\nkind: !!binary {_b64('Secret')}\n"
+        f"metadata: {{name: !!binary {_b64('db')}, namespace: payments}}\n"
+        f"stringData: {{password: !!binary {_b64('plain-value-zq')}}}\n")
+    result = run_cli("validate", str(repo), "--no-cache", "-o", "json")
+    assert result.code == 1, result.err
+    found = json.loads(result.out)["results"]
+    assert any(f["rule"] == "CH020" and f["file"] == "manifests/hidden.yaml" for f in found), found
+    assert "plain-value-zq" not in result.out + result.err
+
+
+def test_an_intent_whose_api_version_is_binary_is_validated_as_intent(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "acme", repo)
+    intent = next(p for p in sorted((repo / "intents").glob("*.yaml")) if "kind: SecretIntent" in p.read_text())
+    text = intent.read_text()
+    at = text.index("kind: SecretIntent")
+    start = text.rindex("apiVersion: chamberlain.dev/v1alpha1", 0, at)
+    end = start + len("apiVersion: chamberlain.dev/v1alpha1")
+    intent.write_text(text[:start] + f"apiVersion: !!binary {_b64('chamberlain.dev/v1alpha1')}" + text[end:]
+                      .replace("spec:", "spec:\n  unknownField: refused", 1))
+    result = run_cli("validate", str(repo), "--no-cache", "-o", "json")
+    assert result.code == 1, "the intent is read, so its schema error is found"
+    assert any(f["file"] == intent.relative_to(repo).as_posix() and f["severity"] == "error"
+               and "unknownField" in f["message"] for f in json.loads(result.out)["results"])

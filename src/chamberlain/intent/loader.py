@@ -79,6 +79,10 @@ class RepoFile:
         return any(d.is_sops for d in self.documents)
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 @dataclass
 class Document:
     """One YAML document: its data, where it sits in its file, and (composed on demand) its node tree.
@@ -120,28 +124,25 @@ class Document:
         return self.start_line
 
     # kind, apiVersion, name and namespace are None unless a string: a mapping or list there is no Kubernetes
-    # object checks could match (and would crash them as a dict key), like a YAML file that is no manifest.
+    # object checks could match (and would crash them as a dict key), like a YAML file that is no manifest. A
+    # ``!!binary`` value is already its text here (_as_applied).
     @property
     def kind(self) -> str | None:
-        value = self.data.get("kind") if isinstance(self.data, dict) else None
-        return value if isinstance(value, str) else None
+        return _text(self.data.get("kind")) if isinstance(self.data, dict) else None
 
     @property
     def api_version(self) -> str | None:
-        value = self.data.get("apiVersion") if isinstance(self.data, dict) else None
-        return value if isinstance(value, str) else None
+        return _text(self.data.get("apiVersion")) if isinstance(self.data, dict) else None
 
     @property
     def name(self) -> str | None:
         meta = self.data.get("metadata") if isinstance(self.data, dict) else None
-        name = meta.get("name") if isinstance(meta, dict) else None
-        return name if isinstance(name, str) else None
+        return _text(meta.get("name")) if isinstance(meta, dict) else None
 
     @property
     def namespace(self) -> str | None:
         meta = self.data.get("metadata") if isinstance(self.data, dict) else None
-        ns = meta.get("namespace") if isinstance(meta, dict) else None
-        return ns if isinstance(ns, str) else None
+        return _text(meta.get("namespace")) if isinstance(meta, dict) else None
 
     @property
     def is_sops(self) -> bool:
@@ -504,6 +505,7 @@ def _parse_yaml(repo: Repository, rel: str, text: str, slow: list[Document] | No
                 if problem is not None:
                     repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
                     continue
+                data = _as_applied(data)
             if data is None:
                 continue
             doc = Document(rel, index, data, first_line, last_line, start, end, chunk)
@@ -511,6 +513,33 @@ def _parse_yaml(repo: Repository, rel: str, text: str, slow: list[Document] | No
             if loaded_slowly and slow is not None:
                 slow.append(doc)
     return docs
+
+
+def _as_applied(data: Any) -> Any:
+    """``data`` as Kubernetes tools read it: every ``!!binary`` value (bytes to PyYAML) is the text it decodes to,
+    as Go's YAML makes it. ``kind: !!binary U2VjcmV0`` is applied as a Secret and ``stringData`` values as text,
+    so the checks must see them so (else they skip what GitOps applies). In place; iterative (aliases may share)."""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    stack, seen = [data], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            for key in [k for k, v in node.items() if isinstance(k, bytes) or isinstance(v, bytes)]:
+                value = node.pop(key)
+                node[key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key] = (
+                    value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, bytes):
+                    node[i] = value.decode("utf-8", errors="replace")
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+    return data
 
 
 @contextmanager
