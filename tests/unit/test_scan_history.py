@@ -176,10 +176,22 @@ def test_not_a_git_repository_is_a_usage_error(tmp_path: Path) -> None:
         open_repository(repo)
 
 
-@pytest.mark.parametrize("damage", ["head-garbage", "objects-gone", "gitdir-gone"])
+@pytest.mark.parametrize("damage", ["head-garbage", "objects-gone", "gitdir-gone", "ref-outside", "ref-empty",
+                                    "ref-control", "ref-loop"])
 def test_a_history_that_cannot_be_read_is_a_usage_error_not_an_empty_one(repo: Git, damage: str) -> None:
+    head = repo.root / ".git" / "HEAD"
     if damage == "head-garbage":
-        (repo.root / ".git" / "HEAD").write_text("garbage\n")
+        head.write_text("garbage\n")
+    elif damage == "ref-outside":
+        head.write_text("ref: ../../x\n")
+    elif damage == "ref-empty":
+        head.write_text("ref: \n")
+    elif damage == "ref-control":
+        head.write_text("ref: refs/heads/a\x1bb\n")
+    elif damage == "ref-loop":
+        head.write_text("ref: refs/heads/a\n")
+        (repo.root / ".git" / "refs" / "heads" / "a").write_text("ref: refs/heads/b\n")
+        (repo.root / ".git" / "refs" / "heads" / "b").write_text("ref: refs/heads/a\n")
     elif damage == "objects-gone":
         for entry in (repo.root / ".git" / "objects").iterdir():
             shutil.rmtree(entry)

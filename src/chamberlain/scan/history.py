@@ -173,6 +173,9 @@ def _ancestry(repo: Repo, stats: HistoryStats | None) -> tuple[list[ObjectID], d
 
 
 _COMMIT_ID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
+# What HEAD may name, conservatively (git check-ref-format's rules, roughly): refs/..., no "..", no control
+# character, space or ~^:?*[\, no part starting with "." or ending with ".lock".
+_REF_NAME = re.compile(rb"refs/(?!.*\.\.)(?!.*(?:^|/)\.)(?!.*\.lock(?:/|$))[^\x00-\x20\x7f~^:?*\[\\]+(?<!/)")
 
 
 def _head(repo: Repo) -> ObjectID | None:
@@ -182,11 +185,17 @@ def _head(repo: Repo) -> ObjectID | None:
     if raw is None:
         raise UsageError(f"{repo.path}: the Git history cannot be read: no HEAD in {repo.controldir()} (a .git "
                          "file naming a directory that is gone, or a damaged repository)")
+    from dulwich.refs import SymrefLoop
+
+    if raw.startswith(b"ref: ") and not _REF_NAME.fullmatch(raw[5:].strip()):
+        raise UsageError(f"{repo.path}: the Git history cannot be read: HEAD names no valid branch")
     try:
         head: bytes = repo.refs[Ref(b"HEAD")]
+    except SymrefLoop:
+        raise UsageError(f"{repo.path}: the Git history cannot be read: HEAD's refs point at each other") from None
     except KeyError:
         if raw.startswith(b"ref: "):
-            return None
+            return None  # a branch not made yet: no commits
         head = b""
     if not _COMMIT_ID.fullmatch(head):
         raise UsageError(f"{repo.path}: the Git history cannot be read: HEAD is neither a commit id nor a ref")
