@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -59,3 +60,23 @@ def test_a_purpose_with_escape_sequences_prints_inert_in_every_inventory_format(
         assert "\x1b" not in got.stdout + got.stderr and "\x07" not in got.stdout + got.stderr
         seen = seen or "\\x1b]0;pwned" in got.stdout
     assert seen, "the purpose is shown, escaped"
+
+
+def test_a_table_measures_the_spelled_text_and_loses_none_of_it() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=60, color_system=None)
+    table = Table()
+    table.add_column("PURPOSE", overflow="fold")
+    table.add_row("\x1b" * 12 + " keep THIS-TAIL-VISIBLE please")
+    console.print(table)
+    out = buffer.getvalue()
+    assert "THIS-TAIL-VISIBLE" in out and out.count("\\x1b") == 12 and "\x1b" not in out
+
+
+def test_json_output_escapes_what_a_terminal_would_obey_and_parses_to_the_same_data() -> None:
+    from chamberlain.terminal import json_spelled
+
+    data = {"purpose": "a\u202eb\x9bc\x7fd\u061ce\u2066f é 日本", "k\u202e": 1}
+    text = json_spelled(json.dumps(data, ensure_ascii=False))
+    assert json.loads(text) == data
+    assert not any(ch in text for ch in "\u202e\x9b\x7f\u061c\u2066") and "é 日本" in text

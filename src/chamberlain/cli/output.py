@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from chamberlain.terminal import Console
+from chamberlain.terminal import Console, json_spelled
 
 # Data goes to stdout, diagnostics to stderr, so `-o json | jq` always works.
 stdout = Console(soft_wrap=True)
@@ -75,7 +75,7 @@ def line(text: str, *, err: bool = False) -> None:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_spelled(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)) + "\n")
 
 
 def emit_yaml(data: Any) -> None:

@@ -21,7 +21,7 @@ from chamberlain.intent.loader import gc_paused
 from chamberlain.intent.model import API_VERSION
 from chamberlain.inventory.graph import build_graph, to_mermaid
 from chamberlain.inventory.model import Consumer, Entry, Inventory, Rotation
-from chamberlain.terminal import Console
+from chamberlain.terminal import Console, visible
 
 INVENTORY_API_VERSION = API_VERSION
 CLASS_STYLE = {"bootstrap": "yellow", "runtime": "blue", "derived": "magenta", "config": "green"}
@@ -139,7 +139,7 @@ def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableTy
     counts = inventory.classification_counts()
     head = Text.assemble(
         ("Inventory", "bold"),
-        f" of platform {inventory.platform or '(no platform)'}: {len(inventory.entries)} secrets (",
+        f" of platform {visible(inventory.platform or '(no platform)')}: {len(inventory.entries)} secrets (",
         ", ".join(f"{n} {c}" for c, n in counts.items()),
         f"), {len(inventory.owners())} owners",
     )
@@ -161,14 +161,15 @@ def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableTy
         table.add_column("VAULT PATHS", no_wrap=True)  # copied into vault/bao commands: never cut
     for e, consumed, restarted in zip(inventory.entries, consumers, restarts, strict=True):
         rotation = (
-            Text(f"{e.rotation.policy} ({e.rotation.short})")
+            Text(visible(f"{e.rotation.policy} ({e.rotation.short})"))
             if e.rotation
             else Text("unresolved", style="red")
         )
         # The source kind follows from the classification (CH015), so the table shows the target instead.
-        name = Text(e.name, style="bold")
+        # Text is measured as given: repository strings are spelled first (the console's render_str spells str cells)
+        name = Text(visible(e.name), style="bold")
         if e.target is not None:
-            name.append(f"\n-> {e.target.kind} {e.target.principal}", style="dim")
+            name.append(visible(f"\n-> {e.target.kind} {e.target.principal}"), style="dim")
         cells: list[RenderableType] = [
             name,
             Text(e.classification, style=CLASS_STYLE.get(e.classification, "")),
@@ -185,7 +186,7 @@ def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableTy
     if not inventory.edges:
         return Group(head, table)
     edges = Text("Cross-owner edges:\n", style="bold")
-    edges.append("\n".join(f"  {x.line()}" for x in inventory.edges))
+    edges.append(visible("\n".join(f"  {x.line()}" for x in inventory.edges)))
     return Group(head, table, edges)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from chamberlain.inventory.graph import PALETTE, build_graph, to_mermaid
 from chamberlain.inventory.model import Entry, Inventory
+from chamberlain.terminal import json_spelled
 
 CLASSES = ("bootstrap", "runtime", "derived", "config")
 # The graph draws one node per secret up to DETAIL_LIMIT secrets in the selection, groups per owner and class
@@ -317,7 +318,7 @@ def _json_for_script(data: dict[str, Any]) -> str:
     # Inside <script type="application/json"> a "</script>" in a purpose would end the block: escape the markup
     # characters as JSON unicode escapes, which JSON.parse turns back into the same text.
     text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return json_spelled(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def to_html(inventory: Inventory, *, max_mermaid_secrets: int = 200) -> str:
