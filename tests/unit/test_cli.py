@@ -17,7 +17,7 @@ from chamberlain.cli.main import app
 from chamberlain.cli.options import GROUPED, Target, target_options
 from chamberlain.errors import UsageError
 from chamberlain.service.context import ConnectionOptions
-from tests.conftest import CORPUS, EXAMPLES, run_cli
+from tests.conftest import CORPUS, EXAMPLES, CliResult, run_cli
 
 
 def _all_commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -137,13 +137,17 @@ def test_connection_options_still_come_from_the_environment(monkeypatch: pytest.
     assert result.code == 2 and "missing-ca.pem: no such CA file" in result.err
 
 
+def _plan_with_address(address: str, tmp_path: Path) -> CliResult:
+    token = tmp_path / "token"
+    token.write_text("hvs.placeholder\n")
+    return run_cli("plan", str(EXAMPLES / "acme"), "-c", "dev1", "--vault-token-file", str(token),
+                   "--vault-addr", address)
+
+
 @pytest.mark.parametrize("address", ["http://127.0.0.1:99999", "http://[::1", "ftp://vault:8200", "http://:8200",
                                      "vault.example:8200", "http://127.0.0.1:port"])
 def test_an_address_no_request_could_go_to_is_a_usage_error_not_an_outage(address: str, tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("hvs.placeholder\n")
-    result = run_cli("plan", str(EXAMPLES / "acme"), "-c", "dev1", "--vault-token-file", str(token),
-                     "--vault-addr", address)
+    result = _plan_with_address(address, tmp_path)
     assert result.code == 2, result.err
     assert "not an http:// or https:// URL with a host" in result.err and "unreachable" not in result.err
 
@@ -151,10 +155,7 @@ def test_an_address_no_request_could_go_to_is_a_usage_error_not_an_outage(addres
 @pytest.mark.parametrize("address", ["https://admin:Sup3rS3cretPw@vault.example.com:99999",
                                      "admin:Sup3rS3cretPw@vault:8200", "https://a:Sup3rS3cretPw@[::1"])
 def test_a_refused_address_never_prints_the_password_in_it(address: str, tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("hvs.placeholder\n")
-    result = run_cli("plan", str(EXAMPLES / "acme"), "-c", "dev1", "--vault-token-file", str(token),
-                     "--vault-addr", address)
+    result = _plan_with_address(address, tmp_path)
     assert result.code == 2 and "Sup3rS3cretPw" not in result.err + result.out and "***@" in result.err
 
 
