@@ -19,10 +19,11 @@ from rich.console import ConsoleOptions, RenderableType
 from rich.segment import Segment
 from rich.text import Text
 
-# C0 controls but tab and line feed, DEL, C1 controls, and the bidirectional marks, overrides and isolates.
-_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# What json.dumps(ensure_ascii=False) leaves raw of those (it escapes C0 itself).
-_RAW_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# DEL, C1 controls, and the bidirectional marks, overrides and isolates: what json.dumps(ensure_ascii=False)
+# leaves raw. With the C0 controls but tab and line feed (JSON escapes those itself), what a terminal obeys.
+_NOT_C0 = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_RAW_IN_JSON = re.compile(f"[{_NOT_C0}]")
+_HIDDEN = re.compile(f"[\x00-\x08\x0b-\x1f{_NOT_C0}]")
 
 
 def _spelled(match: re.Match[str]) -> str:

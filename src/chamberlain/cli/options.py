@@ -241,26 +241,26 @@ def token_from(env_name: str | None, environ: Mapping[str, str], stdin: TextIO |
     """A token named by ``--vault-token-env NAME`` (read from ``environ``) or given on ``stdin``; None when
     neither. Errors name the variable, never a value."""
     if stdin is not None:
-        # Imported when a token is given: it brings the authority client, which commands without one never load.
-        from chamberlain.authority.session import checked_token
-
         try:
             value = stdin.read().strip()
         except UnicodeDecodeError:
             raise UsageError("--vault-token-file -: what stdin gave is not text") from None
         if not value:
             raise UsageError("--vault-token-file -: nothing was read from stdin")
-        return checked_token(value, "--vault-token-file - (stdin)")
-    if env_name is None:
+        where = "--vault-token-file - (stdin)"
+    elif env_name is None:
         return None
-    if not env_name or not env_name.replace("_", "a").isalnum() or not env_name.isascii():
-        raise UsageError(f"--vault-token-env {env_name[:64]!r}: not an environment variable name")
-    value = environ.get(env_name, "").strip()
-    if not value:
-        raise UsageError(f"--vault-token-env {env_name}: that variable is not set or empty")
+    else:
+        if not env_name or not env_name.replace("_", "a").isalnum() or not env_name.isascii():
+            raise UsageError(f"--vault-token-env {env_name[:64]!r}: not an environment variable name")
+        value = environ.get(env_name, "").strip()
+        if not value:
+            raise UsageError(f"--vault-token-env {env_name}: that variable is not set or empty")
+        where = f"--vault-token-env {env_name}"
+    # Imported only when a token is given: it brings the authority client, which other commands never load.
     from chamberlain.authority.session import checked_token
 
-    return checked_token(value, f"--vault-token-env {env_name}")
+    return checked_token(value, where)
 
 
 def _per_cluster(flag: str, values: list[str] | None) -> dict[str, str]:

@@ -519,8 +519,9 @@ def _as_applied(data: Any) -> Any:
     """``data`` as Kubernetes tools read it: every ``!!binary`` value (bytes to PyYAML) is the text it decodes to,
     as Go's YAML makes it. ``kind: !!binary U2VjcmV0`` is applied as a Secret and ``stringData`` values as text,
     so the checks must see them so (else they skip what GitOps applies). In place; iterative (aliases may share)."""
-    if isinstance(data, bytes):
-        return data.decode("utf-8", errors="replace")
+    def text(value: Any) -> Any:
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
     stack, seen = [data], set()
     while stack:
         node = stack.pop()
@@ -529,17 +530,12 @@ def _as_applied(data: Any) -> Any:
         seen.add(id(node))
         if isinstance(node, dict):
             for key in [k for k, v in node.items() if isinstance(k, bytes) or isinstance(v, bytes)]:
-                value = node.pop(key)
-                node[key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key] = (
-                    value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value)
+                node[text(key)] = text(node.pop(key))
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
-            for i, value in enumerate(node):
-                if isinstance(value, bytes):
-                    node[i] = value.decode("utf-8", errors="replace")
-                elif isinstance(value, (dict, list)):
-                    stack.append(value)
-    return data
+            node[:] = [text(value) for value in node]
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return text(data)
 
 
 @contextmanager
