@@ -182,7 +182,7 @@ def test_a_part_failing_in_the_child_is_raised_first_hand_and_nothing_is_left(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
 
-    def bundle(_topo: Any) -> dict[str, str]:
+    def bundle(_topo: Any, *_args: Any) -> dict[str, str]:
         raise RenderError(f"the bundle failed in {'the parent' if os.getpid() == parent else 'a child'}")
 
     monkeypatch.setattr(layout, "bundle", bundle)

@@ -53,7 +53,7 @@ def test_a_part_failing_in_the_child_is_raised_first_hand(monkeypatch: pytest.Mo
     topo, bootstrap = _inputs(next(iter(REPOS.values())))
     parent = os.getpid()
 
-    def bundle(_topo: Topology) -> dict[str, str]:
+    def bundle(_topo: Topology, *_args: object) -> dict[str, str]:
         raise RenderError(f"the bundle failed in {'the parent' if os.getpid() == parent else 'a child'}")
 
     monkeypatch.setattr(layout, "bundle", bundle)
@@ -67,10 +67,10 @@ def test_a_duplicate_across_the_parts_is_the_same_first_error_either_way(monkeyp
     topo, bootstrap = _inputs(next(iter(REPOS.values())))
     original = layout._cluster_files
 
-    def clusters(files: dict[str, str], topo: Topology, layer: Any, claims: layout._Claims) -> None:
-        original(files, topo, layer, claims)
+    def clusters(part: layout._Part, topo: Topology, layer: Any, reuse: layout.Pieces) -> None:
+        original(part, topo, layer, reuse)
         for cluster, ns in sorted({(unit.cluster, ns) for unit in topo.units for ns in unit.namespaces}):
-            claims.claim_one(cluster, "", "ServiceAccount", ns, "chamberlain-planted", "clusters/planted")
+            part.claims.claim_one(cluster, "", "ServiceAccount", ns, "chamberlain-planted", "clusters/planted")
 
     real_docs = layout.eso.publisher_documents
 

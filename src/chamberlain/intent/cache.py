@@ -55,6 +55,7 @@ from chamberlain.intent import fastyaml
 FORMAT = 1
 MAX_BYTES = 256 * 1024 * 1024  # the whole cache directory, every code key included
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_RECORD_NAME = re.compile(r"[0-9a-f]{32}")
 _RULE = re.compile(r"CH\d{3}")
 _SOURCES = ("intent/loader.py", "intent/fastyaml.py", "intent/cache.py", "safeyaml.py")
 # The credential scan of one file (checks/secrets.py scan_file over the parsed documents): every module it reads.
@@ -149,6 +150,7 @@ class ParseCache:
         self._staged: dict[str, tuple[str, Entry]] = {}
         self._findings_key: str | None = None
         self._findings_usable: bool | None = None
+        self._render_usable: bool | None = None
         self._staged_findings: dict[str, tuple[str, str, list[Finding]]] = {}
 
     @property
@@ -159,9 +161,17 @@ class ParseCache:
 
     @property
     def findings_dir(self) -> Path:
+        return self.root / ("findings-" + self._package_key())
+
+    @property
+    def render_dir(self) -> Path:
+        """Where render records are (:mod:`chamberlain.render.incremental`): under a key of the whole package."""
+        return self.root / ("render-" + self._package_key())
+
+    def _package_key(self) -> str:
         if self._findings_key is None:  # hashing the package's sources costs ~10 ms: only when findings are used
-            self._findings_key = "findings-" + _code_key(_FINDINGS_SOURCES)
-        return self.root / self._findings_key
+            self._findings_key = _code_key(_FINDINGS_SOURCES)
+        return self._findings_key
 
     # ---------------------------------------------------------------------------------------------- reading
 
@@ -195,6 +205,16 @@ class ParseCache:
             return None
         raw = _read_json(self.findings_dir / f"{_findings_name(rel, sha, context)}.json")
         return None if raw is None else _findings(raw, rel, sha, context, self.findings_dir.name)
+
+    def get_record(self, name: str) -> Any:
+        """A render record's JSON (``name``: :data:`_HEX64` short form), or None; its caller checks its shape."""
+        if not _RECORD_NAME.fullmatch(name) or not self._render_ready(create=False):
+            return None
+        return _read_json(self.render_dir / f"{name}.json")
+
+    def put_record(self, name: str, text: str) -> None:
+        if _RECORD_NAME.fullmatch(name) and self._render_ready(create=True):
+            self._write(self.render_dir, name, text)
 
     # ---------------------------------------------------------------------------------------------- writing
 
@@ -336,6 +356,13 @@ class ParseCache:
             return self._findings_usable
         self._findings_usable = self._private_subdirectory(self.findings_dir, create=create)
         return self._findings_usable
+
+    def _render_ready(self, *, create: bool) -> bool:
+        """:meth:`_scan_ready` for the render records' directory."""
+        if self._render_usable is not None and (self._render_usable or not create):
+            return self._render_usable
+        self._render_usable = self._private_subdirectory(self.render_dir, create=create)
+        return self._render_usable
 
     def _private_subdirectory(self, directory: Path, *, create: bool) -> bool:
         if not self._ready(create=create):

@@ -20,7 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -30,8 +30,11 @@ from chamberlain.intent.loader import Repository, gc_paused
 from chamberlain.render.topology import RenderError, build_topology
 
 if TYPE_CHECKING:
-    from chamberlain.render.layout import ChildShare
+    from collections.abc import Callable
+
+    from chamberlain.render.layout import ChildShare, ClaimKey, Piece, Reuse
     from chamberlain.render.staging import Stage, Staged
+    from chamberlain.render.topology import PieceName, Topology
 
 __all__ = [
     "MARKER",
@@ -57,9 +60,14 @@ _MARKER_HEADER = (
 
 @dataclass(frozen=True)
 class RenderedTree:
-    """The rendered files: posix path relative to the output directory -> text."""
+    """The rendered files: posix path relative to the output directory -> text. A render also says which files
+    make up which piece (:class:`.layout.Piece`), every object claimed and the topology it was built from (what
+    :mod:`.incremental` records)."""
 
     files: Mapping[str, str]
+    pieces: Mapping[PieceName, Piece] = field(default_factory=dict)
+    claims: Mapping[ClaimKey, str] = field(default_factory=dict)
+    topology: Topology | None = None
 
     def paths(self) -> list[str]:
         return sorted(self.files)
@@ -86,12 +94,14 @@ PARALLEL_MIN_INTENTS = 1000
 
 
 def render_repository(repo: Repository, *, parallel: bool = False, ahead: RenderAhead | None = None,
-                      ) -> RenderedTree:
+                      reuse: Callable[[Topology], Reuse] | None = None) -> RenderedTree:
     """Render a repository that validated clean. Raises :class:`RenderError` when it cannot be rendered.
 
     ``parallel``: a large repository's clusters' files and Vault bundle are built in a forked child process
     meanwhile, when :func:`chamberlain.render.forked.usable` says forking is safe (a command-line process; the
-    output is the same either way). ``ahead``: that share already started by :func:`start_render` (closed here)."""
+    output is the same either way). ``ahead``: that share already started by :func:`start_render` (closed here).
+    ``reuse``: given the topology, the pieces not to build (:mod:`.incremental`; their claims are not checked
+    either); the tree then lacks their files."""
     platform = repo.platform
     if platform is None:
         if ahead is not None:
@@ -105,18 +115,20 @@ def render_repository(repo: Repository, *, parallel: bool = False, ahead: Render
     from chamberlain.render.codeowners import FILENAME as CODEOWNERS_FILE
     from chamberlain.render.codeowners import codeowners
     from chamberlain.render.forked import usable
-    from chamberlain.render.layout import build_files
+    from chamberlain.render.layout import Reuse, build
 
     policies = [p.obj for p in repo.policy_index().values()]
     intents = [i.obj for i in repo.intent_index().values()]
     with gc_paused():  # a bulk build of acyclic objects; see chamberlain.intent.loader.gc_paused
-        fork = ahead is None and parallel and len(intents) >= PARALLEL_MIN_INTENTS and usable()
-        files = build_files(build_topology(platform, policies, intents), collect_bootstrap(repo), fork=fork,
-                            helper=ahead)
+        topo = build_topology(platform, policies, intents)
+        fork = ahead is None and reuse is None and parallel and len(intents) >= PARALLEL_MIN_INTENTS and usable()
+        built = build(topo, collect_bootstrap(repo), fork=fork, helper=ahead,
+                      reuse=reuse(topo) if reuse is not None else Reuse())
+    files = built.files
     owners_fragment = codeowners(repo)
     if owners_fragment is not None:
         files[CODEOWNERS_FILE] = owners_fragment
-    return RenderedTree({path: files[path] for path in sorted(files)})
+    return RenderedTree({path: files[path] for path in sorted(files)}, built.pieces, built.claims, topo)
 
 
 class RenderAhead:
@@ -335,7 +347,8 @@ def _marker_text(paths: list[str]) -> str:
     return _MARKER_HEADER + "".join(f"{p}\n" for p in paths)
 
 
-def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = None) -> WriteResult:
+def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = None,
+               kept: frozenset[str] = frozenset()) -> WriteResult:
     """Write ``tree`` into ``out_dir`` and remove files a previous render wrote there that are gone now.
 
     ``out_dir`` must be absent, empty, or a directory this function wrote before (it has the marker file
@@ -343,14 +356,16 @@ def write_tree(tree: RenderedTree, out_dir: Path, *, staged: Staged | None = Non
     replaced atomically; unchanged files are not rewritten (their mtime stays). Files in ``out_dir`` that no render
     listed are left alone. ``staged``: the Vault bundle already written to a stage in ``out_dir``
     (:mod:`.staging`), moved into place with one rename when ``out_dir`` held no earlier render and the stage holds
-    exactly the tree's ``vault/`` files; otherwise those files are written like the others.
+    exactly the tree's ``vault/`` files; otherwise those files are written like the others. ``kept``: rendered files
+    not in ``tree``, known to be on disk as rendered (:mod:`.incremental`): listed in the marker, neither read nor
+    written (counted unchanged).
 
     The file system refusing (a file where a directory must be, no permission, a full disk) is a
     :class:`~chamberlain.errors.UsageError` naming the output directory, the path and the reason.
     """
     out_dir = Path(out_dir)
     try:
-        return _write_tree(tree, out_dir, staged)
+        return _write_tree(tree, out_dir, staged, kept)
     except OSError as exc:
         raise _write_refused(out_dir, exc) from None
 
@@ -371,7 +386,7 @@ def _write_refused(out_dir: Path, exc: OSError) -> UsageError:
     return UsageError(f"cannot write the render into {out_dir}: {reason}{where}.{after}")
 
 
-def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> WriteResult:
+def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None, kept: frozenset[str]) -> WriteResult:
     from chamberlain.render.staging import STAGED_TOP, is_live_stage, remove_leftovers
 
     marker = out_dir / MARKER
@@ -392,8 +407,8 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> Wri
                 "(choose an empty directory or one chamberlain rendered before)"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = tree.paths()
-    for p in paths:
+    paths = sorted({*tree.files, *kept}) if kept else tree.paths()
+    for p in tree.paths() if kept else paths:  # kept paths were checked when they were found on disk
         # refuses before anything is written; a path pathlib would spell otherwise ("a//b") too: the marker
         # would read it back as another path, and the next render would delete the file as stale
         if not _plain_relative(p) and str(_safe_relative(p)) != p:
@@ -410,8 +425,10 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None) -> Wri
             and staged.paths == {p for p in paths if p.startswith(f"{STAGED_TOP}/")}
             and not os.path.lexists(f"{base}/{STAGED_TOP}")):
         moved = staged.paths
-    written, unchanged = _write_files(tree, [p for p in paths if p not in moved] if moved else paths, root, base,
+    skip = moved | kept
+    written, unchanged = _write_files(tree, [p for p in paths if p not in skip] if skip else paths, root, base,
                                       compare=bool(previous))
+    unchanged += len(kept)
     if staged is not None and moved:
         if staged.stage.move_into_place():  # the whole bundle appears at once
             written += len(moved)

@@ -61,13 +61,24 @@ from chamberlain.render import bootstrap as boot
 from chamberlain.render import eso, flux, install, naming
 from chamberlain.render.crds import crd, crd_file_name, crd_kinds
 from chamberlain.render.forked import Forked
-from chamberlain.render.topology import RenderError, Topology
+from chamberlain.render.topology import (
+    PieceName,
+    RenderError,
+    Topology,
+    cluster_piece,
+    derived_key,
+    namespace_piece,
+    owner_piece,
+)
 from chamberlain.render.vault_bundle import bundle
 from chamberlain.render.yamlio import dump_json, dump_yaml, dump_yaml_documents, join_documents
 
 Manifest = dict[str, Any]
 T = TypeVar("T")
 CHART_VALUES = "chart-values.json"
+VAULT_DIR = "vault"  # the Vault bundle (:mod:`.vault_bundle`)
+CLUSTER_PIECE_FILES = (CHART_VALUES, "namespaces.yaml", "controller.yaml", "admission/admission.yaml",
+                       "admission/kustomization.yaml", "monitoring/monitoring.yaml", "monitoring/kustomization.yaml")
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
 
 
@@ -126,35 +137,91 @@ def _check_claims(records: Iterable[Claim], seen: dict[tuple[str, str, str, str,
         seen[key] = where
 
 
+ClaimKey = tuple[str, str, str, str, str]
+
+
+@dataclass
+class Piece:
+    """Files of the render that depend on a few inputs only, so a later render can keep them when those inputs
+    and the files on disk are unchanged (:mod:`chamberlain.render.incremental`): one namespace of one application
+    (its ESO objects, and its Vault reader and publisher policies and roles), or one owner's intents on one
+    cluster. ``claims``: the objects its files define; ``stores``: the SecretStores among them (Flux waits for
+    them)."""
+
+    paths: list[str] = field(default_factory=list)
+    claims: list[ClaimKey] = field(default_factory=list)
+    stores: list[flux.Store] = field(default_factory=list)
+    key: str = ""  # a key the build derived (a cluster's installation: from its chart values), else ""
+
+
+Pieces = dict[PieceName, Piece]
+
+
+def _nothing_kept(_name: PieceName, _key: str) -> Piece | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What an incremental render keeps (:mod:`chamberlain.render.incremental`): ``pieces``, decided before the
+    build from their inputs; ``derived(name, key)``, the kept piece for a key only the build can derive (a
+    cluster's installation is a function of its chart values), or None to build it. Kept pieces' files are not
+    built, and their claims are not checked here."""
+
+    pieces: Pieces = field(default_factory=dict)
+    derived: Callable[[PieceName, str], Piece | None] = _nothing_kept
+
+
+_BUILD_ALL = Reuse()
+
+
 @dataclass
 class _Part:
-    """What one part of the build made: its files, its claims (up to the error, when it failed) and its error."""
+    """What one part of the build made: its files, its claims (up to the error, when it failed), the pieces its
+    files belong to, and its error."""
 
     files: dict[str, str] = field(default_factory=dict)
     claims: _Claims = field(default_factory=_Claims)
+    pieces: Pieces = field(default_factory=dict)
     error: Exception | None = None
 
 
-def _part(build: Callable[[dict[str, str], _Claims], object]) -> _Part:
+def _part(build: Callable[[_Part], object]) -> _Part:
     part = _Part()
     try:
-        build(part.files, part.claims)
+        build(part)
     except Exception as exc:  # raised by _assemble, after the claims made before it (as when run in sequence)
         part.error = exc
     return part
 
 
-def _assemble(parts: Iterable[_Part]) -> dict[str, str]:
+@dataclass(frozen=True)
+class Built:
+    """Every file built, the pieces they belong to, and every object claimed (the file claiming it)."""
+
+    files: dict[str, str]
+    pieces: Pieces
+    claims: dict[ClaimKey, str]
+
+
+def _assemble(parts: Iterable[_Part]) -> Built:
     """The parts' files, in the order they would run one after another; raises the first error that order meets
     (a duplicate claim, or a part's own error)."""
-    seen: dict[tuple[str, str, str, str, str], str] = {}
+    seen: dict[ClaimKey, str] = {}
     files: dict[str, str] = {}
+    pieces: Pieces = {}
     for part in parts:
         _check_claims(part.claims.records, seen)
         if part.error is not None:
             raise part.error
         files.update(part.files)
-    return files
+        for name, piece in part.pieces.items():  # a namespace's piece: ESO files here, Vault files in another part
+            mine = pieces.setdefault(name, Piece())
+            mine.paths += piece.paths
+            mine.claims += piece.claims
+            mine.stores += piece.stores
+            mine.key = mine.key or piece.key
+    return Built(files, pieces, seen)
 
 
 def _crd_files(files: dict[str, str]) -> None:
@@ -167,8 +234,11 @@ def _crd_files(files: dict[str, str]) -> None:
     files["crds/kustomization.yaml"] = kustomization(crd_files)
 
 
-def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer, claims: _Claims) -> None:
-    """Per cluster: namespaces, the controller's identity, the Platform and policies, the intents by owner."""
+def _cluster_files(part: _Part, topo: Topology, layer: boot.BootstrapLayer, reuse: Reuse) -> None:
+    """Per cluster: namespaces, the controller's identity, the Platform and policies, the intents by owner. Each
+    owner's file is a piece, and so are the namespaces and the controller's installation (keyed by what they are
+    made from); ``reuse`` says which are kept."""
+    files, claims = part.files, part.claims
     platform = topo.platform
     controller_ns = naming.controller_namespace(platform)
     # Intents are dumped once and reused on every cluster they appear on.
@@ -180,29 +250,48 @@ def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapL
     for cluster in topo.clusters:
         base = f"clusters/{cluster}"
         plain = set(topo.namespaces(cluster))
-        namespaces = [eso.namespace(ns) if ns in plain else boot.mark_bootstrap_namespace(eso.namespace(ns))
-                      for ns in sorted(plain | layer.namespaces(cluster))]
-        files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)
+        all_namespaces = sorted(plain | layer.namespaces(cluster))
         # The controller's installation: the same objects as the Helm chart with these values (one source,
         # chamberlain.render.install). Admission and monitoring are optional parts outside the kustomization.
         values = install.cluster_values(topo, cluster)
-        parts = install.install_objects(values, groups, dashboard)
-        files[f"{base}/{CHART_VALUES}"] = dump_json(values)
-        claims.claim(cluster, parts["controller"], f"{base}/controller.yaml")
-        files[f"{base}/controller.yaml"] = dump_yaml_documents(parts["controller"])
-        for part in ("admission", "monitoring"):
-            claims.claim(cluster, parts[part], f"{base}/{part}/{part}.yaml")
-            files[f"{base}/{part}/{part}.yaml"] = dump_yaml_documents(parts[part])
-            files[f"{base}/{part}/kustomization.yaml"] = kustomization([f"{part}.yaml"])
+        values_text = dump_json(values)
+        name = cluster_piece(cluster)
+        key = derived_key([values_text, *(f"{ns} {ns in plain}" for ns in all_namespaces)])
+        kept = reuse.derived(name, key)
+        if kept is None:
+            piece = part.pieces[name] = Piece(key=key)
+            files[f"{base}/{CHART_VALUES}"] = values_text
+            namespaces = [eso.namespace(ns) if ns in plain else boot.mark_bootstrap_namespace(eso.namespace(ns))
+                          for ns in all_namespaces]
+            files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)
+            parts = install.install_objects(values, groups, dashboard)
+            for file, objects in ((f"{base}/controller.yaml", parts["controller"]),
+                                  (f"{base}/admission/admission.yaml", parts["admission"]),
+                                  (f"{base}/monitoring/monitoring.yaml", parts["monitoring"])):
+                before = len(claims.records)
+                claims.claim(cluster, objects, file)
+                piece.claims += [claim for claim, _ in claims.records[before:]]
+                files[file] = dump_yaml_documents(objects)
+            for optional in ("admission", "monitoring"):
+                files[f"{base}/{optional}/kustomization.yaml"] = kustomization([f"{optional}.yaml"])
+            piece.paths += [f"{base}/{rel}" for rel in CLUSTER_PIECE_FILES]
         files[f"{base}/platform.yaml"] = platform_text
-        by_owner: dict[str, list[str]] = {}
+        by_owner: dict[str, list[SecretIntent]] = {}
         for intent in topo.cluster_intents[cluster]:
-            text = intent_texts.get(intent.metadata.name)
-            if text is None:
-                text = intent_texts[intent.metadata.name] = dump_yaml(intent_manifest(intent, controller_ns))
-            by_owner.setdefault(intent.spec.owner, []).append(text)
-        for owner, texts in by_owner.items():
-            files[f"{base}/intents/{owner}.yaml"] = join_documents(texts)
+            by_owner.setdefault(intent.spec.owner, []).append(intent)
+        for owner, intents in by_owner.items():
+            name = owner_piece(cluster, owner)
+            if name in reuse.pieces:
+                continue
+            texts = []
+            for intent in intents:
+                text = intent_texts.get(intent.metadata.name)
+                if text is None:
+                    text = intent_texts[intent.metadata.name] = dump_yaml(intent_manifest(intent, controller_ns))
+                texts.append(text)
+            path = f"{base}/intents/{owner}.yaml"
+            files[path] = join_documents(texts)
+            part.pieces[name] = Piece([path])
         # The CRDs are a layer of their own (Flux: chamberlain-crds, which this one depends on); the Argo CD
         # application of the base owner lists them beside this directory.
         files[f"{base}/kustomization.yaml"] = kustomization(
@@ -211,11 +300,12 @@ def _cluster_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapL
         )
 
 
-def _environment_files(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer,
-                       claims: _Claims) -> dict[tuple[str, str], list[flux.Store]]:
+def _environment_files(part: _Part, topo: Topology, layer: boot.BootstrapLayer,
+                       reuse: Reuse) -> dict[tuple[str, str], list[flux.Store]]:
     """Per environment and cluster: each namespace's ESO objects and identities (also listed on their own in
-    ``namespaces/kustomization.yaml``, Flux's path), and the bootstrap layer. Returns each application's
-    SecretStores, which its Flux Kustomization waits for."""
+    ``namespaces/kustomization.yaml``, Flux's path; each namespace a piece, taken from ``reuse`` when it has it),
+    and the bootstrap layer. Returns each application's SecretStores, which its Flux Kustomization waits for."""
+    files, claims = part.files, part.claims
     stores: dict[tuple[str, str], list[flux.Store]] = {}
     # An ExternalSecret names no cluster: a plain consumer's is the same text on every cluster of its environment
     # that reads the same Vault path, so it is built and dumped once (the largest share of rendering).
@@ -226,6 +316,14 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
         base = topo.base_owner(cluster) == env
         resources = ["../../../crds", f"../../../clusters/{cluster}"] if base else []
         for ns in unit.namespaces:
+            path = f"namespaces/{ns}.yaml"
+            resources.append(path)
+            name = namespace_piece(env, cluster, ns)
+            reused = reuse.pieces.get(name)
+            if reused is not None:  # its claims are checked by the incremental render, against what is built
+                stores.setdefault((env, cluster), []).extend(reused.stores)
+                continue
+            piece = part.pieces[name] = Piece([f"{root}/{path}"])
             docs = eso.publisher_documents(topo.platform, env, cluster, ns, unit.publishes.get(ns, []))
             reads = eso.sorted_reads(unit.reads[ns]) if ns in unit.reads else []
             if ns in unit.reads:
@@ -233,15 +331,12 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
             # Identities first, then stores, then the objects that use them (the ExternalSecrets, last): easy to
             # read top to bottom.
             docs.sort(key=lambda d: _KIND_ORDER.get(d.kind, 99))
-            path = f"namespaces/{ns}.yaml"
-            for d in docs:
-                claims.claim_one(cluster, d.api_version.rpartition("/")[0], d.kind, d.namespace, d.name,
-                                 f"{root}/{path}")
+            piece.claims += [(cluster, d.api_version.rpartition("/")[0], d.kind, d.namespace, d.name) for d in docs]
             texts = [d.text for d in docs]
             for read in reads:
                 consumer = read.consumer
-                claims.claim_one(cluster, eso.ESO_GROUP, "ExternalSecret", consumer.namespace, consumer.secret_name,
-                                 f"{root}/{path}")
+                piece.claims.append((cluster, eso.ESO_GROUP, "ExternalSecret", consumer.namespace,
+                                     consumer.secret_name))
                 key = (env, id(consumer), read.vault)
                 text = None if read.parts else external_secrets.get(key)
                 if text is None:
@@ -251,10 +346,11 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
                     if not read.parts:
                         external_secrets[key] = text
                 texts.append(text)
+            for claim in piece.claims:
+                claims.claim_one(*claim, f"{root}/{path}")
             files[f"{root}/{path}"] = join_documents(texts)
-            resources.append(path)
-            stores.setdefault((env, cluster), []).extend(
-                flux.Store(d.api_version, ns, d.name) for d in docs if d.kind == "SecretStore")
+            piece.stores += [flux.Store(d.api_version, ns, d.name) for d in docs if d.kind == "SecretStore"]
+            stores.setdefault((env, cluster), []).extend(piece.stores)
         if unit.namespaces:
             files[f"{root}/namespaces/kustomization.yaml"] = kustomization([f"{ns}.yaml" for ns in unit.namespaces])
             stores.setdefault((env, cluster), [])
@@ -266,21 +362,29 @@ def _environment_files(files: dict[str, str], topo: Topology, layer: boot.Bootst
     return stores
 
 
-def _environments_and_flux(files: dict[str, str], topo: Topology, layer: boot.BootstrapLayer,
-                           claims: _Claims) -> None:
-    stores = _environment_files(files, topo, layer, claims)
+def _environments_and_flux(part: _Part, topo: Topology, layer: boot.BootstrapLayer, reuse: Reuse) -> None:
+    stores = _environment_files(part, topo, layer, reuse)
     carrying = {key for key, carried in layer.apps.items() if carried} | layer.emptied
-    files.update(flux.flux_files(topo, stores, carrying))
+    part.files.update(flux.flux_files(topo, stores, carrying))
 
 
 ChildShare = tuple[_Part, _Part]  # the clusters' files and the Vault bundle
 
 
-def child_share(topo: Topology, layer: boot.BootstrapLayer) -> ChildShare:
+def child_share(topo: Topology, layer: boot.BootstrapLayer, reuse: Reuse = _BUILD_ALL) -> ChildShare:
     """The share of the build a forked child can make: the clusters' files and the Vault bundle (each part keeps
-    its own error, raised when the parts are assembled). ``layer``: ``boot.assign(topo, bootstrap)``."""
-    return (_part(lambda files, claims: _cluster_files(files, topo, layer, claims)),
-            _part(lambda files, _: files.update({f"vault/{rel}": text for rel, text in bundle(topo).items()})))
+    its own error, raised when the parts are assembled). ``layer``: ``boot.assign(topo, bootstrap)``; ``reuse``:
+    the pieces not to build (an incremental render keeps their files)."""
+    return (_part(lambda part: _cluster_files(part, topo, layer, reuse)),
+            _part(lambda part: _vault_files(part, topo, reuse)))
+
+
+def _vault_files(part: _Part, topo: Topology, reuse: Reuse) -> None:
+    bundle_pieces: dict[PieceName, list[str]] = {}
+    part.files.update({f"{VAULT_DIR}/{rel}": text
+                       for rel, text in bundle(topo, reuse.pieces, bundle_pieces).items()})
+    for name, paths in bundle_pieces.items():
+        part.pieces[name] = Piece([f"{VAULT_DIR}/{rel}" for rel in paths])
 
 
 class ShareHelper(Protocol):
@@ -315,18 +419,26 @@ class _Forked:
 
 def build_files(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = (), *, fork: bool = False,
                 helper: ShareHelper | None = None) -> dict[str, str]:
-    """Every rendered file, keyed by its posix path relative to the output directory. ``bootstrap``: the encrypted
-    bootstrap files, placed by :mod:`chamberlain.render.bootstrap`. ``fork``: build the clusters' files and the
-    Vault bundle in a child process meanwhile (:mod:`.forked`; the caller checks it is safe to fork); ``helper``:
-    a child already building them from the same inputs (:func:`fork_child_share`), closed here. The files are the
-    same either way."""
+    """Every rendered file, keyed by its posix path relative to the output directory (see :func:`build`)."""
+    return build(topo, bootstrap, fork=fork, helper=helper).files
+
+
+def build(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = (), *, fork: bool = False,
+          helper: ShareHelper | None = None, reuse: Reuse = _BUILD_ALL) -> Built:
+    """Every rendered file, keyed by its posix path relative to the output directory, with the pieces they belong
+    to and the objects they claim. ``bootstrap``: the encrypted bootstrap files, placed by
+    :mod:`chamberlain.render.bootstrap`. ``fork``: build the clusters' files and the Vault bundle in a child
+    process meanwhile (:mod:`.forked`; the caller checks it is safe to fork); ``helper``: a child already building
+    them from the same inputs (:func:`fork_child_share`), closed here. The files are the same either way.
+    ``reuse``: pieces whose files are not built (an incremental render keeps them from the disk; their claims
+    are not checked here)."""
     layer = boot.assign(topo, list(bootstrap))
     if helper is None and fork:
-        helper = _Forked(lambda: child_share(topo, layer))
+        helper = _Forked(lambda: child_share(topo, layer, reuse))
     try:
-        crds = _part(lambda files, _: _crd_files(files))
-        environments = _part(lambda files, claims: _environments_and_flux(files, topo, layer, claims))
-        clusters, vault = helper.result() if helper is not None else child_share(topo, layer)
+        crds = _part(lambda part: _crd_files(part.files))
+        environments = _part(lambda part: _environments_and_flux(part, topo, layer, reuse))
+        clusters, vault = helper.result() if helper is not None else child_share(topo, layer, reuse)
     finally:
         if helper is not None:
             helper.close()

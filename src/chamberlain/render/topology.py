@@ -8,6 +8,7 @@ path its policy does not grant. Pure data; no text, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -98,6 +99,31 @@ class Topology:
             if unit.cluster == cluster:
                 names.update(unit.namespaces)
         return sorted(names)
+
+
+# A piece of the render, a few files that depend on a few inputs only (:class:`chamberlain.render.layout.Piece`):
+# ("namespace", environment, cluster, namespace), ("owner", cluster, owner) or ("cluster", cluster).
+PieceName = tuple[str, ...]
+
+
+def namespace_piece(environment: str, cluster: str, namespace: str) -> PieceName:
+    """One namespace of one application: its ESO objects, and its Vault reader and publisher policies and roles."""
+    return ("namespace", environment, cluster, namespace)
+
+
+def owner_piece(cluster: str, owner: str) -> PieceName:
+    """One owner's SecretIntents on one cluster (``clusters/<cluster>/intents/<owner>.yaml``)."""
+    return ("owner", cluster, owner)
+
+
+def cluster_piece(cluster: str) -> PieceName:
+    """One cluster's namespaces and controller installation (chart values, controller, admission, monitoring)."""
+    return ("cluster", cluster)
+
+
+def derived_key(lines: list[str]) -> str:
+    """A piece's key: a digest of the lines that name its inputs."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:32]
 
 
 def build_topology(

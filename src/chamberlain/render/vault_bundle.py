@@ -53,7 +53,7 @@ without CAS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from chamberlain.authority.pki import PkiRefError, check_grant, pki_ref, uses_vault_pki
 from chamberlain.intent.model import Platform, SecretIntent
@@ -76,7 +76,7 @@ from chamberlain.intent.paths import (
 )
 from chamberlain.render import naming
 from chamberlain.render.eso import VAULT_AUDIENCE
-from chamberlain.render.topology import Read, RenderError, Topology
+from chamberlain.render.topology import PieceName, Read, RenderError, Topology, namespace_piece
 from chamberlain.render.yamlio import dump_json, json_string
 
 MAX_VERSIONS = 10  # enough history to roll back a bad rotation and to serve the overlap window
@@ -158,55 +158,67 @@ def _role(account: str, ns: str, policy: str, ttl: str, max_ttl: str) -> str:
             f'  "token_policies": [\n    {q(policy)}\n  ],\n  "token_ttl": {q(ttl)}\n}}\n')
 
 
-def bundle(topo: Topology) -> dict[str, str]:
-    """Every file of the bundle, keyed by its path relative to ``vault/``."""
+def bundle(topo: Topology, reuse: Collection[PieceName] = (),
+           pieces: dict[PieceName, list[str]] | None = None) -> dict[str, str]:
+    """Every file of the bundle, keyed by its path relative to ``vault/``. The files of one namespace of one
+    application (its reader and publisher policies and roles) are a piece (:class:`~.layout.Piece`): not built
+    when ``reuse`` names it; ``pieces`` receives the paths of each piece built."""
     platform = topo.platform
     files: dict[str, str] = {
         "mounts.json": dump_json(mounts(platform)),
         "transit.json": dump_json(transit_keys(platform)),
     }
-    auth_mounts: dict[str, str] = {}  # mount -> its cluster
     ephemeral = {e.name for e in platform.spec.environments if e.ephemeral}
+    piece: list[str] = []
+
+    def put(rel: str, text: str) -> None:
+        files[rel] = text
+        piece.append(rel)
 
     def add_role(cluster: str, name: str, body: str) -> None:
         # Every role lives in the auth mount of its own cluster, reviewed by that cluster's API server only.
-        mount = naming.kubernetes_auth_mount(platform, cluster)
-        auth_mounts[mount] = cluster
-        files[f"auth/{mount}/roles/{name}.json"] = body
+        put(f"auth/{naming.kubernetes_auth_mount(platform, cluster)}/roles/{name}.json", body)
 
     for unit in topo.units:
         env, cluster = unit.environment, unit.cluster
-        for ns, reads in unit.reads.items():
-            name = naming.reader_policy(env, cluster, ns)
-            files[f"policies/{name}.hcl"] = _policy(
-                f"ESO in namespace {ns} of cluster {cluster} ({env}) reads exactly what it materializes.",
-                (block
-                 for r in reads
-                 for name, path in _read_paths(r)
-                 for block in (
-                     (f"{name} -> {r.consumer.secret_name}", path.data_path, ["read"]),
-                     # The version marker ESO copies into an annotation lives in custom_metadata (no values).
-                     (f"{name}: version marker", path.metadata_path, ["read"]),
-                 )),
-            )
-            add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
-                                          ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
-            if env in ephemeral:
-                _instance_reader(files, add_role, env, cluster, naming.kubernetes_auth_mount(platform, cluster), ns,
-                                 reads)
-        for ns, pubs in unit.publishes.items():
-            for pub in pubs:
+        for ns in unit.namespaces:
+            if namespace_piece(env, cluster, ns) in reuse:
+                continue
+            piece = []
+            reads = unit.reads.get(ns)
+            if reads is not None:
+                name = naming.reader_policy(env, cluster, ns)
+                put(f"policies/{name}.hcl", _policy(
+                    f"ESO in namespace {ns} of cluster {cluster} ({env}) reads exactly what it materializes.",
+                    (block
+                     for r in reads
+                     for name, path in _read_paths(r)
+                     for block in (
+                         (f"{name} -> {r.consumer.secret_name}", path.data_path, ["read"]),
+                         # The version marker ESO copies into an annotation lives in custom_metadata (no values).
+                         (f"{name}: version marker", path.metadata_path, ["read"]),
+                     )),
+                ))
+                add_role(cluster, name, _role(naming.reader_service_account(env), ns, name,
+                                              ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+                if env in ephemeral:
+                    _instance_reader(put, add_role, env, cluster, naming.kubernetes_auth_mount(platform, cluster),
+                                     ns, reads)
+            for pub in unit.publishes.get(ns, ()):
                 intent = pub.intent.metadata.name
                 name = naming.publisher_policy(env, cluster, ns, intent)
                 caps = ["create", "read", "update"]
-                files[f"policies/{name}.hcl"] = _policy(
+                put(f"policies/{name}.hcl", _policy(
                     f"ESO PushSecret of {intent} in namespace {ns} of cluster {cluster} ({env}) "
                     "publishes to exactly its own path.",
                     [(f"{intent}: value", pub.vault.data_path, caps),
                      (f"{intent}: ESO's managed-by marker", pub.vault.metadata_path, caps)],
-                )
+                ))
                 add_role(cluster, name, _role(naming.publisher_name(env, intent), ns, name,
                                               ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
+            if pieces is not None:
+                pieces[namespace_piece(env, cluster, ns)] = piece
+    piece = []  # the files below belong to no piece
     for cluster in topo.clusters:
         name = naming.orchestrator_policy(cluster)
         files[f"policies/{name}.hcl"] = _policy(
@@ -217,6 +229,8 @@ def bundle(topo: Topology) -> dict[str, str]:
         add_role(cluster, name, _role(naming.controller_service_account(platform),
                                       naming.controller_namespace(platform), name,
                                       ORCHESTRATOR_LOGIN_TTL, ORCHESTRATOR_LOGIN_MAX_TTL))
+    # Every cluster has its orchestrator's role, so every auth mount holding a role is one of these.
+    auth_mounts = {naming.kubernetes_auth_mount(platform, cluster): cluster for cluster in topo.clusters}
     files["auth.json"] = dump_json({
         mount: {"type": "kubernetes",
                 "description": f"chamberlain: ESO and orchestrator service accounts of cluster {cluster}"}
@@ -232,7 +246,8 @@ def _read_paths(read: Read) -> list[tuple[str, VaultPath]]:
     return [(read.intent.metadata.name, read.vault)]
 
 
-def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], None], env: str, cluster: str,
+def _instance_reader(put: Callable[[str, str], None], add_role: Callable[[str, str, str], None], env: str,
+                     cluster: str,
                      auth_mount: str, ns: str, reads: list[Read]) -> None:
     """ESO in every instance ``<ns>-<id>`` of an ephemeral environment: one role, bound to the reader
     ServiceAccount in namespaces ``<ns>-*``, whose policy is templated on the namespace of the ServiceAccount that
@@ -246,7 +261,7 @@ def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], 
         rest = path.path.removeprefix(f"{env}/")
         return VaultPath(path.mount, f"{env}/{INSTANCES_SEGMENT}/+/{READERS_SEGMENT}/{own}/{rest}")
 
-    files[f"policies/{name}.hcl"] = _policy(
+    put(f"policies/{name}.hcl", _policy(
         f"ESO in an instance of namespace {ns} on cluster {cluster} ({env}, ephemeral) reads what it materializes, "
         "in its own namespace's copy only.",
         (block
@@ -256,7 +271,7 @@ def _instance_reader(files: dict[str, str], add_role: Callable[[str, str, str], 
              (f"{name} -> {r.consumer.secret_name}", instance(path).data_path, ["read"]),
              (f"{name}: version marker", instance(path).metadata_path, ["read"]),
          )),
-    )
+    ))
     add_role(cluster, name, _role(naming.reader_service_account(env), f"{ns}-*", name,
                                   ESO_LOGIN_TTL, ESO_LOGIN_MAX_TTL))
 

@@ -87,30 +87,49 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
     """The GitOps output of a repository without errors (``strict``: without warnings either) written to ``out``;
     otherwise nothing is written. ``check``: write nothing, compare ``out`` with a fresh render instead."""
     from chamberlain.checks.gate import check_repository
-    from chamberlain.intent.loader import load_repository
+    from chamberlain.intent.loader import active_cache, load_repository
     from chamberlain.render import compare_output, render_repository, start_render, write_tree
+    from chamberlain.render.incremental import Record, record_render, rerender, start_rerender
 
     repo = load_repository(repository_root(path))
-    # A large repository's render starts in a child while the checks run; once they passed, the child writes a
-    # first render's Vault bundle to a stage (it becomes vault/) while this process builds the rest.
-    ahead = None
+    # The last render into ``out`` recorded what it wrote: unchanged pieces are kept (chamberlain.render.incremental).
+    cache = active_cache()
+    record = Record.load(cache, Path(out).absolute()) if cache is not None and not check else None
+    # Either way a large repository's render starts in a child while the checks run: keeping what it can, or (a
+    # first render) writing the Vault bundle to a stage (it becomes vault/) once they passed.
+    again_ahead = ahead = None
     try:
-        ahead = start_render(repo, stage=not check)
+        if record:
+            again_ahead = start_rerender(repo, record)
+        else:
+            ahead = start_render(repo, stage=not check)
         result = check_repository(repo)
         excluded = result.repo.exclusions
         if result.blocking(strict=strict):
             return RenderOutcome(result.findings, exclusions=excluded)
-        if ahead is not None and not check:
-            ahead.stage_into(out)
-        tree = render_repository(result.repo, parallel=True, ahead=ahead)
+        again = None
+        if record:
+            again = again_ahead.result() if again_ahead is not None else rerender(result.repo, record)
+        if again is not None:
+            tree, kept = again.tree, again.kept
+        else:
+            if ahead is not None and not check:
+                ahead.stage_into(out)
+            tree, kept = render_repository(result.repo, parallel=True, ahead=ahead), frozenset()
         if check:
             return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
                                  exclusions=excluded)
-        write_tree(tree, out, staged=ahead.staged if ahead is not None else None)
+        write_tree(tree, out, staged=ahead.staged if ahead is not None else None, kept=kept)
+        if again is not None and record is not None:
+            again.save(record)
+        elif record is not None:
+            record_render(record, tree, result.repo)
     finally:
+        if again_ahead is not None:
+            again_ahead.close()
         if ahead is not None:
             ahead.finish()  # the child reaped; its stage removed unless it became vault/
-    return RenderOutcome(result.findings, len(tree.files), rendered=True, exclusions=excluded)
+    return RenderOutcome(result.findings, len(tree.files) + len(kept), rendered=True, exclusions=excluded)
 
 
 def git_prefix(repo: Repository) -> str:
