@@ -55,7 +55,7 @@ from chamberlain.intent import fastyaml
 FORMAT = 1
 MAX_BYTES = 256 * 1024 * 1024  # the whole cache directory, every code key included
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_RECORD_NAME = re.compile(r"[0-9a-f]{32}")
+_RECORD_NAME = re.compile(r"[0-9a-f]{32}(?:-delta)?")
 _RULE = re.compile(r"CH\d{3}")
 _SOURCES = ("intent/loader.py", "intent/fastyaml.py", "intent/cache.py", "safeyaml.py")
 # The credential scan of one file (checks/secrets.py scan_file over the parsed documents): every module it reads.
@@ -212,9 +212,19 @@ class ParseCache:
             return None
         return _read_json(self.render_dir / f"{name}.json")
 
+    def has_record(self, name: str) -> bool:
+        if not _RECORD_NAME.fullmatch(name) or not self._render_ready(create=False):
+            return False
+        return (self.render_dir / f"{name}.json").is_file()
+
     def put_record(self, name: str, text: str) -> None:
         if _RECORD_NAME.fullmatch(name) and self._render_ready(create=True):
             self._write(self.render_dir, name, text)
+
+    def drop_record(self, name: str) -> None:
+        if _RECORD_NAME.fullmatch(name) and self._render_ready(create=False):
+            with contextlib.suppress(OSError):
+                (self.render_dir / f"{name}.json").unlink()
 
     # ---------------------------------------------------------------------------------------------- writing
 

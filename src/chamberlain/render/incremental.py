@@ -36,8 +36,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,20 +82,28 @@ def piece_keys(topo: Topology, ids: Mapping[int, str], code: str) -> dict[PieceN
     """The key of every piece of ``topo``'s render; None when an input has no document id."""
     try:
         common = "\n".join([code, ids[id(topo.platform)], *sorted(ids[id(p)] for p in topo.policies)])
+        # (intent, consumer) by id -> "read <the intent's document> <the consumer's place in it>": an intent is
+        # read on every cluster of its environments, its line made once
+        reads: dict[tuple[int, int], str] = {}
         keys: dict[PieceName, str] = {}
         for unit in topo.units:
             for ns in unit.namespaces:
                 name = namespace_piece(unit.environment, unit.cluster, ns)
                 lines = [common, *name]
                 for read in unit.reads.get(ns, ()):
-                    place = next(i for i, c in enumerate(read.intent.spec.consumers) if c is read.consumer)
-                    lines.append(f"read {ids[id(read.intent)]} {place}")
-                    lines += [f"part {ids[id(part.intent)]}" for part in read.parts]
+                    intent, consumer = read.intent, read.consumer
+                    line = reads.get((id(intent), id(consumer)))
+                    if line is None:
+                        place = next(i for i, c in enumerate(intent.spec.consumers) if c is consumer)
+                        line = reads[(id(intent), id(consumer))] = f"read {ids[id(intent)]} {place}"
+                    lines.append(line)
+                    if read.parts:
+                        lines += [f"part {ids[id(part.intent)]}" for part in read.parts]
                 lines += [f"publish {ids[id(pub.intent)]}" for pub in unit.publishes.get(ns, ())]
                 keys[name] = _key(lines)
-        for cluster in topo.clusters:
+        for cluster, intents in topo.cluster_intents.items():
             owners: dict[str, list[str]] = {}
-            for intent in topo.cluster_intents.get(cluster, ()):
+            for intent in intents:
                 owners.setdefault(intent.spec.owner, []).append(ids[id(intent)])
             for owner, members in owners.items():
                 keys[owner_piece(cluster, owner)] = _key([common, *owner_piece(cluster, owner), *members])
@@ -146,68 +155,129 @@ class Record:
         self.out_dir = out_dir
         self.name = hashlib.sha256(os.fsencode(os.path.abspath(out_dir))).hexdigest()[:32]
         self._pieces: dict[PieceName, _Kept] = {}
+        self.serial = ""  # which save this is: a child and its parent that read the record apart compare it
+        self._base = ""  # the serial of the base read, and the pieces its delta holds (see save)
+        self._delta: set[PieceName] = set()
         self.code = cache.render_dir.name  # names this package's source: a key made by other code never matches
 
     @classmethod
     def load(cls, cache: ParseCache, out_dir: Path) -> Record:
         """The record for ``out_dir``, empty when there is none that fits the directory (every piece built)."""
-        record = cls(cache, out_dir)
-        raw = cache.get_record(record.name)
+        return cls(cache, out_dir).read()
+
+    def exists(self) -> bool:
+        """Is there a record to read? (A stat: a caller decides before reading it where to read it.)"""
+        return self._cache.has_record(self.name)
+
+    def read(self, *, paths: bool = True) -> Record:
+        """Read the record (nothing kept when it does not fit the directory): the base a full save wrote, and the
+        delta later saves wrote on top of it (only when it names that base). ``paths=False``: the files' paths
+        and stats are not checked (a child keeping pieces by their keys alone, whose parent checks them)."""
+        self._pieces, self.serial, self._base, self._delta = {}, "", "", set()
         try:
-            here = os.stat(out_dir, follow_symlinks=False)
+            here = os.stat(self.out_dir, follow_symlinks=False)
         except OSError:
-            return record
-        if (isinstance(raw, dict) and raw.get("format") == FORMAT and raw.get("out") == os.fspath(out_dir)
-                and raw.get("dir") == [here.st_dev, here.st_ino] and stat.S_ISDIR(here.st_mode)
-                and isinstance(raw.get("pieces"), list)):
-            with contextlib.suppress(ValueError, TypeError):
-                record._pieces = dict(_piece(entry) for entry in raw["pieces"])
-        return record
+            return self
+        if not stat.S_ISDIR(here.st_mode):
+            return self
+        where = [os.fspath(self.out_dir), [here.st_dev, here.st_ino]]
+        base = _body(self._cache.get_record(self.name), where)
+        if base is None:
+            return self
+        with contextlib.suppress(ValueError, TypeError):
+            self._pieces, self.serial = dict(_piece(entry, paths) for entry in base["pieces"]), base["serial"]
+            self._base = base["serial"]
+            delta = _body(self._cache.get_record(f"{self.name}-delta"), where)
+            if delta is not None and delta.get("base") == self._base and _strings(delta.get("gone")):
+                pieces = dict(_piece(entry, paths) for entry in delta["pieces"])
+                for gone in delta["gone"]:
+                    self._pieces.pop(tuple(gone.split("/")), None)
+                self._pieces.update(pieces)
+                self._delta, self.serial = set(pieces), delta["serial"]
+        return self
 
     def __bool__(self) -> bool:
         return bool(self._pieces)
 
-    def reusable(self, keys: Mapping[PieceName, str], only: PieceName | None = None,
-                 ) -> dict[PieceName, tuple[Piece, _Kept]]:
-        """The pieces whose key is unchanged and whose files are exactly as recorded (``only``: that one)."""
-        base = os.fspath(self.out_dir)
-        kept: dict[PieceName, tuple[Piece, _Kept]] = {}
-        entries = self._pieces if only is None else {only: self._pieces[only]} if only in self._pieces else {}
-        for name, entry in entries.items():
-            if keys.get(name) != entry.key:
-                continue
-            for path, recorded in zip(entry.paths, entry.stats, strict=True):
-                try:
-                    st = os.lstat(f"{base}/{path}")
-                except OSError:
-                    break
-                if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded:
-                    break
-            else:
-                kept[name] = (Piece(list(entry.paths), [], list(entry.stores), entry.key), entry)
+    def matching(self, keys: Mapping[PieceName, str], *, verify: bool = True) -> dict[PieceName, Piece]:
+        """The recorded pieces whose key is unchanged (``verify``: and whose files are exactly as recorded;
+        otherwise the caller checks :meth:`intact` before it trusts them)."""
+        kept: dict[PieceName, Piece] = {}
+        for name, key in keys.items():
+            entry = self._pieces.get(name)
+            if entry is not None and entry.key == key and (not verify or self._intact(entry)):
+                kept[name] = Piece(list(entry.paths), [], list(entry.stores), entry.key)
         return kept
 
+    def intact(self) -> set[PieceName]:
+        """The recorded pieces whose files are all exactly as recorded."""
+        return {name for name, entry in self._pieces.items() if self._intact(entry)}
+
+    def _intact(self, entry: _Kept) -> bool:
+        base = os.fspath(self.out_dir)
+        for path, recorded in zip(entry.paths, entry.stats, strict=True):
+            try:
+                st = os.lstat(f"{base}/{path}")
+            except OSError:
+                return False
+            if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded:
+                return False
+        return True
+
+    def claims_of(self, name: PieceName) -> Mapping[str, list[str]]:
+        return self._pieces[name].claims
+
+    def paths_of(self, names: Iterable[PieceName]) -> frozenset[str]:
+        return frozenset(path for name in names for path in self._pieces[name].paths)
+
     def save(self, pieces: Mapping[PieceName, Piece], keys: Mapping[PieceName, str],
-             kept: Mapping[PieceName, tuple[Piece, _Kept]]) -> None:
-        """Record the render just written: kept pieces as they were, built ones with the stats their files have
-        now (a file changed after the stamp, or unreadable, leaves its piece out: it is built next time)."""
+             kept: Collection[PieceName] = ()) -> None:
+        """Record the render just written: the ``kept`` pieces as they were, the built ``pieces`` with the stats
+        their files have now (a file changed after the stamp, or unreadable, leaves its piece out: it is built next
+        time)."""
         base = os.fspath(self.out_dir)
         try:
             here = os.stat(base, follow_symlinks=False)
             stamp = _stamp(base)
         except OSError:
             return
-        entries: list[list[Any]] = []
+        fresh: dict[PieceName, _Kept] = {}
         for name, piece in pieces.items():
             key = piece.key or keys.get(name)
-            if key is None:
-                continue
-            recorded = kept[name][1] if name in kept else _recorded(piece, name, key, base, stamp)
-            if recorded is not None:
-                entries.append([list(name), recorded.key, recorded.paths, recorded.stats, dict(recorded.claims),
-                                [[s.api_version, s.namespace, s.name] for s in recorded.stores]])
-        body = {"format": FORMAT, "out": base, "dir": [here.st_dev, here.st_ino], "pieces": entries}
-        self._cache.put_record(self.name, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+            if key is not None and name not in kept:
+                recorded = _recorded(piece, name, key, base, stamp)
+                if recorded is not None:
+                    fresh[name] = recorded
+        serial = secrets.token_hex(8)
+        where = {"format": FORMAT, "out": base, "dir": [here.st_dev, here.st_ino], "serial": serial}
+        # A few pieces changed (an edit): only they are written, as a delta on the base read; else a new base.
+        # The delta also carries the pieces earlier deltas held, and names the recorded pieces now gone.
+        kept_names = set(kept)
+        if self._base and len(fresh) + len(self._delta & kept_names) <= max(8, len(self._pieces) // 4):
+            held = [_entry(name, self._pieces[name]) for name in sorted(self._delta & kept_names)]
+            gone = sorted("/".join(name) for name in self._pieces.keys() - kept_names - fresh.keys())
+            body = {**where, "base": self._base, "gone": gone,
+                    "pieces": held + [_entry(name, entry) for name, entry in fresh.items()]}
+            self._cache.put_record(f"{self.name}-delta", json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+            return
+        entries = [_entry(name, self._pieces[name]) for name in kept]
+        entries += [_entry(name, entry) for name, entry in fresh.items()]
+        self._cache.put_record(self.name, json.dumps({**where, "pieces": entries}, ensure_ascii=False,
+                                                     separators=(",", ":")))
+        self._cache.drop_record(f"{self.name}-delta")
+
+
+def _entry(name: PieceName, kept: _Kept) -> list[Any]:
+    return [list(name), kept.key, kept.paths, kept.stats, dict(kept.claims),
+            [[s.api_version, s.namespace, s.name] for s in kept.stores]]
+
+
+def _body(raw: Any, where: list[Any]) -> dict[str, Any] | None:
+    """A record file's JSON when it is one, for this directory (its path and identity)."""
+    if (isinstance(raw, dict) and raw.get("format") == FORMAT and [raw.get("out"), raw.get("dir")] == where
+            and isinstance(raw.get("pieces"), list) and isinstance(raw.get("serial"), str)):
+        return raw
+    return None
 
 
 def _stamp(base: str) -> int:
@@ -250,12 +320,13 @@ def _strings(value: Any) -> bool:
     return isinstance(value, list) and set(map(type, value)) <= {str}  # C loops: 100k strings in a millisecond
 
 
-def _piece(raw: Any) -> tuple[PieceName, _Kept]:
+def _piece(raw: Any, check_paths: bool = True) -> tuple[PieceName, _Kept]:
     """One recorded piece; ValueError or TypeError when it is not the shape :meth:`Record.save` writes, or names
-    a path a render would not write."""
+    a path a render would not write (``check_paths=False``: its paths and stats are not looked at)."""
     name, key, paths, stats, claims, stores = raw
-    if not (_strings(name) and isinstance(key, str) and _strings(paths) and _strings(stats)
-            and len(paths) == len(stats) and _plain(paths) and isinstance(claims, dict)
+    if not (_strings(name) and isinstance(key, str) and isinstance(claims, dict)
+            and (not check_paths or (_strings(paths) and _strings(stats) and len(paths) == len(stats)
+                                     and _plain(paths)))
             and all(_strings(c) for c in claims.values()) and isinstance(stores, list)):
         raise ValueError("not a recorded piece")
     kept = []
@@ -269,14 +340,14 @@ def _piece(raw: Any) -> tuple[PieceName, _Kept]:
 # ---------------------------------------------------------------------------------------------------- checking
 
 
-def collides(kept: Mapping[PieceName, tuple[Piece, _Kept]], built: Mapping[ClaimKey, str]) -> bool:
+def collides(record: Record, kept: Iterable[PieceName], built: Mapping[ClaimKey, str]) -> bool:
     """Does a kept piece claim an object something built claims too? Only the namespaces something built claims
     in are read. (Kept pieces never collide among themselves: they all passed this check in the render that
     recorded them.)"""
     contested = {(c[0], c[3]) for c in built}
-    for name, (_, entry) in kept.items():
+    for name in kept:
         cluster = _cluster_of(name)
-        for namespace, objects in entry.claims.items():
+        for namespace, objects in record.claims_of(name).items():
             if (cluster, namespace) not in contested:
                 continue
             for line in objects:
@@ -293,68 +364,81 @@ def collides(kept: Mapping[PieceName, tuple[Piece, _Kept]], built: Mapping[Claim
 
 @dataclass(frozen=True)
 class Rerender:
-    """A render that kept pieces: the files built (``tree``), the kept files (``kept``: on disk already, neither
-    read nor written), and what :meth:`Record.save` needs (every piece, the input keys, the kept pieces). Small
-    enough to cross a pipe: no topology, no models."""
+    """A render that kept pieces: the files built (``tree``) and their pieces (``built``), the names of the pieces
+    kept (their files are on disk already, neither read nor written), and every piece's input key. Small enough
+    to cross a pipe: no topology, no models, nothing of the record but names."""
 
     tree: RenderedTree
-    kept: frozenset[str]
-    pieces: dict[PieceName, Piece]
+    built: dict[PieceName, Piece]
+    kept: frozenset[PieceName]
     keys: dict[PieceName, str]
-    reused: dict[PieceName, tuple[Piece, _Kept]]
+    serial: str  # the record's, as read
 
     def save(self, record: Record) -> None:
         """Record this render, once it is written."""
-        record.save(self.pieces, self.keys, self.reused)
+        record.save(self.built, self.keys, self.kept)
 
 
-def rerender(repo: Repository, record: Record) -> Rerender | None:
-    """``repo`` rendered, keeping the pieces ``record`` says are unchanged; None when nothing can be kept, or on
-    any refusal (the caller then renders everything, and meets the refusal first hand). Reads only: it may run
-    before the checks are done (:func:`start_rerender`), and its result is used only once they passed."""
+def rerender(repo: Repository, record: Record, *, verify: bool = True) -> Rerender | None:
+    """``repo`` rendered, keeping the pieces ``record`` says are unchanged (``verify``: and whose files are as
+    recorded; without it, the caller checks them with :meth:`Record.intact` before it uses the result); None when
+    nothing can be kept, or on any refusal (the caller then renders everything, and meets the refusal first hand).
+    Reads only: it may run before the checks are done (:func:`start_rerender`), and its result is used only once
+    they passed."""
     from chamberlain.render import render_repository
     from chamberlain.render.topology import RenderError
 
     if not record:
         return None
     keys: dict[PieceName, str] | None = None
-    reusable: dict[PieceName, tuple[Piece, _Kept]] = {}
+    kept: dict[PieceName, Piece] = {}
 
     def derived(name: PieceName, key: str) -> Piece | None:
-        found = record.reusable({name: key}, only=name).get(name)
-        if found is None:
-            return None
-        reusable[name] = found
-        return found[0]
+        found = record.matching({name: key}, verify=verify).get(name)
+        if found is not None:
+            kept[name] = found
+        return found
 
     def keep(topo: Topology) -> Reuse:
         nonlocal keys
         keys = piece_keys(topo, document_ids(repo), record.code)
         if keys is not None:
-            reusable.update(record.reusable(keys))
-        return Reuse({name: piece for name, (piece, _) in reusable.items()}, derived)
+            kept.update(record.matching(keys, verify=verify))
+        return Reuse(dict(kept), derived)
 
     try:
         tree = render_repository(repo, reuse=keep)
     except RenderError:
         return None
-    if keys is None or not reusable or collides(reusable, tree.claims):
+    if keys is None or not kept or collides(record, kept, tree.claims):
         return None
-    kept = frozenset(path for piece, _ in reusable.values() for path in piece.paths)
-    pieces = {**tree.pieces, **{name: piece for name, (piece, _) in reusable.items()}}
-    return Rerender(RenderedTree(tree.files), kept, pieces, keys, reusable)
+    return Rerender(RenderedTree(tree.files), dict(tree.pieces), frozenset(kept), keys, record.serial)
 
 
 def start_rerender(repo: Repository, record: Record) -> Forked[Rerender | None] | None:
     """:func:`rerender` started in a forked child now, while the caller checks the repository (at 10k intents
-    both take about as long); :meth:`~chamberlain.render.forked.Forked.result` is the rerender, built here when
-    the child could not. None when a child cannot help (:func:`chamberlain.render.start_render`'s rules)."""
+    both take about as long): the child reads ``record`` and keeps pieces by their keys; the caller reads it too,
+    and checks the kept files meanwhile (:func:`rerendered`). None when a child cannot help
+    (:func:`chamberlain.render.start_render`'s rules)."""
     from chamberlain.render import PARALLEL_MIN_INTENTS
     from chamberlain.render.forked import Forked, usable
 
-    if not record or len(repo.intents) < PARALLEL_MIN_INTENTS or not usable():
+    if len(repo.intents) < PARALLEL_MIN_INTENTS or not usable():
         return None
-    return Forked(lambda: rerender(repo, record))
+    return Forked(lambda: rerender(repo, record.read(paths=False), verify=False))
+
+
+def rerendered(ahead: Forked[Rerender | None] | None, repo: Repository, record: Record) -> Rerender | None:
+    """The rerender of ``repo`` (validated clean): the child's, once the files of the pieces it kept are found as
+    recorded (checked here while it works) in the same record, or one built here. Reads ``record``."""
+    record.read()
+    if ahead is None:
+        return rerender(repo, record)
+    intact = record.intact()
+    again = ahead.result()
+    if again is not None and (again.serial != record.serial or not again.kept <= intact):
+        return rerender(repo, record)  # another render saved a record meanwhile, or a kept file changed
+    return again
 
 
 def record_render(record: Record, tree: RenderedTree, repo: Repository) -> None:
@@ -362,8 +446,8 @@ def record_render(record: Record, tree: RenderedTree, repo: Repository) -> None:
     if tree.topology is not None:
         keys = piece_keys(tree.topology, document_ids(repo), record.code)
         if keys is not None:
-            record.save(tree.pieces, keys, {})
+            record.save(tree.pieces, keys)
 
 
 __all__ = ["FORMAT", "Record", "Rerender", "collides", "document_ids", "piece_keys", "record_render", "rerender",
-           "start_rerender"]
+           "rerendered", "start_rerender"]

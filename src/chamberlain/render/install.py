@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -298,13 +299,47 @@ def consumer_rules(external_secrets: Iterable[str], secrets: Iterable[str],
     return [r for r in rules if r.get("resourceNames")]
 
 
-def cluster_values(topo: Topology, cluster: str) -> dict[str, Any]:
+def cluster_values(topo: Topology, cluster: str, access: ClusterAccess | None = None) -> dict[str, Any]:
     """The chart values of one rendered cluster: its environments and, per consumer namespace, the names the
     controller may touch — the consumers of the intents it rotates there (runtime mount) and of the derived and
     config intents whose producers' rotations it follows, as ``rotation.manual.consumers_of`` addresses them (the
     ExternalSecret and the Secret are named after the consumer's secret; workloads are in the consumer's
-    namespace) — and the producer namespaces whose PushSecrets it watches."""
+    namespace) — and the producer namespaces whose PushSecrets it watches. ``access``: :func:`cluster_access`
+    of the same, when the caller has it."""
     platform = topo.platform
+    access = access if access is not None else cluster_access(topo, cluster)
+    values = ChartValues(
+        cluster=cluster,
+        controller_namespace=naming.controller_namespace(platform),
+        service_account=naming.controller_service_account(platform),
+        environments=[Environment(name=e) for e in topo.cluster_environments[cluster]],
+        rbac=Rbac(namespaces=[NamespaceAccess.model_validate(
+            {"name": ns, "rules": consumer_rules(names, names, workloads)}) for ns, (names, workloads)
+            in sorted(access.namespaces.items())], producers=sorted(access.producers)),
+        admission=Toggle(enabled=True),
+        monitoring=Monitoring(service_monitor=Toggle(enabled=True), prometheus_rule=Toggle(enabled=True),
+                              dashboard=Toggle(enabled=True)),
+    )
+    return values.model_dump(by_alias=True, mode="json")
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """What a cluster's chart values are made of besides the Platform: per consumer namespace the Secret names
+    and the workloads (kind, name) of its consumers, and the producer namespaces."""
+
+    namespaces: dict[str, tuple[set[str], set[tuple[str, str]]]]
+    producers: set[str]
+
+    def lines(self) -> list[str]:
+        """The same, as sorted text (an incremental render's key, :mod:`chamberlain.render.incremental`)."""
+        out = [f"producers {' '.join(sorted(self.producers))}"]
+        for ns, (names, workloads) in sorted(self.namespaces.items()):
+            out.append(f"reads {ns} {' '.join(sorted(names))} / {' '.join(f'{k}/{n}' for k, n in sorted(workloads))}")
+        return out
+
+
+def cluster_access(topo: Topology, cluster: str) -> ClusterAccess:
     access: dict[str, tuple[set[str], set[tuple[str, str]]]] = {}
     producers: set[str] = set()
     for unit in topo.units:
@@ -317,19 +352,7 @@ def cluster_values(topo: Topology, cluster: str) -> dict[str, Any]:
                 names, workloads = access.setdefault(ns, (set(), set()))
                 names.add(read.consumer.secret_name)
                 workloads.update((w.kind, w.name) for w in read.consumer.restart)
-    values = ChartValues(
-        cluster=cluster,
-        controller_namespace=naming.controller_namespace(platform),
-        service_account=naming.controller_service_account(platform),
-        environments=[Environment(name=e) for e in topo.cluster_environments[cluster]],
-        rbac=Rbac(namespaces=[NamespaceAccess.model_validate(
-            {"name": ns, "rules": consumer_rules(names, names, workloads)}) for ns, (names, workloads)
-            in sorted(access.items())], producers=sorted(producers)),
-        admission=Toggle(enabled=True),
-        monitoring=Monitoring(service_monitor=Toggle(enabled=True), prometheus_rule=Toggle(enabled=True),
-                              dashboard=Toggle(enabled=True)),
-    )
-    return values.model_dump(by_alias=True, mode="json")
+    return ClusterAccess(access, producers)
 
 
 # ---------------------------------------------------------------------------------------------------- builders

@@ -253,14 +253,15 @@ def _cluster_files(part: _Part, topo: Topology, layer: boot.BootstrapLayer, reus
         all_namespaces = sorted(plain | layer.namespaces(cluster))
         # The controller's installation: the same objects as the Helm chart with these values (one source,
         # chamberlain.render.install). Admission and monitoring are optional parts outside the kustomization.
-        values = install.cluster_values(topo, cluster)
-        values_text = dump_json(values)
+        access = install.cluster_access(topo, cluster)
         name = cluster_piece(cluster)
-        key = derived_key([values_text, *(f"{ns} {ns in plain}" for ns in all_namespaces)])
-        kept = reuse.derived(name, key)
-        if kept is None:
+        key = derived_key([f"cluster {cluster} {controller_ns} {naming.controller_service_account(platform)}",
+                           *(f"environment {e}" for e in topo.cluster_environments[cluster]), *access.lines(),
+                           *(f"namespace {ns} {ns in plain}" for ns in all_namespaces)])
+        if reuse.derived(name, key) is None:
             piece = part.pieces[name] = Piece(key=key)
-            files[f"{base}/{CHART_VALUES}"] = values_text
+            values = install.cluster_values(topo, cluster, access)
+            files[f"{base}/{CHART_VALUES}"] = dump_json(values)
             namespaces = [eso.namespace(ns) if ns in plain else boot.mark_bootstrap_namespace(eso.namespace(ns))
                           for ns in all_namespaces]
             files[f"{base}/namespaces.yaml"] = dump_yaml_documents(namespaces)

@@ -89,17 +89,18 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
     from chamberlain.checks.gate import check_repository
     from chamberlain.intent.loader import active_cache, load_repository
     from chamberlain.render import compare_output, render_repository, start_render, write_tree
-    from chamberlain.render.incremental import Record, record_render, rerender, start_rerender
+    from chamberlain.render.incremental import Record, record_render, rerendered, start_rerender
 
     repo = load_repository(repository_root(path))
     # The last render into ``out`` recorded what it wrote: unchanged pieces are kept (chamberlain.render.incremental).
     cache = active_cache()
-    record = Record.load(cache, Path(out).absolute()) if cache is not None and not check else None
+    record = Record(cache, Path(out).absolute()) if cache is not None and not check else None
     # Either way a large repository's render starts in a child while the checks run: keeping what it can, or (a
     # first render) writing the Vault bundle to a stage (it becomes vault/) once they passed.
     again_ahead = ahead = None
+    rerendering = record is not None and record.exists()
     try:
-        if record:
+        if record is not None and rerendering:
             again_ahead = start_rerender(repo, record)
         else:
             ahead = start_render(repo, stage=not check)
@@ -107,11 +108,9 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
         excluded = result.repo.exclusions
         if result.blocking(strict=strict):
             return RenderOutcome(result.findings, exclusions=excluded)
-        again = None
-        if record:
-            again = again_ahead.result() if again_ahead is not None else rerender(result.repo, record)
-        if again is not None:
-            tree, kept = again.tree, again.kept
+        again = rerendered(again_ahead, result.repo, record) if record is not None and rerendering else None
+        if again is not None and record is not None:
+            tree, kept = again.tree, record.paths_of(again.kept)
         else:
             if ahead is not None and not check:
                 ahead.stage_into(out)
