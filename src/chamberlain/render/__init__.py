@@ -253,12 +253,25 @@ def _plain_relative(path: str) -> bool:
     return not any(part in ("", ".", "..") for part in path.split("/"))
 
 
+# What _plain_relative refuses, found at once in paths joined by newlines between two more: an empty, "." or ".."
+# segment, a leading or trailing slash, a backslash, a character a marker line cannot hold (a newline inside a path
+# shows as one line too many). Every branch starts with a character class: one fast scan of tens of thousands.
+_NOT_PLAIN = re.compile(r"[\n/]\.{1,2}(?=[\n/])|[\x00\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\\]|//|\n/|/\n|\n\n")
+
+
+def all_plain(paths: list[str]) -> bool:
+    """:func:`_plain_relative` of every path, at once."""
+    joined = "\n" + "\n".join(paths) + "\n"
+    return not paths or (joined.count("\n") == len(paths) + 1 and not _NOT_PLAIN.search(joined))
+
+
 def _owned(marker_text: str) -> set[str]:
     """The paths a marker lists (its comments, and any line that would lead outside the directory, left out)."""
+    lines = [line for line in marker_text.splitlines() if line and not line.startswith("#")]
+    if all_plain(lines):  # a marker render wrote: every line at once
+        return set(lines)
     owned: set[str] = set()
-    for line in marker_text.splitlines():
-        if not line or line.startswith("#"):
-            continue
+    for line in lines:
         if _plain_relative(line):  # most lines: told without pathlib (a marker lists tens of thousands)
             owned.add(line)
             continue
@@ -408,7 +421,8 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None, kept: 
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = sorted({*tree.files, *kept}) if kept else tree.paths()
-    for p in tree.paths() if kept else paths:  # kept paths were checked when they were found on disk
+    checked = tree.paths() if kept else paths  # kept paths were checked when the record was read
+    for p in [] if all_plain(checked) else checked:
         # refuses before anything is written; a path pathlib would spell otherwise ("a//b") too: the marker
         # would read it back as another path, and the next render would delete the file as stale
         if not _plain_relative(p) and str(_safe_relative(p)) != p:

@@ -35,7 +35,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
 import stat
 from collections.abc import Collection, Iterable, Mapping
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from chamberlain.intent.cache import ParseCache, digest
 from chamberlain.intent.loader import Loaded, Repository
-from chamberlain.render import RenderedTree
+from chamberlain.render import RenderedTree, all_plain
 from chamberlain.render.flux import Store
 from chamberlain.render.layout import ClaimKey, Piece, Reuse
 from chamberlain.render.topology import PieceName, Topology, namespace_piece, owner_piece
@@ -130,17 +129,6 @@ class _Kept:
     stats: list[str]
     claims: Mapping[str, list[str]]
     stores: tuple[Store, ...]
-
-
-# What _plain_relative refuses, found at once in a piece's paths joined by newlines between two more: an empty,
-# "." or ".." segment, a leading or trailing slash, a backslash, a character a marker line cannot hold (a newline
-# inside a path shows as one line too many). Every branch starts with a character class: one fast scan.
-_NOT_PLAIN = re.compile(r"[\n/]\.{1,2}(?=[\n/])|[\x00\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\\]|//|\n/|/\n|\n\n")
-
-
-def _plain(paths: list[str]) -> bool:
-    joined = "\n" + "\n".join(paths) + "\n"
-    return not paths or (joined.count("\n") == len(paths) + 1 and not _NOT_PLAIN.search(joined))
 
 
 def _stat_line(st: os.stat_result) -> str:
@@ -311,7 +299,7 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int) ->
         if not stat.S_ISREG(st.st_mode) or st.st_ctime_ns >= stamp:
             return None
         stats.append(_stat_line(st))
-    if not _plain(piece.paths):
+    if not all_plain(piece.paths):
         return None
     return _Kept(key, list(piece.paths), stats, claims, tuple(piece.stores))
 
@@ -326,7 +314,7 @@ def _piece(raw: Any, check_paths: bool = True) -> tuple[PieceName, _Kept]:
     name, key, paths, stats, claims, stores = raw
     if not (_strings(name) and isinstance(key, str) and isinstance(claims, dict)
             and (not check_paths or (_strings(paths) and _strings(stats) and len(paths) == len(stats)
-                                     and _plain(paths)))
+                                     and all_plain(paths)))
             and all(_strings(c) for c in claims.values()) and isinstance(stores, list)):
         raise ValueError("not a recorded piece")
     kept = []
