@@ -350,6 +350,10 @@ def collides(record: Record, kept: Iterable[PieceName], built: Mapping[ClaimKey,
 # ----------------------------------------------------------------------------------------------------- render
 
 
+class _NothingKept(Exception):
+    """No recorded piece has its key any more: building the rest here would be a full render done twice."""
+
+
 @dataclass(frozen=True)
 class Rerender:
     """A render that kept pieces: the files built (``tree``) and their pieces (``built``), the names of the pieces
@@ -392,11 +396,13 @@ def rerender(repo: Repository, record: Record, *, verify: bool = True) -> Rerend
         keys = piece_keys(topo, document_ids(repo), record.code)
         if keys is not None:
             kept.update(record.matching(keys, verify=verify))
+        if not kept:
+            raise _NothingKept  # (a Platform edit): the caller renders everything, as fast as it can
         return Reuse(dict(kept), derived)
 
     try:
         tree = render_repository(repo, reuse=keep)
-    except RenderError:
+    except (RenderError, _NothingKept):
         return None
     if keys is None or not kept or collides(record, kept, tree.claims):
         return None
