@@ -26,7 +26,10 @@ with no document, a refusal) renders everything, exactly as without a record. ``
 ``--no-cache`` never use a record.
 
 The record lives in the parse cache's private directory (:mod:`chamberlain.intent.cache`), named after the output
-directory's absolute path; it holds paths, stats, object names and digests, never a value.
+directory's absolute path; it holds paths, stats, object names and digests, never a value. It is trusted, as a
+cached parse is, for what it says a piece is made of: only this user can write there (a directory anyone else may
+write to or rename in is not used). Its shape is checked, and a path that is not plain (``..``, ``//``, a control
+character) makes the whole record ignored, so no record leads render outside the output directory.
 """
 
 from __future__ import annotations
@@ -139,13 +142,14 @@ class Record:
     """What the last render into one output directory recorded (see the module docstring)."""
 
     def __init__(self, cache: ParseCache, out_dir: Path) -> None:
-        self._cache = cache
+        self.cache = cache
         self.out_dir = out_dir
         self.name = hashlib.sha256(os.fsencode(os.path.abspath(out_dir))).hexdigest()[:32]
         self._pieces: dict[PieceName, _Kept] = {}
         self.serial = ""  # which save this is: a child and its parent that read the record apart compare it
         self._base = ""  # the serial of the base read, and the pieces its delta holds (see save)
         self._delta: set[PieceName] = set()
+        self._directories: dict[str, bool] = {}  # directory (relative) -> a real one, links on the way neither
         self.code = cache.render_dir.name  # names this package's source: a key made by other code never matches
 
     @classmethod
@@ -155,13 +159,13 @@ class Record:
 
     def exists(self) -> bool:
         """Is there a record to read? (A stat: a caller decides before reading it where to read it.)"""
-        return self._cache.has_record(self.name)
+        return self.cache.has_record(self.name)
 
     def read(self, *, paths: bool = True) -> Record:
         """Read the record (nothing kept when it does not fit the directory): the base a full save wrote, and the
         delta later saves wrote on top of it (only when it names that base). ``paths=False``: the files' paths
         and stats are not checked (a child keeping pieces by their keys alone, whose parent checks them)."""
-        self._pieces, self.serial, self._base, self._delta = {}, "", "", set()
+        self._pieces, self.serial, self._base, self._delta, self._directories = {}, "", "", set(), {}
         try:
             here = os.stat(self.out_dir, follow_symlinks=False)
         except OSError:
@@ -169,13 +173,13 @@ class Record:
         if not stat.S_ISDIR(here.st_mode):
             return self
         where = [os.fspath(self.out_dir), [here.st_dev, here.st_ino]]
-        base = _body(self._cache.get_record(self.name), where)
+        base = _body(self.cache.get_record(self.name), where)
         if base is None:
             return self
         with contextlib.suppress(ValueError, TypeError):
             self._pieces, self.serial = dict(_piece(entry, paths) for entry in base["pieces"]), base["serial"]
             self._base = base["serial"]
-            delta = _body(self._cache.get_record(f"{self.name}-delta"), where)
+            delta = _body(self.cache.get_record(f"{self.name}-delta"), where)
             if delta is not None and delta.get("base") == self._base and _strings(delta.get("gone")):
                 pieces = dict(_piece(entry, paths) for entry in delta["pieces"])
                 for gone in delta["gone"]:
@@ -208,9 +212,24 @@ class Record:
                 st = os.lstat(f"{base}/{path}")
             except OSError:
                 return False
-            if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded:
+            if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded or not self._real_parent(path):
                 return False
         return True
+
+    def _real_parent(self, path: str) -> bool:
+        """Is every directory on the way to ``path`` inside the output directory a directory, no symbolic link
+        (lstat follows the links on the way: a directory moved out and linked back must not keep its files)?"""
+        parent = path.rpartition("/")[0]
+        if not parent:
+            return True
+        known = self._directories.get(parent)
+        if known is None:
+            try:
+                real = stat.S_ISDIR(os.lstat(f"{os.fspath(self.out_dir)}/{parent}").st_mode)
+            except OSError:
+                real = False
+            known = self._directories[parent] = real and self._real_parent(parent)
+        return known
 
     def claims_of(self, name: PieceName) -> Mapping[str, list[str]]:
         return self._pieces[name].claims
@@ -218,10 +237,11 @@ class Record:
     def paths_of(self, names: Iterable[PieceName]) -> frozenset[str]:
         return frozenset(path for name in names for path in self._pieces[name].paths)
 
-    def save(self, pieces: Mapping[PieceName, Piece], keys: Mapping[PieceName, str],
+    def save(self, tree: RenderedTree, pieces: Mapping[PieceName, Piece], keys: Mapping[PieceName, str],
              kept: Collection[PieceName] = ()) -> None:
         """Record the render just written: the ``kept`` pieces as they were, the built ``pieces`` with the stats
-        their files have now (a file changed after the stamp, or unreadable, leaves its piece out: it is built next
+        their files have now, each file read back and found to hold the bytes ``tree`` has for it (a file changed
+        since it was written, unreadable, or changed after the stamp leaves its piece out: it is built next
         time)."""
         base = os.fspath(self.out_dir)
         try:
@@ -233,7 +253,7 @@ class Record:
         for name, piece in pieces.items():
             key = piece.key or keys.get(name)
             if key is not None and name not in kept:
-                recorded = _recorded(piece, name, key, base, stamp)
+                recorded = _recorded(piece, name, key, base, stamp, tree)
                 if recorded is not None:
                     fresh[name] = recorded
         serial = secrets.token_hex(8)
@@ -246,13 +266,13 @@ class Record:
             gone = sorted("/".join(name) for name in self._pieces.keys() - kept_names - fresh.keys())
             body = {**where, "base": self._base, "gone": gone,
                     "pieces": held + [_entry(name, entry) for name, entry in fresh.items()]}
-            self._cache.put_record(f"{self.name}-delta", json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+            self.cache.put_record(f"{self.name}-delta", json.dumps(body, ensure_ascii=False, separators=(",", ":")))
             return
         entries = [_entry(name, self._pieces[name]) for name in kept]
         entries += [_entry(name, entry) for name, entry in fresh.items()]
-        self._cache.put_record(self.name, json.dumps({**where, "pieces": entries}, ensure_ascii=False,
+        self.cache.put_record(self.name, json.dumps({**where, "pieces": entries}, ensure_ascii=False,
                                                      separators=(",", ":")))
-        self._cache.drop_record(f"{self.name}-delta")
+        self.cache.drop_record(f"{self.name}-delta")
 
 
 def _entry(name: PieceName, kept: _Kept) -> list[Any]:
@@ -283,25 +303,53 @@ def _cluster_of(name: PieceName) -> str:
     return name[2] if name[0] == "namespace" else name[1]
 
 
-def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int) -> _Kept | None:
+def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tree: RenderedTree) -> _Kept | None:
+    """A built piece as the record keeps it, or None. Each file's stat is taken after the stamp, and its change
+    time must be older than the stamp: any later change moves it past the recorded one. And the file is read
+    after that stat and must hold the rendered bytes: a change between the write and the stat (even in the same
+    clock tick, where the stat alone would not show it) is caught by the bytes."""
+    from chamberlain.render import _READ_EXISTING
+
     cluster = _cluster_of(name)
     claims: dict[str, list[str]] = {}
     for claim in piece.claims:  # kept claims carry no cluster: it must be the piece's own
         if claim[0] != cluster or any(" " in f for f in claim):
             return None
         claims.setdefault(claim[3], []).append(f"{claim[1]} {claim[2]} {claim[4]}")
-    stats = []
-    for path in piece.paths:
-        try:
-            st = os.lstat(f"{base}/{path}")
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_ctime_ns >= stamp:
-            return None
-        stats.append(_stat_line(st))
     if not all_plain(piece.paths):
         return None
+    stats = []
+    for path in piece.paths:
+        text = tree.files.get(path)
+        if text is None:
+            return None
+        try:
+            fd = os.open(f"{base}/{path}", _READ_EXISTING)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            data = text.encode("utf-8")
+            if (not stat.S_ISREG(st.st_mode) or st.st_ctime_ns >= stamp or st.st_size != len(data)
+                    or _read_all(fd, st.st_size) != data):
+                return None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        stats.append(_stat_line(st))
     return _Kept(key, list(piece.paths), stats, claims, tuple(piece.stores))
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks, left = [], size + 1  # one byte more: a file that grew meanwhile reads differently
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _strings(value: Any) -> bool:
@@ -310,7 +358,7 @@ def _strings(value: Any) -> bool:
 
 def _piece(raw: Any, check_paths: bool = True) -> tuple[PieceName, _Kept]:
     """One recorded piece; ValueError or TypeError when it is not the shape :meth:`Record.save` writes, or names
-    a path a render would not write (``check_paths=False``: its paths and stats are not looked at)."""
+    a path that is not plain (``check_paths=False``: its paths and stats are not looked at)."""
     name, key, paths, stats, claims, stores = raw
     if not (_strings(name) and isinstance(key, str) and isinstance(claims, dict)
             and (not check_paths or (_strings(paths) and _strings(stats) and len(paths) == len(stats)
@@ -368,7 +416,7 @@ class Rerender:
 
     def save(self, record: Record) -> None:
         """Record this render, once it is written."""
-        record.save(self.built, self.keys, self.kept)
+        record.save(self.tree, self.built, self.keys, self.kept)
 
 
 def rerender(repo: Repository, record: Record, *, verify: bool = True) -> Rerender | None:
@@ -419,13 +467,15 @@ def start_rerender(repo: Repository, record: Record) -> Forked[Rerender | None] 
 
     if len(repo.intents) < PARALLEL_MIN_INTENTS or not usable():
         return None
-    return Forked(lambda: rerender(repo, record.read(paths=False), verify=False))
+    # Its own Record: when no child can run, Forked builds this here, and must not change what the caller reads.
+    return Forked(lambda: rerender(repo, Record(record.cache, record.out_dir).read(paths=False), verify=False))
 
 
 def rerendered(ahead: Forked[Rerender | None] | None, repo: Repository, record: Record) -> Rerender | None:
     """The rerender of ``repo`` (validated clean): the child's, once the files of the pieces it kept are found as
     recorded (checked here while it works) in the same record, or one built here. Reads ``record``."""
-    record.read()
+    if not record.read():
+        return None
     if ahead is None:
         return rerender(repo, record)
     intact = record.intact()
@@ -440,7 +490,7 @@ def record_render(record: Record, tree: RenderedTree, repo: Repository) -> None:
     if tree.topology is not None:
         keys = piece_keys(tree.topology, document_ids(repo), record.code)
         if keys is not None:
-            record.save(tree.pieces, keys)
+            record.save(tree, tree.pieces, keys)
 
 
 __all__ = ["FORMAT", "Record", "Rerender", "collides", "document_ids", "piece_keys", "record_render", "rerender",
