@@ -12,11 +12,18 @@ What a key covers: this package's source (a new version or an edited module neve
 Platform and RotationPolicy documents, the piece's name, and the document of every intent it reads in order
 (each consumer's position in its intent, each template part). An intent's document stands for its model: the
 model is a pure function of the document's text and the loader (:func:`document_ids`). A cluster's namespaces and
-controller installation are keyed by their chart values and namespaces, which the build derives first. A file is
-kept only when its inode, size, modification and change times are those recorded, and it was recorded only when
-its change time was older than a stamp made on the same file system after writing: a later change always moves
-the change time (which no one can set back), even within the file system clock's tick (Git's "racy clean"
-problem, avoided the same way).
+controller installation are keyed by what their chart values and namespaces are made of, which the build derives
+first.
+
+When a file is trusted: it is kept only when its inode, size, modification and change times are those recorded and
+no directory on its way is a symbolic link. It was recorded only when, after a stamp made on the same file system
+once everything was written, its change time was older than the stamp and it was read back holding the rendered
+bytes: a later change always moves the change time (which no one can set back), and a change made before, even in
+the file system clock's tick of the write, shows in the bytes (Git's "racy clean" problem, avoided the same way).
+
+At 1,000 intents or more a forked child computes the keys and builds the changed pieces while the caller runs the
+checks and checks meanwhile that the kept files are as recorded (:func:`start_rerender`, :func:`rerendered`). A
+record is saved as a base and, after a render that built a few pieces, a small delta on it (:meth:`Record.save`).
 
 What stays exact: the files written are those a full render writes, byte for byte, because a kept file holds the
 bytes of a piece whose inputs did not change. Duplicate objects are still refused: a kept piece's claims are
