@@ -762,7 +762,7 @@ def test_a_record_of_another_directory_is_ignored(mode: str, spy: Spy, tmp_path:
         for raw, suffix in zip(raws, ["", "-delta"], strict=False):
             forged = dict(raw)
             if forge != "as found":
-                forged["out"] = str(second)
+                forged["out"] = os.fsencode(str(second)).hex()
             if forge == "path and identity":
                 forged["dir"] = [here.st_dev, here.st_ino]
             (cache.render_dir / f"{name}{suffix}.json").write_text(json.dumps(forged))
@@ -1023,7 +1023,7 @@ def test_the_record_holds_no_user_text(tmp_path: Path, cache_root: Path) -> None
         assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0  # a private directory
         raw = json.loads(text)
         assert set(raw) <= {"format", "out", "dir", "serial", "base", "gone", "pieces"}
-        assert raw["format"] == incremental.FORMAT and raw["out"] == str(out)
+        assert raw["format"] == incremental.FORMAT and raw["out"] == os.fsencode(str(out)).hex()
         assert all(type(n) is int for n in raw["dir"]) and len(raw["dir"]) == 2
         assert all(_HEX.fullmatch(raw[k]) for k in ("serial", "base") if k in raw)
         assert all(_NAME.fullmatch(part) for gone in raw.get("gone", []) for part in gone.split("/"))
@@ -1189,4 +1189,30 @@ def test_a_large_repository_rerenders_in_a_child(large_repo: Path, spy: Spy, tmp
     cli_render(repo, out)
     assert spy.forked[-1], "the rerender did not run in a child"
     assert len(spy.last_kept) > len(stats(out)) // 2
+    assert_same_as_fresh(repo, out, tmp_path)
+
+
+def test_an_output_path_that_is_not_utf8_is_rendered_and_recorded(spy: Spy, tmp_path: Path) -> None:
+    """A directory name in another encoding (Latin-1 bytes): rendered as by a full render, its record kept."""
+    repo = copy_repo(ACME, tmp_path)
+    out = tmp_path / os.fsdecode(b"out-\xe9t\xe9")
+    cli_render(repo, out)
+    settle(repo, out, spy, *PIECE_FILES)
+    assert_same_as_fresh(repo, out, tmp_path)
+
+
+def test_a_stamp_left_by_a_killed_render_is_removed_by_the_next(spy: Spy, tmp_path: Path) -> None:
+    """The record's clock stamp is a file made and removed in the output directory: one a killed render left is
+    removed by the next render (its process is gone), and never one of a live process."""
+    repo = copy_repo(ACME, tmp_path)
+    out = tmp_path / "out"
+    cli_render(repo, out)
+    dead = out / f".chamberlain-stamp-{2**22 + 12345}.tmp"  # above any pid this machine hands out
+    live = out / ".chamberlain-stamp-1.tmp"  # init: alive
+    dead.write_bytes(b"")
+    live.write_bytes(b"")
+    cli_render(repo, out)
+    assert not dead.exists()
+    assert live.exists()
+    live.unlink()
     assert_same_as_fresh(repo, out, tmp_path)

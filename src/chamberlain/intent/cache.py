@@ -279,7 +279,10 @@ class ParseCache:
         self._write(self.dir, sha, text)
 
     def _write(self, directory: Path, sha: str, text: str) -> None:
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from a name that was not UTF-8): not cached
+            return
         if _replace_file(directory, f"{sha}.json", data):
             self.written += 1
             self.written_bytes += len(data)

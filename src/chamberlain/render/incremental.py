@@ -18,8 +18,10 @@ first.
 When a file is trusted: it is kept only when its inode, size, modification and change times are those recorded and
 no directory on its way is a symbolic link. It was recorded only when, after a stamp made on the same file system
 once everything was written, its change time was older than the stamp and it was read back holding the rendered
-bytes: a later change always moves the change time (which no one can set back), and a change made before, even in
-the file system clock's tick of the write, shows in the bytes (Git's "racy clean" problem, avoided the same way).
+bytes: a later change moves the change time (which no one can set back), and a change made before, even in the
+file system clock's tick of the write, shows in the bytes (Git's "racy clean" problem, avoided the same way). The
+one write that may not move it, as Git's index does not see it either: through a shared memory mapping of the file
+opened before the render, on a page already dirty (``render --check`` compares bytes).
 
 At 1,000 intents or more a forked child computes the keys and builds the changed pieces while the caller runs the
 checks and checks meanwhile that the kept files are as recorded (:func:`start_rerender`, :func:`rerendered`). A
@@ -179,7 +181,7 @@ class Record:
             return self
         if not stat.S_ISDIR(here.st_mode):
             return self
-        where = [os.fspath(self.out_dir), [here.st_dev, here.st_ino]]
+        where = [_spelled(self.out_dir), [here.st_dev, here.st_ino]]
         base = _body(self.cache.get_record(self.name), where)
         if base is None:
             return self
@@ -264,7 +266,8 @@ class Record:
                 if recorded is not None:
                     fresh[name] = recorded
         serial = secrets.token_hex(8)
-        where = {"format": FORMAT, "out": base, "dir": [here.st_dev, here.st_ino], "serial": serial}
+        where = {"format": FORMAT, "out": _spelled(self.out_dir), "dir": [here.st_dev, here.st_ino],
+                 "serial": serial}
         # A few pieces changed (an edit): only they are written, as a delta on the base read; else a new base.
         # The delta also carries the pieces earlier deltas held, and names the recorded pieces now gone.
         kept_names = set(kept)
@@ -289,21 +292,55 @@ def _entry(name: PieceName, kept: _Kept) -> list[Any]:
 
 def _body(raw: Any, where: list[Any]) -> dict[str, Any] | None:
     """A record file's JSON when it is one, for this directory (its path and identity)."""
-    if (isinstance(raw, dict) and raw.get("format") == FORMAT and [raw.get("out"), raw.get("dir")] == where
+    if (isinstance(raw, dict) and type(raw.get("format")) is int and raw.get("format") == FORMAT
+            and [raw.get("out"), raw.get("dir")] == where
             and isinstance(raw.get("pieces"), list) and isinstance(raw.get("serial"), str)):
         return raw
     return None
 
 
+def _spelled(out_dir: Path) -> str:
+    """The output directory's path as the record names it: its bytes in hex (a path need not be UTF-8)."""
+    return os.fsencode(os.fspath(out_dir)).hex()
+
+
+_STAMP_PREFIX, _STAMP_SUFFIX = ".chamberlain-stamp-", ".tmp"
+
+
 def _stamp(base: str) -> int:
-    """The file system's clock now, as a change time: a file made and removed in the output directory."""
-    path = f"{base}/.chamberlain-stamp-{os.getpid()}.tmp"
+    """The file system's clock now, as a change time: a file made and removed in the output directory (and those
+    left by renders killed meanwhile, whose process is gone)."""
+    path = f"{base}/{_STAMP_PREFIX}{os.getpid()}{_STAMP_SUFFIX}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         return os.fstat(fd).st_ctime_ns
     finally:
         os.close(fd)
-        os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        _remove_dead_stamps(base)
+
+
+def _remove_dead_stamps(base: str) -> None:
+    with contextlib.suppress(OSError), os.scandir(base) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(_STAMP_PREFIX) and name.endswith(_STAMP_SUFFIX)):
+                continue
+            pid = name[len(_STAMP_PREFIX):-len(_STAMP_SUFFIX)]
+            if pid.isdigit() and entry.is_file(follow_symlinks=False) and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive, and its file not ours to judge
+    return True
 
 
 def _cluster_of(name: PieceName) -> str:
@@ -373,10 +410,10 @@ def _piece(raw: Any, check_paths: bool = True) -> tuple[PieceName, _Kept]:
             and all(_strings(c) for c in claims.values()) and isinstance(stores, list)):
         raise ValueError("not a recorded piece")
     kept = []
-    for api_version, namespace, store in stores:
-        if not all(isinstance(s, str) for s in (api_version, namespace, store)):
+    for store in stores:
+        if not (_strings(store) and len(store) == 3):
             raise ValueError("not a recorded store")
-        kept.append(Store(api_version, namespace, store))
+        kept.append(Store(*store))
     return tuple(name), _Kept(key, paths, stats, claims, tuple(kept))
 
 
