@@ -13,6 +13,7 @@ environment name can collide with it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chamberlain.intent.model import Environment, Platform, RotationPolicy, RotationPolicySpec, SecretIntent
@@ -110,8 +111,16 @@ def bootstrap_recipients(platform: Platform, intent: SecretIntent) -> list[str]:
 
 
 def vault_path(platform: Platform, intent: SecretIntent, environment: str, cluster: str) -> VaultPath:
+    return vault_paths(platform, intent)(environment, cluster)
+
+
+def vault_paths(platform: Platform, intent: SecretIntent) -> Callable[[str, str], VaultPath]:
+    """:func:`vault_path` of one intent as a function of (environment, cluster): what it depends on worked out once
+    (a render asks it of every placement of every intent)."""
     mount, per_cluster, tail = _path_parts(platform, intent)
-    return VaultPath(mount, f"{environment}/{cluster}/{tail}" if per_cluster else f"{environment}/{tail}")
+    if per_cluster:
+        return lambda environment, cluster: VaultPath(mount, f"{environment}/{cluster}/{tail}")
+    return lambda environment, _cluster: VaultPath(mount, f"{environment}/{tail}")
 
 
 def _path_parts(platform: Platform, intent: SecretIntent) -> tuple[str, bool, str]:

@@ -344,7 +344,7 @@ def _alive(pid: int) -> bool:
 
 
 def _cluster_of(name: PieceName) -> str:
-    return name[2] if name[0] == "namespace" else name[1]
+    return name[2] if name[0] == "namespace" else name[1] if len(name) > 1 else ""
 
 
 def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tree: RenderedTree) -> _Kept | None:

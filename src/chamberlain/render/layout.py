@@ -77,6 +77,7 @@ Manifest = dict[str, Any]
 T = TypeVar("T")
 CHART_VALUES = "chart-values.json"
 VAULT_DIR = "vault"  # the Vault bundle (:mod:`.vault_bundle`)
+CRDS_PIECE: PieceName = ("crds",)
 CLUSTER_PIECE_FILES = (CHART_VALUES, "namespaces.yaml", "controller.yaml", "admission/admission.yaml",
                        "admission/kustomization.yaml", "monitoring/monitoring.yaml", "monitoring/kustomization.yaml")
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
@@ -224,14 +225,20 @@ def _assemble(parts: Iterable[_Part]) -> Built:
     return Built(files, pieces, seen)
 
 
-def _crd_files(files: dict[str, str]) -> None:
+def _crd_files(part: _Part, reuse: Reuse) -> None:
+    """The CRDs: a piece of their own, whose files depend on chamberlain's source alone (which every record's
+    location names already: :mod:`.incremental`)."""
+    name, key = CRDS_PIECE, derived_key(["crds"])
+    if reuse.derived(name, key) is not None:
+        return
     keep = naming.wave(naming.WAVE_FOUNDATION, naming.keep())
     crd_files = []
     for kind in crd_kinds():
-        name = crd_file_name(kind)
-        files[f"crds/{name}"] = dump_yaml(crd(kind, labels=naming.common_labels(), annotations=keep))
-        crd_files.append(name)
-    files["crds/kustomization.yaml"] = kustomization(crd_files)
+        file = crd_file_name(kind)
+        part.files[f"crds/{file}"] = dump_yaml(crd(kind, labels=naming.common_labels(), annotations=keep))
+        crd_files.append(file)
+    part.files["crds/kustomization.yaml"] = kustomization(crd_files)
+    part.pieces[name] = Piece(sorted(part.files), key=key)
 
 
 def _cluster_files(part: _Part, topo: Topology, layer: boot.BootstrapLayer, reuse: Reuse) -> None:
@@ -437,7 +444,7 @@ def build(topo: Topology, bootstrap: Iterable[boot.BootstrapFile] = (), *, fork:
     if helper is None and fork:
         helper = _Forked(lambda: child_share(topo, layer, reuse))
     try:
-        crds = _part(lambda part: _crd_files(part.files))
+        crds = _part(lambda part: _crd_files(part, reuse))
         environments = _part(lambda part: _environments_and_flux(part, topo, layer, reuse))
         clusters, vault = helper.result() if helper is not None else child_share(topo, layer, reuse)
     finally:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from chamberlain.errors import ChamberlainError
 from chamberlain.intent.model import Consumer, Platform, PublicationSource, RotationPolicy, SecretIntent
-from chamberlain.intent.paths import VaultPath, intent_environments, vault_path
+from chamberlain.intent.paths import VaultPath, intent_environments, vault_path, vault_paths
 from chamberlain.intent.templates import TemplateSyntaxError, granted_keys, references
 
 
@@ -102,7 +102,7 @@ class Topology:
 
 
 # A piece of the render, a few files that depend on a few inputs only (:class:`chamberlain.render.layout.Piece`):
-# ("namespace", environment, cluster, namespace), ("owner", cluster, owner) or ("cluster", cluster).
+# ("namespace", environment, cluster, namespace), ("owner", cluster, owner), ("cluster", cluster) or ("crds",).
 PieceName = tuple[str, ...]
 
 
@@ -144,10 +144,11 @@ def build_topology(
     for intent in sorted(intents, key=lambda i: i.metadata.name):
         spec = intent.spec
         publication = spec.source.publication if spec.classification in ("derived", "config") else None
+        path_in = vault_paths(platform, intent)
         for env in intent_environments(platform, intent):
             for cluster in dict.fromkeys(env.clusters):
                 unit = units[(env.name, cluster)]
-                path = vault_path(platform, intent, env.name, cluster)
+                path = path_in(env.name, cluster)
                 per_cluster[cluster].setdefault(intent.metadata.name, intent)
                 for consumer in spec.consumers:
                     parts = _parts(platform, by_name, intent, consumer, env.name, cluster, path)
