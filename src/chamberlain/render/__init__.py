@@ -306,6 +306,18 @@ _SAME, _ABSENT, _OTHER = object(), object(), object()
 _READ_EXISTING = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
+def read_up_to(fd: int, size: int) -> bytes:
+    """At most ``size`` bytes from ``fd``, fewer only at its end."""
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def _on_disk(target: str, data: bytes) -> object:
     """:data:`_SAME` when ``target`` is a regular file holding exactly ``data``, :data:`_ABSENT` when nothing is
     there, :data:`_OTHER` otherwise (other bytes, a symlink, a directory, a special file): one open, one fstat and
@@ -320,14 +332,7 @@ def _on_disk(target: str, data: bytes) -> object:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
             return _OTHER
-        chunks, left = [], st.st_size
-        while left > 0:
-            chunk = os.read(fd, left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return _SAME if b"".join(chunks) == data else _OTHER
+        return _SAME if read_up_to(fd, st.st_size) == data else _OTHER
     except OSError:
         return _OTHER
     finally:

@@ -352,7 +352,7 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
     time must be older than the stamp: any later change moves it past the recorded one. And the file is read
     after that stat and must hold the rendered bytes: a change between the write and the stat (even in the same
     clock tick, where the stat alone would not show it) is caught by the bytes."""
-    from chamberlain.render import _READ_EXISTING
+    from chamberlain.render import _READ_EXISTING, read_up_to
 
     cluster = _cluster_of(name)
     claims: dict[str, list[str]] = {}
@@ -375,7 +375,7 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
             st = os.fstat(fd)
             data = text.encode("utf-8")
             if (not stat.S_ISREG(st.st_mode) or st.st_ctime_ns >= stamp or st.st_size != len(data)
-                    or _read_all(fd, st.st_size) != data):
+                    or read_up_to(fd, st.st_size + 1) != data):  # a byte more: one that grew reads otherwise
                 return None
         except OSError:
             return None
@@ -383,17 +383,6 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
             os.close(fd)
         stats.append(_stat_line(st))
     return _Kept(key, list(piece.paths), stats, claims, tuple(piece.stores))
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    chunks, left = [], size + 1  # one byte more: a file that grew meanwhile reads differently
-    while left > 0:
-        chunk = os.read(fd, left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def _strings(value: Any) -> bool:
