@@ -347,11 +347,13 @@ def cluster_access(topo: Topology, cluster: str) -> ClusterAccess:
             continue
         producers.update(unit.publishes)
         for ns, reads in unit.reads.items():
+            # derived and config too: their producers rotate them, the controller follows (controller.external)
+            names, workloads = access.setdefault(ns, (set(), set()))
             for read in reads:
-                # derived and config too: their producers rotate them, the controller follows (controller.external)
-                names, workloads = access.setdefault(ns, (set(), set()))
-                names.add(read.consumer.secret_name)
-                workloads.update((w.kind, w.name) for w in read.consumer.restart)
+                consumer = read.consumer
+                names.add(consumer.secret_name)
+                if consumer.restart:
+                    workloads.update([(w.kind, w.name) for w in consumer.restart])
     return ClusterAccess(access, producers)
 
 
