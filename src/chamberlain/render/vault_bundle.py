@@ -371,10 +371,9 @@ def _pki_blocks(intents: Iterable[SecretIntent], kv_mounts: list[str]) -> list[t
     deterministic): never a wildcard, never a path inside chamberlain's KV mounts (validate rejects both first,
     CH105)."""
     blocks: list[tuple[str, str, list[str]]] = []
-    for intent in sorted(intents, key=lambda i: i.metadata.name):
+    signing = [intent for intent in intents if uses_vault_pki(intent.metadata.annotations)]
+    for intent in sorted(signing, key=lambda i: i.metadata.name):  # the few that sign, not every intent sorted
         annotations = intent.metadata.annotations
-        if not uses_vault_pki(annotations):
-            continue
         try:
             ref = pki_ref(annotations)
             check_grant(ref, kv_mounts)
