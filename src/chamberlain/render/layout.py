@@ -145,14 +145,14 @@ ClaimKey = tuple[str, str, str, str, str]
 class Piece:
     """Files of the render that depend on a few inputs only, so a later render can keep them when those inputs
     and the files on disk are unchanged (:mod:`chamberlain.render.incremental`): one namespace of one application
-    (its ESO objects, and its Vault reader and publisher policies and roles), or one owner's intents on one
-    cluster. ``claims``: the objects its files define; ``stores``: the SecretStores among them (Flux waits for
-    them)."""
+    (its ESO objects, and its Vault reader and publisher policies and roles), one owner's intents on one cluster,
+    one cluster's namespaces and controller installation, or the CRDs. ``claims``: the objects its files define;
+    ``stores``: the SecretStores among them (Flux waits for them)."""
 
     paths: list[str] = field(default_factory=list)
     claims: list[ClaimKey] = field(default_factory=list)
     stores: list[flux.Store] = field(default_factory=list)
-    key: str = ""  # a key the build derived (a cluster's installation: from its chart values), else ""
+    key: str = ""  # a key the build derived (a cluster's installation, the CRDs), else "": keyed by its inputs
 
 
 Pieces = dict[PieceName, Piece]
