@@ -111,7 +111,8 @@ def bootstrap_recipients(platform: Platform, intent: SecretIntent) -> list[str]:
 
 
 def vault_path(platform: Platform, intent: SecretIntent, environment: str, cluster: str) -> VaultPath:
-    return vault_paths(platform, intent)(environment, cluster)
+    mount, per_cluster, tail = _path_parts(platform, intent)
+    return VaultPath(mount, f"{environment}/{cluster}/{tail}" if per_cluster else f"{environment}/{tail}")
 
 
 def vault_paths(platform: Platform, intent: SecretIntent) -> Callable[[str, str], VaultPath]:
