@@ -432,3 +432,36 @@ def test_without_a_clock_every_run_that_writes_counts(tmp_path: Path) -> None:
     with parse_cache(store):
         outcome(root)
     assert store.written and not filler.exists()
+
+
+def test_a_full_cache_is_pruned_well_below_its_bound_an_older_code_first(tmp_path: Path) -> None:
+    """Removing just enough would leave the cache at its bound, and every later run that writes would count every
+    entry again (a fifth of a rerun at 10k intents): a prune leaves a quarter free. An older chamberlain's entries
+    (another code key) go before this code's, however new they are."""
+    root = _repo(tmp_path)
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000, clock=SystemClock())
+    with parse_cache(store):
+        outcome(root)  # this code's entries, older than the filler below
+    mine = sorted(p for p in store.dir.iterdir())
+    assert mine
+    for path in mine:
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    filler = _filler(store, 90_000, age=60)  # another code key, newer
+    (store.root / cache_mod.TALLY).write_text(f"99999 {int(time.time()) - 60}\n", encoding="ascii")
+    store2 = ParseCache(tmp_path / "cache", max_bytes=100_000, clock=SystemClock())
+    store2.written, store2.written_bytes = 1, 10  # a run that wrote a little: the tally says the bound is passed
+    store2.prune()
+    assert not filler.exists() and all(p.exists() for p in mine)
+    total = sum(p.stat().st_size for p in store.root.rglob("*.json"))
+    assert total <= 75_000
+    assert int((store.root / cache_mod.TALLY).read_text(encoding="ascii").split()[0]) == total
+
+
+def test_a_count_under_the_bound_removes_nothing(tmp_path: Path) -> None:
+    store = ParseCache(tmp_path / "cache", max_bytes=100_000, clock=SystemClock())
+    store.root.mkdir(mode=0o700, parents=True)
+    filler = _filler(store, 90_000, age=3600)  # over three quarters, under the bound
+    store.dir.mkdir(mode=0o700)
+    store.written, store.written_bytes = 1, 10
+    store.prune()  # no tally: counts
+    assert filler.exists()

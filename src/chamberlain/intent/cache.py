@@ -11,8 +11,9 @@ a corrupt, truncated, foreign (another key) or malformed entry is ignored and ov
 atomically (a temporary file in the same directory, then ``os.replace``), so concurrent runs never see half an
 entry and the last writer of identical content wins. The directory is created private (0700); one not owned by
 this user, or writable by others, is not used at all. Its size is bounded (:data:`MAX_BYTES`): after a run that
-wrote entries, the oldest are removed past the bound (counted again only when a tally of the bytes written since
-the last count says so, or the count is a day old).
+wrote entries and passed the bound, entries are removed down to three quarters of it, an older code's first, then
+the oldest (counted again only when a tally of the bytes written since the last count says so, or the count is a
+day old).
 
 Only documents whose data JSON carries exactly are cached (strings, integers, floats, booleans, null, lists and
 string-keyed mappings); a file with a date, a set, binary or a non-string key is parsed every time.
@@ -54,6 +55,7 @@ from chamberlain.intent import fastyaml
 
 FORMAT = 1
 MAX_BYTES = 256 * 1024 * 1024  # the whole cache directory, every code key included
+LOW_WATER = 0.75  # a prune leaves a quarter of the bound free: many runs write before the next count
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RECORD_NAME = re.compile(r"[0-9a-f]{32}(?:-delta)?")
 _RULE = re.compile(r"CH\d{3}")
@@ -293,7 +295,9 @@ class ParseCache:
         Counting means a stat of every entry (0.2 s at 16k entries, a fifth of a rerun over 10k intents), so a
         *tally* decides when to count: the bytes found at the last count plus what every run wrote since. Runs at
         the same moment can each miss the other's bytes, so a tally is trusted for a day at most
-        (:data:`TALLY_TRUSTED`) and every entry is counted again once it says the bound is passed."""
+        (:data:`TALLY_TRUSTED`) and every entry is counted again once it says the bound is passed. A count that
+        finds the bound passed removes down to :data:`LOW_WATER` of it: removing just enough would leave the cache
+        full, and every later run that writes would count again."""
         if not self.written or not self._ready(create=False):
             return
         now = self._clock.now().timestamp() if self._clock is not None else None
@@ -306,21 +310,28 @@ class ParseCache:
             self._set_tally(total, now)
 
     def _remove_oldest(self) -> int | None:
-        """Count every entry and remove the oldest past the bound; the bytes left (None: could not count)."""
-        files: list[tuple[float, int, Path]] = []
+        """Count every entry and, past the bound, remove entries down to :data:`LOW_WATER` of it: first those of
+        other code keys (an older chamberlain's: never read again), then this code's oldest. The bytes left
+        (None: could not count)."""
+        current = {self.dir.name, self.scan_dir.name, self.findings_dir.name, self.render_dir.name}
+        files: list[tuple[bool, float, int, Path]] = []
         try:
             for sub in os.scandir(self.root):
                 if not sub.is_dir(follow_symlinks=False):
                     continue
+                mine = sub.name in current
                 for item in os.scandir(sub.path):
                     if item.is_file(follow_symlinks=False):
                         st = item.stat(follow_symlinks=False)
-                        files.append((st.st_mtime, st.st_size, Path(item.path)))
+                        files.append((mine, st.st_mtime, st.st_size, Path(item.path)))
         except OSError:
             return None
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files, key=lambda f: f[0]):
-            if total <= self.max_bytes:
+        total = sum(f[2] for f in files)
+        if total <= self.max_bytes:
+            return total
+        target = int(self.max_bytes * LOW_WATER)
+        for _, _, size, path in sorted(files, key=lambda f: (f[0], f[1])):
+            if total <= target:
                 break
             try:
                 path.unlink()
