@@ -693,6 +693,32 @@ def eso_flags(lab_dir: Path) -> dict[str, str]:
     return dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
 
 
+def cpu_seconds(lab_dir: Path) -> dict[str, float]:
+    """CPU seconds (user + system) each lab process has used so far, and this process (a benchmark runs the
+    controller in it). Two snapshots around a phase say which process the machine's CPUs worked for."""
+    lab = lab_mod.Lab(lab_mod.LabConfig.load(lab_dir, lab_host()))
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, server in lab.servers().items():
+        info = server.running()
+        if info is None:
+            continue
+        try:  # fields after the command's closing parenthesis; utime and stime are the 12th and 13th of them
+            fields = Path(f"/proc/{info.pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except (OSError, UnicodeDecodeError):
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    own = os.times()
+    out["benchmark process (controller, watch)"] = own.user + own.system
+    return out
+
+
+def cpu_used(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Per process, the CPU seconds between two :func:`cpu_seconds` snapshots, the busiest first."""
+    used = {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
+    return dict(sorted(used.items(), key=lambda item: -item[1]))
+
+
 def restart_eso(lab_dir: Path, concurrent: int | None) -> None:
     """Restart the lab's ESO with ``--concurrent=N`` (None: as the lab starts it), waiting until it is healthy. The
     floor and the controller then run against the same ESO."""
@@ -715,5 +741,6 @@ def cpu_count() -> int:
 
 
 __all__ = ["CLUSTER", "ENV", "MOUNT", "EventLog", "LabHandle", "SecretWatch", "Shape", "TimedKV", "TimedKube",
-           "Wiring", "World", "build_world", "cpu_count", "eso_concurrency", "eso_flags", "log", "make_controller",
-           "parallel", "percentile", "restart_eso", "running_lab", "scope_of", "seed", "summary"]
+           "Wiring", "World", "build_world", "cpu_count", "cpu_seconds", "cpu_used", "eso_concurrency", "eso_flags",
+           "log", "make_controller", "parallel", "percentile", "restart_eso", "running_lab", "scope_of", "seed",
+           "summary"]

@@ -87,6 +87,7 @@ def floor(world: le.World, watch: le.SecretWatch, names: list[str], timeout: flo
         values = generate_values(generators)
         prepared.append((n, placed.vault.path, values, version_marker(placed.vault.full, values)))
     expected = {}
+    cpu0 = le.cpu_seconds(world.handle.lab_dir)
     t0 = time.monotonic()
     for n, path, values, marker in prepared:
         kv.create_or_update_secret(path=path, secret=values, mount_point=le.MOUNT)
@@ -113,7 +114,7 @@ def floor(world: le.World, watch: le.SecretWatch, names: list[str], timeout: flo
     t_end = time.monotonic()
     return {"total": t_end - t0, "vault": t_vault - t0, "annotate": t_annotated - t_vault,
             "eso_wait": t_synced - t_annotated, "eso_last_synced_after_first_annotation": max(seen.values()) - t_vault,
-            "patches": t_end - t_synced}
+            "patches": t_end - t_synced, "cpu_seconds": le.cpu_used(cpu0, le.cpu_seconds(world.handle.lab_dir))}
 
 
 def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], interval: float,
@@ -135,6 +136,7 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
     requests = [manual(n, "bench batch rotation", now) for n in names]
     for request in requests:
         controller.request(request)
+    cpu0 = le.cpu_seconds(world.handle.lab_dir)
     t0 = time.monotonic()
     ticks = 0
     tick_seconds: list[float] = []
@@ -150,6 +152,7 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
                              f"{timeout:.0f}s (warnings: {wiring.log.warnings()[-3:]})")
         time.sleep(controller.pause(interval))
     t_end = time.monotonic()
+    cpu = le.cpu_used(cpu0, le.cpu_seconds(world.handle.lab_dir))
     # RotationRun objects are published from background threads (controller.resources.BackgroundPublisher): not
     # part of the rotations' time, but reported — when the last object showed its final state
     publisher = controller.parts.publisher
@@ -218,6 +221,7 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
         "vault_calls": wiring.kv.table(),
         "vault_calls_in_batch": sum(r["calls"] for r in wiring.kv.table()) - calls_before,
         "kube_calls": wiring.kube.table(),
+        "cpu_seconds": cpu,
         "warnings": [f"{e}: {kw}" for e, kw in wiring.log.warnings()[:5]],
         "notes": wiring.notes,
     }
@@ -300,6 +304,9 @@ def table(r: dict[str, Any]) -> str:
     lines.append("Kubernetes calls by time:")
     for row in c["kube_calls"][:6]:
         lines.append(f"  {row['operation']:<34} {row['calls']:>8} calls {row['seconds']:>8.2f} s")
+    lines.append("CPU seconds per process, all queued -> all finished (the floor's in brackets, its own run): "
+                 + ", ".join(f"{name} {used:.1f}" + (f" [{f['cpu_seconds'].get(name, 0.0):.1f}]" if f else "")
+                             for name, used in c["cpu_seconds"].items()))
     lines.extend(f"failure: {x}" for x in c["failures"])
     lines.extend(f"warning: {x}" for x in c["warnings"])
     lines.extend(f"note: {n}" for n in c["notes"])
