@@ -7,12 +7,14 @@ it). Exception text is not printed for unexpected errors because it could carry 
 
 from __future__ import annotations
 
+import atexit
 import errno
 import importlib
 import os
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
@@ -455,5 +457,33 @@ def main() -> None:
         sys.exit(1)
 
 
+def console() -> NoReturn:
+    """The ``chamberlain`` command (and ``python -m chamberlain.cli.main``): :func:`main`, then :func:`leave`."""
+    try:
+        main()
+    except SystemExit as done:
+        leave(done.code)
+    leave(0)
+
+
+def leave(code: object) -> NoReturn:
+    """End the process once the command is done, without tearing the interpreter down when nothing else runs.
+
+    Freeing every object a large repository loaded (about 200 MiB at 10k intents) takes 0.07 s after the command
+    has finished: a tenth of a rerun. The exit handlers still run (logging, temporary directories) and the output
+    is flushed first; with another thread alive, a code that is not a number, or a flush that fails, the exit is
+    Python's usual one."""
+    status = 0 if code is None else code
+    if not isinstance(status, int) or threading.active_count() > 1:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(status & 0xFF)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    console()
