@@ -33,8 +33,9 @@ def test_parallel_provisioning_on_raft_over_tls_at_the_smoke_size() -> None:
     [row] = report["rows"]
     assert row["n"] == 20 and row["ledger_verified"] is True
     assert row["noop_writes"] == 0 and row["noop_requests"] == {"read": 20}, "one metadata read per secret"
-    # Per secret: a metadata read, the value, its marker, two metadata PATCHes, the entry; per group commit (up to
-    # the workers in flight): a signature, a head write, and the one head read of the run.
+    # Per secret: a metadata read (20 secrets in 10 folders: too few per folder for a listing), the value, its
+    # marker, two metadata PATCHes, the entry; per group commit (up to the workers in flight): a signature, a head
+    # write, and the one head read of the run.
     assert row["requests"]["write"] >= 4 * 20 and row["requests_per_secret"] <= 7.0, row["requests"]
     figures = {f["id"]: f for f in report["figures"]}
     assert set(figures) == {"P2", "P2-noop", "P2-requests"} and figures["P2-noop"]["met"] is True
@@ -103,3 +104,39 @@ def test_a_group_is_signed_in_one_request_and_verifies(raft: Any) -> None:
     keys = PinnedKeys.from_transit({ledger_key("dev"): client.transit.public_keys(TRANSIT_MOUNT, ledger_key("dev"))})
     report = LedgerReader(client.kv, "secret").verify(keys)
     assert report.ok and report.entries == 5, report.problems
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("listing", [True, False])
+def test_a_folder_is_listed_under_a_scoped_policy_and_read_per_secret_without_list(raft: Any, listing: bool) -> None:
+    """The orchestrator's rendered policy grants ``list`` on its environment's metadata: a cold run lists each
+    folder once instead of reading every secret's metadata. A hand-written policy without ``list`` is refused the
+    listing, and the run reads per secret as before; both create every secret once."""
+    from chamberlain.authority.counting import CountingKV
+    from chamberlain.intent.model import PasswordGenerator
+    from chamberlain.intent.paths import VaultPath
+    from chamberlain.provision import ProvisionUnit, run_provision
+
+    root = client_with_token(raft.address, raft.ca_file, raft.root_token, clock=SystemClock())
+    _kv_ready(root.kv)
+    folder = f"dev/scoped-{listing}"
+    root.kv.write("secret", f"{folder}/s2", {"password": "there-before"}, cas=0)  # found, adopted
+    h = raft.hvac()
+    metadata = '["create", "read", "update", "patch", "delete"' + (', "list"]' if listing else "]")
+    h.sys.create_or_update_policy(f"provision-{listing}", (
+        f'path "secret/data/dev/*" {{ capabilities = ["create", "read", "update"] }}\n'
+        f'path "secret/metadata/dev/*" {{ capabilities = {metadata} }}\n'
+        'path "secret/data/_chamberlain/ledger/*" { capabilities = ["create", "read", "update"] }\n'
+        'path "secret/metadata/_chamberlain/ledger/*" { capabilities = ["read", "list"] }\n'))
+    token = h.auth.token.create(policies=[f"provision-{listing}"], ttl="10m")["auth"]["client_token"]
+    scoped = client_with_token(raft.address, raft.ca_file, token, clock=SystemClock())
+    kv = CountingKV(scoped.kv)
+    units = [ProvisionUnit(f"s{i}", "dev", VaultPath("secret", f"{folder}/s{i}"),
+                           {"password": PasswordGenerator(type="password", length=16)}, None, None) for i in range(6)]
+    ledger = Ledger(kv, "secret", SystemClock(), partition=Partition("dev", f"scoped-{listing}"))
+    outcomes = run_provision(units, kv, ledger, actor="t", run="r", clock=SystemClock(), workers=3)
+    assert [o.result for o in outcomes] == ["created", "created", "exists", "created", "created", "created"]
+    assert kv.counts["list"] == 1
+    assert kv.counts["read_metadata"] == (1 if listing else 6), kv.counts
+    current = root.kv.read("secret", f"{folder}/s2")
+    assert current is not None and dict(current.data) == {"password": "there-before"}

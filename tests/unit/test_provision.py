@@ -255,6 +255,60 @@ def test_requests_per_new_secret(canary_values: None, quiet: None, transit: Fake
     assert transit.calls["sign"] == 1
 
 
+def test_a_folder_of_new_secrets_is_listed_once_instead_of_read_per_secret(canary_values: None, quiet: None,
+                                                                          transit: FakeTransit) -> None:
+    """A cold run over many secrets of one folder: one listing, no metadata read per secret; a rerun reads each
+    (the listing names them) and writes nothing."""
+    kv = FakeKV()
+    units = synthetic(40)
+    run_provision(units, kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0), workers=4)
+    assert kv.calls["list"] == 1 and kv.calls["read_metadata"] == 0
+    writes = kv.calls["write"] + kv.calls["patch_custom_metadata"]
+    again = run_provision(units, kv, signed_book(kv, transit), actor="t", run="r2", clock=FakeClock(T0), workers=4)
+    assert {o.result for o in again} == {"exists"}
+    assert kv.calls["write"] + kv.calls["patch_custom_metadata"] == writes, "a rerun writes nothing"
+    assert kv.calls["read_metadata"] == 40
+
+
+def test_a_value_written_after_the_listing_stands(canary_values: None, quiet: None, transit: FakeTransit,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing is a snapshot: another writer creating a listed-absent secret before this run's create wins the
+    check-and-set 0, and its value is adopted, as without a listing."""
+    kv = FakeKV()
+    units = synthetic(8)
+    late = units[5]
+    real_list = kv.list
+
+    def list_then_race(mount: str, prefix: str) -> list[str]:
+        listed = real_list(mount, prefix)
+        kv.write(mount, late.vault.path, {"winner": "w"}, cas=0)
+        return listed
+
+    monkeypatch.setattr(kv, "list", list_then_race)
+    outcomes = run_provision(units, kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0), workers=3)
+    by_unit = {o.unit.intent: o for o in outcomes}
+    assert by_unit[late.intent].result == "exists"
+    current = kv.read("secret", late.vault.path)
+    assert current is not None and dict(current.data) == {"winner": "w"} and current.version == 1
+    assert sum(o.result == "created" for o in outcomes) == 7
+
+
+def test_a_folder_that_cannot_be_listed_is_read_per_secret(canary_values: None, quiet: None,
+                                                           transit: FakeTransit,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from chamberlain.authority.errors import Forbidden
+
+    kv = FakeKV()
+    units = synthetic(6)
+
+    def refused(mount: str, prefix: str) -> list[str]:
+        raise Forbidden(f"list {mount}/{prefix}")
+
+    monkeypatch.setattr(kv, "list", refused)
+    outcomes = run_provision(units, kv, signed_book(kv, transit), actor="t", run="r", clock=FakeClock(T0), workers=2)
+    assert {o.result for o in outcomes} == {"created"} and kv.calls["read_metadata"] == 6
+
+
 def test_resume_looks_only_after_the_mark(canary_values: None, monkeypatch: pytest.MonkeyPatch,
                                          transit: FakeTransit) -> None:
     kv = FakeKV()

@@ -15,7 +15,8 @@ An existing value is never rewritten. A value found at an intent's runtime path 
 runtime path for exactly one intent, and this is also how a run resumes after a crash between create and record.
 
 Scale (issue 16): units run on ``workers`` threads; the state after a step this run made is known without reading
-it back, so a new secret costs one metadata read, the value, its marker, two metadata PATCHes and its share of a
+it back, and a folder holding several units is listed once first (a path it does not name has nothing to read), so
+a new secret costs its share of one listing, the value, its marker, two metadata PATCHes and its share of a
 ledger group commit (:class:`_Lane`: one writer per partition at a time, every entry waiting then goes in one
 signature request, entries one by one, one head write; no worker waits for its entry). ``record`` notes
 ``ledger-after``, a seq at or below the partition's tail: a run that resumes a secret recorded but not yet
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
@@ -51,6 +53,8 @@ MAX_GROUP = 64  # ledger entries per group commit at most
 # Units whose entry waits for the lane, at most: no new unit starts beyond it. The chain is the pace-setter; running
 # ahead of it only loads the server (slowing the chain) and widens what a crash leaves to resume.
 MAX_WAITING = MAX_GROUP
+# Units of one folder from which a listing replaces their metadata reads: a listing costs about one read.
+LIST_MIN = 4
 
 
 class ProvisionError(ChamberlainError):
@@ -196,6 +200,7 @@ class _Flight:
     outcome: ProvisionOutcome | None = None
     error: BaseException | None = None
     step: Step = Step.CREATE  # the step under way (named in a failure)
+    unlisted: bool = False  # its folder's listing did not name it: no metadata to read before the create
 
 
 def _find_entry(ledger: LedgerReader, unit: ProvisionUnit, custom: Mapping[str, str]) -> LedgerEntry | None:
@@ -316,7 +321,7 @@ def _advance(fl: _Flight, r: _Run) -> bool:
     mount, path = unit.vault.mount, unit.vault.path
     fresh: _Fresh | None = None
     recorded_here = False
-    meta = kv.read_metadata(mount, path)
+    meta = None if fl.unlisted else kv.read_metadata(mount, path)
     for _ in range(MAX_STEPS):
         step = next_step(_observe(meta))
         fl.custom = meta.custom if meta is not None else {}
@@ -471,6 +476,32 @@ class _Scheduler:
         self._done(fl)
 
 
+def _unlisted(kv: KV, units: list[ProvisionUnit], workers: int) -> set[tuple[str, str]]:
+    """The units' (mount, path) that a listing of their folder does not name: nothing is there, so the first
+    metadata read is skipped (a cold run's one request per secret). The create's check-and-set 0 still refuses a
+    value written since the listing, and the unit then reads as before. Folders of fewer than :data:`LIST_MIN` units,
+    and folders that cannot be listed (a policy without ``list``, a refusal), are read unit by unit."""
+    folders: dict[tuple[str, str], list[str]] = {}
+    for unit in units:
+        folder, _, leaf = unit.vault.path.rpartition("/")
+        folders.setdefault((unit.vault.mount, folder), []).append(leaf)
+    wanted = [(where, leaves) for where, leaves in folders.items() if len(leaves) >= LIST_MIN]
+
+    def absent(item: tuple[tuple[str, str], list[str]]) -> set[tuple[str, str]]:
+        (mount, folder), leaves = item
+        try:
+            keys = set(kv.list(mount, folder))
+        except AuthorityError:
+            return set()
+        return {(mount, f"{folder}/{leaf}" if folder else leaf) for leaf in leaves if leaf not in keys}
+
+    if not wanted:
+        return set()
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted))),
+                            thread_name_prefix="provision-list") as pool:
+        return set().union(*pool.map(absent, wanted))
+
+
 def run_provision(
     units: list[ProvisionUnit],
     kv: KV,
@@ -492,7 +523,9 @@ def run_provision(
         raise UsageError("workers must be at least 1")
     lanes = {env: _Lane(ledger.for_environment(env)) for env in sorted({u.environment for u in units})}
     r = _Run(kv, actor, run, clock, dry_run, markers if markers is not None else LegacyMarkers(), lanes)
-    flights = [_Flight(i, unit) for i, unit in enumerate(units)]
+    unlisted = _unlisted(kv, units, workers)
+    flights = [_Flight(i, unit, unlisted=(unit.vault.mount, unit.vault.path) in unlisted)
+               for i, unit in enumerate(units)]
     scheduler = _Scheduler(flights, r)
     threads = [threading.Thread(target=scheduler.work, name=f"provision-{i}", daemon=True)
                for i in range(1, min(workers, len(units)))]
