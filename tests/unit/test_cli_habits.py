@@ -166,6 +166,17 @@ def test_render_into_a_path_the_file_system_refuses_is_a_usage_error(tmp_path: P
         assert "internal error" not in got.stderr and "Traceback" not in got.stderr
 
 
+def test_render_to_dash_is_refused_instead_of_making_a_directory_named_dash(tmp_path: Path) -> None:
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = run_cli("render", ACME, "-o", "-")
+    finally:
+        os.chdir(here)
+    assert result.code == 2 and "render writes a directory tree" in result.err
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize(("raised", "shown"), [
     ("NotADirectoryError(20, 'Not a directory', 'afile/sub')", "error: afile/sub: Not a directory"),
     ("PermissionError(13, 'Permission denied', '/etc/x', None, '/etc/y')",

@@ -220,6 +220,8 @@ def render(
     from chamberlain.findings import blocking
     from chamberlain.service import repository
 
+    if str(out) == "-":  # the usual spelling of standard output: never a directory named "-"
+        raise UsageError("-o -: render writes a directory tree, not one stream; give a directory (-o out/)")
     with _parse_cache(no_cache):
         outcome = repository.render(path, out, strict=strict, check=check)
     _print_findings(outcome.findings)
