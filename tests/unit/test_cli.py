@@ -94,6 +94,18 @@ def test_lab_env_prints_exports_only(tmp_path: Path) -> None:
     assert "TOKEN" not in result.out.upper()
 
 
+def test_lab_env_exports_absolute_paths_for_a_relative_lab_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval "$(chamberlain lab env --lab-dir lab)" must keep working after a cd: no relative path is exported."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lab").mkdir()
+    result = run_cli("lab", "env", "--lab-dir", "lab")
+    assert result.code == 0, result.err
+    values = dict(line.removeprefix("export ").split("=", 1) for line in result.out.splitlines())
+    for name in ("KUBECONFIG", "VAULT_CACERT", "BAO_CACERT"):
+        assert values[name].strip("'").startswith(str(tmp_path / "lab")), values[name]
+    assert all(part.startswith("/") for part in values["PATH"].strip('"').split(":")[:-1]), values["PATH"]
+
+
 # ------------------------------------------------------------------------------------------------ options, once
 
 SHARED = ("environment", "cluster", "vault_addr", "vault_cacert", "vault_token_file", "vault_token_env", "vault_token",

@@ -8,6 +8,7 @@ command prints a secret value: the dev-mode root token stays in its 0600 file.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 from enum import StrEnum
@@ -164,17 +165,19 @@ def env_cmd(lab_dir: LabDirOption = None) -> None:
     """
     directory, host = _lab(lab_dir)
     lab = lab_mod.Lab(lab_mod.LabConfig.load(directory, host))
-    address, ca = shlex.quote(lab.authority.address), shlex.quote(str(lab.pki.ca.cert))
+    # Absolute paths: the exports must still hold after the shell that evaluated them changes directory.
+    address, ca = shlex.quote(lab.authority.address), shlex.quote(os.path.abspath(lab.pki.ca.cert))
     # bao reads BAO_*, vault and chamberlain VAULT_*: both, so either CLI works against either flavor.
-    server_bin = host.binary("bao" if lab.config.authority == "openbao" else "vault").parent
+    server_bin = host.binary("bao" if lab.config.authority == "openbao" else "vault").parent.absolute()
     exports = {
-        "KUBECONFIG": shlex.quote(str(lab.kubeconfig)),
+        "KUBECONFIG": shlex.quote(os.path.abspath(lab.kubeconfig)),
         "VAULT_ADDR": address,
         "VAULT_CACERT": ca,
         "BAO_ADDR": address,
         "BAO_CACERT": ca,
         # Double quotes so the shell expands $PATH; the cache paths contain no quotes.
-        "PATH": f'"{host.binary("kubectl").parent}:{host.binary("sops").parent}:{server_bin}:$PATH"',
+        "PATH": f'"{host.binary("kubectl").parent.absolute()}:{host.binary("sops").parent.absolute()}:{server_bin}'
+                f':$PATH"',
     }
     for name, value in exports.items():
         sys.stdout.write(f"export {name}={value}\n")
