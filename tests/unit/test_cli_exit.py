@@ -56,3 +56,14 @@ def test_the_command_runs_through_console() -> None:
     bad = subprocess.run([sys.executable, "-m", "chamberlain.cli.main", "no-such-command"], capture_output=True,
                          text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(SRC)})
     assert bad.returncode == 2 and "No such command" in bad.stderr
+
+
+@pytest.mark.parametrize(("closed", "status"), [("2>&-", 0), (">&-", 1)])
+def test_a_stream_closed_from_the_start_exits_as_before(closed: str, status: int) -> None:
+    """A supervisor that closes stderr leaves Python without ``sys.stderr``: the command still exits 0. With stdout
+    closed, ``--version`` cannot print (exit 1, as before), and no traceback follows."""
+    shell = f"{sys.executable} -m chamberlain.cli.main --version {closed}; echo rc=$?"
+    got = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120, check=False,
+                         env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert f"rc={status}" in got.stdout, got.stdout + got.stderr
+    assert "Traceback" not in got.stderr

@@ -480,8 +480,9 @@ def leave(code: object) -> NoReturn:
         raise SystemExit(code)
     atexit._run_exitfuncs()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the descriptor was closed when the process started
+                stream.flush()
     except (OSError, ValueError):
         raise SystemExit(code) from None
     os._exit(status & 0xFF)
