@@ -465,3 +465,28 @@ def test_a_count_under_the_bound_removes_nothing(tmp_path: Path) -> None:
     store.written, store.written_bytes = 1, 10
     store.prune()  # no tally: counts
     assert filler.exists()
+
+
+def test_two_prunes_at_once_remove_no_more_than_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs counting a full cache at the same moment: the second one's removals of entries the first removed
+    already count as removed, so it does not go on cutting this code's entries below three quarters."""
+    a = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    b = ParseCache(tmp_path / "cache", max_bytes=100_000)
+    a.dir.mkdir(mode=0o700, parents=True)
+    for i in range(110):
+        path = a.dir / f"{i:064x}.json"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (time.time() - 10_000 + i, time.time() - 10_000 + i))
+    real_sorted = sorted
+    raced: list[int | None] = []
+
+    def listed_then_raced(files: Any, key: Any = None) -> Any:
+        if key is not None and not raced:  # b has counted every entry; a prunes now, then b goes on
+            raced.append(None)
+            raced[0] = a._remove_oldest()
+        return real_sorted(files, key=key)
+
+    monkeypatch.setattr(cache_mod, "sorted", listed_then_raced, raising=False)
+    b._remove_oldest()
+    assert raced == [75_000]
+    assert sum(p.stat().st_size for p in a.dir.iterdir()) == 75_000

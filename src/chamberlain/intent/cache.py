@@ -311,8 +311,8 @@ class ParseCache:
 
     def _remove_oldest(self) -> int | None:
         """Count every entry and, past the bound, remove entries down to :data:`LOW_WATER` of it: first those of
-        other code keys (an older chamberlain's: never read again), then this code's oldest. The bytes left
-        (None: could not count)."""
+        other code keys (an older chamberlain's, or another install's sharing this cache), then this code's oldest.
+        The bytes left (None: could not count)."""
         current = {self.dir.name, self.scan_dir.name, self.findings_dir.name, self.render_dir.name}
         files: list[tuple[bool, float, int, Path]] = []
         try:
@@ -335,9 +335,11 @@ class ParseCache:
                 break
             try:
                 path.unlink()
-                total -= size
-            except OSError:
+            except FileNotFoundError:  # another run's prune took it: gone all the same
                 pass
+            except OSError:
+                continue
+            total -= size
         return total
 
     def _tally(self, now: float) -> tuple[int, float] | None:
