@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from chamberlain.cli.main import app
 from chamberlain.cli.options import GROUPED, Target, target_options
 from chamberlain.errors import UsageError
 from chamberlain.service.context import ConnectionOptions
-from tests.conftest import CORPUS, EXAMPLES, CliResult, run_cli
+from tests.conftest import CORPUS, EXAMPLES, REPO_ROOT, CliResult, run_cli
 
 
 def _all_commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -104,6 +105,23 @@ def test_lab_env_exports_absolute_paths_for_a_relative_lab_dir(tmp_path: Path, m
     for name in ("KUBECONFIG", "VAULT_CACERT", "BAO_CACERT"):
         assert values[name].strip("'").startswith(str(tmp_path / "lab")), values[name]
     assert all(part.startswith("/") for part in values["PATH"].strip('"').split(":")[:-1]), values["PATH"]
+
+
+def test_lab_env_output_quotes_every_directory_for_eval(tmp_path: Path) -> None:
+    """A cache directory whose name holds shell syntax: eval of the exports runs none of it, and PATH gets the
+    directories as they are."""
+    cache = tmp_path / 'c"$(touch PWNED)"`touch PWNED2`'
+    cache.mkdir()
+    env = {**os.environ, "CHAMBERLAIN_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO_ROOT / "src")}
+    exports = subprocess.run([sys.executable, "-m", "chamberlain.cli.main", "lab", "env", "--lab-dir",
+                              str(tmp_path / "lab")], capture_output=True, text=True, check=False, env=env,
+                             timeout=120)
+    assert exports.returncode == 0, exports.stderr
+    shown = subprocess.run(["bash", "-c", 'eval "$EXPORTS"; printf %s "$PATH"'], capture_output=True, text=True,
+                           check=False, cwd=tmp_path, env={**os.environ, "EXPORTS": exports.stdout}, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "PWNED2").exists()
+    assert shown.stdout.split(":")[0].startswith(str(cache)), shown.stdout
 
 
 # ------------------------------------------------------------------------------------------------ options, once

@@ -175,9 +175,10 @@ def env_cmd(lab_dir: LabDirOption = None) -> None:
         "VAULT_CACERT": ca,
         "BAO_ADDR": address,
         "BAO_CACERT": ca,
-        # Double quotes so the shell expands $PATH; the cache paths contain no quotes.
-        "PATH": f'"{host.binary("kubectl").parent.absolute()}:{host.binary("sops").parent.absolute()}:{server_bin}'
-                f':$PATH"',
+        # Each directory quoted on its own (a directory name may hold a quote or a $), then "$PATH" for the shell.
+        "PATH": ":".join(shlex.quote(str(d)) for d in (host.binary("kubectl").parent.absolute(),
+                                                        host.binary("sops").parent.absolute(), server_bin))
+                + ':"$PATH"',
     }
     for name, value in exports.items():
         sys.stdout.write(f"export {name}={value}\n")
