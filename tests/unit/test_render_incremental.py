@@ -686,7 +686,7 @@ DAMAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "truncated": lambda raw: json.dumps(raw)[: len(json.dumps(raw)) // 2],
     "empty": lambda _raw: "",
     "a list": lambda _raw: "[]",
-    "another format": lambda raw: json.dumps({**raw, "format": 2}),
+    "another format": lambda raw: json.dumps({**raw, "format": incremental.FORMAT + 1}),
     "another out": lambda raw: json.dumps({**raw, "out": raw["out"] + "-other"}),
     "another dir": lambda raw: json.dumps({**raw, "dir": [raw["dir"][0], raw["dir"][1] + 1]}),
     "pieces not a list": lambda raw: json.dumps({**raw, "pieces": {}}),
@@ -700,8 +700,10 @@ DAMAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "stats wrong": lambda raw: _set_pieces(raw, _stats_off),
     "stats shorter than paths": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(3, p[3][:-1])),
     "stats not strings": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(3, [1] * len(p[3]))),
-    "claims malformed": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(4, {"ns": "x"})),
-    "store malformed": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(5, [[1, 2, 3]])),
+    "claims malformed": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(4, {"ns": 1})),
+    "claims not strings": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(4, {"ns": ["a b c"]})),
+    "store malformed": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(5, "a b")),
+    "stores not a string": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(5, [["a", "b", "c"]])),
     "piece too short": lambda raw: _set_pieces(raw, lambda p: p.pop()),
     "key wrong": lambda raw: _set_pieces(raw, lambda p: p.__setitem__(1, "0" * 32)),
 }
@@ -1040,10 +1042,10 @@ def _assert_plain_pieces(pieces: list[Any], files: set[str]) -> None:
         assert all(_STAT.fullmatch(line) for line in stat_lines) and len(stat_lines) == len(paths)
         for namespace, objects in claims.items():
             assert namespace == "" or _NAME.fullmatch(namespace)  # "": cluster-wide objects
-            for line in objects:
+            for line in objects.split("|"):
                 assert all(_NAME.fullmatch(f) or f == "" for f in line.split(" ")) and len(line.split(" ")) == 3
-        for store in stores:
-            assert len(store) == 3 and all(_NAME.fullmatch(f) for f in store)
+        for store in incremental._stores(stores):
+            assert all(_NAME.fullmatch(f) for f in (store.api_version, store.namespace, store.name))
 
 
 # ------------------------------------------------------------------------------------------- 7. interruptions

@@ -64,7 +64,7 @@ from chamberlain.render.topology import PieceName, Topology, namespace_piece, ow
 if TYPE_CHECKING:
     from chamberlain.render.forked import Forked
 
-FORMAT = 1
+FORMAT = 2  # 2: a piece's claims are one flat string per namespace, its stores one flat string
 # ----------------------------------------------------------------------------------------------------- inputs
 
 
@@ -133,14 +133,16 @@ def _key(lines: list[str]) -> str:
 @dataclass(frozen=True)
 class _Kept:
     """One piece as recorded: its key; its files' paths and stats (``inode size mtime_ns ctime_ns``); the objects
-    it claims by namespace, ``group kind name`` each (the cluster is the piece's own); and its stores. Flat strings:
-    a record of 26k files loads, checks and saves in milliseconds (JSON escapes would slow it down)."""
+    it claims by namespace, ``group kind name`` each joined by ``|`` (the cluster is the piece's own); and its
+    stores, ``apiVersion namespace name`` joined by ``;``. Flat strings: a record of 26k files loads, checks and
+    saves in milliseconds (JSON escapes, or a string per object, would slow it down); the claims, half of the
+    record, are split only in a namespace a render contests (:func:`collides`)."""
 
     key: str
     paths: list[str]
     stats: list[str]
-    claims: Mapping[str, list[str]]
-    stores: tuple[Store, ...]
+    claims: Mapping[str, str]
+    stores: str
 
 
 def _stat_line(st: os.stat_result) -> str:
@@ -195,6 +197,8 @@ class Record:
                     self._pieces.pop(tuple(gone.split("/")), None)
                 self._pieces.update(pieces)
                 self._delta, self.serial = set(pieces), delta["serial"]
+        if paths and not all_plain([path for entry in self._pieces.values() for path in entry.paths]):
+            self._pieces, self.serial, self._base, self._delta = {}, "", "", set()  # a path not plain: refused whole
         return self
 
     def __bool__(self) -> bool:
@@ -207,25 +211,33 @@ class Record:
         for name, key in keys.items():
             entry = self._pieces.get(name)
             if entry is not None and entry.key == key and (not verify or self._intact(entry)):
-                kept[name] = Piece(list(entry.paths), [], list(entry.stores), entry.key)
+                kept[name] = Piece(list(entry.paths), [], _stores(entry.stores), entry.key)
         return kept
 
     def intact(self) -> set[PieceName]:
         """The recorded pieces whose files are all exactly as recorded."""
-        return {name for name, entry in self._pieces.items() if self._intact(entry)}
+        try:  # paths looked up from the directory itself: the kernel walks the part inside it only
+            fd = os.open(self.out_dir, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return set()
+        try:
+            return {name for name, entry in self._pieces.items() if self._intact(entry, fd)}
+        finally:
+            os.close(fd)
 
-    def _intact(self, entry: _Kept) -> bool:
-        base = os.fspath(self.out_dir)
+    def _intact(self, entry: _Kept, fd: int | None = None) -> bool:
+        where = {"dir_fd": fd} if fd is not None else {}
+        base = "" if fd is not None else os.fspath(self.out_dir) + "/"
         for path, recorded in zip(entry.paths, entry.stats, strict=True):
             try:
-                st = os.lstat(f"{base}/{path}")
+                st = os.stat(base + path, follow_symlinks=False, **where)
             except OSError:
                 return False
-            if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded or not self._real_parent(path):
+            if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded or not self._real_parent(path, fd):
                 return False
         return True
 
-    def _real_parent(self, path: str) -> bool:
+    def _real_parent(self, path: str, fd: int | None = None) -> bool:
         """Is every directory on the way to ``path`` inside the output directory a directory, no symbolic link
         (lstat follows the links on the way: a directory moved out and linked back must not keep its files)?"""
         parent = path.rpartition("/")[0]
@@ -234,13 +246,17 @@ class Record:
         known = self._directories.get(parent)
         if known is None:
             try:
-                real = stat.S_ISDIR(os.lstat(f"{os.fspath(self.out_dir)}/{parent}").st_mode)
+                if fd is not None:
+                    real = stat.S_ISDIR(os.stat(parent, dir_fd=fd, follow_symlinks=False).st_mode)
+                else:
+                    real = stat.S_ISDIR(os.lstat(f"{os.fspath(self.out_dir)}/{parent}").st_mode)
             except OSError:
                 real = False
-            known = self._directories[parent] = real and self._real_parent(parent)
+            known = self._directories[parent] = real and self._real_parent(parent, fd)
         return known
 
-    def claims_of(self, name: PieceName) -> Mapping[str, list[str]]:
+    def claims_of(self, name: PieceName) -> Mapping[str, str]:
+        """The piece's claims as recorded (see :class:`_Kept`)."""
         return self._pieces[name].claims
 
     def paths_of(self, names: Iterable[PieceName]) -> frozenset[str]:
@@ -286,8 +302,18 @@ class Record:
 
 
 def _entry(name: PieceName, kept: _Kept) -> list[Any]:
-    return [list(name), kept.key, kept.paths, kept.stats, dict(kept.claims),
-            [[s.api_version, s.namespace, s.name] for s in kept.stores]]
+    return [list(name), kept.key, kept.paths, kept.stats, dict(kept.claims), kept.stores]
+
+
+def _stores(text: str) -> list[Store]:
+    """A piece's recorded stores; ValueError when they are not in the shape :func:`_recorded` writes."""
+    stores = []
+    for one in text.split(";") if text else ():
+        fields = one.split(" ")
+        if len(fields) != 3:
+            raise ValueError("not a recorded store")
+        stores.append(Store(*fields))
+    return stores
 
 
 def _body(raw: Any, where: list[Any]) -> dict[str, Any] | None:
@@ -357,10 +383,11 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
     cluster = _cluster_of(name)
     claims: dict[str, list[str]] = {}
     for claim in piece.claims:  # kept claims carry no cluster: it must be the piece's own
-        if claim[0] != cluster or any(" " in f for f in claim):
-            return None
+        if claim[0] != cluster or any(" " in f or "|" in f or ";" in f for f in claim):
+            return None  # (names in Kubernetes hold none of these: such a piece is simply built every time)
         claims.setdefault(claim[3], []).append(f"{claim[1]} {claim[2]} {claim[4]}")
-    if not all_plain(piece.paths):
+    stores = [(s.api_version, s.namespace, s.name) for s in piece.stores]
+    if any(" " in f or ";" in f or not f for store in stores for f in store) or not all_plain(piece.paths):
         return None
     stats = []
     for path in piece.paths:
@@ -382,7 +409,9 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
         finally:
             os.close(fd)
         stats.append(_stat_line(st))
-    return _Kept(key, list(piece.paths), stats, claims, tuple(piece.stores))
+    return _Kept(key, list(piece.paths), stats,
+                 {ns: "|".join(objects) for ns, objects in claims.items()},
+                 ";".join(" ".join(store) for store in stores))
 
 
 def _strings(value: Any) -> bool:
@@ -390,20 +419,16 @@ def _strings(value: Any) -> bool:
 
 
 def _piece(raw: Any, check_paths: bool = True) -> tuple[PieceName, _Kept]:
-    """One recorded piece; ValueError or TypeError when it is not the shape :meth:`Record.save` writes, or names
-    a path that is not plain (``check_paths=False``: its paths and stats are not looked at)."""
+    """One recorded piece; ValueError or TypeError when it is not the shape :meth:`Record.save` writes
+    (``check_paths=False``: its paths and stats are not looked at; the caller checks that the paths of all pieces
+    are plain, at once). The claims are split only when they are checked (:func:`collides`)."""
     name, key, paths, stats, claims, stores = raw
-    if not (_strings(name) and isinstance(key, str) and isinstance(claims, dict)
-            and (not check_paths or (_strings(paths) and _strings(stats) and len(paths) == len(stats)
-                                     and all_plain(paths)))
-            and all(_strings(c) for c in claims.values()) and isinstance(stores, list)):
+    if not (_strings(name) and isinstance(key, str) and isinstance(claims, dict) and isinstance(stores, str)
+            and _strings(list(claims.values()))
+            and (not check_paths or (_strings(paths) and _strings(stats) and len(paths) == len(stats)))):
         raise ValueError("not a recorded piece")
-    kept = []
-    for store in stores:
-        if not (_strings(store) and len(store) == 3):
-            raise ValueError("not a recorded store")
-        kept.append(Store(*store))
-    return tuple(name), _Kept(key, paths, stats, claims, tuple(kept))
+    _stores(stores)
+    return tuple(name), _Kept(key, paths, stats, claims, stores)
 
 
 # ---------------------------------------------------------------------------------------------------- checking
@@ -419,7 +444,7 @@ def collides(record: Record, kept: Iterable[PieceName], built: Mapping[ClaimKey,
         for namespace, objects in record.claims_of(name).items():
             if (cluster, namespace) not in contested:
                 continue
-            for line in objects:
+            for line in objects.split("|"):
                 fields = line.split(" ")
                 if len(fields) != 3:
                     return True  # not what save() wrote: render everything
