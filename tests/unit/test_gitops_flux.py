@@ -42,6 +42,11 @@ def test_readiness_reads_ready_revision_and_generation() -> None:
 def test_root_kustomization_points_at_the_cluster_under_the_gitops_path() -> None:
     assert flux.root_kustomization("dev1")["spec"]["path"] == "./flux/dev1"
     assert flux.root_kustomization("dev1", "./deploy/")["spec"]["path"] == "./deploy/flux/dev1"
+
+
+def test_a_failed_root_reconcile_is_retried_within_a_minute_not_after_the_interval() -> None:
+    spec = flux.root_kustomization("dev1")["spec"]
+    assert spec["interval"] == "10m" and spec["retryInterval"] == "1m"
     repo = flux.git_repository("http://127.0.0.1:1/r.git", "trunk")
     assert repo["spec"]["ref"] == {"branch": "trunk"} and repo["metadata"]["name"] == "flux-system"
 

@@ -95,16 +95,19 @@ def git_repository(url: str, branch: str = "main", *, interval: str = "1m") -> d
     }
 
 
-def root_kustomization(cluster: str, gitops_path: str = ".", *, interval: str = "10m") -> dict[str, Any]:
+def root_kustomization(cluster: str, gitops_path: str = ".", *, interval: str = "10m",
+                       retry_interval: str = "1m") -> dict[str, Any]:
     """The root Kustomization: applies ``flux/<cluster>`` of the rendered tree, i.e. chamberlain's own
-    Kustomizations, which apply the rest in ``dependsOn`` order."""
+    Kustomizations, which apply the rest in ``dependsOn`` order. A failed attempt (an artifact that could not be
+    fetched or unpacked, often transient) is tried again after ``retry_interval``, as the rendered ones are, not
+    after the whole ``interval``."""
     root = gitops_path.removeprefix("./").strip("/")
     path = "./" + "/".join(p for p in (root if root not in ("", ".") else "", "flux", cluster) if p)
     return {
         "apiVersion": f"{KUSTOMIZATIONS.group}/{KUSTOMIZATIONS.version}",
         "kind": "Kustomization",
         "metadata": {"name": ROOT, "namespace": NAMESPACE},
-        "spec": {"interval": interval, "path": path, "prune": True, "wait": False,
+        "spec": {"interval": interval, "retryInterval": retry_interval, "path": path, "prune": True, "wait": False,
                  "sourceRef": {"kind": "GitRepository", "name": SOURCE}},
     }
 
