@@ -49,7 +49,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,15 +134,15 @@ def _key(lines: list[str]) -> str:
 class _Kept:
     """One piece as recorded: its key; its files' paths and stats (``inode size mtime_ns ctime_ns``); the objects
     it claims by namespace, ``group kind name`` each joined by ``|`` (the cluster is the piece's own); and its
-    stores, ``apiVersion namespace name`` joined by ``;``. Flat strings: a record of 26k files loads, checks and
-    saves in milliseconds (JSON escapes, or a string per object, would slow it down); the claims, half of the
-    record, are split only in a namespace a render contests (:func:`collides`)."""
+    stores (recorded as ``apiVersion namespace name`` joined by ``;``). Flat strings: a record of 26k files loads,
+    checks and saves in milliseconds (JSON escapes, or a string per object, would slow it down); the claims, half
+    of the record, are split only in a namespace a render contests (:func:`collides`)."""
 
     key: str
     paths: list[str]
     stats: list[str]
     claims: Mapping[str, str]
-    stores: str
+    stores: tuple[Store, ...]
 
 
 def _stat_line(st: os.stat_result) -> str:
@@ -208,36 +208,44 @@ class Record:
         """The recorded pieces whose key is unchanged (``verify``: and whose files are exactly as recorded;
         otherwise the caller checks :meth:`intact` before it trusts them)."""
         kept: dict[PieceName, Piece] = {}
-        for name, key in keys.items():
-            entry = self._pieces.get(name)
-            if entry is not None and entry.key == key and (not verify or self._intact(entry)):
-                kept[name] = Piece(list(entry.paths), [], _stores(entry.stores), entry.key)
+        with self._directory() as fd:
+            for name, key in keys.items():
+                entry = self._pieces.get(name)
+                if (entry is not None and entry.key == key
+                        and (not verify or (fd is not None and self._intact(entry, fd)))):
+                    kept[name] = Piece(list(entry.paths), [], list(entry.stores), entry.key)
         return kept
 
     def intact(self) -> set[PieceName]:
         """The recorded pieces whose files are all exactly as recorded."""
-        try:  # paths looked up from the directory itself: the kernel walks the part inside it only
+        with self._directory() as fd:
+            return set() if fd is None else {name for name, e in self._pieces.items() if self._intact(e, fd)}
+
+    @contextlib.contextmanager
+    def _directory(self) -> Iterator[int | None]:
+        """The output directory, open (None: it cannot be, or is a link): its files are looked up from it, so the
+        kernel walks only the part of each path inside it."""
+        try:
             fd = os.open(self.out_dir, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
-            return set()
+            yield None
+            return
         try:
-            return {name for name, entry in self._pieces.items() if self._intact(entry, fd)}
+            yield fd
         finally:
             os.close(fd)
 
-    def _intact(self, entry: _Kept, fd: int | None = None) -> bool:
-        where = {"dir_fd": fd} if fd is not None else {}
-        base = "" if fd is not None else os.fspath(self.out_dir) + "/"
+    def _intact(self, entry: _Kept, fd: int) -> bool:
         for path, recorded in zip(entry.paths, entry.stats, strict=True):
             try:
-                st = os.stat(base + path, follow_symlinks=False, **where)
+                st = os.stat(path, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 return False
             if not stat.S_ISREG(st.st_mode) or _stat_line(st) != recorded or not self._real_parent(path, fd):
                 return False
         return True
 
-    def _real_parent(self, path: str, fd: int | None = None) -> bool:
+    def _real_parent(self, path: str, fd: int) -> bool:
         """Is every directory on the way to ``path`` inside the output directory a directory, no symbolic link
         (lstat follows the links on the way: a directory moved out and linked back must not keep its files)?"""
         parent = path.rpartition("/")[0]
@@ -246,10 +254,7 @@ class Record:
         known = self._directories.get(parent)
         if known is None:
             try:
-                if fd is not None:
-                    real = stat.S_ISDIR(os.stat(parent, dir_fd=fd, follow_symlinks=False).st_mode)
-                else:
-                    real = stat.S_ISDIR(os.lstat(f"{os.fspath(self.out_dir)}/{parent}").st_mode)
+                real = stat.S_ISDIR(os.stat(parent, dir_fd=fd, follow_symlinks=False).st_mode)
             except OSError:
                 real = False
             known = self._directories[parent] = real and self._real_parent(parent, fd)
@@ -302,10 +307,11 @@ class Record:
 
 
 def _entry(name: PieceName, kept: _Kept) -> list[Any]:
-    return [list(name), kept.key, kept.paths, kept.stats, dict(kept.claims), kept.stores]
+    return [list(name), kept.key, kept.paths, kept.stats, dict(kept.claims),
+            ";".join(f"{s.api_version} {s.namespace} {s.name}" for s in kept.stores)]
 
 
-def _stores(text: str) -> list[Store]:
+def _stores(text: str) -> tuple[Store, ...]:
     """A piece's recorded stores; ValueError when they are not in the shape :func:`_recorded` writes."""
     stores = []
     for one in text.split(";") if text else ():
@@ -313,7 +319,7 @@ def _stores(text: str) -> list[Store]:
         if len(fields) != 3:
             raise ValueError("not a recorded store")
         stores.append(Store(*fields))
-    return stores
+    return tuple(stores)
 
 
 def _body(raw: Any, where: list[Any]) -> dict[str, Any] | None:
@@ -386,8 +392,8 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
         if claim[0] != cluster or any(" " in f or "|" in f or ";" in f for f in claim):
             return None  # (names in Kubernetes hold none of these: such a piece is simply built every time)
         claims.setdefault(claim[3], []).append(f"{claim[1]} {claim[2]} {claim[4]}")
-    stores = [(s.api_version, s.namespace, s.name) for s in piece.stores]
-    if any(" " in f or ";" in f or not f for store in stores for f in store) or not all_plain(piece.paths):
+    if (any(" " in f or ";" in f or not f for s in piece.stores for f in (s.api_version, s.namespace, s.name))
+            or not all_plain(piece.paths)):
         return None
     stats = []
     for path in piece.paths:
@@ -409,9 +415,8 @@ def _recorded(piece: Piece, name: PieceName, key: str, base: str, stamp: int, tr
         finally:
             os.close(fd)
         stats.append(_stat_line(st))
-    return _Kept(key, list(piece.paths), stats,
-                 {ns: "|".join(objects) for ns, objects in claims.items()},
-                 ";".join(" ".join(store) for store in stores))
+    return _Kept(key, list(piece.paths), stats, {ns: "|".join(objects) for ns, objects in claims.items()},
+                 tuple(piece.stores))
 
 
 def _strings(value: Any) -> bool:
@@ -427,8 +432,7 @@ def _piece(raw: Any, check_paths: bool = True) -> tuple[PieceName, _Kept]:
             and _strings(list(claims.values()))
             and (not check_paths or (_strings(paths) and _strings(stats) and len(paths) == len(stats)))):
         raise ValueError("not a recorded piece")
-    _stores(stores)
-    return tuple(name), _Kept(key, paths, stats, claims, stores)
+    return tuple(name), _Kept(key, paths, stats, claims, _stores(stores))
 
 
 # ---------------------------------------------------------------------------------------------------- checking
