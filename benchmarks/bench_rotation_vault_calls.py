@@ -124,11 +124,12 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
         Need("promote", "write", "real path, CAS = previous version: exactly one new current version. The refused "
                                  "CAS is the conflict check; only then is the real path read (own write or a "
                                  "second writer?)"),
-        Need("promote", "update_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
-                                                  "compare against"),
+        Need("promote", "patch_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
+                                                 "compare against (one PATCH; the key count is checked against "
+                                                 "the names the run kept at start)"),
         _save("promoted"),
         _save("propagated"),  # refresh + wait: Kubernetes only
-        _save("restarted"),  # rollout restart: Kubernetes only
+        # the rollout restart (Kubernetes only) is saved with the step after it: the revoke time, or the end
     ]
     ledger_head = ("ledger head: seq and hash the entry chains to and the head's KV version (its CAS); recorded "
                    "in the run as the floor after which a crashed finalize's entry is looked for")
@@ -145,8 +146,8 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
     need += [
         Need("finalize", "destroy", "staging path at the staged version: the promoted values' plaintext copy, "
                                     "destroyed for good once the real path holds them"),
-        Need("finalize", "update_custom_metadata", "last-result (and held) on the secret: the audit answer lives "
-                                                   "with the secret"),
+        Need("finalize", "patch_custom_metadata", "last-result (and held) on the secret: the audit answer lives "
+                                                  "with the secret"),
         Need("finalize", "write", "ledger entry at head + 1, CAS 0 (create-only: concurrent writers cannot "
                                   "overwrite each other)"),
         Need("finalize", "write", "ledger head, CAS: names the new tail, so a deleted tail is detected"),

@@ -15,8 +15,10 @@ import pytest
 
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger
+from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.fake import FakeKV
+from chamberlain.authority.kv import merge_custom_metadata
 from chamberlain.clock import FakeClock
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
@@ -34,7 +36,7 @@ from chamberlain.rotation.rotators import (
     TargetUnavailable,
 )
 from chamberlain.rotation.run import RotationRun, RunActive
-from chamberlain.values.markers import version_marker
+from chamberlain.values.markers import LegacyMarkers, version_marker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MOUNT = "secret"
@@ -273,8 +275,9 @@ def test_every_advance_is_persisted_and_a_fresh_load_equals_it() -> None:
         assert loaded == after
         run = loaded
         stages.append(run.stage)
-    assert stages[:8] == ["staged", "set-at-target", "tested", "promoted", "propagated", "restarted",
-                          "revoke-wait", "revoke-wait"]
+    # the restart step goes on to schedule the revoke itself: "restarted" is never saved on its own
+    assert stages[:7] == ["staged", "set-at-target", "tested", "promoted", "propagated", "revoke-wait",
+                          "revoke-wait"]
     assert_one_clean_rotation(w, run)
 
 
@@ -643,10 +646,10 @@ def test_a_run_recorded_before_the_policy_and_ledger_snapshots_still_finishes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_world()
     run, deps = w.start(), w.deps()
-    while run.stage != "restarted":
+    while run.stage != "revoke-wait":
         run = wf.advance(run, deps)
-    # what an older controller persisted: no policy snapshot, and (below) no ledger mark
-    run = runs.save(w.kv, run.model_copy(update={"policy_metadata": None}))
+    # what an older controller persisted: no policy snapshot, no metadata key names, and (below) no ledger mark
+    run = runs.save(w.kv, run.model_copy(update={"policy_metadata": None, "metadata_keys": None}))
     seen: list[Any] = []
 
     class Recording(FakeRotator):
@@ -665,6 +668,97 @@ def test_a_run_recorded_before_the_policy_and_ledger_snapshots_still_finishes(
     run = runs.save(w.kv, run.model_copy(update={"ledger_mark": None}))
     run = wf.run_to_completion(run, deps)
     assert run.ledger_seq == 1 and [e.run for e in w.rotations()] == ["run-1"]
+
+
+def test_a_run_an_older_controller_saved_at_restarted_goes_on_to_its_end() -> None:
+    w = make_world(revoke_old=False)
+    run, deps = w.start(), w.deps()
+    while run.stage != "propagated":
+        run = wf.advance(run, deps)
+    # an older controller saved the restart step on its own, before the end of the run
+    run = runs.save(w.kv, run.model_copy(update={"stage": "restarted"}))
+    assert wf.next_step(run, wf.observe(run, w.kv), w.clock.now()) is wf.Step.FINISH
+    run = wf.run_to_completion(run, deps)
+    assert run.stage == "done" and run.ledger_seq is not None
+    assert w.versions() == 2 and [e.result for e in w.rotations()] == ["ok"]
+
+
+class CountedMarkers(LegacyMarkers):
+    """Counts the markers asked for: with TransitMarkers each is a Vault call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def of(self, vault: VaultPath, data: Mapping[str, str]) -> str:
+        self.calls += 1
+        return super().of(vault, data)
+
+
+def test_a_run_asks_for_a_marker_only_of_the_staged_values() -> None:
+    w = make_world()
+    markers = CountedMarkers()
+    run = wf.run_to_completion(w.start(), w.deps(markers=markers))
+    assert_one_clean_rotation(w, run)
+    # once when staged, once when promote checks the staged copy; the current version never (it had not moved)
+    assert markers.calls == 2
+
+
+class RecordingKV(FakeKV):
+    """Records the ``known`` map each metadata PATCH was checked against (key names are what matter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: list[set[str]] = []
+
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        self.known.append(set(known))
+        super().patch_custom_metadata(mount, path, update, known)
+
+
+def test_the_metadata_a_run_records_is_patched_against_the_key_names_kept_at_start() -> None:
+    w = make_world()
+    kv = RecordingKV()
+    kv.write(MOUNT, SECRET.path, {"token": OLD, "user": "svc"}, cas=0)
+    kv.update_custom_metadata(MOUNT, SECRET.path, dict(w.custom()))
+    w.kv = kv
+    w.eso.kv = kv
+    before = set(w.custom())
+    counting = CountingKV(kv)
+    run = wf.start(counting, SECRET, secret="api-token", run_id="run-1", trigger="manual", reason="test",
+                   now=w.clock.now())
+    assert run.metadata_keys == tuple(sorted(before))
+    counting.reset()
+    run = wf.run_to_completion(run, w.deps(kv=counting))
+    assert run.stage == "revoked" and run.ledger_seq is not None
+    assert counting.counts["update_custom_metadata"] == 0 and counting.counts["patch_custom_metadata"] == 2
+    assert counting.counts["read_metadata"] == 0, "nothing read back to merge"
+    promoted = set(wf.PROMOTE_METADATA)
+    assert kv.known == [before, before | promoted]
+    after = w.custom()
+    assert before <= set(after) and after[wk.LAST_RUN] == "run-1" and after[wk.LAST_RESULT] == "run-1:ok"
+
+
+def test_a_record_past_the_key_limit_is_refused_before_it_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world(strategy="alert")
+    free = 64 - len(w.custom()) - len(set(wf.PROMOTE_METADATA) - set(w.custom())) + 1
+    w.kv.update_custom_metadata(MOUNT, SECRET.path, {f"team.k{i}": "v" for i in range(free)})
+    sent: list[Mapping[str, str]] = []
+
+    def lax(self: FakeKV, mount: str, path: str, update: Mapping[str, str], known: Mapping[str, str]) -> None:
+        # VaultKV against OpenBao: the check against ``known``, then a PATCH the server merges without counting
+        merge_custom_metadata(known, update)
+        sent.append(update)
+        secret = self._store[(mount, path)]
+        secret.custom = {**secret.custom, **update}
+
+    monkeypatch.setattr(FakeKV, "patch_custom_metadata", lax)
+    run, deps = w.start(), w.deps()
+    while not run.finished:
+        run = wf.advance(run, deps)
+    assert run.stage == "failed" and "cannot record the promoted version" in (run.last_error or "")
+    assert len(w.custom()) <= 64
+    assert not any(wk.LAST_RUN in update for update in sent), "the promote record was never sent"
 
 
 # --------------------------------------------------------------------------------------------------- outage

@@ -106,6 +106,10 @@ class RotationRun(BaseModel):
     # the policy.* custom metadata in force at start, for the rotator's context (None: a record from before it was
     # snapshotted; the workflow then reads the secret's metadata)
     policy_metadata: dict[str, str] | None = None
+    # the names (never the values) of the secret's custom_metadata keys at start: the metadata the run records is
+    # merged by one PATCH, whose key count is checked against these (None: a record from before they were kept;
+    # the workflow then reads the metadata and writes it back)
+    metadata_keys: tuple[str, ...] | None = None
     # Vault bookkeeping (version numbers and non-reversible markers only)
     previous_version: int  # the real path's current version when the run started (the CAS of promote)
     current_version: int | None = None  # the version promote wrote

@@ -68,7 +68,7 @@ from typing import Protocol
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, MetadataTooLarge, NotFound
-from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion
+from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion, update_metadata
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
@@ -113,6 +113,9 @@ STAGED_RUN = "_chamberlain.run"
 STAGED_ROTATED = "_chamberlain.rotated"
 STAGED_NOTES = "_chamberlain.notes"
 RESERVED_PREFIX = "_chamberlain."
+
+# the custom_metadata keys promote records, in the order record_promoted gives their values
+PROMOTE_METADATA = (wk.VALUE_MARKER, wk.VALUE_VERSION, wk.LAST_ROTATED, wk.LAST_RUN, wk.LAST_REASON)
 
 MAX_STEPS = 64
 ACK_POLL_SECONDS = 1.0  # run_to_completion: a revoke waiting for follower clusters looks again this often
@@ -225,11 +228,15 @@ def next_step(run: RotationRun, seen: Observed, now: datetime,
             return Step.PROPAGATE
         case "propagated":
             return Step.RESTART
-        case "restarted":
-            return Step.SCHEDULE_REVOKE if run.revoke_old and run.mode == "rotate" else Step.FINISH
+        case "restarted":  # a record saved before the restart step went on to these itself
+            return _after_restart(run)
         case "revoke-wait":
             return _revoke_step(run, seen, now, ack_deadline)
     return Step.NONE  # pragma: no cover - every unfinished stage is matched above
+
+
+def _after_restart(run: RotationRun) -> Step:
+    return Step.SCHEDULE_REVOKE if run.revoke_old and run.mode == "rotate" else Step.FINISH
 
 
 def _revoke_step(run: RotationRun, seen: Observed, now: datetime, ack_deadline: timedelta) -> Step:
@@ -426,6 +433,7 @@ def _begin(
         revoke_old=policy.revoke_old if policy and trigger != "import" else False,
         max_overlap_seconds=policy.max_overlap.total_seconds() if policy and policy.max_overlap else 0.0,
         policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(wk.POLICY_PREFIX)},
+        metadata_keys=tuple(sorted(meta.custom)),
         previous_version=meta.current_version,
         staging_base=staging.current_version if staging else 0,
         source_version=source_version,
@@ -464,7 +472,10 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
     staged = kv.read(run.mount, staging_path(run.vault)) if read_staged else None
     if read_real:
         current_version = real.version if real else 0
-        current_marker = markers.of(run.vault, real.data) if real else None
+        # next_step looks at the marker only once the version moved (to tell this run's own promote apart): a
+        # marker is a Vault call (transit HMAC), so it is not asked for otherwise
+        moved = real is not None and real.version != run.previous_version
+        current_marker = markers.of(run.vault, real.data) if real is not None and moved else None
     else:  # as the run expects it
         current_version = run.current_version or run.previous_version
         current_marker = run.pending_marker if run.stage in PROMOTED_OR_LATER else None
@@ -648,19 +659,28 @@ class _Executor:
 
     def record_promoted(self) -> RotationRun:
         version = self.run.previous_version + 1
-        update = {
-            wk.VALUE_MARKER: self.run.pending_marker or "",
-            wk.VALUE_VERSION: str(version),
-            wk.LAST_ROTATED: rfc3339(self.now),
-            wk.LAST_RUN: self.run.run_id,
-            wk.LAST_REASON: self.run.reason[:200],
-        }
+        values = (self.run.pending_marker or "", str(version), rfc3339(self.now), self.run.run_id,
+                  self.run.reason[:200])
+        update = dict(zip(PROMOTE_METADATA, values, strict=True))
         try:  # the KV checks the merged custom_metadata against Vault's limits before it writes
-            self.kv.update_custom_metadata(self.run.mount, self.run.path, update)
+            self._record(update)
         except MetadataTooLarge as exc:
             raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
         checkpoint("rotation.promote")
         return self.run.model_copy(update={"stage": "promoted", "current_version": version})
+
+    def _record(self, update: Mapping[str, str]) -> None:
+        """Merge ``update`` into the secret's custom_metadata: one PATCH, its key count checked against the names
+        kept at start and those promote added (OpenBao's PATCH does not check the count itself), else (a record
+        from before the names were kept, or a KV without PATCH) read and written back."""
+        run = self.run
+        if run.metadata_keys is None:
+            self.kv.update_custom_metadata(run.mount, run.path, update)
+            return
+        known = dict.fromkeys(run.metadata_keys, "")
+        if run.current_version is not None:
+            known.update(dict.fromkeys(PROMOTE_METADATA, ""))
+        update_metadata(self.kv, run.mount, run.path, update, known)
 
     def propagate(self) -> RotationRun:
         token = f"{self.run.run_id}.{self.run.attempts}"  # a retried refresh needs a new force-sync value
@@ -677,7 +697,11 @@ class _Executor:
             notes["restarted"] = str(len(done.rolled))
         if done.left_to_reloader:  # names only: reported so nobody wonders why chamberlain did not roll them
             notes["left-to-reloader"] = ",".join(done.left_to_reloader)
-        return self.run.model_copy(update={"stage": "restarted", "notes": notes})
+        # The step after a restart acts on nothing outside the run (a revoke time, or the end and the ledger's
+        # mark): done in the same step, one save fewer. A crash before the save restarts again with the same
+        # token, as it always did; a failure of the mark's read is recorded at "restarted".
+        self.run = self.run.model_copy(update={"stage": "restarted", "notes": notes})
+        return self.schedule_revoke() if _after_restart(self.run) is Step.SCHEDULE_REVOKE else self.finish()
 
     def schedule_revoke(self) -> RotationRun:
         at = self.now + timedelta(seconds=self.run.max_overlap_seconds)
@@ -734,7 +758,7 @@ class _Executor:
             update[wk.LAST_FAILED] = rfc3339(run.finished_at or self.now)
         if run.stage == "held":
             update.update({wk.HELD: "true", wk.HELD_RUN: run.run_id})
-        self.kv.update_custom_metadata(run.mount, run.path, update)
+        self._record(update)
         staged = self._destroy_staged()
         ledger, mark = self.deps.ledger, run.ledger_mark
 
