@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +52,7 @@ import hvac  # noqa: E402
 import kubernetes  # noqa: E402
 
 from chamberlain import wellknown as wk  # noqa: E402
+from chamberlain.authority.kv import MetadataPatch, update_metadata  # noqa: E402
 from chamberlain.authority.vault import VaultClient, client_with_token  # noqa: E402
 from chamberlain.clock import SystemClock  # noqa: E402
 from chamberlain.controller.loop import Scope, scope_of  # noqa: E402
@@ -493,6 +494,16 @@ class EventLog:
         with self._lock:
             return [t for t, e, kw in self.lines if e == event and all(kw.get(k) == v for k, v in match.items())]
 
+    def first_per_run(self, event: str, stages: Collection[str]) -> list[float]:
+        """Per run, the first time ``event`` was logged at one of ``stages`` (the restart step saves the step
+        after it: its run shows up at ``done`` or ``revoke-wait``, and again at ``done`` once finalized)."""
+        first: dict[Any, float] = {}
+        with self._lock:
+            for t, e, kw in self.lines:
+                if e == event and kw.get("stage") in stages:
+                    first.setdefault(kw.get("run"), t)
+        return list(first.values())
+
     def warnings(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
             return [(e, kw) for _, e, kw in self.lines if kw.get("level") == "warning"]
@@ -536,6 +547,12 @@ class TimedKV:
 
     def update_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
         self._timed("update_custom_metadata", path, lambda: self.inner.update_custom_metadata(mount, path, custom))
+
+    def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
+                              known: Mapping[str, str]) -> None:
+        """Keeps the PATCH of the KV it wraps (a wrapper without it would turn every patch into read + write)."""
+        operation = "patch_custom_metadata" if isinstance(self.inner, MetadataPatch) else "update_custom_metadata"
+        self._timed(operation, path, lambda: update_metadata(self.inner, mount, path, update, known))
 
     def list(self, mount: str, prefix: str) -> list[str]:
         return list(self._timed("list", prefix, lambda: self.inner.list(mount, prefix)))

@@ -177,6 +177,7 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
 
     vault_rows, kube_rows = wiring.kv.table(), wiring.kube.table()
     promoted = log.times("run step", stage="promoted")
+    restarted = log.first_per_run("run step", ("restarted", "revoke-wait", "done"))
     synced_last = max(seen.values()) if seen else float("nan")
     breakdown = {
         # wall clock, seconds after the last request was queued
@@ -214,7 +215,7 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
             "first Secret updated": (min(seen.values()) - t0) if seen else float("nan"),
             "all Secrets updated": (max(seen.values()) - t0) if seen else float("nan"),
             "all propagated": last("run step", stage="propagated"),
-            "all restarted": last("run step", stage="restarted"),
+            "all restarted": (max(restarted) - t0) if restarted else float("nan"),
             "first finished": first("run finished"),
             "all finished": last("run finished"),
         },

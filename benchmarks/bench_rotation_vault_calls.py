@@ -116,11 +116,14 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
             Need("test", "read", "staging path at the staged version: the pending values to test"),
             _save("tested"),
         ]
-    else:  # nothing to set outside Vault: the pending version is tested from memory in the step that staged it
+    else:  # nothing to set outside Vault: the pending version is tested from memory in the step that staged it,
+        # and promoted in the same call from the values still in hand
         need.append(_save("tested"))
+    if target:
+        need.append(Need("promote", "read", "staging path at the staged version: the values to promote (marker "
+                                            "re-checked)"))
     need += [
         # tested -> promoted
-        Need("promote", "read", "staging path at the staged version: the values to promote (marker re-checked)"),
         Need("promote", "write", "real path, CAS = previous version: exactly one new current version. The refused "
                                  "CAS is the conflict check; only then is the real path read (own write or a "
                                  "second writer?)"),

@@ -601,6 +601,38 @@ def test_hold_after_an_outage_of_two_ticks_still_holds() -> None:
     assert meta is not None and meta.custom.get("held") == "true"
 
 
+def test_a_lost_answer_in_the_promote_half_of_a_step_resumes_from_the_tested_revision() -> None:
+    """The random rotator has no target: a run is staged and tested, then promoted in the same call. When the
+    answer to the promoted save is lost (the write landed), the controller must hold the tested revision, so the
+    record one revision ahead of it is recognised as its own, not taken for another executor's."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+    from chamberlain.intent.paths import RUNS_PREFIX
+    from chamberlain.triggers import manual
+
+    w = World(policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    original, lost = w.kv.write, []
+
+    def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        version = original(mount, path, data, cas)
+        stage = json.loads(data.get("run", "{}")).get("stage") if path.startswith(RUNS_PREFIX) else None
+        if stage == "promoted" and not lost:
+            lost.append(version)
+            raise AuthorityUnavailable("connection reset after the write")
+        return version
+
+    w.kv.write = write  # type: ignore[method-assign]
+    q.put(manual("api-token", "answer lost", w.clock.now()))
+    c.tick()
+    assert c.outages == 1 and lost and w.version() == 2
+    c.tick()
+    assert c.outages == 0 and w.version() == 2 and [e.reason for e in w.rotations()][-1] == "answer lost"
+    assert not any("taken over" in line for line in w.log.lines)
+    assert any("re-read after an unanswered write" in line for line in w.log.lines)
+
+
 def test_derived_and_config_intents_are_out_of_the_controller_scope() -> None:
     derived = SecretIntent.model_validate({
         "apiVersion": "chamberlain.dev/v1alpha1", "kind": "SecretIntent", "metadata": {"name": "db-app"},

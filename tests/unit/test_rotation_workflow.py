@@ -935,6 +935,64 @@ def test_a_rotator_without_target_is_staged_and_tested_in_one_persisted_step() -
     assert "CANARY" not in everything_recorded(w)
 
 
+def test_a_run_tested_from_memory_promotes_in_the_same_call_from_the_values_in_hand() -> None:
+    w = make_world()
+    w.rotator = TargetlessRotator()
+    markers, counting = CountedMarkers(), CountingKV(w.kv)
+    deps = w.deps(kv=counting, markers=markers)
+    kept: list[RotationRun] = []
+    run = wf.advance(w.start(), deps, then_promote=kept.append)
+    assert [r.stage for r in kept] == ["tested"] and run.stage == "promoted" and run.revision == kept[0].revision + 1
+    assert w.versions() == 2 and w.custom()[wk.VALUE_MARKER] == run.pending_marker
+    # the real path and the staging path read once each (stage); promote read neither, nor asked for a marker
+    assert counting.counts["read"] == 2 and markers.calls == 1
+    final = wf.run_to_completion(run, deps)
+    assert final.ledger_seq is not None and [e.result for e in w.rotations()] == ["ok"]
+    assert "CANARY" not in everything_recorded(w)
+
+
+def test_an_outage_after_the_tested_save_resumes_from_it_and_promotes_once() -> None:
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    w = make_world()
+    w.rotator = TargetlessRotator()
+    kept: list[RotationRun] = []
+
+    def then_down(tested: RotationRun) -> None:
+        kept.append(tested)
+        w.kv.down = True
+
+    with pytest.raises(AuthorityUnavailable):
+        wf.advance(w.start(), w.deps(), then_promote=then_down)
+    w.kv.down = False
+    assert runs.load(w.kv, SECRET) == kept[0] and w.versions() == 1, "tested saved, nothing promoted"
+    final = wf.run_to_completion(kept[0], w.deps())  # from the staging path this time
+    assert w.rotator.created == 1 and final.ledger_seq is not None and w.versions() == 2
+    assert len(w.rotations()) == 1
+
+
+@pytest.mark.parametrize("point", ["rotation.promote.write", "rotation.promote"])
+def test_a_crash_in_the_promote_that_follows_resumes_to_one_rotation(point: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world()
+    w.rotator = TargetlessRotator()
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == point and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    with pytest.raises(Crash):
+        wf.run_to_completion(w.start(), w.deps())
+    recorded = runs.load(w.kv, SECRET)
+    assert recorded is not None and recorded.stage == "tested" and w.versions() == 2, "promote wrote, unrecorded"
+    resumed = wf.resume(w.deps(), SECRET)
+    assert resumed is not None and resumed.ledger_seq is not None and w.versions() == 2
+    assert w.rotator.created == 1 and len(w.rotations()) == 1
+
+
 @pytest.mark.parametrize("point", ["rotation.stage", "rotation.test"])
 def test_a_crash_in_the_combined_step_resumes_to_one_rotation_with_the_staged_values(
         point: str, monkeypatch: pytest.MonkeyPatch) -> None:

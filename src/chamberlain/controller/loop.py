@@ -775,7 +775,7 @@ class Controller:
             if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run):
                 return
             try:
-                after = wf.advance(a.run, a.deps, outage=a.outage)
+                after = wf.advance(a.run, a.deps, outage=a.outage, then_promote=a.saved)
             except wf.RunLost:
                 own = self._own_unanswered_write(a)
                 if own is not None:

@@ -46,6 +46,11 @@ class Active:
     # revokeOld waits for follower clusters' acknowledgements: look again (one read per follower) no sooner than this
     next_ack_look: float = 0.0  # monotonic
 
+    def saved(self, run: RotationRun) -> None:
+        """A revision this replica saved in the middle of a call (the ``tested`` record before promote follows:
+        ``workflow.advance``'s ``then_promote``): should the rest of the call raise, the next step starts from it."""
+        self.run = run
+
 
 @dataclass
 class TickState:

@@ -452,7 +452,8 @@ def _public(data: Mapping[str, str]) -> dict[str, str]:
 @dataclass(frozen=True)
 class _Seen:
     """An observation and the versions read for it: the executor of the same step uses their data instead of
-    reading them again (values stay in memory for the duration of the step only)."""
+    reading them again (values stay in memory for the duration of the step only, or, staged and tested from
+    memory, until the promote that follows in the same call)."""
 
     observed: Observed
     real: SecretVersion | None = None  # latest version of the real path, when read
@@ -531,6 +532,7 @@ class _Executor:
         self.rotator = rotator_for(run, deps.rotator)
         self.seen = seen or _Seen(Observed(run.previous_version, None, run.staging_base, None))
         self.held_values: list[str] = []  # every value read in this step, to scrub error messages
+        self.tested_in_hand: SecretVersion | None = None  # stage tested these staged values from memory
         for version in (self.seen.real, self.seen.staged):
             if version is not None:
                 self.held_values.extend(version.data.values())
@@ -571,8 +573,16 @@ class _Executor:
         self.held_values.extend(values.values())
         return values
 
+    def _in_hand(self) -> bool:
+        """The staged version's values came with this step (see :func:`advance`'s ``then_promote``)."""
+        staged = self.seen.staged
+        return self.run.stage == "tested" and staged is not None and staged.version == self.run.staged_version
+
     def pending(self) -> PendingVersion:
-        staged = self._read(staging_path(self.run.vault), self.run.staged_version)
+        if self._in_hand() and self.seen.staged is not None:
+            staged = dict(self.seen.staged.data)
+        else:
+            staged = self._read(staging_path(self.run.vault), self.run.staged_version)
         return PendingVersion(data=_public(staged), rotated=frozenset(self.run.rotated_keys),
                               notes=dict(self.run.notes))
 
@@ -605,6 +615,7 @@ class _Executor:
         self.rotator.test(self.context(current), PendingVersion(data=_public(staged), rotated=frozenset(rotated),
                                                                 notes=notes))
         checkpoint("rotation.test")
+        self.tested_in_hand = SecretVersion(version, staged)
         return run.model_copy(update={"stage": "tested"})
 
     def record_staged(self) -> RotationRun:
@@ -637,7 +648,9 @@ class _Executor:
 
     def promote(self) -> RotationRun:
         pending = self.pending()
-        if self.deps.markers.of(self.run.vault, pending.data) != self.run.pending_marker:
+        # values read back from the staging path are checked against the marker recorded when they were staged;
+        # values still in hand are the ones that marker was made of
+        if not self._in_hand() and self.deps.markers.of(self.run.vault, pending.data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
         try:
             self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
@@ -851,11 +864,22 @@ def _find_entry(ledger: Ledger, run: RotationRun) -> LedgerEntry | None:
     return None
 
 
-def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) -> RotationRun:
+def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None,
+            then_promote: Callable[[RotationRun], None] | None = None) -> RotationRun:
     """Do the one step :func:`next_step` names and persist the result (CAS on the run record). Returns the run as
     persisted; unchanged when there is nothing to do yet (WAIT, NONE). :class:`RunLost` when another executor
     moved the record. ``outage``: the authority was unreachable while this run was in flight (the cleaned error;
-    see :attr:`Observed.outage`)."""
+    see :attr:`Observed.outage`).
+
+    ``then_promote``: a run whose rotator has no target is staged and tested in one step; with this callable, once
+    ``tested`` is saved the callable gets that run and promote follows in the same call, with the staged values
+    still in hand (no read of the staging path, no marker of it). Two persisted steps and their crash points, as in
+    two calls; the callable keeps the caller's copy current should the promote half raise."""
+    return _advance(run, deps, outage, then_promote, None)
+
+
+def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
+             then_promote: Callable[[RotationRun], None] | None, in_hand: SecretVersion | None) -> RotationRun:
     now = deps.clock.now()
     if outage is None and run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
@@ -865,6 +889,8 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
         raise
     except AuthorityError as exc:  # refused (403, 404, ...): a failure of this run, which its policy decides
         return runs.save(deps.kv, _Executor(run, deps, now).fail(exc).model_copy(update={"updated_at": now}))
+    if in_hand is not None:
+        seen = _Seen(seen.observed, seen.real, in_hand)
     step = next_step(run, seen.observed, now, deps.ack_deadline)
     if step in (Step.WAIT, Step.NONE):
         return run
@@ -897,7 +923,15 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None) 
     except Exception as exc:  # a rotator plug-in's own bug fails this run, never the controller; its text may
         # quote values, so only its type is kept
         updated = ex.fail(RotatorError(f"{run.secret}: step {step.value} raised {type(exc).__name__}"))
-    return runs.save(deps.kv, updated.model_copy(update={"updated_at": now}))
+    saved = runs.save(deps.kv, updated.model_copy(update={"updated_at": now}))
+    if then_promote is not None and ex.tested_in_hand is not None and saved.stage == "tested":
+        then_promote(saved)
+        return _advance(saved, deps, outage, None, ex.tested_in_hand)
+    return saved
+
+
+def _nothing(run: RotationRun) -> None:
+    return None
 
 
 def run_to_completion(run: RotationRun, deps: RotationDeps, max_steps: int = MAX_STEPS) -> RotationRun:
@@ -905,7 +939,7 @@ def run_to_completion(run: RotationRun, deps: RotationDeps, max_steps: int = MAX
     for _ in range(max_steps):
         if run.finished and run.ledger_seq is not None:
             return run
-        after = advance(run, deps)
+        after = advance(run, deps, then_promote=_nothing)  # a raise leaves the run to resume from its record
         if after == run:  # waiting: sleep until it may act again
             at = wake_at(run)
             if at is None:  # pragma: no cover - a run that neither waits nor acts would loop
