@@ -971,31 +971,11 @@ def test_an_outage_after_the_tested_save_resumes_from_it_and_promotes_once() -> 
     assert len(w.rotations()) == 1
 
 
-@pytest.mark.parametrize("point", ["rotation.promote.write", "rotation.promote"])
-def test_a_crash_in_the_promote_that_follows_resumes_to_one_rotation(point: str,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    w = make_world()
-    w.rotator = TargetlessRotator()
-    hit: list[str] = []
-
-    def crash_at(name: str) -> None:
-        if name == point and not hit:
-            hit.append(name)
-            raise Crash(name)
-
-    monkeypatch.setattr(wf, "checkpoint", crash_at)
-    with pytest.raises(Crash):
-        wf.run_to_completion(w.start(), w.deps())
-    recorded = runs.load(w.kv, SECRET)
-    assert recorded is not None and recorded.stage == "tested" and w.versions() == 2, "promote wrote, unrecorded"
-    resumed = wf.resume(w.deps(), SECRET)
-    assert resumed is not None and resumed.ledger_seq is not None and w.versions() == 2
-    assert w.rotator.created == 1 and len(w.rotations()) == 1
-
-
-@pytest.mark.parametrize("point", ["rotation.stage", "rotation.test"])
+# the combined step saves nothing before the test passed; promote follows in the same call once "tested" is saved
+@pytest.mark.parametrize(("point", "recorded"), [("rotation.stage", "pending"), ("rotation.test", "pending"),
+                                                 ("rotation.promote.write", "tested"), ("rotation.promote", "tested")])
 def test_a_crash_in_the_combined_step_resumes_to_one_rotation_with_the_staged_values(
-        point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        point: str, recorded: str, monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_world()
     w.rotator = TargetlessRotator()
     hit: list[str] = []
@@ -1010,7 +990,7 @@ def test_a_crash_in_the_combined_step_resumes_to_one_rotation_with_the_staged_va
     with pytest.raises(Crash):
         wf.run_to_completion(run, w.deps())
     resumed = runs.load(w.kv, SECRET)
-    assert resumed is not None and resumed.stage == "pending", "the crash came before the run was saved"
+    assert resumed is not None and resumed.stage == recorded
     final = wf.run_to_completion(resumed, w.deps())
     assert w.rotator.created == 1, "the staged values are adopted, never drawn twice"
     assert final.ledger_seq is not None and w.versions() == 2 and len(w.rotations()) == 1
