@@ -52,7 +52,7 @@ import hvac  # noqa: E402
 import kubernetes  # noqa: E402
 
 from chamberlain import wellknown as wk  # noqa: E402
-from chamberlain.authority.kv import MetadataPatch, update_metadata  # noqa: E402
+from chamberlain.authority.kv import MetadataPatch, update_metadata, write_and_custom  # noqa: E402
 from chamberlain.authority.vault import VaultClient, client_with_token  # noqa: E402
 from chamberlain.clock import SystemClock  # noqa: E402
 from chamberlain.controller.loop import Scope, scope_of  # noqa: E402
@@ -541,6 +541,12 @@ class TimedKV:
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         return int(self._timed("write", path, lambda: self.inner.write(mount, path, data, cas)))
+
+    def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
+                               cas: int) -> tuple[int, Mapping[str, str] | None]:
+        result: tuple[int, Mapping[str, str] | None] = self._timed(
+            "write", path, lambda: write_and_custom(self.inner, mount, path, data, cas))
+        return result
 
     def read_metadata(self, mount: str, path: str) -> Any:
         return self._timed("read_metadata", path, lambda: self.inner.read_metadata(mount, path))

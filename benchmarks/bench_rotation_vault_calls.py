@@ -128,8 +128,8 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
                                  "CAS is the conflict check; only then is the real path read (own write or a "
                                  "second writer?)"),
         Need("promote", "patch_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
-                                                 "compare against (one PATCH; the key count is checked against "
-                                                 "the names the run kept at start)"),
+                                                 "compare against (one PATCH, its key count checked against the "
+                                                 "custom_metadata the promote write answered)"),
         _save("promoted"),
         _save("propagated"),  # refresh + wait: Kubernetes only
         # the rollout restart (Kubernetes only) is saved with the step after it: the revoke time, or the end
@@ -149,6 +149,8 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
     need += [
         Need("finalize", "destroy", "staging path at the staged version: the promoted values' plaintext copy, "
                                     "destroyed for good once the real path holds them"),
+        Need("finalize", "read_metadata", "secret: the custom_metadata as it is now, which the PATCH's key count is "
+                                          "checked against (OpenBao's PATCH does not count keys)"),
         Need("finalize", "patch_custom_metadata", "last-result (and held) on the secret: the audit answer lives "
                                                   "with the secret"),
         Need("finalize", "write", "ledger entry at head + 1, CAS 0 (create-only: concurrent writers cannot "

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from chamberlain.authority.errors import CasConflict, Forbidden, NotFound, Unsupported
+from chamberlain.authority.errors import CasConflict, Forbidden, MetadataTooLarge, NotFound, Unsupported
 from chamberlain.authority.model import (
     AuditDevice,
     AuthMountInfo,
@@ -232,6 +232,31 @@ def test_kv_write_read_cas_metadata_and_destroy(bao: Bao) -> None:
     assert current is not None and current.data == {"password": "v2"}
     kv.destroy(KV_MOUNT, "team/app", [1])  # again: harmless
     assert kv.read(KV_MOUNT, "team/absent") is None and kv.read_metadata(KV_MOUNT, "team/absent") is None
+
+
+def test_kv_write_answers_custom_metadata_and_the_patch_key_count_is_ours_to_check(bao: Bao) -> None:
+    """The rotation records its metadata with a PATCH checked against the map its promote write answered: the
+    answer carries it, and OpenBao's PATCH does not count keys itself, so that check is what keeps the limit."""
+    kv = bao.client().kv
+    assert kv.write_reporting_custom(KV_MOUNT, "team/meta", {"k": "v1"}, cas=0) == (1, {})
+    kv.patch_custom_metadata(KV_MOUNT, "team/meta", {"owner": "team-a"}, {})
+    assert kv.write_reporting_custom(KV_MOUNT, "team/meta", {"k": "v2"}, cas=1) == (2, {"owner": "team-a"})
+    # the server's own PATCH merges past 64 keys (a raw request, without our check)
+    kv.write(KV_MOUNT, "team/over", {"k": "v"}, cas=0)
+    kv.patch_custom_metadata(KV_MOUNT, "team/over", {f"k{i}": "v" for i in range(64)}, {})
+    bao.client().call("patch past the limit", lambda h: h.adapter.request(
+        "PATCH", f"/v1/{KV_MOUNT}/metadata/team/over", json={"custom_metadata": {"one-more": "x"}},
+        headers={"Content-Type": "application/merge-patch+json"}))
+    over = kv.read_metadata(KV_MOUNT, "team/over")
+    assert over is not None and len(over.custom) == 65
+    full = {f"k{i}": "v" for i in range(63)}
+    kv.patch_custom_metadata(KV_MOUNT, "team/meta", full, {"owner": "team-a"})
+    meta = kv.read_metadata(KV_MOUNT, "team/meta")
+    assert meta is not None and len(meta.custom) == 64
+    with pytest.raises(MetadataTooLarge):
+        kv.patch_custom_metadata(KV_MOUNT, "team/meta", {"one-more": "x"}, meta.custom)
+    after = kv.read_metadata(KV_MOUNT, "team/meta")
+    assert after is not None and len(after.custom) == 64
 
 
 # ------------------------------------------------------------------------------------------------ policies, auth

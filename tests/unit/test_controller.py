@@ -363,6 +363,29 @@ def test_a_run_left_half_done_by_a_dead_leader_is_adopted_and_finished_once() ->
     assert w.version() == 2 and len(w.rotations()) == 1
 
 
+def test_a_run_record_that_does_not_parse_blocks_its_secret_only() -> None:
+    """A record a newer release wrote (a field this one does not know) or a damaged one: the other secrets' runs
+    are adopted and finished all the same, and the tick does not fail."""
+    w = World(("token-a", "token-b"))
+    bad, good = w.scope.placed["token-a"], w.scope.placed["token-b"]
+    c0 = w.controller()
+    deps, _ = c0._deps(good)
+    run = wf.start(w.kv, good.vault, secret="token-b", run_id="run-b", trigger="manual", reason="left half done",
+                   now=w.clock.now())
+    run = wf.advance(run, deps)
+    stored = w.kv.read(MOUNT, runs.run_path(bad.vault))
+    record = {"run_id": "run-a", "from_a_newer_release": True}
+    w.kv.write(MOUNT, runs.run_path(bad.vault), {"run": json.dumps(record)}, cas=stored.version if stored else 0)
+    with pytest.raises(runs.RunUnreadable, match="from_a_newer_release"):
+        runs.load(w.kv, bad.vault)
+    c = w.controller()
+    c.tick()
+    final = runs.load(w.kv, good.vault)
+    assert final is not None and final.run_id == "run-b" and final.succeeded and w.version("token-b") == 2
+    assert any("cannot read a run record" in line and "token-a" in line for line in w.log.lines)
+    assert not any("tick failed" in line for line in w.log.lines)
+
+
 # --------------------------------------------------------------------------------------------------- triggers
 
 

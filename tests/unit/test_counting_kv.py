@@ -114,9 +114,9 @@ INTENT = SecretIntent.model_validate({
 # Measured with benchmarks/bench_rotation_vault_calls.py; equal to the protocol's minimum derived there, for a
 # rotator without a target (the random one). (Before the economy work: 57 and 67 with an empty ledger, plus one read
 # per ledger entry. 26 and 29 until the staged copy was destroyed after promote; 27 and 30 then, 21 and 22 once such
-# a rotator was tested in the step that staged it; 19 and 20 since it is promoted from the values in hand and the
-# restart step saves the step after it.)
-CALLS_PER_ROTATION = {False: 19, True: 20}  # revokeOld
+# a rotator was tested in the step that staged it; 20 and 21 since it is promoted from the values in hand, the
+# restart step saves the step after it and promote's metadata is checked against its write's answer.)
+CALLS_PER_ROTATION = {False: 20, True: 21}  # revokeOld
 
 
 class NoPropagation:

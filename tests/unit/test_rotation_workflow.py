@@ -6,6 +6,7 @@ never two current, one ledger entry per run, no value in any record."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,6 @@ from chamberlain.audit.ledger import Ledger
 from chamberlain.authority.counting import CountingKV
 from chamberlain.authority.errors import NotFound
 from chamberlain.authority.fake import FakeKV
-from chamberlain.authority.kv import merge_custom_metadata
 from chamberlain.clock import FakeClock
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import RotationPolicySpec, SecretIntent
@@ -648,8 +648,8 @@ def test_a_run_recorded_before_the_policy_and_ledger_snapshots_still_finishes(
     run, deps = w.start(), w.deps()
     while run.stage != "revoke-wait":
         run = wf.advance(run, deps)
-    # what an older controller persisted: no policy snapshot, no metadata key names, and (below) no ledger mark
-    run = runs.save(w.kv, run.model_copy(update={"policy_metadata": None, "metadata_keys": None}))
+    # what an older controller persisted: no policy snapshot, and (below) no ledger mark
+    run = runs.save(w.kv, run.model_copy(update={"policy_metadata": None}))
     seen: list[Any] = []
 
     class Recording(FakeRotator):
@@ -703,62 +703,87 @@ def test_a_run_asks_for_a_marker_only_of_the_staged_values() -> None:
     assert markers.calls == 2
 
 
+def test_the_restart_step_reads_the_ledger_mark_before_any_workload_rolls() -> None:
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    w = make_world(revoke_old=False)
+
+    class FlakyMark(Ledger):
+        failures = 1
+
+        def mark(self) -> Any:
+            if FlakyMark.failures:
+                FlakyMark.failures -= 1
+                raise AuthorityUnavailable("ledger head unreachable")
+            return super().mark()
+
+    deps = w.deps(ledger=FlakyMark(w.kv, MOUNT, w.clock))
+    run = w.start()
+    while run.stage != "propagated":
+        run = wf.advance(run, deps)
+    run = wf.advance(run, deps)
+    assert run.stage == "propagated" and run.attempts == 1 and w.kube.workload_patches == [], "nothing rolled"
+    run = wf.run_to_completion(run, deps)
+    assert run.stage == "done" and len(w.kube.workload_patches) == 1 and len(w.rotations()) == 1
+
+
+@pytest.mark.parametrize(("body", "says"), [("not json", "is not a JSON object"), ("[1, 2]", "is not a JSON object"),
+                                            ('{"run_id": "r"}', "does not parse (fields: ")])
+def test_a_run_record_that_does_not_parse_is_a_clear_error(body: str, says: str) -> None:
+    w = make_world()
+    w.kv.write(MOUNT, runs.run_path(SECRET), {"run": body}, cas=0)
+    with pytest.raises(runs.RunUnreadable, match=re.escape(says)):
+        runs.load(w.kv, SECRET)
+    with pytest.raises(runs.RunUnreadable):
+        w.start()
+
+
 class RecordingKV(FakeKV):
-    """Records the ``known`` map each metadata PATCH was checked against (key names are what matter)."""
+    """Records the ``known`` map each metadata PATCH was checked against."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.known: list[set[str]] = []
+        self.known: list[dict[str, str]] = []
 
     def patch_custom_metadata(self, mount: str, path: str, update: Mapping[str, str],
                               known: Mapping[str, str]) -> None:
-        self.known.append(set(known))
+        self.known.append(dict(known))
         super().patch_custom_metadata(mount, path, update, known)
 
 
-def test_the_metadata_a_run_records_is_patched_against_the_key_names_kept_at_start() -> None:
+def test_the_metadata_a_run_records_is_patched_and_checked_against_the_map_as_it_is() -> None:
     w = make_world()
     kv = RecordingKV()
     kv.write(MOUNT, SECRET.path, {"token": OLD, "user": "svc"}, cas=0)
     kv.update_custom_metadata(MOUNT, SECRET.path, dict(w.custom()))
-    w.kv = kv
-    w.eso.kv = kv
-    before = set(w.custom())
+    w.kv = w.eso.kv = kv
     counting = CountingKV(kv)
-    run = wf.start(counting, SECRET, secret="api-token", run_id="run-1", trigger="manual", reason="test",
-                   now=w.clock.now())
-    assert run.metadata_keys == tuple(sorted(before))
-    counting.reset()
+    run = w.start()
+    kv.patch_custom_metadata(MOUNT, SECRET.path, {"team.note": "added during the run"}, w.custom())
+    at_promote = dict(w.custom())
+    kv.known.clear()
     run = wf.run_to_completion(run, w.deps(kv=counting))
     assert run.stage == "revoked" and run.ledger_seq is not None
     assert counting.counts["update_custom_metadata"] == 0 and counting.counts["patch_custom_metadata"] == 2
-    assert counting.counts["read_metadata"] == 0, "nothing read back to merge"
-    promoted = set(wf.PROMOTE_METADATA)
-    assert kv.known == [before, before | promoted]
+    # promote: the map as its write answered it; the end: as read just before (one read, no write back)
+    assert kv.known[0] == at_promote and "team.note" in kv.known[1] and wk.LAST_RUN in kv.known[1]
+    assert counting.counts["read_metadata"] == 1
     after = w.custom()
-    assert before <= set(after) and after[wk.LAST_RUN] == "run-1" and after[wk.LAST_RESULT] == "run-1:ok"
+    assert after["team.note"] == "added during the run" and after[wk.LAST_RESULT] == "run-1:ok"
 
 
-def test_a_record_past_the_key_limit_is_refused_before_it_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_added_during_a_run_count_against_the_limit_before_anything_is_sent() -> None:
+    """OpenBao's PATCH merges without counting keys (the fake does the same): the check must see the map as it is
+    when the run records, not as it was when the run started."""
     w = make_world(strategy="alert")
-    free = 64 - len(w.custom()) - len(set(wf.PROMOTE_METADATA) - set(w.custom())) + 1
-    w.kv.update_custom_metadata(MOUNT, SECRET.path, {f"team.k{i}": "v" for i in range(free)})
-    sent: list[Mapping[str, str]] = []
-
-    def lax(self: FakeKV, mount: str, path: str, update: Mapping[str, str], known: Mapping[str, str]) -> None:
-        # VaultKV against OpenBao: the check against ``known``, then a PATCH the server merges without counting
-        merge_custom_metadata(known, update)
-        sent.append(update)
-        secret = self._store[(mount, path)]
-        secret.custom = {**secret.custom, **update}
-
-    monkeypatch.setattr(FakeKV, "patch_custom_metadata", lax)
     run, deps = w.start(), w.deps()
+    free = 64 - len(w.custom())
+    w.kv.patch_custom_metadata(MOUNT, SECRET.path, {f"team.k{i}": "v" for i in range(free)}, w.custom())
+    assert len(w.custom()) == 64
     while not run.finished:
         run = wf.advance(run, deps)
     assert run.stage == "failed" and "cannot record the promoted version" in (run.last_error or "")
-    assert len(w.custom()) <= 64
-    assert not any(wk.LAST_RUN in update for update in sent), "the promote record was never sent"
+    assert len(w.custom()) == 64 and wk.LAST_RUN not in w.custom(), "nothing was sent"
 
 
 # --------------------------------------------------------------------------------------------------- outage

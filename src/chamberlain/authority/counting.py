@@ -23,7 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, Forbidden, NotFound
-from chamberlain.authority.kv import KV, MetadataPatch, SecretMetadata, SecretVersion, update_metadata
+from chamberlain.authority.kv import (
+    KV,
+    MetadataPatch,
+    SecretMetadata,
+    SecretVersion,
+    update_metadata,
+    write_and_custom,
+)
 
 T = TypeVar("T")
 
@@ -92,6 +99,10 @@ class CountingKV:
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         return self._call("write", lambda: self.inner.write(mount, path, data, cas))
+
+    def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
+                               cas: int) -> tuple[int, Mapping[str, str] | None]:
+        return self._call("write", lambda: write_and_custom(self.inner, mount, path, data, cas))
 
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
         return self._call("read_metadata", lambda: self.inner.read_metadata(mount, path))

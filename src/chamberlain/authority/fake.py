@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, Forbidden, NotFound
-from chamberlain.authority.kv import SecretMetadata, SecretVersion, merge_custom_metadata
+from chamberlain.authority.kv import SecretMetadata, SecretVersion, check_custom_metadata, merge_custom_metadata
 from chamberlain.authority.model import TransitKey
 
 
@@ -65,6 +65,11 @@ class FakeKV:
             secret.versions.append(dict(data))
             return len(secret.versions)
 
+    def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
+                               cas: int) -> tuple[int, dict[str, str]]:
+        version = self.write(mount, path, data, cas)
+        return version, dict(self._store[(mount, path)].custom)
+
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
         self._guard("read_metadata")
         secret = self._store.get((mount, path))
@@ -90,8 +95,9 @@ class FakeKV:
         secret = self._store.get((mount, path))
         if secret is None:
             raise NotFound(f"{mount}/{path}")
-        with self._lock:
-            secret.custom = merge_custom_metadata(secret.custom, update)
+        check_custom_metadata(update)
+        with self._lock:  # as OpenBao's PATCH: key and value sizes are checked, the merged map's key count is not
+            secret.custom = {**secret.custom, **update}
 
     def list(self, mount: str, prefix: str) -> list[str]:
         self._guard("list")

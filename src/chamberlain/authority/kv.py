@@ -81,6 +81,25 @@ class MetadataPatch(Protocol):
         ...
 
 
+@runtime_checkable
+class WriteReportsMetadata(Protocol):
+    """A KV whose write answers the secret's custom_metadata as that write left it (KV v2's data write does): a
+    caller recording metadata right after a write checks it against the map as it is, without reading it again."""
+
+    def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
+                               cas: int) -> tuple[int, Mapping[str, str] | None]:
+        """:meth:`KV.write`, and the custom_metadata after it (None: this KV cannot tell, e.g. a wrapper's)."""
+        ...
+
+
+def write_and_custom(kv: KV, mount: str, path: str, data: Mapping[str, str],
+                     cas: int) -> tuple[int, Mapping[str, str] | None]:
+    """:meth:`KV.write`; also the custom_metadata the write left, where ``kv`` answers it (else None)."""
+    if isinstance(kv, WriteReportsMetadata):
+        return kv.write_reporting_custom(mount, path, data, cas)
+    return kv.write(mount, path, data, cas), None
+
+
 def update_metadata(kv: KV, mount: str, path: str, update: Mapping[str, str], known: Mapping[str, str]) -> None:
     """``update`` merged into the secret's custom_metadata: one PATCH where ``kv`` can, else read and write back."""
     if isinstance(kv, MetadataPatch):

@@ -342,6 +342,10 @@ class Controller:
             except AuthorityError as exc:  # refused for this secret: the others are adopted all the same
                 self._refused("cannot read a run record", name, exc)
                 continue
+            except runs.RunUnreadable as exc:  # a newer release's record, or damage: the others all the same
+                self.parts.log.warning("cannot read a run record", secret=name, error=type(exc).__name__,
+                                       detail=str(exc)[:200])
+                continue
             if run is None or (run.finished and run.ledger_seq is not None):
                 continue
             a = self._track(placed, run)

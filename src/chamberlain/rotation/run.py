@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chamberlain.audit.ledger import LedgerMark
 from chamberlain.authority.errors import CasConflict
@@ -76,6 +76,11 @@ class RunLost(RunError):
     """The run record changed under this executor (another executor advanced it): stop, do not act further."""
 
 
+class RunUnreadable(RunError):
+    """The run record does not parse: written by a newer release (a field this one does not know), or damaged.
+    Permanent for this secret; the other secrets' runs go on."""
+
+
 def _iso(t: datetime | None) -> str | None:
     return rfc3339(t) if t is not None else None
 
@@ -106,10 +111,6 @@ class RotationRun(BaseModel):
     # the policy.* custom metadata in force at start, for the rotator's context (None: a record from before it was
     # snapshotted; the workflow then reads the secret's metadata)
     policy_metadata: dict[str, str] | None = None
-    # the names (never the values) of the secret's custom_metadata keys at start: the metadata the run records is
-    # merged by one PATCH, whose key count is checked against these (None: a record from before they were kept;
-    # the workflow then reads the metadata and writes it back)
-    metadata_keys: tuple[str, ...] | None = None
     # Vault bookkeeping (version numbers and non-reversible markers only)
     previous_version: int  # the real path's current version when the run started (the CAS of promote)
     current_version: int | None = None  # the version promote wrote
@@ -211,7 +212,14 @@ def load(kv: KV, secret: VaultPath) -> RotationRun | None:
     version = kv.read(secret.mount, run_path(secret))
     if version is None or "run" not in version.data:
         return None
-    return RotationRun.model_validate({**json.loads(version.data["run"]), "revision": version.version})
+    try:
+        return RotationRun.model_validate({**json.loads(version.data["run"]), "revision": version.version})
+    except ValidationError as exc:  # field names only: the record holds no value, but keep errors terse
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "(record)" for e in exc.errors()})
+        raise RunUnreadable(f"{secret}: run record version {version.version} does not parse (fields: "
+                            f"{', '.join(fields[:5])}); a newer chamberlain may have written it") from None
+    except (ValueError, TypeError):
+        raise RunUnreadable(f"{secret}: run record version {version.version} is not a JSON object") from None
 
 
 def save(kv: KV, run: RotationRun) -> RotationRun:

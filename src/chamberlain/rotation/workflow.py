@@ -68,7 +68,7 @@ from typing import Protocol
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, MetadataTooLarge, NotFound
-from chamberlain.authority.kv import KV, SecretMetadata, SecretVersion, update_metadata
+from chamberlain.authority.kv import KV, MetadataPatch, SecretMetadata, SecretVersion, write_and_custom
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
@@ -433,7 +433,6 @@ def _begin(
         revoke_old=policy.revoke_old if policy and trigger != "import" else False,
         max_overlap_seconds=policy.max_overlap.total_seconds() if policy and policy.max_overlap else 0.0,
         policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(wk.POLICY_PREFIX)},
-        metadata_keys=tuple(sorted(meta.custom)),
         previous_version=meta.current_version,
         staging_base=staging.current_version if staging else 0,
         source_version=source_version,
@@ -652,8 +651,10 @@ class _Executor:
         # values still in hand are the ones that marker was made of
         if not self._in_hand() and self.deps.markers.of(self.run.vault, pending.data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
+        known: Mapping[str, str] | None = None  # the custom_metadata as the write left it, when the KV answers it
         try:
-            self.kv.write(self.run.mount, self.run.path, pending.data, cas=self.run.previous_version)
+            _, known = write_and_custom(self.kv, self.run.mount, self.run.path, pending.data,
+                                        cas=self.run.previous_version)
         except CasConflict:
             # The real path moved: this run's own write of an earlier attempt (crashed before it was recorded),
             # or a second writer. Only now is the real path read, to tell which.
@@ -668,32 +669,36 @@ class _Executor:
                                     "not overwritten") from None
         else:
             checkpoint("rotation.promote.write")
-        return self.record_promoted()
+        return self.record_promoted(known)
 
-    def record_promoted(self) -> RotationRun:
+    def record_promoted(self, known: Mapping[str, str] | None = None) -> RotationRun:
         version = self.run.previous_version + 1
         values = (self.run.pending_marker or "", str(version), rfc3339(self.now), self.run.run_id,
                   self.run.reason[:200])
         update = dict(zip(PROMOTE_METADATA, values, strict=True))
         try:  # the KV checks the merged custom_metadata against Vault's limits before it writes
-            self._record(update)
+            self._record(update, known)
         except MetadataTooLarge as exc:
             raise RotationError(f"{self.run.secret}: cannot record the promoted version ({exc})") from None
         checkpoint("rotation.promote")
         return self.run.model_copy(update={"stage": "promoted", "current_version": version})
 
-    def _record(self, update: Mapping[str, str]) -> None:
-        """Merge ``update`` into the secret's custom_metadata: one PATCH, its key count checked against the names
-        kept at start and those promote added (OpenBao's PATCH does not check the count itself), else (a record
-        from before the names were kept, or a KV without PATCH) read and written back."""
+    def _record(self, update: Mapping[str, str], known: Mapping[str, str] | None = None) -> None:
+        """Merge ``update`` into the secret's custom_metadata with one PATCH (no lost update of a key someone else
+        wrote meanwhile, ESO's marker among them), checked first against the map as it is now: ``known`` when the
+        write just before answered it, else read. OpenBao's PATCH does not check the key count itself, so the check
+        must see the current map, never one kept from the start of the run. A KV without PATCH reads and writes
+        back."""
         run = self.run
-        if run.metadata_keys is None:
+        if not isinstance(self.kv, MetadataPatch):
             self.kv.update_custom_metadata(run.mount, run.path, update)
             return
-        known = dict.fromkeys(run.metadata_keys, "")
-        if run.current_version is not None:
-            known.update(dict.fromkeys(PROMOTE_METADATA, ""))
-        update_metadata(self.kv, run.mount, run.path, update, known)
+        if known is None:
+            meta = self.kv.read_metadata(run.mount, run.path)
+            if meta is None:
+                raise NotFound(f"{run.mount}/{run.path}: not found (404)")
+            known = meta.custom
+        self.kv.patch_custom_metadata(run.mount, run.path, update, known)
 
     def propagate(self) -> RotationRun:
         token = f"{self.run.run_id}.{self.run.attempts}"  # a retried refresh needs a new force-sync value
@@ -703,6 +708,9 @@ class _Executor:
         return self.run.model_copy(update={"stage": "propagated"})
 
     def restart(self) -> RotationRun:
+        finishing = _after_restart(self.run) is Step.FINISH
+        # the ledger mark the end needs, read before any workload rolls: a failed read retries the step unrolled
+        mark = self.deps.ledger.mark() if finishing else None
         done = self.deps.propagation.restart(self.run.run_id)
         checkpoint("rotation.restart")
         notes = dict(self.run.notes)
@@ -710,11 +718,10 @@ class _Executor:
             notes["restarted"] = str(len(done.rolled))
         if done.left_to_reloader:  # names only: reported so nobody wonders why chamberlain did not roll them
             notes["left-to-reloader"] = ",".join(done.left_to_reloader)
-        # The step after a restart acts on nothing outside the run (a revoke time, or the end and the ledger's
-        # mark): done in the same step, one save fewer. A crash before the save restarts again with the same
-        # token, as it always did; a failure of the mark's read is recorded at "restarted".
+        # The step after a restart acts on nothing outside the run (a revoke time, or the end with the ledger's
+        # mark): done in the same step, one save fewer. A crash before the save restarts again, as it always did.
         self.run = self.run.model_copy(update={"stage": "restarted", "notes": notes})
-        return self.schedule_revoke() if _after_restart(self.run) is Step.SCHEDULE_REVOKE else self.finish()
+        return self._finish("done", mark) if finishing else self.schedule_revoke()
 
     def schedule_revoke(self) -> RotationRun:
         at = self.now + timedelta(seconds=self.run.max_overlap_seconds)

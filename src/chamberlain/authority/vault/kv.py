@@ -55,9 +55,16 @@ class VaultKV(Area):
         return SecretVersion(number, {}, deleted=True)
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        return self.write_reporting_custom(mount, path, data, cas)[0]
+
+    def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
+                               cas: int) -> tuple[int, dict[str, str]]:
+        """The write's answer carries the secret's metadata (``custom_metadata`` since Vault 1.9, and OpenBao)."""
         resp = self._c.call(f"write {mount}/{path}", lambda h: h.secrets.kv.v2.create_or_update_secret(
             path=path, secret=dict(data), cas=cas, mount_point=mount), fresh=True)
-        return int(body.data(resp).get("version") or 0)
+        answer = body.data(resp)
+        custom = answer.get("custom_metadata") or {}
+        return int(answer.get("version") or 0), {str(k): str(v) for k, v in custom.items()}
 
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
         try:
