@@ -386,6 +386,64 @@ def test_a_run_record_that_does_not_parse_blocks_its_secret_only() -> None:
     assert not any("tick failed" in line for line in w.log.lines)
 
 
+def test_an_unreadable_record_after_an_outage_drops_that_run_only() -> None:
+    """The answer to a save is lost, and the record read back does not parse (a newer release took it over): the
+    run is given up as another executor's; the next ticks go on."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+    from chamberlain.intent.paths import RUNS_PREFIX
+    from chamberlain.triggers import manual
+
+    w = World(("api-token", "other"), policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    original, hit = w.kv.write, []
+
+    def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        stage = json.loads(data.get("run", "{}")).get("stage") if path.startswith(RUNS_PREFIX) else None
+        if stage == "promoted" and not hit:
+            hit.append(1)
+            original(mount, path, {"run": json.dumps({"run_id": "x", "from_a_newer_release": 1})}, cas)
+            raise AuthorityUnavailable("connection reset")
+        return original(mount, path, data, cas)
+
+    w.kv.write = write  # type: ignore[method-assign]
+    q.put(manual("api-token", "lost answer", w.clock.now()))
+    c.tick()
+    assert hit and c.outages == 1
+    for _ in range(2):
+        c.tick()
+    assert c.outages == 0 and "api-token" not in c.state.active
+    assert any("taken over" in line for line in w.log.lines)
+
+
+def test_a_join_that_cannot_read_the_record_ends_its_request_and_frees_the_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chamberlain.triggers import manual
+
+    w = World()
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    real_load, loads = runs.load, []
+
+    def start(*args: Any, **kw: Any) -> runs.RotationRun:
+        raise runs.RunActive("held by another run")
+
+    def load(kv: Any, secret: Any) -> runs.RotationRun | None:
+        loads.append(1)
+        if len(loads) >= 2:  # the join's read
+            raise runs.RunUnreadable("does not parse")
+        return real_load(kv, secret)
+
+    monkeypatch.setattr(wf, "start", start)
+    monkeypatch.setattr(runs, "load", load)
+    q.put(manual("api-token", "first", w.clock.now()))
+    c.tick()
+    assert [r.secret for r in q.in_flight()] == [], "the secret's slot is free again"
+    assert any("cannot start a rotation" in line and "RunUnreadable" in line for line in w.log.lines)
+
+
 # --------------------------------------------------------------------------------------------------- triggers
 
 

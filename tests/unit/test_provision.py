@@ -184,6 +184,21 @@ def test_crash_at_every_step_then_rerun_converges(repo: Repository, canary_value
     scan(kv)
 
 
+def test_metadata_without_a_version_counts_against_the_key_limit(repo: Repository, canary_values: None,
+                                                                  quiet: None) -> None:
+    """KV v2 keeps metadata with no version (`kv metadata put`): the create's check-and-set 0 succeeds over it, and
+    the record's PATCH (which the servers merge without counting keys) is checked against the map the create's
+    write answered, never an empty one."""
+    from chamberlain.authority.fake import _Secret
+
+    kv = FakeKV()
+    unit = provision_units(repo, "dev")[0]
+    kv._store[(unit.vault.mount, unit.vault.path)] = _Secret(custom={f"team.k{i}": "v" for i in range(60)})
+    with pytest.raises(ProvisionError, match="cannot record the new secret"):
+        run([unit], kv)
+    assert len(kv._store[(unit.vault.mount, unit.vault.path)].custom) == 60, "nothing recorded past the limit"
+
+
 def test_vault_down_is_a_clean_error(repo: Repository, canary_values: None, quiet: None) -> None:
     kv = FakeKV()
     kv.down = True

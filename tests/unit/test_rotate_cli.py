@@ -66,6 +66,24 @@ class ESOKube(FakeKube):
                                                                   meta.custom[wk.VALUE_MARKER]})
 
 
+def test_an_unreadable_run_record_is_one_row_of_status_and_limits_nothing() -> None:
+    from chamberlain.rotation import run as runs
+    from chamberlain.triggers.limits import last_start
+
+    repo = load_valid(EXAMPLES / "acme")
+    platform = repo.platform
+    assert platform is not None
+    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
+    placed = rm.place(platform, intents["grafana-admin"], "dev", "dev1")
+    kv = FakeKV()
+    kv.write(placed.vault.mount, placed.vault.path, {"password": "canary-old-value-123"}, cas=0)
+    kv.write(placed.vault.mount, runs.run_path(placed.vault), {"run": '{"run_id": "x", "newer": 1}'}, cas=0)
+    kube = ESOKube(kv, (placed.vault.mount, placed.vault.path))
+    row = rm.secret_status(kv, LedgerReader(kv, "secret"), kube, placed, datetime(2026, 1, 1, tzinfo=UTC))
+    assert row["run"] == {"unreadable": row["run"]["unreadable"]} and "does not parse" in row["run"]["unreadable"]
+    assert last_start(kv, placed.vault) is None
+
+
 def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
     repo = load_valid(EXAMPLES / "acme")
     platform = repo.platform

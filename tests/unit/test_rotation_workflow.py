@@ -780,10 +780,13 @@ def test_keys_added_during_a_run_count_against_the_limit_before_anything_is_sent
     free = 64 - len(w.custom())
     w.kv.patch_custom_metadata(MOUNT, SECRET.path, {f"team.k{i}": "v" for i in range(free)}, w.custom())
     assert len(w.custom()) == 64
-    while not run.finished:
-        run = wf.advance(run, deps)
+    run = wf.run_to_completion(run, deps)
     assert run.stage == "failed" and "cannot record the promoted version" in (run.last_error or "")
     assert len(w.custom()) == 64 and wk.LAST_RUN not in w.custom(), "nothing was sent"
+    # the end cannot record last-result either: the run still alerts and gets its ledger entry, which says so
+    entry = w.rotations()[-1]
+    assert w.alerts == ["run-1"] and entry.result == "failed" and run.ledger_seq == entry.seq
+    assert entry.details["metadata"].startswith("not recorded (custom_metadata has")
 
 
 # --------------------------------------------------------------------------------------------------- outage

@@ -125,7 +125,8 @@ def _wide_status(r: dict[str, Any]) -> str:
     consumers = ",".join(f"{c['namespace']}/{c['secret']}={_sync(c)}" for c in r["consumers"]) or "-"
     return (f"  path={r['path']}  policy={r.get('policy') or '-'}{'' if r.get('policyInForce') else '(git)'}"
             f"  due={'yes' if r.get('due') else 'no'}({r.get('dueReason') or '-'})"
-            f"  run={run.get('id') or '-'}:{run.get('stage') or '-'}  consumers={consumers}")
+            f"  run={run.get('id') or '-'}:{run.get('stage') or ('unreadable' if run.get('unreadable') else '-')}"
+            f"  consumers={consumers}")
 
 
 def _sync(consumer: dict[str, Any]) -> str:

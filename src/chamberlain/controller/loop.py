@@ -620,7 +620,7 @@ class Controller:
                            trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
                            existing=existing, loaded=True)
         except RunActive:
-            return self._join(placed, request)
+            return self._join(placed, request, run_id)
         except wf.SecretHeld as exc:
             log.warning("secret is held; request dropped", secret=placed.name, trigger=request.kind,
                         detail=str(exc))
@@ -647,9 +647,19 @@ class Controller:
             return request.request_id
         return request.run_id or self.parts.new_run_id()
 
-    def _join(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
+    def _join(self, placed: rm.Placed, request: RotationRequest, run_id: str) -> Opened | None:
         """Another run holds the secret's lease (started by another process): drive it, the request after it."""
-        existing = runs.load(self.parts.kv, placed.vault)
+        try:
+            existing = runs.load(self.parts.kv, placed.vault)
+        except AuthorityUnavailable:  # as in _open: the request waits out the outage, its run id kept
+            self.parts.queue.done(request.secret)
+            self.parts.queue.put(request.unanswered(run_id))
+            raise
+        except (AuthorityError, runs.RunUnreadable) as exc:  # this request cannot run; the secret's slot is freed
+            self.parts.log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,
+                                   detail=str(exc)[:200])
+            self._end_request(request, cleared=True, result=f"failed to start: {type(exc).__name__}")
+            return None
         found = self._track(placed, existing) if existing is not None and not existing.finished else None
         if found is None:  # released between the two reads, or not drivable: the request ends here
             self._end_request(request)
@@ -762,7 +772,7 @@ class Controller:
             return None
         try:
             stored = runs.load(a.deps.kv, a.run.vault)
-        except AuthorityError:
+        except (AuthorityError, runs.RunUnreadable):  # unreadable: not ours to go on from (a newer release's?)
             return None
         if stored is None or stored.run_id != a.run.run_id or stored.revision != a.run.revision + 1:
             return None

@@ -36,7 +36,7 @@ from typing import Literal
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Draft, Ledger, LedgerEntry, LedgerMark, LedgerReader, make_draft
 from chamberlain.authority.errors import AuthorityError, CasConflict, MetadataTooLarge
-from chamberlain.authority.kv import KV, SecretMetadata, update_metadata
+from chamberlain.authority.kv import KV, SecretMetadata, update_metadata, write_and_custom
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.faults import checkpoint
@@ -226,15 +226,19 @@ class _Fresh:
 
     version: int
     marker: str
+    # the custom_metadata as the create left it (KV v2 answers it; None: this KV cannot tell). Metadata can exist
+    # without a version (`kv metadata put`), and the record's PATCH, which OpenBao and Vault merge without counting
+    # keys, is checked against it
+    custom: Mapping[str, str] | None = None
 
 
 def _create(kv: KV, unit: ProvisionUnit, markers: Markers) -> _Fresh | None:
     """Write a fresh value with check-and-set 0; None when someone else created it meanwhile (theirs stands)."""
     values = generate_values(unit.generators)
     try:
-        version = kv.write(unit.vault.mount, unit.vault.path, values, cas=0)
+        version, custom = write_and_custom(kv, unit.vault.mount, unit.vault.path, values, cas=0)
         checkpoint("provision.create")
-        return _Fresh(version, markers.of(unit.vault, values))
+        return _Fresh(version, markers.of(unit.vault, values), custom)
     except CasConflict:
         return None
     finally:
@@ -339,7 +343,8 @@ def _advance(fl: _Flight, r: _Run) -> bool:
                 meta = kv.read_metadata(mount, path)
                 continue
             fl.created_here = True
-            meta = SecretMetadata(fresh.version, fresh.version, {fresh.version: False}, {})
+            known = fresh.custom if fresh.custom is not None else (meta.custom if meta is not None else {})
+            meta = SecretMetadata(fresh.version, fresh.version, {fresh.version: False}, dict(known))
         elif step is Step.RECORD:
             assert meta is not None
             if (update := _record(kv, unit, meta, fresh, r)) is None:

@@ -572,14 +572,17 @@ class _Executor:
         self.held_values.extend(values.values())
         return values
 
-    def _in_hand(self) -> bool:
-        """The staged version's values came with this step (see :func:`advance`'s ``then_promote``)."""
+    def _in_hand(self) -> SecretVersion | None:
+        """The staged version, when its values came with this step (see :func:`advance`'s ``then_promote``)."""
         staged = self.seen.staged
-        return self.run.stage == "tested" and staged is not None and staged.version == self.run.staged_version
+        if self.run.stage == "tested" and staged is not None and staged.version == self.run.staged_version:
+            return staged
+        return None
 
     def pending(self) -> PendingVersion:
-        if self._in_hand() and self.seen.staged is not None:
-            staged = dict(self.seen.staged.data)
+        in_hand = self._in_hand()
+        if in_hand is not None:
+            staged = dict(in_hand.data)
         else:
             staged = self._read(staging_path(self.run.vault), self.run.staged_version)
         return PendingVersion(data=_public(staged), rotated=frozenset(self.run.rotated_keys),
@@ -649,7 +652,7 @@ class _Executor:
         pending = self.pending()
         # values read back from the staging path are checked against the marker recorded when they were staged;
         # values still in hand are the ones that marker was made of
-        if not self._in_hand() and self.deps.markers.of(self.run.vault, pending.data) != self.run.pending_marker:
+        if self._in_hand() is None and self.deps.markers.of(self.run.vault, pending.data) != self.run.pending_marker:
             raise WriteConflict(f"{self.run.secret}: the staged version changed since it was staged")
         known: Mapping[str, str] | None = None  # the custom_metadata as the write left it, when the KV answers it
         try:
@@ -685,10 +688,9 @@ class _Executor:
 
     def _record(self, update: Mapping[str, str], known: Mapping[str, str] | None = None) -> None:
         """Merge ``update`` into the secret's custom_metadata with one PATCH (no lost update of a key someone else
-        wrote meanwhile, ESO's marker among them), checked first against the map as it is now: ``known`` when the
-        write just before answered it, else read. OpenBao's PATCH does not check the key count itself, so the check
-        must see the current map, never one kept from the start of the run. A KV without PATCH reads and writes
-        back."""
+        wrote meanwhile, ESO's marker among them), checked first against the map as the write just before answered
+        it (``known``), else as read just now. OpenBao's PATCH does not count keys itself, so the check must see a
+        map milliseconds old, never one kept from the start of the run. A KV without PATCH reads and writes back."""
         run = self.run
         if not isinstance(self.kv, MetadataPatch):
             self.kv.update_custom_metadata(run.mount, run.path, update)
@@ -778,7 +780,11 @@ class _Executor:
             update[wk.LAST_FAILED] = rfc3339(run.finished_at or self.now)
         if run.stage == "held":
             update.update({wk.HELD: "true", wk.HELD_RUN: run.run_id})
-        self._record(update)
+        try:
+            self._record(update)
+            unrecorded: dict[str, str] = {}
+        except MetadataTooLarge as exc:  # a full custom_metadata must not keep the run from its alert and entry
+            unrecorded = {"metadata": f"not recorded ({exc})"[:200]}
         staged = self._destroy_staged()
         ledger, mark = self.deps.ledger, run.ledger_mark
 
@@ -796,7 +802,8 @@ class _Executor:
                 self.deps.on_alert(run)  # at least once: a crash before the entry is appended alerts again
             entry = ledger.append(
                 "rotation", actor=self.deps.actor, secret=run.secret, path=run.vault.full, run=run.run_id,
-                reason=run.reason, result=result, details={**_ledger_details(run), **staged}, after=mark,
+                reason=run.reason, result=result, details={**_ledger_details(run), **staged, **unrecorded},
+                after=mark,
                 find=ours if mark is not None else None,
             )
         checkpoint("rotation.finalize")

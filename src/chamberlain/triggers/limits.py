@@ -42,8 +42,12 @@ class RateLimited(ChamberlainError):
 
 
 def last_start(kv: KV, secret: VaultPath) -> datetime | None:
-    """The start of the secret's last run, from its run record (finished or not)."""
-    last = runs.load(kv, secret)
+    """The start of the secret's last run, from its run record (finished or not). A record that does not parse
+    limits nothing: no run can start over it anyway (the start refuses it, and says why)."""
+    try:
+        last = runs.load(kv, secret)
+    except runs.RunUnreadable:
+        return None
     return last.started_at if last is not None else None
 
 

@@ -58,13 +58,17 @@ class VaultKV(Area):
         return self.write_reporting_custom(mount, path, data, cas)[0]
 
     def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
-                               cas: int) -> tuple[int, dict[str, str]]:
-        """The write's answer carries the secret's metadata (``custom_metadata`` since Vault 1.9, and OpenBao)."""
+                               cas: int) -> tuple[int, dict[str, str] | None]:
+        """The write's answer carries the secret's metadata (``custom_metadata`` since Vault 1.9, and OpenBao; null
+        when empty). An answer without the field (an older server, a proxy) cannot tell: None."""
         resp = self._c.call(f"write {mount}/{path}", lambda h: h.secrets.kv.v2.create_or_update_secret(
             path=path, secret=dict(data), cas=cas, mount_point=mount), fresh=True)
         answer = body.data(resp)
+        version = int(answer.get("version") or 0)
+        if "custom_metadata" not in answer:
+            return version, None
         custom = answer.get("custom_metadata") or {}
-        return int(answer.get("version") or 0), {str(k): str(v) for k, v in custom.items()}
+        return version, {str(k): str(v) for k, v in custom.items()}
 
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
         try:
