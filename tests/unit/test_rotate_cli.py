@@ -12,6 +12,7 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
+from chamberlain.intent.model import Platform, SecretIntent
 from chamberlain.kube.api import KubeSecret, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import manual as rm
@@ -70,11 +71,7 @@ def test_an_unreadable_run_record_is_one_row_of_status_and_limits_nothing() -> N
     from chamberlain.rotation import run as runs
     from chamberlain.triggers.limits import last_start
 
-    repo = load_valid(EXAMPLES / "acme")
-    platform = repo.platform
-    assert platform is not None
-    intents = {i.obj.metadata.name: i.obj for i in repo.intents}
-    placed = rm.place(platform, intents["grafana-admin"], "dev", "dev1")
+    placed = _grafana_admin()[2]
     kv = FakeKV()
     kv.write(placed.vault.mount, placed.vault.path, {"password": "canary-old-value-123"}, cas=0)
     kv.write(placed.vault.mount, runs.run_path(placed.vault), {"run": '{"run_id": "x", "newer": 1}'}, cas=0)
@@ -84,12 +81,17 @@ def test_an_unreadable_run_record_is_one_row_of_status_and_limits_nothing() -> N
     assert last_start(kv, placed.vault) is None
 
 
-def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
+def _grafana_admin() -> tuple[Platform, dict[str, SecretIntent], rm.Placed]:
+    """The example repository's platform and intents, and grafana-admin placed in dev on dev1."""
     repo = load_valid(EXAMPLES / "acme")
     platform = repo.platform
     assert platform is not None
     intents = {i.obj.metadata.name: i.obj for i in repo.intents}
-    placed = rm.place(platform, intents["grafana-admin"], "dev", "dev1")
+    return platform, intents, rm.place(platform, intents["grafana-admin"], "dev", "dev1")
+
+
+def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
+    platform, intents, placed = _grafana_admin()
     assert placed.vault.full == "secret/dev/team-observability/grafana-admin"
     kv = FakeKV()
     data = {"username": "admin", "password": "canary-old-value-123"}
