@@ -241,6 +241,8 @@ def test_kv_write_answers_custom_metadata_and_the_patch_key_count_is_ours_to_che
     assert kv.write_reporting_custom(KV_MOUNT, "team/meta", {"k": "v1"}, cas=0) == (1, {})
     kv.patch_custom_metadata(KV_MOUNT, "team/meta", {"owner": "team-a"}, {})
     assert kv.write_reporting_custom(KV_MOUNT, "team/meta", {"k": "v2"}, cas=1) == (2, {"owner": "team-a"})
+    got = kv.read(KV_MOUNT, "team/meta")  # a read answers the custom_metadata too
+    assert got is not None and got.custom == {"owner": "team-a"} and "v2" not in repr(got)
     # the server's own PATCH merges past 64 keys (a raw request, without our check)
     kv.write(KV_MOUNT, "team/over", {"k": "v"}, cas=0)
     kv.patch_custom_metadata(KV_MOUNT, "team/over", {f"k{i}": "v" for i in range(64)}, {})

@@ -772,21 +772,38 @@ def test_the_metadata_a_run_records_is_patched_and_checked_against_the_map_as_it
     assert after["team.note"] == "added during the run" and after[wk.LAST_RESULT] == "run-1:ok"
 
 
-def test_keys_added_during_a_run_count_against_the_limit_before_anything_is_sent() -> None:
-    """OpenBao's PATCH merges without counting keys (the fake does the same): the check must see the map as it is
-    when the run records, not as it was when the run started."""
+def test_a_full_custom_metadata_fails_the_run_before_anything_is_staged() -> None:
+    """The stage step's read of the current version answers the custom_metadata: a map with no room for what the
+    run records fails it before anything is staged or promoted."""
     w = make_world(strategy="alert")
     run, deps = w.start(), w.deps()
     free = 64 - len(w.custom())
     w.kv.patch_custom_metadata(MOUNT, SECRET.path, {f"team.k{i}": "v" for i in range(free)}, w.custom())
-    assert len(w.custom()) == 64
     run = wf.run_to_completion(run, deps)
-    assert run.stage == "failed" and "cannot record the promoted version" in (run.last_error or "")
-    assert len(w.custom()) == 64 and wk.LAST_RUN not in w.custom(), "nothing was sent"
+    assert run.stage == "failed" and "no room in the secret's custom_metadata" in (run.last_error or "")
+    assert w.versions() == 1 and w.kv.read_metadata(MOUNT, runs.staging_path(SECRET)) is None, "nothing staged"
+    assert len(w.custom()) == 64 and wk.LAST_RUN not in w.custom()
     # the end cannot record last-result either: the run still alerts and gets its ledger entry, which says so
     entry = w.rotations()[-1]
     assert w.alerts == ["run-1"] and entry.result == "failed" and run.ledger_seq == entry.seq
     assert entry.details["metadata"].startswith("not recorded (custom_metadata has")
+
+
+def test_keys_added_after_staging_count_at_promote_before_anything_is_sent() -> None:
+    """OpenBao's PATCH merges without counting keys (the fake does the same): promote checks against the map its
+    write answered, so keys added after the stage step's check are counted too."""
+    w = make_world(strategy="alert")
+    w.rotator = TargetlessRotator()
+
+    def fill(tested: RotationRun) -> None:
+        free = 64 - len(w.custom())
+        w.kv.patch_custom_metadata(MOUNT, SECRET.path, {f"team.k{i}": "v" for i in range(free)}, w.custom())
+
+    run = wf.advance(w.start(), w.deps(), then_promote=fill)
+    run = wf.run_to_completion(run, w.deps())
+    assert run.stage == "failed" and "cannot record the promoted version" in (run.last_error or "")
+    assert len(w.custom()) == 64 and wk.LAST_RUN not in w.custom(), "nothing was sent"
+    assert w.alerts == ["run-1"] and run.ledger_seq is not None
 
 
 # --------------------------------------------------------------------------------------------------- outage

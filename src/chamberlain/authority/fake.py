@@ -53,7 +53,7 @@ class FakeKV:
             return None
         if number in secret.destroyed or number in secret.deleted:
             return SecretVersion(number, {}, deleted=True)  # as Vault answers: no data, metadata says gone
-        return SecretVersion(number, dict(secret.versions[number - 1]))
+        return SecretVersion(number, dict(secret.versions[number - 1]), custom=dict(secret.custom))
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         self._guard("write")

@@ -21,6 +21,8 @@ class SecretVersion:
     version: int
     data: Mapping[str, str] = field(repr=False)
     deleted: bool = False
+    # the secret's custom_metadata, when the read answered it (KV v2's data read does; None: not known)
+    custom: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,14 @@ from typing import Protocol
 from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, MetadataTooLarge, NotFound
-from chamberlain.authority.kv import KV, MetadataPatch, SecretMetadata, SecretVersion, write_and_custom
+from chamberlain.authority.kv import (
+    KV,
+    MetadataPatch,
+    SecretMetadata,
+    SecretVersion,
+    merge_custom_metadata,
+    write_and_custom,
+)
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.errors import ChamberlainError
 from chamberlain.faults import checkpoint
@@ -116,6 +123,8 @@ RESERVED_PREFIX = "_chamberlain."
 
 # the custom_metadata keys promote records, in the order record_promoted gives their values
 PROMOTE_METADATA = (wk.VALUE_MARKER, wk.VALUE_VERSION, wk.LAST_ROTATED, wk.LAST_RUN, wk.LAST_REASON)
+# ... and what the end records, whichever way the run ends (hold adds HELD and HELD_RUN)
+END_METADATA = (wk.LAST_RESULT, wk.FAILED_RUNS, wk.LAST_FAILED)
 
 MAX_STEPS = 64
 ACK_POLL_SECONDS = 1.0  # run_to_completion: a revoke waiting for follower clusters looks again this often
@@ -590,8 +599,24 @@ class _Executor:
 
     # -------------------------------------------------------------- steps
 
+    def _room_for_the_record(self) -> None:
+        """Before anything is staged: the secret's custom_metadata, as the read of its current version answered
+        it, has room for what the run will record (else its new value would go live unrecorded). Promote checks
+        again against the map its write answers."""
+        real = self.seen.real
+        if real is None or real.custom is None:
+            return
+        keys = (*PROMOTE_METADATA, *END_METADATA, *((wk.HELD, wk.HELD_RUN) if self.run.failure_strategy == "hold"
+                                                    else ()))
+        try:
+            merge_custom_metadata(real.custom, dict.fromkeys(keys, "-"))
+        except MetadataTooLarge as exc:
+            raise RotationError(f"{self.run.secret}: no room in the secret's custom_metadata to record the run "
+                                f"({exc}); nothing was staged") from None
+
     def stage(self) -> RotationRun:
         current = self._current()
+        self._room_for_the_record()
         if self.run.mode == "rollback" and self.run.source_version is not None:
             source = self._read(self.run.path, self.run.source_version)
             data = source

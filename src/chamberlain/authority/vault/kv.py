@@ -43,8 +43,11 @@ class VaultKV(Area):
         deleted = _gone(meta, self._c.clock.now())
         if values is None and not deleted:
             return None
+        custom = None  # the answer's metadata carries custom_metadata (null when empty) since Vault 1.9, and OpenBao
+        if "custom_metadata" in meta:
+            custom = {str(k): str(v) for k, v in (meta.get("custom_metadata") or {}).items()}
         return SecretVersion(int(meta.get("version") or 0), {str(k): str(v) for k, v in (values or {}).items()},
-                             deleted=deleted)
+                             deleted=deleted, custom=custom)
 
     def _destroyed(self, mount: str, path: str, version: int | None) -> SecretVersion | None:
         """A destroyed version answers 404 like an absent one (hvac returns only deleted ones): ask the metadata."""
