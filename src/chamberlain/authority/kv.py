@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from chamberlain import wellknown as wk
-from chamberlain.authority.errors import InvalidRequest, MetadataTooLarge
+from chamberlain.authority.errors import InvalidRequest, MetadataTooLarge, NotFound
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,20 @@ def write_and_custom(kv: KV, mount: str, path: str, data: Mapping[str, str],
     return kv.write(mount, path, data, cas), None
 
 
-def update_metadata(kv: KV, mount: str, path: str, update: Mapping[str, str], known: Mapping[str, str]) -> None:
-    """``update`` merged into the secret's custom_metadata: one PATCH where ``kv`` can, else read and write back."""
-    if isinstance(kv, MetadataPatch):
-        kv.patch_custom_metadata(mount, path, update, known)
-    else:
+def update_metadata(kv: KV, mount: str, path: str, update: Mapping[str, str],
+                    known: Mapping[str, str] | None) -> None:
+    """``update`` merged into the secret's custom_metadata: one PATCH where ``kv`` can, else read and write back.
+    The PATCH is checked against ``known``, the map as the caller just saw it (a write's answer, a read); None:
+    read it now. The servers' PATCH does not count keys, so ``known`` must be fresh, never kept from long ago."""
+    if not isinstance(kv, MetadataPatch):
         kv.update_custom_metadata(mount, path, update)
+        return
+    if known is None:
+        meta = kv.read_metadata(mount, path)
+        if meta is None:
+            raise NotFound(f"{mount}/{path}: not found (404)")
+        known = meta.custom
+    kv.patch_custom_metadata(mount, path, update, known)
 
 
 class KVLifecycle(KV, Protocol):

@@ -616,11 +616,12 @@ class Controller:
                 self._end_request(request, cleared=True, result=f"refused: {refused}", state="refused")
                 return None
             deps, timing = self._deps(placed)
-            run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
-                           trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
-                           existing=existing, loaded=True)
-        except RunActive:
-            return self._join(placed, request, run_id)
+            try:
+                run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
+                               trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
+                               existing=existing, loaded=True)
+            except RunActive:  # inside the outer try: the join's own read fails as this start would
+                return self._join(placed, request)
         except wf.SecretHeld as exc:
             log.warning("secret is held; request dropped", secret=placed.name, trigger=request.kind,
                         detail=str(exc))
@@ -647,19 +648,9 @@ class Controller:
             return request.request_id
         return request.run_id or self.parts.new_run_id()
 
-    def _join(self, placed: rm.Placed, request: RotationRequest, run_id: str) -> Opened | None:
+    def _join(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """Another run holds the secret's lease (started by another process): drive it, the request after it."""
-        try:
-            existing = runs.load(self.parts.kv, placed.vault)
-        except AuthorityUnavailable:  # as in _open: the request waits out the outage, its run id kept
-            self.parts.queue.done(request.secret)
-            self.parts.queue.put(request.unanswered(run_id))
-            raise
-        except (AuthorityError, runs.RunUnreadable) as exc:  # this request cannot run; the secret's slot is freed
-            self.parts.log.warning("cannot start a rotation", secret=placed.name, error=type(exc).__name__,
-                                   detail=str(exc)[:200])
-            self._end_request(request, cleared=True, result=f"failed to start: {type(exc).__name__}")
-            return None
+        existing = runs.load(self.parts.kv, placed.vault)
         found = self._track(placed, existing) if existing is not None and not existing.finished else None
         if found is None:  # released between the two reads, or not drivable: the request ends here
             self._end_request(request)

@@ -375,12 +375,14 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
     last_entry = rotations[-1] if rotations else None
     # A derived or config secret has no run record: ESO writes its internal path, and the orchestrator may read
     # only that mount's metadata (a read of the run record's path there would be refused, failing the report).
-    unreadable = None
+    run_row: dict[str, Any] | None = None
     try:
-        last_run = (runs.load(kv, placed.vault) if meta is not None and intent.spec.source.publication is None
-                    else None)
+        if meta is not None and intent.spec.source.publication is None:
+            last_run = runs.load(kv, placed.vault)
+            if last_run is not None:
+                run_row = {"id": last_run.run_id, "stage": last_run.stage, "finished": last_run.finished}
     except runs.RunUnreadable as exc:  # this secret's row says so; the report goes on
-        last_run, unreadable = None, str(exc)[:200]
+        run_row = {"unreadable": str(exc)[:200]}
     last_rotated = parse_rfc3339(custom.get(wk.LAST_ROTATED))
     since = last_changed(custom) or (parse_rfc3339(last_entry.time) if last_entry else None)
     decision = due(policy, since, now, held=held) if since is not None else None
@@ -404,8 +406,7 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
             "result": result_field.rpartition(":")[2] or (last_entry.result if last_entry else None),
             "ledgerSeq": last_entry.seq if last_entry else None,
         },
-        "run": ({"unreadable": unreadable} if unreadable is not None else None) if last_run is None
-        else {"id": last_run.run_id, "stage": last_run.stage, "finished": last_run.finished},
+        "run": run_row,
         "nextDue": _iso(decision.next_due) if decision is not None else None,
         "due": decision.due if decision is not None else False,
         "dueReason": decision.reason if decision is not None else ("no-secret" if meta is None else "no-history"),

@@ -70,10 +70,10 @@ from chamberlain.audit.ledger import Ledger, LedgerEntry, LedgerMark, Result
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable, CasConflict, MetadataTooLarge, NotFound
 from chamberlain.authority.kv import (
     KV,
-    MetadataPatch,
     SecretMetadata,
     SecretVersion,
     merge_custom_metadata,
+    update_metadata,
     write_and_custom,
 )
 from chamberlain.clock import Clock, rfc3339
@@ -713,19 +713,9 @@ class _Executor:
 
     def _record(self, update: Mapping[str, str], known: Mapping[str, str] | None = None) -> None:
         """Merge ``update`` into the secret's custom_metadata with one PATCH (no lost update of a key someone else
-        wrote meanwhile, ESO's marker among them), checked first against the map as the write just before answered
-        it (``known``), else as read just now. OpenBao's PATCH does not count keys itself, so the check must see a
-        map milliseconds old, never one kept from the start of the run. A KV without PATCH reads and writes back."""
-        run = self.run
-        if not isinstance(self.kv, MetadataPatch):
-            self.kv.update_custom_metadata(run.mount, run.path, update)
-            return
-        if known is None:
-            meta = self.kv.read_metadata(run.mount, run.path)
-            if meta is None:
-                raise NotFound(f"{run.mount}/{run.path}: not found (404)")
-            known = meta.custom
-        self.kv.patch_custom_metadata(run.mount, run.path, update, known)
+        wrote meanwhile, ESO's marker among them), checked against the map the write just before answered
+        (``known``), else read now: never a map kept from the start of the run."""
+        update_metadata(self.kv, self.run.mount, self.run.path, update, known)
 
     def propagate(self) -> RotationRun:
         token = f"{self.run.run_id}.{self.run.attempts}"  # a retried refresh needs a new force-sync value

@@ -28,6 +28,14 @@ def _gone(meta: Mapping[str, Any], now: datetime) -> bool:
     return deleted_at is not None and deleted_at <= now
 
 
+def _custom(meta: Mapping[str, Any]) -> dict[str, str] | None:
+    """The custom_metadata a data read or write answered (since Vault 1.9, and OpenBao; null when empty). An answer
+    without the field (an older server, a proxy) cannot tell: None."""
+    if "custom_metadata" not in meta:
+        return None
+    return {str(k): str(v) for k, v in (meta.get("custom_metadata") or {}).items()}
+
+
 class VaultKV(Area):
     """:class:`~chamberlain.authority.kv.KV` over Vault's KV v2 engine. Every call renews the session when due."""
 
@@ -43,11 +51,8 @@ class VaultKV(Area):
         deleted = _gone(meta, self._c.clock.now())
         if values is None and not deleted:
             return None
-        custom = None  # the answer's metadata carries custom_metadata (null when empty) since Vault 1.9, and OpenBao
-        if "custom_metadata" in meta:
-            custom = {str(k): str(v) for k, v in (meta.get("custom_metadata") or {}).items()}
         return SecretVersion(int(meta.get("version") or 0), {str(k): str(v) for k, v in (values or {}).items()},
-                             deleted=deleted, custom=custom)
+                             deleted=deleted, custom=_custom(meta))
 
     def _destroyed(self, mount: str, path: str, version: int | None) -> SecretVersion | None:
         """A destroyed version answers 404 like an absent one (hvac returns only deleted ones): ask the metadata."""
@@ -62,16 +67,11 @@ class VaultKV(Area):
 
     def write_reporting_custom(self, mount: str, path: str, data: Mapping[str, str],
                                cas: int) -> tuple[int, dict[str, str] | None]:
-        """The write's answer carries the secret's metadata (``custom_metadata`` since Vault 1.9, and OpenBao; null
-        when empty). An answer without the field (an older server, a proxy) cannot tell: None."""
+        """The write's answer carries the secret's metadata (see :func:`_custom`)."""
         resp = self._c.call(f"write {mount}/{path}", lambda h: h.secrets.kv.v2.create_or_update_secret(
             path=path, secret=dict(data), cas=cas, mount_point=mount), fresh=True)
         answer = body.data(resp)
-        version = int(answer.get("version") or 0)
-        if "custom_metadata" not in answer:
-            return version, None
-        custom = answer.get("custom_metadata") or {}
-        return version, {str(k): str(v) for k, v in custom.items()}
+        return int(answer.get("version") or 0), _custom(answer)
 
     def read_metadata(self, mount: str, path: str) -> SecretMetadata | None:
         try:
