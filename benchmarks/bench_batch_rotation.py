@@ -17,11 +17,17 @@ the same work needs when done naively with plain clients (hvac, kubernetes): N x
 the new marker, one request each), N force-sync annotations, waiting (a metadata-only watch) until ESO has synced
 all N Secrets, one pod-template patch per workload.
 
+``--protocol-floor`` adds a second floor (benchmarks/_protocol_floor.py): chamberlain's own requests per rotation
+(run-record saves, staging, markers, the ledger, the RotationRun object, its Event, the consumer Secret read) made
+by the same plain clients with the controller's eight workers. It splits the ratio: protocol floor / naive floor is
+what the protocol's requests cost, controller / protocol floor what chamberlain's code adds around them.
+
 ``-o json`` adds ``figures`` and ``growth`` (benchmarks/_figures.py, the shape ``benchmarks/run`` reads).
 
 Usage:
     /work/venv/bin/python benchmarks/bench_batch_rotation.py                       # 200, 1000, 2000; ~15 min
     /work/venv/bin/python benchmarks/bench_batch_rotation.py --secrets 2000 -o json
+    /work/venv/bin/python benchmarks/bench_batch_rotation.py --secrets 2000 --protocol-floor    # + the split
     /work/venv/bin/python benchmarks/bench_batch_rotation.py --secrets 6 --per-workload 3 --namespaces 2 \
         --skip-floor                                                                # smoke, seconds
     /work/venv/bin/python benchmarks/bench_batch_rotation.py --lab-dir /tmp/bench-lab   # reuse a running dev lab
@@ -47,6 +53,7 @@ import kubernetes
 
 import _lab_env as le
 from _figures import figure, growth, load_average
+from _protocol_floor import PARTS, protocol_floor
 from chamberlain import wellknown as wk
 from chamberlain.controller.resources import BackgroundPublisher
 from chamberlain.triggers import manual
@@ -229,7 +236,8 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
 
 
 def measure(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, interval: float,
-            skip_floor: bool, timeout: float, eso: str) -> dict[str, Any]:
+            skip_floor: bool, timeout: float, eso: str, protocol: bool = False,
+            variants: tuple[frozenset[str], ...] = ()) -> dict[str, Any]:
     shape = le.Shape(n, per_workload=per_workload, namespaces=namespaces, prefix=f"b{secrets.token_hex(2)}")
     workdir = Path(tempfile.mkdtemp(prefix="chamberlain-bench-batch-"))
     setup = time.monotonic()
@@ -248,6 +256,17 @@ def measure(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, in
             le.log("floor: raw Vault writes, force-syncs, ESO, patches")
             floor_r = floor(world, watch, names, timeout)
             le.log(f"floor: {floor_r['total']:.1f}s (load {load_average()})")
+        protocol_r = None
+        if protocol:
+            le.log("protocol floor: chamberlain's requests, made by raw clients")
+            protocol_r = protocol_floor(world, watch, names, timeout)
+            le.log(f"protocol floor: {protocol_r['total']:.1f}s (load {load_average()})")
+        variant_rs = []
+        for without in variants:
+            le.log(f"protocol floor without {', '.join(sorted(without))}")
+            variant_rs.append(protocol_floor(world, watch, names, timeout, without))
+            le.log(f"protocol floor without {', '.join(sorted(without))}: {variant_rs[-1]['total']:.1f}s "
+                   f"(load {load_average()})")
         le.log(f"controller: {n} requests, one batch")
         ctrl = controller_batch(world, watch, names, interval, timeout)
         le.log(f"controller: {ctrl['total']:.1f}s in {ctrl['ticks']} ticks (load {load_average()})")
@@ -261,13 +280,26 @@ def measure(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, in
     return {
         "secrets": n, "workloads": ctrl["workloads"], "per_workload": per_workload, "namespaces": namespaces,
         "setup_seconds": round(setup_s, 1), "floor": floor_r, "controller": ctrl,
-        "ratio": ratio,
+        "ratio": ratio, "protocol_floor": protocol_r, "protocol_variants": variant_rs,
+        "protocol_ratios": _protocol_ratios(ctrl, floor_r, protocol_r),
         "eso": eso,
         "loadavg": load_average(),
         "goal": {"seconds": GOAL_SECONDS if timed else None, "ratio": GOAL_RATIO, "restarted_once": once,
                  "met": once and (not timed or ctrl["total"] <= GOAL_SECONDS)
                  and (ratio is None or n < SMOKE_BELOW or ratio <= GOAL_RATIO)},
     }
+
+
+def _protocol_ratios(ctrl: dict[str, Any], floor_r: dict[str, Any] | None,
+                     protocol_r: dict[str, Any] | None) -> dict[str, float] | None:
+    """controller / protocol floor (chamberlain's code around its requests) and protocol floor / naive floor (the
+    requests themselves); their product is the headline ratio when both floors ran."""
+    if protocol_r is None:
+        return None
+    out = {"controller_to_protocol": ctrl["total"] / protocol_r["total"]}
+    if floor_r is not None:
+        out["protocol_to_naive"] = protocol_r["total"] / floor_r["total"]
+    return out
 
 
 def table(r: dict[str, Any]) -> str:
@@ -285,11 +317,26 @@ def table(r: dict[str, Any]) -> str:
                   f"{'  (ESO: first annotation -> last synced)':<44} "
                   f"{f['eso_last_synced_after_first_annotation']:>8.2f}",
                   f"{'  workload patches':<44} {f['patches']:>8.2f}"]
+    p = r.get("protocol_floor")
+    if p:
+        lines += [f"{'protocol floor: its requests, raw clients':<44} {p['total']:>8.2f}",
+                  f"{'  to all promoted and force-synced':<44} {p['promoted']:>8.2f}",
+                  f"{'  then waiting for ESO to sync all':<44} {p['eso_wait']:>8.2f}",
+                  f"{'  propagated, workload patches':<44} {p['propagated_and_restarted']:>8.2f}",
+                  f"{'  finished, ledger, finalized':<44} {p['finished']:>8.2f}"]
+    for v in r.get("protocol_variants") or ():
+        to_naive = f" ({v['total'] / f['total']:.2f} x the floor)" if f else ""
+        lines.append(f"protocol floor without {', '.join(v['without'])}: {v['total']:.2f} s{to_naive}; CPU-s "
+                     + ", ".join(f"{k} {x:.1f}" for k, x in v["cpu_seconds"].items() if x >= 0.5))
     lines.append(f"{'controller: all queued -> all finished':<44} {c['total']:>8.2f}")
     for label in PHASES:
         lines.append(f"{'  ' + label:<44} {c['phases'][label]:>8.2f}")
     if r["ratio"] is not None:
         lines.append(f"{'ratio controller/floor':<44} {r['ratio']:>8.2f}")
+    for key, label in (("protocol_to_naive", "  of it: protocol floor/floor"),
+                       ("controller_to_protocol", "  of it: controller/protocol floor")):
+        if (r.get("protocol_ratios") or {}).get(key) is not None:
+            lines.append(f"{label:<44} {r['protocol_ratios'][key]:>8.2f}")
     lines += ["", "where the controller's time goes (wall clock after the last request; thread-seconds last):"]
     for label, value in c["breakdown"].items():
         lines.append(f"  {label:<54} {value:>8.2f}")
@@ -305,8 +352,10 @@ def table(r: dict[str, Any]) -> str:
     lines.append("Kubernetes calls by time:")
     for row in c["kube_calls"][:6]:
         lines.append(f"  {row['operation']:<34} {row['calls']:>8} calls {row['seconds']:>8.2f} s")
-    lines.append("CPU seconds per process, all queued -> all finished (the floor's in brackets, its own run): "
+    lines.append("CPU seconds per process, all queued -> all finished (the floor's in brackets, the protocol "
+                 "floor's in braces, each its own run): "
                  + ", ".join(f"{name} {used:.1f}" + (f" [{f['cpu_seconds'].get(name, 0.0):.1f}]" if f else "")
+                             + (f" {{{p['cpu_seconds'].get(name, 0.0):.1f}}}" if p else "")
                              for name, used in c["cpu_seconds"].items()))
     lines.extend(f"failure: {x}" for x in c["failures"])
     lines.extend(f"warning: {x}" for x in c["warnings"])
@@ -350,6 +399,15 @@ def figures_of(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
                note=f"{c['patches']} pod-template patches, {c['restart_batches']} batch token(s), "
                     f"{c['failed']} runs failed"),
     ]
+    p, split = r.get("protocol_floor"), r.get("protocol_ratios") or {}
+    if p:
+        naive = split.get("protocol_to_naive")
+        figs.append(figure(
+            "P4-protocol", f"compromise: controller / protocol floor at {n} secrets", goal="report",
+            measured=round(c["total"], 2), unit="s", floor=round(p["total"], 2),
+            floor_name="raw clients making chamberlain's own requests (benchmarks/_protocol_floor.py)",
+            note=("protocol floor / naive floor " + ("n/a" if naive is None else f"{naive:.2f}")
+                  + ": what the protocol's requests cost before any chamberlain code")))
     ordered = sorted(results, key=lambda x: x["secrets"])
     sizes = [x["secrets"] for x in ordered]
     curves = [growth("P4", "controller: all queued -> all finished", "s", sizes,
@@ -357,6 +415,15 @@ def figures_of(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     if all(x["floor"] for x in ordered):
         curves.append(growth("P4", "floor: raw clients", "s", sizes, [round(x["floor"]["total"], 2) for x in ordered]))
     return figs, curves
+
+
+def _parts(text: str) -> frozenset[str]:
+    parts = frozenset(x.strip() for x in text.split(",") if x.strip())
+    unknown = parts - PARTS.keys()
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(f"--protocol-without takes parts among {', '.join(sorted(PARTS))}, "
+                                         f"comma separated, not {text!r}")
+    return parts
 
 
 def sizes_of(text: str) -> list[int]:
@@ -378,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="controller tick interval (CLI default 1 s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds per phase")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--protocol-floor", action="store_true",
+                        help="also measure the protocol floor: chamberlain's own requests made by raw clients "
+                             "(benchmarks/_protocol_floor.py), which splits the ratio into protocol and code")
+    parser.add_argument("--protocol-without", action="append", default=[], type=_parts, metavar="PART,...",
+                        help="also measure the protocol floor without these parts, to price a change of the "
+                             "protocol before making it (repeatable, one variant each): "
+                             + "; ".join(f"{k}: {v}" for k, v in PARTS.items()))
     parser.add_argument("--eso-concurrent", type=int, default=None,
                         help="restart the lab's ESO with --concurrent=N for the run (default: as the lab starts it)")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
@@ -395,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.secrets:
                 le.log(f"size {n}: {n} secrets, {args.per_workload} per workload ({eso}; load {load_average()})")
                 results.append(measure(handle, n, args.per_workload, args.namespaces, args.interval,
-                                       args.skip_floor, args.timeout, eso))
+                                       args.skip_floor, args.timeout, eso, args.protocol_floor,
+                                       tuple(args.protocol_without)))
                 if args.output == "text":
                     print(table(results[-1]), flush=True)
                     print(flush=True)

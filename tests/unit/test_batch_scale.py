@@ -222,6 +222,29 @@ def test_sizes_are_a_comma_separated_list(bench: Any) -> None:
         bench.sizes_of("0")
 
 
+def test_the_protocol_floor_splits_the_ratio_into_requests_and_code(bench: Any) -> None:
+    r = _result(2000, 66.0, 30.0)
+    r["protocol_floor"] = {"total": 60.0}
+    r["protocol_ratios"] = bench._protocol_ratios(r["controller"], r["floor"], r["protocol_floor"])
+    assert r["protocol_ratios"] == {"controller_to_protocol": 1.1, "protocol_to_naive": 2.0}
+    figs, _ = bench.figures_of([r])
+    split = {f["id"]: f for f in figs}["P4-protocol"]
+    assert split["floor"] == 60.0 and split["ratio"] == 1.1 and split["met"] is None
+    assert "protocol floor / naive floor 2.00" in split["note"]
+    # without the naive floor only the code's share is known; without the protocol floor, nothing is split
+    assert bench._protocol_ratios(r["controller"], None, {"total": 60.0}) == {"controller_to_protocol": 1.1}
+    assert bench._protocol_ratios(r["controller"], r["floor"], None) is None
+
+
+def test_protocol_variants_name_known_parts_only(bench: Any) -> None:
+    import argparse
+
+    assert bench._parts("run-saves, staging") == frozenset({"run-saves", "staging"})
+    for bad in ("", "run-saves,bogus", ","):
+        with pytest.raises(argparse.ArgumentTypeError, match="takes parts among"):
+            bench._parts(bad)
+
+
 class _SlowKube(FakeKube):
     """Patches that take a while and fail once for one workload: workers must overlap and recover."""
 

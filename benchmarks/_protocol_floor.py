@@ -1,0 +1,305 @@
+"""P4's second floor: chamberlain's own rotation protocol replayed by plain clients (hvac, kubernetes), with no
+chamberlain code in the timed part.
+
+The naive floor (``bench_batch_rotation.floor``) makes the writes a rotation cannot do without: the new value and
+its metadata, one force-sync per secret, one patch per workload. chamberlain makes many more requests per rotation,
+and they are its guarantees: a crash-resume save of the run record at every persisted step, a staging path so a
+value is never drawn twice, a hash-chained and signed ledger entry, a RotationRun object and an Event a user can
+``kubectl get``, a read of each consumer Secret to prove it carries the new version. This floor sends exactly that
+list of requests (``bench_rotation_vault_calls.minimum()``, keep-old and target-less, as the batch's rotations are,
+plus the Kubernetes calls the batch counts), with the same bodies' sizes and the controller's eight workers, and
+nothing else: no decisions, no models, no retries, no bookkeeping.
+
+It splits the ratio to the naive floor in two, both measured:
+
+- protocol floor / naive floor: what the protocol's requests cost, made as cheaply as a client can;
+- controller / protocol floor: what chamberlain's code adds around the same requests.
+
+The run records, staging values and ledger chain it writes live under ``_chamberlain/bench-floor/`` (the
+controller's own paths stay untouched); the real secrets get a new version each, as in the naive floor.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import kubernetes
+
+import _lab_env as le
+from chamberlain import wellknown as wk
+from chamberlain.controller.resources import GROUP, KIND, PLURAL, VERSION
+from chamberlain.intent.paths import LEDGER_KEY_PREFIX, TRANSIT_MOUNT, marker_key
+from chamberlain.values.generate import generate_values
+
+WORKERS = 8  # the controller's (chamberlain.controller.app.wire)
+PREFIX = "_chamberlain/bench-floor"
+FLOOR_LABEL = "bench.chamberlain.dev/floor"  # on the RotationRun objects this makes, removed after the run
+LEDGER_GROUP = 8  # entries per group commit: about what the shared ledger groups with eight workers
+# Parts of the protocol a variant may leave out (``--protocol-without``), to price a change before making it:
+PARTS = {
+    "run-saves": "the four intermediate run-record saves (tested, promoted, propagated, done); the lease and the "
+                 "final save stay",
+    "staging": "the staging path: its metadata read, read, write and destroy",
+    "run-objects": "the RotationRun object and its status patch",
+    "events": "the Event per run",
+    "secret-reads": "the read of each consumer Secret (its marker)",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Clients(threading.local):
+    """The hvac client the current task holds: one per worker (a requests Session is not meant to be shared across
+    threads), made and connected before the clock starts, as the controller's are after its warm-up tick."""
+
+    vault: hvac.Client
+
+
+class ProtocolFloor:
+    def __init__(self, world: le.World, watch: le.SecretWatch, names: list[str],
+                 without: frozenset[str] = frozenset()) -> None:
+        self.world, self.watch, self.names = world, watch, names
+        unknown = without - PARTS.keys()
+        if unknown:
+            raise SystemExit(f"--protocol-without: unknown part(s) {sorted(unknown)}; known: {sorted(PARTS)}")
+        self.without = without
+        self.clients = _Clients()
+        self.idle: queue.Queue[hvac.Client] = queue.Queue()
+        for _ in range(WORKERS + 1):  # + the ledger lane's
+            client = world.handle.hvac()
+            client.sys.read_health_status(method="GET")  # the connection is open before the clock starts
+            self.idle.put(client)
+        self.custom_api = kubernetes.client.CustomObjectsApi(world.api)
+        self.core = kubernetes.client.CoreV1Api(world.api)
+        self.apps = kubernetes.client.AppsV1Api(world.api)
+        self.token = secrets.token_hex(4)
+        self.run_namespace = world.scope.platform.spec.controller.namespace
+        self.revision: dict[str, int] = {}  # run record KV version per secret
+        self.staged: dict[str, int] = {}
+        self.markers: dict[str, str] = {}
+        self.ledger_seq, self.ledger_hash, self.head_version = 0, "0" * 64, 0
+        self.ledger_lock = threading.Lock()
+        self.environment = world.path(names[0]).split("/", 1)[0]
+        self.prepared: dict[str, dict[str, str]] = {}
+        for n in names:  # values made up front, as the naive floor does: generating is not part of a floor
+            generators = world.scope.placed[n].intent.spec.source.generate
+            assert generators is not None
+            self.prepared[n] = generate_values(generators)
+        # The lab's first RotationRun create waits about 2 s in the API server (once per lab; the controller's
+        # warm-up tick pays it there): paid here before the clock starts.
+        self.custom_api.create_namespaced_custom_object(GROUP, VERSION, self.run_namespace, PLURAL, self._manifest(
+            self._run_name("warm-up"), names[0]))
+        # a run record of the size chamberlain saves (its JSON body, about 1 KB), once per save
+        self.record = json.dumps({"run_id": "x" * 26, "secret": "y" * 24, "stage": "pending", "padding": "z" * 900})
+
+    # ------------------------------------------------------------------ raw calls
+
+    def holding(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``fn`` run with one of the idle clients, given back after."""
+        def task(arg: Any) -> Any:
+            self.clients.vault = self.idle.get()
+            try:
+                return fn(arg)
+            finally:
+                self.idle.put(self.clients.vault)
+        return task
+
+    def _kv(self) -> Any:
+        return self.clients.vault.secrets.kv.v2
+
+    def _read(self, path: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._kv().read_secret_version(path=path, mount_point=le.MOUNT,
+                                                       raise_on_deleted_version=False))
+        except hvac.exceptions.InvalidPath:
+            return None
+
+    def _meta(self, path: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._kv().read_secret_metadata(path=path, mount_point=le.MOUNT))
+        except hvac.exceptions.InvalidPath:
+            return None
+
+    def _write(self, path: str, data: dict[str, str], cas: int) -> int:
+        answer = self._kv().create_or_update_secret(path=path, secret=data, cas=cas, mount_point=le.MOUNT)
+        return int(answer["data"]["version"])
+
+    def _patch(self, path: str, custom: dict[str, str]) -> None:
+        self.clients.vault.adapter.request("PATCH", f"/v1/{le.MOUNT}/metadata/{path}",
+                                           json={"custom_metadata": custom},
+                                           headers={"Content-Type": "application/merge-patch+json"})
+
+    def _hmac(self, data: bytes) -> str:
+        answer = self.clients.vault.adapter.post(
+            f"/v1/{TRANSIT_MOUNT}/hmac/{marker_key(self.environment)}/sha2-256",
+            json={"input": base64.b64encode(data).decode()})
+        return f"v2:{hashlib.sha256(str(answer['data']['hmac']).encode()).hexdigest()[:32]}"
+
+    def _save(self, n: str, intermediate: bool = True) -> None:
+        if intermediate and "run-saves" in self.without:
+            return
+        path = f"{PREFIX}/runs/{self.token}/{self.world.path(n)}"
+        self.revision[n] = self._write(path, {"run": self.record}, self.revision.get(n, 0))
+
+    def _staging(self, n: str) -> str:
+        return f"{PREFIX}/pending/{self.token}/{self.world.path(n)}"
+
+    # ------------------------------------------------------------------ the protocol, step by step
+
+    def open_and_promote(self, n: str) -> None:
+        path = self.world.path(n)
+        self._read(f"{PREFIX}/runs/{self.token}/{path}")  # start: the lease
+        meta = self._meta(path)
+        assert meta is not None
+        staged = "staging" not in self.without
+        staging = self._meta(self._staging(n)) if staged else None
+        staging_base = int(staging["data"]["current_version"]) if staging else 0
+        self._save(n, intermediate=False)  # pending: the lease
+        current = self._read(path)  # stage: the current values, the conflict check
+        values = self.prepared[n]
+        if staged:
+            self._read(self._staging(n))  # an earlier attempt's staging?
+            self.staged[n] = self._write(self._staging(n), {**values, "_run": "x" * 26}, staging_base)
+        marker = self._hmac(json.dumps(values, sort_keys=True).encode())
+        self._save(n)  # tested
+        previous = int((current or {}).get("data", {}).get("metadata", {}).get("version") or
+                       meta["data"]["current_version"])
+        version = self._write(path, values, previous)  # promote
+        self._patch(path, {wk.VALUE_MARKER: marker, wk.VALUE_VERSION: str(version), wk.LAST_ROTATED: _now(),
+                           wk.LAST_RUN: "x" * 26, wk.LAST_REASON: "manual: bench protocol floor"})
+        self.markers[n] = marker
+        self._save(n)  # promoted
+        ns, secret = self.world.consumer(n)
+        self.custom_api.patch_namespaced_custom_object(  # the force-sync
+            "external-secrets.io", "v1", ns, "externalsecrets", secret,
+            {"metadata": {"annotations": {wk.ESO_FORCE_SYNC: f"floor-{self.token}-{n}"}}})
+        self._publish(n)
+
+    def _run_name(self, n: str) -> str:
+        return f"floor-{self.token}-{n}"[:63]
+
+    def _manifest(self, name: str, n: str) -> dict[str, Any]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                "metadata": {"name": name, "namespace": self.run_namespace,
+                             "labels": {wk.LABEL_SECRET: n, FLOOR_LABEL: self.token}},
+                "spec": {"secret": n, "path": f"{le.MOUNT}/{self.world.path(n)}", "trigger": "manual",
+                         "reason": "bench protocol floor", "mode": "rotate"}}
+
+    def _publish(self, n: str) -> None:
+        """The RotationRun object and its Event (the controller's publisher does this in the background)."""
+        name = self._run_name(n)
+        if "run-objects" not in self.without:
+            self.custom_api.create_namespaced_custom_object(GROUP, VERSION, self.run_namespace, PLURAL,
+                                                            self._manifest(name, n))
+        if "events" in self.without:
+            return
+        stamp = _now()
+        self.core.create_namespaced_event(self.run_namespace, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": self.run_namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name,
+                               "namespace": self.run_namespace},
+            "reason": "RotationStarted", "message": f"rotation of {n} started (manual: bench protocol floor)",
+            "type": "Normal", "eventTime": stamp, "reportingComponent": "chamberlain",
+            "reportingInstance": "bench-floor", "action": "RotationStarted", "source": {"component": "chamberlain"},
+            "firstTimestamp": stamp[:19] + "Z", "lastTimestamp": stamp[:19] + "Z"})
+
+    def propagated(self, n: str) -> None:
+        ns, secret = self.world.consumer(n)
+        if "secret-reads" not in self.without:
+            self.core.read_namespaced_secret(secret, ns, _preload_content=False,
+                                             _headers={"Accept": "application/json;as=PartialObjectMetadata;"
+                                                                 "g=meta.k8s.io;v=v1"}).release_conn()
+        self._save(n)  # propagated
+
+    def finish(self, n: str) -> dict[str, Any]:
+        path = self.world.path(n)
+        self._save(n)  # done (the restart step saves the step after it)
+        if "staging" not in self.without:
+            self._kv().destroy_secret_versions(path=self._staging(n), versions=[self.staged[n]],
+                                               mount_point=le.MOUNT)
+        self._meta(path)  # the map the PATCH's key count is checked against
+        self._patch(path, {wk.LAST_RESULT: f"{'x' * 26}:ok", wk.FAILED_RUNS: "0"})
+        return {"event": "rotation", "secret": n, "path": path, "result": "ok", "actor": "bench-floor",
+                "details": {"run": "x" * 26, "version": str(self.staged.get(n, 0))}}
+
+    def append(self, drafts: list[dict[str, Any]]) -> None:
+        """One group commit: one signature request for the group, each entry created with CAS 0, the head once."""
+        client = self.clients.vault
+        with self.ledger_lock:
+            entries, hashes = [], []
+            for d in drafts:
+                self.ledger_seq += 1
+                entry = {**d, "seq": self.ledger_seq, "prev": self.ledger_hash, "at": _now(),
+                         "partition": f"{self.environment}/bench-floor"}
+                self.ledger_hash = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+                entries.append({**entry, "hash": self.ledger_hash})
+                hashes.append(self.ledger_hash)
+            answer = client.adapter.post(
+                f"/v1/{TRANSIT_MOUNT}/sign/{LEDGER_KEY_PREFIX}{self.environment}",
+                json={"batch_input": [{"input": base64.b64encode(h.encode()).decode()} for h in hashes]})
+            signatures = [r["signature"] for r in answer["data"]["batch_results"]]
+            for entry, sig in zip(entries, signatures, strict=True):
+                self._write(f"{PREFIX}/ledger/{self.token}/{entry['seq']:012d}",
+                            {"entry": json.dumps({**entry, "sig": sig}, sort_keys=True)}, 0)
+            self.head_version = self._write(f"{PREFIX}/ledger/{self.token}/head",
+                                            {"seq": str(self.ledger_seq), "hash": self.ledger_hash},
+                                            self.head_version)
+
+    def finalized(self, n: str) -> None:
+        self._save(n, intermediate=False)  # finalized: the ledger seq recorded
+        if "run-objects" in self.without:
+            return
+        self.custom_api.patch_namespaced_custom_object_status(  # the RotationRun's final status
+            GROUP, VERSION, self.run_namespace, PLURAL, self._run_name(n),
+            {"status": {"phase": "done", "runId": "x" * 26, "secret": n, "conditions": []}})
+
+
+def _pool(f: ProtocolFloor, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="bench-floor") as pool:
+        return list(pool.map(f.holding(fn), items))
+
+
+def protocol_floor(world: le.World, watch: le.SecretWatch, names: list[str], timeout: float,
+                   without: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Run the replay; seconds per phase and CPU-seconds per lab process, as ``bench_batch_rotation.floor``."""
+    f = ProtocolFloor(world, watch, names, without)
+    cpu0 = le.cpu_seconds(world.handle.lab_dir)
+    t0 = time.monotonic()
+    _pool(f, f.open_and_promote, names)
+    t_promoted = time.monotonic()
+    seen = watch.wait({world.consumer(n): f.markers[n] for n in names}, timeout)
+    if len(seen) != len(names):
+        raise SystemExit(f"protocol floor: ESO synced {len(seen)} of {len(names)} Secrets within {timeout:.0f}s")
+    t_synced = time.monotonic()
+    _pool(f, f.propagated, names)
+    now = _now()
+    for ns, name in world.workloads():
+        f.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
+            wk.ANNOTATION_RESTARTED_AT: now, wk.ANNOTATION_RESTART_BATCH: f"floor-{f.token}"}}}}})
+    t_restarted = time.monotonic()
+    drafts = _pool(f, f.finish, names)
+    f.holding(lambda _: [f.append(drafts[i:i + LEDGER_GROUP]) for i in range(0, len(drafts), LEDGER_GROUP)])(None)
+    _pool(f, f.finalized, names)
+    t_end = time.monotonic()
+    cpu = le.cpu_used(cpu0, le.cpu_seconds(world.handle.lab_dir))
+    # not the controller's: out of its way (its trigger store and status read RotationRun objects)
+    f.custom_api.delete_collection_namespaced_custom_object(GROUP, VERSION, f.run_namespace, PLURAL,
+                                                            label_selector=f"{FLOOR_LABEL}={f.token}")
+    return {"total": t_end - t0, "promoted": t_promoted - t0, "eso_wait": t_synced - t_promoted,
+            "propagated_and_restarted": t_restarted - t_synced, "finished": t_end - t_restarted,
+            "cpu_seconds": cpu, "without": sorted(without)}
