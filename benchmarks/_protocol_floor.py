@@ -7,13 +7,25 @@ and they are its guarantees: a crash-resume save of the run record at every pers
 value is never drawn twice, a hash-chained and signed ledger entry, a RotationRun object and an Event a user can
 ``kubectl get``, a read of each consumer Secret to prove it carries the new version. This floor sends exactly that
 list of requests (``bench_rotation_vault_calls.minimum()``, keep-old and target-less, as the batch's rotations are,
-plus the Kubernetes calls the batch counts), with the same bodies' sizes and the controller's eight workers, and
-nothing else: no decisions, no models, no retries, no bookkeeping.
+plus the Kubernetes calls the batch counts), with bodies of the same size, and nothing else: no decisions, no
+models, no retries, no bookkeeping. It is scheduled as the controller schedules them (``controller/loop.py``):
+
+- eight workers take every run to *promoted* (its force-sync included), then poll each consumer Secret until it
+  carries the new marker and save *propagated*, then roll the workloads (a read and a patch each, side by side),
+  then end each run; the ledger entries go through one lane as group commits of whatever waits, as the shared
+  ledger's do, while the other workers go on;
+- the RotationRun object, its status and the Event are sent from background threads (two for the objects, one for
+  Events, as ``controller.resources.BackgroundPublisher`` and ``controller.batch.BackgroundEvents``), and what is
+  still queued when the last run ended is drained after the clock stops, as the benchmark does for the controller.
+  The controller's Events at the end of a run (queued at the end of its tick) are not replayed.
 
 It splits the ratio to the naive floor in two, both measured:
 
 - protocol floor / naive floor: what the protocol's requests cost, made as cheaply as a client can;
 - controller / protocol floor: what chamberlain's code adds around the same requests.
+
+What it leaves to the code's side: a read of a path that does not exist is one request here, two in chamberlain's
+KV adapter (a 404 is asked again as metadata, to tell a destroyed version from none).
 
 The run records, staging values and ledger chain it writes live under ``_chamberlain/bench-floor/`` (the
 controller's own paths stay untouched); the real secrets get a new version each, as in the naive floor.
@@ -29,7 +41,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +58,7 @@ from chamberlain.values.generate import generate_values
 WORKERS = 8  # the controller's (chamberlain.controller.app.wire)
 PREFIX = "_chamberlain/bench-floor"
 FLOOR_LABEL = "bench.chamberlain.dev/floor"  # on the RotationRun objects this makes, removed after the run
-LEDGER_GROUP = 8  # entries per group commit: about what the shared ledger groups with eight workers
+POLL_FIRST, POLL_MAX = 0.05, 0.25  # propagation.sync.wait_in_sync's pauses between looks at a consumer Secret
 # Parts of the protocol a variant may leave out (``--protocol-without``), to price a change before making it:
 PARTS = {
     "run-saves": "the four intermediate run-record saves (tested, promoted, propagated, done); the lease and the "
@@ -92,7 +104,14 @@ class ProtocolFloor:
         self.staged: dict[str, int] = {}
         self.markers: dict[str, str] = {}
         self.ledger_seq, self.ledger_hash, self.head_version = 0, "0" * 64, 0
-        self.ledger_lock = threading.Lock()
+        self.lane = threading.Condition()
+        self.lane_waiting: list[tuple[dict[str, Any], threading.Event]] = []
+        self.lane_busy = False
+        self.groups: list[int] = []  # entries per group commit
+        self.objects = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bench-floor-objects")
+        self.events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-floor-events")
+        self.created: dict[str, Future[Any]] = {}
+        self.published: list[Future[Any]] = []
         self.environment = world.path(names[0]).split("/", 1)[0]
         self.prepared: dict[str, dict[str, str]] = {}
         for n in names:  # values made up front, as the naive floor does: generating is not part of a floor
@@ -187,7 +206,10 @@ class ProtocolFloor:
         self.custom_api.patch_namespaced_custom_object(  # the force-sync
             "external-secrets.io", "v1", ns, "externalsecrets", secret,
             {"metadata": {"annotations": {wk.ESO_FORCE_SYNC: f"floor-{self.token}-{n}"}}})
-        self._publish(n)
+        if "run-objects" not in self.without:
+            self.created[n] = self.objects.submit(self._create, n)
+        if "events" not in self.without:
+            self.published.append(self.events.submit(self._event, n))
 
     def _run_name(self, n: str) -> str:
         return f"floor-{self.token}-{n}"[:63]
@@ -199,14 +221,25 @@ class ProtocolFloor:
                 "spec": {"secret": n, "path": f"{le.MOUNT}/{self.world.path(n)}", "trigger": "manual",
                          "reason": "bench protocol floor", "mode": "rotate"}}
 
-    def _publish(self, n: str) -> None:
-        """The RotationRun object and its Event (the controller's publisher does this in the background)."""
+    def _create(self, n: str) -> None:
+        self.custom_api.create_namespaced_custom_object(GROUP, VERSION, self.run_namespace, PLURAL,
+                                                        self._manifest(self._run_name(n), n),
+                                                        _preload_content=False).release_conn()
+
+    def _status(self, n: str) -> None:
+        self.created[n].result()
+        conditions = [{"type": kind, "status": "False", "reason": "NotYet", "message": "",
+                       "lastTransitionTime": _now()} for kind in ("Ready", "Promoted", "Propagated", "Retrying",
+                                                                  "Failed", "Held")]
+        self.custom_api.patch_namespaced_custom_object_status(  # the run's final status, about 1.2 KB as the real
+            GROUP, VERSION, self.run_namespace, PLURAL, self._run_name(n),
+            {"status": {"phase": "done", "runId": "x" * 26, "secret": n, "path": f"{le.MOUNT}/{self.world.path(n)}",
+                        "trigger": "manual", "reason": "bench protocol floor", "mode": "rotate", "attempts": 0,
+                        "startedAt": _now(), "conditions": conditions}},
+            _preload_content=False).release_conn()
+
+    def _event(self, n: str) -> None:
         name = self._run_name(n)
-        if "run-objects" not in self.without:
-            self.custom_api.create_namespaced_custom_object(GROUP, VERSION, self.run_namespace, PLURAL,
-                                                            self._manifest(name, n))
-        if "events" in self.without:
-            return
         stamp = _now()
         self.core.create_namespaced_event(self.run_namespace, {
             "apiVersion": "v1", "kind": "Event",
@@ -216,15 +249,42 @@ class ProtocolFloor:
             "reason": "RotationStarted", "message": f"rotation of {n} started (manual: bench protocol floor)",
             "type": "Normal", "eventTime": stamp, "reportingComponent": "chamberlain",
             "reportingInstance": "bench-floor", "action": "RotationStarted", "source": {"component": "chamberlain"},
-            "firstTimestamp": stamp[:19] + "Z", "lastTimestamp": stamp[:19] + "Z"})
+            "firstTimestamp": stamp[:19] + "Z", "lastTimestamp": stamp[:19] + "Z"},
+            _preload_content=False).release_conn()
 
-    def propagated(self, n: str) -> None:
+    def _marker_of(self, n: str) -> str | None:
         ns, secret = self.world.consumer(n)
-        if "secret-reads" not in self.without:
-            self.core.read_namespaced_secret(secret, ns, _preload_content=False,
-                                             _headers={"Accept": "application/json;as=PartialObjectMetadata;"
-                                                                 "g=meta.k8s.io;v=v1"}).release_conn()
+        resp = self.core.read_namespaced_secret(secret, ns, _preload_content=False,
+                                                _headers={"Accept": "application/json;as=PartialObjectMetadata;"
+                                                                    "g=meta.k8s.io;v=v1"})
+        try:
+            annotations = (json.loads(resp.data).get("metadata") or {}).get("annotations") or {}
+        finally:
+            resp.release_conn()
+        return annotations.get(wk.ANNOTATION_VERSION_MARKER)
+
+    def propagated(self, n: str, timeout: float) -> None:
+        """Look at the consumer Secret until it carries the new marker, as ``wait_in_sync`` does (without the
+        reads: wait on the benchmark's watch, which makes no request)."""
+        if "secret-reads" in self.without:
+            if not self.watch.wait({self.world.consumer(n): self.markers[n]}, timeout):
+                raise SystemExit(f"protocol floor: {n} not synced within {timeout:.0f}s")
+        else:
+            pause, deadline = POLL_FIRST, time.monotonic() + timeout
+            while self._marker_of(n) != self.markers[n]:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"protocol floor: {n} not synced within {timeout:.0f}s")
+                time.sleep(pause)
+                pause = min(pause * 2, POLL_MAX)
         self._save(n)  # propagated
+
+    def restart(self, workload: tuple[str, str]) -> None:
+        """A read of the pod template, then the patch (``propagation.restart``)."""
+        ns, name = workload
+        self.apps.read_namespaced_deployment(name, ns, _preload_content=False).release_conn()
+        self.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
+            wk.ANNOTATION_RESTARTED_AT: _now(), wk.ANNOTATION_RESTART_BATCH: f"floor-{self.token}"}}}}},
+            _preload_content=False).release_conn()
 
     def finish(self, n: str) -> dict[str, Any]:
         path = self.world.path(n)
@@ -234,39 +294,56 @@ class ProtocolFloor:
                                                mount_point=le.MOUNT)
         self._meta(path)  # the map the PATCH's key count is checked against
         self._patch(path, {wk.LAST_RESULT: f"{'x' * 26}:ok", wk.FAILED_RUNS: "0"})
-        return {"event": "rotation", "secret": n, "path": path, "result": "ok", "actor": "bench-floor",
-                "details": {"run": "x" * 26, "version": str(self.staged.get(n, 0))}}
+        self.append({"event": "rotation", "secret": n, "path": path, "result": "ok", "actor": "bench-floor",
+                     "details": {"run": "x" * 26, "trigger": "manual", "reason": "bench protocol floor",
+                                 "from_version": "1", "to_version": str(self.staged.get(n, 0)),
+                                 "marker": self.markers[n]}})
+        self._save(n, intermediate=False)  # finalized: the ledger seq recorded
+        if "run-objects" not in self.without:
+            self.published.append(self.objects.submit(self._status, n))
 
-    def append(self, drafts: list[dict[str, Any]]) -> None:
+    def append(self, draft: dict[str, Any]) -> None:
+        """Through the one ledger lane: a worker that finds it free writes every entry waiting as one group."""
+        done = threading.Event()
+        with self.lane:
+            self.lane_waiting.append((draft, done))
+            while self.lane_busy and not done.is_set():
+                self.lane.wait()
+            if done.is_set():
+                return
+            self.lane_busy = True
+            group, self.lane_waiting = self.lane_waiting, []
+        try:
+            self._commit([d for d, _ in group])
+        finally:
+            with self.lane:
+                for _, flag in group:
+                    flag.set()
+                self.lane_busy = False
+                self.lane.notify_all()
+
+    def _commit(self, drafts: list[dict[str, Any]]) -> None:
         """One group commit: one signature request for the group, each entry created with CAS 0, the head once."""
         client = self.clients.vault
-        with self.ledger_lock:
-            entries, hashes = [], []
-            for d in drafts:
-                self.ledger_seq += 1
-                entry = {**d, "seq": self.ledger_seq, "prev": self.ledger_hash, "at": _now(),
-                         "partition": f"{self.environment}/bench-floor"}
-                self.ledger_hash = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
-                entries.append({**entry, "hash": self.ledger_hash})
-                hashes.append(self.ledger_hash)
-            answer = client.adapter.post(
-                f"/v1/{TRANSIT_MOUNT}/sign/{LEDGER_KEY_PREFIX}{self.environment}",
-                json={"batch_input": [{"input": base64.b64encode(h.encode()).decode()} for h in hashes]})
-            signatures = [r["signature"] for r in answer["data"]["batch_results"]]
-            for entry, sig in zip(entries, signatures, strict=True):
-                self._write(f"{PREFIX}/ledger/{self.token}/{entry['seq']:012d}",
-                            {"entry": json.dumps({**entry, "sig": sig}, sort_keys=True)}, 0)
-            self.head_version = self._write(f"{PREFIX}/ledger/{self.token}/head",
-                                            {"seq": str(self.ledger_seq), "hash": self.ledger_hash},
-                                            self.head_version)
-
-    def finalized(self, n: str) -> None:
-        self._save(n, intermediate=False)  # finalized: the ledger seq recorded
-        if "run-objects" in self.without:
-            return
-        self.custom_api.patch_namespaced_custom_object_status(  # the RotationRun's final status
-            GROUP, VERSION, self.run_namespace, PLURAL, self._run_name(n),
-            {"status": {"phase": "done", "runId": "x" * 26, "secret": n, "conditions": []}})
+        self.groups.append(len(drafts))
+        entries, hashes = [], []
+        for d in drafts:
+            self.ledger_seq += 1
+            entry = {**d, "seq": self.ledger_seq, "prev": self.ledger_hash, "at": _now(),
+                     "partition": f"{self.environment}/bench-floor"}
+            self.ledger_hash = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+            entries.append({**entry, "hash": self.ledger_hash})
+            hashes.append(self.ledger_hash)
+        answer = client.adapter.post(
+            f"/v1/{TRANSIT_MOUNT}/sign/{LEDGER_KEY_PREFIX}{self.environment}",
+            json={"batch_input": [{"input": base64.b64encode(h.encode()).decode()} for h in hashes]})
+        signatures = [r["signature"] for r in answer["data"]["batch_results"]]
+        for entry, sig in zip(entries, signatures, strict=True):
+            self._write(f"{PREFIX}/ledger/{self.token}/{entry['seq']:012d}",
+                        {"entry": json.dumps({**entry, "sig": sig}, sort_keys=True)}, 0)
+        self.head_version = self._write(f"{PREFIX}/ledger/{self.token}/head",
+                                        {"seq": str(self.ledger_seq), "hash": self.ledger_hash},
+                                        self.head_version)
 
 
 def _pool(f: ProtocolFloor, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
@@ -282,24 +359,23 @@ def protocol_floor(world: le.World, watch: le.SecretWatch, names: list[str], tim
     t0 = time.monotonic()
     _pool(f, f.open_and_promote, names)
     t_promoted = time.monotonic()
-    seen = watch.wait({world.consumer(n): f.markers[n] for n in names}, timeout)
-    if len(seen) != len(names):
-        raise SystemExit(f"protocol floor: ESO synced {len(seen)} of {len(names)} Secrets within {timeout:.0f}s")
-    t_synced = time.monotonic()
-    _pool(f, f.propagated, names)
-    now = _now()
-    for ns, name in world.workloads():
-        f.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
-            wk.ANNOTATION_RESTARTED_AT: now, wk.ANNOTATION_RESTART_BATCH: f"floor-{f.token}"}}}}})
+    _pool(f, lambda n: f.propagated(n, timeout), names)
+    t_propagated = time.monotonic()
+    _pool(f, f.restart, world.workloads())
     t_restarted = time.monotonic()
-    drafts = _pool(f, f.finish, names)
-    f.holding(lambda _: [f.append(drafts[i:i + LEDGER_GROUP]) for i in range(0, len(drafts), LEDGER_GROUP)])(None)
-    _pool(f, f.finalized, names)
+    _pool(f, f.finish, names)
     t_end = time.monotonic()
     cpu = le.cpu_used(cpu0, le.cpu_seconds(world.handle.lab_dir))
+    wait(f.published)  # what the background threads still had queued, as the benchmark drains the controller's
+    for done in f.published:
+        done.result()
+    t_drained = time.monotonic()
+    f.objects.shutdown()
+    f.events.shutdown()
     # not the controller's: out of its way (its trigger store and status read RotationRun objects)
     f.custom_api.delete_collection_namespaced_custom_object(GROUP, VERSION, f.run_namespace, PLURAL,
                                                             label_selector=f"{FLOOR_LABEL}={f.token}")
-    return {"total": t_end - t0, "promoted": t_promoted - t0, "eso_wait": t_synced - t_promoted,
-            "propagated_and_restarted": t_restarted - t_synced, "finished": t_end - t_restarted,
+    return {"total": t_end - t0, "promoted": t_promoted - t0, "propagated": t_propagated - t_promoted,
+            "restarted": t_restarted - t_propagated, "finished": t_end - t_restarted,
+            "published_after": t_drained - t_end, "ledger_groups": len(f.groups),
             "cpu_seconds": cpu, "without": sorted(without)}

@@ -320,10 +320,12 @@ def table(r: dict[str, Any]) -> str:
     p = r.get("protocol_floor")
     if p:
         lines += [f"{'protocol floor: its requests, raw clients':<44} {p['total']:>8.2f}",
-                  f"{'  to all promoted and force-synced':<44} {p['promoted']:>8.2f}",
-                  f"{'  then waiting for ESO to sync all':<44} {p['eso_wait']:>8.2f}",
-                  f"{'  propagated, workload patches':<44} {p['propagated_and_restarted']:>8.2f}",
-                  f"{'  finished, ledger, finalized':<44} {p['finished']:>8.2f}"]
+                  f"{'  all promoted and force-synced':<44} {p['promoted']:>8.2f}",
+                  f"{'  then all propagated (Secrets polled)':<44} {p['propagated']:>8.2f}",
+                  f"{'  then workloads restarted':<44} {p['restarted']:>8.2f}",
+                  f"{'  then all finished (ledger in ' + str(p['ledger_groups']) + ' groups)':<44} "
+                  f"{p['finished']:>8.2f}",
+                  f"{'  (published after the last run ended)':<44} {p['published_after']:>8.2f}"]
     for v in r.get("protocol_variants") or ():
         to_naive = f" ({v['total'] / f['total']:.2f} x the floor)" if f else ""
         lines.append(f"protocol floor without {', '.join(v['without'])}: {v['total']:.2f} s{to_naive}; CPU-s "
