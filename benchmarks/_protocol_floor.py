@@ -191,7 +191,7 @@ class ProtocolFloor:
         current = self._read(path)  # stage: the current values, the conflict check
         values = self.prepared[n]
         if staged:
-            self._read(self._staging(n))  # an earlier attempt's staging?
+            self._meta(self._staging(n))  # an earlier attempt's staging? (its latest version number)
             self.staged[n] = self._write(self._staging(n), {**values, "_run": "x" * 26}, staging_base)
         marker = self._hmac(json.dumps(values, sort_keys=True).encode())
         self._save(n)  # tested

@@ -100,8 +100,10 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
         # pending -> staged
         Need("stage", "read", "real path, latest: the current values create_pending builds on; its version is "
                               "the conflict check"),
-        Need("stage", "read", "staging path, latest: did an earlier attempt of this run already stage (crash "
-                              "after the write)? then adopt it, never draw values twice"),
+        Need("stage", "read_metadata", "staging path, latest version: did an earlier attempt of this run already "
+                                       "stage (crash after the write)? then its data is read and adopted, never "
+                                       "drawn twice. The metadata answers in one request whether that version is "
+                                       "live, destroyed (after every finished run) or absent"),
         Need("stage", "write", "staging path, CAS = staging base: pending values, never readable by consumers"),
     ]
     if target:

@@ -465,7 +465,7 @@ class _Seen:
 
     observed: Observed
     real: SecretVersion | None = None  # latest version of the real path, when read
-    staged: SecretVersion | None = None  # latest version of the staging path, when read
+    staged: SecretVersion | None = None  # the staging version one past the base, when read (see _staging_latest)
 
 
 # stages in which a foreign write to the real path must stop the run before it acts (at ``tested`` the promote
@@ -478,7 +478,7 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
     read_real = not run.finished and run.stage in _READS_REAL
     read_staged = not run.finished and run.stage == "pending"
     real = kv.read(run.mount, run.path) if read_real else None
-    staged = kv.read(run.mount, staging_path(run.vault)) if read_staged else None
+    staged_version, staged = _staging_latest(kv, run) if read_staged else (0, None)
     if read_real:
         current_version = real.version if real else 0
         # next_step looks at the marker only once the version moved (to tell this run's own promote apart): a
@@ -489,7 +489,6 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
         current_version = run.current_version or run.previous_version
         current_marker = run.pending_marker if run.stage in PROMOTED_OR_LATER else None
     if read_staged:
-        staged_version = staged.version if staged else 0
         staged_run = staged.data.get(STAGED_RUN) if staged else None
     else:
         staged_version = run.staged_version or run.staging_base
@@ -501,6 +500,18 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
         missing = clusters.unacknowledged(followers, acks, run.current_version or 0)
     return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage,
                           unacknowledged=missing), real, staged)
+
+
+def _staging_latest(kv: KV, run: RotationRun) -> tuple[int, SecretVersion | None]:
+    """The staging path's latest version number and, only when it is one past the run's base (this run's own
+    staging write, a crash before the run was saved), that version. The metadata answers the number in one request
+    whether the latest version is live, destroyed or absent; a data read of a destroyed or absent version is a 404
+    the KV asks again as metadata, and after a finished run the latest staging version is always destroyed."""
+    meta = kv.read_metadata(run.mount, staging_path(run.vault))
+    version = meta.current_version if meta is not None else 0
+    if version != run.staging_base + 1:
+        return version, None
+    return version, kv.read(run.mount, staging_path(run.vault), version)
 
 
 def staged_marker(kv: KV, run: RotationRun, markers: Markers) -> str | None:
