@@ -63,7 +63,7 @@ POLL_FIRST, POLL_MAX = 0.05, 0.25  # propagation.sync.wait_in_sync's pauses betw
 PARTS = {
     "run-saves": "the four intermediate run-record saves (tested, promoted, propagated, done); the lease and the "
                  "final save stay",
-    "staging": "the staging path: its metadata read, read, write and destroy",
+    "staging": "the staging path: its two metadata reads, its write and its destroy",
     "run-objects": "the RotationRun object and its status patch",
     "events": "the Event per run",
     "secret-reads": "the read of each consumer Secret (its marker)",
