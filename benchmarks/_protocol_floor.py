@@ -70,6 +70,15 @@ PARTS = {
 }
 
 
+def _answer(resp: Any) -> Any:
+    """The decoded answer of a call made with ``_preload_content=False`` (as chamberlain's kube client reads them:
+    JSON, no models), its connection handed back to the pool only once the body is read."""
+    try:
+        return json.loads(resp.data)
+    finally:
+        resp.release_conn()
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -222,26 +231,26 @@ class ProtocolFloor:
                          "reason": "bench protocol floor", "mode": "rotate"}}
 
     def _create(self, n: str) -> None:
-        self.custom_api.create_namespaced_custom_object(GROUP, VERSION, self.run_namespace, PLURAL,
-                                                        self._manifest(self._run_name(n), n),
-                                                        _preload_content=False).release_conn()
+        _answer(self.custom_api.create_namespaced_custom_object(
+            GROUP, VERSION, self.run_namespace, PLURAL, self._manifest(self._run_name(n), n), _preload_content=False))
 
     def _status(self, n: str) -> None:
         self.created[n].result()
         conditions = [{"type": kind, "status": "False", "reason": "NotYet", "message": "",
                        "lastTransitionTime": _now()} for kind in ("Ready", "Promoted", "Propagated", "Retrying",
                                                                   "Failed", "Held")]
-        self.custom_api.patch_namespaced_custom_object_status(  # the run's final status, about 1.2 KB as the real
+        # the run's final status, about 1.2 KB as the real one
+        _answer(self.custom_api.patch_namespaced_custom_object_status(
             GROUP, VERSION, self.run_namespace, PLURAL, self._run_name(n),
             {"status": {"phase": "done", "runId": "x" * 26, "secret": n, "path": f"{le.MOUNT}/{self.world.path(n)}",
                         "trigger": "manual", "reason": "bench protocol floor", "mode": "rotate", "attempts": 0,
                         "startedAt": _now(), "conditions": conditions}},
-            _preload_content=False).release_conn()
+            _preload_content=False))
 
     def _event(self, n: str) -> None:
         name = self._run_name(n)
         stamp = _now()
-        self.core.create_namespaced_event(self.run_namespace, {
+        _answer(self.core.create_namespaced_event(self.run_namespace, {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": self.run_namespace},
             "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name,
@@ -250,18 +259,14 @@ class ProtocolFloor:
             "type": "Normal", "eventTime": stamp, "reportingComponent": "chamberlain",
             "reportingInstance": "bench-floor", "action": "RotationStarted", "source": {"component": "chamberlain"},
             "firstTimestamp": stamp[:19] + "Z", "lastTimestamp": stamp[:19] + "Z"},
-            _preload_content=False).release_conn()
+            _preload_content=False))
 
     def _marker_of(self, n: str) -> str | None:
         ns, secret = self.world.consumer(n)
-        resp = self.core.read_namespaced_secret(secret, ns, _preload_content=False,
-                                                _headers={"Accept": "application/json;as=PartialObjectMetadata;"
-                                                                    "g=meta.k8s.io;v=v1"})
-        try:
-            annotations = (json.loads(resp.data).get("metadata") or {}).get("annotations") or {}
-        finally:
-            resp.release_conn()
-        return annotations.get(wk.ANNOTATION_VERSION_MARKER)
+        meta = _answer(self.core.read_namespaced_secret(
+            secret, ns, _preload_content=False,
+            _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"})).get("metadata") or {}
+        return (meta.get("annotations") or {}).get(wk.ANNOTATION_VERSION_MARKER)
 
     def propagated(self, n: str, timeout: float) -> None:
         """Look at the consumer Secret until it carries the new marker, as ``wait_in_sync`` does (without the
@@ -281,10 +286,10 @@ class ProtocolFloor:
     def restart(self, workload: tuple[str, str]) -> None:
         """A read of the pod template, then the patch (``propagation.restart``)."""
         ns, name = workload
-        self.apps.read_namespaced_deployment(name, ns, _preload_content=False).release_conn()
-        self.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
+        _answer(self.apps.read_namespaced_deployment(name, ns, _preload_content=False))
+        _answer(self.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
             wk.ANNOTATION_RESTARTED_AT: _now(), wk.ANNOTATION_RESTART_BATCH: f"floor-{self.token}"}}}}},
-            _preload_content=False).release_conn()
+            _preload_content=False))
 
     def finish(self, n: str) -> dict[str, Any]:
         path = self.world.path(n)
