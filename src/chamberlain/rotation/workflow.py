@@ -186,7 +186,7 @@ class Observed:
     current_version: int  # latest version of the real path (0: absent)
     current_marker: str | None  # marker of that version's data (None: not read)
     staged_version: int  # latest version of the staging path (0: absent)
-    staged_run: str | None  # the run id the latest staged data was written by
+    staged_run: str | None  # the run id the staged data one past the base was written by (None: not that version)
     held: bool = False  # not read by observe (next_step does not depend on it; start refuses a held secret)
     # not read by observe either: the authority was unreachable while this run was in flight (the cleaned error),
     # as the executor that lived through the outage saw it; None when no outage interrupted the run
@@ -506,7 +506,7 @@ def _staging_latest(kv: KV, run: RotationRun) -> tuple[int, SecretVersion | None
     """The staging path's latest version number and, only when it is one past the run's base (this run's own
     staging write, a crash before the run was saved), that version. The metadata answers the number in one request
     whether the latest version is live, destroyed or absent; a data read of a destroyed or absent version is a 404
-    the KV asks again as metadata, and after a finished run the latest staging version is always destroyed."""
+    the KV asks again as metadata, and a run that promoted leaves the latest staging version destroyed."""
     meta = kv.read_metadata(run.mount, staging_path(run.vault))
     version = meta.current_version if meta is not None else 0
     if version != run.staging_base + 1:
