@@ -127,8 +127,9 @@ class ProtocolFloor:
             generators = world.scope.placed[n].intent.spec.source.generate
             assert generators is not None
             self.prepared[n] = generate_values(generators)
-        # The lab's first RotationRun create waits about 2 s in the API server (once per lab; the controller's
-        # warm-up tick pays it there): paid here before the clock starts.
+        # The lab's first RotationRun create waits about 2 s in the API server (once per lab): paid here before the
+        # clock starts. The floors run first, so the controller, which creates its objects in the background, never
+        # meets it either.
         self.custom_api.create_namespaced_custom_object(GROUP, VERSION, self.run_namespace, PLURAL, self._manifest(
             self._run_name("warm-up"), names[0]))
         # a run record of the size chamberlain saves (its JSON body, about 1 KB), once per save
