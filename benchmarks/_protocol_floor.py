@@ -24,8 +24,8 @@ It splits the ratio to the naive floor in two, both measured:
 - protocol floor / naive floor: what the protocol's requests cost, made as cheaply as a client can;
 - controller / protocol floor: what chamberlain's code adds around the same requests.
 
-What it leaves to the code's side: a read of a path that does not exist is one request here, two in chamberlain's
-KV adapter (a 404 is asked again as metadata, to tell a destroyed version from none).
+A read of a path that does not exist, or of a destroyed version, is one request here and in chamberlain's KV adapter
+(which tells the two apart from the 404's body).
 
 The run records, staging values and ledger chain it writes live under ``_chamberlain/bench-floor/`` (the
 controller's own paths stay untouched); the real secrets get a new version each, as in the naive floor.

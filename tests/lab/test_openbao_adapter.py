@@ -234,6 +234,27 @@ def test_kv_write_read_cas_metadata_and_destroy(bao: Bao) -> None:
     assert kv.read(KV_MOUNT, "team/absent") is None and kv.read_metadata(KV_MOUNT, "team/absent") is None
 
 
+def test_a_destroyed_or_absent_version_is_told_from_the_read_answer_alone(bao: Bao,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """KV v2's 404 for a destroyed version carries its metadata: the adapter tells it from an absent one without
+    asking the metadata again (one request; a rotation's stage step and a first run's record read depend on it)."""
+    kv = bao.client().kv
+    assert kv.write(KV_MOUNT, "team/gone", {"password": "v1"}, cas=0) == 1
+    assert kv.write(KV_MOUNT, "team/gone", {"password": "v2"}, cas=1) == 2
+    kv.destroy(KV_MOUNT, "team/gone", [2])
+
+    def no_metadata_read(mount: str, path: str) -> None:
+        raise AssertionError(f"a metadata read of {mount}/{path}")
+
+    monkeypatch.setattr(kv, "read_metadata", no_metadata_read)
+    latest = kv.read(KV_MOUNT, "team/gone")
+    assert latest is not None and latest.version == 2 and latest.deleted and dict(latest.data) == {}
+    older = kv.read(KV_MOUNT, "team/gone", version=1)
+    assert older is not None and older.version == 1 and not older.deleted and older.data == {"password": "v1"}
+    assert kv.read(KV_MOUNT, "team/gone", version=9) is None
+    assert kv.read(KV_MOUNT, "team/never") is None
+
+
 def test_kv_write_answers_custom_metadata_and_the_patch_key_count_is_ours_to_check(bao: Bao) -> None:
     """The rotation records its metadata with a PATCH checked against the map its promote write answered: the
     answer carries it, and OpenBao's PATCH does not count keys itself, so that check is what keeps the limit."""

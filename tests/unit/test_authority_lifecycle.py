@@ -393,3 +393,19 @@ def test_cli_help_lists_every_command() -> None:
     assert result.code == 0
     for command in ("init", "unseal", "configure", "plan", "rekey", "status"):
         assert command in result.out
+
+
+@pytest.mark.parametrize(("answer", "number"), [
+    ({"data": {"data": None, "metadata": {"version": 3, "destroyed": True, "deletion_time": ""}}}, [3]),
+    ({"errors": []}, []),  # absent: no data
+    (None, []),  # no JSON body at all
+    ({"data": {"data": None, "metadata": {"version": 3, "destroyed": False}}}, []),
+    ({"data": {"data": None, "metadata": {"version": True, "destroyed": True}}}, []),
+    ({"data": {"data": None, "metadata": {"version": "3", "destroyed": True}}}, []),
+    ({"data": "not an object"}, []),
+    ({"data": {"metadata": ["not", "an", "object"]}}, []),
+])
+def test_a_404_names_a_destroyed_version_only_when_its_metadata_says_so(answer: Any, number: list[int]) -> None:
+    from chamberlain.authority.vault.kv import _destroyed_version
+
+    assert _destroyed_version(hvac.exceptions.InvalidPath(json=answer)) == number

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import hvac.exceptions
+
 from chamberlain.authority.errors import Forbidden, NotFound
 from chamberlain.authority.kv import SecretMetadata, SecretVersion, merge_custom_metadata
 from chamberlain.authority.vault import body
@@ -36,15 +38,38 @@ def _custom(meta: Mapping[str, Any]) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in (meta.get("custom_metadata") or {}).items()}
 
 
+def _destroyed_version(exc: hvac.exceptions.InvalidPath) -> list[int]:
+    """KV v2 answers a read of a destroyed version with 404 and that version's metadata, an absent secret or version
+    with 404 and no data (hvac returns only soft-deleted versions): the destroyed version's number, or nothing.
+    Only the metadata of the answer is looked at; a destroyed version has no values."""
+    answer = exc.json if isinstance(exc.json, dict) else {}
+    data = answer.get("data")
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(meta, dict) or meta.get("destroyed") is not True:
+        return []
+    number = meta.get("version")
+    return [number] if isinstance(number, int) and not isinstance(number, bool) and number > 0 else []
+
+
 class VaultKV(Area):
     """:class:`~chamberlain.authority.kv.KV` over Vault's KV v2 engine. Every call renews the session when due."""
 
     def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion | None:
+        destroyed: list[int] = []
+
+        def fetch(h: Any) -> Any:
+            destroyed.clear()
+            try:
+                return h.secrets.kv.v2.read_secret_version(path=path, version=version, mount_point=mount,
+                                                           raise_on_deleted_version=False)
+            except hvac.exceptions.InvalidPath as exc:
+                destroyed.extend(_destroyed_version(exc))
+                raise
+
         try:
-            resp = self._c.call(f"read {mount}/{path}", lambda h: h.secrets.kv.v2.read_secret_version(
-                path=path, version=version, mount_point=mount, raise_on_deleted_version=False), fresh=True)
+            resp = self._c.call(f"read {mount}/{path}", fetch, fresh=True)
         except NotFound:
-            return self._destroyed(mount, path, version)
+            return SecretVersion(destroyed[0], {}, deleted=True) if destroyed else None
         answer = body.data(resp)
         meta = answer.get("metadata") or {}
         values = answer.get("data")
@@ -53,14 +78,6 @@ class VaultKV(Area):
             return None
         return SecretVersion(int(meta.get("version") or 0), {str(k): str(v) for k, v in (values or {}).items()},
                              deleted=deleted, custom=_custom(meta))
-
-    def _destroyed(self, mount: str, path: str, version: int | None) -> SecretVersion | None:
-        """A destroyed version answers 404 like an absent one (hvac returns only deleted ones): ask the metadata."""
-        meta = self.read_metadata(mount, path)
-        number = version or (meta.current_version if meta else 0)
-        if meta is None or number not in meta.destroyed:
-            return None
-        return SecretVersion(number, {}, deleted=True)
 
     def write(self, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         return self.write_reporting_custom(mount, path, data, cas)[0]
