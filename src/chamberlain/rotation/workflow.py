@@ -505,8 +505,8 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
 def _staging_latest(kv: KV, run: RotationRun) -> tuple[int, SecretVersion | None]:
     """The staging path's latest version number and, only when it is one past the run's base (this run's own
     staging write, a crash before the run was saved), that version. The metadata answers the number in one request
-    whether the latest version is live, destroyed or absent; a data read of a destroyed or absent version is a 404
-    the KV asks again as metadata, and a run that promoted leaves the latest staging version destroyed."""
+    whether the latest version is live, destroyed (as a run that promoted leaves it) or absent, and no staged value
+    is read unless it may be this run's own."""
     meta = kv.read_metadata(run.mount, staging_path(run.vault))
     version = meta.current_version if meta is not None else 0
     if version != run.staging_base + 1:
