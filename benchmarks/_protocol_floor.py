@@ -3,12 +3,12 @@ chamberlain code in the timed part.
 
 The naive floor (``bench_batch_rotation.floor``) makes the writes a rotation cannot do without: the new value and
 its metadata, one force-sync per secret, one patch per workload. chamberlain makes many more requests per rotation,
-and they are its guarantees: a crash-resume save of the run record at every persisted step, a staging path so a
-value is never drawn twice, a hash-chained and signed ledger entry, a RotationRun object and an Event a user can
-``kubectl get``, a read of each consumer Secret to prove it carries the new version. This floor sends exactly that
-list of requests (``bench_rotation_vault_calls.minimum()``, keep-old and target-less, as the batch's rotations are,
-plus the Kubernetes calls the batch counts), with bodies of the same size, and nothing else: no decisions, no
-models, no retries, no bookkeeping. It is scheduled as the controller schedules them (``controller/loop.py``):
+and they are its guarantees: a crash-resume save of the run record at every persisted step (the draw's marker is
+saved before its promote write, so a crash after the write is recognised), a hash-chained and signed ledger entry, a
+RotationRun object and an Event a user can ``kubectl get``, a read of each consumer Secret to prove it carries the
+new version. This floor sends exactly that list of requests (``bench_rotation_vault_calls.minimum()``, keep-old
+and target-less, as the batch's rotations are, plus the Kubernetes calls the batch counts), with bodies of the same
+size, and nothing else: no decisions, no models, no retries, no bookkeeping. It is scheduled as the controller schedules them (``controller/loop.py``):
 
 - eight workers take every run to *promoted* (its force-sync included), then poll each consumer Secret until it
   carries the new marker and save *propagated*, then roll the workloads (a read and a patch each, side by side),
@@ -27,7 +27,11 @@ It splits the ratio to the naive floor in two, both measured:
 A read of a path that does not exist, or of a destroyed version, is one request here and in chamberlain's KV adapter
 (which tells the two apart from the 404's body).
 
-The run records, staging values and ledger chain it writes live under ``_chamberlain/bench-floor/`` (the
+A generated value is kept in memory from the draw to the promote write (``workflow.pending_home``): the staging
+path (its version read twice, its write and its destroy), which a rotator with a target or an import still goes
+through, is not part of this batch's protocol since the fifteenth pass.
+
+The run records and ledger chain it writes live under ``_chamberlain/bench-floor/`` (the
 controller's own paths stay untouched); the real secrets get a new version each, as in the naive floor.
 """
 
@@ -63,7 +67,6 @@ POLL_FIRST, POLL_MAX = 0.05, 0.25  # propagation.sync.wait_in_sync's pauses betw
 PARTS = {
     "run-saves": "the four intermediate run-record saves (tested, promoted, propagated, done); the lease and the "
                  "final save stay",
-    "staging": "the staging path: its two metadata reads, its write and its destroy",
     "run-objects": "the RotationRun object and its status patch",
     "events": "the Event per run",
     "secret-reads": "the read of each consumer Secret (its marker)",
@@ -110,7 +113,6 @@ class ProtocolFloor:
         self.token = secrets.token_hex(4)
         self.run_namespace = world.scope.platform.spec.controller.namespace
         self.revision: dict[str, int] = {}  # run record KV version per secret
-        self.staged: dict[str, int] = {}
         self.markers: dict[str, str] = {}
         self.ledger_seq, self.ledger_hash, self.head_version = 0, "0" * 64, 0
         self.lane = threading.Condition()
@@ -184,9 +186,6 @@ class ProtocolFloor:
         path = f"{PREFIX}/runs/{self.token}/{self.world.path(n)}"
         self.revision[n] = self._write(path, {"run": self.record}, self.revision.get(n, 0))
 
-    def _staging(self, n: str) -> str:
-        return f"{PREFIX}/pending/{self.token}/{self.world.path(n)}"
-
     # ------------------------------------------------------------------ the protocol, step by step
 
     def open_and_promote(self, n: str) -> None:
@@ -194,17 +193,11 @@ class ProtocolFloor:
         self._read(f"{PREFIX}/runs/{self.token}/{path}")  # start: the lease
         meta = self._meta(path)
         assert meta is not None
-        staged = "staging" not in self.without
-        staging = self._meta(self._staging(n)) if staged else None
-        staging_base = int(staging["data"]["current_version"]) if staging else 0
         self._save(n, intermediate=False)  # pending: the lease
-        current = self._read(path)  # stage: the current values, the conflict check
-        values = self.prepared[n]
-        if staged:
-            self._meta(self._staging(n))  # an earlier attempt's staging? (its latest version number)
-            self.staged[n] = self._write(self._staging(n), {**values, "_run": "x" * 26}, staging_base)
+        current = self._read(path)  # the draw: the current values, the conflict check
+        values = self.prepared[n]  # kept in memory until promote (a generated value: nothing is staged)
         marker = self._hmac(json.dumps(values, sort_keys=True).encode())
-        self._save(n)  # tested
+        self._save(n)  # tested, with the draw's marker
         previous = int((current or {}).get("data", {}).get("metadata", {}).get("version") or
                        meta["data"]["current_version"])
         version = self._write(path, values, previous)  # promote
@@ -295,14 +288,11 @@ class ProtocolFloor:
     def finish(self, n: str) -> dict[str, Any]:
         path = self.world.path(n)
         self._save(n)  # done (the restart step saves the step after it)
-        if "staging" not in self.without:
-            self._kv().destroy_secret_versions(path=self._staging(n), versions=[self.staged[n]],
-                                               mount_point=le.MOUNT)
         self._meta(path)  # the map the PATCH's key count is checked against
         self._patch(path, {wk.LAST_RESULT: f"{'x' * 26}:ok", wk.FAILED_RUNS: "0"})
         self.append({"event": "rotation", "secret": n, "path": path, "result": "ok", "actor": "bench-floor",
                      "details": {"run": "x" * 26, "trigger": "manual", "reason": "bench protocol floor",
-                                 "from_version": "1", "to_version": str(self.staged.get(n, 0)),
+                                 "from_version": "1", "to_version": "2",
                                  "marker": self.markers[n]}})
         self._save(n, intermediate=False)  # finalized: the ledger seq recorded
         if "run-objects" not in self.without:

@@ -18,7 +18,7 @@ the new marker, one request each), N force-sync annotations, waiting (a metadata
 all N Secrets, one pod-template patch per workload.
 
 ``--protocol-floor`` adds a second floor (benchmarks/_protocol_floor.py): chamberlain's own requests per rotation
-(run-record saves, staging, markers, the ledger, the RotationRun object, its Event, the consumer Secret read) made
+(run-record saves, markers, the ledger, the RotationRun object, its Event, the consumer Secret read) made
 by the same plain clients with the controller's eight workers. It splits the ratio: protocol floor / naive floor is
 what the protocol's requests cost, controller / protocol floor what chamberlain's code adds around them.
 

@@ -87,25 +87,33 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
     of the run record per persisted state transition), CAS on every write, never two current versions, a crashed
     write recognised instead of repeated, values never kept between steps (a step that needs them reads them),
     one hash-chained ledger entry per run. Kubernetes calls (propagation) are not Vault calls. ``target``: the
-    rotator sets its values outside Vault (set at target and test are steps of their own, revoke reads the values);
-    the benchmark's ``random`` rotator has none (``rotators.base.has_target``)."""
+    rotator sets its values outside Vault (set at target and test are steps of their own, revoke reads the values)
+    and its pending values go through the staging path; the benchmark's ``random`` rotator has no target and draws
+    locally (``rotators.base.has_target``, ``draws_locally``): its pending values stay in memory until the promote
+    write of the same call, and nothing is staged."""
+    staging = [
+        Need("start", "read_metadata", "staging path: its current version, the CAS of the stage write (nothing "
+                                       "else knows it reliably: an operator may have purged it)"),
+    ]
     need = [
         # start(): the lease
         Need("start", "read", "run record: is an unfinished run holding the lease? its KV version is the CAS of "
                               "the lease write"),
         Need("start", "read_metadata", "secret: current version (the CAS of promote), held flag, policy to snapshot"),
-        Need("start", "read_metadata", "staging path: its current version, the CAS of the stage write (nothing "
-                                       "else knows it reliably: an operator may have purged it)"),
+        *(staging if target else []),
         Need("start", "write", "run record, CAS: takes the lease (one run per secret)"),
-        # pending -> staged
+        # pending -> staged (or drawn, in memory)
         Need("stage", "read", "real path, latest: the current values create_pending builds on; its version is "
                               "the conflict check"),
-        Need("stage", "read_metadata", "staging path, latest version: did an earlier attempt of this run already "
-                                       "stage (crash after the write)? then its data is read and adopted, never "
-                                       "drawn twice. The metadata answers in one request whether that version is "
-                                       "live, destroyed (after every finished run) or absent"),
-        Need("stage", "write", "staging path, CAS = staging base: pending values, never readable by consumers"),
     ]
+    if target:
+        need += [
+            Need("stage", "read_metadata", "staging path, latest version: did an earlier attempt of this run already "
+                                           "stage (crash after the write)? then its data is read and adopted, never "
+                                           "drawn twice. The metadata answers in one request whether that version "
+                                           "is live, destroyed (after every run that promoted) or absent"),
+            Need("stage", "write", "staging path, CAS = staging base: pending values, never readable by consumers"),
+        ]
     if target:
         need += [
             _save("staged"),
@@ -118,8 +126,9 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
             Need("test", "read", "staging path at the staged version: the pending values to test"),
             _save("tested"),
         ]
-    else:  # nothing to set outside Vault: the pending version is tested from memory in the step that staged it,
-        # and promoted in the same call from the values still in hand
+    else:  # nothing to set outside Vault, a draw that can be made again: the pending version is tested from memory
+        # in the step that drew it, saved with its marker (a crash after the promote write is recognised by it; one
+        # before it draws again), and promoted in the same call from the values still in hand
         need.append(_save("tested"))
     if target:
         need.append(Need("promote", "read", "staging path at the staged version: the values to promote (marker "
@@ -148,9 +157,10 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
         ]
     else:
         need += [Need("finish", "read", ledger_head), _save("done")]
+    if target:
+        need.append(Need("finalize", "destroy", "staging path at the staged version: the promoted values' plaintext "
+                                                "copy, destroyed for good once the real path holds them"))
     need += [
-        Need("finalize", "destroy", "staging path at the staged version: the promoted values' plaintext copy, "
-                                    "destroyed for good once the real path holds them"),
         Need("finalize", "read_metadata", "secret: the custom_metadata as it is now, which the PATCH's key count is "
                                           "checked against (OpenBao's PATCH does not count keys)"),
         Need("finalize", "patch_custom_metadata", "last-result (and held) on the secret: the audit answer lives "
@@ -224,7 +234,7 @@ def secret_path(revoke_old: bool) -> VaultPath:
 
 def _start(kv: KV, path: VaultPath, clock: FakeClock, run_id: str) -> RotationRun:
     return wf.start(kv, path, secret=path.path.rsplit("/", 1)[-1], run_id=run_id, trigger="manual",
-                    reason="benchmark", now=clock.now())
+                    reason="benchmark", now=clock.now(), pending_in=wf.pending_home(RandomRotator(), "manual"))
 
 
 def rotate(inner: KV, path: VaultPath, revoke_old: bool, rotations: int, *, backend: str,

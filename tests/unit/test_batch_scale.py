@@ -239,7 +239,9 @@ def test_the_protocol_floor_splits_the_ratio_into_requests_and_code(bench: Any) 
 def test_protocol_variants_name_known_parts_only(bench: Any) -> None:
     import argparse
 
-    assert bench._parts("run-saves, staging") == frozenset({"run-saves", "staging"})
+    assert bench._parts("run-saves, events") == frozenset({"run-saves", "events"})
+    with pytest.raises(argparse.ArgumentTypeError, match="takes parts among"):
+        bench._parts("staging")  # no longer part of the batch's protocol (generated values stay in memory)
     for bad in ("", "run-saves,bogus", ","):
         with pytest.raises(argparse.ArgumentTypeError, match="takes parts among"):
             bench._parts(bad)

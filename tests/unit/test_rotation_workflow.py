@@ -1054,3 +1054,215 @@ def test_a_failed_test_in_the_combined_step_keeps_the_staging_and_retries_the_us
     final = wf.run_to_completion(run, deps)
     assert w.rotator.created == 1 and final.ledger_seq is not None and w.versions() == 2
     assert w.rotator.calls.count("test") == 2
+
+
+# --------------------------------------------------------------------------------------------------- in memory
+
+
+@dataclass
+class LocalDrawRotator(TargetlessRotator):
+    """Like the generated rotators: a draw has no effect outside the process (``rotators.base.draws_locally``).
+    Keeps what it drew, as an executor's memory would, so a test can play an executor that lost the run."""
+
+    draws_locally: bool = True
+    drawn: list[dict[str, str]] = field(default_factory=list)
+
+    def create_pending(self, ctx: RotationContext) -> PendingVersion:
+        pending = super().create_pending(ctx)
+        self.drawn.append(dict(pending.data))
+        return pending
+
+
+class StagingRefused:
+    """The KV, failing any call that names the staging path: a run in memory never touches it."""
+
+    def __init__(self, inner: FakeKV) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            named = [a for a in (*args, *kw.values()) if isinstance(a, str) and a.startswith("_chamberlain/pending")]
+            assert not named, f"{name} on the staging path {named}"
+            return attr(*args, **kw)
+        return call
+
+
+def memory_world(**kw: Any) -> World:
+    w = make_world(**kw)
+    w.rotator = LocalDrawRotator()
+    return w
+
+
+class Stop(BaseException):
+    """The executor is gone between two calls (a crash, or a leader that lost its lease)."""
+
+
+def gone(tested: RotationRun) -> None:
+    raise Stop(tested.stage)
+
+
+def assert_promoted_once(w: World, final: RotationRun, draw: dict[str, str]) -> None:
+    """One new version, holding ``draw``, its marker recorded everywhere; one ledger entry; nothing staged."""
+    assert final.succeeded and final.ledger_seq is not None
+    latest = w.kv.read(MOUNT, SECRET.path)
+    assert latest is not None and latest.version == 2 and dict(latest.data) == draw
+    marker = version_marker(SECRET.full, draw)
+    assert final.pending_marker == marker == w.custom()[wk.VALUE_MARKER]
+    assert w.kube.secrets[(ESO_NS, ESO_NAME)].annotations[wk.ANNOTATION_VERSION_MARKER] == marker
+    entries = w.rotations()
+    assert [(e.run, e.result, e.details["marker"]) for e in entries] == [(final.run_id, "ok", marker)]
+    assert "staged" not in entries[0].details and w.ledger.verify().ok
+    assert w.kv.read_metadata(MOUNT, runs.staging_path(SECRET)) is None, "nothing was ever staged"
+    assert "CANARY" not in everything_recorded(w)
+
+
+def test_only_a_draw_that_stays_in_the_process_keeps_its_pending_values_in_memory() -> None:
+    from chamberlain.rotation.rotators.generated import KeypairRotator, RandomRotator
+    from chamberlain.rotation.rotators.x509 import X509SelfSignedRotator
+
+    @dataclass
+    class Claims(FakeRotator):  # says it draws locally, but sets its values at a target: staged all the same
+        draws_locally: bool = True
+
+    assert wf.pending_home(RandomRotator(), "time") == wf.pending_home(KeypairRotator(), "webhook") == "memory"
+    assert wf.pending_home(LocalDrawRotator(), "manual") == "memory"
+    assert wf.pending_home(LocalDrawRotator(), "import") == "staging", "an imported value cannot be drawn again"
+    assert wf.pending_home(TargetlessRotator(), "time") == "staging", "a plug-in's draw may issue something"
+    assert wf.pending_home(Claims(), "time") == wf.pending_home(FakeRotator(), "time") == "staging"
+    assert wf.pending_home(X509SelfSignedRotator(), "time") == "staging"
+
+
+def test_a_run_in_memory_rotates_once_and_never_touches_the_staging_path() -> None:
+    w = memory_world(revoke_old=False)
+    kv = StagingRefused(w.kv)
+    counting = CountingKV(kv)  # type: ignore[arg-type]
+    run = wf.start(counting, SECRET, secret="api-token", run_id="run-1", trigger="manual", reason="test",
+                   now=w.clock.now(), pending_in="memory")
+    assert run.pending_in == "memory" and run.staging_base == 0
+    assert counting.counts == {"read": 1, "read_metadata": 1, "write": 1}, "the staging path's version is not asked"
+    final = wf.run_to_completion(run, w.deps(kv=counting))
+    assert final.stage == "done" and final.staged_version is None and final.drawn_markers == (final.pending_marker,)
+    assert w.rotator.created == 1 and w.rotator.calls == ["create_pending", "test"]
+    assert_promoted_once(w, final, w.rotator.drawn[0])
+
+
+def test_a_caller_that_does_not_ask_still_gets_the_draw_promoted_in_the_same_call() -> None:
+    w = memory_world()
+    run = wf.advance(w.start(pending_in="memory"), w.deps())  # no then_promote: the CLI's drive
+    assert run.stage == "promoted" and w.versions() == 2 and w.rotator.created == 1
+
+
+MEMORY_CHECKPOINTS = [("rotation.test", "pending", 2),
+                      ("rotation.promote.write", "tested", 1), ("rotation.promote", "tested", 1),
+                      ("rotation.propagate", "promoted", 1), ("rotation.restart", "propagated", 1),
+                      ("rotation.finalize", "done", 1)]
+
+
+@pytest.mark.parametrize(("point", "recorded", "draws"), MEMORY_CHECKPOINTS,
+                         ids=[p.removeprefix("rotation.") for p, _, _ in MEMORY_CHECKPOINTS])
+def test_a_crash_of_a_run_in_memory_resumes_to_exactly_one_rotation(
+        point: str, recorded: str, draws: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = memory_world(revoke_old=False)
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == point and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    with pytest.raises(Crash):
+        wf.run_to_completion(w.start(pending_in="memory"), w.deps())
+    assert hit == [point]
+    resumed = runs.load(w.kv, SECRET)
+    assert resumed is not None and resumed.stage == recorded
+    final = wf.resume(w.deps(rotator=w.rotator), SECRET)
+    assert final is not None
+    assert w.rotator.created == draws, "a draw lost before its save is made again; a written one is adopted"
+    assert_promoted_once(w, final, w.rotator.drawn[-1])
+
+
+def test_values_lost_after_the_tested_save_are_drawn_again_and_promoted_once() -> None:
+    w = memory_world()
+    with pytest.raises(Stop):
+        wf.advance(w.start(pending_in="memory"), w.deps(), then_promote=gone)
+    saved = runs.load(w.kv, SECRET)
+    assert saved is not None and saved.stage == "tested" and w.versions() == 1
+    assert saved.drawn_markers == (saved.pending_marker,)
+    assert wf.observe(saved, w.kv).pending_in_hand is False
+    final = wf.run_to_completion(saved, w.deps())
+    assert w.rotator.created == 2, "the lost draw is made again"
+    assert final.drawn_markers == (saved.pending_marker, final.pending_marker)
+    assert final.pending_marker != saved.pending_marker
+    assert_promoted_once(w, final, w.rotator.drawn[1])
+
+
+def test_a_late_write_of_an_earlier_draw_by_an_executor_that_lost_the_run_is_the_runs_own() -> None:
+    w = memory_world()
+    with pytest.raises(Stop):  # executor A saved its draw, then lost the run before writing it
+        wf.advance(w.start(pending_in="memory"), w.deps(), then_promote=gone)
+    a_draw = w.rotator.drawn[0]
+    saved = runs.load(w.kv, SECRET)
+    assert saved is not None
+
+    def a_writes_now(tested: RotationRun) -> None:  # B saved its own draw; A's write lands before B's
+        assert tested.drawn_markers[0] == saved.pending_marker and len(tested.drawn_markers) == 2
+        w.kv.write(MOUNT, SECRET.path, a_draw, cas=1)
+
+    b = wf.advance(saved, w.deps(), then_promote=a_writes_now)
+    assert b.stage == "promoted" and b.pending_marker == saved.pending_marker, "A's draw is what was promoted"
+    final = wf.run_to_completion(b, w.deps())
+    assert_promoted_once(w, final, a_draw)
+
+
+def test_a_foreign_write_while_the_values_were_lost_fails_the_run_before_any_new_draw() -> None:
+    w = memory_world()
+    with pytest.raises(Stop):
+        wf.advance(w.start(pending_in="memory"), w.deps(), then_promote=gone)
+    w.kv.write(MOUNT, SECRET.path, {"token": "CANARY-someone-else-0123456789", "user": "svc"}, cas=1)
+    saved = runs.load(w.kv, SECRET)
+    assert saved is not None and wf.next_step(saved, wf.observe(saved, w.kv), w.clock.now()) is wf.Step.CONFLICT
+    final = wf.run_to_completion(saved, w.deps())
+    assert final.stage == "failed" and "changed outside run" in (final.last_error or "")
+    assert w.rotator.created == 1 and w.versions() == 2, "nothing drawn again, the foreign version kept"
+    latest = w.kv.read(MOUNT, SECRET.path)
+    assert latest is not None and latest.data["token"] == "CANARY-someone-else-0123456789"
+    assert [e.result for e in w.rotations()] == ["failed"] and "CANARY" not in everything_recorded(w)
+
+
+def test_a_run_in_memory_whose_rotator_now_has_a_target_fails_before_drawing() -> None:
+    w = make_world(revoke_old=False)  # FakeRotator sets its values at a target: it must stage
+    final = wf.run_to_completion(w.start(pending_in="memory"), w.deps())
+    assert final.stage == "failed" and "must stage them" in (final.last_error or "")
+    assert w.rotator.created == 0 and w.versions() == 1
+    assert w.kv.read_metadata(MOUNT, runs.staging_path(SECRET)) is None
+
+
+def test_a_failed_test_of_a_draw_in_memory_leaves_the_run_pending_and_draws_again() -> None:
+    w = memory_world(revoke_old=False)
+    w.rotator.fail = {"test": [CredentialTestFailed("pending version lacks a key")]}
+    run, deps = w.start(pending_in="memory"), w.deps()
+    run = wf.advance(run, deps)
+    assert run.stage == "pending" and run.attempts == 1 and run.drawn_markers == () and w.versions() == 1
+    final = wf.run_to_completion(run, deps)
+    assert w.rotator.created == 2
+    assert_promoted_once(w, final, w.rotator.drawn[1])
+
+
+def test_a_staging_record_keeps_the_format_the_release_before_reads() -> None:
+    w = memory_world()
+    staged = w.start("run-s")
+    stored = w.kv.read(MOUNT, runs.run_path(SECRET))
+    assert stored is not None and staged.pending_in == "staging"
+    assert "pending_in" not in json.loads(stored.data["run"]) and "drawn_markers" not in stored.data["run"]
+    wf.run_to_completion(staged, w.deps())
+    in_memory = wf.advance(w.start("run-m", pending_in="memory"), w.deps())
+    stored = w.kv.read(MOUNT, runs.run_path(SECRET))
+    assert stored is not None
+    body = json.loads(stored.data["run"])
+    assert body["pending_in"] == "memory" and body["drawn_markers"] == [in_memory.pending_marker]
+    assert runs.load(w.kv, SECRET) == in_memory

@@ -619,7 +619,8 @@ class Controller:
             try:
                 run = wf.start(self.parts.kv, placed.vault, secret=placed.name, run_id=run_id,
                                trigger=request.kind, reason=request.reason, now=self.parts.clock.now(),
-                               existing=existing, loaded=True)
+                               existing=existing, loaded=True,
+                               pending_in=wf.pending_home(deps.rotator, request.kind))
             except RunActive:  # inside the outer try: the join's own read fails as this start would
                 return self._join(placed, request)
         except wf.SecretHeld as exc:

@@ -60,6 +60,11 @@ PROMOTED_OR_LATER: frozenset[Stage] = frozenset({"promoted", "propagated", "rest
 TriggerKind = Literal["time", "webhook", "annotation", "manual", "policy-change", "rollback", "import", "external"]
 FailureStrategy = Literal["retry", "alert", "hold"]
 Mode = Literal["rotate", "rollback"]
+# Where a run's pending values wait for promote: "staging", the staging path (written before the values are used
+# anywhere: a draw that cannot be made twice, or values set at a target first); "memory", the executor's memory
+# from the draw to the promote write of the same call (a draw with no effect outside the process: a crash in
+# between loses a draw nobody saw, and the run draws again)
+PendingHome = Literal["staging", "memory"]
 
 MAX_ERROR_CHARS = 300
 
@@ -114,8 +119,12 @@ class RotationRun(BaseModel):
     # Vault bookkeeping (version numbers and non-reversible markers only)
     previous_version: int  # the real path's current version when the run started (the CAS of promote)
     current_version: int | None = None  # the version promote wrote
-    staging_base: int  # the staging path's version when the run started (the CAS of stage)
+    staging_base: int  # the staging path's version when the run started (the CAS of stage; 0, unread: memory)
     staged_version: int | None = None
+    pending_in: PendingHome = "staging"
+    # pending_in "memory": the marker of every draw saved before its promote write, the last being pending_marker;
+    # a real path holding an earlier one is this run's own write (an executor that lost the run while writing)
+    drawn_markers: tuple[str, ...] = ()
     source_version: int | None = None  # rollback: the version whose values are re-promoted
     pending_marker: str | None = None  # marker of the staged values *as they will be at the real path*
     rotated_keys: tuple[str, ...] = ()
@@ -224,7 +233,14 @@ def load(kv: KV, secret: VaultPath) -> RotationRun | None:
 
 def save(kv: KV, run: RotationRun) -> RotationRun:
     """Write ``run`` with CAS = its revision; returns it with the new revision. :class:`RunLost` on a conflict."""
-    body = run.model_dump(mode="json", exclude={"revision"})
+    # The fields of in-memory pending values are left out while unused: a staging run's record stays readable by
+    # the release before them (its extra="forbid" refuses unknown fields), e.g. by an old replica in a rollout.
+    left_out = {"revision"}
+    if run.pending_in == "staging":
+        left_out.add("pending_in")
+    if not run.drawn_markers:
+        left_out.add("drawn_markers")
+    body = run.model_dump(mode="json", exclude=left_out)
     try:
         revision = kv.write(run.mount, run_path(run.vault), {"run": json.dumps(body, sort_keys=True)},
                             cas=run.revision)

@@ -20,6 +20,14 @@ Pending vs current — where the new values live before they are promoted:
   equals the staged marker) and only the metadata is completed, never a second write.
 * Anything else moving the real path during a run is a conflict (a second writer): the run fails, it never
   overwrites.
+* A rotator whose draw has no effect outside the process (the generated ones:
+  :func:`~chamberlain.rotation.rotators.base.draws_locally`) keeps its pending values in **memory** instead
+  (:func:`pending_home`, recorded as the run's ``pending_in``): drawn, tested and saved as ``tested`` with their
+  marker (added to ``drawn_markers``), then promoted in the same call. Nothing is staged, so nothing is destroyed
+  after. A crash before the promote write loses a draw nobody saw: the run draws again (:attr:`Step.REDRAW`), from
+  the real path it reads to check for a conflict. A crash after it is recognised by the marker, of the last draw
+  or of an earlier one (an executor that lost the run while it wrote), never written twice. A draw that may issue
+  or reserve something, a value set at a target, an import and a rollback go through the staging path.
 
 Grants (rendered per environment by ``render/vault_bundle.py``): the orchestrator has ``create``/``read``/
 ``update`` on ``<runtime>/data/_chamberlain/runs/<env>/*`` and ``<runtime>/data/_chamberlain/pending/<env>/*``,
@@ -48,9 +56,9 @@ a refused write reads the real path, to tell an earlier attempt's own write from
 and a run past promote read nothing to decide. The policy is snapshotted in the run at start; the ledger head is
 read once, when the run finishes, and recorded in the run (:class:`~chamberlain.audit.ledger.LedgerMark`): the
 run's one entry is chained after it, and a crashed earlier attempt's entry can only be after it. A rotator without
-a target (:func:`~chamberlain.rotation.rotators.base.has_target`: the generated ones) is tested from memory in the
-step that staged (``pending`` → ``tested``, no set-at-target step) and its revoke reads no value: 21 calls a
-rotation instead of 27.
+a target (:func:`~chamberlain.rotation.rotators.base.has_target`) is tested from memory in the step that staged
+(``pending`` → ``tested``, no set-at-target step) and its revoke reads no value; one that also draws locally
+stages nothing: 16 calls a rotation (keep old) where a staged one makes 20.
 
 Boundary: no Kubernetes or Vault client here (the KV and KubePropagation protocols only), no wall clock, no
 randomness except through the injected RNG, and no value in any record, metadata, ledger entry or error.
@@ -102,11 +110,13 @@ from chamberlain.rotation.rotators.base import (
     RotationContext,
     Rotator,
     RotatorError,
+    draws_locally,
     has_target,
 )
 from chamberlain.rotation.rotators.imported import ImportedRotator
 from chamberlain.rotation.run import (
     PROMOTED_OR_LATER,
+    PendingHome,
     RotationRun,
     RunLost,
     TriggerKind,
@@ -158,6 +168,7 @@ class Step(StrEnum):
     WAIT = "wait"  # a retry or the revoke time is in the future
     STAGE = "stage"  # create the pending values and write them to the staging path
     RECORD_STAGED = "record-staged"  # the staging write happened (crash before the run was saved): adopt it
+    REDRAW = "redraw"  # pending values kept in memory were lost before promote (a crash): draw them again
     SET_AT_TARGET = "set-at-target"
     TEST = "test"
     PROMOTE = "promote"  # copy the staged values to the real path (CAS), then record the marker
@@ -194,6 +205,9 @@ class Observed:
     # read while ``revoke-wait`` is past maxOverlap only: the follower clusters that have not acknowledged the
     # run's version yet (rotation.clusters; empty: none, or a single-cluster environment)
     unacknowledged: tuple[str, ...] = ()
+    # not read either: the pending values a run keeps in memory came with this call from the draw (``tested`` of a
+    # ``pending_in: memory`` run promotes them; without them, it draws again)
+    pending_in_hand: bool = False
 
 
 def wake_at(run: RotationRun) -> datetime | None:
@@ -232,7 +246,7 @@ def next_step(run: RotationRun, seen: Observed, now: datetime,
         case "set-at-target":
             return Step.TEST
         case "tested":
-            return Step.PROMOTE
+            return Step.REDRAW if run.pending_in == "memory" and not seen.pending_in_hand else Step.PROMOTE
         case "promoted":
             return Step.PROPAGATE
         case "propagated":
@@ -261,9 +275,11 @@ def _revoke_step(run: RotationRun, seen: Observed, now: datetime, ack_deadline: 
 
 
 def _our_promote(run: RotationRun, seen: Observed) -> bool:
-    """The real path moved by exactly one version, to the staged values: this run's own promote write."""
+    """The real path moved by exactly one version, to the staged values (or, kept in memory, to any draw the run
+    saved before writing it): this run's own promote write."""
     return (run.stage == "tested" and seen.current_version == run.previous_version + 1
-            and run.pending_marker is not None and seen.current_marker == run.pending_marker)
+            and seen.current_marker is not None
+            and (seen.current_marker == run.pending_marker or seen.current_marker in run.drawn_markers))
 
 
 @dataclass(frozen=True)
@@ -385,6 +401,13 @@ def _policy(custom: Mapping[str, str]) -> RotationPolicySpec | None:
     return from_metadata(custom)
 
 
+def pending_home(rotator: Rotator, trigger: TriggerKind) -> PendingHome:
+    """Where a new run of ``rotator`` keeps its pending values (pure): in memory when its draw can be made again
+    (:func:`~chamberlain.rotation.rotators.base.draws_locally`); on the staging path for every other rotator and
+    for an import, whose value was supplied once and cannot be drawn again."""
+    return "memory" if trigger != "import" and draws_locally(rotator) else "staging"
+
+
 def start(
     kv: KV,
     secret_path: VaultPath,
@@ -398,18 +421,22 @@ def start(
     ignore_held: bool = False,
     existing: RotationRun | None = None,
     loaded: bool = False,
+    pending_in: PendingHome = "staging",
 ) -> RotationRun:
     """Take the lease and record a new run (or join the same run id). Refuses while another run is unfinished
     (:class:`~chamberlain.rotation.run.RunActive`) or while the secret is held (:class:`SecretHeld`). ``loaded``:
     ``existing`` is the record :func:`~chamberlain.rotation.run.load` just returned (the caller read it for its
-    rate limit; a stale one only costs a retry, the lease write is check-and-set)."""
+    rate limit; a stale one only costs a retry, the lease write is check-and-set). ``pending_in``: where the run
+    keeps its pending values (:func:`pending_home` of the rotator that will act); "memory" never reads the staging
+    path."""
     if not loaded:
         existing = runs.load(kv, secret_path)
     if existing is not None and existing.run_id == run_id:
         return existing
     meta = kv.read_metadata(secret_path.mount, secret_path.path)
     return _begin(kv, secret_path, existing, meta, secret=secret, run_id=run_id, trigger=trigger, reason=reason,
-                  now=now, source_version=source_version, ignore_held=ignore_held)
+                  now=now, source_version=source_version, ignore_held=ignore_held,
+                  pending_in=pending_in if source_version is None else "staging")
 
 
 def _begin(
@@ -425,13 +452,14 @@ def _begin(
     now: datetime,
     source_version: int | None,
     ignore_held: bool,
+    pending_in: PendingHome = "staging",
 ) -> RotationRun:
     """:func:`start` once the run record (``existing``) and the secret's metadata are read."""
     if meta is None or meta.current_version == 0:
         raise NotFound(f"{secret_path}: no secret to rotate")
     if meta.custom.get(wk.HELD) == "true" and not ignore_held:
         raise SecretHeld(f"{secret}: held after run {meta.custom.get(wk.HELD_RUN, '?')}; release it first")
-    staging = kv.read_metadata(secret_path.mount, staging_path(secret_path))
+    staging = kv.read_metadata(secret_path.mount, staging_path(secret_path)) if pending_in == "staging" else None
     policy = _policy(meta.custom)
     fresh = RotationRun(
         run_id=run_id, secret=secret, path=secret_path.path, mount=secret_path.mount, trigger=trigger,
@@ -444,6 +472,7 @@ def _begin(
         policy_metadata={k: v for k, v in meta.custom.items() if k.startswith(wk.POLICY_PREFIX)},
         previous_version=meta.current_version,
         staging_base=staging.current_version if staging else 0,
+        pending_in=pending_in,
         source_version=source_version,
         failures_before=failure_streak(meta.custom)[0],
     )
@@ -474,9 +503,11 @@ _READS_REAL: frozenset[runs.Stage] = frozenset({"pending", "staged", "set-at-tar
 
 
 def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
-          followers: Sequence[str] = (), now: datetime | None = None) -> _Seen:
-    read_real = not run.finished and run.stage in _READS_REAL
-    read_staged = not run.finished and run.stage == "pending"
+          followers: Sequence[str] = (), now: datetime | None = None, in_hand: bool = False) -> _Seen:
+    # pending values kept in memory and lost (not in hand at ``tested``): drawn again, from the current values
+    redraw = run.pending_in == "memory" and run.stage == "tested" and not in_hand
+    read_real = not run.finished and (run.stage in _READS_REAL or redraw)
+    read_staged = not run.finished and run.stage == "pending" and run.pending_in == "staging"
     real = kv.read(run.mount, run.path) if read_real else None
     staged_version, staged = _staging_latest(kv, run) if read_staged else (0, None)
     if read_real:
@@ -499,7 +530,7 @@ def _look(run: RotationRun, kv: KV, markers: Markers, outage: str | None = None,
         acks = {c: clusters.read_acknowledgement(kv, run.vault, c)[0] for c in followers}
         missing = clusters.unacknowledged(followers, acks, run.current_version or 0)
     return _Seen(Observed(current_version, current_marker, staged_version, staged_run, outage=outage,
-                          unacknowledged=missing), real, staged)
+                          unacknowledged=missing, pending_in_hand=in_hand), real, staged)
 
 
 def _staging_latest(kv: KV, run: RotationRun) -> tuple[int, SecretVersion | None]:
@@ -527,8 +558,9 @@ def staged_marker(kv: KV, run: RotationRun, markers: Markers) -> str | None:
 
 def observe(run: RotationRun, kv: KV, markers: Markers | None = None) -> Observed:
     """What :func:`next_step` needs to know of Vault for ``run``, read with as few calls as its stage allows:
-    the real path while a foreign write must stop the run (``pending`` to ``set-at-target``), the staging path
-    while ``pending``, nothing at ``tested`` (promote's check-and-set checks), past promote or when finished."""
+    the real path while a foreign write must stop the run (``pending`` to ``set-at-target``, and ``tested`` of a
+    run whose pending values were in a memory this call does not have), the staging path while ``pending`` (a run
+    that stages), nothing else at ``tested`` (promote's check-and-set checks), past promote or when finished."""
     return _look(run, kv, markers if markers is not None else LegacyMarkers()).observed
 
 
@@ -594,8 +626,8 @@ class _Executor:
 
     def _in_hand(self) -> SecretVersion | None:
         """The staged version, when its values came with this step (see :func:`advance`'s ``then_promote``)."""
-        staged = self.seen.staged
-        if self.run.stage == "tested" and staged is not None and staged.version == self.run.staged_version:
+        staged = self.seen.staged  # kept in memory: version 0, nothing staged
+        if self.run.stage == "tested" and staged is not None and staged.version == (self.run.staged_version or 0):
             return staged
         return None
 
@@ -626,6 +658,11 @@ class _Executor:
                                 f"({exc}); nothing was staged") from None
 
     def stage(self) -> RotationRun:
+        in_memory = self.run.pending_in == "memory"
+        if in_memory and not draws_locally(self.rotator):  # checked before anything is drawn
+            raise RotationError(f"{self.run.secret}: run {self.run.run_id} keeps its pending values in memory, but "
+                                f"rotator {getattr(self.rotator, 'name', '?')!r} must stage them (the intent's "
+                                "rotator changed during the run); nothing was drawn, the next run stages")
         current = self._current()
         self._room_for_the_record()
         if self.run.mode == "rollback" and self.run.source_version is not None:
@@ -641,6 +678,8 @@ class _Executor:
             raise RotationError(f"{self.run.secret}: a key starts with the reserved prefix {RESERVED_PREFIX!r}")
         staged = {**data, STAGED_RUN: self.run.run_id, STAGED_ROTATED: json.dumps(sorted(rotated)),
                   STAGED_NOTES: json.dumps(notes, sort_keys=True)}
+        if in_memory:
+            return self._drawn(current, staged, rotated, notes)
         version = self.kv.write(self.run.mount, staging_path(self.run.vault), staged, cas=self.run.staging_base)
         checkpoint("rotation.stage")
         run = self._staged(version, staged)
@@ -655,6 +694,23 @@ class _Executor:
         checkpoint("rotation.test")
         self.tested_in_hand = SecretVersion(version, staged)
         return run.model_copy(update={"stage": "tested"})
+
+    def _drawn(self, current: Mapping[str, str], staged: Mapping[str, str], rotated: frozenset[str],
+               notes: Mapping[str, str]) -> RotationRun:
+        """A draw kept in memory: tested now, from memory, and saved as ``tested`` with its marker (added to the
+        run's drawn markers) before the promote write that follows in the same call; that marker recognises the
+        write after a crash. Nothing goes to the staging path. A failed test leaves the run where it was."""
+        marker = self.deps.markers.of(self.run.vault, _public(staged))
+        self.rotator.test(self.context(current), PendingVersion(data=_public(staged), rotated=rotated, notes=notes))
+        checkpoint("rotation.test")
+        self.tested_in_hand = SecretVersion(0, dict(staged))
+        return self.run.model_copy(update={
+            "stage": "tested",
+            "pending_marker": marker,
+            "drawn_markers": (*self.run.drawn_markers, marker),
+            "rotated_keys": tuple(sorted(rotated)),
+            "notes": {**self.run.notes, **notes},
+        })
 
     def record_staged(self) -> RotationRun:
         version = self.run.staging_base + 1
@@ -706,11 +762,19 @@ class _Executor:
             if not _our_promote(self.run, seen):
                 raise WriteConflict(f"{self.run.secret}: {self.run.vault} changed outside run {self.run.run_id}; "
                                     "not overwritten") from None
+            self._adopt_draw(seen.current_marker)
         else:
             checkpoint("rotation.promote.write")
         return self.record_promoted(known)
 
+    def _adopt_draw(self, marker: str | None) -> None:
+        """The real path holds this run's own write with ``marker``: when that is an earlier draw of the run (kept
+        in memory, written by an executor that lost the run meanwhile), it is the draw recorded as promoted."""
+        if marker is not None and marker != self.run.pending_marker and marker in self.run.drawn_markers:
+            self.run = self.run.model_copy(update={"pending_marker": marker})
+
     def record_promoted(self, known: Mapping[str, str] | None = None) -> RotationRun:
+        self._adopt_draw(self.seen.observed.current_marker)  # None unless observe read the real path
         version = self.run.previous_version + 1
         values = (self.run.pending_marker or "", str(version), rfc3339(self.now), self.run.run_id,
                   self.run.reason[:200])
@@ -914,7 +978,9 @@ def advance(run: RotationRun, deps: RotationDeps, *, outage: str | None = None,
     ``then_promote``: a run whose rotator has no target is staged and tested in one step; with this callable, once
     ``tested`` is saved the callable gets that run and promote follows in the same call, with the staged values
     still in hand (no read of the staging path, no marker of it). Two persisted steps and their crash points, as in
-    two calls; the callable keeps the caller's copy current should the promote half raise."""
+    two calls; the callable keeps the caller's copy current should the promote half raise. A run that keeps its
+    pending values in memory is always promoted in the same call (the next would not have them); the callable, if
+    given, is told all the same."""
     return _advance(run, deps, outage, then_promote, None)
 
 
@@ -924,7 +990,7 @@ def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
     if outage is None and run.next_retry_at is not None and now < run.next_retry_at:
         return run  # WAIT, decided from the run alone: nothing to read
     try:
-        seen = _look(run, deps.kv, deps.markers, outage, deps.followers, now)
+        seen = _look(run, deps.kv, deps.markers, outage, deps.followers, now, in_hand=in_hand is not None)
     except AuthorityUnavailable:
         raise
     except AuthorityError as exc:  # refused (403, 404, ...): a failure of this run, which its policy decides
@@ -939,6 +1005,7 @@ def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
         actions: dict[Step, Callable[[], RotationRun]] = {
             Step.STAGE: ex.stage,
             Step.RECORD_STAGED: ex.record_staged,
+            Step.REDRAW: ex.stage,
             Step.SET_AT_TARGET: ex.set_at_target,
             Step.TEST: ex.test,
             Step.PROMOTE: ex.promote,
@@ -964,8 +1031,11 @@ def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
         # quote values, so only its type is kept
         updated = ex.fail(RotatorError(f"{run.secret}: step {step.value} raised {type(exc).__name__}"))
     saved = runs.save(deps.kv, updated.model_copy(update={"updated_at": now}))
-    if then_promote is not None and ex.tested_in_hand is not None and saved.stage == "tested":
-        then_promote(saved)
+    # values kept in memory are promoted in this call whatever the caller asked: the next call would not have them
+    promote_now = then_promote is not None or saved.pending_in == "memory"
+    if promote_now and ex.tested_in_hand is not None and saved.stage == "tested":
+        if then_promote is not None:
+            then_promote(saved)
         return _advance(saved, deps, outage, None, ex.tested_in_hand)
     return saved
 
@@ -1067,6 +1137,7 @@ __all__ = [
     "advance",
     "next_step",
     "observe",
+    "pending_home",
     "release",
     "resume",
     "retry_delay",

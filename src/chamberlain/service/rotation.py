@@ -169,7 +169,7 @@ def _run_one(request: RotateRequest, p: Placed, client: VaultClient, kube: Clust
             if rate_limit:
                 _rate_limit(kv, p, platform, caller.clock.now())
             run = wf.start(kv, p.vault, secret=p.name, run_id=run_id, trigger="manual", reason=request.reason,
-                           now=caller.clock.now())
+                           now=caller.clock.now(), pending_in=wf.pending_home(deps.rotator, "manual"))
         on_stage = request.on_stage
         run = rm.drive(run, deps, max_wait=request.max_wait,
                        on_step=None if on_stage is None else lambda r: on_stage(r.secret, r.stage))

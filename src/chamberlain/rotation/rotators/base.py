@@ -159,6 +159,16 @@ def has_target(rotator: object) -> bool:
     return getattr(rotator, "has_target", True) is not False
 
 
+def draws_locally(rotator: object) -> bool:
+    """Whether ``rotator``'s draw (``create_pending``) has no effect outside the process and can be made again: a
+    target-less rotator that says so with a class attribute ``draws_locally = True`` (the generated rotators: a
+    random or a key pair). The workflow then keeps the pending values in memory from the draw to the promote write
+    that follows in the same call, instead of writing and destroying a staging copy; a crash in between loses a
+    draw nobody saw, and the run draws again. Absent: the draw may issue or reserve something (a certificate from
+    a CA), so it is staged and never made twice."""
+    return not has_target(rotator) and getattr(rotator, "draws_locally", False) is True
+
+
 def carry_over(current: Mapping[str, str], fresh: Mapping[str, str]) -> PendingVersion:
     """A pending version: ``current`` with ``fresh`` laid over it; ``rotated`` is the keys ``fresh`` provides."""
     data = dict(current)

@@ -47,6 +47,7 @@ class GeneratedRotator:
     name = "generated"
     handles: tuple[type, ...] = RANDOM_GENERATORS + KEYPAIR_GENERATORS
     has_target = False  # nothing but Vault holds the value (rotators.base.has_target)
+    draws_locally = True  # a draw is a random number: a lost one is drawn again (rotators.base.draws_locally)
 
     def create_pending(self, ctx: RotationContext) -> PendingVersion:
         generators = generators_of(ctx)
