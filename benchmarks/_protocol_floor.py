@@ -8,7 +8,8 @@ saved before its promote write, so a crash after the write is recognised), a has
 RotationRun object and an Event a user can ``kubectl get``, a read of each consumer Secret to prove it carries the
 new version. This floor sends exactly that list of requests (``bench_rotation_vault_calls.minimum()``, keep-old
 and target-less, as the batch's rotations are, plus the Kubernetes calls the batch counts), with bodies of the same
-size, and nothing else: no decisions, no models, no retries, no bookkeeping. It is scheduled as the controller schedules them (``controller/loop.py``):
+size, and nothing else: no decisions, no models, no retries, no bookkeeping. It is scheduled as the controller
+schedules them (``controller/loop.py``):
 
 - eight workers take every run to *promoted* (its force-sync included), then poll each consumer Secret until it
   carries the new marker and save *propagated*, then roll the workloads (a read and a patch each, side by side),

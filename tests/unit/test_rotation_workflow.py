@@ -283,8 +283,9 @@ def test_every_advance_is_persisted_and_a_fresh_load_equals_it() -> None:
 
 # --------------------------------------------------------------------------------------------------- crashes
 
-CHECKPOINTS = ["rotation.stage", "rotation.set-at-target", "rotation.test", "rotation.promote.write",
-               "rotation.promote", "rotation.propagate", "rotation.restart", "rotation.revoke", "rotation.finalize"]
+CHECKPOINTS = ["rotation.stage", "rotation.set-at-target", "rotation.test", "rotation.before-promote",
+               "rotation.promote.write", "rotation.promote", "rotation.propagate", "rotation.restart",
+               "rotation.revoke", "rotation.finalize"]
 
 
 @pytest.mark.parametrize("point", CHECKPOINTS, ids=[p.removeprefix("rotation.") for p in CHECKPOINTS])
@@ -1020,6 +1021,7 @@ def test_an_outage_after_the_tested_save_resumes_from_it_and_promotes_once() -> 
 
 # the combined step saves nothing before the test passed; promote follows in the same call once "tested" is saved
 @pytest.mark.parametrize(("point", "recorded"), [("rotation.stage", "pending"), ("rotation.test", "pending"),
+                                                 ("rotation.before-promote", "tested"),
                                                  ("rotation.promote.write", "tested"), ("rotation.promote", "tested")])
 def test_a_crash_in_the_combined_step_resumes_to_one_rotation_with_the_staged_values(
         point: str, recorded: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1135,6 +1137,11 @@ def test_only_a_draw_that_stays_in_the_process_keeps_its_pending_values_in_memor
     assert wf.pending_home(Claims(), "time") == wf.pending_home(FakeRotator(), "time") == "staging"
     assert wf.pending_home(X509SelfSignedRotator(), "time") == "staging"
 
+    class Issuing(RandomRotator):  # a plug-in built on a generated rotator: its draw may issue something
+        name = "issuing"
+
+    assert wf.pending_home(Issuing(), "time") == "staging", "declared by the class itself, never inherited"
+
 
 def test_a_run_in_memory_rotates_once_and_never_touches_the_staging_path() -> None:
     w = memory_world(revoke_old=False)
@@ -1145,7 +1152,8 @@ def test_a_run_in_memory_rotates_once_and_never_touches_the_staging_path() -> No
     assert run.pending_in == "memory" and run.staging_base == 0
     assert counting.counts == {"read": 1, "read_metadata": 1, "write": 1}, "the staging path's version is not asked"
     final = wf.run_to_completion(run, w.deps(kv=counting))
-    assert final.stage == "done" and final.staged_version is None and final.drawn_markers == (final.pending_marker,)
+    assert final.stage == "done" and final.staged_version is None
+    assert (final.pending_in, final.drawn_markers) == ("staging", ()), "cleared once promoted: nothing is pending"
     assert w.rotator.created == 1 and w.rotator.calls == ["create_pending", "test"]
     assert_promoted_once(w, final, w.rotator.drawn[0])
 
@@ -1156,7 +1164,7 @@ def test_a_caller_that_does_not_ask_still_gets_the_draw_promoted_in_the_same_cal
     assert run.stage == "promoted" and w.versions() == 2 and w.rotator.created == 1
 
 
-MEMORY_CHECKPOINTS = [("rotation.test", "pending", 2),
+MEMORY_CHECKPOINTS = [("rotation.test", "pending", 2), ("rotation.before-promote", "tested", 2),
                       ("rotation.promote.write", "tested", 1), ("rotation.promote", "tested", 1),
                       ("rotation.propagate", "promoted", 1), ("rotation.restart", "propagated", 1),
                       ("rotation.finalize", "done", 1)]
@@ -1194,10 +1202,11 @@ def test_values_lost_after_the_tested_save_are_drawn_again_and_promoted_once() -
     assert saved is not None and saved.stage == "tested" and w.versions() == 1
     assert saved.drawn_markers == (saved.pending_marker,)
     assert wf.observe(saved, w.kv).pending_in_hand is False
-    final = wf.run_to_completion(saved, w.deps())
+    redrawn: list[RotationRun] = []
+    final = wf.run_to_completion(wf.advance(saved, w.deps(), then_promote=redrawn.append), w.deps())
     assert w.rotator.created == 2, "the lost draw is made again"
-    assert final.drawn_markers == (saved.pending_marker, final.pending_marker)
-    assert final.pending_marker != saved.pending_marker
+    assert [r.drawn_markers for r in redrawn] == [(saved.pending_marker, redrawn[0].pending_marker)]
+    assert final.pending_marker == redrawn[0].pending_marker != saved.pending_marker
     assert_promoted_once(w, final, w.rotator.drawn[1])
 
 
@@ -1253,16 +1262,77 @@ def test_a_failed_test_of_a_draw_in_memory_leaves_the_run_pending_and_draws_agai
     assert_promoted_once(w, final, w.rotator.drawn[1])
 
 
-def test_a_staging_record_keeps_the_format_the_release_before_reads() -> None:
+def test_only_a_run_with_values_in_memory_in_flight_has_a_record_the_release_before_cannot_read() -> None:
+    before = set(RotationRun.model_fields) - {"pending_in", "drawn_markers"}  # that release's fields, extra=forbid
+
+    def stored() -> dict[str, Any]:
+        got = w.kv.read(MOUNT, runs.run_path(SECRET))
+        assert got is not None
+        body: dict[str, Any] = json.loads(got.data["run"])
+        return body
+
     w = memory_world()
     staged = w.start("run-s")
-    stored = w.kv.read(MOUNT, runs.run_path(SECRET))
-    assert stored is not None and staged.pending_in == "staging"
-    assert "pending_in" not in json.loads(stored.data["run"]) and "drawn_markers" not in stored.data["run"]
+    assert staged.pending_in == "staging" and set(stored()) <= before
     wf.run_to_completion(staged, w.deps())
-    in_memory = wf.advance(w.start("run-m", pending_in="memory"), w.deps())
-    stored = w.kv.read(MOUNT, runs.run_path(SECRET))
-    assert stored is not None
-    body = json.loads(stored.data["run"])
-    assert body["pending_in"] == "memory" and body["drawn_markers"] == [in_memory.pending_marker]
-    assert runs.load(w.kv, SECRET) == in_memory
+    assert set(stored()) <= before
+    with pytest.raises(Stop):
+        wf.advance(w.start("run-m", pending_in="memory"), w.deps(), then_promote=gone)
+    tested = runs.load(w.kv, SECRET)
+    assert tested is not None and tested.stage == "tested"
+    assert stored()["pending_in"] == "memory" and stored()["drawn_markers"] == [tested.pending_marker]
+    promoted = wf.advance(tested, w.deps())
+    assert promoted.stage == "promoted" and set(stored()) <= before, "nothing pending is left: readable again"
+    assert runs.load(w.kv, SECRET) == promoted
+
+
+def test_a_promote_that_keeps_failing_backs_off_and_ends_the_run_instead_of_redrawing_forever() -> None:
+    from chamberlain.authority.errors import AuthorityUnavailable
+
+    w = memory_world(revoke_old=False)
+
+    class RealPathDown(FakeKV):
+        def write(self, mount: str, path: str, data: Mapping[str, str], cas: int | None = None) -> int:
+            if path == SECRET.path:
+                raise AuthorityUnavailable("503 from the real path's write")
+            return super().write(mount, path, data, cas)
+
+    kv = RealPathDown()
+    kv.__dict__.update(w.kv.__dict__)  # the same store, writes to the secret refused
+    deps = w.deps(kv=kv, backoff=wf.Backoff(max_attempts=5))
+    final = wf.run_to_completion(w.start(pending_in="memory"), deps)
+    assert final.stage == "failed" and final.attempts == 5 and w.versions() == 1
+    assert w.rotator.created == 5, "one draw per attempt, each attempt counted"
+    delays = w.clock.sleeps
+    assert len(delays) == 4 and delays == sorted(delays), "the backoff grows"
+    assert (final.pending_in, final.drawn_markers) == ("staging", ())
+
+
+def test_a_run_remembers_a_bounded_number_of_draws() -> None:
+    w = memory_world(revoke_old=False)
+    run = w.start(pending_in="memory")
+    for _ in range(wf.MAX_DRAWN + 3):
+        with pytest.raises(Stop):
+            wf.advance(run, w.deps(), then_promote=gone)
+        loaded = runs.load(w.kv, SECRET)
+        assert loaded is not None
+        run = loaded
+    assert len(run.drawn_markers) == wf.MAX_DRAWN and run.drawn_markers[-1] == run.pending_marker
+
+
+def test_an_earlier_draw_written_late_is_recognised_by_the_next_look_and_recorded() -> None:
+    w = memory_world(revoke_old=False)
+    with pytest.raises(Stop):  # A saved draw 1 and stalls before writing it
+        wf.advance(w.start(pending_in="memory"), w.deps(), then_promote=gone)
+    first = runs.load(w.kv, SECRET)
+    assert first is not None
+    with pytest.raises(Stop):  # B draws again (2), saved, and is gone too
+        wf.advance(first, w.deps(), then_promote=gone)
+    second = runs.load(w.kv, SECRET)
+    assert second is not None and second.drawn_markers == (first.pending_marker, second.pending_marker)
+    w.kv.write(MOUNT, SECRET.path, w.rotator.drawn[0], cas=1)  # A's write lands now
+    seen = wf.observe(second, w.kv)
+    assert wf.next_step(second, seen, w.clock.now()) is wf.Step.RECORD_PROMOTED
+    final = wf.run_to_completion(second, w.deps())
+    assert w.rotator.created == 2
+    assert_promoted_once(w, final, w.rotator.drawn[0])

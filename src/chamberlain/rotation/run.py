@@ -121,9 +121,11 @@ class RotationRun(BaseModel):
     current_version: int | None = None  # the version promote wrote
     staging_base: int  # the staging path's version when the run started (the CAS of stage; 0, unread: memory)
     staged_version: int | None = None
+    # where the pending values are until promote; cleared (to the default) once the run is promoted or finished
     pending_in: PendingHome = "staging"
     # pending_in "memory": the marker of every draw saved before its promote write, the last being pending_marker;
-    # a real path holding an earlier one is this run's own write (an executor that lost the run while writing)
+    # a real path holding an earlier one is this run's own write (an executor that lost the run while writing).
+    # Cleared with pending_in.
     drawn_markers: tuple[str, ...] = ()
     source_version: int | None = None  # rollback: the version whose values are re-promoted
     pending_marker: str | None = None  # marker of the staged values *as they will be at the real path*
@@ -233,8 +235,9 @@ def load(kv: KV, secret: VaultPath) -> RotationRun | None:
 
 def save(kv: KV, run: RotationRun) -> RotationRun:
     """Write ``run`` with CAS = its revision; returns it with the new revision. :class:`RunLost` on a conflict."""
-    # The fields of in-memory pending values are left out while unused: a staging run's record stays readable by
-    # the release before them (its extra="forbid" refuses unknown fields), e.g. by an old replica in a rollout.
+    run = _without_pending_home(run)
+    # Left out while unused: the record of a staging run, and of any run past promote or finished, stays readable
+    # by the release before these fields (its extra="forbid" refuses unknown ones): a rollback, an old replica.
     left_out = {"revision"}
     if run.pending_in == "staging":
         left_out.add("pending_in")
@@ -247,6 +250,15 @@ def save(kv: KV, run: RotationRun) -> RotationRun:
     except CasConflict:
         raise RunLost(f"run {run.run_id} of {run.secret}: the run record changed under this executor") from None
     return run.model_copy(update={"revision": revision})
+
+
+def _without_pending_home(run: RotationRun) -> RotationRun:
+    """``run`` without where its pending values were, once nothing pending is left: promoted, or finished."""
+    if run.pending_in == "staging" and not run.drawn_markers:
+        return run
+    if run.stage in PROMOTED_OR_LATER or run.finished:
+        return run.model_copy(update={"pending_in": "staging", "drawn_markers": ()})
+    return run
 
 
 def take_lease(kv: KV, fresh: RotationRun, existing: RotationRun | None = None, *, loaded: bool = False

@@ -137,6 +137,7 @@ PROMOTE_METADATA = (wk.VALUE_MARKER, wk.VALUE_VERSION, wk.LAST_ROTATED, wk.LAST_
 END_METADATA = (wk.LAST_RESULT, wk.FAILED_RUNS, wk.LAST_FAILED)
 
 MAX_STEPS = 64
+MAX_DRAWN = 16  # markers of draws kept in memory a run remembers (see RotationRun.drawn_markers)
 ACK_POLL_SECONDS = 1.0  # run_to_completion: a revoke waiting for follower clusters looks again this often
 
 
@@ -707,7 +708,8 @@ class _Executor:
         return self.run.model_copy(update={
             "stage": "tested",
             "pending_marker": marker,
-            "drawn_markers": (*self.run.drawn_markers, marker),
+            # bounded by the attempts a run may make; past the cap, a write of a forgotten draw is a conflict
+            "drawn_markers": (*self.run.drawn_markers, marker)[-MAX_DRAWN:],
             "rotated_keys": tuple(sorted(rotated)),
             "notes": {**self.run.notes, **notes},
         })
@@ -741,6 +743,7 @@ class _Executor:
         return self.run.model_copy(update={"stage": "tested"})
 
     def promote(self) -> RotationRun:
+        checkpoint("rotation.before-promote")  # values kept in memory die here with the process: drawn again
         pending = self.pending()
         # values read back from the staging path are checked against the marker recorded when they were staged;
         # values still in hand are the ones that marker was made of
@@ -1023,7 +1026,11 @@ def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
         if step is Step.CONFLICT:
             raise WriteConflict(f"{run.secret}: {run.vault} or its staging path changed outside run {run.run_id}")
         updated = actions[step]()
-        keep = {"attempts": updated.attempts} if step in (Step.FINALIZE, Step.STOP) else {"attempts": 0}
+        # A draw kept in memory is not progress until it is promoted: a promote that keeps failing would otherwise
+        # redraw at the first backoff forever, never reaching max_attempts
+        drawn = run.pending_in == "memory" and step in (Step.STAGE, Step.REDRAW)
+        kept = step in (Step.FINALIZE, Step.STOP) or drawn
+        keep = {"attempts": updated.attempts if kept else 0}
         updated = updated.model_copy(update={**keep, "next_retry_at": None})
     except STEP_ERRORS as exc:
         updated = ex.fail(exc)

@@ -165,8 +165,9 @@ def draws_locally(rotator: object) -> bool:
     random or a key pair). The workflow then keeps the pending values in memory from the draw to the promote write
     that follows in the same call, instead of writing and destroying a staging copy; a crash in between loses a
     draw nobody saw, and the run draws again. Absent: the draw may issue or reserve something (a certificate from
-    a CA), so it is staged and never made twice."""
-    return not has_target(rotator) and getattr(rotator, "draws_locally", False) is True
+    a CA), so it is staged and never made twice. Declared by the rotator's own class, not inherited: a subclass
+    of a generated rotator may draw differently, and is staged until it says so itself."""
+    return not has_target(rotator) and vars(type(rotator)).get("draws_locally", False) is True
 
 
 def carry_over(current: Mapping[str, str], fresh: Mapping[str, str]) -> PendingVersion:

@@ -73,8 +73,10 @@ class GeneratedRotator:
 class RandomRotator(GeneratedRotator):
     name = "random"
     handles = RANDOM_GENERATORS
+    draws_locally = True  # declared per class (rotators.base.draws_locally)
 
 
 class KeypairRotator(GeneratedRotator):
     name = "keypair"
     handles = KEYPAIR_GENERATORS
+    draws_locally = True
