@@ -130,6 +130,19 @@ class Crash(BaseException):
     """Stands in for os._exit at a checkpoint: nothing after it runs."""
 
 
+def arm(monkeypatch: pytest.MonkeyPatch, point: str) -> list[str]:
+    """Crash once, at the checkpoint ``point``; returns the checkpoints crashed at (filled when it happens)."""
+    hit: list[str] = []
+
+    def crash_at(name: str) -> None:
+        if name == point and not hit:
+            hit.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    return hit
+
+
 @dataclass
 class World:
     kv: FakeKV
@@ -291,14 +304,7 @@ CHECKPOINTS = ["rotation.stage", "rotation.set-at-target", "rotation.test", "rot
 @pytest.mark.parametrize("point", CHECKPOINTS, ids=[p.removeprefix("rotation.") for p in CHECKPOINTS])
 def test_a_crash_at_any_checkpoint_resumes_to_exactly_one_rotation(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_world()
-    hit: list[str] = []
-
-    def crash_at(name: str) -> None:
-        if name == point and not hit:
-            hit.append(name)
-            raise Crash(name)
-
-    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    hit = arm(monkeypatch, point)
     with pytest.raises(Crash):
         wf.run_to_completion(w.start(), w.deps())
     assert hit == [point]
@@ -607,14 +613,7 @@ def test_other_appends_between_finish_and_finalize_and_a_crash_still_leave_one_c
     assert run.ledger_mark is not None and run.ledger_mark.seq == 0
     other = Ledger(w.kv, MOUNT, w.clock)
     other.append("handover", actor="someone", secret="other-1")
-    hit: list[str] = []
-
-    def crash_at(name: str) -> None:
-        if name == "rotation.finalize" and not hit:
-            hit.append(name)
-            raise Crash(name)
-
-    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    arm(monkeypatch, "rotation.finalize")
     with pytest.raises(Crash):
         wf.advance(run, deps)
     other.append("handover", actor="someone", secret="other-2")  # the head moves on after the crashed attempt
@@ -628,14 +627,7 @@ def test_alert_is_not_called_again_when_the_crashed_finalize_already_appended(
         monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_world("alert")
     w.rotator.fail["set_at_target"] = [TargetUnavailable("db restarting")]
-    hit: list[str] = []
-
-    def crash_at(name: str) -> None:
-        if name == "rotation.finalize" and not hit:
-            hit.append(name)
-            raise Crash(name)
-
-    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    arm(monkeypatch, "rotation.finalize")
     with pytest.raises(Crash):
         wf.run_to_completion(w.start(), w.deps())
     resumed = wf.resume(w.deps(), SECRET)
@@ -1027,14 +1019,7 @@ def test_a_crash_in_the_combined_step_resumes_to_one_rotation_with_the_staged_va
         point: str, recorded: str, monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_world()
     w.rotator = TargetlessRotator()
-    hit: list[str] = []
-
-    def crash_at(name: str) -> None:
-        if name == point and not hit:
-            hit.append(name)
-            raise Crash(name)
-
-    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    arm(monkeypatch, point)
     run = w.start()
     with pytest.raises(Crash):
         wf.run_to_completion(run, w.deps())
@@ -1175,14 +1160,7 @@ MEMORY_CHECKPOINTS = [("rotation.test", "pending", 2), ("rotation.before-promote
 def test_a_crash_of_a_run_in_memory_resumes_to_exactly_one_rotation(
         point: str, recorded: str, draws: int, monkeypatch: pytest.MonkeyPatch) -> None:
     w = memory_world(revoke_old=False)
-    hit: list[str] = []
-
-    def crash_at(name: str) -> None:
-        if name == point and not hit:
-            hit.append(name)
-            raise Crash(name)
-
-    monkeypatch.setattr(wf, "checkpoint", crash_at)
+    hit = arm(monkeypatch, point)
     with pytest.raises(Crash):
         wf.run_to_completion(w.start(pending_in="memory"), w.deps())
     assert hit == [point]
