@@ -302,6 +302,55 @@ def test_the_wave_rolls_different_workloads_side_by_side_and_recovers_a_failed_r
     assert wave.rolled == set(workloads)
 
 
+def test_the_restart_pass_takes_runs_of_different_workloads_first() -> None:
+    from chamberlain.controller.batch import spread_by_workload
+
+    w = {n: WorkloadRef("Deployment", "shop", n) for n in ("a", "b", "c")}
+    feeds = {"a1": ["a"], "a2": ["a"], "a3": ["a"], "b1": ["b"], "b2": ["b"], "c1": ["c", "a"], "free": []}
+    order = spread_by_workload(list(feeds), lambda run: [w[n] for n in feeds[run]])
+    assert order == ["free", "a1", "b1", "a2", "b2", "a3", "c1"], "c1 goes with a, its first workload"
+    assert sorted(order) == sorted(feeds), "every run once"
+    assert spread_by_workload([], lambda run: []) == []
+
+
+class _TimedKube(FakeKube):
+    """Every pod-template patch takes a while, as under a loaded API server."""
+
+    def patch_pod_template_annotations(self, kind: Any, namespace: str, name: str,
+                                       annotations: Any) -> PodTemplateState:
+        threading.Event().wait(0.1)
+        return super().patch_pod_template_annotations(kind, namespace, name, annotations)
+
+
+def test_runs_grouped_by_workload_roll_side_by_side_once_spread() -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chamberlain.controller.batch import spread_by_workload
+
+    workloads = [WorkloadRef("Deployment", "shop", f"app-{i}") for i in range(8)]
+    runs = [(f"s-{i}", workloads[i // 4]) for i in range(32)]  # as a batch arrives: four runs per workload in a row
+
+    def roll(ordered: list[tuple[str, WorkloadRef]]) -> float:
+        kube = _TimedKube()
+        for wl in workloads:
+            kube.workloads[("Deployment", "shop", wl.name)] = PodTemplateState({}, 1)
+        wave = RestartWave(kube, FakeClock(T0))
+        wave.begin([name for name, _ in ordered])
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda r: wave.restart(Change(r[0], ((ConsumerRef("shop", r[0]), (r[1],)),)), r[0]),
+                          ordered))
+        assert len(kube.workload_patches) == len(workloads), "each workload rolls once, whatever the order"
+        return time.monotonic() - started
+
+    grouped = roll(runs)
+    spread = roll(spread_by_workload(runs, lambda r: [r[1]]))
+    # grouped: the four workers take one workload's four runs, one rolls and three wait (8 x 0.1 s); spread: four
+    # workloads roll at once (2 x 0.1 s)
+    assert grouped >= 0.75 and spread < grouped / 2, (grouped, spread)
+
+
 # ------------------------------------------------------------------------------------- Events off the loop thread
 
 

@@ -243,3 +243,33 @@ def test_a_run_retried_in_a_group_after_another_group_failed_is_not_appended_twi
     assert retry[0].result().seq == first.seq
     runs = [e.run for e in LedgerReader(kv, "secret").entries()]
     assert runs.count("R") == 1 and runs.count("y") == 1 and LedgerReader(kv, "secret").verify().ok, runs
+
+
+def test_a_mark_is_answered_while_a_group_commit_is_in_flight_and_the_entry_still_chains_after_it() -> None:
+    kv = FakeKV()
+    shared = SharedLedger(kv, "secret", FakeClock())
+    shared.append("rotation", actor="t", run="warm-up")
+    committing = threading.Event()
+    release = threading.Event()
+
+    def slow_commit() -> None:
+        with shared._lock:  # what a group commit holds while it signs and writes
+            committing.set()
+            release.wait(5)
+
+    writer = threading.Thread(target=slow_commit)
+    writer.start()
+    assert committing.wait(5)
+    started = time.monotonic()
+    mark = shared.mark()
+    assert time.monotonic() - started < 0.5, "a run's restart step does not wait for the other runs' commit"
+    release.set()
+    writer.join()
+    assert mark.seq == 1
+    shared.append("rotation", actor="t", run="other")  # the ledger moves on past the mark
+    entry = shared.append("rotation", actor="t", run="mine", after=mark,
+                          find=lambda e: getattr(e, "run", None) == "mine")
+    again = shared.append("rotation", actor="t", run="mine", after=mark,
+                          find=lambda e: getattr(e, "run", None) == "mine")
+    assert entry.seq == again.seq == 3, "found after the older mark, never appended twice"
+    assert LedgerReader(kv, "secret").verify().ok

@@ -55,7 +55,7 @@ from typing import TypeVar
 from chamberlain import wellknown as wk
 from chamberlain.authority.errors import AuthorityError, AuthorityUnavailable
 from chamberlain.controller import freshness
-from chamberlain.controller.batch import BatchedPropagation, RestartWave
+from chamberlain.controller.batch import BatchedPropagation, RestartWave, spread_by_workload
 from chamberlain.controller.collaborators import Collaborators, Logger
 from chamberlain.controller.config import ControllerConfig
 from chamberlain.controller.follow import Follower, Pending
@@ -66,6 +66,7 @@ from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
 from chamberlain.kube.api import KubeError
+from chamberlain.propagation import WorkloadRef
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
@@ -715,8 +716,15 @@ class Controller:
         self._advance_all(lambda r: r.stage in PROPAGATED_OR_LATER)
         # A new batch in the one wave, while no worker runs (state.py: the loop thread starts batches).
         self.state.wave.begin([a.run.run_id for a in self.state.active.values() if a.run.stage == "propagated"])
-        self._advance_all(lambda r: False)
+        self._advance_all(lambda r: False, spread=True)
         self._complete_all()
+
+    @staticmethod
+    def _workloads(a: Active) -> list[WorkloadRef]:
+        propagation = a.deps.propagation
+        if not isinstance(propagation, BatchedPropagation):
+            return []
+        return [w for _, workloads in propagation.change.consumers for w in workloads]
 
     @staticmethod
     def _poke(a: Active) -> None:
@@ -740,10 +748,13 @@ class Controller:
         errors = [e for f in futures if (e := f.exception()) is not None]
         return [f.result() for f in futures if f.exception() is None], errors[0] if errors else None
 
-    def _advance_all(self, goal: Callable[[RotationRun], bool]) -> None:
+    def _advance_all(self, goal: Callable[[RotationRun], bool], spread: bool = False) -> None:
         """Independent runs (one per secret, each with its own lease) advance side by side; the loop thread then
-        notes which changed (published at the end of the tick) and drops the ones another executor took."""
+        notes which changed (published at the end of the tick) and drops the ones another executor took.
+        ``spread``: the restart pass, runs sharing a workload taken apart (:func:`~.batch.spread_by_workload`)."""
         actives = list(self.state.active.values())
+        if spread:
+            actives = spread_by_workload(actives, self._workloads)
         before = [a.run for a in actives]
         _, error = self._each(lambda a: self._advance(a, goal), actives)
         for a, run in zip(actives, before, strict=True):
