@@ -313,6 +313,20 @@ def test_the_restart_pass_takes_runs_of_different_workloads_first() -> None:
     assert spread_by_workload([], lambda run: []) == []
 
 
+def test_the_controller_spreads_its_runs_by_the_workloads_their_propagation_rolls() -> None:
+    from types import SimpleNamespace
+
+    from chamberlain.controller.batch import BatchedPropagation
+    from chamberlain.controller.loop import Controller
+
+    wl = WorkloadRef("Deployment", "shop", "api")
+    change = Change("s-1", ((ConsumerRef("shop", "s-1"), (wl,)),))
+    batched = BatchedPropagation(rm.TimedPropagation(None, FakeClock(T0)),  # type: ignore[arg-type]
+                                 RestartWave(FakeKube(), FakeClock(T0)), change)
+    assert Controller._workloads(SimpleNamespace(deps=SimpleNamespace(propagation=batched))) == [wl]  # type: ignore[arg-type]
+    assert Controller._workloads(SimpleNamespace(deps=SimpleNamespace(propagation=object()))) == []  # type: ignore[arg-type]
+
+
 class _TimedKube(FakeKube):
     """Every pod-template patch takes a while, as under a loaded API server."""
 

@@ -197,4 +197,4 @@ class BackgroundEvents:
                 self._queue.task_done()
 
 
-__all__ = ["BackgroundEvents", "BatchedPropagation", "RestartWave", "batch_token"]
+__all__ = ["BackgroundEvents", "BatchedPropagation", "RestartWave", "batch_token", "spread_by_workload"]
