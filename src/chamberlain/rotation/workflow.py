@@ -679,40 +679,26 @@ class _Executor:
             raise RotationError(f"{self.run.secret}: a key starts with the reserved prefix {RESERVED_PREFIX!r}")
         staged = {**data, STAGED_RUN: self.run.run_id, STAGED_ROTATED: json.dumps(sorted(rotated)),
                   STAGED_NOTES: json.dumps(notes, sort_keys=True)}
-        if in_memory:
-            return self._drawn(current, staged, rotated, notes)
-        version = self.kv.write(self.run.mount, staging_path(self.run.vault), staged, cas=self.run.staging_base)
-        checkpoint("rotation.stage")
-        run = self._staged(version, staged)
-        if has_target(self.rotator):
-            return run
+        if in_memory:  # nothing goes to the staging path: the run stays where it was until "tested" is saved
+            run = self._staged(None, staged)
+        else:
+            version = self.kv.write(self.run.mount, staging_path(self.run.vault), staged, cas=self.run.staging_base)
+            checkpoint("rotation.stage")
+            run = self._staged(version, staged)
+            if has_target(self.rotator):
+                return run
+            # A failed test below is recorded at "staged" (the retry goes through the usual steps from there)
+            self.run = run
         # Nothing outside Vault to set: test the pending version now, from memory, and persist "tested" (two
-        # persisted steps fewer, each of which read both versions again). A failed test is recorded at "staged"
-        # (the retry goes through the usual steps from there).
-        self.run = run
+        # persisted steps fewer, each of which read both versions again). Kept in memory, the draw's marker joins
+        # the run's drawn markers before the promote write that follows in the same call: it recognises that write
+        # after a crash (bounded by the attempts a run may make; past the cap, a forgotten draw is a conflict).
         self.rotator.test(self.context(current), PendingVersion(data=_public(staged), rotated=frozenset(rotated),
                                                                 notes=notes))
         checkpoint("rotation.test")
-        self.tested_in_hand = SecretVersion(version, staged)
-        return run.model_copy(update={"stage": "tested"})
-
-    def _drawn(self, current: Mapping[str, str], staged: Mapping[str, str], rotated: frozenset[str],
-               notes: Mapping[str, str]) -> RotationRun:
-        """A draw kept in memory: tested now, from memory, and saved as ``tested`` with its marker (added to the
-        run's drawn markers) before the promote write that follows in the same call; that marker recognises the
-        write after a crash. Nothing goes to the staging path. A failed test leaves the run where it was."""
-        marker = self.deps.markers.of(self.run.vault, _public(staged))
-        self.rotator.test(self.context(current), PendingVersion(data=_public(staged), rotated=rotated, notes=notes))
-        checkpoint("rotation.test")
-        self.tested_in_hand = SecretVersion(0, dict(staged))
-        return self.run.model_copy(update={
-            "stage": "tested",
-            "pending_marker": marker,
-            # bounded by the attempts a run may make; past the cap, a write of a forgotten draw is a conflict
-            "drawn_markers": (*self.run.drawn_markers, marker)[-MAX_DRAWN:],
-            "rotated_keys": tuple(sorted(rotated)),
-            "notes": {**self.run.notes, **notes},
-        })
+        self.tested_in_hand = SecretVersion(run.staged_version or 0, staged)
+        drawn = (*run.drawn_markers, run.pending_marker or "")[-MAX_DRAWN:] if in_memory else run.drawn_markers
+        return run.model_copy(update={"stage": "tested", "drawn_markers": drawn})
 
     def record_staged(self) -> RotationRun:
         version = self.run.staging_base + 1
@@ -721,7 +707,9 @@ class _Executor:
             return self._staged(version, staged.data)
         return self._staged(version, self._read(staging_path(self.run.vault), version))
 
-    def _staged(self, version: int, staged: Mapping[str, str]) -> RotationRun:
+    def _staged(self, version: int | None, staged: Mapping[str, str]) -> RotationRun:
+        """The run with the pending values' marker, rotated keys and notes; ``version``: where they were staged
+        (None: kept in memory)."""
         return self.run.model_copy(update={
             "stage": "staged",
             "staged_version": version,
