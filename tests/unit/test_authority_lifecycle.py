@@ -409,3 +409,12 @@ def test_a_404_names_a_destroyed_version_only_when_its_metadata_says_so(answer: 
     from chamberlain.authority.vault.kv import _destroyed_version
 
     assert _destroyed_version(hvac.exceptions.InvalidPath(json=answer)) == number
+
+
+def test_a_404_naming_another_version_than_the_one_read_is_not_believed() -> None:
+    from chamberlain.authority.vault.kv import _destroyed_version
+
+    answer = {"data": {"data": None, "metadata": {"destroyed": True, "version": 3}}}
+    assert _destroyed_version(hvac.exceptions.InvalidPath(json=answer), 3) == [3]
+    assert _destroyed_version(hvac.exceptions.InvalidPath(json=answer), 2) == []
+    assert _destroyed_version(hvac.exceptions.InvalidPath(json=answer), None) == [3], "the latest: any number"

@@ -38,17 +38,19 @@ def _custom(meta: Mapping[str, Any]) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in (meta.get("custom_metadata") or {}).items()}
 
 
-def _destroyed_version(exc: hvac.exceptions.InvalidPath) -> list[int]:
+def _destroyed_version(exc: hvac.exceptions.InvalidPath, asked: int | None = None) -> list[int]:
     """KV v2 answers a read of a destroyed version with 404 and that version's metadata, an absent secret or version
     with 404 and no data (hvac returns only soft-deleted versions): the destroyed version's number, or nothing.
-    Only the metadata of the answer is looked at; a destroyed version has no values."""
+    Only the metadata of the answer is looked at; a destroyed version has no values. ``asked``: the version read
+    (None: the latest); an answer naming another one is not believed."""
     answer = exc.json if isinstance(exc.json, dict) else {}
     data = answer.get("data")
     meta = data.get("metadata") if isinstance(data, dict) else None
     if not isinstance(meta, dict) or meta.get("destroyed") is not True:
         return []
     number = meta.get("version")
-    return [number] if isinstance(number, int) and not isinstance(number, bool) and number > 0 else []
+    valid = isinstance(number, int) and not isinstance(number, bool) and number > 0
+    return [number] if valid and (asked is None or number == asked) else []
 
 
 class VaultKV(Area):
@@ -63,7 +65,7 @@ class VaultKV(Area):
                 return h.secrets.kv.v2.read_secret_version(path=path, version=version, mount_point=mount,
                                                            raise_on_deleted_version=False)
             except hvac.exceptions.InvalidPath as exc:
-                destroyed.extend(_destroyed_version(exc))
+                destroyed.extend(_destroyed_version(exc, version))
                 raise
 
         try:
