@@ -49,8 +49,9 @@ def _destroyed_version(exc: hvac.exceptions.InvalidPath, asked: int | None = Non
     if not isinstance(meta, dict) or meta.get("destroyed") is not True:
         return []
     number = meta.get("version")
-    valid = isinstance(number, int) and not isinstance(number, bool) and number > 0
-    return [number] if valid and (asked is None or number == asked) else []
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        return []
+    return [number] if asked is None or number == asked else []
 
 
 class VaultKV(Area):
