@@ -14,7 +14,7 @@ import pytest
 from chamberlain.clock import FakeClock
 from chamberlain.lab import gitserver
 from chamberlain.lab import lab as lab_mod
-from chamberlain.lab.servers import GitServer, LabHost
+from chamberlain.lab.servers import PROFILING_ENV, GitServer, LabHost
 from tests.conftest import run_cli
 
 
@@ -60,6 +60,16 @@ def test_controller_manager_command_line(tmp_path: Path) -> None:
                    "replicaset-controller", "statefulset-controller", "serviceaccount-token-controller"):
         assert needed in controllers
     assert kcm.listens_on() == (lab_mod.Ports().kube_controller_manager + 1580,)
+
+
+def test_the_api_server_serves_pprof_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = _lab(tmp_path)
+    monkeypatch.delenv(PROFILING_ENV, raising=False)
+    assert "--profiling=false" in lab.apiserver.argv()
+    monkeypatch.setenv(PROFILING_ENV, "1")
+    assert "--profiling=true" in lab.apiserver.argv()
+    monkeypatch.setenv(PROFILING_ENV, "yes")  # only "1" turns it on
+    assert "--profiling=false" in lab.apiserver.argv()
 
 
 def test_flux_command_lines_stay_on_loopback_and_advertise_what_they_bind(tmp_path: Path) -> None:

@@ -270,6 +270,11 @@ class Etcd(Server):
 # ------------------------------------------------------------------ kube-apiserver
 
 
+#: Set to 1 in the environment of ``lab up`` (or a benchmark that starts its lab) to serve /debug/pprof on the
+#: lab's kube-apiserver.
+PROFILING_ENV = "CHAMBERLAIN_LAB_APISERVER_PROFILING"
+
+
 class KubeAPIServer(Server):
     name = "kube-apiserver"
 
@@ -299,9 +304,8 @@ class KubeAPIServer(Server):
         ctx.load_cert_chain(str(self.pki.admin.cert), str(self.pki.admin.key))
         return ctx
 
-    def start(self) -> procs.ProcInfo:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        argv = [
+    def argv(self) -> list[str]:
+        return [
             str(self.host.binary("kube-apiserver")),
             f"--etcd-servers={self.etcd_url}",
             f"--bind-address={HOST}",
@@ -318,11 +322,16 @@ class KubeAPIServer(Server):
             # Only used to allocate ClusterIPs in etcd; no traffic ever goes there.
             "--service-cluster-ip-range=10.96.0.0/24",
             f"--cert-dir={self.dir}",
-            "--profiling=false",
+            # /debug/pprof for the lab admin, only when asked: benchmarks profile where the server's CPU goes
+            # (benchmarks/README.md, "kube-apiserver's CPU").
+            f"--profiling={'true' if os.environ.get(PROFILING_ENV) == '1' else 'false'}",
             "--enable-priority-and-fairness=false",
             "--v=1",
         ]
-        return self._spawn(argv)
+
+    def start(self) -> procs.ProcInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self._spawn(self.argv())
 
     def write_kubeconfig(self, path: Path | None = None, user: CertPair | None = None,
                          user_name: str = "chamberlain-lab-admin") -> Path:
