@@ -62,14 +62,15 @@ def test_controller_manager_command_line(tmp_path: Path) -> None:
     assert kcm.listens_on() == (lab_mod.Ports().kube_controller_manager + 1580,)
 
 
-def test_the_api_server_serves_pprof_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lab = _lab(tmp_path)
-    monkeypatch.delenv(PROFILING_ENV, raising=False)
-    assert "--profiling=false" in lab.apiserver.argv()
-    monkeypatch.setenv(PROFILING_ENV, "1")
-    assert "--profiling=true" in lab.apiserver.argv()
-    monkeypatch.setenv(PROFILING_ENV, "yes")  # only "1" turns it on
-    assert "--profiling=false" in lab.apiserver.argv()
+def test_the_api_server_serves_pprof_only_when_asked(tmp_path: Path) -> None:
+    def argv(value: str | None) -> list[str]:
+        env = {"PATH": "/usr/bin:/bin"} | ({PROFILING_ENV: value} if value is not None else {})
+        host = LabHost(tmp_path / "cache", env, FakeClock())
+        return lab_mod.Lab(lab_mod.LabConfig(lab_dir=tmp_path / "lab", host=host)).apiserver.argv()
+
+    assert "--profiling=false" in argv(None)
+    assert "--profiling=true" in argv("1")
+    assert "--profiling=false" in argv("yes")  # only "1" turns it on
 
 
 def test_flux_command_lines_stay_on_loopback_and_advertise_what_they_bind(tmp_path: Path) -> None:

@@ -324,7 +324,7 @@ class KubeAPIServer(Server):
             f"--cert-dir={self.dir}",
             # /debug/pprof for the lab admin, only when asked: benchmarks profile where the server's CPU goes
             # (benchmarks/README.md, "kube-apiserver's CPU").
-            f"--profiling={'true' if os.environ.get(PROFILING_ENV) == '1' else 'false'}",
+            f"--profiling={'true' if self.host.env.get(PROFILING_ENV) == '1' else 'false'}",
             "--enable-priority-and-fairness=false",
             "--v=1",
         ]
