@@ -182,6 +182,17 @@ ROTATOR = {"chamberlain.dev/rotator": "x509-vault-pki"}
                  id="the-runtime-mount"),
     pytest.param({**ROTATOR}, id="no-role"),
     pytest.param({"chamberlain.dev/x509-pki-role": "web/../x"}, id="annotation-without-rotator"),
+    # red team: the transit mount's sign endpoint is the ledger's signing key of that environment (or the
+    # configurator's): a grant there forges audit entries
+    pytest.param({**ROTATOR, "chamberlain.dev/x509-pki-role": "chamberlain-ledger-_authority",
+                  "chamberlain.dev/x509-pki-mount": "chamberlain-transit"}, id="the-transit-mount"),
+    pytest.param({**ROTATOR, "chamberlain.dev/x509-pki-role": "chamberlain-ledger-prod",
+                  "chamberlain.dev/x509-pki-mount": "chamberlain-transit/"}, id="the-transit-mount-slash"),
+    # red team: ``$`` accepted a trailing newline, which then slipped past the KV and system-path checks
+    pytest.param({**ROTATOR, "chamberlain.dev/x509-pki-role": "web", "chamberlain.dev/x509-pki-mount": "secret\n/"},
+                 id="newline-after-a-kv-mount"),
+    pytest.param({**ROTATOR, "chamberlain.dev/x509-pki-role": "web", "chamberlain.dev/x509-pki-mount": "pki-web\n/"},
+                 id="newline-in-the-mount"),
 ])
 def test_a_pki_annotation_that_would_widen_the_grant_fails_validate(tmp_path: Path,
                                                                      annotations: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ class DurationError(ValueError):
 
 def parse_duration(text: str) -> timedelta:
     """Parse ``90d``/``1d12h`` into a timedelta; raise :class:`DurationError` otherwise."""
-    if not isinstance(text, str) or not _WHOLE.match(text.strip()):
+    if not isinstance(text, str) or not _WHOLE.fullmatch(text.strip()):
         raise DurationError(
             f"invalid duration {text!r}: use a number with a unit s, m, h, d or w, e.g. 90d or 1h30m"
         )

@@ -10,14 +10,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from chamberlain import wellknown as wk
+from chamberlain.intent.paths import TRANSIT_MOUNT
 
 ROTATOR_NAME = "x509-vault-pki"
 DEFAULT_MOUNT = "pki"
 
 # Both end up in Vault paths and in rendered HCL policies: plain path segments only, no wildcard, no quote.
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
-_MOUNT = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
-_ROLE = re.compile(rf"^{_SEGMENT}$")
+_MOUNT = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
+_ROLE = re.compile(_SEGMENT)
 _SYSTEM_PATHS = frozenset({"sys", "auth", "identity", "cubbyhole"})
 
 
@@ -53,9 +54,14 @@ def names_pki(annotations: Mapping[str, str]) -> bool:
 
 
 def check_grant(ref: PkiRef, kv_mounts: Iterable[str]) -> None:
-    """Refuse a PKI reference whose grant would land inside one of chamberlain's KV mounts: ``update`` on
-    ``<mount>/sign/<role>`` with ``mount = secret/data/prod/team`` is a write to another team's secret, not a
-    signature."""
+    """Refuse a PKI reference whose grant would land inside one of chamberlain's own mounts: ``update`` on
+    ``<mount>/sign/<role>`` with ``mount = secret/data/prod/team`` is a write to another team's secret, and with
+    the transit mount it is a signature with a ledger key (``chamberlain-transit/sign/chamberlain-ledger-prod``:
+    forged audit entries of another environment), not a certificate."""
+    if ref.mount == TRANSIT_MOUNT or ref.mount.startswith(TRANSIT_MOUNT + "/"):
+        raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {ref.mount!r} is chamberlain's transit "
+                          "mount (the ledger's signing keys and the version markers' keys), not a PKI mount: the "
+                          "sign grant would let the orchestrator sign with those keys")
     for kv in kv_mounts:
         kv = kv.strip("/")
         if ref.mount == kv or ref.mount.startswith(kv + "/"):
@@ -69,12 +75,13 @@ def pki_ref(annotations: Mapping[str, str]) -> PkiRef:
     role = annotations.get(wk.ANNOTATION_X509_PKI_ROLE, "").strip()
     if not role:
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE} is required by the {ROTATOR_NAME} rotator")
-    if not _MOUNT.match(mount):
+    # fullmatch: ``$`` would let a trailing newline through, into the rendered HCL and past the checks below
+    if not _MOUNT.fullmatch(mount):
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is not a Vault mount path")
     if mount.split("/", 1)[0].lower() in _SYSTEM_PATHS:
         # The orchestrator's policy grants update on <mount>/sign/<role> and <mount>/revoke: under sys/, auth/ or
         # identity/ that would be a grant on the server's own API, not on a PKI engine.
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_MOUNT}: {mount!r} is a system path, not a PKI mount")
-    if not _ROLE.match(role):
+    if not _ROLE.fullmatch(role):
         raise PkiRefError(f"annotation {wk.ANNOTATION_X509_PKI_ROLE}: {role!r} is not a Vault PKI role name")
     return PkiRef(mount, role)

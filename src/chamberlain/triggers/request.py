@@ -67,13 +67,13 @@ class RotationRequest:
     run_keys: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not _SECRET_NAME.match(self.secret):
+        if not _SECRET_NAME.fullmatch(self.secret):
             raise RequestError("rotation request: the secret name is not a DNS-1123 label")
         if self.kind not in TRIGGER_KINDS:
             raise RequestError(f"rotation request for {self.secret}: unknown trigger kind")
         if self.requested_at.tzinfo is None:
             raise RequestError(f"rotation request for {self.secret}: requested_at needs a timezone")
-        if len(self.request_id) > MAX_REQUEST_ID_CHARS or not _REQUEST_ID.match(self.request_id):
+        if len(self.request_id) > MAX_REQUEST_ID_CHARS or not _REQUEST_ID.fullmatch(self.request_id):
             raise RequestError(f"rotation request for {self.secret}: malformed request id")
         # Normalized here so no producer can skip it.
         object.__setattr__(self, "reason", sanitize_reason(self.reason))

@@ -263,8 +263,8 @@ def verify(
     if timestamp is None or signature is None:
         return Verdict("missing")
     timestamp, signature = timestamp.strip(), signature.strip().lower()
-    match = _SIGNATURE.match(signature)
-    if not _TIMESTAMP.match(timestamp) or match is None:
+    match = _SIGNATURE.fullmatch(signature)
+    if not _TIMESTAMP.fullmatch(timestamp) or match is None:
         return Verdict("malformed")
     if not hmac.compare_digest(match.group(1), _mac(key, timestamp, body)):  # constant time
         return Verdict("bad-signature")
@@ -286,7 +286,7 @@ def verify_standard(headers: Mapping[str, str], body: bytes, secret: StandardSec
     if msg_id is None or timestamp is None or signatures is None:
         return Verdict("missing")
     msg_id, timestamp = msg_id.strip(), timestamp.strip()
-    if not _TOKEN_ID.match(msg_id) or not _TIMESTAMP.match(timestamp):
+    if not _TOKEN_ID.fullmatch(msg_id) or not _TIMESTAMP.fullmatch(timestamp):
         return Verdict("malformed")
     given = [s.removeprefix("v1,") for s in signatures.split(" ")[:8] if s.startswith("v1,")]
     if not given:
@@ -370,7 +370,7 @@ def parse_body(body: bytes) -> list[Wanted]:
     reason, given_id = doc.get("reason", ""), doc.get("id")
     if not isinstance(reason, str) or (given_id is not None and not isinstance(given_id, str)):
         raise BodyError("'reason' and 'id' must be strings")
-    if given_id is not None and not _TOKEN_ID.match(given_id):
+    if given_id is not None and not _TOKEN_ID.fullmatch(given_id):
         raise BodyError("'id' must be 1-256 visible ASCII characters")
     return [Wanted(doc["secret"], reason or "webhook", given_id or None)]
 
@@ -487,7 +487,7 @@ class WebhookHandler:
         except BodyError as exc:
             return Answer(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         header_key = _header(headers, IDEMPOTENCY_HEADER)
-        if header_key is not None and not _TOKEN_ID.match(header_key.strip()):
+        if header_key is not None and not _TOKEN_ID.fullmatch(header_key.strip()):
             return Answer(HTTPStatus.BAD_REQUEST, {"error": f"{IDEMPOTENCY_HEADER} must be visible ASCII"})
         answers = [self._one(verdict, w, header_key.strip() if header_key else None, now) for w in wanted]
         if len(answers) == 1:
@@ -632,7 +632,7 @@ class _Http(BaseHTTPRequestHandler):
     def _strict_length(self) -> int:
         """The body's length from strictly parsed headers, or :class:`_Refused`."""
         for name, value in self.headers.items():
-            if not _HEADER_VALUE.match(value):
+            if not _HEADER_VALUE.fullmatch(value):
                 raise _Refused(HTTPStatus.BAD_REQUEST, f"header {name[:40]} has a non-ASCII or control character")
         for name in _SINGLE:
             if len(self.headers.get_all(name) or []) > 1:
@@ -644,7 +644,7 @@ class _Http(BaseHTTPRequestHandler):
             raise _Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
         if len(lengths) > 1:
             raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length given more than once")
-        if not _CONTENT_LENGTH.match(lengths[0].strip()):
+        if not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
             raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length is not a decimal number")
         length = int(lengths[0].strip())
         if length > self.server.max_body:  # refused before reading: a large body costs us nothing
