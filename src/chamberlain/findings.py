@@ -259,6 +259,10 @@ _RULES = [
          "A long random-looking string with nothing around it that names a credential (no known provider format, "
          "no password/token/key name): often an id, a digest or ciphertext, sometimes a key. Not blocking; check it, "
          "then accept it in the baseline or mark it 'chamberlain:allow CH128'.", "warning"),
+    Rule("CH129", "unshowable-path", TENANCY,
+         "A file holding chamberlain objects has a control character, a line separator or a bidirectional override "
+         "in its path: owner paths, review and the rendered CODEOWNERS cannot show or match it as it is (a newline "
+         "there would forge CODEOWNERS lines)."),
     Rule("CH113", "same-namespace-distribution", INV7,
          "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
          "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),

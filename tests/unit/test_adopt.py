@@ -219,9 +219,78 @@ def test_rerun_is_idempotent_and_removes_what_it_no_longer_writes(tmp_path: Path
     _adopt(tmp_path, "-n", "payments")  # narrower: the other intents go, the directory stays adopt's
     assert sorted(p.name for p in (repo / "intents").rglob("*.yaml")) == ["payments-db.yaml", "smtp-relay.yaml"]
     assert not (repo / "intents" / "shop").exists()
-    assert (repo / MARKER).read_text().split() == sorted(
+    assert [entry.split("  ")[1] for entry in (repo / MARKER).read_text().splitlines()] == sorted(
         ["MIGRATION.md", "intents/team-mail/smtp-relay.yaml", "intents/team-payments/payments-db.yaml",
          "migration-plan.yaml", "platform.yaml"])
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())  # the consoles may wrap a long line
+
+
+def test_rerun_keeps_a_file_a_person_edited_and_says_so(tmp_path: Path) -> None:
+    first = _adopt(tmp_path)
+    repo = tmp_path / "repo"
+    intent = repo / "intents" / "shop" / "shop-api-key.yaml"
+    generated = intent.read_text()
+    assert "kept" not in first.err and "describe what it is for" in generated
+    edited = generated.replace("describe what it is for", "the shop's key for the payment API")
+    intent.write_text(edited)
+    again = _adopt(tmp_path)
+    assert again.code == first.code and intent.read_text() == edited, "a re-run never restores the placeholder"
+    assert f"kept {intent}: edited since adopt wrote it" in _flat(again.err)
+    assert "smtp-relay" not in again.err  # only the edited file is named
+    dry = _adopt(tmp_path, "--dry-run")
+    assert f"would keep {intent}" in _flat(dry.err) and intent.read_text() == edited
+    narrower = _adopt(tmp_path, "-n", "payments")  # adopt no longer produces it: still not removed
+    assert intent.read_text() == edited and f"kept {intent}" in _flat(narrower.err)
+    intent.unlink()  # the way to take adopt's version again
+    restored = _adopt(tmp_path)
+    assert intent.read_text() == generated and "kept" not in restored.err
+
+
+def test_rerun_over_an_older_marker_replaces_only_what_is_unchanged(tmp_path: Path) -> None:
+    _adopt(tmp_path)
+    repo = tmp_path / "repo"
+    snapshot = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file() and p.name != MARKER}
+    # An earlier chamberlain listed paths only: whether a file was edited is then unknown unless it is unchanged.
+    (repo / MARKER).write_text("".join(f"{rel}\n" for rel in sorted(map(str, snapshot))))
+    platform = repo / "platform.yaml"
+    platform.write_text(platform.read_text() + "# mine\n")
+    result = _adopt(tmp_path)
+    assert platform.read_text().endswith("# mine\n") and f"kept {platform}" in _flat(result.err)
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file() and p.name not in
+            (MARKER, "platform.yaml")} == {k: v for k, v in snapshot.items() if k.name != "platform.yaml"}
+
+
+@pytest.mark.parametrize("files, found", [
+    ({}, "found nothing chamberlain reads"),
+    ({"notes.txt": "not a manifest\n", "cm.yaml": "kind: ConfigMap\nmetadata: {name: a, namespace: b}\n"},
+     "found nothing chamberlain reads"),
+    ({"stores.yaml": (ESTATE / "stores.yaml").read_text()}, "found 3 SecretStores"),
+], ids=["empty", "other-kinds", "stores-only"])
+def test_a_source_without_secrets_is_a_usage_error(tmp_path: Path, files: dict[str, str], found: str) -> None:
+    source = tmp_path / "legacy"
+    source.mkdir()
+    for name, text in files.items():
+        (source / name).write_text(text)
+    result = run_cli("adopt", "--from-manifests", str(source), "--out", str(tmp_path / "out"), "-e", "prod", "-c",
+                     "prod-eu1", "--age-recipient", RECIPIENT)
+    assert result.code == 2, result.out + result.err
+    message = _flat(result.err)
+    assert f"--from-manifests {source}: no Secret, SealedSecret or ExternalSecret manifests there" in message
+    assert found in message and "Traceback" not in message
+    assert not (tmp_path / "out").exists(), "nothing is written"
+    namespaced = _adopt(tmp_path, "-n", "nope")  # a namespace filter that leaves nothing is the same mistake
+    assert namespaced.code == 2 and "-n nope: no Secret" in _flat(namespaced.err)
+
+
+def test_a_dry_run_points_at_no_file_it_did_not_write(tmp_path: Path) -> None:
+    dry = _flat(_adopt(tmp_path, "--dry-run").err)
+    out = tmp_path / "repo"
+    assert f"would write {out}/MIGRATION.md (nothing written: dry run)" in dry and "see " not in dry
+    assert not out.exists()
+    assert f"see {out}/MIGRATION.md" in _flat(_adopt(tmp_path).err)
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:

@@ -65,6 +65,41 @@ def test_prepare_refuses_what_cannot_be_a_bootstrap_secret(text: str, match: str
     with pytest.raises(BootstrapError, match=match) as err:
         prepare_secret(text, "smtp-relay", "f.yaml")
     assert "data:x" not in str(err.value) and "{k: v}" not in str(err.value)
+    assert isinstance(err.value, UsageError) and err.value.exit_code == 2  # FILE is not what encrypt takes
+
+
+PLAIN_DATA = """\
+apiVersion: v1
+kind: Secret
+metadata: {{name: a, namespace: b}}
+data:
+  fine: cmVsYXk=
+  value: {value}
+"""
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(CANARY, id="plaintext"),
+    pytest.param("cmVsYXk", id="unpadded"),
+    pytest.param("'cmVs YXk='", id="space"),
+    pytest.param("'a-_b'", id="url-alphabet"),
+    pytest.param("'cmVsYXk=cmVsYXk='", id="padding-inside"),
+    pytest.param("1234", id="a-number"),
+])
+def test_prepare_refuses_data_values_that_are_not_base64(value: str) -> None:
+    with pytest.raises(UsageError) as err:
+        prepare_secret(PLAIN_DATA.format(value=value), "smtp-relay", "f.yaml")
+    message = str(err.value)
+    assert message.startswith("f.yaml: data key value (line 6): not base64") and "stringData" in message
+    assert "fine" not in message and value.strip("'") not in message.replace("f.yaml", "")
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ['""', "cmVsYXk=", "YQ==", "YWI=", "|\n    cmVs\n    YXk=", "null"],
+                         ids=["empty", "padded-one", "padded-two", "padded-three", "line-broken", "null"])
+def test_prepare_accepts_base64_data(value: str) -> None:
+    prepared = prepare_secret(PLAIN_DATA.format(value=value), "smtp-relay", "f.yaml")
+    assert prepared.name == "a"
 
 
 def test_prepare_adds_labels_and_keeps_comments() -> None:
@@ -164,6 +199,27 @@ def test_cli_bootstrap_encrypt_never_prints_the_value(repo: tuple[Path, Path]) -
     assert CANARY not in result.out + result.err
     assert '"intent": "smtp-relay"' in result.out
     again = run_cli("bootstrap", "encrypt", str(root / "bootstrap" / "smtp-relay.sops.yaml"), "--repo", str(root))
-    assert again.code == 1 and "already SOPS-encrypted" in again.err and CANARY not in again.err
+    assert again.code == 2 and "already SOPS-encrypted" in again.err and CANARY not in again.err
     missing = run_cli("bootstrap", "encrypt", str(root / "nope.yaml"), "--repo", str(root))
     assert missing.code == 2
+
+
+@pytest.mark.parametrize("content, says", [
+    pytest.param(b"", "username (line 9), password (line 10): not base64", id="plaintext-under-data"),
+    pytest.param(b"apiVersion: v1\nkind: ConfigMap\n", "not a Kubernetes Secret", id="not-a-secret"),
+    pytest.param(b"key: [unclosed\n", "not valid YAML (line 2)", id="bad-yaml"),
+    pytest.param(b"key: \xff\n", "not UTF-8", id="not-utf8"),
+])
+def test_cli_refuses_a_file_it_cannot_encrypt_as_a_usage_error(repo: tuple[Path, Path], content: bytes,
+                                                               says: str) -> None:
+    root, _ = repo
+    register_cli()
+    file = root / "bootstrap" / "smtp-relay.sops.yaml"
+    if not content:  # the common mistake: plaintext put under data: instead of stringData:
+        content = file.read_bytes().replace(b"\nstringData:", b"\ndata:")
+    file.write_bytes(content)
+    result = run_cli("bootstrap", "encrypt", str(file), "--repo", str(root))
+    assert result.code == 2, result.err
+    assert "bootstrap/smtp-relay.sops.yaml" in result.err and says in result.err
+    assert CANARY not in result.out + result.err and "Traceback" not in result.err
+    assert file.read_bytes() == content

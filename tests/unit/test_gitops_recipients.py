@@ -197,3 +197,44 @@ def test_the_root_identity_directory_is_refused_for_a_cluster_key(tmp_path: Path
     key = tmp_path / "config" / "chamberlain" / "root-of-trust" / "acme.agekey"
     result = run_cli("root", "gitops-key", "dev1", "--identity-file", str(key), "--repo", str(repo))
     assert result.code != 0 and "root of trust" in result.err and not key.exists()
+
+
+def test_a_second_key_for_a_cluster_is_refused_without_rotate(tmp_path: Path) -> None:
+    from chamberlain.root.repo import declare_decryption_recipient
+    from tests.conftest import run_cli
+    from tests.unit.test_bootstrap_helpers import need_tools
+
+    third = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3ke3xh"
+    repo = _repo(tmp_path, "")
+    declare_decryption_recipient(repo, "dev1", OTHER)
+    before = (repo / "platform.yaml").read_text()
+    with pytest.raises(UsageError, match=r"dev1 already has a GitOps decryption key.*--rotate"):
+        declare_decryption_recipient(repo, "dev1", third)
+    assert (repo / "platform.yaml").read_text() == before
+
+    need_tools("age-keygen")
+    repo = _repo(tmp_path / "cli", "")
+    first, second = tmp_path / "keys" / "dev1.agekey", tmp_path / "keys" / "dev1-new.agekey"
+    made = run_cli("root", "gitops-key", "dev1", "--identity-file", str(first), "--repo", str(repo))
+    assert made.code == 0, made.err
+    before = (repo / "platform.yaml").read_text()
+    again = run_cli("root", "gitops-key", "dev1", "--identity-file", str(first), "--repo", str(repo))
+    assert again.code == 0 and again.out == made.out, "the same key again stays idempotent"
+    other = run_cli("root", "gitops-key", "dev1", "--identity-file", str(second), "--repo", str(repo))
+    assert other.code == 2 and "Traceback" not in other.err
+    message = " ".join(other.err.split())
+    assert f"dev1 already has a GitOps decryption key ({made.out.strip()})" in message
+    assert "chamberlain root gitops-key dev1 --rotate" in message
+    assert not second.exists(), "a refusal leaves no key file behind"
+    assert (repo / "platform.yaml").read_text() == before
+
+
+def test_a_key_inside_the_repository_is_named_as_the_clusters_key(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    repo = _repo(tmp_path, "")
+    result = run_cli("root", "gitops-key", "dev1", "--identity-file", str(repo / "k.agekey"), "--repo", str(repo))
+    message = " ".join(result.err.split())
+    assert result.code == 2 and "a cluster's GitOps decryption key must never be in Git" in message
+    assert "root identity" not in message and "the default" not in message  # this command has no default path
+    assert "~/.config/chamberlain/gitops/dev1.agekey" in message and not (repo / "k.agekey").exists()

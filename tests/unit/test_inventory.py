@@ -240,6 +240,45 @@ def test_text_lists_every_secret(acme: Inventory) -> None:
     assert text_renderable(acme) is not None
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["text", "wide"])
+def test_text_puts_each_consumers_restarts_on_its_own_line(acme: Inventory, wide: bool) -> None:
+    # The RESTARTS column once listed an entry's workloads sorted apart from its consumers: billing/orders-db
+    # stood beside Deployment/report-builder, which only reporting restarts.
+    rows = [line.split() for line in to_text(acme, wide=wide).splitlines()]
+    for e in acme.entries:
+        for c in e.consumers:
+            ref = f"{c.namespace}/{c.secret_name}"
+            first = c.restart[0].ref if c.restart else "-"
+            assert any(ref in row and row[row.index(ref) + 1] == first for row in rows), (e.name, ref)
+    billing = next(row for row in rows if "billing/orders-db" in row)
+    assert "StatefulSet/invoice-runner" in billing and "Deployment/report-builder" not in billing
+    catalog = next(row for row in rows if "catalog/search-endpoint" in row)
+    assert "Deployment/catalog-api" in catalog and "Deployment/storefront" not in catalog
+
+
+@pytest.mark.parametrize("width", [160, 60])
+def test_piped_text_never_breaks_a_name(acme: Inventory, width: int) -> None:
+    for wide in (False, True):
+        words = set(to_text(acme, width, wide=wide).split())
+        for e in acme.entries:
+            assert e.name in words
+            assert {f"{c.namespace}/{c.secret_name}" for c in e.consumers} <= words, e.name
+            assert {w.ref for w in e.workloads} <= words, e.name
+            if wide:
+                assert set(e.vault_paths) <= words, e.name
+    assert "bootstrap/registry-pull.sops.yaml" in to_text(acme, wide=True)
+
+
+def test_cli_pipes_whole_names_paired_with_their_workloads() -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("inventory", str(ACME))
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert any("web-preview/preview-api-token" in x and "Deployment/storefront-preview" in x for x in lines)
+    assert any("billing/orders-db " in x and "StatefulSet/invoice-runner" in x for x in lines)
+
+
 def test_markdown_tables(base: Inventory) -> None:
     md = to_markdown(base)
     assert md.startswith("# Secret inventory: corpus")

@@ -161,6 +161,42 @@ def test_codeowners_fragment() -> None:
     assert FILENAME not in render_repository(load_repository(EXAMPLES / "acme"))  # no tenancy, no fragment
 
 
+POLICY = ("apiVersion: chamberlain.dev/v1alpha1\nkind: RotationPolicy\nmetadata: {name: web-quarterly}\n"
+          "spec: {type: time-based, ttl: 90d, rotateBefore: 7d, revokeOld: true, maxOverlap: 1h, "
+          "failureStrategy: retry}\n")
+
+
+def test_a_file_name_cannot_forge_codeowners_lines(tmp_path: Path) -> None:
+    """Red team: a team wrote a policy file whose name held newlines; the rendered CODEOWNERS then carried
+    ``* @mallory`` after every owner's section, handing every team's paths to one reviewer."""
+    repo = tmp_path / "repo"
+    shutil.copytree(TENANCY, repo, ignore=shutil.ignore_patterns(".git"))
+    (repo / "intents" / "team-web" / "policy\n* @mallory\n#.yaml").write_text(POLICY)
+    found = [f for f in run_checks(load_repository(repo)) if f.rule == "CH129"]
+    assert len(found) == 1 and found[0].severity == "error"
+    assert "\n" not in found[0].file and found[0].file.startswith("intents/team-web/policy")
+    text = codeowners(load_repository(repo))
+    assert text is not None
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert not [line for line in rules if not line.startswith("/")]  # every rule is a path of the repository
+    forged = [line for line in rules if "mallory" in line]
+    assert len(forged) == 1 and forged[0].endswith(" @acme/platform") and "\\ @mallory" in forged[0], forged
+    result = run_cli("validate", str(repo))
+    assert result.code == 1 and "CH129" in result.out and "Traceback" not in result.err
+    assert "\n* @mallory" not in result.out + result.err  # the name is shown escaped, never raw
+
+
+def test_codeowners_names_a_file_with_spaces_or_glob_characters_literally(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(TENANCY, repo, ignore=shutil.ignore_patterns(".git"))
+    (repo / "policies" / "more policies*.yaml").write_text(POLICY)
+    assert [f for f in run_checks(load_repository(repo)) if f.severity == "error"] == []
+    text = codeowners(load_repository(repo))
+    assert text is not None
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert any(line.endswith("policies/more\\ policies\\*.yaml @acme/platform") for line in lines), lines
+
+
 def test_the_ttl_floor_is_the_platforms_above_an_absolute_one(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(TENANCY, repo)

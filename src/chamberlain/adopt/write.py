@@ -1,14 +1,19 @@
 """Write the generated repository: the Platform, one file per intent, the plan and its guide.
 
 Layout: ``platform.yaml``, ``intents/<owner>/<intent>.yaml``, ``migration-plan.yaml``, ``MIGRATION.md``, and
-``.chamberlain-adopt`` (the files adopt wrote, one per line). A re-run over the same directory rewrites those files
-and removes the ones it no longer produces, so the repository always matches the last run; a directory that holds
-anything else and no such marker is refused (adopt never writes over someone's repository).
+``.chamberlain-adopt`` (the files adopt wrote with the sha256 of what it wrote, in ``sha256sum`` format). A re-run
+over the same directory rewrites those files and removes the ones it no longer produces, so the repository matches
+the last run — except a file that is no longer what adopt wrote there (a person edited it): that one is kept as it
+is and reported. A directory that holds anything else and no such marker is refused (adopt never writes over
+someone's repository).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import re
+import shutil
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +100,75 @@ def _inside(out: Path, rel: str) -> Path | None:
     return path if path.resolve().is_relative_to(out.resolve()) else None
 
 
-def write(out: Path, contents: Mapping[str, str]) -> list[str]:
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_RECORD = re.compile(r"([0-9a-f]{64})  (.+)")
+
+
+def _recorded(out: Path) -> dict[str, str | None]:
+    """What the marker says adopt wrote: relative path -> sha256 of it (None: a marker of an older chamberlain,
+    paths only)."""
+    marker = out / MARKER
+    records: dict[str, str | None] = {}
+    for entry in (marker.read_text(encoding="utf-8").splitlines() if marker.is_file() else ()):
+        match = _RECORD.fullmatch(entry)
+        if match:
+            records[match[2]] = match[1]
+        elif entry.strip():
+            records[entry.strip()] = None
+    return records
+
+
+def edited(out: Path, contents: Mapping[str, str]) -> list[str]:
+    """The files under ``out`` a re-run must leave alone: ones it would write or remove whose bytes are neither
+    what adopt wrote there last (the marker's sha256) nor what it would write now — a person edited them (or put
+    them there). Read only."""
+    if not out.is_dir():
+        return []
+    recorded = _recorded(out)
+    keep = []
+    for rel in sorted(set(recorded) | set(contents)):
+        path = _inside(out, rel)
+        if path is None or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if rel in contents and data == contents[rel].encode("utf-8"):
+            continue
+        if recorded.get(rel) != _digest(data):
+            keep.append(rel)
+    return keep
+
+
+def copy_kept(src: Path, dst: Path, kept: Collection[str]) -> None:
+    """Copy the ``kept`` files of ``src`` into ``dst`` (a dry run validates what a real run would leave)."""
+    for rel in kept:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dst / rel)
+
+
+def write(out: Path, contents: Mapping[str, str], keep: Collection[str] | None = None) -> list[str]:
     """Write ``contents`` under ``out`` (after :func:`prepare`); remove what an earlier run wrote and this one
-    does not. Returns the paths written."""
+    does not; leave the files of ``keep`` (default :func:`edited`) as they are. Returns the paths written."""
     prepare(out)
+    keep = set(edited(out, contents) if keep is None else keep)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER
-    before = set(marker.read_text(encoding="utf-8").split()) if marker.is_file() else set()
+    before = _recorded(out)
+    records: dict[str, str | None] = {}
     for rel, text in sorted(contents.items()):
         path = _inside(out, rel)
         if path is None:
             raise UsageError(f"--out {out}: {rel} leads outside the directory (a symbolic link?); give an empty or "
                              "new directory")
+        if rel in keep:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged files keep their mtime
             path.write_text(text, encoding="utf-8")
-    for rel in sorted(before - set(contents)):
+        records[rel] = _digest(text.encode("utf-8"))
+    for rel in sorted(set(before) - set(contents) - keep):
         stale = _inside(out, rel)
         if stale is not None and stale.is_file() and not stale.is_symlink():
             stale.unlink()
@@ -118,8 +176,12 @@ def write(out: Path, contents: Mapping[str, str]) -> list[str]:
             while parent != out and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent
-    marker.write_text("".join(f"{rel}\n" for rel in sorted(contents)), encoding="utf-8")
-    return sorted(contents)
+    for rel in keep:  # still adopt's to compare against next time: what it wrote there last, if anything
+        records[rel] = before.get(rel)
+    lines = (f"{digest}  {rel}\n" if digest else f"{rel}\n" for rel, digest in sorted(records.items()))
+    marker.write_text("".join(lines), encoding="utf-8")
+    return sorted(set(contents) - keep)
 
 
-__all__ = ["MARKER", "PLATFORM_FILE", "files", "load_platform", "platform_skeleton", "prepare", "write"]
+__all__ = ["MARKER", "PLATFORM_FILE", "copy_kept", "edited", "files", "load_platform", "platform_skeleton",
+           "prepare", "write"]

@@ -1,13 +1,16 @@
-"""Repository-shape rules: exactly one Platform (CH007) and unique object names per kind (CH008)."""
+"""Repository-shape rules: exactly one Platform (CH007), unique object names per kind (CH008), and paths of
+chamberlain files that can be shown as they are (CH129)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from chamberlain.checks.registry import check
 from chamberlain.findings import Finding
 from chamberlain.intent.loader import Loaded, Repository
+from chamberlain.intent.walk import unshowable
 
 
 @check("platform-count")
@@ -48,3 +51,22 @@ def _duplicates(kind: str, objects: Sequence[Loaded[Any]]) -> Iterable[Finding]:
 def duplicate_objects(repo: Repository) -> Iterator[Finding]:
     yield from _duplicates("RotationPolicy", repo.policies)
     yield from _duplicates("SecretIntent", repo.intents)
+
+
+@check("unshowable-path")
+def unshowable_path(repo: Repository) -> Iterator[Finding]:
+    """CH129: a file holding chamberlain objects whose path has a control character, a line separator or a
+    bidirectional override. Its path reaches owner matching, review and the rendered CODEOWNERS: raw, a newline in
+    it forged CODEOWNERS lines that handed every team's paths to one reviewer (red team). Files that hold no
+    chamberlain object are only shown escaped."""
+    holding = {item.file for items in (repo.platforms, repo.policies, repo.intents) for item in items}
+    for f in repo.files:
+        if f.rel not in holding:
+            continue
+        raw = os.fsdecode(f.path.relative_to(repo.root)) if f.path.is_relative_to(repo.root) else f.path.name
+        bad = unshowable(raw)
+        if bad is not None:
+            yield Finding(f.rel, None, "CH129",
+                          f"the path holds {bad.encode('unicode_escape').decode('ascii')!s}, which cannot be shown on "
+                          "one line: review, owner paths and the rendered CODEOWNERS could not show or match it as it "
+                          "is; rename the file")

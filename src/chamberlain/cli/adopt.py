@@ -83,6 +83,9 @@ def adopt_cmd(
     data: dict[str, Any] = result.as_dict()
     if not emit_data(data, output):
         _print(data, wide=is_wide(output))
+    for rel in result.kept:  # on stderr whatever the format: a kept file is not what this run generated
+        line(f"{'would keep' if dry_run else 'kept'} {out / rel}: edited since adopt wrote it, so left as it is "
+             "(delete it and run adopt again to let adopt rewrite or remove it)", err=True)
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -111,7 +114,8 @@ def _print(data: dict[str, Any], *, wide: bool) -> None:
              f"{finding.get('message')}", err=True)
     verb = "would write" if data["dryRun"] else "wrote"
     colour = "green" if data["ok"] else "red"
+    guide = f"{data['out']}/MIGRATION.md"  # a dry run wrote none: never point at it as if it were there
+    guide = f"would write {guide} (nothing written: dry run)" if data["dryRun"] else f"see {guide}"
     stderr.print(f"[{colour}]{verb}[/{colour}] {data['out']}: {len(spec['intents'])} intents, "
                  f"{len(spec['steps'])} plan steps, {len(spec['unmapped'])} not mapped, {len(spec['skipped'])} "
-                 f"skipped; validate: {data['validation']['status']}; see {data['out']}/MIGRATION.md",
-                 markup=True, highlight=False)
+                 f"skipped; validate: {data['validation']['status']}; {guide}", markup=True, highlight=False)

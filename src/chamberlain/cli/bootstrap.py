@@ -27,8 +27,9 @@ def encrypt_cmd(
 ) -> None:
     """Encrypt FILE in place with sops to the Platform's age recipients (data/stringData only).
 
-    FILE must be one plaintext v1 Secret with name and namespace; the labels chamberlain.dev/class: bootstrap and
-    chamberlain.dev/intent: NAME are added if missing. No second plaintext copy is written: sops reads the
+    FILE must be one plaintext v1 Secret with name and namespace, its data values base64 (plaintext goes under
+    stringData); the labels chamberlain.dev/class: bootstrap and chamberlain.dev/intent: NAME are added if missing.
+    Any other FILE is refused as a usage error (exit 2). No second plaintext copy is written: sops reads the
     manifest from memory and the ciphertext atomically replaces FILE. On failure FILE is left untouched.
 
     Example: chamberlain bootstrap encrypt bootstrap/smtp-relay.sops.yaml --repo .

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterable
@@ -321,13 +322,29 @@ def _ignore_reason(
 
 def shown(rel: str) -> str:
     """``rel`` as printable text: a name that is not UTF-8 reaches Python with surrogate escapes, which no strict
-    UTF-8 output (a terminal, JSON) can write; its bytes are shown as ``\\xNN`` instead. Such a name never equals a
-    path declared in YAML (always UTF-8), so nothing is matched against it."""
+    UTF-8 output (a terminal, JSON) can write; its bytes are shown as ``\\xNN`` instead. A control character, a line
+    or paragraph separator or a bidirectional override is shown as ``\\xNN``/``\\uNNNN`` too: a file name is text
+    the repository's writers choose, and raw it would forge lines in every line-oriented output (findings, logs,
+    the rendered CODEOWNERS). Such a name never equals a path declared in YAML, so nothing is matched against it."""
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
-        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return rel
+        rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if _UNSHOWABLE.search(rel) is None:
+        return rel
+    return _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), rel)
+
+
+# Control characters (Unicode category Cc), the line and paragraph separators (Zl, Zp), and the bidirectional
+# marks, embeddings, overrides and isolates that reorder what a reviewer sees ("Trojan Source"). A character class:
+# every path is searched, so this stays in C.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+
+
+def unshowable(text: str) -> str | None:
+    """The first character of ``text`` that cannot be shown as itself on one line (see :func:`shown`), else None."""
+    found = _UNSHOWABLE.search(text)
+    return found.group() if found else None
 
 
 def _empty(path: str) -> bool:
@@ -352,5 +369,6 @@ __all__ = [
     "git_root",
     "load_ignore_file",
     "shown",
+    "unshowable",
     "walk",
 ]

@@ -133,9 +133,9 @@ def to_yaml(inventory: Inventory) -> str:
 # ------------------------------------------------------------------------------------------------ terminal
 
 
-def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableType:
-    """A rich renderable: one summary line and one row per secret (``wide``: with purpose, source and Vault
-    paths)."""
+def text_renderable(inventory: Inventory, *, wide: bool = False, fold: bool = True) -> RenderableType:
+    """A rich renderable: one summary line and one row per consumer of each secret (``wide``: with purpose, source
+    and Vault paths). ``fold=False`` never wraps or folds a cell: the table is as wide as its longest cell."""
     counts = inventory.classification_counts()
     head = Text.assemble(
         ("Inventory", "bold"),
@@ -143,23 +143,20 @@ def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableTy
         ", ".join(f"{n} {c}" for c, n in counts.items()),
         f"), {len(inventory.owners())} owners",
     )
-    consumers = ["\n".join(f"{c.namespace}/{c.secret_name}" for c in e.consumers) for e in inventory.entries]
-    restarts = ["\n".join(w.ref for w in e.workloads) for e in inventory.entries]
-    # The dependency columns are the point of the table: each item on its own line, folded only if it must.
     table = Table(box=box.SIMPLE_HEAD, show_lines=False, expand=False, pad_edge=False)
-    table.add_column("SECRET", overflow="fold")
-    table.add_column("CLASS", no_wrap=True)
-    table.add_column("OWNER", overflow="fold")
-    table.add_column("ENVIRONMENTS", overflow="fold")
-    table.add_column("ROTATION", overflow="fold")
-    # The dependency columns are the point of the table; they keep their width and the prose columns wrap.
-    table.add_column("CONSUMERS", overflow="fold")
-    table.add_column("RESTARTS", overflow="fold")
+
+    def column(header: str, *, cut: bool = True) -> None:
+        # A terminal folds what does not fit; a pipe keeps every name whole, so grep finds it.
+        table.add_column(header, no_wrap=not (cut and fold), overflow="fold")
+
+    for header in ("SECRET", "CLASS", "OWNER", "ENVIRONMENTS", "ROTATION", "CONSUMERS", "RESTARTS"):
+        column(header, cut=header != "CLASS")
     if wide:
-        table.add_column("PURPOSE", overflow="fold")
-        table.add_column("SOURCE", overflow="fold")
-        table.add_column("VAULT PATHS", no_wrap=True)  # copied into vault/bao commands: never cut
-    for e, consumed, restarted in zip(inventory.entries, consumers, restarts, strict=True):
+        column("PURPOSE")
+        column("SOURCE")
+        column("VAULT PATHS", cut=False)  # copied into vault/bao commands: never cut
+    dash = Text("-", style="dim")
+    for e in inventory.entries:
         rotation = (
             Text(visible(f"{e.rotation.policy} ({e.rotation.short})"))
             if e.rotation
@@ -176,13 +173,21 @@ def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableTy
             e.owner,
             ", ".join(e.environments),
             rotation,
-            consumed or Text("-", style="dim"),
-            restarted or Text("-", style="dim"),
         ]
+        more: list[RenderableType] = []
         if wide:
-            cells += [e.purpose, f"{e.source.kind}" + (f" ({e.source.detail})" if e.source.detail else ""),
-                      "\n".join(e.vault_paths) or Text("-", style="dim")]
-        table.add_row(*cells)
+            more = [e.purpose, f"{e.source.kind}" + (f" ({e.source.detail})" if e.source.detail else ""),
+                    "\n".join(e.vault_paths) or dash]
+        # One row per consumer, its restarts beside it: two independent lists (the entry's sorted workloads beside
+        # its consumers) paired consumers with workloads they do not restart, and a folded cell shifts lines.
+        pairs: list[tuple[RenderableType, RenderableType]] = [
+            (f"{c.namespace}/{c.secret_name}", "\n".join(w.ref for w in c.restart) or dash) for c in e.consumers
+        ] or [(dash, dash)]
+        for i, (consumer, restarts) in enumerate(pairs):
+            if i == 0:
+                table.add_row(*cells, consumer, restarts, *more)
+            else:
+                table.add_row(*([""] * len(cells)), consumer, restarts, *([""] * len(more)))
     if not inventory.edges:
         return Group(head, table)
     edges = Text("Cross-owner edges:\n", style="bold")
@@ -191,10 +196,15 @@ def text_renderable(inventory: Inventory, *, wide: bool = False) -> RenderableTy
 
 
 def to_text(inventory: Inventory, width: int = 160, *, wide: bool = False) -> str:
-    """The terminal table as plain text (no colour codes), for logs, tests and pipes."""
+    """The terminal table as plain text (no colour codes), for logs, tests and pipes. No cell is wrapped or folded
+    (a name broken over two lines is one grep cannot find): the text is ``width`` wide, or wider if a cell needs
+    it."""
+    renderable = text_renderable(inventory, wide=wide, fold=False)
+    natural = Console(width=1 << 20, color_system=None, force_terminal=False).measure(renderable).maximum
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, soft_wrap=False)
-    console.print(text_renderable(inventory, wide=wide))
+    console = Console(file=buffer, width=max(width, natural), color_system=None, force_terminal=False,
+                      soft_wrap=False)
+    console.print(renderable)
     return buffer.getvalue()
 
 

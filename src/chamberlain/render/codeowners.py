@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from chamberlain.intent.loader import Repository
+from chamberlain.intent.walk import shown
 
 FILENAME = "CODEOWNERS.chamberlain"
 HEADER = (
@@ -22,6 +23,16 @@ HEADER = (
 )
 
 
+# CODEOWNERS reads a path as a gitignore pattern followed by owners: a space would end it, ``#`` start a comment,
+# and ``*?[`` match other files. A file's path is escaped to name just that file (owners' paths are patterns on
+# purpose and stay as written).
+_LITERAL = str.maketrans({c: "\\" + c for c in "\\ #*?[]!"})
+
+
+def _literal(path: str) -> str:
+    return shown(path).translate(_LITERAL)
+
+
 def _prefix(repo: Repository) -> str:
     if repo.git_root is None:
         return "/"
@@ -29,7 +40,7 @@ def _prefix(repo: Repository) -> str:
         rel = PurePosixPath(repo.root.resolve().relative_to(repo.git_root.resolve()).as_posix())
     except ValueError:
         return "/"
-    return "/" if str(rel) in ("", ".") else f"/{rel}/"
+    return "/" if str(rel) in ("", ".") else f"/{_literal(str(rel))}/"
 
 
 def codeowners(repo: Repository) -> str | None:
@@ -52,5 +63,5 @@ def codeowners(repo: Repository) -> str | None:
             lines.append(f"{prefix}{path.lstrip('/')} {' '.join(reviewers)}".rstrip() + "\n")
     lines.append("\n# the Platform and the rotation policies: platform owners (last, so they win)\n")
     for rel in sorted({repo.platforms[0].file, *(p.file for p in repo.policies)}):
-        lines.append(f"{prefix}{rel} {' '.join(platform_reviewers)}".rstrip() + "\n")
+        lines.append(f"{prefix}{_literal(rel)} {' '.join(platform_reviewers)}".rstrip() + "\n")
     return "".join(lines)

@@ -49,18 +49,20 @@ def _git_work_tree(path: Path) -> Path | None:
     return None
 
 
-def check_location(path: Path, repo_root: Path | None) -> Path:
-    """The absolute identity path, or :class:`UsageError` if it would live where Git could pick it up."""
+def check_location(path: Path, repo_root: Path | None, *, what: str = "the root identity",
+                   example: str = "the default under ~/.config") -> Path:
+    """The absolute identity path, or :class:`UsageError` if it would live where Git could pick it up. ``what``
+    and ``example`` name the key and a good place for it in the message (other keys than the root's use this)."""
     path = Path(os.path.abspath(path))
     resolved_parent = path.parent.resolve() if path.parent.exists() else path.parent
     if repo_root is not None:
         root = repo_root.resolve()
         if path.is_relative_to(root) or resolved_parent.is_relative_to(root):
-            raise UsageError(f"{path}: is inside the repository {root}; the root identity must never be in Git "
-                             "(choose a path outside it, e.g. the default under ~/.config)")
+            raise UsageError(f"{path}: is inside the repository {root}; {what} must never be in Git "
+                             f"(choose a path outside it, e.g. {example})")
     tree = _git_work_tree(resolved_parent)
     if tree is not None:
-        raise UsageError(f"{path}: is inside the Git work tree {tree}; the root identity must never be in Git")
+        raise UsageError(f"{path}: is inside the Git work tree {tree}; {what} must never be in Git")
     return path
 
 
@@ -90,9 +92,10 @@ def recipient_of(identity: Path, tools: Tools) -> str:
     return recipient
 
 
-def ensure_identity(path: Path, repo_root: Path | None = None, *, tools: Tools) -> RootIdentity:
+def ensure_identity(path: Path, repo_root: Path | None = None, *, tools: Tools, what: str = "the root identity",
+                    example: str = "the default under ~/.config") -> RootIdentity:
     """Create the identity at ``path`` unless one is there; return it with its recipient."""
-    path = check_location(path, repo_root)
+    path = check_location(path, repo_root, what=what, example=example)
     if path.is_symlink():
         raise UsageError(f"{path}: is a symbolic link; give the identity file's real path")
     if path.exists():

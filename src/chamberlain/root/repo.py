@@ -277,6 +277,18 @@ def check_decryption_target(root: Path, cluster: str) -> tuple[Repository, str, 
     return repo, rel, doc, text
 
 
+def check_one_key(rel: str, doc: Document, cluster: str, recipient: str | None) -> None:
+    """``cluster`` declares no GitOps decryption key other than ``recipient`` (None: a key still to be made). A
+    second key is no rotation: the old one would still open the cluster's bootstrap files, so replacing it is
+    ``--rotate``'s (it re-encrypts them and retires the old key)."""
+    declared = _raw_recipients(doc)[1].get(cluster, [])
+    if declared and recipient not in declared:
+        raise UsageError(f"{rel}: {cluster} already has a GitOps decryption key ({', '.join(declared)}); a second "
+                         "one is not added, the old key would still open its bootstrap files. To replace it: "
+                         f"`chamberlain root gitops-key {cluster} --rotate --identity-file FILE --root-identity "
+                         "ROOT.agekey --reason WHY`; to keep it, give its identity file (nothing was written)")
+
+
 def declare_decryption_recipient(root: Path, cluster: str, recipient: str) -> RepoUpdate:
     """Add a cluster's GitOps decryption recipient to the Platform and bring ``.sops.yaml`` up to date (the
     cluster's bootstrap files get an exact rule with it). Refuses a root recipient: the cluster's key must never be
@@ -290,6 +302,7 @@ def declare_decryption_recipient(root: Path, cluster: str, recipient: str) -> Re
     if others:
         raise UsageError(f"{rel}: {recipient} is already the decryption key of {', '.join(others)}; each cluster "
                          f"needs a key of its own, or {cluster}'s GitOps controller could open their bootstrap files")
+    check_one_key(rel, doc, cluster, recipient)
     chunk = text[doc.start_index:doc.end_index]
     new_chunk, added = add_decryption_recipient(chunk, cluster, recipient)
     if added:

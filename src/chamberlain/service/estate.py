@@ -49,6 +49,7 @@ class AdoptResult:
     written: list[str]
     validation: dict[str, Any]
     dry_run: bool
+    kept: list[str]  # files under out a person edited since adopt wrote them: left as they are
 
     @property
     def ok(self) -> bool:
@@ -56,7 +57,7 @@ class AdoptResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "out": str(self.out), "dryRun": self.dry_run, "written": self.written,
-                "plan": self.plan, "validation": self.validation}
+                "kept": self.kept, "plan": self.plan, "validation": self.validation}
 
 
 def _platform(request: AdoptRequest, conn: ConnectionOptions) -> tuple[Platform, str, str, str]:
@@ -108,6 +109,19 @@ def _settings(request: AdoptRequest, platform: Platform, environment: str, clust
                     tuple(o.name for o in platform.spec.tenancy.owners) if platform.spec.tenancy else ())
 
 
+def _something_to_adopt(request: AdoptRequest, estate: Estate) -> None:
+    """A directory without a single Secret, SealedSecret or ExternalSecret (or a file it could not read) is a
+    mistyped path, not an estate with nothing to adopt: "0 intents" would look like success."""
+    if estate.secrets or estate.sealed_secrets or estate.external_secrets or estate.problems:
+        return
+    others = [(len(estate.stores), "SecretStore"), (len(estate.workloads), "workload"),
+              (len(estate.namespaces), "Namespace")]
+    found = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for n, kind in others if n) or "nothing chamberlain reads"
+    scope = "".join(f" -n {ns}" for ns in request.namespaces)
+    raise UsageError(f"--from-manifests {request.manifests}{scope}: no Secret, SealedSecret or ExternalSecret "
+                     f"manifests there (found {found}): nothing to adopt; check the path{' and -n' if scope else ''}")
+
+
 def read_estate(request: AdoptRequest, servers: LiveServers) -> tuple[Estate, list[str]]:
     from chamberlain.adopt.cluster import read_cluster
     from chamberlain.adopt.manifests import read_directory
@@ -128,6 +142,8 @@ def read_estate(request: AdoptRequest, servers: LiveServers) -> tuple[Estate, li
         estate = Estate()
     if request.namespaces:
         estate = estate.only(request.namespaces)
+    if request.manifests is not None:
+        _something_to_adopt(request, estate)
     return estate, read
 
 
@@ -150,15 +166,18 @@ def run(request: AdoptRequest, conn: ConnectionOptions, clock: Clock) -> AdoptRe
     adoption = adopt(estate, settings, view)
     repo = str(request.out)
     contents = writer.files(adoption, platform_text, repo, read)
+    kept = writer.edited(request.out, contents)  # a re-run never destroys a person's edits
     with tempfile.TemporaryDirectory(prefix="chamberlain-adopt-") as scratch:
         where = Path(scratch) / "repo" if request.dry_run else request.out
-        written = writer.write(where, contents)
+        written = writer.write(where, contents, kept)
+        if request.dry_run:
+            writer.copy_kept(request.out, where, kept)
         result = repository.validate(where)
     findings = result.findings
     validation = {**summary(findings), "status": "ok" if not result.blocking() else "invalid",
                   "results": findings_to_dicts(findings)}
     return AdoptResult(request.out, adoption, plan_document(adoption, repo, read), written, validation,
-                       request.dry_run)
+                       request.dry_run, kept)
 
 
 __all__ = ["AdoptRequest", "AdoptResult", "read_estate", "run"]

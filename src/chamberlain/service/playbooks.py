@@ -228,10 +228,10 @@ def _exposed(repo: Repository, old: str, new: str, only: set[str] | None = None)
     return exposed(widened, old, {i.obj.metadata.name: i.obj for i in repo.intents})
 
 
-def _new_identity(path: Path, repo: Path, old: str, tools: Tools) -> Any:
+def _new_identity(path: Path, repo: Path, old: str, tools: Tools, **where: str) -> Any:
     from chamberlain.root import ensure_identity
 
-    ident = ensure_identity(path, repo, tools=tools)  # created once, 0600, never overwritten
+    ident = ensure_identity(path, repo, tools=tools, **where)  # created once, 0600, never overwritten
     if ident.recipient == old:
         raise UsageError(f"{path}: is the key being rotated; give a path for the new identity")
     return ident
@@ -358,7 +358,8 @@ def gitops_key_rotate(root: Path, cluster: str, new_identity: Path, root_identit
             raise UsageError(f"{cluster} declares {len(declared)} decryption recipients; name the one to retire "
                              "with --old-recipient")
         old_recipient = candidates[0]
-    ident = _new_identity(new_identity, root, old_recipient, tools)
+    ident = _new_identity(new_identity, root, old_recipient, tools, what="a cluster's GitOps decryption key",
+                          example=f"~/.config/chamberlain/gitops/{cluster}.agekey")
     update = swap_decryption_recipient(root, cluster, old_recipient, ident.recipient)
     done = _updatekeys(root, update.stale_files, root_identity, tools)
     result = KeyRotation(str(ident.path), ident.created, old_recipient, ident.recipient, update.platform_file, done,

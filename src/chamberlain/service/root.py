@@ -14,7 +14,14 @@ from chamberlain.bootstrap.sops import Sops
 from chamberlain.bootstrap.tools import Tools
 from chamberlain.errors import UsageError
 from chamberlain.intent.loader import load_repository
-from chamberlain.root import RepoUpdate, RootIdentity, default_identity_path, ensure_identity, update_repository
+from chamberlain.root import (
+    RepoUpdate,
+    RootIdentity,
+    default_identity_path,
+    ensure_identity,
+    recipient_of,
+    update_repository,
+)
 
 
 @dataclass(frozen=True)
@@ -53,13 +60,20 @@ def gitops_key(*, repo: Path, cluster: str, identity_file: Path, tools: Tools,
     ``identity_file`` (outside the repository, never overwritten), its recipient declared in
     ``Platform.spec.gitops.decryptionRecipients[cluster]`` and ``.sops.yaml``. Not a root recipient: it opens
     bootstrap files, never an unseal share. ``root_dir``: where root identities live by default (refused here)."""
-    from chamberlain.root.repo import check_decryption_target, declare_decryption_recipient
+    from chamberlain.root.identity import check_location
+    from chamberlain.root.repo import check_decryption_target, check_one_key, declare_decryption_recipient
 
-    check_decryption_target(repo, cluster)  # before a key file exists: a refusal leaves nothing behind
+    # Every refusal comes before a key file exists: it leaves nothing behind.
+    _, rel, doc, _ = check_decryption_target(repo, cluster)
     if root_dir is not None and identity_file.resolve().is_relative_to(root_dir.resolve()):
         raise UsageError(f"{identity_file}: is in the root of trust's directory ({root_dir}); a cluster's key must be "
                          "a different file from the root identity")
-    ident = ensure_identity(identity_file, repo, tools=tools)
+    # This key has no default path: the example is the one the README and --help give.
+    where = {"what": "a cluster's GitOps decryption key", "example": f"~/.config/chamberlain/gitops/{cluster}.agekey"}
+    path = check_location(identity_file, repo, **where)
+    existing = recipient_of(path, tools) if path.is_file() and not path.is_symlink() else None
+    check_one_key(rel, doc, cluster, existing)
+    ident = ensure_identity(identity_file, repo, tools=tools, **where)
     return RootInit(ident, declare_decryption_recipient(repo, cluster, ident.recipient))
 
 
