@@ -7,6 +7,7 @@ repository (unknown environments, duplicate paths, ...) live in :mod:`chamberlai
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, get_args
 
@@ -53,6 +54,25 @@ class Model(BaseModel):
     )
 
 
+# Kubernetes' own syntax of label and annotation keys ([prefix/]name) and label values. An object that breaks it is
+# refused by the API server, and with it the whole apply it is part of: one team's label would stop every team's
+# intents of a cluster (the cluster's intents are applied together).
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_KEY_PREFIX = re.compile(DNS_SUBDOMAIN_PATTERN.strip("^$"))
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on all annotations of an object together
+
+
+def _key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _KEY_PREFIX.fullmatch(prefix)):
+        return "its prefix before '/' is not a DNS subdomain (lowercase, at most 253 characters)"
+    if not _QUALIFIED_NAME.fullmatch(name):
+        return ("its name is not at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or "
+                "digit")
+    return None
+
+
 class ObjectMeta(Model):
     """The part of Kubernetes ObjectMeta that intent files may carry."""
 
@@ -63,6 +83,29 @@ class ObjectMeta(Model):
     namespace: DnsLabel | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kubernetes_would_accept(self) -> ObjectMeta:
+        for key, value in self.labels.items():
+            problem = _key_problem(key)
+            if problem is not None:
+                raise ValueError(f"label key {key!r} is not a Kubernetes label key: {problem}; the API server "
+                                 "would refuse the object, and the cluster's apply with it")
+            if not _LABEL_VALUE.fullmatch(value):
+                raise ValueError(f"the value of label {key!r} is not a Kubernetes label value (empty, or at most 63 "
+                                 "letters, digits, '-', '_' or '.', starting and ending with a letter or digit); "
+                                 "the API server would refuse the object, and the cluster's apply with it")
+        size = 0
+        for key, value in self.annotations.items():
+            problem = _key_problem(key)
+            if problem is not None:
+                raise ValueError(f"annotation key {key!r} is not a Kubernetes annotation key: {problem}; the API "
+                                 "server would refuse the object, and the cluster's apply with it")
+            size += len(key.encode()) + len(value.encode())
+        if size > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"the annotations hold {size} bytes, over Kubernetes' {MAX_ANNOTATIONS_BYTES} per object; "
+                             "the API server would refuse the object, and the cluster's apply with it")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- Platform
