@@ -54,12 +54,13 @@ def findings_to_dicts(findings: Sequence[Finding], accepted: Collection[Finding]
 
 def summary(findings: Sequence[Finding], *, strict: bool = False,
             exclusions: Sequence[Exclusion] = (), accepted: Collection[Finding] = ()) -> dict[str, Any]:
-    """Counts over ``findings``; ``ok`` leaves out the findings a baseline accepts (``accepted``)."""
+    """Counts over ``findings``. ``errors`` and ``warnings`` leave out the findings a baseline accepts
+    (``accepted``, counted on their own), as ``ok`` does; ``findings`` and ``byRule`` count them all."""
     return {
         "ok": not [f for f in blocking(findings, strict=strict) if f not in accepted],
         "findings": len(findings),
-        "errors": sum(1 for f in findings if f.severity == "error"),
-        "warnings": sum(1 for f in findings if f.severity == "warning"),
+        "errors": sum(1 for f in findings if f.severity == "error" and f not in accepted),
+        "warnings": sum(1 for f in findings if f.severity == "warning" and f not in accepted),
         "byRule": dict(sorted(Counter(f.rule for f in findings).items())),
         "excluded": dict(sorted(Counter(e.reason for e in exclusions).items())),
         **({"accepted": sum(1 for f in findings if f in accepted)} if accepted else {}),

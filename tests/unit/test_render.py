@@ -530,6 +530,24 @@ def test_write_tree_refuses_a_foreign_non_empty_directory(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["important.txt"]
 
 
+def test_write_tree_says_how_to_render_into_a_repository_that_holds_other_files(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("ours\n")
+    with pytest.raises(UsageError, match=r"a new subdirectory .*chamberlain"):
+        write_tree(_tree({"a.yaml": "a\n"}), tmp_path)
+
+
+def test_a_git_repository_with_nothing_else_in_it_takes_a_render(tmp_path: Path) -> None:
+    """New user: `git init out && chamberlain render REPO -o out/ && git -C out add -A && git -C out commit` was
+    refused because of the .git directory alone."""
+    out = tmp_path / "gitops"
+    (out / ".git").mkdir(parents=True)
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    tree = _tree({"a.yaml": "a\n"})
+    write_tree(tree, out)
+    assert (out / "a.yaml").read_text() == "a\n" and (out / ".git" / "HEAD").is_file()
+    assert compare_output(tree, out).fresh  # Git's database is not an extra file of the render
+
+
 def test_write_tree_refuses_a_file_as_output(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     with pytest.raises(UsageError):

@@ -266,3 +266,49 @@ def test_the_value_never_appears_in_any_output_or_the_baseline(leaky: Path, tmp_
         for baseline in ([], ["--baseline", str(base)]):
             result = run_cli("validate", str(leaky), *args, *baseline)
             assert value[4:12] not in result.out + result.err, args
+
+
+def test_a_reviewed_finding_stops_no_command_once_accepted(leaky: Path, tmp_path: Path) -> None:
+    """New user: validate passed with --baseline, but render had no such option and refused the repository for
+    the very findings the baseline accepts; and every command behind the gate (plan, the controller) would too."""
+    from chamberlain.checks.gate import load_valid
+
+    entry = "config/app.env:CH024:github-pat:2\n"
+    given = tmp_path / "reviewed"
+    given.write_text(entry)
+    refused = run_cli("render", str(leaky), "-o", str(tmp_path / "out0"))
+    assert refused.code == 1 and "nothing rendered" in refused.err and not (tmp_path / "out0").exists()
+    rendered = run_cli("render", str(leaky), "-o", str(tmp_path / "out1"), "--baseline", str(given))
+    assert rendered.code == 0, rendered.out + rendered.err
+    assert "(accepted by the baseline)" in rendered.out
+
+    # The repository's own baseline at its root: applied without a flag, by validate, render and the gate alike.
+    (leaky / ".chamberlain-baseline").write_text(entry)
+    validated = run_cli("validate", str(leaky), "-o", "json")
+    assert validated.code == 0, validated.out + validated.err
+    data = json.loads(validated.out)
+    assert data["ok"] is True and data["errors"] == 0 and data["accepted"] == 1 and data["findings"] == 1
+    assert data["baseline"].endswith(".chamberlain-baseline")
+    assert run_cli("render", str(leaky), "-o", str(tmp_path / "out2")).code == 0
+    assert load_valid(leaky).root == leaky
+
+    # A new credential still stops them all.
+    (leaky / "config" / "other.env").write_text(f"TOKEN={token(2)}\n")
+    assert run_cli("render", str(leaky), "-o", str(tmp_path / "out3")).code == 1
+    assert run_cli("validate", str(leaky)).code == 1
+
+
+@pytest.mark.parametrize("case", ["malformed", "symlink"])
+def test_a_repository_baseline_that_cannot_be_used_is_a_usage_error(leaky: Path, tmp_path: Path,
+                                                                     case: str) -> None:
+    own = leaky / ".chamberlain-baseline"
+    if case == "malformed":
+        own.write_text("not a fingerprint\n")
+    else:
+        (tmp_path / "elsewhere").write_text("config/app.env:CH024:github-pat:2\n")
+        own.symlink_to(tmp_path / "elsewhere")
+    for args in (["validate", str(leaky)], ["render", str(leaky), "-o", str(tmp_path / "out")]):
+        result = run_cli(*args)
+        assert result.code == 2, result.out + result.err
+        assert ".chamberlain-baseline" in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "out").exists()

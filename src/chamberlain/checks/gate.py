@@ -1,7 +1,8 @@
 """The validate-before-use gate: a repository with error findings is never rendered, applied or acted on.
 
 Belongs here: loading a repository and running every check on it (:func:`validate_repository`), and refusing it
-when an error is found (:func:`load_valid`, :class:`InvalidRepository`). Warnings (new rules that need new
+when an error is found (:func:`load_valid`, :class:`InvalidRepository`) that the repository's baseline does not
+accept (reviewed credential findings, ``.chamberlain-baseline`` at its root). Warnings (new rules that need new
 declarations, SPEC §10) pass the gate unless ``strict``. It sits with the checks, low in the layers,
 because every package that reads a repository to act on it (the GitOps stand-in, the use cases in
 :mod:`chamberlain.service`, the controller's loader) goes through it. Not here: the rules themselves
@@ -10,27 +11,38 @@ because every package that reads a repository to act on it (the GitOps stand-in,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chamberlain.checks.registry import run_checks
 from chamberlain.errors import ChamberlainError
 from chamberlain.findings import Finding, blocking
 from chamberlain.intent.loader import Repository, load_repository
+from chamberlain.scan.baseline import Baseline, repository_baseline
 
 
 @dataclass
 class Validation:
     repo: Repository
     findings: list[Finding]  # errors and warnings
+    # Credential findings a baseline accepts (the repository's own, or one given): reported, never blocking.
+    accepted: list[Finding] = field(default_factory=list)
 
     def blocking(self, *, strict: bool = False) -> list[Finding]:
-        return blocking(self.findings, strict=strict)
+        if not self.accepted:
+            return blocking(self.findings, strict=strict)
+        accepted = set(self.accepted)
+        return [f for f in blocking(self.findings, strict=strict) if f not in accepted]
 
     @property
     def errors(self) -> list[Finding]:
         """The findings that refuse the repository; warnings are printed but never do on their own (SPEC §10)."""
-        return blocking(self.findings)
+        return self.blocking()
+
+    def with_baseline(self, baseline: Baseline | None) -> Validation:
+        """The same findings with ``baseline``'s acceptances instead (None: none)."""
+        accepted = [f for f in self.findings if baseline.accepts(f)] if baseline is not None else []
+        return Validation(self.repo, self.findings, accepted)
 
 
 class InvalidRepository(ChamberlainError):
@@ -48,8 +60,9 @@ def validate_repository(root: Path) -> Validation:
 
 
 def check_repository(repo: Repository) -> Validation:
-    """Every check on a repository already loaded (a caller that starts other work between loading and checking)."""
-    return Validation(repo, run_checks(repo))
+    """Every check on a repository already loaded (a caller that starts other work between loading and checking),
+    with the findings the repository's own baseline (``.chamberlain-baseline`` at its root) accepts."""
+    return Validation(repo, run_checks(repo)).with_baseline(repository_baseline(repo.root))
 
 
 def load_valid(root: Path, *, strict: bool = False) -> Repository:

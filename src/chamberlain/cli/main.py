@@ -140,16 +140,16 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
     if output in (FindingsFormat.json, FindingsFormat.yaml):
         emit_data({**summary(findings, strict=strict, exclusions=excluded, accepted=accepted),
                    "results": findings_to_dicts(findings, accepted), "exclusions": exclusions_to_dicts(excluded),
-                   **({"staleBaseline": run.outcome.stale} if baseline is not None else {}),
+                   **({"baseline": run.baseline, "staleBaseline": run.outcome.stale} if run.baseline else {}),
                    **({"history": scanning.history_summary(run.history)} if run.history else {})}, output)
     elif output is FindingsFormat.sarif:
         emit_json(to_sarif(findings, prefix=repository.git_prefix(result.repo), exclusions=excluded,
-                           accepted=accepted, baseline=str(baseline or "")))
+                           accepted=accepted, baseline=run.baseline or ""))
     else:
         _print_findings(findings, wide=is_wide(output), accepted=accepted)
         _print_exclusions(excluded)
         for entry in run.outcome.stale:
-            line(f"note: {baseline}: stale entry (no finding matches it any more): {entry}", err=True)
+            line(f"note: {run.baseline}: stale entry (no finding matches it any more): {entry}", err=True)
         left_out = exclusion_summary(excluded)
         shown = [f for f in findings if f not in accepted]
         stderr.print(_findings_summary(shown, failing, str(path)) if shown else
@@ -157,7 +157,7 @@ def validate(path: RepoPath, output: FindingsOutput = FindingsFormat.text, stric
                      f"{len(result.repo.policies)} policies, {len(result.repo.files)} files checked"
                      + (f"; {left_out}" if left_out else ""), markup=True, highlight=False)
         if accepted:
-            stderr.print(f"{len(accepted)} accepted by the baseline {baseline}", markup=False, highlight=False)
+            stderr.print(f"{len(accepted)} accepted by the baseline {run.baseline}", markup=False, highlight=False)
         if run.history is not None:
             for text in scanning.history_notes(run.history):
                 line(text, err=True)
@@ -208,6 +208,7 @@ def render(
         "--check", help="Write nothing; exit 1 when the output committed in the directory is stale (lists the "
                         "missing, changed and extra files), 0 when it is exactly what render writes.")] = False,
     no_cache: NoCacheOption = False,
+    baseline: BaselineOption = None,
 ) -> None:
     """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a validation without errors.
 
@@ -223,12 +224,14 @@ def render(
     if str(out) == "-":  # the usual spelling of standard output: never a directory named "-"
         raise UsageError("-o -: render writes a directory tree, not one stream; give a directory (-o out/)")
     with _parse_cache(no_cache):
-        outcome = repository.render(path, out, strict=strict, check=check)
-    _print_findings(outcome.findings)
+        outcome = repository.render(path, out, strict=strict, check=check, baseline=baseline)
+    accepted = set(outcome.accepted)
+    _print_findings(outcome.findings, accepted=accepted)
     _print_exclusions(outcome.exclusions)
     if not outcome.rendered:
-        failing = blocking(outcome.findings, strict=strict)
-        stderr.print(_findings_summary(outcome.findings, failing, str(path)) + "; nothing rendered")
+        shown = [f for f in outcome.findings if f not in accepted]
+        failing = [f for f in blocking(outcome.findings, strict=strict) if f not in accepted]
+        stderr.print(_findings_summary(shown, failing, str(path)) + "; nothing rendered")
         raise typer.Exit(1)
     stale = outcome.stale
     if stale is not None:

@@ -423,10 +423,14 @@ def _write_tree(tree: RenderedTree, out_dir: Path, staged: Staged | None, kept: 
             raw = marker.read_bytes()
             previous = _owned(raw.decode("utf-8", errors="replace"))  # a damaged marker is rewritten below
             old_marker = b"" if marker.is_symlink() else raw
-        elif any(entry != keep and not is_live_stage(entry) for entry in out_dir.iterdir()):
+        # A Git repository's own database does not count: `git init out && render -o out` (or a fresh clone of an
+        # empty GitOps repository) is the documented way to commit the output.
+        elif any(entry != keep and not is_live_stage(entry) and entry.name != ".git" for entry in out_dir.iterdir()):
             raise UsageError(
-                f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker "
-                "(choose an empty directory or one chamberlain rendered before)"
+                f"refusing to render into {out_dir}: it is not empty and has no {MARKER} marker, so its files may not "
+                "be render's to replace. Choose an empty directory (a Git repository with nothing else in it will "
+                "do), one chamberlain rendered before, or a new subdirectory of a repository that holds other files "
+                f"(-o {Path(out_dir) / 'chamberlain'})"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = sorted({*tree.files, *kept}) if kept else tree.paths()

@@ -34,6 +34,12 @@ HEADER = """\
 """
 
 
+#: The baseline a repository carries at its intent root: every command that reads the repository (validate,
+#: render, the controller and the others behind the validate-before-use gate) applies it, so a finding reviewed once
+#: does not stop them one by one. Only this file, at the root: a team that controls one directory cannot add one.
+REPOSITORY_BASELINE = ".chamberlain-baseline"
+
+
 class BaselineError(UsageError):
     """The baseline file cannot be used: missing, too large, or a line that is not a fingerprint (exit 2)."""
 
@@ -164,3 +170,18 @@ def stale_entries(baseline: Baseline, findings: Iterable[Finding], *, history: b
     seen = {fp for f in findings if (fp := fingerprint(f)) is not None}
     return [str(e) for e in baseline.entries
             if str(e) not in seen and (history or e.commit is None)]
+
+
+def repository_baseline(root: Path) -> Baseline | None:
+    """The baseline at ``<root>/.chamberlain-baseline``, None when there is none. A symbolic link there is refused
+    (the walk never follows one out of the repository); a malformed file is a usage error, as with ``--baseline``."""
+    path = root / REPOSITORY_BASELINE
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read the repository's baseline ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise BaselineError(f"{path}: the repository's baseline is a symbolic link; make it a regular file")
+    return load_baseline(path)

@@ -30,6 +30,7 @@ class RenderOutcome:
     rendered: bool = False
     stale: Staleness | None = None  # with ``check``: how the committed output differs (nothing was written)
     exclusions: list[Exclusion] = field(default_factory=list)  # what the loader left out of intent, reported
+    accepted: list[Finding] = field(default_factory=list)  # credential findings a baseline accepts (not blocking)
 
 
 def repository_root(path: str | Path) -> Path:
@@ -83,14 +84,18 @@ def load_unvalidated(path: str | Path) -> tuple[Repository, Platform]:
     return repo, repo.platform
 
 
-def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = False) -> RenderOutcome:
+def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = False,
+           baseline: str | None = None) -> RenderOutcome:
     """The GitOps output of a repository without errors (``strict``: without warnings either) written to ``out``;
-    otherwise nothing is written. ``check``: write nothing, compare ``out`` with a fresh render instead."""
+    otherwise nothing is written. ``check``: write nothing, compare ``out`` with a fresh render instead. The
+    credential findings a baseline accepts do not block: ``baseline``'s, else the repository's own."""
     from chamberlain.checks.gate import check_repository
     from chamberlain.intent.loader import active_cache, load_repository
     from chamberlain.render import compare_output, render_repository, start_render, write_tree
     from chamberlain.render.incremental import Record, record_render, rerendered, start_rerender
+    from chamberlain.scan.baseline import load_baseline
 
+    given = load_baseline(baseline) if baseline is not None else None  # a bad one: a usage error before any work
     repo = load_repository(repository_root(path))
     # The last render into ``out`` recorded what it wrote: unchanged pieces are kept (chamberlain.render.incremental).
     cache = active_cache()
@@ -105,9 +110,11 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
         else:
             ahead = start_render(repo, stage=not check)
         result = check_repository(repo)
+        if given is not None:
+            result = result.with_baseline(given)
         excluded = result.repo.exclusions
         if result.blocking(strict=strict):
-            return RenderOutcome(result.findings, exclusions=excluded)
+            return RenderOutcome(result.findings, exclusions=excluded, accepted=result.accepted)
         again = rerendered(again_ahead, result.repo, record) if record is not None and rerendering else None
         if again is not None and record is not None:
             tree, kept = again.tree, record.paths_of(again.kept)
@@ -117,7 +124,7 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
             tree, kept = render_repository(result.repo, parallel=True, ahead=ahead), frozenset()
         if check:
             return RenderOutcome(result.findings, len(tree.files), rendered=True, stale=compare_output(tree, out),
-                                 exclusions=excluded)
+                                 exclusions=excluded, accepted=result.accepted)
         write_tree(tree, out, staged=ahead.staged if ahead is not None else None, kept=kept)
         if again is not None and record is not None:
             again.save(record)
@@ -128,7 +135,8 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
             again_ahead.close()
         if ahead is not None:
             ahead.finish()  # the child reaped; its stage removed unless it became vault/
-    return RenderOutcome(result.findings, len(tree.files) + len(kept), rendered=True, exclusions=excluded)
+    return RenderOutcome(result.findings, len(tree.files) + len(kept), rendered=True, exclusions=excluded,
+                         accepted=result.accepted)
 
 
 def git_prefix(repo: Repository) -> str:

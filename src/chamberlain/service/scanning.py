@@ -101,6 +101,7 @@ class ScanValidation:
     findings: list[Finding]  # the tree's findings, then history's
     outcome: BaselineOutcome
     history: HistoryStats | None = None  # None: history not scanned
+    baseline: str | None = None  # the baseline applied: the one given, else the repository's own, else none
 
     def failing(self, *, strict: bool = False) -> list[Finding]:
         """The blocking findings the baseline does not accept."""
@@ -116,12 +117,16 @@ def load(baseline: str | Path | None) -> Baseline | None:
 
 def validate(path: str | Path, *, baseline: str | Path | None = None, history: bool = False) -> ScanValidation:
     """Every check over the repository at ``path``, the Git history with ``history``, and the baseline at
-    ``baseline`` applied to the credential findings. The baseline is read first: a bad one stops before any
-    scanning (usage error, exit 2)."""
+    ``baseline`` (else the repository's own ``.chamberlain-baseline``) applied to the credential findings. A
+    baseline given is read first: a bad one stops before any scanning (usage error, exit 2)."""
     from chamberlain.service import repository
 
     accepted_by = load(baseline)
     root = repository.repository_root(path)
+    if accepted_by is None:  # none given: the repository's own, as every other command applies it
+        from chamberlain.scan.baseline import repository_baseline
+
+        accepted_by = repository_baseline(root)
     stats = None
     if history:  # imported only here: dulwich is not needed to validate the tree
         from chamberlain.scan.history import HistoryStats, open_repository
@@ -132,4 +137,5 @@ def validate(path: str | Path, *, baseline: str | Path | None = None, history: b
     if history:
         stats = HistoryStats()
         findings.extend(history_findings(root, stats))
-    return ScanValidation(result, findings, apply_baseline(findings, accepted_by, history=history), stats)
+    return ScanValidation(result, findings, apply_baseline(findings, accepted_by, history=history), stats,
+                          accepted_by.path if accepted_by is not None else None)
