@@ -263,6 +263,14 @@ _RULES = [
          "A file holding chamberlain objects has a control character, a line separator or a bidirectional override "
          "in its path: owner paths, review and the rendered CODEOWNERS cannot show or match it as it is (a newline "
          "there would forge CODEOWNERS lines)."),
+    Rule("CH130", "apiversion-near-miss", INV1,
+         "A document looks meant for chamberlain (its apiVersion group is a misspelling of chamberlain.dev, or its "
+         "kind is SecretIntent) but its apiVersion is not chamberlain's: it is not read as intent, so nothing checks, "
+         "renders or rotates it.", "warning"),
+    Rule("CH131", "pki-role-owner", TENANCY,
+         "With spec.tenancy, an x509-vault-pki intent names a PKI role its owner is not given (pkiRoles): a role "
+         "decides which names a certificate may carry, so another team's role would sign certificates for that "
+         "team's names.", "warning"),
     Rule("CH113", "same-namespace-distribution", INV7,
          "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
          "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),

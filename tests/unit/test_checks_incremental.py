@@ -162,7 +162,7 @@ def test_without_covers_every_field_of_a_repository() -> None:
     # A field added to Repository must be filtered by Repository.without (or deliberately shared): decide here.
     assert {f.name for f in dataclasses.fields(Repository)} == {
         "root", "files", "platforms", "policies", "intents", "manifests", "problems", "exclusions",
-        "unseal_exports", "git_root",
+        "unseal_exports", "invalid", "git_root",
     }
 
 

@@ -236,6 +236,26 @@ def test_data_json_cannot_carry_is_not_cached(tmp_path: Path) -> None:
     assert not cache_mod.json_plain({1: "a"}) and cache_mod.json_plain({"a": [1, 1.5, None, True, "x"]})
 
 
+def test_a_cached_syntax_error_keeps_its_column(tmp_path: Path) -> None:
+    # An intent file with one valid document and one broken one is cached with its CH001: the column must survive.
+    root = _repo(tmp_path)
+    intents = root / "intents" / "web.yaml"
+    intents.write_text(intents.read_text(encoding="utf-8") + "---\napiVersion: chamberlain.dev/v1alpha1\n"
+                       "kind: SecretIntent\nmetadata: {name: tabbed}\nspec:\n\towner: team-web\n", encoding="utf-8")
+
+    def ch001() -> list[tuple[Any, ...]]:
+        return [(f.file, f.line, f.message, f.column) for f in run_checks(load_repository(root, git=None))
+                if f.rule == "CH001"]
+
+    reference = ch001()
+    assert [(file, column) for file, _, _, column in reference] == [("intents/web.yaml", 1)]
+    store = ParseCache(tmp_path / "cache")
+    with parse_cache(store):
+        assert ch001() == reference  # cold
+    with parse_cache(store):
+        assert ch001() == reference and store.hits > 0  # warm
+
+
 def test_the_code_key_changes_with_the_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     before = cache_mod._code_key()
     monkeypatch.setattr(cache_mod, "__version__", "0.0.0-other")

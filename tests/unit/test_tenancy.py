@@ -216,3 +216,52 @@ def test_the_ttl_floor_is_the_platforms_above_an_absolute_one(tmp_path: Path) ->
     platform.write_text(platform.read_text().replace("  limits: {minimumTtl: 1s}", "  limits: {}"))
     policies.write_text(policies.read_text().replace("ttl: 5s\n  rotateBefore: 1s", "ttl: 50m\n  rotateBefore: 1m"))
     assert ttl_rules() == [("CH079", "warning")]  # no declaration: under an hour is a warning
+
+
+def _web_cert(role: str, mount: str = "pki") -> str:
+    return f"""apiVersion: chamberlain.dev/v1alpha1
+kind: SecretIntent
+metadata:
+  name: web-tls
+  annotations:
+    chamberlain.dev/rotator: x509-vault-pki
+    chamberlain.dev/x509-pki-mount: {mount}
+    chamberlain.dev/x509-pki-role: {role}
+    chamberlain.dev/x509-dns-names: payments.example.com
+spec:
+  owner: team-web
+  purpose: TLS key of the storefront
+  classification: runtime
+  environments: [dev]
+  source: {{generate: {{tls.key: {{type: ecdsa}}}}}}
+  consumers: [{{namespace: web, secretName: web-tls}}]
+"""
+
+
+@pytest.mark.parametrize(("granted", "role", "found"), [
+    (None, "payments-mtls", True),             # red team: another team's role signs my certificate for its names
+    ("[pki/web-*]", "payments-mtls", True),
+    ("[pki/web-*]", "web-tls", False),
+    ("[pki-int/web-tls]", "web-tls", True),    # same role name, other mount
+    ("['*/web-tls']", "web-tls", False),
+])
+def test_a_pki_role_must_be_given_to_the_intents_owner(tmp_path: Path, granted: str | None, role: str,
+                                                       found: bool) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(TENANCY, repo, ignore=shutil.ignore_patterns(".git"))
+    (repo / "intents" / "team-web" / "tls.yaml").write_text(_web_cert(role))
+    if granted is not None:
+        platform = repo / "platform.yaml"
+        text = platform.read_text()
+        anchor = '        reviewers: ["@acme/web"]\n'
+        assert anchor in text
+        platform.write_text(text.replace(anchor, anchor + f"        pkiRoles: {granted}\n", 1))
+    findings = run_checks(load_repository(repo))
+    ch131 = [f for f in findings if f.rule == "CH131"]
+    assert [f for f in findings if f.severity == "error"] == []  # a new rule: a warning until --strict
+    assert bool(ch131) is found, ch131
+    if found:
+        assert ch131[0].severity == "warning" and ch131[0].file == "intents/team-web/tls.yaml"
+        assert ch131[0].line == 8
+        assert run_cli("validate", str(repo)).code == 0
+        assert run_cli("validate", str(repo), "--strict").code == 1

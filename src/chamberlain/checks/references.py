@@ -11,6 +11,7 @@ from typing import Any
 from chamberlain import wellknown as wk
 from chamberlain.checks.registry import check
 from chamberlain.checks.sops import bootstrap_refs
+from chamberlain.checks.structure import meant_for_chamberlain
 from chamberlain.findings import Finding
 from chamberlain.intent.durations import format_duration
 from chamberlain.intent.loader import Loaded, Repository
@@ -27,6 +28,22 @@ _SOURCE_FOR_CLASS = {
 
 def _label(item: Loaded[SecretIntent]) -> str:
     return f"SecretIntent/{item.obj.metadata.name}"
+
+
+def undeclared(repo: Repository, kind: str, name: str, missing: str) -> str:
+    """What to say of a reference to ``kind`` ``name`` that did not resolve: ``missing``, unless the object is
+    declared but failed to load, or is declared under an apiVersion that is not chamberlain's (CH130). Then the
+    reference is a follow-on of that declaration's own finding, and "not declared" would send the author looking
+    for a declaration that is there."""
+    doc = repo.invalid_object(kind, name)
+    if doc is not None:
+        return f"is declared in {doc.file}:{doc.line} but invalid (see the findings there)"
+    stray = memo(repo, "not_read_as_intent", lambda: {
+        (d.kind, d.name): d for d in reversed(repo.manifests) if meant_for_chamberlain(d)}).get((kind, name))
+    if stray is not None:
+        return (f"is declared in {stray.file}:{stray.line} with apiVersion {stray.api_version!r}, so it is not read "
+                "as intent (CH130)")
+    return missing
 
 
 @check("unknown-environments", per_file=True)
@@ -71,7 +88,8 @@ def policies(repo: Repository) -> Iterator[Finding]:
     if platform_item is not None and default is not None and default not in index:
         yield Finding(
             platform_item.file, platform_item.line_of("spec", "defaults", "rotationPolicy"), "CH011",
-            f"Platform default rotation policy {default!r} is not declared",
+            f"Platform default rotation policy {default!r} "
+            f"{undeclared(repo, 'RotationPolicy', default, 'is not declared')}",
             object=f"Platform/{platform_item.obj.metadata.name}",
         )
     for item in repo.intents:
@@ -81,7 +99,8 @@ def policies(repo: Repository) -> Iterator[Finding]:
         elif rotation is not None and rotation.policy not in index:
             yield Finding(
                 item.file, item.line_of("spec", "rotation", "policy"), "CH011",
-                f"{_label(item)}: rotation policy {rotation.policy!r} is not declared",
+                f"{_label(item)}: rotation policy {rotation.policy!r} "
+                f"{undeclared(repo, 'RotationPolicy', rotation.policy, 'is not declared')}",
                 object=_label(item),
             )
         elif rotation is None and default is None and platform_item is not None:
@@ -107,7 +126,8 @@ def intent_references(repo: Repository) -> Iterator[Finding]:
                           f"{_label(item)}: adminIntent names the intent itself", object=_label(item))
         elif admin not in index:
             yield Finding(item.file, item.line_of("spec", "target", "postgres", "adminIntent"), "CH014",
-                          f"{_label(item)}: adminIntent {admin!r} is not a declared SecretIntent",
+                          f"{_label(item)}: adminIntent {admin!r} "
+                          f"{undeclared(repo, 'SecretIntent', admin, 'is not a declared SecretIntent')}",
                           object=_label(item))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from chamberlain.checks.references import _bootstrap_keys, did_you_mean, intent_keys, source_keys
+from chamberlain.checks.references import _bootstrap_keys, did_you_mean, intent_keys, source_keys, undeclared
 from chamberlain.checks.registry import check
 from chamberlain.checks.secrets import scan_text
 from chamberlain.findings import Finding
@@ -85,10 +85,11 @@ def consumer_templates(repo: Repository) -> Iterator[Finding]:
                 for ref in (s for s in segments if not isinstance(s, Literal)):
                     other = index.get(ref.intent)
                     if other is None:
+                        missing = undeclared(repo, "SecretIntent", ref.intent,
+                                             f"is not declared{did_you_mean(ref.intent, frozenset(index))}")
                         yield Finding(item.file, item.line_of(*loc), "CH116",
-                                      f"{label}: {where}: template of {secret_key} references {{{ref}}}, but no "
-                                      f"SecretIntent {ref.intent!r} is declared"
-                                      f"{did_you_mean(ref.intent, frozenset(index))}", object=label, subject=subject)
+                                      f"{label}: {where}: template of {secret_key} references {{{ref}}}, but "
+                                      f"SecretIntent {ref.intent!r} {missing}", object=label, subject=subject)
                         continue
                     yield from _key_findings(item, loc, where, secret_key, ref.intent, ref.key, other.obj,
                                              bootstrap, subject)

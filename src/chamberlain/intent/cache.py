@@ -83,11 +83,11 @@ class CachedDoc:
 
 @dataclass(frozen=True)
 class Entry:
-    """One file's parse: its documents, the findings parsing raised (line, rule, message) and whether it turned out
-    to be a template (parsed with errors and has template actions: no documents, an exclusion)."""
+    """One file's parse: its documents, the findings parsing raised (line, rule, message, column) and whether it
+    turned out to be a template (parsed with errors and has template actions: no documents, an exclusion)."""
 
     docs: tuple[CachedDoc, ...]
-    problems: tuple[tuple[int | None, str, str], ...]
+    problems: tuple[tuple[int | None, str, str, int | None], ...]
     template: bool
 
 
@@ -451,12 +451,13 @@ def _entry(raw: Any, sha: str, key: str, text_length: int) -> Entry | None:
             and raw.get("sha256") == sha and _HEX64.fullmatch(sha) and isinstance(raw.get("template"), bool)
             and isinstance(raw.get("problems"), list) and isinstance(raw.get("docs"), list)):
         return None
-    problems: list[tuple[int | None, str, str]] = []
+    problems: list[tuple[int | None, str, str, int | None]] = []
     for p in raw["problems"]:
-        if not (isinstance(p, list) and len(p) == 3 and (p[0] is None or _int(p[0]))
-                and isinstance(p[1], str) and _RULE.fullmatch(p[1]) and isinstance(p[2], str)):
+        if not (isinstance(p, list) and len(p) == 4 and (p[0] is None or _int(p[0]))
+                and isinstance(p[1], str) and _RULE.fullmatch(p[1]) and isinstance(p[2], str)
+                and (p[3] is None or _int(p[3]))):
             return None
-        problems.append((p[0], p[1], p[2]))
+        problems.append((p[0], p[1], p[2], p[3]))
     docs: list[CachedDoc] = []
     for d in raw["docs"]:  # 10k documents at a time: exact type tests (json gives int, never bool, for 1)
         if not (type(d) is list and len(d) == 6):

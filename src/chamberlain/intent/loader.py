@@ -200,6 +200,9 @@ class Repository:
     problems: list[Finding] = field(default_factory=list)  # findings raised while loading
     exclusions: list[Exclusion] = field(default_factory=list)  # what was left out of intent, and why (reported)
     unseal_exports: list[Document] = field(default_factory=list)  # UnsealShares documents (checked, never applied)
+    # chamberlain objects the schema refused (their CH003/CH005/CH006 are in problems): a reference to one names an
+    # object that is declared but invalid, not one that is missing, and its finding must say which.
+    invalid: list[Document] = field(default_factory=list)
     git_root: Path | None = None  # the Git work tree the repository lies in (SARIF paths are relative to it)
 
     @property
@@ -222,6 +225,12 @@ class Repository:
             index.setdefault(i.obj.metadata.name, i)
         return index
 
+    def invalid_object(self, kind: str, name: str) -> Document | None:
+        """The first document declaring ``kind`` ``name`` that failed to load, if any (see :attr:`invalid`)."""
+        index: dict[tuple[str | None, str | None], Document] = memo.memo(self, "invalid_index", lambda: {
+            (d.kind, d.name): d for d in reversed(self.invalid)})
+        return index.get((kind, name))
+
     def file(self, rel: str) -> RepoFile | None:
         return next((f for f in self.files if f.rel == rel), None)
 
@@ -237,6 +246,7 @@ class Repository:
             problems=[f for f in self.problems if f.file not in rels],
             exclusions=list(self.exclusions),
             unseal_exports=[d for d in self.unseal_exports if d.file not in rels],
+            invalid=[d for d in self.invalid if d.file not in rels],
             git_root=self.git_root,
         )
 
@@ -364,7 +374,8 @@ def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None
         if entry.template:
             rf.role = "template"
             repo.exclusions.append(Exclusion(rel, "template"))
-        repo.problems.extend(Finding(rel, line, rule, message) for line, rule, message in entry.problems)
+        repo.problems.extend(Finding(rel, line, rule, message, column=column)
+                             for line, rule, message, column in entry.problems)
         rf.documents = [Document(rel, d.index, d.data, d.start_line, d.end_line, d.start, d.end, text[d.start:d.end])
                         for d in entry.docs]
         rf.digest = sha
@@ -376,7 +387,7 @@ def _parse_cached(repo: Repository, rf: RepoFile, text: str, raw: bytes) -> None
     # YAML (a manifest, Helm values) could hold a plaintext credential the scan is about to report, and a copy
     # outside the repository would outlive its removal from it.
     if rf.documents and all(_intent_document(d) for d in rf.documents) and all(json_plain(d.data) for d in slow):
-        problems = tuple((f.line, f.rule, f.message) for f in repo.problems[problems_before:])
+        problems = tuple((f.line, f.rule, f.message, f.column) for f in repo.problems[problems_before:])
         docs = tuple(CachedDoc(d.index, d.start_line, d.end_line, d.start_index, d.end_index, d.data)
                      for d in rf.documents)
         cache.stage(rf.rel, sha, Entry(docs, problems, rf.role == "template"))  # written once checked clean
@@ -503,7 +514,7 @@ def _parse_yaml(repo: Repository, rel: str, text: str, slow: list[Document] | No
             if loaded_slowly:
                 data, problem = _load_chunk(chunk, first_line)
                 if problem is not None:
-                    repo.problems.append(Finding(rel, problem[0], problem[1], problem[2]))
+                    repo.problems.append(Finding(rel, problem[0], problem[1], problem[2], column=problem[3]))
                     continue
                 data = _as_applied(data)
             if data is None:
@@ -549,10 +560,11 @@ def _fast_path() -> Iterator[bool]:
         yield quiet
 
 
-def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str, str] | None]:
+def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str, str, int | None] | None]:
     """Load one document with :mod:`chamberlain.safeyaml` (duplicate keys, alias cycles and bombs refused): what
     the fast path (:mod:`.fastyaml`) declined. Plain documents go straight to data with the C loader; documents
-    with aliases, or deep enough that nesting could be hostile, are composed first and their graph checked."""
+    with aliases, or deep enough that nesting could be hostile, are composed first and their graph checked. A
+    problem is (line, rule, message, column)."""
     risky = safeyaml.has_aliases(chunk) or _deep_indent(chunk)
     offset = first_line - 1  # marks are chunk-relative; findings are file-relative
     try:
@@ -564,13 +576,27 @@ def _load_chunk(chunk: str, first_line: int) -> tuple[Any, tuple[int | None, str
         safeyaml.check_graph(node)
         return _SafeLoader("").construct_document(node), None
     except safeyaml.YamlLimitError as exc:
-        return None, (offset + exc.line if exc.line is not None else first_line, exc.rule, exc.message)
+        return None, (offset + exc.line if exc.line is not None else first_line, exc.rule, exc.message, None)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = offset + int(mark.line) + 1 if mark is not None else None
-        return None, (line, "CH001", f"YAML syntax error: {exc.problem or exc.context or 'syntax error'}")
+        column = int(mark.column) + 1 if mark is not None else None  # marks are 0-based, findings 1-based
+        return None, (line, "CH001", _syntax_message(chunk, exc, mark), column)
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
-        return None, (first_line, "CH001", f"YAML cannot be parsed: {type(exc).__name__}")
+        return None, (first_line, "CH001", f"YAML cannot be parsed: {type(exc).__name__}", None)
+
+
+def _syntax_message(chunk: str, exc: yaml.MarkedYAMLError, mark: yaml.Mark | None) -> str:
+    """The CH001 message of a syntax error. A tab where YAML wants spaces is named as such: libyaml only says it
+    "found character that cannot start any token", which does not say which character (a tab is invisible)."""
+    problem = exc.problem or exc.context or "syntax error"
+    index = int(mark.index) if mark is not None else -1  # a character offset in the chunk (libyaml and PyYAML)
+    if mark is None or not 0 <= index < len(chunk) or chunk[index] != "\t":
+        return f"YAML syntax error: {problem}"
+    start = chunk.rfind("\n", 0, index) + 1
+    indenting = not chunk[start:index].strip(" \t")
+    where = "YAML indentation uses spaces, not tabs" if indenting else "YAML allows no tab there, use spaces"
+    return f"YAML syntax error: a tab character at column {int(mark.column) + 1}: {where} ({problem})"
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -599,6 +625,7 @@ def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_p
             Finding(doc.file, doc.line_of(("apiVersion",)), "CH003",
                     f"apiVersion {api!r} is not served; use {API_VERSION}")
         )
+        repo.invalid.append(doc)
         return
     kind = doc.data.get("kind")  # the raw value (a dict here, as apiVersion is set): CH003 quotes what is wrong
     if kind == unseal_shares.KIND:  # sealed unseal shares kept for cluster loss: not intent, checked by CH108-CH111
@@ -616,6 +643,7 @@ def _classify(repo: Repository, doc: Document, rendered: list[Document], *, in_p
     except ValidationError as exc:
         for f in _validation_findings(doc, exc):
             repo.problems.append(f)
+        repo.invalid.append(doc)
         return
     if isinstance(obj, Platform):
         repo.platforms.append(Loaded(obj, doc))

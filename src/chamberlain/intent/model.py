@@ -238,6 +238,11 @@ RepoPathPattern = Annotated[
                            max_length=512)
 ]
 # A CODEOWNERS owner: @user, @org/team or an e-mail address.
+# <mount>/<role> of a Vault PKI role; '*' matches within one segment, as in owners' paths.
+PkiRolePattern = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_*-][A-Za-z0-9_.*-]*(/[A-Za-z0-9_*-][A-Za-z0-9_.*-]*)+$",
+                           max_length=512)
+]
 Reviewer = Annotated[
     str, StringConstraints(pattern=r"^(@[A-Za-z0-9][-A-Za-z0-9_]*(/[-A-Za-z0-9_.]+)?|[^@\s]+@[^@\s]+)$",
                            max_length=256)
@@ -263,6 +268,12 @@ class Owner(Model):
         description="owners whose intents may publish (PushSecret) Secrets of this owner's namespaces into their "
                     "own path, e.g. the app team of a database operator running here; acceptsFrom alone lets "
                     "them write into the namespace, not carry its Secrets away (CH125)",
+    )
+    pki_roles: list[PkiRolePattern] = Field(
+        default_factory=list,
+        description="the Vault PKI roles (<mount>/<role>, '*' within a segment) this owner's x509-vault-pki "
+                    "intents may have certificates signed with (CH131): a role decides which names a certificate "
+                    "may carry, so another team's role would sign certificates for that team's names",
     )
 
 
