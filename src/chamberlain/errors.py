@@ -26,3 +26,8 @@ class UsageError(ChamberlainError):
 
 class IntentError(ChamberlainError):
     """The intent repository cannot be loaded at all (as opposed to findings inside it)."""
+
+
+class ToolMissing(UsageError):
+    """A program chamberlain runs (sops, age-keygen, git, go, a lab server) is not installed: a missing dependency,
+    so a usage error (exit 2) like a missing runtime extra. The message names the program and how to get it."""

@@ -60,8 +60,12 @@ def test_an_explicit_binary_that_is_not_executable_is_an_error_not_a_fallback(pl
 
 def test_nothing_found_says_how_to_get_it(tmp_path: Path) -> None:
     tools = Tools({"PATH": str(tmp_path)}, lab_cache=tmp_path / "no-cache")
-    with pytest.raises(ToolMissing, match="set CHAMBERLAIN_AGE_KEYGEN, or run `chamberlain lab build sops age`"):
+    with pytest.raises(ToolMissing, match="set CHAMBERLAIN_AGE_KEYGEN to its path, or build it with `chamberlain "
+                       "lab build age`") as missing:
         tools.find("age-keygen")
+    assert missing.value.exit_code == 2  # a missing dependency is a usage error, like a missing runtime extra
+    with pytest.raises(ToolMissing, match=r"sops is not installed: .* `chamberlain lab build sops`"):
+        tools.find("sops")
     with pytest.raises(ValueError, match="unknown tool"):
         tools.find("gpg")
 

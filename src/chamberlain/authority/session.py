@@ -66,17 +66,19 @@ class Connection:
 _USERINFO = re.compile(r"(?<=://)[^/?#]*@|^[^/?#]*@")
 
 
-def _check_address(address: str) -> None:
-    """A usage error for an address no request could go to (else it would read as "Vault unreachable")."""
-    try:
-        parts = urlsplit(address)
-        port_ok = parts.port is None or parts.port > 0  # .port raises ValueError past 65535 or when not a number
-    except ValueError:
-        port_ok = False
-    if not (port_ok and parts.scheme in ("http", "https") and parts.hostname):
-        shown = _USERINFO.sub("***@", address[:200])  # a user and password in the URL are never printed
-        raise UsageError(f"--vault-addr / VAULT_ADDR {shown!r}: not an http:// or https:// URL with a host "
-                         "(and a port from 1 to 65535)")
+def _check_address(addresses: str) -> None:
+    """A usage error for an address no request could go to (else it would read as "Vault unreachable"); each node
+    of an HA authority's comma-separated list is checked."""
+    for address in addresses.split(","):
+        try:
+            parts = urlsplit(address.strip())
+            port_ok = parts.port is None or parts.port > 0  # .port raises ValueError past 65535 or when not a number
+        except ValueError:
+            port_ok = False
+        if not (port_ok and parts.scheme in ("http", "https") and parts.hostname):
+            shown = _USERINFO.sub("***@", address.strip()[:200])  # a user and password in the URL are never printed
+            raise UsageError(f"--vault-addr / VAULT_ADDR {shown!r}: not an http:// or https:// URL with a host "
+                             "(and a port from 1 to 65535)")
 
 
 def _jwt_source(kube: TokenSource, namespace: str, account: str) -> Any:

@@ -17,14 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chamberlain.errors import ChamberlainError
+from chamberlain.errors import ToolMissing
 from chamberlain.settings import TOOLS, Settings, tool_variable
 
 KNOWN = TOOLS
-
-
-class ToolMissing(ChamberlainError):
-    """A binary chamberlain shells out to is not installed."""
+# The lab component that builds each tool (chamberlain.lab.builds, not imported here: a tool lookup must not
+# depend on the lab package).
+_LAB_BUILD = {"sops": "sops", "age": "age", "age-keygen": "age"}
+_UPSTREAM = {"sops": "https://github.com/getsops/sops", "age": "https://github.com/FiloSottile/age",
+             "age-keygen": "https://github.com/FiloSottile/age"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class Tools:
         if cached is not None:
             return cached
         raise ToolMissing(
-            f"{name} not found: install it on PATH, set {tool_variable(name)}, or run `chamberlain lab build sops age`"
+            f"{name} is not installed: install it on PATH ({_UPSTREAM[name]}), set {tool_variable(name)} to its "
+            f"path, or build it with `chamberlain lab build {_LAB_BUILD[name]}`"
         )
 
     def _cached(self, name: str) -> Path | None:
@@ -75,3 +77,5 @@ class Tools:
             pass
         return None
 
+
+__all__ = ["KNOWN", "ToolMissing", "Tools"]  # ToolMissing lives in chamberlain.errors; importable from here too

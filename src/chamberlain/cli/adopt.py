@@ -43,17 +43,18 @@ def adopt_cmd(
         "--platform", show_default=False, metavar="FILE",
         help="The Platform to use (copied into REPO); default: a skeleton from -e, -c, --age-recipient.")] = None,
     age_recipient: Annotated[str | None, typer.Option(
-        "--age-recipient", show_default=False,
+        "--age-recipient", metavar="RECIPIENT", show_default=False,
         help="The skeleton Platform's root-of-trust recipient (chamberlain root init prints it).")] = None,
-    platform_name: Annotated[str, typer.Option("--platform-name", help="The skeleton Platform's name.")] = "adopted",
+    platform_name: Annotated[str, typer.Option(
+        "--platform-name", metavar="NAME", help="The skeleton Platform's name.")] = "adopted",
     runtime_mount: Annotated[str, typer.Option(
-        "--runtime-mount", help="The skeleton Platform's runtime KV mount.")] = "secret",
+        "--runtime-mount", metavar="MOUNT", help="The skeleton Platform's runtime KV mount.")] = "secret",
     owner_label: Annotated[list[str] | None, typer.Option(
         "--owner-label", show_default=False, metavar="LABEL",
         help="Label naming a secret's owner (repeatable; default: chamberlain.dev/owner, owner, team, "
              "app.kubernetes.io/part-of), on the object, then on its namespace; else the namespace.")] = None,
     namespace: Annotated[list[str] | None, typer.Option(
-        "--namespace", "-n", show_default=False, help="Only this namespace (repeatable).")] = None,
+        "--namespace", "-n", metavar="NAMESPACE", show_default=False, help="Only this namespace (repeatable).")] = None,
     dry_run: DryRun = False,
     target: Target = GROUPED,
     output: ListOutput = ListFormat.text,

@@ -23,7 +23,7 @@ from chamberlain.service.context import Caller, LiveServers
 # Both commands act on the same selection: every source.existingSecret intent, or the ones named.
 OnlyIntents = Annotated[list[str] | None, typer.Option(
     "--intent", "-i", help="Only this intent (repeatable); default: every source.existingSecret intent.",
-    show_default=False)]
+    show_default=False, metavar="NAME")]
 
 
 @target_options()

@@ -40,7 +40,7 @@ audit_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli
 @audit_app.command("show")
 @target_options(environment=False)
 def show(
-    name: Annotated[str, typer.Argument(help="The SecretIntent name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The SecretIntent name.", show_default=False)],
     path: RepoPath,
     output: ListOutput = ListFormat.text,
     target: Target = GROUPED,

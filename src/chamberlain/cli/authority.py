@@ -29,7 +29,8 @@ authority_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help:
 
 # Repeatable: under custody each custodian holds one share, and generate-root or rekey take k of them in one run.
 Identities = Annotated[list[Path], typer.Option(
-    "--identity", help="age identity file: the root of trust's, or a custodian's (repeat for several custodians).")]
+    "--identity", metavar="FILE",
+    help="age identity file: the root of trust's, or a custodian's (repeat for several custodians).")]
 
 
 ExportShares = Annotated[bool, typer.Option(
@@ -72,9 +73,9 @@ def init(
         "threshold, and a different value is refused).")] = None,
     identity: Annotated[list[Path] | None, typer.Option(
         "--identity", help="age identity; only needed to resume a run that stopped before it finished (under "
-        "custody, repeat it: k custodians).")] = None,
+        "custody, repeat it: k custodians).", metavar="FILE")] = None,
     recovery_dir: Annotated[Path | None, typer.Option(
-        "--recovery-dir", help="Where encrypted shares wait if the Kubernetes write fails.")] = None,
+        "--recovery-dir", metavar="DIR", help="Where encrypted shares wait if the Kubernetes write fails.")] = None,
     export_shares: ExportShares = False,
     target: Target = GROUPED,
     configure: ConfigureOptions = GROUPED,
@@ -110,7 +111,7 @@ def unseal(
     path: RepoPath,
     identity: Annotated[list[Path] | None, typer.Option(
         "--identity", help="age identity file: the root of trust's, or a custodian's (repeat for several "
-        "custodians). Not needed with an auto-unseal seal: there is nothing to do.")] = None,
+        "custodians). Not needed with an auto-unseal seal: there is nothing to do.", metavar="FILE")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Discard the unseal progress on the server first "
                                         "(shares other custodians submitted).")] = False,
     target: Target = GROUPED,
@@ -249,7 +250,7 @@ def export_shares_cmd(
     path: RepoPath,
     out: Annotated[Path | None, typer.Option(
         "--out", show_default=False, help="Where to write (default: authority/unseal-shares.yaml in the "
-        "repository).")] = None,
+        "repository).", metavar="FILE")] = None,
     output: Output = DataFormat.text,
     target: Target = GROUPED,
 ) -> None:

@@ -19,7 +19,7 @@ from chamberlain.service.context import Caller, LiveServers
 @target_options(environment=False, token_file=False, token=True)
 def backup_cmd(
     path: RepoPath,
-    out: Annotated[Path, typer.Option("--out", help="A new directory outside the cluster for the backup "
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="A new directory outside the cluster for the backup "
                                       "(manifest.json, snapshot.age, unseal-shares.yaml).")],
     target: Target = GROUPED,
     output: Output = DataFormat.text,
@@ -49,10 +49,11 @@ def backup_cmd(
 @target_options(environment=False, token_file=False, token=True)
 def restore_cmd(
     path: RepoPath,
-    source: Annotated[Path, typer.Option("--from", help="The backup directory (written by chamberlain backup).")],
+    source: Annotated[Path, typer.Option(
+        "--from", metavar="DIR", help="The backup directory (written by chamberlain backup).")],
     identity: Annotated[list[Path], typer.Option(
         "--identity", help="age identity that decrypts the backup and opens unseal shares: the root's, or a "
-        "custodian's (repeat: the threshold of custodians).")],
+        "custodian's (repeat: the threshold of custodians).", metavar="FILE")],
     force: Annotated[bool, typer.Option(
         "--force", help="Restore onto a new, empty authority (the disaster case) or over another storage, or "
         "a backup older than the last rekey.")] = False,

@@ -15,12 +15,14 @@ bootstrap_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help:
 
 @bootstrap_app.command("encrypt")
 def encrypt_cmd(
-    file: Annotated[Path, typer.Argument(help="The Secret manifest to encrypt in place.", show_default=False)],
-    repo: Annotated[Path, typer.Option("--repo", help="The intent repository (for the Platform's recipients).")]
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", help="The Secret manifest to encrypt in place.", show_default=False)],
+    repo: Annotated[Path, typer.Option(
+        "--repo", metavar="PATH", help="The intent repository (for the Platform's recipients).")]
     = Path("."),
     intent: Annotated[
         str | None,
-        typer.Option("--intent", help="The SecretIntent this Secret bootstraps (default: the one whose "
+        typer.Option("--intent", metavar="NAME", help="The SecretIntent this Secret bootstraps (default: the one whose "
                      "source.bootstrap.file is FILE).", show_default=False),
     ] = None,
     output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,

@@ -33,13 +33,13 @@ from chamberlain.service.context import LiveServers
 controller_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 WebhookKeyFile = Annotated[Path | None, typer.Option(
-    "--webhook-key-file", help="File holding the webhook HMAC key (or $CHAMBERLAIN_WEBHOOK_KEY_FILE).",
+    "--webhook-key-file", metavar="FILE", help="File holding the webhook HMAC key (or $CHAMBERLAIN_WEBHOOK_KEY_FILE).",
     show_default=False)]
 WebhookStandardFile = Annotated[Path | None, typer.Option(
-    "--webhook-standard-secret-file", show_default=False,
+    "--webhook-standard-secret-file", metavar="FILE", show_default=False,
     help="File holding a Standard Webhooks secret, whsec_<base64> (or $CHAMBERLAIN_WEBHOOK_STANDARD_SECRET_FILE).")]
 WebhookBearerFile = Annotated[Path | None, typer.Option(
-    "--webhook-bearer-token-file", show_default=False,
+    "--webhook-bearer-token-file", metavar="FILE", show_default=False,
     help="File holding the bearer token senders such as Alertmanager present (or "
          "$CHAMBERLAIN_WEBHOOK_BEARER_TOKEN_FILE).")]
 
@@ -55,17 +55,17 @@ def run_cmd(
     path: OptionalRepoPath = None,
     target: Target = GROUPED,
     repo: Annotated[str | None, typer.Option("--repo", help="Read the intents once from this repository "
-                                             "(laptops).", show_default=False)] = None,
+                                             "(laptops).", show_default=False, metavar="PATH")] = None,
     from_cluster: Annotated[bool, typer.Option("--from-cluster", help="Watch the Platform, RotationPolicies and "
                                                "SecretIntents in the controller namespace (in-cluster mode).")
                             ] = False,
     namespace: Annotated[str | None, typer.Option("--namespace", help="The controller namespace (default: "
                                                   "$POD_NAMESPACE, else the pod's own, else chamberlain-system).",
-                                                  show_default=False)] = None,
-    identity: Annotated[str | None, typer.Option("--identity", help="This replica's name in the Lease "
+                                                  show_default=False, metavar="NAMESPACE")] = None,
+    identity: Annotated[str | None, typer.Option("--identity", metavar="NAME", help="This replica's name in the Lease "
                                                  "(default: $POD_NAME, else host name and pid).",
                                                  show_default=False)] = None,
-    lease_name: Annotated[str, typer.Option("--lease-name", help="The coordination.k8s.io Lease.")
+    lease_name: Annotated[str, typer.Option("--lease-name", metavar="NAME", help="The coordination.k8s.io Lease.")
                           ] = "chamberlain-controller",
     lease_seconds: Annotated[int, typer.Option("--lease-seconds", help="Lease duration.")] = 15,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between ticks.")] = 1.0,
@@ -85,18 +85,20 @@ def run_cmd(
                                                      "here, on --listen (0: any).", show_default=False)] = None,
     metrics_address: Annotated[str | None, typer.Option(
         "--metrics-address", help="HOST:PORT for /metrics, /healthz and /readyz (instead of --listen and "
-        "--metrics-port); 0.0.0.0:9102 in a pod.", show_default=False)] = None,
+        "--metrics-port); 0.0.0.0:9102 in a pod.", show_default=False, metavar="HOST:PORT")] = None,
     webhook_port: Annotated[int | None, typer.Option("--webhook-port", help="Serve POST /v1/rotate here.",
                                                      show_default=False)] = None,
-    listen: Annotated[str, typer.Option("--listen", help="Address of the metrics and webhook servers.")
+    listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT",
+                                        help="Address of the metrics and webhook servers.")
                       ] = "127.0.0.1",
     webhook_key_file: WebhookKeyFile = None,
     webhook_standard_secret_file: WebhookStandardFile = None,
     webhook_bearer_token_file: WebhookBearerFile = None,
     max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Stop after this long (tests).",
                                                       show_default=False)] = None,
-    log_format: Annotated[str, typer.Option("--log-format", help="json or console.")] = "json",
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT", help="json or console.")] = "json",
+    log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL",
+                                           help="debug, info, warning or error.")] = "info",
     keep_runs: Annotated[int, typer.Option("--keep-runs", min=0, help="Finished RotationRun objects kept per "
                                            "secret; older ones are deleted.")] = 5,
     failure_backoff_cap: Annotated[float, typer.Option(
@@ -110,7 +112,7 @@ def run_cmd(
         "--request-retention", min=300.0, help="Seconds a settled webhook request object (rq-*) is kept: its "
         "name is the request's replay record.")] = 86400.0,
     login_token_file: Annotated[Path | None, typer.Option(
-        "--login-token-file", envvar="CHAMBERLAIN_LOGIN_TOKEN_FILE", show_default=False,
+        "--login-token-file", metavar="FILE", envvar="CHAMBERLAIN_LOGIN_TOKEN_FILE", show_default=False,
         help="Log in to the authority with the ServiceAccount token in this file (in a pod: a projected token "
              "with the 'vault' audience; re-read at each login) instead of minting one with a TokenRequest.")
     ] = None,
@@ -181,12 +183,14 @@ def run_cmd(
 
 @controller_app.command("webhook")
 def webhook_cmd(
-    secret: Annotated[str, typer.Argument(help="The secret (intent name) to rotate.", show_default=False)],
-    url: Annotated[str, typer.Option("--url", help="The controller's webhook endpoint.")
+    secret: Annotated[str, typer.Argument(metavar="SECRET", help="The secret (intent name) to rotate.",
+                                          show_default=False)],
+    url: Annotated[str, typer.Option("--url", metavar="URL", help="The controller's webhook endpoint.")
                    ] = "http://127.0.0.1:8443/v1/rotate",
-    reason: Annotated[str, typer.Option("--reason", help="Why, for the run and the ledger.")] = "webhook",
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, for the run and the ledger.")
+                      ] = "webhook",
     request_id: Annotated[str | None, typer.Option("--id", help="Idempotency key (a retry sends the same).",
-                                                   show_default=False)] = None,
+                                                   show_default=False, metavar="KEY")] = None,
     webhook_key_file: WebhookKeyFile = None,
 ) -> None:
     """Send a signed rotation request to a controller's webhook (what a CI job or an alert would do).

@@ -57,11 +57,12 @@ def _rotation_table(rows: list[dict[str, Any]]) -> Table:
 
 def demo_cmd(
     through: Annotated[Phase, typer.Option(
-        "--through", help="Stop after this phase (then the ledger is verified, once Vault is the authority).")]
+        "--through", metavar="PHASE", help="Stop after this phase (then the ledger is verified, once Vault is the "
+        f"authority): {', '.join(p.value for p in Phase)}.")]
     = Phase.rotation_postgres,
     output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,
     lab_dir: Annotated[Path | None, typer.Option(
-        "--lab-dir", show_default=False,
+        "--lab-dir", metavar="DIR", show_default=False,
         help="Lab directory whose Vault is still uninitialized (default: a fresh temporary lab, removed "
              "afterwards unless --keep).")] = None,
     port_offset: Annotated[int, typer.Option("--port-offset", help="Shift every lab port by N.")] = 0,
@@ -72,17 +73,19 @@ def demo_cmd(
         "--keep", help="Leave the lab running and keep the working directory (repository copy, identity).")]
     = False,
     repo: Annotated[Path | None, typer.Option(
-        "--repo", show_default=False,
+        "--repo", metavar="PATH", show_default=False,
         help="The intent repository to copy (default: examples/acme of this checkout); never modified.")] = None,
     previous_identity: Annotated[Path | None, typer.Option(
-        "--previous-identity", show_default=False,
+        "--previous-identity", metavar="FILE", show_default=False,
         help="An identity the repository's bootstrap files are encrypted to (default: the test identity).")]
     = None,
 ) -> None:
-    """Run the life cycle on the lab: root init, bootstrap re-encryption and validate, render + apply (the lab's
-    GitOps stand-in), authority init (unseal and configure included), provision, handover, the declared workloads
-    and ESO materialization, then three rotations through the real controller and ESO (time trigger, signed
-    webhook, and the alternating PostgreSQL rotation of payments-db), audit verify.
+    """Run the life cycle on the lab: root init (and a GitOps key per cluster), bootstrap re-encryption and
+    validate, render (the tree committed to the lab's Git server and applied by Flux, which decrypts the bootstrap
+    files in-cluster), authority init (unseal and configure included), provision, handover (the retirement it writes is
+    committed and reconciled by Flux, then the bootstrap Secrets are retired), the declared workloads and ESO
+    materialization, then three rotations through the real controller and ESO
+    (time trigger, signed webhook, and the alternating PostgreSQL rotation of payments-db), audit verify.
 
     Works on a copy of the repository, for environment dev on cluster dev1. Needs a Vault that was never
     initialized, so by default it starts a fresh lab in a temporary directory. Prints each phase's result,
@@ -103,7 +106,10 @@ def demo_cmd(
         previous_identity=previous_identity or default_previous_identity(),
         user=login_name(), debug=s.debug,
     )
-    report = run_demo(options, LabHost.from_settings(s, SystemClock()), Tools.from_settings(s), progress=_progress)
+    tools = Tools.from_settings(s)
+    for tool in ("sops", "age-keygen"):  # a missing one is a usage error (exit 2) before a lab starts, not a phase
+        tools.find(tool)
+    report = run_demo(options, LabHost.from_settings(s, SystemClock()), tools, progress=_progress)
     data = report.as_dict()
     if not emit_data(data, output):
         table = Table(title=f"chamberlain demo (through {report.through}; {data['scope']['environment']}/"

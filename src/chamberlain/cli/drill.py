@@ -44,12 +44,13 @@ def _identities(given: list[Path] | None, repo: Path) -> tuple[Path, ...]:
 def authority_loss_cmd(
     lab_dir: Annotated[Path | None, typer.Option(
         "--lab-dir", show_default=False, help="A running lab whose cluster has consumer Secrets (default: a fresh "
-        "lab brought through the demo's workloads phase first).")] = None,
+        "lab brought through the demo's workloads phase first).", metavar="DIR")] = None,
     repo: Annotated[Path | None, typer.Option(
-        "--repo", show_default=False, help="The intent repository that lab runs (with --lab-dir).")] = None,
+        "--repo", metavar="PATH", show_default=False,
+        help="The intent repository that lab runs (with --lab-dir).")] = None,
     identity: Annotated[list[Path] | None, typer.Option(
-        "--identity", show_default=False, help="A custodian's (or the root's) age identity; repeat for the "
-        "threshold (default with --repo: the demo's custodians/*.agekey next to the repository).")] = None,
+        "--identity", metavar="FILE", show_default=False, help="A custodian's (or the root's) age identity; repeat "
+        "for the threshold (default with --repo: the demo's custodians/*.agekey next to the repository).")] = None,
     port_offset: Annotated[int, typer.Option("--port-offset", help="Shift every port of a fresh lab by N.")] = 0,
     keep: Annotated[bool, typer.Option("--keep", help="Leave a fresh lab running afterwards.")] = False,
     output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,
@@ -134,11 +135,11 @@ def _print_cluster_loss(data: dict[str, Any]) -> None:
 def cluster_loss(
     output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,
     lab_dir: Annotated[Path | None, typer.Option(
-        "--lab-dir", show_default=False,
+        "--lab-dir", metavar="DIR", show_default=False,
         help="The lab to drill on (default: the --work-dir's parent; without --work-dir: a fresh lab there, or in "
              "a new temporary directory).")] = None,
     work_dir: Annotated[Path | None, typer.Option(
-        "--work-dir", show_default=False,
+        "--work-dir", metavar="DIR", show_default=False,
         help="A kept demo's working directory (`chamberlain demo --through handover --keep`): its repository "
              "copy, custodian and GitOps keys. Default: run the demo through handover first.")] = None,
     port_offset: Annotated[int, typer.Option("--port-offset", help="Shift every port of a fresh lab by N.")] = 0,

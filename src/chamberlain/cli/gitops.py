@@ -18,7 +18,7 @@ def apply_cmd(
     identity: Annotated[
         Path | None,
         typer.Option("--identity", help="The in-cluster age identity bootstrap files are decrypted with (what "
-                     "KSOPS/Flux hold as sops-age).", show_default=False),
+                     "KSOPS/Flux hold as sops-age).", show_default=False, metavar="FILE"),
     ] = None,
     target: Target = GROUPED,
     output: Output = DataFormat.text,

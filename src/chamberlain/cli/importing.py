@@ -41,15 +41,15 @@ def _read(source: str) -> tuple[bytes, Path | None]:
 
 @target_options()
 def import_cmd(
-    name: Annotated[str, typer.Argument(help="The secret (intent name).", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="SECRET", help="The secret (intent name).", show_default=False)],
     path: RepoPath,
     from_file: Annotated[str, typer.Option(
-        "--from-file", "-f", show_default=False,
+        "--from-file", "-f", metavar="FILE", show_default=False,
         help="File with the new value: a YAML/JSON mapping of every key of the secret to its value, or with "
              "--key the raw value of one key; '-' reads stdin.")],
-    key: Annotated[str | None, typer.Option("--key", "-k", show_default=False,
+    key: Annotated[str | None, typer.Option("--key", "-k", metavar="KEY", show_default=False,
                                             help="Replace this key only; the file holds its raw value.")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why, for the run and the ledger.")] =
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, for the run and the ledger.")] =
         "upstream-issued value imported",
     max_wait: Annotated[float, typer.Option("--max-wait", help="Longest wait (s) to sleep through in the run.")
                         ] = 120.0,

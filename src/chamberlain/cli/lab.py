@@ -50,7 +50,7 @@ LabDirOption = Annotated[
     Path | None,
     typer.Option(
         "--lab-dir",
-        help="Lab state directory (default: $CHAMBERLAIN_LAB_DIR, else ~/.local/state/chamberlain/lab).",
+        metavar="DIR", help="Lab state directory (default: $CHAMBERLAIN_LAB_DIR, else ~/.local/state/chamberlain/lab).",
         show_default=False,
     ),
 ]
@@ -63,6 +63,7 @@ def build_cmd(
         typer.Argument(
             help=f"Components to build (default: all missing): {', '.join((*builds.BUILD_ORDER, 'postgres'))}.",
             show_default=False,
+            metavar="COMPONENT",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,

@@ -81,7 +81,8 @@ def _env(action: str, path: str, name: str, target: Target, output: ListFormat, 
 
 @env_app.command("up")
 @target_options(environment=False)
-def env_up(path: RepoPath, name: Annotated[str, typer.Argument(help="The instance: <env>/<id>, e.g. preview/pr-42.")],
+def env_up(path: RepoPath, name: Annotated[str, typer.Argument(
+               metavar="ENV/ID", help="The instance: <env>/<id>, e.g. preview/pr-42.")],
            wait: Annotated[float, typer.Option(
                "--wait", metavar="SECONDS", help="How long to wait until ESO has materialized every consumer "
                "Secret (0: do not wait).")] = 120.0,
@@ -97,7 +98,7 @@ def env_up(path: RepoPath, name: Annotated[str, typer.Argument(help="The instanc
 
 @env_app.command("down")
 @target_options(environment=False)
-def env_down(path: RepoPath, name: Annotated[str, typer.Argument(help="The instance: <env>/<id>.")],
+def env_down(path: RepoPath, name: Annotated[str, typer.Argument(metavar="ENV/ID", help="The instance: <env>/<id>.")],
              wait: Annotated[float, typer.Option(
                  "--wait", metavar="SECONDS", help="How long to wait until the instance's namespaces are gone "
                  "(exit 1 when one is still terminating).")] = 120.0,

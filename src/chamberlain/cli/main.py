@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 
 from chamberlain import __version__
+from chamberlain.cli.helptext import HelpGroup
 from chamberlain.cli.output import (
     DataFormat,
     FindingsFormat,
@@ -57,6 +58,9 @@ _app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # click's plain help: paragraphs rewrapped, nothing cut at 80 columns, no <bool> (see chamberlain.cli.helptext)
+    rich_markup_mode=None,
+    cls=HelpGroup,
 )
 
 
@@ -201,7 +205,8 @@ def _print_findings(findings: list[Finding], *, wide: bool = False, accepted: se
 def render(
     path: RepoPath,
     out: Annotated[
-        Path, typer.Option("-o", "--output", help="Directory to write the GitOps output to.", show_default=False)
+        Path, typer.Option("-o", "--output", metavar="DIR", help="Directory to write the GitOps output to.",
+                           show_default=False)
     ],
     strict: StrictOption = False,
     check: Annotated[bool, typer.Option(
@@ -212,9 +217,9 @@ def render(
 ) -> None:
     """Render the GitOps output (CRDs, intents, ESO objects, Vault bundle) after a validation without errors.
 
-    Byte-identical across runs. Nothing is written when validation finds an error (with --strict: any finding);
-    warnings are printed. With --check nothing is ever written: CI runs it to catch intent changed without a
-    render.
+    Byte-identical across runs. Nothing is written when validation finds an error (with --strict: any finding)
+    that no baseline accepts (the repository's .chamberlain-baseline, or --baseline FILE); warnings are printed.
+    With --check nothing is ever written: CI runs it to catch intent changed without a render.
 
     Example: chamberlain render examples/acme -o out/ --check
     """
@@ -322,7 +327,7 @@ _GROUPS: dict[str, tuple[str, str | Callable[[], typer.Typer], str | None]] = {
     "adopt": ("chamberlain.cli.adopt", _adopt_app,
               "Bring an existing estate under intent: intents and a migration plan (values never read), then verify "
               "(import) and takeover."),
-    "lab": ("chamberlain.cli.lab", "lab_app", "The local lab of real servers: build, up, down, status, env."),
+    "lab": ("chamberlain.cli.lab", "lab_app", "The local lab of real servers: build, up, down, status, env, tools."),
     "policy": ("chamberlain.cli.policy", "policy_app", "The rotation policy in force against Git's: plan, apply."),
     "controller": ("chamberlain.cli.controller", "controller_app",
                    "The in-cluster controller: triggers in, rotations out."),

@@ -40,15 +40,15 @@ R = TypeVar("R")
 # ------------------------------------------------------------------------------------------------ connection
 
 
-def _option(flag: str, envvar: str, help_: str) -> Any:
+def _option(flag: str, envvar: str, metavar: str, help_: str) -> Any:
     """An option that falls back to an environment variable (shown in --help)."""
-    return typer.Option(flag, envvar=envvar, show_default=False, help=help_)
+    return typer.Option(flag, envvar=envvar, show_default=False, metavar=metavar, help=help_)
 
 
-VaultAddr = Annotated[str | None, _option("--vault-addr", "VAULT_ADDR",
+VaultAddr = Annotated[str | None, _option("--vault-addr", "VAULT_ADDR", "URL[,URL...]",
                                           "Vault address (default: the Platform's spec.authority.address); an HA "
                                           "authority's nodes comma-separated: requests fail over between them.")]
-VaultCACert = Annotated[Path | None, _option("--vault-cacert", "VAULT_CACERT",
+VaultCACert = Annotated[Path | None, _option("--vault-cacert", "VAULT_CACERT", "FILE",
                                              "PEM bundle of the CA that signed Vault's TLS certificate.")]
 # No environment variable chooses a token file or a token: an ambient value would silently pick the identity of a
 # privileged command (configure, rekey); the user names the file, or the variable (--vault-token-env).
@@ -87,38 +87,39 @@ KubeContext = Annotated[str | None, typer.Option(
 
 # ------------------------------------------------------------------------------------------------ selection
 
-Environment = Annotated[str | None, typer.Option("--environment", "-e", show_default=False,
+Environment = Annotated[str | None, typer.Option("--environment", "-e", metavar="ENV", show_default=False,
                                                  help="Only this environment.")]
 Cluster = Annotated[str | None, typer.Option(
-    "--cluster", "-c", show_default=False,
+    "--cluster", "-c", metavar="CLUSTER", show_default=False,
     help="The cluster (a Vault per cluster): only its objects, and without a Vault token its orchestrator logs in. "
          "Optional when the Platform has one cluster.")]
 
 # ------------------------------------------------------------------------------------------------ acting
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
-Reason = Annotated[str, typer.Option("--reason", help="Why, for the ledger.")]
+Reason = Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, for the ledger.")]
 # A rotation run from the command line (rotate, playbook compromise): how long it may sleep and wait for ESO.
 MaxWait = Annotated[float, typer.Option("--max-wait", help="Longest wait (s) to sleep through in a run.")]
 SyncTimeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for consumers to sync.")]
 
 # ------------------------------------------------------------------------------------------------ authority
 
-AuditFile = Annotated[str, typer.Option("--audit-file", help="File audit device path on the Vault host "
+AuditFile = Annotated[str, typer.Option("--audit-file", metavar="PATH", help="File audit device path on the Vault host "
                                         "('stdout': Vault's log stream; '' manages no audit device). OpenBao: "
                                         "the path its configuration file declares (verified, never enabled).")]
-KubeHost = Annotated[str | None, typer.Option("--kubernetes-host", show_default=False,
+KubeHost = Annotated[str | None, typer.Option("--kubernetes-host", metavar="URL", show_default=False,
                                               help="API server URL Vault reviews tokens at (default: kubeconfig).")]
-KubeCA = Annotated[Path | None, typer.Option("--kubernetes-ca-file", show_default=False,
+KubeCA = Annotated[Path | None, typer.Option("--kubernetes-ca-file", metavar="FILE", show_default=False,
                                              help="CA of that API server (default: kubeconfig).")]
 ReviewerJWT = Annotated[Path | None, typer.Option(
-    "--token-reviewer-jwt-file", show_default=False,
+    "--token-reviewer-jwt-file", metavar="FILE", show_default=False,
     help="A token of a ServiceAccount with system:auth-delegator, for a Vault running outside the cluster.")]
 ReplaceReviewerJWT = Annotated[bool, typer.Option(
     "--replace-token-reviewer-jwt",
     help="Write the reviewer token(s) given even though one is set (Vault cannot show it to compare): after the "
          "cluster was rebuilt, the old token's ServiceAccount is gone.")]
-Identity = Annotated[Path, typer.Option("--identity", help="age identity file of the offline root of trust.")]
+Identity = Annotated[Path, typer.Option("--identity", metavar="FILE",
+                                        help="age identity file of the offline root of trust.")]
 ClusterKubeconfig = Annotated[list[str] | None, typer.Option(
     "--cluster-kubeconfig", show_default=False, metavar="CLUSTER=PATH",
     help="A kubeconfig of CLUSTER: that cluster's auth mount reviews tokens at its API server, with its CA "
@@ -130,7 +131,7 @@ ClusterKubeCA = Annotated[list[str] | None, typer.Option(
     "--cluster-kubernetes-ca-file", show_default=False, metavar="CLUSTER=PATH",
     help="CA of CLUSTER's API server (repeat per cluster).")]
 KubeIssuer = Annotated[str | None, typer.Option(
-    "--kubernetes-issuer", show_default=False,
+    "--kubernetes-issuer", metavar="URL", show_default=False,
     help="Service-account issuer of that cluster: its auth mount then refuses tokens of any other issuer.")]
 ClusterKubeIssuer = Annotated[list[str] | None, typer.Option(
     "--cluster-kubernetes-issuer", show_default=False, metavar="CLUSTER=URL",

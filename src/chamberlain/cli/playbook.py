@@ -21,7 +21,7 @@ from chamberlain.errors import UsageError
 
 playbook_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.main
 
-Reason = Annotated[str, typer.Option("--reason", help="Why: recorded on every run and in the ledger.",
+Reason = Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why: recorded on every run and in the ledger.",
                                      show_default=False)]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking.")]
 
@@ -41,9 +41,9 @@ def confirm(question: str, yes: bool) -> None:
 def compromise_cmd(
     path: RepoPath,
     reason: Reason = "",
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n", show_default=False,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", metavar="NAMESPACE", show_default=False,
                                                   help="A compromised namespace.")] = None,
-    owner: Annotated[str | None, typer.Option("--owner", show_default=False,
+    owner: Annotated[str | None, typer.Option("--owner", metavar="OWNER", show_default=False,
                                               help="A compromised owner (team): its intents and namespaces.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Everything is compromised.")] = False,
     dry_run: DryRun = False,
@@ -108,8 +108,9 @@ def custodians_cmd(
     path: RepoPath,
     identity: Annotated[list[Path], typer.Option(
         "--identity", help="age identity of a custodian of the shares in force (k of them, one --identity each; "
-                           "the root's without custody).")] = [],  # noqa: B006 - typer reads the default
-    lost: Annotated[list[str], typer.Option("--lost", help="A custodian whose key is lost or exposed (repeat).")
+                           "the root's without custody).", metavar="FILE")] = [],  # noqa: B006 - typer reads the default
+    lost: Annotated[list[str], typer.Option("--lost", metavar="NAME",
+                                            help="A custodian whose key is lost or exposed (repeat).")
                     ] = [],  # noqa: B006
     reason: Reason = "",
     dry_run: DryRun = False,

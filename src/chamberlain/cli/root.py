@@ -20,13 +20,13 @@ root_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: cli.
 def init_cmd(
     identity_file: Annotated[
         Path | None,
-        typer.Option("--identity-file", help="Where the identity goes; must be outside the repository. "
+        typer.Option("--identity-file", metavar="FILE", help="Where the identity goes; must be outside the repository. "
                      "Default: ~/.config/chamberlain/root-of-trust/<platform>.agekey", show_default=False),
     ] = None,
     repo: Annotated[
         Path | None,
         typer.Option("--repo", help="Intent repository: add the recipient to its Platform and write .sops.yaml "
-                     "creation rules for bootstrap files.", show_default=False),
+                     "creation rules for bootstrap files.", show_default=False, metavar="PATH"),
     ] = None,
     print_identity: Annotated[
         bool, typer.Option("--print-identity", help="Also print the SECRET identity (for moving it offline).")
@@ -67,25 +67,28 @@ def init_cmd(
 @root_app.command("gitops-key")
 @target_options(environment=False, cluster=False, token_file=False, token=True)
 def gitops_key_cmd(
-    cluster: Annotated[str, typer.Argument(help="The cluster whose GitOps controller gets the key.")],
+    cluster: Annotated[str, typer.Argument(metavar="CLUSTER",
+                                           help="The cluster whose GitOps controller gets the key.")],
     identity_file: Annotated[
         Path, typer.Option("--identity-file", help="Where the cluster's identity goes (created once, 0600); must "
-                           "be outside the repository.", show_default=False),
+                           "be outside the repository.", show_default=False, metavar="FILE"),
     ],
-    repo: Annotated[Path, typer.Option("--repo", help="Intent repository whose Platform declares the recipient.")]
+    repo: Annotated[Path, typer.Option("--repo", metavar="PATH",
+                                       help="Intent repository whose Platform declares the recipient.")]
     = Path("."),
     output: Annotated[DataFormat, typer.Option("-o", "--output", help="Output format.")] = DataFormat.text,
     rotate: Annotated[bool, typer.Option("--rotate", help="Replace the cluster's declared key with a new one at "
                                          "--identity-file (playbook; needs --root-identity and --reason).")] = False,
     root_identity: Annotated[Path | None, typer.Option("--root-identity", help="--rotate: the root identity, to "
                                                        "re-encrypt the cluster's bootstrap files.",
-                                                       show_default=False)] = None,
-    old_recipient: Annotated[str | None, typer.Option("--old-recipient", help="--rotate: the recipient to retire "
-                                                      "when the cluster declares several.", show_default=False)
+                                                       show_default=False, metavar="FILE")] = None,
+    old_recipient: Annotated[str | None, typer.Option("--old-recipient", metavar="RECIPIENT",
+                                                      help="--rotate: the recipient to retire when the cluster "
+                                                      "declares several.", show_default=False)
                              ] = None,
     retire_old: Annotated[bool, typer.Option("--retire-old", help="--rotate, after Flux applied the commit: drop the "
                                              "old key from flux-system/sops-age.")] = False,
-    reason: Annotated[str, typer.Option("--reason", help="--rotate: why, for the ledger.")] = "",
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="--rotate: why, for the ledger.")] = "",
     offline: Annotated[bool, typer.Option("--offline", help="--rotate: Git only; no cluster, no ledger entry.")
                        ] = False,
     target: Target = GROUPED,
@@ -186,13 +189,15 @@ def _gitops_rotate(repo: Path, cluster: str, identity_file: Path, root_identity:
 @root_app.command("rotate")
 @target_options(token_file=False, token=True)
 def rotate_cmd(
-    identity: Annotated[Path, typer.Option("--identity", help="The root identity in force (it opens the bootstrap "
-                                           "files and, without custody, the unseal shares).", show_default=False)],
+    identity: Annotated[Path, typer.Option("--identity", metavar="FILE", help="The root identity in force (it opens "
+                                           "the bootstrap files and, without custody, the unseal shares).",
+                                           show_default=False)],
     new_identity_file: Annotated[Path, typer.Option("--new-identity-file", help="Where the new root identity goes "
                                                     "(created once, 0600, outside the repository; kept if there).",
-                                                    show_default=False)],
-    reason: Annotated[str, typer.Option("--reason", help="Why: recorded in the ledger.", show_default=False)],
-    repo: Annotated[Path, typer.Option("--repo", help="The intent repository.")] = Path("."),
+                                                    show_default=False, metavar="FILE")],
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why: recorded in the ledger.",
+                                        show_default=False)],
+    repo: Annotated[Path, typer.Option("--repo", metavar="PATH", help="The intent repository.")] = Path("."),
     rotate: Annotated[bool, typer.Option("--rotate", help="Also rotate the exposed secrets a rotator can rotate "
                                          "(-e/--cluster select where).")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Git only: no rekey, no ledger entry (listed as to-dos)."

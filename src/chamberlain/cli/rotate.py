@@ -57,10 +57,10 @@ def _is_dir(text: str | None) -> bool:
 def rotate_cmd(
     path: RepoPath,
     name: Annotated[str | None, typer.Argument(help="The secret (intent name); omit with --namespace.",
+                                               show_default=False, metavar="SECRET")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why, for the run and the ledger.",
                                                show_default=False)] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the run and the ledger.",
-                                               show_default=False)] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n", show_default=False,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", metavar="NAMESPACE", show_default=False,
                                                   help="Rotate every secret with a consumer or producer here.")
                          ] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Re-promote the previous version.")] = False,

@@ -23,7 +23,7 @@ upgrade_app = typer.Typer(no_args_is_help=True, add_completion=False)  # help: c
 Identities = Annotated[list[Path] | None, typer.Option(
     "--identity", help="age identity file (repeatable): with custody declared and the shares not yet one per "
     "custodian, apply rekeys with them (k custodians' files, or the root's); without, apply leaves custody to "
-    "`authority rekey`.")]
+    "`authority rekey`.", metavar="FILE")]
 
 _MARK = {"done": "ok", "needed": "->", "waiting": "..", "manual": "!!"}
 

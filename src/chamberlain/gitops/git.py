@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from chamberlain.errors import ChamberlainError
+from chamberlain.errors import ChamberlainError, ToolMissing
 from chamberlain.settings import tool_env
 
 GIT_TIMEOUT = 60.0
@@ -46,6 +46,8 @@ def _git(cwd: Path, env: Mapping[str, str], *args: str) -> str:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=dict(env),
                               timeout=GIT_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        if isinstance(exc, FileNotFoundError) and exc.filename == "git":  # not a missing cwd: git itself
+            raise ToolMissing("git is not installed (publishing the rendered tree runs it): install git") from None
         raise GitError(f"git {_verb(args)} could not run ({type(exc).__name__})") from None
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["unknown reason"])[-1][:300]

@@ -22,7 +22,7 @@ from ruamel.yaml.comments import CommentedSeq
 
 from chamberlain import yamledit
 from chamberlain.checks.retirement import file_fingerprint
-from chamberlain.errors import ChamberlainError, UsageError
+from chamberlain.errors import ChamberlainError, ToolMissing, UsageError
 from chamberlain.intent.loader import Repository
 from chamberlain.root.repo import write_atomic
 from chamberlain.settings import tool_env
@@ -102,6 +102,9 @@ def _git(root: Path, env: Mapping[str, str], *args: str) -> subprocess.Completed
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, env=dict(env),
                               timeout=GIT_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        if isinstance(exc, FileNotFoundError) and exc.filename == "git":  # not a missing directory: git itself
+            raise ToolMissing("git is not installed (--commit runs it): install git, or run without --commit and "
+                              "commit the change yourself") from None
         raise DeclareError(f"git could not run in {root} ({type(exc).__name__})") from None
 
 

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 import kubernetes
 from kubernetes.client import ApiException
 
+from chamberlain import unreachable
 from chamberlain.clock import Clock, rfc3339
 from chamberlain.kube.api import (
     ApplyOutcome,
@@ -53,7 +54,9 @@ REPORTING_COMPONENT = "chamberlain-controller"
 _EVENT_REASON_MAX, _EVENT_MESSAGE_MAX, _EVENT_NAME_PREFIX_MAX = 128, 1024, 200
 
 
-def _map_error(exc: Exception, what: str) -> KubeError:
+def _map_error(exc: Exception, what: str, server: str = "") -> KubeError:
+    """The typed error for an API or transport exception; ``server``: the API server's URL, named (scheme, host
+    and port only) when it gave no answer."""
     if isinstance(exc, ApiException):
         status = exc.status or 0
         if status == 404:
@@ -65,7 +68,8 @@ def _map_error(exc: Exception, what: str) -> KubeError:
         if status == 429 or status >= 500:
             return KubeUnavailable(f"{what}: API server answered {status}")
         return KubeError(f"{what}: API server answered {status}")
-    return KubeUnavailable(f"{what}: API server unreachable ({type(exc).__name__})")
+    at = f" at {unreachable.address(server)}" if server else ""
+    return KubeUnavailable(f"{what}: API server unreachable{at} ({unreachable.reason(exc)})")
 
 
 def _denial(exc: ApiException) -> str:
@@ -136,6 +140,11 @@ class KubeClient:
         self._api.close()
 
     @property
+    def _server(self) -> str:
+        """The API server's URL, for errors (a stand-in client in a test may have none)."""
+        return str(getattr(getattr(self._api, "configuration", None), "host", "") or "")
+
+    @property
     def _core(self) -> Any:
         """The typed CoreV1Api, made on first use: importing it imports a model module per kind it names (about
         20 MiB resident). The controller's calls (consumer looks, TokenRequest, owner patches, workload restarts)
@@ -148,10 +157,10 @@ class KubeClient:
         try:
             return fn()
         except (ApiException, OSError, kubernetes.client.exceptions.OpenApiException) as exc:
-            raise _map_error(exc, what) from None
+            raise _map_error(exc, what, self._server) from None
         except Exception as exc:  # urllib3 connection errors and friends
             if type(exc).__module__.startswith("urllib3"):
-                raise _map_error(exc, what) from None
+                raise _map_error(exc, what, self._server) from None
             raise
 
     @staticmethod
@@ -386,12 +395,12 @@ class KubeClient:
                         break
             except ApiException as exc:
                 if exc.status != 410:
-                    raise _map_error(exc, r.describe(namespace, name) + " watch") from None
+                    raise _map_error(exc, r.describe(namespace, name) + " watch", self._server) from None
             except Exception as exc:  # urllib3 connection errors while streaming
                 if type(exc).__name__ == "ReadTimeoutError":
                     continue  # a stalled watch: list again (the deadline decides when to stop)
                 if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
-                    raise _map_error(exc, r.describe(namespace, name) + " watch") from None
+                    raise _map_error(exc, r.describe(namespace, name) + " watch", self._server) from None
                 raise
             finally:
                 watch.stop()  # type: ignore[no-untyped-call]
@@ -431,10 +440,10 @@ class KubeClient:
         except ApiException as exc:
             if exc.status == 410:
                 raise KubeGone(f"{what}: resourceVersion {resource_version} is gone (410); list again") from None
-            raise _map_error(exc, what) from None
+            raise _map_error(exc, what, self._server) from None
         except Exception as exc:  # urllib3 connection errors while streaming
             if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
-                raise _map_error(exc, what) from None
+                raise _map_error(exc, what, self._server) from None
             raise
         finally:
             watch.stop()  # type: ignore[no-untyped-call]

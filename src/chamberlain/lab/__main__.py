@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from chamberlain.errors import ToolMissing
 from chamberlain.lab.builds import BuildError, build_missing
 from chamberlain.settings import Settings
 
@@ -26,9 +27,9 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_environ(os.environ, Path.home())
     try:
         build_missing(settings.lab_cache, names or None, env=settings.child_env, force=force)
-    except (BuildError, KeyError) as exc:
+    except (BuildError, ToolMissing, KeyError) as exc:
         print(f"[lab build] error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ToolMissing) else 1  # a missing Go toolchain is a usage error, as in the CLI
     return 0
 
 

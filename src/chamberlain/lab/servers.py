@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from chamberlain import wellknown as wk
 from chamberlain.clock import Clock
-from chamberlain.errors import ChamberlainError
+from chamberlain.errors import ChamberlainError, ToolMissing
 from chamberlain.lab import builds, procs
 from chamberlain.lab.pki import CertPair, LabPKI
 from chamberlain.settings import Settings
@@ -1179,7 +1179,7 @@ class GitServer(Server):
     def git_binary(self) -> Path:
         found = shutil.which("git", path=self.host.env.get("PATH", os.defpath))
         if found is None:
-            raise LabError("git is not installed (the lab's Git server runs `git http-backend`); install git")
+            raise ToolMissing("git is not installed (the lab's Git server runs `git http-backend`): install git")
         return Path(found)
 
     def _git(self, *args: str, cwd: Path | None = None) -> str:
@@ -1209,7 +1209,7 @@ class GitServer(Server):
     def version(self) -> str:
         try:
             m = re.search(r"(\d+(?:\.\d+)+)", self._git("--version"))
-        except LabError:
+        except (LabError, ToolMissing):
             return ""
         return m.group(1) if m else ""
 

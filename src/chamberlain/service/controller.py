@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from chamberlain import unreachable
 from chamberlain.errors import ChamberlainError, UsageError
 from chamberlain.service.repository import load_platform
 
@@ -271,7 +272,8 @@ def post_webhook(url: str, body: bytes, headers: Mapping[str, str], *, timeout: 
     except urllib.error.HTTPError as exc:
         status, raw = int(exc.code), exc.read()
     except OSError as exc:
-        raise UsageError(f"{url}: cannot reach the webhook ({type(exc).__name__})") from None
+        raise UsageError(f"cannot reach the webhook at {unreachable.address(url)} "
+                         f"({unreachable.reason(exc)})") from None
     return WebhookAnswer(status, raw.decode(errors="replace"))
 
 

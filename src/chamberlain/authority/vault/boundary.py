@@ -14,12 +14,13 @@ and alerts match on that word.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import hvac.exceptions
 import requests
 
+from chamberlain import unreachable
 from chamberlain.authority.errors import (
     AuthorityError,
     AuthorityUnavailable,
@@ -98,25 +99,39 @@ def _by_type(exc: hvac.exceptions.VaultError, text: str, what: str, detail: str)
     return AuthorityError(f"{what}: Vault answered with an error ({type(exc).__name__}){detail}")
 
 
-def map_error(exc: BaseException, what: str, *, safe_detail: bool = False) -> AuthorityError:
+def _why(exc: BaseException) -> str:
+    """What happened at one node, in words: an HA request may have met a sealed node before an absent one."""
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        return "sealed, or no active node (503)"
+    if isinstance(exc, hvac.exceptions.VaultError):
+        return "server error (5xx)"  # the only other answers a request fails over on
+    return unreachable.reason(exc)
+
+
+def map_error(exc: BaseException, what: str, *, safe_detail: bool = False,
+              tried: Sequence[tuple[str, BaseException]] = ()) -> AuthorityError:
     """The typed error for an hvac/transport exception. ``safe_detail`` keeps the server's short error text (only
-    for configuration calls, whose errors name fields, never values)."""
+    for configuration calls, whose errors name fields, never values). ``tried``: the nodes asked and what each
+    raised, named when none answered (scheme, host and port only)."""
     if isinstance(exc, hvac.exceptions.VaultError):
         text = _first_error(exc)
         detail = _detail(text, safe_detail)
         return _by_message(text, what, detail) or _by_type(exc, text, what, detail)
     if isinstance(exc, requests.exceptions.RequestException | OSError):
-        return AuthorityUnavailable(f"{what}: Vault unreachable ({type(exc).__name__})")
+        where = unreachable.tried([(node, _why(e)) for node, e in tried])
+        return AuthorityUnavailable(f"{what}: Vault unreachable at {where}" if where
+                                    else f"{what}: Vault unreachable ({unreachable.reason(exc)})")
     return AuthorityError(f"{what}: unexpected {type(exc).__name__}")
 
 
-def call(what: str, fn: Callable[[], T], *, safe_detail: bool = False) -> T:
+def call(what: str, fn: Callable[[], T], *, safe_detail: bool = False,
+         tried: Sequence[tuple[str, BaseException]] = ()) -> T:
     """``fn()`` with every hvac/transport exception mapped to its typed error (the original is not chained: its
-    text may quote a body)."""
+    text may quote a body). ``tried`` is read when it fails: ``fn`` may fill it as it goes."""
     try:
         return fn()
     except (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError) as exc:
-        raise map_error(exc, what, safe_detail=safe_detail) from None
+        raise map_error(exc, what, safe_detail=safe_detail, tried=tried) from None
 
 
 __all__ = ["call", "map_error"]

@@ -113,9 +113,18 @@ class VaultClient:
         """``fn(hvac_client)`` behind the error boundary; ``fresh`` renews the session first when it is due."""
         if fresh:
             self.ensure_fresh()
+        tried: list[tuple[str, BaseException]] = []  # each node asked and what it raised: the error names them
+
+        def on_node(h: Any) -> T:
+            try:
+                return fn(h)
+            except (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError) as exc:
+                tried.append((self.address, exc))
+                raise
+
         if len(self.addresses) < 2:
-            return call(what, lambda: fn(self._hvac), safe_detail=safe_detail)
-        return call(what, lambda: self._on_some_node(fn), safe_detail=safe_detail)
+            return call(what, lambda: on_node(self._hvac), safe_detail=safe_detail, tried=tried)
+        return call(what, lambda: self._on_some_node(on_node), safe_detail=safe_detail, tried=tried)
 
     def _on_some_node(self, fn: Callable[[Any], T]) -> T:
         """``fn`` on the current node; when that node surely did not apply it (down, sealed, a standby without an
