@@ -22,10 +22,18 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def address(url: str) -> str:
     """``scheme://host:port`` of ``url`` (the scheme's port when none is given)."""
-    parts = urlsplit(url.strip())
-    host = parts.hostname
-    if not parts.scheme or not host:  # not a URL: what follows the last "@", without query or fragment
-        return url.split("?")[0].split("#")[0].rpartition("@")[2][:200]
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:  # "http://vault[x": not a URL urllib can split
+        parts, host = urlsplit(""), None
+    if not parts.scheme or not host:  # no scheme ("host:port/path"): host and port only, as for a URL
+        scheme, sep, rest = url.strip().partition("://")
+        if not sep:
+            scheme, rest = "", scheme
+        bare = rest.split("?")[0].split("#")[0].rpartition("@")[2].split("/")[0]  # nothing before an "@"
+        shown = "".join(c for c in bare if c.isprintable())[:200]
+        return f"{scheme}://{shown}" if scheme and scheme.isalnum() else shown
     try:
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:  # a port that is not a number, or past 65535

@@ -249,18 +249,23 @@ def test_rerun_keeps_a_file_a_person_edited_and_says_so(tmp_path: Path) -> None:
     assert intent.read_text() == generated and "kept" not in restored.err
 
 
-def test_rerun_over_an_older_marker_replaces_only_what_is_unchanged(tmp_path: Path) -> None:
+def test_rerun_over_an_older_marker_rewrites_as_that_release_did(tmp_path: Path) -> None:
+    """An earlier chamberlain's marker lists paths only: it knew no edits, and its re-runs rewrote and removed what
+    it listed. Keeping every changed file instead left the directory stuck, with stale intents (review)."""
     _adopt(tmp_path)
     repo = tmp_path / "repo"
     snapshot = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file() and p.name != MARKER}
-    # An earlier chamberlain listed paths only: whether a file was edited is then unknown unless it is unchanged.
     (repo / MARKER).write_text("".join(f"{rel}\n" for rel in sorted(map(str, snapshot))))
     platform = repo / "platform.yaml"
     platform.write_text(platform.read_text() + "# mine\n")
     result = _adopt(tmp_path)
-    assert platform.read_text().endswith("# mine\n") and f"kept {platform}" in _flat(result.err)
-    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file() and p.name not in
-            (MARKER, "platform.yaml")} == {k: v for k, v in snapshot.items() if k.name != "platform.yaml"}
+    assert "kept" not in _flat(result.err)
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file() and p.name != MARKER} == \
+        snapshot
+    # The marker is the new one now: an edit from here on is kept.
+    assert all("  " in line for line in (repo / MARKER).read_text().splitlines())
+    platform.write_text(platform.read_text() + "# mine\n")
+    assert f"kept {platform}" in _flat(_adopt(tmp_path).err)
 
 
 @pytest.mark.parametrize("files, found", [

@@ -310,3 +310,29 @@ def test_replacing_without_a_reviewer_jwt_plans_nothing_extra(desired: Desired) 
                                                  replace_reviewer_jwt=True))
     assert without.replace_reviewer == frozenset()
     assert all(c.fields != ("token_reviewer_jwt",) for c in plan(without, observe(vault, without)))
+
+
+@pytest.mark.parametrize(("engine", "refused"), [("transit", True), ("ssh", True), ("pki", False), (None, False)])
+def test_a_pki_mount_that_is_another_engine_is_a_conflict(engine: str | None, refused: bool) -> None:
+    """Red team: an intent naming a transit (or SSH) engine as its PKI mount put update on <mount>/sign/<role> into
+    every orchestrator's policy: a signature with that engine's keys. configure refuses it against the live mount."""
+    bundle = {**_bundle(), "pki.json": json.dumps({"mounts": ["signer"]})}
+    desired = desired_state(bundle, _settings())
+    assert desired.pki_mounts == frozenset({"signer"})
+    vault = FakeVault()
+    if engine is not None:
+        vault.mounts["signer"] = {"type": engine, "options": {}}
+    changes = plan(desired, observe(vault, desired))
+    conflicts = [c for c in changes if c.action == "conflict"]
+    assert bool(conflicts) is refused
+    if refused:
+        assert conflicts[0].name == "signer" and f"a {engine} engine, not pki" in conflicts[0].line()
+        with pytest.raises(ConfigurationConflict, match="nothing was changed"):
+            apply(vault, desired, changes)
+        assert vault.writes == 0
+
+
+def test_pki_json_is_rendered_only_when_an_intent_signs() -> None:
+    assert "pki.json" not in _bundle()  # a bundle without PKI intents is what it was
+    with pytest.raises(Exception, match="malformed"):
+        desired_state({**_bundle(), "pki.json": "{\"mounts\": 3}"}, _settings())

@@ -57,6 +57,7 @@ def _cert_error() -> ssl.SSLCertVerificationError:
     ("https://[::1]:6443/", "https://[::1]:6443"),
     ("https://K8S.example", "https://k8s.example:443"),
     ("admin:Sup3rS3cret@vault:8200?token=abc", "vault:8200"),
+    ("127.0.0.1:1/tok-SECRET", "127.0.0.1:1"),  # review: a server without a scheme kept its path
 ])
 def test_an_address_is_scheme_host_and_port_only(url: str, shown: str) -> None:
     assert unreachable.address(url) == shown
@@ -180,3 +181,15 @@ def test_retire_names_the_vault_it_could_not_reach(tmp_path: Path) -> None:
     assert result.code == 1, result.err
     assert f"Vault unreachable at http://127.0.0.1:{port} (connection refused)" in result.err
     assert "ConnectionError" not in result.err and TOKEN not in result.err + result.out
+
+
+@pytest.mark.parametrize("url", ["http://user:Sup3rS3cret@127.0.0.1:9/hook?sig=S", "http://vault[x/hook",
+                                 "http://h:99999/x"])
+def test_a_webhook_url_that_cannot_be_sent_to_is_a_usage_error(url: str) -> None:
+    """Review: urllib read "user:password@host" as a host name (and blamed DNS), and a malformed URL crashed."""
+    from chamberlain.errors import UsageError
+    from chamberlain.service.controller import post_webhook
+
+    with pytest.raises(UsageError) as caught:
+        post_webhook(url, b"{}", {})
+    assert "Sup3rS3cret" not in str(caught.value) and "sig=S" not in str(caught.value)

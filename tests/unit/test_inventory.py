@@ -456,3 +456,23 @@ def test_the_inventory_is_built_with_the_cyclic_collector_paused(monkeypatch: py
     to_dict(build_inventory(load_repository(ACME)))
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+def test_repository_text_is_never_read_as_console_markup(tmp_path: Path) -> None:
+    """Review: a purpose holding "[/red]" made `inventory -o wide` an internal error (rich's MarkupError)."""
+    import shutil
+
+    from tests.conftest import run_cli
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ACME, repo)
+    intents = sorted((repo / "intents").glob("*.yaml"))[0]
+    text = intents.read_text()
+    start = text.index("purpose:")
+    end = text.index("\n", start)
+    intents.write_text(text[:start] + 'purpose: "Key [bold]x[/] [/red] evil"' + text[end:])
+    for args in ((), ("-o", "wide")):
+        result = run_cli("inventory", str(repo), *args)
+        assert result.code == 0, result.out + result.err
+        assert "internal error" not in result.err
+    assert "[/red]" in run_cli("inventory", str(repo), "-o", "wide").out

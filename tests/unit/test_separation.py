@@ -215,6 +215,8 @@ def test_an_exact_pki_role_validates_and_grants_exactly_it(tmp_path: Path) -> No
     policy = _bundle(root)["policies/chamberlain.dev1.orchestrator.hcl"]
     grants = [line for line in policy.splitlines() if line.startswith('path "pki')]
     assert grants == ['path "pki-int/revoke" {', 'path "pki-int/sign/web" {']
+    # what configure checks is a PKI engine before it grants sign there
+    assert json.loads(_bundle(root)["pki.json"]) == {"mounts": ["pki-int"]}
 
 
 # ---------------------------------------------------------------------------------------------- the lab

@@ -136,6 +136,8 @@ def edited(out: Path, contents: Mapping[str, str]) -> list[str]:
         data = path.read_bytes()
         if rel in contents and data == contents[rel].encode("utf-8"):
             continue
+        if rel in recorded and recorded[rel] is None:
+            continue  # an older chamberlain's marker (paths only) knew no edits: rewritten, as that release did
         if recorded.get(rel) != _digest(data):
             keep.append(rel)
     return keep

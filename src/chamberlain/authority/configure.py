@@ -166,6 +166,7 @@ class Desired:
     audit: Mapping[str, AuditDevice]
     transit_keys: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (mount, key) -> key type
     replace_reviewer: frozenset[str] = frozenset()  # auth mounts whose reviewer JWT is written unconditionally
+    pki_mounts: frozenset[str] = frozenset()  # mounts the orchestrators' policies grant sign on (must be pki)
 
     @property
     def auth_mounts(self) -> list[str]:
@@ -380,7 +381,21 @@ def desired_state(bundle: Mapping[str, str], settings: Settings) -> Desired:
         policies=policies, roles=roles, audit=audit, transit_keys=transit_keys,
         replace_reviewer=frozenset(m for m, jwt in reviewer_jwts.items() if jwt is not None)
         if settings.replace_reviewer_jwt else frozenset(),
+        pki_mounts=_pki_mounts(bundle),
     )
+
+
+def _pki_mounts(bundle: Mapping[str, str]) -> frozenset[str]:
+    text = bundle.get("pki.json")
+    if text is None:
+        return frozenset()
+    try:
+        listed = json.loads(text).get("mounts", [])
+    except (ValueError, AttributeError):
+        raise UsageError("the Vault bundle's pki.json is malformed") from None
+    if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
+        raise UsageError("the Vault bundle's pki.json is malformed")
+    return frozenset(m.strip("/") for m in listed)
 
 
 # --------------------------------------------------------------------------------------------- observed state
@@ -631,9 +646,21 @@ def _plan_prunes(desired: Desired, observed: Observed) -> list[Change]:
     return changes
 
 
+def _plan_pki(desired: Desired, observed: Observed) -> list[Change]:
+    """A mount the orchestrators would sign on that exists as anything but a PKI engine is a conflict: ``update``
+    on ``<mount>/sign/<role>`` of a transit or SSH engine signs with that engine's keys (red team). One not enabled
+    yet is left to its operator: the sign fails until a PKI engine is mounted there."""
+    return [Change("mount", m, "conflict", detail=(
+                f"x509-vault-pki intents sign on it, but it is a {observed.mounts[m].type} engine, not pki: the "
+                "orchestrator's sign grant would sign with its keys; point the intents' x509-pki-mount at a PKI "
+                "engine"))
+            for m in sorted(desired.pki_mounts) if m in observed.mounts and observed.mounts[m].type != "pki"]
+
+
 def plan(desired: Desired, observed: Observed, *, prune: bool = False) -> list[Change]:
     """The changes that bring ``observed`` to ``desired`` (pure). Conflicts are reported, never resolved."""
-    changes = [*_plan_mounts(desired, observed), *_plan_transit(desired, observed), *_plan_auth(desired, observed),
+    changes = [*_plan_mounts(desired, observed), *_plan_pki(desired, observed), *_plan_transit(desired, observed),
+               *_plan_auth(desired, observed),
                *_plan_policies_roles(desired, observed),
                *plan_audit(desired.audit, observed.audit, declarative=observed.audit_declarative)]
     return changes + _plan_prunes(desired, observed) if prune else changes

@@ -161,9 +161,12 @@ def apiversion_near_miss(repo: Repository) -> Iterator[Finding]:
             continue
         api, kind = doc.api_version, doc.kind
         near = api is not None and near_miss_group(api)
-        what = f"{kind}/{doc.name}" if kind and doc.name else kind or "a document"
+        # Quoted: kind and name are the document's own text, and raw they could forge lines of the output (review)
+        what = (f"{kind!r}/{doc.name!r}" if kind and doc.name else repr(kind)) if kind else "a document"
         found = f"apiVersion {api!r}" if api is not None else "no apiVersion"
         why = f"looks like a misspelling of {API_VERSION}" if near else f"is not chamberlain's ({API_VERSION})"
         yield Finding(doc.file, doc.line_of(("apiVersion",)), "CH130",
                       f"{what}: {found} {why}; the document is not read as intent, so nothing validates, renders or "
-                      f"rotates it: write apiVersion: {API_VERSION}", object=what if kind and doc.name else None)
+                      f"rotates it: write apiVersion: {API_VERSION}",
+                      object=f"{kind}/{doc.name}" if kind and doc.name and unshowable(f"{kind}/{doc.name}") is None
+                      else None)

@@ -97,7 +97,7 @@ class ObjectMeta(Model):
                                  "the API server would refuse the object, and the cluster's apply with it")
         size = 0
         for key, value in self.annotations.items():
-            problem = _key_problem(key)
+            problem = _key_problem(key.lower())  # the API server lowers annotation keys first: case does not matter
             if problem is not None:
                 raise ValueError(f"annotation key {key!r} is not a Kubernetes annotation key: {problem}; the API "
                                  "server would refuse the object, and the cluster's apply with it")

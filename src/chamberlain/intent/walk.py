@@ -335,10 +335,12 @@ def shown(rel: str) -> str:
     return _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), rel)
 
 
-# Control characters (Unicode category Cc), the line and paragraph separators (Zl, Zp), and the bidirectional
-# marks, embeddings, overrides and isolates that reorder what a reviewer sees ("Trojan Source"). A character class:
+# Control characters (Unicode category Cc), the line and paragraph separators (Zl, Zp), the bidirectional marks,
+# embeddings, overrides and isolates that reorder what a reviewer sees ("Trojan Source"), and the surrogate escapes
+# of bytes that are not UTF-8 (a name shown as \\xNN would name another file in CODEOWNERS). A character class:
 # every path is searched, so this stays in C.
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+_UNSHOWABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
 
 
 def unshowable(text: str) -> str | None:

@@ -170,18 +170,19 @@ def text_renderable(inventory: Inventory, *, wide: bool = False, fold: bool = Tr
         cells: list[RenderableType] = [
             name,
             Text(e.classification, style=CLASS_STYLE.get(e.classification, "")),
-            e.owner,
-            ", ".join(e.environments),
+            _cell(e.owner),
+            _cell(", ".join(e.environments)),
             rotation,
         ]
         more: list[RenderableType] = []
         if wide:
-            more = [e.purpose, f"{e.source.kind}" + (f" ({e.source.detail})" if e.source.detail else ""),
-                    "\n".join(e.vault_paths) or dash]
+            source = f"{e.source.kind}" + (f" ({e.source.detail})" if e.source.detail else "")
+            more = [_cell(e.purpose), _cell(source), _cell("\n".join(e.vault_paths)) if e.vault_paths else dash]
         # One row per consumer, its restarts beside it: two independent lists (the entry's sorted workloads beside
         # its consumers) paired consumers with workloads they do not restart, and a folded cell shifts lines.
         pairs: list[tuple[RenderableType, RenderableType]] = [
-            (f"{c.namespace}/{c.secret_name}", "\n".join(w.ref for w in c.restart) or dash) for c in e.consumers
+            (_cell(f"{c.namespace}/{c.secret_name}"),
+             _cell("\n".join(w.ref for w in c.restart)) if c.restart else dash) for c in e.consumers
         ] or [(dash, dash)]
         for i, (consumer, restarts) in enumerate(pairs):
             if i == 0:
@@ -193,6 +194,12 @@ def text_renderable(inventory: Inventory, *, wide: bool = False, fold: bool = Tr
     edges = Text("Cross-owner edges:\n", style="bold")
     edges.append(visible("\n".join(f"  {x.line()}" for x in inventory.edges)))
     return Group(head, table, edges)
+
+
+def _cell(text: str) -> Text:
+    """A repository string as a cell: a Text, never console markup (a purpose holding "[/red]" broke the table,
+    review), with control characters spelled out."""
+    return Text(visible(text))
 
 
 def to_text(inventory: Inventory, width: int = 160, *, wide: bool = False) -> str:

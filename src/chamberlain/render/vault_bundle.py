@@ -17,7 +17,10 @@ Layout (paths relative to ``vault/``):
   cluster (``<kubernetesAuthMount>-<cluster>``), each holding only that cluster's roles (their cluster-specific
   config — API server address, CA — is runtime data, not intent);
 - ``policies/<name>.hcl`` — ``sys.create_or_update_acl_policy(name, policy=text)``;
-- ``auth/<mount>/roles/<name>.json`` — the body of ``POST auth/<mount>/role/<name>`` (Vault API field names).
+- ``auth/<mount>/roles/<name>.json`` — the body of ``POST auth/<mount>/role/<name>`` (Vault API field names);
+- ``pki.json`` — ``{"mounts": [...]}``, only when an ``x509-vault-pki`` intent names one: the mounts the
+  orchestrators may sign on, which ``authority configure`` refuses to grant unless each is a ``pki`` engine (a
+  transit or SSH engine's ``sign`` would sign with its keys).
 
 Who may do what:
 
@@ -229,6 +232,10 @@ def bundle(topo: Topology, reuse: Collection[PieceName] = (),
         add_role(cluster, name, _role(naming.controller_service_account(platform),
                                       naming.controller_namespace(platform), name,
                                       ORCHESTRATOR_LOGIN_TTL, ORCHESTRATOR_LOGIN_MAX_TTL))
+    signing = sorted({pki_ref(i.metadata.annotations).mount for intents in topo.cluster_intents.values()
+                      for i in intents if uses_vault_pki(i.metadata.annotations)})
+    if signing:  # absent otherwise: a bundle without PKI intents stays byte for byte what it was
+        files["pki.json"] = dump_json({"mounts": signing})
     # Every cluster has its orchestrator's role, so every auth mount holding a role is one of these.
     auth_mounts = {naming.kubernetes_auth_mount(platform, cluster): cluster for cluster in topo.clusters}
     files["auth.json"] = dump_json({

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -263,9 +264,22 @@ class WebhookAnswer:
 
 def post_webhook(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float = 10.0) -> WebhookAnswer:
     """POST ``body`` to a controller's webhook endpoint (http or https only)."""
+    shown = unreachable.address(url)
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"{url}: the webhook URL must be http:// or https://")
-    req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - scheme checked
+        raise UsageError(f"{shown}: the webhook URL must be http:// or https://")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UsageError(f"{shown}: not a URL the webhook can be sent to") from None
+    if parts.username is not None or parts.password is not None:
+        # urllib would take "user:password@host" for a host name; the request is authenticated by its signature
+        raise UsageError(f"{shown}: the webhook URL carries a user or password; give it without (the request is "
+                         "signed with the webhook key)")
+    try:
+        req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
+    except ValueError:
+        raise UsageError(f"{shown}: not a URL the webhook can be sent to") from None
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
             status, raw = int(resp.status), resp.read()
