@@ -176,7 +176,7 @@ def _run_walkthrough(f: Flow, work: Path) -> None:
     smtp = f.repo / "bootstrap" / "smtp-relay.sops.yaml"
     smtp.write_text(SMTP_PLAINTEXT, encoding="utf-8")
     f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo))
-    f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo), expect=1)  # already encrypted: an error
+    f.cli("bootstrap", "encrypt", str(smtp), "--repo", str(f.repo), expect=2)  # already encrypted: a usage error
     try:
         encrypt_file(smtp, f.repo, tools=host_tools())
     except ChamberlainError as exc:
