@@ -156,6 +156,8 @@ def test_codeowners_fragment() -> None:
     assert f"{prefix}intents/team-search/** @acme/platform" in lines  # no reviewers: the platform's
     # The Platform and the policies come last, so a broader team pattern never takes their review away.
     assert lines[-2:] == [f"{prefix}platform.yaml @acme/platform", f"{prefix}policies/rotation.yaml @acme/platform"]
+    # the repository's baseline accepts findings for every command: the platform reviews it, present or not
+    assert f"{prefix}.chamberlain-baseline @acme/platform" in lines
     tree = render_repository(repo)
     assert tree[FILENAME] == text == codeowners(load_repository(TENANCY))  # deterministic
     assert FILENAME not in render_repository(load_repository(EXAMPLES / "acme"))  # no tenancy, no fragment

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 
 from chamberlain.intent.loader import Repository
 from chamberlain.intent.walk import shown
+from chamberlain.scan.baseline import REPOSITORY_BASELINE
 
 FILENAME = "CODEOWNERS.chamberlain"
 HEADER = (
@@ -61,7 +62,9 @@ def codeowners(repo: Repository) -> str | None:
         lines.append(f"\n# {owner.name}\n")  # comments on lines of their own: CODEOWNERS has no inline comments
         for path in sorted(set(owner.paths)):
             lines.append(f"{prefix}{path.lstrip('/')} {' '.join(reviewers)}".rstrip() + "\n")
-    lines.append("\n# the Platform and the rotation policies: platform owners (last, so they win)\n")
-    for rel in sorted({repo.platforms[0].file, *(p.file for p in repo.policies)}):
+    lines.append("\n# the Platform, the rotation policies and the baseline: platform owners (last, so they win)\n")
+    # The repository's baseline accepts credential findings for every command (scan.baseline): the platform's too,
+    # whether or not it exists yet, so a team cannot add one under its own review.
+    for rel in sorted({repo.platforms[0].file, *(p.file for p in repo.policies), REPOSITORY_BASELINE}):
         lines.append(f"{prefix}{_literal(rel)} {' '.join(platform_reviewers)}".rstrip() + "\n")
     return "".join(lines)
