@@ -5,6 +5,7 @@ would change something. The real round trip is tests/lab/test_drill_authority_lo
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -34,7 +35,9 @@ def raft_snapshot(index: int = 40, state: bytes = b"barrier-encrypted storage") 
                        "Size": len(state)}).encode()
     sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in (("meta.json", meta), ("state.bin", state)))
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    # mtime 0: the same snapshot is the same bytes whenever it is made (a gzip header holds the time of day, so two
+    # calls a second apart differed and the round trip failed now and then)
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for name, data in (("meta.json", meta), ("state.bin", state), ("SHA256SUMS", sums.encode())):
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -71,8 +71,8 @@ def test_a_secret_intent_under_any_other_group_is_a_warning(repo: Path) -> None:
     (repo / "intents" / "extra.yaml").write_text(INTENT.format(api="secrets.example.com/v1", kind="SecretIntent"))
     _, found = _validate(repo)
     assert [f["message"] for f in found if f["rule"] == "CH130"] == [
-        "SecretIntent/extra: apiVersion 'secrets.example.com/v1' is not chamberlain's (chamberlain.dev/v1alpha1); "
-        "the document is not read as intent, so nothing validates, renders or rotates it: write apiVersion: "
+        "'SecretIntent'/'extra': apiVersion 'secrets.example.com/v1' is not chamberlain's "
+        "(chamberlain.dev/v1alpha1); the document is not read as intent, so nothing validates, renders or rotates it: write apiVersion: "
         "chamberlain.dev/v1alpha1"]
 
 
