@@ -72,8 +72,8 @@ def test_a_secret_intent_under_any_other_group_is_a_warning(repo: Path) -> None:
     _, found = _validate(repo)
     assert [f["message"] for f in found if f["rule"] == "CH130"] == [
         "'SecretIntent'/'extra': apiVersion 'secrets.example.com/v1' is not chamberlain's "
-        "(chamberlain.dev/v1alpha1); the document is not read as intent, so nothing validates, renders or rotates it: write apiVersion: "
-        "chamberlain.dev/v1alpha1"]
+        "(chamberlain.dev/v1alpha1); the document is not read as intent, so nothing validates, renders or rotates "
+        "it: write apiVersion: chamberlain.dev/v1alpha1"]
 
 
 @pytest.mark.parametrize("api", ["example.com/v1", "v1", "platform.example.io/v1alpha1", "apps/v1",
