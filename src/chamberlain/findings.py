@@ -271,6 +271,10 @@ _RULES = [
          "With spec.tenancy, an x509-vault-pki intent names a PKI role its owner is not given (pkiRoles): a role "
          "decides which names a certificate may carry, so another team's role would sign certificates for that "
          "team's names.", "warning"),
+    Rule("CH132", "policy-in-team-paths", TENANCY,
+         "With spec.tenancy, a RotationPolicy is written in the paths of an owner that is not a platform owner: "
+         "the platform owners review the policies every intent may name, and a new one there is first reviewed by "
+         "that team.", "warning"),
     Rule("CH113", "same-namespace-distribution", INV7,
          "A derived or config intent has a consumer in its producer namespace: the producer's Secret is already "
          "there (SPEC §5a: a secret used only in its own namespace gets no distribution)."),

@@ -267,3 +267,17 @@ def test_a_pki_role_must_be_given_to_the_intents_owner(tmp_path: Path, granted: 
         assert ch131[0].line == 8
         assert run_cli("validate", str(repo)).code == 0
         assert run_cli("validate", str(repo), "--strict").code == 1
+
+
+def test_a_policy_in_a_teams_paths_is_a_warning(tmp_path: Path) -> None:
+    """Review: a new RotationPolicy in a team's directory was first reviewed by that team alone."""
+    repo = tmp_path / "repo"
+    shutil.copytree(TENANCY, repo, ignore=shutil.ignore_patterns(".git"))
+    (repo / "intents" / "team-web" / "policy.yaml").write_text(POLICY)
+    (repo / "policies" / "more.yaml").write_text(POLICY.replace("web-quarterly", "platform-quarterly"))
+    findings = run_checks(load_repository(repo))
+    found = [f for f in findings if f.rule == "CH132"]
+    assert [(f.file, f.severity) for f in found] == [("intents/team-web/policy.yaml", "warning")]
+    assert "team-web" in found[0].message
+    assert [f for f in findings if f.severity == "error"] == []
+    assert run_cli("validate", str(repo)).code == 0 and run_cli("validate", str(repo), "--strict").code == 1

@@ -563,3 +563,24 @@ def admin_grants(repo: Repository) -> Iterator[Finding]:
                 object=_label(item),
             )
 
+
+
+@check("policy-paths")
+def policy_paths(repo: Repository) -> Iterator[Finding]:
+    """CH132 (a warning: a new rule): with ``spec.tenancy``, a RotationPolicy written in the paths of an owner that
+    is not a platform owner. Every intent may name any policy, and the platform owners review the policies; in a
+    team's directory the first review of a new one is that team's (the rendered CODEOWNERS routes only the policy
+    files it knew of to the platform). The platform's ``limits`` still bound what any policy may say."""
+    platform = repo.platform
+    tenancy = platform.spec.tenancy if platform is not None else None
+    if tenancy is None:
+        return
+    teams = [o for o in tenancy.owners if o.name not in tenancy.platform_owners]
+    for item in repo.policies:
+        holder = next((o for o in teams if any(path_matches(p, item.file) for p in o.paths)), None)
+        if holder is not None:
+            name = item.obj.metadata.name
+            yield Finding(item.file, item.line, "CH132",
+                          f"RotationPolicy {name}: {item.file} is in the paths of owner {holder.name}, who is not a "
+                          "platform owner; the platform owners review the policies every intent may name, so keep "
+                          "it where their review applies (e.g. policies/)", object=f"RotationPolicy/{name}")
