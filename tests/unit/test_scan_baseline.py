@@ -312,3 +312,12 @@ def test_a_repository_baseline_that_cannot_be_used_is_a_usage_error(leaky: Path,
         assert result.code == 2, result.out + result.err
         assert ".chamberlain-baseline" in result.err and "Traceback" not in result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_baseline_given_replaces_the_repositorys_own_which_is_then_not_read(leaky: Path, tmp_path: Path) -> None:
+    (leaky / ".chamberlain-baseline").write_text("not a fingerprint\n")
+    given = tmp_path / "reviewed"
+    given.write_text("config/app.env:CH024:github-pat:2\n")
+    for args in (["validate", str(leaky)], ["render", str(leaky), "-o", str(tmp_path / "out")]):
+        result = run_cli(*args, "--baseline", str(given))
+        assert result.code == 0, result.out + result.err

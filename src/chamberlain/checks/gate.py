@@ -27,6 +27,7 @@ class Validation:
     findings: list[Finding]  # errors and warnings
     # Credential findings a baseline accepts (the repository's own, or one given): reported, never blocking.
     accepted: list[Finding] = field(default_factory=list)
+    baseline: Baseline | None = None  # the baseline applied, if any
 
     def blocking(self, *, strict: bool = False) -> list[Finding]:
         if not self.accepted:
@@ -42,7 +43,7 @@ class Validation:
     def with_baseline(self, baseline: Baseline | None) -> Validation:
         """The same findings with ``baseline``'s acceptances instead (None: none)."""
         accepted = [f for f in self.findings if baseline.accepts(f)] if baseline is not None else []
-        return Validation(self.repo, self.findings, accepted)
+        return Validation(self.repo, self.findings, accepted, baseline)
 
 
 class InvalidRepository(ChamberlainError):
@@ -55,14 +56,16 @@ class InvalidRepository(ChamberlainError):
         )
 
 
-def validate_repository(root: Path) -> Validation:
-    return check_repository(load_repository(root))
+def validate_repository(root: Path, baseline: Baseline | None = None) -> Validation:
+    return check_repository(load_repository(root), baseline)
 
 
-def check_repository(repo: Repository) -> Validation:
+def check_repository(repo: Repository, baseline: Baseline | None = None) -> Validation:
     """Every check on a repository already loaded (a caller that starts other work between loading and checking),
-    with the findings the repository's own baseline (``.chamberlain-baseline`` at its root) accepts."""
-    return Validation(repo, run_checks(repo)).with_baseline(repository_baseline(repo.root))
+    with the findings ``baseline`` accepts: by default the repository's own (``.chamberlain-baseline`` at its root),
+    read here and only here when none is given."""
+    return Validation(repo, run_checks(repo)).with_baseline(
+        baseline if baseline is not None else repository_baseline(repo.root))
 
 
 def load_valid(root: Path, *, strict: bool = False) -> Repository:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chamberlain.intent.walk import Exclusion
     from chamberlain.inventory.model import Inventory
     from chamberlain.render import Staleness
+    from chamberlain.scan.baseline import Baseline
 
 
 @dataclass
@@ -49,11 +50,12 @@ def repository_root(path: str | Path) -> Path:
     return root
 
 
-def validate(path: str | Path) -> Validation:
-    """Every check over the repository at ``path`` (``chamberlain validate``)."""
+def validate(path: str | Path, baseline: Baseline | None = None) -> Validation:
+    """Every check over the repository at ``path`` (``chamberlain validate``), with ``baseline``'s acceptances
+    (default: the repository's own)."""
     from chamberlain.checks.gate import validate_repository
 
-    return validate_repository(repository_root(path))
+    return validate_repository(repository_root(path), baseline)
 
 
 def load_valid(path: str | Path) -> Repository:
@@ -109,9 +111,7 @@ def render(path: str | Path, out: Path, *, strict: bool = False, check: bool = F
             again_ahead = start_rerender(repo, record)
         else:
             ahead = start_render(repo, stage=not check)
-        result = check_repository(repo)
-        if given is not None:
-            result = result.with_baseline(given)
+        result = check_repository(repo, given)
         excluded = result.repo.exclusions
         if result.blocking(strict=strict):
             return RenderOutcome(result.findings, exclusions=excluded, accepted=result.accepted)

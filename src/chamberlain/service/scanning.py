@@ -123,16 +123,13 @@ def validate(path: str | Path, *, baseline: str | Path | None = None, history: b
 
     accepted_by = load(baseline)
     root = repository.repository_root(path)
-    if accepted_by is None:  # none given: the repository's own, as every other command applies it
-        from chamberlain.scan.baseline import repository_baseline
-
-        accepted_by = repository_baseline(root)
     stats = None
     if history:  # imported only here: dulwich is not needed to validate the tree
         from chamberlain.scan.history import HistoryStats, open_repository
 
         open_repository(root)[0].close()  # not a Git repository: a usage error before the tree is scanned
-    result = repository.validate(root)
+    result = repository.validate(root, accepted_by)  # none given: the gate reads the repository's own
+    accepted_by = result.baseline
     findings = list(result.findings)
     if history:
         stats = HistoryStats()
