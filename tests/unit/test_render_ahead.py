@@ -114,7 +114,7 @@ def test_an_empty_directory_is_a_first_render_too_and_a_rerender_writes_in_place
 
 
 def _refuse(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refused(repo: Any) -> gate.Validation:
+    def refused(repo: Any, baseline: Any = None) -> gate.Validation:
         return gate.Validation(repo, [Finding("platform.yaml", 1, "CH001", "refused for the test")])
 
     monkeypatch.setattr(gate, "check_repository", refused)
@@ -161,12 +161,12 @@ def test_nothing_is_written_before_the_checks_passed(
     out, seen = tmp_path / "out", []
     real = gate.check_repository
 
-    def slow_check(repo: Any) -> gate.Validation:
+    def slow_check(repo: Any, baseline: Any = None) -> gate.Validation:
         time.sleep(1.0)  # the child has long built its share by now
         seen.append(sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")))
         if refused:
             return gate.Validation(repo, [Finding("platform.yaml", 1, "CH001", "refused for the test")])
-        return real(repo)
+        return real(repo, baseline)
 
     monkeypatch.setattr(gate, "check_repository", slow_check)
     spy = _Spy(monkeypatch)

@@ -910,7 +910,7 @@ def test_a_built_piece_claiming_a_kept_pieces_object_is_refused_as_by_a_full_ren
     before = snapshot(out)
     _collide(repo)
     # validate refuses this first (CH060); without it the render's own check is what stands.
-    monkeypatch.setattr(gate, "check_repository", lambda r: gate.Validation(r, list[Finding]()))
+    monkeypatch.setattr(gate, "check_repository", lambda r, baseline=None: gate.Validation(r, list[Finding]()))
     full = run_cli("render", str(repo), "-o", str(tmp_path / "full"), "--no-cache")
     again = run_cli("render", str(repo), "-o", str(out))
     assert full.code != 0 and "would be defined twice" in full.err
