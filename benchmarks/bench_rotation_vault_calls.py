@@ -141,9 +141,9 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
         Need("promote", "patch_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
                                                  "compare against (one PATCH, its key count checked against the "
                                                  "custom_metadata the promote write answered)"),
-        _save("promoted"),
-        _save("propagated"),  # refresh + wait: Kubernetes only
-        # the rollout restart (Kubernetes only) is saved with the step after it: the revoke time, or the end
+        # promote and propagate (refresh + wait: Kubernetes only) are saved with the step after them: a resume
+        # reads them back (workflow.READ_BACK_STEPS); the rollout restart (Kubernetes only) is saved with the
+        # step after it too: the revoke time, or the end
     ]
     ledger_head = ("ledger head: seq and hash the entry chains to and the head's KV version (its CAS); recorded "
                    "in the run as the floor after which a crashed finalize's entry is looked for")

@@ -401,7 +401,7 @@ def test_an_unreadable_record_after_an_outage_drops_that_run_only() -> None:
 
     def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         stage = json.loads(data.get("run", "{}")).get("stage") if path.startswith(RUNS_PREFIX) else None
-        if stage == "promoted" and not hit:
+        if stage == "revoke-wait" and not hit:  # the first save after promote
             hit.append(1)
             original(mount, path, {"run": json.dumps({"run_id": "x", "from_a_newer_release": 1})}, cas)
             raise AuthorityUnavailable("connection reset")
@@ -682,10 +682,11 @@ def test_hold_after_an_outage_of_two_ticks_still_holds() -> None:
     assert meta is not None and meta.custom.get("held") == "true"
 
 
-def test_a_lost_answer_in_the_promote_half_of_a_step_resumes_from_the_tested_revision() -> None:
-    """The random rotator has no target: a run is staged and tested, then promoted in the same call. When the
-    answer to the promoted save is lost (the write landed), the controller must hold the tested revision, so the
-    record one revision ahead of it is recognised as its own, not taken for another executor's."""
+def test_a_lost_answer_to_the_first_save_after_promote_resumes_from_the_tested_revision() -> None:
+    """The random rotator has no target: a run is drawn and tested, then promoted in the same call; promote and
+    propagate are saved with the step after them (workflow.READ_BACK_STEPS). When the answer to that save is lost
+    (the write landed), the controller must hold the tested revision, so the record one revision ahead of it is
+    recognised as its own, not taken for another executor's."""
     from chamberlain.authority.errors import AuthorityUnavailable
     from chamberlain.intent.paths import RUNS_PREFIX
     from chamberlain.triggers import manual
@@ -699,7 +700,7 @@ def test_a_lost_answer_in_the_promote_half_of_a_step_resumes_from_the_tested_rev
     def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         version = original(mount, path, data, cas)
         stage = json.loads(data.get("run", "{}")).get("stage") if path.startswith(RUNS_PREFIX) else None
-        if stage == "promoted" and not lost:
+        if stage == "revoke-wait" and not lost:
             lost.append(version)
             raise AuthorityUnavailable("connection reset after the write")
         return version

@@ -276,22 +276,42 @@ def test_consumers_never_see_a_pending_value_before_promote() -> None:
     assert staged is not None and staged.data[wf.STAGED_RUN] == "run-1"
 
 
-def test_every_advance_is_persisted_and_a_fresh_load_equals_it() -> None:
+def test_every_advance_is_persisted_but_promote_and_propagate_which_a_resume_reads_back() -> None:
     w = make_world()
-    run, stages = w.start(), []
+    run, stages, saved = w.start(), [], []
     while not (run.finished and run.ledger_seq is not None):
         deps = w.deps(rotator=w.rotator)  # a fresh executor for every step
+        before = runs.load(w.kv, SECRET)
         after = wf.advance(run, deps)
         if after == run:
             w.clock.sleep(3600)
         loaded = runs.load(w.kv, SECRET)
-        assert loaded == after
-        run = loaded
+        if after.stage in ("promoted", "propagated"):
+            assert loaded == before and after.revision == run.revision, "kept in memory, saved with the next step"
+        else:
+            assert loaded == after
+            saved.append(after.stage)
+        run = after
         stages.append(run.stage)
     # the restart step goes on to schedule the revoke itself: "restarted" is never saved on its own
     assert stages[:7] == ["staged", "set-at-target", "tested", "promoted", "propagated", "revoke-wait",
                           "revoke-wait"]
+    assert saved[:5] == ["staged", "set-at-target", "tested", "revoke-wait", "revoke-wait"]
     assert_one_clean_rotation(w, run)
+
+
+@pytest.mark.parametrize("stage", ["promoted", "propagated"])
+def test_a_run_lost_after_a_step_kept_in_memory_resumes_from_the_record_before_it_to_one_rotation(
+        stage: str) -> None:
+    w = make_world()
+    run = w.start()
+    while run.stage != stage:
+        run = wf.advance(run, w.deps())
+    # the executor is gone: a fresh one finds the record at "tested" and recognises the promote write as its own
+    resumed = wf.resume(w.deps(), SECRET)
+    assert resumed is not None
+    assert_one_clean_rotation(w, resumed)
+    assert w.rotator.created == 1
 
 
 # --------------------------------------------------------------------------------------------------- crashes
@@ -981,7 +1001,9 @@ def test_a_run_tested_from_memory_promotes_in_the_same_call_from_the_values_in_h
     deps = w.deps(kv=counting, markers=markers)
     kept: list[RotationRun] = []
     run = wf.advance(w.start(), deps, then_promote=kept.append)
-    assert [r.stage for r in kept] == ["tested"] and run.stage == "promoted" and run.revision == kept[0].revision + 1
+    # promote is read back by a resume (the marker ``tested`` saved): kept in memory, saved with the next step
+    assert [r.stage for r in kept] == ["tested"] and run.stage == "promoted" and run.revision == kept[0].revision
+    assert runs.load(w.kv, SECRET) == kept[0]
     assert w.versions() == 2 and w.custom()[wk.VALUE_MARKER] == run.pending_marker
     # the real path read once and the staging path's version asked once (stage); promote read neither, nor asked
     # for a marker
@@ -1151,7 +1173,7 @@ def test_a_caller_that_does_not_ask_still_gets_the_draw_promoted_in_the_same_cal
 
 MEMORY_CHECKPOINTS = [("rotation.test", "pending", 2), ("rotation.before-promote", "tested", 2),
                       ("rotation.promote.write", "tested", 1), ("rotation.promote", "tested", 1),
-                      ("rotation.propagate", "promoted", 1), ("rotation.restart", "propagated", 1),
+                      ("rotation.propagate", "tested", 1), ("rotation.restart", "tested", 1),
                       ("rotation.finalize", "done", 1)]
 
 
@@ -1260,8 +1282,10 @@ def test_only_a_run_with_values_in_memory_in_flight_has_a_record_the_release_bef
     assert tested is not None and tested.stage == "tested"
     assert stored()["pending_in"] == "memory" and stored()["drawn_markers"] == [tested.pending_marker]
     promoted = wf.advance(tested, w.deps())
-    assert promoted.stage == "promoted" and set(stored()) <= before, "nothing pending is left: readable again"
-    assert runs.load(w.kv, SECRET) == promoted
+    assert promoted.stage == "promoted" and promoted.drawn_markers == () and promoted.pending_in == "staging"
+    assert stored()["pending_in"] == "memory", "promote is saved with the next step"
+    finished = wf.run_to_completion(promoted, w.deps())
+    assert finished.ledger_seq is not None and set(stored()) <= before, "nothing pending is left: readable again"
 
 
 def test_a_promote_that_keeps_failing_backs_off_and_ends_the_run_instead_of_redrawing_forever() -> None:

@@ -235,7 +235,7 @@ def load(kv: KV, secret: VaultPath) -> RotationRun | None:
 
 def save(kv: KV, run: RotationRun) -> RotationRun:
     """Write ``run`` with CAS = its revision; returns it with the new revision. :class:`RunLost` on a conflict."""
-    run = _without_pending_home(run)
+    run = settled(run)
     # Left out while unused: the record of a staging run, and of any run past promote or finished, stays readable
     # by the release before these fields (its extra="forbid" refuses unknown ones): a rollback, an old replica.
     left_out = {"revision"}
@@ -252,8 +252,9 @@ def save(kv: KV, run: RotationRun) -> RotationRun:
     return run.model_copy(update={"revision": revision})
 
 
-def _without_pending_home(run: RotationRun) -> RotationRun:
-    """``run`` without where its pending values were, once nothing pending is left: promoted, or finished."""
+def settled(run: RotationRun) -> RotationRun:
+    """``run`` as its record holds it: without where its pending values were once nothing pending is left
+    (promoted, or finished)."""
     if run.pending_in == "staging" and not run.drawn_markers:
         return run
     if run.stage in PROMOTED_OR_LATER or run.finished:

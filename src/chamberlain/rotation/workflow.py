@@ -58,7 +58,15 @@ read once, when the run finishes, and recorded in the run (:class:`~chamberlain.
 run's one entry is chained after it, and a crashed earlier attempt's entry can only be after it. A rotator without
 a target (:func:`~chamberlain.rotation.rotators.base.has_target`) is tested from memory in the step that staged
 (``pending`` → ``tested``, no set-at-target step) and its revoke reads no value; one that also draws locally
-stages nothing: 16 calls a rotation (keep old) where a staged one makes 20.
+stages nothing: 14 calls a rotation (keep old) where a staged one makes 18.
+
+Saves: a step's result is saved to the run record (CAS) before the next step acts, except the two steps whose
+effect a resume reads back from the world (:data:`READ_BACK_STEPS`): promote (the real path's version and marker,
+which ``tested`` names, are recognised as the run's own write and its metadata completed) and propagate (a
+force-sync and a wait for the consumers, both idempotent). Their result is kept in memory and saved with the next
+step's: a crash after either resumes from ``tested`` and does nothing twice but the metadata PATCH and the
+force-sync. Two saves a rotation fewer: the run record is the heaviest write of a batch (on raft storage each
+save is a commit).
 
 Boundary: no Kubernetes or Vault client here (the KV and KubePropagation protocols only), no wall clock, no
 randomness except through the injected RNG, and no value in any record, metadata, ledger entry or error.
@@ -185,6 +193,11 @@ class Step(StrEnum):
     FINALIZE = "finalize"  # a finished run: held flag, alert, ledger entry, last-result (each idempotent)
     STOP = "stop"  # an authority outage interrupted the run under failureStrategy alert/hold: end it failed/held
     NONE = "none"  # finished and recorded
+
+
+# Steps whose result is not saved on its own (see the module docstring, "Saves"): a resume re-derives it from what
+# Vault and Kubernetes hold. A failed attempt of one, or a first success after failed attempts, is saved as usual.
+READ_BACK_STEPS = frozenset({Step.PROMOTE, Step.PROPAGATE})
 
 
 @dataclass(frozen=True)
@@ -1025,7 +1038,12 @@ def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
     except Exception as exc:  # a rotator plug-in's own bug fails this run, never the controller; its text may
         # quote values, so only its type is kept
         updated = ex.fail(RotatorError(f"{run.secret}: step {step.value} raised {type(exc).__name__}"))
-    saved = runs.save(deps.kv, updated.model_copy(update={"updated_at": now}))
+    updated = updated.model_copy(update={"updated_at": now})
+    if step in READ_BACK_STEPS and run.attempts == 0 and updated.attempts == 0 and updated.next_retry_at is None \
+            and not updated.finished:
+        saved = runs.settled(updated)  # as the record would hold it; the revision stays the last save's
+    else:
+        saved = runs.save(deps.kv, updated)
     # values kept in memory are promoted in this call whatever the caller asked: the next call would not have them
     promote_now = then_promote is not None or saved.pending_in == "memory"
     if promote_now and ex.tested_in_hand is not None and saved.stage == "tested":
@@ -1116,6 +1134,7 @@ def rollback(deps: RotationDeps, secret_path: VaultPath, *, secret: str, run_id:
 
 
 __all__ = [
+    "READ_BACK_STEPS",
     "AdminSource",
     "Backoff",
     "Consumer",
