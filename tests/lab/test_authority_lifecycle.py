@@ -280,6 +280,29 @@ def test_prune_removes_stale_role_in_managed_mount_and_unmanaged_policy(env: Env
     assert again["changes"] == []
 
 
+def test_a_pki_mount_that_is_a_live_transit_engine_is_a_conflict_and_nothing_changes(env: Env) -> None:
+    """Red team (stop 36): a sign grant on a transit engine signs with its keys. The refusal rests on the mount's
+    type as the live authority reports it: chamberlain's own transit mount named as a PKI mount (validate refuses
+    that name, CH105; here the bundle says it, as a hand-made one would) is a conflict, the whole plan is refused,
+    and nothing is written. A PKI mount not enabled yet is left to its operator."""
+    from chamberlain.authority.configure import ConfigurationConflict, Desired, apply, observe, plan
+    from chamberlain.intent.paths import TRANSIT_MOUNT
+
+    admin = env.configurator()
+    desired = Desired(mounts={}, kv_config={}, auth={}, auth_config={}, reviewer_jwts={}, policies={}, roles={},
+                      audit={}, pki_mounts=frozenset({TRANSIT_MOUNT, "pki-not-mounted-yet"}))
+    before = {name: admin.policies.read(name) for name in admin.policies.list() if name != "root"}
+    observed = observe(admin, desired)
+    assert observed.mounts[TRANSIT_MOUNT].type == "transit" and "pki-not-mounted-yet" not in observed.mounts
+    changes = plan(desired, observed)
+    conflicts = [c for c in changes if c.action == "conflict"]
+    assert [c.name for c in conflicts] == [TRANSIT_MOUNT], changes
+    assert "a transit engine, not pki" in conflicts[0].line()
+    with pytest.raises(ConfigurationConflict, match="nothing was changed"):
+        apply(admin, desired, changes)
+    assert {name: admin.policies.read(name) for name in admin.policies.list() if name != "root"} == before
+
+
 def test_unseal_after_restart(env: Env) -> None:
     env.restart_vault()
     assert env.anonymous().seal.status().sealed
