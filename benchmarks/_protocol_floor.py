@@ -12,7 +12,7 @@ size, and nothing else: no decisions, no models, no retries, no bookkeeping. It 
 schedules them (``controller/loop.py``):
 
 - eight workers take every run to *promoted* (its force-sync included), then poll each consumer Secret until it
-  carries the new marker, then roll the workloads (a read and a patch each, side by side),
+  carries the new marker and save *propagated*, then roll the workloads (a read and a patch each, side by side),
   then end each run; the ledger entries go through one lane as group commits of whatever waits, as the shared
   ledger's do, while the other workers go on;
 - the RotationRun object, its status and the Event are sent from background threads (two for the objects, one for
@@ -66,7 +66,7 @@ FLOOR_LABEL = "bench.chamberlain.dev/floor"  # on the RotationRun objects this m
 POLL_FIRST, POLL_MAX = 0.05, 0.25  # propagation.sync.wait_in_sync's pauses between looks at a consumer Secret
 # Parts of the protocol a variant may leave out (``--protocol-without``), to price a change before making it:
 PARTS = {
-    "run-saves": "the two intermediate run-record saves (tested, done); the lease and the "
+    "run-saves": "the three intermediate run-record saves (tested, propagated, done); the lease and the "
                  "final save stay",
     "run-objects": "the RotationRun object and its status patch",
     "events": "the Event per run",
@@ -204,7 +204,7 @@ class ProtocolFloor:
         version = self._write(path, values, previous)  # promote
         self._patch(path, {wk.VALUE_MARKER: marker, wk.VALUE_VERSION: str(version), wk.LAST_ROTATED: _now(),
                            wk.LAST_RUN: "x" * 26, wk.LAST_REASON: "manual: bench protocol floor"})
-        self.markers[n] = marker  # promoted: saved with the step after it (workflow.READ_BACK_STEPS)
+        self.markers[n] = marker  # promoted: saved with propagate's result (workflow.saved_with_the_next_step)
         ns, secret = self.world.consumer(n)
         self.custom_api.patch_namespaced_custom_object(  # the force-sync
             "external-secrets.io", "v1", ns, "externalsecrets", secret,
@@ -275,7 +275,7 @@ class ProtocolFloor:
                     raise SystemExit(f"protocol floor: {n} not synced within {timeout:.0f}s")
                 time.sleep(pause)
                 pause = min(pause * 2, POLL_MAX)
-        # propagated: saved with the step after it (workflow.READ_BACK_STEPS)
+        self._save(n)  # propagated (with the promote of a value kept in memory)
 
     def restart(self, workload: tuple[str, str]) -> None:
         """A read of the pod template, then the patch (``propagation.restart``)."""

@@ -141,9 +141,11 @@ def minimum(revoke_old: bool, target: bool = False) -> list[Need]:
         Need("promote", "patch_custom_metadata", "value-marker, value-version, last-*: what consumers and audits "
                                                  "compare against (one PATCH, its key count checked against the "
                                                  "custom_metadata the promote write answered)"),
-        # promote and propagate (refresh + wait: Kubernetes only) are saved with the step after them: a resume
-        # reads them back (workflow.READ_BACK_STEPS); the rollout restart (Kubernetes only) is saved with the
-        # step after it too: the revoke time, or the end
+        # a promote of values kept in memory is saved with propagate's result: a resume reads it back from the real
+        # path's marker (workflow.saved_with_the_next_step); a staged one is saved alone
+        *([_save("promoted")] if target else []),
+        _save("propagated"),  # refresh + wait: Kubernetes only; the fence before any workload restarts
+        # the rollout restart (Kubernetes only) is saved with the step after it: the revoke time, or the end
     ]
     ledger_head = ("ledger head: seq and hash the entry chains to and the head's KV version (its CAS); recorded "
                    "in the run as the floor after which a crashed finalize's entry is looked for")

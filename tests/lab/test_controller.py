@@ -87,12 +87,11 @@ CHECKPOINTS = [c for c in dict.fromkeys(re.findall(r'checkpoint\("(rotation\.[a-
 PROMOTE_WRITE = "rotation.promote.write"  # from here on the new version is in Vault
 CHAIN = list(reversed(CHECKPOINTS))  # see test_crash_at_each_step_boundary_then_restart_converges
 # Died before its promote, a run whose values were in memory draws them again when resumed, passing these checkpoints
-# once more; died after it, before the next save (promote and propagate are saved with the step after them), it
-# resumes from ``tested`` and completes the promote's metadata and propagates again: the controller that resumes it
-# must not be the one armed to die at them.
+# once more; died after it, before propagate's save (a promote of values in memory is saved with it), it resumes
+# from ``tested`` and completes the promote's metadata again: the controller that resumes it must not be the one
+# armed to die at them.
 PASSED_AGAIN = {"rotation.before-promote": {"rotation.test"},
-                "rotation.propagate": {"rotation.promote"},
-                "rotation.restart": {"rotation.promote", "rotation.propagate"}}
+                "rotation.propagate": {"rotation.promote"}}
 FINALIZE = "rotation.finalize"
 
 

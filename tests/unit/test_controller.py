@@ -401,7 +401,7 @@ def test_an_unreadable_record_after_an_outage_drops_that_run_only() -> None:
 
     def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         stage = json.loads(data.get("run", "{}")).get("stage") if path.startswith(RUNS_PREFIX) else None
-        if stage == "revoke-wait" and not hit:  # the first save after promote
+        if stage == "propagated" and not hit:  # the first save after promote
             hit.append(1)
             original(mount, path, {"run": json.dumps({"run_id": "x", "from_a_newer_release": 1})}, cas)
             raise AuthorityUnavailable("connection reset")
@@ -683,9 +683,9 @@ def test_hold_after_an_outage_of_two_ticks_still_holds() -> None:
 
 
 def test_a_lost_answer_to_the_first_save_after_promote_resumes_from_the_tested_revision() -> None:
-    """The random rotator has no target: a run is drawn and tested, then promoted in the same call; promote and
-    propagate are saved with the step after them (workflow.READ_BACK_STEPS). When the answer to that save is lost
-    (the write landed), the controller must hold the tested revision, so the record one revision ahead of it is
+    """The random rotator has no target: a run is drawn and tested, then promoted in the same call; the promote is
+    saved with propagate's result (workflow.saved_with_the_next_step). When the answer to that save is lost (the
+    write landed), the controller must hold the tested revision, so the record one revision ahead of it is
     recognised as its own, not taken for another executor's."""
     from chamberlain.authority.errors import AuthorityUnavailable
     from chamberlain.intent.paths import RUNS_PREFIX
@@ -700,7 +700,7 @@ def test_a_lost_answer_to_the_first_save_after_promote_resumes_from_the_tested_r
     def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
         version = original(mount, path, data, cas)
         stage = json.loads(data.get("run", "{}")).get("stage") if path.startswith(RUNS_PREFIX) else None
-        if stage == "revoke-wait" and not lost:
+        if stage == "propagated" and not lost:
             lost.append(version)
             raise AuthorityUnavailable("connection reset after the write")
         return version
@@ -713,6 +713,59 @@ def test_a_lost_answer_to_the_first_save_after_promote_resumes_from_the_tested_r
     assert c.outages == 0 and w.version() == 2 and [e.reason for e in w.rotations()][-1] == "answer lost"
     assert not any("taken over" in line for line in w.log.lines)
     assert any("re-read after an unanswered write" in line for line in w.log.lines)
+
+
+def test_a_lost_answer_to_a_failed_attempts_save_then_a_retry_that_succeeds_is_still_recognised() -> None:
+    """Review of the promote saved with the next step: propagate fails (ESO slow), its failed attempt is saved, the
+    answer is lost. Next tick propagate succeeds: the executor lived through an outage, so it saves at once and meets
+    its own record one revision ahead (recognised), instead of clearing the outage unsaved and giving the run up as
+    another executor's at its next save, with the workloads rolled and the run stranded."""
+    from chamberlain.authority.errors import AuthorityUnavailable
+    from chamberlain.intent.paths import RUNS_PREFIX
+    from chamberlain.kube.api import KubeSecret
+    from chamberlain.triggers import manual
+
+    w = World(policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    c = w.controller(queue=q)
+    c.tick()
+    eso_down = [True]
+    original_annotate = type(w.kube).annotate_external_secret
+
+    def annotate(namespace: str, name: str, annotations: Any) -> None:
+        if eso_down[0]:  # the poke lands, the Secret is not refreshed yet
+            return super(type(w.kube), w.kube).annotate_external_secret(namespace, name, annotations)
+        return original_annotate(w.kube, namespace, name, annotations)
+
+    w.kube.annotate_external_secret = annotate  # type: ignore[method-assign]
+    original, lost = w.kv.write, []
+
+    def write(mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        version = original(mount, path, data, cas)
+        body = json.loads(data.get("run", "{}")) if path.startswith(RUNS_PREFIX) else {}
+        if body.get("stage") == "promoted" and body.get("attempts") == 1 and not lost:
+            lost.append(version)  # the failed attempt's save landed; its answer is lost
+            raise AuthorityUnavailable("connection reset after the write")
+        return version
+
+    w.kv.write = write  # type: ignore[method-assign]
+    q.put(manual("api-token", "slow eso", w.clock.now()))
+    c.tick()
+    assert lost and c.outages == 1 and w.version() == 2
+    meta = w.kv.read_metadata(MOUNT, w.scope.placed["api-token"].vault.path)
+    assert meta is not None  # ESO catches up on its own refresh
+    w.kube.secrets[("shop", "api-token")] = KubeSecret(
+        "shop", "api-token", {"v": "materialized"},
+        annotations={wk.ANNOTATION_VERSION_MARKER: meta.custom.get(wk.VALUE_MARKER, "")})
+    eso_down[0] = False
+    for _ in range(3):
+        c.tick()
+        w.clock.advance(60)
+    record = runs.load(w.kv, w.scope.placed["api-token"].vault)
+    assert not any("taken over" in line for line in w.log.lines), "own write given up as another executor's"
+    assert any("re-read after an unanswered write" in line for line in w.log.lines)
+    assert record is not None and record.finished and record.ledger_seq is not None
+    assert [e.reason for e in w.rotations()][-1] == "slow eso"
 
 
 def test_derived_and_config_intents_are_out_of_the_controller_scope() -> None:

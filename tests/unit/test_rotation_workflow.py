@@ -276,42 +276,22 @@ def test_consumers_never_see_a_pending_value_before_promote() -> None:
     assert staged is not None and staged.data[wf.STAGED_RUN] == "run-1"
 
 
-def test_every_advance_is_persisted_but_promote_and_propagate_which_a_resume_reads_back() -> None:
+def test_every_advance_is_persisted_and_a_fresh_load_equals_it() -> None:
     w = make_world()
-    run, stages, saved = w.start(), [], []
+    run, stages = w.start(), []
     while not (run.finished and run.ledger_seq is not None):
         deps = w.deps(rotator=w.rotator)  # a fresh executor for every step
-        before = runs.load(w.kv, SECRET)
         after = wf.advance(run, deps)
         if after == run:
             w.clock.sleep(3600)
         loaded = runs.load(w.kv, SECRET)
-        if after.stage in ("promoted", "propagated"):
-            assert loaded == before and after.revision == run.revision, "kept in memory, saved with the next step"
-        else:
-            assert loaded == after
-            saved.append(after.stage)
-        run = after
+        assert loaded == after
+        run = loaded
         stages.append(run.stage)
     # the restart step goes on to schedule the revoke itself: "restarted" is never saved on its own
     assert stages[:7] == ["staged", "set-at-target", "tested", "promoted", "propagated", "revoke-wait",
                           "revoke-wait"]
-    assert saved[:5] == ["staged", "set-at-target", "tested", "revoke-wait", "revoke-wait"]
     assert_one_clean_rotation(w, run)
-
-
-@pytest.mark.parametrize("stage", ["promoted", "propagated"])
-def test_a_run_lost_after_a_step_kept_in_memory_resumes_from_the_record_before_it_to_one_rotation(
-        stage: str) -> None:
-    w = make_world()
-    run = w.start()
-    while run.stage != stage:
-        run = wf.advance(run, w.deps())
-    # the executor is gone: a fresh one finds the record at "tested" and recognises the promote write as its own
-    resumed = wf.resume(w.deps(), SECRET)
-    assert resumed is not None
-    assert_one_clean_rotation(w, resumed)
-    assert w.rotator.created == 1
 
 
 # --------------------------------------------------------------------------------------------------- crashes
@@ -1001,9 +981,7 @@ def test_a_run_tested_from_memory_promotes_in_the_same_call_from_the_values_in_h
     deps = w.deps(kv=counting, markers=markers)
     kept: list[RotationRun] = []
     run = wf.advance(w.start(), deps, then_promote=kept.append)
-    # promote is read back by a resume (the marker ``tested`` saved): kept in memory, saved with the next step
-    assert [r.stage for r in kept] == ["tested"] and run.stage == "promoted" and run.revision == kept[0].revision
-    assert runs.load(w.kv, SECRET) == kept[0]
+    assert [r.stage for r in kept] == ["tested"] and run.stage == "promoted" and run.revision == kept[0].revision + 1
     assert w.versions() == 2 and w.custom()[wk.VALUE_MARKER] == run.pending_marker
     # the real path read once and the staging path's version asked once (stage); promote read neither, nor asked
     # for a marker
@@ -1173,7 +1151,7 @@ def test_a_caller_that_does_not_ask_still_gets_the_draw_promoted_in_the_same_cal
 
 MEMORY_CHECKPOINTS = [("rotation.test", "pending", 2), ("rotation.before-promote", "tested", 2),
                       ("rotation.promote.write", "tested", 1), ("rotation.promote", "tested", 1),
-                      ("rotation.propagate", "tested", 1), ("rotation.restart", "tested", 1),
+                      ("rotation.propagate", "tested", 1), ("rotation.restart", "propagated", 1),
                       ("rotation.finalize", "done", 1)]
 
 
@@ -1286,6 +1264,47 @@ def test_only_a_run_with_values_in_memory_in_flight_has_a_record_the_release_bef
     assert stored()["pending_in"] == "memory", "promote is saved with the next step"
     finished = wf.run_to_completion(promoted, w.deps())
     assert finished.ledger_seq is not None and set(stored()) <= before, "nothing pending is left: readable again"
+
+
+def test_the_promote_of_a_value_kept_in_memory_is_saved_with_propagates_result() -> None:
+    w = memory_world(revoke_old=False)
+    run = wf.advance(w.start(pending_in="memory"), w.deps())  # drawn, tested (saved), promoted (kept)
+    stored = runs.load(w.kv, SECRET)
+    assert run.stage == "promoted" and w.versions() == 2
+    assert stored is not None and stored.stage == "tested" and run.revision == stored.revision
+    run = wf.advance(run, w.deps())
+    assert run.stage == "propagated" and runs.load(w.kv, SECRET) == run, "propagate is the fence: saved alone"
+    assert_promoted_once(w, wf.run_to_completion(run, w.deps()), w.rotator.drawn[-1])
+
+
+def test_a_run_in_memory_lost_after_its_promote_resumes_from_tested_to_one_rotation() -> None:
+    w = memory_world(revoke_old=False)
+    run = wf.advance(w.start(pending_in="memory"), w.deps())
+    assert run.stage == "promoted"
+    # the executor is gone: a fresh one finds "tested", recognises the write by its marker and records it
+    resumed = wf.resume(w.deps(rotator=w.rotator), SECRET)
+    assert resumed is not None and w.rotator.created == 1
+    assert_promoted_once(w, resumed, w.rotator.drawn[-1])
+
+
+def test_only_a_first_promote_of_a_value_in_memory_without_an_outage_waits_for_the_next_save() -> None:
+    w = memory_world()
+    tested = w.start(pending_in="memory").model_copy(update={"stage": "tested"})
+    promoted = tested.model_copy(update={"stage": "promoted"})
+    assert wf.saved_with_the_next_step(wf.Step.PROMOTE, tested, promoted, None)
+    # an outage may have lost the answer to a write: the executor recognises its own record only at a save
+    assert not wf.saved_with_the_next_step(wf.Step.PROMOTE, tested, promoted, "connection reset")
+    # a first success after failed attempts: the retry count is reset on the record at once
+    retried = tested.model_copy(update={"attempts": 2})
+    assert not wf.saved_with_the_next_step(wf.Step.PROMOTE, retried, promoted, None)
+    # a failed attempt, with its retry time
+    failed = tested.model_copy(update={"attempts": 1, "next_retry_at": w.clock.now()})
+    assert not wf.saved_with_the_next_step(wf.Step.PROMOTE, tested, failed, None)
+    # a staged run's promote, and every other step (propagate is the fence before any restart)
+    staged = tested.model_copy(update={"pending_in": "staging"})
+    assert not wf.saved_with_the_next_step(wf.Step.PROMOTE, staged, promoted, None)
+    assert not wf.saved_with_the_next_step(wf.Step.PROPAGATE, promoted, promoted.model_copy(
+        update={"stage": "propagated"}), None)
 
 
 def test_a_promote_that_keeps_failing_backs_off_and_ends_the_run_instead_of_redrawing_forever() -> None:

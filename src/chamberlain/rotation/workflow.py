@@ -58,15 +58,16 @@ read once, when the run finishes, and recorded in the run (:class:`~chamberlain.
 run's one entry is chained after it, and a crashed earlier attempt's entry can only be after it. A rotator without
 a target (:func:`~chamberlain.rotation.rotators.base.has_target`) is tested from memory in the step that staged
 (``pending`` → ``tested``, no set-at-target step) and its revoke reads no value; one that also draws locally
-stages nothing: 14 calls a rotation (keep old) where a staged one makes 18.
+stages nothing: 15 calls a rotation (keep old) where a staged one makes 20.
 
-Saves: a step's result is saved to the run record (CAS) before the next step acts, except the two steps whose
-effect a resume reads back from the world (:data:`READ_BACK_STEPS`): promote (the real path's version and marker,
-which ``tested`` names, are recognised as the run's own write and its metadata completed) and propagate (a
-force-sync and a wait for the consumers, both idempotent). Their result is kept in memory and saved with the next
-step's: a crash after either resumes from ``tested`` and does nothing twice but the metadata PATCH and the
-force-sync. Two saves a rotation fewer: the run record is the heaviest write of a batch (on raft storage each
-save is a commit).
+Saves: a step's result is saved to the run record (CAS) before the next step acts, with one exception
+(:func:`saved_with_the_next_step`): the promote of a value kept in memory, whose result a resume reads back from
+Vault. The record stays at ``tested``, which names the draw's marker and the version it builds on, so a resumed run
+finds the real path one version ahead with that marker, recognises its own write and completes its metadata (one
+PATCH of the same keys). The promote is saved with propagate's result, and propagate stays saved on its own: it is
+the check-and-set fence before any workload restarts, so an executor that lost the run never rolls a workload.
+Under an outage, after failed attempts, and for a staged run, promote is saved as every step is. One save a
+rotation fewer: the run record is the heaviest write of a batch (on raft storage each save is a commit).
 
 Boundary: no Kubernetes or Vault client here (the KV and KubePropagation protocols only), no wall clock, no
 randomness except through the injected RNG, and no value in any record, metadata, ledger entry or error.
@@ -195,11 +196,6 @@ class Step(StrEnum):
     NONE = "none"  # finished and recorded
 
 
-# Steps whose result is not saved on its own (see the module docstring, "Saves"): a resume re-derives it from what
-# Vault and Kubernetes hold. A failed attempt of one, or a first success after failed attempts, is saved as usual.
-READ_BACK_STEPS = frozenset({Step.PROMOTE, Step.PROPAGATE})
-
-
 @dataclass(frozen=True)
 class Observed:
     """What Vault holds now, as far as the run's next step cares, and whether an authority outage interrupted the
@@ -222,6 +218,16 @@ class Observed:
     # not read either: the pending values a run keeps in memory came with this call from the draw (``tested`` of a
     # ``pending_in: memory`` run promotes them; without them, it draws again)
     pending_in_hand: bool = False
+
+
+def saved_with_the_next_step(step: Step, run: RotationRun, updated: RotationRun, outage: str | None) -> bool:
+    """Whether ``step``'s result is kept in memory and saved with the next step's (pure; the module docstring,
+    "Saves"): a promote of values kept in memory that succeeded at the first attempt, by an executor that lived
+    through no outage. A resume reads it back from the real path's version and marker. Anything else is saved now:
+    a failed attempt and its retry count, a write whose answer an outage may have lost (the executor recognises its
+    own record one revision ahead only when it saves next), a staged run's promote."""
+    return (step is Step.PROMOTE and run.pending_in == "memory" and outage is None and run.attempts == 0
+            and updated.stage == "promoted" and updated.attempts == 0 and updated.next_retry_at is None)
 
 
 def wake_at(run: RotationRun) -> datetime | None:
@@ -1039,8 +1045,7 @@ def _advance(run: RotationRun, deps: RotationDeps, outage: str | None,
         # quote values, so only its type is kept
         updated = ex.fail(RotatorError(f"{run.secret}: step {step.value} raised {type(exc).__name__}"))
     updated = updated.model_copy(update={"updated_at": now})
-    if step in READ_BACK_STEPS and run.attempts == 0 and updated.attempts == 0 and updated.next_retry_at is None \
-            and not updated.finished:
+    if saved_with_the_next_step(step, run, updated, outage):
         saved = runs.settled(updated)  # as the record would hold it; the revision stays the last save's
     else:
         saved = runs.save(deps.kv, updated)
@@ -1134,7 +1139,6 @@ def rollback(deps: RotationDeps, secret_path: VaultPath, *, secret: str, run_id:
 
 
 __all__ = [
-    "READ_BACK_STEPS",
     "AdminSource",
     "Backoff",
     "Consumer",
@@ -1158,6 +1162,7 @@ __all__ = [
     "rollback",
     "rollback_source",
     "run_to_completion",
+    "saved_with_the_next_step",
     "staged_marker",
     "start",
     "start_rollback",
