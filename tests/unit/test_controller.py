@@ -171,67 +171,6 @@ def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
     assert lease is not None and lease.holder == "a" and lease.transitions >= 2
 
 
-def test_a_tick_longer_than_the_lease_renews_it_between_run_steps_and_no_follower_takes_over() -> None:
-    """One tick drives a whole batch (2,000 rotations take about a minute; the Lease lasts 15 s). The Lease is
-    renewed between run steps when due, so a second replica never finds it expired mid-batch and acts beside the
-    leader; a leader that cannot renew stops acting at its next step."""
-    from chamberlain.triggers import manual
-
-    names = tuple(f"s{i}" for i in range(6))
-    w = World(names, policy={"type": "static", "failureStrategy": "retry"})
-    q = MemoryQueue()
-    a = w.controller(identity="a", queue=q)
-    follower = LeaderElector(w.kube, NS, "chamberlain-controller", "b", w.clock, 15)
-    a.tick()
-    taken: list[datetime] = []
-    original = type(w.kube).annotate_external_secret
-
-    def slow_force_sync(namespace: str, name: str, annotations: Any) -> None:
-        w.clock.advance(7)  # each run's step takes 7 s: the batch takes 42 s, the Lease lasts 15
-        if follower.step():
-            taken.append(w.clock.now())
-        original(w.kube, namespace, name, annotations)
-
-    w.kube.annotate_external_secret = slow_force_sync  # type: ignore[method-assign]
-    for n in names:
-        q.put(manual(n, "batch", w.clock.now()))
-    started = w.clock.now()
-    a.tick()
-    assert w.clock.now() - started > timedelta(seconds=30)
-    assert taken == [], "the follower took the Lease in the middle of the leader's batch"
-    lease = w.kube.get_lease(NS, "chamberlain-controller")
-    assert lease is not None and lease.holder == "a" and lease.renewed is not None
-    assert lease.renewed > started + timedelta(seconds=15)
-    assert [e.reason for e in w.rotations()].count("batch") == len(names)
-
-
-def test_a_leader_that_cannot_renew_stops_acting_at_its_next_run_step() -> None:
-    from chamberlain.kube.api import KubeError
-    from chamberlain.triggers import manual
-
-    w = World(("s0", "s1", "s2"), policy={"type": "static", "failureStrategy": "retry"})
-    q = MemoryQueue()
-    a = w.controller(identity="a", queue=q)
-    a.tick()
-
-    def unreachable(namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        raise KubeError("the API server does not answer")
-
-    w.kube.replace_lease = unreachable  # type: ignore[method-assign]
-    original = type(w.kube).annotate_external_secret
-
-    def slow_force_sync(namespace: str, name: str, annotations: Any) -> None:
-        w.clock.advance(20)  # past the Lease's duration: no renewal since
-        original(w.kube, namespace, name, annotations)
-
-    w.kube.annotate_external_secret = slow_force_sync  # type: ignore[method-assign]
-    for n in ("s0", "s1", "s2"):
-        q.put(manual(n, "batch", w.clock.now()))
-    a.tick()
-    assert not a.tick(), "the next tick follows"
-    assert len(w.rotations()) < 3, "a leader without a valid Lease went on rotating"
-
-
 class CountingLeases(FakeKube):
     """FakeKube counting Lease reads and writes (each one an API request)."""
 

@@ -120,7 +120,6 @@ class Controller:
         self.wake = threading.Event()  # set by any thread (a new request): tick now; cleared by the loop thread
         self.arrived = threading.Event()  # a trigger from another thread since the tick started (nudge)
         self._scope_lock = threading.Lock()
-        self._lead_lock = threading.Lock()  # the elector is stepped by the loop thread and by every worker
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
         self._load_rotators(scope)  # a built-in that cannot load stops the start, as a broken plug-in does
@@ -263,7 +262,7 @@ class Controller:
         return True
 
     def _lead(self) -> bool:
-        leader = self._leading()
+        leader = self.parts.elector.step() if self.parts.elector is not None else True
         if leader != self.state.leader:
             self.parts.log.info("leadership", leader=leader)
             if not leader:  # stop driving at once; the new leader adopts the runs from their records
@@ -274,16 +273,6 @@ class Controller:
         self.state.leader = leader
         self.parts.metrics.leader.set(1 if leader else 0)
         return leader
-
-    def _leading(self) -> bool:
-        """Whether this replica may act now, asked before every run step (any thread) as well as at each tick: one
-        tick of a large batch outlasts the Lease (2,000 rotations take about a minute, the Lease 15 s), so it is
-        renewed here when due (a third of its duration), and a leader that could not renew stops acting mid-batch
-        instead of acting beside the replica that took over; its runs resume from their records there."""
-        if self.parts.elector is None:
-            return True
-        with self._lead_lock:
-            return self.parts.elector.step()
 
     def _outage(self, exc: AuthorityUnavailable) -> None:
         """Every run in flight lived through the outage: say so to its next step, where its policy decides."""
@@ -802,8 +791,6 @@ class Controller:
         for _ in range(wf.MAX_STEPS):
             if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run):
                 return
-            if not self._leading():
-                return  # the Lease is lost: the next tick follows, and the new leader adopts the run
             try:
                 after = wf.advance(a.run, a.deps, outage=a.outage, then_promote=a.saved)
             except wf.RunLost:
