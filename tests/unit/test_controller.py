@@ -171,6 +171,60 @@ def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
     assert lease is not None and lease.holder == "a" and lease.transitions >= 2
 
 
+def test_a_tick_longer_than_the_lease_keeps_it_renewed_and_no_follower_takes_over() -> None:
+    """One tick drives a whole batch (2,000 rotations take about a minute; the Lease lasts 15 s). A thread renews the
+    Lease while the tick runs, so a second replica never finds it expired mid-batch and acts beside the leader."""
+    from chamberlain.triggers import manual
+
+    names = tuple(f"s{i}" for i in range(6))
+    w = World(names, policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    a = w.controller(identity="a", queue=q)
+    a.keep_lease_every = 0.002
+    follower = LeaderElector(w.kube, NS, "chamberlain-controller", "b", w.clock, 15)
+    a.tick()
+    taken: list[datetime] = []
+    original = type(w.kube).annotate_external_secret
+
+    def renewed_lately() -> bool:
+        lease = w.kube.get_lease(NS, "chamberlain-controller")
+        return lease is not None and lease.renewed is not None and w.clock.now() - lease.renewed < timedelta(seconds=7)
+
+    def slow_force_sync(namespace: str, name: str, annotations: Any) -> None:
+        w.clock.advance(7)  # each run's step takes 7 s: the batch takes 42 s, the Lease lasts 15
+        deadline = time.monotonic() + 5
+        while not renewed_lately() and time.monotonic() < deadline:  # the keeper's next look (real time)
+            time.sleep(0.002)
+        if follower.step():
+            taken.append(w.clock.now())
+        original(w.kube, namespace, name, annotations)
+
+    w.kube.annotate_external_secret = slow_force_sync  # type: ignore[method-assign]
+    for n in names:
+        q.put(manual(n, "batch", w.clock.now()))
+    started = w.clock.now()
+    assert a.tick()
+    assert w.clock.now() - started > timedelta(seconds=30)
+    assert taken == [], "the follower took the Lease in the middle of the leader's batch"
+    lease = w.kube.get_lease(NS, "chamberlain-controller")
+    assert lease is not None and lease.holder == "a" and lease.renewed is not None
+    assert lease.renewed > started + timedelta(seconds=15)
+    assert [e.reason for e in w.rotations()].count("batch") == len(names)
+
+
+def test_a_lease_lost_during_a_tick_and_regained_since_drops_the_runs_held_and_adopts_them_again() -> None:
+    """The keeper saw the Lease lost while the tick ran (another replica may have adopted and moved our runs
+    meanwhile), and the next tick's look finds it ours again: what this replica held is stale, so it follows and
+    adopts again from the records, as after any change of leader."""
+    w = World()
+    a = w.controller(identity="a")
+    assert a.tick() and a.state.adopted
+    a._lost_in_tick = True  # as the keeper thread records it
+    assert a.tick()
+    assert any("lost during the tick and regained" in line for line in w.log.lines)
+    assert a.state.adopted, "adopted again at once"
+
+
 class CountingLeases(FakeKube):
     """FakeKube counting Lease reads and writes (each one an API request)."""
 
