@@ -6,7 +6,9 @@ through the same path; metrics, logs, RotationRun statuses and events carry no v
 from __future__ import annotations
 
 import json
+import threading
 import time
+import types
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -18,7 +20,7 @@ from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerReader
 from chamberlain.authority.fake import FakeKV
 from chamberlain.clock import FakeClock
-from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide
+from chamberlain.controller import ControllerMetrics, LeaderElector, RunPublisher, decide, loop
 from chamberlain.controller.app import ControllerWebhook
 from chamberlain.controller.collaborators import Collaborators
 from chamberlain.controller.config import ControllerConfig
@@ -223,6 +225,92 @@ def test_a_lease_lost_during_a_tick_and_regained_since_drops_the_runs_held_and_a
     assert a.tick()
     assert any("lost during the tick and regained" in line for line in w.log.lines)
     assert a.state.adopted, "adopted again at once"
+
+
+def test_a_hung_tick_does_not_keep_the_lease_from_a_healthy_follower() -> None:
+    """Review of the keeper thread: a tick that makes no progress (a worker blocked on a dead connection: Kube
+    calls carry no request timeout) must not hold leadership for ever; the follower takes over once the keeper
+    lets the Lease go."""
+    w = World(("s0",), policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    a = w.controller(identity="a", queue=q)
+    a.keep_lease_every = 0.005
+    follower = LeaderElector(w.kube, NS, "chamberlain-controller", "b", w.clock, 15)
+    assert a.tick()
+    hang, entered = threading.Event(), threading.Event()
+    original = type(w.kube).annotate_external_secret
+
+    def hung(namespace: str, name: str, annotations: Any) -> None:
+        entered.set()
+        hang.wait(30)  # blocked: no progress at all
+        original(w.kube, namespace, name, annotations)
+
+    w.kube.annotate_external_secret = hung  # type: ignore[method-assign]
+    q.put(manual("s0", "hung", w.clock.now()))
+    t = threading.Thread(target=a.tick, daemon=True)
+    t.start()
+    assert entered.wait(5)
+    taken_at = None
+    for second in range(1, 121):  # two fake minutes of a tick that does nothing
+        w.clock.advance(1)
+        time.sleep(0.02)  # the keeper's look
+        if follower.step():
+            taken_at = second
+            break
+    hang.set()
+    t.join(10)
+    # the keeper lets go once no step was done for propagation_timeout (5 s here) + a Lease duration; the Lease
+    # then expires a Lease duration after its last renewal
+    assert taken_at is not None and taken_at <= 5 + 15 + 15 + 2, "the stuck leader kept the Lease"
+
+
+class _ShortJoin(threading.Thread):
+    def join(self, timeout: float | None = None) -> None:  # as if the keeper's 31 s join bound had run out
+        super().join(0.2 if timeout is not None else None)
+
+
+def test_a_renewal_in_flight_past_the_join_does_not_take_the_lease_back_after_release(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of the keeper thread: the release at shutdown waits for a renewal in flight, never the reverse."""
+    monkeypatch.setattr(loop, "threading", types.SimpleNamespace(
+        Thread=_ShortJoin, Event=threading.Event, Lock=threading.Lock))
+    w = World(("s0",), policy={"type": "static", "failureStrategy": "retry"})
+    q = MemoryQueue()
+    a = w.controller(identity="a", queue=q)
+    a.keep_lease_every = 0.005
+    assert a.tick()
+    stop = threading.Event()
+    armed, in_renewal, stalled = threading.Event(), threading.Event(), threading.Event()
+    original_replace = type(w.kube).replace_lease
+
+    def replace_lease(namespace: str, name: str, record: Any) -> Any:
+        if armed.is_set() and threading.current_thread().name == "chamberlain-lease":
+            armed.clear()
+            in_renewal.set()
+            stalled.wait(3)  # a stalled request: answered (and applied) only later
+        return original_replace(w.kube, namespace, name, record)
+
+    original_annotate = type(w.kube).annotate_external_secret
+
+    def long_step(namespace: str, name: str, annotations: Any) -> None:
+        w.clock.advance(6)  # a renewal is due
+        armed.set()
+        assert in_renewal.wait(5)
+        stop.set()  # SIGTERM while the keeper's renewal hangs
+        original_annotate(w.kube, namespace, name, annotations)
+
+    w.kube.replace_lease = replace_lease  # type: ignore[method-assign]
+    w.kube.annotate_external_secret = long_step  # type: ignore[method-assign]
+    q.put(manual("s0", "batch", w.clock.now()))
+    a.serve(stop, interval=0.01)
+    lease = w.kube.get_lease(NS, "chamberlain-controller")
+    assert lease is not None and lease.holder is None, "released at shutdown"
+    stalled.set()  # the stalled renewal gets through now
+    for t in threading.enumerate():
+        if t.name == "chamberlain-lease":
+            t.join(5)
+    lease = w.kube.get_lease(NS, "chamberlain-controller")
+    assert lease is not None and lease.holder is None, "the stopped replica took the Lease back after releasing it"
 
 
 class CountingLeases(FakeKube):

@@ -121,8 +121,9 @@ class Controller:
         self.arrived = threading.Event()  # a trigger from another thread since the tick started (nudge)
         self._scope_lock = threading.Lock()
         self._lease_lock = threading.Lock()  # the elector: stepped by the loop thread, and during a tick by _kept_lease
-        self._lost_in_tick = False  # _kept_lease saw the Lease lost (set by its thread, read by the loop thread)
+        self._lost_in_tick = False  # _kept_lease saw the Lease lost or let it go (under _lease_lock)
         self.keep_lease_every = 1.0  # seconds between two looks of _kept_lease (a renewal only when due)
+        self._steps = 0  # run steps and phases done this tick: what _kept_lease calls progress
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
         self._load_rotators(scope)  # a built-in that cannot load stops the start, as a broken plug-in does
@@ -254,11 +255,14 @@ class Controller:
             self.parts.refresh_session()
             if not self.state.adopted:
                 self._adopt()
+            self._progressed()
             self._evaluate()
+            self._progressed()
             if self.parts.external is not None:  # a producer pushed a new version of a derived/config secret
                 self.parts.external.step(self.scope)
             self._poll_annotations()
             self._poll_stored()
+            self._progressed()
             self._start(self._take_requests())
             self._drive()
         except AuthorityUnavailable as exc:  # Vault unreachable or sealed: nothing moves; runs resume next tick
@@ -274,16 +278,32 @@ class Controller:
         """While the tick runs, a thread renews the Lease when due (a third of its duration). One tick drives a whole
         batch, and a batch of 2,000 rotations lasts about a minute against a 15 s Lease: without it, the other
         replica found the Lease expired mid-batch, took it and drove the same runs beside the leader. It decides
-        nothing for the tick: a loss it sees is handled at the next tick (:meth:`_lead`), as any loss is."""
-        if self.parts.elector is None:
+        nothing for the tick: a loss it sees is handled at the next tick (:meth:`_lead`), as any loss is.
+
+        It renews only while the tick makes progress (a run step or a phase done): a tick stuck longer than the
+        longest step may wait (a consumer wait of ``propagation_timeout``) plus a Lease duration lets the Lease
+        go, so the other replica takes over, as it would have without this thread."""
+        elector = self.parts.elector
+        if elector is None:
             yield
             return
         stop = threading.Event()
+        clock = self.parts.clock
+        patience = self.config.propagation_timeout + elector.duration_seconds
 
         def keep() -> None:
+            seen, since = self._steps, clock.monotonic()
             while not stop.wait(self.keep_lease_every):
-                if not self._step_lease():
-                    self._lost_in_tick = True
+                if self._steps != seen:
+                    seen, since = self._steps, clock.monotonic()
+                with self._lease_lock:
+                    if stop.is_set():
+                        return
+                    if clock.monotonic() - since > patience:  # stuck: let the Lease go, never renew it again
+                        self._lost_in_tick = True
+                        return
+                    if not elector.step():
+                        self._lost_in_tick = True
 
         keeper = threading.Thread(target=keep, name="chamberlain-lease", daemon=True)
         keeper.start()
@@ -291,8 +311,11 @@ class Controller:
             yield
         finally:
             stop.set()
-            keeper.join(timeout=self.keep_lease_every + 30)  # a hung renewal must not stop the loop (the lock
-            # keeps a late one from racing the next tick's)
+            keeper.join(timeout=self.keep_lease_every + 30)  # one renewal's request at most; a later one holds
+            # _lease_lock, which the next tick's look and the release at shutdown wait for
+
+    def _progressed(self) -> None:
+        self._steps += 1  # any thread; a lost increment only delays what _kept_lease sees by one step
 
     def _step_lease(self) -> bool:
         elector = self.parts.elector
@@ -371,8 +394,11 @@ class Controller:
                 if not publisher.flush(publisher.drain):
                     self.parts.log.warning("RotationRun objects not all published at shutdown",
                                            waiting=publisher.pending)
-            if self.parts.elector is not None:
-                self.parts.elector.release()
+            if self.parts.elector is not None and self._lease_lock.acquire(timeout=30):
+                try:  # not while a renewal is in flight: it would take the Lease back after the release
+                    self.parts.elector.release()
+                finally:
+                    self._lease_lock.release()
             self.parts.metrics.leader.set(0)
             self.parts.log.info("stopped", active=len(self.state.active))
 
@@ -840,6 +866,7 @@ class Controller:
         for _ in range(wf.MAX_STEPS):
             if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run):
                 return
+            self._progressed()
             try:
                 after = wf.advance(a.run, a.deps, outage=a.outage, then_promote=a.saved)
             except wf.RunLost:
