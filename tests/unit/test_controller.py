@@ -215,16 +215,30 @@ def test_a_tick_longer_than_the_lease_keeps_it_renewed_and_no_follower_takes_ove
 
 
 def test_a_lease_lost_during_a_tick_and_regained_since_drops_the_runs_held_and_adopts_them_again() -> None:
-    """The keeper saw the Lease lost while the tick ran (another replica may have adopted and moved our runs
-    meanwhile), and the next tick's look finds it ours again: what this replica held is stale, so it follows and
-    adopts again from the records, as after any change of leader."""
-    w = World()
-    a = w.controller(identity="a")
-    assert a.tick() and a.state.adopted
+    """The keeper saw the Lease lost while the tick ran, and the next tick's look finds it ours again: meanwhile the
+    other replica may have adopted our runs and moved their records. What this replica held is stale, so it follows
+    and adopts again from the records, as after any change of leader, instead of meeting a record one revision
+    ahead at its next save and giving the run up as another executor's (stranded, its lease held)."""
+    from chamberlain.triggers import manual
+
+    w = World(policy={"type": "event-based", "revokeOld": True, "maxOverlap": "1h", "failureStrategy": "hold"})
+    q = MemoryQueue()
+    a = w.controller(identity="a", queue=q)
+    q.put(manual("api-token", "drill", w.clock.now()))
+    assert a.tick()
+    held = a.active["api-token"].run
+    assert held.stage == "revoke-wait"
+    vault = w.scope.placed["api-token"].vault
+    moved = runs.save(w.kv, held.model_copy(update={"notes": {**held.notes, "moved-by": "b"}}))  # b's save
     a._lost_in_tick = True  # as the keeper thread records it
     assert a.tick()
     assert any("lost during the tick and regained" in line for line in w.log.lines)
-    assert a.state.adopted, "adopted again at once"
+    assert a.active["api-token"].run.revision == moved.revision, "adopted again from the record"
+    w.clock.advance(3700)  # past maxOverlap: the run revokes and ends, driven by this replica
+    assert a.tick()
+    record = runs.load(w.kv, vault)
+    assert record is not None and record.stage == "revoked" and record.ledger_seq is not None
+    assert not any("taken over" in line for line in w.log.lines)
 
 
 def test_a_hung_tick_does_not_keep_the_lease_from_a_healthy_follower() -> None:
