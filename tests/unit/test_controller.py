@@ -1091,6 +1091,10 @@ def test_a_privileged_postgres_target_fails_its_run_with_an_audit_record() -> No
     assert entry.result != "ok" and "privileged" in json.dumps(entry.model_dump())
     assert ADMIN["password"] not in json.dumps(entry.model_dump())
     assert w.version("app-db") == 1
+    # one Warning Event on the run, the alert's (once per failure streak, as the README says), not a second one
+    # for the run's end
+    failed = [e for e in w.kube.events if e.reason == "RotationFailed" and e.involved.get("name") == run.run_id]
+    assert len(failed) == 1, failed
 
 
 # --------------------------------------------------------------------------------------------------- RotationRun

@@ -925,7 +925,8 @@ class Controller:
         p.metrics.run_duration.labels(run.trigger).observe(max(p.clock.monotonic() - a.started, 0.0))
         if a.timing.seconds is not None:
             p.metrics.propagation.observe(a.timing.seconds)
-        if p.publisher is not None:
+        # A failure under `alert` has its Event from the alert itself, once per failure streak (_alert): not again
+        if p.publisher is not None and (run.succeeded or run.failure_strategy != "alert"):
             p.publisher.event(run, "RotationSucceeded" if run.succeeded else "RotationFailed",
                               f"{run.secret}: {run.stage}, version {run.current_version}",
                               warning=not run.succeeded)
