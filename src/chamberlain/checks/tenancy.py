@@ -564,7 +564,6 @@ def admin_grants(repo: Repository) -> Iterator[Finding]:
             )
 
 
-
 @check("policy-paths")
 def policy_paths(repo: Repository) -> Iterator[Finding]:
     """CH132 (a warning: a new rule): with ``spec.tenancy``, a RotationPolicy written in the paths of an owner that

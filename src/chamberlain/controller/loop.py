@@ -123,7 +123,7 @@ class Controller:
         self._lease_lock = threading.Lock()  # the elector: stepped by the loop thread, and during a tick by _kept_lease
         self._lost_in_tick = False  # _kept_lease saw the Lease lost or let it go (under _lease_lock)
         self.keep_lease_every = 1.0  # seconds between two looks of _kept_lease (a renewal only when due)
-        self._steps = 0  # run steps and phases done this tick: what _kept_lease calls progress
+        self._steps = 0  # run steps and phases begun (ever): _kept_lease calls a change of it progress
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
         self._load_rotators(scope)  # a built-in that cannot load stops the start, as a broken plug-in does
@@ -394,11 +394,14 @@ class Controller:
                 if not publisher.flush(publisher.drain):
                     self.parts.log.warning("RotationRun objects not all published at shutdown",
                                            waiting=publisher.pending)
-            if self.parts.elector is not None and self._lease_lock.acquire(timeout=30):
-                try:  # not while a renewal is in flight: it would take the Lease back after the release
-                    self.parts.elector.release()
-                finally:
-                    self._lease_lock.release()
+            if self.parts.elector is not None:
+                if self._lease_lock.acquire(timeout=30):
+                    try:  # not while a renewal is in flight: it would take the Lease back after the release
+                        self.parts.elector.release()
+                    finally:
+                        self._lease_lock.release()
+                else:  # a renewal hangs: the Lease is left to expire (a Lease duration) instead
+                    self.parts.log.warning("leader Lease not released: a renewal is still in flight")
             self.parts.metrics.leader.set(0)
             self.parts.log.info("stopped", active=len(self.state.active))
 

@@ -226,8 +226,9 @@ def saved_with_the_next_step(step: Step, run: RotationRun, updated: RotationRun,
     through no outage. A resume reads it back from the real path's version and marker. Anything else is saved now:
     a failed attempt and its retry count, a write whose answer an outage may have lost (the executor recognises its
     own record one revision ahead only when it saves next), a staged run's promote."""
+    # a promote that failed leaves the run at tested (retried) or ended: "promoted" is a success
     return (step is Step.PROMOTE and run.pending_in == "memory" and outage is None and run.attempts == 0
-            and updated.stage == "promoted" and updated.attempts == 0 and updated.next_retry_at is None)
+            and updated.stage == "promoted")
 
 
 def wake_at(run: RotationRun) -> datetime | None:
