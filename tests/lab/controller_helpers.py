@@ -557,8 +557,12 @@ class ControllerProc:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):  # every thread's stack into its log (the controller's SIGUSR1)
+                self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
             self.kill()
-            raise AssertionError(f"controller {self.identity} ignored SIGTERM for {timeout:.0f}s") from None
+            raise AssertionError(f"controller {self.identity} ignored SIGTERM for {timeout:.0f}s; the end of its "
+                                 f"log, with every thread's stack:\n{self.text()[-8000:]}") from None
 
     def kill(self) -> int:
         if self.alive:

@@ -116,3 +116,64 @@ def test_taking_a_secret_over_is_a_conditional_merge_patch_of_its_owners() -> No
     assert body["metadata"]["resourceVersion"] == "9"
     assert [o["name"] for o in body["metadata"]["ownerReferences"]] == ["old", "db"]
     assert body["metadata"]["ownerReferences"][-1]["controller"] is True
+
+
+# --------------------------------------------------------------------------- a silent API server
+
+
+@pytest.fixture
+def silent_kubeconfig(tmp_path: Any) -> Any:
+    """A kubeconfig for an "API server" on loopback that accepts connections and never answers."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)  # read nothing, answer nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = server.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "silent",
+        "clusters": [{"name": "silent", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "contexts": [{"name": "silent", "context": {"cluster": "silent", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    yield path
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_silent_api_server_fails_each_request_after_its_timeout_instead_of_hanging_the_thread(
+        silent_kubeconfig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubernetes client sends a request without a timeout unless the call gives one: a connection that went
+    silent held the controller's thread (and the Lease's lock) forever. Every request now has one; Lease requests
+    a shorter one."""
+    import time
+
+    from chamberlain.kube import bounded, client
+    from chamberlain.kube.api import CustomResource, KubeUnavailable, LeaseRecord
+
+    monkeypatch.setattr(bounded, "DEFAULT_TIMEOUT", (1.0, 0.5))
+    monkeypatch.setattr(client, "_LEASE_TIMEOUT", (1.0, 0.3))
+    kube = KubeClient.from_kubeconfig(silent_kubeconfig, clock=FakeClock(T0))
+    things = CustomResource("example.io", "v1", "things")
+    lease = LeaseRecord(holder="me", duration_seconds=15, acquired=T0, renewed=T0, transitions=0,
+                        resource_version="7")
+    # (the call, its read timeout, its attempts: urllib3 tries a GET 4 times, a PATCH once)
+    for call, read, attempts in ((lambda: kube.replace_lease("ns", "lease", lease), 0.3, 1),
+                                 (lambda: kube.get_lease("ns", "lease"), 0.3, 4),
+                                 (lambda: kube.get_secret_annotations("ns", "db"), 0.5, 4),  # a raw request
+                                 (lambda: kube.list_custom_objects(things, "ns"), 0.5, 4)):  # a typed one
+        began = time.monotonic()
+        with pytest.raises(KubeUnavailable, match="unreachable"):
+            call()
+        assert read <= time.monotonic() - began < read * attempts + 3

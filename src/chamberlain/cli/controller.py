@@ -15,6 +15,7 @@ on ``--listen``). As the entry point it configures the logs (JSON lines on stder
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -169,6 +170,9 @@ def run_cmd(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>`: every thread's stack on stderr, to see where a hung controller waits (frames name code
+    # and lines, never a variable's value)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn = replace(target.conn, login_token_file=login_token_file) if login_token_file else target.conn
     with LiveServers(conn, clock()) as servers:
         if root is None:

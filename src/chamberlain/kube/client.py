@@ -40,6 +40,7 @@ from chamberlain.kube.api import (
     WatchEvent,
     WorkloadKind,
 )
+from chamberlain.kube.bounded import BoundedApiClient
 from chamberlain.kube.kubeconfig import KubeconfigSource, api_client
 
 T = TypeVar("T")
@@ -52,6 +53,10 @@ _ESO_GROUP, _ESO_VERSION = "external-secrets.io", "v1"
 REPORTING_COMPONENT = "chamberlain-controller"
 # Limits the API server enforces on core/v1 Events (k8s.io/kubernetes/pkg/apis/core/validation/events.go).
 _EVENT_REASON_MAX, _EVENT_MESSAGE_MAX, _EVENT_NAME_PREFIX_MAX = 128, 1024, 200
+# A Lease request slower than this has lost the Lease's purpose (15 s by default): it fails, and the elector acts
+# on its last renewal, rather than holding the lock a graceful stop waits for (client-go bounds it the same way).
+# Per attempt: urllib3 tries an idempotent request (the GET) up to 4 times, a PATCH once.
+_LEASE_TIMEOUT = (5.0, 5.0)
 
 
 def _map_error(exc: Exception, what: str, server: str = "") -> KubeError:
@@ -133,7 +138,7 @@ class KubeClient:
         source = KubeconfigSource.of(path, context)
         if source is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return cls(kubernetes.client.ApiClient(), clock=clock)
+            return cls(BoundedApiClient(), clock=clock)
         return cls(api_client(source or KubeconfigSource()), clock=clock)
 
     def close(self) -> None:
@@ -542,7 +547,7 @@ class KubeClient:
     def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
         try:
             obj = self._call(f"Lease {namespace}/{name}",
-                             lambda: self._json("GET", _lease_path(namespace, name)))
+                             lambda: self._json("GET", _lease_path(namespace, name), timeout=_LEASE_TIMEOUT))
         except KubeNotFound:
             return None
         return self._to_lease(obj)
@@ -551,7 +556,8 @@ class KubeClient:
         spec = {k: v for k, v in self._lease_spec(record).items() if v is not None}
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-        obj = self._call(f"Lease {namespace}/{name}", lambda: self._json("POST", _lease_path(namespace), body))
+        obj = self._call(f"Lease {namespace}/{name}",
+                         lambda: self._json("POST", _lease_path(namespace), body, timeout=_LEASE_TIMEOUT))
         return self._to_lease(obj)
 
     def replace_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
@@ -562,11 +568,13 @@ class KubeClient:
         # resourceVersion in the patch is the precondition: 409 when the Lease changed since it was read.
         patch = {"metadata": {"resourceVersion": record.resource_version}, "spec": self._lease_spec(record)}
         obj = self._call(f"Lease {namespace}/{name}",
-                         lambda: self._json("PATCH", _lease_path(namespace, name), patch, _MERGE_PATCH))
+                         lambda: self._json("PATCH", _lease_path(namespace, name), patch, _MERGE_PATCH,
+                                            timeout=_LEASE_TIMEOUT))
         return self._to_lease(obj)
 
     def _json(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-              content_type: str = "application/json", accept: str = "application/json") -> dict[str, Any]:
+              content_type: str = "application/json", accept: str = "application/json",
+              timeout: tuple[float, float] | None = None) -> dict[str, Any]:
         """One request with a JSON body sent as is and the answer parsed as is. For the kinds with MicroTime
         fields (Lease, Event): the typed API turns a body into its model first, and the model writes datetimes with
         ``isoformat()`` — without the six fractional digits the API server requires for whole seconds."""
@@ -574,7 +582,7 @@ class KubeClient:
         request = api.param_serialize(
             method, path, header_params={"Accept": accept, "Content-Type": content_type},
             body=dict(body) if body is not None else None, auth_settings=["BearerToken"])
-        response = api.call_api(*request)
+        response = api.call_api(*request, _request_timeout=timeout)
         response.read()
         if not 200 <= response.status <= 299:
             api.response_deserialize(response, {})  # raises the ApiException of that status

@@ -134,11 +134,15 @@ def api_client(source: KubeconfigSource) -> Any:
     """A ``kubernetes.client.ApiClient`` for the source's context, configured by the client's own loader."""
     import kubernetes
 
+    from chamberlain.kube.bounded import BoundedApiClient
+
     merged = _merge(source)
     files = _existing(source)
-    try:
-        return kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=files, context=merged.context)
+    configuration = kubernetes.client.Configuration()
+    try:  # what kubernetes.config.new_client_from_config does, with a client whose requests time out
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=files, context=merged.context, client_configuration=configuration)
+        return BoundedApiClient(configuration=configuration)
     except kubernetes.config.ConfigException as exc:
         raise UsageError(f"context {merged.context!r} of {source.describe()}: the kubeconfig is not usable "
                          f"({_reason(exc)})") from None
