@@ -1219,6 +1219,32 @@ def test_serve_publishes_what_waits_before_it_gives_up_the_lease() -> None:
     assert publisher.close(1)
 
 
+def test_a_graceful_stop_spends_the_publishers_drain_time_once_when_the_api_server_does_not_answer() -> None:
+    """The loop waits up to ``drain`` for the RotationRun states before it gives the Lease up; the app's stop
+    after it gave the same again: a stop that must fit Kubernetes' 30 s grace period took two drains."""
+    from chamberlain.controller.app import ControllerApp
+    from chamberlain.controller.resources import BackgroundPublisher, RunPublisher
+    from chamberlain.triggers import manual
+
+    w = World()
+    never = threading.Event()
+    publisher = BackgroundPublisher(RunPublisher(_GatedRunObjects(w.kube, never), NS), pace=0.0, drain=0.6)
+    q = MemoryQueue()
+    c = w.controller(identity="a", queue=q, publisher=publisher)
+    app = ControllerApp(c, interval=0.01)
+    q.put(manual("api-token", "drill", w.clock.now()))
+    app.start()
+    deadline = time.monotonic() + 10
+    while not c.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.finished
+    began = time.monotonic()
+    app.stop()
+    took = time.monotonic() - began
+    never.set()  # the sends still waiting return (their states were dropped)
+    assert c.drained_at_stop and 0.6 <= took < 1.1, took  # one drain (0.6 s), and no wait for the send in flight
+
+
 # --------------------------------------------------------------------------------------------------- queue slots
 
 

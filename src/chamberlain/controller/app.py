@@ -266,9 +266,10 @@ class ControllerApp:
         for t in self._threads:
             t.join(timeout)
         publisher = self.controller.parts.publisher
-        # the loop drained it before giving up the Lease; a loop still alive gets no more time
-        if isinstance(publisher, BackgroundPublisher) and not publisher.close(
-                0.0 if any(t.is_alive() for t in self._threads) else publisher.drain):
+        # the loop drained it before giving up the Lease (the drain time is spent once); a loop still alive gets
+        # no more time
+        done = self.controller.drained_at_stop or any(t.is_alive() for t in self._threads)
+        if isinstance(publisher, BackgroundPublisher) and not publisher.close(0.0 if done else publisher.drain):
             self.controller.parts.log.warning("RotationRun states left unpublished at shutdown",
                                               dropped=publisher.dropped)
         if self.metrics_server is not None:

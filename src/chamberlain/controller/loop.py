@@ -124,6 +124,7 @@ class Controller:
         self._lost_in_tick = False  # _kept_lease saw the Lease lost or let it go (under _lease_lock)
         self.keep_lease_every = 1.0  # seconds between two looks of _kept_lease (a renewal only when due)
         self._steps = 0  # run steps and phases begun (ever): _kept_lease calls a change of it progress
+        self.drained_at_stop = False  # serve() spent the publisher's drain time at shutdown (the app gives no more)
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
         self._load_rotators(scope)  # a built-in that cannot load stops the start, as a broken plug-in does
@@ -391,6 +392,7 @@ class Controller:
                 # Unfinished runs are the next leader's to publish (it adopts them): a state of ours sent after the
                 # Lease is gone would overwrite its newer one. Final states only this replica knows: sent first.
                 publisher.forget_unfinished()
+                self.drained_at_stop = True
                 if not publisher.flush(publisher.drain):
                     self.parts.log.warning("RotationRun objects not all published at shutdown",
                                            waiting=publisher.pending)

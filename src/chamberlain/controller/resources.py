@@ -269,14 +269,15 @@ class BackgroundPublisher:
     def close(self, timeout: float | None = None) -> bool:
         """Send what waits for at most ``timeout`` seconds (default :attr:`drain`), then stop the threads; the
         states left unsent are counted in :attr:`dropped`. True when everything was sent."""
-        drained = self.flush(self.drain if timeout is None else timeout)
+        end = self._now() + (self.drain if timeout is None else timeout)
+        drained = self.flush(end - self._now())
         with self._cond:
             self._stop = True
             self.dropped += len(self._latest)
             self._latest.clear()
             self._cond.notify_all()
-        for t in self._threads:
-            t.join(5.0)
+        for t in self._threads:  # a send still in flight is not waited for past the bound (daemon threads)
+            t.join(max(end - self._now(), 0.0))
         return drained
 
     # ---------------------------------------------------------------------------------------- threads
