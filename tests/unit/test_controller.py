@@ -173,6 +173,24 @@ def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
     assert lease is not None and lease.holder == "a" and lease.transitions >= 2
 
 
+def test_release_is_one_conditional_write_and_never_clears_a_lease_taken_since() -> None:
+    kube, clock = FakeKube(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    b = LeaderElector(kube, NS, "l", "b", clock, 15)
+    assert a.step()
+    before = a.requests
+    a.release()
+    lease = kube.get_lease(NS, "l")
+    assert a.requests == before + 1 and lease is not None and lease.holder is None and not a.is_leader
+    assert b.step()
+    clock.advance(16)  # b stopped renewing; a takes over, then b (still thinking it leads) stops
+    assert a.step()
+    b.release()  # b's last write is not the Lease's any more: refused, a keeps it
+    lease = kube.get_lease(NS, "l")
+    assert lease is not None and lease.holder == "a"
+    assert a.step()
+
+
 def test_a_tick_longer_than_the_lease_keeps_it_renewed_and_no_follower_takes_over() -> None:
     """One tick drives a whole batch (2,000 rotations take about a minute; the Lease lasts 15 s). A thread renews the
     Lease while the tick runs, so a second replica never finds it expired mid-batch and acts beside the leader."""

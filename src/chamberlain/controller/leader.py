@@ -155,16 +155,18 @@ class LeaderElector:
         self._next_look = look
 
     def release(self) -> None:
-        """Give the Lease up on graceful shutdown, so another replica takes over at once (best effort)."""
-        if self._renewed is None:
-            return
+        """Give the Lease up on graceful shutdown, so another replica takes over at once (best effort). One PATCH
+        with my last write's resourceVersion as the precondition: refused when anyone wrote the Lease since (it is
+        not mine to clear), and no GET first, which the client retries and a stop would wait for."""
+        mine = self._mine
         self._renewed, self._mine = None, None
+        if mine is None:
+            return
         try:
-            record = self.leases.get_lease(self.namespace, self.name)
-            if record is not None and record.holder == self.identity:
-                self.leases.replace_lease(self.namespace, self.name, replace(record, holder=None, renewed=None))
+            self.requests += 1
+            self.leases.replace_lease(self.namespace, self.name, replace(mine, holder=None, renewed=None))
         except KubeError:
-            pass  # the Lease expires by itself
+            pass  # taken since, or unreachable: the Lease expires by itself
 
 
 __all__ = ["Decision", "LeaderElector", "decide", "expired"]
