@@ -312,8 +312,9 @@ class Controller:
             yield
         finally:
             stop.set()
-            keeper.join(timeout=self.keep_lease_every + 30)  # one renewal's request at most; a later one holds
-            # _lease_lock, which the next tick's look and the release at shutdown wait for
+            # one renewal at most (its requests time out); past a Lease duration the Lease is lost anyway, and a
+            # renewal still in flight holds _lease_lock, which the next tick's look and the release wait for
+            keeper.join(timeout=self.keep_lease_every + elector.duration_seconds)
 
     def _progressed(self) -> None:
         self._steps += 1  # any thread; a lost increment only delays what _kept_lease sees by one step
@@ -397,7 +398,7 @@ class Controller:
                     self.parts.log.warning("RotationRun objects not all published at shutdown",
                                            waiting=publisher.pending)
             if self.parts.elector is not None:
-                if self._lease_lock.acquire(timeout=30):
+                if self._lease_lock.acquire(timeout=self.parts.elector.duration_seconds):  # expired by then
                     try:  # not while a renewal is in flight: it would take the Lease back after the release
                         self.parts.elector.release()
                     finally:
