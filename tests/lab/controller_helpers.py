@@ -580,10 +580,11 @@ class Partition:
     """A TCP forwarder on loopback in front of the lab Vault that a test cuts (a network partition: connections
     refused, open ones reset) and heals at an exact moment — a stopped Vault comes back only after a start and an
     unseal, too slowly to pick the controller tick it returns on. TLS passes through untouched (the lab
-    certificate names 127.0.0.1)."""
+    certificate names 127.0.0.1). ``delay``: seconds each chunk sent towards Vault waits (a slow link)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -611,12 +612,14 @@ class Partition:
             upstream.settimeout(None)
             with self._lock:
                 self._conns |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, delay in ((client, upstream, self.delay), (upstream, client, 0.0)):
+                threading.Thread(target=self._pump, args=(a, b, delay), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
         try:
             while data := src.recv(65536):
+                if delay:
+                    time.sleep(delay)
                 dst.sendall(data)
         except OSError:
             pass

@@ -804,6 +804,54 @@ def test_two_controllers_one_leader_and_failover(world: World) -> None:
     w.stop(b)
 
 
+def test_a_tick_longer_than_the_lease_keeps_it_with_the_leader_and_the_follower_waits(world: World) -> None:
+    """The leader reaches Vault over a slow link (each request waits 0.8 s), so one tick lasts longer than the 4 s
+    Lease. Its Lease keeper renews the Lease during the tick: the follower never takes over, and the run rotates
+    once. Without the keeper, the follower found the Lease expired mid-tick and drove the same run beside it."""
+    import threading
+
+    w = world
+    partition = ch.Partition(w.lab.authority.port, delay=0.8)
+    samples: list[tuple[float, float | None, str | None]] = []  # (when, the leader's last tick, the Lease holder)
+    done = threading.Event()
+    try:
+        a = w.start_controller("slow-a", evaluate_every=600, vault_addr=partition.address)
+        b = w.start_controller("slow-b", evaluate_every=600, wait_leader=False)
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                text = ch.get_text(a.metrics_url)
+                found = re.search(r"^chamberlain_loop_last_tick_timestamp_seconds ([0-9.e+]+)$", text, re.M)
+                lease = w.kube.get_lease(CONTROLLER_NS, "chamberlain-controller")
+                samples.append((time.monotonic(), float(found.group(1)) if found else None,
+                                lease.holder if lease is not None else None))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+        last = w.run_record(GRAFANA)
+        _webhook_ok(w, a, GRAFANA, "over a slow link")
+        run = w.wait_run_done(GRAFANA, not_run=last.run_id if last else None, timeout=120)
+        done.set()
+        sampler.join(10)
+        ticks = sorted({t for _, t, _ in samples if t is not None})
+        longest = max((later - earlier for earlier, later in itertools.pairwise(ticks)), default=0.0)
+        print(f"\n[long tick] longest gap between two ticks of the leader {longest:.1f}s (Lease 4 s); "
+              f"{len(samples)} samples")
+        assert longest > 4.5, f"no tick lasted longer than the Lease: {longest:.1f}s"
+        assert {h for _, _, h in samples} == {"slow-a"}, "the Lease changed hands during the batch"
+        assert not [d for d in b.events("leadership") if d.get("leader")], "the follower led"
+        assert not [d for d in b.lines() if d.get("event") in ("run started", "adopted run", "run step")]
+        assert not a.events("leadership lost during the tick and regained")
+        _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
+                             actor="controller:slow-a")
+        w.stop(b)
+        w.stop(a)
+    finally:
+        done.set()
+        partition.close()
+
+
 # ------------------------------------------------------------------------------------------------ scope
 
 

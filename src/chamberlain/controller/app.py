@@ -257,14 +257,14 @@ class ControllerApp:
             external.watch.stop()
         if isinstance(self.controller.parts.requests, WatchedRequests):
             self.controller.parts.requests.stop()
-        if isinstance(self.controller.parts.status, IntentStatus):
-            self.controller.parts.status.close()
         self.controller.wake.set()
         if self.webhook is not None:
             self.webhook.shutdown()
             self.webhook.server_close()
         for t in self._threads:
             t.join(timeout)
+        if isinstance(self.controller.parts.status, IntentStatus):  # after the loop: a report under way would
+            self.controller.parts.status.close()  # make its workers anew
         publisher = self.controller.parts.publisher
         # the loop drained it before giving up the Lease (the drain time is spent once); a loop still alive gets
         # no more time
