@@ -29,7 +29,7 @@ from chamberlain.controller.ledger import SharedLedger
 from chamberlain.controller.loop import Controller, scope_of
 from chamberlain.handover import metadata as md
 from chamberlain.intent.model import GROUP, VERSION, Limits, Platform, RotationPolicySpec, SecretIntent
-from chamberlain.kube.api import CustomResource, KubeSecret, LeaseRecord, PodTemplateState
+from chamberlain.kube.api import CustomResource, KubeSecret, KubeUnavailable, LeaseRecord, PodTemplateState
 from chamberlain.kube.fake import FakeKube
 from chamberlain.rotation import run as runs
 from chamberlain.rotation import workflow as wf
@@ -173,15 +173,38 @@ def test_two_electors_one_leader_and_takeover_after_expiry_or_release() -> None:
     assert lease is not None and lease.holder == "a" and lease.transitions >= 2
 
 
+class _CountedLeases(FakeKube):
+    """The fake's Leases, each request counted by verb; ``lose_next_answer``: the next replace is applied and its
+    answer lost (a read timeout after the API server committed it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.lose_next_answer = False
+
+    def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        self.calls.append("get")
+        return super().get_lease(namespace, name)
+
+    def replace_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        self.calls.append("patch")
+        written = super().replace_lease(namespace, name, record)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise KubeUnavailable("read timed out")
+        return written
+
+
 def test_release_is_one_conditional_write_and_never_clears_a_lease_taken_since() -> None:
-    kube, clock = FakeKube(), FakeClock(T0)
+    kube, clock = _CountedLeases(), FakeClock(T0)
     a = LeaderElector(kube, NS, "l", "a", clock, 15)
     b = LeaderElector(kube, NS, "l", "b", clock, 15)
     assert a.step()
-    before = a.requests
+    kube.calls.clear()
     a.release()
     lease = kube.get_lease(NS, "l")
-    assert a.requests == before + 1 and lease is not None and lease.holder is None and not a.is_leader
+    assert kube.calls[:1] == ["patch"] and len(kube.calls) == 2  # one PATCH (then the test's own GET)
+    assert lease is not None and lease.holder is None and not a.is_leader
     assert b.step()
     clock.advance(16)  # b stopped renewing; a takes over, then b (still thinking it leads) stops
     assert a.step()
@@ -189,6 +212,18 @@ def test_release_is_one_conditional_write_and_never_clears_a_lease_taken_since()
     lease = kube.get_lease(NS, "l")
     assert lease is not None and lease.holder == "a"
     assert a.step()
+
+
+def test_release_after_a_renewal_whose_answer_was_lost_still_clears_the_lease() -> None:
+    kube, clock = _CountedLeases(), FakeClock(T0)
+    a = LeaderElector(kube, NS, "l", "a", clock, 15)
+    assert a.step()
+    clock.advance(6)
+    kube.lose_next_answer = True
+    assert a.step()  # the renewal was applied; its answer was lost, so a's last write is the one before it
+    a.release()
+    lease = kube.get_lease(NS, "l")
+    assert lease is not None and lease.holder is None
 
 
 def test_a_tick_longer_than_the_lease_keeps_it_renewed_and_no_follower_takes_over() -> None:

@@ -156,8 +156,9 @@ class LeaderElector:
 
     def release(self) -> None:
         """Give the Lease up on graceful shutdown, so another replica takes over at once (best effort). One PATCH
-        with my last write's resourceVersion as the precondition: refused when anyone wrote the Lease since (it is
-        not mine to clear), and no GET first, which the client retries and a stop would wait for."""
+        with my last write's resourceVersion as the precondition, no GET first (a stop waits for each request). A
+        conflict means the Lease was written since: by another replica, or by a renewal of mine whose answer was
+        lost; only then is it read, and cleared if it still names me."""
         mine = self._mine
         self._renewed, self._mine = None, None
         if mine is None:
@@ -165,8 +166,16 @@ class LeaderElector:
         try:
             self.requests += 1
             self.leases.replace_lease(self.namespace, self.name, replace(mine, holder=None, renewed=None))
+        except KubeConflict:
+            try:
+                self.requests += 2
+                record = self.leases.get_lease(self.namespace, self.name)
+                if record is not None and record.holder == self.identity:
+                    self.leases.replace_lease(self.namespace, self.name, replace(record, holder=None, renewed=None))
+            except KubeError:
+                pass  # changed again, or unreachable: the Lease expires by itself
         except KubeError:
-            pass  # taken since, or unreachable: the Lease expires by itself
+            pass  # unreachable, or gone: the Lease expires by itself
 
 
 __all__ = ["Decision", "LeaderElector", "decide", "expired"]

@@ -55,7 +55,8 @@ REPORTING_COMPONENT = "chamberlain-controller"
 _EVENT_REASON_MAX, _EVENT_MESSAGE_MAX, _EVENT_NAME_PREFIX_MAX = 128, 1024, 200
 # A Lease request slower than this has lost the Lease's purpose (15 s by default): it fails, and the elector acts
 # on its last renewal, rather than holding the lock a graceful stop waits for (client-go bounds it the same way).
-# Per attempt: urllib3 tries an idempotent request (the GET) up to 4 times, a PATCH once.
+# Per attempt: urllib3 tries a request up to 4 times when it cannot connect, and a GET also when its answer is
+# late; a PATCH whose answer is late fails at once.
 _LEASE_TIMEOUT = (5.0, 5.0)
 
 
