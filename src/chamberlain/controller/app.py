@@ -271,7 +271,7 @@ class ControllerApp:
         done = self.controller.drained_at_stop or any(t.is_alive() for t in self._threads)
         if isinstance(publisher, BackgroundPublisher) and not publisher.close(0.0 if done else publisher.drain):
             self.controller.parts.log.warning("RotationRun states left unpublished at shutdown",
-                                              dropped=publisher.dropped)
+                                              dropped=publisher.dropped, in_flight=publisher.pending)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
