@@ -168,9 +168,10 @@ class LeaderElector:
             self.leases.replace_lease(self.namespace, self.name, replace(mine, holder=None, renewed=None))
         except KubeConflict:
             try:
-                self.requests += 2
+                self.requests += 1
                 record = self.leases.get_lease(self.namespace, self.name)
                 if record is not None and record.holder == self.identity:
+                    self.requests += 1
                     self.leases.replace_lease(self.namespace, self.name, replace(record, holder=None, renewed=None))
             except KubeError:
                 pass  # changed again, or unreachable: the Lease expires by itself

@@ -12,9 +12,8 @@ from typing import Any
 import kubernetes
 
 # (connect, read) seconds, per attempt (urllib3 tries again up to 3 times: any request that could not connect,
-# an idempotent one whose answer is late): generous for a
-# paged LIST of thousands of objects on a busy API server, short enough that a dead connection fails the request
-# instead of the thread.
+# an idempotent one whose answer is late): generous for a paged LIST of thousands of objects on a busy API
+# server, short enough that a dead connection fails the request instead of the thread.
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
 
