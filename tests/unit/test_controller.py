@@ -1541,3 +1541,119 @@ def test_a_run_taken_over_while_it_promotes_releases_its_queue_slot(monkeypatch:
     assert q.in_flight() == [], "the lost run's request still holds the secret's queue slot"
     q.put(manual("api-token", "again", w.clock.now()))
     assert q.take(), "a later trigger of the secret is taken"
+
+
+# --------------------------------------------------------------------------------------------------- graceful stop
+
+
+def _stage_of(w: World, name: str) -> runs.RotationRun:
+    run = runs.load(w.kv, w.scope.placed[name].vault)
+    assert run is not None
+    return run
+
+
+def _stages(w: World, names: tuple[str, ...]) -> set[str]:
+    """The stages the run records hold ("" for a secret whose run was never opened)."""
+    return {run.stage if (run := runs.load(w.kv, w.scope.placed[n].vault)) is not None else "" for n in names}
+
+
+def _finish_with_the_next_leader(w: World, names: tuple[str, ...]) -> None:
+    """Another replica takes over once the Lease is given up, adopts the runs and drives them to the end."""
+    b = w.controller(identity="b", workers=4)
+    for _ in range(3):
+        b.tick()
+    assert b.is_leader
+    for n in names:
+        run = _stage_of(w, n)
+        assert run.succeeded and run.ledger_seq is not None, (n, run.stage)
+        assert w.version(n) == 2, n
+    assert len(w.rotations()) == len(names) and LedgerReader(w.kv, MOUNT).verify().ok
+
+
+def test_a_stop_during_the_batch_ends_the_tick_between_run_steps_and_the_next_leader_finishes_it() -> None:
+    """SIGTERM while a batch runs: the tick stops between steps instead of driving the batch to its end (a
+    2,000-run batch outlasts Kubernetes' 30 s grace period), the Lease is released, and the next leader adopts
+    every run and finishes it once, rolling the shared workload once."""
+    names = tuple(f"token-{i}" for i in range(16))
+    w = World(names)
+    stop = threading.Event()
+    a = w.controller(identity="a", workers=4)
+    force_sync = w.kube.annotate_external_secret
+
+    def sigterm_at_the_first_force_sync(namespace: str, name: str, annotations: Any) -> None:
+        stop.set()
+        force_sync(namespace, name, annotations)
+
+    w.kube.annotate_external_secret = sigterm_at_the_first_force_sync  # type: ignore[method-assign]
+    w.clock.advance(9 * 60)
+    a.serve(stop, 0.0)  # one tick: the stop comes during it
+    assert a.stopping() and not a.finished
+    # opened runs stopped at promote (saved as tested until propagate's save); the later ones were never opened:
+    # the time trigger is still due for the next leader
+    stages = _stages(w, names)
+    assert stages <= {"", "tested", "promoted"} and "" in stages, stages
+    assert w.kube.workload_patches == [], "nothing rolled: the batch stopped before its restart pass"
+    assert w.rotations() == []
+    lease = w.kube.get_lease(NS, "chamberlain-controller")
+    assert lease is not None and not lease.holder, "the Lease was given up at once"
+    w.kube.annotate_external_secret = force_sync  # type: ignore[method-assign]
+    _finish_with_the_next_leader(w, names)
+    assert w.kube.workload_patches == [("Deployment", "shop", "api")]
+
+
+def test_a_stop_during_the_restart_pass_lets_every_propagated_run_restart_so_each_workload_rolls_once() -> None:
+    """Once the batch's restart pass has begun, its runs still take their restart step after the stop (a run
+    resumed by the next leader is in another batch, under another token, and would roll the workload again);
+    nothing after it: the ledger entries are the next leader's."""
+    names = tuple(f"token-{i}" for i in range(16))
+    w = World(names)
+    stop = threading.Event()
+    a = w.controller(identity="a", workers=4)
+    roll = w.kube.patch_pod_template_annotations
+
+    def sigterm_at_the_first_roll(*args: Any, **kwargs: Any) -> Any:
+        stop.set()
+        return roll(*args, **kwargs)
+
+    w.kube.patch_pod_template_annotations = sigterm_at_the_first_roll  # type: ignore[method-assign]
+    w.clock.advance(9 * 60)
+    a.serve(stop, 0.0)
+    # restarted (then at revoke-wait: the old version is revoked after maxOverlap), and none went further
+    assert _stages(w, names) == {"revoke-wait"}
+    assert len(w.rotations()) < len(names)
+    assert w.kube.workload_patches == [("Deployment", "shop", "api")]
+    _finish_with_the_next_leader(w, names)
+    assert w.kube.workload_patches == [("Deployment", "shop", "api")], "rolled once across the two leaders"
+
+
+def test_a_stop_cuts_a_consumer_wait_short_without_failing_the_run() -> None:
+    """ESO does not sync (down): a run's propagate step waits up to --propagation-timeout (120 s by default). A
+    stop ends the wait at its next look; the run stays at promoted with no failed attempt, and the next leader
+    propagates it once ESO syncs."""
+    w = World()
+    stop = threading.Event()
+    a = w.controller(identity="a")
+    eso_sync = w.kube.annotate_external_secret
+    looks: list[str] = []
+    read = w.kube.get_secret_annotations
+
+    def eso_down(namespace: str, name: str, annotations: Any) -> None:
+        FakeKube.annotate_external_secret(w.kube, namespace, name, annotations)  # the annotation only: no sync
+
+    def sigterm_while_waiting(namespace: str, name: str) -> Any:
+        looks.append(name)
+        stop.set()
+        return read(namespace, name)
+
+    w.kube.annotate_external_secret = eso_down  # type: ignore[method-assign]
+    w.kube.get_secret_annotations = sigterm_while_waiting  # type: ignore[method-assign]
+    w.clock.advance(9 * 60)
+    a.serve(stop, 0.0)
+    run = _stage_of(w, "api-token")
+    assert looks == ["api-token"], "one look, then the wait ended (the fake clock would reach its timeout at once)"
+    # promoted (the record says tested until propagate's save: a resume recognises the write by its marker)
+    assert run.stage == "tested" and w.version() == 2 and run.attempts == 0 and run.last_error is None
+    assert not any("PropagationIncomplete" in line for line in w.log.lines)
+    w.kube.annotate_external_secret = eso_sync  # type: ignore[method-assign]
+    w.kube.get_secret_annotations = read  # type: ignore[method-assign]
+    _finish_with_the_next_leader(w, ("api-token",))

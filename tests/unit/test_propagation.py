@@ -101,6 +101,26 @@ def test_wait_in_sync_times_out_with_what_it_saw() -> None:
     assert not missing.in_sync and missing.observed is None
 
 
+def test_wait_in_sync_is_cut_short_when_its_caller_stops_and_never_when_all_are_in_sync() -> None:
+    from chamberlain.propagation import WaitInterrupted
+
+    kube = FakeKube()
+    _secret(kube, "stuck", OLD)
+    _secret(kube, "fast", NEW)
+    clock = clock_at()
+    asked: list[float] = []
+
+    def stopping() -> bool:
+        asked.append(clock.mono)
+        return len(asked) >= 3
+
+    with pytest.raises(WaitInterrupted):
+        wait_in_sync(kube, [ConsumerRef("app", "stuck")], NEW, clock, timeout=120, poll=1, interrupted=stopping)
+    assert len(asked) == 3 and clock.mono - 1000.0 < 1, "asked before each pause; the 120 s were not waited out"
+    [done] = wait_in_sync(kube, [ConsumerRef("app", "fast")], NEW, clock_at(), timeout=1, interrupted=lambda: True)
+    assert done.in_sync, "all in sync at the first look: nothing to cut short"
+
+
 def test_wait_in_sync_rides_out_an_unavailable_api_server() -> None:
     kube = FakeKube()
     _secret(kube, "s", NEW)

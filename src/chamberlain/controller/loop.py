@@ -66,7 +66,7 @@ from chamberlain.controller.scope import Scope, schedule_of, scope_of
 from chamberlain.controller.state import Active, TickState
 from chamberlain.errors import ChamberlainError
 from chamberlain.kube.api import KubeError
-from chamberlain.propagation import WorkloadRef
+from chamberlain.propagation import WaitInterrupted, WorkloadRef
 from chamberlain.propagation.restart import Change
 from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
@@ -125,6 +125,8 @@ class Controller:
         self.keep_lease_every = 1.0  # seconds between two looks of _kept_lease (a renewal only when due)
         self._steps = 0  # run steps and phases begun (ever): _kept_lease calls a change of it progress
         self.drained_at_stop = False  # serve() spent the publisher's drain time at shutdown (the app gives no more)
+        self._stop: threading.Event | None = None  # serve()'s: once set, no run takes a new step (stopping())
+        self._restarting = False  # the restart pass of _drive runs (loop thread; read by the workers)
         self._next_scope: Scope | None = None  # set_scope's, swapped in by the loop thread at its next tick
         self.scope_generation = 0  # moves with every scope swapped in
         self._load_rotators(scope)  # a built-in that cannot load stops the start, as a broken plug-in does
@@ -316,6 +318,20 @@ class Controller:
             # renewal still in flight holds _lease_lock, which the next tick's look and the release wait for
             keeper.join(timeout=self.keep_lease_every + elector.duration_seconds)
 
+    def stopping(self) -> bool:
+        """A graceful stop was asked for (``serve``'s event is set): the tick under way ends between run steps
+        instead of driving its batch to the end. A 2,000-run batch lasts about a minute, past Kubernetes' 30 s
+        grace period; a stop that waited for it ended in SIGKILL. No new run opens and no run takes a new step,
+        except one: once the batch's restart pass has begun, its runs still at *propagated* take their restart
+        step, so each workload the batch rolls rolls once (a resumed run is in another batch, under another
+        token). Every run stays where its last save left it; the next leader adopts it, as after a crash."""
+        return self._stop is not None and self._stop.is_set()
+
+    def _may_step(self, run: RotationRun) -> bool:
+        """Whether ``run`` may take its next step now (worker thread): always, unless the controller is stopping
+        (:meth:`stopping`)."""
+        return not self.stopping() or (self._restarting and run.stage == "propagated")
+
     def _progressed(self) -> None:
         self._steps += 1  # any thread; a lost increment only delays what _kept_lease sees by one step
 
@@ -369,9 +385,11 @@ class Controller:
         return float(nominal / 2 + self.parts.rng.random() * nominal / 2)
 
     def serve(self, stop: threading.Event, interval: float = 1.0, heap: HeapSettler | None = None) -> None:
-        """Tick until ``stop`` is set; then give up the Lease (graceful shutdown: the current tick finishes, runs
-        stay recorded in Vault and the next leader resumes them). The thread calling this is the loop thread.
-        ``heap``: the controller's own process freezes its settled state out of the collector's walk (:mod:`.heap`)."""
+        """Tick until ``stop`` is set; then give up the Lease (graceful shutdown: the tick under way stops between
+        run steps, see :meth:`stopping`; runs stay recorded in Vault and the next leader resumes them). The thread
+        calling this is the loop thread. ``heap``: the controller's own process freezes its settled state out of the
+        collector's walk (:mod:`.heap`)."""
+        self._stop = stop
         try:
             while not stop.is_set():
                 try:
@@ -618,6 +636,8 @@ class Controller:
     def _open_and_promote(self, placed: rm.Placed, request: RotationRequest) -> Opened | None:
         """:meth:`_open`, then the run up to *promoted* (worker thread). An error while advancing is returned with
         the run (the loop thread activates it, then raises: the run is recorded and resumes next tick)."""
+        if self.stopping():  # not opened: its trigger is still there for the next leader (a stored request,
+            return None  # an annotation, a due time)
         opened = self._open(placed, request)
         if opened is None:
             return None
@@ -746,7 +766,7 @@ class Controller:
         deps, timing = rm.build_deps(p.kv, p.kube, self.scope.platform, self.scope.intents, placed, actor=cfg.actor,
                                      clock=p.clock, registry=p.registry, ledger=p.ledger,
                                      timeout=cfg.propagation_timeout, poll=cfg.poll, pki=p.pki,
-                                     markers=p.markers)
+                                     markers=p.markers, interrupted=self.stopping)
         change = Change(placed.name, tuple((c.secret, c.workloads) for c in rm.placed_consumers(
             self.scope.platform, self.scope.intents, placed)))
         propagation = BatchedPropagation(timing, self.state.wave, change)
@@ -789,15 +809,25 @@ class Controller:
 
     def _drive(self) -> None:
         self._advance_all(lambda r: r.stage in PROMOTED_OR_LATER)
+        if self.stopping():  # between passes: nothing rolled in this batch yet, the next leader does it all
+            self._complete_all()
+            return
         promoted = [a for a in self.state.active.values()
                     if a.run.stage == "promoted" and a.run.next_retry_at is None]
         _, error = self._each(self._poke, promoted)  # one poke per ExternalSecret, all before anyone waits
         if error is not None:
             raise error
         self._advance_all(lambda r: r.stage in PROPAGATED_OR_LATER)
+        if self.stopping():
+            self._complete_all()
+            return
         # A new batch in the one wave, while no worker runs (state.py: the loop thread starts batches).
         self.state.wave.begin([a.run.run_id for a in self.state.active.values() if a.run.stage == "propagated"])
-        self._advance_all(lambda r: False, spread=True)
+        self._restarting = True
+        try:
+            self._advance_all(lambda r: False, spread=True)
+        finally:
+            self._restarting = False
         self._complete_all()
 
     @staticmethod
@@ -870,11 +900,13 @@ class Controller:
         if awaiting and self.parts.clock.monotonic() < a.next_ack_look:
             return  # a follower cluster is behind: its acknowledgement is read every few seconds, not every tick
         for _ in range(wf.MAX_STEPS):
-            if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run):
+            if (a.run.finished and a.run.ledger_seq is not None) or goal(a.run) or not self._may_step(a.run):
                 return
             self._progressed()
             try:
                 after = wf.advance(a.run, a.deps, outage=a.outage, then_promote=a.saved)
+            except WaitInterrupted:  # stopping: the step is left undone, unsaved (the next leader takes it again)
+                return
             except wf.RunLost:
                 own = self._own_unanswered_write(a)
                 if own is not None:

@@ -26,7 +26,7 @@ from chamberlain.propagation.restart import (
     restart_all,
     restart_sources,
 )
-from chamberlain.propagation.sync import ConsumerRef, ConsumerSync, in_sync, wait_in_sync
+from chamberlain.propagation.sync import ConsumerRef, ConsumerSync, WaitInterrupted, in_sync, wait_in_sync
 
 __all__ = [
     "Change",
@@ -35,6 +35,7 @@ __all__ = [
     "ExternalSecretRef",
     "RestartOutcome",
     "Restarts",
+    "WaitInterrupted",
     "WorkloadRef",
     "describe",
     "force_refresh",

@@ -11,7 +11,7 @@ whether and after how long it got there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chamberlain import wellknown as wk
@@ -38,6 +38,12 @@ class ConsumerSync:
     observed: str | None  # the marker the Secret carried last (a marker, never a value); None when absent
 
 
+class WaitInterrupted(BaseException):
+    """The wait was cut short because its caller is stopping (a graceful shutdown), not because of the consumers.
+    A ``BaseException``, like ``KeyboardInterrupt``: it is no failure of the step that waited, so no ``except
+    Exception`` on the way records it as one. The caller that asked for the interruption catches it."""
+
+
 FIRST_POLL = 0.05  # seconds before the second look at the consumers; doubled each round up to the poll interval
 
 
@@ -58,6 +64,7 @@ def wait_in_sync(
     clock: Clock,
     timeout: float,
     poll: float = 0.25,
+    interrupted: Callable[[], bool] | None = None,
 ) -> list[ConsumerSync]:
     """Poll every consumer's annotations until all carry ``marker`` or ``timeout`` seconds pass.
 
@@ -65,7 +72,9 @@ def wait_in_sync(
     the deadline alone decides (the caller's failureStrategy applies to what is still out of sync). The pause
     between rounds starts at :data:`FIRST_POLL` and doubles up to ``poll``: ESO usually writes a force-synced
     Secret within a tenth of a second, and a run (and the controller's tick, and the triggers waiting for it)
-    should not idle half a second after that.
+    should not idle half a second after that. ``interrupted`` is asked before each pause: when it answers True
+    while consumers are still out of sync, :class:`WaitInterrupted` is raised (a stopping controller does not
+    wait out ``timeout`` for an ESO that may be down).
     """
     start = clock.monotonic()
     pending = sorted(set(consumers))
@@ -88,6 +97,8 @@ def wait_in_sync(
         pending = still
         if not pending or clock.monotonic() - start >= timeout:
             break
+        if interrupted is not None and interrupted():
+            raise WaitInterrupted
         clock.sleep(min(pause, timeout - (clock.monotonic() - start)))  # the last look at the deadline itself
         pause = min(pause * 2, poll)
     for ref in pending:

@@ -234,6 +234,7 @@ def build_deps(
     rotator: Rotator | None = None,
     signer: Signer | None = None,
     markers: Markers | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[wf.RotationDeps, TimedPropagation]:
     """Everything the workflow acts through for one placed intent, plus the timing propagation wrapper. A
     long-lived caller (the controller) hands in its one ``registry`` and ``ledger``; without them they are built
@@ -241,11 +242,12 @@ def build_deps(
     certificates for the ``x509-vault-pki`` rotator; ``rotator`` replaces the registry's choice (an import's
     :class:`~chamberlain.rotation.rotators.imported.ImportedRotator`); ``signer`` signs the entries of a ledger built
     here (the partition of the placed environment and cluster); ``markers`` keys the version markers (every live
-    caller passes the authority's TransitMarkers)."""
+    caller passes the authority's TransitMarkers); ``interrupted`` cuts a consumer wait short (a stopping
+    controller: :class:`~chamberlain.propagation.WaitInterrupted`)."""
     rotator = rotator or (registry or Registry.load()).for_intent(placed.intent)
     propagation = TimedPropagation(
         wf.KubeConsumers(kube, placed.name, placed_consumers(platform, intents, placed), clock, timeout=timeout,
-                         poll=poll), clock)
+                         poll=poll, interrupted=interrupted), clock)
     deps = wf.RotationDeps(
         kv=kv, ledger=(ledger if ledger is not None else Ledger(
             kv, platform.spec.authority.mounts.runtime, clock, cluster=placed.cluster, signer=signer))

@@ -362,13 +362,15 @@ class KubeConsumers:
     clock: Clock
     timeout: float = 120.0
     poll: float = 1.0
+    # asked between looks: True cuts the wait short with WaitInterrupted (a stopping controller; no failure)
+    interrupted: Callable[[], bool] | None = None
 
     def refresh(self, token: str) -> None:
         force_refresh(self.kube, [c.external_secret for c in self.consumers], token)
 
     def wait(self, marker: str) -> None:
         results = wait_in_sync(self.kube, [c.secret for c in self.consumers], marker, self.clock, self.timeout,
-                               self.poll)
+                               self.poll, self.interrupted)
         late = [f"{r.consumer.namespace}/{r.consumer.name}" for r in results if not r.in_sync]
         if late:
             raise PropagationIncomplete(f"{self.secret}: consumers not in sync after {self.timeout:g}s: "
