@@ -378,6 +378,16 @@ class World:
         proc = self.lab.apiserver.start()
         self.lab.apiserver.wait(proc)
 
+    def stop_eso(self) -> None:
+        """ESO dies: force-syncs are recorded on the ExternalSecrets, and no consumer Secret moves."""
+        from chamberlain.lab import procs
+
+        assert procs.stop(self.lab.config.lab_dir, self.lab.eso.name, sig=signal.SIGKILL)
+
+    def start_eso(self) -> None:
+        proc = self.lab.eso.start()
+        self.lab.eso.wait(proc)
+
     # ----------------------------------------------------------------------------------- triggers
 
     def webhook(self, c: ControllerProc, secret: str, reason: str = "webhook test",

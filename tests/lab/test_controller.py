@@ -865,6 +865,46 @@ def test_a_tick_longer_than_the_lease_keeps_it_with_the_leader_and_the_follower_
         partition.close()
 
 
+def test_sigterm_while_a_run_waits_for_eso_stops_at_once_and_the_next_leader_finishes_the_run(
+        world: World) -> None:
+    """ESO is down and a run waits for its consumer Secret (up to --propagation-timeout, here 120 s). SIGTERM: the
+    controller cuts the wait short and stops between two steps of the run, instead of finishing the tick (a wait
+    like this one, or a 2,000-run batch lasting about a minute, outlasted Kubernetes' 30 s grace period and ended
+    in SIGKILL). It gives the Lease up and exits 0; the run keeps no failed attempt. Once ESO is back, the next
+    leader adopts the run and finishes it once. The code before waited out the 120 s (a failed attempt, then
+    SIGKILL after 30 s)."""
+    w = world
+    before, gens, known = w.version(GRAFANA), w.generations(GRAFANA), _seqs(w, GRAFANA)
+    last = w.run_record(GRAFANA)
+    w.stop_eso()
+    try:
+        a = w.start_controller("term-a", evaluate_every=600, extra=["--propagation-timeout", "120"])
+        _webhook_ok(w, a, GRAFANA, "stopped while ESO is down")
+        wait_for(lambda: a.events("run step", secret=GRAFANA.name, stage="promoted"), 60, "the run promoted")
+        time.sleep(1)  # inside the consumer wait
+        began = time.monotonic()
+        code = a.terminate()
+        took = time.monotonic() - began
+    finally:
+        w.start_eso()
+    print(f"\n[graceful stop] term-a exited {took:.1f}s after SIGTERM, its run waiting for ESO")
+    assert code == 0, a.text()[-2000:]
+    assert took < 10, f"the stop took {took:.1f}s"
+    left = w.run_record(GRAFANA)
+    assert left is not None and left.run_id != (last.run_id if last else None), left
+    assert left.stage in ("tested", "promoted") and left.attempts == 0 and left.last_error is None, left
+    assert w.version(GRAFANA) == before + 1, "promoted before the stop"
+    assert w.generations(GRAFANA) == gens, "nothing rolled"
+    assert not a.events("run finished") and not a.warnings(), a.warnings()
+    lease = w.kube.get_lease(CONTROLLER_NS, "chamberlain-controller")
+    assert lease is None or lease.holder != "term-a", "the Lease was given up"
+    b = w.start_controller("term-b", evaluate_every=600)
+    run = w.wait_run_done(GRAFANA, run_id=left.run_id, timeout=120)
+    assert b.events("adopted run", secret=GRAFANA.name, run=left.run_id)
+    _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook", actor="controller:term-b")
+    w.stop(b)
+
+
 # ------------------------------------------------------------------------------------------------ scope
 
 
