@@ -656,7 +656,7 @@ class _Session:
 
 
 def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 120.0,
-                    evaluate_every: float = 30.0, **options: Any) -> Wiring:
+                    evaluate_every: float = 30.0, identity: str | None = None, **options: Any) -> Wiring:
     """The Controller as ``chamberlain controller run --vault-token-file`` builds it: through
     ``chamberlain.controller.app.wire``, as the CLI does.
     SystemClock, the default poll. Vault and Kubernetes are wrapped (TimedKV, TimedKube) so the benchmark can
@@ -670,7 +670,7 @@ def make_controller(world: World, scope: Scope, *, propagation_timeout: float = 
     kube = TimedKube(world.handle.kube())
     clock = SystemClock()
     log = EventLog()
-    identity = f"bench-{os.getpid()}"
+    identity = identity or f"bench-{os.getpid()}"  # two controllers of one benchmark need two
     # ``wire`` is what ``controller run`` calls.
     controller = wire(scope, _Session(client, timed_kv), kube, clock, identity=identity, log=log,
                       propagation_timeout=propagation_timeout, evaluate_every=evaluate_every, **options)

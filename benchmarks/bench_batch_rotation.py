@@ -42,7 +42,9 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,9 +237,9 @@ def controller_batch(world: le.World, watch: le.SecretWatch, names: list[str], i
     }
 
 
-def measure(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, interval: float,
-            skip_floor: bool, timeout: float, eso: str, protocol: bool = False,
-            variants: tuple[frozenset[str], ...] = ()) -> dict[str, Any]:
+def _world(handle: le.LabHandle, n: int, per_workload: int, namespaces: int,
+           timeout: float) -> tuple[le.World, list[str], float]:
+    """n secrets, per_workload of them feeding each workload, their ExternalSecrets synced; their names."""
     shape = le.Shape(n, per_workload=per_workload, namespaces=namespaces, prefix=f"b{secrets.token_hex(2)}")
     workdir = Path(tempfile.mkdtemp(prefix="chamberlain-bench-batch-"))
     setup = time.monotonic()
@@ -247,7 +249,70 @@ def measure(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, in
         shutil.rmtree(workdir, ignore_errors=True)
     setup_s = time.monotonic() - setup
     le.log(f"{n} secrets set up in {setup_s:.1f}s")
-    names = [shape.name(i) for i in range(n)]
+    return world, [shape.name(i) for i in range(n)], setup_s
+
+
+def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, interval: float,
+                  timeout: float, stop_at: float) -> dict[str, Any]:
+    """``--stop-at``: a graceful stop (what SIGTERM sets) ``stop_at`` seconds into the batch, the controller serving
+    as ``controller run`` serves (``serve()`` on its loop thread). Measured: how long after the stop ``serve``
+    returned (Lease released), where the runs were, and whether a second controller, started then, finishes every
+    run once with each workload restarted once. Requests the first never opened are queued again on the second
+    (in a cluster their trigger is still there: a stored request, an annotation, a due time)."""
+    world, names, setup_s = _world(handle, n, per_workload, namespaces, timeout)
+    apps = kubernetes.client.AppsV1Api(world.api)
+    workloads = world.workloads()
+    try:
+        first = le.make_controller(world, world.scope, keep_finished=max(1000, n), identity=f"bench-{n}-a").controller
+        first.tick()  # warm-up, as in controller_batch
+        before = _generations(apps, workloads)
+        for name in names:
+            first.request(manual(name, "bench stopped batch", datetime.now(UTC)))
+        stop = threading.Event()
+        loop = threading.Thread(target=first.serve, args=(stop, interval), name="bench-serve", daemon=True)
+        t0 = time.monotonic()
+        loop.start()
+        time.sleep(stop_at)
+        stopped = time.monotonic()
+        stop.set()
+        loop.join(timeout)
+        stop_seconds = time.monotonic() - stopped
+        at_stop = Counter(a.run.stage for a in first.active.values())
+        done_first = {r.secret for r in first.finished}
+        opened = done_first | set(first.active)
+        le.log(f"stopped {stop_at:.0f}s into the batch: serve returned {stop_seconds:.1f}s later; runs: "
+               f"{len(done_first)} finished, {dict(at_stop)} in flight, {n - len(opened)} never opened")
+        second = le.make_controller(world, world.scope, keep_finished=max(1000, n), identity=f"bench-{n}-b")
+        later = second.controller
+        for name in names:
+            if name not in opened:
+                later.request(manual(name, "bench stopped batch, queued again", datetime.now(UTC)))
+        t1 = time.monotonic()
+        while len(later.finished) + len(done_first) < n or later.active:
+            later.tick()
+            if time.monotonic() - t1 > timeout:
+                raise SystemExit(f"second controller: {len(later.finished)} runs finished after {timeout:.0f}s "
+                                 f"(warnings: {second.log.warnings()[-3:]})")
+            time.sleep(later.pause(interval))
+        finish_seconds = time.monotonic() - t1
+        after = _generations(apps, workloads)
+    finally:
+        world.close()
+    runs = [*first.finished, *later.finished]
+    deltas = [after[w][0] - before[w][0] for w in workloads]
+    return {"secrets": n, "setup_seconds": round(setup_s, 1), "stop_at": stop_at,
+            "stop_seconds": round(stop_seconds, 2), "finished_before_stop": len(done_first),
+            "in_flight_at_stop": dict(at_stop), "never_opened": n - len(opened),
+            "second_controller_seconds": round(finish_seconds, 1), "total_seconds": round(time.monotonic() - t0, 1),
+            "runs_finished": len({r.secret for r in runs}), "runs_failed": sum(1 for r in runs if not r.succeeded),
+            "workloads": len(workloads), "restarted_once": sum(1 for d in deltas if d == 1),
+            "restarted_more": sum(1 for d in deltas if d > 1), "loadavg": load_average()}
+
+
+def measure(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, interval: float,
+            skip_floor: bool, timeout: float, eso: str, protocol: bool = False,
+            variants: tuple[frozenset[str], ...] = ()) -> dict[str, Any]:
+    world, names, setup_s = _world(handle, n, per_workload, namespaces, timeout)
     watch = le.SecretWatch(world.api)
     watch.start()
     try:
@@ -456,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                              + "; ".join(f"{k}: {v}" for k, v in PARTS.items()))
     parser.add_argument("--eso-concurrent", type=int, default=None,
                         help="restart the lab's ESO with --concurrent=N for the run (default: as the lab starts it)")
+    parser.add_argument("--stop-at", type=float, default=None, metavar="SECONDS",
+                        help="instead: stop the controller gracefully (SIGTERM's path) this many seconds into the "
+                             "batch; report how long the stop took and let a second controller finish the batch")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
     parser.add_argument("--port-offset", type=int, default=4000, help="port offset of the lab this starts")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -468,6 +536,12 @@ def main(argv: list[str] | None = None) -> int:
             flags = le.eso_flags(handle.lab_dir)
             eso = "ESO " + ", ".join(f"--{k}={flags.get(k, 'default')}" for k in ("concurrent", "client-qps",
                                                                                  "client-burst"))
+            if args.stop_at is not None:
+                stops = [stopped_batch(handle, n, args.per_workload, args.namespaces, args.interval, args.timeout,
+                                       args.stop_at) for n in args.secrets]
+                print(json.dumps(stops, indent=2, sort_keys=True), flush=True)
+                return 0 if all(x["runs_failed"] == 0 and x["restarted_more"] == 0
+                                and x["runs_finished"] == x["secrets"] for x in stops) else 1
             for n in args.secrets:
                 le.log(f"size {n}: {n} secrets, {args.per_workload} per workload ({eso}; load {load_average()})")
                 results.append(measure(handle, n, args.per_workload, args.namespaces, args.interval,

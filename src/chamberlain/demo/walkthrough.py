@@ -844,7 +844,7 @@ def _audit_phase(s: _State) -> dict[str, Any]:
     """``chamberlain audit pin`` and ``audit verify``, as the cluster's orchestrator."""
     from chamberlain.service import audit
 
-    # The controller stops first (gracefully: its current tick finishes), so the ledger is verified at rest.
+    # The controller stops first (gracefully: between run steps, the Lease released), so the ledger is verified at rest.
     stopped = s.stop_controller()
     # `audit pin` first: the public keys go into the repository (Git), and verify checks signatures against them.
     audit.pin(s.repo_dir, s.need_servers(), cluster=DEMO_CLUSTER)
