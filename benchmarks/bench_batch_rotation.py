@@ -252,10 +252,23 @@ def _world(handle: le.LabHandle, n: int, per_workload: int, namespaces: int,
     return world, [shape.name(i) for i in range(n)], setup_s
 
 
+def _stop_when(stop_at: float | str, log: le.EventLog, t0: float, timeout: float) -> None:
+    """Wait until ``stop_at`` seconds after ``t0``, or with ``restart``, until the first run of the batch restarted
+    (its restart step logs it at done or revoke-wait)."""
+    if isinstance(stop_at, float):
+        time.sleep(max(0.0, t0 + stop_at - time.monotonic()))
+        return
+    while not log.first_per_run("run step", ("done", "revoke-wait")):
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"no run restarted within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, interval: float,
-                  timeout: float, stop_at: float) -> dict[str, Any]:
-    """``--stop-at``: a graceful stop (what SIGTERM sets) ``stop_at`` seconds into the batch, the controller serving
-    as ``controller run`` serves (``serve()`` on its loop thread). Measured: how long after the stop ``serve``
+                  timeout: float, stop_at: float | str) -> dict[str, Any]:
+    """``--stop-at``: a graceful stop (what SIGTERM sets) ``stop_at`` seconds into the batch (``restart``: when its
+    restart pass began), the controller serving as ``controller run`` serves (``serve()`` on its loop thread).
+    Measured: how long after the stop ``serve``
     returned (Lease released), where the runs were, and whether a second controller, started then, finishes every
     run once with each workload restarted once. Requests the first never opened are queued again on the second
     (in a cluster their trigger is still there: a stored request, an annotation, a due time)."""
@@ -263,7 +276,8 @@ def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: i
     apps = kubernetes.client.AppsV1Api(world.api)
     workloads = world.workloads()
     try:
-        first = le.make_controller(world, world.scope, keep_finished=max(1000, n), identity=f"bench-{n}-a").controller
+        wiring = le.make_controller(world, world.scope, keep_finished=max(1000, n), identity=f"bench-{n}-a")
+        first = wiring.controller
         first.tick()  # warm-up, as in controller_batch
         before = _generations(apps, workloads)
         for name in names:
@@ -272,7 +286,7 @@ def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: i
         loop = threading.Thread(target=first.serve, args=(stop, interval), name="bench-serve", daemon=True)
         t0 = time.monotonic()
         loop.start()
-        time.sleep(stop_at)
+        _stop_when(stop_at, wiring.log, t0, timeout)
         stopped = time.monotonic()
         stop.set()
         loop.join(timeout)
@@ -280,7 +294,7 @@ def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: i
         at_stop = Counter(a.run.stage for a in first.active.values())
         done_first = {r.secret for r in first.finished}
         opened = done_first | set(first.active)
-        le.log(f"stopped {stop_at:.0f}s into the batch: serve returned {stop_seconds:.1f}s later; runs: "
+        le.log(f"stopped {stopped - t0:.1f}s into the batch: serve returned {stop_seconds:.1f}s later; runs: "
                f"{len(done_first)} finished, {dict(at_stop)} in flight, {n - len(opened)} never opened")
         second = le.make_controller(world, world.scope, keep_finished=max(1000, n), identity=f"bench-{n}-b")
         later = second.controller
@@ -300,7 +314,7 @@ def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: i
         world.close()
     runs = [*first.finished, *later.finished]
     deltas = [after[w][0] - before[w][0] for w in workloads]
-    return {"secrets": n, "setup_seconds": round(setup_s, 1), "stop_at": stop_at,
+    return {"secrets": n, "setup_seconds": round(setup_s, 1), "stop_at": stop_at, "stopped_after": stopped - t0,
             "stop_seconds": round(stop_seconds, 2), "finished_before_stop": len(done_first),
             "in_flight_at_stop": dict(at_stop), "never_opened": n - len(opened),
             "second_controller_seconds": round(finish_seconds, 1), "total_seconds": round(time.monotonic() - t0, 1),
@@ -493,6 +507,15 @@ def _parts(text: str) -> frozenset[str]:
     return parts
 
 
+def _stop_at(text: str) -> float | str:
+    if text == "restart":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--stop-at takes seconds or 'restart', not {text!r}") from None
+
+
 def sizes_of(text: str) -> list[int]:
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
@@ -521,9 +544,10 @@ def main(argv: list[str] | None = None) -> int:
                              + "; ".join(f"{k}: {v}" for k, v in PARTS.items()))
     parser.add_argument("--eso-concurrent", type=int, default=None,
                         help="restart the lab's ESO with --concurrent=N for the run (default: as the lab starts it)")
-    parser.add_argument("--stop-at", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--stop-at", type=_stop_at, default=None, metavar="SECONDS|restart",
                         help="instead: stop the controller gracefully (SIGTERM's path) this many seconds into the "
-                             "batch; report how long the stop took and let a second controller finish the batch")
+                             "batch, or when its restart pass begins; report how long the stop took and let a "
+                             "second controller finish the batch")
     parser.add_argument("--lab-dir", type=Path, help="reuse the dev lab running there (left running)")
     parser.add_argument("--port-offset", type=int, default=4000, help="port offset of the lab this starts")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")

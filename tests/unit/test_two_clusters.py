@@ -257,6 +257,43 @@ def test_a_follower_that_was_down_catches_up_with_one_restart() -> None:
     assert run is not None and run.stage == "revoked"
 
 
+def test_a_stopping_follower_cuts_its_wait_for_eso_short_and_acknowledges_nothing() -> None:
+    """Cluster B's ESO is down: its controller waits for its consumer Secret (here 5 s; 120 s by default, per
+    secret). A graceful stop ends the wait at its next look, with nothing restarted or acknowledged; the next
+    leader follows once ESO is back."""
+    import threading
+
+    from chamberlain.kube.fake import FakeKube
+
+    w = Clusters()
+    owner, follower = w.controllers[A], w.controllers[B]
+    follower.tick()
+    w.queues[A].put(manual("api-token", "test", w.clock.now()))
+    owner.tick()
+    assert w.version() == 2
+    kube_b = w.kubes[B]
+    sync, read = kube_b.annotate_external_secret, kube_b.get_secret_annotations
+    stop, looks = threading.Event(), []
+
+    def eso_down(namespace: str, name: str, annotations: Any) -> None:
+        FakeKube.annotate_external_secret(kube_b, namespace, name, annotations)
+
+    def sigterm_while_waiting(namespace: str, name: str) -> Any:
+        looks.append(name)
+        stop.set()
+        return read(namespace, name)
+
+    kube_b.annotate_external_secret = eso_down  # type: ignore[method-assign]
+    kube_b.get_secret_annotations = sigterm_while_waiting  # type: ignore[method-assign]
+    follower.serve(stop, 0.0)
+    assert looks == ["api-token"], "one look, then the wait ended"
+    assert w.rolls(B) == 0 and clusters.read_acknowledgement(w.kv, SECRET, B)[0].version == 1  # type: ignore[union-attr]
+    kube_b.annotate_external_secret, kube_b.get_secret_annotations = sync, read  # type: ignore[method-assign]
+    again = Controller(w.scopes[B], follower.parts, follower.config)
+    again.tick()
+    assert w.rolls(B) == 1 and clusters.read_acknowledgement(w.kv, SECRET, B)[0].version == 2  # type: ignore[union-attr]
+
+
 # --------------------------------------------------------------------------------------------------- render
 
 

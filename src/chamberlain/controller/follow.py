@@ -30,7 +30,7 @@ from chamberlain.controller.batch import RestartWave, batch_token
 from chamberlain.controller.collaborators import Logger, Silent
 from chamberlain.errors import ChamberlainError
 from chamberlain.kube.api import KubeError, KubePropagation
-from chamberlain.propagation import Change, force_refresh, wait_in_sync
+from chamberlain.propagation import Change, WaitInterrupted, force_refresh, wait_in_sync
 from chamberlain.rotation import clusters
 from chamberlain.rotation import manual as rm
 from chamberlain.rotation import workflow as wf
@@ -62,6 +62,8 @@ class Follower:
     attempts: dict[str, int] = field(default_factory=dict)  # secret -> refreshes asked for by this process
     # every consumer a placed secret reaches (the loop adds other intents' templated consumers)
     consumers: Callable[[rm.Placed], list[wf.Consumer]] = field(default=lambda placed: rm.consumers_of(placed.intent))
+    # the controller is stopping (Controller.stopping): no more waits; what is left is followed by the next leader
+    interrupted: Callable[[], bool] = field(default=lambda: False)
 
     def due(self, placed: rm.Placed, meta: SecretMetadata | None) -> Pending | None:
         """The follow ``placed`` needs given its metadata; reads its acknowledgement once per process."""
@@ -98,8 +100,11 @@ class Follower:
         ready: list[Pending] = []
         for p in poked:
             consumers = [c.secret for c in self.consumers(p.placed)]
-            late = [r for r in wait_in_sync(self.kube, consumers, p.follow.marker, self.clock, self.timeout,
-                                            self.poll) if not r.in_sync]
+            try:
+                late = [r for r in wait_in_sync(self.kube, consumers, p.follow.marker, self.clock, self.timeout,
+                                                self.poll, self.interrupted) if not r.in_sync]
+            except WaitInterrupted:  # stopping: nothing of this pass is acknowledged (no restart begun either)
+                return
             if late:
                 self.log.warning("follow: consumers not in sync yet; tried again at the next evaluation",
                                  secret=p.placed.name, version=p.follow.version,

@@ -114,6 +114,7 @@ class Controller:
                                  self.config.propagation_timeout, self.config.poll, parts.log)
         # templated consumers of other intents follow each part too (the scope of the moment: it may be swapped)
         self.follower.consumers = lambda placed: rm.placed_consumers(self.scope.platform, self.scope.intents, placed)
+        self.follower.interrupted = self.stopping
         if parts.status is not None:
             parts.status.templated = lambda placed: rm.templated_index(
                 self.scope.platform, self.scope.intents, placed.environment).readers(placed.name)
