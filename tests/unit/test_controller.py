@@ -1657,3 +1657,76 @@ def test_a_stop_cuts_a_consumer_wait_short_without_failing_the_run() -> None:
     w.kube.annotate_external_secret = eso_sync  # type: ignore[method-assign]
     w.kube.get_secret_annotations = read  # type: ignore[method-assign]
     _finish_with_the_next_leader(w, ("api-token",))
+
+
+def _stopped_mid_run(w: World, a: Controller) -> None:
+    """``a`` serves until its first force-sync, where a graceful stop arrives: the run is left promoted."""
+    stop = threading.Event()
+
+    def sigterm_at_the_force_sync(namespace: str, name: str, annotations: Any) -> None:
+        stop.set()
+        FakeKube.annotate_external_secret(w.kube, namespace, name, annotations)
+
+    w.kube.annotate_external_secret = sigterm_at_the_force_sync  # type: ignore[method-assign]
+    a.serve(stop, 0.0)
+    del w.kube.annotate_external_secret  # ESO's own again
+    assert _stage_of(w, "api-token").stage == "tested" and w.version() == 2, "promoted, then stopped"
+
+
+@pytest.mark.parametrize("platform", [PLATFORM, LIMITED], ids=["no-interval", "trigger-interval"])
+def test_an_annotation_whose_run_the_next_leader_adopted_rotates_once(platform: Platform) -> None:
+    """The next leader adopts the stopped run, and its annotation poll finds the same annotation again. The request
+    is the adopted run's own and ends with it; deferred behind it, it started a second rotation for one value
+    once the run had ended (the adopted run outlasting the trigger interval, or no interval)."""
+    from chamberlain.triggers import AnnotationTrigger
+
+    w = World(platform=platform)
+    w.clock.advance(120)
+    intents = CustomResource(GROUP, VERSION, "secretintents")
+    w.kube.add_custom_object(intents, {"metadata": {"name": "api-token", "namespace": NS,
+                                                    "annotations": {wk.ANNOTATION_ROTATE: "leaked"}}})
+    qa, qb = MemoryQueue(), MemoryQueue()
+    _stopped_mid_run(w, w.controller(identity="a", queue=qa, annotations=AnnotationTrigger(w.kube, qa, w.clock, NS)))
+    b = w.controller(identity="b", queue=qb, annotations=AnnotationTrigger(w.kube, qb, w.clock, NS))
+    w.kube.annotate_external_secret = lambda namespace, name, annotations: FakeKube.annotate_external_secret(  # type: ignore[method-assign]
+        w.kube, namespace, name, annotations)  # ESO slow: the adopted run outlasts the trigger interval
+    for _ in range(3):
+        w.clock.advance(30)
+        b.tick()
+    del w.kube.annotate_external_secret
+    for _ in range(6):
+        w.clock.advance(30)
+        b.tick()
+    assert [e.reason for e in w.rotations()] == ["leaked"] and w.version() == 2
+    obj = w.kube.get_custom_object(intents, NS, "api-token")
+    assert obj is not None and wk.ANNOTATION_ROTATE not in obj["metadata"].get("annotations", {})
+
+
+def test_a_webhook_request_whose_run_the_next_leader_adopted_ends_with_it_once() -> None:
+    """The run of a persisted webhook request (its RotationRun object ``rq-*``) is adopted by the next leader, whose
+    poll of persisted requests also lists that object (its status not sent before the stop). The request is not
+    queued again: one start, one finish, one Event."""
+    from chamberlain.controller.app import ControllerWebhook
+
+    w = World(platform=LIMITED)
+    w.clock.advance(120)
+    key = WebhookKey(b"k" * 32)
+    a = w.controller(identity="a", requests=RunObjectStore(w.kube, NS))
+    follower = w.controller(identity="f", requests=RunObjectStore(w.kube, NS))
+    a.tick()
+    follower.tick()
+    body = json.dumps({"secret": "api-token", "reason": "ci"}).encode()
+    answer = ControllerWebhook(follower, key).handle(sign(body, key, w.clock.now()), body)
+    assert answer.status == HTTPStatus.ACCEPTED
+    request_id = answer.body["request"]
+    _stopped_mid_run(w, a)
+    runs_objects = CustomResource(GROUP, VERSION, "rotationruns")
+    w.kube.patch_custom_object_status(runs_objects, NS, request_id, {"phase": None, "conditions": None})
+    b = w.controller(identity="b", requests=RunObjectStore(w.kube, NS))
+    for _ in range(4):
+        w.clock.advance(1)
+        b.tick()
+    assert w.version() == 2 and len(w.rotations()) == 1
+    finished = [line for line in w.log.lines if '"run finished"' in line]
+    assert len(finished) == 1, finished
+    assert [e.reason for e in w.kube.events].count("RotationSucceeded") == 1, w.kube.events

@@ -83,7 +83,7 @@ class Follower:
     def follow(self, pending: list[Pending]) -> None:
         """Refresh, wait, restart once, acknowledge (see the module). Failures are logged and retried at the next
         evaluation; an outage of the authority propagates (the tick stops)."""
-        if not pending:
+        if not pending or self.interrupted():
             return
         poked: list[Pending] = []
         for p in pending:
@@ -111,6 +111,8 @@ class Follower:
                                  late=[f"{r.consumer.namespace}/{r.consumer.name}" for r in late])
                 continue
             ready.append(p)
+        if self.interrupted():
+            return
         restarting = [p for p in ready if p.follow.restart]
         self.wave.begin([p.follow.run or f"v{p.follow.version}" for p in restarting])
         for p in ready:

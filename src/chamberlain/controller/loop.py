@@ -97,6 +97,15 @@ class Opened:
     error: BaseException | None = None  # what stopped the worker advancing it (raised by the loop thread)
 
 
+def _started(run: RotationRun, request: RotationRequest) -> bool:
+    """Whether ``run`` is the one ``request`` started (pure): the run of a persisted webhook request bears its
+    name; an annotation's run, the annotation's value as its reason (a value already acted on never triggers
+    again: the annotation trigger records its hash)."""
+    if is_stored(request.request_id):
+        return run.run_id == request.request_id
+    return request.kind == "annotation" and run.trigger == "annotation" and run.reason == request.reason
+
+
 class Controller:
     """The loop over one :class:`~.scope.Scope`; :meth:`tick` is called by :meth:`serve` on the loop thread.
 
@@ -262,7 +271,7 @@ class Controller:
             self._progressed()
             self._evaluate()
             self._progressed()
-            if self.parts.external is not None:  # a producer pushed a new version of a derived/config secret
+            if self.parts.external is not None and not self.stopping():  # a producer pushed a new version
                 self.parts.external.step(self.scope)
             self._poll_annotations()
             self._poll_stored()
@@ -452,6 +461,9 @@ class Controller:
             a = self._track(placed, run)
             if a is not None:
                 self.state.activate(a)
+                if is_stored(run.run_id):  # a webhook request's run: the request object must not start it again
+                    with self.state.lock:
+                        self.state.taken.add(run.run_id)
                 self.parts.log.info("adopted run", secret=name, run=run.run_id, stage=run.stage)
         self.state.adopted = True
 
@@ -668,7 +680,13 @@ class Controller:
                                    trigger=request.kind, rotating_cluster=owner)
             self._end_request(request, cleared=True, result=f"dropped: rotated by cluster {owner}")
             return None
-        if request.secret in self.state.active:  # a run (adopted, or still finishing) holds the secret: after it
+        active = self.state.active.get(request.secret)
+        if active is not None and active.request is None and _started(active.run, request):
+            # The adopted run is this request's own (the leader that started it stopped): the request ends with
+            # it. Deferred, it started a second rotation for one signal once the run had ended.
+            active.request = request
+            return None
+        if active is not None:  # a run (adopted, or still finishing) holds the secret: after it
             self.state.deferred[request.secret] = request
             return None
         return placed
