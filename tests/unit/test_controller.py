@@ -758,14 +758,20 @@ def test_webhook_on_a_follower_is_persisted_and_the_leader_rotates_once_replay_i
     assert ControllerWebhook(fresh, key).handle(headers, body).status == HTTPStatus.UNAUTHORIZED  # stale now
 
 
-def test_a_request_persisted_by_a_follower_survives_the_leaders_death() -> None:
-    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
-    w.clock.advance(120)
-    key = WebhookKey(b"k" * 32)
+def _pair_with_a_request_store(w: World) -> tuple[Controller, Controller]:
+    """Replicas a (the leader) and b (a follower) sharing the persisted requests, each ticked once."""
     leader = w.controller(identity="a", requests=RunObjectStore(w.kube, NS))
     follower = w.controller(identity="b", requests=RunObjectStore(w.kube, NS))
     leader.tick()
     follower.tick()
+    return leader, follower
+
+
+def test_a_request_persisted_by_a_follower_survives_the_leaders_death() -> None:
+    w = World(policy={"type": "static", "failureStrategy": "hold"}, platform=LIMITED)
+    w.clock.advance(120)
+    key = WebhookKey(b"k" * 32)
+    _, follower = _pair_with_a_request_store(w)
     body = json.dumps({"secret": "api-token", "reason": "leaked", "id": "evt-9"}).encode()
     assert ControllerWebhook(follower, key).handle(sign(body, key, w.clock.now()), body).status == 202
     # the leader dies before its next tick; its lease expires and the follower takes over
@@ -1711,10 +1717,7 @@ def test_a_webhook_request_whose_run_the_next_leader_adopted_ends_with_it_once()
     w = World(platform=LIMITED)
     w.clock.advance(120)
     key = WebhookKey(b"k" * 32)
-    a = w.controller(identity="a", requests=RunObjectStore(w.kube, NS))
-    follower = w.controller(identity="f", requests=RunObjectStore(w.kube, NS))
-    a.tick()
-    follower.tick()
+    a, follower = _pair_with_a_request_store(w)
     body = json.dumps({"secret": "api-token", "reason": "ci"}).encode()
     answer = ControllerWebhook(follower, key).handle(sign(body, key, w.clock.now()), body)
     assert answer.status == HTTPStatus.ACCEPTED
@@ -1722,10 +1725,10 @@ def test_a_webhook_request_whose_run_the_next_leader_adopted_ends_with_it_once()
     _stopped_mid_run(w, a)
     runs_objects = CustomResource(GROUP, VERSION, "rotationruns")
     w.kube.patch_custom_object_status(runs_objects, NS, request_id, {"phase": None, "conditions": None})
-    b = w.controller(identity="b", requests=RunObjectStore(w.kube, NS))
+    c = w.controller(identity="c", requests=RunObjectStore(w.kube, NS))
     for _ in range(4):
         w.clock.advance(1)
-        b.tick()
+        c.tick()
     assert w.version() == 2 and len(w.rotations()) == 1
     finished = [line for line in w.log.lines if '"run finished"' in line]
     assert len(finished) == 1, finished
