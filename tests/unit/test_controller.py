@@ -1733,3 +1733,25 @@ def test_a_webhook_request_whose_run_the_next_leader_adopted_ends_with_it_once()
     finished = [line for line in w.log.lines if '"run finished"' in line]
     assert len(finished) == 1, finished
     assert [e.reason for e in w.kube.events].count("RotationSucceeded") == 1, w.kube.events
+
+
+def test_a_stop_during_the_first_adoption_pass_ends_it_at_the_next_record() -> None:
+    """A new leader reads every secret's run record once (10k reads at fleet scale); a stop ends the pass at the
+    next record, and nothing is marked adopted (the next leader adopts)."""
+    names = tuple(f"token-{i}" for i in range(8))
+    w = World(names)
+    stop = threading.Event()
+    a = w.controller(identity="a")
+    record_paths = {runs.run_path(w.scope.placed[n].vault) for n in names}
+    reads: list[str] = []
+    read = w.kv.read
+
+    def sigterm_at_the_first_record(mount: str, path: str, version: int | None = None) -> Any:
+        if path in record_paths:
+            reads.append(path)
+            stop.set()
+        return read(mount, path, version)
+
+    w.kv.read = sigterm_at_the_first_record  # type: ignore[method-assign]
+    a.serve(stop, 0.0)
+    assert len(reads) == 1 and not a.state.adopted

@@ -443,6 +443,8 @@ class Controller:
             self.state.adopted = True
             return
         for name, placed in self.scope.placed.items():
+            if self.stopping():  # one read per secret (10k at fleet scale): not adopted, the next leader will
+                return
             if name in self.state.active:
                 continue
             try:
