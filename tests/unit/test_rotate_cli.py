@@ -90,6 +90,32 @@ def _grafana_admin() -> tuple[Platform, dict[str, SecretIntent], rm.Placed]:
     return platform, intents, rm.place(platform, intents["grafana-admin"], "dev", "dev1")
 
 
+def test_status_shows_a_run_stopped_after_its_promote_as_promoted() -> None:
+    """A run of values kept in memory is saved at ``tested`` until propagate's save; stopped (or crashed) in
+    between, its record says ``tested`` while the secret holds its version. The status says ``promoted``, as the
+    next step will record; a record whose secret did not move stays ``tested``."""
+    from chamberlain.rotation import run as runs
+
+    platform, intents, placed = _grafana_admin()
+    kv = FakeKV()
+    data = {"username": "admin", "password": "canary-old-value-123"}
+    kv.write(placed.vault.mount, placed.vault.path, data, cas=0)
+    kv.update_custom_metadata(placed.vault.mount, placed.vault.path, {
+        wk.AUTHORITY: "vault", wk.VALUE_MARKER: version_marker(placed.vault.full, data)})
+    kube = ESOKube(kv, (placed.vault.mount, placed.vault.path))
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    deps, _ = rm.build_deps(kv, kube, platform, intents, placed, actor="test", clock=clock, poll=0.1)
+    run = wf.start(kv, placed.vault, secret=placed.name, run_id="run-1", trigger="manual", reason="test",
+                   now=clock.now(), pending_in=wf.pending_home(deps.rotator, "manual"))
+    ledger = LedgerReader(kv, "secret")
+    assert rm.secret_status(kv, ledger, kube, placed, clock.now())["run"]["stage"] == "pending"
+    run = wf.advance(run, deps)  # drawn, tested, promoted: the record stays at tested
+    assert runs.load(kv, placed.vault).stage == "tested" and run.stage == "promoted"  # type: ignore[union-attr]
+    assert rm.secret_status(kv, ledger, kube, placed, clock.now())["run"] == {
+        "id": "run-1", "stage": "promoted", "finished": False}
+    assert runs.shown_stage(runs.load(kv, placed.vault), 1, {}) == "tested"  # type: ignore[arg-type]
+
+
 def test_glue_drives_a_manual_rotation_and_status_reports_it() -> None:
     platform, intents, placed = _grafana_admin()
     assert placed.vault.full == "secret/dev/team-observability/grafana-admin"

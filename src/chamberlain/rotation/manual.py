@@ -382,7 +382,8 @@ def secret_status(kv: KV, ledger: LedgerReader, kube: KubePropagation | None, pl
         if meta is not None and intent.spec.source.publication is None:
             last_run = runs.load(kv, placed.vault)
             if last_run is not None:
-                run_row = {"id": last_run.run_id, "stage": last_run.stage, "finished": last_run.finished}
+                stage = runs.shown_stage(last_run, meta.current_version, custom)
+                run_row = {"id": last_run.run_id, "stage": stage, "finished": last_run.finished}
     except runs.RunUnreadable as exc:  # this secret's row says so; the report goes on
         run_row = {"unreadable": str(exc)[:200]}
     last_rotated = parse_rfc3339(custom.get(wk.LAST_ROTATED))

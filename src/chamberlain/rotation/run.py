@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chamberlain import wellknown as wk
 from chamberlain.audit.ledger import LedgerMark
 from chamberlain.authority.errors import CasConflict
 from chamberlain.authority.kv import KV
@@ -250,6 +251,17 @@ def save(kv: KV, run: RotationRun) -> RotationRun:
     except CasConflict:
         raise RunLost(f"run {run.run_id} of {run.secret}: the run record changed under this executor") from None
     return run.model_copy(update={"revision": revision})
+
+
+def shown_stage(run: RotationRun, current_version: int | None, custom: Mapping[str, str]) -> str:
+    """The stage to report for ``run`` beside its secret's metadata (pure). The promote of values kept in memory
+    is saved with propagate's result, so a record still at ``tested`` whose secret holds the version one past its
+    base, recorded by this run, was promoted (a stop or a crash leaves it so until the next leader's first step).
+    Anything else is shown as recorded."""
+    if (run.stage == "tested" and run.pending_in == "memory" and run.previous_version + 1 == current_version
+            and custom.get(wk.LAST_RUN) == run.run_id):
+        return "promoted"
+    return run.stage
 
 
 def settled(run: RotationRun) -> RotationRun:
