@@ -42,7 +42,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -57,6 +56,7 @@ import _lab_env as le
 from _figures import figure, growth, load_average
 from _protocol_floor import PARTS, protocol_floor
 from chamberlain import wellknown as wk
+from chamberlain.controller.app import ControllerApp
 from chamberlain.controller.resources import BackgroundPublisher
 from chamberlain.triggers import manual
 from chamberlain.values.generate import generate_values
@@ -266,11 +266,11 @@ def _stop_when(stop_at: float | str, log: le.EventLog, t0: float, timeout: float
 
 def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: int, interval: float,
                   timeout: float, stop_at: float | str) -> dict[str, Any]:
-    """``--stop-at``: a graceful stop (what SIGTERM sets) ``stop_at`` seconds into the batch (``restart``: when its
-    restart pass began), the controller serving as ``controller run`` serves (``serve()`` on its loop thread).
-    Measured: how long after the stop ``serve``
-    returned (Lease released), where the runs were, and whether a second controller, started then, finishes every
-    run once with each workload restarted once. Requests the first never opened are queued again on the second
+    """``--stop-at``: a graceful stop (what SIGTERM does: ``ControllerApp.stop``) ``stop_at`` seconds into the batch
+    (``restart``: when its restart pass began), the controller started as ``controller run`` starts it.
+    Measured: how long the stop took (the loop ended, the Lease released, the background threads stopped), where
+    the runs were, and whether a second controller, started then, finishes every run once with each workload
+    restarted once. Requests the first never opened are queued again on the second
     (in a cluster their trigger is still there: a stored request, an annotation, a due time)."""
     world, names, setup_s = _world(handle, n, per_workload, namespaces, timeout)
     apps = kubernetes.client.AppsV1Api(world.api)
@@ -282,19 +282,17 @@ def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: i
         before = _generations(apps, workloads)
         for name in names:
             first.request(manual(name, "bench stopped batch", datetime.now(UTC)))
-        stop = threading.Event()
-        loop = threading.Thread(target=first.serve, args=(stop, interval), name="bench-serve", daemon=True)
+        app = ControllerApp(first, interval=interval)  # what `controller run` starts, and stops on SIGTERM
         t0 = time.monotonic()
-        loop.start()
+        app.start()
         _stop_when(stop_at, wiring.log, t0, timeout)
         stopped = time.monotonic()
-        stop.set()
-        loop.join(timeout)
+        app.stop(timeout)
         stop_seconds = time.monotonic() - stopped
         at_stop = Counter(a.run.stage for a in first.active.values())
         done_first = {r.secret for r in first.finished}
         opened = done_first | set(first.active)
-        le.log(f"stopped {stopped - t0:.1f}s into the batch: serve returned {stop_seconds:.1f}s later; runs: "
+        le.log(f"stopped {stopped - t0:.1f}s into the batch: the stop took {stop_seconds:.1f}s; runs: "
                f"{len(done_first)} finished, {dict(at_stop)} in flight, {n - len(opened)} never opened")
         second = le.make_controller(world, world.scope, keep_finished=max(1000, n), identity=f"bench-{n}-b")
         later = second.controller
@@ -310,6 +308,10 @@ def stopped_batch(handle: le.LabHandle, n: int, per_workload: int, namespaces: i
             time.sleep(later.pause(interval))
         finish_seconds = time.monotonic() - t1
         after = _generations(apps, workloads)
+        if isinstance(later.parts.publisher, BackgroundPublisher):  # its threads end before the lab goes down
+            later.parts.publisher.close(later.parts.publisher.drain)
+        if later.parts.events is not None:
+            later.parts.events.stop(5)
     finally:
         world.close()
     runs = [*first.finished, *later.finished]

@@ -32,7 +32,7 @@ def test_a_graceful_stop_once_the_restart_pass_began_at_a_smoke_size() -> None:
                              "--stop-at", "restart", "--port-offset", "3900"))
     [stopped] = report
     assert stopped["runs_finished"] == 6 and stopped["restarted_once"] == stopped["workloads"] == 2, stopped
-    print(f"\n[graceful stop] serve returned {stopped['stop_seconds']:.2f}s after the stop")
+    print(f"\n[graceful stop] the stop took {stopped['stop_seconds']:.2f}s")
 
 
 @pytest.mark.timeout(700)

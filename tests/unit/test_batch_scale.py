@@ -419,3 +419,22 @@ def test_a_full_backlog_drops_events_instead_of_blocking_the_loop() -> None:
     assert events.flush(5)
     assert len(kube.sent) + events.dropped == 10
     events.close()
+
+
+def test_at_shutdown_queued_events_are_dropped_and_the_sender_ends_after_the_one_in_flight() -> None:
+    """A stopping controller does not send a batch's thousands of Normal Events within its grace period, nor leave
+    the sender thread inside a request while the interpreter shuts down."""
+    import time
+
+    from chamberlain.controller.batch import BackgroundEvents
+
+    gate = threading.Event()
+    kube = _EventKube(gate)
+    events = BackgroundEvents(kube)
+    for i in range(500):
+        events.create_event("ns", {"kind": "SecretIntent", "name": f"s-{i}"}, "Started", f"m-{i}")
+    threading.Timer(0.2, gate.set).start()  # the request in flight answers
+    began = time.monotonic()
+    assert events.stop(5)
+    assert time.monotonic() - began < 2
+    assert len(kube.sent) <= 1 and len(kube.sent) + events.dropped == 500

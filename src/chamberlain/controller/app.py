@@ -135,7 +135,7 @@ def wire(
         # RotationRun objects leave the loop too: a batch's runs show while it advances, the tick never waits
         publisher=BackgroundPublisher(RunPublisher(events, ns)), annotations=annotations, requests=requests,
         pki=VaultCertificateIssuer(vault), refresh_session=_session_refresher(vault, metrics),
-        log=log, markers=markers, status=status, history=history, external=external,
+        log=log, markers=markers, status=status, history=history, external=external, events=events,
     )
     if reconciler is not None:
         reconciler.new_run_id = parts.new_run_id
@@ -189,6 +189,9 @@ class ControllerWebhook(WebhookHandler):
         if not self._controller.is_leader:
             return "persisted"  # the leader's next tick lists it
         return self._controller.request_now(request)
+
+
+EVENTS_STOP_SECONDS = 5.0  # at shutdown, the Event being sent gets this long (queued ones are dropped)
 
 
 @dataclass
@@ -272,6 +275,11 @@ class ControllerApp:
         if isinstance(publisher, BackgroundPublisher) and not publisher.close(0.0 if done else publisher.drain):
             self.controller.parts.log.warning("RotationRun states left unpublished at shutdown",
                                               dropped=publisher.dropped, in_flight=publisher.pending)
+        events = self.controller.parts.events
+        if events is not None:
+            before = events.dropped
+            if not events.stop(EVENTS_STOP_SECONDS) or events.dropped > before:
+                self.controller.parts.log.info("Events left unsent at shutdown", dropped=events.dropped - before)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()

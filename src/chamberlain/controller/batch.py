@@ -8,6 +8,7 @@ wave is built once, with the controller's state; the loop thread starts a new ba
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -180,6 +181,24 @@ class BackgroundEvents:
         """Send what is queued, then stop the thread."""
         self._queue.put(None)
         self._thread.join()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop at shutdown: the Events still queued are dropped (counted in :attr:`dropped`: a batch queues
+        thousands, and Kubernetes' grace period is not theirs), the one being sent ends within its request's
+        bound, and the thread is joined for up to ``timeout`` seconds. True when it ended (a daemon thread left
+        inside a request while the interpreter shuts down is what this avoids)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self.dropped += 1
+            self._queue.task_done()
+        with contextlib.suppress(queue.Full):  # filled again meanwhile: the thread is left to the interpreter
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _send(self) -> None:
         while True:

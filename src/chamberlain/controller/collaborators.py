@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from chamberlain.authority.kv import KV, SecretMetadata
 from chamberlain.clock import Clock
+from chamberlain.controller.batch import BackgroundEvents
 from chamberlain.controller.history import RunHistory
 from chamberlain.controller.leader import LeaderElector
 from chamberlain.controller.ledger import SharedLedger
@@ -95,6 +96,7 @@ class Collaborators:
     status: IntentStatus | None = None  # SecretIntent status and Events (None: none, e.g. unit tests)
     history: RunHistory | None = None  # prunes finished RotationRun objects (None: never)
     external: ExternalStep | None = None  # producer-side rotations of derived/config intents (None: not observed)
+    events: BackgroundEvents | None = None  # the thread the Events leave by (stopped with the app)
 
 
 __all__ = ["Collaborators", "ExternalStep", "Logger", "ScopeReconciler", "Silent"]
