@@ -32,6 +32,7 @@ Usage:
         --skip-floor                                                                # smoke, seconds
     /work/venv/bin/python benchmarks/bench_batch_rotation.py --lab-dir /tmp/bench-lab   # reuse a running dev lab
     /work/venv/bin/python benchmarks/bench_batch_rotation.py --eso-concurrent 8     # ESO restarted with 8 workers
+    /work/venv/bin/python benchmarks/bench_batch_rotation.py --secrets 2000 --stop-at restart   # graceful stop
 """
 
 from __future__ import annotations
