@@ -27,11 +27,13 @@ def test_batch_rotation_through_the_real_eso_at_a_smoke_size() -> None:
 @pytest.mark.timeout(700)
 def test_a_graceful_stop_once_the_restart_pass_began_at_a_smoke_size() -> None:
     """``--stop-at restart``: the controller is stopped when the batch's first run restarted; the benchmark exits
-    non-zero unless a second controller finished every run once and no workload rolled twice."""
+    non-zero unless a second controller finished every run once (no run completed by both) and no workload rolled
+    twice."""
     report = json.loads(_run("bench_batch_rotation.py", "--secrets", "6", "--per-workload", "3", "--namespaces", "2",
                              "--stop-at", "restart", "--port-offset", "3900"))
     [stopped] = report
     assert stopped["runs_finished"] == 6 and stopped["restarted_once"] == stopped["workloads"] == 2, stopped
+    assert stopped["completed_twice"] == 0 and stopped["runs_failed"] == 0, stopped
     print(f"\n[graceful stop] the stop took {stopped['stop_seconds']:.2f}s")
 
 
