@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -335,6 +336,60 @@ def test_with_the_follower_cluster_down_the_owner_still_rotates_and_the_follower
     assert t.marker(US) == t.meta()[wk.VALUE_MARKER]
     after = t.rollout(US)
     assert after.revision == before_us.revision + 1, "the returning cluster restarted once"
+    assert after.template_annotations[wk.ANNOTATION_RESTART_BATCH] == run.run_id
+
+
+def test_sigterm_to_a_follower_waiting_for_its_eso_exits_at_once_and_the_next_follower_acknowledges(
+        twin: Twin) -> None:
+    """The follower cluster's ESO is down: after the owner's rotation its controller refreshes the ExternalSecret
+    and waits for the consumer Secret (up to --propagation-timeout, 30 s here). SIGTERM cuts that wait short: it
+    exits at once, restarts nothing and acknowledges nothing, so the owner keeps the old credential. The next
+    follower controller, with ESO back, follows the version: one restart, one acknowledgement, and the owner
+    revokes. The code before waited out the 30 s."""
+    t = twin
+    second = t.lab.second
+    assert second is not None
+    version, before_us = t.version(), t.rollout(US)
+    custom = kubernetes.client.CustomObjectsApi(t.api[US])
+
+    def poked(tokens: tuple[str, ...]) -> bool:
+        got = custom.list_namespaced_custom_object("external-secrets.io", "v1", NS, "externalsecrets")
+        return any((i["metadata"].get("annotations") or {}).get(wk.ESO_FORCE_SYNC, "").startswith(tokens)
+                   for i in got["items"])
+
+    follower = t.controllers[US]
+    assert procs.stop(second.dir, second.eso.name, sig=signal.SIGKILL)
+    try:
+        t.webhook(EU)
+        run = t.wait_run(lambda r: r.current_version == version + 1 and r.stage == "revoke-wait",
+                         "the owner rotated and waits before revoking")
+        wait_for(lambda: poked((f"follow.{run.run_id}.", f"follow.{version + 1}.")), 30,
+                 "the follower refreshed its ExternalSecret (its wait for ESO begins)", every=0.2)
+        time.sleep(1)  # inside the wait
+        began = time.monotonic()
+        code = follower.terminate()
+        took = time.monotonic() - began
+    finally:
+        proc = second.eso.start()
+        second.eso.wait(proc)
+    print(f"\n[graceful stop] the follower exited {took:.1f}s after SIGTERM, waiting for its ESO")
+    assert code == 0, follower.text()[-2000:]
+    assert took < 10, f"the stop took {took:.1f}s"
+    ack = t.ack()
+    assert ack is not None and ack.version == version, "nothing acknowledged"
+    assert t.rollout(US).revision == before_us.revision, "nothing restarted"
+    assert not follower.events("followed a version rotated by another cluster", version=version + 1)
+    left = t.run()
+    assert left is not None and left.run_id == run.run_id and not left.finished, left
+    t.start_controller(US)
+    done = t.wait_run(lambda r: r.run_id == run.run_id and r.finished and r.ledger_seq is not None,
+                      "the owner revoked once the next follower acknowledged", timeout=90)
+    assert done.stage == "revoked"
+    ack = t.ack()
+    assert ack is not None and (ack.version, ack.run) == (version + 1, run.run_id)
+    assert t.marker(US) == t.meta()[wk.VALUE_MARKER]
+    after = t.rollout(US)
+    assert after.revision == before_us.revision + 1, "the follower restarted once"
     assert after.template_annotations[wk.ANNOTATION_RESTART_BATCH] == run.run_id
 
 
