@@ -454,6 +454,8 @@ def test_crash_at_each_step_boundary_then_restart_converges(world: World, point:
     _assert_one_good_run(w, GRAFANA, run.run_id, before, gens, known, trigger="webhook",
                          actor="controller:crashy")
     assert restarted.events("adopted run", run=crashed.run_id), "the restarted controller resumed the run"
+    time.sleep(0.5)  # a second completion of the adopted run (its stored request taken again) comes within a tick
+    assert len(restarted.events("run finished", run=crashed.run_id)) == 1, "the adopted run completed once"
     print(f"\n[crash] {point}: died at stage {crashed.stage}, resumed to {run.stage}, v{before} -> v{before + 1}")
     if nxt is None:
         w.stop(restarted)
