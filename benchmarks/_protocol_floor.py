@@ -71,6 +71,11 @@ PARTS = {
     "run-objects": "the RotationRun object and its status patch",
     "events": "the Event per run",
     "secret-reads": "the read of each consumer Secret (its marker)",
+    # a design not built (benchmarks/README.md, twentieth pass): what a batch lease would save
+    "run-records": "every per-secret run-record request (the read at start, the lease, every save); instead one "
+                   "batch record leasing every secret with its draw's marker, written before the first promote, "
+                   "after the propagate pass (the fence before restarts) and at the end",
+    "ledger-entries": "the ledger entry per rotation; instead one entry per batch listing its rotations",
 }
 
 
@@ -182,7 +187,7 @@ class ProtocolFloor:
         return f"v2:{hashlib.sha256(str(answer['data']['hmac']).encode()).hexdigest()[:32]}"
 
     def _save(self, n: str, intermediate: bool = True) -> None:
-        if intermediate and "run-saves" in self.without:
+        if "run-records" in self.without or (intermediate and "run-saves" in self.without):
             return
         path = f"{PREFIX}/runs/{self.token}/{self.world.path(n)}"
         self.revision[n] = self._write(path, {"run": self.record}, self.revision.get(n, 0))
@@ -191,7 +196,8 @@ class ProtocolFloor:
 
     def open_and_promote(self, n: str) -> None:
         path = self.world.path(n)
-        self._read(f"{PREFIX}/runs/{self.token}/{path}")  # start: the lease
+        if "run-records" not in self.without:
+            self._read(f"{PREFIX}/runs/{self.token}/{path}")  # start: the lease
         meta = self._meta(path)
         assert meta is not None
         self._save(n, intermediate=False)  # pending: the lease
@@ -285,15 +291,16 @@ class ProtocolFloor:
             wk.ANNOTATION_RESTARTED_AT: _now(), wk.ANNOTATION_RESTART_BATCH: f"floor-{self.token}"}}}}},
             _preload_content=False))
 
-    def finish(self, n: str) -> dict[str, Any]:
+    def finish(self, n: str) -> None:
         path = self.world.path(n)
         self._save(n)  # done (the restart step saves the step after it)
         self._meta(path)  # the map the PATCH's key count is checked against
         self._patch(path, {wk.LAST_RESULT: f"{'x' * 26}:ok", wk.FAILED_RUNS: "0"})
-        self.append({"event": "rotation", "secret": n, "path": path, "result": "ok", "actor": "bench-floor",
-                     "details": {"run": "x" * 26, "trigger": "manual", "reason": "bench protocol floor",
-                                 "from_version": "1", "to_version": "2",
-                                 "marker": self.markers[n]}})
+        if "ledger-entries" not in self.without:
+            self.append({"event": "rotation", "secret": n, "path": path, "result": "ok", "actor": "bench-floor",
+                         "details": {"run": "x" * 26, "trigger": "manual", "reason": "bench protocol floor",
+                                     "from_version": "1", "to_version": "2",
+                                     "marker": self.markers[n]}})
         self._save(n, intermediate=False)  # finalized: the ledger seq recorded
         if "run-objects" not in self.without:
             self.published.append(self.objects.submit(self._status, n))
@@ -342,6 +349,23 @@ class ProtocolFloor:
                                         self.head_version)
 
 
+    def batch_record(self, stage: str) -> None:
+        """The batch lease of the ``run-records`` variant: one record for every secret of the batch (its path and
+        its draw's marker, as a run record carries them), written with CAS like a run record."""
+        body = json.dumps({"stage": stage, "runs": [
+            {"secret": n, "path": self.world.path(n), "marker": self.markers.get(n, "v2:" + "0" * 32),
+             "run": "x" * 26} for n in self.names]})
+        self.revision["batch"] = self._write(f"{PREFIX}/batches/{self.token}", {"batch": body},
+                                             self.revision.get("batch", 0))
+
+    def batch_entry(self) -> None:
+        """The ``ledger-entries`` variant: one entry for the batch, listing each rotation as the entries would."""
+        self._commit([{"event": "rotation-batch", "actor": "bench-floor", "result": "ok", "details": {
+            "run": "x" * 26, "trigger": "manual", "reason": "bench protocol floor", "rotations": [
+                {"secret": n, "path": self.world.path(n), "from_version": "1", "to_version": "2",
+                 "marker": self.markers[n]} for n in self.names]}}])
+
+
 def _pool(f: ProtocolFloor, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="bench-floor") as pool:
         return list(pool.map(f.holding(fn), items))
@@ -352,14 +376,23 @@ def protocol_floor(world: le.World, watch: le.SecretWatch, names: list[str], tim
     """Run the replay; seconds per phase and CPU-seconds per lab process, as ``bench_batch_rotation.floor``."""
     f = ProtocolFloor(world, watch, names, without)
     cpu0 = le.cpu_seconds(world.handle.lab_dir)
+    batched = "run-records" in without
     t0 = time.monotonic()
+    if batched:
+        f.holding(lambda _: f.batch_record("leased"))(None)
     _pool(f, f.open_and_promote, names)
     t_promoted = time.monotonic()
     _pool(f, lambda n: f.propagated(n, timeout), names)
+    if batched:
+        f.holding(lambda _: f.batch_record("propagated"))(None)
     t_propagated = time.monotonic()
     _pool(f, f.restart, world.workloads())
     t_restarted = time.monotonic()
     _pool(f, f.finish, names)
+    if "ledger-entries" in without:
+        f.holding(lambda _: f.batch_entry())(None)
+    if batched:
+        f.holding(lambda _: f.batch_record("done"))(None)
     t_end = time.monotonic()
     cpu = le.cpu_used(cpu0, le.cpu_seconds(world.handle.lab_dir))
     wait(f.published)  # what the background threads still had queued, as the benchmark drains the controller's
