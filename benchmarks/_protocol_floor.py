@@ -63,6 +63,7 @@ from chamberlain.values.generate import generate_values
 WORKERS = 8  # the controller's (chamberlain.controller.app.wire)
 PREFIX = "_chamberlain/bench-floor"
 FLOOR_LABEL = "bench.chamberlain.dev/floor"  # on the RotationRun objects this makes, removed after the run
+BATCH_CHUNK = 1000  # secrets per batch record (about 300 KB)
 POLL_FIRST, POLL_MAX = 0.05, 0.25  # propagation.sync.wait_in_sync's pauses between looks at a consumer Secret
 # Parts of the protocol a variant may leave out (``--protocol-without``), to price a change before making it:
 PARTS = {
@@ -72,8 +73,9 @@ PARTS = {
     "events": "the Event per run",
     "secret-reads": "the read of each consumer Secret (its marker)",
     # a design not built (benchmarks/README.md, twentieth pass): what a batch lease would save
-    "run-records": "every per-secret run-record request (the read at start, the lease, every save); instead one "
-                   "batch record leasing every secret with its draw's marker, written before the first promote, "
+    "run-records": "every per-secret run-record write (the lease, every save; the read at start stays, as "
+                   "`chamberlain rotate` leases there); instead batch records (1,000 secrets each) leasing every "
+                   "secret with its draw's marker, written after every draw and before any promote (a barrier), "
                    "after the propagate pass (the fence before restarts) and at the end",
     "ledger-entries": "the ledger entry per rotation; instead one entry per batch listing its rotations",
 }
@@ -119,7 +121,9 @@ class ProtocolFloor:
         self.token = secrets.token_hex(4)
         self.run_namespace = world.scope.platform.spec.controller.namespace
         self.revision: dict[str, int] = {}  # run record KV version per secret
-        self.markers: dict[str, str] = {}
+        self.markers: dict[str, str] = {}  # promoted
+        self.drawn: dict[str, str] = {}  # the draw's marker, before its promote
+        self.previous: dict[str, int] = {}  # the version each promote writes over (CAS)
         self.ledger_seq, self.ledger_hash, self.head_version = 0, "0" * 64, 0
         self.lane = threading.Condition()
         self.lane_waiting: list[tuple[dict[str, Any], threading.Event]] = []
@@ -195,19 +199,28 @@ class ProtocolFloor:
     # ------------------------------------------------------------------ the protocol, step by step
 
     def open_and_promote(self, n: str) -> None:
+        self.draw(n)
+        self.promote(n)
+
+    def draw(self, n: str) -> None:
+        """Start to the draw's marker, saved (per secret, or by the batch record before any promote)."""
         path = self.world.path(n)
-        if "run-records" not in self.without:
-            self._read(f"{PREFIX}/runs/{self.token}/{path}")  # start: the lease
+        # start: the lease. A batch lease still reads the secret's own record: `chamberlain rotate` leases there
+        self._read(f"{PREFIX}/runs/{self.token}/{path}")
         meta = self._meta(path)
         assert meta is not None
         self._save(n, intermediate=False)  # pending: the lease
         current = self._read(path)  # the draw: the current values, the conflict check
         values = self.prepared[n]  # kept in memory until promote (a generated value: nothing is staged)
-        marker = self._hmac(json.dumps(values, sort_keys=True).encode())
+        self.drawn[n] = self._hmac(json.dumps(values, sort_keys=True).encode())
         self._save(n)  # tested, with the draw's marker
-        previous = int((current or {}).get("data", {}).get("metadata", {}).get("version") or
-                       meta["data"]["current_version"])
-        version = self._write(path, values, previous)  # promote
+        self.previous[n] = int((current or {}).get("data", {}).get("metadata", {}).get("version") or
+                               meta["data"]["current_version"])
+
+    def promote(self, n: str) -> None:
+        path = self.world.path(n)
+        marker = self.drawn[n]
+        version = self._write(path, self.prepared[n], self.previous[n])  # promote
         self._patch(path, {wk.VALUE_MARKER: marker, wk.VALUE_VERSION: str(version), wk.LAST_ROTATED: _now(),
                            wk.LAST_RUN: "x" * 26, wk.LAST_REASON: "manual: bench protocol floor"})
         self.markers[n] = marker  # promoted: saved with propagate's result (workflow.saved_with_the_next_step)
@@ -350,13 +363,18 @@ class ProtocolFloor:
 
 
     def batch_record(self, stage: str) -> None:
-        """The batch lease of the ``run-records`` variant: one record for every secret of the batch (its path and
-        its draw's marker, as a run record carries them), written with CAS like a run record."""
-        body = json.dumps({"stage": stage, "runs": [
-            {"secret": n, "path": self.world.path(n), "marker": self.markers.get(n, "v2:" + "0" * 32),
-             "run": "x" * 26} for n in self.names]})
-        self.revision["batch"] = self._write(f"{PREFIX}/batches/{self.token}", {"batch": body},
-                                             self.revision.get("batch", 0))
+        """The batch lease of the ``run-records`` variant: what each secret's run record would say (its path, the
+        draw's marker, the version its promote writes over, stage, attempts, error), for every secret of the batch,
+        in records of ``BATCH_CHUNK`` secrets (a KV entry stays well under raft's 1 MiB), each written with CAS."""
+        for i in range(0, len(self.names), BATCH_CHUNK):
+            body = json.dumps({"stage": stage, "runs": [
+                {"secret": n, "run": "x" * 26, "path": f"{le.MOUNT}/{self.world.path(n)}",
+                 "marker": self.drawn.get(n, ""), "previous_version": self.previous.get(n, 0), "stage": stage,
+                 "attempts": 0, "failures_before": 0, "next_retry_at": None, "last_error": None}
+                for n in self.names[i:i + BATCH_CHUNK]]})
+            key = f"batch-{i}"
+            self.revision[key] = self._write(f"{PREFIX}/batches/{self.token}/{i}", {"batch": body},
+                                             self.revision.get(key, 0))
 
     def batch_entry(self) -> None:
         """The ``ledger-entries`` variant: one entry for the batch, listing each rotation as the entries would."""
@@ -378,9 +396,12 @@ def protocol_floor(world: le.World, watch: le.SecretWatch, names: list[str], tim
     cpu0 = le.cpu_seconds(world.handle.lab_dir)
     batched = "run-records" in without
     t0 = time.monotonic()
-    if batched:
-        f.holding(lambda _: f.batch_record("leased"))(None)
-    _pool(f, f.open_and_promote, names)
+    if batched:  # every draw, then the batch record with their markers, then every promote (a barrier)
+        _pool(f, f.draw, names)
+        f.holding(lambda _: f.batch_record("tested"))(None)
+        _pool(f, f.promote, names)
+    else:
+        _pool(f, f.open_and_promote, names)
     t_promoted = time.monotonic()
     _pool(f, lambda n: f.propagated(n, timeout), names)
     if batched:
