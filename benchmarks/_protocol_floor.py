@@ -64,6 +64,7 @@ WORKERS = 8  # the controller's (chamberlain.controller.app.wire)
 PREFIX = "_chamberlain/bench-floor"
 FLOOR_LABEL = "bench.chamberlain.dev/floor"  # on the RotationRun objects this makes, removed after the run
 BATCH_CHUNK = 1000  # secrets per batch record (about 300 KB)
+LEASE_CHUNK = 25  # secrets per worker's lease record (chunk-leases)
 POLL_FIRST, POLL_MAX = 0.05, 0.25  # propagation.sync.wait_in_sync's pauses between looks at a consumer Secret
 # Parts of the protocol a variant may leave out (``--protocol-without``), to price a change before making it:
 PARTS = {
@@ -77,6 +78,9 @@ PARTS = {
                    "`chamberlain rotate` leases there); instead batch records (1,000 secrets each) leasing every "
                    "secret with its draw's marker, written after every draw and before any promote (a barrier), "
                    "after the propagate pass (the fence before restarts) and at the end",
+    "chunk-leases": "as run-records, but pipelined: each worker leases a chunk of 25 secrets with one record "
+                    "(after drawing them, before promoting them), and the fence and the end rewrite each chunk's "
+                    "record",
     "ledger-entries": "the ledger entry per rotation; instead one entry per batch listing its rotations",
 }
 
@@ -191,7 +195,7 @@ class ProtocolFloor:
         return f"v2:{hashlib.sha256(str(answer['data']['hmac']).encode()).hexdigest()[:32]}"
 
     def _save(self, n: str, intermediate: bool = True) -> None:
-        if "run-records" in self.without or (intermediate and "run-saves" in self.without):
+        if self.without & {"run-records", "chunk-leases"} or (intermediate and "run-saves" in self.without):
             return
         path = f"{PREFIX}/runs/{self.token}/{self.world.path(n)}"
         self.revision[n] = self._write(path, {"run": self.record}, self.revision.get(n, 0))
@@ -362,19 +366,31 @@ class ProtocolFloor:
                                         self.head_version)
 
 
-    def batch_record(self, stage: str) -> None:
-        """The batch lease of the ``run-records`` variant: what each secret's run record would say (its path, the
-        draw's marker, the version its promote writes over, stage, attempts, error), for every secret of the batch,
-        in records of ``BATCH_CHUNK`` secrets (a KV entry stays well under raft's 1 MiB), each written with CAS."""
-        for i in range(0, len(self.names), BATCH_CHUNK):
+    def batch_record(self, stage: str, names: list[str] | None = None, size: int = BATCH_CHUNK) -> None:
+        """The batch lease of the ``run-records`` and ``chunk-leases`` variants: what each secret's run record would
+        say (its path, the draw's marker, the version its promote writes over, stage, attempts, error) for ``names``
+        (every secret of the batch by default), in records of ``size`` secrets (a KV entry stays well under raft's
+        1 MiB), each written with CAS."""
+        names = self.names if names is None else names
+        for i in range(0, len(names), size):
+            part = names[i:i + size]
             body = json.dumps({"stage": stage, "runs": [
                 {"secret": n, "run": "x" * 26, "path": f"{le.MOUNT}/{self.world.path(n)}",
                  "marker": self.drawn.get(n, ""), "previous_version": self.previous.get(n, 0), "stage": stage,
                  "attempts": 0, "failures_before": 0, "next_retry_at": None, "last_error": None}
-                for n in self.names[i:i + BATCH_CHUNK]]})
-            key = f"batch-{i}"
-            self.revision[key] = self._write(f"{PREFIX}/batches/{self.token}/{i}", {"batch": body},
+                for n in part]})
+            key = f"batch-{part[0]}"
+            self.revision[key] = self._write(f"{PREFIX}/batches/{self.token}/{part[0]}", {"batch": body},
                                              self.revision.get(key, 0))
+
+    def chunk(self, names: list[str]) -> None:
+        """``chunk-leases``: a worker draws its chunk, writes the chunk's lease record with the draws' markers, then
+        promotes the chunk (ESO syncs the first chunks while later ones still draw: no barrier)."""
+        for n in names:
+            self.draw(n)
+        self.batch_record("tested", names, len(names))
+        for n in names:
+            self.promote(n)
 
     def batch_entry(self) -> None:
         """The ``ledger-entries`` variant: one entry for the batch, listing each rotation as the entries would."""
@@ -394,18 +410,23 @@ def protocol_floor(world: le.World, watch: le.SecretWatch, names: list[str], tim
     """Run the replay; seconds per phase and CPU-seconds per lab process, as ``bench_batch_rotation.floor``."""
     f = ProtocolFloor(world, watch, names, without)
     cpu0 = le.cpu_seconds(world.handle.lab_dir)
-    batched = "run-records" in without
+    batched, chunked = "run-records" in without, "chunk-leases" in without
+    chunks = [names[i:i + LEASE_CHUNK] for i in range(0, len(names), LEASE_CHUNK)]
     t0 = time.monotonic()
     if batched:  # every draw, then the batch record with their markers, then every promote (a barrier)
         _pool(f, f.draw, names)
         f.holding(lambda _: f.batch_record("tested"))(None)
         _pool(f, f.promote, names)
+    elif chunked:
+        _pool(f, f.chunk, chunks)
     else:
         _pool(f, f.open_and_promote, names)
     t_promoted = time.monotonic()
     _pool(f, lambda n: f.propagated(n, timeout), names)
     if batched:
         f.holding(lambda _: f.batch_record("propagated"))(None)
+    elif chunked:  # the fence before restarts: each chunk's record rewritten
+        _pool(f, lambda c: f.batch_record("propagated", c, len(c)), chunks)
     t_propagated = time.monotonic()
     _pool(f, f.restart, world.workloads())
     t_restarted = time.monotonic()
@@ -414,6 +435,8 @@ def protocol_floor(world: le.World, watch: le.SecretWatch, names: list[str], tim
         f.holding(lambda _: f.batch_entry())(None)
     if batched:
         f.holding(lambda _: f.batch_record("done"))(None)
+    elif chunked:
+        _pool(f, lambda c: f.batch_record("done", c, len(c)), chunks)
     t_end = time.monotonic()
     cpu = le.cpu_used(cpu0, le.cpu_seconds(world.handle.lab_dir))
     wait(f.published)  # what the background threads still had queued, as the benchmark drains the controller's

@@ -20,10 +20,11 @@ def _run(script: str, *args: str) -> str:
 def test_batch_rotation_through_the_real_eso_at_a_smoke_size() -> None:
     out = _run("bench_batch_rotation.py", "--secrets", "6", "--per-workload", "3", "--namespaces", "2",
                "--skip-floor", "--protocol-floor", "--protocol-without", "run-records,ledger-entries",
-               "--port-offset", "3100")
+               "--protocol-without", "chunk-leases", "--port-offset", "3100")
     assert "each workload restarted once" in out
     assert "protocol floor: its requests, raw clients" in out and "controller/protocol floor" in out
-    assert "protocol floor without ledger-entries, run-records:" in out  # the batch-lease variant's replay
+    assert "protocol floor without ledger-entries, run-records:" in out  # the batch-lease replays
+    assert "protocol floor without chunk-leases:" in out
 
 
 @pytest.mark.timeout(700)
