@@ -438,3 +438,6 @@ def test_at_shutdown_queued_events_are_dropped_and_the_sender_ends_after_the_one
     assert events.stop(5)
     assert time.monotonic() - began < 2
     assert len(kube.sent) <= 1 and len(kube.sent) + events.dropped == 500
+    # a publisher thread still finishing emits after the stop: counted as dropped, never queued behind the sentinel
+    events.create_event("ns", {"kind": "RotationRun", "name": "late"}, "RotationSucceeded", "late")
+    assert len(kube.sent) + events.dropped == 501 and events.flush(0.1)

@@ -153,6 +153,8 @@ class BackgroundEvents:
         self._queue: queue.Queue[tuple[str, Mapping[str, str], str, str, str] | None] = queue.Queue(backlog)
         self.failures = 0
         self.dropped = 0
+        self._stopped = False  # at shutdown: Events from threads still running are dropped, never queued
+        self._count = threading.Lock()  # ``dropped`` is counted from every thread that emits
         self._thread = threading.Thread(target=self._send, name="chamberlain-events", daemon=True)
         self._thread.start()
 
@@ -161,9 +163,13 @@ class BackgroundEvents:
 
     def create_event(self, namespace: str, involved: Mapping[str, str], reason: str, message: str,
                      type_: str = "Normal") -> None:
-        try:
-            self._queue.put_nowait((namespace, dict(involved), reason, message, type_))
-        except queue.Full:
+        if not self._stopped:
+            try:
+                self._queue.put_nowait((namespace, dict(involved), reason, message, type_))
+                return
+            except queue.Full:
+                pass
+        with self._count:
             self.dropped += 1
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -186,14 +192,17 @@ class BackgroundEvents:
         """Stop at shutdown: the Events still queued are dropped (counted in :attr:`dropped`: a batch queues
         thousands, and Kubernetes' grace period is not theirs), the one being sent ends within its request's
         bound, and the thread is joined for up to ``timeout`` seconds. True when it ended (a daemon thread left
-        inside a request while the interpreter shuts down is what this avoids)."""
+        inside a request while the interpreter shuts down is what this avoids). Events emitted afterwards (by a
+        publisher or status thread still finishing) are dropped and counted too."""
+        self._stopped = True
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is not None:
-                self.dropped += 1
+                with self._count:
+                    self.dropped += 1
             self._queue.task_done()
         with contextlib.suppress(queue.Full):  # filled again meanwhile: the thread is left to the interpreter
             self._queue.put(None, timeout=timeout)
