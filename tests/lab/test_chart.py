@@ -124,15 +124,18 @@ def clients(lab: RunningLab, installed: Path, sa_token: Callable[..., str]) -> I
         client.close()
 
 
-def wait_policy_enforced(intruder: KubeClient) -> int:
+def wait_policy_enforced(intruder: KubeClient, gitops: KubeClient) -> int:
     """The API server compiles a new policy within a second or two: until then the intruder's create passes (and
-    is deleted again). Returns the status of the first refused create."""
+    is deleted again). Returns the status of the first refused create.
+
+    The undo is GitOps's: the policy may start to apply between the intruder's create and its delete, which it
+    then refuses, and the intent would outlive the wait."""
     deadline = time.monotonic() + 30
     while True:
         status = intruder.request_status("POST", INTENTS, intent())
         if status == 403 or time.monotonic() > deadline:
             return status
-        intruder.request_status("DELETE", f"{INTENTS}/{INTENT}")  # not enforced yet: undo, retry
+        assert gitops.request_status("DELETE", f"{INTENTS}/{INTENT}") in (200, 202, 404)
         time.sleep(0.5)
 
 
@@ -148,7 +151,7 @@ def test_helm_installed_every_object(lab: RunningLab, installed: Path) -> None:
 
 def test_admission_policy_lets_only_gitops_write_intents(clients: dict[str, KubeClient]) -> None:
     intruder, gitops, controller = clients["intruder"], clients["gitops"], clients["controller"]
-    assert wait_policy_enforced(intruder) == 403, "a non-GitOps identity created a SecretIntent"
+    assert wait_policy_enforced(intruder, gitops) == 403, "a non-GitOps identity created a SecretIntent"
     assert gitops.request_status("POST", INTENTS, intent()) == 201
     item = f"{INTENTS}/{INTENT}"
     # Changing the spec: only GitOps. The intruder and the controller (RBAC grants it patch) are refused.
