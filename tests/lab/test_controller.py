@@ -25,10 +25,13 @@ short-ttl secret, so its timer cannot interfere with their counts or crash point
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -767,6 +770,39 @@ def test_alertmanager_bearer_and_standard_webhooks_rotate_once(world: World) -> 
 
 
 # ------------------------------------------------------------------------------------------------ 8. two replicas
+
+
+def _tgkill(pid: int, tid: int, signum: int) -> None:
+    """Send a signal to one thread of another process (glibc's ``tgkill``; Python has no binding)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}, {signum})")
+
+
+def test_sigterm_taken_by_a_worker_thread_stops_the_controller(world: World) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads; CPython runs the Python handler only in the
+    main thread, which a blocked wait never lets run. Sent here to two worker threads (``tgkill``), so no thread
+    choice by the kernel decides the outcome: the controller stops gracefully and gives up its Lease."""
+    w = world
+    c = w.start_controller("sig-worker")
+    time.sleep(1)
+    pid = c.proc.pid
+    workers = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    assert len(workers) >= 3, workers  # the loop, the probe server, the watches...
+    began = time.monotonic()
+    for tid in workers[-1:] + workers[:1]:  # the newest and the oldest worker
+        with contextlib.suppress(ProcessLookupError):
+            _tgkill(pid, tid, signal.SIGTERM)
+    try:
+        code = c.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        c.terminate()  # dumps every thread's stack into the assertion
+        raise
+    print(f"\n[sigterm to worker threads] exit {code} after {time.monotonic() - began:.1f}s")
+    assert code == 0
+    assert [d for d in c.lines() if d.get("event") == "signal received; stopping"]
+    lease = w.kube.get_lease(CONTROLLER_NS, "chamberlain-controller")
+    assert lease is not None and lease.holder is None
 
 
 def test_two_controllers_one_leader_and_failover(world: World) -> None:

@@ -22,7 +22,7 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -128,6 +128,7 @@ def run_cmd(
     from chamberlain.controller import logs
     from chamberlain.controller.heap import limit_malloc_arenas
     from chamberlain.controller.probes import parse_address
+    from chamberlain.controller.signals import StopOnSignals
     from chamberlain.service import controller
     from chamberlain.triggers.webhook import load_keys
 
@@ -164,17 +165,14 @@ def run_cmd(
         ack_deadline=ack_deadline)
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int) -> None:
         log.info("signal received; stopping", signal=signal.Signals(signum).name)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     # `kill -USR1 <pid>`: every thread's stack on stderr, to see where a hung controller waits (frames name code
     # and lines, never a variable's value)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn = replace(target.conn, login_token_file=login_token_file) if login_token_file else target.conn
-    with LiveServers(conn, clock()) as servers:
+    with StopOnSignals(stop, on_signal), LiveServers(conn, clock()) as servers:
         if root is None:
             controller.run_from_cluster(servers, servers.clock, options, log=log,
                                         namespace=controller.controller_namespace(namespace, os.environ),
