@@ -1,6 +1,6 @@
 """SIGTERM/SIGINT as a graceful stop (:mod:`chamberlain.controller.signals`), in this process: the signal is sent
 to one thread with ``pthread_kill``, so which thread takes it is no longer up to the kernel. The lab test
-``test_sigterm_taken_by_any_thread_of_the_controller_stops_it`` does the same to a real controller."""
+``test_sigterm_taken_by_a_worker_thread_stops_the_controller`` does the same to a real controller."""
 
 from __future__ import annotations
 
@@ -117,3 +117,27 @@ def test_only_the_main_thread_may_install_it() -> None:
     thread.start()
     thread.join(5)
     assert len(failed) == 1 and "main thread" in str(failed[0])
+
+
+def test_a_callback_that_blocks_does_not_hold_the_stop_back(worker: threading.Thread, restored: None) -> None:
+    release = threading.Event()
+    stop = threading.Event()
+    with StopOnSignals(stop, lambda _s: release.wait(10)):
+        signal.pthread_kill(worker.ident or 0, signal.SIGTERM)
+        assert stop.wait(5)
+        release.set()
+
+
+def test_a_burst_of_signals_stops_once_and_every_one_is_seen(worker: threading.Thread, restored: None) -> None:
+    stop = threading.Event()
+    with StopOnSignals(stop) as signals:
+        for _ in range(50):
+            signal.pthread_kill(worker.ident or 0, signal.SIGTERM)
+        assert stop.wait(5)
+    assert signals.received and set(signals.received) == {signal.SIGTERM}
+
+
+def test_a_failed_entry_leaves_nothing_behind(restored: None) -> None:
+    with pytest.raises(OSError), StopOnSignals(threading.Event(), signals=(signal.SIGTERM, signal.SIGKILL)):
+        pass  # SIGKILL cannot be caught
+    assert not any(t.name == "signals" for t in threading.enumerate())

@@ -172,15 +172,17 @@ def run_cmd(
     # and lines, never a variable's value)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn = replace(target.conn, login_token_file=login_token_file) if login_token_file else target.conn
+    # the repository is loaded in a forked child, before any thread of this process starts (the signal watcher's
+    # too); a SIGTERM meanwhile ends the process: nothing has started yet
+    scope = controller.load_scope(Path(root), target.environment, target.cluster) if root is not None else None
     with StopOnSignals(stop, on_signal), LiveServers(conn, clock()) as servers:
-        if root is None:
+        if scope is None:
             controller.run_from_cluster(servers, servers.clock, options, log=log,
                                         namespace=controller.controller_namespace(namespace, os.environ),
                                         environment=target.environment, cluster=target.cluster, stop=stop,
                                         max_seconds=max_seconds)
         else:
-            controller.run(Path(root), servers, servers.clock, options, log=log, environment=target.environment,
-                           cluster=target.cluster, stop=stop, max_seconds=max_seconds)
+            controller.run(scope, servers, servers.clock, options, log=log, stop=stop, max_seconds=max_seconds)
 
 
 @controller_app.command("webhook")

@@ -39,7 +39,7 @@ class StopOnSignals:
         self.signals = frozenset(int(s) for s in signals)
         self.received: list[int] = []
         self._previous: dict[int, Any] = {}
-        self._previous_fd = -1
+        self._previous_fd: int | None = None  # set once the wakeup fd is ours
         self._pair: tuple[socket.socket, socket.socket] | None = None
         self._watcher: threading.Thread | None = None
 
@@ -49,11 +49,15 @@ class StopOnSignals:
         reader, writer = socket.socketpair()
         writer.setblocking(False)  # set_wakeup_fd requires it: a signal handler must never block
         self._pair = (reader, writer)
-        self._watcher = threading.Thread(target=self._watch, args=(reader,), name="signals", daemon=True)
-        self._watcher.start()
-        self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-        for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, _nothing)
+        try:
+            self._watcher = threading.Thread(target=self._watch, args=(reader,), name="signals", daemon=True)
+            self._watcher.start()
+            self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            for signum in self.signals:  # SIGKILL and SIGSTOP cannot be caught: signal.signal raises
+                self._previous[signum] = signal.signal(signum, _nothing)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def _watch(self, reader: socket.socket) -> None:
@@ -67,20 +71,22 @@ class StopOnSignals:
             for signum in data:  # one byte per signal taken
                 if signum in self.signals:
                     self.received.append(signum)
-                    with contextlib.suppress(Exception):  # a failing log sink must not end the watch
+                    self.stop.set()  # first: a log sink that blocks must not hold the stop back
+                    with contextlib.suppress(BaseException):  # ...nor one that fails end the watch
                         self.on_signal(signum)
-                    self.stop.set()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
-        signal.set_wakeup_fd(self._previous_fd)
+        if self._previous_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            self._previous_fd = None
         if self._pair is not None:
             reader, writer = self._pair
             writer.close()  # the watcher's recv returns b"": it ends after the signals already written
             if self._watcher is not None:
                 self._watcher.join(5)
             reader.close()
-            self._pair = None
+            self._pair, self._watcher = None, None

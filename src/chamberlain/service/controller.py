@@ -180,12 +180,11 @@ def start(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptio
     return app
 
 
-def run(root: Path, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger,
-        environment: str | None = None, cluster: str | None = None, stop: threading.Event | None = None,
-        max_seconds: float | None = None) -> None:
-    """``controller run``: load the scope (the repository itself is not kept), start, run until ``stop`` is set
-    (or ``max_seconds`` passed), then stop gracefully: the Lease is released, unfinished runs stay recorded."""
-    scope = load_scope(root, environment, cluster)
+def run(scope: Scope, servers: Servers, clock: Clock, options: ControllerOptions, *, log: Logger,
+        stop: threading.Event | None = None, max_seconds: float | None = None) -> None:
+    """``controller run PATH``: start on the scope :func:`load_scope` loaded (before any thread started), run until
+    ``stop`` is set (or ``max_seconds`` passed), then stop gracefully: the Lease is released, unfinished runs stay
+    recorded."""
     app = start(scope, servers, clock, options, log=log, stop=stop, settle_heap=True)
     log.info("controller started", identity=options.name, environment=scope.environment, cluster=scope.cluster,
              secrets=len(scope.placed), metrics=app.metrics_url, webhook=app.webhook.url if app.webhook else None)
