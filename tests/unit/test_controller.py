@@ -1304,6 +1304,23 @@ def test_a_graceful_stop_spends_the_publishers_drain_time_once_when_the_api_serv
     assert c.drained_at_stop and 0.6 <= took < 1.1, took  # one drain (0.6 s), and no wait for the send in flight
 
 
+def test_a_graceful_stop_gives_its_threads_one_timeout_together() -> None:
+    """Two threads that do not end (a stuck loop, a stuck webhook): the stop waits ``timeout`` once, not per thread."""
+    from chamberlain.controller.app import ControllerApp
+
+    app = ControllerApp(World().controller(identity="a"), interval=0.01)
+    never = threading.Event()
+    stuck = [threading.Thread(target=never.wait, daemon=True) for _ in range(2)]
+    for t in stuck:
+        t.start()
+    app._threads.extend(stuck)
+    began = time.monotonic()
+    app.stop(timeout=0.4)
+    took = time.monotonic() - began
+    never.set()
+    assert 0.4 <= took < 0.7, took
+
+
 # --------------------------------------------------------------------------------------------------- queue slots
 
 

@@ -264,8 +264,9 @@ class ControllerApp:
         if self.webhook is not None:
             self.webhook.shutdown()
             self.webhook.server_close()
+        deadline = time.monotonic() + timeout  # one budget for all the threads, not one each
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         if isinstance(self.controller.parts.status, IntentStatus):  # after the loop: a report under way would
             self.controller.parts.status.close()  # make its workers anew
         publisher = self.controller.parts.publisher
